@@ -1,0 +1,101 @@
+"""Accounts database, password hashes, the cred checker and the realm."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+
+from tests.support.fixtures import make_world
+from txmailhost.accounts import AccountError, IMailAccount, canonical_address
+from txmailhost.accounts.passwords import hash_password, verify_password
+
+
+def fired(d):
+    out = []
+    d.addBoth(out.append)
+    return out[0]
+
+
+def test_password_hash_is_scrypt_and_verifies_only_the_right_password():
+    encoded = hash_password("correct horse")
+    assert encoded.startswith("$scrypt$ln=") and "correct horse" not in encoded
+    assert verify_password("correct horse", encoded)
+    assert not verify_password("correct hors", encoded)
+    assert hash_password("correct horse") != encoded  # salted
+
+
+@pytest.mark.parametrize(
+    "garbage", ["", "$scrypt$", "plain", "$scrypt$ln=x,r=8,p=1$aa$bb", "$md5$a$b$c"]
+)
+def test_malformed_hash_never_verifies_and_never_raises(garbage):
+    assert not verify_password("anything", garbage)
+
+
+@pytest.mark.parametrize(
+    "address, canonical",
+    [("Alice@Example.TEST", "alice@example.test"), ("a.b+c@example.test.", "a.b+c@example.test")],
+)
+def test_addresses_are_canonicalised(address, canonical):
+    assert canonical_address(address) == canonical
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "noat",
+        "@example.test",
+        "a@b",
+        "../x@example.test",
+        "a b@example.test",
+        "a..b@example.test",
+        "a@exa_mple.test",
+    ],
+)
+def test_bad_addresses_are_refused_with_a_reason(bad):
+    with pytest.raises(AccountError):
+        canonical_address(bad)
+
+
+def test_users_need_their_domain_and_unique_addresses(tmp_path):
+    world = make_world(tmp_path)
+    with pytest.raises(AccountError, match="not served here"):
+        world.accounts.add_user("a@example.test", "long-enough")
+    world.accounts.add_domain("example.test")
+    with pytest.raises(AccountError, match="already exists"):
+        world.accounts.add_domain("EXAMPLE.test")
+    world.accounts.add_user("a@example.test", "long-enough")
+    with pytest.raises(AccountError, match="already exists"):
+        world.accounts.add_user("A@example.test", "long-enough")
+    with pytest.raises(AccountError, match="too short"):
+        world.accounts.add_user("b@example.test", "short")
+    with pytest.raises(AccountError, match="still has 1 user"):
+        world.accounts.remove_domain("example.test")
+    assert world.accounts.lookup("a@example.test") == (True, True)
+    assert world.accounts.lookup("z@example.test") == (True, False)
+    assert world.accounts.lookup("a@other.test") == (False, False)
+    assert world.accounts.remove_domain("example.test", force=True) == ["a@example.test"]
+    assert world.accounts.list_users() == []
+
+
+def test_checker_and_realm_log_a_user_in_by_canonical_address(tmp_path):
+    world = make_world(tmp_path)
+    world.add_user("alice@example.test")
+    interface, avatar, logout = fired(
+        world.portal.login(
+            UsernamePassword(b"Alice@Example.test", b"secret-pw"), None, IMailAccount
+        )
+    )
+    assert interface is IMailAccount and avatar.address == "alice@example.test"
+    assert avatar.store is world.store
+
+
+@pytest.mark.parametrize(
+    "username, password",
+    [(b"alice@example.test", b"wrong-pw"), (b"nobody@example.test", b"secret-pw"), (b"\xff", b"x")],
+)
+def test_wrong_credentials_fail_with_unauthorized_login(tmp_path, username, password):
+    world = make_world(tmp_path)
+    world.add_user("alice@example.test")
+    failure = fired(world.portal.login(UsernamePassword(username, password), None, IMailAccount))
+    assert failure.check(UnauthorizedLogin)

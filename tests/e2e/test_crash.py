@@ -1,0 +1,65 @@
+"""Durability (DESIGN invariant 1): every message that got a 250 survives SIGKILL exactly once."""
+
+from __future__ import annotations
+
+import poplib
+import smtplib
+import threading
+import time
+
+import pytest
+
+from tests.e2e.conftest import PASSWORD
+
+pytestmark = pytest.mark.slow
+
+
+def _sender(port: int, worker: int, acked: list[str], stop: threading.Event) -> None:
+    n = 0
+    while not stop.is_set():
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=5) as s:
+                while not stop.is_set():
+                    n += 1
+                    msg_id = f"w{worker}-m{n}"
+                    # ~64 KiB bodies keep DATA in flight when the kill lands.
+                    body = f"Subject: {msg_id}\r\n\r\n" + ("line of filler text\r\n" * 3000)
+                    body += f"END {msg_id}\r\n"
+                    s.sendmail("load@remote.test", ["alice@example.test"], body)
+                    acked.append(msg_id)
+        except (OSError, smtplib.SMTPException):
+            return
+
+
+def test_sigkill_mid_stream_loses_no_acknowledged_message(server):
+    acked: list[str] = []
+    stop = threading.Event()
+    workers = [
+        threading.Thread(target=_sender, args=(server.ports["smtp"], w, acked, stop))
+        for w in range(4)
+    ]
+    for w in workers:
+        w.start()
+    time.sleep(2.0)
+    server.kill()  # SIGKILL: no shutdown code runs
+    stop.set()
+    for w in workers:
+        w.join(timeout=30)
+    assert len(acked) > 10, "the load didn't get going"
+
+    server.start()
+    p = poplib.POP3("127.0.0.1", server.ports["pop3"], timeout=30)
+    p.user("alice@example.test")
+    p.pass_(PASSWORD)
+    count = p.stat()[0]
+    seen: dict[str, int] = {}
+    for i in range(1, count + 1):
+        lines = p.retr(i)[1]
+        subject = next(line for line in lines if line.startswith(b"Subject: "))[9:].decode()
+        assert lines[-1] == f"END {subject}".encode(), f"message {subject} is truncated"
+        seen[subject] = seen.get(subject, 0) + 1
+    p.quit()
+    missing = [m for m in acked if m not in seen]
+    duplicated = [m for m, n in seen.items() if n > 1]
+    assert not missing, f"acknowledged but lost: {missing}"
+    assert not duplicated, f"delivered twice: {duplicated}"

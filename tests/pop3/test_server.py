@@ -1,0 +1,727 @@
+"""POP3 protocol behaviour at the byte level (StringTransport), over a real Maildir store,
+a real accounts database, checker, realm and Portal. Store and checker work runs synchronously
+(SyncThreadPool), and the SyncReactor doubles as the Clock for timeouts and login delays."""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from twisted.cred.portal import Portal
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import ITLSTransport
+from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from tests.support.syncpool import SyncReactor, SyncThreadPool
+from txmailhost.accounts.checker import AccountsChecker
+from txmailhost.accounts.db import AccountsDB
+from txmailhost.accounts.realm import MailRealm
+from txmailhost.pop3.replies import DotStuffer
+from txmailhost.pop3.server import POP3Factory, is_loopback
+from txmailhost.store.maildir import MaildirMailbox, MaildirStore
+
+ALICE, PASSWORD = "alice@example.test", "correct horse"
+LOOPBACK = IPv4Address("TCP", "127.0.0.1", 40110)
+REMOTE = IPv4Address("TCP", "192.0.2.10", 40110)
+CREATOR = object()  # stands in for a CertificateOptions: the fake transport only records it
+
+MSG1 = (
+    b"From: bob@example.test\r\nSubject: dots\r\n\r\n"
+    b".leading dot\r\n..two dots\r\n.\r\nlast line\r\n"
+)
+MSG2 = b"Subject: two\r\n\r\nbody\r\n"
+CAPA_LOOPBACK = (
+    b"+OK capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n"
+    b"PIPELINING\r\nUSER\r\nSASL PLAIN\r\nIMPLEMENTATION txmailhost\r\n.\r\n"
+)
+AUTH_FAILED = b"-ERR [AUTH] authentication failed\r\n"
+PLAINTEXT_REFUSED = (
+    b"-ERR [AUTH] plaintext authentication not allowed on an unencrypted connection;"
+    b" use STLS first\r\n"
+)
+
+
+def result(d: Deferred):
+    """The result of a Deferred that has already fired (everything here is synchronous)."""
+    out: list = []
+    d.addBoth(out.append)
+    assert out, "Deferred has not fired"
+    if isinstance(out[0], Failure):
+        out[0].raiseException()
+    return out[0]
+
+
+def plain(authzid: str, authcid: str, password: str) -> str:
+    return base64.b64encode(f"{authzid}\0{authcid}\0{password}".encode()).decode()
+
+
+@implementer(ITLSTransport)
+class TLSStringTransport(StringTransport):
+    """A TCP-like transport that records startTLS, TCP_NODELAY and how many writes it got."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.tls_creator = None
+        self.nodelay = None
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        super().write(data)
+
+    def startTLS(self, creator, normal=True) -> None:
+        self.tls_creator = creator
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.nodelay = enabled
+
+
+class Client:
+    """One POP3 session: send bytes, get back what the server wrote in answer."""
+
+    def __init__(self, factory: POP3Factory, transport: StringTransport) -> None:
+        self.transport = transport
+        self.protocol = factory.buildProtocol(transport.getPeer())
+        self.protocol.makeConnection(transport)
+        self.greeting = self.read()
+
+    def read(self) -> bytes:
+        out = self.transport.value()
+        self.transport.clear()
+        return out
+
+    def pump(self) -> None:
+        """Be the TCP socket that keeps asking a pull producer for more."""
+        while self.transport.producer is not None:
+            self.transport.producer.resumeProducing()
+
+    def send(self, data: bytes) -> bytes:
+        self.protocol.dataReceived(data)
+        self.pump()
+        return self.read()
+
+    def cmd(self, line: str) -> bytes:
+        return self.send(line.encode() + b"\r\n")
+
+    def login(self) -> bytes:
+        assert self.cmd(f"USER {ALICE}") == b"+OK send PASS\r\n"
+        reply = self.cmd(f"PASS {PASSWORD}")
+        assert reply.startswith(b"+OK "), reply
+        return reply
+
+    def drop(self) -> None:
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.transport.disconnecting)
+
+
+@pytest.fixture(scope="module")
+def accounts(tmp_path_factory) -> AccountsDB:
+    # Read-only for every test (logins don't write), so one scrypt hash serves the module.
+    db = AccountsDB(str(tmp_path_factory.mktemp("accounts") / "accounts.sqlite"))
+    db.add_domain("example.test")
+    db.add_user(ALICE, PASSWORD)
+    return db
+
+
+@dataclass
+class World:
+    root: Path
+    reactor: SyncReactor
+    store: MaildirStore
+    portal: Portal
+
+    def deliver(self, message: bytes) -> int:
+        source = self.root / f"incoming-{len(os.listdir(self.root))}"
+        source.write_bytes(message)
+        uids = result(self.store.deliver([(ALICE, "INBOX")], str(source)))
+        source.unlink()
+        return uids[(ALICE, "INBOX")]
+
+    def inbox(self) -> MaildirMailbox:
+        return result(self.store.open(ALICE, "INBOX"))
+
+    def files(self) -> list[bytes]:
+        maildir = self.root / "mail" / "example.test" / "alice"
+        return sorted(p.read_bytes() for sub in ("new", "cur") for p in (maildir / sub).iterdir())
+
+    def connect(self, peer=LOOPBACK, transport: StringTransport | None = None, **options) -> Client:
+        factory = POP3Factory(
+            self.portal, reactor=self.reactor, hostname="mail.example.test", **options
+        )
+        return Client(factory, transport or TLSStringTransport(peerAddress=peer))
+
+
+@pytest.fixture
+def world(tmp_path, accounts) -> World:
+    reactor, pool = SyncReactor(), SyncThreadPool()
+    store = MaildirStore(str(tmp_path / "mail"), reactor, pool)
+    store.provision_sync(ALICE)
+    portal = Portal(MailRealm(store), [AccountsChecker(accounts, reactor, pool)])
+    return World(tmp_path, reactor, store, portal)
+
+
+@pytest.fixture
+def stocked(world) -> World:
+    """A world whose INBOX holds MSG1 and MSG2."""
+    world.deliver(MSG1)
+    world.deliver(MSG2)
+    return world
+
+
+@pytest.fixture
+def session(stocked) -> Client:
+    client = stocked.connect()
+    client.login()
+    return client
+
+
+# -- greeting and CAPA -------------------------------------------------------------------------
+
+
+def test_greeting_names_the_host_and_sets_tcp_nodelay(world):
+    client = world.connect()
+    assert client.greeting == b"+OK txmailhost POP3 ready mail.example.test\r\n"
+    assert client.transport.nodelay is True
+
+
+def test_capa_on_loopback_offers_user_and_sasl_plain(world):
+    assert world.connect().cmd("CAPA") == CAPA_LOOPBACK
+
+
+def test_capa_from_remote_peer_hides_plaintext_auth(world):
+    assert world.connect(REMOTE).cmd("CAPA") == (
+        b"+OK capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n"
+        b"PIPELINING\r\nIMPLEMENTATION txmailhost\r\n.\r\n"
+    )
+
+
+def test_capa_offers_stls_only_with_a_tls_creator_on_a_tls_capable_transport(world):
+    assert b"\r\nSTLS\r\n" in world.connect(REMOTE, tls_creator=CREATOR).cmd("CAPA")
+    assert b"STLS" not in world.connect(REMOTE).cmd("CAPA")
+    plain_transport = StringTransport(peerAddress=REMOTE)
+    client = world.connect(transport=plain_transport, tls_creator=CREATOR)
+    assert b"STLS" not in client.cmd("CAPA")
+
+
+def test_capa_on_implicit_tls_offers_plaintext_auth_and_no_stls(world):
+    reply = world.connect(REMOTE, tls_creator=CREATOR, implicit_tls=True).cmd("CAPA")
+    assert b"\r\nUSER\r\nSASL PLAIN\r\n" in reply
+    assert b"STLS" not in reply
+
+
+def test_capa_after_login_lists_the_same_capabilities(session):
+    assert session.cmd("CAPA") == CAPA_LOOPBACK
+
+
+def test_verbs_are_case_insensitive(world):
+    assert world.connect().cmd("cApA") == CAPA_LOOPBACK
+
+
+# -- USER / PASS -------------------------------------------------------------------------------
+
+
+def test_user_pass_logs_in_and_reports_the_maildrop(stocked):
+    client = stocked.connect()
+    assert client.cmd(f"USER {ALICE}") == b"+OK send PASS\r\n"
+    reply = client.cmd(f"PASS {PASSWORD}")
+    assert reply == b"+OK %s has 2 messages (%d octets)\r\n" % (
+        ALICE.encode(),
+        len(MSG1) + len(MSG2),
+    )
+
+
+def test_user_pass_from_remote_peer_without_tls_is_refused(world):
+    client = world.connect(REMOTE)
+    assert client.cmd(f"USER {ALICE}") == PLAINTEXT_REFUSED
+    assert client.cmd(f"PASS {PASSWORD}") == PLAINTEXT_REFUSED
+    assert client.cmd(f"AUTH PLAIN {plain('', ALICE, PASSWORD)}") == PLAINTEXT_REFUSED
+    assert client.cmd("STAT") == b"-ERR command not valid before login\r\n"
+
+
+def test_ipv6_loopback_peer_may_log_in_without_tls(world):
+    client = world.connect(IPv6Address("TCP", "::1", 40110))
+    client.login()
+
+
+@pytest.mark.parametrize(
+    ("peer", "expected"),
+    [
+        (IPv4Address("TCP", "127.0.0.1", 1), True),
+        (IPv4Address("TCP", "127.8.9.10", 1), True),
+        (IPv6Address("TCP", "::1", 1), True),
+        (IPv6Address("TCP", "::ffff:127.0.0.1", 1), True),
+        (IPv4Address("TCP", "192.0.2.1", 1), False),
+        (IPv4Address("TCP", "10.0.0.1", 1), False),
+        (IPv6Address("TCP", "2001:db8::1", 1), False),
+        (IPv6Address("TCP", "::ffff:192.0.2.1", 1), False),
+        (UNIXAddress("/run/pop3.sock"), False),
+    ],
+)
+def test_only_loopback_peers_count_as_loopback(peer, expected):
+    assert is_loopback(peer) is expected
+
+
+def test_wrong_password_fails_after_a_delay_and_pipelined_commands_wait(world):
+    client = world.connect()
+    client.cmd(f"USER {ALICE}")
+    assert client.send(b"PASS wrong password\r\nCAPA\r\n") == b""
+    world.reactor.advance(0.9)
+    assert client.read() == b""
+    world.reactor.advance(0.1)
+    assert client.read() == AUTH_FAILED + CAPA_LOOPBACK
+    assert not client.closed
+
+
+def test_unknown_user_fails_exactly_like_a_wrong_password(world):
+    client = world.connect()
+    client.cmd("USER nobody@example.test")
+    client.cmd(f"PASS {PASSWORD}")
+    world.reactor.advance(1)
+    assert client.read() == AUTH_FAILED
+
+
+def test_third_failed_login_closes_the_connection(world):
+    client = world.connect()
+    for attempt in range(3):
+        assert not client.closed
+        client.cmd(f"AUTH PLAIN {plain('', ALICE, f'wrong{attempt}')}")
+        world.reactor.advance(1)
+        assert client.read() == AUTH_FAILED
+    assert client.closed
+
+
+def test_pass_without_user_is_refused(world):
+    client = world.connect()
+    assert client.cmd("PASS x") == b"-ERR send USER first\r\n"
+    assert client.cmd("PASS") == b"-ERR usage: PASS password\r\n"
+
+
+def test_logins_are_logged_with_peer_and_sanitised_user(world):
+    client = world.connect()
+    with capturedLogs() as events:
+        client.cmd("AUTH PLAIN " + plain("", "mallory\r\nforged: yes", "wrong"))
+        world.reactor.advance(1)
+        assert client.read() == AUTH_FAILED
+        client.login()
+    failed, succeeded = [e for e in events if "login" in e["log_format"]]
+    assert failed["user"] == "mallory??forged: yes"
+    assert failed["peer"] == "127.0.0.1"
+    assert failed["mechanism"] == "PLAIN"
+    assert succeeded["user"] == ALICE
+    assert succeeded["mechanism"] == "USER"
+
+
+def test_session_end_is_logged_with_retrieved_and_deleted_counts(session):
+    session.cmd("RETR 1")
+    session.cmd("DELE 2")
+    session.cmd("QUIT")
+    with capturedLogs() as events:
+        session.drop()
+    (end,) = [e for e in events if "session end" in e["log_format"]]
+    assert (end["user"], end["retrieved"], end["deleted"]) == (ALICE, 1, 1)
+
+
+# -- AUTH PLAIN (RFC 5034) ---------------------------------------------------------------------
+
+
+def test_auth_plain_with_initial_response_logs_in(stocked):
+    client = stocked.connect()
+    reply = client.cmd(f"AUTH PLAIN {plain('', ALICE, PASSWORD)}")
+    assert reply.startswith(b"+OK alice@example.test has 2 messages")
+
+
+def test_auth_plain_with_continuation_logs_in(world):
+    client = world.connect()
+    assert client.cmd("AUTH PLAIN") == b"+ \r\n"
+    assert client.cmd(plain(ALICE, ALICE, PASSWORD)).startswith(b"+OK ")
+    assert client.cmd("STAT") == b"+OK 0 0\r\n"
+
+
+def test_auth_plain_continuation_star_cancels(world):
+    client = world.connect()
+    client.cmd("AUTH PLAIN")
+    assert client.cmd("*") == b"-ERR authentication cancelled\r\n"
+    assert client.cmd("STAT") == b"-ERR command not valid before login\r\n"
+
+
+def test_auth_plain_with_bad_base64_is_refused(world):
+    client = world.connect()
+    assert client.cmd("AUTH PLAIN not*base64") == b"-ERR invalid base64 in SASL response\r\n"
+    client.cmd("AUTH PLAIN")
+    assert client.cmd("@@@@") == b"-ERR invalid base64 in SASL response\r\n"
+    missing_nul = base64.b64encode(b"alice").decode()
+    assert client.cmd(f"AUTH PLAIN {missing_nul}") == (
+        b"-ERR invalid PLAIN response: expected authzid NUL authcid NUL password\r\n"
+    )
+
+
+def test_auth_plain_for_another_identity_is_refused(world):
+    reply = world.connect().cmd(f"AUTH PLAIN {plain('bob@example.test', ALICE, PASSWORD)}")
+    assert (
+        reply == b"-ERR [AUTH] authorization identity must be empty or equal to the user name\r\n"
+    )
+
+
+def test_auth_with_unknown_mechanism_is_refused(world):
+    assert world.connect().cmd("AUTH CRAM-MD5") == (
+        b"-ERR unsupported SASL mechanism; only PLAIN is offered\r\n"
+    )
+
+
+def test_auth_without_arguments_lists_the_mechanisms_allowed_here(world):
+    assert world.connect().cmd("AUTH") == b"+OK SASL mechanisms follow\r\nPLAIN\r\n.\r\n"
+    assert world.connect(REMOTE).cmd("AUTH") == b"+OK SASL mechanisms follow\r\n.\r\n"
+
+
+# -- STLS (RFC 2595) ---------------------------------------------------------------------------
+
+
+def test_stls_discards_pipelined_commands_then_allows_plaintext_auth(world):
+    client = world.connect(REMOTE, tls_creator=CREATOR)
+    reply = client.send(f"STLS\r\nUSER {ALICE}\r\nQUIT\r\n".encode())
+    assert reply == b"+OK begin TLS negotiation\r\n"  # nothing for USER or QUIT
+    assert client.transport.tls_creator is CREATOR
+    assert not client.closed
+    capa = client.cmd("CAPA")
+    assert b"\r\nUSER\r\nSASL PLAIN\r\n" in capa and b"STLS" not in capa
+    assert client.cmd(f"PASS {PASSWORD}") == b"-ERR send USER first\r\n"  # USER was dropped
+    client.login()
+
+
+def test_stls_forgets_a_user_given_before_it(world):
+    client = world.connect(tls_creator=CREATOR)
+    client.cmd(f"USER {ALICE}")
+    client.cmd("STLS")
+    assert client.cmd(f"PASS {PASSWORD}") == b"-ERR send USER first\r\n"
+
+
+def test_stls_refused_when_unavailable_already_active_or_after_login(world):
+    assert world.connect().cmd("STLS") == b"-ERR STLS not available\r\n"
+    active = world.connect(tls_creator=CREATOR, implicit_tls=True)
+    assert active.cmd("STLS") == b"-ERR TLS already active\r\n"
+    again = world.connect(tls_creator=CREATOR)
+    again.cmd("STLS")
+    assert again.cmd("STLS") == b"-ERR TLS already active\r\n"
+    after_login = world.connect(tls_creator=CREATOR)
+    after_login.login()
+    assert after_login.cmd("STLS") == b"-ERR command not valid after login\r\n"
+    assert after_login.transport.tls_creator is None
+
+
+# -- STAT / LIST / UIDL ------------------------------------------------------------------------
+
+
+def test_stat_list_uidl_with_and_without_argument(session, stocked):
+    snapshot = result(stocked.inbox().snapshot())
+    uv, (one, two) = snapshot.uidvalidity, snapshot.messages
+    assert session.cmd("STAT") == b"+OK 2 %d\r\n" % (len(MSG1) + len(MSG2))
+    assert session.cmd("LIST") == b"+OK 2 messages (%d octets)\r\n1 %d\r\n2 %d\r\n.\r\n" % (
+        len(MSG1) + len(MSG2),
+        len(MSG1),
+        len(MSG2),
+    )
+    assert session.cmd("LIST 2") == b"+OK 2 %d\r\n" % len(MSG2)
+    assert session.cmd("UIDL") == (
+        b"+OK unique-id listing follows\r\n1 %d.%d\r\n2 %d.%d\r\n.\r\n" % (uv, one.uid, uv, two.uid)
+    )
+    assert session.cmd("UIDL 1") == b"+OK 1 %d.%d\r\n" % (uv, one.uid)
+
+
+def test_uidl_is_stable_across_sessions(stocked):
+    first = stocked.connect()
+    first.login()
+    uidl = first.cmd("UIDL")
+    first.cmd("DELE 1")
+    first.cmd("QUIT")
+    stocked.deliver(b"Subject: three\r\n\r\n3\r\n")
+    second = stocked.connect()
+    second.login()
+    lines = second.cmd("UIDL").split(b"\r\n")
+    assert lines[1].split()[1] == uidl.split(b"\r\n")[2].split()[1]  # message 2 keeps its id
+    assert len(lines) == 5  # +OK, two messages, ".", ""
+
+
+# -- RETR and TOP ------------------------------------------------------------------------------
+
+
+def test_retr_dot_stuffs_lines_that_start_with_a_dot(session):
+    assert session.cmd("RETR 1") == (
+        b"+OK %d octets\r\nFrom: bob@example.test\r\nSubject: dots\r\n\r\n"
+        b"..leading dot\r\n...two dots\r\n..\r\nlast line\r\n.\r\n" % len(MSG1)
+    )
+
+
+def test_retr_stuffs_a_dot_on_the_first_line(world):
+    world.deliver(b".first line\r\nsecond\r\n")
+    client = world.connect()
+    client.login()
+    assert client.cmd("RETR 1") == b"+OK 21 octets\r\n..first line\r\nsecond\r\n.\r\n"
+
+
+def test_retr_of_file_without_trailing_crlf_gets_one_before_the_terminator(world):
+    world.deliver(b"Subject: x\r\n\r\n.no newline")
+    client = world.connect()
+    client.login()
+    assert client.cmd("RETR 1") == b"+OK 25 octets\r\nSubject: x\r\n\r\n..no newline\r\n.\r\n"
+
+
+def test_retr_is_dot_stuffed_the_same_at_every_chunk_boundary(world):
+    message = b"A: b\r\n\r\n.\r\n..x\r\n\r\n.y\r\n.\r\n.."
+    expected = b"+OK %d octets\r\nA: b\r\n\r\n..\r\n...x\r\n\r\n..y\r\n..\r\n...\r\n.\r\n" % len(
+        message
+    )
+    world.deliver(message)
+    client = world.connect()
+    client.login()
+    for chunk_size in range(1, len(message) + 2):
+        client.protocol.chunk_size = chunk_size
+        assert client.cmd("RETR 1") == expected, chunk_size
+
+
+def test_retr_streams_large_messages_in_chunks(world):
+    body = b"".join(b"line %06d of a long message\r\n" % n for n in range(20_000))
+    message = b"Subject: big\r\n\r\n" + body
+    world.deliver(message)
+    head = b"+OK %d octets\r\n" % len(message)
+    client = world.connect()
+    client.login()
+    client.protocol.dataReceived(b"RETR 1\r\n")
+    assert client.read() == b""  # nothing is read until the transport asks for it
+    client.transport.producer.resumeProducing()
+    first = client.read()
+    assert first.startswith(head + b"Subject: big\r\n")
+    assert 64 * 1024 <= len(first) < 64 * 1024 + 100
+    client.pump()
+    rest = client.read()
+    assert first + rest == head + message + b".\r\n"
+
+
+def test_commands_pipelined_during_retr_run_after_it_in_order(session):
+    session.protocol.dataReceived(b"RETR 2\r\nSTAT\r\nNOOP\r\n")
+    assert session.read() == b""
+    session.pump()
+    assert session.read() == (
+        b"+OK %d octets\r\n%s.\r\n+OK 2 %d\r\n+OK\r\n" % (len(MSG2), MSG2, len(MSG1) + len(MSG2))
+    )
+
+
+def test_pipelined_replies_and_small_messages_go_out_in_one_write(session):
+    session.transport.writes = 0
+    session.send(b"STAT\r\nLIST\r\nNOOP\r\n")
+    assert session.transport.writes == 1
+    session.transport.writes = 0
+    session.send(b"NOOP\r\nRETR 2\r\n")
+    assert session.transport.writes == 1
+
+
+def test_top_sends_header_blank_line_and_n_body_lines(session):
+    head = b"+OK top of message follows\r\nFrom: bob@example.test\r\nSubject: dots\r\n\r\n"
+    assert session.cmd("TOP 1 0") == head + b".\r\n"
+    assert session.cmd("TOP 1 2") == head + b"..leading dot\r\n...two dots\r\n.\r\n"
+    assert session.cmd("TOP 1 99") == session.cmd("RETR 1").replace(
+        b"+OK %d octets" % len(MSG1), b"+OK top of message follows"
+    )
+
+
+def test_retr_of_a_message_expunged_by_another_session_is_refused(session, stocked):
+    inbox = stocked.inbox()
+    result(inbox.expunge([result(inbox.snapshot()).messages[0].uid]))
+    assert session.cmd("RETR 1") == b"-ERR message 1 is no longer available\r\n"
+    assert session.cmd("NOOP") == b"+OK\r\n"
+
+
+def test_connection_lost_during_retr_stops_the_stream(world):
+    world.deliver(b"Subject: big\r\n\r\n" + b"x" * 200_000 + b"\r\n")
+    client = world.connect()
+    client.login()
+    client.protocol.dataReceived(b"RETR 1\r\n")
+    producer = client.transport.producer
+    producer.resumeProducing()
+    client.drop()
+    client.read()
+    producer.resumeProducing()
+    assert client.read() == b""
+
+
+# -- DELE / RSET / QUIT ------------------------------------------------------------------------
+
+
+def test_deleted_message_is_hidden_and_refused(session):
+    assert session.cmd("DELE 1") == b"+OK message 1 deleted\r\n"
+    assert session.cmd("STAT") == b"+OK 1 %d\r\n" % len(MSG2)
+    assert session.cmd("LIST") == b"+OK 1 messages (%d octets)\r\n2 %d\r\n.\r\n" % (
+        len(MSG2),
+        len(MSG2),
+    )
+    assert b"\r\n1 " not in session.cmd("UIDL")
+    for command in ("DELE 1", "RETR 1", "TOP 1 0", "LIST 1", "UIDL 1"):
+        assert session.cmd(command) == b"-ERR message 1 already deleted\r\n", command
+
+
+def test_rset_unmarks_deleted_messages(session):
+    session.cmd("DELE 1")
+    session.cmd("DELE 2")
+    assert session.cmd("RSET") == b"+OK maildrop has 2 messages (%d octets)\r\n" % (
+        len(MSG1) + len(MSG2)
+    )
+    assert session.cmd("RETR 2").startswith(b"+OK ")
+
+
+def test_dele_is_committed_only_at_quit(session, stocked):
+    session.cmd("DELE 1")
+    assert stocked.files() == sorted([MSG1, MSG2])
+    assert session.cmd("QUIT") == b"+OK txmailhost POP3 server signing off (1 messages left)\r\n"
+    assert session.closed
+    assert stocked.files() == [MSG2]
+
+
+def test_connection_drop_without_quit_deletes_nothing(session, stocked):
+    session.cmd("DELE 1")
+    session.cmd("DELE 2")
+    session.drop()
+    assert stocked.files() == sorted([MSG1, MSG2])
+
+
+def test_quit_reports_sys_temp_when_the_expunge_fails(session, stocked, monkeypatch):
+    def broken_expunge(self, uids):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(MaildirMailbox, "_expunge", broken_expunge)
+    session.cmd("DELE 1")
+    with capturedLogs():
+        reply = session.cmd("QUIT")
+    assert reply == b"-ERR [SYS/TEMP] some deleted messages not removed, try again later\r\n"
+    assert session.closed
+    assert stocked.files() == sorted([MSG1, MSG2])
+
+
+def test_quit_before_login_signs_off(world):
+    client = world.connect()
+    assert client.cmd("QUIT") == b"+OK txmailhost POP3 server signing off\r\n"
+    assert client.closed
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "reply"),
+    [
+        ("RETR 0", b"-ERR no such message, only 2 in maildrop"),
+        ("RETR 3", b"-ERR no such message, only 2 in maildrop"),
+        ("DELE 99999999999999999999", b"-ERR no such message, only 2 in maildrop"),
+        ("RETR -1", b"-ERR invalid message number"),
+        ("LIST x", b"-ERR invalid message number"),
+        ("DELE 1.0", b"-ERR invalid message number"),
+        ("UIDL +1", b"-ERR invalid message number"),
+        ("RETR", b"-ERR usage: RETR msg"),
+        ("RETR 1 2", b"-ERR usage: RETR msg"),
+        ("LIST 1 2", b"-ERR usage: LIST [msg]"),
+        ("STAT 1", b"-ERR usage: STAT"),
+        ("TOP 1", b"-ERR usage: TOP msg lines"),
+        ("TOP 1 -1", b"-ERR invalid line count: expected a non-negative number"),
+        ("TOP 1 x", b"-ERR invalid line count: expected a non-negative number"),
+        ("USER alice", b"-ERR command not valid after login"),
+        ("AUTH PLAIN", b"-ERR command not valid after login"),
+        ("XYZZY <script>\x1b[31m", b"-ERR unknown command"),
+        ("", b"-ERR unknown command"),
+    ],
+)
+def test_bad_commands_get_an_error_and_keep_the_session(session, command, reply):
+    assert session.cmd(command) == reply + b"\r\n"
+    assert not session.closed
+    assert session.cmd("NOOP") == b"+OK\r\n"
+
+
+def test_transaction_commands_before_login_are_refused(world):
+    client = world.connect()
+    for command in ("STAT", "LIST", "UIDL", "RETR 1", "TOP 1 1", "DELE 1", "RSET", "NOOP"):
+        assert client.cmd(command) == b"-ERR command not valid before login\r\n", command
+
+
+def test_long_line_is_refused_and_skipped_to_the_next_crlf(world):
+    client = world.connect()
+    assert client.send(b"X" * 2000 + b"\r\nQUIT\r\n") == (
+        b"-ERR line too long\r\n+OK txmailhost POP3 server signing off\r\n"
+    )
+
+
+def test_long_line_without_crlf_is_discarded_across_reads(world):
+    client = world.connect()
+    assert client.send(b"A" * 1100) == b"-ERR line too long\r\n"
+    assert client.send(b"STAT\r" * 100) == b""  # still inside the long line
+    assert client.send(b"\nNOOP-IS-DISCARDED\r") == b""  # CR|LF split across reads ended it
+    assert client.send(b"\nCAPA\r\n") == b"-ERR unknown command\r\n" + CAPA_LOOPBACK
+
+
+def test_max_line_length_is_configurable(world):
+    client = world.connect(max_line_length=10)
+    assert client.cmd("USER " + "x" * 10) == b"-ERR line too long\r\n"
+
+
+def test_too_many_bad_commands_close_the_session(world):
+    client = world.connect()
+    replies = client.send(b"GET / HTTP/1.1\r\n" * 12)
+    assert replies == b"-ERR unknown command\r\n" * 9 + (
+        b"-ERR too many bad commands, closing connection\r\n"
+    )
+    assert client.closed
+
+
+# -- timeouts ----------------------------------------------------------------------------------
+
+
+def test_idle_timeout_closes_the_session_without_deleting(session, stocked):
+    session.cmd("DELE 1")
+    stocked.reactor.advance(599)
+    assert not session.closed
+    with capturedLogs() as events:
+        stocked.reactor.advance(1)
+    assert session.closed
+    assert session.read() == b""
+    assert any("idle timeout" in e["log_format"] for e in events)
+    session.drop()
+    assert stocked.files() == sorted([MSG1, MSG2])
+
+
+def test_each_command_restarts_the_idle_timer(world):
+    client = world.connect(idle_timeout=60)
+    world.reactor.advance(50)
+    client.cmd("CAPA")
+    world.reactor.advance(50)
+    assert not client.closed
+    world.reactor.advance(10)
+    assert client.closed
+
+
+# -- dot-stuffing ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("message", "stuffed"),
+    [
+        (b"", b".\r\n"),
+        (b".\r\n", b"..\r\n.\r\n"),
+        (b"a\r\n.\r\n", b"a\r\n..\r\n.\r\n"),
+        (b"a\n.b\n", b"a\r\n..b\r\n.\r\n"),  # bare LF from a foreign Maildir tool
+        (b"a\r\n.", b"a\r\n..\r\n.\r\n"),
+        (b"a\r", b"a\r\n.\r\n"),
+        (b"x.y\r\n", b"x.y\r\n.\r\n"),
+    ],
+)
+def test_dot_stuffer_is_independent_of_chunking(message, stuffed):
+    for size in range(1, len(message) + 2):
+        stuffer = DotStuffer()
+        chunks = [message[i : i + size] for i in range(0, len(message), size)]
+        assert b"".join(map(stuffer.stuff, chunks)) + stuffer.finish() == stuffed, size

@@ -1,0 +1,323 @@
+"""ESMTP protocol behaviour at the byte level (StringTransport), over a real store and accounts."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import ITLSTransport
+from twisted.internet.testing import StringTransport
+from zope.interface import implementer
+
+from tests.support.fixtures import make_world
+from txmailhost.smtp.incoming import IncomingSpool
+from txmailhost.smtp.policy import InboundPolicy
+from txmailhost.smtp.server import SMTPFactory
+
+
+@implementer(ITLSTransport)
+class TLSStringTransport(StringTransport):
+    tls_creator = None
+
+    def startTLS(self, creator):
+        self.tls_creator = creator
+
+
+class Session:
+    """One SMTP session: send lines, read what the server wrote since the last read."""
+
+    def __init__(self, factory: SMTPFactory, transport: StringTransport | None = None) -> None:
+        self.transport = transport or StringTransport(
+            peerAddress=IPv4Address("TCP", "192.0.2.7", 40000)
+        )
+        self.protocol = factory.buildProtocol(None)
+        self.protocol.makeConnection(self.transport)
+
+    def read(self) -> bytes:
+        out = self.transport.value()
+        self.transport.clear()
+        return out
+
+    def send(self, data: bytes) -> bytes:
+        self.protocol.dataReceived(data)
+        return self.read()
+
+    def codes(self, data: bytes) -> list[str]:
+        return [line[:3].decode() for line in self.send(data).split(b"\r\n") if line[3:4] == b" "]
+
+
+@pytest.fixture
+def world(tmp_path):
+    w = make_world(tmp_path)
+    w.add_user("alice@example.test")
+    w.add_user("bob@example.test")
+    return w
+
+
+def make_factory(world, **kw) -> SMTPFactory:
+    spool = IncomingSpool(os.path.join(world.root, "queue", "tmp"), world.reactor, world.pool)
+    spool.sweep()
+    kw.setdefault("max_message_size", 10_000)
+    return SMTPFactory(
+        InboundPolicy(world.router, world.store),
+        spool,
+        hostname="mx.example.test",
+        reactor=world.reactor,
+        **kw,
+    )
+
+
+@pytest.fixture
+def session(world):
+    s = Session(make_factory(world))
+    assert s.read().startswith(b"220 mx.example.test ESMTP")
+    return s
+
+
+def test_ehlo_advertises_pipelining_size_8bitmime_enhancedstatuscodes(session):
+    reply = session.send(b"EHLO client.test\r\n")
+    lines = reply.split(b"\r\n")
+    assert lines[0] == b"250-mx.example.test greets client.test"
+    assert b"250-PIPELINING" in lines
+    assert b"250-SIZE 10000" in lines
+    assert b"250-8BITMIME" in lines
+    assert b"250-ENHANCEDSTATUSCODES" in lines
+    assert lines[-2].startswith(b"250 ")
+
+
+def test_message_to_local_user_is_stored_with_trace_headers(session, world):
+    out = session.send(
+        b"EHLO c.test\r\nMAIL FROM:<x@remote.test>\r\nRCPT TO:<Alice@Example.test>\r\nDATA\r\n"
+    )
+    assert out.split(b"\r\n")[-4:] == [
+        b"250 2.1.0 sender OK",
+        b"250 2.1.5 recipient OK",
+        b"354 End data with <CR><LF>.<CR><LF>",
+        b"",
+    ]
+    out = session.send(b"Subject: hi\r\n\r\n..leading dot\r\nbody\r\n.\r\n")
+    assert out.startswith(b"250 2.0.0 OK delivered as ")
+    (stored,) = world.inbox_files("alice@example.test")
+    assert stored.startswith(b"Return-Path: <x@remote.test>\r\nReceived: from c.test ([192.0.2.7])")
+    assert b"for <alice@example.test>;" in stored
+    assert stored.endswith(b"Subject: hi\r\n\r\n.leading dot\r\nbody\r\n")
+    assert os.listdir(os.path.join(world.root, "queue", "tmp")) == []
+
+
+def test_one_message_to_two_users_lands_in_both_inboxes(session, world):
+    session.send(b"EHLO c.test\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.test>\r\n")
+    session.send(b"RCPT TO:<bob@example.test>\r\nDATA\r\n")
+    assert session.send(b"Subject: two\r\n\r\nhi\r\n.\r\n").startswith(b"250 2.0.0")
+    assert len(world.inbox_files("alice@example.test")) == 1
+    assert len(world.inbox_files("bob@example.test")) == 1
+    assert world.inbox_files("bob@example.test")[0].startswith(b"Return-Path: <>\r\n")
+
+
+def test_pipelined_transaction_replies_in_order_in_one_write(session, world):
+    session.send(b"EHLO c.test\r\n")
+    burst = (
+        b"MAIL FROM:<a@r.test>\r\nRCPT TO:<nobody@example.test>\r\n"
+        b"RCPT TO:<bob@example.test>\r\nDATA\r\n"
+    )
+    assert session.codes(burst) == ["250", "550", "250", "354"]
+    assert session.codes(b"x\r\n.\r\nNOOP\r\nQUIT\r\n") == ["250", "250", "221"]
+    assert session.transport.disconnecting
+
+
+def test_unknown_local_user_is_rejected_550_511(session):
+    session.send(b"EHLO c.test\r\nMAIL FROM:<a@r.test>\r\n")
+    assert session.send(b"RCPT TO:<nobody@example.test>\r\n") == (
+        b"550 5.1.1 mailbox unavailable: no such user here\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "recipient",
+    [
+        b"<victim@elsewhere.test>",
+        b"<@example.test:victim@elsewhere.test>",  # source route: the real target is elsewhere
+        b"<victim%elsewhere.test@example.test>",  # percent hack
+        b'<"victim@elsewhere.test"@example.test>',  # quoted local part
+        b"<victim@[192.0.2.1]>",  # address literal
+    ],
+)
+def test_relaying_is_denied_whatever_the_address_trick(session, world, recipient):
+    session.send(b"EHLO c.test\r\nMAIL FROM:<a@r.test>\r\n")
+    reply = session.send(b"RCPT TO:" + recipient + b"\r\n")
+    assert reply[:3] in (b"554", b"550"), reply
+    assert session.send(b"DATA\r\n").startswith(b"554 5.5.1 no valid recipients")
+    assert world.inbox_files("alice@example.test") == []
+
+
+def test_relay_to_foreign_domain_is_554_571(session):
+    session.send(b"EHLO c.test\r\nMAIL FROM:<a@r.test>\r\n")
+    assert session.send(b"RCPT TO:<v@elsewhere.test>\r\n") == b"554 5.7.1 relaying denied\r\n"
+
+
+@pytest.mark.parametrize(
+    "commands, expected",
+    [
+        (b"MAIL FROM:<a@r.test>\r\n", b"503 5.5.1 send HELO or EHLO first\r\n"),
+        (b"EHLO c\r\nRCPT TO:<alice@example.test>\r\n", b"503 5.5.1 need MAIL before RCPT\r\n"),
+        (b"EHLO c\r\nDATA\r\n", b"503 5.5.1 need MAIL before RCPT\r\n"),
+        (b"EHLO c\r\nMAIL FROM:<a@r.test>\r\nDATA\r\n", b"503 5.5.1 need RCPT before DATA\r\n"),
+        (b"EHLO c\r\nMAIL FROM:<a@r.test>\r\nMAIL FROM:<b@r.test>\r\n", b"503 5.5.1 sender"),
+        (b"EHLO\r\n", b"501 5.5.4"),
+        (b"EHLO c\r\nMAIL FROM:a@r.test\r\n", b"501 5.1.7 bad sender address syntax\r\n"),
+        (b"EHLO c\r\nMAIL FROM:<a@r.test> FOO=BAR\r\n", b"555 5.5.4"),
+        (b"EHLO c\r\nMAIL FROM:<a@r.test> SIZE=x\r\n", b"501 5.5.4"),
+        (b"EHLO c\r\nMAIL FROM:<a@r.test> BODY=BINARYMIME\r\n", b"501 5.5.4"),
+        (b"EHLO c\r\nMAIL FROM:<a@r.test> SIZE=99999\r\n", b"552 5.3.4"),
+        (b"EHLO c\r\nMAIL FROM:<\xc3\xa4@r.test>\r\n", b"553 5.6.7"),
+        (b"EHLO c\r\nMAIL FROM:<a@r.test>\r\nRCPT TO:<b>\r\n", b"501 5.1.3"),
+        (b"EHLO c\r\nMAIL FROM:<a@r.test>\r\nRCPT TO:<>\r\n", b"501 5.1.3"),
+        (b"EHLO c\r\nMAIL FROM:<a@r.test>\r\nRCPT TO:<bob@example.test> NOTIFY=NEVER\r\n", b"555"),
+        (b"EHLO c\r\nMAIL FROM:<a@r.test>\r\nRCPT TO:<bob@example.test>\r\nDATA x\r\n", b"501"),
+        (b"FROB\r\n", b"500 5.5.2 command not recognized\r\n"),
+        (b"\xff\xfe\r\n", b"500 5.5.2 command contains invalid characters\r\n"),
+        (b"NOOP\x00\r\n", b"500 5.5.2"),
+        (b"VRFY alice\r\n", b"252 2.5.0"),
+        (b"VRFY\r\n", b"501 5.5.4"),
+        (b"EXPN list\r\n", b"502 5.5.1"),
+        (b"STARTTLS\r\n", b"502 5.5.1"),
+        (b"HELP\r\n", b"214-2.0.0 Commands"),
+        (b"RSET\r\n", b"250 2.0.0 reset OK\r\n"),
+        (b"noop\r\n", b"250 2.0.0 OK\r\n"),
+    ],
+)
+def test_bad_or_out_of_sequence_commands_get_their_reply(session, commands, expected):
+    lines = [line for line in session.send(commands).split(b"\r\n") if line]
+    # The reply to the last command is the last line, or the first of a multi-line reply.
+    last = (
+        next(line for line in lines if line[:4] == lines[-1][:3] + b"-")
+        if (lines[-1][:3] == b"214")
+        else lines[-1]
+    )
+    assert (last + b"\r\n").startswith(expected), lines
+    assert not session.transport.disconnecting
+
+
+def test_helo_then_mail_with_esmtp_parameter_is_refused(session):
+    session.send(b"HELO c.test\r\n")
+    assert session.send(b"MAIL FROM:<a@r.test> SIZE=10\r\n").startswith(b"555 5.5.4")
+
+
+def test_overlong_command_line_is_refused_and_session_continues(world):
+    s = Session(make_factory(world, max_line_length=100))
+    s.read()
+    assert s.send(b"NOOP " + b"x" * 150) == b"500 5.5.2 line too long\r\n"
+    assert s.send(b"y" * 500) == b""  # still discarding: the same line
+    assert s.send(b"zz\r\nNOOP\r\n") == b"250 2.0.0 OK\r\n"
+    assert s.send(b"NOOP " + b"x" * 200 + b"\r\nNOOP\r\n") == (
+        b"500 5.5.2 line too long\r\n250 2.0.0 OK\r\n"
+    )
+
+
+def test_too_many_errors_closes_with_421(world):
+    s = Session(make_factory(world, max_errors=3))
+    s.read()
+    out = s.send(b"A\r\nB\r\nC\r\nD\r\nNOOP\r\n")
+    assert out.endswith(b"421 4.7.0 too many errors, closing connection\r\n")
+    assert out.count(b"500 ") == 3
+    assert s.transport.disconnecting
+
+
+def test_message_over_size_limit_is_refused_552_534_and_nothing_stored(session, world):
+    session.send(b"EHLO c\r\nMAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n")
+    for _ in range(30):
+        assert session.send(b"x" * 998 + b"\r\n") == b""
+    assert session.send(b".\r\n") == (
+        b"552 5.3.4 message size exceeds fixed maximum message size\r\n"
+    )
+    assert world.inbox_files("alice@example.test") == []
+    assert session.send(b"MAIL FROM:<a@r.test>\r\n").startswith(b"250")
+
+
+@pytest.mark.parametrize("term", [b"\n.\r\n", b"\r\n.\n", b"\n.\n", b"\r.\r\n", b"\r\n.\r"])
+def test_smuggling_variants_never_end_data_and_refuse_the_message(session, world, term):
+    session.send(b"EHLO c\r\nMAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n")
+    smuggled = (
+        b"Subject: s\r\n\r\nx" + term + b"MAIL FROM:<evil@r.test>\r\nRCPT TO:<bob@example.test>\r\n"
+        b"DATA\r\nSubject: SMUGGLED\r\n\r\nevil\r\n"
+    )
+    assert session.send(smuggled) == b""  # all of it is still message text
+    assert session.send(b".\r\n").startswith(b"554 5.6.0")
+    assert world.inbox_files("alice@example.test") == []
+    assert world.inbox_files("bob@example.test") == []
+
+
+def test_long_data_line_is_message_text_not_commands(session, world):
+    session.send(b"EHLO c\r\nMAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n")
+    session.send(b"Subject: long\r\n\r\n" + b"y" * 5000)
+    assert session.send(b"\r\nRSET\r\nQUIT\r\n.\r\n").startswith(b"250 2.0.0 OK delivered")
+    (stored,) = world.inbox_files("alice@example.test")
+    assert stored.endswith(b"y" * 5000 + b"\r\nRSET\r\nQUIT\r\n")
+
+
+def test_data_split_into_single_bytes_is_reassembled(session, world):
+    session.send(b"EHLO c\r\nMAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n")
+    body = b"Subject: bytes\r\n\r\n.hidden\r\n..two\r\nend\r\n.\r\n"
+    out = b"".join(session.send(bytes([b])) for b in body)
+    assert out.startswith(b"250 2.0.0")
+    assert world.inbox_files("alice@example.test")[0].endswith(
+        b"Subject: bytes\r\n\r\nhidden\r\n.two\r\nend\r\n"
+    )
+
+
+def test_connection_lost_during_data_stores_nothing_and_cleans_spool(session, world):
+    session.send(b"EHLO c\r\nMAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n")
+    session.send(b"Subject: cut\r\n\r\npartial")
+    session.protocol.connectionLost(None)
+    assert world.inbox_files("alice@example.test") == []
+    assert os.listdir(os.path.join(world.root, "queue", "tmp")) == []
+
+
+def test_too_many_recipients_is_452_453(world):
+    s = Session(make_factory(world, max_recipients=1))
+    s.read()
+    s.send(b"EHLO c\r\nMAIL FROM:<a@r.test>\r\n")
+    assert s.codes(b"RCPT TO:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\n") == [
+        "250",
+        "452",
+    ]
+
+
+def test_rset_forgets_the_transaction(session):
+    session.send(b"EHLO c\r\nMAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\nRSET\r\n")
+    assert session.send(b"DATA\r\n").startswith(b"503 5.5.1 need MAIL")
+
+
+def test_idle_timeout_closes_with_421_442(world):
+    factory = make_factory(world, idle_timeout=30)
+    s = Session(factory)
+    s.read()
+    world.reactor.advance(31)
+    assert s.read() == b"421 4.4.2 idle timeout, closing connection\r\n"
+    assert s.transport.disconnecting
+
+
+def test_session_timeout_closes_even_a_busy_client(world):
+    s = Session(make_factory(world, idle_timeout=30, session_timeout=60))
+    s.read()
+    for _ in range(5):
+        world.reactor.advance(10)
+        assert s.send(b"NOOP\r\n") == b"250 2.0.0 OK\r\n"
+    assert not s.transport.disconnecting
+    world.reactor.advance(11)
+    assert b"421 4.4.2 session too long" in s.read()
+
+
+def test_starttls_discards_pipelined_commands_and_resets_session(world):
+    factory = make_factory(world, tls_creator=object())
+    transport = TLSStringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 40000))
+    s = Session(factory, transport)
+    s.read()
+    assert b"250-STARTTLS" in s.send(b"EHLO c\r\n")
+    out = s.send(b"STARTTLS\r\nMAIL FROM:<injected@evil.test>\r\n")
+    assert out == b"220 2.0.0 ready to start TLS\r\n"
+    assert transport.tls_creator is factory.tls_creator
+    # The injected MAIL was not run: MAIL now needs a fresh EHLO, and STARTTLS isn't offered.
+    assert s.send(b"MAIL FROM:<a@r.test>\r\n").startswith(b"503 5.5.1 send HELO")
+    assert b"STARTTLS" not in s.send(b"EHLO c\r\n")
+    assert s.send(b"STARTTLS\r\n").startswith(b"503 5.5.1 TLS already active")

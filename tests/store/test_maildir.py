@@ -1,0 +1,175 @@
+"""The Maildir++ store and its index, through the IMailStore/IMailbox interface."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import twisted.mail.imap4  # noqa: F401 - imap4-utf-7 codec
+from zope.interface.verify import verifyObject
+
+from tests.support.syncpool import SyncReactor, SyncThreadPool
+from txmailhost.store.interfaces import (
+    IMailbox,
+    IMailStore,
+    InvalidMailboxName,
+    MailboxExists,
+    NoSuchMailbox,
+    NoSuchMessage,
+)
+from txmailhost.store.maildir import MaildirStore, folder_directory
+
+USER = "alice@example.test"
+
+
+def result(d):
+    """The value of an already-fired Deferred (the sync pool fires them at once)."""
+    out = []
+    d.addBoth(out.append)
+    (value,) = out
+    if hasattr(value, "raiseException"):
+        value.raiseException()
+    return value
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = MaildirStore(str(tmp_path / "mail"), SyncReactor(), SyncThreadPool())
+    s.provision_sync(USER)
+    return s
+
+
+@pytest.fixture
+def message(tmp_path):
+    path = tmp_path / "msg"
+    path.write_bytes(b"Subject: test\r\n\r\nhello\r\n")
+    return str(path)
+
+
+def user_dir(store):
+    return os.path.join(store.root, "example.test", "alice")
+
+
+def test_store_and_mailbox_provide_their_interfaces(store):
+    assert verifyObject(IMailStore, store)
+    assert verifyObject(IMailbox, result(store.open(USER, "INBOX")))
+
+
+def test_provision_creates_inbox_and_default_folders_as_maildirplusplus(store):
+    root = user_dir(store)
+    for sub in ("cur", "new", "tmp"):
+        assert os.path.isdir(os.path.join(root, sub))
+    for folder in (".Sent", ".Drafts", ".Trash", ".Junk"):
+        assert os.path.isfile(os.path.join(root, folder, "maildirfolder"))
+    assert result(store.list_mailboxes(USER)) == ["INBOX", "Drafts", "Junk", "Sent", "Trash"]
+
+
+def test_delivery_links_into_new_and_assigns_increasing_uids(store, message):
+    first = result(store.deliver([(USER, "INBOX")], message))
+    second = result(store.deliver([(USER, "INBOX")], message))
+    assert first == {(USER, "INBOX"): 1} and second == {(USER, "INBOX"): 2}
+    names = os.listdir(os.path.join(user_dir(store), "new"))
+    assert len(names) == 2 and all(",S=24" in n for n in names)
+    snap = result(result(store.open(USER, "INBOX")).snapshot())
+    assert [m.uid for m in snap.messages] == [1, 2] and snap.uidnext == 3
+    assert all(m.size == 24 for m in snap.messages)
+
+
+def test_flags_are_mirrored_into_maildir_file_names(store, message):
+    result(store.deliver([(USER, "INBOX")], message))
+    box = result(store.open(USER, "INBOX"))
+    (info,) = result(box.store_flags([1], ["\\Seen", "\\Flagged", "$label"], "+"))
+    assert info.flags == {"\\Seen", "\\Flagged", "$label"}
+    (name,) = os.listdir(os.path.join(user_dir(store), "cur"))
+    assert name.endswith(":2,FS")
+    result(box.store_flags([1], ["\\Flagged"], "-"))
+    assert os.listdir(os.path.join(user_dir(store), "cur"))[0].endswith(":2,S")
+    assert result(box.open_message(1)).read() == b"Subject: test\r\n\r\nhello\r\n"
+
+
+def test_file_renamed_by_another_tool_is_still_found(store, message):
+    result(store.deliver([(USER, "INBOX")], message))
+    root = user_dir(store)
+    (name,) = os.listdir(os.path.join(root, "new"))
+    os.rename(os.path.join(root, "new", name), os.path.join(root, "cur", name + ":2,RS"))
+    box = result(store.open(USER, "INBOX"))
+    assert result(box.open_message(1)).read().endswith(b"hello\r\n")
+    (info,) = result(box.snapshot()).messages
+    assert info.flags == {"\\Seen", "\\Answered"}
+
+
+def test_files_dropped_in_by_other_tools_get_uids_and_vanished_ones_go(store, message):
+    result(store.deliver([(USER, "INBOX")], message))
+    root = user_dir(store)
+    with open(os.path.join(root, "cur", "1700000000.X1.host:2,S"), "wb") as f:
+        f.write(b"Subject: external\r\n\r\nx\r\n")
+    box = result(store.open(USER, "INBOX"))
+    assert [(m.uid, "\\Seen" in m.flags) for m in result(box.snapshot()).messages] == [
+        (1, False),
+        (2, True),
+    ]
+    os.unlink(os.path.join(os.path.join(root, "new"), os.listdir(os.path.join(root, "new"))[0]))
+    assert [m.uid for m in result(box.snapshot()).messages] == [2]
+    with pytest.raises(NoSuchMessage):
+        result(box.open_message(1))
+
+
+def test_expunge_removes_files_and_rows_and_uids_are_never_reused(store, message):
+    for _ in range(3):
+        result(store.deliver([(USER, "INBOX")], message))
+    box = result(store.open(USER, "INBOX"))
+    assert result(box.expunge([2, 99])) == [2]
+    snap = result(box.snapshot())
+    assert [m.uid for m in snap.messages] == [1, 3]
+    assert len(os.listdir(os.path.join(user_dir(store), "new"))) == 2
+    result(store.deliver([(USER, "INBOX")], message))
+    assert [m.uid for m in result(box.snapshot()).messages] == [1, 3, 4]
+
+
+def test_index_lost_is_rebuilt_from_files_with_new_uidvalidity(store, message, monkeypatch):
+    result(store.deliver([(USER, "INBOX")], message))
+    box = result(store.open(USER, "INBOX"))
+    old = result(box.snapshot()).uidvalidity
+    from txmailhost.store import index
+
+    index.forget(user_dir(store))
+    for suffix in ("", "-wal", "-shm"):
+        path = os.path.join(user_dir(store), index.INDEX_NAME + suffix)
+        if os.path.exists(path):
+            os.unlink(path)
+    monkeypatch.setattr("time.time", lambda: old + 100.0)
+    fresh = MaildirStore(store.root, SyncReactor(), SyncThreadPool())
+    snap = result(result(fresh.open(USER, "INBOX")).snapshot())
+    assert [m.uid for m in snap.messages] == [1] and snap.uidvalidity != old
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../../etc", "a/../../b", "..", ".hidden", "a//b", "", "with\x00nul", "x\ny", "v1.2", "/abs"],
+)
+def test_mailbox_names_that_could_escape_or_not_be_stored_are_refused(store, name):
+    with pytest.raises(InvalidMailboxName):
+        folder_directory(user_dir(store), name)
+    with pytest.raises(InvalidMailboxName):
+        result(store.create_mailbox(USER, name))
+
+
+@pytest.mark.parametrize("user", ["../x@example.test", "a@../../etc", "a/b@example.test", "noat"])
+def test_owner_addresses_that_look_like_paths_are_refused(store, user):
+    with pytest.raises(InvalidMailboxName):
+        result(store.open(user, "INBOX"))
+
+
+def test_create_delete_and_non_ascii_folder_names(store):
+    result(store.create_mailbox(USER, "Lists/Twisted"))
+    result(store.create_mailbox(USER, "Entwürfe"))
+    with pytest.raises(MailboxExists):
+        result(store.create_mailbox(USER, "Lists/Twisted"))
+    names = result(store.list_mailboxes(USER))
+    assert "Lists/Twisted" in names and "Entwürfe" in names
+    assert os.path.isdir(os.path.join(user_dir(store), ".Entw&APw-rfe"))
+    result(store.delete_mailbox(USER, "Lists/Twisted"))
+    with pytest.raises(NoSuchMailbox):
+        result(store.open(USER, "Lists/Twisted"))
+    with pytest.raises(InvalidMailboxName):
+        result(store.delete_mailbox(USER, "INBOX"))

@@ -1,0 +1,106 @@
+"""Start the real server (``twistd -n txmailhost``) in a subprocess on loopback ephemeral ports.
+
+The config gives every listener port 0; the ports actually bound are read back from the log
+lines ``txmailhost LABEL listening on HOST:PORT``. The admin CLI is run the way an
+administrator runs it, as a separate process against the same data directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+_LISTENING = re.compile(r"txmailhost (\w+) listening on ([\d.:a-f]+):(\d+)")
+BIN = os.path.dirname(sys.executable)
+LABELS = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s")
+
+
+class ServerProcess:
+    def __init__(self, data_dir: str, extra_config: str = "") -> None:
+        self.data_dir = str(data_dir)
+        self.log_path = self.data_dir + ".log"
+        self.extra_config = extra_config
+        self.process: subprocess.Popen | None = None
+        self.ports: dict[str, int] = {}
+
+    def write_config(self) -> None:
+        os.makedirs(self.data_dir, exist_ok=True)
+        listen = "\n".join(f'{label} = "tcp:0:interface=127.0.0.1"' for label in LABELS)
+        with open(os.path.join(self.data_dir, "txmailhost.toml"), "w") as f:
+            f.write(f'[server]\nhostname = "mx.example.test"\n\n[listen]\n{listen}\n\n')
+            f.write(self.extra_config)
+
+    def start(self, timeout: float = 30) -> ServerProcess:
+        if not os.path.exists(os.path.join(self.data_dir, "txmailhost.toml")):
+            self.write_config()
+        offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
+        self.process = subprocess.Popen(
+            [
+                os.path.join(BIN, "twistd"),
+                "-n",
+                "--pidfile=",
+                f"--logfile={self.log_path}",
+                "txmailhost",
+                "--data",
+                self.data_dir,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + timeout
+        wanted = {"smtp", "pop3"}
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                out = (
+                    self.process.stdout.read().decode(errors="replace")
+                    if self.process.stdout
+                    else ""
+                )
+                raise RuntimeError(
+                    f"server exited ({self.process.returncode}): {out}\n{self.log()}"
+                )
+            self.ports = {m[1]: int(m[3]) for m in _LISTENING.finditer(self.log()[offset:])}
+            if wanted <= set(self.ports):
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(f"server did not listen in {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=30)
+        self.process = None
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+    def cli(
+        self, *args: str, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [os.path.join(BIN, "txmailhost"), "--data", self.data_dir, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"txmailhost {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def add_user(self, address: str, password: str) -> None:
+        domain = address.rpartition("@")[2]
+        if domain not in self.cli("domain", "list").stdout.split():
+            self.cli("domain", "add", domain)
+        self.cli("user", "add", address, "--password-file", "-", stdin=password + "\n")

@@ -1,0 +1,357 @@
+"""The ``txmailhost`` admin command, run in-process through ``main`` and as a real process.
+
+Each password costs one scrypt hash (~0.1 s), so tests add as few users as they can.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from txmailhost.accounts.db import AccountsDB
+from txmailhost.accounts.passwords import verify_password
+from txmailhost.cli import main
+
+PASSWORD = "correct horse"
+BAD_CONFIGS = Path(__file__).parent / "fixtures" / "bad_configs"
+
+
+@dataclass
+class Result:
+    status: int
+    out: str
+    err: str
+
+
+class Run(Protocol):
+    def __call__(self, *args: str, stdin: str | io.StringIO = "") -> Result: ...
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def run(data: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Run:
+    """``run("user", "add", ..., stdin="pw\\n")``: main() on ``data`` with captured output."""
+
+    def run_command(*args: str, stdin: str | io.StringIO = "") -> Result:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin) if isinstance(stdin, str) else stdin)
+        status = main(["--data", str(data), *args])
+        captured = capsys.readouterr()
+        return Result(status, captured.out, captured.err)
+
+    return run_command
+
+
+def accounts(data: Path) -> AccountsDB:
+    return AccountsDB(str(data / "accounts.sqlite"))
+
+
+def maildir(data: Path, address: str) -> Path:
+    local, domain = address.split("@")
+    return data / "mail" / domain / local
+
+
+def test_init_creates_config_database_and_certificate(run: Run, data: Path) -> None:
+    result = run("init", "--hostname", "mail.example.org")
+    assert result.status == 0
+    for path in ("txmailhost.toml", "accounts.sqlite", "tls/cert.pem", "tls/key.pem"):
+        assert (data / path).is_file()
+        assert str(data / path) in result.out
+    assert 'hostname = "mail.example.org"' in (data / "txmailhost.toml").read_text()
+
+
+def test_init_twice_changes_nothing(run: Run, data: Path) -> None:
+    run("init")
+    (data / "txmailhost.toml").write_text("[smtp]\nmax_recipients = 10\n")
+    cert = (data / "tls" / "cert.pem").read_bytes()
+
+    result = run("init")
+    assert result.status == 0
+    assert result.out == f"nothing to do: {data} is already set up\n"
+    assert (data / "txmailhost.toml").read_text() == "[smtp]\nmax_recipients = 10\n"
+    assert (data / "tls" / "cert.pem").read_bytes() == cert
+
+
+def test_domain_add_list_del(run: Run) -> None:
+    assert run("domain", "add", "Example.ORG").out == "added domain example.org\n"
+    assert run("domain", "add", "example.net").status == 0
+    assert run("domain", "list").out == "example.net\nexample.org\n"
+
+    assert run("domain", "del", "example.net").out == "removed domain example.net\n"
+    assert run("domain", "list").out == "example.org\n"
+
+
+def test_domain_add_twice_is_an_error(run: Run) -> None:
+    run("domain", "add", "example.org")
+    result = run("domain", "add", "example.org")
+    assert (result.status, result.err) == (
+        1,
+        "txmailhost: error: domain example.org already exists\n",
+    )
+
+
+def test_domain_del_with_users_needs_force_and_keeps_mail(run: Run, data: Path) -> None:
+    run("domain", "add", "example.org")
+    run("user", "add", "ann@example.org", stdin=PASSWORD + "\n")
+
+    refused = run("domain", "del", "example.org")
+    assert refused.status == 1
+    assert "--force" in refused.err
+    assert run("domain", "list").out == "example.org\n"
+
+    forced = run("domain", "del", "example.org", "--force")
+    assert forced.status == 0
+    assert "1 user(s)" in forced.out
+    assert run("domain", "list").out == ""
+    assert run("user", "list").out == ""
+    assert (maildir(data, "ann@example.org") / "cur").is_dir()
+
+
+def test_domain_del_force_purge_deletes_mail(run: Run, data: Path) -> None:
+    run("domain", "add", "example.org")
+    run("user", "add", "ann@example.org", stdin=PASSWORD + "\n")
+
+    assert run("domain", "del", "example.org", "--force", "--purge").status == 0
+    assert not (data / "mail" / "example.org").exists()
+
+
+def test_user_add_from_password_file_provisions_maildir(
+    run: Run, data: Path, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text(PASSWORD + "\nignored second line\n")
+    run("domain", "add", "example.org")
+
+    result = run("user", "add", "Bob@Example.org", "--password-file", str(secret))
+    assert result.status == 0
+    assert result.out.startswith("added user bob@example.org")
+    assert verify_password(PASSWORD, accounts(data).password_hash("bob@example.org") or "")
+    for folder in ("cur", "new", "tmp", ".Sent/cur", ".Trash/cur"):
+        assert (maildir(data, "bob@example.org") / folder).is_dir()
+    assert run("user", "list").out == "bob@example.org\n"
+
+
+def test_user_add_reads_password_from_stdin(run: Run, data: Path) -> None:
+    run("domain", "add", "example.org")
+    assert run("user", "add", "carol@example.org", stdin=PASSWORD + "\r\n").status == 0
+    assert verify_password(PASSWORD, accounts(data).password_hash("carol@example.org") or "")
+
+
+def test_user_add_existing_user_is_an_error(run: Run) -> None:
+    run("domain", "add", "example.org")
+    run("user", "add", "dan@example.org", stdin=PASSWORD + "\n")
+    result = run("user", "add", "DAN@example.org", stdin="another password\n")
+    assert (result.status, result.err) == (
+        1,
+        "txmailhost: error: user dan@example.org already exists\n",
+    )
+
+
+def test_user_add_in_unknown_domain_is_an_error(run: Run, data: Path) -> None:
+    run("init")  # so stderr holds only the error, not what init created
+    result = run("user", "add", "eve@example.com", stdin=PASSWORD + "\n")
+    assert result.status == 1
+    assert result.err == (
+        "txmailhost: error: domain example.com is not served here; "
+        "add it with 'domain add example.com'\n"
+    )
+    assert not (data / "mail" / "example.com").exists()
+
+
+def test_user_add_bad_address_is_an_error(run: Run) -> None:
+    run("init")  # so stderr holds only the error, not what init created
+    result = run("user", "add", "no-at-sign", stdin=PASSWORD + "\n")
+    assert result.status == 1
+    assert result.err == "txmailhost: error: not an address: 'no-at-sign' (expected user@domain)\n"
+
+
+def test_user_add_short_password_creates_nothing(run: Run, data: Path) -> None:
+    run("domain", "add", "example.org")
+    result = run("user", "add", "fay@example.org", stdin="short\n")
+    assert result.status == 1
+    assert "password too short" in result.err
+    assert run("user", "list").out == ""
+    assert not maildir(data, "fay@example.org").exists()
+
+
+def test_user_add_unreadable_password_file_creates_nothing(run: Run, tmp_path: Path) -> None:
+    run("domain", "add", "example.org")
+    missing = tmp_path / "missing"
+    result = run("user", "add", "gus@example.org", "--password-file", str(missing))
+    assert result.status == 1
+    assert result.err == (
+        f"txmailhost: error: {missing}: cannot read the password: No such file or directory\n"
+    )
+    assert run("user", "list").out == ""
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_user_add_on_a_terminal_requires_matching_prompts(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run("domain", "add", "example.org")
+    answers = iter(["first password", "second password"])
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
+
+    result = run("user", "add", "hal@example.org", stdin=Terminal())
+    assert result.status == 1
+    assert result.err == "txmailhost: error: the passwords don't match\n"
+    assert run("user", "list").out == ""
+
+
+def test_user_list_by_domain(run: Run) -> None:
+    run("domain", "add", "example.org")
+    run("domain", "add", "example.net")
+    run("user", "add", "ivy@example.net", stdin=PASSWORD + "\n")
+
+    assert run("user", "list", "--domain", "example.net").out == "ivy@example.net\n"
+    assert run("user", "list", "--domain", "example.org").out == ""
+    unknown = run("user", "list", "--domain", "example.com")
+    assert (unknown.status, unknown.err) == (1, "txmailhost: error: no such domain: example.com\n")
+
+
+def test_user_passwd_changes_the_password(run: Run, data: Path, tmp_path: Path) -> None:
+    run("domain", "add", "example.org")
+    run("user", "add", "jo@example.org", stdin=PASSWORD + "\n")
+    new = tmp_path / "new"
+    new.write_text("a brand new secret\n")
+
+    result = run("user", "passwd", "jo@example.org", "--password-file", str(new))
+    assert (result.status, result.out) == (0, "changed the password of jo@example.org\n")
+    stored = accounts(data).password_hash("jo@example.org") or ""
+    assert verify_password("a brand new secret", stored)
+    assert not verify_password(PASSWORD, stored)
+
+
+def test_user_passwd_unknown_user_is_an_error(run: Run) -> None:
+    run("init")  # so stderr holds only the error, not what init created
+    result = run("user", "passwd", "nobody@example.org", stdin=PASSWORD + "\n")
+    assert (result.status, result.err) == (
+        1,
+        "txmailhost: error: no such user: nobody@example.org\n",
+    )
+
+
+def test_user_del_keeps_mail_unless_purged(run: Run, data: Path) -> None:
+    run("domain", "add", "example.org")
+    run("user", "add", "kim@example.org", stdin=PASSWORD + "\n")
+    run("user", "add", "lee@example.org", stdin=PASSWORD + "\n")
+
+    kept = run("user", "del", "kim@example.org")
+    assert kept.status == 0
+    assert (
+        kept.out
+        == f"removed user kim@example.org (mail kept in {maildir(data, 'kim@example.org')})\n"
+    )
+    assert maildir(data, "kim@example.org").is_dir()
+
+    purged = run("user", "del", "lee@example.org", "--purge")
+    assert (purged.status, purged.out) == (0, "removed user lee@example.org and deleted its mail\n")
+    assert not maildir(data, "lee@example.org").exists()
+    assert run("user", "list").out == ""
+
+    again = run("user", "del", "lee@example.org")
+    assert (again.status, again.err) == (1, "txmailhost: error: no such user: lee@example.org\n")
+
+
+def test_check_config_ok(run: Run, data: Path) -> None:
+    run("init")
+    result = run("check-config")
+    assert (result.status, result.out) == (0, f"ok: {data / 'txmailhost.toml'}\n")
+
+
+def test_check_config_reports_every_problem_and_creates_nothing(
+    data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = BAD_CONFIGS / "several_problems.toml"
+    status = main(["--data", str(data), "--config", str(bad), "check-config"])
+    err = capsys.readouterr().err.splitlines()
+    assert status == 1
+    assert len(err) == 6  # one line per problem
+    assert err[0].startswith(f"txmailhost: error: {bad}: server.hostname: ")
+    assert not data.exists()
+
+
+def test_check_config_reports_a_key_that_does_not_match_the_certificate(
+    run: Run, data: Path
+) -> None:
+    run("init")
+    other = data.parent / "other"
+    main(["--data", str(other), "init"])
+    (data / "tls" / "key.pem").write_bytes((other / "tls" / "key.pem").read_bytes())
+
+    result = run("check-config")
+    assert result.status == 1
+    assert result.err.startswith(
+        f"txmailhost: error: {data / 'tls' / 'key.pem'}: this key does not"
+    )
+
+
+def test_commands_on_a_bad_config_fail_with_the_key_named(run: Run, data: Path) -> None:
+    data.mkdir()
+    (data / "txmailhost.toml").write_text("[smtp]\nmax_recipients = 'many'\n")
+    result = run("domain", "list")
+    assert result.status == 1
+    assert result.err == (
+        f"txmailhost: error: {data / 'txmailhost.toml'}: smtp.max_recipients: "
+        "expected a positive integer number of recipients, got 'many'\n"
+    )
+    assert os.listdir(data) == ["txmailhost.toml"]
+
+
+def test_usage_error_exits_2(run: Run) -> None:
+    result = run("domain", "frobnicate")
+    assert result.status == 2
+    assert "invalid choice" in result.err
+
+
+# -- as a real process ------------------------------------------------------------------------
+
+COMMAND = [sys.executable, "-c", "import sys; from txmailhost.cli import main; sys.exit(main())"]
+
+
+def txmailhost(data: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*COMMAND, "--data", str(data), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_process_adds_a_user_with_the_password_piped_in(data: Path) -> None:
+    assert txmailhost(data, "domain", "add", "example.org").returncode == 0
+    added = txmailhost(data, "user", "add", "max@example.org", stdin=PASSWORD + "\n")
+    assert added.returncode == 0, added.stderr
+    assert txmailhost(data, "user", "list").stdout == "max@example.org\n"
+    assert verify_password(PASSWORD, accounts(data).password_hash("max@example.org") or "")
+
+
+def test_process_errors_are_one_line_without_traceback(data: Path) -> None:
+    assert txmailhost(data, "init").returncode == 0
+    failed = txmailhost(data, "user", "add", "x@example.org", stdin=PASSWORD + "\n")
+    assert failed.returncode == 1
+    assert failed.stderr == (
+        "txmailhost: error: domain example.org is not served here; "
+        "add it with 'domain add example.org'\n"
+    )
+
+    bad = txmailhost(data, "--config", str(BAD_CONFIGS / "unknown_key.toml"), "check-config")
+    assert bad.returncode == 1
+    assert "smtp.max_mesage_size: unknown key" in bad.stderr
+    assert "Traceback" not in bad.stderr

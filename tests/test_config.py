@@ -1,0 +1,308 @@
+"""txmailhost.config: defaults, a full file, the rendered default file, and every bad config.
+
+Bad configs are fixtures: ``tests/fixtures/bad_configs/NAME.toml`` must fail with exactly the
+problems listed one per line in ``NAME.expected``, where ``{file}`` stands for the absolute
+path of the ``.toml`` file. Add a case by adding the two files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from txmailhost.accounts.db import AccountsDB
+from txmailhost.config import (
+    Config,
+    ConfigError,
+    IMAPConfig,
+    ListenConfig,
+    POP3Config,
+    SMTPConfig,
+    StoreConfig,
+    ensure_data_dir,
+    load_config,
+    render_default_config,
+)
+from txmailhost.tls import ensure_self_signed, load_certificate_options
+
+BAD_CONFIGS = Path(__file__).parent / "fixtures" / "bad_configs"
+
+
+def sections(config: Config) -> dict[str, object]:
+    """Everything but the paths, to compare configs loaded from different places."""
+    fields = dataclasses.asdict(config)
+    for path in ("data_dir", "config_file", "tls"):
+        fields.pop(path)
+    return fields
+
+
+def test_no_config_file_means_every_default(tmp_path: Path) -> None:
+    config = load_config(str(tmp_path))
+
+    assert config.data_dir == str(tmp_path)
+    assert config.config_file == str(tmp_path / "txmailhost.toml")
+    assert config.listen == ListenConfig()
+    assert config.listen.smtp == "tcp:2525:interface=127.0.0.1"
+    assert config.listen.pop3s == "tcp:2995:interface=127.0.0.1"
+    assert config.smtp == SMTPConfig()
+    assert config.smtp.max_message_size == 50 * 1024 * 1024
+    assert config.pop3 == POP3Config() and config.imap == IMAPConfig()
+    assert config.store == StoreConfig(threads=8)
+    assert config.tls.certificate == str(tmp_path / "tls" / "cert.pem")
+    assert config.tls.key == str(tmp_path / "tls" / "key.pem")
+    assert config.accounts_path == str(tmp_path / "accounts.sqlite")
+    assert config.mail_root == str(tmp_path / "mail")
+    assert config.queue_dir == str(tmp_path / "queue")
+    assert config.tls_dir == str(tmp_path / "tls")
+    assert config.hostname
+
+
+def test_relative_data_dir_becomes_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_config("data").data_dir == str(tmp_path / "data")
+
+
+def test_full_config_file_sets_every_key(tmp_path: Path) -> None:
+    path = tmp_path / "mail.toml"
+    path.write_text(
+        """
+[server]
+hostname = "Mail.Example.ORG."
+
+[listen]
+smtp = "tcp:25:interface=0.0.0.0"
+submission = 'tcp6:587:interface=\\:\\:'
+submissions = "tcp:465"
+imap = ""
+imaps = "tcp:993"
+pop3 = ""
+pop3s = "unix:/run/txmailhost/pop3s.sock"
+
+[tls]
+certificate = "certs/fullchain.pem"
+key = "/etc/ssl/private/mail.key"
+
+[smtp]
+max_message_size = 10_485_760
+max_recipients = 50
+max_line_length = 1000
+idle_timeout = 60
+session_timeout = 600.5
+max_errors = 5
+
+[pop3]
+idle_timeout = 700
+
+[imap]
+idle_timeout = 1900
+max_literal_size = 20971520
+
+[store]
+threads = 2
+"""
+    )
+    config = load_config(str(tmp_path / "data"), str(path))
+
+    assert config.config_file == str(path)
+    assert config.hostname == "mail.example.org"
+    assert config.listen == ListenConfig(
+        smtp="tcp:25:interface=0.0.0.0",
+        submission="tcp6:587:interface=\\:\\:",
+        submissions="tcp:465",
+        imap="",
+        imaps="tcp:993",
+        pop3="",
+        pop3s="unix:/run/txmailhost/pop3s.sock",
+    )
+    # A relative path is relative to the data directory.
+    assert config.tls.certificate == str(tmp_path / "data" / "certs" / "fullchain.pem")
+    assert config.tls.key == "/etc/ssl/private/mail.key"
+    assert config.smtp == SMTPConfig(
+        max_message_size=10485760,
+        max_recipients=50,
+        max_line_length=1000,
+        idle_timeout=60.0,
+        session_timeout=600.5,
+        max_errors=5,
+    )
+    assert config.pop3.idle_timeout == 700.0
+    assert config.imap == IMAPConfig(idle_timeout=1900.0, max_literal_size=20971520)
+    assert config.store.threads == 2
+
+
+def test_rendered_default_config_loads_as_the_defaults(tmp_path: Path) -> None:
+    ensure_data_dir(str(tmp_path / "data"))  # writes the rendered file
+    written = load_config(str(tmp_path / "data"))
+    assert os.path.exists(written.config_file)
+    assert sections(written) == sections(load_config(str(tmp_path / "empty")))
+
+
+def test_rendered_default_config_values_are_the_defaults_when_uncommented(
+    tmp_path: Path,
+) -> None:
+    """Every key is in the file, and its commented value is valid TOML equal to the default."""
+    text = render_default_config()
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("# ") and " = " in line and line[2:].split(" = ")[0].isidentifier():
+            line = line[2:]
+        lines.append(line)
+    uncommented = tmp_path / "uncommented.toml"
+    uncommented.write_text("\n".join(lines))
+
+    config = load_config(str(tmp_path), str(uncommented))
+    assert sections(config) == sections(load_config(str(tmp_path)))
+    for section in ("listen", "smtp", "pop3", "imap", "store", "tls"):
+        for field in dataclasses.fields(getattr(config, section)):
+            assert f"\n{field.name} = " in "\n".join(lines), f"{section}.{field.name} missing"
+
+
+def test_rendered_default_config_documents_each_key() -> None:
+    text = render_default_config()
+    assert "# max_message_size = 52428800" in text
+    assert "RFC 1870" in text  # the doc paragraph written above the key
+    assert "[smtp]" in text.splitlines()
+
+
+def test_rendered_config_with_hostname_sets_it(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(render_default_config(hostname="mx1.example.net"))
+    assert load_config(str(tmp_path), str(path)).hostname == "mx1.example.net"
+
+
+def test_explicit_config_file_that_is_missing_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(tmp_path), str(tmp_path / "nope.toml"))
+    assert raised.value.problems == [f"{tmp_path / 'nope.toml'}: config file not found"]
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in BAD_CONFIGS.glob("*.toml")))
+def test_bad_config_fixture_fails_with_its_expected_problems(name: str, tmp_path: Path) -> None:
+    path = BAD_CONFIGS / f"{name}.toml"
+    expected = (BAD_CONFIGS / f"{name}.expected").read_text().strip().splitlines()
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(tmp_path), str(path))
+    assert raised.value.problems == [line.format(file=path) for line in expected]
+
+
+def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text('[server]\nhostname = "a.example"\n[smtp\n')
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(tmp_path), str(path))
+    (problem,) = raised.value.problems
+    assert problem.startswith(f"{path}: line 3, column 6: invalid TOML: ")
+
+
+def test_unknown_key_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "typo.toml"
+    path.write_text("[pop3]\nidle_timeuot = 60\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(tmp_path), str(path))
+    assert raised.value.problems == [
+        f"{path}: pop3.idle_timeuot: unknown key (did you mean pop3.idle_timeout?)"
+    ]
+
+
+def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "many.toml"
+    path.write_text('[smtp]\nmax_recipients = "x"\nmax_errors = -2\n[store]\nthreads = 0\n')
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(tmp_path), str(path))
+    keys = [problem.split(": ")[1] for problem in raised.value.problems]
+    assert keys == ["smtp.max_recipients", "smtp.max_errors", "store.threads"]
+    assert str(raised.value).count("\n") == 2  # one line per problem
+
+
+def test_systemd_socket_activation_is_accepted_without_its_environment(tmp_path: Path) -> None:
+    path = tmp_path / "systemd.toml"
+    path.write_text('[listen]\nsmtp = "systemd:domain=INET:index=0"\n')
+    assert load_config(str(tmp_path), str(path)).listen.smtp == "systemd:domain=INET:index=0"
+
+
+# -- ensure_data_dir ----------------------------------------------------------------------------
+
+
+def test_ensure_data_dir_creates_everything_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    created = ensure_data_dir(str(data), hostname="mail.example.org")
+
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    for sub in ("mail", "queue", "tls"):
+        assert (data / sub).is_dir()
+    assert load_config(str(data)).hostname == "mail.example.org"
+    assert AccountsDB(str(data / "accounts.sqlite")).list_domains() == []
+    assert stat.S_IMODE((data / "tls" / "key.pem").stat().st_mode) == 0o600
+    assert len(created) == 7 and all(line.startswith("created ") for line in created)
+
+    config_text = (data / "txmailhost.toml").read_text()
+    cert_pem = (data / "tls" / "cert.pem").read_bytes()
+    assert ensure_data_dir(str(data)) == []
+    assert (data / "txmailhost.toml").read_text() == config_text
+    assert (data / "tls" / "cert.pem").read_bytes() == cert_pem
+
+
+def test_ensure_data_dir_certificate_is_usable_for_the_hostname(tmp_path: Path) -> None:
+    ensure_data_dir(str(tmp_path / "data"), hostname="mail.example.org")
+    config = load_config(str(tmp_path / "data"))
+
+    cert = x509.load_pem_x509_certificate(Path(config.tls.certificate).read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["mail.example.org", "localhost"]
+    options = load_certificate_options(config.tls.certificate, config.tls.key)
+    assert options.getContext() is not None
+
+
+def test_ensure_data_dir_with_bad_config_creates_nothing(tmp_path: Path) -> None:
+    bad = BAD_CONFIGS / "size_not_integer.toml"
+    with pytest.raises(ConfigError):
+        ensure_data_dir(str(tmp_path / "data"), str(bad))
+    assert not (tmp_path / "data").exists()
+
+
+def test_ensure_data_dir_leaves_a_configured_certificate_alone(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[tls]\ncertificate = "/nonexistent/cert.pem"\nkey = "/nonexistent/key.pem"\n')
+    ensure_data_dir(str(tmp_path / "data"), str(path))
+    assert os.listdir(tmp_path / "data" / "tls") == []
+    assert not (tmp_path / "data" / "txmailhost.toml").exists()  # --config given: none written
+
+
+def test_self_signed_certificate_is_made_for_a_key_left_alone(tmp_path: Path) -> None:
+    """A crash between writing the key and the certificate is repaired, keeping the key."""
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    ensure_self_signed(cert, key, "localhost")
+    key_pem = Path(key).read_bytes()
+    os.unlink(cert)
+
+    assert ensure_self_signed(cert, key, "localhost") is True
+    assert Path(key).read_bytes() == key_pem
+    load_certificate_options(cert, key)
+
+
+def test_certificate_without_its_key_is_refused(tmp_path: Path) -> None:
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    ensure_self_signed(cert, key, "localhost")
+    os.unlink(key)
+    with pytest.raises(ValueError, match="key.pem: missing"):
+        ensure_self_signed(cert, key, "localhost")
+    with pytest.raises(ValueError, match="key.pem: cannot read the private key"):
+        load_certificate_options(cert, key)
+
+
+def test_listeners_may_share_a_port_on_different_addresses(tmp_path: Path) -> None:
+    path = tmp_path / "dual.toml"
+    path.write_text(
+        "[listen]\n"
+        'smtp = "tcp:2525:interface=127.0.0.1"\n'
+        "submission = 'tcp6:2525:interface=\\:\\:1'\n"
+        'imap = "tcp:2525:interface=127.0.0.2"\n'
+    )
+    assert load_config(str(tmp_path), str(path)).listen.imap == "tcp:2525:interface=127.0.0.2"

@@ -1,0 +1,80 @@
+"""Durable file writes: the one place that knows how to make bytes survive a crash.
+
+Every acknowledged message (SMTP ``250``, IMAP ``OK`` after APPEND) passes through here. The rule
+(DESIGN invariant 1) is: write into a temporary file in the *same directory* as the target, fsync
+it, move it into place with an atomic rename or link, then fsync the directory so the new name is
+on disk too. Readers therefore see either nothing or the whole file, never a prefix.
+
+These functions block on the disk; callers run them in the service's storage thread pool.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from collections.abc import Iterable
+
+
+def fsync_dir(path: str) -> None:
+    """Make the directory entries of ``path`` (creations, renames, unlinks) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old or the new content."""
+    directory = os.path.dirname(path) or "."
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb") as f:
+        f.write(data)  # a buffered write loops over short writes
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(directory)
+
+
+def link_durably(source: str, target: str) -> None:
+    """Give the (already fsync'd) file ``source`` the new name ``target`` and make it durable.
+
+    A hard link lets one spooled message land in many mailboxes without copying; when the
+    two paths are on different file systems we fall back to a copy that is fsync'd first.
+    The caller fsyncs the target directory (several links into one directory share one fsync).
+    """
+    try:
+        os.link(source, target)
+        return
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            raise
+    directory = os.path.dirname(target)
+    tmp = os.path.join(directory, f".{os.path.basename(target)}.copy")
+    with open(source, "rb") as src, open(tmp, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.rename(tmp, target)
+
+
+def fsync_dirs(paths: Iterable[str]) -> None:
+    """fsync each distinct directory once."""
+    for path in sorted(set(paths)):
+        fsync_dir(path)
+
+
+def makedirs_durably(path: str, mode: int = 0o700) -> None:
+    """Create ``path`` and any missing parents, fsyncing each parent that gained an entry."""
+    missing = []
+    current = os.path.abspath(path)
+    while not os.path.isdir(current):
+        missing.append(current)
+        current = os.path.dirname(current)
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, mode)
+        except FileExistsError:
+            continue
+        fsync_dir(os.path.dirname(directory))

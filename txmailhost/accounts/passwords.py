@@ -1,0 +1,70 @@
+"""Password hashes: scrypt from the standard library, in a self-describing string.
+
+Format: ``$scrypt$ln=15,r=8,p=1$<salt b64>$<hash b64>`` (the same shape passlib uses), so the
+cost parameters travel with each hash and can be raised later without breaking old ones.
+scrypt is memory-hard (RFC 7914); hashlib ships it, so no extra dependency is needed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+
+# 2**15 * 128 * 8 = 32 MiB of memory per hash, ~50 ms on a 2 GHz core: slow for an attacker,
+# tolerable for a login.
+LOG_N, R, P = 15, 8, 1
+_MAXMEM = 64 * 1024 * 1024
+_KEYLEN = 32
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii").rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text + "=" * (-len(text) % 4))
+
+
+def hash_password(password: str, log_n: int = LOG_N) -> str:
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(
+        password.encode("utf-8"), salt=salt, n=2**log_n, r=R, p=P, maxmem=_MAXMEM, dklen=_KEYLEN
+    )
+    return f"$scrypt$ln={log_n},r={R},p={P}${_b64(salt)}${_b64(digest)}"
+
+
+def verify_password(password: str, encoded: str) -> bool:
+    """True when ``password`` matches ``encoded``; False for a malformed hash, never an error."""
+    try:
+        _, scheme, params, salt, digest = encoded.split("$")
+        if scheme != "scrypt":
+            return False
+        settings = dict(item.split("=", 1) for item in params.split(","))
+        log_n, r, p = int(settings["ln"]), int(settings["r"]), int(settings["p"])
+        expected = _unb64(digest)
+        actual = hashlib.scrypt(
+            password.encode("utf-8"),
+            salt=_unb64(salt),
+            n=2**log_n,
+            r=r,
+            p=p,
+            maxmem=_MAXMEM,
+            dklen=len(expected),
+        )
+    except (ValueError, KeyError):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+_dummy_hash: str | None = None
+
+
+def dummy_hash() -> str:
+    """A hash to verify against when the user doesn't exist, so a login for an unknown account
+    costs the same time as one for a known account and timing doesn't reveal who exists."""
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = hash_password("not a real password")
+    return _dummy_hash

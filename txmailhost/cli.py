@@ -1,0 +1,353 @@
+"""The ``txmailhost`` admin command: set up a data directory, manage domains and users.
+
+It uses the same code as the server (``config``, ``accounts.db``, ``store.maildir``), so what it
+writes is exactly what the server reads (DESIGN invariant 5: a user added here can log in at
+once, without a restart). It works whether or not the server is running: the accounts database
+is SQLite in WAL mode, and Maildir provisioning is safe against concurrent deliveries.
+
+Every command but ``check-config`` first runs ``ensure_data_dir``, so commands work on a fresh
+data directory; ``check-config`` only reads. Failures the administrator can fix (a bad address,
+an unknown domain, a config problem, an unreadable file) end as one ``txmailhost: error: ...``
+line on stderr and exit status 1, never a traceback; usage errors exit 2 (argparse's rule).
+Output meant for scripts (``domain list``, ``user list``) is one item per line on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import os
+import sqlite3
+import sys
+from collections.abc import Callable, Sequence
+
+from txmailhost.accounts.db import AccountError, AccountsDB, canonical_address, canonical_domain
+from txmailhost.config import (
+    Config,
+    ConfigError,
+    default_tls_paths,
+    ensure_data_dir,
+    load_config,
+)
+from txmailhost.store.maildir import MaildirStore, user_directory
+
+PROG = "txmailhost"
+
+
+class CommandError(Exception):
+    """A failure to report as one line, for problems found by the CLI itself."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one admin command; returns the exit status (0 ok, 1 failed, 2 usage error)."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2): argparse already printed it
+        return e.code if isinstance(e.code, int) else 0
+    try:
+        return args.run(args)
+    except ConfigError as e:
+        for problem in e.problems:
+            _error(problem)
+        return 1
+    except (AccountError, CommandError, ValueError) as e:
+        _error(str(e))
+        return 1
+    except OSError as e:
+        _error(f"{e.filename}: {e.strerror}" if e.filename else str(e))
+        return 1
+    except sqlite3.Error as e:  # e.g. "database is locked" after the 30 s busy timeout
+        _error(f"accounts database: {e}")
+        return 1
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except Exception as e:  # a bug, but an administrator still gets one line, not a traceback
+        _error(f"unexpected {type(e).__name__}: {e}")
+        return 1
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Administer a txmailhost mail server: domains, users, setup."
+    )
+    parser.add_argument(
+        "--data",
+        metavar="DIR",
+        default="txmailhost-data",
+        help="data directory: config, accounts, mail, queue, TLS (default: ./txmailhost-data)",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="config file (default: DATA/txmailhost.toml)",
+    )
+    commands = parser.add_subparsers(metavar="COMMAND", required=True)
+
+    init = commands.add_parser(
+        "init", help="create the data directory, config file, database and certificate"
+    )
+    init.add_argument(
+        "--hostname", help="server.hostname to write into a new config file (default: this host)"
+    )
+    init.set_defaults(run=_init)
+
+    check = commands.add_parser("check-config", help="validate the config file and certificate")
+    check.set_defaults(run=_check_config)
+
+    domain = commands.add_parser("domain", help="manage the domains this server receives mail for")
+    domain_commands = domain.add_subparsers(metavar="ACTION", required=True)
+    add = domain_commands.add_parser("add", help="start serving a domain")
+    add.add_argument("domain")
+    add.set_defaults(run=_with_accounts(_domain_add))
+    listing = domain_commands.add_parser("list", help="list the domains, one per line")
+    listing.set_defaults(run=_with_accounts(_domain_list))
+    delete = domain_commands.add_parser("del", help="stop serving a domain")
+    delete.add_argument("domain")
+    delete.add_argument(
+        "--force", action="store_true", help="also delete the accounts of the domain's users"
+    )
+    delete.add_argument(
+        "--purge", action="store_true", help="also delete those users' mail (with --force)"
+    )
+    delete.set_defaults(run=_with_accounts(_domain_del))
+
+    user = commands.add_parser("user", help="manage user accounts (user@domain)")
+    user_commands = user.add_subparsers(metavar="ACTION", required=True)
+    add = user_commands.add_parser("add", help="create an account and its mailbox")
+    add.add_argument("address")
+    _password_option(add)
+    add.set_defaults(run=_with_accounts(_user_add))
+    listing = user_commands.add_parser("list", help="list the users, one per line")
+    listing.add_argument("--domain", help="only the users of this domain")
+    listing.set_defaults(run=_with_accounts(_user_list))
+    passwd = user_commands.add_parser("passwd", help="set a user's password")
+    passwd.add_argument("address")
+    _password_option(passwd)
+    passwd.set_defaults(run=_with_accounts(_user_passwd))
+    delete = user_commands.add_parser("del", help="delete an account (its mail stays on disk)")
+    delete.add_argument("address")
+    delete.add_argument("--purge", action="store_true", help="also delete the user's mail")
+    delete.set_defaults(run=_with_accounts(_user_del))
+    return parser
+
+
+def _password_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="read the password from the first line of FILE ('-' for stdin); "
+        "default: prompt on a terminal, else read the first line of stdin",
+    )
+
+
+# -- setup commands -------------------------------------------------------------------------
+
+
+def _init(args: argparse.Namespace) -> int:
+    created = ensure_data_dir(args.data, args.config, hostname=args.hostname)
+    for line in created:
+        print(line)
+    config = load_config(args.data, args.config)
+    if not created:
+        print(f"nothing to do: {config.data_dir} is already set up")
+    if args.hostname is not None and args.hostname.rstrip(".").lower() != config.hostname:
+        print(
+            f"note: {config.config_file} already sets hostname {config.hostname!r}; "
+            "edit it there to change it",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    """Validate without creating anything: config keys, then the certificate files if any."""
+    config = load_config(args.data, args.config)
+    problems = _tls_problems(config)
+    if problems:
+        for problem in problems:
+            _error(problem)
+        return 1
+    suffix = "" if os.path.exists(config.config_file) else " (file absent: all defaults)"
+    print(f"ok: {config.config_file}{suffix}")
+    return 0
+
+
+def _tls_problems(config: Config) -> list[str]:
+    from txmailhost.tls import load_certificate_options
+
+    cert, key = config.tls.certificate, config.tls.key
+    present = [p for p in (cert, key) if os.path.exists(p)]
+    if not present and (cert, key) == default_tls_paths(config.data_dir):
+        return []  # made on first start
+    if len(present) < 2:
+        missing = [p for p in (cert, key) if p not in present]
+        return [f"{p}: file not found ([tls] in {config.config_file})" for p in missing]
+    try:
+        load_certificate_options(cert, key)
+    except ValueError as e:
+        return [str(e)]
+    return []
+
+
+# -- account commands -----------------------------------------------------------------------
+
+
+def _with_accounts(
+    command: Callable[[argparse.Namespace, Config, AccountsDB], int],
+) -> Callable[[argparse.Namespace], int]:
+    """Prepare the data directory, then run ``command`` with the config and accounts DB."""
+
+    def run(args: argparse.Namespace) -> int:
+        for line in ensure_data_dir(args.data, args.config):
+            print(line, file=sys.stderr)  # stdout stays the command's own output
+        config = load_config(args.data, args.config)
+        accounts = AccountsDB(config.accounts_path)
+        try:
+            return command(args, config, accounts)
+        finally:
+            accounts.close()
+
+    return run
+
+
+def _mail_store(config: Config) -> MaildirStore:
+    # Registers the "imap4-utf-7" codec that Maildir++ folder names are encoded with; imported
+    # here, not at the top, because only commands that touch mailboxes need it.
+    import twisted.mail.imap4  # noqa: F401
+
+    return MaildirStore(config.mail_root)
+
+
+def _domain_add(args: argparse.Namespace, config: Config, accounts: AccountsDB) -> int:
+    print(f"added domain {accounts.add_domain(args.domain)}")
+    return 0
+
+
+def _domain_list(args: argparse.Namespace, config: Config, accounts: AccountsDB) -> int:
+    for name in accounts.list_domains():
+        print(name)
+    return 0
+
+
+def _domain_del(args: argparse.Namespace, config: Config, accounts: AccountsDB) -> int:
+    name = canonical_domain(args.domain)
+    removed = accounts.remove_domain(name, force=args.force)
+    if not removed:
+        print(f"removed domain {name}")
+        return 0
+    if args.purge:
+        store = _mail_store(config)
+        for address in removed:
+            store.remove_user_sync(address)
+        # Absent, or holding mail of addresses that weren't accounts: then leave it.
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(config.mail_root, name))
+        fate = "their mail was deleted"
+    else:
+        fate = f"their mail stays in {os.path.join(config.mail_root, name)}"
+    print(f"removed domain {name} and its {len(removed)} user(s) ({fate})")
+    return 0
+
+
+def _user_add(args: argparse.Namespace, config: Config, accounts: AccountsDB) -> int:
+    address = canonical_address(args.address)
+    domain = address.split("@", 1)[1]
+    # Checked before asking for a password, so a typo doesn't cost a prompt; add_user checks
+    # again inside the database.
+    if not accounts.has_domain(domain):
+        raise AccountError(f"domain {domain} is not served here; add it with 'domain add {domain}'")
+    if accounts.has_user(address):
+        raise AccountError(f"user {address} already exists")
+    password = _read_password(args.password_file)
+    accounts.add_user(address, password)
+    store = _mail_store(config)
+    try:
+        store.provision_sync(address)
+    except BaseException:
+        accounts.remove_user(address)  # no account without a mailbox
+        raise
+    print(f"added user {address} (mail in {user_directory(store.root, address)})")
+    return 0
+
+
+def _user_list(args: argparse.Namespace, config: Config, accounts: AccountsDB) -> int:
+    for address in accounts.list_users(args.domain):
+        print(address)
+    return 0
+
+
+def _user_passwd(args: argparse.Namespace, config: Config, accounts: AccountsDB) -> int:
+    address = canonical_address(args.address)
+    if not accounts.has_user(address):
+        raise AccountError(f"no such user: {address}")
+    accounts.set_password(address, _read_password(args.password_file))
+    print(f"changed the password of {address}")
+    return 0
+
+
+def _user_del(args: argparse.Namespace, config: Config, accounts: AccountsDB) -> int:
+    address = accounts.remove_user(args.address)
+    store = _mail_store(config)
+    mail = user_directory(store.root, address)
+    if args.purge:
+        # The account goes first so nothing new is delivered into a directory being removed.
+        try:
+            store.remove_user_sync(address)
+        except OSError as e:
+            raise CommandError(
+                f"removed user {address} but could not delete its mail in {mail}: {e.strerror}"
+            ) from None
+        print(f"removed user {address} and deleted its mail")
+    else:
+        print(f"removed user {address} (mail kept in {mail})")
+    return 0
+
+
+# -- passwords ------------------------------------------------------------------------------
+
+
+def _read_password(password_file: str | None) -> str:
+    """The new password, from ``--password-file``, a terminal prompt, or stdin's first line.
+
+    Passing passwords as arguments is not offered: they would show in ``ps`` and shell history.
+    """
+    if password_file == "-":
+        return _first_line(sys.stdin.readline(), "standard input")
+    if password_file is not None:
+        try:
+            with open(password_file, encoding="utf-8") as f:
+                line = f.readline()
+        except OSError as e:
+            raise CommandError(f"{password_file}: cannot read the password: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise CommandError(f"{password_file}: the password is not UTF-8 text") from None
+        return _first_line(line, password_file)
+    if sys.stdin.isatty():
+        try:
+            first = getpass.getpass("New password: ")
+            second = getpass.getpass("Repeat it: ")
+        except EOFError:
+            raise CommandError("no password given") from None
+        if first != second:
+            raise CommandError("the passwords don't match")
+        return first
+    return _first_line(sys.stdin.readline(), "standard input")
+
+
+def _first_line(line: str, source: str) -> str:
+    password = line.removesuffix("\n").removesuffix("\r")
+    if not password:
+        raise CommandError(f"no password in {source} (expected it on the first line)")
+    return password
+
+
+if __name__ == "__main__":
+    sys.exit(main())

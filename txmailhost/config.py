@@ -1,0 +1,743 @@
+"""The TOML config file, turned into typed, validated, frozen settings.
+
+This is the only module that reads the config file (``DATA/txmailhost.toml`` unless ``--config``
+names another). ``service.py`` wires objects from the :class:`Config` it returns; protocol
+factories never see the file.
+
+The section dataclasses below *are* the schema: every key is a dataclass field declared with
+:func:`setting`, which carries its default, a one-paragraph doc and a validator. The same table
+drives three things, so they can't drift apart:
+
+- :func:`load_config` checks each key with its validator;
+- :func:`render_default_config` writes the self-documenting file ``txmailhost init`` creates
+  (every key present, commented out, with its default and doc);
+- the dataclass defaults, for code (and tests) that build a ``Config`` by hand.
+
+Errors are collected, not raised one at a time: an administrator fixing a config file wants
+every problem in one run, each naming the file and the key (``smtp.max_message_size``) and what
+was expected. Unknown sections and keys are errors too, because a typo that is silently ignored
+is a setting that silently doesn't apply.
+
+Sizes are plain integers of bytes and timeouts plain numbers of seconds: no "50M" or "5m"
+mini-language to parse, document and get wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import errno
+import ipaddress
+import json
+import math
+import os
+import re
+import socket
+import textwrap
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+CONFIG_NAME = "txmailhost.toml"
+MiB = 1024 * 1024
+
+
+class ConfigError(Exception):
+    """The config can't be used; ``problems`` lists every reason, each naming file and key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class _Invalid(Exception):
+    """Raised by a validator; its message is what was expected ("expected a ...")."""
+
+
+# -- validators ---------------------------------------------------------------------------------
+# Each takes the value TOML produced and returns the value to store, or raises _Invalid saying
+# what was expected. The caller adds the file, the key and the offending value.
+
+
+def _integer(
+    unit: str, minimum: int = 1, maximum: int | None = None, example: str = ""
+) -> Callable[[Any], int]:
+    if maximum is not None:
+        expected = f"expected an integer number of {unit} from {minimum} to {maximum}"
+    elif minimum == 1:
+        expected = f"expected a positive integer number of {unit}"
+    else:
+        expected = f"expected an integer number of {unit}, at least {minimum}"
+    if example:
+        expected += f" ({example})"
+
+    def check(value: Any) -> int:
+        # bool is an int subclass in Python; `true` is never a count.
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid(expected)
+        if value < minimum or (maximum is not None and value > maximum):
+            raise _Invalid(expected)
+        return value
+
+    return check
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Invalid("expected a positive number of seconds")
+    if not math.isfinite(value) or value <= 0:
+        raise _Invalid("expected a positive number of seconds")
+    return float(value)
+
+
+def _path(value: Any) -> str:
+    if not isinstance(value, str) or "\0" in value:
+        raise _Invalid('expected a file path as a string ("" for the default)')
+    return value
+
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def _hostname(value: Any) -> str:
+    """A DNS host name (RFC 1123 2.1), lower-cased, without a trailing dot."""
+    expected = "expected a host name such as 'mail.example.org'"
+    if not isinstance(value, str):
+        raise _Invalid(expected)
+    name = value.strip().rstrip(".").lower()
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    else:
+        raise _Invalid(expected + ", not an IP address")
+    if not name or len(name) > 253 or not all(_LABEL.match(label) for label in name.split(".")):
+        raise _Invalid(expected)
+    return name
+
+
+def _default_hostname() -> str:
+    """This machine's fully-qualified name, or "localhost" when the system's isn't usable."""
+    try:
+        return _hostname(socket.getfqdn())
+    except _Invalid:
+        return "localhost"
+
+
+# Endpoint types that would make Twisted do TLS itself: the service adds TLS from [tls] (so that
+# certificates can be reloaded), so these would mean TLS twice or a second, unreloadable config.
+_TLS_ENDPOINT_TYPES = {"ssl", "tls", "le", "lets"}
+
+
+def _endpoint(value: Any) -> str:
+    """A Twisted server endpoint description, checked by parsing it against a fake reactor.
+
+    ``serverFromString`` parses without touching the network; for TCP we also "listen" on a
+    ``MemoryReactor`` (which only records the call) to check the port range and the interface,
+    which Twisted would otherwise only reject when the real server starts.
+    """
+    expected = (
+        "expected a Twisted endpoint description such as 'tcp:25:interface=0.0.0.0', "
+        "or '' to disable the listener"
+    )
+    if not isinstance(value, str):
+        raise _Invalid(expected)
+    if value == "":
+        return value
+    kind = value.split(":", 1)[0].strip().lower()
+    if kind in _TLS_ENDPOINT_TYPES:
+        raise _Invalid(
+            "expected a plain 'tcp:' endpoint: txmailhost adds TLS itself using the [tls] section"
+        )
+    if kind == "systemd":
+        # Socket activation: only meaningful inside the systemd unit (it reads LISTEN_FDS), so
+        # it can't be checked here, and the CLI must still load this config outside the unit.
+        return value
+
+    from twisted.internet.endpoints import (
+        TCP4ServerEndpoint,
+        TCP6ServerEndpoint,
+        serverFromString,
+    )
+    from twisted.internet.protocol import Factory
+    from twisted.internet.testing import MemoryReactor
+
+    reactor = MemoryReactor()
+    try:
+        endpoint = serverFromString(reactor, value)
+        if isinstance(endpoint, TCP4ServerEndpoint | TCP6ServerEndpoint):
+            endpoint.listen(Factory())
+    except Exception as e:  # Twisted's parsers raise ValueError, TypeError, IndexError, ...
+        raise _Invalid(f"{expected} ({e})") from None
+    for port, _factory, _backlog, interface in reactor.tcpServers:
+        if not 0 <= port <= 65535:
+            raise _Invalid(f"{expected} (port {port} is not from 0 to 65535)")
+        if interface:
+            try:
+                ipaddress.ip_address(interface)
+            except ValueError:
+                raise _Invalid(
+                    f"{expected} (interface {interface!r} is not an IP address)"
+                ) from None
+    return value
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    doc: str,
+    check: Callable[[Any], Any],
+    default_factory: Callable[[], Any] | None = None,
+) -> Any:
+    """Declare one config key: its default, its documentation and its validator, together."""
+    metadata = {"doc": " ".join(doc.split()), "check": check}
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+# -- the schema ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """[server]: who this server is. Flattened into ``Config.hostname``."""
+
+    hostname: str = setting(
+        default_factory=_default_hostname,
+        check=_hostname,
+        doc="""The fully-qualified name of this server: it appears in the SMTP greeting and EHLO,
+        in the Received: headers it adds and in the self-signed certificate made on first start.
+        Use the name your MX record points to (and that the IP address resolves back to), e.g.
+        "mail.example.org". Default: this machine's name as the system reports it.""",
+    )
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    """[listen]: where each protocol accepts connections, as Twisted endpoint descriptions."""
+
+    smtp: str = setting(
+        "tcp:2525:interface=127.0.0.1",
+        check=_endpoint,
+        doc="""Incoming mail from other servers (the MX role; port 25 in production, e.g.
+        "tcp:25:interface=0.0.0.0"). Values are Twisted endpoint descriptions; for IPv6 escape
+        the colons of the address: 'tcp6:25:interface=\\:\\:' (a TOML literal string, in single
+        quotes, keeps the backslashes). An empty string "" turns the listener off. The defaults
+        listen on loopback and unprivileged ports so a first start can't expose anything.""",
+    )
+    submission: str = setting(
+        "tcp:2587:interface=127.0.0.1",
+        check=_endpoint,
+        doc="""Mail submission by your users with STARTTLS and AUTH (RFC 6409; port 587 in
+        production).""",
+    )
+    submissions: str = setting(
+        "tcp:2465:interface=127.0.0.1",
+        check=_endpoint,
+        doc="""Mail submission over implicit TLS (RFC 8314; port 465 in production). Give a
+        plain "tcp:" endpoint: txmailhost wraps it in TLS with the [tls] certificate.""",
+    )
+    imap: str = setting(
+        "tcp:2143:interface=127.0.0.1",
+        check=_endpoint,
+        doc="IMAP with STARTTLS (port 143 in production).",
+    )
+    imaps: str = setting(
+        "tcp:2993:interface=127.0.0.1",
+        check=_endpoint,
+        doc='IMAP over implicit TLS (port 993 in production; a plain "tcp:" endpoint).',
+    )
+    pop3: str = setting(
+        "tcp:2110:interface=127.0.0.1",
+        check=_endpoint,
+        doc="POP3 with STLS (port 110 in production).",
+    )
+    pop3s: str = setting(
+        "tcp:2995:interface=127.0.0.1",
+        check=_endpoint,
+        doc='POP3 over implicit TLS (port 995 in production; a plain "tcp:" endpoint).',
+    )
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """[tls]: the certificate every listener offers. In a loaded Config, absolute paths."""
+
+    certificate: str = setting(
+        "",
+        check=_path,
+        doc="""PEM file holding the server certificate followed by its intermediate
+        certificates (the full chain, e.g. Let's Encrypt's fullchain.pem). A relative path is
+        relative to the data directory. Empty: DATA/tls/cert.pem, where a self-signed
+        certificate for server.hostname is created on first start; clients will warn about it
+        until you configure one signed by a CA. Set certificate and key together.""",
+    )
+    key: str = setting(
+        "",
+        check=_path,
+        doc="""PEM file holding the unencrypted private key of the certificate (keep it readable
+        by the server's user only). Empty: DATA/tls/key.pem.""",
+    )
+
+
+@dataclass(frozen=True)
+class SMTPConfig:
+    """[smtp]: limits of the SMTP server (MX and submission alike)."""
+
+    max_message_size: int = setting(
+        50 * MiB,
+        check=_integer("bytes", example="e.g. 52428800 for 50 MiB"),
+        doc="""Largest message accepted, in bytes; announced with the EHLO SIZE keyword (RFC
+        1870) and enforced while the message streams in: a larger one is refused with 552.
+        Default 52428800 bytes, 50 MiB.""",
+    )
+    max_recipients: int = setting(
+        100,
+        check=_integer("recipients"),
+        doc="""Most RCPT TO commands accepted in one transaction; further ones get 452 and the
+        client sends them in another transaction. RFC 5321 4.5.3.1.8 asks for at least 100.""",
+    )
+    max_line_length: int = setting(
+        2048,
+        check=_integer("bytes", minimum=1000),
+        doc="""Longest command line accepted, in bytes including CRLF (RFC 5321 4.5.3.1.4
+        and .6 require at least 512 and 1000); a longer one gets 500 5.5.2 and is skipped up
+        to its line end. Lines inside a message are not limited here: they count towards
+        max_message_size and are never split, since splitting them is how SMTP smuggling
+        starts.""",
+    )
+    idle_timeout: float = setting(
+        300.0,
+        check=_seconds,
+        doc="""Seconds a client may stay silent before the connection is closed with 421 (RFC
+        5321 4.5.3.2.7 suggests 5 minutes).""",
+    )
+    session_timeout: float = setting(
+        3600.0,
+        check=_seconds,
+        doc="""Seconds a whole connection may last, however busy, so that a slow-drip client
+        can't hold a connection forever.""",
+    )
+    max_errors: int = setting(
+        20,
+        check=_integer("errors"),
+        doc="""Failed or unknown commands tolerated in one connection before it is closed with
+        421; spammers probing addresses hit this long before a real client does.""",
+    )
+
+
+@dataclass(frozen=True)
+class POP3Config:
+    """[pop3]: limits of the POP3 server."""
+
+    idle_timeout: float = setting(
+        600.0,
+        check=_seconds,
+        doc="""Seconds a POP3 client may stay silent before the connection is closed (RFC 1939
+        section 3 asks for at least 10 minutes).""",
+    )
+
+
+@dataclass(frozen=True)
+class IMAPConfig:
+    """[imap]: limits of the IMAP server."""
+
+    idle_timeout: float = setting(
+        1800.0,
+        check=_seconds,
+        doc="""Seconds an IMAP client may stay silent (IDLE included) before the connection is
+        closed; RFC 9051 section 5.4 asks for at least 30 minutes.""",
+    )
+    max_literal_size: int = setting(
+        50 * MiB,
+        check=_integer("bytes", example="e.g. 52428800 for 50 MiB"),
+        doc="""Largest literal a client may send, in bytes: this bounds APPEND, so keep it at
+        least smtp.max_message_size or users can't save in Sent what they could send. Default
+        52428800 bytes, 50 MiB.""",
+    )
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """[store]: the mail store's thread pool."""
+
+    threads: int = setting(
+        8,
+        check=_integer("threads", maximum=256),
+        doc="""Threads that run blocking disk work (fsync, index updates, large reads) so the
+        network loop never waits on the disk. More helps on fast SSDs with many clients.""",
+    )
+
+
+# Section name -> (dataclass, doc for the rendered file), in the order the file shows them.
+_SECTIONS: dict[str, tuple[type, str]] = {
+    "server": (ServerConfig, "This server's identity."),
+    "listen": (
+        ListenConfig,
+        "Where each protocol listens. The defaults are loopback-only and unprivileged (ports "
+        "25xx, 21xx, 29xx); switch to the production ports when the server should face the "
+        "internet.",
+    ),
+    "tls": (TLSConfig, "The certificate and key every TLS listener and STARTTLS use."),
+    "smtp": (SMTPConfig, "SMTP server limits (incoming mail and submission)."),
+    "pop3": (POP3Config, "POP3 server limits."),
+    "imap": (IMAPConfig, "IMAP server limits."),
+    "store": (StoreConfig, "Mail store tuning."),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the service needs to start, validated; paths are absolute."""
+
+    data_dir: str
+    config_file: str
+    hostname: str
+    listen: ListenConfig = field(default_factory=ListenConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    smtp: SMTPConfig = field(default_factory=SMTPConfig)
+    pop3: POP3Config = field(default_factory=POP3Config)
+    imap: IMAPConfig = field(default_factory=IMAPConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+
+    @property
+    def accounts_path(self) -> str:
+        return os.path.join(self.data_dir, "accounts.sqlite")
+
+    @property
+    def mail_root(self) -> str:
+        return os.path.join(self.data_dir, "mail")
+
+    @property
+    def queue_dir(self) -> str:
+        return os.path.join(self.data_dir, "queue")
+
+    @property
+    def tls_dir(self) -> str:
+        return os.path.join(self.data_dir, "tls")
+
+
+def default_tls_paths(data_dir: str) -> tuple[str, str]:
+    """Where the certificate and key live when [tls] leaves them empty."""
+    tls_dir = os.path.join(os.path.abspath(data_dir), "tls")
+    return os.path.join(tls_dir, "cert.pem"), os.path.join(tls_dir, "key.pem")
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+
+def load_config(data_dir: str, config_file: str | None = None) -> Config:
+    """Read and validate ``config_file``, or ``DATA/txmailhost.toml`` when it is None.
+
+    A missing default file means "all defaults" (a fresh data directory); a missing file that
+    was named explicitly is an error. Raises :class:`ConfigError` with every problem found.
+    """
+    data_dir = os.path.abspath(data_dir)
+    path = os.path.abspath(config_file) if config_file is not None else _default_path(data_dir)
+    try:
+        with open(path, "rb") as f:
+            raw: bytes | None = f.read()
+    except FileNotFoundError:
+        if config_file is not None:
+            raise ConfigError([f"{path}: config file not found"]) from None
+        raw = None
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read the config file: {e.strerror}"]) from None
+    document = {} if raw is None else _parse_toml(path, raw)
+    return _build(data_dir, path, document)
+
+
+def _default_path(data_dir: str) -> str:
+    return os.path.join(data_dir, CONFIG_NAME)
+
+
+def _parse_toml(path: str, raw: bytes) -> dict[str, Any]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError([f"{path}: line {line}: the file is not valid UTF-8"]) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{path}: {_toml_error(e, text)}"]) from None
+
+
+def _toml_error(error: tomllib.TOMLDecodeError, text: str) -> str:
+    """``line N, column M: invalid TOML: reason`` from tomllib's message.
+
+    Python < 3.14 only puts the position in the message text ("... (at line 3, column 7)"),
+    and says "at end of document" for errors found at the end, where we name the last line.
+    """
+    message = str(error)
+    reason = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)$", "", message)
+    lineno = getattr(error, "lineno", None)
+    colno = getattr(error, "colno", None)
+    found = re.search(r"\(at line (\d+), column (\d+)\)$", message)
+    if lineno is None and found:
+        lineno, colno = int(found.group(1)), int(found.group(2))
+    if lineno is None:
+        last_line = text.count("\n") + (0 if text.endswith("\n") or not text else 1)
+        return f"line {max(last_line, 1)} (end of file): invalid TOML: {reason}"
+    return f"line {lineno}, column {colno}: invalid TOML: {reason}"
+
+
+def _show(value: Any) -> str:
+    """A TOML value as an administrator would recognise it in an error message."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value)
+
+
+def _suggest(word: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _build(data_dir: str, path: str, document: dict[str, Any]) -> Config:
+    problems: list[str] = []
+    sections: dict[str, Any] = {}
+    clean: set[str] = set()  # sections whose keys all passed: only they get cross-key checks
+    for name, table in document.items():
+        if name not in _SECTIONS:
+            if isinstance(table, dict):
+                problems.append(
+                    f"{path}: [{name}]: unknown section{_suggest(name, list(_SECTIONS))}"
+                )
+            else:
+                owners = [s for s, (cls, _) in _SECTIONS.items() if name in _field_names(cls)]
+                hint = f" (did you mean {name} in [{owners[0]}]?)" if owners else ""
+                problems.append(f"{path}: {name}: unknown key outside any section{hint}")
+            continue
+        if not isinstance(table, dict):
+            problems.append(f"{path}: {name}: expected a section [{name}], got {_show(table)}")
+            continue
+        before = len(problems)
+        sections[name] = _build_section(path, name, table, problems)
+        if len(problems) == before:
+            clean.add(name)
+    for name, (cls, _doc) in _SECTIONS.items():
+        if name not in sections:
+            sections[name] = cls()
+            clean.add(name)
+
+    tls = sections["tls"]
+    if "tls" in clean:
+        tls = _resolve_tls(data_dir, path, tls, problems)
+    if "listen" in clean:
+        _check_listener_conflicts(path, sections["listen"], problems)
+    if problems:
+        raise ConfigError(problems)
+    return Config(
+        data_dir=data_dir,
+        config_file=path,
+        hostname=sections["server"].hostname,
+        listen=sections["listen"],
+        tls=tls,
+        smtp=sections["smtp"],
+        pop3=sections["pop3"],
+        imap=sections["imap"],
+        store=sections["store"],
+    )
+
+
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _build_section(path: str, section: str, table: dict[str, Any], problems: list[str]) -> Any:
+    cls, _doc = _SECTIONS[section]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in table.items():
+        if key not in fields:
+            known = [f"{section}.{name}" for name in fields]
+            problems.append(
+                f"{path}: {section}.{key}: unknown key{_suggest(f'{section}.{key}', known)}"
+            )
+            continue
+        try:
+            values[key] = fields[key].metadata["check"](value)
+        except _Invalid as e:
+            problems.append(f"{path}: {section}.{key}: {e}, got {_show(value)}")
+    return cls(**values)
+
+
+def _resolve_tls(data_dir: str, path: str, tls: TLSConfig, problems: list[str]) -> TLSConfig:
+    """Absolute certificate and key paths; both configured or neither (a key for the wrong
+    certificate is the likely result of setting only one)."""
+    if bool(tls.certificate) != bool(tls.key):
+        missing = "tls.key" if tls.certificate else "tls.certificate"
+        problems.append(
+            f"{path}: {missing}: expected a path, since "
+            f"{'tls.certificate' if tls.certificate else 'tls.key'} is set "
+            "(set both, or neither to use the self-signed pair in DATA/tls)"
+        )
+        return tls
+    if not tls.certificate:
+        certificate, key = default_tls_paths(data_dir)
+    else:
+        certificate = os.path.join(data_dir, os.path.expanduser(tls.certificate))
+        key = os.path.join(data_dir, os.path.expanduser(tls.key))
+    return TLSConfig(certificate=os.path.normpath(certificate), key=os.path.normpath(key))
+
+
+def _binds_overlap(interface: str, other: str) -> bool:
+    """Whether binding both addresses to one port fails: same address, or a wildcard of the
+    family ("::" takes IPv4 too, since Twisted leaves IPv6 sockets dual-stack)."""
+    if interface == other or "::" in (interface, other):
+        return True
+    any4 = ("", "0.0.0.0")
+    if interface in any4 or other in any4:
+        specific = other if interface in any4 else interface
+        return specific in any4 or ipaddress.ip_address(specific).version == 4
+    return False
+
+
+def _check_listener_conflicts(path: str, listen: ListenConfig, problems: list[str]) -> None:
+    """Two listeners on one TCP port would fail at start with a bare "address in use"."""
+    from twisted.internet.endpoints import serverFromString
+    from twisted.internet.protocol import Factory
+    from twisted.internet.testing import MemoryReactor
+
+    seen: dict[int, list[tuple[str, str]]] = {}
+    for name in _field_names(ListenConfig):
+        description = getattr(listen, name)
+        kind = description.split(":", 1)[0].strip().lower()
+        if kind not in ("tcp", "tcp6"):
+            continue
+        reactor = MemoryReactor()
+        serverFromString(reactor, description).listen(Factory())
+        (port, _factory, _backlog, interface), *_ = reactor.tcpServers
+        if port == 0:  # an ephemeral port never conflicts
+            continue
+        for other, other_interface in seen.get(port, []):
+            if _binds_overlap(interface, other_interface):
+                problems.append(
+                    f"{path}: listen.{name}: port {port} is already used by listen.{other}"
+                )
+                break
+        seen.setdefault(port, []).append((name, interface))
+
+
+# -- the default file ---------------------------------------------------------------------------
+
+_HEADER = """\
+# txmailhost configuration (TOML, https://toml.io).
+#
+# Every setting is listed below, commented out, with its default value and what it does:
+# uncomment a line and change it to override the default. Sizes are integers of bytes,
+# timeouts are numbers of seconds. Check this file with `txmailhost check-config`; the server
+# reads it when it starts.
+"""
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, str):
+        # JSON string escapes are valid TOML basic-string escapes.
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return repr(value)
+
+
+def render_default_config(hostname: str | None = None) -> str:
+    """The commented config file: every key with its default and doc, from the schema above.
+
+    With ``hostname`` (``txmailhost init --hostname``), ``server.hostname`` is written
+    uncommented with that value; everything else stays at its default.
+    """
+    if hostname is not None:
+        try:
+            hostname = _hostname(hostname)
+        except _Invalid as e:
+            raise ConfigError([f"server.hostname: {e}, got {_show(hostname)}"]) from None
+    out = [_HEADER.rstrip("\n")]
+    for section, (cls, section_doc) in _SECTIONS.items():
+        out.append("")
+        out.extend(_comment(section_doc, width=96))
+        out.append(f"[{section}]")
+        defaults = cls()
+        for f in dataclasses.fields(cls):
+            out.append("")
+            out.extend(_comment(f.metadata["doc"], width=96))
+            if section == "server" and f.name == "hostname" and hostname is not None:
+                out.append(f"{f.name} = {_toml_value(hostname)}")
+            else:
+                out.append(f"# {f.name} = {_toml_value(getattr(defaults, f.name))}")
+    return "\n".join(out) + "\n"
+
+
+def _comment(text: str, width: int) -> list[str]:
+    return textwrap.wrap(
+        text, width=width, initial_indent="# ", subsequent_indent="# ", break_on_hyphens=False
+    )
+
+
+# -- the data directory -------------------------------------------------------------------------
+
+
+def ensure_data_dir(
+    data_dir: str, config_file: str | None = None, hostname: str | None = None
+) -> list[str]:
+    """Create what a data directory needs and is missing; return "created ..." lines.
+
+    Used on first start and by ``txmailhost init`` (and before every CLI command, so that they
+    work on a fresh directory). Idempotent and never overwrites: an existing config, database
+    or certificate is left as it is. The config is validated *before* anything is created, so a
+    bad config leaves no half-made directory behind.
+    """
+    data_dir = os.path.abspath(data_dir)
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", data_dir)
+    default_path = _default_path(data_dir)
+    write_default = config_file is None and not os.path.exists(default_path)
+    if write_default:
+        text = render_default_config(hostname)  # validates hostname before anything is created
+    else:
+        load_config(data_dir, config_file)  # raises before anything is created
+
+    from txmailhost import _safeio
+
+    created = []
+    for directory in (
+        data_dir,
+        os.path.join(data_dir, "mail"),
+        os.path.join(data_dir, "queue"),
+        os.path.join(data_dir, "tls"),
+    ):
+        if not os.path.isdir(directory):
+            _safeio.makedirs_durably(directory, 0o700)
+            created.append(f"created directory {directory}")
+    if write_default:
+        _safeio.write_atomic(default_path, text.encode("utf-8"), mode=0o600)
+        created.append(f"created config file {default_path} (every setting at its default)")
+    config = load_config(data_dir, config_file)
+
+    if not os.path.exists(config.accounts_path):
+        from txmailhost.accounts.db import AccountsDB
+
+        accounts = AccountsDB(config.accounts_path)
+        try:
+            accounts.list_domains()  # creates the file and its schema
+        finally:
+            accounts.close()
+        os.chmod(config.accounts_path, 0o600)  # password hashes; SQLite's -wal/-shm follow it
+        created.append(f"created accounts database {config.accounts_path}")
+
+    if (config.tls.certificate, config.tls.key) == default_tls_paths(data_dir):
+        from txmailhost.tls import ensure_self_signed
+
+        if ensure_self_signed(config.tls.certificate, config.tls.key, config.hostname):
+            created.append(
+                f"created self-signed certificate {config.tls.certificate} and key "
+                f"{config.tls.key} for {config.hostname} (configure a CA-signed one in [tls] "
+                "for production)"
+            )
+    return created

@@ -1,0 +1,124 @@
+"""Parsing MAIL FROM / RCPT TO arguments: the reverse or forward path and ESMTP parameters.
+
+RFC 5321 4.1.2 grammar, with the leniency real clients need (a space after the colon) and none
+that opens a hole: a source route (``<@a.example:user@b.example>``) is accepted and ignored as
+4.1.1.3 requires, so the relay decision is made on ``user@b.example``; quoted local parts are
+kept quoted (they never match an account, so they can't smuggle ``%`` or ``@`` routing past the
+relay check); address literals (``user@[192.0.2.1]``) are never one of our domains.
+
+Twisted's ``smtp.Address`` is not used: the server's grammar there drops the parameters
+(SIZE, BODY) that the policy needs (audit §1).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_DOT_STRING = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
+_QUOTED = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"'
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*"
+_LITERAL = r"\[[\x21-\x5a\x5e-\x7e]+\]"
+_MAILBOX = re.compile(rf"^(?P<local>{_DOT_STRING}|{_QUOTED})@(?P<domain>{_DOMAIN}|{_LITERAL})$")
+_ROUTE = re.compile(rf"^@{_DOMAIN}(?:,@{_DOMAIN})*:")
+_KEYWORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
+_VALUE = re.compile(r"^[\x21-\x3c\x3e-\x7e]+$")
+MAX_LOCAL = 64
+MAX_PATH = 256
+
+
+class AddressError(ValueError):
+    """The argument doesn't parse; ``utf8`` is set when it would with SMTPUTF8."""
+
+    def __init__(self, message: str, utf8: bool = False, in_params: bool = False) -> None:
+        super().__init__(message)
+        self.utf8 = utf8
+        self.in_params = in_params
+
+
+@dataclass(frozen=True, slots=True)
+class Mailbox:
+    local: str
+    domain: str
+
+    def __str__(self) -> str:
+        return f"{self.local}@{self.domain}"
+
+    @property
+    def is_literal(self) -> bool:
+        return self.domain.startswith("[")
+
+
+@dataclass(frozen=True, slots=True)
+class PathArgument:
+    """A parsed ``FROM:<...>`` or ``TO:<...>``; ``mailbox`` None is the null path ``<>``."""
+
+    mailbox: Mailbox | None
+    params: dict[str, str | None] = field(default_factory=dict)
+
+
+def parse_mailbox(text: str) -> Mailbox:
+    if any(ord(c) > 127 for c in text):
+        raise AddressError(f"non-ASCII address {text!r}", utf8=True)
+    match = _MAILBOX.match(text)
+    if not match or len(match["local"]) > MAX_LOCAL:
+        raise AddressError(f"bad address {text!r}")
+    return Mailbox(match["local"], match["domain"])
+
+
+def parse_path_argument(arg: str, keyword: str, allow_null: bool) -> PathArgument:
+    """Parse ``FROM:<path> params`` (keyword 'FROM') or ``TO:<path> params`` ('TO')."""
+    head, colon, rest = arg.partition(":")
+    if not colon or head.strip().upper() != keyword:
+        raise AddressError(f"expected {keyword}:<address>")
+    rest = rest.lstrip(" ")
+    if not rest.startswith("<"):
+        raise AddressError("address must be enclosed in <>")
+    end = _find_path_end(rest)
+    if end < 0:
+        raise AddressError("missing closing '>'")
+    path, tail = rest[1:end], rest[end + 1 :]
+    if tail and not tail.startswith(" "):
+        raise AddressError("expected a space before parameters")
+    if len(path) > MAX_PATH:
+        raise AddressError("path too long")
+    params = parse_params(tail)
+    if path == "":
+        if not allow_null:
+            raise AddressError("null path not allowed here")
+        return PathArgument(None, params)
+    route = _ROUTE.match(path)
+    if route:
+        path = path[route.end() :]
+    return PathArgument(parse_mailbox(path), params)
+
+
+def _find_path_end(text: str) -> int:
+    """Index of the '>' that closes the path, skipping quoted strings."""
+    quoted = escaped = False
+    for i, ch in enumerate(text):
+        if escaped:
+            escaped = False
+        elif ch == "\\" and quoted:
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == ">" and not quoted:
+            return i
+    return -1
+
+
+def parse_params(text: str) -> dict[str, str | None]:
+    """ESMTP parameters (RFC 5321 4.1.2 ``esmtp-param``), keywords upper-cased."""
+    params: dict[str, str | None] = {}
+    for item in text.split():
+        key, eq, value = item.partition("=")
+        if not _KEYWORD.match(key) or (eq and not _VALUE.match(value)):
+            raise AddressError("malformed parameter", in_params=True)
+        key = key.upper()
+        if key in params:
+            raise AddressError(f"parameter {key} given twice", in_params=True)
+        params[key] = value if eq else None
+    return params

@@ -1,0 +1,97 @@
+"""SMTP replies as data: every reply the server sends is one of these, with its enhanced code.
+
+RFC 5321 4.2 (reply codes), RFC 3463 (enhanced status codes), RFC 2034 (ENHANCEDSTATUSCODES).
+The first digit of the enhanced code must agree with the class of the basic code; ``SMTPReply``
+checks that when it is built, so a mismatched constant fails at import time rather than on the
+wire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SMTPReply:
+    code: int
+    enhanced: str
+    text: str
+
+    def __post_init__(self) -> None:
+        if not 200 <= self.code <= 599:
+            raise ValueError(f"reply code out of range: {self.code}")
+        if self.enhanced and self.enhanced[0] != str(self.code)[0]:
+            raise ValueError(f"class of {self.enhanced} doesn't match {self.code}")
+
+    @property
+    def positive(self) -> bool:
+        return self.code < 400
+
+    @property
+    def permanent(self) -> bool:
+        return self.code >= 500
+
+    def with_text(self, text: str) -> SMTPReply:
+        return SMTPReply(self.code, self.enhanced, text)
+
+    def encode(self, lines: list[str] | None = None) -> bytes:
+        """The wire form; several lines become ``code-`` continuation lines (RFC 5321 4.2.1)."""
+        texts = lines if lines else [self.text]
+        out = []
+        for i, text in enumerate(texts):
+            sep = " " if i == len(texts) - 1 else "-"
+            prefix = f"{self.enhanced} " if self.enhanced and text else ""
+            out.append(f"{self.code}{sep}{prefix}{text}\r\n")
+        return "".join(out).encode("utf-8", "replace")
+
+
+# -- connection ------------------------------------------------------------------------------
+SERVICE_CLOSING = SMTPReply(221, "2.0.0", "closing connection")
+TOO_MANY_ERRORS = SMTPReply(421, "4.7.0", "too many errors, closing connection")
+IDLE_TIMEOUT = SMTPReply(421, "4.4.2", "idle timeout, closing connection")
+SESSION_TIMEOUT = SMTPReply(421, "4.4.2", "session too long, closing connection")
+SHUTTING_DOWN = SMTPReply(421, "4.3.2", "service shutting down, closing connection")
+
+# -- positive --------------------------------------------------------------------------------
+OK = SMTPReply(250, "2.0.0", "OK")
+SENDER_OK = SMTPReply(250, "2.1.0", "sender OK")
+RECIPIENT_OK = SMTPReply(250, "2.1.5", "recipient OK")
+RESET_OK = SMTPReply(250, "2.0.0", "reset OK")
+START_DATA = SMTPReply(354, "", "End data with <CR><LF>.<CR><LF>")
+READY_FOR_TLS = SMTPReply(220, "2.0.0", "ready to start TLS")
+CANNOT_VRFY = SMTPReply(
+    252, "2.5.0", "cannot VRFY user, but will accept message and attempt delivery"
+)
+HELP = SMTPReply(214, "2.0.0", "")
+
+# -- syntax and sequence (RFC 5321 4.2.4, 4.3.2) ---------------------------------------------
+UNKNOWN_COMMAND = SMTPReply(500, "5.5.2", "command not recognized")
+LINE_TOO_LONG = SMTPReply(500, "5.5.2", "line too long")
+BAD_CHARACTERS = SMTPReply(500, "5.5.2", "command contains invalid characters")
+SYNTAX_ERROR = SMTPReply(501, "5.5.4", "syntax error in parameters or arguments")
+BAD_SENDER_SYNTAX = SMTPReply(501, "5.1.7", "bad sender address syntax")
+BAD_RECIPIENT_SYNTAX = SMTPReply(501, "5.1.3", "bad recipient address syntax")
+NOT_IMPLEMENTED = SMTPReply(502, "5.5.1", "command not implemented")
+NEED_HELO = SMTPReply(503, "5.5.1", "send HELO or EHLO first")
+NESTED_MAIL = SMTPReply(503, "5.5.1", "sender already given; RSET to start over")
+NEED_MAIL = SMTPReply(503, "5.5.1", "need MAIL before RCPT")
+NEED_RCPT = SMTPReply(503, "5.5.1", "need RCPT before DATA")
+NO_VALID_RECIPIENTS = SMTPReply(554, "5.5.1", "no valid recipients")
+ALREADY_TLS = SMTPReply(503, "5.5.1", "TLS already active")
+TLS_NOT_AVAILABLE = SMTPReply(454, "4.7.0", "TLS not available")
+UNKNOWN_PARAMETER = SMTPReply(555, "5.5.4", "MAIL/RCPT parameter not recognized or not implemented")
+UTF8_NOT_ALLOWED = SMTPReply(553, "5.6.7", "non-ASCII address needs SMTPUTF8, which is not offered")
+
+# -- policy ------------------------------------------------------------------------------------
+UNKNOWN_USER = SMTPReply(550, "5.1.1", "mailbox unavailable: no such user here")
+RELAY_DENIED = SMTPReply(554, "5.7.1", "relaying denied")
+TOO_MANY_RECIPIENTS = SMTPReply(452, "4.5.3", "too many recipients")
+LOOKUP_FAILED = SMTPReply(451, "4.3.0", "temporary failure looking up recipient, try again later")
+
+# -- the message -------------------------------------------------------------------------------
+MESSAGE_TOO_BIG = SMTPReply(552, "5.3.4", "message size exceeds fixed maximum message size")
+BARE_NEWLINE = SMTPReply(
+    554, "5.6.0", "message refused: bare CR or LF in message (RFC 5321 2.3.8); nothing delivered"
+)
+DELIVERED = SMTPReply(250, "2.0.0", "OK")
+DELIVERY_FAILED = SMTPReply(451, "4.3.0", "local error in processing, try again later")

@@ -1,0 +1,39 @@
+"""Where accepted mail lives: the ``IMailStore`` interface and its Maildir++ implementation.
+
+Owns, on disk, ``DATA/mail/DOMAIN/LOCALPART/``: a Maildir++ tree (INBOX at the root, ``.Sent``,
+``.Drafts``, ``.Trash``, ``.Junk`` beside it) that mutt or Dovecot can read, and in every mailbox
+directory an index (``txmailhost-index.sqlite``) with UID, UIDVALIDITY, UIDNEXT, flags, internal
+date, size and modseq, so readers (POP3, IMAP) never scan message files to learn what is there.
+
+May import: ``txmailhost._safeio`` and the standard library; never a protocol package.
+
+Invariants a change must keep:
+- a message is reported delivered or appended only after its file *and* the directory entry
+  pointing to it are fsync'd; the index is a cache of the directory that can always be rebuilt
+  from it (files without an index row get fresh UIDs, rows without a file are expunged);
+- UIDs only grow; UIDVALIDITY changes only when a mailbox is recreated;
+- flags are mirrored into the Maildir file name (``:2,FRS``) so other tools see them;
+- every blocking call runs in the store's thread pool, never on the reactor thread.
+"""
+
+from txmailhost.store.interfaces import (
+    IMailbox,
+    IMailStore,
+    InvalidMailboxName,
+    MailboxExists,
+    MessageInfo,
+    NoSuchMailbox,
+    NoSuchMessage,
+    StoreError,
+)
+
+__all__ = [
+    "IMailStore",
+    "IMailbox",
+    "InvalidMailboxName",
+    "MailboxExists",
+    "MessageInfo",
+    "NoSuchMailbox",
+    "NoSuchMessage",
+    "StoreError",
+]

@@ -1,0 +1,488 @@
+"""The Maildir++ implementation of ``IMailStore``.
+
+Layout under the store root (``DATA/mail``)::
+
+    DOMAIN/LOCALPART/{cur,new,tmp}            INBOX
+    DOMAIN/LOCALPART/.Sent/{cur,new,tmp}      folder "Sent" (Maildir++: '.' + name, '/' -> '.')
+    DOMAIN/LOCALPART/**/txmailhost-index.sqlite
+
+Message files hold the message exactly as served to clients, with CRLF line ends, so a
+POP3 RETR or IMAP FETCH is a plain read and RFC822.SIZE is the file size. File names follow the
+Maildir convention ``TIME.MuSECPpidQn.HOST,S=SIZE:2,FLAGS`` (flags ``DFPRST`` sorted), which is
+what Dovecot and mutt read.
+
+Delivery is a hard link of the already-fsync'd spool file into ``new/``, an fsync of ``new/``,
+then an index row. A crash between the two leaves a file without a row; ``reconcile`` (run when
+a mailbox is opened and its directories changed) gives it a UID, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import shutil
+import socket
+import stat
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, BinaryIO, TypeVar
+
+import twisted.mail.imap4  # noqa: F401 - registers the imap4-utf-7 codec folder names use
+from twisted.internet import threads
+from twisted.internet.defer import Deferred
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from txmailhost import _safeio
+from txmailhost.store import index as _index
+from txmailhost.store.interfaces import (
+    ANSWERED,
+    DEFAULT_MAILBOXES,
+    DELETED,
+    DRAFT,
+    FLAGGED,
+    INBOX,
+    SEEN,
+    IMailbox,
+    IMailStore,
+    InvalidMailboxName,
+    MailboxExists,
+    MailboxSnapshot,
+    MessageInfo,
+    NoSuchMailbox,
+    NoSuchMessage,
+)
+
+T = TypeVar("T")
+
+# Maildir info letters, in the ASCII order the convention requires; bit values for the index.
+_LETTERS = (
+    ("D", DRAFT, 1),
+    ("F", FLAGGED, 2),
+    ("R", ANSWERED, 4),
+    ("S", SEEN, 8),
+    ("T", DELETED, 16),
+)
+# "P" (passed/forwarded) has no IMAP system flag; Dovecot maps it to the $Forwarded keyword.
+_PASSED = 32
+_FORWARDED = "$Forwarded"
+_BIT_OF_FLAG = {flag: bit for _, flag, bit in _LETTERS}
+_BIT_OF_LETTER = {letter: bit for letter, _, bit in _LETTERS} | {"P": _PASSED}
+
+_ADDRESS_PART = re.compile(r"^[a-z0-9!#$%&'*+=?^_`{|}~-][a-z0-9.!#$%&'*+=?^_`{|}~-]*$")
+_counter = itertools.count()
+_HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "localhost"
+
+
+def flags_to_bits(flags: Iterable[str]) -> tuple[int, str]:
+    """Split IMAP flags into the index bitmask and the space-separated keyword string."""
+    bits, keywords = 0, []
+    for flag in flags:
+        if flag in _BIT_OF_FLAG:
+            bits |= _BIT_OF_FLAG[flag]
+        elif flag.lower() == _FORWARDED.lower():
+            bits |= _PASSED
+        elif not flag.startswith("\\"):
+            keywords.append(flag)
+    return bits, " ".join(sorted(set(keywords)))
+
+
+def bits_to_flags(bits: int, keywords: str) -> frozenset[str]:
+    flags = {flag for _, flag, bit in _LETTERS if bits & bit}
+    if bits & _PASSED:
+        flags.add(_FORWARDED)
+    if keywords:
+        flags.update(keywords.split(" "))
+    return frozenset(flags)
+
+
+def _info_letters(bits: int) -> str:
+    letters = [letter for letter, _, bit in _LETTERS if bits & bit]
+    if bits & _PASSED:
+        letters.append("P")
+    return "".join(sorted(letters))
+
+
+def _parse_info(filename: str) -> tuple[str, int]:
+    """Split a Maildir file name into its base name and flag bits."""
+    base, sep, info = filename.partition(":2,")
+    bits = 0
+    if sep:
+        for letter in info:
+            bits |= _BIT_OF_LETTER.get(letter, 0)
+    return base, bits
+
+
+def _message_path(directory: str, name: str, subdir: str, bits: int) -> str:
+    if subdir == "new":
+        return os.path.join(directory, "new", name)
+    return os.path.join(directory, "cur", f"{name}:2,{_info_letters(bits)}")
+
+
+def user_directory(root: str, user: str) -> str:
+    """``root/DOMAIN/LOCALPART`` for a canonical address; refuses anything path-like."""
+    local, sep, domain = user.lower().rpartition("@")
+    if not sep or not _ADDRESS_PART.match(local) or not re.fullmatch(r"[a-z0-9.-]+", domain):
+        raise InvalidMailboxName(f"not a mailbox owner address: {user!r}")
+    if domain.startswith(".") or ".." in domain:
+        raise InvalidMailboxName(f"not a mailbox owner address: {user!r}")
+    return os.path.join(root, domain, local)
+
+
+def folder_directory(user_dir: str, mailbox: str) -> str:
+    """The directory of ``mailbox`` (IMAP name, '/' hierarchy) inside the user's Maildir++.
+
+    Refuses names that could leave the user's directory or that Maildir++ can't represent:
+    empty components, '.' or '..', a '.' inside a component (it is the on-disk separator),
+    NUL and other control characters.
+    """
+    if mailbox.upper() == INBOX:
+        return user_dir
+    components = mailbox.split("/")
+    for part in components:
+        if (
+            not part
+            or part in (".", "..")
+            or "." in part
+            or any(ord(c) < 32 or c == "\x7f" for c in part)
+        ):
+            raise InvalidMailboxName(f"invalid mailbox name: {mailbox!r}")
+    encoded = ".".join(p.encode("imap4-utf-7").decode("ascii") for p in components)
+    return os.path.join(user_dir, "." + encoded)
+
+
+def _make_maildir(directory: str) -> None:
+    for sub in ("cur", "new", "tmp"):
+        _safeio.makedirs_durably(os.path.join(directory, sub))
+
+
+def new_message_name(size: int) -> str:
+    now = time.time()
+    return f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_counter)}.{_HOST},S={size}"
+
+
+@implementer(IMailbox)
+class MaildirMailbox:
+    """One opened mailbox; every public method hands its work to the store's thread pool."""
+
+    def __init__(self, store: MaildirStore, user: str, name: str, directory: str) -> None:
+        self._store = store
+        self.user = user
+        self.name = name
+        self.directory = directory
+        self._index = _index.MailboxIndex(directory)
+
+    # -- the blocking halves, run in the pool --------------------------------------------------
+
+    def _snapshot(self) -> MailboxSnapshot:
+        self._store._reconcile(self.directory)
+        meta, rows = self._index.rows()
+        return MailboxSnapshot(
+            name=self.name,
+            uidvalidity=meta["uidvalidity"],
+            uidnext=meta["uidnext"],
+            highestmodseq=meta["highestmodseq"],
+            messages=tuple(
+                MessageInfo(uid, bits_to_flags(bits, keywords), size, internaldate, modseq)
+                for uid, _name, _subdir, bits, keywords, internaldate, size, modseq in rows
+            ),
+        )
+
+    def _locate(self, uid: int) -> str:
+        row = self._index.row(uid)
+        if row is None:
+            raise NoSuchMessage(f"UID {uid} is not in {self.name}")
+        _uid, name, subdir, bits, *_ = row
+        path = _message_path(self.directory, name, subdir, bits)
+        if os.path.exists(path):
+            return path
+        # Another Maildir tool renamed it (changed flags, moved new/ -> cur/): find it by name.
+        for sub in ("cur", "new"):
+            for filename in os.listdir(os.path.join(self.directory, sub)):
+                base, found_bits = _parse_info(filename)
+                if base == name:
+                    with self._index.write() as db:
+                        self._index.relocate(uid, sub, found_bits, db)
+                    return os.path.join(self.directory, sub, filename)
+        raise NoSuchMessage(f"UID {uid} is no longer in {self.name}")
+
+    def _open_message(self, uid: int) -> BinaryIO:
+        return open(self._locate(uid), "rb")  # noqa: SIM115 - the caller closes it
+
+    def _store_flags(
+        self, uids: Iterable[int], flags: Iterable[str], mode: str
+    ) -> list[MessageInfo]:
+        want_bits, want_keywords = flags_to_bits(flags)
+        want_kw = set(want_keywords.split()) if want_keywords else set()
+        changes, results = [], []
+        with self._index.write() as db:
+            for uid in uids:
+                row = self._index.row(uid)
+                if row is None:
+                    continue
+                _uid, name, subdir, bits, keywords, internaldate, size, _modseq = row
+                kw = set(keywords.split()) if keywords else set()
+                if mode == "+":
+                    new_bits, new_kw = bits | want_bits, kw | want_kw
+                elif mode == "-":
+                    new_bits, new_kw = bits & ~want_bits, kw - want_kw
+                else:
+                    new_bits, new_kw = want_bits, want_kw
+                if new_bits == bits and new_kw == kw:
+                    continue
+                old_path = _message_path(self.directory, name, subdir, bits)
+                new_path = _message_path(self.directory, name, "cur", new_bits)
+                if old_path != new_path:
+                    try:
+                        os.rename(old_path, new_path)
+                    except FileNotFoundError:
+                        os.rename(self._locate(uid), new_path)
+                changes.append((uid, "cur", new_bits, " ".join(sorted(new_kw)), internaldate, size))
+            modseq = self._index.update_flags([c[:4] for c in changes], db) if changes else 0
+        for uid, _sub, new_bits, keywords, internaldate, size in changes:
+            results.append(
+                MessageInfo(uid, bits_to_flags(new_bits, keywords), size, internaldate, modseq)
+            )
+        return results
+
+    def _expunge(self, uids: Iterable[int]) -> list[int]:
+        removed = []
+        with self._index.write() as db:
+            for uid in uids:
+                try:
+                    path = self._locate(uid)
+                except NoSuchMessage:
+                    if self._index.row(uid) is not None:
+                        removed.append(uid)
+                    continue
+                os.unlink(path)
+                removed.append(uid)
+            if removed:
+                self._index.remove(removed, db)
+        if removed:
+            _safeio.fsync_dirs(os.path.join(self.directory, sub) for sub in ("cur", "new"))
+        return removed
+
+    def _append(self, source_path: str, flags: Iterable[str], internaldate: float | None) -> int:
+        bits, keywords = flags_to_bits(flags)
+        return self._store._add_file(self.directory, source_path, bits, keywords, internaldate)
+
+    # -- IMailbox ----------------------------------------------------------------------------
+
+    def snapshot(self) -> Deferred[MailboxSnapshot]:
+        return self._store._run(self._snapshot)
+
+    def open_message(self, uid: int) -> Deferred[BinaryIO]:
+        return self._store._run(self._open_message, uid)
+
+    def store_flags(
+        self, uids: Iterable[int], flags: Iterable[str], mode: str
+    ) -> Deferred[list[MessageInfo]]:
+        return self._store._run(self._store_flags, list(uids), list(flags), mode)
+
+    def expunge(self, uids: Iterable[int]) -> Deferred[list[int]]:
+        return self._store._run(self._expunge, list(uids))
+
+    def append(
+        self, source_path: str, flags: Iterable[str] = (), internaldate: float | None = None
+    ) -> Deferred[int]:
+        return self._store._run(self._append, source_path, list(flags), internaldate)
+
+
+@implementer(IMailStore)
+class MaildirStore:
+    """All users' Maildir++ trees under ``root``.
+
+    ``reactor`` and ``pool`` are where blocking work is sent; the CLI, which has no reactor
+    running, calls the ``*_sync`` methods directly.
+    """
+
+    def __init__(self, root: str, reactor: Any = None, pool: ThreadPool | None = None) -> None:
+        self.root = os.path.abspath(root)
+        self._reactor = reactor
+        self._pool = pool
+        # st_mtime_ns of (new/, cur/) at the last reconcile, per mailbox directory.
+        self._seen_mtimes: dict[str, tuple[int, int]] = {}
+
+    def _run(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
+        return threads.deferToThreadPool(self._reactor, self._pool, fn, *args)
+
+    # -- blocking helpers --------------------------------------------------------------------
+
+    def _folder(self, user: str, mailbox: str, must_exist: bool = True) -> str:
+        directory = folder_directory(user_directory(self.root, user), mailbox)
+        if must_exist and not os.path.isdir(os.path.join(directory, "cur")):
+            if mailbox.upper() == INBOX:
+                # The account exists (it passed authentication or routing) but was never
+                # provisioned, e.g. its directory was restored without mail: create it.
+                self.provision_sync(user)
+            else:
+                raise NoSuchMailbox(f"no mailbox {mailbox!r}")
+        return directory
+
+    def _add_file(
+        self,
+        directory: str,
+        source_path: str,
+        bits: int,
+        keywords: str,
+        internaldate: float | None,
+    ) -> int:
+        """Link one file into ``directory`` durably and index it; returns its UID."""
+        size = os.stat(source_path).st_size
+        name = new_message_name(size)
+        subdir = "new" if not bits and not keywords else "cur"
+        target = _message_path(directory, name, subdir, bits)
+        _safeio.link_durably(source_path, target)
+        _safeio.fsync_dir(os.path.dirname(target))
+        date = internaldate if internaldate is not None else time.time()
+        index = _index.MailboxIndex(directory)
+        with index.write() as db:
+            (uid,) = index.add([(name, subdir, bits, keywords, date, size)], db)
+        return uid
+
+    def _reconcile(self, directory: str) -> None:
+        """Bring the index in line with files other tools added or removed.
+
+        Cheap when nothing changed: two stat calls. Runs under the index write lock so it
+        never races our own renames or deliveries.
+        """
+        try:
+            mtimes = tuple(os.stat(os.path.join(directory, s)).st_mtime_ns for s in ("new", "cur"))
+        except FileNotFoundError:
+            raise NoSuchMailbox(f"mailbox directory vanished: {directory}") from None
+        if self._seen_mtimes.get(directory) == mtimes:
+            return
+        index = _index.MailboxIndex(directory)
+        with index.write() as db:
+            on_disk: dict[str, tuple[str, int, str]] = {}
+            for sub in ("new", "cur"):
+                for filename in os.listdir(os.path.join(directory, sub)):
+                    if filename.startswith("."):
+                        continue
+                    base, bits = _parse_info(filename)
+                    on_disk[base] = (sub, bits, filename)
+            indexed = {
+                name: (uid, subdir, bits)
+                for uid, name, subdir, bits in db.execute(
+                    "SELECT uid, name, subdir, flags FROM messages"
+                )
+            }
+            gone = [uid for name, (uid, _s, _b) in indexed.items() if name not in on_disk]
+            if gone:
+                index.remove(gone, db)
+            fresh = []
+            for base, (sub, bits, filename) in sorted(on_disk.items()):
+                if base in indexed:
+                    uid, subdir, old_bits = indexed[base]
+                    if (subdir, old_bits) != (sub, bits):
+                        index.relocate(uid, sub, bits, db)
+                    continue
+                st = os.stat(os.path.join(directory, sub, filename))
+                fresh.append((base, sub, bits, "", st.st_mtime, st.st_size))
+            if fresh:
+                index.add(fresh, db)
+        self._seen_mtimes[directory] = mtimes
+
+    # -- synchronous API for the CLI ---------------------------------------------------------
+
+    def provision_sync(self, user: str) -> None:
+        """Create INBOX and the default folders (Maildir++ ``maildirfolder`` marker included)."""
+        user_dir = user_directory(self.root, user)
+        _make_maildir(user_dir)
+        for name in DEFAULT_MAILBOXES:
+            self._create_sync(user, name, exist_ok=True)
+        subscriptions = os.path.join(user_dir, "subscriptions")
+        if not os.path.exists(subscriptions):
+            _safeio.write_atomic(
+                subscriptions, "".join(f"{n}\n" for n in DEFAULT_MAILBOXES).encode()
+            )
+
+    def _create_sync(self, user: str, mailbox: str, exist_ok: bool = False) -> None:
+        if mailbox.upper() == INBOX:
+            raise MailboxExists("INBOX always exists")
+        directory = folder_directory(user_directory(self.root, user), mailbox)
+        if os.path.isdir(os.path.join(directory, "cur")):
+            if exist_ok:
+                return
+            raise MailboxExists(f"mailbox {mailbox!r} exists")
+        _make_maildir(directory)
+        marker = os.path.join(directory, "maildirfolder")
+        if not os.path.exists(marker):
+            _safeio.write_atomic(marker, b"")
+        _index.MailboxIndex(directory).meta()
+
+    def _delete_sync(self, user: str, mailbox: str) -> None:
+        if mailbox.upper() == INBOX:
+            raise InvalidMailboxName("INBOX can't be deleted")
+        directory = self._folder(user, mailbox)
+        _index.forget(directory)
+        shutil.rmtree(directory)
+        self._seen_mtimes.pop(directory, None)
+        _safeio.fsync_dir(os.path.dirname(directory))
+
+    def _list_sync(self, user: str) -> list[str]:
+        user_dir = user_directory(self.root, user)
+        names = []
+        if os.path.isdir(user_dir):
+            for entry in sorted(os.listdir(user_dir)):
+                full = os.path.join(user_dir, entry)
+                if (
+                    entry.startswith(".")
+                    and entry not in (".", "..")
+                    and os.path.isdir(os.path.join(full, "cur"))
+                ):
+                    parts = entry[1:].split(".")
+                    names.append("/".join(p.encode("ascii").decode("imap4-utf-7") for p in parts))
+        return [INBOX, *names]
+
+    def remove_user_sync(self, user: str) -> None:
+        user_dir = user_directory(self.root, user)
+        if os.path.isdir(user_dir) and not stat.S_ISLNK(os.lstat(user_dir).st_mode):
+            shutil.rmtree(user_dir)
+            _safeio.fsync_dir(os.path.dirname(user_dir))
+
+    def _deliver_sync(
+        self, recipients: Iterable[tuple[str, str]], source_path: str, internaldate: float | None
+    ) -> dict[tuple[str, str], int]:
+        date = internaldate if internaldate is not None else time.time()
+        results = {}
+        for user, mailbox in recipients:
+            if (user, mailbox) in results:
+                continue
+            directory = self._folder(user, mailbox)
+            results[(user, mailbox)] = self._add_file(directory, source_path, 0, "", date)
+        return results
+
+    # -- IMailStore --------------------------------------------------------------------------
+
+    def provision(self, user: str) -> Deferred[None]:
+        return self._run(self.provision_sync, user)
+
+    def deliver(
+        self,
+        recipients: Iterable[tuple[str, str]],
+        source_path: str,
+        internaldate: float | None = None,
+    ) -> Deferred[dict[tuple[str, str], int]]:
+        return self._run(self._deliver_sync, list(recipients), source_path, internaldate)
+
+    def open(self, user: str, mailbox: str) -> Deferred[MaildirMailbox]:
+        def _open() -> MaildirMailbox:
+            name = INBOX if mailbox.upper() == INBOX else mailbox
+            return MaildirMailbox(self, user, name, self._folder(user, name))
+
+        return self._run(_open)
+
+    def list_mailboxes(self, user: str) -> Deferred[list[str]]:
+        return self._run(self._list_sync, user)
+
+    def create_mailbox(self, user: str, mailbox: str) -> Deferred[None]:
+        return self._run(self._create_sync, user, mailbox)
+
+    def delete_mailbox(self, user: str, mailbox: str) -> Deferred[None]:
+        return self._run(self._delete_sync, user, mailbox)
+
+    def remove_user(self, user: str) -> Deferred[None]:
+        return self._run(self.remove_user_sync, user)

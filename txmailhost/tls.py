@@ -1,0 +1,199 @@
+"""Certificates: the self-signed pair made on first start, and loading a pair for the listeners.
+
+A fresh server must offer TLS at once (DESIGN invariant 6: STARTTLS before AUTH, implicit TLS
+on 465/993/995), so the first start creates a self-signed certificate for ``server.hostname``,
+``localhost`` and ``127.0.0.1`` in ``DATA/tls``. Clients will warn about it; the administrator
+replaces it with a CA-signed chain through the ``[tls]`` section. It is written with the
+cryptography package (already a pyOpenSSL dependency), the key first with mode 0600, each file
+through ``_safeio.write_atomic`` so a crash never leaves half a PEM file behind.
+
+The listeners use Twisted's ``CertificateOptions`` as it is: it builds a pyOpenSSL context with
+sane defaults (no compression, single-use ECDH keys, no session tickets) that we only tighten to
+TLS 1.2+ and AEAD ciphers with forward secrecy. Reloading a renewed certificate without a restart
+comes later, by swapping the options object behind the creator the listeners hold; that is why
+loading is one function from two paths to a finished ``CertificateOptions``, checked eagerly so
+a bad file is reported at load time with its path, not at a client's first handshake.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from OpenSSL import SSL
+from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
+
+from txmailhost import _safeio
+
+VALIDITY = datetime.timedelta(days=3650)
+
+# Mozilla's "intermediate" TLS 1.2 list: ECDHE/DHE key exchange (forward secrecy) with AEAD
+# ciphers only. TLS 1.3 suites are chosen by OpenSSL and are all fine. DHE suites stay unused
+# unless DH parameters are configured. Mail clients older than this are not worth a downgrade.
+MODERN_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
+)
+
+
+def ensure_self_signed(cert_path: str, key_path: str, hostname: str) -> bool:
+    """Create a self-signed certificate and key unless both exist; True when one was created.
+
+    Never overwrites a certificate. A key without a certificate (a crash between the two
+    writes, or a key the administrator put there) is kept and certified; a certificate without
+    its key can't be repaired here and raises ValueError saying what to do.
+    """
+    cert_exists, key_exists = os.path.exists(cert_path), os.path.exists(key_path)
+    if cert_exists and key_exists:
+        return False
+    if cert_exists:
+        raise ValueError(
+            f"{key_path}: missing, but its certificate {cert_path} exists; restore the key, "
+            "or remove the certificate to have a new self-signed pair made"
+        )
+    for path in (key_path, cert_path):
+        _safeio.makedirs_durably(os.path.dirname(os.path.abspath(path)), 0o700)
+    if key_exists:
+        key = _load_private_key(key_path)
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        _safeio.write_atomic(key_path, pem, mode=0o600)
+    certificate = _self_signed_certificate(key, hostname)
+    _safeio.write_atomic(
+        cert_path, certificate.public_bytes(serialization.Encoding.PEM), mode=0o644
+    )
+    return True
+
+
+def _self_signed_certificate(key: PrivateKeyTypes, hostname: str) -> x509.Certificate:
+    """A leaf certificate for ``hostname``, localhost and the loopback addresses.
+
+    The extensions are those strict verifiers (Python 3.13's VERIFY_X509_STRICT) ask of a
+    certificate a client pins as its own trust anchor: SAN, key identifiers, key usage.
+    """
+    names: list[x509.GeneralName] = [x509.DNSName(hostname)]
+    if hostname != "localhost":
+        names.append(x509.DNSName("localhost"))
+    names += [
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
+    # X.520 limits commonName to 64 characters; the SAN is what clients check anyway.
+    subject = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, hostname if len(hostname) <= 64 else "txmailhost")]
+    )
+    public_key = key.public_key()
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))  # tolerate clients' clock skew
+        .not_valid_after(now + VALIDITY)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_encipherment=isinstance(key, rsa.RSAPrivateKey),
+                content_commitment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key), critical=False
+        )
+    )
+    return builder.sign(key, hashes.SHA256())  # type: ignore[arg-type]
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the {what}: {e.strerror}") from None
+
+
+def _load_private_key(path: str) -> PrivateKeyTypes:
+    data = _read(path, "private key")
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise ValueError(
+            f"{path}: the private key is encrypted; txmailhost needs it unencrypted "
+            "(and readable by the server's user only)"
+        ) from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise ValueError(f"{path}: not a PEM private key") from None
+
+
+def _load_certificates(path: str) -> list[x509.Certificate]:
+    data = _read(path, "certificate")
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise ValueError(
+            f"{path}: no PEM certificate found (expected -----BEGIN CERTIFICATE-----)"
+        ) from None
+
+
+def _public_der(key: object) -> bytes:
+    return key.public_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def load_certificate_options(cert_path: str, key_path: str) -> CertificateOptions:
+    """``CertificateOptions`` for the listeners: the chain in ``cert_path``, the key in
+    ``key_path``, TLS 1.2 minimum, :data:`MODERN_CIPHERS`.
+
+    The first certificate in the file must be the server's own, the rest its intermediates in
+    order (the usual ``fullchain.pem``). Raises ``ValueError("PATH: ...")`` for an unreadable,
+    malformed, encrypted or mismatched file.
+    """
+    chain = _load_certificates(cert_path)
+    key = _load_private_key(key_path)
+    if _public_der(chain[0].public_key()) != _public_der(key.public_key()):
+        raise ValueError(
+            f"{key_path}: this key does not belong to the first certificate in {cert_path} "
+            "(the server's own certificate must come first, then its intermediates)"
+        )
+    try:
+        # cryptography objects, not pyOpenSSL's X509/PKey wrappers: CertificateOptions only
+        # hands them to pyOpenSSL's Context, which deprecated the wrappers (pyOpenSSL 24.3+).
+        options = CertificateOptions(
+            privateKey=key,  # type: ignore[arg-type]
+            certificate=chain[0],  # type: ignore[arg-type]
+            extraCertChain=chain[1:],  # type: ignore[arg-type]
+            raiseMinimumTo=TLSVersion.TLSv1_2,
+            acceptableCiphers=AcceptableCiphers.fromOpenSSLCipherString(MODERN_CIPHERS),
+        )
+        options.getContext()  # builds and caches the context: fail now, not at a handshake
+    except (SSL.Error, TypeError, ValueError) as e:
+        raise ValueError(f"{cert_path}: cannot use this certificate and key: {e}") from None
+    return options
