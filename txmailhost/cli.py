@@ -102,6 +102,13 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate the config file and certificate")
     check.set_defaults(run=_check_config)
 
+    reload_tls = commands.add_parser(
+        "reload-tls",
+        help="check the configured certificate and have the running server load it "
+        "(within 5 s; SIGHUP does the same)",
+    )
+    reload_tls.set_defaults(run=_reload_tls)
+
     domain = commands.add_parser("domain", help="manage the domains this server receives mail for")
     domain_commands = domain.add_subparsers(metavar="ACTION", required=True)
     add = domain_commands.add_parser("add", help="start serving a domain")
@@ -177,6 +184,23 @@ def _check_config(args: argparse.Namespace) -> int:
         return 1
     suffix = "" if os.path.exists(config.config_file) else " (file absent: all defaults)"
     print(f"ok: {config.config_file}{suffix}")
+    return 0
+
+
+def _reload_tls(args: argparse.Namespace) -> int:
+    """Validate the pair, then leave the request the server's TLSReloadService looks for."""
+    from txmailhost._safeio import makedirs_durably, write_atomic
+
+    config = load_config(args.data, args.config)
+    problems = _tls_problems(config)
+    if problems:
+        for problem in problems:
+            _error(problem)
+        return 1
+    run_dir = os.path.join(config.data_dir, "run")
+    makedirs_durably(run_dir)
+    write_atomic(os.path.join(run_dir, "reload-tls"), b"")
+    print(f"ok: the running server will load {config.tls.certificate} within 5 seconds")
     return 0
 
 

@@ -83,6 +83,12 @@ def _integer(
     return check
 
 
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid("expected true or false")
+    return value
+
+
 def _seconds(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _Invalid("expected a positive number of seconds")
@@ -371,6 +377,51 @@ class StoreConfig:
     )
 
 
+@dataclass(frozen=True)
+class SecurityConfig:
+    """[security]: defences shared by every protocol (security.md)."""
+
+    login_failures_per_ip: int = setting(
+        10,
+        check=_integer("failures"),
+        doc="""Failed logins (SMTP AUTH, IMAP, POP3 together) from one client address (an IPv6
+        /64) within login_failure_window after which that address is refused without checking
+        passwords until the window has passed. Each failure before that is answered after a
+        growing delay (0.5 s, 1 s, 2 s, ... 8 s).""",
+    )
+    login_failures_per_account: int = setting(
+        30,
+        check=_integer("failures"),
+        doc="""Failed logins against one account, from anywhere, within login_failure_window
+        after which further attempts on it are temporarily refused (stops attacks spread over
+        many addresses).""",
+    )
+    login_failure_window: float = setting(
+        900.0,
+        check=_seconds,
+        doc="""Seconds a failed login is remembered for the two limits above.""",
+    )
+    max_connections: int = setting(
+        1000,
+        check=_integer("connections"),
+        doc="""Most simultaneous connections per listener; further ones are refused at once
+        with the protocol's "try later" reply (SMTP 421 4.7.0, POP3 -ERR [SYS/TEMP], IMAP
+        BYE).""",
+    )
+    max_connections_per_ip: int = setting(
+        20,
+        check=_integer("connections"),
+        doc="""Most simultaneous connections from one client address per listener.""",
+    )
+    hide_client_ip_on_submission: bool = setting(
+        False,
+        check=_boolean,
+        doc="""When true, the Received: header added to mail your users submit (ports 587/465,
+        after AUTH) names neither their IP address nor their HELO, so recipients can't learn
+        where they were.""",
+    )
+
+
 # Section name -> (dataclass, doc for the rendered file), in the order the file shows them.
 _SECTIONS: dict[str, tuple[type, str]] = {
     "server": (ServerConfig, "This server's identity."),
@@ -385,6 +436,7 @@ _SECTIONS: dict[str, tuple[type, str]] = {
     "pop3": (POP3Config, "POP3 server limits."),
     "imap": (IMAPConfig, "IMAP server limits."),
     "store": (StoreConfig, "Mail store tuning."),
+    "security": (SecurityConfig, "Login throttling, connection limits and privacy."),
 }
 
 
@@ -401,6 +453,7 @@ class Config:
     pop3: POP3Config = field(default_factory=POP3Config)
     imap: IMAPConfig = field(default_factory=IMAPConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
     @property
     def accounts_path(self) -> str:
@@ -544,6 +597,7 @@ def _build(data_dir: str, path: str, document: dict[str, Any]) -> Config:
         pop3=sections["pop3"],
         imap=sections["imap"],
         store=sections["store"],
+        security=sections["security"],
     )
 
 
@@ -639,6 +693,8 @@ _HEADER = """\
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, str):
         # JSON string escapes are valid TOML basic-string escapes.
         return json.dumps(value, ensure_ascii=False)

@@ -12,7 +12,9 @@ password checks, so a burst of logins can't delay an fsync and vice versa.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from typing import Any
 
 from twisted.application.service import MultiService, Service
@@ -87,6 +89,80 @@ class Listener(Service):
         return None
 
 
+# What a connection over the limits is told before it is closed, per protocol.
+_SMTP_BUSY = b"421 4.7.0 too many connections, try again later\r\n"
+_POP3_BUSY = b"-ERR [SYS/TEMP] too many connections, try again later\r\n"
+_IMAP_BUSY = b"* BYE [UNAVAILABLE] too many connections, try again later\r\n"
+_REFUSALS = {
+    "smtp": _SMTP_BUSY,
+    "submission": _SMTP_BUSY,
+    "submissions": _SMTP_BUSY,
+    "pop3": _POP3_BUSY,
+    "pop3s": _POP3_BUSY,
+    "imap": _IMAP_BUSY,
+    "imaps": _IMAP_BUSY,
+}
+
+
+class TLSReloadService(Service):
+    """Picks up a renewed certificate without a restart.
+
+    Three triggers: SIGHUP; a request file ``DATA/run/reload-tls`` (what ``txmailhost
+    reload-tls`` writes, so no pidfile is needed); and the certificate or key file changing on
+    disk (certbot's renewal), checked every few seconds with a stat. A broken new pair is
+    logged and the old one kept.
+    """
+
+    interval = 5.0
+
+    def __init__(self, reactor: Any, tls: Any, run_dir: str) -> None:
+        self.reactor = reactor
+        self.tls = tls
+        self.request = os.path.join(run_dir, "reload-tls")
+        self._call: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(
+                signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload, "SIGHUP")
+            )
+        self._schedule()
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+
+    def _schedule(self) -> None:
+        self._call = self.reactor.callLater(self.interval, self._check)
+
+    def _check(self) -> None:
+        try:
+            if os.path.exists(self.request):
+                os.unlink(self.request)
+                self.reload("reload-tls request")
+            elif self.tls.reload_if_changed():
+                log.info("txmailhost TLS certificate reloaded: files changed on disk")
+        except ValueError as e:
+            log.error("txmailhost TLS reload failed, keeping the old certificate: {error}", error=e)
+        finally:
+            if self.running:
+                self._schedule()
+
+    def reload(self, why: str) -> None:
+        try:
+            self.tls.reload()
+        except ValueError as e:
+            log.error(
+                "txmailhost TLS reload ({why}) failed, keeping the old certificate: {error}",
+                why=why,
+                error=e,
+            )
+            return
+        log.info("txmailhost TLS certificate reloaded ({why})", why=why)
+
+
 def make_service(
     data_dir: str, config_file: str | None = None, reactor: Any = None
 ) -> MultiService:
@@ -119,13 +195,15 @@ def build(config: Any, reactor: Any) -> MultiService:
     from txmailhost.accounts.checker import AccountsChecker
     from txmailhost.accounts.db import AccountsDB
     from txmailhost.accounts.realm import MailRealm
+    from txmailhost.accounts.throttle import LoginThrottle, ThrottledPortal
+    from txmailhost.limits import LimitedFactory
     from txmailhost.pop3.server import POP3Factory
     from txmailhost.routing import Router
     from txmailhost.smtp.incoming import IncomingSpool
-    from txmailhost.smtp.policy import InboundPolicy
+    from txmailhost.smtp.policy import InboundPolicy, SubmissionPolicy
     from txmailhost.smtp.server import SMTPFactory
     from txmailhost.store.maildir import MaildirStore
-    from txmailhost.tls import load_certificate_options
+    from txmailhost.tls import ReloadableTLS
 
     top = MultiService()
     storage_pool = ThreadPool(
@@ -137,7 +215,17 @@ def build(config: Any, reactor: Any) -> MultiService:
 
     accounts = AccountsDB(config.accounts_path)
     store = MaildirStore(config.mail_root, reactor, storage_pool)
-    portal = Portal(MailRealm(store), [AccountsChecker(accounts, reactor, accounts_pool)])
+    security = config.security
+    throttle = LoginThrottle(
+        reactor,
+        window=security.login_failure_window,
+        ip_limit=security.login_failures_per_ip,
+        account_limit=security.login_failures_per_account,
+    )
+    # Every protocol logs in through this one portal, so failures count across all of them.
+    portal = ThrottledPortal(
+        Portal(MailRealm(store), [AccountsChecker(accounts, reactor, accounts_pool)]), throttle
+    )
     router = Router(accounts, reactor, accounts_pool)
     spool = IncomingSpool(os.path.join(config.queue_dir, "tmp"), reactor, storage_pool)
     swept = spool.sweep()
@@ -145,10 +233,11 @@ def build(config: Any, reactor: Any) -> MultiService:
         log.info("removed {n} unacknowledged partial message(s) left by a crash", n=swept)
 
     try:
-        tls = load_certificate_options(config.tls.certificate, config.tls.key)
+        tls = ReloadableTLS(config.tls.certificate, config.tls.key)
     except ValueError as e:
         print(f"txmailhost: TLS: {e}", file=sys.stderr)
         raise SystemExit(1) from None
+    TLSReloadService(reactor, tls, os.path.join(config.data_dir, "run")).setServiceParent(top)
 
     smtp_limits = {
         "max_message_size": config.smtp.max_message_size,
@@ -167,6 +256,19 @@ def build(config: Any, reactor: Any) -> MultiService:
         **smtp_limits,
     )
 
+    def submission(implicit_tls: bool) -> SMTPFactory:
+        return SMTPFactory(
+            SubmissionPolicy(router, store, queue=None),
+            spool,
+            hostname=config.hostname,
+            reactor=reactor,
+            tls_creator=tls,
+            implicit_tls=implicit_tls,
+            portal=portal,
+            hide_client_ip=security.hide_client_ip_on_submission,
+            **smtp_limits,
+        )
+
     def pop3(implicit_tls: bool) -> POP3Factory:
         return POP3Factory(
             portal,
@@ -179,13 +281,26 @@ def build(config: Any, reactor: Any) -> MultiService:
 
     listeners = [
         ("smtp", config.listen.smtp, inbound),
+        ("submission", config.listen.submission, submission(False)),
+        (
+            "submissions",
+            config.listen.submissions,
+            TLSMemoryBIOFactory(tls, False, submission(True)),
+        ),
         ("pop3", config.listen.pop3, pop3(False)),
         ("pop3s", config.listen.pop3s, TLSMemoryBIOFactory(tls, False, pop3(True))),
     ]
     for label, description, factory in listeners:
         if description:
-            Listener(reactor, label, description, factory).setServiceParent(top)
-    for label in ("submission", "submissions", "imap", "imaps"):
+            limited = LimitedFactory(
+                factory,
+                label,
+                _REFUSALS[label],
+                security.max_connections,
+                security.max_connections_per_ip,
+            )
+            Listener(reactor, label, description, limited).setServiceParent(top)
+    for label in ("imap", "imaps"):
         if getattr(config.listen, label):
             log.info(
                 "txmailhost {label}: not implemented in this version; listener not started",

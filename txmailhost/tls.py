@@ -9,10 +9,11 @@ through ``_safeio.write_atomic`` so a crash never leaves half a PEM file behind.
 
 The listeners use Twisted's ``CertificateOptions`` as it is: it builds a pyOpenSSL context with
 sane defaults (no compression, single-use ECDH keys, no session tickets) that we only tighten to
-TLS 1.2+ and AEAD ciphers with forward secrecy. Reloading a renewed certificate without a restart
-comes later, by swapping the options object behind the creator the listeners hold; that is why
-loading is one function from two paths to a finished ``CertificateOptions``, checked eagerly so
-a bad file is reported at load time with its path, not at a client's first handshake.
+TLS 1.2+ and AEAD ciphers with forward secrecy. A renewed certificate is picked up without a
+restart by ``ReloadableTLS``, which swaps the options object behind the creator the listeners
+hold (on SIGHUP, ``txmailhost reload-tls``, or when the files change); loading is checked
+eagerly so a bad file is reported at load time with its path, not at a client's first
+handshake.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
+from zope.interface import implementer
 
 from txmailhost import _safeio
 
@@ -197,3 +200,50 @@ def load_certificate_options(cert_path: str, key_path: str) -> CertificateOption
     except (SSL.Error, TypeError, ValueError) as e:
         raise ValueError(f"{cert_path}: cannot use this certificate and key: {e}") from None
     return options
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ReloadableTLS:
+    """The TLS creator every listener and STARTTLS hold; ``reload()`` swaps what is behind it.
+
+    ``CertificateOptions`` caches its ``SSL.Context``, so a renewed certificate (certbot every
+    60 days) takes effect by building new options and swapping the reference: connections
+    already open keep their session, new handshakes use the new certificate (audit §7,
+    observed). ``reload`` keeps the old certificate when the new files are broken, so a
+    half-written renewal never takes TLS down.
+    """
+
+    def __init__(self, cert_path: str, key_path: str) -> None:
+        self.cert_path = cert_path
+        self.key_path = key_path
+        self._options = load_certificate_options(cert_path, key_path)
+        self._stamp = self._file_stamp()
+
+    def _file_stamp(self) -> tuple[float, ...]:
+        stamps = []
+        for path in (self.cert_path, self.key_path):
+            try:
+                st = os.stat(path)
+                stamps += [st.st_mtime_ns, st.st_size, st.st_ino]
+            except OSError:
+                stamps += [0, 0, 0]
+        return tuple(stamps)
+
+    def serverConnectionForTLS(self, protocol: object) -> SSL.Connection:
+        return self._options.serverConnectionForTLS(protocol)
+
+    def getContext(self) -> SSL.Context:
+        """For APIs that still want an old-style context factory."""
+        return self._options.getContext()
+
+    def reload(self) -> None:
+        """Load the files again; raises ValueError (and keeps serving the old pair) if broken."""
+        self._options = load_certificate_options(self.cert_path, self.key_path)
+        self._stamp = self._file_stamp()
+
+    def reload_if_changed(self) -> bool:
+        """Reload when either file changed on disk since the last load; True if reloaded."""
+        if self._file_stamp() == self._stamp:
+            return False
+        self.reload()
+        return True

@@ -107,6 +107,12 @@ class AuthFailed(AuthError):
     text = "authentication failed"
 
 
+class LoginThrottled(TempError):
+    # Too many recent failures from this address or for this account (accounts/throttle.py);
+    # SYS/TEMP tells the client not to ask the user for a new password (RFC 3206 §5).
+    text = "too many failed logins; try again later"
+
+
 class PlaintextRefused(AuthError):
     # DESIGN invariant 6: no passwords in the clear over a non-loopback network (RFC 2595 §2.1).
     text = "plaintext authentication not allowed on an unencrypted connection; use STLS first"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-import ipaddress
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -40,6 +39,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txmailhost.accounts.interfaces import IMailAccount
+from txmailhost.accounts.throttle import LoginThrottled
+from txmailhost.peer import is_loopback
 from txmailhost.pop3 import replies
 from txmailhost.pop3.replies import CRLF, OK, Continuation, DotStuffer, POP3Error, printable
 from txmailhost.store.interfaces import INBOX, MessageInfo, StoreError
@@ -69,20 +70,6 @@ _WRONG_STATE_TEXT = {
     State.TRANSACTION: "command not valid after login",
     State.UPDATE: "session is ending",
 }
-
-
-def is_loopback(peer: Any) -> bool:
-    """True for 127.0.0.0/8, ::1 and ::ffff:127.x.y.z: the only peers that may send a plaintext
-    password without TLS (DESIGN invariant 6). UNIX sockets and anything else count as remote."""
-    if not isinstance(peer, (IPv4Address, IPv6Address)):
-        return False
-    try:
-        ip = ipaddress.ip_address(peer.host)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
 
 
 def _file_chunks(file: BinaryIO, chunk_size: int) -> Iterator[bytes]:
@@ -522,6 +509,9 @@ class POP3Server(LineReceiver, TimeoutMixin):
             _iface, account, logout = await self.factory.portal.login(
                 UsernamePassword(username, password), self._peer, IMailAccount
             )
+        except LoginThrottled:
+            log.warn("pop3 login throttled for {user} from {peer}", user=user, peer=self.peer_text)
+            raise replies.LoginThrottled(closes=True) from None
         except LoginFailed:
             self._auth_failures += 1
             log.warn(
@@ -531,7 +521,7 @@ class POP3Server(LineReceiver, TimeoutMixin):
                 mechanism=mechanism,
                 failures=self._auth_failures,
             )
-            # A fixed pause per failure; per-IP and per-account throttling come later.
+            # A fixed pause per failure, on top of the ThrottledPortal's growing one.
             self._delay = deferLater(self.factory.reactor, self.factory.auth_failure_delay)
             try:
                 await self._delay
@@ -698,6 +688,8 @@ class POP3Factory(Factory):
     sessions count as encrypted from the start. ``reactor`` drives the idle timeout and the
     pause after a failed login, so tests can pass a Clock.
     """
+
+    noisy = False
 
     protocol = POP3Server
     auth_failure_delay = 1.0

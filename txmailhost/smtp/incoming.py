@@ -19,6 +19,8 @@ from twisted.internet import threads
 from twisted.internet.defer import Deferred
 from twisted.python.threadpool import ThreadPool
 
+HEAD_LIMIT = 64 * 1024  # header checks (From: on submission) look no further
+
 
 def new_queue_id() -> str:
     """A short unique id for logs and the 250 reply (time-ordered, then random)."""
@@ -56,9 +58,22 @@ class IncomingMessage:
         self._reactor = reactor
         self._pool = pool
         self._file = open(self.path, "xb", buffering=256 * 1024)  # noqa: SIM115 - long-lived
+        self.head = bytearray()
+
+    def write_trace(self, data: bytes) -> None:
+        """Our own Return-Path/Received lines, before the client's text."""
+        self._file.write(data)
 
     def write(self, data: bytes) -> None:
+        """The client's text; its first ``HEAD_LIMIT`` octets are also kept for header checks."""
         self._file.write(data)
+        if len(self.head) < HEAD_LIMIT:
+            self.head += data[: HEAD_LIMIT - len(self.head)]
+
+    def header_block(self) -> bytes:
+        """The client's header section (up to the first empty line), as far as it was kept."""
+        end = self.head.find(b"\r\n\r\n")
+        return bytes(self.head if end < 0 else self.head[: end + 2])
 
     def _commit(self) -> None:
         self._file.flush()

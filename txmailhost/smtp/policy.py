@@ -2,17 +2,22 @@
 
 ``InboundPolicy`` is the port-25 role (RFC 5321 as an MX): mail *for* our users from anyone,
 mail for anywhere else from no one (no open relay). Unknown local users are refused at RCPT
-time with 550 5.1.1 so we never accept-then-bounce (backscatter). Submission (RFC 6409) gets a
-policy of its own when authentication lands.
+time with 550 5.1.1 so we never accept-then-bounce (backscatter).
 
-Delivery is local and synchronous with the reply: the spooled file is fsync'd, linked into
-each recipient's INBOX (file and directory fsync'd by the store), and only then does the
-server send ``250`` (DESIGN invariant 1).
+``SubmissionPolicy`` is ports 587/465 (RFC 6409): only authenticated users may send (530
+5.7.0 before AUTH), only as themselves, in MAIL FROM (553 5.7.1) and in the From: header (550
+5.7.1 after DATA), to local users or, through the relay queue, anywhere.
+
+Delivery happens before the reply: the spooled file is fsync'd, linked into each local
+recipient's INBOX (file and directory fsync'd by the store) and/or spooled in the relay queue
+(fsync'd there), and only then does the server send ``250`` (DESIGN invariant 1).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
+from email.utils import getaddresses
 from typing import Any
 
 from twisted.logger import Logger
@@ -34,12 +39,14 @@ class Envelope:
     params: dict[str, str | None]
     routes: list[Route] = field(default_factory=list)
     recipients_tried: int = 0
+    authenticated_as: str | None = None
 
 
 class InboundPolicy:
     def __init__(self, router: Router, store: Any) -> None:
         self._router = router
         self._store = store
+        self._queue: Any = None
 
     def check_sender(self, session: Any, sender: Mailbox | None) -> SMTPReply:
         # Sender authentication (SPF/DMARC) is the filters' job, later; syntax is checked.
@@ -61,12 +68,73 @@ class InboundPolicy:
 
     async def deliver(self, envelope: Envelope, message: IncomingMessage) -> SMTPReply:
         try:
+            refusal = self.check_message(envelope, message)
+            if refusal is not None:
+                return refusal
             await message.commit()
-            targets = [(route.user, route.mailbox) for route in envelope.routes]
-            await self._store.deliver(targets, message.path)
+            remote = [route.address for route in envelope.routes if route.kind is RouteKind.REMOTE]
+            local = [(route.user, route.mailbox) for route in envelope.routes if route.user]
+            if remote:
+                sender = str(envelope.sender) if envelope.sender else None
+                await self._queue.submit(sender, remote, message.path)
+            if local:
+                await self._store.deliver(local, message.path)
         except Exception:
             log.failure("delivery of {queue_id} failed", queue_id=message.queue_id)
             return replies.DELIVERY_FAILED
         finally:
             message.discard()
         return replies.DELIVERED.with_text(f"OK delivered as {message.queue_id}")
+
+    def check_message(self, envelope: Envelope, message: IncomingMessage) -> SMTPReply | None:
+        """A last look at the message before it is accepted; None accepts it."""
+        return None
+
+
+class SubmissionPolicy(InboundPolicy):
+    """Ports 587/465: authenticated users sending as themselves, anywhere."""
+
+    def __init__(self, router: Router, store: Any, queue: Any = None) -> None:
+        super().__init__(router, store)
+        self._queue = queue
+
+    def check_sender(self, session: Any, sender: Mailbox | None) -> SMTPReply:
+        user = session.authenticated_as
+        if user is None:
+            return replies.AUTH_REQUIRED
+        # The null sender stays allowed: clients use it for read receipts and DSNs (RFC 3461).
+        if sender is not None and not self.owns(user, f"{sender.local}@{sender.domain}"):
+            return replies.SENDER_NOT_OWNED
+        return replies.SENDER_OK
+
+    async def check_recipient(
+        self, session: Any, recipient: Mailbox
+    ) -> tuple[SMTPReply, Route | None]:
+        try:
+            route = await self._router.resolve(recipient.local, recipient.domain)
+        except Exception:
+            log.failure("recipient lookup failed for {rcpt}", rcpt=str(recipient))
+            return replies.LOOKUP_FAILED, None
+        if route.kind is RouteKind.LOCAL:
+            return replies.RECIPIENT_OK, route
+        if route.kind is RouteKind.UNKNOWN_USER:
+            return replies.UNKNOWN_USER, None
+        if self._queue is None:
+            return replies.REMOTE_UNAVAILABLE, None
+        return replies.RECIPIENT_OK, route
+
+    def owns(self, user: str, address: str) -> bool:
+        """May ``user`` send as ``address``? Their own address (aliases: a later issue)."""
+        return address.lower() == user.lower()
+
+    def check_message(self, envelope: Envelope, message: IncomingMessage) -> SMTPReply | None:
+        """Every From: address must be the user's own (RFC 6409 8: the submission server may
+        enforce sender policy); a message without From: passes (the client's problem)."""
+        user = envelope.authenticated_as
+        if user is None:
+            return replies.AUTH_REQUIRED
+        headers = BytesHeaderParser().parsebytes(message.header_block())
+        for _name, address in getaddresses([str(v) for v in headers.get_all("From", [])]):
+            if not address or not self.owns(user, address):
+                return replies.FROM_NOT_OWNED
+        return None

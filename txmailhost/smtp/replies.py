@@ -79,8 +79,32 @@ NEED_RCPT = SMTPReply(503, "5.5.1", "need RCPT before DATA")
 NO_VALID_RECIPIENTS = SMTPReply(554, "5.5.1", "no valid recipients")
 ALREADY_TLS = SMTPReply(503, "5.5.1", "TLS already active")
 TLS_NOT_AVAILABLE = SMTPReply(454, "4.7.0", "TLS not available")
+TOO_MANY_CONNECTIONS = SMTPReply(421, "4.7.0", "too many connections, try again later")
 UNKNOWN_PARAMETER = SMTPReply(555, "5.5.4", "MAIL/RCPT parameter not recognized or not implemented")
 UTF8_NOT_ALLOWED = SMTPReply(553, "5.6.7", "non-ASCII address needs SMTPUTF8, which is not offered")
+
+# -- authentication (RFC 4954 6) --------------------------------------------------------------
+AUTH_OK = SMTPReply(235, "2.7.0", "authentication successful")
+AUTH_CHALLENGE = SMTPReply(334, "", "")
+AUTH_FAILED = SMTPReply(535, "5.7.8", "authentication credentials invalid")
+AUTH_THROTTLED = SMTPReply(
+    454, "4.7.0", "temporary authentication failure: too many failures, try later"
+)
+AUTH_UNAVAILABLE = SMTPReply(454, "4.7.0", "temporary authentication failure")
+AUTH_CANCELLED = SMTPReply(501, "5.0.0", "authentication cancelled")
+AUTH_BAD_BASE64 = SMTPReply(501, "5.5.2", "cannot decode response")
+AUTH_BAD_MECHANISM = SMTPReply(504, "5.5.4", "unrecognized authentication type")
+AUTH_NEEDS_TLS = SMTPReply(
+    538, "5.7.11", "encryption required for requested authentication mechanism"
+)
+ALREADY_AUTHENTICATED = SMTPReply(503, "5.5.1", "already authenticated")
+AUTH_IN_TRANSACTION = SMTPReply(503, "5.5.1", "AUTH not allowed during a mail transaction")
+AUTH_REQUIRED = SMTPReply(530, "5.7.0", "authentication required")
+SENDER_NOT_OWNED = SMTPReply(553, "5.7.1", "sender address not owned by the authenticated user")
+FROM_NOT_OWNED = SMTPReply(
+    550, "5.7.1", "From: header address not owned by the authenticated user; nothing delivered"
+)
+REMOTE_UNAVAILABLE = SMTPReply(550, "5.3.3", "delivery to other domains is not available here")
 
 # -- policy ------------------------------------------------------------------------------------
 UNKNOWN_USER = SMTPReply(550, "5.1.1", "mailbox unavailable: no such user here")

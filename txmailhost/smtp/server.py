@@ -23,11 +23,15 @@ is the one place that writes, counts and logs replies.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any
 
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import LoginFailed
 from twisted.internet import interfaces
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
@@ -35,6 +39,9 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
+from txmailhost.accounts.interfaces import IMailAccount
+from txmailhost.accounts.throttle import LoginThrottled
+from txmailhost.peer import is_loopback
 from txmailhost.smtp import replies
 from txmailhost.smtp.address import AddressError, parse_path_argument
 from txmailhost.smtp.datastream import DataReader
@@ -65,6 +72,7 @@ _SEQUENCE: dict[str, frozenset[State]] = {
     "VRFY": _ANY,
     "EXPN": _ANY,
     "STARTTLS": frozenset({State.CONNECTED, State.GREETED}),
+    "AUTH": frozenset({State.GREETED}),
     "MAIL": frozenset({State.GREETED}),
     "RCPT": frozenset({State.MAIL, State.RCPT}),
     "DATA": frozenset({State.RCPT}),
@@ -84,6 +92,8 @@ def _out_of_sequence(verb: str, state: State, envelope: Envelope | None) -> SMTP
         return replies.NO_VALID_RECIPIENTS if envelope.recipients_tried else replies.NEED_RCPT
     if verb == "STARTTLS":
         return replies.NESTED_MAIL.with_text("STARTTLS not allowed during a mail transaction")
+    if verb == "AUTH":
+        return replies.NEED_HELO if state is State.CONNECTED else replies.AUTH_IN_TRANSACTION
     return replies.UNKNOWN_COMMAND
 
 
@@ -126,6 +136,8 @@ class SMTPServer(Protocol, TimeoutMixin):
         self.secure = factory.implicit_tls
         self.peer_host = "unknown"
         self.envelope: Envelope | None = None
+        self.authenticated_as: str | None = None
+        self._sasl: Callable[[str], SMTPReply | Deferred[SMTPReply] | None] | None = None
         self._buffer = bytearray()
         self._discarding = False  # skipping the rest of an over-long line
         self._busy = False  # an asynchronous command is pending; later lines wait
@@ -147,6 +159,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             "VRFY": self.do_VRFY,
             "EXPN": self.do_EXPN,
             "STARTTLS": self.do_STARTTLS,
+            "AUTH": self.do_AUTH,
         }
 
     # -- connection ------------------------------------------------------------------------
@@ -234,6 +247,11 @@ class SMTPServer(Protocol, TimeoutMixin):
             if not text.upper().startswith(("MAIL ", "RCPT ")):
                 self._error(replies.BAD_CHARACTERS)
                 return
+        if self._sasl is not None:
+            # A SASL response (RFC 4954 4), not a command.
+            continuation, self._sasl = self._sasl, None
+            self._dispatch_result("AUTH", continuation, text.strip())
+            return
         if "\x00" in text:
             self._error(replies.BAD_CHARACTERS)
             return
@@ -246,8 +264,11 @@ class SMTPServer(Protocol, TimeoutMixin):
         if self.state not in _SEQUENCE[verb]:
             self._error(_out_of_sequence(verb, self.state, self.envelope))
             return
+        self._dispatch_result(verb, handler, arg.strip(" "))
+
+    def _dispatch_result(self, verb: str, handler: Callable[[str], Any], arg: str) -> None:
         try:
-            result = handler(arg.strip(" "))
+            result = handler(arg)
         except Exception:
             log.failure("smtp {peer} {verb} failed", peer=self.peer_host, verb=verb)
             result = replies.DELIVERY_FAILED.with_text("local error, try again later")
@@ -317,6 +338,8 @@ class SMTPServer(Protocol, TimeoutMixin):
         lines += ["ENHANCEDSTATUSCODES"]
         if self.factory.tls_creator is not None and not self.secure:
             lines.append("STARTTLS")
+        if self._auth_allowed() and self.authenticated_as is None:
+            lines.append("AUTH PLAIN LOGIN")
         lines.append("HELP")
         self._out.append(
             "".join(
@@ -353,7 +376,7 @@ class SMTPServer(Protocol, TimeoutMixin):
                 return replies.MESSAGE_TOO_BIG
         reply = self.policy.check_sender(self, path.mailbox)
         if reply.positive:
-            self.envelope = Envelope(path.mailbox, params)
+            self.envelope = Envelope(path.mailbox, params, authenticated_as=self.authenticated_as)
             self.state = State.MAIL
         return reply
 
@@ -396,7 +419,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         except OSError:
             log.failure("smtp {peer}: can't open spool file", peer=self.peer_host)
             return replies.DELIVERY_FAILED
-        self._message.write(self._trace_headers(self._message.queue_id))
+        self._message.write_trace(self._trace_headers(self._message.queue_id))
         self._reader = DataReader(self._message.write, self.factory.max_message_size)
         self.state = State.DATA
         return replies.START_DATA
@@ -405,15 +428,18 @@ class SMTPServer(Protocol, TimeoutMixin):
         """Return-Path and Received (RFC 5321 4.4), written before the client's text."""
         assert self.envelope is not None
         sender = str(self.envelope.sender) if self.envelope.sender else ""
+        # RFC 3848 protocol names: S for TLS, A for authenticated.
         protocol = "ESMTP" if self.esmtp else "SMTP"
-        if self.esmtp and self.secure:
-            protocol = "ESMTPS"
+        if self.esmtp:
+            protocol += ("S" if self.secure else "") + ("A" if self.authenticated_as else "")
         routes = self.envelope.routes
         recipient = f"\r\n\tfor <{routes[0].address}>" if len(routes) == 1 else ""
+        origin = f"from {self.helo} ([{self.peer_host}])\r\n\t"
+        if self.authenticated_as and self.factory.hide_client_ip:
+            origin = ""
         return (
             f"Return-Path: <{sender}>\r\n"
-            f"Received: from {self.helo} ([{self.peer_host}])\r\n"
-            f"\tby {self.factory.hostname} (txmailhost) with {protocol} id {queue_id}"
+            f"Received: {origin}by {self.factory.hostname} (txmailhost) with {protocol} id {queue_id}"
             f"{recipient};\r\n\t{formatdate(localtime=False, usegmt=False)}\r\n"
         ).encode("ascii", "replace")
 
@@ -522,11 +548,109 @@ class SMTPServer(Protocol, TimeoutMixin):
         self._flush()
         self.transport.startTLS(creator)
         self.secure = True
+        self.authenticated_as = None
         self.helo = None
         self.esmtp = False
         self._reset_transaction()
         self.state = State.CONNECTED
         return None
+
+    def _auth_allowed(self) -> bool:
+        """AUTH is offered when a portal is configured and passwords can't be sniffed:
+        over TLS, or from loopback (DESIGN invariant 6, RFC 8314)."""
+        return self.factory.portal is not None and (
+            self.secure or is_loopback(self.transport.getPeer())
+        )
+
+    def do_AUTH(self, arg: str) -> SMTPReply | Deferred[SMTPReply] | None:
+        """RFC 4954 with PLAIN (RFC 4616) and LOGIN (the de facto draft)."""
+        if self.factory.portal is None:
+            self._error(replies.NOT_IMPLEMENTED.with_text("AUTH not available on this port"))
+            return None
+        if self.authenticated_as is not None:
+            return replies.ALREADY_AUTHENTICATED
+        if not self._auth_allowed():
+            return replies.AUTH_NEEDS_TLS
+        mechanism, _, initial = arg.partition(" ")
+        mechanism, initial = mechanism.upper(), initial.strip()
+        if mechanism == "PLAIN":
+            if not initial:
+                self._sasl = self._auth_plain
+                return replies.AUTH_CHALLENGE
+            return self._auth_plain(initial)
+        if mechanism == "LOGIN":
+            if initial:
+                return self._auth_login_user(initial)
+            self._sasl = self._auth_login_user
+            return replies.AUTH_CHALLENGE.with_text("VXNlcm5hbWU6")  # "Username:"
+        self._error(replies.AUTH_BAD_MECHANISM)
+        return None
+
+    def _sasl_decode(self, response: str) -> bytes | SMTPReply:
+        if response == "*":
+            return replies.AUTH_CANCELLED
+        if response == "=":
+            return b""
+        try:
+            return base64.b64decode(response.encode("ascii"), validate=True)
+        except (binascii.Error, ValueError, UnicodeEncodeError):
+            return replies.AUTH_BAD_BASE64
+
+    def _auth_plain(self, response: str) -> SMTPReply | Deferred[SMTPReply]:
+        decoded = self._sasl_decode(response)
+        if isinstance(decoded, SMTPReply):
+            return decoded
+        parts = decoded.split(b"\0")
+        if len(parts) != 3 or not parts[1]:
+            return replies.AUTH_BAD_BASE64.with_text("malformed PLAIN response")
+        authzid, username, password = parts
+        if authzid and authzid.lower() != username.lower():
+            return replies.AUTH_FAILED.with_text("may not act for another identity")
+        return Deferred.fromCoroutine(self._login(username, password, "PLAIN"))
+
+    def _auth_login_user(self, response: str) -> SMTPReply:
+        decoded = self._sasl_decode(response)
+        if isinstance(decoded, SMTPReply):
+            return decoded
+
+        def password_step(reply: str) -> SMTPReply | Deferred[SMTPReply]:
+            password = self._sasl_decode(reply)
+            if isinstance(password, SMTPReply):
+                return password
+            return Deferred.fromCoroutine(self._login(decoded, password, "LOGIN"))
+
+        self._sasl = password_step
+        return replies.AUTH_CHALLENGE.with_text("UGFzc3dvcmQ6")  # "Password:"
+
+    async def _login(self, username: bytes, password: bytes, mechanism: str) -> SMTPReply:
+        user = _printable(username.decode("utf-8", "replace"), 320)
+        try:
+            _iface, account, _logout = await self.factory.portal.login(
+                UsernamePassword(username, password), self.transport.getPeer(), IMailAccount
+            )
+        except LoginThrottled:
+            log.warn("smtp auth throttled for {user} from {peer}", user=user, peer=self.peer_host)
+            return replies.AUTH_THROTTLED
+        except LoginFailed:
+            self._errors += 1
+            log.warn(
+                "smtp auth failed for {user} from {peer} via {mechanism}",
+                user=user,
+                peer=self.peer_host,
+                mechanism=mechanism,
+            )
+            return replies.AUTH_FAILED
+        except Exception:
+            log.failure("smtp auth error for {user}", user=user)
+            return replies.AUTH_UNAVAILABLE
+        self.authenticated_as = account.address
+        log.info(
+            "smtp auth ok for {user} from {peer} via {mechanism}",
+            user=account.address,
+            peer=self.peer_host,
+            mechanism=mechanism,
+        )
+        return replies.AUTH_OK
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -545,10 +669,14 @@ class SMTPFactory(Factory):
     """Builds ``SMTPServer`` sessions; embeddable with any policy and spool.
 
     ``policy`` decides senders, recipients and delivery (``InboundPolicy`` for port 25);
-    ``spool`` hands out the files messages are streamed into; ``tls_creator`` (an
+    ``spool`` hands out the files messages are streamed into; ``portal`` (a twisted.cred
+    Portal handing out ``IMailAccount``, ideally a ``ThrottledPortal``) enables AUTH;
+    ``hide_client_ip`` keeps authenticated clients' addresses out of Received:; ``tls_creator`` (an
     ``IOpenSSLServerConnectionCreator``) enables STARTTLS; ``implicit_tls`` marks a listener
     that is TLS from the first byte (submissions, 465).
     """
+
+    noisy = False
 
     protocol = SMTPServer
 
@@ -561,6 +689,8 @@ class SMTPFactory(Factory):
         reactor: Any = None,
         tls_creator: Any = None,
         implicit_tls: bool = False,
+        portal: Any = None,
+        hide_client_ip: bool = False,
         max_message_size: int = 50 * 1024 * 1024,
         max_recipients: int = 100,
         max_line_length: int = 2048,
@@ -578,6 +708,8 @@ class SMTPFactory(Factory):
         self.reactor = reactor
         self.tls_creator = tls_creator
         self.implicit_tls = implicit_tls
+        self.portal = portal
+        self.hide_client_ip = hide_client_ip
         self.max_message_size = max_message_size
         self.max_recipients = max_recipients
         self.max_line_length = max_line_length
