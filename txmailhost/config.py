@@ -344,6 +344,12 @@ class POP3Config:
         doc="""Seconds a POP3 client may stay silent before the connection is closed (RFC 1939
         section 3 asks for at least 10 minutes).""",
     )
+    session_timeout: float = setting(
+        4 * 3600.0,
+        check=_seconds,
+        doc="""Seconds a whole POP3 connection may last, however busy; long enough to download a
+        large mailbox over a slow line. Nothing is deleted when it ends this way.""",
+    )
 
 
 @dataclass(frozen=True)

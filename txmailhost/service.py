@@ -247,8 +247,12 @@ def build(config: Any, reactor: Any) -> MultiService:
         "session_timeout": config.smtp.session_timeout,
         "max_errors": config.smtp.max_errors,
     }
+    # Unknown recipients: 5 free per address and window, then growing delays (no enumeration).
+    rcpt_throttle = LoginThrottle(
+        reactor, window=security.login_failure_window, ip_limit=10**9, free_failures=5
+    )
     inbound = SMTPFactory(
-        InboundPolicy(router, store),
+        InboundPolicy(router, store, rcpt_throttle),
         spool,
         hostname=config.hostname,
         reactor=reactor,
@@ -258,7 +262,7 @@ def build(config: Any, reactor: Any) -> MultiService:
 
     def submission(implicit_tls: bool) -> SMTPFactory:
         return SMTPFactory(
-            SubmissionPolicy(router, store, queue=None),
+            SubmissionPolicy(router, store, queue=None, rcpt_throttle=rcpt_throttle),
             spool,
             hostname=config.hostname,
             reactor=reactor,
@@ -277,6 +281,7 @@ def build(config: Any, reactor: Any) -> MultiService:
             tls_creator=tls,
             implicit_tls=implicit_tls,
             idle_timeout=config.pop3.idle_timeout,
+            session_timeout=config.pop3.session_timeout,
         )
 
     listeners = [

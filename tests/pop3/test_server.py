@@ -705,6 +705,16 @@ def test_each_command_restarts_the_idle_timer(world):
     assert client.closed
 
 
+def test_session_timeout_closes_even_a_busy_session(world):
+    client = world.connect(idle_timeout=60, session_timeout=200)
+    for _ in range(4):
+        world.reactor.advance(45)
+        client.cmd("CAPA")
+    assert not client.closed
+    world.reactor.advance(21)
+    assert client.closed
+
+
 # -- dot-stuffing ------------------------------------------------------------------------------
 
 

@@ -321,3 +321,30 @@ def test_starttls_discards_pipelined_commands_and_resets_session(world):
     assert s.send(b"MAIL FROM:<a@r.test>\r\n").startswith(b"503 5.5.1 send HELO")
     assert b"STARTTLS" not in s.send(b"EHLO c\r\n")
     assert s.send(b"STARTTLS\r\n").startswith(b"503 5.5.1 TLS already active")
+
+
+def test_unknown_recipients_beyond_the_free_ones_are_answered_ever_slower(world):
+    from txmailhost.accounts.throttle import LoginThrottle
+
+    throttle = LoginThrottle(world.reactor, ip_limit=10**9, free_failures=2)
+    spool = IncomingSpool(os.path.join(world.root, "queue", "tmp"), world.reactor, world.pool)
+    factory = SMTPFactory(
+        InboundPolicy(world.router, world.store, throttle), spool, reactor=world.reactor
+    )
+    s = Session(factory)
+    s.read()
+    s.send(b"EHLO c\r\nMAIL FROM:<a@r.test>\r\n")
+    assert s.send(b"RCPT TO:<n1@example.test>\r\n").startswith(b"550 5.1.1")
+    assert s.send(b"RCPT TO:<n2@example.test>\r\n").startswith(b"550 5.1.1")
+    waits = []
+    for i in range(3, 6):
+        assert s.send(b"RCPT TO:<n%d@example.test>\r\n" % i) == b""
+        waited = 0.0
+        while not s.transport.value():
+            world.reactor.advance(0.25)
+            waited += 0.25
+        waits.append(waited)
+        assert s.read().startswith(b"550 5.1.1")
+    assert waits == [0.5, 1.0, 2.0]
+    # Known users are never delayed.
+    assert s.send(b"RCPT TO:<alice@example.test>\r\n").startswith(b"250")

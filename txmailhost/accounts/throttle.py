@@ -62,6 +62,7 @@ class LoginThrottle:
         base_delay: float = 0.5,
         max_delay: float = 8.0,
         max_tracked: int = 100_000,
+        free_failures: int = 0,
     ) -> None:
         self.clock = clock
         self.window = window
@@ -70,6 +71,7 @@ class LoginThrottle:
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.max_tracked = max_tracked
+        self.free_failures = free_failures
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
 
     def _recent(self, key: str) -> int:
@@ -88,11 +90,14 @@ class LoginThrottle:
             self._recent("user:" + account) >= self.account_limit
         )
 
-    def failed(self, client: str | None, account: str) -> float:
+    def failed(self, client: str | None, account: str | None) -> float:
         """Record a failure; returns the delay to impose before answering."""
         now = self.clock.seconds()
-        counts = []
-        for key in (("ip:" + client) if client else None, "user:" + account):
+        counts = [0]
+        for key in (
+            ("ip:" + client) if client else None,
+            ("user:" + account) if account is not None else None,
+        ):
             if key is None:
                 continue
             times = self._failures.pop(key, None) or deque()
@@ -101,7 +106,8 @@ class LoginThrottle:
             counts.append(self._recent(key))
         while len(self._failures) > self.max_tracked:
             self._failures.popitem(last=False)
-        return min(self.base_delay * 2 ** (max(counts) - 1), self.max_delay)
+        excess = max(counts) - self.free_failures
+        return 0.0 if excess <= 0 else min(self.base_delay * 2 ** (excess - 1), self.max_delay)
 
 
 class ThrottledPortal:

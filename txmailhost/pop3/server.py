@@ -201,6 +201,7 @@ class POP3Server(LineReceiver, TimeoutMixin):
         self._discard_carry = b""
         self._closing = False
         self._lost = False
+        self._session_timer: Any = None
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -215,11 +216,14 @@ class POP3Server(LineReceiver, TimeoutMixin):
             with suppress(OSError):  # e.g. the socket is already gone
                 self.transport.setTcpNoDelay(True)
         self.setTimeout(factory.idle_timeout)
+        self._session_timer = self.callLater(factory.session_timeout, self._session_expired)
         self._write(OK(f"txmailhost POP3 ready {factory.hostname}").render())
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
         self.setTimeout(None)
+        if self._session_timer is not None and self._session_timer.active():
+            self._session_timer.cancel()
         if self._delay is not None:
             self._delay.cancel()
         if self._sender is not None:
@@ -233,6 +237,12 @@ class POP3Server(LineReceiver, TimeoutMixin):
             deleted=self._expunged,
         )
         self._end_avatar()
+
+    def _session_expired(self) -> None:
+        """A whole-session limit, however busy (a slow-drip client can't hold a slot forever);
+        like the idle timeout it closes without UPDATE, so nothing is deleted."""
+        log.info("pop3 session timeout for {peer}", peer=self.peer_text)
+        self.timeoutConnection()
 
     def timeoutConnection(self) -> None:
         """RFC 1939 §3 autologout: close without entering UPDATE, so nothing is deleted."""
@@ -703,6 +713,7 @@ class POP3Factory(Factory):
         tls_creator: Any = None,
         implicit_tls: bool = False,
         idle_timeout: float = 600,
+        session_timeout: float = 4 * 3600,
         max_line_length: int = 1024,
     ) -> None:
         if reactor is None:
@@ -715,4 +726,5 @@ class POP3Factory(Factory):
         self.tls_creator = tls_creator
         self.implicit_tls = implicit_tls
         self.idle_timeout = idle_timeout
+        self.session_timeout = session_timeout
         self.max_line_length = max_line_length

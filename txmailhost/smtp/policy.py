@@ -20,8 +20,10 @@ from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 from typing import Any
 
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from txmailhost.accounts.throttle import client_key
 from txmailhost.routing import Route, RouteKind, Router
 from txmailhost.smtp import replies
 from txmailhost.smtp.address import Mailbox
@@ -43,10 +45,15 @@ class Envelope:
 
 
 class InboundPolicy:
-    def __init__(self, router: Router, store: Any) -> None:
+    """``rcpt_throttle`` (a ``LoginThrottle`` with some free failures) slows down a client
+    that keeps naming unknown users: each further 550 5.1.1 waits longer, so RCPT can't be
+    used to enumerate accounts faster than logins can be guessed (security.md)."""
+
+    def __init__(self, router: Router, store: Any, rcpt_throttle: Any = None) -> None:
         self._router = router
         self._store = store
         self._queue: Any = None
+        self._rcpt_throttle = rcpt_throttle
 
     def check_sender(self, session: Any, sender: Mailbox | None) -> SMTPReply:
         # Sender authentication (SPF/DMARC) is the filters' job, later; syntax is checked.
@@ -63,8 +70,18 @@ class InboundPolicy:
         if route.kind is RouteKind.LOCAL:
             return replies.RECIPIENT_OK, route
         if route.kind is RouteKind.UNKNOWN_USER:
+            await self._slow_down(session)
             return replies.UNKNOWN_USER, None
         return replies.RELAY_DENIED, None
+
+    async def _slow_down(self, session: Any) -> None:
+        if self._rcpt_throttle is None:
+            return
+        client = client_key(session.transport.getPeer())
+        delay = self._rcpt_throttle.failed(client, None)
+        if delay > 0:
+            log.info("smtp {peer} unknown recipients: delaying {delay}s", peer=client, delay=delay)
+            await deferLater(self._rcpt_throttle.clock, delay)
 
     async def deliver(self, envelope: Envelope, message: IncomingMessage) -> SMTPReply:
         try:
@@ -94,8 +111,10 @@ class InboundPolicy:
 class SubmissionPolicy(InboundPolicy):
     """Ports 587/465: authenticated users sending as themselves, anywhere."""
 
-    def __init__(self, router: Router, store: Any, queue: Any = None) -> None:
-        super().__init__(router, store)
+    def __init__(
+        self, router: Router, store: Any, queue: Any = None, rcpt_throttle: Any = None
+    ) -> None:
+        super().__init__(router, store, rcpt_throttle)
         self._queue = queue
 
     def check_sender(self, session: Any, sender: Mailbox | None) -> SMTPReply:
@@ -118,6 +137,7 @@ class SubmissionPolicy(InboundPolicy):
         if route.kind is RouteKind.LOCAL:
             return replies.RECIPIENT_OK, route
         if route.kind is RouteKind.UNKNOWN_USER:
+            await self._slow_down(session)
             return replies.UNKNOWN_USER, None
         if self._queue is None:
             return replies.REMOTE_UNAVAILABLE, None
