@@ -348,3 +348,29 @@ def test_unknown_recipients_beyond_the_free_ones_are_answered_ever_slower(world)
     assert waits == [0.5, 1.0, 2.0]
     # Known users are never delayed.
     assert s.send(b"RCPT TO:<alice@example.test>\r\n").startswith(b"250")
+
+
+def test_large_message_spills_to_a_spool_file_that_is_removed_after_delivery(world):
+    s = Session(make_factory(world, max_message_size=2_000_000))
+    s.read()
+    s.send(b"EHLO c\r\nMAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n")
+    s.send(b"Subject: big\r\n\r\n")
+    spool_dir = os.path.join(world.root, "queue", "tmp")
+    for _ in range(400):
+        s.send(b"z" * 998 + b"\r\n")
+    assert len(os.listdir(spool_dir)) == 1  # past the spill size it streams to disk
+    assert s.send(b".\r\n").startswith(b"250 2.0.0")
+    assert os.listdir(spool_dir) == []
+    (stored,) = world.inbox_files("alice@example.test")
+    assert stored.endswith(b"z" * 998 + b"\r\n") and stored.count(b"\r\n") > 400
+
+
+def test_spilled_message_is_removed_when_the_client_disconnects(world):
+    s = Session(make_factory(world, max_message_size=2_000_000))
+    s.read()
+    s.send(b"EHLO c\r\nMAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n")
+    s.send(b"x" * 300_000)
+    spool_dir = os.path.join(world.root, "queue", "tmp")
+    assert len(os.listdir(spool_dir)) == 1
+    s.protocol.connectionLost(None)
+    assert os.listdir(spool_dir) == []

@@ -17,7 +17,10 @@ from typing import Any
 
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
+
+log = Logger()
 
 HEAD_LIMIT = 64 * 1024  # header checks (From: on submission) look no further
 
@@ -52,21 +55,51 @@ class IncomingSpool:
 
 
 class IncomingMessage:
+    """One message on its way in: held in memory while small, spilled to a file when large.
+
+    Creating and removing files touches the file system journal, which on a busy disk can
+    stall for milliseconds behind other threads' fsyncs; doing that on the reactor thread
+    stalled every connection (measured: 16% of the reactor's time at 50 connections). So a
+    message up to ``SPILL`` octets stays in memory and its file is created, written and
+    fsync'd in one job in the pool (``commit``); only a larger message opens its file early
+    and streams into it, keeping memory bounded (DESIGN invariant 2).
+    """
+
+    SPILL = 256 * 1024
+
     def __init__(self, directory: str, reactor: Any, pool: ThreadPool) -> None:
         self.queue_id = new_queue_id()
         self.path = os.path.join(directory, self.queue_id)
         self._reactor = reactor
         self._pool = pool
-        self._file = open(self.path, "xb", buffering=256 * 1024)  # noqa: SIM115 - long-lived
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._file: Any = None
+        self._created = False
         self.head = bytearray()
+
+    def _append(self, data: bytes) -> None:
+        if self._file is not None:
+            self._file.write(data)
+            return
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > self.SPILL:
+            self._open()
+
+    def _open(self) -> None:
+        self._file = open(self.path, "xb", buffering=256 * 1024)  # noqa: SIM115 - long-lived
+        self._created = True
+        self._file.writelines(self._chunks)
+        self._chunks = []
 
     def write_trace(self, data: bytes) -> None:
         """Our own Return-Path/Received lines, before the client's text."""
-        self._file.write(data)
+        self._append(data)
 
     def write(self, data: bytes) -> None:
         """The client's text; its first ``HEAD_LIMIT`` octets are also kept for header checks."""
-        self._file.write(data)
+        self._append(data)
         if len(self.head) < HEAD_LIMIT:
             self.head += data[: HEAD_LIMIT - len(self.head)]
 
@@ -76,17 +109,31 @@ class IncomingMessage:
         return bytes(self.head if end < 0 else self.head[: end + 2])
 
     def _commit(self) -> None:
+        if self._file is None:
+            self._open()
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
 
     def commit(self) -> Deferred[None]:
-        """Flush and fsync in the pool; the file is then safe to link into mailboxes."""
+        """Write out and fsync in the pool; the file is then safe to link into mailboxes."""
         return threads.deferToThreadPool(self._reactor, self._pool, self._commit)
 
     def discard(self) -> None:
-        """Drop the message (refused, or the client went away); safe to call twice."""
-        if not self._file.closed:
+        """Drop the message (refused, delivered, or the client went away); safe to call twice.
+
+        A file that was created is removed in the pool, for the journal reason above.
+        """
+        self._chunks = []
+        if self._file is not None and not self._file.closed:
             self._file.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        if self._created:
+            self._created = False
+            threads.deferToThreadPool(self._reactor, self._pool, _remove, self.path).addErrback(
+                lambda f: log.failure("removing spool file {path}", f, path=self.path)
+            )
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

@@ -61,6 +61,7 @@ class State(enum.Enum):
     CLOSING = "closing"
 
 
+_MAX_PENDING = 64 * 1024  # bytes buffered behind a pending command before reading pauses
 _ANY = frozenset(State) - {State.DATA, State.CLOSING}
 _SEQUENCE: dict[str, frozenset[State]] = {
     "EHLO": _ANY,
@@ -141,6 +142,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         self._buffer = bytearray()
         self._discarding = False  # skipping the rest of an over-long line
         self._busy = False  # an asynchronous command is pending; later lines wait
+        self._paused = False  # reading stopped: too much arrived while busy
         self._out: list[bytes] = []
         self._reader: DataReader | None = None
         self._message: IncomingMessage | None = None
@@ -207,6 +209,12 @@ class SMTPServer(Protocol, TimeoutMixin):
             self._feed_message(data)
             return
         self._buffer += data
+        if self._busy and not self._paused and len(self._buffer) > _MAX_PENDING:
+            # Lines keep waiting in the buffer while a command is pending (RFC 2920); stop
+            # reading rather than let it grow. (Pausing on every async command instead cost
+            # two epoll_ctl calls per command.)
+            self._paused = True
+            self.transport.pauseProducing()
         self._process()
 
     def _process(self) -> None:
@@ -280,7 +288,6 @@ class SMTPServer(Protocol, TimeoutMixin):
     def _wait_for(self, pending: Deferred[SMTPReply]) -> None:
         """Hold later commands (and reading) until ``pending`` has its reply (RFC 2920 3.1)."""
         self._busy = True
-        self.transport.pauseProducing()
         pending.addErrback(self._internal_error)
         pending.addCallback(self._async_reply)
 
@@ -294,7 +301,9 @@ class SMTPServer(Protocol, TimeoutMixin):
             return
         if reply is not None:
             self._reply(reply)
-        self.transport.resumeProducing()
+        if self._paused:
+            self._paused = False
+            self.transport.resumeProducing()
         self._process()
 
     # -- output ----------------------------------------------------------------------------
