@@ -508,9 +508,17 @@ def test_retr_streams_large_messages_in_chunks(world):
 
 
 def test_commands_pipelined_during_retr_run_after_it_in_order(session):
+    session.protocol.chunk_size = 8  # a "long" message: streamed by the producer
     session.protocol.dataReceived(b"RETR 2\r\nSTAT\r\nNOOP\r\n")
     assert session.read() == b""
     session.pump()
+    assert session.read() == (
+        b"+OK %d octets\r\n%s.\r\n+OK 2 %d\r\n+OK\r\n" % (len(MSG2), MSG2, len(MSG1) + len(MSG2))
+    )
+
+
+def test_pipelined_commands_after_a_small_retr_are_answered_in_order(session):
+    session.protocol.dataReceived(b"RETR 2\r\nSTAT\r\nNOOP\r\n")
     assert session.read() == (
         b"+OK %d octets\r\n%s.\r\n+OK 2 %d\r\n+OK\r\n" % (len(MSG2), MSG2, len(MSG1) + len(MSG2))
     )

@@ -1,0 +1,215 @@
+"""``python -m bench``: txmailhost and each anchor on the same workload; one table at the end.
+
+All servers are started first, each from a fresh temp directory, then every suite alternates
+them run by run: only one is ever under load while the others sit idle, and a noisy spell of a
+shared machine is spread over both columns. They are stopped whatever happens: an ExitStack of
+their context managers, and SIGTERM turned into SystemExit so that path also runs when CI kills
+us. An anchor that is not installed, or a server that fails to start, is skipped with its reason
+in the table and notes; a suite that crashes is reported and the others still run. ``--smoke``
+exits non-zero on any such problem, since keeping the harness (and the server's start-up)
+working is its whole purpose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import functools
+import shutil
+import signal
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import report, suites, targets
+from bench.anchors import dovecot, postfix
+from bench.results import Results
+from bench.server import Server
+from bench.workload import SUITES, MiB, Workload
+
+DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.rst"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A server the harness can start: how to tell it can't, how to run it, what to measure."""
+
+    name: str
+    unavailable: Callable[[], str | None]
+    running: Callable[..., contextlib.AbstractContextManager[Server]]  # (workdir, *, tls)
+    suites: tuple[str, ...]
+    anchor: bool
+
+
+# In this order: txmailhost first, then the anchors; each measures the suites it serves.
+TARGETS = (
+    Target(
+        targets.NAME,
+        targets.unavailable,
+        targets.running,
+        suites=("smtp", "memory", "pop3", "imap"),
+        anchor=False,
+    ),
+    Target(postfix.NAME, postfix.unavailable, postfix.running, ("smtp", "memory"), anchor=True),
+    Target(dovecot.NAME, dovecot.unavailable, dovecot.running, ("pop3", "imap"), anchor=True),
+)
+
+
+def parse(argv: list[str]) -> tuple[argparse.Namespace, Workload]:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark txmailhost side by side with Postfix and Dovecot (run as root).",
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny workload, seconds (CI)")
+    parser.add_argument("--only", help=f"comma-separated suites among {','.join(SUITES)}")
+    parser.add_argument("--no-anchors", action="store_true", help="measure txmailhost only")
+    parser.add_argument("--messages", "-n", type=int, help="SMTP messages per run (2000)")
+    parser.add_argument("--size", "-s", type=int, help="message size in bytes (4096)")
+    parser.add_argument("--connections", "-c", help="SMTP connection counts, e.g. 1,50 (default)")
+    parser.add_argument("--per-connection", "-k", type=int, help="messages per connection (100)")
+    parser.add_argument("--pop3-messages", type=int, help="messages in the POP3 mailbox (2000)")
+    parser.add_argument("--pop3-sessions", type=int, help="concurrent POP3 sessions (10)")
+    parser.add_argument("--large-size", type=float, help="memory probe message, MiB (50)")
+    parser.add_argument("--repeat", "-r", type=int, help="runs per figure; medians reported (3)")
+    parser.add_argument("--starttls", action="store_true", help="SMTP load uses STARTTLS")
+    parser.add_argument("--auth", action="store_true", help="SMTP load uses AUTH PLAIN")
+    parser.add_argument("--pipelining", action="store_true", help="pipeline MAIL/RCPT/DATA")
+    parser.add_argument(
+        "--output", type=Path, help="write the rst here (default: docs/benchmarks.rst on full runs)"
+    )
+    parser.add_argument("--workdir", type=Path, help="where the servers' temp dirs go (/tmp)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dirs (logs, mail)")
+    parser.add_argument(
+        "--postfix-set",
+        action="append",
+        metavar="NAME=VALUE",
+        help="override a Postfix main.cf setting, e.g. in_flow_delay=0 (repeatable)",
+    )
+    args = parser.parse_args(argv)
+
+    workload = Workload().smoke() if args.smoke else Workload()
+    given = {
+        "messages": args.messages,
+        "size": args.size,
+        "per_connection": args.per_connection,
+        "pop3_messages": args.pop3_messages,
+        "pop3_sessions": args.pop3_sessions,
+        "repeat": args.repeat,
+        "large_size": int(args.large_size * MiB) if args.large_size else None,
+        "connections": tuple(int(c) for c in args.connections.split(","))
+        if args.connections
+        else None,
+        "suites": tuple(s.strip() for s in args.only.split(",")) if args.only else None,
+    }
+    workload = dataclasses.replace(workload, **{k: v for k, v in given.items() if v is not None})
+    workload = dataclasses.replace(
+        workload,
+        starttls=args.starttls,
+        auth=args.auth,
+        pipelining=args.pipelining,
+    )
+    if any("=" not in setting for setting in args.postfix_set or []):
+        parser.error("--postfix-set takes NAME=VALUE, e.g. in_flow_delay=0")
+    unknown = set(workload.suites) - set(SUITES)
+    if unknown:
+        parser.error(f"unknown suite(s) {', '.join(sorted(unknown))}; choose among {SUITES}")
+    return args, workload
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args, workload = parse(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    results = Results()
+    workdir = Path(tempfile.mkdtemp(prefix="txmailhost-bench-", dir=args.workdir))
+    workdir.chmod(0o755)  # the anchors' unprivileged users must traverse it
+    try:
+        if "fsync" in workload.suites:
+            suites.fsync(workdir, workload, results)
+        with contextlib.ExitStack() as stack:
+            servers = []
+            for target in _targets(args):
+                wanted = [s for s in target.suites if s in workload.suites]
+                server = wanted and _start(target, workload, results, workdir, stack, args)
+                if server:
+                    servers.append((target, server))
+            for name in workload.suites:
+                if name in suites.SUITES:
+                    _alternate(name, [s for t, s in servers if name in t.suites], workload, results)
+    finally:
+        if args.keep:
+            print(f"kept {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    print(report.text(results))
+    output = args.output
+    if output is None and not args.smoke and workload.suites == SUITES:
+        output = DEFAULT_OUTPUT
+    if output is not None and str(output) != "-":
+        report.write(output, report.rst(results, workload, argv))
+    if args.smoke and (results.problems or targets.NAME in results.skipped):
+        return 1
+    return 0
+
+
+def _targets(args: argparse.Namespace) -> list[Target]:
+    """TARGETS, with the command line's Postfix overrides bound into Postfix's start."""
+    settings = dict(s.split("=", 1) for s in args.postfix_set or [])
+    return [
+        dataclasses.replace(t, running=functools.partial(postfix.running, settings=settings))
+        if t.name == postfix.NAME
+        else t
+        for t in TARGETS
+    ]
+
+
+def _start(
+    target: Target,
+    workload: Workload,
+    results: Results,
+    workdir: Path,
+    stack: contextlib.ExitStack,
+    args: argparse.Namespace,
+) -> Server | None:
+    """Start ``target`` inside ``stack`` (stopped when it unwinds), or say why it is skipped."""
+    reason = "--no-anchors" if target.anchor and args.no_anchors else target.unavailable()
+    if reason is None and target.anchor and workload.auth and "smtp" in target.suites:
+        reason = "--auth: the anchor has no SASL configured"
+    if reason:
+        results.skipped[target.name] = reason
+        suites.say(f"{target.name}: skipped: {reason}")
+        return None
+    suites.say(f"{target.name}: starting")
+    directory = workdir / target.name.lower()
+    try:
+        server = stack.enter_context(target.running(directory, tls=workload.starttls))
+    except Exception as e:
+        results.skipped[target.name] = f"failed to start: {e}"
+        results.problem(f"{target.name}: failed to start: {e}")
+        traceback.print_exc()
+        return None
+    results.versions[target.name] = server.version
+    for note in server.notes:
+        results.note(note)
+    return server
+
+
+def _alternate(name: str, servers: list[Server], workload: Workload, results: Results) -> None:
+    """Run suite ``name`` on every server, alternating them run by run."""
+    running = [(server, suites.SUITES[name](server, workload, results)) for server in servers]
+    while running:
+        for entry in list(running):
+            server, runs = entry
+            try:
+                next(runs)
+            except StopIteration:
+                running.remove(entry)
+            except Exception as e:  # one broken suite must not hide the others' numbers
+                results.problem(f"{server.name}: {name} suite crashed: {e!r}")
+                traceback.print_exc()
+                running.remove(entry)

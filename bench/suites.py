@@ -1,0 +1,268 @@
+"""The measurements: each suite runs one workload ``repeat`` times against a server and records.
+
+A suite only talks to a ``Server`` (ports, pids, add_user, populate), so txmailhost and its
+anchor run the very same code. Suites are generators that yield after each measured run: the
+runner alternates servers run by run (txmailhost, Postfix, txmailhost, Postfix...), so a noisy
+minute on a shared machine hurts both columns alike instead of one.
+
+Fresh mailboxes are used where a figure depends on mailbox size (SMTP, memory), the same
+populated ones where it should not (POP3, whose first session builds the server's index and is
+therefore a warm-up, not measured).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from bench import fsync_ceiling, pop3_load, smtp_load
+from bench.maildirs import MaildirWatch
+from bench.memory import MemorySampler, status_kib
+from bench.results import MACHINE, Figure, Results
+from bench.server import BENCH_DOMAIN, PASSWORD, Server
+from bench.stats import percentile
+from bench.workload import MiB, Workload
+
+Suite = Callable[[Server, Workload, Results], Iterator[None]]
+
+# (name, label, unit, higher is better); keys become "smtp.NAME@CONNECTIONS".
+_SMTP_FIGURES = (
+    ("accepted", "SMTP msgs/s accepted", "/s", True),
+    ("delivered", "SMTP msgs/s delivered into the Maildir", "/s", True),
+    ("data_p50", "SMTP DATA-to-250 p50", "ms", False),
+    ("data_p99", "SMTP DATA-to-250 p99", "ms", False),
+    ("txn_p99", "SMTP transaction p99", "ms", False),
+    ("memory", "Peak server memory (PSS) during SMTP", "MiB", False),
+    ("failed", "SMTP transactions refused or failed", "count", False),
+)
+
+
+def say(text: str) -> None:
+    """Progress on stderr, so stdout carries only the final table."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def fsync(workdir: Path, workload: Workload, results: Results) -> None:
+    """The disk's fsync'd-create ceiling, at 1 writer and at ``fsync_writers`` concurrently."""
+    for writers in (1, workload.fsync_writers):
+        plural = "s" if writers > 1 else ""
+        label = f"fsync'd 4 KiB file creates/s, {writers} writer{plural}"
+        figure = Figure(f"fsync.creates@{writers}", label, "/s", True, MACHINE)
+        for run in range(workload.repeat):
+            rate = fsync_ceiling.measure(workdir, workload.fsync_seconds, writers)
+            results.record(MACHINE, figure, rate)
+            say(f"disk: {rate:.0f} fsync'd creates/s, {writers} writer{plural}, run {run + 1}")
+
+
+def smtp(server: Server, workload: Workload, results: Results) -> Iterator[None]:
+    """Accepted and delivered msgs/s, latencies and memory, at each connection count."""
+    if (server.submission_port if workload.auth else server.smtp_port) is None:
+        return
+    auth = _sender_account(server, workload, "smtp")
+    # A warm-up so process spawning and first-time imports are not in run 1.
+    server.add_user(f"smtp-warmup@{BENCH_DOMAIN}")
+    _smtp_load(server, workload, "smtp-warmup", workload.warmup, max(workload.connections), auth)
+    for conns in workload.connections:
+        at = f"{conns} connection{'s' if conns > 1 else ''}"
+        figures = {
+            name: Figure(f"smtp.{name}@{conns}", f"{label}, {at}", unit, higher, "Postfix")
+            for name, label, unit, higher in _SMTP_FIGURES
+        }
+        for run in range(workload.repeat):
+            what = f"{server.name}: SMTP {at}, run {run + 1}"
+            local = f"smtp-c{conns}-r{run}"
+            maildir = server.add_user(f"{local}@{BENCH_DOMAIN}")
+            with MemorySampler(server.pids) as sampler, MaildirWatch(maildir) as watch:
+                started = time.perf_counter()
+                result = _smtp_load(server, workload, local, workload.messages, conns, auth)
+                landed = watch.wait_for(result.accepted, workload.delivery_timeout)
+            delivered = result.accepted / (landed - started) if landed else math.nan
+            if landed is None:
+                results.problem(f"{what}: accepted messages missing from the Maildir")
+            if result.failed:
+                first = result.error_samples[0]
+                results.problem(f"{what}: {result.failed} failed; first: {first}")
+            values = {
+                "accepted": result.rate,
+                "delivered": delivered,
+                "data_p50": percentile(result.data_latency, 50) * 1e3,
+                "data_p99": percentile(result.data_latency, 99) * 1e3,
+                "txn_p99": percentile(result.transaction_latency, 99) * 1e3,
+                "memory": sampler.peak / 1024,
+                "failed": result.failed,
+            }
+            for name, value in values.items():
+                results.record(server.name, figures[name], value)
+            say(f"{what}: {result.summary()}; delivered {delivered:.1f}/s")
+            yield
+
+
+def memory(server: Server, workload: Workload, results: Results) -> Iterator[None]:
+    """Memory growth while one large message goes through SMTP, and txmailhost's VmHWM."""
+    if (server.submission_port if workload.auth else server.smtp_port) is None:
+        return
+    auth = _sender_account(server, workload, "memory")
+    size = f"{workload.large_size / MiB:g} MiB"
+    label = f"Server memory (PSS) growth during one {size} message"
+    growth = Figure("memory.large", label, "MiB", False, "Postfix")
+    label = f"SMTP transaction of one {size} message"
+    seconds = Figure("memory.large_s", label, "s", False, "Postfix")
+    for run in range(workload.repeat):
+        what = f"{server.name}: one {size} message, run {run + 1}"
+        maildir = server.add_user(f"large-r{run}@{BENCH_DOMAIN}")
+        load = _smtp_workload(server, workload, f"large-r{run}", 1, 1, auth)
+        load = dataclasses.replace(load, size=workload.large_size)
+        with MemorySampler(server.pids) as sampler, MaildirWatch(maildir) as watch:
+            try:
+                took = asyncio.run(smtp_load.send_large(load, connected=sampler.split))
+            except (OSError, TimeoutError, ConnectionError, smtp_load.SmtpReplyError) as e:
+                results.problem(f"{what}: {e!r}")
+                continue
+            if watch.wait_for(1, workload.delivery_timeout) is None:
+                results.problem(f"{what}: it never reached the Maildir")
+        results.record(server.name, growth, sampler.growth / 1024)
+        results.record(server.name, seconds, took)
+        before, peak = sampler.before / 1024, sampler.peak / 1024
+        say(f"{what}: {took:.2f}s, PSS {before:.1f} -> peak {peak:.1f} MiB")
+        yield
+    pids = server.pids()
+    if len(pids) == 1:  # VmHWM is per process: only meaningful for a one-process server
+        label = "Server VmHWM (peak RSS of its life) after its runs"
+        hwm = Figure("memory.hwm", label, "MiB", False, "Postfix")
+        results.record(server.name, hwm, status_kib(pids[0], "VmHWM") / 1024)
+
+
+def pop3(server: Server, workload: Workload, results: Results) -> Iterator[None]:
+    """UIDL and RETR-all on one session, then RETR-all on several sessions at once."""
+    if server.pop3_port is None or server.populate is None:
+        return
+    count, sessions = workload.pop3_messages, workload.pop3_sessions
+    each = max(1, count // sessions)
+    say(f"{server.name}: POP3: populating {count} + {sessions} x {each} messages")
+    single = [_pop3_account(server, "pop-single", count, workload.size)]
+    many = [_pop3_account(server, f"pop-multi{i}", each, workload.size) for i in range(sessions)]
+    _pop3_run(server, single + many, retrieve=False)  # warm-up: the server indexes the mailboxes
+    n = f"{sessions} sessions"
+    table = (  # name, key, label, unit, higher is better
+        ("uidl", "pop3.uidl", f"POP3 UIDL of {count} messages", "ms", False),
+        ("rate", "pop3.retr@1", "POP3 RETR/s, 1 session", "/s", True),
+        ("mbps", "pop3.mbps@1", "POP3 MB/s, 1 session", "MB/s", True),
+        ("p99", "pop3.retr_p99@1", "POP3 RETR p99, 1 session", "ms", False),
+        ("rate_n", f"pop3.retr@{sessions}", f"POP3 RETR/s, {n} at once", "/s", True),
+        ("login_n", f"pop3.login@{sessions}", f"POP3 {n} logging in at once", "ms", False),
+        ("memory_login", f"pop3.login_memory@{sessions}",
+         f"Peak server memory (PSS) while {n} log in", "MiB", False),
+        ("memory_n", f"pop3.memory@{sessions}",
+         f"Peak server memory (PSS) while {n} download", "MiB", False),
+    )  # fmt: skip
+    figures = {
+        name: Figure(key, label, unit, up, "Dovecot") for name, key, label, unit, up in table
+    }
+    for run in range(workload.repeat):
+        one = _pop3_run(server, single, retrieve=True)
+        _check_pop3(server, results, one, f"1 session, run {run + 1}")
+        with MemorySampler(server.pids) as sampler:  # split when all are logged in
+            several = _pop3_run(server, many, True, logged_in=sampler.split)
+        _check_pop3(server, results, several, f"{n}, run {run + 1}")
+        values = {
+            "uidl": max(one.uidl_seconds, default=math.nan) * 1e3,
+            "rate": one.retr_rate,
+            "mbps": one.megabytes_per_second,
+            "p99": percentile(one.retr_latency, 99) * 1e3,
+            "rate_n": several.retr_rate,
+            "login_n": several.login_seconds * 1e3,
+            "memory_login": sampler.phase_peaks[0] / 1024 if sampler.phase_peaks else math.nan,
+            "memory_n": sampler.peak / 1024,
+        }
+        for name, value in values.items():
+            results.record(server.name, figures[name], value)
+        yield
+
+
+# TODO(issue 7, IMAP): an ``imap`` suite once txmailhost.imap exists, against Dovecot's
+# ``server.imap_port`` (already listening): populate M (100k for the SELECT target); LOGIN+SELECT;
+# UID FETCH 1:* (UID FLAGS); header and body fetches; SEARCH; STORE; APPEND rate; C concurrent
+# sessions; memory with 1,000 idle connections (target < 50 KiB each).
+def imap(server: Server, workload: Workload, results: Results) -> Iterator[None]:
+    """Not written yet: txmailhost has no IMAP server to measure."""
+    results.note("IMAP: not measured yet (txmailhost has no IMAP server); see bench/suites.py.")
+    yield from ()
+
+
+SUITES: dict[str, Suite] = {"smtp": smtp, "memory": memory, "pop3": pop3, "imap": imap}
+
+
+def _sender_account(server: Server, workload: Workload, suite: str) -> tuple[str, str] | None:
+    """With ``--auth``, an account to log in as (and send from: senders must be their own)."""
+    if not workload.auth:
+        return None
+    sender = f"loadgen-{suite}@{BENCH_DOMAIN}"
+    server.add_user(sender)
+    return sender, PASSWORD
+
+
+def _smtp_workload(
+    server: Server,
+    workload: Workload,
+    local: str,
+    count: int,
+    conns: int,
+    auth: tuple[str, str] | None,
+) -> smtp_load.SmtpLoad:
+    port = server.submission_port if auth else server.smtp_port
+    assert port is not None
+    return smtp_load.SmtpLoad(
+        host=server.host,
+        port=port,
+        messages=count,
+        size=workload.size,
+        connections=conns,
+        per_connection=workload.per_connection,
+        recipient=f"{local}@{BENCH_DOMAIN}",
+        sender=auth[0] if auth else "loadgen@client.test",
+        starttls=workload.starttls,
+        auth=auth,
+        pipelining=workload.pipelining,
+    )
+
+
+def _smtp_load(
+    server: Server,
+    workload: Workload,
+    local: str,
+    count: int,
+    conns: int,
+    auth: tuple[str, str] | None,
+) -> smtp_load.SmtpResult:
+    return asyncio.run(smtp_load.run(_smtp_workload(server, workload, local, count, conns, auth)))
+
+
+def _pop3_account(server: Server, local: str, count: int, size: int) -> tuple[str, str]:
+    address = f"{local}@{BENCH_DOMAIN}"
+    server.add_user(address)
+    assert server.populate is not None
+    server.populate(address, count, size)
+    return address, PASSWORD
+
+
+def _pop3_run(
+    server: Server,
+    accounts: list[tuple[str, str]],
+    retrieve: bool,
+    logged_in: Callable[[], None] = lambda: None,
+) -> pop3_load.Pop3Result:
+    assert server.pop3_port is not None
+    load = pop3_load.Pop3Load(server.host, server.pop3_port, accounts, retrieve)
+    return asyncio.run(pop3_load.run(load, logged_in))
+
+
+def _check_pop3(server: Server, results: Results, result: pop3_load.Pop3Result, what: str) -> None:
+    say(f"{server.name}: POP3 {what}: {result.summary()}")
+    if result.failed:
+        first = result.error_samples[0]
+        results.problem(f"{server.name}: POP3 {what}: {result.failed} failed; first: {first}")

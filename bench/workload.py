@@ -1,0 +1,52 @@
+"""The workload every server gets, with the full-run defaults and the CI smoke profile.
+
+Defaults follow issue 2's "Measure" section and issue 7: 4 KiB messages at 1 and at 50
+connections, 2,000 of each; POP3 over 2,000 messages; one 50 MiB message for memory. A full run
+(3 repeats, txmailhost then Postfix then Dovecot) takes a few minutes on 2 cores. The smoke
+profile shrinks every count so the whole harness runs in seconds: it checks that the harness and
+the server still work together, not how fast they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+MiB = 1024 * 1024
+SUITES = ("fsync", "smtp", "memory", "pop3", "imap")
+
+
+@dataclass(frozen=True)
+class Workload:
+    messages: int = 2000
+    size: int = 4096
+    connections: tuple[int, ...] = (1, 50)
+    per_connection: int = 100
+    starttls: bool = False
+    auth: bool = False
+    pipelining: bool = False
+    pop3_messages: int = 2000
+    pop3_sessions: int = 10
+    large_size: int = 50 * MiB
+    fsync_seconds: float = 2.0
+    fsync_writers: int = 50
+    repeat: int = 3
+    warmup: int = 50
+    delivery_timeout: float = 120.0
+    suites: tuple[str, ...] = SUITES
+
+    def smoke(self) -> Workload:
+        """The CI profile: tiny counts, one run, still every code path."""
+        return replace(
+            self,
+            messages=20,
+            connections=(1, 4),
+            per_connection=10,
+            pop3_messages=20,
+            pop3_sessions=2,
+            large_size=1 * MiB,
+            fsync_seconds=0.2,
+            fsync_writers=4,
+            repeat=1,
+            warmup=2,
+            delivery_timeout=15.0,
+        )
