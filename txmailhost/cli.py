@@ -22,6 +22,11 @@ import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 
+from txmailhost.accounts.admin import (
+    register_alias,
+    register_domain_actions,
+    register_user_actions,
+)
 from txmailhost.accounts.db import AccountError, AccountsDB, canonical_address, canonical_domain
 from txmailhost.config import (
     Config,
@@ -113,6 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     domain_commands = domain.add_subparsers(metavar="ACTION", required=True)
     add = domain_commands.add_parser("add", help="start serving a domain")
     add.add_argument("domain")
+    add.add_argument(
+        "--alias-of", metavar="DOMAIN", help="mail for user@DOMAIN... goes to the same user there"
+    )
     add.set_defaults(run=_with_accounts(_domain_add))
     listing = domain_commands.add_parser("list", help="list the domains, one per line")
     listing.set_defaults(run=_with_accounts(_domain_list))
@@ -125,6 +133,8 @@ def _parser() -> argparse.ArgumentParser:
         "--purge", action="store_true", help="also delete those users' mail (with --force)"
     )
     delete.set_defaults(run=_with_accounts(_domain_del))
+    register_domain_actions(domain_commands, _with_accounts)
+    register_alias(commands, _with_accounts)
 
     user = commands.add_parser("user", help="manage user accounts (user@domain)")
     user_commands = user.add_subparsers(metavar="ACTION", required=True)
@@ -143,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument("address")
     delete.add_argument("--purge", action="store_true", help="also delete the user's mail")
     delete.set_defaults(run=_with_accounts(_user_del))
+    register_user_actions(user_commands, _with_accounts)
     return parser
 
 
@@ -242,6 +253,19 @@ def _with_accounts(
     return run
 
 
+def _with_config(
+    command: Callable[[argparse.Namespace, Config], int],
+) -> Callable[[argparse.Namespace], int]:
+    """Prepare the data directory, then run ``command`` with the config (queue commands)."""
+
+    def run(args: argparse.Namespace) -> int:
+        for line in ensure_data_dir(args.data, args.config):
+            print(line, file=sys.stderr)
+        return command(args, load_config(args.data, args.config))
+
+    return run
+
+
 def _mail_store(config: Config) -> MaildirStore:
     # Registers the "imap4-utf-7" codec that Maildir++ folder names are encoded with; imported
     # here, not at the top, because only commands that touch mailboxes need it.
@@ -251,13 +275,15 @@ def _mail_store(config: Config) -> MaildirStore:
 
 
 def _domain_add(args: argparse.Namespace, config: Config, accounts: AccountsDB) -> int:
-    print(f"added domain {accounts.add_domain(args.domain)}")
+    name = accounts.add_domain(args.domain, alias_of=args.alias_of)
+    suffix = f" (an alias of {accounts.domain_alias_of(name)})" if args.alias_of else ""
+    print(f"added domain {name}{suffix}")
     return 0
 
 
 def _domain_list(args: argparse.Namespace, config: Config, accounts: AccountsDB) -> int:
-    for name in accounts.list_domains():
-        print(name)
+    for name, alias_of, _quota in accounts.domain_table():
+        print(f"{name} (alias of {alias_of})" if alias_of else name)
     return 0
 
 

@@ -383,6 +383,39 @@ class StoreConfig:
     )
 
 
+def _delimiter(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 1 or (value and value not in "+-_=#~"):
+        raise _Invalid('expected one of + - _ = # ~, or "" to turn plus-addressing off')
+    return value
+
+
+def _optional_address(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Invalid('expected an address in quotes, or ""')
+    if value and (value.count("@") != 1 or any(c.isspace() for c in value)):
+        raise _Invalid('expected an address like postmaster@example.org, or ""')
+    return value.lower()
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    """[routing]: how recipient addresses map to mailboxes (aliases live in the database)."""
+
+    recipient_delimiter: str = setting(
+        "+",
+        check=_delimiter,
+        doc="""Plus-addressing (RFC 5233): mail for alice+anything@ goes to alice@. Set the
+        character that separates the tag, or "" to turn it off.""",
+    )
+    postmaster: str = setting(
+        "",
+        check=_optional_address,
+        doc="""Who reads mail for postmaster@ and abuse@ of every domain (RFC 5321 4.5.1 and RFC
+        2142 require them) unless an alias says otherwise. Empty: the oldest account of the
+        domain the mail was sent to.""",
+    )
+
+
 @dataclass(frozen=True)
 class SecurityConfig:
     """[security]: defences shared by every protocol (security.md)."""
@@ -443,6 +476,7 @@ _SECTIONS: dict[str, tuple[type, str]] = {
     "imap": (IMAPConfig, "IMAP server limits."),
     "store": (StoreConfig, "Mail store tuning."),
     "security": (SecurityConfig, "Login throttling, connection limits and privacy."),
+    "routing": (RoutingConfig, "Recipient addresses: plus-addressing, postmaster."),
 }
 
 
@@ -460,6 +494,7 @@ class Config:
     imap: IMAPConfig = field(default_factory=IMAPConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
 
     @property
     def accounts_path(self) -> str:
@@ -604,6 +639,7 @@ def _build(data_dir: str, path: str, document: dict[str, Any]) -> Config:
         imap=sections["imap"],
         store=sections["store"],
         security=sections["security"],
+        routing=sections["routing"],
     )
 
 

@@ -1,33 +1,53 @@
 """Recipient resolution: what happens to mail for an address.
 
-Today: an address in one of our domains is a local mailbox if the user exists, unknown
-otherwise; anything else is remote. Aliases, forwards, catch-alls and plus-addressing
-(a later issue) become further ``RouteKind``s decided here, so the SMTP layer never needs to
-know how accounts are stored. Returning a kind rather than an SMTP reply keeps this module free
-of protocol vocabulary: each policy (inbound MX, submission) maps kinds to its own replies.
+For an address in one of our domains, in this order (the first rule that applies wins):
 
-Lookups read the accounts database on every call (in the thread pool): a user added with the
-CLI is deliverable at once.
+1. the domain is an alias domain: the same local part in its target domain;
+2. an alias for the exact address (``team@``, or ``alice+lists@`` if someone made one);
+3. plus-addressing (RFC 5233): ``alice+tag@`` is ``alice@`` (delimiter configurable);
+4. a user: their INBOX, or their forward targets (plus their INBOX if they keep a copy);
+5. an alias for the address without its tag;
+6. ``postmaster@`` and ``abuse@`` (RFC 5321 4.5.1, RFC 2142) exist in every domain: they go
+   to the configured postmaster, else the domain's oldest account;
+7. the domain's catch-all alias (``@domain``);
+8. otherwise the address is unknown (refused at RCPT: never accept-then-bounce).
+
+Aliases and forwards expand recursively into local mailboxes and external addresses (sent on
+through the relay queue with the original envelope sender: envelope-preserving, see
+docs/admin.rst). A cycle (a -> b -> a) is a loop and the recipient is refused; expansion is
+bounded in depth and in size. Nothing here knows SMTP: policies map the result to replies.
+
+Lookups read the accounts database on every call, in the accounts thread pool, so changes
+made with the CLI apply to the next message without a restart.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
 from twisted.python.threadpool import ThreadPool
 
-from txmailhost.accounts.db import AccountsDB
+from txmailhost.accounts.db import AccountsDB, AddressRules
 from txmailhost.store.interfaces import INBOX
+
+ROLE_ACCOUNTS = ("postmaster", "abuse")
 
 
 class RouteKind(enum.Enum):
     LOCAL = "local"  # deliver into ``Route.user``'s ``Route.mailbox``
-    UNKNOWN_USER = "unknown-user"  # our domain, no such user: refuse (never accept-then-bounce)
-    REMOTE = "remote"  # not one of our domains
+    REMOTE = "remote"  # an address elsewhere: relay it (submission, or an alias/forward target)
+
+
+class Outcome(enum.Enum):
+    OK = "ok"  # ``routes`` says where the mail goes
+    NOT_OURS = "not-ours"  # not one of our domains (port 25: relaying denied)
+    UNKNOWN_USER = "unknown-user"  # our domain, nobody there
+    LOOP = "loop"  # aliases/forwards lead back to themselves
+    TOO_BIG = "too-big"  # the expansion passes the limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,30 +58,121 @@ class Route:
     mailbox: str = INBOX
 
 
+@dataclass
+class Resolution:
+    outcome: Outcome
+    address: str
+    routes: list[Route] = field(default_factory=list)
+
+
+class _Loop(Exception):
+    pass
+
+
+class _TooBig(Exception):
+    pass
+
+
 class Router:
-    def __init__(self, accounts: AccountsDB, reactor: Any, pool: ThreadPool) -> None:
+    def __init__(
+        self,
+        accounts: AccountsDB,
+        reactor: Any,
+        pool: ThreadPool,
+        *,
+        delimiter: str = "+",
+        postmaster: str | None = None,
+        max_depth: int = 10,
+        max_expansion: int = 5000,
+    ) -> None:
         self._accounts = accounts
+        self._rules = AddressRules(accounts)
         self._reactor = reactor
         self._pool = pool
+        self.delimiter = delimiter
+        self.postmaster = postmaster.lower() if postmaster else None
+        self.max_depth = max_depth
+        self.max_expansion = max_expansion
 
-    def resolve_sync(self, local: str, domain: str) -> Route:
-        address = f"{local}@{domain}"
-        if domain.startswith("["):
-            return Route(RouteKind.REMOTE, address)  # address literals are never ours
-        if local.startswith('"'):
-            # Quoted local parts never name an account; refusing them here also closes
-            # '"user@other"@our.example' style relay tricks.
-            is_ours, _ = self._accounts.lookup(f"x@{domain}")
-            return Route(RouteKind.UNKNOWN_USER if is_ours else RouteKind.REMOTE, address)
-        canonical = f"{local.lower()}@{domain.lower()}"
-        is_ours, exists = self._accounts.lookup(canonical)
-        if not is_ours:
-            return Route(RouteKind.REMOTE, address)
-        if not exists:
-            return Route(RouteKind.UNKNOWN_USER, canonical)
-        return Route(RouteKind.LOCAL, canonical, user=canonical)
-
-    def resolve(self, local: str, domain: str) -> Deferred[Route]:
+    def resolve(self, local: str, domain: str) -> Deferred[Resolution]:
         return threads.deferToThreadPool(
             self._reactor, self._pool, self.resolve_sync, local, domain
         )
+
+    def resolve_sync(self, local: str, domain: str) -> Resolution:
+        if not domain:  # RCPT TO:<postmaster> without a domain (RFC 5321 4.5.1)
+            target = self.postmaster or self._rules.first_user(None)
+            domain = target.rpartition("@")[2] if target else ""
+            local = "postmaster"
+        address = f"{local}@{domain}"
+        if domain.startswith("[") or local.startswith('"'):
+            # Address literals are never ours; quoted local parts never name an account,
+            # which also closes '"user@other"@our.example' style relay tricks.
+            ours = not domain.startswith("[") and self._accounts.has_domain(domain)
+            return Resolution(Outcome.UNKNOWN_USER if ours else Outcome.NOT_OURS, address)
+        canonical = f"{local.lower()}@{domain.lower()}"
+        if not self._accounts.has_domain(domain):
+            return Resolution(Outcome.NOT_OURS, address)
+        routes: dict[tuple, Route] = {}
+        try:
+            if not self._expand(canonical, routes, seen=(), depth=0):
+                return Resolution(Outcome.UNKNOWN_USER, canonical)
+        except _Loop:
+            return Resolution(Outcome.LOOP, canonical)
+        except _TooBig:
+            return Resolution(Outcome.TOO_BIG, canonical)
+        if not routes:  # every alias target has gone (deleted users)
+            return Resolution(Outcome.UNKNOWN_USER, canonical)
+        return Resolution(Outcome.OK, canonical, list(routes.values()))
+
+    def _add(self, routes: dict[tuple, Route], route: Route) -> None:
+        routes.setdefault((route.kind, route.user, route.address), route)
+        if len(routes) > self.max_expansion:
+            raise _TooBig()
+
+    def _expand(self, address: str, routes: dict[tuple, Route], seen: tuple, depth: int) -> bool:
+        """Add where ``address`` leads to ``routes``; False when nothing here knows it."""
+        if address in seen:
+            raise _Loop()
+        if depth > self.max_depth:
+            raise _Loop()
+        seen = (*seen, address)
+        local, _, domain = address.rpartition("@")
+        if not self._accounts.has_domain(domain):
+            self._add(routes, Route(RouteKind.REMOTE, address))
+            return True
+        target_domain = self._accounts.domain_alias_of(domain)
+        if target_domain:
+            return self._expand(f"{local}@{target_domain}", routes, seen, depth + 1)
+        targets = self._rules.alias_targets(address)
+        if targets:
+            self._expand_all(targets, routes, seen, depth)
+            return True
+        base = local.split(self.delimiter, 1)[0] if self.delimiter else local
+        user = f"{base}@{domain}"
+        if base and self._accounts.has_user(user):
+            forwards, keep_copy = self._rules.forward_of(user)
+            if not forwards or keep_copy:
+                self._add(routes, Route(RouteKind.LOCAL, user, user=user))
+            self._expand_all(forwards, routes, (*seen, user), depth)
+            return True
+        if base != local:
+            targets = self._rules.alias_targets(user)
+            if targets:
+                self._expand_all(targets, routes, seen, depth)
+                return True
+        if base in ROLE_ACCOUNTS:
+            target = self.postmaster or self._rules.first_user(domain)
+            if target and target not in seen:
+                return self._expand(target, routes, seen, depth + 1)
+        targets = self._rules.alias_targets(f"@{domain}")
+        if targets:
+            self._expand_all(targets, routes, seen, depth)
+            return True
+        return False
+
+    def _expand_all(self, targets: list[str], routes: dict, seen: tuple, depth: int) -> None:
+        # A target naming a local user that no longer exists adds nothing; if no target is
+        # left at all, the address counts as unknown (resolve_sync).
+        for target in targets:
+            self._expand(target, routes, seen, depth + 1)

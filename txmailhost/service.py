@@ -226,7 +226,13 @@ def build(config: Any, reactor: Any) -> MultiService:
     portal = ThrottledPortal(
         Portal(MailRealm(store), [AccountsChecker(accounts, reactor, accounts_pool)]), throttle
     )
-    router = Router(accounts, reactor, accounts_pool)
+    router = Router(
+        accounts,
+        reactor,
+        accounts_pool,
+        delimiter=config.routing.recipient_delimiter,
+        postmaster=config.routing.postmaster or None,
+    )
     spool = IncomingSpool(os.path.join(config.queue_dir, "tmp"), reactor, storage_pool)
     swept = spool.sweep()
     if swept:
@@ -252,7 +258,7 @@ def build(config: Any, reactor: Any) -> MultiService:
         reactor, window=security.login_failure_window, ip_limit=10**9, free_failures=5
     )
     inbound = SMTPFactory(
-        InboundPolicy(router, store, rcpt_throttle),
+        InboundPolicy(router, store, rcpt_throttle=rcpt_throttle),
         spool,
         hostname=config.hostname,
         reactor=reactor,

@@ -100,7 +100,7 @@ def test_message_to_local_user_is_stored_with_trace_headers(session, world):
     assert out.startswith(b"250 2.0.0 OK delivered as ")
     (stored,) = world.inbox_files("alice@example.test")
     assert stored.startswith(b"Return-Path: <x@remote.test>\r\nReceived: from c.test ([192.0.2.7])")
-    assert b"for <alice@example.test>;" in stored
+    assert b"for <Alice@Example.test>;" in stored  # the forward-path as the client gave it
     assert stored.endswith(b"Subject: hi\r\n\r\n.leading dot\r\nbody\r\n")
     assert os.listdir(os.path.join(world.root, "queue", "tmp")) == []
 
@@ -329,7 +329,9 @@ def test_unknown_recipients_beyond_the_free_ones_are_answered_ever_slower(world)
     throttle = LoginThrottle(world.reactor, ip_limit=10**9, free_failures=2)
     spool = IncomingSpool(os.path.join(world.root, "queue", "tmp"), world.reactor, world.pool)
     factory = SMTPFactory(
-        InboundPolicy(world.router, world.store, throttle), spool, reactor=world.reactor
+        InboundPolicy(world.router, world.store, rcpt_throttle=throttle),
+        spool,
+        reactor=world.reactor,
     )
     s = Session(factory)
     s.read()

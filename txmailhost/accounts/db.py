@@ -28,6 +28,27 @@ CREATE TABLE IF NOT EXISTS users (
 CREATE INDEX IF NOT EXISTS users_by_domain ON users(domain);
 """
 
+# Version 2 (routing): aliases, per-user forwarding, quotas, domain aliases. Applied once to
+# databases made by version 1; ``PRAGMA user_version`` records what a file has.
+_SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS aliases (
+    address TEXT NOT NULL,      -- 'team@example.org', or '@example.org' for the catch-all
+    target TEXT NOT NULL,       -- any address, local or remote
+    created REAL NOT NULL,
+    PRIMARY KEY (address, target)
+);
+CREATE TABLE IF NOT EXISTS forwards (
+    address TEXT NOT NULL REFERENCES users(address) ON DELETE CASCADE,
+    target TEXT NOT NULL,
+    PRIMARY KEY (address, target)
+);
+ALTER TABLE users ADD COLUMN keep_copy INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE users ADD COLUMN quota INTEGER;           -- bytes, NULL: the domain's default
+ALTER TABLE domains ADD COLUMN default_quota INTEGER; -- bytes, NULL: unlimited
+ALTER TABLE domains ADD COLUMN alias_of TEXT;         -- mail for this domain goes to that one
+"""
+SCHEMA_VERSION = 2
+
 # A conservative dot-atom local part (RFC 5322 3.2.3) without quoting: it also becomes a
 # directory name, so nothing here may mean anything to a file system.
 _LOCAL = re.compile(r"^[a-z0-9!#$%&'*+=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+=?^_`{|}~-]+)*$")
@@ -77,6 +98,7 @@ class AccountsDB:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.executescript(_SCHEMA)
+            _migrate(conn)
             self._local.conn = conn
         return conn
 
@@ -88,16 +110,39 @@ class AccountsDB:
 
     # -- domains -----------------------------------------------------------------------------
 
-    def add_domain(self, domain: str) -> str:
+    def add_domain(self, domain: str, alias_of: str | None = None) -> str:
+        """Serve ``domain``; with ``alias_of``, mail for it goes to the same users there."""
         name = canonical_domain(domain)
+        target = canonical_domain(alias_of) if alias_of else None
+        if target is not None:
+            if target == name:
+                raise AccountError(f"{name} can't be an alias of itself")
+            if not self.has_domain(target):
+                raise AccountError(f"no such domain: {target}")
+            if self.domain_alias_of(target):
+                raise AccountError(f"{target} is itself an alias; point {name} at its target")
         try:
-            self._db.execute("INSERT INTO domains VALUES (?, ?)", (name, time.time()))
+            self._db.execute(
+                "INSERT INTO domains (name, created, alias_of) VALUES (?, ?, ?)",
+                (name, time.time(), target),
+            )
         except sqlite3.IntegrityError:
             raise AccountError(f"domain {name} already exists") from None
         return name
 
+    def domain_alias_of(self, domain: str) -> str | None:
+        row = self._db.execute("SELECT alias_of FROM domains WHERE name = ?", (domain.lower(),))
+        found = row.fetchone()
+        return found[0] if found else None
+
     def list_domains(self) -> list[str]:
         return [row[0] for row in self._db.execute("SELECT name FROM domains ORDER BY name")]
+
+    def domain_table(self) -> list[tuple[str, str | None, int | None]]:
+        """(name, alias_of, default_quota) of every domain, for ``domain list``."""
+        return self._db.execute(
+            "SELECT name, alias_of, default_quota FROM domains ORDER BY name"
+        ).fetchall()
 
     def has_domain(self, domain: str) -> bool:
         try:
@@ -126,6 +171,10 @@ class AccountsDB:
                     f"domain {name} still has {len(users)} user(s); delete them first or use --force"
                 )
             db.execute("DELETE FROM users WHERE domain = ?", (name,))
+            db.execute(
+                "DELETE FROM aliases WHERE address = ? OR address LIKE ?", (f"@{name}", f"%@{name}")
+            )
+            db.execute("UPDATE domains SET alias_of = NULL WHERE alias_of = ?", (name,))
             db.execute("DELETE FROM domains WHERE name = ?", (name,))
         except BaseException:
             db.execute("ROLLBACK")
@@ -143,10 +192,14 @@ class AccountsDB:
             raise AccountError(
                 f"domain {domain} is not served here; add it with 'domain add {domain}'"
             )
+        target = self.domain_alias_of(domain)
+        if target:
+            raise AccountError(f"{domain} is an alias of {target}; add the user there")
         encoded = hash_password(password)
         try:
             self._db.execute(
-                "INSERT INTO users VALUES (?, ?, ?, ?)", (canonical, domain, encoded, time.time())
+                "INSERT INTO users (address, domain, password_hash, created) VALUES (?, ?, ?, ?)",
+                (canonical, domain, encoded, time.time()),
             )
         except sqlite3.IntegrityError:
             if self.has_user(canonical):
@@ -206,6 +259,22 @@ class AccountsDB:
         return canonical
 
 
+def _migrate(conn: sqlite3.Connection) -> None:
+    if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute("PRAGMA user_version").fetchone()[0] < 2:
+            for statement in _SCHEMA_V2.split(";"):  # no ';' inside the comments above
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 def _validate_password(password: str) -> None:
     if len(password) < 8:
         raise AccountError("password too short: use at least 8 characters")
@@ -213,3 +282,197 @@ def _validate_password(password: str) -> None:
         raise AccountError("password too long: at most 1024 characters")
     if any(c in password for c in "\r\n\0"):
         raise AccountError("password may not contain line breaks or NUL")
+
+
+class AddressRules:
+    """Aliases, forwards, domain aliases and quotas: the rules ``routing.py`` applies.
+
+    Kept apart from ``AccountsDB`` (which owns who exists and their passwords) but on the same
+    database, so the CLI edits them while the server runs and the next lookup sees the change.
+    """
+
+    def __init__(self, accounts: AccountsDB) -> None:
+        self.accounts = accounts
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        return self.accounts._db
+
+    # -- aliases -----------------------------------------------------------------------------
+
+    def _alias_source(self, address: str) -> str:
+        """``local@domain`` or ``@domain`` (the domain's catch-all), in one of our domains."""
+        text = address.strip().lower()
+        source = (
+            f"@{canonical_domain(text[1:])}" if text.startswith("@") else canonical_address(text)
+        )
+        domain = source.rpartition("@")[2]
+        if not self.accounts.has_domain(domain):
+            raise AccountError(f"domain {domain} is not served here")
+        return source
+
+    def add_alias(self, address: str, targets: list[str]) -> tuple[str, list[str]]:
+        source = self._alias_source(address)
+        if not targets:
+            raise AccountError("an alias needs at least one target address")
+        clean = [canonical_address(t) for t in targets]
+        if source in clean:
+            raise AccountError(f"{source} can't be an alias of itself")
+        if self.accounts.has_user(source):
+            raise AccountError(f"{source} is a user account; use 'user forward' to redirect it")
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                "INSERT OR IGNORE INTO aliases VALUES (?, ?, ?)",
+                [(source, t, time.time()) for t in clean],
+            )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return source, clean
+
+    def remove_alias(self, address: str, targets: list[str] | None = None) -> int:
+        source = self._alias_source(address)
+        if targets:
+            clean = [canonical_address(t) for t in targets]
+            removed = sum(
+                self._db.execute(
+                    "DELETE FROM aliases WHERE address = ? AND target = ?", (source, t)
+                ).rowcount
+                for t in clean
+            )
+        else:
+            removed = self._db.execute("DELETE FROM aliases WHERE address = ?", (source,)).rowcount
+        if not removed:
+            raise AccountError(
+                f"no such alias: {source}" + (f" -> {', '.join(targets)}" if targets else "")
+            )
+        return removed
+
+    def list_aliases(self, domain: str | None = None) -> list[tuple[str, list[str]]]:
+        if domain is None:
+            rows = self._db.execute("SELECT address, target FROM aliases ORDER BY address, target")
+        else:
+            name = canonical_domain(domain)
+            rows = self._db.execute(
+                "SELECT address, target FROM aliases WHERE address = ? OR address LIKE ?"
+                " ORDER BY address, target",
+                (f"@{name}", f"%@{name}"),
+            )
+        listing: dict[str, list[str]] = {}
+        for source, target in rows:
+            listing.setdefault(source, []).append(target)
+        return list(listing.items())
+
+    def alias_targets(self, address: str) -> list[str]:
+        return [
+            row[0]
+            for row in self._db.execute(
+                "SELECT target FROM aliases WHERE address = ? ORDER BY target", (address,)
+            )
+        ]
+
+    # -- forwarding --------------------------------------------------------------------------
+
+    def set_forward(self, user: str, targets: list[str], keep_copy: bool) -> list[str]:
+        address = canonical_address(user)
+        if not self.accounts.has_user(address):
+            raise AccountError(f"no such user: {address}")
+        clean = [canonical_address(t) for t in targets]
+        if address in clean:
+            raise AccountError("a user can't forward to their own address (use --keep-copy)")
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DELETE FROM forwards WHERE address = ?", (address,))
+            db.executemany(
+                "INSERT OR IGNORE INTO forwards VALUES (?, ?)", [(address, t) for t in clean]
+            )
+            db.execute(
+                "UPDATE users SET keep_copy = ? WHERE address = ?", (int(keep_copy), address)
+            )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return clean
+
+    def forward_of(self, user: str) -> tuple[list[str], bool]:
+        """(forward targets, keep a copy in the user's INBOX)."""
+        targets = [
+            row[0]
+            for row in self._db.execute(
+                "SELECT target FROM forwards WHERE address = ? ORDER BY target", (user,)
+            )
+        ]
+        row = self._db.execute("SELECT keep_copy FROM users WHERE address = ?", (user,)).fetchone()
+        return targets, bool(row[0]) if row else True
+
+    # -- quotas ------------------------------------------------------------------------------
+
+    def set_quota(self, user: str, limit: int | None) -> str:
+        address = canonical_address(user)
+        _check_quota(limit)
+        cursor = self._db.execute("UPDATE users SET quota = ? WHERE address = ?", (limit, address))
+        if cursor.rowcount == 0:
+            raise AccountError(f"no such user: {address}")
+        return address
+
+    def set_domain_quota(self, domain: str, limit: int | None) -> str:
+        name = canonical_domain(domain)
+        _check_quota(limit)
+        cursor = self._db.execute(
+            "UPDATE domains SET default_quota = ? WHERE name = ?", (limit, name)
+        )
+        if cursor.rowcount == 0:
+            raise AccountError(f"no such domain: {name}")
+        return name
+
+    def quota_of(self, user: str) -> int | None:
+        """The user's storage limit in bytes (their own, else their domain's); None: unlimited."""
+        row = self._db.execute(
+            "SELECT users.quota, domains.default_quota FROM users JOIN domains"
+            " ON users.domain = domains.name WHERE users.address = ?",
+            (user,),
+        ).fetchone()
+        if row is None:
+            return None
+        return row[0] if row[0] is not None else row[1]
+
+    def first_user(self, domain: str | None) -> str | None:
+        """The oldest account of ``domain`` (or of any domain): who gets postmaster@ mail when
+        nobody was named for it."""
+        if domain:
+            row = self._db.execute(
+                "SELECT address FROM users WHERE domain = ? ORDER BY created, address LIMIT 1",
+                (domain,),
+            ).fetchone()
+            if row:
+                return row[0]
+        row = self._db.execute(
+            "SELECT address FROM users ORDER BY created, address LIMIT 1"
+        ).fetchone()
+        return row[0] if row else None
+
+
+def _check_quota(limit: int | None) -> None:
+    if limit is not None and (not isinstance(limit, int) or limit <= 0):
+        raise AccountError("a quota is a positive number of bytes, or none for no limit")
+
+
+def parse_size(text: str) -> int | None:
+    """'500M', '2G', '1048576', 'none' -> bytes (None for no limit); AccountError otherwise."""
+    value = text.strip().lower()
+    if value in ("none", "unlimited", "0"):
+        return None
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+    factor = 1
+    if value and value[-1] in units:
+        factor, value = units[value[-1]], value[:-1]
+    elif value.endswith(("kb", "mb", "gb", "tb")):
+        factor, value = units[value[-2]], value[:-2]
+    if not value.isdigit() or len(value) > 15 or int(value) == 0:
+        raise AccountError(f"not a size: {text!r} (expected e.g. 500M, 2G, 1048576 or none)")
+    return int(value) * factor

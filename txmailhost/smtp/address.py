@@ -92,6 +92,9 @@ def parse_path_argument(arg: str, keyword: str, allow_null: bool) -> PathArgumen
     route = _ROUTE.match(path)
     if route:
         path = path[route.end() :]
+    if keyword == "TO" and path.lower() == "postmaster":
+        # RFC 5321 4.1.1.3: "<Postmaster>" without a domain must be accepted.
+        return PathArgument(Mailbox("postmaster", ""), params)
     return PathArgument(parse_mailbox(path), params)
 
 

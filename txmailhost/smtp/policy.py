@@ -20,11 +20,12 @@ from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 from typing import Any
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from txmailhost.accounts.throttle import client_key
-from txmailhost.routing import Route, RouteKind, Router
+from txmailhost.routing import Outcome, Resolution, Route, RouteKind, Router
 from txmailhost.smtp import replies
 from txmailhost.smtp.address import Mailbox
 from txmailhost.smtp.incoming import IncomingMessage
@@ -39,40 +40,55 @@ class Envelope:
 
     sender: Mailbox | None
     params: dict[str, str | None]
-    routes: list[Route] = field(default_factory=list)
+    recipients: list[str] = field(default_factory=list)  # accepted RCPT addresses
+    routes: list[Route] = field(default_factory=list)  # where they lead, deduplicated
     recipients_tried: int = 0
     authenticated_as: str | None = None
 
 
 class InboundPolicy:
-    """``rcpt_throttle`` (a ``LoginThrottle`` with some free failures) slows down a client
-    that keeps naming unknown users: each further 550 5.1.1 waits longer, so RCPT can't be
-    used to enumerate accounts faster than logins can be guessed (security.md)."""
+    """Port 25. ``rcpt_throttle`` (a ``LoginThrottle`` with some free failures) slows down a
+    client that keeps naming unknown users: each further 550 5.1.1 waits longer, so RCPT
+    can't be used to enumerate accounts faster than logins can be guessed (security.md)."""
 
-    def __init__(self, router: Router, store: Any, rcpt_throttle: Any = None) -> None:
+    def __init__(
+        self, router: Router, store: Any, queue: Any = None, rcpt_throttle: Any = None
+    ) -> None:
         self._router = router
         self._store = store
-        self._queue: Any = None
+        self._queue = queue
         self._rcpt_throttle = rcpt_throttle
 
-    def check_sender(self, session: Any, sender: Mailbox | None) -> SMTPReply:
+    def check_sender(self, session: Any, sender: Mailbox | None) -> SMTPReply | Deferred:
         # Sender authentication (SPF/DMARC) is the filters' job, later; syntax is checked.
         return replies.SENDER_OK
 
     async def check_recipient(
         self, session: Any, recipient: Mailbox
-    ) -> tuple[SMTPReply, Route | None]:
+    ) -> tuple[SMTPReply, list[Route]]:
         try:
-            route = await self._router.resolve(recipient.local, recipient.domain)
+            resolution = await self._router.resolve(recipient.local, recipient.domain)
         except Exception:
             log.failure("recipient lookup failed for {rcpt}", rcpt=str(recipient))
-            return replies.LOOKUP_FAILED, None
-        if route.kind is RouteKind.LOCAL:
-            return replies.RECIPIENT_OK, route
-        if route.kind is RouteKind.UNKNOWN_USER:
+            return replies.LOOKUP_FAILED, []
+        outcome = resolution.outcome
+        if outcome is Outcome.NOT_OURS:
+            return self.not_ours(resolution)
+        if outcome is Outcome.UNKNOWN_USER:
             await self._slow_down(session)
-            return replies.UNKNOWN_USER, None
-        return replies.RELAY_DENIED, None
+            return replies.UNKNOWN_USER, []
+        if outcome is Outcome.LOOP:
+            log.warn("alias loop at {rcpt}", rcpt=resolution.address)
+            return replies.ALIAS_LOOP, []
+        if outcome is Outcome.TOO_BIG:
+            return replies.ALIAS_TOO_BIG, []
+        if self._queue is None and any(r.kind is RouteKind.REMOTE for r in resolution.routes):
+            return replies.REMOTE_UNAVAILABLE, []
+        return replies.RECIPIENT_OK, resolution.routes
+
+    def not_ours(self, resolution: Resolution) -> tuple[SMTPReply, list[Route]]:
+        """Port 25 never relays (DESIGN invariant 6)."""
+        return replies.RELAY_DENIED, []
 
     async def _slow_down(self, session: Any) -> None:
         if self._rcpt_throttle is None:
@@ -85,13 +101,14 @@ class InboundPolicy:
 
     async def deliver(self, envelope: Envelope, message: IncomingMessage) -> SMTPReply:
         try:
-            refusal = self.check_message(envelope, message)
+            refusal = await self.check_message(envelope, message)
             if refusal is not None:
                 return refusal
             await message.commit()
             remote = [route.address for route in envelope.routes if route.kind is RouteKind.REMOTE]
             local = [(route.user, route.mailbox) for route in envelope.routes if route.user]
             if remote:
+                # Envelope-preserving: forwarded mail keeps its original sender (docs/admin.rst).
                 sender = str(envelope.sender) if envelope.sender else None
                 await self._queue.submit(sender, remote, message.path)
             if local:
@@ -103,7 +120,7 @@ class InboundPolicy:
             message.discard()
         return replies.DELIVERED.with_text(f"OK delivered as {message.queue_id}")
 
-    def check_message(self, envelope: Envelope, message: IncomingMessage) -> SMTPReply | None:
+    async def check_message(self, envelope: Envelope, message: IncomingMessage) -> SMTPReply | None:
         """A last look at the message before it is accepted; None accepts it."""
         return None
 
@@ -111,43 +128,39 @@ class InboundPolicy:
 class SubmissionPolicy(InboundPolicy):
     """Ports 587/465: authenticated users sending as themselves, anywhere."""
 
-    def __init__(
-        self, router: Router, store: Any, queue: Any = None, rcpt_throttle: Any = None
-    ) -> None:
-        super().__init__(router, store, rcpt_throttle)
-        self._queue = queue
-
-    def check_sender(self, session: Any, sender: Mailbox | None) -> SMTPReply:
+    def check_sender(self, session: Any, sender: Mailbox | None) -> SMTPReply | Deferred:
         user = session.authenticated_as
         if user is None:
             return replies.AUTH_REQUIRED
         # The null sender stays allowed: clients use it for read receipts and DSNs (RFC 3461).
-        if sender is not None and not self.owns(user, f"{sender.local}@{sender.domain}"):
-            return replies.SENDER_NOT_OWNED
-        return replies.SENDER_OK
+        if sender is None:
+            return replies.SENDER_OK
 
-    async def check_recipient(
-        self, session: Any, recipient: Mailbox
-    ) -> tuple[SMTPReply, Route | None]:
-        try:
-            route = await self._router.resolve(recipient.local, recipient.domain)
-        except Exception:
-            log.failure("recipient lookup failed for {rcpt}", rcpt=str(recipient))
-            return replies.LOOKUP_FAILED, None
-        if route.kind is RouteKind.LOCAL:
-            return replies.RECIPIENT_OK, route
-        if route.kind is RouteKind.UNKNOWN_USER:
-            await self._slow_down(session)
-            return replies.UNKNOWN_USER, None
+        def decide(owned: bool) -> SMTPReply:
+            return replies.SENDER_OK if owned else replies.SENDER_NOT_OWNED
+
+        return self._owns(user, f"{sender.local}@{sender.domain}").addCallback(decide)
+
+    def not_ours(self, resolution: Resolution) -> tuple[SMTPReply, list[Route]]:
         if self._queue is None:
-            return replies.REMOTE_UNAVAILABLE, None
-        return replies.RECIPIENT_OK, route
+            return replies.REMOTE_UNAVAILABLE, []
+        return replies.RECIPIENT_OK, [Route(RouteKind.REMOTE, resolution.address)]
 
-    def owns(self, user: str, address: str) -> bool:
-        """May ``user`` send as ``address``? Their own address (aliases: a later issue)."""
-        return address.lower() == user.lower()
+    def _owns(self, user: str, address: str) -> Deferred[bool]:
+        """May ``user`` send as ``address``: their own, a plus-address of it, or an alias (or
+        alias domain) whose mail reaches them."""
+        if address.lower() == user.lower():
+            return succeed(True)
+        local, _, domain = address.rpartition("@")
 
-    def check_message(self, envelope: Envelope, message: IncomingMessage) -> SMTPReply | None:
+        def reaches(resolution: Resolution) -> bool:
+            return resolution.outcome is Outcome.OK and any(
+                route.user == user.lower() for route in resolution.routes
+            )
+
+        return self._router.resolve(local, domain).addCallback(reaches)
+
+    async def check_message(self, envelope: Envelope, message: IncomingMessage) -> SMTPReply | None:
         """Every From: address must be the user's own (RFC 6409 8: the submission server may
         enforce sender policy); a message without From: passes (the client's problem)."""
         user = envelope.authenticated_as
@@ -155,6 +168,6 @@ class SubmissionPolicy(InboundPolicy):
             return replies.AUTH_REQUIRED
         headers = BytesHeaderParser().parsebytes(message.header_block())
         for _name, address in getaddresses([str(v) for v in headers.get_all("From", [])]):
-            if not address or not self.owns(user, address):
+            if not address or not await self._owns(user, address):
                 return replies.FROM_NOT_OWNED
         return None

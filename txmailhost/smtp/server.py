@@ -383,11 +383,18 @@ class SMTPServer(Protocol, TimeoutMixin):
                 return None
             if int(size) > self.factory.max_message_size:
                 return replies.MESSAGE_TOO_BIG
-        reply = self.policy.check_sender(self, path.mailbox)
-        if reply.positive:
-            self.envelope = Envelope(path.mailbox, params, authenticated_as=self.authenticated_as)
-            self.state = State.MAIL
-        return reply
+        authenticated_as = self.authenticated_as
+
+        def decided(reply: SMTPReply) -> SMTPReply:
+            if reply.positive and self.state is State.GREETED:
+                self.envelope = Envelope(path.mailbox, params, authenticated_as=authenticated_as)
+                self.state = State.MAIL
+            return reply
+
+        result = self.policy.check_sender(self, path.mailbox)
+        if isinstance(result, Deferred):
+            return result.addCallback(decided)
+        return decided(result)
 
     def do_RCPT(self, arg: str) -> SMTPReply | Deferred[SMTPReply] | None:
         assert self.envelope is not None
@@ -400,16 +407,17 @@ class SMTPServer(Protocol, TimeoutMixin):
             self._error(replies.UNKNOWN_PARAMETER)
             return None
         envelope = self.envelope
-        if len(envelope.routes) >= self.factory.max_recipients:
+        if len(envelope.recipients) >= self.factory.max_recipients:
             return replies.TOO_MANY_RECIPIENTS
         envelope.recipients_tried += 1
         recipient = path.mailbox
         assert recipient is not None
 
-        def decided(result: tuple[SMTPReply, Any]) -> SMTPReply:
-            reply, route = result
+        def decided(result: tuple[SMTPReply, list[Any]]) -> SMTPReply:
+            reply, routes = result
             if reply.positive and self.envelope is envelope:
-                envelope.routes.append(route)
+                envelope.recipients.append(f"{recipient.local}@{recipient.domain}")
+                envelope.routes.extend(r for r in routes if r not in envelope.routes)
                 self.state = State.RCPT
             elif not reply.positive:
                 self._errors += 1
@@ -441,8 +449,8 @@ class SMTPServer(Protocol, TimeoutMixin):
         protocol = "ESMTP" if self.esmtp else "SMTP"
         if self.esmtp:
             protocol += ("S" if self.secure else "") + ("A" if self.authenticated_as else "")
-        routes = self.envelope.routes
-        recipient = f"\r\n\tfor <{routes[0].address}>" if len(routes) == 1 else ""
+        recipients = self.envelope.recipients
+        recipient = f"\r\n\tfor <{recipients[0]}>" if len(recipients) == 1 else ""
         origin = f"from {self.helo} ([{self.peer_host}])\r\n\t"
         if self.authenticated_as and self.factory.hide_client_ip:
             origin = ""
@@ -496,7 +504,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             peer=self.peer_host,
             queue_id=queue_id,
             sender=str(envelope.sender or ""),
-            recipients=",".join(route.address for route in envelope.routes),
+            recipients=",".join(envelope.recipients),
             size=size,
             code=reply.code,
             enhanced=reply.enhanced,
