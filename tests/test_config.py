@@ -306,3 +306,65 @@ def test_listeners_may_share_a_port_on_different_addresses(tmp_path: Path) -> No
         'imap = "tcp:2525:interface=127.0.0.2"\n'
     )
     assert load_config(str(tmp_path), str(path)).listen.imap == "tcp:2525:interface=127.0.0.2"
+
+
+# -- [queue] and [relay] (the relay queue) ------------------------------------------------------
+
+
+def test_queue_and_relay_defaults_are_postfix_like(tmp_path: Path) -> None:
+    config = load_config(str(tmp_path))
+    assert (config.queue.retry_min, config.queue.retry_max) == (300.0, 4000.0)
+    assert config.queue.max_lifetime == 5 * 86400
+    assert config.queue.delay_warning == 4 * 3600
+    assert (config.queue.max_connections, config.queue.max_per_domain) == (100, 20)
+    assert config.relay.nameservers == () and config.relay.port == 25
+    assert config.relay.tls == "opportunistic" and config.relay.tls_domains == {}
+
+
+def test_relay_settings_are_read_and_domains_canonicalised(tmp_path: Path) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text(
+        "[queue]\nretry_min = 60\ndelay_warning = 0\n\n"
+        '[relay]\nnameservers = ["127.0.0.1:5353", "::1"]\ntls = "required"\n'
+        'tls_domains = { "Bank.Example." = "verify" }\n'
+    )
+    config = load_config(str(tmp_path), str(path))
+    assert config.queue.retry_min == 60.0 and config.queue.delay_warning == 0.0
+    assert config.relay.nameservers == ("127.0.0.1:5353", "::1")
+    assert config.relay.tls == "required"
+    assert config.relay.tls_domains == {"bank.example": "verify"}
+
+
+def test_bad_relay_settings_are_each_reported_with_their_key(tmp_path: Path) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text(
+        "[queue]\nmax_per_domain = 0\n\n"
+        '[relay]\nnameservers = ["dns.example"]\ntls = "maybe"\n'
+        'tls_domains = { "x.example" = "always" }\n'
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(tmp_path), str(path))
+    keys = [p.split(": ")[1] for p in raised.value.problems]
+    assert keys == ["queue.max_per_domain", "relay.nameservers", "relay.tls", "relay.tls_domains"]
+    assert (
+        "expected one of 'none', 'opportunistic', 'required', 'verify'" in raised.value.problems[2]
+    )
+
+
+def test_smarthost_gets_port_587_unless_given(tmp_path: Path) -> None:
+    path = tmp_path / "t.toml"
+    for given, stored in (
+        ("Relay.Example.NET", "relay.example.net:587"),
+        ("relay.example.net:25", "relay.example.net:25"),
+        ("[::1]:2525", "[::1]:2525"),
+    ):
+        path.write_text(f'[relay]\nsmarthost = "{given}"\n')
+        assert load_config(str(tmp_path), str(path)).relay.smarthost == stored
+
+
+def test_bad_smarthost_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text('[relay]\nsmarthost = "relay.example.net:99999"\n')
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(tmp_path), str(path))
+    assert "relay.smarthost: expected" in raised.value.problems[0]

@@ -136,6 +136,10 @@ def _parser() -> argparse.ArgumentParser:
     register_domain_actions(domain_commands, _with_accounts)
     register_alias(commands, _with_accounts)
 
+    from txmailhost.queue.admin import register as register_queue_commands
+
+    register_queue_commands(commands, _with_config)
+
     user = commands.add_parser("user", help="manage user accounts (user@domain)")
     user_commands = user.add_subparsers(metavar="ACTION", required=True)
     add = user_commands.add_parser("add", help="create an account and its mailbox")

@@ -383,6 +383,15 @@ class StoreConfig:
     )
 
 
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in allowed:
+            raise _Invalid("expected one of " + ", ".join(f'"{a}"' for a in allowed))
+        return value
+
+    return check
+
+
 def _delimiter(value: Any) -> str:
     if not isinstance(value, str) or len(value) > 1 or (value and value not in "+-_=#~"):
         raise _Invalid('expected one of + - _ = # ~, or "" to turn plus-addressing off')
@@ -413,6 +422,13 @@ class RoutingConfig:
         doc="""Who reads mail for postmaster@ and abuse@ of every domain (RFC 5321 4.5.1 and RFC
         2142 require them) unless an alias says otherwise. Empty: the oldest account of the
         domain the mail was sent to.""",
+    )
+    quota_full: str = setting(
+        "temporary",
+        check=_choice("temporary", "permanent"),
+        doc="""What a sender hears for a recipient whose quota is used up: "temporary" (452
+        4.2.2, the sender retries for days while the user makes room) or "permanent" (552
+        5.2.2, the sender bounces the message at once).""",
     )
 
 
@@ -461,6 +477,201 @@ class SecurityConfig:
     )
 
 
+def _seconds_or_zero(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Invalid("expected a number of seconds (0 to disable)")
+    if not math.isfinite(value) or value < 0:
+        raise _Invalid("expected a number of seconds (0 to disable)")
+    return float(value)
+
+
+_TLS_MODES = ("none", "opportunistic", "required", "verify")
+
+
+def _tls_mode(value: Any) -> str:
+    if value not in _TLS_MODES:
+        raise _Invalid("expected one of " + ", ".join(repr(m) for m in _TLS_MODES))
+    return value
+
+
+def _tls_domains(value: Any) -> dict[str, str]:
+    expected = 'expected a table of domain = TLS mode, e.g. { "example.org" = "verify" }'
+    if not isinstance(value, dict):
+        raise _Invalid(expected)
+    result = {}
+    for domain, mode in value.items():
+        try:
+            result[_hostname(domain)] = _tls_mode(mode)
+        except _Invalid as e:
+            raise _Invalid(f"{expected}; {domain!r}: {e}") from None
+    return result
+
+
+def _nameservers(value: Any) -> tuple[str, ...]:
+    expected = 'expected a list of IP addresses, optionally with a port ("192.0.2.53:5353")'
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _Invalid(expected)
+    from txmailhost.relay.mx import parse_nameserver
+
+    for item in value:
+        try:
+            parse_nameserver(item)
+        except ValueError:
+            raise _Invalid(f"{expected}; {item!r} is not one") from None
+    return tuple(value)
+
+
+def _smarthost(value: Any) -> str:
+    expected = (
+        'expected "" or a host name or IP address, optionally with a port ("smtp.example.net:587")'
+    )
+    if not isinstance(value, str):
+        raise _Invalid(expected)
+    if not value:
+        return value
+    host, port = value, "587"
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest.removeprefix(":") or "587"
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise _Invalid(expected)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        host = _hostname(host)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _username(value: Any) -> str:
+    if not isinstance(value, str) or any(c in value for c in "\0\r\n"):
+        raise _Invalid("expected a user name as a string")
+    return value
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """[queue]: how the relay queue retries, gives up and limits itself."""
+
+    retry_min: float = setting(
+        300.0,
+        check=_seconds,
+        doc="""Seconds before the first retry of a temporarily failed delivery; each further
+        retry waits twice as long, up to retry_max (Postfix's minimal_backoff_time).""",
+    )
+    retry_max: float = setting(
+        4000.0,
+        check=_seconds,
+        doc="""Longest wait between two delivery attempts (Postfix's maximal_backoff_time).""",
+    )
+    max_lifetime: float = setting(
+        432000.0,
+        check=_seconds,
+        doc="""Seconds a message stays queued before undelivered recipients are bounced to the
+        sender with status 5.4.7 (default 5 days, Postfix's maximal_queue_lifetime).""",
+    )
+    delay_warning: float = setting(
+        14400.0,
+        check=_seconds_or_zero,
+        doc="""Seconds after which the sender gets one "delayed" notice (RFC 3464) for mail
+        still not delivered; 0 sends none.""",
+    )
+    max_connections: int = setting(
+        100,
+        check=_integer("connections", maximum=10000),
+        doc="""Most delivery attempts (outgoing SMTP connections) in progress at once.""",
+    )
+    max_per_domain: int = setting(
+        20,
+        check=_integer("connections", maximum=10000),
+        doc="""Most delivery attempts in progress at once to one destination domain, so a big
+        mailing doesn't hammer one provider.""",
+    )
+    max_hops: int = setting(
+        50,
+        check=_integer("header fields", maximum=1000),
+        doc="""A message with more Received: header fields than this is looping and is
+        bounced with 5.4.6 instead of being sent on (RFC 5321 6.3).""",
+    )
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """[relay]: how mail leaves for other servers: DNS, SMTP port, TLS policy."""
+
+    nameservers: tuple[str, ...] = setting(
+        (),
+        check=_nameservers,
+        doc="""DNS servers for MX lookups, as IP addresses (a port may follow: "192.0.2.53:5353").
+        Empty: the system's resolver (/etc/resolv.conf).""",
+    )
+    dns_timeout: float = setting(
+        10.0,
+        check=_seconds,
+        doc="""Seconds one DNS lookup may take before the delivery is deferred.""",
+    )
+    port: int = setting(
+        25,
+        check=_integer("port", maximum=65535),
+        doc="""TCP port of the receiving mail servers. Always 25 on the internet; other values
+        are for tests.""",
+    )
+    connect_timeout: float = setting(
+        30.0,
+        check=_seconds,
+        doc="""Seconds to wait for a TCP connection to a mail server before trying the next.""",
+    )
+    tls: str = setting(
+        "opportunistic",
+        check=_tls_mode,
+        doc="""TLS for outgoing mail: "opportunistic" uses STARTTLS when offered (without
+        checking the certificate); "required" defers mail to servers without STARTTLS;
+        "verify" also needs a certificate valid for the MX host name; "none" never uses
+        TLS.""",
+    )
+    tls_domains: dict = setting(
+        default_factory=dict,
+        check=_tls_domains,
+        doc="""Per-domain exceptions to relay.tls, e.g. { "bank.example" = "verify" }.""",
+    )
+    tls_ca_file: str = setting(
+        "",
+        check=_path,
+        doc="""PEM file of the certificate authority that "verify" trusts; empty: the
+        system's trust store.""",
+    )
+    nxdomain_grace: float = setting(
+        3600.0,
+        check=_seconds_or_zero,
+        doc="""Seconds during which a recipient domain that does not exist (NXDOMAIN) is
+        retried like a temporary failure, in case its DNS is being set up or repaired; after
+        that the recipient bounces with 5.1.2.""",
+    )
+    smarthost: str = setting(
+        "",
+        check=_smarthost,
+        doc="""Send all remote mail through this server instead of the recipients' MX hosts
+        ("smtp.provider.example:587"; port 587 unless given). Empty: deliver directly.""",
+    )
+    smarthost_tls: str = setting(
+        "required",
+        check=_tls_mode,
+        doc="""TLS towards the smarthost, one of the relay.tls modes.""",
+    )
+    smarthost_username: str = setting(
+        "",
+        check=_username,
+        doc="""Username for AUTH PLAIN at the smarthost; empty: no authentication. The password
+        is sent only over TLS (or to a loopback address).""",
+    )
+    smarthost_password_file: str = setting(
+        "",
+        check=_path,
+        doc="""File whose first line is the smarthost password (keep it mode 0600).""",
+    )
+
+
 # Section name -> (dataclass, doc for the rendered file), in the order the file shows them.
 _SECTIONS: dict[str, tuple[type, str]] = {
     "server": (ServerConfig, "This server's identity."),
@@ -477,6 +688,8 @@ _SECTIONS: dict[str, tuple[type, str]] = {
     "store": (StoreConfig, "Mail store tuning."),
     "security": (SecurityConfig, "Login throttling, connection limits and privacy."),
     "routing": (RoutingConfig, "Recipient addresses: plus-addressing, postmaster."),
+    "queue": (QueueConfig, "The relay queue: retries, expiry, delay warnings, limits."),
+    "relay": (RelayConfig, "Outgoing mail to other servers: DNS, port, TLS policy."),
 }
 
 
@@ -495,6 +708,8 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
 
     @property
     def accounts_path(self) -> str:
@@ -640,6 +855,8 @@ def _build(data_dir: str, path: str, document: dict[str, Any]) -> Config:
         store=sections["store"],
         security=sections["security"],
         routing=sections["routing"],
+        queue=sections["queue"],
+        relay=sections["relay"],
     )
 
 
@@ -735,6 +952,11 @@ _HEADER = """\
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        items = ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + items + " }" if items else "{}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):

@@ -94,6 +94,10 @@ class Router:
         self.max_depth = max_depth
         self.max_expansion = max_expansion
 
+    def quota_of(self, user: str) -> Deferred[int | None]:
+        """The user's storage limit in bytes, None for unlimited (AddressRules.quota_of)."""
+        return threads.deferToThreadPool(self._reactor, self._pool, self._rules.quota_of, user)
+
     def resolve(self, local: str, domain: str) -> Deferred[Resolution]:
         return threads.deferToThreadPool(
             self._reactor, self._pool, self.resolve_sync, local, domain

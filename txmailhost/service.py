@@ -198,7 +198,9 @@ def build(config: Any, reactor: Any) -> MultiService:
     from txmailhost.accounts.throttle import LoginThrottle, ThrottledPortal
     from txmailhost.limits import LimitedFactory
     from txmailhost.pop3.server import POP3Factory
+    from txmailhost.queue.service import build_queue
     from txmailhost.routing import Router
+    from txmailhost.smtp import replies as smtp_replies
     from txmailhost.smtp.incoming import IncomingSpool
     from txmailhost.smtp.policy import InboundPolicy, SubmissionPolicy
     from txmailhost.smtp.server import SMTPFactory
@@ -237,6 +239,8 @@ def build(config: Any, reactor: Any) -> MultiService:
     swept = spool.sweep()
     if swept:
         log.info("removed {n} unacknowledged partial message(s) left by a crash", n=swept)
+    queue, queue_service = build_queue(config, store, reactor, storage_pool)
+    queue_service.setServiceParent(top)
 
     try:
         tls = ReloadableTLS(config.tls.certificate, config.tls.key)
@@ -257,8 +261,20 @@ def build(config: Any, reactor: Any) -> MultiService:
     rcpt_throttle = LoginThrottle(
         reactor, window=security.login_failure_window, ip_limit=10**9, free_failures=5
     )
+    quota_full = (
+        smtp_replies.QUOTA_FULL_PERMANENT
+        if config.routing.quota_full == "permanent"
+        else smtp_replies.QUOTA_FULL_TEMPORARY
+    )
     inbound = SMTPFactory(
-        InboundPolicy(router, store, rcpt_throttle=rcpt_throttle),
+        InboundPolicy(
+            router,
+            store,
+            queue=queue,  # alias and forward targets elsewhere are relayed
+            rcpt_throttle=rcpt_throttle,
+            quota_full=quota_full,
+            hostname=config.hostname,
+        ),
         spool,
         hostname=config.hostname,
         reactor=reactor,
@@ -268,7 +284,14 @@ def build(config: Any, reactor: Any) -> MultiService:
 
     def submission(implicit_tls: bool) -> SMTPFactory:
         return SMTPFactory(
-            SubmissionPolicy(router, store, queue=None, rcpt_throttle=rcpt_throttle),
+            SubmissionPolicy(
+                router,
+                store,
+                queue=queue,
+                rcpt_throttle=rcpt_throttle,
+                quota_full=quota_full,
+                hostname=config.hostname,
+            ),
             spool,
             hostname=config.hostname,
             reactor=reactor,

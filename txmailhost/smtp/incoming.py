@@ -76,9 +76,15 @@ class IncomingMessage:
         self._buffered = 0
         self._file: Any = None
         self._created = False
+        self.size = 0  # octets written: the message as stored
         self.head = bytearray()
 
+    def sibling(self) -> IncomingMessage:
+        """Another message in the same spool (for notices the server writes itself)."""
+        return IncomingMessage(os.path.dirname(self.path), self._reactor, self._pool)
+
     def _append(self, data: bytes) -> None:
+        self.size += len(data)
         if self._file is not None:
             self._file.write(data)
             return

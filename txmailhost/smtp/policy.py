@@ -15,9 +15,10 @@ recipient's INBOX (file and directory fsync'd by the store) and/or spooled in th
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
-from email.utils import getaddresses
+from email.utils import formatdate, getaddresses
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -44,6 +45,8 @@ class Envelope:
     routes: list[Route] = field(default_factory=list)  # where they lead, deduplicated
     recipients_tried: int = 0
     authenticated_as: str | None = None
+    # user -> (bytes used when the RCPT was accepted, quota): for the 90% warning.
+    quota_usage: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 class InboundPolicy:
@@ -52,12 +55,20 @@ class InboundPolicy:
     can't be used to enumerate accounts faster than logins can be guessed (security.md)."""
 
     def __init__(
-        self, router: Router, store: Any, queue: Any = None, rcpt_throttle: Any = None
+        self,
+        router: Router,
+        store: Any,
+        queue: Any = None,
+        rcpt_throttle: Any = None,
+        quota_full: SMTPReply = replies.QUOTA_FULL_TEMPORARY,
+        hostname: str = "localhost",
     ) -> None:
         self._router = router
         self._store = store
         self._queue = queue
         self._rcpt_throttle = rcpt_throttle
+        self._quota_full = quota_full
+        self._hostname = hostname
 
     def check_sender(self, session: Any, sender: Mailbox | None) -> SMTPReply | Deferred:
         # Sender authentication (SPF/DMARC) is the filters' job, later; syntax is checked.
@@ -84,7 +95,34 @@ class InboundPolicy:
             return replies.ALIAS_TOO_BIG, []
         if self._queue is None and any(r.kind is RouteKind.REMOTE for r in resolution.routes):
             return replies.REMOTE_UNAVAILABLE, []
-        return replies.RECIPIENT_OK, resolution.routes
+        routes = resolution.routes
+        if len(routes) == 1 and routes[0].kind is RouteKind.LOCAL:
+            refusal = await self._check_quota(session, routes[0].user)
+            if refusal is not None:
+                return refusal, []
+        return replies.RECIPIENT_OK, routes
+
+    async def _check_quota(self, session: Any, user: str) -> SMTPReply | None:
+        """RCPT-time quota check for a direct recipient (RFC 1870 SIZE counted if declared).
+
+        Alias fan-outs are not refused for one full member (that would hold up everyone):
+        there the quota is soft, and the overshoot is logged.
+        """
+        limit = await self._router.quota_of(user)
+        if limit is None:
+            return None
+        used = await self._store.usage(user)
+        envelope = session.envelope
+        declared = envelope.params.get("SIZE") if envelope is not None else None
+        size = int(declared) if declared and declared.isdigit() else 0
+        if used >= limit or used + size > limit:
+            log.info(
+                "quota: {user} full ({used} of {limit} bytes)", user=user, used=used, limit=limit
+            )
+            return self._quota_full
+        if envelope is not None:
+            envelope.quota_usage[user] = (used, limit)
+        return None
 
     def not_ours(self, resolution: Resolution) -> tuple[SMTPReply, list[Route]]:
         """Port 25 never relays (DESIGN invariant 6)."""
@@ -113,6 +151,7 @@ class InboundPolicy:
                 await self._queue.submit(sender, remote, message.path)
             if local:
                 await self._store.deliver(local, message.path)
+                await self._warn_near_quota(envelope, message)
         except Exception:
             log.failure("delivery of {queue_id} failed", queue_id=message.queue_id)
             return replies.DELIVERY_FAILED
@@ -123,6 +162,30 @@ class InboundPolicy:
     async def check_message(self, envelope: Envelope, message: IncomingMessage) -> SMTPReply | None:
         """A last look at the message before it is accepted; None accepts it."""
         return None
+
+    async def _warn_near_quota(self, envelope: Envelope, message: IncomingMessage) -> None:
+        """Tell a user once their mailbox passes 90% of its quota (issue 6): the notice goes
+        into their INBOX when this delivery crossed the line. Never fails the delivery."""
+        size = message.size
+        for user, (used, limit) in envelope.quota_usage.items():
+            if not used < 0.9 * limit <= used + size:
+                continue
+            try:
+                notice = message.sibling()
+                notice.write(quota_notice(user, used + size, limit, self._hostname))
+                await notice.commit()
+                try:
+                    await self._store.deliver([(user, "INBOX")], notice.path)
+                finally:
+                    notice.discard()
+                log.info(
+                    "quota: warned {user} at {used} of {limit} bytes",
+                    user=user,
+                    used=used + size,
+                    limit=limit,
+                )
+            except Exception:
+                log.failure("quota warning for {user} failed", user=user)
 
 
 class SubmissionPolicy(InboundPolicy):
@@ -171,3 +234,22 @@ class SubmissionPolicy(InboundPolicy):
             if not address or not await self._owns(user, address):
                 return replies.FROM_NOT_OWNED
         return None
+
+
+def quota_notice(user: str, used: int, limit: int, hostname: str) -> bytes:
+    """The 90% warning, a plain RFC 5322 message from the domain's postmaster."""
+    domain = user.rpartition("@")[2]
+    percent = used * 100 // limit
+    text = (
+        f"Your mailbox {user} holds {used / 1048576:.1f} MiB of its {limit / 1048576:.1f} MiB"
+        f" quota ({percent}%).\r\n\r\nWhen it is full, new mail to you will be refused."
+        " Delete old messages, or empty Trash and Junk, to make room.\r\n"
+    )
+    headers = (
+        f"From: Mail server <postmaster@{domain}>\r\nTo: <{user}>\r\n"
+        f"Subject: Your mailbox is {percent}% full\r\nDate: {formatdate(localtime=False)}\r\n"
+        f"Message-ID: <quota.{int(time.time())}.{user.replace('@', '.')}@{hostname}>\r\n"
+        "Auto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+    )
+    return (headers + text).encode("utf-8")

@@ -1,0 +1,56 @@
+"""DSN construction (RFC 3464, RFC 6522, RFC 3834)."""
+
+from __future__ import annotations
+
+import email
+
+import pytest
+
+from txmailhost.queue.bounce import DELAYED, FAILED, build_dsn
+from txmailhost.queue.spool import Envelope, Recipient
+
+
+def envelope(sender="alice@example.test") -> Envelope:
+    return Envelope("QID123456", sender, 1_700_000_000.0, 100, [Recipient("c@remote.test")])
+
+
+def test_dsn_parses_as_a_multipart_report_with_three_parts():
+    r = Recipient("c@remote.test", attempts=1, status="5.1.1", diagnostic="550 5.1.1 unknown")
+    dsn = build_dsn("mx.example.test", envelope(), [r], b"Subject: x\r\n", action=FAILED, now=1.7e9)
+    message = email.message_from_bytes(dsn)
+    assert message.get_content_type() == "multipart/report"
+    assert message.get_param("report-type") == "delivery-status"
+    assert [p.get_content_type() for p in message.get_payload()] == [
+        "text/plain",
+        "message/delivery-status",
+        "text/rfc822-headers",
+    ]
+    assert message["Auto-Submitted"] == "auto-replied"
+    assert message["To"] == "<alice@example.test>"
+
+
+def test_a_hostile_reply_cannot_inject_fields_into_the_report():
+    r = Recipient("c@remote.test", status="5.0.0", diagnostic="550 no\r\nAction: delivered")
+    dsn = build_dsn("mx.example.test", envelope(), [r], b"", action=FAILED, now=1.7e9)
+    assert b"\r\nAction: delivered" not in dsn
+    assert b"Diagnostic-Code: smtp; 550 no Action: delivered" in dsn
+
+
+def test_failed_report_never_carries_a_temporary_status():
+    r = Recipient("c@remote.test", status="4.4.1", diagnostic="connection refused")
+    dsn = build_dsn("mx.example.test", envelope(), [r], b"", action=FAILED, now=1.7e9)
+    assert b"Status: 5.0.0\r\n" in dsn
+
+
+def test_delay_report_says_until_when_it_is_retried():
+    r = Recipient("c@remote.test", attempts=3, status="4.4.1", diagnostic="timeout")
+    dsn = build_dsn(
+        "mx.example.test", envelope(), [r], b"", action=DELAYED, now=1.7e9, retry_until=1.8e9
+    )
+    assert b"Action: delayed\r\nStatus: 4.4.1\r\n" in dsn
+    assert b"Will-Retry-Until: " in dsn
+
+
+def test_no_dsn_is_ever_built_for_the_null_sender():
+    with pytest.raises(ValueError):
+        build_dsn("mx.example.test", envelope(None), [], b"", action=FAILED, now=1.7e9)

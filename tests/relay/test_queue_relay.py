@@ -1,0 +1,80 @@
+"""The queue and the relay together: real TCP to receiving servers, retries driven by a Clock."""
+
+from __future__ import annotations
+
+import random
+
+from tests.queue.support import Harness
+from tests.relay.farside import ScriptedFactory, standard_reply, txmailhost_far_side
+from tests.relay.test_courier import FAST
+from tests.support.fixtures import make_world
+from tests.support.syncpool import SyncThreadPool
+from txmailhost.queue.service import ReturnToSender
+from txmailhost.relay.courier import RelayCourier, TLSPolicy
+from txmailhost.relay.mx import MXResolver
+
+
+def relay_courier(net, dns_server, port) -> RelayCourier:
+    resolver = MXResolver(
+        net.reactor, SyncThreadPool(), [dns_server.address], timeout=2, rng=random.Random(0)
+    )
+    return RelayCourier(
+        net.reactor,
+        SyncThreadPool(),
+        resolver,
+        hostname="mx.example.test",
+        port=port,
+        tls=TLSPolicy("opportunistic"),
+        timeouts=FAST,
+    )
+
+
+def submit_and_wait(net, h: Harness, **kwargs) -> str:
+    idle = h.queue.idle
+    queue_id = h.submit(**kwargs)
+    net.run(idle)
+    return queue_id
+
+
+def test_greylisted_message_is_delivered_on_the_retry(net, dns_server, tmp_path):
+    def script(command, session):
+        if command.startswith(b"RCPT") and session.factory.connections == 1:
+            return b"451 4.7.1 greylisted, try again later"
+        return standard_reply(command)
+
+    far = ScriptedFactory(script)
+    port = net.listen(far, "127.0.0.2")
+    dns_server.add("remote.test", "MX", "10 mx.remote.test.")
+    dns_server.add("mx.remote.test", "A", "127.0.0.2")
+    h = Harness(tmp_path, relay_courier(net, dns_server, port), retry_min=300)
+    queue_id = submit_and_wait(net, h)
+    recipient = h.spool.load(queue_id).recipients[0]
+    assert recipient.state == "deferred"
+    assert recipient.diagnostic == "451 4.7.1 greylisted, try again later"
+    idle = h.queue.idle
+    h.clock.advance(300)
+    net.run(idle)
+    assert far.connections == 2
+    delivered = [m for m in far.messages if m]  # the first DATA carried only the dot
+    assert len(delivered) == 1 and b"Subject: outbound" in delivered[0]
+    assert h.queued_ids() == [] and h.dsns == []
+
+
+def test_refused_recipient_bounces_into_the_local_senders_inbox(net, dns_server, tmp_path):
+    far_world, factory = txmailhost_far_side(tmp_path / "far", net.reactor)
+    port = net.listen(factory, "127.0.0.2")
+    dns_server.add("far.test", "A", "127.0.0.2")
+    h = Harness(tmp_path / "here", relay_courier(net, dns_server, port))
+    (tmp_path / "here").mkdir(exist_ok=True)
+    ours = make_world(tmp_path / "here")
+    ours.add_user("alice@example.test")
+    h.queue.return_to_sender = ReturnToSender(
+        h.spool, ours.router, ours.store, h.queue, h.clock, SyncThreadPool()
+    )
+    submit_and_wait(net, h, recipients=["nobody@far.test", "bob@far.test"])
+    [dsn] = ours.inbox_files("alice@example.test")
+    assert b"multipart/report" in dsn
+    assert b"Final-Recipient: rfc822; nobody@far.test\r\nAction: failed\r\nStatus: 5.1.1" in dsn
+    assert b"bob@far.test" not in dsn.split(b"text/rfc822-headers")[0]
+    assert len(far_world.inbox_files("bob@far.test")) == 1
+    assert h.queued_ids() == []

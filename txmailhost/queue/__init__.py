@@ -1,0 +1,29 @@
+"""The relay queue: mail for remote recipients, kept on disk until delivered or bounced.
+
+What it owns:
+- ``spool.py``: the on-disk spool under ``DATA/queue/`` — ``msg/ID`` (the message, a hard link
+  to the file the SMTP server received) and ``env/ID.json`` (the envelope: sender, and each
+  recipient with its state, attempts, next attempt and last reply), readable with ``cat``;
+  ``control/`` holds requests dropped by the admin CLI (``ID.bounce``, ``ID.delete``,
+  ``ID.retry``, ``flush``).
+- ``scheduler.py``: the ``Queue`` — one Deferred per delivery attempt, exponential backoff,
+  global and per-domain concurrency limits, expiry, delay warnings.
+- ``bounce.py``: delivery status notifications (RFC 3464 / RFC 6522).
+- ``service.py``: ``build_queue(config, store, reactor, pool)`` for ``txmailhost.service``,
+  and ``ReturnToSender`` (DSNs into a local sender's INBOX, or queued for a remote one).
+- ``admin.py``: the ``txmailhost queue list|show|flush|retry|delete|bounce`` commands.
+
+Imports: ``_safeio``, ``routing``, the store interface, and (only in ``service.py``) the
+``relay`` package, which implements :class:`~txmailhost.queue.interfaces.ICourier`.
+
+Invariants a change must keep:
+1. ``submit`` fires only after the message file, the envelope and their directories are
+   fsync'd (DESIGN invariant 1). The message is linked before the envelope is written, so an
+   envelope always points at a complete message.
+2. A message leaves the spool only when every recipient is delivered or bounced, and a bounce
+   is handed to the store or the queue *before* the recipient is recorded as bounced (a crash
+   in between may send a DSN twice, never lose one).
+3. Only the server process writes envelopes; the CLI reads them and drops requests into
+   ``control/``, which the server applies within a second (single writer, no lost updates).
+4. Never a DSN to the null sender (RFC 5321 6.1, RFC 3464 2): no bounce loops.
+"""

@@ -1,0 +1,117 @@
+"""``txmailhost queue ...``: look at the relay queue and ask the server to act on it.
+
+Like Postfix's ``mailq`` / ``postqueue -f`` / ``postsuper -d``:
+
+- ``queue list`` — one line per message: id, size, arrival, sender, and each recipient with its
+  state (the id is the first word, for scripts);
+- ``queue show ID`` — the envelope as stored (JSON) and the message's header section;
+- ``queue flush`` — try every message now; ``queue retry ID`` — try one message now;
+- ``queue delete ID`` — drop a message without telling the sender;
+- ``queue bounce ID`` — fail every undelivered recipient now, with a DSN to the sender.
+
+Reading is done here, from the same files and with the same code as the server
+(``spool.py``). Changes are *requests*: a file in ``DATA/queue/control/`` that the running
+server picks up within a second and applies itself (invariant 3 in ``queue/__init__.py``: one
+writer, so an attempt in flight and an admin action can't overwrite each other). When the
+server is stopped, the request waits and is applied as the server starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from txmailhost.queue.spool import Envelope, Spool, read_header
+
+
+def register(
+    commands: Any, with_config: Callable[..., Callable[[argparse.Namespace], int]]
+) -> None:
+    """Add the ``queue`` command group to the CLI's subparsers."""
+    queue = commands.add_parser("queue", help="inspect and manage the relay queue (like mailq)")
+    actions = queue.add_subparsers(metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="one line per queued message: id, sender, recipients")
+    listing.set_defaults(run=with_config(_list))
+    show = actions.add_parser("show", help="the envelope and headers of one message")
+    show.add_argument("id")
+    show.set_defaults(run=with_config(_show))
+    flush = actions.add_parser("flush", help="try to deliver every queued message now")
+    flush.set_defaults(run=with_config(_flush))
+    for name, text in (
+        ("retry", "try to deliver one message now"),
+        ("delete", "remove a message without notifying the sender"),
+        ("bounce", "give up on a message: a delivery status notification goes to the sender"),
+    ):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("id")
+        action.set_defaults(run=with_config(_request(name)))
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+def format_line(envelope: Envelope) -> str:
+    recipients = " ".join(f"{r.address}({r.state})" for r in envelope.recipients)
+    return (
+        f"{envelope.queue_id}  {envelope.size:>9}  {_when(envelope.arrival)}  "
+        f"<{envelope.sender or ''}>  -> {recipients}"
+    )
+
+
+def _load_all(spool: Spool) -> list[Envelope]:
+    envelopes = []
+    for queue_id in spool.ids():
+        try:
+            envelopes.append(spool.load(queue_id))
+        except (OSError, ValueError, TypeError, KeyError):
+            continue  # removed meanwhile, or being replaced: the server owns these files
+    return envelopes
+
+
+def _list(args: argparse.Namespace, config: Any) -> int:
+    envelopes = _load_all(Spool(config.queue_dir))
+    for envelope in envelopes:
+        print(format_line(envelope))
+    if not envelopes:
+        print("the queue is empty", file=sys.stderr)
+    return 0
+
+
+def _existing(spool: Spool, queue_id: str) -> Envelope:
+    try:
+        return spool.load(queue_id)
+    except FileNotFoundError:
+        raise ValueError(f"no message {queue_id} in the queue") from None
+
+
+def _show(args: argparse.Namespace, config: Any) -> int:
+    spool = Spool(config.queue_dir)
+    envelope = _existing(spool, args.id)
+    sys.stdout.write(envelope.to_json().decode())
+    for r in envelope.recipients:
+        if r.active:
+            print(f"# {r.address}: {r.state}, next attempt {_when(r.next_attempt)}")
+    print()
+    sys.stdout.write(read_header(spool.message_path(args.id)).decode("utf-8", "replace"))
+    return 0
+
+
+def _flush(args: argparse.Namespace, config: Any) -> int:
+    Spool(config.queue_dir).request("flush")
+    print("flush requested; the server starts the deliveries within a second")
+    return 0
+
+
+def _request(kind: str) -> Callable[[argparse.Namespace, Any], int]:
+    def run(args: argparse.Namespace, config: Any) -> int:
+        spool = Spool(config.queue_dir)
+        _existing(spool, args.id)
+        spool.request(kind, args.id)
+        print(f"{kind} of {args.id} requested; the server applies it within a second")
+        return 0
+
+    return run

@@ -1,0 +1,62 @@
+"""What the queue needs from whoever carries mail to another server (the relay package).
+
+The queue knows envelopes, schedules and bounces; it knows nothing of MX records or SMTP
+replies on the wire. A courier takes one message for the recipients of one destination domain
+and says, per recipient, whether it was delivered, failed for now, or failed for good —
+the split chasquid makes between its queue and its courier.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from twisted.internet.defer import Deferred
+from zope.interface import Interface
+
+
+class Outcome(enum.Enum):
+    DELIVERED = "delivered"
+    TEMPORARY = "temporary"  # 4xx, timeouts, DNS trouble: try again later
+    PERMANENT = "permanent"  # 5xx, null MX: bounce this recipient
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    """One recipient's fate in one attempt.
+
+    ``status`` is the enhanced status code (RFC 3463) that goes into a DSN's ``Status:``;
+    ``diagnostic`` the remote server's reply as it was received (``Diagnostic-Code: smtp;``)
+    or our own explanation; ``remote_mta`` the host that gave it (``Remote-MTA: dns;``).
+    """
+
+    outcome: Outcome
+    status: str
+    diagnostic: str
+    remote_mta: str = ""
+
+    @classmethod
+    def delivered(cls, reply: str, remote_mta: str) -> DeliveryResult:
+        return cls(Outcome.DELIVERED, "2.0.0", reply, remote_mta)
+
+    @classmethod
+    def temporary(cls, status: str, diagnostic: str, remote_mta: str = "") -> DeliveryResult:
+        return cls(Outcome.TEMPORARY, status, diagnostic, remote_mta)
+
+    @classmethod
+    def permanent(cls, status: str, diagnostic: str, remote_mta: str = "") -> DeliveryResult:
+        return cls(Outcome.PERMANENT, status, diagnostic, remote_mta)
+
+
+class ICourier(Interface):
+    """Carries one message to the servers of one destination domain."""
+
+    def deliver(
+        sender: str | None, recipients: list[str], message_path: str, domain: str, age: float
+    ) -> Deferred[dict[str, DeliveryResult]]:
+        """Attempt delivery to ``recipients`` (all in ``domain``); fires with a result for each.
+
+        ``age`` is how long the message has been queued (seconds), for rules that turn a
+        temporary condition permanent after a while (a domain that keeps not existing).
+        Never errbacks for a delivery problem: failures are results.
+        """

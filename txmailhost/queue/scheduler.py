@@ -1,0 +1,485 @@
+"""The queue manager: when each queued message is tried, how many at once, and what follows.
+
+Model (Postfix's qmgr, chasquid's queue/courier split, mox's "record the attempt before
+dialing"):
+
+- The unit of work is a *job*: one message and one destination domain. Each job is one
+  delivery attempt, one Deferred, handed to the courier with the recipients of that domain
+  that are due.
+- Jobs wait in per-domain lines and start round-robin across domains, at most
+  ``max_connections`` at once overall and ``max_per_domain`` per domain, so one slow domain
+  can't hold the whole queue and one big mailing can't hammer one server.
+- Before the courier is called, the attempt is recorded on disk with its next retry time, so a
+  crash or restart never turns into an immediate re-delivery storm.
+- After a temporary failure a recipient is retried with exponential backoff (``retry_min``
+  doubling up to ``retry_max``, with jitter, like Postfix's minimal/maximal_backoff_time).
+  After ``max_lifetime`` it fails with 5.4.7 (RFC 3463 3.5). Once, after ``delay_warning``,
+  the sender is told that delivery is late (RFC 3464 ``Action: delayed``).
+- Permanent failures, expiry and admin bounces produce one DSN per event (``bounce.py``), never
+  for the null sender. A message with more than ``max_hops`` Received: fields is looping and
+  bounces with 5.4.6 without being sent (RFC 5321 6.3).
+- On start, overdue messages are spread over a short window instead of all firing at once.
+
+Time comes from the injected reactor (``IReactorTime``), so tests drive retries with a Clock.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import threads
+from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
+from twisted.logger import Logger
+
+from txmailhost.queue import bounce
+from txmailhost.queue.interfaces import DeliveryResult, ICourier, Outcome
+from txmailhost.queue.spool import (
+    BOUNCED,
+    DEFERRED,
+    DELIVERED,
+    Envelope,
+    Recipient,
+    Spool,
+    read_header,
+)
+
+log = Logger()
+
+ReturnToSender = Callable[[str, bytes], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    """The scheduling settings (``[queue]`` in the config); times in seconds."""
+
+    retry_min: float = 300.0
+    retry_max: float = 4000.0
+    max_lifetime: float = 5 * 86400.0
+    delay_warning: float = 4 * 3600.0  # 0 disables delay warnings
+    max_connections: int = 100
+    max_per_domain: int = 20
+    max_hops: int = 50
+    jitter: float = 0.1
+    startup_spread: float = 60.0
+    poll_interval: float = 1.0
+
+
+class Queue:
+    """Spooled remote mail and the schedule that delivers it."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        courier: ICourier,
+        return_to_sender: ReturnToSender | None,
+        reactor: Any,
+        pool: Any,
+        *,
+        hostname: str,
+        policy: QueuePolicy | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.spool = spool
+        self.courier = courier
+        self.return_to_sender = return_to_sender
+        self.hostname = hostname
+        self.policy = policy or QueuePolicy()
+        self._reactor = reactor
+        self._pool = pool
+        self._random = rng or random.Random()
+        self._envelopes: dict[str, Envelope] = {}
+        self._locks: dict[str, DeferredLock] = {}
+        self._timers: dict[str, Any] = {}  # queue_id -> IDelayedCall of its next due time
+        self._lines: dict[str, deque[str]] = {}  # domain -> queue ids waiting for a slot
+        self._turn: deque[str] = deque()  # domains with waiting jobs, round-robin
+        self._waiting: set[tuple[str, str]] = set()
+        self._running: set[tuple[str, str]] = set()
+        self._per_domain: dict[str, int] = {}
+        self._poll_call: Any = None
+        self._stopped = True
+        self._loading = False
+        self._load_waiters: list[Deferred[None]] = []
+        self.idle = Deferred()  # tests: fires (and is replaced) whenever nothing is running
+
+    # -- public API -----------------------------------------------------------------------------
+
+    def submit(self, sender: str | None, recipients: list[str], source_path: str) -> Deferred[str]:
+        """Spool a copy of the fsync'd ``source_path`` for ``recipients``; fires with its id
+        once the message, the envelope and their directories are durable (invariant 1).
+
+        While the spool is being loaded at start-up, submissions wait for the load: it sweeps
+        message files without an envelope, which a half-done submission looks like.
+        """
+        recipients = list(recipients)
+
+        def spool(_: object) -> Deferred[Envelope]:
+            now = self._reactor.seconds()
+            return self._in_pool(self.spool.add, sender, recipients, source_path, now)
+
+        def spooled(envelope: Envelope) -> str:
+            log.info(
+                "queued {queue_id} from <{sender}> for {rcpts}",
+                queue_id=envelope.queue_id,
+                sender=envelope.sender or "",
+                rcpts=", ".join(recipients),
+            )
+            self._adopt(envelope)
+            return envelope.queue_id
+
+        return self._when_loaded().addCallback(spool).addCallback(spooled)
+
+    def _when_loaded(self) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if self._loading:
+            self._load_waiters.append(d)
+        else:
+            d.callback(None)
+        return d
+
+    def start(self) -> Deferred[None]:
+        """Load the spool and schedule everything in it; overdue messages are spread out."""
+        self._stopped = False
+        return ensureDeferred(self._start())
+
+    async def _start(self) -> None:
+        self._loading = True
+        try:
+            envelopes, problems = await self._in_pool(self.spool.load_all)
+        finally:
+            self._loading = False
+            waiters, self._load_waiters = self._load_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+        for problem in problems:
+            log.warn("queue: {problem}", problem=problem)
+        now = self._reactor.seconds()
+        overdue = [e for e in envelopes if self._due_time(e) <= now]
+        spread = min(self.policy.startup_spread, len(overdue) / 50.0)
+        for envelope in overdue:
+            when = now + self._random.uniform(0, spread)
+            for r in envelope.active():
+                r.next_attempt = max(r.next_attempt, when)
+        for envelope in envelopes:
+            self._adopt(envelope)
+        log.info("queue: {n} message(s) loaded from the spool", n=len(envelopes))
+        self._poll_call = self._reactor.callLater(0, self._poll)
+
+    def stop(self) -> None:
+        """Stop scheduling; attempts in flight finish and are recorded."""
+        self._stopped = True
+        for call in [*self._timers.values(), self._poll_call]:
+            if call is not None and call.active():
+                call.cancel()
+        self._timers.clear()
+
+    def envelopes(self) -> list[Envelope]:
+        return list(self._envelopes.values())
+
+    def flush(self) -> None:
+        """Try every queued message now (``postqueue -f``)."""
+        for queue_id in list(self._envelopes):
+            self.retry(queue_id)
+
+    def retry(self, queue_id: str) -> bool:
+        envelope = self._envelopes.get(queue_id)
+        if envelope is None:
+            return False
+        now = self._reactor.seconds()
+        for r in envelope.active():
+            r.next_attempt = now
+        self._schedule(envelope)
+        return True
+
+    def delete(self, queue_id: str) -> Deferred[bool]:
+        """Remove a message without a DSN (``postsuper -d``)."""
+        envelope = self._forget(queue_id)
+        if envelope is None:
+            return Deferred.fromCoroutine(self._false())
+        log.info("queue: {queue_id} deleted by the administrator", queue_id=queue_id)
+        return self._locked(queue_id, self.spool.remove, queue_id).addCallback(lambda _: True)
+
+    def bounce(self, queue_id: str) -> Deferred[bool]:
+        """Fail every undelivered recipient now, with a DSN to the sender."""
+        return Deferred.fromCoroutine(self._admin_bounce(queue_id))
+
+    # -- scheduling -----------------------------------------------------------------------------
+
+    async def _false(self) -> bool:
+        return False
+
+    def _in_pool(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        return threads.deferToThreadPool(self._reactor, self._pool, f, *args)
+
+    def _locked(self, queue_id: str, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        """Run a spool write for one message in the pool, one at a time per message."""
+        lock = self._locks.setdefault(queue_id, DeferredLock())
+        return lock.run(self._in_pool, f, *args)
+
+    def _adopt(self, envelope: Envelope) -> None:
+        self._envelopes[envelope.queue_id] = envelope
+        self._schedule(envelope)
+
+    def _forget(self, queue_id: str) -> Envelope | None:
+        call = self._timers.pop(queue_id, None)
+        if call is not None and call.active():
+            call.cancel()
+        return self._envelopes.pop(queue_id, None)
+
+    @staticmethod
+    def _due_time(envelope: Envelope) -> float:
+        return min((r.next_attempt for r in envelope.active()), default=float("inf"))
+
+    def _schedule(self, envelope: Envelope) -> None:
+        """(Re)arm the message's timer for its earliest due recipient."""
+        if self._stopped:
+            return
+        queue_id = envelope.queue_id
+        call = self._timers.pop(queue_id, None)
+        if call is not None and call.active():
+            call.cancel()
+        due = self._due_time(envelope)
+        if due == float("inf"):
+            return
+        delay = max(0.0, due - self._reactor.seconds())
+        self._timers[queue_id] = self._reactor.callLater(delay, self._due, queue_id)
+
+    def _due(self, queue_id: str) -> None:
+        self._timers.pop(queue_id, None)
+        envelope = self._envelopes.get(queue_id)
+        if envelope is None:
+            return
+        now = self._reactor.seconds()
+        for domain in sorted({r.domain for r in envelope.active() if r.next_attempt <= now}):
+            job = (queue_id, domain)
+            if job in self._waiting or job in self._running:
+                continue
+            self._waiting.add(job)
+            if domain not in self._lines:
+                self._lines[domain] = deque()
+                self._turn.append(domain)
+            self._lines[domain].append(queue_id)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Start waiting jobs, round-robin across domains, within both concurrency limits."""
+        blocked = 0
+        while self._turn and len(self._running) < self.policy.max_connections:
+            if blocked >= len(self._turn):
+                break  # every waiting domain is at its own limit
+            domain = self._turn.popleft()
+            if self._per_domain.get(domain, 0) >= self.policy.max_per_domain:
+                self._turn.append(domain)
+                blocked += 1
+                continue
+            blocked = 0
+            line = self._lines[domain]
+            queue_id = line.popleft()
+            if line:
+                self._turn.append(domain)
+            else:
+                del self._lines[domain]
+            job = (queue_id, domain)
+            self._waiting.discard(job)
+            self._running.add(job)
+            self._per_domain[domain] = self._per_domain.get(domain, 0) + 1
+            d = Deferred.fromCoroutine(self._attempt(queue_id, domain))
+            d.addErrback(self._job_failed, job)
+            d.addBoth(self._job_done, job)
+
+    def _job_failed(self, failure: Any, job: tuple[str, str]) -> None:
+        """An attempt crashed (a disk error saving the envelope, a bug): log it and keep the
+        message scheduled at its recorded next attempt, so nothing is stranded."""
+        log.failure("queue job {job} crashed", failure, job=job)
+        envelope = self._envelopes.get(job[0])
+        if envelope is not None:
+            self._schedule(envelope)
+
+    def _job_done(self, _: object, job: tuple[str, str]) -> None:
+        self._running.discard(job)
+        domain = job[1]
+        self._per_domain[domain] -= 1
+        if not self._per_domain[domain]:
+            del self._per_domain[domain]
+        self._pump()
+        if not self._running and not self._waiting:
+            idle, self.idle = self.idle, Deferred()
+            idle.callback(None)
+
+    def _backoff(self, attempts: int) -> float:
+        base = min(self.policy.retry_max, self.policy.retry_min * 2 ** max(0, attempts - 1))
+        return base * self._random.uniform(1 - self.policy.jitter, 1 + self.policy.jitter)
+
+    # -- one attempt ----------------------------------------------------------------------------
+
+    async def _attempt(self, queue_id: str, domain: str) -> None:
+        envelope = self._envelopes.get(queue_id)
+        if envelope is None:
+            return
+        now = self._reactor.seconds()
+        due = [r for r in envelope.active() if r.domain == domain and r.next_attempt <= now]
+        if not due:
+            return
+        for r in due:  # recorded before dialing: a crash now retries later, not at once
+            r.attempts += 1
+            r.next_attempt = now + self._backoff(r.attempts)
+        await self._locked(queue_id, self.spool.save, envelope)
+        results = await self._deliver(envelope, due, now)
+        if self._envelopes.get(queue_id) is not envelope:
+            return  # deleted or bounced by the administrator meanwhile
+        now = self._reactor.seconds()
+        failed: list[Recipient] = []
+        for r in due:
+            if not r.active:
+                continue
+            result = results.get(r.address) or DeliveryResult.temporary(
+                "4.3.0", "no result for this recipient"
+            )
+            self._record(envelope, r, result, now, failed)
+        await self._settle(envelope, failed, now)
+
+    async def _deliver(
+        self, envelope: Envelope, due: list[Recipient], now: float
+    ) -> dict[str, DeliveryResult]:
+        if envelope.hops > self.policy.max_hops:
+            loop = DeliveryResult.permanent(
+                "5.4.6",
+                f"mail loop: {envelope.hops} Received: header fields (limit {self.policy.max_hops})",
+            )
+            return {r.address: loop for r in due}
+        try:
+            return await self.courier.deliver(
+                envelope.sender,
+                [r.address for r in due],
+                self.spool.message_path(envelope.queue_id),
+                due[0].domain,
+                now - envelope.arrival,
+            )
+        except Exception as e:  # a courier bug must not lose the message: retry later
+            log.failure("courier failed for {queue_id}", queue_id=envelope.queue_id)
+            failure = DeliveryResult.temporary("4.3.0", f"internal error: {e}")
+            return {r.address: failure for r in due}
+
+    def _record(
+        self,
+        envelope: Envelope,
+        r: Recipient,
+        result: DeliveryResult,
+        now: float,
+        failed: list[Recipient],
+    ) -> None:
+        r.status, r.diagnostic, r.remote_mta = result.status, result.diagnostic, result.remote_mta
+        fields = {"queue_id": envelope.queue_id, "rcpt": r.address, "reply": result.diagnostic}
+        if result.outcome is Outcome.DELIVERED:
+            r.state = DELIVERED
+            log.info("delivered {queue_id} to <{rcpt}>: {reply}", **fields)
+        elif result.outcome is Outcome.PERMANENT:
+            failed.append(r)
+            log.info("{queue_id} to <{rcpt}> failed permanently: {reply}", **fields)
+        elif now - envelope.arrival >= self.policy.max_lifetime:
+            r.status = "5.4.7"
+            r.diagnostic = f"delivery time expired; last error: {result.diagnostic}"
+            failed.append(r)
+            log.info("{queue_id} to <{rcpt}> expired: {reply}", **fields)
+        else:
+            r.state = DEFERRED
+            log.info(
+                "{queue_id} to <{rcpt}> deferred until {when:.0f}: {reply}",
+                when=r.next_attempt,
+                **fields,
+            )
+
+    async def _settle(self, envelope: Envelope, failed: list[Recipient], now: float) -> None:
+        """Bounce what failed, warn of delays once, then save or remove the envelope."""
+        if failed and await self._notify(envelope, failed, bounce.FAILED, now):
+            for r in failed:
+                r.state = BOUNCED
+        elif failed:
+            for r in failed:  # the DSN couldn't be handed over: keep them, try again later
+                r.state = DEFERRED
+        deferred = [r for r in envelope.active() if r.state == DEFERRED]
+        late = now - envelope.arrival >= self.policy.delay_warning > 0
+        if deferred and late and not envelope.delay_warned:
+            envelope.delay_warned = await self._notify(envelope, deferred, bounce.DELAYED, now)
+        if self._envelopes.get(envelope.queue_id) is not envelope:
+            return
+        if envelope.active():
+            await self._locked(envelope.queue_id, self.spool.save, envelope)
+            self._schedule(envelope)
+        else:
+            self._forget(envelope.queue_id)
+            await self._locked(envelope.queue_id, self.spool.remove, envelope.queue_id)
+            self._locks.pop(envelope.queue_id, None)
+            log.info("queue: {queue_id} done, removed", queue_id=envelope.queue_id)
+
+    async def _notify(
+        self, envelope: Envelope, recipients: list[Recipient], action: str, now: float
+    ) -> bool:
+        """Send a DSN about ``recipients``; True once it is handed over (or not needed)."""
+        if envelope.sender is None:
+            log.info("{queue_id}: no DSN for the null sender", queue_id=envelope.queue_id)
+            return True
+        if self.return_to_sender is None:
+            return True
+        try:
+            headers = await self._in_pool(read_header, self.spool.message_path(envelope.queue_id))
+            dsn = bounce.build_dsn(
+                self.hostname,
+                envelope,
+                recipients,
+                headers,
+                action=action,
+                now=now,
+                retry_until=envelope.arrival + self.policy.max_lifetime,
+            )
+            await self.return_to_sender(envelope.sender, dsn)
+        except Exception:
+            log.failure("DSN for {queue_id} could not be sent", queue_id=envelope.queue_id)
+            return False
+        log.info(
+            "{queue_id}: {action} DSN sent to <{sender}>",
+            queue_id=envelope.queue_id,
+            action=action,
+            sender=envelope.sender,
+        )
+        return True
+
+    async def _admin_bounce(self, queue_id: str) -> bool:
+        envelope = self._envelopes.get(queue_id)
+        if envelope is None:
+            return False
+        failed = envelope.active()
+        for r in failed:
+            r.status, r.diagnostic = "5.0.0", "bounced by the mail administrator"
+        log.info("queue: {queue_id} bounced by the administrator", queue_id=queue_id)
+        await self._settle(envelope, failed, self._reactor.seconds())
+        return True
+
+    # -- requests from the CLI ------------------------------------------------------------------
+
+    def _poll(self) -> None:
+        d = Deferred.fromCoroutine(self._apply_requests())
+        d.addErrback(lambda f: log.failure("queue: reading CLI requests failed", f))
+        d.addBoth(self._next_poll)
+
+    def _next_poll(self, _: object) -> None:
+        if not self._stopped:
+            self._poll_call = self._reactor.callLater(self.policy.poll_interval, self._poll)
+
+    async def _apply_requests(self) -> None:
+        if not os.path.isdir(self.spool.control_dir):
+            return
+        for kind, queue_id in await self._in_pool(self.spool.take_requests):
+            log.info("queue: {kind} {queue_id} requested", kind=kind, queue_id=queue_id or "")
+            if kind == "flush":
+                self.flush()
+            elif kind == "retry" and queue_id:
+                self.retry(queue_id)
+            elif kind == "delete" and queue_id:
+                await self.delete(queue_id)
+            elif kind == "bounce" and queue_id:
+                await self.bounce(queue_id)

@@ -1,0 +1,239 @@
+"""The queue on disk: one message file and one JSON envelope per queued message.
+
+Layout under ``DATA/queue/`` (``tmp/`` belongs to the SMTP server's incoming files)::
+
+    msg/ID          the message as received (a hard link to the server's fsync'd file)
+    env/ID.json     the envelope: sender, arrival, and each recipient's state
+    control/        requests from the admin CLI: ``ID.bounce``, ``ID.delete``, ``ID.retry``, ``flush``
+
+An envelope is plain JSON, so ``cat DATA/queue/env/ID.json`` answers "what happened to this
+message?". Recipient states: ``pending`` (not tried yet), ``deferred`` (tried, temporary
+failure, ``next_attempt`` says when again), ``delivered``, ``bounced``; each with ``attempts``,
+``status`` (RFC 3463), ``diagnostic`` (the last reply) and ``remote_mta``.
+
+Durability (DESIGN invariant 1; mox's queue.Add order): the message is linked and its directory
+fsync'd first, then the envelope is written through ``_safeio.write_atomic`` (temp file, fsync,
+rename, directory fsync). An envelope therefore never points at a missing message; a message
+without an envelope is the remnant of an unacknowledged add or of a removal, and is swept on
+load. Removal unlinks the envelope first for the same reason.
+
+Every function here blocks on the disk: the queue runs them in the service's thread pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+
+from txmailhost import _safeio
+
+PENDING = "pending"
+DEFERRED = "deferred"
+DELIVERED = "delivered"
+BOUNCED = "bounced"
+ACTIVE_STATES = (PENDING, DEFERRED)
+
+REQUEST_KINDS = ("bounce", "delete", "retry")
+HEADER_LIMIT = 64 * 1024
+_QUEUE_ID = re.compile(r"^[A-Za-z0-9]{6,40}$")
+
+
+@dataclass
+class Recipient:
+    address: str
+    state: str = PENDING
+    attempts: int = 0
+    next_attempt: float = 0.0
+    status: str = ""
+    diagnostic: str = ""
+    remote_mta: str = ""
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2].lower()
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+
+@dataclass
+class Envelope:
+    """A queued message: who sent it, when it arrived, and each recipient's state."""
+
+    queue_id: str
+    sender: str | None  # None is the null reverse-path <>
+    arrival: float
+    size: int
+    recipients: list[Recipient] = field(default_factory=list)
+    hops: int = 0  # Received: header fields, for loop detection
+    delay_warned: bool = False
+
+    def active(self) -> list[Recipient]:
+        return [r for r in self.recipients if r.active]
+
+    def to_json(self) -> bytes:
+        return (json.dumps(asdict(self), indent=1, ensure_ascii=False) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Envelope:
+        data = json.loads(raw)
+        recipients = [Recipient(**r) for r in data.pop("recipients")]
+        return cls(recipients=recipients, **data)
+
+
+def new_queue_id() -> str:
+    """Time-ordered (milliseconds in hex) then random, like the SMTP server's ids."""
+    return f"{int(time.time() * 1000):x}{secrets.token_hex(4)}".upper()
+
+
+def count_received(header: bytes) -> int:
+    """How many ``Received:`` fields the header block holds (RFC 5321 6.3 loop detection)."""
+    return len(re.findall(rb"(?im)^received[ \t]*:", header))
+
+
+def read_header(path: str, limit: int = HEADER_LIMIT) -> bytes:
+    """The header section of the message at ``path`` (up to the empty line), at most ``limit``."""
+    with open(path, "rb") as f:
+        head = f.read(limit)
+    end = head.find(b"\r\n\r\n")
+    return head if end < 0 else head[: end + 2]
+
+
+class Spool:
+    """The files of the queue under ``root`` (``DATA/queue``)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.msg_dir = os.path.join(root, "msg")
+        self.env_dir = os.path.join(root, "env")
+        self.control_dir = os.path.join(root, "control")
+        self.tmp_dir = os.path.join(root, "tmp")
+
+    def prepare(self) -> None:
+        for directory in (self.msg_dir, self.env_dir, self.control_dir, self.tmp_dir):
+            _safeio.makedirs_durably(directory)
+
+    def message_path(self, queue_id: str) -> str:
+        return os.path.join(self.msg_dir, queue_id)
+
+    def envelope_path(self, queue_id: str) -> str:
+        return os.path.join(self.env_dir, queue_id + ".json")
+
+    def choose_id(self, source_path: str) -> str:
+        """The incoming file's id when it is free (the 250 reply named it), else a new one."""
+        name = os.path.basename(source_path)
+        if _QUEUE_ID.match(name) and not os.path.exists(self.message_path(name)):
+            return name
+        while True:
+            queue_id = new_queue_id()
+            if not os.path.exists(self.message_path(queue_id)):
+                return queue_id
+
+    def add(
+        self, sender: str | None, recipients: list[str], source_path: str, now: float
+    ) -> Envelope:
+        """Spool a copy of ``source_path`` (already fsync'd) durably; returns its envelope."""
+        queue_id = self.choose_id(source_path)
+        target = self.message_path(queue_id)
+        _safeio.link_durably(source_path, target)
+        _safeio.fsync_dir(self.msg_dir)
+        envelope = Envelope(
+            queue_id=queue_id,
+            sender=sender or None,
+            arrival=now,
+            size=os.path.getsize(target),
+            recipients=[Recipient(address, next_attempt=now) for address in recipients],
+            hops=count_received(read_header(target)),
+        )
+        _safeio.write_atomic(self.envelope_path(queue_id), envelope.to_json())
+        return envelope
+
+    def save(self, envelope: Envelope) -> None:
+        _safeio.write_atomic(self.envelope_path(envelope.queue_id), envelope.to_json())
+
+    def load(self, queue_id: str) -> Envelope:
+        with open(self.envelope_path(queue_id), "rb") as f:
+            return Envelope.from_json(f.read())
+
+    def remove(self, queue_id: str) -> None:
+        """Envelope first (its removal fsync'd: a message done must not be sent again after a
+        crash), then the message; if that unlink is lost in a crash, ``load_all`` sweeps it."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.envelope_path(queue_id))
+        _safeio.fsync_dir(self.env_dir)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.message_path(queue_id))
+
+    def ids(self) -> list[str]:
+        """Queue ids with an envelope, oldest first (ids are time-ordered)."""
+        names = os.listdir(self.env_dir) if os.path.isdir(self.env_dir) else []
+        return sorted(n[:-5] for n in names if n.endswith(".json") and not n.startswith("."))
+
+    def load_all(self) -> tuple[list[Envelope], list[str]]:
+        """Every readable envelope, and a line for each problem found (and cleaned up).
+
+        Temp files of interrupted writes and messages without an envelope are removed; an
+        envelope that can't be parsed or whose message is missing is renamed ``*.broken`` so
+        an administrator can look at it, and is not delivered.
+        """
+        self.prepare()
+        envelopes: list[Envelope] = []
+        problems: list[str] = []
+        broken: set[str] = set()
+        for name in os.listdir(self.env_dir):
+            if name.startswith("."):
+                os.unlink(os.path.join(self.env_dir, name))
+        for queue_id in self.ids():
+            try:
+                envelope = self.load(queue_id)
+                if not os.path.exists(self.message_path(queue_id)):
+                    raise ValueError("its message file is missing")
+            except (ValueError, TypeError, KeyError) as e:
+                problems.append(f"envelope {queue_id} is unusable ({e}); renamed to .broken")
+                os.replace(self.envelope_path(queue_id), self.envelope_path(queue_id) + ".broken")
+                broken.add(queue_id)
+                continue
+            envelopes.append(envelope)
+        known = {e.queue_id for e in envelopes} | broken
+        for name in os.listdir(self.msg_dir):
+            if name not in known:
+                os.unlink(os.path.join(self.msg_dir, name))
+                problems.append(f"removed message {name} that had no envelope")
+        _safeio.fsync_dirs([self.env_dir, self.msg_dir])
+        return envelopes, problems
+
+    # -- requests from the admin CLI ------------------------------------------------------------
+
+    def request(self, kind: str, queue_id: str | None = None) -> None:
+        """Drop a request for the server (``flush`` has no id)."""
+        if kind != "flush" and kind not in REQUEST_KINDS:
+            raise ValueError(f"unknown queue request {kind!r}")
+        self.prepare()
+        name = "flush" if kind == "flush" else f"{queue_id}.{kind}"
+        _safeio.write_atomic(os.path.join(self.control_dir, name), b"")
+
+    def take_requests(self) -> list[tuple[str, str | None]]:
+        """Pending requests as ``(kind, queue_id)``, removed from disk as they are returned."""
+        try:
+            names = sorted(os.listdir(self.control_dir))
+        except FileNotFoundError:
+            return []
+        requests: list[tuple[str, str | None]] = []
+        for name in names:
+            if name.startswith("."):
+                continue
+            if name == "flush":
+                requests.append(("flush", None))
+            else:
+                queue_id, _, kind = name.rpartition(".")
+                if kind in REQUEST_KINDS and queue_id:
+                    requests.append((kind, queue_id))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.control_dir, name))
+        return requests

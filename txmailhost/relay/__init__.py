@@ -1,0 +1,21 @@
+"""Outbound delivery: finding a domain's mail servers and talking ESMTP to them.
+
+What it owns:
+- ``mx.py``: MX resolution with dnspython (RFC 5321 5.1: preference order, random among
+  equals, implicit MX, RFC 7505 null MX), run in the thread pool, never on the reactor.
+- ``client.py``: our own ESMTP client protocol (EHLO, STARTTLS, SIZE, 8BITMIME, PIPELINING,
+  per-phase timeouts of RFC 5321 4.5.3.2, dot-stuffing that is immune to chunk boundaries).
+- ``session.py``: the dialog on one connection (greeting, EHLO, STARTTLS, AUTH to a
+  smarthost, MAIL/RCPT/DATA) and the per-recipient results it yields.
+- ``courier.py``: ``RelayCourier``, the ``ICourier`` the queue calls: resolves, connects to each
+  MX address in turn (or to the smarthost), applies the TLS policy, reuses connections.
+
+Why not ``twisted.mail.smtp.ESMTPClient``/``relaymanager``: they stuff dots per 16 KiB chunk
+(outbound smuggling, observed), don't pipeline or send MAIL parameters, resolve MX through
+twisted.names and keep a pickled queue (notes/twisted-mail-audit.md §2).
+
+Imports: ``queue.interfaces`` (results), Twisted, dnspython, service-identity (through
+``optionsForClientTLS``). Keeps nothing on disk; reads message files from the queue's spool.
+Invariant: a message's bytes go out exactly as spooled (CRLF, dot-stuffed on the wire only),
+minus our own ``Return-Path:`` (RFC 5321 4.4: added only at final delivery).
+"""

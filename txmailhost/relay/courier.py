@@ -1,0 +1,338 @@
+"""``RelayCourier``: the queue's way to the rest of the internet (``ICourier``).
+
+For one message and one destination domain: resolve the domain's MX hosts (``mx.py``), then
+try their addresses in order — at most ``max_addresses`` per attempt, like Postfix's
+``smtp_mx_address_limit`` — until one host runs the transaction (``session.py``). A host
+failure (refused, timed out, garbage, closed mid-transaction) moves on to the next address; if
+none succeeds every recipient is deferred with the last reason, so the queue keeps it.
+
+TLS policy per destination (``relay.tls`` and ``relay.tls_domains``): ``opportunistic`` uses
+STARTTLS when offered without checking the certificate and, if the handshake itself fails,
+tries that address once more in clear (what Postfix's "may" level does); ``required`` needs
+STARTTLS but accepts any certificate; ``verify`` needs STARTTLS and a certificate valid for the
+MX host name (service-identity, RFC 6125), checked against ``relay.tls_ca_file`` or the system
+trust store; ``none`` never uses TLS.
+
+With a smarthost (``relay.smarthost``), every remote message goes to that one server instead of
+the recipient domain's MX, with its own TLS mode (``required`` by default) and, when a username
+is configured, AUTH PLAIN — sent only over TLS or to a loopback address.
+
+Connections are reused (RFC 5321 3.3 allows several transactions per session): after a message
+the session is parked for ``reuse_idle`` seconds, and the next message for the same address,
+port and TLS mode takes it instead of connecting, handshaking and saying EHLO again — up to
+``reuse_max_messages`` per connection. A parked connection that the server closed or spoke on
+is dropped; if a reused one fails before any message byte was sent, a fresh one is tried.
+
+NXDOMAIN stays a temporary failure for ``nxdomain_grace`` seconds after the message arrived
+(a new or briefly broken zone recovers; chasquid retries these too), then bounces with 5.1.2.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet import ssl, threads
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from txmailhost.queue.interfaces import DeliveryResult, ICourier
+from txmailhost.relay.client import Capabilities, HostFailure, SMTPClientProtocol, Timeouts
+from txmailhost.relay.mx import DNSProblem, DomainNotFound, MXResolver
+from txmailhost.relay.session import (
+    NO_TLS,
+    OPPORTUNISTIC,
+    VERIFY,
+    open_session,
+    quit_session,
+    transaction,
+)
+
+log = Logger()
+
+
+@dataclass(frozen=True)
+class TLSPolicy:
+    """Which TLS mode applies to a destination domain, and how to build the TLS client."""
+
+    default: str = OPPORTUNISTIC
+    per_domain: dict[str, str] = field(default_factory=dict)
+    ca_file: str = ""
+
+    def mode_for(self, domain: str) -> str:
+        return self.per_domain.get(domain.lower(), self.default)
+
+    def creator(self, mode: str, server_name: str) -> Any:
+        if mode == VERIFY:
+            if self.ca_file:
+                with open(self.ca_file, "rb") as f:
+                    trust = ssl.Certificate.loadPEM(f.read())
+            else:
+                trust = ssl.platformTrust()
+            return ssl.optionsForClientTLS(server_name, trustRoot=trust)
+        return ssl.CertificateOptions(verify=False)
+
+
+@dataclass(frozen=True)
+class Smarthost:
+    """One server that takes all remote mail (an ISP's relay, a mail provider)."""
+
+    host: str
+    port: int = 587
+    tls: str = "required"
+    username: str = ""
+    password: str = field(default="", repr=False)
+
+    @property
+    def credentials(self) -> tuple[str, str] | None:
+        return (self.username, self.password) if self.username else None
+
+
+class SpoolReader:
+    """Reads the spooled message in chunks in the thread pool (never a big read on the reactor)."""
+
+    def __init__(self, path: str, reactor: Any, pool: Any) -> None:
+        self._path = path
+        self._reactor = reactor
+        self._pool = pool
+        self._file: Any = None
+        self.started = False
+
+    def _read(self, size: int) -> bytes:
+        if self._file is None:
+            self._file = open(self._path, "rb")  # noqa: SIM115 - closed in close()
+        return self._file.read(size)
+
+    def read(self, size: int) -> Deferred[bytes]:
+        self.started = True
+        return threads.deferToThreadPool(self._reactor, self._pool, self._read, size)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+@implementer(ICourier)
+class RelayCourier:
+    def __init__(
+        self,
+        reactor: Any,
+        pool: Any,
+        resolver: MXResolver,
+        *,
+        hostname: str,
+        port: int = 25,
+        tls: TLSPolicy | None = None,
+        timeouts: Timeouts | None = None,
+        max_addresses: int = 5,
+        nxdomain_grace: float = 3600.0,
+        smarthost: Smarthost | None = None,
+        reuse_idle: float = 5.0,
+        reuse_max_messages: int = 100,
+    ) -> None:
+        self._reactor = reactor
+        self._pool = pool
+        self.resolver = resolver
+        self.hostname = hostname
+        self.port = port
+        self.tls = tls or TLSPolicy()
+        self.timeouts = timeouts or Timeouts()
+        self.max_addresses = max_addresses
+        self.nxdomain_grace = nxdomain_grace
+        self.smarthost = smarthost
+        self.reuse_idle = reuse_idle
+        self.reuse_max_messages = reuse_max_messages
+        self._idle: dict[tuple[str, int, str], list[Any]] = {}
+
+    def deliver(
+        self, sender: str | None, recipients: list[str], message_path: str, domain: str, age: float
+    ) -> Deferred[dict[str, DeliveryResult]]:
+        return Deferred.fromCoroutine(self._deliver(sender, recipients, message_path, domain, age))
+
+    async def _deliver(
+        self, sender: str | None, recipients: list[str], message_path: str, domain: str, age: float
+    ) -> dict[str, DeliveryResult]:
+        def everyone(result: DeliveryResult) -> dict[str, DeliveryResult]:
+            return {r: result for r in recipients}
+
+        port, mode, credentials = self.port, self.tls.mode_for(domain), None
+        try:
+            if self.smarthost is not None:
+                hosts = await self.resolver.lookup_host(self.smarthost.host)
+                port, mode = self.smarthost.port, self.smarthost.tls
+                credentials = self.smarthost.credentials
+            else:
+                hosts = await self.resolver.lookup(domain)
+        except DomainNotFound as e:
+            if age >= self.nxdomain_grace:
+                return everyone(DeliveryResult.permanent(e.status, str(e)))
+            return everyone(DeliveryResult.temporary("4.1.2", str(e)))
+        except DNSProblem as e:
+            make = DeliveryResult.permanent if e.permanent else DeliveryResult.temporary
+            return everyone(make(e.status, str(e)))
+        size = await threads.deferToThreadPool(self._reactor, self._pool, _size, message_path)
+        attempt = {
+            "sender": sender,
+            "recipients": recipients,
+            "message_path": message_path,
+            "size": size,
+            "port": port,
+            "credentials": credentials,
+        }
+        last = "no address to try"
+        tried = 0
+        for host in hosts:
+            for address in host.addresses:
+                if tried >= self.max_addresses:
+                    break
+                tried += 1
+                try:
+                    return await self._try(host.name, address, mode, **attempt)
+                except HostFailure as e:
+                    if e.tls and mode == OPPORTUNISTIC:
+                        log.info(
+                            "{host}[{address}]: {error}; retrying without TLS",
+                            host=host.name,
+                            address=address,
+                            error=e,
+                        )
+                        try:
+                            return await self._try(host.name, address, NO_TLS, **attempt)
+                        except HostFailure as again:
+                            e = again
+                    last = f"{host.name}[{address}]: {e}"
+                    log.info("delivery to {domain} via {where} failed", domain=domain, where=last)
+        status = "4.7.5" if "TLS" in last else "4.4.1"
+        return everyone(DeliveryResult.temporary(status, last))
+
+    async def _try(
+        self,
+        host: str,
+        address: str,
+        mode: str,
+        sender: str | None,
+        recipients: list[str],
+        message_path: str,
+        size: int,
+        port: int,
+        credentials: tuple[str, str] | None,
+    ) -> dict[str, DeliveryResult]:
+        """One message over a parked connection to this address if there is one, else a new one."""
+        key = (address, port, mode)
+        message = {"sender": sender, "recipients": recipients, "size": size}
+        idle = self._take_idle(key)
+        if idle is not None:
+            proto, caps = idle
+            reader = SpoolReader(message_path, self._reactor, self._pool)
+            try:
+                return await self._transact(proto, caps, key, host, reader, **message)
+            except HostFailure as e:
+                proto.abort()
+                if reader.started:
+                    raise  # the message may have gone out: never send it twice at once
+                log.info(
+                    "reused connection to {address} failed ({error}); reconnecting",
+                    address=address,
+                    error=e,
+                )
+            finally:
+                reader.close()
+        endpoint_type = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
+        endpoint = endpoint_type(self._reactor, address, port, timeout=self.timeouts.connect)
+        proto = SMTPClientProtocol(self._reactor)
+        try:
+            await connectProtocol(endpoint, proto)
+        except Exception as e:
+            raise HostFailure(f"connection failed: {e}") from None
+        reader = SpoolReader(message_path, self._reactor, self._pool)
+        try:
+            caps = await open_session(
+                proto,
+                hostname=self.hostname,
+                tls_mode=mode,
+                tls_creator=lambda: self.tls.creator(mode, host),
+                timeouts=self.timeouts,
+                credentials=credentials,
+            )
+            return await self._transact(proto, caps, key, host, reader, **message)
+        except HostFailure:
+            proto.abort()
+            raise
+        finally:
+            reader.close()
+
+    async def _transact(
+        self,
+        proto: SMTPClientProtocol,
+        caps: Capabilities,
+        key: tuple[str, int, str],
+        host: str,
+        reader: SpoolReader,
+        *,
+        sender: str | None,
+        recipients: list[str],
+        size: int,
+    ) -> dict[str, DeliveryResult]:
+        results, reusable = await transaction(
+            proto,
+            caps,
+            remote_mta=host,
+            sender=sender,
+            recipients=recipients,
+            size=size,
+            read_chunk=reader.read,
+            timeouts=self.timeouts,
+        )
+        proto.messages_sent += 1
+        if reusable and self.reuse_idle > 0 and proto.messages_sent < self.reuse_max_messages:
+            self._park(key, proto, caps)
+        else:
+            await quit_session(proto, self.timeouts)
+        return results
+
+    # -- connection reuse: a session that just finished waits briefly for the next message --
+
+    def _park(
+        self, key: tuple[str, int, str], proto: SMTPClientProtocol, caps: Capabilities
+    ) -> None:
+        entry: list[Any] = [proto, caps, None]
+        entry[2] = self._reactor.callLater(self.reuse_idle, self._expire, key, entry)
+        self._idle.setdefault(key, []).append(entry)
+
+    def _expire(self, key: tuple[str, int, str], entry: list[Any]) -> None:
+        parked = self._idle.get(key, [])
+        if entry in parked:
+            parked.remove(entry)
+            if not parked:
+                del self._idle[key]
+            Deferred.fromCoroutine(quit_session(entry[0], self.timeouts))
+
+    def _take_idle(
+        self, key: tuple[str, int, str]
+    ) -> tuple[SMTPClientProtocol, Capabilities] | None:
+        parked = self._idle.get(key, [])
+        while parked:
+            proto, caps, timer = parked.pop()
+            if timer.active():
+                timer.cancel()
+            if proto.idle_ok():
+                if not parked:
+                    self._idle.pop(key, None)
+                return proto, caps
+            proto.abort()  # closed or spoke while parked (a 421 on idle timeout): not reusable
+        self._idle.pop(key, None)
+        return None
+
+    def close_idle(self) -> None:
+        """Say QUIT on every parked connection (service shutdown)."""
+        for key in list(self._idle):
+            for entry in list(self._idle.get(key, [])):
+                self._expire(key, entry)
+
+
+def _size(path: str) -> int:
+    return os.path.getsize(path)
