@@ -9,9 +9,12 @@ whether the server delivers before answering ``250`` (txmailhost may) or afterwa
 
 from __future__ import annotations
 
+import itertools
 import os
+import socket
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -63,3 +66,39 @@ class MaildirWatch:
             if seen >= target:
                 return moment
         return None
+
+
+def write_files(
+    maildir: Path, contents: Iterable[bytes], line_end: bytes = b"\r\n", owner: int | None = None
+) -> int:
+    """Put each message into ``maildir/new`` as a delivery agent would; returns how many.
+
+    ``contents`` are CRLF messages; ``line_end`` is what the server keeps on disk (txmailhost
+    CRLF, Dovecot LF). Names carry ``,S=size`` as Maildir++ wants. No fsync: the files are a
+    fixture, written once before anything is measured. ``owner`` (a uid) is for servers that
+    read mail as another user (Dovecot's static mail uid).
+    """
+    for sub in ("tmp", "new", "cur"):
+        (maildir / sub).mkdir(parents=True, exist_ok=True)
+    host = socket.gethostname().replace("/", "_").replace(":", "_")
+    stamp, pid = int(time.time()), os.getpid()
+    written = 0
+    for index, content in enumerate(contents):
+        if line_end != b"\r\n":
+            content = content.replace(b"\r\n", line_end)
+        path = maildir / "new" / f"{stamp}.M{index}P{pid}Q{_batch()}.{host},S={len(content)}"
+        path.write_bytes(content)
+        if owner is not None:
+            os.chown(path, owner, owner)
+        written += 1
+    if owner is not None:
+        for path in (maildir, maildir / "tmp", maildir / "new", maildir / "cur"):
+            os.chown(path, owner, owner)
+    return written
+
+
+_batches = itertools.count()
+
+
+def _batch() -> int:
+    return next(_batches)

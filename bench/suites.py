@@ -6,8 +6,8 @@ runner alternates servers run by run (txmailhost, Postfix, txmailhost, Postfix..
 minute on a shared machine hurts both columns alike instead of one.
 
 Fresh mailboxes are used where a figure depends on mailbox size (SMTP, memory), the same
-populated ones where it should not (POP3, whose first session builds the server's index and is
-therefore a warm-up, not measured).
+populated ones where it should not (POP3 and IMAP, whose first session builds the server's
+index and is therefore a warm-up, not measured).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from bench import fsync_ceiling, pop3_load, smtp_load
+from bench import fsync_ceiling, imap_load, pop3_load, smtp_load
 from bench.maildirs import MaildirWatch
-from bench.memory import MemorySampler, status_kib
+from bench.memory import MemorySampler, status_kib, total_kib
 from bench.results import MACHINE, Figure, Results
 from bench.server import BENCH_DOMAIN, PASSWORD, Server
 from bench.stats import percentile
@@ -184,14 +184,146 @@ def pop3(server: Server, workload: Workload, results: Results) -> Iterator[None]
         yield
 
 
-# TODO(issue 7, IMAP): an ``imap`` suite once txmailhost.imap exists, against Dovecot's
-# ``server.imap_port`` (already listening): populate M (100k for the SELECT target); LOGIN+SELECT;
-# UID FETCH 1:* (UID FLAGS); header and body fetches; SEARCH; STORE; APPEND rate; C concurrent
-# sessions; memory with 1,000 idle connections (target < 50 KiB each).
 def imap(server: Server, workload: Workload, results: Results) -> Iterator[None]:
-    """Not written yet: txmailhost has no IMAP server to measure."""
-    results.note("IMAP: not measured yet (txmailhost has no IMAP server); see bench/suites.py.")
-    yield from ()
+    """A client on a big INBOX, APPEND rate, concurrent sessions, and idle-connection memory.
+
+    The INBOX gets ``imap_messages`` files written straight into ``new/``; a warm-up session
+    then runs every measured command once, so the server's index (and header cache: txmailhost
+    fills it on first fetch of a message written by another tool, Dovecot its
+    dovecot.index.cache) is built before anything is timed: the figures are a client
+    returning to its mailbox, not the first visit after an import. LOGIN+SELECT includes the
+    password hash (scrypt, Argon2id); SELECT alone is timed too, since the issue's target is
+    about SELECT and UID FETCH on a large mailbox, not about hashing.
+    """
+    if server.imap_port is None or server.store_files is None:
+        return
+    host, port, count = server.host, server.imap_port, workload.imap_messages
+    address = f"imap-big@{BENCH_DOMAIN}"
+    server.add_user(address)
+    say(f"{server.name}: IMAP: populating {count} messages")
+    started = time.perf_counter()
+    server.store_files(address, (imap_load.message(i, workload.size) for i in range(count)))
+    warm = asyncio.run(imap_load.session(host, port, address, PASSWORD))
+    took = time.perf_counter() - started
+    say(f"{server.name}: IMAP: written and indexed in {took:.1f}s (warm-up SELECT included)")
+    expected_from = len(range(7, count, imap_load.FROM_VARIETY))
+    expected_text = len(range(0, count, imap_load.RARE_EVERY))
+    if (warm.exists, warm.from_matches, warm.text_matches) != (
+        count,
+        expected_from,
+        expected_text,
+    ):
+        results.problem(
+            f"{server.name}: IMAP mailbox holds {warm.exists} of {count} messages; SEARCH FROM"
+            f" found {warm.from_matches} of {expected_from}, TEXT {warm.text_matches} of"
+            f" {expected_text}"
+        )
+    n = f"{count:,} messages"
+    sessions, appends = workload.imap_sessions, workload.imap_appends
+    table = (  # name, key, label, unit, higher is better
+        ("login_select", f"imap.login_select@{count}", f"IMAP LOGIN+SELECT, {n}", "ms", False),
+        ("select", f"imap.select@{count}", f"IMAP SELECT INBOX, {n}", "ms", False),
+        ("fetch_flags", f"imap.fetch_flags@{count}",
+         f"IMAP UID FETCH 1:* (UID FLAGS), {n}", "ms", False),
+        ("fetch_headers", f"imap.fetch_headers@{count}",
+         f"IMAP FETCH 1:{min(1000, count)} (BODY.PEEK[HEADER]), {n}", "ms", False),
+        ("search_from", f"imap.search_from@{count}", f"IMAP UID SEARCH FROM, {n}", "ms", False),
+        ("search_text", f"imap.search_text@{count}", f"IMAP UID SEARCH TEXT, {n}", "ms", False),
+        ("append", "imap.append", f"IMAP APPEND/s ({appends} in a row, 1 session)", "/s", True),
+        ("concurrent", f"imap.concurrent@{count}",
+         f"IMAP {sessions} sessions at once: SELECT + UID FETCH 1:* (FLAGS), {n}", "ms", False),
+    )  # fmt: skip
+    figures = {
+        name: Figure(key, label, unit, up, "Dovecot") for name, key, label, unit, up in table
+    }
+    contents = [imap_load.message(count + i, workload.size) for i in range(appends)]
+    for run in range(workload.repeat):
+        what = f"{server.name}: IMAP run {run + 1}"
+        try:
+            one = asyncio.run(imap_load.session(host, port, address, PASSWORD))
+            rate = asyncio.run(
+                imap_load.appends(host, port, address, PASSWORD, "Appends", contents)
+            )
+            together = asyncio.run(imap_load.concurrent(host, port, address, PASSWORD, sessions))
+        except (OSError, TimeoutError, imap_load.ImapError) as e:
+            results.problem(f"{what}: {e!r}")
+            continue
+        values = {
+            "login_select": (one.login + one.select) * 1e3,
+            "select": one.select * 1e3,
+            "fetch_flags": one.fetch_flags * 1e3,
+            "fetch_headers": one.fetch_headers * 1e3,
+            "search_from": one.search_from * 1e3,
+            "search_text": one.search_text * 1e3,
+            "append": rate,
+            "concurrent": together * 1e3,
+        }
+        for name, value in values.items():
+            results.record(server.name, figures[name], value)
+        say(
+            f"{what}: login {one.login * 1e3:.0f} ms, SELECT {one.select * 1e3:.1f} ms, UID FETCH"
+            f" {one.fetch_flags * 1e3:.1f} ms, headers {one.fetch_headers * 1e3:.1f} ms, SEARCH"
+            f" FROM {one.search_from * 1e3:.1f} ms TEXT {one.search_text * 1e3:.1f} ms;"
+            f" APPEND {rate:.0f}/s; {sessions} sessions {together * 1e3:.0f} ms"
+        )
+        yield
+    yield from _imap_idle(server, workload, results)
+
+
+def _imap_idle(server: Server, workload: Workload, results: Results) -> Iterator[None]:
+    """Server memory (PSS) per idle session: ``imap_idle`` clients logged in and SELECTed.
+
+    Measured once, not per repeat: a thousand logins cost a thousand password hashes (over a
+    minute of CPU per server) and the figure is a count of bytes, not a noisy timing. The
+    sessions select a small INBOX (100 messages) of their own account so the figure is the
+    cost of a connection, not of a mailbox's UID map (txmailhost keeps 4 bytes per message).
+    """
+    assert server.imap_port is not None and server.store_files is not None
+    idle = workload.imap_idle
+    address = f"imap-idle@{BENCH_DOMAIN}"
+    server.add_user(address)
+    server.store_files(address, (imap_load.message(i, workload.size) for i in range(100)))
+
+    async def hold() -> tuple[int, int, float]:
+        assert server.imap_port is not None
+        warm = await imap_load.ImapClient.login(server.host, server.imap_port, address, PASSWORD)
+        await warm.command("SELECT INBOX")  # the adoption/indexing of the 100 files
+        await warm.logout()
+        await asyncio.sleep(1.0)
+        before = total_kib(server.pids())
+        started = time.perf_counter()
+        clients = await imap_load.logins(
+            server.host,
+            server.imap_port,
+            [(address, PASSWORD)] * idle,
+            then=lambda client: client.command("SELECT INBOX"),
+        )
+        took = time.perf_counter() - started
+        try:
+            await asyncio.sleep(2.0)  # let login processes exit and buffers settle
+            after = total_kib(server.pids())
+        finally:
+            await asyncio.gather(*(c.logout() for c in clients), return_exceptions=True)
+        return before, after, took
+
+    what = f"{server.name}: {idle} idle IMAP sessions"
+    say(f"{what}: logging in")
+    try:
+        before, after, took = asyncio.run(hold())
+    except (OSError, TimeoutError, imap_load.ImapError) as e:
+        results.problem(f"{what}: {e!r}")
+        return
+    label = f"Server memory (PSS) per idle IMAP session, {idle} logged in and SELECTed"
+    figure = Figure(f"imap.idle_kib@{idle}", label, "KiB", False, "Dovecot")
+    results.record(server.name, figure, (after - before) / idle)
+    label = f"Server memory (PSS) with {idle} idle IMAP sessions"
+    total = Figure(f"imap.idle_total@{idle}", label, "MiB", False, "Dovecot")
+    results.record(server.name, total, after / 1024)
+    say(
+        f"{what}: PSS {before / 1024:.1f} -> {after / 1024:.1f} MiB,"
+        f" {(after - before) / idle:.1f} KiB each; logins took {took:.1f}s"
+    )
+    yield
 
 
 SUITES: dict[str, Suite] = {"smtp": smtp, "memory": memory, "pop3": pop3, "imap": imap}

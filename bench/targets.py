@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench import smtp_load
+from bench import maildirs, smtp_load
 from bench.server import (
     BENCH_DOMAIN,
     PASSWORD,
@@ -42,7 +42,7 @@ smtp = "tcp:{smtp}:interface=127.0.0.1"
 pop3 = "tcp:{pop3}:interface=127.0.0.1"
 submission = "tcp:{submission}:interface=127.0.0.1"
 submissions = ""
-imap = ""
+imap = "tcp:{imap}:interface=127.0.0.1"
 imaps = ""
 pop3s = ""
 
@@ -52,7 +52,9 @@ max_message_size = {max_message}
 [security]
 # The load comes from one address (127.0.0.1): the per-IP default (20) would refuse the
 # 50-connection run with 421. Postfix exempts $mynetworks from its own per-client limits.
-max_connections_per_ip = 1000
+# The IMAP suite holds 1,000 idle sessions (target: < 50 KiB each) plus a few, all from here.
+max_connections_per_ip = 5000
+max_connections = 5000
 """
 
 _ADMIN = "import sys; from txmailhost.cli import main; sys.exit(main())"
@@ -94,9 +96,14 @@ def running(workdir: Path, *, tls: bool = False, start_timeout: float = 30.0) ->
     data = workdir / "data"
     data.mkdir(parents=True)
     smtp_port, submission_port, pop3_port = free_port(), free_port(), free_port()
+    imap_port = free_port()
     (data / "txmailhost.toml").write_text(
         _CONFIG.format(
-            smtp=smtp_port, submission=submission_port, pop3=pop3_port, max_message=MAX_MESSAGE
+            smtp=smtp_port,
+            submission=submission_port,
+            pop3=pop3_port,
+            imap=imap_port,
+            max_message=MAX_MESSAGE,
         )
     )
     password_file = workdir / "password"
@@ -111,6 +118,11 @@ def running(workdir: Path, *, tls: bool = False, start_timeout: float = 30.0) ->
         admin("user", "add", address, "--password-file", str(password_file))
         domain = address.rsplit("@", 1)[1]
         return data / "mail" / domain / address.rsplit("@", 1)[0]
+
+    def add_user_dir(address: str) -> Path:
+        """The INBOX Maildir of an existing account (files written there are adopted)."""
+        local, domain = address.rsplit("@", 1)
+        return data / "mail" / domain / local
 
     def populate(address: str, count: int, size: int) -> None:
         """Deliver through txmailhost's own SMTP: the store and its index then hold them."""
@@ -128,7 +140,7 @@ def running(workdir: Path, *, tls: bool = False, start_timeout: float = 30.0) ->
         process = subprocess.Popen(argv, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
     try:
         try:
-            for port in (smtp_port, submission_port, pop3_port):
+            for port in (smtp_port, submission_port, pop3_port, imap_port):
                 wait_for_port(
                     "127.0.0.1", port, start_timeout, alive=lambda: process.poll() is None
                 )
@@ -144,6 +156,10 @@ def running(workdir: Path, *, tls: bool = False, start_timeout: float = 30.0) ->
             smtp_port=smtp_port,
             submission_port=submission_port,
             pop3_port=pop3_port,
+            imap_port=imap_port,
+            store_files=lambda address, contents: maildirs.write_files(
+                add_user_dir(address), contents
+            ),
         )
     finally:
         process.terminate()

@@ -196,6 +196,7 @@ def build(config: Any, reactor: Any) -> MultiService:
     from txmailhost.accounts.db import AccountsDB
     from txmailhost.accounts.realm import MailRealm
     from txmailhost.accounts.throttle import LoginThrottle, ThrottledPortal
+    from txmailhost.imap.server import IMAPFactory
     from txmailhost.limits import LimitedFactory
     from txmailhost.pop3.server import POP3Factory
     from txmailhost.queue.service import build_queue
@@ -313,6 +314,18 @@ def build(config: Any, reactor: Any) -> MultiService:
             session_timeout=config.pop3.session_timeout,
         )
 
+    def imap(implicit_tls: bool) -> IMAPFactory:
+        return IMAPFactory(
+            portal,
+            reactor=reactor,
+            hostname=config.hostname,
+            tls_creator=tls,
+            implicit_tls=implicit_tls,
+            idle_timeout=config.imap.idle_timeout,
+            max_literal_size=config.imap.max_literal_size,
+            quota_of=router.quota_of,
+        )
+
     listeners = [
         ("smtp", config.listen.smtp, inbound),
         ("submission", config.listen.submission, submission(False)),
@@ -323,6 +336,8 @@ def build(config: Any, reactor: Any) -> MultiService:
         ),
         ("pop3", config.listen.pop3, pop3(False)),
         ("pop3s", config.listen.pop3s, TLSMemoryBIOFactory(tls, False, pop3(True))),
+        ("imap", config.listen.imap, imap(False)),
+        ("imaps", config.listen.imaps, TLSMemoryBIOFactory(tls, False, imap(True))),
     ]
     for label, description, factory in listeners:
         if description:
@@ -334,12 +349,6 @@ def build(config: Any, reactor: Any) -> MultiService:
                 security.max_connections_per_ip,
             )
             Listener(reactor, label, description, limited).setServiceParent(top)
-    for label in ("imap", "imaps"):
-        if getattr(config.listen, label):
-            log.info(
-                "txmailhost {label}: not implemented in this version; listener not started",
-                label=label,
-            )
     top.portal = portal  # type: ignore[attr-defined] - for embedding and tests
     top.store = store  # type: ignore[attr-defined]
     return top

@@ -1,4 +1,4 @@
-"""The POP3 (and later IMAP) anchor: Debian's Dovecot serving Maildirs from a temp dir.
+"""The POP3 and IMAP anchor: Debian's Dovecot serving Maildirs from a temp dir.
 
 A private instance (``dovecot -c DIR/dovecot.conf``) with its own base_dir (sockets, pid) and
 state_dir, a passwd-file for users, plaintext login allowed (loopback, ``ssl = no``), listening
@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench import messages
+from bench import maildirs, messages
 from bench.anchors.postfix import MAIL_UID
 from bench.server import (
     PASSWORD,
@@ -55,6 +55,13 @@ mail_location = maildir:{root}/mail/%d/%n
 first_valid_uid = 100
 default_internal_user = dovecot
 default_login_user = dovenull
+# The IMAP suite keeps 1,000 idle sessions of one user from one address (plus the 50
+# concurrent ones), each an imap process: the stock limits (100 processes per service, 1,000
+# clients, 10 connections per user and IP) would refuse most of them.
+mail_max_userip_connections = 5000
+default_process_limit = 2000
+default_client_limit = 5000
+default_vsz_limit = 512M
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {root}/users
@@ -144,6 +151,12 @@ def running(workdir: Path, *, tls: bool = False, start_timeout: float = 30.0) ->
             pids=pids,
             populate=lambda address, count, size: write_maildir(
                 mail / address.rsplit("@", 1)[1] / address.rsplit("@", 1)[0], count, size
+            ),
+            store_files=lambda address, contents: maildirs.write_files(
+                mail / address.rsplit("@", 1)[1] / address.rsplit("@", 1)[0],
+                contents,
+                line_end=b"\n",
+                owner=MAIL_UID,
             ),
             pop3_port=pop3_port,
             imap_port=imap_port,

@@ -52,7 +52,7 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
         )
         deadline = time.time() + timeout
-        wanted = {"smtp", "pop3"}
+        wanted = {"smtp", "pop3", "imap"}
         while time.time() < deadline:
             if self.process.poll() is not None:
                 out = (

@@ -4,6 +4,10 @@ Owns, on disk, ``DATA/mail/DOMAIN/LOCALPART/``: a Maildir++ tree (INBOX at the r
 ``.Drafts``, ``.Trash``, ``.Junk`` beside it) that mutt or Dovecot can read, and in every mailbox
 directory an index (``txmailhost-index.sqlite``) with UID, UIDVALIDITY, UIDNEXT, flags, internal
 date, size and modseq, so readers (POP3, IMAP) never scan message files to learn what is there.
+The index also keeps each message's header block (cached at delivery), expunge tombstones
+(UID + modseq, for IMAP QRESYNC) and values a protocol derived once (IMAP BODYSTRUCTURE); the
+user's ``subscriptions`` file lists subscribed folders, one per line. ``changes.ChangeBus`` tells
+open sessions (IMAP IDLE) that a mailbox changed, in process; what changed is read from the index.
 
 May import: ``txmailhost._safeio`` and the standard library; never a protocol package.
 

@@ -33,7 +33,19 @@ CREATE TABLE IF NOT EXISTS messages (
     size INTEGER NOT NULL,          -- octets of the file as served (CRLF line ends)
     modseq INTEGER NOT NULL
 );
+-- QRESYNC (RFC 7162 §3.2.5.1): which UIDs left the mailbox at which modseq, for VANISHED.
+CREATE TABLE IF NOT EXISTS expunged (uid INTEGER PRIMARY KEY, modseq INTEGER NOT NULL);
+-- The header block of each message, cached at delivery so FETCH of headers, ENVELOPE and
+-- header SEARCH never reopen message files; a missing row is filled on first use.
+CREATE TABLE IF NOT EXISTS headers (uid INTEGER PRIMARY KEY, header BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS messages_modseq ON messages (modseq);
+-- Values a protocol derives from a message once and keeps (IMAP BODYSTRUCTURE), by name.
+CREATE TABLE IF NOT EXISTS derived (
+    uid INTEGER NOT NULL, name TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (uid, name)
+);
 """
+
+HEADER_CACHE_LIMIT = 64 * 1024  # a header block larger than this is read from the file
 
 
 _local = threading.local()
@@ -44,11 +56,21 @@ def _connect(path: str) -> sqlite3.Connection:
     cache = getattr(_local, "connections", None)
     if cache is None:
         cache = _local.connections = {}
-    conn = cache.get(path)
-    if conn is not None:
-        return conn
+    try:
+        inode = os.stat(path).st_ino
+    except FileNotFoundError:
+        inode = None
+    cached = cache.get(path)
+    if cached is not None:
+        conn, cached_inode = cached
+        # A mailbox renamed or deleted and recreated (possibly by another thread) has a new
+        # index file at the same path: never keep writing into the old one.
+        if cached_inode == inode:
+            return conn
+        conn.close()
+        del cache[path]
     if len(cache) > 64:
-        for old in cache.values():
+        for old, _inode in cache.values():
             old.close()
         cache.clear()
     conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -63,7 +85,7 @@ def _connect(path: str) -> sqlite3.Connection:
             (("uidvalidity", int(time.time())), ("uidnext", 1), ("highestmodseq", 1)),
         )
     conn.execute("COMMIT")
-    cache[path] = conn
+    cache[path] = (conn, os.stat(path).st_ino)
     return conn
 
 
@@ -71,9 +93,9 @@ def forget(directory: str) -> None:
     """Drop this thread's cached connection to the index in ``directory`` (mailbox deleted)."""
     cache = getattr(_local, "connections", None)
     if cache:
-        conn = cache.pop(os.path.join(directory, INDEX_NAME), None)
-        if conn is not None:
-            conn.close()
+        cached = cache.pop(os.path.join(directory, INDEX_NAME), None)
+        if cached is not None:
+            cached[0].close()
 
 
 class MailboxIndex:
@@ -154,9 +176,157 @@ class MailboxIndex:
         db.execute("UPDATE meta SET value = ? WHERE key = 'highestmodseq'", (modseq,))
         return uids
 
-    def remove(self, uids: Iterable[int], db: sqlite3.Connection) -> None:
+    def remove(self, uids: Iterable[int], db: sqlite3.Connection) -> int:
+        """Delete the rows and leave tombstones under one new modseq (for VANISHED); returns it."""
+        uids = list(uids)
+        modseq = self.meta(db)["highestmodseq"] + 1
         db.executemany("DELETE FROM messages WHERE uid = ?", ((u,) for u in uids))
-        db.execute("UPDATE meta SET value = value + 1 WHERE key = 'highestmodseq'")
+        db.executemany("DELETE FROM headers WHERE uid = ?", ((u,) for u in uids))
+        db.executemany("DELETE FROM derived WHERE uid = ?", ((u,) for u in uids))
+        db.executemany("INSERT OR REPLACE INTO expunged VALUES (?, ?)", ((u, modseq) for u in uids))
+        db.execute("UPDATE meta SET value = ? WHERE key = 'highestmodseq'", (modseq,))
+        return modseq
+
+    def cache_header(self, uid: int, header: bytes, db: sqlite3.Connection) -> None:
+        if len(header) <= HEADER_CACHE_LIMIT:
+            db.execute("INSERT OR REPLACE INTO headers VALUES (?, ?)", (uid, header))
+
+    def cached_headers(self, uids: list[int]) -> dict[int, bytes]:
+        db, found = self._db, {}
+        for start in range(0, len(uids), 500):
+            chunk = uids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                db.execute(f"SELECT uid, header FROM headers WHERE uid IN ({marks})", chunk)
+            )
+        return found
+
+    def derived(self, uids: list[int], name: str) -> dict[int, bytes]:
+        db, found = self._db, {}
+        for start in range(0, len(uids), 500):
+            chunk = uids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                db.execute(
+                    f"SELECT uid, value FROM derived WHERE name = ? AND uid IN ({marks})",
+                    [name, *chunk],
+                )
+            )
+        return found
+
+    def remember(self, name: str, values: dict[int, bytes]) -> None:
+        with self.write() as db:
+            present = {
+                uid
+                for (uid,) in db.execute(
+                    "SELECT uid FROM messages WHERE uid BETWEEN ? AND ?",
+                    (min(values), max(values)),
+                )
+            }
+            db.executemany(
+                "INSERT OR REPLACE INTO derived VALUES (?, ?, ?)",
+                ((uid, name, value) for uid, value in values.items() if uid in present),
+            )
+
+    def uids(self) -> tuple[dict[str, int], list[int], int, int]:
+        """Meta, every UID in order, the sequence number of the first unseen message (0 if none)
+        and the count of unseen messages, read in one transaction (SELECT, RFC 3501 §6.3.1)."""
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            meta = self.meta(db)
+            rows = db.execute("SELECT uid, flags & 8 FROM messages ORDER BY uid").fetchall()
+        finally:
+            db.execute("COMMIT")
+        uids = [uid for uid, _ in rows]
+        first_unseen, unseen = 0, 0
+        for seq, (_uid, seen) in enumerate(rows, 1):
+            if not seen:
+                unseen += 1
+                if not first_unseen:
+                    first_unseen = seq
+        return meta, uids, first_unseen, unseen
+
+    def counts(self) -> dict[str, int]:
+        """MESSAGES, UNSEEN, SIZE and the meta values, for STATUS (RFC 3501 §6.3.10)."""
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            meta = self.meta(db)
+            messages, unseen, size = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM((flags & 8) = 0), 0), COALESCE(SUM(size), 0)"
+                " FROM messages"
+            ).fetchone()
+            recent = db.execute(
+                "SELECT COUNT(*) FROM messages WHERE uid >= ?", (meta.get("recent_uid", 1),)
+            ).fetchone()[0]
+        finally:
+            db.execute("COMMIT")
+        return dict(meta, messages=messages, unseen=unseen, size=size, recent=recent)
+
+    def claim_recent(self) -> int:
+        """RFC 3501 §2.3.2 \\Recent: the first UID this session may call recent; later sessions
+        see those messages as not recent."""
+        with self.write() as db:
+            meta = self.meta(db)
+            first = meta.get("recent_uid", 1)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('recent_uid', ?)", (meta["uidnext"],))
+        return first
+
+    def full_rows(self, uids: list[int], db: sqlite3.Connection) -> dict[int, tuple]:
+        """``row`` for each of the sorted ``uids``, in one range query."""
+        wanted = set(uids)
+        return {
+            row[0]: row
+            for row in db.execute(
+                "SELECT uid, name, subdir, flags, keywords, internaldate, size, modseq"
+                " FROM messages WHERE uid BETWEEN ? AND ?",
+                (uids[0], uids[-1]),
+            )
+            if row[0] in wanted
+        }
+
+    def range_rows(self, low: int, high: int) -> list[tuple]:
+        """(uid, flags, keywords, internaldate, size, modseq) for UIDs in [low, high]."""
+        return self._db.execute(
+            "SELECT uid, flags, keywords, internaldate, size, modseq FROM messages"
+            " WHERE uid BETWEEN ? AND ? ORDER BY uid",
+            (low, high),
+        ).fetchall()
+
+    def changes_since(self, modseq: int) -> tuple[int, list[tuple], list[int]]:
+        """What changed after ``modseq``: (highestmodseq, rows as ``range_rows``, expunged UIDs).
+
+        This is how a session learns of deliveries, other sessions' flag changes and expunges,
+        whichever process made them (RFC 3501 §7.4.1, RFC 7162 §3.2.5)."""
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            highest = self.meta(db)["highestmodseq"]
+            if highest == modseq:
+                return highest, [], []
+            rows = db.execute(
+                "SELECT uid, flags, keywords, internaldate, size, modseq FROM messages"
+                " WHERE modseq > ? ORDER BY uid",
+                (modseq,),
+            ).fetchall()
+            gone = [
+                uid
+                for (uid,) in db.execute(
+                    "SELECT uid FROM expunged WHERE modseq > ? ORDER BY uid", (modseq,)
+                )
+            ]
+        finally:
+            db.execute("COMMIT")
+        return highest, rows, gone
+
+    def expunged_since(self, modseq: int) -> list[int]:
+        return [
+            uid
+            for (uid,) in self._db.execute(
+                "SELECT uid FROM expunged WHERE modseq > ? ORDER BY uid", (modseq,)
+            )
+        ]
 
     def update_flags(
         self, changes: Iterable[tuple[int, str, int, str]], db: sqlite3.Connection
@@ -171,5 +341,15 @@ class MailboxIndex:
         return modseq
 
     def relocate(self, uid: int, subdir: str, flags: int, db: sqlite3.Connection) -> None:
-        """Record where another Maildir tool moved a file (e.g. mutt marking it read)."""
-        db.execute("UPDATE messages SET subdir = ?, flags = ? WHERE uid = ?", (subdir, flags, uid))
+        """Record where another Maildir tool moved a file (e.g. mutt marking it read); a flag
+        change gets a new modseq so IMAP sessions see it (RFC 7162 §3.1)."""
+        old = db.execute("SELECT flags FROM messages WHERE uid = ?", (uid,)).fetchone()
+        if old is not None and old[0] != flags:
+            modseq = self.meta(db)["highestmodseq"] + 1
+            db.execute(
+                "UPDATE messages SET subdir = ?, flags = ?, modseq = ? WHERE uid = ?",
+                (subdir, flags, modseq, uid),
+            )
+            db.execute("UPDATE meta SET value = ? WHERE key = 'highestmodseq'", (modseq,))
+        else:
+            db.execute("UPDATE messages SET subdir = ? WHERE uid = ?", (subdir, uid))

@@ -9,6 +9,7 @@ mentions Maildir or SQLite, so a shared-storage backend can implement the same i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from zope.interface import Attribute, Interface
 
@@ -72,6 +73,60 @@ class MailboxSnapshot:
     messages: tuple[MessageInfo, ...]
 
 
+class StoredMessage(NamedTuple):
+    """One message as FETCH and SEARCH need it: index values, and the header block and/or the
+    whole message when asked for (``None`` otherwise). A NamedTuple: 100,000 of them are cheap."""
+
+    uid: int
+    flags: frozenset[str]
+    size: int
+    internaldate: float
+    modseq: int
+    header: bytes | None = None
+    content: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxSelection:
+    """What SELECT reports (RFC 3501 §6.3.1, RFC 7162 §3.1.2.1), plus the sequence-number map.
+
+    ``uids`` is the whole UID list in order (an ``array('I')``: four bytes a message);
+    ``first_recent`` is the lowest UID this session sees as \\Recent.
+    """
+
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    uids: object
+    first_unseen: int
+    unseen: int
+    first_recent: int
+    keywords: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxStatus:
+    """STATUS items (RFC 3501 §6.3.10, RFC 7162 §3.1.3, RFC 8438 SIZE)."""
+
+    messages: int
+    recent: int
+    unseen: int
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxChanges:
+    """What changed after a modseq: new or re-flagged messages (no header/content) and the UIDs
+    expunged (RFC 7162 §3.2.5 VANISHED)."""
+
+    highestmodseq: int
+    changed: tuple[StoredMessage, ...]
+    expunged: tuple[int, ...]
+
+
 class IMailbox(Interface):
     """One user's mailbox, opened by ``IMailStore.open``."""
 
@@ -96,6 +151,46 @@ class IMailbox(Interface):
     def append(source_path, flags, internaldate):
         """Deferred[int]: durably add a copy of the fsync'd file ``source_path``; its UID."""
 
+    def append_unsynced(source_path, flags, internaldate):
+        """Deferred[int]: like ``append`` for a file nobody fsync'd yet (an IMAP APPEND literal
+        written to ``IMailStore.staging_directory``): fsync it first, then add it."""
+
+    def select(claim_recent):
+        """Deferred[MailboxSelection]; ``claim_recent`` makes this session the one that sees
+        the new messages as \\Recent (SELECT, not EXAMINE)."""
+
+    def status():
+        """Deferred[MailboxStatus]."""
+
+    def changes_since(modseq):
+        """Deferred[MailboxChanges] after ``modseq``, by any session or process."""
+
+    def messages(uids, header, content):
+        """Deferred[list[StoredMessage]] for those of ``uids`` still present, in UID order;
+        ``header``/``content`` ask for the header block / the whole message too."""
+
+    def uid_range(low, high):
+        """Deferred[list[StoredMessage]] (index values only) for every UID in [low, high]."""
+
+    def expunged_since(modseq):
+        """Deferred[list[int]]: UIDs expunged after ``modseq`` (QRESYNC)."""
+
+    def copy(uids, target):
+        """Deferred[list[tuple[int, int]]]: durably copy messages (flags kept) into the mailbox
+        ``target``; (source UID, new UID) pairs for UIDPLUS COPYUID (RFC 4315)."""
+
+    def derived(uids, name):
+        """Deferred[dict[int, bytes]]: values stored with ``remember`` under ``name``."""
+
+    def remember(name, values):
+        """Deferred[None]: keep ``values`` (UID → bytes) under ``name`` until the message is
+        expunged: for what a protocol derives from a message once (IMAP BODYSTRUCTURE), so
+        it never reads a large message again to answer it."""
+
+    def watch(callback):
+        """Call ``callback()`` (reactor thread) after any change to this mailbox; returns a
+        function that stops watching."""
+
 
 class IMailStore(Interface):
     """All users' mailboxes."""
@@ -119,6 +214,23 @@ class IMailStore(Interface):
 
     def delete_mailbox(user, mailbox):
         """Deferred[None]; INBOX can't be deleted."""
+
+    def rename_mailbox(user, old, new):
+        """Deferred[None]: rename a mailbox and its children; renaming INBOX moves its messages
+        into a new mailbox and leaves INBOX empty (RFC 3501 §6.3.5)."""
+
+    def subscriptions(user):
+        """Deferred[list[str]]: the names the user subscribed to (RFC 3501 §6.3.6)."""
+
+    def subscribe(user, mailbox, subscribed):
+        """Deferred[None]: add or remove ``mailbox`` from the subscriptions, durably."""
+
+    def usage(user):
+        """Deferred[int]: octets stored in all of the user's mailboxes (QUOTA, RFC 9208)."""
+
+    def staging_directory(user):
+        """A directory on the same file system as the user's mail where a protocol may write
+        a message before ``append_unsynced`` (so adding it is a link, not a copy)."""
 
     def remove_user(user):
         """Deferred[None]: delete every mailbox of the user (admin 'user del --purge')."""

@@ -18,6 +18,8 @@ a mailbox is opened and its directories changed) gives it a UID, so nothing is l
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
 import os
 import re
@@ -25,17 +27,18 @@ import shutil
 import socket
 import stat
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO, TypeVar
 
 import twisted.mail.imap4  # noqa: F401 - registers the imap4-utf-7 codec folder names use
 from twisted.internet import threads
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from txmailhost import _safeio
 from txmailhost.store import index as _index
+from txmailhost.store.changes import ChangeBus
 from txmailhost.store.interfaces import (
     ANSWERED,
     DEFAULT_MAILBOXES,
@@ -47,11 +50,15 @@ from txmailhost.store.interfaces import (
     IMailbox,
     IMailStore,
     InvalidMailboxName,
+    MailboxChanges,
     MailboxExists,
+    MailboxSelection,
     MailboxSnapshot,
+    MailboxStatus,
     MessageInfo,
     NoSuchMailbox,
     NoSuchMessage,
+    StoredMessage,
 )
 
 T = TypeVar("T")
@@ -88,6 +95,7 @@ def flags_to_bits(flags: Iterable[str]) -> tuple[int, str]:
     return bits, " ".join(sorted(set(keywords)))
 
 
+@functools.lru_cache(maxsize=4096)
 def bits_to_flags(bits: int, keywords: str) -> frozenset[str]:
     flags = {flag for _, flag, bit in _LETTERS if bits & bit}
     if bits & _PASSED:
@@ -150,6 +158,28 @@ def folder_directory(user_dir: str, mailbox: str) -> str:
             raise InvalidMailboxName(f"invalid mailbox name: {mailbox!r}")
     encoded = ".".join(p.encode("imap4-utf-7").decode("ascii") for p in components)
     return os.path.join(user_dir, "." + encoded)
+
+
+def read_header(path: str, limit: int = _index.HEADER_CACHE_LIMIT) -> bytes:
+    """The header block of the message file at ``path``, blank line included (RFC 5322 §2.1);
+    the whole file when it has no body."""
+    with open(path, "rb") as f:
+        head = f.read(limit)
+        end = head.find(b"\r\n\r\n")
+        if end >= 0:
+            return head[: end + 4]
+        if head.startswith(b"\r\n"):
+            return b"\r\n"
+        if len(head) < limit:
+            return head
+        # A header larger than the cache limit: keep reading, line by line.
+        f.seek(0)
+        lines = []
+        for line in f:
+            lines.append(line)
+            if line == b"\r\n":
+                break
+        return b"".join(lines)
 
 
 def _make_maildir(directory: str) -> None:
@@ -216,9 +246,11 @@ class MaildirMailbox:
         want_bits, want_keywords = flags_to_bits(flags)
         want_kw = set(want_keywords.split()) if want_keywords else set()
         changes, results = [], []
+        uids = sorted(set(uids))
         with self._index.write() as db:
+            rows = self._index.full_rows(uids, db) if uids else {}
             for uid in uids:
-                row = self._index.row(uid)
+                row = rows.get(uid)
                 if row is None:
                     continue
                 _uid, name, subdir, bits, keywords, internaldate, size, _modseq = row
@@ -234,17 +266,142 @@ class MaildirMailbox:
                 old_path = _message_path(self.directory, name, subdir, bits)
                 new_path = _message_path(self.directory, name, "cur", new_bits)
                 if old_path != new_path:
-                    try:
-                        os.rename(old_path, new_path)
-                    except FileNotFoundError:
-                        os.rename(self._locate(uid), new_path)
+                    with self._store._own_write(self.directory):
+                        try:
+                            os.rename(old_path, new_path)
+                        except FileNotFoundError:
+                            os.rename(self._locate(uid), new_path)
                 changes.append((uid, "cur", new_bits, " ".join(sorted(new_kw)), internaldate, size))
             modseq = self._index.update_flags([c[:4] for c in changes], db) if changes else 0
+        if changes:
+            self._store._changed(self.directory)
         for uid, _sub, new_bits, keywords, internaldate, size in changes:
             results.append(
                 MessageInfo(uid, bits_to_flags(new_bits, keywords), size, internaldate, modseq)
             )
         return results
+
+    def _select(self, claim_recent: bool) -> MailboxSelection:
+        from array import array
+
+        self._store._reconcile(self.directory)
+        first_recent = self._index.claim_recent() if claim_recent else 1 << 62
+        meta, uids, first_unseen, unseen = self._index.uids()
+        keywords = {
+            kw
+            for (kws,) in self._index._db.execute(
+                "SELECT DISTINCT keywords FROM messages WHERE keywords != ''"
+            )
+            for kw in kws.split()
+        }
+        return MailboxSelection(
+            uidvalidity=meta["uidvalidity"],
+            uidnext=meta["uidnext"],
+            highestmodseq=meta["highestmodseq"],
+            uids=array("I", uids),
+            first_unseen=first_unseen,
+            unseen=unseen,
+            first_recent=first_recent,
+            keywords=frozenset(keywords),
+        )
+
+    def _status(self) -> MailboxStatus:
+        self._store._reconcile(self.directory)
+        counts = self._index.counts()
+        return MailboxStatus(
+            messages=counts["messages"],
+            recent=counts["recent"],
+            unseen=counts["unseen"],
+            uidvalidity=counts["uidvalidity"],
+            uidnext=counts["uidnext"],
+            highestmodseq=counts["highestmodseq"],
+            size=counts["size"],
+        )
+
+    def _changes_since(self, modseq: int) -> MailboxChanges:
+        self._store._reconcile(self.directory)
+        highest, rows, gone = self._index.changes_since(modseq)
+        return MailboxChanges(highest, tuple(_stored(row) for row in rows), tuple(gone))
+
+    def _uid_range(self, low: int, high: int) -> list[StoredMessage]:
+        return [_stored(row) for row in self._index.range_rows(low, high)]
+
+    def _messages(self, uids: list[int], header: bool, content: bool) -> list[StoredMessage]:
+        uids = sorted(set(uids))
+        if not uids:
+            return []
+        wanted = set(uids)
+        rows = [r for r in self._index.range_rows(uids[0], uids[-1]) if r[0] in wanted]
+        if not header and not content:
+            return [_stored(row) for row in rows]
+        headers = self._index.cached_headers([r[0] for r in rows]) if header else {}
+        found, to_cache = [], []
+        for row in rows:
+            uid = row[0]
+            head = body = None
+            if content:
+                try:
+                    with open(self._locate(uid), "rb") as f:
+                        body = f.read()
+                except (NoSuchMessage, FileNotFoundError):
+                    continue
+            if header:
+                head = headers.get(uid)
+                if head is None:
+                    if body is not None:
+                        end = body.find(b"\r\n\r\n")
+                        head = body[: end + 4] if end >= 0 else body
+                    else:
+                        try:
+                            head = read_header(self._locate(uid))
+                        except (NoSuchMessage, FileNotFoundError):
+                            continue
+                    to_cache.append((uid, head))
+            uid, bits, keywords, internaldate, size, modseq = row
+            flags = bits_to_flags(bits, keywords)
+            found.append(StoredMessage(uid, flags, size, internaldate, modseq, head, body))
+        if to_cache:
+            with self._index.write() as db:
+                for uid, head in to_cache:
+                    self._index.cache_header(uid, head, db)
+        return found
+
+    def _copy(self, uids: list[int], target: MaildirMailbox) -> list[tuple[int, int]]:
+        """Link each file into ``target`` (no copy of the bytes), fsync, then index them."""
+        linked = []
+        for uid in sorted(set(uids)):
+            row = self._index.row(uid)
+            if row is None:
+                continue
+            try:
+                path = self._locate(uid)
+            except NoSuchMessage:
+                continue
+            _uid, _name, _subdir, bits, keywords, internaldate, size, _modseq = row
+            name = new_message_name(size)
+            subdir = "new" if not bits and not keywords else "cur"
+            dest = _message_path(target.directory, name, subdir, bits)
+            with self._store._own_write(target.directory):
+                _safeio.link_durably(path, dest)
+            linked.append((uid, name, subdir, bits, keywords, internaldate, size))
+        if not linked:
+            return []
+        _safeio.fsync_dirs(os.path.join(target.directory, sub) for _u, _n, sub, *_ in linked)
+        headers = self._index.cached_headers([entry[0] for entry in linked])
+        with target._index.write() as db:
+            new_uids = target._index.add([entry[1:] for entry in linked], db)
+            for (uid, *_), new_uid in zip(linked, new_uids, strict=True):
+                if uid in headers:
+                    target._index.cache_header(new_uid, headers[uid], db)
+        self._store._changed(target.directory)
+        return [(entry[0], new_uid) for entry, new_uid in zip(linked, new_uids, strict=True)]
+
+    def _append_unsynced(
+        self, source_path: str, flags: Iterable[str], internaldate: float | None
+    ) -> int:
+        with open(source_path, "rb") as f:
+            os.fsync(f.fileno())
+        return self._append(source_path, flags, internaldate)
 
     def _expunge(self, uids: Iterable[int]) -> list[int]:
         removed = []
@@ -256,12 +413,14 @@ class MaildirMailbox:
                     if self._index.row(uid) is not None:
                         removed.append(uid)
                     continue
-                os.unlink(path)
+                with self._store._own_write(self.directory):
+                    os.unlink(path)
                 removed.append(uid)
             if removed:
                 self._index.remove(removed, db)
         if removed:
             _safeio.fsync_dirs(os.path.join(self.directory, sub) for sub in ("cur", "new"))
+            self._store._changed(self.directory)
         return removed
 
     def _append(self, source_path: str, flags: Iterable[str], internaldate: float | None) -> int:
@@ -289,6 +448,56 @@ class MaildirMailbox:
     ) -> Deferred[int]:
         return self._store._run(self._append, source_path, list(flags), internaldate)
 
+    def append_unsynced(
+        self, source_path: str, flags: Iterable[str] = (), internaldate: float | None = None
+    ) -> Deferred[int]:
+        return self._store._run(self._append_unsynced, source_path, list(flags), internaldate)
+
+    def select(self, claim_recent: bool) -> Deferred[MailboxSelection]:
+        return self._store._run(self._select, claim_recent)
+
+    def status(self) -> Deferred[MailboxStatus]:
+        return self._store._run(self._status)
+
+    def changes_since(self, modseq: int) -> Deferred[MailboxChanges]:
+        return self._store._run(self._changes_since, modseq)
+
+    def messages(
+        self, uids: Iterable[int], header: bool = False, content: bool = False
+    ) -> Deferred[list[StoredMessage]]:
+        return self._store._run(self._messages, list(uids), header, content)
+
+    def uid_range(self, low: int, high: int) -> Deferred[list[StoredMessage]]:
+        return self._store._run(self._uid_range, low, high)
+
+    def expunged_since(self, modseq: int) -> Deferred[list[int]]:
+        return self._store._run(self._index.expunged_since, modseq)
+
+    def copy(self, uids: Iterable[int], target: MaildirMailbox) -> Deferred[list[tuple[int, int]]]:
+        return self._store._run(self._copy, list(uids), target)
+
+    def derived(self, uids: Iterable[int], name: str) -> Deferred[dict[int, bytes]]:
+        return self._store._run(self._index.derived, list(uids), name)
+
+    def remember(self, name: str, values: dict[int, bytes]) -> Deferred[None]:
+        if not values:
+            return succeed(None)
+        return self._store._run(self._index.remember, name, dict(values))
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        return self._store.changes.watch(self.directory, callback)
+
+
+_new_stored = tuple.__new__
+
+
+def _stored(row: tuple) -> StoredMessage:
+    uid, bits, keywords, internaldate, size, modseq = row
+    # tuple.__new__ skips NamedTuple's Python-level __new__: this runs 100,000 times a resync.
+    return _new_stored(
+        StoredMessage, (uid, bits_to_flags(bits, keywords), size, internaldate, modseq, None, None)
+    )
+
 
 @implementer(IMailStore)
 class MaildirStore:
@@ -304,6 +513,37 @@ class MaildirStore:
         self._pool = pool
         # st_mtime_ns of (new/, cur/) at the last reconcile, per mailbox directory.
         self._seen_mtimes: dict[str, tuple[int, int]] = {}
+        self.changes = ChangeBus()
+
+    def _mtimes(self, directory: str) -> tuple[int, int] | None:
+        try:
+            return tuple(  # type: ignore[return-value]
+                os.stat(os.path.join(directory, s)).st_mtime_ns for s in ("new", "cur")
+            )
+        except FileNotFoundError:
+            return None
+
+    @contextlib.contextmanager
+    def _own_write(self, directory: str) -> Iterator[None]:
+        """Around our own link/rename/unlink in a mailbox: if the index was in step with the
+        directory before, it still is after (we index what we write), so the next open needn't
+        rescan 100,000 file names just because *we* delivered one. A change by another tool in
+        the same instant can be missed until the directory changes again; the index is a cache
+        and a restart (or any later foreign change) finds it."""
+        before = self._mtimes(directory)
+        clean = before is not None and self._seen_mtimes.get(directory) == before
+        try:
+            yield
+        finally:
+            if clean:
+                after = self._mtimes(directory)
+                if after is not None:
+                    self._seen_mtimes[directory] = after
+
+    def _changed(self, directory: str) -> None:
+        """Called from a pool thread after a write to a mailbox: wake its watchers."""
+        if self._reactor is not None and self.changes._watchers:
+            self._reactor.callFromThread(self.changes.publish, directory)
 
     def _run(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
         return threads.deferToThreadPool(self._reactor, self._pool, fn, *args)
@@ -334,12 +574,20 @@ class MaildirStore:
         name = new_message_name(size)
         subdir = "new" if not bits and not keywords else "cur"
         target = _message_path(directory, name, subdir, bits)
-        _safeio.link_durably(source_path, target)
+        with self._own_write(directory):
+            _safeio.link_durably(source_path, target)
         _safeio.fsync_dir(os.path.dirname(target))
         date = internaldate if internaldate is not None else time.time()
+        try:
+            header = read_header(target)
+        except OSError:
+            header = None
         index = _index.MailboxIndex(directory)
         with index.write() as db:
             (uid,) = index.add([(name, subdir, bits, keywords, date, size)], db)
+            if header is not None:
+                index.cache_header(uid, header, db)
+        self._changed(directory)
         return uid
 
     def _reconcile(self, directory: str) -> None:
@@ -437,6 +685,86 @@ class MaildirStore:
                     names.append("/".join(p.encode("ascii").decode("imap4-utf-7") for p in parts))
         return [INBOX, *names]
 
+    def _rename_sync(self, user: str, old: str, new: str) -> None:
+        user_dir = user_directory(self.root, user)
+        if new.upper() == INBOX:
+            raise MailboxExists("INBOX always exists")
+        target = folder_directory(user_dir, new)
+        if os.path.isdir(os.path.join(target, "cur")):
+            raise MailboxExists(f"mailbox {new!r} exists")
+        if old.upper() == INBOX:
+            # RFC 3501 §6.3.5: move INBOX's messages into the new mailbox; INBOX stays, empty.
+            self._create_sync(user, new)
+            inbox = MaildirMailbox(self, user, INBOX, user_dir)
+            target_box = MaildirMailbox(self, user, new, target)
+            uids = [row[0] for row in _index.MailboxIndex(user_dir).rows()[1]]
+            inbox._copy(uids, target_box)
+            inbox._expunge(uids)
+            return
+        source = self._folder(user, old)
+        if new.lower().startswith(old.lower() + "/"):
+            raise InvalidMailboxName("can't rename a mailbox into its own child")
+        prefix = os.path.basename(source)
+        new_prefix = os.path.basename(target)
+        moves = []
+        for entry in os.listdir(user_dir):
+            if entry == prefix or entry.startswith(prefix + "."):
+                moves.append((entry, new_prefix + entry[len(prefix) :]))
+        # Maildir++ keeps the hierarchy in directory names: renaming a mailbox renames it and
+        # every directory whose name starts with it.
+        for _entry, renamed in moves:
+            if os.path.exists(os.path.join(user_dir, renamed)):
+                raise MailboxExists(f"mailbox {new!r} has a child that exists")
+        for entry, renamed in moves:
+            _index.forget(os.path.join(user_dir, entry))
+            self._seen_mtimes.pop(os.path.join(user_dir, entry), None)
+            os.rename(os.path.join(user_dir, entry), os.path.join(user_dir, renamed))
+        _safeio.fsync_dir(user_dir)
+        subscribed = self._subscriptions_sync(user)
+        changed = False
+        for i, name in enumerate(subscribed):
+            if name == old or name.startswith(old + "/"):
+                subscribed[i] = new + name[len(old) :]
+                changed = True
+        if changed:
+            self._write_subscriptions(user, subscribed)
+
+    def _subscriptions_path(self, user: str) -> str:
+        return os.path.join(user_directory(self.root, user), "subscriptions")
+
+    def _subscriptions_sync(self, user: str) -> list[str]:
+        try:
+            with open(self._subscriptions_path(user), "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return []
+        return [line for line in text.split("\n") if line and "\t" not in line]
+
+    def _write_subscriptions(self, user: str, names: list[str]) -> None:
+        data = "".join(f"{name}\n" for name in dict.fromkeys(names)).encode("utf-8")
+        _safeio.write_atomic(self._subscriptions_path(user), data)
+
+    def _subscribe_sync(self, user: str, mailbox: str, subscribed: bool) -> None:
+        if mailbox.upper() == INBOX:
+            mailbox = INBOX
+        else:
+            folder_directory(user_directory(self.root, user), mailbox)  # validates the name
+        names = self._subscriptions_sync(user)
+        if subscribed and mailbox not in names:
+            self._write_subscriptions(user, [*names, mailbox])
+        elif not subscribed and mailbox in names:
+            self._write_subscriptions(user, [n for n in names if n != mailbox])
+
+    def _usage_sync(self, user: str) -> int:
+        user_dir = user_directory(self.root, user)
+        total = 0
+        for name in self._list_sync(user):
+            directory = folder_directory(user_dir, name)
+            if os.path.isdir(os.path.join(directory, "cur")):
+                self._reconcile(directory)
+                total += _index.MailboxIndex(directory).counts()["size"]
+        return total
+
     def remove_user_sync(self, user: str) -> None:
         user_dir = user_directory(self.root, user)
         if os.path.isdir(user_dir) and not stat.S_ISLNK(os.lstat(user_dir).st_mode):
@@ -486,3 +814,18 @@ class MaildirStore:
 
     def remove_user(self, user: str) -> Deferred[None]:
         return self._run(self.remove_user_sync, user)
+
+    def rename_mailbox(self, user: str, old: str, new: str) -> Deferred[None]:
+        return self._run(self._rename_sync, user, old, new)
+
+    def subscriptions(self, user: str) -> Deferred[list[str]]:
+        return self._run(self._subscriptions_sync, user)
+
+    def subscribe(self, user: str, mailbox: str, subscribed: bool) -> Deferred[None]:
+        return self._run(self._subscribe_sync, user, mailbox, subscribed)
+
+    def usage(self, user: str) -> Deferred[int]:
+        return self._run(self._usage_sync, user)
+
+    def staging_directory(self, user: str) -> str:
+        return os.path.join(user_directory(self.root, user), "tmp")

@@ -1,0 +1,64 @@
+"""The MIME splitter behind BODYSTRUCTURE and BODY[section]: exact byte ranges, and plausible
+answers for broken messages instead of exceptions."""
+
+from __future__ import annotations
+
+from txmailhost.imap import mime
+
+
+def test_trailing_semicolon_in_content_type_is_harmless():
+    part = mime.parse(b"Content-Type: text/plain;\r\n\r\nhi\r\n")
+    assert (part.maintype, part.subtype) == (b"text", b"plain")
+
+
+def test_quoted_semicolon_stays_inside_the_parameter():
+    _type, params = mime.parse_content_value(b'multipart/mixed; boundary="a;b"; x=1')
+    assert params == [(b"boundary", b"a;b"), (b"x", b"1")]
+
+
+def test_parameter_values_keep_their_case():
+    part = mime.parse(b'Content-Type: application/pdf; name="Report-Q1.PDF"\r\n\r\nx')
+    assert part.params == [(b"name", b"Report-Q1.PDF")]
+
+
+def test_parts_are_exact_byte_ranges():
+    raw = b"Content-Type: multipart/mixed; boundary=b\r\n\r\npre\r\n--b\r\n\r\none\r\n--b\r\nX: y\r\n\r\ntwo\r\n--b--\r\nepilogue"
+    root = mime.parse(raw)
+    assert [c.body for c in root.children] == [b"one", b"two"]
+    assert root.children[1].header == b"X: y\r\n\r\n"
+
+
+def test_longer_boundary_starting_with_ours_is_not_a_delimiter():
+    raw = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nx\r\n--bb\r\ny\r\n--b--\r\n"
+    assert [c.body for c in mime.parse(raw).children] == [b"x\r\n--bb\r\ny"]
+
+
+def test_multipart_without_boundary_is_served_as_text():
+    root = mime.parse(b"Content-Type: multipart/mixed\r\n\r\nno parts\r\n")
+    assert (root.maintype, root.children) == (b"text", [])
+
+
+def test_missing_close_delimiter_ends_the_last_part_at_the_end():
+    raw = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nunfinished"
+    assert [c.body for c in mime.parse(raw).children] == [b"unfinished"]
+
+
+def test_part_count_is_bounded():
+    raw = b"Content-Type: multipart/mixed; boundary=q\r\n\r\n" + b"--q\r\n\r\nx\r\n" * 5000
+    assert len(mime.parse(raw).children) < mime.MAX_PARTS
+
+
+def test_message_rfc822_part_numbers_index_the_inner_message():
+    raw = (
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nfirst\r\n--b\r\n"
+        b"Content-Type: message/rfc822\r\n\r\nSubject: in\r\n\r\ninner\r\n--b--\r\n"
+    )
+    root = mime.parse(raw)
+    assert mime.find_part(root, [2]).message.header == b"Subject: in\r\n\r\n"
+    assert mime.find_part(root, [2, 1]).body == b"inner"
+    assert mime.find_part(root, [3]) is None
+
+
+def test_envelope_of_group_and_missing_fields_does_not_fail():
+    fields = mime.parse_header_fields(b"To: undisclosed-recipients:;\r\nSubject: x\r\n\r\n")
+    assert mime.envelope(fields).startswith(b'(NIL "x" NIL NIL NIL ')

@@ -1,0 +1,101 @@
+"""Hostile and broken input: every line gets a tagged (or untagged) reply, nothing escapes as
+a server error, and the session keeps working afterwards."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from twisted.logger import LogLevel, capturedLogs
+
+from tests.imap.support import ALICE, Session, deliver, make_factory
+from tests.support.fixtures import make_world
+
+SEEDS = [
+    b"FETCH 1 (BODY[1.2.HEADER.FIELDS (From)]<0.10>)",
+    b"UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)",
+    b"SEARCH OR (FROM a SUBJECT b) NOT UID 1:* SENTSINCE 1-Jan-2020",
+    b"STORE 1 (UNCHANGEDSINCE 5) +FLAGS.SILENT (\\Seen $x)",
+    b'LIST (SUBSCRIBED) "" ("*" "%") RETURN (STATUS (MESSAGES))',
+    b"SELECT INBOX (QRESYNC (1 2 1:5 (1 1)))",
+    b'APPEND INBOX (\\Seen) "01-Jan-2020 00:00:00 +0000" {5+}\r\nhello',
+    b"UID MOVE 1:3 Trash",
+    b'STATUS "INBOX" (MESSAGES UIDNEXT SIZE)',
+    b'ID ("a" "b" "c" NIL)',
+    b"SEARCH RETURN (MIN COUNT) CHARSET UTF-8 TEXT {3+}\r\nabc",
+]
+BROKEN_MIME = [
+    b"Content-Type: multipart/mixed; boundary=\r\n\r\n--\r\nx\r\n",
+    b"Content-Type: text/plain;\r\nSubject: \xff\xfe raw 8bit \xe9\r\n\r\nbody\r\n",
+    b'Content-Type: multipart/mixed; boundary="a;b"\r\n\r\n--a;b\r\n\r\none\r\n--a;b--\r\n',
+    b"Content-Type: message/rfc822\r\n\r\nnot a header line\r\n",
+    b'From: "unbalanced <x@y>\r\nTo: undisclosed-recipients:;\r\n\r\n',
+    b"Content-Type: multipart/alternative; boundary=q\r\n\r\n" + b"--q\r\n" * 2000,
+    b"no header at all",
+]
+
+
+def _mutate(rng: random.Random, line: bytes) -> bytes:
+    data = bytearray(line)
+    for _ in range(rng.randint(1, 4)):
+        op = rng.random()
+        pos = rng.randrange(len(data) + 1)
+        if op < 0.4 and data:
+            del data[pos % len(data)]
+        elif op < 0.8:
+            data[pos:pos] = bytes([rng.choice(b'()[]{}<>"\\ *%:.,0123456789+-ABC\x00\xff')])
+        else:
+            data[pos:pos] = b"(" * rng.randint(1, 40)
+    return bytes(data).replace(b"\r\n", b" ")
+
+
+@pytest.fixture
+def world(tmp_path):
+    w = make_world(tmp_path)
+    w.add_user(ALICE)
+    for message in BROKEN_MIME:
+        deliver(w, ALICE, message)
+    return w
+
+
+def test_mutated_commands_never_cause_server_errors(world):
+    rng = random.Random(3501)
+    s = Session(make_factory(world))
+    s.login()
+    s.cmd("s SELECT INBOX")
+    with capturedLogs() as events:
+        for i in range(600):
+            seed = rng.choice(SEEDS)
+            line = _mutate(rng, seed) if rng.random() < 0.9 else seed
+            reply = s.send(b"t%d " % i + line + b"\r\n")
+            if s.transport.disconnecting:
+                break
+            if b"{" in line and b"+}" not in line and reply.startswith(b"+ "):
+                reply += s.send(b"x" * 3 + b"\r\n")
+            assert b"SERVERBUG" not in reply, (line, reply)
+            if not reply.endswith(b"\r\n") and reply:
+                pytest.fail(f"partial reply to {line!r}: {reply!r}")
+            s.protocol._bad_commands = 0  # keep the session open for the next case
+            if s.protocol.state.name == "AUTHENTICATED":
+                s.cmd("s SELECT INBOX")
+    failures = [e for e in events if e.get("log_level") == LogLevel.critical]
+    assert failures == []
+    assert s.cmd("z NOOP").endswith(b"z OK NOOP completed\r\n")
+
+
+def test_every_item_of_broken_mime_messages_can_be_fetched(world):
+    s = Session(make_factory(world))
+    s.login()
+    s.cmd("s SELECT INBOX")
+    reply = s.cmd("b FETCH 1:* (ENVELOPE BODYSTRUCTURE BODY BODY.PEEK[1] BODY.PEEK[2.1.MIME])")
+    assert reply.endswith(b"b OK FETCH completed\r\n")
+    assert reply.count(b" FETCH (") == len(BROKEN_MIME)
+    assert s.cmd("c SEARCH TEXT body").endswith(b"c OK SEARCH completed\r\n")
+
+
+def test_raw_8bit_subject_is_sent_back_as_a_literal(world):
+    s = Session(make_factory(world))
+    s.login()
+    s.cmd("s SELECT INBOX")
+    reply = s.cmd("b FETCH 2 ENVELOPE")
+    assert b"{13}\r\n\xff\xfe raw 8bit \xe9 NIL" in reply

@@ -1,0 +1,274 @@
+"""IMAP session behaviour at the byte level (StringTransport) over a real store and Portal:
+greeting, login rules, TLS, literals and limits, bad input, state checks."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from twisted.internet.interfaces import ITLSTransport
+from twisted.internet.testing import StringTransport
+from zope.interface import implementer
+
+from tests.imap.support import ALICE, BOB, REMOTE, Session, deliver, make_factory
+from tests.support.fixtures import PASSWORD, make_world
+
+
+@pytest.fixture
+def world(tmp_path):
+    w = make_world(tmp_path)
+    w.add_user(ALICE)
+    w.add_user(BOB)
+    return w
+
+
+@pytest.fixture
+def factory(world):
+    return make_factory(world)
+
+
+@pytest.fixture
+def session(factory):
+    s = Session(factory)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def alice(session):
+    assert b"a OK" in session.login()
+    return session
+
+
+@implementer(ITLSTransport)
+class TLSCapableTransport(StringTransport):
+    def startTLS(self, contextFactory):
+        self.tls_started_with = contextFactory
+
+
+CREATOR = object()
+
+
+def test_greeting_lists_capabilities_with_auth_plain_on_loopback(session):
+    assert session.greeting == (
+        b"* OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE AUTH=PLAIN]"
+        b" txmailhost IMAP4rev1 ready\r\n"
+    )
+
+
+def test_remote_plaintext_connection_advertises_logindisabled(factory):
+    s = Session(factory, peer=REMOTE)
+    assert b"LOGINDISABLED" in s.greeting
+    assert b"AUTH=PLAIN" not in s.greeting
+
+
+def test_login_from_remote_without_tls_is_refused_privacyrequired(factory):
+    s = Session(factory, peer=REMOTE)
+    assert s.cmd(f"a LOGIN {ALICE} {PASSWORD}") == (
+        b"a NO [PRIVACYREQUIRED] plaintext login not allowed on an unencrypted connection;"
+        b" use STARTTLS first\r\n"
+    )
+
+
+def test_login_succeeds_with_capabilities_in_the_tagged_ok(session):
+    reply = session.login()
+    assert reply.startswith(b"a OK [CAPABILITY IMAP4rev1 ")
+    assert b"UIDPLUS" in reply and b"MOVE" in reply and b"QRESYNC" in reply
+    assert reply.endswith(b"] alice@example.test authenticated\r\n")
+
+
+def test_wrong_password_fails_after_a_delay(session, world):
+    session.cmd(f"a LOGIN {ALICE} wrong")
+    assert session.take() == b""  # nothing before the delay
+    world.reactor.advance(1.0)
+    assert session.take() == b"a NO [AUTHENTICATIONFAILED] authentication failed\r\n"
+
+
+def test_third_failed_login_closes_the_connection(session, world):
+    for tag in ("a", "b", "c"):
+        session.cmd(f"{tag} LOGIN {ALICE} wrong")
+        world.reactor.advance(1.0)
+    assert session.transport.disconnecting
+
+
+def test_authenticate_plain_with_continuation(session):
+    assert session.cmd("a AUTHENTICATE PLAIN") == b"+ \r\n"
+    token = base64.b64encode(f"\0{ALICE}\0{PASSWORD}".encode())
+    assert session.cmd(token).startswith(b"a OK [CAPABILITY")
+
+
+def test_authenticate_plain_with_initial_response(session):
+    token = base64.b64encode(f"\0{ALICE}\0{PASSWORD}".encode()).decode()
+    assert session.cmd(f"a AUTHENTICATE PLAIN {token}").startswith(b"a OK [CAPABILITY")
+
+
+def test_authenticate_cancelled_with_star_is_bad(session):
+    session.cmd("a AUTHENTICATE PLAIN")
+    assert session.cmd("*") == b"a BAD authentication cancelled\r\n"
+
+
+def test_commands_before_login_are_refused_with_bad(session):
+    assert session.cmd("a SELECT INBOX") == b"a BAD log in first\r\n"
+
+
+def test_unknown_command_is_bad_with_the_tag(session):
+    assert session.cmd("x17 FROBNICATE") == b"x17 BAD unknown command\r\n"
+
+
+def test_garbage_without_a_tag_is_untagged_bad(session):
+    assert session.cmd("") == b"* BAD missing tag\r\n"
+    assert session.cmd("(((") == b"* BAD missing tag\r\n"
+
+
+def test_select_command_in_selected_only_state_is_bad_when_authenticated(alice):
+    assert alice.cmd("b FETCH 1 FLAGS") == b"b BAD command not valid in authenticated state\r\n"
+
+
+def test_quoted_string_with_escaped_quote_is_one_argument(alice):
+    assert alice.cmd('b CREATE "a\\"b"') == b"b OK CREATE completed\r\n"
+    assert b'"a\\"b"' in alice.cmd('c LIST "" *')
+
+
+def test_literal_gets_a_continuation_then_is_read(alice):
+    assert alice.cmd("b CREATE {6}") == b"+ Ready for literal data\r\n"
+    assert alice.cmd("Lists1") == b"b OK CREATE completed\r\n"
+
+
+def test_non_synchronizing_literal_needs_no_continuation(alice):
+    assert alice.send(b"b CREATE {6+}\r\nLists2\r\n") == b"b OK CREATE completed\r\n"
+
+
+def test_oversized_append_literal_is_refused_before_any_continuation(alice):
+    assert alice.cmd("b APPEND INBOX {999999999}") == (
+        b"b NO [TOOBIG] literal too large (limit 52428800 octets)\r\n"
+    )
+    assert alice.cmd("c NOOP") == b"c OK NOOP completed\r\n"
+
+
+def test_oversized_literal_before_login_is_refused(session):
+    assert session.cmd("a LOGIN {100000}") == (
+        b"a NO [TOOBIG] literal too large (limit 65536 octets)\r\n"
+    )
+
+
+def test_oversized_non_synchronizing_literal_is_read_and_dropped(world):
+    s = Session(make_factory(world, max_literal_size=10))
+    s.login()
+    assert s.send(b"b APPEND INBOX {15+}\r\n") == b""
+    assert (
+        s.send(b"0123456789ABCDE\r\n") == b"b NO [TOOBIG] literal too large (limit 10 octets)\r\n"
+    )
+    assert s.cmd("c NOOP") == b"c OK NOOP completed\r\n"
+
+
+def test_huge_non_synchronizing_literal_closes_the_connection(alice):
+    reply = alice.send(b"b APPEND INBOX {999999999+}\r\n")
+    assert reply == b"b BAD literal too large\r\n* BYE literal too large\r\n"
+    assert alice.transport.disconnecting
+
+
+def test_over_long_line_is_bad_and_the_session_continues(world):
+    s = Session(make_factory(world, max_line_length=100))
+    reply = s.send(b"a1 NOOP " + b"x" * 200 + b"\r\na2 NOOP\r\n")
+    assert reply == b"a1 BAD [TOOBIG] command line too long\r\na2 OK NOOP completed\r\n"
+
+
+def test_over_long_line_split_over_reads_is_skipped_to_its_end(world):
+    s = Session(make_factory(world, max_line_length=100))
+    assert s.send(b"a1 NOOP " + b"x" * 200) == b"a1 BAD [TOOBIG] command line too long\r\n"
+    assert s.send(b"y" * 500) == b""
+    assert s.send(b"zz\r\na2 NOOP\r\n") == b"a2 OK NOOP completed\r\n"
+
+
+def test_deep_parentheses_are_bad_not_a_crash(alice):
+    alice.cmd("s SELECT INBOX")
+    reply = alice.cmd("b SEARCH " + "(" * 100 + "ALL" + ")" * 100)
+    assert reply == b"b BAD too deeply nested\r\n"
+
+
+def test_too_many_bad_commands_close_the_connection(session):
+    for i in range(20):
+        session.cmd(f"t{i} BOGUS")
+    assert session.transport.disconnecting
+
+
+def test_pipelined_commands_are_answered_in_order(alice):
+    reply = alice.send(b"b NOOP\r\nc CAPABILITY\r\nd NOOP\r\n")
+    assert reply.startswith(b"b OK NOOP completed\r\n* CAPABILITY ")
+    assert reply.endswith(b"c OK CAPABILITY completed\r\nd OK NOOP completed\r\n")
+
+
+def test_starttls_discards_pipelined_commands(world, factory):
+    factory.tls_creator = CREATOR
+    s = Session.__new__(Session)
+    s.factory = factory
+    s.transport = TLSCapableTransport(peerAddress=REMOTE)
+    s.protocol = factory.buildProtocol(REMOTE)
+    s.protocol.makeConnection(s.transport)
+    greeting = s.take()
+    assert b"STARTTLS" in greeting and b"LOGINDISABLED" in greeting
+    reply = s.send(f"a STARTTLS\r\nb LOGIN {ALICE} {PASSWORD}\r\n".encode())
+    assert reply == b"a OK begin TLS negotiation now\r\n"
+    assert s.transport.tls_started_with is CREATOR
+    caps = s.cmd("c CAPABILITY")
+    assert b"AUTH=PLAIN" in caps and b"STARTTLS" not in caps
+    assert s.cmd(f"d LOGIN {ALICE} {PASSWORD}").startswith(b"d OK")
+
+
+def test_logout_says_bye_and_closes(alice):
+    assert alice.cmd("z LOGOUT") == (
+        b"* BYE txmailhost IMAP server signing off\r\nz OK LOGOUT completed\r\n"
+    )
+    assert alice.transport.disconnecting
+
+
+def test_idle_timeout_says_bye(session, world):
+    world.reactor.advance(1800)
+    assert session.take() == b"* BYE autologout; idle for too long\r\n"
+    assert session.transport.disconnecting
+
+
+def test_id_answers_with_the_server_name(session):
+    assert session.cmd('a ID ("name" "test")') == (
+        b'* ID ("name" "txmailhost" "vendor" "txmailhost")\r\na OK ID completed\r\n'
+    )
+
+
+def test_enable_condstore_and_qresync(alice):
+    assert alice.cmd("b ENABLE QRESYNC") == b"* ENABLED QRESYNC\r\nb OK ENABLE completed\r\n"
+
+
+def test_namespace_is_one_personal_namespace(alice):
+    assert alice.cmd("b NAMESPACE") == (
+        b'* NAMESPACE (("" "/")) NIL NIL\r\nb OK NAMESPACE completed\r\n'
+    )
+
+
+def test_quota_reports_usage_in_kib(alice, world):
+    deliver(world, ALICE, b"Subject: q\r\n\r\n" + b"x" * 3000 + b"\r\n")
+    assert alice.cmd("b GETQUOTAROOT INBOX") == (
+        b'* QUOTAROOT "INBOX" ""\r\n* QUOTA "" (STORAGE 3 1099511627776)\r\n'
+        b"b OK GETQUOTAROOT completed\r\n"
+    )
+
+
+def test_uid_prefix_on_a_command_without_uid_form_is_bad(alice):
+    assert alice.cmd("b UID LIST") == b"b BAD unknown command\r\n"
+
+
+def test_idle_command_times_out_with_bye(alice, world):
+    alice.cmd("s SELECT INBOX")
+    assert alice.cmd("b IDLE") == b"+ idling\r\n"
+    world.reactor.advance(1800)
+    assert alice.take() == b"* BYE autologout; idle for too long\r\n"
+    assert alice.transport.disconnecting
+
+
+def test_quota_reports_the_accounts_limit_when_known(world):
+    from twisted.internet.defer import succeed
+
+    s = Session(make_factory(world, quota_of=lambda user: succeed(10 * 1024 * 1024)))
+    s.login()
+    assert s.cmd('b GETQUOTA ""') == (
+        b'* QUOTA "" (STORAGE 0 10240)\r\nb OK GETQUOTA completed\r\n'
+    )

@@ -1,0 +1,32 @@
+"""The IMAP4rev1 server (RFC 3501) with the extensions modern clients use: IDLE, UIDPLUS, MOVE,
+SPECIAL-USE, NAMESPACE, ENABLE, LITERAL+, ID, UNSELECT, CHILDREN, CONDSTORE/QRESYNC, QUOTA,
+ESEARCH, LIST-EXTENDED/LIST-STATUS, SASL-IR, APPENDLIMIT, STATUS=SIZE.
+
+Owns nothing on disk: mail lives in the store (``IMailStore``), reached through the avatar
+(``IMailAccount``) the Portal hands out at login. ``IMAPFactory`` takes its collaborators as
+arguments (portal, reactor, TLS creator, limits), so another Twisted application can embed it
+with its own realm.
+
+May import: ``txmailhost.store.interfaces``, ``txmailhost.accounts.interfaces``, Twisted.
+
+Modules: ``server`` (connection, literals, dispatch), ``login`` (capabilities, TLS, login),
+``commands`` (authenticated state), ``messages`` (selected state), ``updates`` (untagged updates
+and IDLE), ``session`` (the sequence-number map), ``parser``, ``fetch``, ``search``, ``mime``,
+``names``, ``replies``.
+
+Invariants a change must keep:
+- APPEND is answered OK only after the message file and its directory are fsync'd;
+- a literal larger than the limit is refused before any ``+`` continuation is sent;
+- STARTTLS discards every byte the client pipelined after it;
+- no plaintext password is accepted without TLS except from loopback;
+- no EXPUNGE is sent during FETCH, STORE or SEARCH, and sequence numbers change only when this
+  session reports an expunge (RFC 3501 §7.4.1);
+- every mailbox name goes through ``names.decode`` and the store, which only ever resolve it
+  inside the logged-in user's own directory;
+- bad input gets BAD with the tag, never a traceback and never a dropped connection (except
+  after too many bad commands or an unreadable non-synchronizing literal).
+"""
+
+from txmailhost.imap.server import IMAPFactory, IMAPServer
+
+__all__ = ["IMAPFactory", "IMAPServer"]

@@ -1,0 +1,511 @@
+"""Commands of the authenticated state (RFC 3501 §6.3) and the extensions that live there:
+SELECT/EXAMINE (with CONDSTORE and QRESYNC parameters, RFC 7162), CREATE, DELETE, RENAME,
+SUBSCRIBE, LIST/LSUB (LIST-EXTENDED RFC 5258, SPECIAL-USE RFC 6154, CHILDREN RFC 3348,
+LIST-STATUS RFC 5819), STATUS, APPEND (UIDPLUS RFC 4315), NAMESPACE (RFC 2342), ENABLE
+(RFC 5161), ID (RFC 2971) and QUOTA (RFC 9208, usage only).
+
+Every mailbox name goes through ``names.decode`` and the store's own checks, and the store is
+always asked for ``self.account.address``'s mailboxes: there is no syntax that reaches another
+user's tree.
+"""
+
+from __future__ import annotations
+
+import calendar
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from twisted.logger import Logger
+
+from txmailhost.imap import names, replies
+from txmailhost.imap.fetch import flag_list
+from txmailhost.imap.parser import LiteralFile, ParseError, Reader
+from txmailhost.imap.replies import Done, mailbox_name, printable
+from txmailhost.imap.search import compress
+from txmailhost.imap.session import SelectedMailbox
+from txmailhost.store.interfaces import INBOX, MailboxExists, NoSuchMailbox
+
+log = Logger(namespace="txmailhost.imap")
+
+_DATE_TIME = re.compile(
+    rb" ?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)"
+)
+_MONTHS = {m.upper(): i for i, m in enumerate(calendar.month_abbr) if m}
+_STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ", "SIZE")
+UNLIMITED_KIB = 2**40  # "no limit yet": a STORAGE limit of 1 PiB
+
+
+def parse_date_time(raw: bytes) -> float:
+    """APPEND's date-time (RFC 3501 §9) → POSIX time."""
+    match = _DATE_TIME.fullmatch(raw)
+    month = _MONTHS.get(match[2].upper().decode()) if match else None
+    if not match or not month:
+        raise ParseError("invalid date-time")
+    day, year, hour, minute, second = (int(match[i]) for i in (1, 3, 4, 5, 6))
+    try:
+        stamp = calendar.timegm((year, month, day, hour, minute, second))
+    except (ValueError, OverflowError):
+        raise ParseError("invalid date-time") from None
+    offset = (int(match[8]) * 60 + int(match[9])) * 60
+    return stamp - offset if match[7] == b"+" else stamp + offset
+
+
+class MailboxCommands:
+    """Part of ``IMAPServer``: the authenticated-state handlers."""
+
+    account: Any
+    user: str | None
+    view: SelectedMailbox | None
+    condstore: bool
+    qresync: bool
+    factory: Any
+
+    # provided by IMAPServer / UpdateMixin (annotations only: nothing may shadow them)
+    write: Callable[[bytes], None]
+    select_view: Callable[[SelectedMailbox], None]
+    unselect: Callable[[], None]
+    flags_line: Callable[[SelectedMailbox], bytes]
+
+    @property
+    def store(self) -> Any:
+        return self.account.store
+
+    def _mailbox_arg(self, reader: Reader) -> str:
+        reader.sp()
+        return names.decode(reader.astring())
+
+    async def _open(self, name: str, missing: type[replies.IMAPError] = replies.Nonexistent):
+        try:
+            return await self.store.open(self.account.address, name)
+        except NoSuchMailbox:
+            raise missing() from None
+
+    # -- ID, ENABLE, NAMESPACE -------------------------------------------------------------------
+
+    async def _id(self, reader: Reader, by_uid: bool) -> Done:
+        """RFC 2971: log what the client says it is; say what we are."""
+        reader.sp()
+        client: list[str] = []
+        if reader.peek() == b"(":
+            reader.open_paren()
+            while reader.peek() != b")":
+                if client:
+                    reader.sp()
+                client.append(printable(reader.string(), 64))
+                reader.sp()
+                value = reader.nstring()
+                client.append(printable(value, 128) if value is not None else "NIL")
+                if len(client) > 60:
+                    raise ParseError("too many ID fields")
+            reader.close_paren()
+        else:
+            reader.expect(b"NIL")
+        reader.end()
+        if client:
+            log.info("imap client id {fields}", fields=" ".join(client))
+        self.write(b'* ID ("name" "txmailhost" "vendor" "txmailhost")\r\n')
+        return Done("ID completed")
+
+    async def _enable(self, reader: Reader, by_uid: bool) -> Done:
+        """RFC 5161; QRESYNC implies CONDSTORE (RFC 7162 §3.2.3)."""
+        enabled = []
+        reader.sp()
+        while True:
+            word = reader.atom().upper()
+            if word == b"CONDSTORE" and not self.condstore:
+                self.condstore = True
+                enabled.append("CONDSTORE")
+            elif word == b"QRESYNC" and not self.qresync:
+                self.qresync = self.condstore = True
+                enabled.append("QRESYNC")
+            if not reader.skip_sp():
+                break
+        reader.end()
+        self.write(("* ENABLED" + "".join(" " + e for e in enabled) + "\r\n").encode())
+        return Done("ENABLE completed")
+
+    async def _namespace(self, reader: Reader, by_uid: bool) -> Done:
+        """RFC 2342: one personal namespace; no other users', no shared."""
+        reader.end()
+        self.write(b'* NAMESPACE (("" "/")) NIL NIL\r\n')
+        return Done("NAMESPACE completed")
+
+    # -- SELECT / EXAMINE ------------------------------------------------------------------------
+
+    async def _select(self, reader: Reader, by_uid: bool) -> Done:
+        return await self._open_mailbox(reader, readonly=False)
+
+    async def _examine(self, reader: Reader, by_uid: bool) -> Done:
+        return await self._open_mailbox(reader, readonly=True)
+
+    async def _open_mailbox(self, reader: Reader, readonly: bool) -> Done:
+        """RFC 3501 §6.3.1: FLAGS, EXISTS, RECENT, UNSEEN, PERMANENTFLAGS, UIDNEXT, UIDVALIDITY,
+        and HIGHESTMODSEQ (RFC 7162 §3.1.2.1); with QRESYNC, VANISHED (EARLIER) and the flag
+        changes since the client's modseq (§3.2.5)."""
+        name = self._mailbox_arg(reader)
+        qresync = None
+        if reader.skip_sp():
+            reader.open_paren()
+            while reader.peek() != b")":
+                word = reader.atom().upper()
+                if word == b"CONDSTORE":
+                    self.condstore = True
+                elif word == b"QRESYNC" and self.qresync:
+                    qresync = _qresync_params(reader)
+                else:
+                    raise ParseError(f"unknown SELECT parameter {printable(word)}")
+                reader.skip_sp()
+            reader.close_paren()
+        reader.end()
+        was_selected = self.view is not None
+        self.unselect()
+        if was_selected and self.qresync:
+            self.write(b"* OK [CLOSED] previous mailbox closed\r\n")
+        mailbox = await self._open(name)
+        selection = await mailbox.select(not readonly)
+        view = SelectedMailbox(
+            mailbox=mailbox,
+            name=name,
+            readonly=readonly,
+            uids=selection.uids,
+            uidvalidity=selection.uidvalidity,
+            uidnext=selection.uidnext,
+            modseq=selection.highestmodseq,
+            first_recent=selection.first_recent,
+            keywords=set(selection.keywords),
+        )
+        self.select_view(view)
+        out = [self.flags_line(view)]
+        permanent = b"()" if readonly else flag_list(frozenset(view.keywords | {"\\*"}))
+        if not readonly:
+            permanent = b"(\\Answered \\Flagged \\Deleted \\Seen \\Draft " + permanent[1:]
+        out.append(b"* OK [PERMANENTFLAGS " + permanent + b"] flags permitted\r\n")
+        out.append(b"* %d EXISTS\r\n* %d RECENT\r\n" % (view.exists, view.recent))
+        if selection.first_unseen:
+            out.append(b"* OK [UNSEEN %d] first unseen message\r\n" % selection.first_unseen)
+        out.append(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % view.uidvalidity)
+        out.append(b"* OK [UIDNEXT %d] predicted next UID\r\n" % view.uidnext)
+        out.append(b"* OK [HIGHESTMODSEQ %d] highest modseq\r\n" % view.modseq)
+        self.write(b"".join(out))
+        if qresync is not None and qresync[0] == view.uidvalidity:
+            await self._qresync(view, qresync[1], qresync[2])
+        return Done(
+            "EXAMINE completed" if readonly else "SELECT completed",
+            code="READ-ONLY" if readonly else "READ-WRITE",
+        )
+
+    async def _qresync(self, view: SelectedMailbox, modseq: int, known: bytes | None) -> None:
+        gone = await view.mailbox.expunged_since(modseq)
+        if known is not None:
+            ranges = _uid_ranges(known)
+            gone = [uid for uid in gone if any(lo <= uid <= hi for lo, hi in ranges)]
+        if gone:
+            self.write(b"* VANISHED (EARLIER) " + compress(gone).encode() + b"\r\n")
+        changes = await view.mailbox.changes_since(modseq)
+        lines = []
+        for message in changes.changed:
+            seq = view.seq_of(message.uid)
+            if seq:
+                lines.append(
+                    b"* %d FETCH (UID %d FLAGS " % (seq, message.uid)
+                    + flag_list(message.flags, view.is_recent(message.uid))
+                    + b" MODSEQ (%d))\r\n" % message.modseq
+                )
+        self.write(b"".join(lines))
+
+    # -- CREATE / DELETE / RENAME / SUBSCRIBE ----------------------------------------------------
+
+    async def _create(self, reader: Reader, by_uid: bool) -> Done:
+        """RFC 3501 §6.3.3; missing superiors are created too."""
+        name = self._mailbox_arg(reader)
+        reader.end()
+        names.check_creatable(name)
+        if name.upper() == INBOX:
+            raise replies.AlreadyExists("INBOX always exists")
+        parts = name.split(names.SEPARATOR)
+        for i in range(1, len(parts)):
+            parent = names.SEPARATOR.join(parts[:i])
+            if parent.upper() == INBOX:
+                continue
+            with contextlib.suppress(MailboxExists):
+                await self.store.create_mailbox(self.account.address, parent)
+        await self.store.create_mailbox(self.account.address, name)
+        return Done("CREATE completed")
+
+    async def _delete(self, reader: Reader, by_uid: bool) -> Done:
+        name = self._mailbox_arg(reader)
+        reader.end()
+        if name == INBOX:
+            raise replies.Cannot("INBOX can't be deleted")
+        if self.view is not None and self.view.name == name:
+            self.unselect()
+        await self.store.delete_mailbox(self.account.address, name)
+        return Done("DELETE completed")
+
+    async def _rename(self, reader: Reader, by_uid: bool) -> Done:
+        old = self._mailbox_arg(reader)
+        new = self._mailbox_arg(reader)
+        reader.end()
+        names.check_creatable(new)
+        await self.store.rename_mailbox(self.account.address, old, new)
+        return Done("RENAME completed")
+
+    async def _subscribe(self, reader: Reader, by_uid: bool) -> Done:
+        name = self._mailbox_arg(reader)
+        reader.end()
+        await self.store.subscribe(self.account.address, name, True)
+        return Done("SUBSCRIBE completed")
+
+    async def _unsubscribe(self, reader: Reader, by_uid: bool) -> Done:
+        name = self._mailbox_arg(reader)
+        reader.end()
+        await self.store.subscribe(self.account.address, name, False)
+        return Done("UNSUBSCRIBE completed")
+
+    # -- LIST / LSUB / STATUS --------------------------------------------------------------------
+
+    async def _list(self, reader: Reader, by_uid: bool) -> Done:
+        reader.sp()
+        selection: set[str] = set()
+        if reader.peek() == b"(":
+            selection = _atom_list(reader)
+            reader.sp()
+        reference = _wire_name(reader.astring())
+        reader.sp()
+        patterns = []
+        if reader.peek() == b"(":
+            reader.open_paren()
+            while reader.peek() != b")":
+                if patterns:
+                    reader.sp()
+                patterns.append(_wire_name(reader.list_mailbox()))
+            reader.close_paren()
+        else:
+            patterns.append(_wire_name(reader.list_mailbox()))
+        returns: set[str] = set()
+        status_items: list[str] = []
+        if reader.skip_sp():
+            reader.expect(b"RETURN")
+            reader.sp()
+            returns, status_items = _return_options(reader)
+        reader.end()
+        if patterns == [""] and not selection:
+            self.write(b'* LIST (\\Noselect) "/" ""\r\n')
+            return Done("LIST completed")
+        want_subscribed = "SUBSCRIBED" in selection or "SUBSCRIBED" in returns
+        subscribed = set(await self.store.subscriptions(self.account.address))
+        known = names.with_parents(await self.store.list_mailboxes(self.account.address))
+        if "SUBSCRIBED" in selection:
+            for name in subscribed:
+                known.setdefault(name, False)
+        regexes = [names.pattern_regex(reference, p) for p in patterns if p]
+        for name in sorted(known, key=lambda n: (n != INBOX, n)):
+            if not any(r.match(name) for r in regexes):
+                continue
+            if "SUBSCRIBED" in selection and name not in subscribed:
+                continue
+            if "SPECIAL-USE" in selection and name not in names.SPECIAL_USE:
+                continue
+            attrs = names.attributes(name, known, want_subscribed and name in subscribed)
+            if "SUBSCRIBED" in selection and name not in known:
+                attrs.append("\\NonExistent")
+            self.write(f'* LIST ({" ".join(attrs)}) "/" '.encode() + mailbox_name(name) + b"\r\n")
+            if status_items and known.get(name):
+                with contextlib.suppress(replies.IMAPError):
+                    await self._write_status(name, status_items)
+        return Done("LIST completed")
+
+    async def _lsub(self, reader: Reader, by_uid: bool) -> Done:
+        reader.sp()
+        reference = _wire_name(reader.astring())
+        reader.sp()
+        pattern = _wire_name(reader.list_mailbox())
+        reader.end()
+        subscribed = await self.store.subscriptions(self.account.address)
+        existing = set(await self.store.list_mailboxes(self.account.address))
+        regex = names.pattern_regex(reference, pattern)
+        for name in sorted(subscribed, key=lambda n: (n != INBOX, n)):
+            if regex.match(name):
+                attrs = "" if name in existing else "\\Noselect"
+                self.write(f'* LSUB ({attrs}) "/" '.encode() + mailbox_name(name) + b"\r\n")
+        return Done("LSUB completed")
+
+    async def _status(self, reader: Reader, by_uid: bool) -> Done:
+        name = self._mailbox_arg(reader)
+        reader.sp()
+        items = [item.upper() for item in _atom_list(reader, ordered=True)]
+        reader.end()
+        for item in items:
+            if item not in _STATUS_ITEMS:
+                raise ParseError(f"unknown STATUS item {item}")
+        if "HIGHESTMODSEQ" in items:
+            self.condstore = True  # RFC 7162 §3.1: a CONDSTORE-enabling command
+        await self._write_status(name, items)
+        return Done("STATUS completed")
+
+    async def _write_status(self, name: str, items: list[str]) -> None:
+        mailbox = await self._open(name)
+        status = await mailbox.status()
+        values = {
+            "MESSAGES": status.messages,
+            "RECENT": status.recent,
+            "UIDNEXT": status.uidnext,
+            "UIDVALIDITY": status.uidvalidity,
+            "UNSEEN": status.unseen,
+            "HIGHESTMODSEQ": status.highestmodseq,
+            "SIZE": status.size,
+        }
+        body = " ".join(f"{item} {values[item]}" for item in items)
+        self.write(b"* STATUS " + mailbox_name(name) + f" ({body})\r\n".encode())
+
+    # -- APPEND ----------------------------------------------------------------------------------
+
+    async def _append(self, reader: Reader, by_uid: bool) -> Done:
+        """RFC 3501 §6.3.11; OK (with APPENDUID, RFC 4315) only once the message file and its
+        directory entry are fsync'd (DESIGN invariant 1)."""
+        name = self._mailbox_arg(reader)
+        reader.sp()
+        flags: list[str] = []
+        if reader.peek() == b"(":
+            flags = [f for f in reader.flag_list() if f not in ("\\Recent", "\\*")]
+            reader.sp()
+        date = None
+        if reader.peek() == b'"':
+            date = parse_date_time(reader.date_time())
+            reader.sp()
+        literal = reader.literal()
+        reader.end()
+        size = literal.size if isinstance(literal, LiteralFile) else len(literal)
+        if not size:
+            raise replies.IMAPError("empty message")
+        mailbox = await self._open(name, missing=replies.TryCreate)
+        staging = self.store.staging_directory(self.account.address)
+        if isinstance(literal, LiteralFile):
+            path = literal.path
+        else:
+            fd, path = tempfile.mkstemp(prefix=".imap-append.", dir=staging)
+            with os.fdopen(fd, "wb") as f:
+                f.write(literal)
+        try:
+            uid = await mailbox.append_unsynced(path, flags, date)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        status = await mailbox.status()
+        log.info(
+            "imap append {user} {mailbox} uid {uid} ({size} octets)",
+            user=self.user,
+            mailbox=printable(name),
+            uid=uid,
+            size=size,
+        )
+        return Done("APPEND completed", code=f"APPENDUID {status.uidvalidity} {uid}")
+
+    # -- QUOTA (RFC 9208) ------------------------------------------------------------------------
+
+    async def _getquotaroot(self, reader: Reader, by_uid: bool) -> Done:
+        name = self._mailbox_arg(reader)
+        reader.end()
+        await self._open(name)
+        self.write(b"* QUOTAROOT " + mailbox_name(name) + b' ""\r\n')
+        await self._write_quota()
+        return Done("GETQUOTAROOT completed")
+
+    async def _getquota(self, reader: Reader, by_uid: bool) -> Done:
+        reader.sp()
+        root = reader.astring()
+        reader.end()
+        if root != b"":
+            raise replies.Nonexistent("no such quota root")
+        await self._write_quota()
+        return Done("GETQUOTA completed")
+
+    async def _setquota(self, reader: Reader, by_uid: bool) -> Done:
+        raise replies.Cannot("quotas are set by the administrator")
+
+    async def _write_quota(self) -> None:
+        used = await self.store.usage(self.account.address)
+        limit_bytes = None
+        if self.factory.quota_of is not None:
+            limit_bytes = await self.factory.quota_of(self.account.address)
+        limit = (limit_bytes + 1023) // 1024 if limit_bytes else UNLIMITED_KIB
+        self.write(b'* QUOTA "" (STORAGE %d %d)\r\n' % ((used + 1023) // 1024, limit))
+
+
+def _wire_name(raw: bytes) -> str:
+    """A LIST reference or pattern: modified UTF-7, may be empty or hold wildcards."""
+    try:
+        return raw.decode("ascii").encode("ascii").decode("imap4-utf-7")
+    except (UnicodeError, ValueError):
+        raise replies.BadCommand("mailbox pattern is not valid modified UTF-7") from None
+
+
+def _atom_list(reader: Reader, ordered: bool = False) -> Any:
+    reader.open_paren()
+    items: list[str] = []
+    while reader.peek() != b")":
+        if items:
+            reader.sp()
+        items.append(reader.atom().decode("ascii", "replace").upper())
+        if len(items) > 50:
+            raise ParseError("list too long")
+    reader.close_paren()
+    return items if ordered else set(items)
+
+
+def _return_options(reader: Reader) -> tuple[set[str], list[str]]:
+    """LIST ... RETURN (SUBSCRIBED CHILDREN SPECIAL-USE STATUS (items)) (RFC 5258, 5819)."""
+    reader.open_paren()
+    options: set[str] = set()
+    status_items: list[str] = []
+    while reader.peek() != b")":
+        if options:
+            reader.sp()
+        word = reader.atom().decode("ascii", "replace").upper()
+        options.add(word)
+        if word == "STATUS":
+            reader.sp()
+            status_items = _atom_list(reader, ordered=True)
+            for item in status_items:
+                if item not in _STATUS_ITEMS:
+                    raise ParseError(f"unknown STATUS item {item}")
+        elif word not in ("SUBSCRIBED", "CHILDREN", "SPECIAL-USE"):
+            raise ParseError(f"unknown LIST return option {word}")
+    reader.close_paren()
+    return options, status_items
+
+
+def _qresync_params(reader: Reader) -> tuple[int, int, bytes | None]:
+    """``QRESYNC (uidvalidity modseq [known-uids [seq-match-data]])`` (RFC 7162 §3.2.5)."""
+    reader.sp()
+    reader.open_paren()
+    uidvalidity = reader.number(nonzero=True)
+    reader.sp()
+    modseq = reader.number()
+    known = None
+    if reader.skip_sp():
+        if reader.peek() != b"(":
+            known = reader.sequence_set()
+            reader.skip_sp()
+        if reader.peek() == b"(":
+            reader.open_paren()
+            reader.sequence_set()
+            reader.sp()
+            reader.sequence_set()
+            reader.close_paren()
+    reader.close_paren()
+    return uidvalidity, modseq, known
+
+
+def _uid_ranges(text: bytes) -> list[tuple[int, int]]:
+    ranges = []
+    for piece in text.split(b","):
+        low, _, high = piece.partition(b":")
+        lo = 2**32 if low == b"*" else int(low)
+        hi = lo if not high else (2**32 if high == b"*" else int(high))
+        ranges.append((min(lo, hi), max(lo, hi)))
+    return ranges

@@ -1,0 +1,476 @@
+"""Commands of the selected state (RFC 3501 §6.4) and their extensions: FETCH and STORE with
+CONDSTORE (RFC 7162), SEARCH with ESEARCH (RFC 4731), COPY and UID EXPUNGE with UIDPLUS
+(RFC 4315), MOVE (RFC 6851), CLOSE, UNSELECT (RFC 3691), CHECK.
+
+FETCH works in batches: each batch is one store call (index values only, or with the cached
+headers, or with the message files) and one write, so ``UID FETCH 1:* (UID FLAGS)`` on 100,000
+messages is a handful of index reads and large writes, and a FETCH of bodies never holds more
+than one batch of messages in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.logger import Logger
+
+from txmailhost.imap import fetch, mime, names, replies
+from txmailhost.imap.parser import ParseError, Reader
+from txmailhost.imap.replies import Done
+from txmailhost.imap.search import BadCharset, Candidate, compress, parse_search
+from txmailhost.imap.session import SelectedMailbox
+from txmailhost.store.interfaces import DELETED, SEEN, NoSuchMailbox, StoredMessage
+
+log = Logger(namespace="txmailhost.imap")
+
+INDEX_BATCH = 20000
+HEADER_BATCH = 1000
+CONTENT_BATCH = 50
+SEARCH_CONTENT_BATCH = 200
+STREAM_THRESHOLD = 256 * 1024  # larger messages are sent from the file in chunks
+STREAM_CHUNK = 64 * 1024
+STRUCTURE_KEY = "imap.bodystructure"  # IMailbox.remember names
+BODY_KEY = "imap.body"  # messages read per store call while searching bodies
+
+
+def _batch_size(header: bool, content: bool) -> int:
+    return CONTENT_BATCH if content else HEADER_BATCH if header else INDEX_BATCH
+
+
+class MessageCommands:
+    """Part of ``IMAPServer``: the selected-state handlers."""
+
+    account: Any
+    view: SelectedMailbox | None
+    condstore: bool
+    qresync: bool
+    user: str | None
+
+    # provided by IMAPServer / UpdateMixin (annotations only: nothing may shadow them)
+    write: Callable[[bytes], None]
+    flush: Callable[[], None]
+    drained: Callable[[], Any]
+    unselect: Callable[[], None]
+    flags_line: Callable[[SelectedMailbox], bytes]
+    dirty: bool
+
+    @property
+    def selected(self) -> SelectedMailbox:
+        assert self.view is not None
+        return self.view
+
+    async def _check(self, reader: Reader, by_uid: bool) -> Done:
+        reader.end()
+        self.dirty = True
+        return Done("CHECK completed")
+
+    async def _close(self, reader: Reader, by_uid: bool) -> Done:
+        """§6.4.2: expunge \\Deleted messages silently (unless read-only), then unselect."""
+        reader.end()
+        view = self.selected
+        if not view.readonly:
+            deleted = await self._deleted_uids(view, None)
+            if deleted:
+                await view.mailbox.expunge(deleted)
+        self.unselect()
+        return Done("CLOSE completed")
+
+    async def _unselect(self, reader: Reader, by_uid: bool) -> Done:
+        reader.end()
+        self.unselect()
+        return Done("UNSELECT completed")
+
+    # -- EXPUNGE ---------------------------------------------------------------------------------
+
+    async def _deleted_uids(self, view: SelectedMailbox, within: set[int] | None) -> list[int]:
+        uids = list(view.uids) if within is None else sorted(within)
+        found = []
+        for start in range(0, len(uids), INDEX_BATCH):
+            batch = uids[start : start + INDEX_BATCH]
+            for message in await view.mailbox.messages(batch):
+                if DELETED in message.flags:
+                    found.append(message.uid)
+        return found
+
+    async def _expunge(self, reader: Reader, by_uid: bool) -> Done:
+        """§6.4.3; ``UID EXPUNGE set`` only touches those UIDs (RFC 4315 §2.1)."""
+        view = self.selected
+        within = None
+        if by_uid:
+            reader.sp()
+            within = {uid for _seq, uid in view.resolve(reader.sequence_set(), True)}
+        reader.end()
+        if view.readonly:
+            raise replies.ReadOnly()
+        deleted = await self._deleted_uids(view, within)
+        if deleted:
+            removed = await view.mailbox.expunge(deleted)
+            self.report_expunged(view, removed)
+        if self.condstore:
+            # RFC 7162 §3.2.10: the modseq after the expunge, so the client can resync from it.
+            status = await view.mailbox.status()
+            return Done("EXPUNGE completed", code=f"HIGHESTMODSEQ {status.highestmodseq}")
+        return Done("EXPUNGE completed")
+
+    def report_expunged(self, view: SelectedMailbox, removed: list[int]) -> None:
+        gone = {uid for uid in removed if view.seq_of(uid)}
+        if not gone:
+            return
+        seqs = view.remove(gone)
+        if self.qresync:
+            self.write(b"* VANISHED " + compress(sorted(gone)).encode() + b"\r\n")
+        else:
+            self.write(b"".join(b"* %d EXPUNGE\r\n" % seq for seq in seqs))
+
+    # -- FETCH -----------------------------------------------------------------------------------
+
+    async def _fetch(self, reader: Reader, by_uid: bool) -> Done:
+        view = self.selected
+        reader.sp()
+        sequence_set = reader.sequence_set()
+        reader.sp()
+        request = fetch.parse_fetch(reader)
+        if request.vanished and not (by_uid and self.qresync):
+            raise replies.BadCommand("VANISHED needs UID FETCH and QRESYNC enabled")
+        if request.changedsince is not None or b"MODSEQ" in request.items:
+            self.condstore = True
+        targets = view.resolve(sequence_set, by_uid)
+        if request.vanished and request.changedsince is not None:
+            gone = await view.mailbox.expunged_since(request.changedsince)
+            ranges = _ranges(sequence_set, view)
+            gone = [uid for uid in gone if any(lo <= uid <= hi for lo, hi in ranges)]
+            if gone:
+                self.write(b"* VANISHED (EARLIER) " + compress(gone).encode() + b"\r\n")
+        header, content = request.needs_header, request.needs_content
+        sets_seen = request.sets_seen and not view.readonly
+        size = _batch_size(header, content)
+        fast = fetch.index_only(request)
+        want_structure = fetch.wants_structure(request)
+        rest_streamable = fetch.streamable(request, structure_known=True)
+        needs_bytes = fetch.needs_bytes(request)
+        for start in range(0, len(targets), size):
+            batch = targets[start : start + size]
+            uids = [uid for _s, uid in batch]
+            known = await self._known_structures(view, uids) if want_structure else {}
+            if content:
+                # Index values and headers first; a message is loaded whole only when a
+                # section needs parsing, its structure isn't cached yet, or it is small.
+                messages = await view.mailbox.messages(uids, True, False)
+                load = [
+                    m.uid
+                    for m in messages
+                    if not rest_streamable
+                    or (want_structure and m.uid not in known)
+                    or (needs_bytes and m.size <= STREAM_THRESHOLD)
+                ]
+                loaded = {m.uid: m for m in await view.mailbox.messages(load, True, True)}
+                messages = [loaded.get(m.uid, m) for m in messages]
+            else:
+                messages = await view.mailbox.messages(uids, header, False)
+            by_uid_map = {m.uid: m for m in messages}
+            fresh = {
+                m.uid: fetch.structures(mime.parse(m.content))
+                for m in messages
+                if want_structure and m.uid not in known and m.content is not None
+            }
+            known.update(fresh)
+            if fast:
+                self.write(
+                    fetch.render_index_batch(
+                        batch, by_uid_map, request, uid=by_uid, first_recent=view.first_recent
+                    )
+                )
+                self.flush()
+                continue
+            changed: set[int] = set()
+            if sets_seen:
+                unseen = [m.uid for m in messages if SEEN not in m.flags]
+                if unseen:
+                    for info in await view.mailbox.store_flags(unseen, [SEEN], "+"):
+                        old = by_uid_map.get(info.uid)
+                        if old is not None:
+                            by_uid_map[info.uid] = old._replace(
+                                flags=info.flags, modseq=info.modseq
+                            )
+                            changed.add(info.uid)
+                    self._own_change(view, by_uid_map, changed)
+            for seq, uid in batch:
+                message = by_uid_map.get(uid)
+                if message is None:
+                    continue
+                if request.changedsince is not None and message.modseq <= request.changedsince:
+                    continue
+                parts = fetch.render_parts(
+                    seq,
+                    message,
+                    request,
+                    uid=by_uid,
+                    flags_changed=uid in changed,
+                    recent=view.is_recent(uid),
+                    modseq=self.condstore and uid in changed,
+                    structure=known.get(uid),
+                )
+                await self.write_parts(view, uid, parts)
+            self.flush()
+            if fresh:
+                await self._remember_structures(view, fresh)
+            await self.drained()
+        return Done("FETCH completed")
+
+    async def _known_structures(
+        self, view: SelectedMailbox, uids: list[int]
+    ) -> dict[int, dict[bytes, bytes]]:
+        """BODYSTRUCTURE and BODY computed by an earlier FETCH, kept in the store's index."""
+        full = await view.mailbox.derived(uids, STRUCTURE_KEY)
+        plain = await view.mailbox.derived(uids, BODY_KEY)
+        return {
+            uid: {b"BODYSTRUCTURE": full[uid], b"BODY": plain[uid]} for uid in full if uid in plain
+        }
+
+    async def _remember_structures(
+        self, view: SelectedMailbox, fresh: dict[int, dict[bytes, bytes]]
+    ) -> None:
+        try:
+            await view.mailbox.remember(
+                STRUCTURE_KEY, {uid: s[b"BODYSTRUCTURE"] for uid, s in fresh.items()}
+            )
+            await view.mailbox.remember(BODY_KEY, {uid: s[b"BODY"] for uid, s in fresh.items()})
+        except Exception:  # a cache: failing to fill it costs only a later re-parse
+            log.failure("imap could not cache BODYSTRUCTURE")
+
+    async def write_parts(
+        self, view: SelectedMailbox, uid: int, parts: list[bytes | fetch.FileRange]
+    ) -> None:
+        """Write a response whose literals may be ``FileRange``s: those are read from the
+        message file a chunk at a time, waiting while the client is slow to read, so a large
+        message never sits whole in memory."""
+        if not any(isinstance(p, fetch.FileRange) for p in parts):
+            self.write(b"".join(parts))  # type: ignore[arg-type]
+            return
+        file = await view.mailbox.open_message(uid)
+        try:
+            for part in parts:
+                if not isinstance(part, fetch.FileRange):
+                    self.write(part)
+                    continue
+                # 64 KiB reads on the reactor thread, as POP3's RETR does: small, and usually
+                # from the page cache; the file itself was opened in the store's pool.
+                file.seek(part.offset)
+                left = part.length
+                while left > 0:
+                    chunk = file.read(min(STREAM_CHUNK, left))
+                    if not chunk:  # the file shrank under us: keep the literal's promise
+                        chunk = b" " * min(STREAM_CHUNK, left)
+                    left -= len(chunk)
+                    self.write(chunk)
+                    self.flush()
+                    await self.drained()
+                    if self.lost:
+                        return
+        finally:
+            file.close()
+
+    def _own_change(
+        self, view: SelectedMailbox, messages: dict[int, StoredMessage], changed: set[int]
+    ) -> None:
+        """Our own flag change needs no untagged echo: if it is the only change since what the
+        client knows, move the known modseq forward."""
+        if not changed:
+            return
+        modseq = max(messages[uid].modseq for uid in changed)
+        if modseq == view.modseq + 1:
+            view.modseq = modseq
+
+    # -- STORE -----------------------------------------------------------------------------------
+
+    async def _store(self, reader: Reader, by_uid: bool) -> Done:
+        """§6.4.6, with UNCHANGEDSINCE (RFC 7162 §3.1.3): messages changed after it are left
+        alone and reported in ``[MODIFIED set]``."""
+        view = self.selected
+        reader.sp()
+        sequence_set = reader.sequence_set()
+        reader.sp()
+        unchangedsince = None
+        if reader.peek() == b"(":
+            reader.open_paren()
+            reader.expect(b"UNCHANGEDSINCE")
+            reader.sp()
+            unchangedsince = reader.number()
+            reader.close_paren()
+            reader.sp()
+            self.condstore = True
+        item = reader.atom().upper()
+        mode = {b"FLAGS": "=", b"+FLAGS": "+", b"-FLAGS": "-"}.get(item.removesuffix(b".SILENT"))
+        if mode is None:
+            raise ParseError("expected FLAGS, +FLAGS or -FLAGS")
+        silent = item.endswith(b".SILENT")
+        reader.sp()
+        if reader.peek() == b"(":
+            flags = reader.flag_list()
+        else:
+            flags = [reader.flag()]
+            while reader.skip_sp():
+                flags.append(reader.flag())
+        reader.end()
+        if "\\*" in flags:
+            raise ParseError("\\* is not a flag")
+        flags = [f for f in flags if f != "\\Recent"]
+        if view.readonly:
+            raise replies.ReadOnly()
+        targets = view.resolve(sequence_set, by_uid)
+        uids = [uid for _s, uid in targets]
+        modified: list[int] = []
+        if unchangedsince is not None:
+            current = await view.mailbox.messages(uids)
+            too_new = {m.uid for m in current if m.modseq > unchangedsince}
+            modified = [seq_uid[by_uid] for seq_uid in targets if seq_uid[1] in too_new]
+            uids = [uid for uid in uids if uid not in too_new]
+        changed = await view.mailbox.store_flags(uids, flags, mode) if uids else []
+        new_keywords = {f for f in flags if not f.startswith("\\")} - view.keywords
+        if new_keywords:
+            view.keywords |= new_keywords
+            self.write(self.flags_line(view))
+        changed_uids = {info.uid for info in changed}
+        if changed:
+            modseq = max(info.modseq for info in changed)
+            if modseq == view.modseq + 1:
+                view.modseq = modseq
+        if not silent or (self.condstore and changed_uids):
+            report = [uid for uid in uids if not silent or uid in changed_uids]
+            lines = []
+            for start in range(0, len(report), INDEX_BATCH):
+                for message in await view.mailbox.messages(report[start : start + INDEX_BATCH]):
+                    seq = view.seq_of(message.uid)
+                    if seq:
+                        lines.append(self._store_response(seq, message, view, by_uid))
+            self.write(b"".join(lines))
+        if modified:
+            return Done("conditional STORE failed", code=f"MODIFIED {compress(modified)}")
+        return Done("STORE completed")
+
+    def _store_response(
+        self, seq: int, message: StoredMessage, view: SelectedMailbox, by_uid: bool
+    ) -> bytes:
+        parts = []
+        if by_uid or self.condstore:
+            parts.append(b"UID %d" % message.uid)
+        parts.append(b"FLAGS " + fetch.flag_list(message.flags, view.is_recent(message.uid)))
+        if self.condstore:
+            parts.append(b"MODSEQ (%d)" % message.modseq)
+        return b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n"
+
+    # -- SEARCH ----------------------------------------------------------------------------------
+
+    async def _search(self, reader: Reader, by_uid: bool) -> Done:
+        view = self.selected
+        reader.sp()
+
+        def resolve(text: bytes, uid_set: bool) -> set[int]:
+            return {seq for seq, _uid in view.resolve(text, uid_set)}
+
+        try:
+            program = parse_search(reader, resolve)
+        except BadCharset:
+            raise replies.IMAPError(
+                "unsupported charset", code="BADCHARSET (UTF-8 US-ASCII)"
+            ) from None
+        if program.uses_modseq:
+            self.condstore = True
+        matches: list[tuple[int, StoredMessage]] = []
+        uids = view.uids
+        size = SEARCH_CONTENT_BATCH if program.content else _batch_size(program.header, False)
+        for start in range(0, len(uids), size):
+            batch = list(uids[start : start + size])
+            found = await view.mailbox.messages(batch, program.header, program.content)
+            by_uid_map = {m.uid: m for m in found}
+            for offset, uid in enumerate(batch):
+                message = by_uid_map.get(uid)
+                if message is None:
+                    continue
+                seq = start + offset + 1
+                candidate = Candidate(seq, message, view.is_recent(uid))
+                if program.predicate(candidate):
+                    matches.append((seq, message._replace(header=None, content=None)))
+        numbers = [m.uid if by_uid else seq for seq, m in matches]
+        highest = max((m.modseq for _s, m in matches), default=0)
+        if program.return_options is not None:
+            modseq = highest if program.uses_modseq else 0
+            self.write(self._esearch(reader, numbers, program.return_options, by_uid, modseq))
+        else:
+            line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
+            if program.uses_modseq and numbers:
+                line += b" (MODSEQ %d)" % highest
+            self.write(line + b"\r\n")
+        return Done("SEARCH completed")
+
+    def _esearch(
+        self, reader: Reader, numbers: list[int], options: list[str], by_uid: bool, modseq: int
+    ) -> bytes:
+        """RFC 4731 §3.1: ``* ESEARCH (TAG "a1") UID MIN 1 MAX 9 COUNT 4 ALL 1:3,9``."""
+        tag = reader.text.split(b" ", 1)[0]
+        out = [b'* ESEARCH (TAG "' + tag.replace(b'"', b"") + b'")']
+        if by_uid:
+            out.append(b"UID")
+        if numbers:
+            if "MIN" in options:
+                out.append(b"MIN %d" % numbers[0])
+            if "MAX" in options:
+                out.append(b"MAX %d" % numbers[-1])
+            if "ALL" in options:
+                out.append(b"ALL " + compress(numbers).encode())
+        if "COUNT" in options:
+            out.append(b"COUNT %d" % len(numbers))
+        if modseq and numbers:
+            out.append(b"MODSEQ %d" % modseq)
+        return b" ".join(out) + b"\r\n"
+
+    # -- COPY / MOVE -----------------------------------------------------------------------------
+
+    async def _copy_to(self, reader: Reader, by_uid: bool) -> tuple[list[tuple[int, int]], str]:
+        view = self.selected
+        reader.sp()
+        sequence_set = reader.sequence_set()
+        reader.sp()
+        name = names.decode(reader.astring())
+        reader.end()
+        targets = view.resolve(sequence_set, by_uid)
+        try:
+            target = await self.account.store.open(self.account.address, name)
+        except NoSuchMailbox:
+            raise replies.TryCreate() from None
+        pairs = await view.mailbox.copy([uid for _s, uid in targets], target)
+        if not pairs:
+            return pairs, ""
+        status = await target.status()
+        source = compress([s for s, _d in pairs])
+        dest = compress([d for _s, d in pairs])
+        return pairs, f"COPYUID {status.uidvalidity} {source} {dest}"
+
+    async def _copy(self, reader: Reader, by_uid: bool) -> Done:
+        """§6.4.7 with COPYUID (RFC 4315 §3)."""
+        _pairs, code = await self._copy_to(reader, by_uid)
+        return Done("COPY completed", code=code or None)
+
+    async def _move(self, reader: Reader, by_uid: bool) -> Done:
+        """RFC 6851 §3.3: untagged OK [COPYUID], then the expunges, then the tagged OK."""
+        view = self.selected
+        if view.readonly:
+            raise replies.ReadOnly()
+        pairs, code = await self._copy_to(reader, by_uid)
+        if pairs:
+            self.write(f"* OK [{code}] moved\r\n".encode())
+            removed = await view.mailbox.expunge([s for s, _d in pairs])
+            self.report_expunged(view, removed)
+        return Done("MOVE completed")
+
+
+def _ranges(text: bytes, view: SelectedMailbox) -> list[tuple[int, int]]:
+    last = view.uids[-1] if view.uids else 0
+    ranges = []
+    for piece in text.split(b","):
+        low, _, high = piece.partition(b":")
+        lo = last if low == b"*" else int(low)
+        hi = lo if not high else (last if high == b"*" else int(high))
+        ranges.append((min(lo, hi), max(lo, hi)))
+    return ranges

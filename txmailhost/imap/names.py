@@ -1,0 +1,96 @@
+"""Mailbox names on the wire: decoding, LIST patterns, hierarchy and special-use attributes.
+
+Names travel in modified UTF-7 (RFC 3501 §5.1.3, Twisted's ``imap4-utf-7`` codec) with ``/`` as
+the hierarchy separator; the store takes Unicode names and refuses anything that could leave the
+user's directory (``..``, NUL, empty components) with ``InvalidMailboxName``. Here we refuse early
+what can never be a name (8-bit octets, control characters, wildcards in CREATE), so traversal
+attempts get ``NO`` before the store is asked. A user's namespace is only their own tree
+(RFC 2342: one personal namespace, no other users', no shared): ``~bob`` is simply a folder name.
+"""
+
+from __future__ import annotations
+
+import re
+
+import twisted.mail.imap4  # noqa: F401 - registers the imap4-utf-7 codec
+
+from txmailhost.imap.replies import InvalidName
+from txmailhost.store.interfaces import INBOX
+
+SEPARATOR = "/"
+MAX_NAME_LENGTH = 512
+# RFC 6154 §2: attributes for the folders every account gets (store DEFAULT_MAILBOXES).
+SPECIAL_USE = {
+    "Sent": "\\Sent",
+    "Drafts": "\\Drafts",
+    "Trash": "\\Trash",
+    "Junk": "\\Junk",
+    "Archive": "\\Archive",
+}
+
+
+def decode(raw: bytes) -> str:
+    """A client's mailbox name → the store's name (INBOX in any case → ``INBOX``)."""
+    if len(raw) > MAX_NAME_LENGTH:
+        raise InvalidName("mailbox name too long")
+    try:
+        name = raw.decode("ascii").encode("ascii").decode("imap4-utf-7")
+    except (UnicodeError, ValueError):
+        raise InvalidName("mailbox name is not valid modified UTF-7") from None
+    if any(ord(c) < 32 or c == "\x7f" for c in name):
+        raise InvalidName("mailbox name contains control characters")
+    if name.endswith(SEPARATOR) and len(name) > 1:
+        name = name.rstrip(SEPARATOR)
+    head, sep, rest = name.partition(SEPARATOR)
+    if head.upper() == INBOX:
+        name = INBOX + sep + rest
+    return name
+
+
+def check_creatable(name: str) -> None:
+    if "*" in name or "%" in name:
+        raise InvalidName("mailbox names can't contain * or %")
+    if name.startswith(SEPARATOR) or f"{SEPARATOR}{SEPARATOR}" in name:
+        raise InvalidName("empty hierarchy level in mailbox name")
+
+
+def pattern_regex(reference: str, pattern: str) -> re.Pattern[str]:
+    """RFC 3501 §6.3.8: ``*`` matches anything, ``%`` anything but the separator. The
+    reference is prefixed; INBOX matches case-insensitively."""
+    full = reference + pattern if not pattern.startswith(SEPARATOR) or not reference else pattern
+    out = []
+    for c in full:
+        if c == "*":
+            out.append(".*")
+        elif c == "%":
+            out.append("[^/]*")
+        else:
+            out.append(re.escape(c))
+    regex = "".join(out)
+    if full[:5].upper() == INBOX and (len(full) == 5 or full[5] in "/*%"):
+        regex = "(?i:INBOX)" + "".join(out[5:])
+    return re.compile(regex + r"\Z", re.DOTALL)
+
+
+def with_parents(names: list[str]) -> dict[str, bool]:
+    """Every name and every hierarchy level above it: name → exists (False: \\Noselect)."""
+    known = dict.fromkeys(names, True)
+    for name in names:
+        parts = name.split(SEPARATOR)
+        for i in range(1, len(parts)):
+            known.setdefault(SEPARATOR.join(parts[:i]), False)
+    return known
+
+
+def attributes(name: str, known: dict[str, bool], subscribed: bool = False) -> list[str]:
+    """LIST attributes: RFC 3348 CHILDREN, RFC 6154 special use, \\Noselect, \\Subscribed."""
+    prefix = name + SEPARATOR
+    has_children = any(other.startswith(prefix) for other in known)
+    attrs = ["\\HasChildren" if has_children else "\\HasNoChildren"]
+    if not known.get(name, False):
+        attrs.insert(0, "\\Noselect")
+    if name in SPECIAL_USE:
+        attrs.append(SPECIAL_USE[name])
+    if subscribed:
+        attrs.append("\\Subscribed")
+    return attrs

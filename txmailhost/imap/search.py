@@ -1,0 +1,445 @@
+"""SEARCH (RFC 3501 §6.4.4) compiled to predicates, with CONDSTORE's MODSEQ key (RFC 7162
+§3.1.5) and ESEARCH's RETURN options (RFC 4731).
+
+The criteria are parsed once into a tree of Python closures over one message. ``Needs`` says
+what the store must load: keys on flags, UID, size, dates and modseq run on index values alone;
+header keys need the cached header block; BODY and TEXT need the message. Nesting (parentheses,
+NOT, OR) is bounded by ``MAX_KEYS`` and the parser's depth limit so a client can't build an
+arbitrarily deep or long program.
+
+String matching is a case-insensitive substring match (§6.4.4), on RFC 2047-decoded header
+values, and on the raw message for BODY/TEXT plus the decoded text of its base64 or
+quoted-printable text parts, so a word in an encoded body is found too.
+"""
+
+from __future__ import annotations
+
+import calendar
+import email.header
+import email.utils
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from txmailhost.imap import mime
+from txmailhost.imap.parser import ParseError, Reader
+from txmailhost.store.interfaces import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN, StoredMessage
+
+MAX_KEYS = 500
+_MONTHS = {m: i for i, m in enumerate(calendar.month_abbr) if m}
+_DATE = re.compile(rb"(\d{1,2})-([A-Za-z]{3})-(\d{4})")
+
+
+@dataclass
+class Candidate:
+    """One message under test: its sequence number, recent bit and stored values."""
+
+    seq: int
+    message: StoredMessage
+    recent: bool
+    _texts: dict[str, str] = field(default_factory=dict)
+
+    def header_value(self, name: bytes) -> str:
+        key = "h:" + name.decode("ascii", "replace")
+        if key not in self._texts:
+            values = [
+                v for k, v in mime.parse_header_fields(self.message.header or b"") if k == name
+            ]
+            self._texts[key] = " ".join(_decode_header(v) for v in values).casefold()
+        return self._texts[key]
+
+    def has_header(self, name: bytes) -> bool:
+        return any(k == name for k, _v in mime.parse_header_fields(self.message.header or b""))
+
+    def whole_text(self, body_only: bool) -> str:
+        key = "body" if body_only else "text"
+        if key not in self._texts:
+            raw = self.message.content or b""
+            root = mime.parse(raw)
+            pieces = [(root.body if body_only else raw).decode("utf-8", "replace")]
+            if not body_only:
+                pieces.append(
+                    " ".join(_decode_header(v) for _k, v in root.fields).replace("\r\n", " ")
+                )
+            pieces.extend(_decoded_texts(root))
+            self._texts[key] = "\n".join(pieces).casefold()
+        return self._texts[key]
+
+
+def _decode_header(value: bytes) -> str:
+    text = value.decode("utf-8", "replace")
+    try:
+        return str(email.header.make_header(email.header.decode_header(text)))
+    except Exception:  # a malformed encoded-word: search the raw text instead
+        return text
+
+
+def _decoded_texts(part: mime.Part) -> list[str]:
+    """The decoded content of base64 / quoted-printable text parts (bounded by mime limits)."""
+    out = []
+    stack = [part]
+    while stack:
+        current = stack.pop()
+        stack.extend(current.children)
+        if current.message is not None:
+            stack.append(current.message)
+        encoding = (current.get(b"content-transfer-encoding") or b"").lower().strip()
+        if current.maintype == b"text" and encoding in (b"base64", b"quoted-printable"):
+            import base64
+            import binascii
+            import quopri
+
+            try:
+                data = (
+                    base64.b64decode(current.body)
+                    if encoding == b"base64"
+                    else quopri.decodestring(current.body)
+                )
+            except (binascii.Error, ValueError):
+                continue
+            charset = dict((k.lower(), v) for k, v in current.params).get(b"charset", b"utf-8")
+            try:
+                out.append(data.decode(charset.decode("ascii", "replace"), "replace"))
+            except LookupError:
+                out.append(data.decode("utf-8", "replace"))
+    return out
+
+
+Predicate = Callable[[Candidate], bool]
+
+
+@dataclass
+class SearchProgram:
+    """The compiled criteria and what evaluating them needs."""
+
+    predicate: Predicate
+    header: bool = False
+    content: bool = False
+    uses_modseq: bool = False
+    return_options: list[str] | None = None  # ESEARCH RETURN (...), None for plain SEARCH
+
+
+class _Compiler:
+    def __init__(self, reader: Reader, resolve: Callable[[bytes, bool], set[int]]) -> None:
+        self.reader = reader
+        self.resolve = resolve  # (sequence set, by_uid) -> set of sequence numbers
+        self.keys = 0
+        self.header = False
+        self.content = False
+        self.uses_modseq = False
+
+    def program(self) -> Predicate:
+        keys = [self.key()]
+        while self.reader.skip_sp():
+            keys.append(self.key())
+        self.reader.end()
+        return _all(keys)
+
+    def key(self) -> Predicate:
+        reader = self.reader
+        self.keys += 1
+        if self.keys > MAX_KEYS:
+            raise ParseError("too many search keys")
+        if reader.peek() == b"(":
+            reader.open_paren()
+            keys = [self.key()]
+            while reader.peek() != b")":
+                reader.sp()
+                keys.append(self.key())
+            reader.close_paren()
+            return _all(keys)
+        if reader.peek().isdigit() or reader.peek() == b"*":
+            seqs = self.resolve(reader.sequence_set(), False)
+            return lambda c: c.seq in seqs
+        word = reader.atom().upper()
+        handler = _KEYS.get(word)
+        if handler is None:
+            raise ParseError(f"unknown search key {word.decode('ascii', 'replace')}")
+        return handler(self)
+
+    # argument helpers
+    def astring(self) -> str:
+        self.reader.sp()
+        return self.reader.astring().decode("utf-8", "replace").casefold()
+
+    def number(self) -> int:
+        self.reader.sp()
+        return self.reader.number()
+
+    def date(self) -> int:
+        """A search date (``1-Feb-2024``, optionally quoted) as a day number."""
+        self.reader.sp()
+        raw = self.reader.astring()
+        match = _DATE.fullmatch(raw)
+        month = _MONTHS.get(match[2].decode().capitalize()) if match else None
+        if not match or not month:
+            raise ParseError("invalid date")
+        return _day(int(match[3]), month, int(match[1]))
+
+
+def _day(year: int, month: int, day: int) -> int:
+    return calendar.timegm((year, month, day, 0, 0, 0)) // 86400
+
+
+def _all(keys: list[Predicate]) -> Predicate:
+    if len(keys) == 1:
+        return keys[0]
+    return lambda c: all(k(c) for k in keys)
+
+
+def _flag(name: str, present: bool) -> Callable[[_Compiler], Predicate]:
+    def build(compiler: _Compiler) -> Predicate:
+        if present:
+            return lambda c: name in c.message.flags
+        return lambda c: name not in c.message.flags
+
+    return build
+
+
+def _keyword(present: bool) -> Callable[[_Compiler], Predicate]:
+    def build(compiler: _Compiler) -> Predicate:
+        compiler.reader.sp()
+        word = compiler.reader.atom().decode("ascii", "replace")
+        lowered = word.lower()
+
+        def has(c: Candidate) -> bool:
+            return any(f.lower() == lowered for f in c.message.flags)
+
+        return has if present else (lambda c: not has(c))
+
+    return build
+
+
+def _prefilter(needle: str) -> bytes | None:
+    """For an ASCII needle, the bytes whose absence from the lower-cased raw text proves no
+    match (unless the text has RFC 2047 or MIME encodings to decode): most messages of a large
+    mailbox are rejected without parsing them."""
+    return needle.encode("ascii") if needle.isascii() else None
+
+
+def _header_key(name: bytes) -> Callable[[_Compiler], Predicate]:
+    def build(compiler: _Compiler) -> Predicate:
+        compiler.header = True
+        needle = compiler.astring()
+        quick = _prefilter(needle)
+
+        def test(c: Candidate) -> bool:
+            if quick is not None:
+                raw = (c.message.header or b"").lower()
+                if quick not in raw and b"=?" not in raw:
+                    return False
+            return needle in c.header_value(name)
+
+        return test
+
+    return build
+
+
+def _header(compiler: _Compiler) -> Predicate:
+    compiler.header = True
+    compiler.reader.sp()
+    name = compiler.reader.astring().lower()
+    needle = compiler.astring()
+    if not needle:
+        return lambda c: c.has_header(name)
+    return lambda c: needle in c.header_value(name)
+
+
+def _text(body_only: bool) -> Callable[[_Compiler], Predicate]:
+    def build(compiler: _Compiler) -> Predicate:
+        compiler.content = True
+        needle = compiler.astring()
+        quick = _prefilter(needle)
+
+        def test(c: Candidate) -> bool:
+            if quick is not None:
+                raw = (c.message.content or b"").lower()
+                if quick not in raw and b"=?" not in raw and b"-transfer-encoding" not in raw:
+                    return False
+            return needle in c.whole_text(body_only)
+
+        return test
+
+    return build
+
+
+def _internal(compare: str) -> Callable[[_Compiler], Predicate]:
+    def build(compiler: _Compiler) -> Predicate:
+        day = compiler.date()
+
+        def test(c: Candidate) -> bool:
+            return _compare(int(c.message.internaldate // 86400), day, compare)
+
+        return test
+
+    return build
+
+
+def _sent(compare: str) -> Callable[[_Compiler], Predicate]:
+    def build(compiler: _Compiler) -> Predicate:
+        compiler.header = True
+        day = compiler.date()
+
+        def test(c: Candidate) -> bool:
+            raw = c.header_value(b"date")
+            try:
+                parsed = email.utils.parsedate_tz(raw)
+            except (TypeError, ValueError):
+                parsed = None
+            if not parsed:
+                return False
+            return _compare(_day(parsed[0], parsed[1], parsed[2]), day, compare)
+
+        return test
+
+    return build
+
+
+def _compare(value: int, day: int, compare: str) -> bool:
+    if compare == "before":
+        return value < day
+    if compare == "on":
+        return value == day
+    return value >= day
+
+
+def _not(compiler: _Compiler) -> Predicate:
+    compiler.reader.sp()
+    inner = compiler.key()
+    return lambda c: not inner(c)
+
+
+def _or(compiler: _Compiler) -> Predicate:
+    compiler.reader.sp()
+    left = compiler.key()
+    compiler.reader.sp()
+    right = compiler.key()
+    return lambda c: left(c) or right(c)
+
+
+def _uid(compiler: _Compiler) -> Predicate:
+    compiler.reader.sp()
+    seqs = compiler.resolve(compiler.reader.sequence_set(), True)
+    return lambda c: c.seq in seqs
+
+
+def _larger(compiler: _Compiler) -> Predicate:
+    size = compiler.number()
+    return lambda c: c.message.size > size
+
+
+def _smaller(compiler: _Compiler) -> Predicate:
+    size = compiler.number()
+    return lambda c: c.message.size < size
+
+
+def _modseq(compiler: _Compiler) -> Predicate:
+    """RFC 7162 §3.1.5: ``MODSEQ ["/flags/\\\\seen" all|priv|shared] n``."""
+    compiler.uses_modseq = True
+    compiler.reader.sp()
+    if compiler.reader.peek() == b'"':
+        compiler.reader.quoted()
+        compiler.reader.sp()
+        compiler.reader.atom()
+        compiler.reader.sp()
+    value = compiler.reader.number()
+    return lambda c: c.message.modseq >= value
+
+
+def _const(value: bool) -> Callable[[_Compiler], Predicate]:
+    return lambda compiler: lambda c: value
+
+
+_KEYS: dict[bytes, Callable[[_Compiler], Predicate]] = {
+    b"ALL": _const(True),
+    b"ANSWERED": _flag(ANSWERED, True),
+    b"DELETED": _flag(DELETED, True),
+    b"DRAFT": _flag(DRAFT, True),
+    b"FLAGGED": _flag(FLAGGED, True),
+    b"SEEN": _flag(SEEN, True),
+    b"UNANSWERED": _flag(ANSWERED, False),
+    b"UNDELETED": _flag(DELETED, False),
+    b"UNDRAFT": _flag(DRAFT, False),
+    b"UNFLAGGED": _flag(FLAGGED, False),
+    b"UNSEEN": _flag(SEEN, False),
+    b"KEYWORD": _keyword(True),
+    b"UNKEYWORD": _keyword(False),
+    b"RECENT": lambda compiler: lambda c: c.recent,
+    b"NEW": lambda compiler: lambda c: c.recent and SEEN not in c.message.flags,
+    b"OLD": lambda compiler: lambda c: not c.recent,
+    b"FROM": _header_key(b"from"),
+    b"TO": _header_key(b"to"),
+    b"CC": _header_key(b"cc"),
+    b"BCC": _header_key(b"bcc"),
+    b"SUBJECT": _header_key(b"subject"),
+    b"HEADER": _header,
+    b"BODY": _text(True),
+    b"TEXT": _text(False),
+    b"BEFORE": _internal("before"),
+    b"ON": _internal("on"),
+    b"SINCE": _internal("since"),
+    b"SENTBEFORE": _sent("before"),
+    b"SENTON": _sent("on"),
+    b"SENTSINCE": _sent("since"),
+    b"LARGER": _larger,
+    b"SMALLER": _smaller,
+    b"NOT": _not,
+    b"OR": _or,
+    b"UID": _uid,
+    b"MODSEQ": _modseq,
+}
+_RETURN_OPTIONS = {"MIN", "MAX", "ALL", "COUNT"}
+
+
+class BadCharset(Exception):
+    """RFC 3501 §6.4.4: ``NO [BADCHARSET (UTF-8 US-ASCII)]``."""
+
+
+def parse_search(
+    reader: Reader, resolve: Callable[[bytes, bool], set[int]], esearch: bool = True
+) -> SearchProgram:
+    """``[RETURN (opts)] [CHARSET name] criteria``; only UTF-8 and US-ASCII charsets."""
+    return_options = None
+    if esearch and reader.peek_upper(b"RETURN "):
+        reader.pos += len(b"RETURN ")
+        reader.open_paren()
+        return_options = []
+        while reader.peek() != b")":
+            if return_options:
+                reader.sp()
+            option = reader.atom().decode("ascii", "replace").upper()
+            if option not in _RETURN_OPTIONS:
+                raise ParseError(f"unsupported RETURN option {option}")
+            return_options.append(option)
+        reader.close_paren()
+        reader.sp()
+        if not return_options:
+            return_options = ["ALL"]
+    if reader.peek_upper(b"CHARSET "):
+        reader.pos += len(b"CHARSET ")
+        charset = reader.astring().upper()
+        if charset not in (b"UTF-8", b"US-ASCII", b"UTF8"):
+            raise BadCharset()
+        reader.sp()
+    compiler = _Compiler(reader, resolve)
+    predicate = compiler.program()
+    return SearchProgram(
+        predicate, compiler.header, compiler.content, compiler.uses_modseq, return_options
+    )
+
+
+def compress(numbers: list[int]) -> str:
+    """``1,2,3,7,9,10`` → ``1:3,7,9:10`` (sequence-set form for ESEARCH ALL, COPYUID)."""
+    out = []
+    start = prev = None
+    for n in numbers:
+        if start is None:
+            start = prev = n
+        elif n == prev + 1:
+            prev = n
+        else:
+            out.append(f"{start}:{prev}" if start != prev else f"{start}")
+            start = prev = n
+    if start is not None:
+        out.append(f"{start}:{prev}" if start != prev else f"{start}")
+    return ",".join(out)

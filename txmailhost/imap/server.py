@@ -1,0 +1,659 @@
+"""The IMAP4rev1 session (RFC 3501): reading commands and literals, state, login, TLS, IDLE and
+the untagged updates that keep a client in step with its mailbox.
+
+One ``IMAPServer`` per connection. A command is assembled from its line and the literals its
+``{n}`` markers announce (§4.3; RFC 7888 ``{n+}``): the size is checked against the limit
+*before* the ``+`` continuation, so an oversized literal costs nothing (``NO [TOOBIG]``, no ``+``).
+The command is then checked once against ``COMMANDS`` (states allowed, UID form allowed) and run
+by its handler (``commands.py``, ``messages.py``); reading pauses while it runs, so pipelined
+commands execute in order. Handlers return a ``Done`` or raise an ``IMAPError``; ``_finish``
+writes it, logs it and counts it.
+
+Untagged updates (§7.4.1, RFC 7162 §3.2.10): another session's flag change or expunge, or an SMTP
+delivery, wakes the session through the store's change bus; what changed is read from the index
+(``changes_since(modseq)``) when a command ends, or at once while the client IDLEs (RFC 2177).
+EXPUNGE is never sent while a FETCH, STORE or SEARCH runs, so sequence numbers stay consistent.
+
+Why not Twisted's IMAP4Server: STARTTLS injection, unbounded file literals, no UIDNEXT/UNSEEN on
+SELECT, no expunge notification and 3.5 s for ``UID FETCH 1:* (FLAGS)`` on 100k messages
+(notes/twisted-mail-audit.md §4). Reused from Twisted: LineReceiver, TimeoutMixin, twisted.cred
+and the ``imap4-utf-7`` codec.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import tempfile
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.cred.portal import Portal
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IPushProducer,
+    ITCPTransport,
+)
+from twisted.internet.protocol import Factory, connectionDone
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from txmailhost.imap import replies
+from txmailhost.imap.commands import MailboxCommands
+from txmailhost.imap.login import LoginCommands
+from txmailhost.imap.messages import MessageCommands
+from txmailhost.imap.parser import LITERAL_MARKER, LiteralFile, ParseError, Reader
+from txmailhost.imap.replies import CRLF, Done, IMAPError, printable
+from txmailhost.imap.session import SelectedMailbox
+from txmailhost.imap.updates import UpdateMixin
+from txmailhost.store.interfaces import (
+    InvalidMailboxName,
+    MailboxExists,
+    NoSuchMailbox,
+    NoSuchMessage,
+    StoreError,
+)
+
+log = Logger(namespace="txmailhost.imap")
+
+MAX_AUTH_FAILURES = 3
+MAX_BAD_COMMANDS = 20
+MAX_LITERALS = 64  # literals in one command
+MAX_SMALL_LITERAL = 64 * 1024  # any literal but APPEND's message, and all of them before login
+IN_MEMORY_LITERAL = 256 * 1024  # larger APPEND literals go to a file in the staging directory
+DISCARD_LIMIT_FACTOR = 2  # an oversized {n+} up to this many times the limit is read and dropped
+
+
+class State(enum.Enum):
+    """RFC 3501 §3."""
+
+    NOT_AUTHENTICATED = "not authenticated"
+    AUTHENTICATED = "authenticated"
+    SELECTED = "selected"
+    LOGOUT = "logout"
+
+
+ANY = frozenset({State.NOT_AUTHENTICATED, State.AUTHENTICATED, State.SELECTED})
+UNAUTH = frozenset({State.NOT_AUTHENTICATED})
+AUTH = frozenset({State.AUTHENTICATED, State.SELECTED})
+SELECTED = frozenset({State.SELECTED})
+
+
+@dataclass(frozen=True)
+class Command:
+    """How a verb is run: its handler, the states allowing it, whether ``UID`` may prefix it and
+    whether EXPUNGE responses may follow it (§7.4.1: not after FETCH, STORE, SEARCH)."""
+
+    handler: Callable[..., Awaitable[Done]]
+    states: frozenset[State]
+    uid: bool = False
+    expunges: bool = True
+
+
+class _LiteralSink:
+    """Receives one literal: in memory when small, else into a file in the staging directory
+    (written as it arrives; fsync'd later in the store's pool, by ``append_unsynced``)."""
+
+    def __init__(self, size: int, directory: str | None) -> None:
+        self.remaining = size
+        self.size = size
+        self._chunks: list[bytes] = []
+        self._file: Any = None
+        self.path: str | None = None
+        if directory is not None and size > IN_MEMORY_LITERAL:
+            fd, self.path = tempfile.mkstemp(prefix=".imap-append.", dir=directory)
+            self._file = os.fdopen(fd, "wb")
+
+    def write(self, data: bytes) -> None:
+        self.remaining -= len(data)
+        if self._file is not None:
+            self._file.write(data)
+        else:
+            self._chunks.append(data)
+
+    def value(self) -> bytes | LiteralFile:
+        if self._file is not None:
+            self._file.close()
+            assert self.path is not None
+            return LiteralFile(self.path, self.size)
+        return b"".join(self._chunks)
+
+    def discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            with suppress(OSError):
+                os.unlink(self.path)  # type: ignore[arg-type]
+
+
+@implementer(IPushProducer)
+class _Backpressure:
+    """Registered with the transport while a long response is written: the transport pauses
+    it when its buffer is full, and ``drained`` waits for the resume (a slow reader can't make
+    the server buffer a whole FETCH 1:* of bodies)."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self._waiters: list[Deferred[None]] = []
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def stopProducing(self) -> None:
+        self.resumeProducing()
+
+    def wait(self) -> Deferred[None]:
+        waiter: Deferred[None] = Deferred()
+        self._waiters.append(waiter)
+        return waiter
+
+
+class IMAPServer(
+    LoginCommands, UpdateMixin, MailboxCommands, MessageCommands, LineReceiver, TimeoutMixin
+):
+    """One IMAP session; see the module docstring for its shape."""
+
+    factory: IMAPFactory
+
+    def __init__(self) -> None:
+        self.state = State.NOT_AUTHENTICATED
+        self.peer_text = "-"
+        self._peer: Any = None
+        self._tls = False
+        self.account: Any = None
+        self.user: str | None = None
+        self._logout: Callable[[], None] | None = None
+        self.view: SelectedMailbox | None = None
+        self.condstore = False
+        self.qresync = False
+        self._auth_failures = 0
+        self._bad_commands = 0
+        self._delay: Deferred[None] | None = None
+        # command assembly
+        self._segments: list[bytes] = []
+        self._literals: dict[int, bytes | LiteralFile] = {}
+        self._assembled = 0
+        self._sink: _LiteralSink | None = None
+        self._discard_literal = 0
+        self._discard_reply: tuple[bytes, IMAPError] | None = None
+        self._discarding_line = False
+        self._discard_carry = b""
+        self._reparse = False
+        self._line_waiter: Deferred[bytes] | None = None
+        self._running = False
+        self._after_reply: Callable[[], None] | None = None
+        self._out: list[bytes] = []
+        self._backpressure: _Backpressure | None = None
+        self._closing = False
+        self.lost = False
+        UpdateMixin.__init__(self)
+
+    # -- connection ------------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        self.callLater = factory.reactor.callLater  # TimeoutMixin: the injected clock
+        self.MAX_LENGTH = factory.max_line_length
+        self._peer = self.transport.getPeer()
+        host = self._peer.host if isinstance(self._peer, (IPv4Address, IPv6Address)) else None
+        self.peer_text = printable(host or str(self._peer))
+        if ITCPTransport.providedBy(self.transport):
+            with suppress(OSError, AttributeError):  # gone already; or a test transport
+                self.transport.setTcpNoDelay(True)
+        self.setTimeout(factory.idle_timeout)
+        caps = " ".join(self.capabilities())
+        self.write(f"* OK [CAPABILITY {caps}] txmailhost IMAP4rev1 ready\r\n".encode())
+        self.flush()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.lost = True
+        self._release_backpressure()
+        if self._line_waiter is not None:
+            waiter, self._line_waiter = self._line_waiter, None
+            waiter.errback(reason if isinstance(reason, Failure) else connectionDone)
+        self.setTimeout(None)
+        if self._delay is not None:
+            self._delay.cancel()
+        if self._sink is not None:
+            self._sink.discard()
+            self._sink = None
+        self._drop_literals()
+        self.unselect()
+        if self.user is not None:
+            log.info("imap session end {user} from {peer}", user=self.user, peer=self.peer_text)
+        logout, self._logout = self._logout, None
+        if logout is not None:
+            logout()
+
+    def timeoutConnection(self) -> None:
+        """RFC 3501 §5.4 autologout. In the middle of a response (a client that stopped
+        reading a large FETCH) a BYE would land inside a literal: abort instead."""
+        log.info("imap idle timeout for {peer}", peer=self.peer_text)
+        if self._running and not self._idling:
+            self._closing = True
+            self.transport.abortConnection()
+            return
+        self.write(b"* BYE autologout; idle for too long\r\n")
+        self.close()
+
+    # -- output ----------------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        self._out.append(data)
+        if len(self._out) > 256:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._out and not self.lost:
+            data = b"".join(self._out)
+            self._out.clear()
+            self.transport.write(data)
+
+    async def drained(self) -> None:
+        """Wait until the transport has room again (see ``_Backpressure``)."""
+        if self._backpressure is None and not self.lost:
+            self._backpressure = _Backpressure()
+            self.transport.registerProducer(self._backpressure, True)
+        while self._backpressure is not None and self._backpressure.paused and not self.lost:
+            await self._backpressure.wait()
+
+    def _release_backpressure(self) -> None:
+        if self._backpressure is not None:
+            backpressure, self._backpressure = self._backpressure, None
+            if not self.lost:
+                self.transport.unregisterProducer()
+            backpressure.resumeProducing()
+
+    def close(self) -> None:
+        self.flush()
+        self._closing = True
+        self.state = State.LOGOUT
+        self.transport.loseConnection()
+
+    # -- input: lines, literals, over-long lines -------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._discarding_line:
+            data = self._skip_to_crlf(data)
+            if not data:
+                return
+        super().dataReceived(data)
+        # After an over-long line LineReceiver stops; what followed it is still to be read.
+        while self._reparse and not self._busyReceiving:
+            self._reparse = False
+            if self._discarding_line:
+                rest = self._skip_to_crlf(self.clearLineBuffer())
+                if not rest:
+                    return
+                self._buffer = rest
+            super().dataReceived(b"")
+
+    def _skip_to_crlf(self, data: bytes) -> bytes:
+        data = self._discard_carry + data
+        end = data.find(CRLF)
+        if end < 0:
+            self._discard_carry = b"\r" if data.endswith(b"\r") else b""
+            return b""
+        self._discarding_line, self._discard_carry = False, b""
+        return data[end + 2 :]
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """``BAD`` with the tag (if one can be read), skip to the next CRLF, keep the session."""
+        tag = self._tag_of(self._segments[0] if self._segments else line)
+        self._reset_command()
+        _first, sep, rest = line.partition(CRLF)
+        if not sep:
+            self._discarding_line = True
+            self._discard_carry = b"\r" if line.endswith(b"\r") else b""
+        self._reply(tag, replies.LineTooLong())
+        self.flush()
+        if sep and rest:
+            self._buffer = rest
+            self._reparse = True
+
+    def lineReceived(self, line: bytes) -> None:
+        self.resetTimeout()
+        if self._line_waiter is not None:
+            waiter, self._line_waiter = self._line_waiter, None
+            self._pause()  # lines after DONE wait until IDLE (or AUTHENTICATE) has answered
+            waiter.callback(line)
+            return
+        if self.state is State.LOGOUT:
+            return
+        marker = LITERAL_MARKER.search(line)
+        if marker is None:
+            self._segments.append(line)
+            text = b"".join(self._segments)
+            literals = self._literals
+            self._segments, self._literals, self._assembled = [], {}, 0
+            self._execute(text, literals)
+            return
+        self._start_literal(line, int(marker[1]), bool(marker[2]))
+
+    def _start_literal(self, line: bytes, size: int, non_sync: bool) -> None:
+        self._segments.append(line)
+        self._assembled += len(line)
+        first = self._segments[0]
+        is_append = self.state is not State.NOT_AUTHENTICATED and _verb_of(first) == b"APPEND"
+        limit = self.factory.max_literal_size if is_append else MAX_SMALL_LITERAL
+        error: IMAPError | None = None
+        if len(self._literals) >= MAX_LITERALS:
+            error = replies.Limit("too many literals in one command")
+        elif size > limit:
+            error = replies.TooBig(f"literal too large (limit {limit} octets)")
+        elif self._assembled > self.factory.max_line_length * 4:
+            error = replies.LineTooLong()
+        if error is not None:
+            tag = self._tag_of(first)
+            self._reset_command()
+            log.info(
+                "imap refused a {size}-octet literal from {peer}", size=size, peer=self.peer_text
+            )
+            if not non_sync:
+                self._reply(tag, error)  # and no "+": the client never sends the octets
+                self.flush()
+            elif size <= limit * DISCARD_LIMIT_FACTOR and size <= 2**31:
+                self._discard_literal = size
+                self._discard_reply = (tag, error)
+                self.setRawMode()
+            else:
+                # RFC 7888 §4: a non-synchronizing literal we won't read; the stream is lost.
+                self._reply(tag, replies.BadCommand("literal too large", closes=True))
+                self.write(b"* BYE literal too large\r\n")
+                self.close()
+            return
+        staging = None
+        if is_append and self.account is not None:
+            staging = self.account.store.staging_directory(self.account.address)
+        try:
+            self._sink = _LiteralSink(size, staging)
+        except OSError:
+            log.failure("imap could not stage an APPEND literal")
+            self._sink = _LiteralSink(size, None)
+        if not non_sync:
+            self.write(b"+ Ready for literal data\r\n")
+            self.flush()
+        if size == 0:
+            self._literal_done(b"")
+        else:
+            self.setRawMode()
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if self._discard_literal:
+            taken = data[: self._discard_literal]
+            self._discard_literal -= len(taken)
+            if not self._discard_literal:
+                assert self._discard_reply is not None
+                tag, error = self._discard_reply
+                self._discard_reply = None
+                self._reply(tag, error)
+                self.flush()
+                # The rest of the refused command's line follows the literal: skip it.
+                self.line_mode = 1
+                self._discarding_line = True
+                self._discard_carry = b""
+                rest = self._skip_to_crlf(data[len(taken) :])
+                if rest:
+                    self.dataReceived(rest)
+            return
+        sink = self._sink
+        assert sink is not None
+        taken = data[: sink.remaining]
+        try:
+            sink.write(taken)
+        except OSError:
+            log.failure("imap could not write an APPEND literal")
+            self.write(b"* BYE server storage error\r\n")
+            self.close()
+            return
+        if not sink.remaining:
+            self._literal_done(data[len(taken) :])
+
+    def _literal_done(self, rest: bytes) -> None:
+        sink, self._sink = self._sink, None
+        assert sink is not None
+        self._literals[self._assembled] = sink.value()
+        self.setLineMode(rest)
+
+    def _reset_command(self) -> None:
+        self._drop_literals()
+        self._segments, self._assembled = [], 0
+
+    def _drop_literals(self, literals: dict[int, Any] | None = None) -> None:
+        for value in (literals if literals is not None else self._literals).values():
+            if isinstance(value, LiteralFile):
+                with suppress(OSError):
+                    os.unlink(value.path)
+        if literals is None:
+            self._literals = {}
+
+    @staticmethod
+    def _tag_of(line: bytes) -> bytes:
+        try:
+            return Reader(line).tag()
+        except ParseError:
+            return b"*"
+
+    async def read_line(self) -> bytes:
+        """The next line from the client, for SASL responses and IDLE's DONE."""
+        self._line_waiter = Deferred()
+        self._resume()
+        try:
+            return await self._line_waiter
+        finally:
+            self._pause()
+
+    # -- dispatch --------------------------------------------------------------------------------
+
+    def _execute(self, text: bytes, literals: dict[int, bytes | LiteralFile]) -> None:
+        reader = Reader(text, literals)
+        tag = b"*"
+        try:
+            tag = reader.tag()
+            reader.sp()
+            verb = reader.atom().upper()
+            by_uid = False
+            if verb == b"UID":
+                reader.sp()
+                verb = reader.atom().upper()
+                by_uid = True
+        except ParseError as error:
+            self._drop_literals(literals)
+            self._reply(tag, replies.BadCommand(str(error)))
+            self.flush()
+            return
+        command = COMMANDS.get(verb.decode("ascii", "replace"))
+        if command is None or (by_uid and not command.uid):
+            self._drop_literals(literals)
+            self._reply(tag, replies.BadCommand("unknown command"))
+            self.flush()
+            return
+        if self.state not in command.states:
+            self._drop_literals(literals)
+            error = (
+                replies.WrongState("log in first")
+                if self.state is State.NOT_AUTHENTICATED
+                else replies.WrongState(f"command not valid in {self.state.value} state")
+            )
+            self._reply(tag, error)
+            self.flush()
+            return
+        self._running = True
+        self._pause()
+        d = Deferred.fromCoroutine(self._run(tag, command, reader, by_uid))
+        d.addErrback(lambda f: log.failure("imap session failed", f))
+        d.addBoth(lambda _: self._drop_literals(literals))
+
+    async def _run(self, tag: bytes, command: Command, reader: Reader, by_uid: bool) -> None:
+        try:
+            result: Done | IMAPError = await command.handler(self, reader, by_uid)
+        except IMAPError as error:
+            result = error
+        except ParseError as error:
+            result = replies.BadCommand(str(error))
+        except StoreError as error:
+            result = store_error(error)
+        except Exception:
+            if self.lost:
+                return
+            log.failure("imap command failed for {user}", user=self.user or self.peer_text)
+            result = replies.ServerBug()
+        if self.lost:
+            return
+        if self.view is not None and self.state is State.SELECTED:
+            try:
+                await self.sync(expunges=command.expunges or by_uid)
+            except Exception:
+                log.failure("imap could not update {user}", user=self.user)
+        if self.lost:
+            return
+        self._release_backpressure()
+        self._reply(tag, result)
+        self.flush()
+        after, self._after_reply = self._after_reply, None
+        if after is not None:
+            after()
+        self._running = False
+        if isinstance(result, IMAPError) and result.closes:
+            self.close()
+        elif not self._closing:
+            self._resume()
+
+    def _reply(self, tag: bytes, result: Done | IMAPError) -> None:
+        """The one place a tagged reply is written, logged and counted."""
+        if isinstance(result, replies.BadCommand):
+            self._bad_commands += 1
+            log.debug("imap {peer} BAD {text}", peer=self.peer_text, text=result.reply_text)
+            if self._bad_commands >= MAX_BAD_COMMANDS:
+                self.write(result.render(tag))
+                self.write(b"* BYE too many invalid commands\r\n")
+                self.close()
+                return
+        self.write(result.render(tag))
+
+    def _pause(self) -> None:
+        if not self.paused and not self._closing and not self.lost:
+            self.pauseProducing()
+
+    def _resume(self) -> None:
+        if self.paused and not self._closing and not self.lost:
+            self.resumeProducing()
+
+
+def _verb_of(line: bytes) -> bytes:
+    reader = Reader(line)
+    try:
+        reader.tag()
+        reader.sp()
+        verb = reader.atom().upper()
+        if verb == b"UID":
+            reader.sp()
+            verb = reader.atom().upper()
+        return verb
+    except ParseError:
+        return b""
+
+
+def store_error(error: StoreError) -> IMAPError:
+    """Store failures as IMAP replies (RFC 5530 codes)."""
+    if isinstance(error, NoSuchMailbox):
+        return replies.Nonexistent()
+    if isinstance(error, InvalidMailboxName):
+        return replies.InvalidName(str(error) if "INBOX" in str(error) else None)
+    if isinstance(error, MailboxExists):
+        return replies.AlreadyExists()
+    if isinstance(error, NoSuchMessage):
+        return replies.ExpungeIssued()
+    log.failure("imap store error", Failure(error))
+    return replies.Unavailable()
+
+
+COMMANDS: dict[str, Command] = {
+    "CAPABILITY": Command(LoginCommands._capability, ANY),
+    "NOOP": Command(LoginCommands._noop, ANY),
+    "LOGOUT": Command(LoginCommands._logout_cmd, ANY),
+    "ID": Command(MailboxCommands._id, ANY),
+    "STARTTLS": Command(LoginCommands._starttls, UNAUTH),
+    "LOGIN": Command(LoginCommands._login_cmd, UNAUTH),
+    "AUTHENTICATE": Command(LoginCommands._authenticate, UNAUTH),
+    "ENABLE": Command(MailboxCommands._enable, AUTH),
+    "SELECT": Command(MailboxCommands._select, AUTH),
+    "EXAMINE": Command(MailboxCommands._examine, AUTH),
+    "CREATE": Command(MailboxCommands._create, AUTH),
+    "DELETE": Command(MailboxCommands._delete, AUTH),
+    "RENAME": Command(MailboxCommands._rename, AUTH),
+    "SUBSCRIBE": Command(MailboxCommands._subscribe, AUTH),
+    "UNSUBSCRIBE": Command(MailboxCommands._unsubscribe, AUTH),
+    "LIST": Command(MailboxCommands._list, AUTH),
+    "LSUB": Command(MailboxCommands._lsub, AUTH),
+    "STATUS": Command(MailboxCommands._status, AUTH),
+    "APPEND": Command(MailboxCommands._append, AUTH),
+    "NAMESPACE": Command(MailboxCommands._namespace, AUTH),
+    "GETQUOTAROOT": Command(MailboxCommands._getquotaroot, AUTH),
+    "GETQUOTA": Command(MailboxCommands._getquota, AUTH),
+    "SETQUOTA": Command(MailboxCommands._setquota, AUTH),
+    "IDLE": Command(UpdateMixin._idle, AUTH),
+    "CHECK": Command(MessageCommands._check, SELECTED),
+    "CLOSE": Command(MessageCommands._close, SELECTED),
+    "UNSELECT": Command(MessageCommands._unselect, SELECTED),
+    "EXPUNGE": Command(MessageCommands._expunge, SELECTED, uid=True),
+    "SEARCH": Command(MessageCommands._search, SELECTED, uid=True, expunges=False),
+    "FETCH": Command(MessageCommands._fetch, SELECTED, uid=True, expunges=False),
+    "STORE": Command(MessageCommands._store, SELECTED, uid=True, expunges=False),
+    "COPY": Command(MessageCommands._copy, SELECTED, uid=True),
+    "MOVE": Command(MessageCommands._move, SELECTED, uid=True),
+}
+
+
+class IMAPFactory(Factory):
+    """Builds ``IMAPServer``s from explicit collaborators; knows nothing of the config file.
+
+    ``portal`` must hand out ``IMailAccount`` avatars (their ``store`` is where mail lives).
+    ``tls_creator`` enables STARTTLS; ``implicit_tls`` marks an IMAPS listener (port 993).
+    ``reactor`` drives timeouts and the pause after a failed login, so tests can pass a Clock.
+    ``quota_of(address)`` (a Deferred of bytes, or None for unlimited, e.g.
+    ``Router.quota_of``) is the limit QUOTA reports; without it, or for an unlimited account,
+    usage is reported against a limit of 1 PiB. Enforcement is the delivery path's job.
+    """
+
+    noisy = False
+    protocol = IMAPServer
+    auth_failure_delay = 1.0
+
+    def __init__(
+        self,
+        portal: Portal,
+        *,
+        reactor: Any = None,
+        hostname: str = "localhost",
+        tls_creator: Any = None,
+        implicit_tls: bool = False,
+        idle_timeout: float = 1800,
+        max_literal_size: int = 50 * 1024 * 1024,
+        max_line_length: int = 64 * 1024,
+        quota_of: Callable[[str], Deferred[int | None]] | None = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.portal = portal
+        self.reactor = reactor
+        self.hostname = printable(hostname)
+        self.tls_creator = tls_creator
+        self.implicit_tls = implicit_tls
+        self.idle_timeout = idle_timeout
+        self.max_literal_size = max_literal_size
+        self.max_line_length = max_line_length
+        self.quota_of = quota_of

@@ -1,0 +1,105 @@
+"""The selected mailbox as one session sees it: the sequence-number map and what it has told
+the client.
+
+RFC 3501 §2.3.1.2: message sequence numbers are per session and change only when *this* session
+reports an EXPUNGE, so the map (``uids``, an ``array('I')``: four bytes a message, the only
+per-message state a session keeps) is updated only as responses go out. ``modseq`` is the
+highest modification sequence the client has been told about; changes after it are fetched from
+the index (``IMailbox.changes_since``) and turned into EXISTS / EXPUNGE / VANISHED / FETCH.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field
+from typing import Any
+
+from txmailhost.imap.parser import ParseError
+
+
+@dataclass
+class SelectedMailbox:
+    mailbox: Any  # IMailbox
+    name: str
+    readonly: bool
+    uids: array
+    uidvalidity: int
+    uidnext: int
+    modseq: int
+    first_recent: int
+    keywords: set[str] = field(default_factory=set)
+    stop_watching: Any = None
+
+    @property
+    def exists(self) -> int:
+        return len(self.uids)
+
+    @property
+    def recent(self) -> int:
+        return len(self.uids) - bisect_left(self.uids, self.first_recent)
+
+    def is_recent(self, uid: int) -> bool:
+        return uid >= self.first_recent
+
+    def seq_of(self, uid: int) -> int:
+        """The sequence number of ``uid``, or 0 if this session doesn't know it."""
+        i = bisect_left(self.uids, uid)
+        return i + 1 if i < len(self.uids) and self.uids[i] == uid else 0
+
+    def resolve(self, sequence_set: bytes, by_uid: bool) -> list[tuple[int, int]]:
+        """(seq, uid) pairs the set names, in sequence order, without duplicates.
+
+        ``*`` is the last message (§6.4.8: for UIDs, the highest UID in the mailbox, so
+        ``UID FETCH 99:*`` on a mailbox whose last UID is 5 names message 5). Sequence numbers
+        beyond EXISTS make the set invalid (BAD); UIDs that don't exist are simply skipped.
+        """
+        count = len(self.uids)
+        if not count:
+            return []
+        ranges = []
+        for piece in sequence_set.split(b","):
+            low_text, _, high_text = piece.partition(b":")
+            low = _number(low_text, by_uid, self.uids)
+            high = _number(high_text, by_uid, self.uids) if high_text else low
+            if low > high:
+                low, high = high, low
+            ranges.append((low, high))
+        ranges.sort()
+        merged: list[tuple[int, int]] = []
+        for low, high in ranges:
+            if merged and low <= merged[-1][1] + 1:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+            else:
+                merged.append((low, high))
+        pairs: list[tuple[int, int]] = []
+        uids = self.uids
+        for low, high in merged:
+            if by_uid:
+                start, stop = bisect_left(uids, low), bisect_right(uids, high)
+            else:
+                if low < 1 or high > count:
+                    raise ParseError("message sequence number out of range")
+                start, stop = low - 1, high
+            pairs.extend(zip(range(start + 1, stop + 1), uids[start:stop], strict=True))
+        return pairs
+
+    def remove(self, gone: set[int]) -> list[int]:
+        """Drop expunged UIDs from the map; their sequence numbers, highest first (so each
+        EXPUNGE response can be sent with the number the client still knows)."""
+        seqs = sorted((self.seq_of(uid) for uid in gone), reverse=True)
+        seqs = [s for s in seqs if s]
+        if seqs:
+            self.uids = array("I", (uid for uid in self.uids if uid not in gone))
+        return seqs
+
+
+def _number(text: bytes, by_uid: bool, uids: array) -> int:
+    if text == b"*":
+        if not uids:
+            return 0 if not by_uid else 2**32 - 1
+        return uids[-1] if by_uid else len(uids)
+    value = int(text)
+    if value == 0 or value > 2**32 - 1:
+        raise ParseError("invalid number in sequence set")
+    return value
