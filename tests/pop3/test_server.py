@@ -743,3 +743,13 @@ def test_dot_stuffer_is_independent_of_chunking(message, stuffed):
         stuffer = DotStuffer()
         chunks = [message[i : i + size] for i in range(0, len(message), size)]
         assert b"".join(map(stuffer.stuff, chunks)) + stuffer.finish() == stuffed, size
+
+
+def test_the_next_small_messages_are_read_ahead_while_one_is_retrieved(session, stocked):
+    assert session.cmd("RETR 1").startswith(b"+OK")
+    maildir = stocked.root / "mail" / "example.test" / "alice"
+    for sub in ("new", "cur"):
+        for path in (maildir / sub).iterdir():
+            if path.read_bytes() == MSG2:
+                path.unlink()  # gone from disk: only the read-ahead copy can answer now
+    assert session.cmd("RETR 2") == b"+OK %d octets\r\n%s.\r\n" % (len(MSG2), MSG2)
