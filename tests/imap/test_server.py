@@ -272,3 +272,14 @@ def test_quota_reports_the_accounts_limit_when_known(world):
     assert s.cmd('b GETQUOTA ""') == (
         b'* QUOTA "" (STORAGE 0 10240)\r\nb OK GETQUOTA completed\r\n'
     )
+
+
+def test_append_over_the_quota_fails_with_overquota_and_stores_nothing(world):
+    from twisted.internet.defer import succeed
+
+    s = Session(make_factory(world, quota_of=lambda user: succeed(100)))
+    s.login()
+    assert s.cmd("a APPEND INBOX {10+}\r\nSubject: x").startswith(b"a OK [APPENDUID")
+    reply = s.cmd("b APPEND INBOX {200+}\r\n" + "y" * 200)
+    assert reply == b"b NO [OVERQUOTA] mailbox quota exceeded\r\n"
+    assert s.cmd("c STATUS INBOX (MESSAGES)").startswith(b'* STATUS "INBOX" (MESSAGES 1)')

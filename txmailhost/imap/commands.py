@@ -383,6 +383,7 @@ class MailboxCommands:
         if not size:
             raise replies.IMAPError("empty message")
         mailbox = await self._open(name, missing=replies.TryCreate)
+        await self._check_quota(size)
         staging = self.store.staging_directory(self.account.address)
         if isinstance(literal, LiteralFile):
             path = literal.path
@@ -406,6 +407,19 @@ class MailboxCommands:
         return Done("APPEND completed", code=f"APPENDUID {status.uidvalidity} {uid}")
 
     # -- QUOTA (RFC 9208) ------------------------------------------------------------------------
+
+    async def _check_quota(self, size: int) -> None:
+        """RFC 9208 §4.3: an APPEND that would pass the user's limit fails with OVERQUOTA
+        (the same limit SMTP enforces at RCPT, from ``Router.quota_of``)."""
+        if self.factory.quota_of is None:
+            return
+        limit = await self.factory.quota_of(self.account.address)
+        if limit is None:
+            return
+        used = await self.store.usage(self.account.address)
+        if used + size > limit:
+            log.info("imap append refused: {user} over quota", user=self.user)
+            raise replies.IMAPError("mailbox quota exceeded", code="OVERQUOTA")
 
     async def _getquotaroot(self, reader: Reader, by_uid: bool) -> Done:
         name = self._mailbox_arg(reader)
