@@ -301,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         recipient=args.to,
         starttls=args.starttls,
         auth=tuple(args.auth.split(":", 1)) if args.auth else None,
+        # Submission lets users send only as themselves (553 5.7.1 otherwise).
+        sender=args.auth.split(":", 1)[0] if args.auth else SmtpLoad.sender,
         pipelining=args.pipelining,
     )
     result = asyncio.run(run(load))
