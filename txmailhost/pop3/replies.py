@@ -214,6 +214,14 @@ class CommitFailed(TempError):
 # -- framing -----------------------------------------------------------------------------------
 
 
+def _normalise(chunk: bytes) -> bytes:
+    """Bare LF -> CRLF; the regex runs only when a count says there is one (the usual
+    message, stored with CRLF, costs two C-level counts)."""
+    if chunk.count(b"\n") == chunk.count(b"\r\n"):
+        return chunk
+    return _BARE_LF.sub(CRLF, chunk)
+
+
 class DotStuffer:
     """Turns a message read in arbitrary chunks into the body of a multi-line response.
 
@@ -233,9 +241,9 @@ class DotStuffer:
         if not chunk:
             return b""
         if self._last == b"\r" and chunk[:1] == b"\n":
-            body = b"\n" + _BARE_LF.sub(CRLF, chunk[1:])
+            body = b"\n" + _normalise(chunk[1:])
         else:
-            body = _BARE_LF.sub(CRLF, chunk)
+            body = _normalise(chunk)
         body = body.replace(b"\n.", b"\n..")
         if self._last in (b"", b"\n") and body[:1] == b".":
             body = b"." + body
