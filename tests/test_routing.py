@@ -178,3 +178,9 @@ def test_user_quota_falls_back_to_the_domain_default(world, rules):
     assert rules.quota_of("alice@example.test") == 1024
     with pytest.raises(AccountError, match="no such user"):
         rules.set_quota("nobody@example.test", 10)
+
+
+def test_plus_folders_put_the_tag_in_the_route_when_enabled(world):
+    route = resolve(world, "alice+lists@example.test", plus_folders=True).routes[0]
+    assert (route.user, route.mailbox) == ("alice@example.test", "lists")
+    assert resolve(world, "alice+lists@example.test").routes[0].mailbox == "INBOX"

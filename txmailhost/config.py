@@ -416,6 +416,13 @@ class RoutingConfig:
         doc="""Plus-addressing (RFC 5233): mail for alice+anything@ goes to alice@. Set the
         character that separates the tag, or "" to turn it off.""",
     )
+    plus_folders: bool = setting(
+        False,
+        check=_boolean,
+        doc="""When true, alice+lists@ is delivered into alice's folder "lists" if she has one
+        (the tag as written; otherwise her INBOX), so users can sort mail by the address they
+        gave out without writing filters.""",
+    )
     postmaster: str = setting(
         "",
         check=_optional_address,

@@ -81,6 +81,7 @@ class Router:
         pool: ThreadPool,
         *,
         delimiter: str = "+",
+        plus_folders: bool = False,
         postmaster: str | None = None,
         max_depth: int = 10,
         max_expansion: int = 5000,
@@ -90,6 +91,7 @@ class Router:
         self._reactor = reactor
         self._pool = pool
         self.delimiter = delimiter
+        self.plus_folders = plus_folders
         self.postmaster = postmaster.lower() if postmaster else None
         self.max_depth = max_depth
         self.max_expansion = max_expansion
@@ -157,7 +159,10 @@ class Router:
         if base and self._accounts.has_user(user):
             forwards, keep_copy = self._rules.forward_of(user)
             if not forwards or keep_copy:
-                self._add(routes, Route(RouteKind.LOCAL, user, user=user))
+                # alice+lists@ -> folder "lists" when enabled; the policy falls back to INBOX
+                # if the user has no such folder.
+                tag = local[len(base) + 1 :] if base != local and self.plus_folders else ""
+                self._add(routes, Route(RouteKind.LOCAL, user, user=user, mailbox=tag or INBOX))
             self._expand_all(forwards, routes, (*seen, user), depth)
             return True
         if base != local:

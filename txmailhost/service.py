@@ -234,6 +234,7 @@ def build(config: Any, reactor: Any) -> MultiService:
         reactor,
         accounts_pool,
         delimiter=config.routing.recipient_delimiter,
+        plus_folders=config.routing.plus_folders,
         postmaster=config.routing.postmaster or None,
     )
     spool = IncomingSpool(os.path.join(config.queue_dir, "tmp"), reactor, storage_pool)

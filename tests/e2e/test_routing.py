@@ -58,3 +58,15 @@ def test_forward_without_relay_queue_or_with_it_never_loses_the_copy(server):
         s.sendmail("x@r.test", ["bob@example.test"], "Subject: fwd\r\n\r\nx\r\n")
     assert subjects(server, "alice@example.test") == [b"Subject: fwd"]
     assert subjects(server, "bob@example.test") == [b"Subject: fwd"]
+
+
+def test_alias_and_forward_targets_elsewhere_go_to_the_relay_queue(server):
+    server.cli("alias", "add", "list@example.test", "alice@example.test", "carol@remote.invalid")
+    server.cli("user", "forward", "bob@example.test", "dave@remote.invalid", "--no-keep-copy")
+    with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=10) as s:
+        s.sendmail("x@r.test", ["list@example.test"], "Subject: to-list\r\n\r\nx\r\n")
+        s.sendmail("x@r.test", ["bob@example.test"], "Subject: to-bob\r\n\r\nx\r\n")
+    queued = server.cli("queue", "list").stdout
+    assert "carol@remote.invalid" in queued and "dave@remote.invalid" in queued
+    assert subjects(server, "alice@example.test") == [b"Subject: to-list"]
+    assert subjects(server, "bob@example.test") == []  # forwarded without a copy

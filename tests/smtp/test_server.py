@@ -376,3 +376,19 @@ def test_spilled_message_is_removed_when_the_client_disconnects(world):
     assert len(os.listdir(spool_dir)) == 1
     s.protocol.connectionLost(None)
     assert os.listdir(spool_dir) == []
+
+
+def test_plus_folder_delivery_uses_an_existing_folder_and_falls_back_to_inbox(world):
+    from txmailhost.routing import Router
+
+    router = Router(world.accounts, world.reactor, world.pool, plus_folders=True)
+    spool = IncomingSpool(os.path.join(world.root, "queue", "tmp"), world.reactor, world.pool)
+    spool.sweep()  # creates the directory, as the service does at start
+    s = Session(SMTPFactory(InboundPolicy(router, world.store), spool, reactor=world.reactor))
+    s.read()
+    s.send(b"EHLO c\r\n")
+    for rcpt in (b"alice+Junk@example.test", b"alice+nosuch@example.test"):
+        s.send(b"MAIL FROM:<a@r.test>\r\nRCPT TO:<" + rcpt + b">\r\nDATA\r\n")
+        assert s.send(b"Subject: " + rcpt + b"\r\n\r\nx\r\n.\r\n").startswith(b"250")
+    assert [b"Junk@" in m for m in world.inbox_files("alice@example.test", "Junk")] == [True]
+    assert [b"nosuch@" in m for m in world.inbox_files("alice@example.test")] == [True]

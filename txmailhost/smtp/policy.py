@@ -31,6 +31,7 @@ from txmailhost.smtp import replies
 from txmailhost.smtp.address import Mailbox
 from txmailhost.smtp.incoming import IncomingMessage
 from txmailhost.smtp.replies import SMTPReply
+from txmailhost.store.interfaces import INBOX
 
 log = Logger()
 
@@ -150,6 +151,7 @@ class InboundPolicy:
                 sender = str(envelope.sender) if envelope.sender else None
                 await self._queue.submit(sender, remote, message.path)
             if local:
+                local = await self._existing_folders(local)
                 await self._store.deliver(local, message.path)
                 await self._warn_near_quota(envelope, message)
         except Exception:
@@ -162,6 +164,18 @@ class InboundPolicy:
     async def check_message(self, envelope: Envelope, message: IncomingMessage) -> SMTPReply | None:
         """A last look at the message before it is accepted; None accepts it."""
         return None
+
+    async def _existing_folders(self, targets: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Plus-address folders (``[routing] plus_folders``) that don't exist become INBOX."""
+        result = []
+        for user, mailbox in targets:
+            if mailbox != INBOX:
+                # Addresses are case-insensitive, folder names aren't: match either way.
+                names = {name.lower(): name for name in await self._store.list_mailboxes(user)}
+                mailbox = names.get(mailbox.lower(), INBOX)
+            if (user, mailbox) not in result:
+                result.append((user, mailbox))
+        return result
 
     async def _warn_near_quota(self, envelope: Envelope, message: IncomingMessage) -> None:
         """Tell a user once their mailbox passes 90% of its quota (issue 6): the notice goes
