@@ -63,6 +63,9 @@ class Resolution:
     outcome: Outcome
     address: str
     routes: list[Route] = field(default_factory=list)
+    # The storage limit of a single local recipient, looked up in the same trip to the
+    # accounts pool (RCPT latency): None for unlimited or for several recipients.
+    quota: int | None = None
 
 
 class _Loop(Exception):
@@ -129,7 +132,11 @@ class Router:
             return Resolution(Outcome.TOO_BIG, canonical)
         if not routes:  # every alias target has gone (deleted users)
             return Resolution(Outcome.UNKNOWN_USER, canonical)
-        return Resolution(Outcome.OK, canonical, list(routes.values()))
+        found = list(routes.values())
+        quota = None
+        if len(found) == 1 and found[0].kind is RouteKind.LOCAL:
+            quota = self._rules.quota_of(found[0].user)
+        return Resolution(Outcome.OK, canonical, found, quota)
 
     def _add(self, routes: dict[tuple, Route], route: Route) -> None:
         routes.setdefault((route.kind, route.user, route.address), route)

@@ -114,6 +114,11 @@ class IncomingMessage:
         end = self.head.find(b"\r\n\r\n")
         return bytes(self.head if end < 0 else self.head[: end + 2])
 
+    def commit_sync(self) -> None:
+        """``commit`` for a caller already in a worker thread (``IMailStore.deliver``'s
+        ``prepare``)."""
+        self._commit()
+
     def _commit(self) -> None:
         if self._file is None:
             self._open()

@@ -97,21 +97,18 @@ class InboundPolicy:
         if self._queue is None and any(r.kind is RouteKind.REMOTE for r in resolution.routes):
             return replies.REMOTE_UNAVAILABLE, []
         routes = resolution.routes
-        if len(routes) == 1 and routes[0].kind is RouteKind.LOCAL:
-            refusal = await self._check_quota(session, routes[0].user)
+        if resolution.quota is not None:
+            refusal = await self._check_quota(session, routes[0].user, resolution.quota)
             if refusal is not None:
                 return refusal, []
         return replies.RECIPIENT_OK, routes
 
-    async def _check_quota(self, session: Any, user: str) -> SMTPReply | None:
+    async def _check_quota(self, session: Any, user: str, limit: int) -> SMTPReply | None:
         """RCPT-time quota check for a direct recipient (RFC 1870 SIZE counted if declared).
 
         Alias fan-outs are not refused for one full member (that would hold up everyone):
         there the quota is soft, and the overshoot is logged.
         """
-        limit = await self._router.quota_of(user)
-        if limit is None:
-            return None
         used = await self._store.usage(user)
         envelope = session.envelope
         declared = envelope.params.get("SIZE") if envelope is not None else None
@@ -143,16 +140,19 @@ class InboundPolicy:
             refusal = await self.check_message(envelope, message)
             if refusal is not None:
                 return refusal
-            await message.commit()
             remote = [route.address for route in envelope.routes if route.kind is RouteKind.REMOTE]
             local = [(route.user, route.mailbox) for route in envelope.routes if route.user]
+            prepare = message.commit_sync
             if remote:
+                await message.commit()
+                prepare = None
                 # Envelope-preserving: forwarded mail keeps its original sender (docs/admin.rst).
                 sender = str(envelope.sender) if envelope.sender else None
                 await self._queue.submit(sender, remote, message.path)
             if local:
                 local = await self._existing_folders(local)
-                await self._store.deliver(local, message.path)
+                # Local only: the spool fsync and the Maildir links in one worker trip.
+                await self._store.deliver(local, message.path, prepare=prepare)
                 await self._warn_near_quota(envelope, message)
         except Exception:
             log.failure("delivery of {queue_id} failed", queue_id=message.queue_id)

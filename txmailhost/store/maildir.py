@@ -793,8 +793,16 @@ class MaildirStore:
         recipients: Iterable[tuple[str, str]],
         source_path: str,
         internaldate: float | None = None,
+        prepare: Callable[[], None] | None = None,
     ) -> Deferred[dict[tuple[str, str], int]]:
-        return self._run(self._deliver_sync, list(recipients), source_path, internaldate)
+        targets = list(recipients)
+
+        def job() -> dict[tuple[str, str], int]:
+            if prepare is not None:
+                prepare()  # the caller's fsync of source_path, in the same worker trip
+            return self._deliver_sync(targets, source_path, internaldate)
+
+        return self._run(job)
 
     def open(self, user: str, mailbox: str) -> Deferred[MaildirMailbox]:
         def _open() -> MaildirMailbox:
