@@ -184,3 +184,22 @@ def test_plus_folders_put_the_tag_in_the_route_when_enabled(world):
     route = resolve(world, "alice+lists@example.test", plus_folders=True).routes[0]
     assert (route.user, route.mailbox) == ("alice@example.test", "lists")
     assert resolve(world, "alice+lists@example.test").routes[0].mailbox == "INBOX"
+
+
+def test_positive_answers_are_cached_briefly_and_negative_ones_never(world):
+    router = Router(world.accounts, world.reactor, world.pool, cache_seconds=2)
+    answers = []
+    router.resolve("carol", "example.test").addCallback(answers.append)
+    assert answers[-1].outcome is Outcome.UNKNOWN_USER
+    world.accounts._db.execute(
+        "INSERT INTO users (address, domain, password_hash, created) VALUES (?, ?, 'x', 3)",
+        ("carol@example.test", "example.test"),
+    )
+    router.resolve("carol", "example.test").addCallback(answers.append)
+    assert answers[-1].outcome is Outcome.OK  # a new user works at once
+    world.accounts.remove_user("carol@example.test")
+    router.resolve("Carol", "example.test").addCallback(answers.append)
+    assert answers[-1].outcome is Outcome.OK  # within the cache time
+    world.reactor.advance(2.5)
+    router.resolve("carol", "example.test").addCallback(answers.append)
+    assert answers[-1].outcome is Outcome.UNKNOWN_USER

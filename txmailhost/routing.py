@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import threads
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.python.threadpool import ThreadPool
 
 from txmailhost.accounts.db import AccountsDB, AddressRules
@@ -88,6 +88,7 @@ class Router:
         postmaster: str | None = None,
         max_depth: int = 10,
         max_expansion: int = 5000,
+        cache_seconds: float = 2.0,
     ) -> None:
         self._accounts = accounts
         self._rules = AddressRules(accounts)
@@ -98,15 +99,32 @@ class Router:
         self.postmaster = postmaster.lower() if postmaster else None
         self.max_depth = max_depth
         self.max_expansion = max_expansion
+        self.cache_seconds = cache_seconds
+        self._cache: dict[tuple[str, str], tuple[float, Resolution]] = {}
 
     def quota_of(self, user: str) -> Deferred[int | None]:
         """The user's storage limit in bytes, None for unlimited (AddressRules.quota_of)."""
         return threads.deferToThreadPool(self._reactor, self._pool, self._rules.quota_of, user)
 
     def resolve(self, local: str, domain: str) -> Deferred[Resolution]:
-        return threads.deferToThreadPool(
-            self._reactor, self._pool, self.resolve_sync, local, domain
-        )
+        """Resolve in the accounts pool; a recent positive answer is reused for
+        ``cache_seconds`` so a busy sender's RCPTs skip the thread round trip. Negative
+        answers and quota'd users are never cached: a new user or alias works at once, and a
+        deleted one stops receiving within ``cache_seconds``."""
+        key = (local.lower(), domain.lower())
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > self._reactor.seconds():
+            return succeed(cached[1])
+        d = threads.deferToThreadPool(self._reactor, self._pool, self.resolve_sync, local, domain)
+
+        def remember(resolution: Resolution) -> Resolution:
+            if resolution.outcome is Outcome.OK and resolution.quota is None and self.cache_seconds:
+                if len(self._cache) >= 10_000:
+                    self._cache.clear()
+                self._cache[key] = (self._reactor.seconds() + self.cache_seconds, resolution)
+            return resolution
+
+        return d.addCallback(remember)
 
     def resolve_sync(self, local: str, domain: str) -> Resolution:
         if not domain:  # RCPT TO:<postmaster> without a domain (RFC 5321 4.5.1)
