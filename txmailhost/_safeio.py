@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import threading
 from collections.abc import Iterable
 
 
@@ -28,7 +29,10 @@ def fsync_dir(path: str) -> None:
 def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new content."""
     directory = os.path.dirname(path) or "."
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    # pid and thread: two threads writing the same path must not share a temp file.
+    tmp = os.path.join(
+        directory, f".{os.path.basename(path)}.tmp{os.getpid()}.{threading.get_ident()}"
+    )
     with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb") as f:
         f.write(data)  # a buffered write loops over short writes
         f.flush()

@@ -10,8 +10,6 @@ further attempts altogether (``LoginThrottled``).
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +26,7 @@ from txmailhost.imap import replies
 from txmailhost.imap.parser import Reader
 from txmailhost.imap.replies import Done, printable
 from txmailhost.peer import is_loopback
+from txmailhost.sasl import SASLError, decode_response, parse_plain
 
 log = Logger(namespace="txmailhost.imap")
 
@@ -169,15 +168,15 @@ class LoginCommands:
             if response == b"*":
                 raise replies.BadCommand("authentication cancelled")
         try:
-            decoded = b"" if response == b"=" else base64.b64decode(response, validate=True)
-        except (binascii.Error, ValueError):
-            raise replies.BadCommand("invalid base64 in SASL response") from None
-        parts = decoded.split(b"\0")
-        if len(parts) != 3 or not parts[1]:
-            raise replies.BadCommand("invalid PLAIN response")
-        authzid, authcid, password = parts
-        if authzid and authzid.lower() != authcid.lower():
-            raise replies.AuthFailed("authorization identity must be empty or the user name")
+            authcid, password = parse_plain(decode_response(response))
+        except SASLError as e:
+            if e.reason == "base64":
+                raise replies.BadCommand("invalid base64 in SASL response") from None
+            if e.reason == "malformed":
+                raise replies.BadCommand("invalid PLAIN response") from None
+            raise replies.AuthFailed(
+                "authorization identity must be empty or the user name"
+            ) from None
         return await self._login(authcid, password, "PLAIN")
 
     async def _login(self, username: bytes, password: bytes, mechanism: str) -> Done:

@@ -15,8 +15,6 @@ deletes nothing.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
 import io
 from collections.abc import Callable, Iterator
@@ -44,11 +42,17 @@ from txmailhost.accounts.throttle import LoginThrottled
 from txmailhost.peer import is_loopback
 from txmailhost.pop3 import replies
 from txmailhost.pop3.replies import CRLF, OK, Continuation, DotStuffer, POP3Error, printable
+from txmailhost.sasl import SASLError, decode_response, parse_plain
 from txmailhost.store.interfaces import INBOX, MessageInfo, StoreError
 from txmailhost.store.interfaces import NoSuchMessage as StoreNoSuchMessage
 
 log = Logger(namespace="txmailhost.pop3")
 
+_SASL_ERRORS = {
+    "base64": replies.BadBase64,
+    "malformed": replies.BadPlainResponse,
+    "authzid": replies.AuthzidRefused,
+}
 READ_AHEAD = 4  # small messages fetched ahead of a RETR
 MAX_AUTH_FAILURES = 3  # wrong passwords in one session before we hang up
 MAX_BAD_COMMANDS = 10  # unknown verbs, wrong-state commands, bad arguments, over-long lines
@@ -524,15 +528,9 @@ class POP3Server(LineReceiver, TimeoutMixin):
     def _auth_plain(self, response: bytes) -> Deferred[OK]:
         """RFC 4616: base64(authzid NUL authcid NUL password); we act only as authcid."""
         try:
-            decoded = b"" if response == b"=" else base64.b64decode(response, validate=True)
-        except (binascii.Error, ValueError):
-            raise replies.BadBase64() from None
-        parts = decoded.split(b"\0")
-        if len(parts) != 3 or not parts[1]:
-            raise replies.BadPlainResponse()
-        authzid, authcid, password = parts
-        if authzid and authzid.lower() != authcid.lower():
-            raise replies.AuthzidRefused()
+            authcid, password = parse_plain(decode_response(response))
+        except SASLError as e:
+            raise _SASL_ERRORS[e.reason]() from None
         return Deferred.fromCoroutine(self._login(authcid, password, "PLAIN"))
 
     async def _login(self, username: bytes, password: bytes, mechanism: str) -> OK:

@@ -23,8 +23,6 @@ is the one place that writes, counts and logs replies.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
 from collections.abc import Callable
 from email.utils import formatdate
@@ -42,6 +40,7 @@ from twisted.python.failure import Failure
 from txmailhost.accounts.interfaces import IMailAccount
 from txmailhost.accounts.throttle import LoginThrottled
 from txmailhost.peer import is_loopback
+from txmailhost.sasl import SASLError, decode_response, parse_plain
 from txmailhost.smtp import replies
 from txmailhost.smtp.address import AddressError, parse_path_argument
 from txmailhost.smtp.datastream import DataReader
@@ -606,23 +605,21 @@ class SMTPServer(Protocol, TimeoutMixin):
     def _sasl_decode(self, response: str) -> bytes | SMTPReply:
         if response == "*":
             return replies.AUTH_CANCELLED
-        if response == "=":
-            return b""
         try:
-            return base64.b64decode(response.encode("ascii"), validate=True)
-        except (binascii.Error, ValueError, UnicodeEncodeError):
+            return decode_response(response.encode("ascii"))
+        except (SASLError, UnicodeEncodeError):
             return replies.AUTH_BAD_BASE64
 
     def _auth_plain(self, response: str) -> SMTPReply | Deferred[SMTPReply]:
         decoded = self._sasl_decode(response)
         if isinstance(decoded, SMTPReply):
             return decoded
-        parts = decoded.split(b"\0")
-        if len(parts) != 3 or not parts[1]:
+        try:
+            username, password = parse_plain(decoded)
+        except SASLError as e:
+            if e.reason == "authzid":
+                return replies.AUTH_FAILED.with_text("may not act for another identity")
             return replies.AUTH_BAD_BASE64.with_text("malformed PLAIN response")
-        authzid, username, password = parts
-        if authzid and authzid.lower() != username.lower():
-            return replies.AUTH_FAILED.with_text("may not act for another identity")
         return Deferred.fromCoroutine(self._login(username, password, "PLAIN"))
 
     def _auth_login_user(self, response: str) -> SMTPReply:
