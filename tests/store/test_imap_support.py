@@ -10,7 +10,8 @@ import pytest
 import twisted.mail.imap4  # noqa: F401 - imap4-utf-7 codec
 from zope.interface.verify import verifyObject
 
-from tests.support.syncpool import SyncReactor, SyncThreadPool
+from tests.store.conftest import MSG, USER
+from tests.support.syncpool import result
 from txmailhost.store.interfaces import (
     DELETED,
     SEEN,
@@ -20,33 +21,6 @@ from txmailhost.store.interfaces import (
     MailboxExists,
     NoSuchMailbox,
 )
-from txmailhost.store.maildir import MaildirStore
-
-USER = "alice@example.test"
-MSG = b"Subject: test\r\nFrom: a@b.test\r\n\r\nhello\r\n"
-
-
-def result(d):
-    out = []
-    d.addBoth(out.append)
-    (value,) = out
-    if hasattr(value, "raiseException"):
-        value.raiseException()
-    return value
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = MaildirStore(str(tmp_path / "mail"), SyncReactor(), SyncThreadPool())
-    s.provision_sync(USER)
-    return s
-
-
-@pytest.fixture
-def source(tmp_path):
-    path = tmp_path / "msg"
-    path.write_bytes(MSG)
-    return str(path)
 
 
 def deliver(store, source, mailbox="INBOX") -> int:

@@ -8,7 +8,8 @@ import pytest
 import twisted.mail.imap4  # noqa: F401 - imap4-utf-7 codec
 from zope.interface.verify import verifyObject
 
-from tests.support.syncpool import SyncReactor, SyncThreadPool
+from tests.store.conftest import USER
+from tests.support.syncpool import SyncReactor, SyncThreadPool, result
 from txmailhost.store.interfaces import (
     IMailbox,
     IMailStore,
@@ -18,25 +19,6 @@ from txmailhost.store.interfaces import (
     NoSuchMessage,
 )
 from txmailhost.store.maildir import MaildirStore, folder_directory
-
-USER = "alice@example.test"
-
-
-def result(d):
-    """The value of an already-fired Deferred (the sync pool fires them at once)."""
-    out = []
-    d.addBoth(out.append)
-    (value,) = out
-    if hasattr(value, "raiseException"):
-        value.raiseException()
-    return value
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = MaildirStore(str(tmp_path / "mail"), SyncReactor(), SyncThreadPool())
-    s.provision_sync(USER)
-    return s
 
 
 @pytest.fixture

@@ -36,3 +36,14 @@ class SyncThreadPool:
             onResult(False, Failure())
         else:
             onResult(True, result)
+
+
+def result(d: Any) -> Any:
+    """The value of an already-fired Deferred (the sync pool fires them at once); raises its
+    failure."""
+    out: list[Any] = []
+    d.addBoth(out.append)
+    (value,) = out
+    if hasattr(value, "raiseException"):
+        value.raiseException()
+    return value

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import re
 import time
+from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from txmailhost.imap import mime
 from txmailhost.imap.parser import ParseError, Reader
-from txmailhost.store.interfaces import SEEN, StoredMessage
+from txmailhost.store.interfaces import SEEN, IndexColumns, StoredMessage
 
 _MACROS = {
     b"ALL": (b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"ENVELOPE"),
@@ -267,30 +269,56 @@ def index_only(request: FetchRequest) -> bool:
     return all(isinstance(i, bytes) and i in _INDEX_ITEMS for i in request.items)
 
 
-def render_index_batch(
+def render_columns(
     batch: list[tuple[int, int]],
-    messages: dict[int, StoredMessage],
+    columns: IndexColumns,
     request: FetchRequest,
     *,
     uid: bool,
     first_recent: int,
 ) -> bytes:
-    """The FETCH responses of a batch of index-only requests, formatted with one template:
-    the hot path of a client resync (``UID FETCH 1:* (UID FLAGS)``)."""
+    """The FETCH responses of a batch of index-only requests: the hot path of a client resync
+    (``UID FETCH 1:* (UID FLAGS)``), one ``%`` per message over prepared columns (flag lists
+    rendered once per distinct flag set), no object per message. ``batch`` is (seq, uid)
+    pairs in order; UIDs the store no longer has are skipped."""
+    found = columns.uids
+    seqs: Sequence[int]
+    if len(found) == len(batch):
+        first, last = batch[0][0] if batch else 1, batch[-1][0] if batch else 0
+        seqs = range(first, last + 1) if last - first + 1 == len(batch) else [s for s, _u in batch]
+    else:
+        present = set(found)
+        seqs = [seq for seq, message_uid in batch if message_uid in present]
     items = [b"UID"] if uid else []
     items += [i for i in request.items if isinstance(i, bytes) and i not in items]
     template = b"* %d FETCH (" + b" ".join(_INDEX_ITEMS[i][0] for i in items) + b")\r\n"
-    getters = [_INDEX_ITEMS[i][1] for i in items]
+    values: list[object] = [seqs]
+    for item in items:
+        if item == b"UID":
+            values.append(found)
+        elif item == b"FLAGS":
+            values.append(_rendered_flags(columns, first_recent))
+        elif item == b"RFC822.SIZE":
+            values.append(columns.sizes)
+        elif item == b"INTERNALDATE":
+            values.append(list(map(internaldate, columns.internaldates)))
+        else:
+            values.append(columns.modseqs)
+    rows = zip(*values, strict=True)  # type: ignore[call-overload]
     since = request.changedsince
-    out = []
-    get = messages.get
-    for seq, message_uid in batch:
-        message = get(message_uid)
-        if message is None or (since is not None and message.modseq <= since):
-            continue
-        recent = message_uid >= first_recent
-        out.append(template % (seq, *[g(message, recent) for g in getters]))
-    return b"".join(out)
+    if since is not None:
+        rows = (row for row, modseq in zip(rows, columns.modseqs, strict=True) if modseq > since)
+    return b"".join([template % row for row in rows])
+
+
+def _rendered_flags(columns: IndexColumns, first_recent: int) -> list[bytes]:
+    flags = columns.flags
+    once = {flagset: flag_list(flagset) for flagset in set(flags)}
+    rendered = list(map(once.__getitem__, flags))
+    recent_from = bisect_left(columns.uids, first_recent)
+    for i in range(recent_from, len(rendered)):
+        rendered[i] = flag_list(flags[i], True)
+    return rendered
 
 
 def _section_bytes(message: StoredMessage, section: Section, root: mime.Part | None) -> bytes:

@@ -149,6 +149,18 @@ class MessageCommands:
         want_structure = fetch.wants_structure(request)
         rest_streamable = fetch.streamable(request, structure_known=True)
         needs_bytes = fetch.needs_bytes(request)
+        if fast:
+            for start in range(0, len(targets), size):
+                batch = targets[start : start + size]
+                columns = await view.mailbox.columns([uid for _s, uid in batch])
+                self.write(
+                    fetch.render_columns(
+                        batch, columns, request, uid=by_uid, first_recent=view.first_recent
+                    )
+                )
+                self.flush()
+                await self.drained()
+            return Done("FETCH completed")
         for start in range(0, len(targets), size):
             batch = targets[start : start + size]
             uids = [uid for _s, uid in batch]
@@ -175,14 +187,6 @@ class MessageCommands:
                 if want_structure and m.uid not in known and m.content is not None
             }
             known.update(fresh)
-            if fast:
-                self.write(
-                    fetch.render_index_batch(
-                        batch, by_uid_map, request, uid=by_uid, first_recent=view.first_recent
-                    )
-                )
-                self.flush()
-                continue
             changed: set[int] = set()
             if sets_seen:
                 unseen = [m.uid for m in messages if SEEN not in m.flags]

@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS expunged (uid INTEGER PRIMARY KEY, modseq INTEGER NOT
 -- header SEARCH never reopen message files; a missing row is filled on first use.
 CREATE TABLE IF NOT EXISTS headers (uid INTEGER PRIMARY KEY, header BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS messages_modseq ON messages (modseq);
+CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged (modseq);
 -- Values a protocol derives from a message once and keeps (IMAP BODYSTRUCTURE), by name.
 CREATE TABLE IF NOT EXISTS derived (
     uid INTEGER NOT NULL, name TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (uid, name)
@@ -288,6 +289,9 @@ class MailboxIndex:
     def claim_recent(self) -> int:
         """RFC 3501 §2.3.2 \\Recent: the first UID this session may call recent; later sessions
         see those messages as not recent."""
+        meta = self.meta()
+        if meta.get("recent_uid", 1) >= meta["uidnext"]:
+            return meta["uidnext"]  # nothing arrived since the last claim: no write needed
         with self.write() as db:
             meta = self.meta(db)
             first = meta.get("recent_uid", 1)
@@ -320,26 +324,31 @@ class MailboxIndex:
 
         This is how a session learns of deliveries, other sessions' flag changes and expunges,
         whichever process made them (RFC 3501 §7.4.1, RFC 7162 §3.2.5)."""
+        meta, rows, gone = self.delta(modseq, tombstones=True)
+        return meta["highestmodseq"], rows, gone
+
+    def delta(
+        self, modseq: int, tombstones: bool = False
+    ) -> tuple[dict[str, int], list[tuple], list[int]]:
+        """The meta values, and what changed after ``modseq``, read in one transaction: rows as
+        ``range_rows`` (every row when ``modseq`` is 0) and the UIDs expunged (not read for a
+        full load unless ``tombstones``). What keeps an in-memory image of the index current
+        (``store/image.py``)."""
         db = self._db
         db.execute("BEGIN")
         try:
-            highest = self.meta(db)["highestmodseq"]
-            if highest == modseq:
-                return highest, [], []
+            meta = self.meta(db)
+            if meta["highestmodseq"] == modseq:
+                return meta, [], []
             rows = db.execute(
                 "SELECT uid, flags, keywords, internaldate, size, modseq FROM messages"
                 " WHERE modseq > ? ORDER BY uid",
                 (modseq,),
             ).fetchall()
-            gone = [
-                uid
-                for (uid,) in db.execute(
-                    "SELECT uid FROM expunged WHERE modseq > ? ORDER BY uid", (modseq,)
-                )
-            ]
+            gone = self.expunged_since(modseq) if modseq or tombstones else []
         finally:
             db.execute("COMMIT")
-        return highest, rows, gone
+        return meta, rows, gone
 
     def expunged_since(self, modseq: int) -> list[int]:
         return [

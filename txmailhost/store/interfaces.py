@@ -8,6 +8,7 @@ mentions Maildir or SQLite, so a shared-storage backend can implement the same i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -105,6 +106,19 @@ class MailboxSelection:
 
 
 @dataclass(frozen=True, slots=True)
+class IndexColumns:
+    """Index values of many messages as columns, in UID order: what a resync of a large
+    mailbox (``UID FETCH 1:* (UID FLAGS)``) formats, without an object per message. ``flags``
+    holds shared frozensets (one per distinct combination)."""
+
+    uids: Sequence[int]
+    flags: Sequence[frozenset[str]]
+    sizes: Sequence[int]
+    internaldates: Sequence[float]
+    modseqs: Sequence[int]
+
+
+@dataclass(frozen=True, slots=True)
 class MailboxStatus:
     """STATUS items (RFC 3501 §6.3.10, RFC 7162 §3.1.3, RFC 8438 SIZE)."""
 
@@ -168,6 +182,10 @@ class IMailbox(Interface):
     def messages(uids, header, content):
         """Deferred[list[StoredMessage]] for those of ``uids`` still present, in UID order;
         ``header``/``content`` ask for the header block / the whole message too."""
+
+    def columns(uids):
+        """Deferred[IndexColumns] for those of the sorted ``uids`` still present: index values
+        only, answered from memory where the store can (FETCH of FLAGS, UID, sizes, dates)."""
 
     def uid_range(low, high):
         """Deferred[list[StoredMessage]] (index values only) for every UID in [low, high]."""

@@ -27,6 +27,7 @@ import shutil
 import socket
 import stat
 import time
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO, TypeVar
 
@@ -39,6 +40,7 @@ from zope.interface import implementer
 from txmailhost import _safeio
 from txmailhost.store import index as _index
 from txmailhost.store.changes import ChangeBus
+from txmailhost.store.image import ImageCache, columns_of
 from txmailhost.store.interfaces import (
     ANSWERED,
     DEFAULT_MAILBOXES,
@@ -49,6 +51,7 @@ from txmailhost.store.interfaces import (
     SEEN,
     IMailbox,
     IMailStore,
+    IndexColumns,
     InvalidMailboxName,
     MailboxChanges,
     MailboxExists,
@@ -282,28 +285,30 @@ class MaildirMailbox:
         return results
 
     def _select(self, claim_recent: bool) -> MailboxSelection:
-        from array import array
-
         self._store._reconcile(self.directory)
         first_recent = self._index.claim_recent() if claim_recent else 1 << 62
-        meta, uids, first_unseen, unseen = self._index.uids()
-        keywords = {
-            kw
-            for (kws,) in self._index._db.execute(
-                "SELECT DISTINCT keywords FROM messages WHERE keywords != ''"
+        image = self._store.images.get(self.directory)
+        with image.lock:
+            image.refresh(self._index)
+            first_unseen, unseen = image.unseen()
+            return MailboxSelection(
+                uidvalidity=image.uidvalidity,
+                uidnext=image.uidnext,
+                highestmodseq=image.highestmodseq,
+                uids=image.uids[:],
+                first_unseen=first_unseen,
+                unseen=unseen,
+                first_recent=first_recent,
+                keywords=frozenset(image.keyword_names()),
             )
-            for kw in kws.split()
-        }
-        return MailboxSelection(
-            uidvalidity=meta["uidvalidity"],
-            uidnext=meta["uidnext"],
-            highestmodseq=meta["highestmodseq"],
-            uids=array("I", uids),
-            first_unseen=first_unseen,
-            unseen=unseen,
-            first_recent=first_recent,
-            keywords=frozenset(keywords),
-        )
+
+    def _columns(self, uids: list[int]) -> IndexColumns:
+        wanted = array("I", uids)  # sorted here unless they aren't one run of the mailbox
+        image = self._store.images.get(self.directory)
+        with image.lock:
+            image.refresh(self._index)
+            found, flags, sizes, dates, modseqs = columns_of(image, wanted, bits_to_flags)
+        return IndexColumns(found, flags, sizes, dates, modseqs)
 
     def _status(self) -> MailboxStatus:
         self._store._reconcile(self.directory)
@@ -330,10 +335,21 @@ class MaildirMailbox:
         uids = sorted(set(uids))
         if not uids:
             return []
+        if not header and not content:
+            columns = self._columns(uids)
+            return [
+                _new_stored(StoredMessage, (uid, flagset, size, date, modseq, None, None))
+                for uid, flagset, size, date, modseq in zip(
+                    columns.uids,
+                    columns.flags,
+                    columns.sizes,
+                    columns.internaldates,
+                    columns.modseqs,
+                    strict=True,
+                )
+            ]
         wanted = set(uids)
         rows = [r for r in self._index.range_rows(uids[0], uids[-1]) if r[0] in wanted]
-        if not header and not content:
-            return [_stored(row) for row in rows]
         headers = self._index.cached_headers([r[0] for r in rows]) if header else {}
         found, to_cache = [], []
         for row in rows:
@@ -467,6 +483,9 @@ class MaildirMailbox:
     ) -> Deferred[list[StoredMessage]]:
         return self._store._run(self._messages, list(uids), header, content)
 
+    def columns(self, uids: Iterable[int]) -> Deferred[IndexColumns]:
+        return self._store._run(self._columns, list(uids))
+
     def uid_range(self, low: int, high: int) -> Deferred[list[StoredMessage]]:
         return self._store._run(self._uid_range, low, high)
 
@@ -514,6 +533,7 @@ class MaildirStore:
         # st_mtime_ns of (new/, cur/) at the last reconcile, per mailbox directory.
         self._seen_mtimes: dict[str, tuple[int, int]] = {}
         self.changes = ChangeBus()
+        self.images = ImageCache()
 
     def _mtimes(self, directory: str) -> tuple[int, int] | None:
         try:
@@ -666,6 +686,7 @@ class MaildirStore:
             raise InvalidMailboxName("INBOX can't be deleted")
         directory = self._folder(user, mailbox)
         _index.forget(directory)
+        self.images.forget(directory)
         shutil.rmtree(directory)
         self._seen_mtimes.pop(directory, None)
         _safeio.fsync_dir(os.path.dirname(directory))
@@ -717,6 +738,7 @@ class MaildirStore:
                 raise MailboxExists(f"mailbox {new!r} has a child that exists")
         for entry, renamed in moves:
             _index.forget(os.path.join(user_dir, entry))
+            self.images.forget(os.path.join(user_dir, entry))
             self._seen_mtimes.pop(os.path.join(user_dir, entry), None)
             os.rename(os.path.join(user_dir, entry), os.path.join(user_dir, renamed))
         _safeio.fsync_dir(user_dir)
