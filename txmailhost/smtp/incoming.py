@@ -126,6 +126,15 @@ class IncomingMessage:
         os.fsync(self._file.fileno())
         self._file.close()
 
+    def remove_sync(self) -> None:
+        """Remove the file, for a caller already in a worker thread (``IMailStore.deliver``'s
+        ``finish``); ``discard`` then has nothing left to do on disk."""
+        if self._file is not None and not self._file.closed:
+            self._file.close()
+        if self._created:
+            self._created = False
+            _remove(self.path)
+
     def commit(self) -> Deferred[None]:
         """Write out and fsync in the pool; the file is then safe to link into mailboxes."""
         return threads.deferToThreadPool(self._reactor, self._pool, self._commit)

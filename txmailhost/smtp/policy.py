@@ -151,8 +151,11 @@ class InboundPolicy:
                 await self._queue.submit(sender, remote, message.path)
             if local:
                 local = await self._existing_folders(local)
-                # Local only: the spool fsync and the Maildir links in one worker trip.
-                await self._store.deliver(local, message.path, prepare=prepare)
+                # One worker trip: the spool fsync (when not done for the queue), the Maildir
+                # links, and the spool file's removal.
+                await self._store.deliver(
+                    local, message.path, prepare=prepare, finish=message.remove_sync
+                )
                 await self._warn_near_quota(envelope, message)
         except Exception:
             log.failure("delivery of {queue_id} failed", queue_id=message.queue_id)

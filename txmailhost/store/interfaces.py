@@ -216,11 +216,12 @@ class IMailStore(Interface):
     def provision(user):
         """Deferred[None]: create the user's INBOX and default folders if missing."""
 
-    def deliver(recipients, source_path, internaldate=None, prepare=None):
+    def deliver(recipients, source_path, internaldate=None, prepare=None, finish=None):
         """Deferred[dict[(user, mailbox), int]]: add the fsync'd file at ``source_path`` to
         each ``(user, mailbox)`` pair, durably, before the Deferred fires. The caller still owns
         (and removes) ``source_path``. ``prepare``, a blocking callable, runs first in the same
-        worker (the SMTP spool's write-and-fsync), saving a thread round trip per message."""
+        worker (the SMTP spool's write-and-fsync), and ``finish`` last, whatever happened (the
+        spool file's removal): each saves a thread round trip per message."""
 
     def open(user, mailbox):
         """Deferred[IMailbox]; fails with NoSuchMailbox or InvalidMailboxName."""

@@ -816,13 +816,18 @@ class MaildirStore:
         source_path: str,
         internaldate: float | None = None,
         prepare: Callable[[], None] | None = None,
+        finish: Callable[[], None] | None = None,
     ) -> Deferred[dict[tuple[str, str], int]]:
         targets = list(recipients)
 
         def job() -> dict[tuple[str, str], int]:
-            if prepare is not None:
-                prepare()  # the caller's fsync of source_path, in the same worker trip
-            return self._deliver_sync(targets, source_path, internaldate)
+            try:
+                if prepare is not None:
+                    prepare()  # the caller's fsync of source_path, in the same worker trip
+                return self._deliver_sync(targets, source_path, internaldate)
+            finally:
+                if finish is not None:
+                    finish()  # the caller's removal of source_path, in the same trip too
 
         return self._run(job)
 
