@@ -48,31 +48,40 @@ class DataReader:
             self._write(chunk)
 
     def feed(self, data: bytes) -> bytes | None:
+        """Only lines that begin with '.' need a look (the end marker or a stuffed dot), so the
+        scan jumps from one ``<CRLF>.`` to the next with ``bytes.find``: the other lines pass
+        through as one slice (a 4 KiB message is usually one piece, not fifty)."""
         buf = self._carry + data if self._carry else data
         self._carry = b""
         pos, end = 0, len(buf)
         pieces: list[bytes] = []
         while pos < end:
-            if self._at_line_start and buf[pos] == 0x2E:  # "."
-                if end - pos < 3:
-                    self._carry = buf[pos:]  # ".", ".\r" or ".x": can't tell yet
-                    break
-                if buf[pos : pos + 3] == b".\r\n":
-                    self._emit(b"".join(pieces))
-                    return buf[pos + 3 :]
-                pos += 1  # a stuffed dot: drop it (4.5.2)
+            if self._at_line_start:
+                if buf[pos] == 0x2E:  # "."
+                    if end - pos < 3:
+                        self._carry = buf[pos:]  # ".", ".\r" or ".x": can't tell yet
+                        break
+                    if buf[pos : pos + 3] == b".\r\n":
+                        self._emit(b"".join(pieces))
+                        return buf[pos + 3 :]
+                    pos += 1  # a stuffed dot: drop it (4.5.2)
                 self._at_line_start = False
-            nl = buf.find(b"\r\n", pos)
-            if nl < 0:
-                # An unfinished line: pass it on, except a final CR that may begin a CRLF.
-                stop = end - 1 if buf[end - 1] == 0x0D else end
-                if stop > pos:
-                    pieces.append(buf[pos:stop])
-                    self._at_line_start = False
-                self._carry = buf[stop:]
-                break
-            pieces.append(buf[pos : nl + 2])
-            pos = nl + 2
-            self._at_line_start = True
+            dot_line = buf.find(b"\r\n.", pos)
+            if dot_line >= 0:
+                pieces.append(buf[pos : dot_line + 2])
+                pos = dot_line + 2
+                self._at_line_start = True
+                continue
+            # No line in the rest starts with a dot. Pass it all on, except a final CR that
+            # may begin a CRLF; a final CRLF means the next octet starts a line.
+            if buf[end - 1] == 0x0D:
+                stop = end - 1
+            else:
+                stop = end
+                self._at_line_start = buf.endswith(b"\r\n")
+            if stop > pos:
+                pieces.append(buf[pos:stop])
+            self._carry = buf[stop:]
+            break
         self._emit(b"".join(pieces))
         return None
