@@ -155,3 +155,17 @@ def test_create_delete_and_non_ascii_folder_names(store):
         result(store.open(USER, "Lists/Twisted"))
     with pytest.raises(InvalidMailboxName):
         result(store.delete_mailbox(USER, "INBOX"))
+
+
+def test_index_add_gives_a_name_already_indexed_its_old_uid(tmp_path):
+    """A reconcile may index a delivered file before the delivery does: one UID, not two."""
+    from txmailhost.store.index import MailboxIndex
+
+    index = MailboxIndex(str(tmp_path))
+    with index.write() as db:
+        first = index.add([("a", "new", 0, "", 1.0, 10), ("b", "new", 0, "", 1.0, 10)], db)
+    with index.write() as db:
+        again = index.add([("b", "new", 0, "", 1.0, 10), ("c", "new", 0, "", 1.0, 10)], db)
+    assert (first, again) == ([1, 2], [2, 3])
+    meta = index.meta()
+    assert (meta["uidnext"], meta["highestmodseq"]) == (4, 3)

@@ -184,18 +184,24 @@ class MailboxIndex:
         uid, modseq = meta["uidnext"], meta["highestmodseq"] + 1
         uids = []
         for name, subdir, flags, keywords, internaldate, size in entries:
-            existing = db.execute("SELECT uid FROM messages WHERE name = ?", (name,)).fetchone()
-            if existing:
-                uids.append(existing[0])
-                continue
-            db.execute(
-                "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            added = db.execute(
+                "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (name) DO NOTHING",
                 (uid, name, subdir, flags, keywords, internaldate, size, modseq),
-            )
+            ).rowcount
+            if not added:
+                (existing,) = db.execute(
+                    "SELECT uid FROM messages WHERE name = ?", (name,)
+                ).fetchone()
+                uids.append(existing)
+                continue
             uids.append(uid)
             uid += 1
-        db.execute("UPDATE meta SET value = ? WHERE key = 'uidnext'", (uid,))
-        db.execute("UPDATE meta SET value = ? WHERE key = 'highestmodseq'", (modseq,))
+        db.execute(
+            "UPDATE meta SET value = CASE key WHEN 'uidnext' THEN ? ELSE ? END"
+            " WHERE key IN ('uidnext', 'highestmodseq')",
+            (uid, modseq),
+        )
         return uids
 
     def remove(self, uids: Iterable[int], db: sqlite3.Connection) -> int:
