@@ -3,6 +3,7 @@ against the real server with Python's ssl clients (and swaks where installed).""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import poplib
@@ -212,3 +213,47 @@ def test_swaks_submits_with_starttls_and_auth(server):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "250 2.0.0 OK delivered" in result.stdout
+
+
+def _open_descriptors(server) -> int:
+    """Sockets the server holds (index files cached per pool thread are not a leak)."""
+    fd_dir = f"/proc/{server.process.pid}/fd"
+    count = 0
+    for fd in os.listdir(fd_dir):
+        with contextlib.suppress(FileNotFoundError):  # closed meanwhile
+            count += os.readlink(os.path.join(fd_dir, fd)).startswith("socket:")
+    return count
+
+
+def _settled_descriptors(server, at_most: int) -> int:
+    deadline = time.time() + 5
+    while _open_descriptors(server) > at_most and time.time() < deadline:
+        time.sleep(0.05)
+    return _open_descriptors(server)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_tls_sessions_ended_by_logout_or_quit_are_closed_by_the_server(server):
+    """A TLS close waits for the client's close_notify: the server must be reading then, or
+    each LOGOUT leaks a socket and a connection-limit slot (found by the TLS benchmark)."""
+    import imaplib
+
+    imaplib.IMAP4_SSL(H, server.ports["imaps"], ssl_context=client_context()).logout()
+    before = _open_descriptors(server)
+    for _ in range(10):
+        imap = imaplib.IMAP4_SSL(H, server.ports["imaps"], ssl_context=client_context())
+        imap.login("alice@example.test", PASSWORD)
+        imap.select("INBOX")
+        imap.logout()
+        imap = imaplib.IMAP4(H, server.ports["imap"], timeout=10)
+        imap.starttls(ssl_context=client_context())
+        imap.logout()
+        pop = poplib.POP3_SSL(H, server.ports["pop3s"], context=client_context(), timeout=10)
+        pop.user("alice@example.test")
+        pop.pass_(PASSWORD)
+        pop.quit()
+        with smtplib.SMTP_SSL(
+            H, server.ports["submissions"], context=client_context(), timeout=10
+        ) as s:
+            s.ehlo()
+    assert _settled_descriptors(server, before) <= before

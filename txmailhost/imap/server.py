@@ -279,11 +279,18 @@ class IMAPServer(
         self.flush()
         self._closing = True
         self.state = State.LOGOUT
+        # Reading is paused while a command runs (LOGOUT too); a TLS close waits for the
+        # client's close_notify or EOF, so without reading the socket would never be closed
+        # (one descriptor and one connection-limit slot lost per IMAPS LOGOUT). What arrives
+        # now is dropped (``dataReceived``).
+        self.transport.resumeProducing()
         self.transport.loseConnection()
 
     # -- input: lines, literals, over-long lines -------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
         if self._discarding_line:
             data = self._skip_to_crlf(data)
             if not data:

@@ -264,6 +264,8 @@ class POP3Server(LineReceiver, TimeoutMixin):
     # -- input -----------------------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
         if self._discarding:
             data = self._discard(data)
         self._receiving += 1
@@ -437,6 +439,9 @@ class POP3Server(LineReceiver, TimeoutMixin):
     def _close(self) -> None:
         self._flush()
         self._closing = True
+        # A TLS close waits for the client's close_notify or EOF: keep reading (it may be
+        # paused for a pending command), dropping what comes (``dataReceived``).
+        self.transport.resumeProducing()
         self.transport.loseConnection()
 
     def _stopped(self) -> bool:

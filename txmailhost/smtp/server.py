@@ -196,6 +196,11 @@ class SMTPServer(Protocol, TimeoutMixin):
         self._flush()
         self.state = State.CLOSING
         self._drop_message()
+        if self._paused:
+            # A TLS close waits for the client's close_notify or EOF: keep reading (what
+            # arrives is dropped, see ``dataReceived``) or the socket is never closed.
+            self._paused = False
+            self.transport.resumeProducing()
         self.transport.loseConnection()
 
     # -- input -----------------------------------------------------------------------------
