@@ -12,9 +12,11 @@ import datetime
 import math
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +24,8 @@ from bench.results import MACHINE, Results
 from bench.workload import MiB, Workload
 
 TARGET = "txmailhost"
+TLS_PREFIX = "tls."  # keys of the TLS suite's figures (bench/tls_suite.py)
+TLS_TITLE = "TLS: IMAPS handshakes, and submission over STARTTLS+AUTH (issue 4)"
 
 
 def machine() -> dict[str, str]:
@@ -76,8 +80,8 @@ def _number(value: float, unit: str) -> str:
     return f"{value:.2f}" if value < 10 else f"{value:.1f}"
 
 
-def _ratio(results: Results, key: str) -> str:
-    ratio = results.ratio(key, TARGET)
+def _ratio(results: Results, key: str, anchor: str | None = None) -> str:
+    ratio = results.ratio(key, TARGET, anchor)
     if math.isnan(ratio):
         return "—"
     figure = results.figures[key]
@@ -90,24 +94,43 @@ def _ratio(results: Results, key: str) -> str:
     return f"{ratio:.2f} ({verdict})"
 
 
-def rows(results: Results) -> list[list[str]]:
-    """Figure | txmailhost | anchor | ratio, one row per compared figure, medians."""
+def _cell(results: Results, server: str, key: str, spread: bool) -> str:
+    """The median; with ``spread``, also the lowest and highest run when there were several."""
+    unit = results.figures[key].unit
+    text = _number(results.median(server, key), unit)
+    runs = [v for v in results.values.get(server, {}).get(key, []) if not math.isnan(v)]
+    if spread and len(runs) > 1:
+        text += f" ({_number(min(runs), unit)}–{_number(max(runs), unit)})"
+    return text
+
+
+def rows(results: Results, tls: bool = False) -> list[list[str]]:
+    """Figure | txmailhost | anchor | ratio, one row per compared figure, medians.
+
+    The TLS suite's figures (``tls=True``) form their own table, with each run's spread.
+    """
     table = []
     for key, figure in results.figures.items():
-        if figure.anchor == MACHINE:
+        if figure.anchor == MACHINE or key.startswith(TLS_PREFIX) != tls:
             continue
         unit = f" ({figure.unit})" if figure.unit not in ("/s",) else ""
-        if figure.anchor in results.skipped:
-            anchor = f"skipped ({figure.anchor})"
-        else:
-            anchor = f"{_number(results.median(figure.anchor, key), figure.unit)} ({figure.anchor})"
-        ours = _number(results.median(TARGET, key), figure.unit)
+        ours = _cell(results, TARGET, key, tls)
         if TARGET in results.skipped:
             ours = "not run"
         better = "higher" if figure.higher_is_better else "lower"
-        table.append(
-            [f"{figure.label}{unit}, {better} is better", ours, anchor, _ratio(results, key)]
-        )
+        for name in (figure.anchor, *figure.others):
+            if name in results.skipped:
+                anchor = f"skipped ({name})"
+            else:
+                anchor = f"{_cell(results, name, key, tls)} ({name})"
+            table.append(
+                [
+                    f"{figure.label}{unit}, {better} is better",
+                    ours,
+                    anchor,
+                    _ratio(results, key, name),
+                ]
+            )
     return table
 
 
@@ -198,6 +221,9 @@ def text(results: Results) -> str:
         parts.append(_text_table(["Disk (the physical limit)", "value"], machine_rows(results)))
     if rows(results):
         parts.append(_text_table(["Figure (median)", TARGET, "anchor", "ratio"], rows(results)))
+    if rows(results, tls=True):
+        header = ["TLS figure (median, min–max)", TARGET, "anchor", "ratio"]
+        parts.append(_text_table(header, rows(results, tls=True)))
     for name, reason in results.skipped.items():
         parts.append(f"skipped {name}: {reason}")
     parts += [f"problem: {p}" for p in results.problems]
@@ -274,6 +300,8 @@ def rst(results: Results, workload: Workload, argv: Sequence[str]) -> str:
         out += ["Nothing was measured in this run.", ""]
     out += ["Targets (issue 7)", "-----------------", ""]
     out += [f"- {line}" for line in targets(results)] + [""]
+    if rows(results, tls=True):
+        out.append(tls_section(results, workload, argv, standalone=False))
     notes = [f"{name} not measured: {reason}" for name, reason in results.skipped.items()]
     notes += results.notes + results.problems
     if notes:
@@ -296,6 +324,166 @@ def rst(results: Results, workload: Workload, argv: Sequence[str]) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def _command(argv: Sequence[str]) -> str:
+    """The command line, each ``--note`` text shortened to "..." (the notes list shows it)."""
+    shown = [
+        "..."
+        if i and argv[i - 1] == "--note"
+        else arg.split("=", 1)[0] + "=..."
+        if arg.startswith("--note=")
+        else arg
+        for i, arg in enumerate(argv)
+    ]
+    return shlex.join(["python", "-m", "bench", *shown])
+
+
+def _tls_libraries() -> str:
+    """Which OpenSSL each side links: they differ, and handshake cost depends on it."""
+    import ssl
+
+    try:
+        from OpenSSL import SSL
+
+        ours = SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode()
+    except ImportError:
+        ours = "pyOpenSSL not installed"
+    try:
+        system = subprocess.run(["openssl", "version"], capture_output=True, text=True).stdout
+    except OSError:
+        system = ""
+    return (
+        f"txmailhost {ours} (pyOpenSSL, from the cryptography wheel); Postfix and Dovecot the"
+        f" system's {system.strip() or 'libssl'}; the client {ssl.OPENSSL_VERSION} (Python ssl)"
+    )
+
+
+def _tls_method(workload: Workload) -> list[str]:
+    """What the TLS figures count, and how each server was set up: prose lines for the rst."""
+    if workload.imaps_logout:
+        ending = "``a LOGOUT`` sent and its ``* BYE`` and ``a OK`` read, the socket closed"
+    else:
+        ending = (
+            "the socket closed at once (no LOGOUT, ``--imaps-no-logout``: for a server that"
+            " keeps the connection after LOGOUT and would run out of connection slots)"
+        )
+    text = (
+        "One IMAPS handshake is: TCP connect, a full TLS handshake (no session resumption), the"
+        f" ``* OK`` greeting read through TLS, {ending}; no login. Each client is a thread with a"
+        " blocking socket (OpenSSL runs without the GIL; about 1 ms of client CPU a handshake)"
+        " starting the next one as soon as one ends; handshakes/s is those completed over the"
+        " run's wall time. Server CPU per handshake is the CPU time its processes (reaped"
+        " children included) used during the run, over the handshakes: it does not depend on"
+        " how much of the two cores the client took. SMTP: each connection does greeting, EHLO,"
+        " STARTTLS, handshake, EHLO, AUTH PLAIN once and keeps its session; all log in first,"
+        " then all send together (MAIL, RCPT, DATA in lock-step) until the run's messages are"
+        " accepted. Msgs/s once all logged in counts the ``250`` replies from that start to the"
+        " last one; logins included, from the first connect. The connect-to-235 rows show the"
+        " setup with every connection opening at once (each login queued behind the others'"
+        " password hashing), and alone."
+        "\n\n"
+        "txmailhost serves its ``[listen] imaps`` and ``submission`` listeners. Dovecot has"
+        " ``ssl = yes`` and an imaps listener, once as Debian ships it (high-security login"
+        " mode: a new imap-login process, with its own TLS set-up, per connection) and once with"
+        " its login processes reused (high-performance mode, which Dovecot's manual suggests for"
+        " busy servers), both in the same run. Postfix's submission smtpd is Debian's master.cf"
+        " template (TLS required, AUTH only after STARTTLS, senders must be the login's own"
+        " address, as txmailhost requires) with an auth-only Dovecot as its SASL server. All"
+        " offer a self-signed ECDSA P-256 certificate. A login costs a memory-hard hash on each"
+        " side, uncached: txmailhost scrypt (N=2^15, r=8, 32 MiB), Postfix's Dovecot auth"
+        " Argon2id (64 MiB, t=3), about 0.1 s each on one core."
+        "\n\n"
+        "Reading: most of what the forking Dovecot spends per handshake is starting a process"
+        " and its TLS context; against the reused one, the server CPU rows compare the TLS and"
+        " greeting work itself, and vary less between runs than the rates, which depend on how"
+        " the two cores are shared with the client. In the SMTP rows, the last of the"
+        " simultaneous logins shows how each server spreads password hashing: txmailhost's"
+        " thread pool over both cores, Dovecot's single auth process one login after another."
+    )
+    return [line for paragraph in text.split("\n\n") for line in [*_wrap(paragraph), ""]][:-1]
+
+
+def _wrap(paragraph: str, width: int = 92) -> list[str]:
+    """Fill a paragraph, never breaking inside an ``inline literal``."""
+    glued = re.sub(r"``[^`]*``", lambda m: m[0].replace(" ", "\0"), paragraph)
+    lines = textwrap.wrap(glued, width, break_on_hyphens=False)
+    return [line.replace("\0", " ") for line in lines]
+
+
+def tls_section(
+    results: Results, workload: Workload, argv: Sequence[str], standalone: bool = True
+) -> str:
+    """The TLS suite's section of docs/benchmarks.rst: method, table with spread, notes.
+
+    ``standalone`` (a ``--only tls`` run, spliced into the page of an earlier full run) adds
+    the run's own date, command, machine and notes, since the rest of the page is not from it.
+    """
+    count = workload.tls_connections * workload.per_connection
+    clients = " and ".join(str(c) for c in workload.tls_clients)
+    out = [TLS_TITLE, "-" * len(TLS_TITLE), ""]
+    if standalone:
+        info = machine()
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        versions = ", ".join(
+            f"{name} {version}"
+            for name, version in results.versions.items()
+            if name.split(",")[0] == name or name.split(",")[0] not in results.versions
+        )  # "Dovecot, login reused" is the same Dovecot
+        out += [
+            ".. Written by ``python -m bench --only tls`` (bench/report.py), which replaces this"
+            " section only; rerun it rather than editing.",
+            "",
+            f":Date: {now}",
+            f":Command: ``{_command(argv)}`` (from the project root)",
+            f":Machine: {info['cores']} cores, {info['cpu']}, {info['kernel']}",
+            f":Software: Python {info['python']}, Twisted {info['twisted']}, {versions}",
+            f":Revision: {info['revision']}",
+        ]
+    else:
+        out.append(":Run: the one described at the top of this page.")
+    out += [
+        f":TLS libraries: {_tls_libraries()}",
+        f":Workload: IMAPS at {clients} clients for {workload.tls_seconds:g} s a run; SMTP"
+        f" {count} messages of {workload.size} bytes over {workload.tls_connections}"
+        " connections, one STARTTLS+AUTH session each, then"
+        f" {workload.tls_setups} sessions opened one at a time; {workload.repeat} runs each,"
+        " servers alternating run by run.",
+        "",
+        *_tls_method(workload),
+        "",
+        "Each cell is the median of the runs with the lowest and highest in brackets: the",
+        "spread is the noise of a shared machine whose cores the load generators also use.",
+        "",
+        _rst_table(["Figure", TARGET, "Anchor", "Ratio"], rows(results, tls=True), "46 18 22 14"),
+        "",
+    ]
+    if standalone:
+        notes = [f"{name} not measured: {reason}" for name, reason in results.skipped.items()]
+        notes += results.notes + results.problems
+        out += ["Notes:", ""] + [f"- {n}" for n in notes] + [""] if notes else []
+    return "\n".join(out)
+
+
+def splice(path: Path, section: str) -> None:
+    """Put ``section`` in the page at ``path`` in place of its previous version.
+
+    A section is its title and underline up to the next title; a new one goes before "How to
+    run". The rest of the page (another run's figures) is left as it was.
+    """
+    lines = path.read_text().splitlines() if path.exists() else []
+    titles = [
+        i
+        for i in range(len(lines) - 1)
+        if lines[i] and set(lines[i + 1]) == {"-"} and len(lines[i + 1]) == len(lines[i])
+    ]
+    title = section.splitlines()[0]
+    start = next((i for i in titles if lines[i] == title), None)
+    if start is None:
+        start = end = next((i for i in titles if lines[i] == "How to run"), len(lines))
+    else:
+        end = next((i for i in titles if i > start), len(lines))
+    write(path, "\n".join([*lines[:start], section.rstrip("\n"), "", *lines[end:]]) + "\n")
 
 
 def write(path: Path, content: str) -> None:

@@ -23,6 +23,7 @@ class Figure:
     unit: str
     higher_is_better: bool
     anchor: str  # name of the anchor server compared with, or MACHINE
+    others: tuple[str, ...] = ()  # further anchors, each compared on a row of its own
 
 
 @dataclass
@@ -54,10 +55,11 @@ class Results:
         if text not in self.notes:
             self.notes.append(text)
 
-    def ratio(self, key: str, server: str) -> float:
-        """``server``/anchor for ``key``: NaN when either side has no number."""
-        figure = self.figures[key]
-        ours, theirs = self.median(server, key), self.median(figure.anchor, key)
+    def ratio(self, key: str, server: str, anchor: str | None = None) -> float:
+        """``server``/anchor for ``key`` (the figure's first anchor unless another is named):
+        NaN when either side has no number."""
+        anchor = anchor or self.figures[key].anchor
+        ours, theirs = self.median(server, key), self.median(anchor, key)
         if math.isnan(ours) or math.isnan(theirs) or theirs == 0:
             return math.nan
         return ours / theirs

@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import dataclasses
 import functools
+import re
 import resource
 import shutil
 import signal
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import report, suites, targets
+from bench import report, suites, targets, tls_suite
 from bench.anchors import dovecot, postfix
 from bench.results import Results
 from bench.server import Server
@@ -52,12 +53,30 @@ TARGETS = (
         targets.NAME,
         targets.unavailable,
         targets.running,
-        suites=("smtp", "memory", "pop3", "imap"),
+        suites=("smtp", "memory", "pop3", "imap", "tls"),
         anchor=False,
     ),
-    Target(postfix.NAME, postfix.unavailable, postfix.running, ("smtp", "memory"), anchor=True),
-    Target(dovecot.NAME, dovecot.unavailable, dovecot.running, ("pop3", "imap"), anchor=True),
+    Target(
+        postfix.NAME, postfix.unavailable, postfix.running, ("smtp", "memory", "tls"), anchor=True
+    ),
+    Target(
+        dovecot.NAME, dovecot.unavailable, dovecot.running, ("pop3", "imap", "tls"), anchor=True
+    ),
+    Target(
+        dovecot.NAME_REUSED,
+        dovecot.unavailable,
+        functools.partial(dovecot.running, login_reuse=True),
+        ("tls",),
+        anchor=True,
+    ),
 )
+
+# A suite runs as one or more phases; servers alternate run by run within each phase, so the
+# TLS suite's Postfix runs sit between txmailhost's SMTP runs, not between its IMAPS ones.
+PHASES: dict[str, tuple[suites.Suite, ...]] = {
+    **{name: (suite,) for name, suite in suites.SUITES.items()},
+    "tls": (tls_suite.imaps, tls_suite.submission),
+}
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, Workload]:
@@ -80,12 +99,26 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Workload]:
     parser.add_argument("--imap-sessions", type=int, help="concurrent IMAP sessions (50)")
     parser.add_argument("--imap-idle", type=int, help="idle IMAP sessions for memory (1000)")
     parser.add_argument("--large-size", type=float, help="memory probe message, MiB (50)")
+    parser.add_argument("--tls-clients", help="IMAPS handshake client counts, e.g. 1,50 (default)")
+    parser.add_argument("--tls-seconds", type=float, help="seconds per IMAPS handshake run (5)")
+    parser.add_argument(
+        "--tls-connections", type=int, help="SMTP connections over STARTTLS+AUTH (50)"
+    )
+    parser.add_argument(
+        "--imaps-no-logout", action="store_true", help="IMAPS clients close after the greeting"
+    )
     parser.add_argument("--repeat", "-r", type=int, help="runs per figure; medians reported (3)")
     parser.add_argument("--starttls", action="store_true", help="SMTP load uses STARTTLS")
     parser.add_argument("--auth", action="store_true", help="SMTP load uses AUTH PLAIN")
     parser.add_argument("--pipelining", action="store_true", help="pipeline MAIL/RCPT/DATA")
     parser.add_argument(
         "--output", type=Path, help="write the rst here (default: docs/benchmarks.rst on full runs)"
+    )
+    parser.add_argument(
+        "--note",
+        action="append",
+        default=[],
+        help="a line for the report's notes, e.g. what else the machine ran (repeatable)",
     )
     parser.add_argument("--workdir", type=Path, help="where the servers' temp dirs go (/tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dirs (logs, mail)")
@@ -109,6 +142,11 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Workload]:
         "imap_idle": args.imap_idle,
         "repeat": args.repeat,
         "large_size": int(args.large_size * MiB) if args.large_size else None,
+        "tls_clients": tuple(int(c) for c in args.tls_clients.split(","))
+        if args.tls_clients
+        else None,
+        "tls_seconds": args.tls_seconds,
+        "tls_connections": args.tls_connections,
         "connections": tuple(int(c) for c in args.connections.split(","))
         if args.connections
         else None,
@@ -120,6 +158,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Workload]:
         starttls=args.starttls,
         auth=args.auth,
         pipelining=args.pipelining,
+        imaps_logout=not args.imaps_no_logout,
     )
     if any("=" not in setting for setting in args.postfix_set or []):
         parser.error("--postfix-set takes NAME=VALUE, e.g. in_flow_delay=0")
@@ -135,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     _raise_file_limit(2 * workload.imap_idle + 1000)
     results = Results()
+    for note in args.note:
+        results.note(note)
     workdir = Path(tempfile.mkdtemp(prefix="txmailhost-bench-", dir=args.workdir))
     workdir.chmod(0o755)  # the anchors' unprivileged users must traverse it
     try:
@@ -144,12 +185,13 @@ def main(argv: list[str] | None = None) -> int:
             servers = []
             for target in _targets(args):
                 wanted = [s for s in target.suites if s in workload.suites]
-                server = wanted and _start(target, workload, results, workdir, stack, args)
+                server = wanted and _start(target, wanted, workload, results, workdir, stack, args)
                 if server:
                     servers.append((target, server))
             for name in workload.suites:
-                if name in suites.SUITES:
-                    _alternate(name, [s for t, s in servers if name in t.suites], workload, results)
+                for phase in PHASES.get(name, ()):
+                    chosen = [s for t, s in servers if name in t.suites]
+                    _alternate(name, phase, chosen, workload, results)
     finally:
         if args.keep:
             print(f"kept {workdir}", file=sys.stderr)
@@ -160,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output
     if output is None and not args.smoke and workload.suites == SUITES:
         output = DEFAULT_OUTPUT
-    if output is not None and str(output) != "-":
+    if output is None and not args.smoke and workload.suites == ("tls",):
+        # The TLS section alone: it replaces its own section of the full-run page.
+        report.splice(DEFAULT_OUTPUT, report.tls_section(results, workload, argv))
+    elif output is not None and str(output) != "-":
         report.write(output, report.rst(results, workload, argv))
     if args.smoke and (results.problems or targets.NAME in results.skipped):
         return 1
@@ -193,24 +238,31 @@ def _targets(args: argparse.Namespace) -> list[Target]:
 
 def _start(
     target: Target,
+    wanted: list[str],
     workload: Workload,
     results: Results,
     workdir: Path,
     stack: contextlib.ExitStack,
     args: argparse.Namespace,
 ) -> Server | None:
-    """Start ``target`` inside ``stack`` (stopped when it unwinds), or say why it is skipped."""
+    """Start ``target`` inside ``stack`` (stopped when it unwinds), or say why it is skipped.
+
+    With TLS loads (``--starttls``, or the tls suite) every server starts with its TLS
+    listeners and certificate; the plaintext suites still use the plain ports.
+    """
     reason = "--no-anchors" if target.anchor and args.no_anchors else target.unavailable()
-    if reason is None and target.anchor and workload.auth and "smtp" in target.suites:
-        reason = "--auth: the anchor has no SASL configured"
+    plain_auth = workload.auth and not workload.starttls
+    if reason is None and target.name == postfix.NAME and plain_auth and "smtp" in wanted:
+        reason = "--auth: Postfix offers AUTH only after STARTTLS; add --starttls"
     if reason:
         results.skipped[target.name] = reason
         suites.say(f"{target.name}: skipped: {reason}")
         return None
     suites.say(f"{target.name}: starting")
-    directory = workdir / target.name.lower()
+    directory = workdir / re.sub(r"\W+", "-", target.name.lower())
     try:
-        server = stack.enter_context(target.running(directory, tls=workload.starttls))
+        tls = workload.starttls or "tls" in wanted
+        server = stack.enter_context(target.running(directory, tls=tls))
     except Exception as e:
         results.skipped[target.name] = f"failed to start: {e}"
         results.problem(f"{target.name}: failed to start: {e}")
@@ -222,9 +274,11 @@ def _start(
     return server
 
 
-def _alternate(name: str, servers: list[Server], workload: Workload, results: Results) -> None:
-    """Run suite ``name`` on every server, alternating them run by run."""
-    running = [(server, suites.SUITES[name](server, workload, results)) for server in servers]
+def _alternate(
+    name: str, phase: suites.Suite, servers: list[Server], workload: Workload, results: Results
+) -> None:
+    """Run one phase of suite ``name`` on every server, alternating them run by run."""
+    running = [(server, phase(server, workload, results)) for server in servers]
     while running:
         for entry in list(running):
             server, runs = entry

@@ -9,6 +9,7 @@ it.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import signal
 import socket
@@ -21,6 +22,8 @@ from pathlib import Path
 
 BENCH_DOMAIN = "bench.test"
 PASSWORD = "bench-password"
+# Owner of the anchors' delivered files: Postfix's virtual(8) writes as it, Dovecot serves as it.
+MAIL_UID = 5000
 
 
 @dataclass
@@ -42,6 +45,7 @@ class Server:
     submission_port: int | None = None  # the AUTH-required listener (``--auth`` loads use it)
     pop3_port: int | None = None
     imap_port: int | None = None
+    imaps_port: int | None = None  # IMAP over implicit TLS (993 in production)
     # Put these exact messages (CRLF) into the address's INBOX as Maildir files in ``new/``, as
     # another delivery agent would: fast enough for 100,000 messages, and the server finds them
     # on its next SELECT (txmailhost adopts unknown files, Dovecot indexes new/).
@@ -142,6 +146,23 @@ def process_tree(root: int) -> list[int]:
     return found
 
 
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """CPU time (user + system) used so far by ``pids`` and by their children already reaped.
+
+    A forking server's short-lived children (Dovecot's imap-login, one per connection) are gone
+    before anyone can sample them; once reaped, their time is in their parent's cutime/cstime.
+    The difference of two samples is what the server spent between them.
+    """
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def kill_tree(root: int, grace: float = 5.0) -> None:
     """Last resort after a polite stop: TERM, then KILL, ``root`` and whatever it spawned."""
     pids = process_tree(root) if is_running(root) else []
@@ -155,3 +176,40 @@ def kill_tree(root: int, grace: float = 5.0) -> None:
         pids = [p for p in pids if is_running(p)]
         if not pids:
             return
+
+
+def self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
+    """A throwaway key and self-signed certificate for an anchor: (key.pem, cert.pem).
+
+    The same kind txmailhost makes on first start (ECDSA P-256, SHA-256), so a handshake costs
+    every server the same signature and key exchange; nothing verifies it (loopback only).
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .sign(key, hashes.SHA256())
+    )
+    key_file, cert_file = directory / "key.pem", directory / "cert.pem"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_file.chmod(0o600)
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return key_file, cert_file

@@ -53,6 +53,9 @@ class SmtpLoad:
     starttls: bool = False
     auth: tuple[str, str] | None = None
     pipelining: bool = False
+    # Every connection's first session waits, once open (after STARTTLS and AUTH), until all
+    # are: the logins all happen first, then the C sessions send (``rate_once_ready``).
+    start_together: bool = False
     timeout: float = 60.0
     helo: str = "loadgen.client.test"
 
@@ -66,12 +69,27 @@ class SmtpResult:
     elapsed: float = 0.0
     data_latency: list[float] = field(default_factory=list)
     transaction_latency: list[float] = field(default_factory=list)
+    setup_latency: list[float] = field(default_factory=list)  # per session: connect to ready
+    done_at: list[float] = field(default_factory=list)  # perf_counter() of each message's 250
+    sending_from: float = 0.0  # with ``start_together``: when the last session was logged in
     error_samples: list[str] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
         """Accepted messages per second of wall time, first connect to last ``250``."""
         return self.accepted / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def rate_once_ready(self) -> float:
+        """With ``start_together``: accepted msgs/s from the moment every session was open.
+
+        ``rate`` then mixes the cost of C logins with that of the messages; this is the rate of
+        C open sessions sending, the logins behind them.
+        """
+        if not self.sending_from or not self.done_at:
+            return 0.0
+        span = max(self.done_at) - self.sending_from
+        return self.accepted / span if span > 0 else 0.0
 
     def error(self, reason: object) -> None:
         self.failed += 1
@@ -99,10 +117,15 @@ class SmtpClient:
         self.writer = writer
         self.timeout = timeout
         self.extensions: set[str] = set()
+        # Set by connect(): connect to ready (greeting, EHLO, STARTTLS, EHLO, AUTH), and the
+        # AUTH command alone (the server's password check and its reply).
+        self.setup_seconds = 0.0
+        self.auth_seconds = 0.0
 
     @classmethod
     async def connect(cls, load: SmtpLoad) -> SmtpClient:
         """Open a session: greeting, EHLO, then STARTTLS and AUTH when the load asks for them."""
+        started = time.perf_counter()
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(load.host, load.port, limit=_STREAM_LIMIT), load.timeout
         )
@@ -119,10 +142,13 @@ class SmtpClient:
                 await client.ehlo(load.helo)
             if load.auth:
                 token = base64.b64encode(f"\0{load.auth[0]}\0{load.auth[1]}".encode()).decode()
+                auth_started = time.perf_counter()
                 await client.command(f"AUTH PLAIN {token}".encode(), "AUTH", 235)
+                client.auth_seconds = time.perf_counter() - auth_started
         except BaseException:
             writer.close()
             raise
+        client.setup_seconds = time.perf_counter() - started
         return client
 
     async def reply(self) -> tuple[int, str]:
@@ -213,8 +239,13 @@ class _Tickets:
         return self.next - 1
 
 
-async def _worker(load: SmtpLoad, tickets: _Tickets, result: SmtpResult, done: list[float]) -> None:
-    """One concurrent sender: open a session, send up to K messages, QUIT, repeat."""
+async def _worker(
+    load: SmtpLoad, tickets: _Tickets, result: SmtpResult, start: asyncio.Barrier | None
+) -> None:
+    """One concurrent sender: open a session, send up to K messages, QUIT, repeat.
+
+    With ``start``, the first session waits there for the other workers' first sessions.
+    """
     while tickets.next < tickets.count:
         try:
             client = await SmtpClient.connect(load)
@@ -223,6 +254,11 @@ async def _worker(load: SmtpLoad, tickets: _Tickets, result: SmtpResult, done: l
                 result.error(f"connect: {e!r}")
             await asyncio.sleep(0.05)
             continue
+        result.setup_latency.append(client.setup_seconds)
+        if start is not None:
+            await start.wait()
+            start = None
+            result.sending_from = result.sending_from or time.perf_counter()
         try:
             for _ in range(load.per_connection):
                 index = tickets.take()
@@ -240,24 +276,39 @@ async def _worker(load: SmtpLoad, tickets: _Tickets, result: SmtpResult, done: l
                 result.accepted += 1
                 result.transaction_latency.append(txn)
                 result.data_latency.append(data)
-                done.append(time.perf_counter())
+                result.done_at.append(time.perf_counter())
         except (OSError, TimeoutError, ConnectionError, SmtpReplyError, ssl.SSLError) as e:
             result.error(f"session: {e!r}")
         finally:
             await client.close()
+    if start is not None:  # never got a session: the others must not wait for it
+        await start.wait()
 
 
 async def run(load: SmtpLoad) -> SmtpResult:
     """Send the whole load and measure it."""
     result = SmtpResult()
     tickets = _Tickets(load.messages)
-    done: list[float] = []
     started = time.perf_counter()
-    await asyncio.gather(
-        *(_worker(load, tickets, result, done) for _ in range(max(1, load.connections)))
-    )
-    result.elapsed = (max(done) if done else time.perf_counter()) - started
+    workers = max(1, load.connections)
+    start = asyncio.Barrier(workers) if load.start_together else None
+    await asyncio.gather(*(_worker(load, tickets, result, start) for _ in range(workers)))
+    result.elapsed = (max(result.done_at) if result.done_at else time.perf_counter()) - started
     return result
+
+
+async def setups(load: SmtpLoad, count: int) -> list[tuple[float, float]]:
+    """Open ``count`` sessions one after another, each closed at once; (setup, AUTH) seconds.
+
+    The cost of a connection with nothing else going on: what ``run`` pays per session before
+    its first message, without the queueing of many sessions logging in together.
+    """
+    timings = []
+    for _ in range(count):
+        client = await SmtpClient.connect(load)
+        timings.append((client.setup_seconds, client.auth_seconds))
+        await client.close()
+    return timings
 
 
 async def send_large(load: SmtpLoad, connected: Callable[[], None] = lambda: None) -> float:

@@ -43,7 +43,7 @@ pop3 = "tcp:{pop3}:interface=127.0.0.1"
 submission = "tcp:{submission}:interface=127.0.0.1"
 submissions = ""
 imap = "tcp:{imap}:interface=127.0.0.1"
-imaps = ""
+imaps = "{imaps}"
 pop3s = ""
 
 [smtp]
@@ -91,18 +91,22 @@ def version() -> str:
 def running(workdir: Path, *, tls: bool = False, start_timeout: float = 30.0) -> Iterator[Server]:
     """Start txmailhost with its data directory in ``workdir``; stop it however the block ends.
 
-    ``tls`` needs nothing: txmailhost makes a self-signed certificate on first start.
+    STARTTLS needs nothing: txmailhost makes a self-signed certificate (ECDSA P-256) on first
+    start and offers it on every plain listener. ``tls`` adds the implicit-TLS IMAPS listener
+    (``[listen] imaps``, ``Server.imaps_port``).
     """
     data = workdir / "data"
     data.mkdir(parents=True)
     smtp_port, submission_port, pop3_port = free_port(), free_port(), free_port()
     imap_port = free_port()
+    imaps_port = free_port() if tls else None
     (data / "txmailhost.toml").write_text(
         _CONFIG.format(
             smtp=smtp_port,
             submission=submission_port,
             pop3=pop3_port,
             imap=imap_port,
+            imaps=f"tcp:{imaps_port}:interface=127.0.0.1" if imaps_port else "",
             max_message=MAX_MESSAGE,
         )
     )
@@ -140,7 +144,9 @@ def running(workdir: Path, *, tls: bool = False, start_timeout: float = 30.0) ->
         process = subprocess.Popen(argv, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
     try:
         try:
-            for port in (smtp_port, submission_port, pop3_port, imap_port):
+            for port in (smtp_port, submission_port, pop3_port, imap_port, imaps_port):
+                if port is None:
+                    continue
                 wait_for_port(
                     "127.0.0.1", port, start_timeout, alive=lambda: process.poll() is None
                 )
@@ -157,6 +163,7 @@ def running(workdir: Path, *, tls: bool = False, start_timeout: float = 30.0) ->
             submission_port=submission_port,
             pop3_port=pop3_port,
             imap_port=imap_port,
+            imaps_port=imaps_port,
             store_files=lambda address, contents: maildirs.write_files(
                 add_user_dir(address), contents
             ),

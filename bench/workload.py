@@ -1,10 +1,12 @@
 """The workload every server gets, with the full-run defaults and the CI smoke profile.
 
 Defaults follow issue 2's "Measure" section and issue 7: 4 KiB messages at 1 and at 50
-connections, 2,000 of each; POP3 over 2,000 messages; IMAP over 10,000 (100,000 on request); one 50 MiB message for memory. A full run
-(3 repeats, txmailhost then Postfix then Dovecot) takes a few minutes on 2 cores. The smoke
-profile shrinks every count so the whole harness runs in seconds: it checks that the harness and
-the server still work together, not how fast they are.
+connections, 2,000 of each; POP3 over 2,000 messages; IMAP over 10,000 (100,000 on request);
+one 50 MiB message for memory; and issue 4's: IMAPS handshakes at 1 and 50 clients, 5,000
+messages over STARTTLS+AUTH at 50 connections. A full run (3 repeats, txmailhost then Postfix
+then Dovecot) takes a few minutes on 2 cores. The smoke profile shrinks every count so the
+whole harness runs in seconds: it checks that the harness and the server still work together,
+not how fast they are.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 MiB = 1024 * 1024
-SUITES = ("fsync", "smtp", "memory", "pop3", "imap")
+SUITES = ("fsync", "smtp", "memory", "pop3", "imap", "tls")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,14 @@ class Workload:
     imap_sessions: int = 50
     imap_appends: int = 100
     imap_idle: int = 1000
+    # TLS (issue 4): IMAPS handshakes for tls_seconds at each client count; SMTP over
+    # STARTTLS+AUTH at tls_connections, per_connection messages each after one login; then
+    # tls_setups sessions opened one at a time for the per-connection cost alone.
+    tls_clients: tuple[int, ...] = (1, 50)
+    tls_seconds: float = 5.0
+    tls_connections: int = 50
+    tls_setups: int = 20
+    imaps_logout: bool = True  # off: IMAPS clients close after the greeting (--imaps-no-logout)
     large_size: int = 50 * MiB
     fsync_seconds: float = 2.0
     fsync_writers: int = 50
@@ -53,6 +63,10 @@ class Workload:
             imap_sessions=4,
             imap_appends=10,
             imap_idle=20,
+            tls_clients=(1, 4),
+            tls_seconds=0.5,
+            tls_connections=4,
+            tls_setups=2,
             large_size=1 * MiB,
             fsync_seconds=0.2,
             fsync_writers=4,

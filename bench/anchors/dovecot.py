@@ -2,7 +2,15 @@
 
 A private instance (``dovecot -c DIR/dovecot.conf``) with its own base_dir (sockets, pid) and
 state_dir, a passwd-file for users, plaintext login allowed (loopback, ``ssl = no``), listening
-on unprivileged loopback ports; /etc/dovecot is never read. Mail lives in
+on unprivileged loopback ports; /etc/dovecot is never read. With ``tls``, ``ssl = yes`` and a
+throwaway ECDSA P-256 certificate (the kind txmailhost makes) add an IMAPS listener; not
+``ssl = required``, which would refuse the plaintext logins the POP3 and IMAP suites make on
+the other ports of the same instance. Login processes stay in Dovecot's default
+"high-security" mode (``service_count = 1``: a fresh imap-login process per connection), as
+Debian ships it, unless ``login_reuse`` asks for the "high-performance" mode Dovecot's manual
+suggests for busy servers (``service_count = 0``, ``process_min_avail`` = one per core: a few
+long-lived login processes serve every connection); for TLS handshakes that is the difference
+between forking and exec'ing a process with its own TLS set-up per connection, or not. Mail lives in
 ``DIR/mail/DOMAIN/USER/`` owned by the same static uid Postfix's virtual(8) delivers as, so the
 two anchors agree on the Maildir. Passwords are stored as Argon2id, Dovecot's memory-hard scheme,
 since txmailhost's are scrypt: logins then cost each server what they cost in production.
@@ -25,8 +33,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bench import maildirs, messages
-from bench.anchors.postfix import MAIL_UID
 from bench.server import (
+    MAIL_UID,
     PASSWORD,
     Server,
     free_port,
@@ -35,10 +43,12 @@ from bench.server import (
     process_tree,
     read_pidfile,
     run_quietly,
+    self_signed,
     wait_for_port,
 )
 
 NAME = "Dovecot"
+NAME_REUSED = "Dovecot, login reused"  # the same, with login processes in high-performance mode
 
 _CONF = """\
 # Written by bench/anchors/dovecot.py for one benchmark run.
@@ -48,7 +58,7 @@ instance_name = bench-dovecot-{pop3}
 log_path = {root}/dovecot.log
 protocols = imap pop3
 listen = 127.0.0.1
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 mail_location = maildir:{root}/mail/%d/%n
@@ -70,15 +80,15 @@ userdb {{
   driver = passwd-file
   args = username_format=%u {root}/users
 }}
-service imap-login {{
+service imap-login {{{login}
   inet_listener imap {{
     port = {imap}
   }}
   inet_listener imaps {{
-    port = 0
+    port = {imaps}
   }}
 }}
-service pop3-login {{
+service pop3-login {{{login}
   inet_listener pop3 {{
     port = {pop3}
   }}
@@ -89,13 +99,13 @@ service pop3-login {{
 """
 
 
-def _dovecot() -> str:
+def binary() -> str:
     return shutil.which("dovecot", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") or ""
 
 
 def unavailable() -> str | None:
     """Why this anchor can't run here, or None."""
-    if not _dovecot():
+    if not binary():
         return "dovecot is not installed (apt-get install dovecot-imapd dovecot-pop3d)"
     if not Path("/usr/lib/dovecot/pop3").exists():
         return "dovecot-pop3d is not installed"
@@ -105,15 +115,20 @@ def unavailable() -> str | None:
 
 
 def version() -> str:
-    out = subprocess.run([_dovecot(), "--version"], capture_output=True, text=True, check=False)
+    out = subprocess.run([binary(), "--version"], capture_output=True, text=True, check=False)
     return out.stdout.split(" ")[0].strip() or "unknown"
 
 
 @contextlib.contextmanager
-def running(workdir: Path, *, tls: bool = False, start_timeout: float = 30.0) -> Iterator[Server]:
+def running(
+    workdir: Path, *, tls: bool = False, login_reuse: bool = False, start_timeout: float = 30.0
+) -> Iterator[Server]:
     """Start a private Dovecot under ``workdir``; stop it (and any leftover) afterwards.
 
-    ``tls`` is accepted for symmetry and ignored: the POP3 and IMAP loads log in in plaintext.
+    ``tls`` adds the IMAPS listener (``Server.imaps_port``); the POP3 and IMAP ports keep
+    allowing plaintext logins either way, since their loads log in without TLS.
+    ``login_reuse`` runs the login processes in high-performance mode (module doc) and names
+    the server ``NAME_REUSED``.
     """
     mail = workdir / "mail"
     mail.mkdir(parents=True)
@@ -122,19 +137,36 @@ def running(workdir: Path, *, tls: bool = False, start_timeout: float = 30.0) ->
     users = workdir / "users"
     users.write_text("")
     pop3_port, imap_port = free_port(), free_port()
+    imaps_port = free_port() if tls else None
+    ssl = "ssl = no"
+    if tls:
+        key, cert = self_signed(workdir, "bench-dovecot.localdomain")
+        ssl = f"ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}"
     config = workdir / "dovecot.conf"
-    config.write_text(_CONF.format(root=workdir, pop3=pop3_port, imap=imap_port))
+    config.write_text(
+        _CONF.format(
+            root=workdir,
+            pop3=pop3_port,
+            imap=imap_port,
+            imaps=imaps_port or 0,
+            ssl=ssl,
+            login=f"\n  service_count = 0\n  process_min_avail = {os.cpu_count() or 1}"
+            if login_reuse
+            else "",
+        )
+    )
     master_pid_file = workdir / "run" / "master.pid"
     try:
-        run_quietly([_dovecot(), "-c", config], timeout=start_timeout)
-        for port in (pop3_port, imap_port):
-            wait_for_port("127.0.0.1", port, start_timeout)
+        run_quietly([binary(), "-c", config], timeout=start_timeout)
+        for port in (pop3_port, imap_port, imaps_port):
+            if port is not None:
+                wait_for_port("127.0.0.1", port, start_timeout)
 
         def pids() -> list[int]:
             master = read_pidfile(master_pid_file)
             return process_tree(master) if master and is_running(master) else []
 
-        password = _password_hash()
+        password = password_hash()
 
         def add_user(address: str) -> Path:
             local, domain = address.rsplit("@", 1)
@@ -144,7 +176,7 @@ def running(workdir: Path, *, tls: bool = False, start_timeout: float = 30.0) ->
             return maildir
 
         yield Server(
-            name=NAME,
+            name=NAME_REUSED if login_reuse else NAME,
             version=version(),
             host="127.0.0.1",
             add_user=add_user,
@@ -160,16 +192,26 @@ def running(workdir: Path, *, tls: bool = False, start_timeout: float = 30.0) ->
             ),
             pop3_port=pop3_port,
             imap_port=imap_port,
+            imaps_port=imaps_port,
             notes=[
                 "Dovecot: memory is the PSS summed over master, login, auth and mail processes; "
-                "passwords are {ARGON2ID} (its memory-hard scheme), as txmailhost's are scrypt."
+                "passwords are {ARGON2ID} (its memory-hard scheme), as txmailhost's are scrypt.",
+                *(
+                    [
+                        f"{NAME_REUSED}: the same Dovecot with its login processes in"
+                        " high-performance mode (service_count = 0, process_min_avail ="
+                        f" {os.cpu_count() or 1}); the other Dovecot forks one per connection."
+                    ]
+                    if login_reuse
+                    else []
+                ),
             ],
         )
     finally:
-        _stop(config, master_pid_file)
+        stop(config, master_pid_file)
 
 
-def _password_hash() -> str:
+def password_hash() -> str:
     """The bench password as Dovecot's memory-hard default, ``{ARGON2ID}`` (64 MiB, t=3).
 
     txmailhost stores scrypt (32 MiB) hashes; a ``{PLAIN}`` anchor would make logins look free.
@@ -204,11 +246,11 @@ def write_maildir(maildir: Path, count: int, size: int, owner: int = MAIL_UID) -
         os.chown(path, owner, owner)
 
 
-def _stop(config: Path, master_pid_file: Path) -> None:
+def stop(config: Path, master_pid_file: Path) -> None:
     """``dovecot stop``, then make sure: a leftover master (and its children) gets killed."""
     master = read_pidfile(master_pid_file)
     quiet = dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    subprocess.run([_dovecot(), "-c", config, "stop"], **quiet, check=False, timeout=60)
+    subprocess.run([binary(), "-c", config, "stop"], **quiet, check=False, timeout=60)
     if master is None:
         return
     deadline = time.monotonic() + 10

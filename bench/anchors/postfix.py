@@ -26,12 +26,19 @@ Pitfalls this config works around, each learned the hard way:
   ``maillog_file`` keeps the log in the temp dir, but only below ``maillog_file_prefixes``.
 - mydestination is empty (bench.test must not also be a local domain) and myhostname is set, so
   nothing waits on DNS.
+
+With ``tls``, smtpd offers STARTTLS with a throwaway ECDSA P-256 certificate (the kind
+txmailhost makes) on the MX port, and a second smtpd is the submission service, configured as
+Debian's master.cf template suggests for port 587: TLS required (``smtpd_tls_security_level =
+encrypt``), AUTH only after STARTTLS (``smtpd_tls_auth_only``), mail only from authenticated
+clients, and only from their own address (``reject_sender_login_mismatch``, as txmailhost
+refuses other senders with 553 5.7.1). Its SASL server is an auth-only Dovecot
+(``anchors/sasl.py``, which says why not Cyrus sasldb), whose processes count in the memory.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
 import pty
 import shutil
@@ -41,21 +48,23 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from bench.anchors import sasl
 from bench.server import (
     BENCH_DOMAIN,
+    MAIL_UID,
     Server,
     free_port,
     is_running,
     kill_tree,
     process_tree,
     read_pidfile,
+    self_signed,
     wait_for_port,
 )
 
 NAME = "Postfix"
 # Daemons keep inherited descriptors: never give them a pipe we would wait on.
 _QUIET = dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-MAIL_UID = 5000  # owner of the delivered files; Dovecot serves the same uid (anchors/dovecot.py)
 MAX_MESSAGE = 100 * 1024 * 1024
 
 _MAIN_CF = """\
@@ -91,7 +100,22 @@ virtual_minimum_uid = 100
 
 _TLS_CF = """\
 smtpd_tls_security_level = may
-smtpd_tls_chain_files = {chain}
+smtpd_tls_chain_files = {key}, {cert}
+smtpd_tls_auth_only = yes
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = private/auth
+smtpd_sender_login_maps = texthash:{root}/etc/senders
+"""
+
+# Debian's master.cf ``submission`` entry, uncommented, on our port.
+_SUBMISSION_CF = """\
+127.0.0.1:{port} inet n - n - - smtpd
+  -o syslog_name=postfix/submission
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_client_restrictions=permit_sasl_authenticated,reject
+  -o smtpd_sender_restrictions=reject_sender_login_mismatch
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
 """
 
 # Debian's master.cf services, none chrooted, with smtpd on our port only.
@@ -153,8 +177,10 @@ def running(
 ) -> Iterator[Server]:
     """Start a private Postfix under ``workdir`` and stop it (and any leftover) afterwards.
 
-    With ``tls``, smtpd offers STARTTLS with a throwaway self-signed certificate. ``settings``
-    override main.cf (``--postfix-set in_flow_delay=0``) for experiments; the report lists them.
+    With ``tls``, smtpd offers STARTTLS with a throwaway self-signed certificate, and a
+    submission smtpd (``Server.submission_port``) wants STARTTLS then AUTH PLAIN (module doc).
+    ``settings`` override main.cf (``--postfix-set in_flow_delay=0``) for experiments; the
+    report lists them.
     """
     etc, mail, spool = workdir / "etc", workdir / "mail", workdir / "spool"
     for directory in (workdir, etc, spool):
@@ -163,34 +189,51 @@ def running(
     mail.mkdir()
     os.chown(mail, MAIL_UID, MAIL_UID)
     port = free_port()
+    submission_port = free_port() if tls else None
     main_cf = _MAIN_CF.format(
         root=workdir, domain=BENCH_DOMAIN, uid=MAIL_UID, max_message=MAX_MESSAGE
     )
+    master_cf = _MASTER_CF.format(port=port)
     if tls:
-        main_cf += _TLS_CF.format(chain=_self_signed(etc))
+        key, cert = self_signed(etc, "bench-postfix.localdomain")
+        main_cf += _TLS_CF.format(key=key, cert=cert, root=workdir)
+        master_cf += _SUBMISSION_CF.format(port=submission_port)
     main_cf += "".join(f"{name} = {value}\n" for name, value in (settings or {}).items())
     (etc / "main.cf").write_text(main_cf)
-    (etc / "master.cf").write_text(_MASTER_CF.format(port=port))
-    mailboxes = etc / "vmailbox"
+    (etc / "master.cf").write_text(master_cf)
+    mailboxes, senders = etc / "vmailbox", etc / "senders"
     mailboxes.write_text("")
+    senders.write_text("")
 
     postfix = [_postfix(), "-c", str(etc)]
     master_pid_file = workdir / "spool" / "pid" / "master.pid"
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(_stop, postfix, master_pid_file)
         started = subprocess.run([*postfix, "start"], **_QUIET, timeout=start_timeout)
         if started.returncode:
             raise RuntimeError(f"postfix start failed: {_why([*postfix, 'check'])}")
         wait_for_port("127.0.0.1", port, start_timeout)
+        auth = None
+        if submission_port is not None:
+            auth = stack.enter_context(
+                sasl.running(workdir / "sasl", spool / "private" / "auth", tag=str(port))
+            )
+            wait_for_port("127.0.0.1", submission_port, start_timeout)
 
         def pids() -> list[int]:
             master = read_pidfile(master_pid_file)
-            return process_tree(master) if master and is_running(master) else []
+            own = process_tree(master) if master and is_running(master) else []
+            return own + (auth.pids() if auth else [])
 
         def add_user(address: str) -> Path:
             local, domain = address.rsplit("@", 1)
             # The trailing slash makes virtual(8) write a Maildir, not an mbox file.
             with mailboxes.open("a") as table:
                 table.write(f"{address} {domain}/{local}/\n")
+            with senders.open("a") as table:  # who may use this MAIL FROM on submission
+                table.write(f"{address} {address}\n")
+            if auth:
+                auth.add_user(address)
             subprocess.run([*postfix, "reload"], **_QUIET, check=True, timeout=60)
             _wait_until_accepted(port, address)
             return mail / domain / local  # virtual(8) creates it on first delivery
@@ -202,14 +245,14 @@ def running(
             add_user=add_user,
             pids=pids,
             smtp_port=port,
+            submission_port=submission_port,
             notes=[
                 "Postfix: virtual(8) to Maildir, Debian defaults otherwise (in_flow_delay = 1s, "
-                "no chroot); memory is the PSS summed over master and all its children.",
+                "no chroot); memory is the PSS summed over master and all its children"
+                + (", and over the auth-only Dovecot that is its SASL server." if tls else "."),
                 *(f"Postfix setting overridden: {n} = {v}" for n, v in (settings or {}).items()),
             ],
         )
-    finally:
-        _stop(postfix, master_pid_file)
 
 
 def _wait_until_accepted(port: int, address: str, timeout: float = 30.0) -> None:
@@ -234,39 +277,6 @@ def _wait_until_accepted(port: int, address: str, timeout: float = 30.0) -> None
         if time.monotonic() > deadline:
             raise RuntimeError(f"Postfix still refuses {address} after reload: {reason}")
         time.sleep(0.1)
-
-
-def _self_signed(directory: Path) -> Path:
-    """A key and self-signed certificate in one PEM file (what smtpd_tls_chain_files takes)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench-postfix.localdomain")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .sign(key, hashes.SHA256())
-    )
-    chain = directory / "chain.pem"
-    chain.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        + certificate.public_bytes(serialization.Encoding.PEM)
-    )
-    chain.chmod(0o600)
-    return chain
 
 
 def _why(argv: list[str]) -> str:
