@@ -177,3 +177,12 @@ def test_file_added_by_another_tool_is_indexed(store, source):
         f.write(MSG)
     os.utime(os.path.join(inbox.directory, "new"), ns=(1, 1))
     assert list(result(inbox.select(False)).uids) == [1]
+
+
+def test_open_selected_is_open_then_select_in_one_step(store, source):
+    deliver(store, source)
+    mailbox, selection = result(store.open_selected(USER, "inbox", True))
+    assert mailbox.name == "INBOX"
+    assert (list(selection.uids), selection.first_recent, selection.unseen) == ([1], 1, 1)
+    with pytest.raises(NoSuchMailbox):
+        result(store.open_selected(USER, "Nowhere", False))

@@ -165,8 +165,12 @@ class MailboxCommands:
         self.unselect()
         if was_selected and self.qresync:
             self.write(b"* OK [CLOSED] previous mailbox closed\r\n")
-        mailbox = await self._open(name)
-        selection = await mailbox.select(not readonly)
+        try:
+            mailbox, selection = await self.store.open_selected(
+                self.account.address, name, not readonly
+            )
+        except NoSuchMailbox:
+            raise replies.Nonexistent() from None
         view = SelectedMailbox(
             mailbox=mailbox,
             name=name,

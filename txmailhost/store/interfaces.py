@@ -226,6 +226,10 @@ class IMailStore(Interface):
     def open(user, mailbox):
         """Deferred[IMailbox]; fails with NoSuchMailbox or InvalidMailboxName."""
 
+    def open_selected(user, mailbox, claim_recent):
+        """Deferred[(IMailbox, MailboxSelection)]: ``open`` and ``IMailbox.select`` in one
+        step (one worker round trip instead of two: IMAP clients SELECT on every connect)."""
+
     def list_mailboxes(user):
         """Deferred[list[str]]: the user's mailbox names, INBOX first."""
 

@@ -831,12 +831,21 @@ class MaildirStore:
 
         return self._run(job)
 
-    def open(self, user: str, mailbox: str) -> Deferred[MaildirMailbox]:
-        def _open() -> MaildirMailbox:
-            name = INBOX if mailbox.upper() == INBOX else mailbox
-            return MaildirMailbox(self, user, name, self._folder(user, name))
+    def _open_sync(self, user: str, mailbox: str) -> MaildirMailbox:
+        name = INBOX if mailbox.upper() == INBOX else mailbox
+        return MaildirMailbox(self, user, name, self._folder(user, name))
 
-        return self._run(_open)
+    def open(self, user: str, mailbox: str) -> Deferred[MaildirMailbox]:
+        return self._run(self._open_sync, user, mailbox)
+
+    def open_selected(
+        self, user: str, mailbox: str, claim_recent: bool
+    ) -> Deferred[tuple[MaildirMailbox, MailboxSelection]]:
+        def job() -> tuple[MaildirMailbox, MailboxSelection]:
+            opened = self._open_sync(user, mailbox)
+            return opened, opened._select(claim_recent)
+
+        return self._run(job)
 
     def list_mailboxes(self, user: str) -> Deferred[list[str]]:
         return self._run(self._list_sync, user)
