@@ -185,12 +185,16 @@ def main(argv: list[str] | None = None) -> int:
             servers = []
             for target in _targets(args):
                 wanted = [s for s in target.suites if s in workload.suites]
+                if args.smoke and target.anchor:
+                    # The anchors' TLS set-up (Postfix's SASL Dovecot, a second Dovecot) takes
+                    # longer than the rest of the smoke run; the smoke checks our side of it.
+                    wanted = [s for s in wanted if s != "tls"]
                 server = wanted and _start(target, wanted, workload, results, workdir, stack, args)
                 if server:
-                    servers.append((target, server))
+                    servers.append((server, wanted))
             for name in workload.suites:
                 for phase in PHASES.get(name, ()):
-                    chosen = [s for t, s in servers if name in t.suites]
+                    chosen = [server for server, wanted in servers if name in wanted]
                     _alternate(name, phase, chosen, workload, results)
     finally:
         if args.keep:
