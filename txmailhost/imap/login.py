@@ -13,15 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import LoginFailed
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import ISSLTransport, ITLSTransport
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from txmailhost.accounts.interfaces import IMailAccount
-from txmailhost.accounts.throttle import LoginThrottled
+from txmailhost.accounts.throttle import LoginThrottled, password_login
 from txmailhost.imap import replies
 from txmailhost.imap.parser import Reader
 from txmailhost.imap.replies import Done, printable
@@ -180,30 +177,15 @@ class LoginCommands:
         return await self._login(authcid, password, "PLAIN")
 
     async def _login(self, username: bytes, password: bytes, mechanism: str) -> Done:
-        user = printable(username)
         try:
-            _iface, account, logout = await self.factory.portal.login(
-                UsernamePassword(username, password), self._peer, IMailAccount
+            account, logout = await password_login(
+                self, "imap", username, password, mechanism, printable(username)
             )
         except LoginThrottled:
-            log.warn("imap login throttled for {user} from {peer}", user=user, peer=self.peer_text)
             raise replies.Unavailable(
                 "too many failed logins, try again later", closes=True
             ) from None
         except LoginFailed:
-            self._auth_failures += 1
-            log.warn(
-                "imap login failed for {user} from {peer} via {mechanism}",
-                user=user,
-                peer=self.peer_text,
-                mechanism=mechanism,
-                failures=self._auth_failures,
-            )
-            self._delay = deferLater(self.factory.reactor, self.factory.auth_failure_delay)
-            try:
-                await self._delay
-            finally:
-                self._delay = None
             raise replies.AuthFailed(closes=self._auth_failures >= MAX_AUTH_FAILURES) from None
         self._logout = logout
         if self.lost:

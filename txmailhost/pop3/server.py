@@ -23,22 +23,19 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, BinaryIO, ClassVar
 
-from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import LoginFailed
 from twisted.cred.portal import Portal
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPullProducer, ISSLTransport, ITCPTransport, ITLSTransport
 from twisted.internet.protocol import Factory, connectionDone
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from txmailhost.accounts.interfaces import IMailAccount
-from txmailhost.accounts.throttle import LoginThrottled
+from txmailhost.accounts.throttle import LoginThrottled, password_login
 from txmailhost.peer import is_loopback
 from txmailhost.pop3 import replies
 from txmailhost.pop3.replies import CRLF, OK, Continuation, DotStuffer, POP3Error, printable
@@ -539,29 +536,13 @@ class POP3Server(LineReceiver, TimeoutMixin):
         return Deferred.fromCoroutine(self._login(authcid, password, "PLAIN"))
 
     async def _login(self, username: bytes, password: bytes, mechanism: str) -> OK:
-        user = printable(username)
         try:
-            _iface, account, logout = await self.factory.portal.login(
-                UsernamePassword(username, password), self._peer, IMailAccount
+            account, logout = await password_login(
+                self, "pop3", username, password, mechanism, printable(username)
             )
         except LoginThrottled:
-            log.warn("pop3 login throttled for {user} from {peer}", user=user, peer=self.peer_text)
             raise replies.LoginThrottled(closes=True) from None
         except LoginFailed:
-            self._auth_failures += 1
-            log.warn(
-                "pop3 login failed for {user} from {peer} via {mechanism}",
-                user=user,
-                peer=self.peer_text,
-                mechanism=mechanism,
-                failures=self._auth_failures,
-            )
-            # A fixed pause per failure, on top of the ThrottledPortal's growing one.
-            self._delay = deferLater(self.factory.reactor, self.factory.auth_failure_delay)
-            try:
-                await self._delay
-            finally:
-                self._delay = None
             raise replies.AuthFailed(closes=self._auth_failures >= MAX_AUTH_FAILURES) from None
         self._logout = logout
         if self._lost:
