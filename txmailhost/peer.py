@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
+
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
+def printable(value: bytes | str, limit: int = 200) -> str:
+    """What the client sent, as one line of printable ASCII: for reply texts and log fields
+    (no CR/LF injection into either)."""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    text = _UNPRINTABLE.sub("?", text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def is_loopback(peer: Any) -> bool:

@@ -14,17 +14,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from txmailhost.peer import printable
+
 CRLF = b"\r\n"
-_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 _QUOTABLE = re.compile(rb"[\x20-\x7e]*")
 _ATOM_SAFE = re.compile(rb"[!#$&'+,\-./0-9:;<=>?@A-Z\[^_`a-z|}~]+")
-
-
-def printable(value: bytes | str, limit: int = 200) -> str:
-    """``value`` as printable ASCII on one line, for response texts and log fields."""
-    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-    text = _UNPRINTABLE.sub("?", text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def string(value: bytes | str) -> bytes:

@@ -14,16 +14,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from txmailhost.peer import printable
+
 CRLF = b"\r\n"
-_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
-
-
-def printable(value: bytes | str, limit: int = 200) -> str:
-    """``value`` as one line of printable ASCII: for replies and log fields (no CR/LF injection)."""
-    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-    text = _UNPRINTABLE.sub("?", text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def stuff_line(line: str) -> bytes:
