@@ -199,12 +199,14 @@ def build(config: Any, reactor: Any) -> MultiService:
     from txmailhost.imap.server import IMAPFactory
     from txmailhost.limits import LimitedFactory
     from txmailhost.pop3.server import POP3Factory
+    from txmailhost.queue.local import LocalDelivery, records_supported
     from txmailhost.queue.service import build_queue
     from txmailhost.routing import Router
     from txmailhost.smtp import replies as smtp_replies
     from txmailhost.smtp.incoming import IncomingSpool
     from txmailhost.smtp.policy import InboundPolicy, SubmissionPolicy
     from txmailhost.smtp.server import SMTPFactory
+    from txmailhost.smtp.spares import SpareFiles
     from txmailhost.store.maildir import MaildirStore
     from txmailhost.tls import ReloadableTLS
 
@@ -237,7 +239,28 @@ def build(config: Any, reactor: Any) -> MultiService:
         plus_folders=config.routing.plus_folders,
         postmaster=config.routing.postmaster or None,
     )
-    spool = IncomingSpool(os.path.join(config.queue_dir, "tmp"), reactor, storage_pool)
+    # One thread keeps empty spool files in stock: file creation off the path to 250 (spares.py).
+    spares_pool = ThreadPool(minthreads=1, maxthreads=1, name="txmailhost-spares")
+    ThreadPoolService(spares_pool).setServiceParent(top)
+    spare_dir = os.path.join(config.queue_dir, "spare")
+    local = None
+    if records_supported(spare_dir):
+        local = LocalDelivery(store, spare_dir, reactor, retire=lambda path: spares.retire(path))
+        delivered, discarded = local.recover_sync()  # before anything listens
+        if delivered or discarded:
+            log.info(
+                "spool: {delivered} acknowledged message(s) delivered after a restart,"
+                " {discarded} unacknowledged removed",
+                delivered=delivered,
+                discarded=discarded,
+            )
+        local.setServiceParent(top)
+    else:
+        log.warn("spool: {dir} has no extended attributes; local mail is delivered before 250",
+                 dir=spare_dir)  # fmt: skip
+    spares = SpareFiles(spare_dir, spares_pool, keep=LocalDelivery.holds_record)
+    spares.start()  # sweeps, then fills, once the pool starts with the service
+    spool = IncomingSpool(os.path.join(config.queue_dir, "tmp"), reactor, storage_pool, spares)
     swept = spool.sweep()
     if swept:
         log.info("removed {n} unacknowledged partial message(s) left by a crash", n=swept)
@@ -276,6 +299,7 @@ def build(config: Any, reactor: Any) -> MultiService:
             rcpt_throttle=rcpt_throttle,
             quota_full=quota_full,
             hostname=config.hostname,
+            local=local,
         ),
         spool,
         hostname=config.hostname,
@@ -293,6 +317,7 @@ def build(config: Any, reactor: Any) -> MultiService:
                 rcpt_throttle=rcpt_throttle,
                 quota_full=quota_full,
                 hostname=config.hostname,
+                local=local,
             ),
             spool,
             hostname=config.hostname,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import poplib
 import smtplib
 import threading
@@ -63,3 +64,39 @@ def test_sigkill_mid_stream_loses_no_acknowledged_message(server):
     duplicated = [m for m, n in seen.items() if n > 1]
     assert not missing, f"acknowledged but lost: {missing}"
     assert not duplicated, f"delivered twice: {duplicated}"
+
+
+def test_sigkill_right_after_250_delivers_spooled_mail_once_at_restart(server):
+    """Local mail is acknowledged once durable in the spool and linked into the Maildir a
+    moment later (queue/local.py): a kill in between must leave it to the restart, whose
+    recovery delivers it before anything listens, once, to every recipient."""
+    with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=10) as s:
+        for n in range(20):
+            s.sendmail(
+                "load@remote.test",
+                ["alice@example.test", "bob@example.test"],
+                f"Subject: quick-{n}\r\n\r\nbody {n}\r\n",
+            )
+        server.kill()  # right after the last 250: its delivery is most likely still pending
+    server.start()
+    for user in ("alice@example.test", "bob@example.test"):
+        p = poplib.POP3("127.0.0.1", server.ports["pop3"], timeout=30)
+        p.user(user)
+        p.pass_(PASSWORD)
+        subjects = []
+        for i in range(1, p.stat()[0] + 1):
+            lines = p.retr(i)[1]
+            subjects.append(next(x for x in lines if x.startswith(b"Subject: "))[9:].decode())
+        p.quit()
+        assert sorted(subjects) == sorted(f"quick-{n}" for n in range(20)), user
+    spare = os.path.join(server.data_dir, "queue", "spare")
+    leftovers = [n for n in os.listdir(spare) if _has_record(os.path.join(spare, n))]
+    assert leftovers == []
+
+
+def _has_record(path: str) -> bool:
+    try:
+        os.getxattr(path, "user.txmailhost.envelope")
+    except OSError:
+        return False
+    return True

@@ -108,9 +108,16 @@ class Queue:
 
     # -- public API -----------------------------------------------------------------------------
 
-    def submit(self, sender: str | None, recipients: list[str], source_path: str) -> Deferred[str]:
+    def submit(
+        self,
+        sender: str | None,
+        recipients: list[str],
+        source_path: str,
+        queue_id: str | None = None,
+    ) -> Deferred[str]:
         """Spool a copy of the fsync'd ``source_path`` for ``recipients``; fires with its id
-        once the message, the envelope and their directories are durable (invariant 1).
+        (``queue_id`` when that is free) once the message, the envelope and their directories
+        are durable (invariant 1).
 
         While the spool is being loaded at start-up, submissions wait for the load: it sweeps
         message files without an envelope, which a half-done submission looks like.
@@ -119,7 +126,7 @@ class Queue:
 
         def spool(_: object) -> Deferred[Envelope]:
             now = self._reactor.seconds()
-            return self._in_pool(self.spool.add, sender, recipients, source_path, now)
+            return self._in_pool(self.spool.add, sender, recipients, source_path, now, queue_id)
 
         def spooled(envelope: Envelope) -> str:
             log.info(

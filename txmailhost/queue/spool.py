@@ -125,9 +125,10 @@ class Spool:
     def envelope_path(self, queue_id: str) -> str:
         return os.path.join(self.env_dir, queue_id + ".json")
 
-    def choose_id(self, source_path: str) -> str:
-        """The incoming file's id when it is free (the 250 reply named it), else a new one."""
-        name = os.path.basename(source_path)
+    def choose_id(self, source_path: str, wanted: str | None = None) -> str:
+        """``wanted`` (the id the 250 reply names), else the incoming file's name, when it is a
+        valid id and free; otherwise a new one."""
+        name = wanted or os.path.basename(source_path)
         if _QUEUE_ID.match(name) and not os.path.exists(self.message_path(name)):
             return name
         while True:
@@ -136,10 +137,16 @@ class Spool:
                 return queue_id
 
     def add(
-        self, sender: str | None, recipients: list[str], source_path: str, now: float
+        self,
+        sender: str | None,
+        recipients: list[str],
+        source_path: str,
+        now: float,
+        queue_id: str | None = None,
     ) -> Envelope:
-        """Spool a copy of ``source_path`` (already fsync'd) durably; returns its envelope."""
-        queue_id = self.choose_id(source_path)
+        """Spool a copy of ``source_path`` (already fsync'd) durably, under ``queue_id`` when
+        that is free; returns its envelope."""
+        queue_id = self.choose_id(source_path, queue_id)
         target = self.message_path(queue_id)
         _safeio.link_durably(source_path, target)
         _safeio.fsync_dir(self.msg_dir)

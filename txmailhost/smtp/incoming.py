@@ -1,10 +1,12 @@
 """The file an arriving message is streamed into while DATA is being read.
 
-It lives in ``DATA/queue/tmp/`` (same file system as the mailboxes, so delivery is a hard
-link). Writes go to the page cache from the reactor thread in the client's chunk sizes; the
-fsync that makes the message durable runs in the thread pool before any ``250`` is sent. A
-message that is refused, or a connection that drops, removes its file; files left by a crash
-are unacknowledged by definition and are swept on start.
+It is one of the empty files kept in stock in ``DATA/queue/spare/`` (``spares.py``), or, when
+that runs out, a new file in ``DATA/queue/tmp/``: the same file system as the mailboxes, so
+delivery is a hard link. Writes go to the page cache from the reactor thread in the client's
+chunk sizes; the fsync that makes the message durable runs in the thread pool before any
+``250`` is sent. A message that is refused, or a connection that drops, removes its file.
+Files left by a crash are unacknowledged by definition and are swept on start, except local
+mail acknowledged in a spare file, which carries its envelope (``queue/local.py``).
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ import contextlib
 import os
 import secrets
 import time
+import zlib
 from typing import Any
 
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
+
+from txmailhost.smtp.spares import SpareFiles
 
 log = Logger()
 
@@ -33,13 +38,16 @@ def new_queue_id() -> str:
 class IncomingSpool:
     """Hands out ``IncomingMessage`` files in one directory."""
 
-    def __init__(self, directory: str, reactor: Any, pool: ThreadPool) -> None:
+    def __init__(
+        self, directory: str, reactor: Any, pool: ThreadPool, spares: SpareFiles | None = None
+    ) -> None:
         self.directory = directory
         self._reactor = reactor
         self._pool = pool
+        self.spares = spares
 
     def open(self) -> IncomingMessage:
-        return IncomingMessage(self.directory, self._reactor, self._pool)
+        return IncomingMessage(self.directory, self._reactor, self._pool, self.spares)
 
     def sweep(self) -> int:
         """Remove files left in the directory by a crash; returns how many."""
@@ -67,24 +75,38 @@ class IncomingMessage:
 
     SPILL = 256 * 1024
 
-    def __init__(self, directory: str, reactor: Any, pool: ThreadPool) -> None:
+    def __init__(
+        self, directory: str, reactor: Any, pool: ThreadPool, spares: SpareFiles | None = None
+    ) -> None:
         self.queue_id = new_queue_id()
-        self.path = os.path.join(directory, self.queue_id)
+        self._directory = directory
         self._reactor = reactor
         self._pool = pool
+        self._spares = spares
+        # Decided now: delivery is handed the path before the file is written (``prepare``).
+        spare = spares.take() if spares is not None else None
+        self._spare = spare is not None
+        self.path = spare if spare is not None else os.path.join(directory, self.queue_id)
         self._chunks: list[bytes] = []
         self._buffered = 0
         self._file: Any = None
         self._created = False
         self.size = 0  # octets written: the message as stored
+        self.crc = 0  # their CRC-32: a spool record's check that the file is whole
         self.head = bytearray()
 
     def sibling(self) -> IncomingMessage:
         """Another message in the same spool (for notices the server writes itself)."""
-        return IncomingMessage(os.path.dirname(self.path), self._reactor, self._pool)
+        return IncomingMessage(self._directory, self._reactor, self._pool, self._spares)
+
+    @property
+    def spare(self) -> bool:
+        """Is the file one of the spool's spares (durable name: ``queue/local.py`` may own it)?"""
+        return self._spare
 
     def _append(self, data: bytes) -> None:
         self.size += len(data)
+        self.crc = zlib.crc32(data, self.crc)
         if self._file is not None:
             self._file.write(data)
             return
@@ -94,8 +116,9 @@ class IncomingMessage:
             self._open()
 
     def _open(self) -> None:
-        self._file = open(self.path, "xb", buffering=256 * 1024)  # noqa: SIM115 - long-lived
-        self._created = True
+        self._created = True  # from here on the name is ours to remove, whatever happens
+        mode = "r+b" if self._spare else "xb"  # a spare is empty: nothing to truncate
+        self._file = open(self.path, mode, buffering=256 * 1024)  # noqa: SIM115 - long-lived
         self._file.writelines(self._chunks)
         self._chunks = []
 
@@ -119,12 +142,18 @@ class IncomingMessage:
         ``prepare``)."""
         self._commit()
 
-    def _commit(self) -> None:
+    def _commit(self, record: tuple[str, bytes] | None = None) -> None:
         if self._file is None:
             self._open()
         self._file.flush()
+        if record is not None:  # before the fsync, which makes both durable at once
+            os.setxattr(self._file.fileno(), *record)
         os.fsync(self._file.fileno())
         self._file.close()
+
+    def hand_over(self) -> None:
+        """The file now belongs to someone else (the local delivery): ``discard`` leaves it."""
+        self._created = self._spare = False
 
     def remove_sync(self) -> None:
         """Remove the file, for a caller already in a worker thread (``IMailStore.deliver``'s
@@ -133,22 +162,38 @@ class IncomingMessage:
             self._file.close()
         if self._created:
             self._created = False
-            _remove(self.path)
+            if self._spare:
+                self._spare = False
+                self._spares.retire(self.path)
+            else:
+                _remove(self.path)
 
-    def commit(self) -> Deferred[None]:
-        """Write out and fsync in the pool; the file is then safe to link into mailboxes."""
-        return threads.deferToThreadPool(self._reactor, self._pool, self._commit)
+    def commit(self, record: tuple[str, bytes] | None = None) -> Deferred[None]:
+        """Write out and fsync in the pool; the file is then safe to link into mailboxes.
+
+        ``record`` is an extended attribute (name, value) set on the file before the fsync.
+        """
+        return threads.deferToThreadPool(self._reactor, self._pool, self._commit, record)
 
     def discard(self) -> None:
         """Drop the message (refused, delivered, or the client went away); safe to call twice.
 
-        A file that was created is removed in the pool, for the journal reason above.
+        A file that was created is removed in the pool, for the journal reason above; a spare
+        file by the spares' own thread.
         """
         self._chunks = []
         if self._file is not None and not self._file.closed:
             self._file.close()
+        if self._spare and not self._created:
+            self._spare = False
+            self._spares.give_back(self.path)  # never written: still empty
+            return
         if self._created:
             self._created = False
+            if self._spare:
+                self._spare = False
+                self._spares.retire(self.path)
+                return
             threads.deferToThreadPool(self._reactor, self._pool, _remove, self.path).addErrback(
                 lambda f: log.failure("removing spool file {path}", f, path=self.path)
             )

@@ -8,9 +8,12 @@ time with 550 5.1.1 so we never accept-then-bounce (backscatter).
 5.7.0 before AUTH), only as themselves, in MAIL FROM (553 5.7.1) and in the From: header (550
 5.7.1 after DATA), to local users or, through the relay queue, anywhere.
 
-Delivery happens before the reply: the spooled file is fsync'd, linked into each local
-recipient's INBOX (file and directory fsync'd by the store) and/or spooled in the relay queue
-(fsync'd there), and only then does the server send ``250`` (DESIGN invariant 1).
+Nothing is acknowledged before it is durable (DESIGN invariant 1). Mail for local recipients
+only is acknowledged once its spool file and the record in it are fsync'd, and linked into the
+mailboxes just after by the delivery thread (``queue/local.py``). Otherwise, or without a
+``local`` delivery, the spooled file is fsync'd, linked into each local recipient's folder (file
+and directory fsync'd by the store) and/or spooled in the relay queue (fsync'd there), and only
+then does the server send ``250``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from txmailhost.accounts.throttle import client_key
+from txmailhost.queue.local import MAX_RECORD, XATTR, LocalDelivery, SpooledLocal
 from txmailhost.routing import Outcome, Resolution, Route, RouteKind, Router
 from txmailhost.smtp import replies
 from txmailhost.smtp.address import Mailbox
@@ -63,10 +67,12 @@ class InboundPolicy:
         rcpt_throttle: Any = None,
         quota_full: SMTPReply = replies.QUOTA_FULL_TEMPORARY,
         hostname: str = "localhost",
+        local: LocalDelivery | None = None,
     ) -> None:
         self._router = router
         self._store = store
         self._queue = queue
+        self._local = local
         self._rcpt_throttle = rcpt_throttle
         self._quota_full = quota_full
         self._hostname = hostname
@@ -142,13 +148,16 @@ class InboundPolicy:
                 return refusal
             remote = [route.address for route in envelope.routes if route.kind is RouteKind.REMOTE]
             local = [(route.user, route.mailbox) for route in envelope.routes if route.user]
+            spooled = local and not remote and self._local is not None and message.spare
+            if spooled and await self._spool_local(envelope, message, local):
+                return replies.DELIVERED.with_text(f"OK queued as {message.queue_id}")
             prepare = message.commit_sync
             if remote:
                 await message.commit()
                 prepare = None
                 # Envelope-preserving: forwarded mail keeps its original sender (docs/admin.rst).
                 sender = str(envelope.sender) if envelope.sender else None
-                await self._queue.submit(sender, remote, message.path)
+                await self._queue.submit(sender, remote, message.path, message.queue_id)
             if local:
                 local = await self._existing_folders(local)
                 # One worker trip: the spool fsync (when not done for the queue), the Maildir
@@ -163,6 +172,26 @@ class InboundPolicy:
         finally:
             message.discard()
         return replies.DELIVERED.with_text(f"OK delivered as {message.queue_id}")
+
+    async def _spool_local(
+        self, envelope: Envelope, message: IncomingMessage, targets: list[tuple[str, str]]
+    ) -> bool:
+        """Acknowledge local-only mail once it is durable in the spool, and let the delivery
+        thread link it into the mailboxes (``queue/local.py``). False: too many recipients for
+        a spool record, deliver the old way."""
+        targets = await self._existing_folders(targets)
+        item = SpooledLocal(
+            message.path, int(time.time()), message.size, message.crc, tuple(targets),
+            message.queue_id,
+        )  # fmt: skip
+        record = item.record()
+        if len(record) > MAX_RECORD:
+            return False
+        await message.commit((XATTR, record))
+        message.hand_over()
+        self._local.accept(item)
+        await self._warn_near_quota(envelope, message)
+        return True
 
     async def check_message(self, envelope: Envelope, message: IncomingMessage) -> SMTPReply | None:
         """A last look at the message before it is accepted; None accepts it."""

@@ -63,6 +63,7 @@ from txmailhost.store.interfaces import (
     NoSuchMessage,
     StoredMessage,
 )
+from txmailhost.store.pending import PendingDeliveries
 
 T = TypeVar("T")
 
@@ -188,6 +189,15 @@ def read_header(path: str, limit: int = _index.HEADER_CACHE_LIMIT) -> bytes:
 def _make_maildir(directory: str) -> None:
     for sub in ("cur", "new", "tmp"):
         _safeio.makedirs_durably(os.path.join(directory, sub))
+
+
+def _holds(directory: str, name: str) -> bool:
+    """Is the message file ``name`` in ``directory``, in new/ or (with any flags) in cur/?"""
+    if os.path.exists(os.path.join(directory, "new", name)):
+        return True
+    prefix = name + ":"
+    with os.scandir(os.path.join(directory, "cur")) as entries:
+        return any(e.name == name or e.name.startswith(prefix) for e in entries)
 
 
 def new_message_name(size: int) -> str:
@@ -534,6 +544,7 @@ class MaildirStore:
         self._seen_mtimes: dict[str, tuple[int, int]] = {}
         self.changes = ChangeBus()
         self.images = ImageCache()
+        self.pending = PendingDeliveries()
 
     def _mtimes(self, directory: str) -> tuple[int, int] | None:
         try:
@@ -614,8 +625,10 @@ class MaildirStore:
         """Bring the index in line with files other tools added or removed.
 
         Cheap when nothing changed: two stat calls. Runs under the index write lock so it
-        never races our own renames or deliveries.
+        never races our own renames or deliveries. Acknowledged mail still being linked in by
+        the delivery thread is waited for first (``pending.py``).
         """
+        self.pending.wait(directory)
         try:
             mtimes = tuple(os.stat(os.path.join(directory, s)).st_mtime_ns for s in ("new", "cur"))
         except FileNotFoundError:
@@ -804,6 +817,51 @@ class MaildirStore:
             directory = self._folder(user, mailbox)
             results[(user, mailbox)] = self._add_file(directory, source_path, 0, "", date)
         return results
+
+    def mailbox_directory(self, user: str, mailbox: str) -> str:
+        """Where ``mailbox`` of ``user`` lives (whether or not it exists yet)."""
+        name = INBOX if mailbox.upper() == INBOX else mailbox
+        return folder_directory(user_directory(self.root, user), name)
+
+    def deliver_named_sync(
+        self,
+        batch: Iterable[tuple[str, str, float, list[tuple[str, str]]]],
+        recovering: bool = False,
+    ) -> None:
+        """Deliver each ``(source_path, stem, internaldate, targets)`` under names made from
+        ``stem``, so that doing it again after a crash finds the copies instead of adding more.
+
+        For the spool's delivery thread (``queue/local.py``): every link first, then one fsync
+        per directory, then one index transaction per mailbox, for the whole batch. A folder
+        that has gone since the message was accepted gets it in INBOX. ``recovering`` also looks
+        in ``cur/`` (a client may have read the message before the crash).
+        """
+        linked: dict[str, list[tuple[str, int, float, str]]] = {}
+        for source_path, stem, date, targets in batch:
+            size = os.stat(source_path).st_size
+            for number, (user, mailbox) in enumerate(targets):
+                try:
+                    directory = self._folder(user, mailbox)
+                except NoSuchMailbox:
+                    directory = self._folder(user, INBOX)
+                name = f"{stem}R{number}.{_HOST},S={size}"
+                if recovering and _holds(directory, name):
+                    continue
+                target = _message_path(directory, name, "new", 0)
+                with contextlib.suppress(FileExistsError), self._own_write(directory):
+                    # Already there: an earlier try got this far, so index it (idempotent).
+                    os.link(source_path, target)
+                linked.setdefault(directory, []).append((name, size, date, target))
+        for directory in linked:
+            _safeio.fsync_dir(os.path.join(directory, "new"))
+        for directory, files in linked.items():
+            index = _index.MailboxIndex(directory)
+            with index.write() as db:
+                entries = [(name, "new", 0, "", date, size) for name, size, date, _t in files]
+                for uid, (*_rest, target) in zip(index.add(entries, db), files, strict=True):
+                    with contextlib.suppress(OSError):
+                        index.cache_header(uid, read_header(target), db)
+            self._changed(directory)
 
     # -- IMailStore --------------------------------------------------------------------------
 

@@ -1,0 +1,227 @@
+"""The local spool hand-off (queue/local.py): records, recovery after a crash, the delivery
+thread, and the readers' wait for pending mail (store/pending.py)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+from twisted.internet.defer import Deferred
+
+from tests.support.syncpool import SyncReactor
+from txmailhost.queue.local import (
+    XATTR,
+    LocalDelivery,
+    SpooledLocal,
+    records_supported,
+)
+from txmailhost.store.maildir import MaildirStore
+from txmailhost.store.pending import PendingDeliveries
+
+ALICE = "alice@example.test"
+BOB = "bob@example.test"
+MSG = b"Return-Path: <x@remote.test>\r\nSubject: spooled\r\n\r\nbody\r\n"
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = MaildirStore(str(tmp_path / "mail"), SyncReactor(), None)
+    s.provision_sync(ALICE)
+    s.provision_sync(BOB)
+    return s
+
+
+@pytest.fixture
+def spool(tmp_path):
+    directory = tmp_path / "spare"
+    directory.mkdir()
+    if not records_supported(str(directory)):
+        pytest.skip("no extended attributes on this file system")
+    return directory
+
+
+def spooled(
+    spool, name="f1", data=MSG, targets=((ALICE, "INBOX"),), queue_id="1A2B3C4D5E", crc=None
+):
+    path = spool / name
+    path.write_bytes(data)
+    item = SpooledLocal(
+        str(path), 1_790_000_000, len(data), zlib.crc32(data) if crc is None else crc,
+        tuple(targets), queue_id,
+    )  # fmt: skip
+    os.setxattr(path, XATTR, item.record())
+    return item
+
+
+def files(store, user, mailbox="INBOX"):
+    directory = store.mailbox_directory(user, mailbox)
+    return sorted(
+        os.listdir(os.path.join(directory, "new")) + os.listdir(os.path.join(directory, "cur"))
+    )
+
+
+def delivery(store, spool, retired=None):
+    return LocalDelivery(store, str(spool), SyncReactor(), (retired or []).append)
+
+
+def test_record_round_trip_and_garbage():
+    item = SpooledLocal("/p", 12, 10, 99, ((ALICE, "INBOX"), (BOB, "lists")))
+    assert SpooledLocal.from_record("/p", item.record()) == item
+    assert (
+        len(SpooledLocal("/p", 1_790_000_000, 4320, 2**32 - 1, ((ALICE, "INBOX"),)).record()) < 60
+    )
+    for raw in (
+        b"",
+        b"{}",
+        b"2\n1\n1\n1\nx",
+        b"1\n1\n1\n1",
+        b"1\nzz\n1\n1\nx",
+        b"1\n1\n1\n1\n\xff",
+    ):
+        with pytest.raises(ValueError):
+            SpooledLocal.from_record("/p", raw)
+
+
+def test_intact_checks_size_and_crc(spool):
+    assert spooled(spool, "a").intact()
+    assert not spooled(spool, "b", crc=zlib.crc32(MSG) ^ 1).intact()
+    short = spooled(spool, "c")
+    with open(short.path, "r+b") as f:
+        f.truncate(5)
+    assert not short.intact()
+
+
+def test_recovery_delivers_each_acknowledged_message_once(store, spool):
+    item = spooled(spool, targets=((ALICE, "INBOX"), (BOB, "INBOX")))
+    spooled(spool, "other", queue_id="FFFF0000AA")
+    (spool / "spare-never-used").write_bytes(b"")
+    local = delivery(store, spool)
+    assert local.recover_sync() == (2, 0)
+    assert len(files(store, ALICE)) == 2 and len(files(store, BOB)) == 1
+    stored = os.path.join(store.mailbox_directory(BOB, "INBOX"), "new", files(store, BOB)[0])
+    assert Path(stored).read_bytes() == MSG
+    with pytest.raises(OSError):  # the record (it names every recipient) is gone from the copy
+        os.getxattr(stored, XATTR)
+    assert not os.path.exists(item.path)
+    assert os.path.exists(spool / "spare-never-used")  # not ours to judge: the sweep's
+    assert local.recover_sync() == (0, 0)
+    assert len(files(store, ALICE)) == 2
+
+
+def test_recovery_after_a_crash_between_link_and_cleanup_adds_no_copy(store, spool):
+    item = spooled(spool)
+    store.deliver_named_sync([(item.path, item.stem, item.arrival, list(item.targets))])
+    (name,) = files(store, ALICE)
+    # A client read it (new/ -> cur/ with \Seen) before the crash.
+    directory = store.mailbox_directory(ALICE, "INBOX")
+    os.rename(os.path.join(directory, "new", name), os.path.join(directory, "cur", name + ":2,S"))
+    assert delivery(store, spool).recover_sync() == (1, 0)
+    assert files(store, ALICE) == [name + ":2,S"]
+
+
+def test_recovery_removes_unacknowledged_files(store, spool):
+    spooled(spool, crc=1)  # written, not fsync'd: its content doesn't match
+    assert delivery(store, spool).recover_sync() == (0, 1)
+    assert files(store, ALICE) == []
+    assert os.listdir(spool) == []
+
+
+def test_names_derive_from_the_spool_name_and_the_index_knows_them(store, spool):
+    item = spooled(spool, targets=((ALICE, "INBOX"), (ALICE, "Gone")))
+    store.deliver_named_sync([(item.path, item.stem, item.arrival, list(item.targets))])
+    names = files(store, ALICE)  # the vanished folder's copy went to INBOX
+    assert names == [
+        f"1790000000.Sf1R{n}.{names[0].split('.', 2)[2].split(',')[0]},S={len(MSG)}" for n in (0, 1)
+    ]
+    mailbox = store._open_sync(ALICE, "INBOX")
+    snapshot = mailbox._snapshot()
+    assert [m.size for m in snapshot.messages] == [len(MSG), len(MSG)]
+
+
+def test_delivery_thread_batches_and_retires(store, spool):
+    from twisted.python.threadpool import ThreadPool
+
+    class Reactor(SyncReactor):
+        pass
+
+    retired: list[str] = []
+    local = LocalDelivery(store, str(spool), Reactor(), retired.append, linger=0)
+    local._pool = pool = ThreadPool(1, 1)
+    local.startService()
+    try:
+        items = [spooled(spool, f"f{n}", queue_id=f"QID{n:04d}") for n in range(5)]
+        for item in items:
+            local.accept(item)
+        directory = store.mailbox_directory(ALICE, "INBOX")
+        assert store.pending.wait(directory)  # readers wait for announced mail
+        deadline = time.monotonic() + 5
+        while len(retired) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sorted(retired) == sorted(i.path for i in items)
+        assert len(files(store, ALICE)) == 5
+    finally:
+        local._pool.stop()
+    assert pool.joined
+
+
+def test_a_failing_delivery_stays_spooled_and_is_retried(store, spool, monkeypatch):
+    reactor = SyncReactor()
+    retired: list[str] = []
+    local = LocalDelivery(store, str(spool), reactor, retired.append)
+    good = spooled(spool, "good", queue_id="GOOD000001")
+    bad = spooled(spool, "bad", queue_id="BAD0000001")
+    real = store.deliver_named_sync
+
+    def flaky(batch, recovering=False):
+        if any(path == bad.path for path, *_ in batch):
+            raise OSError(5, "Input/output error")
+        return real(batch, recovering)
+
+    monkeypatch.setattr(store, "deliver_named_sync", flaky)
+    local.accept(good)
+    local.accept(bad)
+    local._queue.clear()
+    # The batch fails; one by one, the good message goes through and the bad one stays.
+    assert local._deliver_sync([good, bad]) == [bad]
+    assert retired == [good.path] and os.getxattr(bad.path, XATTR)
+    assert store.pending.wait(store.mailbox_directory(ALICE, "INBOX"))  # settled: no hang
+    local._defer([bad])
+    monkeypatch.setattr(store, "deliver_named_sync", real)
+    reactor.advance(local.retry_after)
+    assert list(local._queue) == [bad]  # queued again, with its record intact
+
+
+def test_pending_wait_blocks_until_settled_and_hurries():
+    pending = PendingDeliveries(timeout=5)
+    hurried: list[bool] = []
+    pending.hurry = lambda: hurried.append(True)
+    assert pending.wait("/m") and hurried == []
+    pending.announce(["/m", "/m"])
+    done: list[bool] = []
+    waiter = threading.Thread(target=lambda: done.append(pending.wait("/m")))
+    waiter.start()
+    time.sleep(0.05)
+    assert done == [] and hurried == [True]
+    pending.settle(["/m"])
+    time.sleep(0.05)
+    assert done == []  # one of two still pending
+    pending.settle(["/m"])
+    waiter.join(5)
+    assert done == [True]
+    pending.timeout = 0.01
+    pending.announce(["/x"])
+    assert pending.wait("/x") is False
+
+
+def test_stop_service_waits_for_the_queue_to_drain(store, spool):
+    reactor = SyncReactor()
+    local = LocalDelivery(store, str(spool), reactor, [].append, linger=0)
+    fired: list[object] = []
+    d = local.stopService()
+    assert isinstance(d, Deferred)
+    d.addBoth(fired.append)
+    assert fired == [None]

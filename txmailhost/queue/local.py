@@ -1,0 +1,327 @@
+"""Local mail: acknowledged once durable in the spool, linked into its mailboxes just after.
+
+DESIGN's path of a message makes the queue the one durable hand-off, and this is that hand-off
+for mail whose every recipient is local. The message is written into one of the spool's spare
+files (``smtp/spares.py``, ``DATA/queue/spare/``), whose name was made durable when the file was
+made. Its envelope (arrival, size, CRC-32, the target mailboxes) is an extended attribute of
+that same file, set before the one fsync that precedes the ``250``: bytes and
+the record that points to them are durable together (DESIGN invariant 1). Delivering into the
+Maildir before the ``250``, as before, cost a second device flush per message (the file, then
+the Maildir directory); Postfix also answers after one flush, of its queue file.
+
+A thread of its own (``LocalDelivery``) then links each file into its mailboxes in batches:
+every link, one fsync per Maildir directory, one index transaction per mailbox. Readers of a
+mailbox with deliveries announced but not finished wait for them (``store/pending.py``), so a
+client that sends and then looks sees its message.
+
+After a crash, ``recover_sync`` (run at start, before anything listens) reads every file in the
+directory. One whose record matches its size and CRC-32 was acknowledged, or could have been,
+and is delivered again: its Maildir names derive from the spool file's name, so copies linked before
+the crash are found rather than doubled. A file without a record, or with one that doesn't
+match (the crash came before its fsync), was never acknowledged, and is swept with the stock.
+
+A file system without extended attributes (``records_supported``) keeps the old path: the
+policy delivers before the ``250``.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import threading
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+log = Logger()
+
+XATTR = "user.txmailhost"
+MAX_RECORD = 3072  # fits one extended-attribute block; larger envelopes take the old path
+
+
+@dataclass(frozen=True)
+class SpooledLocal:
+    """One acknowledged local message in the spool.
+
+    Its record is terse on purpose: up to about 60 octets an ext4 inode holds it inline, so
+    the one fsync writes no extra block (one recipient with a 25-character address fits).
+    Lines: version, CRC-32, size, arrival (hex), then one ``user[TAB mailbox]`` per target.
+    The queue id is not in it: the copies are named after the spool file (``stem``), unique
+    as long as it exists, and the message's Received: field names the id.
+    """
+
+    path: str
+    arrival: int  # Unix time: the copies' INTERNALDATE
+    size: int
+    crc: int
+    targets: tuple[tuple[str, str], ...]  # (user, mailbox), no duplicates
+    queue_id: str = ""  # for logs
+
+    def record(self) -> bytes:
+        targets = "\n".join(u if m == "INBOX" else f"{u}\t{m}" for u, m in self.targets)
+        return f"1\n{self.crc:x}\n{self.size:x}\n{self.arrival:x}\n{targets}".encode()
+
+    @classmethod
+    def from_record(cls, path: str, raw: bytes) -> SpooledLocal:
+        """Parse a record; ValueError if it isn't one of ours."""
+        try:
+            version, crc, size, arrival, *lines = raw.decode().split("\n")
+            if version != "1":
+                raise ValueError(f"unknown record version {version!r}")
+            targets = tuple((*line.split("\t", 1), "INBOX")[:2] for line in lines)
+            if not targets or not all(user for user, _m in targets):
+                raise ValueError("no recipients")
+            return cls(path, int(arrival, 16), int(size, 16), int(crc, 16), targets)
+        except (UnicodeDecodeError, ValueError) as e:
+            raise ValueError(f"not a spool record: {e}") from None
+
+    @property
+    def stem(self) -> str:
+        """What the Maildir names of this message's copies start with."""
+        return f"{self.arrival}.S{os.path.basename(self.path)}"
+
+    def intact(self) -> bool:
+        """Do the file's size and CRC-32 match the record (was the fsync complete)?"""
+        crc = 0
+        with open(self.path, "rb") as f:
+            if os.fstat(f.fileno()).st_size != self.size:
+                return False
+            while chunk := f.read(1 << 20):
+                crc = zlib.crc32(chunk, crc)
+        return crc == self.crc
+
+
+def records_supported(directory: str) -> bool:
+    """Can files in ``directory`` carry our extended attribute (ext4, XFS, btrfs, tmpfs >= 6.6)?"""
+    probe = os.path.join(directory, ".xattr-probe")
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        os.setxattr(probe, XATTR, b"{}")
+        return os.getxattr(probe, XATTR) == b"{}"
+    except (OSError, AttributeError):  # AttributeError: no os.setxattr on this platform
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
+
+
+class LocalDelivery(Service):
+    """Links acknowledged spool files into their mailboxes, in batches, in its own thread.
+
+    ``retire`` takes a delivered file's spool name away (``SpareFiles.retire``). A batch that
+    fails is retried message by message; a message that still fails stays in the spool (its
+    record intact) and is tried again after ``retry_after`` seconds, and at every start.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        directory: str,
+        reactor: Any,
+        retire: Any,
+        batch: int = 64,
+        retry_after: float = 30.0,
+        linger: float = 0.02,
+    ) -> None:
+        self._store = store
+        self.directory = directory
+        self._reactor = reactor
+        self._retire = retire
+        self.batch = batch
+        self.retry_after = retry_after
+        self.linger = linger
+        self._lingering: Any = None
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="txmailhost-delivery")
+        self._queue: collections.deque[SpooledLocal] = collections.deque()  # append/pop atomic
+        self._running = threading.Lock()  # held while the thread's loop runs
+        self._drained: list[Deferred[None]] = []
+        self._retries: list[Any] = []
+        self._unfinished: list[SpooledLocal] = []  # what recover_sync could not deliver
+
+    # -- reactor thread -----------------------------------------------------------------------
+
+    def accept(self, item: SpooledLocal) -> None:
+        """Queue ``item`` (its file fsync'd with its record) for delivery."""
+        self._store.pending.announce(self._directories(item))
+        self._queue.append(item)
+        if len(self._queue) >= self.batch or self.linger <= 0:
+            self._kick()
+        elif self._lingering is None:
+            # Gather what arrives in the next moment into one batch: one directory fsync and
+            # one index transaction for all of it, and no delivery thread contending with the
+            # reactor for the interpreter while a client waits for each reply.
+            self._lingering = self._reactor.callLater(self.linger, self._kick)
+
+    def hurry(self) -> None:
+        """A reader waits for pending mail (``store/pending.py``): deliver now. Any thread."""
+        self._reactor.callFromThread(self._kick)
+
+    def _directories(self, item: SpooledLocal) -> list[str]:
+        return [self._store.mailbox_directory(user, mailbox) for user, mailbox in item.targets]
+
+    def _kick(self) -> None:
+        """Start the delivery thread's loop unless it runs. No result comes back per batch
+        (that would wake the reactor for every message): the loop reports only failures, and
+        that it went idle while someone waits for the queue to drain."""
+        if self._lingering is not None:
+            if self._lingering.active():
+                self._lingering.cancel()
+            self._lingering = None
+        if self._running.acquire(blocking=False):
+            self._pool.callInThread(self._loop)
+
+    def _defer(self, failed: list[SpooledLocal]) -> None:
+        for item in failed:
+            log.warn(
+                "local delivery of {queue_id} deferred, retrying in {delay}s (it stays in {path})",
+                queue_id=item.queue_id,
+                delay=self.retry_after,
+                path=item.path,
+            )
+            self._retries.append(self._reactor.callLater(self.retry_after, self.accept, item))
+        self._retries = [call for call in self._retries if call.active()]
+
+    def _idle(self) -> None:
+        if self._queue:
+            self._kick()
+            return
+        drained, self._drained = self._drained, []
+        for d in drained:
+            d.callback(None)
+
+    def startService(self) -> None:
+        super().startService()
+        self._pool.start()
+        self._store.pending.hurry = self.hurry
+        unfinished, self._unfinished = self._unfinished, []
+        for item in unfinished:
+            self.accept(item)
+
+    @staticmethod
+    def holds_record(path: str) -> bool:
+        """Does the spool file at ``path`` carry a record (never sweep it)?"""
+        try:
+            os.getxattr(path, XATTR)
+        except OSError:
+            return False
+        return True
+
+    def stopService(self) -> Deferred[None]:
+        """Finish what was acknowledged (up to 10 s; the rest is recovered at next start)."""
+        super().stopService()
+        for call in self._retries:
+            if call.active():
+                call.cancel()
+        d: Deferred[None] = Deferred()
+        self._drained.append(d)
+        if self._running.acquire(blocking=False):  # idle now: nothing will report back
+            self._running.release()
+            self._idle()
+        timeout = self._reactor.callLater(10, lambda: d.called or d.callback(None))
+
+        def stop(_: object) -> None:
+            if timeout.active():
+                timeout.cancel()
+            self._pool.stop()
+
+        return d.addCallback(stop)
+
+    # -- the delivery thread ------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        try:
+            while self._queue:
+                batch = []
+                while self._queue and len(batch) < self.batch:
+                    batch.append(self._queue.popleft())
+                failed = self._deliver_sync(batch)
+                if failed:
+                    self._reactor.callFromThread(self._defer, failed)
+        finally:
+            self._running.release()
+        # An item queued after the last look but before the release would wait for the next
+        # message; the reactor looks again (and answers anyone waiting for the drain).
+        if self._queue or self._drained:
+            self._reactor.callFromThread(self._idle)
+
+    def _deliver_sync(self, batch: list[SpooledLocal]) -> list[SpooledLocal]:
+        """Deliver ``batch``; returns the messages that failed (they stay in the spool)."""
+        failed: list[SpooledLocal] = []
+        try:
+            self._store.deliver_named_sync(
+                [(i.path, i.stem, i.arrival, list(i.targets)) for i in batch]
+            )
+            done = batch
+        except Exception:
+            done = []
+            for item in batch:  # one by one, to find the one that fails (links are idempotent)
+                try:
+                    self._store.deliver_named_sync([(item.path, item.stem, item.arrival,
+                                                     list(item.targets))])  # fmt: skip
+                    done.append(item)
+                except Exception:
+                    log.failure("local delivery of {queue_id}", queue_id=item.queue_id)
+                    failed.append(item)
+        for item in done:
+            self._release(item)
+        self._store.pending.settle([d for item in batch for d in self._directories(item)])
+        return failed
+
+    def _release(self, item: SpooledLocal) -> None:
+        """The copies are durable: drop the record (it names every local recipient, Bcc
+        included) and the spool name."""
+        with contextlib.suppress(OSError):
+            os.removexattr(item.path, XATTR)
+        self._retire(item.path)
+
+    def recover_sync(self) -> tuple[int, int]:
+        """Deliver what a crash left acknowledged in the spool; (delivered, discarded).
+
+        Blocking; the service runs it at start before any listener opens.
+        """
+        delivered = discarded = 0
+        try:
+            names = sorted(os.listdir(self.directory))
+        except FileNotFoundError:
+            return 0, 0
+        for name in names:
+            path = os.path.join(self.directory, name)
+            try:
+                raw = os.getxattr(path, XATTR)
+            except OSError:
+                continue  # a spare never used, or one never acknowledged: swept later
+            try:
+                item = SpooledLocal.from_record(path, raw)
+                if not item.intact():
+                    raise ValueError("its size or CRC-32 does not match (written, not fsync'd)")
+            except (OSError, ValueError) as e:
+                log.info("spool: discarding unacknowledged {name}: {why}", name=name, why=e)
+                discarded += 1
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                continue
+            try:
+                self._store.deliver_named_sync(
+                    [(path, item.stem, item.arrival, list(item.targets))], recovering=True
+                )
+            except Exception:
+                log.failure("spool: delivering {name} after a restart", name=name)
+                self._unfinished.append(item)  # retried once the service runs
+                continue
+            with contextlib.suppress(OSError):
+                os.removexattr(path, XATTR)
+                os.unlink(path)
+            delivered += 1
+            log.info(
+                "spool: delivered {queue_id} to {targets} after a restart",
+                queue_id=item.queue_id or name,
+                targets=", ".join(f"{u}/{m}" for u, m in item.targets),
+            )
+        return delivered, discarded
