@@ -138,6 +138,7 @@ class LocalDelivery(Service):
         self.retry_after = retry_after
         self.linger = linger
         self._lingering: Any = None
+        self._started_at = float("-inf")  # when the thread was last started
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="txmailhost-delivery")
         self._queue: collections.deque[SpooledLocal] = collections.deque()  # append/pop atomic
         self._running = threading.Lock()  # held while the thread's loop runs
@@ -151,12 +152,14 @@ class LocalDelivery(Service):
         """Queue ``item`` (its file fsync'd with its record) for delivery."""
         self._store.pending.announce(self._directories(item))
         self._queue.append(item)
-        if len(self._queue) >= self.batch or self.linger <= 0:
-            self._kick()
+        now = self._reactor.seconds()
+        idle = now - self._started_at > 5 * self.linger
+        if idle or len(self._queue) >= self.batch or self.linger <= 0:
+            self._kick()  # a full batch, or the first mail in a while: at once
         elif self._lingering is None:
-            # Gather what arrives in the next moment into one batch: one directory fsync and
-            # one index transaction for all of it, and no delivery thread contending with the
-            # reactor for the interpreter while a client waits for each reply.
+            # Mail keeps coming: gather what arrives in the next moment into one batch (one
+            # directory fsync and one index transaction for all of it, and no delivery thread
+            # contending with the reactor for the interpreter while a client waits for a reply).
             self._lingering = self._reactor.callLater(self.linger, self._kick)
 
     def hurry(self) -> None:
@@ -174,6 +177,7 @@ class LocalDelivery(Service):
             if self._lingering.active():
                 self._lingering.cancel()
             self._lingering = None
+        self._started_at = self._reactor.seconds()
         if self._running.acquire(blocking=False):
             self._pool.callInThread(self._loop)
 
