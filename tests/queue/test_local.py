@@ -143,29 +143,36 @@ def test_names_derive_from_the_spool_name_and_the_index_knows_them(store, spool)
 
 
 def test_delivery_thread_batches_and_retires(store, spool):
-    from twisted.python.threadpool import ThreadPool
-
-    class Reactor(SyncReactor):
-        pass
-
     retired: list[str] = []
-    local = LocalDelivery(store, str(spool), Reactor(), retired.append, linger=0)
-    local._pool = pool = ThreadPool(1, 1)
+    local = LocalDelivery(store, str(spool), SyncReactor(), retired.append)
     local.startService()
     try:
         items = [spooled(spool, f"f{n}", queue_id=f"QID{n:04d}") for n in range(5)]
         for item in items:
             local.accept(item)
         directory = store.mailbox_directory(ALICE, "INBOX")
-        assert store.pending.wait(directory)  # readers wait for announced mail
+        assert store.pending.wait(directory)  # readers wait for announced mail (and hurry it)
+        assert len(files(store, ALICE)) == 5
         deadline = time.monotonic() + 5
         while len(retired) < 5 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert sorted(retired) == sorted(i.path for i in items)
-        assert len(files(store, ALICE)) == 5
     finally:
-        local._pool.stop()
-    assert pool.joined
+        stopped: list[object] = []
+        local.stopService().addBoth(stopped.append)
+        local._thread.join(5)
+    assert not local._thread.is_alive()
+
+
+def test_stop_delivers_what_was_accepted_first(store, spool):
+    local = LocalDelivery(store, str(spool), SyncReactor(), [].append, linger=5)
+    local.startService()
+    local.accept(spooled(spool, "a", queue_id="AAAA000001"))
+    local.accept(spooled(spool, "b", queue_id="BBBB000001"))  # lingers: the thread waits 5 s
+    local.stopService()
+    local._thread.join(5)
+    assert not local._thread.is_alive()
+    assert len(files(store, ALICE)) == 2
 
 
 def test_a_failing_delivery_stays_spooled_and_is_retried(store, spool, monkeypatch):
