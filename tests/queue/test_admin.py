@@ -68,3 +68,28 @@ def test_queue_action_on_an_unknown_id_fails_with_one_line(tmp_path, capsys):
     capsys.readouterr()
     assert main(["--data", data, "queue", "bounce", "NOSUCHID"]) == 1
     assert capsys.readouterr().err == "txmailhost: error: no message NOSUCHID in the queue\n"
+
+
+def test_queue_list_shows_local_mail_acknowledged_but_not_yet_delivered(tmp_path, capsys):
+    import zlib
+
+    from txmailhost.queue.local import XATTR, SpooledLocal, records_supported
+
+    data = str(tmp_path / "data")
+    main(["--data", data, "domain", "list"])
+    spare = os.path.join(data, "queue", "spare")
+    if not records_supported(spare):
+        return  # no extended attributes here: local mail never waits in the spool
+    path = os.path.join(spare, "00aa11bb22cc33dd")
+    with open(path, "wb") as f:
+        f.write(MESSAGE)
+    item = SpooledLocal(path, 1_700_000_000, len(MESSAGE), zlib.crc32(MESSAGE),
+                        (("bob@example.test", "INBOX"), ("eve@example.test", "Lists")))  # fmt: skip
+    os.setxattr(path, XATTR, item.record())
+    with open(os.path.join(spare, "unused-spare"), "wb"):
+        pass
+    capsys.readouterr()
+    assert main(["--data", data, "queue", "list"]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.split()[0] == "1700000000.S00aa11bb22cc33dd"
+    assert "bob@example.test/INBOX(local)" in line and "eve@example.test/Lists(local)" in line

@@ -19,11 +19,13 @@ server is stopped, the request waits and is applied as the server starts.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+from txmailhost.queue.local import spooled_local
 from txmailhost.queue.spool import Envelope, Spool, read_header
 
 
@@ -76,7 +78,13 @@ def _list(args: argparse.Namespace, config: Any) -> int:
     envelopes = _load_all(Spool(config.queue_dir))
     for envelope in envelopes:
         print(format_line(envelope))
-    if not envelopes:
+    # Local mail acknowledged and not yet in its mailboxes: milliseconds while the server
+    # runs; after a crash, until the next start delivers it (queue/local.py).
+    local = spooled_local(os.path.join(config.queue_dir, "spare"))
+    for item in local:
+        targets = " ".join(f"{user}/{mailbox}(local)" for user, mailbox in item.targets)
+        print(f"{item.stem}  {item.size:>9}  {_when(item.arrival)}  -> {targets}")
+    if not envelopes and not local:
         print("the queue is empty", file=sys.stderr)
     return 0
 

@@ -112,6 +112,19 @@ def records_supported(directory: str) -> bool:
             os.unlink(probe)
 
 
+def spooled_local(directory: str) -> list[SpooledLocal]:
+    """The acknowledged local messages waiting in ``directory`` (for ``txmailhost queue list``)."""
+    found = []
+    with contextlib.suppress(FileNotFoundError):
+        for name in sorted(os.listdir(directory)):
+            path = os.path.join(directory, name)
+            try:
+                found.append(SpooledLocal.from_record(path, os.getxattr(path, XATTR)))
+            except (OSError, ValueError):
+                continue  # a spare, or delivered meanwhile
+    return found
+
+
 class LocalDelivery(Service):
     """Links acknowledged spool files into their mailboxes, in batches, in its own thread.
 

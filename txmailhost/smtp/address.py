@@ -60,7 +60,7 @@ class PathArgument:
 
 
 def parse_mailbox(text: str) -> Mailbox:
-    if any(ord(c) > 127 for c in text):
+    if not text.isascii():
         raise AddressError(f"non-ASCII address {text!r}", utf8=True)
     match = _MAILBOX.match(text)
     if not match or len(match["local"]) > MAX_LOCAL:
@@ -100,6 +100,8 @@ def parse_path_argument(arg: str, keyword: str, allow_null: bool) -> PathArgumen
 
 def _find_path_end(text: str) -> int:
     """Index of the '>' that closes the path, skipping quoted strings."""
+    if '"' not in text:  # the common case, without a loop in Python
+        return text.find(">")
     quoted = escaped = False
     for i, ch in enumerate(text):
         if escaped:

@@ -24,6 +24,7 @@ is the one place that writes, counts and logs replies.
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any
@@ -49,6 +50,19 @@ from txmailhost.smtp.policy import Envelope, InboundPolicy
 from txmailhost.smtp.replies import SMTPReply
 
 log = Logger()
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _date_now() -> str:
+    """The RFC 5322 date for Received:, formatted once per second (it was 2% of the reactor's
+    time at one connection)."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, localtime=False, usegmt=False))
+    return _date_cache[1]
 
 
 class State(enum.Enum):
@@ -461,7 +475,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         return (
             f"Return-Path: <{sender}>\r\n"
             f"Received: {origin}by {self.factory.hostname} (txmailhost) with {protocol} id {queue_id}"
-            f"{recipient};\r\n\t{formatdate(localtime=False, usegmt=False)}\r\n"
+            f"{recipient};\r\n\t{_date_now()}\r\n"
         ).encode("ascii", "replace")
 
     def _feed_message(self, data: bytes) -> None:
