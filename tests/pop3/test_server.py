@@ -753,3 +753,31 @@ def test_the_next_small_messages_are_read_ahead_while_one_is_retrieved(session, 
             if path.read_bytes() == MSG2:
                 path.unlink()  # gone from disk: only the read-ahead copy can answer now
     assert session.cmd("RETR 2") == b"+OK %d octets\r\n%s.\r\n" % (len(MSG2), MSG2)
+
+
+def test_read_ahead_goes_to_the_store_once_per_batch_not_once_per_retr(world, monkeypatch):
+    from txmailhost.pop3 import server as pop3_server
+    from txmailhost.store.maildir import MaildirMailbox
+
+    bodies = [b"Subject: m%d\r\n\r\nbody %d\r\n" % (n, n) for n in range(40)]
+    for body in bodies:
+        world.deliver(body)
+    trips: list[list[int]] = []
+    real = MaildirMailbox.messages
+
+    def counting(self, uids, header, content):
+        trips.append(list(uids))
+        return real(self, uids, header, content)
+
+    monkeypatch.setattr(MaildirMailbox, "messages", counting)
+    client = world.connect()
+    client.login()
+    for n, body in enumerate(bodies, 1):
+        assert client.cmd(f"RETR {n}") == b"+OK %d octets\r\n%s.\r\n" % (len(body), body)
+    assert len(trips) <= len(bodies) // (pop3_server.READ_AHEAD - pop3_server.READ_AHEAD_LOW) + 1
+    assert all(len(uids) <= pop3_server.READ_AHEAD for uids in trips)
+    # A client that jumps ahead doesn't make the session hoard what it skipped.
+    assert client.cmd("RETR 1").startswith(b"+OK")
+    assert client.cmd("RETR 30").startswith(b"+OK")
+    protocol = client.protocol
+    assert all(uid > 20 for uid in protocol._prefetched)

@@ -50,7 +50,9 @@ _SASL_ERRORS = {
     "malformed": replies.BadPlainResponse,
     "authzid": replies.AuthzidRefused,
 }
-READ_AHEAD = 4  # small messages fetched ahead of a RETR
+READ_AHEAD = 16  # small messages fetched ahead of a RETR, in one trip to the store
+READ_AHEAD_LOW = 4  # ... when fewer than this many are still ahead
+READ_AHEAD_BYTES = 256 * 1024  # ... and at most this much per trip
 MAX_AUTH_FAILURES = 3  # wrong passwords in one session before we hang up
 MAX_BAD_COMMANDS = 10  # unknown verbs, wrong-state commands, bad arguments, over-long lines
 
@@ -634,23 +636,40 @@ class POP3Server(LineReceiver, TimeoutMixin):
         return Deferred.fromCoroutine(self._open(number, info, header, _file_chunks, True))
 
     def _read_ahead(self, number: int) -> None:
-        """Fetch the next few small messages while the client reads this one.
+        """Fetch the next small messages, in batches, while the client reads this one.
 
-        Clients download in order; reading the next message in the store's pool while this
-        one is on the wire takes the thread round trip out of each RETR (bench: RETR/s),
-        without reading files on the reactor thread.
+        Clients download in order; reading ahead in the store's pool while this one is on the
+        wire takes the thread round trip out of each RETR, without reading files on the
+        reactor thread. One trip per ``READ_AHEAD`` messages, not one per RETR: the trips were
+        17% of the reactor's time with 10 sessions, and RETR/s doubled without them.
+        Messages fetched for positions the client has passed are dropped (it jumped ahead).
         """
         if self._mailbox is None or not hasattr(self._mailbox, "messages"):
             return
-        wanted = []
-        for ahead in range(number + 1, min(number + 1 + READ_AHEAD, len(self._messages) + 1)):
+        current = self._messages[number - 1].uid
+        for uid in [uid for uid in self._prefetched if uid < current]:
+            del self._prefetched[uid]
+        last = len(self._messages)
+        ready = self._prefetched.keys() | self._prefetching
+        window = range(number + 1, min(number + READ_AHEAD_LOW, last) + 1)
+        if all(
+            n in self._deleted
+            or self._messages[n - 1].size > self.chunk_size
+            or self._messages[n - 1].uid in ready
+            for n in window
+        ):
+            return  # the next few are on their way: one trip per READ_AHEAD, not per RETR
+        wanted, octets = [], 0
+        for ahead in range(number + 1, min(number + 1 + READ_AHEAD, last + 1)):
             info = self._messages[ahead - 1]
             if (
                 ahead not in self._deleted
                 and info.size <= self.chunk_size
-                and info.uid not in self._prefetched
-                and info.uid not in self._prefetching
+                and info.uid not in ready
             ):
+                octets += info.size
+                if wanted and octets > READ_AHEAD_BYTES:
+                    break
                 wanted.append(info.uid)
         if not wanted:
             return
