@@ -367,15 +367,24 @@ def test_large_message_spills_to_a_spool_file_that_is_removed_after_delivery(wor
     assert stored.endswith(b"z" * 998 + b"\r\n") and stored.count(b"\r\n") > 400
 
 
-def test_failed_delivery_answers_451_and_still_removes_the_spool_file(world, monkeypatch):
+@pytest.mark.parametrize(
+    ("error", "reply"),
+    [
+        (OSError(28, "No space left on device"), b"452 4.3.1"),  # RFC 3463: mail system full
+        (OSError(5, "Input/output error"), b"451 4.3.0"),
+    ],
+)
+def test_failed_delivery_answers_4xx_and_still_removes_the_spool_file(
+    world, monkeypatch, error, reply
+):
     def broken(*args):
-        raise OSError(28, "No space left on device")
+        raise error
 
     monkeypatch.setattr(world.store, "_deliver_sync", broken)
     s = Session(make_factory(world))
     s.read()
     s.send(b"EHLO c\r\nMAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n")
-    assert s.send(b"Subject: x\r\n\r\nbody\r\n.\r\n").startswith(b"451 4.3.0")
+    assert s.send(b"Subject: x\r\n\r\nbody\r\n.\r\n").startswith(reply)
     assert os.listdir(os.path.join(world.root, "queue", "tmp")) == []
     assert world.inbox_files("alice@example.test") == []
 

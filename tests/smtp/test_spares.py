@@ -69,3 +69,21 @@ def test_a_message_writes_into_a_spare_and_gives_back_an_unused_one(tmp_path):
     before = len(spares)
     unused.discard()  # never written: back in the stock
     assert len(spares) == before + 1 and os.path.getsize(unused.path) == 0
+
+
+def test_discarding_a_message_whose_last_flush_fails_is_quiet(tmp_path):
+    spool = IncomingSpool(str(tmp_path / "tmp"), SyncReactor(), SyncThreadPool(), None)
+    spool.sweep()
+    message = spool.open()
+    message.write(b"x" * (message.SPILL + 10))  # spilled: a buffered file is open
+
+    class FullDisk:
+        closed = False
+
+        def close(self):
+            self.closed = True
+            raise OSError(28, "No space left on device")
+
+    message._file = FullDisk()
+    message.discard()  # no exception: the message is being dropped anyway
+    assert message._file.closed

@@ -151,6 +151,13 @@ class IncomingMessage:
         os.fsync(self._file.fileno())
         self._file.close()
 
+    def _close(self) -> None:
+        """Close the file; a failing last flush (a full disk) doesn't matter to a message that
+        is being dropped, and the descriptor is released either way."""
+        if self._file is not None and not self._file.closed:
+            with contextlib.suppress(OSError):
+                self._file.close()
+
     def hand_over(self) -> None:
         """The file now belongs to someone else (the local delivery): ``discard`` leaves it."""
         self._created = self._spare = False
@@ -158,8 +165,7 @@ class IncomingMessage:
     def remove_sync(self) -> None:
         """Remove the file, for a caller already in a worker thread (``IMailStore.deliver``'s
         ``finish``); ``discard`` then has nothing left to do on disk."""
-        if self._file is not None and not self._file.closed:
-            self._file.close()
+        self._close()
         if self._created:
             self._created = False
             if self._spare:
@@ -182,8 +188,7 @@ class IncomingMessage:
         file by the spares' own thread.
         """
         self._chunks = []
-        if self._file is not None and not self._file.closed:
-            self._file.close()
+        self._close()
         if self._spare and not self._created:
             self._spare = False
             self._spares.give_back(self.path)  # never written: still empty

@@ -18,6 +18,7 @@ then does the server send ``250``.
 
 from __future__ import annotations
 
+import errno
 import time
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
@@ -166,6 +167,10 @@ class InboundPolicy:
                     local, message.path, prepare=prepare, finish=message.remove_sync
                 )
                 await self._warn_near_quota(envelope, message)
+        except OSError as e:
+            log.failure("delivery of {queue_id} failed", queue_id=message.queue_id)
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+            return replies.STORAGE_FULL if full else replies.DELIVERY_FAILED
         except Exception:
             log.failure("delivery of {queue_id} failed", queue_id=message.queue_id)
             return replies.DELIVERY_FAILED

@@ -123,3 +123,5 @@ BARE_NEWLINE = SMTPReply(
 )
 DELIVERED = SMTPReply(250, "2.0.0", "OK")
 DELIVERY_FAILED = SMTPReply(451, "4.3.0", "local error in processing, try again later")
+# RFC 3463 4.3.1 "mail system full"; 452 is RFC 5321's "insufficient system storage".
+STORAGE_FULL = SMTPReply(452, "4.3.1", "insufficient system storage, try again later")

@@ -24,6 +24,7 @@ is the one place that writes, counts and logs replies.
 from __future__ import annotations
 
 import enum
+import errno
 import time
 from collections.abc import Callable
 from email.utils import formatdate
@@ -482,10 +483,11 @@ class SMTPServer(Protocol, TimeoutMixin):
         assert self._reader is not None
         try:
             rest = self._reader.feed(data)
-        except OSError:
+        except OSError as e:
             log.failure("smtp {peer}: writing spool file failed", peer=self.peer_host)
             self._drop_message()
-            self._close_with(replies.DELIVERY_FAILED)
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+            self._close_with(replies.STORAGE_FULL if full else replies.DELIVERY_FAILED)
             return
         if rest is None:
             return
