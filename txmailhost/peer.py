@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
+import socket
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -31,3 +33,23 @@ def is_loopback(peer: Any) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.is_loopback
+
+
+def quick_ack(transport: Any) -> None:
+    """Acknowledge what has arrived now, not when the kernel's delayed-ACK timer fires.
+
+    After an IMAP continuation (``+ Ready for literal data``) a client writes the literal and
+    then the rest of the line (often just CRLF) as two sends; with Nagle's algorithm on its
+    side the second waits for the ACK of the first, and Linux, seeing a request/response
+    exchange, delays that ACK by 40 ms. Python's imaplib APPEND measured 44 ms each, Dovecot
+    2 ms. Setting ``TCP_QUICKACK`` sends the pending ACK at once. No-op where there is no TCP
+    socket under the transport (tests, UNIX sockets, other platforms).
+    """
+    option = getattr(socket, "TCP_QUICKACK", None)
+    while option is not None and transport is not None:
+        handle = getattr(transport, "getHandle", lambda: None)()
+        if hasattr(handle, "setsockopt"):
+            with contextlib.suppress(OSError):
+                handle.setsockopt(socket.IPPROTO_TCP, option, 1)
+            return
+        transport = getattr(transport, "transport", None)  # a TLS or policy wrapper

@@ -235,3 +235,20 @@ def test_another_users_mailbox_is_never_reachable(alice, world):
 
 def test_create_refuses_wildcards(alice):
     assert alice.cmd('b CREATE "a*b"') == b"b NO [CANNOT] mailbox names can't contain * or %\r\n"
+
+
+def test_a_literal_whose_line_goes_on_later_is_acknowledged_at_once(alice, monkeypatch):
+    """imaplib sends the literal and the CRLF after it in two writes; the server asks the
+    kernel to ACK the literal now (peer.quick_ack), or the CRLF waits 40 ms in the client's
+    Nagle buffer."""
+    import txmailhost.imap.server as imap_server
+
+    acked: list[object] = []
+    monkeypatch.setattr(imap_server, "quick_ack", acked.append)
+    message = b"Subject: split\r\n\r\nx\r\n"
+    assert alice.cmd(f"b APPEND INBOX {{{len(message)}}}").startswith(b"+ ")
+    assert alice.send(message) == b"" and len(acked) == 1  # the rest of the line isn't here
+    assert alice.send(b"\r\n").startswith(b"b OK [APPENDUID")
+    alice.cmd(f"c APPEND INBOX {{{len(message)}}}")
+    alice.send(message + b"\r\n")  # all at once: nothing to hurry
+    assert len(acked) == 1

@@ -414,3 +414,18 @@ def test_plus_folder_delivery_uses_an_existing_folder_and_falls_back_to_inbox(wo
         assert s.send(b"Subject: " + rcpt + b"\r\n\r\nx\r\n.\r\n").startswith(b"250")
     assert [b"Junk@" in m for m in world.inbox_files("alice@example.test", "Junk")] == [True]
     assert [b"nosuch@" in m for m in world.inbox_files("alice@example.test")] == [True]
+
+
+def test_data_still_incoming_is_acknowledged_at_once(world, monkeypatch):
+    """A client that writes the body and then ``.<CRLF>`` in two sends must not wait for the
+    kernel's delayed ACK (peer.quick_ack)."""
+    import txmailhost.smtp.server as smtp_server
+
+    acked: list[object] = []
+    monkeypatch.setattr(smtp_server, "quick_ack", acked.append)
+    s = Session(make_factory(world))
+    s.read()
+    s.send(b"EHLO c\r\nMAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n")
+    assert s.send(b"Subject: x\r\n\r\nbody\r\n") == b"" and len(acked) == 1
+    assert s.send(b".\r\n").startswith(b"250 2.0.0")
+    assert len(acked) == 1

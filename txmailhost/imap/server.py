@@ -52,6 +52,7 @@ from txmailhost.imap.parser import LITERAL_MARKER, LiteralFile, ParseError, Read
 from txmailhost.imap.replies import CRLF, Done, IMAPError, printable
 from txmailhost.imap.session import SelectedMailbox
 from txmailhost.imap.updates import UpdateMixin
+from txmailhost.peer import quick_ack
 from txmailhost.store.interfaces import (
     InvalidMailboxName,
     MailboxExists,
@@ -425,7 +426,12 @@ class IMAPServer(
             self.close()
             return
         if not sink.remaining:
-            self._literal_done(data[len(taken) :])
+            rest = data[len(taken) :]
+            if not rest:
+                # The line goes on after the literal, and a client often sends that in its own
+                # small write, which its Nagle holds until this data is acknowledged.
+                quick_ack(self.transport)
+            self._literal_done(rest)
 
     def _literal_done(self, rest: bytes) -> None:
         sink, self._sink = self._sink, None

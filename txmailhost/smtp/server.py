@@ -41,7 +41,7 @@ from twisted.python.failure import Failure
 
 from txmailhost.accounts.interfaces import IMailAccount
 from txmailhost.accounts.throttle import LoginThrottled
-from txmailhost.peer import is_loopback
+from txmailhost.peer import is_loopback, quick_ack
 from txmailhost.sasl import SASLError, decode_response, parse_plain
 from txmailhost.smtp import replies
 from txmailhost.smtp.address import AddressError, parse_path_argument
@@ -490,6 +490,9 @@ class SMTPServer(Protocol, TimeoutMixin):
             self._close_with(replies.STORAGE_FULL if full else replies.DELIVERY_FAILED)
             return
         if rest is None:
+            # More to come; a client whose last write (often ``.<CRLF>`` alone) waits in its
+            # Nagle buffer for our ACK must not wait for the delayed-ACK timer (40 ms).
+            quick_ack(self.transport)
             return
         reader, message, envelope = self._reader, self._message, self.envelope
         assert message is not None and envelope is not None
