@@ -252,3 +252,8 @@ def test_a_literal_whose_line_goes_on_later_is_acknowledged_at_once(alice, monke
     alice.cmd(f"c APPEND INBOX {{{len(message)}}}")
     alice.send(message + b"\r\n")  # all at once: nothing to hurry
     assert len(acked) == 1
+    # LITERAL+: no continuation reply carries the ACK, so the command line itself is acked.
+    alice.send(f"d APPEND INBOX {{{len(message)}+}}\r\n".encode())
+    assert len(acked) == 2
+    assert alice.send(message + b"\r\n").startswith(b"d OK [APPENDUID")
+    assert len(acked) == 2

@@ -392,6 +392,8 @@ class IMAPServer(
         if not non_sync:
             self.write(b"+ Ready for literal data\r\n")
             self.flush()
+        else:
+            quick_ack(self.transport)  # no reply to carry the ACK: the literal may be waiting
         if size == 0:
             self._literal_done(b"")
         else:
@@ -425,12 +427,12 @@ class IMAPServer(
             self.write(b"* BYE server storage error\r\n")
             self.close()
             return
+        rest = data[len(taken) :]
+        if sink.remaining or not rest:
+            # More of the literal, or the rest of its line, is to come, often as a small write
+            # of its own that the client's Nagle holds until this data is acknowledged.
+            quick_ack(self.transport)
         if not sink.remaining:
-            rest = data[len(taken) :]
-            if not rest:
-                # The line goes on after the literal, and a client often sends that in its own
-                # small write, which its Nagle holds until this data is acknowledged.
-                quick_ack(self.transport)
             self._literal_done(rest)
 
     def _literal_done(self, rest: bytes) -> None:
