@@ -103,6 +103,18 @@ def test_append_unsynced_stores_the_file(store, tmp_path):
     assert message.flags == frozenset({SEEN}) and message.internaldate == 1000000000.0
 
 
+def test_append_data_stores_the_bytes_in_one_trip_and_leaves_no_staging_file(store):
+    inbox = result(store.open(USER, "INBOX"))
+    uidvalidity, uid = result(inbox.append_data(MSG, ["$Work"], 1000000000.0))
+    assert uid == 1 and uidvalidity == result(inbox.status()).uidvalidity
+    (message,) = result(inbox.messages([1], content=True))
+    assert message.content == MSG and message.flags == frozenset({"$Work"})
+    assert message.internaldate == 1000000000.0
+    staging = store.staging_directory(USER)
+    assert [n for n in os.listdir(staging) if n.startswith(".imap-append.")] == []
+    assert result(inbox.append_data(MSG, [], None))[1] == 2
+
+
 def test_rename_moves_a_mailbox_and_its_children(store, source):
     result(store.create_mailbox(USER, "A"))
     result(store.create_mailbox(USER, "A/B"))

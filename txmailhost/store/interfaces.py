@@ -169,6 +169,11 @@ class IMailbox(Interface):
         """Deferred[int]: like ``append`` for a file nobody fsync'd yet (an IMAP APPEND literal
         written to ``IMailStore.staging_directory``): fsync it first, then add it."""
 
+    def append_data(data, flags, internaldate):
+        """Deferred[tuple[int, int]]: durably add the message ``data`` (an IMAP APPEND literal
+        held in memory); fires with (UIDVALIDITY, UID). One trip to the storage thread: the
+        file is created, written and fsync'd there, never on the reactor thread."""
+
     def select(claim_recent):
         """Deferred[MailboxSelection]; ``claim_recent`` makes this session the one that sees
         the new messages as \\Recent (SELECT, not EXAMINE)."""

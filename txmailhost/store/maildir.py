@@ -26,6 +26,7 @@ import re
 import shutil
 import socket
 import stat
+import tempfile
 import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator
@@ -429,6 +430,23 @@ class MaildirMailbox:
             os.fsync(f.fileno())
         return self._append(source_path, flags, internaldate)
 
+    def _append_data(
+        self, data: bytes, flags: Iterable[str], internaldate: float | None
+    ) -> tuple[int, int]:
+        fd, path = tempfile.mkstemp(
+            prefix=".imap-append.", dir=self._store.staging_directory(self.user)
+        )
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            uid = self._append(path, flags, internaldate)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        return self._index.meta()["uidvalidity"], uid
+
     def _expunge(self, uids: Iterable[int]) -> list[int]:
         removed = []
         with self._index.write() as db:
@@ -478,6 +496,11 @@ class MaildirMailbox:
         self, source_path: str, flags: Iterable[str] = (), internaldate: float | None = None
     ) -> Deferred[int]:
         return self._store._run(self._append_unsynced, source_path, list(flags), internaldate)
+
+    def append_data(
+        self, data: bytes, flags: Iterable[str] = (), internaldate: float | None = None
+    ) -> Deferred[tuple[int, int]]:
+        return self._store._run(self._append_data, data, list(flags), internaldate)
 
     def select(self, claim_recent: bool) -> Deferred[MailboxSelection]:
         return self._store._run(self._select, claim_recent)
