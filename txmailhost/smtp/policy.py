@@ -18,7 +18,6 @@ then does the server send ``250``.
 
 from __future__ import annotations
 
-import errno
 import time
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
@@ -149,6 +148,8 @@ class InboundPolicy:
                 return refusal
             remote = [route.address for route in envelope.routes if route.kind is RouteKind.REMOTE]
             local = [(route.user, route.mailbox) for route in envelope.routes if route.user]
+            if local:
+                local = await self._existing_folders(local)
             spooled = local and not remote and self._local is not None and message.spare
             if spooled and await self._spool_local(envelope, message, local):
                 return replies.DELIVERED.with_text(f"OK queued as {message.queue_id}")
@@ -160,20 +161,15 @@ class InboundPolicy:
                 sender = str(envelope.sender) if envelope.sender else None
                 await self._queue.submit(sender, remote, message.path, message.queue_id)
             if local:
-                local = await self._existing_folders(local)
                 # One worker trip: the spool fsync (when not done for the queue), the Maildir
                 # links, and the spool file's removal.
                 await self._store.deliver(
                     local, message.path, prepare=prepare, finish=message.remove_sync
                 )
                 await self._warn_near_quota(envelope, message)
-        except OSError as e:
+        except Exception as e:
             log.failure("delivery of {queue_id} failed", queue_id=message.queue_id)
-            full = e.errno in (errno.ENOSPC, errno.EDQUOT)
-            return replies.STORAGE_FULL if full else replies.DELIVERY_FAILED
-        except Exception:
-            log.failure("delivery of {queue_id} failed", queue_id=message.queue_id)
-            return replies.DELIVERY_FAILED
+            return replies.local_error(e)
         finally:
             message.discard()
         return replies.DELIVERED.with_text(f"OK delivered as {message.queue_id}")
@@ -182,9 +178,8 @@ class InboundPolicy:
         self, envelope: Envelope, message: IncomingMessage, targets: list[tuple[str, str]]
     ) -> bool:
         """Acknowledge local-only mail once it is durable in the spool, and let the delivery
-        thread link it into the mailboxes (``queue/local.py``). False: too many recipients for
-        a spool record, deliver the old way."""
-        targets = await self._existing_folders(targets)
+        thread link it into the mailboxes (``queue/local.py``). ``targets`` are existing folders.
+        False: too many recipients for a spool record, deliver the old way."""
         item = SpooledLocal(
             message.path, int(time.time()), message.size, message.crc, tuple(targets),
             message.queue_id,

@@ -8,6 +8,7 @@ wire.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 
@@ -125,3 +126,10 @@ DELIVERED = SMTPReply(250, "2.0.0", "OK")
 DELIVERY_FAILED = SMTPReply(451, "4.3.0", "local error in processing, try again later")
 # RFC 3463 4.3.1 "mail system full"; 452 is RFC 5321's "insufficient system storage".
 STORAGE_FULL = SMTPReply(452, "4.3.1", "insufficient system storage, try again later")
+
+
+def local_error(error: BaseException) -> SMTPReply:
+    """The reply for a message we failed to store: a full disk or quota is 452 4.3.1, the rest
+    451 4.3.0. Both are transient: the client keeps the message and tries again."""
+    full = isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return STORAGE_FULL if full else DELIVERY_FAILED

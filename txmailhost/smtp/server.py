@@ -24,7 +24,6 @@ is the one place that writes, counts and logs replies.
 from __future__ import annotations
 
 import enum
-import errno
 import time
 from collections.abc import Callable
 from email.utils import formatdate
@@ -486,8 +485,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         except OSError as e:
             log.failure("smtp {peer}: writing spool file failed", peer=self.peer_host)
             self._drop_message()
-            full = e.errno in (errno.ENOSPC, errno.EDQUOT)
-            self._close_with(replies.STORAGE_FULL if full else replies.DELIVERY_FAILED)
+            self._close_with(replies.local_error(e))
             return
         if rest is None:
             # More to come; a client whose last write (often ``.<CRLF>`` alone) waits in its
