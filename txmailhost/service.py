@@ -243,9 +243,10 @@ def build(config: Any, reactor: Any) -> MultiService:
     spares_pool = ThreadPool(minthreads=1, maxthreads=1, name="txmailhost-spares")
     ThreadPoolService(spares_pool).setServiceParent(top)
     spare_dir = os.path.join(config.queue_dir, "spare")
+    spares = SpareFiles(spare_dir, spares_pool, keep=LocalDelivery.holds_record)
     local = None
     if records_supported(spare_dir):
-        local = LocalDelivery(store, spare_dir, reactor, retire=lambda path: spares.retire(path))
+        local = LocalDelivery(store, spare_dir, reactor, retire=spares.retire)
         delivered, discarded = local.recover_sync()  # before anything listens
         if delivered or discarded:
             log.info(
@@ -258,7 +259,6 @@ def build(config: Any, reactor: Any) -> MultiService:
     else:
         log.warn("spool: {dir} has no extended attributes; local mail is delivered before 250",
                  dir=spare_dir)  # fmt: skip
-    spares = SpareFiles(spare_dir, spares_pool, keep=LocalDelivery.holds_record)
     spares.start()  # sweeps, then fills, once the pool starts with the service
     spool = IncomingSpool(os.path.join(config.queue_dir, "tmp"), reactor, storage_pool, spares)
     swept = spool.sweep()

@@ -162,17 +162,23 @@ class IncomingMessage:
         """The file now belongs to someone else (the local delivery): ``discard`` leaves it."""
         self._created = self._spare = False
 
+    def _drop_spare(self) -> bool:
+        """Return a spare file to the stock: as it was if never written, else for its name to
+        be removed by the spares' own thread. False when the file isn't a spare."""
+        if not self._spare:
+            return False
+        assert self._spares is not None
+        (self._spares.retire if self._created else self._spares.give_back)(self.path)
+        self._spare = self._created = False
+        return True
+
     def remove_sync(self) -> None:
         """Remove the file, for a caller already in a worker thread (``IMailStore.deliver``'s
         ``finish``); ``discard`` then has nothing left to do on disk."""
         self._close()
-        if self._created:
+        if not self._drop_spare() and self._created:
             self._created = False
-            if self._spare:
-                self._spare = False
-                self._spares.retire(self.path)
-            else:
-                _remove(self.path)
+            _remove(self.path)
 
     def commit(self, record: tuple[str, bytes] | None = None) -> Deferred[None]:
         """Write out and fsync in the pool; the file is then safe to link into mailboxes.
@@ -189,16 +195,8 @@ class IncomingMessage:
         """
         self._chunks = []
         self._close()
-        if self._spare and not self._created:
-            self._spare = False
-            self._spares.give_back(self.path)  # never written: still empty
-            return
-        if self._created:
+        if not self._drop_spare() and self._created:
             self._created = False
-            if self._spare:
-                self._spare = False
-                self._spares.retire(self.path)
-                return
             threads.deferToThreadPool(self._reactor, self._pool, _remove, self.path).addErrback(
                 lambda f: log.failure("removing spool file {path}", f, path=self.path)
             )
