@@ -32,6 +32,7 @@ import os
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +87,11 @@ class SpooledLocal:
         """What the Maildir names of this message's copies start with."""
         return f"{self.arrival}.S{os.path.basename(self.path)}"
 
+    @property
+    def delivery(self) -> tuple[str, str, float, list[tuple[str, str]]]:
+        """This message as one entry of ``MaildirStore.deliver_named_sync``'s batch."""
+        return self.path, self.stem, self.arrival, list(self.targets)
+
     def intact(self) -> bool:
         """Do the file's size and CRC-32 match the record (was the fsync complete)?"""
         crc = 0
@@ -112,16 +118,27 @@ def records_supported(directory: str) -> bool:
             os.unlink(probe)
 
 
+def _recorded(directory: str) -> Iterator[tuple[str, bytes]]:
+    """(path, raw record) of each file in ``directory`` that carries a record, in name order;
+    spares without one, and files gone meanwhile, are left out."""
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            yield path, os.getxattr(path, XATTR)
+        except OSError:
+            continue
+
+
 def spooled_local(directory: str) -> list[SpooledLocal]:
     """The acknowledged local messages waiting in ``directory`` (for ``txmailhost queue list``)."""
     found = []
-    with contextlib.suppress(FileNotFoundError):
-        for name in sorted(os.listdir(directory)):
-            path = os.path.join(directory, name)
-            try:
-                found.append(SpooledLocal.from_record(path, os.getxattr(path, XATTR)))
-            except (OSError, ValueError):
-                continue  # a spare, or delivered meanwhile
+    for path, raw in _recorded(directory):
+        with contextlib.suppress(ValueError):
+            found.append(SpooledLocal.from_record(path, raw))
     return found
 
 
@@ -283,16 +300,13 @@ class LocalDelivery(Service):
         """Deliver ``batch``; returns the messages that failed (they stay in the spool)."""
         failed: list[SpooledLocal] = []
         try:
-            self._store.deliver_named_sync(
-                [(i.path, i.stem, i.arrival, list(i.targets)) for i in batch]
-            )
+            self._store.deliver_named_sync([item.delivery for item in batch])
             done = batch
         except Exception:
             done = []
             for item in batch:  # one by one, to find the one that fails (links are idempotent)
                 try:
-                    self._store.deliver_named_sync([(item.path, item.stem, item.arrival,
-                                                     list(item.targets))])  # fmt: skip
+                    self._store.deliver_named_sync([item.delivery])
                     done.append(item)
                 except Exception:
                     log.failure("local delivery of {queue_id}", queue_id=item.queue_id)
@@ -315,16 +329,9 @@ class LocalDelivery(Service):
         Blocking; the service runs it at start before any listener opens.
         """
         delivered = discarded = 0
-        try:
-            names = sorted(os.listdir(self.directory))
-        except FileNotFoundError:
-            return 0, 0
-        for name in names:
-            path = os.path.join(self.directory, name)
-            try:
-                raw = os.getxattr(path, XATTR)
-            except OSError:
-                continue  # a spare never used, or one never acknowledged: swept later
+        # Files without a record (spares never used or never acknowledged) are swept later.
+        for path, raw in _recorded(self.directory):
+            name = os.path.basename(path)
             try:
                 item = SpooledLocal.from_record(path, raw)
                 if not item.intact():
@@ -336,15 +343,14 @@ class LocalDelivery(Service):
                     os.unlink(path)
                 continue
             try:
-                self._store.deliver_named_sync(
-                    [(path, item.stem, item.arrival, list(item.targets))], recovering=True
-                )
+                self._store.deliver_named_sync([item.delivery], recovering=True)
             except Exception:
                 log.failure("spool: delivering {name} after a restart", name=name)
                 self._unfinished.append(item)  # retried once the service runs
                 continue
             with contextlib.suppress(OSError):
                 os.removexattr(path, XATTR)
+            with contextlib.suppress(OSError):
                 os.unlink(path)
             delivered += 1
             log.info(

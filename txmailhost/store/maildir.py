@@ -843,8 +843,7 @@ class MaildirStore:
 
     def mailbox_directory(self, user: str, mailbox: str) -> str:
         """Where ``mailbox`` of ``user`` lives (whether or not it exists yet)."""
-        name = INBOX if mailbox.upper() == INBOX else mailbox
-        return folder_directory(user_directory(self.root, user), name)
+        return self._folder(user, mailbox, must_exist=False)
 
     def deliver_named_sync(
         self,
