@@ -651,22 +651,17 @@ class POP3Server(LineReceiver, TimeoutMixin):
             del self._prefetched[uid]
         last = len(self._messages)
         ready = self._prefetched.keys() | self._prefetching
-        window = range(number + 1, min(number + READ_AHEAD_LOW, last) + 1)
-        if all(
-            n in self._deleted
-            or self._messages[n - 1].size > self.chunk_size
-            or self._messages[n - 1].uid in ready
-            for n in window
-        ):
+
+        def wanted_at(n: int) -> bool:
+            info = self._messages[n - 1]
+            return n not in self._deleted and info.size <= self.chunk_size and info.uid not in ready
+
+        if not any(map(wanted_at, range(number + 1, min(number + READ_AHEAD_LOW, last) + 1))):
             return  # the next few are on their way: one trip per READ_AHEAD, not per RETR
         wanted, octets = [], 0
         for ahead in range(number + 1, min(number + 1 + READ_AHEAD, last + 1)):
             info = self._messages[ahead - 1]
-            if (
-                ahead not in self._deleted
-                and info.size <= self.chunk_size
-                and info.uid not in ready
-            ):
+            if wanted_at(ahead):
                 octets += info.size
                 if wanted and octets > READ_AHEAD_BYTES:
                     break
