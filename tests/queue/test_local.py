@@ -114,7 +114,7 @@ def test_recovery_delivers_each_acknowledged_message_once(store, spool):
 
 def test_recovery_after_a_crash_between_link_and_cleanup_adds_no_copy(store, spool):
     item = spooled(spool)
-    store.deliver_named_sync([(item.path, item.stem, item.arrival, list(item.targets))])
+    store.deliver_named_sync([item.delivery])
     (name,) = files(store, ALICE)
     # A client read it (new/ -> cur/ with \Seen) before the crash.
     directory = store.mailbox_directory(ALICE, "INBOX")
@@ -132,7 +132,7 @@ def test_recovery_removes_unacknowledged_files(store, spool):
 
 def test_names_derive_from_the_spool_name_and_the_index_knows_them(store, spool):
     item = spooled(spool, targets=((ALICE, "INBOX"), (ALICE, "Gone")))
-    store.deliver_named_sync([(item.path, item.stem, item.arrival, list(item.targets))])
+    store.deliver_named_sync([item.delivery])
     names = files(store, ALICE)  # the vanished folder's copy went to INBOX
     assert names == [
         f"1790000000.Sf1R{n}.{names[0].split('.', 2)[2].split(',')[0]},S={len(MSG)}" for n in (0, 1)
