@@ -70,7 +70,7 @@ def test_files_renamed_by_a_maildir_tool_are_seen(store, source):
     deliver(store, source, 2)
     assert result(inbox.select(False)).unseen == 2
     new = os.path.join(inbox.directory, "new")
-    name = sorted(os.listdir(new))[0]
+    name = MailboxIndex(inbox.directory).row(1)[1]  # not a sort of the names: M<usec> is unpadded
     os.rename(os.path.join(new, name), os.path.join(inbox.directory, "cur", name + ":2,S"))
     selection = result(inbox.select(False))
     assert (selection.unseen, selection.first_unseen) == (1, 2)
