@@ -150,6 +150,21 @@ def test_relaying_is_denied_whatever_the_address_trick(session, world, recipient
     assert world.inbox_files("alice@example.test") == []
 
 
+@pytest.mark.parametrize("recipient", [b'<"alice"@example.test>', b'<"al\\ice"@example.test>'])
+def test_a_quoted_local_part_that_needs_no_quotes_is_the_same_mailbox(session, world, recipient):
+    """RFC 5322 3.4.1: "alice" and alice are one local part; quoting must not hide a user."""
+    session.send(b"EHLO c.test\r\nMAIL FROM:<a@r.test>\r\n")
+    assert session.send(b"RCPT TO:" + recipient + b"\r\n") == b"250 2.1.5 recipient OK\r\n"
+    assert session.send(b"DATA\r\n").startswith(b"354")
+    assert session.send(b"Subject: q\r\n\r\nhi\r\n.\r\n").startswith(b"250 2.0.0")
+    assert len(world.inbox_files("alice@example.test")) == 1
+
+
+def test_a_helo_name_longer_than_any_domain_is_refused(session):
+    assert session.send(b"EHLO " + b"a" * 256 + b"\r\n").startswith(b"501 5.5.4")
+    assert session.send(b"HELO " + b"a" * 255 + b"\r\n").startswith(b"250 ")
+
+
 def test_relay_to_foreign_domain_is_554_571(session):
     session.send(b"EHLO c.test\r\nMAIL FROM:<a@r.test>\r\n")
     assert session.send(b"RCPT TO:<v@elsewhere.test>\r\n") == b"554 5.7.1 relaying denied\r\n"

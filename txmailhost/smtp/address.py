@@ -4,7 +4,8 @@ RFC 5321 4.1.2 grammar, with the leniency real clients need (a space after the c
 that opens a hole: a source route (``<@a.example:user@b.example>``) is accepted and ignored as
 4.1.1.3 requires, so the relay decision is made on ``user@b.example``; quoted local parts are
 kept quoted (they never match an account, so they can't smuggle ``%`` or ``@`` routing past the
-relay check); address literals (``user@[192.0.2.1]``) are never one of our domains.
+relay check) unless their content is itself a plain dot-string: ``"alice"@example.org`` is the
+same mailbox as ``alice@example.org`` (RFC 5322 3.4.1) and is unquoted; address literals (``user@[192.0.2.1]``) are never one of our domains.
 
 Twisted's ``smtp.Address`` is not used: the server's grammar there drops the parameters
 (SIZE, BODY) that the policy needs (audit §1).
@@ -21,6 +22,8 @@ _QUOTED = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"'
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*"
 _LITERAL = r"\[[\x21-\x5a\x5e-\x7e]+\]"
+_PLAIN_LOCAL = re.compile(rf"^{_DOT_STRING}$")
+_QUOTED_PAIR = re.compile(r"\\(.)")
 _MAILBOX = re.compile(rf"^(?P<local>{_DOT_STRING}|{_QUOTED})@(?P<domain>{_DOMAIN}|{_LITERAL})$")
 _ROUTE = re.compile(rf"^@{_DOMAIN}(?:,@{_DOMAIN})*:")
 _KEYWORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
@@ -65,7 +68,12 @@ def parse_mailbox(text: str) -> Mailbox:
     match = _MAILBOX.match(text)
     if not match or len(match["local"]) > MAX_LOCAL:
         raise AddressError(f"bad address {text!r}")
-    return Mailbox(match["local"], match["domain"])
+    local = match["local"]
+    if local.startswith('"'):
+        content = _QUOTED_PAIR.sub(r"\1", local[1:-1])
+        if _PLAIN_LOCAL.match(content):
+            local = content
+    return Mailbox(local, match["domain"])
 
 
 def parse_path_argument(arg: str, keyword: str, allow_null: bool) -> PathArgument:

@@ -75,6 +75,7 @@ class State(enum.Enum):
 
 
 _MAX_PENDING = 64 * 1024  # bytes buffered behind a pending command before reading pauses
+MAX_HELO = 255  # RFC 5321 4.5.3.1.2: the longest domain; a longer HELO name is no name
 _ANY = frozenset(State) - {State.DATA, State.CLOSING}
 _SEQUENCE: dict[str, frozenset[State]] = {
     "EHLO": _ANY,
@@ -346,7 +347,7 @@ class SMTPServer(Protocol, TimeoutMixin):
     # -- commands --------------------------------------------------------------------------
 
     def _greet(self, arg: str, esmtp: bool) -> SMTPReply | None:
-        if not arg or " " in arg:
+        if not arg or " " in arg or len(arg) > MAX_HELO:
             self._error(
                 replies.SYNTAX_ERROR.with_text("HELO/EHLO needs one domain or address literal")
             )
