@@ -180,6 +180,17 @@ def test_over_long_line_split_over_reads_is_skipped_to_its_end(world):
     assert s.send(b"zz\r\na2 NOOP\r\n") == b"a2 OK NOOP completed\r\n"
 
 
+def test_lines_ended_by_a_bare_lf_work_as_with_nc(world):
+    """``nc`` sends LF alone; like Dovecot, a line ends at LF and a CR before it is dropped,
+    literals included (the octet count covers the literal only)."""
+    s = Session(make_factory(world))
+    s.take()
+    assert s.send(f"a1 LOGIN {ALICE} {PASSWORD}\n".encode()).startswith(b"a1 OK")
+    reply = s.send(b"a2 APPEND INBOX {5+}\nhello\na3 SELECT INBOX\na4 FETCH 1 BODY[]\n")
+    assert reply.startswith(b"a2 OK [APPENDUID ")
+    assert b"* 1 FETCH (BODY[] {5}\r\nhello FLAGS (\\Recent \\Seen))\r\na4 OK" in reply
+
+
 def test_deep_parentheses_are_bad_not_a_crash(alice):
     alice.cmd("s SELECT INBOX")
     reply = alice.cmd("b SEARCH " + "(" * 100 + "ALL" + ")" * 100)

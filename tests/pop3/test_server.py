@@ -241,6 +241,13 @@ def test_user_pass_logs_in_and_reports_the_maildrop(stocked):
     )
 
 
+def test_commands_ended_by_a_bare_lf_work_as_with_nc(stocked):
+    """``nc`` sends LF alone; like Dovecot, a line ends at LF and a CR before it is dropped."""
+    client = stocked.connect()
+    reply = client.send(f"USER {ALICE}\nPASS {PASSWORD}\nSTAT\r\nNOOP\n".encode())
+    assert reply.split(b"\r\n")[2:] == [b"+OK 2 %d" % (len(MSG1) + len(MSG2)), b"+OK", b""]
+
+
 def test_user_pass_from_remote_peer_without_tls_is_refused(world):
     client = world.connect(REMOTE)
     assert client.cmd(f"USER {ALICE}") == PLAINTEXT_REFUSED

@@ -49,7 +49,7 @@ from txmailhost.imap.commands import MailboxCommands
 from txmailhost.imap.login import LoginCommands
 from txmailhost.imap.messages import MessageCommands
 from txmailhost.imap.parser import LITERAL_MARKER, LiteralFile, ParseError, Reader
-from txmailhost.imap.replies import CRLF, Done, IMAPError, printable
+from txmailhost.imap.replies import Done, IMAPError, printable
 from txmailhost.imap.session import SelectedMailbox
 from txmailhost.imap.updates import UpdateMixin
 from txmailhost.peer import quick_ack
@@ -166,6 +166,9 @@ class IMAPServer(
     """One IMAP session; see the module docstring for its shape."""
 
     factory: IMAPFactory
+    # A line ends at LF; a CR before it is dropped (``lineReceived``). RFC 9051 asks for CRLF,
+    # but an administrator typing into ``nc`` sends bare LF, and Dovecot accepts it too.
+    delimiter = b"\n"
 
     def __init__(self) -> None:
         self.state = State.NOT_AUTHENTICATED
@@ -189,7 +192,6 @@ class IMAPServer(
         self._discard_literal = 0
         self._discard_reply: tuple[bytes, IMAPError] | None = None
         self._discarding_line = False
-        self._discard_carry = b""
         self._reparse = False
         self._line_waiter: Deferred[bytes] | None = None
         self._running = False
@@ -293,7 +295,7 @@ class IMAPServer(
         if self._closing:
             return
         if self._discarding_line:
-            data = self._skip_to_crlf(data)
+            data = self._skip_line(data)
             if not data:
                 return
         super().dataReceived(data)
@@ -301,29 +303,26 @@ class IMAPServer(
         while self._reparse and not self._busyReceiving:
             self._reparse = False
             if self._discarding_line:
-                rest = self._skip_to_crlf(self.clearLineBuffer())
+                rest = self._skip_line(self.clearLineBuffer())
                 if not rest:
                     return
                 self._buffer = rest
             super().dataReceived(b"")
 
-    def _skip_to_crlf(self, data: bytes) -> bytes:
-        data = self._discard_carry + data
-        end = data.find(CRLF)
+    def _skip_line(self, data: bytes) -> bytes:
+        end = data.find(b"\n")
         if end < 0:
-            self._discard_carry = b"\r" if data.endswith(b"\r") else b""
             return b""
-        self._discarding_line, self._discard_carry = False, b""
-        return data[end + 2 :]
+        self._discarding_line = False
+        return data[end + 1 :]
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        """``BAD`` with the tag (if one can be read), skip to the next CRLF, keep the session."""
+        """``BAD`` with the tag (if one can be read), skip to the next line end, keep the session."""
         tag = self._tag_of(self._segments[0] if self._segments else line)
         self._reset_command()
-        _first, sep, rest = line.partition(CRLF)
+        _first, sep, rest = line.partition(b"\n")
         if not sep:
             self._discarding_line = True
-            self._discard_carry = b"\r" if line.endswith(b"\r") else b""
         self._reply(tag, replies.LineTooLong())
         self.flush()
         if sep and rest:
@@ -331,6 +330,8 @@ class IMAPServer(
             self._reparse = True
 
     def lineReceived(self, line: bytes) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
         self.resetTimeout()
         if self._line_waiter is not None:
             waiter, self._line_waiter = self._line_waiter, None
@@ -412,8 +413,7 @@ class IMAPServer(
                 # The rest of the refused command's line follows the literal: skip it.
                 self.line_mode = 1
                 self._discarding_line = True
-                self._discard_carry = b""
-                rest = self._skip_to_crlf(data[len(taken) :])
+                rest = self._skip_line(data[len(taken) :])
                 if rest:
                     self.dataReceived(rest)
             return

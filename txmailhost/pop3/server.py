@@ -38,7 +38,7 @@ from zope.interface import implementer
 from txmailhost.accounts.throttle import LoginThrottled, password_login
 from txmailhost.peer import is_loopback
 from txmailhost.pop3 import replies
-from txmailhost.pop3.replies import CRLF, OK, Continuation, DotStuffer, POP3Error, printable
+from txmailhost.pop3.replies import OK, Continuation, DotStuffer, POP3Error, printable
 from txmailhost.sasl import SASLError, decode_response, parse_plain
 from txmailhost.store.interfaces import INBOX, MessageInfo, StoreError
 from txmailhost.store.interfaces import NoSuchMessage as StoreNoSuchMessage
@@ -179,6 +179,9 @@ class POP3Server(LineReceiver, TimeoutMixin):
 
     chunk_size = 64 * 1024
     factory: POP3Factory
+    # A line ends at LF; a CR before it is dropped (``lineReceived``). RFC 1939 asks clients for
+    # CRLF, but an administrator typing into ``nc`` sends bare LF, and Dovecot accepts it too.
+    delimiter = b"\n"
 
     def __init__(self) -> None:
         self.state = State.AUTHORIZATION
@@ -203,8 +206,7 @@ class POP3Server(LineReceiver, TimeoutMixin):
         self._batch_depth = 0
         self._receiving = 0
         self._leftover: bytes | None = None  # input after an over-long line, to parse again
-        self._discarding = False  # inside an over-long line: drop bytes up to the next CRLF
-        self._discard_carry = b""
+        self._discarding = False  # inside an over-long line: drop bytes up to the next LF
         self._closing = False
         self._lost = False
         self._session_timer: Any = None
@@ -278,26 +280,25 @@ class POP3Server(LineReceiver, TimeoutMixin):
             self._receiving -= 1
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        """Answer ``-ERR line too long`` and skip to the next CRLF, keeping the session."""
+        """Answer ``-ERR line too long`` and skip to the next line end, keeping the session."""
         self._sasl_pending = False
-        _, sep, rest = line.partition(CRLF)
+        _, sep, rest = line.partition(b"\n")
         if sep:
             self._leftover = rest
         else:
             self._discarding = True
-            self._discard_carry = b"\r" if line.endswith(b"\r") else b""
         self._send(replies.LineTooLong())
 
     def _discard(self, data: bytes) -> bytes:
-        data = self._discard_carry + data
-        end = data.find(CRLF)
+        end = data.find(b"\n")
         if end < 0:
-            self._discard_carry = b"\r" if data.endswith(b"\r") else b""
             return b""
-        self._discarding, self._discard_carry = False, b""
-        return data[end + 2 :]
+        self._discarding = False
+        return data[end + 1 :]
 
     def lineReceived(self, line: bytes) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
         # The idle timer restarts per command (and per chunk sent), not per byte received, so
         # a client dribbling a byte a minute without ever finishing a line is still idle.
         self.resetTimeout()
