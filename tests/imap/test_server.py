@@ -209,7 +209,8 @@ def test_pipelined_commands_are_answered_in_order(alice):
     assert reply.endswith(b"c OK CAPABILITY completed\r\nd OK NOOP completed\r\n")
 
 
-def test_starttls_discards_pipelined_commands(world, factory):
+@pytest.mark.parametrize("end", ["\r\n", "\n"])
+def test_starttls_discards_pipelined_commands(world, factory, end):
     factory.tls_creator = CREATOR
     s = Session.__new__(Session)
     s.factory = factory
@@ -218,7 +219,7 @@ def test_starttls_discards_pipelined_commands(world, factory):
     s.protocol.makeConnection(s.transport)
     greeting = s.take()
     assert b"STARTTLS" in greeting and b"LOGINDISABLED" in greeting
-    reply = s.send(f"a STARTTLS\r\nb LOGIN {ALICE} {PASSWORD}\r\n".encode())
+    reply = s.send(f"a STARTTLS{end}b LOGIN {ALICE} {PASSWORD}{end}".encode())
     assert reply == b"a OK begin TLS negotiation now\r\n"
     assert s.transport.tls_started_with is CREATOR
     caps = s.cmd("c CAPABILITY")

@@ -394,9 +394,10 @@ def test_auth_without_arguments_lists_the_mechanisms_allowed_here(world):
 # -- STLS (RFC 2595) ---------------------------------------------------------------------------
 
 
-def test_stls_discards_pipelined_commands_then_allows_plaintext_auth(world):
+@pytest.mark.parametrize("end", ["\r\n", "\n"])
+def test_stls_discards_pipelined_commands_then_allows_plaintext_auth(world, end):
     client = world.connect(REMOTE, tls_creator=CREATOR)
-    reply = client.send(f"STLS\r\nUSER {ALICE}\r\nQUIT\r\n".encode())
+    reply = client.send(f"STLS{end}USER {ALICE}{end}QUIT{end}".encode())
     assert reply == b"+OK begin TLS negotiation\r\n"  # nothing for USER or QUIT
     assert client.transport.tls_creator is CREATOR
     assert not client.closed
