@@ -304,14 +304,15 @@ class MailboxIndex:
             db.execute("INSERT OR REPLACE INTO meta VALUES ('recent_uid', ?)", (meta["uidnext"],))
         return first
 
-    def full_rows(self, uids: list[int], db: sqlite3.Connection) -> dict[int, tuple]:
+    def full_rows(self, uids: list[int], db: sqlite3.Connection | None = None) -> dict[int, tuple]:
         """``row`` for each of the sorted ``uids``, in one range query."""
+        db = db or self._db
         wanted = set(uids)
         return {
             row[0]: row
             for row in db.execute(
                 "SELECT uid, name, subdir, flags, keywords, internaldate, size, modseq"
-                " FROM messages WHERE uid BETWEEN ? AND ?",
+                " FROM messages WHERE uid BETWEEN ? AND ? ORDER BY uid",
                 (uids[0], uids[-1]),
             )
             if row[0] in wanted

@@ -251,6 +251,16 @@ class MaildirMailbox:
                     return os.path.join(self.directory, sub, filename)
         raise NoSuchMessage(f"UID {uid} is no longer in {self.name}")
 
+    def _read_message(self, uid: int, path: str) -> bytes:
+        """The file at ``path`` (where the index row says it is), or wherever ``_locate`` finds it
+        if another Maildir tool renamed it: one open, no stat, in the usual case."""
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            with open(self._locate(uid), "rb") as f:
+                return f.read()
+
     def _open_message(self, uid: int) -> BinaryIO:
         return open(self._locate(uid), "rb")  # noqa: SIM115 - the caller closes it
 
@@ -359,17 +369,17 @@ class MaildirMailbox:
                     strict=True,
                 )
             ]
-        wanted = set(uids)
-        rows = [r for r in self._index.range_rows(uids[0], uids[-1]) if r[0] in wanted]
-        headers = self._index.cached_headers([r[0] for r in rows]) if header else {}
+        rows = self._index.full_rows(uids)
+        headers = self._index.cached_headers(list(rows)) if header else {}
         found, to_cache = [], []
-        for row in rows:
-            uid = row[0]
+        for uid, row in rows.items():
+            _uid, name, subdir, bits, keywords, internaldate, size, modseq = row
             head = body = None
             if content:
                 try:
-                    with open(self._locate(uid), "rb") as f:
-                        body = f.read()
+                    body = self._read_message(
+                        uid, _message_path(self.directory, name, subdir, bits)
+                    )
                 except (NoSuchMessage, FileNotFoundError):
                     continue
             if header:
@@ -384,7 +394,6 @@ class MaildirMailbox:
                         except (NoSuchMessage, FileNotFoundError):
                             continue
                     to_cache.append((uid, head))
-            uid, bits, keywords, internaldate, size, modseq = row
             flags = bits_to_flags(bits, keywords)
             found.append(StoredMessage(uid, flags, size, internaldate, modseq, head, body))
         if to_cache:
