@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import imaplib
 import os
 import poplib
+import re
 import smtplib
 import threading
 import time
@@ -11,6 +13,7 @@ import time
 import pytest
 
 from tests.e2e.conftest import PASSWORD
+from txmailhost.queue.local import XATTR
 
 pytestmark = pytest.mark.slow
 
@@ -96,7 +99,72 @@ def test_sigkill_right_after_250_delivers_spooled_mail_once_at_restart(server):
 
 def _has_record(path: str) -> bool:
     try:
-        os.getxattr(path, "user.txmailhost.envelope")
+        os.getxattr(path, XATTR)
     except OSError:
         return False
     return True
+
+
+def _appender(port: int, worker: int, acked: dict[str, int], stop: threading.Event) -> None:
+    """APPEND until the server dies; record each message's UID from its APPENDUID."""
+    n = 0
+    try:
+        client = imaplib.IMAP4("127.0.0.1", port, timeout=5)
+        client.login("alice@example.test", PASSWORD)
+        while not stop.is_set():
+            n += 1
+            msg_id = f"a{worker}-m{n}"
+            # Every third one is large enough to be staged in a file, not in memory.
+            filler = "x" * 76 + "\r\n"
+            body = f"Subject: {msg_id}\r\n\r\n" + filler * (3000 if n % 3 == 0 else 10)
+            body += f"END {msg_id}\r\n"
+            typ, data = client.append("INBOX", None, None, body.encode())
+            if typ != "OK":
+                return
+            match = re.search(rb"APPENDUID \d+ (\d+)", data[0])
+            assert match, data
+            acked[msg_id] = int(match[1])
+    except (OSError, imaplib.IMAP4.abort, imaplib.IMAP4.error):
+        return
+
+
+def test_sigkill_during_appends_loses_no_acknowledged_message_and_keeps_its_uid(server):
+    """DESIGN invariant 1 for IMAP: an OK after APPEND means the message is on disk, once,
+    under the UID the APPENDUID response gave."""
+    acked: dict[str, int] = {}
+    stop = threading.Event()
+    workers = [
+        threading.Thread(target=_appender, args=(server.ports["imap"], w, acked, stop))
+        for w in range(4)
+    ]
+    for w in workers:
+        w.start()
+    time.sleep(2.0)
+    server.kill()
+    stop.set()
+    for w in workers:
+        w.join(timeout=30)
+    assert len(acked) > 10, "the load didn't get going"
+
+    server.start()
+    client = imaplib.IMAP4("127.0.0.1", server.ports["imap"], timeout=30)
+    client.login("alice@example.test", PASSWORD)
+    client.select("INBOX", readonly=True)
+    typ, data = client.uid("FETCH", "1:*", "(BODY.PEEK[])")
+    assert typ == "OK"
+    found: dict[str, list[int]] = {}
+    for item in data:
+        if not isinstance(item, tuple):
+            continue
+        uid = int(re.search(rb"UID (\d+)", item[0])[1])
+        content = item[1]
+        subject = re.search(rb"Subject: (\S+)", content)[1].decode()
+        assert content.endswith(f"END {subject}\r\n".encode()), f"{subject} is truncated"
+        found.setdefault(subject, []).append(uid)
+    client.logout()
+    missing = [m for m in acked if m not in found]
+    doubled = [m for m, uids in found.items() if len(uids) > 1]
+    moved = [m for m, uid in acked.items() if m in found and found[m] != [uid]]
+    assert not missing, f"acknowledged but lost: {missing}"
+    assert not doubled, f"stored twice: {doubled}"
+    assert not moved, f"not under the UID APPENDUID gave: {moved}"
