@@ -789,3 +789,35 @@ def test_read_ahead_goes_to_the_store_once_per_batch_not_once_per_retr(world, mo
     assert client.cmd("RETR 30").startswith(b"+OK")
     protocol = client.protocol
     assert all(uid > 20 for uid in protocol._prefetched)
+
+
+def test_a_retr_that_catches_up_with_the_read_ahead_waits_for_it(world, monkeypatch):
+    """A fast client can ask for a message whose batch is still being read: the RETR waits for
+    that batch instead of reading the file a second time."""
+    bodies = [b"Subject: m%d\r\n\r\nbody %d\r\n" % (n, n) for n in range(6)]
+    for body in bodies:
+        world.deliver(body)
+    held: list[tuple[Deferred, Deferred]] = []
+    real = MaildirMailbox.messages
+
+    def slow(self, uids, header, content):
+        answer: Deferred = Deferred()
+        held.append((real(self, uids, header, content), answer))
+        return answer
+
+    opened: list[int] = []
+    real_open = MaildirMailbox.open_message
+    monkeypatch.setattr(MaildirMailbox, "messages", slow)
+    monkeypatch.setattr(
+        MaildirMailbox, "open_message", lambda self, uid: opened.append(uid) or real_open(self, uid)
+    )
+    client = world.connect()
+    client.login()
+    assert client.cmd("RETR 1").startswith(b"+OK")  # starts reading 2..6 ahead
+    assert len(held) == 1 and opened == [1]
+    assert client.cmd("RETR 2") == b""  # waits for the batch
+    result, answer = held.pop()
+    result.addCallback(answer.callback)
+    client.pump()
+    assert client.read() == b"+OK %d octets\r\n%s.\r\n" % (len(bodies[1]), bodies[1])
+    assert opened == [1]  # message 2 came from the batch, not from a second read

@@ -212,6 +212,7 @@ class POP3Server(LineReceiver, TimeoutMixin):
         self._session_timer: Any = None
         self._prefetched: dict[int, bytes] = {}  # uid -> content read ahead (small messages)
         self._prefetching: set[int] = set()
+        self._awaiting: tuple[int, Deferred[None]] | None = None  # a RETR waiting for its batch
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -632,9 +633,24 @@ class POP3Server(LineReceiver, TimeoutMixin):
         self._read_ahead(number)
         content = self._prefetched.pop(info.uid, None)
         if content is not None:
-            file = io.BytesIO(content)
-            return _Retrieval(header, file, _file_chunks(file, self.chunk_size), True, info.size)
+            return self._from_memory(content, info, header)
+        if info.uid in self._prefetching:  # a fast client caught up with the read-ahead
+            return Deferred.fromCoroutine(self._after_read_ahead(number, info, header))
         return Deferred.fromCoroutine(self._open(number, info, header, _file_chunks, True))
+
+    def _from_memory(self, content: bytes, info: MessageInfo, header: bytes) -> _Retrieval:
+        file = io.BytesIO(content)
+        return _Retrieval(header, file, _file_chunks(file, self.chunk_size), True, info.size)
+
+    async def _after_read_ahead(self, number: int, info: MessageInfo, header: bytes) -> _Retrieval:
+        """Wait for the batch already reading this message rather than read it a second time."""
+        waiter: Deferred[None] = Deferred()
+        self._awaiting = (info.uid, waiter)
+        await waiter
+        content = self._prefetched.pop(info.uid, None)
+        if content is not None:
+            return self._from_memory(content, info, header)
+        return await self._open(number, info, header, _file_chunks, True)  # the batch failed
 
     def _read_ahead(self, number: int) -> None:
         """Fetch the next small messages, in batches, while the client reads this one.
@@ -677,11 +693,19 @@ class POP3Server(LineReceiver, TimeoutMixin):
                 for message in messages:
                     if message.content is not None:
                         self._prefetched[message.uid] = message.content
+            self._wake(wanted)
 
         def failed(failure: Failure) -> None:
             self._prefetching.difference_update(wanted)  # RETR will open the file itself
+            self._wake(wanted)
 
         self._mailbox.messages(wanted, False, True).addCallbacks(arrived, failed)
+
+    def _wake(self, batch: list[int]) -> None:
+        if self._awaiting is not None and self._awaiting[0] in batch:
+            _uid, waiter = self._awaiting
+            self._awaiting = None
+            waiter.callback(None)
 
     def _top(self, args: list[bytes]) -> Deferred[_Retrieval]:
         number, info = self._message(args[0])
