@@ -167,6 +167,11 @@ def test_status_reports_counts(alice, world):
     )
 
 
+def test_status_with_an_empty_or_unknown_item_list_is_bad(alice):
+    assert alice.cmd("b STATUS INBOX ()") == b"b BAD STATUS needs at least one item\r\n"
+    assert alice.cmd("c STATUS INBOX (BOGUS)") == b"c BAD unknown STATUS item BOGUS\r\n"
+
+
 def test_append_answers_appenduid_and_stores_the_exact_bytes(alice, world):
     message = b"Subject: saved\r\n\r\ndraft\r\n"
     assert alice.cmd(f"b APPEND Drafts (\\Draft) {{{len(message)}}}") == (

@@ -342,6 +342,8 @@ class MailboxCommands:
         reader.sp()
         items = [item.upper() for item in _atom_list(reader, ordered=True)]
         reader.end()
+        if not items:
+            raise ParseError("STATUS needs at least one item")  # status-att-list is 1*
         for item in items:
             if item not in _STATUS_ITEMS:
                 raise ParseError(f"unknown STATUS item {item}")
