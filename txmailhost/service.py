@@ -214,7 +214,10 @@ def build(config: Any, reactor: Any) -> MultiService:
     storage_pool = ThreadPool(
         minthreads=1, maxthreads=config.store.threads, name="txmailhost-storage"
     )
-    accounts_pool = ThreadPool(minthreads=1, maxthreads=4, name="txmailhost-accounts")
+    # Password checks are scrypt: CPU-bound (the GIL is released) and 32 MiB each. More of them
+    # at once than there are cores adds memory, not speed.
+    logins_at_once = max(1, min(4, os.cpu_count() or 1))
+    accounts_pool = ThreadPool(minthreads=1, maxthreads=logins_at_once, name="txmailhost-accounts")
     ThreadPoolService(storage_pool).setServiceParent(top)
     ThreadPoolService(accounts_pool).setServiceParent(top)
 
