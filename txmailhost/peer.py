@@ -6,9 +6,13 @@ import contextlib
 import ipaddress
 import re
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
 
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 
@@ -53,3 +57,49 @@ def quick_ack(transport: Any) -> None:
                 handle.setsockopt(socket.IPPROTO_TCP, option, 1)
             return
         transport = getattr(transport, "transport", None)  # a TLS or policy wrapper
+
+
+@implementer(IPushProducer)
+class OutputPressure:
+    """Whether the client reads what the server writes, for the whole connection.
+
+    Registered as the transport's streaming producer: Twisted pauses it once more than its
+    buffer size (64 KiB) waits to be sent and resumes it when everything has gone. A client
+    may pipeline commands without ever reading the replies; a server that keeps answering
+    buffers them all (NOOP and HELP floods grew the server by 250 MiB in 8 seconds). The
+    protocols take no further command while ``blocked``, so their input fills, reading
+    stops, and the client's own writes block; ``on_resume`` carries on once the client reads.
+    """
+
+    def __init__(self, on_resume: Callable[[], None]) -> None:
+        self.blocked = False
+        self._on_resume = on_resume
+        self._waiters: list[Deferred[None]] = []
+
+    def pauseProducing(self) -> None:
+        self.blocked = True
+
+    def resumeProducing(self) -> None:
+        if not self.blocked:
+            return
+        self.blocked = False
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+        self._on_resume()
+
+    def stopProducing(self) -> None:
+        """The connection is gone: wake whoever waits (they check for that themselves)."""
+        self.blocked = False
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def wait(self) -> Deferred[None]:
+        """Fires when the client has read what was buffered (or the connection is gone)."""
+        waiter: Deferred[None] = Deferred()
+        if self.blocked:
+            self._waiters.append(waiter)
+        else:
+            waiter.callback(None)
+        return waiter

@@ -295,3 +295,28 @@ def test_append_over_the_quota_fails_with_overquota_and_stores_nothing(world):
     reply = s.cmd("b APPEND INBOX {200+}\r\n" + "y" * 200)
     assert reply == b"b NO [OVERQUOTA] mailbox quota exceeded\r\n"
     assert s.cmd("c STATUS INBOX (MESSAGES)").startswith(b'* STATUS "INBOX" (MESSAGES 1)')
+
+
+def test_a_client_that_stops_reading_replies_stops_being_read(alice):
+    """Pipelined commands from a client that never reads the replies must not pile up replies
+    in memory: while the transport's buffer is full (it pauses the session's producer), no
+    further command runs and reading stays paused; when the client reads, the rest run."""
+    pressure = alice.transport.producer
+    assert pressure is not None and alice.transport.streaming
+    pressure.pauseProducing()  # what the transport does when 64 KiB wait to be sent
+    reply = alice.send(b"".join(b"n%d NOOP\r\n" % i for i in range(300)))
+    assert reply == b"n0 OK NOOP completed\r\n"  # the command at hand, no more
+    assert alice.transport.producerState == "paused"
+    pressure.resumeProducing()  # the client read it
+    assert alice.take().count(b" OK NOOP completed\r\n") == 299
+    assert alice.transport.producerState == "producing"
+
+
+def test_idle_still_reads_done_once_the_client_catches_up(alice):
+    alice.cmd("s SELECT INBOX")
+    pressure = alice.transport.producer
+    pressure.pauseProducing()
+    assert alice.cmd("i IDLE") == b"+ idling\r\n"
+    assert alice.cmd("DONE") == b""  # not read while the client isn't reading
+    pressure.resumeProducing()  # the client read what piled up
+    assert alice.take() == b"i OK IDLE terminated\r\n"

@@ -99,8 +99,9 @@ class Client:
         return out
 
     def pump(self) -> None:
-        """Be the TCP socket that keeps asking a pull producer for more."""
-        while self.transport.producer is not None:
+        """Be the TCP socket that keeps asking a pull producer (a message being sent) for more;
+        the streaming producer registered for the whole session (OutputPressure) is left be."""
+        while self.transport.producer is not None and not self.transport.streaming:
             self.transport.producer.resumeProducing()
 
     def send(self, data: bytes) -> bytes:
@@ -821,3 +822,41 @@ def test_a_retr_that_catches_up_with_the_read_ahead_waits_for_it(world, monkeypa
     client.pump()
     assert client.read() == b"+OK %d octets\r\n%s.\r\n" % (len(bodies[1]), bodies[1])
     assert opened == [1]  # message 2 came from the batch, not from a second read
+
+
+def test_a_client_that_stops_reading_replies_stops_being_read(stocked):
+    """Pipelined commands from a client that never reads the replies must not pile up replies
+    in memory: once the transport's buffer is full (it pauses the session's producer), no
+    further command runs and reading stops; when the client reads, the rest are answered."""
+    client = stocked.connect()
+    client.login()
+    pressure = client.transport.producer
+    assert pressure is not None and client.transport.streaming
+    pressure.pauseProducing()  # what the transport does when 64 KiB wait to be sent
+    assert client.send(b"NOOP\r\n" * 300) == b"+OK\r\n"  # the command at hand, no more
+    assert client.transport.producerState == "paused"  # and reading stopped
+    pressure.resumeProducing()  # the client read it
+    assert client.read() == b"+OK\r\n" * 299
+    assert client.transport.producerState == "producing"
+    # A long message is sent by its own producer; the session's comes back after it.
+    assert client.cmd("RETR 1").startswith(b"+OK")
+    assert client.transport.producer is pressure
+
+
+def test_replies_to_a_long_pipeline_are_written_in_bounded_batches(stocked):
+    client = stocked.connect()
+    client.login()
+    client.transport.writes = 0
+    assert client.send(b"CAPA\r\n" * 1000).count(b"+OK capability list follows") == 1000
+    assert client.transport.writes > 1  # the transport saw them as they came
+
+
+def test_pressure_comes_back_after_a_message_sent_by_its_own_producer(world):
+    world.deliver(b"Subject: big\r\n\r\n" + b"x" * 200_000 + b"\r\n")
+    client = world.connect()
+    client.login()
+    pressure = client.transport.producer
+    reply = client.cmd("RETR 1")
+    assert reply.startswith(b"+OK") and reply.endswith(b"\r\n.\r\n") and len(reply) > 200_000
+    assert client.transport.producer is pressure and client.transport.streaming
+    assert client.cmd("NOOP") == b"+OK\r\n"

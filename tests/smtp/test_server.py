@@ -444,3 +444,31 @@ def test_data_still_incoming_is_acknowledged_at_once(world, monkeypatch):
     assert s.send(b"Subject: x\r\n\r\nbody\r\n") == b"" and len(acked) == 1
     assert s.send(b".\r\n").startswith(b"250 2.0.0")
     assert len(acked) == 1
+
+
+def test_a_client_that_stops_reading_replies_stops_being_read(session):
+    """Pipelined commands from a client that never reads the replies must not pile up replies
+    in memory: once the transport's buffer is full (it pauses our producer), no further command
+    runs and reading stops; when the client reads, the rest are answered in order."""
+    session.send(b"EHLO c.test\r\n")
+    producer = session.transport.producer
+    assert producer is not None and session.transport.streaming
+    producer.pauseProducing()  # what the transport does when 64 KiB wait to be sent
+    assert session.send(b"NOOP\r\n" * 3) == b""
+    assert session.transport.producerState == "producing"  # a little input may wait
+    session.send(b"NOOP\r\n" * 20_000)
+    assert session.transport.producerState == "paused"  # a lot: reading stops
+    producer.resumeProducing()  # the client read what was buffered
+    assert session.read() == b"250 2.0.0 OK\r\n" * 20_003
+    assert session.transport.producerState == "producing"
+
+
+def test_replies_to_a_long_pipeline_are_written_in_bounded_batches(session):
+    """The transport must see the replies while the pipeline is being worked through, not in
+    one write at its end, or it can't tell the server to stop."""
+    session.send(b"EHLO c.test\r\n")
+    writes: list[bytes] = []
+    real = session.transport.write
+    session.transport.write = lambda data: writes.append(data) or real(data)
+    session.send(b"HELP\r\n" * 1000)
+    assert len(writes) > 1 and max(map(len, writes)) < 64 * 1024

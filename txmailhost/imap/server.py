@@ -33,16 +33,12 @@ from typing import Any
 from twisted.cred.portal import Portal
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import (
-    IPushProducer,
-    ITCPTransport,
-)
+from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from txmailhost.imap import replies
 from txmailhost.imap.commands import MailboxCommands
@@ -52,7 +48,7 @@ from txmailhost.imap.parser import LITERAL_MARKER, LiteralFile, ParseError, Read
 from txmailhost.imap.replies import Done, IMAPError, printable
 from txmailhost.imap.session import SelectedMailbox
 from txmailhost.imap.updates import UpdateMixin
-from txmailhost.peer import quick_ack
+from txmailhost.peer import OutputPressure, quick_ack
 from txmailhost.store.interfaces import (
     InvalidMailboxName,
     MailboxExists,
@@ -132,34 +128,6 @@ class _LiteralSink:
                 os.unlink(self.path)  # type: ignore[arg-type]
 
 
-@implementer(IPushProducer)
-class _Backpressure:
-    """Registered with the transport while a long response is written: the transport pauses
-    it when its buffer is full, and ``drained`` waits for the resume (a slow reader can't make
-    the server buffer a whole FETCH 1:* of bodies)."""
-
-    def __init__(self) -> None:
-        self.paused = False
-        self._waiters: list[Deferred[None]] = []
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
-
-    def stopProducing(self) -> None:
-        self.resumeProducing()
-
-    def wait(self) -> Deferred[None]:
-        waiter: Deferred[None] = Deferred()
-        self._waiters.append(waiter)
-        return waiter
-
-
 class IMAPServer(
     LoginCommands, UpdateMixin, MailboxCommands, MessageCommands, LineReceiver, TimeoutMixin
 ):
@@ -197,7 +165,7 @@ class IMAPServer(
         self._running = False
         self._after_reply: Callable[[], None] | None = None
         self._out: list[bytes] = []
-        self._backpressure: _Backpressure | None = None
+        self._pressure = OutputPressure(self._output_drained)  # the client reads our replies
         self._closing = False
         self.lost = False
         UpdateMixin.__init__(self)
@@ -215,13 +183,13 @@ class IMAPServer(
             with suppress(OSError, AttributeError):  # gone already; or a test transport
                 self.transport.setTcpNoDelay(True)
         self.setTimeout(factory.idle_timeout)
+        self.transport.registerProducer(self._pressure, True)
         caps = " ".join(self.capabilities())
         self.write(f"* OK [CAPABILITY {caps}] txmailhost IMAP4rev1 ready\r\n".encode())
         self.flush()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = True
-        self._release_backpressure()
         if self._line_waiter is not None:
             waiter, self._line_waiter = self._line_waiter, None
             waiter.errback(reason if isinstance(reason, Failure) else connectionDone)
@@ -264,19 +232,16 @@ class IMAPServer(
             self.transport.write(data)
 
     async def drained(self) -> None:
-        """Wait until the transport has room again (see ``_Backpressure``)."""
-        if self._backpressure is None and not self.lost:
-            self._backpressure = _Backpressure()
-            self.transport.registerProducer(self._backpressure, True)
-        while self._backpressure is not None and self._backpressure.paused and not self.lost:
-            await self._backpressure.wait()
+        """Wait until the client has read what the transport holds (a slow reader can't make
+        the server buffer a whole FETCH 1:* of bodies; see ``OutputPressure``)."""
+        while self._pressure.blocked and not self.lost:
+            await self._pressure.wait()
 
-    def _release_backpressure(self) -> None:
-        if self._backpressure is not None:
-            backpressure, self._backpressure = self._backpressure, None
-            if not self.lost:
-                self.transport.unregisterProducer()
-            backpressure.resumeProducing()
+    def _output_drained(self) -> None:
+        """The client has read the replies that piled up: take its next command (or the line
+        a running IDLE or AUTHENTICATE waits for)."""
+        if not self._running or self._line_waiter is not None:
+            self._resume()
 
     def close(self) -> None:
         self.flush()
@@ -533,7 +498,6 @@ class IMAPServer(
                 log.failure("imap could not update {user}", user=self.user)
         if self.lost:
             return
-        self._release_backpressure()
         self._reply(tag, result)
         self.flush()
         after, self._after_reply = self._after_reply, None
@@ -562,7 +526,8 @@ class IMAPServer(
             self.pauseProducing()
 
     def _resume(self) -> None:
-        if self.paused and not self._closing and not self.lost:
+        """Read again, unless the client isn't reading our replies (``_output_drained``)."""
+        if self.paused and not self._closing and not self.lost and not self._pressure.blocked:
             self.resumeProducing()
 
 

@@ -36,7 +36,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txmailhost.accounts.throttle import LoginThrottled, password_login
-from txmailhost.peer import is_loopback
+from txmailhost.peer import OutputPressure, is_loopback
 from txmailhost.pop3 import replies
 from txmailhost.pop3.replies import OK, Continuation, DotStuffer, POP3Error, printable
 from txmailhost.sasl import SASLError, decode_response, parse_plain
@@ -50,6 +50,7 @@ _SASL_ERRORS = {
     "malformed": replies.BadPlainResponse,
     "authzid": replies.AuthzidRefused,
 }
+_MAX_BATCHED_REPLIES = 64  # replies to pipelined commands held for one write, at most
 READ_AHEAD = 16  # small messages fetched ahead of a RETR, in one trip to the store
 READ_AHEAD_LOW = 4  # ... when fewer than this many are still ahead
 READ_AHEAD_BYTES = 256 * 1024  # ... and at most this much per trip
@@ -202,6 +203,8 @@ class POP3Server(LineReceiver, TimeoutMixin):
         self._retrieved = 0
         self._expunged = 0
         self._sender: _MessageSender | None = None
+        self._waiting = False  # a command's Deferred is pending; reading is held for it
+        self._pressure = OutputPressure(self._output_drained)  # the client reads our replies
         self._outbuf: list[bytes] = []
         self._batch_depth = 0
         self._receiving = 0
@@ -228,6 +231,7 @@ class POP3Server(LineReceiver, TimeoutMixin):
                 self.transport.setTcpNoDelay(True)
         self.setTimeout(factory.idle_timeout)
         self._session_timer = self.callLater(factory.session_timeout, self._session_expired)
+        self.transport.registerProducer(self._pressure, True)
         self._write(OK(f"txmailhost POP3 ready {factory.hostname}").render())
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -311,6 +315,8 @@ class POP3Server(LineReceiver, TimeoutMixin):
             log.failure("pop3 command failed for {peer}", peer=self.peer_text)
             result = replies.TempError("internal error")
         self._deliver(result)
+        if self._pressure.blocked:
+            self._hold()  # the client isn't reading: no further command until it does
 
     def _dispatch(self, line: bytes) -> Any:
         if self._sasl_pending:
@@ -344,6 +350,7 @@ class POP3Server(LineReceiver, TimeoutMixin):
             return
         if isinstance(result, Deferred):
             self._hold()
+            self._waiting = True
             result.addCallbacks(self._settle, self._settle_failure)
         elif isinstance(result, _Retrieval) and result.size <= self.chunk_size:
             # One read, one write: the producer's registration round trips cost more than
@@ -354,11 +361,13 @@ class POP3Server(LineReceiver, TimeoutMixin):
             prefix = b"".join(self._outbuf)
             self._outbuf.clear()
             self._sender = _MessageSender(self, result, prefix)
+            self.transport.unregisterProducer()  # one producer at a time: the message's now
             self.transport.registerProducer(self._sender, False)
         else:
             self._send(result)
 
     def _settle(self, result: Any) -> None:
+        self._waiting = False
         if self._lost:
             if isinstance(result, _Retrieval):
                 result.file.close()
@@ -395,6 +404,10 @@ class POP3Server(LineReceiver, TimeoutMixin):
         """Called by the producer at the end of a RETR/TOP: resume the pipelined commands."""
         if self._sender is sender:
             self._sender = None
+        if not self._lost:
+            # The transport asked for each chunk only once the last had gone: not blocked.
+            self._pressure.blocked = False
+            self.transport.registerProducer(self._pressure, True)
         if not ok:
             self._close()
             return
@@ -428,7 +441,9 @@ class POP3Server(LineReceiver, TimeoutMixin):
 
     def _write(self, data: bytes) -> None:
         self._outbuf.append(data)
-        if not self._batch_depth:
+        if not self._batch_depth or len(self._outbuf) >= _MAX_BATCHED_REPLIES:
+            # Bounded batches: the transport learns while a pipeline is worked through if
+            # the client has stopped reading (``lineReceived`` then holds further commands).
             self._flush()
 
     def _flush(self) -> None:
@@ -453,8 +468,14 @@ class POP3Server(LineReceiver, TimeoutMixin):
             self.pauseProducing()
 
     def _release(self) -> None:
-        if self.paused and not self._stopped():
+        if self.paused and not self._stopped() and not self._pressure.blocked:
             self.resumeProducing()
+
+    def _output_drained(self) -> None:
+        """The client has read the replies that piled up: take its next commands."""
+        if not self._waiting and self._sender is None and not self._stopped():
+            with self._batched():
+                self._release()
 
     # -- authorization ---------------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ from twisted.python.failure import Failure
 
 from txmailhost.accounts.interfaces import IMailAccount
 from txmailhost.accounts.throttle import LoginThrottled
-from txmailhost.peer import is_loopback, quick_ack
+from txmailhost.peer import OutputPressure, is_loopback, quick_ack
 from txmailhost.sasl import SASLError, decode_response, parse_plain
 from txmailhost.smtp import replies
 from txmailhost.smtp.address import AddressError, parse_path_argument
@@ -75,6 +75,7 @@ class State(enum.Enum):
 
 
 _MAX_PENDING = 64 * 1024  # bytes buffered behind a pending command before reading pauses
+_MAX_BATCHED_REPLIES = 64  # replies to pipelined commands held for one write, at most
 MAX_HELO = 255  # RFC 5321 4.5.3.1.2: the longest domain; a longer HELO name is no name
 _ANY = frozenset(State) - {State.DATA, State.CLOSING}
 _SEQUENCE: dict[str, frozenset[State]] = {
@@ -157,6 +158,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         self._discarding = False  # skipping the rest of an over-long line
         self._busy = False  # an asynchronous command is pending; later lines wait
         self._paused = False  # reading stopped: too much arrived while busy
+        self._pressure = OutputPressure(self._output_drained)  # the client reads our replies
         self._out: list[bytes] = []
         self._reader: DataReader | None = None
         self._message: IncomingMessage | None = None
@@ -184,6 +186,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         peer = self.transport.getPeer()
         self.peer_host = getattr(peer, "host", "unknown")
         set_no_delay(self.transport)
+        self.transport.registerProducer(self._pressure, True)
         self.setTimeout(self.factory.idle_timeout)
         self._session_timer = self.callLater(self.factory.session_timeout, self._session_expired)
         greeting = SMTPReply(220, "", f"{self.factory.hostname} ESMTP txmailhost")
@@ -228,17 +231,23 @@ class SMTPServer(Protocol, TimeoutMixin):
             self._feed_message(data)
             return
         self._buffer += data
-        if self._busy and not self._paused and len(self._buffer) > _MAX_PENDING:
-            # Lines keep waiting in the buffer while a command is pending (RFC 2920); stop
-            # reading rather than let it grow. (Pausing on every async command instead cost
-            # two epoll_ctl calls per command.)
+        waiting = self._busy or self._pressure.blocked
+        if waiting and not self._paused and len(self._buffer) > _MAX_PENDING:
+            # Lines keep waiting in the buffer while a command is pending (RFC 2920) or the
+            # client isn't reading our replies; stop reading rather than let it grow. (Pausing
+            # on every async command instead cost two epoll_ctl calls per command.)
             self._paused = True
             self.transport.pauseProducing()
         self._process()
 
     def _process(self) -> None:
         limit = self.factory.max_line_length
-        while self._buffer and not self._busy and self.state not in (State.DATA, State.CLOSING):
+        while (
+            self._buffer
+            and not self._busy
+            and not self._pressure.blocked
+            and self.state not in (State.DATA, State.CLOSING)
+        ):
             nl = self._buffer.find(b"\n")
             if self._discarding:
                 if nl < 0:
@@ -260,6 +269,8 @@ class SMTPServer(Protocol, TimeoutMixin):
             line = bytes(self._buffer[:nl]).rstrip(b"\r")
             del self._buffer[: nl + 1]
             self._handle_line(line)
+            if len(self._out) >= _MAX_BATCHED_REPLIES:
+                self._flush()  # the transport learns now if the client has stopped reading
         self._flush()
         if self.state is State.DATA and self._buffer and not self._busy:
             pending = bytes(self._buffer)
@@ -309,6 +320,15 @@ class SMTPServer(Protocol, TimeoutMixin):
         self._busy = True
         pending.addErrback(self._internal_error)
         pending.addCallback(self._async_reply)
+
+    def _output_drained(self) -> None:
+        """The client has read the replies that piled up: take its next commands."""
+        if self.state is State.CLOSING or self._busy:
+            return
+        if self._paused:
+            self._paused = False
+            self.transport.resumeProducing()
+        self._process()
 
     def _internal_error(self, failure: Failure) -> SMTPReply:
         log.failure("smtp {peer} internal error", failure=failure, peer=self.peer_host)
