@@ -238,6 +238,11 @@ def test_another_users_mailbox_is_never_reachable(alice, world):
     assert b"bob" not in alice.cmd('c LIST "" *')
 
 
+def test_create_of_a_name_too_long_for_the_disk_is_no_cannot_not_a_server_bug(alice):
+    reply = alice.cmd("b CREATE " + "z" * 300)
+    assert reply == b"b NO [CANNOT] invalid mailbox name\r\n"  # was NO [SERVERBUG] (ENAMETOOLONG)
+
+
 def test_create_refuses_wildcards(alice):
     assert alice.cmd('b CREATE "a*b"') == b"b NO [CANNOT] mailbox names can't contain * or %\r\n"
 

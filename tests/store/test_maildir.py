@@ -127,7 +127,10 @@ def test_index_lost_is_rebuilt_from_files_with_new_uidvalidity(store, message, m
 
 @pytest.mark.parametrize(
     "name",
-    ["../../etc", "a/../../b", "..", ".hidden", "a//b", "", "with\x00nul", "x\ny", "v1.2", "/abs"],
+    [
+        *("../../etc", "a/../../b", "..", ".hidden", "a//b", "", "with\x00nul", "x\ny", "v1.2"),
+        *("/abs", "z" * 255, "a/" * 130 + "b", "\u263a" * 100),  # too long for one file name
+    ],
 )
 def test_mailbox_names_that_could_escape_or_not_be_stored_are_refused(store, name):
     with pytest.raises(InvalidMailboxName):

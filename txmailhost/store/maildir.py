@@ -143,6 +143,9 @@ def user_directory(root: str, user: str) -> str:
     return os.path.join(root, domain, local)
 
 
+_MAX_FOLDER_NAME = 255  # NAME_MAX: a Maildir++ folder, hierarchy and all, is one file name
+
+
 def folder_directory(user_dir: str, mailbox: str) -> str:
     """The directory of ``mailbox`` (IMAP name, '/' hierarchy) inside the user's Maildir++.
 
@@ -162,6 +165,8 @@ def folder_directory(user_dir: str, mailbox: str) -> str:
         ):
             raise InvalidMailboxName(f"invalid mailbox name: {mailbox!r}")
     encoded = ".".join(p.encode("imap4-utf-7").decode("ascii") for p in components)
+    if len(encoded) >= _MAX_FOLDER_NAME:  # "." + encoded is one directory entry
+        raise InvalidMailboxName(f"mailbox name too long: {mailbox[:40]!r}...")
     return os.path.join(user_dir, "." + encoded)
 
 
