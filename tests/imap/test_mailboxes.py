@@ -183,6 +183,12 @@ def test_append_answers_appenduid_and_stores_the_exact_bytes(alice, world):
     assert world.inbox_files(ALICE, "Drafts") == [message]
 
 
+@pytest.mark.parametrize("date", ["31-Feb-2020 00:00:00 +0000", "01-Jan-2020 24:00:00 +0000"])
+def test_append_with_a_date_that_does_not_exist_is_bad(alice, date):
+    reply = alice.send(b'b APPEND INBOX () "%s" {3+}\r\nabc\r\n' % date.encode())
+    assert reply == b"b BAD invalid date-time\r\n"
+
+
 def test_append_with_date_sets_internaldate(alice):
     message = b"Subject: dated\r\n\r\nx\r\n"
     alice.send(

@@ -251,6 +251,12 @@ def test_search_sentsince_uses_the_date_header(alice):
     )
 
 
+def test_search_with_a_date_that_does_not_exist_is_bad(alice):
+    assert alice.cmd("b SEARCH BEFORE 32-Jan-2020") == b"b BAD invalid date\r\n"
+    assert alice.cmd("c SEARCH SINCE 29-Feb-2023") == b"c BAD invalid date\r\n"
+    assert alice.cmd("d SEARCH SINCE 29-Feb-2024").endswith(b"d OK SEARCH completed\r\n")
+
+
 def test_search_unknown_charset_is_badcharset(alice):
     assert alice.cmd("b SEARCH CHARSET KOI8-R ALL") == (
         b"b NO [BADCHARSET (UTF-8 US-ASCII)] unsupported charset\r\n"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import calendar
 import contextlib
+import datetime
 import os
 import re
 from collections.abc import Callable
@@ -46,6 +47,7 @@ def parse_date_time(raw: bytes) -> float:
         raise ParseError("invalid date-time")
     day, year, hour, minute, second = (int(match[i]) for i in (1, 3, 4, 5, 6))
     try:
+        datetime.datetime(year, month, day, hour, minute, second)  # no 31-Feb, no 25:00
         stamp = calendar.timegm((year, month, day, hour, minute, second))
     except (ValueError, OverflowError):
         raise ParseError("invalid date-time") from None

@@ -15,6 +15,7 @@ quoted-printable text parts, so a word in an encoded body is found too.
 from __future__ import annotations
 
 import calendar
+import datetime
 import email.header
 import email.utils
 import re
@@ -174,7 +175,12 @@ class _Compiler:
         month = _MONTHS.get(match[2].decode().capitalize()) if match else None
         if not match or not month:
             raise ParseError("invalid date")
-        return _day(int(match[3]), month, int(match[1]))
+        year, day = int(match[3]), int(match[1])
+        try:
+            datetime.date(year, month, day)  # 32-Jan is no date, not 1-Feb
+        except ValueError:
+            raise ParseError("invalid date") from None
+        return _day(year, month, day)
 
 
 def _day(year: int, month: int, day: int) -> int:
