@@ -92,13 +92,15 @@ def test_copy_maps_uids_and_keeps_flags(store, source):
     assert copied[1].flags == frozenset({SEEN, "$Work"})
 
 
-def test_append_unsynced_stores_the_file(store, tmp_path):
+def test_append_unsynced_stores_the_file_in_one_trip_and_removes_it(store, tmp_path):
     staging = store.staging_directory(USER)
     path = os.path.join(staging, "upload")
     with open(path, "wb") as f:
         f.write(MSG)
     inbox = result(store.open(USER, "INBOX"))
-    assert result(inbox.append_unsynced(path, [SEEN], 1000000000.0)) == 1
+    uidvalidity, uid = result(inbox.append_unsynced(path, [SEEN], 1000000000.0))
+    assert uid == 1 and uidvalidity == result(inbox.status()).uidvalidity
+    assert not os.path.exists(path)  # the staged file is the store's to remove
     (message,) = result(inbox.messages([1]))
     assert message.flags == frozenset({SEEN}) and message.internaldate == 1000000000.0
 

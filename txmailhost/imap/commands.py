@@ -14,7 +14,6 @@ from __future__ import annotations
 import calendar
 import contextlib
 import datetime
-import os
 import re
 from collections.abc import Callable
 from typing import Any
@@ -391,15 +390,12 @@ class MailboxCommands:
             raise replies.IMAPError("empty message")
         mailbox = await self._open(name, missing=replies.TryCreate)
         await self._check_quota(size)
-        if isinstance(literal, LiteralFile):  # a large one, already streamed to a file
-            try:
-                uid = await mailbox.append_unsynced(literal.path, flags, date)
-            finally:
-                with contextlib.suppress(OSError):
-                    os.unlink(literal.path)
-            uidvalidity = (await mailbox.status()).uidvalidity
+        # One storage trip either way: a large literal, already streamed to a staging file, is
+        # fsync'd, linked, indexed and removed there; a small one is also written there (no file
+        # is created on the reactor thread).
+        if isinstance(literal, LiteralFile):
+            uidvalidity, uid = await mailbox.append_unsynced(literal.path, flags, date)
         else:
-            # Staged, fsync'd and indexed in one storage trip: no file created on the reactor.
             uidvalidity, uid = await mailbox.append_data(literal, flags, date)
         log.info(
             "imap append {user} {mailbox} uid {uid} ({size} octets)",

@@ -166,8 +166,10 @@ class IMailbox(Interface):
         """Deferred[int]: durably add a copy of the fsync'd file ``source_path``; its UID."""
 
     def append_unsynced(source_path, flags, internaldate):
-        """Deferred[int]: like ``append`` for a file nobody fsync'd yet (an IMAP APPEND literal
-        written to ``IMailStore.staging_directory``): fsync it first, then add it."""
+        """Deferred[tuple[int, int]]: like ``append`` for a file nobody fsync'd yet (an IMAP
+        APPEND literal written to ``IMailStore.staging_directory``): fsync it, add it, and
+        remove ``source_path`` whatever happens; fires with (UIDVALIDITY, UID), all in one
+        trip to the storage thread."""
 
     def append_data(data, flags, internaldate):
         """Deferred[tuple[int, int]]: durably add the message ``data`` (an IMAP APPEND literal

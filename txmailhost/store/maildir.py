@@ -170,6 +170,16 @@ def folder_directory(user_dir: str, mailbox: str) -> str:
     return os.path.join(user_dir, "." + encoded)
 
 
+@contextlib.contextmanager
+def _removed_afterwards(staged: str) -> Iterator[None]:
+    """A staging file is removed once added to a mailbox (by a link) or when adding fails."""
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(staged)
+
+
 def read_header(path: str, limit: int = _index.HEADER_CACHE_LIMIT) -> bytes:
     """The header block of the message file at ``path``, blank line included (RFC 5322 §2.1);
     the whole file when it has no body."""
@@ -439,10 +449,12 @@ class MaildirMailbox:
 
     def _append_unsynced(
         self, source_path: str, flags: Iterable[str], internaldate: float | None
-    ) -> int:
-        with open(source_path, "rb") as f:
-            os.fsync(f.fileno())
-        return self._append(source_path, flags, internaldate)
+    ) -> tuple[int, int]:
+        with _removed_afterwards(source_path):
+            with open(source_path, "rb") as f:
+                os.fsync(f.fileno())
+            uid = self._append(source_path, flags, internaldate)
+        return self._index.meta()["uidvalidity"], uid
 
     def _append_data(
         self, data: bytes, flags: Iterable[str], internaldate: float | None
@@ -450,15 +462,12 @@ class MaildirMailbox:
         fd, path = tempfile.mkstemp(
             prefix=".imap-append.", dir=self._store.staging_directory(self.user)
         )
-        try:
+        with _removed_afterwards(path):
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             uid = self._append(path, flags, internaldate)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
         return self._index.meta()["uidvalidity"], uid
 
     def _expunge(self, uids: Iterable[int]) -> list[int]:
