@@ -79,17 +79,23 @@ class OutputPressure:
     def pauseProducing(self) -> None:
         self.blocked = True
 
-    def resumeProducing(self) -> None:
-        if not self.blocked:
-            return
+    def register(self, transport: Any) -> None:
+        """Become ``transport``'s producer, unblocked: Twisted pauses a producer only on a later
+        write that overfills its buffer (also after another producer, e.g. a POP3 message
+        being streamed, had the transport for a while)."""
         self.blocked = False
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
-        self._on_resume()
+        transport.registerProducer(self, True)
+
+    def resumeProducing(self) -> None:
+        if self.blocked:
+            self._unblock()
+            self._on_resume()
 
     def stopProducing(self) -> None:
         """The connection is gone: wake whoever waits (they check for that themselves)."""
+        self._unblock()
+
+    def _unblock(self) -> None:
         self.blocked = False
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:

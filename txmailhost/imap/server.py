@@ -183,7 +183,7 @@ class IMAPServer(
             with suppress(OSError, AttributeError):  # gone already; or a test transport
                 self.transport.setTcpNoDelay(True)
         self.setTimeout(factory.idle_timeout)
-        self.transport.registerProducer(self._pressure, True)
+        self._pressure.register(self.transport)
         caps = " ".join(self.capabilities())
         self.write(f"* OK [CAPABILITY {caps}] txmailhost IMAP4rev1 ready\r\n".encode())
         self.flush()

@@ -231,7 +231,7 @@ class POP3Server(LineReceiver, TimeoutMixin):
                 self.transport.setTcpNoDelay(True)
         self.setTimeout(factory.idle_timeout)
         self._session_timer = self.callLater(factory.session_timeout, self._session_expired)
-        self.transport.registerProducer(self._pressure, True)
+        self._pressure.register(self.transport)
         self._write(OK(f"txmailhost POP3 ready {factory.hostname}").render())
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -405,9 +405,7 @@ class POP3Server(LineReceiver, TimeoutMixin):
         if self._sender is sender:
             self._sender = None
         if not self._lost:
-            # The transport asked for each chunk only once the last had gone: not blocked.
-            self._pressure.blocked = False
-            self.transport.registerProducer(self._pressure, True)
+            self._pressure.register(self.transport)  # the transport is the session's again
         if not ok:
             self._close()
             return

@@ -186,7 +186,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         peer = self.transport.getPeer()
         self.peer_host = getattr(peer, "host", "unknown")
         set_no_delay(self.transport)
-        self.transport.registerProducer(self._pressure, True)
+        self._pressure.register(self.transport)
         self.setTimeout(self.factory.idle_timeout)
         self._session_timer = self.callLater(self.factory.session_timeout, self._session_expired)
         greeting = SMTPReply(220, "", f"{self.factory.hostname} ESMTP txmailhost")
@@ -214,11 +214,9 @@ class SMTPServer(Protocol, TimeoutMixin):
         self._flush()
         self.state = State.CLOSING
         self._drop_message()
-        if self._paused:
-            # A TLS close waits for the client's close_notify or EOF: keep reading (what
-            # arrives is dropped, see ``dataReceived``) or the socket is never closed.
-            self._paused = False
-            self.transport.resumeProducing()
+        # A TLS close waits for the client's close_notify or EOF: keep reading (what arrives
+        # is dropped, see ``dataReceived``) or the socket is never closed.
+        self._read_again()
         self.transport.loseConnection()
 
     # -- input -----------------------------------------------------------------------------
@@ -325,9 +323,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         """The client has read the replies that piled up: take its next commands."""
         if self.state is State.CLOSING or self._busy:
             return
-        if self._paused:
-            self._paused = False
-            self.transport.resumeProducing()
+        self._read_again()
         self._process()
 
     def _internal_error(self, failure: Failure) -> SMTPReply:
@@ -340,10 +336,14 @@ class SMTPServer(Protocol, TimeoutMixin):
             return
         if reply is not None:
             self._reply(reply)
+        self._read_again()
+        self._process()
+
+    def _read_again(self) -> None:
+        """Undo the pause of reading that too much waiting input caused (``dataReceived``)."""
         if self._paused:
             self._paused = False
             self.transport.resumeProducing()
-        self._process()
 
     # -- output ----------------------------------------------------------------------------
 
