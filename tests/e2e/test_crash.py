@@ -9,11 +9,12 @@ import re
 import smtplib
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
 from tests.e2e.conftest import PASSWORD
-from txmailhost.queue.local import XATTR
+from txmailhost.queue.local import LocalDelivery
 
 pytestmark = pytest.mark.slow
 
@@ -35,23 +36,26 @@ def _sender(port: int, worker: int, acked: list[str], stop: threading.Event) -> 
             return
 
 
-def test_sigkill_mid_stream_loses_no_acknowledged_message(server):
-    acked: list[str] = []
+def _kill_under_load(server, worker: Callable, port: int, acked: list | dict) -> None:
+    """Four clients run ``worker`` against ``port`` recording in ``acked`` what the server
+    acknowledged; after two seconds the server gets SIGKILL (no shutdown code runs) and is
+    started again."""
     stop = threading.Event()
-    workers = [
-        threading.Thread(target=_sender, args=(server.ports["smtp"], w, acked, stop))
-        for w in range(4)
-    ]
+    workers = [threading.Thread(target=worker, args=(port, w, acked, stop)) for w in range(4)]
     for w in workers:
         w.start()
     time.sleep(2.0)
-    server.kill()  # SIGKILL: no shutdown code runs
+    server.kill()
     stop.set()
     for w in workers:
         w.join(timeout=30)
     assert len(acked) > 10, "the load didn't get going"
-
     server.start()
+
+
+def test_sigkill_mid_stream_loses_no_acknowledged_message(server):
+    acked: list[str] = []
+    _kill_under_load(server, _sender, server.ports["smtp"], acked)
     p = poplib.POP3("127.0.0.1", server.ports["pop3"], timeout=30)
     p.user("alice@example.test")
     p.pass_(PASSWORD)
@@ -93,16 +97,9 @@ def test_sigkill_right_after_250_delivers_spooled_mail_once_at_restart(server):
         p.quit()
         assert sorted(subjects) == sorted(f"quick-{n}" for n in range(20)), user
     spare = os.path.join(server.data_dir, "queue", "spare")
-    leftovers = [n for n in os.listdir(spare) if _has_record(os.path.join(spare, n))]
+    holds_record = LocalDelivery.holds_record
+    leftovers = [n for n in os.listdir(spare) if holds_record(os.path.join(spare, n))]
     assert leftovers == []
-
-
-def _has_record(path: str) -> bool:
-    try:
-        os.getxattr(path, XATTR)
-    except OSError:
-        return False
-    return True
 
 
 def _appender(port: int, worker: int, acked: dict[str, int], stop: threading.Event) -> None:
@@ -132,21 +129,7 @@ def test_sigkill_during_appends_loses_no_acknowledged_message_and_keeps_its_uid(
     """DESIGN invariant 1 for IMAP: an OK after APPEND means the message is on disk, once,
     under the UID the APPENDUID response gave."""
     acked: dict[str, int] = {}
-    stop = threading.Event()
-    workers = [
-        threading.Thread(target=_appender, args=(server.ports["imap"], w, acked, stop))
-        for w in range(4)
-    ]
-    for w in workers:
-        w.start()
-    time.sleep(2.0)
-    server.kill()
-    stop.set()
-    for w in workers:
-        w.join(timeout=30)
-    assert len(acked) > 10, "the load didn't get going"
-
-    server.start()
+    _kill_under_load(server, _appender, server.ports["imap"], acked)
     client = imaplib.IMAP4("127.0.0.1", server.ports["imap"], timeout=30)
     client.login("alice@example.test", PASSWORD)
     client.select("INBOX", readonly=True)
