@@ -16,6 +16,10 @@ from zope.interface import implementer
 
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 
+# Seconds a closing session waits for the client's TLS close_notify (or FIN) before the
+# connection is aborted.
+CLOSE_GRACE = 3.0
+
 
 def printable(value: bytes | str, limit: int = 200) -> str:
     """What the client sent, as one line of printable ASCII: for reply texts and log fields
@@ -75,6 +79,7 @@ class OutputPressure:
         self.blocked = False
         self._on_resume = on_resume
         self._waiters: list[Deferred[None]] = []
+        self._abort: Any = None  # the bound on a closing connection's wait for the client
 
     def pauseProducing(self) -> None:
         self.blocked = True
@@ -100,6 +105,29 @@ class OutputPressure:
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(None)
+
+    def close(self, transport: Any, clock: Any, grace: float = CLOSE_GRACE) -> None:
+        """End the session: send what is buffered, then close, within ``grace`` seconds.
+
+        Twisted's TLS layer sends close_notify only once no producer is registered
+        (``TLSMemoryBIOProtocol.loseConnection``), so this producer steps aside first;
+        otherwise a client that waits for the server to close after LOGOUT/QUIT waits for
+        ever. Reading goes on (the TLS close waits for the client's close_notify or EOF;
+        what arrives is dropped by the protocols), and a client that never answers is cut
+        off after ``grace`` so the session's descriptor and connection slot are freed.
+        """
+        if self._abort is not None:
+            return
+        transport.unregisterProducer()
+        transport.resumeProducing()
+        transport.loseConnection()
+        self._abort = clock.callLater(grace, transport.abortConnection)
+
+    def connection_lost(self) -> None:
+        """The connection is gone: stop the close timer and wake whoever waits."""
+        if self._abort is not None and self._abort.active():
+            self._abort.cancel()
+        self._unblock()
 
     def wait(self) -> Deferred[None]:
         """Fires when the client has read what was buffered (or the connection is gone)."""

@@ -118,3 +118,30 @@ def test_mbsync_syncs_both_ways(server, tmp_path):
     messages = _local_messages(inbox)
     assert sorted(messages) == ["local draft", "seed 3"]
     assert messages["seed 3"].rsplit(":2,", 1)[1].count("F") == 1
+
+
+@pytest.mark.skipif(
+    shutil.which("mbsync") is None or shutil.which("openssl") is None,
+    reason="mbsync (isync) or openssl not installed",
+)
+def test_mbsync_through_an_openssl_tunnel_finishes(server, tmp_path):
+    """mbsync speaks IMAP through ``openssl s_client`` on IMAPS and waits for the tunnel to
+    end after LOGOUT: the server must close the TLS session itself, or mbsync hangs."""
+    seed(server, 2).logout()
+    local = tmp_path / "local"
+    local.mkdir()
+    port = listening_port(server, "imaps")
+    config = tmp_path / "mbsyncrc"
+    config.write_text(
+        f'IMAPAccount test\nTunnel "openssl s_client -quiet -connect {H}:{port}"\n'
+        f"User {ALICE}\nPass {PASSWORD}\nAuthMechs LOGIN\n\n"
+        "IMAPStore remote\nAccount test\n\n"
+        f"MaildirStore local\nPath {local}/\nInbox {local}/INBOX\n\n"
+        "Channel sync\nFar :remote:\nNear :local:\nPatterns INBOX\nCreate Both\n"
+        "Sync Pull\nSyncState *\n"
+    )
+    result = subprocess.run(
+        ["mbsync", "-c", str(config), "-a"], capture_output=True, text=True, timeout=20
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(_local_messages(str(local / "INBOX"))) == ["seed 1", "seed 2"]

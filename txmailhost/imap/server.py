@@ -190,6 +190,7 @@ class IMAPServer(
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = True
+        self._pressure.connection_lost()
         if self._line_waiter is not None:
             waiter, self._line_waiter = self._line_waiter, None
             waiter.errback(reason if isinstance(reason, Failure) else connectionDone)
@@ -247,12 +248,10 @@ class IMAPServer(
         self.flush()
         self._closing = True
         self.state = State.LOGOUT
-        # Reading is paused while a command runs (LOGOUT too); a TLS close waits for the
-        # client's close_notify or EOF, so without reading the socket would never be closed
-        # (one descriptor and one connection-limit slot lost per IMAPS LOGOUT). What arrives
-        # now is dropped (``dataReceived``).
-        self.transport.resumeProducing()
-        self.transport.loseConnection()
+        # Reading is paused while a command runs (LOGOUT too) and resumes here: a TLS close
+        # waits for the client's close_notify (one descriptor and one connection-limit slot
+        # lost per IMAPS LOGOUT otherwise). What arrives now is dropped (``dataReceived``).
+        self._pressure.close(self.transport, self.factory.reactor)
 
     # -- input: lines, literals, over-long lines -------------------------------------------------
 

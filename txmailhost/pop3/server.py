@@ -236,6 +236,7 @@ class POP3Server(LineReceiver, TimeoutMixin):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
+        self._pressure.connection_lost()
         self.setTimeout(None)
         if self._session_timer is not None and self._session_timer.active():
             self._session_timer.cancel()
@@ -453,10 +454,9 @@ class POP3Server(LineReceiver, TimeoutMixin):
     def _close(self) -> None:
         self._flush()
         self._closing = True
-        # A TLS close waits for the client's close_notify or EOF: keep reading (it may be
-        # paused for a pending command), dropping what comes (``dataReceived``).
-        self.transport.resumeProducing()
-        self.transport.loseConnection()
+        # Reading may be paused for a pending command and resumes here, dropping what comes
+        # (``dataReceived``); see ``OutputPressure.close``.
+        self._pressure.close(self.transport, self.factory.reactor)
 
     def _stopped(self) -> bool:
         return self._closing or self._lost

@@ -198,6 +198,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             self._session_timer.cancel()
         self._drop_message()
         self.state = State.CLOSING
+        self._pressure.connection_lost()
 
     def timeoutConnection(self) -> None:
         log.info("smtp {peer} idle timeout", peer=self.peer_host)
@@ -214,10 +215,9 @@ class SMTPServer(Protocol, TimeoutMixin):
         self._flush()
         self.state = State.CLOSING
         self._drop_message()
-        # A TLS close waits for the client's close_notify or EOF: keep reading (what arrives
-        # is dropped, see ``dataReceived``) or the socket is never closed.
-        self._read_again()
-        self.transport.loseConnection()
+        # What arrives from now on is dropped (``dataReceived``); see ``OutputPressure.close``.
+        self._paused = False
+        self._pressure.close(self.transport, self.factory.reactor)
 
     # -- input -----------------------------------------------------------------------------
 
