@@ -439,6 +439,23 @@ class RoutingConfig:
     )
 
 
+def _plaintext_sources(value: Any) -> tuple[str, ...]:
+    expected = (
+        'expected a list of "same-address", "loopback" or networks ("192.0.2.0/24");'
+        " [] for TLS always"
+    )
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _Invalid(expected)
+    from txmailhost.peer import PlaintextAuth
+
+    for item in value:
+        try:
+            PlaintextAuth([item])
+        except ValueError:
+            raise _Invalid(f"{expected}; {item!r} is none of them") from None
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class SecurityConfig:
     """[security]: defences shared by every protocol (security.md)."""
@@ -481,6 +498,16 @@ class SecurityConfig:
         doc="""When true, the Received: header added to mail your users submit (ports 587/465,
         after AUTH) names neither their IP address nor their HELO, so recipients can't learn
         where they were.""",
+    )
+    plaintext_auth_from: tuple[str, ...] = setting(
+        ("same-address",),
+        check=_plaintext_sources,
+        doc="""Where a password may be sent without TLS (SMTP AUTH, IMAP LOGIN, POP3 USER/PASS
+        and AUTH PLAIN); everywhere else a client must use STARTTLS/STLS or a TLS port first,
+        and password mechanisms aren't advertised until it has. "same-address": the client's
+        address is the one it connected to (a program on this machine); "loopback": any of
+        127.0.0.0/8 and ::1 (careful: behind a local proxy every client is loopback);
+        networks in CIDR form, e.g. "10.0.0.0/8". [] requires TLS always.""",
     )
 
 

@@ -30,17 +30,63 @@ def printable(value: bytes | str, limit: int = 200) -> str:
 
 
 def is_loopback(peer: Any) -> bool:
-    """True for 127.0.0.0/8, ::1 and ::ffff:127.x.y.z: the only peers that may send a plaintext
-    password without TLS (DESIGN invariant 6). UNIX sockets and anything else count as remote."""
-    if not isinstance(peer, (IPv4Address, IPv6Address)):
-        return False
+    """True for 127.0.0.0/8, ::1 and ::ffff:127.x.y.z; UNIX sockets and anything else count
+    as remote."""
+    ip = _address(peer)
+    return ip is not None and ip.is_loopback
+
+
+def _address(endpoint: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address of a Twisted address object, an IPv4-mapped IPv6 one as IPv4."""
+    if not isinstance(endpoint, (IPv4Address, IPv6Address)):
+        return None
     try:
-        ip = ipaddress.ip_address(peer.host)
+        ip = ipaddress.ip_address(endpoint.host.partition("%")[0])
     except ValueError:
-        return False
+        return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
+        return ip.ipv4_mapped
+    return ip
+
+
+SAME_ADDRESS = "same-address"
+LOOPBACK = "loopback"
+
+
+class PlaintextAuth:
+    """Where a password may be sent without TLS (DESIGN invariant 6, RFC 8314 section 5).
+
+    The default is Dovecot's rule: only when the client's address is the server's own address
+    on that connection (a client on the same machine talking to the address it listens on).
+    Not "any loopback address": a local reverse proxy, a container bridge or any other local
+    process makes every remote client look like 127.0.0.x, and its password would then cross
+    a real network in clear text before it got here. ``sources`` may also name ``"loopback"``
+    (all of 127.0.0.0/8 and ::1) and networks in CIDR form; an empty list means TLS always.
+    Where plain text is refused, the protocols don't advertise password mechanisms either.
+    """
+
+    def __init__(self, sources: tuple[str, ...] | list[str] = (SAME_ADDRESS,)) -> None:
+        self.same_address = False
+        self.loopback = False
+        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for source in sources:
+            if source == SAME_ADDRESS:
+                self.same_address = True
+            elif source == LOOPBACK:
+                self.loopback = True
+            else:
+                self.networks.append(ipaddress.ip_network(source, strict=False))
+
+    def allows(self, peer: Any, host: Any) -> bool:
+        """May the client at ``peer``, connected to our address ``host``, log in in clear?"""
+        client = _address(peer)
+        if client is None:
+            return False
+        if self.same_address and client == _address(host):
+            return True
+        if self.loopback and client.is_loopback:
+            return True
+        return any(client.version == net.version and client in net for net in self.networks)
 
 
 def quick_ack(transport: Any) -> None:

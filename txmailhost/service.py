@@ -198,6 +198,7 @@ def build(config: Any, reactor: Any) -> MultiService:
     from txmailhost.accounts.throttle import LoginThrottle, ThrottledPortal
     from txmailhost.imap.server import IMAPFactory
     from txmailhost.limits import LimitedFactory
+    from txmailhost.peer import PlaintextAuth
     from txmailhost.pop3.server import POP3Factory
     from txmailhost.queue.local import LocalDelivery, records_supported
     from txmailhost.queue.service import build_queue
@@ -311,6 +312,8 @@ def build(config: Any, reactor: Any) -> MultiService:
         **smtp_limits,
     )
 
+    plaintext_auth = PlaintextAuth(security.plaintext_auth_from)
+
     def submission(implicit_tls: bool) -> SMTPFactory:
         return SMTPFactory(
             SubmissionPolicy(
@@ -327,6 +330,7 @@ def build(config: Any, reactor: Any) -> MultiService:
             reactor=reactor,
             tls_creator=tls,
             implicit_tls=implicit_tls,
+            plaintext_auth=plaintext_auth,
             portal=portal,
             hide_client_ip=security.hide_client_ip_on_submission,
             **smtp_limits,
@@ -339,6 +343,7 @@ def build(config: Any, reactor: Any) -> MultiService:
             hostname=config.hostname,
             tls_creator=tls,
             implicit_tls=implicit_tls,
+            plaintext_auth=plaintext_auth,
             idle_timeout=config.pop3.idle_timeout,
             session_timeout=config.pop3.session_timeout,
         )
@@ -350,6 +355,7 @@ def build(config: Any, reactor: Any) -> MultiService:
             hostname=config.hostname,
             tls_creator=tls,
             implicit_tls=implicit_tls,
+            plaintext_auth=plaintext_auth,
             idle_timeout=config.imap.idle_timeout,
             max_literal_size=config.imap.max_literal_size,
             quota_of=router.quota_of,

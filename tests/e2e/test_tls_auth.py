@@ -257,3 +257,23 @@ def test_tls_sessions_ended_by_logout_or_quit_are_closed_by_the_server(server):
         ) as s:
             s.ehlo()
     assert _settled_descriptors(server, before) <= before
+
+
+def test_plaintext_auth_from_another_loopback_address_is_refused(server):
+    """Dovecot's rule: clear-text passwords only when the client's address is the server's
+    (127.0.0.2 talking to 127.0.0.1 may be a local proxy relaying a remote client)."""
+    import base64
+
+    plain = "PLAIN " + base64.b64encode(b"\0alice@example.test\0" + PASSWORD.encode()).decode()
+    with smtplib.SMTP(
+        H, server.ports["submission"], timeout=10, source_address=("127.0.0.2", 0)
+    ) as s:
+        s.ehlo()
+        assert not s.has_extn("auth")
+        assert s.docmd("AUTH", plain)[0] == 538
+        s.starttls(context=client_context())
+        s.ehlo()
+        assert s.docmd("AUTH", plain)[0] == 235
+    with smtplib.SMTP(H, server.ports["submission"], timeout=10, source_address=(H, 0)) as s:
+        s.ehlo()
+        assert s.docmd("AUTH", plain)[0] == 235

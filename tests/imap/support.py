@@ -13,6 +13,7 @@ ALICE = "alice@example.test"
 BOB = "bob@example.test"
 LOOPBACK = IPv4Address("TCP", "127.0.0.1", 40143)
 REMOTE = IPv4Address("TCP", "192.0.2.10", 40143)
+SERVER = IPv4Address("TCP", "127.0.0.1", 143)  # where the server listens
 
 
 class Session:
@@ -20,7 +21,7 @@ class Session:
 
     def __init__(self, factory: IMAPFactory, peer: IPv4Address = LOOPBACK) -> None:
         self.factory = factory
-        self.transport = StringTransport(peerAddress=peer)
+        self.transport = StringTransport(hostAddress=SERVER, peerAddress=peer)
         self.protocol = factory.buildProtocol(peer)
         self.protocol.makeConnection(self.transport)
         self.greeting = self.take()

@@ -6,12 +6,14 @@ from __future__ import annotations
 import base64
 
 import pytest
+from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import ITLSTransport
 from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
 from tests.imap.support import ALICE, BOB, REMOTE, Session, deliver, make_factory
 from tests.support.fixtures import PASSWORD, make_world
+from txmailhost.peer import PlaintextAuth
 
 
 @pytest.fixture
@@ -68,6 +70,20 @@ def test_login_from_remote_without_tls_is_refused_privacyrequired(factory):
         b"a NO [PRIVACYREQUIRED] plaintext login not allowed on an unencrypted connection;"
         b" use STARTTLS first\r\n"
     )
+
+
+def test_another_loopback_address_is_refused_plaintext_login(factory):
+    """A local proxy makes every client 127.0.0.x: only the server's own address counts."""
+    s = Session(factory, peer=IPv4Address("TCP", "127.0.0.2", 40143))
+    assert b"LOGINDISABLED" in s.greeting and b"AUTH=PLAIN" not in s.greeting
+    assert s.cmd(f"a LOGIN {ALICE} {PASSWORD}").startswith(b"a NO [PRIVACYREQUIRED] ")
+
+
+def test_plaintext_auth_from_a_configured_network_is_allowed(world):
+    factory = make_factory(world, plaintext_auth=PlaintextAuth(["10.1.0.0/16"]))
+    s = Session(factory, peer=IPv4Address("TCP", "10.1.2.3", 40143))
+    assert b"AUTH=PLAIN" in s.greeting
+    assert s.cmd(f"a LOGIN {ALICE} {PASSWORD}").startswith(b"a OK ")
 
 
 def test_login_succeeds_with_capabilities_in_the_tagged_ok(session):

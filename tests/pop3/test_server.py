@@ -24,13 +24,15 @@ from tests.support.syncpool import SyncReactor, SyncThreadPool
 from txmailhost.accounts.checker import AccountsChecker
 from txmailhost.accounts.db import AccountsDB
 from txmailhost.accounts.realm import MailRealm
+from txmailhost.peer import is_loopback
 from txmailhost.pop3.replies import DotStuffer
-from txmailhost.pop3.server import POP3Factory, is_loopback
+from txmailhost.pop3.server import POP3Factory
 from txmailhost.store.maildir import MaildirMailbox, MaildirStore
 
 ALICE, PASSWORD = "alice@example.test", "correct horse"
 LOOPBACK = IPv4Address("TCP", "127.0.0.1", 40110)
 REMOTE = IPv4Address("TCP", "192.0.2.10", 40110)
+SERVER = IPv4Address("TCP", "127.0.0.1", 110)  # where the server listens
 CREATOR = object()  # stands in for a CertificateOptions: the fake transport only records it
 
 MSG1 = (
@@ -160,7 +162,9 @@ class World:
         factory = POP3Factory(
             self.portal, reactor=self.reactor, hostname="mail.example.test", **options
         )
-        return Client(factory, transport or TLSStringTransport(peerAddress=peer))
+        return Client(
+            factory, transport or TLSStringTransport(hostAddress=SERVER, peerAddress=peer)
+        )
 
 
 @pytest.fixture
@@ -258,8 +262,19 @@ def test_user_pass_from_remote_peer_without_tls_is_refused(world):
 
 
 def test_ipv6_loopback_peer_may_log_in_without_tls(world):
-    client = world.connect(IPv6Address("TCP", "::1", 40110))
+    transport = TLSStringTransport(
+        hostAddress=IPv6Address("TCP", "::1", 110), peerAddress=IPv6Address("TCP", "::1", 40110)
+    )
+    client = world.connect(transport=transport)
     client.login()
+
+
+def test_another_loopback_address_may_not_log_in_without_tls(world):
+    """A local proxy makes every client 127.0.0.x: only the server's own address counts."""
+    client = world.connect(IPv4Address("TCP", "127.0.0.2", 40110))
+    capabilities = client.cmd("CAPA")
+    assert b"USER\r\n" not in capabilities and b"SASL PLAIN" not in capabilities
+    assert client.cmd(f"USER {ALICE}").startswith(b"-ERR [AUTH] ")
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,8 @@ from txmailhost.smtp.server import SMTPFactory
 
 LOOPBACK = IPv4Address("TCP", "127.0.0.1", 40000)
 REMOTE = IPv4Address("TCP", "192.0.2.7", 40000)
+OTHER_LOOPBACK = IPv4Address("TCP", "127.0.0.2", 40000)
+SERVER = IPv4Address("TCP", "127.0.0.1", 587)  # where the submission port listens
 
 
 def b64(text: str) -> bytes:
@@ -46,7 +48,7 @@ def submission_factory(world, portal=None, **kw) -> SMTPFactory:
 
 
 def session(factory, peer=LOOPBACK) -> Session:
-    s = Session(factory, TLSStringTransport(peerAddress=peer))
+    s = Session(factory, TLSStringTransport(hostAddress=SERVER, peerAddress=peer))
     s.read()
     return s
 
@@ -86,6 +88,13 @@ def test_auth_before_tls_off_loopback_is_538_and_not_advertised(world):
     assert s.send(b"STARTTLS\r\n").startswith(b"220")
     assert b"250-AUTH PLAIN LOGIN" in s.send(b"EHLO c\r\n")
     assert s.send(PLAIN).startswith(b"235")
+
+
+def test_auth_from_another_loopback_address_without_tls_is_538(world):
+    """A local proxy makes every client 127.0.0.x: only the server's own address counts."""
+    s = session(submission_factory(world), peer=OTHER_LOOPBACK)
+    assert b"AUTH" not in s.send(b"EHLO c\r\n")
+    assert s.send(PLAIN).startswith(b"538 5.7.11 ")
 
 
 @pytest.mark.parametrize(

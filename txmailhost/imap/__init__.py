@@ -18,7 +18,8 @@ Invariants a change must keep:
 - APPEND is answered OK only after the message file and its directory are fsync'd;
 - a literal larger than the limit is refused before any ``+`` continuation is sent;
 - STARTTLS discards every byte the client pipelined after it;
-- no plaintext password is accepted without TLS except from loopback;
+- no plaintext password is accepted without TLS except from the server's own address
+  (``PlaintextAuth``, configurable);
 - no EXPUNGE is sent during FETCH, STORE or SEARCH, and sequence numbers change only when this
   session reports an expunge (RFC 3501 §7.4.1);
 - every mailbox name goes through ``names.decode`` and the store, which only ever resolve it

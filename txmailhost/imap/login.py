@@ -22,7 +22,6 @@ from txmailhost.accounts.throttle import LoginThrottled, password_login
 from txmailhost.imap import replies
 from txmailhost.imap.parser import Reader
 from txmailhost.imap.replies import Done, printable
-from txmailhost.peer import is_loopback
 from txmailhost.sasl import SASLError, decode_response, parse_plain
 
 log = Logger(namespace="txmailhost.imap")
@@ -62,7 +61,9 @@ class LoginCommands:
         return self.factory.implicit_tls or self._tls or ISSLTransport.providedBy(self.transport)
 
     def plaintext_allowed(self) -> bool:
-        return self.secure() or is_loopback(self._peer)
+        return self.secure() or self.factory.plaintext_auth.allows(
+            self._peer, self.transport.getHost()
+        )
 
     def _starttls_available(self) -> bool:
         return (

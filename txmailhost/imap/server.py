@@ -48,7 +48,7 @@ from txmailhost.imap.parser import LITERAL_MARKER, LiteralFile, ParseError, Read
 from txmailhost.imap.replies import Done, IMAPError, printable
 from txmailhost.imap.session import SelectedMailbox
 from txmailhost.imap.updates import UpdateMixin
-from txmailhost.peer import OutputPressure, quick_ack
+from txmailhost.peer import OutputPressure, PlaintextAuth, quick_ack
 from txmailhost.store.interfaces import (
     InvalidMailboxName,
     MailboxExists,
@@ -618,6 +618,7 @@ class IMAPFactory(Factory):
         hostname: str = "localhost",
         tls_creator: Any = None,
         implicit_tls: bool = False,
+        plaintext_auth: PlaintextAuth | None = None,
         idle_timeout: float = 1800,
         max_literal_size: int = 50 * 1024 * 1024,
         max_line_length: int = 64 * 1024,
@@ -632,6 +633,8 @@ class IMAPFactory(Factory):
         self.hostname = printable(hostname)
         self.tls_creator = tls_creator
         self.implicit_tls = implicit_tls
+        # where passwords may be sent without TLS (peer.PlaintextAuth; default: same address)
+        self.plaintext_auth = plaintext_auth or PlaintextAuth()
         self.idle_timeout = idle_timeout
         self.max_literal_size = max_literal_size
         self.max_line_length = max_line_length

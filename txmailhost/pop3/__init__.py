@@ -9,7 +9,8 @@ May import: Twisted (protocols, cred, logger), ``txmailhost.accounts.interfaces`
 ``txmailhost.store.interfaces``. Never a storage implementation, the config, or another protocol.
 
 Invariants a change must keep:
-- Passwords (USER/PASS, AUTH PLAIN) are accepted only over TLS (STLS or POP3S) or from loopback,
+- Passwords (USER/PASS, AUTH PLAIN) are accepted only over TLS (STLS or POP3S) or where
+  ``PlaintextAuth`` allows (by default: from the server's own address),
   and are only advertised in CAPA when accepted (DESIGN invariant 6).
 - Bytes pipelined after STLS are discarded before the handshake (CVE-2011-0411).
 - DELE only marks; deletions are expunged at QUIT and +OK is sent after the store confirms.

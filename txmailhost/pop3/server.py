@@ -36,7 +36,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txmailhost.accounts.throttle import LoginThrottled, password_login
-from txmailhost.peer import OutputPressure, is_loopback
+from txmailhost.peer import OutputPressure, PlaintextAuth
 from txmailhost.pop3 import replies
 from txmailhost.pop3.replies import OK, Continuation, DotStuffer, POP3Error, printable
 from txmailhost.sasl import SASLError, decode_response, parse_plain
@@ -481,7 +481,9 @@ class POP3Server(LineReceiver, TimeoutMixin):
         return self.factory.implicit_tls or self._tls or ISSLTransport.providedBy(self.transport)
 
     def _plaintext_allowed(self) -> bool:
-        return self._secure() or is_loopback(self._peer)
+        return self._secure() or self.factory.plaintext_auth.allows(
+            self._peer, self.transport.getHost()
+        )
 
     def _require_plaintext_allowed(self) -> None:
         if not self._plaintext_allowed():
@@ -816,6 +818,7 @@ class POP3Factory(Factory):
         hostname: str = "localhost",
         tls_creator: Any = None,
         implicit_tls: bool = False,
+        plaintext_auth: PlaintextAuth | None = None,
         idle_timeout: float = 600,
         session_timeout: float = 4 * 3600,
         max_line_length: int = 1024,
@@ -829,6 +832,8 @@ class POP3Factory(Factory):
         self.hostname = printable(hostname)
         self.tls_creator = tls_creator
         self.implicit_tls = implicit_tls
+        # where passwords may be sent without TLS (peer.PlaintextAuth; default: same address)
+        self.plaintext_auth = plaintext_auth or PlaintextAuth()
         self.idle_timeout = idle_timeout
         self.session_timeout = session_timeout
         self.max_line_length = max_line_length

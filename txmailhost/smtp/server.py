@@ -40,7 +40,7 @@ from twisted.python.failure import Failure
 
 from txmailhost.accounts.interfaces import IMailAccount
 from txmailhost.accounts.throttle import LoginThrottled
-from txmailhost.peer import OutputPressure, is_loopback, quick_ack
+from txmailhost.peer import OutputPressure, PlaintextAuth, quick_ack
 from txmailhost.sasl import SASLError, decode_response, parse_plain
 from txmailhost.smtp import replies
 from txmailhost.smtp.address import AddressError, parse_path_argument
@@ -616,9 +616,13 @@ class SMTPServer(Protocol, TimeoutMixin):
 
     def _auth_allowed(self) -> bool:
         """AUTH is offered when a portal is configured and passwords can't be sniffed:
-        over TLS, or from loopback (DESIGN invariant 6, RFC 8314)."""
+        over TLS, or where ``factory.plaintext_auth`` allows clear text (DESIGN invariant 6,
+        RFC 8314): by default only from the server's own address."""
         return self.factory.portal is not None and (
-            self.secure or is_loopback(self.transport.getPeer())
+            self.secure
+            or self.factory.plaintext_auth.allows(
+                self.transport.getPeer(), self.transport.getHost()
+            )
         )
 
     def do_AUTH(self, arg: str) -> SMTPReply | Deferred[SMTPReply] | None:
@@ -746,6 +750,7 @@ class SMTPFactory(Factory):
         reactor: Any = None,
         tls_creator: Any = None,
         implicit_tls: bool = False,
+        plaintext_auth: PlaintextAuth | None = None,
         portal: Any = None,
         hide_client_ip: bool = False,
         max_message_size: int = 50 * 1024 * 1024,
@@ -765,6 +770,8 @@ class SMTPFactory(Factory):
         self.reactor = reactor
         self.tls_creator = tls_creator
         self.implicit_tls = implicit_tls
+        # where passwords may be sent without TLS (peer.PlaintextAuth; default: same address)
+        self.plaintext_auth = plaintext_auth or PlaintextAuth()
         self.portal = portal
         self.hide_client_ip = hide_client_ip
         self.max_message_size = max_message_size
