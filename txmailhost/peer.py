@@ -89,6 +89,26 @@ class PlaintextAuth:
         return any(client.version == net.version and client in net for net in self.networks)
 
 
+def describe_tls(transport: Any, how: str | None) -> str:
+    """For log lines: ``"none"``, or how TLS started (``"implicit"``, ``"starttls"``) with the
+    negotiated version and cipher, e.g. ``"starttls TLSv1.3 TLS_AES_256_GCM_SHA384"``.
+
+    With implicit TLS the session's transport is Twisted's TLS protocol, whose ``getHandle``
+    is the ``OpenSSL.SSL.Connection``; after STARTTLS that protocol sits at
+    ``transport.protocol`` of the TCP transport.
+    """
+    if how is None:
+        return "none"
+    for layer in (transport, getattr(transport, "protocol", None)):
+        get_handle = getattr(layer, "getHandle", None)
+        connection = get_handle() if callable(get_handle) else None
+        if hasattr(connection, "get_protocol_version_name"):
+            with contextlib.suppress(Exception):  # mid-handshake or already torn down
+                cipher = connection.get_cipher_name() or ""
+                return f"{how} {connection.get_protocol_version_name()} {cipher}".rstrip()
+    return how
+
+
 def quick_ack(transport: Any) -> None:
     """Acknowledge what has arrived now, not when the kernel's delayed-ACK timer fires.
 

@@ -331,6 +331,7 @@ def build(config: Any, reactor: Any) -> MultiService:
             tls_creator=tls,
             implicit_tls=implicit_tls,
             plaintext_auth=plaintext_auth,
+            name="submissions" if implicit_tls else "submission",
             portal=portal,
             hide_client_ip=security.hide_client_ip_on_submission,
             **smtp_limits,
@@ -344,6 +345,7 @@ def build(config: Any, reactor: Any) -> MultiService:
             tls_creator=tls,
             implicit_tls=implicit_tls,
             plaintext_auth=plaintext_auth,
+            name="pop3s" if implicit_tls else "pop3",
             idle_timeout=config.pop3.idle_timeout,
             session_timeout=config.pop3.session_timeout,
         )
@@ -356,6 +358,7 @@ def build(config: Any, reactor: Any) -> MultiService:
             tls_creator=tls,
             implicit_tls=implicit_tls,
             plaintext_auth=plaintext_auth,
+            name="imaps" if implicit_tls else "imap",
             idle_timeout=config.imap.idle_timeout,
             max_literal_size=config.imap.max_literal_size,
             quota_of=router.quota_of,

@@ -22,6 +22,7 @@ from txmailhost.accounts.throttle import LoginThrottled, password_login
 from txmailhost.imap import replies
 from txmailhost.imap.parser import Reader
 from txmailhost.imap.replies import Done, printable
+from txmailhost.peer import describe_tls
 from txmailhost.sasl import SASLError, decode_response, parse_plain
 
 log = Logger(namespace="txmailhost.imap")
@@ -59,6 +60,12 @@ class LoginCommands:
 
     def secure(self) -> bool:
         return self.factory.implicit_tls or self._tls or ISSLTransport.providedBy(self.transport)
+
+    def tls_how(self) -> str | None:
+        """How this session got TLS, for log lines: implicit (993), STARTTLS, or not at all."""
+        if self.factory.implicit_tls:
+            return "implicit"
+        return "starttls" if self.secure() else None
 
     def plaintext_allowed(self) -> bool:
         return self.secure() or self.factory.plaintext_auth.allows(
@@ -195,10 +202,12 @@ class LoginCommands:
         self.user = printable(account.address)
         self.state = type(self.state).AUTHENTICATED
         log.info(
-            "imap login {user} from {peer} via {mechanism}",
+            "imap {listener} login {user} from {peer} via {mechanism} tls={tls}",
+            listener=self.factory.name,
             user=self.user,
             peer=self.peer_text,
             mechanism=mechanism,
+            tls=describe_tls(self.transport, self.tls_how()),
         )
         caps = " ".join(self.capabilities())
         return Done(f"{self.user} authenticated", code=f"CAPABILITY {caps}")

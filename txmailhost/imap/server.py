@@ -619,6 +619,7 @@ class IMAPFactory(Factory):
         tls_creator: Any = None,
         implicit_tls: bool = False,
         plaintext_auth: PlaintextAuth | None = None,
+        name: str = "imap",
         idle_timeout: float = 1800,
         max_literal_size: int = 50 * 1024 * 1024,
         max_line_length: int = 64 * 1024,
@@ -633,6 +634,7 @@ class IMAPFactory(Factory):
         self.hostname = printable(hostname)
         self.tls_creator = tls_creator
         self.implicit_tls = implicit_tls
+        self.name = name  # the listener, for log lines ("imap", "imaps")
         # where passwords may be sent without TLS (peer.PlaintextAuth; default: same address)
         self.plaintext_auth = plaintext_auth or PlaintextAuth()
         self.idle_timeout = idle_timeout

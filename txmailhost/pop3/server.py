@@ -36,7 +36,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txmailhost.accounts.throttle import LoginThrottled, password_login
-from txmailhost.peer import OutputPressure, PlaintextAuth
+from txmailhost.peer import OutputPressure, PlaintextAuth, describe_tls
 from txmailhost.pop3 import replies
 from txmailhost.pop3.replies import OK, Continuation, DotStuffer, POP3Error, printable
 from txmailhost.sasl import SASLError, decode_response, parse_plain
@@ -480,6 +480,12 @@ class POP3Server(LineReceiver, TimeoutMixin):
     def _secure(self) -> bool:
         return self.factory.implicit_tls or self._tls or ISSLTransport.providedBy(self.transport)
 
+    def _tls_how(self) -> str | None:
+        """How this session got TLS, for log lines: implicit (995), STLS, or not at all."""
+        if self.factory.implicit_tls:
+            return "implicit"
+        return "stls" if self._secure() else None
+
     def _plaintext_allowed(self) -> bool:
         return self._secure() or self.factory.plaintext_auth.allows(
             self._peer, self.transport.getHost()
@@ -590,10 +596,12 @@ class POP3Server(LineReceiver, TimeoutMixin):
         self.state = State.TRANSACTION
         count, octets = self._totals()
         log.info(
-            "pop3 login {user} from {peer} via {mechanism}: {count} messages",
+            "pop3 {listener} login {user} from {peer} via {mechanism} tls={tls}: {count} messages",
+            listener=self.factory.name,
             user=self._user,
             peer=self.peer_text,
             mechanism=mechanism,
+            tls=describe_tls(self.transport, self._tls_how()),
             count=count,
         )
         return OK(f"{self._user} has {count} messages ({octets} octets)")
@@ -819,6 +827,7 @@ class POP3Factory(Factory):
         tls_creator: Any = None,
         implicit_tls: bool = False,
         plaintext_auth: PlaintextAuth | None = None,
+        name: str = "pop3",
         idle_timeout: float = 600,
         session_timeout: float = 4 * 3600,
         max_line_length: int = 1024,
@@ -832,6 +841,7 @@ class POP3Factory(Factory):
         self.hostname = printable(hostname)
         self.tls_creator = tls_creator
         self.implicit_tls = implicit_tls
+        self.name = name  # the listener, for log lines ("pop3", "pop3s")
         # where passwords may be sent without TLS (peer.PlaintextAuth; default: same address)
         self.plaintext_auth = plaintext_auth or PlaintextAuth()
         self.idle_timeout = idle_timeout

@@ -40,7 +40,7 @@ from twisted.python.failure import Failure
 
 from txmailhost.accounts.interfaces import IMailAccount
 from txmailhost.accounts.throttle import LoginThrottled
-from txmailhost.peer import OutputPressure, PlaintextAuth, quick_ack
+from txmailhost.peer import OutputPressure, PlaintextAuth, describe_tls, printable, quick_ack
 from txmailhost.sasl import SASLError, decode_response, parse_plain
 from txmailhost.smtp import replies
 from txmailhost.smtp.address import AddressError, parse_path_argument
@@ -163,6 +163,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         self._reader: DataReader | None = None
         self._message: IncomingMessage | None = None
         self._errors = 0
+        self._command = "(connect)"  # what the client last asked, for the refusal log line
         self._session_timer: Any = None
         self._handlers: dict[str, Callable[[str], SMTPReply | Deferred[SMTPReply]]] = {
             "EHLO": self.do_EHLO,
@@ -258,10 +259,12 @@ class SMTPServer(Protocol, TimeoutMixin):
                 if len(self._buffer) > limit:
                     self._buffer.clear()
                     self._discarding = True
+                    self._command = "(line too long)"
                     self._error(replies.LINE_TOO_LONG)
                 break
             if nl + 1 > limit:
                 del self._buffer[: nl + 1]
+                self._command = "(line too long)"
                 self._error(replies.LINE_TOO_LONG)
                 continue
             line = bytes(self._buffer[:nl]).rstrip(b"\r")
@@ -281,18 +284,23 @@ class SMTPServer(Protocol, TimeoutMixin):
         except UnicodeDecodeError:
             text = line.decode("utf-8", "replace")
             if not text.upper().startswith(("MAIL ", "RCPT ")):
+                self._command = "(not ASCII)"
                 self._error(replies.BAD_CHARACTERS)
                 return
         if self._sasl is not None:
             # A SASL response (RFC 4954 4), not a command.
+            self._command = "AUTH (response)"
             continuation, self._sasl = self._sasl, None
             self._dispatch_result("AUTH", continuation, text.strip())
             return
         if "\x00" in text:
+            self._command = "(NUL in line)"
             self._error(replies.BAD_CHARACTERS)
             return
         verb, _, arg = text.partition(" ")
         verb = verb.upper()
+        # Never a password in the log: AUTH keeps only its mechanism.
+        self._command = f"AUTH {arg.partition(' ')[0]}" if verb == "AUTH" else f"{verb} {arg}"
         handler = self._handlers.get(verb)
         if handler is None:
             self._error(replies.UNKNOWN_COMMAND)
@@ -348,7 +356,22 @@ class SMTPServer(Protocol, TimeoutMixin):
     # -- output ----------------------------------------------------------------------------
 
     def _reply(self, reply: SMTPReply, lines: list[str] | None = None) -> None:
+        if reply.code >= 400 and self._command:
+            self._log_refusal(reply)
         self._out.append(reply.encode(lines))
+
+    def _log_refusal(self, reply: SMTPReply) -> None:
+        """Every refused command, with the client and the reply: what an administrator
+        looks for when mail goes missing (a 550 5.1.1 at RCPT leaves nothing else)."""
+        log.info(
+            "smtp {listener} {peer} refused '{command}': {code} {enhanced} {text}",
+            listener=self.factory.name,
+            peer=self.peer_host,
+            command=printable(self._command.strip()),
+            code=reply.code,
+            enhanced=reply.enhanced,
+            text=reply.text,
+        )
 
     def _error(self, reply: SMTPReply) -> None:
         """A refused command: counted; too many and the session ends (slow brute force)."""
@@ -540,10 +563,16 @@ class SMTPServer(Protocol, TimeoutMixin):
     def _log_transaction(
         self, envelope: Envelope, queue_id: str, size: int, reply: SMTPReply
     ) -> None:
+        # The reply to the end of data is logged here, not as a refusal too.
+        self._command = ""
         log.info(
-            "smtp {peer} id={queue_id} from=<{sender}> to={recipients} size={size}"
-            " result={code} {enhanced}",
+            "smtp {listener} {peer} id={queue_id} from=<{sender}> to={recipients} size={size}"
+            " result={code} {enhanced} helo={helo} tls={tls} user={user}",
+            listener=self.factory.name,
             peer=self.peer_host,
+            helo=self.helo or "-",
+            tls=describe_tls(self.transport, self._tls_how()),
+            user=self.authenticated_as or "-",
             queue_id=queue_id,
             sender=str(envelope.sender or ""),
             recipients=",".join(envelope.recipients),
@@ -551,6 +580,11 @@ class SMTPServer(Protocol, TimeoutMixin):
             code=reply.code,
             enhanced=reply.enhanced,
         )
+
+    def _tls_how(self) -> str | None:
+        if not self.secure:
+            return None
+        return "implicit" if self.factory.implicit_tls else "starttls"
 
     def do_RSET(self, arg: str) -> SMTPReply:
         self._reset_transaction()
@@ -751,6 +785,7 @@ class SMTPFactory(Factory):
         tls_creator: Any = None,
         implicit_tls: bool = False,
         plaintext_auth: PlaintextAuth | None = None,
+        name: str = "smtp",
         portal: Any = None,
         hide_client_ip: bool = False,
         max_message_size: int = 50 * 1024 * 1024,
@@ -770,6 +805,7 @@ class SMTPFactory(Factory):
         self.reactor = reactor
         self.tls_creator = tls_creator
         self.implicit_tls = implicit_tls
+        self.name = name  # the listener, for log lines ("smtp", "submission", ...)
         # where passwords may be sent without TLS (peer.PlaintextAuth; default: same address)
         self.plaintext_auth = plaintext_auth or PlaintextAuth()
         self.portal = portal
