@@ -124,11 +124,27 @@ def _hostname(value: Any) -> str:
 
 
 def _default_hostname() -> str:
-    """This machine's fully-qualified name, or "localhost" when the system's isn't usable."""
+    """This machine's name, found the way Postfix finds its default ``myhostname``.
+
+    ``gethostname()`` is the name the administrator gave the machine; ``getfqdn()`` alone
+    often turns it into "localhost" (when /etc/hosts lists ``127.0.0.1 localhost vm``), and
+    the greeting and the certificate would then say localhost. A name without a dot is
+    completed by the resolver when it knows a fully-qualified one, else with ".localdomain"
+    (Postfix's default ``mydomain``), so EHLO carries a domain name (RFC 5321 4.1.1.1).
+    """
     try:
-        return _hostname(socket.getfqdn())
+        name = _hostname(socket.gethostname())
     except _Invalid:
-        return "localhost"
+        name = "localhost"
+    if "." in name or name == "localhost":
+        return name
+    try:
+        fqdn = _hostname(socket.getfqdn(name))
+    except _Invalid:
+        fqdn = ""
+    if fqdn.startswith(name + ".") and fqdn != f"{name}.localdomain":
+        return fqdn
+    return f"{name}.localdomain"
 
 
 # Endpoint types that would make Twisted do TLS itself: the service adds TLS from [tls] (so that
@@ -216,7 +232,8 @@ class ServerConfig:
         doc="""The fully-qualified name of this server: it appears in the SMTP greeting and EHLO,
         in the Received: headers it adds and in the self-signed certificate made on first start.
         Use the name your MX record points to (and that the IP address resolves back to), e.g.
-        "mail.example.org". Default: this machine's name as the system reports it.""",
+        "mail.example.org". Default: this machine's host name (gethostname), completed to a
+        fully-qualified name by the resolver or, failing that, with ".localdomain".""",
     )
 
 

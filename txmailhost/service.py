@@ -268,7 +268,7 @@ def build(config: Any, reactor: Any) -> MultiService:
     swept = spool.sweep()
     if swept:
         log.info("removed {n} unacknowledged partial message(s) left by a crash", n=swept)
-    queue, queue_service = build_queue(config, store, reactor, storage_pool)
+    queue, queue_service = build_queue(config, store, reactor, storage_pool, router)
     queue_service.setServiceParent(top)
 
     try:

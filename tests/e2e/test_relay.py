@@ -131,3 +131,33 @@ def test_refused_recipient_bounces_to_the_senders_inbox_with_its_status(tmp_path
     finally:
         sender.stop()
         far.stop()
+
+
+def test_dsn_for_a_tagged_sender_reaches_the_user_under_the_configured_delimiter(
+    tmp_path, dns_server
+):
+    """Issue 13 item 5: the bounce router is the server's router, delimiter "-" included."""
+    far = ServerProcess(str(tmp_path / "far")).start()
+    far.add_user("bob@far.test", PASSWORD)
+    dns_server.add("far.test", "A", "127.0.0.1")
+    extra = (
+        f'[routing]\nrecipient_delimiter = "-"\n\n[relay]\nnameservers = ["{dns_server.address}"]'
+        f"\ndns_timeout = 2\nport = {far.ports['smtp']}\n"
+    )
+    sender = ServerProcess(str(tmp_path / "sender"), extra_config=extra).start()
+    sender.add_user("alice@example.test", PASSWORD)
+    try:
+        with smtplib.SMTP("127.0.0.1", sender.ports["submission"], timeout=10) as s:
+            s.ehlo("client.test")
+            s.login("alice@example.test", PASSWORD)
+            s.sendmail(
+                "alice-lists@example.test",
+                ["nobody@far.test"],
+                "From: alice-lists@example.test\r\nSubject: tagged\r\n\r\nbounce me\r\n",
+            )
+        [dsn] = wait_for(lambda: inbox(sender, "alice@example.test"))
+        assert b"Final-Recipient: rfc822; nobody@far.test" in dsn
+        assert "dropped" not in sender.log()
+    finally:
+        sender.stop()
+        far.stop()

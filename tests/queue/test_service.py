@@ -11,6 +11,7 @@ from tests.relay.conftest import Net
 from txmailhost.accounts.db import AccountsDB
 from txmailhost.config import ensure_data_dir, load_config
 from txmailhost.queue.service import build_queue
+from txmailhost.routing import Router
 from txmailhost.store.maildir import MaildirStore
 
 
@@ -31,7 +32,8 @@ def test_built_queue_spools_and_an_admin_bounce_reaches_the_local_senders_inbox(
     try:
         store = MaildirStore(config.mail_root, net.reactor, pool)
         net.run(store.provision("alice@example.test"))
-        queue, service = build_queue(config, store, net.reactor, pool)
+        router = Router(accounts, net.reactor, pool)
+        queue, service = build_queue(config, store, net.reactor, pool, router)
         service.startService()
         source = tmp_path / "data" / "queue" / "tmp" / "INCOMINGX1"
         source.write_bytes(MESSAGE)

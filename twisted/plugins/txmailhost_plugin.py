@@ -5,6 +5,6 @@ from twisted.application.service import ServiceMaker
 txmailhost = ServiceMaker(
     "txmailhost",
     "txmailhost.tap",
-    "A complete mail server: ESMTP, submission, POP3 (IMAP and relay to follow) over Maildir",
+    "A complete mail server: ESMTP, submission, IMAP4, POP3 and a relay queue over Maildir",
     "txmailhost",
 )

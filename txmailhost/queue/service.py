@@ -122,13 +122,18 @@ def _smarthost(relay: Any) -> Any:
     )
 
 
-def build_queue(config: Any, store: Any, reactor: Any, pool: Any) -> tuple[Queue, Service]:
-    """The queue for ``config`` and the service that runs it (add it to the application)."""
-    from txmailhost.accounts.db import AccountsDB
+def build_queue(
+    config: Any, store: Any, reactor: Any, pool: Any, router: Any
+) -> tuple[Queue, Service]:
+    """The queue for ``config`` and the service that runs it (add it to the application).
+
+    ``router`` is the server's one ``Router``: a DSN goes where mail for its recipient (the
+    original sender) would go, so ``alice-lists@`` reaches alice under the same recipient
+    delimiter, plus-folder and postmaster rules as on the SMTP listeners.
+    """
     from txmailhost.relay.client import Timeouts
     from txmailhost.relay.courier import RelayCourier, TLSPolicy
     from txmailhost.relay.mx import MXResolver
-    from txmailhost.routing import Router
 
     spool = Spool(config.queue_dir)
     spool.prepare()
@@ -158,6 +163,5 @@ def build_queue(config: Any, store: Any, reactor: Any, pool: Any) -> tuple[Queue
         max_hops=queue_config.max_hops,
     )
     queue = Queue(spool, courier, None, reactor, pool, hostname=config.hostname, policy=policy)
-    router = Router(AccountsDB(config.accounts_path), reactor, pool)
     queue.return_to_sender = ReturnToSender(spool, router, store, queue, reactor, pool)
     return queue, QueueService(queue, dns_pool)

@@ -36,11 +36,15 @@ def new_queue_id() -> str:
 
 
 class IncomingSpool:
-    """Hands out ``IncomingMessage`` files in one directory."""
+    """Hands out ``IncomingMessage`` files in ``directory``, created here if missing (mode
+    0700: messages in transit are private), so an embedding application needs nothing but the
+    constructor. ``pool`` is where fsyncs run: any started ``ThreadPool``, e.g. the
+    reactor's own (``reactor.getThreadPool()``). ``spares`` is optional (``spares.py``)."""
 
     def __init__(
         self, directory: str, reactor: Any, pool: ThreadPool, spares: SpareFiles | None = None
     ) -> None:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         self.directory = directory
         self._reactor = reactor
         self._pool = pool
@@ -50,9 +54,9 @@ class IncomingSpool:
         return IncomingMessage(self.directory, self._reactor, self._pool, self.spares)
 
     def sweep(self) -> int:
-        """Remove files left in the directory by a crash; returns how many."""
+        """Remove files left in the directory by a crash (call it before listening: they were
+        never acknowledged); returns how many."""
         removed = 0
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
         for name in os.listdir(self.directory):
             try:
                 os.unlink(os.path.join(self.directory, name))
