@@ -78,7 +78,7 @@ def writable_problem(config: Config) -> str | None:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             os.unlink(path)
         except OSError as e:
-            return _not_writable(config, relative or ".", e)
+            return _not_writable(config, relative, e)
     for suffix in ("", "-wal", "-shm"):
         path = config.accounts_path + suffix
         try:
@@ -91,7 +91,8 @@ def writable_problem(config: Config) -> str | None:
 
 
 def _not_writable(config: Config, what: str, error: OSError) -> str:
-    return f"data directory {config.data_dir} is not writable ({what}: {error.strerror})"
+    reason = f"{what}: {error.strerror}" if what else error.strerror
+    return f"data directory {config.data_dir} is not writable ({reason})"
 
 
 @contextlib.contextmanager
