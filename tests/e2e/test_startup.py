@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.server import BIN, LABELS
+from tests.support.readonly import read_only
+from tests.support.server import BIN, LABELS, ServerProcess
 
 
 @pytest.fixture
@@ -78,3 +79,39 @@ def test_a_port_in_use_fails_the_daemonised_start_with_exit_1(
     finally:
         if pidfile.exists():  # the daemon of a start that wrongly succeeded
             os.kill(int(pidfile.read_text()), signal.SIGTERM)
+
+
+def start_read_only(data: Path, log: Path) -> subprocess.CompletedProcess[str]:
+    with read_only(str(data)) as prefix:
+        return subprocess.run(
+            [*prefix, os.path.join(BIN, "twistd"), "-n", "--pidfile=", f"--logfile={log}",
+             "txmailhost", "--data", str(data)],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )  # fmt: skip
+
+
+def test_a_read_only_new_data_directory_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_config(data, 0)
+
+    result = start_read_only(data, tmp_path / "log")
+
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"txmailhost: data directory {data} is not writable (")
+    assert result.stderr.count("\n") == 1
+
+
+def test_a_used_data_directory_now_read_only_stops_the_start_with_one_line(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    write_config(data, 0)
+    ServerProcess(str(data)).start().stop()
+
+    result = start_read_only(data, tmp_path / "log")
+
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"txmailhost: data directory {data} is not writable (")
+    assert result.stderr.count("\n") == 1
