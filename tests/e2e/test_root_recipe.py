@@ -45,7 +45,7 @@ pop3s = "tcp:995"
 INSIDE = textwrap.dedent(
     """\
     import imaplib, os, poplib, signal, smtplib, socket, ssl, subprocess, sys, time
-    bin_dir, data, user, base = sys.argv[1:]
+    bin_dir, data, user, base, with_init = sys.argv[1:]
     txmailhost, twistd = os.path.join(bin_dir, "txmailhost"), os.path.join(bin_dir, "twistd")
     pidfile, logfile = os.path.join(base, "txmailhost.pid"), os.path.join(base, "txmailhost.log")
 
@@ -75,8 +75,9 @@ INSIDE = textwrap.dedent(
     for path in {sys.base_prefix, os.path.realpath(bin_dir)}:
         expose(path)
     run("ip", "link", "set", "lo", "up")
-    run(txmailhost, "--data", data, "init")
-    run("chown", "-R", f"{user}:", data)
+    if with_init == "init":
+        run(txmailhost, "--data", data, "init")
+        run("chown", "-R", f"{user}:", data)
     run(twistd, f"--uid={user}", f"--gid={user}", f"--pidfile={pidfile}",
         f"--logfile={logfile}", "txmailhost", "--data", data)
     try:
@@ -147,7 +148,11 @@ def _skip_unless_possible() -> None:
         pytest.skip("unshare -n -m is not permitted here")
 
 
-def test_readme_root_recipe_binds_as_root_then_serves_mail_as_the_system_user() -> None:
+@pytest.mark.parametrize("with_init", ["init", "first-start"])
+def test_readme_root_recipe_binds_as_root_then_serves_mail_as_the_system_user(
+    with_init: str,
+) -> None:
+    """``first-start``: no ``init``; what the server creates before the drop is the user's."""
     _skip_unless_possible()
     user = f"txmh{secrets.token_hex(4)}"
     # The user's home must be reachable once root is gone: not under pytest's 0700 tmp_path.
@@ -164,7 +169,10 @@ def test_readme_root_recipe_binds_as_root_then_serves_mail_as_the_system_user() 
         script = base / "inside.py"
         script.write_text(INSIDE)
         result = subprocess.run(
-            ["unshare", "-n", "-m", sys.executable, str(script), BIN, str(data), user, str(base)],
+            [
+                *("unshare", "-n", "-m", sys.executable, str(script)),
+                *(BIN, str(data), user, str(base), with_init),
+            ],
             capture_output=True,
             text=True,
             timeout=240,
