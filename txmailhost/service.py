@@ -73,6 +73,8 @@ class Listener(Service):
         self.factory = factory
         self.port: Any = None
         self._binding: Deferred | None = None
+        self._binding_now = False
+        self._failure: Failure | None = None
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
@@ -80,15 +82,12 @@ class Listener(Service):
             return
         endpoint = serverFromString(self.reactor, self.description)
         self._binding = endpoint.listen(self.factory)
-        outcome: list[Any] = []
-        self._binding.addBoth(outcome.append)
-        if not outcome:  # binds later: report when it does
-            self._binding.addCallback(self._listening)
-            self._binding.addErrback(self._failed_later)
-            return
-        if isinstance(outcome[0], Failure):
-            raise StartupError(self._failure_line(outcome[0]))
-        self._listening(outcome[0])
+        self._failure = None
+        self._binding_now = True
+        self._binding.addCallbacks(self._listening, self._failed)
+        self._binding_now = False
+        if self._failure is not None:
+            raise StartupError(self._failure_line(self._failure))
 
     def startService(self) -> None:
         super().startService()
@@ -119,7 +118,10 @@ class Listener(Service):
         log.critical("txmailhost {line} ({description})", line=line, description=self.description)
         return line
 
-    def _failed_later(self, failure: Failure) -> None:
+    def _failed(self, failure: Failure) -> None:
+        if self._binding_now:
+            self._failure = failure  # privilegedStartService raises it
+            return
         self._failure_line(failure)
         if self.reactor.running:
             self.reactor.stop()
