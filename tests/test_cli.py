@@ -9,12 +9,14 @@ import io
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import pytest
 
+from tests.support.readonly import read_only
 from txmailhost.accounts.db import AccountsDB
 from txmailhost.accounts.passwords import verify_password
 from txmailhost.cli import main
@@ -34,22 +36,45 @@ class Run(Protocol):
     def __call__(self, *args: str, stdin: str | io.StringIO = "") -> Result: ...
 
 
-@pytest.fixture
-def data(tmp_path: Path) -> Path:
-    return tmp_path / "data"
+MakeRun = Callable[[Path], Run]
 
 
 @pytest.fixture
-def run(data: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Run:
+def make_run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> MakeRun:
+    """``make_run(path)``: a ``run`` for the data directory ``path``."""
+
+    def make(data: Path) -> Run:
+        def run_command(*args: str, stdin: str | io.StringIO = "") -> Result:
+            monkeypatch.setattr(
+                sys, "stdin", io.StringIO(stdin) if isinstance(stdin, str) else stdin
+            )
+            status = main(["--data", str(data), *args])
+            captured = capsys.readouterr()
+            return Result(status, captured.out, captured.err)
+
+        return run_command
+
+    return make
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Path:
+    """Where a data directory will be: nothing there yet."""
+    return tmp_path / "fresh"
+
+
+@pytest.fixture
+def data(tmp_path: Path, make_run: MakeRun) -> Path:
+    """A data directory set up by ``init``."""
+    path = tmp_path / "data"
+    assert make_run(path)("init").status == 0
+    return path
+
+
+@pytest.fixture
+def run(data: Path, make_run: MakeRun) -> Run:
     """``run("user", "add", ..., stdin="pw\\n")``: main() on ``data`` with captured output."""
-
-    def run_command(*args: str, stdin: str | io.StringIO = "") -> Result:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin) if isinstance(stdin, str) else stdin)
-        status = main(["--data", str(data), *args])
-        captured = capsys.readouterr()
-        return Result(status, captured.out, captured.err)
-
-    return run_command
+    return make_run(data)
 
 
 def accounts(data: Path) -> AccountsDB:
@@ -61,8 +86,9 @@ def maildir(data: Path, address: str) -> Path:
     return data / "mail" / domain / local
 
 
-def test_init_creates_config_database_and_certificate(run: Run, data: Path) -> None:
-    result = run("init", "--hostname", "mail.example.org")
+def test_init_creates_config_database_and_certificate(make_run: MakeRun, fresh: Path) -> None:
+    data = fresh
+    result = make_run(data)("init", "--hostname", "mail.example.org")
     assert result.status == 0
     for path in ("txmailhost.toml", "accounts.sqlite", "tls/cert.pem", "tls/key.pem"):
         assert (data / path).is_file()
@@ -158,7 +184,6 @@ def test_user_add_existing_user_is_an_error(run: Run) -> None:
 
 
 def test_user_add_in_unknown_domain_is_an_error(run: Run, data: Path) -> None:
-    run("init")  # so stderr holds only the error, not what init created
     result = run("user", "add", "eve@example.com", stdin=PASSWORD + "\n")
     assert result.status == 1
     assert result.err == (
@@ -169,7 +194,6 @@ def test_user_add_in_unknown_domain_is_an_error(run: Run, data: Path) -> None:
 
 
 def test_user_add_bad_address_is_an_error(run: Run) -> None:
-    run("init")  # so stderr holds only the error, not what init created
     result = run("user", "add", "no-at-sign", stdin=PASSWORD + "\n")
     assert result.status == 1
     assert result.err == "txmailhost: error: not an address: 'no-at-sign' (expected user@domain)\n"
@@ -238,7 +262,6 @@ def test_user_passwd_changes_the_password(run: Run, data: Path, tmp_path: Path) 
 
 
 def test_user_passwd_unknown_user_is_an_error(run: Run) -> None:
-    run("init")  # so stderr holds only the error, not what init created
     result = run("user", "passwd", "nobody@example.org", stdin=PASSWORD + "\n")
     assert (result.status, result.err) == (
         1,
@@ -269,14 +292,14 @@ def test_user_del_keeps_mail_unless_purged(run: Run, data: Path) -> None:
 
 
 def test_check_config_ok(run: Run, data: Path) -> None:
-    run("init")
     result = run("check-config")
     assert (result.status, result.out) == (0, f"ok: {data / 'txmailhost.toml'}\n")
 
 
 def test_check_config_reports_every_problem_and_creates_nothing(
-    data: Path, capsys: pytest.CaptureFixture[str]
+    fresh: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    data = fresh
     bad = BAD_CONFIGS / "several_problems.toml"
     status = main(["--data", str(data), "--config", str(bad), "check-config"])
     err = capsys.readouterr().err.splitlines()
@@ -289,7 +312,6 @@ def test_check_config_reports_every_problem_and_creates_nothing(
 def test_check_config_reports_a_key_that_does_not_match_the_certificate(
     run: Run, data: Path
 ) -> None:
-    run("init")
     other = data.parent / "other"
     main(["--data", str(other), "init"])
     (data / "tls" / "key.pem").write_bytes((other / "tls" / "key.pem").read_bytes())
@@ -302,15 +324,15 @@ def test_check_config_reports_a_key_that_does_not_match_the_certificate(
 
 
 def test_commands_on_a_bad_config_fail_with_the_key_named(run: Run, data: Path) -> None:
-    data.mkdir()
     (data / "txmailhost.toml").write_text("[smtp]\nmax_recipients = 'many'\n")
+    before = sorted(os.listdir(data))
     result = run("domain", "list")
     assert result.status == 1
     assert result.err == (
         f"txmailhost: error: {data / 'txmailhost.toml'}: smtp.max_recipients: "
         "expected a positive integer number of recipients, got 'many'\n"
     )
-    assert os.listdir(data) == ["txmailhost.toml"]
+    assert sorted(os.listdir(data)) == before
 
 
 def test_usage_error_exits_2(run: Run) -> None:
@@ -355,3 +377,61 @@ def test_process_errors_are_one_line_without_traceback(data: Path) -> None:
     assert bad.returncode == 1
     assert "smtp.max_mesage_size: unknown key" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+# -- the data directory ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command", [["domain", "list"], ["user", "list"], ["queue", "list"], ["reload-tls"]]
+)
+def test_commands_refuse_a_data_directory_that_does_not_exist(
+    make_run: MakeRun, tmp_path: Path, command: list[str]
+) -> None:
+    typo = tmp_path / "txmailhost-dta"
+    result = make_run(typo)(*command)
+    assert (result.status, result.out) == (1, "")
+    assert result.err == (
+        f"txmailhost: error: data directory {typo} does not exist; "
+        f"create it with 'txmailhost --data {typo} init'\n"
+    )
+    assert not typo.exists()
+
+
+def test_commands_refuse_a_directory_that_init_has_not_set_up(
+    make_run: MakeRun, tmp_path: Path
+) -> None:
+    result = make_run(tmp_path)("domain", "add", "example.org")
+    assert result.status == 1
+    assert result.err.startswith(f"txmailhost: error: {tmp_path} is not a txmailhost data")
+    assert os.listdir(tmp_path) == []
+
+
+def test_global_options_may_follow_the_command(
+    data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["domain", "add", "example.org", "--data", str(data)]) == 0
+    assert (
+        main(["domain", "list", "--config", str(data / "txmailhost.toml"), "--data", str(data)])
+        == 0
+    )
+    assert capsys.readouterr().out == "added domain example.org\nexample.org\n"
+
+
+def test_global_options_after_the_command_win(data: Path, tmp_path: Path) -> None:
+    typo = tmp_path / "txmailhost-dta"
+    assert main(["--data", str(typo), "domain", "list", "--data", str(data)]) == 0
+    assert not typo.exists()
+
+
+def test_process_on_a_read_only_data_directory_says_it_is_not_writable(data: Path) -> None:
+    with read_only(str(data)) as prefix:
+        result = subprocess.run(
+            [*prefix, *COMMAND, "--data", str(data), "user", "list"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"txmailhost: error: data directory {data} is not writable (")
+    assert result.stderr.count("\n") == 1

@@ -240,7 +240,7 @@ def test_ensure_data_dir_creates_everything_once(tmp_path: Path) -> None:
     assert load_config(str(data)).hostname == "mail.example.org"
     assert AccountsDB(str(data / "accounts.sqlite")).list_domains() == []
     assert stat.S_IMODE((data / "tls" / "key.pem").stat().st_mode) == 0o600
-    assert len(created) == 7 and all(line.startswith("created ") for line in created)
+    assert len(created) == 13 and all(line.startswith("created ") for line in created)
 
     config_text = (data / "txmailhost.toml").read_text()
     cert_pem = (data / "tls" / "cert.pem").read_bytes()
@@ -258,6 +258,15 @@ def test_ensure_data_dir_certificate_is_usable_for_the_hostname(tmp_path: Path) 
     assert san.get_values_for_type(x509.DNSName) == ["mail.example.org", "localhost"]
     options = load_certificate_options(config.tls.certificate, config.tls.key)
     assert options.getContext() is not None
+
+
+def test_ensure_data_dir_creates_every_directory_the_server_writes(tmp_path: Path) -> None:
+    """So that ``init`` then ``chown -R`` leaves nothing for the server to create as root."""
+    data = tmp_path / "data"
+    ensure_data_dir(str(data))
+
+    for sub in ("queue/control", "queue/env", "queue/msg", "queue/spare", "queue/tmp", "run"):
+        assert stat.S_IMODE((data / sub).stat().st_mode) == 0o700, sub
 
 
 def test_ensure_data_dir_with_bad_config_creates_nothing(tmp_path: Path) -> None:

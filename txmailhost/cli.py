@@ -5,8 +5,11 @@ writes is exactly what the server reads (DESIGN invariant 5: a user added here c
 once, without a restart). It works whether or not the server is running: the accounts database
 is SQLite in WAL mode, and Maildir provisioning is safe against concurrent deliveries.
 
-Every command but ``check-config`` first runs ``ensure_data_dir``, so commands work on a fresh
-data directory; ``check-config`` only reads. Failures the administrator can fix (a bad address,
+Only ``init`` creates a data directory; every other command refuses one that ``init`` (or the
+server) hasn't set up, so a typo in ``--data`` is an error, not a fresh empty server. Commands
+that open the accounts database or the queue first check the directory is writable (SQLite in
+WAL mode needs that even to read). ``--data`` and ``--config`` may come before or after the
+command (``txmailhost domain list --data DIR``). ``check-config`` only reads. Failures the administrator can fix (a bad address,
 an unknown domain, a config problem, an unreadable file) end as one ``txmailhost: error: ...``
 line on stderr and exit status 1, never a traceback; usage errors exit 2 (argparse's rule).
 Output meant for scripts (``domain list``, ``user list``) is one item per line on stdout.
@@ -35,6 +38,7 @@ from txmailhost.config import (
     ensure_data_dir,
     load_config,
 )
+from txmailhost.datadir import DataDirError, require_data_dir, writable_problem
 from txmailhost.store.maildir import MaildirStore, user_directory
 
 PROG = "txmailhost"
@@ -57,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in e.problems:
             _error(problem)
         return 1
-    except (AccountError, CommandError, ValueError) as e:
+    except (AccountError, CommandError, DataDirError, ValueError) as e:
         _error(str(e))
         return 1
     except OSError as e:
@@ -158,7 +162,27 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument("--purge", action="store_true", help="also delete the user's mail")
     delete.set_defaults(run=_with_accounts(_user_del))
     register_user_actions(user_commands, _with_accounts)
+    _accept_global_options_anywhere(parser)
     return parser
+
+
+def _accept_global_options_anywhere(parser: argparse.ArgumentParser) -> None:
+    """Let ``--data`` and ``--config`` follow the command too, as people type them.
+
+    argparse only knows an option at the level it was declared; each subcommand gets a copy
+    whose default is "not given", so a value given after the command replaces the global one
+    and an absent one leaves it alone.
+    """
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in set(action.choices.values()):  # a set: aliases share a parser
+                subparser.add_argument(
+                    "--data", metavar="DIR", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+                )
+                subparser.add_argument(
+                    "--config", metavar="FILE", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+                )
+                _accept_global_options_anywhere(subparser)
 
 
 def _password_option(parser: argparse.ArgumentParser) -> None:
@@ -206,6 +230,7 @@ def _reload_tls(args: argparse.Namespace) -> int:
     """Validate the pair, then leave the request the server's TLSReloadService looks for."""
     from txmailhost._safeio import makedirs_durably, write_atomic
 
+    require_data_dir(args.data)  # the request would go unseen in a new directory
     config = load_config(args.data, args.config)
     problems = _tls_problems(config)
     if problems:
@@ -242,12 +267,10 @@ def _tls_problems(config: Config) -> list[str]:
 def _with_accounts(
     command: Callable[[argparse.Namespace, Config, AccountsDB], int],
 ) -> Callable[[argparse.Namespace], int]:
-    """Prepare the data directory, then run ``command`` with the config and accounts DB."""
+    """Check the data directory, then run ``command`` with the config and accounts DB."""
 
     def run(args: argparse.Namespace) -> int:
-        for line in ensure_data_dir(args.data, args.config):
-            print(line, file=sys.stderr)  # stdout stays the command's own output
-        config = load_config(args.data, args.config)
+        config = _prepared_config(args)
         accounts = AccountsDB(config.accounts_path)
         try:
             return command(args, config, accounts)
@@ -260,14 +283,22 @@ def _with_accounts(
 def _with_config(
     command: Callable[[argparse.Namespace, Config], int],
 ) -> Callable[[argparse.Namespace], int]:
-    """Prepare the data directory, then run ``command`` with the config (queue commands)."""
+    """Check the data directory, then run ``command`` with the config (queue commands)."""
 
     def run(args: argparse.Namespace) -> int:
-        for line in ensure_data_dir(args.data, args.config):
-            print(line, file=sys.stderr)
-        return command(args, load_config(args.data, args.config))
+        return command(args, _prepared_config(args))
 
     return run
+
+
+def _prepared_config(args: argparse.Namespace) -> Config:
+    """The config of a data directory that is set up and writable; else one line, exit 1."""
+    require_data_dir(args.data)
+    config = load_config(args.data, args.config)
+    problem = writable_problem(config)
+    if problem:
+        raise CommandError(problem)
+    return config
 
 
 def _mail_store(config: Config) -> MaildirStore:

@@ -1059,8 +1059,9 @@ def ensure_data_dir(
 ) -> list[str]:
     """Create what a data directory needs and is missing; return "created ..." lines.
 
-    Used on first start and by ``txmailhost init`` (and before every CLI command, so that they
-    work on a fresh directory). Idempotent and never overwrites: an existing config, database
+    Used by ``txmailhost init`` and by the server at every start; the other commands refuse a
+    directory that isn't set up (``datadir.require_data_dir``), so a typo in ``--data`` creates
+    nothing. Idempotent and never overwrites: an existing config, database
     or certificate is left as it is. The config is validated *before* anything is created, so a
     bad config leaves no half-made directory behind.
     """
@@ -1075,14 +1076,13 @@ def ensure_data_dir(
         load_config(data_dir, config_file)  # raises before anything is created
 
     from txmailhost import _safeio
+    from txmailhost.datadir import WRITTEN_DIRECTORIES
 
     created = []
-    for directory in (
-        data_dir,
-        os.path.join(data_dir, "mail"),
-        os.path.join(data_dir, "queue"),
-        os.path.join(data_dir, "tls"),
-    ):
+    # Everything the server writes exists after `init`, so that `chown -R` gives it all to the
+    # user twistd drops to (README's recipe); the TLS directory is read only, after the drop.
+    for relative in (*WRITTEN_DIRECTORIES, "tls"):
+        directory = os.path.join(data_dir, relative) if relative else data_dir
         if not os.path.isdir(directory):
             _safeio.makedirs_durably(directory, 0o700)
             created.append(f"created directory {directory}")

@@ -11,6 +11,7 @@ password checks, so a burst of logins can't delay an fsync and vice versa.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -21,8 +22,10 @@ from twisted.application.service import MultiService, Service
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 log = Logger()
@@ -43,8 +46,25 @@ class ThreadPoolService(Service):
         self.pool.stop()
 
 
+class StartupError(Exception):
+    """The server can't start, for a reason that fits on one line (and names what to fix).
+
+    Raised from ``privilegedStartService``, where twistd reports it: a daemonising twistd
+    passes it to the waiting parent, which prints it and exits 1; in the foreground
+    ``tap.makeService`` prints it as one line (no traceback) and the process exits 1.
+    """
+
+
 class Listener(Service):
-    """Listens on one endpoint description and says so in the log; a failure stops startup."""
+    """Binds one endpoint description, and says so in the log.
+
+    The port is bound in ``privilegedStartService``: twistd calls that while the process may
+    still be root, before it drops to ``--uid``/``--gid``, so ports below 1024 work; and
+    before the reactor runs, so a port that can't be bound stops the start with
+    :class:`StartupError` (exit status 1) instead of a server running without it. Endpoints
+    that bind later than ``listen`` returns (none of the stream types we accept) are handled
+    when they fire: a failure then stops the reactor.
+    """
 
     def __init__(self, reactor: Any, label: str, description: str, factory: Any) -> None:
         self.reactor = reactor
@@ -52,37 +72,63 @@ class Listener(Service):
         self.description = description
         self.factory = factory
         self.port: Any = None
+        self._binding: Deferred | None = None
+        self._binding_now = False
+        self._failure: Failure | None = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        if self._binding is not None:
+            return
+        endpoint = serverFromString(self.reactor, self.description)
+        self._binding = endpoint.listen(self.factory)
+        self._failure = None
+        self._binding_now = True
+        self._binding.addCallbacks(self._listening, self._failed)
+        self._binding_now = False
+        if self._failure is not None:
+            raise StartupError(self._failure_line(self._failure))
 
     def startService(self) -> None:
         super().startService()
-        endpoint = serverFromString(self.reactor, self.description)
-        d: Deferred = endpoint.listen(self.factory)
+        self.privilegedStartService()  # when started without twistd (embedding, tests)
 
-        def listening(port: Any) -> None:
-            self.port = port
-            host = port.getHost()
-            log.info(
-                "txmailhost {label} listening on {host}:{port} ({description})",
-                label=self.label,
-                host=host.host,
-                port=host.port,
-                description=self.description,
-            )
+    def _listening(self, port: Any) -> None:
+        self.port = port
+        host = port.getHost()
+        log.info(
+            "txmailhost {label} listening on {host}:{port} ({description})",
+            label=self.label,
+            host=host.host,
+            port=host.port,
+            description=self.description,
+        )
 
-        def failed(failure: Any) -> None:
-            log.critical(
-                "txmailhost can't listen for {label} on {description}: {error}",
-                label=self.label,
-                description=self.description,
-                error=failure.getErrorMessage(),
-            )
-            if self.reactor.running:
-                self.reactor.stop()
+    def _failure_line(self, failure: Failure) -> str:
+        """``can't listen for imap on 127.0.0.1:143: Permission denied``, also logged."""
+        error = failure.value
+        if isinstance(error, CannotListenError):
+            interface = error.interface or "0.0.0.0"  # tcp:25 binds every IPv4 address
+            host = f"[{interface}]" if ":" in interface else interface
+            address = f"{host}:{error.port}"
+            reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+        else:
+            address, reason = self.description, failure.getErrorMessage()
+        line = f"can't listen for {self.label} on {address}: {reason}"
+        log.critical("txmailhost {line} ({description})", line=line, description=self.description)
+        return line
 
-        d.addCallbacks(listening, failed)
+    def _failed(self, failure: Failure) -> None:
+        if self._binding_now:
+            self._failure = failure  # privilegedStartService raises it
+            return
+        self._failure_line(failure)
+        if self.reactor.running:
+            self.reactor.stop()
 
     def stopService(self) -> Deferred | None:
         super().stopService()
+        self._binding = None
         if self.port is not None:
             port, self.port = self.port, None
             return port.stopListening()
@@ -164,26 +210,46 @@ class TLSReloadService(Service):
 
 
 def make_service(
-    data_dir: str, config_file: str | None = None, reactor: Any = None
+    data_dir: str,
+    config_file: str | None = None,
+    reactor: Any = None,
+    run_as: tuple[int | None, int | None] = (None, None),
 ) -> MultiService:
-    """Build the whole server; exits with a clear message if the config is wrong."""
+    """Build the whole server; exits with a clear message if the config or data directory is
+    wrong.
+
+    ``run_as`` is the (uid, gid) twistd drops to after binding the ports: the data directory is
+    prepared and checked as that user, so what the server creates stays its own after the drop.
+    """
     import twisted.mail.imap4  # noqa: F401 - registers the imap4-utf-7 codec mailbox names use
 
     from txmailhost.config import ConfigError, ensure_data_dir, load_config
+    from txmailhost.datadir import acting_as, writable_problem
 
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
     try:
-        created = ensure_data_dir(data_dir, config_file)
-        config = load_config(data_dir, config_file)
+        with acting_as(*run_as):
+            created = ensure_data_dir(data_dir, config_file)
+            config = load_config(data_dir, config_file)
+            problem = writable_problem(config)
     except ConfigError as e:
         for problem in e.problems:
             print(f"txmailhost: {problem}", file=sys.stderr)
         raise SystemExit(1) from None
-    except (OSError, ValueError) as e:
-        print(f"txmailhost: can't prepare data directory {data_dir}: {e}", file=sys.stderr)
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        reason = f"{where}{e.strerror or e}"
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            problem = f"data directory {os.path.abspath(data_dir)} is not writable ({reason})"
+        else:
+            problem = f"can't prepare data directory {os.path.abspath(data_dir)}: {reason}"
+    except ValueError as e:
+        problem = f"can't prepare data directory {os.path.abspath(data_dir)}: {e}"
+    if problem:
+        print(f"txmailhost: {problem}", file=sys.stderr)
         raise SystemExit(1) from None
     for line in created:
         log.info("txmailhost first start: {line}", line=line)

@@ -12,7 +12,7 @@ from txmailhost.queue.spool import Spool
 def spooled(tmp_path, recipients=("carol@remote.invalid", "dave@remote.invalid")):
     data = str(tmp_path / "data")
     assert main(["--data", data, "check-config"]) in (0, 1)
-    main(["--data", data, "domain", "list"])  # creates the data directory
+    main(["--data", data, "init"])
     source = tmp_path / "incoming"
     source.write_bytes(MESSAGE)
     spool = Spool(os.path.join(data, "queue"))
@@ -33,6 +33,8 @@ def test_queue_list_shows_one_line_per_message_starting_with_its_id(tmp_path, ca
 
 def test_queue_list_of_an_empty_queue_prints_nothing_on_stdout(tmp_path, capsys):
     data = str(tmp_path / "data")
+    main(["--data", data, "init"])
+    capsys.readouterr()
     assert main(["--data", data, "queue", "list"]) == 0
     captured = capsys.readouterr()
     assert captured.out == "" and "the queue is empty" in captured.err
@@ -76,7 +78,7 @@ def test_queue_list_shows_local_mail_acknowledged_but_not_yet_delivered(tmp_path
     from txmailhost.queue.local import XATTR, SpooledLocal, records_supported
 
     data = str(tmp_path / "data")
-    main(["--data", data, "domain", "list"])
+    main(["--data", data, "init"])
     spare = os.path.join(data, "queue", "spare")
     if not records_supported(spare):
         return  # no extended attributes here: local mail never waits in the spool

@@ -1,0 +1,117 @@
+"""Starting ``twistd txmailhost`` when something is wrong: it must stop with one line, exit 1.
+
+A server that can't bind one of its ports, or can't write its data directory, is not running:
+saying so at once (and failing the init system's start) beats running half-deaf or answering
+every message ``451``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.readonly import read_only
+from tests.support.server import BIN, LABELS, ServerProcess
+
+
+@pytest.fixture
+def held_port() -> Iterator[int]:
+    """A loopback port another process (here: this one) is listening on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def write_config(data: Path, imap_port: int) -> None:
+    data.mkdir()
+    listen = "\n".join(
+        f'{label} = "tcp:{imap_port if label == "imap" else 0}:interface=127.0.0.1"'
+        for label in LABELS
+    )
+    (data / "txmailhost.toml").write_text(f"[listen]\n{listen}\n")
+
+
+def twistd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [os.path.join(BIN, "twistd"), *args], capture_output=True, text=True, timeout=20
+    )
+
+
+def test_a_port_in_use_stops_the_foreground_start_with_exit_1(
+    tmp_path: Path, held_port: int
+) -> None:
+    data = tmp_path / "data"
+    write_config(data, held_port)
+    log = tmp_path / "log"
+
+    result = twistd("-n", "--pidfile=", f"--logfile={log}", "txmailhost", "--data", str(data))
+
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"txmailhost: can't listen for imap on 127.0.0.1:{held_port}: Address already in use\n"
+    )
+    assert "Traceback" not in log.read_text()
+
+
+def test_a_port_in_use_fails_the_daemonised_start_with_exit_1(
+    tmp_path: Path, held_port: int
+) -> None:
+    data = tmp_path / "data"
+    write_config(data, held_port)
+    log, pidfile = tmp_path / "log", tmp_path / "pid"
+    try:
+        result = twistd(
+            f"--pidfile={pidfile}", f"--logfile={log}", "txmailhost", "--data", str(data)
+        )
+        assert result.returncode == 1
+        assert f"can't listen for imap on 127.0.0.1:{held_port}" in result.stderr
+        assert not pidfile.exists()
+        text = log.read_text()
+        assert f"can't listen for imap on 127.0.0.1:{held_port}: Address already in use" in text
+        assert "Traceback" not in text
+    finally:
+        if pidfile.exists():  # the daemon of a start that wrongly succeeded
+            os.kill(int(pidfile.read_text()), signal.SIGTERM)
+
+
+def start_read_only(data: Path, log: Path) -> subprocess.CompletedProcess[str]:
+    with read_only(str(data)) as prefix:
+        return subprocess.run(
+            [*prefix, os.path.join(BIN, "twistd"), "-n", "--pidfile=", f"--logfile={log}",
+             "txmailhost", "--data", str(data)],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )  # fmt: skip
+
+
+def test_a_read_only_new_data_directory_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_config(data, 0)
+
+    result = start_read_only(data, tmp_path / "log")
+
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"txmailhost: data directory {data} is not writable (")
+    assert result.stderr.count("\n") == 1
+
+
+def test_a_used_data_directory_now_read_only_stops_the_start_with_one_line(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    write_config(data, 0)
+    ServerProcess(str(data)).start().stop()
+
+    result = start_read_only(data, tmp_path / "log")
+
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"txmailhost: data directory {data} is not writable (")
+    assert result.stderr.count("\n") == 1

@@ -1,0 +1,129 @@
+"""Checks on the data directory that turn a broken setup into one line instead of tracebacks.
+
+Three mistakes an administrator makes, each found before anything else runs:
+
+- a typo in ``--data``: every command but ``init`` (and the server, on its first start)
+  refuses a directory that isn't set up, rather than creating a fresh one beside the real one
+  (:func:`require_data_dir`);
+- a data directory the server can't write (a read-only mount, files left owned by root): the
+  server would answer every message ``451 4.3.0``, so it refuses to start instead
+  (:func:`writable_problem`);
+- starting as root with ``twistd --uid/--gid``: what the server creates before twistd drops
+  privileges must belong to the user it drops to (:func:`acting_as`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+from collections.abc import Iterator
+
+from txmailhost.config import Config
+
+ACCOUNTS_NAME = "accounts.sqlite"
+
+# The directories the server writes into; ``ensure_data_dir`` creates them (``init`` and the
+# server's first start), and they are checked for writability at every start.
+WRITTEN_DIRECTORIES = (
+    "",
+    "mail",
+    "queue",
+    "queue/control",
+    "queue/env",
+    "queue/msg",
+    "queue/spare",
+    "queue/tmp",
+    "run",
+)
+
+
+class DataDirError(Exception):
+    """The data directory can't be used; the message is the one line to show."""
+
+
+def require_data_dir(data_dir: str) -> None:
+    """Refuse a data directory that ``init`` (or the server) hasn't set up."""
+    path = os.path.abspath(data_dir)
+    if not os.path.exists(path):
+        raise DataDirError(
+            f"data directory {path} does not exist; create it with "
+            f"'txmailhost --data {data_dir} init'"
+        )
+    if not os.path.isdir(path):
+        raise DataDirError(f"data directory {path} is not a directory")
+    if not os.path.exists(os.path.join(path, ACCOUNTS_NAME)):
+        raise DataDirError(
+            f"{path} is not a txmailhost data directory (no {ACCOUNTS_NAME}); set it up with "
+            f"'txmailhost --data {data_dir} init'"
+        )
+
+
+def writable_problem(config: Config) -> str | None:
+    """``data directory DIR is not writable (reason)``, or None when the server can write it.
+
+    Tried, not inferred from permission bits: ``os.access`` answers for the real user and
+    ignores a read-only mount's subtleties, and root passes every bit check. A probe file is
+    created and removed in each directory the server writes, and the accounts database (with
+    SQLite's ``-wal`` and ``-shm`` beside it, which even reading needs in WAL mode) is opened
+    for writing.
+    """
+    probe = f".txmailhost-probe-{os.getpid()}"
+    for relative in WRITTEN_DIRECTORIES:
+        directory = os.path.join(config.data_dir, relative)
+        if not os.path.isdir(directory):
+            continue  # made on demand, by a user that could make the rest
+        path = os.path.join(directory, probe)
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.unlink(path)
+        except OSError as e:
+            return _not_writable(config, relative, e)
+    for suffix in ("", "-wal", "-shm"):
+        path = config.accounts_path + suffix
+        try:
+            os.close(os.open(path, os.O_RDWR))
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            return _not_writable(config, os.path.basename(path), e)
+    return None
+
+
+def _not_writable(config: Config, what: str, error: OSError) -> str:
+    reason = f"{what}: {error.strerror}" if what else error.strerror
+    return f"data directory {config.data_dir} is not writable ({reason})"
+
+
+@contextlib.contextmanager
+def acting_as(uid: int | None, gid: int | None) -> Iterator[None]:
+    """Create files as ``uid``/``gid`` for a while, when root will drop to them later.
+
+    twistd prepares the service as root and only then switches to ``--uid``/``--gid``. Changing
+    just the *effective* ids (the real ones stay root) lets the data directory be prepared and
+    checked as the user that will run the server, and switched back so that the listeners can
+    still bind ports below 1024 afterwards. Does nothing unless running as root with a user to
+    switch to.
+    """
+    if os.geteuid() != 0 or (uid is None and gid is None):
+        yield
+        return
+    if uid is None:
+        uid = 0
+    if gid is None:
+        gid = pwd.getpwuid(uid).pw_gid
+    groups = os.getgroups()
+    egid = os.getegid()
+    try:
+        name = pwd.getpwuid(uid).pw_name
+        os.setgroups(os.getgrouplist(name, gid))
+    except KeyError:  # a numeric uid without a passwd entry: its primary group only
+        os.setgroups([gid])
+    os.setegid(gid)
+    os.seteuid(uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(egid)
+        os.setgroups(groups)
