@@ -253,11 +253,30 @@ def make_service(
         raise SystemExit(1) from None
     for line in created:
         log.info("txmailhost first start: {line}", line=line)
-    return build(config, reactor)
+    # The certificate's key may be readable by root only (certbot's privkey.pem): load it as
+    # the invoking user. Everything else that touches the data directory (the accounts
+    # database, crash recovery into Maildirs, the spool's probes and sweeps) happens as the
+    # user twistd drops to, so no file there ends up owned by root.
+    tls = load_tls(config)
+    with acting_as(*run_as):
+        return build(config, reactor, tls)
 
 
-def build(config: Any, reactor: Any) -> MultiService:
-    """The MultiService for ``config``: pools, store, accounts, spool and every listener."""
+def load_tls(config: Any) -> Any:
+    """The server's ``ReloadableTLS``; a broken certificate or key ends the start in one line."""
+    from txmailhost.tls import ReloadableTLS
+
+    try:
+        return ReloadableTLS(config.tls.certificate, config.tls.key)
+    except ValueError as e:
+        print(f"txmailhost: TLS: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def build(config: Any, reactor: Any, tls: Any = None) -> MultiService:
+    """The MultiService for ``config``: pools, store, accounts, spool and every listener.
+
+    ``tls`` is the server's ``ReloadableTLS``, loaded from the config when not given."""
     from txmailhost.accounts.checker import AccountsChecker
     from txmailhost.accounts.db import AccountsDB
     from txmailhost.accounts.realm import MailRealm
@@ -275,7 +294,6 @@ def build(config: Any, reactor: Any) -> MultiService:
     from txmailhost.smtp.server import SMTPFactory
     from txmailhost.smtp.spares import SpareFiles
     from txmailhost.store.maildir import MaildirStore
-    from txmailhost.tls import ReloadableTLS
 
     top = MultiService()
     storage_pool = ThreadPool(
@@ -337,11 +355,8 @@ def build(config: Any, reactor: Any) -> MultiService:
     queue, queue_service = build_queue(config, store, reactor, storage_pool, router)
     queue_service.setServiceParent(top)
 
-    try:
-        tls = ReloadableTLS(config.tls.certificate, config.tls.key)
-    except ValueError as e:
-        print(f"txmailhost: TLS: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+    if tls is None:
+        tls = load_tls(config)
     TLSReloadService(reactor, tls, os.path.join(config.data_dir, "run")).setServiceParent(top)
 
     smtp_limits = {

@@ -10,6 +10,7 @@ removed after. Skipped where any of that is not possible.
 from __future__ import annotations
 
 import os
+import pwd
 import secrets
 import shutil
 import subprocess
@@ -54,6 +55,31 @@ INSIDE = textwrap.dedent(
         if done.returncode:
             sys.exit(f"{' '.join(argv)} failed ({done.returncode}): {done.stdout}{done.stderr}")
 
+    def wait_for_port(port, deadline):
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 1).close()
+                return
+            except OSError:
+                if time.time() > deadline:
+                    sys.exit(f"nothing listens on port {port}")
+                time.sleep(0.1)
+
+    def stop():
+        try:
+            with open(pidfile) as f:
+                pid = int(f.read())
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                os.kill(pid, 0)
+                time.sleep(0.1)
+        except (OSError, ValueError):
+            pass
+
+    def start():
+        run(twistd, f"--uid={user}", f"--gid={user}", f"--pidfile={pidfile}",
+            f"--logfile={logfile}", "txmailhost", "--data", data)
+
     def expose(path):
         # Test rig, not recipe: an interpreter installed under root's 0700 home (pyenv) is
         # unreadable once root is gone. Put a 0755 tmpfs over the closed directory, with the
@@ -78,19 +104,11 @@ INSIDE = textwrap.dedent(
     if with_init == "init":
         run(txmailhost, "--data", data, "init")
         run("chown", "-R", f"{user}:", data)
-    run(twistd, f"--uid={user}", f"--gid={user}", f"--pidfile={pidfile}",
-        f"--logfile={logfile}", "txmailhost", "--data", data)
+    start()
     try:
         deadline = time.time() + 30
         for port in (25, 587, 465, 143, 993, 110, 995):
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), 1).close()
-                    break
-                except OSError:
-                    if time.time() > deadline:
-                        sys.exit(f"nothing listens on port {port}")
-                    time.sleep(0.1)
+            wait_for_port(port, deadline)
         admin = ("runuser", "-u", user, "--", txmailhost, "--data", data)
         run(*admin, "domain", "add", "example.org")
         run(*admin, "user", "add", "alice@example.org", "--password-file", "-",
@@ -125,15 +143,14 @@ INSIDE = textwrap.dedent(
             sys.exit(f"POP3 sees {pop.stat()[0]} messages")
         pop.quit()
     finally:
-        try:
-            with open(pidfile) as f:
-                pid = int(f.read())
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(100):
-                os.kill(pid, 0)
-                time.sleep(0.1)
-        except (OSError, ValueError):
-            pass
+        stop()
+    # A restart (a reboot, an upgrade): the server prepares itself as root again, on a data
+    # directory that now holds mail, an index and a queue.
+    start()
+    try:
+        wait_for_port(25, time.time() + 30)
+    finally:
+        stop()
     """
 )
 
@@ -181,6 +198,18 @@ def test_readme_root_recipe_binds_as_root_then_serves_mail_as_the_system_user(
         assert result.returncode == 0, f"{result.stdout}{result.stderr}\n--- log:\n{log}"
         for trouble in ("Traceback", "#critical]", "#error]", "Permission denied"):
             assert trouble not in log, log
+        # Everything the server (or init, before the chown) left in the data directory is the
+        # system user's: a file of root's there would be unwritable after the next drop.
+        uid = pwd.getpwnam(user).pw_uid
+        foreign = [
+            os.path.join(top, name)
+            for top, dirs, files in os.walk(data)
+            for name in dirs + files
+            if os.lstat(os.path.join(top, name)).st_uid != uid
+        ]
+        if with_init != "init":  # the test wrote the config as root; the admin may too
+            foreign.remove(str(data / "txmailhost.toml"))
+        assert not foreign, foreign
     finally:
         subprocess.run(["deluser", "--system", "--group", user], capture_output=True)
         subprocess.run(["deluser", "--system", user], capture_output=True)
