@@ -9,6 +9,7 @@ import pytest
 
 from tests.store.conftest import USER
 from tests.support.syncpool import SyncReactor, SyncThreadPool, result
+from txmailhost.store import maildir
 from txmailhost.store.index import INDEX_NAME
 from txmailhost.store.maildir import MaildirStore, folder_directory, user_directory
 
@@ -139,3 +140,15 @@ def test_an_index_from_before_measures_its_lf_files_again(store, tmp_path):
     later = MaildirStore(store.root, SyncReactor(), SyncThreadPool())
     _box, info, message = only_message(later)
     assert info.size == len(CRLF_MESSAGE) and message.header == CRLF_HEADER
+
+
+def test_recovery_finds_a_delivery_named_before_names_carried_w(store, tmp_path):
+    """A crash-recovered delivery must not be linked twice because its earlier copy was named
+    without the ``,W=`` field now added (the upgrade between crash and recovery)."""
+    source = tmp_path / "spooled"
+    source.write_bytes(CRLF_MESSAGE)
+    stem, size = "1790000000.Sf1", len(CRLF_MESSAGE)
+    new = os.path.join(user_directory(store.root, USER), "new")
+    os.link(source, os.path.join(new, f"{stem}R0.{maildir._HOST},S={size}"))
+    store.deliver_named_sync([(str(source), stem, 0.0, [(USER, "INBOX")])], recovering=True)
+    assert len(os.listdir(new)) == 1
