@@ -138,3 +138,15 @@ def test_view_learns_marks_once_per_file_and_shares_them(tmp_path, small_chunks)
         assert second.raw._marks is marks
         second.seek(300)
         assert second.read(6) == reference(text)[300:306]
+
+
+def test_header_end_is_the_first_blank_line_for_every_short_text():
+    for text in TEXTS:
+        lines = text.split(b"\n")
+        expected, at = -1, 0
+        for line in lines[:-1]:  # each line that has its LF
+            at += len(line) + 1
+            if line in (b"", b"\r"):
+                expected = at
+                break
+        assert lineends.header_end(text) == expected, text

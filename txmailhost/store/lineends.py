@@ -88,10 +88,11 @@ def header_end(data: bytes) -> int:
         return 1
     if data[:2] == b"\r\n":
         return 2
-    ends = [
-        at + skip for at, skip in ((data.find(b"\n\n"), 2), (data.find(b"\n\r\n"), 3)) if at >= 0
-    ]
-    return min(ends) if ends else -1
+    crlf = data.find(b"\n\r\n")  # the usual end, "\r\n\r\n": look for "\n\n" only before it
+    lf = data.find(b"\n\n", 0, crlf + 2 if crlf >= 0 else len(data))
+    if lf >= 0:
+        return lf + 2
+    return crlf + 3 if crlf >= 0 else -1
 
 
 def declared_size(filename: str) -> int | None:
