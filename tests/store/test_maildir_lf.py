@@ -152,3 +152,14 @@ def test_recovery_finds_a_delivery_named_before_names_carried_w(store, tmp_path)
     os.link(source, os.path.join(new, f"{stem}R0.{maildir._HOST},S={size}"))
     store.deliver_named_sync([(str(source), stem, 0.0, [(USER, "INBOX")])], recovering=True)
     assert len(os.listdir(new)) == 1
+
+
+def test_an_unreadable_file_dropped_in_does_not_stop_the_mailbox_opening(store, monkeypatch):
+    drop(store, LF_MESSAGE)
+
+    def unreadable(path, filename):
+        raise PermissionError(13, "Permission denied", path)  # root reads anything: pretend
+
+    monkeypatch.setattr(maildir, "_adopt", unreadable)
+    box = result(store.open(USER, "INBOX"))
+    assert [m.size for m in result(box.snapshot()).messages] == [len(LF_MESSAGE)]

@@ -767,11 +767,14 @@ class MaildirStore:
                     continue
                 path = os.path.join(directory, sub, filename)
                 try:
-                    mtime = os.stat(path).st_mtime
-                    size, header = _adopt(path, filename)
+                    st = os.stat(path)
                 except FileNotFoundError:
                     continue  # moved or removed meanwhile: the next reconcile sees where
-                fresh.append((base, sub, bits, "", mtime, size))
+                try:
+                    size, header = _adopt(path, filename)
+                except OSError:  # unreadable (permissions): it can't be served either
+                    size, header = st.st_size, None
+                fresh.append((base, sub, bits, "", st.st_mtime, size))
                 headers.append(header)
             if fresh:
                 for uid, header in zip(index.add(fresh, db), headers, strict=True):
