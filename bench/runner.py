@@ -107,6 +107,11 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Workload]:
     parser.add_argument(
         "--imaps-no-logout", action="store_true", help="IMAPS clients close after the greeting"
     )
+    parser.add_argument(
+        "--lf-maildir",
+        action="store_true",
+        help="IMAP suite: every server's INBOX files end lines with LF (as Dovecot, mutt write)",
+    )
     parser.add_argument("--repeat", "-r", type=int, help="runs per figure; medians reported (3)")
     parser.add_argument("--starttls", action="store_true", help="SMTP load uses STARTTLS")
     parser.add_argument("--auth", action="store_true", help="SMTP load uses AUTH PLAIN")
@@ -159,6 +164,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Workload]:
         auth=args.auth,
         pipelining=args.pipelining,
         imaps_logout=not args.imaps_no_logout,
+        lf_maildir=args.lf_maildir,
     )
     if any("=" not in setting for setting in args.postfix_set or []):
         parser.error("--postfix-set takes NAME=VALUE, e.g. in_flow_delay=0")

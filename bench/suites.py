@@ -206,7 +206,10 @@ def imap(server: Server, workload: Workload, results: Results) -> Iterator[None]
     server.add_user(address)
     say(f"{server.name}: IMAP: populating {count} messages")
     started = time.perf_counter()
-    server.store_files(address, (imap_load.message(i, workload.size) for i in range(count)))
+    line_end = b"\n" if workload.lf_maildir else b"\r\n"
+    server.store_files(
+        address, (imap_load.message(i, workload.size, line_end) for i in range(count))
+    )
     warm = asyncio.run(imap_load.session(host, port, address, PASSWORD))
     took = time.perf_counter() - started
     # A second warm-up a little later: Dovecot distrusts a maildir whose cur/ changed within

@@ -42,6 +42,9 @@ class Workload:
     tls_connections: int = 50
     tls_setups: int = 20
     imaps_logout: bool = True  # off: IMAPS clients close after the greeting (--imaps-no-logout)
+    # --lf-maildir: the IMAP suite's INBOX files end lines with LF for every server, as other
+    # tools write Maildirs (issue 13); by default txmailhost gets the CRLF files it writes itself.
+    lf_maildir: bool = False
     large_size: int = 50 * MiB
     fsync_seconds: float = 2.0
     fsync_writers: int = 50

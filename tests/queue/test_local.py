@@ -135,7 +135,8 @@ def test_names_derive_from_the_spool_name_and_the_index_knows_them(store, spool)
     store.deliver_named_sync([item.delivery])
     names = files(store, ALICE)  # the vanished folder's copy went to INBOX
     assert names == [
-        f"1790000000.Sf1R{n}.{names[0].split('.', 2)[2].split(',')[0]},S={len(MSG)}" for n in (0, 1)
+        f"1790000000.Sf1R{n}.{names[0].split('.', 2)[2].split(',')[0]},S={len(MSG)},W={len(MSG)}"
+        for n in (0, 1)
     ]
     mailbox = store._open_sync(ALICE, "INBOX")
     snapshot = mailbox._snapshot()

@@ -30,12 +30,13 @@ CREATE TABLE IF NOT EXISTS messages (
     flags INTEGER NOT NULL,         -- bitmask of system flags, see FLAG_BITS
     keywords TEXT NOT NULL DEFAULT '',
     internaldate REAL NOT NULL,
-    size INTEGER NOT NULL,          -- octets of the file as served (CRLF line ends)
+    size INTEGER NOT NULL,          -- octets as served (CRLF form; a file of another size has
+                                    -- bare LFs and is converted as read: store/lineends.py)
     modseq INTEGER NOT NULL
 );
 -- QRESYNC (RFC 7162 §3.2.5.1): which UIDs left the mailbox at which modseq, for VANISHED.
 CREATE TABLE IF NOT EXISTS expunged (uid INTEGER PRIMARY KEY, modseq INTEGER NOT NULL);
--- The header block of each message, cached at delivery so FETCH of headers, ENVELOPE and
+-- The header block of each message (CRLF form), cached at delivery so FETCH of headers, ENVELOPE and
 -- header SEARCH never reopen message files; a missing row is filled on first use.
 CREATE TABLE IF NOT EXISTS headers (uid INTEGER PRIMARY KEY, header BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS messages_modseq ON messages (modseq);
@@ -47,6 +48,9 @@ CREATE TABLE IF NOT EXISTS derived (
 """
 
 HEADER_CACHE_LIMIT = 64 * 1024  # a header block larger than this is read from the file
+# meta 'line_ends': sizes and headers of bare-LF files are of their CRLF form from this version
+# on (store/lineends.py); an older index is measured again once (MaildirStore._check_line_ends).
+LINE_ENDS = 1
 
 
 _local = threading.local()
@@ -83,7 +87,12 @@ def _connect(path: str) -> sqlite3.Connection:
         # UIDVALIDITY from the clock: a mailbox deleted and recreated gets a new one.
         conn.executemany(
             "INSERT INTO meta VALUES (?, ?)",
-            (("uidvalidity", int(time.time())), ("uidnext", 1), ("highestmodseq", 1)),
+            (
+                ("uidvalidity", int(time.time())),
+                ("uidnext", 1),
+                ("highestmodseq", 1),
+                ("line_ends", LINE_ENDS),
+            ),
         )
     conn.execute("COMMIT")
     cache[path] = (conn, os.stat(path).st_ino)

@@ -6,10 +6,14 @@ Layout under the store root (``DATA/mail``)::
     DOMAIN/LOCALPART/.Sent/{cur,new,tmp}      folder "Sent" (Maildir++: '.' + name, '/' -> '.')
     DOMAIN/LOCALPART/**/txmailhost-index.sqlite
 
-Message files hold the message exactly as served to clients, with CRLF line ends, so a
-POP3 RETR or IMAP FETCH is a plain read and RFC822.SIZE is the file size. File names follow the
-Maildir convention ``TIME.MuSECPpidQn.HOST,S=SIZE:2,FLAGS`` (flags ``DFPRST`` sorted), which is
-what Dovecot and mutt read.
+The files we write hold the message exactly as served to clients, with CRLF line ends, so a
+POP3 RETR or IMAP FETCH is a plain read and RFC822.SIZE is the file size. Files other tools put
+here usually end lines with LF alone; they are adopted as they are and served in their CRLF
+form (``lineends.py``): the index keeps the CRLF size (from the name's ``,W=`` field, or counted
+once when the file is adopted) and the CRLF form of the header, and a file whose size on disk
+differs from it is converted as it is read. File names follow the Maildir convention
+``TIME.MuSECPpidQn.HOST,S=SIZE,W=CRLFSIZE:2,FLAGS`` (flags ``DFPRST`` sorted), which is what
+Dovecot and mutt read.
 
 Delivery is a hard link of the already-fsync'd spool file into ``new/``, an fsync of ``new/``,
 then an index row. A crash between the two leaves a file without a row; ``reconcile`` (run when
@@ -40,6 +44,7 @@ from zope.interface import implementer
 
 from txmailhost import _safeio
 from txmailhost.store import index as _index
+from txmailhost.store import lineends
 from txmailhost.store.changes import ChangeBus
 from txmailhost.store.image import ImageCache, columns_of
 from txmailhost.store.interfaces import (
@@ -181,25 +186,44 @@ def _removed_afterwards(staged: str) -> Iterator[None]:
 
 
 def read_header(path: str, limit: int = _index.HEADER_CACHE_LIMIT) -> bytes:
-    """The header block of the message file at ``path``, blank line included (RFC 5322 §2.1);
-    the whole file when it has no body."""
+    """The header block of the message file at ``path``, blank line included (RFC 5322 §2.1),
+    in its CRLF form (``lineends.py``); the whole file when it has no body."""
     with open(path, "rb") as f:
         head = f.read(limit)
-        end = head.find(b"\r\n\r\n")
+        end = lineends.header_end(head)
         if end >= 0:
-            return head[: end + 4]
-        if head.startswith(b"\r\n"):
-            return b"\r\n"
+            return lineends.crlf_form(head[:end])
         if len(head) < limit:
-            return head
+            return lineends.crlf_form(head)
         # A header larger than the cache limit: keep reading, line by line.
         f.seek(0)
         lines = []
         for line in f:
             lines.append(line)
-            if line == b"\r\n":
+            if line in (b"\r\n", b"\n"):
                 break
-        return b"".join(lines)
+        return lineends.crlf_form(b"".join(lines))
+
+
+def _adopt(path: str, filename: str) -> tuple[int, bytes | None]:
+    """The CRLF size and header of a file another tool put into a mailbox: the size from the
+    name's ``,W=`` field when it has one (nothing read), else counted from the file, once, here
+    in the store's pool; the header when it was read anyway (a missing one is read on use)."""
+    declared = lineends.declared_size(filename)
+    if declared is not None:
+        return declared, None
+    with open(path, "rb") as f:
+        head = f.read(_index.HEADER_CACHE_LIMIT)
+        counter = lineends.SizeCounter()
+        counter.feed(head)
+        while chunk := f.read(1 << 20):
+            counter.feed(chunk)
+    end = lineends.header_end(head)
+    if end >= 0:
+        return counter.size, lineends.crlf_form(head[:end])
+    if len(head) < _index.HEADER_CACHE_LIMIT:
+        return counter.size, lineends.crlf_form(head)
+    return counter.size, None
 
 
 def _make_maildir(directory: str) -> None:
@@ -208,17 +232,24 @@ def _make_maildir(directory: str) -> None:
 
 
 def _holds(directory: str, name: str) -> bool:
-    """Is the message file ``name`` in ``directory``, in new/ or (with any flags) in cur/?"""
-    if os.path.exists(os.path.join(directory, "new", name)):
+    """Is the message file ``name`` in ``directory``, in new/ or (with any flags) in cur/?
+    A name without its ``,W=`` field (as written before it was added) counts too."""
+    names = (name, name.rpartition(",W=")[0]) if ",W=" in name else (name,)
+    if any(os.path.exists(os.path.join(directory, "new", n)) for n in names):
         return True
-    prefix = name + ":"
+    prefixes = tuple(n + ":" for n in names)
     with os.scandir(os.path.join(directory, "cur")) as entries:
-        return any(e.name == name or e.name.startswith(prefix) for e in entries)
+        return any(e.name in names or e.name.startswith(prefixes) for e in entries)
 
 
-def new_message_name(size: int) -> str:
+def new_message_name(size: int, crlf_size: int | None = None) -> str:
+    """A fresh Maildir name; ``,S=`` is the file's size and ``,W=`` its CRLF size (the same
+    for the files we write; Dovecot reads both, and so do we when adopting a file)."""
     now = time.time()
-    return f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_counter)}.{_HOST},S={size}"
+    crlf = size if crlf_size is None else crlf_size
+    return (
+        f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{next(_counter)}.{_HOST},S={size},W={crlf}"
+    )
 
 
 @implementer(IMailbox)
@@ -249,13 +280,17 @@ class MaildirMailbox:
         )
 
     def _locate(self, uid: int) -> str:
+        return self._locate_row(uid)[0]
+
+    def _locate_row(self, uid: int) -> tuple[str, tuple]:
+        """The file of ``uid`` and its index row."""
         row = self._index.row(uid)
         if row is None:
             raise NoSuchMessage(f"UID {uid} is not in {self.name}")
         _uid, name, subdir, bits, *_ = row
         path = _message_path(self.directory, name, subdir, bits)
         if os.path.exists(path):
-            return path
+            return path, row
         # Another Maildir tool renamed it (changed flags, moved new/ -> cur/): find it by name.
         for sub in ("cur", "new"):
             for filename in os.listdir(os.path.join(self.directory, sub)):
@@ -263,21 +298,29 @@ class MaildirMailbox:
                 if base == name:
                     with self._index.write() as db:
                         self._index.relocate(uid, sub, found_bits, db)
-                    return os.path.join(self.directory, sub, filename)
+                    return os.path.join(self.directory, sub, filename), row
         raise NoSuchMessage(f"UID {uid} is no longer in {self.name}")
 
-    def _read_message(self, uid: int, path: str) -> bytes:
-        """The file at ``path`` (where the index row says it is), or wherever ``_locate`` finds it
-        if another Maildir tool renamed it: one open, no stat, in the usual case."""
+    def _read_message(self, uid: int, path: str, size: int) -> bytes:
+        """The message in its CRLF form (``size`` octets, the index says), from the file at
+        ``path`` (where the index row says it is), or wherever ``_locate`` finds it if another
+        Maildir tool renamed it: one open, no stat, in the usual case. Only a file of another
+        size (bare LF line ends) is converted."""
         try:
             with open(path, "rb") as f:
-                return f.read()
+                data = f.read()
         except FileNotFoundError:
             with open(self._locate(uid), "rb") as f:
-                return f.read()
+                data = f.read()
+        return data if len(data) == size else lineends.crlf_form(data)
 
     def _open_message(self, uid: int) -> BinaryIO:
-        return open(self._locate(uid), "rb")  # noqa: SIM115 - the caller closes it
+        path, row = self._locate_row(uid)
+        file = open(path, "rb")  # noqa: SIM115 - the caller closes it
+        st = os.fstat(file.fileno())
+        if st.st_size == row[6]:
+            return file  # already CRLF: served as it is on disk
+        return lineends.open_crlf(file, st)  # type: ignore[return-value]
 
     def _store_flags(
         self, uids: Iterable[int], flags: Iterable[str], mode: str
@@ -393,7 +436,7 @@ class MaildirMailbox:
             if content:
                 try:
                     body = self._read_message(
-                        uid, _message_path(self.directory, name, subdir, bits)
+                        uid, _message_path(self.directory, name, subdir, bits), size
                     )
                 except (NoSuchMessage, FileNotFoundError):
                     continue
@@ -401,8 +444,8 @@ class MaildirMailbox:
                 head = headers.get(uid)
                 if head is None:
                     if body is not None:
-                        end = body.find(b"\r\n\r\n")
-                        head = body[: end + 4] if end >= 0 else body
+                        end = lineends.header_end(body)
+                        head = body[:end] if end >= 0 else body
                     else:
                         try:
                             head = read_header(self._locate(uid))
@@ -421,15 +464,13 @@ class MaildirMailbox:
         """Link each file into ``target`` (no copy of the bytes), fsync, then index them."""
         linked = []
         for uid in sorted(set(uids)):
-            row = self._index.row(uid)
-            if row is None:
-                continue
             try:
-                path = self._locate(uid)
+                path, row = self._locate_row(uid)
             except NoSuchMessage:
                 continue
             _uid, _name, _subdir, bits, keywords, internaldate, size, _modseq = row
-            name = new_message_name(size)
+            # The file is linked as it is (LF line ends stay LF): the name says both sizes.
+            name = new_message_name(os.stat(path).st_size, size)
             subdir = "new" if not bits and not keywords else "cur"
             dest = _message_path(target.directory, name, subdir, bits)
             with self._store._own_write(target.directory):
@@ -453,7 +494,8 @@ class MaildirMailbox:
         with _removed_afterwards(source_path):
             with open(source_path, "rb") as f:
                 os.fsync(f.fileno())
-            uid = self._append(source_path, flags, internaldate)
+                crlf = lineends.crlf_size(f)  # a client may APPEND bare LFs: serve CRLF
+            uid = self._append(source_path, flags, internaldate, crlf)
         return self._index.meta()["uidvalidity"], uid
 
     def _append_data(
@@ -467,7 +509,8 @@ class MaildirMailbox:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            uid = self._append(path, flags, internaldate)
+            crlf = len(data) + lineends.bare_newlines(data)  # a client may APPEND bare LFs
+            uid = self._append(path, flags, internaldate, crlf)
         return self._index.meta()["uidvalidity"], uid
 
     def _expunge(self, uids: Iterable[int]) -> list[int]:
@@ -490,9 +533,17 @@ class MaildirMailbox:
             self._store._changed(self.directory)
         return removed
 
-    def _append(self, source_path: str, flags: Iterable[str], internaldate: float | None) -> int:
+    def _append(
+        self,
+        source_path: str,
+        flags: Iterable[str],
+        internaldate: float | None,
+        crlf_size: int | None = None,
+    ) -> int:
         bits, keywords = flags_to_bits(flags)
-        return self._store._add_file(self.directory, source_path, bits, keywords, internaldate)
+        return self._store._add_file(
+            self.directory, source_path, bits, keywords, internaldate, crlf_size
+        )
 
     # -- IMailbox ----------------------------------------------------------------------------
 
@@ -588,6 +639,7 @@ class MaildirStore:
         self._pool = pool
         # st_mtime_ns of (new/, cur/) at the last reconcile, per mailbox directory.
         self._seen_mtimes: dict[str, tuple[int, int]] = {}
+        self._line_ends_checked: set[str] = set()  # see _check_line_ends
         self.changes = ChangeBus()
         self.images = ImageCache()
         self.pending = PendingDeliveries()
@@ -645,10 +697,14 @@ class MaildirStore:
         bits: int,
         keywords: str,
         internaldate: float | None,
+        crlf_size: int | None = None,
     ) -> int:
-        """Link one file into ``directory`` durably and index it; returns its UID."""
+        """Link one file into ``directory`` durably and index it; returns its UID.
+        ``crlf_size`` is the size as served when it may differ from the file's (bare LFs)."""
         size = os.stat(source_path).st_size
-        name = new_message_name(size)
+        name = new_message_name(size, crlf_size)
+        if crlf_size is not None:
+            size = crlf_size
         subdir = "new" if not bits and not keywords else "cur"
         target = _message_path(directory, name, subdir, bits)
         with self._own_write(directory):
@@ -679,6 +735,9 @@ class MaildirStore:
             mtimes = tuple(os.stat(os.path.join(directory, s)).st_mtime_ns for s in ("new", "cur"))
         except FileNotFoundError:
             raise NoSuchMailbox(f"mailbox directory vanished: {directory}") from None
+        if directory not in self._line_ends_checked:
+            self._check_line_ends(directory)
+            self._line_ends_checked.add(directory)
         if self._seen_mtimes.get(directory) == mtimes:
             return
         index = _index.MailboxIndex(directory)
@@ -699,18 +758,66 @@ class MaildirStore:
             gone = [uid for name, (uid, _s, _b) in indexed.items() if name not in on_disk]
             if gone:
                 index.remove(gone, db)
-            fresh = []
+            fresh, headers = [], []
             for base, (sub, bits, filename) in sorted(on_disk.items()):
                 if base in indexed:
                     uid, subdir, old_bits = indexed[base]
                     if (subdir, old_bits) != (sub, bits):
                         index.relocate(uid, sub, bits, db)
                     continue
-                st = os.stat(os.path.join(directory, sub, filename))
-                fresh.append((base, sub, bits, "", st.st_mtime, st.st_size))
+                path = os.path.join(directory, sub, filename)
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    continue  # moved or removed meanwhile: the next reconcile sees where
+                try:
+                    size, header = _adopt(path, filename)
+                except OSError:  # unreadable (permissions): it can't be served either
+                    size, header = st.st_size, None
+                fresh.append((base, sub, bits, "", st.st_mtime, size))
+                headers.append(header)
             if fresh:
-                index.add(fresh, db)
+                for uid, header in zip(index.add(fresh, db), headers, strict=True):
+                    if header is not None:
+                        index.cache_header(uid, header, db)
         self._seen_mtimes[directory] = mtimes
+
+    def _check_line_ends(self, directory: str) -> None:
+        """Once per index written before bare-LF files were served in their CRLF form: such a
+        file was indexed with its size on disk and its whole text as its header. Measure again
+        the messages whose cached header is not a clean CRLF header block (ours are)."""
+        index = _index.MailboxIndex(directory)
+        if index.meta().get("line_ends", 0) >= _index.LINE_ENDS:
+            return
+        with index.write() as db:
+            rows = db.execute(
+                "SELECT m.uid, m.name, m.subdir, m.flags, m.size, h.header"
+                " FROM messages m LEFT JOIN headers h ON h.uid = m.uid"
+            ).fetchall()
+            modseq = index.meta(db)["highestmodseq"] + 1
+            changed = 0
+            for uid, name, subdir, bits, size, header in rows:
+                clean = header is not None and lineends.header_end(header) == len(header)
+                if clean and not lineends.bare_newlines(header):
+                    continue
+                path = _message_path(directory, name, subdir, bits)
+                try:
+                    crlf, fresh_header = _adopt(path, name)
+                    if fresh_header is None:
+                        fresh_header = read_header(path)
+                except OSError:
+                    continue  # renamed meanwhile: served from the file as indexed
+                index.cache_header(uid, fresh_header, db)
+                if crlf != size:
+                    db.execute(
+                        "UPDATE messages SET size = ?, modseq = ? WHERE uid = ?",
+                        (crlf, modseq, uid),
+                    )
+                    db.execute("DELETE FROM derived WHERE uid = ?", (uid,))
+                    changed += 1
+            if changed:
+                db.execute("UPDATE meta SET value = ? WHERE key = 'highestmodseq'", (modseq,))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('line_ends', ?)", (_index.LINE_ENDS,))
 
     # -- synchronous API for the CLI ---------------------------------------------------------
 
@@ -889,7 +996,7 @@ class MaildirStore:
                     directory = self._folder(user, mailbox)
                 except NoSuchMailbox:
                     directory = self._folder(user, INBOX)
-                name = f"{stem}R{number}.{_HOST},S={size}"
+                name = f"{stem}R{number}.{_HOST},S={size},W={size}"  # SMTP mail is CRLF
                 if recovering and _holds(directory, name):
                     continue
                 target = _message_path(directory, name, "new", 0)
