@@ -355,3 +355,17 @@ def test_process_errors_are_one_line_without_traceback(data: Path) -> None:
     assert bad.returncode == 1
     assert "smtp.max_mesage_size: unknown key" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_user_add_common_password_is_a_one_line_error_and_creates_nothing(
+    run: Run, data: Path
+) -> None:
+    run("domain", "add", "example.org")
+    result = run("user", "add", "hal@example.org", stdin="Password1\n")
+    assert result.status == 1
+    assert result.err == (
+        "txmailhost: error: password refused: it is one of the most common passwords;"
+        " choose another\n"
+    )
+    assert run("user", "list").out == ""
+    assert not maildir(data, "hal@example.org").exists()

@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 
-from txmailhost.accounts.passwords import hash_password
+from txmailhost.accounts.passwords import hash_password, weakness
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS domains (
@@ -186,7 +186,7 @@ class AccountsDB:
 
     def add_user(self, address: str, password: str) -> str:
         canonical = canonical_address(address)
-        _validate_password(password)
+        _validate_password(password, canonical)
         domain = canonical.split("@", 1)[1]
         if not self.has_domain(domain):
             raise AccountError(
@@ -242,7 +242,7 @@ class AccountsDB:
 
     def set_password(self, address: str, password: str) -> str:
         canonical = canonical_address(address)
-        _validate_password(password)
+        _validate_password(password, canonical)
         cursor = self._db.execute(
             "UPDATE users SET password_hash = ? WHERE address = ?",
             (hash_password(password), canonical),
@@ -275,13 +275,16 @@ def _migrate(conn: sqlite3.Connection) -> None:
     conn.execute("COMMIT")
 
 
-def _validate_password(password: str) -> None:
-    if len(password) < 8:
-        raise AccountError("password too short: use at least 8 characters")
+def _validate_password(password: str, address: str) -> None:
+    """Refuse a password an attacker would try first (``passwords.weakness``) or one the mail
+    protocols can't carry; the CLI prints the message as its one-line error."""
     if len(password) > 1024:
         raise AccountError("password too long: at most 1024 characters")
     if any(c in password for c in "\r\n\0"):
         raise AccountError("password may not contain line breaks or NUL")
+    reason = weakness(password, address)
+    if reason is not None:
+        raise AccountError(reason)
 
 
 class AddressRules:
