@@ -84,9 +84,7 @@ def common_passwords() -> frozenset[str]:
             .joinpath("common-passwords.txt")
             .read_text("utf-8")
         )
-        _common = frozenset(
-            line for line in text.splitlines() if line and not line.startswith("#")
-        )
+        _common = frozenset(line for line in text.splitlines() if line and not line.startswith("#"))
     return _common
 
 
