@@ -194,6 +194,7 @@ def build(config: Any, reactor: Any) -> MultiService:
     """The MultiService for ``config``: pools, store, accounts, spool and every listener."""
     from txmailhost.accounts.checker import AccountsChecker
     from txmailhost.accounts.db import AccountsDB
+    from txmailhost.accounts.origins import LoginOrigins
     from txmailhost.accounts.realm import MailRealm
     from txmailhost.accounts.throttle import LoginThrottle, ThrottledPortal
     from txmailhost.imap.server import IMAPFactory
@@ -232,7 +233,9 @@ def build(config: Any, reactor: Any) -> MultiService:
     )
     # Every protocol logs in through this one portal, so failures count across all of them.
     portal = ThrottledPortal(
-        Portal(MailRealm(store), [AccountsChecker(accounts, reactor, accounts_pool)]), throttle
+        Portal(MailRealm(store), [AccountsChecker(accounts, reactor, accounts_pool)]),
+        throttle,
+        LoginOrigins(reactor, accounts, reactor, accounts_pool),
     )
     router = Router(
         accounts,

@@ -26,6 +26,14 @@ CREATE TABLE IF NOT EXISTS users (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS users_by_domain ON users(domain);
+-- Where each account logged in successfully lately (origins.py): its owner's addresses, which
+-- the login throttle never refuses for someone else's failures. Pruned as it is written.
+CREATE TABLE IF NOT EXISTS login_origins (
+    address TEXT NOT NULL REFERENCES users(address) ON DELETE CASCADE,
+    client TEXT NOT NULL,       -- an IPv4 address or an IPv6 /64
+    last_login REAL NOT NULL,   -- Unix time
+    PRIMARY KEY (address, client)
+);
 """
 
 # Version 2 (routing): aliases, per-user forwarding, quotas, domain aliases. Applied once to
@@ -250,6 +258,39 @@ class AccountsDB:
         if cursor.rowcount == 0:
             raise AccountError(f"no such user: {canonical}")
         return canonical
+
+    def login_origin_seen(self, address: str, client: str, since: float) -> bool:
+        """``address`` logged in successfully from ``client`` at ``since`` or later."""
+        row = self._db.execute(
+            "SELECT 1 FROM login_origins WHERE address = ? AND client = ? AND last_login >= ?",
+            (address, client, since),
+        )
+        return row.fetchone() is not None
+
+    def remember_login_origin(
+        self, address: str, client: str, when: float, oldest: float, keep: int
+    ) -> None:
+        """Record a successful login; forget the account's origins older than ``oldest`` and
+        all but its ``keep`` most recent. A user removed meanwhile records nothing."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                "INSERT INTO login_origins (address, client, last_login)"
+                " SELECT address, ?, ? FROM users WHERE address = ?"
+                " ON CONFLICT (address, client) DO UPDATE SET last_login = excluded.last_login",
+                (client, when, address),
+            )
+            db.execute(
+                "DELETE FROM login_origins WHERE address = ? AND (last_login < ? OR client NOT IN"
+                " (SELECT client FROM login_origins WHERE address = ?"
+                " ORDER BY last_login DESC LIMIT ?))",
+                (address, oldest, address, keep),
+            )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     def remove_user(self, address: str) -> str:
         canonical = canonical_address(address)
