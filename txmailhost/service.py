@@ -193,6 +193,7 @@ def make_service(
 def build(config: Any, reactor: Any) -> MultiService:
     """The MultiService for ``config``: pools, store, accounts, spool and every listener."""
     from txmailhost.accounts.checker import AccountsChecker
+    from txmailhost.accounts.credcache import CredentialCache
     from txmailhost.accounts.db import AccountsDB
     from txmailhost.accounts.origins import LoginOrigins
     from txmailhost.accounts.realm import MailRealm
@@ -231,9 +232,13 @@ def build(config: Any, reactor: Any) -> MultiService:
         ip_limit=security.login_failures_per_ip,
         account_limit=security.login_failures_per_account,
     )
+    credentials = CredentialCache(
+        reactor, ttl=security.credential_cache_ttl, max_entries=security.credential_cache_size
+    )
+    checker = AccountsChecker(accounts, reactor, accounts_pool, credentials)
     # Every protocol logs in through this one portal, so failures count across all of them.
     portal = ThrottledPortal(
-        Portal(MailRealm(store), [AccountsChecker(accounts, reactor, accounts_pool)]),
+        Portal(MailRealm(store), [checker]),
         throttle,
         LoginOrigins(reactor, accounts, reactor, accounts_pool),
     )

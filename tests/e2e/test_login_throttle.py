@@ -113,3 +113,47 @@ def test_rightful_user_logs_in_over_every_protocol_while_the_account_is_attacked
     assert _auth_plain(attacked.ports["submission"], "127.0.0.9", BOB, PASSWORD) == 235
     _imap_login(attacked.ports["imap"], "127.0.0.9", BOB, PASSWORD)
     _pop3_login(attacked.ports["pop3"], "127.0.0.10", BOB, PASSWORD)
+
+
+def _slow_hash(password: str) -> str:
+    """A valid scrypt hash of ``password`` that takes about a second to verify (p=24)."""
+    import hashlib
+    import os
+
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=24, dklen=32)
+    b64 = lambda b: base64.b64encode(b).decode().rstrip("=")  # noqa: E731
+    return f"$scrypt$ln=14,r=8,p=24${b64(salt)}${b64(digest)}"
+
+
+def _timed_imap_login(port: int, password: str) -> float:
+    import time
+
+    imap = imaplib.IMAP4(H, port, timeout=60)
+    try:
+        started = time.perf_counter()
+        imap.login(BOB, password)
+        return time.perf_counter() - started
+    finally:
+        imap.logout()
+
+
+def test_relogin_skips_the_hash_and_a_cli_password_change_ends_it_at_once(tmp_path):
+    import sqlite3
+
+    server = ServerProcess(str(tmp_path / "data")).start()
+    try:
+        server.add_user(BOB, PASSWORD)
+        with sqlite3.connect(f"{server.data_dir}/accounts.sqlite") as db:
+            db.execute("UPDATE users SET password_hash = ? WHERE address = ?",
+                       (_slow_hash(PASSWORD), BOB))  # fmt: skip
+        port = server.ports["imap"]
+        first = _timed_imap_login(port, PASSWORD)
+        again = [_timed_imap_login(port, PASSWORD) for _ in range(3)]
+        assert first > 0.5 and max(again) < first / 3, (first, again)
+        server.cli("user", "passwd", BOB, "--password-file", "-", stdin="a-new-passphrase\n")
+        with pytest.raises(imaplib.IMAP4.error):
+            _timed_imap_login(port, PASSWORD)
+        _timed_imap_login(port, "a-new-passphrase")
+    finally:
+        server.stop()
