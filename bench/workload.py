@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 MiB = 1024 * 1024
-SUITES = ("fsync", "smtp", "memory", "pop3", "imap", "tls")
+SUITES = ("fsync", "smtp", "memory", "pop3", "imap", "tls", "logins")
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,15 @@ class Workload:
     tls_connections: int = 50
     tls_setups: int = 20
     imaps_logout: bool = True  # off: IMAPS clients close after the greeting (--imaps-no-logout)
+    # Logins (issue 13): login_clients re-logging for login_seconds a run; login_first first
+    # logins at once for memory; an attacker (attack_threads over attack_addresses) for
+    # attack_seconds, once.
+    login_clients: int = 50
+    login_seconds: float = 10.0
+    login_first: int = 200
+    attack_threads: int = 8
+    attack_addresses: int = 3
+    attack_seconds: float = 60.0
     large_size: int = 50 * MiB
     fsync_seconds: float = 2.0
     fsync_writers: int = 50
@@ -67,6 +76,10 @@ class Workload:
             tls_seconds=0.25,
             tls_connections=4,
             tls_setups=2,
+            login_clients=4,
+            login_seconds=0.5,
+            login_first=4,
+            attack_seconds=2.0,
             large_size=1 * MiB,
             fsync_seconds=0.2,
             fsync_writers=4,
