@@ -70,15 +70,20 @@ async def relogins(
     return result
 
 
-async def first_logins(host: str, port: int, accounts: list[tuple[str, str]]) -> float:
-    """Seconds until every account has logged in, all starting at once; then all log out."""
+async def first_logins(
+    host: str, port: int, accounts: list[tuple[str, str]]
+) -> tuple[float, list[str]]:
+    """Seconds until every account has logged in (or failed), all starting at once, and the
+    failures; then all log out."""
     started = time.perf_counter()
-    sessions = await asyncio.gather(
-        *(ImapClient.login(host, port, user, password, timeout=300) for user, password in accounts)
+    outcomes = await asyncio.gather(
+        *(ImapClient.login(host, port, user, password, timeout=300) for user, password in accounts),
+        return_exceptions=True,
     )
     took = time.perf_counter() - started
+    sessions = [o for o in outcomes if isinstance(o, ImapClient)]
     await asyncio.gather(*(s.logout() for s in sessions), return_exceptions=True)
-    return took
+    return took, [repr(o) for o in outcomes if not isinstance(o, ImapClient)]
 
 
 @dataclass

@@ -119,6 +119,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Workload]:
     parser.add_argument(
         "--imaps-no-logout", action="store_true", help="IMAPS clients close after the greeting"
     )
+    parser.add_argument("--login-clients", type=int, help="IMAP clients re-logging (50)")
+    parser.add_argument("--login-first", type=int, help="first logins at once, memory (200)")
+    parser.add_argument("--attack-seconds", type=float, help="seconds of the login attack (60)")
     parser.add_argument("--repeat", "-r", type=int, help="runs per figure; medians reported (3)")
     parser.add_argument("--starttls", action="store_true", help="SMTP load uses STARTTLS")
     parser.add_argument("--auth", action="store_true", help="SMTP load uses AUTH PLAIN")
@@ -162,6 +165,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Workload]:
         "connections": tuple(int(c) for c in args.connections.split(","))
         if args.connections
         else None,
+        "login_clients": args.login_clients,
+        "login_first": args.login_first,
+        "attack_seconds": args.attack_seconds,
         "suites": tuple(s.strip() for s in args.only.split(",")) if args.only else None,
     }
     workload = dataclasses.replace(workload, **{k: v for k, v in given.items() if v is not None})
