@@ -26,6 +26,9 @@ from bench.workload import MiB, Workload
 TARGET = "txmailhost"
 TLS_PREFIX = "tls."  # keys of the TLS suite's figures (bench/tls_suite.py)
 TLS_TITLE = "TLS: IMAPS handshakes, and submission over STARTTLS+AUTH (issue 4)"
+LOGINS_PREFIX = "logins."  # keys of the logins suite's figures (bench/login_suite.py)
+LOGINS_TITLE = "Logins: clients that reconnect, first logins, an attacker (issue 13)"
+ATTACK = "attack"  # the anchor name of figures that compare with nothing (login_suite.ATTACK)
 
 
 def machine() -> dict[str, str]:
@@ -104,17 +107,20 @@ def _cell(results: Results, server: str, key: str, spread: bool) -> str:
     return text
 
 
-def rows(results: Results, tls: bool = False) -> list[list[str]]:
+def rows(results: Results, tls: bool = False, logins: bool = False) -> list[list[str]]:
     """Figure | txmailhost | anchor | ratio, one row per compared figure, medians.
 
-    The TLS suite's figures (``tls=True``) form their own table, with each run's spread.
+    The TLS suite's figures (``tls=True``) and the logins suite's (``logins=True``) form
+    tables of their own, with each run's spread.
     """
     table = []
     for key, figure in results.figures.items():
-        if figure.anchor == MACHINE or key.startswith(TLS_PREFIX) != tls:
+        if figure.anchor in (MACHINE, ATTACK):
+            continue
+        if key.startswith(TLS_PREFIX) != tls or key.startswith(LOGINS_PREFIX) != logins:
             continue
         unit = f" ({figure.unit})" if figure.unit not in ("/s",) else ""
-        ours = _cell(results, TARGET, key, tls)
+        ours = _cell(results, TARGET, key, tls or logins)
         if TARGET in results.skipped:
             ours = "not run"
         better = "higher" if figure.higher_is_better else "lower"
@@ -122,7 +128,7 @@ def rows(results: Results, tls: bool = False) -> list[list[str]]:
             if name in results.skipped:
                 anchor = f"skipped ({name})"
             else:
-                anchor = f"{_cell(results, name, key, tls)} ({name})"
+                anchor = f"{_cell(results, name, key, tls or logins)} ({name})"
             table.append(
                 [
                     f"{figure.label}{unit}, {better} is better",
@@ -224,6 +230,11 @@ def text(results: Results) -> str:
     if rows(results, tls=True):
         header = ["TLS figure (median, min–max)", TARGET, "anchor", "ratio"]
         parts.append(_text_table(header, rows(results, tls=True)))
+    if rows(results, logins=True):
+        header = ["Logins figure (median, min–max)", TARGET, "anchor", "ratio"]
+        parts.append(_text_table(header, rows(results, logins=True)))
+    if attack_rows(results):
+        parts.append(_text_table(["Attack figure", TARGET], attack_rows(results)))
     for name, reason in results.skipped.items():
         parts.append(f"skipped {name}: {reason}")
     parts += [f"problem: {p}" for p in results.problems]
@@ -306,6 +317,8 @@ def rst(results: Results, workload: Workload, argv: Sequence[str]) -> str:
     out += [f"- {line}" for line in targets(results)] + [""]
     if rows(results, tls=True):
         out.append(tls_section(results, workload, argv, standalone=False))
+    if rows(results, logins=True):
+        out.append(logins_section(results, workload, argv, standalone=False))
     notes = [f"{name} not measured: {reason}" for name, reason in results.skipped.items()]
     notes += results.notes + results.problems
     if notes:
@@ -462,6 +475,85 @@ def tls_section(
         _rst_table(["Figure", TARGET, "Anchor", "Ratio"], rows(results, tls=True), "46 18 22 14"),
         "",
     ]
+    if standalone:
+        notes = [f"{name} not measured: {reason}" for name, reason in results.skipped.items()]
+        notes += results.notes + results.problems
+        out += ["Notes:", ""] + [f"- {n}" for n in notes] + [""] if notes else []
+    return "\n".join(out)
+
+
+def _run_fields(results: Results, argv: Sequence[str]) -> list[str]:
+    info = machine()
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    versions = ", ".join(f"{name} {version}" for name, version in results.versions.items())
+    return [
+        f":Date: {now}",
+        f":Command: ``{_command(argv)}`` (from the project root)",
+        f":Machine: {info['cores']} cores, {info['cpu']}, {info['kernel']}",
+        f":Software: Python {info['python']}, Twisted {info['twisted']}, {versions}",
+        f":Revision: {info['revision']}",
+    ]
+
+
+def attack_rows(results: Results) -> list[list[str]]:
+    """Figure | txmailhost for the figures that compare with no other server."""
+    return [
+        [f"{figure.label} ({figure.unit})", _cell(results, TARGET, key, False)]
+        for key, figure in results.figures.items()
+        if figure.anchor == ATTACK
+    ]
+
+
+def logins_section(
+    results: Results, workload: Workload, argv: Sequence[str], standalone: bool = True
+) -> str:
+    """The logins suite's section: method, comparison table, the attack's own table."""
+    out = [LOGINS_TITLE, "-" * len(LOGINS_TITLE), ""]
+    if standalone:
+        out += [
+            ".. Written by ``python -m bench --only logins`` (bench/report.py), which replaces"
+            " this section only; rerun it rather than editing.",
+            "",
+            *_run_fields(results, argv),
+        ]
+    else:
+        out.append(":Run: the one described at the top of this page.")
+    out += [
+        f":Workload: {workload.login_clients} IMAP clients each connecting, logging in with the"
+        f" right password and logging out, again and again for {workload.login_seconds:g} s a"
+        f" run, {workload.repeat} runs; {workload.login_first} accounts logging in at once for"
+        f" the first time; {workload.attack_threads} attacker threads from"
+        f" {workload.attack_addresses} addresses sending wrong AUTH PLAIN for one account over"
+        f" submission (STARTTLS) for {workload.attack_seconds:g} s, while its owner logs in"
+        " over IMAP from 127.0.0.1 every 2 s.",
+        "",
+        *_wrap(
+            "A login costs txmailhost a scrypt hash (32 MiB, about 90 ms of a core) unless the"
+            " password was verified within the credential cache's TTL ([security]"
+            " credential_cache_ttl, 1 h); Dovecot, with its defaults, verifies its Argon2id"
+            " hash on every login (no auth cache). 'txmailhost, no credential cache' is the"
+            " same server with credential_cache_ttl = 0: what every login cost before the"
+            " cache. First logins can't be cached by either server."
+        ),
+        "",
+        _rst_table(
+            ["Figure", TARGET, "Anchor", "Ratio"], rows(results, logins=True), "46 18 22 14"
+        ),
+        "",
+    ]
+    attack = attack_rows(results)
+    if attack:
+        out += [
+            *_wrap(
+                "The attack (txmailhost only; it needs submission). Before issue 13 the"
+                " account's limit (30 failures in 15 minutes, from anywhere) refused every"
+                " login to it, its owner's included, for 15 minutes; now only addresses that"
+                " failed against it are refused (docs/admin.rst)."
+            ),
+            "",
+            _rst_table(["Figure", TARGET], attack, "70 30"),
+            "",
+        ]
     if standalone:
         notes = [f"{name} not measured: {reason}" for name, reason in results.skipped.items()]
         notes += results.notes + results.problems

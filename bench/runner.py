@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import report, suites, targets, tls_suite
+from bench import login_suite, report, suites, targets, tls_suite
 from bench.anchors import dovecot, postfix
 from bench.results import Results
 from bench.server import Server
@@ -53,14 +53,25 @@ TARGETS = (
         targets.NAME,
         targets.unavailable,
         targets.running,
-        suites=("smtp", "memory", "pop3", "imap", "tls"),
+        suites=("smtp", "memory", "pop3", "imap", "tls", "logins"),
+        anchor=False,
+    ),
+    Target(  # what logins cost before the credential cache: every one hashes
+        login_suite.NO_CACHE,
+        targets.unavailable,
+        functools.partial(targets.running, name=login_suite.NO_CACHE, credential_cache=False),
+        ("logins",),
         anchor=False,
     ),
     Target(
         postfix.NAME, postfix.unavailable, postfix.running, ("smtp", "memory", "tls"), anchor=True
     ),
     Target(
-        dovecot.NAME, dovecot.unavailable, dovecot.running, ("pop3", "imap", "tls"), anchor=True
+        dovecot.NAME,
+        dovecot.unavailable,
+        dovecot.running,
+        ("pop3", "imap", "tls", "logins"),
+        anchor=True,
     ),
     Target(
         dovecot.NAME_REUSED,
@@ -76,6 +87,7 @@ TARGETS = (
 PHASES: dict[str, tuple[suites.Suite, ...]] = {
     **{name: (suite,) for name, suite in suites.SUITES.items()},
     "tls": (tls_suite.imaps, tls_suite.submission),
+    "logins": login_suite.PHASES,
 }
 
 
@@ -112,6 +124,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Workload]:
         action="store_true",
         help="IMAP suite: every server's INBOX files end lines with LF (as Dovecot, mutt write)",
     )
+    parser.add_argument("--login-clients", type=int, help="IMAP clients re-logging (50)")
+    parser.add_argument("--login-first", type=int, help="first logins at once, memory (200)")
+    parser.add_argument("--attack-seconds", type=float, help="seconds of the login attack (60)")
     parser.add_argument("--repeat", "-r", type=int, help="runs per figure; medians reported (3)")
     parser.add_argument("--starttls", action="store_true", help="SMTP load uses STARTTLS")
     parser.add_argument("--auth", action="store_true", help="SMTP load uses AUTH PLAIN")
@@ -155,6 +170,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Workload]:
         "connections": tuple(int(c) for c in args.connections.split(","))
         if args.connections
         else None,
+        "login_clients": args.login_clients,
+        "login_first": args.login_first,
+        "attack_seconds": args.attack_seconds,
         "suites": tuple(s.strip() for s in args.only.split(",")) if args.only else None,
     }
     workload = dataclasses.replace(workload, **{k: v for k, v in given.items() if v is not None})
@@ -215,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     if output is None and not args.smoke and workload.suites == ("tls",):
         # The TLS section alone: it replaces its own section of the full-run page.
         report.splice(DEFAULT_OUTPUT, report.tls_section(results, workload, argv))
+    elif output is None and not args.smoke and workload.suites == ("logins",):
+        report.splice(DEFAULT_OUTPUT, report.logins_section(results, workload, argv))
     elif output is not None and str(output) != "-":
         report.write(output, report.rst(results, workload, argv))
     if args.smoke and (results.problems or targets.NAME in results.skipped):

@@ -55,7 +55,7 @@ max_message_size = {max_message}
 # The IMAP suite holds 1,000 idle sessions (target: < 50 KiB each) plus a few, all from here.
 max_connections_per_ip = 5000
 max_connections = 5000
-"""
+{security}"""
 
 _ADMIN = "import sys; from txmailhost.cli import main; sys.exit(main())"
 # twistd itself, run by this interpreter. Not ``python -m twisted``: that is ``twist``, a different
@@ -88,8 +88,18 @@ def version() -> str:
 
 
 @contextlib.contextmanager
-def running(workdir: Path, *, tls: bool = False, start_timeout: float = 30.0) -> Iterator[Server]:
+def running(
+    workdir: Path,
+    *,
+    tls: bool = False,
+    start_timeout: float = 30.0,
+    name: str = NAME,
+    credential_cache: bool = True,
+) -> Iterator[Server]:
     """Start txmailhost with its data directory in ``workdir``; stop it however the block ends.
+
+    ``credential_cache=False`` turns the cache of verified passwords off (every login hashes,
+    as before it existed); ``name`` is what the report calls this server.
 
     STARTTLS needs nothing: txmailhost makes a self-signed certificate (ECDSA P-256) on first
     start and offers it on every plain listener. ``tls`` adds the implicit-TLS IMAPS listener
@@ -108,6 +118,7 @@ def running(workdir: Path, *, tls: bool = False, start_timeout: float = 30.0) ->
             imap=imap_port,
             imaps=f"tcp:{imaps_port}:interface=127.0.0.1" if imaps_port else "",
             max_message=MAX_MESSAGE,
+            security="" if credential_cache else "credential_cache_ttl = 0\n",
         )
     )
     password_file = workdir / "password"
@@ -153,7 +164,7 @@ def running(workdir: Path, *, tls: bool = False, start_timeout: float = 30.0) ->
         except (RuntimeError, TimeoutError) as e:
             raise RuntimeError(f"{e}; its log ends:\n{_tail(log, workdir / 'twistd.out')}") from e
         yield Server(
-            name=NAME,
+            name=name,
             version=version(),
             host="127.0.0.1",
             add_user=add_user,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 MiB = 1024 * 1024
-SUITES = ("fsync", "smtp", "memory", "pop3", "imap", "tls")
+SUITES = ("fsync", "smtp", "memory", "pop3", "imap", "tls", "logins")
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,15 @@ class Workload:
     # --lf-maildir: the IMAP suite's INBOX files end lines with LF for every server, as other
     # tools write Maildirs (issue 13); by default txmailhost gets the CRLF files it writes itself.
     lf_maildir: bool = False
+    # Logins (issue 13): login_clients re-logging for login_seconds a run; login_first first
+    # logins at once for memory; an attacker (attack_threads over attack_addresses) for
+    # attack_seconds, once.
+    login_clients: int = 50
+    login_seconds: float = 10.0
+    login_first: int = 200
+    attack_threads: int = 8
+    attack_addresses: int = 3
+    attack_seconds: float = 60.0
     large_size: int = 50 * MiB
     fsync_seconds: float = 2.0
     fsync_writers: int = 50
@@ -70,6 +79,10 @@ class Workload:
             tls_seconds=0.25,
             tls_connections=4,
             tls_setups=2,
+            login_clients=4,
+            login_seconds=0.5,
+            login_first=4,
+            attack_seconds=2.0,
             large_size=1 * MiB,
             fsync_seconds=0.2,
             fsync_writers=4,

@@ -435,3 +435,17 @@ def test_process_on_a_read_only_data_directory_says_it_is_not_writable(data: Pat
     assert result.returncode == 1
     assert result.stderr.startswith(f"txmailhost: error: data directory {data} is not writable (")
     assert result.stderr.count("\n") == 1
+
+
+def test_user_add_common_password_is_a_one_line_error_and_creates_nothing(
+    run: Run, data: Path
+) -> None:
+    run("domain", "add", "example.org")
+    result = run("user", "add", "hal@example.org", stdin="Password1\n")
+    assert result.status == 1
+    assert result.err == (
+        "txmailhost: error: password refused: it is one of the most common passwords;"
+        " choose another\n"
+    )
+    assert run("user", "list").out == ""
+    assert not maildir(data, "hal@example.org").exists()

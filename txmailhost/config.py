@@ -497,6 +497,20 @@ class SecurityConfig:
         check=_seconds,
         doc="""Seconds a failed login is remembered for the two limits above.""",
     )
+    credential_cache_ttl: int = setting(
+        3600,
+        check=_integer("seconds", minimum=0),
+        doc="""Seconds a verified password is remembered (in memory, as an HMAC under a key
+        drawn at each start), so a client logging in again skips the slow password hash, as
+        Dovecot's auth cache does. A password change or user removal applies at once; wrong
+        passwords are never cached. 0 turns the cache off.""",
+    )
+    credential_cache_size: int = setting(
+        10000,
+        check=_integer("entries", minimum=0),
+        doc="""Most verified passwords kept in that cache (about 200 bytes each); the oldest
+        go first. 0 turns the cache off.""",
+    )
     max_connections: int = setting(
         1000,
         check=_integer("connections"),

@@ -278,7 +278,9 @@ def build(config: Any, reactor: Any, tls: Any = None) -> MultiService:
 
     ``tls`` is the server's ``ReloadableTLS``, loaded from the config when not given."""
     from txmailhost.accounts.checker import AccountsChecker
+    from txmailhost.accounts.credcache import CredentialCache
     from txmailhost.accounts.db import AccountsDB
+    from txmailhost.accounts.origins import LoginOrigins
     from txmailhost.accounts.realm import MailRealm
     from txmailhost.accounts.throttle import LoginThrottle, ThrottledPortal
     from txmailhost.imap.server import IMAPFactory
@@ -315,9 +317,15 @@ def build(config: Any, reactor: Any, tls: Any = None) -> MultiService:
         ip_limit=security.login_failures_per_ip,
         account_limit=security.login_failures_per_account,
     )
+    credentials = CredentialCache(
+        reactor, ttl=security.credential_cache_ttl, max_entries=security.credential_cache_size
+    )
+    checker = AccountsChecker(accounts, reactor, accounts_pool, credentials)
     # Every protocol logs in through this one portal, so failures count across all of them.
     portal = ThrottledPortal(
-        Portal(MailRealm(store), [AccountsChecker(accounts, reactor, accounts_pool)]), throttle
+        Portal(MailRealm(store), [checker]),
+        throttle,
+        LoginOrigins(reactor, accounts, reactor, accounts_pool),
     )
     router = Router(
         accounts,

@@ -1,4 +1,5 @@
-"""Login throttling: growing delays, temporary refusal, per address and per account."""
+"""Login throttling: growing delays, temporary refusal per address, and an account under attack
+that still lets its owner in."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from twisted.internet.task import Clock
 
 from tests.support.fixtures import make_world
 from txmailhost.accounts import IMailAccount
+from txmailhost.accounts.origins import DAY, LoginOrigins
 from txmailhost.accounts.throttle import LoginThrottle, LoginThrottled, ThrottledPortal, client_key
 
 
@@ -29,20 +31,22 @@ def test_address_is_blocked_after_its_limit_and_released_after_the_window():
     clock = Clock()
     throttle = LoginThrottle(clock, window=60, ip_limit=3, account_limit=100)
     for i in range(3):
-        assert not throttle.blocked("192.0.2.1", f"u{i}@x.test")
+        assert not throttle.address_blocked("192.0.2.1")
         throttle.failed("192.0.2.1", f"u{i}@x.test")
-    assert throttle.blocked("192.0.2.1", "other@x.test")
-    assert not throttle.blocked("192.0.2.2", "other@x.test")
+    assert throttle.address_blocked("192.0.2.1")
+    assert not throttle.address_blocked("192.0.2.2")
     clock.advance(61)
-    assert not throttle.blocked("192.0.2.1", "other@x.test")
+    assert not throttle.address_blocked("192.0.2.1")
 
 
-def test_account_is_blocked_when_attacked_from_many_addresses():
+def test_account_is_under_attack_when_failures_from_many_addresses_add_up():
     throttle = LoginThrottle(Clock(), ip_limit=100, account_limit=5)
     for i in range(5):
         throttle.failed(f"192.0.2.{i}", "victim@x.test")
-    assert throttle.blocked("198.51.100.1", "victim@x.test")
-    assert not throttle.blocked("198.51.100.1", "someone-else@x.test")
+    assert throttle.under_attack("victim@x.test")
+    assert not throttle.under_attack("someone-else@x.test")
+    assert throttle.has_failed("192.0.2.1", "victim@x.test")
+    assert not throttle.has_failed("198.51.100.1", "victim@x.test")
 
 
 def test_memory_is_bounded():
@@ -65,3 +69,91 @@ def test_throttled_portal_refuses_without_checking_the_password(tmp_path):
         world.reactor.advance(10)
     assert [type(r.value).__name__ for r in results[:2]] == ["UnauthorizedLogin"] * 2
     assert results[2].check(LoginThrottled)
+
+
+def _attempt(world, portal, password: bytes, host: str, user: bytes = b"bob@example.test"):
+    """One login through ``portal`` from ``host``; the clock is run past any delay."""
+    results: list = []
+    peer = IPv4Address("TCP", host, 5)
+    d = portal.login(UsernamePassword(user, password), peer, IMailAccount)
+    d.addBoth(results.append)
+    world.reactor.advance(10)
+    (outcome,) = results
+    if hasattr(outcome, "check"):
+        return "throttled" if outcome.check(LoginThrottled) else "failed"
+    return "ok"
+
+
+def _attacked_portal(world, *, origins=None):
+    """bob's account pushed past its limit of 6 by 3 attacker addresses, 2 guesses each."""
+    world.add_user("bob@example.test")
+    throttle = LoginThrottle(world.reactor, ip_limit=10, account_limit=6)
+    portal = ThrottledPortal(world.portal, throttle, origins)
+    for n in range(6):
+        assert _attempt(world, portal, b"guess-%d" % n, f"203.0.113.{n % 3 + 1}") == "failed"
+    assert throttle.under_attack("bob@example.test")
+    return portal
+
+
+def test_account_under_attack_lets_the_right_password_in_from_an_address_that_has_not_failed(
+    tmp_path,
+):
+    world = make_world(tmp_path)
+    portal = _attacked_portal(world)
+    assert _attempt(world, portal, b"secret-pw", "192.0.2.9") == "ok"
+    # ... while a wrong guess from a fresh address is checked, slowed and then counted:
+    assert _attempt(world, portal, b"guess-x", "198.51.100.7") == "failed"
+    assert _attempt(world, portal, b"secret-pw", "198.51.100.7") == "throttled"
+
+
+def test_attacker_addresses_are_refused_without_a_check_once_the_account_is_under_attack(
+    tmp_path,
+):
+    world = make_world(tmp_path)
+    portal = _attacked_portal(world)
+    for n in range(3):  # each is far below its own limit of 10, but has failed against bob
+        assert _attempt(world, portal, b"secret-pw", f"203.0.113.{n + 1}") == "throttled"
+    world.reactor.advance(900)  # the window passes
+    assert _attempt(world, portal, b"secret-pw", "203.0.113.1") == "ok"
+
+
+def test_an_address_the_account_logged_in_from_is_not_refused_while_under_attack(tmp_path):
+    world = make_world(tmp_path)
+    origins = LoginOrigins(world.reactor, world.accounts, world.reactor, world.pool)
+    world.add_user("bob@example.test")
+    throttle = LoginThrottle(world.reactor, ip_limit=10, account_limit=6)
+    portal = ThrottledPortal(world.portal, throttle, origins)
+    assert _attempt(world, portal, b"secret-pw", "192.0.2.20") == "ok"  # the owner's phone
+    assert _attempt(world, portal, b"mistyped", "192.0.2.20") == "failed"
+    for n in range(6):
+        _attempt(world, portal, b"guess-%d" % n, f"203.0.113.{n % 3 + 1}")
+    assert throttle.under_attack("bob@example.test")
+    assert _attempt(world, portal, b"secret-pw", "192.0.2.20") == "ok"
+
+
+def test_known_addresses_survive_a_restart_and_expire_after_30_days(tmp_path):
+    world = make_world(tmp_path)
+    world.add_user("bob@example.test")
+    first = LoginOrigins(world.reactor, world.accounts, world.reactor, world.pool)
+    first.remember("bob@example.test", "192.0.2.20")
+    restarted = LoginOrigins(world.reactor, world.accounts, world.reactor, world.pool)
+    seen = []
+    restarted.seen("bob@example.test", "192.0.2.20").addCallback(seen.append)
+    restarted.seen("bob@example.test", "192.0.2.21").addCallback(seen.append)
+    world.reactor.advance(31 * DAY)
+    restarted.seen("bob@example.test", "192.0.2.20").addCallback(seen.append)
+    assert seen == [True, False, False]
+
+
+def test_a_new_success_is_written_at_most_once_a_day(tmp_path):
+    world = make_world(tmp_path)
+    world.add_user("bob@example.test")
+    origins = LoginOrigins(world.reactor, world.accounts, world.reactor, world.pool)
+    origins.remember("bob@example.test", "192.0.2.20")
+    world.reactor.advance(3600)
+    origins.remember("bob@example.test", "192.0.2.20")
+    assert world.accounts.login_origin_seen("bob@example.test", "192.0.2.20", 0)
+    assert not world.accounts.login_origin_seen("bob@example.test", "192.0.2.20", 3600)
+    world.reactor.advance(DAY)
+    origins.remember("bob@example.test", "192.0.2.20")
+    assert world.accounts.login_origin_seen("bob@example.test", "192.0.2.20", DAY + 3600)

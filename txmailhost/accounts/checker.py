@@ -4,6 +4,10 @@ Twisted's ``InMemoryUsernamePasswordDatabaseDontUse`` compares plaintext with ``
 reads the scrypt hash from the accounts database and verifies it in the thread pool (scrypt takes
 ~0.1 s by design), comparing in constant time. Unknown users are verified against a dummy hash so
 that failures take as long whether or not the account exists (no enumeration by timing).
+
+With a ``CredentialCache`` (``credcache.py``) a password verified lately for the same stored
+hash is accepted without hashing again; the stored hash is read on every login regardless, so
+a change made by the CLI in another process applies to the next login.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from txmailhost.accounts.credcache import CredentialCache
 from txmailhost.accounts.db import AccountError, AccountsDB, canonical_address
 from txmailhost.accounts.passwords import dummy_hash, verify_password
 
@@ -32,10 +37,17 @@ class AccountsChecker:
 
     credentialInterfaces = (IUsernamePassword,)
 
-    def __init__(self, db: AccountsDB, reactor: Any, pool: ThreadPool) -> None:
+    def __init__(
+        self,
+        db: AccountsDB,
+        reactor: Any,
+        pool: ThreadPool,
+        cache: CredentialCache | None = None,
+    ) -> None:
         self._db = db
         self._reactor = reactor
         self._pool = pool
+        self._cache = cache
 
     def _check(self, username: str, password: str) -> str:
         try:
@@ -43,9 +55,17 @@ class AccountsChecker:
         except AccountError:
             address = None
         encoded = self._db.password_hash(address) if address else None
+        cache = self._cache
+        fingerprint = None
+        if cache is not None and address is not None:
+            fingerprint = cache.fingerprint(address, password)
+            if cache.verified(address, fingerprint, encoded):
+                return address
         ok = verify_password(password, encoded or dummy_hash())
         if not ok or encoded is None or address is None:
             raise UnauthorizedLogin("authentication failed")
+        if cache is not None and fingerprint is not None:
+            cache.remember(address, fingerprint, encoded)
         return address
 
     def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[str]:

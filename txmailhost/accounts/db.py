@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 
-from txmailhost.accounts.passwords import hash_password
+from txmailhost.accounts.passwords import hash_password, weakness
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS domains (
@@ -26,6 +26,14 @@ CREATE TABLE IF NOT EXISTS users (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS users_by_domain ON users(domain);
+-- Where each account logged in successfully lately (origins.py): its owner's addresses, which
+-- the login throttle never refuses for someone else's failures. Pruned as it is written.
+CREATE TABLE IF NOT EXISTS login_origins (
+    address TEXT NOT NULL REFERENCES users(address) ON DELETE CASCADE,
+    client TEXT NOT NULL,       -- an IPv4 address or an IPv6 /64
+    last_login REAL NOT NULL,   -- Unix time
+    PRIMARY KEY (address, client)
+);
 """
 
 # Version 2 (routing): aliases, per-user forwarding, quotas, domain aliases. Applied once to
@@ -186,7 +194,7 @@ class AccountsDB:
 
     def add_user(self, address: str, password: str) -> str:
         canonical = canonical_address(address)
-        _validate_password(password)
+        _validate_password(password, canonical)
         domain = canonical.split("@", 1)[1]
         if not self.has_domain(domain):
             raise AccountError(
@@ -242,7 +250,7 @@ class AccountsDB:
 
     def set_password(self, address: str, password: str) -> str:
         canonical = canonical_address(address)
-        _validate_password(password)
+        _validate_password(password, canonical)
         cursor = self._db.execute(
             "UPDATE users SET password_hash = ? WHERE address = ?",
             (hash_password(password), canonical),
@@ -250,6 +258,39 @@ class AccountsDB:
         if cursor.rowcount == 0:
             raise AccountError(f"no such user: {canonical}")
         return canonical
+
+    def login_origin_seen(self, address: str, client: str, since: float) -> bool:
+        """``address`` logged in successfully from ``client`` at ``since`` or later."""
+        row = self._db.execute(
+            "SELECT 1 FROM login_origins WHERE address = ? AND client = ? AND last_login >= ?",
+            (address, client, since),
+        )
+        return row.fetchone() is not None
+
+    def remember_login_origin(
+        self, address: str, client: str, when: float, oldest: float, keep: int
+    ) -> None:
+        """Record a successful login; forget the account's origins older than ``oldest`` and
+        all but its ``keep`` most recent. A user removed meanwhile records nothing."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                "INSERT INTO login_origins (address, client, last_login)"
+                " SELECT address, ?, ? FROM users WHERE address = ?"
+                " ON CONFLICT (address, client) DO UPDATE SET last_login = excluded.last_login",
+                (client, when, address),
+            )
+            db.execute(
+                "DELETE FROM login_origins WHERE address = ? AND (last_login < ? OR client NOT IN"
+                " (SELECT client FROM login_origins WHERE address = ?"
+                " ORDER BY last_login DESC LIMIT ?))",
+                (address, oldest, address, keep),
+            )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     def remove_user(self, address: str) -> str:
         canonical = canonical_address(address)
@@ -275,13 +316,16 @@ def _migrate(conn: sqlite3.Connection) -> None:
     conn.execute("COMMIT")
 
 
-def _validate_password(password: str) -> None:
-    if len(password) < 8:
-        raise AccountError("password too short: use at least 8 characters")
+def _validate_password(password: str, address: str) -> None:
+    """Refuse a password an attacker would try first (``passwords.weakness``) or one the mail
+    protocols can't carry; the CLI prints the message as its one-line error."""
     if len(password) > 1024:
         raise AccountError("password too long: at most 1024 characters")
     if any(c in password for c in "\r\n\0"):
         raise AccountError("password may not contain line breaks or NUL")
+    reason = weakness(password, address)
+    if reason is not None:
+        raise AccountError(reason)
 
 
 class AddressRules:

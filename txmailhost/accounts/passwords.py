@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import os
+from importlib import resources
 
 # 2**15 * 128 * 8 = 32 MiB of memory per hash, ~50 ms on a 2 GHz core: slow for an attacker,
 # tolerable for a login.
@@ -68,3 +69,40 @@ def dummy_hash() -> str:
     if _dummy_hash is None:
         _dummy_hash = hash_password("not a real password")
     return _dummy_hash
+
+
+MIN_LENGTH = 8
+_common: frozenset[str] | None = None
+
+
+def common_passwords() -> frozenset[str]:
+    """The shipped list of the most common passwords (lower case), read once."""
+    global _common
+    if _common is None:
+        text = (
+            resources.files("txmailhost.accounts")
+            .joinpath("common-passwords.txt")
+            .read_text("utf-8")
+        )
+        _common = frozenset(line for line in text.splitlines() if line and not line.startswith("#"))
+    return _common
+
+
+def weakness(password: str, address: str) -> str | None:
+    """Why ``password`` is too weak for ``address``, as a one-line error; None when it will do.
+
+    The first words of a password-spraying or credential-stuffing attack are the address
+    itself, its local part and the list everyone's attack tools start with, so those are
+    refused outright (NIST SP 800-63B 5.1.1.2 asks verifiers to check exactly these: "commonly
+    used, expected, or compromised" values and "context-specific words such as the username").
+    Compared case-insensitively, as attack tools try every casing of them.
+    """
+    if len(password) < MIN_LENGTH:
+        return f"password too short: use at least {MIN_LENGTH} characters"
+    folded = password.casefold()
+    local = address.rpartition("@")[0].casefold()
+    if folded in (address.casefold(), local):
+        return "password refused: it is the address or its local part"
+    if folded in common_passwords():
+        return "password refused: it is one of the most common passwords; choose another"
+    return None

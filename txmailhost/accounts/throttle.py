@@ -2,14 +2,23 @@
 
 Brute force against AUTH/LOGIN/USER+PASS is the first attack a public server sees (security.md).
 Each failure costs the client a growing delay (0.5 s, 1 s, 2 s ... up to ``max_delay``) before
-its error reply; after ``ip_limit`` failures from one address, or ``account_limit`` failures
-against one account, within ``window`` seconds, further attempts are refused without even
-checking the password until the window has passed (a temporary refusal: the protocols answer
-``454 4.7.0`` / ``NO [UNAVAILABLE]`` / ``-ERR [SYS/TEMP]``).
+its error reply. Two limits count failures within ``window`` seconds:
 
-IPv6 clients are counted per /64, since one host usually owns a whole /64. The per-account
-limit is higher than the per-address one so that an attacker spreading attempts over many
-addresses is still stopped, while the owner (who succeeds) isn't locked out for long.
+- per client address (``ip_limit``; IPv6 per /64, since one host usually owns a whole /64):
+  past it, that address is refused without even checking the password;
+- per account (``account_limit``, failures from anywhere): past it the account is *under
+  attack*, and an address that has itself failed against it is refused without checking,
+  unless the account logged in successfully from there within the last 30 days
+  (``origins.py``). Any other address still gets its password checked: a right one logs in,
+  a wrong one is answered after the longest delay and marks that address as failed.
+
+So an attacker's failures never refuse the rightful user (DESIGN invariant 6): they come from
+an address that has not failed, or from one the account is known to use. What the attacker
+gets is what it got before from a few addresses (``ip_limit`` guesses per address, then one
+per new address once the account is under attack), each wrong one slowed to ``max_delay``.
+
+Refusals are temporary: the protocols answer ``454 4.7.0`` / ``NO [UNAVAILABLE]`` /
+``-ERR [SYS/TEMP]``.
 
 ``ThrottledPortal`` applies this to any twisted.cred Portal; protocols pass the peer address as
 the ``mind`` argument of ``login`` (Twisted's own protocols pass None, which is why this is a
@@ -30,7 +39,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from txmailhost.accounts.interfaces import IMailAccount
+from txmailhost.accounts.db import AccountError, canonical_address
+from txmailhost.accounts.interfaces import ILoginOrigins, IMailAccount
+from txmailhost.accounts.origins import LoginOrigins
 
 log = Logger()
 
@@ -55,7 +66,21 @@ def client_key(peer: Any) -> str | None:
     return str(ip)
 
 
+def account_key(username: bytes | str) -> str:
+    """The account a login is counted against: the canonical address when the name is one
+    (so ``Bob@EXAMPLE.test`` and ``bob@example.test`` share their count), else the lower-cased
+    name as typed, cut to a sane length."""
+    text = username.decode("utf-8", "replace") if isinstance(username, bytes) else str(username)
+    try:
+        return canonical_address(text[:320])
+    except AccountError:
+        return text.lower()[:320]
+
+
 class LoginThrottle:
+    """Counts of recent failures per address, per account and per (address, account) pair;
+    memory bounded by ``max_tracked`` keys, the least recently failed forgotten first."""
+
     def __init__(
         self,
         clock: Any,
@@ -89,25 +114,34 @@ class LoginThrottle:
             del self._failures[key]
         return len(times)
 
-    def blocked(self, client: str | None, account: str) -> bool:
-        return (client is not None and self._recent("ip:" + client) >= self.ip_limit) or (
-            self._recent("user:" + account) >= self.account_limit
-        )
+    def address_blocked(self, client: str | None) -> bool:
+        """The address reached its own limit: refused whatever account it tries."""
+        return client is not None and self._recent("ip:" + client) >= self.ip_limit
+
+    def under_attack(self, account: str) -> bool:
+        """The account reached its limit, failures from every address added up."""
+        return self._recent("user:" + account) >= self.account_limit
+
+    def has_failed(self, client: str | None, account: str) -> bool:
+        """This address failed against this account within the window."""
+        return client is not None and self._recent(f"pair:{client} {account}") > 0
 
     def failed(self, client: str | None, account: str | None) -> float:
         """Record a failure; returns the delay to impose before answering."""
         now = self.clock.seconds()
         counts = [0]
-        for key in (
-            ("ip:" + client) if client else None,
-            ("user:" + account) if account is not None else None,
+        for key, counted in (
+            (("ip:" + client) if client else None, True),
+            (("user:" + account) if account is not None else None, True),
+            (f"pair:{client} {account}" if client and account is not None else None, False),
         ):
             if key is None:
                 continue
             times = self._failures.pop(key, None) or deque()
             times.append(now)
             self._failures[key] = times  # most recently failed last
-            counts.append(self._recent(key))
+            if counted:
+                counts.append(self._recent(key))
         while len(self._failures) > self.max_tracked:
             self._failures.popitem(last=False)
         excess = max(counts) - self.free_failures
@@ -115,11 +149,18 @@ class LoginThrottle:
 
 
 class ThrottledPortal:
-    """A Portal whose ``login`` is throttled by the peer address given as ``mind``."""
+    """A Portal whose ``login`` is throttled by the peer address given as ``mind``.
 
-    def __init__(self, portal: Portal, throttle: LoginThrottle) -> None:
+    ``origins`` remembers where each account logged in successfully; without one, a
+    memory-only ``LoginOrigins`` (forgotten at restart) is used.
+    """
+
+    def __init__(
+        self, portal: Portal, throttle: LoginThrottle, origins: ILoginOrigins | None = None
+    ) -> None:
         self._portal = portal
         self._throttle = throttle
+        self._origins = origins if origins is not None else LoginOrigins(throttle.clock)
 
     def listCredentialsInterfaces(self) -> list:
         return self._portal.listCredentialsInterfaces()
@@ -129,23 +170,34 @@ class ThrottledPortal:
 
     async def _login(self, credentials: Any, mind: Any, interfaces: tuple) -> Any:
         client = client_key(mind)
-        username = getattr(credentials, "username", b"")
-        account = (
-            username.decode("utf-8", "replace") if isinstance(username, bytes) else str(username)
-        ).lower()[:320]
-        if self._throttle.blocked(client, account):
+        account = account_key(getattr(credentials, "username", b""))
+        throttle = self._throttle
+        why = None
+        if throttle.address_blocked(client):
+            why = "too many failures from this address"
+        elif (
+            throttle.under_attack(account)
+            and throttle.has_failed(client, account)
+            and not await self._origins.seen(account, client)
+        ):
+            why = "account under attack and this address failed"
+        if why is not None:
             log.warn(
-                "login refused (throttled) for {account!r} from {client}",
+                "login refused (throttled: {why}) for {account!r} from {client}",
+                why=why,
                 account=account,
                 client=client,
             )
             raise LoginThrottled("too many failed logins; try again later")
         try:
-            return await self._portal.login(credentials, mind, *interfaces)
+            result = await self._portal.login(credentials, mind, *interfaces)
         except LoginFailed:
-            delay = self._throttle.failed(client, account)
-            await deferLater(self._throttle.clock, delay)
+            delay = throttle.failed(client, account)
+            await deferLater(throttle.clock, delay)
             raise
+        if client is not None:
+            self._origins.remember(account, client)
+        return result
 
 
 async def password_login(
