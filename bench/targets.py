@@ -127,6 +127,7 @@ def running(
     def admin(*args: str) -> None:
         run_quietly([sys.executable, "-c", _ADMIN, "--data", data, *args])
 
+    admin("init")  # only init sets up a data directory (the CLI refuses a missing one)
     admin("domain", "add", BENCH_DOMAIN)
 
     def add_user(address: str) -> Path:
