@@ -82,7 +82,9 @@ class Workload:
             login_clients=4,
             login_seconds=0.5,
             login_first=4,
-            attack_seconds=2.0,
+            attack_threads=2,  # each wrong guess waits up to 8 s: few of them, or a slow smoke
+            attack_addresses=2,
+            attack_seconds=1.0,
             large_size=1 * MiB,
             fsync_seconds=0.2,
             fsync_writers=4,
