@@ -105,6 +105,7 @@ idle_timeout = 1900
 max_literal_size = 20971520
 
 [store]
+backend = "memory"
 threads = 2
 """
     )
@@ -135,6 +136,15 @@ threads = 2
     assert config.pop3.idle_timeout == 700.0
     assert config.imap == IMAPConfig(idle_timeout=1900.0, max_literal_size=20971520)
     assert config.store.threads == 2
+    assert config.store.backend == "memory"
+
+
+def test_store_backend_choices_are_the_registered_backends() -> None:
+    from txmailhost.store import backends
+
+    (backend,) = [f for f in dataclasses.fields(StoreConfig) if f.name == "backend"]
+    for name in backends.BACKENDS:  # every backend the server can build can be named
+        assert backend.metadata["check"](name) == name
 
 
 def test_rendered_default_config_loads_as_the_defaults(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """The ``txmailhost`` admin command: set up a data directory, manage domains and users.
 
-It uses the same code as the server (``config``, ``accounts.db``, ``store.maildir``), so what it
+It uses the same code as the server (``config``, ``accounts.db``, ``store.backends``), so what it
 writes is exactly what the server reads (DESIGN invariant 5: a user added here can log in at
 once, without a restart). It works whether or not the server is running: the accounts database
 is SQLite in WAL mode, and Maildir provisioning is safe against concurrent deliveries.
@@ -24,6 +24,9 @@ import os
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.python.failure import Failure
 
 from txmailhost.accounts.admin import (
     register_alias,
@@ -39,7 +42,6 @@ from txmailhost.config import (
     load_config,
 )
 from txmailhost.datadir import DataDirError, require_data_dir, writable_problem
-from txmailhost.store.maildir import MaildirStore, user_directory
 
 PROG = "txmailhost"
 
@@ -301,12 +303,25 @@ def _prepared_config(args: argparse.Namespace) -> Config:
     return config
 
 
-def _mail_store(config: Config) -> MaildirStore:
-    # Registers the "imap4-utf-7" codec that Maildir++ folder names are encoded with; imported
-    # here, not at the top, because only commands that touch mailboxes need it.
-    import twisted.mail.imap4  # noqa: F401
+def _mail_store(config: Config) -> Any:
+    """The ``IMailStore`` that ``[store] backend`` names, doing its work inline: no reactor
+    runs here, so each Deferred has fired when the call returns (read with ``_now``). The
+    memory store lives in the server's process, out of reach: provisioning is a no-op there
+    (it creates mailboxes on first use) and so is purging."""
+    from txmailhost.store import backends
 
-    return MaildirStore(config.mail_root)
+    return backends.build(config.store.backend, config.mail_root)
+
+
+def _now(d: Any) -> Any:
+    """The result of a Deferred that has already fired; raises its failure."""
+    out: list[Any] = []
+    d.addBoth(out.append)
+    if not out:
+        raise CommandError("the mail store did not finish its work")
+    if isinstance(out[0], Failure):
+        out[0].raiseException()
+    return out[0]
 
 
 def _domain_add(args: argparse.Namespace, config: Config, accounts: AccountsDB) -> int:
@@ -331,7 +346,7 @@ def _domain_del(args: argparse.Namespace, config: Config, accounts: AccountsDB) 
     if args.purge:
         store = _mail_store(config)
         for address in removed:
-            store.remove_user_sync(address)
+            _now(store.remove_user(address))
         # Absent, or holding mail of addresses that weren't accounts: then leave it.
         with contextlib.suppress(OSError):
             os.rmdir(os.path.join(config.mail_root, name))
@@ -355,11 +370,11 @@ def _user_add(args: argparse.Namespace, config: Config, accounts: AccountsDB) ->
     accounts.add_user(address, password)
     store = _mail_store(config)
     try:
-        store.provision_sync(address)
+        _now(store.provision(address))
     except BaseException:
         accounts.remove_user(address)  # no account without a mailbox
         raise
-    print(f"added user {address} (mail in {user_directory(store.root, address)})")
+    print(f"added user {address} (mail in {store.location(address)})")
     return 0
 
 
@@ -381,11 +396,11 @@ def _user_passwd(args: argparse.Namespace, config: Config, accounts: AccountsDB)
 def _user_del(args: argparse.Namespace, config: Config, accounts: AccountsDB) -> int:
     address = accounts.remove_user(args.address)
     store = _mail_store(config)
-    mail = user_directory(store.root, address)
+    mail = store.location(address)
     if args.purge:
         # The account goes first so nothing new is delivered into a directory being removed.
         try:
-            store.remove_user_sync(address)
+            _now(store.remove_user(address))
         except OSError as e:
             raise CommandError(
                 f"removed user {address} but could not delete its mail in {mail}: {e.strerror}"

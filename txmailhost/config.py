@@ -388,18 +388,6 @@ class IMAPConfig:
     )
 
 
-@dataclass(frozen=True)
-class StoreConfig:
-    """[store]: the mail store's thread pool."""
-
-    threads: int = setting(
-        8,
-        check=_integer("threads", maximum=256),
-        doc="""Threads that run blocking disk work (fsync, index updates, large reads) so the
-        network loop never waits on the disk. More helps on fast SSDs with many clients.""",
-    )
-
-
 def _choice(*allowed: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if value not in allowed:
@@ -407,6 +395,28 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
         return value
 
     return check
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """[store]: where mail is kept, and the store's thread pool."""
+
+    backend: str = setting(
+        "maildir",
+        check=_choice("maildir", "memory"),  # the names in txmailhost/store/backends.py
+        doc="""Where mail is kept. "maildir": Maildir++ under DATA/mail, readable by mutt and
+        Dovecot, durable. "memory": in the server's memory, for tests and applications that
+        embed txmailhost; every message is LOST when the server stops, and only message size
+        limits and quotas bound it. The admin CLI can't reach that memory: `user add` creates
+        no mailboxes there (the server creates them on first use).""",
+    )
+
+    threads: int = setting(
+        8,
+        check=_integer("threads", maximum=256),
+        doc="""Threads that run blocking disk work (fsync, index updates, large reads) so the
+        network loop never waits on the disk. More helps on fast SSDs with many clients.""",
+    )
 
 
 def _delimiter(value: Any) -> str:

@@ -295,7 +295,8 @@ def build(config: Any, reactor: Any, tls: Any = None) -> MultiService:
     from txmailhost.smtp.policy import InboundPolicy, SubmissionPolicy
     from txmailhost.smtp.server import SMTPFactory
     from txmailhost.smtp.spares import SpareFiles
-    from txmailhost.store.maildir import MaildirStore
+    from txmailhost.store import backends
+    from txmailhost.store.interfaces import IFileDelivery
 
     top = MultiService()
     storage_pool = ThreadPool(
@@ -309,7 +310,13 @@ def build(config: Any, reactor: Any, tls: Any = None) -> MultiService:
     ThreadPoolService(accounts_pool).setServiceParent(top)
 
     accounts = AccountsDB(config.accounts_path)
-    store = MaildirStore(config.mail_root, reactor, storage_pool)
+    store = backends.build(config.store.backend, config.mail_root, reactor, storage_pool)
+    if config.store.backend in backends.VOLATILE:
+        log.critical(
+            "[store] backend = {backend!r}: mail is kept in memory only and EVERY MESSAGE IS"
+            " LOST when the server stops; for tests and embedding, never for real mail",
+            backend=config.store.backend,
+        )
     security = config.security
     throttle = LoginThrottle(
         reactor,
@@ -341,7 +348,12 @@ def build(config: Any, reactor: Any, tls: Any = None) -> MultiService:
     spare_dir = os.path.join(config.queue_dir, "spare")
     spares = SpareFiles(spare_dir, spares_pool, keep=LocalDelivery.holds_record)
     local = None
-    if records_supported(spare_dir):
+    # Linking acknowledged spool files after the 250 needs a store of files; with any other
+    # store the policy delivers through IMailStore.deliver before the 250.
+    if not IFileDelivery.providedBy(store):
+        log.info("spool: local mail is delivered to the {backend} store before 250",
+                 backend=config.store.backend)  # fmt: skip
+    elif records_supported(spare_dir):
         local = LocalDelivery(store, spare_dir, reactor, retire=spares.retire)
         delivered, discarded = local.recover_sync()  # before anything listens
         if delivered or discarded:

@@ -53,15 +53,17 @@ def make_factory(world: MailWorld, **kwargs) -> IMAPFactory:
 
 
 def deliver(world: MailWorld, user: str, message: bytes, mailbox: str = "INBOX") -> int:
-    """Deliver like SMTP does (a fsync'd spool file linked into the mailbox); the UID."""
+    """Deliver like SMTP does (a fsync'd spool file, linked into a Maildir); the UID."""
     import os
     import tempfile
+
+    from txmailhost.store.files import deliver_file
 
     fd, path = tempfile.mkstemp(dir=world.root)
     with os.fdopen(fd, "wb") as f:
         f.write(message)
     out: list = []
-    world.store.deliver([(user, mailbox)], path).addBoth(out.append)
+    deliver_file(world.store, [(user, mailbox)], path).addBoth(out.append)
     os.unlink(path)
     (result,) = out
     if hasattr(result, "raiseException"):

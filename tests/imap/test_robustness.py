@@ -50,8 +50,8 @@ def _mutate(rng: random.Random, line: bytes) -> bytes:
 
 
 @pytest.fixture
-def world(tmp_path):
-    w = make_world(tmp_path)
+def world(tmp_path, backend):
+    w = make_world(tmp_path, backend)
     w.add_user(ALICE)
     for message in BROKEN_MIME:
         deliver(w, ALICE, message)

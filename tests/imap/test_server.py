@@ -17,8 +17,8 @@ from txmailhost.peer import PlaintextAuth
 
 
 @pytest.fixture
-def world(tmp_path):
-    w = make_world(tmp_path)
+def world(tmp_path, backend):
+    w = make_world(tmp_path, backend)
     w.add_user(ALICE)
     w.add_user(BOB)
     return w

@@ -3,11 +3,15 @@ sizes and lines of its CRLF form (RFC 1939 §3: lines end in CRLF; LIST counts t
 
 from __future__ import annotations
 
+import pytest
+
 from tests.pop3.test_server import ALICE, accounts, world  # noqa: F401 - the fixtures
 from txmailhost.store.maildir import user_directory
 
 LF = b"Subject: lf\n\n.dot line\nsecond\n"
 CRLF = LF.replace(b"\n", b"\r\n")
+
+pytestmark = pytest.mark.backends("maildir")  # files another tool put into a Maildir
 
 
 def dropped(world):  # noqa: F811 - the fixture's value

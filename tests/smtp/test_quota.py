@@ -14,8 +14,8 @@ from txmailhost.smtp.server import SMTPFactory
 
 
 @pytest.fixture
-def world(tmp_path):
-    w = make_world(tmp_path)
+def world(tmp_path, backend):
+    w = make_world(tmp_path, backend)
     w.add_user("alice@example.test")
     w.add_user("bob@example.test")
     AddressRules(w.accounts).set_quota("alice@example.test", 4000)

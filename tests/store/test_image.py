@@ -17,7 +17,9 @@ from txmailhost.store.maildir import MaildirStore, bits_to_flags
 
 
 def deliver(store, source, n=1, mailbox="INBOX") -> list[int]:
-    return [result(store.deliver([(USER, mailbox)], source))[(USER, mailbox)] for _ in range(n)]
+    return [
+        result(store.deliver_file([(USER, mailbox)], source))[(USER, mailbox)] for _ in range(n)
+    ]
 
 
 def from_index(inbox) -> dict[int, tuple[frozenset[str], int]]:
@@ -58,7 +60,7 @@ def test_changes_by_another_store_object_are_seen(store, source, tmp_path):
     other_inbox = result(other.open(USER, "INBOX"))
     result(other_inbox.store_flags([2], [FLAGGED], "+"))
     result(other_inbox.expunge([3]))
-    result(other.deliver([(USER, "INBOX")], source))
+    result(other.deliver_file([(USER, "INBOX")], source))
     selection = result(inbox.select(False))
     assert list(selection.uids) == [1, 2, 4]
     assert from_columns(inbox) == from_index(inbox)

@@ -19,12 +19,13 @@ from txmailhost.store.interfaces import (
     IMailStore,
     InvalidMailboxName,
     MailboxExists,
+    MessageSource,
     NoSuchMailbox,
 )
 
 
 def deliver(store, source, mailbox="INBOX") -> int:
-    return result(store.deliver([(USER, mailbox)], source))[(USER, mailbox)]
+    return result(store.deliver_file([(USER, mailbox)], source))[(USER, mailbox)]
 
 
 def test_new_methods_are_part_of_the_interfaces(store):
@@ -92,29 +93,29 @@ def test_copy_maps_uids_and_keeps_flags(store, source):
     assert copied[1].flags == frozenset({SEEN, "$Work"})
 
 
-def test_append_unsynced_stores_the_file_in_one_trip_and_removes_it(store, tmp_path):
+def test_append_staged_stores_the_file_in_one_trip_and_removes_it(store, tmp_path):
     staging = store.staging_directory(USER)
     path = os.path.join(staging, "upload")
     with open(path, "wb") as f:
         f.write(MSG)
     inbox = result(store.open(USER, "INBOX"))
-    uidvalidity, uid = result(inbox.append_unsynced(path, [SEEN], 1000000000.0))
+    uidvalidity, uid = result(inbox.append_staged(path, [SEEN], 1000000000.0))
     assert uid == 1 and uidvalidity == result(inbox.status()).uidvalidity
     assert not os.path.exists(path)  # the staged file is the store's to remove
     (message,) = result(inbox.messages([1]))
     assert message.flags == frozenset({SEEN}) and message.internaldate == 1000000000.0
 
 
-def test_append_data_stores_the_bytes_in_one_trip_and_leaves_no_staging_file(store):
+def test_append_of_bytes_stores_them_in_one_trip_and_leaves_no_staging_file(store):
     inbox = result(store.open(USER, "INBOX"))
-    uidvalidity, uid = result(inbox.append_data(MSG, ["$Work"], 1000000000.0))
+    uidvalidity, uid = result(inbox.append(MessageSource.from_bytes(MSG), ["$Work"], 1000000000.0))
     assert uid == 1 and uidvalidity == result(inbox.status()).uidvalidity
     (message,) = result(inbox.messages([1], content=True))
     assert message.content == MSG and message.flags == frozenset({"$Work"})
     assert message.internaldate == 1000000000.0
     staging = store.staging_directory(USER)
-    assert [n for n in os.listdir(staging) if n.startswith(".imap-append.")] == []
-    assert result(inbox.append_data(MSG, [], None))[1] == 2
+    assert [n for n in os.listdir(staging) if n.startswith(".append.")] == []
+    assert result(inbox.append(MessageSource.from_bytes(MSG), [], None))[1] == 2
 
 
 def test_rename_moves_a_mailbox_and_its_children(store, source):

@@ -47,8 +47,8 @@ def test_provision_creates_inbox_and_default_folders_as_maildirplusplus(store):
 
 
 def test_delivery_links_into_new_and_assigns_increasing_uids(store, message):
-    first = result(store.deliver([(USER, "INBOX")], message))
-    second = result(store.deliver([(USER, "INBOX")], message))
+    first = result(store.deliver_file([(USER, "INBOX")], message))
+    second = result(store.deliver_file([(USER, "INBOX")], message))
     assert first == {(USER, "INBOX"): 1} and second == {(USER, "INBOX"): 2}
     names = os.listdir(os.path.join(user_dir(store), "new"))
     assert len(names) == 2 and all(",S=24" in n for n in names)
@@ -58,7 +58,7 @@ def test_delivery_links_into_new_and_assigns_increasing_uids(store, message):
 
 
 def test_flags_are_mirrored_into_maildir_file_names(store, message):
-    result(store.deliver([(USER, "INBOX")], message))
+    result(store.deliver_file([(USER, "INBOX")], message))
     box = result(store.open(USER, "INBOX"))
     (info,) = result(box.store_flags([1], ["\\Seen", "\\Flagged", "$label"], "+"))
     assert info.flags == {"\\Seen", "\\Flagged", "$label"}
@@ -70,7 +70,7 @@ def test_flags_are_mirrored_into_maildir_file_names(store, message):
 
 
 def test_file_renamed_by_another_tool_is_still_found(store, message):
-    result(store.deliver([(USER, "INBOX")], message))
+    result(store.deliver_file([(USER, "INBOX")], message))
     root = user_dir(store)
     (name,) = os.listdir(os.path.join(root, "new"))
     os.rename(os.path.join(root, "new", name), os.path.join(root, "cur", name + ":2,RS"))
@@ -81,7 +81,7 @@ def test_file_renamed_by_another_tool_is_still_found(store, message):
 
 
 def test_files_dropped_in_by_other_tools_get_uids_and_vanished_ones_go(store, message):
-    result(store.deliver([(USER, "INBOX")], message))
+    result(store.deliver_file([(USER, "INBOX")], message))
     root = user_dir(store)
     with open(os.path.join(root, "cur", "1700000000.X1.host:2,S"), "wb") as f:
         f.write(b"Subject: external\r\n\r\nx\r\n")
@@ -98,18 +98,18 @@ def test_files_dropped_in_by_other_tools_get_uids_and_vanished_ones_go(store, me
 
 def test_expunge_removes_files_and_rows_and_uids_are_never_reused(store, message):
     for _ in range(3):
-        result(store.deliver([(USER, "INBOX")], message))
+        result(store.deliver_file([(USER, "INBOX")], message))
     box = result(store.open(USER, "INBOX"))
     assert result(box.expunge([2, 99])) == [2]
     snap = result(box.snapshot())
     assert [m.uid for m in snap.messages] == [1, 3]
     assert len(os.listdir(os.path.join(user_dir(store), "new"))) == 2
-    result(store.deliver([(USER, "INBOX")], message))
+    result(store.deliver_file([(USER, "INBOX")], message))
     assert [m.uid for m in result(box.snapshot()).messages] == [1, 3, 4]
 
 
 def test_index_lost_is_rebuilt_from_files_with_new_uidvalidity(store, message, monkeypatch):
-    result(store.deliver([(USER, "INBOX")], message))
+    result(store.deliver_file([(USER, "INBOX")], message))
     box = result(store.open(USER, "INBOX"))
     old = result(box.snapshot()).uidvalidity
     from txmailhost.store import index

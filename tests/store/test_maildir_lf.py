@@ -11,6 +11,7 @@ from tests.store.conftest import USER
 from tests.support.syncpool import SyncReactor, SyncThreadPool, result
 from txmailhost.store import maildir
 from txmailhost.store.index import INDEX_NAME
+from txmailhost.store.interfaces import MessageSource
 from txmailhost.store.maildir import MaildirStore, folder_directory, user_directory
 
 LF_MESSAGE = (
@@ -117,10 +118,10 @@ def test_copy_keeps_the_lf_file_and_its_name_says_both_sizes(store):
 
 def test_append_with_bare_lf_is_served_in_crlf_form(store, tmp_path):
     box = result(store.open(USER, "INBOX"))
-    _uidvalidity, uid = result(box.append_data(LF_MESSAGE))
+    _uidvalidity, uid = result(box.append(MessageSource.from_bytes(LF_MESSAGE)))
     staged = tmp_path / "staged"
     staged.write_bytes(LF_MESSAGE)
-    _uidvalidity, second = result(box.append_unsynced(str(staged)))
+    _uidvalidity, second = result(box.append_staged(str(staged)))
     for message in result(box.messages([uid, second], True, True)):
         assert message.size == len(CRLF_MESSAGE) and message.content == CRLF_MESSAGE
 

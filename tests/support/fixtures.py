@@ -1,25 +1,30 @@
 """Building blocks for protocol tests: a data directory with accounts and a store in tmp_path.
 
-Everything is real (SQLite accounts, Maildir store, scrypt hashes); only the thread pool is
-replaced by ``SyncThreadPool`` so Deferreds fire before the call returns.
+Everything is real (SQLite accounts, the store, scrypt hashes); only the thread pool is
+replaced by ``SyncThreadPool`` so Deferreds fire before the call returns. ``backend`` picks the
+store by its ``[store] backend`` name: protocol tests run over every backend (``BACKENDS``), and
+a test of what only one of them does on disk asks for ``"maildir"``.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import twisted.mail.imap4  # noqa: F401 - registers the imap4-utf-7 codec
 from twisted.cred.portal import Portal
 
-from tests.support.syncpool import SyncReactor, SyncThreadPool
+from tests.support.syncpool import SyncReactor, SyncThreadPool, result
 from txmailhost.accounts.checker import AccountsChecker
 from txmailhost.accounts.db import AccountsDB
 from txmailhost.accounts.realm import MailRealm
 from txmailhost.routing import Router
-from txmailhost.store.maildir import MaildirStore
+from txmailhost.store import backends
+from txmailhost.store.interfaces import INBOX
 
 PASSWORD = "secret-pw"
+BACKENDS = tuple(backends.BACKENDS)
 
 
 @dataclass
@@ -28,7 +33,7 @@ class MailWorld:
     reactor: SyncReactor
     pool: SyncThreadPool
     accounts: AccountsDB
-    store: MaildirStore
+    store: Any  # an IMailStore
     router: Router
     portal: Portal
 
@@ -37,32 +42,22 @@ class MailWorld:
         if not self.accounts.has_domain(domain):
             self.accounts.add_domain(domain)
         user = self.accounts.add_user(address, password)
-        self.store.provision_sync(user)
+        result(self.store.provision(user))
         return user
 
-    def inbox_files(self, user: str, mailbox: str = "INBOX") -> list[bytes]:
-        """The message files of a mailbox, oldest first, as bytes."""
-        from txmailhost.store.maildir import folder_directory, user_directory
-
-        directory = folder_directory(user_directory(self.store.root, user), mailbox)
-        paths = []
-        for sub in ("new", "cur"):
-            for name in os.listdir(os.path.join(directory, sub)):
-                paths.append(os.path.join(directory, sub, name))
-        paths.sort(key=lambda p: os.path.basename(p))
-        result = []
-        for path in paths:
-            with open(path, "rb") as f:
-                result.append(f.read())
-        return result
+    def inbox_files(self, user: str, mailbox: str = INBOX) -> list[bytes]:
+        """The messages of a mailbox, oldest first, as the store serves them."""
+        box = result(self.store.open(user, mailbox))
+        uids = [info.uid for info in result(box.snapshot()).messages]
+        return [message.content for message in result(box.messages(uids, content=True))]
 
 
-def make_world(tmp_path: os.PathLike) -> MailWorld:
+def make_world(tmp_path: os.PathLike, backend: str = "maildir") -> MailWorld:
     root = str(tmp_path)
     reactor = SyncReactor()
     pool = SyncThreadPool()
     accounts = AccountsDB(os.path.join(root, "accounts.sqlite"))
-    store = MaildirStore(os.path.join(root, "mail"), reactor, pool)
+    store = backends.build(backend, os.path.join(root, "mail"), reactor, pool)
     portal = Portal(MailRealm(store), [AccountsChecker(accounts, reactor, pool)])
     router = Router(accounts, reactor, pool)
     return MailWorld(root, reactor, pool, accounts, store, router, portal)

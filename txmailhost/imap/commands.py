@@ -26,7 +26,7 @@ from txmailhost.imap.parser import LiteralFile, ParseError, Reader
 from txmailhost.imap.replies import Done, mailbox_name, printable
 from txmailhost.imap.search import compress
 from txmailhost.imap.session import SelectedMailbox
-from txmailhost.store.interfaces import INBOX, MailboxExists, NoSuchMailbox
+from txmailhost.store.interfaces import INBOX, MailboxExists, MessageSource, NoSuchMailbox
 
 log = Logger(namespace="txmailhost.imap")
 
@@ -390,13 +390,16 @@ class MailboxCommands:
             raise replies.IMAPError("empty message")
         mailbox = await self._open(name, missing=replies.TryCreate)
         await self._check_quota(size)
-        # One storage trip either way: a large literal, already streamed to a staging file, is
-        # fsync'd, linked, indexed and removed there; a small one is also written there (no file
-        # is created on the reactor thread).
+        # One storage trip either way: a large literal, already streamed to a file in the
+        # store's staging directory, is fsync'd, linked, indexed and removed there; a small one
+        # is handed over from memory (a store of files writes it there too, never on the
+        # reactor thread).
+        # (Literals go to a file only for a store that declares IFileDelivery, whose mailboxes
+        # take staged files: IStagedAppend.)
         if isinstance(literal, LiteralFile):
-            uidvalidity, uid = await mailbox.append_unsynced(literal.path, flags, date)
+            uidvalidity, uid = await mailbox.append_staged(literal.path, flags, date)
         else:
-            uidvalidity, uid = await mailbox.append_data(literal, flags, date)
+            uidvalidity, uid = await mailbox.append(MessageSource.from_bytes(literal), flags, date)
         log.info(
             "imap append {user} {mailbox} uid {uid} ({size} octets)",
             user=self.user,

@@ -50,6 +50,7 @@ from txmailhost.imap.session import SelectedMailbox
 from txmailhost.imap.updates import UpdateMixin
 from txmailhost.peer import OutputPressure, PlaintextAuth, quick_ack
 from txmailhost.store.interfaces import (
+    IFileDelivery,
     InvalidMailboxName,
     MailboxExists,
     NoSuchMailbox,
@@ -95,7 +96,9 @@ class Command:
 
 class _LiteralSink:
     """Receives one literal: in memory when small, else into a file in the staging directory
-    (written as it arrives; fsync'd later in the store's pool, by ``append_unsynced``)."""
+    (written as it arrives; fsync'd later in the store's pool, by ``append_staged``). A store
+    that keeps no files (no staging directory) gets it from memory: ``max_literal_size``
+    bounds it."""
 
     def __init__(self, size: int, directory: str | None) -> None:
         self.remaining = size
@@ -347,8 +350,10 @@ class IMAPServer(
                 self.close()
             return
         staging = None
-        if is_append and self.account is not None:
-            staging = self.account.store.staging_directory(self.account.address)
+        store = self.account.store if self.account is not None else None
+        if is_append and IFileDelivery.providedBy(store):
+            # A store of files adds a large literal by linking the file it was written to.
+            staging = store.staging_directory(self.account.address)
         try:
             self._sink = _LiteralSink(size, staging)
         except OSError:

@@ -6,7 +6,7 @@ writes and message reads use the pool the caller passes (the storage pool).
 
 DSNs go back to the sender through :class:`ReturnToSender`: the report is written to a file in
 ``DATA/queue/tmp/`` and fsync'd, then delivered into the sender's INBOX when the sender is one
-of our users (``store.deliver``), or queued with the null sender when the sender is remote. A
+of our users (``store.files.deliver_file``), or queued with the null sender when the sender is remote. A
 sender in one of our domains that no longer exists gets nothing (logged): there is nobody to
 tell, and bouncing to a third party would be backscatter.
 """
@@ -26,6 +26,7 @@ from twisted.python.threadpool import ThreadPool
 from txmailhost import _safeio
 from txmailhost.queue.scheduler import Queue, QueuePolicy
 from txmailhost.queue.spool import Spool
+from txmailhost.store.files import deliver_file
 
 log = Logger()
 
@@ -65,7 +66,7 @@ class ReturnToSender:
                 mailboxes = [(r.user, r.mailbox) for r in resolution.routes if r.user]
                 remote = [r.address for r in resolution.routes if r.kind is RouteKind.REMOTE]
                 if mailboxes:
-                    await self._store.deliver(mailboxes, path)
+                    await deliver_file(self._store, mailboxes, path)
                 if remote:  # the sender forwards their mail elsewhere
                     await self._queue.submit(None, remote, path)
             else:

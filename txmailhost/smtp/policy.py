@@ -19,6 +19,7 @@ then does the server send ``250``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.utils import formatdate, getaddresses
@@ -35,7 +36,8 @@ from txmailhost.smtp import replies
 from txmailhost.smtp.address import Mailbox
 from txmailhost.smtp.incoming import IncomingMessage
 from txmailhost.smtp.replies import SMTPReply
-from txmailhost.store.interfaces import INBOX
+from txmailhost.store.files import deliver_file
+from txmailhost.store.interfaces import INBOX, IFileDelivery, MessageSource
 
 log = Logger()
 
@@ -161,11 +163,7 @@ class InboundPolicy:
                 sender = str(envelope.sender) if envelope.sender else None
                 await self._queue.submit(sender, remote, message.path, message.queue_id)
             if local:
-                # One worker trip: the spool fsync (when not done for the queue), the Maildir
-                # links, and the spool file's removal.
-                await self._store.deliver(
-                    local, message.path, prepare=prepare, finish=message.remove_sync
-                )
+                await self._deliver_local(local, message, prepare)
                 await self._warn_near_quota(envelope, message)
         except Exception as e:
             log.failure("delivery of {queue_id} failed", queue_id=message.queue_id)
@@ -173,6 +171,24 @@ class InboundPolicy:
         finally:
             message.discard()
         return replies.DELIVERED.with_text(f"OK delivered as {message.queue_id}")
+
+    async def _deliver_local(
+        self,
+        targets: list[tuple[str, str]],
+        message: IncomingMessage,
+        prepare: Callable[[], None] | None,
+    ) -> None:
+        """Into the mailboxes before the ``250``. A store of files (Maildir) does it in one
+        worker trip: ``prepare`` (the spool fsync, when not done for the queue), the links,
+        and the spool file's removal. Any other store reads the fsync'd spool file."""
+        if IFileDelivery.providedBy(self._store):
+            await self._store.deliver_file(
+                targets, message.path, prepare=prepare, finish=message.remove_sync
+            )
+            return
+        if prepare is not None:
+            await message.commit()
+        await self._store.deliver(targets, MessageSource.from_path(message.path))
 
     async def _spool_local(
         self, envelope: Envelope, message: IncomingMessage, targets: list[tuple[str, str]]
@@ -221,7 +237,7 @@ class InboundPolicy:
                 notice.write(quota_notice(user, used + size, limit, self._hostname))
                 await notice.commit()
                 try:
-                    await self._store.deliver([(user, "INBOX")], notice.path)
+                    await deliver_file(self._store, [(user, "INBOX")], notice.path)
                 finally:
                     notice.discard()
                 log.info(

@@ -1,6 +1,14 @@
-"""Where accepted mail lives: the ``IMailStore`` interface and its Maildir++ implementation.
+"""Where accepted mail lives: the ``IMailStore`` interface and its backends.
 
-Owns, on disk, ``DATA/mail/DOMAIN/LOCALPART/``: a Maildir++ tree (INBOX at the root, ``.Sent``,
+``interfaces.py`` is what protocols and delivery see: ``deliver``/``append`` of a
+``MessageSource`` (bytes or a file, never a path to link), provisioning and removing users,
+errors whose ``permanent`` says whether retrying helps. ``IFileDelivery``/``IStagedAppend``
+are optional: a store of files declares them to be handed an fsync'd file to link, not copy.
+``backends.py`` names the backends for ``[store] backend``: ``memory.py`` keeps mail in memory
+(tests, embedding; lost at restart); ``maildir.py`` is the durable default, described below.
+tests/store/test_contract.py is the contract every backend passes.
+
+Maildir owns, on disk, ``DATA/mail/DOMAIN/LOCALPART/``: a Maildir++ tree (INBOX at the root, ``.Sent``,
 ``.Drafts``, ``.Trash``, ``.Junk`` beside it) that mutt or Dovecot can read, and in every mailbox
 directory an index (``txmailhost-index.sqlite``) with UID, UIDVALIDITY, UIDNEXT, flags, internal
 date, size and modseq, so readers (POP3, IMAP) never scan message files to learn what is there.
@@ -9,7 +17,8 @@ The index also keeps each message's header block (cached at delivery), expunge t
 user's ``subscriptions`` file lists subscribed folders, one per line. ``changes.ChangeBus`` tells
 open sessions (IMAP IDLE) that a mailbox changed, in process; what changed is read from the index.
 
-May import: ``txmailhost._safeio`` and the standard library; never a protocol package.
+May import: ``txmailhost._safeio``, Twisted, zope.interface and the standard library; never a
+protocol package.
 
 Invariants a change must keep:
 - a message is reported delivered or appended only after its file *and* the directory entry
@@ -21,22 +30,28 @@ Invariants a change must keep:
 """
 
 from txmailhost.store.interfaces import (
+    IFileDelivery,
     IMailbox,
     IMailStore,
     InvalidMailboxName,
+    IStagedAppend,
     MailboxExists,
     MessageInfo,
+    MessageSource,
     NoSuchMailbox,
     NoSuchMessage,
     StoreError,
 )
 
 __all__ = [
+    "IFileDelivery",
     "IMailStore",
     "IMailbox",
+    "IStagedAppend",
     "InvalidMailboxName",
     "MailboxExists",
     "MessageInfo",
+    "MessageSource",
     "NoSuchMailbox",
     "NoSuchMessage",
     "StoreError",

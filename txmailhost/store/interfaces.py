@@ -8,9 +8,11 @@ mentions Maildir or SQLite, so a shared-storage backend can implement the same i
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 from zope.interface import Attribute, Interface
 
@@ -162,19 +164,11 @@ class IMailbox(Interface):
     def expunge(uids):
         """Deferred[list[int]]: remove these messages durably; returns the UIDs removed."""
 
-    def append(source_path, flags, internaldate):
-        """Deferred[int]: durably add a copy of the fsync'd file ``source_path``; its UID."""
-
-    def append_unsynced(source_path, flags, internaldate):
-        """Deferred[tuple[int, int]]: like ``append`` for a file nobody fsync'd yet (an IMAP
-        APPEND literal written to ``IMailStore.staging_directory``): fsync it, add it, and
-        remove ``source_path`` whatever happens; fires with (UIDVALIDITY, UID), all in one
-        trip to the storage thread."""
-
-    def append_data(data, flags, internaldate):
-        """Deferred[tuple[int, int]]: durably add the message ``data`` (an IMAP APPEND literal
-        held in memory); fires with (UIDVALIDITY, UID). One trip to the storage thread: the
-        file is created, written and fsync'd there, never on the reactor thread."""
+    def append(source, flags, internaldate):
+        """Deferred[tuple[int, int]]: durably add the message ``source`` (a ``MessageSource``)
+        with ``flags`` and INTERNALDATE ``internaldate`` (now when None); fires with
+        (UIDVALIDITY, UID) for APPENDUID (RFC 4315) once the message is stored. The store reads
+        the source off the reactor thread; the caller keeps (and closes) what it points to."""
 
     def select(claim_recent):
         """Deferred[MailboxSelection]; ``claim_recent`` makes this session the one that sees
@@ -223,12 +217,11 @@ class IMailStore(Interface):
     def provision(user):
         """Deferred[None]: create the user's INBOX and default folders if missing."""
 
-    def deliver(recipients, source_path, internaldate=None, prepare=None, finish=None):
-        """Deferred[dict[(user, mailbox), int]]: add the fsync'd file at ``source_path`` to
-        each ``(user, mailbox)`` pair, durably, before the Deferred fires. The caller still owns
-        (and removes) ``source_path``. ``prepare``, a blocking callable, runs first in the same
-        worker (the SMTP spool's write-and-fsync), and ``finish`` last, whatever happened (the
-        spool file's removal): each saves a thread round trip per message."""
+    def deliver(recipients, source, internaldate=None):
+        """Deferred[dict[(user, mailbox), int]]: add the message ``source`` (a
+        ``MessageSource``) to each ``(user, mailbox)`` pair, durably, before the Deferred fires;
+        the UID of each copy. A mailbox that doesn't exist fails it with NoSuchMailbox (callers
+        pick existing folders first); INBOX always exists for a user the accounts know."""
 
     def open(user, mailbox):
         """Deferred[IMailbox]; fails with NoSuchMailbox or InvalidMailboxName."""
@@ -259,9 +252,132 @@ class IMailStore(Interface):
     def usage(user):
         """Deferred[int]: octets stored in all of the user's mailboxes (QUOTA, RFC 9208)."""
 
-    def staging_directory(user):
-        """A directory on the same file system as the user's mail where a protocol may write
-        a message before ``append_unsynced`` (so adding it is a link, not a copy)."""
-
     def remove_user(user):
         """Deferred[None]: delete every mailbox of the user (admin 'user del --purge')."""
+
+    def location(user):
+        """Where the user's mail is kept, in words for an administrator (the CLI prints it)."""
+
+
+class IFileDelivery(Interface):
+    """Optional, for a store whose messages are files (Maildir): add a file that is already
+    durable by linking it, without copying its bytes, many recipients in one trip to the
+    storage thread. Callers check ``IFileDelivery.providedBy(store)`` and otherwise use
+    ``IMailStore.deliver`` with a ``MessageSource``; the SMTP spool's acknowledged local mail
+    (``queue/local.py``) needs it and is used only with a store that declares it."""
+
+    pending = Attribute(
+        "A ``PendingDeliveries``: readers of a mailbox wait for mail announced into it."
+    )
+
+    def deliver_file(recipients, path, internaldate=None, prepare=None, finish=None):
+        """``IMailStore.deliver`` for the fsync'd file at ``path``, linked into each mailbox.
+        The caller still owns (and removes) ``path``. ``prepare``, a blocking callable, runs
+        first in the same worker (the SMTP spool's write-and-fsync), and ``finish`` last,
+        whatever happened (the spool file's removal): each saves a thread round trip."""
+
+    def deliver_named_sync(batch, recovering=False):
+        """Blocking: deliver each ``(path, stem, internaldate, targets)`` of ``batch`` under
+        names made from ``stem``, so that doing it again after a crash finds the copies instead
+        of adding more (``recovering`` also looks for copies a client already read)."""
+
+    def mailbox_directory(user, mailbox):
+        """The key ``pending`` counts deliveries into ``mailbox`` of ``user`` under."""
+
+    def staging_directory(user):
+        """A directory on the same file system as the user's mail where a protocol may write
+        a message before ``IStagedAppend.append_staged`` (so adding it is a link, not a copy)."""
+
+
+class IStagedAppend(Interface):
+    """Optional, for mailboxes of an ``IFileDelivery`` store: add a file written (not yet
+    fsync'd) in ``IFileDelivery.staging_directory`` by a link, not a copy."""
+
+    def append_staged(path, flags, internaldate):
+        """Deferred[tuple[int, int]]: fsync the file at ``path``, add it, and remove ``path``
+        whatever happens; (UIDVALIDITY, UID), all in one trip to the storage thread."""
+
+
+class MessageSource:
+    """The octets of one message to add to mailboxes: held in memory, or read from a file.
+
+    Shaped like the mail operation, not like a file system: a backend ``open``s it in its own
+    worker thread (never on the reactor's) and reads it once, in CRLF or bare-LF form, as the
+    sender gave it. The file stays the caller's: the store neither removes nor keeps it.
+    """
+
+    __slots__ = ("_data", "_file", "_path", "size")
+
+    def __init__(
+        self,
+        *,
+        data: bytes | None = None,
+        file: BinaryIO | None = None,
+        path: str | None = None,
+        size: int | None = None,
+    ) -> None:
+        self._data, self._file, self._path = data, file, path
+        self.size = len(data) if data is not None else size
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> MessageSource:
+        return cls(data=bytes(data))
+
+    @classmethod
+    def from_file(cls, file: BinaryIO, size: int) -> MessageSource:
+        """A file object opened for reading, positioned anywhere (it is read from the start)."""
+        return cls(file=file, size=size)
+
+    @classmethod
+    def from_path(cls, path: str, size: int | None = None) -> MessageSource:
+        """The file at ``path``, opened only when a backend reads it (in its thread)."""
+        return cls(path=path, size=size)
+
+    @property
+    def data(self) -> bytes | None:
+        """The bytes when they are in memory already (no read needed), else None."""
+        return self._data
+
+    def open(self) -> BinaryIO:
+        """A binary file positioned at the message's first octet; the caller closes it.
+        Blocking when the message is on disk: call it in a worker thread."""
+        if self._data is not None:
+            return io.BytesIO(self._data)
+        if self._file is not None:
+            self._file.seek(0)
+            return _Unclosed(self._file)  # type: ignore[return-value]
+        assert self._path is not None
+        return open(self._path, "rb")  # noqa: SIM115 - the caller closes it
+
+    def read(self) -> bytes:
+        """The whole message (blocking when it is on disk)."""
+        if self._data is not None:
+            return self._data
+        with self.open() as f:
+            return f.read()
+
+    def length(self) -> int:
+        """The size in octets (a stat, blocking, when it was not given)."""
+        if self.size is None:
+            assert self._path is not None
+            self.size = os.stat(self._path).st_size
+        return self.size
+
+
+class _Unclosed:
+    """The caller's file, read through; closing this leaves the caller's file open."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._wrapped = file
+
+    def read(self, size: int = -1) -> bytes:
+        return self._wrapped.read(size)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> _Unclosed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass

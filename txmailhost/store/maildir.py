@@ -38,7 +38,7 @@ from typing import Any, BinaryIO, TypeVar
 
 import twisted.mail.imap4  # noqa: F401 - registers the imap4-utf-7 codec folder names use
 from twisted.internet import threads
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
@@ -55,16 +55,19 @@ from txmailhost.store.interfaces import (
     FLAGGED,
     INBOX,
     SEEN,
+    IFileDelivery,
     IMailbox,
     IMailStore,
     IndexColumns,
     InvalidMailboxName,
+    IStagedAppend,
     MailboxChanges,
     MailboxExists,
     MailboxSelection,
     MailboxSnapshot,
     MailboxStatus,
     MessageInfo,
+    MessageSource,
     NoSuchMailbox,
     NoSuchMessage,
     StoredMessage,
@@ -252,7 +255,33 @@ def new_message_name(size: int, crlf_size: int | None = None) -> str:
     )
 
 
-@implementer(IMailbox)
+def _stage(directory: str, source: MessageSource) -> tuple[str, int]:
+    """Write ``source`` into a new file in ``directory`` (the user's ``tmp/``) and fsync it,
+    ready to be linked into mailboxes; (its path, its CRLF size: a sender may use bare LFs)."""
+    fd, path = tempfile.mkstemp(prefix=".append.", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            data = source.data
+            if data is not None:
+                f.write(data)
+                crlf = len(data) + lineends.bare_newlines(data)
+            else:
+                counter = lineends.SizeCounter()
+                with source.open() as message:
+                    while chunk := message.read(1 << 20):
+                        counter.feed(chunk)
+                        f.write(chunk)
+                crlf = counter.size
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    return path, crlf
+
+
+@implementer(IMailbox, IStagedAppend)
 class MaildirMailbox:
     """One opened mailbox; every public method hands its work to the store's thread pool."""
 
@@ -488,7 +517,7 @@ class MaildirMailbox:
         self._store._changed(target.directory)
         return [(entry[0], new_uid) for entry, new_uid in zip(linked, new_uids, strict=True)]
 
-    def _append_unsynced(
+    def _append_staged(
         self, source_path: str, flags: Iterable[str], internaldate: float | None
     ) -> tuple[int, int]:
         with _removed_afterwards(source_path):
@@ -498,18 +527,11 @@ class MaildirMailbox:
             uid = self._append(source_path, flags, internaldate, crlf)
         return self._index.meta()["uidvalidity"], uid
 
-    def _append_data(
-        self, data: bytes, flags: Iterable[str], internaldate: float | None
+    def _append_source(
+        self, source: MessageSource, flags: Iterable[str], internaldate: float | None
     ) -> tuple[int, int]:
-        fd, path = tempfile.mkstemp(
-            prefix=".imap-append.", dir=self._store.staging_directory(self.user)
-        )
+        path, crlf = _stage(self._store.staging_directory(self.user), source)
         with _removed_afterwards(path):
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            crlf = len(data) + lineends.bare_newlines(data)  # a client may APPEND bare LFs
             uid = self._append(path, flags, internaldate, crlf)
         return self._index.meta()["uidvalidity"], uid
 
@@ -562,19 +584,14 @@ class MaildirMailbox:
         return self._store._run(self._expunge, list(uids))
 
     def append(
-        self, source_path: str, flags: Iterable[str] = (), internaldate: float | None = None
-    ) -> Deferred[int]:
-        return self._store._run(self._append, source_path, list(flags), internaldate)
-
-    def append_unsynced(
-        self, source_path: str, flags: Iterable[str] = (), internaldate: float | None = None
-    ) -> Deferred[int]:
-        return self._store._run(self._append_unsynced, source_path, list(flags), internaldate)
-
-    def append_data(
-        self, data: bytes, flags: Iterable[str] = (), internaldate: float | None = None
+        self, source: MessageSource, flags: Iterable[str] = (), internaldate: float | None = None
     ) -> Deferred[tuple[int, int]]:
-        return self._store._run(self._append_data, data, list(flags), internaldate)
+        return self._store._run(self._append_source, source, list(flags), internaldate)
+
+    def append_staged(
+        self, path: str, flags: Iterable[str] = (), internaldate: float | None = None
+    ) -> Deferred[tuple[int, int]]:
+        return self._store._run(self._append_staged, path, list(flags), internaldate)
 
     def select(self, claim_recent: bool) -> Deferred[MailboxSelection]:
         return self._store._run(self._select, claim_recent)
@@ -625,12 +642,13 @@ def _stored(row: tuple) -> StoredMessage:
     )
 
 
-@implementer(IMailStore)
+@implementer(IMailStore, IFileDelivery)
 class MaildirStore:
     """All users' Maildir++ trees under ``root``.
 
-    ``reactor`` and ``pool`` are where blocking work is sent; the CLI, which has no reactor
-    running, calls the ``*_sync`` methods directly.
+    ``reactor`` and ``pool`` are where blocking work is sent. Without a pool (the CLI, which
+    has no reactor running) every method does its work before it returns, and its Deferred
+    has already fired.
     """
 
     def __init__(self, root: str, reactor: Any = None, pool: ThreadPool | None = None) -> None:
@@ -675,6 +693,11 @@ class MaildirStore:
             self._reactor.callFromThread(self.changes.publish, directory)
 
     def _run(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
+        if self._pool is None:
+            try:
+                return succeed(fn(*args))
+            except Exception:
+                return fail()
         return threads.deferToThreadPool(self._reactor, self._pool, fn, *args)
 
     # -- blocking helpers --------------------------------------------------------------------
@@ -960,7 +983,11 @@ class MaildirStore:
             _safeio.fsync_dir(os.path.dirname(user_dir))
 
     def _deliver_sync(
-        self, recipients: Iterable[tuple[str, str]], source_path: str, internaldate: float | None
+        self,
+        recipients: Iterable[tuple[str, str]],
+        source_path: str,
+        internaldate: float | None,
+        crlf_size: int | None = None,
     ) -> dict[tuple[str, str], int]:
         date = internaldate if internaldate is not None else time.time()
         results = {}
@@ -968,8 +995,25 @@ class MaildirStore:
             if (user, mailbox) in results:
                 continue
             directory = self._folder(user, mailbox)
-            results[(user, mailbox)] = self._add_file(directory, source_path, 0, "", date)
+            results[(user, mailbox)] = self._add_file(
+                directory, source_path, 0, "", date, crlf_size
+            )
         return results
+
+    def _deliver_source_sync(
+        self,
+        recipients: list[tuple[str, str]],
+        source: MessageSource,
+        internaldate: float | None,
+    ) -> dict[tuple[str, str], int]:
+        """Write ``source`` once into the first recipient's ``tmp/``, then link it everywhere."""
+        if not recipients:
+            return {}
+        user = recipients[0][0]
+        self._folder(user, INBOX)  # provisions an account that has no Maildir yet
+        path, crlf = _stage(self.staging_directory(user), source)
+        with _removed_afterwards(path):
+            return self._deliver_sync(recipients, path, internaldate, crlf)
 
     def mailbox_directory(self, user: str, mailbox: str) -> str:
         """Where ``mailbox`` of ``user`` lives (whether or not it exists yet)."""
@@ -1021,6 +1065,14 @@ class MaildirStore:
         return self._run(self.provision_sync, user)
 
     def deliver(
+        self,
+        recipients: Iterable[tuple[str, str]],
+        source: MessageSource,
+        internaldate: float | None = None,
+    ) -> Deferred[dict[tuple[str, str], int]]:
+        return self._run(self._deliver_source_sync, list(recipients), source, internaldate)
+
+    def deliver_file(
         self,
         recipients: Iterable[tuple[str, str]],
         source_path: str,
@@ -1083,3 +1135,6 @@ class MaildirStore:
 
     def staging_directory(self, user: str) -> str:
         return os.path.join(user_directory(self.root, user), "tmp")
+
+    def location(self, user: str) -> str:
+        return user_directory(self.root, user)

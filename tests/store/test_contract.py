@@ -1,0 +1,333 @@
+"""The ``IMailStore`` contract, run over every backend ``[store] backend`` can name.
+
+What the protocols rely on, said once for all stores: a new backend passes this file before
+IMAP or POP3 run over it (they do too, in tests/imap and tests/pop3). What one backend does on
+its own disk (Maildir file names, the index) is tested beside that backend instead.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from zope.interface.verify import verifyObject
+
+from tests.support.syncpool import SyncReactor, SyncThreadPool, result
+from txmailhost.store import backends
+from txmailhost.store.interfaces import (
+    DEFAULT_MAILBOXES,
+    DELETED,
+    INBOX,
+    SEEN,
+    IMailbox,
+    IMailStore,
+    InvalidMailboxName,
+    MailboxExists,
+    MessageSource,
+    NoSuchMailbox,
+    NoSuchMessage,
+    StoreError,
+)
+
+USER = "alice@example.test"
+OTHER = "bob@example.test"
+MSG = b"Subject: one\r\nFrom: a@b.test\r\n\r\nfirst body\r\n"
+MSG2 = b"Subject: two\r\n\r\nsecond\r\n"
+
+
+@pytest.fixture(params=tuple(backends.BACKENDS))
+def store(request, tmp_path):
+    s = backends.build(request.param, str(tmp_path / "mail"), SyncReactor(), SyncThreadPool())
+    result(s.provision(USER))
+    return s
+
+
+def append(store, data: bytes, mailbox: str = INBOX, flags=(), date=None) -> int:
+    box = result(store.open(USER, mailbox))
+    return result(box.append(MessageSource.from_bytes(data), flags, date))[1]
+
+
+def inbox(store, mailbox: str = INBOX):
+    return result(store.open(USER, mailbox))
+
+
+def failure_of(d) -> Exception:
+    with pytest.raises(StoreError) as caught:
+        result(d)
+    return caught.value
+
+
+# -- the interfaces ----------------------------------------------------------------------------
+
+
+def test_store_and_mailbox_provide_their_interfaces(store):
+    assert verifyObject(IMailStore, store)
+    assert verifyObject(IMailbox, inbox(store))
+
+
+# -- provisioning --------------------------------------------------------------------------------
+
+
+def test_provision_creates_inbox_and_the_default_folders_once(store):
+    result(store.provision(USER))  # again: nothing changes, nothing fails
+    assert result(store.list_mailboxes(USER)) == [INBOX, *sorted(DEFAULT_MAILBOXES)]
+    assert set(result(store.subscriptions(USER))) >= set(DEFAULT_MAILBOXES)
+
+
+def test_a_user_never_provisioned_gets_an_inbox_on_first_delivery(store):
+    copies = result(store.deliver([(OTHER, INBOX)], MessageSource.from_bytes(MSG)))
+    box = result(store.open(OTHER, INBOX))
+    assert [m.content for m in result(box.messages([copies[(OTHER, INBOX)]], content=True))] == [
+        MSG
+    ]
+
+
+def test_remove_user_deletes_every_message_of_the_user_only(store):
+    append(store, MSG)
+    append(store, MSG2, "Sent")
+    result(store.deliver([(OTHER, INBOX)], MessageSource.from_bytes(MSG)))
+    result(store.remove_user(USER))
+    assert result(store.usage(USER)) == 0
+    assert result(store.list_mailboxes(USER))[0] == INBOX
+    assert result(inbox(store).status()).messages == 0
+    assert result(store.usage(OTHER)) == len(MSG)
+
+
+def test_location_names_where_the_mail_is_for_the_administrator(store):
+    assert isinstance(store.location(USER), str) and store.location(USER)
+
+
+# -- append and fetch --------------------------------------------------------------------------
+
+
+def test_append_gives_growing_uids_and_the_mailbox_uidvalidity(store):
+    box = inbox(store)
+    validity = result(box.status()).uidvalidity
+    first = result(box.append(MessageSource.from_bytes(MSG), [], None))
+    second = result(box.append(MessageSource.from_bytes(MSG2), [], None))
+    assert first == (validity, 1) and second == (validity, 2)
+    status = result(box.status())
+    assert (status.messages, status.uidnext, status.uidvalidity) == (2, 3, validity)
+    assert status.size == len(MSG) + len(MSG2)
+
+
+def test_fetch_by_uid_returns_header_content_flags_and_date(store):
+    uid = append(store, MSG, flags=[SEEN, "$Work"], date=1000000000.0)
+    (message,) = result(inbox(store).messages([uid], header=True, content=True))
+    assert message.content == MSG
+    assert message.header == b"Subject: one\r\nFrom: a@b.test\r\n\r\n"
+    assert message.flags == frozenset({SEEN, "$Work"})
+    assert (message.size, message.internaldate) == (len(MSG), 1000000000.0)
+    with result(inbox(store).open_message(uid)) as f:
+        assert f.read() == MSG
+
+
+def test_messages_leaves_out_uids_not_in_the_mailbox(store):
+    uid = append(store, MSG)
+    assert [m.uid for m in result(inbox(store).messages([uid + 5, uid]))] == [uid]
+
+
+def test_a_bare_lf_message_is_served_in_crlf_form_with_that_size(store):
+    uid = append(store, b"Subject: lf\n\nbody\n")
+    (message,) = result(inbox(store).messages([uid], content=True))
+    assert message.content == b"Subject: lf\r\n\r\nbody\r\n"
+    assert message.size == len(message.content)
+
+
+def test_append_reads_a_file_source_from_its_start_and_leaves_it_open(store):
+    file = io.BytesIO(MSG)
+    file.read(7)  # the caller looked at it first
+    _uidvalidity, uid = result(inbox(store).append(MessageSource.from_file(file, len(MSG))))
+    assert [m.content for m in result(inbox(store).messages([uid], content=True))] == [MSG]
+    assert not file.closed
+
+
+def test_deliver_reads_a_path_source_into_every_mailbox(store, tmp_path):
+    path = tmp_path / "spooled"
+    path.write_bytes(MSG)
+    result(store.create_mailbox(USER, "Lists"))
+    targets = [(USER, INBOX), (USER, "Lists"), (OTHER, INBOX)]
+    copies = result(store.deliver(targets, MessageSource.from_path(str(path))))
+    assert set(copies) == set(targets)
+    for user, mailbox in targets:
+        box = result(store.open(user, mailbox))
+        assert [m.content for m in result(box.messages([copies[(user, mailbox)]], content=True))]
+    assert path.read_bytes() == MSG  # the caller's file stays the caller's
+
+
+def test_deliver_to_a_missing_folder_fails_permanently(store):
+    error = failure_of(store.deliver([(USER, "Nope")], MessageSource.from_bytes(MSG)))
+    assert isinstance(error, NoSuchMailbox) and error.permanent
+
+
+# -- flags, modseq, expunge --------------------------------------------------------------------
+
+
+def test_store_flags_adds_removes_and_replaces_reporting_only_changes(store):
+    uid = append(store, MSG)
+    box = inbox(store)
+    assert [i.flags for i in result(box.store_flags([uid], [SEEN], "+"))] == [frozenset({SEEN})]
+    assert result(box.store_flags([uid], [SEEN], "+")) == []  # nothing changed
+    result(box.store_flags([uid], ["$Work", DELETED], "="))
+    (message,) = result(box.messages([uid]))
+    assert message.flags == frozenset({"$Work", DELETED})
+    result(box.store_flags([uid], ["$Work"], "-"))
+    assert result(box.snapshot()).messages[0].flags == frozenset({DELETED})
+
+
+def test_every_change_raises_highestmodseq_and_the_changed_message_carries_it(store):
+    uid = append(store, MSG)
+    box = inbox(store)
+    before = result(box.status()).highestmodseq
+    (info,) = result(box.store_flags([uid], [SEEN], "+"))
+    after = result(box.status()).highestmodseq
+    assert info.modseq == after > before
+    changes = result(box.changes_since(before))
+    assert [m.uid for m in changes.changed] == [uid] and changes.highestmodseq == after
+    assert result(box.changes_since(after)).changed == ()
+
+
+def test_expunge_removes_durably_and_reports_vanished_uids(store):
+    first, second = append(store, MSG), append(store, MSG2)
+    box = inbox(store)
+    modseq = result(box.status()).highestmodseq
+    assert result(box.expunge([first, 99])) == [first]
+    assert [m.uid for m in result(box.snapshot()).messages] == [second]
+    assert result(box.expunged_since(modseq)) == [first]
+    assert result(box.changes_since(modseq)).expunged == (first,)
+    with pytest.raises(NoSuchMessage):
+        result(box.open_message(first))
+
+
+def test_uids_are_never_reused_after_an_expunge(store):
+    uid = append(store, MSG)
+    result(inbox(store).expunge([uid]))
+    assert append(store, MSG2) == uid + 1
+    assert result(inbox(store).status()).uidnext == uid + 2
+
+
+def test_uidvalidity_stays_while_the_mailbox_exists(store):
+    first = result(inbox(store).status()).uidvalidity
+    append(store, MSG)
+    assert result(inbox(store).select(False)).uidvalidity == first
+
+
+# -- select, status, columns -------------------------------------------------------------------
+
+
+def test_select_reports_unseen_and_recent_once_to_the_claiming_session(store):
+    append(store, MSG, flags=[SEEN])
+    second = append(store, MSG2)
+    box = inbox(store)
+    selection = result(box.select(True))
+    assert list(selection.uids) == [1, second]
+    assert (selection.first_unseen, selection.unseen) == (2, 1)
+    assert selection.first_recent == 1
+    assert result(box.select(True)).first_recent > second  # already claimed
+    assert result(box.status()).recent == 0
+
+
+def test_open_selected_is_open_and_select_in_one_step(store):
+    append(store, MSG, flags=["$Work"])
+    box, selection = result(store.open_selected(USER, "inbox", False))
+    assert box.name == INBOX and list(selection.uids) == [1]
+    assert "$Work" in selection.keywords
+
+
+def test_columns_and_uid_range_give_index_values_in_uid_order(store):
+    uids = [append(store, MSG), append(store, MSG2), append(store, MSG)]
+    box = inbox(store)
+    columns = result(box.columns(uids[1:]))
+    assert list(columns.uids) == uids[1:]
+    assert list(columns.sizes) == [len(MSG2), len(MSG)]
+    assert [m.uid for m in result(box.uid_range(2, 10))] == uids[1:]
+
+
+def test_derived_values_are_kept_until_the_message_goes(store):
+    uid = append(store, MSG)
+    box = inbox(store)
+    result(box.remember("bodystructure", {uid: b"(TEXT)"}))
+    assert result(box.derived([uid], "bodystructure")) == {uid: b"(TEXT)"}
+    result(box.expunge([uid]))
+    assert result(box.derived([uid], "bodystructure")) == {}
+
+
+# -- copy, move, mailboxes ---------------------------------------------------------------------
+
+
+def test_copy_keeps_flags_and_gives_the_target_uids(store):
+    first, second = append(store, MSG, flags=[SEEN]), append(store, MSG2)
+    trash = inbox(store, "Trash")
+    assert result(inbox(store).copy([second, first], trash)) == [(first, 1), (second, 2)]
+    copied = result(trash.messages([1, 2], content=True))
+    assert [(m.content, m.flags) for m in copied] == [(MSG, {SEEN}), (MSG2, frozenset())]
+
+
+def test_move_is_copy_then_expunge_and_usage_follows(store):
+    uid = append(store, MSG)
+    box = inbox(store)
+    result(box.copy([uid], inbox(store, "Junk")))
+    assert result(store.usage(USER)) == 2 * len(MSG)
+    result(box.expunge([uid]))
+    assert result(store.usage(USER)) == len(MSG)
+    assert result(inbox(store, "Junk").status()).messages == 1
+
+
+def test_create_delete_and_rename_mailboxes(store):
+    result(store.create_mailbox(USER, "A"))
+    result(store.create_mailbox(USER, "A/B"))
+    assert isinstance(failure_of(store.create_mailbox(USER, "A")), MailboxExists)
+    append(store, MSG, "A/B")
+    result(store.rename_mailbox(USER, "A", "Z"))
+    names = result(store.list_mailboxes(USER))
+    assert "Z" in names and "Z/B" in names and "A" not in names
+    assert result(inbox(store, "Z/B").status()).messages == 1
+    result(store.delete_mailbox(USER, "Z/B"))
+    error = failure_of(store.open(USER, "Z/B"))
+    assert isinstance(error, NoSuchMailbox) and error.permanent
+
+
+def test_inbox_cannot_be_deleted_and_renaming_it_moves_its_messages(store):
+    append(store, MSG)
+    assert failure_of(store.delete_mailbox(USER, INBOX)).permanent
+    result(store.rename_mailbox(USER, INBOX, "Old"))
+    assert result(inbox(store).status()).messages == 0
+    assert result(inbox(store, "Old").status()).messages == 1
+
+
+def test_names_that_could_escape_are_refused_permanently(store):
+    for name in ("a//b", "../x", "a/../b", "bad\x00"):
+        error = failure_of(store.create_mailbox(USER, name))
+        assert isinstance(error, InvalidMailboxName) and error.permanent
+
+
+def test_subscriptions_are_added_and_removed(store):
+    result(store.subscribe(USER, "Sent", False))
+    result(store.create_mailbox(USER, "News"))
+    result(store.subscribe(USER, "News", True))
+    subscribed = result(store.subscriptions(USER))
+    assert "News" in subscribed and "Sent" not in subscribed
+
+
+# -- change notifications (IMAP IDLE) ----------------------------------------------------------
+
+
+def test_watchers_hear_of_deliveries_flag_changes_and_expunges_until_stopped(store):
+    box = inbox(store)
+    heard: list[int] = []
+    stop = box.watch(lambda: heard.append(1))
+    result(store.deliver([(USER, INBOX)], MessageSource.from_bytes(MSG)))
+    assert len(heard) == 1
+    result(box.store_flags([1], [SEEN], "+"))
+    result(box.expunge([1]))
+    assert len(heard) == 3
+    stop()
+    append(store, MSG2)
+    assert len(heard) == 3
+
+
+def test_a_watcher_of_one_mailbox_hears_nothing_of_another(store):
+    heard: list[int] = []
+    inbox(store, "Sent").watch(lambda: heard.append(1))
+    append(store, MSG)
+    assert heard == []

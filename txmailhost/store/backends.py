@@ -1,0 +1,43 @@
+"""The store backends by the name ``[store] backend`` gives them: one entry per backend.
+
+A new backend (PostgreSQL, shared blob storage) is a module implementing ``IMailStore`` plus
+one entry here; ``service.py`` and the CLI build whatever the config names through ``build``.
+Each factory imports its module only when chosen, so naming a backend costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.python.threadpool import ThreadPool
+
+
+def _maildir(mail_root: str, reactor: Any, pool: ThreadPool | None) -> Any:
+    import twisted.mail.imap4  # noqa: F401 - registers the imap4-utf-7 folder-name codec
+
+    from txmailhost.store.maildir import MaildirStore
+
+    return MaildirStore(mail_root, reactor, pool)
+
+
+def _memory(mail_root: str, reactor: Any, pool: ThreadPool | None) -> Any:
+    from txmailhost.store.memory import MemoryStore
+
+    return MemoryStore(reactor, pool)
+
+
+BACKENDS: dict[str, Callable[[str, Any, ThreadPool | None], Any]] = {
+    "maildir": _maildir,
+    "memory": _memory,
+}
+
+# Backends whose mail is gone when the process stops: the server says so loudly at start.
+VOLATILE = frozenset({"memory"})
+
+
+def build(backend: str, mail_root: str, reactor: Any = None, pool: ThreadPool | None = None) -> Any:
+    """The ``IMailStore`` named ``backend``; ``mail_root`` is ``DATA/mail`` (where a store
+    on disk keeps its files). Without ``pool`` a store does its work before each call returns
+    (the CLI, which has no reactor running)."""
+    return BACKENDS[backend](mail_root, reactor, pool)
