@@ -22,7 +22,6 @@ and the ``imap4-utf-7`` codec.
 
 from __future__ import annotations
 
-import enum
 import os
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -47,6 +46,7 @@ from txmailhost.imap.messages import MessageCommands
 from txmailhost.imap.parser import LITERAL_MARKER, LiteralFile, ParseError, Reader
 from txmailhost.imap.replies import Done, IMAPError, printable
 from txmailhost.imap.session import SelectedMailbox
+from txmailhost.imap.state import ANY, AUTH, SELECTED, UNAUTH, State
 from txmailhost.imap.updates import UpdateMixin
 from txmailhost.peer import OutputPressure, PlaintextAuth, quick_ack
 from txmailhost.store.interfaces import (
@@ -65,21 +65,6 @@ MAX_LITERALS = 64  # literals in one command
 MAX_SMALL_LITERAL = 64 * 1024  # any literal but APPEND's message, and all of them before login
 IN_MEMORY_LITERAL = 256 * 1024  # larger APPEND literals go to a file in the staging directory
 DISCARD_LIMIT_FACTOR = 2  # an oversized {n+} up to this many times the limit is read and dropped
-
-
-class State(enum.Enum):
-    """RFC 3501 §3."""
-
-    NOT_AUTHENTICATED = "not authenticated"
-    AUTHENTICATED = "authenticated"
-    SELECTED = "selected"
-    LOGOUT = "logout"
-
-
-ANY = frozenset({State.NOT_AUTHENTICATED, State.AUTHENTICATED, State.SELECTED})
-UNAUTH = frozenset({State.NOT_AUTHENTICATED})
-AUTH = frozenset({State.AUTHENTICATED, State.SELECTED})
-SELECTED = frozenset({State.SELECTED})
 
 
 @dataclass(frozen=True)
