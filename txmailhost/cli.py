@@ -35,10 +35,9 @@ from txmailhost.config import (
     Config,
     ConfigError,
     default_tls_paths,
-    ensure_data_dir,
     load_config,
 )
-from txmailhost.datadir import DataDirError, require_data_dir, writable_problem
+from txmailhost.datadir import DataDirError, ensure_data_dir, require_data_dir, writable_problem
 from txmailhost.store.maildir import MaildirStore, user_directory
 
 PROG = "txmailhost"

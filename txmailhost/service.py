@@ -223,8 +223,8 @@ def make_service(
     """
     import twisted.mail.imap4  # noqa: F401 - registers the imap4-utf-7 codec mailbox names use
 
-    from txmailhost.config import ConfigError, ensure_data_dir, load_config
-    from txmailhost.datadir import acting_as, writable_problem
+    from txmailhost.config import ConfigError, load_config
+    from txmailhost.datadir import acting_as, ensure_data_dir, writable_problem
 
     if reactor is None:
         from twisted.internet import reactor as default_reactor
