@@ -39,8 +39,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from txmailhost.accounts.db import AccountError, canonical_address
-from txmailhost.accounts.interfaces import ILoginOrigins, IMailAccount
+from txmailhost.accounts.addresses import canonical_address
+from txmailhost.accounts.interfaces import AccountError, ILoginOrigins, IMailAccount
 from txmailhost.accounts.origins import LoginOrigins
 
 log = Logger()
