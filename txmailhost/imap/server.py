@@ -49,6 +49,8 @@ from txmailhost.imap.session import SelectedMailbox
 from txmailhost.imap.state import ANY, AUTH, SELECTED, UNAUTH, State
 from txmailhost.imap.updates import UpdateMixin
 from txmailhost.peer import OutputPressure, PlaintextAuth, quick_ack
+from txmailhost.session.auth import PasswordLogin
+from txmailhost.session.tls import SessionTLS
 from txmailhost.store.interfaces import (
     InvalidMailboxName,
     MailboxExists,
@@ -127,16 +129,15 @@ class IMAPServer(
         self.state = State.NOT_AUTHENTICATED
         self.peer_text = "-"
         self._peer: Any = None
-        self._tls = False
+        self._tls = SessionTLS(None, implicit=False)  # set up when the connection is made
+        self._logins: PasswordLogin | None = None
         self.account: Any = None
         self.user: str | None = None
         self._logout: Callable[[], None] | None = None
         self.view: SelectedMailbox | None = None
         self.condstore = False
         self.qresync = False
-        self._auth_failures = 0
         self._bad_commands = 0
-        self._delay: Deferred[None] | None = None
         # command assembly
         self._segments: list[bytes] = []
         self._literals: dict[int, bytes | LiteralFile] = {}
@@ -164,6 +165,10 @@ class IMAPServer(
         self._peer = self.transport.getPeer()
         host = self._peer.host if isinstance(self._peer, (IPv4Address, IPv6Address)) else None
         self.peer_text = printable(host or str(self._peer))
+        self._tls = SessionTLS(factory.tls_creator, factory.implicit_tls)
+        self._logins = PasswordLogin(
+            factory.portal, factory.reactor, "imap", failure_delay=factory.auth_failure_delay
+        )
         if ITCPTransport.providedBy(self.transport):
             with suppress(OSError, AttributeError):  # gone already; or a test transport
                 self.transport.setTcpNoDelay(True)
@@ -180,8 +185,8 @@ class IMAPServer(
             waiter, self._line_waiter = self._line_waiter, None
             waiter.errback(reason if isinstance(reason, Failure) else connectionDone)
         self.setTimeout(None)
-        if self._delay is not None:
-            self._delay.cancel()
+        if self._logins is not None:
+            self._logins.cancel()
         if self._sink is not None:
             self._sink.discard()
             self._sink = None
