@@ -3,6 +3,8 @@
 This is the only module that turns configuration into objects. Each protocol factory receives
 its collaborators (portal, store, policy, TLS context, limits) as arguments, which is what lets
 another Twisted application embed ``SMTPFactory`` or ``POP3Factory`` with its own realm.
+Which listeners exist, and how each one's factory is built, is the table in ``listeners.py``;
+``build`` wires the shared pieces once and starts one listener per entry with an endpoint.
 
 Two thread pools keep slow work off the reactor (DESIGN invariant 3) and away from each other:
 ``storage`` for fsyncs, Maildir and index work; ``accounts`` for SQLite lookups and scrypt
