@@ -31,7 +31,7 @@ _TWISTD = "from twisted.scripts.twistd import run; run()"
 def populate(data: Path, users: int, aliases: int) -> None:
     from txmailhost.accounts.db import AccountsDB
     from txmailhost.accounts.passwords import hash_password
-    from txmailhost.config import ensure_data_dir
+    from txmailhost.datadir import ensure_data_dir
 
     ensure_data_dir(str(data))
     db = AccountsDB(str(data / "accounts.sqlite"))

@@ -28,20 +28,21 @@ from typing import Any
 
 from twisted.python.failure import Failure
 
+from txmailhost.accounts.addresses import canonical_address, canonical_domain
 from txmailhost.accounts.admin import (
     register_alias,
     register_domain_actions,
     register_user_actions,
 )
-from txmailhost.accounts.db import AccountError, AccountsDB, canonical_address, canonical_domain
+from txmailhost.accounts.db import AccountsDB
+from txmailhost.accounts.interfaces import AccountError, IAccounts
 from txmailhost.config import (
     Config,
     ConfigError,
     default_tls_paths,
-    ensure_data_dir,
     load_config,
 )
-from txmailhost.datadir import DataDirError, require_data_dir, writable_problem
+from txmailhost.datadir import DataDirError, ensure_data_dir, require_data_dir, writable_problem
 
 PROG = "txmailhost"
 
@@ -267,7 +268,7 @@ def _tls_problems(config: Config) -> list[str]:
 
 
 def _with_accounts(
-    command: Callable[[argparse.Namespace, Config, AccountsDB], int],
+    command: Callable[[argparse.Namespace, Config, IAccounts], int],
 ) -> Callable[[argparse.Namespace], int]:
     """Check the data directory, then run ``command`` with the config and accounts DB."""
 
@@ -324,20 +325,20 @@ def _now(d: Any) -> Any:
     return out[0]
 
 
-def _domain_add(args: argparse.Namespace, config: Config, accounts: AccountsDB) -> int:
+def _domain_add(args: argparse.Namespace, config: Config, accounts: IAccounts) -> int:
     name = accounts.add_domain(args.domain, alias_of=args.alias_of)
     suffix = f" (an alias of {accounts.domain_alias_of(name)})" if args.alias_of else ""
     print(f"added domain {name}{suffix}")
     return 0
 
 
-def _domain_list(args: argparse.Namespace, config: Config, accounts: AccountsDB) -> int:
+def _domain_list(args: argparse.Namespace, config: Config, accounts: IAccounts) -> int:
     for name, alias_of, _quota in accounts.domain_table():
         print(f"{name} (alias of {alias_of})" if alias_of else name)
     return 0
 
 
-def _domain_del(args: argparse.Namespace, config: Config, accounts: AccountsDB) -> int:
+def _domain_del(args: argparse.Namespace, config: Config, accounts: IAccounts) -> int:
     name = canonical_domain(args.domain)
     removed = accounts.remove_domain(name, force=args.force)
     if not removed:
@@ -357,7 +358,7 @@ def _domain_del(args: argparse.Namespace, config: Config, accounts: AccountsDB) 
     return 0
 
 
-def _user_add(args: argparse.Namespace, config: Config, accounts: AccountsDB) -> int:
+def _user_add(args: argparse.Namespace, config: Config, accounts: IAccounts) -> int:
     address = canonical_address(args.address)
     domain = address.split("@", 1)[1]
     # Checked before asking for a password, so a typo doesn't cost a prompt; add_user checks
@@ -378,13 +379,13 @@ def _user_add(args: argparse.Namespace, config: Config, accounts: AccountsDB) ->
     return 0
 
 
-def _user_list(args: argparse.Namespace, config: Config, accounts: AccountsDB) -> int:
+def _user_list(args: argparse.Namespace, config: Config, accounts: IAccounts) -> int:
     for address in accounts.list_users(args.domain):
         print(address)
     return 0
 
 
-def _user_passwd(args: argparse.Namespace, config: Config, accounts: AccountsDB) -> int:
+def _user_passwd(args: argparse.Namespace, config: Config, accounts: IAccounts) -> int:
     address = canonical_address(args.address)
     if not accounts.has_user(address):
         raise AccountError(f"no such user: {address}")
@@ -393,7 +394,7 @@ def _user_passwd(args: argparse.Namespace, config: Config, accounts: AccountsDB)
     return 0
 
 
-def _user_del(args: argparse.Namespace, config: Config, accounts: AccountsDB) -> int:
+def _user_del(args: argparse.Namespace, config: Config, accounts: IAccounts) -> int:
     address = accounts.remove_user(args.address)
     store = _mail_store(config)
     mail = store.location(address)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import errno
 import ipaddress
 import json
 import math
@@ -38,6 +37,8 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from txmailhost.nameservers import parse_nameserver
 
 CONFIG_NAME = "txmailhost.toml"
 MiB = 1024 * 1024
@@ -586,8 +587,6 @@ def _nameservers(value: Any) -> tuple[str, ...]:
     expected = 'expected a list of IP addresses, optionally with a port ("192.0.2.53:5353")'
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise _Invalid(expected)
-    from txmailhost.relay.mx import parse_nameserver
-
     for item in value:
         try:
             parse_nameserver(item)
@@ -819,7 +818,9 @@ def load_config(data_dir: str, config_file: str | None = None) -> Config:
     was named explicitly is an error. Raises :class:`ConfigError` with every problem found.
     """
     data_dir = os.path.abspath(data_dir)
-    path = os.path.abspath(config_file) if config_file is not None else _default_path(data_dir)
+    path = (
+        os.path.abspath(config_file) if config_file is not None else default_config_path(data_dir)
+    )
     try:
         with open(path, "rb") as f:
             raw: bytes | None = f.read()
@@ -833,7 +834,8 @@ def load_config(data_dir: str, config_file: str | None = None) -> Config:
     return _build(data_dir, path, document)
 
 
-def _default_path(data_dir: str) -> str:
+def default_config_path(data_dir: str) -> str:
+    """``DATA/txmailhost.toml``: the config file used when ``--config`` names none."""
     return os.path.join(data_dir, CONFIG_NAME)
 
 
@@ -1073,66 +1075,3 @@ def _comment(text: str, width: int) -> list[str]:
     return textwrap.wrap(
         text, width=width, initial_indent="# ", subsequent_indent="# ", break_on_hyphens=False
     )
-
-
-# -- the data directory -------------------------------------------------------------------------
-
-
-def ensure_data_dir(
-    data_dir: str, config_file: str | None = None, hostname: str | None = None
-) -> list[str]:
-    """Create what a data directory needs and is missing; return "created ..." lines.
-
-    Used by ``txmailhost init`` and by the server at every start; the other commands refuse a
-    directory that isn't set up (``datadir.require_data_dir``), so a typo in ``--data`` creates
-    nothing. Idempotent and never overwrites: an existing config, database
-    or certificate is left as it is. The config is validated *before* anything is created, so a
-    bad config leaves no half-made directory behind.
-    """
-    data_dir = os.path.abspath(data_dir)
-    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
-        raise NotADirectoryError(errno.ENOTDIR, "not a directory", data_dir)
-    default_path = _default_path(data_dir)
-    write_default = config_file is None and not os.path.exists(default_path)
-    if write_default:
-        text = render_default_config(hostname)  # validates hostname before anything is created
-    else:
-        load_config(data_dir, config_file)  # raises before anything is created
-
-    from txmailhost import _safeio
-    from txmailhost.datadir import WRITTEN_DIRECTORIES
-
-    created = []
-    # Everything the server writes exists after `init`, so that `chown -R` gives it all to the
-    # user twistd drops to (README's recipe); the TLS directory is read only, after the drop.
-    for relative in (*WRITTEN_DIRECTORIES, "tls"):
-        directory = os.path.join(data_dir, relative) if relative else data_dir
-        if not os.path.isdir(directory):
-            _safeio.makedirs_durably(directory, 0o700)
-            created.append(f"created directory {directory}")
-    if write_default:
-        _safeio.write_atomic(default_path, text.encode("utf-8"), mode=0o600)
-        created.append(f"created config file {default_path} (every setting at its default)")
-    config = load_config(data_dir, config_file)
-
-    if not os.path.exists(config.accounts_path):
-        from txmailhost.accounts.db import AccountsDB
-
-        accounts = AccountsDB(config.accounts_path)
-        try:
-            accounts.list_domains()  # creates the file and its schema
-        finally:
-            accounts.close()
-        os.chmod(config.accounts_path, 0o600)  # password hashes; SQLite's -wal/-shm follow it
-        created.append(f"created accounts database {config.accounts_path}")
-
-    if (config.tls.certificate, config.tls.key) == default_tls_paths(data_dir):
-        from txmailhost.tls import ensure_self_signed
-
-        if ensure_self_signed(config.tls.certificate, config.tls.key, config.hostname):
-            created.append(
-                f"created self-signed certificate {config.tls.certificate} and key "
-                f"{config.tls.key} for {config.hostname} (configure a CA-signed one in [tls] "
-                "for production)"
-            )
-    return created

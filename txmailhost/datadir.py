@@ -1,4 +1,9 @@
-"""Checks on the data directory that turn a broken setup into one line instead of tracebacks.
+"""The data directory: creating what it needs, and checks that turn a broken setup into one
+line instead of tracebacks.
+
+:func:`ensure_data_dir` creates what is missing (directories, the commented config file, the
+accounts database, a self-signed certificate) for ``txmailhost init`` and the server's first
+start; ``config.py`` only reads and validates, so loading a config never creates a file.
 
 Three mistakes an administrator makes, each found before anything else runs:
 
@@ -15,11 +20,21 @@ Three mistakes an administrator makes, each found before anything else runs:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pwd
 from collections.abc import Iterator
 
-from txmailhost.config import Config
+from txmailhost import _safeio
+from txmailhost.accounts.db import AccountsDB
+from txmailhost.config import (
+    Config,
+    default_config_path,
+    default_tls_paths,
+    load_config,
+    render_default_config,
+)
+from txmailhost.tls import ensure_self_signed
 
 ACCOUNTS_NAME = "accounts.sqlite"
 
@@ -36,6 +51,59 @@ WRITTEN_DIRECTORIES = (
     "queue/tmp",
     "run",
 )
+
+
+def ensure_data_dir(
+    data_dir: str, config_file: str | None = None, hostname: str | None = None
+) -> list[str]:
+    """Create what a data directory needs and is missing; return "created ..." lines.
+
+    Used by ``txmailhost init`` and by the server at every start; the other commands refuse a
+    directory that isn't set up (:func:`require_data_dir`), so a typo in ``--data`` creates
+    nothing. Idempotent and never overwrites: an existing config, database
+    or certificate is left as it is. The config is validated *before* anything is created, so a
+    bad config leaves no half-made directory behind.
+    """
+    data_dir = os.path.abspath(data_dir)
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", data_dir)
+    default_path = default_config_path(data_dir)
+    write_default = config_file is None and not os.path.exists(default_path)
+    if write_default:
+        text = render_default_config(hostname)  # validates hostname before anything is created
+    else:
+        load_config(data_dir, config_file)  # raises before anything is created
+
+    created = []
+    # Everything the server writes exists after `init`, so that `chown -R` gives it all to the
+    # user twistd drops to (README's recipe); the TLS directory is read only, after the drop.
+    for relative in (*WRITTEN_DIRECTORIES, "tls"):
+        directory = os.path.join(data_dir, relative) if relative else data_dir
+        if not os.path.isdir(directory):
+            _safeio.makedirs_durably(directory, 0o700)
+            created.append(f"created directory {directory}")
+    if write_default:
+        _safeio.write_atomic(default_path, text.encode("utf-8"), mode=0o600)
+        created.append(f"created config file {default_path} (every setting at its default)")
+    config = load_config(data_dir, config_file)
+
+    if not os.path.exists(config.accounts_path):
+        accounts = AccountsDB(config.accounts_path)
+        try:
+            accounts.list_domains()  # creates the file and its schema
+        finally:
+            accounts.close()
+        os.chmod(config.accounts_path, 0o600)  # password hashes; SQLite's -wal/-shm follow it
+        created.append(f"created accounts database {config.accounts_path}")
+
+    default_tls = (config.tls.certificate, config.tls.key) == default_tls_paths(data_dir)
+    if default_tls and ensure_self_signed(config.tls.certificate, config.tls.key, config.hostname):
+        created.append(
+            f"created self-signed certificate {config.tls.certificate} and key "
+            f"{config.tls.key} for {config.hostname} (configure a CA-signed one in [tls] "
+            "for production)"
+        )
+    return created
 
 
 class DataDirError(Exception):

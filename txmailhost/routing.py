@@ -17,7 +17,8 @@ through the relay queue with the original envelope sender: envelope-preserving, 
 docs/admin.rst). A cycle (a -> b -> a) is a loop and the recipient is refused; expansion is
 bounded in depth and in size. Nothing here knows SMTP: policies map the result to replies.
 
-Lookups read the accounts database on every call, in the accounts thread pool, so changes
+Lookups go through ``IAccounts`` and ``IAddressRules`` (accounts/interfaces.py), whatever
+backend keeps them; they read it on every call, in the accounts thread pool, so changes
 made with the CLI apply to the next message without a restart.
 """
 
@@ -31,7 +32,7 @@ from twisted.internet import threads
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.threadpool import ThreadPool
 
-from txmailhost.accounts.db import AccountsDB, AddressRules
+from txmailhost.accounts.interfaces import IAccounts, IAddressRules
 from txmailhost.store.interfaces import INBOX
 
 ROLE_ACCOUNTS = ("postmaster", "abuse")
@@ -79,7 +80,7 @@ class _TooBig(Exception):
 class Router:
     def __init__(
         self,
-        accounts: AccountsDB,
+        accounts: IAccounts,
         reactor: Any,
         pool: ThreadPool,
         *,
@@ -89,9 +90,10 @@ class Router:
         max_depth: int = 10,
         max_expansion: int = 5000,
         cache_seconds: float = 2.0,
+        rules: IAddressRules | None = None,
     ) -> None:
         self._accounts = accounts
-        self._rules = AddressRules(accounts)
+        self._rules = rules if rules is not None else accounts.address_rules()
         self._reactor = reactor
         self._pool = pool
         self.delimiter = delimiter
@@ -103,7 +105,7 @@ class Router:
         self._cache: dict[tuple[str, str], tuple[float, Resolution]] = {}
 
     def quota_of(self, user: str) -> Deferred[int | None]:
-        """The user's storage limit in bytes, None for unlimited (AddressRules.quota_of)."""
+        """The user's storage limit in bytes, None for unlimited (IAddressRules.quota_of)."""
         return threads.deferToThreadPool(self._reactor, self._pool, self._rules.quota_of, user)
 
     def resolve(self, local: str, domain: str) -> Deferred[Resolution]:

@@ -12,7 +12,8 @@ import binascii
 
 
 class SASLError(ValueError):
-    """A response that can't be used; ``reason`` is 'base64', 'malformed' or 'authzid'."""
+    """A response that can't be used; ``reason`` is 'base64', 'malformed' or 'authzid' (and, from
+    ``session.auth.PasswordExchange``, 'mechanism' or 'cancelled')."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)

@@ -3,6 +3,8 @@
 This is the only module that turns configuration into objects. Each protocol factory receives
 its collaborators (portal, store, policy, TLS context, limits) as arguments, which is what lets
 another Twisted application embed ``SMTPFactory`` or ``POP3Factory`` with its own realm.
+Which listeners exist, and how each one's factory is built, is the table in ``listeners.py``;
+``build`` wires the shared pieces once and starts one listener per entry with an endpoint.
 
 Two thread pools keep slow work off the reactor (DESIGN invariant 3) and away from each other:
 ``storage`` for fsyncs, Maildir and index work; ``accounts`` for SQLite lookups and scrypt
@@ -16,7 +18,8 @@ import os
 import signal
 import sys
 import threading
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService, Service
 from twisted.cred.portal import Portal
@@ -24,9 +27,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
+
+if TYPE_CHECKING:
+    from txmailhost.listeners import ListenerKind
 
 log = Logger()
 
@@ -135,21 +140,6 @@ class Listener(Service):
         return None
 
 
-# What a connection over the limits is told before it is closed, per protocol.
-_SMTP_BUSY = b"421 4.7.0 too many connections, try again later\r\n"
-_POP3_BUSY = b"-ERR [SYS/TEMP] too many connections, try again later\r\n"
-_IMAP_BUSY = b"* BYE [UNAVAILABLE] too many connections, try again later\r\n"
-_REFUSALS = {
-    "smtp": _SMTP_BUSY,
-    "submission": _SMTP_BUSY,
-    "submissions": _SMTP_BUSY,
-    "pop3": _POP3_BUSY,
-    "pop3s": _POP3_BUSY,
-    "imap": _IMAP_BUSY,
-    "imaps": _IMAP_BUSY,
-}
-
-
 class TLSReloadService(Service):
     """Picks up a renewed certificate without a restart.
 
@@ -223,8 +213,8 @@ def make_service(
     """
     import twisted.mail.imap4  # noqa: F401 - registers the imap4-utf-7 codec mailbox names use
 
-    from txmailhost.config import ConfigError, ensure_data_dir, load_config
-    from txmailhost.datadir import acting_as, writable_problem
+    from txmailhost.config import ConfigError, load_config
+    from txmailhost.datadir import acting_as, ensure_data_dir, writable_problem
 
     if reactor is None:
         from twisted.internet import reactor as default_reactor
@@ -273,27 +263,63 @@ def load_tls(config: Any) -> Any:
         raise SystemExit(1) from None
 
 
-def build(config: Any, reactor: Any, tls: Any = None) -> MultiService:
-    """The MultiService for ``config``: pools, store, accounts, spool and every listener.
+def build_accounts(config: Any, store: Any, reactor: Any, pool: ThreadPool) -> tuple[Any, Any]:
+    """(portal, router): the one Portal every protocol logs in through, so failures count
+    across all of them, and the one Router that SMTP and the queue's DSNs resolve with.
 
-    ``tls`` is the server's ``ReloadableTLS``, loaded from the config when not given."""
+    Both read the accounts backend (``IAccounts``, SQLite in ``DATA/accounts.sqlite``) from
+    ``pool``, the accounts thread pool, never on the reactor."""
     from txmailhost.accounts.checker import AccountsChecker
     from txmailhost.accounts.credcache import CredentialCache
     from txmailhost.accounts.db import AccountsDB
     from txmailhost.accounts.origins import LoginOrigins
     from txmailhost.accounts.realm import MailRealm
     from txmailhost.accounts.throttle import LoginThrottle, ThrottledPortal
-    from txmailhost.imap.server import IMAPFactory
+    from txmailhost.routing import Router
+
+    accounts = AccountsDB(config.accounts_path)
+    security = config.security
+    throttle = LoginThrottle(
+        reactor,
+        window=security.login_failure_window,
+        ip_limit=security.login_failures_per_ip,
+        account_limit=security.login_failures_per_account,
+    )
+    credentials = CredentialCache(
+        reactor, ttl=security.credential_cache_ttl, max_entries=security.credential_cache_size
+    )
+    checker = AccountsChecker(accounts, reactor, pool, credentials)
+    portal = ThrottledPortal(
+        Portal(MailRealm(store), [checker]),
+        throttle,
+        LoginOrigins(reactor, accounts, reactor, pool),
+    )
+    router = Router(
+        accounts,
+        reactor,
+        pool,
+        delimiter=config.routing.recipient_delimiter,
+        plus_folders=config.routing.plus_folders,
+        postmaster=config.routing.postmaster or None,
+    )
+    return portal, router
+
+
+def build(
+    config: Any, reactor: Any, tls: Any = None, listeners: Sequence[ListenerKind] | None = None
+) -> MultiService:
+    """The MultiService for ``config``: pools, store, accounts, spool and every listener.
+
+    ``tls`` is the server's ``ReloadableTLS``, loaded from the config when not given;
+    ``listeners`` the services to listen for (``listeners.LISTENERS`` when not given), each
+    started when its ``[listen]`` key is not empty."""
+    from txmailhost.accounts.throttle import LoginThrottle
     from txmailhost.limits import LimitedFactory
+    from txmailhost.listeners import LISTENERS, ServerParts
     from txmailhost.peer import PlaintextAuth
-    from txmailhost.pop3.server import POP3Factory
     from txmailhost.queue.local import LocalDelivery, records_supported
     from txmailhost.queue.service import build_queue
-    from txmailhost.routing import Router
-    from txmailhost.smtp import replies as smtp_replies
     from txmailhost.smtp.incoming import IncomingSpool
-    from txmailhost.smtp.policy import InboundPolicy, SubmissionPolicy
-    from txmailhost.smtp.server import SMTPFactory
     from txmailhost.smtp.spares import SpareFiles
     from txmailhost.store import backends
     from txmailhost.store.interfaces import IFileDelivery
@@ -309,7 +335,6 @@ def build(config: Any, reactor: Any, tls: Any = None) -> MultiService:
     ThreadPoolService(storage_pool).setServiceParent(top)
     ThreadPoolService(accounts_pool).setServiceParent(top)
 
-    accounts = AccountsDB(config.accounts_path)
     store = backends.build(config.store.backend, config.mail_root, reactor, storage_pool)
     if config.store.backend in backends.VOLATILE:
         log.critical(
@@ -317,31 +342,8 @@ def build(config: Any, reactor: Any, tls: Any = None) -> MultiService:
             " LOST when the server stops; for tests and embedding, never for real mail",
             backend=config.store.backend,
         )
-    security = config.security
-    throttle = LoginThrottle(
-        reactor,
-        window=security.login_failure_window,
-        ip_limit=security.login_failures_per_ip,
-        account_limit=security.login_failures_per_account,
-    )
-    credentials = CredentialCache(
-        reactor, ttl=security.credential_cache_ttl, max_entries=security.credential_cache_size
-    )
-    checker = AccountsChecker(accounts, reactor, accounts_pool, credentials)
     # Every protocol logs in through this one portal, so failures count across all of them.
-    portal = ThrottledPortal(
-        Portal(MailRealm(store), [checker]),
-        throttle,
-        LoginOrigins(reactor, accounts, reactor, accounts_pool),
-    )
-    router = Router(
-        accounts,
-        reactor,
-        accounts_pool,
-        delimiter=config.routing.recipient_delimiter,
-        plus_folders=config.routing.plus_folders,
-        postmaster=config.routing.postmaster or None,
-    )
+    portal, router = build_accounts(config, store, reactor, accounts_pool)
     # One thread keeps empty spool files in stock: file creation off the path to 250 (spares.py).
     spares_pool = ThreadPool(minthreads=1, maxthreads=1, name="txmailhost-spares")
     ThreadPoolService(spares_pool).setServiceParent(top)
@@ -375,119 +377,39 @@ def build(config: Any, reactor: Any, tls: Any = None) -> MultiService:
     queue, queue_service = build_queue(config, store, reactor, storage_pool, router)
     queue_service.setServiceParent(top)
 
+    security = config.security
     if tls is None:
         tls = load_tls(config)
     TLSReloadService(reactor, tls, os.path.join(config.data_dir, "run")).setServiceParent(top)
 
-    smtp_limits = {
-        "max_message_size": config.smtp.max_message_size,
-        "max_recipients": config.smtp.max_recipients,
-        "max_line_length": config.smtp.max_line_length,
-        "idle_timeout": config.smtp.idle_timeout,
-        "session_timeout": config.smtp.session_timeout,
-        "max_errors": config.smtp.max_errors,
-    }
-    # Unknown recipients: 5 free per address and window, then growing delays (no enumeration).
-    rcpt_throttle = LoginThrottle(
-        reactor, window=security.login_failure_window, ip_limit=10**9, free_failures=5
-    )
-    quota_full = (
-        smtp_replies.QUOTA_FULL_PERMANENT
-        if config.routing.quota_full == "permanent"
-        else smtp_replies.QUOTA_FULL_TEMPORARY
-    )
-    inbound = SMTPFactory(
-        InboundPolicy(
-            router,
-            store,
-            queue=queue,  # alias and forward targets elsewhere are relayed
-            rcpt_throttle=rcpt_throttle,
-            quota_full=quota_full,
-            hostname=config.hostname,
-            local=local,
-        ),
-        spool,
-        hostname=config.hostname,
+    parts = ServerParts(
+        config=config,
         reactor=reactor,
-        tls_creator=tls,
-        **smtp_limits,
-    )
-
-    plaintext_auth = PlaintextAuth(security.plaintext_auth_from)
-
-    def submission(implicit_tls: bool) -> SMTPFactory:
-        return SMTPFactory(
-            SubmissionPolicy(
-                router,
-                store,
-                queue=queue,
-                rcpt_throttle=rcpt_throttle,
-                quota_full=quota_full,
-                hostname=config.hostname,
-                local=local,
-            ),
-            spool,
-            hostname=config.hostname,
-            reactor=reactor,
-            tls_creator=tls,
-            implicit_tls=implicit_tls,
-            plaintext_auth=plaintext_auth,
-            name="submissions" if implicit_tls else "submission",
-            portal=portal,
-            hide_client_ip=security.hide_client_ip_on_submission,
-            **smtp_limits,
-        )
-
-    def pop3(implicit_tls: bool) -> POP3Factory:
-        return POP3Factory(
-            portal,
-            reactor=reactor,
-            hostname=config.hostname,
-            tls_creator=tls,
-            implicit_tls=implicit_tls,
-            plaintext_auth=plaintext_auth,
-            name="pop3s" if implicit_tls else "pop3",
-            idle_timeout=config.pop3.idle_timeout,
-            session_timeout=config.pop3.session_timeout,
-        )
-
-    def imap(implicit_tls: bool) -> IMAPFactory:
-        return IMAPFactory(
-            portal,
-            reactor=reactor,
-            hostname=config.hostname,
-            tls_creator=tls,
-            implicit_tls=implicit_tls,
-            plaintext_auth=plaintext_auth,
-            name="imaps" if implicit_tls else "imap",
-            idle_timeout=config.imap.idle_timeout,
-            max_literal_size=config.imap.max_literal_size,
-            quota_of=router.quota_of,
-        )
-
-    listeners = [
-        ("smtp", config.listen.smtp, inbound),
-        ("submission", config.listen.submission, submission(False)),
-        (
-            "submissions",
-            config.listen.submissions,
-            TLSMemoryBIOFactory(tls, False, submission(True)),
+        tls=tls,
+        portal=portal,
+        store=store,
+        router=router,
+        queue=queue,
+        spool=spool,
+        local=local,
+        # Unknown recipients: 5 free per address and window, then growing delays (no
+        # enumeration).
+        rcpt_throttle=LoginThrottle(
+            reactor, window=security.login_failure_window, ip_limit=10**9, free_failures=5
         ),
-        ("pop3", config.listen.pop3, pop3(False)),
-        ("pop3s", config.listen.pop3s, TLSMemoryBIOFactory(tls, False, pop3(True))),
-        ("imap", config.listen.imap, imap(False)),
-        ("imaps", config.listen.imaps, TLSMemoryBIOFactory(tls, False, imap(True))),
-    ]
-    for label, description, factory in listeners:
+        plaintext_auth=PlaintextAuth(security.plaintext_auth_from),
+    )
+    for kind in LISTENERS if listeners is None else listeners:
+        description = getattr(config.listen, kind.config_key)
         if description:
             limited = LimitedFactory(
-                factory,
-                label,
-                _REFUSALS[label],
+                kind.build(parts),
+                kind.label,
+                kind.busy,
                 security.max_connections,
                 security.max_connections_per_ip,
             )
-            Listener(reactor, label, description, limited).setServiceParent(top)
+            Listener(reactor, kind.label, description, limited).setServiceParent(top)
     top.portal = portal  # type: ignore[attr-defined] - for embedding and tests
     top.store = store  # type: ignore[attr-defined]
     return top

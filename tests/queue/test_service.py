@@ -9,7 +9,8 @@ from twisted.python.threadpool import ThreadPool
 from tests.queue.support import MESSAGE
 from tests.relay.conftest import Net
 from txmailhost.accounts.db import AccountsDB
-from txmailhost.config import ensure_data_dir, load_config
+from txmailhost.config import load_config
+from txmailhost.datadir import ensure_data_dir
 from txmailhost.queue.service import build_queue
 from txmailhost.routing import Router
 from txmailhost.store.maildir import MaildirStore

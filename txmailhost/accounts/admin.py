@@ -1,6 +1,6 @@
 """Admin commands for address rules: ``alias``, ``user forward``, ``user quota``, ``domain quota``.
 
-Registered into the ``txmailhost`` CLI by ``cli.py``; they go through ``AddressRules``, the same
+Registered into the ``txmailhost`` CLI by ``cli.py``; they go through ``IAddressRules``, the same
 code the router reads, so what the CLI writes applies to the next message without a restart.
 """
 
@@ -10,9 +10,10 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from txmailhost.accounts.db import AccountError, AccountsDB, AddressRules, parse_size
+from txmailhost.accounts.db import parse_size
+from txmailhost.accounts.interfaces import AccountError, IAccounts
 
-Runner = Callable[[Callable[[argparse.Namespace, Any, AccountsDB], int]], Callable]
+Runner = Callable[[Callable[[argparse.Namespace, Any, IAccounts], int]], Callable]
 
 
 def register_alias(commands: Any, with_accounts: Runner) -> None:
@@ -74,26 +75,26 @@ def register_domain_actions(domain_commands: Any, with_accounts: Runner) -> None
     quota.set_defaults(run=with_accounts(_domain_quota))
 
 
-def _alias_add(args: argparse.Namespace, config: Any, accounts: AccountsDB) -> int:
-    source, targets = AddressRules(accounts).add_alias(args.address, args.targets)
+def _alias_add(args: argparse.Namespace, config: Any, accounts: IAccounts) -> int:
+    source, targets = accounts.address_rules().add_alias(args.address, args.targets)
     print(f"alias {source} -> {', '.join(targets)}")
     return 0
 
 
-def _alias_list(args: argparse.Namespace, config: Any, accounts: AccountsDB) -> int:
-    for source, targets in AddressRules(accounts).list_aliases(args.domain):
+def _alias_list(args: argparse.Namespace, config: Any, accounts: IAccounts) -> int:
+    for source, targets in accounts.address_rules().list_aliases(args.domain):
         print(f"{source} -> {', '.join(targets)}")
     return 0
 
 
-def _alias_del(args: argparse.Namespace, config: Any, accounts: AccountsDB) -> int:
-    removed = AddressRules(accounts).remove_alias(args.address, args.targets or None)
+def _alias_del(args: argparse.Namespace, config: Any, accounts: IAccounts) -> int:
+    removed = accounts.address_rules().remove_alias(args.address, args.targets or None)
     print(f"removed {removed} alias target(s) of {args.address.lower()}")
     return 0
 
 
-def _user_forward(args: argparse.Namespace, config: Any, accounts: AccountsDB) -> int:
-    rules = AddressRules(accounts)
+def _user_forward(args: argparse.Namespace, config: Any, accounts: IAccounts) -> int:
+    rules = accounts.address_rules()
     if args.off and args.targets:
         raise AccountError("give targets or --off, not both")
     if args.off or args.targets:
@@ -125,8 +126,8 @@ def _show_size(limit: int | None) -> str:
     return f"{limit} bytes"
 
 
-def _user_quota(args: argparse.Namespace, config: Any, accounts: AccountsDB) -> int:
-    rules = AddressRules(accounts)
+def _user_quota(args: argparse.Namespace, config: Any, accounts: IAccounts) -> int:
+    rules = accounts.address_rules()
     if args.size is None:
         if not accounts.has_user(args.address):
             raise AccountError(f"no such user: {args.address.lower()}")
@@ -137,7 +138,7 @@ def _user_quota(args: argparse.Namespace, config: Any, accounts: AccountsDB) -> 
     return 0
 
 
-def _domain_quota(args: argparse.Namespace, config: Any, accounts: AccountsDB) -> int:
-    name = AddressRules(accounts).set_domain_quota(args.domain, parse_size(args.size))
+def _domain_quota(args: argparse.Namespace, config: Any, accounts: IAccounts) -> int:
+    name = accounts.address_rules().set_domain_quota(args.domain, parse_size(args.size))
     print(f"{name}: default quota {_show_size(parse_size(args.size))}")
     return 0

@@ -22,8 +22,9 @@ from twisted.internet.defer import Deferred
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from txmailhost.accounts.addresses import canonical_address
 from txmailhost.accounts.credcache import CredentialCache
-from txmailhost.accounts.db import AccountError, AccountsDB, canonical_address
+from txmailhost.accounts.interfaces import AccountError, IAccounts
 from txmailhost.accounts.passwords import dummy_hash, verify_password
 
 
@@ -33,13 +34,13 @@ def _text(value: bytes | str) -> str:
 
 @implementer(ICredentialsChecker)
 class AccountsChecker:
-    """Username/password logins against ``AccountsDB``; the avatar id is the canonical address."""
+    """Username/password logins against any ``IAccounts``; the avatar id is the canonical address."""
 
     credentialInterfaces = (IUsernamePassword,)
 
     def __init__(
         self,
-        db: AccountsDB,
+        db: IAccounts,
         reactor: Any,
         pool: ThreadPool,
         cache: CredentialCache | None = None,

@@ -7,12 +7,26 @@ block: the server calls them from its accounts thread pool (checker.py, routing.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import threading
 import time
 
+from zope.interface import implementer
+
+from txmailhost.accounts.addresses import canonical_address, canonical_domain
+from txmailhost.accounts.interfaces import AccountError, IAccounts, IAddressRules
 from txmailhost.accounts.passwords import hash_password, weakness
+
+# Names other modules (the CLI, tests) import from here; they live in pure modules so that
+# code which only needs the interfaces never loads the SQLite backend.
+__all__ = [
+    "AccountError",
+    "AccountsDB",
+    "AddressRules",
+    "canonical_address",
+    "canonical_domain",
+    "parse_size",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS domains (
@@ -57,40 +71,8 @@ ALTER TABLE domains ADD COLUMN alias_of TEXT;         -- mail for this domain go
 """
 SCHEMA_VERSION = 2
 
-# A conservative dot-atom local part (RFC 5322 3.2.3) without quoting: it also becomes a
-# directory name, so nothing here may mean anything to a file system.
-_LOCAL = re.compile(r"^[a-z0-9!#$%&'*+=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+=?^_`{|}~-]+)*$")
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
-
-class AccountError(Exception):
-    """A request the accounts database refuses; the message is meant for the administrator."""
-
-
-def canonical_domain(domain: str) -> str:
-    """Lower-case ASCII (IDNA) form of a domain, or AccountError saying why it isn't one."""
-    text = domain.strip().rstrip(".").lower()
-    try:
-        text = text.encode("idna").decode("ascii")
-    except UnicodeError:
-        raise AccountError(f"not a valid domain name: {domain!r}") from None
-    labels = text.split(".")
-    if len(text) > 253 or len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
-        raise AccountError(f"not a valid domain name: {domain!r} (expected e.g. example.org)")
-    return text
-
-
-def canonical_address(address: str) -> str:
-    """``local@domain`` in lower case, or AccountError saying what is wrong."""
-    local, sep, domain = address.strip().rpartition("@")
-    if not sep or not local:
-        raise AccountError(f"not an address: {address!r} (expected user@domain)")
-    local = local.lower()
-    if len(local) > 64 or not _LOCAL.match(local):
-        raise AccountError(f"unsupported local part in {address!r}")
-    return f"{local}@{canonical_domain(domain)}"
-
-
+@implementer(IAccounts)
 class AccountsDB:
     """Domains and users in the SQLite file at ``path`` (created with its schema on first use)."""
 
@@ -109,6 +91,10 @@ class AccountsDB:
             _migrate(conn)
             self._local.conn = conn
         return conn
+
+    def address_rules(self) -> AddressRules:
+        """The aliases, forwards and quotas kept in the same database file."""
+        return AddressRules(self)
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -328,6 +314,7 @@ def _validate_password(password: str, address: str) -> None:
         raise AccountError(reason)
 
 
+@implementer(IAddressRules)
 class AddressRules:
     """Aliases, forwards, domain aliases and quotas: the rules ``routing.py`` applies.
 

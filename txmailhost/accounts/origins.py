@@ -5,7 +5,7 @@ attack, unless that account logged in successfully from there within ``keep`` se
 days): a phone or an office that has the right password is never locked out by an attacker's
 failures, even if it mistyped once.
 
-Kept in memory and, when given an ``AccountsDB``, in its ``login_origins`` table (so a restart
+Kept in memory and, when given an ``IAccounts``, in its ``login_origins`` table (so a restart
 doesn't forget them; a user's rows go with the user). A success is written at most once per
 ``refresh`` seconds (a day) per account and address, from the accounts thread pool, so a
 client logging in every minute costs no database writes; each write also prunes that account's

@@ -29,18 +29,16 @@ from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict, deque
-from collections.abc import Callable
 from typing import Any
 
-from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import LoginFailed, UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from txmailhost.accounts.db import AccountError, canonical_address
-from txmailhost.accounts.interfaces import ILoginOrigins, IMailAccount
+from txmailhost.accounts.addresses import canonical_address
+from txmailhost.accounts.interfaces import AccountError, ILoginOrigins
 from txmailhost.accounts.origins import LoginOrigins
 
 log = Logger()
@@ -198,46 +196,3 @@ class ThrottledPortal:
         if client is not None:
             self._origins.remember(account, client)
         return result
-
-
-async def password_login(
-    session: Any, protocol: str, username: bytes, password: bytes, mechanism: str, user: str
-) -> tuple[Any, Callable[[], None]]:
-    """(account, logout) for a user name and password, the way every mail protocol logs in;
-    ``user`` is the name made safe for the log.
-
-    A throttled client is logged and refused (``LoginThrottled``). A wrong password is
-    counted on the session (``_auth_failures``), logged, and refused (``LoginFailed``) only
-    after the session factory's fixed ``auth_failure_delay``, on top of the ThrottledPortal's
-    growing one; the pause is kept in ``session._delay`` so a lost connection can cancel it.
-    The protocol phrases the refusal (IMAP NO, POP3 -ERR) and decides when to hang up.
-    """
-    try:
-        _iface, account, logout = await session.factory.portal.login(
-            UsernamePassword(username, password), session._peer, IMailAccount
-        )
-    except LoginThrottled:
-        log.warn(
-            "{protocol} login throttled for {user} from {peer}",
-            protocol=protocol,
-            user=user,
-            peer=session.peer_text,
-        )
-        raise
-    except LoginFailed:
-        session._auth_failures += 1
-        log.warn(
-            "{protocol} login failed for {user} from {peer} via {mechanism}",
-            protocol=protocol,
-            user=user,
-            peer=session.peer_text,
-            mechanism=mechanism,
-            failures=session._auth_failures,
-        )
-        session._delay = deferLater(session.factory.reactor, session.factory.auth_failure_delay)
-        try:
-            await session._delay
-        finally:
-            session._delay = None
-        raise
-    return account, logout

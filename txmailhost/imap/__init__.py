@@ -7,10 +7,11 @@ Owns nothing on disk: mail lives in the store (``IMailStore``), reached through 
 arguments (portal, reactor, TLS creator, limits), so another Twisted application can embed it
 with its own realm.
 
-May import: ``txmailhost.store.interfaces``, ``txmailhost.accounts.interfaces``, Twisted.
+May import: ``txmailhost.store.interfaces``, ``txmailhost.accounts.interfaces``,
+``txmailhost.session`` (STARTTLS, SASL, login: shared with SMTP and POP3), Twisted.
 
 Modules: ``server`` (connection, literals, dispatch), ``login`` (capabilities, TLS, login),
-``commands`` (authenticated state), ``messages`` (selected state), ``updates`` (untagged updates
+``state`` (the session states), ``commands`` (authenticated state), ``messages`` (selected state), ``updates`` (untagged updates
 and IDLE), ``session`` (the sequence-number map), ``parser``, ``fetch``, ``search``, ``mime``,
 ``names``, ``replies``.
 

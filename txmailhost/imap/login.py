@@ -14,20 +14,35 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.cred.error import LoginFailed
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import ISSLTransport, ITLSTransport
 from twisted.logger import Logger
 
-from txmailhost.accounts.throttle import LoginThrottled, password_login
+from txmailhost.accounts.throttle import LoginThrottled
 from txmailhost.imap import replies
 from txmailhost.imap.parser import Reader
 from txmailhost.imap.replies import Done, printable
+from txmailhost.imap.state import State
 from txmailhost.peer import describe_tls
-from txmailhost.sasl import SASLError, decode_response, parse_plain
+from txmailhost.sasl import SASLError
+from txmailhost.session.auth import (
+    Challenge,
+    Credentials,
+    PasswordExchange,
+    PasswordLogin,
+    passwords_allowed,
+)
+from txmailhost.session.tls import SessionTLS
 
 log = Logger(namespace="txmailhost.imap")
 
 MAX_AUTH_FAILURES = 3
+
+# What a bad SASL exchange is answered with (session/auth.py's reasons).
+_SASL_ERRORS: dict[str, Callable[[], replies.IMAPError]] = {
+    "base64": lambda: replies.BadCommand("invalid base64 in SASL response"),
+    "malformed": lambda: replies.BadCommand("invalid PLAIN response"),
+    "authzid": lambda: replies.AuthFailed("authorization identity must be empty or the user name"),
+    "cancelled": lambda: replies.BadCommand("authentication cancelled"),
+}
 
 
 class LoginCommands:
@@ -42,9 +57,8 @@ class LoginCommands:
     lost: bool
     dirty: bool
     _peer: Any
-    _tls: bool
-    _auth_failures: int
-    _delay: Deferred[None] | None
+    _tls: SessionTLS
+    _logins: PasswordLogin | None
     _logout: Callable[[], None] | None
     _after_reply: Callable[[], None] | None
 
@@ -59,29 +73,23 @@ class LoginCommands:
     read_line: Callable[[], Any]
 
     def secure(self) -> bool:
-        return self.factory.implicit_tls or self._tls or ISSLTransport.providedBy(self.transport)
+        return self._tls.active(self.transport)
 
     def tls_how(self) -> str | None:
         """How this session got TLS, for log lines: implicit (993), STARTTLS, or not at all."""
-        if self.factory.implicit_tls:
-            return "implicit"
-        return "starttls" if self.secure() else None
+        return self._tls.how(self.transport)
 
     def plaintext_allowed(self) -> bool:
-        return self.secure() or self.factory.plaintext_auth.allows(
-            self._peer, self.transport.getHost()
+        return passwords_allowed(
+            self.secure(), self.factory.plaintext_auth, self._peer, self.transport.getHost()
         )
 
     def _starttls_available(self) -> bool:
-        return (
-            self.factory.tls_creator is not None
-            and not self.secure()
-            and ITLSTransport.providedBy(self.transport)
-        )
+        return self._tls.available(self.transport)
 
     def capabilities(self) -> list[str]:
         caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE"]
-        if self.state.name == "NOT_AUTHENTICATED":
+        if self.state is State.NOT_AUTHENTICATED:
             if self._starttls_available():
                 caps.append("STARTTLS")
             caps.append("AUTH=PLAIN" if self.plaintext_allowed() else "LOGINDISABLED")
@@ -118,7 +126,7 @@ class LoginCommands:
         reader.end()
         self.write(b"* BYE txmailhost IMAP server signing off\r\n")
         self.unselect()
-        self.state = type(self.state).LOGOUT
+        self.state = State.LOGOUT
         self._after_reply = self.close
         return Done("LOGOUT completed")
 
@@ -135,16 +143,8 @@ class LoginCommands:
         return Done("begin TLS negotiation now")
 
     def _start_tls(self) -> None:
-        discarded = self.clearLineBuffer()
-        if discarded:
-            log.warn(
-                "imap discarded {octets} octets pipelined after STARTTLS by {peer}",
-                octets=len(discarded),
-                peer=self.peer_text,
-            )
         self._reset_command()
-        self.transport.startTLS(self.factory.tls_creator)
-        self._tls = True
+        self._tls.start(self.transport, self.clearLineBuffer, "imap", self.peer_text)
 
     async def _login_cmd(self, reader: Reader, by_uid: bool) -> Done:
         reader.sp()
@@ -154,7 +154,7 @@ class LoginCommands:
         reader.end()
         if not self.plaintext_allowed():
             raise replies.PrivacyRequired()
-        return await self._login(username, password, "LOGIN")
+        return await self._login(Credentials(username, password, "LOGIN"))
 
     async def _authenticate(self, reader: Reader, by_uid: bool) -> Done:
         """RFC 3501 §6.2.2 with SASL PLAIN (RFC 4616) and an initial response (RFC 4959)."""
@@ -162,51 +162,47 @@ class LoginCommands:
         mechanism = reader.atom().upper()
         response = reader.atom() if reader.skip_sp() else None
         reader.end()
-        if mechanism != b"PLAIN":
-            raise replies.IMAPError("unsupported authentication mechanism; only PLAIN")
+        try:
+            exchange = PasswordExchange(mechanism, offered=("PLAIN",))
+        except SASLError:
+            raise replies.IMAPError("unsupported authentication mechanism; only PLAIN") from None
         if not self.plaintext_allowed():
             raise replies.PrivacyRequired()
-        if response is None:
-            self.write(b"+ \r\n")
-            self.flush()
-            response = (await self.read_line()).strip()
-            if response == b"*":
-                raise replies.BadCommand("authentication cancelled")
         try:
-            authcid, password = parse_plain(decode_response(response))
+            step = exchange.begin(response)
+            while isinstance(step, Challenge):
+                self.write(b"+ " + step.encoded() + b"\r\n")
+                self.flush()
+                step = exchange.respond((await self.read_line()).strip())
         except SASLError as e:
-            if e.reason == "base64":
-                raise replies.BadCommand("invalid base64 in SASL response") from None
-            if e.reason == "malformed":
-                raise replies.BadCommand("invalid PLAIN response") from None
-            raise replies.AuthFailed(
-                "authorization identity must be empty or the user name"
-            ) from None
-        return await self._login(authcid, password, "PLAIN")
+            raise _SASL_ERRORS[e.reason]() from None
+        return await self._login(step)
 
-    async def _login(self, username: bytes, password: bytes, mechanism: str) -> Done:
+    async def _login(self, credentials: Credentials) -> Done:
+        assert self._logins is not None  # set up when the connection was made
         try:
-            account, logout = await password_login(
-                self, "imap", username, password, mechanism, printable(username)
+            account, logout = await self._logins.login(
+                credentials, self._peer, self.peer_text, printable(credentials.username)
             )
         except LoginThrottled:
             raise replies.Unavailable(
                 "too many failed logins, try again later", closes=True
             ) from None
         except LoginFailed:
-            raise replies.AuthFailed(closes=self._auth_failures >= MAX_AUTH_FAILURES) from None
+            closes = self._logins.failures >= MAX_AUTH_FAILURES
+            raise replies.AuthFailed(closes=closes) from None
         self._logout = logout
         if self.lost:
             return Done()
         self.account = account
         self.user = printable(account.address)
-        self.state = type(self.state).AUTHENTICATED
+        self.state = State.AUTHENTICATED
         log.info(
             "imap {listener} login {user} from {peer} via {mechanism} tls={tls}",
             listener=self.factory.name,
             user=self.user,
             peer=self.peer_text,
-            mechanism=mechanism,
+            mechanism=credentials.mechanism,
             tls=describe_tls(self.transport, self.tls_how()),
         )
         caps = " ".join(self.capabilities())

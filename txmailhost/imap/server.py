@@ -22,7 +22,6 @@ and the ``imap4-utf-7`` codec.
 
 from __future__ import annotations
 
-import enum
 import os
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -47,8 +46,11 @@ from txmailhost.imap.messages import MessageCommands
 from txmailhost.imap.parser import LITERAL_MARKER, LiteralFile, ParseError, Reader
 from txmailhost.imap.replies import Done, IMAPError, printable
 from txmailhost.imap.session import SelectedMailbox
+from txmailhost.imap.state import ANY, AUTH, SELECTED, UNAUTH, State
 from txmailhost.imap.updates import UpdateMixin
 from txmailhost.peer import OutputPressure, PlaintextAuth, quick_ack
+from txmailhost.session.auth import PasswordLogin
+from txmailhost.session.tls import SessionTLS
 from txmailhost.store.interfaces import (
     IFileDelivery,
     InvalidMailboxName,
@@ -66,21 +68,6 @@ MAX_LITERALS = 64  # literals in one command
 MAX_SMALL_LITERAL = 64 * 1024  # any literal but APPEND's message, and all of them before login
 IN_MEMORY_LITERAL = 256 * 1024  # larger APPEND literals go to a file in the staging directory
 DISCARD_LIMIT_FACTOR = 2  # an oversized {n+} up to this many times the limit is read and dropped
-
-
-class State(enum.Enum):
-    """RFC 3501 §3."""
-
-    NOT_AUTHENTICATED = "not authenticated"
-    AUTHENTICATED = "authenticated"
-    SELECTED = "selected"
-    LOGOUT = "logout"
-
-
-ANY = frozenset({State.NOT_AUTHENTICATED, State.AUTHENTICATED, State.SELECTED})
-UNAUTH = frozenset({State.NOT_AUTHENTICATED})
-AUTH = frozenset({State.AUTHENTICATED, State.SELECTED})
-SELECTED = frozenset({State.SELECTED})
 
 
 @dataclass(frozen=True)
@@ -145,16 +132,15 @@ class IMAPServer(
         self.state = State.NOT_AUTHENTICATED
         self.peer_text = "-"
         self._peer: Any = None
-        self._tls = False
+        self._tls = SessionTLS(None, implicit=False)  # set up when the connection is made
+        self._logins: PasswordLogin | None = None
         self.account: Any = None
         self.user: str | None = None
         self._logout: Callable[[], None] | None = None
         self.view: SelectedMailbox | None = None
         self.condstore = False
         self.qresync = False
-        self._auth_failures = 0
         self._bad_commands = 0
-        self._delay: Deferred[None] | None = None
         # command assembly
         self._segments: list[bytes] = []
         self._literals: dict[int, bytes | LiteralFile] = {}
@@ -182,6 +168,10 @@ class IMAPServer(
         self._peer = self.transport.getPeer()
         host = self._peer.host if isinstance(self._peer, (IPv4Address, IPv6Address)) else None
         self.peer_text = printable(host or str(self._peer))
+        self._tls = SessionTLS(factory.tls_creator, factory.implicit_tls)
+        self._logins = PasswordLogin(
+            factory.portal, factory.reactor, "imap", failure_delay=factory.auth_failure_delay
+        )
         if ITCPTransport.providedBy(self.transport):
             with suppress(OSError, AttributeError):  # gone already; or a test transport
                 self.transport.setTcpNoDelay(True)
@@ -198,8 +188,8 @@ class IMAPServer(
             waiter, self._line_waiter = self._line_waiter, None
             waiter.errback(reason if isinstance(reason, Failure) else connectionDone)
         self.setTimeout(None)
-        if self._delay is not None:
-            self._delay.cancel()
+        if self._logins is not None:
+            self._logins.cancel()
         if self._sink is not None:
             self._sink.discard()
             self._sink = None

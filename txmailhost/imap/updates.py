@@ -24,6 +24,7 @@ from txmailhost.imap.parser import Reader
 from txmailhost.imap.replies import Done
 from txmailhost.imap.search import compress
 from txmailhost.imap.session import SelectedMailbox
+from txmailhost.imap.state import State
 from txmailhost.store.interfaces import NoSuchMailbox
 
 log = Logger(namespace="txmailhost.imap")
@@ -50,8 +51,6 @@ class UpdateMixin:
     read_line: Callable[[], Any]
 
     def select_view(self, view: SelectedMailbox) -> None:
-        from txmailhost.imap.server import State
-
         self.unselect()
         self.view = view
         self.dirty = False
@@ -59,8 +58,6 @@ class UpdateMixin:
         self.state = State.SELECTED
 
     def unselect(self) -> None:
-        from txmailhost.imap.server import State
-
         view, self.view = self.view, None
         if view is not None and view.stop_watching is not None:
             view.stop_watching()

@@ -5,7 +5,8 @@ from a twisted.cred Portal, a TLS creator and limits) and the wire vocabulary in
 Keeps nothing on disk: the maildrop is the user's INBOX in the store, reached through the
 Portal's ``IMailAccount`` avatar.
 
-May import: Twisted (protocols, cred, logger), ``txmailhost.accounts.interfaces`` and
+May import: Twisted (protocols, cred, logger), ``txmailhost.accounts.interfaces``,
+``txmailhost.session`` (STLS, SASL, login: shared with SMTP and IMAP) and
 ``txmailhost.store.interfaces``. Never a storage implementation, the config, or another protocol.
 
 Invariants a change must keep:

@@ -27,7 +27,7 @@ from twisted.cred.error import LoginFailed
 from twisted.cred.portal import Portal
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPullProducer, ISSLTransport, ITCPTransport, ITLSTransport
+from twisted.internet.interfaces import IPullProducer, ITCPTransport
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
@@ -35,11 +35,18 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from txmailhost.accounts.throttle import LoginThrottled, password_login
+from txmailhost.accounts.throttle import LoginThrottled
 from txmailhost.peer import OutputPressure, PlaintextAuth, describe_tls
 from txmailhost.pop3 import replies
 from txmailhost.pop3.replies import OK, Continuation, DotStuffer, POP3Error, printable
-from txmailhost.sasl import SASLError, decode_response, parse_plain
+from txmailhost.sasl import SASLError
+from txmailhost.session.auth import (
+    Credentials,
+    PasswordExchange,
+    PasswordLogin,
+    passwords_allowed,
+)
+from txmailhost.session.tls import SessionTLS
 from txmailhost.store.interfaces import INBOX, MessageInfo, StoreError
 from txmailhost.store.interfaces import NoSuchMessage as StoreNoSuchMessage
 
@@ -49,6 +56,7 @@ _SASL_ERRORS = {
     "base64": replies.BadBase64,
     "malformed": replies.BadPlainResponse,
     "authzid": replies.AuthzidRefused,
+    "cancelled": replies.AuthCancelled,
 }
 _MAX_BATCHED_REPLIES = 64  # replies to pipelined commands held for one write, at most
 READ_AHEAD = 16  # small messages fetched ahead of a RETR, in one trip to the store
@@ -188,12 +196,11 @@ class POP3Server(LineReceiver, TimeoutMixin):
         self.state = State.AUTHORIZATION
         self.peer_text = "-"
         self._peer: Any = None
-        self._tls = False
+        self._tls = SessionTLS(None, implicit=False, command="STLS")  # set up on connection
+        self._logins: PasswordLogin | None = None
         self._username: bytes | None = None  # from USER, waiting for PASS
-        self._sasl_pending = False  # AUTH PLAIN sent "+ ": the next line is the response
-        self._auth_failures = 0
+        self._sasl: PasswordExchange | None = None  # AUTH sent "+ ": the next line answers it
         self._bad_commands = 0
-        self._delay: Deferred[None] | None = None
         self._logout: Callable[[], None] | None = None
         self._user: str | None = None
         self._mailbox: Any = None
@@ -226,6 +233,10 @@ class POP3Server(LineReceiver, TimeoutMixin):
         self._peer = self.transport.getPeer()
         host = self._peer.host if isinstance(self._peer, (IPv4Address, IPv6Address)) else None
         self.peer_text = printable(host or str(self._peer))
+        self._tls = SessionTLS(factory.tls_creator, factory.implicit_tls, command="STLS")
+        self._logins = PasswordLogin(
+            factory.portal, factory.reactor, "pop3", failure_delay=factory.auth_failure_delay
+        )
         if ITCPTransport.providedBy(self.transport):
             with suppress(OSError):  # e.g. the socket is already gone
                 self.transport.setTcpNoDelay(True)
@@ -240,8 +251,8 @@ class POP3Server(LineReceiver, TimeoutMixin):
         self.setTimeout(None)
         if self._session_timer is not None and self._session_timer.active():
             self._session_timer.cancel()
-        if self._delay is not None:
-            self._delay.cancel()
+        if self._logins is not None:
+            self._logins.cancel()
         if self._sender is not None:
             self._sender.stopProducing()
             self._sender = None
@@ -287,7 +298,7 @@ class POP3Server(LineReceiver, TimeoutMixin):
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """Answer ``-ERR line too long`` and skip to the next line end, keeping the session."""
-        self._sasl_pending = False
+        self._sasl = None
         _, sep, rest = line.partition(b"\n")
         if sep:
             self._leftover = rest
@@ -320,12 +331,9 @@ class POP3Server(LineReceiver, TimeoutMixin):
             self._hold()  # the client isn't reading: no further command until it does
 
     def _dispatch(self, line: bytes) -> Any:
-        if self._sasl_pending:
-            self._sasl_pending = False
-            response = line.strip()
-            if response == b"*":  # RFC 5034 §4: the client cancels the exchange
-                raise replies.AuthCancelled()
-            return self._auth_plain(response)
+        if self._sasl is not None:  # a response to "+ ", not a command; "*" cancels (RFC 5034 §4)
+            exchange, self._sasl = self._sasl, None
+            return self._sasl_step(exchange, exchange.respond, line.strip())
         verb_bytes, _, rest = line.partition(b" ")
         verb = verb_bytes.decode("ascii", "replace").upper()
         command = self._COMMANDS.get(verb)
@@ -478,36 +486,27 @@ class POP3Server(LineReceiver, TimeoutMixin):
     # -- authorization ---------------------------------------------------------------------------
 
     def _secure(self) -> bool:
-        return self.factory.implicit_tls or self._tls or ISSLTransport.providedBy(self.transport)
+        return self._tls.active(self.transport)
 
     def _tls_how(self) -> str | None:
         """How this session got TLS, for log lines: implicit (995), STLS, or not at all."""
-        if self.factory.implicit_tls:
-            return "implicit"
-        return "stls" if self._secure() else None
+        return self._tls.how(self.transport)
 
     def _plaintext_allowed(self) -> bool:
-        return self._secure() or self.factory.plaintext_auth.allows(
-            self._peer, self.transport.getHost()
+        return passwords_allowed(
+            self._secure(), self.factory.plaintext_auth, self._peer, self.transport.getHost()
         )
 
     def _require_plaintext_allowed(self) -> None:
         if not self._plaintext_allowed():
             raise replies.PlaintextRefused()
 
-    def _stls_available(self) -> bool:
-        return (
-            self.factory.tls_creator is not None
-            and not self._secure()
-            and ITLSTransport.providedBy(self.transport)
-        )
-
     def _capa(self, args: list[bytes]) -> OK:
         """RFC 2449 §5. What AUTHORIZATION offers is listed in both states, as §5 requires."""
         caps = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
         if self._plaintext_allowed():
             caps += ["USER", "SASL PLAIN"]
-        if self._stls_available():
+        if self._tls.available(self.transport):
             caps.append("STLS")
         caps.append("IMPLEMENTATION txmailhost")
         return OK("capability list follows", tuple(caps))
@@ -518,20 +517,12 @@ class POP3Server(LineReceiver, TimeoutMixin):
         (CVE-2011-0411). What we learnt before TLS (a pending USER) is forgotten too."""
         if self._secure():
             raise replies.TLSActive()
-        if not self._stls_available():
+        if not self._tls.available(self.transport):
             raise replies.TLSUnavailable()
         self._write(OK("begin TLS negotiation").render())
         self._flush()
-        discarded = self.clearLineBuffer()
-        if discarded:
-            log.warn(
-                "pop3 discarded {octets} octets pipelined after STLS by {peer}",
-                octets=len(discarded),
-                peer=self.peer_text,
-            )
         self._username = None
-        self.transport.startTLS(self.factory.tls_creator)
-        self._tls = True
+        self._tls.start(self.transport, self.clearLineBuffer, "pop3", self.peer_text)
 
     def _user_cmd(self, args: list[bytes]) -> OK:
         # RFC 1939 §7 USER: the same answer for every name, so it reveals nothing.
@@ -544,37 +535,43 @@ class POP3Server(LineReceiver, TimeoutMixin):
         if self._username is None:
             raise replies.NeedUser()
         username, self._username = self._username, None
-        return Deferred.fromCoroutine(self._login(username, args[0], "USER"))
+        return Deferred.fromCoroutine(self._login(Credentials(username, args[0], "USER")))
 
     def _auth(self, args: list[bytes]) -> Any:
         """RFC 5034: ``AUTH PLAIN [initial-response]``; bare ``AUTH`` lists the mechanisms."""
         if not args:
             return OK("SASL mechanisms follow", ("PLAIN",) if self._plaintext_allowed() else ())
-        if args[0].upper() != b"PLAIN":
-            raise replies.UnsupportedMechanism()
-        self._require_plaintext_allowed()
-        if len(args) == 2:
-            return self._auth_plain(args[1])
-        self._sasl_pending = True
-        return Continuation()
-
-    def _auth_plain(self, response: bytes) -> Deferred[OK]:
-        """RFC 4616: base64(authzid NUL authcid NUL password); we act only as authcid."""
         try:
-            authcid, password = parse_plain(decode_response(response))
+            exchange = PasswordExchange(args[0], offered=("PLAIN",))
+        except SASLError:
+            raise replies.UnsupportedMechanism() from None
+        self._require_plaintext_allowed()
+        return self._sasl_step(exchange, exchange.begin, args[1] if len(args) == 2 else None)
+
+    def _sasl_step(
+        self, exchange: PasswordExchange, step: Callable[[Any], Any], response: bytes | None
+    ) -> Any:
+        """RFC 4616 PLAIN through the shared exchange: a "+ " to wait for, or the login."""
+        try:
+            result = step(response)
         except SASLError as e:
             raise _SASL_ERRORS[e.reason]() from None
-        return Deferred.fromCoroutine(self._login(authcid, password, "PLAIN"))
+        if isinstance(result, Credentials):
+            return Deferred.fromCoroutine(self._login(result))
+        self._sasl = exchange
+        return Continuation()
 
-    async def _login(self, username: bytes, password: bytes, mechanism: str) -> OK:
+    async def _login(self, credentials: Credentials) -> OK:
+        assert self._logins is not None  # set up when the connection was made
         try:
-            account, logout = await password_login(
-                self, "pop3", username, password, mechanism, printable(username)
+            account, logout = await self._logins.login(
+                credentials, self._peer, self.peer_text, printable(credentials.username)
             )
         except LoginThrottled:
             raise replies.LoginThrottled(closes=True) from None
         except LoginFailed:
-            raise replies.AuthFailed(closes=self._auth_failures >= MAX_AUTH_FAILURES) from None
+            closes = self._logins.failures >= MAX_AUTH_FAILURES
+            raise replies.AuthFailed(closes=closes) from None
         self._logout = logout
         if self._lost:
             self._end_avatar()
@@ -600,7 +597,7 @@ class POP3Server(LineReceiver, TimeoutMixin):
             listener=self.factory.name,
             user=self._user,
             peer=self.peer_text,
-            mechanism=mechanism,
+            mechanism=credentials.mechanism,
             tls=describe_tls(self.transport, self._tls_how()),
             count=count,
         )

@@ -28,6 +28,8 @@ import dns.resolver
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
 
+from txmailhost.nameservers import parse_nameserver
+
 
 class DNSProblem(Exception):
     """Resolution failed; ``permanent`` says whether retrying can help."""
@@ -54,19 +56,6 @@ class MXHost:
     name: str
     preference: int
     addresses: list[str] = field(default_factory=list)
-
-
-def parse_nameserver(text: str) -> tuple[str, int]:
-    """``"192.0.2.1"``, ``"192.0.2.1:5353"``, ``"2001:db8::1"`` or ``"[2001:db8::1]:5353"``."""
-    text = text.strip()
-    if text.startswith("["):
-        host, _, port = text[1:].partition("]:")
-        host = host.rstrip("]")
-        return str(ipaddress.ip_address(host)), int(port or 53)
-    if text.count(":") == 1:
-        host, port = text.split(":")
-        return str(ipaddress.ip_address(host)), int(port)
-    return str(ipaddress.ip_address(text)), 53
 
 
 class MXResolver:

@@ -5,7 +5,8 @@ argument parsing (``address.py``), the DATA reader (``datastream.py``), the spoo
 messages stream into (``incoming.py``, ``DATA/queue/tmp/``), and the policy deciding what is
 accepted and where it goes (``policy.py``).
 
-May import: ``txmailhost.routing``, the store interfaces, twisted. Never the config file:
+May import: ``txmailhost.routing``, the store interfaces, ``txmailhost.session`` (STARTTLS,
+SASL, login: shared with IMAP and POP3), twisted. Never the config file:
 ``SMTPFactory`` takes its collaborators and limits as arguments, so another Twisted application
 can embed it with its own policy.
 

@@ -29,7 +29,6 @@ from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any
 
-from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import LoginFailed
 from twisted.internet import interfaces
 from twisted.internet.defer import Deferred
@@ -38,10 +37,16 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
-from txmailhost.accounts.interfaces import IMailAccount
 from txmailhost.accounts.throttle import LoginThrottled
 from txmailhost.peer import OutputPressure, PlaintextAuth, describe_tls, printable, quick_ack
-from txmailhost.sasl import SASLError, decode_response, parse_plain
+from txmailhost.sasl import SASLError
+from txmailhost.session.auth import (
+    Credentials,
+    PasswordExchange,
+    PasswordLogin,
+    passwords_allowed,
+)
+from txmailhost.session.tls import SessionTLS
 from txmailhost.smtp import replies
 from txmailhost.smtp.address import AddressError, parse_path_argument
 from txmailhost.smtp.datastream import DataReader
@@ -92,6 +97,15 @@ _SEQUENCE: dict[str, frozenset[State]] = {
     "MAIL": frozenset({State.GREETED}),
     "RCPT": frozenset({State.MAIL, State.RCPT}),
     "DATA": frozenset({State.RCPT}),
+}
+
+
+# What a bad SASL exchange is answered with (session/auth.py's reasons).
+_SASL_REPLIES = {
+    "cancelled": replies.AUTH_CANCELLED,
+    "base64": replies.AUTH_BAD_BASE64,
+    "malformed": replies.AUTH_BAD_BASE64.with_text("malformed PLAIN response"),
+    "authzid": replies.AUTH_FAILED.with_text("may not act for another identity"),
 }
 
 
@@ -149,7 +163,8 @@ class SMTPServer(Protocol, TimeoutMixin):
         self.state = State.CONNECTED
         self.helo: str | None = None
         self.esmtp = False
-        self.secure = factory.implicit_tls
+        self._tls = SessionTLS(factory.tls_creator, factory.implicit_tls)
+        self._logins = PasswordLogin(factory.portal, factory.reactor, "smtp", verb="auth")
         self.peer_host = "unknown"
         self.envelope: Envelope | None = None
         self.authenticated_as: str | None = None
@@ -182,6 +197,11 @@ class SMTPServer(Protocol, TimeoutMixin):
         }
 
     # -- connection ------------------------------------------------------------------------
+
+    @property
+    def secure(self) -> bool:
+        """TLS from the first byte (submissions, 465) or since STARTTLS."""
+        return self._tls.active(self.transport)
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
@@ -582,9 +602,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         )
 
     def _tls_how(self) -> str | None:
-        if not self.secure:
-            return None
-        return "implicit" if self.factory.implicit_tls else "starttls"
+        return self._tls.how(self.transport)
 
     def do_RSET(self, arg: str) -> SMTPReply:
         self._reset_transaction()
@@ -625,22 +643,13 @@ class SMTPServer(Protocol, TimeoutMixin):
             return None
         if self.secure:
             return replies.ALREADY_TLS
-        creator = self.factory.tls_creator
-        if creator is None or not interfaces.ITLSTransport.providedBy(self.transport):
+        if not self._tls.available(self.transport):
             self._error(replies.NOT_IMPLEMENTED.with_text("STARTTLS not available"))
             return None
-        if self._buffer:
-            # RFC 3207 4.2 / CVE-2011-0411: bytes sent before the handshake are not trusted.
-            log.info(
-                "smtp {peer} discarded {n} bytes pipelined after STARTTLS",
-                peer=self.peer_host,
-                n=len(self._buffer),
-            )
-            self._buffer.clear()
         self._reply(replies.READY_FOR_TLS)
         self._flush()
-        self.transport.startTLS(creator)
-        self.secure = True
+        # RFC 3207 4.2 / CVE-2011-0411: bytes sent before the handshake are not trusted.
+        self._tls.start(self.transport, self._drop_buffer, "smtp", self.peer_host)
         self.authenticated_as = None
         self.helo = None
         self.esmtp = False
@@ -648,15 +657,20 @@ class SMTPServer(Protocol, TimeoutMixin):
         self.state = State.CONNECTED
         return None
 
+    def _drop_buffer(self) -> bytes:
+        pending = bytes(self._buffer)
+        self._buffer.clear()
+        return pending
+
     def _auth_allowed(self) -> bool:
         """AUTH is offered when a portal is configured and passwords can't be sniffed:
         over TLS, or where ``factory.plaintext_auth`` allows clear text (DESIGN invariant 6,
         RFC 8314): by default only from the server's own address."""
-        return self.factory.portal is not None and (
-            self.secure
-            or self.factory.plaintext_auth.allows(
-                self.transport.getPeer(), self.transport.getHost()
-            )
+        return self.factory.portal is not None and passwords_allowed(
+            self.secure,
+            self.factory.plaintext_auth,
+            self.transport.getPeer(),
+            self.transport.getHost(),
         )
 
     def do_AUTH(self, arg: str) -> SMTPReply | Deferred[SMTPReply] | None:
@@ -669,71 +683,39 @@ class SMTPServer(Protocol, TimeoutMixin):
         if not self._auth_allowed():
             return replies.AUTH_NEEDS_TLS
         mechanism, _, initial = arg.partition(" ")
-        mechanism, initial = mechanism.upper(), initial.strip()
-        if mechanism == "PLAIN":
-            if not initial:
-                self._sasl = self._auth_plain
-                return replies.AUTH_CHALLENGE
-            return self._auth_plain(initial)
-        if mechanism == "LOGIN":
-            if initial:
-                return self._auth_login_user(initial)
-            self._sasl = self._auth_login_user
-            return replies.AUTH_CHALLENGE.with_text("VXNlcm5hbWU6")  # "Username:"
-        self._error(replies.AUTH_BAD_MECHANISM)
-        return None
-
-    def _sasl_decode(self, response: str) -> bytes | SMTPReply:
-        if response == "*":
+        initial = initial.strip()
+        try:
+            exchange = PasswordExchange(mechanism, offered=("PLAIN", "LOGIN"))
+        except SASLError:
+            self._error(replies.AUTH_BAD_MECHANISM)
+            return None
+        if initial == "*":  # a cancel in place of the initial response
             return replies.AUTH_CANCELLED
-        try:
-            return decode_response(response.encode("ascii"))
-        except (SASLError, UnicodeEncodeError):
-            return replies.AUTH_BAD_BASE64
+        return self._sasl_step(exchange, exchange.begin, initial.encode("ascii") or None)
 
-    def _auth_plain(self, response: str) -> SMTPReply | Deferred[SMTPReply]:
-        decoded = self._sasl_decode(response)
-        if isinstance(decoded, SMTPReply):
-            return decoded
+    def _sasl_step(
+        self, exchange: PasswordExchange, step: Callable[[Any], Any], response: bytes | None
+    ) -> SMTPReply | Deferred[SMTPReply]:
+        """One step of the shared SASL exchange: a ``334`` challenge, or the login."""
         try:
-            username, password = parse_plain(decoded)
+            result = step(response)
         except SASLError as e:
-            if e.reason == "authzid":
-                return replies.AUTH_FAILED.with_text("may not act for another identity")
-            return replies.AUTH_BAD_BASE64.with_text("malformed PLAIN response")
-        return Deferred.fromCoroutine(self._login(username, password, "PLAIN"))
+            return _SASL_REPLIES[e.reason]
+        if isinstance(result, Credentials):
+            return Deferred.fromCoroutine(self._login(result))
+        self._sasl = lambda text: self._sasl_step(exchange, exchange.respond, text.encode("ascii"))
+        return replies.AUTH_CHALLENGE.with_text(result.encoded().decode("ascii"))
 
-    def _auth_login_user(self, response: str) -> SMTPReply:
-        decoded = self._sasl_decode(response)
-        if isinstance(decoded, SMTPReply):
-            return decoded
-
-        def password_step(reply: str) -> SMTPReply | Deferred[SMTPReply]:
-            password = self._sasl_decode(reply)
-            if isinstance(password, SMTPReply):
-                return password
-            return Deferred.fromCoroutine(self._login(decoded, password, "LOGIN"))
-
-        self._sasl = password_step
-        return replies.AUTH_CHALLENGE.with_text("UGFzc3dvcmQ6")  # "Password:"
-
-    async def _login(self, username: bytes, password: bytes, mechanism: str) -> SMTPReply:
-        user = _printable(username.decode("utf-8", "replace"), 320)
+    async def _login(self, credentials: Credentials) -> SMTPReply:
+        user = _printable(credentials.username.decode("utf-8", "replace"), 320)
         try:
-            _iface, account, _logout = await self.factory.portal.login(
-                UsernamePassword(username, password), self.transport.getPeer(), IMailAccount
+            account, _logout = await self._logins.login(
+                credentials, self.transport.getPeer(), self.peer_host, user
             )
         except LoginThrottled:
-            log.warn("smtp auth throttled for {user} from {peer}", user=user, peer=self.peer_host)
             return replies.AUTH_THROTTLED
         except LoginFailed:
             self._errors += 1
-            log.warn(
-                "smtp auth failed for {user} from {peer} via {mechanism}",
-                user=user,
-                peer=self.peer_host,
-                mechanism=mechanism,
-            )
             return replies.AUTH_FAILED
         except Exception:
             log.failure("smtp auth error for {user}", user=user)
@@ -743,7 +725,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             "smtp auth ok for {user} from {peer} via {mechanism}",
             user=account.address,
             peer=self.peer_host,
-            mechanism=mechanism,
+            mechanism=credentials.mechanism,
         )
         return replies.AUTH_OK
 

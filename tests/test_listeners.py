@@ -1,0 +1,66 @@
+"""The listener table: service.build starts one listener per entry whose [listen] key is set."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+from txmailhost.config import ListenConfig, load_config
+from txmailhost.datadir import ensure_data_dir
+from txmailhost.listeners import IMAP_BUSY, ListenerKind, ServerParts, TLSStyle
+from txmailhost.service import Listener, build
+
+
+class _Hello(Factory):
+    protocol = Protocol
+
+
+def _built(tmp_path: Path, listen: ListenConfig, kinds: list[ListenerKind]) -> list[Listener]:
+    data = str(tmp_path / "data")
+    ensure_data_dir(data)
+    config = dataclasses.replace(load_config(data), listen=listen)
+    top = build(config, MemoryReactorClock(), listeners=kinds)
+    return [service for service in top if isinstance(service, Listener)]
+
+
+def test_a_new_service_is_one_table_entry(tmp_path: Path) -> None:
+    made: list[tuple[ServerParts, bool]] = []
+
+    def hello(parts: ServerParts, implicit_tls: bool) -> Any:
+        made.append((parts, implicit_tls))
+        return _Hello()
+
+    kind = ListenerKind("hello", "imap", hello, TLSStyle.STARTTLS, IMAP_BUSY)
+    listen = ListenConfig(**{f.name: "" for f in dataclasses.fields(ListenConfig)})
+    listen = dataclasses.replace(listen, imap="tcp:24190:interface=127.0.0.1")
+
+    [listener] = _built(tmp_path, listen, [kind])
+
+    assert (listener.label, listener.description) == ("hello", "tcp:24190:interface=127.0.0.1")
+    assert isinstance(listener.factory.wrappedFactory, _Hello)  # inside the connection limits
+    assert listener.factory.refusal == IMAP_BUSY
+    assert [implicit for _parts, implicit in made] == [False]
+    assert made[0][0].portal is not None  # built from the server's one portal
+
+
+def test_an_implicit_tls_entry_is_wrapped_in_tls(tmp_path: Path) -> None:
+    kind = ListenerKind("hellos", "imaps", lambda parts, tls: _Hello(), TLSStyle.IMPLICIT, b"")
+    listen = ListenConfig(**{f.name: "" for f in dataclasses.fields(ListenConfig)})
+    listen = dataclasses.replace(listen, imaps="tcp:24191:interface=127.0.0.1")
+
+    [listener] = _built(tmp_path, listen, [kind])
+
+    assert isinstance(listener.factory.wrappedFactory, TLSMemoryBIOFactory)
+    assert isinstance(listener.factory.wrappedFactory.wrappedFactory, _Hello)
+
+
+def test_an_entry_whose_endpoint_is_empty_does_not_listen(tmp_path: Path) -> None:
+    kind = ListenerKind("hello", "imap", lambda parts, tls: _Hello(), TLSStyle.STARTTLS, b"")
+    listen = ListenConfig(**{f.name: "" for f in dataclasses.fields(ListenConfig)})
+
+    assert _built(tmp_path, listen, [kind]) == []

@@ -1,0 +1,189 @@
+"""The listeners the server runs: one table entry per service, built by one loop in ``service.py``.
+
+Each :class:`ListenerKind` names a listener (``label``, used in log lines and connection
+limits), the ``[listen]`` key that holds its endpoint, how it starts TLS, what a connection over
+the limits is told, and a function building its protocol factory from the :class:`ServerParts`
+``service.build`` wires once (portal, store, router, queue, spool, TLS context). A new service
+(ManageSieve, HTTP) is a factory builder and one entry in :data:`LISTENERS`, plus its key in
+``ListenConfig``; ``service.build`` doesn't change.
+
+TLS styles (RFC 8314): ``STARTTLS`` listeners accept plain text and offer STARTTLS/STLS when a
+certificate is configured; ``IMPLICIT`` ones (465, 993, 995) are TLS from the first byte, so
+their factory is wrapped in Twisted's TLS layer and told so (``implicit_tls``) for log lines and
+the plain-text password rule.
+
+Only wiring lives here, like ``service.py``: the protocol packages take objects and know
+nothing of the config file.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+from txmailhost.config import Config
+from txmailhost.imap.server import IMAPFactory
+from txmailhost.peer import PlaintextAuth
+from txmailhost.pop3.server import POP3Factory
+from txmailhost.smtp import replies as smtp_replies
+from txmailhost.smtp.policy import InboundPolicy, SubmissionPolicy
+from txmailhost.smtp.server import SMTPFactory
+
+
+class TLSStyle(enum.Enum):
+    STARTTLS = "starttls"  # plain text first; STARTTLS/STLS when a certificate is configured
+    IMPLICIT = "implicit"  # TLS from the first byte
+
+
+@dataclass(frozen=True)
+class ServerParts:
+    """What every listener's factory is built from; made once by ``service.build``."""
+
+    config: Config
+    reactor: Any
+    tls: Any  # the ReloadableTLS, an IOpenSSLServerConnectionCreator
+    portal: Any  # ThrottledPortal handing out IMailAccount
+    store: Any  # IMailStore
+    router: Any  # routing.Router
+    queue: Any  # the relay queue
+    spool: Any  # smtp.incoming.IncomingSpool
+    local: Any  # queue.local.LocalDelivery, or None without extended attributes
+    rcpt_throttle: Any  # accounts.throttle.LoginThrottle for unknown recipients
+    plaintext_auth: PlaintextAuth
+
+
+@dataclass(frozen=True)
+class ListenerKind:
+    """One service the server can listen for."""
+
+    label: str  # "imaps": log lines and connection limits
+    config_key: str  # the field of ListenConfig ([listen] key) holding the endpoint
+    factory: Callable[[ServerParts, bool], Any]  # (parts, implicit_tls) -> protocol factory
+    tls: TLSStyle
+    busy: bytes  # sent to a connection over the limits before it is closed
+
+    def build(self, parts: ServerParts) -> Any:
+        """The factory to listen with, inside the TLS layer for an implicit-TLS listener."""
+        implicit = self.tls is TLSStyle.IMPLICIT
+        factory = self.factory(parts, implicit)
+        return TLSMemoryBIOFactory(parts.tls, False, factory) if implicit else factory
+
+
+# -- the factory builders ----------------------------------------------------------------------
+
+
+def _smtp_limits(config: Config) -> dict[str, Any]:
+    return {
+        "max_message_size": config.smtp.max_message_size,
+        "max_recipients": config.smtp.max_recipients,
+        "max_line_length": config.smtp.max_line_length,
+        "idle_timeout": config.smtp.idle_timeout,
+        "session_timeout": config.smtp.session_timeout,
+        "max_errors": config.smtp.max_errors,
+    }
+
+
+def _quota_full(config: Config) -> smtp_replies.SMTPReply:
+    if config.routing.quota_full == "permanent":
+        return smtp_replies.QUOTA_FULL_PERMANENT
+    return smtp_replies.QUOTA_FULL_TEMPORARY
+
+
+def inbound_smtp(parts: ServerParts, implicit_tls: bool) -> SMTPFactory:
+    """Port 25: mail for our domains from anywhere, never relayed onwards for the client."""
+    config = parts.config
+    return SMTPFactory(
+        InboundPolicy(
+            parts.router,
+            parts.store,
+            queue=parts.queue,  # alias and forward targets elsewhere are relayed
+            rcpt_throttle=parts.rcpt_throttle,
+            quota_full=_quota_full(config),
+            hostname=config.hostname,
+            local=parts.local,
+        ),
+        parts.spool,
+        hostname=config.hostname,
+        reactor=parts.reactor,
+        tls_creator=parts.tls,
+        **_smtp_limits(config),
+    )
+
+
+def submission(parts: ServerParts, implicit_tls: bool) -> SMTPFactory:
+    """Ports 587 and 465 (RFC 6409, RFC 8314): our users' mail, after AUTH."""
+    config = parts.config
+    return SMTPFactory(
+        SubmissionPolicy(
+            parts.router,
+            parts.store,
+            queue=parts.queue,
+            rcpt_throttle=parts.rcpt_throttle,
+            quota_full=_quota_full(config),
+            hostname=config.hostname,
+            local=parts.local,
+        ),
+        parts.spool,
+        hostname=config.hostname,
+        reactor=parts.reactor,
+        tls_creator=parts.tls,
+        implicit_tls=implicit_tls,
+        plaintext_auth=parts.plaintext_auth,
+        name="submissions" if implicit_tls else "submission",
+        portal=parts.portal,
+        hide_client_ip=config.security.hide_client_ip_on_submission,
+        **_smtp_limits(config),
+    )
+
+
+def pop3(parts: ServerParts, implicit_tls: bool) -> POP3Factory:
+    config = parts.config
+    return POP3Factory(
+        parts.portal,
+        reactor=parts.reactor,
+        hostname=config.hostname,
+        tls_creator=parts.tls,
+        implicit_tls=implicit_tls,
+        plaintext_auth=parts.plaintext_auth,
+        name="pop3s" if implicit_tls else "pop3",
+        idle_timeout=config.pop3.idle_timeout,
+        session_timeout=config.pop3.session_timeout,
+    )
+
+
+def imap(parts: ServerParts, implicit_tls: bool) -> IMAPFactory:
+    config = parts.config
+    return IMAPFactory(
+        parts.portal,
+        reactor=parts.reactor,
+        hostname=config.hostname,
+        tls_creator=parts.tls,
+        implicit_tls=implicit_tls,
+        plaintext_auth=parts.plaintext_auth,
+        name="imaps" if implicit_tls else "imap",
+        idle_timeout=config.imap.idle_timeout,
+        max_literal_size=config.imap.max_literal_size,
+        quota_of=parts.router.quota_of,
+    )
+
+
+# What a connection over the limits is told before it is closed, per protocol.
+SMTP_BUSY = b"421 4.7.0 too many connections, try again later\r\n"
+POP3_BUSY = b"-ERR [SYS/TEMP] too many connections, try again later\r\n"
+IMAP_BUSY = b"* BYE [UNAVAILABLE] too many connections, try again later\r\n"
+
+STARTTLS, IMPLICIT = TLSStyle.STARTTLS, TLSStyle.IMPLICIT
+
+LISTENERS: list[ListenerKind] = [
+    ListenerKind("smtp", "smtp", inbound_smtp, STARTTLS, SMTP_BUSY),
+    ListenerKind("submission", "submission", submission, STARTTLS, SMTP_BUSY),
+    ListenerKind("submissions", "submissions", submission, IMPLICIT, SMTP_BUSY),
+    ListenerKind("pop3", "pop3", pop3, STARTTLS, POP3_BUSY),
+    ListenerKind("pop3s", "pop3s", pop3, IMPLICIT, POP3_BUSY),
+    ListenerKind("imap", "imap", imap, STARTTLS, IMAP_BUSY),
+    ListenerKind("imaps", "imaps", imap, IMPLICIT, IMAP_BUSY),
+]
