@@ -283,18 +283,16 @@ def build(config: Any, reactor: Any, tls: Any = None) -> MultiService:
     from txmailhost.accounts.origins import LoginOrigins
     from txmailhost.accounts.realm import MailRealm
     from txmailhost.accounts.throttle import LoginThrottle, ThrottledPortal
+    from txmailhost.delivery.setup import build_delivery
     from txmailhost.imap.server import IMAPFactory
     from txmailhost.limits import LimitedFactory
     from txmailhost.peer import PlaintextAuth
     from txmailhost.pop3.server import POP3Factory
-    from txmailhost.queue.local import LocalDelivery, records_supported
-    from txmailhost.queue.service import build_queue
+    from txmailhost.queue.service import ReturnToSender, build_queue
     from txmailhost.routing import Router
     from txmailhost.smtp import replies as smtp_replies
-    from txmailhost.smtp.incoming import IncomingSpool
     from txmailhost.smtp.policy import InboundPolicy, SubmissionPolicy
     from txmailhost.smtp.server import SMTPFactory
-    from txmailhost.smtp.spares import SpareFiles
     from txmailhost.store.maildir import MaildirStore
 
     top = MultiService()
@@ -335,33 +333,15 @@ def build(config: Any, reactor: Any, tls: Any = None) -> MultiService:
         plus_folders=config.routing.plus_folders,
         postmaster=config.routing.postmaster or None,
     )
-    # One thread keeps empty spool files in stock: file creation off the path to 250 (spares.py).
-    spares_pool = ThreadPool(minthreads=1, maxthreads=1, name="txmailhost-spares")
-    ThreadPoolService(spares_pool).setServiceParent(top)
-    spare_dir = os.path.join(config.queue_dir, "spare")
-    spares = SpareFiles(spare_dir, spares_pool, keep=LocalDelivery.holds_record)
-    local = None
-    if records_supported(spare_dir):
-        local = LocalDelivery(store, spare_dir, reactor, retire=spares.retire)
-        delivered, discarded = local.recover_sync()  # before anything listens
-        if delivered or discarded:
-            log.info(
-                "spool: {delivered} acknowledged message(s) delivered after a restart,"
-                " {discarded} unacknowledged removed",
-                delivered=delivered,
-                discarded=discarded,
-            )
-        local.setServiceParent(top)
-    else:
-        log.warn("spool: {dir} has no extended attributes; local mail is delivered before 250",
-                 dir=spare_dir)  # fmt: skip
-    spares.start()  # sweeps, then fills, once the pool starts with the service
-    spool = IncomingSpool(os.path.join(config.queue_dir, "tmp"), reactor, storage_pool, spares)
-    swept = spool.sweep()
-    if swept:
-        log.info("removed {n} unacknowledged partial message(s) left by a crash", n=swept)
-    queue, queue_service = build_queue(config, store, reactor, storage_pool, router)
+    queue, queue_service = build_queue(config, reactor, storage_pool)
     queue_service.setServiceParent(top)
+    # The one durable hand-off for SMTP, the queue's bounces and the server's notices.
+    delivery, delivery_services = build_delivery(
+        config.queue_dir, config.hostname, store, reactor, storage_pool, queue
+    )
+    for part in delivery_services:
+        part.setServiceParent(top)
+    queue.return_to_sender = ReturnToSender(router, delivery)
 
     if tls is None:
         tls = load_tls(config)
@@ -391,10 +371,8 @@ def build(config: Any, reactor: Any, tls: Any = None) -> MultiService:
             queue=queue,  # alias and forward targets elsewhere are relayed
             rcpt_throttle=rcpt_throttle,
             quota_full=quota_full,
-            hostname=config.hostname,
-            local=local,
         ),
-        spool,
+        delivery,
         hostname=config.hostname,
         reactor=reactor,
         tls_creator=tls,
@@ -411,10 +389,8 @@ def build(config: Any, reactor: Any, tls: Any = None) -> MultiService:
                 queue=queue,
                 rcpt_throttle=rcpt_throttle,
                 quota_full=quota_full,
-                hostname=config.hostname,
-                local=local,
             ),
-            spool,
+            delivery,
             hostname=config.hostname,
             reactor=reactor,
             tls_creator=tls,

@@ -40,12 +40,13 @@ from twisted.python.failure import Failure
 
 from txmailhost.accounts.interfaces import IMailAccount
 from txmailhost.accounts.throttle import LoginThrottled
+from txmailhost.delivery.incoming import IncomingMessage
+from txmailhost.delivery.interfaces import ISubmission
 from txmailhost.peer import OutputPressure, PlaintextAuth, describe_tls, printable, quick_ack
 from txmailhost.sasl import SASLError, decode_response, parse_plain
 from txmailhost.smtp import replies
 from txmailhost.smtp.address import AddressError, parse_path_argument
 from txmailhost.smtp.datastream import DataReader
-from txmailhost.smtp.incoming import IncomingMessage, IncomingSpool
 from txmailhost.smtp.policy import Envelope, InboundPolicy
 from txmailhost.smtp.replies import SMTPReply
 
@@ -494,7 +495,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             self._error(replies.SYNTAX_ERROR.with_text("DATA takes no arguments"))
             return None
         try:
-            self._message = self.factory.spool.open()
+            self._message = self.factory.delivery.open()
         except OSError:
             log.failure("smtp {peer}: can't open spool file", peer=self.peer_host)
             return replies.DELIVERY_FAILED
@@ -556,9 +557,25 @@ class SMTPServer(Protocol, TimeoutMixin):
             return reply
 
         self._wait_for(
-            Deferred.fromCoroutine(self.policy.deliver(envelope, message)).addCallback(done)
+            Deferred.fromCoroutine(self._end_of_data(envelope, message)).addCallback(done)
         )
         self._flush()
+
+    async def _end_of_data(self, envelope: Envelope, message: IncomingMessage) -> SMTPReply:
+        """The message is in: the policy's last word, then the one durable hand-off
+        (``ISubmission.submit``); its reply is ``250`` only once that fired (invariant 1)."""
+        try:
+            refusal = await self.policy.check_message(envelope, message)
+            if refusal is not None:
+                message.discard()
+                return refusal
+            receipt = await self.factory.delivery.submit(envelope.handoff(), message)
+        except Exception as e:
+            message.discard()
+            log.failure("delivery of {queue_id} failed", queue_id=message.queue_id)
+            return replies.local_error(e)
+        how = "queued" if receipt.queued else "delivered"
+        return replies.DELIVERED.with_text(f"OK {how} as {receipt.queue_id}")
 
     def _log_transaction(
         self, envelope: Envelope, queue_id: str, size: int, reply: SMTPReply
@@ -761,10 +778,11 @@ class SMTPServer(Protocol, TimeoutMixin):
 
 
 class SMTPFactory(Factory):
-    """Builds ``SMTPServer`` sessions; embeddable with any policy and spool.
+    """Builds ``SMTPServer`` sessions; embeddable with any policy and delivery.
 
-    ``policy`` decides senders, recipients and delivery (``InboundPolicy`` for port 25);
-    ``spool`` hands out the files messages are streamed into; ``portal`` (a twisted.cred
+    ``policy`` accepts or refuses senders, recipients and messages (``InboundPolicy`` for
+    port 25); ``delivery`` (an ``ISubmission``, ``txmailhost.delivery.Submission``) hands out
+    the files messages are streamed into and makes accepted ones durable; ``portal`` (a twisted.cred
     Portal handing out ``IMailAccount``, ideally a ``ThrottledPortal``) enables AUTH;
     ``hide_client_ip`` keeps authenticated clients' addresses out of Received:; ``tls_creator`` (an
     ``IOpenSSLServerConnectionCreator``) enables STARTTLS; ``implicit_tls`` marks a listener
@@ -778,7 +796,7 @@ class SMTPFactory(Factory):
     def __init__(
         self,
         policy: InboundPolicy,
-        spool: IncomingSpool,
+        delivery: ISubmission,
         *,
         hostname: str = "localhost",
         reactor: Any = None,
@@ -800,7 +818,7 @@ class SMTPFactory(Factory):
 
             reactor = default_reactor
         self.policy = policy
-        self.spool = spool
+        self.delivery = delivery
         self.hostname = hostname
         self.reactor = reactor
         self.tls_creator = tls_creator

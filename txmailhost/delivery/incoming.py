@@ -6,7 +6,7 @@ delivery is a hard link. Writes go to the page cache from the reactor thread in 
 chunk sizes; the fsync that makes the message durable runs in the thread pool before any
 ``250`` is sent. A message that is refused, or a connection that drops, removes its file.
 Files left by a crash are unacknowledged by definition and are swept on start, except local
-mail acknowledged in a spare file, which carries its envelope (``queue/local.py``).
+mail acknowledged in a spare file, which carries its envelope (``local.py``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from txmailhost.smtp.spares import SpareFiles
+from txmailhost.delivery.spares import SpareFiles
 
 log = Logger()
 
@@ -105,7 +105,7 @@ class IncomingMessage:
 
     @property
     def spare(self) -> bool:
-        """Is the file one of the spool's spares (durable name: ``queue/local.py`` may own it)?"""
+        """Is the file one of the spool's spares (durable name: ``local.py`` may own it)?"""
         return self._spare
 
     def _append(self, data: bytes) -> None:

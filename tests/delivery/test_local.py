@@ -1,4 +1,4 @@
-"""The local spool hand-off (queue/local.py): records, recovery after a crash, the delivery
+"""The local spool hand-off (delivery/local.py): records, recovery after a crash, the delivery
 thread, and the readers' wait for pending mail (store/pending.py)."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import pytest
 from twisted.internet.defer import Deferred
 
 from tests.support.syncpool import SyncReactor
-from txmailhost.queue.local import (
+from txmailhost.delivery.agent import DeliveryAgent
+from txmailhost.delivery.local import (
     XATTR,
     LocalDelivery,
     SpooledLocal,
@@ -114,7 +115,7 @@ def test_recovery_delivers_each_acknowledged_message_once(store, spool):
 
 def test_recovery_after_a_crash_between_link_and_cleanup_adds_no_copy(store, spool):
     item = spooled(spool)
-    store.deliver_named_sync([item.delivery])
+    store.deliver_named_sync([item.delivery(DeliveryAgent(store))])
     (name,) = files(store, ALICE)
     # A client read it (new/ -> cur/ with \Seen) before the crash.
     directory = store.mailbox_directory(ALICE, "INBOX")
@@ -132,7 +133,8 @@ def test_recovery_removes_unacknowledged_files(store, spool):
 
 def test_names_derive_from_the_spool_name_and_the_index_knows_them(store, spool):
     item = spooled(spool, targets=((ALICE, "INBOX"), (ALICE, "Gone")))
-    store.deliver_named_sync([item.delivery])
+    # The store's own fallback, without the agent (which would make these one copy).
+    store.deliver_named_sync([(item.path, item.stem, item.arrival, list(item.targets))])
     names = files(store, ALICE)  # the vanished folder's copy went to INBOX
     assert names == [
         f"1790000000.Sf1R{n}.{names[0].split('.', 2)[2].split(',')[0]},S={len(MSG)},W={len(MSG)}"
