@@ -237,3 +237,24 @@ def test_stop_service_waits_for_the_queue_to_drain(store, spool):
     assert isinstance(d, Deferred)
     d.addBoth(fired.append)
     assert fired == [None]
+
+
+def test_the_record_keeps_the_folder_asked_for_and_the_agent_picks_it_after_the_250(store, spool):
+    """``alice+lists@`` was accepted while alice had no folder of that name; she made one
+    (``Lists``) before the copy was made: it goes there, the case of the address ignored."""
+    item = spooled(spool, targets=((ALICE, "lists"),))
+    store._create_sync(ALICE, "Lists")
+    assert delivery(store, spool).recover_sync() == (1, 0)
+    assert len(files(store, ALICE, "Lists")) == 1 and files(store, ALICE) == []
+    assert SpooledLocal.from_record(item.path, item.record()).targets == ((ALICE, "lists"),)
+
+
+def test_a_copy_a_filter_judged_spam_goes_to_junk_and_the_others_to_their_inbox(store, spool):
+    item = spooled(spool, targets=((ALICE, "INBOX"), (BOB, "INBOX")))
+    item = SpooledLocal(item.path, item.arrival, item.size, item.crc, item.targets,
+                        junk=frozenset({ALICE}))  # fmt: skip
+    os.setxattr(item.path, XATTR, item.record())
+    assert SpooledLocal.from_record(item.path, item.record()).junk == {ALICE}
+    assert delivery(store, spool).recover_sync() == (1, 0)
+    assert len(files(store, ALICE, "Junk")) == 1 and files(store, ALICE) == []
+    assert len(files(store, BOB)) == 1 and files(store, BOB, "Junk") == []
