@@ -273,6 +273,26 @@ def load_tls(config: Any) -> Any:
         raise SystemExit(1) from None
 
 
+def _build_filters(config: Any, reactor: Any, top: MultiService) -> Any:
+    """The content filter chain of ``[filters]`` (None when empty), with a thread pool of its
+    own for filters that block: a slow spam scanner then never holds up an fsync."""
+    from txmailhost.filters.registry import FilterConfigError, build_chain
+
+    settings = config.filters
+    pool = ThreadPool(minthreads=1, maxthreads=8, name="txmailhost-filters")
+    try:
+        chain = build_chain(
+            settings.chain, settings.settings, reactor, pool, settings.timeout, settings.on_error
+        )
+    except FilterConfigError as e:
+        print(f"txmailhost: filters.chain: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    if chain is not None:
+        ThreadPoolService(pool).setServiceParent(top)
+        log.info("txmailhost filters: {names}", names=", ".join(settings.chain))
+    return chain
+
+
 def build(config: Any, reactor: Any, tls: Any = None) -> MultiService:
     """The MultiService for ``config``: pools, store, accounts, spool and every listener.
 
@@ -342,6 +362,7 @@ def build(config: Any, reactor: Any, tls: Any = None) -> MultiService:
     for part in delivery_services:
         part.setServiceParent(top)
     queue.return_to_sender = ReturnToSender(router, delivery)
+    filters = _build_filters(config, reactor, top)
 
     if tls is None:
         tls = load_tls(config)
@@ -354,6 +375,7 @@ def build(config: Any, reactor: Any, tls: Any = None) -> MultiService:
         "idle_timeout": config.smtp.idle_timeout,
         "session_timeout": config.smtp.session_timeout,
         "max_errors": config.smtp.max_errors,
+        "filters": filters,
     }
     # Unknown recipients: 5 free per address and window, then growing delays (no enumeration).
     rcpt_throttle = LoginThrottle(

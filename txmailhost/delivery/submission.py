@@ -89,6 +89,7 @@ class Submission:
         remote = [route.address for route in envelope.routes if route.kind is RouteKind.REMOTE]
         local = local_recipients(envelope)
         try:
+            await message.seal()  # held header fields (filters') go on top: the file is final
             if remote and self._queue is None:
                 raise SubmissionError("no relay queue for remote recipients")
             if not remote and not local:

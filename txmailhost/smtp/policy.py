@@ -47,11 +47,32 @@ class Envelope:
     authenticated_as: str | None = None
     # user -> (bytes used when the RCPT was accepted, quota): for the 90% warning.
     quota_usage: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # What the content filters said before the end of data (txmailhost.filters).
+    routes_of: dict[str, list[Route]] = field(default_factory=dict)  # per accepted RCPT
+    junk: set[str] = field(default_factory=set)  # recipients whose copy goes to Junk
+    junk_all: bool = False
+    fields: list[tuple[str, str]] = field(default_factory=list)  # header fields to add
 
-    def handoff(self, junk: frozenset[str] = frozenset()) -> delivery.Envelope:
-        """What delivery needs of this transaction (``ISubmission.submit``)."""
+    def handoff(
+        self, junk: frozenset[str] = frozenset(), dropped: frozenset[str] = frozenset()
+    ) -> delivery.Envelope:
+        """What delivery needs of this transaction (``ISubmission.submit``): ``junk`` and
+        ``dropped`` are recipients the filters sent to Junk or refused at the end of data."""
         sender = str(self.sender) if self.sender else None
-        return delivery.Envelope(sender, tuple(self.routes), junk, dict(self.quota_usage))
+        routes = self.routes
+        if dropped:
+            kept = [r for rcpt in self.recipients if rcpt not in dropped
+                    for r in self.routes_of.get(rcpt, [])]  # fmt: skip
+            routes = [r for i, r in enumerate(kept) if r not in kept[:i]]
+        junk = junk | self.junk
+        junk_users = frozenset(
+            r.user
+            for rcpt in self.recipients
+            if self.junk_all or rcpt in junk
+            for r in self.routes_of.get(rcpt, [])
+            if r.user
+        )
+        return delivery.Envelope(sender, tuple(routes), junk_users, dict(self.quota_usage))
 
 
 class InboundPolicy:
