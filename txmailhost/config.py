@@ -966,6 +966,7 @@ def _build(data_dir: str, path: str, document: dict[str, Any]) -> Config:
         routing=sections["routing"],
         queue=sections["queue"],
         relay=sections["relay"],
+        filters=sections["filters"],
     )
 
 
