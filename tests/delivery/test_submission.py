@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from twisted.internet.defer import Deferred
 
 from tests.support.fixtures import make_world
 from tests.support.syncpool import result
@@ -83,3 +84,16 @@ def test_crossing_90_percent_of_the_quota_submits_one_notice(world):
     files = world.inbox_files(ALICE)
     notices = [f for f in files if b"Subject: Your mailbox is" in f]
     assert len(files) == 2 and len(notices) == 1 and b"@mx.example.test>" in notices[0]
+
+
+def test_a_dsn_goes_through_submit_to_a_local_sender_and_queued_with_null_sender_for_remote(
+    world,
+):
+    from txmailhost.queue.service import ReturnToSender
+
+    queue = RecordingQueue()
+    return_to_sender = ReturnToSender(world.router, submission(world, queue=queue))
+    result(Deferred.fromCoroutine(return_to_sender(ALICE, b"Subject: DSN\r\n\r\nfailed\r\n")))
+    assert world.inbox_files(ALICE) == [b"Subject: DSN\r\n\r\nfailed\r\n"]
+    result(Deferred.fromCoroutine(return_to_sender("x@remote.test", b"Subject: DSN2\r\n\r\n")))
+    assert queue.spooled == [(None, ["x@remote.test"], b"Subject: DSN2\r\n\r\n")]

@@ -45,7 +45,7 @@ class ReturnToSender:
         resolution = await self._router.resolve(local, domain)
         if resolution.outcome is Outcome.NOT_OURS:
             routes = (Route(RouteKind.REMOTE, address),)
-        elif resolution.outcome is Outcome.OK:
+        elif resolution.outcome is Outcome.OK and resolution.routes:
             routes = tuple(resolution.routes)
         else:
             log.warn("DSN for <{sender}> dropped: {why}", sender=address, why=resolution.outcome)
