@@ -105,3 +105,11 @@ def test_filters_are_found_by_path_and_by_registered_name():
 def test_an_unknown_filter_name_is_a_configuration_error(name):
     with pytest.raises(FilterConfigError, match="filter"):
         build_chain((name,), {}, None, None, 5, "tempfail")
+
+
+def test_only_the_stages_a_filter_overrides_are_asked():
+    assert ExampleFilter().stages == {"rcpt", "data"}
+    chain = FilterChain([ExampleFilter(), Raises()], SyncReactor(), SyncThreadPool())
+    assert [chain.asks(s) for s in ("connect", "helo", "mail", "rcpt", "data")] == [
+        False, False, False, True, True,
+    ]  # fmt: skip

@@ -6,7 +6,14 @@ from typing import BinaryIO
 
 from zope.interface import implementer
 
-from txmailhost.filters.interfaces import ACCEPT, Client, IMessageFilter, Transaction, Verdict
+from txmailhost.filters.interfaces import (
+    ACCEPT,
+    STAGES,
+    Client,
+    IMessageFilter,
+    Transaction,
+    Verdict,
+)
 
 
 @implementer(IMessageFilter)
@@ -16,6 +23,16 @@ class MessageFilter:
 
     name = "filter"
     blocking = False
+
+    @property
+    def stages(self) -> frozenset[str]:
+        """The stages whose hook this class overrides (the others accept without asking)."""
+        mine = type(self)
+        return frozenset(
+            stage
+            for stage, hook in STAGES.items()
+            if getattr(mine, hook) is not getattr(MessageFilter, hook)
+        )
 
     def connect(self, client: Client) -> Verdict:
         return ACCEPT

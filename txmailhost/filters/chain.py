@@ -23,6 +23,7 @@ from twisted.logger import Logger
 
 from txmailhost.filters.interfaces import (
     ACCEPT,
+    STAGES,
     Action,
     Client,
     IMessageFilter,
@@ -80,10 +81,15 @@ class FilterChain:
             if not IMessageFilter.providedBy(candidate):
                 raise TypeError(f"{candidate!r} does not provide IMessageFilter")
         self.filters = list(filters)
+        self._at = {stage: [f for f in self.filters if stage in f.stages] for stage in STAGES}
         self._reactor = reactor
         self._pool = pool
         self.timeout = timeout
         self.on_error = on_error
+
+    def asks(self, stage: str) -> bool:
+        """Does any filter take part in ``stage`` (a key of ``STAGES``)?"""
+        return bool(self._at[stage])
 
     async def connect(self, client: Client) -> Decision:
         return await self._stage("connect", lambda f: f.connect(client), ())
@@ -126,7 +132,7 @@ class FilterChain:
         junk: set[str] = set()
         junk_all = False
         dropped: set[str] = set()
-        for candidate in self.filters:
+        for candidate in self._at[stage]:
             verdict = await self._ask(candidate, stage, ask)
             fields.extend(verdict.headers)
             remaining = set(recipients) - dropped

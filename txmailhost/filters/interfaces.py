@@ -68,6 +68,15 @@ class Verdict:
 
 ACCEPT = Verdict()
 
+# The stages, in dialogue order, and the hook each one calls.
+STAGES = {
+    "connect": "connect",
+    "helo": "helo",
+    "mail": "mail_from",
+    "rcpt": "rcpt_to",
+    "data": "end_of_data",
+}
+
 
 @dataclass(frozen=True)
 class Client:
@@ -96,6 +105,10 @@ class IMessageFilter(Interface):
 
     name = Attribute("A short name for logs and the reason of a failure.")
     blocking = Attribute("True: the hooks block (I/O, CPU) and run in a worker thread.")
+    stages = Attribute(
+        "The stages whose hooks do something, among STAGES: the chain asks only those (a "
+        "stage no filter takes part in costs the session nothing)."
+    )
 
     def connect(client):
         """A client connected (before the greeting); a refusal closes the connection."""

@@ -196,7 +196,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         self.setTimeout(self.factory.idle_timeout)
         self._session_timer = self.callLater(self.factory.session_timeout, self._session_expired)
         greeting = SMTPReply(220, "", f"{self.factory.hostname} ESMTP txmailhost")
-        if self.factory.filters is None:
+        if self.factory.filters is None or not self.factory.filters.asks("connect"):
             self.transport.write(greeting.encode())
         else:  # the greeting waits for the filters' connect hook
             self._wait_for(Deferred.fromCoroutine(self._filter_connect(greeting)))
@@ -231,11 +231,12 @@ class SMTPServer(Protocol, TimeoutMixin):
         return greeting
 
     def _after_filters(
-        self, ask: Callable[[FilterChain], Any], then: Callable[[Decision], Any]
+        self, stage: str, ask: Callable[[FilterChain], Any], then: Callable[[Decision], Any]
     ) -> Any:
-        """``then(decision)`` once the filters had their say, unless they refused."""
+        """``then(decision)`` once the filters had their say at ``stage``, unless they
+        refused; at once when no filter takes part in it."""
         chain = self.factory.filters
-        if chain is None:
+        if chain is None or not chain.asks(stage):
             return then(Decision())
 
         async def run() -> Any:
@@ -462,7 +463,7 @@ class SMTPServer(Protocol, TimeoutMixin):
 
     def do_EHLO(self, arg: str) -> SMTPReply | Deferred[SMTPReply] | None:
         return self._after_filters(
-            lambda chain: chain.helo(self._client(), arg), lambda d: self._ehlo(arg, d)
+            "helo", lambda chain: chain.helo(self._client(), arg), lambda d: self._ehlo(arg, d)
         )
 
     def _ehlo(self, arg: str, decision: Decision) -> SMTPReply | None:
@@ -485,7 +486,7 @@ class SMTPServer(Protocol, TimeoutMixin):
 
     def do_HELO(self, arg: str) -> SMTPReply | Deferred[SMTPReply] | None:
         return self._after_filters(
-            lambda chain: chain.helo(self._client(), arg), lambda d: self._helo(arg, d)
+            "helo", lambda chain: chain.helo(self._client(), arg), lambda d: self._helo(arg, d)
         )
 
     def _helo(self, arg: str, decision: Decision) -> SMTPReply | None:
@@ -526,7 +527,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             return reply
 
         result = self.policy.check_sender(self, path.mailbox)
-        if self.factory.filters is not None:
+        if self.factory.filters is not None and self.factory.filters.asks("mail"):
             result = Deferred.fromCoroutine(self._filter_mail(result, path.mailbox, filtered))
         if isinstance(result, Deferred):
             return result.addCallback(decided)
@@ -583,7 +584,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         async def checked() -> tuple[SMTPReply, list[Any]]:
             reply, routes = await self.policy.check_recipient(self, recipient)
             chain = self.factory.filters
-            if chain is None or not reply.positive:
+            if chain is None or not chain.asks("rcpt") or not reply.positive:
                 return reply, routes
             transaction = Transaction(
                 str(envelope.sender) if envelope.sender else None, tuple(envelope.recipients)
