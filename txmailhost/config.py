@@ -747,6 +747,48 @@ class RelayConfig:
 
 
 # Section name -> (dataclass, doc for the rendered file), in the order the file shows them.
+def _filter_names(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise _Invalid("expected a list of filter names or 'module:factory' paths")
+    return tuple(v.strip() for v in value)
+
+
+def _filter_settings(value: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise _Invalid("expected a table of tables, one per filter name")
+    return {str(k): dict(v) for k, v in value.items()}
+
+
+@dataclass(frozen=True)
+class FiltersConfig:
+    """[filters]: content filters run on SMTP mail before it is accepted (docs/filters.rst)."""
+
+    chain: tuple[str, ...] = setting(
+        (),
+        check=_filter_names,
+        doc="""Filters to run, in order: registered names (the 'txmailhost.filters' entry
+        point group) or 'package.module:factory' paths. Empty: no filtering.""",
+    )
+    timeout: float = setting(
+        30.0,
+        check=_seconds,
+        doc="""Seconds one filter may take at one stage; a filter that takes longer gets the
+        on_error verdict, and the time is logged.""",
+    )
+    on_error: str = setting(
+        "tempfail",
+        check=_choice("tempfail", "accept"),
+        doc="""What a message gets when a filter fails or times out: "tempfail" (451, the
+        client retries later; nothing is lost) or "accept" (as if the filter had said yes).""",
+    )
+    settings: dict = setting(
+        default_factory=dict,
+        check=_filter_settings,
+        doc="""Options for each filter, by name: [filters.settings.NAME] key = value, passed
+        to the filter's factory as keyword arguments.""",
+    )
+
+
 _SECTIONS: dict[str, tuple[type, str]] = {
     "server": (ServerConfig, "This server's identity."),
     "listen": (
@@ -764,6 +806,7 @@ _SECTIONS: dict[str, tuple[type, str]] = {
     "routing": (RoutingConfig, "Recipient addresses: plus-addressing, postmaster."),
     "queue": (QueueConfig, "The relay queue: retries, expiry, delay warnings, limits."),
     "relay": (RelayConfig, "Outgoing mail to other servers: DNS, port, TLS policy."),
+    "filters": (FiltersConfig, "Content filters on incoming and submitted mail."),
 }
 
 
@@ -784,6 +827,7 @@ class Config:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
+    filters: FiltersConfig = field(default_factory=FiltersConfig)
 
     @property
     def accounts_path(self) -> str:
@@ -934,6 +978,7 @@ def _build(data_dir: str, path: str, document: dict[str, Any]) -> Config:
         routing=sections["routing"],
         queue=sections["queue"],
         relay=sections["relay"],
+        filters=sections["filters"],
     )
 
 

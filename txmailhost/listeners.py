@@ -50,8 +50,8 @@ class ServerParts:
     store: Any  # IMailStore
     router: Any  # routing.Router
     queue: Any  # the relay queue
-    spool: Any  # smtp.incoming.IncomingSpool
-    local: Any  # queue.local.LocalDelivery, or None without extended attributes
+    delivery: Any  # delivery.interfaces.ISubmission: the one durable hand-off
+    filters: Any  # filters.chain.FilterChain of [filters], or None
     rcpt_throttle: Any  # accounts.throttle.LoginThrottle for unknown recipients
     plaintext_auth: PlaintextAuth
 
@@ -76,8 +76,11 @@ class ListenerKind:
 # -- the factory builders ----------------------------------------------------------------------
 
 
-def _smtp_limits(config: Config) -> dict[str, Any]:
+def _smtp_limits(parts: ServerParts) -> dict[str, Any]:
+    """Limits and the content filter chain, the same for every SMTP listener."""
+    config = parts.config
     return {
+        "filters": parts.filters,
         "max_message_size": config.smtp.max_message_size,
         "max_recipients": config.smtp.max_recipients,
         "max_line_length": config.smtp.max_line_length,
@@ -103,14 +106,12 @@ def inbound_smtp(parts: ServerParts, implicit_tls: bool) -> SMTPFactory:
             queue=parts.queue,  # alias and forward targets elsewhere are relayed
             rcpt_throttle=parts.rcpt_throttle,
             quota_full=_quota_full(config),
-            hostname=config.hostname,
-            local=parts.local,
         ),
-        parts.spool,
+        parts.delivery,
         hostname=config.hostname,
         reactor=parts.reactor,
         tls_creator=parts.tls,
-        **_smtp_limits(config),
+        **_smtp_limits(parts),
     )
 
 
@@ -124,10 +125,8 @@ def submission(parts: ServerParts, implicit_tls: bool) -> SMTPFactory:
             queue=parts.queue,
             rcpt_throttle=parts.rcpt_throttle,
             quota_full=_quota_full(config),
-            hostname=config.hostname,
-            local=parts.local,
         ),
-        parts.spool,
+        parts.delivery,
         hostname=config.hostname,
         reactor=parts.reactor,
         tls_creator=parts.tls,
@@ -136,7 +135,7 @@ def submission(parts: ServerParts, implicit_tls: bool) -> SMTPFactory:
         name="submissions" if implicit_tls else "submission",
         portal=parts.portal,
         hide_client_ip=config.security.hide_client_ip_on_submission,
-        **_smtp_limits(config),
+        **_smtp_limits(parts),
     )
 
 

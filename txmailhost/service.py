@@ -263,6 +263,26 @@ def load_tls(config: Any) -> Any:
         raise SystemExit(1) from None
 
 
+def _build_filters(config: Any, reactor: Any, top: MultiService) -> Any:
+    """The content filter chain of ``[filters]`` (None when empty), with a thread pool of its
+    own for filters that block: a slow spam scanner then never holds up an fsync."""
+    from txmailhost.filters.registry import FilterConfigError, build_chain
+
+    settings = config.filters
+    pool = ThreadPool(minthreads=1, maxthreads=8, name="txmailhost-filters")
+    try:
+        chain = build_chain(
+            settings.chain, settings.settings, reactor, pool, settings.timeout, settings.on_error
+        )
+    except FilterConfigError as e:
+        print(f"txmailhost: filters.chain: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    if chain is not None:
+        ThreadPoolService(pool).setServiceParent(top)
+        log.info("txmailhost filters: {names}", names=", ".join(settings.chain))
+    return chain
+
+
 def build_accounts(config: Any, store: Any, reactor: Any, pool: ThreadPool) -> tuple[Any, Any]:
     """(portal, router): the one Portal every protocol logs in through, so failures count
     across all of them, and the one Router that SMTP and the queue's DSNs resolve with.
@@ -314,15 +334,12 @@ def build(
     ``listeners`` the services to listen for (``listeners.LISTENERS`` when not given), each
     started when its ``[listen]`` key is not empty."""
     from txmailhost.accounts.throttle import LoginThrottle
+    from txmailhost.delivery.setup import build_delivery
     from txmailhost.limits import LimitedFactory
     from txmailhost.listeners import LISTENERS, ServerParts
     from txmailhost.peer import PlaintextAuth
-    from txmailhost.queue.local import LocalDelivery, records_supported
-    from txmailhost.queue.service import build_queue
-    from txmailhost.smtp.incoming import IncomingSpool
-    from txmailhost.smtp.spares import SpareFiles
+    from txmailhost.queue.service import ReturnToSender, build_queue
     from txmailhost.store import backends
-    from txmailhost.store.interfaces import IFileDelivery
 
     top = MultiService()
     storage_pool = ThreadPool(
@@ -344,38 +361,16 @@ def build(
         )
     # Every protocol logs in through this one portal, so failures count across all of them.
     portal, router = build_accounts(config, store, reactor, accounts_pool)
-    # One thread keeps empty spool files in stock: file creation off the path to 250 (spares.py).
-    spares_pool = ThreadPool(minthreads=1, maxthreads=1, name="txmailhost-spares")
-    ThreadPoolService(spares_pool).setServiceParent(top)
-    spare_dir = os.path.join(config.queue_dir, "spare")
-    spares = SpareFiles(spare_dir, spares_pool, keep=LocalDelivery.holds_record)
-    local = None
-    # Linking acknowledged spool files after the 250 needs a store of files; with any other
-    # store the policy delivers through IMailStore.deliver before the 250.
-    if not IFileDelivery.providedBy(store):
-        log.info("spool: local mail is delivered to the {backend} store before 250",
-                 backend=config.store.backend)  # fmt: skip
-    elif records_supported(spare_dir):
-        local = LocalDelivery(store, spare_dir, reactor, retire=spares.retire)
-        delivered, discarded = local.recover_sync()  # before anything listens
-        if delivered or discarded:
-            log.info(
-                "spool: {delivered} acknowledged message(s) delivered after a restart,"
-                " {discarded} unacknowledged removed",
-                delivered=delivered,
-                discarded=discarded,
-            )
-        local.setServiceParent(top)
-    else:
-        log.warn("spool: {dir} has no extended attributes; local mail is delivered before 250",
-                 dir=spare_dir)  # fmt: skip
-    spares.start()  # sweeps, then fills, once the pool starts with the service
-    spool = IncomingSpool(os.path.join(config.queue_dir, "tmp"), reactor, storage_pool, spares)
-    swept = spool.sweep()
-    if swept:
-        log.info("removed {n} unacknowledged partial message(s) left by a crash", n=swept)
-    queue, queue_service = build_queue(config, store, reactor, storage_pool, router)
+    queue, queue_service = build_queue(config, reactor, storage_pool)
     queue_service.setServiceParent(top)
+    # The one durable hand-off for SMTP, the queue's bounces and the server's notices.
+    delivery, delivery_services = build_delivery(
+        config.queue_dir, config.hostname, store, reactor, storage_pool, queue
+    )
+    for part in delivery_services:
+        part.setServiceParent(top)
+    queue.return_to_sender = ReturnToSender(router, delivery)
+    filters = _build_filters(config, reactor, top)
 
     security = config.security
     if tls is None:
@@ -390,8 +385,8 @@ def build(
         store=store,
         router=router,
         queue=queue,
-        spool=spool,
-        local=local,
+        delivery=delivery,
+        filters=filters,
         # Unknown recipients: 5 free per address and window, then growing delays (no
         # enumeration).
         rcpt_throttle=LoginThrottle(

@@ -23,9 +23,10 @@ from zope.interface import implementer
 
 from txmailhost.accounts.interfaces import IMailAccount
 from txmailhost.accounts.realm import MailAccount
+from txmailhost.delivery.incoming import IncomingSpool
+from txmailhost.delivery.submission import Submission
 from txmailhost.imap.server import IMAPFactory
 from txmailhost.routing import Outcome, Resolution, Route, RouteKind
-from txmailhost.smtp.incoming import IncomingSpool
 from txmailhost.smtp.policy import InboundPolicy
 from txmailhost.smtp.server import SMTPFactory
 from txmailhost.store.maildir import MaildirStore
@@ -82,10 +83,11 @@ async def main(
     pool = reactor.getThreadPool()  # fsync and Maildir work run here, off the reactor thread
     store = MaildirStore(os.path.join(directory, "mail"), reactor, pool)
     spool = IncomingSpool(os.path.join(directory, "incoming"), reactor, pool)
+    delivery = Submission(store, spool)  # the durable hand-off: fsync, then 250
     portal = Portal(AppRealm(store), [AppChecker()])
     inbound = InboundPolicy(AppRecipients(), store)
     listeners = [
-        ("smtp", smtp, SMTPFactory(inbound, spool, hostname=HOSTNAME, reactor=reactor)),
+        ("smtp", smtp, SMTPFactory(inbound, delivery, hostname=HOSTNAME, reactor=reactor)),
         ("imap", imap, IMAPFactory(portal, hostname=HOSTNAME, reactor=reactor)),
     ]
     for name, description, factory in listeners:

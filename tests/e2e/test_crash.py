@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.e2e.conftest import PASSWORD
-from txmailhost.queue.local import LocalDelivery
+from txmailhost.delivery.local import LocalDelivery
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +75,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_message(server):
 
 def test_sigkill_right_after_250_delivers_spooled_mail_once_at_restart(server):
     """Local mail is acknowledged once durable in the spool and linked into the Maildir a
-    moment later (queue/local.py): a kill in between must leave it to the restart, whose
+    moment later (delivery/local.py): a kill in between must leave it to the restart, whose
     recovery delivers it before anything listens, once, to every recipient."""
     with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=10) as s:
         for n in range(20):

@@ -75,7 +75,7 @@ def test_queue_action_on_an_unknown_id_fails_with_one_line(tmp_path, capsys):
 def test_queue_list_shows_local_mail_acknowledged_but_not_yet_delivered(tmp_path, capsys):
     import zlib
 
-    from txmailhost.queue.local import XATTR, SpooledLocal, records_supported
+    from txmailhost.delivery.local import XATTR, SpooledLocal, records_supported
 
     data = str(tmp_path / "data")
     main(["--data", data, "init"])

@@ -1,4 +1,5 @@
-"""``build_queue``: the queue as the server wires it, from a real config and data directory."""
+"""``build_queue``: the queue as the server wires it, from a real config and data directory;
+its DSNs go through ``submit`` (``txmailhost.delivery``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from tests.relay.conftest import Net
 from txmailhost.accounts.db import AccountsDB
 from txmailhost.config import load_config
 from txmailhost.datadir import ensure_data_dir
-from txmailhost.queue.service import build_queue
+from txmailhost.delivery.incoming import IncomingSpool
+from txmailhost.delivery.submission import Submission
+from txmailhost.queue.service import ReturnToSender, build_queue
 from txmailhost.routing import Router
 from txmailhost.store.maildir import MaildirStore
 
@@ -34,7 +37,9 @@ def test_built_queue_spools_and_an_admin_bounce_reaches_the_local_senders_inbox(
         store = MaildirStore(config.mail_root, net.reactor, pool)
         net.run(store.provision("alice@example.test"))
         router = Router(accounts, net.reactor, pool)
-        queue, service = build_queue(config, store, net.reactor, pool, router)
+        queue, service = build_queue(config, net.reactor, pool)
+        spool = IncomingSpool(os.path.join(data, "queue", "tmp"), net.reactor, pool)
+        queue.return_to_sender = ReturnToSender(router, Submission(store, spool, queue=queue))
         service.startService()
         source = tmp_path / "data" / "queue" / "tmp" / "INCOMINGX1"
         source.write_bytes(MESSAGE)

@@ -9,7 +9,8 @@ from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineReceiver
 
 from tests.support.fixtures import MailWorld, make_world
-from txmailhost.smtp.incoming import IncomingSpool
+from txmailhost.delivery.incoming import IncomingSpool
+from txmailhost.delivery.submission import Submission
 from txmailhost.smtp.policy import InboundPolicy
 from txmailhost.smtp.server import SMTPFactory
 
@@ -24,7 +25,10 @@ def txmailhost_far_side(
     spool = IncomingSpool(os.path.join(world.root, "incoming"), world.reactor, world.pool)
     spool.sweep()
     factory = SMTPFactory(
-        InboundPolicy(world.router, world.store), spool, hostname="mx.far.test", reactor=reactor
+        InboundPolicy(world.router, world.store),
+        Submission(world.store, spool),
+        hostname="mx.far.test",
+        reactor=reactor,
     )
     return world, factory
 

@@ -9,6 +9,8 @@ from tests.relay.farside import ScriptedFactory, standard_reply, txmailhost_far_
 from tests.relay.test_courier import FAST
 from tests.support.fixtures import make_world
 from tests.support.syncpool import SyncThreadPool
+from txmailhost.delivery.incoming import IncomingSpool
+from txmailhost.delivery.submission import Submission
 from txmailhost.queue.service import ReturnToSender
 from txmailhost.relay.courier import RelayCourier, TLSPolicy
 from txmailhost.relay.mx import MXResolver
@@ -68,9 +70,9 @@ def test_refused_recipient_bounces_into_the_local_senders_inbox(net, dns_server,
     (tmp_path / "here").mkdir(exist_ok=True)
     ours = make_world(tmp_path / "here")
     ours.add_user("alice@example.test")
-    h.queue.return_to_sender = ReturnToSender(
-        h.spool, ours.router, ours.store, h.queue, h.clock, SyncThreadPool()
-    )
+    spool = IncomingSpool(h.spool.tmp_dir, h.clock, SyncThreadPool())
+    submission = Submission(ours.store, spool, queue=h.queue)
+    h.queue.return_to_sender = ReturnToSender(ours.router, submission)
     submit_and_wait(net, h, recipients=["nobody@far.test", "bob@far.test"])
     [dsn] = ours.inbox_files("alice@example.test")
     assert b"multipart/report" in dsn

@@ -11,7 +11,8 @@ from twisted.internet.address import IPv4Address
 from tests.smtp.test_server import Session, TLSStringTransport
 from tests.support.fixtures import make_world
 from txmailhost.accounts.throttle import LoginThrottle, ThrottledPortal
-from txmailhost.smtp.incoming import IncomingSpool
+from txmailhost.delivery.incoming import IncomingSpool
+from txmailhost.delivery.submission import Submission
 from txmailhost.smtp.policy import SubmissionPolicy
 from txmailhost.smtp.server import SMTPFactory
 
@@ -38,7 +39,7 @@ def submission_factory(world, portal=None, **kw) -> SMTPFactory:
     spool.sweep()
     return SMTPFactory(
         SubmissionPolicy(world.router, world.store),
-        spool,
+        Submission(world.store, spool),
         hostname="mail.example.test",
         reactor=world.reactor,
         portal=portal or world.portal,
@@ -190,7 +191,11 @@ def test_inbound_port_does_not_offer_auth(world):
     spool = IncomingSpool(os.path.join(world.root, "q"), world.reactor, world.pool)
     from txmailhost.smtp.policy import InboundPolicy
 
-    factory = SMTPFactory(InboundPolicy(world.router, world.store), spool, reactor=world.reactor)
+    factory = SMTPFactory(
+        InboundPolicy(world.router, world.store),
+        Submission(world.store, spool),
+        reactor=world.reactor,
+    )
     s = session(factory)
     assert b"AUTH" not in s.send(b"EHLO c\r\n")
     assert s.send(PLAIN).startswith(b"502 5.5.1")

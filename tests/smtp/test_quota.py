@@ -7,8 +7,9 @@ import pytest
 from tests.smtp.test_server import Session, make_factory
 from tests.support.fixtures import make_world
 from txmailhost.accounts.db import AddressRules
+from txmailhost.delivery.incoming import IncomingSpool
+from txmailhost.delivery.submission import Submission
 from txmailhost.smtp import replies
-from txmailhost.smtp.incoming import IncomingSpool
 from txmailhost.smtp.policy import InboundPolicy
 from txmailhost.smtp.server import SMTPFactory
 
@@ -57,7 +58,7 @@ def test_declared_size_over_the_remaining_quota_is_refused(world):
 def test_permanent_setting_answers_552_522(world):
     spool = IncomingSpool(world.root + "/queue/tmp", world.reactor, world.pool)
     policy = InboundPolicy(world.router, world.store, quota_full=replies.QUOTA_FULL_PERMANENT)
-    s = Session(SMTPFactory(policy, spool, reactor=world.reactor))
+    s = Session(SMTPFactory(policy, Submission(world.store, spool), reactor=world.reactor))
     s.read()
     s.send(b"EHLO c\r\n")
     assert send(s, b"alice@example.test", b"x", size=9000).endswith(

@@ -11,7 +11,8 @@ from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
 from tests.support.fixtures import make_world
-from txmailhost.smtp.incoming import IncomingSpool
+from txmailhost.delivery.incoming import IncomingSpool
+from txmailhost.delivery.submission import Submission
 from txmailhost.smtp.policy import InboundPolicy
 from txmailhost.smtp.server import SMTPFactory
 
@@ -61,7 +62,7 @@ def make_factory(world, **kw) -> SMTPFactory:
     kw.setdefault("max_message_size", 10_000)
     return SMTPFactory(
         InboundPolicy(world.router, world.store),
-        spool,
+        Submission(world.store, spool),
         hostname="mx.example.test",
         reactor=world.reactor,
         **kw,
@@ -345,7 +346,7 @@ def test_unknown_recipients_beyond_the_free_ones_are_answered_ever_slower(world)
     spool = IncomingSpool(os.path.join(world.root, "queue", "tmp"), world.reactor, world.pool)
     factory = SMTPFactory(
         InboundPolicy(world.router, world.store, rcpt_throttle=throttle),
-        spool,
+        Submission(world.store, spool),
         reactor=world.reactor,
     )
     s = Session(factory)
@@ -421,7 +422,13 @@ def test_plus_folder_delivery_uses_an_existing_folder_and_falls_back_to_inbox(wo
     router = Router(world.accounts, world.reactor, world.pool, plus_folders=True)
     spool = IncomingSpool(os.path.join(world.root, "queue", "tmp"), world.reactor, world.pool)
     spool.sweep()  # creates the directory, as the service does at start
-    s = Session(SMTPFactory(InboundPolicy(router, world.store), spool, reactor=world.reactor))
+    s = Session(
+        SMTPFactory(
+            InboundPolicy(router, world.store),
+            Submission(world.store, spool),
+            reactor=world.reactor,
+        )
+    )
     s.read()
     s.send(b"EHLO c\r\n")
     for rcpt in (b"alice+Junk@example.test", b"alice+nosuch@example.test"):

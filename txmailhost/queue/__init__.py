@@ -9,13 +9,13 @@ What it owns:
 - ``scheduler.py``: the ``Queue`` — one Deferred per delivery attempt, exponential backoff,
   global and per-domain concurrency limits, expiry, delay warnings.
 - ``bounce.py``: delivery status notifications (RFC 3464 / RFC 6522).
-- ``service.py``: ``build_queue(config, store, reactor, pool, router)`` for
-  ``txmailhost.service`` (the server's one ``Router``, so DSNs obey its rules), and
-  ``ReturnToSender`` (DSNs into a local sender's INBOX, or queued for a remote one).
+- ``service.py``: ``build_queue(config, reactor, pool)`` for ``txmailhost.service``, and
+  ``ReturnToSender`` (DSNs resolved with the server's one ``Router`` and handed to
+  ``txmailhost.delivery``'s ``submit``, like any other message).
 - ``admin.py``: the ``txmailhost queue list|show|flush|retry|delete|bounce`` commands.
 
-Imports: ``_safeio``, ``routing``, the store interface, and (only in ``service.py``) the
-``relay`` package, which implements :class:`~txmailhost.queue.interfaces.ICourier`.
+Imports: ``_safeio``, ``routing``, the store interface, ``delivery.interfaces`` (and
+``delivery.local`` for ``queue list``), and (only in ``service.py``) the ``relay`` package, which implements :class:`~txmailhost.queue.interfaces.ICourier`.
 
 Invariants a change must keep:
 1. ``submit`` fires only after the message file, the envelope and their directories are

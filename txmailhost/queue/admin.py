@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from txmailhost.queue.local import spooled_local
+from txmailhost.delivery.local import spooled_local
 from txmailhost.queue.spool import Envelope, Spool, read_header
 
 
@@ -79,7 +79,7 @@ def _list(args: argparse.Namespace, config: Any) -> int:
     for envelope in envelopes:
         print(format_line(envelope))
     # Local mail acknowledged and not yet in its mailboxes: milliseconds while the server
-    # runs; after a crash, until the next start delivers it (queue/local.py).
+    # runs; after a crash, until the next start delivers it (delivery/local.py).
     local = spooled_local(os.path.join(config.queue_dir, "spare"))
     for item in local:
         targets = " ".join(f"{user}/{mailbox}(local)" for user, mailbox in item.targets)

@@ -4,78 +4,53 @@ The queue gets its own small thread pool (``txmailhost-relay``) for DNS lookups,
 resolver can't occupy the storage pool that fsyncs incoming mail (DESIGN invariant 3); spool
 writes and message reads use the pool the caller passes (the storage pool).
 
-DSNs go back to the sender through :class:`ReturnToSender`: the report is written to a file in
-``DATA/queue/tmp/`` and fsync'd, then delivered into the sender's INBOX when the sender is one
-of our users (``store.files.deliver_file``), or queued with the null sender when the sender is remote. A
+DSNs go back to the sender through :class:`ReturnToSender`: the report is submitted like any
+message (``txmailhost.delivery``'s ``submit``), for the sender's mailbox when the sender is one
+of our users, or for the relay queue with the null sender when the sender is remote. A
 sender in one of our domains that no longer exists gets nothing (logged): there is nobody to
-tell, and bouncing to a third party would be backscatter.
+tell, and bouncing to a third party would be backscatter. ``service.py`` sets
+``queue.return_to_sender`` once the submission exists (it needs the queue too).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 from typing import Any
 
 from twisted.application.service import MultiService, Service
-from twisted.internet import threads
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from txmailhost import _safeio
+from txmailhost.delivery.interfaces import Envelope, ISubmission
 from txmailhost.queue.scheduler import Queue, QueuePolicy
 from txmailhost.queue.spool import Spool
-from txmailhost.store.files import deliver_file
+from txmailhost.routing import Outcome, Route, RouteKind
 
 log = Logger()
 
 
 class ReturnToSender:
-    """Hands a DSN to its recipient (the original envelope sender)."""
+    """Hands a DSN to its recipient (the original envelope sender) through ``submit``.
 
-    def __init__(
-        self, spool: Spool, router: Any, store: Any, queue: Queue, reactor: Any, pool: Any
-    ):
-        self._spool = spool
+    The sender is resolved like any recipient (the server's one ``Router``): one of our users
+    gets it where the delivery agent puts their mail, a remote sender (or a user's forward)
+    through the relay queue with the null sender (RFC 3464 2: no bounce loops).
+    """
+
+    def __init__(self, router: Any, submission: ISubmission) -> None:
         self._router = router
-        self._store = store
-        self._queue = queue
-        self._reactor = reactor
-        self._pool = pool
-
-    def _write(self, data: bytes) -> str:
-        path = os.path.join(self._spool.tmp_dir, f"dsn-{secrets.token_hex(8)}")
-        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        _safeio.fsync_dir(self._spool.tmp_dir)
-        return path
+        self._submission = submission
 
     async def __call__(self, address: str, data: bytes) -> None:
-        from txmailhost.routing import Outcome, RouteKind
-
-        path = await threads.deferToThreadPool(self._reactor, self._pool, self._write, data)
-        try:
-            local, _, domain = address.rpartition("@")
-            resolution = await self._router.resolve(local, domain)
-            if resolution.outcome is Outcome.NOT_OURS:
-                await self._queue.submit(None, [address], path)
-            elif resolution.outcome is Outcome.OK:
-                mailboxes = [(r.user, r.mailbox) for r in resolution.routes if r.user]
-                remote = [r.address for r in resolution.routes if r.kind is RouteKind.REMOTE]
-                if mailboxes:
-                    await deliver_file(self._store, mailboxes, path)
-                if remote:  # the sender forwards their mail elsewhere
-                    await self._queue.submit(None, remote, path)
-            else:
-                log.warn(
-                    "DSN for <{sender}> dropped: {why}", sender=address, why=resolution.outcome
-                )
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+        local, _, domain = address.rpartition("@")
+        resolution = await self._router.resolve(local, domain)
+        if resolution.outcome is Outcome.NOT_OURS:
+            routes = (Route(RouteKind.REMOTE, address),)
+        elif resolution.outcome is Outcome.OK and resolution.routes:
+            routes = tuple(resolution.routes)
+        else:
+            log.warn("DSN for <{sender}> dropped: {why}", sender=address, why=resolution.outcome)
+            return
+        await self._submission.submit_bytes(Envelope(None, routes), data)
 
 
 class QueueService(MultiService):
@@ -123,14 +98,12 @@ def _smarthost(relay: Any) -> Any:
     )
 
 
-def build_queue(
-    config: Any, store: Any, reactor: Any, pool: Any, router: Any
-) -> tuple[Queue, Service]:
+def build_queue(config: Any, reactor: Any, pool: Any) -> tuple[Queue, Service]:
     """The queue for ``config`` and the service that runs it (add it to the application).
 
-    ``router`` is the server's one ``Router``: a DSN goes where mail for its recipient (the
-    original sender) would go, so ``alice-lists@`` reaches alice under the same recipient
-    delimiter, plus-folder and postmaster rules as on the SMTP listeners.
+    Its ``return_to_sender`` is left for the caller to set: ``ReturnToSender(router,
+    submission)`` with the server's one ``Router`` (a DSN goes where mail for its recipient,
+    the original sender, would go) and the submission built on this queue.
     """
     from txmailhost.relay.client import Timeouts
     from txmailhost.relay.courier import RelayCourier, TLSPolicy
@@ -164,5 +137,4 @@ def build_queue(
         max_hops=queue_config.max_hops,
     )
     queue = Queue(spool, courier, None, reactor, pool, hostname=config.hostname, policy=policy)
-    queue.return_to_sender = ReturnToSender(spool, router, store, queue, reactor, pool)
     return queue, QueueService(queue, dns_pool)

@@ -117,6 +117,13 @@ RELAY_DENIED = SMTPReply(554, "5.7.1", "relaying denied")
 TOO_MANY_RECIPIENTS = SMTPReply(452, "4.5.3", "too many recipients")
 LOOKUP_FAILED = SMTPReply(451, "4.3.0", "temporary failure looking up recipient, try again later")
 
+# -- content filters (txmailhost.filters): the filter's reason replaces the text ------------------
+FILTER_REJECTED = SMTPReply(550, "5.7.1", "message refused")
+FILTER_TEMPFAIL = SMTPReply(451, "4.7.1", "message deferred, try again later")
+# At connect (RFC 5321 3.1: a 554 greeting, or 421 for "not now"), then the connection closes.
+FILTER_REFUSED_CONNECTION = SMTPReply(554, "5.7.1", "connection refused")
+FILTER_DEFERRED_CONNECTION = SMTPReply(421, "4.7.0", "try again later, closing connection")
+
 # -- the message -------------------------------------------------------------------------------
 MESSAGE_TOO_BIG = SMTPReply(552, "5.3.4", "message size exceeds fixed maximum message size")
 BARE_NEWLINE = SMTPReply(

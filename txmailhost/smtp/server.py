@@ -38,6 +38,10 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from txmailhost.accounts.throttle import LoginThrottled
+from txmailhost.delivery.incoming import IncomingMessage
+from txmailhost.delivery.interfaces import ISubmission
+from txmailhost.filters.chain import Decision, FilterChain, render_fields
+from txmailhost.filters.interfaces import Action, Client, Transaction, Verdict
 from txmailhost.peer import OutputPressure, PlaintextAuth, describe_tls, printable, quick_ack
 from txmailhost.sasl import SASLError
 from txmailhost.session.auth import (
@@ -50,7 +54,6 @@ from txmailhost.session.tls import SessionTLS
 from txmailhost.smtp import replies
 from txmailhost.smtp.address import AddressError, parse_path_argument
 from txmailhost.smtp.datastream import DataReader
-from txmailhost.smtp.incoming import IncomingMessage, IncomingSpool
 from txmailhost.smtp.policy import Envelope, InboundPolicy
 from txmailhost.smtp.replies import SMTPReply
 
@@ -180,6 +183,8 @@ class SMTPServer(Protocol, TimeoutMixin):
         self._errors = 0
         self._command = "(connect)"  # what the client last asked, for the refusal log line
         self._session_timer: Any = None
+        self._connect_filtered = Decision()  # the filters' word at connect
+        self._session_filtered = Decision()  # ... and at the latest HELO/EHLO
         self._handlers: dict[str, Callable[[str], SMTPReply | Deferred[SMTPReply]]] = {
             "EHLO": self.do_EHLO,
             "HELO": self.do_HELO,
@@ -211,7 +216,57 @@ class SMTPServer(Protocol, TimeoutMixin):
         self.setTimeout(self.factory.idle_timeout)
         self._session_timer = self.callLater(self.factory.session_timeout, self._session_expired)
         greeting = SMTPReply(220, "", f"{self.factory.hostname} ESMTP txmailhost")
-        self.transport.write(greeting.encode())
+        if self.factory.filters is None or not self.factory.filters.asks("connect"):
+            self.transport.write(greeting.encode())
+        else:  # the greeting waits for the filters' connect hook
+            self._wait_for(Deferred.fromCoroutine(self._filter_connect(greeting)))
+
+    # -- content filters (txmailhost.filters) ----------------------------------------------
+
+    def _client(self) -> Client:
+        return Client(
+            address=self.peer_host,
+            helo=self.helo,
+            tls=self.secure,
+            authenticated_as=self.authenticated_as,
+            listener=self.factory.name,
+        )
+
+    @staticmethod
+    def _refusal(verdict: Verdict, at_connect: bool = False) -> SMTPReply:
+        """The reply for a filter's TEMPFAIL or REJECT, its reason as the text."""
+        if verdict.action is Action.REJECT:
+            reply = replies.FILTER_REFUSED_CONNECTION if at_connect else replies.FILTER_REJECTED
+        else:
+            reply = replies.FILTER_DEFERRED_CONNECTION if at_connect else replies.FILTER_TEMPFAIL
+        return reply.with_text(printable(verdict.reason)) if verdict.reason else reply
+
+    async def _filter_connect(self, greeting: SMTPReply) -> SMTPReply | None:
+        assert self.factory.filters is not None
+        decision = await self.factory.filters.connect(self._client())
+        if decision.refusal is not None:
+            self._close_with(self._refusal(decision.refusal, at_connect=True))
+            return None
+        self._connect_filtered = self._session_filtered = decision
+        return greeting
+
+    def _after_filters(
+        self, stage: str, ask: Callable[[FilterChain], Any], then: Callable[[Decision], Any]
+    ) -> Any:
+        """``then(decision)`` once the filters had their say at ``stage``, unless they
+        refused; at once when no filter takes part in it."""
+        chain = self.factory.filters
+        if chain is None or not chain.asks(stage):
+            return then(Decision())
+
+        async def run() -> Any:
+            decision = await ask(chain)
+            if decision.refusal is not None:
+                self._errors += 1
+                return self._refusal(decision.refusal)
+            return then(decision)
+
+        return Deferred.fromCoroutine(run())
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.setTimeout(None)
@@ -409,7 +464,7 @@ class SMTPServer(Protocol, TimeoutMixin):
 
     # -- commands --------------------------------------------------------------------------
 
-    def _greet(self, arg: str, esmtp: bool) -> SMTPReply | None:
+    def _greet(self, arg: str, esmtp: bool, decision: Decision) -> SMTPReply | None:
         if not arg or " " in arg or len(arg) > MAX_HELO:
             self._error(
                 replies.SYNTAX_ERROR.with_text("HELO/EHLO needs one domain or address literal")
@@ -417,12 +472,22 @@ class SMTPServer(Protocol, TimeoutMixin):
             return None
         self.helo = _printable(arg)
         self.esmtp = esmtp
+        connected = self._connect_filtered
+        self._session_filtered = Decision(
+            fields=connected.fields + decision.fields,
+            junk_all=connected.junk_all or decision.junk_all,
+        )
         self._reset_transaction()
         self.state = State.GREETED
         return replies.OK
 
-    def do_EHLO(self, arg: str) -> SMTPReply | None:
-        if self._greet(arg, esmtp=True) is None:
+    def do_EHLO(self, arg: str) -> SMTPReply | Deferred[SMTPReply] | None:
+        return self._after_filters(
+            "helo", lambda chain: chain.helo(self._client(), arg), lambda d: self._ehlo(arg, d)
+        )
+
+    def _ehlo(self, arg: str, decision: Decision) -> SMTPReply | None:
+        if self._greet(arg, esmtp=True, decision=decision) is None:
             return None
         lines = [f"{self.factory.hostname} greets {self.helo}"]
         lines += ["PIPELINING", f"SIZE {self.factory.max_message_size}", "8BITMIME"]
@@ -439,8 +504,13 @@ class SMTPServer(Protocol, TimeoutMixin):
         )
         return None
 
-    def do_HELO(self, arg: str) -> SMTPReply | None:
-        if self._greet(arg, esmtp=False) is None:
+    def do_HELO(self, arg: str) -> SMTPReply | Deferred[SMTPReply] | None:
+        return self._after_filters(
+            "helo", lambda chain: chain.helo(self._client(), arg), lambda d: self._helo(arg, d)
+        )
+
+    def _helo(self, arg: str, decision: Decision) -> SMTPReply | None:
+        if self._greet(arg, esmtp=False, decision=decision) is None:
             return None
         return replies.OK.with_text(f"{self.factory.hostname}")
 
@@ -466,17 +536,36 @@ class SMTPServer(Protocol, TimeoutMixin):
             if int(size) > self.factory.max_message_size:
                 return replies.MESSAGE_TOO_BIG
         authenticated_as = self.authenticated_as
+        filtered = [self._session_filtered]
 
         def decided(reply: SMTPReply) -> SMTPReply:
             if reply.positive and self.state is State.GREETED:
                 self.envelope = Envelope(path.mailbox, params, authenticated_as=authenticated_as)
+                self.envelope.fields.extend(f for d in filtered for f in d.fields)
+                self.envelope.junk_all = any(d.junk_all for d in filtered)
                 self.state = State.MAIL
             return reply
 
         result = self.policy.check_sender(self, path.mailbox)
+        if self.factory.filters is not None and self.factory.filters.asks("mail"):
+            result = Deferred.fromCoroutine(self._filter_mail(result, path.mailbox, filtered))
         if isinstance(result, Deferred):
             return result.addCallback(decided)
         return decided(result)
+
+    async def _filter_mail(
+        self, policy: SMTPReply | Deferred[SMTPReply], sender: Any, filtered: list[Decision]
+    ) -> SMTPReply:
+        reply = await policy if isinstance(policy, Deferred) else policy
+        if not reply.positive:
+            return reply
+        assert self.factory.filters is not None
+        address = f"{sender.local}@{sender.domain}" if sender is not None else None
+        decision = await self.factory.filters.mail_from(self._client(), address)
+        if decision.refusal is not None:
+            return self._refusal(decision.refusal)
+        filtered.append(decision)
+        return reply
 
     def do_RCPT(self, arg: str) -> SMTPReply | Deferred[SMTPReply] | None:
         assert self.envelope is not None
@@ -495,29 +584,50 @@ class SMTPServer(Protocol, TimeoutMixin):
         recipient = path.mailbox
         assert recipient is not None
 
+        address = f"{recipient.local}@{recipient.domain}"
+        filtered: list[Decision] = []
+
         def decided(result: tuple[SMTPReply, list[Any]]) -> SMTPReply:
             reply, routes = result
             if reply.positive and self.envelope is envelope:
-                envelope.recipients.append(f"{recipient.local}@{recipient.domain}")
+                envelope.recipients.append(address)
                 envelope.routes.extend(r for r in routes if r not in envelope.routes)
+                envelope.routes_of[address] = list(routes)
+                for decision in filtered:
+                    envelope.fields.extend(decision.fields)
+                    envelope.junk |= decision.junk
                 self.state = State.RCPT
             elif not reply.positive:
                 self._errors += 1
             return reply
 
-        return Deferred.fromCoroutine(self.policy.check_recipient(self, recipient)).addCallback(
-            decided
-        )
+        async def checked() -> tuple[SMTPReply, list[Any]]:
+            reply, routes = await self.policy.check_recipient(self, recipient)
+            chain = self.factory.filters
+            if chain is None or not chain.asks("rcpt") or not reply.positive:
+                return reply, routes
+            transaction = Transaction(
+                str(envelope.sender) if envelope.sender else None, tuple(envelope.recipients)
+            )
+            decision = await chain.rcpt_to(self._client(), transaction, address)
+            if decision.refusal is not None:
+                return self._refusal(decision.refusal), []
+            filtered.append(decision)
+            return reply, routes
+
+        return Deferred.fromCoroutine(checked()).addCallback(decided)
 
     def do_DATA(self, arg: str) -> SMTPReply | None:
         if arg:
             self._error(replies.SYNTAX_ERROR.with_text("DATA takes no arguments"))
             return None
         try:
-            self._message = self.factory.spool.open()
+            self._message = self.factory.delivery.open()
         except OSError:
             log.failure("smtp {peer}: can't open spool file", peer=self.peer_host)
             return replies.DELIVERY_FAILED
+        if self.factory.filters is not None:
+            self._message.hold_headers()  # filters may add fields on top (end of data)
         self._message.write_trace(self._trace_headers(self._message.queue_id))
         self._reader = DataReader(self._message.write, self.factory.max_message_size)
         self.state = State.DATA
@@ -576,9 +686,48 @@ class SMTPServer(Protocol, TimeoutMixin):
             return reply
 
         self._wait_for(
-            Deferred.fromCoroutine(self.policy.deliver(envelope, message)).addCallback(done)
+            Deferred.fromCoroutine(self._end_of_data(envelope, message)).addCallback(done)
         )
         self._flush()
+
+    async def _end_of_data(self, envelope: Envelope, message: IncomingMessage) -> SMTPReply:
+        """The message is in: the policy's last word, then the one durable hand-off
+        (``ISubmission.submit``); its reply is ``250`` only once that fired (invariant 1)."""
+        try:
+            refusal = await self.policy.check_message(envelope, message)
+            if refusal is not None:
+                message.discard()
+                return refusal
+            junk, dropped = await self._filter_message(envelope, message)
+            receipt = await self.factory.delivery.submit(envelope.handoff(junk, dropped), message)
+        except _Refused as refused:
+            message.discard()
+            return refused.reply
+        except Exception as e:
+            message.discard()
+            log.failure("delivery of {queue_id} failed", queue_id=message.queue_id)
+            return replies.local_error(e)
+        how = "queued" if receipt.queued else "delivered"
+        return replies.DELIVERED.with_text(f"OK {how} as {receipt.queue_id}")
+
+    async def _filter_message(
+        self, envelope: Envelope, message: IncomingMessage
+    ) -> tuple[frozenset[str], frozenset[str]]:
+        """The filters' end-of-data verdict: (recipients for Junk, recipients dropped); their
+        header fields, and those of earlier stages, go on top of the message now, before it
+        is made durable. Raises ``_Refused`` for a TEMPFAIL or REJECT."""
+        chain = self.factory.filters
+        if chain is None:
+            return frozenset(), frozenset()
+        sender = str(envelope.sender) if envelope.sender else None
+        transaction = Transaction(sender, tuple(envelope.recipients), message.queue_id)
+        decision = await chain.end_of_data(self._client(), transaction, message.reader)
+        if decision.refusal is not None:
+            raise _Refused(self._refusal(decision.refusal))
+        fields = [*envelope.fields, *decision.fields]
+        if fields:
+            message.prepend(render_fields(fields))
+        return decision.junk, decision.dropped
 
     def _log_transaction(
         self, envelope: Envelope, queue_id: str, size: int, reply: SMTPReply
@@ -742,15 +891,25 @@ class SMTPServer(Protocol, TimeoutMixin):
         self._reader = None
 
 
-class SMTPFactory(Factory):
-    """Builds ``SMTPServer`` sessions; embeddable with any policy and spool.
+class _Refused(Exception):
+    """A filter refused the message at the end of data; ``reply`` says how."""
 
-    ``policy`` decides senders, recipients and delivery (``InboundPolicy`` for port 25);
-    ``spool`` hands out the files messages are streamed into; ``portal`` (a twisted.cred
+    def __init__(self, reply: SMTPReply) -> None:
+        super().__init__(reply.text)
+        self.reply = reply
+
+
+class SMTPFactory(Factory):
+    """Builds ``SMTPServer`` sessions; embeddable with any policy and delivery.
+
+    ``policy`` accepts or refuses senders, recipients and messages (``InboundPolicy`` for
+    port 25); ``delivery`` (an ``ISubmission``, ``txmailhost.delivery.Submission``) hands out
+    the files messages are streamed into and makes accepted ones durable; ``portal`` (a twisted.cred
     Portal handing out ``IMailAccount``, ideally a ``ThrottledPortal``) enables AUTH;
     ``hide_client_ip`` keeps authenticated clients' addresses out of Received:; ``tls_creator`` (an
     ``IOpenSSLServerConnectionCreator``) enables STARTTLS; ``implicit_tls`` marks a listener
-    that is TLS from the first byte (submissions, 465).
+    that is TLS from the first byte (submissions, 465); ``filters`` (a ``FilterChain``)
+    asks the content filters at each stage (``txmailhost.filters``).
     """
 
     noisy = False
@@ -760,7 +919,7 @@ class SMTPFactory(Factory):
     def __init__(
         self,
         policy: InboundPolicy,
-        spool: IncomingSpool,
+        delivery: ISubmission,
         *,
         hostname: str = "localhost",
         reactor: Any = None,
@@ -776,13 +935,14 @@ class SMTPFactory(Factory):
         idle_timeout: float = 300,
         session_timeout: float = 3600,
         max_errors: int = 20,
+        filters: FilterChain | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
             reactor = default_reactor
         self.policy = policy
-        self.spool = spool
+        self.delivery = delivery
         self.hostname = hostname
         self.reactor = reactor
         self.tls_creator = tls_creator
@@ -798,6 +958,7 @@ class SMTPFactory(Factory):
         self.idle_timeout = idle_timeout
         self.session_timeout = session_timeout
         self.max_errors = max_errors
+        self.filters = filters
 
     def buildProtocol(self, addr: Any) -> SMTPServer:
         return SMTPServer(self)

@@ -1,4 +1,4 @@
-"""The local spool hand-off (queue/local.py): records, recovery after a crash, the delivery
+"""The local spool hand-off (delivery/local.py): records, recovery after a crash, the delivery
 thread, and the readers' wait for pending mail (store/pending.py)."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import pytest
 from twisted.internet.defer import Deferred
 
 from tests.support.syncpool import SyncReactor
-from txmailhost.queue.local import (
+from txmailhost.delivery.agent import DeliveryAgent
+from txmailhost.delivery.local import (
     XATTR,
     LocalDelivery,
     SpooledLocal,
@@ -114,7 +115,7 @@ def test_recovery_delivers_each_acknowledged_message_once(store, spool):
 
 def test_recovery_after_a_crash_between_link_and_cleanup_adds_no_copy(store, spool):
     item = spooled(spool)
-    store.deliver_named_sync([item.delivery])
+    store.deliver_named_sync([item.delivery(DeliveryAgent(store))])
     (name,) = files(store, ALICE)
     # A client read it (new/ -> cur/ with \Seen) before the crash.
     directory = store.mailbox_directory(ALICE, "INBOX")
@@ -132,7 +133,8 @@ def test_recovery_removes_unacknowledged_files(store, spool):
 
 def test_names_derive_from_the_spool_name_and_the_index_knows_them(store, spool):
     item = spooled(spool, targets=((ALICE, "INBOX"), (ALICE, "Gone")))
-    store.deliver_named_sync([item.delivery])
+    # The store's own fallback, without the agent (which would make these one copy).
+    store.deliver_named_sync([(item.path, item.stem, item.arrival, list(item.targets))])
     names = files(store, ALICE)  # the vanished folder's copy went to INBOX
     assert names == [
         f"1790000000.Sf1R{n}.{names[0].split('.', 2)[2].split(',')[0]},S={len(MSG)},W={len(MSG)}"
@@ -235,3 +237,24 @@ def test_stop_service_waits_for_the_queue_to_drain(store, spool):
     assert isinstance(d, Deferred)
     d.addBoth(fired.append)
     assert fired == [None]
+
+
+def test_the_record_keeps_the_folder_asked_for_and_the_agent_picks_it_after_the_250(store, spool):
+    """``alice+lists@`` was accepted while alice had no folder of that name; she made one
+    (``Lists``) before the copy was made: it goes there, the case of the address ignored."""
+    item = spooled(spool, targets=((ALICE, "lists"),))
+    store._create_sync(ALICE, "Lists")
+    assert delivery(store, spool).recover_sync() == (1, 0)
+    assert len(files(store, ALICE, "Lists")) == 1 and files(store, ALICE) == []
+    assert SpooledLocal.from_record(item.path, item.record()).targets == ((ALICE, "lists"),)
+
+
+def test_a_copy_a_filter_judged_spam_goes_to_junk_and_the_others_to_their_inbox(store, spool):
+    item = spooled(spool, targets=((ALICE, "INBOX"), (BOB, "INBOX")))
+    item = SpooledLocal(item.path, item.arrival, item.size, item.crc, item.targets,
+                        junk=frozenset({ALICE}))  # fmt: skip
+    os.setxattr(item.path, XATTR, item.record())
+    assert SpooledLocal.from_record(item.path, item.record()).junk == {ALICE}
+    assert delivery(store, spool).recover_sync() == (1, 0)
+    assert len(files(store, ALICE, "Junk")) == 1 and files(store, ALICE) == []
+    assert len(files(store, BOB)) == 1 and files(store, BOB, "Junk") == []

@@ -12,7 +12,7 @@ this directory's, so the path to ``250`` never waits behind it. When the stock r
 message creates its own file in ``DATA/queue/tmp/`` as it always did.
 
 Each batch of new names is made durable (one directory fsync) before the files are handed out:
-local mail is acknowledged in them and must be found again after a crash (``queue/local.py``).
+local mail is acknowledged in them and must be found again after a crash (``local.py``).
 On start the directory is swept of everything else, like ``tmp/``: unused spares, and files
 of messages that were never acknowledged.
 """
@@ -107,7 +107,7 @@ class SpareFiles:
                 if len(self._ready) < self.high:
                     made = [self._create() for _ in range(min(16, self.high - len(self._ready)))]
                     # Durable names: a message acknowledged in one of these must be found
-                    # again after a crash (queue/local.py).
+                    # again after a crash (local.py).
                     _safeio.fsync_dir(self.directory)
                     self._ready.extend(made)
         except OSError as e:

@@ -2,14 +2,16 @@
 
 DESIGN's path of a message makes the queue the one durable hand-off, and this is that hand-off
 for mail whose every recipient is local. The message is written into one of the spool's spare
-files (``smtp/spares.py``, ``DATA/queue/spare/``), whose name was made durable when the file was
-made. Its envelope (arrival, size, CRC-32, the target mailboxes) is an extended attribute of
+files (``spares.py``, ``DATA/queue/spare/``), whose name was made durable when the file was
+made. Its envelope (arrival, size, CRC-32, the recipients and what was asked for each: a
+plus-address's folder, Junk) is an extended attribute of
 that same file, set before the one fsync that precedes the ``250``: bytes and
 the record that points to them are durable together (DESIGN invariant 1). Delivering into the
 Maildir before the ``250``, as before, cost a second device flush per message (the file, then
 the Maildir directory); Postfix also answers after one flush, of its queue file.
 
-A thread of its own (``LocalDelivery``) then links each file into its mailboxes in batches:
+A thread of its own (``LocalDelivery``) then asks the delivery agent (``agent.py``) which
+mailbox each copy goes into, and links each file into its mailboxes in batches:
 every link, one fsync per Maildir directory, one index transaction per mailbox. Readers of a
 mailbox with deliveries announced but not finished wait for them (``store/pending.py``), so a
 client that sends and then looks sees its message.
@@ -20,8 +22,9 @@ and is delivered again: its Maildir names derive from the spool file's name, so 
 the crash are found rather than doubled. A file without a record, or with one that doesn't
 match (the crash came before its fsync), was never acknowledged, and is swept with the stock.
 
-A file system without extended attributes (``records_supported``) keeps the old path: the
-policy delivers before the ``250``.
+A file system without extended attributes (``records_supported``) keeps the old path:
+``submission.py`` delivers before the ``250``. Every call into the store goes through
+``mailboxes.py``.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from txmailhost.delivery import mailboxes
+from txmailhost.delivery.agent import DeliveryAgent, LocalRecipient
+
 log = Logger()
 
 XATTR = "user.txmailhost"
@@ -52,7 +58,9 @@ class SpooledLocal:
 
     Its record is terse on purpose: up to about 60 octets an ext4 inode holds it inline, so
     the one fsync writes no extra block (one recipient with a 25-character address fits).
-    Lines: version, CRC-32, size, arrival (hex), then one ``user[TAB mailbox]`` per target.
+    Lines: version, CRC-32, size, arrival (hex), then one ``user[TAB folder[TAB j]]`` per
+    recipient: the folder its address asked for (INBOX when left out), ``j`` when a filter
+    sent the copy to Junk. These are wishes; the delivery agent picks the mailbox (``agent.py``).
     The queue id is not in it: the copies are named after the spool file (``stem``), unique
     as long as it exists, and the message's Received: field names the id.
     """
@@ -61,12 +69,24 @@ class SpooledLocal:
     arrival: int  # Unix time: the copies' INTERNALDATE
     size: int
     crc: int
-    targets: tuple[tuple[str, str], ...]  # (user, mailbox), no duplicates
+    targets: tuple[tuple[str, str], ...]  # (user, folder asked for), no duplicates
     queue_id: str = ""  # for logs
+    junk: frozenset[str] = frozenset()  # users whose copy a filter sent to Junk
 
     def record(self) -> bytes:
-        targets = "\n".join(u if m == "INBOX" else f"{u}\t{m}" for u, m in self.targets)
+        lines = []
+        for user, folder in self.targets:
+            if user in self.junk:
+                lines.append(f"{user}\t{folder}\tj")
+            else:
+                lines.append(user if folder == "INBOX" else f"{user}\t{folder}")
+        targets = "\n".join(lines)
         return f"1\n{self.crc:x}\n{self.size:x}\n{self.arrival:x}\n{targets}".encode()
+
+    @property
+    def recipients(self) -> list[LocalRecipient]:
+        """What the delivery agent decides on."""
+        return [LocalRecipient(u, m, u in self.junk) for u, m in self.targets]
 
     @classmethod
     def from_record(cls, path: str, raw: bytes) -> SpooledLocal:
@@ -75,10 +95,12 @@ class SpooledLocal:
             version, crc, size, arrival, *lines = raw.decode().split("\n")
             if version != "1":
                 raise ValueError(f"unknown record version {version!r}")
-            targets = tuple((*line.split("\t", 1), "INBOX")[:2] for line in lines)
-            if not targets or not all(user for user, _m in targets):
+            fields = [line.split("\t") for line in lines]
+            if not fields or not all(f[0] and len(f) <= 3 for f in fields):
                 raise ValueError("no recipients")
-            return cls(path, int(arrival, 16), int(size, 16), int(crc, 16), targets)
+            targets = tuple((f[0], f[1] if len(f) > 1 else "INBOX") for f in fields)
+            junk = frozenset(f[0] for f in fields if f[2:] == ["j"])
+            return cls(path, int(arrival, 16), int(size, 16), int(crc, 16), targets, junk=junk)
         except (UnicodeDecodeError, ValueError) as e:
             raise ValueError(f"not a spool record: {e}") from None
 
@@ -87,10 +109,10 @@ class SpooledLocal:
         """What the Maildir names of this message's copies start with."""
         return f"{self.arrival}.S{os.path.basename(self.path)}"
 
-    @property
-    def delivery(self) -> tuple[str, str, float, list[tuple[str, str]]]:
-        """This message as one entry of ``MaildirStore.deliver_named_sync``'s batch."""
-        return self.path, self.stem, self.arrival, list(self.targets)
+    def delivery(self, agent: DeliveryAgent) -> tuple[str, str, float, list[tuple[str, str]]]:
+        """This message as one entry of a batch (``mailboxes.deliver_batch_sync``), its
+        mailboxes chosen by ``agent`` now. Blocking (it may list the users' folders)."""
+        return self.path, self.stem, self.arrival, agent.choose_sync(self.recipients)
 
     def intact(self) -> bool:
         """Do the file's size and CRC-32 match the record (was the fsync complete)?"""
@@ -164,8 +186,10 @@ class LocalDelivery(Service):
         batch: int = 64,
         retry_after: float = 30.0,
         linger: float = 0.02,
+        agent: DeliveryAgent | None = None,
     ) -> None:
         self._store = store
+        self._agent = agent if agent is not None else DeliveryAgent(store)
         self.directory = directory
         self._reactor = reactor
         self._retire = retire
@@ -186,7 +210,7 @@ class LocalDelivery(Service):
 
     def accept(self, item: SpooledLocal) -> None:
         """Queue ``item`` (its file fsync'd with its record) for delivery."""
-        self._store.pending.announce(self._directories(item))
+        mailboxes.announce(self._store, self._directories(item))
         self._queue.append(item)
         if self._asleep:
             with self._wake:
@@ -200,12 +224,13 @@ class LocalDelivery(Service):
 
     def _directories(self, item: SpooledLocal) -> list[str]:
         found = []
-        for target in item.targets:
+        # The mailboxes the wishes point at: the agent decides later, in the thread.
+        for target in self._agent.guess(item.recipients):
             directory = self._directory_of.get(target)
             if directory is None:
                 if len(self._directory_of) > 10_000:
                     self._directory_of.clear()
-                directory = self._store.mailbox_directory(*target)
+                directory = mailboxes.mailbox_directory(self._store, *target)
                 self._directory_of[target] = directory
             found.append(directory)
         return found
@@ -226,7 +251,7 @@ class LocalDelivery(Service):
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="txmailhost-delivery", daemon=True)
         self._thread.start()
-        self._store.pending.hurry = self.hurry
+        mailboxes.on_reader_waiting(self._store, self.hurry)
         unfinished, self._unfinished = self._unfinished, []
         for item in unfinished:
             self.accept(item)
@@ -300,20 +325,22 @@ class LocalDelivery(Service):
         """Deliver ``batch``; returns the messages that failed (they stay in the spool)."""
         failed: list[SpooledLocal] = []
         try:
-            self._store.deliver_named_sync([item.delivery for item in batch])
+            mailboxes.deliver_batch_sync(
+                self._store, [item.delivery(self._agent) for item in batch]
+            )
             done = batch
         except Exception:
             done = []
             for item in batch:  # one by one, to find the one that fails (links are idempotent)
                 try:
-                    self._store.deliver_named_sync([item.delivery])
+                    mailboxes.deliver_batch_sync(self._store, [item.delivery(self._agent)])
                     done.append(item)
                 except Exception:
                     log.failure("local delivery of {queue_id}", queue_id=item.queue_id)
                     failed.append(item)
         for item in done:
             self._release(item)
-        self._store.pending.settle([d for item in batch for d in self._directories(item)])
+        mailboxes.settle(self._store, [d for item in batch for d in self._directories(item)])
         return failed
 
     def _release(self, item: SpooledLocal) -> None:
@@ -343,7 +370,9 @@ class LocalDelivery(Service):
                     os.unlink(path)
                 continue
             try:
-                self._store.deliver_named_sync([item.delivery], recovering=True)
+                mailboxes.deliver_batch_sync(
+                    self._store, [item.delivery(self._agent)], recovering=True
+                )
             except Exception:
                 log.failure("spool: delivering {name} after a restart", name=name)
                 self._unfinished.append(item)  # retried once the service runs

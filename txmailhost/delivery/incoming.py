@@ -6,24 +6,33 @@ delivery is a hard link. Writes go to the page cache from the reactor thread in 
 chunk sizes; the fsync that makes the message durable runs in the thread pool before any
 ``250`` is sent. A message that is refused, or a connection that drops, removes its file.
 Files left by a crash are unacknowledged by definition and are swept on start, except local
-mail acknowledged in a spare file, which carries its envelope (``queue/local.py``).
+mail acknowledged in a spare file, which carries its envelope (``local.py``).
+
+Headers written after the body: content filters (``txmailhost.filters``) read the whole message
+and may add fields (``Authentication-Results:``, ``X-Spam-*``) that belong at its top, before
+it is made durable. With ``hold_headers``, our trace fields and those stay in memory until
+``seal``: a message still in memory gets them in front of its chunks for free; a larger one,
+whose body was streamed to a side file (``ID.body``), is written out once more in the pool —
+the header block, then the body — as Postfix's cleanup rewrites every message into its queue
+file. Without filters nothing is held and nothing is copied.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import secrets
 import time
 import zlib
-from typing import Any
+from typing import Any, BinaryIO
 
 from twisted.internet import threads
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from txmailhost.smtp.spares import SpareFiles
+from txmailhost.delivery.spares import SpareFiles
 
 log = Logger()
 
@@ -98,6 +107,8 @@ class IncomingMessage:
         self.size = 0  # octets written: the message as stored
         self.crc = 0  # their CRC-32: a spool record's check that the file is whole
         self.head = bytearray()
+        self._held: bytearray | None = None  # header fields kept for the top (``seal``)
+        self._body_path: str | None = None  # where a held message's large body streams
 
     def sibling(self) -> IncomingMessage:
         """Another message in the same spool (for notices the server writes itself)."""
@@ -105,7 +116,7 @@ class IncomingMessage:
 
     @property
     def spare(self) -> bool:
-        """Is the file one of the spool's spares (durable name: ``queue/local.py`` may own it)?"""
+        """Is the file one of the spool's spares (durable name: ``local.py`` may own it)?"""
         return self._spare
 
     def _append(self, data: bytes) -> None:
@@ -120,15 +131,89 @@ class IncomingMessage:
             self._open()
 
     def _open(self) -> None:
+        if self._held is not None:  # the body goes aside; the header block comes first later
+            self._body_path = os.path.join(self._directory, f"{self.queue_id}.body")
+            self._file = open(self._body_path, "xb", buffering=256 * 1024)  # noqa: SIM115
+            self._file.writelines(self._chunks)
+            self._chunks = []
+            return
         self._created = True  # from here on the name is ours to remove, whatever happens
         mode = "r+b" if self._spare else "xb"  # a spare is empty: nothing to truncate
         self._file = open(self.path, mode, buffering=256 * 1024)  # noqa: SIM115 - long-lived
         self._file.writelines(self._chunks)
         self._chunks = []
 
+    def hold_headers(self) -> None:
+        """Keep header fields written from now on (``write_trace``, ``prepend``) for the top
+        of the message, placed there by ``seal``. Call it before the first write."""
+        assert self.size == 0, "hold_headers after the message began"
+        self._held = bytearray()
+
     def write_trace(self, data: bytes) -> None:
         """Our own Return-Path/Received lines, before the client's text."""
-        self._append(data)
+        if self._held is not None:
+            self._held += data
+        else:
+            self._append(data)
+
+    def prepend(self, fields: bytes) -> None:
+        """Header fields (CRLF-terminated) for the very top of the message: a filter's
+        verdict. Only between ``hold_headers`` and ``seal``."""
+        if self._held is None:
+            raise RuntimeError("prepend needs hold_headers (and no seal yet)")
+        self._held[:0] = fields
+
+    def seal(self) -> Deferred[None]:
+        """Put the held header fields in front of the body; the message is then final (its
+        ``size`` and ``crc`` too). Fires at once unless a spilled body must be rewritten
+        behind them, which runs in the pool. A no-op without ``hold_headers``."""
+        held, self._held = self._held, None
+        if held is None:
+            return succeed(None)
+        if self._body_path is None:
+            self._chunks.insert(0, bytes(held))
+            self.size += len(held)
+            self.crc = 0
+            for chunk in self._chunks:
+                self.crc = zlib.crc32(chunk, self.crc)
+            return succeed(None)
+        return threads.deferToThreadPool(self._reactor, self._pool, self._rewrite, bytes(held))
+
+    def _rewrite(self, held: bytes) -> None:
+        """The header block, then the body from its side file, into the message's file."""
+        body_path = self._body_path
+        assert body_path is not None
+        self._file.flush()
+        self._file.close()
+        self._created = True
+        final = open(self.path, "r+b" if self._spare else "xb", buffering=0)  # noqa: SIM115
+        try:
+            final.write(held)
+            size, crc = len(held), zlib.crc32(held)
+            with open(body_path, "rb") as body:
+                while chunk := body.read(1 << 20):
+                    final.write(chunk)
+                    size += len(chunk)
+                    crc = zlib.crc32(chunk, crc)
+        except BaseException:
+            final.close()
+            raise
+        self._file, self.size, self.crc = final, size, crc
+        self._body_path = None
+        _remove(body_path)
+
+    def reader(self) -> BinaryIO:
+        """A read-only stream of the message as it stands (held header fields first), for
+        the content filters; the message keeps being its own. Blocking for a large message
+        (it opens the file): call it where blocking is allowed, or for a small one."""
+        held = bytes(self._held or b"")
+        if self._file is None:
+            return io.BytesIO(held + b"".join(self._chunks))
+        self._file.flush()
+        body = open(self._body_path or self.path, "rb")  # noqa: SIM115 - the caller closes it
+        if not held:
+            return body
+        return io.BufferedReader(_Chained(held, body))  # type: ignore[return-value]
 
     def write(self, data: bytes) -> None:
         """The client's text; its first ``HEAD_LIMIT`` octets are also kept for header checks."""
@@ -161,6 +246,9 @@ class IncomingMessage:
         if self._file is not None and not self._file.closed:
             with contextlib.suppress(OSError):
                 self._file.close()
+        if self._body_path is not None:  # a held message dropped before its seal
+            body_path, self._body_path = self._body_path, None
+            threads.deferToThreadPool(self._reactor, self._pool, _remove, body_path)
 
     def hand_over(self) -> None:
         """The file now belongs to someone else (the local delivery): ``discard`` leaves it."""
@@ -204,6 +292,29 @@ class IncomingMessage:
             threads.deferToThreadPool(self._reactor, self._pool, _remove, self.path).addErrback(
                 lambda f: log.failure("removing spool file {path}", f, path=self.path)
             )
+
+
+class _Chained(io.RawIOBase):
+    """Bytes in memory, then a file: the held header block followed by a spilled body."""
+
+    def __init__(self, head: bytes, body: BinaryIO) -> None:
+        self._head = io.BytesIO(head)
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._head.readinto(buffer)
+        if n:
+            return n
+        data = self._body.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._body.close()
+        super().close()
 
 
 def _remove(path: str) -> None:

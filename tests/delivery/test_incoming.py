@@ -6,7 +6,8 @@ import os
 
 from tests.smtp.test_server import Session
 from tests.support.fixtures import make_world
-from txmailhost.smtp.incoming import IncomingSpool
+from txmailhost.delivery.incoming import IncomingSpool
+from txmailhost.delivery.submission import Submission
 from txmailhost.smtp.policy import InboundPolicy
 from txmailhost.smtp.server import SMTPFactory
 
@@ -18,7 +19,11 @@ def test_data_is_accepted_into_a_spool_directory_that_did_not_exist(tmp_path):
     world.add_user("alice@example.test")
     directory = os.path.join(world.root, "not", "yet", "there")
     spool = IncomingSpool(directory, world.reactor, world.pool)
-    factory = SMTPFactory(InboundPolicy(world.router, world.store), spool, reactor=world.reactor)
+    factory = SMTPFactory(
+        InboundPolicy(world.router, world.store),
+        Submission(world.store, spool),
+        reactor=world.reactor,
+    )
     session = Session(factory)
     session.send(b"EHLO c.test\r\nMAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.test>\r\n")
     session.send(b"DATA\r\n")

@@ -1,4 +1,4 @@
-"""Spare spool files (smtp/spares.py) and how an arriving message uses one (smtp/incoming.py)."""
+"""Spare spool files (delivery/spares.py) and how an arriving message uses one (delivery/incoming.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 from tests.support.syncpool import SyncReactor, SyncThreadPool
-from txmailhost.smtp.incoming import IncomingSpool
-from txmailhost.smtp.spares import SpareFiles
+from txmailhost.delivery.incoming import IncomingSpool
+from txmailhost.delivery.spares import SpareFiles
 
 
 class InlinePool:

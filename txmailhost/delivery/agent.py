@@ -1,0 +1,86 @@
+"""The delivery agent: which mailbox each local recipient's copy goes into, decided after 250.
+
+What the SMTP server accepts is a list of recipients with *wishes*: the folder a plus-address
+names (``alice+lists@`` asks for ``lists``, ``[routing] plus_folders``) and the filters'
+verdict that a copy is spam (Junk). Neither is frozen into the spool record as a final
+mailbox: the record keeps the wishes (``local.py``), and this step turns them into mailboxes
+when the copies are made, in the delivery thread — after the ``250``, where a user's Sieve
+script will run (as Postfix's ``local`` runs ``.forward`` and procmail, not ``smtpd``).
+
+The rules today: Junk for a copy the filters judged spam; the plus-address's folder when the
+user has one by that name, matched without regard to case (addresses are case-insensitive,
+folder names aren't); INBOX otherwise, and for anything that doesn't exist (any more).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from txmailhost.delivery import mailboxes
+from txmailhost.store.interfaces import INBOX
+
+JUNK = "Junk"
+
+
+@dataclass(frozen=True, slots=True)
+class LocalRecipient:
+    """One local user's copy of a message, and what was asked for it."""
+
+    user: str
+    folder: str = INBOX  # the folder a plus-address asked for: a wish, not a promise
+    junk: bool = False  # a filter judged this copy spam
+
+
+def wanted(recipient: LocalRecipient) -> str:
+    """The folder the wishes point at, before checking that it exists."""
+    return JUNK if recipient.junk else recipient.folder
+
+
+def _pick(recipient: LocalRecipient, names: Callable[[str], list[str]]) -> str:
+    folder = wanted(recipient)
+    if folder.upper() == INBOX:
+        return INBOX
+    existing = {name.lower(): name for name in names(recipient.user)}
+    return existing.get(folder.lower(), INBOX)
+
+
+def _unique(targets: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    result: list[tuple[str, str]] = []
+    for target in targets:
+        if target not in result:
+            result.append(target)
+    return result
+
+
+class DeliveryAgent:
+    """Chooses the ``(user, mailbox)`` targets of a message's local recipients."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def guess(self, recipients: Iterable[LocalRecipient]) -> list[tuple[str, str]]:
+        """The targets the wishes point at, without asking the store: which mailboxes' readers
+        should wait for the message (``store/pending.py``) before it is delivered."""
+        return _unique((r.user, wanted(r)) for r in recipients)
+
+    def choose_sync(self, recipients: Iterable[LocalRecipient]) -> list[tuple[str, str]]:
+        """The targets, from a worker thread (the local delivery thread, recovery at start)."""
+        listed: dict[str, list[str]] = {}
+
+        def names(user: str) -> list[str]:
+            if user not in listed:
+                listed[user] = mailboxes.folders_sync(self._store, user)
+            return listed[user]
+
+        return _unique((r.user, _pick(r, names)) for r in recipients)
+
+    async def choose(self, recipients: Iterable[LocalRecipient]) -> list[tuple[str, str]]:
+        """The targets, from the reactor thread (mail delivered before its ``250``)."""
+        recipients = list(recipients)
+        listed: dict[str, list[str]] = {}
+        for r in recipients:
+            if wanted(r).upper() != INBOX and r.user not in listed:
+                listed[r.user] = await mailboxes.folders(self._store, r.user)
+        return _unique((r.user, _pick(r, listed.__getitem__)) for r in recipients)

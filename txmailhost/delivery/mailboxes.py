@@ -1,0 +1,88 @@
+"""How a message reaches a store: every call delivery/ makes into ``txmailhost.store``.
+
+The rest of the package knows recipients, records and files; this module alone knows which
+store methods put a file into mailboxes, list a user's folders, and tell readers that mail is
+on its way (``store/pending.py``). A store with another shape (a message source instead of a
+path, issue 14 item 3) is adapted here and nowhere else.
+
+Two kinds of calls: ``*_sync`` ones run in a worker thread (the local delivery thread, or the
+start-up recovery before the reactor runs); the others return Deferreds and are called from
+the reactor thread, the store running them in its own pool (DESIGN invariant 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from twisted.internet import threads
+from twisted.internet.defer import Deferred
+
+from txmailhost.store.interfaces import IFileDelivery, MessageSource
+
+# One entry of a batch: (spool file, stem of the copies' names, INTERNALDATE, (user, mailbox)s)
+Batch = list[tuple[str, str, float, list[tuple[str, str]]]]
+
+
+def deliver_batch_sync(store: Any, batch: Batch, recovering: bool = False) -> None:
+    """Link each spool file into its mailboxes under names derived from ``stem`` (so doing it
+    again after a crash finds the copies instead of doubling them), durably, in one batch."""
+    store.deliver_named_sync(batch, recovering=recovering)
+
+
+def deliver(
+    store: Any,
+    targets: list[tuple[str, str]],
+    path: str,
+    prepare: Callable[[], None] | None = None,
+    finish: Callable[[], None] | None = None,
+) -> Deferred[Any]:
+    """Put the file at ``path`` into each ``(user, mailbox)``, durably, before firing;
+    ``prepare`` (the spool's fsync) and ``finish`` (its removal) run around it.
+
+    A store of files (Maildir, ``IFileDelivery``) links the file in one worker trip with both.
+    Any other store reads the file itself (``MessageSource``, in its own thread); the two
+    blocking steps around it then run in the reactor's thread pool, never on the reactor."""
+    if IFileDelivery.providedBy(store):
+        return store.deliver_file(targets, path, prepare=prepare, finish=finish)
+
+    async def through_source() -> Any:
+        if prepare is not None:
+            await threads.deferToThread(prepare)
+        result = await store.deliver(targets, MessageSource.from_path(path))
+        if finish is not None:
+            await threads.deferToThread(finish)
+        return result
+
+    return Deferred.fromCoroutine(through_source())
+
+
+def folders(store: Any, user: str) -> Deferred[list[str]]:
+    """The user's mailbox names (reactor thread)."""
+    return store.list_mailboxes(user)
+
+
+def folders_sync(store: Any, user: str) -> list[str]:
+    """The user's mailbox names, from a worker thread. The store interface has no listing for
+    a caller already off the reactor yet (issue 14 item 3 adds one); Maildir's serves."""
+    return store._list_sync(user)  # noqa: SLF001 - until IMailStore offers it (see above)
+
+
+def mailbox_directory(store: Any, user: str, mailbox: str) -> str:
+    """The key readers wait on for ``mailbox`` of ``user`` (``store/pending.py``)."""
+    return store.mailbox_directory(user, mailbox)
+
+
+def announce(store: Any, keys: Iterable[str]) -> None:
+    """Mail for these mailboxes is acknowledged and on its way: their readers wait for it."""
+    store.pending.announce(keys)
+
+
+def settle(store: Any, keys: Iterable[str]) -> None:
+    """The mail announced for these mailboxes is in (or has failed for now)."""
+    store.pending.settle(keys)
+
+
+def on_reader_waiting(store: Any, hurry: Callable[[], None]) -> None:
+    """Call ``hurry`` (from any thread) when a reader waits for announced mail."""
+    store.pending.hurry = hurry

@@ -1,0 +1,147 @@
+"""``Submission``: the one durable hand-off, for every producer of mail (``ISubmission``).
+
+Three ways to durable, chosen per message, each acknowledged only once it is fsync'd
+(DESIGN invariant 1):
+
+1. Every recipient local, the message in a spare file and the file system able to carry a
+   record: the record (recipients and their wishes) is set on the file before its one fsync,
+   and the delivery thread (``local.py``) makes the copies after the ``250`` — the delivery
+   agent (``agent.py``) choosing each mailbox then.
+2. Remote recipients: the file is fsync'd and spooled in the relay queue (``queue/``), whose
+   ``submit`` fires once its copy and envelope are durable.
+3. Otherwise (too many recipients for a record, no spare file, no extended attributes):
+   local copies are made before the reply: the file's fsync, the links into the mailboxes
+   (fsync'd by the store) and the file's removal in one worker trip.
+
+After a message is handed over, the users it took past 90% of their quota get a notice
+(``notices.py``), submitted the same way. Store calls live in ``mailboxes.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from txmailhost.delivery import mailboxes
+from txmailhost.delivery.agent import DeliveryAgent, LocalRecipient
+from txmailhost.delivery.incoming import IncomingMessage, IncomingSpool
+from txmailhost.delivery.interfaces import Envelope, ISubmission, Receipt, SubmissionError
+from txmailhost.delivery.local import MAX_RECORD, XATTR, LocalDelivery, SpooledLocal
+from txmailhost.delivery.notices import quota_crossings, quota_notice
+from txmailhost.routing import Route, RouteKind
+from txmailhost.store.interfaces import INBOX
+
+log = Logger()
+
+
+def local_recipients(envelope: Envelope) -> list[LocalRecipient]:
+    """The envelope's local routes as the delivery agent's input, without duplicates."""
+    found: list[LocalRecipient] = []
+    for route in envelope.routes:
+        if route.user:
+            recipient = LocalRecipient(route.user, route.mailbox, route.user in envelope.junk)
+            if recipient not in found:
+                found.append(recipient)
+    return found
+
+
+@implementer(ISubmission)
+class Submission:
+    """Built once by ``service.py`` and shared by every producer.
+
+    ``spool`` hands out the files messages are written into; ``queue`` (the relay
+    ``Queue``, optional) takes remote recipients; ``local`` (optional) is the delivery thread
+    of path 1; ``hostname`` signs notices.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        spool: IncomingSpool,
+        queue: Any = None,
+        local: LocalDelivery | None = None,
+        hostname: str = "localhost",
+        agent: DeliveryAgent | None = None,
+    ) -> None:
+        self._store = store
+        self._spool = spool
+        self._queue = queue
+        self._local = local
+        self._hostname = hostname
+        self._agent = agent if agent is not None else DeliveryAgent(store)
+
+    def open(self) -> IncomingMessage:
+        return self._spool.open()
+
+    def submit(self, envelope: Envelope, message: IncomingMessage) -> Deferred[Receipt]:
+        return Deferred.fromCoroutine(self._submit(envelope, message))
+
+    def submit_bytes(self, envelope: Envelope, data: bytes) -> Deferred[Receipt]:
+        message = self.open()
+        message.write(data)
+        return self.submit(envelope, message)
+
+    async def _submit(self, envelope: Envelope, message: IncomingMessage) -> Receipt:
+        remote = [route.address for route in envelope.routes if route.kind is RouteKind.REMOTE]
+        local = local_recipients(envelope)
+        try:
+            await message.seal()  # held header fields (filters') go on top: the file is final
+            if remote and self._queue is None:
+                raise SubmissionError("no relay queue for remote recipients")
+            if not remote and not local:
+                raise SubmissionError("no recipients")
+            spoolable = local and not remote and self._local is not None and message.spare
+            if spoolable and await self._spool_local(message, local):
+                await self._warn_near_quota(envelope, message.size)
+                return Receipt(message.queue_id, queued=True)
+            prepare = message.commit_sync
+            if remote:
+                await message.commit()
+                prepare = None
+                # Envelope-preserving: forwarded mail keeps its original sender (docs/admin.rst).
+                await self._queue.submit(envelope.sender, remote, message.path, message.queue_id)
+            if local:
+                targets = await self._agent.choose(local)
+                # One worker trip: the spool fsync (when not done for the queue), the links,
+                # and the spool file's removal.
+                await mailboxes.deliver(
+                    self._store, targets, message.path, prepare, message.remove_sync
+                )
+        finally:
+            message.discard()
+        await self._warn_near_quota(envelope, message.size)
+        return Receipt(message.queue_id, queued=bool(remote))
+
+    async def _spool_local(self, message: IncomingMessage, local: list[LocalRecipient]) -> bool:
+        """Path 1: durable in the spool with its record, delivered by the thread just after.
+        False: too many recipients for a record; the caller delivers before the reply."""
+        item = SpooledLocal(
+            message.path, int(time.time()), message.size, message.crc,
+            tuple((r.user, r.folder) for r in local), message.queue_id,
+            junk=frozenset(r.user for r in local if r.junk),
+        )  # fmt: skip
+        record = item.record()
+        if len(record) > MAX_RECORD:
+            return False
+        await message.commit((XATTR, record))
+        message.hand_over()
+        assert self._local is not None
+        self._local.accept(item)
+        return True
+
+    async def _warn_near_quota(self, envelope: Envelope, size: int) -> None:
+        """Tell each user this message took past 90% of their quota, once (issue 6). The
+        notice is submitted like any mail; it never fails the message it reports on."""
+        for user, used, limit in quota_crossings(envelope.quota_usage, size):
+            notice = Envelope(None, (Route(RouteKind.LOCAL, user, user, INBOX),))
+            try:
+                await self.submit_bytes(notice, quota_notice(user, used, limit, self._hostname))
+            except Exception:
+                log.failure("quota warning for {user} failed", user=user)
+                continue
+            log.info("quota: warned {user} at {used} of {limit} bytes", user=user, used=used,
+                     limit=limit)  # fmt: skip

@@ -1,0 +1,74 @@
+"""Filters by name: what ``[filters] chain`` may list, and how third-party filters plug in.
+
+A name resolves, in this order, to a factory registered with ``register`` (by txmailhost
+itself, or an application that embeds it), an entry point of the ``txmailhost.filters`` group
+(how a package installed beside txmailhost offers its filters), or a ``package.module:factory``
+path. The factory is called with the filter's ``[filters.settings.NAME]`` options as keyword
+arguments and returns an ``IMessageFilter`` (docs/filters.rst).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from importlib.metadata import entry_points
+from typing import Any
+
+from txmailhost.filters.chain import FilterChain
+from txmailhost.filters.interfaces import IMessageFilter
+
+GROUP = "txmailhost.filters"
+
+_REGISTERED: dict[str, Callable[..., Any]] = {}
+
+
+class FilterConfigError(ValueError):
+    """A name in ``[filters] chain`` that can't be turned into a filter (message says why)."""
+
+
+def register(name: str, factory: Callable[..., Any]) -> None:
+    """Make ``name`` usable in ``[filters] chain``."""
+    _REGISTERED[name] = factory
+
+
+def factory_for(name: str) -> Callable[..., Any]:
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    for entry in entry_points(group=GROUP):
+        if entry.name == name:
+            return entry.load()
+    if ":" in name:
+        module, _, attribute = name.partition(":")
+        try:
+            return getattr(importlib.import_module(module), attribute)
+        except (ImportError, AttributeError) as e:
+            raise FilterConfigError(f"filter {name!r} can't be loaded: {e}") from None
+    raise FilterConfigError(
+        f"unknown filter {name!r} (not registered, no '{GROUP}' entry point; "
+        "a path is written 'package.module:factory')"
+    )
+
+
+def build_chain(
+    names: tuple[str, ...],
+    settings: Mapping[str, Mapping[str, Any]],
+    reactor: Any,
+    pool: Any,
+    timeout: float,
+    on_error: str,
+) -> FilterChain | None:
+    """The chain for ``[filters]``; None when it is empty. Raises ``FilterConfigError``."""
+    filters = []
+    for name in names:
+        try:
+            made = factory_for(name)(**settings.get(name, {}))
+        except FilterConfigError:
+            raise
+        except Exception as e:
+            raise FilterConfigError(f"filter {name!r} could not be built: {e}") from None
+        if not IMessageFilter.providedBy(made):
+            raise FilterConfigError(f"filter {name!r} does not provide IMessageFilter")
+        filters.append(made)
+    if not filters:
+        return None
+    return FilterChain(filters, reactor, pool, timeout=timeout, on_error=on_error)
