@@ -22,7 +22,9 @@ _ASTRING_SPECIALS = _ATOM_SPECIALS - {ord("]")}
 _LIST_SPECIALS = _ATOM_SPECIALS - {ord("%"), ord("*"), ord("]")}  # list-char for LIST patterns
 LITERAL_MARKER = re.compile(rb"\{(\d{1,20})(\+?)\}$")
 _SEQUENCE_STOP = frozenset(b" ()") | frozenset(range(32))
-_SEQUENCE_SET = re.compile(rb"(\d+|\*)(:(\d+|\*))?(,(\d+|\*)(:(\d+|\*))?)*")
+# nz-number is at most 2^32-1 (RFC 3501 §9 "number"): ten digits, so int() never sees a
+# number longer than Python's 4300-digit conversion limit (found by tests/imap/*_props.py).
+_SEQUENCE_SET = re.compile(rb"(\d{1,10}|\*)(:(\d{1,10}|\*))?(,(\d{1,10}|\*)(:(\d{1,10}|\*))?)*")
 MAX_DEPTH = 16  # nesting of parenthesized lists and SEARCH keys
 
 
