@@ -152,7 +152,7 @@ def test_section_numbers_name_the_leaves_in_order(tree):
 # -- pathological shapes: bounded work --------------------------------------------------------
 
 
-def _timed(raw: bytes, seconds: float = 1.0) -> mime.Part:
+def _timed(raw: bytes, seconds: float = 2.0) -> mime.Part:
     start = time.perf_counter()
     root = mime.parse(raw)
     imap_values(mime.bodystructure(root))
