@@ -181,3 +181,55 @@ def test_session_responses_in_grammar_and_session_stays_usable(make_session, scr
     else:
         assert client.responses[-1].startswith(b"z OK"), client.responses[-3:]
     client.session.close()
+
+
+# -- pathological commands, end to end --------------------------------------------------------
+
+
+def _selected(make_session) -> Session:
+    session = make_session()
+    assert session.login().startswith(b"a OK")
+    assert b"s OK" in session.cmd("s SELECT INBOX")
+    return session
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        b"f FETCH 1:" + b"9" * 5000 + b" FLAGS",
+        b"f UID SEARCH UID 1:" + b"9" * 5000,
+        b"f SEARCH " + b"NOT " * 400 + b"ALL",
+        b"f SEARCH " + b"OR " * 499 + b"ALL " * 500,
+        b"f FETCH 1 " + b"(" * 10_000,
+        b"f STORE 1 +FLAGS " + b"(" * 10_000,
+    ],
+)
+def test_pathological_command_is_bad_without_a_logged_failure(make_session, command):
+    session = _selected(make_session)
+    with capturedLogs() as events:
+        responses = imap_responses(session.cmd(command))
+    assert responses[-1].startswith(b"f BAD "), responses[-1]
+    assert not [e for e in events if "log_failure" in e]
+    assert session.cmd("z NOOP").endswith(b"z OK NOOP completed\r\n")
+
+
+@pytest.mark.parametrize(
+    "marker, expected",
+    [
+        (b"{4294967295}", b"c NO [TOOBIG] literal too large (limit 65536 octets)\r\n"),
+        (b"{99999999999999999999}", b"c NO [TOOBIG] literal too large (limit 65536 octets)\r\n"),
+        (b"{999999999999999999999}", b"c BAD "),  # 21 digits: no literal marker at all
+    ],
+)
+def test_huge_literal_announcement_is_refused_without_a_continuation(
+    make_session, marker, expected
+):
+    session = _selected(make_session)
+    reply = session.cmd(b"c CREATE " + marker)
+    assert reply.startswith(expected) and b"+ " not in reply, reply
+    assert session.cmd("z NOOP").endswith(b"z OK NOOP completed\r\n")
+
+
+def test_command_with_an_8bit_tag_is_answered_untagged(make_session):
+    session = make_session()
+    assert session.cmd(b"\x80\xff NOOP") == b"* BAD missing tag\r\n"
