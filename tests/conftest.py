@@ -16,6 +16,9 @@ from hypothesis import HealthCheck, settings
 
 # Generous against a busy 2-core CI machine; parsers answer in microseconds to milliseconds.
 _DEADLINE = timedelta(milliseconds=1500)
+# Protocol sessions over a real Maildir fsync: the disk's time, seconds on a loaded machine. A
+# session that takes this long is stuck; the parsers' own tests keep the tight deadline above.
+SESSION_DEADLINE = timedelta(seconds=30)
 
 settings.register_profile(
     "ci",

@@ -11,10 +11,11 @@ import base64
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.logger import capturedLogs
 
+from tests.conftest import SESSION_DEADLINE
 from tests.imap.support import LOOPBACK, Session, deliver
 from tests.support.fixtures import PASSWORD
 from tests.support.fuzzworld import ALICE, fuzz_world
@@ -163,6 +164,7 @@ class Client:
         self._send(line + b"\r\n")
 
 
+@settings(deadline=SESSION_DEADLINE)
 @given(scripts)
 def test_session_responses_in_grammar_and_session_stays_usable(make_session, script):
     client = Client(make_session(), make_session.reactor)

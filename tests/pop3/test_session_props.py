@@ -9,10 +9,11 @@ from __future__ import annotations
 import base64
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.logger import capturedLogs
 
+from tests.conftest import SESSION_DEADLINE
 from tests.imap.support import deliver
 from tests.pop3.test_server import LOOPBACK, SERVER, Client, TLSStringTransport
 from tests.support.fixtures import PASSWORD
@@ -95,6 +96,7 @@ def _answer(client: Client, reactor, data: bytes) -> bytes:
     return output
 
 
+@settings(deadline=SESSION_DEADLINE)
 @given(scripts)
 def test_session_replies_in_grammar_and_stays_usable(factory, script):
     client = Client(factory(), TLSStringTransport(hostAddress=SERVER, peerAddress=LOOPBACK))

@@ -8,10 +8,11 @@ from __future__ import annotations
 import base64
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.logger import capturedLogs
 
+from tests.conftest import SESSION_DEADLINE
 from tests.smtp.test_auth import LOOPBACK, SERVER, submission_factory
 from tests.smtp.test_server import Session, TLSStringTransport, make_factory
 from tests.support.fixtures import PASSWORD, make_world
@@ -89,16 +90,19 @@ def _check_session(factory, script) -> None:
     s.protocol.connectionLost(None)
 
 
+@settings(deadline=SESSION_DEADLINE)
 @given(scripts)
 def test_inbound_session_replies_in_grammar_and_stays_usable(world, script):
     _check_session(make_factory(world), script)
 
 
+@settings(deadline=SESSION_DEADLINE)
 @given(scripts)
 def test_submission_session_replies_in_grammar_and_stays_usable(world, script):
     _check_session(submission_factory(world), script)
 
 
+@settings(deadline=SESSION_DEADLINE)
 @given(scripts)
 def test_pipelined_commands_reply_in_grammar(world, script):
     """The same lines in one write (RFC 2920 PIPELINING)."""
