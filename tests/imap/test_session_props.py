@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -245,3 +246,17 @@ def test_huge_literal_announcement_is_refused_without_a_continuation(
 def test_command_with_an_8bit_tag_is_answered_untagged(make_session):
     session = make_session()
     assert session.cmd(b"\x80\xff NOOP") == b"* BAD missing tag\r\n"
+
+
+def test_list_with_many_wildcards_answers_at_once(make_session):
+    # Found by fuzzing: the pattern was a regular expression that backtracked exponentially;
+    # this LIST held the reactor (every session of the server) for about 5 s, one more "%*"
+    # for minutes.
+    session = _selected(make_session)
+    name = "Folder/with a rather long name, " + "x" * 16
+    assert session.cmd(f'c CREATE "{name}"').startswith(b"c OK")
+    start = time.perf_counter()
+    reply = session.cmd('l LIST "" "%*%*%*%*%*a"')
+    assert time.perf_counter() - start < 1.0
+    assert reply.endswith(b"l OK LIST completed\r\n")
+    assert session.cmd(f'd DELETE "{name}"').startswith(b"d OK")
