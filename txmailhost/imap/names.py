@@ -64,7 +64,9 @@ class ListPattern:
     """
 
     def __init__(self, reference: str, pattern: str) -> None:
-        full = reference + pattern if not pattern.startswith(SEPARATOR) or not reference else pattern
+        full = (
+            reference + pattern if not pattern.startswith(SEPARATOR) or not reference else pattern
+        )
         inbox = full[:5].upper() == INBOX and (len(full) == 5 or full[5] in "/*%")
         tokens: list[str] = []
         for c in full:
