@@ -609,7 +609,7 @@ def _smarthost(value: Any) -> str:
         port = rest.removeprefix(":") or "587"
     elif value.count(":") == 1:
         host, port = value.split(":")
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:  # not "²", "٣"
         raise _Invalid(expected)
     try:
         ipaddress.ip_address(host)

@@ -18,8 +18,15 @@ def parse_nameserver(text: str) -> tuple[str, int]:
     if text.startswith("["):
         host, _, port = text[1:].partition("]:")
         host = host.rstrip("]")
-        return str(ipaddress.ip_address(host)), int(port or 53)
+        return str(ipaddress.ip_address(host)), _port(port or "53")
     if text.count(":") == 1:
         host, port = text.split(":")
-        return str(ipaddress.ip_address(host)), int(port)
+        return str(ipaddress.ip_address(host)), _port(port)
     return str(ipaddress.ip_address(text)), 53
+
+
+def _port(text: str) -> int:
+    """A UDP/TCP port: ASCII digits from 1 to 65535 (``int()`` also takes "-1", " 5", "٣")."""
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
+        raise ValueError(f"invalid port {text!r}")
+    return int(text)

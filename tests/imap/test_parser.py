@@ -60,3 +60,11 @@ def test_system_flags_are_canonicalised_and_unknown_ones_refused():
 
 def test_tag_may_not_contain_plus():
     assert Reader(b"a+b NOOP").tag() == b"a"
+
+
+def test_tag_may_not_contain_8bit_octets():
+    # Found by tests/imap/test_session_props.py: "\x80 NOOP" was answered "\x80 BAD ...",
+    # a tagged response outside RFC 3501's grammar (tags are 7-bit CHARs).
+    with pytest.raises(ParseError, match="missing tag"):
+        Reader(b"\x80 NOOP").tag()
+    assert Reader(b"a\xe9 NOOP").tag() == b"a"

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from twisted.internet import threads
 from twisted.internet.defer import Deferred
 
 from txmailhost.store.interfaces import IFileDelivery, MessageSource
@@ -30,6 +29,11 @@ def deliver_batch_sync(store: Any, batch: Batch, recovering: bool = False) -> No
     store.deliver_named_sync(batch, recovering=recovering)
 
 
+def links_files(store: Any) -> bool:
+    """Does the store take a spool file by linking it (Maildir, ``IFileDelivery``)?"""
+    return IFileDelivery.providedBy(store)
+
+
 def deliver(
     store: Any,
     targets: list[tuple[str, str]],
@@ -37,24 +41,16 @@ def deliver(
     prepare: Callable[[], None] | None = None,
     finish: Callable[[], None] | None = None,
 ) -> Deferred[Any]:
-    """Put the file at ``path`` into each ``(user, mailbox)``, durably, before firing;
-    ``prepare`` (the spool's fsync) and ``finish`` (its removal) run around it.
+    """Put the file at ``path`` into each ``(user, mailbox)``, durably, before firing.
 
-    A store of files (Maildir, ``IFileDelivery``) links the file in one worker trip with both.
-    Any other store reads the file itself (``MessageSource``, in its own thread); the two
-    blocking steps around it then run in the reactor's thread pool, never on the reactor."""
-    if IFileDelivery.providedBy(store):
+    A store of files (``links_files``) links it in one worker trip, with ``prepare`` (the
+    spool's fsync) before and ``finish`` (its removal) after. Any other store reads the file
+    itself, in its own thread (``MessageSource``): the caller then makes the file durable
+    first and removes it afterwards, and passes neither."""
+    if links_files(store):
         return store.deliver_file(targets, path, prepare=prepare, finish=finish)
-
-    async def through_source() -> Any:
-        if prepare is not None:
-            await threads.deferToThread(prepare)
-        result = await store.deliver(targets, MessageSource.from_path(path))
-        if finish is not None:
-            await threads.deferToThread(finish)
-        return result
-
-    return Deferred.fromCoroutine(through_source())
+    assert prepare is None and finish is None, "only a store of files runs these"
+    return store.deliver(targets, MessageSource.from_path(path))
 
 
 def folders(store: Any, user: str) -> Deferred[list[str]]:

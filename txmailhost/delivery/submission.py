@@ -108,9 +108,14 @@ class Submission:
                 targets = await self._agent.choose(local)
                 # One worker trip: the spool fsync (when not done for the queue), the links,
                 # and the spool file's removal.
-                await mailboxes.deliver(
-                    self._store, targets, message.path, prepare, message.remove_sync
-                )
+                if mailboxes.links_files(self._store):
+                    await mailboxes.deliver(
+                        self._store, targets, message.path, prepare, message.remove_sync
+                    )
+                else:  # the store reads the file; ``discard`` below removes it
+                    if prepare is not None:
+                        await message.commit()
+                    await mailboxes.deliver(self._store, targets, message.path)
         finally:
             message.discard()
         await self._warn_near_quota(envelope, message.size)

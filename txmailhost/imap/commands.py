@@ -306,9 +306,9 @@ class MailboxCommands:
         if "SUBSCRIBED" in selection:
             for name in subscribed:
                 known.setdefault(name, False)
-        regexes = [names.pattern_regex(reference, p) for p in patterns if p]
+        matchers = [names.ListPattern(reference, p) for p in patterns if p]
         for name in sorted(known, key=lambda n: (n != INBOX, n)):
-            if not any(r.match(name) for r in regexes):
+            if not any(m.match(name) for m in matchers):
                 continue
             if "SUBSCRIBED" in selection and name not in subscribed:
                 continue
@@ -331,9 +331,9 @@ class MailboxCommands:
         reader.end()
         subscribed = await self.store.subscriptions(self.account.address)
         existing = set(await self.store.list_mailboxes(self.account.address))
-        regex = names.pattern_regex(reference, pattern)
+        matcher = names.ListPattern(reference, pattern)
         for name in sorted(subscribed, key=lambda n: (n != INBOX, n)):
-            if regex.match(name):
+            if matcher.match(name):
                 attrs = "" if name in existing else "\\Noselect"
                 self.write(f'* LSUB ({attrs}) "/" '.encode() + mailbox_name(name) + b"\r\n")
         return Done("LSUB completed")

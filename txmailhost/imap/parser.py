@@ -19,10 +19,14 @@ from dataclasses import dataclass
 # RFC 3501 §9: atom-specials are ( ) { SP CTL % * " \ ]
 _ATOM_SPECIALS = frozenset(b'(){ %*"\\]') | frozenset(range(32)) | {127}
 _ASTRING_SPECIALS = _ATOM_SPECIALS - {ord("]")}
+# The tag is echoed in the reply, so only what §9 allows (CHAR is 7-bit; no "+"), never 8-bit.
+_TAG_SPECIALS = _ASTRING_SPECIALS | {ord("+")} | frozenset(range(0x80, 0x100))
 _LIST_SPECIALS = _ATOM_SPECIALS - {ord("%"), ord("*"), ord("]")}  # list-char for LIST patterns
 LITERAL_MARKER = re.compile(rb"\{(\d{1,20})(\+?)\}$")
 _SEQUENCE_STOP = frozenset(b" ()") | frozenset(range(32))
-_SEQUENCE_SET = re.compile(rb"(\d+|\*)(:(\d+|\*))?(,(\d+|\*)(:(\d+|\*))?)*")
+# nz-number is at most 2^32-1 (RFC 3501 §9 "number"): ten digits, so int() never sees a
+# number longer than Python's 4300-digit conversion limit (found by tests/imap/*_props.py).
+_SEQUENCE_SET = re.compile(rb"(\d{1,10}|\*)(:(\d{1,10}|\*))?(,(\d{1,10}|\*)(:(\d{1,10}|\*))?)*")
 MAX_DEPTH = 16  # nesting of parenthesized lists and SEARCH keys
 
 
@@ -96,7 +100,7 @@ class Reader:
         return token
 
     def tag(self) -> bytes:
-        token = self._run(_ASTRING_SPECIALS | {ord("+")})
+        token = self._run(_TAG_SPECIALS)
         if not token:
             raise ParseError("missing tag")
         return token

@@ -4,7 +4,7 @@
 The criteria are parsed once into a tree of Python closures over one message. ``Needs`` says
 what the store must load: keys on flags, UID, size, dates and modseq run on index values alone;
 header keys need the cached header block; BODY and TEXT need the message. Nesting (parentheses,
-NOT, OR) is bounded by ``MAX_KEYS`` and the parser's depth limit so a client can't build an
+NOT, OR) is bounded by ``MAX_KEYS`` and ``MAX_NESTING`` so a client can't build an
 arbitrarily deep or long program.
 
 String matching is a case-insensitive substring match (§6.4.4), on RFC 2047-decoded header
@@ -27,6 +27,9 @@ from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.store.interfaces import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN, StoredMessage
 
 MAX_KEYS = 500
+# NOT, OR and parentheses nest by recursion (two frames a level, and as many when a message is
+# tested): bounded well inside Python's recursion limit, and deeper than any client's OR chain.
+MAX_NESTING = 100
 _MONTHS = {m: i for i, m in enumerate(calendar.month_abbr) if m}
 _DATE = re.compile(rb"(\d{1,2})-([A-Za-z]{3})-(\d{4})")
 
@@ -125,6 +128,7 @@ class _Compiler:
         self.reader = reader
         self.resolve = resolve  # (sequence set, by_uid) -> set of sequence numbers
         self.keys = 0
+        self.nesting = 0
         self.header = False
         self.content = False
         self.uses_modseq = False
@@ -137,10 +141,19 @@ class _Compiler:
         return _all(keys)
 
     def key(self) -> Predicate:
-        reader = self.reader
         self.keys += 1
         if self.keys > MAX_KEYS:
             raise ParseError("too many search keys")
+        self.nesting += 1
+        if self.nesting > MAX_NESTING:
+            raise ParseError("search keys too deeply nested")
+        try:
+            return self._key()
+        finally:
+            self.nesting -= 1
+
+    def _key(self) -> Predicate:
+        reader = self.reader
         if reader.peek() == b"(":
             reader.open_paren()
             keys = [self.key()]

@@ -107,17 +107,22 @@ def parse_path_argument(arg: str, keyword: str, allow_null: bool) -> PathArgumen
 
 
 def _find_path_end(text: str) -> int:
-    """Index of the '>' that closes the path, skipping quoted strings."""
-    if '"' not in text:  # the common case, without a loop in Python
+    """Index of the '>' that closes the path, skipping quoted strings and address literals
+    (RFC 5321 4.1.3: ``dcontent`` may be ``>`` or ``"``, so ``<a@[x:>"]>`` is one path)."""
+    if '"' not in text and "[" not in text:  # the common case, without a loop in Python
         return text.find(">")
-    quoted = escaped = False
+    quoted = escaped = literal = False
     for i, ch in enumerate(text):
         if escaped:
             escaped = False
+        elif literal:
+            literal = ch != "]"
         elif ch == "\\" and quoted:
             escaped = True
         elif ch == '"':
             quoted = not quoted
+        elif ch == "[" and not quoted:
+            literal = True
         elif ch == ">" and not quoted:
             return i
     return -1

@@ -1,0 +1,93 @@
+"""Property tests of mailbox names on the wire (names.py): any bytes a client sends decode to a
+name or raise ``InvalidName``; a name the server prints in modified UTF-7 (RFC 3501 §5.1.3)
+decodes back to itself; LIST patterns compile for any reference and pattern."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from txmailhost.imap import names, replies
+from txmailhost.imap.parser import Reader
+from txmailhost.imap.replies import InvalidName
+
+pytestmark = pytest.mark.fuzz
+
+wire_names = st.one_of(
+    st.binary(max_size=40),
+    st.lists(st.sampled_from([b"&", b"-", b"&-", b"AGE", b"/", b"INBOX", b"a", b"+", b","])).map(
+        b"".join
+    ),
+)
+# Names as the store holds them: no control characters, no empty levels, no trailing "/".
+levels = st.text(
+    st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="/"), min_size=1
+)
+store_names = (
+    st.lists(levels, min_size=1, max_size=3)
+    .map("/".join)
+    .filter(lambda n: n.split("/")[0].upper() != "INBOX" or n.split("/")[0] == "INBOX")
+)
+
+
+@given(wire_names)
+def test_any_wire_name_decodes_or_is_invalid(raw):
+    with contextlib.suppress(InvalidName):
+        name = names.decode(raw)
+        assert not any(ord(c) < 32 for c in name)
+
+
+@given(store_names)
+def test_name_printed_in_modified_utf7_decodes_back(name):
+    marker, crlf, data = replies.mailbox_name(name).partition(b"\r\n")
+    wire = Reader(marker, {len(marker): data}) if crlf else Reader(marker)
+    raw = wire.astring()
+    assert raw.isascii()
+    if len(raw) <= names.MAX_NAME_LENGTH:
+        assert names.decode(raw) == name
+
+
+def _regex_oracle(reference: str, pattern: str) -> re.Pattern[str]:
+    """RFC 3501 §6.3.8 as a regular expression (how names.py matched before): exact, but it
+    backtracks exponentially, so only for the small inputs drawn below."""
+    full = reference + pattern if not pattern.startswith("/") or not reference else pattern
+    out = [".*" if c == "*" else "[^/]*" if c == "%" else re.escape(c) for c in full]
+    regex = "".join(out)
+    if full[:5].upper() == "INBOX" and (len(full) == 5 or full[5] in "/*%"):
+        regex = "(?i:INBOX)" + "".join(out[5:])
+    return re.compile(regex + r"\Z", re.DOTALL)
+
+
+_pattern_text = st.text(alphabet="ab/*%IiNnBbOoXx.", max_size=10)
+_name_text = st.one_of(
+    st.text(alphabet="ab/INBOXinbox.", max_size=14),
+    st.sampled_from(["INBOX", "INBOX/a", "Inbox", "inboxes", "a/b/c", "", "/"]),
+)
+
+
+@given(_pattern_text, _pattern_text, _name_text)
+def test_list_pattern_matches_exactly_what_the_rfc_wildcards_match(reference, pattern, name):
+    expected = bool(_regex_oracle(reference, pattern).match(name))
+    assert names.ListPattern(reference, pattern).match(name) is expected
+
+
+@given(st.text(max_size=20), st.text(max_size=20), st.text(max_size=30))
+def test_list_patterns_compile_for_any_reference_and_pattern(reference, pattern, candidate):
+    names.ListPattern(reference, pattern).match(candidate)
+
+
+@pytest.mark.parametrize(
+    "pattern", ["%*" * 20_000 + "a", "*a" * 20_000, "%a" * 20_000 + "b", "*" * 60_000]
+)
+def test_list_pattern_with_many_wildcards_matches_in_linear_time(pattern):
+    # Found by fuzzing: as a regular expression, "%*%*%*%*%*a" took 5 s per mailbox name.
+    start = time.perf_counter()
+    matcher = names.ListPattern("", pattern)
+    for name in ["INBOX", "a" * 500, "a/" * 250, "Archive/2024/" + "b" * 490]:
+        matcher.match(name)
+    assert time.perf_counter() - start < 2.0
