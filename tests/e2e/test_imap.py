@@ -98,6 +98,7 @@ def test_login_with_wrong_password_fails(server):
         client.login(ALICE, "wrong")
 
 
+@pytest.mark.shared_server
 def test_authenticate_plain(server):
     client = imaplib.IMAP4(H, listening_port(server, "imap"), timeout=10)
     typ, _ = client.authenticate("PLAIN", lambda _: f"\0{ALICE}\0{PASSWORD}".encode())
@@ -169,6 +170,7 @@ def test_condstore_qresync_esearch_and_quota(server, imap):
     assert b"STORAGE" in b" ".join(x for x in data[1] if isinstance(x, bytes))
 
 
+@pytest.mark.shared_server
 def test_namespace_id_and_special_use_listing(imap):
     assert ok(imap.namespace()) == [b'(("" "/")) NIL NIL']
     typ, _ = imap.xatom("ID", "NIL")
@@ -178,6 +180,7 @@ def test_namespace_id_and_special_use_listing(imap):
         assert attribute in listing
 
 
+@pytest.mark.shared_server
 def test_users_cannot_reach_each_others_mailboxes(server, imap):
     smtp_deliver(server, "Subject: for bob\r\n\r\nsecret\r\n", to="bob@example.test")
     for name in ("../bob", "../../example.test/bob", "~bob", "/etc", "INBOX/../../bob"):
@@ -189,6 +192,7 @@ def test_users_cannot_reach_each_others_mailboxes(server, imap):
     assert b"bob" not in b" ".join(ok(imap.list()))
 
 
+@pytest.mark.shared_server
 def test_literal_bomb_gets_no_continuation(server):
     s = socket.create_connection((H, listening_port(server, "imap")), 10)
     f = s.makefile("rb")
@@ -202,6 +206,7 @@ def test_literal_bomb_gets_no_continuation(server):
     s.close()
 
 
+@pytest.mark.shared_server
 def test_imaps_with_implicit_tls(server):
     context = ssl.create_default_context()
     context.check_hostname = False
@@ -213,6 +218,7 @@ def test_imaps_with_implicit_tls(server):
     client.logout()
 
 
+@pytest.mark.shared_server
 def test_starttls_upgrades_the_connection(server):
     context = ssl.create_default_context()
     context.check_hostname = False

@@ -18,6 +18,7 @@ from tests.imap.support import listening_port
 
 H = "127.0.0.1"
 ALICE = "alice@example.test"
+pytestmark = pytest.mark.shared_server  # the tests only read what ``mailboxes`` drops in
 CAROL = (
     b'From: "Carol Tanaka" <carol.tanaka@example.org>\n'
     b"Subject: lf-check\n"
@@ -54,10 +55,11 @@ def flat(data: list) -> bytes:
     return b"".join(b"".join(item) if isinstance(item, tuple) else item for item in data)
 
 
-@pytest.fixture
-def mailboxes(server):
+@pytest.fixture(scope="module")
+def mailboxes(shared_server):
     """Alice's INBOX (one mail delivered by SMTP, so its index exists) and folder Lists, both
     opened once; then the LF files are dropped in, as into a running server's mailboxes."""
+    server = shared_server
     with smtplib.SMTP(H, server.ports["smtp"], timeout=10) as client:
         client.sendmail("x@remote.test", [ALICE], "Subject: first\r\n\r\nvia smtp\r\n")
     client = imaplib.IMAP4(H, listening_port(server, "imap"), timeout=10)

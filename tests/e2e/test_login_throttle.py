@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from tests.e2e.conftest import PASSWORD
+from tests.e2e.conftest import PASSWORD, start_from_template
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -80,13 +80,13 @@ def _pop3_login(port: int, source: str, user: str, password: str) -> None:
 
 
 @pytest.fixture
-def attacked(tmp_path):
+def attacked(tmp_path, server_template):
     """A server whose account bob is under attack from 127.0.0.61..64 (limit: 4 failures)."""
-    server = ServerProcess(
+    server = start_from_template(
+        server_template,
         str(tmp_path / "data"),
         "[security]\nlogin_failures_per_ip = 10\nlogin_failures_per_account = 4\n",
-    ).start()
-    server.add_user(BOB, PASSWORD)
+    )
     port = server.ports["submission"]
     codes: list[int] = []
 

@@ -36,6 +36,7 @@ def wait_for_line(server, pattern: str, timeout: float = 10) -> str:
     raise AssertionError(f"no log line matching {pattern!r} in:\n{server.log()[-3000:]}")
 
 
+@pytest.mark.shared_server
 def test_refused_recipients_are_logged_with_client_command_and_reply(server):
     with smtplib.SMTP(H, server.ports["smtp"], timeout=10) as s:
         s.ehlo("sender.test")
@@ -64,6 +65,7 @@ def test_passwords_never_reach_the_log(server):
     assert "bm90LXRoZS1wYXNzd29yZC14eXp6eQ" not in server.log()  # nor its base64
 
 
+@pytest.mark.shared_server
 def test_transaction_line_names_listener_tls_helo_and_user(server):
     with smtplib.SMTP(H, server.ports["submission"], timeout=10) as s:
         s.ehlo("laptop.example.test")
@@ -81,6 +83,7 @@ def test_transaction_line_names_listener_tls_helo_and_user(server):
     assert "user=alice@example.test" in line
 
 
+@pytest.mark.shared_server
 def test_imap_and_pop3_logins_say_how_tls_was_used(server):
     imap = imaplib.IMAP4(H, server.ports["imap"], timeout=10)
     imap.starttls(ssl_context=client_context())

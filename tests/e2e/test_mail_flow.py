@@ -49,6 +49,7 @@ def test_smtp_to_pop3_round_trip(server):
     p.quit()
 
 
+@pytest.mark.shared_server
 def test_unknown_user_and_relay_are_refused(server):
     with smtp(server) as s:
         s.ehlo("c.test")
@@ -96,6 +97,7 @@ def test_oversized_message_is_refused_and_nothing_stored(tmp_path):
         proc.stop()
 
 
+@pytest.mark.shared_server
 def test_endless_line_without_crlf_gets_500_and_session_survives(server):
     sock = socket.create_connection(("127.0.0.1", server.ports["smtp"]), 10)
     f = sock.makefile("rb")

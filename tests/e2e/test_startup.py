@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,6 +73,11 @@ def test_a_port_in_use_fails_the_daemonised_start_with_exit_1(
         )
         assert result.returncode == 1
         assert f"can't listen for imap on 127.0.0.1:{held_port}" in result.stderr
+        # twistd's daemon reports the failure to the parent, then removes its pidfile: the
+        # parent may exit first (_twistd_unix.postApplication).
+        deadline = time.monotonic() + 5
+        while pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert not pidfile.exists()
         text = log.read_text()
         assert f"can't listen for imap on 127.0.0.1:{held_port}: Address already in use" in text

@@ -29,6 +29,7 @@ def client_context() -> ssl.SSLContext:
     return ctx
 
 
+@pytest.mark.shared_server
 def test_starttls_on_smtp_and_submission_negotiates_tls12_or_better(server):
     for label in ("smtp", "submission"):
         with smtplib.SMTP(H, server.ports[label], timeout=10) as s:
@@ -40,6 +41,7 @@ def test_starttls_on_smtp_and_submission_negotiates_tls12_or_better(server):
             assert not s.has_extn("starttls")
 
 
+@pytest.mark.shared_server
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_tls_below_1_2_is_refused(server):
     ctx = client_context()
@@ -82,6 +84,7 @@ def test_submission_needs_auth_and_own_sender(server):
         assert s.mail("bob@example.test")[0] == 553
 
 
+@pytest.mark.shared_server
 def test_pop3_stls_then_login(server):
     p = poplib.POP3(H, server.ports["pop3"], timeout=10)
     assert "STLS" in p.capa()
@@ -91,6 +94,7 @@ def test_pop3_stls_then_login(server):
     p.quit()
 
 
+@pytest.mark.shared_server
 def test_commands_pipelined_after_starttls_are_not_executed(server):
     raw = socket.create_connection((H, server.ports["smtp"]), 10)
     f = raw.makefile("rb")
@@ -107,6 +111,7 @@ def test_commands_pipelined_after_starttls_are_not_executed(server):
     tls.close()
 
 
+@pytest.mark.shared_server
 def test_plaintext_on_an_implicit_tls_port_gets_nothing_and_server_keeps_serving(server):
     raw = socket.create_connection((H, server.ports["submissions"]), 10)
     raw.sendall(b"EHLO plain\r\n")
@@ -183,6 +188,7 @@ def test_failed_logins_are_throttled_across_protocols(tmp_path):
         server.stop()
 
 
+@pytest.mark.shared_server
 @pytest.mark.interop
 @pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks not installed")
 def test_swaks_submits_with_starttls_and_auth(server):
@@ -232,6 +238,7 @@ def _settled_descriptors(server, at_most: int) -> int:
     return _open_descriptors(server)
 
 
+@pytest.mark.shared_server
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
 def test_tls_sessions_ended_by_logout_or_quit_are_closed_by_the_server(server):
     """A TLS close waits for the client's close_notify: the server must be reading then, or
@@ -259,6 +266,7 @@ def test_tls_sessions_ended_by_logout_or_quit_are_closed_by_the_server(server):
     assert _settled_descriptors(server, before) <= before
 
 
+@pytest.mark.shared_server
 def test_plaintext_auth_from_another_loopback_address_is_refused(server):
     """Dovecot's rule: clear-text passwords only when the client's address is the server's
     (127.0.0.2 talking to 127.0.0.1 may be a local proxy relaying a remote client)."""

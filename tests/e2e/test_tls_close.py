@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.shared_server]  # nothing here logs in
 H = "127.0.0.1"
 
 # (listener, command that switches to TLS or None for implicit TLS, the goodbye)
