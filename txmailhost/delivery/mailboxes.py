@@ -59,9 +59,9 @@ def folders(store: Any, user: str) -> Deferred[list[str]]:
 
 
 def folders_sync(store: Any, user: str) -> list[str]:
-    """The user's mailbox names, from a worker thread. The store interface has no listing for
-    a caller already off the reactor yet (issue 14 item 3 adds one); Maildir's serves."""
-    return store._list_sync(user)  # noqa: SLF001 - until IMailStore offers it (see above)
+    """The user's mailbox names, from a worker thread (``IFileDelivery``: only a store of
+    files has the delivery thread that asks)."""
+    return store.list_mailboxes_sync(user)
 
 
 def mailbox_directory(store: Any, user: str, mailbox: str) -> str:

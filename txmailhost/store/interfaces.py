@@ -281,6 +281,10 @@ class IFileDelivery(Interface):
         names made from ``stem``, so that doing it again after a crash finds the copies instead
         of adding more (``recovering`` also looks for copies a client already read)."""
 
+    def list_mailboxes_sync(user):
+        """The user's mailbox names, for a caller already in a worker thread (the delivery
+        thread picking plus-folders after the 250)."""
+
     def mailbox_directory(user, mailbox):
         """The key ``pending`` counts deliveries into ``mailbox`` of ``user`` under."""
 

@@ -880,6 +880,10 @@ class MaildirStore:
         self._seen_mtimes.pop(directory, None)
         _safeio.fsync_dir(os.path.dirname(directory))
 
+    def list_mailboxes_sync(self, user: str) -> list[str]:
+        """``IFileDelivery``: the user's mailbox names, from a worker thread."""
+        return self._list_sync(user)
+
     def _list_sync(self, user: str) -> list[str]:
         user_dir = user_directory(self.root, user)
         names = []
