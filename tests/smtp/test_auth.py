@@ -223,3 +223,13 @@ def test_repeated_failures_are_delayed_then_refused_454(world):
     later = session(factory)
     later.send(b"EHLO c\r\n")
     assert later.send(PLAIN).startswith(b"235")
+
+
+def test_a_non_ascii_sasl_response_is_501_not_a_server_error(world):
+    """Found by the session fuzzer: after ``334`` the next line is a SASL response, and a
+    UTF-8 line there (here a MAIL command) raised UnicodeEncodeError instead of 501."""
+    s = session(submission_factory(world))
+    s.send(b"EHLO c\r\n")
+    assert s.send(b"AUTH PLAIN\r\n") == b"334 \r\n"
+    assert s.send("MAIL FROM:<jörg@example.test>\r\n".encode()).startswith(b"501 5.5.2")
+    assert s.send(b"NOOP\r\n").startswith(b"250")

@@ -852,7 +852,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             return _SASL_REPLIES[e.reason]
         if isinstance(result, Credentials):
             return Deferred.fromCoroutine(self._login(result))
-        self._sasl = lambda text: self._sasl_step(exchange, exchange.respond, text.encode("ascii"))
+        self._sasl = lambda text: self._sasl_step(exchange, exchange.respond, text.encode("utf-8"))
         return replies.AUTH_CHALLENGE.with_text(result.encoded().decode("ascii"))
 
     async def _login(self, credentials: Credentials) -> SMTPReply:
