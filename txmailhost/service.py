@@ -30,25 +30,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from txmailhost.pools import ThreadPoolService
+
 if TYPE_CHECKING:
     from txmailhost.listeners import ListenerKind
 
 log = Logger()
-
-
-class ThreadPoolService(Service):
-    """Starts and stops a ``ThreadPool`` with the application."""
-
-    def __init__(self, pool: ThreadPool) -> None:
-        self.pool = pool
-
-    def startService(self) -> None:
-        super().startService()
-        self.pool.start()
-
-    def stopService(self) -> None:
-        super().stopService()
-        self.pool.stop()
 
 
 class StartupError(Exception):

@@ -19,24 +19,10 @@ from txmailhost.delivery.incoming import IncomingSpool
 from txmailhost.delivery.local import LocalDelivery, records_supported
 from txmailhost.delivery.spares import SpareFiles
 from txmailhost.delivery.submission import Submission
+from txmailhost.pools import ThreadPoolService
 from txmailhost.store.interfaces import IFileDelivery
 
 log = Logger()
-
-
-class _PoolService(Service):
-    """Starts and stops the spares' own one-thread pool with the application."""
-
-    def __init__(self, pool: ThreadPool) -> None:
-        self.pool = pool
-
-    def startService(self) -> None:
-        super().startService()
-        self.pool.start()
-
-    def stopService(self) -> None:
-        super().stopService()
-        self.pool.stop()
 
 
 def build_delivery(
@@ -47,7 +33,7 @@ def build_delivery(
     services: list[Service] = []
     # One thread keeps empty spool files in stock: file creation off the path to 250 (spares.py).
     spares_pool = ThreadPool(minthreads=1, maxthreads=1, name="txmailhost-spares")
-    services.append(_PoolService(spares_pool))
+    services.append(ThreadPoolService(spares_pool))
     spare_dir = os.path.join(queue_dir, "spare")
     spares = SpareFiles(spare_dir, spares_pool, keep=LocalDelivery.holds_record)
     local = None
