@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import ssl
 
 import pytest
 
@@ -24,6 +25,15 @@ from tests.support.server import ServerProcess
 
 PASSWORD = "secret-pw"
 USERS = ("alice@example.test", "bob@example.test")
+
+
+def client_context() -> ssl.SSLContext:
+    """A TLS client context that accepts the server's self-signed certificate."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
 
 # What the log says when a login fails or is throttled (smtp/server.py, accounts/throttle.py).
 _FAILED_LOGIN = re.compile(r"(?:login|auth) (?:failed|throttled)|login refused \(throttled")

@@ -8,12 +8,11 @@ import imaplib
 import poplib
 import smtplib
 import socket
-import ssl
 import threading
 
 import pytest
 
-from tests.e2e.conftest import PASSWORD, start_from_template
+from tests.e2e.conftest import PASSWORD, client_context, start_from_template
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -21,18 +20,11 @@ H = "127.0.0.1"
 BOB = "bob@example.test"
 
 
-def _context() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
 def _auth_plain(port: int, source: str, user: str, password: str) -> int:
     """One AUTH PLAIN over submission after STARTTLS from ``source``; the reply code."""
     with smtplib.SMTP(H, port, timeout=60, source_address=(source, 0)) as s:
         s.ehlo()
-        s.starttls(context=_context())
+        s.starttls(context=client_context())
         s.ehlo()
         token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
         return s.docmd("AUTH", "PLAIN " + token)[0]
@@ -62,7 +54,7 @@ class _POP3(poplib.POP3):
 
 def _imap_login(port: int, source: str, user: str, password: str) -> None:
     imap = _IMAP(port, source)
-    imap.starttls(ssl_context=_context())
+    imap.starttls(ssl_context=client_context())
     try:
         imap.login(user, password)
     finally:
@@ -71,7 +63,7 @@ def _imap_login(port: int, source: str, user: str, password: str) -> None:
 
 def _pop3_login(port: int, source: str, user: str, password: str) -> None:
     pop = _POP3(port, source)
-    pop.stls(context=_context())
+    pop.stls(context=client_context())
     try:
         pop.user(user)
         pop.pass_(password)

@@ -16,17 +16,10 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import PASSWORD
+from tests.e2e.conftest import PASSWORD, client_context
 
 pytestmark = pytest.mark.slow
 H = "127.0.0.1"
-
-
-def client_context() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 @pytest.mark.shared_server

@@ -14,6 +14,8 @@ import time
 
 import pytest
 
+from tests.e2e.conftest import client_context
+
 pytestmark = [pytest.mark.slow, pytest.mark.shared_server]  # nothing here logs in
 H = "127.0.0.1"
 
@@ -27,13 +29,6 @@ _SESSIONS = [
     ("submission", b"STARTTLS\r\n", b"QUIT\r\n"),
     ("smtp", b"STARTTLS\r\n", b"QUIT\r\n"),
 ]
-
-
-def _context() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 def _read_line(sock: socket.socket) -> bytes:
@@ -57,7 +52,7 @@ def _tls_session(port: int, starttls: bytes | None) -> ssl.SSLSocket:
         raw.sendall(starttls)
         reply = _read_line(raw)
         assert reply[:3] in (b"220", b"s O", b"+OK"), reply
-    tls = _context().wrap_socket(raw, server_hostname="mx.example.test")
+    tls = client_context().wrap_socket(raw, server_hostname="mx.example.test")
     tls.settimeout(10)
     if starttls is None:
         _read_line(tls)  # the greeting
