@@ -90,6 +90,20 @@ def _smtp_limits(parts: ServerParts) -> dict[str, Any]:
     }
 
 
+def _session(parts: ServerParts, implicit_tls: bool, label: str) -> dict[str, Any]:
+    """What every protocol factory takes alike: the clock, our name, TLS (with how it starts)
+    and the plain-text password rule; ``label`` names the listener in log lines, with an
+    "s" for its implicit-TLS twin ("imap", "imaps")."""
+    return {
+        "reactor": parts.reactor,
+        "hostname": parts.config.hostname,
+        "tls_creator": parts.tls,
+        "implicit_tls": implicit_tls,
+        "plaintext_auth": parts.plaintext_auth,
+        "name": label + "s" if implicit_tls else label,
+    }
+
+
 def _quota_full(config: Config) -> smtp_replies.SMTPReply:
     if config.routing.quota_full == "permanent":
         return smtp_replies.QUOTA_FULL_PERMANENT
@@ -108,9 +122,7 @@ def inbound_smtp(parts: ServerParts, implicit_tls: bool) -> SMTPFactory:
             quota_full=_quota_full(config),
         ),
         parts.delivery,
-        hostname=config.hostname,
-        reactor=parts.reactor,
-        tls_creator=parts.tls,
+        **_session(parts, implicit_tls, "smtp"),
         **_smtp_limits(parts),
     )
 
@@ -127,12 +139,7 @@ def submission(parts: ServerParts, implicit_tls: bool) -> SMTPFactory:
             quota_full=_quota_full(config),
         ),
         parts.delivery,
-        hostname=config.hostname,
-        reactor=parts.reactor,
-        tls_creator=parts.tls,
-        implicit_tls=implicit_tls,
-        plaintext_auth=parts.plaintext_auth,
-        name="submissions" if implicit_tls else "submission",
+        **_session(parts, implicit_tls, "submission"),
         portal=parts.portal,
         hide_client_ip=config.security.hide_client_ip_on_submission,
         **_smtp_limits(parts),
@@ -143,12 +150,7 @@ def pop3(parts: ServerParts, implicit_tls: bool) -> POP3Factory:
     config = parts.config
     return POP3Factory(
         parts.portal,
-        reactor=parts.reactor,
-        hostname=config.hostname,
-        tls_creator=parts.tls,
-        implicit_tls=implicit_tls,
-        plaintext_auth=parts.plaintext_auth,
-        name="pop3s" if implicit_tls else "pop3",
+        **_session(parts, implicit_tls, "pop3"),
         idle_timeout=config.pop3.idle_timeout,
         session_timeout=config.pop3.session_timeout,
     )
@@ -158,12 +160,7 @@ def imap(parts: ServerParts, implicit_tls: bool) -> IMAPFactory:
     config = parts.config
     return IMAPFactory(
         parts.portal,
-        reactor=parts.reactor,
-        hostname=config.hostname,
-        tls_creator=parts.tls,
-        implicit_tls=implicit_tls,
-        plaintext_auth=parts.plaintext_auth,
-        name="imaps" if implicit_tls else "imap",
+        **_session(parts, implicit_tls, "imap"),
         idle_timeout=config.imap.idle_timeout,
         max_literal_size=config.imap.max_literal_size,
         quota_of=parts.router.quota_of,
