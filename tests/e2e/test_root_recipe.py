@@ -80,26 +80,39 @@ INSIDE = textwrap.dedent(
         run(twistd, f"--uid={user}", f"--gid={user}", f"--pidfile={pidfile}",
             f"--logfile={logfile}", "txmailhost", "--data", data)
 
-    def expose(path):
-        # Test rig, not recipe: an interpreter installed under root's 0700 home (pyenv) is
-        # unreadable once root is gone. Put a 0755 tmpfs over the closed directory, with the
-        # installation bound back into it, as a packaged Python in /usr would be readable.
-        current = "/"
-        for part in path.strip("/").split("/"):
-            parent, current = current, os.path.join(current, part)
-            if os.stat(current).st_mode & 0o001:
-                continue
-            inner = os.path.relpath(path, current).split("/")[0]
-            hidden = os.path.join(base, "hidden-" + part)
+    def expose(paths):
+        # Test rig, not recipe: an interpreter installed under root's 0700 home (pyenv), or a
+        # checkout cloned into a 0700 temporary directory, is unreadable once root is gone.
+        # Put a 0755 tmpfs over each closed directory, with what is needed from it bound back
+        # into it, as a packaged Python in /usr and an installed txmailhost would be readable.
+        needed = {}  # closed directory -> the entries of it that the paths go through
+        for path in paths:
+            current = "/"
+            for part in path.strip("/").split("/"):
+                current = os.path.join(current, part)
+                if current == path:
+                    break
+                if not os.stat(current).st_mode & 0o001:
+                    inner = os.path.relpath(path, current).split("/")[0]
+                    needed.setdefault(current, set()).add(inner)
+                    break
+        for number, (closed, entries) in enumerate(sorted(needed.items())):
+            hidden = os.path.join(base, f"hidden-{number}")
             os.mkdir(hidden)
-            run("mount", "--bind", current, hidden)
-            run("mount", "-t", "tmpfs", "-o", "mode=755", "tmpfs", current)
-            os.mkdir(os.path.join(current, inner))
-            run("mount", "--bind", os.path.join(hidden, inner), os.path.join(current, inner))
-            return
+            run("mount", "--bind", closed, hidden)
+            run("mount", "-t", "tmpfs", "-o", "mode=755", "tmpfs", closed)
+            for inner in entries:
+                os.mkdir(os.path.join(closed, inner))
+                run("mount", "--bind", os.path.join(hidden, inner), os.path.join(closed, inner))
 
-    for path in {sys.base_prefix, os.path.realpath(bin_dir)}:
-        expose(path)
+    import txmailhost as package  # the checkout an editable install runs from
+    checkout = os.path.dirname(os.path.dirname(os.path.realpath(package.__file__)))
+    expose({
+        sys.base_prefix,
+        os.path.realpath(bin_dir),
+        os.path.join(checkout, "txmailhost"),
+        os.path.join(checkout, "twisted"),  # the twistd plugin
+    })
     run("ip", "link", "set", "lo", "up")
     if with_init == "init":
         run(txmailhost, "--data", data, "init")
