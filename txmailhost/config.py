@@ -283,6 +283,12 @@ class ListenConfig:
         check=_endpoint,
         doc='POP3 over implicit TLS (port 995 in production; a plain "tcp:" endpoint).',
     )
+    metrics: str = setting(
+        "tcp:29100:interface=127.0.0.1",
+        check=_endpoint,
+        doc="""Prometheus metrics over plain HTTP at /metrics (docs/admin.rst, "Operations").
+        Keep it on loopback or a private network: it shows listeners, logins and the queue.""",
+    )
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from twisted.internet import threads
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
 from twisted.logger import Logger
 
+from txmailhost.ops import metrics
 from txmailhost.queue import bounce
 from txmailhost.queue.interfaces import DeliveryResult, ICourier, Outcome
 from txmailhost.queue.spool import (
@@ -381,8 +382,10 @@ class Queue:
     ) -> None:
         r.status, r.diagnostic, r.remote_mta = result.status, result.diagnostic, result.remote_mta
         fields = {"queue_id": envelope.queue_id, "rcpt": r.address, "reply": result.diagnostic}
+        metrics.delivery_attempt(result.outcome.value, r.domain)
         if result.outcome is Outcome.DELIVERED:
             r.state = DELIVERED
+            metrics.message("relayed", envelope.size)
             log.info("delivered {queue_id} to <{rcpt}>: {reply}", **fields)
         elif result.outcome is Outcome.PERMANENT:
             failed.append(r)
@@ -405,6 +408,7 @@ class Queue:
         if failed and await self._notify(envelope, failed, bounce.FAILED, now):
             for r in failed:
                 r.state = BOUNCED
+            metrics.message("bounced", envelope.size, len(failed))
         elif failed:
             for r in failed:  # the DSN couldn't be handed over: keep them, try again later
                 r.state = DEFERRED

@@ -42,6 +42,7 @@ from txmailhost.delivery.incoming import IncomingMessage
 from txmailhost.delivery.interfaces import ISubmission
 from txmailhost.filters.chain import Decision, FilterChain, render_fields
 from txmailhost.filters.interfaces import Action, Client, Transaction, Verdict
+from txmailhost.ops import metrics
 from txmailhost.peer import OutputPressure, PlaintextAuth, describe_tls, printable, quick_ack
 from txmailhost.sasl import SASLError
 from txmailhost.session.auth import (
@@ -734,6 +735,7 @@ class SMTPServer(Protocol, TimeoutMixin):
     ) -> None:
         # The reply to the end of data is logged here, not as a refusal too.
         self._command = ""
+        metrics.smtp_transaction(self.factory.name, reply.code, reply.enhanced, size)
         log.info(
             "smtp {listener} {peer} id={queue_id} from=<{sender}> to={recipients} size={size}"
             " result={code} {enhanced} helo={helo} tls={tls} user={user}",
