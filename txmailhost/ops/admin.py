@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from txmailhost.ops import mailbox_admin, server_admin
+from txmailhost.ops import archive, mailbox_admin, server_admin
 
 Runner = Callable[[argparse.Namespace], int]
 
@@ -24,6 +24,7 @@ def register(
     read_password: Callable[[str | None], str],
 ) -> None:
     """Add ``mailbox``, ``search``, ``fetch``, ``expunge``, ``flags``, ``quota``, ``index``,
-    ``auth``, ``config`` and ``status`` to the CLI's subparsers."""
+    ``export``, ``import``, ``auth``, ``config`` and ``status`` to the CLI's subparsers."""
     mailbox_admin.register(commands, with_accounts)
+    archive.register(commands, with_accounts)
     server_admin.register(commands, with_config, with_accounts, password_option, read_password)
