@@ -795,6 +795,37 @@ class FiltersConfig:
     )
 
 
+@dataclass(frozen=True)
+class LogConfig:
+    """[log]: the server's event log, one line per event, for people and for ``log grep``."""
+
+    file: str = setting(
+        "log/txmailhost.log",
+        check=_path,
+        doc="""File the server writes its events to (SMTP transactions, queue changes, delivery
+        attempts, logins, session ends, each with its queue id or user), relative to the data
+        directory; "" writes none (twistd's --logfile still gets everything).
+        `txmailhost log grep QUEUE_ID|ADDRESS` searches it and its rotated copies.""",
+    )
+    format: str = setting(
+        "text",
+        check=_choice("text", "json"),
+        doc=""""text": lines like twistd's log; "json": one JSON object a line, with every
+        field of the event (queue_id, sender, recipients, user, peer, reply ...) as a key.""",
+    )
+    max_size: int = setting(
+        10 * MiB,
+        check=_integer("bytes", minimum=4096),
+        doc="""Size at which the file is rotated: it becomes FILE.1, FILE.1 becomes FILE.2 ...""",
+    )
+    keep: int = setting(
+        10,
+        check=_integer("files", maximum=1000),
+        doc="""Rotated files kept; the oldest beyond this are deleted, so the log takes at most
+        (keep + 1) * max_size bytes.""",
+    )
+
+
 _SECTIONS: dict[str, tuple[type, str]] = {
     "server": (ServerConfig, "This server's identity."),
     "listen": (
@@ -813,6 +844,7 @@ _SECTIONS: dict[str, tuple[type, str]] = {
     "queue": (QueueConfig, "The relay queue: retries, expiry, delay warnings, limits."),
     "relay": (RelayConfig, "Outgoing mail to other servers: DNS, port, TLS policy."),
     "filters": (FiltersConfig, "Content filters on incoming and submitted mail."),
+    "log": (LogConfig, "The event log: where, in which format, how much of it is kept."),
 }
 
 
@@ -834,6 +866,7 @@ class Config:
     queue: QueueConfig = field(default_factory=QueueConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
     filters: FiltersConfig = field(default_factory=FiltersConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     @property
     def accounts_path(self) -> str:
@@ -985,6 +1018,7 @@ def _build(data_dir: str, path: str, document: dict[str, Any]) -> Config:
         queue=sections["queue"],
         relay=sections["relay"],
         filters=sections["filters"],
+        log=sections["log"],
     )
 
 

@@ -324,11 +324,13 @@ def build(
     from txmailhost.delivery.setup import build_delivery
     from txmailhost.limits import LimitedFactory
     from txmailhost.listeners import LISTENERS, ServerParts
+    from txmailhost.ops.eventlog import build_event_log
     from txmailhost.peer import PlaintextAuth
     from txmailhost.queue.service import ReturnToSender, build_queue
     from txmailhost.store import backends
 
     top = MultiService()
+    build_event_log(config).setServiceParent(top)  # first: it observes before anything listens
     storage_pool = ThreadPool(
         minthreads=1, maxthreads=config.store.threads, name="txmailhost-storage"
     )

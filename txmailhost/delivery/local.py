@@ -341,6 +341,8 @@ class LocalDelivery(Service):
                     failed.append(item)
         for item in done:
             metrics.message("delivered", item.size, len(item.targets))
+            log.info("delivered {queue_id} to {mailboxes}", queue_id=item.queue_id,
+                     mailboxes=", ".join(f"{u}/{b}" for u, b in item.targets))  # fmt: skip
             self._release(item)
         mailboxes.settle(self._store, [d for item in batch for d in self._directories(item)])
         return failed

@@ -118,6 +118,8 @@ class Submission:
                         await message.commit()
                     await mailboxes.deliver(self._store, targets, message.path)
                 metrics.message("delivered", message.size, len(targets))
+                log.info("delivered {queue_id} to {mailboxes}", queue_id=message.queue_id,
+                         mailboxes=", ".join(f"{u}/{b}" for u, b in targets))  # fmt: skip
         finally:
             message.discard()
         await self._warn_near_quota(envelope, message.size)
