@@ -266,6 +266,13 @@ class AccountsDB:
             raise AccountError(f"no such user: {canonical}")
         return canonical
 
+    def replace_password_hash(self, address: str, old: str, new: str) -> bool:
+        cursor = self._db.execute(
+            "UPDATE users SET password_hash = ? WHERE address = ? AND password_hash = ?",
+            (new, address.lower(), old),
+        )
+        return cursor.rowcount == 1
+
     def login_origin_seen(self, address: str, client: str, since: float) -> bool:
         """``address`` logged in successfully from ``client`` at ``since`` or later."""
         row = self._db.execute(
