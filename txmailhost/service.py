@@ -324,6 +324,7 @@ def build(
     from txmailhost.delivery.setup import build_delivery
     from txmailhost.limits import LimitedFactory
     from txmailhost.listeners import LISTENERS, ServerParts
+    from txmailhost.ops.control import ControlService, Sessions, socket_path
     from txmailhost.ops.eventlog import build_event_log
     from txmailhost.peer import PlaintextAuth
     from txmailhost.queue.service import ReturnToSender, build_queue
@@ -384,6 +385,7 @@ def build(
         plaintext_auth=PlaintextAuth(security.plaintext_auth_from),
         pools=tuple(s.pool for s in top if isinstance(s, ThreadPoolService)),
     )
+    open_listeners = []
     for kind in LISTENERS if listeners is None else listeners:
         description = getattr(config.listen, kind.config_key)
         if description:
@@ -395,6 +397,10 @@ def build(
                 security.max_connections_per_ip,
             )
             Listener(reactor, kind.label, description, limited).setServiceParent(top)
+            open_listeners.append((kind.label, limited))
+    # 'txmailhost who' and 'kick' ask through DATA/run/control.sock (ops/control.py).
+    sessions = Sessions(open_listeners)
+    ControlService(reactor, socket_path(config), sessions).setServiceParent(top)
     top.portal = portal  # type: ignore[attr-defined] - for embedding and tests
     top.store = store  # type: ignore[attr-defined]
     return top

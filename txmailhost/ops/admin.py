@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from txmailhost.ops import archive, log_grep, mailbox_admin, migrate, server_admin
+from txmailhost.ops import archive, control, log_grep, mailbox_admin, migrate, server_admin
 
 Runner = Callable[[argparse.Namespace], int]
 
@@ -24,9 +24,10 @@ def register(
     read_password: Callable[[str | None], str],
 ) -> None:
     """Add ``mailbox``, ``search``, ``fetch``, ``expunge``, ``flags``, ``quota``, ``index``,
-    ``export``, ``import``, ``log grep``, ``migrate``, ``auth``, ``config`` and ``status`` to the CLI's subparsers."""
+    ``export``, ``import``, ``log grep``, ``migrate``, ``who``, ``kick``, ``auth``, ``config`` and ``status`` to the CLI's subparsers."""
     mailbox_admin.register(commands, with_accounts)
     archive.register(commands, with_accounts)
     log_grep.register(commands)
     migrate.register(commands, with_accounts)
+    control.register(commands, with_config)
     server_admin.register(commands, with_config, with_accounts, password_option, read_password)
