@@ -117,6 +117,7 @@ def test_the_collector_reads_queue_length_age_and_pool_backlog() -> None:
         for s in family.samples
     }
     assert found[("txmailhost_queue_messages", ())] == 2
+    assert found[("txmailhost_queue_held_messages", ())] == 0
     assert found[("txmailhost_queue_oldest_age_seconds", ())] == 600
     assert found[("txmailhost_queue_recipients", (("state", "pending"),))] == 2
     assert found[("txmailhost_queue_recipients", (("state", "deferred"),))] == 1

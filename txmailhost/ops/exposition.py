@@ -85,6 +85,11 @@ class ServerCollector:
         for state, count in sorted(counts.items()):
             states.add_metric([state], count)
         yield states
+        yield GaugeMetricFamily(
+            "txmailhost_queue_held_messages",
+            "Messages in the relay queue kept by 'txmailhost queue hold'.",
+            value=sum(1 for e in envelopes if e.held),
+        )
         oldest = min((e.arrival for e in envelopes), default=now)
         yield GaugeMetricFamily(
             "txmailhost_queue_oldest_age_seconds",
