@@ -127,3 +127,16 @@ def test_export_refuses_a_nonempty_destination_and_import_an_incomplete_export(s
     assert result.returncode == 1
     assert "no txmailhost-export.json: not an export, or an incomplete one" in result.stderr
     assert not os.path.exists(tmp_path / "partial" / "txmailhost-export.json")
+
+
+def test_export_all_includes_an_online_copy_of_the_accounts_database(server, tmp_path):
+    import sqlite3
+
+    dest = tmp_path / "all"
+    out = json.loads(server.cli("export", "--all", str(dest), "--json").stdout)
+    assert [u["user"] for u in out["users"]] == [ALICE, "bob@example.test"]
+    copy = sqlite3.connect(dest / "accounts.sqlite")
+    assert sorted(r[0] for r in copy.execute("SELECT address FROM users")) == [
+        ALICE, "bob@example.test",
+    ]  # fmt: skip
+    assert os.stat(dest / "accounts.sqlite").st_mode & 0o077 == 0

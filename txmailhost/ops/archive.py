@@ -10,6 +10,8 @@ An export is a directory anyone can read without txmailhost::
                                          HIGHESTMODSEQ, and per message UID, flags,
                                          INTERNALDATE, modseq, size and its file
     DEST/USER/mail/NNNN/UID.eml          each message's octets as stored (RFC 5322, CRLF)
+    DEST/accounts.sqlite                 with --all: the whole accounts database (domains,
+                                         users, aliases, forwards, quotas), an online copy
 
 It is read through ``IMailStore`` (``select``, ``uid_range``, ``open_message``), so it works on
 any backend and while mail arrives: each mailbox is exported as of one moment, and a message
@@ -28,6 +30,7 @@ import contextlib
 import json
 import os
 import shutil
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -86,6 +89,8 @@ def _export(args: argparse.Namespace, config: Any, accounts: Any) -> int:
     os.makedirs(dest, mode=0o700, exist_ok=True)
     store = open_store(config)
     summary = [export_user(store, accounts, user, dest) for user in users]
+    if args.all:
+        backup_database(config.accounts_path, os.path.join(dest, "accounts.sqlite"))
     os.sync()  # every message file on disk before the manifest says the export is whole
     manifest = {
         "format": FORMAT,
@@ -108,6 +113,18 @@ def _export(args: argparse.Namespace, config: Any, accounts: Any) -> int:
         ),
     )
     return 0
+
+
+def backup_database(source: str, target: str) -> None:
+    """A consistent copy of a live SQLite database (its online backup API: pages copied in one
+    read transaction, so a login or an alias added meanwhile is wholly in or out)."""
+    live, copy = sqlite3.connect(source, timeout=30), sqlite3.connect(target)
+    try:
+        live.backup(copy)
+    finally:
+        copy.close()
+        live.close()
+    os.chmod(target, 0o600)  # password hashes
 
 
 def export_user(store: Any, accounts: Any, user: str, dest: str) -> dict[str, Any]:
