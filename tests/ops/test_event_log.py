@@ -89,3 +89,21 @@ def test_since_takes_dates_and_durations() -> None:
     assert parse_since("2026-12-01", now) == datetime(2026, 12, 1, tzinfo=UTC)
     with pytest.raises(AdminError):
         parse_since("yesterday", now)
+
+
+def test_an_unwritable_log_directory_does_not_stop_the_server(tmp_path) -> None:
+    from twisted.logger import globalLogPublisher
+
+    from txmailhost.ops.eventlog import EventLogService
+
+    (tmp_path / "log").write_text("a file where the directory should be")
+    service = EventLogService(str(tmp_path / "log" / "txmailhost.log"), "text", 4096, 2)
+    seen: list[dict] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        service.startService()
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    assert service.observer is None
+    assert any("serving without it" in format_event(e, "text") for e in seen)
+    service.stopService()

@@ -29,10 +29,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
 from twisted.python.logfile import LogFile
 
 _SCALAR = (str, int, float, bool, type(None))
+log = Logger()
 
 
 def log_path(config: Any) -> str:
@@ -126,7 +127,12 @@ class EventLogService(Service):
 
     def startService(self) -> None:
         super().startService()
-        self.observer = EventLog(*self.args)
+        try:
+            self.observer = EventLog(*self.args)
+        except OSError as e:  # mail matters more than its log: run on, say why loudly
+            log.critical("event log {path} can't be written ({why}); serving without it",
+                         path=self.args[0], why=e.strerror or e)  # fmt: skip
+            return
         globalLogPublisher.addObserver(self.observer)
 
     def stopService(self) -> None:
