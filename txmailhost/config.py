@@ -225,7 +225,7 @@ def setting(
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """[server]: who this server is. Flattened into ``Config.hostname``."""
+    """[server]: who this server is. Flattened into ``Config.hostname`` and ``shutdown_grace``."""
 
     hostname: str = setting(
         default_factory=_default_hostname,
@@ -235,6 +235,13 @@ class ServerConfig:
         Use the name your MX record points to (and that the IP address resolves back to), e.g.
         "mail.example.org". Default: this machine's host name (gethostname), completed to a
         fully-qualified name by the resolver or, failing that, with ".localdomain".""",
+    )
+    shutdown_grace: float = setting(
+        30.0,
+        check=_seconds,
+        doc="""On SIGTERM the server stops accepting connections, says goodbye to idle sessions
+        (IMAP "* BYE", POP3 without deleting, SMTP 421) and waits this many seconds at most
+        for SMTP transactions in progress to complete before it stops.""",
     )
 
 
@@ -855,6 +862,7 @@ class Config:
     data_dir: str
     config_file: str
     hostname: str
+    shutdown_grace: float = 30.0
     listen: ListenConfig = field(default_factory=ListenConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
@@ -1007,6 +1015,7 @@ def _build(data_dir: str, path: str, document: dict[str, Any]) -> Config:
         data_dir=data_dir,
         config_file=path,
         hostname=sections["server"].hostname,
+        shutdown_grace=sections["server"].shutdown_grace,
         listen=sections["listen"],
         tls=tls,
         smtp=sections["smtp"],

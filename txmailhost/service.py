@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService, Service
 from twisted.cred.portal import Portal
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
@@ -125,6 +125,33 @@ class Listener(Service):
             port, self.port = self.port, None
             return port.stopListening()
         return None
+
+
+class ServerService(MultiService):
+    """The whole server. Stopping it (SIGTERM) stops accepting first, then lets the sessions
+    finish within ``[server] shutdown_grace`` (``ops/control.py``, ``Sessions.drain``), and only
+    then stops the rest: the queue and delivery thread (which finish what is in flight), the
+    thread pools. So an SMTP transaction in progress gets its 250, and no fsync is left
+    waiting on a stopped pool."""
+
+    def __init__(self, reactor: Any, grace: float) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.grace = grace
+        self.sessions: Any = None  # ops.control.Sessions, set by ``build``
+
+    def stopService(self) -> Deferred[Any]:
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        for child in list(self):
+            if isinstance(child, Listener) and child.running:
+                await maybeDeferred(child.stopService)
+        if self.sessions is not None:
+            log.info("txmailhost stopping: letting sessions finish (at most {grace:.0f} s)",
+                     grace=self.grace)  # fmt: skip
+            await self.sessions.drain(self.reactor, self.grace)
+        await maybeDeferred(super().stopService)
 
 
 class TLSReloadService(Service):
@@ -330,7 +357,7 @@ def build(
     from txmailhost.queue.service import ReturnToSender, build_queue
     from txmailhost.store import backends
 
-    top = MultiService()
+    top = ServerService(reactor, config.shutdown_grace)
     build_event_log(config).setServiceParent(top)  # first: it observes before anything listens
     storage_pool = ThreadPool(
         minthreads=1, maxthreads=config.store.threads, name="txmailhost-storage"
@@ -399,7 +426,7 @@ def build(
             Listener(reactor, kind.label, description, limited).setServiceParent(top)
             open_listeners.append((kind.label, limited))
     # 'txmailhost who' and 'kick' ask through DATA/run/control.sock (ops/control.py).
-    sessions = Sessions(open_listeners)
+    sessions = top.sessions = Sessions(open_listeners)
     ControlService(reactor, socket_path(config), sessions).setServiceParent(top)
     top.portal = portal  # type: ignore[attr-defined] - for embedding and tests
     top.store = store  # type: ignore[attr-defined]

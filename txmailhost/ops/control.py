@@ -26,6 +26,7 @@ from twisted.application.service import Service
 from twisted.internet.endpoints import UNIXServerEndpoint
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.protocols.policies import ProtocolWrapper
@@ -37,6 +38,13 @@ from txmailhost.smtp.server import SMTPServer
 log = Logger()
 
 SOCKET_NAME = "control.sock"
+
+# What every session is told when the server stops.
+_SHUTDOWN = {
+    IMAPServer: b"* BYE [UNAVAILABLE] server shutting down\r\n",
+    POP3Server: b"-ERR [SYS/TEMP] server shutting down, nothing was deleted\r\n",
+    SMTPServer: b"421 4.3.2 server shutting down, try again later\r\n",
+}
 
 # What a kicked session is told, per protocol, before it is closed.
 _KICKED = {
@@ -96,6 +104,37 @@ class Sessions:
                 }
             )
         return out
+
+    async def drain(self, reactor: Any, grace: float) -> None:
+        """Shutdown (``service.ServerService``): every session is told goodbye and closed as
+        soon as it holds nothing in progress (an SMTP transaction completes and gets its
+        reply first; IMAP and POP3 sessions go at once: an IMAP client reconnects, and a POP3
+        session that never reached QUIT deletes nothing). After ``grace`` seconds the rest
+        are closed anyway. The listeners have stopped accepting before this runs."""
+        deadline = reactor.seconds() + grace
+        told: set[int] = set()
+        while True:
+            waiting = 0
+            for _label, protocol in self._all():
+                if protocol.transport is None:
+                    continue
+                busy = isinstance(protocol, SMTPServer) and protocol.in_transaction
+                if busy and reactor.seconds() < deadline:
+                    waiting += 1
+                elif id(protocol) not in told:
+                    told.add(id(protocol))
+                    goodbye = _SHUTDOWN.get(type(protocol))  # none for a metrics scrape
+                    if goodbye is not None:
+                        protocol.transport.write(goodbye)
+                    protocol.transport.loseConnection()
+            if not waiting and not self._open():
+                return
+            if reactor.seconds() >= deadline + 2:  # closing (TLS goodbyes) takes too long
+                return
+            await deferLater(reactor, 0.05, lambda: None)
+
+    def _open(self) -> int:
+        return sum(len(factory.protocols) for _label, factory in self.listeners)
 
     def kick(self, user: str) -> int:
         wanted = user.strip().lower()

@@ -116,7 +116,7 @@ def effective(config: Any, everything: bool) -> dict[str, dict[str, Any]]:
         shown: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             value, default = (
-                (config.hostname, defaults.hostname)
+                (getattr(config, f.name), getattr(defaults, f.name))  # flattened into Config
                 if section == "server"
                 else (
                     getattr(getattr(config, section), f.name),

@@ -205,6 +205,12 @@ class SMTPServer(Protocol, TimeoutMixin):
     # -- connection ------------------------------------------------------------------------
 
     @property
+    def in_transaction(self) -> bool:
+        """A message is being received or its reply is pending: the server's shutdown waits
+        for it (ops/control.py ``Sessions.drain``)."""
+        return self._busy or self.envelope is not None or self.state is State.DATA
+
+    @property
     def secure(self) -> bool:
         """TLS from the first byte (submissions, 465) or since STARTTLS."""
         return self._tls.active(self.transport)
