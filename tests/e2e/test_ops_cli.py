@@ -122,6 +122,9 @@ def test_expunge_needs_a_query_and_a_bad_one_is_one_line(server):
     assert result.stderr == "txmailhost: error: bad search query: unknown search key NOSUCHKEY\n"
     result = server.cli("mailbox", "list", "nobody@example.test", check=False)
     assert result.stderr == "txmailhost: error: no such user: nobody@example.test\n"
+    for flag in ("\\Recent", "\\Bogus", "two(words"):
+        result = server.cli("flags", ALICE, "INBOX", "add", flag, "ALL", check=False)
+        assert result.stderr == f"txmailhost: error: not an IMAP flag or keyword: {flag}\n"
 
 
 def test_index_rebuild_adopts_a_file_another_tool_dropped_in(server):

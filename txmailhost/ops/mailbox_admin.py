@@ -33,7 +33,7 @@ from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.imap.search import BadCharset, Candidate, parse_search
 from txmailhost.imap.session import SelectedMailbox
 from txmailhost.store import backends
-from txmailhost.store.interfaces import StoredMessage, StoreError
+from txmailhost.store.interfaces import SYSTEM_FLAGS, StoredMessage, StoreError
 
 SEARCH_BATCH = 500  # messages read from the store at once while searching
 
@@ -370,12 +370,20 @@ def _expunge(args: argparse.Namespace, config: Any, accounts: Any) -> int:
 
 
 _MODES = {"add": "+", "remove": "-", "replace": "="}
+_ATOM_SPECIALS = frozenset('(){ %*"]\\')
+
+
+def _valid_flag(flag: str) -> bool:
+    """A system flag a client may set, or a keyword atom (RFC 3501 §9 ``flag-keyword``)."""
+    if flag.startswith("\\"):
+        return flag in SYSTEM_FLAGS
+    return flag.isascii() and flag.isprintable() and not (set(flag) & _ATOM_SPECIALS)
 
 
 def _flags(args: argparse.Namespace, config: Any, accounts: Any) -> int:
     mailbox = _open(config, accounts, args)
     flags = args.flags.split()
-    bad = [f for f in flags if any(c in f for c in '(){ %*"]') or not f.isascii()]
+    bad = [flag for flag in flags if not _valid_flag(flag)]
     if bad:
         raise AdminError(f"not an IMAP flag or keyword: {bad[0]}")
     uids = [m.uid for m in search(mailbox, args.query)]
