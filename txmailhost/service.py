@@ -227,6 +227,7 @@ def make_service(
     """
     import twisted.mail.imap4  # noqa: F401 - registers the imap4-utf-7 codec mailbox names use
 
+    from txmailhost import dataformat
     from txmailhost.config import ConfigError, load_config
     from txmailhost.datadir import acting_as, ensure_data_dir, writable_problem
 
@@ -236,9 +237,15 @@ def make_service(
         reactor = default_reactor
     try:
         with acting_as(*run_as):
+            if os.path.isdir(data_dir):
+                dataformat.check(data_dir)  # a newer release's directory: touch nothing
             created = ensure_data_dir(data_dir, config_file)
             config = load_config(data_dir, config_file)
             problem = writable_problem(config)
+            if not problem:
+                created += dataformat.upgrade(data_dir)
+    except dataformat.DataFormatError as e:
+        problem = str(e)
     except ConfigError as e:
         for problem in e.problems:
             print(f"txmailhost: {problem}", file=sys.stderr)
@@ -256,7 +263,7 @@ def make_service(
         print(f"txmailhost: {problem}", file=sys.stderr)
         raise SystemExit(1) from None
     for line in created:
-        log.info("txmailhost first start: {line}", line=line)
+        log.info("txmailhost start: {line}", line=line)
     # The certificate's key may be readable by root only (certbot's privkey.pem): load it as
     # the invoking user. Everything else that touches the data directory (the accounts
     # database, crash recovery into Maildirs, the spool's probes and sweeps) happens as the
