@@ -20,5 +20,5 @@ servers' classes (``control.py``, to tell a session's user); nothing in a protoc
 imports from here but ``metrics``. The admin commands go through ``IMailStore`` and
 ``IAccounts``, the same code the servers use, so they are safe while the server runs.
 
-Invariant: instrumentation never changes what a protocol answers, and costs a microsecond.
+Invariant: instrumentation never changes what a protocol answers, and costs microseconds.
 """

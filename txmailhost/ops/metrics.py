@@ -14,7 +14,7 @@ command table, filter names from the config, and a *class* of destination domain
 of big providers, else "other") rather than the domain itself.
 
 This module imports nothing of txmailhost: every package may call it without an import cycle.
-Each hook costs a dictionary lookup and a lock (prometheus_client's), about a microsecond.
+Each hook costs a dictionary lookup and a lock (prometheus_client's): 2-6 µs measured.
 """
 
 from __future__ import annotations
