@@ -89,6 +89,7 @@ def run(users: int, aliases: int, rcpts: int) -> dict[str, float]:
         (data / "txmailhost.toml").write_text(
             f'[listen]\nsmtp = "tcp:{port}:interface=127.0.0.1"\n'
             'submission = ""\nsubmissions = ""\nimap = ""\nimaps = ""\npop3 = ""\npop3s = ""\n'
+            'metrics = ""\n'
         )
         server = subprocess.Popen(
             [

@@ -45,6 +45,8 @@ submissions = ""
 imap = "tcp:{imap}:interface=127.0.0.1"
 imaps = "{imaps}"
 pop3s = ""
+# Metrics stay on, as in production (their hooks are part of what is measured), on any port.
+metrics = "tcp:0:interface=127.0.0.1"
 
 [smtp]
 max_message_size = {max_message}

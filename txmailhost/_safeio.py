@@ -6,6 +6,8 @@ it, move it into place with an atomic rename or link, then fsync the directory s
 on disk too. Readers therefore see either nothing or the whole file, never a prefix.
 
 These functions block on the disk; callers run them in the service's storage thread pool.
+Every fsync goes through :func:`fsync` or :func:`fsync_dir`, which time it for the
+``txmailhost_fsync_seconds`` histogram (ops/metrics.py).
 """
 
 from __future__ import annotations
@@ -16,12 +18,19 @@ import shutil
 import threading
 from collections.abc import Iterable
 
+from txmailhost.ops import metrics
+
+
+def fsync(fd: int) -> None:
+    """Make the content of the open file ``fd`` durable (timed for the metrics)."""
+    metrics.fsync(fd, "file")
+
 
 def fsync_dir(path: str) -> None:
     """Make the directory entries of ``path`` (creations, renames, unlinks) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(fd)
+        metrics.fsync(fd, "directory")
     finally:
         os.close(fd)
 
@@ -36,7 +45,7 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
     with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb") as f:
         f.write(data)  # a buffered write loops over short writes
         f.flush()
-        os.fsync(f.fileno())
+        fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(directory)
 
@@ -59,7 +68,7 @@ def link_durably(source: str, target: str) -> None:
     with open(source, "rb") as src, open(tmp, "wb") as dst:
         shutil.copyfileobj(src, dst, 1 << 20)
         dst.flush()
-        os.fsync(dst.fileno())
+        fsync(dst.fileno())
     os.rename(tmp, target)
 
 

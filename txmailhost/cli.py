@@ -28,6 +28,7 @@ from typing import Any
 
 from twisted.python.failure import Failure
 
+from txmailhost import dataformat
 from txmailhost.accounts.addresses import canonical_address, canonical_domain
 from txmailhost.accounts.admin import (
     register_alias,
@@ -147,6 +148,10 @@ def _parser() -> argparse.ArgumentParser:
 
     register_queue_commands(commands, _with_config)
 
+    from txmailhost.ops.admin import register as register_ops_commands
+
+    register_ops_commands(commands, _with_config, _with_accounts, _password_option, _read_password)
+
     user = commands.add_parser("user", help="manage user accounts (user@domain)")
     user_commands = user.add_subparsers(metavar="ACTION", required=True)
     add = user_commands.add_parser("add", help="create an account and its mailbox")
@@ -201,7 +206,10 @@ def _password_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _init(args: argparse.Namespace) -> int:
+    if os.path.isdir(args.data):
+        dataformat.check(args.data)
     created = ensure_data_dir(args.data, args.config, hostname=args.hostname)
+    created += dataformat.upgrade(args.data)
     for line in created:
         print(line)
     config = load_config(args.data, args.config)
@@ -297,6 +305,7 @@ def _with_config(
 def _prepared_config(args: argparse.Namespace) -> Config:
     """The config of a data directory that is set up and writable; else one line, exit 1."""
     require_data_dir(args.data)
+    dataformat.check(args.data)  # never write into a newer release's files
     config = load_config(args.data, args.config)
     problem = writable_problem(config)
     if problem:

@@ -225,7 +225,7 @@ def setting(
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """[server]: who this server is. Flattened into ``Config.hostname``."""
+    """[server]: who this server is. Flattened into ``Config.hostname`` and ``shutdown_grace``."""
 
     hostname: str = setting(
         default_factory=_default_hostname,
@@ -235,6 +235,13 @@ class ServerConfig:
         Use the name your MX record points to (and that the IP address resolves back to), e.g.
         "mail.example.org". Default: this machine's host name (gethostname), completed to a
         fully-qualified name by the resolver or, failing that, with ".localdomain".""",
+    )
+    shutdown_grace: float = setting(
+        30.0,
+        check=_seconds,
+        doc="""On SIGTERM the server stops accepting connections, says goodbye to idle sessions
+        (IMAP "* BYE", POP3 without deleting, SMTP 421) and waits this many seconds at most
+        for SMTP transactions in progress to complete before it stops.""",
     )
 
 
@@ -282,6 +289,12 @@ class ListenConfig:
         "tcp:2995:interface=127.0.0.1",
         check=_endpoint,
         doc='POP3 over implicit TLS (port 995 in production; a plain "tcp:" endpoint).',
+    )
+    metrics: str = setting(
+        "tcp:29100:interface=127.0.0.1",
+        check=_endpoint,
+        doc="""Prometheus metrics over plain HTTP at /metrics (docs/admin.rst, "Operations").
+        Keep it on loopback or a private network: it shows listeners, logins and the queue.""",
     )
 
 
@@ -789,6 +802,37 @@ class FiltersConfig:
     )
 
 
+@dataclass(frozen=True)
+class LogConfig:
+    """[log]: the server's event log, one line per event, for people and for ``log grep``."""
+
+    file: str = setting(
+        "log/txmailhost.log",
+        check=_path,
+        doc="""File the server writes its events to (SMTP transactions, queue changes, delivery
+        attempts, logins, session ends, each with its queue id or user), relative to the data
+        directory; "" writes none (twistd's --logfile still gets everything).
+        `txmailhost log grep QUEUE_ID|ADDRESS` searches it and its rotated copies.""",
+    )
+    format: str = setting(
+        "text",
+        check=_choice("text", "json"),
+        doc=""""text": lines like twistd's log; "json": one JSON object a line, with every
+        field of the event (queue_id, sender, recipients, user, peer, reply ...) as a key.""",
+    )
+    max_size: int = setting(
+        10 * MiB,
+        check=_integer("bytes", minimum=4096),
+        doc="""Size at which the file is rotated: it becomes FILE.1, FILE.1 becomes FILE.2 ...""",
+    )
+    keep: int = setting(
+        10,
+        check=_integer("files", maximum=1000),
+        doc="""Rotated files kept; the oldest beyond this are deleted, so the log takes at most
+        (keep + 1) * max_size bytes.""",
+    )
+
+
 _SECTIONS: dict[str, tuple[type, str]] = {
     "server": (ServerConfig, "This server's identity."),
     "listen": (
@@ -807,6 +851,7 @@ _SECTIONS: dict[str, tuple[type, str]] = {
     "queue": (QueueConfig, "The relay queue: retries, expiry, delay warnings, limits."),
     "relay": (RelayConfig, "Outgoing mail to other servers: DNS, port, TLS policy."),
     "filters": (FiltersConfig, "Content filters on incoming and submitted mail."),
+    "log": (LogConfig, "The event log: where, in which format, how much of it is kept."),
 }
 
 
@@ -817,6 +862,7 @@ class Config:
     data_dir: str
     config_file: str
     hostname: str
+    shutdown_grace: float = 30.0
     listen: ListenConfig = field(default_factory=ListenConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
@@ -828,6 +874,7 @@ class Config:
     queue: QueueConfig = field(default_factory=QueueConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
     filters: FiltersConfig = field(default_factory=FiltersConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     @property
     def accounts_path(self) -> str:
@@ -968,6 +1015,7 @@ def _build(data_dir: str, path: str, document: dict[str, Any]) -> Config:
         data_dir=data_dir,
         config_file=path,
         hostname=sections["server"].hostname,
+        shutdown_grace=sections["server"].shutdown_grace,
         listen=sections["listen"],
         tls=tls,
         smtp=sections["smtp"],
@@ -979,6 +1027,7 @@ def _build(data_dir: str, path: str, document: dict[str, Any]) -> Config:
         queue=sections["queue"],
         relay=sections["relay"],
         filters=sections["filters"],
+        log=sections["log"],
     )
 
 

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
 from txmailhost.accounts.throttle import client_key
+from txmailhost.ops import metrics
 
 log = Logger()
 
@@ -55,12 +56,14 @@ class LimitedFactory(WrappingFactory):
                 total=self.total,
                 mine=self.per_ip[key],
             )
+            metrics.connection_refused(self.label)
             return _Refuse(self.refusal)
         protocol = super().buildProtocol(addr)
         if protocol is not None:
             self.total += 1
             self.per_ip[key] += 1
             protocol._limit_key = key
+            metrics.connection_accepted(self.label)
         return protocol
 
     def unregisterProtocol(self, protocol: ProtocolWrapper) -> None:
@@ -69,5 +72,6 @@ class LimitedFactory(WrappingFactory):
         if key is not None:
             self.total -= 1
             self.per_ip[key] -= 1
+            metrics.connection_closed(self.label)
             if self.per_ip[key] <= 0:
                 del self.per_ip[key]

@@ -10,7 +10,7 @@ the limits is told, and a function building its protocol factory from the :class
 TLS styles (RFC 8314): ``STARTTLS`` listeners accept plain text and offer STARTTLS/STLS when a
 certificate is configured; ``IMPLICIT`` ones (465, 993, 995) are TLS from the first byte, so
 their factory is wrapped in Twisted's TLS layer and told so (``implicit_tls``) for log lines and
-the plain-text password rule.
+the plain-text password rule. ``NONE`` listeners (the metrics page) never speak TLS.
 
 Only wiring lives here, like ``service.py``: the protocol packages take objects and know
 nothing of the config file.
@@ -27,6 +27,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from txmailhost.config import Config
 from txmailhost.imap.server import IMAPFactory
+from txmailhost.ops.exposition import MetricsSite
 from txmailhost.peer import PlaintextAuth
 from txmailhost.pop3.server import POP3Factory
 from txmailhost.smtp import replies as smtp_replies
@@ -37,6 +38,7 @@ from txmailhost.smtp.server import SMTPFactory
 class TLSStyle(enum.Enum):
     STARTTLS = "starttls"  # plain text first; STARTTLS/STLS when a certificate is configured
     IMPLICIT = "implicit"  # TLS from the first byte
+    NONE = "none"  # never TLS (the loopback metrics page; a proxy terminates TLS if needed)
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class ServerParts:
     filters: Any  # filters.chain.FilterChain of [filters], or None
     rcpt_throttle: Any  # accounts.throttle.LoginThrottle for unknown recipients
     plaintext_auth: PlaintextAuth
+    pools: tuple[Any, ...] = ()  # the server's ThreadPools, for the metrics page
 
 
 @dataclass(frozen=True)
@@ -167,10 +170,16 @@ def imap(parts: ServerParts, implicit_tls: bool) -> IMAPFactory:
     )
 
 
+def metrics_page(parts: ServerParts, implicit_tls: bool) -> MetricsSite:
+    """``GET /metrics`` for Prometheus (ops/exposition.py), loopback by default."""
+    return MetricsSite(parts.reactor, parts.queue, parts.pools)
+
+
 # What a connection over the limits is told before it is closed, per protocol.
 SMTP_BUSY = b"421 4.7.0 too many connections, try again later\r\n"
 POP3_BUSY = b"-ERR [SYS/TEMP] too many connections, try again later\r\n"
 IMAP_BUSY = b"* BYE [UNAVAILABLE] too many connections, try again later\r\n"
+HTTP_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 STARTTLS, IMPLICIT = TLSStyle.STARTTLS, TLSStyle.IMPLICIT
 
@@ -182,4 +191,5 @@ LISTENERS: list[ListenerKind] = [
     ListenerKind("pop3s", "pop3s", pop3, IMPLICIT, POP3_BUSY),
     ListenerKind("imap", "imap", imap, STARTTLS, IMAP_BUSY),
     ListenerKind("imaps", "imaps", imap, IMPLICIT, IMAP_BUSY),
+    ListenerKind("metrics", "metrics", metrics_page, TLSStyle.NONE, HTTP_BUSY),
 ]

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService, Service
 from twisted.cred.portal import Portal
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
@@ -127,6 +127,33 @@ class Listener(Service):
         return None
 
 
+class ServerService(MultiService):
+    """The whole server. Stopping it (SIGTERM) stops accepting first, then lets the sessions
+    finish within ``[server] shutdown_grace`` (``ops/control.py``, ``Sessions.drain``), and only
+    then stops the rest: the queue and delivery thread (which finish what is in flight), the
+    thread pools. So an SMTP transaction in progress gets its 250, and no fsync is left
+    waiting on a stopped pool."""
+
+    def __init__(self, reactor: Any, grace: float) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.grace = grace
+        self.sessions: Any = None  # ops.control.Sessions, set by ``build``
+
+    def stopService(self) -> Deferred[Any]:
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        for child in list(self):
+            if isinstance(child, Listener) and child.running:
+                await maybeDeferred(child.stopService)
+        if self.sessions is not None:
+            log.info("txmailhost stopping: letting sessions finish (at most {grace:.0f} s)",
+                     grace=self.grace)  # fmt: skip
+            await self.sessions.drain(self.reactor, self.grace)
+        await maybeDeferred(super().stopService)
+
+
 class TLSReloadService(Service):
     """Picks up a renewed certificate without a restart.
 
@@ -200,6 +227,7 @@ def make_service(
     """
     import twisted.mail.imap4  # noqa: F401 - registers the imap4-utf-7 codec mailbox names use
 
+    from txmailhost import dataformat
     from txmailhost.config import ConfigError, load_config
     from txmailhost.datadir import acting_as, ensure_data_dir, writable_problem
 
@@ -209,9 +237,15 @@ def make_service(
         reactor = default_reactor
     try:
         with acting_as(*run_as):
+            if os.path.isdir(data_dir):
+                dataformat.check(data_dir)  # a newer release's directory: touch nothing
             created = ensure_data_dir(data_dir, config_file)
             config = load_config(data_dir, config_file)
             problem = writable_problem(config)
+            if not problem:
+                created += dataformat.upgrade(data_dir)
+    except dataformat.DataFormatError as e:
+        problem = str(e)
     except ConfigError as e:
         for problem in e.problems:
             print(f"txmailhost: {problem}", file=sys.stderr)
@@ -229,7 +263,7 @@ def make_service(
         print(f"txmailhost: {problem}", file=sys.stderr)
         raise SystemExit(1) from None
     for line in created:
-        log.info("txmailhost first start: {line}", line=line)
+        log.info("txmailhost start: {line}", line=line)
     # The certificate's key may be readable by root only (certbot's privkey.pem): load it as
     # the invoking user. Everything else that touches the data directory (the accounts
     # database, crash recovery into Maildirs, the spool's probes and sweeps) happens as the
@@ -324,11 +358,14 @@ def build(
     from txmailhost.delivery.setup import build_delivery
     from txmailhost.limits import LimitedFactory
     from txmailhost.listeners import LISTENERS, ServerParts
+    from txmailhost.ops.control import ControlService, Sessions, socket_path
+    from txmailhost.ops.eventlog import build_event_log
     from txmailhost.peer import PlaintextAuth
     from txmailhost.queue.service import ReturnToSender, build_queue
     from txmailhost.store import backends
 
-    top = MultiService()
+    top = ServerService(reactor, config.shutdown_grace)
+    build_event_log(config).setServiceParent(top)  # first: it observes before anything listens
     storage_pool = ThreadPool(
         minthreads=1, maxthreads=config.store.threads, name="txmailhost-storage"
     )
@@ -380,7 +417,9 @@ def build(
             reactor, window=security.login_failure_window, ip_limit=10**9, free_failures=5
         ),
         plaintext_auth=PlaintextAuth(security.plaintext_auth_from),
+        pools=tuple(s.pool for s in top if isinstance(s, ThreadPoolService)),
     )
+    open_listeners = []
     for kind in LISTENERS if listeners is None else listeners:
         description = getattr(config.listen, kind.config_key)
         if description:
@@ -392,6 +431,10 @@ def build(
                 security.max_connections_per_ip,
             )
             Listener(reactor, kind.label, description, limited).setServiceParent(top)
+            open_listeners.append((kind.label, limited))
+    # 'txmailhost who' and 'kick' ask through DATA/run/control.sock (ops/control.py).
+    sessions = top.sessions = Sessions(open_listeners)
+    ControlService(reactor, socket_path(config), sessions).setServiceParent(top)
     top.portal = portal  # type: ignore[attr-defined] - for embedding and tests
     top.store = store  # type: ignore[attr-defined]
     return top

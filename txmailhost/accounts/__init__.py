@@ -11,7 +11,9 @@ May import: the standard library, twisted.cred, zope.interface, ``txmailhost.sto
 (the realm hands out the store). Never a protocol package.
 
 Invariants: passwords are stored only as scrypt hashes (``passwords.py``) and compared in
-constant time; hashing runs in a thread pool, never on the reactor thread.
+constant time; hashing runs in a thread pool, never on the reactor thread. The one exception
+is a hash moved in from another server (``legacy.py``, Dovecot's ``{SCHEME}`` strings), kept
+only until its user's next successful login replaces it with ours.
 """
 
 from txmailhost.accounts.addresses import canonical_address, canonical_domain

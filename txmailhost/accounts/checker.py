@@ -8,6 +8,9 @@ that failures take as long whether or not the account exists (no enumeration by 
 With a ``CredentialCache`` (``credcache.py``) a password verified lately for the same stored
 hash is accepted without hashing again; the stored hash is read on every login regardless, so
 a change made by the CLI in another process applies to the next login.
+
+A hash moved in from Dovecot (``legacy.py``) is replaced by our scrypt hash on the first login
+that proves the password, compare-and-swap, so a password changed meanwhile is kept.
 """
 
 from __future__ import annotations
@@ -19,13 +22,22 @@ from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from txmailhost.accounts.addresses import canonical_address
 from txmailhost.accounts.credcache import CredentialCache
 from txmailhost.accounts.interfaces import AccountError, IAccounts
-from txmailhost.accounts.passwords import dummy_hash, verify_password
+from txmailhost.accounts.legacy import scheme_of
+from txmailhost.accounts.passwords import (
+    dummy_hash,
+    hash_password,
+    needs_rehash,
+    verify_password,
+)
+
+log = Logger()
 
 
 def _text(value: bytes | str) -> str:
@@ -65,9 +77,16 @@ class AccountsChecker:
         ok = verify_password(password, encoded or dummy_hash())
         if not ok or encoded is None or address is None:
             raise UnauthorizedLogin("authentication failed")
+        if needs_rehash(encoded):  # a hash moved in from Dovecot: ours from now on
+            self._rehash(address, password, encoded)
         if cache is not None and fingerprint is not None:
             cache.remember(address, fingerprint, encoded)
         return address
+
+    def _rehash(self, address: str, password: str, old: str) -> None:
+        if self._db.replace_password_hash(address, old, hash_password(password)):
+            log.info("password of {user} rehashed from {scheme} to scrypt", user=address,
+                     scheme=scheme_of(old))  # fmt: skip
 
     def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[str]:
         return threads.deferToThreadPool(

@@ -201,6 +201,27 @@ class AccountsDB:
             raise AccountError(f"domain {domain} was removed meanwhile") from None
         return canonical
 
+    def add_user_with_hash(self, address: str, password_hash: str) -> str:
+        """Create an account from a stored password hash (``txmailhost import`` of an export):
+        the password itself is never known here, so it is not checked for strength. A hash
+        in a scheme ``passwords.verify_password`` doesn't know just never matches."""
+        canonical = canonical_address(address)
+        if not password_hash or not password_hash.isascii() or not password_hash.isprintable():
+            raise AccountError(f"{canonical}: the stored password hash is not printable ASCII")
+        domain = canonical.split("@", 1)[1]
+        if not self.has_domain(domain):
+            raise AccountError(
+                f"domain {domain} is not served here; add it with 'domain add {domain}'"
+            )
+        try:
+            self._db.execute(
+                "INSERT INTO users (address, domain, password_hash, created) VALUES (?, ?, ?, ?)",
+                (canonical, domain, password_hash, time.time()),
+            )
+        except sqlite3.IntegrityError:
+            raise AccountError(f"user {canonical} already exists") from None
+        return canonical
+
     def list_users(self, domain: str | None = None) -> list[str]:
         if domain is None:
             rows = self._db.execute("SELECT address FROM users ORDER BY domain, address")
@@ -244,6 +265,13 @@ class AccountsDB:
         if cursor.rowcount == 0:
             raise AccountError(f"no such user: {canonical}")
         return canonical
+
+    def replace_password_hash(self, address: str, old: str, new: str) -> bool:
+        cursor = self._db.execute(
+            "UPDATE users SET password_hash = ? WHERE address = ? AND password_hash = ?",
+            (new, address.lower(), old),
+        )
+        return cursor.rowcount == 1
 
     def login_origin_seen(self, address: str, client: str, since: float) -> bool:
         """``address`` logged in successfully from ``client`` at ``since`` or later."""

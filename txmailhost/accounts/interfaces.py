@@ -73,6 +73,10 @@ class IAccounts(Interface):
     def password_hash(address: str) -> str | None:
         """The stored hash of the user's password (``passwords.py`` format), None if no user."""
 
+    def replace_password_hash(address: str, old: str, new: str) -> bool:
+        """Store ``new`` if the stored hash is still ``old`` (a migrated hash replaced by ours
+        at login; a password changed meanwhile wins); whether it was replaced."""
+
     # -- login origins (``origins.py``) --------------------------------------------------------
 
     def login_origin_seen(address: str, client: str, since: float) -> bool:

@@ -13,6 +13,8 @@ import hmac
 import os
 from importlib import resources
 
+from txmailhost.accounts.legacy import scheme_of, verify_legacy
+
 # 2**15 * 128 * 8 = 32 MiB of memory per hash, ~50 ms on a 2 GHz core: slow for an attacker,
 # tolerable for a login.
 LOG_N, R, P = 15, 8, 1
@@ -37,7 +39,10 @@ def hash_password(password: str, log_n: int = LOG_N) -> str:
 
 
 def verify_password(password: str, encoded: str) -> bool:
-    """True when ``password`` matches ``encoded``; False for a malformed hash, never an error."""
+    """True when ``password`` matches ``encoded``; False for a malformed hash, never an error.
+    A ``{SCHEME}`` hash moved in from Dovecot is checked by ``legacy.py``."""
+    if encoded.startswith("{"):
+        return verify_legacy(password, encoded)
     try:
         _, scheme, params, salt, digest = encoded.split("$")
         if scheme != "scrypt":
@@ -57,6 +62,11 @@ def verify_password(password: str, encoded: str) -> bool:
     except (ValueError, KeyError):
         return False
     return hmac.compare_digest(actual, expected)
+
+
+def needs_rehash(encoded: str) -> bool:
+    """Is ``encoded`` a hash to replace with ours once the password is known (a login)?"""
+    return scheme_of(encoded) is not None
 
 
 _dummy_hash: str | None = None

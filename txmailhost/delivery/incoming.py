@@ -32,6 +32,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from txmailhost import _safeio
 from txmailhost.delivery.spares import SpareFiles
 
 log = Logger()
@@ -237,7 +238,7 @@ class IncomingMessage:
         self._file.flush()
         if record is not None:  # before the fsync, which makes both durable at once
             os.setxattr(self._file.fileno(), *record)
-        os.fsync(self._file.fileno())
+        _safeio.fsync(self._file.fileno())
         self._file.close()
 
     def _close(self) -> None:

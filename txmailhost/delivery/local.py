@@ -45,6 +45,7 @@ from twisted.logger import Logger
 
 from txmailhost.delivery import mailboxes
 from txmailhost.delivery.agent import DeliveryAgent, LocalRecipient
+from txmailhost.ops import metrics
 
 log = Logger()
 
@@ -339,6 +340,9 @@ class LocalDelivery(Service):
                     log.failure("local delivery of {queue_id}", queue_id=item.queue_id)
                     failed.append(item)
         for item in done:
+            metrics.message("delivered", item.size, len(item.targets))
+            log.info("delivered {queue_id} to {mailboxes}", queue_id=item.queue_id,
+                     mailboxes=", ".join(f"{u}/{b}" for u, b in item.targets))  # fmt: skip
             self._release(item)
         mailboxes.settle(self._store, [d for item in batch for d in self._directories(item)])
         return failed

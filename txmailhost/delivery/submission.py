@@ -32,6 +32,7 @@ from txmailhost.delivery.incoming import IncomingMessage, IncomingSpool
 from txmailhost.delivery.interfaces import Envelope, ISubmission, Receipt, SubmissionError
 from txmailhost.delivery.local import MAX_RECORD, XATTR, LocalDelivery, SpooledLocal
 from txmailhost.delivery.notices import quota_crossings, quota_notice
+from txmailhost.ops import metrics
 from txmailhost.routing import Route, RouteKind
 from txmailhost.store.interfaces import INBOX
 
@@ -116,6 +117,9 @@ class Submission:
                     if prepare is not None:
                         await message.commit()
                     await mailboxes.deliver(self._store, targets, message.path)
+                metrics.message("delivered", message.size, len(targets))
+                log.info("delivered {queue_id} to {mailboxes}", queue_id=message.queue_id,
+                         mailboxes=", ".join(f"{u}/{b}" for u, b in targets))  # fmt: skip
         finally:
             message.discard()
         await self._warn_near_quota(envelope, message.size)

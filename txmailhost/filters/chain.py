@@ -30,6 +30,7 @@ from txmailhost.filters.interfaces import (
     Transaction,
     Verdict,
 )
+from txmailhost.ops import metrics
 
 log = Logger()
 
@@ -133,7 +134,9 @@ class FilterChain:
         junk_all = False
         dropped: set[str] = set()
         for candidate in self._at[stage]:
-            verdict = await self._ask(candidate, stage, ask)
+            verdict = await metrics.filter_verdict(
+                candidate.name, stage, self._ask(candidate, stage, ask)
+            )
             fields.extend(verdict.headers)
             remaining = set(recipients) - dropped
             named = remaining if verdict.recipients is None else remaining & verdict.recipients

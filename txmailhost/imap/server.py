@@ -48,6 +48,7 @@ from txmailhost.imap.replies import Done, IMAPError, printable
 from txmailhost.imap.session import SelectedMailbox
 from txmailhost.imap.state import ANY, AUTH, SELECTED, UNAUTH, State
 from txmailhost.imap.updates import UpdateMixin
+from txmailhost.ops import metrics
 from txmailhost.peer import OutputPressure, PlaintextAuth, quick_ack
 from txmailhost.session.auth import PasswordLogin
 from txmailhost.session.tls import SessionTLS
@@ -465,7 +466,10 @@ class IMAPServer(
             return
         self._running = True
         self._pause()
-        d = Deferred.fromCoroutine(self._run(tag, command, reader, by_uid))
+        name = ("UID " if by_uid else "") + verb.decode("ascii", "replace")
+        d = Deferred.fromCoroutine(
+            metrics.imap_command(name, self._run(tag, command, reader, by_uid))
+        )
         d.addErrback(lambda f: log.failure("imap session failed", f))
         d.addBoth(lambda _: self._drop_literals(literals))
 
@@ -505,6 +509,7 @@ class IMAPServer(
 
     def _reply(self, tag: bytes, result: Done | IMAPError) -> None:
         """The one place a tagged reply is written, logged and counted."""
+        metrics.imap_reply(getattr(result, "status", "OK"))
         if isinstance(result, replies.BadCommand):
             self._bad_commands += 1
             log.debug("imap {peer} BAD {text}", peer=self.peer_text, text=result.reply_text)

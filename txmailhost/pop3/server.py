@@ -485,6 +485,11 @@ class POP3Server(LineReceiver, TimeoutMixin):
 
     # -- authorization ---------------------------------------------------------------------------
 
+    @property
+    def user(self) -> str | None:
+        """The logged-in user, None before login (``txmailhost who``, ops/control.py)."""
+        return self._user
+
     def _secure(self) -> bool:
         return self._tls.active(self.transport)
 

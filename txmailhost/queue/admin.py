@@ -7,7 +7,10 @@ Like Postfix's ``mailq`` / ``postqueue -f`` / ``postsuper -d``:
 - ``queue show ID`` — the envelope as stored (JSON) and the message's header section;
 - ``queue flush`` — try every message now; ``queue retry ID`` — try one message now;
 - ``queue delete ID`` — drop a message without telling the sender;
-- ``queue bounce ID`` — fail every undelivered recipient now, with a DSN to the sender.
+- ``queue bounce ID`` — fail every undelivered recipient now, with a DSN to the sender;
+- ``queue hold ID`` / ``queue release ID`` — keep a message without trying it, and undo that;
+  ``queue requeue ID`` — start over: released, attempts forgotten, tried now (``postsuper
+  -h``/``-H``/``-r``); ``queue list --domain D`` — only messages with a recipient in D.
 
 Reading is done here, from the same files and with the same code as the server
 (``spool.py``). Changes are *requests*: a file in ``DATA/queue/control/`` that the running
@@ -36,6 +39,7 @@ def register(
     queue = commands.add_parser("queue", help="inspect and manage the relay queue (like mailq)")
     actions = queue.add_subparsers(metavar="ACTION", required=True)
     listing = actions.add_parser("list", help="one line per queued message: id, sender, recipients")
+    listing.add_argument("--domain", help="only messages with a recipient in this domain")
     listing.set_defaults(run=with_config(_list))
     show = actions.add_parser("show", help="the envelope and headers of one message")
     show.add_argument("id")
@@ -46,6 +50,9 @@ def register(
         ("retry", "try to deliver one message now"),
         ("delete", "remove a message without notifying the sender"),
         ("bounce", "give up on a message: a delivery status notification goes to the sender"),
+        ("hold", "keep a message without trying to deliver it, until 'queue release'"),
+        ("release", "deliver a held message again when its recipients are due"),
+        ("requeue", "start over: release, forget the attempts, try now"),
     ):
         action = actions.add_parser(name, help=text)
         action.add_argument("id")
@@ -60,7 +67,7 @@ def format_line(envelope: Envelope) -> str:
     recipients = " ".join(f"{r.address}({r.state})" for r in envelope.recipients)
     return (
         f"{envelope.queue_id}  {envelope.size:>9}  {_when(envelope.arrival)}  "
-        f"<{envelope.sender or ''}>  -> {recipients}"
+        f"<{envelope.sender or ''}>  -> {recipients}" + ("  (held)" if envelope.held else "")
     )
 
 
@@ -76,11 +83,16 @@ def _load_all(spool: Spool) -> list[Envelope]:
 
 def _list(args: argparse.Namespace, config: Any) -> int:
     envelopes = _load_all(Spool(config.queue_dir))
+    if args.domain:
+        domain = args.domain.lower().rstrip(".")
+        envelopes = [e for e in envelopes if any(r.domain == domain for r in e.recipients)]
     for envelope in envelopes:
         print(format_line(envelope))
     # Local mail acknowledged and not yet in its mailboxes: milliseconds while the server
     # runs; after a crash, until the next start delivers it (delivery/local.py).
     local = spooled_local(os.path.join(config.queue_dir, "spare"))
+    if args.domain:
+        local = [i for i in local if any(u.rpartition("@")[2] == domain for u, _m in i.targets)]
     for item in local:
         targets = " ".join(f"{user}/{mailbox}(local)" for user, mailbox in item.targets)
         print(f"{item.stem}  {item.size:>9}  {_when(item.arrival)}  -> {targets}")

@@ -36,12 +36,14 @@ from twisted.internet import threads
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
 from twisted.logger import Logger
 
+from txmailhost.ops import metrics
 from txmailhost.queue import bounce
 from txmailhost.queue.interfaces import DeliveryResult, ICourier, Outcome
 from txmailhost.queue.spool import (
     BOUNCED,
     DEFERRED,
     DELIVERED,
+    PENDING,
     Envelope,
     Recipient,
     Spool,
@@ -214,6 +216,35 @@ class Queue:
         """Fail every undelivered recipient now, with a DSN to the sender."""
         return Deferred.fromCoroutine(self._admin_bounce(queue_id))
 
+    def hold(self, queue_id: str) -> Deferred[bool]:
+        """Keep a message without trying it (``postsuper -h``); an attempt in flight ends."""
+        return Deferred.fromCoroutine(self._set_held(queue_id, True, "held"))
+
+    def release(self, queue_id: str) -> Deferred[bool]:
+        """Undo ``hold``: the message is tried when its recipients are due (``postsuper -H``)."""
+        return Deferred.fromCoroutine(self._set_held(queue_id, False, "released"))
+
+    def requeue(self, queue_id: str) -> Deferred[bool]:
+        """Start over (``postsuper -r``): released, every undelivered recipient pending with
+        no attempts counted, tried now."""
+        return Deferred.fromCoroutine(self._set_held(queue_id, False, "requeued", fresh=True))
+
+    async def _set_held(self, queue_id: str, held: bool, what: str, fresh: bool = False) -> bool:
+        envelope = self._envelopes.get(queue_id)
+        if envelope is None:
+            return False
+        envelope.held = held
+        if fresh:
+            now = self._reactor.seconds()
+            for r in envelope.active():
+                r.state, r.attempts, r.next_attempt = PENDING, 0, now
+                r.status = r.diagnostic = r.remote_mta = ""
+        await self._locked(queue_id, self.spool.save, envelope)
+        if self._envelopes.get(queue_id) is envelope:
+            self._schedule(envelope)  # held: cancels the timer; else arms it
+        log.info("queue: {queue_id} {what} by the administrator", queue_id=queue_id, what=what)
+        return True
+
     # -- scheduling -----------------------------------------------------------------------------
 
     async def _false(self) -> bool:
@@ -239,6 +270,8 @@ class Queue:
 
     @staticmethod
     def _due_time(envelope: Envelope) -> float:
+        if envelope.held:
+            return float("inf")
         return min((r.next_attempt for r in envelope.active()), default=float("inf"))
 
     def _schedule(self, envelope: Envelope) -> None:
@@ -258,7 +291,7 @@ class Queue:
     def _due(self, queue_id: str) -> None:
         self._timers.pop(queue_id, None)
         envelope = self._envelopes.get(queue_id)
-        if envelope is None:
+        if envelope is None or envelope.held:
             return
         now = self._reactor.seconds()
         for domain in sorted({r.domain for r in envelope.active() if r.next_attempt <= now}):
@@ -381,8 +414,10 @@ class Queue:
     ) -> None:
         r.status, r.diagnostic, r.remote_mta = result.status, result.diagnostic, result.remote_mta
         fields = {"queue_id": envelope.queue_id, "rcpt": r.address, "reply": result.diagnostic}
+        metrics.delivery_attempt(result.outcome.value, r.domain)
         if result.outcome is Outcome.DELIVERED:
             r.state = DELIVERED
+            metrics.message("relayed", envelope.size)
             log.info("delivered {queue_id} to <{rcpt}>: {reply}", **fields)
         elif result.outcome is Outcome.PERMANENT:
             failed.append(r)
@@ -405,6 +440,7 @@ class Queue:
         if failed and await self._notify(envelope, failed, bounce.FAILED, now):
             for r in failed:
                 r.state = BOUNCED
+            metrics.message("bounced", envelope.size, len(failed))
         elif failed:
             for r in failed:  # the DSN couldn't be handed over: keep them, try again later
                 r.state = DEFERRED
@@ -490,3 +526,9 @@ class Queue:
                 await self.delete(queue_id)
             elif kind == "bounce" and queue_id:
                 await self.bounce(queue_id)
+            elif kind == "hold" and queue_id:
+                await self.hold(queue_id)
+            elif kind == "release" and queue_id:
+                await self.release(queue_id)
+            elif kind == "requeue" and queue_id:
+                await self.requeue(queue_id)

@@ -38,7 +38,7 @@ DELIVERED = "delivered"
 BOUNCED = "bounced"
 ACTIVE_STATES = (PENDING, DEFERRED)
 
-REQUEST_KINDS = ("bounce", "delete", "retry")
+REQUEST_KINDS = ("bounce", "delete", "retry", "hold", "release", "requeue")
 HEADER_LIMIT = 64 * 1024
 _QUEUE_ID = re.compile(r"^[A-Za-z0-9]{6,40}$")
 
@@ -73,6 +73,7 @@ class Envelope:
     recipients: list[Recipient] = field(default_factory=list)
     hops: int = 0  # Received: header fields, for loop detection
     delay_warned: bool = False
+    held: bool = False  # ``queue hold``: kept, never attempted, until ``queue release``
 
     def active(self) -> list[Recipient]:
         return [r for r in self.recipients if r.active]

@@ -32,6 +32,7 @@ from twisted.logger import Logger
 
 from txmailhost.accounts.interfaces import IMailAccount
 from txmailhost.accounts.throttle import LoginThrottled
+from txmailhost.ops import metrics
 from txmailhost.peer import PlaintextAuth
 from txmailhost.sasl import SASLError, decode_response, parse_plain
 
@@ -158,6 +159,7 @@ class PasswordLogin:
                 UsernamePassword(credentials.username, credentials.password), peer, IMailAccount
             )
         except LoginThrottled:
+            metrics.login(self.protocol, "throttled")
             log.warn(
                 self._throttled_format,
                 protocol=self.protocol,
@@ -167,6 +169,7 @@ class PasswordLogin:
             raise
         except LoginFailed:
             self.failures += 1
+            metrics.login(self.protocol, "failure")
             log.warn(
                 self._failed_format,
                 protocol=self.protocol,
@@ -182,6 +185,7 @@ class PasswordLogin:
                 finally:
                     self._pause = None
             raise
+        metrics.login(self.protocol, "success")
         return account, logout
 
     def cancel(self) -> None:

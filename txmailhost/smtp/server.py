@@ -42,6 +42,7 @@ from txmailhost.delivery.incoming import IncomingMessage
 from txmailhost.delivery.interfaces import ISubmission
 from txmailhost.filters.chain import Decision, FilterChain, render_fields
 from txmailhost.filters.interfaces import Action, Client, Transaction, Verdict
+from txmailhost.ops import metrics
 from txmailhost.peer import OutputPressure, PlaintextAuth, describe_tls, printable, quick_ack
 from txmailhost.sasl import SASLError
 from txmailhost.session.auth import (
@@ -202,6 +203,12 @@ class SMTPServer(Protocol, TimeoutMixin):
         }
 
     # -- connection ------------------------------------------------------------------------
+
+    @property
+    def in_transaction(self) -> bool:
+        """A message is being received or its reply is pending: the server's shutdown waits
+        for it (ops/control.py ``Sessions.drain``)."""
+        return self._busy or self.envelope is not None or self.state is State.DATA
 
     @property
     def secure(self) -> bool:
@@ -734,6 +741,7 @@ class SMTPServer(Protocol, TimeoutMixin):
     ) -> None:
         # The reply to the end of data is logged here, not as a refusal too.
         self._command = ""
+        metrics.smtp_transaction(self.factory.name, reply.code, reply.enhanced, size)
         log.info(
             "smtp {listener} {peer} id={queue_id} from=<{sender}> to={recipients} size={size}"
             " result={code} {enhanced} helo={helo} tls={tls} user={user}",

@@ -273,7 +273,7 @@ def _stage(directory: str, source: MessageSource) -> tuple[str, int]:
                         f.write(chunk)
                 crlf = counter.size
             f.flush()
-            os.fsync(f.fileno())
+            _safeio.fsync(f.fileno())
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(path)
@@ -522,7 +522,7 @@ class MaildirMailbox:
     ) -> tuple[int, int]:
         with _removed_afterwards(source_path):
             with open(source_path, "rb") as f:
-                os.fsync(f.fileno())
+                _safeio.fsync(f.fileno())
                 crlf = lineends.crlf_size(f)  # a client may APPEND bare LFs: serve CRLF
             uid = self._append(source_path, flags, internaldate, crlf)
         return self._index.meta()["uidvalidity"], uid

@@ -1,0 +1,142 @@
+"""Export, wipe, import on a running server: every message comes back with its bytes, flags,
+UID and the mailbox's UIDVALIDITY, so an IMAP client's cache stays valid; the old password
+still works."""
+
+from __future__ import annotations
+
+import imaplib
+import json
+import os
+import re
+import smtplib
+import time
+
+import pytest
+
+from tests.e2e.conftest import PASSWORD
+
+pytestmark = pytest.mark.slow
+H = "127.0.0.1"
+ALICE = "alice@example.test"
+
+
+def imap(server) -> imaplib.IMAP4:
+    client = imaplib.IMAP4(H, server.ports["imap"])
+    client.login(ALICE, PASSWORD)
+    return client
+
+
+def mailbox_state(server) -> dict[str, tuple]:
+    """Per mailbox: UIDVALIDITY, and per UID its flags and bytes, as an IMAP client sees them."""
+    client = imap(server)
+    state = {}
+    for line in client.list()[1]:
+        name = line.decode().rsplit(' "/" ', 1)[1].strip('"')
+        typ, data = client.select(f'"{name}"', readonly=True)
+        validity = client.response("UIDVALIDITY")[1][0]
+        typ, data = client.uid("FETCH", "1:*", "(UID FLAGS BODY.PEEK[])")
+        messages = {}
+        for item in data:
+            if isinstance(item, tuple):
+                uid = int(re.search(rb"UID (\d+)", item[0])[1])
+                flags = re.search(rb"FLAGS \(([^)]*)\)", item[0])[1].split()
+                messages[uid] = (sorted(f for f in flags if f != b"\\Recent"), item[1])
+        state[name] = (validity, messages)
+    client.logout()
+    return state
+
+
+def test_export_wipe_import_restores_bytes_flags_uids_and_uidvalidity(server, tmp_path):
+    for n in range(4):
+        with smtplib.SMTP(H, server.ports["smtp"], timeout=10) as s:
+            s.sendmail("x@remote.test", [ALICE], f"Subject: m{n}\r\n\r\nbody {n}\r\n")
+    server.cli("alias", "add", "info@example.test", ALICE)
+    deadline = time.time() + 10
+    while len(json.loads(server.cli("search", ALICE, "INBOX", "ALL", "--json").stdout)) < 4:
+        assert time.time() < deadline
+        time.sleep(0.1)
+    client = imap(server)
+    client.create("Archive/2026")
+    client.select("INBOX")
+    client.uid("STORE", "1", "+FLAGS", "(\\Deleted)")
+    client.expunge()  # a gap: UIDs 2, 3, 4 remain
+    client.uid("STORE", "2", "+FLAGS", "(\\Seen \\Answered $Work)")
+    client.uid("COPY", "3", "Archive/2026")
+    client.append("Sent", "(\\Seen)", None, b"Subject: sent\r\n\r\nout\r\n")
+    client.logout()
+    before = mailbox_state(server)
+
+    dest = tmp_path / "backup"
+    server.cli("export", ALICE, str(dest))
+    manifest = json.loads((dest / "txmailhost-export.json").read_text())
+    assert manifest["format"] == "txmailhost-export" and manifest["users"] == [ALICE]
+    server.cli("user", "del", ALICE, "--purge")
+    server.cli("alias", "del", "info@example.test", check=False)
+
+    report = json.loads(server.cli("import", str(dest), "--json").stdout)
+    assert report[0]["account"] == "created"
+    assert all(box["kept_uids"] for box in report[0]["mailboxes"])
+    after = mailbox_state(server)  # logs in with the old password: the hash came back
+    assert after == before
+    assert sorted(before["INBOX"][1]) == [2, 3, 4]
+    aliases = server.cli("alias", "list").stdout
+    assert "info@example.test" in aliases and ALICE in aliases
+
+    # New mail after the import continues above the restored UIDs.
+    with smtplib.SMTP(H, server.ports["smtp"], timeout=10) as s:
+        s.sendmail("x@remote.test", [ALICE], "Subject: later\r\n\r\nnew\r\n")
+    deadline = time.time() + 10
+    while True:
+        uids = [m["uid"] for m in json.loads(server.cli("search", ALICE, "INBOX", "ALL",
+                                                         "--json").stdout)]  # fmt: skip
+        if len(uids) == 4:
+            break
+        assert time.time() < deadline
+        time.sleep(0.1)
+    assert uids[-1] == 5
+
+
+def test_importing_into_a_mailbox_holding_mail_appends_with_new_uids(server, tmp_path):
+    with smtplib.SMTP(H, server.ports["smtp"], timeout=10) as s:
+        s.sendmail("x@remote.test", [ALICE], "Subject: one\r\n\r\nbody\r\n")
+    deadline = time.time() + 10
+    while not json.loads(server.cli("search", ALICE, "INBOX", "ALL", "--json").stdout):
+        assert time.time() < deadline
+        time.sleep(0.1)
+    server.cli("export", ALICE, str(tmp_path / "b"))
+    report = json.loads(server.cli("import", "bob@example.test", str(tmp_path / "b"),
+                                   "--json").stdout)  # fmt: skip
+    (inbox,) = [box for box in report[0]["mailboxes"] if box["name"] == "INBOX"]
+    assert report[0]["account"] == "existed" and inbox["kept_uids"]  # bob's INBOX was empty
+    report = json.loads(server.cli("import", "bob@example.test", str(tmp_path / "b"),
+                                   "--json").stdout)  # fmt: skip
+    (inbox,) = [box for box in report[0]["mailboxes"] if box["name"] == "INBOX"]
+    assert not inbox["kept_uids"] and inbox["messages"] == 1
+    uids = [m["uid"] for m in json.loads(server.cli("search", "bob@example.test", "INBOX", "ALL",
+                                                     "--json").stdout)]  # fmt: skip
+    assert len(uids) == 2 and uids[1] > uids[0]
+
+
+def test_export_refuses_a_nonempty_destination_and_import_an_incomplete_export(server, tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    result = server.cli("export", ALICE, str(tmp_path / "full"), check=False)
+    assert result.returncode == 1 and "is not an empty directory" in result.stderr
+    (tmp_path / "partial" / ALICE).mkdir(parents=True)
+    result = server.cli("import", str(tmp_path / "partial"), check=False)
+    assert result.returncode == 1
+    assert "no txmailhost-export.json: not an export, or an incomplete one" in result.stderr
+    assert not os.path.exists(tmp_path / "partial" / "txmailhost-export.json")
+
+
+def test_export_all_includes_an_online_copy_of_the_accounts_database(server, tmp_path):
+    import sqlite3
+
+    dest = tmp_path / "all"
+    out = json.loads(server.cli("export", "--all", str(dest), "--json").stdout)
+    assert [u["user"] for u in out["users"]] == [ALICE, "bob@example.test"]
+    copy = sqlite3.connect(dest / "accounts.sqlite")
+    assert sorted(r[0] for r in copy.execute("SELECT address FROM users")) == [
+        ALICE, "bob@example.test",
+    ]  # fmt: skip
+    assert os.stat(dest / "accounts.sqlite").st_mode & 0o077 == 0

@@ -1,0 +1,58 @@
+"""``txmailhost who`` and ``kick`` against the running server, through its control socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import poplib
+import smtplib
+import socket
+import stat
+
+import pytest
+
+from tests.e2e.conftest import PASSWORD
+
+pytestmark = pytest.mark.slow
+H = "127.0.0.1"
+ALICE, BOB = "alice@example.test", "bob@example.test"
+
+
+def test_who_lists_logged_in_sessions_and_kick_closes_them(server):
+    imap = socket.create_connection((H, server.ports["imap"]), timeout=10)
+    reader = imap.makefile("rb")
+    reader.readline()  # greeting
+    imap.sendall(f'a LOGIN {ALICE} "{PASSWORD}"\r\n'.encode())
+    while not reader.readline().startswith(b"a OK"):
+        pass
+    pop = poplib.POP3(H, server.ports["pop3"])
+    pop.user(BOB)
+    pop.pass_(PASSWORD)
+    anonymous = smtplib.SMTP(H, server.ports["smtp"])
+    anonymous.ehlo("client.test")
+
+    sessions = json.loads(server.cli("who", "--json").stdout)
+    mine = {(s["user"], s["protocol"], s["listener"]) for s in sessions}
+    assert (ALICE, "imap", "imap") in mine and (BOB, "pop3", "pop3") in mine
+    assert (None, "smtp", "smtp") in mine
+    assert all(s["client"] == H and s["tls"] is False for s in sessions)
+    text = server.cli("who", "--user", ALICE).stdout.splitlines()
+    assert len(text) == 2 and text[1].split()[:3] == [ALICE, "imap", "imap"]
+
+    assert server.cli("kick", ALICE).stdout == f"kicked 1 session(s) of {ALICE}\n"
+    assert reader.readline() == b"* BYE [UNAVAILABLE] disconnected by the administrator\r\n"
+    assert reader.readline() == b""  # and closed
+    imap.close()
+    pop.noop()  # bob's session is untouched
+    assert server.cli("kick", "nobody@example.test", check=False).returncode == 1
+    pop.quit()
+    anonymous.quit()
+    socket_mode = os.stat(os.path.join(server.data_dir, "run", "control.sock")).st_mode
+    assert stat.S_IMODE(socket_mode) == 0o600
+
+
+def test_who_says_when_the_server_is_not_running(server):
+    server.stop()
+    result = server.cli("who", check=False)
+    assert result.returncode == 1
+    assert "the server is not running" in result.stderr

@@ -1,0 +1,109 @@
+"""The event log's formats and ``log grep``'s reading, without a server."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from twisted.logger import LogLevel
+from twisted.python.failure import Failure
+
+from txmailhost.ops.eventlog import EventLog, format_event, wanted
+from txmailhost.ops.log_grep import AdminError, parse_since, read_events, rotations, story
+
+QID = "1A23FA45E9DF5FC392C"
+
+
+def event(text: str, level=LogLevel.info, namespace="txmailhost.queue.scheduler", **fields):
+    return {"log_format": text, "log_level": level, "log_namespace": namespace,
+            "log_time": 1_800_000_000.5, **fields}  # fmt: skip
+
+
+def test_text_and_json_lines_carry_the_same_event() -> None:
+    e = event("queued {queue_id} for {rcpts}", queue_id=QID, rcpts="bob@far.test")
+    text = format_event(e, "text")
+    assert text == (
+        "2027-01-15T08:00:00.500000+00:00 [txmailhost.queue.scheduler#info] "
+        f"queued {QID} for bob@far.test"
+    )
+    record = json.loads(format_event(e, "json"))
+    assert record["queue_id"] == QID and record["rcpts"] == "bob@far.test"
+    assert record["text"] == f"queued {QID} for bob@far.test" and record["ts"] == 1_800_000_000.5
+
+
+def test_a_traceback_stays_inside_its_event() -> None:
+    try:
+        raise ValueError("boom\nsecond line")
+    except ValueError:
+        failure = Failure()
+    e = event("delivery failed", LogLevel.critical, log_failure=failure)
+    text = format_event(e, "text")
+    assert all(line.startswith("\t") for line in text.splitlines()[1:])
+    assert "\n" not in format_event(e, "json")
+
+
+def test_only_our_info_and_everyones_warnings_are_kept() -> None:
+    assert wanted(event("x"))
+    assert not wanted(event("x", LogLevel.debug))
+    assert not wanted(event("x", namespace="twisted.web.server"))
+    assert wanted(event("x", LogLevel.warn, namespace="twisted.web.server"))
+
+
+def test_rotated_files_are_read_oldest_first_and_bounded(tmp_path) -> None:
+    log = EventLog(str(tmp_path / "log" / "events.log"), "text", max_size=4096, keep=3)
+    for n in range(200):
+        log(event("line {n} of {queue_id}", n=n, queue_id=QID))
+    log.close()
+    paths = rotations(str(tmp_path / "log" / "events.log"))
+    assert [p.rsplit("/", 1)[1] for p in paths] == [
+        "events.log.3", "events.log.2", "events.log.1", "events.log",
+    ]  # fmt: skip
+    numbers = [int(e.text.split("line ")[1].split()[0]) for e in read_events(paths)]
+    assert numbers == sorted(numbers) and numbers[-1] == 199 and numbers[0] > 0
+
+
+def test_an_address_finds_the_events_of_the_messages_it_names(tmp_path) -> None:
+    other = "1A23FA45E9DF5FC3999"
+    lines = [
+        format_event(event("queued {q} for carol@far.test", q=QID), "text"),
+        format_event(event("queued {q} for dave@far.test", q=other), "text"),
+        format_event(event("{q} to <carol@far.test> deferred: 451", q=QID), "json"),
+        format_event(event("queue: {queue_id} done, removed", queue_id=QID), "text"),
+        format_event(event("queued x for xcarol@far.test.example"), "text"),
+    ]
+    (tmp_path / "ev.log").write_text("\n".join(lines) + "\n")
+    events = list(read_events([str(tmp_path / "ev.log")]))
+    found = story(events, "carol@far.test")
+    assert [e.text.split("] ", 1)[-1] for e in found] == [
+        f"queued {QID} for carol@far.test",
+        f"{QID} to <carol@far.test> deferred: 451",
+        f"queue: {QID} done, removed",
+    ]
+    assert [e.text for e in story(events, other.lower())] == [events[1].text]
+
+
+def test_since_takes_dates_and_durations() -> None:
+    now = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    assert parse_since("2h", now) == datetime(2026, 12, 4, 10, 0, tzinfo=UTC)
+    assert parse_since("2026-12-01", now) == datetime(2026, 12, 1, tzinfo=UTC)
+    with pytest.raises(AdminError):
+        parse_since("yesterday", now)
+
+
+def test_an_unwritable_log_directory_does_not_stop_the_server(tmp_path) -> None:
+    from twisted.logger import globalLogPublisher
+
+    from txmailhost.ops.eventlog import EventLogService
+
+    (tmp_path / "log").write_text("a file where the directory should be")
+    service = EventLogService(str(tmp_path / "log" / "txmailhost.log"), "text", 4096, 2)
+    seen: list[dict] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        service.startService()
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    assert service.observer is None
+    assert any("serving without it" in format_event(e, "text") for e in seen)
+    service.stopService()

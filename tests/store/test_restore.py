@@ -1,0 +1,79 @@
+"""store/restore.py: an empty Maildir mailbox filled with the UIDs, UIDVALIDITY and modseqs it
+had; a mailbox holding mail is left alone (the caller appends)."""
+
+from __future__ import annotations
+
+from tests.store.conftest import MSG, USER
+from txmailhost.store.interfaces import MessageSource
+from txmailhost.store.maildir import MaildirStore
+from txmailhost.store.memory import MemoryStore
+from txmailhost.store.restore import IMailboxRestore, RestoredMessage, restore_mailbox_sync
+
+
+def now(d):
+    out = []
+    d.addBoth(out.append)
+    return out[0]
+
+
+def message(uid: int, flags=(), modseq: int = 50) -> RestoredMessage:
+    body = MSG.replace(b"hello", b"hello %d" % uid)
+    return RestoredMessage(uid, frozenset(flags), 1_700_000_000.0 + uid, modseq,
+                           MessageSource.from_bytes(body))  # fmt: skip
+
+
+def test_uids_uidvalidity_flags_and_modseqs_come_back(store: MaildirStore) -> None:
+    done = IMailboxRestore(store).restore_sync(
+        USER, "Archive", 1234567, 40,
+        [message(7, ["\\Seen", "$Work"], 60), message(9, [], 61), message(30, ["\\Flagged"], 62)],
+    )  # fmt: skip
+    assert done is not None and done.kept_uids and done.uidvalidity == 1234567
+    mailbox = now(store.open(USER, "Archive"))
+    snapshot = now(mailbox.snapshot())
+    assert (snapshot.uidvalidity, snapshot.uidnext, snapshot.highestmodseq) == (1234567, 40, 62)
+    assert [(m.uid, sorted(m.flags), m.modseq, m.internaldate) for m in snapshot.messages] == [
+        (7, ["$Work", "\\Seen"], 60, 1_700_000_007.0),
+        (9, [], 61, 1_700_000_009.0),
+        (30, ["\\Flagged"], 62, 1_700_000_030.0),
+    ]
+    assert now(mailbox.open_message(9)).read() == MSG.replace(b"hello", b"hello 9")
+    assert now(mailbox.append(MessageSource.from_bytes(MSG), [], None))[1] == 40
+    # Files are where a fresh store (another process) finds them, under the same UIDs.
+    again = MaildirStore(store.root)
+    assert [m.uid for m in now(now(again.open(USER, "Archive")).snapshot()).messages] == [
+        7, 9, 30, 40,
+    ]  # fmt: skip
+
+
+def test_modseqs_at_or_below_the_mailbox_highest_are_replaced_by_a_new_one(store) -> None:
+    inbox = now(store.open(USER, "INBOX"))
+    uid = now(inbox.append(MessageSource.from_bytes(MSG), [], None))[1]
+    now(inbox.store_flags([uid], ["\\Seen"], "+"))
+    now(inbox.expunge([uid]))
+    highest = now(inbox.snapshot()).highestmodseq
+    done = IMailboxRestore(store).restore_sync(USER, "INBOX", 99, 5, [message(3, [], 1)])
+    assert done is not None and done.kept_uids
+    snapshot = now(inbox.snapshot())
+    assert [(m.uid, m.modseq) for m in snapshot.messages] == [(3, highest + 1)]
+    assert snapshot.highestmodseq == highest + 1 and snapshot.uidnext == 5
+
+
+def test_a_mailbox_holding_mail_is_not_touched(store) -> None:
+    inbox = now(store.open(USER, "INBOX"))
+    now(inbox.append(MessageSource.from_bytes(MSG), [], None))
+    before = now(inbox.snapshot())
+    assert IMailboxRestore(store).restore_sync(USER, "INBOX", 5, 10, [message(2)]) is None
+    assert now(inbox.snapshot()) == before
+    done = restore_mailbox_sync(store, USER, "INBOX", 5, 10, [message(2, ["\\Seen"])], now)
+    assert not done.kept_uids and done.uidvalidity == before.uidvalidity
+    after = now(inbox.snapshot())
+    assert len(after.messages) == 2 and after.messages[1].flags == frozenset({"\\Seen"})
+
+
+def test_a_store_without_restore_gets_appends() -> None:
+    store = MemoryStore()
+    now(store.provision(USER))
+    assert IMailboxRestore(store, None) is None
+    done = restore_mailbox_sync(store, USER, "Lists", 77, 9, [message(4), message(8)], now)
+    assert not done.kept_uids and done.messages == 2
+    assert len(now(now(store.open(USER, "Lists")).snapshot()).messages) == 2

@@ -1,0 +1,311 @@
+"""``txmailhost export USER|--all DEST`` and ``txmailhost import [USER] SRC``: backup and restore.
+
+An export is a directory anyone can read without txmailhost::
+
+    DEST/txmailhost-export.json          manifest: format, version, when, from which server,
+                                         the users; written last, so an export without it
+                                         is incomplete and ``import`` refuses it
+    DEST/USER/account.json               password hash, quota, forwarding, aliases to the user
+    DEST/USER/mailboxes.json             per mailbox: name, subscribed, UIDVALIDITY, UIDNEXT,
+                                         HIGHESTMODSEQ, and per message UID, flags,
+                                         INTERNALDATE, modseq, size and its file
+    DEST/USER/mail/NNNN/UID.eml          each message's octets as stored (RFC 5322, CRLF)
+    DEST/accounts.sqlite                 with --all: the whole accounts database (domains,
+                                         users, aliases, forwards, quotas), an online copy
+
+It is read through ``IMailStore`` (``select``, ``uid_range``, ``open_message``), so it works on
+any backend and while mail arrives: each mailbox is exported as of one moment, and a message
+expunged during the export is left out. ``import`` restores the account if it is missing
+(with its password hash: the user logs in with the old password), its quota, forwarding and
+aliases, then every mailbox through ``store/restore.py``: into an empty mailbox with the same
+UIDs, UIDVALIDITY and modseqs, so IMAP clients keep their caches; into one that holds mail, as
+new messages (flags and INTERNALDATE kept; the report says which). It is safe on a running
+server, which sees the restored mailboxes at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any
+
+from txmailhost import __version__, _safeio
+from txmailhost.accounts.addresses import canonical_address
+from txmailhost.accounts.interfaces import AccountError
+from txmailhost.ops.mailbox_admin import (
+    AdminError,
+    account,
+    emit,
+    json_option,
+    open_store,
+    result_of,
+)
+from txmailhost.store.interfaces import MessageSource
+from txmailhost.store.restore import RestoredMessage, restore_mailbox_sync
+
+MANIFEST = "txmailhost-export.json"
+FORMAT = "txmailhost-export"
+VERSION = 1
+_ALL_UIDS = (1, 2**32 - 1)
+
+
+def register(commands: Any, with_accounts: Callable[..., Callable[[argparse.Namespace], int]]):
+    export = commands.add_parser(
+        "export", help="write users' accounts and mail (flags, UIDs) into a directory"
+    )
+    export.add_argument("user", nargs="?", help="the user to export (or --all)")
+    export.add_argument("dest", help="a directory that doesn't exist yet (or is empty)")
+    export.add_argument("--all", action="store_true", help="every user")
+    json_option(export)
+    export.set_defaults(run=with_accounts(_export))
+
+    restore = commands.add_parser(
+        "import", help="restore an export: accounts, mailboxes, flags, UIDs where possible"
+    )
+    restore.add_argument(
+        "user", nargs="?", help="import into this address (default: the exported ones)"
+    )
+    restore.add_argument("src", help="a directory written by 'txmailhost export'")
+    json_option(restore)
+    restore.set_defaults(run=with_accounts(_import))
+
+
+# -- export ------------------------------------------------------------------------------------
+
+
+def _export(args: argparse.Namespace, config: Any, accounts: Any) -> int:
+    if args.all == bool(args.user):
+        raise AdminError("name one USER or give --all")
+    users = list(accounts.list_users(None)) if args.all else [account(accounts, args.user)]
+    dest = os.path.abspath(args.dest)
+    if os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
+        raise AdminError(f"{dest} exists and is not an empty directory")
+    os.makedirs(dest, mode=0o700, exist_ok=True)
+    store = open_store(config)
+    summary = [export_user(store, accounts, user, dest) for user in users]
+    if args.all:
+        backup_database(config.accounts_path, os.path.join(dest, "accounts.sqlite"))
+    os.sync()  # every message file on disk before the manifest says the export is whole
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "created": time.time(),
+        "hostname": config.hostname,
+        "txmailhost": __version__,
+        "users": users,
+    }
+    _safeio.write_atomic(os.path.join(dest, MANIFEST), _json(manifest))
+    emit(
+        args,
+        {"dest": dest, "users": summary},
+        lambda: (
+            [
+                f"exported {s['user']}: {s['mailboxes']} mailbox(es), {s['messages']} message(s)"
+                for s in summary
+            ]
+            + [f"into {dest}"]
+        ),
+    )
+    return 0
+
+
+def backup_database(source: str, target: str) -> None:
+    """A consistent copy of a live SQLite database (its online backup API: pages copied in one
+    read transaction, so a login or an alias added meanwhile is wholly in or out)."""
+    live, copy = sqlite3.connect(source, timeout=30), sqlite3.connect(target)
+    try:
+        live.backup(copy)
+    finally:
+        copy.close()
+        live.close()
+    os.chmod(target, 0o600)  # password hashes
+
+
+def export_user(store: Any, accounts: Any, user: str, dest: str) -> dict[str, Any]:
+    """Write one user's account and mailboxes under ``dest/USER``; a summary for the report."""
+    home = os.path.join(dest, user)
+    os.makedirs(os.path.join(home, "mail"), mode=0o700)
+    rules = accounts.address_rules()
+    targets, keep_copy = rules.forward_of(user)
+    aliases = [[alias, list(to)] for alias, to in rules.list_aliases(None) if user in to]
+    account_record = {
+        "address": user,
+        "password_hash": accounts.password_hash(user),
+        "quota": rules.quota_of(user) if _own_quota(accounts, user) else None,
+        "forward": {"targets": list(targets), "keep_copy": keep_copy},
+        "aliases": aliases,
+    }
+    with open(os.path.join(home, "account.json"), "wb") as f:
+        os.fchmod(f.fileno(), 0o600)  # a password hash
+        f.write(_json(account_record))
+    subscribed = set(result_of(store.subscriptions(user)))
+    mailboxes, count = [], 0
+    for number, name in enumerate(result_of(store.list_mailboxes(user)), 1):
+        folder = f"{number:04d}"
+        record = _export_mailbox(store, user, name, os.path.join(home, "mail", folder))
+        record.update(directory=folder, subscribed=name in subscribed)
+        mailboxes.append(record)
+        count += len(record["messages"])
+    with open(os.path.join(home, "mailboxes.json"), "wb") as f:
+        f.write(_json(mailboxes))
+    return {"user": user, "mailboxes": len(mailboxes), "messages": count}
+
+
+def _own_quota(accounts: Any, user: str) -> bool:
+    """Whether the quota is the user's own, not the domain default (which stays the domain's)."""
+    domain = user.rpartition("@")[2]
+    defaults = {name: quota for name, _alias, quota in accounts.domain_table()}
+    return accounts.address_rules().quota_of(user) != defaults.get(domain)
+
+
+def _export_mailbox(store: Any, user: str, name: str, directory: str) -> dict[str, Any]:
+    os.makedirs(directory, mode=0o700)
+    mailbox = result_of(store.open(user, name))
+    selection = result_of(mailbox.select(False))
+    wanted = set(selection.uids)
+    messages = []
+    for message in result_of(mailbox.uid_range(*_ALL_UIDS)):
+        if message.uid not in wanted:
+            continue  # arrived after the snapshot: the next export has it
+        try:
+            source = result_of(mailbox.open_message(message.uid))
+        except AdminError:
+            continue  # expunged meanwhile (NoSuchMessage)
+        path = os.path.join(directory, f"{message.uid}.eml")
+        try:
+            with open(path, "wb") as out:
+                shutil.copyfileobj(source, out, 1 << 20)
+        finally:
+            source.close()
+        messages.append(
+            {
+                "uid": message.uid,
+                "flags": sorted(message.flags),
+                "internaldate": message.internaldate,
+                "modseq": message.modseq,
+                "size": message.size,
+                "file": f"{message.uid}.eml",
+            }
+        )
+    return {
+        "name": name,
+        "uidvalidity": selection.uidvalidity,
+        "uidnext": selection.uidnext,
+        "highestmodseq": selection.highestmodseq,
+        "messages": messages,
+    }
+
+
+def _json(document: Any) -> bytes:
+    return (json.dumps(document, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+# -- import ------------------------------------------------------------------------------------
+
+
+def read_manifest(src: str) -> dict[str, Any]:
+    path = os.path.join(src, MANIFEST)
+    try:
+        with open(path, "rb") as f:
+            manifest = json.loads(f.read())
+    except FileNotFoundError:
+        raise AdminError(f"{src}: no {MANIFEST}: not an export, or an incomplete one") from None
+    except ValueError as e:
+        raise AdminError(f"{path}: not valid JSON ({e})") from None
+    if manifest.get("format") != FORMAT:
+        raise AdminError(f"{path}: not a txmailhost export")
+    if manifest.get("version", 0) > VERSION:
+        raise AdminError(
+            f"{path}: export format {manifest['version']} is newer than this txmailhost "
+            f"reads ({VERSION}); import it with the version that wrote it or a newer one"
+        )
+    return manifest
+
+
+def _import(args: argparse.Namespace, config: Any, accounts: Any) -> int:
+    src = os.path.abspath(args.src)
+    manifest = read_manifest(src)
+    exported = list(manifest["users"])
+    if args.user:
+        if len(exported) != 1:
+            raise AdminError(
+                f"{src} holds {len(exported)} users; import it without naming one "
+                "(each goes back to its own address)"
+            )
+        pairs = [(exported[0], canonical_address(args.user))]
+    else:
+        pairs = [(user, user) for user in exported]
+    store = open_store(config)
+    report = [import_user(store, accounts, os.path.join(src, old), new) for old, new in pairs]
+
+    def lines() -> list[str]:
+        out = []
+        for user in report:
+            out.append(f"{user['user']}: account {user['account']}")
+            for box in user["mailboxes"]:
+                how = "UIDs kept" if box["kept_uids"] else "new UIDs (the mailbox held mail)"
+                out.append(f"  {box['name']}: {box['messages']} message(s), {how}")
+        return out
+
+    emit(args, report, lines)
+    return 0
+
+
+def import_user(store: Any, accounts: Any, home: str, user: str) -> dict[str, Any]:
+    """Restore one exported user (the directory ``home``) as ``user``."""
+    with open(os.path.join(home, "account.json"), "rb") as f:
+        record = json.loads(f.read())
+    created = not accounts.has_user(user)
+    if created:
+        if not record.get("password_hash"):
+            raise AdminError(f"{user}: no account here and no password hash in the export")
+        accounts.add_user_with_hash(user, record["password_hash"])
+        rules = accounts.address_rules()
+        if record.get("quota") is not None:
+            rules.set_quota(user, record["quota"])
+        forward = record.get("forward") or {}
+        if forward.get("targets"):
+            rules.set_forward(user, forward["targets"], forward.get("keep_copy", True))
+    rules = accounts.address_rules()
+    old = record.get("address", user)
+    for alias, targets in record.get("aliases", []):
+        wanted = [user if t == old else t for t in targets]
+        # One that exists already, or whose domain isn't served here, is left as it is.
+        with contextlib.suppress(AccountError):
+            rules.add_alias(alias, wanted)
+    result_of(store.provision(user))
+    with open(os.path.join(home, "mailboxes.json"), "rb") as f:
+        mailboxes = json.loads(f.read())
+    done = []
+    for box in mailboxes:
+        folder = os.path.join(home, "mail", box["directory"])
+        messages = [
+            RestoredMessage(
+                uid=m["uid"],
+                flags=frozenset(m["flags"]),
+                internaldate=m["internaldate"],
+                modseq=m["modseq"],
+                source=MessageSource.from_path(os.path.join(folder, m["file"]), m.get("size")),
+            )
+            for m in box["messages"]
+        ]
+        restored = restore_mailbox_sync(
+            store, user, box["name"], box["uidvalidity"], box["uidnext"], messages, result_of
+        )
+        if box.get("subscribed"):
+            result_of(store.subscribe(user, box["name"], True))
+        done.append(
+            {
+                "name": box["name"],
+                "messages": restored.messages,
+                "kept_uids": restored.kept_uids,
+                "uidvalidity": restored.uidvalidity,
+            }
+        )
+    return {"user": user, "account": "created" if created else "existed", "mailboxes": done}

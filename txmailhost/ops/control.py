@@ -1,0 +1,258 @@
+"""The control channel: ``txmailhost who`` and ``kick USER`` ask the running server.
+
+Sessions live in the server process, so these can't be answered from files like the queue
+commands are. The server listens on a UNIX socket, ``DATA/run/control.sock`` (mode 0600:
+only its own user and root may connect), for one request per connection, one line each way:
+
+- ``WHO`` → a JSON list of the open connections: listener, protocol, the logged-in user (or
+  null), the client's address, whether TLS is on;
+- ``KICK user@example.org`` → ``{"kicked": N}``: each of the user's sessions is told so in
+  its protocol's words (IMAP ``* BYE``, POP3 ``-ERR``, SMTP ``421``) and closed.
+
+The sessions are the connections the listeners' ``LimitedFactory`` already tracks (limits.py);
+nothing is added to the protocols. The socket is made in ``startService``, after twistd has
+dropped privileges, so it belongs to the server's user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.endpoints import UNIXServerEndpoint
+from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.protocol import Factory
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.protocols.basic import LineOnlyReceiver
+from twisted.protocols.policies import ProtocolWrapper
+
+from txmailhost.imap.server import IMAPServer
+from txmailhost.pop3.server import POP3Server
+from txmailhost.smtp.server import SMTPServer
+
+log = Logger()
+
+SOCKET_NAME = "control.sock"
+
+# What every session is told when the server stops.
+_SHUTDOWN = {
+    IMAPServer: b"* BYE [UNAVAILABLE] server shutting down\r\n",
+    POP3Server: b"-ERR [SYS/TEMP] server shutting down, nothing was deleted\r\n",
+    SMTPServer: b"421 4.3.2 server shutting down, try again later\r\n",
+}
+
+# What a kicked session is told, per protocol, before it is closed.
+_KICKED = {
+    IMAPServer: b"* BYE [UNAVAILABLE] disconnected by the administrator\r\n",
+    POP3Server: b"-ERR [SYS/PERM] disconnected by the administrator\r\n",
+    SMTPServer: b"421 4.7.0 disconnected by the administrator\r\n",
+}
+
+
+def socket_path(config: Any) -> str:
+    return os.path.join(config.data_dir, "run", SOCKET_NAME)
+
+
+def _session(protocol: Any) -> Any:
+    """The protocol under the connection-limit and TLS wrappers."""
+    while isinstance(protocol, ProtocolWrapper):
+        protocol = protocol.wrappedProtocol
+    return protocol
+
+
+def _user_of(protocol: Any) -> str | None:
+    if isinstance(protocol, IMAPServer | POP3Server):
+        return protocol.user
+    if isinstance(protocol, SMTPServer):
+        return protocol.authenticated_as
+    return None
+
+
+class Sessions:
+    """The open connections of the listeners ``(label, LimitedFactory)``."""
+
+    def __init__(self, listeners: Sequence[tuple[str, Any]]) -> None:
+        self.listeners = list(listeners)
+
+    def _all(self) -> list[tuple[str, Any]]:
+        return [
+            (label, _session(wrapper))
+            for label, factory in self.listeners
+            for wrapper in list(factory.protocols)
+        ]
+
+    def who(self) -> list[dict[str, Any]]:
+        out = []
+        for label, protocol in self._all():
+            if type(protocol) not in _KICKED or protocol.transport is None:
+                continue
+            peer = protocol.transport.getPeer()
+            out.append(
+                {
+                    "listener": label,
+                    "protocol": {IMAPServer: "imap", POP3Server: "pop3", SMTPServer: "smtp"}[
+                        type(protocol)
+                    ],
+                    "user": _user_of(protocol),
+                    "client": getattr(peer, "host", str(peer)),
+                    "tls": ISSLTransport.providedBy(protocol.transport),
+                }
+            )
+        return out
+
+    async def drain(self, reactor: Any, grace: float) -> None:
+        """Shutdown (``service.ServerService``): every session is told goodbye and closed as
+        soon as it holds nothing in progress (an SMTP transaction completes and gets its
+        reply first; IMAP and POP3 sessions go at once: an IMAP client reconnects, and a POP3
+        session that never reached QUIT deletes nothing). After ``grace`` seconds the rest
+        are closed anyway. The listeners have stopped accepting before this runs."""
+        deadline = reactor.seconds() + grace
+        told: set[int] = set()
+        while True:
+            waiting = 0
+            for _label, protocol in self._all():
+                if protocol.transport is None:
+                    continue
+                busy = isinstance(protocol, SMTPServer) and protocol.in_transaction
+                if busy and reactor.seconds() < deadline:
+                    waiting += 1
+                elif id(protocol) not in told:
+                    told.add(id(protocol))
+                    goodbye = _SHUTDOWN.get(type(protocol))  # none for a metrics scrape
+                    if goodbye is not None:
+                        protocol.transport.write(goodbye)
+                    protocol.transport.loseConnection()
+            if not waiting and not self._open():
+                return
+            if reactor.seconds() >= deadline + 2:  # closing (TLS goodbyes) takes too long
+                return
+            await deferLater(reactor, 0.05, lambda: None)
+
+    def _open(self) -> int:
+        return sum(len(factory.protocols) for _label, factory in self.listeners)
+
+    def kick(self, user: str) -> int:
+        wanted = user.strip().lower()
+        kicked = 0
+        for _label, protocol in self._all():
+            if (_user_of(protocol) or "").lower() != wanted or protocol.transport is None:
+                continue
+            protocol.transport.write(_KICKED[type(protocol)])
+            protocol.transport.loseConnection()
+            kicked += 1
+        if kicked:
+            log.info("control: kicked {user} ({n} session(s))", user=wanted, n=kicked)
+        return kicked
+
+
+class ControlProtocol(LineOnlyReceiver):
+    delimiter = b"\n"
+    MAX_LENGTH = 1024
+
+    def lineReceived(self, line: bytes) -> None:
+        command, _, argument = line.decode("utf-8", "replace").strip().partition(" ")
+        sessions: Sessions = self.factory.sessions
+        if command.upper() == "WHO":
+            answer: Any = sessions.who()
+        elif command.upper() == "KICK" and argument:
+            answer = {"kicked": sessions.kick(argument)}
+        else:
+            answer = {"error": "expected WHO or KICK user@domain"}
+        self.sendLine(json.dumps(answer).encode("utf-8"))
+        self.transport.loseConnection()
+
+
+class ControlService(Service):
+    """Listens on ``DATA/run/control.sock`` while the server runs."""
+
+    def __init__(self, reactor: Any, path: str, sessions: Sessions) -> None:
+        self.reactor = reactor
+        self.path = path
+        self.sessions = sessions
+        self.port: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        factory = Factory.forProtocol(ControlProtocol)
+        factory.noisy = False
+        factory.sessions = self.sessions  # type: ignore[attr-defined]
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        endpoint = UNIXServerEndpoint(self.reactor, self.path, mode=0o600, wantPID=True)
+        endpoint.listen(factory).addCallbacks(self._listening, self._failed)
+
+    def _listening(self, port: Any) -> None:
+        self.port = port
+
+    def _failed(self, failure: Any) -> None:
+        log.error("control: can't listen on {path}: {why}; 'txmailhost who' and 'kick' won't"
+                  " work", path=self.path, why=failure.getErrorMessage())  # fmt: skip
+
+    def stopService(self) -> Any:
+        super().stopService()
+        port, self.port = self.port, None
+        return port.stopListening() if port is not None else None
+
+
+def ask(path: str, request: str, timeout: float = 10.0) -> Any:
+    """Send one request to a running server's control socket; its JSON answer."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.settimeout(timeout)
+            client.connect(path)
+            client.sendall(request.encode("utf-8") + b"\n")
+            chunks = []
+            while chunk := client.recv(65536):
+                chunks.append(chunk)
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise ConnectionError(f"the server is not running (nothing answers on {path})") from None
+    except OSError as e:
+        raise ConnectionError(f"{path}: {e.strerror or e}") from None
+    return json.loads(b"".join(chunks) or b"null")
+
+
+# -- the commands ------------------------------------------------------------------------------
+
+
+def register(commands: Any, with_config: Any) -> None:
+    """``txmailhost who`` and ``txmailhost kick USER``."""
+    who = commands.add_parser("who", help="sessions open now on the running server")
+    who.add_argument("--user", help="only this user's sessions")
+    who.add_argument("--json", action="store_true", help="print JSON for scripts")
+    who.set_defaults(run=with_config(_who))
+    kick = commands.add_parser("kick", help="close every session of a user on the running server")
+    kick.add_argument("user")
+    kick.add_argument("--json", action="store_true", help="print JSON for scripts")
+    kick.set_defaults(run=with_config(_kick))
+
+
+def _who(args: Any, config: Any) -> int:
+    from txmailhost.ops.mailbox_admin import emit
+
+    sessions = ask(socket_path(config), "WHO")
+    if args.user:
+        sessions = [s for s in sessions if (s["user"] or "").lower() == args.user.lower()]
+
+    def lines() -> list[str]:
+        out = [f"{'USER':<32} {'PROTOCOL':<8} {'LISTENER':<12} {'CLIENT':<40} TLS"]
+        for s in sorted(sessions, key=lambda s: (s["user"] or "~", s["listener"])):
+            out.append(
+                f"{s['user'] or '-':<32} {s['protocol']:<8} {s['listener']:<12} "
+                f"{s['client']:<40} {'yes' if s['tls'] else 'no'}"
+            )
+        return out
+
+    emit(args, sessions, lines)
+    return 0
+
+
+def _kick(args: Any, config: Any) -> int:
+    from txmailhost.ops.mailbox_admin import emit
+
+    answer = ask(socket_path(config), f"KICK {args.user}")
+    emit(args, answer, lambda: [f"kicked {answer['kicked']} session(s) of {args.user}"])
+    return 0 if answer.get("kicked") else 1

@@ -1,0 +1,151 @@
+"""The event log: the server's own log events in ``[log] file``, text or JSON, rotated by size.
+
+twistd's ``--logfile`` keeps getting everything, as before; this is a second observer on the
+global log publisher that keeps what an operator searches: txmailhost's events at level info
+and above (one per SMTP transaction, queueing, delivery attempt, local delivery, login and
+session end, each with its ``queue_id``, addresses, user and client as fields), plus every
+warning and error from anywhere. ``txmailhost log grep`` reads it back (``log_grep.py``).
+
+Formats (``[log] format``):
+
+- ``text``: ``2026-12-04T05:55:30.123456+00:00 [txmailhost.smtp.server#info] smtp smtp ...``:
+  the time, the namespace and level, and the event's text, one line;
+- ``json``: one object a line: ``time`` (ISO 8601), ``ts`` (seconds since the epoch),
+  ``level``, ``namespace``, ``text``, and each field of the event whose value is a string,
+  number, boolean or a list of them (``queue_id``, ``sender``, ``rcpt``, ``user``, ``peer``,
+  ``code`` ...). Line breaks inside values are escaped, so one line is always one event.
+
+Rotation (``[log] max_size``, ``keep``) is Twisted's ``LogFile``: FILE becomes FILE.1, FILE.1
+becomes FILE.2 ..., and files beyond ``keep`` are deleted. Writes come from the reactor and
+from worker threads (the local delivery thread logs too), so they take a lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
+from twisted.python.logfile import LogFile
+
+_SCALAR = (str, int, float, bool, type(None))
+log = Logger()
+
+
+def log_path(config: Any) -> str:
+    """``[log] file`` as an absolute path ("" when the event log is off)."""
+    if not config.log.file:
+        return ""
+    return os.path.join(config.data_dir, os.path.expanduser(config.log.file))
+
+
+def wanted(event: dict[str, Any]) -> bool:
+    """txmailhost's events from info up, and everyone's warnings and errors."""
+    level = event.get("log_level", LogLevel.info)
+    if level >= LogLevel.warn:
+        return True
+    namespace = event.get("log_namespace") or ""
+    return level >= LogLevel.info and namespace.startswith("txmailhost")
+
+
+def _text_of(event: dict[str, Any]) -> str:
+    text = formatEvent(event)
+    failure = event.get("log_failure")
+    if failure is not None:
+        text += "\n" + failure.getTraceback()
+    return text
+
+
+def _fields(event: dict[str, Any]) -> dict[str, Any]:
+    fields = {}
+    for key, value in event.items():
+        if key.startswith("log_") or key in ("format", "message", "system", "time"):
+            continue
+        if isinstance(value, _SCALAR):
+            fields[key] = value
+        elif isinstance(value, list | tuple | frozenset | set) and all(
+            isinstance(v, str | int | float) for v in value
+        ):
+            fields[key] = sorted(value) if isinstance(value, frozenset | set) else list(value)
+        elif isinstance(value, bytes):
+            fields[key] = value.decode("utf-8", "replace")
+    return fields
+
+
+def format_event(event: dict[str, Any], style: str) -> str:
+    """One line (no newline at the end) for ``event`` in ``style`` ("text" or "json")."""
+    ts = event.get("log_time")
+    if ts is None:
+        ts = datetime.now(UTC).timestamp()
+    when = datetime.fromtimestamp(ts, UTC).isoformat()
+    level = getattr(event.get("log_level"), "name", "info")
+    namespace = event.get("log_namespace") or "-"
+    text = _text_of(event)
+    if style == "json":
+        record = {"time": when, "ts": ts, "level": level, "namespace": namespace, "text": text}
+        for key, value in _fields(event).items():
+            record.setdefault(key, value)
+        return json.dumps(record, ensure_ascii=False, default=str)
+    return f"{when} [{namespace}#{level}] " + text.replace("\n", "\n\t")
+
+
+class EventLog:
+    """An observer for the global log publisher writing ``wanted`` events to a rotating file."""
+
+    def __init__(self, path: str, style: str, max_size: int, keep: int) -> None:
+        directory, name = os.path.split(path)
+        os.makedirs(directory, mode=0o750, exist_ok=True)
+        self.style = style
+        self._file = LogFile(
+            name, directory, rotateLength=max_size, defaultMode=0o640, maxRotatedFiles=keep
+        )
+        self._lock = threading.Lock()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if not wanted(event):
+            return
+        line = format_event(event, self.style) + "\n"
+        with self._lock:
+            self._file.write(line)
+            self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+class EventLogService(Service):
+    """Adds the event log observer while the server runs."""
+
+    def __init__(self, path: str, style: str, max_size: int, keep: int) -> None:
+        self.args = (path, style, max_size, keep)
+        self.observer: EventLog | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        try:
+            self.observer = EventLog(*self.args)
+        except OSError as e:  # mail matters more than its log: run on, say why loudly
+            log.critical("event log {path} can't be written ({why}); serving without it",
+                         path=self.args[0], why=e.strerror or e)  # fmt: skip
+            return
+        globalLogPublisher.addObserver(self.observer)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self.observer is not None:
+            globalLogPublisher.removeObserver(self.observer)
+            self.observer.close()
+            self.observer = None
+
+
+def build_event_log(config: Any) -> Service:
+    """The event log service of ``[log]`` (a service doing nothing when ``file`` is "")."""
+    path = log_path(config)
+    if not path:
+        return Service()
+    return EventLogService(path, config.log.format, config.log.max_size, config.log.keep)

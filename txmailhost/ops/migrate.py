@@ -1,0 +1,315 @@
+"""``txmailhost migrate dovecot|postfix-aliases``: moving in from Postfix + Dovecot.
+
+``migrate dovecot --passwd-file FILE [--maildir-root DIR] [--domain D]`` reads Dovecot's
+passwd-file (``user:{SCHEME}hash:uid:gid:gecos:home:shell:extra``) and, for each user:
+
+- creates the account with its Dovecot hash (``accounts/legacy.py`` checks it at login; the
+  first successful login replaces it with ours), unless the account exists already;
+- copies the user's Maildir++ (``DIR/DOMAIN/USER``, ``DIR/USER@DOMAIN``, ``DIR/USER``,
+  ``HOME/Maildir`` or ``HOME``, the first that is a Maildir) keeping, per folder, the
+  UIDVALIDITY, UIDs and UIDNEXT of its ``dovecot-uidlist`` and the keywords of its
+  ``dovecot-keywords`` (file-name letters ``a``-``z``), so IMAP clients see the same mailboxes
+  and download nothing again; messages Dovecot hadn't given a UID yet get the next ones;
+- subscribes what Dovecot's ``subscriptions`` file lists.
+
+Into a mailbox that already holds mail the messages are appended with new UIDs (as
+``import``). The Dovecot files are only read. ``migrate postfix-aliases FILE`` adds the
+aliases of a Postfix ``virtual_alias_maps`` source (``alias target, target``; comments and
+continuation lines as postmap reads them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from txmailhost.accounts.addresses import canonical_address
+from txmailhost.accounts.interfaces import AccountError
+from txmailhost.accounts.legacy import scheme_of
+from txmailhost.ops.mailbox_admin import AdminError, emit, json_option, open_store, result_of
+from txmailhost.store.interfaces import INBOX, MessageSource
+from txmailhost.store.restore import RestoredMessage, restore_mailbox_sync
+
+# Maildir info letters (the "2," part of a name) and the IMAP flags they stand for.
+_SYSTEM_LETTERS = {"D": "\\Draft", "F": "\\Flagged", "R": "\\Answered", "S": "\\Seen",
+                   "T": "\\Deleted", "P": "$Forwarded"}  # fmt: skip
+_FIRST_MODSEQ = 2  # above a fresh mailbox's HIGHESTMODSEQ of 1: restore keeps it
+
+
+def register(commands: Any, with_accounts: Callable[..., Callable[[argparse.Namespace], int]]):
+    migrate = commands.add_parser("migrate", help="move users and mail in from Dovecot/Postfix")
+    sources = migrate.add_subparsers(metavar="SOURCE", required=True)
+    dovecot = sources.add_parser(
+        "dovecot", help="accounts from a passwd-file, Maildirs with their UIDs and keywords"
+    )
+    dovecot.add_argument("--passwd-file", required=True, metavar="FILE")
+    dovecot.add_argument(
+        "--maildir-root", metavar="DIR", help="where the Maildirs are (DIR/DOMAIN/USER ...)"
+    )
+    dovecot.add_argument("--domain", help="domain of passwd-file users without one")
+    json_option(dovecot)
+    dovecot.set_defaults(run=with_accounts(_dovecot))
+    aliases = sources.add_parser(
+        "postfix-aliases", help="aliases from a virtual_alias_maps source file"
+    )
+    aliases.add_argument("file")
+    json_option(aliases)
+    aliases.set_defaults(run=with_accounts(_postfix_aliases))
+
+
+# -- passwd-file -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PasswdEntry:
+    address: str
+    password_hash: str
+    home: str
+
+
+def read_passwd_file(path: str, domain: str | None) -> list[PasswdEntry]:
+    entries = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            fields = line.split(":")
+            user, password = fields[0], fields[1] if len(fields) > 1 else ""
+            home = fields[5] if len(fields) > 5 else ""
+            if "@" not in user:
+                if not domain:
+                    raise AdminError(f"{path}:{number}: user {user!r} has no domain (--domain)")
+                user = f"{user}@{domain}"
+            entries.append(PasswdEntry(canonical_address(user), password, home))
+    return entries
+
+
+# -- Dovecot's Maildir files -------------------------------------------------------------------
+
+
+@dataclass
+class UidList:
+    uidvalidity: int
+    uidnext: int
+    uids: dict[str, int]  # base name -> UID
+
+
+def read_uidlist(directory: str) -> UidList | None:
+    """``dovecot-uidlist``: version 3 (``3 V<validity> N<next> ...`` then ``UID [ext] :name``)
+    or version 1 (``1 validity next`` then ``UID name``); None when absent."""
+    try:
+        with open(os.path.join(directory, "dovecot-uidlist"), encoding="utf-8",
+                  errors="surrogateescape") as f:  # fmt: skip
+            header = f.readline().split()
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return None
+    if not header:
+        return None
+    if header[0] == "1" and len(header) >= 3:
+        validity, nextuid = int(header[1]), int(header[2])
+    else:
+        fields = {h[0]: h[1:] for h in header[1:] if h}
+        validity, nextuid = int(fields.get("V", "0") or 0), int(fields.get("N", "1") or 1)
+    uids = {}
+    for line in lines:
+        uid_text, _, rest = line.partition(" ")
+        if not uid_text.isdigit():
+            continue
+        name = rest.split(":", 1)[1] if ":" in rest else rest.split()[-1] if rest else ""
+        if name:
+            uids[name.partition(":2,")[0]] = int(uid_text)
+    return UidList(validity, nextuid, uids)
+
+
+def read_keywords(directory: str) -> dict[str, str]:
+    """``dovecot-keywords``: ``N keyword`` lines; letter ``a``+N stands for the keyword."""
+    found = {}
+    try:
+        with open(os.path.join(directory, "dovecot-keywords"), encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return found
+    for line in lines:
+        number, _, keyword = line.strip().partition(" ")
+        if number.isdigit() and int(number) < 26 and keyword:
+            found[chr(ord("a") + int(number))] = keyword
+    return found
+
+
+def folders(maildir: str) -> Iterator[tuple[str, str]]:
+    """(IMAP name, directory) of INBOX and each Maildir++ folder (``.Lists.twisted``)."""
+    import twisted.mail.imap4  # noqa: F401 - registers the imap4-utf-7 codec
+
+    yield INBOX, maildir
+    for entry in sorted(os.listdir(maildir)):
+        full = os.path.join(maildir, entry)
+        if (
+            entry.startswith(".")
+            and entry not in (".", "..")
+            and os.path.isdir(os.path.join(full, "cur"))
+        ):
+            parts = entry[1:].split(".")
+            yield "/".join(p.encode("ascii").decode("imap4-utf-7") for p in parts), full
+
+
+def messages_of(directory: str, uidlist: UidList | None) -> tuple[int, int, list[RestoredMessage]]:
+    """(UIDVALIDITY, UIDNEXT, messages) of one Dovecot Maildir folder."""
+    keywords = read_keywords(directory)
+    known = uidlist.uids if uidlist else {}
+    nextuid = uidlist.uidnext if uidlist else 1
+    found: list[tuple[int | None, str, str]] = []
+    for sub in ("cur", "new"):
+        for filename in sorted(os.listdir(os.path.join(directory, sub))):
+            if filename.startswith("."):
+                continue
+            base, _, info = filename.partition(":2,")
+            found.append((known.get(base), os.path.join(directory, sub, filename), info))
+    highest = max([nextuid - 1, *(uid for uid, _p, _i in found if uid)])
+    out = []
+    for uid, path, info in sorted(found, key=lambda f: (f[0] is None, f[0] or 0, f[1])):
+        if uid is None:
+            highest += 1
+            uid = highest
+        flags = {_SYSTEM_LETTERS[c] for c in info if c in _SYSTEM_LETTERS}
+        flags |= {keywords[c] for c in info if c in keywords}
+        st = os.stat(path)
+        out.append(RestoredMessage(uid, frozenset(flags), st.st_mtime, _FIRST_MODSEQ,
+                                   MessageSource.from_path(path, st.st_size)))  # fmt: skip
+    validity = (
+        uidlist.uidvalidity if uidlist and uidlist.uidvalidity else int(os.stat(directory).st_mtime)
+    )
+    return validity, max(nextuid, highest + 1), out
+
+
+def read_subscriptions(maildir: str) -> list[str]:
+    """Dovecot's ``subscriptions``: one name a line, after an optional ``V\\t2`` header; its
+    version 2 separates hierarchy levels with a tab."""
+    try:
+        with open(os.path.join(maildir, "subscriptions"), encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return []
+    return [line.replace("\t", "/") for line in lines if line and not re.fullmatch(r"V\t\d+", line)]
+
+
+def find_maildir(root: str | None, entry: PasswdEntry) -> str | None:
+    local, domain = entry.address.split("@", 1)
+    candidates = []
+    if root:
+        candidates += [os.path.join(root, domain, local), os.path.join(root, entry.address),
+                       os.path.join(root, local)]  # fmt: skip
+    if entry.home:
+        candidates += [os.path.join(entry.home, "Maildir"), entry.home]
+    for candidate in candidates:
+        if os.path.isdir(os.path.join(candidate, "cur")):
+            return candidate
+    return None
+
+
+# -- the commands ------------------------------------------------------------------------------
+
+
+def _dovecot(args: argparse.Namespace, config: Any, accounts: Any) -> int:
+    entries = read_passwd_file(args.passwd_file, args.domain)
+    store = open_store(config)
+    report = []
+    for entry in entries:
+        try:
+            report.append(migrate_user(store, accounts, entry, args.maildir_root))
+        except AccountError as e:
+            report.append({"user": entry.address, "error": str(e)})
+
+    def lines() -> list[str]:
+        out = []
+        for user in report:
+            if "error" in user:
+                out.append(f"{user['user']}: skipped: {user['error']}")
+                continue
+            out.append(f"{user['user']}: account {user['account']}")
+            for box in user["mailboxes"]:
+                how = "UIDs kept" if box["kept_uids"] else "new UIDs (the mailbox held mail)"
+                out.append(f"  {box['name']}: {box['messages']} message(s), "
+                           f"UIDVALIDITY {box['uidvalidity']}, {how}")  # fmt: skip
+        return out
+
+    emit(args, report, lines)
+    return 1 if any("error" in user for user in report) else 0
+
+
+def migrate_user(store: Any, accounts: Any, entry: PasswdEntry, root: str | None) -> dict:
+    user = entry.address
+    if accounts.has_user(user):
+        account = "existed"
+    else:
+        if scheme_of(entry.password_hash) is None and not entry.password_hash.startswith("$"):
+            raise AccountError(f"password scheme not supported: {entry.password_hash[:16]!r}")
+        encoded = entry.password_hash
+        if scheme_of(encoded) is None:  # a bare crypt(3) string ($6$...), Dovecot's CRYPT
+            encoded = "{CRYPT}" + encoded
+        accounts.add_user_with_hash(user, encoded)
+        account = "created"
+    result_of(store.provision(user))
+    maildir = find_maildir(root, entry)
+    boxes = []
+    if maildir is not None:
+        for name, directory in folders(maildir):
+            validity, nextuid, messages = messages_of(directory, read_uidlist(directory))
+            restored = restore_mailbox_sync(
+                store, user, name, validity, nextuid, messages, result_of
+            )
+            boxes.append({"name": name, "messages": restored.messages,
+                          "uidvalidity": restored.uidvalidity, "kept_uids": restored.kept_uids})  # fmt: skip
+        existing = set(result_of(store.list_mailboxes(user)))
+        for name in read_subscriptions(maildir):
+            if name in existing:
+                result_of(store.subscribe(user, name, True))
+    return {"user": user, "account": account, "maildir": maildir, "mailboxes": boxes}
+
+
+def read_alias_map(path: str) -> list[tuple[str, list[str]]]:
+    """A Postfix lookup table source: ``key value``, ``#`` comments, lines starting with
+    white space continue the previous one (postmap(1)); values split on commas and spaces."""
+    logical: list[str] = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            stripped = line.rstrip("\n")
+            if not stripped.strip() or stripped.lstrip().startswith("#"):
+                continue
+            if stripped[0].isspace() and logical:
+                logical[-1] += " " + stripped.strip()
+            else:
+                logical.append(stripped.strip())
+    out = []
+    for line in logical:
+        key, _, value = line.partition(" ")
+        targets = [t for t in re.split(r"[\s,]+", value) if t]
+        if key and targets:
+            out.append((key, targets))
+    return out
+
+
+def _postfix_aliases(args: argparse.Namespace, config: Any, accounts: Any) -> int:
+    rules = accounts.address_rules()
+    report = []
+    for alias, targets in read_alias_map(args.file):
+        try:
+            rules.add_alias(alias, targets)
+            report.append({"alias": alias, "targets": targets, "added": True})
+        except AccountError as e:
+            report.append({"alias": alias, "targets": targets, "added": False, "error": str(e)})
+    emit(
+        args,
+        report,
+        lambda: [
+            f"{r['alias']} -> {', '.join(r['targets'])}"
+            + ("" if r["added"] else f": skipped: {r['error']}")
+            for r in report
+        ],
+    )
+    return 0

@@ -1,0 +1,188 @@
+"""Putting a mailbox back with the UIDs and UIDVALIDITY it had: import, restore, migration.
+
+An IMAP client caches messages by (UIDVALIDITY, UID) (RFC 3501 §2.3.1.1): a restored mailbox
+that kept both is one the client recognises, where new UIDs make every phone download every
+message again. ``IMailStore.append`` can't promise that (it hands out the next UID), so a
+store that can offers :class:`IMailboxRestore`, found by adaptation
+(``IMailboxRestore(store, None)``) rather than by a method on every backend: the Maildir store
+has it here (:class:`MaildirRestore`, registered below); any other store gets plain appends
+from :func:`restore_mailbox`, which says so in its result.
+
+UIDs are kept only into a mailbox holding no messages: giving old UIDs to messages beside
+others would break the promise that UIDs grow. The restore happens in one index transaction
+with the files linked in durably first, so the server's sessions and its reconcile (which
+take the same lock) see either nothing or everything; a flag's modseq is kept when every one
+restored is above the mailbox's current HIGHESTMODSEQ, else all get one new modseq, so a
+session's in-memory image (``image.py``, brought up to date by modseq) never misses a row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from twisted.python.components import registerAdapter
+from zope.interface import Interface, implementer
+
+from txmailhost import _safeio
+from txmailhost.store import index as _index
+from txmailhost.store.interfaces import INBOX, MessageSource
+from txmailhost.store.maildir import (
+    MaildirStore,
+    _message_path,
+    _stage,
+    flags_to_bits,
+    new_message_name,
+    read_header,
+)
+
+
+@dataclass(frozen=True)
+class RestoredMessage:
+    """One message to put back: its UID, flags, INTERNALDATE and modseq, and its octets."""
+
+    uid: int
+    flags: frozenset[str]
+    internaldate: float
+    modseq: int
+    source: MessageSource
+
+
+@dataclass(frozen=True)
+class Restored:
+    """What a restore did: the UIDVALIDITY now, and whether the UIDs were kept."""
+
+    uidvalidity: int
+    kept_uids: bool
+    messages: int
+
+
+class IMailboxRestore(Interface):
+    """A store that can fill an empty mailbox keeping UIDs and UIDVALIDITY (blocking)."""
+
+    def restore_sync(user, mailbox, uidvalidity, uidnext, messages):
+        """Create ``mailbox`` if needed and, if it holds no messages, add ``messages``
+        (``RestoredMessage`` in UID order) with their UIDs, ``uidvalidity`` and at least
+        ``uidnext``; returns a ``Restored``, or None when the mailbox holds messages (nothing
+        was changed: the caller appends instead)."""
+
+
+@implementer(IMailboxRestore)
+class MaildirRestore:
+    """``IMailboxRestore`` for ``MaildirStore``: files linked in, then index rows with the
+    given UIDs, the same file names and flag letters ``_add_file`` writes."""
+
+    def __init__(self, store: MaildirStore) -> None:
+        self.store = store
+
+    def restore_sync(
+        self,
+        user: str,
+        mailbox: str,
+        uidvalidity: int,
+        uidnext: int,
+        messages: Sequence[RestoredMessage],
+    ) -> Restored | None:
+        store = self.store
+        if mailbox.upper() == INBOX:
+            store.provision_sync(user)
+        else:
+            store._create_sync(user, mailbox, exist_ok=True)
+        directory = store._folder(user, mailbox)
+        store._reconcile(directory)  # files another tool left count as messages
+        # Written and fsync'd before the lock (the slow part), named so that a reconcile
+        # meanwhile skips them (tmp/, dot-names); inside it only links and one fsync a
+        # directory: the server's deliveries into this mailbox wait milliseconds, not minutes.
+        staged: list[tuple[str, int]] = []
+        try:
+            for message in messages:
+                staged.append(_stage(store.staging_directory(user), message.source))
+            return self._commit(directory, uidvalidity, uidnext, messages, staged)
+        finally:
+            for path, _crlf in staged:  # linked into the mailbox, or not used
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
+    def _commit(
+        self,
+        directory: str,
+        uidvalidity: int,
+        uidnext: int,
+        messages: Sequence[RestoredMessage],
+        staged: list[tuple[str, int]],
+    ) -> Restored | None:
+        index = _index.MailboxIndex(directory)
+        with index.write() as db:
+            if db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]:
+                return None
+            meta = index.meta(db)
+            current = meta["highestmodseq"]
+            keep_modseqs = all(m.modseq > current for m in messages)
+            rows, headers = [], []
+            for message, (path, crlf) in zip(messages, staged, strict=True):
+                name = new_message_name(os.stat(path).st_size, crlf)
+                bits, keywords = flags_to_bits(message.flags)
+                subdir = "new" if not bits and not keywords else "cur"
+                target = _message_path(directory, name, subdir, bits)
+                _safeio.link_durably(path, target)
+                modseq = message.modseq if keep_modseqs else current + 1
+                date = message.internaldate or time.time()
+                rows.append((message.uid, name, subdir, bits, keywords, date, crlf, modseq))
+                with contextlib.suppress(OSError):  # unreadable: read (or not) on use
+                    headers.append((message.uid, read_header(target)))
+            # The files are durable before the index names them.
+            _safeio.fsync_dirs(os.path.join(directory, sub) for sub in ("cur", "new"))
+            db.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            for uid, header in headers:
+                index.cache_header(uid, header, db)
+            highest = max([current, *(row[7] for row in rows)])
+            next_uid = max([uidnext, meta["uidnext"], *(m.uid + 1 for m in messages)])
+            db.executemany(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                (
+                    ("uidvalidity", uidvalidity),
+                    ("uidnext", next_uid),
+                    ("highestmodseq", highest),
+                    ("recent_uid", next_uid),  # restored mail is not recent
+                ),
+            )
+        self.store._changed(directory)
+        return Restored(uidvalidity, True, len(messages))
+
+
+registerAdapter(MaildirRestore, MaildirStore, IMailboxRestore)
+
+
+def restore_mailbox_sync(
+    store: object,
+    user: str,
+    mailbox: str,
+    uidvalidity: int,
+    uidnext: int,
+    messages: Iterable[RestoredMessage],
+    result_of: object,
+) -> Restored:
+    """Restore keeping UIDs where the store can and the mailbox is empty, else append each
+    message (new UIDs; flags and INTERNALDATE kept). ``result_of`` turns a store Deferred into
+    its value (the CLI's stores work inline)."""
+    messages = sorted(messages, key=lambda m: m.uid)
+    restorer = IMailboxRestore(store, None)
+    if restorer is not None:
+        done = restorer.restore_sync(user, mailbox, uidvalidity, uidnext, messages)
+        if done is not None:
+            return done
+    names = result_of(store.list_mailboxes(user))  # type: ignore[attr-defined,operator]
+    if mailbox not in names and mailbox.upper() != INBOX:
+        result_of(store.create_mailbox(user, mailbox))  # type: ignore[attr-defined,operator]
+    target = result_of(store.open(user, mailbox))  # type: ignore[attr-defined,operator]
+    validity = uidvalidity
+    for message in messages:
+        validity, _uid = result_of(  # type: ignore[operator]
+            target.append(message.source, sorted(message.flags), message.internaldate)
+        )
+    if not messages:
+        validity = result_of(target.status()).uidvalidity  # type: ignore[operator]
+    return Restored(validity, False, len(messages))
