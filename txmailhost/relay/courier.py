@@ -30,6 +30,7 @@ NXDOMAIN stays a temporary failure for ``nxdomain_grace`` seconds after the mess
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,12 +40,18 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, c
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from txmailhost.queue.interfaces import DeliveryResult, ICourier
+from txmailhost.queue.interfaces import (
+    DeliveryResult,
+    ICourier,
+    MessageOptions,
+    RecipientOptions,
+)
 from txmailhost.relay.client import Capabilities, HostFailure, SMTPClientProtocol, Timeouts
 from txmailhost.relay.mx import DNSProblem, DomainNotFound, MXResolver
 from txmailhost.relay.session import (
     NO_TLS,
     OPPORTUNISTIC,
+    REQUIRED,
     VERIFY,
     open_session,
     quit_session,
@@ -149,12 +156,29 @@ class RelayCourier:
         self._idle: dict[tuple[str, int, str], list[Any]] = {}
 
     def deliver(
-        self, sender: str | None, recipients: list[str], message_path: str, domain: str, age: float
+        self,
+        sender: str | None,
+        recipients: list[str],
+        message_path: str,
+        domain: str,
+        age: float,
+        options: MessageOptions | None = None,
+        recipient_options: dict[str, RecipientOptions] | None = None,
     ) -> Deferred[dict[str, DeliveryResult]]:
-        return Deferred.fromCoroutine(self._deliver(sender, recipients, message_path, domain, age))
+        wishes = {"options": options or MessageOptions(), "dsn": recipient_options or {}}
+        return Deferred.fromCoroutine(
+            self._deliver(sender, recipients, message_path, domain, age, **wishes)
+        )
 
     async def _deliver(
-        self, sender: str | None, recipients: list[str], message_path: str, domain: str, age: float
+        self,
+        sender: str | None,
+        recipients: list[str],
+        message_path: str,
+        domain: str,
+        age: float,
+        options: MessageOptions,
+        dsn: dict[str, RecipientOptions],
     ) -> dict[str, DeliveryResult]:
         def everyone(result: DeliveryResult) -> dict[str, DeliveryResult]:
             return {r: result for r in recipients}
@@ -174,7 +198,13 @@ class RelayCourier:
         except DNSProblem as e:
             make = DeliveryResult.permanent if e.permanent else DeliveryResult.temporary
             return everyone(make(e.status, str(e)))
-        size = await threads.deferToThreadPool(self._reactor, self._pool, _size, message_path)
+        size, tls_optional = await threads.deferToThreadPool(
+            self._reactor, self._pool, _size_and_tls_wish, message_path
+        )
+        if options.requiretls:
+            mode = VERIFY  # RFC 8689 4.2.1: verified TLS or nothing, whatever the domain's mode
+        elif tls_optional and mode in (REQUIRED, VERIFY):
+            mode = OPPORTUNISTIC  # RFC 8689 5: "TLS-Required: No" relaxes our policy
         attempt = {
             "sender": sender,
             "recipients": recipients,
@@ -182,6 +212,8 @@ class RelayCourier:
             "size": size,
             "port": port,
             "credentials": credentials,
+            "options": options,
+            "dsn": dsn,
         }
         last = "no address to try"
         tried = 0
@@ -206,6 +238,10 @@ class RelayCourier:
                             e = again
                     last = f"{host.name}[{address}]: {e}"
                     log.info("delivery to {domain} via {where} failed", domain=domain, where=last)
+        if options.requiretls and "TLS" in last:
+            # RFC 8689 4.2.1: no verified TLS to any host: returned to the sender, not retried
+            # at the risk of a downgrade.
+            return everyone(DeliveryResult.permanent("5.7.10", f"REQUIRETLS: {last}"))
         status = "4.7.5" if "TLS" in last else "4.4.1"
         return everyone(DeliveryResult.temporary(status, last))
 
@@ -220,10 +256,18 @@ class RelayCourier:
         size: int,
         port: int,
         credentials: tuple[str, str] | None,
+        options: MessageOptions,
+        dsn: dict[str, RecipientOptions],
     ) -> dict[str, DeliveryResult]:
         """One message over a parked connection to this address if there is one, else a new one."""
         key = (address, port, mode)
-        message = {"sender": sender, "recipients": recipients, "size": size}
+        message = {
+            "sender": sender,
+            "recipients": recipients,
+            "size": size,
+            "options": options,
+            "dsn": dsn,
+        }
         idle = self._take_idle(key)
         if idle is not None:
             proto, caps = idle
@@ -276,6 +320,8 @@ class RelayCourier:
         sender: str | None,
         recipients: list[str],
         size: int,
+        options: MessageOptions,
+        dsn: dict[str, RecipientOptions],
     ) -> dict[str, DeliveryResult]:
         results, reusable = await transaction(
             proto,
@@ -286,6 +332,9 @@ class RelayCourier:
             size=size,
             read_chunk=reader.read,
             timeouts=self.timeouts,
+            options=options,
+            recipient_options=dsn,
+            verified_tls=key[2] == VERIFY,
         )
         proto.messages_sent += 1
         if reusable and self.reuse_idle > 0 and proto.messages_sent < self.reuse_max_messages:
@@ -334,5 +383,13 @@ class RelayCourier:
                 self._expire(key, entry)
 
 
-def _size(path: str) -> int:
-    return os.path.getsize(path)
+_TLS_NOT_REQUIRED = re.compile(rb"(?im)^tls-required[ \t]*:[ \t]*no[ \t]*\r?$")
+
+
+def _size_and_tls_wish(path: str) -> tuple[int, bool]:
+    """The message's size, and whether its header says ``TLS-Required: No`` (RFC 8689 5)."""
+    with open(path, "rb") as f:
+        head = f.read(64 * 1024)
+        size = os.fstat(f.fileno()).st_size
+    end = head.find(b"\r\n\r\n")
+    return size, bool(_TLS_NOT_REQUIRED.search(head if end < 0 else head[: end + 2]))
