@@ -325,7 +325,7 @@ def build(
     from txmailhost.limits import LimitedFactory
     from txmailhost.listeners import LISTENERS, ServerParts
     from txmailhost.peer import PlaintextAuth
-    from txmailhost.queue.service import ReturnToSender, build_queue
+    from txmailhost.queue.service import DeliveryReports, ReturnToSender, build_queue
     from txmailhost.store import backends
 
     top = MultiService()
@@ -357,6 +357,7 @@ def build(
     for part in delivery_services:
         part.setServiceParent(top)
     queue.return_to_sender = ReturnToSender(router, delivery)
+    delivery.report_delivered = DeliveryReports(config.hostname, queue.return_to_sender)
     filters = _build_filters(config, reactor, top)
 
     security = config.security

@@ -9,18 +9,22 @@ message (``txmailhost.delivery``'s ``submit``), for the sender's mailbox when th
 of our users, or for the relay queue with the null sender when the sender is remote. A
 sender in one of our domains that no longer exists gets nothing (logged): there is nobody to
 tell, and bouncing to a third party would be backscatter. ``service.py`` sets
-``queue.return_to_sender`` once the submission exists (it needs the queue too).
+``queue.return_to_sender`` once the submission exists (it needs the queue too), and
+``DeliveryReports`` as the submission's ``report_delivered`` (NOTIFY=SUCCESS on local
+delivery).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from txmailhost.delivery.interfaces import Envelope, ISubmission
+from txmailhost.delivery.interfaces import Envelope, ISubmission, RecipientOptions
+from txmailhost.queue import bounce, scheduler, spool
 from txmailhost.queue.scheduler import Queue, QueuePolicy
 from txmailhost.queue.spool import Spool
 from txmailhost.routing import Outcome, Route, RouteKind
@@ -51,6 +55,58 @@ class ReturnToSender:
             log.warn("DSN for <{sender}> dropped: {why}", sender=address, why=resolution.outcome)
             return
         await self._submission.submit_bytes(Envelope(None, routes), data)
+
+
+class DeliveryReports:
+    """``delivered`` DSNs (RFC 3464 2.3.3) for local recipients whose RCPT asked for
+    NOTIFY=SUCCESS (RFC 3461 4.1), built here where every DSN is built (``bounce.py``) and
+    sent through ``return_to_sender``; ``Submission.report_delivered`` calls it."""
+
+    def __init__(self, hostname: str, return_to_sender: scheduler.ReturnToSender) -> None:
+        self._hostname = hostname
+        self._return_to_sender = return_to_sender
+
+    async def __call__(
+        self,
+        envelope: Envelope,
+        addresses: tuple[str, ...],
+        queue_id: str,
+        size: int,
+        header_block: bytes,
+    ) -> None:
+        assert envelope.sender is not None
+        now = time.time()
+        none = RecipientOptions()
+        report = spool.Envelope(
+            queue_id=queue_id,
+            sender=envelope.sender,
+            arrival=now,
+            size=size,
+            recipients=[
+                spool.Recipient(
+                    address,
+                    status="2.0.0",
+                    orcpt=envelope.recipient_options.get(address, none).orcpt,
+                )
+                for address in addresses
+            ],
+            smtputf8=envelope.options.smtputf8,
+            envid=envelope.options.envid,
+        )
+        dsn = bounce.build_dsn(
+            self._hostname,
+            report,
+            report.recipients,
+            header_block,
+            action=bounce.DELIVERED,
+            now=now,
+        )
+        await self._return_to_sender(envelope.sender, dsn)
+        log.info(
+            "{queue_id}: delivered DSN sent to <{sender}>",
+            queue_id=queue_id,
+            sender=envelope.sender,
+        )
 
 
 class QueueService(MultiService):
