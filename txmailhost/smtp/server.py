@@ -151,9 +151,9 @@ def _out_of_sequence(verb: str, state: State, envelope: Envelope | None) -> SMTP
     return replies.UNKNOWN_COMMAND
 
 
-def _address_error(error: AddressError, bad_syntax: SMTPReply) -> SMTPReply:
-    if error.utf8:
-        return replies.UTF8_NOT_ALLOWED
+def _address_error(error: AddressError, bad_syntax: SMTPReply, esmtp: bool) -> SMTPReply:
+    if error.utf8:  # RFC 6531 3.5: 553 5.6.7, whether or not SMTPUTF8 was offered
+        return replies.UTF8_NOT_REQUESTED if esmtp else replies.UTF8_NOT_ALLOWED
     if error.in_params:
         return replies.SYNTAX_ERROR.with_text(str(error))
     return bad_syntax
@@ -560,7 +560,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         try:
             path = parse_path_argument(arg, "FROM", allow_null=True)
         except AddressError as e:
-            self._error(_address_error(e, replies.BAD_SENDER_SYNTAX))
+            self._error(_address_error(e, replies.BAD_SENDER_SYNTAX, self.esmtp))
             return None
         params = path.params
         try:
@@ -607,9 +607,10 @@ class SMTPServer(Protocol, TimeoutMixin):
     def do_RCPT(self, arg: str) -> SMTPReply | Deferred[SMTPReply] | None:
         assert self.envelope is not None
         try:
-            path = parse_path_argument(arg, "TO", allow_null=False)
+            utf8 = self.envelope.options.smtputf8
+            path = parse_path_argument(arg, "TO", allow_null=False, utf8=utf8)
         except AddressError as e:
-            self._error(_address_error(e, replies.BAD_RECIPIENT_SYNTAX))
+            self._error(_address_error(e, replies.BAD_RECIPIENT_SYNTAX, self.esmtp))
             return None
         try:
             dsn = rcpt_options(path.params, self._offered())
@@ -796,7 +797,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             f"Return-Path: <{sender}>\r\n"
             f"Received: {origin}by {self.factory.hostname} (txmailhost) with {protocol} id {queue_id}"
             f"{recipient};\r\n\t{_date_now()}\r\n"
-        ).encode("ascii", "replace")
+        ).encode("utf-8" if self.envelope.options.smtputf8 else "ascii", "replace")
 
     def _feed_message(self, data: bytes) -> None:
         assert self._reader is not None
