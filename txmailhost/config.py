@@ -668,6 +668,13 @@ class QueueConfig:
         doc="""A message with more Received: header fields than this is looping and is
         bounced with 5.4.6 instead of being sent on (RFC 5321 6.3).""",
     )
+    return_full_limit: int = setting(
+        1048576,
+        check=_integer("bytes", maximum=1 << 30),
+        doc="""A sender who asked for RET=FULL (RFC 3461) gets the whole undelivered message
+        back in the failure report up to this size in bytes; a larger one, and any other
+        report, carries its header section only.""",
+    )
 
 
 @dataclass(frozen=True)

@@ -191,6 +191,7 @@ def build_queue(config: Any, reactor: Any, pool: Any) -> tuple[Queue, Service]:
         max_connections=queue_config.max_connections,
         max_per_domain=queue_config.max_per_domain,
         max_hops=queue_config.max_hops,
+        return_full_limit=queue_config.return_full_limit,
     )
     queue = Queue(spool, courier, None, reactor, pool, hostname=config.hostname, policy=policy)
     return queue, QueueService(queue, dns_pool)
