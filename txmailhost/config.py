@@ -722,6 +722,14 @@ class RelayConfig:
         doc="""PEM file of the certificate authority that "verify" trusts; empty: the
         system's trust store.""",
     )
+    mta_sts: bool = setting(
+        True,
+        check=_boolean,
+        doc="""Honour the MTA-STS policies (RFC 8461) of destination domains: a domain whose
+        policy is in "enforce" mode gets its mail only through the MX hosts it lists, over TLS
+        with a verified certificate. Policies are fetched over HTTPS and kept for their
+        max_age in DATA/queue/mta-sts/.""",
+    )
     nxdomain_grace: float = setting(
         3600.0,
         check=_seconds_or_zero,

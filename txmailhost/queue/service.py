@@ -16,6 +16,7 @@ delivery).
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -132,6 +133,25 @@ class QueueService(MultiService):
         return super().stopService()
 
 
+def _mta_sts(config: Any, reactor: Any, pool: ThreadPool, resolver: Any) -> Any:
+    """The MTA-STS policy source (relay/mtasts.py), trusting what ``verify`` trusts."""
+    from txmailhost.relay.courier import TLSPolicy
+    from txmailhost.relay.mtasts import MTASTS
+
+    relay = config.relay
+    if not relay.mta_sts:
+        return None
+    tls = TLSPolicy(relay.tls, dict(relay.tls_domains), relay.tls_ca_file)
+    return MTASTS(
+        reactor,
+        pool,
+        resolver,
+        os.path.join(config.queue_dir, "mta-sts"),
+        trust=tls.trust_root,
+        timeout=relay.connect_timeout * 2,
+    )
+
+
 def _smarthost(relay: Any) -> Any:
     """The configured smarthost, its password read from its file; None when there is none."""
     from txmailhost.relay.courier import Smarthost
@@ -182,6 +202,7 @@ def build_queue(config: Any, reactor: Any, pool: Any) -> tuple[Queue, Service]:
         timeouts=Timeouts(connect=relay.connect_timeout),
         nxdomain_grace=relay.nxdomain_grace,
         smarthost=_smarthost(relay),
+        mta_sts=_mta_sts(config, reactor, dns_pool, resolver),
     )
     policy = QueuePolicy(
         retry_min=queue_config.retry_min,

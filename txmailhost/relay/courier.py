@@ -23,6 +23,11 @@ port and TLS mode takes it instead of connecting, handshaking and saying EHLO ag
 ``reuse_max_messages`` per connection. A parked connection that the server closed or spoke on
 is dropped; if a reused one fails before any message byte was sent, a fresh one is tried.
 
+MTA-STS (``mtasts.py``, RFC 8461): when the destination publishes a policy in ``enforce``
+mode, only the MX hosts it lists are tried, and only with ``verify``; none listed defers the
+recipients (4.7.5). ``testing`` mode only logs. A message with ``TLS-Required: No`` (RFC 8689)
+ignores the policy; one with REQUIRETLS is always sent with ``verify``.
+
 NXDOMAIN stays a temporary failure for ``nxdomain_grace`` seconds after the message arrived
 (a new or briefly broken zone recovers; chasquid retries these too), then bounces with 5.1.2.
 """
@@ -47,6 +52,8 @@ from txmailhost.queue.interfaces import (
     RecipientOptions,
 )
 from txmailhost.relay.client import Capabilities, HostFailure, SMTPClientProtocol, Timeouts
+from txmailhost.relay.mtasts import ENFORCE, MTASTS, TESTING
+from txmailhost.relay.mtasts import NONE as NONE_POLICY
 from txmailhost.relay.mx import DNSProblem, DomainNotFound, MXResolver
 from txmailhost.relay.session import (
     NO_TLS,
@@ -72,14 +79,16 @@ class TLSPolicy:
     def mode_for(self, domain: str) -> str:
         return self.per_domain.get(domain.lower(), self.default)
 
+    def trust_root(self) -> Any:
+        """What ``verify`` trusts: ``ca_file``, else the system's store."""
+        if self.ca_file:
+            with open(self.ca_file, "rb") as f:
+                return ssl.Certificate.loadPEM(f.read())
+        return ssl.platformTrust()
+
     def creator(self, mode: str, server_name: str) -> Any:
         if mode == VERIFY:
-            if self.ca_file:
-                with open(self.ca_file, "rb") as f:
-                    trust = ssl.Certificate.loadPEM(f.read())
-            else:
-                trust = ssl.platformTrust()
-            return ssl.optionsForClientTLS(server_name, trustRoot=trust)
+            return ssl.optionsForClientTLS(server_name, trustRoot=self.trust_root())
         return ssl.CertificateOptions(verify=False)
 
 
@@ -140,6 +149,7 @@ class RelayCourier:
         smarthost: Smarthost | None = None,
         reuse_idle: float = 5.0,
         reuse_max_messages: int = 100,
+        mta_sts: MTASTS | None = None,
     ) -> None:
         self._reactor = reactor
         self._pool = pool
@@ -154,6 +164,7 @@ class RelayCourier:
         self.reuse_idle = reuse_idle
         self.reuse_max_messages = reuse_max_messages
         self._idle: dict[tuple[str, int, str], list[Any]] = {}
+        self.mta_sts = mta_sts
 
     def deliver(
         self,
@@ -201,6 +212,25 @@ class RelayCourier:
         size, tls_optional = await threads.deferToThreadPool(
             self._reactor, self._pool, _size_and_tls_wish, message_path
         )
+        if self.mta_sts is not None and self.smarthost is None and not tls_optional:
+            # RFC 8689 5: "TLS-Required: No" means the domain's MTA-STS policy is ignored.
+            policy = await self.mta_sts.policy_for(domain)
+            if policy is not None and policy.mode != NONE_POLICY:
+                allowed = [h for h in hosts if policy.allows(h.name)]
+                if policy.mode == TESTING and len(allowed) < len(hosts):
+                    log.info(
+                        "mta-sts testing: {domain} MX {hosts} not in its policy",
+                        domain=domain,
+                        hosts=" ".join(h.name for h in hosts if h not in allowed),
+                    )
+                elif policy.mode == ENFORCE:
+                    if not allowed:
+                        return everyone(
+                            DeliveryResult.temporary(
+                                "4.7.5", f"no MX host of {domain} matches its MTA-STS policy"
+                            )
+                        )
+                    hosts, mode = allowed, VERIFY  # RFC 8461 4.2: verified TLS or nothing
         if options.requiretls:
             mode = VERIFY  # RFC 8689 4.2.1: verified TLS or nothing, whatever the domain's mode
         elif tls_optional and mode in (REQUIRED, VERIFY):
