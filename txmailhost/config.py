@@ -730,6 +730,13 @@ class RelayConfig:
         with a verified certificate. Policies are fetched over HTTPS and kept for their
         max_age in DATA/queue/mta-sts/.""",
     )
+    tls_reports: bool = setting(
+        True,
+        check=_boolean,
+        doc="""Send SMTP TLS reports (RFC 8460): once a day, each destination domain that
+        publishes a _smtp._tls TXT record with a mailto: rua gets the counts of our
+        TLS-required sessions to it (successes and failures), as gzip'd JSON.""",
+    )
     nxdomain_grace: float = setting(
         3600.0,
         check=_seconds_or_zero,

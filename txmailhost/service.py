@@ -358,6 +358,8 @@ def build(
         part.setServiceParent(top)
     queue.return_to_sender = ReturnToSender(router, delivery)
     delivery.report_delivered = DeliveryReports(config.hostname, queue.return_to_sender)
+    if getattr(queue.courier, "tls_reports", None) is not None:
+        queue.courier.tls_reports.deliver = queue.return_to_sender  # RFC 8460 reports
     filters = _build_filters(config, reactor, top)
 
     security = config.security

@@ -1,9 +1,11 @@
-"""MTA-STS (RFC 8461): policy parsing, and the courier against a real HTTPS policy server,
+"""MTA-STS (RFC 8461) and TLS reports (RFC 8460): policy parsing, and the courier against a real HTTPS policy server,
 a DNS server and receiving servers on loopback."""
 
 from __future__ import annotations
 
+import base64
 import datetime
+import gzip
 import json
 import os
 import random
@@ -23,6 +25,7 @@ from txmailhost.queue.interfaces import Outcome
 from txmailhost.relay.courier import RelayCourier, TLSPolicy
 from txmailhost.relay.mtasts import MTASTS, PolicyError, STSPolicy, parse_policy, record_id
 from txmailhost.relay.mx import MXResolver
+from txmailhost.relay.tlsrpt import TLSReports, rua_addresses
 from txmailhost.tls import load_certificate_options
 
 POLICY = (
@@ -234,3 +237,83 @@ def test_a_cached_policy_survives_a_restart_and_a_vanished_txt_record(
     assert deliver(net, courier, path).outcome is Outcome.TEMPORARY  # still enforced
     _restarted(net, courier, dns_server, str(tmp_path / "empty-cache"))
     assert deliver(net, courier, path).outcome is Outcome.DELIVERED  # no policy known at all
+
+
+# -- TLS reports (RFC 8460) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "texts, expected",
+    [
+        (["v=TLSRPTv1; rua=mailto:tls@far.test"], ["tls@far.test"]),
+        (
+            ["v=TLSRPTv1;rua=mailto:a@x.test,https://r.x.test/,mailto:b@x.test"],
+            ["a@x.test", "b@x.test"],
+        ),
+        (["v=TLSRPTv1; rua=mailto:a@x.test", "v=TLSRPTv1; rua=mailto:b@x.test"], []),
+        (["v=spf1 -all"], []),
+    ],
+)
+def test_rua_addresses(texts, expected):
+    assert rua_addresses(texts) == expected
+
+
+def _report_of(message: bytes) -> dict:
+    attachment = message.split(b"Content-Type: application/tlsrpt+gzip\r\n")[1]
+    encoded = attachment.split(b"\r\n\r\n", 1)[1].split(b"\r\n--")[0]
+    return json.loads(gzip.decompress(base64.b64decode(encoded)))
+
+
+def test_sessions_under_a_policy_are_counted_and_reported_to_the_rua(net, sts, dns_server):
+    world, courier, path, policy, _ = sts
+    reports = TLSReports(net.reactor, SyncThreadPool(), courier.resolver, "mx.example.test")
+    courier.tls_reports = reports
+    sent: list = []
+
+    async def deliver_report(address, message):
+        sent.append((address, message))
+
+    reports.deliver = deliver_report
+    courier.reuse_idle = 0  # every delivery its own session
+    assert deliver(net, courier, path).outcome is Outcome.DELIVERED
+    courier.tls = TLSPolicy("opportunistic", {}, "")  # now the certificate isn't trusted
+    assert deliver(net, courier, path).outcome is Outcome.TEMPORARY
+    assert reports.counts("far.test") == (1, 1)
+    dns_server.add("_smtp._tls.far.test", "TXT", '"v=TLSRPTv1; rua=mailto:tls@far.test"')
+    assert net.run(reports.send()) == 1
+    [(to, message)] = sent
+    assert to == "tls@far.test"
+    assert b'report-type="tlsrpt"' in message
+    assert b"TLS-Report-Domain: far.test\r\n" in message
+    report = _report_of(message)
+    [entry] = report["policies"]
+    assert entry["policy"]["policy-type"] == "sts"
+    assert entry["policy"]["mx-host"] == ["mx.far.test", "*.backup.test"]
+    assert entry["summary"] == {
+        "total-successful-session-count": 1,
+        "total-failure-session-count": 1,
+    }
+    [failure] = entry["failure-details"]
+    assert failure["result-type"] == "validation-failure"
+    assert failure["receiving-mx-hostname"] == "mx.far.test"
+    assert reports.counts("far.test") == (0, 0)  # a new day begins
+
+
+def test_no_report_for_a_domain_without_a_tlsrpt_record(net, sts):
+    _, courier, path, _, _ = sts
+    courier.tls_reports = TLSReports(net.reactor, SyncThreadPool(), courier.resolver, "mx.x.test")
+    courier.tls_reports.deliver = None
+    deliver(net, courier, path)
+    assert courier.tls_reports.counts("far.test") == (1, 0)
+    assert net.run(courier.tls_reports.send()) == 0
+
+
+def test_a_server_without_starttls_under_enforce_counts_as_starttls_not_supported(net, sts):
+    world, courier, path, _, _ = sts
+    courier.tls_reports = TLSReports(net.reactor, SyncThreadPool(), courier.resolver, "mx.x.test")
+    far_factory = next(p.factory for p in net.ports if hasattr(p.factory, "tls_creator"))
+    far_factory.tls_creator = None
+    assert deliver(net, courier, path).outcome is Outcome.TEMPORARY
+    counts = courier.tls_reports._counts["far.test"]
+    assert list(counts.failures) == [("starttls-not-supported", "", "mx.far.test")]
+    assert world.inbox_files("bob@far.test") == []

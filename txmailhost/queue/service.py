@@ -20,7 +20,9 @@ import os
 import time
 from typing import Any
 
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
@@ -184,6 +186,7 @@ def build_queue(config: Any, reactor: Any, pool: Any) -> tuple[Queue, Service]:
     from txmailhost.relay.client import Timeouts
     from txmailhost.relay.courier import RelayCourier, TLSPolicy
     from txmailhost.relay.mx import MXResolver
+    from txmailhost.relay.tlsrpt import TLSReports
 
     spool = Spool(config.queue_dir)
     spool.prepare()
@@ -203,6 +206,9 @@ def build_queue(config: Any, reactor: Any, pool: Any) -> tuple[Queue, Service]:
         nxdomain_grace=relay.nxdomain_grace,
         smarthost=_smarthost(relay),
         mta_sts=_mta_sts(config, reactor, dns_pool, resolver),
+        tls_reports=TLSReports(reactor, dns_pool, resolver, config.hostname)
+        if relay.tls_reports
+        else None,
     )
     policy = QueuePolicy(
         retry_min=queue_config.retry_min,
@@ -215,4 +221,19 @@ def build_queue(config: Any, reactor: Any, pool: Any) -> tuple[Queue, Service]:
         return_full_limit=queue_config.return_full_limit,
     )
     queue = Queue(spool, courier, None, reactor, pool, hostname=config.hostname, policy=policy)
-    return queue, QueueService(queue, dns_pool)
+    service = QueueService(queue, dns_pool)
+    if courier.tls_reports is not None:
+        reports = TimerService(REPORT_INTERVAL, _send_reports, courier.tls_reports)
+        reports.clock = reactor
+        reports.setServiceParent(service)
+    return queue, service
+
+
+REPORT_INTERVAL = 86400.0  # RFC 8460 4.1: reports cover 24 hours
+
+
+def _send_reports(reports: Any) -> Any:
+    """The daily TLS reports; the first run, at start, has nothing to send."""
+    d = Deferred.fromCoroutine(reports.send())
+    d.addErrback(lambda f: log.failure("tls-rpt: sending reports failed", f))
+    return d

@@ -26,7 +26,8 @@ is dropped; if a reused one fails before any message byte was sent, a fresh one 
 MTA-STS (``mtasts.py``, RFC 8461): when the destination publishes a policy in ``enforce``
 mode, only the MX hosts it lists are tried, and only with ``verify``; none listed defers the
 recipients (4.7.5). ``testing`` mode only logs. A message with ``TLS-Required: No`` (RFC 8689)
-ignores the policy; one with REQUIRETLS is always sent with ``verify``.
+ignores the policy; one with REQUIRETLS is always sent with ``verify``. Sessions that had to
+use TLS are counted per domain for its daily TLS report (``tlsrpt.py``, RFC 8460).
 
 NXDOMAIN stays a temporary failure for ``nxdomain_grace`` seconds after the message arrived
 (a new or briefly broken zone recovers; chasquid retries these too), then bounces with 5.1.2.
@@ -52,7 +53,7 @@ from txmailhost.queue.interfaces import (
     RecipientOptions,
 )
 from txmailhost.relay.client import Capabilities, HostFailure, SMTPClientProtocol, Timeouts
-from txmailhost.relay.mtasts import ENFORCE, MTASTS, TESTING
+from txmailhost.relay.mtasts import ENFORCE, MTASTS, TESTING, STSPolicy
 from txmailhost.relay.mtasts import NONE as NONE_POLICY
 from txmailhost.relay.mx import DNSProblem, DomainNotFound, MXResolver
 from txmailhost.relay.session import (
@@ -64,6 +65,7 @@ from txmailhost.relay.session import (
     quit_session,
     transaction,
 )
+from txmailhost.relay.tlsrpt import STARTTLS_NOT_SUPPORTED, VALIDATION_FAILURE, TLSReports
 
 log = Logger()
 
@@ -150,6 +152,7 @@ class RelayCourier:
         reuse_idle: float = 5.0,
         reuse_max_messages: int = 100,
         mta_sts: MTASTS | None = None,
+        tls_reports: TLSReports | None = None,
     ) -> None:
         self._reactor = reactor
         self._pool = pool
@@ -165,6 +168,7 @@ class RelayCourier:
         self.reuse_max_messages = reuse_max_messages
         self._idle: dict[tuple[str, int, str], list[Any]] = {}
         self.mta_sts = mta_sts
+        self.tls_reports = tls_reports
 
     def deliver(
         self,
@@ -212,6 +216,7 @@ class RelayCourier:
         size, tls_optional = await threads.deferToThreadPool(
             self._reactor, self._pool, _size_and_tls_wish, message_path
         )
+        policy = None
         if self.mta_sts is not None and self.smarthost is None and not tls_optional:
             # RFC 8689 5: "TLS-Required: No" means the domain's MTA-STS policy is ignored.
             policy = await self.mta_sts.policy_for(domain)
@@ -253,8 +258,11 @@ class RelayCourier:
                     break
                 tried += 1
                 try:
-                    return await self._try(host.name, address, mode, **attempt)
+                    results = await self._try(host.name, address, mode, **attempt)
+                    self._count_tls(domain, policy, mode, host.name, address, None)
+                    return results
                 except HostFailure as e:
+                    self._count_tls(domain, policy, mode, host.name, address, e)
                     if e.tls and mode == OPPORTUNISTIC:
                         log.info(
                             "{host}[{address}]: {error}; retrying without TLS",
@@ -274,6 +282,26 @@ class RelayCourier:
             return everyone(DeliveryResult.permanent("5.7.10", f"REQUIRETLS: {last}"))
         status = "4.7.5" if "TLS" in last else "4.4.1"
         return everyone(DeliveryResult.temporary(status, last))
+
+    def _count_tls(
+        self,
+        domain: str,
+        policy: STSPolicy | None,
+        mode: str,
+        host: str,
+        address: str,
+        error: HostFailure | None,
+    ) -> None:
+        """A session that had to use TLS, for the domain's TLS report (``tlsrpt.py``)."""
+        if self.tls_reports is None or self.smarthost is not None or mode not in (REQUIRED, VERIFY):
+            return
+        if error is None:
+            self.tls_reports.record(domain, policy, mx_host=host)
+        elif error.tls:
+            text = str(error)
+            refused = "not offer STARTTLS" in text or "STARTTLS was refused" in text
+            kind = STARTTLS_NOT_SUPPORTED if refused else VALIDATION_FAILURE
+            self.tls_reports.record(domain, policy, mx_host=host, failure=kind)
 
     async def _try(
         self,
