@@ -123,7 +123,7 @@ def test_a_bdat_size_that_does_not_parse_closes_the_session(session, arg):
     out = session.send(b"BDAT " + arg + b"\r\nMAIL FROM:<a@b.test>\r\n")
     assert (
         out
-        == b"501 5.5.4 BDAT needs a chunk size (and LAST); the stream can't be followed, closing\r\n"
+        == b"421 4.5.4 BDAT needs a chunk size (and LAST); the stream can't be followed, closing\r\n"
     )
     assert session.transport.disconnecting
 

@@ -89,8 +89,9 @@ UTF8_NOT_REQUESTED = SMTPReply(
 
 # -- CHUNKING / BINARYMIME (RFC 3030) --------------------------------------------------------------
 CHUNK_OK = SMTPReply(250, "2.0.0", "octets received")
+# 421, not 501: without a size the next command can't be found, so the session must end.
 BAD_BDAT = SMTPReply(
-    501, "5.5.4", "BDAT needs a chunk size (and LAST); the stream can't be followed, closing"
+    421, "4.5.4", "BDAT needs a chunk size (and LAST); the stream can't be followed, closing"
 )
 DATA_AFTER_BDAT = SMTPReply(503, "5.5.1", "DATA not allowed in a BDAT transaction; RSET first")
 BINARYMIME_NEEDS_BDAT = SMTPReply(503, "5.5.1", "BODY=BINARYMIME messages must be sent with BDAT")
