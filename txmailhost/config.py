@@ -681,6 +681,13 @@ class QueueConfig:
         doc="""A message with more Received: header fields than this is looping and is
         bounced with 5.4.6 instead of being sent on (RFC 5321 6.3).""",
     )
+    return_full_limit: int = setting(
+        1048576,
+        check=_integer("bytes", maximum=1 << 30),
+        doc="""A sender who asked for RET=FULL (RFC 3461) gets the whole undelivered message
+        back in the failure report up to this size in bytes; a larger one, and any other
+        report, carries its header section only.""",
+    )
 
 
 @dataclass(frozen=True)
@@ -727,6 +734,21 @@ class RelayConfig:
         check=_path,
         doc="""PEM file of the certificate authority that "verify" trusts; empty: the
         system's trust store.""",
+    )
+    mta_sts: bool = setting(
+        True,
+        check=_boolean,
+        doc="""Honour the MTA-STS policies (RFC 8461) of destination domains: a domain whose
+        policy is in "enforce" mode gets its mail only through the MX hosts it lists, over TLS
+        with a verified certificate. Policies are fetched over HTTPS and kept for their
+        max_age in DATA/queue/mta-sts/.""",
+    )
+    tls_reports: bool = setting(
+        True,
+        check=_boolean,
+        doc="""Send SMTP TLS reports (RFC 8460): once a day, each destination domain that
+        publishes a _smtp._tls TXT record with a mailto: rua gets the counts of our
+        TLS-required sessions to it (successes and failures), as gzip'd JSON.""",
     )
     nxdomain_grace: float = setting(
         3600.0,

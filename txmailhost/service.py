@@ -361,7 +361,7 @@ def build(
     from txmailhost.ops.control import ControlService, Sessions, socket_path
     from txmailhost.ops.eventlog import build_event_log
     from txmailhost.peer import PlaintextAuth
-    from txmailhost.queue.service import ReturnToSender, build_queue
+    from txmailhost.queue.service import DeliveryReports, ReturnToSender, build_queue
     from txmailhost.store import backends
 
     top = ServerService(reactor, config.shutdown_grace)
@@ -394,6 +394,9 @@ def build(
     for part in delivery_services:
         part.setServiceParent(top)
     queue.return_to_sender = ReturnToSender(router, delivery)
+    delivery.report_delivered = DeliveryReports(config.hostname, queue.return_to_sender)
+    if getattr(queue.courier, "tls_reports", None) is not None:
+        queue.courier.tls_reports.deliver = queue.return_to_sender  # RFC 8460 reports
     filters = _build_filters(config, reactor, top)
 
     security = config.security

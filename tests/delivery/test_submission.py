@@ -24,7 +24,8 @@ class RecordingQueue:
     def __init__(self) -> None:
         self.spooled: list[tuple[str | None, list[str], bytes]] = []
 
-    async def submit(self, sender, recipients, path, queue_id=None):
+    async def submit(self, sender, recipients, path, queue_id=None, **wishes):
+        self.wishes = wishes
         with open(path, "rb") as f:
             self.spooled.append((sender, recipients, f.read()))
         return queue_id

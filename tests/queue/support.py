@@ -31,9 +31,11 @@ class ScriptedCourier:
     def __init__(self, *script: DeliveryResult | str) -> None:
         self.script = list(script)
         self.calls: list[tuple] = []
+        self.wishes: list[tuple] = []
         self.held: list[tuple[Deferred, list[str]]] = []
 
-    def deliver(self, sender, recipients, message_path, domain, age):
+    def deliver(self, sender, recipients, message_path, domain, age, options=None, dsn=None):
+        self.wishes.append((options, dsn))
         with open(message_path, "rb") as f:
             self.calls.append((sender, list(recipients), domain, age, f.read()))
         step = self.script.pop(0) if self.script else OK

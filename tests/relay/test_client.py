@@ -22,6 +22,7 @@ class Dialog:
         message: bytes = MESSAGE,
         sender: str | None = "a@x.test",
         credentials: tuple[str, str] | None = None,
+        **wishes,
     ) -> None:
         self.clock = MemoryReactorClock()
         self.proto = SMTPClientProtocol(self.clock)
@@ -43,6 +44,7 @@ class Dialog:
                 tls_creator=lambda: "tls-context",
                 timeouts=Timeouts(),
                 credentials=credentials,
+                **wishes,
             )
         )
 

@@ -19,7 +19,8 @@ arriving, DSNs and notices being written). Both are swept of unacknowledged file
 
 Imports: ``_safeio``, ``routing``, the store's interfaces (and through ``mailboxes.py`` the
 store object it is given); never a protocol package, never ``queue`` (the relay queue is an
-object handed in, with ``submit(sender, recipients, path, queue_id)``).
+object handed in, with ``submit(sender, recipients, path, queue_id)``, and the keywords
+``options`` and ``recipient_options`` when the sender asked for ESMTP options).
 
 Invariants a change must keep:
 1. ``submit`` fires only once the message and the record that points to it are fsync'd (file

@@ -16,6 +16,43 @@ from zope.interface import Interface
 
 from txmailhost.routing import Route
 
+BODY_7BIT = "7BIT"
+BODY_8BITMIME = "8BITMIME"
+BODY_BINARYMIME = "BINARYMIME"
+
+
+@dataclass(frozen=True)
+class MessageOptions:
+    """What the sender asked of the whole message in MAIL FROM, kept for every later hop.
+
+    ``body`` is RFC 6152/3030's BODY (a BINARYMIME message can only leave by BDAT to a server
+    offering BINARYMIME); ``smtputf8`` RFC 6531's flag (never downgraded: a next hop without
+    SMTPUTF8 bounces it with 5.6.7); ``ret`` and ``envid`` RFC 3461's RET (``FULL``/``HDRS``,
+    "" when not given) and ENVID (decoded from xtext); ``requiretls`` RFC 8689's REQUIRETLS.
+    """
+
+    body: str = BODY_7BIT
+    smtputf8: bool = False
+    ret: str = ""
+    envid: str = ""
+    requiretls: bool = False
+
+
+@dataclass(frozen=True)
+class RecipientOptions:
+    """RFC 3461 per recipient: ``notify`` the NOTIFY values (``()`` when not given, which
+    means FAILURE and DELAY, 4.1), ``orcpt`` the ORCPT as ``type;address`` decoded from xtext
+    ("" when not given)."""
+
+    notify: tuple[str, ...] = ()
+    orcpt: str = ""
+
+    def wants(self, what: str) -> bool:
+        """Does the sender want a notification of ``what`` (SUCCESS, FAILURE, DELAY)?"""
+        if not self.notify:
+            return what in ("FAILURE", "DELAY")
+        return what in self.notify
+
 
 @dataclass(frozen=True)
 class Envelope:
@@ -24,13 +61,18 @@ class Envelope:
     ``routes`` are resolved already (``routing.Router``): local users with the folder their
     address asks for, and remote addresses for the relay queue. ``junk`` names users whose
     copy a filter judged spam; ``quota_usage`` is what each local user held when the recipient
-    was accepted, and their quota (user -> (bytes, bytes)), for the 90% warning.
+    was accepted, and their quota (user -> (bytes, bytes)), for the 90% warning. ``options``
+    and ``recipient_options`` are the ESMTP parameters that travel with the message (BODY,
+    SMTPUTF8, DSN, REQUIRETLS).
     """
 
     sender: str | None  # the reverse path; None for the null sender (bounces, notices)
     routes: tuple[Route, ...]
     junk: frozenset[str] = frozenset()
     quota_usage: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    options: MessageOptions = MessageOptions()
+    # RFC 3461 options per route address (``Route.address``), from the RCPT it came from
+    recipient_options: Mapping[str, RecipientOptions] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

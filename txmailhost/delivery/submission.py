@@ -14,12 +14,15 @@ Three ways to durable, chosen per message, each acknowledged only once it is fsy
    (fsync'd by the store) and the file's removal in one worker trip.
 
 After a message is handed over, the users it took past 90% of their quota get a notice
-(``notices.py``), submitted the same way. Store calls live in ``mailboxes.py``.
+(``notices.py``), submitted the same way, and a sender whose RCPT asked for NOTIFY=SUCCESS
+gets a ``delivered`` DSN for the local recipients (RFC 3461; the queue reports the remote
+ones). Store calls live in ``mailboxes.py``.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -29,7 +32,14 @@ from zope.interface import implementer
 from txmailhost.delivery import mailboxes
 from txmailhost.delivery.agent import DeliveryAgent, LocalRecipient
 from txmailhost.delivery.incoming import IncomingMessage, IncomingSpool
-from txmailhost.delivery.interfaces import Envelope, ISubmission, Receipt, SubmissionError
+from txmailhost.delivery.interfaces import (
+    Envelope,
+    ISubmission,
+    MessageOptions,
+    Receipt,
+    RecipientOptions,
+    SubmissionError,
+)
 from txmailhost.delivery.local import MAX_RECORD, XATTR, LocalDelivery, SpooledLocal
 from txmailhost.delivery.notices import quota_crossings, quota_notice
 from txmailhost.ops import metrics
@@ -37,6 +47,8 @@ from txmailhost.routing import Route, RouteKind
 from txmailhost.store.interfaces import INBOX
 
 log = Logger()
+
+_NO_WISHES = RecipientOptions()
 
 
 def local_recipients(envelope: Envelope) -> list[LocalRecipient]:
@@ -74,6 +86,9 @@ class Submission:
         self._local = local
         self._hostname = hostname
         self._agent = agent if agent is not None else DeliveryAgent(store)
+        # Sends NOTIFY=SUCCESS reports: (envelope, addresses, queue id, size, header block);
+        # the queue's ``DeliveryReports``, set by the service.
+        self.report_delivered: Callable[..., Awaitable[None]] | None = None
 
     def open(self) -> IncomingMessage:
         return self._spool.open()
@@ -98,13 +113,23 @@ class Submission:
             spoolable = local and not remote and self._local is not None and message.spare
             if spoolable and await self._spool_local(message, local):
                 await self._warn_near_quota(envelope, message.size)
+                await self._report_success(envelope, message)
                 return Receipt(message.queue_id, queued=True)
             prepare = message.commit_sync
             if remote:
                 await message.commit()
                 prepare = None
                 # Envelope-preserving: forwarded mail keeps its original sender (docs/admin.rst).
-                await self._queue.submit(envelope.sender, remote, message.path, message.queue_id)
+                wishes: dict[str, Any] = {}
+                if envelope.options != MessageOptions() or envelope.recipient_options:
+                    # Only when there are any: a queue built before they existed still works.
+                    wishes = {
+                        "options": envelope.options,
+                        "recipient_options": envelope.recipient_options,
+                    }
+                await self._queue.submit(
+                    envelope.sender, remote, message.path, message.queue_id, **wishes
+                )
             if local:
                 targets = await self._agent.choose(local)
                 # One worker trip: the spool fsync (when not done for the queue), the links,
@@ -123,6 +148,7 @@ class Submission:
         finally:
             message.discard()
         await self._warn_near_quota(envelope, message.size)
+        await self._report_success(envelope, message)
         return Receipt(message.queue_id, queued=bool(remote))
 
     async def _spool_local(self, message: IncomingMessage, local: list[LocalRecipient]) -> bool:
@@ -141,6 +167,27 @@ class Submission:
         assert self._local is not None
         self._local.accept(item)
         return True
+
+    async def _report_success(self, envelope: Envelope, message: IncomingMessage) -> None:
+        """Local recipients whose RCPT said NOTIFY=SUCCESS (RFC 3461 4.1) get a ``delivered``
+        DSN once the message is durable for them: in their mailboxes, or acknowledged in the
+        spool for the delivery thread (which delivers it after a crash too). The report is
+        built and sent by ``report_delivered`` (the queue's ``DeliveryReports``, which owns
+        DSNs); one that can't be sent is logged, it never fails the message."""
+        wanted = tuple(
+            route.address
+            for route in envelope.routes
+            if route.kind is RouteKind.LOCAL
+            and envelope.recipient_options.get(route.address, _NO_WISHES).wants("SUCCESS")
+        )
+        if not wanted or envelope.sender is None or self.report_delivered is None:
+            return
+        try:
+            await self.report_delivered(
+                envelope, wanted, message.queue_id, message.size, message.header_block()
+            )
+        except Exception:
+            log.failure("delivery report for {queue_id} failed", queue_id=message.queue_id)
 
     async def _warn_near_quota(self, envelope: Envelope, size: int) -> None:
         """Tell each user this message took past 90% of their quota, once (issue 6). The

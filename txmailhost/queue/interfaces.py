@@ -14,6 +14,14 @@ from dataclasses import dataclass
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
+from txmailhost.delivery.interfaces import (
+    BODY_BINARYMIME,
+    MessageOptions,
+    RecipientOptions,
+)
+
+__all__ = ["BODY_BINARYMIME", "MessageOptions", "RecipientOptions"]
+
 
 class Outcome(enum.Enum):
     DELIVERED = "delivered"
@@ -34,6 +42,9 @@ class DeliveryResult:
     status: str
     diagnostic: str
     remote_mta: str = ""
+    # Delivered to a server that doesn't offer DSN: a NOTIFY=SUCCESS is answered by us with
+    # "Action: relayed" (RFC 3461 6.2.3), since no one further on will.
+    relayed: bool = False
 
     @classmethod
     def delivered(cls, reply: str, remote_mta: str) -> DeliveryResult:
@@ -52,11 +63,19 @@ class ICourier(Interface):
     """Carries one message to the servers of one destination domain."""
 
     def deliver(
-        sender: str | None, recipients: list[str], message_path: str, domain: str, age: float
+        sender: str | None,
+        recipients: list[str],
+        message_path: str,
+        domain: str,
+        age: float,
+        options: MessageOptions | None = None,
+        recipient_options: dict[str, RecipientOptions] | None = None,
     ) -> Deferred[dict[str, DeliveryResult]]:
         """Attempt delivery to ``recipients`` (all in ``domain``); fires with a result for each.
 
         ``age`` is how long the message has been queued (seconds), for rules that turn a
         temporary condition permanent after a while (a domain that keeps not existing).
+        ``options`` and ``recipient_options`` are the sender's ESMTP wishes (BODY, SMTPUTF8,
+        DSN, REQUIRETLS), which the courier passes on or refuses to deliver without.
         Never errbacks for a delivery problem: failures are results.
         """

@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +38,13 @@ from twisted.logger import Logger
 
 from txmailhost.ops import metrics
 from txmailhost.queue import bounce
-from txmailhost.queue.interfaces import DeliveryResult, ICourier, Outcome
+from txmailhost.queue.interfaces import (
+    DeliveryResult,
+    ICourier,
+    MessageOptions,
+    Outcome,
+    RecipientOptions,
+)
 from txmailhost.queue.spool import (
     BOUNCED,
     DEFERRED,
@@ -48,11 +54,20 @@ from txmailhost.queue.spool import (
     Recipient,
     Spool,
     read_header,
+    read_whole,
 )
 
 log = Logger()
 
 ReturnToSender = Callable[[str, bytes], Awaitable[None]]
+
+# Which NOTIFY value asks for each kind of report (RFC 3461 4.1).
+_WISH = {
+    bounce.FAILED: "FAILURE",
+    bounce.DELAYED: "DELAY",
+    bounce.RELAYED: "SUCCESS",
+    bounce.DELIVERED: "SUCCESS",
+}
 
 
 @dataclass(frozen=True)
@@ -69,6 +84,8 @@ class QueuePolicy:
     jitter: float = 0.1
     startup_spread: float = 60.0
     poll_interval: float = 1.0
+    # RET=FULL returns the whole message in a failure DSN up to this size, else its headers
+    return_full_limit: int = 1024 * 1024
 
 
 class Queue:
@@ -116,6 +133,8 @@ class Queue:
         recipients: list[str],
         source_path: str,
         queue_id: str | None = None,
+        options: MessageOptions | None = None,
+        recipient_options: Mapping[str, RecipientOptions] | None = None,
     ) -> Deferred[str]:
         """Spool a copy of the fsync'd ``source_path`` for ``recipients``; fires with its id
         (``queue_id`` when that is free) once the message, the envelope and their directories
@@ -128,7 +147,16 @@ class Queue:
 
         def spool(_: object) -> Deferred[Envelope]:
             now = self._reactor.seconds()
-            return self._in_pool(self.spool.add, sender, recipients, source_path, now, queue_id)
+            return self._in_pool(
+                self.spool.add,
+                sender,
+                recipients,
+                source_path,
+                now,
+                queue_id,
+                options,
+                recipient_options,
+            )
 
         def spooled(envelope: Envelope) -> str:
             log.info(
@@ -373,6 +401,7 @@ class Queue:
             return  # deleted or bounced by the administrator meanwhile
         now = self._reactor.seconds()
         failed: list[Recipient] = []
+        relayed: list[Recipient] = []
         for r in due:
             if not r.active:
                 continue
@@ -380,6 +409,10 @@ class Queue:
                 "4.3.0", "no result for this recipient"
             )
             self._record(envelope, r, result, now, failed)
+            if result.outcome is Outcome.DELIVERED and result.relayed:
+                relayed.append(r)
+        if relayed:  # RFC 3461 6.2.3: the next hop won't honour NOTIFY=SUCCESS, so we do
+            await self._notify(envelope, relayed, bounce.RELAYED, now)
         await self._settle(envelope, failed, now)
 
     async def _deliver(
@@ -398,6 +431,8 @@ class Queue:
                 self.spool.message_path(envelope.queue_id),
                 due[0].domain,
                 now - envelope.arrival,
+                envelope.message_options(),
+                {r.address: r.dsn_options() for r in due},
             )
         except Exception as e:  # a courier bug must not lose the message: retry later
             log.failure("courier failed for {queue_id}", queue_id=envelope.queue_id)
@@ -462,14 +497,22 @@ class Queue:
     async def _notify(
         self, envelope: Envelope, recipients: list[Recipient], action: str, now: float
     ) -> bool:
-        """Send a DSN about ``recipients``; True once it is handed over (or not needed)."""
+        """Send a DSN about those of ``recipients`` whose NOTIFY wants one (RFC 3461 4.1:
+        FAILURE and DELAY unless they said otherwise; SUCCESS for delivered/relayed); True
+        once it is handed over (or not needed)."""
         if envelope.sender is None:
             log.info("{queue_id}: no DSN for the null sender", queue_id=envelope.queue_id)
             return True
-        if self.return_to_sender is None:
+        wish = _WISH[action]
+        recipients = [r for r in recipients if r.dsn_options().wants(wish)]
+        if self.return_to_sender is None or not recipients:
             return True
+        path = self.spool.message_path(envelope.queue_id)
         try:
-            headers = await self._in_pool(read_header, self.spool.message_path(envelope.queue_id))
+            headers = await self._in_pool(read_header, path)
+            full = None
+            if action == bounce.FAILED and envelope.ret == "FULL" and envelope.body != "BINARYMIME":
+                full = await self._in_pool(read_whole, path, self.policy.return_full_limit)
             dsn = bounce.build_dsn(
                 self.hostname,
                 envelope,
@@ -478,6 +521,7 @@ class Queue:
                 action=action,
                 now=now,
                 retry_until=envelope.arrival + self.policy.max_lifetime,
+                full_message=full,
             )
             await self.return_to_sender(envelope.sender, dsn)
         except Exception:

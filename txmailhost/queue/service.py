@@ -9,18 +9,25 @@ message (``txmailhost.delivery``'s ``submit``), for the sender's mailbox when th
 of our users, or for the relay queue with the null sender when the sender is remote. A
 sender in one of our domains that no longer exists gets nothing (logged): there is nobody to
 tell, and bouncing to a third party would be backscatter. ``service.py`` sets
-``queue.return_to_sender`` once the submission exists (it needs the queue too).
+``queue.return_to_sender`` once the submission exists (it needs the queue too), and
+``DeliveryReports`` as the submission's ``report_delivered`` (NOTIFY=SUCCESS on local
+delivery).
 """
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from txmailhost.delivery.interfaces import Envelope, ISubmission
+from txmailhost.delivery.interfaces import Envelope, ISubmission, RecipientOptions
+from txmailhost.queue import bounce, scheduler, spool
 from txmailhost.queue.scheduler import Queue, QueuePolicy
 from txmailhost.queue.spool import Spool
 from txmailhost.routing import Outcome, Route, RouteKind
@@ -53,6 +60,58 @@ class ReturnToSender:
         await self._submission.submit_bytes(Envelope(None, routes), data)
 
 
+class DeliveryReports:
+    """``delivered`` DSNs (RFC 3464 2.3.3) for local recipients whose RCPT asked for
+    NOTIFY=SUCCESS (RFC 3461 4.1), built here where every DSN is built (``bounce.py``) and
+    sent through ``return_to_sender``; ``Submission.report_delivered`` calls it."""
+
+    def __init__(self, hostname: str, return_to_sender: scheduler.ReturnToSender) -> None:
+        self._hostname = hostname
+        self._return_to_sender = return_to_sender
+
+    async def __call__(
+        self,
+        envelope: Envelope,
+        addresses: tuple[str, ...],
+        queue_id: str,
+        size: int,
+        header_block: bytes,
+    ) -> None:
+        assert envelope.sender is not None
+        now = time.time()
+        none = RecipientOptions()
+        report = spool.Envelope(
+            queue_id=queue_id,
+            sender=envelope.sender,
+            arrival=now,
+            size=size,
+            recipients=[
+                spool.Recipient(
+                    address,
+                    status="2.0.0",
+                    orcpt=envelope.recipient_options.get(address, none).orcpt,
+                )
+                for address in addresses
+            ],
+            smtputf8=envelope.options.smtputf8,
+            envid=envelope.options.envid,
+        )
+        dsn = bounce.build_dsn(
+            self._hostname,
+            report,
+            report.recipients,
+            header_block,
+            action=bounce.DELIVERED,
+            now=now,
+        )
+        await self._return_to_sender(envelope.sender, dsn)
+        log.info(
+            "{queue_id}: delivered DSN sent to <{sender}>",
+            queue_id=queue_id,
+            sender=envelope.sender,
+        )
+
+
 class QueueService(MultiService):
     """Starts the DNS pool, loads the spool and runs the queue; stops scheduling on shutdown."""
 
@@ -74,6 +133,25 @@ class QueueService(MultiService):
             close_idle()  # QUIT on connections parked for reuse
         self.dns_pool.stop()
         return super().stopService()
+
+
+def _mta_sts(config: Any, reactor: Any, pool: ThreadPool, resolver: Any) -> Any:
+    """The MTA-STS policy source (relay/mtasts.py), trusting what ``verify`` trusts."""
+    from txmailhost.relay.courier import TLSPolicy
+    from txmailhost.relay.mtasts import MTASTS
+
+    relay = config.relay
+    if not relay.mta_sts:
+        return None
+    tls = TLSPolicy(relay.tls, dict(relay.tls_domains), relay.tls_ca_file)
+    return MTASTS(
+        reactor,
+        pool,
+        resolver,
+        os.path.join(config.queue_dir, "mta-sts"),
+        trust=tls.trust_root,
+        timeout=relay.connect_timeout * 2,
+    )
 
 
 def _smarthost(relay: Any) -> Any:
@@ -108,6 +186,7 @@ def build_queue(config: Any, reactor: Any, pool: Any) -> tuple[Queue, Service]:
     from txmailhost.relay.client import Timeouts
     from txmailhost.relay.courier import RelayCourier, TLSPolicy
     from txmailhost.relay.mx import MXResolver
+    from txmailhost.relay.tlsrpt import TLSReports
 
     spool = Spool(config.queue_dir)
     spool.prepare()
@@ -126,6 +205,10 @@ def build_queue(config: Any, reactor: Any, pool: Any) -> tuple[Queue, Service]:
         timeouts=Timeouts(connect=relay.connect_timeout),
         nxdomain_grace=relay.nxdomain_grace,
         smarthost=_smarthost(relay),
+        mta_sts=_mta_sts(config, reactor, dns_pool, resolver),
+        tls_reports=TLSReports(reactor, dns_pool, resolver, config.hostname)
+        if relay.tls_reports
+        else None,
     )
     policy = QueuePolicy(
         retry_min=queue_config.retry_min,
@@ -135,6 +218,22 @@ def build_queue(config: Any, reactor: Any, pool: Any) -> tuple[Queue, Service]:
         max_connections=queue_config.max_connections,
         max_per_domain=queue_config.max_per_domain,
         max_hops=queue_config.max_hops,
+        return_full_limit=queue_config.return_full_limit,
     )
     queue = Queue(spool, courier, None, reactor, pool, hostname=config.hostname, policy=policy)
-    return queue, QueueService(queue, dns_pool)
+    service = QueueService(queue, dns_pool)
+    if courier.tls_reports is not None:
+        reports = TimerService(REPORT_INTERVAL, _send_reports, courier.tls_reports)
+        reports.clock = reactor
+        reports.setServiceParent(service)
+    return queue, service
+
+
+REPORT_INTERVAL = 86400.0  # RFC 8460 4.1: reports cover 24 hours
+
+
+def _send_reports(reports: Any) -> Any:
+    """The daily TLS reports; the first run, at start, has nothing to send."""
+    d = Deferred.fromCoroutine(reports.send())
+    d.addErrback(lambda f: log.failure("tls-rpt: sending reports failed", f))
+    return d

@@ -9,7 +9,10 @@ Layout under ``DATA/queue/`` (``tmp/`` belongs to the SMTP server's incoming fil
 An envelope is plain JSON, so ``cat DATA/queue/env/ID.json`` answers "what happened to this
 message?". Recipient states: ``pending`` (not tried yet), ``deferred`` (tried, temporary
 failure, ``next_attempt`` says when again), ``delivered``, ``bounced``; each with ``attempts``,
-``status`` (RFC 3463), ``diagnostic`` (the last reply) and ``remote_mta``.
+``status`` (RFC 3463), ``diagnostic`` (the last reply), ``remote_mta``, and the sender's DSN
+wishes for it (``notify``, ``orcpt``: RFC 3461). The message's own wishes sit beside the sender:
+``body`` (7BIT, 8BITMIME, BINARYMIME), ``smtputf8``, ``ret``, ``envid``, ``requiretls``. Every
+field added since the first version has a default, so older envelopes still load.
 
 Durability (DESIGN invariant 1; mox's queue.Add order): the message is linked and its directory
 fsync'd first, then the envelope is written through ``_safeio.write_atomic`` (temp file, fsync,
@@ -28,9 +31,11 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 from txmailhost import _safeio
+from txmailhost.delivery.interfaces import BODY_7BIT, MessageOptions, RecipientOptions
 
 PENDING = "pending"
 DEFERRED = "deferred"
@@ -52,6 +57,12 @@ class Recipient:
     status: str = ""
     diagnostic: str = ""
     remote_mta: str = ""
+    # RFC 3461: NOTIFY values ([] when not given: FAILURE and DELAY) and ORCPT "type;address"
+    notify: list[str] = field(default_factory=list)
+    orcpt: str = ""
+
+    def dsn_options(self) -> RecipientOptions:
+        return RecipientOptions(tuple(self.notify), self.orcpt)
 
     @property
     def domain(self) -> str:
@@ -74,6 +85,16 @@ class Envelope:
     hops: int = 0  # Received: header fields, for loop detection
     delay_warned: bool = False
     held: bool = False  # ``queue hold``: kept, never attempted, until ``queue release``
+    # The sender's ESMTP wishes (``MessageOptions``); envelopes spooled before these fields
+    # existed load with the defaults, which is what their messages were sent with.
+    body: str = BODY_7BIT
+    smtputf8: bool = False
+    ret: str = ""
+    envid: str = ""
+    requiretls: bool = False
+
+    def message_options(self) -> MessageOptions:
+        return MessageOptions(self.body, self.smtputf8, self.ret, self.envid, self.requiretls)
 
     def active(self) -> list[Recipient]:
         return [r for r in self.recipients if r.active]
@@ -104,6 +125,18 @@ def read_header(path: str, limit: int = HEADER_LIMIT) -> bytes:
         head = f.read(limit)
     end = head.find(b"\r\n\r\n")
     return head if end < 0 else head[: end + 2]
+
+
+def read_whole(path: str, limit: int) -> bytes | None:
+    """The message at ``path`` without our leading ``Return-Path:`` line, or None when it is
+    larger than ``limit`` (a RET=FULL DSN then carries the headers only: RFC 3461 4.3)."""
+    if os.path.getsize(path) > limit:
+        return None
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if data[:12].lower() == b"return-path:":
+        data = data[data.find(b"\r\n") + 2 :]
+    return data
 
 
 class Spool:
@@ -144,9 +177,15 @@ class Spool:
         source_path: str,
         now: float,
         queue_id: str | None = None,
+        options: MessageOptions | None = None,
+        recipient_options: Mapping[str, RecipientOptions] | None = None,
     ) -> Envelope:
         """Spool a copy of ``source_path`` (already fsync'd) durably, under ``queue_id`` when
-        that is free; returns its envelope."""
+        that is free; returns its envelope. ``options`` and ``recipient_options`` (by
+        address) are the sender's ESMTP wishes, kept for every attempt and DSN."""
+        options = options or MessageOptions()
+        recipient_options = recipient_options or {}
+        none = RecipientOptions()
         queue_id = self.choose_id(source_path, queue_id)
         target = self.message_path(queue_id)
         _safeio.link_durably(source_path, target)
@@ -156,8 +195,21 @@ class Spool:
             sender=sender or None,
             arrival=now,
             size=os.path.getsize(target),
-            recipients=[Recipient(address, next_attempt=now) for address in recipients],
+            recipients=[
+                Recipient(
+                    address,
+                    next_attempt=now,
+                    notify=list(recipient_options.get(address, none).notify),
+                    orcpt=recipient_options.get(address, none).orcpt,
+                )
+                for address in recipients
+            ],
             hops=count_received(read_header(target)),
+            body=options.body,
+            smtputf8=options.smtputf8,
+            ret=options.ret,
+            envid=options.envid,
+            requiretls=options.requiretls,
         )
         _safeio.write_atomic(self.envelope_path(queue_id), envelope.to_json())
         return envelope

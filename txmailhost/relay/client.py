@@ -16,7 +16,8 @@ per-chunk dot-stuffing lets message content end DATA early at 16 KiB boundaries)
 - The message is streamed from the spool file through :class:`DotStuffer`, whose state spans
   chunk boundaries: every line starting with "." gets another, and bare CR or LF become CRLF,
   so nothing in the content can end DATA early (SMTP smuggling). Our own ``Return-Path:`` is
-  left out (RFC 5321 4.4).
+  left out (RFC 5321 4.4). To a server offering CHUNKING (RFC 3030) it goes as BDAT chunks
+  instead, exactly as spooled (``send_chunks``).
 
 A failure that concerns the host (refused, closed, timed out, garbage, TLS trouble) raises
 :class:`HostFailure`, so the courier can try the next MX; replies to MAIL/RCPT/DATA become
@@ -273,6 +274,47 @@ class SMTPClientProtocol(LineReceiver):
         finally:
             if self.transport is not None:
                 self.transport.unregisterProducer()
+
+    async def send_chunks(
+        self, read_chunk: Callable[[int], Deferred[bytes]], timeouts: Any, pipelined: bool
+    ) -> Reply:
+        """Stream the message as BDAT chunks (RFC 3030): no dot-stuffing and no end marker,
+        so the content is sent exactly as spooled and nothing in it can end it early. Returns
+        the reply that decides the transaction: the first refusal of a chunk, else the reply
+        to the LAST one. With PIPELINING the chunks don't wait for each other's replies (3030
+        4.2); all replies are read, so the session stays in step."""
+        self.transport.registerProducer(self, True)
+        sent = 0
+        try:
+            chunk = skip_return_path(await read_chunk(CHUNK))
+            while True:
+                following = await read_chunk(CHUNK) if chunk else b""
+                last = b" LAST" if not following else b""
+                if self._error is not None:
+                    raise self._error
+                self.transport.write(b"BDAT %d%s\r\n" % (len(chunk), last) + chunk)
+                sent += 1
+                if self._paused is not None:
+                    await self._wait_for_drain(timeouts.data_block)
+                if not pipelined:
+                    reply = await self.next_reply(timeouts.data_block, "a BDAT reply")
+                    sent -= 1
+                    if reply.code >= 300 or last:
+                        return reply
+                if last:
+                    break
+                chunk = following
+        finally:
+            if self.transport is not None:
+                self.transport.unregisterProducer()
+        decisive: Reply | None = None
+        for i in range(sent):
+            timeout = timeouts.data_end if i == sent - 1 else timeouts.data_block
+            reply = await self.next_reply(timeout, "a BDAT reply")
+            if decisive is None and (reply.code >= 300 or i == sent - 1):
+                decisive = reply
+        assert decisive is not None
+        return decisive
 
     async def _wait_for_drain(self, timeout: float) -> None:
         assert self._paused is not None

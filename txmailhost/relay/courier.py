@@ -23,6 +23,12 @@ port and TLS mode takes it instead of connecting, handshaking and saying EHLO ag
 ``reuse_max_messages`` per connection. A parked connection that the server closed or spoke on
 is dropped; if a reused one fails before any message byte was sent, a fresh one is tried.
 
+MTA-STS (``mtasts.py``, RFC 8461): when the destination publishes a policy in ``enforce``
+mode, only the MX hosts it lists are tried, and only with ``verify``; none listed defers the
+recipients (4.7.5). ``testing`` mode only logs. A message with ``TLS-Required: No`` (RFC 8689)
+ignores the policy; one with REQUIRETLS is always sent with ``verify``. Sessions that had to
+use TLS are counted per domain for its daily TLS report (``tlsrpt.py``, RFC 8460).
+
 NXDOMAIN stays a temporary failure for ``nxdomain_grace`` seconds after the message arrived
 (a new or briefly broken zone recovers; chasquid retries these too), then bounces with 5.1.2.
 """
@@ -30,6 +36,7 @@ NXDOMAIN stays a temporary failure for ``nxdomain_grace`` seconds after the mess
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,17 +46,26 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, c
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from txmailhost.queue.interfaces import DeliveryResult, ICourier
+from txmailhost.queue.interfaces import (
+    DeliveryResult,
+    ICourier,
+    MessageOptions,
+    RecipientOptions,
+)
 from txmailhost.relay.client import Capabilities, HostFailure, SMTPClientProtocol, Timeouts
+from txmailhost.relay.mtasts import ENFORCE, MTASTS, TESTING, STSPolicy
+from txmailhost.relay.mtasts import NONE as NONE_POLICY
 from txmailhost.relay.mx import DNSProblem, DomainNotFound, MXResolver
 from txmailhost.relay.session import (
     NO_TLS,
     OPPORTUNISTIC,
+    REQUIRED,
     VERIFY,
     open_session,
     quit_session,
     transaction,
 )
+from txmailhost.relay.tlsrpt import STARTTLS_NOT_SUPPORTED, VALIDATION_FAILURE, TLSReports
 
 log = Logger()
 
@@ -65,14 +81,16 @@ class TLSPolicy:
     def mode_for(self, domain: str) -> str:
         return self.per_domain.get(domain.lower(), self.default)
 
+    def trust_root(self) -> Any:
+        """What ``verify`` trusts: ``ca_file``, else the system's store."""
+        if self.ca_file:
+            with open(self.ca_file, "rb") as f:
+                return ssl.Certificate.loadPEM(f.read())
+        return ssl.platformTrust()
+
     def creator(self, mode: str, server_name: str) -> Any:
         if mode == VERIFY:
-            if self.ca_file:
-                with open(self.ca_file, "rb") as f:
-                    trust = ssl.Certificate.loadPEM(f.read())
-            else:
-                trust = ssl.platformTrust()
-            return ssl.optionsForClientTLS(server_name, trustRoot=trust)
+            return ssl.optionsForClientTLS(server_name, trustRoot=self.trust_root())
         return ssl.CertificateOptions(verify=False)
 
 
@@ -133,6 +151,8 @@ class RelayCourier:
         smarthost: Smarthost | None = None,
         reuse_idle: float = 5.0,
         reuse_max_messages: int = 100,
+        mta_sts: MTASTS | None = None,
+        tls_reports: TLSReports | None = None,
     ) -> None:
         self._reactor = reactor
         self._pool = pool
@@ -147,14 +167,33 @@ class RelayCourier:
         self.reuse_idle = reuse_idle
         self.reuse_max_messages = reuse_max_messages
         self._idle: dict[tuple[str, int, str], list[Any]] = {}
+        self.mta_sts = mta_sts
+        self.tls_reports = tls_reports
 
     def deliver(
-        self, sender: str | None, recipients: list[str], message_path: str, domain: str, age: float
+        self,
+        sender: str | None,
+        recipients: list[str],
+        message_path: str,
+        domain: str,
+        age: float,
+        options: MessageOptions | None = None,
+        recipient_options: dict[str, RecipientOptions] | None = None,
     ) -> Deferred[dict[str, DeliveryResult]]:
-        return Deferred.fromCoroutine(self._deliver(sender, recipients, message_path, domain, age))
+        wishes = {"options": options or MessageOptions(), "dsn": recipient_options or {}}
+        return Deferred.fromCoroutine(
+            self._deliver(sender, recipients, message_path, domain, age, **wishes)
+        )
 
     async def _deliver(
-        self, sender: str | None, recipients: list[str], message_path: str, domain: str, age: float
+        self,
+        sender: str | None,
+        recipients: list[str],
+        message_path: str,
+        domain: str,
+        age: float,
+        options: MessageOptions,
+        dsn: dict[str, RecipientOptions],
     ) -> dict[str, DeliveryResult]:
         def everyone(result: DeliveryResult) -> dict[str, DeliveryResult]:
             return {r: result for r in recipients}
@@ -174,7 +213,33 @@ class RelayCourier:
         except DNSProblem as e:
             make = DeliveryResult.permanent if e.permanent else DeliveryResult.temporary
             return everyone(make(e.status, str(e)))
-        size = await threads.deferToThreadPool(self._reactor, self._pool, _size, message_path)
+        size, tls_optional = await threads.deferToThreadPool(
+            self._reactor, self._pool, _size_and_tls_wish, message_path
+        )
+        policy = None
+        if self.mta_sts is not None and self.smarthost is None and not tls_optional:
+            # RFC 8689 5: "TLS-Required: No" means the domain's MTA-STS policy is ignored.
+            policy = await self.mta_sts.policy_for(domain)
+            if policy is not None and policy.mode != NONE_POLICY:
+                allowed = [h for h in hosts if policy.allows(h.name)]
+                if policy.mode == TESTING and len(allowed) < len(hosts):
+                    log.info(
+                        "mta-sts testing: {domain} MX {hosts} not in its policy",
+                        domain=domain,
+                        hosts=" ".join(h.name for h in hosts if h not in allowed),
+                    )
+                elif policy.mode == ENFORCE:
+                    if not allowed:
+                        return everyone(
+                            DeliveryResult.temporary(
+                                "4.7.5", f"no MX host of {domain} matches its MTA-STS policy"
+                            )
+                        )
+                    hosts, mode = allowed, VERIFY  # RFC 8461 4.2: verified TLS or nothing
+        if options.requiretls:
+            mode = VERIFY  # RFC 8689 4.2.1: verified TLS or nothing, whatever the domain's mode
+        elif tls_optional and mode in (REQUIRED, VERIFY):
+            mode = OPPORTUNISTIC  # RFC 8689 5: "TLS-Required: No" relaxes our policy
         attempt = {
             "sender": sender,
             "recipients": recipients,
@@ -182,6 +247,8 @@ class RelayCourier:
             "size": size,
             "port": port,
             "credentials": credentials,
+            "options": options,
+            "dsn": dsn,
         }
         last = "no address to try"
         tried = 0
@@ -191,8 +258,11 @@ class RelayCourier:
                     break
                 tried += 1
                 try:
-                    return await self._try(host.name, address, mode, **attempt)
+                    results = await self._try(host.name, address, mode, **attempt)
+                    self._count_tls(domain, policy, mode, host.name, address, None)
+                    return results
                 except HostFailure as e:
+                    self._count_tls(domain, policy, mode, host.name, address, e)
                     if e.tls and mode == OPPORTUNISTIC:
                         log.info(
                             "{host}[{address}]: {error}; retrying without TLS",
@@ -206,8 +276,32 @@ class RelayCourier:
                             e = again
                     last = f"{host.name}[{address}]: {e}"
                     log.info("delivery to {domain} via {where} failed", domain=domain, where=last)
+        if options.requiretls and "TLS" in last:
+            # RFC 8689 4.2.1: no verified TLS to any host: returned to the sender, not retried
+            # at the risk of a downgrade.
+            return everyone(DeliveryResult.permanent("5.7.10", f"REQUIRETLS: {last}"))
         status = "4.7.5" if "TLS" in last else "4.4.1"
         return everyone(DeliveryResult.temporary(status, last))
+
+    def _count_tls(
+        self,
+        domain: str,
+        policy: STSPolicy | None,
+        mode: str,
+        host: str,
+        address: str,
+        error: HostFailure | None,
+    ) -> None:
+        """A session that had to use TLS, for the domain's TLS report (``tlsrpt.py``)."""
+        if self.tls_reports is None or self.smarthost is not None or mode not in (REQUIRED, VERIFY):
+            return
+        if error is None:
+            self.tls_reports.record(domain, policy, mx_host=host)
+        elif error.tls:
+            text = str(error)
+            refused = "not offer STARTTLS" in text or "STARTTLS was refused" in text
+            kind = STARTTLS_NOT_SUPPORTED if refused else VALIDATION_FAILURE
+            self.tls_reports.record(domain, policy, mx_host=host, failure=kind)
 
     async def _try(
         self,
@@ -220,10 +314,18 @@ class RelayCourier:
         size: int,
         port: int,
         credentials: tuple[str, str] | None,
+        options: MessageOptions,
+        dsn: dict[str, RecipientOptions],
     ) -> dict[str, DeliveryResult]:
         """One message over a parked connection to this address if there is one, else a new one."""
         key = (address, port, mode)
-        message = {"sender": sender, "recipients": recipients, "size": size}
+        message = {
+            "sender": sender,
+            "recipients": recipients,
+            "size": size,
+            "options": options,
+            "dsn": dsn,
+        }
         idle = self._take_idle(key)
         if idle is not None:
             proto, caps = idle
@@ -276,6 +378,8 @@ class RelayCourier:
         sender: str | None,
         recipients: list[str],
         size: int,
+        options: MessageOptions,
+        dsn: dict[str, RecipientOptions],
     ) -> dict[str, DeliveryResult]:
         results, reusable = await transaction(
             proto,
@@ -286,6 +390,9 @@ class RelayCourier:
             size=size,
             read_chunk=reader.read,
             timeouts=self.timeouts,
+            options=options,
+            recipient_options=dsn,
+            verified_tls=key[2] == VERIFY,
         )
         proto.messages_sent += 1
         if reusable and self.reuse_idle > 0 and proto.messages_sent < self.reuse_max_messages:
@@ -334,5 +441,13 @@ class RelayCourier:
                 self._expire(key, entry)
 
 
-def _size(path: str) -> int:
-    return os.path.getsize(path)
+_TLS_NOT_REQUIRED = re.compile(rb"(?im)^tls-required[ \t]*:[ \t]*no[ \t]*\r?$")
+
+
+def _size_and_tls_wish(path: str) -> tuple[int, bool]:
+    """The message's size, and whether its header says ``TLS-Required: No`` (RFC 8689 5)."""
+    with open(path, "rb") as f:
+        head = f.read(64 * 1024)
+        size = os.fstat(f.fileno()).st_size
+    end = head.find(b"\r\n\r\n")
+    return size, bool(_TLS_NOT_REQUIRED.search(head if end < 0 else head[: end + 2]))

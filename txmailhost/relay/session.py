@@ -6,6 +6,13 @@ was refused but DATA still got 354, send only the final dot), RFC 3207 4.2 (afte
 forget everything learned before and say EHLO again) and RFC 1870 (a message larger than the
 advertised SIZE is refused up front with 5.3.4, without sending it).
 
+With CHUNKING (RFC 3030) the message goes as BDAT chunks instead of DATA; BODY=BINARYMIME
+only that way. What the sender asked for travels on (SMTPUTF8, RET/ENVID/NOTIFY/ORCPT to a
+server offering DSN, REQUIRETLS) or the recipient fails at once rather than lose it:
+SMTPUTF8 to a server without it is 5.6.7 (RFC 6531 3.2, no downgrade), BINARYMIME without
+BINARYMIME/CHUNKING 5.6.3, REQUIRETLS without verified TLS and the server's REQUIRETLS 5.7.30
+(RFC 8689 4.2.1).
+
 Each recipient ends with the reply that concerns it: its RCPT reply if that refused it, else
 the reply to the end of data (or to MAIL or DATA when those refused the whole transaction).
 """
@@ -13,12 +20,19 @@ the reply to the end of data (or to MAIL or DATA when those refused the whole tr
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from txmailhost.queue.interfaces import DeliveryResult
+from txmailhost import xtext
+from txmailhost.queue.interfaces import (
+    BODY_BINARYMIME,
+    DeliveryResult,
+    MessageOptions,
+    RecipientOptions,
+)
 from txmailhost.relay.client import (
     Capabilities,
     HostFailure,
@@ -32,6 +46,7 @@ OPPORTUNISTIC = "opportunistic"
 REQUIRED = "required"
 VERIFY = "verify"
 TLS_MODES = (NO_TLS, OPPORTUNISTIC, REQUIRED, VERIFY)
+_PLAIN = MessageOptions()
 
 
 async def _hello(proto: SMTPClientProtocol, hostname: str, timeouts: Timeouts) -> Capabilities:
@@ -150,29 +165,35 @@ async def transaction(
     size: int,
     read_chunk: Callable[[int], Deferred[bytes]],
     timeouts: Timeouts,
+    options: MessageOptions = _PLAIN,
+    recipient_options: Mapping[str, RecipientOptions] | None = None,
+    verified_tls: bool = False,
 ) -> tuple[dict[str, DeliveryResult], bool]:
     """One mail transaction on an open session; also says whether the session may carry
-    another message (only after a reply to the end of data is the state known to be clean)."""
-    limit = caps.max_size()
-    if limit is not None and size > limit:
-        too_big = DeliveryResult.permanent(
-            "5.3.4", f"message of {size} octets exceeds the server's SIZE limit {limit}", remote_mta
-        )
-        return {r: too_big for r in recipients}, False
-    params = f" SIZE={size}" if "SIZE" in caps else ""
-    if "8BITMIME" in caps:
-        params += " BODY=8BITMIME"
-    mail_command = f"MAIL FROM:<{sender or ''}>{params}"
-    rcpt_commands = [f"RCPT TO:<{r}>" for r in recipients]
+    another message (only after a reply to the end of data is the state known to be clean).
+
+    ``options`` and ``recipient_options`` are what the sender asked for (BODY, SMTPUTF8, DSN,
+    REQUIRETLS); ``verified_tls`` says the session runs over TLS with a verified certificate
+    (REQUIRETLS needs it)."""
+    recipient_options = recipient_options or {}
+    refusal = _cannot_carry(caps, options, sender, recipients, size, verified_tls)
+    if refusal is not None:
+        return {r: DeliveryResult.permanent(*refusal, remote_mta) for r in recipients}, True
+    mail_command = f"MAIL FROM:<{sender or ''}>{_mail_params(caps, options, size)}"
+    rcpt_commands = [
+        f"RCPT TO:<{r}>{_rcpt_params(caps, recipient_options.get(r))}" for r in recipients
+    ]
+    chunking = "CHUNKING" in caps
 
     rcpt_replies: list[Reply] = []
     data: Reply | None = None
     if "PIPELINING" in caps:
-        proto.send_lines(mail_command, *rcpt_commands, "DATA")
+        proto.send_lines(mail_command, *rcpt_commands, *([] if chunking else ["DATA"]))
         mail = await proto.next_reply(timeouts.mail, "the MAIL reply")
         for _ in recipients:
             rcpt_replies.append(await proto.next_reply(timeouts.rcpt, "a RCPT reply"))
-        data = await proto.next_reply(timeouts.data_init, "the DATA reply")
+        if not chunking:
+            data = await proto.next_reply(timeouts.data_init, "the DATA reply")
     else:
         proto.send_lines(mail_command)
         mail = await proto.next_reply(timeouts.mail, "the MAIL reply")
@@ -180,7 +201,7 @@ async def transaction(
             for command in rcpt_commands:
                 proto.send_lines(command)
                 rcpt_replies.append(await proto.next_reply(timeouts.rcpt, "a RCPT reply"))
-            if any(reply.code < 400 for reply in rcpt_replies):
+            if any(reply.code < 400 for reply in rcpt_replies) and not chunking:
                 proto.send_lines("DATA")
                 data = await proto.next_reply(timeouts.data_init, "the DATA reply")
     _check_class(mail, "MAIL")
@@ -200,6 +221,12 @@ async def transaction(
             proto.send_lines(".")
             await proto.next_reply(timeouts.data_end, "the reply to an empty DATA")
         return results, False
+    relayed = "DSN" not in caps  # no DSN beyond this hop: a SUCCESS wish is answered here
+    if chunking:
+        final = await proto.send_chunks(read_chunk, timeouts, "PIPELINING" in caps)
+        _check_class(final, "BDAT")
+        results.update({r: _final(final, remote_mta, relayed) for r in accepted})
+        return results, True
     assert data is not None
     if data.code != 354:
         if data.code < 400:
@@ -210,8 +237,71 @@ async def transaction(
     await proto.send_message(read_chunk, timeouts.data_block)
     final = await proto.next_reply(timeouts.data_end, "the reply to the end of data")
     _check_class(final, "the end of data")
-    results.update({r: final.result(remote_mta) for r in accepted})
+    results.update({r: _final(final, remote_mta, relayed) for r in accepted})
     return results, True
+
+
+def _final(reply: Reply, remote_mta: str, relayed: bool) -> DeliveryResult:
+    result = reply.result(remote_mta)
+    if relayed and reply.code < 400:
+        return dataclasses.replace(result, relayed=True)
+    return result
+
+
+def _cannot_carry(
+    caps: Capabilities,
+    options: MessageOptions,
+    sender: str | None,
+    recipients: list[str],
+    size: int,
+    verified_tls: bool,
+) -> tuple[str, str] | None:
+    """Why this server can't take the message as it is, as (status, diagnostic); None if it
+    can. Nothing is downgraded or converted on the way (no silent loss of what the sender
+    asked for)."""
+    limit = caps.max_size()
+    if limit is not None and size > limit:
+        return "5.3.4", f"message of {size} octets exceeds the server's SIZE limit {limit}"
+    utf8 = options.smtputf8 or not all(a.isascii() for a in [sender or "", *recipients])
+    if utf8 and "SMTPUTF8" not in caps:
+        # RFC 6531 3.2: no downgrade; the sender learns it at once.
+        return "5.6.7", "553 5.6.7 the message needs SMTPUTF8, which the server does not offer"
+    if options.body == BODY_BINARYMIME and not ("BINARYMIME" in caps and "CHUNKING" in caps):
+        return "5.6.3", "BODY=BINARYMIME message, and the server offers no BINARYMIME/CHUNKING"
+    if options.requiretls and not (verified_tls and "REQUIRETLS" in caps):
+        # RFC 8689 4.2.1: only over verified TLS to a server that offers REQUIRETLS.
+        why = "does not offer REQUIRETLS" if verified_tls else "was not reached over verified TLS"
+        return "5.7.30", f"REQUIRETLS support required: the server {why}"
+    return None
+
+
+def _mail_params(caps: Capabilities, options: MessageOptions, size: int) -> str:
+    params = f" SIZE={size}" if "SIZE" in caps else ""
+    if options.body == BODY_BINARYMIME:
+        params += " BODY=BINARYMIME"
+    elif "8BITMIME" in caps:
+        params += " BODY=8BITMIME"
+    if options.smtputf8:
+        params += " SMTPUTF8"
+    if "DSN" in caps:
+        if options.ret:
+            params += f" RET={options.ret}"
+        if options.envid:
+            params += f" ENVID={xtext.encode(options.envid)}"
+    if options.requiretls:
+        params += " REQUIRETLS"
+    return params
+
+
+def _rcpt_params(caps: Capabilities, dsn: RecipientOptions | None) -> str:
+    """NOTIFY and ORCPT passed on to a server that offers DSN (RFC 3461 6.2)."""
+    if dsn is None or "DSN" not in caps:
+        return ""
+    params = f" NOTIFY={','.join(dsn.notify)}" if dsn.notify else ""
+    if dsn.orcpt:
+        kind, _, address = dsn.orcpt.partition(";")
+        params += f" ORCPT={kind};{xtext.encode(address)}"
+    return params
 
 
 async def quit_session(proto: SMTPClientProtocol, timeouts: Timeouts) -> None:
@@ -231,6 +321,8 @@ async def run_transaction(
     tls_creator: Callable[[], Any],
     timeouts: Timeouts,
     credentials: tuple[str, str] | None = None,
+    options: MessageOptions = _PLAIN,
+    recipient_options: Mapping[str, RecipientOptions] | None = None,
 ) -> dict[str, DeliveryResult]:
     """A whole session for one message; raises HostFailure when the host is the problem."""
     caps = await open_session(
@@ -250,6 +342,9 @@ async def run_transaction(
         size=size,
         read_chunk=read_chunk,
         timeouts=timeouts,
+        options=options,
+        recipient_options=recipient_options,
+        verified_tls=tls_mode == VERIFY,
     )
     await _quit(proto, timeouts)
     return results

@@ -7,6 +7,10 @@ kept quoted (they never match an account, so they can't smuggle ``%`` or ``@`` r
 relay check) unless their content is itself a plain dot-string: ``"alice"@example.org`` is the
 same mailbox as ``alice@example.org`` (RFC 5322 3.4.1) and is unquoted; address literals (``user@[192.0.2.1]``) are never one of our domains.
 
+With SMTPUTF8 (RFC 6531) the local part may be UTF-8 and the domain U-labels; domains are
+kept as A-labels (IDNA 2008 through the ``idna`` package), so ``bücher.example`` and
+``xn--bcher-kva.example`` are one domain for routing and for our local domains.
+
 Twisted's ``smtp.Address`` is not used: the server's grammar there drops the parameters
 (SIZE, BODY) that the policy needs (audit §1).
 """
@@ -14,7 +18,10 @@ Twisted's ``smtp.Address`` is not used: the server's grammar there drops the par
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
+
+import idna
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _DOT_STRING = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
@@ -24,6 +31,12 @@ _DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*"
 _LITERAL = r"\[[\x21-\x5a\x5e-\x7e]+\]"
 _PLAIN_LOCAL = re.compile(rf"^{_DOT_STRING}$")
 _QUOTED_PAIR = re.compile(r"\\(.)")
+# RFC 6531 3.3: atext and qtext grow by UTF8-non-ascii (any non-ASCII character that isn't
+# a control or space; those would be header injection or unprintable).
+_UTF8_ATEXT = r"(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]|[^\x00-\x7f\s\x80-\x9f\u2028\u2029])"
+_UTF8_DOT_STRING = re.compile(rf"^{_UTF8_ATEXT}+(?:\.{_UTF8_ATEXT}+)*$")
+_BAD_UTF8_QUOTED = re.compile(r'[\x00-\x1f\x7f-\x9f\u2028\u2029]|(?<!\\)"')
+_LITERAL_ONLY = re.compile(rf"^{_LITERAL}$")
 _MAILBOX = re.compile(rf"^(?P<local>{_DOT_STRING}|{_QUOTED})@(?P<domain>{_DOMAIN}|{_LITERAL})$")
 _ROUTE = re.compile(rf"^@{_DOMAIN}(?:,@{_DOMAIN})*:")
 _KEYWORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
@@ -62,9 +75,15 @@ class PathArgument:
     params: dict[str, str | None] = field(default_factory=dict)
 
 
-def parse_mailbox(text: str) -> Mailbox:
+def parse_mailbox(text: str, utf8: bool = False) -> Mailbox:
+    """``local@domain``; with ``utf8`` (the transaction said SMTPUTF8) the RFC 6531 3.3
+    grammar: UTF-8 in the local part (normalised to NFC, RFC 6532 3.1) and U-labels in the
+    domain, which is kept as its A-label (IDNA 2008, RFC 5891) so that both forms of one
+    domain route alike. Without ``utf8`` a non-ASCII address raises with ``utf8`` set."""
     if not text.isascii():
-        raise AddressError(f"non-ASCII address {text!r}", utf8=True)
+        if not utf8:
+            raise AddressError(f"non-ASCII address {text!r}", utf8=True)
+        return _parse_utf8_mailbox(text)
     match = _MAILBOX.match(text)
     if not match or len(match["local"]) > MAX_LOCAL:
         raise AddressError(f"bad address {text!r}")
@@ -76,8 +95,41 @@ def parse_mailbox(text: str) -> Mailbox:
     return Mailbox(local, match["domain"])
 
 
-def parse_path_argument(arg: str, keyword: str, allow_null: bool) -> PathArgument:
-    """Parse ``FROM:<path> params`` (keyword 'FROM') or ``TO:<path> params`` ('TO')."""
+def a_label_domain(domain: str) -> str:
+    """The ASCII (A-label) form of a domain given as U-labels or A-labels; AddressError if it
+    isn't a valid IDNA 2008 name (RFC 5891 5.4)."""
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        raise AddressError(f"bad domain {domain!r}") from None
+
+
+def _parse_utf8_mailbox(text: str) -> Mailbox:
+    local, at, domain = text.rpartition("@")
+    if not at or not domain:
+        raise AddressError(f"bad address {text!r}")
+    local = unicodedata.normalize("NFC", local)
+    if local.startswith('"'):
+        ok = len(local) > 1 and local.endswith('"') and not _BAD_UTF8_QUOTED.search(local[1:-1])
+    else:
+        ok = bool(_UTF8_DOT_STRING.match(local))
+    if not ok or len(local.encode("utf-8")) > MAX_LOCAL:
+        raise AddressError(f"bad address {text!r}")
+    if domain.startswith("["):
+        if not _LITERAL_ONLY.match(domain):
+            raise AddressError(f"bad address {text!r}")
+        return Mailbox(local, domain)
+    return Mailbox(local, a_label_domain(domain))
+
+
+def parse_path_argument(
+    arg: str, keyword: str, allow_null: bool, utf8: bool | None = None
+) -> PathArgument:
+    """Parse ``FROM:<path> params`` (keyword 'FROM') or ``TO:<path> params`` ('TO').
+
+    ``utf8``: may the address be non-ASCII (RFC 6531)? None lets the parameters decide: a
+    MAIL FROM carrying ``SMTPUTF8`` may be; the server checks that the extension was offered.
+    """
     head, colon, rest = arg.partition(":")
     if not colon or head.strip().upper() != keyword:
         raise AddressError(f"expected {keyword}:<address>")
@@ -93,6 +145,8 @@ def parse_path_argument(arg: str, keyword: str, allow_null: bool) -> PathArgumen
     if len(path) > MAX_PATH:
         raise AddressError("path too long")
     params = parse_params(tail)
+    if utf8 is None:
+        utf8 = "SMTPUTF8" in params
     if path == "":
         if not allow_null:
             raise AddressError("null path not allowed here")
@@ -103,7 +157,7 @@ def parse_path_argument(arg: str, keyword: str, allow_null: bool) -> PathArgumen
     if keyword == "TO" and path.lower() == "postmaster":
         # RFC 5321 4.1.1.3: "<Postmaster>" without a domain must be accepted.
         return PathArgument(Mailbox("postmaster", ""), params)
-    return PathArgument(parse_mailbox(path), params)
+    return PathArgument(parse_mailbox(path, utf8), params)
 
 
 def _find_path_end(text: str) -> int:

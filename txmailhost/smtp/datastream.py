@@ -85,3 +85,36 @@ class DataReader:
             break
         self._emit(b"".join(pieces))
         return None
+
+
+class LineEnds:
+    """Watches BDAT chunks (RFC 3030) for a bare CR or LF, across chunk boundaries.
+
+    BDAT content is counted, not terminated, so nothing in it can end the message early; but
+    a message taken in with bare line ends could still be relayed onward with DATA, where a
+    downstream server might read ``<LF>.<LF>`` as the end (SMTP smuggling). So chunks of a
+    7BIT/8BITMIME message are held to the same rule as DATA (RFC 5321 2.3.8): any bare CR or
+    LF refuses the message. Only BODY=BINARYMIME content may hold any octet, and such a message
+    leaves only by BDAT (``relay/session.py``).
+    """
+
+    def __init__(self) -> None:
+        self._pending_cr = False  # the last chunk ended in CR: the next must begin with LF
+        self.bare = False
+
+    def feed(self, data: bytes) -> None:
+        if self.bare or not data:
+            return
+        if self._pending_cr:
+            data = b"\r" + data
+        self._pending_cr = data.endswith(b"\r")
+        if self._pending_cr:
+            data = data[:-1]
+        crlf = data.count(b"\r\n")
+        if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+            self.bare = True
+
+    def end(self) -> None:
+        """The message is complete: a CR left waiting for its LF was a bare CR."""
+        if self._pending_cr:
+            self.bare = True

@@ -52,6 +52,9 @@ class Envelope:
     junk: set[str] = field(default_factory=set)  # recipients whose copy goes to Junk
     junk_all: bool = False
     fields: list[tuple[str, str]] = field(default_factory=list)  # header fields to add
+    # ESMTP parameters that travel with the message (smtp/params.py)
+    options: delivery.MessageOptions = delivery.MessageOptions()
+    recipient_options: dict[str, delivery.RecipientOptions] = field(default_factory=dict)
 
     def handoff(
         self, junk: frozenset[str] = frozenset(), dropped: frozenset[str] = frozenset()
@@ -72,7 +75,14 @@ class Envelope:
             for r in self.routes_of.get(rcpt, [])
             if r.user
         )
-        return delivery.Envelope(sender, tuple(routes), junk_users, dict(self.quota_usage))
+        return delivery.Envelope(
+            sender,
+            tuple(routes),
+            junk_users,
+            dict(self.quota_usage),
+            options=self.options,
+            recipient_options=dict(self.recipient_options),
+        )
 
 
 class InboundPolicy:

@@ -83,6 +83,18 @@ TLS_NOT_AVAILABLE = SMTPReply(454, "4.7.0", "TLS not available")
 TOO_MANY_CONNECTIONS = SMTPReply(421, "4.7.0", "too many connections, try again later")
 UNKNOWN_PARAMETER = SMTPReply(555, "5.5.4", "MAIL/RCPT parameter not recognized or not implemented")
 UTF8_NOT_ALLOWED = SMTPReply(553, "5.6.7", "non-ASCII address needs SMTPUTF8, which is not offered")
+UTF8_NOT_REQUESTED = SMTPReply(
+    553, "5.6.7", "non-ASCII address needs the SMTPUTF8 parameter on MAIL FROM"
+)
+
+# -- CHUNKING / BINARYMIME (RFC 3030) --------------------------------------------------------------
+CHUNK_OK = SMTPReply(250, "2.0.0", "octets received")
+# 421, not 501: without a size the next command can't be found, so the session must end.
+BAD_BDAT = SMTPReply(
+    421, "4.5.4", "BDAT needs a chunk size (and LAST); the stream can't be followed, closing"
+)
+DATA_AFTER_BDAT = SMTPReply(503, "5.5.1", "DATA not allowed in a BDAT transaction; RSET first")
+BINARYMIME_NEEDS_BDAT = SMTPReply(503, "5.5.1", "BODY=BINARYMIME messages must be sent with BDAT")
 
 # -- authentication (RFC 4954 6) --------------------------------------------------------------
 AUTH_OK = SMTPReply(235, "2.7.0", "authentication successful")

@@ -24,8 +24,10 @@ is the one place that writes, counts and logs replies.
 from __future__ import annotations
 
 import enum
+import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 
@@ -39,7 +41,7 @@ from twisted.python.failure import Failure
 
 from txmailhost.accounts.throttle import LoginThrottled
 from txmailhost.delivery.incoming import IncomingMessage
-from txmailhost.delivery.interfaces import ISubmission
+from txmailhost.delivery.interfaces import BODY_BINARYMIME, ISubmission
 from txmailhost.filters.chain import Decision, FilterChain, render_fields
 from txmailhost.filters.interfaces import Action, Client, Transaction, Verdict
 from txmailhost.ops import metrics
@@ -54,7 +56,8 @@ from txmailhost.session.auth import (
 from txmailhost.session.tls import SessionTLS
 from txmailhost.smtp import replies
 from txmailhost.smtp.address import AddressError, parse_path_argument
-from txmailhost.smtp.datastream import DataReader
+from txmailhost.smtp.datastream import DataReader, LineEnds
+from txmailhost.smtp.params import ParameterError, mail_options, rcpt_options
 from txmailhost.smtp.policy import Envelope, InboundPolicy
 from txmailhost.smtp.replies import SMTPReply
 
@@ -80,13 +83,16 @@ class State(enum.Enum):
     MAIL = "mail"  # MAIL FROM accepted
     RCPT = "rcpt"  # at least one RCPT accepted
     DATA = "data"  # reading the message
+    BDAT = "bdat"  # some BDAT chunks of the message taken, more to come (RFC 3030)
+    CHUNK = "chunk"  # reading the octets of one BDAT chunk
     CLOSING = "closing"
 
 
 _MAX_PENDING = 64 * 1024  # bytes buffered behind a pending command before reading pauses
 _MAX_BATCHED_REPLIES = 64  # replies to pipelined commands held for one write, at most
 MAX_HELO = 255  # RFC 5321 4.5.3.1.2: the longest domain; a longer HELO name is no name
-_ANY = frozenset(State) - {State.DATA, State.CLOSING}
+_ANY = frozenset(State) - {State.DATA, State.CHUNK, State.CLOSING}
+_BDAT_ARGS = re.compile(r"^([0-9]{1,20})(?: +(LAST))?$", re.IGNORECASE)
 _SEQUENCE: dict[str, frozenset[State]] = {
     "EHLO": _ANY,
     "HELO": _ANY,
@@ -101,7 +107,20 @@ _SEQUENCE: dict[str, frozenset[State]] = {
     "MAIL": frozenset({State.GREETED}),
     "RCPT": frozenset({State.MAIL, State.RCPT}),
     "DATA": frozenset({State.RCPT}),
+    # Checked by the handler: its chunk must be read (and thrown away) even when refused.
+    "BDAT": _ANY,
 }
+
+
+@dataclass
+class _Chunk:
+    """The BDAT chunk being read: octets still to come, whether it ends the message, and,
+    for a chunk that is refused, the reply once it has been read and thrown away."""
+
+    remaining: int
+    last: bool
+    refusal: SMTPReply | None = None
+    resume: State = State.GREETED  # where a refused chunk leaves the session
 
 
 # What a bad SASL exchange is answered with (session/auth.py's reasons).
@@ -120,7 +139,9 @@ def _out_of_sequence(verb: str, state: State, envelope: Envelope | None) -> SMTP
         return replies.NESTED_MAIL
     if verb == "RCPT":
         return replies.NEED_MAIL
-    if verb == "DATA":
+    if verb == "DATA" and state is State.BDAT:
+        return replies.DATA_AFTER_BDAT
+    if verb in ("DATA", "BDAT"):
         if envelope is None:
             return replies.NEED_MAIL
         return replies.NO_VALID_RECIPIENTS if envelope.recipients_tried else replies.NEED_RCPT
@@ -131,9 +152,9 @@ def _out_of_sequence(verb: str, state: State, envelope: Envelope | None) -> SMTP
     return replies.UNKNOWN_COMMAND
 
 
-def _address_error(error: AddressError, bad_syntax: SMTPReply) -> SMTPReply:
-    if error.utf8:
-        return replies.UTF8_NOT_ALLOWED
+def _address_error(error: AddressError, bad_syntax: SMTPReply, esmtp: bool) -> SMTPReply:
+    if error.utf8:  # RFC 6531 3.5: 553 5.6.7, whether or not SMTPUTF8 was offered
+        return replies.UTF8_NOT_REQUESTED if esmtp else replies.UTF8_NOT_ALLOWED
     if error.in_params:
         return replies.SYNTAX_ERROR.with_text(str(error))
     return bad_syntax
@@ -180,6 +201,9 @@ class SMTPServer(Protocol, TimeoutMixin):
         self._pressure = OutputPressure(self._output_drained)  # the client reads our replies
         self._out: list[bytes] = []
         self._reader: DataReader | None = None
+        self._chunk: _Chunk | None = None
+        self._line_ends: LineEnds | None = None  # the BDAT message's bare CR/LF watch
+        self._chunked = 0  # octets of the BDAT message so far
         self._message: IncomingMessage | None = None
         self._errors = 0
         self._command = "(connect)"  # what the client last asked, for the refusal log line
@@ -192,6 +216,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             "MAIL": self.do_MAIL,
             "RCPT": self.do_RCPT,
             "DATA": self.do_DATA,
+            "BDAT": self.do_BDAT,
             "RSET": self.do_RSET,
             "NOOP": self.do_NOOP,
             "QUIT": self.do_QUIT,
@@ -280,6 +305,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         if self._session_timer is not None and self._session_timer.active():
             self._session_timer.cancel()
         self._drop_message()
+        self._chunk = None
         self.state = State.CLOSING
         self._pressure.connection_lost()
 
@@ -329,6 +355,11 @@ class SMTPServer(Protocol, TimeoutMixin):
             and not self._pressure.blocked
             and self.state not in (State.DATA, State.CLOSING)
         ):
+            if self.state is State.CHUNK:
+                self._consume_chunk()
+                if len(self._out) >= _MAX_BATCHED_REPLIES:
+                    self._flush()
+                continue
             nl = self._buffer.find(b"\n")
             if self._discarding:
                 if nl < 0:
@@ -498,9 +529,11 @@ class SMTPServer(Protocol, TimeoutMixin):
             return None
         lines = [f"{self.factory.hostname} greets {self.helo}"]
         lines += ["PIPELINING", f"SIZE {self.factory.max_message_size}", "8BITMIME"]
-        lines += ["ENHANCEDSTATUSCODES"]
+        lines += ["ENHANCEDSTATUSCODES", "CHUNKING", "BINARYMIME", "SMTPUTF8", "DSN"]
         if self.factory.tls_creator is not None and not self.secure:
             lines.append("STARTTLS")
+        if self.secure:
+            lines.append("REQUIRETLS")  # RFC 8689 4: only where TLS protects the session
         if self._auth_allowed() and self.authenticated_as is None:
             lines.append("AUTH PLAIN LOGIN")
         lines.append("HELP")
@@ -510,6 +543,15 @@ class SMTPServer(Protocol, TimeoutMixin):
             ).encode()
         )
         return None
+
+    def _offered(self) -> frozenset[str]:
+        """The extensions whose MAIL/RCPT parameters this session takes (what EHLO listed)."""
+        if not self.esmtp:
+            return frozenset()
+        offered = {"SIZE", "8BITMIME", "BINARYMIME", "SMTPUTF8", "DSN"}
+        if self.secure:
+            offered.add("REQUIRETLS")
+        return frozenset(offered)
 
     def do_HELO(self, arg: str) -> SMTPReply | Deferred[SMTPReply] | None:
         return self._after_filters(
@@ -525,29 +567,24 @@ class SMTPServer(Protocol, TimeoutMixin):
         try:
             path = parse_path_argument(arg, "FROM", allow_null=True)
         except AddressError as e:
-            self._error(_address_error(e, replies.BAD_SENDER_SYNTAX))
+            self._error(_address_error(e, replies.BAD_SENDER_SYNTAX, self.esmtp))
             return None
         params = path.params
-        for key in params:
-            if key not in ("SIZE", "BODY") or not self.esmtp:
-                self._error(replies.UNKNOWN_PARAMETER)
-                return None
-        if "BODY" in params and (params["BODY"] or "").upper() not in ("7BIT", "8BITMIME"):
-            self._error(replies.SYNTAX_ERROR.with_text("BODY must be 7BIT or 8BITMIME"))
+        try:
+            options = mail_options(params, self._offered(), self.factory.max_message_size)
+        except ParameterError as e:
+            if e.reply is replies.MESSAGE_TOO_BIG:
+                return e.reply
+            self._error(e.reply)
             return None
-        if "SIZE" in params:
-            size = params["SIZE"] or ""
-            if not size.isdigit() or len(size) > 20:
-                self._error(replies.SYNTAX_ERROR.with_text("SIZE needs a number of octets"))
-                return None
-            if int(size) > self.factory.max_message_size:
-                return replies.MESSAGE_TOO_BIG
         authenticated_as = self.authenticated_as
         filtered = [self._session_filtered]
 
         def decided(reply: SMTPReply) -> SMTPReply:
             if reply.positive and self.state is State.GREETED:
-                self.envelope = Envelope(path.mailbox, params, authenticated_as=authenticated_as)
+                self.envelope = Envelope(
+                    path.mailbox, params, authenticated_as=authenticated_as, options=options
+                )
                 self.envelope.fields.extend(f for d in filtered for f in d.fields)
                 self.envelope.junk_all = any(d.junk_all for d in filtered)
                 self.state = State.MAIL
@@ -577,12 +614,15 @@ class SMTPServer(Protocol, TimeoutMixin):
     def do_RCPT(self, arg: str) -> SMTPReply | Deferred[SMTPReply] | None:
         assert self.envelope is not None
         try:
-            path = parse_path_argument(arg, "TO", allow_null=False)
+            utf8 = self.envelope.options.smtputf8
+            path = parse_path_argument(arg, "TO", allow_null=False, utf8=utf8)
         except AddressError as e:
-            self._error(_address_error(e, replies.BAD_RECIPIENT_SYNTAX))
+            self._error(_address_error(e, replies.BAD_RECIPIENT_SYNTAX, self.esmtp))
             return None
-        if path.params:
-            self._error(replies.UNKNOWN_PARAMETER)
+        try:
+            dsn = rcpt_options(path.params, self._offered())
+        except ParameterError as e:
+            self._error(e.reply)
             return None
         envelope = self.envelope
         if len(envelope.recipients) >= self.factory.max_recipients:
@@ -600,6 +640,8 @@ class SMTPServer(Protocol, TimeoutMixin):
                 envelope.recipients.append(address)
                 envelope.routes.extend(r for r in routes if r not in envelope.routes)
                 envelope.routes_of[address] = list(routes)
+                for route in routes:
+                    envelope.recipient_options.setdefault(route.address, dsn)
                 for decision in filtered:
                     envelope.fields.extend(decision.fields)
                     envelope.junk |= decision.junk
@@ -628,17 +670,120 @@ class SMTPServer(Protocol, TimeoutMixin):
         if arg:
             self._error(replies.SYNTAX_ERROR.with_text("DATA takes no arguments"))
             return None
+        assert self.envelope is not None
+        if self.envelope.options.body == BODY_BINARYMIME:
+            self._error(replies.BINARYMIME_NEEDS_BDAT)
+            return None
+        if not self._open_message():
+            return replies.DELIVERY_FAILED
+        assert self._message is not None
+        self._reader = DataReader(self._message.write, self.factory.max_message_size)
+        self.state = State.DATA
+        return replies.START_DATA
+
+    def _open_message(self) -> bool:
+        """The spool file for the transaction's message, with our trace fields on top."""
         try:
             self._message = self.factory.delivery.open()
         except OSError:
             log.failure("smtp {peer}: can't open spool file", peer=self.peer_host)
-            return replies.DELIVERY_FAILED
+            return False
         if self.factory.filters is not None:
             self._message.hold_headers()  # filters may add fields on top (end of data)
         self._message.write_trace(self._trace_headers(self._message.queue_id))
-        self._reader = DataReader(self._message.write, self.factory.max_message_size)
-        self.state = State.DATA
-        return replies.START_DATA
+        return True
+
+    def do_BDAT(self, arg: str) -> SMTPReply | Deferred[SMTPReply] | None:
+        """RFC 3030 CHUNKING: ``BDAT <size> [LAST]`` and exactly ``size`` octets follow.
+
+        The octets are read whatever the answer (out of sequence, too big, a failed earlier
+        chunk): the client has already sent them, and reading them as commands would let
+        message content run as SMTP (3030 2: "the chunk MUST be discarded"). A size that
+        doesn't parse leaves no way to find the next command, so the session ends."""
+        match = _BDAT_ARGS.match(arg)
+        if match is None:
+            self._close_with(replies.BAD_BDAT)
+            return None
+        size, last = int(match[1]), match[2] is not None
+        chunk = _Chunk(size, last, resume=self.state)
+        if self.state not in (State.RCPT, State.BDAT):
+            chunk.refusal = _out_of_sequence("BDAT", self.state, self.envelope)
+        elif self._chunked + size > self.factory.max_message_size:
+            chunk.refusal = replies.MESSAGE_TOO_BIG
+        elif self._message is None:
+            if not self._open_message():
+                chunk.refusal = replies.DELIVERY_FAILED
+            assert self.envelope is not None
+            binary = self.envelope.options.body == BODY_BINARYMIME
+            self._line_ends = None if binary else LineEnds()
+        self._chunk = chunk
+        self.state = State.CHUNK
+        if size == 0:
+            return self._chunk_done()
+        return None
+
+    def _consume_chunk(self) -> None:
+        """Take the current chunk's octets from the buffer; its reply once all are in."""
+        chunk = self._chunk
+        assert chunk is not None
+        taken = min(chunk.remaining, len(self._buffer))
+        data = bytes(self._buffer[:taken])
+        del self._buffer[:taken]
+        chunk.remaining -= taken
+        if chunk.refusal is None:
+            self._chunked += taken
+            if self._line_ends is not None:
+                self._line_ends.feed(data)
+            if self._line_ends is None or not self._line_ends.bare:
+                assert self._message is not None
+                try:
+                    self._message.write(data)
+                except OSError as e:
+                    log.failure("smtp {peer}: writing spool file failed", peer=self.peer_host)
+                    self._close_with(replies.local_error(e))
+                    return
+        if chunk.remaining == 0:
+            self._dispatch_result("BDAT", lambda _: self._chunk_done(), "")
+
+    def _chunk_done(self) -> SMTPReply | Deferred[SMTPReply] | None:
+        """A whole chunk is in: its reply, and for the last one the end of the message."""
+        chunk, self._chunk = self._chunk, None
+        assert chunk is not None
+        if chunk.refusal is not None:
+            if chunk.resume in (State.RCPT, State.BDAT):  # the transaction fails (3030 2)
+                self._end_chunked(chunk.refusal)
+                self.state = State.GREETED
+            else:
+                self.state = chunk.resume
+            self._error(chunk.refusal)
+            return None
+        line_ends = self._line_ends
+        if chunk.last and line_ends is not None:
+            line_ends.end()
+        if line_ends is not None and line_ends.bare:
+            self._end_chunked(replies.BARE_NEWLINE)
+            self.state = State.GREETED
+            return replies.BARE_NEWLINE
+        if not chunk.last:
+            self.state = State.BDAT
+            return replies.CHUNK_OK.with_text(f"{self._chunked} octets received")
+        envelope, message, size = self.envelope, self._message, self._chunked
+        assert envelope is not None and message is not None
+        self._message = None
+        self._reset_transaction()
+        self.state = State.GREETED
+
+        def done(reply: SMTPReply) -> SMTPReply:
+            self._log_transaction(envelope, message.queue_id, size, reply)
+            return reply
+
+        return Deferred.fromCoroutine(self._end_of_data(envelope, message)).addCallback(done)
+
+    def _end_chunked(self, reply: SMTPReply) -> None:
+        """A BDAT transaction refused part way: logged, and its message dropped."""
+        if self.envelope is not None and self._message is not None:
+            self._log_transaction(self.envelope, self._message.queue_id, self._chunked, reply)
+        self._reset_transaction()
 
     def _trace_headers(self, queue_id: str) -> bytes:
         """Return-Path and Received (RFC 5321 4.4), written before the client's text."""
@@ -646,6 +791,8 @@ class SMTPServer(Protocol, TimeoutMixin):
         sender = str(self.envelope.sender) if self.envelope.sender else ""
         # RFC 3848 protocol names: S for TLS, A for authenticated.
         protocol = "ESMTP" if self.esmtp else "SMTP"
+        if self.envelope.options.smtputf8:
+            protocol = "UTF8SMTP"  # RFC 6531 3.7.3
         if self.esmtp:
             protocol += ("S" if self.secure else "") + ("A" if self.authenticated_as else "")
         recipients = self.envelope.recipients
@@ -657,7 +804,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             f"Return-Path: <{sender}>\r\n"
             f"Received: {origin}by {self.factory.hostname} (txmailhost) with {protocol} id {queue_id}"
             f"{recipient};\r\n\t{_date_now()}\r\n"
-        ).encode("ascii", "replace")
+        ).encode("utf-8" if self.envelope.options.smtputf8 else "ascii", "replace")
 
     def _feed_message(self, data: bytes) -> None:
         assert self._reader is not None
@@ -779,7 +926,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         self._reply(
             replies.HELP,
             [
-                "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY STARTTLS",
+                "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY STARTTLS AUTH",
                 "See RFC 5321; administrator contact: postmaster",
             ],
         )
@@ -891,6 +1038,8 @@ class SMTPServer(Protocol, TimeoutMixin):
     def _reset_transaction(self) -> None:
         self.envelope = None
         self._drop_message()
+        self._line_ends = None
+        self._chunked = 0
 
     def _drop_message(self) -> None:
         if self._message is not None:

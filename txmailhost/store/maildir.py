@@ -90,7 +90,13 @@ _FORWARDED = "$Forwarded"
 _BIT_OF_FLAG = {flag: bit for _, flag, bit in _LETTERS}
 _BIT_OF_LETTER = {letter: bit for letter, _, bit in _LETTERS} | {"P": _PASSED}
 
-_ADDRESS_PART = re.compile(r"^[a-z0-9!#$%&'*+=?^_`{|}~-][a-z0-9.!#$%&'*+=?^_`{|}~-]*$")
+# The local part of an account (accounts/addresses.py): ASCII atext, or any non-ASCII
+# character that isn't a control or a space (RFC 6531 addresses); never '/', NUL or a
+# leading dot, so it is one harmless directory name.
+_ADDRESS_PART = re.compile(
+    r"^(?:[a-z0-9!#$%&'*+=?^_`{|}~-]|[^\x00-\x7f\s\x80-\x9f\u2028\u2029])"
+    r"(?:[a-z0-9.!#$%&'*+=?^_`{|}~-]|[^\x00-\x7f\s\x80-\x9f\u2028\u2029])*$"
+)
 _counter = itertools.count()
 _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "localhost"
 
