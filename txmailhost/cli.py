@@ -146,6 +146,9 @@ def _parser() -> argparse.ArgumentParser:
     from txmailhost.queue.admin import register as register_queue_commands
 
     register_queue_commands(commands, _with_config)
+    from txmailhost.mailauth.cli import register as register_mailauth_commands
+
+    register_mailauth_commands(commands, _with_config)
 
     user = commands.add_parser("user", help="manage user accounts (user@domain)")
     user_commands = user.add_subparsers(metavar="ACTION", required=True)
