@@ -1,6 +1,6 @@
 """A twisted.names DNS server for the mail-authentication tests, run as its own process.
 
-``python -m tests.support.names_server ZONE.json`` serves, over UDP and TCP on 127.0.0.1 and
+``python -m tests.support.names_server ZONE.json [PORT]`` serves, over UDP and TCP on 127.0.0.1 and
 an ephemeral port (printed as the first line of stdout), the records the test wrote into
 ZONE.json. The file is read again for every query, so a test changes its zone by rewriting
 the file (``tests/support/names.py`` does that). A process of its own because the code
@@ -90,11 +90,13 @@ class ZoneFileResolver(common.ResolverBase):
         return defer.succeed((answers, [], []))
 
 
-def main(path: str) -> None:
+def main(path: str, wanted_port: int = 0) -> None:
     log.err = lambda *a, **k: None  # the SERVFAILs asked for are no news
     factory = server.DNSServerFactory(authorities=[ZoneFileResolver(path)])
     for _ in range(20):
-        udp = reactor.listenUDP(0, dns.DNSDatagramProtocol(factory), interface="127.0.0.1")
+        udp = reactor.listenUDP(
+            wanted_port, dns.DNSDatagramProtocol(factory), interface="127.0.0.1"
+        )
         port = udp.getHost().port
         try:
             reactor.listenTCP(port, factory, interface="127.0.0.1")
@@ -109,4 +111,4 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 0)
