@@ -250,23 +250,31 @@ def load_tls(config: Any) -> Any:
         raise SystemExit(1) from None
 
 
-def _build_filters(config: Any, reactor: Any, top: MultiService) -> Any:
-    """The content filter chain of ``[filters]`` (None when empty), with a thread pool of its
-    own for filters that block: a slow spam scanner then never holds up an fsync."""
+def _build_filters(config: Any, reactor: Any, top: MultiService, leading: Any = ()) -> Any:
+    """The content filter chain of ``[filters]`` after ``leading`` (mail authentication's),
+    None when empty, with a thread pool of its own for filters that block: a slow spam
+    scanner then never holds up an fsync."""
     from txmailhost.filters.registry import FilterConfigError, build_chain
 
     settings = config.filters
     pool = ThreadPool(minthreads=1, maxthreads=8, name="txmailhost-filters")
     try:
         chain = build_chain(
-            settings.chain, settings.settings, reactor, pool, settings.timeout, settings.on_error
+            settings.chain,
+            settings.settings,
+            reactor,
+            pool,
+            settings.timeout,
+            settings.on_error,
+            leading=tuple(leading),
         )
     except FilterConfigError as e:
         print(f"txmailhost: filters.chain: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     if chain is not None:
         ThreadPoolService(pool).setServiceParent(top)
-        log.info("txmailhost filters: {names}", names=", ".join(settings.chain))
+        names = [f.name for f in leading] + list(settings.chain)
+        log.info("txmailhost filters: {names}", names=", ".join(names))
     return chain
 
 
@@ -324,6 +332,7 @@ def build(
     from txmailhost.delivery.setup import build_delivery
     from txmailhost.limits import LimitedFactory
     from txmailhost.listeners import LISTENERS, ServerParts
+    from txmailhost.mailauth.setup import build_mailauth
     from txmailhost.peer import PlaintextAuth
     from txmailhost.queue.service import ReturnToSender, build_queue
     from txmailhost.store import backends
@@ -356,8 +365,10 @@ def build(
     )
     for part in delivery_services:
         part.setServiceParent(top)
-    queue.return_to_sender = ReturnToSender(router, delivery)
-    filters = _build_filters(config, reactor, top)
+    # DKIM signing of submitted mail and DSNs, SPF/DKIM/DMARC checks inbound (mailauth/).
+    mailauth = build_mailauth(config)
+    queue.return_to_sender = ReturnToSender(router, mailauth.submission(delivery))
+    filters = _build_filters(config, reactor, top, mailauth.filters)
 
     security = config.security
     if tls is None:

@@ -31,6 +31,21 @@ from txmailhost.nameservers import parse_nameserver
 T = TypeVar("T")
 
 
+# Special-use names (RFC 6761 6.2-6.4, RFC 6762, RFC 8375, RFC 2606 3, and the
+# ".localdomain" of distributions' default host names): the system's DNS has nothing to say
+# about them and is never asked. Nameservers configured by the administrator (a lab, the
+# tests' own server) are asked for everything.
+SPECIAL_USE = (
+    "test", "example", "invalid", "localhost", "local", "localdomain", "home.arpa",
+    "example.com", "example.net", "example.org",
+)  # fmt: skip
+
+
+def special_use(name: str) -> bool:
+    name = name.lower().rstrip(".")
+    return any(name == s or name.endswith("." + s) for s in SPECIAL_USE)
+
+
 class DNSTempError(Exception):
     """A lookup that may succeed later (timeout, SERVFAIL, no nameserver answered)."""
 
@@ -52,6 +67,7 @@ class MailAuthResolver:
             ]
         else:
             self.resolver = dns.resolver.Resolver()
+        self.system = not nameservers
         self.resolver.cache = dns.resolver.LRUCache(cache_size)
         self.resolver.lifetime = timeout
         self.resolver.timeout = min(timeout, 3.0)
@@ -59,7 +75,10 @@ class MailAuthResolver:
 
     def lookup(self, name: str, rdtype: str) -> list[Any]:
         """The records of ``rdtype`` at ``name``; ``[]`` when there are none (NXDOMAIN or no
-        data); ``DNSTempError`` when the answer may come later."""
+        data, or a special-use name and the system's DNS); ``DNSTempError`` when the answer
+        may come later."""
+        if self.system and special_use(name):
+            return []
         try:
             absolute = dns.name.from_text(name)
         except (dns.exception.DNSException, ValueError, UnicodeError):

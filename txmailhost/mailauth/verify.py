@@ -83,6 +83,14 @@ def verify_stream(stream: BinaryIO, resolver: MailAuthResolver) -> list[DKIMResu
         header, first = split_header(stream)
     except HeaderTooLarge:
         return []
+    return verify_message(header, first, stream, resolver)
+
+
+def verify_message(
+    header: bytes, first: bytes, stream: BinaryIO, resolver: MailAuthResolver
+) -> list[DKIMResult]:
+    """``verify_stream`` for a message whose header section was read already (``first``:
+    the body's octets read along with it, ``stream`` the rest)."""
     if b"dkim-signature" not in header.lower():
         return []
     try:

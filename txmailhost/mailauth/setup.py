@@ -1,0 +1,45 @@
+"""Wiring for mail authentication: what ``service.py`` builds from ``[mailauth]``, once.
+
+``build_mailauth`` makes the one resolver, the key store and signer, and the filters that
+go in front of the ``[filters] chain``: ``InboundChecks`` (inbound listener, unless
+``check_inbound = false``) and ``SigningFilter`` (authenticated submission, unless ``sign
+= false``). ``MailAuth.submission`` wraps the delivery hand-off the queue's DSNs go through
+so they are signed too. Nothing here touches the network or the reactor.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from txmailhost.mailauth.checks import CheckPolicy, InboundChecks
+from txmailhost.mailauth.keys import KeyStore
+from txmailhost.mailauth.resolver import MailAuthResolver
+from txmailhost.mailauth.signing import Signer, SigningFilter, SigningSubmission
+
+
+@dataclass
+class MailAuth:
+    resolver: MailAuthResolver
+    keys: KeyStore
+    signer: Signer | None
+    filters: list[Any] = field(default_factory=list)
+
+    def submission(self, delivery: Any) -> Any:
+        """The hand-off for mail the server writes itself (DSNs): signed when signing is on."""
+        return delivery if self.signer is None else SigningSubmission(delivery, self.signer)
+
+
+def build_mailauth(config: Any) -> MailAuth:
+    settings = config.mailauth
+    resolver = MailAuthResolver(config.relay.nameservers, timeout=settings.dns_timeout)
+    keys = KeyStore(os.path.join(config.data_dir, "dkim"))
+    signer = Signer(keys) if settings.sign else None
+    filters: list[Any] = []
+    if settings.check_inbound:
+        policy = CheckPolicy(settings.dmarc_reject, settings.dmarc_quarantine, settings.spf_fail)
+        filters.append(InboundChecks(resolver, config.hostname, policy))
+    if signer is not None:
+        filters.append(SigningFilter(signer))
+    return MailAuth(resolver, keys, signer, filters)
