@@ -63,7 +63,8 @@ def authentication_results(
             )
         )
     header = authres.AuthenticationResultsHeader(authserv_id=authserv_id, results=results)
-    return str(header).partition(":")[2].strip()
+    # One result a line (folded by the filter chain's render_fields): readable in a client.
+    return str(header).partition(":")[2].strip().replace("; ", ";\n")
 
 
 def claims_us(value: str, authserv_id: str) -> bool:
