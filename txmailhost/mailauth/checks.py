@@ -2,7 +2,8 @@
 
 At the end of data (``filters/``, before the 250) it checks SPF for the MAIL FROM (or HELO)
 identity, verifies every DKIM signature, evaluates the From domain's DMARC policy, and adds
-one ``Authentication-Results:`` field naming us (``results.py``). What a failure gets is the
+one ``Authentication-Results:`` field naming us (``results.py``), deleting any that arrived
+claiming our name (``Verdict.remove``). What a failure gets is the
 administrator's choice (``[mailauth]``, docs/admin.rst):
 
 - DMARC fail under ``p=reject``: ``dmarc_reject`` = refused ``550 5.7.1`` (default), Junk,
@@ -20,18 +21,31 @@ chain runs it in the filters' threads.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 from txmailhost.filters.base import MessageFilter
-from txmailhost.filters.interfaces import ACCEPT, Client, Transaction, Verdict
+from txmailhost.filters.interfaces import ACCEPT, Action, Client, Transaction, Verdict
 from txmailhost.mailauth.bodyhash import HeaderTooLarge, split_header
 from txmailhost.mailauth.dmarc import DMARCResult, evaluate, fetch_policy
 from txmailhost.mailauth.resolver import DNSTempError, MailAuthResolver
-from txmailhost.mailauth.results import authentication_results
+from txmailhost.mailauth.results import authentication_results, claims_us
 from txmailhost.mailauth.signing import from_domain
 from txmailhost.mailauth.spf import SPFResult, check_spf
 from txmailhost.mailauth.verify import DKIMResult, verify_message
+
+
+def _fields(header: bytes) -> list[tuple[str, str]]:
+    """(name, unfolded value) of each field of a header section."""
+    text = header.decode("utf-8", "replace")
+    unfolded = re.sub(r"\r?\n[ \t]", " ", text)
+    found = []
+    for line in re.split(r"\r?\n", unfolded):
+        name, sep, value = line.partition(":")
+        if sep and name and not name[0].isspace():
+            found.append((name.strip(), value.strip()))
+    return found
 
 
 @dataclass(frozen=True)
@@ -91,7 +105,25 @@ class InboundChecks(MessageFilter):
         dmarc = self._dmarc(header, spf, dkim)
         fields = (("Authentication-Results",
                    authentication_results(self.authserv_id, spf, dkim, dmarc)),)  # fmt: skip
-        return self._decide(spf, dkim, dmarc, fields)
+        verdict = self._decide(spf, dkim, dmarc, fields)
+        forged = self._forged_results(header)
+        if forged and verdict.action in (Action.ACCEPT, Action.JUNK):
+            verdict = replace(verdict, remove=forged)
+        return verdict
+
+    def _forged_results(self, header: bytes) -> tuple[tuple[str, int], ...]:
+        """The arriving Authentication-Results fields that claim our authserv-id (RFC 8601
+        5: removed, nobody else may speak for us), as (name, n) for ``Verdict.remove``."""
+        if b"authentication-results" not in header.lower():
+            return ()
+        found = []
+        n = 0
+        for name, value in _fields(header):
+            if name.lower() == "authentication-results":
+                n += 1
+                if claims_us(value, self.authserv_id):
+                    found.append(("Authentication-Results", n))
+        return tuple(found)
 
     def _dmarc(self, header: bytes, spf: SPFResult, dkim: list[DKIMResult]) -> DMARCResult:
         domain = from_domain(header) if header else None
