@@ -94,6 +94,8 @@ def test_signed_mail_from_one_server_passes_checks_at_the_other(tmp_path, names)
             s.starttls(context=client_context())
             s.login("alice@a.test", PASSWORD)
             s.sendmail("alice@a.test", ["bob@b.test"],
+                       "Authentication-Results: mx.b.test; dmarc=pass (forged)\r\n"
+                       "Authentication-Results: elsewhere.test; spf=none\r\n"
                        "From: Alice <alice@a.test>\r\nTo: bob@b.test\r\nSubject: signed\r\n"
                        "Date: Thu, 03 Dec 2026 10:00:00 +0000\r\nMessage-ID: <s1@a.test>\r\n"
                        "\r\nverified?\r\n")  # fmt: skip
@@ -108,6 +110,10 @@ def test_signed_mail_from_one_server_passes_checks_at_the_other(tmp_path, names)
         assert "spf=pass smtp.mailfrom=alice@a.test" in ar_text, ar_text
         assert "dmarc=pass header.from=a.test" in ar_text, ar_text
         assert ar_text.count("dkim=pass header.d=a.test") == 2, ar_text
+        # The field that claimed B's name on arrival is gone; another server's stays.
+        assert head.count(b"Authentication-Results: mx.b.test;") == 1
+        assert b"(forged)" not in head
+        assert b"Authentication-Results: elsewhere.test; spf=none" in head
 
         # A forged a.test message straight to B: refused under a.test's p=reject.
         # From 127.0.0.4, an address a.test's SPF doesn't list, and unsigned.

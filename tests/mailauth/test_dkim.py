@@ -220,3 +220,38 @@ def test_our_verifier_accepts_opendkim_signed_mail(names, resolver, tmp_path):
     assert (result.result, result.domain, result.selector) == ("pass", "example.test", "odk")
     tampered = signed.replace(b"Hello Bob", b"Hello Eve")
     assert verify_stream(io.BytesIO(tampered), resolver)[0].result == "fail"
+
+
+# -- RFC 8463 Appendix A: the Ed25519 example message, key and signature ------------------------
+
+RFC8463_MESSAGE = (
+    b"DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed;\r\n"
+    b" d=football.example.com; i=@football.example.com;\r\n"
+    b" q=dns/txt; s=brisbane; t=1528637909; h=from : to :\r\n"
+    b" subject : date : message-id : from : subject : date;\r\n"
+    b" bh=2jUSOH9NhtVGCQWNr9BrIAPreKQjO6Sn7XIkfJVOzv8=;\r\n"
+    b" b=/gCrinpcQOoIfuHNQIbq4pgh9kyIK3AQUdt9OdqQehSwhEIug4D11Bus\r\n"
+    b" Fa3bT3FY5OsU7ZbnKELq+eXdp1Q1Dw==\r\n"
+    b"From: Joe SixPack <joe@football.example.com>\r\n"
+    b"To: Suzie Q <suzie@shopping.example.net>\r\n"
+    b"Subject: Is dinner ready?\r\n"
+    b"Date: Fri, 11 Jul 2003 21:00:37 -0700 (PDT)\r\n"
+    b"Message-ID: <20030712040037.46341.5F8J@football.example.com>\r\n"
+    b"\r\n"
+    b"Hi.\r\n"
+    b"\r\n"
+    b"We lost the game.  Are you hungry yet?\r\n"
+    b"\r\n"
+    b"Joe.\r\n"
+)
+
+
+def test_rfc_8463_example_verifies(names, resolver):
+    names.add("brisbane._domainkey.football.example.com", "TXT",
+              "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=")  # fmt: skip
+    (result,) = verify_stream(io.BytesIO(RFC8463_MESSAGE), resolver)
+    assert (result.result, result.domain, result.algorithm) == (
+        "pass", "football.example.com", "ed25519-sha256",
+    )  # fmt: skip
+    changed = RFC8463_MESSAGE.replace(b"hungry", b"thirsty")
+    assert verify_stream(io.BytesIO(changed), resolver)[0].result == "fail"
