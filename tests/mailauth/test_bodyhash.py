@@ -28,9 +28,10 @@ def _dkimpy(body: bytes, spec: BodySpec) -> bytes:
     return hashlib.new(spec.hash_name, canon).digest()
 
 
-LINE = st.lists(st.sampled_from([b"a", b"b c", b" ", b"\t", b"  x  ", b""]), max_size=6).map(
-    b"".join
-)
+LINE = st.lists(
+    st.sampled_from([b"a", b"b c", b" ", b"\t", b"  x  ", b"", b"long" * 20, b"  \t  " * 9]),
+    max_size=8,
+).map(b"".join)
 
 
 @given(lines=st.lists(LINE, max_size=20), chunk=st.integers(1, 9))

@@ -20,13 +20,17 @@ import os
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from txmailhost._safeio import makedirs_durably, write_atomic
 
-ALGORITHMS = ("ed25519", "rsa")  # the order signatures are added in
+ALGORITHMS = ("ed25519", "rsa")
+_LOADED: dict[
+    bytes, Any
+] = {}  # PEM -> loaded key: parsing an RSA key costs more than a signature  # the order signatures are added in
 RSA_BITS = 2048
 _SELECTOR = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,40}[a-z0-9])?")
 _DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}")
@@ -44,6 +48,14 @@ class SigningKey:
     selector: str  # the DNS selector: "NAME-ed25519" or "NAME-rsa"
     algorithm: str  # "ed25519" or "rsa"
     private_pem: bytes
+
+    def private_key(self) -> Any:
+        """The key as ``cryptography`` uses it (loaded once per SigningKey)."""
+        loaded = _LOADED.get(self.private_pem)
+        if loaded is None:
+            loaded = serialization.load_pem_private_key(self.private_pem, None)
+            _LOADED[self.private_pem] = loaded
+        return loaded
 
     @property
     def dkimpy_key(self) -> bytes:

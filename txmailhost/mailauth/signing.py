@@ -20,6 +20,7 @@ for the DSNs and notices the server writes itself.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import time
 from email.parser import BytesHeaderParser
@@ -27,10 +28,8 @@ from email.utils import getaddresses
 from typing import Any, BinaryIO
 
 import dkim
-import dkim.crypto
-import nacl.encoding
-import nacl.signing
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, utils
 from dkim.canonicalization import CanonicalizationPolicy
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -79,37 +78,46 @@ def signed_fields(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
 
 
 class _HashedDKIM(dkim.DKIM):
-    """dkimpy's DKIM with the body hash given (computed over the stream) instead of
-    computed from a body in memory; the header hashing and signing are dkimpy's own."""
+    """dkimpy's DKIM parsing and header canonicalisation, with the body hash given (computed
+    over the stream) and the signature made by OpenSSL (``cryptography``): dkimpy's own RSA
+    is pure Python, 80 ms per RSA-2048 signature here against about 2 ms."""
 
     def sign_hashed(self, key: SigningKey, include: list[bytes], body_hash: bytes) -> bytes:
-        self.signature_algorithm = _ALGORITHM[key.algorithm]
-        self.hasher = dkim.HASH_ALGORITHMS[self.signature_algorithm]
-        if key.algorithm == "ed25519":
-            private: Any = nacl.signing.SigningKey(
-                key.dkimpy_key, encoder=nacl.encoding.Base64Encoder
-            )
-        else:
-            traditional = serialization.load_pem_private_key(key.private_pem, None).private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.TraditionalOpenSSL,
-                serialization.NoEncryption(),
-            )
-            private = dkim.crypto.parse_pem_private_key(traditional)
-        canonicalization = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
-        self.include_headers = tuple(include)
+        algorithm = _ALGORITHM[key.algorithm]
         fields = [
             (b"v", b"1"),
-            (b"a", self.signature_algorithm),
+            (b"a", algorithm),
             (b"c", b"relaxed/relaxed"),
             (b"d", key.domain.encode()),
             (b"s", key.selector.encode()),
             (b"t", str(int(time.time())).encode()),
             (b"h", b":".join(include)),
             (b"bh", base64.b64encode(body_hash)),
-            (b"b", b"0" * 60),
+            (b"b", b"0" * 60),  # dkimpy's trick: folds b= onto its own line both times
         ]
-        return self.gen_header(fields, include, canonicalization, b"DKIM-Signature", private)
+        # As dkimpy's gen_header: the field with an empty b=, hashed after the signed fields
+        # (RFC 6376 3.7), relaxed; then b= filled in and the whole folded.
+        canonicalization = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+        folded = dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=14)
+        unsigned = dkim.RE_BTAG.sub(b"\\1", folded)
+        digest = hashlib.sha256()
+        dkim.hash_headers(
+            digest,
+            canonicalization,
+            canonicalization.canonicalize_headers(self.headers),
+            include,
+            (b"DKIM-Signature", b" " + unsigned),
+            dict(fields),
+        )
+        private = key.private_key()
+        if key.algorithm == "ed25519":
+            signature = private.sign(digest.digest())  # PureEdDSA over the hash (RFC 8463 3)
+        else:
+            signature = private.sign(
+                digest.digest(), padding.PKCS1v15(), utils.Prehashed(hashes.SHA256())
+            )
+        fields[-1] = (b"b", base64.b64encode(signature))
+        return dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=14)
 
 
 class Signer:
