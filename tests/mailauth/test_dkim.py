@@ -255,3 +255,30 @@ def test_rfc_8463_example_verifies(names, resolver):
     )  # fmt: skip
     changed = RFC8463_MESSAGE.replace(b"hungry", b"thirsty")
     assert verify_stream(io.BytesIO(changed), resolver)[0].result == "fail"
+
+
+# -- ARC (RFC 8617): a chain sealed by dkimpy validates; a changed body fails it --------------
+
+
+def test_arc_chain_sealed_by_dkimpy_validates_and_tampering_fails(keys, names, resolver):
+    from txmailhost.mailauth.bodyhash import split_header
+    from txmailhost.mailauth.verify import authenticate_message
+
+    rsa = keys.keys("example.test")[1]
+    sealed_fields = dkim.arc_sign(
+        MESSAGE.replace(b"From: Alice", b"Authentication-Results: fwd.example.test; spf=pass\r\nFrom: Alice"),
+        b"sel-rsa", b"example.test", rsa.dkimpy_key, b"fwd.example.test",
+    )  # fmt: skip
+    sealed = b"".join(sealed_fields) + MESSAGE.replace(
+        b"From: Alice", b"Authentication-Results: fwd.example.test; spf=pass\r\nFrom: Alice"
+    )
+
+    def check(message: bytes):
+        stream = io.BytesIO(message)
+        header, first = split_header(stream)
+        return authenticate_message(header, first, stream, resolver)[1]
+
+    assert check(sealed).result == "pass"
+    assert check(sealed).domain == "example.test"
+    assert check(sealed.replace(b"Hello Bob", b"Hello Eve")).result == "fail"
+    assert check(MESSAGE).result == "none"

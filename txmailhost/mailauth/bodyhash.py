@@ -116,30 +116,39 @@ def _header_end(data: bytes) -> int:
     return min(candidates) if candidates else -1
 
 
-def body_hashes(first: bytes, stream: BinaryIO, specs: set[BodySpec]) -> dict[BodySpec, bytes]:
-    """Each spec's body hash over ``first`` then the rest of ``stream``."""
-    hashers = [_Hasher(spec) for spec in specs]
-    carry = first
-    while True:
-        chunk = stream.read(CHUNK)
-        data = carry + chunk
+class BodyHashing:
+    """Body hashes for ``specs``, fed the body in pieces of any size (``update``), read
+    once; ``finish`` gives each spec's digest."""
+
+    def __init__(self, specs: set[BodySpec]) -> None:
+        self._hashers = [_Hasher(spec) for spec in specs]
+        self._carry = b""
+
+    def update(self, chunk: bytes) -> None:
+        data = self._carry + chunk
         end = data.rfind(b"\n") + 1
-        if chunk and end == 0:  # no whole line yet
+        if end == 0:  # no whole line yet
             cut = len(data.rstrip(b" \t\r"))
-            if len(data) >= 4 * CHUNK and cut:  # a huge line: hash its start, keep memory flat
-                for hasher in hashers:
+            if len(data) >= 4 * CHUNK and cut:  # a huge line: hash its start, memory flat
+                for hasher in self._hashers:
                     hasher.fragment(data[:cut])
                 data = data[cut:]
-            carry = data
-            continue
-        if not chunk and end < len(data):  # a last line without its line break
-            data += b"\n"  # counts as a line, as dkimpy reads it
-            end = len(data)
-        block, carry = data[:end], data[end:]
-        if block:
-            block = block.replace(b"\r\n", b"\n")
-            for hasher in hashers:
-                hasher.lines(block)
-        if not chunk:
-            break
-    return {hasher.spec: hasher.digest() for hasher in hashers}
+            self._carry = data
+            return
+        block, self._carry = data[:end].replace(b"\r\n", b"\n"), data[end:]
+        for hasher in self._hashers:
+            hasher.lines(block)
+
+    def finish(self) -> dict[BodySpec, bytes]:
+        if self._carry:  # a last line without its line break counts as a line (as dkimpy)
+            self.update(b"\n")
+        return {hasher.spec: hasher.digest() for hasher in self._hashers}
+
+
+def body_hashes(first: bytes, stream: BinaryIO, specs: set[BodySpec]) -> dict[BodySpec, bytes]:
+    """Each spec's body hash over ``first`` then the rest of ``stream``."""
+    hashing = BodyHashing(specs)
+    hashing.update(first)
+    while chunk := stream.read(CHUNK):
+        hashing.update(chunk)
+    return hashing.finish()

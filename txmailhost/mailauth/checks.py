@@ -1,7 +1,8 @@
 """``InboundChecks``: SPF, DKIM and DMARC on mail arriving at the inbound listener, as a filter.
 
 At the end of data (``filters/``, before the 250) it checks SPF for the MAIL FROM (or HELO)
-identity, verifies every DKIM signature, evaluates the From domain's DMARC policy, and adds
+identity, verifies every DKIM signature and the ARC chain (RFC 8617; reported, not yet used
+to override DMARC), evaluates the From domain's DMARC policy, and adds
 one ``Authentication-Results:`` field naming us (``results.py``), deleting any that arrived
 claiming our name (``Verdict.remove``). What a failure gets is the
 administrator's choice (``[mailauth]``, docs/admin.rst):
@@ -33,7 +34,7 @@ from txmailhost.mailauth.resolver import DNSTempError, MailAuthResolver
 from txmailhost.mailauth.results import authentication_results, claims_us
 from txmailhost.mailauth.signing import from_domain
 from txmailhost.mailauth.spf import SPFResult, check_spf
-from txmailhost.mailauth.verify import DKIMResult, verify_message
+from txmailhost.mailauth.verify import ARCResult, DKIMResult, authenticate_message
 
 
 def _fields(header: bytes) -> list[tuple[str, str]]:
@@ -101,10 +102,13 @@ class InboundChecks(MessageFilter):
             header, first = split_header(message)
         except HeaderTooLarge:
             header, first = b"", b""
-        dkim = verify_message(header, first, message, self.resolver) if header else []
+        if header:
+            dkim, arc = authenticate_message(header, first, message, self.resolver)
+        else:
+            dkim, arc = [], ARCResult("none")
         dmarc = self._dmarc(header, spf, dkim)
-        fields = (("Authentication-Results",
-                   authentication_results(self.authserv_id, spf, dkim, dmarc)),)  # fmt: skip
+        value = authentication_results(self.authserv_id, spf, dkim, dmarc, arc)
+        fields = (("Authentication-Results", value),)
         verdict = self._decide(spf, dkim, dmarc, fields)
         forged = self._forged_results(header)
         if forged and verdict.action in (Action.ACCEPT, Action.JUNK):

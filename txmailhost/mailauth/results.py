@@ -1,7 +1,8 @@
 """The ``Authentication-Results:`` field we add (RFC 8601), built with the authres library.
 
 One field, our host name as the authserv-id, with one method result each for SPF, every
-DKIM signature (RFC 6008's ``header.b`` tells two signatures of one domain apart) and DMARC.
+DKIM signature (RFC 6008's ``header.b`` tells two signatures of one domain apart), DMARC and, when the
+message carries one, the ARC chain (RFC 8617 ``arc=``).
 Values that come from the sender (the MAIL FROM address, d=, s=) are shown only when they
 are plain tokens: a crafted one could otherwise forge a result of its own inside ours.
 
@@ -14,11 +15,12 @@ from __future__ import annotations
 import re
 
 import authres
+import authres.arc
 import authres.dmarc
 
 from txmailhost.mailauth.dmarc import DMARCResult
 from txmailhost.mailauth.spf import SPFResult
-from txmailhost.mailauth.verify import DKIMResult
+from txmailhost.mailauth.verify import ARCResult, DKIMResult
 
 _TOKEN = re.compile(r"[A-Za-z0-9._+@=/-]{1,254}")
 _ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}")
@@ -29,7 +31,11 @@ def _safe(value: str, pattern: re.Pattern[str] = _TOKEN) -> str | None:
 
 
 def authentication_results(
-    authserv_id: str, spf: SPFResult | None, dkim: list[DKIMResult], dmarc: DMARCResult | None
+    authserv_id: str,
+    spf: SPFResult | None,
+    dkim: list[DKIMResult],
+    dmarc: DMARCResult | None,
+    arc: ARCResult | None = None,
 ) -> str:
     """The field's value (what follows ``Authentication-Results:``)."""
     results: list[authres.BaseAuthenticationResult] = []
@@ -62,6 +68,9 @@ def authentication_results(
                 header_from=_safe(dmarc.from_domain),
             )
         )
+    if arc is not None and arc.result != "none":
+        results.append(authres.arc.ARCAuthenticationResult(result=arc.result,
+                                                           header_as_d=_safe(arc.domain)))  # fmt: skip
     header = authres.AuthenticationResultsHeader(authserv_id=authserv_id, results=results)
     # One result a line (folded by the filter chain's render_fields): readable in a client.
     return str(header).partition(":")[2].strip().replace("; ", ";\n")

@@ -24,7 +24,13 @@ from typing import Any, BinaryIO
 import dkim
 from dkim.util import InvalidTagValueList, parse_tag_value
 
-from txmailhost.mailauth.bodyhash import BodySpec, HeaderTooLarge, body_hashes, split_header
+from txmailhost.mailauth.bodyhash import (
+    BodyHashing,
+    BodySpec,
+    HeaderTooLarge,
+    body_hashes,
+    split_header,
+)
 from txmailhost.mailauth.resolver import DNSTempError, MailAuthResolver
 
 MAX_SIGNATURES = 8
@@ -55,8 +61,9 @@ def _spec(sig: dict[bytes, bytes]) -> BodySpec:
     return BodySpec(body_canon, _HASHES[algorithm], int(length) if length is not None else None)
 
 
-class _HashedVerifier(dkim.DKIM):
-    """dkimpy's DKIM whose body-hash check uses hashes computed over the stream."""
+class _BodyHashed:
+    """Mixin for dkimpy's DKIM and ARC: the body-hash check uses the hashes computed over
+    the stream; the rest (header hash, key, signature) is dkimpy's."""
 
     body_hashes: dict[BodySpec, bytes] = {}
 
@@ -69,7 +76,24 @@ class _HashedVerifier(dkim.DKIM):
             if self.body_hashes.get(_spec(sig)) != wanted:
                 raise dkim.ValidationError("body hash mismatch")
             sig = {k: v for k, v in sig.items() if k != b"bh"}  # checked: dkimpy skips it
-        return super().verify_sig_process(sig, include_headers, sig_header, dnsfunc)
+        return super().verify_sig_process(sig, include_headers, sig_header, dnsfunc)  # type: ignore[misc]
+
+
+class _HashedVerifier(_BodyHashed, dkim.DKIM):
+    pass
+
+
+class _HashedARC(_BodyHashed, dkim.ARC):
+    pass
+
+
+@dataclass(frozen=True)
+class ARCResult:
+    """RFC 8617 5.2: the chain's validation status (pass, fail, none) and who sealed last."""
+
+    result: str
+    domain: str = ""  # the newest ARC-Seal's d=
+    reason: str = ""
 
 
 def _text(value: bytes | None) -> str:
@@ -110,6 +134,67 @@ def verify_message(
     specs = {_spec(sig) for sig in parsed if isinstance(sig, dict)}
     verifier.body_hashes = body_hashes(first, stream, specs)
     return [_one(verifier, index, sig, resolver) for index, sig in enumerate(parsed)]
+
+
+def authenticate_message(
+    header: bytes, first: bytes, stream: BinaryIO, resolver: MailAuthResolver
+) -> tuple[list[DKIMResult], ARCResult]:
+    """DKIM results and the ARC chain's validation (RFC 8617), body hashes for both from one
+    pass over the stream."""
+    lowered = header.lower()
+    if b"arc-seal" not in lowered:
+        return verify_message(header, first, stream, resolver), ARCResult("none")
+    arc_specs: set[BodySpec] = set()
+    try:
+        checker = _HashedARC(header, minkey=MIN_RSA_BITS)
+        for name, value in checker.headers:
+            if name.lower() == b"arc-message-signature":
+                sig = parse_tag_value(value)
+                sig.setdefault(b"c", b"relaxed/relaxed")  # ARC's default (RFC 8617 4.1.2)
+                arc_specs.add(_spec(sig))
+    except Exception as e:  # a broken ARC set: the chain fails, DKIM is still checked
+        return verify_message(header, first, stream, resolver), ARCResult("fail", "", str(e))
+    hashed = _Tee(first, stream, arc_specs)
+    dkim_results = verify_message(header, b"", hashed, resolver)  # type: ignore[arg-type]
+    checker.body_hashes = hashed.finish()
+    return dkim_results, _arc(checker, resolver)
+
+
+def _arc(checker: _HashedARC, resolver: MailAuthResolver) -> ARCResult:
+    try:
+        status, results, reason = checker.verify(dnsfunc=resolver.dkim_txt)
+    except Exception as e:
+        return ARCResult("fail", "", str(e) or type(e).__name__)
+    domain = _text(results[0].get("as-domain")) if results else ""
+    if status == dkim.CV_Pass:
+        return ARCResult("pass", domain)
+    if status == dkim.CV_None:
+        return ARCResult("none")
+    return ARCResult("fail", domain, str(reason))
+
+
+class _Tee:
+    """The stream as DKIM verification reads it, hashed for ARC's body specs on the way,
+    so the body is read once for both."""
+
+    def __init__(self, first: bytes, stream: BinaryIO, specs: set[BodySpec]) -> None:
+        self._stream = stream
+        self._hashing = BodyHashing(specs)
+        self._hashing.update(first)
+        self._first = first
+
+    def read(self, size: int = -1) -> bytes:
+        if self._first:  # given back once, already hashed
+            data, self._first = self._first, b""
+            return data
+        data = self._stream.read(size)
+        self._hashing.update(data)
+        return data
+
+    def finish(self) -> dict[BodySpec, bytes]:
+        while self.read(1 << 18):  # whatever DKIM verification did not need to read
+            pass
+        return self._hashing.finish()
 
 
 def _one(
