@@ -54,6 +54,8 @@ class ServerParts:
     filters: Any  # filters.chain.FilterChain of [filters], or None
     rcpt_throttle: Any  # accounts.throttle.LoginThrottle for unknown recipients
     plaintext_auth: PlaintextAuth
+    # The inbound listener's hand-off when it differs (mail forwarded elsewhere is ARC-sealed).
+    inbound_delivery: Any = None
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ def inbound_smtp(parts: ServerParts, implicit_tls: bool) -> SMTPFactory:
             rcpt_throttle=parts.rcpt_throttle,
             quota_full=_quota_full(config),
         ),
-        parts.delivery,
+        parts.inbound_delivery or parts.delivery,
         **_session(parts, implicit_tls, "smtp"),
         **_smtp_limits(parts),
     )

@@ -391,6 +391,7 @@ def build(
             reactor, window=security.login_failure_window, ip_limit=10**9, free_failures=5
         ),
         plaintext_auth=PlaintextAuth(security.plaintext_auth_from),
+        inbound_delivery=mailauth.forwarding(delivery, reactor, storage_pool),
     )
     for kind in LISTENERS if listeners is None else listeners:
         description = getattr(config.listen, kind.config_key)

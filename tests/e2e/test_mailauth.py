@@ -3,7 +3,8 @@ server, from ``txmailhost dkim init`` to a verified message in the second server
 
 Server A (127.0.0.2) serves a.test and relays through the test DNS to server B (127.0.0.3),
 which serves b.test and checks SPF, DKIM and DMARC. A forged a.test message sent straight to
-B is refused under a.test's p=reject.
+B is refused under a.test's p=reject. An alias on B forwarding back to a.test gets an ARC
+set from B that A validates.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import poplib
 import smtplib
+import socket
 import time
 
 import pytest
@@ -22,9 +24,20 @@ from tests.support.server import LABELS, ServerProcess
 pytestmark = pytest.mark.slow
 
 
-def _server(data_dir: str, address: str, names: NamesServer, extra: str = "") -> ServerProcess:
+def _free_port(address: str) -> int:
+    with socket.socket() as s:
+        s.bind((address, 0))
+        return s.getsockname()[1]
+
+
+def _server(
+    data_dir: str, address: str, names: NamesServer, extra: str = "", smtp_port: int = 0
+) -> ServerProcess:
     os.makedirs(data_dir)
-    listen = "\n".join(f'{label} = "tcp:0:interface={address}"' for label in LABELS)
+    listen = "\n".join(
+        f'{label} = "tcp:{smtp_port if label == "smtp" else 0}:interface={address}"'
+        for label in LABELS
+    )
     with open(os.path.join(data_dir, "txmailhost.toml"), "w") as f:
         f.write(
             f'[server]\nhostname = "mx.{os.path.basename(data_dir)}.test"\n\n[listen]\n{listen}\n\n'
@@ -74,9 +87,13 @@ def _publish(names: NamesServer, server: ServerProcess, domain: str) -> None:
         names.add(name.rstrip("."), rtype, rest)
 
 
-def test_signed_mail_from_one_server_passes_checks_at_the_other(tmp_path, names):
-    b = _server(str(tmp_path / "b"), "127.0.0.3", names)
-    a = _server(str(tmp_path / "a"), "127.0.0.2", names, f"port = {b.ports['smtp']}\n")
+def test_signed_mail_passes_checks_at_the_other_server_and_forwarded_mail_is_arc_sealed(
+    tmp_path, names
+):
+    # Each relays to the other's smtp port: both chosen before either starts.
+    a_port, b_port = _free_port("127.0.0.2"), _free_port("127.0.0.3")
+    b = _server(str(tmp_path / "b"), "127.0.0.3", names, f"port = {a_port}\n", b_port)
+    a = _server(str(tmp_path / "a"), "127.0.0.2", names, f"port = {b_port}\n", a_port)
     try:
         a.add_user("alice@a.test", PASSWORD)
         b.add_user("bob@b.test", PASSWORD)
@@ -125,6 +142,27 @@ def test_signed_mail_from_one_server_passes_checks_at_the_other(tmp_path, names)
                            "From: ceo@a.test\r\nTo: bob@b.test\r\nSubject: pay\r\n\r\nnow\r\n")  # fmt: skip
         assert refused.value.smtp_code == 550
         assert b"5.7.1" in refused.value.smtp_error
+
+        # Forwarding: fwd@b.test is an alias for carol@a.test. B checks what A sent, seals an
+        # ARC set over its verdict and relays it back to A, whose checks find arc=pass.
+        a.add_user("carol@a.test", PASSWORD)
+        b.cli("dkim", "init", "b.test")  # B's host name mx.b.test signs with b.test's keys
+        _publish(names, b, "b.test")
+        b.cli("alias", "add", "fwd@b.test", "carol@a.test")
+        names.add("a.test", "MX", "10 mx.a.test")
+        with smtplib.SMTP("127.0.0.2", a.ports["submission"], timeout=10) as s:
+            s.starttls(context=client_context())
+            s.login("alice@a.test", PASSWORD)
+            s.sendmail("alice@a.test", ["fwd@b.test"],
+                       "From: alice@a.test\r\nTo: fwd@b.test\r\nSubject: forward me\r\n"
+                       "Date: Thu, 03 Dec 2026 10:00:00 +0000\r\nMessage-ID: <f1@a.test>\r\n"
+                       "\r\nvia b\r\n")  # fmt: skip
+        [forwarded] = _wait_for(lambda: _inbox(a, "127.0.0.2", "carol@a.test"), 30)
+        head = forwarded.split(b"\r\n\r\n", 1)[0].decode()
+        assert "ARC-Seal: i=1; cv=none; a=rsa-sha256; d=b.test" in head, head
+        assert "ARC-Authentication-Results: i=1; mx.b.test;" in head
+        ours = head.split("Authentication-Results: mx.a.test;", 1)[1].split("\r\nReturn-Path")[0]
+        assert "arc=pass" in ours and "dmarc=pass" in ours, ours
     finally:
         a.stop()
         b.stop()

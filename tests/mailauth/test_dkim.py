@@ -282,3 +282,21 @@ def test_arc_chain_sealed_by_dkimpy_validates_and_tampering_fails(keys, names, r
     assert check(sealed).domain == "example.test"
     assert check(sealed.replace(b"Hello Bob", b"Hello Eve")).result == "fail"
     assert check(MESSAGE).result == "none"
+
+
+def test_dsns_the_server_writes_are_signed_before_submission(keys, resolver):
+    from txmailhost.mailauth.signing import SigningSubmission
+
+    handed: list[bytes] = []
+
+    class Recording:
+        def submit_bytes(self, envelope, data):
+            handed.append(data)
+            return "receipt"
+
+    dsn = (b"From: Mail Delivery System <MAILER-DAEMON@mx.example.test>\r\nTo: a@remote.test\r\n"
+           b"Subject: Undelivered Mail\r\n\r\nsorry\r\n")  # fmt: skip
+    assert SigningSubmission(Recording(), Signer(keys)).submit_bytes(None, dsn) == "receipt"
+    [data] = handed
+    assert data.endswith(dsn) and data.startswith(b"DKIM-Signature: ")
+    assert {r.result for r in verify_stream(io.BytesIO(data), resolver)} == {"pass"}

@@ -4,7 +4,8 @@
 go in front of the ``[filters] chain``: ``InboundChecks`` (inbound listener, unless
 ``check_inbound = false``) and ``SigningFilter`` (authenticated submission, unless ``sign
 = false``). ``MailAuth.submission`` wraps the delivery hand-off the queue's DSNs go through
-so they are signed too. Nothing here touches the network or the reactor.
+so they are signed too; ``MailAuth.forwarding`` the inbound listener's, so mail forwarded
+elsewhere is ARC-sealed (``forwarding.py``). Nothing here touches the network or the reactor.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from txmailhost.mailauth.checks import CheckPolicy, InboundChecks
+from txmailhost.mailauth.forwarding import ForwardSealing, Sealer
 from txmailhost.mailauth.keys import KeyStore
 from txmailhost.mailauth.resolver import MailAuthResolver
 from txmailhost.mailauth.signing import Signer, SigningFilter, SigningSubmission
@@ -25,6 +27,14 @@ class MailAuth:
     keys: KeyStore
     signer: Signer | None
     filters: list[Any] = field(default_factory=list)
+
+    authserv_id: str = ""
+
+    def forwarding(self, delivery: Any, reactor: Any, pool: Any) -> Any:
+        """The inbound listener's hand-off: what is forwarded elsewhere gets an ARC set."""
+        if self.signer is None or not any(isinstance(f, InboundChecks) for f in self.filters):
+            return delivery  # nothing to sign with, or no verdict of ours to carry
+        return ForwardSealing(delivery, Sealer(self.signer, self.authserv_id), reactor, pool)
 
     def submission(self, delivery: Any) -> Any:
         """The hand-off for mail the server writes itself (DSNs): signed when signing is on."""
@@ -42,4 +52,4 @@ def build_mailauth(config: Any) -> MailAuth:
         filters.append(InboundChecks(resolver, config.hostname, policy))
     if signer is not None:
         filters.append(SigningFilter(signer))
-    return MailAuth(resolver, keys, signer, filters)
+    return MailAuth(resolver, keys, signer, filters, authserv_id=config.hostname)
