@@ -366,7 +366,7 @@ def build(
     for part in delivery_services:
         part.setServiceParent(top)
     # DKIM signing of submitted mail and DSNs, SPF/DKIM/DMARC checks inbound (mailauth/).
-    mailauth = build_mailauth(config)
+    mailauth = build_mailauth(config, reactor)
     queue.return_to_sender = ReturnToSender(router, mailauth.submission(delivery))
     filters = _build_filters(config, reactor, top, mailauth.filters)
 

@@ -41,7 +41,7 @@ class MailAuth:
         return delivery if self.signer is None else SigningSubmission(delivery, self.signer)
 
 
-def build_mailauth(config: Any) -> MailAuth:
+def build_mailauth(config: Any, reactor: Any = None) -> MailAuth:
     settings = config.mailauth
     resolver = MailAuthResolver(config.relay.nameservers, timeout=settings.dns_timeout)
     keys = KeyStore(os.path.join(config.data_dir, "dkim"))
@@ -51,5 +51,10 @@ def build_mailauth(config: Any) -> MailAuth:
         policy = CheckPolicy(settings.dmarc_reject, settings.dmarc_quarantine, settings.spf_fail)
         filters.append(InboundChecks(resolver, config.hostname, policy))
     if signer is not None:
-        filters.append(SigningFilter(signer))
+        # The reactor's own pool (a test's memory reactor has none: signing is then inline).
+        get_pool = getattr(reactor, "getThreadPool", None)
+        if get_pool is None:
+            filters.append(SigningFilter(signer))
+        else:
+            filters.append(SigningFilter(signer, reactor, get_pool()))
     return MailAuth(resolver, keys, signer, filters, authserv_id=config.hostname)
