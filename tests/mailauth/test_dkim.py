@@ -156,8 +156,9 @@ def test_unsigned_message_has_no_results(resolver):
 # -- OpenDKIM, independently ------------------------------------------------------------------
 
 needs_opendkim = pytest.mark.skipif(
-    not shutil.which("opendkim-testmsg") or not shutil.which("unshare") or os.geteuid() != 0,
-    reason="needs Debian's opendkim-tools and root for a private network namespace",
+    not all(shutil.which(tool) for tool in ("opendkim-testmsg", "unshare", "ip"))
+    or os.geteuid() != 0,
+    reason="needs Debian's opendkim-tools, and root, unshare and ip for a private network",
 )
 
 

@@ -9,13 +9,15 @@ What it owns:
   3.7), so a 50 MiB message is read once in chunks, never held whole.
 - ``signing.py``: dual DKIM signatures (RFC 8463: Ed25519 and RSA) of our users' mail and our
   DSNs, added before the message is made durable; ``SigningFilter`` for submission.
-- ``verify.py``, ``spf.py``, ``dmarc.py``: the checks (dkimpy, pyspf, our DMARC evaluator on
-  publicsuffixlist); ``results.py`` the Authentication-Results field (RFC 8601, authres).
+- ``verify.py``, ``spf.py``, ``dmarc.py``: the checks (dkimpy for DKIM and ARC, pyspf, our
+  DMARC evaluator on publicsuffixlist); ``results.py`` the Authentication-Results field
+  (RFC 8601, authres).
 - ``checks.py``: ``InboundChecks``, the filter the inbound listener runs, and its policy.
+- ``forwarding.py``: ARC sealing (RFC 8617) of what the inbound listener forwards elsewhere.
 - ``dnsrecords.py``: the records ``txmailhost dns DOMAIN`` prints and checks; ``cli.py`` the
   ``dkim`` and ``dns`` commands; ``setup.py`` the wiring ``service.py`` calls once.
 
-Imports: the filters' interfaces, the config (in ``setup.py`` only), nothing of the
-protocols. Invariants: a malformed signature, key or record is a ``permerror``/``neutral``
+Imports: the filters' and delivery's interfaces, routing's route kinds, nothing of the
+protocols or the config file (``setup.py`` reads the ``Config`` object). Invariants: a malformed signature, key or record is a ``permerror``/``neutral``
 result, never an exception that loses a message; DNS never runs on the reactor thread.
 """

@@ -79,7 +79,7 @@ class Sealer:
         self.authserv_id = authserv_id
 
     def key(self) -> SigningKey | None:
-        keys = self.signer._keys_for(self.authserv_id)
+        keys = self.signer.keys_for(self.authserv_id)
         return next((k for k in keys if k.algorithm == "rsa"), None)
 
     def arc_set(self, stream: Any) -> bytes:

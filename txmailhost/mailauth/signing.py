@@ -144,7 +144,7 @@ class Signer:
             header, first = split_header(stream)
         except HeaderTooLarge:
             return ()
-        keys = self._keys_for(from_domain(header))
+        keys = self.keys_for(from_domain(header))
         if not keys:
             return ()
         try:
@@ -165,7 +165,7 @@ class Signer:
             fields.append(("DKIM-Signature", value.decode("ascii").strip()))
         return tuple(fields)
 
-    def _keys_for(self, domain: str | None) -> list[SigningKey]:
+    def keys_for(self, domain: str | None) -> list[SigningKey]:
         """The From domain's keys, else those of a parent domain (relaxed alignment still
         holds: MAILER-DAEMON@mx.example.org signed as example.org)."""
         labels = domain.split(".") if domain else []
