@@ -369,6 +369,9 @@ def build(
     mailauth = build_mailauth(config, reactor)
     queue.return_to_sender = ReturnToSender(router, mailauth.submission(delivery))
     filters = _build_filters(config, reactor, top, mailauth.filters)
+    reports = mailauth.report_service(queue.return_to_sender, reactor, storage_pool)
+    if reports is not None:
+        reports.setServiceParent(top)
 
     security = config.security
     if tls is None:

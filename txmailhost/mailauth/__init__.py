@@ -14,6 +14,8 @@ What it owns:
   (RFC 8601, authres).
 - ``checks.py``: ``InboundChecks``, the filter the inbound listener runs, and its policy.
 - ``forwarding.py``: ARC sealing (RFC 8617) of what the inbound listener forwards elsewhere.
+- ``reports.py``: DMARC aggregate reports (RFC 7489 7.2): results recorded per message in
+  ``DATA/dmarc/``, a report per domain sent daily.
 - ``dnsrecords.py``: the records ``txmailhost dns DOMAIN`` prints and checks; ``cli.py`` the
   ``dkim`` and ``dns`` commands; ``setup.py`` the wiring ``service.py`` calls once.
 

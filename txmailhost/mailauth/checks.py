@@ -15,7 +15,8 @@ administrator's choice (``[mailauth]``, docs/admin.rst):
 - A temporary DNS failure answers ``451 4.7.1`` only where the policy would refuse the mail
   (so a sender retries rather than losing mail to a DNS hiccup), else it is noted.
 
-Mail from authenticated users (submission) is never checked: it is ours, and SPF of our own
+Messages from domains that ask for aggregate reports (``rua=``) are recorded for them
+(``reports.py``). Mail from authenticated users (submission) is never checked: it is ours, and SPF of our own
 domain for a roaming user's address would be meaningless. Blocking (DNS, hashing): the
 chain runs it in the filters' threads.
 """
@@ -26,15 +27,20 @@ import re
 from dataclasses import dataclass, replace
 from typing import BinaryIO
 
+from twisted.logger import Logger
+
 from txmailhost.filters.base import MessageFilter
 from txmailhost.filters.interfaces import ACCEPT, Action, Client, Transaction, Verdict
 from txmailhost.mailauth.bodyhash import HeaderTooLarge, split_header
-from txmailhost.mailauth.dmarc import DMARCResult, evaluate, fetch_policy
+from txmailhost.mailauth.dmarc import DMARCResult, Policy, aligned, evaluate, fetch_policy
+from txmailhost.mailauth.reports import ReportLog
 from txmailhost.mailauth.resolver import DNSTempError, MailAuthResolver
 from txmailhost.mailauth.results import authentication_results, claims_us
 from txmailhost.mailauth.signing import from_domain
 from txmailhost.mailauth.spf import SPFResult, check_spf
 from txmailhost.mailauth.verify import ARCResult, DKIMResult, authenticate_message
+
+log = Logger()
 
 
 def _fields(header: bytes) -> list[tuple[str, str]]:
@@ -68,8 +74,10 @@ class InboundChecks(MessageFilter):
         authserv_id: str,
         policy: CheckPolicy | None = None,
         listeners: tuple[str, ...] = ("smtp",),
+        reports: ReportLog | None = None,
     ) -> None:
         self.resolver = resolver
+        self.reports = reports
         self.authserv_id = authserv_id
         self.policy = policy or CheckPolicy()
         self.listeners = listeners
@@ -106,10 +114,12 @@ class InboundChecks(MessageFilter):
             dkim, arc = authenticate_message(header, first, message, self.resolver)
         else:
             dkim, arc = [], ARCResult("none")
-        dmarc = self._dmarc(header, spf, dkim)
+        dmarc, policy = self._dmarc(header, spf, dkim)
         value = authentication_results(self.authserv_id, spf, dkim, dmarc, arc)
         fields = (("Authentication-Results", value),)
         verdict = self._decide(spf, dkim, dmarc, fields)
+        if self.reports is not None and policy is not None and policy.rua:
+            self._record(client, spf, dkim, dmarc, policy, verdict)
         forged = self._forged_results(header)
         if forged and verdict.action in (Action.ACCEPT, Action.JUNK):
             verdict = replace(verdict, remove=forged)
@@ -129,16 +139,59 @@ class InboundChecks(MessageFilter):
                     found.append(("Authentication-Results", n))
         return tuple(found)
 
-    def _dmarc(self, header: bytes, spf: SPFResult, dkim: list[DKIMResult]) -> DMARCResult:
+    def _dmarc(
+        self, header: bytes, spf: SPFResult, dkim: list[DKIMResult]
+    ) -> tuple[DMARCResult, Policy | None]:
         domain = from_domain(header) if header else None
         if domain is None:
-            return DMARCResult("permerror", "", "none", "no single author domain in From")
+            return DMARCResult("permerror", "", "none", "no single author domain in From"), None
         try:
             policy = fetch_policy(self.resolver, domain)
         except DNSTempError as e:
-            return DMARCResult("temperror", domain, "none", str(e))
+            return DMARCResult("temperror", domain, "none", str(e)), None
         return evaluate(domain, policy, (spf.result, spf.domain),
-                        [(r.result, r.domain) for r in dkim])  # fmt: skip
+                        [(r.result, r.domain) for r in dkim]), policy  # fmt: skip
+
+    def _record(
+        self,
+        client: Client,
+        spf: SPFResult,
+        dkim: list[DKIMResult],
+        dmarc: DMARCResult,
+        policy: Policy,
+        verdict: Verdict,
+    ) -> None:
+        """One line for the day's aggregate reports (``reports.py``); never fails the mail."""
+        disposition = {Action.REJECT: "reject", Action.JUNK: "quarantine"}.get(
+            verdict.action, "none"
+        )
+        domain = dmarc.from_domain
+        dkim_ok = any(r.result == "pass" and aligned(r.domain, domain, policy.adkim) for r in dkim)
+        spf_ok = spf.result == "pass" and aligned(spf.domain, domain, policy.aspf)
+        entry = {
+            "source_ip": client.address,
+            "header_from": domain,
+            "policy": {
+                "domain": policy.domain,
+                "p": policy.p,
+                "sp": policy.sp,
+                "pct": policy.pct,
+                "adkim": policy.adkim,
+                "aspf": policy.aspf,
+                "rua": list(policy.rua),
+            },  # fmt: skip
+            "disposition": disposition,
+            "dkim_aligned": "pass" if dkim_ok else "fail",
+            "spf_aligned": "pass" if spf_ok else "fail",
+            "dkim": [
+                {"domain": r.domain, "selector": r.selector, "result": r.result} for r in dkim
+            ],  # fmt: skip
+            "spf": {"domain": spf.domain, "scope": spf.identity, "result": spf.result},
+        }
+        try:
+            self.reports.record(entry)
+        except OSError as e:
+            log.error("dmarc: recording for reports failed: {error}", error=e)
 
     def _decide(
         self,

@@ -17,6 +17,7 @@ from typing import Any
 from txmailhost.mailauth.checks import CheckPolicy, InboundChecks
 from txmailhost.mailauth.forwarding import ForwardSealing, Sealer
 from txmailhost.mailauth.keys import KeyStore
+from txmailhost.mailauth.reports import DMARCReports, ReportLog
 from txmailhost.mailauth.resolver import MailAuthResolver
 from txmailhost.mailauth.signing import Signer, SigningFilter, SigningSubmission
 
@@ -36,6 +37,14 @@ class MailAuth:
             return delivery  # nothing to sign with, or no verdict of ours to carry
         return ForwardSealing(delivery, Sealer(self.signer, self.authserv_id), reactor, pool)
 
+    def report_service(self, send: Any, reactor: Any, pool: Any) -> DMARCReports | None:
+        """The daily aggregate reports (``reports.py``), when inbound checks record them."""
+        checks = [f for f in self.filters if isinstance(f, InboundChecks)]
+        if not checks or checks[0].reports is None:
+            return None
+        return DMARCReports(checks[0].reports, self.resolver, self.authserv_id, send,
+                            reactor, pool)  # fmt: skip
+
     def submission(self, delivery: Any) -> Any:
         """The hand-off for mail the server writes itself (DSNs): signed when signing is on."""
         return delivery if self.signer is None else SigningSubmission(delivery, self.signer)
@@ -49,7 +58,8 @@ def build_mailauth(config: Any, reactor: Any = None) -> MailAuth:
     filters: list[Any] = []
     if settings.check_inbound:
         policy = CheckPolicy(settings.dmarc_reject, settings.dmarc_quarantine, settings.spf_fail)
-        filters.append(InboundChecks(resolver, config.hostname, policy))
+        reports = ReportLog(os.path.join(config.data_dir, "dmarc"))
+        filters.append(InboundChecks(resolver, config.hostname, policy, reports=reports))
     if signer is not None:
         # The reactor's own pool (a test's memory reactor has none: signing is then inline).
         get_pool = getattr(reactor, "getThreadPool", None)
