@@ -104,3 +104,59 @@ def test_dns_check_finds_missing_and_published_records(data, names, capsys):
     capsys.readouterr()
     assert main(["--data", data, "dns", "example.test", "--check"]) == 1
     assert "k-rsa._domainkey.example.test: differs" in capsys.readouterr().out
+
+
+def _deliver(data_dir: str, name: str, message: bytes) -> None:
+    folder = os.path.join(data_dir, "mail", "example.test", "dmarc-reports", "new")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, name), "wb") as f:
+        f.write(message)
+
+
+def test_dmarc_report_list_summarises_received_reports_and_skips_junk(data, capsys):
+    import gzip
+    import io
+    import zipfile
+    from email import message_from_bytes, policy
+
+    from txmailhost.mailauth.reports import report_message, report_xml
+
+    entry = {
+        "source_ip": "192.0.2.7", "header_from": "example.test", "disposition": "none",
+        "dkim_aligned": "fail", "spf_aligned": "fail", "dkim": [],
+        "spf": {"domain": "example.test", "scope": "mailfrom", "result": "fail"},
+        "policy": {"domain": "example.test", "p": "quarantine", "sp": "quarantine",
+                   "pct": 100, "adkim": "r", "aspf": "r", "rua": []},
+    }  # fmt: skip
+    passing = {**entry, "source_ip": "198.51.100.1", "dkim_aligned": "pass"}
+    xml = report_xml("example.test", [entry, entry, passing], "big.test", "r@big.test",
+                     "r-1", 1796256000, 1796342399)  # fmt: skip
+    _deliver(data, "1.big", report_message(xml, "example.test", "big.test", ["x@example.test"],
+                                           "r-1", 1796256000, 1796342399))  # fmt: skip
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("small.test!example.test!1!2.xml", xml.replace(b"big.test", b"small.test"))
+    zipped = report_message(b"", "example.test", "small.test", ["x@example.test"], "z", 1, 2)
+    mail = message_from_bytes(zipped, policy=policy.default)
+    for part in mail.walk():
+        if part.get_filename():
+            part.set_content(archive.getvalue(), maintype="application", subtype="zip",
+                             filename="small.test!example.test!1!2.zip")  # fmt: skip
+    _deliver(data, "2.small", mail.as_bytes())
+    bomb = report_message(b"", "example.test", "evil.test", ["x@example.test"], "b", 1, 2)
+    mail = message_from_bytes(bomb, policy=policy.default)
+    for part in mail.walk():
+        if part.get_filename():
+            part.set_content(gzip.compress(b"\0" * (33 * 1024 * 1024)), maintype="application",
+                             subtype="gzip", filename="evil.xml.gz")  # fmt: skip
+    _deliver(data, "3.bomb", mail.as_bytes())
+    _deliver(data, "4.plain", b"From: someone@x.test\r\nSubject: hi\r\n\r\nnot a report\r\n")
+
+    assert main(["--data", data, "dmarc", "report", "list", "-v"]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0].startswith("2026-12-03..2026-12-03 example.test from=big.test id=r-1")
+    assert lines[0].endswith("p=quarantine messages=3 pass=1 fail=2")
+    assert lines[1] == "    failed from 192.0.2.7: 2"
+    assert any("from=small.test" in line for line in lines)
+    assert "evil.xml.gz: report larger than 32 MiB" in err

@@ -5,6 +5,8 @@
 - ``dkim rotate DOMAIN [--selector S]`` — a new pair signs from now on, the old one stays
   published until ``dkim retire DOMAIN S``;
 - ``dkim list [DOMAIN]`` — one line per selector: domain, selector, state, created;
+- ``dmarc report list [DOMAIN] [-v]`` — the aggregate reports received at the ``rua``
+  address (``received.py``);
 - ``dns DOMAIN [--check]`` — the records to publish (``dnsrecords.py``); with ``--check``
   what DNS says of each, exit status 1 when something is missing or wrong.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -50,6 +53,18 @@ def register(
     listing = actions.add_parser("list", help="one line per selector: domain selector state")
     listing.add_argument("domain", nargs="?")
     listing.set_defaults(run=with_config(_list))
+
+    dmarc = commands.add_parser("dmarc", help="DMARC aggregate reports received")
+    dmarc_actions = dmarc.add_subparsers(metavar="ACTION", required=True)
+    report = dmarc_actions.add_parser("report", help="reports other providers sent us")
+    report_actions = report.add_subparsers(metavar="ACTION", required=True)
+    listing = report_actions.add_parser(
+        "list", help="one line per report received at the rua address (per domain)"
+    )
+    listing.add_argument("domain", nargs="?", help="only this domain's rua mailbox")
+    listing.add_argument("--verbose", "-v", action="store_true",
+                         help="also the addresses failing mail came from")  # fmt: skip
+    listing.set_defaults(run=with_config(_dmarc_list))
 
     dns = commands.add_parser("dns", help="the DNS records to publish for a domain")
     dns.add_argument("domain")
@@ -118,3 +133,33 @@ def _dns(args: argparse.Namespace, config: Any) -> int:
             print(f"     want: {record.zone_line()}")
     print(f"{len(records) - bad} of {len(records)} records as they should be")
     return 1 if bad else 0
+
+
+def _dmarc_list(args: argparse.Namespace, config: Any) -> int:
+    """Reads ``DATA/mail/DOMAIN/LOCAL/`` of each domain's reports address (Maildir)."""
+    from txmailhost.mailauth.received import reports_in_maildir
+
+    local = config.mailauth.reports_local_part
+    root = config.mail_root
+    domains = [check_domain(args.domain)] if args.domain else sorted(
+        d for d in (os.listdir(root) if os.path.isdir(root) else [])
+        if os.path.isdir(os.path.join(root, d, local))
+    )  # fmt: skip
+    found = 0
+    for domain in domains:
+        for path, report in reports_in_maildir(os.path.join(root, domain, local)):
+            if isinstance(report, str):
+                print(f"skipped {os.path.basename(path)}: {report}", file=sys.stderr)
+                continue
+            found += 1
+            begin = time.strftime("%Y-%m-%d", time.gmtime(report.begin))
+            end = time.strftime("%Y-%m-%d", time.gmtime(report.end))
+            print(f"{begin}..{end} {report.domain} from={report.org or '?'}"
+                  f" id={report.report_id or '?'} p={report.policy or '?'}"
+                  f" messages={report.messages} pass={report.passed} fail={report.failed}")  # fmt: skip
+            if args.verbose:
+                for source, count in sorted(report.sources.items(), key=lambda kv: -kv[1]):
+                    print(f"    failed from {source}: {count}")
+    if not found:
+        print(f"no reports found (they arrive at {local}@DOMAIN)", file=sys.stderr)
+    return 0
