@@ -57,7 +57,10 @@ max_message_size = {max_message}
 # The IMAP suite holds 1,000 idle sessions (target: < 50 KiB each) plus a few, all from here.
 max_connections_per_ip = 5000
 max_connections = 5000
-{security}"""
+{security}
+[mailauth]
+check_inbound = {mailauth}
+"""
 
 _ADMIN = "import sys; from txmailhost.cli import main; sys.exit(main())"
 # twistd itself, run by this interpreter. Not ``python -m twisted``: that is ``twist``, a different
@@ -97,11 +100,14 @@ def running(
     start_timeout: float = 30.0,
     name: str = NAME,
     credential_cache: bool = True,
+    mailauth: bool = True,
 ) -> Iterator[Server]:
     """Start txmailhost with its data directory in ``workdir``; stop it however the block ends.
 
     ``credential_cache=False`` turns the cache of verified passwords off (every login hashes,
-    as before it existed); ``name`` is what the report calls this server.
+    as before it existed); ``mailauth=False`` turns the SPF/DKIM/DMARC checks of inbound mail
+    off (senders are at client.test, a special-use name: no DNS is asked either way); ``name``
+    is what the report calls this server.
 
     STARTTLS needs nothing: txmailhost makes a self-signed certificate (ECDSA P-256) on first
     start and offers it on every plain listener. ``tls`` adds the implicit-TLS IMAPS listener
@@ -121,6 +127,7 @@ def running(
             imaps=f"tcp:{imaps_port}:interface=127.0.0.1" if imaps_port else "",
             max_message=MAX_MESSAGE,
             security="" if credential_cache else "credential_cache_ttl = 0\n",
+            mailauth="true" if mailauth else "false",
         )
     )
     password_file = workdir / "password"

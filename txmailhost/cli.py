@@ -147,6 +147,9 @@ def _parser() -> argparse.ArgumentParser:
     from txmailhost.queue.admin import register as register_queue_commands
 
     register_queue_commands(commands, _with_config)
+    from txmailhost.mailauth.cli import register as register_mailauth_commands
+
+    register_mailauth_commands(commands, _with_config)
 
     from txmailhost.ops.admin import register as register_ops_commands
 

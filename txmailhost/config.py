@@ -852,6 +852,49 @@ class LogConfig:
         check=_integer("files", maximum=1000),
         doc="""Rotated files kept; the oldest beyond this are deleted, so the log takes at most
         (keep + 1) * max_size bytes.""",
+class MailAuthConfig:
+    """[mailauth]: DKIM signing and SPF/DKIM/DMARC checks (docs/admin.rst, txmailhost/mailauth)."""
+
+    sign: bool = setting(
+        True,
+        check=_boolean,
+        doc="""DKIM-sign the mail users submit and the bounces this server sends, for every
+        domain that has keys ('txmailhost dkim init DOMAIN').""",
+    )
+    check_inbound: bool = setting(
+        True,
+        check=_boolean,
+        doc="""Check SPF, DKIM and DMARC on mail arriving at the smtp listener and add an
+        Authentication-Results header field. Authenticated submission is never checked.""",
+    )
+    dmarc_reject: str = setting(
+        "reject",
+        check=_choice("reject", "junk", "tag"),
+        doc="""What mail failing DMARC from a domain with p=reject gets: "reject" (550 5.7.1),
+        "junk" (delivered to Junk) or "tag" (only the header field).""",
+    )
+    dmarc_quarantine: str = setting(
+        "junk",
+        check=_choice("junk", "tag"),
+        doc="""What mail failing DMARC from a domain with p=quarantine gets: "junk" or "tag".""",
+    )
+    spf_fail: str = setting(
+        "tag",
+        check=_choice("reject", "tag"),
+        doc="""What an SPF "fail" (a -all policy that excludes the client) gets at MAIL FROM:
+        "reject" (550 5.7.23) or "tag" (only the header field; DMARC still judges).""",
+    )
+    dns_timeout: float = setting(
+        5.0,
+        check=_seconds,
+        doc="""Seconds one SPF/DKIM/DMARC DNS lookup may take; then it is a temporary error
+        (451 4.7.x only where the policy would reject, else noted in the header field).""",
+    )
+    reports_local_part: str = setting(
+        "dmarc-reports",
+        check=_username,
+        doc="""Local part of the address 'txmailhost dns' publishes for DMARC aggregate reports
+        (rua=mailto:LOCAL@DOMAIN); TLS reports (TLS-RPT) go to tls-reports@DOMAIN.""",
     )
 
 
@@ -874,6 +917,7 @@ _SECTIONS: dict[str, tuple[type, str]] = {
     "relay": (RelayConfig, "Outgoing mail to other servers: DNS, port, TLS policy."),
     "filters": (FiltersConfig, "Content filters on incoming and submitted mail."),
     "log": (LogConfig, "The event log: where, in which format, how much of it is kept."),
+    "mailauth": (MailAuthConfig, "DKIM signing; SPF, DKIM and DMARC checks of incoming mail."),
 }
 
 
@@ -897,6 +941,7 @@ class Config:
     relay: RelayConfig = field(default_factory=RelayConfig)
     filters: FiltersConfig = field(default_factory=FiltersConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    mailauth: MailAuthConfig = field(default_factory=MailAuthConfig)
 
     @property
     def accounts_path(self) -> str:
@@ -1050,6 +1095,7 @@ def _build(data_dir: str, path: str, document: dict[str, Any]) -> Config:
         relay=sections["relay"],
         filters=sections["filters"],
         log=sections["log"],
+        mailauth=sections["mailauth"],
     )
 
 

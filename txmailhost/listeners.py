@@ -57,6 +57,8 @@ class ServerParts:
     rcpt_throttle: Any  # accounts.throttle.LoginThrottle for unknown recipients
     plaintext_auth: PlaintextAuth
     pools: tuple[Any, ...] = ()  # the server's ThreadPools, for the metrics page
+    # The inbound listener's hand-off when it differs (mail forwarded elsewhere is ARC-sealed).
+    inbound_delivery: Any = None
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,7 @@ def inbound_smtp(parts: ServerParts, implicit_tls: bool) -> SMTPFactory:
             rcpt_throttle=parts.rcpt_throttle,
             quota_full=_quota_full(config),
         ),
-        parts.delivery,
+        parts.inbound_delivery or parts.delivery,
         **_session(parts, implicit_tls, "smtp"),
         **_smtp_limits(parts),
     )

@@ -284,23 +284,31 @@ def load_tls(config: Any) -> Any:
         raise SystemExit(1) from None
 
 
-def _build_filters(config: Any, reactor: Any, top: MultiService) -> Any:
-    """The content filter chain of ``[filters]`` (None when empty), with a thread pool of its
-    own for filters that block: a slow spam scanner then never holds up an fsync."""
+def _build_filters(config: Any, reactor: Any, top: MultiService, leading: Any = ()) -> Any:
+    """The content filter chain of ``[filters]`` after ``leading`` (mail authentication's),
+    None when empty, with a thread pool of its own for filters that block: a slow spam
+    scanner then never holds up an fsync."""
     from txmailhost.filters.registry import FilterConfigError, build_chain
 
     settings = config.filters
     pool = ThreadPool(minthreads=1, maxthreads=8, name="txmailhost-filters")
     try:
         chain = build_chain(
-            settings.chain, settings.settings, reactor, pool, settings.timeout, settings.on_error
+            settings.chain,
+            settings.settings,
+            reactor,
+            pool,
+            settings.timeout,
+            settings.on_error,
+            leading=tuple(leading),
         )
     except FilterConfigError as e:
         print(f"txmailhost: filters.chain: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     if chain is not None:
         ThreadPoolService(pool).setServiceParent(top)
-        log.info("txmailhost filters: {names}", names=", ".join(settings.chain))
+        names = [f.name for f in leading] + list(settings.chain)
+        log.info("txmailhost filters: {names}", names=", ".join(names))
     return chain
 
 
@@ -360,6 +368,7 @@ def build(
     from txmailhost.listeners import LISTENERS, ServerParts
     from txmailhost.ops.control import ControlService, Sessions, socket_path
     from txmailhost.ops.eventlog import build_event_log
+    from txmailhost.mailauth.setup import build_mailauth
     from txmailhost.peer import PlaintextAuth
     from txmailhost.queue.service import DeliveryReports, ReturnToSender, build_queue
     from txmailhost.store import backends
@@ -393,11 +402,16 @@ def build(
     )
     for part in delivery_services:
         part.setServiceParent(top)
-    queue.return_to_sender = ReturnToSender(router, delivery)
+    # DKIM signing of submitted mail and DSNs, SPF/DKIM/DMARC checks inbound (mailauth/).
+    mailauth = build_mailauth(config, reactor)
+    queue.return_to_sender = ReturnToSender(router, mailauth.submission(delivery))
     delivery.report_delivered = DeliveryReports(config.hostname, queue.return_to_sender)
     if getattr(queue.courier, "tls_reports", None) is not None:
         queue.courier.tls_reports.deliver = queue.return_to_sender  # RFC 8460 reports
-    filters = _build_filters(config, reactor, top)
+    filters = _build_filters(config, reactor, top, mailauth.filters)
+    reports = mailauth.report_service(queue.return_to_sender, reactor, storage_pool)
+    if reports is not None:
+        reports.setServiceParent(top)
 
     security = config.security
     if tls is None:
@@ -421,6 +435,7 @@ def build(
         ),
         plaintext_auth=PlaintextAuth(security.plaintext_auth_from),
         pools=tuple(s.pool for s in top if isinstance(s, ThreadPoolService)),
+        inbound_delivery=mailauth.forwarding(delivery, reactor, storage_pool),
     )
     open_listeners = []
     for kind in LISTENERS if listeners is None else listeners:

@@ -109,6 +109,7 @@ class IncomingMessage:
         self.crc = 0  # their CRC-32: a spool record's check that the file is whole
         self.head = bytearray()
         self._held: bytearray | None = None  # header fields kept for the top (``seal``)
+        self._remove: tuple[tuple[str, int], ...] = ()  # client's fields to delete at seal
         self._body_path: str | None = None  # where a held message's large body streams
 
     def sibling(self) -> IncomingMessage:
@@ -164,6 +165,15 @@ class IncomingMessage:
             raise RuntimeError("prepend needs hold_headers (and no seal yet)")
         self._held[:0] = fields
 
+    def remove_fields(self, fields: tuple[tuple[str, int], ...]) -> None:
+        """Delete these fields of the client's header section at ``seal``: (name, n) is the
+        n-th field of that name as the client sent it (a filter's verdict). Only between
+        ``hold_headers`` and ``seal``; a header section longer than ``HEADER_SCAN`` is left
+        as it is."""
+        if self._held is None:
+            raise RuntimeError("remove_fields needs hold_headers (and no seal yet)")
+        self._remove = tuple(fields)
+
     def seal(self) -> Deferred[None]:
         """Put the held header fields in front of the body; the message is then final (its
         ``size`` and ``crc`` too). Fires at once unless a spilled body must be rewritten
@@ -172,6 +182,9 @@ class IncomingMessage:
         if held is None:
             return succeed(None)
         if self._body_path is None:
+            if self._remove:
+                self._chunks = [strip_fields(b"".join(self._chunks), self._remove)]
+                self.size = sum(len(chunk) for chunk in self._chunks)
             self._chunks.insert(0, bytes(held))
             self.size += len(held)
             self.crc = 0
@@ -192,6 +205,11 @@ class IncomingMessage:
             final.write(held)
             size, crc = len(held), zlib.crc32(held)
             with open(body_path, "rb") as body:
+                if self._remove:  # the client's header section, less the removed fields
+                    start = body.read(HEADER_SCAN)
+                    stripped = strip_fields(start, self._remove)
+                    final.write(stripped)
+                    size, crc = size + len(stripped), zlib.crc32(stripped, crc)
                 while chunk := body.read(1 << 20):
                     final.write(chunk)
                     size += len(chunk)
@@ -293,6 +311,34 @@ class IncomingMessage:
             threads.deferToThreadPool(self._reactor, self._pool, _remove, self.path).addErrback(
                 lambda f: log.failure("removing spool file {path}", f, path=self.path)
             )
+
+
+HEADER_SCAN = 1024 * 1024  # header sections longer than this keep every field
+
+
+def strip_fields(data: bytes, remove: tuple[tuple[str, int], ...]) -> bytes:
+    """``data`` (the start of a message) without the header fields ``remove`` names:
+    (name, n) is the n-th field of that name, counting from 1, continuation lines included.
+    Data with no end of the header section in it is returned as it is."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or data.startswith(b"\r\n"):  # no end in sight, or no header at all
+        return data
+    header, rest = data[: end + 2], data[end + 2 :]
+    wanted = {(name.lower(), n) for name, n in remove}
+    kept: list[bytes] = []
+    seen: dict[str, int] = {}
+    dropping = False
+    for line in header.split(b"\r\n")[:-1]:
+        if line[:1] in (b" ", b"\t"):  # a continuation of the field before
+            if not dropping:
+                kept.append(line)
+            continue
+        name = line.partition(b":")[0].strip().decode("ascii", "replace").lower()
+        seen[name] = seen.get(name, 0) + 1
+        dropping = (name, seen[name]) in wanted
+        if not dropping:
+            kept.append(line)
+    return b"".join(line + b"\r\n" for line in kept) + rest
 
 
 class _Chained(io.RawIOBase):

@@ -65,6 +65,7 @@ class Decision:
     junk: frozenset[str] = frozenset()
     junk_all: bool = False
     dropped: frozenset[str] = field(default_factory=frozenset)
+    remove: tuple[tuple[str, int], ...] = ()  # fields of the client's message to delete
 
 
 class FilterChain:
@@ -130,6 +131,7 @@ class FilterChain:
         self, stage: str, ask: Callable[[Any], Any], recipients: tuple[str, ...]
     ) -> Decision:
         fields: list[tuple[str, str]] = []
+        remove: list[tuple[str, int]] = []
         junk: set[str] = set()
         junk_all = False
         dropped: set[str] = set()
@@ -138,6 +140,7 @@ class FilterChain:
                 candidate.name, stage, self._ask(candidate, stage, ask)
             )
             fields.extend(verdict.headers)
+            remove.extend(verdict.remove)
             remaining = set(recipients) - dropped
             named = remaining if verdict.recipients is None else remaining & verdict.recipients
             if verdict.action is Action.TEMPFAIL:
@@ -157,7 +160,8 @@ class FilterChain:
                     action=verdict.action.value,
                     reason=verdict.reason,
                 )
-        return Decision(None, tuple(fields), frozenset(junk), junk_all, frozenset(dropped))
+        return Decision(None, tuple(fields), frozenset(junk), junk_all, frozenset(dropped),
+                        tuple(dict.fromkeys(remove)))  # fmt: skip
 
     async def _ask(self, candidate: Any, stage: str, ask: Callable[[Any], Any]) -> Verdict:
         started = time.monotonic()

@@ -43,10 +43,16 @@ class Verdict:
     reason: str = ""
     headers: tuple[tuple[str, str], ...] = ()
     recipients: frozenset[str] | None = None
+    # At the end of data: fields of the message as the client sent it to delete, as (name,
+    # n): the n-th field of that name, counting from 1 (milter's chgheader index). Our own
+    # trace fields on top are not counted. E.g. an Authentication-Results claiming our name.
+    remove: tuple[tuple[str, int], ...] = ()
 
     @classmethod
-    def accept(cls, headers: tuple[tuple[str, str], ...] = ()) -> Verdict:
-        return cls(Action.ACCEPT, headers=headers)
+    def accept(
+        cls, headers: tuple[tuple[str, str], ...] = (), remove: tuple[tuple[str, int], ...] = ()
+    ) -> Verdict:
+        return cls(Action.ACCEPT, headers=headers, remove=remove)
 
     @classmethod
     def junk(
@@ -54,8 +60,9 @@ class Verdict:
         reason: str = "",
         recipients: frozenset[str] | None = None,
         headers: tuple[tuple[str, str], ...] = (),
+        remove: tuple[tuple[str, int], ...] = (),
     ) -> Verdict:
-        return cls(Action.JUNK, reason, headers, recipients)
+        return cls(Action.JUNK, reason, headers, recipients, remove)
 
     @classmethod
     def tempfail(cls, reason: str) -> Verdict:

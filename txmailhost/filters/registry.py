@@ -56,9 +56,11 @@ def build_chain(
     pool: Any,
     timeout: float,
     on_error: str,
+    leading: tuple[Any, ...] = (),
 ) -> FilterChain | None:
-    """The chain for ``[filters]``; None when it is empty. Raises ``FilterConfigError``."""
-    filters = []
+    """The chain for ``[filters]``, after the ``leading`` filters the server itself runs
+    (mail authentication); None when it is empty. Raises ``FilterConfigError``."""
+    filters = list(leading)
     for name in names:
         try:
             made = factory_for(name)(**settings.get(name, {}))

@@ -878,6 +878,8 @@ class SMTPServer(Protocol, TimeoutMixin):
         decision = await chain.end_of_data(self._client(), transaction, message.reader)
         if decision.refusal is not None:
             raise _Refused(self._refusal(decision.refusal))
+        if decision.remove:
+            message.remove_fields(decision.remove)
         fields = [*envelope.fields, *decision.fields]
         if fields:
             message.prepend(render_fields(fields))

@@ -1,0 +1,166 @@
+"""InboundChecks: SPF, DKIM and DMARC verdicts against zones served by the test DNS server."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import pytest
+
+from txmailhost.filters.interfaces import Action, Client, Transaction
+from txmailhost.mailauth.checks import CheckPolicy, InboundChecks
+from txmailhost.mailauth.dmarc import aligned, evaluate, organizational_domain, parse_record
+from txmailhost.mailauth.keys import KeyStore
+from txmailhost.mailauth.results import claims_us
+from txmailhost.mailauth.signing import Signer
+from txmailhost.mailauth.spf import check_spf
+
+CLIENT = Client("127.0.0.1", helo="mx.good.test", listener="smtp")
+
+
+def message(author: str, subject: str = "hello") -> bytes:
+    return (
+        f"From: {author}\r\nTo: alice@example.test\r\nSubject: {subject}\r\n"
+        f"Date: Thu, 03 Dec 2026 10:00:00 +0000\r\nMessage-ID: <x@test>\r\n\r\nbody\r\n"
+    ).encode()
+
+
+@pytest.fixture
+def zone(names, tmp_path):
+    """good.test: SPF allows 127.0.0.1, DKIM keys, DMARC p=reject. bank.test: SPF excludes
+    us, p=reject. soft.test: p=quarantine."""
+    keys = KeyStore(str(tmp_path / "dkim"))
+    keys.create("good.test", "k")
+    for key in keys.published("good.test"):
+        names.add(f"{key.selector}._domainkey.good.test", "TXT", key.txt_record())
+    names.add("good.test", "TXT", "v=spf1 ip4:127.0.0.1 -all")
+    names.add("_dmarc.good.test", "TXT", "v=DMARC1; p=reject")
+    names.add("bank.test", "TXT", "v=spf1 ip4:192.0.2.1 -all")
+    names.add("_dmarc.bank.test", "TXT", "v=DMARC1; p=reject; rua=mailto:r@bank.test")
+    names.add("soft.test", "TXT", "v=spf1 -all")
+    names.add("_dmarc.soft.test", "TXT", "v=DMARC1; p=quarantine")
+    return Signer(keys)
+
+
+def run(resolver, data: bytes, sender: str | None, policy: CheckPolicy | None = None,
+        client: Client = CLIENT):  # fmt: skip
+    checks = InboundChecks(resolver, "mx.example.test", policy)
+    transaction = Transaction(sender, ("alice@example.test",), "Q1")
+    return checks.end_of_data(client, transaction, io.BytesIO(data))
+
+
+def ar(verdict) -> str:
+    [(name, value)] = verdict.headers
+    assert name == "Authentication-Results"
+    return value
+
+
+def test_good_mail_passes_spf_dkim_dmarc(zone, resolver):
+    verdict = run(resolver, zone.sign_bytes(message("a@good.test")), "a@good.test")
+    assert verdict.action is Action.ACCEPT
+    value = ar(verdict)
+    assert value.startswith("mx.example.test;")
+    assert "spf=pass smtp.mailfrom=a@good.test" in value
+    assert value.count("dkim=pass") == 2 and "header.d=good.test" in value
+    assert "dmarc=pass header.from=good.test" in value
+
+
+def test_forged_from_under_p_reject_is_refused(zone, resolver):
+    verdict = run(resolver, message("ceo@bank.test"), "ceo@bank.test")
+    assert verdict.action is Action.REJECT and "bank.test" in verdict.reason
+
+
+def test_forged_from_with_our_own_spf_still_fails_dmarc_without_alignment(zone, resolver):
+    # SPF passes for good.test, but From says bank.test: not aligned.
+    verdict = run(resolver, message("ceo@bank.test"), "bounce@good.test")
+    assert verdict.action is Action.REJECT
+
+
+def test_p_reject_policy_can_be_junk_or_tag(zone, resolver):
+    junk = run(resolver, message("ceo@bank.test"), "ceo@bank.test", CheckPolicy("junk"))
+    assert junk.action is Action.JUNK and "dmarc=fail (p=reject)" in ar(junk)
+    tag = run(resolver, message("ceo@bank.test"), "ceo@bank.test", CheckPolicy("tag"))
+    assert tag.action is Action.ACCEPT and "dmarc=fail" in ar(tag)
+
+
+def test_p_quarantine_goes_to_junk(zone, resolver):
+    verdict = run(resolver, message("x@soft.test"), "x@soft.test")
+    assert verdict.action is Action.JUNK
+    assert "spf=fail" in ar(verdict)
+
+
+def test_domain_without_dmarc_is_tagged_none(zone, resolver):
+    verdict = run(resolver, message("x@nowhere.test"), "x@nowhere.test")
+    assert verdict.action is Action.ACCEPT
+    assert "spf=none" in ar(verdict) and "dkim=none" in ar(verdict)
+    assert "dmarc=none" in ar(verdict)
+
+
+def test_dmarc_dns_failure_is_451_only_when_policy_would_reject(zone, names, resolver):
+    names.fail("_dmarc.flaky.test", "servfail")
+    assert run(resolver, message("x@flaky.test"), "x@flaky.test").action is Action.TEMPFAIL
+    tagged = run(resolver, message("x@flaky.test"), "x@flaky.test", CheckPolicy("tag"))
+    assert tagged.action is Action.ACCEPT and "dmarc=temperror" in ar(tagged)
+
+
+def test_authenticated_submission_is_never_checked(zone, resolver):
+    user = Client("127.0.0.1", authenticated_as="ceo@bank.test", listener="submission")
+    verdict = run(resolver, message("ceo@bank.test"), "ceo@bank.test", client=user)
+    assert verdict.action is Action.ACCEPT and verdict.headers == ()
+
+
+def test_spf_fail_refused_at_mail_from_only_when_configured(zone, resolver):
+    tagging = InboundChecks(resolver, "mx.example.test")
+    assert "mail" not in tagging.stages
+    rejecting = InboundChecks(resolver, "mx.example.test", CheckPolicy(spf_fail="reject"))
+    assert rejecting.mail_from(CLIENT, "ceo@bank.test").action is Action.REJECT
+    assert rejecting.mail_from(CLIENT, "a@good.test").action is Action.ACCEPT
+
+
+def test_null_sender_checks_the_helo_identity(zone, names, resolver):
+    names.add("mx.good.test", "TXT", "v=spf1 ip4:127.0.0.1 -all")
+    result = check_spf(resolver, "127.0.0.1", None, "mx.good.test")
+    assert (result.result, result.identity, result.domain) == ("pass", "helo", "mx.good.test")
+
+
+def test_broken_spf_record_is_permerror_not_an_exception(zone, names, resolver):
+    names.add("broken.test", "TXT", "v=spf1 include:%{z}nonsense ip4:300.1.1.1 -all")
+    assert check_spf(resolver, "127.0.0.1", "a@broken.test", "x").result == "permerror"
+
+
+def test_spf_dns_timeout_is_temperror(zone, names, resolver):
+    names.fail("slow.test", "servfail")
+    assert check_spf(resolver, "127.0.0.1", "a@slow.test", "x").result == "temperror"
+
+
+def test_hostile_signature_values_cannot_forge_results(zone, resolver):
+    forged = b"DKIM-Signature: v=1; a=rsa-sha256; d=x.test dmarc=pass; s=a; h=from; bh=A; b=A\r\n"
+    verdict = run(resolver, forged + message("x@nowhere.test"), "x@nowhere.test")
+    assert "dmarc=pass" not in ar(verdict)
+
+
+def test_organizational_domain_uses_the_public_suffix_list():
+    assert organizational_domain("mail.example.co.uk") == "example.co.uk"
+    assert organizational_domain("a.b.example.com") == "example.com"
+    assert aligned("mail.example.co.uk", "example.co.uk", "r")
+    assert not aligned("mail.example.co.uk", "example.co.uk", "s")
+    assert not aligned("evil.co.uk", "example.co.uk", "r")
+
+
+def test_dmarc_records_parse_leniently_and_pct_samples():
+    assert parse_record("x.test", "v=DMARC1; p=bogus") is None
+    kept = parse_record("x.test", "v=DMARC1; p=bogus; rua=mailto:r@x.test")
+    assert kept is not None and kept.p == "none"
+    assert parse_record("x.test", "p=reject; v=DMARC1") is None  # v= must come first
+    half = parse_record("x.test", "v=DMARC1; p=reject; pct=50")
+    outcomes = {evaluate("x.test", half, None, [], random.Random(seed)).policy
+                for seed in range(40)}  # fmt: skip
+    assert outcomes == {"reject", "quarantine"}
+    sub = parse_record("x.test", "v=DMARC1; p=reject; sp=none")
+    assert evaluate("a.x.test", sub, None, []).policy == "none"
+
+
+def test_claims_us_matches_our_authserv_id_only():
+    assert claims_us("mx.example.test; spf=pass", "mx.example.test")
+    assert claims_us("MX.Example.Test (comment); dkim=pass", "mx.example.test")
+    assert not claims_us("mx.other.test; spf=pass", "mx.example.test")

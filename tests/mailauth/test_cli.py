@@ -1,0 +1,162 @@
+"""``txmailhost dkim`` and ``txmailhost dns``: keys on disk, records printed and checked."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from txmailhost.cli import main
+
+
+@pytest.fixture
+def data(tmp_path):
+    directory = str(tmp_path / "data")
+    assert main(["--data", directory, "init", "--hostname", "mx.example.test"]) == 0
+    return directory
+
+
+def _zone_values(out: str) -> dict[tuple[str, str], str]:
+    """(name, type) -> value from zone lines, TXT strings joined."""
+    found = {}
+    for line in out.splitlines():
+        if line.startswith(";") or not line.strip():
+            continue
+        name, _ttl, _in, rtype, rest = line.split(None, 4)
+        if rtype == "TXT":
+            rest = "".join(part for part in rest.split('"')[1::2])
+        found[(name.rstrip("."), rtype)] = rest
+    return found
+
+
+def test_dkim_init_makes_private_key_files_mode_0600(data, capsys):
+    assert main(["--data", data, "dkim", "init", "example.test", "--selector", "mail"]) == 0
+    directory = os.path.join(data, "dkim", "example.test")
+    assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+    for name in ("mail-ed25519.pem", "mail-rsa.pem"):
+        assert stat.S_IMODE(os.stat(os.path.join(directory, name)).st_mode) == 0o600
+    out = capsys.readouterr().out
+    assert "mail-ed25519._domainkey.example.test" in out and "k=rsa" in out
+
+
+def test_dkim_init_twice_is_refused(data, capsys):
+    assert main(["--data", data, "dkim", "init", "example.test"]) == 0
+    assert main(["--data", data, "dkim", "init", "example.test"]) == 1
+    assert "dkim rotate" in capsys.readouterr().err
+
+
+def test_rotate_keeps_old_selector_published_until_retired(data, capsys):
+    main(["--data", data, "dkim", "init", "example.test", "--selector", "one"])
+    main(["--data", data, "dkim", "rotate", "example.test", "--selector", "two"])
+    capsys.readouterr()
+    main(["--data", data, "dkim", "list"])
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("example.test one published") for line in lines)
+    assert any(line.startswith("example.test two active") for line in lines)
+    main(["--data", data, "dns", "example.test"])
+    records = _zone_values(capsys.readouterr().out)
+    assert ("one-rsa._domainkey.example.test", "TXT") in records
+    assert ("two-ed25519._domainkey.example.test", "TXT") in records
+    assert main(["--data", data, "dkim", "retire", "example.test", "two"]) == 1  # active
+    assert main(["--data", data, "dkim", "retire", "example.test", "one"]) == 0
+    capsys.readouterr()
+    main(["--data", data, "dns", "example.test"])
+    assert ("one-rsa._domainkey.example.test", "TXT") not in _zone_values(capsys.readouterr().out)
+
+
+def test_dns_prints_every_record_kind(data, capsys):
+    main(["--data", data, "dkim", "init", "example.test", "--selector", "k"])
+    capsys.readouterr()
+    assert main(["--data", data, "dns", "example.test"]) == 0
+    records = _zone_values(capsys.readouterr().out)
+    assert records[("example.test", "MX")] == "10 mx.example.test."
+    assert records[("example.test", "TXT")] == "v=spf1 mx -all"
+    assert records[("k-ed25519._domainkey.example.test", "TXT")].startswith("v=DKIM1; k=ed25519")
+    assert records[("_dmarc.example.test", "TXT")].startswith("v=DMARC1; p=quarantine")
+    assert "rua=mailto:dmarc-reports@example.test" in records[("_dmarc.example.test", "TXT")]
+    assert records[("_mta-sts.example.test", "TXT")].startswith("v=STSv1; id=")
+    assert records[("_smtp._tls.example.test", "TXT")].startswith("v=TLSRPTv1;")
+    assert records[("_submission._tcp.example.test", "SRV")] == "0 1 2587 mx.example.test."
+    assert records[("_imaps._tcp.example.test", "SRV")] == "0 1 2993 mx.example.test."
+
+
+def test_dns_check_finds_missing_and_published_records(data, names, capsys):
+    path = os.path.join(data, "txmailhost.toml")
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text.replace("# nameservers = []", f'nameservers = ["{names.address}"]', 1))
+    main(["--data", data, "dkim", "init", "example.test", "--selector", "k"])
+    capsys.readouterr()
+    main(["--data", data, "dns", "example.test"])
+    records = _zone_values(capsys.readouterr().out)
+    assert main(["--data", data, "dns", "example.test", "--check"]) == 1
+    out = capsys.readouterr().out
+    assert "FIX  MX   example.test: missing" in out
+    # Publish everything as printed: the check passes.
+    for (name, rtype), value in records.items():
+        names.add(name, rtype, value)
+    assert main(["--data", data, "dns", "example.test", "--check"]) == 0, capsys.readouterr()
+    names.remove("k-rsa._domainkey.example.test").add(
+        "k-rsa._domainkey.example.test", "TXT", "v=DKIM1; k=rsa; p=AAAA"
+    )
+    capsys.readouterr()
+    assert main(["--data", data, "dns", "example.test", "--check"]) == 1
+    assert "k-rsa._domainkey.example.test: differs" in capsys.readouterr().out
+
+
+def _deliver(data_dir: str, name: str, message: bytes) -> None:
+    folder = os.path.join(data_dir, "mail", "example.test", "dmarc-reports", "new")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, name), "wb") as f:
+        f.write(message)
+
+
+def test_dmarc_report_list_summarises_received_reports_and_skips_junk(data, capsys):
+    import gzip
+    import io
+    import zipfile
+    from email import message_from_bytes, policy
+
+    from txmailhost.mailauth.reports import report_message, report_xml
+
+    entry = {
+        "source_ip": "192.0.2.7", "header_from": "example.test", "disposition": "none",
+        "dkim_aligned": "fail", "spf_aligned": "fail", "dkim": [],
+        "spf": {"domain": "example.test", "scope": "mailfrom", "result": "fail"},
+        "policy": {"domain": "example.test", "p": "quarantine", "sp": "quarantine",
+                   "pct": 100, "adkim": "r", "aspf": "r", "rua": []},
+    }  # fmt: skip
+    passing = {**entry, "source_ip": "198.51.100.1", "dkim_aligned": "pass"}
+    xml = report_xml("example.test", [entry, entry, passing], "big.test", "r@big.test",
+                     "r-1", 1796256000, 1796342399)  # fmt: skip
+    _deliver(data, "1.big", report_message(xml, "example.test", "big.test", ["x@example.test"],
+                                           "r-1", 1796256000, 1796342399))  # fmt: skip
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("small.test!example.test!1!2.xml", xml.replace(b"big.test", b"small.test"))
+    zipped = report_message(b"", "example.test", "small.test", ["x@example.test"], "z", 1, 2)
+    mail = message_from_bytes(zipped, policy=policy.default)
+    for part in mail.walk():
+        if part.get_filename():
+            part.set_content(archive.getvalue(), maintype="application", subtype="zip",
+                             filename="small.test!example.test!1!2.zip")  # fmt: skip
+    _deliver(data, "2.small", mail.as_bytes())
+    bomb = report_message(b"", "example.test", "evil.test", ["x@example.test"], "b", 1, 2)
+    mail = message_from_bytes(bomb, policy=policy.default)
+    for part in mail.walk():
+        if part.get_filename():
+            part.set_content(gzip.compress(b"\0" * (33 * 1024 * 1024)), maintype="application",
+                             subtype="gzip", filename="evil.xml.gz")  # fmt: skip
+    _deliver(data, "3.bomb", mail.as_bytes())
+    _deliver(data, "4.plain", b"From: someone@x.test\r\nSubject: hi\r\n\r\nnot a report\r\n")
+
+    assert main(["--data", data, "dmarc", "report", "list", "-v"]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0].startswith("2026-12-03..2026-12-03 example.test from=big.test id=r-1")
+    assert lines[0].endswith("p=quarantine messages=3 pass=1 fail=2")
+    assert lines[1] == "    failed from 192.0.2.7: 2"
+    assert any("from=small.test" in line for line in lines)
+    assert "evil.xml.gz: report larger than 32 MiB" in err

@@ -1,0 +1,223 @@
+"""``InboundChecks``: SPF, DKIM and DMARC on mail arriving at the inbound listener, as a filter.
+
+At the end of data (``filters/``, before the 250) it checks SPF for the MAIL FROM (or HELO)
+identity, verifies every DKIM signature and the ARC chain (RFC 8617; reported, not yet used
+to override DMARC), evaluates the From domain's DMARC policy, and adds
+one ``Authentication-Results:`` field naming us (``results.py``), deleting any that arrived
+claiming our name (``Verdict.remove``). What a failure gets is the
+administrator's choice (``[mailauth]``, docs/admin.rst):
+
+- DMARC fail under ``p=reject``: ``dmarc_reject`` = refused ``550 5.7.1`` (default), Junk,
+  or only the header field; under ``p=quarantine``: ``dmarc_quarantine`` = Junk (default) or
+  the field; ``p=none`` and ``pct`` sampling as RFC 7489 6.6.4 says.
+- SPF ``fail`` is refused at MAIL FROM only with ``spf_fail = "reject"`` (else DMARC
+  judges: forwarded mail fails SPF and may still pass DKIM).
+- A temporary DNS failure answers ``451 4.7.1`` only where the policy would refuse the mail
+  (so a sender retries rather than losing mail to a DNS hiccup), else it is noted.
+
+Messages from domains that ask for aggregate reports (``rua=``) are recorded for them
+(``reports.py``). Mail from authenticated users (submission) is never checked: it is ours, and SPF of our own
+domain for a roaming user's address would be meaningless. Blocking (DNS, hashing): the
+chain runs it in the filters' threads.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import BinaryIO
+
+from twisted.logger import Logger
+
+from txmailhost.filters.base import MessageFilter
+from txmailhost.filters.interfaces import ACCEPT, Action, Client, Transaction, Verdict
+from txmailhost.mailauth.bodyhash import HeaderTooLarge, split_header
+from txmailhost.mailauth.dmarc import DMARCResult, Policy, aligned, evaluate, fetch_policy
+from txmailhost.mailauth.reports import ReportLog
+from txmailhost.mailauth.resolver import DNSTempError, MailAuthResolver
+from txmailhost.mailauth.results import authentication_results, claims_us
+from txmailhost.mailauth.signing import from_domain
+from txmailhost.mailauth.spf import SPFResult, check_spf
+from txmailhost.mailauth.verify import ARCResult, DKIMResult, authenticate_message
+
+log = Logger()
+
+
+def _fields(header: bytes) -> list[tuple[str, str]]:
+    """(name, unfolded value) of each field of a header section."""
+    text = header.decode("utf-8", "replace")
+    unfolded = re.sub(r"\r?\n[ \t]", " ", text)
+    found = []
+    for line in re.split(r"\r?\n", unfolded):
+        name, sep, value = line.partition(":")
+        if sep and name and not name[0].isspace():
+            found.append((name.strip(), value.strip()))
+    return found
+
+
+@dataclass(frozen=True)
+class CheckPolicy:
+    """What failures get (``[mailauth]``): see the module docstring."""
+
+    dmarc_reject: str = "reject"  # reject | junk | tag
+    dmarc_quarantine: str = "junk"  # junk | tag
+    spf_fail: str = "tag"  # reject | tag
+
+
+class InboundChecks(MessageFilter):
+    name = "mailauth"
+    blocking = True
+
+    def __init__(
+        self,
+        resolver: MailAuthResolver,
+        authserv_id: str,
+        policy: CheckPolicy | None = None,
+        listeners: tuple[str, ...] = ("smtp",),
+        reports: ReportLog | None = None,
+    ) -> None:
+        self.resolver = resolver
+        self.reports = reports
+        self.authserv_id = authserv_id
+        self.policy = policy or CheckPolicy()
+        self.listeners = listeners
+
+    @property
+    def stages(self) -> frozenset[str]:
+        # MAIL costs a worker thread trip only when SPF may refuse there.
+        return frozenset({"mail", "data"} if self.policy.spf_fail == "reject" else {"data"})
+
+    def _applies(self, client: Client) -> bool:
+        return client.authenticated_as is None and client.listener in self.listeners
+
+    def mail_from(self, client: Client, sender: str | None) -> Verdict:
+        if not self._applies(client) or self.policy.spf_fail != "reject":
+            return ACCEPT
+        spf = check_spf(self.resolver, client.address, sender, client.helo)
+        if spf.result == "fail":
+            return Verdict.reject(
+                f"SPF: {spf.domain} does not allow {client.address} to send its mail"
+            )
+        if spf.result == "temperror":
+            return Verdict.tempfail(f"SPF: DNS of {spf.domain} not available, try again later")
+        return ACCEPT
+
+    def end_of_data(self, client: Client, transaction: Transaction, message: BinaryIO) -> Verdict:
+        if not self._applies(client):
+            return ACCEPT
+        spf = check_spf(self.resolver, client.address, transaction.sender, client.helo)
+        try:
+            header, first = split_header(message)
+        except HeaderTooLarge:
+            header, first = b"", b""
+        if header:
+            dkim, arc = authenticate_message(header, first, message, self.resolver)
+        else:
+            dkim, arc = [], ARCResult("none")
+        dmarc, policy = self._dmarc(header, spf, dkim)
+        value = authentication_results(self.authserv_id, spf, dkim, dmarc, arc)
+        fields = (("Authentication-Results", value),)
+        verdict = self._decide(spf, dkim, dmarc, fields)
+        if self.reports is not None and policy is not None and policy.rua:
+            self._record(client, spf, dkim, dmarc, policy, verdict)
+        forged = self._forged_results(header)
+        if forged and verdict.action in (Action.ACCEPT, Action.JUNK):
+            verdict = replace(verdict, remove=forged)
+        return verdict
+
+    def _forged_results(self, header: bytes) -> tuple[tuple[str, int], ...]:
+        """The arriving Authentication-Results fields that claim our authserv-id (RFC 8601
+        5: removed, nobody else may speak for us), as (name, n) for ``Verdict.remove``."""
+        if b"authentication-results" not in header.lower():
+            return ()
+        found = []
+        n = 0
+        for name, value in _fields(header):
+            if name.lower() == "authentication-results":
+                n += 1
+                if claims_us(value, self.authserv_id):
+                    found.append(("Authentication-Results", n))
+        return tuple(found)
+
+    def _dmarc(
+        self, header: bytes, spf: SPFResult, dkim: list[DKIMResult]
+    ) -> tuple[DMARCResult, Policy | None]:
+        domain = from_domain(header) if header else None
+        if domain is None:
+            return DMARCResult("permerror", "", "none", "no single author domain in From"), None
+        try:
+            policy = fetch_policy(self.resolver, domain)
+        except DNSTempError as e:
+            return DMARCResult("temperror", domain, "none", str(e)), None
+        return evaluate(domain, policy, (spf.result, spf.domain),
+                        [(r.result, r.domain) for r in dkim]), policy  # fmt: skip
+
+    def _record(
+        self,
+        client: Client,
+        spf: SPFResult,
+        dkim: list[DKIMResult],
+        dmarc: DMARCResult,
+        policy: Policy,
+        verdict: Verdict,
+    ) -> None:
+        """One line for the day's aggregate reports (``reports.py``); never fails the mail."""
+        disposition = {Action.REJECT: "reject", Action.JUNK: "quarantine"}.get(
+            verdict.action, "none"
+        )
+        domain = dmarc.from_domain
+        dkim_ok = any(r.result == "pass" and aligned(r.domain, domain, policy.adkim) for r in dkim)
+        spf_ok = spf.result == "pass" and aligned(spf.domain, domain, policy.aspf)
+        entry = {
+            "source_ip": client.address,
+            "header_from": domain,
+            "policy": {
+                "domain": policy.domain,
+                "p": policy.p,
+                "sp": policy.sp,
+                "pct": policy.pct,
+                "adkim": policy.adkim,
+                "aspf": policy.aspf,
+                "rua": list(policy.rua),
+            },  # fmt: skip
+            "disposition": disposition,
+            "dkim_aligned": "pass" if dkim_ok else "fail",
+            "spf_aligned": "pass" if spf_ok else "fail",
+            "dkim": [
+                {"domain": r.domain, "selector": r.selector, "result": r.result} for r in dkim
+            ],  # fmt: skip
+            "spf": {"domain": spf.domain, "scope": spf.identity, "result": spf.result},
+        }
+        try:
+            self.reports.record(entry)
+        except OSError as e:
+            log.error("dmarc: recording for reports failed: {error}", error=e)
+
+    def _decide(
+        self,
+        spf: SPFResult,
+        dkim: list[DKIMResult],
+        dmarc: DMARCResult,
+        fields: tuple[tuple[str, str], ...],
+    ) -> Verdict:
+        uncertain = spf.result == "temperror" or any(r.result == "temperror" for r in dkim)
+        would_reject = self.policy.dmarc_reject == "reject"
+        if dmarc.result == "temperror":
+            if would_reject:
+                return Verdict.tempfail(
+                    f"DMARC policy of {dmarc.from_domain} not available, try again later"
+                )
+            return Verdict.accept(headers=fields)
+        if dmarc.result != "fail":
+            return Verdict.accept(headers=fields)
+        action = {"reject": self.policy.dmarc_reject, "quarantine": self.policy.dmarc_quarantine}
+        chosen = action.get(dmarc.policy, "tag")
+        if chosen == "reject":
+            if uncertain:  # a key or SPF record we couldn't fetch might have made it pass
+                return Verdict.tempfail("sender authentication not available, try again later")
+            return Verdict.reject(
+                f"DMARC: {dmarc.from_domain} asks to refuse mail it did not authenticate"
+            )
+        if chosen == "junk":
+            return Verdict.junk(f"DMARC {dmarc.policy} for {dmarc.from_domain}", headers=fields)
+        return Verdict.accept(headers=fields)

@@ -1,0 +1,165 @@
+"""``txmailhost dkim ...`` and ``txmailhost dns DOMAIN``: keys and the records to publish.
+
+- ``dkim init DOMAIN [--selector S]`` — an Ed25519 and an RSA-2048 key (``keys.py``), used
+  for signing at once (the server rereads the key directory; no restart);
+- ``dkim rotate DOMAIN [--selector S]`` — a new pair signs from now on, the old one stays
+  published until ``dkim retire DOMAIN S``;
+- ``dkim list [DOMAIN]`` — one line per selector: domain, selector, state, created;
+- ``dmarc report list [DOMAIN] [-v]`` — the aggregate reports received at the ``rua``
+  address (``received.py``);
+- ``dns DOMAIN [--check]`` — the records to publish (``dnsrecords.py``); with ``--check``
+  what DNS says of each, exit status 1 when something is missing or wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from txmailhost.mailauth import dnsrecords
+from txmailhost.mailauth.keys import DKIMKeyError, KeyStore, check_domain
+
+
+def key_store(config: Any) -> KeyStore:
+    return KeyStore(os.path.join(config.data_dir, "dkim"))
+
+
+def register(
+    commands: Any, with_config: Callable[..., Callable[[argparse.Namespace], int]]
+) -> None:
+    """Add the ``dkim`` and ``dns`` commands to the CLI's subparsers."""
+    dkim = commands.add_parser("dkim", help="DKIM signing keys per domain")
+    actions = dkim.add_subparsers(metavar="ACTION", required=True)
+    init = actions.add_parser("init", help="make the first keys of a domain (Ed25519 and RSA)")
+    init.add_argument("domain")
+    init.add_argument("--selector", help="selector name (default: sYYYYMM)")
+    init.set_defaults(run=with_config(_init))
+    rotate = actions.add_parser(
+        "rotate", help="make a new key pair that signs from now on; the old one stays published"
+    )
+    rotate.add_argument("domain")
+    rotate.add_argument("--selector", help="the new selector's name (default: sYYYYMM[-N])")
+    rotate.set_defaults(run=with_config(_rotate))
+    retire = actions.add_parser(
+        "retire", help="forget an old selector (remove its DNS records first)"
+    )
+    retire.add_argument("domain")
+    retire.add_argument("selector")
+    retire.set_defaults(run=with_config(_retire))
+    listing = actions.add_parser("list", help="one line per selector: domain selector state")
+    listing.add_argument("domain", nargs="?")
+    listing.set_defaults(run=with_config(_list))
+
+    dmarc = commands.add_parser("dmarc", help="DMARC aggregate reports received")
+    dmarc_actions = dmarc.add_subparsers(metavar="ACTION", required=True)
+    report = dmarc_actions.add_parser("report", help="reports other providers sent us")
+    report_actions = report.add_subparsers(metavar="ACTION", required=True)
+    listing = report_actions.add_parser(
+        "list", help="one line per report received at the rua address (per domain)"
+    )
+    listing.add_argument("domain", nargs="?", help="only this domain's rua mailbox")
+    listing.add_argument("--verbose", "-v", action="store_true",
+                         help="also the addresses failing mail came from")  # fmt: skip
+    listing.set_defaults(run=with_config(_dmarc_list))
+
+    dns = commands.add_parser("dns", help="the DNS records to publish for a domain")
+    dns.add_argument("domain")
+    dns.add_argument("--check", action="store_true", help="ask DNS whether they are published")
+    dns.set_defaults(run=with_config(_dns))
+
+
+def _init(args: argparse.Namespace, config: Any) -> int:
+    keys = key_store(config)
+    domain = check_domain(args.domain)
+    if keys.selectors(domain):
+        raise DKIMKeyError(f"{domain} has DKIM keys already: 'dkim rotate {domain}' adds new ones")
+    return _made(keys, domain, keys.create(domain, args.selector))
+
+
+def _rotate(args: argparse.Namespace, config: Any) -> int:
+    keys = key_store(config)
+    domain = check_domain(args.domain)
+    if not keys.selectors(domain):
+        raise DKIMKeyError(f"{domain} has no DKIM keys: 'dkim init {domain}' first")
+    return _made(keys, domain, keys.create(domain, args.selector))
+
+
+def _made(keys: KeyStore, domain: str, name: str) -> int:
+    print(f"{domain}: selector {name} signs from now on; publish these records:")
+    for key in keys.keys(domain, name):
+        record = dnsrecords.Record(f"{key.selector}._domainkey.{domain}", "TXT",
+                                   key.txt_record(), "")  # fmt: skip
+        print(record.zone_line())
+    return 0
+
+
+def _retire(args: argparse.Namespace, config: Any) -> int:
+    key_store(config).retire(args.domain, args.selector)
+    print(f"{args.domain}: selector {args.selector} retired")
+    return 0
+
+
+def _list(args: argparse.Namespace, config: Any) -> int:
+    keys = key_store(config)
+    for domain in [check_domain(args.domain)] if args.domain else keys.domains():
+        for selector in keys.selectors(domain):
+            created = time.strftime("%Y-%m-%d", time.gmtime(selector.created))
+            state = "active" if selector.active else "published"
+            print(f"{domain} {selector.name} {state} created={created}"
+                  f" dns={selector.name}-ed25519,{selector.name}-rsa")  # fmt: skip
+    return 0
+
+
+def _dns(args: argparse.Namespace, config: Any) -> int:
+    from txmailhost.mailauth.resolver import MailAuthResolver
+
+    domain = check_domain(args.domain)
+    records = dnsrecords.records_for(domain, config, key_store(config))
+    if not args.check:
+        print(dnsrecords.render(domain, records), end="")
+        if not key_store(config).selectors(domain):
+            print(f"; no DKIM keys yet: 'txmailhost dkim init {domain}' makes them")
+        return 0
+    resolver = MailAuthResolver(config.relay.nameservers, timeout=config.mailauth.dns_timeout)
+    bad = 0
+    for record, said, good in dnsrecords.check(records, resolver):
+        bad += not good
+        print(f"{'ok  ' if good else 'FIX '} {record.rtype:<4} {record.name}: {said}")
+        if not good:
+            print(f"     want: {record.zone_line()}")
+    print(f"{len(records) - bad} of {len(records)} records as they should be")
+    return 1 if bad else 0
+
+
+def _dmarc_list(args: argparse.Namespace, config: Any) -> int:
+    """Reads ``DATA/mail/DOMAIN/LOCAL/`` of each domain's reports address (Maildir)."""
+    from txmailhost.mailauth.received import reports_in_maildir
+
+    local = config.mailauth.reports_local_part
+    root = config.mail_root
+    domains = [check_domain(args.domain)] if args.domain else sorted(
+        d for d in (os.listdir(root) if os.path.isdir(root) else [])
+        if os.path.isdir(os.path.join(root, d, local))
+    )  # fmt: skip
+    found = 0
+    for domain in domains:
+        for path, report in reports_in_maildir(os.path.join(root, domain, local)):
+            if isinstance(report, str):
+                print(f"skipped {os.path.basename(path)}: {report}", file=sys.stderr)
+                continue
+            found += 1
+            begin = time.strftime("%Y-%m-%d", time.gmtime(report.begin))
+            end = time.strftime("%Y-%m-%d", time.gmtime(report.end))
+            print(f"{begin}..{end} {report.domain} from={report.org or '?'}"
+                  f" id={report.report_id or '?'} p={report.policy or '?'}"
+                  f" messages={report.messages} pass={report.passed} fail={report.failed}")  # fmt: skip
+            if args.verbose:
+                for source, count in sorted(report.sources.items(), key=lambda kv: -kv[1]):
+                    print(f"    failed from {source}: {count}")
+    if not found:
+        print(f"no reports found (they arrive at {local}@DOMAIN)", file=sys.stderr)
+    return 0

@@ -1,0 +1,133 @@
+"""DMARC aggregate reports *received*: parsed from the mailbox of our ``rua`` address.
+
+Other providers send their reports about our domains to ``dmarc-reports@DOMAIN`` (the
+address ``txmailhost dns`` publishes, ``[mailauth] reports_local_part``). ``txmailhost dmarc
+report list`` reads that user's Maildir (INBOX, new and cur) with the same file layout the
+server writes, finds each report attachment (``.xml``, ``.xml.gz``/``.gz``, ``.zip``; RFC
+7489 7.2.1.1) and summarises it: who reported, for which of our domains, the time span,
+how many messages passed or failed DMARC, and from where. Attachments are size-checked
+before and after decompression (a "zip bomb" is skipped, not unpacked), and a file that
+isn't a report is skipped with a note: the command never fails on what strangers mail us.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import gzip
+import io
+import os
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from xml.etree import ElementTree as ET
+
+MAX_REPORT = 32 * 1024 * 1024  # octets of XML after decompression
+
+
+@dataclass
+class ReceivedReport:
+    org: str
+    report_id: str
+    domain: str
+    begin: int
+    end: int
+    policy: str
+    messages: int = 0
+    passed: int = 0
+    failed: int = 0
+    sources: dict[str, int] = field(default_factory=dict)  # source IP -> failed messages
+
+
+def _limited(stream: io.BufferedIOBase | gzip.GzipFile) -> bytes:
+    data = stream.read(MAX_REPORT + 1)
+    if len(data) > MAX_REPORT:
+        raise ValueError("report larger than 32 MiB once decompressed")
+    return data
+
+
+def _xml_documents(filename: str, payload: bytes) -> Iterator[bytes]:
+    name = filename.lower()
+    if name.endswith(".zip") or payload[:4] == b"PK\x03\x04":
+        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+            for member in archive.infolist():
+                if member.filename.lower().endswith(".xml") and member.file_size <= MAX_REPORT:
+                    with archive.open(member) as f:
+                        yield _limited(f)
+    elif name.endswith(".gz") or payload[:2] == b"\x1f\x8b":
+        with gzip.GzipFile(fileobj=io.BytesIO(payload)) as f:
+            yield _limited(f)
+    elif name.endswith(".xml"):
+        yield payload
+
+
+def parse_report(xml: bytes) -> ReceivedReport:
+    """One aggregate report (RFC 7489 appendix C). Raises ``ValueError`` if it isn't one."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as e:
+        raise ValueError(f"not XML: {e}") from None
+    if root.tag != "feedback":
+        raise ValueError(f"not a DMARC report (root element {root.tag!r})")
+
+    def text(path: str) -> str:
+        return (root.findtext(path) or "").strip()
+
+    def number(value: str) -> int:
+        return int(value) if value.isdigit() else 0
+
+    report = ReceivedReport(
+        org=text("report_metadata/org_name"),
+        report_id=text("report_metadata/report_id"),
+        domain=text("policy_published/domain"),
+        begin=number(text("report_metadata/date_range/begin")),
+        end=number(text("report_metadata/date_range/end")),
+        policy=text("policy_published/p"),
+    )
+    for record in root.findall("record"):
+        count = number((record.findtext("row/count") or "").strip())
+        dkim = (record.findtext("row/policy_evaluated/dkim") or "").strip()
+        spf = (record.findtext("row/policy_evaluated/spf") or "").strip()
+        report.messages += count
+        if "pass" in (dkim, spf):
+            report.passed += count
+        else:
+            report.failed += count
+            source = (record.findtext("row/source_ip") or "?").strip()
+            report.sources[source] = report.sources.get(source, 0) + count
+    return report
+
+
+def reports_in_maildir(directory: str) -> Iterator[tuple[str, ReceivedReport | str]]:
+    """(message file, report or why it was skipped) for each report attachment found."""
+    for sub in ("new", "cur"):
+        folder = os.path.join(directory, sub)
+        try:
+            names = sorted(os.listdir(folder))
+        except FileNotFoundError:
+            continue
+        for name in names:
+            path = os.path.join(folder, name)
+            try:
+                if os.path.getsize(path) > 4 * MAX_REPORT:
+                    yield path, "message too large to be a report"
+                    continue
+                with open(path, "rb") as f:
+                    message = email.message_from_binary_file(f, policy=email.policy.default)
+            except OSError as e:
+                yield path, f"unreadable: {e}"
+                continue
+            for part in message.walk():
+                if part.is_multipart():
+                    continue
+                filename = part.get_filename() or ""
+                kind = part.get_content_type()
+                if not filename and kind not in ("application/gzip", "application/zip",
+                                                 "application/xml", "text/xml"):  # fmt: skip
+                    continue
+                try:
+                    payload = part.get_payload(decode=True) or b""
+                    for xml in _xml_documents(filename or kind.replace("/", "."), payload):
+                        yield path, parse_report(xml)
+                except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+                    yield path, f"{filename or kind}: {e}"

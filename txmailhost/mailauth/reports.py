@@ -1,0 +1,273 @@
+"""DMARC aggregate reports (RFC 7489 7.2): what we saw, per sending domain, once a day.
+
+Every inbound message whose From domain publishes a DMARC policy with ``rua=`` leaves one
+JSON line in ``DATA/dmarc/YYYY-MM-DD.jsonl`` (UTC day; ``ReportLog.record``, from the
+filters' thread): the source address, the From domain, the policy found, what we did
+(``disposition``), and the DKIM and SPF results with their alignment.
+
+``DMARCReports`` (a service) wakes a few minutes after midnight UTC, and at start: each
+finished day's file becomes one report per policy domain — the RFC 7489 appendix C XML,
+gzip'd, attached to a message whose subject and file name follow 7.2.1.1 — sent to the
+domain's ``rua`` mailto: addresses through the server's DSN path (``return_to_sender``: the
+null sender, so a report can't bounce back and forth; DKIM-signed there when the host
+name's domain has keys). A ``rua`` in another organisation's domain is used only if that
+domain agrees (7.1: a ``POLICY._report._dmarc.RUA-DOMAIN`` TXT record starting
+``v=DMARC1``). A sent day's file is renamed ``.sent``, kept for the administrator.
+"""
+
+from __future__ import annotations
+
+import datetime
+import gzip
+import json
+import os
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from twisted.application.service import Service
+from twisted.internet import threads
+from twisted.logger import Logger
+
+from txmailhost.mailauth.dmarc import organizational_domain
+from txmailhost.mailauth.resolver import DNSTempError
+
+log = Logger()
+
+
+def _day(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
+
+
+class ReportLog:
+    """The per-day record files in ``directory``."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def record(self, entry: dict[str, Any], now: float | None = None) -> None:
+        """Append one message's results (blocking: a worker thread)."""
+        now = time.time() if now is None else now
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        line = json.dumps({"time": int(now), **entry}, sort_keys=True) + "\n"
+        path = os.path.join(self.directory, f"{_day(now)}.jsonl")
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode())  # one write with O_APPEND: lines never interleave
+        finally:
+            os.close(fd)
+
+    def finished_days(self, now: float | None = None) -> list[str]:
+        """Days before today (UTC) with records not reported yet."""
+        today = _day(time.time() if now is None else now)
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        return sorted(n[:-6] for n in names if n.endswith(".jsonl") and n[:-6] < today)
+
+    def entries(self, day: str) -> list[dict[str, Any]]:
+        found = []
+        with open(os.path.join(self.directory, f"{day}.jsonl")) as f:
+            for line in f:
+                try:
+                    found.append(json.loads(line))
+                except ValueError:  # a line cut by a crash: skipped
+                    continue
+        return found
+
+    def mark_sent(self, day: str) -> None:
+        path = os.path.join(self.directory, f"{day}.jsonl")
+        os.replace(path, path[: -len(".jsonl")] + ".sent")
+
+
+def _text(parent: ET.Element, tag: str, value: Any) -> ET.Element:
+    element = ET.SubElement(parent, tag)
+    element.text = str(value)
+    return element
+
+
+def report_xml(
+    policy_domain: str, entries: list[dict[str, Any]], org: str, email: str, report_id: str,
+    begin: int, end: int,
+) -> bytes:  # fmt: skip
+    """The aggregate report (RFC 7489 appendix C) for ``entries`` of one policy domain."""
+    feedback = ET.Element("feedback")
+    _text(feedback, "version", "1.0")
+    meta = ET.SubElement(feedback, "report_metadata")
+    _text(meta, "org_name", org)
+    _text(meta, "email", email)
+    _text(meta, "report_id", report_id)
+    span = ET.SubElement(meta, "date_range")
+    _text(span, "begin", begin)
+    _text(span, "end", end)
+    policy = entries[-1]["policy"]
+    published = ET.SubElement(feedback, "policy_published")
+    _text(published, "domain", policy_domain)
+    _text(published, "adkim", policy["adkim"])
+    _text(published, "aspf", policy["aspf"])
+    _text(published, "p", policy["p"])
+    _text(published, "sp", policy["sp"])
+    _text(published, "pct", policy["pct"])
+    rows: Counter[str] = Counter()
+    for entry in entries:
+        key = {k: entry[k] for k in ("source_ip", "disposition", "dkim_aligned",
+                                     "spf_aligned", "header_from", "dkim", "spf")}  # fmt: skip
+        rows[json.dumps(key, sort_keys=True)] += 1
+    for key, count in sorted(rows.items()):
+        row = json.loads(key)
+        record = ET.SubElement(feedback, "record")
+        r = ET.SubElement(record, "row")
+        _text(r, "source_ip", row["source_ip"])
+        _text(r, "count", count)
+        evaluated = ET.SubElement(r, "policy_evaluated")
+        _text(evaluated, "disposition", row["disposition"])
+        _text(evaluated, "dkim", row["dkim_aligned"])
+        _text(evaluated, "spf", row["spf_aligned"])
+        identifiers = ET.SubElement(record, "identifiers")
+        _text(identifiers, "header_from", row["header_from"])
+        results = ET.SubElement(record, "auth_results")
+        for signature in row["dkim"]:
+            dkim = ET.SubElement(results, "dkim")
+            _text(dkim, "domain", signature["domain"])
+            _text(dkim, "selector", signature["selector"])
+            _text(dkim, "result", signature["result"])
+        spf = ET.SubElement(results, "spf")
+        _text(spf, "domain", row["spf"]["domain"])
+        _text(spf, "scope", row["spf"]["scope"])
+        _text(spf, "result", row["spf"]["result"])
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(feedback)
+
+
+def report_message(
+    xml: bytes, policy_domain: str, hostname: str, recipients: list[str], report_id: str,
+    begin: int, end: int,
+) -> bytes:  # fmt: skip
+    """The message carrying one report (RFC 7489 7.2.1.1: subject, gzip'd attachment)."""
+    message = EmailMessage()
+    message["From"] = f"DMARC reports <MAILER-DAEMON@{hostname}>"
+    message["To"] = ", ".join(recipients)
+    message["Subject"] = (
+        f"Report Domain: {policy_domain} Submitter: {hostname} Report-ID: <{report_id}>"
+    )
+    message["Date"] = format_datetime(datetime.datetime.now(datetime.UTC))
+    message["Message-ID"] = make_msgid(domain=hostname)
+    message.set_content(
+        f"DMARC aggregate report for {policy_domain} from {hostname} (RFC 7489 7.2).\n"
+    )
+    message.add_attachment(
+        gzip.compress(xml),
+        maintype="application",
+        subtype="gzip",
+        filename=f"{hostname}!{policy_domain}!{begin}!{end}.xml.gz",
+    )
+    return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+
+
+def mailto_addresses(rua: Iterable[str]) -> list[str]:
+    """The addresses of ``mailto:`` URIs (a ``!size`` limit dropped; others ignored)."""
+    found = []
+    for uri in rua:
+        if uri.lower().startswith("mailto:"):
+            address = uri[7:].split("!", 1)[0].strip()
+            if "@" in address and not any(c in address for c in " <>,;\r\n"):
+                found.append(address)
+    return found
+
+
+class DMARCReports(Service):
+    """Sends yesterday's (and any older unsent day's) reports, daily after midnight UTC.
+
+    ``send(address, data)`` hands one message to delivery (the queue's ``return_to_sender``);
+    ``resolver`` checks external report destinations."""
+
+    def __init__(
+        self,
+        log_: ReportLog,
+        resolver: Any,
+        hostname: str,
+        send: Callable[[str, bytes], Any],
+        reactor: Any,
+        pool: Any,
+    ) -> None:
+        self.log = log_
+        self.resolver = resolver
+        self.hostname = hostname
+        self.send = send
+        self.reactor = reactor
+        self.pool = pool
+        self._call: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._call = self.reactor.callLater(60, self._tick)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+
+    def _tick(self) -> None:
+        done = threads.deferToThreadPool(self.reactor, self.pool, self.prepare)
+        done.addCallback(self._send_all)
+        done.addErrback(lambda f: log.failure("dmarc: reports failed", f))
+        now = self.reactor.seconds()
+        next_run = (int(now) // 86400 + 1) * 86400 + 300  # 00:05 UTC
+        self._call = self.reactor.callLater(next_run - now, self._tick)
+
+    def prepare(self) -> list[tuple[str, list[str], bytes]]:
+        """(day, recipients, message) for every finished day (blocking: files and DNS)."""
+        out = []
+        for day in self.log.finished_days(self.reactor.seconds()):
+            by_domain: dict[str, list[dict[str, Any]]] = {}
+            for entry in self.log.entries(day):
+                by_domain.setdefault(entry["policy"]["domain"], []).append(entry)
+            begin = int(datetime.datetime.fromisoformat(day).replace(tzinfo=datetime.UTC)
+                        .timestamp())  # fmt: skip
+            for domain, entries in sorted(by_domain.items()):
+                recipients = self._allowed(domain, mailto_addresses(entries[-1]["policy"]["rua"]))
+                if not recipients:
+                    continue
+                report_id = f"{day}.{secrets.token_hex(6)}@{self.hostname}"
+                xml = report_xml(domain, entries, self.hostname, f"MAILER-DAEMON@{self.hostname}",
+                                 report_id, begin, begin + 86399)  # fmt: skip
+                message = report_message(xml, domain, self.hostname, recipients, report_id,
+                                         begin, begin + 86399)  # fmt: skip
+                out.append((day, recipients, message))
+            out.append((day, [], b""))  # the day is done once its reports are handed over
+        return out
+
+    def _allowed(self, policy_domain: str, addresses: list[str]) -> list[str]:
+        """RFC 7489 7.1: a destination in another organisation must agree to receive."""
+        allowed = []
+        for address in addresses:
+            rua_domain = address.rpartition("@")[2].lower()
+            if organizational_domain(rua_domain) == organizational_domain(policy_domain):
+                allowed.append(address)
+                continue
+            try:
+                records = self.resolver.txt(f"{policy_domain}._report._dmarc.{rua_domain}")
+            except DNSTempError:
+                continue
+            if any(r[:8].lower() == b"v=dmarc1" for r in records):
+                allowed.append(address)
+        return allowed
+
+    async def _send_all_async(self, prepared: list[tuple[str, list[str], bytes]]) -> None:
+        for day, recipients, message in prepared:
+            if not recipients:
+                await threads.deferToThreadPool(self.reactor, self.pool, self.log.mark_sent, day)
+                log.info("dmarc: aggregate reports for {day} sent", day=day)
+                continue
+            for address in recipients:
+                await self.send(address, message)
+
+    def _send_all(self, prepared: list[tuple[str, list[str], bytes]]) -> Any:
+        from twisted.internet.defer import Deferred
+
+        return Deferred.fromCoroutine(self._send_all_async(prepared))

@@ -1,0 +1,139 @@
+"""``MailAuthResolver``: the one dnspython resolver every mail-authentication lookup goes through.
+
+SPF (pyspf), DKIM keys (dkimpy), DMARC policies and ``txmailhost dns --check`` all ask it, so
+they share one configuration (``relay.nameservers``, ``mailauth.dns_timeout``) and one LRU
+cache that honours each answer's TTL: the second message from a sender costs no DNS traffic.
+
+dnspython blocks, so it is called only where blocking is allowed: the content filters run with
+``blocking = True`` (their own thread pool, ``filters/chain.py``) and the CLI runs no reactor.
+Nothing here is called on the reactor thread (DESIGN invariant 3); ``deferred`` is the way in
+from there.
+
+The answers distinguish the three outcomes the RFCs care about (RFC 7208 2.6, RFC 7489 6.6.3):
+data, no data (NXDOMAIN or an empty answer: ``[]``), and a temporary failure (timeout,
+SERVFAIL, no reachable server: ``DNSTempError``), which the checks turn into ``temperror``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import dns.exception
+import dns.name
+import dns.nameserver
+import dns.resolver
+from twisted.internet import threads
+from twisted.internet.defer import Deferred
+
+from txmailhost.nameservers import parse_nameserver
+
+T = TypeVar("T")
+
+
+# Special-use names (RFC 6761 6.2-6.4, RFC 6762, RFC 8375, RFC 2606 3, and the
+# ".localdomain" of distributions' default host names): the system's DNS has nothing to say
+# about them and is never asked. Nameservers configured by the administrator (a lab, the
+# tests' own server) are asked for everything.
+SPECIAL_USE = (
+    "test", "example", "invalid", "localhost", "local", "localdomain", "home.arpa",
+    "example.com", "example.net", "example.org",
+)  # fmt: skip
+
+
+def special_use(name: str) -> bool:
+    name = name.lower().rstrip(".")
+    return any(name == s or name.endswith("." + s) for s in SPECIAL_USE)
+
+
+class DNSTempError(Exception):
+    """A lookup that may succeed later (timeout, SERVFAIL, no nameserver answered)."""
+
+
+class MailAuthResolver:
+    """dnspython configured once: ``nameservers`` as in ``relay.nameservers`` (empty: the
+    system's /etc/resolv.conf), ``timeout`` seconds per lookup, ``cache_size`` answers kept."""
+
+    def __init__(
+        self,
+        nameservers: tuple[str, ...] | list[str] = (),
+        timeout: float = 5.0,
+        cache_size: int = 10000,
+    ) -> None:
+        if nameservers:
+            self.resolver = dns.resolver.Resolver(configure=False)
+            self.resolver.nameservers = [
+                dns.nameserver.Do53Nameserver(*parse_nameserver(ns)) for ns in nameservers
+            ]
+        else:
+            self.resolver = dns.resolver.Resolver()
+        self.system = not nameservers
+        self.resolver.cache = dns.resolver.LRUCache(cache_size)
+        self.resolver.lifetime = timeout
+        self.resolver.timeout = min(timeout, 3.0)
+        self.timeout = timeout
+
+    def lookup(self, name: str, rdtype: str) -> list[Any]:
+        """The records of ``rdtype`` at ``name``; ``[]`` when there are none (NXDOMAIN or no
+        data, or a special-use name and the system's DNS); ``DNSTempError`` when the answer
+        may come later."""
+        if self.system and special_use(name):
+            return []
+        try:
+            absolute = dns.name.from_text(name)
+        except (dns.exception.DNSException, ValueError, UnicodeError):
+            return []  # not a name that can exist: no data, never an exception upwards
+        try:
+            answer = self.resolver.resolve(absolute, rdtype, search=False)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return []
+        except (dns.exception.Timeout, dns.resolver.NoNameservers) as e:
+            raise DNSTempError(f"DNS {rdtype} lookup of {name} failed: {e}") from None
+        except dns.exception.DNSException as e:
+            raise DNSTempError(f"DNS {rdtype} lookup of {name} failed: {e}") from None
+        return list(answer)
+
+    def txt(self, name: str) -> list[bytes]:
+        """Each TXT record at ``name``, its character-strings joined (RFC 7208 3.3)."""
+        return [b"".join(record.strings) for record in self.lookup(name, "TXT")]
+
+    def dkim_txt(self, name: bytes | str, timeout: float = 5) -> bytes | None:
+        """dkimpy's ``dnsfunc``: the key record at ``name`` (the first one, as dkimpy asks),
+        None when there is none. A temporary failure raises dkimpy's own ``DnsTimeoutError``
+        so a signature whose key can't be fetched yet is a temperror, not a failure."""
+        import dkim
+
+        text = name.decode("ascii", "replace") if isinstance(name, bytes) else name
+        try:
+            records = self.txt(text)
+        except DNSTempError as e:
+            raise dkim.DnsTimeoutError(str(e)) from None
+        return records[0] if records else None
+
+    def spf_lookup(
+        self, name: str, qtype: str, tcpfallback: bool = True, timeout: float = 30
+    ) -> list[tuple[tuple[str, str], Any]]:
+        """pyspf's ``DNSLookup`` contract: ``[((name, qtype), value), ...]``; temporary
+        failures raise ``spf.TempError`` (a ``temperror`` result, RFC 7208 2.6.6)."""
+        import spf
+
+        try:
+            records = self.lookup(name, qtype)
+        except DNSTempError as e:
+            raise spf.TempError(str(e)) from None
+        found: list[tuple[tuple[str, str], Any]] = []
+        for rdata in records:
+            if qtype in ("A", "AAAA"):
+                found.append(((name, qtype), rdata.address))
+            elif qtype == "MX":
+                found.append(((name, qtype), (rdata.preference, rdata.exchange)))
+            elif qtype == "PTR":
+                found.append(((name, qtype), rdata.target.to_text(True)))
+            elif qtype in ("TXT", "SPF"):
+                found.append(((name, qtype), rdata.strings))
+        return found
+
+    def deferred(self, reactor: Any, pool: Any, work: Callable[..., T], *args: Any) -> Deferred[T]:
+        """Run ``work(*args)`` (which may call this resolver) in ``pool``: the way in from the
+        reactor thread."""
+        return threads.deferToThreadPool(reactor, pool, work, *args)

@@ -1,0 +1,83 @@
+"""The ``Authentication-Results:`` field we add (RFC 8601), built with the authres library.
+
+One field, our host name as the authserv-id, with one method result each for SPF, every
+DKIM signature (RFC 6008's ``header.b`` tells two signatures of one domain apart), DMARC and, when the
+message carries one, the ARC chain (RFC 8617 ``arc=``).
+Values that come from the sender (the MAIL FROM address, d=, s=) are shown only when they
+are plain tokens: a crafted one could otherwise forge a result of its own inside ours.
+
+``claims_us`` recognises a field, arriving with the message, that claims our authserv-id
+(RFC 8601 5: such fields are removed, since nobody else may speak in our name).
+"""
+
+from __future__ import annotations
+
+import re
+
+import authres
+import authres.arc
+import authres.dmarc
+
+from txmailhost.mailauth.dmarc import DMARCResult
+from txmailhost.mailauth.spf import SPFResult
+from txmailhost.mailauth.verify import ARCResult, DKIMResult
+
+_TOKEN = re.compile(r"[A-Za-z0-9._+@=/-]{1,254}")
+_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}")
+
+
+def _safe(value: str, pattern: re.Pattern[str] = _TOKEN) -> str | None:
+    return value if value and pattern.fullmatch(value) else None
+
+
+def authentication_results(
+    authserv_id: str,
+    spf: SPFResult | None,
+    dkim: list[DKIMResult],
+    dmarc: DMARCResult | None,
+    arc: ARCResult | None = None,
+) -> str:
+    """The field's value (what follows ``Authentication-Results:``)."""
+    results: list[authres.BaseAuthenticationResult] = []
+    if spf is not None:
+        if spf.identity == "mailfrom":
+            mailfrom = _safe(spf.sender, _ADDRESS) or _safe(spf.domain)
+            results.append(authres.SPFAuthenticationResult(result=spf.result,
+                                                           smtp_mailfrom=mailfrom))  # fmt: skip
+        else:
+            results.append(authres.SPFAuthenticationResult(result=spf.result,
+                                                           smtp_helo=_safe(spf.domain)))  # fmt: skip
+    if not dkim:
+        results.append(authres.DKIMAuthenticationResult(result="none"))
+    for signature in dkim:
+        one = authres.DKIMAuthenticationResult(
+            result=signature.result,
+            header_d=_safe(signature.domain),
+            header_s=_safe(signature.selector),
+            header_a=_safe(signature.algorithm),
+        )
+        b = _safe(signature.b)
+        if b:
+            one.properties.append(authres.AuthenticationResultProperty("header", "b", b))
+        results.append(one)
+    if dmarc is not None:
+        results.append(
+            authres.dmarc.DMARCAuthenticationResult(
+                result=dmarc.result,
+                result_comment=f"p={dmarc.policy}" if dmarc.result == "fail" else None,
+                header_from=_safe(dmarc.from_domain),
+            )
+        )
+    if arc is not None and arc.result != "none":
+        results.append(authres.arc.ARCAuthenticationResult(result=arc.result,
+                                                           header_as_d=_safe(arc.domain)))  # fmt: skip
+    header = authres.AuthenticationResultsHeader(authserv_id=authserv_id, results=results)
+    # One result a line (folded by the filter chain's render_fields): readable in a client.
+    return str(header).partition(":")[2].strip().replace("; ", ";\n")
+
+
+def claims_us(value: str, authserv_id: str) -> bool:
+    """Does this Authentication-Results value speak for ``authserv_id``? (Case-insensitive;
+    an unparsable field is judged by its first token, so garbage can't slip through.)"""
+    first = re.split(r"[\s;(]", value.strip(), maxsplit=1)[0]
+    return first.lower().rstrip(".") == authserv_id.lower().rstrip(".")

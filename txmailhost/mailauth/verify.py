@@ -1,0 +1,232 @@
+"""DKIM verification of every signature of a message (RFC 6376 6), over the spooled stream.
+
+Each ``DKIM-Signature`` gets one result as RFC 8601 2.7.1 names them: ``pass``, ``fail``
+(the signature or body hash doesn't match), ``neutral`` (a syntactically broken signature
+we can't judge — counted as ``permerror`` here, which receivers treat alike), ``temperror``
+(the key's DNS lookup failed for now) or ``permerror`` (no key, a malformed key or
+signature, a key too small). Nothing a sender writes raises out of here: a message with
+hostile signatures is still delivered, with what we found in its header field.
+
+Body hashes for all signatures come from one pass over the stream (``bodyhash.py``);
+dkimpy checks the header hash and the signature against the key, which we fetch through
+our resolver first so that a temporary DNS failure is told apart from a missing key
+(dkimpy alone reports both as "fail"). At most ``MAX_SIGNATURES`` are checked: each costs
+a DNS lookup and an RSA operation, and a sender choosing the count must not choose our cost.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import dkim
+from dkim.util import InvalidTagValueList, parse_tag_value
+
+from txmailhost.mailauth.bodyhash import (
+    BodyHashing,
+    BodySpec,
+    HeaderTooLarge,
+    body_hashes,
+    split_header,
+)
+from txmailhost.mailauth.resolver import DNSTempError, MailAuthResolver
+
+MAX_SIGNATURES = 8
+MIN_RSA_BITS = 1024  # RFC 8301 3.2: smaller keys MUST NOT be considered valid
+_HASHES = {b"rsa-sha256": "sha256", b"ed25519-sha256": "sha256", b"rsa-sha1": "sha1"}
+
+
+@dataclass(frozen=True)
+class DKIMResult:
+    result: str  # pass | fail | temperror | permerror
+    domain: str  # d=
+    selector: str  # s=
+    b: str  # the start of b=, to tell signatures apart (RFC 6008)
+    algorithm: str  # a=
+    reason: str = ""
+
+
+def _spec(sig: dict[bytes, bytes]) -> BodySpec:
+    c = sig.get(b"c", b"simple/simple").decode("ascii", "replace")
+    header_canon, _, body_canon = c.partition("/")
+    body_canon = body_canon or "simple"
+    if header_canon not in ("simple", "relaxed") or body_canon not in ("simple", "relaxed"):
+        raise dkim.MessageFormatError(f"invalid c= value {c!r}")
+    algorithm = sig.get(b"a", b"")
+    if algorithm not in _HASHES:
+        raise dkim.MessageFormatError(f"unknown a= value {algorithm!r}")
+    length = sig.get(b"l")
+    return BodySpec(body_canon, _HASHES[algorithm], int(length) if length is not None else None)
+
+
+class _BodyHashed:
+    """Mixin for dkimpy's DKIM and ARC: the body-hash check uses the hashes computed over
+    the stream; the rest (header hash, key, signature) is dkimpy's."""
+
+    body_hashes: dict[BodySpec, bytes] = {}
+
+    def verify_sig_process(self, sig: Any, include_headers: Any, sig_header: Any, dnsfunc: Any):
+        if b"bh" in sig:
+            try:
+                wanted = base64.b64decode(re.sub(rb"\s+", b"", sig[b"bh"]))
+            except (ValueError, TypeError) as e:
+                raise dkim.MessageFormatError(f"bad bh= value: {e}") from None
+            if self.body_hashes.get(_spec(sig)) != wanted:
+                raise dkim.ValidationError("body hash mismatch")
+            sig = {k: v for k, v in sig.items() if k != b"bh"}  # checked: dkimpy skips it
+        return super().verify_sig_process(sig, include_headers, sig_header, dnsfunc)  # type: ignore[misc]
+
+
+class _HashedVerifier(_BodyHashed, dkim.DKIM):
+    pass
+
+
+class _HashedARC(_BodyHashed, dkim.ARC):
+    pass
+
+
+@dataclass(frozen=True)
+class ARCResult:
+    """RFC 8617 5.2: the chain's validation status (pass, fail, none) and who sealed last."""
+
+    result: str
+    domain: str = ""  # the newest ARC-Seal's d=
+    reason: str = ""
+
+
+def _text(value: bytes | None) -> str:
+    return (value or b"").decode("ascii", "replace")
+
+
+def verify_stream(stream: BinaryIO, resolver: MailAuthResolver) -> list[DKIMResult]:
+    """One result per DKIM-Signature field (up to ``MAX_SIGNATURES``), top first; [] when
+    the message has none. Blocking (DNS, hashing): a worker thread."""
+    try:
+        header, first = split_header(stream)
+    except HeaderTooLarge:
+        return []
+    return verify_message(header, first, stream, resolver)
+
+
+def verify_message(
+    header: bytes, first: bytes, stream: BinaryIO, resolver: MailAuthResolver
+) -> list[DKIMResult]:
+    """``verify_stream`` for a message whose header section was read already (``first``:
+    the body's octets read along with it, ``stream`` the rest)."""
+    if b"dkim-signature" not in header.lower():
+        return []
+    try:
+        verifier = _HashedVerifier(header, minkey=MIN_RSA_BITS)
+    except dkim.DKIMException as e:
+        return [DKIMResult("permerror", "", "", "", "", f"malformed header: {e}")]
+    fields = [v for n, v in verifier.headers if n.lower() == b"dkim-signature"]
+    parsed: list[dict[bytes, bytes] | str] = []
+    for value in fields[:MAX_SIGNATURES]:
+        try:
+            sig = parse_tag_value(value)
+            dkim.validate_signature_fields(sig)
+            _spec(sig)
+            parsed.append(sig)
+        except (InvalidTagValueList, dkim.DKIMException, ValueError) as e:
+            parsed.append(str(e) or "malformed signature")
+    specs = {_spec(sig) for sig in parsed if isinstance(sig, dict)}
+    verifier.body_hashes = body_hashes(first, stream, specs)
+    return [_one(verifier, index, sig, resolver) for index, sig in enumerate(parsed)]
+
+
+def authenticate_message(
+    header: bytes, first: bytes, stream: BinaryIO, resolver: MailAuthResolver
+) -> tuple[list[DKIMResult], ARCResult]:
+    """DKIM results and the ARC chain's validation (RFC 8617), body hashes for both from one
+    pass over the stream."""
+    lowered = header.lower()
+    if b"arc-seal" not in lowered:
+        return verify_message(header, first, stream, resolver), ARCResult("none")
+    arc_specs: set[BodySpec] = set()
+    try:
+        checker = _HashedARC(header, minkey=MIN_RSA_BITS)
+        for name, value in checker.headers:
+            if name.lower() == b"arc-message-signature":
+                sig = parse_tag_value(value)
+                sig.setdefault(b"c", b"relaxed/relaxed")  # ARC's default (RFC 8617 4.1.2)
+                arc_specs.add(_spec(sig))
+    except Exception as e:  # a broken ARC set: the chain fails, DKIM is still checked
+        return verify_message(header, first, stream, resolver), ARCResult("fail", "", str(e))
+    hashed = _Tee(first, stream, arc_specs)
+    dkim_results = verify_message(header, b"", hashed, resolver)  # type: ignore[arg-type]
+    checker.body_hashes = hashed.finish()
+    return dkim_results, _arc(checker, resolver)
+
+
+def _arc(checker: _HashedARC, resolver: MailAuthResolver) -> ARCResult:
+    try:
+        status, results, reason = checker.verify(dnsfunc=resolver.dkim_txt)
+    except Exception as e:
+        return ARCResult("fail", "", str(e) or type(e).__name__)
+    domain = _text(results[0].get("as-domain")) if results else ""
+    if status == dkim.CV_Pass:
+        return ARCResult("pass", domain)
+    if status == dkim.CV_None:
+        return ARCResult("none")
+    return ARCResult("fail", domain, str(reason))
+
+
+class _Tee:
+    """The stream as DKIM verification reads it, hashed for ARC's body specs on the way,
+    so the body is read once for both."""
+
+    def __init__(self, first: bytes, stream: BinaryIO, specs: set[BodySpec]) -> None:
+        self._stream = stream
+        self._hashing = BodyHashing(specs)
+        self._hashing.update(first)
+        self._first = first
+
+    def read(self, size: int = -1) -> bytes:
+        if self._first:  # given back once, already hashed
+            data, self._first = self._first, b""
+            return data
+        data = self._stream.read(size)
+        self._hashing.update(data)
+        return data
+
+    def finish(self) -> dict[BodySpec, bytes]:
+        while self.read(1 << 18):  # whatever DKIM verification did not need to read
+            pass
+        return self._hashing.finish()
+
+
+def _one(
+    verifier: _HashedVerifier, index: int, sig: dict[bytes, bytes] | str, resolver: Any
+) -> DKIMResult:
+    if isinstance(sig, str):
+        return DKIMResult("permerror", "", "", "", "", f"malformed signature: {sig}")
+    domain, selector = _text(sig.get(b"d")), _text(sig.get(b"s"))
+    b = re.sub(r"\s+", "", _text(sig.get(b"b")))[:8]
+
+    def result(outcome: str, reason: str = "") -> DKIMResult:
+        return DKIMResult(outcome, domain, selector, b, _text(sig.get(b"a")), reason)
+
+    name = f"{selector}._domainkey.{domain}"
+    try:
+        record = resolver.dkim_txt(name)
+    except dkim.DnsTimeoutError as e:
+        return result("temperror", f"key lookup: {e}")
+    except DNSTempError as e:
+        return result("temperror", f"key lookup: {e}")
+    if record is None:
+        return result("permerror", "no key")
+    try:
+        _pk, bits, kind, _tlsrpt = dkim.evaluate_pk(name.encode(), record)
+    except Exception as e:  # dkimpy raises more than its own errors on bad keys
+        return result("permerror", f"bad key: {e}")
+    if kind == b"rsa" and bits < MIN_RSA_BITS:
+        return result("permerror", f"RSA key of {bits} bits is too small (RFC 8301)")
+    try:
+        good = verifier.verify(index, dnsfunc=lambda _name, timeout=5: record)
+    except dkim.ValidationError as e:
+        return result("fail", str(e))
+    except Exception as e:
+        return result("permerror", str(e) or type(e).__name__)
+    return result("pass") if good else result("fail", "signature did not verify")
