@@ -852,6 +852,10 @@ class LogConfig:
         check=_integer("files", maximum=1000),
         doc="""Rotated files kept; the oldest beyond this are deleted, so the log takes at most
         (keep + 1) * max_size bytes.""",
+    )
+
+
+@dataclass(frozen=True)
 class MailAuthConfig:
     """[mailauth]: DKIM signing and SPF/DKIM/DMARC checks (docs/admin.rst, txmailhost/mailauth)."""
 

@@ -366,9 +366,9 @@ def build(
     from txmailhost.delivery.setup import build_delivery
     from txmailhost.limits import LimitedFactory
     from txmailhost.listeners import LISTENERS, ServerParts
+    from txmailhost.mailauth.setup import build_mailauth
     from txmailhost.ops.control import ControlService, Sessions, socket_path
     from txmailhost.ops.eventlog import build_event_log
-    from txmailhost.mailauth.setup import build_mailauth
     from txmailhost.peer import PlaintextAuth
     from txmailhost.queue.service import DeliveryReports, ReturnToSender, build_queue
     from txmailhost.store import backends
