@@ -54,6 +54,7 @@ class ServerParts:
     filters: Any  # filters.chain.FilterChain of [filters], or None
     rcpt_throttle: Any  # accounts.throttle.LoginThrottle for unknown recipients
     plaintext_auth: PlaintextAuth
+    mailbox_observers: tuple[Any, ...] = ()  # imap.observers.IMailboxObserver (spam training)
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ def imap(parts: ServerParts, implicit_tls: bool) -> IMAPFactory:
         idle_timeout=config.imap.idle_timeout,
         max_literal_size=config.imap.max_literal_size,
         quota_of=parts.router.quota_of,
+        observers=parts.mailbox_observers,
     )
 
 

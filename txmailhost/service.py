@@ -253,13 +253,20 @@ def load_tls(config: Any) -> Any:
 def _build_filters(config: Any, reactor: Any, top: MultiService) -> Any:
     """The content filter chain of ``[filters]`` (None when empty), with a thread pool of its
     own for filters that block: a slow spam scanner then never holds up an fsync."""
-    from txmailhost.filters.registry import FilterConfigError, build_chain
+    from txmailhost.filters.registry import FilterConfigError, FilterHost, build_chain
 
     settings = config.filters
     pool = ThreadPool(minthreads=1, maxthreads=8, name="txmailhost-filters")
+    host = FilterHost(config.data_dir, config.hostname)
     try:
         chain = build_chain(
-            settings.chain, settings.settings, reactor, pool, settings.timeout, settings.on_error
+            settings.chain,
+            settings.settings,
+            reactor,
+            pool,
+            settings.timeout,
+            settings.on_error,
+            host,
         )
     except FilterConfigError as e:
         print(f"txmailhost: filters.chain: {e}", file=sys.stderr)
@@ -268,6 +275,20 @@ def _build_filters(config: Any, reactor: Any, top: MultiService) -> Any:
         ThreadPoolService(pool).setServiceParent(top)
         log.info("txmailhost filters: {names}", names=", ".join(settings.chain))
     return chain
+
+
+def _build_training(config: Any, reactor: Any, top: MultiService) -> tuple[Any, ...]:
+    """The IMAP observers that train the spam classifier from users' moves in and out of
+    Junk, when the spam filter is in the chain (``txmailhost.spam.training``)."""
+    if "spam" not in config.filters.chain:
+        return ()
+    from txmailhost.spam.training import build_trainer
+
+    trainer = build_trainer(config.data_dir, config.filters.settings.get("spam", {}), reactor)
+    if trainer is None:
+        return ()
+    ThreadPoolService(trainer.pool).setServiceParent(top)
+    return (trainer,)
 
 
 def build_accounts(config: Any, store: Any, reactor: Any, pool: ThreadPool) -> tuple[Any, Any]:
@@ -380,6 +401,7 @@ def build(
             reactor, window=security.login_failure_window, ip_limit=10**9, free_failures=5
         ),
         plaintext_auth=PlaintextAuth(security.plaintext_auth_from),
+        mailbox_observers=_build_training(config, reactor, top),
     )
     for kind in LISTENERS if listeners is None else listeners:
         description = getattr(config.listen, kind.config_key)
