@@ -98,9 +98,8 @@ def read_capped(stream: BinaryIO, body_cap: int = BODY_CAP) -> tuple[bytes, byte
         if end >= 0:
             header, body = buffer[: end + sep], buffer[end + sep :]
             break
-        if len(buffer) >= HEADER_CAP:
-            header, body = buffer, b""
-            break
+        if len(buffer) >= HEADER_CAP:  # no end of the header section in sight: stop here
+            return buffer[:HEADER_CAP], b"", True
         chunk = stream.read(_CHUNK)
         if not chunk:
             return buffer, b"", False
