@@ -27,6 +27,8 @@ _REGISTERED: dict[str, Callable[..., Any]] = {}
 # txmailhost's own filters, imported when the chain names them.
 BUILTIN = {
     "spam": "txmailhost.spam.scoring:SpamFilter",
+    "greylist": "txmailhost.spam.greylist:GreylistFilter",
+    "clamd": "txmailhost.spam.clamd:ClamdFilter",
 }
 
 
