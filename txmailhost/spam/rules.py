@@ -127,7 +127,7 @@ DOCUMENT = frozenset(
 PHRASES = tuple(
     """buy now|cheap|click here|limited time|act now|order now|100% free|risk-free|risk free
     |no prescription|viagra|cialis|casino|earn money|make money|work from home|winner
-    |you have won|congratulations|lottery|100% satisfied|special promotion|unsubscribe
+    |you have won|congratulations|lottery|100% satisfied|special promotion
     |miracle|lose weight|weight loss|bitcoin|crypto|investment opportunity|wire transfer
     |urgent reply|dear friend|million dollars|double your|no credit check|lowest price
     |best price|free gift|while supplies last|once in a lifetime|watches|replica|pharmacy
@@ -352,16 +352,16 @@ RULES: tuple[Rule, ...] = (
     Rule("SUBJ_ALL_CAPS", 1.0, "the subject is in capitals", subject_all_caps),
     Rule("SUBJ_SHOUTING", 0.8, "the subject shouts (!!!, $$$)", subject_shouting),
     Rule("BODY_EXCESS_EXCLAIM", 0.5, "!!! in the text", body_excess_exclaim),
-    Rule("SPAM_PHRASES", 1.0, "two or more of the usual spam phrases", spam_phrases),
+    Rule("SPAM_PHRASES", 0.5, "two or more of the usual spam phrases", spam_phrases),
     Rule("SPAM_PHRASES_MANY", 1.5, "five or more of the usual spam phrases", spam_phrases_many),
-    Rule("HTML_ONLY", 0.7, "HTML without a plain-text alternative", html_only),
-    Rule("HTML_HIDDEN_TEXT", 2.5, "HTML text styled so the reader can't see it", html_hidden_text),
+    Rule("HTML_ONLY", 0.3, "HTML without a plain-text alternative", html_only),
+    Rule("HTML_HIDDEN_TEXT", 1.0, "HTML text styled so the reader can't see it", html_hidden_text),
     Rule("HTML_IMAGE_ONLY", 1.5, "HTML with images and hardly any text", html_image_only),
     Rule("URL_SHORTENER", 1.5, "a link through a URL shortener", url_shortener),
     Rule("URL_IP_ADDRESS", 1.5, "a link to a bare IP address", url_ip_address),
     Rule(
         "LINK_TEXT_MISMATCH",
-        2.5,
+        1.0,
         "link text names another site than the link goes to",
         link_text_mismatch,
     ),
@@ -385,13 +385,13 @@ RULES: tuple[Rule, ...] = (
     Rule("AUTH_DKIM_FAIL", 1.0, "a DKIM signature failed (our Authentication-Results)", dkim_fail),
     Rule("AUTH_DMARC_FAIL", 3.0, "DMARC failed (our Authentication-Results)", dmarc_fail),
     Rule("AUTH_DMARC_PASS", -0.5, "DMARC passed (our Authentication-Results)", dmarc_pass),
-    Rule("BAYES_00", -2.0, "the classifier: spam probability below 1%", None),
-    Rule("BAYES_05", -1.0, "the classifier: spam probability 1-5%", None),
+    Rule("BAYES_00", -3.0, "the classifier: spam probability below 1%", None),
+    Rule("BAYES_05", -1.5, "the classifier: spam probability 1-5%", None),
     Rule("BAYES_20", -0.5, "the classifier: spam probability 5-20%", None),
-    Rule("BAYES_50", 0.8, "the classifier: spam probability 50-80%", None),
-    Rule("BAYES_80", 2.0, "the classifier: spam probability 80-95%", None),
-    Rule("BAYES_95", 3.0, "the classifier: spam probability 95-99%", None),
-    Rule("BAYES_99", 4.0, "the classifier: spam probability 99% or more", None),
+    Rule("BAYES_50", 1.0, "the classifier: spam probability 50-80%", None),
+    Rule("BAYES_80", 2.5, "the classifier: spam probability 80-95%", None),
+    Rule("BAYES_95", 3.5, "the classifier: spam probability 95-99%", None),
+    Rule("BAYES_99", 5.0, "the classifier: spam probability 99% or more", None),
     Rule("USER_ALLOWED", -100.0, "the recipient allows this sender", None),
     Rule("USER_BLOCKED", 100.0, "the recipient blocks this sender", None),
 )

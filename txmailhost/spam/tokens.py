@@ -41,6 +41,21 @@ _SKIP_HEADERS = frozenset(
     }
 )
 
+_WHOLE_VALUES = frozenset(
+    {
+        "x-mailer",
+        "user-agent",
+        "content-type",
+        "precedence",
+        "list-id",
+        "x-priority",
+        "x-msmail-priority",
+        "importance",
+        "mime-version",
+        "content-transfer-encoding",
+    }
+)
+
 
 def tokens(sample: Sample) -> set[str]:
     """The message's distinct tokens (see the module docstring)."""
@@ -54,8 +69,11 @@ def tokens(sample: Sample) -> set[str]:
         if name in _SKIP_HEADERS:
             continue
         add("header:" + name)
-        if name in ("x-mailer", "user-agent", "content-type", "precedence", "list-id"):
+        if name in _WHOLE_VALUES:
             add(f"{name}:{value.lower()[:60]}")
+        if name != "subject":
+            for word in _words(value)[:40]:
+                add(f"{name[:20]}:{word}")
     for word in _words(sample.header("subject") or ""):
         add("subject:" + word)
     sender = sample.header("from")
