@@ -139,3 +139,23 @@ def test_submission_by_a_user_is_not_scored(server):
         imap.logout()
     assert mailbox == "INBOX"
     assert "X-Spam-Status" not in header
+
+
+def test_uid_move_into_junk_trains_spam(server):
+    send(server, "carol@friends.invalid", PLAIN.replace("lunch on friday", "move me"))
+    imap = login(server)
+    try:
+        mailbox, _number, _header = wait_for(imap, "move me")
+        assert mailbox == "INBOX"
+        imap.select("INBOX")
+        _typ, found = imap.uid("SEARCH", None, "SUBJECT", '"move me"')
+        typ, _data = imap.uid("MOVE", found[0].split()[-1], "Junk")
+        assert typ == "OK"
+    finally:
+        imap.logout()
+    wait_until(
+        lambda: (
+            "learned: 1 spam, 0 ham"
+            in server.cli("spam", "stats", "--user", "alice@example.test").stdout
+        )
+    )

@@ -49,6 +49,16 @@ def is_trash(mailbox: str | None) -> bool:
     return mailbox is not None and mailbox.rsplit("/", 1)[-1].lower() in TRASH_NAMES
 
 
+def lesson(origin: str | None, target: str) -> bool | None:
+    """What a user's move from ``origin`` (None: APPEND) to ``target`` teaches: True spam,
+    False ham, None nothing (Junk to Junk, Junk to Trash, between ordinary folders)."""
+    if is_junk(target) and not is_junk(origin):
+        return True
+    if is_junk(origin) and not is_junk(target) and not is_trash(target):
+        return False
+    return None
+
+
 def learn_stream(
     store: TokenStore,
     owner: str,
@@ -88,11 +98,8 @@ class JunkTrainer:
         self.backlog = 0
 
     def arrived(self, user: str, origin: str | None, target: str, mailbox: Any, uids: Any) -> None:
-        if is_junk(target) and not is_junk(origin):
-            is_spam = True
-        elif is_junk(origin) and not is_junk(target) and not is_trash(target):
-            is_spam = False
-        else:
+        is_spam = lesson(origin, target)
+        if is_spam is None:
             return
         uids = list(uids)
         if len(uids) > MAX_PER_COMMAND:
