@@ -87,6 +87,7 @@ def test_expiry_drops_stale_single_sightings_and_bounds_the_size(tmp_path):
     store = TokenStore(str(tmp_path / "bayes.sqlite"), max_tokens=10, max_age_days=1)
     store.learn("u", "d1", {f"word{i}" for i in range(30)}, True)
     assert store.expire(now=bayes.time.time() + 2 * 86400) == 60  # user's and global's
+    assert store._db().execute("SELECT count(*) FROM learned").fetchone() == (0,)
     store.learn("u", "d2", {f"word{i}" for i in range(30)}, True)
     store.expire()
     (count,) = store._db().execute("SELECT count(*) FROM tokens").fetchone()

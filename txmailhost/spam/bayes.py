@@ -14,8 +14,8 @@ of their own (``min_messages`` of each kind) is judged by the global set. Tokens
 64-bit hashes (BLAKE2b), so the store holds no words of anyone's mail. ``learned`` keeps the
 SHA-256 of each message learned per owner: a message is never counted twice, and one learned
 as spam and then as ham (the user changed their mind) moves from one count to the other.
-Expiry drops tokens not trained for ``max_age`` days that were seen only once, and the oldest
-beyond ``max_tokens`` rows.
+Expiry drops tokens not trained for ``max_age`` days that were seen only once, the oldest
+beyond ``max_tokens`` rows, and the record of messages learned more than ``max_age`` ago.
 
 SQLite is used from worker threads only (the filters' pool, the training thread, the CLI):
 one connection per thread, WAL, a busy timeout, so the server and ``txmailhost spam train``
@@ -216,6 +216,9 @@ class TokenStore:
             "DELETE FROM tokens WHERE (spam + ham <= 1 AND atime < ?) OR spam + ham = 0",
             (int(now - self.max_age),),
         ).rowcount
+        # What was learned when is kept as long as tokens are; older messages may be learned
+        # again, by then their tokens are mostly gone too.
+        db.execute("DELETE FROM learned WHERE at < ?", (int(now - self.max_age),))
         (count,) = db.execute("SELECT count(*) FROM tokens").fetchone()
         if count > self.max_tokens:
             excess = count - self.max_tokens
