@@ -76,3 +76,11 @@ def test_allow_block_and_bad_addresses(data):
 def test_train_names_a_missing_directory(data, tmp_path):
     result = txm(data, "spam", "train", "--spam", str(tmp_path / "nope"), check=False)
     assert result.returncode == 1 and "not a directory" in result.stderr
+
+
+def test_threshold_per_user(data):
+    txm(data, "spam", "threshold", "--user", "alice@example.test", "3.5")
+    out = txm(data, "spam", "stats", "--user", "alice@example.test").stdout
+    assert "junk threshold: 3.5" in out
+    txm(data, "spam", "threshold", "--user", "alice@example.test")
+    assert "threshold" not in txm(data, "spam", "stats", "--user", "alice@example.test").stdout

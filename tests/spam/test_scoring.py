@@ -89,3 +89,14 @@ def test_a_blocked_sender_is_junk_whatever_the_content(tmp_path):
     TokenStore(store_path(str(tmp_path))).set_sender("", "@example.org", "block")
     verdict = judge(f, HAM)
     assert verdict.action is Action.JUNK and "USER_BLOCKED" in fields(verdict)["X-Spam-Status"]
+
+
+def test_a_recipients_own_threshold_decides_their_copy(tmp_path):
+    f = spam_filter(tmp_path)
+    store = TokenStore(store_path(str(tmp_path)))
+    store.set_threshold("alice@example.test", 0.5)  # alice wants even slight suspicion filed
+    verdict = judge(f, HAM.replace(b"Message-ID: <a@example.org>\r\n", b""))  # 0.5 points
+    assert verdict.action is Action.JUNK
+    assert "required=0.5" in fields(verdict)["X-Spam-Status"]
+    store.set_threshold("alice@example.test", None)
+    assert judge(f, HAM.replace(b"Message-ID: <a@example.org>\r\n", b"")).action is Action.ACCEPT

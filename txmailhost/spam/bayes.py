@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS totals (
 CREATE TABLE IF NOT EXISTS learned (
     owner TEXT NOT NULL, digest TEXT NOT NULL, kind TEXT NOT NULL, at INTEGER NOT NULL,
     PRIMARY KEY (owner, digest)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS thresholds (owner TEXT PRIMARY KEY, junk REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS senders (
     owner TEXT NOT NULL, address TEXT NOT NULL, kind TEXT NOT NULL, at INTEGER NOT NULL,
     PRIMARY KEY (owner, address)) WITHOUT ROWID;
@@ -260,6 +261,21 @@ class TokenStore:
             ).fetchall()
             probabilities.extend(token_probability(s, h, nspam, nham) for s, h in rows)
         return combine(probabilities)
+
+    # -- per-user thresholds -------------------------------------------------------------------
+
+    def set_threshold(self, owner: str, junk: float | None) -> None:
+        """``owner``'s own Junk threshold; None: the server's (``junk_score``)."""
+        if junk is None:
+            self._db().execute("DELETE FROM thresholds WHERE owner = ?", (owner,))
+        else:
+            self._db().execute(
+                "INSERT OR REPLACE INTO thresholds (owner, junk) VALUES (?, ?)", (owner, junk)
+            )
+
+    def threshold(self, owner: str) -> float | None:
+        row = self._db().execute("SELECT junk FROM thresholds WHERE owner = ?", (owner,)).fetchone()
+        return row[0] if row else None
 
     # -- senders -------------------------------------------------------------------------------
 

@@ -7,7 +7,8 @@
 - ``spam check FILE [--user U]`` — the score and rules a message gets, as the server would;
 - ``spam allow|block ADDRESS [--user U]`` and ``spam forget ADDRESS`` — a user's (or,
   without ``--user``, everyone's) allowed and blocked senders: an address or ``@domain``;
-- ``spam stats [--user U]`` — messages learned, and the senders listed.
+- ``spam threshold --user U [SCORE]`` — U's own Junk threshold (none: the server's);
+- ``spam stats [--user U]`` — messages learned, the senders listed, U's threshold.
 
 The commands open ``DATA/spam/bayes.sqlite`` with the server's code (``bayes.py``); SQLite's
 WAL lets them run while the server does.
@@ -54,6 +55,12 @@ def register(
         action.add_argument("address")
         action.add_argument("--user", help="for this user only (default: for everyone)")
         action.set_defaults(run=with_config(_sender(name)), kind=name)
+    threshold = actions.add_parser(
+        "threshold", help="a user's own Junk threshold (or, without SCORE, the server's again)"
+    )
+    threshold.add_argument("--user", required=True)
+    threshold.add_argument("score", nargs="?", type=float)
+    threshold.set_defaults(run=with_config(_threshold))
     stats = actions.add_parser("stats", help="messages learned and senders listed")
     stats.add_argument("--user", help="this user's (default: the global set)")
     stats.set_defaults(run=with_config(_stats))
@@ -136,11 +143,19 @@ def _sender(kind: str) -> Callable[[argparse.Namespace, Any], int]:
     return run
 
 
+def _threshold(args: argparse.Namespace, config: Any) -> int:
+    _store(config).set_threshold(owner_of(args.user), args.score)
+    return 0
+
+
 def _stats(args: argparse.Namespace, config: Any) -> int:
     store = _store(config)
     owner = _owner(args)
     spam, ham = store.totals(owner)
     print(f"learned: {spam} spam, {ham} ham ({'global' if owner == GLOBAL else owner})")
+    own = store.threshold(owner) if owner != GLOBAL else None
+    if own is not None:
+        print(f"junk threshold: {own:.1f}")
     for address, kind in store.senders(owner):
         print(f"{kind} {address}")
     return 0

@@ -8,8 +8,9 @@ trained enough, else everyone's), and the recipient's allowed/blocked senders; t
 - every message gets ``X-Spam-Status: Yes|No, score=S required=J tests=...``,
   ``X-Spam-Score: S`` and ``X-Spam-Report:`` (one line per rule that fired: score, name,
   what it means), as SpamAssassin writes them, so client filters already know them;
-- a score of ``junk_score`` or more goes to the recipient's Junk folder (per recipient: one
-  recipient's training or allow list doesn't decide for another);
+- a score of ``junk_score`` or more (or the recipient's own threshold, ``txmailhost spam
+  threshold``) goes to the recipient's Junk folder (per recipient: one recipient's training,
+  allow list or threshold doesn't decide for another);
 - a score of ``reject_score`` or more, when that is set (0 is off, the default), is refused
   with ``550 5.7.1`` — before the ``250``, so nobody is sent a bounce — when it is so for
   every recipient.
@@ -165,6 +166,12 @@ class SpamFilter(MessageFilter):
             authserv_id = host.hostname
         self.scorer = Scorer(store, authserv_id)
 
+    def _junk_score(self, recipient: str) -> float:
+        """The recipient's own threshold (``txmailhost spam threshold``), else the server's."""
+        store = self.scorer.store
+        own = store.threshold(owner_of(recipient)) if store is not None else None
+        return self.junk_score if own is None else own
+
     def end_of_data(self, client: Client, transaction: Transaction, message: BinaryIO) -> Verdict:
         if client.authenticated_as or client.listener not in self.listeners:
             return ACCEPT
@@ -175,14 +182,15 @@ class SpamFilter(MessageFilter):
         scores = {first: shown} if first else {}
         for recipient in recipients if first is None else ():
             scores[recipient] = self.scorer.score(sample, owner_of(recipient), transaction.sender)
-        fields = shown.fields(self.junk_score)
+        required = {r: self._junk_score(r) for r in scores}
+        fields = shown.fields(required[first] if first else self.junk_score)
         if (
             self.reject_score
             and scores
             and all(s.total >= self.reject_score for s in scores.values())
         ):
             return Verdict.reject(f"message refused as spam (score {shown.total:.1f})")
-        junk = frozenset(r for r, s in scores.items() if s.total >= self.junk_score)
+        junk = frozenset(r for r, s in scores.items() if s.total >= required[r])
         if junk:
             return Verdict.junk(f"spam score {shown.total:.1f}", junk, headers=fields)
         return Verdict.accept(headers=fields)
