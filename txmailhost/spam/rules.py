@@ -133,11 +133,12 @@ PHRASES = tuple(
     |best price|free gift|while supplies last|once in a lifetime|watches|replica|pharmacy
     |meds|enlargement""".replace("\n", "").split("|")
 )
-_PHRASE = re.compile(r"\b(?:" + "|".join(re.escape(p.strip()) for p in PHRASES) + r")", re.I)
+_PHRASE_TEXTS = tuple(p.strip().lower() for p in PHRASES if p.strip())
 _MESSAGE_ID = re.compile(r"^\s*<[^<>@\s]+@[^<>@\s]+>\s*$")
 _IP_HOST = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$|^\[?[0-9a-f:]+:[0-9a-f:]*\]?$", re.I)
 _DOMAIN_IN_TEXT = re.compile(r"(?:https?://)?((?:[a-z0-9-]+\.)+[a-z]{2,})(?:[/:?#]|\s|$)", re.I)
 _MIXED_WORD = re.compile(r"\w{3,}")
+_GREEK_OR_CYRILLIC = re.compile("[\u0370-\u03ff\u0400-\u04ff]")
 
 
 def _host(url: str) -> str:
@@ -223,9 +224,25 @@ def spam_phrases_many(s: Sample, c: Context) -> bool:
 
 
 def _phrases(s: Sample) -> int:
-    found = {m.group(0).lower() for m in _PHRASE.finditer((s.header("subject") or "") + "\n")}
-    found |= {m.group(0).lower() for m in _PHRASE.finditer(s.text[:65536])}
-    return len(found)
+    """How many of ``PHRASES`` the subject and the first 64 KiB of text hold, found by
+    substring search at word boundaries (a regular expression of 50 alternatives costs
+    tens of milliseconds on 64 KiB; this, a few hundred microseconds)."""
+    if "phrases" not in s.memo:
+        text = ((s.header("subject") or "") + "\n" + s.text[:65536]).lower()
+        s.memo["phrases"] = sum(1 for phrase in _PHRASE_TEXTS if _has_word(text, phrase))
+    return s.memo["phrases"]
+
+
+def _has_word(text: str, phrase: str) -> bool:
+    start = text.find(phrase)
+    while start >= 0:
+        end = start + len(phrase)
+        before = text[start - 1] if start else " "
+        after = text[end] if end < len(text) else " "
+        if not before.isalnum() and not after.isalnum():
+            return True
+        start = text.find(phrase, start + 1)
+    return False
 
 
 def html_only(s: Sample, c: Context) -> bool:
@@ -273,6 +290,8 @@ def mixed_script(s: Sample, c: Context) -> bool:
     """A word mixing Latin with Cyrillic or Greek letters ("PаyPal" with a Cyrillic а): how
     spam looks like a brand to a reader and like nothing to a word filter."""
     text = (s.header("subject") or "") + " " + (s.header("from") or "") + " " + s.text[:16384]
+    if not _GREEK_OR_CYRILLIC.search(text):
+        return False
     for match in _MIXED_WORD.finditer(text):
         word = match.group(0)
         latin = any("a" <= ch.lower() <= "z" for ch in word)

@@ -72,6 +72,7 @@ class Sample:
     undeclared_8bit: bool = False  # raw 8-bit octets where no charset says what they are
     truncated: bool = False  # the message is longer than what was read
     digest: str = ""
+    memo: dict[str, int] = field(default_factory=dict)  # what rules computed, to share
 
     def header(self, name: str) -> str | None:
         """The first field called ``name`` (any case), unfolded, or None."""
@@ -161,7 +162,7 @@ def _raw_fields(header: bytes) -> list[tuple[str, str]]:
 def _decode_header(value: str, sample: Sample) -> str:
     """RFC 2047 encoded words decoded; raw 8-bit octets read as UTF-8 (RFC 6532) when they
     are that, else noted as undeclared."""
-    if any(ord(c) > 127 for c in value):
+    if not value.isascii():
         raw = value.encode("latin-1")
         try:
             return raw.decode("utf-8")
@@ -193,7 +194,7 @@ def _decode_bytes(data: bytes, charset: str | None, sample: Sample) -> str:
             sample.unknown_charsets.append(charset.lower())
             charset = None
     if charset is None or charset.lower() in ("us-ascii", "ascii"):
-        if any(b > 127 for b in data):
+        if not data.isascii():
             try:
                 return data.decode("utf-8")
             except UnicodeDecodeError:
