@@ -14,11 +14,11 @@ What it owns:
   ``X-Spam-*`` fields, Junk above ``junk_score``, 550 above ``reject_score``.
 - ``training.py``: learning from what the user does over IMAP (into Junk: spam; out of Junk:
   ham), in a thread of its own; ``greylist.py`` and ``clamd.py``: the other filters.
-- ``cli.py``: ``txmailhost spam rules|train|allow|block|stats``.
+- ``cli.py``: ``txmailhost spam rules|train|check|allow|block|forget|threshold|stats``.
 
-Imports: ``txmailhost.filters`` (the interfaces it implements) and the standard library;
-nothing of the protocols or the store (the IMAP server calls ``training.py`` through
-``imap.observers.IMailboxObserver``). On disk: ``DATA/spam/`` (SQLite, WAL). Invariants: a
+Imports: ``txmailhost.filters`` and ``txmailhost.imap.observers`` (the interfaces it
+implements: the IMAP server calls ``training.py`` through ``IMailboxObserver``) and the
+standard library; nothing else of the protocols, nothing of the store. On disk: ``DATA/spam/`` (SQLite, WAL). Invariants: a
 message costs a bounded read whatever its size; nothing is learned twice from one message
 (SHA-256 of what was read); the reactor thread never touches SQLite.
 """
