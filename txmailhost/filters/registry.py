@@ -29,6 +29,7 @@ BUILTIN = {
     "spam": "txmailhost.spam.scoring:SpamFilter",
     "greylist": "txmailhost.spam.greylist:GreylistFilter",
     "clamd": "txmailhost.spam.clamd:ClamdFilter",
+    "spamd": "txmailhost.spam.spamd:SpamdFilter",
 }
 
 

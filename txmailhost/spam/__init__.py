@@ -13,7 +13,8 @@ What it owns:
 - ``scoring.py``: the ``spam`` filter: rules + Bayes + sender lists -> one score, the
   ``X-Spam-*`` fields, Junk above ``junk_score``, 550 above ``reject_score``.
 - ``training.py``: learning from what the user does over IMAP (into Junk: spam; out of Junk:
-  ham), in a thread of its own; ``greylist.py`` and ``clamd.py``: the other filters.
+  ham), in a thread of its own; ``greylist.py``, ``clamd.py`` and ``spamd.py``: the other
+  filters (greylisting, ClamAV, SpamAssassin's daemon).
 - ``cli.py``: ``txmailhost spam rules|train|check|allow|block|forget|threshold|stats``.
 
 Imports: ``txmailhost.filters`` and ``txmailhost.imap.observers`` (the interfaces it
