@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -60,7 +61,7 @@ def test_train_learns_each_message_once_and_check_uses_it(data, tmp_path):
     probe = tmp_path / "probe.eml"
     probe.write_text("From: x@pills.example\nSubject: cheap pills\n\nviagra pharmacy pills\n")
     status = txm(data, "spam", "check", str(probe), "--user", "alice@example.test").stdout
-    assert "BAYES_99" in status
+    assert "BAYES_99" in status and re.search(r" bayes=(0\.99|1\.00)\d\d", status)
 
 
 def test_allow_block_and_bad_addresses(data):

@@ -81,18 +81,19 @@ class Score:
     bayes: float | None  # the classifier's probability, when it was asked and trained
 
     def fields(self, required: float) -> tuple[tuple[str, str], ...]:
+        """SpamAssassin's fields: X-Spam-Status (verdict, score, threshold, rules, the
+        classifier's probability when it spoke), X-Spam-Score, X-Spam-Report, X-Spam-Flag."""
         is_spam = self.total >= required
         names = ",".join(rule.name for rule in self.hits) or "none"
         status = f"{'Yes' if is_spam else 'No'}, score={self.total:.1f} required={required:.1f}"
         report = "\n".join(
             f"{rule.score:5.1f} {rule.name:<20} {rule.description}" for rule in self.hits
         )
-        fields = [
-            ("X-Spam-Status", f"{status} tests={names}"),
-            ("X-Spam-Score", f"{self.total:.1f}"),
-        ]
-        if self.bayes is not None:
-            names = f"{names} bayes={self.bayes:.4f}"
+        if self.bayes is not None:  # SpamAssassin adds key=value items here too (autolearn=)
+            status += f" tests={names} bayes={self.bayes:.4f}"
+        else:
+            status += f" tests={names}"
+        fields = [("X-Spam-Status", status), ("X-Spam-Score", f"{self.total:.1f}")]
         if report:
             fields.append(("X-Spam-Report", "\n" + report))
         if is_spam:
