@@ -55,7 +55,7 @@ def wait_for(imap: imaplib.IMAP4, subject: str) -> tuple[str, bytes, str]:
     raise AssertionError(f"{subject!r} was delivered neither to INBOX nor to Junk")
 
 
-def wait_until(predicate, seconds: float = 10.0) -> None:
+def wait_until(predicate, seconds: float = 30.0) -> None:
     deadline = time.time() + seconds
     while not predicate():
         if time.time() > deadline:
