@@ -768,9 +768,9 @@ class FiltersConfig:
         check=_filter_names,
         doc="""Filters to run, in order: built-in names ("greylist": 451 for a first attempt
         from an unknown client, loopback exempt; "spam": content rules and the learning
-        classifier; "clamd": virus scanning; docs/admin.rst), registered names (the
-        'txmailhost.filters' entry point group) or 'package.module:factory' paths. Empty:
-        no filtering.""",
+        classifier; "clamd": ClamAV; "spamd": SpamAssassin; docs/admin.rst), registered
+        names (the 'txmailhost.filters' entry point group) or 'package.module:factory'
+        paths. Empty: no filtering.""",
     )
     timeout: float = setting(
         30.0,
