@@ -7,60 +7,25 @@ from __future__ import annotations
 import base64
 import io
 import os
-import pathlib
-import shutil
 import socket
-import subprocess
 import tempfile
 import threading
-import time
 
 import pytest
 
+from tests.support.clamd import EICAR, TEST_STRING, running_clamd
 from txmailhost.filters.interfaces import Action, Client, Transaction
 from txmailhost.filters.registry import FilterHost
 from txmailhost.spam.clamd import ClamdFilter, parse_endpoint
 
-CLAMD = shutil.which("clamd") or ("/usr/sbin/clamd" if os.path.exists("/usr/sbin/clamd") else None)
-TEST_STRING = b"TXMAILHOST-VIRUS-TEST-STRING-7f3a"
-# Built from pieces so no scanner flags this file: the standard EICAR test file.
-EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 CLIENT = Client("192.0.2.1", listener="smtp")
 CLEAN = b"From: a@example.org\r\nSubject: hello\r\n\r\nnothing to see\r\n"
 
 
 @pytest.fixture(scope="module")
 def clamd_socket():
-    if CLAMD is None:
-        pytest.skip("clamd is not installed (Debian: clamav-daemon)")
-    home = tempfile.mkdtemp(prefix="txm-clamd-", dir="/tmp")
-    database = os.path.join(home, "db")
-    os.mkdir(database)
-    with open(os.path.join(database, "txmailhost.ndb"), "w") as f:
-        f.write(f"Txmailhost.Test.String:0:*:{TEST_STRING.hex()}\n")
-        f.write(f"Txmailhost.Test.EICAR:0:*:{EICAR.hex()}\n")
-    path = os.path.join(home, "clamd.sock")
-    config = os.path.join(home, "clamd.conf")
-    with open(config, "w") as f:
-        f.write(
-            f"LocalSocket {path}\nForeground yes\nDatabaseDirectory {database}\n"
-            f"LogFile {home}/clamd.log\nStreamMaxLength 25M\nMaxThreads 2\n"
-        )
-    process = subprocess.Popen([CLAMD, "-c", config], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.STDOUT)  # fmt: skip
-    try:
-        deadline = time.time() + 60
-        while not os.path.exists(path):
-            if process.poll() is not None or time.time() > deadline:
-                log = pathlib.Path(home, "clamd.log")
-                text = log.read_text(errors="replace") if log.exists() else ""
-                pytest.skip(f"clamd did not start: {text[-500:]}")
-            time.sleep(0.1)
+    with running_clamd() as path:
         yield path
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def scan(f: ClamdFilter, message: bytes):
