@@ -155,6 +155,10 @@ def _parser() -> argparse.ArgumentParser:
 
     register_ops_commands(commands, _with_config, _with_accounts, _password_option, _read_password)
 
+    from txmailhost.spam.cli import register as register_spam_commands
+
+    register_spam_commands(commands, _with_config)
+
     user = commands.add_parser("user", help="manage user accounts (user@domain)")
     user_commands = user.add_subparsers(metavar="ACTION", required=True)
     add = user_commands.add_parser("add", help="create an account and its mailbox")

@@ -799,10 +799,13 @@ class FiltersConfig:
     """[filters]: content filters run on SMTP mail before it is accepted (docs/filters.rst)."""
 
     chain: tuple[str, ...] = setting(
-        (),
+        ("greylist", "spam"),
         check=_filter_names,
-        doc="""Filters to run, in order: registered names (the 'txmailhost.filters' entry
-        point group) or 'package.module:factory' paths. Empty: no filtering.""",
+        doc="""Filters to run, in order: built-in names ("greylist": 451 for a first attempt
+        from an unknown client, loopback exempt; "spam": content rules and the learning
+        classifier; "clamd": ClamAV; "spamd": SpamAssassin; docs/admin.rst), registered
+        names (the 'txmailhost.filters' entry point group) or 'package.module:factory'
+        paths. Empty: no filtering.""",
     )
     timeout: float = setting(
         30.0,

@@ -59,6 +59,7 @@ class ServerParts:
     pools: tuple[Any, ...] = ()  # the server's ThreadPools, for the metrics page
     # The inbound listener's hand-off when it differs (mail forwarded elsewhere is ARC-sealed).
     inbound_delivery: Any = None
+    mailbox_observers: tuple[Any, ...] = ()  # imap.observers.IMailboxObserver (spam training)
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,7 @@ def imap(parts: ServerParts, implicit_tls: bool) -> IMAPFactory:
         idle_timeout=config.imap.idle_timeout,
         max_literal_size=config.imap.max_literal_size,
         quota_of=parts.router.quota_of,
+        observers=parts.mailbox_observers,
     )
 
 

@@ -288,10 +288,11 @@ def _build_filters(config: Any, reactor: Any, top: MultiService, leading: Any = 
     """The content filter chain of ``[filters]`` after ``leading`` (mail authentication's),
     None when empty, with a thread pool of its own for filters that block: a slow spam
     scanner then never holds up an fsync."""
-    from txmailhost.filters.registry import FilterConfigError, build_chain
+    from txmailhost.filters.registry import FilterConfigError, FilterHost, build_chain
 
     settings = config.filters
     pool = ThreadPool(minthreads=1, maxthreads=8, name="txmailhost-filters")
+    host = FilterHost(config.data_dir, config.hostname)
     try:
         chain = build_chain(
             settings.chain,
@@ -301,6 +302,7 @@ def _build_filters(config: Any, reactor: Any, top: MultiService, leading: Any = 
             settings.timeout,
             settings.on_error,
             leading=tuple(leading),
+            host=host,
         )
     except FilterConfigError as e:
         print(f"txmailhost: filters.chain: {e}", file=sys.stderr)
@@ -310,6 +312,20 @@ def _build_filters(config: Any, reactor: Any, top: MultiService, leading: Any = 
         names = [f.name for f in leading] + list(settings.chain)
         log.info("txmailhost filters: {names}", names=", ".join(names))
     return chain
+
+
+def _build_training(config: Any, reactor: Any, top: MultiService) -> tuple[Any, ...]:
+    """The IMAP observers that train the spam classifier from users' moves in and out of
+    Junk, when the spam filter is in the chain (``txmailhost.spam.training``)."""
+    if "spam" not in config.filters.chain:
+        return ()
+    from txmailhost.spam.training import build_trainer
+
+    trainer = build_trainer(config.data_dir, config.filters.settings.get("spam", {}), reactor)
+    if trainer is None:
+        return ()
+    ThreadPoolService(trainer.pool).setServiceParent(top)
+    return (trainer,)
 
 
 def build_accounts(config: Any, store: Any, reactor: Any, pool: ThreadPool) -> tuple[Any, Any]:
@@ -436,6 +452,7 @@ def build(
         plaintext_auth=PlaintextAuth(security.plaintext_auth_from),
         pools=tuple(s.pool for s in top if isinstance(s, ThreadPoolService)),
         inbound_delivery=mailauth.forwarding(delivery, reactor, storage_pool),
+        mailbox_observers=_build_training(config, reactor, top),
     )
     open_listeners = []
     for kind in LISTENERS if listeners is None else listeners:

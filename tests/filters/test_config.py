@@ -25,8 +25,12 @@ def test_filters_section_sets_chain_budget_default_and_settings(tmp_path):
     assert filters.settings == {"spam": {"url": "http://127.0.0.1:11333"}}
 
 
-def test_no_filters_section_means_no_filters(tmp_path):
-    assert load(tmp_path, "").filters.chain == ()
+def test_no_filters_section_means_greylisting_and_the_spam_filter(tmp_path):
+    assert load(tmp_path, "").filters.chain == ("greylist", "spam")
+
+
+def test_an_empty_chain_means_no_filters(tmp_path):
+    assert load(tmp_path, "[filters]\nchain = []\n").filters.chain == ()
 
 
 @pytest.mark.parametrize(

@@ -4,13 +4,16 @@ A name resolves, in this order, to a factory registered with ``register`` (by tx
 itself, or an application that embeds it), an entry point of the ``txmailhost.filters`` group
 (how a package installed beside txmailhost offers its filters), or a ``package.module:factory``
 path. The factory is called with the filter's ``[filters.settings.NAME]`` options as keyword
-arguments and returns an ``IMessageFilter`` (docs/filters.rst).
+arguments and returns an ``IMessageFilter`` (docs/filters.rst). txmailhost's own filters
+(``BUILTIN``) also get ``host=``, a ``FilterHost``: the data directory for their state and
+the server's name.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -20,6 +23,22 @@ from txmailhost.filters.interfaces import IMessageFilter
 GROUP = "txmailhost.filters"
 
 _REGISTERED: dict[str, Callable[..., Any]] = {}
+
+# txmailhost's own filters, imported when the chain names them.
+BUILTIN = {
+    "spam": "txmailhost.spam.scoring:SpamFilter",
+    "greylist": "txmailhost.spam.greylist:GreylistFilter",
+    "clamd": "txmailhost.spam.clamd:ClamdFilter",
+    "spamd": "txmailhost.spam.spamd:SpamdFilter",
+}
+
+
+@dataclass(frozen=True)
+class FilterHost:
+    """What the server tells its own filters: where state goes (``DATA/``), its name."""
+
+    data_dir: str
+    hostname: str
 
 
 class FilterConfigError(ValueError):
@@ -34,6 +53,9 @@ def register(name: str, factory: Callable[..., Any]) -> None:
 def factory_for(name: str) -> Callable[..., Any]:
     if name in _REGISTERED:
         return _REGISTERED[name]
+    if name in BUILTIN:
+        module, _, attribute = BUILTIN[name].partition(":")
+        return getattr(importlib.import_module(module), attribute)
     for entry in entry_points(group=GROUP):
         if entry.name == name:
             return entry.load()
@@ -57,13 +79,17 @@ def build_chain(
     timeout: float,
     on_error: str,
     leading: tuple[Any, ...] = (),
+    host: FilterHost | None = None,
 ) -> FilterChain | None:
     """The chain for ``[filters]``, after the ``leading`` filters the server itself runs
     (mail authentication); None when it is empty. Raises ``FilterConfigError``."""
     filters = list(leading)
     for name in names:
+        options = dict(settings.get(name, {}))
+        if name in BUILTIN and name not in _REGISTERED:
+            options["host"] = host
         try:
-            made = factory_for(name)(**settings.get(name, {}))
+            made = factory_for(name)(**options)
         except FilterConfigError:
             raise
         except Exception as e:

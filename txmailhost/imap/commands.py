@@ -20,7 +20,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from txmailhost.imap import names, replies
+from txmailhost.imap import names, observers, replies
 from txmailhost.imap.fetch import flag_list
 from txmailhost.imap.parser import LiteralFile, ParseError, Reader
 from txmailhost.imap.replies import Done, mailbox_name, printable
@@ -400,6 +400,7 @@ class MailboxCommands:
             uidvalidity, uid = await mailbox.append_staged(literal.path, flags, date)
         else:
             uidvalidity, uid = await mailbox.append(MessageSource.from_bytes(literal), flags, date)
+        observers.tell(self.factory.observers, self.account.address, None, name, mailbox, [uid])
         log.info(
             "imap append {user} {mailbox} uid {uid} ({size} octets)",
             user=self.user,

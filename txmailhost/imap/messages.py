@@ -15,7 +15,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from txmailhost.imap import fetch, mime, names, replies
+from txmailhost.imap import fetch, mime, names, observers, replies
 from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.imap.replies import Done
 from txmailhost.imap.search import BadCharset, Candidate, compress, parse_search
@@ -446,6 +446,14 @@ class MessageCommands:
         pairs = await view.mailbox.copy([uid for _s, uid in targets], target)
         if not pairs:
             return pairs, ""
+        observers.tell(
+            self.factory.observers,
+            self.account.address,
+            view.mailbox.name,
+            name,
+            target,
+            [d for _s, d in pairs],
+        )
         status = await target.status()
         source = compress([s for s, _d in pairs])
         dest = compress([d for _s, d in pairs])

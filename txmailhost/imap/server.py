@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
@@ -604,6 +604,7 @@ class IMAPFactory(Factory):
     ``quota_of(address)`` (a Deferred of bytes, or None for unlimited, e.g.
     ``Router.quota_of``) is the limit QUOTA reports; without it, or for an unlimited account,
     usage is reported against a limit of 1 PiB. Enforcement is the delivery path's job.
+    ``observers`` (``IMailboxObserver``) hear of messages copied, moved or appended.
     """
 
     noisy = False
@@ -624,6 +625,7 @@ class IMAPFactory(Factory):
         max_literal_size: int = 50 * 1024 * 1024,
         max_line_length: int = 64 * 1024,
         quota_of: Callable[[str], Deferred[int | None]] | None = None,
+        observers: Sequence[Any] = (),
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -641,3 +643,5 @@ class IMAPFactory(Factory):
         self.max_literal_size = max_literal_size
         self.max_line_length = max_line_length
         self.quota_of = quota_of
+        # IMailboxObservers told of COPY/MOVE/APPEND (imap/observers.py: spam training)
+        self.observers = tuple(observers)

@@ -1,0 +1,105 @@
+"""The tokenizer, the chi-squared classifier and its store (per user, global, expiry)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from txmailhost.spam import bayes
+from txmailhost.spam.bayes import GLOBAL, TokenStore, chi2q, combine, token_probability
+from txmailhost.spam.sample import sample_of
+from txmailhost.spam.tokens import tokens
+
+
+def toks(text: str, subject: str = "hello", sender: str = "a@example.org") -> set[str]:
+    message = f"From: {sender}\r\nSubject: {subject}\r\n\r\n{text}\r\n".encode()
+    return tokens(sample_of(io.BytesIO(message)))
+
+
+def test_tokens_cover_subject_sender_urls_and_long_words():
+    found = toks("Visit https://shop.example.com/deal now " + "z" * 40, "Great deal")
+    assert {"subject:great", "subject:deal", "from:addr:a@example.org"} <= found
+    assert {"from:domain:example.org", "url:example.com", "url:shop.example.com"} <= found
+    assert "url-path:deal" in found and "skip:z 40" in found and "visit" in found
+
+
+def test_chi2q_matches_known_values():
+    assert chi2q(0.0, 2) == pytest.approx(1.0)
+    assert chi2q(2.0, 2) == pytest.approx(0.36787944, rel=1e-6)  # e^-1
+    assert chi2q(10.0, 4) == pytest.approx(0.04042768, rel=1e-5)
+
+
+def test_token_probability_is_pulled_toward_half_when_rare():
+    assert token_probability(1, 0, 10, 10) == pytest.approx((0.45 * 0.5 + 1) / 1.45)
+    assert token_probability(100, 0, 100, 100) > 0.99
+    assert token_probability(0, 0, 10, 10) == 0.5
+
+
+def test_combining_says_spam_ham_and_unsure():
+    assert combine([0.99] * 20) > 0.99
+    assert combine([0.01] * 20) < 0.01
+    assert 0.4 < combine([0.99] * 10 + [0.01] * 10) < 0.6
+    assert combine([0.5, 0.55]) == 0.5  # no clue strong enough
+
+
+def trained(tmp_path, min_messages: int = 5) -> TokenStore:
+    store = TokenStore(str(tmp_path / "bayes.sqlite"), min_messages=min_messages)
+    for i in range(6):
+        spam = toks(f"cheap pills viagra offer {i}", "cheap pills", f"s{i}@spam.example")
+        ham = toks(f"meeting agenda minutes project {i}", "project notes", f"h{i}@work.example")
+        assert store.learn("alice@example.test", f"s{i}", spam, True)
+        assert store.learn("alice@example.test", f"h{i}", ham, False)
+    return store
+
+
+def test_a_trained_user_judges_new_mail(tmp_path):
+    store = trained(tmp_path)
+    spam = store.judge(["alice@example.test"], toks("cheap viagra pills today", "cheap pills"))
+    ham = store.judge(["alice@example.test"], toks("project meeting agenda", "project notes"))
+    assert spam is not None and spam.probability > 0.9 and spam.owner == "alice@example.test"
+    assert ham is not None and ham.probability < 0.1
+
+
+def test_an_untrained_user_falls_back_to_the_global_counts(tmp_path):
+    store = trained(tmp_path)
+    judged = store.judge(["bob@example.test"], toks("cheap viagra pills", "cheap pills"))
+    assert judged is not None and judged.owner == GLOBAL and judged.probability > 0.9
+    assert store.totals(GLOBAL) == (6, 6)
+
+
+def test_too_little_training_says_nothing(tmp_path):
+    store = trained(tmp_path, min_messages=50)
+    assert store.judge(["alice@example.test"], toks("cheap viagra")) is None
+
+
+def test_a_message_is_learned_once_and_can_change_sides(tmp_path):
+    store = TokenStore(str(tmp_path / "bayes.sqlite"))
+    found = toks("some text")
+    assert store.learn("u", "d1", found, True)
+    assert not store.learn("u", "d1", found, True)
+    assert store.totals("u") == (1, 0)
+    assert store.learn("u", "d1", found, False)  # the user changed their mind
+    assert store.totals("u") == (0, 1) and store.totals(GLOBAL) == (0, 1)
+
+
+def test_expiry_drops_stale_single_sightings_and_bounds_the_size(tmp_path):
+    store = TokenStore(str(tmp_path / "bayes.sqlite"), max_tokens=10, max_age_days=1)
+    store.learn("u", "d1", {f"word{i}" for i in range(30)}, True)
+    assert store.expire(now=bayes.time.time() + 2 * 86400) == 60  # user's and global's
+    assert store._db().execute("SELECT count(*) FROM learned").fetchone() == (0,)
+    store.learn("u", "d2", {f"word{i}" for i in range(30)}, True)
+    store.expire()
+    (count,) = store._db().execute("SELECT count(*) FROM tokens").fetchone()
+    assert count == 10
+
+
+def test_sender_lists_per_user_then_everyone(tmp_path):
+    store = TokenStore(str(tmp_path / "bayes.sqlite"))
+    store.set_sender("alice", "friend@example.org", "allow")
+    store.set_sender(GLOBAL, "@spam.example", "block")
+    assert store.sender_kind(["alice"], ["Friend@Example.org"]) == "allow"
+    assert store.sender_kind(["bob"], ["friend@example.org"]) is None
+    assert store.sender_kind(["bob"], ["x@spam.example"]) == "block"
+    store.set_sender("alice", "friend@example.org", None)
+    assert store.sender_kind(["alice"], ["friend@example.org"]) is None

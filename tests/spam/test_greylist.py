@@ -1,0 +1,107 @@
+"""Greylisting: the triplet's life (451, pass after the delay, start over), auto-allowing a
+client network, expiry, and who is never greylisted."""
+
+from __future__ import annotations
+
+import pytest
+
+from txmailhost.filters.interfaces import Action, Client, Transaction
+from txmailhost.spam.greylist import GreylistFilter, network_of
+
+OUTSIDE = Client("192.0.2.10", listener="smtp")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def greylist(tmp_path, clock, **settings) -> GreylistFilter:
+    return GreylistFilter(path=str(tmp_path / "greylist.sqlite"), now=clock, **settings)
+
+
+def rcpt(f, client=OUTSIDE, sender="a@sender.example", recipient="alice@example.test"):
+    return f.rcpt_to(client, Transaction(sender, ()), recipient)
+
+
+def test_networks_are_the_24_and_the_64():
+    assert network_of("192.0.2.77") == "192.0.2.0/24"
+    assert network_of("::ffff:192.0.2.77") == "192.0.2.0/24"
+    assert network_of("2001:db8:1:2:3::4") == "2001:db8:1:2::/64"
+
+
+def test_first_attempt_is_deferred_and_a_retry_after_the_delay_passes(tmp_path, clock):
+    f = greylist(tmp_path, clock)
+    first = rcpt(f)
+    assert first.action is Action.TEMPFAIL and "300 seconds" in first.reason
+    clock.now += 60
+    early = rcpt(f)
+    assert early.action is Action.TEMPFAIL and "240 seconds" in early.reason
+    clock.now += 241
+    assert rcpt(f).action is Action.ACCEPT
+    clock.now += 86400  # passed triplets stay accepted
+    assert rcpt(f).action is Action.ACCEPT
+    # another address of the same /24 is the same sender farm
+    assert rcpt(f, Client("192.0.2.99", listener="smtp")).action is Action.ACCEPT
+    assert rcpt(f, recipient="bob@example.test").action is Action.TEMPFAIL
+
+
+def test_a_triplet_not_retried_in_time_starts_over(tmp_path, clock):
+    f = greylist(tmp_path, clock, delay=10, retry_window=100)
+    assert rcpt(f).action is Action.TEMPFAIL
+    clock.now += 101
+    assert rcpt(f).action is Action.TEMPFAIL
+    clock.now += 11
+    assert rcpt(f).action is Action.ACCEPT
+
+
+def test_a_client_network_is_allowed_after_n_passes(tmp_path, clock):
+    f = greylist(tmp_path, clock, delay=10, auto_allow_after=2)
+    for recipient in ("a@example.test", "b@example.test"):
+        assert rcpt(f, recipient=recipient).action is Action.TEMPFAIL
+        clock.now += 11
+        assert rcpt(f, recipient=recipient).action is Action.ACCEPT
+    assert rcpt(f, recipient="new@example.test", sender="other@x.example").action is Action.ACCEPT
+
+
+def test_state_expires(tmp_path, clock):
+    f = greylist(tmp_path, clock, delay=10, allow_days=1)
+    rcpt(f)
+    clock.now += 11
+    assert rcpt(f).action is Action.ACCEPT
+    clock.now += 2 * 86400
+    f.sweep()
+    (count,) = f._db().execute("SELECT count(*) FROM triplets").fetchone()
+    assert count == 0
+    assert rcpt(f).action is Action.TEMPFAIL
+
+
+@pytest.mark.parametrize(
+    "client",
+    [
+        Client("127.0.0.1", listener="smtp"),
+        Client("::1", listener="smtp"),
+        Client("192.0.2.10", listener="smtp", authenticated_as="bob@example.test"),
+        Client("192.0.2.10", listener="submission"),
+    ],
+)
+def test_loopback_authenticated_and_submission_are_never_greylisted(tmp_path, clock, client):
+    assert rcpt(greylist(tmp_path, clock), client).action is Action.ACCEPT
+
+
+def test_exempt_networks_can_be_emptied(tmp_path, clock):
+    f = greylist(tmp_path, clock, exempt_networks=[])
+    assert rcpt(f, Client("127.0.0.1", listener="smtp")).action is Action.TEMPFAIL
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError):
+        GreylistFilter(path="x", delay=100, retry_window=50)

@@ -1,0 +1,102 @@
+"""The ``spam`` filter's verdicts: tags, Junk per recipient, the optional 550, who is skipped."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from txmailhost.filters.interfaces import Action, Client, Transaction
+from txmailhost.filters.registry import FilterConfigError, FilterHost, build_chain
+from txmailhost.spam.bayes import TokenStore
+from txmailhost.spam.scoring import SpamFilter, store_path
+
+SPAM = (
+    b"From: deals@promo.example\r\nSubject: CHEAP WATCHES BUY NOW!!!\r\n\r\n"
+    b"Buy now: cheap replica watches, lowest price!!! http://bit.ly/x\r\n"
+)
+HAM = (
+    b"From: carol@example.org\r\nDate: Fri, 04 Dec 2026 10:00:00 +0000\r\n"
+    b"Message-ID: <a@example.org>\r\nSubject: lunch\r\n\r\nNoon?\r\n"
+)
+OUTSIDE = Client("192.0.2.1", listener="smtp")
+
+
+def spam_filter(tmp_path, **settings) -> SpamFilter:
+    return SpamFilter(host=FilterHost(str(tmp_path), "mx.example.test"), **settings)
+
+
+def judge(f: SpamFilter, message: bytes, *recipients: str, client: Client = OUTSIDE):
+    transaction = Transaction("deals@promo.example", recipients or ("alice@example.test",))
+    return f.end_of_data(client, transaction, io.BytesIO(message))
+
+
+def fields(verdict) -> dict[str, str]:
+    return dict(verdict.headers)
+
+
+def test_ham_is_accepted_with_its_score(tmp_path):
+    verdict = judge(spam_filter(tmp_path), HAM)
+    assert verdict.action is Action.ACCEPT
+    assert fields(verdict)["X-Spam-Status"] == "No, score=0.0 required=5.0 tests=none"
+    assert fields(verdict)["X-Spam-Score"] == "0.0"
+
+
+def test_spam_goes_to_junk_with_a_report(tmp_path):
+    verdict = judge(spam_filter(tmp_path), SPAM)
+    assert verdict.action is Action.JUNK
+    assert verdict.recipients == {"alice@example.test"}
+    status = fields(verdict)["X-Spam-Status"]
+    assert status.startswith("Yes, score=") and "URL_SHORTENER" in status
+    assert "URL_SHORTENER" in fields(verdict)["X-Spam-Report"]
+    assert fields(verdict)["X-Spam-Flag"] == "YES"
+
+
+def test_reject_score_refuses_what_scores_above_it(tmp_path):
+    verdict = judge(spam_filter(tmp_path, junk_score=2.0, reject_score=4.0), SPAM)
+    assert verdict.action is Action.REJECT
+    assert "spam" in verdict.reason
+
+
+def test_a_reject_score_not_above_the_junk_score_is_refused_at_start(tmp_path):
+    with pytest.raises(FilterConfigError, match="reject_score"):
+        build_chain(("spam",), {"spam": {"reject_score": 3.0}}, None, None, 5, "tempfail",
+                    FilterHost(str(tmp_path), "mx"))  # fmt: skip
+    with pytest.raises(FilterConfigError, match="no_such_option"):
+        build_chain(("spam",), {"spam": {"no_such_option": 1}}, None, None, 5, "tempfail",
+                    FilterHost(str(tmp_path), "mx"))  # fmt: skip
+
+
+def test_authenticated_and_submission_mail_is_not_scored(tmp_path):
+    f = spam_filter(tmp_path)
+    user = Client("192.0.2.1", listener="smtp", authenticated_as="bob@example.test")
+    assert judge(f, SPAM, client=user).headers == ()
+    assert judge(f, SPAM, client=Client("192.0.2.1", listener="submission")).headers == ()
+
+
+def test_each_recipients_own_allow_list_decides_their_copy(tmp_path):
+    f = spam_filter(tmp_path)
+    TokenStore(store_path(str(tmp_path))).set_sender(
+        "bob@example.test", "deals@promo.example", "allow"
+    )
+    verdict = judge(f, SPAM, "alice@example.test", "bob@example.test")
+    assert verdict.action is Action.JUNK
+    assert verdict.recipients == {"alice@example.test"}
+
+
+def test_a_blocked_sender_is_junk_whatever_the_content(tmp_path):
+    f = spam_filter(tmp_path)
+    TokenStore(store_path(str(tmp_path))).set_sender("", "@example.org", "block")
+    verdict = judge(f, HAM)
+    assert verdict.action is Action.JUNK and "USER_BLOCKED" in fields(verdict)["X-Spam-Status"]
+
+
+def test_a_recipients_own_threshold_decides_their_copy(tmp_path):
+    f = spam_filter(tmp_path)
+    store = TokenStore(store_path(str(tmp_path)))
+    store.set_threshold("alice@example.test", 0.5)  # alice wants even slight suspicion filed
+    verdict = judge(f, HAM.replace(b"Message-ID: <a@example.org>\r\n", b""))  # 0.5 points
+    assert verdict.action is Action.JUNK
+    assert "required=0.5" in fields(verdict)["X-Spam-Status"]
+    store.set_threshold("alice@example.test", None)
+    assert judge(f, HAM.replace(b"Message-ID: <a@example.org>\r\n", b"")).action is Action.ACCEPT

@@ -1,0 +1,97 @@
+"""The spamd filter against Debian's real spamd (SpamAssassin, stock rules, no network
+tests), started here on a free loopback port; skipped without spamd. GTUBE is
+SpamAssassin's test string, as EICAR is ClamAV's."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from txmailhost.filters.interfaces import ACCEPT, Action, Client, Transaction
+from txmailhost.spam.spamd import SpamdFilter
+
+SPAMD = shutil.which("spamd") or ("/usr/sbin/spamd" if os.path.exists("/usr/sbin/spamd") else None)
+GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*" + b"GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+HAM = (
+    b"From: carol@example.org\r\nDate: Fri, 04 Dec 2026 10:00:00 +0000\r\n"
+    b"Message-ID: <lunch-1@example.org>\r\nSubject: lunch\r\n\r\nShall we meet at noon?\r\n"
+)
+OUTSIDE = Client("192.0.2.1", listener="smtp")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def spamd_port():
+    if SPAMD is None:
+        pytest.skip("spamd is not installed (Debian: spamd)")
+    port = free_port()
+    home = tempfile.mkdtemp(prefix="txm-spamd-", dir="/tmp")
+    log = open(os.path.join(home, "log"), "wb")  # noqa: SIM115 - closed below
+    argv = [SPAMD, f"--listen=127.0.0.1:{port}", "--local", "--nouser-config",
+            "--max-children=1", "--min-children=1", f"--pidfile={home}/pid", "--syslog=stderr"]  # fmt: skip
+    if os.geteuid() == 0:
+        argv.append("--username=nobody")
+    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.time() > deadline:
+                    pytest.skip("spamd did not start")
+                time.sleep(0.2)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def judge(f: SpamdFilter, message: bytes, client: Client = OUTSIDE):
+    return f.end_of_data(client, Transaction("a@example.org", ("b@example.test",), "Q1"),
+                         io.BytesIO(message))  # fmt: skip
+
+
+def test_spamd_spam_goes_to_junk_with_its_rules(spamd_port):
+    verdict = judge(SpamdFilter(socket=f"tcp:127.0.0.1:{spamd_port}", timeout=60), HAM + GTUBE)
+    assert verdict.action is Action.JUNK
+    ((name, value),) = verdict.headers
+    assert name == "X-Spamd-Status" and value.startswith("Yes, score=") and "GTUBE" in value
+
+
+def test_spamd_ham_is_tagged_and_accepted(spamd_port):
+    verdict = judge(SpamdFilter(socket=f"tcp:127.0.0.1:{spamd_port}", timeout=60), HAM)
+    assert verdict.action is Action.ACCEPT
+    assert verdict.headers[0][1].startswith("No, score=")
+
+
+def test_spamd_reject_score(spamd_port):
+    f = SpamdFilter(socket=f"tcp:127.0.0.1:{spamd_port}", timeout=60, reject_score=100)
+    assert judge(f, HAM + GTUBE).action is Action.REJECT
+
+
+def test_spamd_down_is_skipped_and_counted():
+    f = SpamdFilter(socket=f"tcp:127.0.0.1:{free_port()}", timeout=2)
+    assert judge(f, HAM) == ACCEPT
+    assert f.failures == 1
+
+
+def test_authenticated_mail_is_not_sent_to_spamd():
+    f = SpamdFilter(socket=f"tcp:127.0.0.1:{free_port()}", timeout=2)
+    judge(f, HAM, Client("192.0.2.1", listener="smtp", authenticated_as="bob@example.test"))
+    assert f.failures == 0

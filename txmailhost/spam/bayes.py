@@ -1,0 +1,328 @@
+"""The Bayesian classifier: token counts per user, Robinson's estimates, Fisher's combining.
+
+The mathematics is SpamBayes's (Gary Robinson, "A Statistical Approach to the Spam Problem",
+2003; Tim Peters's chi-squared combining): for each token, its spam probability from how often
+it was in spam and in ham, pulled toward 0.5 when it was seen rarely (``S``, ``X``); the
+tokens furthest from 0.5 (at most ``MAX_CLUES``, at least ``MIN_STRENGTH`` away) are combined
+twice with Fisher's method — once for "these are spam" (S), once for "these are ham" (H) —
+and the score is ``(S - H + 1) / 2``: near 0 ham, near 1 spam, near 0.5 "unsure" (both or
+neither).
+
+The counts live in ``DATA/spam/bayes.sqlite`` (``TokenStore``), one set per user and one
+global set that every training adds to too (owner ``""``): a user with too little training
+of their own (``min_messages`` of each kind) is judged by the global set. Tokens are kept as
+64-bit hashes (BLAKE2b), so the store holds no words of anyone's mail. ``learned`` keeps the
+SHA-256 of each message learned per owner: a message is never counted twice, and one learned
+as spam and then as ham (the user changed their mind) moves from one count to the other.
+Expiry drops tokens not trained for ``max_age`` days that were seen only once, the oldest
+beyond ``max_tokens`` rows, and the record of messages learned more than ``max_age`` ago.
+
+SQLite is used from worker threads only (the filters' pool, the training thread, the CLI):
+one connection per thread, WAL, a busy timeout, so the server and ``txmailhost spam train``
+can share the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+GLOBAL = ""  # the owner every training also counts for
+S = 0.45  # strength of the prior (SpamBayes unknown_word_strength)
+X = 0.5  # the prior: an unknown token says nothing
+MIN_STRENGTH = 0.1  # |p - 0.5| a token needs to count (minimum_prob_strength)
+MAX_CLUES = 150  # tokens combined at most (max_discriminators)
+_LN2 = math.log(2)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tokens (
+    owner TEXT NOT NULL, token INTEGER NOT NULL, spam INTEGER NOT NULL DEFAULT 0,
+    ham INTEGER NOT NULL DEFAULT 0, atime INTEGER NOT NULL,
+    PRIMARY KEY (owner, token)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tokens_atime ON tokens (atime);
+CREATE TABLE IF NOT EXISTS totals (
+    owner TEXT PRIMARY KEY, spam INTEGER NOT NULL DEFAULT 0, ham INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS learned (
+    owner TEXT NOT NULL, digest TEXT NOT NULL, kind TEXT NOT NULL, at INTEGER NOT NULL,
+    PRIMARY KEY (owner, digest)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS thresholds (owner TEXT PRIMARY KEY, junk REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS senders (
+    owner TEXT NOT NULL, address TEXT NOT NULL, kind TEXT NOT NULL, at INTEGER NOT NULL,
+    PRIMARY KEY (owner, address)) WITHOUT ROWID;
+"""
+
+
+def token_id(token: str) -> int:
+    """A token as a signed 64-bit integer (SQLite's INTEGER)."""
+    digest = hashlib.blake2b(token.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def chi2q(x2: float, v: int) -> float:
+    """P(chi-squared with ``v`` (even) degrees of freedom >= ``x2``) (SpamBayes's chi2Q)."""
+    m = x2 / 2.0
+    total = term = math.exp(-m)
+    for i in range(1, v // 2):
+        term *= m / i
+        total += term
+    return min(total, 1.0)
+
+
+def token_probability(spam: int, ham: int, nspam: int, nham: int) -> float:
+    """Robinson's f(w): the token's spam probability, pulled toward ``X`` when rare."""
+    spam_ratio = spam / nspam if nspam else 0.0
+    ham_ratio = ham / nham if nham else 0.0
+    if spam_ratio + ham_ratio == 0:
+        return X
+    p = spam_ratio / (spam_ratio + ham_ratio)
+    n = spam + ham
+    return (S * X + n * p) / (S + n)
+
+
+def combine(probabilities: Iterable[float]) -> float:
+    """Fisher's chi-squared combining of the clues, as SpamBayes's ``chi2_spamprob``."""
+    clues = [p for p in probabilities if abs(p - 0.5) >= MIN_STRENGTH]
+    clues.sort(key=lambda p: -abs(p - 0.5))
+    clues = clues[:MAX_CLUES]
+    if not clues:
+        return 0.5
+    h = s = 1.0
+    h_exp = s_exp = 0
+    for p in clues:
+        s *= 1.0 - p
+        h *= p
+        if s < 1e-200:  # keep the products from underflowing: carry the exponent apart
+            s, e = math.frexp(s)
+            s_exp += e
+        if h < 1e-200:
+            h, e = math.frexp(h)
+            h_exp += e
+    s_log = math.log(s) + s_exp * _LN2
+    h_log = math.log(h) + h_exp * _LN2
+    n = len(clues)
+    spamminess = 1.0 - chi2q(-2.0 * s_log, 2 * n)
+    hamminess = 1.0 - chi2q(-2.0 * h_log, 2 * n)
+    return (spamminess - hamminess + 1.0) / 2.0
+
+
+@dataclass(frozen=True)
+class Judgement:
+    probability: float  # 0 ham .. 1 spam
+    owner: str  # whose counts judged it ("" the global ones)
+
+
+class TokenStore:
+    """The counts on disk (see the module docstring). Call from worker threads only."""
+
+    def __init__(
+        self,
+        path: str,
+        min_messages: int = 20,
+        max_tokens: int = 2_000_000,
+        max_age_days: float = 180.0,
+    ) -> None:
+        self.path = path
+        self.min_messages = min_messages
+        self.max_tokens = max_tokens
+        self.max_age = max_age_days * 86400
+        self._local = threading.local()
+        self._learned_since_expiry = 0
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            self._local.db = db
+        return db
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # -- learning ------------------------------------------------------------------------------
+
+    def learn(self, owner: str, digest: str, found: set[str], is_spam: bool) -> bool:
+        """Count ``found`` as one spam (or ham) of ``owner`` and of the global set. False when
+        that message was already learned so for ``owner``; learned as the other kind before,
+        it is moved over."""
+        kind = "s" if is_spam else "h"
+        owners = [owner] if owner == GLOBAL else [owner, GLOBAL]
+        ids = [token_id(t) for t in found]
+        now = int(time.time())
+        db = self._db()
+        changed = False
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for who in owners:
+                row = db.execute(
+                    "SELECT kind FROM learned WHERE owner = ? AND digest = ?", (who, digest)
+                ).fetchone()
+                if row is not None and row[0] == kind:
+                    continue
+                if row is not None:
+                    self._count(db, who, ids, row[0] == "s", -1, now)
+                self._count(db, who, ids, is_spam, +1, now)
+                db.execute(
+                    "INSERT OR REPLACE INTO learned (owner, digest, kind, at) VALUES (?, ?, ?, ?)",
+                    (who, digest, kind, now),
+                )
+                changed = True
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        if changed:
+            self._learned_since_expiry += 1
+            if self._learned_since_expiry >= 500:
+                self.expire()
+        return changed
+
+    def _count(
+        self, db: sqlite3.Connection, owner: str, ids: list[int], spam: bool, step: int, now: int
+    ) -> None:
+        column = "spam" if spam else "ham"
+        db.execute("INSERT OR IGNORE INTO totals (owner) VALUES (?)", (owner,))
+        db.execute(
+            f"UPDATE totals SET {column} = max(0, {column} + ?) WHERE owner = ?", (step, owner)
+        )
+        if step > 0:
+            db.executemany(
+                f"INSERT INTO tokens (owner, token, {column}, atime) VALUES (?, ?, 1, ?) "
+                f"ON CONFLICT (owner, token) DO UPDATE SET {column} = {column} + 1, atime = ?",
+                [(owner, i, now, now) for i in ids],
+            )
+        else:
+            db.executemany(
+                f"UPDATE tokens SET {column} = max(0, {column} - 1) WHERE owner = ? AND token = ?",
+                [(owner, i) for i in ids],
+            )
+
+    def expire(self, now: float | None = None) -> int:
+        """Drop stale single sightings and the oldest rows past ``max_tokens``; rows removed."""
+        now = time.time() if now is None else now
+        db = self._db()
+        removed = db.execute(
+            "DELETE FROM tokens WHERE (spam + ham <= 1 AND atime < ?) OR spam + ham = 0",
+            (int(now - self.max_age),),
+        ).rowcount
+        # What was learned when is kept as long as tokens are; older messages may be learned
+        # again, by then their tokens are mostly gone too.
+        db.execute("DELETE FROM learned WHERE at < ?", (int(now - self.max_age),))
+        (count,) = db.execute("SELECT count(*) FROM tokens").fetchone()
+        if count > self.max_tokens:
+            excess = count - self.max_tokens
+            removed += db.execute(
+                "DELETE FROM tokens WHERE (owner, token) IN"
+                " (SELECT owner, token FROM tokens ORDER BY atime LIMIT ?)",
+                (excess,),
+            ).rowcount
+        self._learned_since_expiry = 0
+        return removed
+
+    # -- judging -------------------------------------------------------------------------------
+
+    def totals(self, owner: str) -> tuple[int, int]:
+        row = (
+            self._db().execute("SELECT spam, ham FROM totals WHERE owner = ?", (owner,)).fetchone()
+        )
+        return (row[0], row[1]) if row else (0, 0)
+
+    def judge(self, owners: Iterable[str], found: set[str]) -> Judgement | None:
+        """The first of ``owners`` (then the global set) trained enough judges ``found``;
+        None when none is (the classifier then says nothing)."""
+        for owner in [*owners, GLOBAL]:
+            nspam, nham = self.totals(owner)
+            if nspam >= self.min_messages and nham >= self.min_messages:
+                return Judgement(self._probability(owner, found, nspam, nham), owner)
+        return None
+
+    def _probability(self, owner: str, found: set[str], nspam: int, nham: int) -> float:
+        db = self._db()
+        ids = [token_id(t) for t in found]
+        probabilities = []
+        for start in range(0, len(ids), 500):
+            batch = ids[start : start + 500]
+            marks = ",".join("?" * len(batch))
+            rows = db.execute(
+                f"SELECT spam, ham FROM tokens WHERE owner = ? AND token IN ({marks})",
+                (owner, *batch),
+            ).fetchall()
+            probabilities.extend(token_probability(s, h, nspam, nham) for s, h in rows)
+        return combine(probabilities)
+
+    # -- per-user thresholds -------------------------------------------------------------------
+
+    def set_threshold(self, owner: str, junk: float | None) -> None:
+        """``owner``'s own Junk threshold; None: the server's (``junk_score``)."""
+        if junk is None:
+            self._db().execute("DELETE FROM thresholds WHERE owner = ?", (owner,))
+        else:
+            self._db().execute(
+                "INSERT OR REPLACE INTO thresholds (owner, junk) VALUES (?, ?)", (owner, junk)
+            )
+
+    def threshold(self, owner: str) -> float | None:
+        row = self._db().execute("SELECT junk FROM thresholds WHERE owner = ?", (owner,)).fetchone()
+        return row[0] if row else None
+
+    # -- senders -------------------------------------------------------------------------------
+
+    def set_sender(self, owner: str, address: str, kind: str | None) -> None:
+        """Allow (``"allow"``) or block (``"block"``) ``address`` (or ``@domain``) for
+        ``owner`` (``""``: for everyone); None forgets it."""
+        db = self._db()
+        if kind is None:
+            db.execute(
+                "DELETE FROM senders WHERE owner = ? AND address = ?", (owner, address.lower())
+            )
+        else:
+            db.execute(
+                "INSERT OR REPLACE INTO senders (owner, address, kind, at) VALUES (?, ?, ?, ?)",
+                (owner, address.lower(), kind, int(time.time())),
+            )
+
+    def sender_kind(self, owners: Iterable[str], addresses: Iterable[str]) -> str | None:
+        """ "allow", "block" or None for the first of ``owners`` (then everyone's list) that
+        names one of ``addresses`` or its domain; a block wins over an allow of one owner."""
+        keys = set()
+        for address in addresses:
+            address = address.lower()
+            if "@" in address:
+                keys.add(address)
+                keys.add("@" + address.rpartition("@")[2])
+        if not keys:
+            return None
+        db = self._db()
+        marks = ",".join("?" * len(keys))
+        for owner in [*owners, GLOBAL]:
+            kinds = {
+                row[0]
+                for row in db.execute(
+                    f"SELECT kind FROM senders WHERE owner = ? AND address IN ({marks})",
+                    (owner, *keys),
+                )
+            }
+            if "block" in kinds:
+                return "block"
+            if "allow" in kinds:
+                return "allow"
+        return None
+
+    def senders(self, owner: str) -> list[tuple[str, str]]:
+        return (
+            self._db()
+            .execute("SELECT address, kind FROM senders WHERE owner = ? ORDER BY address", (owner,))
+            .fetchall()
+        )

@@ -1,0 +1,140 @@
+"""The ``clamd`` filter: each message streamed to ClamAV's daemon before it is accepted.
+
+clamd's ``INSTREAM`` command (clamd(8)) takes the data as chunks, each a 4-octet big-endian
+length and that many octets, ended by a zero length; it answers ``stream: OK``,
+``stream: NAME FOUND`` or ``... ERROR``, terminated by a NUL with the ``z`` prefix. The message
+goes over in ``CHUNK``-octet pieces read from the filter's stream, so a 50 MiB message costs
+one chunk of memory (DESIGN invariant 2); at most ``max_size`` octets are sent (clamd refuses
+more than its ``StreamMaxLength``, 25 MiB by default; set them alike).
+
+- infected: refused (``550 5.7.1 virus found: NAME``), before the ``250``, so nobody gets a
+  bounce carrying the virus back;
+- clamd unreachable, slow past ``timeout`` or answering an error: ``on_unavailable`` —
+  ``"tempfail"`` (451 4.7.1: the client keeps the message and retries; the default, as a
+  scanner outage must not let viruses through) or ``"tag"`` (accepted with
+  ``X-Virus-Scanned: unavailable``); logged either way;
+- clean: accepted with ``X-Virus-Scanned: clamd on HOSTNAME``.
+
+``socket`` is a UNIX socket path (Debian's clamd: ``/run/clamav/clamd.ctl``) or
+``tcp:HOST:PORT``. All listeners are scanned by default, submission too: a user's infected
+machine should not send through us either.
+"""
+
+from __future__ import annotations
+
+import socket as sockets
+import struct
+from typing import Any, BinaryIO
+
+from twisted.logger import Logger
+
+from txmailhost.filters.base import MessageFilter
+from txmailhost.filters.interfaces import Client, Transaction, Verdict
+
+log = Logger()
+
+CHUNK = 64 * 1024
+_REPLY_CAP = 4096
+
+
+class ClamdError(Exception):
+    """clamd could not give an answer (unreachable, timed out, or said ERROR)."""
+
+
+def parse_endpoint(description: str) -> tuple[int, Any]:
+    """(address family, address) for ``/path`` or ``unix:/path`` or ``tcp:HOST:PORT``."""
+    if description.startswith("tcp:"):
+        host, _, port = description[4:].rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"clamd socket {description!r}: expected tcp:HOST:PORT")
+        family = sockets.AF_INET6 if ":" in host else sockets.AF_INET
+        return family, (host.strip("[]"), int(port))
+    path = description[5:] if description.startswith("unix:") else description
+    if not path.startswith("/"):
+        raise ValueError(f"clamd socket {description!r}: expected an absolute path or tcp:")
+    return sockets.AF_UNIX, path
+
+
+def instream(endpoint: tuple[int, Any], stream: BinaryIO, timeout: float, max_size: int) -> str:
+    """Scan ``stream`` with clamd's INSTREAM; the reply without its ``stream: `` prefix
+    (``OK`` or ``NAME FOUND``). Raises ``ClamdError``."""
+    family, address = endpoint
+    try:
+        with sockets.socket(family, sockets.SOCK_STREAM) as conn:
+            conn.settimeout(timeout)
+            conn.connect(address)
+            conn.sendall(b"zINSTREAM\0")
+            sent = 0
+            while sent < max_size:
+                chunk = stream.read(min(CHUNK, max_size - sent))
+                if not chunk:
+                    break
+                conn.sendall(struct.pack(">I", len(chunk)) + chunk)
+                sent += len(chunk)
+            conn.sendall(struct.pack(">I", 0))
+            reply = b""
+            while not reply.endswith(b"\0") and len(reply) < _REPLY_CAP:
+                data = conn.recv(_REPLY_CAP)
+                if not data:
+                    break
+                reply += data
+    except OSError as e:
+        raise ClamdError(f"clamd at {address}: {e}") from None
+    text = reply.rstrip(b"\0").decode("utf-8", "replace").strip()
+    if text.startswith("stream:"):
+        text = text[len("stream:") :].strip()
+    if text == "OK" or text.endswith(" FOUND"):
+        return text
+    raise ClamdError(f"clamd at {address} answered {text[:200]!r}")
+
+
+class ClamdFilter(MessageFilter):
+    """``[filters] chain = [..., "clamd"]`` (see the module docstring)."""
+
+    name = "clamd"
+    blocking = True  # a socket to clamd: the filters' thread pool
+
+    def __init__(
+        self,
+        *,
+        host: Any = None,
+        socket: str = "/run/clamav/clamd.ctl",
+        timeout: float = 20.0,
+        max_size_mib: float = 25.0,
+        on_unavailable: str = "tempfail",
+        listeners: list[str] | tuple[str, ...] = ("smtp", "submission", "submissions"),
+    ) -> None:
+        if on_unavailable not in ("tempfail", "tag"):
+            raise ValueError('on_unavailable must be "tempfail" or "tag"')
+        self.endpoint = parse_endpoint(socket)
+        self.timeout = float(timeout)
+        self.max_size = int(max_size_mib * 1024 * 1024)
+        self.on_unavailable = on_unavailable
+        self.listeners = frozenset(listeners)
+        self.hostname = host.hostname if host is not None else "localhost"
+
+    def end_of_data(self, client: Client, transaction: Transaction, message: BinaryIO) -> Verdict:
+        if client.listener not in self.listeners:
+            return Verdict.accept()
+        try:
+            result = instream(self.endpoint, message, self.timeout, self.max_size)
+        except ClamdError as e:
+            log.error(
+                "clamd: {error}; message {queue_id}: {action}",
+                error=str(e),
+                queue_id=transaction.queue_id,
+                action=self.on_unavailable,
+            )
+            if self.on_unavailable == "tag":
+                return Verdict.accept(headers=(("X-Virus-Scanned", "unavailable"),))
+            return Verdict.tempfail("virus scanner unavailable, try again later")
+        if result.endswith(" FOUND"):
+            signature = result[: -len(" FOUND")]
+            log.info(
+                "clamd: {queue_id} from {client} infected: {signature}",
+                queue_id=transaction.queue_id,
+                client=client.address,
+                signature=signature,
+            )
+            return Verdict.reject(f"virus found: {signature}")
+        return Verdict.accept(headers=(("X-Virus-Scanned", f"clamd on {self.hostname}"),))

@@ -1,0 +1,197 @@
+"""The ``greylist`` filter: a first attempt from an unknown source is told to come back later.
+
+Greylisting (Evan Harris, 2003; Postfix's postgrey) relies on real mail servers retrying a
+``451`` and on much spamware not doing so. At RCPT, the triplet (client network — its /24 for
+IPv4, its /64 for IPv6, since a big sender retries from another address of its pool — the
+envelope sender, the recipient) is looked up:
+
+- never seen: remember it, answer ``451 4.7.1`` (the filter chain's TEMPFAIL);
+- seen less than ``delay`` seconds ago (default 300): ``451 4.7.1`` again;
+- seen between ``delay`` and ``retry_window`` ago: passed — this and later mail with the
+  same triplet is accepted for ``allow_days``; after ``auto_allow_after`` passed triplets a
+  client network is accepted for anything (auto-allowlisting, as postgrey's ``--auto-whitelist-clients``);
+- a triplet not retried within ``retry_window`` starts over.
+
+Not greylisted: authenticated sessions, listeners other than ``listeners`` (submission), and
+clients in ``exempt_networks`` — loopback by default: local tools and tests send from there,
+and a delay would only hold up mail that has no internet sender to filter. The state is in
+``DATA/spam/greylist.sqlite`` and expires by itself (rows past their windows are swept while
+checking). Settings (``[filters.settings.greylist]``) are this class's keywords.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from txmailhost.filters.base import MessageFilter
+from txmailhost.filters.interfaces import ACCEPT, Client, Transaction, Verdict
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS triplets (
+    network TEXT NOT NULL, sender TEXT NOT NULL, recipient TEXT NOT NULL,
+    first_seen REAL NOT NULL, passed REAL, last_seen REAL NOT NULL,
+    PRIMARY KEY (network, sender, recipient)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS clients (
+    network TEXT PRIMARY KEY, passes INTEGER NOT NULL, last_seen REAL NOT NULL) WITHOUT ROWID;
+"""
+_SWEEP_EVERY = 1000  # checks between sweeps of expired rows
+
+
+def network_of(address: str) -> str:
+    """The client's /24 (IPv4, and IPv4-mapped IPv6) or /64 (IPv6), as text."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    prefix = 24 if ip.version == 4 else 64
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+class GreylistFilter(MessageFilter):
+    """``[filters] chain = ["greylist", ...]`` (see the module docstring)."""
+
+    name = "greylist"
+    blocking = True  # SQLite: the filters' thread pool
+
+    def __init__(
+        self,
+        *,
+        host: Any = None,
+        delay: float = 300.0,
+        retry_window: float = 2 * 86400.0,
+        allow_days: float = 36.0,
+        auto_allow_after: int = 5,
+        exempt_networks: list[str] | tuple[str, ...] = ("127.0.0.0/8", "::1/128"),
+        listeners: list[str] | tuple[str, ...] = ("smtp",),
+        path: str = "",
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        if delay < 0 or retry_window <= delay:
+            raise ValueError("delay must be >= 0 and retry_window above it")
+        if not path:
+            if host is None:
+                raise ValueError("greylist needs a data directory (host) or a path")
+            path = os.path.join(host.data_dir, "spam", "greylist.sqlite")
+        self.path = path
+        self.delay = float(delay)
+        self.retry_window = float(retry_window)
+        self.allow_for = float(allow_days) * 86400
+        self.auto_allow_after = int(auto_allow_after)
+        self.exempt = tuple(ipaddress.ip_network(n, strict=False) for n in exempt_networks)
+        self.listeners = frozenset(listeners)
+        self._now = now
+        self._local = threading.local()
+        self._checks = 0
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            self._local.db = db
+        return db
+
+    def _exempt(self, client: Client) -> bool:
+        if client.authenticated_as or client.listener not in self.listeners:
+            return True
+        try:
+            ip = ipaddress.ip_address(client.address.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in self.exempt)
+
+    def rcpt_to(self, client: Client, transaction: Transaction, recipient: str) -> Verdict:
+        if self._exempt(client):
+            return ACCEPT
+        try:
+            network = network_of(client.address)
+        except ValueError:  # not an IP address (a UNIX socket): nothing to greylist
+            return ACCEPT
+        sender = (transaction.sender or "").lower()
+        return self.check(network, sender, recipient.lower())
+
+    def check(self, network: str, sender: str, recipient: str) -> Verdict:
+        """The verdict for one triplet, recording what it changes."""
+        now = self._now()
+        db = self._db()
+        self._checks += 1
+        if self._checks % _SWEEP_EVERY == 1:
+            self.sweep(now)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            verdict = self._check(db, now, network, sender, recipient)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return verdict
+
+    def _check(
+        self, db: sqlite3.Connection, now: float, network: str, sender: str, recipient: str
+    ) -> Verdict:
+        client = db.execute(
+            "SELECT passes FROM clients WHERE network = ? AND last_seen > ?",
+            (network, now - self.allow_for),
+        ).fetchone()
+        if client is not None and client[0] >= self.auto_allow_after:
+            db.execute("UPDATE clients SET last_seen = ? WHERE network = ?", (now, network))
+            return ACCEPT
+        key = (network, sender, recipient)
+        row = db.execute(
+            "SELECT first_seen, passed, last_seen FROM triplets"
+            " WHERE network = ? AND sender = ? AND recipient = ?",
+            key,
+        ).fetchone()
+        if row is not None and row[1] is not None and row[2] > now - self.allow_for:
+            db.execute(
+                "UPDATE triplets SET last_seen = ? WHERE network = ? AND sender = ?"
+                " AND recipient = ?",
+                (now, *key),
+            )
+            return ACCEPT
+        if row is None or row[1] is not None or now - row[0] > self.retry_window:
+            db.execute(
+                "INSERT OR REPLACE INTO triplets (network, sender, recipient, first_seen,"
+                " passed, last_seen) VALUES (?, ?, ?, ?, NULL, ?)",
+                (*key, now, now),
+            )
+            return self._later(self.delay)
+        waited = now - row[0]
+        if waited < self.delay:
+            return self._later(self.delay - waited)
+        db.execute(
+            "UPDATE triplets SET passed = ?, last_seen = ? WHERE network = ? AND sender = ?"
+            " AND recipient = ?",
+            (now, now, *key),
+        )
+        db.execute(
+            "INSERT INTO clients (network, passes, last_seen) VALUES (?, 1, ?) ON CONFLICT"
+            " (network) DO UPDATE SET passes = passes + 1, last_seen = excluded.last_seen",
+            (network, now),
+        )
+        return ACCEPT
+
+    @staticmethod
+    def _later(seconds: float) -> Verdict:
+        return Verdict.tempfail(f"greylisted, please try again in {max(1, round(seconds))} seconds")
+
+    def sweep(self, now: float | None = None) -> None:
+        """Forget triplets never retried in time, passed ones unused for ``allow_days``, and
+        client networks not seen for as long."""
+        now = self._now() if now is None else now
+        db = self._db()
+        db.execute(
+            "DELETE FROM triplets WHERE (passed IS NULL AND first_seen < ?) OR last_seen < ?",
+            (now - self.retry_window, now - self.allow_for),
+        )
+        db.execute("DELETE FROM clients WHERE last_seen < ?", (now - self.allow_for,))

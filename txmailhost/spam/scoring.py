@@ -1,0 +1,197 @@
+"""The ``spam`` filter: one score per message from the rules, the classifier and sender lists.
+
+At the end of data, for mail from outside (the ``smtp`` listener, no AUTH), it reads a bounded
+sample of the message (``sample.py``), adds up the scores of the content rules that fire
+(``rules.py``), the classifier's BAYES_xx rule (``bayes.py``: the recipient's own counts once
+trained enough, else everyone's), and the recipient's allowed/blocked senders; then:
+
+- every message gets ``X-Spam-Status: Yes|No, score=S required=J tests=...``,
+  ``X-Spam-Score: S`` and ``X-Spam-Report:`` (one line per rule that fired: score, name,
+  what it means), as SpamAssassin writes them, so client filters already know them;
+- a score of ``junk_score`` or more (or the recipient's own threshold, ``txmailhost spam
+  threshold``) goes to the recipient's Junk folder (per recipient: one recipient's training,
+  allow list or threshold doesn't decide for another);
+- a score of ``reject_score`` or more, when that is set (0 is off, the default), is refused
+  with ``550 5.7.1`` — before the ``250``, so nobody is sent a bounce — when it is so for
+  every recipient.
+
+Header fields a sender wrote are not removed (a filter can't); ours go on top, where readers
+and Sieve look first. Settings (``[filters.settings.spam]``) are this class's keywords.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from txmailhost.filters.base import MessageFilter
+from txmailhost.filters.interfaces import ACCEPT, Client, Transaction, Verdict
+from txmailhost.spam import rules
+from txmailhost.spam.bayes import TokenStore
+from txmailhost.spam.sample import Sample, sample_of
+from txmailhost.spam.tokens import tokens
+
+_BAYES_BANDS = (  # (upper bound of the probability, rule)
+    (0.01, "BAYES_00"),
+    (0.05, "BAYES_05"),
+    (0.20, "BAYES_20"),
+    (0.50, None),
+    (0.80, "BAYES_50"),
+    (0.95, "BAYES_80"),
+    (0.99, "BAYES_95"),
+    (1.01, "BAYES_99"),
+)
+
+
+def bayes_rule(probability: float) -> rules.Rule | None:
+    """The BAYES_xx rule for a classifier probability (None in the unsure middle)."""
+    for bound, name in _BAYES_BANDS:
+        if probability < bound:
+            return rules.BY_NAME[name] if name else None
+    return None
+
+
+def store_path(data_dir: str) -> str:
+    """Where the classifier's counts and the sender lists are kept."""
+    return os.path.join(data_dir, "spam", "bayes.sqlite")
+
+
+def owner_of(address: str) -> str:
+    """The key a recipient's training is kept under: the address, lower-cased."""
+    return address.strip().lower()
+
+
+def sender_addresses(sample: Sample, envelope_sender: str | None) -> list[str]:
+    found = [envelope_sender] if envelope_sender else []
+    _name, address = email.utils.parseaddr(sample.header("from") or "")
+    if address:
+        found.append(address)
+    return found
+
+
+@dataclass(frozen=True)
+class Score:
+    """A message's score for one recipient, and the rules behind it."""
+
+    total: float
+    hits: tuple[rules.Rule, ...]
+    bayes: float | None  # the classifier's probability, when it was asked and trained
+
+    def fields(self, required: float) -> tuple[tuple[str, str], ...]:
+        """SpamAssassin's fields: X-Spam-Status (verdict, score, threshold, rules, the
+        classifier's probability when it spoke), X-Spam-Score, X-Spam-Report, X-Spam-Flag."""
+        is_spam = self.total >= required
+        names = ",".join(rule.name for rule in self.hits) or "none"
+        status = f"{'Yes' if is_spam else 'No'}, score={self.total:.1f} required={required:.1f}"
+        report = "\n".join(
+            f"{rule.score:5.1f} {rule.name:<20} {rule.description}" for rule in self.hits
+        )
+        if self.bayes is not None:  # SpamAssassin adds key=value items here too (autolearn=)
+            status += f" tests={names} bayes={self.bayes:.4f}"
+        else:
+            status += f" tests={names}"
+        fields = [("X-Spam-Status", status), ("X-Spam-Score", f"{self.total:.1f}")]
+        if report:
+            fields.append(("X-Spam-Report", "\n" + report))
+        if is_spam:
+            fields.append(("X-Spam-Flag", "YES"))
+        return tuple(fields)
+
+
+class Scorer:
+    """Rules + classifier + sender lists over a sample; used by the filter and the CLI."""
+
+    def __init__(self, store: TokenStore | None, authserv_id: str = "") -> None:
+        self.store = store
+        self.authserv_id = authserv_id
+
+    def score(self, sample: Sample, owner: str | None, envelope_sender: str | None = None) -> Score:
+        context = rules.Context(now=time.time(), authserv_id=self.authserv_id)
+        hits = rules.content_hits(sample, context)
+        probability = None
+        if self.store is not None:
+            owners = [owner] if owner else []
+            listed = self.store.sender_kind(owners, sender_addresses(sample, envelope_sender))
+            if listed == "block":
+                hits.append(rules.BY_NAME["USER_BLOCKED"])
+            elif listed == "allow" and rules.BY_NAME["AUTH_DMARC_FAIL"] not in hits:
+                hits.append(rules.BY_NAME["USER_ALLOWED"])
+            judged = self.store.judge(owners, tokens(sample))
+            if judged is not None:
+                probability = judged.probability
+                band = bayes_rule(probability)
+                if band is not None:
+                    hits.append(band)
+        total = round(sum(rule.score for rule in hits), 1)
+        return Score(total, tuple(hits), probability)
+
+
+class SpamFilter(MessageFilter):
+    """``[filters] chain = ["spam"]``; the keywords are ``[filters.settings.spam]``."""
+
+    name = "spam"
+    blocking = True  # parsing and SQLite: the filters' thread pool
+
+    def __init__(
+        self,
+        *,
+        host: Any = None,
+        junk_score: float = 5.0,
+        reject_score: float = 0.0,
+        body_cap_kib: int = 256,
+        bayes: bool = True,
+        bayes_min_messages: int = 20,
+        bayes_max_tokens: int = 2_000_000,
+        bayes_max_age_days: float = 180.0,
+        listeners: list[str] | tuple[str, ...] = ("smtp",),
+        authserv_id: str = "",
+    ) -> None:
+        if reject_score and reject_score <= junk_score:
+            raise ValueError("reject_score must be 0 (off) or above junk_score")
+        self.junk_score = float(junk_score)
+        self.reject_score = float(reject_score)
+        self.body_cap = int(body_cap_kib) * 1024
+        self.listeners = frozenset(listeners)
+        store = None
+        if bayes and host is not None:
+            store = TokenStore(
+                store_path(host.data_dir),
+                min_messages=int(bayes_min_messages),
+                max_tokens=int(bayes_max_tokens),
+                max_age_days=float(bayes_max_age_days),
+            )
+        if not authserv_id and host is not None:
+            authserv_id = host.hostname
+        self.scorer = Scorer(store, authserv_id)
+
+    def _junk_score(self, recipient: str) -> float:
+        """The recipient's own threshold (``txmailhost spam threshold``), else the server's."""
+        store = self.scorer.store
+        own = store.threshold(owner_of(recipient)) if store is not None else None
+        return self.junk_score if own is None else own
+
+    def end_of_data(self, client: Client, transaction: Transaction, message: BinaryIO) -> Verdict:
+        if client.authenticated_as or client.listener not in self.listeners:
+            return ACCEPT
+        sample = sample_of(message, self.body_cap)
+        recipients = transaction.recipients
+        first = recipients[0] if len(recipients) == 1 else None
+        shown = self.scorer.score(sample, first and owner_of(first), transaction.sender)
+        scores = {first: shown} if first else {}
+        for recipient in recipients if first is None else ():
+            scores[recipient] = self.scorer.score(sample, owner_of(recipient), transaction.sender)
+        required = {r: self._junk_score(r) for r in scores}
+        fields = shown.fields(required[first] if first else self.junk_score)
+        if (
+            self.reject_score
+            and scores
+            and all(s.total >= self.reject_score for s in scores.values())
+        ):
+            return Verdict.reject(f"message refused as spam (score {shown.total:.1f})")
+        junk = frozenset(r for r, s in scores.items() if s.total >= required[r])
+        if junk:
+            return Verdict.junk(f"spam score {shown.total:.1f}", junk, headers=fields)
+        return Verdict.accept(headers=fields)

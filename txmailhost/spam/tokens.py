@@ -1,0 +1,133 @@
+"""Tokens for the classifier, from a ``Sample``: what SpamBayes's tokenizer found worth keeping.
+
+- Words of the decoded text (HTML already turned into text, charsets decoded), lower-cased,
+  3 to 12 characters; a longer one becomes ``skip:<first letter> <length/10>`` (long base64
+  runs and URLs in spam look alike), as SpamBayes does.
+- The subject's words apart (``subject:``), the sender's address, name and domain
+  (``from:``), the Message-ID's domain, the content types, attachment extensions, the
+  charsets declared, whether there is hidden HTML text or images.
+- URLs as their host and its parent domains (``url:example.com``), plus the first path piece.
+- The header field names present (``header:X-Mailer``): which software sent the mail says a
+  lot; values of ``X-Mailer``/``User-Agent`` too.
+
+Each token counts once per message (presence, not frequency, as SpamBayes); at most
+``MAX_TOKENS`` per message, so a huge text costs what a long one does.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+
+from txmailhost.spam.sample import Sample
+
+MAX_TOKENS = 4000
+_WORD = re.compile(r"[^\W_][\w'$€£%.-]*[^\W_]|[^\W_]", re.UNICODE)
+_SKIP_HEADERS = frozenset(
+    {
+        "received",
+        "return-path",
+        "x-spam-status",
+        "x-spam-score",
+        "x-spam-report",
+        "date",
+        "message-id",
+        "delivered-to",
+        "authentication-results",
+        "dkim-signature",
+        "arc-seal",
+        "arc-message-signature",
+        "arc-authentication-results",
+    }
+)
+
+_WHOLE_VALUES = frozenset(
+    {
+        "x-mailer",
+        "user-agent",
+        "content-type",
+        "precedence",
+        "list-id",
+        "x-priority",
+        "x-msmail-priority",
+        "importance",
+        "mime-version",
+        "content-transfer-encoding",
+    }
+)
+
+
+def tokens(sample: Sample) -> set[str]:
+    """The message's distinct tokens (see the module docstring)."""
+    found: set[str] = set()
+
+    def add(token: str) -> None:
+        if len(found) < MAX_TOKENS:
+            found.add(token)
+
+    for name, value in sample.headers:
+        if name in _SKIP_HEADERS:
+            continue
+        add("header:" + name)
+        if name in _WHOLE_VALUES:
+            add(f"{name}:{value.lower()[:60]}")
+        if name != "subject":
+            for word in _words(value)[:40]:
+                add(f"{name[:20]}:{word}")
+    for word in _words(sample.header("subject") or ""):
+        add("subject:" + word)
+    sender = sample.header("from")
+    if sender:
+        display, address = email.utils.parseaddr(sender)
+        address = address.lower()
+        add("from:addr:" + address)
+        add("from:domain:" + address.rpartition("@")[2])
+        for word in _words(display):
+            add("from:name:" + word)
+    mid = sample.header("message-id")
+    if mid:
+        add("message-id:@" + mid.strip("<> ").rpartition("@")[2].lower()[:60])
+    for content_type in sample.content_types:
+        add("content-type:" + content_type)
+    for name in sample.attachments:
+        add("attachment:." + name.rpartition(".")[2].lower()[:10])
+    for charset in sample.charsets:
+        add("charset:" + charset.lower())
+    if sample.hidden_text:
+        add("html:hidden")
+    if sample.images:
+        add("html:images")
+    for url in sample.urls[:200]:
+        for token in _url_tokens(url):
+            add(token)
+    for word in _words(sample.text):
+        if len(found) >= MAX_TOKENS:
+            break
+        add(word)
+    return found
+
+
+def _words(text: str) -> list[str]:
+    out = []
+    for word in set(_WORD.findall(text.lower())):  # each distinct word once: 64 KiB is fast
+        word = word.strip(".-'")
+        if len(word) < 3:
+            continue
+        if len(word) > 12:
+            out.append(f"skip:{word[0]} {len(word) // 10 * 10}")
+        else:
+            out.append(word)
+    return out
+
+
+def _url_tokens(url: str) -> list[str]:
+    lowered = url.lower()
+    rest = lowered.split("://", 1)[1] if "://" in lowered else lowered
+    host, _, path = rest.partition("/")
+    host = host.rpartition("@")[2].split(":")[0]
+    labels = [label for label in host.split(".") if label]
+    out = ["url:" + ".".join(labels[i:]) for i in range(max(0, len(labels) - 4), len(labels) - 1)]
+    first = re.split(r"[/?#&=]", path, maxsplit=1)[0]
+    if first:
+        out.append("url-path:" + first[:30])
+    return out
