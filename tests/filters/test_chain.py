@@ -47,6 +47,30 @@ def test_header_fields_add_up_in_chain_order():
     assert decision.junk == set(TX.recipients)
 
 
+class Reads(MessageFilter):
+    """Keeps what it was shown, reading in small pieces as a streaming scanner does."""
+
+    name = "reads"
+    seen = b""
+
+    def end_of_data(self, client, transaction, message):
+        while chunk := message.read(7):
+            self.seen += chunk
+        return Verdict.accept()
+
+
+def test_each_filter_sees_the_fields_earlier_filters_added_above_the_message():
+    first, second = Reads(), Reads()
+    one = Says(Verdict.accept((("Authentication-Results", "mx.test; dmarc=pass"),)))
+    two = Says(Verdict.accept((("X-Two", "2"),)))
+    decide(first, one, two, second)
+    assert first.seen == b"Subject: x\r\n\r\nbody\r\n"
+    assert second.seen == (
+        b"Authentication-Results: mx.test; dmarc=pass\r\nX-Two: 2\r\n"
+        b"Subject: x\r\n\r\nbody\r\n"
+    )
+
+
 def test_a_tempfail_stops_the_chain():
     later = Says(Verdict.accept())
     decision = decide(Says(Verdict.tempfail("busy")), later)

@@ -11,6 +11,7 @@ time is left to finish on its own, its answer ignored.
 
 from __future__ import annotations
 
+import io
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -111,10 +112,16 @@ class FilterChain:
         self, client: Client, transaction: Transaction, open_message: Callable[[], BinaryIO]
     ) -> Decision:
         """``open_message`` gives each filter a fresh read-only stream of the message (opened
-        where the filter runs: a blocking filter's thread opens its own)."""
+        where the filter runs: a blocking filter's thread opens its own), with the header
+        fields the filters before it added on top, as they will be delivered: the spam score
+        then sees mail authentication's ``Authentication-Results:`` (RFC 8601 2.2 puts ours
+        first, above any the client brought)."""
+        added: list[tuple[str, str]] = []
 
         def ask(f: Any) -> Any:
             stream = open_message()
+            if added:
+                stream = io.BufferedReader(_Prefixed(render_fields(added), stream))  # type: ignore[assignment]
             try:
                 answer = f.end_of_data(client, transaction, stream)
             except BaseException:
@@ -125,12 +132,18 @@ class FilterChain:
             stream.close()
             return answer
 
-        return await self._stage("data", ask, transaction.recipients)
+        return await self._stage("data", ask, transaction.recipients, added)
 
     async def _stage(
-        self, stage: str, ask: Callable[[Any], Any], recipients: tuple[str, ...]
+        self,
+        stage: str,
+        ask: Callable[[Any], Any],
+        recipients: tuple[str, ...],
+        fields: list[tuple[str, str]] | None = None,
     ) -> Decision:
-        fields: list[tuple[str, str]] = []
+        """``fields``, when given, is filled as the filters answer (``end_of_data`` shows each
+        filter what the earlier ones added)."""
+        fields = [] if fields is None else fields
         remove: list[tuple[str, int]] = []
         junk: set[str] = set()
         junk_all = False
@@ -188,6 +201,34 @@ class FilterChain:
             if self.on_error == "accept":
                 return ACCEPT
             return Verdict.tempfail("content check unavailable, try again later")
+
+
+class _Prefixed(io.RawIOBase):
+    """A read-only stream of ``prefix`` then ``stream``'s bytes; closing it closes both."""
+
+    def __init__(self, prefix: bytes, stream: BinaryIO) -> None:
+        super().__init__()
+        self._prefix = memoryview(prefix)
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._prefix:
+            n = min(len(buffer), len(self._prefix))
+            buffer[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            super().close()
 
 
 def transaction_of(
