@@ -1,0 +1,205 @@
+"""Running scripts: actions, tests, comparators, match types, variables and limits, with the
+examples of RFC 5228, 5229, 5231, 5233 and 5230."""
+
+from __future__ import annotations
+
+import pytest
+
+from txmailhost.sieve.interpreter import INBOX, Interpreter, SieveRuntimeError
+from txmailhost.sieve.language import compile_script
+from txmailhost.sieve.message import MessageView
+
+MESSAGE = (
+    b"Return-Path: <bob+news@example.com>\r\n"
+    b"From: Bob <bob+news@example.com>\r\n"
+    b'To: alice@example.test, "Carol" <carol@Example.ORG>\r\n'
+    b"Subject: =?utf-8?q?caf=C3=A9?= [acme-users] news\r\n"
+    b"X-Spam-Score: 7\r\n"
+    b"Sender: owner-ietf-mta-filters@imc.org\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"\r\n"
+    b"Hello, this is the body. Make money fast!\r\n"
+)
+
+
+def run(script, message=MESSAGE, recipient="alice@example.test", **kwargs):
+    view = MessageView.from_bytes(message, recipient)
+    return Interpreter(compile_script(script), view, **kwargs).run()
+
+
+def test_no_script_actions_mean_implicit_keep():
+    assert run("").targets == [(INBOX, False)]
+
+
+def test_fileinto_cancels_implicit_keep_and_copy_keeps_it():
+    assert run('require "fileinto"; fileinto "a";').targets == [("a", False)]
+    outcome = run('require ["fileinto", "copy"]; fileinto :copy "a";')
+    assert outcome.targets == [(INBOX, False), ("a", False)]
+
+
+def test_keep_and_fileinto_inbox_store_one_copy():
+    assert run('require "fileinto"; keep; fileinto "inbox";').targets == [(INBOX, False)]
+
+
+def test_discard_and_stop():
+    assert run("discard; stop; keep;").targets == []
+    assert run("discard;").discarded
+
+
+def test_redirect_cancels_keep_and_is_deduplicated():
+    outcome = run('redirect "x@example.net"; redirect "X@example.net";')
+    assert outcome.redirects == ["x@example.net"]
+    assert outcome.targets == []
+    copy = run('require "copy"; redirect :copy "x@example.net";')
+    assert copy.targets == [(INBOX, False)]
+
+
+def test_redirects_are_limited():
+    with pytest.raises(SieveRuntimeError, match="more than 2 redirects"):
+        run('redirect "a@x.y"; redirect "b@x.y"; redirect "c@x.y";', max_redirects=2)
+
+
+def test_redirect_to_something_not_an_address_is_an_error():
+    with pytest.raises(SieveRuntimeError, match="not an address"):
+        run('redirect "nobody";')
+
+
+def test_steps_are_limited():
+    script = "if true { keep; }" * 50
+    with pytest.raises(SieveRuntimeError, match="more than 20 steps"):
+        run(script, max_steps=20)
+
+
+def test_rfc5228_section_9_example_sorts_by_sender():
+    script = """
+        require ["fileinto"];
+        if header :is "Sender" "owner-ietf-mta-filters@imc.org" { fileinto "filter"; }
+        elsif address :DOMAIN :is ["From", "To"] "example.com" { keep; }
+        else { fileinto "personal"; }
+    """
+    assert run(script).targets == [("filter", False)]
+    other = MESSAGE.replace(b"Sender: owner", b"Sender: someone")
+    assert run(script, other).targets == [(INBOX, False)]
+    assert run(script, other.replace(b"example.com", b"example.net")).targets == [
+        ("personal", False)
+    ]
+
+
+def test_header_values_are_decoded_and_matched_case_insensitively():
+    assert run('if header :contains "subject" "CAFÉ" { discard; }').targets == [(INBOX, False)]
+    assert run('if header :contains "subject" "café" { discard; }').discarded
+    assert run('if header :contains "subject" "ACME" { discard; }').discarded
+    octet = 'if header :contains :comparator "i;octet" "subject" "ACME" { discard; }'
+    assert not run(octet).discarded
+
+
+def test_address_parts_and_subaddress():
+    def found(test):
+        return run(f'require "subaddress"; if {test} {{ discard; }}').discarded
+
+    assert found('address :localpart :is "from" "bob+news"')
+    assert found('address :user :is "from" "bob"')
+    assert found('address :detail :is "from" "news"')
+    assert found('address :domain :is "to" "example.org"')
+    assert found('address :all :is "to" "carol@example.org"')
+    assert not found('address :detail :is "to" ""')  # no separator: no detail at all
+
+
+def test_envelope_from_to_and_null_sender():
+    def found(test, message=MESSAGE):
+        return run(f'require "envelope"; if {test} {{ discard; }}', message).discarded
+
+    assert found('envelope :is "from" "bob+news@example.com"')
+    assert found('envelope :domain :is "to" "example.test"')
+    null = MESSAGE.replace(b"<bob+news@example.com>\r\nFrom", b"<>\r\nFrom")
+    assert found('envelope :is "from" ""', null)
+    assert not found('envelope :localpart :is "from" ""', null)
+
+
+def test_exists_size_allof_anyof_not():
+    assert run('if exists ["From", "X-Spam-Score"] { discard; }').discarded
+    assert not run('if exists ["From", "X-None"] { discard; }').discarded
+    assert run("if size :over 100 { discard; }").discarded
+    assert not run("if size :under 100 { discard; }").discarded
+    assert run("if allof (true, not false) { discard; }").discarded
+    assert not run("if anyof (false, not true) { discard; }").discarded
+
+
+def test_matches_wildcards_and_escapes():
+    def found(key):
+        return run(f'if header :matches "subject" "{key}" {{ discard; }}').discarded
+
+    assert found("caf? *")
+    assert found("*news")
+    assert not found("news*")
+    assert not found("caf\\\\? *")  # an escaped ? matches only a question mark
+
+
+def test_relational_and_ascii_numeric():
+    base = 'require ["relational", "comparator-i;ascii-numeric"]; '
+    value = base + 'if header :value "{}" :comparator "i;ascii-numeric" "x-spam-score" "{}"'
+    assert run(value.format("ge", "7") + " { discard; }").discarded
+    assert not run(value.format("gt", "7") + " { discard; }").discarded
+    count = base + 'if address :count "eq" :comparator "i;ascii-numeric" "to" "2" { discard; }'
+    assert run(count).discarded
+    # a value without digits is greater than any number (RFC 4790 9.1)
+    assert run(
+        value.format("gt", "100").replace("x-spam-score", "subject") + " { discard; }"
+    ).discarded
+
+
+def test_rfc5229_variables_from_matches():
+    script = """
+        require ["fileinto", "variables"];
+        if header :matches "Subject" "* [*] *" {
+            set :lower "list" "${2}";
+            fileinto "lists.${list}";
+        }
+    """
+    assert run(script).targets == [("lists.acme-users", False)]
+
+
+def test_set_modifiers():
+    script = """
+        require ["variables", "fileinto"];
+        set :upperfirst "a" "hello"; set :length "n" "${a}"; set :quotewildcard "q" "a*b";
+        fileinto "${a}-${n}-${q}-${unknown}";
+    """
+    assert run(script).targets == [("Hello-5-a\\*b-", False)]
+
+
+def test_body_test():
+    assert run('require "body"; if body :contains "money" { discard; }').discarded
+    assert not run('require "body"; if body :contains "nothing" { discard; }').discarded
+    raw = 'require "body"; if body :raw :contains "body." { discard; }'
+    assert run(raw).discarded
+
+
+def test_reject_conflicts_with_keep():
+    outcome = run('require "reject"; reject "no thanks";')
+    assert outcome.reject == "no thanks" and outcome.targets == []
+    with pytest.raises(SieveRuntimeError, match="reject"):
+        run('require "reject"; keep; reject "no";')
+
+
+def test_vacation_request_carries_its_arguments():
+    outcome = run(
+        'require ["vacation", "vacation-seconds"];'
+        ' vacation :seconds 60 :subject "Away" :addresses ["a@x.y"] :handle "h" "I am away";'
+    )
+    vacation = outcome.vacation
+    assert vacation is not None
+    assert (vacation.seconds, vacation.subject, vacation.addresses, vacation.handle) == (
+        60,
+        "Away",
+        ["a@x.y"],
+        "h",
+    )
+    assert run('require "vacation"; vacation "x";').vacation.seconds == 7 * 86400
+    assert outcome.targets == [(INBOX, False)]
+
+
+def test_mailboxexists_asks_the_store():
+    script = 'require ["mailbox", "fileinto"]; if mailboxexists "Lists" { fileinto "Lists"; }'
+    assert run(script, mailbox_exists=lambda name: name == "Lists").targets == [("Lists", False)]
+    assert run(script).targets == [(INBOX, False)]
