@@ -283,6 +283,12 @@ class ListenConfig:
         check=_endpoint,
         doc='POP3 over implicit TLS (port 995 in production; a plain "tcp:" endpoint).',
     )
+    managesieve: str = setting(
+        "tcp:24190:interface=127.0.0.1",
+        check=_endpoint,
+        doc="""ManageSieve with STARTTLS (RFC 5804), where users upload their Sieve scripts and
+        vacation replies (port 4190 in production).""",
+    )
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ from txmailhost.config import Config
 from txmailhost.imap.server import IMAPFactory
 from txmailhost.peer import PlaintextAuth
 from txmailhost.pop3.server import POP3Factory
+from txmailhost.sieve.managesieve import ManageSieveFactory
+from txmailhost.sieve.setup import script_store
 from txmailhost.smtp import replies as smtp_replies
 from txmailhost.smtp.policy import InboundPolicy, SubmissionPolicy
 from txmailhost.smtp.server import SMTPFactory
@@ -167,10 +169,20 @@ def imap(parts: ServerParts, implicit_tls: bool) -> IMAPFactory:
     )
 
 
+def managesieve(parts: ServerParts, implicit_tls: bool) -> ManageSieveFactory:
+    """RFC 5804 (port 4190): users' Sieve scripts, with IMAP's login and TLS rules."""
+    return ManageSieveFactory(
+        parts.portal,
+        script_store(parts.config.data_dir),
+        **_session(parts, implicit_tls, "managesieve"),
+    )
+
+
 # What a connection over the limits is told before it is closed, per protocol.
 SMTP_BUSY = b"421 4.7.0 too many connections, try again later\r\n"
 POP3_BUSY = b"-ERR [SYS/TEMP] too many connections, try again later\r\n"
 IMAP_BUSY = b"* BYE [UNAVAILABLE] too many connections, try again later\r\n"
+MANAGESIEVE_BUSY = b'BYE (TRYLATER) "too many connections, try again later"\r\n'
 
 STARTTLS, IMPLICIT = TLSStyle.STARTTLS, TLSStyle.IMPLICIT
 
@@ -182,4 +194,5 @@ LISTENERS: list[ListenerKind] = [
     ListenerKind("pop3s", "pop3s", pop3, IMPLICIT, POP3_BUSY),
     ListenerKind("imap", "imap", imap, STARTTLS, IMAP_BUSY),
     ListenerKind("imaps", "imaps", imap, IMPLICIT, IMAP_BUSY),
+    ListenerKind("managesieve", "managesieve", managesieve, STARTTLS, MANAGESIEVE_BUSY),
 ]

@@ -326,6 +326,7 @@ def build(
     from txmailhost.listeners import LISTENERS, ServerParts
     from txmailhost.peer import PlaintextAuth
     from txmailhost.queue.service import ReturnToSender, build_queue
+    from txmailhost.sieve.setup import build_sieve
     from txmailhost.store import backends
 
     top = MultiService()
@@ -351,9 +352,12 @@ def build(
     queue, queue_service = build_queue(config, reactor, storage_pool)
     queue_service.setServiceParent(top)
     # The one durable hand-off for SMTP, the queue's bounces and the server's notices.
+    # Users' Sieve scripts run in the delivery agent; what they send goes through delivery.
+    sieve = build_sieve(config, router, store, reactor, storage_pool)
     delivery, delivery_services = build_delivery(
-        config.queue_dir, config.hostname, store, reactor, storage_pool, queue
+        config.queue_dir, config.hostname, store, reactor, storage_pool, queue, sieve
     )
+    sieve.submission = delivery
     for part in delivery_services:
         part.setServiceParent(top)
     queue.return_to_sender = ReturnToSender(router, delivery)

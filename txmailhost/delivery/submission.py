@@ -105,7 +105,7 @@ class Submission:
                 # Envelope-preserving: forwarded mail keeps its original sender (docs/admin.rst).
                 await self._queue.submit(envelope.sender, remote, message.path, message.queue_id)
             if local:
-                targets = await self._agent.choose(local)
+                targets = await self._agent.choose(local, message.path)
                 # One worker trip: the spool fsync (when not done for the queue), the links,
                 # and the spool file's removal.
                 if mailboxes.links_files(self._store):

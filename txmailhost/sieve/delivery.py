@@ -1,0 +1,284 @@
+"""The delivery agent's Sieve step: a user's active script decides where their copy goes.
+
+The delivery agent (``delivery/agent.py``) asks :meth:`SieveStep.decide_sync` for each local
+recipient once the message is acknowledged, in the delivery thread (or a storage-pool thread
+for mail delivered before its ``250``). Without an active script the answer is None and the
+agent's own rules apply (plus-address folder, Junk, INBOX). With one, the script runs
+(``interpreter.py``) and its outcome becomes:
+
+- the mailboxes to store the copy in: a ``fileinto`` mailbox that doesn't exist is created
+  with ``:create`` (RFC 5490 3.2) and otherwise replaced by INBOX (RFC 5228 4.1 leaves this to
+  the implementation; Pigeonhole does the same); a copy the filters judged spam still goes to
+  Junk when the script only kept it (implicit keep or ``keep``);
+- messages to send: redirects (with the original envelope sender, as forwarding does), a
+  refusal for ``reject`` (RFC 5429 2.1: to the envelope sender, never to ``<>``) and the
+  vacation reply (``vacation.py``). They are handed to :meth:`SieveStep.send_sync` /
+  :meth:`send`, which submit them through the one durable hand-off (``ISubmission``).
+
+A script that can't be read, compiled or run, or that passes a limit, leaves the copy in INBOX
+and is logged (invariant 1 of the package): mail is never lost to a script.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.utils import formatdate, make_msgid
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
+from twisted.logger import Logger
+
+from txmailhost.delivery.interfaces import Envelope
+from txmailhost.routing import Outcome, Route, RouteKind
+from txmailhost.sieve.grammar import SieveSyntaxError
+from txmailhost.sieve.interpreter import INBOX, Interpreter, SieveRuntimeError
+from txmailhost.sieve.interpreter import Outcome as SieveOutcome
+from txmailhost.sieve.message import MessageView
+from txmailhost.sieve.scripts import ScriptError, ScriptStore
+from txmailhost.sieve.vacation import ResponseLog, build_reply, handle_of, refusal
+
+log = Logger(namespace="txmailhost.sieve")
+
+JUNK = "Junk"
+
+
+@dataclass
+class Decision:
+    """Where one recipient's copy goes, and what the script sends because of it."""
+
+    mailboxes: list[str]
+    outgoing: list[tuple[Envelope, bytes]] = field(default_factory=list)
+
+
+class SieveStep:
+    """Runs users' active scripts for the delivery agent.
+
+    ``resolve_sync(local, domain)`` is the ``Router``'s blocking lookup (where a reply or a
+    redirect goes); ``submission`` the server's ``ISubmission``; ``reactor`` runs it.
+    ``create_mailbox_sync(user, name)`` makes a mailbox for ``fileinto :create``.
+    """
+
+    def __init__(
+        self,
+        scripts: ScriptStore,
+        resolve_sync: Callable[[str, str], Any],
+        submission: Any,
+        reactor: Any,
+        hostname: str,
+        *,
+        pool: Any = None,
+        responses: ResponseLog | None = None,
+        create_mailbox_sync: Callable[[str, str], None] | None = None,
+        max_steps: int = 10_000,
+        max_redirects: int = 4,
+    ) -> None:
+        self.scripts = scripts
+        self._resolve_sync = resolve_sync
+        self.submission = submission  # ISubmission; set by service.py once delivery is built
+        self._reactor = reactor
+        self._pool = pool  # runs ``decide`` for mail delivered before its 250
+        self._hostname = hostname
+        self._responses = responses if responses is not None else ResponseLog()
+        self._create_mailbox_sync = create_mailbox_sync
+        self.max_steps = max_steps
+        self.max_redirects = max_redirects
+
+    # -- deciding (a worker thread) -----------------------------------------------------------
+
+    def decide_sync(
+        self, user: str, path: str, names: Callable[[str], list[str]], junk: bool = False
+    ) -> Decision | None:
+        """The decision for ``user``'s copy of the message at ``path``; None without an
+        active script. ``names(user)`` lists the user's mailboxes."""
+        try:
+            active = self.scripts.active_script(user)
+        except (SieveSyntaxError, ScriptError, OSError, UnicodeError) as e:
+            log.error("sieve: {user}'s active script can't be used, kept in INBOX: {error}",
+                      user=user, error=e)  # fmt: skip
+            return Decision([INBOX])
+        if active is None:
+            return None
+        name, script = active
+        try:
+            view = MessageView.from_path(path, user)
+            mailboxes = names(user)
+            outcome = Interpreter(
+                script,
+                view,
+                mailbox_exists=lambda m: m.upper() == INBOX or m in mailboxes,
+                max_steps=self.max_steps,
+                max_redirects=self.max_redirects,
+            ).run()
+        except SieveRuntimeError as e:
+            log.error("sieve: script {name} of {user} failed, kept in INBOX: {error}",
+                      name=name, user=user, error=e)  # fmt: skip
+            return Decision([INBOX])
+        except Exception:
+            log.failure("sieve: script {name} of {user} failed, kept in INBOX", name=name,
+                        user=user)  # fmt: skip
+            return Decision([INBOX])
+        decision = Decision(self._mailboxes(user, outcome, mailboxes, junk))
+        self._outgoing(user, name, view, outcome, path, decision)
+        log.info(
+            "sieve: {user} script {name}: {mailboxes}{redirects}{extra}",
+            user=user,
+            name=name,
+            mailboxes=", ".join(decision.mailboxes) or "discarded",
+            redirects="".join(f", redirect to {a}" for a in outcome.redirects),
+            extra=", rejected" if outcome.reject is not None else "",
+        )
+        return decision
+
+    def decide(
+        self, user: str, path: str, folders: Callable[[str], Deferred[list[str]]], junk: bool
+    ) -> Deferred[Decision | None]:
+        """``decide_sync`` from the reactor thread: run in the pool, listing the user's
+        mailboxes with ``folders`` (a Deferred) back on the reactor."""
+
+        def names(who: str) -> list[str]:
+            return blockingCallFromThread(self._reactor, folders, who)
+
+        return deferToThreadPool(
+            self._reactor, self._pool, self.decide_sync, user, path, names, junk
+        )
+
+    def _mailboxes(
+        self, user: str, outcome: SieveOutcome, existing: list[str], junk: bool
+    ) -> list[str]:
+        chosen: list[str] = []
+        for mailbox, create in outcome.targets:
+            if mailbox == INBOX:
+                target = JUNK if junk and JUNK in existing else INBOX
+            elif mailbox in existing or create and self._create(user, mailbox):
+                target = mailbox
+            else:
+                log.warn("sieve: {user} has no mailbox {mailbox}; the copy goes to INBOX",
+                         user=user, mailbox=mailbox)  # fmt: skip
+                target = INBOX
+            if target not in chosen:
+                chosen.append(target)
+        return chosen
+
+    def _create(self, user: str, mailbox: str) -> bool:
+        if self._create_mailbox_sync is None or _before_reactor():
+            return False
+        try:
+            self._create_mailbox_sync(user, mailbox)
+        except Exception as e:
+            log.warn("sieve: can't create {mailbox} for {user}: {error}", mailbox=mailbox,
+                     user=user, error=e)  # fmt: skip
+            return False
+        return True
+
+    def _outgoing(
+        self,
+        user: str,
+        name: str,
+        view: MessageView,
+        outcome: SieveOutcome,
+        path: str,
+        decision: Decision,
+    ) -> None:
+        if outcome.redirects:
+            with open(path, "rb") as f:
+                original = f.read()
+            for address in outcome.redirects:
+                routes = self._routes(address)
+                if routes:
+                    decision.outgoing.append((Envelope(view.sender, tuple(routes)), original))
+        if outcome.reject is not None and view.sender:
+            routes = self._routes(view.sender)
+            if routes:
+                refusal_text = _refusal(view, outcome.reject, user, self._hostname)
+                decision.outgoing.append((Envelope(None, tuple(routes)), refusal_text))
+        request = outcome.vacation
+        if request is not None:
+            why = refusal(view, request, [user])
+            if why is not None:
+                log.info("sieve: no vacation reply from {user} to {sender}: {why}", user=user,
+                         sender=view.sender or "<>", why=why)  # fmt: skip
+                return
+            assert view.sender is not None
+            directory = self.scripts.user_directory(user)
+            if not self._responses.claim(
+                directory, view.sender, handle_of(request), request.seconds
+            ):
+                log.info("sieve: {user} answered {sender} already within the period",
+                         user=user, sender=view.sender)  # fmt: skip
+                return
+            routes = self._routes(view.sender)
+            if routes:
+                reply = build_reply(view, request, user, self._hostname)
+                decision.outgoing.append((Envelope(None, tuple(routes)), reply))
+                log.info("sieve: vacation reply from {user} to {sender}", user=user,
+                         sender=view.sender)  # fmt: skip
+
+    def _routes(self, address: str) -> list[Route]:
+        local, _, domain = address.rpartition("@")
+        resolution = self._resolve_sync(local, domain)
+        if resolution.outcome is Outcome.OK:
+            return list(resolution.routes)
+        if resolution.outcome is Outcome.NOT_OURS:
+            return [Route(RouteKind.REMOTE, address)]
+        log.warn("sieve: nowhere to send to {address} ({why})", address=address,
+                 why=resolution.outcome.value)  # fmt: skip
+        return []
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def send_sync(self, outgoing: list[tuple[Envelope, bytes]]) -> None:
+        """Submit ``outgoing`` from a worker thread, durably, before returning; before the
+        reactor runs (recovery at start) it is submitted once it does."""
+        for envelope, data in outgoing:
+            if _before_reactor():
+                self._reactor.callWhenRunning(self._submit_logged, envelope, data)
+                continue
+            try:
+                blockingCallFromThread(self._reactor, self.submission.submit_bytes, envelope, data)
+            except Exception:
+                log.failure("sieve: submitting a message failed")
+
+    async def send(self, outgoing: list[tuple[Envelope, bytes]]) -> None:
+        """Submit ``outgoing`` from the reactor thread."""
+        for envelope, data in outgoing:
+            try:
+                await self.submission.submit_bytes(envelope, data)
+            except Exception:
+                log.failure("sieve: submitting a message failed")
+
+    def _submit_logged(self, envelope: Envelope, data: bytes) -> Deferred[Any]:
+        d = self.submission.submit_bytes(envelope, data)
+        d.addErrback(lambda f: log.failure("sieve: submitting a message failed", f))
+        return d
+
+
+def _before_reactor() -> bool:
+    """Recovery at start runs in the main thread before the reactor: nothing can be asked
+    of the reactor then (it would wait for ever)."""
+    return threading.current_thread() is threading.main_thread()
+
+
+def _refusal(view: MessageView, reason: str, user: str, hostname: str) -> bytes:
+    """The message a ``reject`` after the ``250`` sends back (RFC 5429 2.1.1: a refusal the
+    sender's user can read; we send text, not an MDN)."""
+    subject = " ".join((view.values("Subject") or [""])[0].split())
+    message_id = (view.values("Message-ID") or [""])[0].strip()
+    body = reason.replace("\r\n", "\n").replace("\n", "\r\n")
+    headers = [
+        f"From: Mail Delivery System <MAILER-DAEMON@{hostname}>",
+        f"To: <{view.sender}>",
+        f"Subject: Rejected: {subject}"[:900],
+        f"Date: {formatdate(localtime=False)}",
+        f"Message-ID: {make_msgid('reject', domain=hostname)}",
+        "Auto-Submitted: auto-replied (rejected)",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Transfer-Encoding: 8bit",
+    ]
+    if message_id:
+        headers.append(f"In-Reply-To: {message_id}")
+    text = f"Your message to {user} was refused by the recipient's rules:\r\n\r\n{body}\r\n"
+    return ("\r\n".join(headers) + "\r\n\r\n" + text).encode("utf-8")
