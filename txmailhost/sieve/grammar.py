@@ -192,7 +192,8 @@ def _command(reader: _Reader) -> Command:
         reader.depth -= 1
         return Command(name, arguments, tests, block, line)
     found = reader.text[reader.pos : reader.pos + 1] or "end of script"
-    raise reader.fail(f"expected ';' or '{{' after {name}, found {found!r}")
+    # Named at the command's line: the next token may be lines further down (or the end).
+    raise SieveSyntaxError(f"expected ';' or '{{' after {name}, found {found!r}", line)
 
 
 def _arguments(reader: _Reader) -> tuple[list[Argument], list[Test]]:

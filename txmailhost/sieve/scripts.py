@@ -110,8 +110,8 @@ class ScriptStore:
 
     def get(self, user: str, name: str) -> str:
         try:
-            with open(self._path(user, name), encoding="utf-8") as f:
-                return f.read()
+            with open(self._path(user, name), "rb") as f:
+                return f.read().decode("utf-8", "replace")  # as stored: CRLF stays CRLF
         except FileNotFoundError:
             raise ScriptError(f"no script named {name!r}", "NONEXISTENT") from None
 
