@@ -203,3 +203,27 @@ def test_mailboxexists_asks_the_store():
     script = 'require ["mailbox", "fileinto"]; if mailboxexists "Lists" { fileinto "Lists"; }'
     assert run(script, mailbox_exists=lambda name: name == "Lists").targets == [("Lists", False)]
     assert run(script).targets == [(INBOX, False)]
+
+
+def test_rfc5260_date_and_currentdate():
+    import datetime
+
+    now = datetime.datetime(2026, 12, 4, 10, 30, tzinfo=datetime.UTC)
+    dated = MESSAGE.replace(b"Subject:", b"Date: Fri, 04 Dec 2026 23:30:00 -0500\r\nSubject:")
+    base = 'require ["date", "relational", "fileinto"]; '
+
+    def found(test, message=dated):
+        view = MessageView.from_bytes(message, "alice@example.test")
+        script = compile_script(base + f"if {test} {{ discard; }}")
+        return Interpreter(script, view, now=now).run().discarded
+
+    assert found('currentdate :zone "+0000" :value "le" "date" "2026-12-24"')
+    assert not found('currentdate :zone "+0000" :value "gt" "date" "2026-12-24"')
+    assert found('currentdate :zone "+0100" :is "hour" "11"')
+    assert found('date :originalzone :is "date" "date" "2026-12-04"')
+    assert found('date :zone "+0000" :is "date" "date" "2026-12-05"')
+    assert found('date :zone "+0000" :is "date" "weekday" "6"')  # a Saturday in UTC
+    assert found('date :originalzone :is "date" "zone" "-0500"')
+    assert not found('date :is "date" "year" "2026"', MESSAGE)  # no Date field: nothing matches
+    with pytest.raises(Exception, match="unknown date-part"):
+        compile_script(base + 'if currentdate :is "fortnight" "1" { keep; }')

@@ -18,10 +18,12 @@ an error never loses the message).
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from txmailhost.sieve import dates
 from txmailhost.sieve.grammar import Command, Test
 from txmailhost.sieve.language import Script
 from txmailhost.sieve.matching import Matcher, address_part, part_of
@@ -88,6 +90,7 @@ class Interpreter:
         max_redirects: int = 4,
         max_actions: int = 32,
         default_vacation_days: int = 7,
+        now: datetime.datetime | None = None,
     ) -> None:
         self.script = script
         self.message = message
@@ -96,6 +99,7 @@ class Interpreter:
         self.max_redirects = max_redirects
         self.max_actions = max_actions
         self.default_vacation_days = default_vacation_days
+        self.now = now if now is not None else datetime.datetime.now(datetime.UTC)
         self.variables: dict[str, str] = {}
         self.matched: list[str] = []
         self.steps = 0
@@ -285,6 +289,11 @@ class Interpreter:
             )
             types = checked.get(":content")
             values = body_text(self.message.body(), transform, types)  # type: ignore[arg-type]
+        elif name == "date":
+            values = self._dates(checked, positional)
+        elif name == "currentdate":
+            moment = dates.in_zone(self.now, checked.get(":zone"), False)  # type: ignore[arg-type]
+            values = [dates.part(moment, positional[0])]
         elif name == "string":
             values = [self._expand(s) for s in positional[0]]
             if matcher.match == "count":
@@ -294,6 +303,17 @@ class Interpreter:
         found, matched = matcher.test(values, keys)
         if found and matched is not None and matcher.match == "matches":
             self.matched = matched
+        return found
+
+    def _dates(self, checked: dict, positional: list) -> list[str]:
+        """RFC 5260 4: the date-part of each date in the named header field."""
+        found = []
+        for value in self.message.values(self._expand(positional[0])):
+            moment = dates.header_date(value)
+            if moment is not None:
+                zone = checked.get(":zone")
+                moment = dates.in_zone(moment, zone, bool(checked.get(":originalzone")))
+                found.append(dates.part(moment, positional[1]))
         return found
 
     def _envelope(self, parts: list[str], part: str) -> list[str]:

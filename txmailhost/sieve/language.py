@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from txmailhost.sieve.dates import DATE_PARTS, zone_of
 from txmailhost.sieve.grammar import (
     Command,
     Number,
@@ -43,6 +44,7 @@ EXTENSIONS = (
     "copy",
     "mailbox",
     "comparator-i;ascii-numeric",
+    "date",
 )
 COMPARATORS = ("i;octet", "i;ascii-casemap", "i;ascii-numeric")
 RELATIONS = ("gt", "ge", "lt", "le", "eq", "ne")
@@ -159,6 +161,14 @@ TESTS: dict[str, Spec] = {
     ),
     "string": Spec((STRINGS, STRINGS), tags=_MATCH, extension="variables"),
     "mailboxexists": Spec((STRINGS,), extension="mailbox"),
+    "date": Spec(
+        (STRING, STRING, STRINGS),
+        tags={**_MATCH, ":zone": TagSpec("zone", STRING), ":originalzone": TagSpec("zone")},
+        extension="date",
+    ),
+    "currentdate": Spec(
+        (STRING, STRINGS), tags={**_MATCH, ":zone": TagSpec("zone", STRING)}, extension="date"
+    ),
 }
 
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -331,6 +341,14 @@ def _check_specifics(name: str, checked: dict, required: set[str], line: int) ->
         for part in checked["positional"][0]:
             if part.lower() not in ("from", "to"):
                 raise SieveSyntaxError(f"envelope: unknown envelope part {part!r}", line)
+    if name in ("date", "currentdate"):
+        date_part = checked["positional"][-2].lower()
+        if date_part not in DATE_PARTS:
+            raise SieveSyntaxError(f"{name}: unknown date-part {date_part!r}", line)
+        checked["positional"][-2] = date_part
+        zone = checked.get(":zone")
+        if isinstance(zone, str) and zone_of(zone) is None:
+            raise SieveSyntaxError(f"{name}: {zone!r} is not a time zone (+hhmm)", line)
     if name == "set":
         variable = checked["positional"][0]
         if not _VARIABLE_NAME.match(variable):
