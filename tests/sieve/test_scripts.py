@@ -91,3 +91,24 @@ def test_rename_moves_the_active_mark(store):
     store.set_active(ALICE, "a")
     store.rename(ALICE, "a", "b")
     assert [(s.name, s.active) for s in store.list(ALICE)] == [("b", True)]
+
+
+def test_vacation_script_generated_by_the_cli_compiles_and_answers_until_the_date():
+    import datetime
+
+    from txmailhost.sieve.admin import vacation_script
+    from txmailhost.sieve.interpreter import Interpreter
+    from txmailhost.sieve.language import compile_script
+    from txmailhost.sieve.message import MessageView
+
+    text = vacation_script('Away "till" Monday.\n', "Out", datetime.date(2026, 12, 24), 3, "main")
+    script = compile_script(text)
+    message = MessageView.from_bytes(b"Return-Path: <b@x.y>\r\nTo: a@x.y\r\n\r\n", "a@x.y")
+
+    def run(day: int):
+        now = datetime.datetime(2026, 12, day, 12, tzinfo=datetime.UTC).astimezone()
+        return Interpreter(script, message, now=now).run().vacation
+
+    assert run(24).reason == 'Away "till" Monday.\n'
+    assert (run(24).subject, run(24).seconds) == ("Out", 3 * 86400)
+    assert run(25) is None
