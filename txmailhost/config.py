@@ -795,6 +795,36 @@ class FiltersConfig:
     )
 
 
+@dataclass(frozen=True)
+class SieveConfig:
+    """[sieve]: users' Sieve scripts (docs/sieve.rst) and the ManageSieve server."""
+
+    max_scripts: int = setting(
+        20,
+        check=_integer("scripts", maximum=10000),
+        doc="""Most scripts one user may keep; PUTSCRIPT of one more gets NO
+        (QUOTA/MAXSCRIPTS).""",
+    )
+    max_script_size: int = setting(
+        64 * 1024,
+        check=_integer("bytes", minimum=100, maximum=16 * MiB),
+        doc="""Largest script, in bytes (PUTSCRIPT beyond it: NO (QUOTA/MAXSIZE)). Default
+        65536.""",
+    )
+    max_redirects: int = setting(
+        4,
+        check=_integer("redirects", minimum=0, maximum=100),
+        doc="""Most redirect actions one script run may take for one message; more is a script
+        error, and the message stays in INBOX.""",
+    )
+    max_steps: int = setting(
+        10000,
+        check=_integer("steps", minimum=10),
+        doc="""Most commands and tests one script run may evaluate before it is stopped as an
+        error (the message stays in INBOX).""",
+    )
+
+
 _SECTIONS: dict[str, tuple[type, str]] = {
     "server": (ServerConfig, "This server's identity."),
     "listen": (
@@ -813,6 +843,7 @@ _SECTIONS: dict[str, tuple[type, str]] = {
     "queue": (QueueConfig, "The relay queue: retries, expiry, delay warnings, limits."),
     "relay": (RelayConfig, "Outgoing mail to other servers: DNS, port, TLS policy."),
     "filters": (FiltersConfig, "Content filters on incoming and submitted mail."),
+    "sieve": (SieveConfig, "Users' Sieve scripts, vacation replies and ManageSieve."),
 }
 
 
@@ -834,6 +865,7 @@ class Config:
     queue: QueueConfig = field(default_factory=QueueConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
     filters: FiltersConfig = field(default_factory=FiltersConfig)
+    sieve: SieveConfig = field(default_factory=SieveConfig)
 
     @property
     def accounts_path(self) -> str:
@@ -985,6 +1017,7 @@ def _build(data_dir: str, path: str, document: dict[str, Any]) -> Config:
         queue=sections["queue"],
         relay=sections["relay"],
         filters=sections["filters"],
+        sieve=sections["sieve"],
     )
 
 

@@ -173,8 +173,9 @@ def managesieve(parts: ServerParts, implicit_tls: bool) -> ManageSieveFactory:
     """RFC 5804 (port 4190): users' Sieve scripts, with IMAP's login and TLS rules."""
     return ManageSieveFactory(
         parts.portal,
-        script_store(parts.config.data_dir),
+        script_store(parts.config),
         **_session(parts, implicit_tls, "managesieve"),
+        max_redirects=parts.config.sieve.max_redirects,
     )
 
 

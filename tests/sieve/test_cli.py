@@ -6,6 +6,7 @@ import pytest
 
 from txmailhost.accounts.db import AccountsDB
 from txmailhost.cli import main
+from txmailhost.config import load_config
 from txmailhost.sieve.setup import script_store
 
 ALICE = "alice@example.test"
@@ -23,7 +24,7 @@ def data(tmp_path):
 
 
 def test_vacation_on_show_and_off_restores_the_previous_script(data, tmp_path, capsys):
-    store = script_store(data)
+    store = script_store(load_config(data))
     store.put(ALICE, "main", "keep;\r\n")
     store.set_active(ALICE, "main")
     body = tmp_path / "away.txt"

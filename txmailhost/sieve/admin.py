@@ -79,7 +79,7 @@ def _vacation(args: argparse.Namespace, config: Any, accounts: IAccounts) -> int
     user = canonical_address(args.address)
     if not accounts.has_user(user):
         raise AccountError(f"no such user: {user}")
-    store = script_store(config.data_dir)
+    store = script_store(config)
     active = store.active_name(user)
     try:
         if args.off:
