@@ -21,7 +21,6 @@ and is logged (invariant 1 of the package): mail is never lost to a script.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate, make_msgid
@@ -163,7 +162,7 @@ class SieveStep:
         return chosen
 
     def _create(self, user: str, mailbox: str) -> bool:
-        if self._create_mailbox_sync is None or _before_reactor():
+        if self._create_mailbox_sync is None or not self._reactor.running:
             return False
         try:
             self._create_mailbox_sync(user, mailbox)
@@ -230,10 +229,11 @@ class SieveStep:
     # -- sending -------------------------------------------------------------------------------
 
     def send_sync(self, outgoing: list[tuple[Envelope, bytes]]) -> None:
-        """Submit ``outgoing`` from a worker thread, durably, before returning; before the
-        reactor runs (recovery at start) it is submitted once it does."""
+        """Submit ``outgoing`` from a worker thread, durably, before returning. Recovery at
+        start runs before the reactor, which can't be asked anything then (it would wait for
+        ever): the messages are submitted once it runs."""
         for envelope, data in outgoing:
-            if _before_reactor():
+            if not self._reactor.running:
                 self._reactor.callWhenRunning(self._submit_logged, envelope, data)
                 continue
             try:
@@ -253,12 +253,6 @@ class SieveStep:
         d = self.submission.submit_bytes(envelope, data)
         d.addErrback(lambda f: log.failure("sieve: submitting a message failed", f))
         return d
-
-
-def _before_reactor() -> bool:
-    """Recovery at start runs in the main thread before the reactor: nothing can be asked
-    of the reactor then (it would wait for ever)."""
-    return threading.current_thread() is threading.main_thread()
 
 
 def _refusal(view: MessageView, reason: str, user: str, hostname: str) -> bytes:
