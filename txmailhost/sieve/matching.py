@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ _RELATIONS = {
 }
 
 
+@functools.lru_cache(maxsize=1024)
 def wildcard_regex(pattern: str) -> re.Pattern[str]:
     """A ``:matches`` pattern as a regular expression with one group per wildcard."""
     out = []

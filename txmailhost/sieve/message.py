@@ -15,8 +15,6 @@ automatic reply ever answers it.
 from __future__ import annotations
 
 import email.header
-import email.parser
-import email.policy
 import email.utils
 import os
 from dataclasses import dataclass, field
@@ -28,23 +26,48 @@ MAX_BODY = 4 * 1024 * 1024
 
 def decode_value(raw: str) -> str:
     """An unfolded header value with its encoded words decoded; undecodable ones kept as is."""
-    unfolded = raw.replace("\r\n", "").replace("\n", "").strip()
+    unfolded = raw.strip()
+    if "=?" not in unfolded:
+        return unfolded
     try:
         return str(email.header.make_header(email.header.decode_header(unfolded)))
     except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
         return unfolded
 
 
+def parse_header(raw: bytes) -> dict[str, list[str]]:
+    """Field name (lower case) -> raw values in order, unfolded (RFC 5322 2.2.3). Octets that
+    aren't UTF-8 are kept as surrogate escapes; lines without a colon are skipped."""
+    fields: dict[str, list[str]] = {}
+    text = raw.decode("utf-8", "surrogateescape")
+    name: str | None = None
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if not line:
+            break
+        if line[0] in " \t" and name is not None:
+            fields[name][-1] += " " + line.strip()
+            continue
+        field_name, colon, value = line.partition(":")
+        if not colon or not field_name or " " in field_name.strip():
+            name = None
+            continue
+        name = field_name.strip().lower()
+        fields.setdefault(name, []).append(value.strip())
+    return fields
+
+
 @dataclass
 class MessageView:
-    """One message as the interpreter asks about it."""
+    """One message as the interpreter asks about it; what it asks is worked out once."""
 
-    header: Message  # the header section (compat32: values as written)
+    fields: dict[str, list[str]]  # lower-case name -> raw unfolded values
     size: int
     sender: str | None  # envelope MAIL FROM; None for <>
     recipient: str  # envelope RCPT TO of this copy (the user's address)
     path: str | None = None
     _body: Message | None = field(default=None, repr=False)
+    _values: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    _addresses: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_path(cls, path: str, recipient: str) -> MessageView:
@@ -67,23 +90,30 @@ class MessageView:
     def from_header_bytes(
         cls, raw: bytes, size: int, recipient: str, path: str | None = None
     ) -> MessageView:
-        header = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
-        sender = _return_path(header.get_all("Return-Path") or [])
-        return cls(header, size, sender, recipient, path)
+        fields = parse_header(raw)
+        sender = _return_path(fields.get("return-path", []))
+        return cls(fields, size, sender, recipient, path)
 
     def values(self, name: str) -> list[str]:
         """The decoded values of every field called ``name``, in order."""
-        return [decode_value(str(v)) for v in self.header.get_all(name) or []]
+        key = name.lower()
+        found = self._values.get(key)
+        if found is None:
+            found = self._values[key] = [decode_value(v) for v in self.fields.get(key, [])]
+        return found
 
     def addresses(self, name: str) -> list[str]:
         """The ``local@domain`` of every address in every field called ``name``."""
-        raw = [
-            str(v).replace("\r\n", " ").replace("\n", " ") for v in self.header.get_all(name) or []
-        ]
-        return [address for _display, address in email.utils.getaddresses(raw) if address]
+        key = name.lower()
+        found = self._addresses.get(key)
+        if found is None:
+            raw = self.fields.get(key, [])
+            found = [address for _display, address in email.utils.getaddresses(raw) if address]
+            self._addresses[key] = found
+        return found
 
     def exists(self, name: str) -> bool:
-        return self.header.get(name) is not None
+        return name.lower() in self.fields
 
     def body(self) -> Message:
         """The whole message (headers and body), read on first use, up to MAX_BODY octets."""
@@ -106,11 +136,11 @@ def _header_section(file) -> bytes:  # noqa: ANN001 - a binary file
     return b"".join(lines) + b"\r\n"
 
 
-def _return_path(values: list) -> str | None:
+def _return_path(values: list[str]) -> str | None:
     """The first Return-Path's address; None for ``<>`` or none at all."""
     if not values:
         return None
-    value = str(values[0]).strip()
+    value = values[0].strip()
     _display, address = email.utils.parseaddr(value)
     return address or None
 
