@@ -825,6 +825,32 @@ class SieveConfig:
     )
 
 
+def _optional_hostname(value: Any) -> str:
+    return "" if value == "" else _hostname(value)
+
+
+@dataclass(frozen=True)
+class SRSConfig:
+    """[srs]: the Sender Rewriting Scheme for mail forwarded to other servers (txmailhost/srs.py)."""
+
+    domain: str = setting(
+        "",
+        check=_optional_hostname,
+        doc="""The domain of rewritten senders, e.g. "fwd.example.org": mail we forward
+        elsewhere (aliases, forwards, Sieve redirect) from a sender of another domain leaves
+        as SRS0=...@this domain, so the receiver's SPF check passes, and bounces to those
+        addresses are sent on to the original sender. Its MX (or A record) must point to this
+        server and its SPF record allow it. Empty (the default): forwarded mail keeps its
+        original sender.""",
+    )
+    max_age_days: int = setting(
+        21,
+        check=_integer("days", maximum=1000),
+        doc="""Days a rewritten sender stays valid for bounces; older ones are refused with
+        550 5.1.1.""",
+    )
+
+
 _SECTIONS: dict[str, tuple[type, str]] = {
     "server": (ServerConfig, "This server's identity."),
     "listen": (
@@ -844,6 +870,7 @@ _SECTIONS: dict[str, tuple[type, str]] = {
     "relay": (RelayConfig, "Outgoing mail to other servers: DNS, port, TLS policy."),
     "filters": (FiltersConfig, "Content filters on incoming and submitted mail."),
     "sieve": (SieveConfig, "Users' Sieve scripts, vacation replies and ManageSieve."),
+    "srs": (SRSConfig, "Sender rewriting (SRS) for forwarded mail."),
 }
 
 
@@ -866,6 +893,7 @@ class Config:
     relay: RelayConfig = field(default_factory=RelayConfig)
     filters: FiltersConfig = field(default_factory=FiltersConfig)
     sieve: SieveConfig = field(default_factory=SieveConfig)
+    srs: SRSConfig = field(default_factory=SRSConfig)
 
     @property
     def accounts_path(self) -> str:
@@ -1018,6 +1046,7 @@ def _build(data_dir: str, path: str, document: dict[str, Any]) -> Config:
         relay=sections["relay"],
         filters=sections["filters"],
         sieve=sections["sieve"],
+        srs=sections["srs"],
     )
 
 

@@ -308,8 +308,20 @@ def build_accounts(config: Any, store: Any, reactor: Any, pool: ThreadPool) -> t
         delimiter=config.routing.recipient_delimiter,
         plus_folders=config.routing.plus_folders,
         postmaster=config.routing.postmaster or None,
+        srs=_build_srs(config),
     )
     return portal, router
+
+
+def _build_srs(config: Any) -> Any:
+    """SRS for forwarded mail when ``[srs] domain`` is set (txmailhost/srs.py)."""
+    from txmailhost.srs import SRS, Keys
+
+    if not config.srs.domain:
+        return None
+    keys = Keys(os.path.join(config.data_dir, "srs", "keys"))
+    keys.load()  # made now, at start, not on the first forwarded message
+    return SRS(config.srs.domain, keys, config.srs.max_age_days)
 
 
 def build(
@@ -355,8 +367,9 @@ def build(
     # Users' Sieve scripts run in the delivery agent; what they send goes through delivery.
     sieve = build_sieve(config, router, store, reactor, storage_pool)
     delivery, delivery_services = build_delivery(
-        config.queue_dir, config.hostname, store, reactor, storage_pool, queue, sieve
-    )
+        config.queue_dir, config.hostname, store, reactor, storage_pool, queue, sieve,
+        router.forward_sender,
+    )  # fmt: skip
     sieve.submission = delivery
     for part in delivery_services:
         part.setServiceParent(top)

@@ -34,10 +34,12 @@ def build_delivery(
     pool: ThreadPool,
     queue: Any,
     sieve: Any = None,
+    forward_sender: Any = None,
 ) -> tuple[Submission, list[Service]]:
     """The submission for a server whose spool is ``queue_dir``; ``pool`` runs the fsyncs
     (the storage pool), ``queue`` takes remote recipients (None: nothing is relayed),
-    ``sieve`` runs users' scripts (``agent.py``; None: no scripts)."""
+    ``sieve`` runs users' scripts (``agent.py``; None: no scripts), ``forward_sender``
+    rewrites the sender of relayed copies (SRS; None: kept)."""
     services: list[Service] = []
     agent = DeliveryAgent(store, sieve)
     # One thread keeps empty spool files in stock: file creation off the path to 250 (spares.py).
@@ -69,6 +71,8 @@ def build_delivery(
     swept = spool.sweep()
     if swept:
         log.info("removed {n} unacknowledged partial message(s) left by a crash", n=swept)
-    return Submission(
-        store, spool, queue=queue, local=local, hostname=hostname, agent=agent
-    ), services
+    submission = Submission(
+        store, spool, queue=queue, local=local, hostname=hostname, agent=agent,
+        forward_sender=forward_sender,
+    )  # fmt: skip
+    return submission, services

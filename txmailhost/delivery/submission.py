@@ -66,6 +66,7 @@ class Submission:
         local: LocalDelivery | None = None,
         hostname: str = "localhost",
         agent: DeliveryAgent | None = None,
+        forward_sender: Any = None,
     ) -> None:
         self._store = store
         self._spool = spool
@@ -73,6 +74,8 @@ class Submission:
         self._local = local
         self._hostname = hostname
         self._agent = agent if agent is not None else DeliveryAgent(store)
+        # sender -> Deferred[sender] for remote copies (SRS, routing.Router.forward_sender)
+        self._forward_sender = forward_sender
 
     def open(self) -> IncomingMessage:
         return self._spool.open()
@@ -102,8 +105,12 @@ class Submission:
             if remote:
                 await message.commit()
                 prepare = None
-                # Envelope-preserving: forwarded mail keeps its original sender (docs/admin.rst).
-                await self._queue.submit(envelope.sender, remote, message.path, message.queue_id)
+                # Envelope-preserving (docs/admin.rst), unless [srs] rewrites other domains'
+                # senders of forwarded mail (srs.py).
+                sender = envelope.sender
+                if self._forward_sender is not None:
+                    sender = await self._forward_sender(sender)
+                await self._queue.submit(sender, remote, message.path, message.queue_id)
             if local:
                 targets = await self._agent.choose(local, message.path)
                 # One worker trip: the spool fsync (when not done for the queue), the links,
