@@ -47,8 +47,8 @@ def test_discard_and_stop():
 
 
 def test_redirect_cancels_keep_and_is_deduplicated():
-    outcome = run('redirect "x@example.net"; redirect "X@example.net";')
-    assert outcome.redirects == ["x@example.net"]
+    outcome = run('redirect "x@example.net"; redirect "x@EXAMPLE.net"; redirect "X@example.net";')
+    assert outcome.redirects == ["x@example.net", "X@example.net"]
     assert outcome.targets == []
     copy = run('require "copy"; redirect :copy "x@example.net";')
     assert copy.targets == [(INBOX, False)]

@@ -175,7 +175,11 @@ class Interpreter:
             address = self._expand(positional[0]).strip()
             if "@" not in address or any(c in address for c in "\r\n<>, "):
                 raise SieveRuntimeError(f"redirect: {address!r} is not an address")
-            if address.lower() not in (a.lower() for a in outcome.redirects):
+            # The same address twice is one redirect (RFC 5228 2.10.3); the local part is
+            # case-sensitive (RFC 5321 2.4), the domain is not.
+            local, _, domain = address.rpartition("@")
+            address = f"{local}@{domain.lower()}"
+            if address not in outcome.redirects:
                 if len(outcome.redirects) >= self.max_redirects:
                     raise SieveRuntimeError(f"more than {self.max_redirects} redirects")
                 outcome.redirects.append(address)
@@ -210,16 +214,17 @@ class Interpreter:
 
     def _set(self, checked: dict, positional: list) -> None:
         value = self._expand(positional[1])
-        if checked.get(":quotewildcard"):
-            value = re.sub(r"([*?\\])", r"\\\1", value)
-        if checked.get(":lowerfirst"):
-            value = value[:1].lower() + value[1:]
-        if checked.get(":upperfirst"):
-            value = value[:1].upper() + value[1:]
+        # RFC 5229 4.1: by precedence, :lower/:upper first, :length last.
         if checked.get(":lower"):
             value = value.lower()
         if checked.get(":upper"):
             value = value.upper()
+        if checked.get(":lowerfirst"):
+            value = value[:1].lower() + value[1:]
+        if checked.get(":upperfirst"):
+            value = value[:1].upper() + value[1:]
+        if checked.get(":quotewildcard"):
+            value = re.sub(r"([*?\\])", r"\\\1", value)
         if checked.get(":length"):
             value = str(len(value))
         self.variables[positional[0].lower()] = value[:MAX_VARIABLE]
