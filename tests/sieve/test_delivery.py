@@ -138,3 +138,17 @@ def test_decide_from_the_reactor_runs_in_the_pool(world):
         found.append
     )
     assert found[0].mailboxes == ["Work"]
+
+
+def test_include_reads_the_users_and_the_global_scripts(world, tmp_path):
+    world.scripts.put(ALICE, "work", 'require "fileinto"; fileinto "Work";')
+    global_dir = tmp_path / "sieve" / "global"
+    global_dir.mkdir(parents=True)
+    (global_dir / "common.sieve").write_text('require "fileinto"; fileinto "Junk";')
+    world.script('require "include"; include "work"; include :global "common";')
+    assert world.decide().mailboxes == ["Work", "Junk"]
+    world.script('require "include"; include :global "missing";')
+    assert world.decide().mailboxes == ["INBOX"]  # a runtime error: kept in INBOX
+    (global_dir / "common.sieve").write_text("not sieve")
+    world.script('require "include"; include :global "common";')
+    assert world.decide().mailboxes == ["INBOX"]

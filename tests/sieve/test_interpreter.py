@@ -227,3 +227,47 @@ def test_rfc5260_date_and_currentdate():
     assert not found('date :is "date" "year" "2026"', MESSAGE)  # no Date field: nothing matches
     with pytest.raises(Exception, match="unknown date-part"):
         compile_script(base + 'if currentdate :is "fortnight" "1" { keep; }')
+
+
+def _with_includes(main, scripts, message=MESSAGE):
+    compiled = {key: compile_script(text) for key, text in scripts.items()}
+    view = MessageView.from_bytes(message, "alice@example.test")
+    return Interpreter(
+        compile_script(main), view, loader=lambda loc, name: compiled.get((loc, name))
+    ).run()
+
+
+def test_rfc6609_include_personal_and_global_with_return_and_stop():
+    lists = 'require ["include", "fileinto"]; if true { fileinto "Lists"; return; } discard;'
+    scripts = {
+        ("personal", "lists"): lists,
+        ("global", "spam"): 'require "fileinto"; fileinto "Spam"; stop;',
+    }
+    outcome = _with_includes(
+        'require ["include", "fileinto"]; include "lists"; include :global "spam"; fileinto "X";',
+        scripts,
+    )
+    assert outcome.targets == [("Lists", False), ("Spam", False)]  # stop ended everything
+
+
+def test_include_once_optional_missing_and_recursion():
+    once = {("personal", "a"): 'require "fileinto"; fileinto "A";'}
+    main = 'require "include"; include :once "a"; include :once "a"; include :optional "none";'
+    assert _with_includes(main, once).targets == [("A", False)]
+    with pytest.raises(SieveRuntimeError, match="no personal script 'none'"):
+        _with_includes('require "include"; include "none";', {})
+    loop = {("personal", "b"): 'require "include"; include "b";'}
+    with pytest.raises(SieveRuntimeError, match="recursive"):
+        _with_includes('require "include"; include "b";', loop)
+
+
+def test_include_global_variables_are_shared_and_others_are_not():
+    scripts = {
+        ("personal", "set"): 'require ["include", "variables"]; global "folder"; set "folder" "G";'
+        ' set "mine" "M";',
+    }
+    main = (
+        'require ["include", "variables", "fileinto"]; global "folder"; include "set";'
+        ' fileinto "${folder}-${mine}";'
+    )
+    assert _with_includes(main, scripts).targets == [("G-", False)]

@@ -110,8 +110,9 @@ class SieveStep:
                 mailbox_exists=lambda m: m.upper() == INBOX or m in mailboxes,
                 max_steps=self.max_steps,
                 max_redirects=self.max_redirects,
+                loader=lambda location, included: self.scripts.included(user, location, included),
             ).run()
-        except SieveRuntimeError as e:
+        except (SieveRuntimeError, SieveSyntaxError) as e:  # the latter: an included script
             log.error("sieve: script {name} of {user} failed, kept in INBOX: {error}",
                       name=name, user=user, error=e)  # fmt: skip
             return Decision([INBOX])

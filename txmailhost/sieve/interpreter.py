@@ -77,6 +77,27 @@ class _Stop(Exception):
     pass
 
 
+class _Return(Exception):
+    """RFC 6609 3.3 ``return``: the current (included) script ends, its includer goes on."""
+
+
+# Where included scripts come from: (location "personal"/"global", name) -> Script, or None
+# when there is no such script.
+Loader = Callable[[str, str], "Script | None"]
+MAX_INCLUDE_DEPTH = 10  # scripts including each other (RFC 6609 3.2: implementations limit)
+MAX_INCLUDES = 50  # include commands run per message
+
+
+@dataclass
+class _Frame:
+    """One script being run: its own variables, and the names it declared ``global``."""
+
+    key: tuple[str, str]
+    uses_variables: bool
+    variables: dict[str, str] = field(default_factory=dict)
+    globals: set[str] = field(default_factory=set)
+
+
 class Interpreter:
     """One run of ``script`` on ``message``; ``mailbox_exists`` answers ``mailboxexists``."""
 
@@ -91,6 +112,7 @@ class Interpreter:
         max_actions: int = 32,
         default_vacation_days: int = 7,
         now: datetime.datetime | None = None,
+        loader: Loader | None = None,
     ) -> None:
         self.script = script
         self.message = message
@@ -100,20 +122,32 @@ class Interpreter:
         self.max_actions = max_actions
         self.default_vacation_days = default_vacation_days
         self.now = now if now is not None else datetime.datetime.now(datetime.UTC)
-        self.variables: dict[str, str] = {}
+        self.loader = loader
+        self.global_variables: dict[str, str] = {}  # RFC 6609 3.4, shared by every script
         self.matched: list[str] = []
         self.steps = 0
         self.outcome = Outcome()
-        self._variables = "variables" in script.required
+        self._frames: list[_Frame] = []
+        self._included: set[tuple[str, str]] = set()  # for :once
+        self._includes = 0
 
     def run(self) -> Outcome:
         try:
-            self._block(self.script.commands)
+            self._run_script(self.script, ("personal", ""))
         except _Stop:
             pass
         except RecursionError:
             raise SieveRuntimeError("script nested too deeply") from None
         return self.outcome
+
+    def _run_script(self, script: Script, key: tuple[str, str]) -> None:
+        self._frames.append(_Frame(key, "variables" in script.required))
+        try:
+            self._block(script.commands)
+        except _Return:
+            pass
+        finally:
+            self._frames.pop()
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -193,6 +227,13 @@ class Interpreter:
             outcome.implicit_keep = False
         elif name == "set":
             self._set(checked, positional)
+        elif name == "include":
+            self._include(checked, positional)
+        elif name == "return":
+            raise _Return
+        elif name == "global":
+            for variable in positional[0]:
+                self._frames[-1].globals.add(self._expand(variable).lower())
         elif name == "vacation":
             self._vacation(checked, positional)
         else:  # language.validate lets nothing else through
@@ -227,7 +268,33 @@ class Interpreter:
             value = re.sub(r"([*?\\])", r"\\\1", value)
         if checked.get(":length"):
             value = str(len(value))
-        self.variables[positional[0].lower()] = value[:MAX_VARIABLE]
+        self._variables_for(positional[0].lower())[positional[0].lower()] = value[:MAX_VARIABLE]
+
+    def _variables_for(self, name: str) -> dict[str, str]:
+        frame = self._frames[-1]
+        return self.global_variables if name in frame.globals else frame.variables
+
+    def _include(self, checked: dict, positional: list) -> None:
+        """RFC 6609 3.2: run another of the user's scripts, or a global one, here."""
+        location = "global" if checked.get(":global") else "personal"
+        name = self._expand(positional[0])
+        key = (location, name)
+        if checked.get(":once") and key in self._included:
+            return
+        if any(frame.key == key for frame in self._frames):
+            raise SieveRuntimeError(f"include of {location} script {name!r} is recursive")
+        if len(self._frames) >= MAX_INCLUDE_DEPTH:
+            raise SieveRuntimeError(f"includes nested deeper than {MAX_INCLUDE_DEPTH}")
+        self._includes += 1
+        if self._includes > MAX_INCLUDES:
+            raise SieveRuntimeError(f"more than {MAX_INCLUDES} includes")
+        script = self.loader(location, name) if self.loader is not None else None
+        if script is None:
+            if checked.get(":optional"):
+                return
+            raise SieveRuntimeError(f"include: no {location} script {name!r}")
+        self._included.add(key)
+        self._run_script(script, key)
 
     def _vacation(self, checked: dict, positional: list) -> None:
         if self.outcome.reject is not None:
@@ -337,7 +404,7 @@ class Interpreter:
 
     def _expand(self, value: str) -> str:
         """Substitute ``${name}`` and ``${N}`` when the script requires "variables"."""
-        if not self._variables or "${" not in value:
+        if not self._frames[-1].uses_variables or "${" not in value:
             return value
 
         def substitute(found: re.Match[str]) -> str:
@@ -345,6 +412,6 @@ class Interpreter:
             if name.isdigit():
                 index = int(name)
                 return self.matched[index] if index < len(self.matched) else ""
-            return self.variables.get(name.lower(), "")
+            return self._variables_for(name.lower()).get(name.lower(), "")
 
         return _VARIABLE.sub(substitute, value)[: MAX_VARIABLE * 4]

@@ -45,6 +45,7 @@ EXTENSIONS = (
     "mailbox",
     "comparator-i;ascii-numeric",
     "date",
+    "include",
 )
 COMPARATORS = ("i;octet", "i;ascii-casemap", "i;ascii-numeric")
 RELATIONS = ("gt", "ge", "lt", "le", "eq", "ne")
@@ -123,6 +124,18 @@ COMMANDS: dict[str, Spec] = {
         },
         extension="variables",
     ),
+    "include": Spec(
+        (STRING,),
+        tags={
+            ":personal": TagSpec("location"),
+            ":global": TagSpec("location"),
+            ":once": TagSpec("once"),
+            ":optional": TagSpec("optional"),
+        },
+        extension="include",
+    ),
+    "return": Spec(extension="include"),
+    "global": Spec((STRINGS,), extension="include"),
     "vacation": Spec(
         (STRING,),
         tags={
@@ -349,6 +362,16 @@ def _check_specifics(name: str, checked: dict, required: set[str], line: int) ->
         zone = checked.get(":zone")
         if isinstance(zone, str) and zone_of(zone) is None:
             raise SieveSyntaxError(f"{name}: {zone!r} is not a time zone (+hhmm)", line)
+    if name == "include":
+        included = checked["positional"][0]
+        if "/" in included or not included:
+            raise SieveSyntaxError(f"include: {included!r} is not a script name", line)
+    if name == "global":
+        if "variables" not in required:
+            raise SieveSyntaxError("global needs require 'variables'", line)
+        for variable in checked["positional"][0]:
+            if not _VARIABLE_NAME.match(variable):
+                raise SieveSyntaxError(f"global: {variable!r} is not a variable name", line)
     if name == "set":
         variable = checked["positional"][0]
         if not _VARIABLE_NAME.match(variable):

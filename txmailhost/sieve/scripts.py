@@ -31,6 +31,7 @@ from txmailhost.sieve.language import Script, compile_script
 MAX_NAME = 128
 SUFFIX = ".sieve"
 ACTIVE = "active"
+GLOBAL = "global"  # DATA/sieve/global/: the administrator's scripts for include :global
 _LOCAL = re.compile(r"[a-z0-9!#$%&'*+=?^_`{|}~.-]+")  # no "/": one path component
 _DOMAIN = re.compile(r"[a-z0-9.-]+")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -79,6 +80,8 @@ class ScriptStore:
     def user_directory(self, user: str) -> str:
         """``root/DOMAIN/LOCALPART`` for a canonical address; refuses anything path-like."""
         local, at, domain = user.lower().rpartition("@")
+        if domain == GLOBAL:
+            raise ScriptError(f"not a user address: {user!r}")
         if not at or not _LOCAL.fullmatch(local) or not _DOMAIN.fullmatch(domain):
             raise ScriptError(f"not a user address: {user!r}")
         if local.startswith(".") or ".." in local or domain.startswith(".") or ".." in domain:
@@ -123,14 +126,31 @@ class ScriptStore:
         name = self.active_name(user)
         if name is None:
             return None
-        path = self._path(user, name)
+        script = self._compile(self._path(user, name))
+        return None if script is None else (name, script)
+
+    def included(self, user: str, location: str, name: str) -> Script | None:
+        """The script ``include`` names (RFC 6609): one of the user's (``personal``) or one of
+        the administrator's in ``DATA/sieve/global/`` (``global``); None if there is none.
+        Raises ``SieveSyntaxError`` for one that doesn't compile."""
+        try:
+            if location == "global":
+                path = os.path.join(self.root, GLOBAL, _file_name(name))
+            else:
+                path = self._path(user, name)
+        except ScriptError:
+            return None
+        return self._compile(path)
+
+    def _compile(self, path: str) -> Script | None:
+        """The compiled script at ``path``, from the cache while the file is unchanged."""
         try:
             with open(path, "rb") as f:
                 stat = os.fstat(f.fileno())
                 identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
                 cached = self._compiled.get(path)
                 if cached is not None and cached[0] == identity:
-                    return name, cached[1]
+                    return cached[1]
                 text = f.read().decode("utf-8", "replace")
         except FileNotFoundError:
             return None
@@ -139,7 +159,7 @@ class ScriptStore:
             if len(self._compiled) > 10_000:
                 self._compiled.clear()
             self._compiled[path] = (identity, script)
-        return name, script
+        return script
 
     # -- quotas ----------------------------------------------------------------------------------
 
