@@ -87,7 +87,15 @@ def test_scripts_that_fail_keep_the_message_in_inbox(world, tmp_path):
     main = tmp_path / "sieve" / "example.test" / "alice" / "main.sieve"
     main.write_text("this is not sieve")  # an administrator's edit gone wrong
     decision = world.decide()
-    assert decision.mailboxes == ["INBOX"] and decision.outgoing == []
+    assert decision.mailboxes == ["INBOX"]
+    [(envelope, notice)] = decision.outgoing  # the user is told, once
+    assert envelope.sender is None and envelope.routes[0].user == ALICE
+    told = email.message_from_bytes(notice)
+    assert told["Subject"] == 'Your mail filter script "main" has a problem'
+    assert "line 1: expected ';'" in told.get_payload()
+    assert world.decide().outgoing == []
+    main.write_text("keep;\r\nfrob;")  # another problem: told again
+    assert len(world.decide().outgoing) == 1
 
 
 def test_discard_stores_nothing(world):

@@ -21,6 +21,9 @@ and is logged (invariant 1 of the package): mail is never lost to a script.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate, make_msgid
@@ -30,6 +33,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
 from twisted.logger import Logger
 
+from txmailhost._safeio import makedirs_durably, write_atomic
 from txmailhost.delivery.interfaces import Envelope
 from txmailhost.routing import Outcome, Route, RouteKind
 from txmailhost.sieve.grammar import SieveSyntaxError
@@ -81,6 +85,7 @@ class SieveStep:
         self._pool = pool  # runs ``decide`` for mail delivered before its 250
         self._hostname = hostname
         self._responses = responses if responses is not None else ResponseLog()
+        self._notified = Notified()
         self._create_mailbox_sync = create_mailbox_sync
         self.max_steps = max_steps
         self.max_redirects = max_redirects
@@ -97,17 +102,23 @@ class SieveStep:
         except (SieveSyntaxError, ScriptError, OSError, UnicodeError) as e:
             log.error("sieve: {user}'s active script can't be used, kept in INBOX: {error}",
                       user=user, error=e)  # fmt: skip
-            return Decision([INBOX])
+            return self._failed(user, self.scripts.active_name(user) or "?", str(e))
         if active is None:
             return None
         name, script = active
+        listed: list[list[str]] = []
+
+        def mailboxes() -> list[str]:  # listed only when a script asks (a directory scan)
+            if not listed:
+                listed.append(names(user))
+            return listed[0]
+
         try:
             view = MessageView.from_path(path, user)
-            mailboxes = names(user)
             outcome = Interpreter(
                 script,
                 view,
-                mailbox_exists=lambda m: m.upper() == INBOX or m in mailboxes,
+                mailbox_exists=lambda m: m.upper() == INBOX or m in mailboxes(),
                 max_steps=self.max_steps,
                 max_redirects=self.max_redirects,
                 loader=lambda location, included: self.scripts.included(user, location, included),
@@ -115,7 +126,7 @@ class SieveStep:
         except (SieveRuntimeError, SieveSyntaxError) as e:  # the latter: an included script
             log.error("sieve: script {name} of {user} failed, kept in INBOX: {error}",
                       name=name, user=user, error=e)  # fmt: skip
-            return Decision([INBOX])
+            return self._failed(user, name, str(e))
         except Exception:
             log.failure("sieve: script {name} of {user} failed, kept in INBOX", name=name,
                         user=user)  # fmt: skip
@@ -145,14 +156,28 @@ class SieveStep:
             self._reactor, self._pool, self.decide_sync, user, path, names, junk
         )
 
+    def _failed(self, user: str, name: str, error: str) -> Decision:
+        """INBOX, and a notice to the user the first time this script fails this way
+        (issue 19: "tell the user once"), remembered in ``DATA/sieve/DOMAIN/USER/notified``."""
+        decision = Decision([INBOX])
+        try:
+            if self._notified.first(self.scripts.user_directory(user), f"{name}\0{error}"):
+                notice = _error_notice(user, name, error, self._hostname)
+                decision.outgoing.append(
+                    (Envelope(None, (Route(RouteKind.LOCAL, user, user, INBOX),)), notice)
+                )
+        except (OSError, ScriptError):
+            log.failure("sieve: can't tell {user} about a failed script", user=user)
+        return decision
+
     def _mailboxes(
-        self, user: str, outcome: SieveOutcome, existing: list[str], junk: bool
+        self, user: str, outcome: SieveOutcome, existing: Callable[[], list[str]], junk: bool
     ) -> list[str]:
         chosen: list[str] = []
         for mailbox, create in outcome.targets:
             if mailbox == INBOX:
-                target = JUNK if junk and JUNK in existing else INBOX
-            elif mailbox in existing or create and self._create(user, mailbox):
+                target = JUNK if junk and JUNK in existing() else INBOX
+            elif mailbox in existing() or create and self._create(user, mailbox):
                 target = mailbox
             else:
                 log.warn("sieve: {user} has no mailbox {mailbox}; the copy goes to INBOX",
@@ -254,6 +279,49 @@ class SieveStep:
         d = self.submission.submit_bytes(envelope, data)
         d.addErrback(lambda f: log.failure("sieve: submitting a message failed", f))
         return d
+
+
+class Notified:
+    """Which failure a user was last told about: the digest of (script, error) in a file."""
+
+    NAME = "notified"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def first(self, directory: str, failure: str) -> bool:
+        """True (and remembered) the first time ``failure`` is reported for this user."""
+        digest = hashlib.sha256(failure.encode("utf-8", "replace")).hexdigest()
+        path = os.path.join(directory, self.NAME)
+        with self._lock:
+            try:
+                with open(path, encoding="ascii") as f:
+                    if f.read().strip() == digest:
+                        return False
+            except (FileNotFoundError, UnicodeDecodeError):
+                pass
+            makedirs_durably(directory)
+            write_atomic(path, digest.encode())
+        return True
+
+
+def _error_notice(user: str, name: str, error: str, hostname: str) -> bytes:
+    """The message telling ``user`` that their script failed (sent once per failure)."""
+    domain = user.rpartition("@")[2]
+    text = (
+        f'Your Sieve script "{name}" could not be run:\r\n\r\n    {error}\r\n\r\n'
+        "Your mail is delivered to your INBOX, unsorted, until the script is fixed (with your\r\n"
+        "mail program's filter settings, or ManageSieve). You are told once per problem.\r\n"
+    )
+    headers = (
+        f"From: Mail server <postmaster@{domain}>\r\nTo: <{user}>\r\n"
+        f'Subject: Your mail filter script "{name}" has a problem\r\n'
+        f"Date: {formatdate(localtime=False)}\r\n"
+        f"Message-ID: {make_msgid('sieve-error', domain=hostname)}\r\n"
+        "Auto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+    )
+    return (headers + text).encode("utf-8")
 
 
 def _refusal(view: MessageView, reason: str, user: str, hostname: str) -> bytes:
