@@ -121,9 +121,17 @@ def test_reject_answers_the_sender_but_never_the_null_sender(world):
     assert decision.mailboxes == []
     [(envelope, data)] = decision.outgoing
     assert envelope.sender is None and envelope.routes[0].user == BOB
-    refusal = email.message_from_bytes(data)
-    assert refusal["Subject"] == "Rejected: [news] hello"
-    assert "Not here." in refusal.get_payload()
+    mdn = email.message_from_bytes(data)  # RFC 5429 2.1.1: an MDN (RFC 8098)
+    assert mdn["Subject"] == "Rejected: [news] hello"
+    assert mdn.get_content_type() == "multipart/report"
+    assert mdn.get_param("report-type") == "disposition-notification"
+    text, notification, original = mdn.get_payload()
+    assert "Not here." in text.get_payload()
+    fields = notification.get_payload()[0]
+    assert fields["Disposition"] == "automatic-action/MDN-sent-automatically; deleted"
+    assert fields["Final-Recipient"] == f"rfc822; {ALICE}"
+    assert fields["Original-Message-ID"] == "<m1@example.test>"
+    assert "Subject: [news] hello" in original.get_payload()
     null = MESSAGE.replace(b"<bob@example.test>", b"<>", 1)
     assert world.decide(null).outgoing == []
 

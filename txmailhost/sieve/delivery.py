@@ -40,6 +40,7 @@ from txmailhost.sieve.grammar import SieveSyntaxError
 from txmailhost.sieve.interpreter import INBOX, Interpreter, SieveRuntimeError
 from txmailhost.sieve.interpreter import Outcome as SieveOutcome
 from txmailhost.sieve.message import MessageView
+from txmailhost.sieve.refusal import rejection
 from txmailhost.sieve.scripts import ScriptError, ScriptStore
 from txmailhost.sieve.vacation import ResponseLog, build_reply, handle_of, refusal
 
@@ -217,7 +218,7 @@ class SieveStep:
         if outcome.reject is not None and view.sender:
             routes = self._routes(view.sender)
             if routes:
-                refusal_text = _refusal(view, outcome.reject, user, self._hostname)
+                refusal_text = rejection(view, outcome.reject, user, self._hostname)
                 decision.outgoing.append((Envelope(None, tuple(routes)), refusal_text))
         request = outcome.vacation
         if request is not None:
@@ -322,26 +323,3 @@ def _error_notice(user: str, name: str, error: str, hostname: str) -> bytes:
         "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
     )
     return (headers + text).encode("utf-8")
-
-
-def _refusal(view: MessageView, reason: str, user: str, hostname: str) -> bytes:
-    """The message a ``reject`` after the ``250`` sends back (RFC 5429 2.1.1: a refusal the
-    sender's user can read; we send text, not an MDN)."""
-    subject = " ".join((view.values("Subject") or [""])[0].split())
-    message_id = (view.values("Message-ID") or [""])[0].strip()
-    body = reason.replace("\r\n", "\n").replace("\n", "\r\n")
-    headers = [
-        f"From: Mail Delivery System <MAILER-DAEMON@{hostname}>",
-        f"To: <{view.sender}>",
-        f"Subject: Rejected: {subject}"[:900],
-        f"Date: {formatdate(localtime=False)}",
-        f"Message-ID: {make_msgid('reject', domain=hostname)}",
-        "Auto-Submitted: auto-replied (rejected)",
-        "MIME-Version: 1.0",
-        "Content-Type: text/plain; charset=utf-8",
-        "Content-Transfer-Encoding: 8bit",
-    ]
-    if message_id:
-        headers.append(f"In-Reply-To: {message_id}")
-    text = f"Your message to {user} was refused by the recipient's rules:\r\n\r\n{body}\r\n"
-    return ("\r\n".join(headers) + "\r\n\r\n" + text).encode("utf-8")

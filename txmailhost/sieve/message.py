@@ -65,6 +65,7 @@ class MessageView:
     sender: str | None  # envelope MAIL FROM; None for <>
     recipient: str  # envelope RCPT TO of this copy (the user's address)
     path: str | None = None
+    raw_header: bytes = field(default=b"", repr=False)  # as received (a reject's MDN copies it)
     _body: Message | None = field(default=None, repr=False)
     _values: dict[str, list[str]] = field(default_factory=dict, repr=False)
     _addresses: dict[str, list[str]] = field(default_factory=dict, repr=False)
@@ -92,7 +93,7 @@ class MessageView:
     ) -> MessageView:
         fields = parse_header(raw)
         sender = _return_path(fields.get("return-path", []))
-        return cls(fields, size, sender, recipient, path)
+        return cls(fields, size, sender, recipient, path, raw)
 
     def values(self, name: str) -> list[str]:
         """The decoded values of every field called ``name``, in order."""
