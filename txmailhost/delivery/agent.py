@@ -105,8 +105,11 @@ class DeliveryAgent:
         if self._sieve is None or path is None:
             return _unique((r.user, _pick(r, listed.__getitem__)) for r in recipients)
         targets: list[tuple[str, str]] = []
+
+        def folders(user: str) -> Any:
+            return mailboxes.folders(self._store, user)
+
         for r in recipients:
-            folders = lambda user: mailboxes.folders(self._store, user)  # noqa: E731
             decision = await self._sieve.decide(r.user, path, folders, r.junk)
             if decision is None:
                 targets.append((r.user, _pick(r, listed.__getitem__)))
