@@ -271,3 +271,25 @@ def test_include_global_variables_are_shared_and_others_are_not():
         ' fileinto "${folder}-${mine}";'
     )
     assert _with_includes(main, scripts).targets == [("G-", False)]
+
+
+def test_rfc5260_index_selects_one_field_occurrence():
+    received = (
+        b"Received: from a.example by b.example; Fri, 04 Dec 2026 10:00:00 +0000\r\n"
+        b"Received: from c.example by a.example; Thu, 03 Dec 2026 10:00:00 +0000\r\n"
+        b"To: one@example.test\r\nTo: two@example.test, three@example.test\r\n"
+    ) + MESSAGE
+    base = 'require ["index", "date", "fileinto"]; '
+
+    def found(test):
+        return run(base + f"if {test} {{ discard; }}", received).discarded
+
+    assert found('header :index 1 :contains "received" "from a.example"')
+    assert not found('header :index 1 :contains "received" "from c.example"')
+    assert found('header :index 1 :last :contains "received" "from c.example"')
+    assert not found('header :index 3 :contains "received" "from"')
+    assert found('address :index 2 :is "to" "three@example.test"')
+    assert not found('address :index 1 :is "to" "three@example.test"')
+    assert found('date :index 1 :last :zone "+0000" :is "received" "day" "03"')
+    with pytest.raises(Exception, match=":last needs :index"):
+        compile_script(base + 'if header :last :is "x" "y" { keep; }')

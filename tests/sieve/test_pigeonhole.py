@@ -175,6 +175,11 @@ SCRIPTS = {
     "body-raw": """require ["fileinto", "body"];
         if body :raw :contains "Content-Type: text/html" { fileinto "RawHtml"; }""",
     "duplicate-redirects": 'redirect "x@example.net"; redirect "X@Example.net";',
+    "index": """require ["index", "fileinto", "date"];
+        if header :index 1 :contains "x-count" "7" { fileinto "FirstSeven"; }
+        if header :index 1 :last :is "x-count" "abc" { fileinto "LastAbc"; }
+        if address :index 2 :domain :is "to" "example.net" { fileinto "SecondTo"; }
+        if date :index 1 :originalzone :is "date" "hour" "10" { fileinto "Ten"; }""",
     "text-multiline": """require "fileinto";
 if header :contains "subject" text:
 Hello

@@ -348,10 +348,19 @@ class Interpreter:
         matcher = Matcher.from_checked(checked)
         keys = [self._expand(k) for k in positional[-1]]
         if name == "header":
-            values = [v for h in positional[0] for v in self.message.values(self._expand(h))]
+            values = [
+                v
+                for h in positional[0]
+                for v in _indexed(self.message.values(self._expand(h)), checked)
+            ]
         elif name == "address":
             part = part_of(checked)
-            addresses = [a for h in positional[0] for a in self.message.addresses(self._expand(h))]
+            addresses = [
+                a
+                for h in positional[0]
+                for field in _indexed(self.message.address_fields(self._expand(h)), checked)
+                for a in field
+            ]
             values = [p for p in (address_part(a, part) for a in addresses) if p is not None]
         elif name == "envelope":
             values = self._envelope(positional[0], part_of(checked))
@@ -380,7 +389,10 @@ class Interpreter:
     def _dates(self, checked: dict, positional: list) -> list[str]:
         """RFC 5260 4: the date-part of each date in the named header field."""
         found = []
-        for value in self.message.values(self._expand(positional[0])):
+        field = self._expand(positional[0])
+        for value in _indexed(self.message.values(field), checked):
+            if field.lower() == "received":
+                value = value.rpartition(";")[2]  # RFC 5260 4: the date after the last ";"
             moment = dates.header_date(value)
             if moment is not None:
                 zone = checked.get(":zone")
@@ -415,3 +427,12 @@ class Interpreter:
             return self._variables_for(name.lower()).get(name.lower(), "")
 
         return _VARIABLE.sub(substitute, value)[: MAX_VARIABLE * 4]
+
+
+def _indexed(fields: list, checked: dict) -> list:
+    """RFC 5260 6: with ``:index N`` only the Nth field (from the bottom with ``:last``)."""
+    index = checked.get(":index")
+    if index is None:
+        return fields
+    position = len(fields) - index if checked.get(":last") else index - 1
+    return [fields[position]] if 0 <= position < len(fields) else []

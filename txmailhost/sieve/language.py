@@ -46,6 +46,7 @@ EXTENSIONS = (
     "comparator-i;ascii-numeric",
     "date",
     "include",
+    "index",
 )
 COMPARATORS = ("i;octet", "i;ascii-casemap", "i;ascii-numeric")
 RELATIONS = ("gt", "ge", "lt", "le", "eq", "ne")
@@ -93,6 +94,10 @@ _ADDRESS = {
     ":detail": TagSpec(ADDRESS_PART, extension="subaddress"),
 }
 _COPY = {":copy": TagSpec("copy", extension="copy")}
+_INDEX = {  # RFC 5260 6: one occurrence of the field, counted from the top (or the bottom)
+    ":index": TagSpec("index", NUMBER, "index"),
+    ":last": TagSpec("last", extension="index"),
+}
 
 COMMANDS: dict[str, Spec] = {
     "require": Spec((STRINGS,)),
@@ -159,8 +164,8 @@ TESTS: dict[str, Spec] = {
     "anyof": Spec(tests="list"),
     "exists": Spec((STRINGS,)),
     "size": Spec((NUMBER,), tags={":over": TagSpec("size"), ":under": TagSpec("size")}),
-    "header": Spec((STRINGS, STRINGS), tags=_MATCH),
-    "address": Spec((STRINGS, STRINGS), tags={**_MATCH, **_ADDRESS}),
+    "header": Spec((STRINGS, STRINGS), tags={**_MATCH, **_INDEX}),
+    "address": Spec((STRINGS, STRINGS), tags={**_MATCH, **_ADDRESS, **_INDEX}),
     "envelope": Spec((STRINGS, STRINGS), tags={**_MATCH, **_ADDRESS}, extension="envelope"),
     "body": Spec(
         (STRINGS,),
@@ -176,7 +181,12 @@ TESTS: dict[str, Spec] = {
     "mailboxexists": Spec((STRINGS,), extension="mailbox"),
     "date": Spec(
         (STRING, STRING, STRINGS),
-        tags={**_MATCH, ":zone": TagSpec("zone", STRING), ":originalzone": TagSpec("zone")},
+        tags={
+            **_MATCH,
+            **_INDEX,
+            ":zone": TagSpec("zone", STRING),
+            ":originalzone": TagSpec("zone"),
+        },
         extension="date",
     ),
     "currentdate": Spec(
@@ -348,6 +358,10 @@ def _check_specifics(name: str, checked: dict, required: set[str], line: int) ->
             if relation.lower() not in RELATIONS:
                 raise SieveSyntaxError(f"{tag}: unknown relation {relation!r}", line)
             checked[tag] = relation.lower()
+    if checked.get(":last") and ":index" not in checked:
+        raise SieveSyntaxError(f"{name}: :last needs :index", line)
+    if checked.get(":index") == 0:
+        raise SieveSyntaxError(f"{name}: :index counts from 1", line)
     if name == "size" and not (checked.get(":over") or checked.get(":under")):
         raise SieveSyntaxError("size needs :over or :under", line)
     if name == "envelope":

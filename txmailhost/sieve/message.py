@@ -113,6 +113,13 @@ class MessageView:
             self._addresses[key] = found
         return found
 
+    def address_fields(self, name: str) -> list[list[str]]:
+        """The addresses of each field called ``name``, field by field (for ``:index``)."""
+        return [
+            [address for _display, address in email.utils.getaddresses([raw]) if address]
+            for raw in self.fields.get(name.lower(), [])
+        ]
+
     def exists(self, name: str) -> bool:
         return name.lower() in self.fields
 
