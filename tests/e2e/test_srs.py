@@ -1,12 +1,14 @@
-"""SRS in the real server: a forward to another server leaves with an SRS sender, a bounce to
-that address reaches the original sender, a forged one is refused 550 5.1.1. DNS comes from a
-test server on loopback; the other server is a second txmailhost on 127.0.0.1."""
+"""SRS in the real server: a forward or a Sieve redirect to another server leaves with an SRS
+sender, a bounce to that address reaches the original sender, a forged one is refused 550
+5.1.1. DNS comes from a test server on loopback; the other server is a second txmailhost on
+127.0.0.1."""
 
 from __future__ import annotations
 
 import smtplib
 
 import pytest
+from sievelib.managesieve import Client
 
 from tests.e2e.conftest import PASSWORD
 from tests.e2e.test_relay import inbox, wait_for
@@ -23,7 +25,23 @@ def dns_server():
     server.stop()
 
 
-def test_forward_is_srs_rewritten_and_its_bounce_reaches_the_original_sender(tmp_path, dns_server):
+def _sieve_redirect(server: ServerProcess) -> None:
+    client = Client("127.0.0.1", server.ports["managesieve"])
+    assert client.connect("alice@example.test", PASSWORD, authmech="PLAIN"), client.errmsg
+    assert client.putscript("main", 'redirect "bob@far.test";\r\n'), client.errmsg
+    assert client.setactive("main"), client.errmsg
+    client.logout()
+
+
+def _forward(server: ServerProcess) -> None:
+    server.cli("user", "forward", "alice@example.test", "bob@far.test", "--no-keep-copy")
+
+
+@pytest.mark.filterwarnings("ignore:Credentials are sent over an unencrypted connection")
+@pytest.mark.parametrize("forwarding", [_forward, _sieve_redirect], ids=["forward", "sieve"])
+def test_forward_is_srs_rewritten_and_its_bounce_reaches_the_original_sender(
+    tmp_path, dns_server, forwarding
+):
     far = ServerProcess(str(tmp_path / "far")).start()
     far.add_user("bob@far.test", PASSWORD)
     far.add_user("carol@far.test", PASSWORD)
@@ -35,7 +53,7 @@ def test_forward_is_srs_rewritten_and_its_bounce_reaches_the_original_sender(tmp
     )
     ours = ServerProcess(str(tmp_path / "ours"), extra_config=extra).start()
     ours.add_user("alice@example.test", PASSWORD)
-    ours.cli("user", "forward", "alice@example.test", "bob@far.test", "--no-keep-copy")
+    forwarding(ours)
     try:
         with smtplib.SMTP("127.0.0.1", ours.ports["smtp"], timeout=10) as s:
             s.sendmail("carol@far.test", ["alice@example.test"],
