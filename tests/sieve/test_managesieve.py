@@ -231,3 +231,10 @@ def test_bad_input_never_gets_a_traceback(session):
         reply = session.send(line)
         assert reply.startswith(b"NO "), (line, reply)
     assert session.send(b"x" * 300).startswith(b'BYE "line too long"')
+
+
+def test_commands_wait_while_the_client_does_not_read(session):
+    session.transport.producer.pauseProducing()  # the transport's buffer is full
+    assert session.send(b"NOOP\r\nNOOP\r\n") == b""  # nothing runs meanwhile
+    session.transport.producer.resumeProducing()
+    assert session.read() == b'OK "Done"\r\nOK "Done"\r\n'

@@ -33,7 +33,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from txmailhost.accounts.throttle import LoginThrottled
-from txmailhost.peer import PlaintextAuth, describe_tls, printable
+from txmailhost.peer import OutputPressure, PlaintextAuth, describe_tls, printable
 from txmailhost.sasl import SASLError
 from txmailhost.session.auth import Credentials, PasswordExchange, PasswordLogin, passwords_allowed
 from txmailhost.session.tls import SessionTLS
@@ -114,6 +114,9 @@ class ManageSieveServer(Protocol, TimeoutMixin):
         self._logout: Callable[[], None] | None = None
         self._sasl: PasswordExchange | None = None  # an AUTHENTICATE waiting for a response
         self._session_timer: Any = None
+        # A client that pipelines commands without reading the replies: no further command
+        # runs until it reads (peer.OutputPressure), so its input, not our memory, fills up.
+        self._pressure = OutputPressure(self._process)
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -136,10 +139,12 @@ class ManageSieveServer(Protocol, TimeoutMixin):
                 self.transport.setTcpNoDelay(True)
         self.setTimeout(factory.idle_timeout)
         self._session_timer = self.callLater(factory.session_timeout, self._expired)
+        self._pressure.register(self.transport)
         self.transport.write(self._capabilities() + ok("txmailhost ManageSieve ready").render())
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
+        self._pressure.connection_lost()
         self.setTimeout(None)
         if self._session_timer is not None and self._session_timer.active():
             self._session_timer.cancel()
@@ -170,7 +175,9 @@ class ManageSieveServer(Protocol, TimeoutMixin):
 
     def _process(self) -> None:
         factory = self.factory
-        while not self._waiting and not self._closing and self._buffer:
+        while (
+            not self._waiting and not self._closing and self._buffer and not self._pressure.blocked
+        ):
             if self._sasl is not None:
                 end = self._buffer.find(b"\r\n")
                 if end < 0:
