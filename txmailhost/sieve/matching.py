@@ -54,25 +54,64 @@ _RELATIONS = {
 }
 
 
+_STAR, _ONE = object(), object()
+
+
 @functools.lru_cache(maxsize=1024)
-def wildcard_regex(pattern: str) -> re.Pattern[str]:
-    """A ``:matches`` pattern as a regular expression with one group per wildcard."""
-    out = []
+def wildcard_tokens(pattern: str) -> tuple:
+    """A ``:matches`` pattern as tokens: ``_STAR``, ``_ONE`` or a literal character."""
+    tokens: list = []
     i = 0
     while i < len(pattern):
         char = pattern[i]
         if char == "\\" and i + 1 < len(pattern):
-            out.append(re.escape(pattern[i + 1]))
+            tokens.append(pattern[i + 1])
             i += 2
             continue
         if char == "*":
-            out.append("(.*?)")
-        elif char == "?":
-            out.append("(.)")
+            tokens.append(_STAR)  # "**" stays two: each wildcard is a match variable
         else:
-            out.append(re.escape(char))
+            tokens.append(_ONE if char == "?" else char)
         i += 1
-    return re.compile("".join(out) + r"\Z", re.DOTALL)
+    return tuple(tokens)
+
+
+def wildcard_match(tokens: tuple, text: str) -> list[tuple[int, int]] | None:
+    """Where each wildcard of ``tokens`` matched in ``text``, or None for no match.
+
+    The classic glob walk: a ``*`` first takes nothing and, when the rest fails, only the
+    latest ``*`` takes one more character. Earlier stars thus keep the shortest match that
+    works (RFC 5229 3.2: ``"[*] *"`` splits at the first ``] ``), and the cost is at most
+    pattern x text steps: no pattern makes it backtrack exponentially, as a regular
+    expression of ``(.*?)`` groups can (``"*a*a*a*a*b"`` on a long header).
+    """
+    spans: dict[int, tuple[int, int]] = {}
+    p = t = 0
+    star = -1
+    star_text = 0
+    while t < len(text):
+        token = tokens[p] if p < len(tokens) else None
+        if token is _STAR:
+            star, star_text = p, t
+            spans[p] = (t, t)
+            p += 1
+        elif token is not None and (token is _ONE or token == text[t]):
+            if token is _ONE:
+                spans[p] = (t, t + 1)
+            p += 1
+            t += 1
+        elif star >= 0:
+            star_text += 1
+            spans[star] = (spans[star][0], star_text)
+            p, t = star + 1, star_text
+        else:
+            return None
+    while p < len(tokens) and tokens[p] is _STAR:
+        spans[p] = (t, t)
+        p += 1
+    if p != len(tokens):
+        return None
+    return [spans[i] for i, token in enumerate(tokens) if token is _STAR or token is _ONE]
 
 
 @dataclass(frozen=True)
@@ -121,13 +160,11 @@ class Matcher:
         folded, folded_key = fold(value, comparator), fold(key, comparator)
         if self.match == "contains":
             return [value] if folded_key in folded else None
-        found = wildcard_regex(folded_key).match(folded)
-        if found is None:
+        spans = wildcard_match(wildcard_tokens(folded_key), folded)
+        if spans is None:
             return None
         # Folding keeps lengths (ASCII only), so the spans point into the original value.
-        return [value] + [
-            value[found.start(g) : found.end(g)] for g in range(1, found.re.groups + 1)
-        ]
+        return [value] + [value[start:end] for start, end in spans]
 
 
 def address_part(address: str, part: str) -> str | None:
