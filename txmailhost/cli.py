@@ -44,6 +44,7 @@ from txmailhost.config import (
     load_config,
 )
 from txmailhost.datadir import DataDirError, ensure_data_dir, require_data_dir, writable_problem
+from txmailhost.sieve.admin import register as register_vacation
 
 PROG = "txmailhost"
 
@@ -177,6 +178,7 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument("--purge", action="store_true", help="also delete the user's mail")
     delete.set_defaults(run=_with_accounts(_user_del))
     register_user_actions(user_commands, _with_accounts)
+    register_vacation(user_commands, _with_accounts)
     _accept_global_options_anywhere(parser)
     return parser
 

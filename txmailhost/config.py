@@ -296,6 +296,12 @@ class ListenConfig:
         doc="""Prometheus metrics over plain HTTP at /metrics (docs/admin.rst, "Operations").
         Keep it on loopback or a private network: it shows listeners, logins and the queue.""",
     )
+    managesieve: str = setting(
+        "tcp:24190:interface=127.0.0.1",
+        check=_endpoint,
+        doc="""ManageSieve with STARTTLS (RFC 5804), where users upload their Sieve scripts and
+        vacation replies (port 4190 in production).""",
+    )
 
 
 @dataclass(frozen=True)
@@ -905,6 +911,62 @@ class MailAuthConfig:
     )
 
 
+@dataclass(frozen=True)
+class SieveConfig:
+    """[sieve]: users' Sieve scripts (docs/sieve.rst) and the ManageSieve server."""
+
+    max_scripts: int = setting(
+        20,
+        check=_integer("scripts", maximum=10000),
+        doc="""Most scripts one user may keep; PUTSCRIPT of one more gets NO
+        (QUOTA/MAXSCRIPTS).""",
+    )
+    max_script_size: int = setting(
+        64 * 1024,
+        check=_integer("bytes", minimum=100, maximum=16 * MiB),
+        doc="""Largest script, in bytes (PUTSCRIPT beyond it: NO (QUOTA/MAXSIZE)). Default
+        65536.""",
+    )
+    max_redirects: int = setting(
+        4,
+        check=_integer("redirects", minimum=0, maximum=100),
+        doc="""Most redirect actions one script run may take for one message; more is a script
+        error, and the message stays in INBOX.""",
+    )
+    max_steps: int = setting(
+        10000,
+        check=_integer("steps", minimum=10),
+        doc="""Most commands and tests one script run may evaluate before it is stopped as an
+        error (the message stays in INBOX).""",
+    )
+
+
+def _optional_hostname(value: Any) -> str:
+    return "" if value == "" else _hostname(value)
+
+
+@dataclass(frozen=True)
+class SRSConfig:
+    """[srs]: the Sender Rewriting Scheme for mail forwarded to other servers (txmailhost/srs.py)."""
+
+    domain: str = setting(
+        "",
+        check=_optional_hostname,
+        doc="""The domain of rewritten senders, e.g. "fwd.example.org": mail we forward
+        elsewhere (aliases, forwards, Sieve redirect) from a sender of another domain leaves
+        as SRS0=...@this domain, so the receiver's SPF check passes, and bounces to those
+        addresses are sent on to the original sender. Its MX (or A record) must point to this
+        server and its SPF record allow it. Empty (the default): forwarded mail keeps its
+        original sender.""",
+    )
+    max_age_days: int = setting(
+        21,
+        check=_integer("days", maximum=1000),
+        doc="""Days a rewritten sender stays valid for bounces; older ones are refused with
+        550 5.1.1.""",
+    )
+
+
 _SECTIONS: dict[str, tuple[type, str]] = {
     "server": (ServerConfig, "This server's identity."),
     "listen": (
@@ -925,6 +987,8 @@ _SECTIONS: dict[str, tuple[type, str]] = {
     "filters": (FiltersConfig, "Content filters on incoming and submitted mail."),
     "log": (LogConfig, "The event log: where, in which format, how much of it is kept."),
     "mailauth": (MailAuthConfig, "DKIM signing; SPF, DKIM and DMARC checks of incoming mail."),
+    "sieve": (SieveConfig, "Users' Sieve scripts, vacation replies and ManageSieve."),
+    "srs": (SRSConfig, "Sender rewriting (SRS) for forwarded mail."),
 }
 
 
@@ -949,6 +1013,8 @@ class Config:
     filters: FiltersConfig = field(default_factory=FiltersConfig)
     log: LogConfig = field(default_factory=LogConfig)
     mailauth: MailAuthConfig = field(default_factory=MailAuthConfig)
+    sieve: SieveConfig = field(default_factory=SieveConfig)
+    srs: SRSConfig = field(default_factory=SRSConfig)
 
     @property
     def accounts_path(self) -> str:
@@ -1103,6 +1169,8 @@ def _build(data_dir: str, path: str, document: dict[str, Any]) -> Config:
         filters=sections["filters"],
         log=sections["log"],
         mailauth=sections["mailauth"],
+        sieve=sections["sieve"],
+        srs=sections["srs"],
     )
 
 

@@ -30,6 +30,8 @@ from txmailhost.imap.server import IMAPFactory
 from txmailhost.ops.exposition import MetricsSite
 from txmailhost.peer import PlaintextAuth
 from txmailhost.pop3.server import POP3Factory
+from txmailhost.sieve.managesieve import ManageSieveFactory
+from txmailhost.sieve.setup import script_store
 from txmailhost.smtp import replies as smtp_replies
 from txmailhost.smtp.policy import InboundPolicy, SubmissionPolicy
 from txmailhost.smtp.server import SMTPFactory
@@ -179,11 +181,22 @@ def metrics_page(parts: ServerParts, implicit_tls: bool) -> MetricsSite:
     return MetricsSite(parts.reactor, parts.queue, parts.pools)
 
 
+def managesieve(parts: ServerParts, implicit_tls: bool) -> ManageSieveFactory:
+    """RFC 5804 (port 4190): users' Sieve scripts, with IMAP's login and TLS rules."""
+    return ManageSieveFactory(
+        parts.portal,
+        script_store(parts.config),
+        **_session(parts, implicit_tls, "managesieve"),
+        max_redirects=parts.config.sieve.max_redirects,
+    )
+
+
 # What a connection over the limits is told before it is closed, per protocol.
 SMTP_BUSY = b"421 4.7.0 too many connections, try again later\r\n"
 POP3_BUSY = b"-ERR [SYS/TEMP] too many connections, try again later\r\n"
 IMAP_BUSY = b"* BYE [UNAVAILABLE] too many connections, try again later\r\n"
 HTTP_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+MANAGESIEVE_BUSY = b'BYE (TRYLATER) "too many connections, try again later"\r\n'
 
 STARTTLS, IMPLICIT = TLSStyle.STARTTLS, TLSStyle.IMPLICIT
 
@@ -196,4 +209,5 @@ LISTENERS: list[ListenerKind] = [
     ListenerKind("imap", "imap", imap, STARTTLS, IMAP_BUSY),
     ListenerKind("imaps", "imaps", imap, IMPLICIT, IMAP_BUSY),
     ListenerKind("metrics", "metrics", metrics_page, TLSStyle.NONE, HTTP_BUSY),
+    ListenerKind("managesieve", "managesieve", managesieve, STARTTLS, MANAGESIEVE_BUSY),
 ]

@@ -12,6 +12,10 @@ For an address in one of our domains, in this order (the first rule that applies
 7. the domain's catch-all alias (``@domain``);
 8. otherwise the address is unknown (refused at RCPT: never accept-then-bounce).
 
+Before all of these, an SRS address of ours (``SRS0=...@`` the ``[srs] domain``, a bounce of
+mail we forwarded) leads back to its original sender, or is unknown when forged or expired
+(``srs.py``); ``forward_sender`` gives the sender that forwarded mail leaves with.
+
 Aliases and forwards expand recursively into local mailboxes and external addresses (sent on
 through the relay queue with the original envelope sender: envelope-preserving, see
 docs/admin.rst). A cycle (a -> b -> a) is a loop and the recipient is refused; expansion is
@@ -33,6 +37,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.python.threadpool import ThreadPool
 
 from txmailhost.accounts.interfaces import IAccounts, IAddressRules
+from txmailhost.srs import SRSError
 from txmailhost.store.interfaces import INBOX
 
 ROLE_ACCOUNTS = ("postmaster", "abuse")
@@ -91,6 +96,7 @@ class Router:
         max_expansion: int = 5000,
         cache_seconds: float = 2.0,
         rules: IAddressRules | None = None,
+        srs: Any = None,
     ) -> None:
         self._accounts = accounts
         self._rules = rules if rules is not None else accounts.address_rules()
@@ -103,6 +109,7 @@ class Router:
         self.max_expansion = max_expansion
         self.cache_seconds = cache_seconds
         self._cache: dict[tuple[str, str], tuple[float, Resolution]] = {}
+        self.srs = srs  # srs.SRS, or None: forwarded mail keeps its sender
 
     def quota_of(self, user: str) -> Deferred[int | None]:
         """The user's storage limit in bytes, None for unlimited (IAddressRules.quota_of)."""
@@ -134,6 +141,13 @@ class Router:
             domain = target.rpartition("@")[2] if target else ""
             local = "postmaster"
         address = f"{local}@{domain}"
+        if self.srs is not None and self.srs.is_srs(local, domain):
+            try:
+                return Resolution(
+                    Outcome.OK, address, [Route(RouteKind.REMOTE, self.srs.reverse(local))]
+                )
+            except SRSError:
+                return Resolution(Outcome.UNKNOWN_USER, address)
         if domain.startswith("[") or local.startswith('"'):
             # Address literals are never ours; quoted local parts never name an account,
             # which also closes '"user@other"@our.example' style relay tricks.
@@ -157,6 +171,22 @@ class Router:
         if len(found) == 1 and found[0].kind is RouteKind.LOCAL:
             quota = self._rules.quota_of(found[0].user)
         return Resolution(Outcome.OK, canonical, found, quota)
+
+    def forward_sender(self, sender: str | None) -> Deferred[str | None]:
+        """The envelope sender for mail relayed to other servers: SRS-rewritten when it is
+        of a domain not ours (forwarded mail); unchanged for ``<>``, for our own senders,
+        and without ``[srs] domain``."""
+        if self.srs is None or not sender:
+            return succeed(sender)
+        return threads.deferToThreadPool(
+            self._reactor, self._pool, self._forward_sender_sync, sender
+        )
+
+    def _forward_sender_sync(self, sender: str) -> str:
+        domain = sender.rpartition("@")[2]
+        if not domain or self._accounts.has_domain(domain):
+            return sender
+        return self.srs.forward(sender)
 
     def _add(self, routes: dict[tuple, Route], route: Route) -> None:
         routes.setdefault((route.kind, route.user, route.address), route)

@@ -366,8 +366,20 @@ def build_accounts(config: Any, store: Any, reactor: Any, pool: ThreadPool) -> t
         delimiter=config.routing.recipient_delimiter,
         plus_folders=config.routing.plus_folders,
         postmaster=config.routing.postmaster or None,
+        srs=_build_srs(config),
     )
     return portal, router
+
+
+def _build_srs(config: Any) -> Any:
+    """SRS for forwarded mail when ``[srs] domain`` is set (txmailhost/srs.py)."""
+    from txmailhost.srs import SRS, Keys
+
+    if not config.srs.domain:
+        return None
+    keys = Keys(os.path.join(config.data_dir, "srs", "keys"))
+    keys.load()  # made now, at start, not on the first forwarded message
+    return SRS(config.srs.domain, keys, config.srs.max_age_days)
 
 
 def build(
@@ -387,6 +399,7 @@ def build(
     from txmailhost.ops.eventlog import build_event_log
     from txmailhost.peer import PlaintextAuth
     from txmailhost.queue.service import DeliveryReports, ReturnToSender, build_queue
+    from txmailhost.sieve.setup import build_sieve
     from txmailhost.store import backends
 
     top = ServerService(reactor, config.shutdown_grace)
@@ -413,14 +426,18 @@ def build(
     queue, queue_service = build_queue(config, reactor, storage_pool)
     queue_service.setServiceParent(top)
     # The one durable hand-off for SMTP, the queue's bounces and the server's notices.
+    # Users' Sieve scripts run in the delivery agent; what they send goes through delivery.
+    sieve = build_sieve(config, router, store, reactor, storage_pool)
     delivery, delivery_services = build_delivery(
-        config.queue_dir, config.hostname, store, reactor, storage_pool, queue
-    )
+        config.queue_dir, config.hostname, store, reactor, storage_pool, queue, sieve,
+        router.forward_sender,
+    )  # fmt: skip
     for part in delivery_services:
         part.setServiceParent(top)
     # DKIM signing of submitted mail and DSNs, SPF/DKIM/DMARC checks inbound (mailauth/).
     mailauth = build_mailauth(config, reactor)
     queue.return_to_sender = ReturnToSender(router, mailauth.submission(delivery))
+    sieve.submission = mailauth.submission(delivery)  # vacation replies are DKIM-signed too
     delivery.report_delivered = DeliveryReports(config.hostname, queue.return_to_sender)
     if getattr(queue.courier, "tls_reports", None) is not None:
         queue.courier.tls_reports.deliver = queue.return_to_sender  # RFC 8460 reports

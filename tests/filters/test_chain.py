@@ -66,8 +66,7 @@ def test_each_filter_sees_the_fields_earlier_filters_added_above_the_message():
     decide(first, one, two, second)
     assert first.seen == b"Subject: x\r\n\r\nbody\r\n"
     assert second.seen == (
-        b"Authentication-Results: mx.test; dmarc=pass\r\nX-Two: 2\r\n"
-        b"Subject: x\r\n\r\nbody\r\n"
+        b"Authentication-Results: mx.test; dmarc=pass\r\nX-Two: 2\r\nSubject: x\r\n\r\nbody\r\n"
     )
 
 

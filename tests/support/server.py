@@ -16,7 +16,10 @@ import time
 
 _LISTENING = re.compile(r"txmailhost (\w+) listening on ([\d.:a-f]+):(\d+)")
 BIN = os.path.dirname(sys.executable)
-LABELS = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "metrics")
+LABELS = (
+    "smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "metrics",
+    "managesieve",
+)  # fmt: skip
 
 
 class ServerProcess:

@@ -7,9 +7,12 @@ mailbox: the record keeps the wishes (``local.py``), and this step turns them in
 when the copies are made, in the delivery thread — after the ``250``, where a user's Sieve
 script will run (as Postfix's ``local`` runs ``.forward`` and procmail, not ``smtpd``).
 
-The rules today: Junk for a copy the filters judged spam; the plus-address's folder when the
-user has one by that name, matched without regard to case (addresses are case-insensitive,
-folder names aren't); INBOX otherwise, and for anything that doesn't exist (any more).
+The rules today: a user's active Sieve script decides when there is one (``sieve``, a
+``txmailhost.sieve.delivery.SieveStep`` handed in; what it sends, a redirect or a vacation
+reply, is submitted before the copy is delivered). Otherwise: Junk for a copy the filters
+judged spam; the plus-address's folder when the user has one by that name, matched without
+regard to case (addresses are case-insensitive, folder names aren't); INBOX otherwise, and for
+anything that doesn't exist (any more).
 """
 
 from __future__ import annotations
@@ -57,16 +60,20 @@ def _unique(targets: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
 class DeliveryAgent:
     """Chooses the ``(user, mailbox)`` targets of a message's local recipients."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, sieve: Any = None) -> None:
         self._store = store
+        self._sieve = sieve  # SieveStep, or None: no user scripts
 
     def guess(self, recipients: Iterable[LocalRecipient]) -> list[tuple[str, str]]:
         """The targets the wishes point at, without asking the store: which mailboxes' readers
         should wait for the message (``store/pending.py``) before it is delivered."""
         return _unique((r.user, wanted(r)) for r in recipients)
 
-    def choose_sync(self, recipients: Iterable[LocalRecipient]) -> list[tuple[str, str]]:
-        """The targets, from a worker thread (the local delivery thread, recovery at start)."""
+    def choose_sync(
+        self, recipients: Iterable[LocalRecipient], path: str | None = None
+    ) -> list[tuple[str, str]]:
+        """The targets, from a worker thread (the local delivery thread, recovery at start);
+        ``path`` is the message, for users' scripts."""
         listed: dict[str, list[str]] = {}
 
         def names(user: str) -> list[str]:
@@ -74,13 +81,39 @@ class DeliveryAgent:
                 listed[user] = mailboxes.folders_sync(self._store, user)
             return listed[user]
 
-        return _unique((r.user, _pick(r, names)) for r in recipients)
+        if self._sieve is None or path is None:
+            return _unique((r.user, _pick(r, names)) for r in recipients)
+        targets: list[tuple[str, str]] = []
+        for r in recipients:
+            decision = self._sieve.decide_sync(r.user, path, names, r.junk)
+            if decision is None:
+                targets.append((r.user, _pick(r, names)))
+                continue
+            self._sieve.send_sync(decision.outgoing)
+            targets += [(r.user, mailbox) for mailbox in decision.mailboxes]
+        return _unique(targets)
 
-    async def choose(self, recipients: Iterable[LocalRecipient]) -> list[tuple[str, str]]:
+    async def choose(
+        self, recipients: Iterable[LocalRecipient], path: str | None = None
+    ) -> list[tuple[str, str]]:
         """The targets, from the reactor thread (mail delivered before its ``250``)."""
         recipients = list(recipients)
         listed: dict[str, list[str]] = {}
         for r in recipients:
             if wanted(r).upper() != INBOX and r.user not in listed:
                 listed[r.user] = await mailboxes.folders(self._store, r.user)
-        return _unique((r.user, _pick(r, listed.__getitem__)) for r in recipients)
+        if self._sieve is None or path is None:
+            return _unique((r.user, _pick(r, listed.__getitem__)) for r in recipients)
+        targets: list[tuple[str, str]] = []
+
+        def folders(user: str) -> Any:
+            return mailboxes.folders(self._store, user)
+
+        for r in recipients:
+            decision = await self._sieve.decide(r.user, path, folders, r.junk)
+            if decision is None:
+                targets.append((r.user, _pick(r, listed.__getitem__)))
+                continue
+            await self._sieve.send(decision.outgoing)
+            targets += [(r.user, mailbox) for mailbox in decision.mailboxes]
+        return _unique(targets)

@@ -113,7 +113,7 @@ class SpooledLocal:
     def delivery(self, agent: DeliveryAgent) -> tuple[str, str, float, list[tuple[str, str]]]:
         """This message as one entry of a batch (``mailboxes.deliver_batch_sync``), its
         mailboxes chosen by ``agent`` now. Blocking (it may list the users' folders)."""
-        return self.path, self.stem, self.arrival, agent.choose_sync(self.recipients)
+        return self.path, self.stem, self.arrival, agent.choose_sync(self.recipients, self.path)
 
     def intact(self) -> bool:
         """Do the file's size and CRC-32 match the record (was the fsync complete)?"""

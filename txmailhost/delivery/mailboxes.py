@@ -12,12 +12,14 @@ the reactor thread, the store running them in its own pool (DESIGN invariant 3).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.threads import blockingCallFromThread
 
-from txmailhost.store.interfaces import IFileDelivery, MessageSource
+from txmailhost.store.interfaces import IFileDelivery, MailboxExists, MessageSource
 
 # One entry of a batch: (spool file, stem of the copies' names, INTERNALDATE, (user, mailbox)s)
 Batch = list[tuple[str, str, float, list[tuple[str, str]]]]
@@ -62,6 +64,13 @@ def folders_sync(store: Any, user: str) -> list[str]:
     """The user's mailbox names, from a worker thread (``IFileDelivery``: only a store of
     files has the delivery thread that asks)."""
     return store.list_mailboxes_sync(user)
+
+
+def create_sync(store: Any, reactor: Any, user: str, mailbox: str) -> None:
+    """Create ``mailbox`` for ``user`` from a worker thread, through the reactor (Sieve's
+    ``fileinto :create``); raises the store's error (``MailboxExists`` is fine)."""
+    with contextlib.suppress(MailboxExists):
+        blockingCallFromThread(reactor, store.create_mailbox, user, mailbox)
 
 
 def mailbox_directory(store: Any, user: str, mailbox: str) -> str:

@@ -15,6 +15,7 @@ from twisted.application.service import Service
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from txmailhost.delivery.agent import DeliveryAgent
 from txmailhost.delivery.incoming import IncomingSpool
 from txmailhost.delivery.local import LocalDelivery, records_supported
 from txmailhost.delivery.spares import SpareFiles
@@ -26,11 +27,21 @@ log = Logger()
 
 
 def build_delivery(
-    queue_dir: str, hostname: str, store: Any, reactor: Any, pool: ThreadPool, queue: Any
+    queue_dir: str,
+    hostname: str,
+    store: Any,
+    reactor: Any,
+    pool: ThreadPool,
+    queue: Any,
+    sieve: Any = None,
+    forward_sender: Any = None,
 ) -> tuple[Submission, list[Service]]:
     """The submission for a server whose spool is ``queue_dir``; ``pool`` runs the fsyncs
-    (the storage pool), ``queue`` takes remote recipients (None: nothing is relayed)."""
+    (the storage pool), ``queue`` takes remote recipients (None: nothing is relayed),
+    ``sieve`` runs users' scripts (``agent.py``; None: no scripts), ``forward_sender``
+    rewrites the sender of relayed copies (SRS; None: kept)."""
     services: list[Service] = []
+    agent = DeliveryAgent(store, sieve)
     # One thread keeps empty spool files in stock: file creation off the path to 250 (spares.py).
     spares_pool = ThreadPool(minthreads=1, maxthreads=1, name="txmailhost-spares")
     services.append(ThreadPoolService(spares_pool))
@@ -42,7 +53,7 @@ def build_delivery(
         # other store (memory) local mail is delivered through IMailStore.deliver before it.
         log.info("spool: local mail is delivered to the store before 250")
     elif records_supported(spare_dir):
-        local = LocalDelivery(store, spare_dir, reactor, retire=spares.retire)
+        local = LocalDelivery(store, spare_dir, reactor, retire=spares.retire, agent=agent)
         delivered, discarded = local.recover_sync()  # before anything listens
         if delivered or discarded:
             log.info(
@@ -60,4 +71,8 @@ def build_delivery(
     swept = spool.sweep()
     if swept:
         log.info("removed {n} unacknowledged partial message(s) left by a crash", n=swept)
-    return Submission(store, spool, queue=queue, local=local, hostname=hostname), services
+    submission = Submission(
+        store, spool, queue=queue, local=local, hostname=hostname, agent=agent,
+        forward_sender=forward_sender,
+    )  # fmt: skip
+    return submission, services

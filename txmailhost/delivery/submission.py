@@ -79,6 +79,7 @@ class Submission:
         local: LocalDelivery | None = None,
         hostname: str = "localhost",
         agent: DeliveryAgent | None = None,
+        forward_sender: Any = None,
     ) -> None:
         self._store = store
         self._spool = spool
@@ -89,6 +90,8 @@ class Submission:
         # Sends NOTIFY=SUCCESS reports: (envelope, addresses, queue id, size, header block);
         # the queue's ``DeliveryReports``, set by the service.
         self.report_delivered: Callable[..., Awaitable[None]] | None = None
+        # sender -> Deferred[sender] for remote copies (SRS, routing.Router.forward_sender)
+        self._forward_sender = forward_sender
 
     def open(self) -> IncomingMessage:
         return self._spool.open()
@@ -119,7 +122,11 @@ class Submission:
             if remote:
                 await message.commit()
                 prepare = None
-                # Envelope-preserving: forwarded mail keeps its original sender (docs/admin.rst).
+                # Envelope-preserving (docs/admin.rst), unless [srs] rewrites other domains'
+                # senders of forwarded mail (srs.py).
+                sender = envelope.sender
+                if self._forward_sender is not None:
+                    sender = await self._forward_sender(sender)
                 wishes: dict[str, Any] = {}
                 if envelope.options != MessageOptions() or envelope.recipient_options:
                     # Only when there are any: a queue built before they existed still works.
@@ -127,11 +134,9 @@ class Submission:
                         "options": envelope.options,
                         "recipient_options": envelope.recipient_options,
                     }
-                await self._queue.submit(
-                    envelope.sender, remote, message.path, message.queue_id, **wishes
-                )
+                await self._queue.submit(sender, remote, message.path, message.queue_id, **wishes)
             if local:
-                targets = await self._agent.choose(local)
+                targets = await self._agent.choose(local, message.path)
                 # One worker trip: the spool fsync (when not done for the queue), the links,
                 # and the spool file's removal.
                 if mailboxes.links_files(self._store):

@@ -1,0 +1,156 @@
+"""Sieve end to end: scripts uploaded with real ManageSieve clients (sievelib, Debian's
+sieve-connect) act on mail sent with smtplib and read with imaplib."""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import shutil
+import smtplib
+import subprocess
+import time
+
+import pytest
+from sievelib.managesieve import Client
+
+from tests.e2e.conftest import PASSWORD
+
+pytestmark = [
+    pytest.mark.slow,
+    # Clear text on purpose: the server allows it from its own address (peer.PlaintextAuth).
+    pytest.mark.filterwarnings("ignore:Credentials are sent over an unencrypted connection"),
+]
+
+H = "127.0.0.1"
+ALICE, BOB = "alice@example.test", "bob@example.test"
+
+
+def upload(server, script: str, name: str = "main") -> Client:
+    """Upload and activate ``script`` as alice with sievelib (PLAIN, loopback: no TLS needed)."""
+    client = Client(H, server.ports["managesieve"])
+    assert client.connect(ALICE, PASSWORD, authmech="PLAIN"), client.errmsg
+    assert "vacation" in client.get_sieve_capabilities()
+    assert client.putscript(name, script), client.errmsg
+    assert client.setactive(name), client.errmsg
+    return client
+
+
+def send(server, sender: str, recipient: str, subject: str, extra: str = "") -> None:
+    with smtplib.SMTP(H, server.ports["smtp"], timeout=10) as s:
+        s.sendmail(
+            sender,
+            [recipient],
+            f"From: {sender}\r\nTo: {recipient}\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{subject.replace(' ', '.')}@example.test>\r\n{extra}\r\nhello\r\n",
+        )
+
+
+def subjects(server, user: str, mailbox: str = "INBOX", want: int = 0) -> list[str]:
+    """The subjects in ``mailbox``, waiting up to 10 s for at least ``want`` of them."""
+    deadline = time.time() + 10
+    while True:
+        imap = imaplib.IMAP4(H, server.ports["imap"], timeout=10)
+        imap.login(user, PASSWORD)
+        found: list[str] = []
+        typ, _ = imap.select(mailbox, readonly=True)
+        if typ == "OK":
+            _, data = imap.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+            found = [
+                part[1].decode().split(":", 1)[1].strip()
+                for part in data
+                if isinstance(part, tuple)
+            ]
+        imap.logout()
+        if len(found) >= want or time.time() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def test_vacation_answers_a_sender_once_within_days(server):
+    upload(server, 'require "vacation";\r\nvacation :days 1 :subject "Away" "I am away.";\r\n')
+    for i in range(3):
+        send(server, BOB, ALICE, f"hello {i}")
+    assert subjects(server, ALICE, want=3) == ["hello 0", "hello 1", "hello 2"]
+    assert subjects(server, BOB, want=1) == ["Away"]
+    time.sleep(1)
+    assert subjects(server, BOB) == ["Away"]
+    # A list message is kept but not answered.
+    send(server, "carol@example.test", ALICE, "list mail", "List-Id: <x.example.test>\r\n")
+    assert "list mail" in subjects(server, ALICE, want=4)
+
+
+def test_fileinto_create_redirect_copy_and_script_errors_keep_mail(server):
+    script = """require ["fileinto", "mailbox", "copy", "variables"];
+if header :matches "subject" "[*] *" {
+    fileinto :create "${1}";
+} elsif header :contains "subject" "share" {
+    redirect :copy "bob@example.test";
+} elsif header :contains "subject" "loop" {
+    redirect "a@example.test"; redirect "b@example.test"; redirect "c@example.test";
+    redirect "d@example.test"; redirect "e@example.test";
+}
+"""
+    upload(server, script)
+    send(server, "carol@example.test", ALICE, "[Lists] weekly")
+    send(server, "carol@example.test", ALICE, "please share")
+    send(server, "carol@example.test", ALICE, "loop me")  # more than 4 redirects: an error
+    assert subjects(server, ALICE, "Lists", want=1) == ["[Lists] weekly"]
+    assert sorted(subjects(server, ALICE, want=3)) == [
+        'Your mail filter script "main" has a problem',  # told once about the error
+        "loop me",
+        "please share",
+    ]
+    assert subjects(server, BOB, want=1) == ["please share"]
+    log = server.log()
+    assert "more than 4 redirects" in log and "kept in INBOX" in log
+
+
+def test_reject_sends_one_refusal_to_the_sender(server):
+    upload(
+        server, 'require "reject";\r\nif header :contains "subject" "spam" { reject "No."; }\r\n'
+    )
+    send(server, BOB, ALICE, "spam offer")
+    send(server, BOB, ALICE, "real mail")
+    assert subjects(server, ALICE, want=1) == ["real mail"]
+    assert subjects(server, BOB, want=1) == ["Rejected: spam offer"]
+
+
+def test_managesieve_with_sievelib_lists_gets_renames_deletes(server):
+    client = upload(server, "keep;\r\n", "one")
+    assert client.putscript("two", 'require "fileinto";\r\nfileinto "x";\r\n')
+    assert not client.putscript("bad", "fileinto;\r\n")
+    assert client.listscripts() == ("one", ["two"])
+    # sievelib hands back the script's lines joined without their last line end
+    assert client.getscript("two").splitlines() == ['require "fileinto";', 'fileinto "x";']
+    assert client.havespace("big", 10 * 1024)
+    assert not client.havespace("big", 10 * 1024 * 1024)
+    assert not client.deletescript("one")  # active
+    assert client.renamescript("two", "three")
+    assert client.deletescript("three")
+    assert client.checkscript("keep;")
+    client.logout()
+
+
+@pytest.mark.skipif(shutil.which("sieve-connect") is None, reason="sieve-connect not installed")
+def test_sieve_connect_uploads_over_starttls_and_the_script_acts(server, tmp_path):
+    script = tmp_path / "rules.sieve"
+    script.write_text('require "fileinto";\nif header :contains "subject" "x" { discard; }\n')
+    base = [
+        "sieve-connect", "--server", H, "--port", str(server.ports["managesieve"]),
+        "--user", ALICE, "--passwordfd", "0", "--notlsverify", "--noclearchan",
+    ]  # fmt: skip
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            [*base, *args], input=PASSWORD + "\n", capture_output=True, text=True, timeout=60,
+            env={**os.environ, "HOME": str(tmp_path)},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    run("--upload", "--localsieve", str(script), "--remotesieve", "rules")
+    run("--activate", "--remotesieve", "rules")
+    assert "rules" in run("--list")
+    send(server, BOB, ALICE, "x marks")
+    send(server, BOB, ALICE, "kept")
+    assert subjects(server, ALICE, want=1) == ["kept"]

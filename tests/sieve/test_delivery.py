@@ -1,0 +1,170 @@
+"""The delivery agent's Sieve step: from a user's active script to mailboxes and outgoing
+mail, over a real script directory and a real Router on a real accounts database."""
+
+from __future__ import annotations
+
+import email
+
+import pytest
+from twisted.internet.defer import succeed
+
+from tests.support.syncpool import SyncReactor, SyncThreadPool
+from txmailhost.accounts.db import AccountsDB
+from txmailhost.routing import RouteKind, Router
+from txmailhost.sieve.delivery import SieveStep
+from txmailhost.sieve.scripts import ScriptStore
+
+ALICE, BOB = "alice@example.test", "bob@example.test"
+MESSAGE = (
+    b"Return-Path: <bob@example.test>\r\nFrom: bob@example.test\r\nTo: alice@example.test\r\n"
+    b"Subject: [news] hello\r\nMessage-ID: <m1@example.test>\r\n\r\nhi\r\n"
+)
+
+
+@pytest.fixture(scope="module")
+def accounts(tmp_path_factory) -> AccountsDB:
+    db = AccountsDB(str(tmp_path_factory.mktemp("accounts") / "accounts.sqlite"))
+    db.add_domain("example.test")
+    db.add_user(ALICE, "correct horse battery")
+    db.add_user(BOB, "correct horse battery")
+    return db
+
+
+class World:
+    def __init__(self, tmp_path, accounts) -> None:
+        self.scripts = ScriptStore(str(tmp_path / "sieve"))
+        self.created: list[tuple[str, str]] = []
+        router = Router(accounts, SyncReactor(), SyncThreadPool())
+        reactor = SyncReactor()
+        reactor.running = True  # as in the delivery thread (not recovery before the start)
+        self.step = SieveStep(
+            self.scripts, router.resolve_sync, None, reactor, "mx.example.test",
+            pool=SyncThreadPool(), create_mailbox_sync=lambda u, m: self.created.append((u, m)),
+        )  # fmt: skip
+        self.path = str(tmp_path / "message")
+        self.folders = ["INBOX", "Junk", "Work"]
+
+    def script(self, text: str) -> None:
+        self.scripts.put(ALICE, "main", text)
+        self.scripts.set_active(ALICE, "main")
+
+    def decide(self, message: bytes = MESSAGE, junk: bool = False):
+        with open(self.path, "wb") as f:
+            f.write(message)
+        return self.step.decide_sync(ALICE, self.path, lambda user: self.folders, junk)
+
+
+@pytest.fixture
+def world(tmp_path, accounts) -> World:
+    return World(tmp_path, accounts)
+
+
+def test_no_active_script_leaves_the_agent_its_rules(world):
+    assert world.decide() is None
+
+
+def test_fileinto_existing_missing_and_created_mailboxes(world):
+    world.script('require "fileinto"; fileinto "Work";')
+    assert world.decide().mailboxes == ["Work"]
+    world.script('require "fileinto"; fileinto "Nowhere";')
+    assert world.decide().mailboxes == ["INBOX"]
+    world.script('require ["fileinto", "mailbox"]; fileinto :create "New";')
+    assert world.decide().mailboxes == ["New"]
+    assert world.created == [(ALICE, "New")]
+
+
+def test_a_copy_judged_spam_that_is_only_kept_goes_to_junk(world):
+    world.script('require "fileinto"; if header :contains "subject" "x" { fileinto "Work"; }')
+    assert world.decide(junk=True).mailboxes == ["Junk"]
+    world.script('require "fileinto"; fileinto "Work";')
+    assert world.decide(junk=True).mailboxes == ["Work"]
+
+
+def test_scripts_that_fail_keep_the_message_in_inbox(world, tmp_path):
+    world.script('require "fileinto"; redirect "not an address";')
+    assert world.decide().mailboxes == ["INBOX"]
+    world.script("keep;")
+    main = tmp_path / "sieve" / "example.test" / "alice" / "main.sieve"
+    main.write_text("this is not sieve")  # an administrator's edit gone wrong
+    decision = world.decide()
+    assert decision.mailboxes == ["INBOX"]
+    [(envelope, notice)] = decision.outgoing  # the user is told, once
+    assert envelope.sender is None and envelope.routes[0].user == ALICE
+    told = email.message_from_bytes(notice)
+    assert told["Subject"] == 'Your mail filter script "main" has a problem'
+    assert "line 1: expected ';'" in told.get_payload()
+    assert world.decide().outgoing == []
+    main.write_text("keep;\r\nfrob;")  # another problem: told again
+    assert len(world.decide().outgoing) == 1
+
+
+def test_discard_stores_nothing(world):
+    world.script("discard;")
+    assert world.decide().mailboxes == []
+
+
+def test_redirect_keeps_the_envelope_sender_and_routes_local_and_remote(world):
+    world.script('redirect "bob@example.test"; redirect "carol@elsewhere.example";')
+    decision = world.decide()
+    assert decision.mailboxes == []
+    (local, data), (remote, _) = decision.outgoing
+    assert local.sender == BOB and data == MESSAGE
+    assert [(r.kind, r.user) for r in local.routes] == [(RouteKind.LOCAL, BOB)]
+    assert [(r.kind, r.address) for r in remote.routes] == [
+        (RouteKind.REMOTE, "carol@elsewhere.example")
+    ]
+
+
+def test_reject_answers_the_sender_but_never_the_null_sender(world):
+    world.script('require "reject"; reject "Not here.";')
+    decision = world.decide()
+    assert decision.mailboxes == []
+    [(envelope, data)] = decision.outgoing
+    assert envelope.sender is None and envelope.routes[0].user == BOB
+    mdn = email.message_from_bytes(data)  # RFC 5429 2.1.1: an MDN (RFC 8098)
+    assert mdn["Subject"] == "Rejected: [news] hello"
+    assert mdn.get_content_type() == "multipart/report"
+    assert mdn.get_param("report-type") == "disposition-notification"
+    text, notification, original = mdn.get_payload()
+    assert "Not here." in text.get_payload()
+    fields = notification.get_payload()[0]
+    assert fields["Disposition"] == "automatic-action/MDN-sent-automatically; deleted"
+    assert fields["Final-Recipient"] == f"rfc822; {ALICE}"
+    assert fields["Original-Message-ID"] == "<m1@example.test>"
+    assert "Subject: [news] hello" in original.get_payload()
+    null = MESSAGE.replace(b"<bob@example.test>", b"<>", 1)
+    assert world.decide(null).outgoing == []
+
+
+def test_vacation_replies_once_from_the_null_sender(world):
+    world.script('require "vacation"; vacation :subject "Away" "Back soon.";')
+    [(envelope, data)] = world.decide().outgoing
+    assert envelope.sender is None and envelope.routes[0].user == BOB
+    assert email.message_from_bytes(data)["Subject"] == "Away"
+    decision = world.decide()
+    assert decision.outgoing == [] and decision.mailboxes == ["INBOX"]
+
+
+def test_decide_from_the_reactor_runs_in_the_pool(world):
+    world.script('require "fileinto"; fileinto "Work";')
+    with open(world.path, "wb") as f:
+        f.write(MESSAGE)
+    found = []
+    world.step.decide(ALICE, world.path, lambda user: succeed(world.folders), False).addCallback(
+        found.append
+    )
+    assert found[0].mailboxes == ["Work"]
+
+
+def test_include_reads_the_users_and_the_global_scripts(world, tmp_path):
+    world.scripts.put(ALICE, "work", 'require "fileinto"; fileinto "Work";')
+    global_dir = tmp_path / "sieve" / "global"
+    global_dir.mkdir(parents=True)
+    (global_dir / "common.sieve").write_text('require "fileinto"; fileinto "Junk";')
+    world.script('require "include"; include "work"; include :global "common";')
+    assert world.decide().mailboxes == ["Work", "Junk"]
+    world.script('require "include"; include :global "missing";')
+    assert world.decide().mailboxes == ["INBOX"]  # a runtime error: kept in INBOX
+    (global_dir / "common.sieve").write_text("not sieve")
+    world.script('require "include"; include :global "common";')
+    assert world.decide().mailboxes == ["INBOX"]

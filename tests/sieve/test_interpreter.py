@@ -1,0 +1,295 @@
+"""Running scripts: actions, tests, comparators, match types, variables and limits, with the
+examples of RFC 5228, 5229, 5231, 5233 and 5230."""
+
+from __future__ import annotations
+
+import pytest
+
+from txmailhost.sieve.interpreter import INBOX, Interpreter, SieveRuntimeError
+from txmailhost.sieve.language import compile_script
+from txmailhost.sieve.message import MessageView
+
+MESSAGE = (
+    b"Return-Path: <bob+news@example.com>\r\n"
+    b"From: Bob <bob+news@example.com>\r\n"
+    b'To: alice@example.test, "Carol" <carol@Example.ORG>\r\n'
+    b"Subject: =?utf-8?q?caf=C3=A9?= [acme-users] news\r\n"
+    b"X-Spam-Score: 7\r\n"
+    b"Sender: owner-ietf-mta-filters@imc.org\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"\r\n"
+    b"Hello, this is the body. Make money fast!\r\n"
+)
+
+
+def run(script, message=MESSAGE, recipient="alice@example.test", **kwargs):
+    view = MessageView.from_bytes(message, recipient)
+    return Interpreter(compile_script(script), view, **kwargs).run()
+
+
+def test_no_script_actions_mean_implicit_keep():
+    assert run("").targets == [(INBOX, False)]
+
+
+def test_fileinto_cancels_implicit_keep_and_copy_keeps_it():
+    assert run('require "fileinto"; fileinto "a";').targets == [("a", False)]
+    outcome = run('require ["fileinto", "copy"]; fileinto :copy "a";')
+    assert outcome.targets == [(INBOX, False), ("a", False)]
+
+
+def test_keep_and_fileinto_inbox_store_one_copy():
+    assert run('require "fileinto"; keep; fileinto "inbox";').targets == [(INBOX, False)]
+
+
+def test_discard_and_stop():
+    assert run("discard; stop; keep;").targets == []
+    assert run("discard;").discarded
+
+
+def test_redirect_cancels_keep_and_is_deduplicated():
+    outcome = run('redirect "x@example.net"; redirect "x@EXAMPLE.net"; redirect "X@example.net";')
+    assert outcome.redirects == ["x@example.net", "X@example.net"]
+    assert outcome.targets == []
+    copy = run('require "copy"; redirect :copy "x@example.net";')
+    assert copy.targets == [(INBOX, False)]
+
+
+def test_redirects_are_limited():
+    with pytest.raises(SieveRuntimeError, match="more than 2 redirects"):
+        run('redirect "a@x.y"; redirect "b@x.y"; redirect "c@x.y";', max_redirects=2)
+
+
+def test_redirect_to_something_not_an_address_is_an_error():
+    with pytest.raises(SieveRuntimeError, match="not an address"):
+        run('redirect "nobody";')
+
+
+def test_steps_are_limited():
+    script = "if true { keep; }" * 50
+    with pytest.raises(SieveRuntimeError, match="more than 20 steps"):
+        run(script, max_steps=20)
+
+
+def test_rfc5228_section_9_example_sorts_by_sender():
+    script = """
+        require ["fileinto"];
+        if header :is "Sender" "owner-ietf-mta-filters@imc.org" { fileinto "filter"; }
+        elsif address :DOMAIN :is ["From", "To"] "example.com" { keep; }
+        else { fileinto "personal"; }
+    """
+    assert run(script).targets == [("filter", False)]
+    other = MESSAGE.replace(b"Sender: owner", b"Sender: someone")
+    assert run(script, other).targets == [(INBOX, False)]
+    assert run(script, other.replace(b"example.com", b"example.net")).targets == [
+        ("personal", False)
+    ]
+
+
+def test_header_values_are_decoded_and_matched_case_insensitively():
+    assert run('if header :contains "subject" "CAFÉ" { discard; }').targets == [(INBOX, False)]
+    assert run('if header :contains "subject" "café" { discard; }').discarded
+    assert run('if header :contains "subject" "ACME" { discard; }').discarded
+    octet = 'if header :contains :comparator "i;octet" "subject" "ACME" { discard; }'
+    assert not run(octet).discarded
+
+
+def test_address_parts_and_subaddress():
+    def found(test):
+        return run(f'require "subaddress"; if {test} {{ discard; }}').discarded
+
+    assert found('address :localpart :is "from" "bob+news"')
+    assert found('address :user :is "from" "bob"')
+    assert found('address :detail :is "from" "news"')
+    assert found('address :domain :is "to" "example.org"')
+    assert found('address :all :is "to" "carol@example.org"')
+    assert not found('address :detail :is "to" ""')  # no separator: no detail at all
+
+
+def test_envelope_from_to_and_null_sender():
+    def found(test, message=MESSAGE):
+        return run(f'require "envelope"; if {test} {{ discard; }}', message).discarded
+
+    assert found('envelope :is "from" "bob+news@example.com"')
+    assert found('envelope :domain :is "to" "example.test"')
+    null = MESSAGE.replace(b"<bob+news@example.com>\r\nFrom", b"<>\r\nFrom")
+    assert found('envelope :is "from" ""', null)
+    assert not found('envelope :localpart :is "from" ""', null)
+
+
+def test_exists_size_allof_anyof_not():
+    assert run('if exists ["From", "X-Spam-Score"] { discard; }').discarded
+    assert not run('if exists ["From", "X-None"] { discard; }').discarded
+    assert run("if size :over 100 { discard; }").discarded
+    assert not run("if size :under 100 { discard; }").discarded
+    assert run("if allof (true, not false) { discard; }").discarded
+    assert not run("if anyof (false, not true) { discard; }").discarded
+
+
+def test_matches_wildcards_and_escapes():
+    def found(key):
+        return run(f'if header :matches "subject" "{key}" {{ discard; }}').discarded
+
+    assert found("caf? *")
+    assert found("*news")
+    assert not found("news*")
+    assert not found("caf\\\\? *")  # an escaped ? matches only a question mark
+
+
+def test_relational_and_ascii_numeric():
+    base = 'require ["relational", "comparator-i;ascii-numeric"]; '
+    value = base + 'if header :value "{}" :comparator "i;ascii-numeric" "x-spam-score" "{}"'
+    assert run(value.format("ge", "7") + " { discard; }").discarded
+    assert not run(value.format("gt", "7") + " { discard; }").discarded
+    count = base + 'if address :count "eq" :comparator "i;ascii-numeric" "to" "2" { discard; }'
+    assert run(count).discarded
+    # a value without digits is greater than any number (RFC 4790 9.1)
+    assert run(
+        value.format("gt", "100").replace("x-spam-score", "subject") + " { discard; }"
+    ).discarded
+
+
+def test_rfc5229_variables_from_matches():
+    script = """
+        require ["fileinto", "variables"];
+        if header :matches "Subject" "* [*] *" {
+            set :lower "list" "${2}";
+            fileinto "lists.${list}";
+        }
+    """
+    assert run(script).targets == [("lists.acme-users", False)]
+
+
+def test_set_modifiers():
+    script = """
+        require ["variables", "fileinto"];
+        set :upperfirst "a" "hello"; set :length "n" "${a}"; set :quotewildcard "q" "a*b";
+        fileinto "${a}-${n}-${q}-${unknown}";
+    """
+    assert run(script).targets == [("Hello-5-a\\*b-", False)]
+
+
+def test_body_test():
+    assert run('require "body"; if body :contains "money" { discard; }').discarded
+    assert not run('require "body"; if body :contains "nothing" { discard; }').discarded
+    raw = 'require "body"; if body :raw :contains "body." { discard; }'
+    assert run(raw).discarded
+
+
+def test_reject_conflicts_with_keep():
+    outcome = run('require "reject"; reject "no thanks";')
+    assert outcome.reject == "no thanks" and outcome.targets == []
+    with pytest.raises(SieveRuntimeError, match="reject"):
+        run('require "reject"; keep; reject "no";')
+
+
+def test_vacation_request_carries_its_arguments():
+    outcome = run(
+        'require ["vacation", "vacation-seconds"];'
+        ' vacation :seconds 60 :subject "Away" :addresses ["a@x.y"] :handle "h" "I am away";'
+    )
+    vacation = outcome.vacation
+    assert vacation is not None
+    assert (vacation.seconds, vacation.subject, vacation.addresses, vacation.handle) == (
+        60,
+        "Away",
+        ["a@x.y"],
+        "h",
+    )
+    assert run('require "vacation"; vacation "x";').vacation.seconds == 7 * 86400
+    assert outcome.targets == [(INBOX, False)]
+
+
+def test_mailboxexists_asks_the_store():
+    script = 'require ["mailbox", "fileinto"]; if mailboxexists "Lists" { fileinto "Lists"; }'
+    assert run(script, mailbox_exists=lambda name: name == "Lists").targets == [("Lists", False)]
+    assert run(script).targets == [(INBOX, False)]
+
+
+def test_rfc5260_date_and_currentdate():
+    import datetime
+
+    now = datetime.datetime(2026, 12, 4, 10, 30, tzinfo=datetime.UTC)
+    dated = MESSAGE.replace(b"Subject:", b"Date: Fri, 04 Dec 2026 23:30:00 -0500\r\nSubject:")
+    base = 'require ["date", "relational", "fileinto"]; '
+
+    def found(test, message=dated):
+        view = MessageView.from_bytes(message, "alice@example.test")
+        script = compile_script(base + f"if {test} {{ discard; }}")
+        return Interpreter(script, view, now=now).run().discarded
+
+    assert found('currentdate :zone "+0000" :value "le" "date" "2026-12-24"')
+    assert not found('currentdate :zone "+0000" :value "gt" "date" "2026-12-24"')
+    assert found('currentdate :zone "+0100" :is "hour" "11"')
+    assert found('date :originalzone :is "date" "date" "2026-12-04"')
+    assert found('date :zone "+0000" :is "date" "date" "2026-12-05"')
+    assert found('date :zone "+0000" :is "date" "weekday" "6"')  # a Saturday in UTC
+    assert found('date :originalzone :is "date" "zone" "-0500"')
+    assert not found('date :is "date" "year" "2026"', MESSAGE)  # no Date field: nothing matches
+    with pytest.raises(Exception, match="unknown date-part"):
+        compile_script(base + 'if currentdate :is "fortnight" "1" { keep; }')
+
+
+def _with_includes(main, scripts, message=MESSAGE):
+    compiled = {key: compile_script(text) for key, text in scripts.items()}
+    view = MessageView.from_bytes(message, "alice@example.test")
+    return Interpreter(
+        compile_script(main), view, loader=lambda loc, name: compiled.get((loc, name))
+    ).run()
+
+
+def test_rfc6609_include_personal_and_global_with_return_and_stop():
+    lists = 'require ["include", "fileinto"]; if true { fileinto "Lists"; return; } discard;'
+    scripts = {
+        ("personal", "lists"): lists,
+        ("global", "spam"): 'require "fileinto"; fileinto "Spam"; stop;',
+    }
+    outcome = _with_includes(
+        'require ["include", "fileinto"]; include "lists"; include :global "spam"; fileinto "X";',
+        scripts,
+    )
+    assert outcome.targets == [("Lists", False), ("Spam", False)]  # stop ended everything
+
+
+def test_include_once_optional_missing_and_recursion():
+    once = {("personal", "a"): 'require "fileinto"; fileinto "A";'}
+    main = 'require "include"; include :once "a"; include :once "a"; include :optional "none";'
+    assert _with_includes(main, once).targets == [("A", False)]
+    with pytest.raises(SieveRuntimeError, match="no personal script 'none'"):
+        _with_includes('require "include"; include "none";', {})
+    loop = {("personal", "b"): 'require "include"; include "b";'}
+    with pytest.raises(SieveRuntimeError, match="recursive"):
+        _with_includes('require "include"; include "b";', loop)
+
+
+def test_include_global_variables_are_shared_and_others_are_not():
+    scripts = {
+        ("personal", "set"): 'require ["include", "variables"]; global "folder"; set "folder" "G";'
+        ' set "mine" "M";',
+    }
+    main = (
+        'require ["include", "variables", "fileinto"]; global "folder"; include "set";'
+        ' fileinto "${folder}-${mine}";'
+    )
+    assert _with_includes(main, scripts).targets == [("G-", False)]
+
+
+def test_rfc5260_index_selects_one_field_occurrence():
+    received = (
+        b"Received: from a.example by b.example; Fri, 04 Dec 2026 10:00:00 +0000\r\n"
+        b"Received: from c.example by a.example; Thu, 03 Dec 2026 10:00:00 +0000\r\n"
+        b"To: one@example.test\r\nTo: two@example.test, three@example.test\r\n"
+    ) + MESSAGE
+    base = 'require ["index", "date", "fileinto"]; '
+
+    def found(test):
+        return run(base + f"if {test} {{ discard; }}", received).discarded
+
+    assert found('header :index 1 :contains "received" "from a.example"')
+    assert not found('header :index 1 :contains "received" "from c.example"')
+    assert found('header :index 1 :last :contains "received" "from c.example"')
+    assert not found('header :index 3 :contains "received" "from"')
+    assert found('address :index 2 :is "to" "three@example.test"')
+    assert not found('address :index 1 :is "to" "three@example.test"')
+    assert found('date :index 1 :last :zone "+0000" :is "received" "day" "03"')
+    with pytest.raises(Exception, match=":last needs :index"):
+        compile_script(base + 'if header :last :is "x" "y" { keep; }')

@@ -1,0 +1,102 @@
+"""Vacation (RFC 5230): when not to answer, once per sender per period, and the reply itself."""
+
+from __future__ import annotations
+
+import email
+
+import pytest
+
+from txmailhost.sieve.interpreter import VacationRequest
+from txmailhost.sieve.message import MessageView
+from txmailhost.sieve.vacation import ResponseLog, build_reply, handle_of, refusal
+
+ALICE = "alice@example.test"
+BASE = (
+    b"Return-Path: <bob@example.net>\r\nFrom: Bob <bob@example.net>\r\n"
+    b"To: Alice <alice@example.test>\r\nSubject: Lunch?\r\n"
+    b"Message-ID: <m1@example.net>\r\nReferences: <m0@example.net>\r\n\r\nhi\r\n"
+)
+REQUEST = VacationRequest("I am away.", 86400, subject="Away")
+
+
+def view(data: bytes = BASE) -> MessageView:
+    return MessageView.from_bytes(data, ALICE)
+
+
+def test_an_ordinary_message_is_answered():
+    assert refusal(view(), REQUEST, [ALICE]) is None
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ((b"<bob@example.net>\r\nFrom", b"<>\r\nFrom"), "<>"),
+        ((b"Subject:", b"Auto-Submitted: auto-replied\r\nSubject:"), "auto-submitted"),
+        ((b"Subject:", b"List-Id: <x.example.net>\r\nSubject:"), "mailing list"),
+        ((b"Subject:", b"Precedence: bulk\r\nSubject:"), "bulk"),
+        ((b"Subject:", b"Precedence: junk\r\nSubject:"), "bulk"),
+        ((b"<bob@example.net>\r\nFrom", b"<owner-list@example.net>\r\nFrom"), "robot"),
+        ((b"<bob@example.net>\r\nFrom", b"<MAILER-DAEMON@example.net>\r\nFrom"), "robot"),
+        ((b"<bob@example.net>\r\nFrom", b"<alice@example.test>\r\nFrom"), "the user"),
+        ((b"To: Alice <alice@example.test>", b"To: list@example.net"), "not named"),
+    ],
+)
+def test_no_answer_to_automatic_list_or_own_mail(change, why):
+    assert why in refusal(view(BASE.replace(*change)), REQUEST, [ALICE])
+
+
+def test_auto_submitted_no_is_answered_and_addresses_count_as_ours():
+    assert refusal(view(BASE.replace(b"Subject:", b"Auto-Submitted: no\r\nSubject:")),
+                   REQUEST, [ALICE]) is None  # fmt: skip
+    other = view(BASE.replace(b"alice@example.test", b"al@example.org"))
+    assert refusal(other, REQUEST, [ALICE]) is not None
+    with_alias = VacationRequest("away", 86400, addresses=["al@example.org"])
+    assert refusal(other, with_alias, [ALICE]) is None
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def time(self) -> float:
+        return self.now
+
+
+def test_response_log_answers_once_per_period_and_per_handle(tmp_path):
+    clock = Clock()
+    log = ResponseLog(clock)
+    handle = handle_of(REQUEST)
+    assert log.claim(str(tmp_path), "bob@example.net", handle, 86400)
+    assert not log.claim(str(tmp_path), "BOB@example.net", handle, 86400)
+    assert log.claim(str(tmp_path), "carol@example.net", handle, 86400)
+    other = handle_of(VacationRequest("New text.", 86400, subject="Away"))
+    assert log.claim(str(tmp_path), "bob@example.net", other, 86400)
+    clock.now += 86401
+    assert log.claim(str(tmp_path), "bob@example.net", handle, 86400)
+
+
+def test_response_log_survives_a_new_instance_and_damage(tmp_path):
+    assert ResponseLog(Clock()).claim(str(tmp_path), "bob@example.net", "h", 60)
+    assert not ResponseLog(Clock()).claim(str(tmp_path), "bob@example.net", "h", 60)
+    (tmp_path / "vacation.json").write_text("{not json")
+    assert ResponseLog(Clock()).claim(str(tmp_path), "bob@example.net", "h", 60)
+
+
+def test_reply_headers_follow_rfc5230_section_5():
+    reply = email.message_from_bytes(build_reply(view(), REQUEST, ALICE, "mx.example.test"))
+    assert reply["To"] == "<bob@example.net>"
+    assert reply["From"] == ALICE
+    assert reply["Subject"] == "Away"
+    assert reply["Auto-Submitted"].startswith("auto-replied")
+    assert reply["In-Reply-To"] == "<m1@example.net>"
+    assert reply["References"] == "<m0@example.net> <m1@example.net>"
+    assert reply.get_payload() == "I am away.\r\n"
+
+
+def test_default_subject_and_non_ascii_text():
+    request = VacationRequest("Bin weg \u2013 zurück am 5.", 86400)
+    raw = build_reply(view(), request, ALICE, "mx.example.test")
+    reply = email.message_from_bytes(raw)
+    assert reply["Subject"] == "Auto: Lunch?"
+    assert reply.get_content_charset() == "utf-8"
+    assert "zurück".encode() in raw

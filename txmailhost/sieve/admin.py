@@ -1,0 +1,120 @@
+"""``txmailhost user vacation``: an away message without writing Sieve.
+
+``txmailhost user vacation ADDR --subject S --body-file F [--until DATE] [--days N]`` writes
+the user's script ``vacation`` (RFC 5230, with RFC 5260 ``currentdate`` for ``--until``) and
+makes it active; ``--off`` deactivates it and activates again the script that was active
+before (its name is kept in the generated script's first line); without options it shows
+the setting. It writes the same files as ManageSieve (``scripts.py``), so it works with the
+server running and the next message sees it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+from typing import Any
+
+from txmailhost.accounts.addresses import canonical_address
+from txmailhost.accounts.interfaces import AccountError, IAccounts
+from txmailhost.sieve.grammar import quote
+from txmailhost.sieve.scripts import ScriptError
+from txmailhost.sieve.setup import script_store
+
+NAME = "vacation"
+_PREVIOUS = "# txmailhost vacation; previously active: "
+
+
+def register(user_commands: Any, with_accounts: Any) -> None:
+    vacation = user_commands.add_parser(
+        "vacation", help="set, show or end a user's automatic away reply (a Sieve script)"
+    )
+    vacation.add_argument("address")
+    vacation.add_argument("--subject", help="subject of the reply (default: Auto: <subject>)")
+    vacation.add_argument(
+        "--body-file", metavar="FILE", help="text of the reply, UTF-8 ('-' for stdin)"
+    )
+    vacation.add_argument(
+        "--until", metavar="YYYY-MM-DD", help="last day to answer (server's time zone)"
+    )
+    vacation.add_argument(
+        "--days", type=int, default=7, help="answer each sender once per DAYS days (default 7)"
+    )
+    vacation.add_argument("--off", action="store_true", help="end the away reply")
+    vacation.set_defaults(run=with_accounts(_vacation))
+
+
+def vacation_script(
+    body: str,
+    subject: str | None,
+    until: datetime.date | None,
+    days: int,
+    previous: str | None = None,
+) -> str:
+    """The Sieve text for an away reply (what ``--subject/--body-file/--until`` ask for)."""
+    extensions = ["vacation"] + (["date", "relational"] if until else [])
+    lines = [
+        _PREVIOUS + (previous or ""),
+        "require [" + ", ".join(quote(e) for e in extensions) + "];",
+    ]
+    subject_tag = f" :subject {quote(subject)}" if subject else ""
+    action = f"vacation :days {days}{subject_tag} {quote(body)};"
+    if until:
+        lines.append(f'if currentdate :value "le" "date" "{until.isoformat()}" {{')
+        lines.append(f"  {action}")
+        lines.append("}")
+    else:
+        lines.append(action)
+    return "\r\n".join(lines) + "\r\n"
+
+
+def _previous_of(text: str) -> str | None:
+    first = text.split("\r\n", 1)[0].split("\n", 1)[0]
+    if first.startswith(_PREVIOUS):
+        return first[len(_PREVIOUS) :].strip() or None
+    return None
+
+
+def _vacation(args: argparse.Namespace, config: Any, accounts: IAccounts) -> int:
+    user = canonical_address(args.address)
+    if not accounts.has_user(user):
+        raise AccountError(f"no such user: {user}")
+    store = script_store(config)
+    active = store.active_name(user)
+    try:
+        if args.off:
+            return _off(store, user, active)
+        if args.body_file is None:
+            on = active == NAME
+            print(f"{user}: vacation {'on' if on else 'off'}")
+            return 0
+        if not 1 <= args.days <= 365:
+            raise ValueError("--days must be from 1 to 365")
+        until = datetime.date.fromisoformat(args.until) if args.until else None
+        body = _read_body(args.body_file)
+        previous = active if active != NAME else _previous_of(store.get(user, NAME))
+        store.put(user, NAME, vacation_script(body, args.subject, until, args.days, previous))
+        store.set_active(user, NAME)
+    except ScriptError as e:
+        raise ValueError(str(e)) from None
+    print(f"{user}: vacation on" + (f" until {until.isoformat()}" if until else ""))
+    return 0
+
+
+def _off(store: Any, user: str, active: str | None) -> int:
+    if active != NAME:
+        print(f"{user}: vacation off")
+        return 0
+    previous = _previous_of(store.get(user, NAME))
+    names = {info.name for info in store.list(user)}
+    store.set_active(user, previous if previous in names else None)
+    again = f"; {previous} active again" if previous in names else ""
+    print(f"{user}: vacation off{again}")
+    return 0
+
+
+def _read_body(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    with open(path, encoding="utf-8") as f:
+        return f.read()

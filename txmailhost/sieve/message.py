@@ -1,0 +1,189 @@
+"""What a Sieve script sees of a message: its envelope, header fields, addresses, size, body.
+
+Built from the delivered file without reading it whole: the header section is read up to
+``MAX_HEADER`` octets (enough for any real message; a larger one is cut there), and the body
+only when a ``body`` test asks, up to ``MAX_BODY``. Header values are unfolded and their
+RFC 2047 encoded words decoded (RFC 5228 2.7.2: tests compare decoded text); addresses come
+from the header's address list (groups flattened, RFC 5228 5.1).
+
+The envelope sender is the message's own ``Return-Path:`` field, the one our SMTP server writes
+on top of every message it accepts (RFC 5321 4.4): the spool record doesn't repeat it, and a
+message the server wrote itself (a DSN, a notice) has none and counts as from ``<>``, so no
+automatic reply ever answers it.
+"""
+
+from __future__ import annotations
+
+import email.header
+import email.utils
+import os
+from dataclasses import dataclass, field
+from email.message import Message
+
+MAX_HEADER = 256 * 1024
+MAX_BODY = 4 * 1024 * 1024
+
+
+def decode_value(raw: str) -> str:
+    """An unfolded header value with its encoded words decoded; undecodable ones kept as is."""
+    unfolded = raw.strip()
+    if "=?" not in unfolded:
+        return unfolded
+    try:
+        return str(email.header.make_header(email.header.decode_header(unfolded)))
+    except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
+        return unfolded
+
+
+def parse_header(raw: bytes) -> dict[str, list[str]]:
+    """Field name (lower case) -> raw values in order, unfolded (RFC 5322 2.2.3). Octets that
+    aren't UTF-8 are kept as surrogate escapes; lines without a colon are skipped."""
+    fields: dict[str, list[str]] = {}
+    text = raw.decode("utf-8", "surrogateescape")
+    name: str | None = None
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if not line:
+            break
+        if line[0] in " \t" and name is not None:
+            fields[name][-1] += " " + line.strip()
+            continue
+        field_name, colon, value = line.partition(":")
+        if not colon or not field_name or " " in field_name.strip():
+            name = None
+            continue
+        name = field_name.strip().lower()
+        fields.setdefault(name, []).append(value.strip())
+    return fields
+
+
+@dataclass
+class MessageView:
+    """One message as the interpreter asks about it; what it asks is worked out once."""
+
+    fields: dict[str, list[str]]  # lower-case name -> raw unfolded values
+    size: int
+    sender: str | None  # envelope MAIL FROM; None for <>
+    recipient: str  # envelope RCPT TO of this copy (the user's address)
+    path: str | None = None
+    raw_header: bytes = field(default=b"", repr=False)  # as received (a reject's MDN copies it)
+    _body: Message | None = field(default=None, repr=False)
+    _values: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    _addresses: dict[str, list[str]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_path(cls, path: str, recipient: str) -> MessageView:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            raw = _header_section(f)
+        return cls.from_header_bytes(raw, size, recipient, path)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, recipient: str, sender: str | None = None) -> MessageView:
+        end = data.find(b"\r\n\r\n")
+        head = data if end < 0 else data[: end + 4]
+        view = cls.from_header_bytes(head, len(data), recipient)
+        if sender is not None:
+            view.sender = sender or None
+        view._body = email.message_from_bytes(data[: MAX_HEADER + MAX_BODY])
+        return view
+
+    @classmethod
+    def from_header_bytes(
+        cls, raw: bytes, size: int, recipient: str, path: str | None = None
+    ) -> MessageView:
+        fields = parse_header(raw)
+        sender = _return_path(fields.get("return-path", []))
+        return cls(fields, size, sender, recipient, path, raw)
+
+    def values(self, name: str) -> list[str]:
+        """The decoded values of every field called ``name``, in order."""
+        key = name.lower()
+        found = self._values.get(key)
+        if found is None:
+            found = self._values[key] = [decode_value(v) for v in self.fields.get(key, [])]
+        return found
+
+    def addresses(self, name: str) -> list[str]:
+        """The ``local@domain`` of every address in every field called ``name``."""
+        key = name.lower()
+        found = self._addresses.get(key)
+        if found is None:
+            raw = self.fields.get(key, [])
+            found = [address for _display, address in email.utils.getaddresses(raw) if address]
+            self._addresses[key] = found
+        return found
+
+    def address_fields(self, name: str) -> list[list[str]]:
+        """The addresses of each field called ``name``, field by field (for ``:index``)."""
+        return [
+            [address for _display, address in email.utils.getaddresses([raw]) if address]
+            for raw in self.fields.get(name.lower(), [])
+        ]
+
+    def exists(self, name: str) -> bool:
+        return name.lower() in self.fields
+
+    def body(self) -> Message:
+        """The whole message (headers and body), read on first use, up to MAX_BODY octets."""
+        if self._body is None:
+            assert self.path is not None
+            with open(self.path, "rb") as f:
+                self._body = email.message_from_bytes(f.read(MAX_HEADER + MAX_BODY))
+        return self._body
+
+
+def _header_section(file) -> bytes:  # noqa: ANN001 - a binary file
+    lines = []
+    total = 0
+    while total < MAX_HEADER:
+        line = file.readline(MAX_HEADER - total)
+        if not line or line in (b"\r\n", b"\n"):
+            break
+        lines.append(line)
+        total += len(line)
+    return b"".join(lines) + b"\r\n"
+
+
+def _return_path(values: list[str]) -> str | None:
+    """The first Return-Path's address; None for ``<>`` or none at all."""
+    if not values:
+        return None
+    value = values[0].strip()
+    _display, address = email.utils.parseaddr(value)
+    return address or None
+
+
+def body_text(
+    message: Message, transform: str, content_types: list[str] | None = None
+) -> list[str]:
+    """The text a ``body`` test searches (RFC 5173 5): ``raw`` the undecoded body, ``text``
+    the decoded text/* parts, ``content`` the decoded parts whose type matches one of
+    ``content_types`` (``"text"`` a whole type, ``"text/html"`` one subtype, ``""`` all)."""
+    if transform == "raw":
+        payload = message.as_bytes().split(b"\n\n", 1)
+        body = payload[1] if len(payload) > 1 else b""
+        return [body.decode("utf-8", "replace")]
+    wanted = content_types if transform == "content" else ["text"]
+    found = []
+    for part in message.walk():
+        if part.is_multipart():
+            continue
+        maintype, subtype = part.get_content_maintype(), part.get_content_subtype()
+        if not any(_type_matches(t, maintype, subtype) for t in wanted):
+            continue
+        payload = part.get_payload(decode=True) or b""
+        charset = part.get_content_charset() or "us-ascii"
+        try:
+            found.append(payload.decode(charset, "replace"))
+        except LookupError:
+            found.append(payload.decode("utf-8", "replace"))
+    return found
+
+
+def _type_matches(wanted: str, maintype: str, subtype: str) -> bool:
+    wanted = wanted.lower()
+    if wanted == "":
+        return True
+    if "/" in wanted:
+        return wanted == f"{maintype}/{subtype}"
+    return wanted == maintype

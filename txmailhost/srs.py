@@ -1,0 +1,173 @@
+"""The Sender Rewriting Scheme: forwarded mail leaves with a sender of ours that leads back.
+
+A message we forward (an alias or a user's forward to another server, a Sieve ``redirect``)
+keeps its original envelope sender otherwise, and the receiver's SPF check then fails: that
+sender's domain never allowed our addresses. SRS (Shevek's scheme, as postsrsd, Exim and
+OpenSMTPD write it) replaces the sender with an address in ``[srs] domain`` that encodes the
+original, signed, and dated:
+
+    SRS0=HHHH=TT=example.com=bob@fwd.example.org          bob@example.com, forwarded by us
+    SRS1=HHHH=first.example==GGGG=TT=example.com=bob@fwd.example.org
+                                                          an SRS0 address of first.example
+
+``HHHH`` is an HMAC-SHA1 of the rest (base32, 4 characters; compared without regard to case,
+as some servers lower-case local parts), ``TT`` the day it was made (base32, 2 characters,
+days modulo 1024). A bounce to such an address is *reversed*: the signature is checked with
+the current key or any older one (key rotation), SRS0 addresses must be younger than
+``max_age_days``, and the mail goes on to the original sender (SRS1: to the first forwarder's
+SRS0 address). A forged, damaged or expired address is refused (``SRSError``; RCPT gets
+``550 5.1.1``).
+
+Keys live in ``DATA/srs/keys``, one per line, the first in use, the others still accepted:
+rotate by putting a new line first (``Keys.rotate``), drop an old one a month later. The
+file is made on first use with a random key, mode 0600.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from collections.abc import Callable
+
+from txmailhost._safeio import makedirs_durably, write_atomic
+
+PREFIXES = ("SRS0", "SRS1")
+_DAY = 86400
+_BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+HASH_LENGTH = 4
+
+
+class SRSError(ValueError):
+    """An SRS address that can't be reversed: forged, damaged or expired."""
+
+
+class Keys:
+    """The HMAC keys in ``path``: the first signs, all of them verify."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._keys: list[bytes] | None = None
+
+    def load(self) -> list[bytes]:
+        if self._keys is None:
+            try:
+                with open(self.path, encoding="ascii") as f:
+                    keys = [line.strip().encode() for line in f if line.strip()]
+            except FileNotFoundError:
+                keys = []
+            if not keys:
+                keys = [self._new()]
+                self._write(keys)
+            self._keys = keys
+        return self._keys
+
+    def rotate(self) -> None:
+        """A new signing key; the old ones keep verifying until removed from the file."""
+        self._keys = None
+        keys = [self._new(), *self.load()]
+        self._write(keys)
+        self._keys = keys
+
+    @staticmethod
+    def _new() -> bytes:
+        return secrets.token_hex(32).encode()
+
+    def _write(self, keys: list[bytes]) -> None:
+        makedirs_durably(os.path.dirname(self.path))
+        write_atomic(self.path, b"\n".join(keys) + b"\n", mode=0o600)
+
+
+def _timestamp(now: float) -> str:
+    days = int(now // _DAY) % 1024
+    return _BASE32[days >> 5] + _BASE32[days & 31]
+
+
+def _age_days(stamp: str, now: float) -> int:
+    if len(stamp) != 2 or any(c not in _BASE32 for c in stamp.upper()):
+        raise SRSError("bad SRS timestamp")
+    stamp = stamp.upper()
+    then = (_BASE32.index(stamp[0]) << 5) | _BASE32.index(stamp[1])
+    return (int(now // _DAY) - then) % 1024
+
+
+class SRS:
+    """Rewrites senders for ``domain`` and reverses what it wrote."""
+
+    def __init__(
+        self,
+        domain: str,
+        keys: Keys,
+        max_age_days: int = 21,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.domain = domain.lower()
+        self.keys = keys
+        self.max_age_days = max_age_days
+        self._clock = clock
+
+    def _hash(self, key: bytes, *parts: str) -> str:
+        data = "".join(p.lower() for p in parts).encode("utf-8", "surrogateescape")
+        digest = hmac.new(key, data, hashlib.sha1).digest()
+        return base64.b32encode(digest).decode()[:HASH_LENGTH]
+
+    def _check(self, given: str, *parts: str) -> None:
+        for key in self.keys.load():
+            if hmac.compare_digest(given.upper(), self._hash(key, *parts)):
+                return
+        raise SRSError("the SRS signature does not match")
+
+    def is_srs(self, local: str, domain: str) -> bool:
+        """Is ``local@domain`` an address we may have written (ours, starting SRS0/SRS1)?"""
+        return domain.lower() == self.domain and local[:5].upper() in ("SRS0=", "SRS1=",
+                                                                        "SRS0+", "SRS0-",
+                                                                        "SRS1+", "SRS1-")  # fmt: skip
+
+    def forward(self, sender: str) -> str:
+        """The address to send forwarded mail from, for the original envelope ``sender``."""
+        local, at, domain = sender.rpartition("@")
+        if not at or not local or not domain:
+            raise SRSError(f"not an address: {sender!r}")
+        if domain.lower() == self.domain and local[:4].upper() in PREFIXES:
+            return sender  # ours already: forwarding it again needs nothing new
+        key = self.keys.load()[0]
+        prefix, sep = local[:4].upper(), local[4:5]
+        if prefix == "SRS0" and sep in "=+-" and sep:
+            # Another forwarder's SRS0: keep it whole and name that forwarder (SRS1).
+            rest = local[5:]
+            return f"SRS1={self._hash(key, domain, rest)}={domain}=={rest}@{self.domain}"
+        if prefix == "SRS1" and sep in "=+-" and sep:
+            # An SRS1 already: keep its first forwarder and original part, sign anew.
+            try:
+                _hash, first, rest = local[5:].split("=", 2)
+            except ValueError:
+                raise SRSError(f"not an SRS1 address: {sender!r}") from None
+            rest = rest.removeprefix("=")
+            return f"SRS1={self._hash(key, first, rest)}={first}=={rest}@{self.domain}"
+        stamp = _timestamp(self._clock())
+        signature = self._hash(key, stamp, domain, local)
+        return f"SRS0={signature}={stamp}={domain}={local}@{self.domain}"
+
+    def reverse(self, local: str) -> str:
+        """Where a bounce to ``local@domain`` goes, or SRSError for a forged/expired one."""
+        prefix, body = local[:4].upper(), local[5:]
+        if prefix == "SRS0":
+            parts = body.split("=", 3)
+            if len(parts) != 4 or not all(parts):
+                raise SRSError("not an SRS0 address")
+            signature, stamp, domain, original = parts
+            self._check(signature, stamp, domain, original)
+            if _age_days(stamp, self._clock()) > self.max_age_days:
+                raise SRSError("the SRS address has expired")
+            return f"{original}@{domain}"
+        if prefix == "SRS1":
+            signature, _, rest = body.partition("=")
+            first, separator, srs0 = rest.partition("==")
+            if not signature or not first or not separator or not srs0:
+                raise SRSError("not an SRS1 address")
+            self._check(signature, first, srs0)
+            return f"SRS0={srs0}@{first}"
+        raise SRSError("not an SRS address")
