@@ -283,6 +283,18 @@ class ListenConfig:
         check=_endpoint,
         doc='POP3 over implicit TLS (port 995 in production; a plain "tcp:" endpoint).',
     )
+    web: str = setting(
+        "tcp:2443:interface=127.0.0.1",
+        check=_endpoint,
+        doc="""Webmail and autoconfiguration over HTTPS, with the [tls] certificate (port 443 in
+        production; a plain "tcp:" endpoint).""",
+    )
+    web_redirect: str = setting(
+        "tcp:2080:interface=127.0.0.1",
+        check=_endpoint,
+        doc="""Plain HTTP that only redirects to the HTTPS address (port 80 in production); it
+        never shows a page or takes a password.""",
+    )
 
 
 @dataclass(frozen=True)
@@ -553,6 +565,45 @@ class SecurityConfig:
     )
 
 
+def _public_url(value: Any) -> str:
+    expected = 'expected an https:// URL such as "https://mail.example.org/", or ""'
+    if not isinstance(value, str):
+        raise _Invalid(expected)
+    if value and not re.fullmatch(r"https://[A-Za-z0-9.\-\[\]:]+/?", value):
+        raise _Invalid(expected + " (scheme, host and port only)")
+    return value.rstrip("/")
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """[web]: the webmail's sessions and public address (txmailhost/web/)."""
+
+    public_url: str = setting(
+        "",
+        check=_public_url,
+        doc="""The address users type to reach the webmail, e.g. "https://mail.example.org"
+        (scheme, host and port): where the plain-HTTP listener redirects to. Empty: the host
+        the browser asked for, on the port of listen.web.""",
+    )
+    session_idle_timeout: float = setting(
+        1800.0,
+        check=_seconds,
+        doc="""Seconds a webmail session may stay unused before it ends and the user must log
+        in again.""",
+    )
+    session_lifetime: float = setting(
+        43200.0,
+        check=_seconds,
+        doc="""Seconds after logging in when a webmail session ends however busy it is.""",
+    )
+    max_sessions: int = setting(
+        10000,
+        check=_integer("sessions"),
+        doc="""Most webmail sessions kept at once (in memory; a few KiB each); past it the
+        least recently used one ends. Sessions end when the server restarts.""",
+    )
+
+
 def _seconds_or_zero(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _Invalid("expected a number of seconds (0 to disable)")
@@ -807,6 +858,7 @@ _SECTIONS: dict[str, tuple[type, str]] = {
     "queue": (QueueConfig, "The relay queue: retries, expiry, delay warnings, limits."),
     "relay": (RelayConfig, "Outgoing mail to other servers: DNS, port, TLS policy."),
     "filters": (FiltersConfig, "Content filters on incoming and submitted mail."),
+    "web": (WebConfig, "Webmail: sessions and the public address."),
 }
 
 
@@ -828,6 +880,7 @@ class Config:
     queue: QueueConfig = field(default_factory=QueueConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
     filters: FiltersConfig = field(default_factory=FiltersConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
     @property
     def accounts_path(self) -> str:
@@ -979,6 +1032,7 @@ def _build(data_dir: str, path: str, document: dict[str, Any]) -> Config:
         queue=sections["queue"],
         relay=sections["relay"],
         filters=sections["filters"],
+        web=sections["web"],
     )
 
 

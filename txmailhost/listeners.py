@@ -32,11 +32,15 @@ from txmailhost.pop3.server import POP3Factory
 from txmailhost.smtp import replies as smtp_replies
 from txmailhost.smtp.policy import InboundPolicy, SubmissionPolicy
 from txmailhost.smtp.server import SMTPFactory
+from txmailhost.web.context import ClientSettings
+from txmailhost.web.redirect import RedirectSite
+from txmailhost.web.site import WebSite, build_site
 
 
 class TLSStyle(enum.Enum):
     STARTTLS = "starttls"  # plain text first; STARTTLS/STLS when a certificate is configured
     IMPLICIT = "implicit"  # TLS from the first byte
+    PLAIN = "plain"  # never TLS (the HTTP listener that only redirects to HTTPS)
 
 
 @dataclass(frozen=True)
@@ -167,12 +171,53 @@ def imap(parts: ServerParts, implicit_tls: bool) -> IMAPFactory:
     )
 
 
+def endpoint_port(description: str) -> int:
+    """The TCP port of an endpoint description ("tcp:993:interface=::"), 0 if it has none:
+    what the autoconfiguration files and the HTTP redirect tell clients."""
+    kind, _, rest = description.partition(":")
+    if kind.strip().lower() not in ("tcp", "tcp6"):
+        return 0
+    first = rest.split(":", 1)[0].strip().removeprefix("port=")
+    return int(first) if first.isdigit() else 0
+
+
+def web(parts: ServerParts, implicit_tls: bool) -> WebSite:
+    """Webmail and autoconfiguration over HTTPS (txmailhost/web/)."""
+    config = parts.config
+    listen = config.listen
+    settings = config.web
+    return build_site(
+        reactor=parts.reactor,
+        portal=parts.portal,
+        clients=ClientSettings(
+            hostname=config.hostname,
+            imaps=endpoint_port(listen.imaps),
+            imap=endpoint_port(listen.imap),
+            submissions=endpoint_port(listen.submissions),
+            submission=endpoint_port(listen.submission),
+            pop3s=endpoint_port(listen.pop3s),
+        ),
+        public_url=settings.public_url,
+        web_port=endpoint_port(listen.web),
+        session_idle_timeout=settings.session_idle_timeout,
+        session_lifetime=settings.session_lifetime,
+        max_sessions=settings.max_sessions,
+    )
+
+
+def web_redirect(parts: ServerParts, implicit_tls: bool) -> RedirectSite:
+    """Plain HTTP that only redirects to the HTTPS listener."""
+    config = parts.config
+    return RedirectSite(config.web.public_url, endpoint_port(config.listen.web))
+
+
 # What a connection over the limits is told before it is closed, per protocol.
 SMTP_BUSY = b"421 4.7.0 too many connections, try again later\r\n"
 POP3_BUSY = b"-ERR [SYS/TEMP] too many connections, try again later\r\n"
 IMAP_BUSY = b"* BYE [UNAVAILABLE] too many connections, try again later\r\n"
+HTTP_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
-STARTTLS, IMPLICIT = TLSStyle.STARTTLS, TLSStyle.IMPLICIT
+STARTTLS, IMPLICIT, PLAIN = TLSStyle.STARTTLS, TLSStyle.IMPLICIT, TLSStyle.PLAIN
 
 LISTENERS: list[ListenerKind] = [
     ListenerKind("smtp", "smtp", inbound_smtp, STARTTLS, SMTP_BUSY),
@@ -182,4 +227,6 @@ LISTENERS: list[ListenerKind] = [
     ListenerKind("pop3s", "pop3s", pop3, IMPLICIT, POP3_BUSY),
     ListenerKind("imap", "imap", imap, STARTTLS, IMAP_BUSY),
     ListenerKind("imaps", "imaps", imap, IMPLICIT, IMAP_BUSY),
+    ListenerKind("web", "web", web, IMPLICIT, HTTP_BUSY),
+    ListenerKind("web_redirect", "web_redirect", web_redirect, PLAIN, HTTP_BUSY),
 ]

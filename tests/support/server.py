@@ -16,7 +16,9 @@ import time
 
 _LISTENING = re.compile(r"txmailhost (\w+) listening on ([\d.:a-f]+):(\d+)")
 BIN = os.path.dirname(sys.executable)
-LABELS = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s")
+LABELS = (
+    "smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "web", "web_redirect",
+)  # fmt: skip
 
 
 class ServerProcess:

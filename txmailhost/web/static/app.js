@@ -1,0 +1,17 @@
+// txmailhost webmail. New mail is pushed as Server-Sent Events from /events; each event
+// becomes a "mail-changed" event on <body>, on which htmx reloads the folder and message
+// lists (hx-trigger="mail-changed from:body"). No inline script anywhere: the page's
+// Content-Security-Policy allows only files like this one.
+(function () {
+  "use strict";
+  document.addEventListener("DOMContentLoaded", function () {
+    var marker = document.querySelector("[data-events]");
+    if (!marker || !window.EventSource) {
+      return;
+    }
+    var source = new EventSource(marker.getAttribute("data-events"));
+    source.addEventListener("mailbox", function () {
+      document.body.dispatchEvent(new CustomEvent("mail-changed"));
+    });
+  });
+})();
