@@ -46,7 +46,7 @@ def thunderbird_xml(settings: ClientSettings, domain: str) -> str:
     for port, socket in ((settings.submissions, "SSL"), (settings.submission, "STARTTLS")):
         if port:
             servers.append(_server("outgoingServer", "smtp", host, port, socket))
-    name = escape(domain)
+    name = escape(domain, {'"': "&quot;"})  # also used inside an attribute
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         '<clientConfig version="1.1">\n'

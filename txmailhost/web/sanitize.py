@@ -12,7 +12,8 @@ mutation-XSS class of bypasses needs a parser disagreement). On top of its defau
   ("tracking pixel"), so it is dropped and counted unless allowed;
 - ``cid:`` images (inline parts) become ``data:`` URLs of the part, when the caller has it;
 - ``style`` attributes keep a short list of layout and colour properties (no ``url()``-taking
-  ones, no ``position``), so a message can't overlay the page or fetch anything through CSS.
+  ones, no ``position``), and one that mentions ``url(``, ``expression``, escapes or comments
+  goes whole: a message can't overlay the page or fetch or run anything through CSS.
 
 The result is shown inside a sandboxed iframe whose response has its own strict
 Content-Security-Policy (``responses.body_csp``): if a bypass were ever found here, the
@@ -41,6 +42,11 @@ STYLE_PROPERTIES = {
 }  # fmt: skip
 _DATA_IMAGE = re.compile(r"data:image/(?:png|gif|jpeg|webp);base64,[A-Za-z0-9+/=\s]*\Z", re.I)
 _LINK_SCHEMES = ("http://", "https://", "mailto:")
+# Style values that fetch, run or hide something (old IE expressions and behaviours included):
+# the whole attribute goes, not only the property.
+_RISKY_STYLE = re.compile(
+    r"url\s*\(|image-set|expression|behavior|binding|@import|javascript|\\|/\*", re.I
+)
 
 
 def _attributes() -> dict[str, set[str]]:
@@ -97,6 +103,8 @@ def sanitize(
     def attribute(tag: str, name: str, value: str) -> str | None:
         nonlocal blocked
         lowered = value.strip().lower()
+        if name == "style":
+            return None if _RISKY_STYLE.search(value) else value
         if name == "href":
             return value if lowered.startswith(_LINK_SCHEMES) else None
         if name != "src":
