@@ -235,6 +235,42 @@ def test_flags_change_through_the_same_store_imap_reads(server):
     imap.logout()
 
 
+def _event_stream(browser: Browser) -> http.client.HTTPResponse:
+    conn = http.client.HTTPSConnection(H, browser.port, context=client_context(), timeout=20)
+    cookies = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+    conn.request("GET", "/events", headers={"Cookie": cookies, "Accept": "text/event-stream"})
+    response = conn.getresponse()
+    assert response.status == 200
+    assert response.getheader("Content-Type") == "text/event-stream; charset=utf-8"
+    assert response.readline() == b"retry: 3000\n"
+    assert response.readline() == b"\n"
+    return response
+
+
+def test_new_mail_is_pushed_to_the_owners_event_stream_only(server):
+    alice, bob = logged_in(server, ALICE), logged_in(server, BOB)
+    alice_events, bob_events = _event_stream(alice), _event_stream(bob)
+
+    send(server, ALICE, plain("pushed", "body"))
+
+    assert alice_events.readline() == b"event: mailbox\n"
+    assert alice_events.readline() == b'data: "INBOX"\n'
+    bob_events.fp.raw._sock.settimeout(1.5)  # nothing for bob: his read times out
+    with pytest.raises(TimeoutError):
+        bob_events.readline()
+    alice_events.close()
+    bob_events.close()
+
+
+def test_the_event_stream_ends_when_the_session_is_logged_out(server):
+    alice = logged_in(server)
+    stream = _event_stream(alice)
+    alice.post("/logout", {"csrf": alice.csrf})
+    stream.fp.raw._sock.settimeout(5)  # well before the 25 s heartbeat
+    assert stream.readline() == b""  # closed, nothing more said
+    send(server, ALICE, plain("after logout", "body"))  # and nothing breaks
+
+
 # -- ownership: every route ----------------------------------------------------------------------
 
 # For each route that needs a login: a request that names bob's message (UID 1 of his INBOX)
@@ -247,6 +283,7 @@ FOREIGN = {
     ("GET", "/message/part"): ["/message/part?folder=INBOX&uid=1&part=1"],
     ("POST", "/message/flags"): ["/message/flags"],
     ("POST", "/logout"): None,
+    ("GET", "/events"): None,  # the session's own folders only: see test_new_mail_is_pushed...
 }
 
 

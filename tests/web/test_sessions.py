@@ -99,3 +99,13 @@ def test_login_tokens_match_only_their_own_cookie_and_key():
 def test_the_cookie_is_secure_httponly_and_same_site_strict():
     header = cookie_header(COOKIE, "abc")
     assert header == "__Host-txm_session=abc; Path=/; Secure; HttpOnly; SameSite=Strict"
+
+
+def test_ending_a_session_tells_whoever_waits_on_it():
+    _clock, store, ended = _store()
+    token, session = _login(store, ended)
+    told: list[str] = []
+    session.on_end.append(lambda: told.append("stream closed"))
+    assert store.alive(session)
+    store.end(session)
+    assert told == ["stream closed"] and not store.alive(session)

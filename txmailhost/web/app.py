@@ -27,7 +27,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from txmailhost.store.interfaces import InvalidMailboxName, NoSuchMailbox, NoSuchMessage
-from txmailhost.web import autoconfig, folders, login, reading
+from txmailhost.web import autoconfig, events, folders, login, reading
 from txmailhost.web.context import Route, WebContext, WebServices
 from txmailhost.web.responses import SECURITY_HEADERS, TEXT, Response, redirect, text
 from txmailhost.web.sessions import COOKIE
@@ -39,6 +39,7 @@ ROUTES: list[Route] = [
     *login.ROUTES,
     *folders.ROUTES,
     *reading.ROUTES,
+    *events.ROUTES,
     *autoconfig.ROUTES,
 ]
 
@@ -134,11 +135,12 @@ class WebApp(Resource):
                     method=request.method.decode(), path=path)  # fmt: skip
         return text(500, "internal error; the server's log has the details")
 
-    def _done(self, request: Any, response: Response | None) -> None:
-        if response is None:  # the handler wrote and finishes the answer itself (events)
-            return
+    def _done(self, request: Any, response: Response) -> None:
         self._write(request, response)
-        request.finish()
+        if response.stream is not None:
+            response.stream(request)  # it finishes the request when the stream ends
+        else:
+            request.finish()
 
     def _write(self, request: Any, response: Response) -> None:
         request.setResponseCode(response.status)
@@ -153,7 +155,7 @@ class WebApp(Resource):
             headers.setRawHeaders(name, [value])
         for cookie in response.cookies:
             headers.addRawHeader("Set-Cookie", cookie)
-        if response.status != 304:
+        if response.status != 304 and response.stream is None:
             headers.setRawHeaders("Content-Length", [str(len(response.body))])
             if request.method != b"HEAD":
                 request.write(response.body)

@@ -96,7 +96,7 @@ class WebContext:
         return Response(status, body.encode("utf-8"), HTML)
 
 
-Handler = Callable[[WebContext], Awaitable[Response | None]]
+Handler = Callable[[WebContext], Awaitable[Response]]
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ headers set:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +56,10 @@ TEXT = "text/plain; charset=utf-8"
 @dataclass
 class Response:
     """One HTTP answer. ``body`` is sent as is; ``csp`` replaces the pages' policy;
-    ``frame_options`` is X-Frame-Options (DENY, or SAMEORIGIN for the message body)."""
+    ``frame_options`` is X-Frame-Options (DENY, or SAMEORIGIN for the message body).
+    ``stream``, when set, is called with the request after the headers are written, instead
+    of writing ``body``: it writes for as long as it likes and finishes the request itself
+    (Server-Sent Events)."""
 
     status: int = 200
     body: bytes = b""
@@ -65,6 +69,7 @@ class Response:
     csp: str = APP_CSP
     frame_options: str = "DENY"
     cache: str = "no-store"
+    stream: Callable[[Any], None] | None = None
 
 
 def redirect(location: str, status: int = 303) -> Response:

@@ -58,6 +58,8 @@ class WebSession:
     peer: str
     user_agent: str
     data: dict[str, Any] = field(default_factory=dict)  # per-session UI state (allowed images)
+    # called when the session ends: open event streams close at once
+    on_end: list[Callable[[], None]] = field(default_factory=list)
 
     def csrf_ok(self, token: str | None) -> bool:
         return token is not None and hmac.compare_digest(token.encode(), self.csrf.encode())
@@ -122,6 +124,15 @@ class SessionStore:
         self._sessions.move_to_end(session.key)
         return session
 
+    def alive(self, session: WebSession) -> bool:
+        """The session has not ended or expired (for long requests: the event stream)."""
+        if self._sessions.get(session.key) is not session:
+            return False
+        if self._expired(session, self.clock.seconds()):
+            self.end(session, "expired")
+            return False
+        return True
+
     def of_user(self, user: str) -> list[WebSession]:
         return [s for s in self._sessions.values() if s.user == user]
 
@@ -158,6 +169,8 @@ class SessionStore:
 
     def _ended(self, session: WebSession, why: str) -> None:
         log.info("web session of {user} ended ({why})", user=session.user, why=why)
+        for callback in list(session.on_end):
+            callback()
         try:
             session.logout()
         except Exception:  # a realm's logout must not keep the session alive
