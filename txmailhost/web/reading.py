@@ -95,7 +95,7 @@ async def message_body(ctx: WebContext) -> Response:
         body.encode("utf-8"),
         csp=body_csp(remote),
         frame_options="SAMEORIGIN",
-        headers={"X-Blocked-Images": str(blocked)},
+        headers={"X-Blocked-Images": str(blocked), "Referrer-Policy": "no-referrer"},
     )
 
 

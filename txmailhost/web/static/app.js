@@ -9,9 +9,13 @@
     if (!marker || !window.EventSource) {
       return;
     }
-    var source = new EventSource(marker.getAttribute("data-events"));
-    source.addEventListener("mailbox", function () {
+    var changed = function () {
       document.body.dispatchEvent(new CustomEvent("mail-changed"));
-    });
+    };
+    var source = new EventSource(marker.getAttribute("data-events"));
+    source.addEventListener("mailbox", changed);
+    // Mail that arrived between the page's rendering and the stream's (re)connection was
+    // announced to nobody: refresh once whenever the stream opens, reconnections included.
+    source.addEventListener("open", changed);
   });
 })();
