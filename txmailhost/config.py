@@ -574,6 +574,16 @@ def _public_url(value: Any) -> str:
     return value.rstrip("/")
 
 
+def _names(value: Any) -> tuple[str, ...]:
+    expected = 'expected a list of host names such as ["mx.example.org", "*.example.net"]'
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _Invalid(expected)
+    for name in value:
+        if not re.fullmatch(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", name):
+            raise _Invalid(f"{expected}; {name!r} is not one")
+    return tuple(name.lower() for name in value)
+
+
 @dataclass(frozen=True)
 class WebConfig:
     """[web]: the webmail's sessions and public address (txmailhost/web/)."""
@@ -601,6 +611,27 @@ class WebConfig:
         check=_integer("sessions"),
         doc="""Most webmail sessions kept at once (in memory; a few KiB each); past it the
         least recently used one ends. Sessions end when the server restarts.""",
+    )
+    mta_sts_mode: str = setting(
+        "",
+        check=_choice("", "none", "testing", "enforce"),
+        doc="""The MTA-STS policy (RFC 8461) served at /.well-known/mta-sts.txt, for senders
+        that look up https://mta-sts.YOUR-DOMAIN/: "enforce" (senders must reach an mx below
+        over verified TLS), "testing" (they report failures but deliver anyway), "none"
+        (withdraws a policy). Empty: no policy file (404). Publish the _mta-sts TXT record
+        too (docs/webmail.rst).""",
+    )
+    mta_sts_mx: tuple[str, ...] = setting(
+        (),
+        check=_names,
+        doc="""The mx patterns of the MTA-STS policy, e.g. ["mx.example.org",
+        "*.example.net"]. Empty: server.hostname.""",
+    )
+    mta_sts_max_age: int = setting(
+        604800,
+        check=_integer("seconds", maximum=31557600),
+        doc="""How long senders may cache the MTA-STS policy, in seconds (RFC 8461 allows up
+        to 31557600, a year). Default a week.""",
     )
 
 

@@ -326,6 +326,11 @@ def test_without_a_session_every_route_sends_to_the_login(server):
 
 
 @pytest.mark.shared_server
+def test_no_mta_sts_policy_is_served_unless_configured(server):
+    assert Browser(server.ports["web"]).get("/.well-known/mta-sts.txt").status == 404
+
+
+@pytest.mark.shared_server
 def test_the_page_loads_htmx_and_our_script_from_us_with_integrity(server):
     browser = logged_in(server)
     page = browser.get("/mail").text
@@ -409,11 +414,13 @@ def test_outlook_autodiscover_answers_the_pox_request(advertising):
     assert found == {("IMAP", str(imaps), ALICE), ("SMTP", str(submissions), ALICE)}
 
 
-def test_plain_http_redirects_to_the_public_https_address(server_template, tmp_path):
+def test_plain_http_redirects_to_the_public_https_address_and_mta_sts_is_served(
+    server_template, tmp_path
+):
     server = start_from_template(
         server_template,
         str(tmp_path / "data"),
-        '[web]\npublic_url = "https://mail.example.test:8443"\n',
+        '[web]\npublic_url = "https://mail.example.test:8443"\nmta_sts_mode = "enforce"\n',
     )
     try:
         conn = http.client.HTTPConnection(H, server.ports["web_redirect"], timeout=30)
@@ -422,6 +429,12 @@ def test_plain_http_redirects_to_the_public_https_address(server_template, tmp_p
         assert response.status == 308
         assert response.getheader("Location") == "https://mail.example.test:8443/mail?folder=INBOX"
         assert response.getheader("Set-Cookie") is None
+        # the MTA-STS policy is served over HTTPS only, from [web] mta_sts_*
+        policy = Browser(server.ports["web"]).get("/.well-known/mta-sts.txt")
+        assert policy.status == 200 and policy.header("Content-Type").startswith("text/plain")
+        assert policy.body == (
+            b"version: STSv1\r\nmode: enforce\r\nmx: mx.example.test\r\nmax_age: 604800\r\n"
+        )
     finally:
         server.stop()
 
