@@ -271,6 +271,36 @@ def test_the_event_stream_ends_when_the_session_is_logged_out(server):
     send(server, ALICE, plain("after logout", "body"))  # and nothing breaks
 
 
+def _imap_folders(server, user: str) -> dict[str, int]:
+    imap = imaplib.IMAP4(H, server.ports["imap"], timeout=30)
+    imap.starttls(ssl_context=client_context())
+    imap.login(user, PASSWORD)
+    counts = {}
+    for name in ("INBOX", "Sent", "Trash"):
+        counts[name] = int(imap.select(name)[1][0])
+    imap.logout()
+    return counts
+
+
+def test_move_and_delete_go_through_the_store_as_imap_move_does(server):
+    for subject in ("keep", "move me", "delete me"):
+        send(server, ALICE, plain(subject, "body"))
+    browser = logged_in(server)
+    browser.wait_for("/mail", "delete me")
+    token = browser.csrf
+    moved = browser.post("/message/move", {"csrf": token, "folder": "INBOX", "uid": "2",
+                                           "target": "Sent"}, follow=False)  # fmt: skip
+    assert (moved.status, moved.header("Location")) == (303, "/mail?folder=INBOX")
+    browser.post("/message/delete", {"csrf": token, "folder": "INBOX", "uid": "3"})
+    assert _imap_folders(server, ALICE) == {"INBOX": 1, "Sent": 1, "Trash": 1}
+    assert "delete me" in browser.get("/mail?folder=Trash").text
+
+    browser.post("/message/delete", {"csrf": token, "folder": "Trash", "uid": "1"})
+    assert _imap_folders(server, ALICE) == {"INBOX": 1, "Sent": 1, "Trash": 0}
+    page = browser.get("/message?folder=INBOX&uid=1")
+    assert "Move" in page.text and '<option value="Sent">' in page.text
+
+
 # -- ownership: every route ----------------------------------------------------------------------
 
 # For each route that needs a login: a request that names bob's message (UID 1 of his INBOX)
@@ -282,6 +312,8 @@ FOREIGN = {
     ("GET", "/message/body"): ["/message/body?folder=INBOX&uid=1"],
     ("GET", "/message/part"): ["/message/part?folder=INBOX&uid=1&part=1"],
     ("POST", "/message/flags"): ["/message/flags"],
+    ("POST", "/message/move"): ["/message/move"],
+    ("POST", "/message/delete"): ["/message/delete"],
     ("POST", "/logout"): None,
     ("GET", "/events"): None,  # the session's own folders only: see test_new_mail_is_pushed...
 }
@@ -302,11 +334,19 @@ def test_no_route_reaches_another_users_message(server):
             if method == "GET":
                 page = alice.get(url, follow=False)
             else:
-                fields = {"csrf": token, "folder": "INBOX", "uid": "1", "action": "read"}
+                fields = {"csrf": token, "folder": "INBOX", "uid": "1", "action": "read",
+                          "target": "Sent"}  # fmt: skip
                 page = alice.post(url, fields, follow=False)
             assert page.status == 404, (url, page.status, page.text[:300])
             assert "secret" not in page.text and "for bob only" not in page.body.decode("latin-1")
     assert "bob" not in alice.get("/folders").text
+    # nor can alice move her own mail into bob's folders
+    send(server, ALICE, plain("alice's", "hers"))
+    alice.wait_for("/mail", "alice&#39;s")
+    for target in ("../bob@example.test", "../bob@example.test/INBOX", "../../example.test/bob"):
+        fields = {"csrf": token, "folder": "INBOX", "uid": "1", "target": target}
+        assert alice.post("/message/move", fields, follow=False).status == 404, target
+    assert "alice&#39;s" in alice.get("/mail").text and "alice" not in bob.get("/mail").text
 
 
 @pytest.mark.shared_server

@@ -27,7 +27,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from txmailhost.store.interfaces import InvalidMailboxName, NoSuchMailbox, NoSuchMessage
-from txmailhost.web import autoconfig, events, folders, login, reading
+from txmailhost.web import autoconfig, events, folders, login, moving, reading
 from txmailhost.web.context import Route, WebContext, WebServices
 from txmailhost.web.responses import SECURITY_HEADERS, TEXT, Response, redirect, text
 from txmailhost.web.sessions import COOKIE
@@ -39,6 +39,7 @@ ROUTES: list[Route] = [
     *login.ROUTES,
     *folders.ROUTES,
     *reading.ROUTES,
+    *moving.ROUTES,
     *events.ROUTES,
     *autoconfig.ROUTES,
 ]

@@ -63,8 +63,10 @@ async def message_page(ctx: WebContext) -> Response:
         await mailbox.store_flags([uid], [SEEN], "+")
     images = ctx.arg("images") == "1"
     base = f"folder={quote(folder, safe='')}&uid={uid}"
+    others = [name for name in await ctx.store.list_mailboxes(ctx.user) if name != folder]
     return ctx.render(
         "message.html",
+        folders=others,
         folder=folder,
         uid=uid,
         view=view,
