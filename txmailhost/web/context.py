@@ -16,6 +16,7 @@ from twisted.internet.threads import deferToThreadPool
 
 from txmailhost.web.responses import HTML, Response
 from txmailhost.web.sessions import LoginTokens, SessionStore, WebSession
+from txmailhost.web.sortkeys import SortKeys
 
 
 @dataclass
@@ -48,7 +49,7 @@ class WebServices:
     clients: ClientSettings
     public_url: str = ""
     web_port: int = 443
-    extras: dict[str, Any] = field(default_factory=dict)
+    sort_keys: SortKeys = field(default_factory=SortKeys)
 
     def in_thread(self, function: Callable[..., Any], *args: Any) -> Any:
         """Deferred of ``function(*args)`` run in the site's pool, off the reactor."""

@@ -2,30 +2,25 @@
 sorted by date, sender, subject or size.
 
 Everything comes from the store interfaces the IMAP server uses: ``list_mailboxes`` and each
-mailbox's ``status`` (the same numbers IMAP STATUS reports), ``snapshot`` for the index of a
-folder (UIDs, flags, sizes, arrival dates: no message file is opened to sort by date or size),
-and ``messages(..., header=True)`` for the headers of the one page shown. Sorting by sender or
-subject needs a key per message: it is derived once from the header and kept with the message
-in the store (``IMailbox.remember``, name :data:`SORT_KEYS`), so the next sort reads the index
-and not the messages.
+mailbox's ``status`` (the same numbers IMAP STATUS reports), ``select`` and ``columns`` for the
+index of a folder (UIDs, flags, sizes, arrival dates, as columns: no message file is opened
+to sort by date or size), and ``messages(..., header=True)`` for the headers of the one page
+shown. Sorting by sender or subject uses a key per message derived once (``sortkeys.py``).
 """
 
 from __future__ import annotations
 
-import email.errors
-import email.header
-import email.utils
-import re
+import heapq
 from dataclasses import dataclass
 from typing import Any
 
 from txmailhost.store.interfaces import FLAGGED, INBOX, SEEN
 from txmailhost.web.context import Route, WebContext
 from txmailhost.web.responses import Response, redirect
+from txmailhost.web.sortkeys import decode_header, header_fields, sender_name
 
 PAGE_SIZE = 50
 SORTS = ("date", "from", "subject", "size")
-SORT_KEYS = "web.sortkeys.v1"  # the derived value's name: "from\0subject", folded
 
 
 @dataclass(frozen=True)
@@ -48,46 +43,6 @@ class Row:
     flagged: bool
 
 
-def decode_header(value: bytes | str | None) -> str:
-    """An RFC 2047 header value as text; undecodable bytes become U+FFFD, never an error."""
-    if value is None:
-        return ""
-    raw = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-    raw = " ".join(raw.split())  # unfold
-    try:
-        return str(email.header.make_header(email.header.decode_header(raw)))
-    except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
-        return raw
-
-
-def _sender(value: bytes | None) -> str:
-    """The display name, else the address, of the first From: mailbox."""
-    text = decode_header(value)
-    name, address = email.utils.parseaddr(text)
-    return name or address or text
-
-
-def _headers(block: bytes | None) -> dict[str, bytes]:
-    """The first value of each field of a header block, by lower-case name, unfolded."""
-    fields: dict[str, bytes] = {}
-    for line in re.split(rb"\r?\n(?![ \t])", block or b""):
-        name, colon, value = line.partition(b":")
-        if colon:
-            key = name.strip().decode("ascii", "replace").lower()
-            fields.setdefault(key, re.sub(rb"\r?\n", b"", value).strip())
-    return fields
-
-
-def sort_key(header: bytes | None) -> bytes:
-    """What SORT_KEYS keeps for one message: sender and subject, case-folded, without "Re:"."""
-    fields = _headers(header)
-    subject = decode_header(fields.get("subject")).strip()
-    while subject[:3].lower() in ("re:", "fw:") or subject[:4].lower() == "fwd:":
-        subject = subject.partition(":")[2].strip()
-    sender = _sender(fields.get("from"))
-    return (sender.casefold() + "\0" + subject.casefold()).encode("utf-8")
-
-
 async def folder_list(ctx: WebContext) -> list[Folder]:
     store, user = ctx.store, ctx.user
     folders = []
@@ -99,58 +54,62 @@ async def folder_list(ctx: WebContext) -> list[Folder]:
     return folders
 
 
-async def _sort_keys(ctx: WebContext, mailbox: Any, uids: list[int]) -> dict[int, bytes]:
-    keys = await mailbox.derived(uids, SORT_KEYS)
-    missing = [uid for uid in uids if uid not in keys]
-    if missing:
-        for start in range(0, len(missing), 500):  # bounded memory: 500 header blocks at once
-            batch = await mailbox.messages(missing[start : start + 500], True, False)
-            new = await ctx.services.in_thread(
-                lambda batch=batch: {m.uid: sort_key(m.header) for m in batch}
-            )
-            keys.update(new)
-            await mailbox.remember(SORT_KEYS, new)
-    return keys
+def _page_of(count: int, key: Any, descending: bool, page: int) -> list[int]:
+    """Positions 0..count-1 of one page, ordered by ``key(position)`` (ties by position, so by
+    UID). An early page costs a heap selection of page * PAGE_SIZE, not a sort of all."""
+    wanted = page * PAGE_SIZE
+    positions = range(count)
+    if wanted * 8 < count:
+        if descending:
+            top = heapq.nlargest(wanted, positions, key=lambda i: (key(i), i))
+        else:
+            top = heapq.nsmallest(wanted, positions, key=lambda i: (key(i), i))
+    else:
+        top = sorted(positions, key=lambda i: (key(i), i), reverse=descending)
+    return top[(page - 1) * PAGE_SIZE : wanted]
 
 
 async def message_rows(
     ctx: WebContext, mailbox: Any, sort: str, descending: bool, page: int
 ) -> tuple[list[Row], int]:
-    """One page of the folder, sorted; (rows, number of messages)."""
-    snapshot = await mailbox.snapshot()
-    infos = list(snapshot.messages)
+    """One page of the folder, sorted; (rows, number of messages).
+
+    The index values come as columns (``select`` for the UIDs, ``columns`` for dates, sizes
+    and flags: what the store keeps in memory for IMAP), so a folder of 100,000 messages costs
+    no object per message; only the page's 50 header blocks are read."""
+    selection = await mailbox.select(False)
+    columns = await mailbox.columns(list(selection.uids))
+    uids, count = columns.uids, len(columns.uids)
     if sort == "size":
-        infos.sort(key=lambda m: (m.size, m.uid), reverse=descending)
+        key = columns.sizes.__getitem__
     elif sort in ("from", "subject"):
-        keys = await _sort_keys(ctx, mailbox, [m.uid for m in infos])
+        services = ctx.services
+        keys = await services.sort_keys.of(mailbox, selection.uidvalidity, uids, services.in_thread)
         field = 0 if sort == "from" else 1
-
-        def by(m: Any) -> tuple[bytes, int]:
-            return (keys.get(m.uid, b"\0").split(b"\0")[field], m.uid)
-
-        infos.sort(key=by, reverse=descending)
+        parts = [keys.get(uid, b"\0").split(b"\0")[field] for uid in uids]
+        key = parts.__getitem__
     else:
-        infos.sort(key=lambda m: (m.internaldate, m.uid), reverse=descending)
-    shown = infos[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-    stored = {m.uid: m for m in await mailbox.messages([m.uid for m in shown], True, False)}
+        key = columns.internaldates.__getitem__
+    shown = _page_of(count, key, descending, page)
+    stored = {m.uid: m for m in await mailbox.messages([uids[i] for i in shown], True, False)}
     rows = []
-    for info in shown:
-        message = stored.get(info.uid)
+    for i in shown:
+        message = stored.get(uids[i])
         if message is None:  # expunged meanwhile
             continue
-        fields = _headers(message.header)
+        fields = header_fields(message.header)
         rows.append(
             Row(
-                uid=info.uid,
-                sender=_sender(fields.get("from")) or "(no sender)",
+                uid=message.uid,
+                sender=sender_name(fields.get("from")) or "(no sender)",
                 subject=decode_header(fields.get("subject")) or "(no subject)",
-                date=info.internaldate,
-                size=info.size,
+                date=columns.internaldates[i],
+                size=columns.sizes[i],
                 seen=SEEN in message.flags,
                 flagged=FLAGGED in message.flags,
             )
         )
-    return rows, len(infos)
+    return rows, count
 
 
 def _page_number(text: str) -> int:
