@@ -165,6 +165,10 @@ def test_folders_show_unread_counts_and_the_list_sorts_and_pages(server):
     assert by_subject.index("apple") < by_subject.index("banana") < by_subject.index("cherry")
     by_size = browser.get("/mail?folder=INBOX&sort=size&order=desc").text
     assert by_size.index("cherry") < by_size.index("apple") < by_size.index("banana")
+    # a sorted order is kept while the folder doesn't change: new mail makes a new one
+    send(server, ALICE, plain("aardvark", "x"))
+    again = browser.wait_for("/mail?folder=INBOX&sort=subject&order=asc", "aardvark").text
+    assert again.index("aardvark") < again.index("apple") < again.index("cherry")
     fragment = browser.get(
         "/mail?folder=INBOX&sort=date", headers={"HX-Request": "true", "HX-Target": "message-list"}
     )

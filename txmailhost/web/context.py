@@ -16,7 +16,7 @@ from twisted.internet.threads import deferToThreadPool
 
 from txmailhost.web.responses import HTML, Response
 from txmailhost.web.sessions import LoginTokens, SessionStore, WebSession
-from txmailhost.web.sortkeys import SortKeys
+from txmailhost.web.sortkeys import SortedOrders, SortKeys
 
 
 @dataclass
@@ -50,6 +50,7 @@ class WebServices:
     public_url: str = ""
     web_port: int = 443
     sort_keys: SortKeys = field(default_factory=SortKeys)
+    orders: SortedOrders = field(default_factory=SortedOrders)
 
     def in_thread(self, function: Callable[..., Any], *args: Any) -> Any:
         """Deferred of ``function(*args)`` run in the site's pool, off the reactor."""

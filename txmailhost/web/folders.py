@@ -10,7 +10,6 @@ shown. Sorting by sender or subject uses a key per message derived once (``sortk
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,25 +47,47 @@ async def folder_list(ctx: WebContext) -> list[Folder]:
     folders = []
     for name in await store.list_mailboxes(user):
         mailbox = await store.open(user, name)
-        status = await mailbox.status()
+        # select without claiming \Recent: the counts from the store's in-memory image of the
+        # index (STATUS counts in the database: slower on a big folder)
+        selection = await mailbox.select(False)
         parts = name.split("/")
-        folders.append(Folder(name, len(parts) - 1, parts[-1], status.messages, status.unseen))
+        folders.append(
+            Folder(name, len(parts) - 1, parts[-1], len(selection.uids), selection.unseen)
+        )
     return folders
 
 
-def _page_of(count: int, key: Any, descending: bool, page: int) -> list[int]:
-    """Positions 0..count-1 of one page, ordered by ``key(position)`` (ties by position, so by
-    UID). An early page costs a heap selection of page * PAGE_SIZE, not a sort of all."""
-    wanted = page * PAGE_SIZE
-    positions = range(count)
-    if wanted * 8 < count:
-        if descending:
-            top = heapq.nlargest(wanted, positions, key=lambda i: (key(i), i))
-        else:
-            top = heapq.nsmallest(wanted, positions, key=lambda i: (key(i), i))
+def _ordered(count: int, key: Any, descending: bool) -> list[int]:
+    """Positions 0..count-1 ordered by ``key(position)``, ties by position (so by UID, newest
+    first when descending). ``key`` is a C-level callable (a list's ``__getitem__``): a Python
+    lambda per message would cost more than the sort."""
+    positions = range(count - 1, -1, -1) if descending else range(count)
+    return sorted(positions, key=key, reverse=descending)
+
+
+async def _order(ctx: WebContext, mailbox: Any, sort: str, descending: bool) -> list[int]:
+    """The folder's UIDs in the order asked for, sorted once per state of the folder."""
+    selection = await mailbox.select(False)
+    services = ctx.services
+    ident = (ctx.user, mailbox.name, selection.uidvalidity, selection.uidnext,
+             len(selection.uids), sort, descending)  # fmt: skip
+    order = services.orders.get(ident)
+    if order is not None:
+        return order
+    columns = await mailbox.columns(list(selection.uids))
+    uids = columns.uids
+    if sort == "size":
+        key = list(columns.sizes).__getitem__
+    elif sort in ("from", "subject"):
+        keys = await services.sort_keys.of(mailbox, selection.uidvalidity, uids,
+                                           services.in_thread)  # fmt: skip
+        field = 0 if sort == "from" else 1
+        key = [keys.get(uid, b"\0").split(b"\0")[field] for uid in uids].__getitem__
     else:
-        top = sorted(positions, key=lambda i: (key(i), i), reverse=descending)
-    return top[(page - 1) * PAGE_SIZE : wanted]
+        key = list(columns.internaldates).__getitem__
+    order = [uids[i] for i in _ordered(len(uids), key, descending)]
+    services.orders.put(ident, order)
+    return order
 
 
 async def message_rows(
@@ -74,42 +95,31 @@ async def message_rows(
 ) -> tuple[list[Row], int]:
     """One page of the folder, sorted; (rows, number of messages).
 
-    The index values come as columns (``select`` for the UIDs, ``columns`` for dates, sizes
-    and flags: what the store keeps in memory for IMAP), so a folder of 100,000 messages costs
-    no object per message; only the page's 50 header blocks are read."""
-    selection = await mailbox.select(False)
-    columns = await mailbox.columns(list(selection.uids))
-    uids, count = columns.uids, len(columns.uids)
-    if sort == "size":
-        key = columns.sizes.__getitem__
-    elif sort in ("from", "subject"):
-        services = ctx.services
-        keys = await services.sort_keys.of(mailbox, selection.uidvalidity, uids, services.in_thread)
-        field = 0 if sort == "from" else 1
-        parts = [keys.get(uid, b"\0").split(b"\0")[field] for uid in uids]
-        key = parts.__getitem__
-    else:
-        key = columns.internaldates.__getitem__
-    shown = _page_of(count, key, descending, page)
-    stored = {m.uid: m for m in await mailbox.messages([uids[i] for i in shown], True, False)}
+    The order comes from the folder's index as columns (``select`` for the UIDs,
+    ``columns`` for dates and sizes: what the store keeps in memory for IMAP), sorted once and
+    kept while the folder doesn't change (``sortkeys.SortedOrders``): paging costs the 50
+    header blocks of the page, not a sort of 100,000 messages."""
+    order = await _order(ctx, mailbox, sort, descending)
+    shown = order[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+    stored = {m.uid: m for m in await mailbox.messages(shown, True, False)}
     rows = []
-    for i in shown:
-        message = stored.get(uids[i])
+    for uid in shown:
+        message = stored.get(uid)
         if message is None:  # expunged meanwhile
             continue
         fields = header_fields(message.header)
         rows.append(
             Row(
-                uid=message.uid,
+                uid=uid,
                 sender=sender_name(fields.get("from")) or "(no sender)",
                 subject=decode_header(fields.get("subject")) or "(no subject)",
-                date=columns.internaldates[i],
-                size=columns.sizes[i],
+                date=message.internaldate,
+                size=message.size,
                 seen=SEEN in message.flags,
                 flagged=FLAGGED in message.flags,
             )
         )
-    return rows, count
+    return rows, len(order)
 
 
 def _page_number(text: str) -> int:

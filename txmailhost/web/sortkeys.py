@@ -99,3 +99,33 @@ class SortKeys:
             _, dropped = self._folders.popitem(last=False)
             self._entries -= len(dropped)
         return known
+
+
+class SortedOrders:
+    """Sorted UID lists of folders, so paging through a big folder sorts it once.
+
+    Keyed by (user, folder, UIDVALIDITY, UIDNEXT, message count, sort, direction): with UIDNEXT
+    fixed a folder's UIDs only ever shrink, so the count names the set exactly, and new mail or
+    an expunge makes a new key (flags don't change these orders). Bounded by the UIDs held;
+    least recently used orders go first.
+    """
+
+    def __init__(self, max_entries: int = 2_000_000) -> None:
+        self.max_entries = max_entries
+        self._orders: OrderedDict[tuple, list[int]] = OrderedDict()
+        self._entries = 0
+
+    def get(self, key: tuple) -> list[int] | None:
+        order = self._orders.get(key)
+        if order is not None:
+            self._orders.move_to_end(key)
+        return order
+
+    def put(self, key: tuple, order: list[int]) -> None:
+        if key in self._orders:
+            self._entries -= len(self._orders.pop(key))
+        self._orders[key] = order
+        self._entries += len(order)
+        while self._entries > self.max_entries and len(self._orders) > 1:
+            _, dropped = self._orders.popitem(last=False)
+            self._entries -= len(dropped)
