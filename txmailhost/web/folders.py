@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet.defer import gatherResults
+
 from txmailhost.store.interfaces import FLAGGED, INBOX, SEEN
 from txmailhost.web.context import Route, WebContext
 from txmailhost.web.responses import Response, redirect
@@ -90,6 +92,28 @@ async def _order(ctx: WebContext, mailbox: Any, sort: str, descending: bool) -> 
     return order
 
 
+def _runs(uids: list[int], gap: int = 64) -> list[list[int]]:
+    """The sorted ``uids`` in groups of near neighbours."""
+    runs: list[list[int]] = []
+    for uid in sorted(uids):
+        if runs and uid - runs[-1][-1] <= gap:
+            runs[-1].append(uid)
+        else:
+            runs.append([uid])
+    return runs
+
+
+async def _headers_of(mailbox: Any, uids: list[int]) -> dict[int, Any]:
+    """The page's messages with their header blocks, by UID. A page sorted by size or sender
+    is scattered over the folder, and the store reads the index rows of a request as one UID
+    range (costly across 100,000 messages), so each run of near UIDs is its own request,
+    all of them at once."""
+    batches = await gatherResults(
+        [mailbox.messages(run, True, False) for run in _runs(uids)], consumeErrors=True
+    )
+    return {m.uid: m for batch in batches for m in batch}
+
+
 async def message_rows(
     ctx: WebContext, mailbox: Any, sort: str, descending: bool, page: int
 ) -> tuple[list[Row], int]:
@@ -101,7 +125,7 @@ async def message_rows(
     header blocks of the page, not a sort of 100,000 messages."""
     order = await _order(ctx, mailbox, sort, descending)
     shown = order[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-    stored = {m.uid: m for m in await mailbox.messages(shown, True, False)}
+    stored = await _headers_of(mailbox, shown)
     rows = []
     for uid in shown:
         message = stored.get(uid)
