@@ -384,6 +384,8 @@ def test_the_page_loads_htmx_and_our_script_from_us_with_integrity(server):
     assert htmx.status == 200 and b'version:"2.0.11"' in htmx.body
     assert htmx.header("Content-Type").startswith("text/javascript")
     assert browser.get("/static/../txmailhost.toml").status == 404
+    wrong = browser.get("/logout", follow=False)  # a GET can't log out (no CSRF token)
+    assert (wrong.status, wrong.header("Allow")) == (405, "POST")
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,12 @@
 What it owns: the HTTPS site on ``[listen] web`` (``site.py``, one resource routing by path
 in ``app.py``), the plain-HTTP listener that only redirects to it (``redirect.py``), the
 browser sessions (``sessions.py``: server-side, in memory, ended at idle timeout, lifetime,
-logout or restart), the pages (``login.py``, ``folders.py``, ``reading.py``) rendered with
-Jinja2 (autoescape on) from ``templates/``, the assets in ``static/`` (our CSS and script,
-and htmx from the npm registry, pinned and checked by hash in ``static.py``), HTML mail made
-safe with nh3 (``sanitize.py``), and the autoconfiguration files (``autoconfig.py``).
+logout or restart), the pages (``login.py``, ``folders.py``, ``reading.py``, ``moving.py``)
+rendered with Jinja2 (autoescape on, ``rendering.py``) from ``templates/``, new-mail push
+(``events.py``, Server-Sent Events), the assets in ``static/`` (our CSS and script, and htmx
+from the npm registry, pinned and checked by hash in ``static.py``), messages parsed for
+reading (``messageview.py``) with HTML made safe by nh3 (``sanitize.py``), sort orders and
+keys (``sortkeys.py``), and the autoconfiguration files (``autoconfig.py``).
 
 What it may import: the accounts Portal (the same ``ThrottledPortal`` IMAP, POP3 and SMTP AUTH
 log in through, so failures count across all of them), the store interfaces

@@ -79,8 +79,13 @@ class WebApp(Resource):
             return NOT_DONE_YET
         route = self.routes.get((method, path))
         if route is None:
-            status = 405 if path in self.paths else 404
-            self._done(request, text(status, "not found" if status == 404 else "not allowed"))
+            if path not in self.paths:
+                self._done(request, text(404, "not found"))
+            else:  # RFC 9110 §15.5.6: say which methods the resource has
+                allowed = sorted(m for m, p in self.routes if p == path)
+                refused = text(405, "method not allowed")
+                refused.headers["Allow"] = ", ".join(allowed)
+                self._done(request, refused)
             return NOT_DONE_YET
         session = self.services.sessions.get(_cookie(request))
         context = WebContext(request, self.services, session)
