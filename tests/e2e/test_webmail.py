@@ -114,6 +114,9 @@ def test_state_changing_posts_need_the_session_csrf_token(server):
         "/logout", {"csrf": token}, headers={"Origin": "https://evil.example"}, follow=False
     )
     assert cross_site.status == 403
+    # a sandboxed frame (the message body) or a no-referrer page posts with "Origin: null"
+    opaque = browser.post("/logout", {"csrf": token}, headers={"Origin": "null"}, follow=False)
+    assert opaque.status == 403
     assert browser.get("/mail").status == 200  # still logged in
 
     # htmx sends the token as a header instead of a form field
