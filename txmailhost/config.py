@@ -302,6 +302,18 @@ class ListenConfig:
         doc="""ManageSieve with STARTTLS (RFC 5804), where users upload their Sieve scripts and
         vacation replies (port 4190 in production).""",
     )
+    web: str = setting(
+        "tcp:2443:interface=127.0.0.1",
+        check=_endpoint,
+        doc="""Webmail and autoconfiguration over HTTPS, with the [tls] certificate (port 443 in
+        production; a plain "tcp:" endpoint).""",
+    )
+    web_redirect: str = setting(
+        "tcp:2080:interface=127.0.0.1",
+        check=_endpoint,
+        doc="""Plain HTTP that only redirects to the HTTPS address (port 80 in production); it
+        never shows a page or takes a password.""",
+    )
 
 
 @dataclass(frozen=True)
@@ -569,6 +581,76 @@ class SecurityConfig:
         address is the one it connected to (a program on this machine); "loopback": any of
         127.0.0.0/8 and ::1 (careful: behind a local proxy every client is loopback);
         networks in CIDR form, e.g. "10.0.0.0/8". [] requires TLS always.""",
+    )
+
+
+def _public_url(value: Any) -> str:
+    expected = 'expected an https:// URL such as "https://mail.example.org/", or ""'
+    if not isinstance(value, str):
+        raise _Invalid(expected)
+    if value and not re.fullmatch(r"https://[A-Za-z0-9.\-\[\]:]+/?", value):
+        raise _Invalid(expected + " (scheme, host and port only)")
+    return value.rstrip("/")
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    expected = 'expected a list of host names such as ["mx.example.org", "*.example.net"]'
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _Invalid(expected)
+    for name in value:
+        if not re.fullmatch(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", name):
+            raise _Invalid(f"{expected}; {name!r} is not one")
+    return tuple(name.lower() for name in value)
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """[web]: the webmail's sessions and public address (txmailhost/web/)."""
+
+    public_url: str = setting(
+        "",
+        check=_public_url,
+        doc="""The address users type to reach the webmail, e.g. "https://mail.example.org"
+        (scheme, host and port): where the plain-HTTP listener redirects to. Empty: the host
+        the browser asked for, on the port of listen.web.""",
+    )
+    session_idle_timeout: float = setting(
+        1800.0,
+        check=_seconds,
+        doc="""Seconds a webmail session may stay unused before it ends and the user must log
+        in again.""",
+    )
+    session_lifetime: float = setting(
+        43200.0,
+        check=_seconds,
+        doc="""Seconds after logging in when a webmail session ends however busy it is.""",
+    )
+    max_sessions: int = setting(
+        10000,
+        check=_integer("sessions"),
+        doc="""Most webmail sessions kept at once (in memory; a few KiB each); past it the
+        least recently used one ends. Sessions end when the server restarts.""",
+    )
+    mta_sts_mode: str = setting(
+        "",
+        check=_choice("", "none", "testing", "enforce"),
+        doc="""The MTA-STS policy (RFC 8461) served at /.well-known/mta-sts.txt, for senders
+        that look up https://mta-sts.YOUR-DOMAIN/: "enforce" (senders must reach an mx below
+        over verified TLS), "testing" (they report failures but deliver anyway), "none"
+        (withdraws a policy). Empty: no policy file (404). Publish the _mta-sts TXT record
+        too (docs/webmail.rst).""",
+    )
+    mta_sts_mx: tuple[str, ...] = setting(
+        (),
+        check=_names,
+        doc="""The mx patterns of the MTA-STS policy, e.g. ["mx.example.org",
+        "*.example.net"]. Empty: server.hostname.""",
+    )
+    mta_sts_max_age: int = setting(
+        604800,
+        check=_integer("seconds", maximum=31557600),
+        doc="""How long senders may cache the MTA-STS policy, in seconds (RFC 8461 allows up
+        to 31557600, a year). Default a week.""",
     )
 
 
@@ -989,6 +1071,7 @@ _SECTIONS: dict[str, tuple[type, str]] = {
     "mailauth": (MailAuthConfig, "DKIM signing; SPF, DKIM and DMARC checks of incoming mail."),
     "sieve": (SieveConfig, "Users' Sieve scripts, vacation replies and ManageSieve."),
     "srs": (SRSConfig, "Sender rewriting (SRS) for forwarded mail."),
+    "web": (WebConfig, "Webmail: sessions and the public address."),
 }
 
 
@@ -1015,6 +1098,7 @@ class Config:
     mailauth: MailAuthConfig = field(default_factory=MailAuthConfig)
     sieve: SieveConfig = field(default_factory=SieveConfig)
     srs: SRSConfig = field(default_factory=SRSConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
     @property
     def accounts_path(self) -> str:
@@ -1171,6 +1255,7 @@ def _build(data_dir: str, path: str, document: dict[str, Any]) -> Config:
         mailauth=sections["mailauth"],
         sieve=sections["sieve"],
         srs=sections["srs"],
+        web=sections["web"],
     )
 
 

@@ -10,7 +10,7 @@ the limits is told, and a function building its protocol factory from the :class
 TLS styles (RFC 8314): ``STARTTLS`` listeners accept plain text and offer STARTTLS/STLS when a
 certificate is configured; ``IMPLICIT`` ones (465, 993, 995) are TLS from the first byte, so
 their factory is wrapped in Twisted's TLS layer and told so (``implicit_tls``) for log lines and
-the plain-text password rule. ``NONE`` listeners (the metrics page) never speak TLS.
+the plain-text password rule. ``PLAIN`` listeners (the metrics page, the HTTP redirect) never speak TLS.
 
 Only wiring lives here, like ``service.py``: the protocol packages take objects and know
 nothing of the config file.
@@ -35,12 +35,15 @@ from txmailhost.sieve.setup import script_store
 from txmailhost.smtp import replies as smtp_replies
 from txmailhost.smtp.policy import InboundPolicy, SubmissionPolicy
 from txmailhost.smtp.server import SMTPFactory
+from txmailhost.web.context import ClientSettings
+from txmailhost.web.redirect import RedirectSite
+from txmailhost.web.site import WebSite, build_site
 
 
 class TLSStyle(enum.Enum):
     STARTTLS = "starttls"  # plain text first; STARTTLS/STLS when a certificate is configured
     IMPLICIT = "implicit"  # TLS from the first byte
-    NONE = "none"  # never TLS (the loopback metrics page; a proxy terminates TLS if needed)
+    PLAIN = "plain"  # never TLS (the loopback metrics page; the HTTP listener that only redirects)
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,49 @@ def managesieve(parts: ServerParts, implicit_tls: bool) -> ManageSieveFactory:
     )
 
 
+def endpoint_port(description: str) -> int:
+    """The TCP port of an endpoint description ("tcp:993:interface=::"), 0 if it has none:
+    what the autoconfiguration files and the HTTP redirect tell clients."""
+    kind, _, rest = description.partition(":")
+    if kind.strip().lower() not in ("tcp", "tcp6"):
+        return 0
+    first = rest.split(":", 1)[0].strip().removeprefix("port=")
+    return int(first) if first.isdigit() else 0
+
+
+def web(parts: ServerParts, implicit_tls: bool) -> WebSite:
+    """Webmail and autoconfiguration over HTTPS (txmailhost/web/)."""
+    config = parts.config
+    listen = config.listen
+    settings = config.web
+    return build_site(
+        reactor=parts.reactor,
+        portal=parts.portal,
+        clients=ClientSettings(
+            hostname=config.hostname,
+            imaps=endpoint_port(listen.imaps),
+            imap=endpoint_port(listen.imap),
+            submissions=endpoint_port(listen.submissions),
+            submission=endpoint_port(listen.submission),
+            pop3s=endpoint_port(listen.pop3s),
+            mta_sts_mode=settings.mta_sts_mode,
+            mta_sts_mx=settings.mta_sts_mx,
+            mta_sts_max_age=settings.mta_sts_max_age,
+        ),
+        public_url=settings.public_url,
+        web_port=endpoint_port(listen.web),
+        session_idle_timeout=settings.session_idle_timeout,
+        session_lifetime=settings.session_lifetime,
+        max_sessions=settings.max_sessions,
+    )
+
+
+def web_redirect(parts: ServerParts, implicit_tls: bool) -> RedirectSite:
+    """Plain HTTP that only redirects to the HTTPS listener."""
+    config = parts.config
+    return RedirectSite(config.web.public_url, endpoint_port(config.listen.web))
+
+
 # What a connection over the limits is told before it is closed, per protocol.
 SMTP_BUSY = b"421 4.7.0 too many connections, try again later\r\n"
 POP3_BUSY = b"-ERR [SYS/TEMP] too many connections, try again later\r\n"
@@ -198,7 +244,7 @@ IMAP_BUSY = b"* BYE [UNAVAILABLE] too many connections, try again later\r\n"
 HTTP_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 MANAGESIEVE_BUSY = b'BYE (TRYLATER) "too many connections, try again later"\r\n'
 
-STARTTLS, IMPLICIT = TLSStyle.STARTTLS, TLSStyle.IMPLICIT
+STARTTLS, IMPLICIT, PLAIN = TLSStyle.STARTTLS, TLSStyle.IMPLICIT, TLSStyle.PLAIN
 
 LISTENERS: list[ListenerKind] = [
     ListenerKind("smtp", "smtp", inbound_smtp, STARTTLS, SMTP_BUSY),
@@ -208,6 +254,8 @@ LISTENERS: list[ListenerKind] = [
     ListenerKind("pop3s", "pop3s", pop3, IMPLICIT, POP3_BUSY),
     ListenerKind("imap", "imap", imap, STARTTLS, IMAP_BUSY),
     ListenerKind("imaps", "imaps", imap, IMPLICIT, IMAP_BUSY),
-    ListenerKind("metrics", "metrics", metrics_page, TLSStyle.NONE, HTTP_BUSY),
+    ListenerKind("metrics", "metrics", metrics_page, PLAIN, HTTP_BUSY),
     ListenerKind("managesieve", "managesieve", managesieve, STARTTLS, MANAGESIEVE_BUSY),
+    ListenerKind("web", "web", web, IMPLICIT, HTTP_BUSY),
+    ListenerKind("web_redirect", "web_redirect", web_redirect, PLAIN, HTTP_BUSY),
 ]

@@ -39,6 +39,8 @@ imap = "tcp:143"
 imaps = "tcp:993"
 pop3 = "tcp:110"
 pop3s = "tcp:995"
+web = "tcp:443"
+web_redirect = "tcp:80"
 """
 
 # Runs inside the namespace as root: the recipe, then a message in over SMTP and out over IMAP

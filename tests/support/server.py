@@ -18,7 +18,7 @@ _LISTENING = re.compile(r"txmailhost (\w+) listening on ([\d.:a-f]+):(\d+)")
 BIN = os.path.dirname(sys.executable)
 LABELS = (
     "smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "metrics",
-    "managesieve",
+    "managesieve", "web", "web_redirect",
 )  # fmt: skip
 
 
@@ -58,7 +58,12 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
         )
         deadline = time.time() + timeout
-        wanted = {"smtp", "pop3", "imap"}
+        with open(os.path.join(self.data_dir, "txmailhost.toml")) as f:
+            config = f.read()
+        # every listener the config gives a TCP endpoint has logged its port
+        wanted = {"smtp", "pop3", "imap"} | {
+            label for label in LABELS if re.search(rf'^{label} = "tcp', config, re.M)
+        }
         while time.time() < deadline:
             if self.process.poll() is not None:
                 out = (

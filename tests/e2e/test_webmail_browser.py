@@ -1,0 +1,212 @@
+"""The webmail in a real browser: Debian's Chromium, headless, driven by Selenium through
+chromedriver, against the real server. Skipped where Chromium, chromedriver or Selenium is
+missing (``.ci/run`` installs them).
+
+What only a browser can show: that our pages run under their own Content-Security-Policy
+(htmx loads, nothing is refused), that a user can log in with the keyboard, that new mail
+appears without a reload, and that hostile HTML mail runs no script and loads nothing remote
+until images are allowed. A loopback HTTPS "tracker" counts every request the message makes.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import shutil
+import smtplib
+import ssl
+import threading
+import time
+from email.message import EmailMessage
+
+import pytest
+
+from tests.e2e.conftest import PASSWORD, start_from_template
+from tests.web.xss_corpus import VECTORS
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import (  # noqa: E402
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs chromium and chromedriver"),
+]
+ALICE = "alice@example.test"
+
+
+@pytest.fixture(scope="module")
+def web_server(server_template, tmp_path_factory):
+    server = start_from_template(server_template, str(tmp_path_factory.mktemp("br") / "data"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    options = webdriver.ChromeOptions()
+    for argument in ("--headless=new", "--no-sandbox", "--ignore-certificate-errors",
+                     "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900",
+                     "--no-first-run", "--disable-background-networking"):  # fmt: skip
+        options.add_argument(argument)
+    options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(CHROMEDRIVER))
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+class Tracker:
+    """An HTTPS server on loopback that records every path requested of it."""
+
+    def __init__(self, certificate: str, key: str) -> None:
+        hits: list[str] = []
+        self.hits = hits
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                hits.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "image/gif")
+                self.end_headers()
+                self.wfile.write(b"GIF89a\x01\x00\x01\x00\x00\x00\x00;")
+
+            do_POST = do_GET
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certificate, key)
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _send(server, message: EmailMessage) -> None:
+    with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=30) as s:
+        s.send_message(message, from_addr="someone@remote.test", to_addrs=[ALICE])
+
+
+def _message(subject: str, text: str, html: str | None = None) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = "Someone <someone@remote.test>"
+    message["To"] = ALICE
+    message["Subject"] = subject
+    message.set_content(text)
+    if html is not None:
+        message.add_alternative(html, subtype="html")
+    return message
+
+
+def _wait(condition, timeout: float = 15, what: str = "") -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _text(driver, element_id: str) -> str:
+    """The text of an element htmx may be swapping out at this very moment, including what
+    only screen readers get (visually hidden)."""
+    try:
+        return driver.find_element(By.ID, element_id).get_attribute("textContent")
+    except StaleElementReferenceException:
+        return ""
+
+
+def _click(driver, link_text: str, timeout: float = 15) -> None:
+    """Click a link once it is there, retrying while htmx swaps the list it is in."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            driver.find_element(By.LINK_TEXT, link_text).click()
+            return
+        except (StaleElementReferenceException, NoSuchElementException):
+            if time.time() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _page_errors(driver) -> list[str]:
+    """Console errors of our own pages (the sandboxed message body may log refusals)."""
+    return [
+        entry["message"]
+        for entry in driver.get_log("browser")
+        if entry["level"] == "SEVERE" and "/message/body" not in entry["message"]
+    ]
+
+
+def test_log_in_by_keyboard_see_the_inbox_and_get_new_mail_without_reload(web_server, browser):
+    base = f"https://127.0.0.1:{web_server.ports['web']}"
+    browser.get(base + "/")
+    assert browser.current_url == base + "/login"
+    browser.find_element(By.ID, "username").send_keys(ALICE)  # autofocused
+    browser.find_element(By.ID, "password").send_keys(PASSWORD + Keys.ENTER)
+    _wait(lambda: browser.current_url.startswith(base + "/mail"), what="the mail page")
+    _wait(lambda: "Inbox" in _text(browser, "folder-list"), what="the folders")
+    assert browser.execute_script("return window.htmx && window.htmx.version") == "2.0.11"
+
+    _send(web_server, _message("pushed without reload", "hello"))
+
+    _wait(
+        lambda: "pushed without reload" in _text(browser, "message-list"),
+        what="the pushed message in the list",
+    )
+    _wait(lambda: "1 unread" in " ".join(_text(browser, "folder-list").split()),
+          what="the unread count")  # fmt: skip
+    assert _page_errors(browser) == []
+
+
+def test_hostile_html_mail_runs_no_script_and_loads_nothing_until_images_are_allowed(
+    web_server, browser
+):
+    tls = os.path.join(web_server.data_dir, "tls")
+    tracker = Tracker(os.path.join(tls, "cert.pem"), os.path.join(tls, "key.pem"))
+    try:
+        own = [
+            f"<img src=x onerror=\"fetch('{tracker.url}/onerror')\">",
+            f"<script>new Image().src='{tracker.url}/script'</script>",
+            f"<svg onload=\"fetch('{tracker.url}/svg')\"></svg>",
+            f'<div style="background:url({tracker.url}/css)">css</div>',
+            f'<link rel=stylesheet href="{tracker.url}/link">',
+            f'<meta http-equiv=refresh content="0;url={tracker.url}/refresh">',
+            f'<iframe src="{tracker.url}/iframe"></iframe>',
+            f'<form action="{tracker.url}/form"><button>x</button></form>',
+            f'<img src="{tracker.url}/pixel.gif" width=1 height=1>',
+        ]
+        corpus = [v.replace("http://xss.example", tracker.url) for v in VECTORS]
+        html = "<p>Hostile test</p>" + "".join(own + corpus)
+        _send(web_server, _message("hostile html", "text", html))
+        base = f"https://127.0.0.1:{web_server.ports['web']}"
+        browser.get(base + "/mail")
+        _click(browser, "hostile html")
+        frame = browser.find_element(By.CSS_SELECTOR, "iframe.body")
+        assert frame.get_attribute("sandbox") == "allow-popups allow-popups-to-escape-sandbox"
+        browser.switch_to.frame(frame)
+        _wait(lambda: "Hostile test" in browser.find_element(By.TAG_NAME, "body").text)
+        browser.switch_to.default_content()
+        time.sleep(1.5)  # anything the message could start has had time to reach the tracker
+        assert tracker.hits == []
+
+        _click(browser, "Show images in this message")
+        _wait(lambda: "/pixel.gif" in tracker.hits, what="the allowed image")
+        time.sleep(1)
+        # only images were fetched: no script, style sheet, frame, refresh or form
+        assert {hit.split("?")[0] for hit in tracker.hits} <= {"/pixel.gif"}
+        assert _page_errors(browser) == []
+    finally:
+        tracker.close()

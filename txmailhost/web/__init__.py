@@ -1,0 +1,33 @@
+"""Webmail and mail-client autoconfiguration over HTTPS (twisted.web), in the server's process.
+
+What it owns: the HTTPS site on ``[listen] web`` (``site.py``, one resource routing by path
+in ``app.py``), the plain-HTTP listener that only redirects to it (``redirect.py``), the
+browser sessions (``sessions.py``: server-side, in memory, ended at idle timeout, lifetime,
+logout or restart), the pages (``login.py``, ``folders.py``, ``reading.py``, ``moving.py``)
+rendered with Jinja2 (autoescape on, ``rendering.py``) from ``templates/``, new-mail push
+(``events.py``, Server-Sent Events), the assets in ``static/`` (our CSS and script, and htmx
+from the npm registry, pinned and checked by hash in ``static.py``), messages parsed for
+reading (``messageview.py``) with HTML made safe by nh3 (``sanitize.py``), sort orders and
+keys (``sortkeys.py``), and the autoconfiguration files (``autoconfig.py``).
+
+What it may import: the accounts Portal (the same ``ThrottledPortal`` IMAP, POP3 and SMTP AUTH
+log in through, so failures count across all of them), the store interfaces
+(``store.interfaces``), ``session.auth.PasswordLogin`` and ``peer``. Never a protocol package;
+nothing imports ``web`` but ``listeners.py``.
+
+On disk: nothing of its own. Sessions live in memory; mail is read and changed only through
+``IMailStore``/``IMailbox``, whose blocking work runs in the store's thread pool; parsing a
+message (MIME, sanitising) runs in the site's own small pool.
+
+Invariants a change must keep:
+
+- every response carries the security headers of ``responses.py`` (a strict
+  Content-Security-Policy without inline script, ``frame-ancestors``, ``nosniff``);
+- every request that changes state is a POST carrying the session's CSRF token (the login
+  form a signed one, since there is no session yet);
+- the user is always the session's: no URL names a user, mailbox names go through the store's
+  checks, so an id changed in a URL reaches only the user's own mail or a 404;
+- the session cookie is ``Secure; HttpOnly; SameSite=Strict`` and changes at login;
+- mail HTML is shown only sanitised, in a sandboxed iframe whose own policy forbids scripts and
+  remote loads until the user allows images for that message.
+"""

@@ -1,0 +1,112 @@
+"""What a page handler gets: the request, the logged-in session, and the site's services.
+
+Handlers are ``async def handler(ctx: WebContext) -> Response``. They read their parameters
+with :meth:`WebContext.arg` (text, never bytes), reach the user's mail only through
+``ctx.store`` and ``ctx.user`` (the session's), and send slow CPU work (MIME parsing,
+sanitising) to the site's pool with :meth:`WebServices.in_thread`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.threads import deferToThreadPool
+
+from txmailhost.web.responses import HTML, Response
+from txmailhost.web.sessions import LoginTokens, SessionStore, WebSession
+from txmailhost.web.sortkeys import SortedOrders, SortKeys
+
+
+@dataclass
+class ClientSettings:
+    """What the autoconfiguration files tell mail clients: our name and the ports of the
+    IMAP and submission listeners (0 where a listener is off)."""
+
+    hostname: str
+    imaps: int = 993
+    imap: int = 143
+    submissions: int = 465
+    submission: int = 587
+    pop3s: int = 995
+    mta_sts_mode: str = ""
+    mta_sts_max_age: int = 604800
+    mta_sts_mx: tuple[str, ...] = ()
+
+
+@dataclass
+class WebServices:
+    """The site's collaborators, made once by ``site.build_site``."""
+
+    reactor: Any
+    pool: Any  # a ThreadPool for parsing and sanitising
+    portal: Any  # the server's ThrottledPortal
+    templates: Any  # rendering.Templates
+    sessions: SessionStore
+    login_tokens: LoginTokens
+    assets: dict[str, Any]
+    clients: ClientSettings
+    public_url: str = ""
+    web_port: int = 443
+    sort_keys: SortKeys = field(default_factory=SortKeys)
+    orders: SortedOrders = field(default_factory=SortedOrders)
+
+    def in_thread(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Deferred of ``function(*args)`` run in the site's pool, off the reactor."""
+        return deferToThreadPool(self.reactor, self.pool, function, *args)
+
+
+@dataclass
+class WebContext:
+    request: Any  # twisted.web.server.Request
+    services: WebServices
+    session: WebSession | None
+
+    @property
+    def user(self) -> str:
+        assert self.session is not None  # only routes that require a login read it
+        return self.session.user
+
+    @property
+    def store(self) -> Any:
+        """The user's IMailStore, from the avatar the Portal handed out at login."""
+        assert self.session is not None
+        return self.session.account.store
+
+    def arg(self, name: str, default: str = "") -> str:
+        """A query or form parameter as text (the first if repeated); ``default`` if absent."""
+        values = self.request.args.get(name.encode())
+        if not values:
+            return default
+        return values[0].decode("utf-8", "replace")
+
+    def header(self, name: str) -> str:
+        value = self.request.getHeader(name)
+        return value if value is not None else ""
+
+    @property
+    def htmx(self) -> bool:
+        """The request comes from htmx (a partial update), not a full page load."""
+        return self.header("HX-Request") == "true"
+
+    def render(self, template: str, status: int = 200, **values: Any) -> Response:
+        session = self.session
+        values.setdefault("user", session.user if session else None)
+        values.setdefault("csrf", session.csrf if session else "")
+        body = self.services.templates.render(template, **values)
+        return Response(status, body.encode("utf-8"), HTML)
+
+
+Handler = Callable[[WebContext], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One page: ``method`` and exact ``path``; ``login`` says it needs a logged-in session
+    (every POST of such a route also needs the session's CSRF token)."""
+
+    method: str
+    path: str
+    handler: Handler
+    login: bool = True
