@@ -275,7 +275,7 @@ def render_columns(
     request: FetchRequest,
     *,
     uid: bool,
-    first_recent: int,
+    recent: Sequence[tuple[int, int]],
 ) -> bytes:
     """The FETCH responses of a batch of index-only requests: the hot path of a client resync
     (``UID FETCH 1:* (UID FLAGS)``), one ``%`` per message over prepared columns (flag lists
@@ -297,7 +297,7 @@ def render_columns(
         if item == b"UID":
             values.append(found)
         elif item == b"FLAGS":
-            values.append(_rendered_flags(columns, first_recent))
+            values.append(_rendered_flags(columns, recent))
         elif item == b"RFC822.SIZE":
             values.append(columns.sizes)
         elif item == b"INTERNALDATE":
@@ -311,13 +311,14 @@ def render_columns(
     return b"".join([template % row for row in rows])
 
 
-def _rendered_flags(columns: IndexColumns, first_recent: int) -> list[bytes]:
+def _rendered_flags(columns: IndexColumns, recent: Sequence[tuple[int, int]]) -> list[bytes]:
+    """Flag lists, with \\Recent for the UIDs in the session's ``recent`` ranges."""
     flags = columns.flags
     once = {flagset: flag_list(flagset) for flagset in set(flags)}
     rendered = list(map(once.__getitem__, flags))
-    recent_from = bisect_left(columns.uids, first_recent)
-    for i in range(recent_from, len(rendered)):
-        rendered[i] = flag_list(flags[i], True)
+    for low, high in recent:
+        for i in range(bisect_left(columns.uids, low), bisect_left(columns.uids, high)):
+            rendered[i] = flag_list(flags[i], True)
     return rendered
 
 

@@ -97,6 +97,7 @@ class LoginCommands:
         return caps + [
             "NAMESPACE",
             "UIDPLUS",
+            "MULTIAPPEND",
             "MOVE",
             "UNSELECT",
             "CHILDREN",

@@ -394,21 +394,30 @@ class MaildirMailbox:
 
     def _select(self, claim_recent: bool) -> MailboxSelection:
         self._store._reconcile(self.directory)
-        first_recent = self._index.claim_recent() if claim_recent else 1 << 62
         image = self._store.images.get(self.directory)
         with image.lock:
             image.refresh(self._index)
             first_unseen, unseen = image.unseen()
-            return MailboxSelection(
-                uidvalidity=image.uidvalidity,
-                uidnext=image.uidnext,
-                highestmodseq=image.highestmodseq,
-                uids=image.uids[:],
-                first_unseen=first_unseen,
-                unseen=unseen,
-                first_recent=first_recent,
-                keywords=frozenset(image.keyword_names()),
+            uidvalidity, uidnext, highestmodseq = (
+                image.uidvalidity,
+                image.uidnext,
+                image.highestmodseq,
             )
+            uids = image.uids[:]
+            keywords = frozenset(image.keyword_names())
+        # Claimed only up to what this selection holds: a message added since is left for
+        # whichever session is told of it first (``claim_recent``).
+        first_recent = self._index.claim_recent(uidnext, claim_recent)
+        return MailboxSelection(
+            uidvalidity=uidvalidity,
+            uidnext=uidnext,
+            highestmodseq=highestmodseq,
+            uids=uids,
+            first_unseen=first_unseen,
+            unseen=unseen,
+            first_recent=first_recent,
+            keywords=keywords,
+        )
 
     def _columns(self, uids: list[int]) -> IndexColumns:
         wanted = array("I", uids)  # sorted here unless they aren't one run of the mailbox
@@ -535,6 +544,25 @@ class MaildirMailbox:
             uid = self._append(path, flags, internaldate, crlf)
         return self._index.meta()["uidvalidity"], uid
 
+    def _append_many(
+        self, items: list[tuple[MessageSource, list[str], float | None]]
+    ) -> tuple[int, list[int]]:
+        staging = self._store.staging_directory(self.user)
+        staged: list[str] = []
+        try:
+            files = []
+            for source, flags, internaldate in items:
+                path, crlf = _stage(staging, source)
+                staged.append(path)
+                bits, keywords = flags_to_bits(flags)
+                files.append((path, bits, keywords, internaldate, crlf))
+            uids = self._store._add_files(self.directory, files)
+        finally:
+            for path in staged:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        return self._index.meta()["uidvalidity"], uids
+
     def _expunge(self, uids: Iterable[int]) -> list[int]:
         removed = []
         with self._index.write() as db:
@@ -588,6 +616,12 @@ class MaildirMailbox:
     ) -> Deferred[tuple[int, int]]:
         return self._store._run(self._append_source, source, list(flags), internaldate)
 
+    def append_many(
+        self, items: Iterable[tuple[MessageSource, Iterable[str], float | None]]
+    ) -> Deferred[tuple[int, list[int]]]:
+        batch = [(source, list(flags), date) for source, flags, date in items]
+        return self._store._run(self._append_many, batch)
+
     def append_staged(
         self, path: str, flags: Iterable[str] = (), internaldate: float | None = None
     ) -> Deferred[tuple[int, int]]:
@@ -595,6 +629,9 @@ class MaildirMailbox:
 
     def select(self, claim_recent: bool) -> Deferred[MailboxSelection]:
         return self._store._run(self._select, claim_recent)
+
+    def claim_recent(self, upto: int) -> Deferred[int]:
+        return self._store._run(self._index.claim_recent, upto)
 
     def status(self) -> Deferred[MailboxStatus]:
         return self._store._run(self._status)
@@ -724,27 +761,52 @@ class MaildirStore:
     ) -> int:
         """Link one file into ``directory`` durably and index it; returns its UID.
         ``crlf_size`` is the size as served when it may differ from the file's (bare LFs)."""
-        size = os.stat(source_path).st_size
-        name = new_message_name(size, crlf_size)
-        if crlf_size is not None:
-            size = crlf_size
-        subdir = "new" if not bits and not keywords else "cur"
-        target = _message_path(directory, name, subdir, bits)
-        with self._own_write(directory):
-            _safeio.link_durably(source_path, target)
-        _safeio.fsync_dir(os.path.dirname(target))
-        date = internaldate if internaldate is not None else time.time()
+        (uid,) = self._add_files(
+            directory, [(source_path, bits, keywords, internaldate, crlf_size)]
+        )
+        return uid
+
+    def _add_files(
+        self,
+        directory: str,
+        files: list[tuple[str, int, str, float | None, int | None]],
+    ) -> list[int]:
+        """Link each ``(source_path, bits, keywords, internaldate, crlf_size)`` into
+        ``directory``, fsync, and index them all in one transaction: all or none (MULTIAPPEND,
+        RFC 3502 §6.3.11: a link that fails removes the ones made before it, and the index
+        never holds some without the others). The UIDs, in order."""
+        linked: list[tuple[str, str, int, str, float, int, str]] = []
         try:
-            header = read_header(target)
-        except OSError:
-            header = None
+            for source_path, bits, keywords, internaldate, crlf_size in files:
+                size = os.stat(source_path).st_size
+                name = new_message_name(size, crlf_size)
+                subdir = "new" if not bits and not keywords else "cur"
+                target = _message_path(directory, name, subdir, bits)
+                with self._own_write(directory):
+                    _safeio.link_durably(source_path, target)
+                date = internaldate if internaldate is not None else time.time()
+                served = crlf_size if crlf_size is not None else size
+                linked.append((name, subdir, bits, keywords, date, served, target))
+            _safeio.fsync_dirs(os.path.dirname(entry[-1]) for entry in linked)
+        except BaseException:
+            for *_entry, target in linked:
+                with contextlib.suppress(OSError), self._own_write(directory):
+                    os.unlink(target)
+            raise
+        headers = []
+        for *_entry, target in linked:
+            try:
+                headers.append(read_header(target))
+            except OSError:
+                headers.append(None)
         index = _index.MailboxIndex(directory)
         with index.write() as db:
-            (uid,) = index.add([(name, subdir, bits, keywords, date, size)], db)
-            if header is not None:
-                index.cache_header(uid, header, db)
+            uids = index.add([entry[:6] for entry in linked], db)
+            for uid, header in zip(uids, headers, strict=True):
+                if header is not None:
+                    index.cache_header(uid, header, db)
         self._changed(directory)
-        return uid
+        return uids
 
     def _reconcile(self, directory: str) -> None:
         """Bring the index in line with files other tools added or removed.

@@ -1,0 +1,100 @@
+"""APPEND's arguments and how the messages reach the store: RFC 3501 §6.3.11, several
+messages in one command (MULTIAPPEND, RFC 3502), APPENDUID with a UID set (UIDPLUS, RFC 4315).
+
+MULTIAPPEND is atomic: every message is added or none is (``IMailbox.append_many``: each
+message is written and fsync'd, then all are linked and indexed in one transaction; a failure
+removes what was linked). A single message keeps the one-trip path: a large literal already
+streamed to a file in the store's staging directory is linked, not copied
+(``IStagedAppend``). OK is sent only after the messages and their directory entries are
+fsync'd (DESIGN invariant 1).
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from txmailhost.imap import replies
+from txmailhost.imap.parser import LiteralFile, ParseError, Reader
+from txmailhost.store.interfaces import MessageSource
+
+_DATE_TIME = re.compile(
+    rb" ?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)"
+)
+_MONTHS = {m.upper(): i for i, m in enumerate(calendar.month_abbr) if m}
+_IGNORED_FLAGS = ("\\Recent", "\\*")  # not flags a client may set (§2.3.2)
+
+
+def parse_date_time(raw: bytes) -> float:
+    """APPEND's date-time (RFC 3501 §9) → POSIX time."""
+    match = _DATE_TIME.fullmatch(raw)
+    month = _MONTHS.get(match[2].upper().decode()) if match else None
+    if not match or not month:
+        raise ParseError("invalid date-time")
+    day, year, hour, minute, second = (int(match[i]) for i in (1, 3, 4, 5, 6))
+    try:
+        datetime.datetime(year, month, day, hour, minute, second)  # no 31-Feb, no 25:00
+        stamp = calendar.timegm((year, month, day, hour, minute, second))
+    except (ValueError, OverflowError):
+        raise ParseError("invalid date-time") from None
+    offset = (int(match[8]) * 60 + int(match[9])) * 60
+    return stamp - offset if match[7] == b"+" else stamp + offset
+
+
+@dataclass(frozen=True)
+class AppendMessage:
+    """One message of an APPEND: its flags, INTERNALDATE (None: now) and octets."""
+
+    flags: list[str]
+    date: float | None
+    literal: bytes | LiteralFile
+
+    @property
+    def size(self) -> int:
+        return self.literal.size if isinstance(self.literal, LiteralFile) else len(self.literal)
+
+    def source(self) -> MessageSource:
+        if isinstance(self.literal, LiteralFile):
+            return MessageSource.from_path(self.literal.path, self.literal.size)
+        return MessageSource.from_bytes(self.literal)
+
+
+def parse_messages(reader: Reader) -> list[AppendMessage]:
+    """``1*(SP [flag-list SP] [date-time SP] literal)`` after the mailbox name (RFC 3502 §6);
+    an empty message is refused (``NO``): there is nothing to store."""
+    messages = []
+    while True:
+        reader.sp()
+        flags: list[str] = []
+        if reader.peek() == b"(":
+            flags = [f for f in reader.flag_list() if f not in _IGNORED_FLAGS]
+            reader.sp()
+        date = None
+        if reader.peek() == b'"':
+            date = parse_date_time(reader.date_time())
+            reader.sp()
+        message = AppendMessage(flags, date, reader.literal())
+        if not message.size:
+            raise replies.IMAPError("empty message")
+        messages.append(message)
+        if reader.at_end():
+            return messages
+
+
+async def store_messages(mailbox: Any, messages: list[AppendMessage]) -> tuple[int, list[int]]:
+    """Add ``messages`` to ``mailbox``, all or none; (UIDVALIDITY, their UIDs)."""
+    if len(messages) > 1:
+        return await mailbox.append_many([(m.source(), m.flags, m.date) for m in messages])
+    (message,) = messages
+    # (Literals go to a file only for a store that declares IFileDelivery, whose mailboxes
+    # take staged files: IStagedAppend.)
+    if isinstance(message.literal, LiteralFile):
+        uidvalidity, uid = await mailbox.append_staged(
+            message.literal.path, message.flags, message.date
+        )
+    else:
+        uidvalidity, uid = await mailbox.append(message.source(), message.flags, message.date)
+    return uidvalidity, [uid]
