@@ -64,3 +64,56 @@ def test_multiappend_with_one_bad_message_stores_none(alice):
 def test_multiappend_to_a_missing_mailbox_is_trycreate(alice):
     reply = alice.cmd(b"b APPEND Nope " + literal(ONE) + b" " + literal(TWO))
     assert reply.startswith(b"b NO [TRYCREATE]")
+
+
+# -- BINARY (RFC 3516) ---------------------------------------------------------------------------
+
+BINARY_MESSAGE = (
+    b"From: user@domain.org\r\nMime-Version: 1.0\r\n"
+    b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+    b"\x00-\xe4\n\r\n\n"
+)
+
+
+def test_a_literal8_append_is_stored_as_base64_and_fetched_back_as_binary(alice):
+    assert b"BINARY" in alice.cmd("c CAPABILITY")
+    reply = alice.cmd(b"b APPEND INBOX ~{%d+}\r\n" % len(BINARY_MESSAGE) + BINARY_MESSAGE)
+    assert b"b OK [APPENDUID" in reply
+    alice.cmd("c SELECT INBOX")
+    body = alice.cmd("d FETCH 1 BODY.PEEK[1]")
+    assert b"\x00" not in body and b"AC3kCg0KCg==" in body  # readable by any IMAP4rev1 client
+    assert b"Content-Transfer-Encoding: base64" in alice.cmd("e FETCH 1 BODY.PEEK[HEADER]")
+    assert alice.cmd("f FETCH 1 (BINARY.SIZE[1] BINARY.PEEK[1])") == (
+        b"* 1 FETCH (BINARY.SIZE[1] 7 BINARY[1] ~{7}\r\n\x00-\xe4\n\r\n\n)\r\n"
+        b"f OK FETCH completed\r\n"
+    )
+    assert b"\\Seen" not in alice.cmd("g FETCH 1 FLAGS")  # PEEK and SIZE leave \Seen alone
+
+
+def test_binary_fetch_decodes_base64_and_quoted_printable_parts(alice):
+    message = (
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Transfer-Encoding: base64\r\n\r\n  aGVs \r\nbG8gd29y\r\nbGQ=\r\n"
+        b"--b\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nfoo = \t\r\n=62ar  \r\nx=3D1\r\n"
+        b"--b\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin\r\n--b--\r\n"
+    )
+    alice.cmd(b"b APPEND INBOX {%d+}\r\n" % len(message) + message)
+    alice.cmd("c SELECT INBOX")
+    assert alice.cmd("d FETCH 1 (BINARY.PEEK[1] BINARY.PEEK[2]<4.3>)") == (
+        b"* 1 FETCH (BINARY[1] {11}\r\nhello world BINARY[2]<4> {3}\r\nbar)\r\n"
+        b"d OK FETCH completed\r\n"
+    )
+    assert alice.cmd("e FETCH 1 BINARY.SIZE[2]") == (
+        b"* 1 FETCH (BINARY.SIZE[2] 12)\r\ne OK FETCH completed\r\n"  # "foo bar\\r\\nx=1"
+    )
+    assert alice.cmd("f FETCH 1 BINARY.PEEK[3]") == (
+        b"f NO [UNKNOWN-CTE] unknown Content-Transfer-Encoding\r\n"
+    )
+    assert b"\\Seen" in alice.cmd("g FETCH 1 BINARY[1]")  # without PEEK it marks \Seen
+
+
+@pytest.mark.parametrize("item", ["BINARY[1.MIME]", "BINARY[HEADER]", "BINARY.SIZE[1]<0.5>"])
+def test_binary_takes_part_numbers_only(alice, item):
+    alice.cmd(b"b APPEND INBOX {%d+}\r\n" % len(ONE) + ONE)
+    alice.cmd("c SELECT INBOX")
+    assert alice.cmd(f"d FETCH 1 {item}").startswith(b"d BAD ")

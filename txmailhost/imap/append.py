@@ -17,7 +17,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from txmailhost.imap import replies
+from twisted.internet.threads import deferToThreadPool
+
+from txmailhost.imap import binary, replies
 from txmailhost.imap.parser import LiteralFile, ParseError, Reader
 from txmailhost.store.interfaces import MessageSource
 
@@ -46,11 +48,13 @@ def parse_date_time(raw: bytes) -> float:
 
 @dataclass(frozen=True)
 class AppendMessage:
-    """One message of an APPEND: its flags, INTERNALDATE (None: now) and octets."""
+    """One message of an APPEND: its flags, INTERNALDATE (None: now) and octets; ``binary``
+    when they came as a literal8 (``~{n}``, RFC 3516 §4.4) and may hold binary parts."""
 
     flags: list[str]
     date: float | None
     literal: bytes | LiteralFile
+    binary: bool = False
 
     @property
     def size(self) -> int:
@@ -76,7 +80,10 @@ def parse_messages(reader: Reader) -> list[AppendMessage]:
         if reader.peek() == b'"':
             date = parse_date_time(reader.date_time())
             reader.sp()
-        message = AppendMessage(flags, date, reader.literal())
+        literal8 = reader.peek() == b"~"
+        if literal8:
+            reader.pos += 1
+        message = AppendMessage(flags, date, reader.literal(), literal8)
         if not message.size:
             raise replies.IMAPError("empty message")
         messages.append(message)
@@ -84,8 +91,33 @@ def parse_messages(reader: Reader) -> list[AppendMessage]:
             return messages
 
 
-async def store_messages(mailbox: Any, messages: list[AppendMessage]) -> tuple[int, list[int]]:
+def _readable(message: AppendMessage) -> AppendMessage:
+    """A literal8 message with its binary parts re-encoded as base64 (``binary.py``); read
+    whole, off the reactor thread when it was staged in a file."""
+    literal = message.literal
+    if isinstance(literal, LiteralFile):
+        with open(literal.path, "rb") as f:
+            literal = f.read()
+    converted = binary.base64_parts(literal)
+    if converted is literal and literal is message.literal:
+        return message
+    return AppendMessage(message.flags, message.date, converted)
+
+
+async def _converted(message: AppendMessage, reactor: Any) -> AppendMessage:
+    """``_readable`` at once for a literal held in memory (at most 256 KiB); for one staged
+    in a file, in the reactor's thread pool: reading and re-encoding up to APPENDLIMIT
+    octets must not stall other sessions (DESIGN invariant 3)."""
+    if isinstance(message.literal, LiteralFile) and hasattr(reactor, "getThreadPool"):
+        return await deferToThreadPool(reactor, reactor.getThreadPool(), _readable, message)
+    return _readable(message)
+
+
+async def store_messages(
+    mailbox: Any, messages: list[AppendMessage], reactor: Any
+) -> tuple[int, list[int]]:
     """Add ``messages`` to ``mailbox``, all or none; (UIDVALIDITY, their UIDs)."""
+    messages = [await _converted(m, reactor) if m.binary else m for m in messages]
     if len(messages) > 1:
         return await mailbox.append_many([(m.source(), m.flags, m.date) for m in messages])
     (message,) = messages

@@ -361,7 +361,7 @@ class MailboxCommands:
         mailbox = await self._open(name, missing=replies.TryCreate)
         size = sum(message.size for message in messages)
         await self._check_quota(size)
-        uidvalidity, uids = await append.store_messages(mailbox, messages)
+        uidvalidity, uids = await append.store_messages(mailbox, messages, self.factory.reactor)
         log.info(
             "imap append {user} {mailbox} uid {uids} ({size} octets)",
             user=self.user,

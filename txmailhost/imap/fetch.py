@@ -15,7 +15,7 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from txmailhost.imap import mime
+from txmailhost.imap import binary, mime
 from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.store.interfaces import SEEN, IndexColumns, StoredMessage
 
@@ -53,6 +53,7 @@ class Section:
     partial: tuple[int, int] | None
     peek: bool
     label: bytes
+    binary: str = ""  # RFC 3516: "BINARY" (decoded octets) or "SIZE" (their count)
 
     @property
     def header_only(self) -> bool:
@@ -155,10 +156,11 @@ def _word(reader: Reader) -> bytes:
 
 def _parse_item(reader: Reader, request: FetchRequest, word: bytes | None = None) -> None:
     word = word or _word(reader)
-    if word in (b"BODY", b"BODY.PEEK", b"BINARY", b"BINARY.PEEK") and reader.peek() == b"[":
-        if word.startswith(b"BINARY"):
-            raise ParseError("BINARY is not supported")
+    if word in (b"BODY", b"BODY.PEEK") and reader.peek() == b"[":
         request.add(_parse_section(reader, peek=word == b"BODY.PEEK"))
+        return
+    if word in (b"BINARY", b"BINARY.PEEK", b"BINARY.SIZE") and reader.peek() == b"[":
+        request.add(_parse_binary_section(reader, word))
         return
     if word not in _SIMPLE:
         raise ParseError(f"unknown fetch attribute {word.decode('ascii', 'replace')}")
@@ -219,6 +221,24 @@ def _parse_section(reader: Reader, peek: bool) -> Section:
     if partial is not None:
         label += b"<%d>" % partial[0]
     return Section(tuple(path), kind, fields, partial, peek, label)
+
+
+def _parse_binary_section(reader: Reader, word: bytes) -> Section:
+    """RFC 3516 §4.1: ``BINARY[part]<partial>``, ``BINARY.PEEK[...]``, ``BINARY.SIZE[part]``:
+    part numbers only (no HEADER, TEXT or MIME)."""
+    section = _parse_section(reader, peek=word != b"BINARY")
+    if section.kind:
+        raise ParseError("BINARY takes part numbers only")
+    size = word == b"BINARY.SIZE"
+    if size and section.partial is not None:
+        raise ParseError("BINARY.SIZE takes no partial")
+    spec = b".".join(b"%d" % n for n in section.path)
+    label = (b"BINARY.SIZE[" if size else b"BINARY[") + spec + b"]"
+    if section.partial is not None:
+        label += b"<%d>" % section.partial[0]
+    return Section(
+        section.path, "", (), section.partial, section.peek, label, "SIZE" if size else "BINARY"
+    )
 
 
 def _section_word(reader: Reader) -> str:
@@ -322,6 +342,22 @@ def _rendered_flags(columns: IndexColumns, recent: Sequence[tuple[int, int]]) ->
     return rendered
 
 
+def _binary_value(message: StoredMessage, section: Section, root: mime.Part) -> bytes:
+    """RFC 3516 §4.2: a part's decoded octets (the whole message, as it is, for ``[]``), or
+    with ``BINARY.SIZE`` their count. A part that doesn't exist is empty."""
+    if not section.path:
+        data = message.content or b""
+    else:
+        part = mime.find_part(root, list(section.path))
+        data = b"" if part is None else binary.decoded(part)
+    if section.binary == "SIZE":
+        return section.label + b" %d" % len(data)
+    if section.partial is not None:
+        origin, length = section.partial
+        data = data[origin : origin + length]
+    return section.label + b" " + binary.literal(data)
+
+
 def _section_bytes(message: StoredMessage, section: Section, root: mime.Part | None) -> bytes:
     if section.header_only and not section.path:
         header = message.header if message.header is not None else b""
@@ -390,12 +426,17 @@ def streamable(request: FetchRequest, structure_known: bool = False) -> bool:
     chunks (DESIGN invariant 2)."""
     for item in request.items:
         if isinstance(item, Section):
-            if item.path or item.kind not in (
-                "",
-                "TEXT",
-                "HEADER",
-                "HEADER.FIELDS",
-                "HEADER.FIELDS.NOT",
+            if (
+                item.binary
+                or item.path
+                or item.kind
+                not in (
+                    "",
+                    "TEXT",
+                    "HEADER",
+                    "HEADER.FIELDS",
+                    "HEADER.FIELDS.NOT",
+                )
             ):
                 return False
         elif item in STRUCTURE_ITEMS and not structure_known:
@@ -475,6 +516,9 @@ def render_parts(
         add(b"UID %d" % message.uid)
         seen_items.add(b"UID")
     for item in request.items:
+        if isinstance(item, Section) and item.binary:
+            add(_binary_value(message, item, root()))
+            continue
         if isinstance(item, Section):
             if message.content is None and not item.header_only:
                 start, length = (0, message.size) if item.kind == "" else text_range

@@ -98,6 +98,7 @@ class LoginCommands:
             "NAMESPACE",
             "UIDPLUS",
             "MULTIAPPEND",
+            "BINARY",
             "MOVE",
             "UNSELECT",
             "CHILDREN",
