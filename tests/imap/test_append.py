@@ -117,3 +117,78 @@ def test_binary_takes_part_numbers_only(alice, item):
     alice.cmd(b"b APPEND INBOX {%d+}\r\n" % len(ONE) + ONE)
     alice.cmd("c SELECT INBOX")
     assert alice.cmd(f"d FETCH 1 {item}").startswith(b"d BAD ")
+
+
+# -- CATENATE (RFC 4469) -------------------------------------------------------------------------
+
+FORWARDED = b"From: a@example.test\r\nSubject: orig\r\n\r\nthe body\r\n"
+
+
+@pytest.fixture
+def original(alice):
+    """(session, UIDVALIDITY) with FORWARDED as UID 1 of INBOX."""
+    reply = alice.cmd(b"o APPEND INBOX " + literal(FORWARDED))
+    return alice, int(re.search(rb"APPENDUID (\d+) 1\]", reply)[1])
+
+
+def test_catenate_builds_a_message_from_text_and_urls(original):
+    alice, validity = original
+    assert b"CATENATE" in alice.cmd("c CAPABILITY")
+    head = b"From: me@example.test\r\nSubject: fwd\r\n\r\n"
+    reply = alice.cmd(
+        b"b APPEND Drafts (\\Draft) CATENATE (TEXT "
+        + literal(head)
+        + b' URL "/INBOX;UIDVALIDITY=%d/;UID=1/;SECTION=TEXT"' % validity
+        + b' URL "/INBOX/;UID=1/;SECTION=HEADER.FIELDS%20(SUBJECT)/;PARTIAL=0.8" TEXT '
+        + literal(b"\r\n-- \r\nme\r\n")
+        + b")"
+    )
+    assert re.fullmatch(rb"b OK \[APPENDUID \d+ 1\] APPEND completed\r\n", reply)
+    alice.cmd("c SELECT Drafts")
+    assert alice.cmd("d FETCH 1 BODY.PEEK[]") == (
+        b"* 1 FETCH (BODY[] {%d}\r\n" % (len(head) + 10 + 8 + 11)
+        + head
+        + b"the body\r\nSubject:\r\n-- \r\nme\r\n)\r\nd OK FETCH completed\r\n"
+    )
+
+
+def test_catenate_with_a_bad_url_stores_nothing(original):
+    alice, validity = original
+    for url in (
+        b"/INBOX;UIDVALIDITY=%d/;UID=1" % (validity + 1),  # another incarnation
+        b"/INBOX/;UID=99",  # no such message
+        b"/Nope/;UID=1",  # no such mailbox
+        b"/INBOX/;UID=1/;SECTION=NOPE",  # no such section
+        b"imap://host/../../bob@example.test/;UID=1",  # not a mailbox name
+        b"not a url",
+    ):
+        reply = alice.cmd(b'b APPEND Drafts CATENATE (TEXT {3+}\r\nhi\n URL "%s")' % url)
+        assert reply.startswith(b"b NO [BADURL "), (url, reply)
+    assert b"MESSAGES 0" in alice.cmd("c STATUS Drafts (MESSAGES)")
+
+
+def test_catenate_to_a_missing_mailbox_is_trycreate_before_urls_are_read(original):
+    alice, _ = original
+    reply = alice.cmd(b'b APPEND Nope CATENATE (URL "/INBOX;UIDVALIDITY=1/;UID=1")')
+    assert reply.startswith(b"b NO [TRYCREATE]")
+
+
+def test_catenate_and_multiappend_together(original):
+    alice, _ = original
+    reply = alice.cmd(
+        b'b APPEND Drafts CATENATE (URL "/INBOX/;UID=1") (\\Answered) ' + literal(ONE)
+    )
+    assert re.fullmatch(rb"b OK \[APPENDUID \d+ 1:2\] APPEND completed\r\n", reply)
+    alice.cmd("c SELECT Drafts")
+    fetched = alice.cmd("d FETCH 1:2 BODY.PEEK[]")
+    assert FORWARDED in fetched and ONE in fetched
+
+
+def test_catenate_result_larger_than_appendlimit_is_toobig(tmp_path, backend):
+    world = make_world(tmp_path, backend)
+    world.add_user(ALICE)
+    s = Session(make_factory(world, max_literal_size=20))
+    s.login()
+    s.cmd(b"o APPEND INBOX " + literal(b"Subject: x\r\n\r\n0123\r\n"))  # 20 octets
+    reply = s.cmd(b'b APPEND INBOX CATENATE (URL "/INBOX/;UID=1" TEXT {2+}\r\nab)')
+    assert reply.startswith(b"b NO [TOOBIG]")

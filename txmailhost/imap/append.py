@@ -1,5 +1,7 @@
 """APPEND's arguments and how the messages reach the store: RFC 3501 §6.3.11, several
-messages in one command (MULTIAPPEND, RFC 3502), APPENDUID with a UID set (UIDPLUS, RFC 4315).
+messages in one command (MULTIAPPEND, RFC 3502), messages built from text and URLs
+(CATENATE, RFC 4469: ``catenate.py``), literal8 (BINARY, RFC 3516: ``binary.py``), APPENDUID
+with a UID set (UIDPLUS, RFC 4315).
 
 MULTIAPPEND is atomic: every message is added or none is (``IMailbox.append_many``: each
 message is written and fsync'd, then all are linked and indexed in one transaction; a failure
@@ -14,12 +16,13 @@ from __future__ import annotations
 import calendar
 import datetime
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.threads import deferToThreadPool
 
-from txmailhost.imap import binary, replies
+from txmailhost.imap import binary, catenate, replies
 from txmailhost.imap.parser import LiteralFile, ParseError, Reader
 from txmailhost.store.interfaces import MessageSource
 
@@ -49,12 +52,15 @@ def parse_date_time(raw: bytes) -> float:
 @dataclass(frozen=True)
 class AppendMessage:
     """One message of an APPEND: its flags, INTERNALDATE (None: now) and octets; ``binary``
-    when they came as a literal8 (``~{n}``, RFC 3516 §4.4) and may hold binary parts."""
+    when they came as a literal8 (``~{n}``, RFC 3516 §4.4) and may hold binary parts;
+    ``parts`` when CATENATE (RFC 4469) builds it (``literal`` is then empty until
+    ``assemble`` fills it)."""
 
     flags: list[str]
     date: float | None
     literal: bytes | LiteralFile
     binary: bool = False
+    parts: tuple[catenate.CatPart, ...] = ()
 
     @property
     def size(self) -> int:
@@ -80,13 +86,17 @@ def parse_messages(reader: Reader) -> list[AppendMessage]:
         if reader.peek() == b'"':
             date = parse_date_time(reader.date_time())
             reader.sp()
-        literal8 = reader.peek() == b"~"
-        if literal8:
-            reader.pos += 1
-        message = AppendMessage(flags, date, reader.literal(), literal8)
-        if not message.size:
-            raise replies.IMAPError("empty message")
-        messages.append(message)
+        if reader.peek_upper(b"CATENATE"):
+            parts = tuple(catenate.parse_parts(reader))
+            messages.append(AppendMessage(flags, date, b"", parts=parts))
+        else:
+            literal8 = reader.peek() == b"~"
+            if literal8:
+                reader.pos += 1
+            message = AppendMessage(flags, date, reader.literal(), literal8)
+            if not message.size:
+                raise replies.IMAPError("empty message")
+            messages.append(message)
         if reader.at_end():
             return messages
 
@@ -111,6 +121,38 @@ async def _converted(message: AppendMessage, reactor: Any) -> AppendMessage:
     if isinstance(message.literal, LiteralFile) and hasattr(reactor, "getThreadPool"):
         return await deferToThreadPool(reactor, reactor.getThreadPool(), _readable, message)
     return _readable(message)
+
+
+def _read_file(literal: LiteralFile) -> bytes:
+    with open(literal.path, "rb") as f:
+        return f.read()
+
+
+async def assemble(
+    messages: list[AppendMessage],
+    resolve: Callable[[bytes], Awaitable[bytes]],
+    reactor: Any,
+    limit: int,
+) -> list[AppendMessage]:
+    """Each CATENATE message built from its parts (``catenate.py``); ``resolve`` gives the
+    octets of a URL. A text part staged in a file is read in the reactor's thread pool."""
+
+    async def read_text(literal: bytes | LiteralFile) -> bytes:
+        if not isinstance(literal, LiteralFile):
+            return literal
+        if hasattr(reactor, "getThreadPool"):
+            return await deferToThreadPool(reactor, reactor.getThreadPool(), _read_file, literal)
+        return _read_file(literal)
+
+    built = []
+    for message in messages:
+        if message.parts:
+            data = await catenate.assemble(list(message.parts), read_text, resolve, limit)
+            if not data:
+                raise replies.IMAPError("empty message")
+            message = AppendMessage(message.flags, message.date, data)
+        built.append(message)
+    return built
 
 
 async def store_messages(

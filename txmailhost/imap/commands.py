@@ -1,7 +1,7 @@
 """Commands of the authenticated state (RFC 3501 §6.3) and the extensions that live there:
 SELECT/EXAMINE (with CONDSTORE and QRESYNC parameters, RFC 7162), CREATE, DELETE, RENAME,
 SUBSCRIBE, LIST/LSUB (LIST-EXTENDED RFC 5258, SPECIAL-USE RFC 6154, CHILDREN RFC 3348,
-LIST-STATUS RFC 5819), STATUS, APPEND (UIDPLUS RFC 4315, MULTIAPPEND RFC 3502), NAMESPACE (RFC 2342), ENABLE
+LIST-STATUS RFC 5819), STATUS, APPEND (UIDPLUS RFC 4315, MULTIAPPEND RFC 3502, CATENATE RFC 4469), NAMESPACE (RFC 2342), ENABLE
 (RFC 5161), ID (RFC 2971) and QUOTA (RFC 9208, usage only).
 
 Every mailbox name goes through ``names.decode`` and the store's own checks, and the store is
@@ -17,7 +17,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from txmailhost.imap import append, names, replies
+from txmailhost.imap import append, catenate, names, replies
 from txmailhost.imap.fetch import flag_list
 from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.imap.replies import Done, mailbox_name, printable
@@ -359,9 +359,11 @@ class MailboxCommands:
         messages = append.parse_messages(reader)
         reader.end()
         mailbox = await self._open(name, missing=replies.TryCreate)
+        reactor, limit = self.factory.reactor, self.factory.max_literal_size
+        messages = await append.assemble(messages, self._url_data, reactor, limit)
         size = sum(message.size for message in messages)
         await self._check_quota(size)
-        uidvalidity, uids = await append.store_messages(mailbox, messages, self.factory.reactor)
+        uidvalidity, uids = await append.store_messages(mailbox, messages, reactor)
         log.info(
             "imap append {user} {mailbox} uid {uids} ({size} octets)",
             user=self.user,
@@ -370,6 +372,10 @@ class MailboxCommands:
             size=size,
         )
         return Done("APPEND completed", code=f"APPENDUID {uidvalidity} {compress(uids)}")
+
+    async def _url_data(self, url: bytes) -> bytes:
+        """CATENATE's URLs name only this user's own messages (``catenate.url_data``)."""
+        return await catenate.url_data(self.store, self.account.address, url)
 
     # -- QUOTA (RFC 9208) ------------------------------------------------------------------------
 

@@ -241,6 +241,20 @@ def _parse_binary_section(reader: Reader, word: bytes) -> Section:
     )
 
 
+def parse_section_spec(spec: bytes) -> Section:
+    """A section as an IMAP URL gives it (RFC 5092 ``;SECTION=1.MIME``): what goes between
+    the brackets of ``BODY[...]``. ParseError if it isn't one."""
+    reader = Reader(b"[" + spec + b"]")
+    section = _parse_section(reader, peek=True)
+    reader.end()
+    return section
+
+
+def section_data(message: StoredMessage, section: Section, root: mime.Part) -> bytes:
+    """What ``BODY.PEEK[section]`` holds for a loaded message (partial not applied)."""
+    return _section_bytes(message, section, root)
+
+
 def _section_word(reader: Reader) -> str:
     start = reader.pos
     while not reader.at_end() and reader.peek() not in (b" ", b"]", b"("):

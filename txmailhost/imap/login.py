@@ -99,6 +99,7 @@ class LoginCommands:
             "UIDPLUS",
             "MULTIAPPEND",
             "BINARY",
+            "CATENATE",
             "MOVE",
             "UNSELECT",
             "CHILDREN",
