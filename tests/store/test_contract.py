@@ -382,3 +382,16 @@ def test_a_watcher_of_one_mailbox_hears_nothing_of_another(store):
     inbox(store, "Sent").watch(lambda: heard.append(1))
     append(store, MSG)
     assert heard == []
+
+
+def test_access_keys_are_made_once_kept_and_reset(store):
+    assert result(store.access_key(USER, INBOX, False)) is None
+    key = result(store.access_key(USER, INBOX, True))
+    assert len(key) >= 16 and result(store.access_key(USER, INBOX, False)) == key
+    other = result(store.access_key(USER, "Sent", True))
+    result(store.reset_access_keys(USER, INBOX))
+    assert result(store.access_key(USER, INBOX, False)) is None
+    assert result(store.access_key(USER, "Sent", False)) == other
+    result(store.reset_access_keys(USER, None))
+    assert result(store.access_key(USER, "Sent", False)) is None
+    assert result(store.access_key("nobody@example.test", INBOX, False)) is None

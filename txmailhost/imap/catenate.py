@@ -21,15 +21,19 @@ from txmailhost.imap.parser import LiteralFile, ParseError, Reader
 from txmailhost.store.interfaces import NoSuchMailbox, StoreError
 
 MAX_PARTS = 64
-# RFC 5092 §6 (relative form, or absolute with a server we take for ourselves):
-#   [imap://[user[;AUTH=x]@]host[:port]]/mailbox[;UIDVALIDITY=n]/;UID=n[/;SECTION=s][/;PARTIAL=o[.l]]
+# RFC 5092 §6 (relative form, or absolute with a server we take for ourselves), with RFC
+# 4467's ;EXPIRE and ;URLAUTH at the end:
+#   [imap://[user[;AUTH=x]@]host[:port]]/mailbox[;UIDVALIDITY=n]/;UID=n[/;SECTION=s]
+#   [/;PARTIAL=o[.l]][;EXPIRE=datetime][;URLAUTH=access[:mechanism:token]]
 _URL = re.compile(
-    r"(?:imap://[^/]*)?/(?P<mailbox>[^;/]+(?:/[^;/]+)*?)(?:;UIDVALIDITY=(?P<uidvalidity>\d{1,10}))?"
+    r"(?:imap://(?:(?P<user>[^@/;]*)(?:;AUTH=[^@/]*)?@)?(?P<host>[^/]*))?"
+    r"/(?P<mailbox>[^;/]+(?:/[^;/]+)*?)(?:;UIDVALIDITY=(?P<uidvalidity>\d{1,10}))?"
     r"/;UID=(?P<uid>\d{1,10})"
     r"(?:/;SECTION=(?P<section>[^/;]+))?"
     r"(?:/;PARTIAL=(?P<origin>\d{1,10})(?:\.(?P<length>\d{1,10}))?)?"
-    r"(?:;URLAUTH=.*)?",
-    re.IGNORECASE,
+    r"(?:;EXPIRE=(?P<expire>[^;]+))?"
+    r"(?:;URLAUTH=(?P<urlauth>.*))?",
+    re.IGNORECASE | re.DOTALL,
 )
 
 
@@ -80,13 +84,18 @@ def parse_parts(reader: Reader) -> list[CatPart]:
 
 @dataclass(frozen=True)
 class Reference:
-    """What a URL names: a mailbox, a message in it and maybe a section and a range."""
+    """What a URL names: a mailbox, a message in it and maybe a section and a range; for an
+    absolute URL its user and host, and the URLAUTH parts (RFC 4467) when it has them."""
 
     mailbox: str
     uidvalidity: int | None
     uid: int
     section: fetch.Section | None
     partial: tuple[int, int | None] | None
+    user: str | None = None
+    host: str | None = None
+    expire: str | None = None
+    urlauth: str | None = None
 
 
 def parse_url(url: bytes) -> Reference:
@@ -107,13 +116,27 @@ def parse_url(url: bytes) -> Reference:
         length = int(match["length"]) if match["length"] else None
         partial = (int(match["origin"]), length)
     uidvalidity = int(match["uidvalidity"]) if match["uidvalidity"] else None
-    return Reference(mailbox, uidvalidity, int(match["uid"]), section, partial)
+    user = urllib.parse.unquote(match["user"]) if match["user"] else None
+    return Reference(
+        mailbox,
+        uidvalidity,
+        int(match["uid"]),
+        section,
+        partial,
+        user,
+        match["host"],
+        match["expire"],
+        match["urlauth"],
+    )
 
 
-async def url_data(store: Any, user: str, url: bytes) -> bytes:
+async def url_data(store: Any, user: str, url: bytes, reference: Reference | None = None) -> bytes:
     """The octets ``url`` names in ``user``'s mailboxes (RFC 5092 §7: the section as FETCH
     BODY.PEEK[section] gives it, then the partial range)."""
-    reference = parse_url(url)
+    if reference is None:
+        reference = parse_url(url)
+        if reference.urlauth is not None:
+            raise BadURL(url)  # a URLAUTH-authorized URL is for URLFETCH, not for CATENATE
     try:
         mailbox = await store.open(user, reference.mailbox)
         status = await mailbox.status()

@@ -39,7 +39,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
-from txmailhost.imap import replies
+from txmailhost.imap import replies, urlauth
 from txmailhost.imap.commands import MailboxCommands
 from txmailhost.imap.login import LoginCommands
 from txmailhost.imap.messages import MessageCommands
@@ -587,6 +587,9 @@ COMMANDS: dict[str, Command] = {
     "STORE": Command(MessageCommands._store, SELECTED, uid=True, expunges=False),
     "COPY": Command(MessageCommands._copy, SELECTED, uid=True),
     "MOVE": Command(MessageCommands._move, SELECTED, uid=True),
+    "GENURLAUTH": Command(urlauth.genurlauth, AUTH),
+    "URLFETCH": Command(urlauth.urlfetch, AUTH),
+    "RESETKEY": Command(urlauth.resetkey, AUTH),
 }
 
 
@@ -619,6 +622,7 @@ class IMAPFactory(Factory):
         max_literal_size: int = 50 * 1024 * 1024,
         max_line_length: int = 64 * 1024,
         quota_of: Callable[[str], Deferred[int | None]] | None = None,
+        urlauth: bool = False,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -636,3 +640,6 @@ class IMAPFactory(Factory):
         self.max_literal_size = max_literal_size
         self.max_line_length = max_line_length
         self.quota_of = quota_of
+        # URLAUTH (RFC 4467, imap/urlauth.py) is offered only when asked for: its use is a
+        # submission server fetching by URL (BURL, RFC 4468), which txmailhost's doesn't do yet.
+        self.urlauth = urlauth

@@ -263,6 +263,15 @@ class IMailStore(Interface):
     def subscribe(user, mailbox, subscribed):
         """Deferred[None]: add or remove ``mailbox`` from the subscriptions, durably."""
 
+    def access_key(user, mailbox, create):
+        """Deferred[bytes | None]: the mailbox access key of ``user``'s ``mailbox`` (URLAUTH,
+        RFC 4467 §2.3: the secret URLs to it are signed with), made at random on first use
+        when ``create``; None when there is none (nothing is created for an unknown user)."""
+
+    def reset_access_keys(user, mailbox):
+        """Deferred[None]: forget the access key of ``mailbox`` (every one of the user's when
+        None), so every URL signed with it stops working (RESETKEY)."""
+
     def usage(user):
         """Deferred[int]: octets stored in all of the user's mailboxes (QUOTA, RFC 9208)."""
 

@@ -25,12 +25,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import stat
 import tempfile
+import threading
 import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator
@@ -227,6 +230,22 @@ def _adopt(path: str, filename: str) -> tuple[int, bytes | None]:
     if len(head) < _index.HEADER_CACHE_LIMIT:
         return counter.size, lineends.crlf_form(head)
     return counter.size, None
+
+
+# URLAUTH mailbox access keys (RFC 4467), in the user's directory: {"mailbox": "hex", ...}.
+_ACCESS_KEYS = "txmailhost-urlauth-keys.json"
+_access_keys_lock = threading.Lock()
+
+
+def _read_keys(path: str) -> dict[str, str]:
+    try:
+        with open(path, "rb") as f:
+            keys = json.loads(f.read() or b"{}")
+    except FileNotFoundError:
+        return {}
+    except ValueError:  # a damaged file: its URLs stop working, as after RESETKEY
+        return {}
+    return {k: v for k, v in keys.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 def _make_maildir(directory: str) -> None:
@@ -1032,6 +1051,34 @@ class MaildirStore:
         elif not subscribed and mailbox in names:
             self._write_subscriptions(user, [n for n in names if n != mailbox])
 
+    def _access_keys_path(self, user: str) -> str:
+        return os.path.join(user_directory(self.root, user), _ACCESS_KEYS)
+
+    def _access_key_sync(self, user: str, mailbox: str, create: bool) -> bytes | None:
+        path = self._access_keys_path(user)
+        with _access_keys_lock:
+            keys = _read_keys(path)
+            key = keys.get(mailbox)
+            if key is not None or not create:
+                return bytes.fromhex(key) if key else None
+            if not os.path.isdir(os.path.dirname(path)):
+                return None
+            fresh = secrets.token_bytes(32)
+            keys[mailbox] = fresh.hex()
+            _safeio.write_atomic(path, json.dumps(keys, indent=1).encode())
+            return fresh
+
+    def _reset_access_keys_sync(self, user: str, mailbox: str | None) -> None:
+        path = self._access_keys_path(user)
+        with _access_keys_lock:
+            keys = _read_keys(path)
+            if mailbox is None:
+                keys.clear()
+            else:
+                keys.pop(mailbox, None)
+            if os.path.exists(path):
+                _safeio.write_atomic(path, json.dumps(keys, indent=1).encode())
+
     def _usage_sync(self, user: str) -> int:
         user_dir = user_directory(self.root, user)
         total = 0
@@ -1195,6 +1242,12 @@ class MaildirStore:
 
     def subscribe(self, user: str, mailbox: str, subscribed: bool) -> Deferred[None]:
         return self._run(self._subscribe_sync, user, mailbox, subscribed)
+
+    def access_key(self, user: str, mailbox: str, create: bool = True) -> Deferred[bytes | None]:
+        return self._run(self._access_key_sync, user, mailbox, create)
+
+    def reset_access_keys(self, user: str, mailbox: str | None = None) -> Deferred[None]:
+        return self._run(self._reset_access_keys_sync, user, mailbox)
 
     def usage(self, user: str) -> Deferred[int]:
         return self._run(self._usage_sync, user)

@@ -21,6 +21,7 @@ so a large spool file is never read on the reactor thread.
 from __future__ import annotations
 
 import io
+import secrets
 import threading
 import time
 from array import array
@@ -151,6 +152,7 @@ class _Folder:
 class _Account:
     folders: dict[str, _Folder] = field(default_factory=dict)
     subscriptions: list[str] = field(default_factory=list)
+    access_keys: dict[str, bytes] = field(default_factory=dict)  # URLAUTH (RFC 4467)
 
 
 @implementer(IMailbox)
@@ -604,6 +606,28 @@ class MemoryStore:
                 names.append(name)
             elif not subscribed and name in names:
                 names.remove(name)
+
+        return self._do(job)
+
+    def access_key(self, user: str, mailbox: str, create: bool = True) -> Deferred[bytes | None]:
+        def job() -> bytes | None:
+            account = self._accounts.get(_owner(user))
+            if account is None:
+                return None
+            key = account.access_keys.get(mailbox)
+            if key is None and create:
+                key = account.access_keys[mailbox] = secrets.token_bytes(32)
+            return key
+
+        return self._do(job)
+
+    def reset_access_keys(self, user: str, mailbox: str | None = None) -> Deferred[None]:
+        def job() -> None:
+            keys = self._account(user).access_keys
+            if mailbox is None:
+                keys.clear()
+            else:
+                keys.pop(mailbox, None)
 
         return self._do(job)
 
