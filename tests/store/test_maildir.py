@@ -198,3 +198,20 @@ def test_append_many_removes_what_it_linked_when_a_later_link_fails(store, monke
     assert os.listdir(os.path.join(directory, "new")) == []
     assert os.listdir(os.path.join(directory, "cur")) == []
     assert result(box.status()).messages == 0
+
+
+def test_store_and_expunge_find_a_file_another_tool_moved(store):
+    """mutt marks a message read by renaming new/NAME to cur/NAME:2,S; the index still says
+    new/. STORE and EXPUNGE find it (recording the move inside their own transaction)."""
+    from txmailhost.store.interfaces import DELETED, MessageSource
+
+    box = result(store.open(USER, "INBOX"))
+    _validity, uid = result(box.append(MessageSource.from_bytes(b"Subject: m\r\n\r\nx\r\n")))
+    (name,) = os.listdir(os.path.join(box.directory, "new"))
+    os.rename(
+        os.path.join(box.directory, "new", name), os.path.join(box.directory, "cur", name + ":2,S")
+    )
+    (info,) = result(box.store_flags([uid], [DELETED], "+"))
+    assert DELETED in info.flags
+    assert result(box.expunge([uid])) == [uid]
+    assert os.listdir(os.path.join(box.directory, "cur")) == []

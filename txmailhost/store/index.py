@@ -178,6 +178,11 @@ class MailboxIndex:
         """
         with _writer_lock(self.path):
             db = self._db
+            if db.in_transaction:
+                # Called inside this thread's own write (``_locate`` recording where another
+                # tool moved a file, during STORE or EXPUNGE): part of that transaction.
+                yield db
+                return
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
