@@ -97,7 +97,9 @@ def test_imaptest_scripted_files_pass_and_stress_finds_no_error(imaptest, tmp_pa
         )
     finally:
         proc.stop()
-    output = result.stdout + result.stderr
+    # The server's own account of anything that went wrong, for a failure's message.
+    problems = [line for line in proc.log().splitlines() if "Traceback" in line or "Error" in line]
+    output = result.stdout + result.stderr + "\nserver log:\n" + "\n".join(problems[-40:])
     totals = re.search(r"^(\d+) passed, (\d+) failed$", result.stdout, re.M)
     assert totals, output
     assert result.returncode == 0, output
