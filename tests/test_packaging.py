@@ -66,6 +66,8 @@ def test_sdist_holds_the_test_support_e2e_fixtures_docs_and_license(sdist):
         "docs/examples/embed.py",
         "bench/__main__.py",
         ".ci/run",
+        "tools/imaptest/run.sh",
+        "tools/imaptest/imaptest-924f619.tar.xz",
     ):
         assert path in members, path
 

@@ -228,3 +228,31 @@ def test_starttls_upgrades_the_connection(server):
     ok(client.starttls(ssl_context=context))
     client.login(ALICE, PASSWORD)
     client.logout()
+
+
+def test_recent_goes_to_one_of_several_selected_sessions(server, imap):
+    """RFC 3501 §2.3.2, as imaptest's stress checks it: SMTP deliveries while three imaplib
+    sessions have INBOX selected are each \\Recent in exactly one of them."""
+    ok(imap.select("INBOX"))
+    others = []
+    for _ in range(2):
+        other = imaplib.IMAP4(H, listening_port(server, "imap"), timeout=10)
+        other.login(ALICE, PASSWORD)
+        ok(other.select("INBOX"))
+        others.append(other)
+    sessions = [imap, *others]
+    for i in range(4):
+        smtp_deliver(server, f"Subject: r{i}\r\n\r\nx\r\n")
+        for s in sessions[i % 3 :] + sessions[: i % 3]:  # a different one is told first each time
+            ok(s.noop())
+    owners: dict[bytes, int] = {}
+    for n, s in enumerate(sessions):
+        for line in ok(s.fetch("1:*", "(UID FLAGS)")):
+            uid = re.search(rb"UID (\d+)", line)[1]
+            if b"\\Recent" in line:
+                assert uid not in owners, f"UID {uid} recent in sessions {owners[uid]} and {n}"
+                owners[uid] = n
+    assert sorted(owners) == [b"1", b"2", b"3", b"4"]
+    assert b"RECENT 0" in ok(imap.status("INBOX", "(RECENT)"))[0]
+    for other in others:
+        other.logout()

@@ -272,7 +272,10 @@ def test_esearch_return_min_max_count_all(alice):
 
 def test_search_modseq(alice):
     alice.cmd("b STORE 2 +FLAGS.SILENT (\\Seen)")
-    assert alice.cmd("c SEARCH MODSEQ 5") == b"* SEARCH 2 (MODSEQ 5)\r\nc OK SEARCH completed\r\n"
+    assert alice.cmd("c SEARCH MODSEQ 5") == (
+        b"* OK [HIGHESTMODSEQ 5] highest modseq\r\n"  # the first CONDSTORE-enabling command
+        b"* SEARCH 2 (MODSEQ 5)\r\nc OK SEARCH completed\r\n"
+    )
 
 
 def test_copy_answers_copyuid(alice):

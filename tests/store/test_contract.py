@@ -111,6 +111,49 @@ def test_append_gives_growing_uids_and_the_mailbox_uidvalidity(store):
     assert status.size == len(MSG) + len(MSG2)
 
 
+def test_append_many_adds_every_message_in_order_with_its_flags_and_date(store):
+    box = inbox(store)
+    validity = result(box.status()).uidvalidity
+    items = [
+        (MessageSource.from_bytes(MSG), [SEEN], 1000000000.0),
+        (MessageSource.from_bytes(MSG2), ["$Work"], None),
+    ]
+    assert result(box.append_many(items)) == (validity, [1, 2])
+    first, second = result(box.messages([1, 2], content=True))
+    assert (first.content, first.flags, first.internaldate) == (MSG, {SEEN}, 1000000000.0)
+    assert (second.content, second.flags) == (MSG2, {"$Work"})
+
+
+def test_append_many_adds_nothing_when_one_message_fails(store, tmp_path):
+    box = inbox(store)
+    items = [
+        (MessageSource.from_bytes(MSG), [], None),
+        (MessageSource.from_path(str(tmp_path / "missing")), [], None),
+    ]
+    with pytest.raises(OSError):
+        result(box.append_many(items))
+    status = result(box.status())
+    assert (status.messages, status.uidnext) == (0, 1)
+
+
+def test_claim_recent_gives_each_new_uid_to_the_first_claimer_only(store):
+    box = inbox(store)
+    selection = result(box.select(True))
+    assert selection.first_recent == selection.uidnext == 1
+    uid = append(store, MSG)
+    assert result(box.claim_recent(uid + 1)) == uid  # the first session told of it
+    assert result(box.claim_recent(uid + 1)) > uid  # any other: nothing left
+    assert result(box.status()).recent == 0
+
+
+def test_examine_shows_unclaimed_messages_without_claiming_them(store):
+    append(store, MSG)
+    box = inbox(store)
+    assert result(box.select(False)).first_recent == 1
+    assert result(box.status()).recent == 1
+    assert result(box.select(True)).first_recent == 1
+
+
 def test_fetch_by_uid_returns_header_content_flags_and_date(store):
     uid = append(store, MSG, flags=[SEEN, "$Work"], date=1000000000.0)
     (message,) = result(inbox(store).messages([uid], header=True, content=True))
@@ -204,6 +247,14 @@ def test_uids_are_never_reused_after_an_expunge(store):
     result(inbox(store).expunge([uid]))
     assert append(store, MSG2) == uid + 1
     assert result(inbox(store).status()).uidnext == uid + 2
+
+
+def test_a_mailbox_created_again_gets_a_greater_uidvalidity(store):
+    result(store.create_mailbox(USER, "Again"))
+    before = result(inbox(store, "Again").status()).uidvalidity
+    result(store.delete_mailbox(USER, "Again"))
+    result(store.create_mailbox(USER, "Again"))  # within the same second
+    assert result(inbox(store, "Again").status()).uidvalidity > before
 
 
 def test_uidvalidity_stays_while_the_mailbox_exists(store):
@@ -331,3 +382,16 @@ def test_a_watcher_of_one_mailbox_hears_nothing_of_another(store):
     inbox(store, "Sent").watch(lambda: heard.append(1))
     append(store, MSG)
     assert heard == []
+
+
+def test_access_keys_are_made_once_kept_and_reset(store):
+    assert result(store.access_key(USER, INBOX, False)) is None
+    key = result(store.access_key(USER, INBOX, True))
+    assert len(key) >= 16 and result(store.access_key(USER, INBOX, False)) == key
+    other = result(store.access_key(USER, "Sent", True))
+    result(store.reset_access_keys(USER, INBOX))
+    assert result(store.access_key(USER, INBOX, False)) is None
+    assert result(store.access_key(USER, "Sent", False)) == other
+    result(store.reset_access_keys(USER, None))
+    assert result(store.access_key(USER, "Sent", False)) is None
+    assert result(store.access_key("nobody@example.test", INBOX, False)) is None

@@ -172,3 +172,46 @@ def test_index_add_gives_a_name_already_indexed_its_old_uid(tmp_path):
     assert (first, again) == ([1, 2], [2, 3])
     meta = index.meta()
     assert (meta["uidnext"], meta["highestmodseq"]) == (4, 3)
+
+
+def test_append_many_removes_what_it_linked_when_a_later_link_fails(store, monkeypatch):
+    """MULTIAPPEND is all or nothing (RFC 3502): no file is left for a reconcile to adopt."""
+    from txmailhost import _safeio
+    from txmailhost.store.interfaces import MessageSource
+
+    real, calls = _safeio.link_durably, []
+
+    def flaky(source: str, target: str) -> None:
+        calls.append(target)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real(source, target)
+
+    monkeypatch.setattr(_safeio, "link_durably", flaky)
+    box = result(store.open(USER, "INBOX"))
+    message = MessageSource.from_bytes(b"Subject: x\r\n\r\nbody\r\n")
+    items = [(message, [], None), (message, [], None)]
+    with pytest.raises(OSError):
+        result(box.append_many(items))
+    monkeypatch.setattr(_safeio, "link_durably", real)
+    directory = box.directory
+    assert os.listdir(os.path.join(directory, "new")) == []
+    assert os.listdir(os.path.join(directory, "cur")) == []
+    assert result(box.status()).messages == 0
+
+
+def test_store_and_expunge_find_a_file_another_tool_moved(store):
+    """mutt marks a message read by renaming new/NAME to cur/NAME:2,S; the index still says
+    new/. STORE and EXPUNGE find it (recording the move inside their own transaction)."""
+    from txmailhost.store.interfaces import DELETED, MessageSource
+
+    box = result(store.open(USER, "INBOX"))
+    _validity, uid = result(box.append(MessageSource.from_bytes(b"Subject: m\r\n\r\nx\r\n")))
+    (name,) = os.listdir(os.path.join(box.directory, "new"))
+    os.rename(
+        os.path.join(box.directory, "new", name), os.path.join(box.directory, "cur", name + ":2,S")
+    )
+    (info,) = result(box.store_flags([uid], [DELETED], "+"))
+    assert DELETED in info.flags
+    assert result(box.expunge([uid])) == [uid]
+    assert os.listdir(os.path.join(box.directory, "cur")) == []

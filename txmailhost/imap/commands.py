@@ -1,7 +1,7 @@
 """Commands of the authenticated state (RFC 3501 §6.3) and the extensions that live there:
 SELECT/EXAMINE (with CONDSTORE and QRESYNC parameters, RFC 7162), CREATE, DELETE, RENAME,
 SUBSCRIBE, LIST/LSUB (LIST-EXTENDED RFC 5258, SPECIAL-USE RFC 6154, CHILDREN RFC 3348,
-LIST-STATUS RFC 5819), STATUS, APPEND (UIDPLUS RFC 4315), NAMESPACE (RFC 2342), ENABLE
+LIST-STATUS RFC 5819), STATUS, APPEND (UIDPLUS RFC 4315, MULTIAPPEND RFC 3502, CATENATE RFC 4469), NAMESPACE (RFC 2342), ENABLE
 (RFC 5161), ID (RFC 2971) and QUOTA (RFC 9208, usage only).
 
 Every mailbox name goes through ``names.decode`` and the store's own checks, and the store is
@@ -11,47 +11,24 @@ user's tree.
 
 from __future__ import annotations
 
-import calendar
 import contextlib
-import datetime
-import re
 from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import Logger
 
-from txmailhost.imap import names, observers, replies
+from txmailhost.imap import append, catenate, names, observers, replies
 from txmailhost.imap.fetch import flag_list
-from txmailhost.imap.parser import LiteralFile, ParseError, Reader
+from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.imap.replies import Done, mailbox_name, printable
 from txmailhost.imap.search import compress
 from txmailhost.imap.session import SelectedMailbox
-from txmailhost.store.interfaces import INBOX, MailboxExists, MessageSource, NoSuchMailbox
+from txmailhost.store.interfaces import INBOX, MailboxExists, NoSuchMailbox
 
 log = Logger(namespace="txmailhost.imap")
 
-_DATE_TIME = re.compile(
-    rb" ?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)"
-)
-_MONTHS = {m.upper(): i for i, m in enumerate(calendar.month_abbr) if m}
 _STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ", "SIZE")
 UNLIMITED_KIB = 2**40  # "no limit yet": a STORAGE limit of 1 PiB
-
-
-def parse_date_time(raw: bytes) -> float:
-    """APPEND's date-time (RFC 3501 §9) → POSIX time."""
-    match = _DATE_TIME.fullmatch(raw)
-    month = _MONTHS.get(match[2].upper().decode()) if match else None
-    if not match or not month:
-        raise ParseError("invalid date-time")
-    day, year, hour, minute, second = (int(match[i]) for i in (1, 3, 4, 5, 6))
-    try:
-        datetime.datetime(year, month, day, hour, minute, second)  # no 31-Feb, no 25:00
-        stamp = calendar.timegm((year, month, day, hour, minute, second))
-    except (ValueError, OverflowError):
-        raise ParseError("invalid date-time") from None
-    offset = (int(match[8]) * 60 + int(match[9])) * 60
-    return stamp - offset if match[7] == b"+" else stamp + offset
 
 
 class MailboxCommands:
@@ -69,6 +46,8 @@ class MailboxCommands:
     select_view: Callable[[SelectedMailbox], None]
     unselect: Callable[[], None]
     flags_line: Callable[[SelectedMailbox], bytes]
+    announce_keywords: Callable[[SelectedMailbox, Any], None]
+    enable_condstore: Callable[[], None]
 
     @property
     def store(self) -> Any:
@@ -153,7 +132,7 @@ class MailboxCommands:
             while reader.peek() != b")":
                 word = reader.atom().upper()
                 if word == b"CONDSTORE":
-                    self.condstore = True
+                    self.condstore = True  # SELECT reports HIGHESTMODSEQ anyway
                 elif word == b"QRESYNC" and self.qresync:
                     qresync = _qresync_params(reader)
                 else:
@@ -179,9 +158,9 @@ class MailboxCommands:
             uidvalidity=selection.uidvalidity,
             uidnext=selection.uidnext,
             modseq=selection.highestmodseq,
-            first_recent=selection.first_recent,
             keywords=set(selection.keywords),
         )
+        view.add_recent(selection.first_recent, selection.uidnext)
         self.select_view(view)
         out = [self.flags_line(view)]
         permanent = b"()" if readonly else flag_list(frozenset(view.keywords | {"\\*"}))
@@ -210,6 +189,7 @@ class MailboxCommands:
         if gone:
             self.write(b"* VANISHED (EARLIER) " + compress(gone).encode() + b"\r\n")
         changes = await view.mailbox.changes_since(modseq)
+        self.announce_keywords(view, (m.flags for m in changes.changed))
         lines = []
         for message in changes.changed:
             seq = view.seq_of(message.uid)
@@ -273,11 +253,17 @@ class MailboxCommands:
     # -- LIST / LSUB / STATUS --------------------------------------------------------------------
 
     async def _list(self, reader: Reader, by_uid: bool) -> Done:
+        """RFC 3501 §6.3.8 with LIST-EXTENDED (RFC 5258: selection and return options,
+        several patterns), SPECIAL-USE (RFC 6154), CHILDREN (RFC 3348) and LIST-STATUS
+        (RFC 5819); ``names.list_entries`` decides what is listed."""
         reader.sp()
         selection: set[str] = set()
         if reader.peek() == b"(":
             selection = _atom_list(reader)
             reader.sp()
+            problem = names.check_selection(selection)
+            if problem:
+                raise ParseError(problem)
         reference = _wire_name(reader.astring())
         reader.sp()
         patterns = []
@@ -300,27 +286,22 @@ class MailboxCommands:
         if patterns == [""] and not selection:
             self.write(b'* LIST (\\Noselect) "/" ""\r\n')
             return Done("LIST completed")
-        want_subscribed = "SUBSCRIBED" in selection or "SUBSCRIBED" in returns
-        subscribed = set(await self.store.subscriptions(self.account.address))
-        known = names.with_parents(await self.store.list_mailboxes(self.account.address))
-        if "SUBSCRIBED" in selection:
-            for name in subscribed:
-                known.setdefault(name, False)
-        matchers = [names.ListPattern(reference, p) for p in patterns if p]
-        for name in sorted(known, key=lambda n: (n != INBOX, n)):
-            if not any(m.match(name) for m in matchers):
-                continue
-            if "SUBSCRIBED" in selection and name not in subscribed:
-                continue
-            if "SPECIAL-USE" in selection and name not in names.SPECIAL_USE:
-                continue
-            attrs = names.attributes(name, known, want_subscribed and name in subscribed)
-            if "SUBSCRIBED" in selection and name not in known:
-                attrs.append("\\NonExistent")
-            self.write(f'* LIST ({" ".join(attrs)}) "/" '.encode() + mailbox_name(name) + b"\r\n")
-            if status_items and known.get(name):
+        entries = names.list_entries(
+            await self.store.list_mailboxes(self.account.address),
+            await self.store.subscriptions(self.account.address),
+            [names.ListPattern(reference, p) for p in patterns if p],
+            selection,
+            "SUBSCRIBED" in returns,
+        )
+        for entry in entries:
+            line = f'* LIST ({" ".join(entry.attributes)}) "/" '.encode()
+            line += mailbox_name(entry.name)
+            if entry.childinfo:
+                line += b' ("CHILDINFO" ("SUBSCRIBED"))'
+            self.write(line + b"\r\n")
+            if status_items and entry.exists:
                 with contextlib.suppress(replies.IMAPError):
-                    await self._write_status(name, status_items)
+                    await self._write_status(entry.name, status_items)
         return Done("LIST completed")
 
     async def _lsub(self, reader: Reader, by_uid: bool) -> Done:
@@ -329,13 +310,14 @@ class MailboxCommands:
         reader.sp()
         pattern = _wire_name(reader.list_mailbox())
         reader.end()
-        subscribed = await self.store.subscriptions(self.account.address)
-        existing = set(await self.store.list_mailboxes(self.account.address))
-        matcher = names.ListPattern(reference, pattern)
-        for name in sorted(subscribed, key=lambda n: (n != INBOX, n)):
-            if matcher.match(name):
-                attrs = "" if name in existing else "\\Noselect"
-                self.write(f'* LSUB ({attrs}) "/" '.encode() + mailbox_name(name) + b"\r\n")
+        entries = names.lsub_entries(
+            await self.store.subscriptions(self.account.address),
+            await self.store.list_mailboxes(self.account.address),
+            names.ListPattern(reference, pattern),
+        )
+        for name, noselect in entries:
+            attrs = "\\Noselect" if noselect else ""
+            self.write(f'* LSUB ({attrs}) "/" '.encode() + mailbox_name(name) + b"\r\n")
         return Done("LSUB completed")
 
     async def _status(self, reader: Reader, by_uid: bool) -> Done:
@@ -349,7 +331,7 @@ class MailboxCommands:
             if item not in _STATUS_ITEMS:
                 raise ParseError(f"unknown STATUS item {item}")
         if "HIGHESTMODSEQ" in items:
-            self.condstore = True  # RFC 7162 §3.1: a CONDSTORE-enabling command
+            self.enable_condstore()  # RFC 7162 §3.1: a CONDSTORE-enabling command
         await self._write_status(name, items)
         return Done("STATUS completed")
 
@@ -371,44 +353,30 @@ class MailboxCommands:
     # -- APPEND ----------------------------------------------------------------------------------
 
     async def _append(self, reader: Reader, by_uid: bool) -> Done:
-        """RFC 3501 §6.3.11; OK (with APPENDUID, RFC 4315) only once the message file and its
-        directory entry are fsync'd (DESIGN invariant 1)."""
+        """RFC 3501 §6.3.11 with MULTIAPPEND (RFC 3502, ``append.py``); OK with APPENDUID
+        (RFC 4315) only once every message and its directory entry are fsync'd."""
         name = self._mailbox_arg(reader)
-        reader.sp()
-        flags: list[str] = []
-        if reader.peek() == b"(":
-            flags = [f for f in reader.flag_list() if f not in ("\\Recent", "\\*")]
-            reader.sp()
-        date = None
-        if reader.peek() == b'"':
-            date = parse_date_time(reader.date_time())
-            reader.sp()
-        literal = reader.literal()
+        messages = append.parse_messages(reader)
         reader.end()
-        size = literal.size if isinstance(literal, LiteralFile) else len(literal)
-        if not size:
-            raise replies.IMAPError("empty message")
         mailbox = await self._open(name, missing=replies.TryCreate)
+        reactor, limit = self.factory.reactor, self.factory.max_literal_size
+        messages = await append.assemble(messages, self._url_data, reactor, limit)
+        size = sum(message.size for message in messages)
         await self._check_quota(size)
-        # One storage trip either way: a large literal, already streamed to a file in the
-        # store's staging directory, is fsync'd, linked, indexed and removed there; a small one
-        # is handed over from memory (a store of files writes it there too, never on the
-        # reactor thread).
-        # (Literals go to a file only for a store that declares IFileDelivery, whose mailboxes
-        # take staged files: IStagedAppend.)
-        if isinstance(literal, LiteralFile):
-            uidvalidity, uid = await mailbox.append_staged(literal.path, flags, date)
-        else:
-            uidvalidity, uid = await mailbox.append(MessageSource.from_bytes(literal), flags, date)
-        observers.tell(self.factory.observers, self.account.address, None, name, mailbox, [uid])
+        uidvalidity, uids = await append.store_messages(mailbox, messages, reactor)
+        observers.tell(self.factory.observers, self.account.address, None, name, mailbox, uids)
         log.info(
-            "imap append {user} {mailbox} uid {uid} ({size} octets)",
+            "imap append {user} {mailbox} uid {uids} ({size} octets)",
             user=self.user,
             mailbox=printable(name),
-            uid=uid,
+            uids=compress(uids),
             size=size,
         )
-        return Done("APPEND completed", code=f"APPENDUID {uidvalidity} {uid}")
+        return Done("APPEND completed", code=f"APPENDUID {uidvalidity} {compress(uids)}")
+
+    async def _url_data(self, url: bytes) -> bytes:
+        """CATENATE's URLs name only this user's own messages (``catenate.url_data``)."""
+        return await catenate.url_data(self.store, self.account.address, url)
 
     # -- QUOTA (RFC 9208) ------------------------------------------------------------------------
 
@@ -455,11 +423,13 @@ class MailboxCommands:
 
 
 def _wire_name(raw: bytes) -> str:
-    """A LIST reference or pattern: modified UTF-7, may be empty or hold wildcards."""
+    """A LIST reference or pattern: modified UTF-7, may be empty or hold wildcards. One that
+    isn't valid modified UTF-7 is taken literally (as Dovecot does) rather than refused: a
+    pattern is a question, and the answer to a strange one is the names it matches."""
     try:
         return raw.decode("ascii").encode("ascii").decode("imap4-utf-7")
     except (UnicodeError, ValueError):
-        raise replies.BadCommand("mailbox pattern is not valid modified UTF-7") from None
+        return raw.decode("latin-1")
 
 
 def _atom_list(reader: Reader, ordered: bool = False) -> Any:

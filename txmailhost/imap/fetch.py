@@ -15,7 +15,7 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from txmailhost.imap import mime
+from txmailhost.imap import binary, mime
 from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.store.interfaces import SEEN, IndexColumns, StoredMessage
 
@@ -53,6 +53,7 @@ class Section:
     partial: tuple[int, int] | None
     peek: bool
     label: bytes
+    binary: str = ""  # RFC 3516: "BINARY" (decoded octets) or "SIZE" (their count)
 
     @property
     def header_only(self) -> bool:
@@ -155,10 +156,11 @@ def _word(reader: Reader) -> bytes:
 
 def _parse_item(reader: Reader, request: FetchRequest, word: bytes | None = None) -> None:
     word = word or _word(reader)
-    if word in (b"BODY", b"BODY.PEEK", b"BINARY", b"BINARY.PEEK") and reader.peek() == b"[":
-        if word.startswith(b"BINARY"):
-            raise ParseError("BINARY is not supported")
+    if word in (b"BODY", b"BODY.PEEK") and reader.peek() == b"[":
         request.add(_parse_section(reader, peek=word == b"BODY.PEEK"))
+        return
+    if word in (b"BINARY", b"BINARY.PEEK", b"BINARY.SIZE") and reader.peek() == b"[":
+        request.add(_parse_binary_section(reader, word))
         return
     if word not in _SIMPLE:
         raise ParseError(f"unknown fetch attribute {word.decode('ascii', 'replace')}")
@@ -221,6 +223,38 @@ def _parse_section(reader: Reader, peek: bool) -> Section:
     return Section(tuple(path), kind, fields, partial, peek, label)
 
 
+def _parse_binary_section(reader: Reader, word: bytes) -> Section:
+    """RFC 3516 §4.1: ``BINARY[part]<partial>``, ``BINARY.PEEK[...]``, ``BINARY.SIZE[part]``:
+    part numbers only (no HEADER, TEXT or MIME)."""
+    section = _parse_section(reader, peek=word != b"BINARY")
+    if section.kind:
+        raise ParseError("BINARY takes part numbers only")
+    size = word == b"BINARY.SIZE"
+    if size and section.partial is not None:
+        raise ParseError("BINARY.SIZE takes no partial")
+    spec = b".".join(b"%d" % n for n in section.path)
+    label = (b"BINARY.SIZE[" if size else b"BINARY[") + spec + b"]"
+    if section.partial is not None:
+        label += b"<%d>" % section.partial[0]
+    return Section(
+        section.path, "", (), section.partial, section.peek, label, "SIZE" if size else "BINARY"
+    )
+
+
+def parse_section_spec(spec: bytes) -> Section:
+    """A section as an IMAP URL gives it (RFC 5092 ``;SECTION=1.MIME``): what goes between
+    the brackets of ``BODY[...]``. ParseError if it isn't one."""
+    reader = Reader(b"[" + spec + b"]")
+    section = _parse_section(reader, peek=True)
+    reader.end()
+    return section
+
+
+def section_data(message: StoredMessage, section: Section, root: mime.Part) -> bytes:
+    """What ``BODY.PEEK[section]`` holds for a loaded message (partial not applied)."""
+    return _section_bytes(message, section, root)
+
+
 def _section_word(reader: Reader) -> str:
     start = reader.pos
     while not reader.at_end() and reader.peek() not in (b" ", b"]", b"("):
@@ -275,7 +309,7 @@ def render_columns(
     request: FetchRequest,
     *,
     uid: bool,
-    first_recent: int,
+    recent: Sequence[tuple[int, int]],
 ) -> bytes:
     """The FETCH responses of a batch of index-only requests: the hot path of a client resync
     (``UID FETCH 1:* (UID FLAGS)``), one ``%`` per message over prepared columns (flag lists
@@ -297,7 +331,7 @@ def render_columns(
         if item == b"UID":
             values.append(found)
         elif item == b"FLAGS":
-            values.append(_rendered_flags(columns, first_recent))
+            values.append(_rendered_flags(columns, recent))
         elif item == b"RFC822.SIZE":
             values.append(columns.sizes)
         elif item == b"INTERNALDATE":
@@ -311,14 +345,31 @@ def render_columns(
     return b"".join([template % row for row in rows])
 
 
-def _rendered_flags(columns: IndexColumns, first_recent: int) -> list[bytes]:
+def _rendered_flags(columns: IndexColumns, recent: Sequence[tuple[int, int]]) -> list[bytes]:
+    """Flag lists, with \\Recent for the UIDs in the session's ``recent`` ranges."""
     flags = columns.flags
     once = {flagset: flag_list(flagset) for flagset in set(flags)}
     rendered = list(map(once.__getitem__, flags))
-    recent_from = bisect_left(columns.uids, first_recent)
-    for i in range(recent_from, len(rendered)):
-        rendered[i] = flag_list(flags[i], True)
+    for low, high in recent:
+        for i in range(bisect_left(columns.uids, low), bisect_left(columns.uids, high)):
+            rendered[i] = flag_list(flags[i], True)
     return rendered
+
+
+def _binary_value(message: StoredMessage, section: Section, root: mime.Part) -> bytes:
+    """RFC 3516 §4.2: a part's decoded octets (the whole message, as it is, for ``[]``), or
+    with ``BINARY.SIZE`` their count. A part that doesn't exist is empty."""
+    if not section.path:
+        data = message.content or b""
+    else:
+        part = mime.find_part(root, list(section.path))
+        data = b"" if part is None else binary.decoded(part)
+    if section.binary == "SIZE":
+        return section.label + b" %d" % len(data)
+    if section.partial is not None:
+        origin, length = section.partial
+        data = data[origin : origin + length]
+    return section.label + b" " + binary.literal(data)
 
 
 def _section_bytes(message: StoredMessage, section: Section, root: mime.Part | None) -> bytes:
@@ -389,12 +440,17 @@ def streamable(request: FetchRequest, structure_known: bool = False) -> bool:
     chunks (DESIGN invariant 2)."""
     for item in request.items:
         if isinstance(item, Section):
-            if item.path or item.kind not in (
-                "",
-                "TEXT",
-                "HEADER",
-                "HEADER.FIELDS",
-                "HEADER.FIELDS.NOT",
+            if (
+                item.binary
+                or item.path
+                or item.kind
+                not in (
+                    "",
+                    "TEXT",
+                    "HEADER",
+                    "HEADER.FIELDS",
+                    "HEADER.FIELDS.NOT",
+                )
             ):
                 return False
         elif item in STRUCTURE_ITEMS and not structure_known:
@@ -474,6 +530,9 @@ def render_parts(
         add(b"UID %d" % message.uid)
         seen_items.add(b"UID")
     for item in request.items:
+        if isinstance(item, Section) and item.binary:
+            add(_binary_value(message, item, root()))
+            continue
         if isinstance(item, Section):
             if message.content is None and not item.header_only:
                 start, length = (0, message.size) if item.kind == "" else text_range

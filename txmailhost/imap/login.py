@@ -94,23 +94,30 @@ class LoginCommands:
                 caps.append("STARTTLS")
             caps.append("AUTH=PLAIN" if self.plaintext_allowed() else "LOGINDISABLED")
             return caps
-        return caps + [
-            "NAMESPACE",
-            "UIDPLUS",
-            "MOVE",
-            "UNSELECT",
-            "CHILDREN",
-            "SPECIAL-USE",
-            "LIST-EXTENDED",
-            "LIST-STATUS",
-            "CONDSTORE",
-            "QRESYNC",
-            "ESEARCH",
-            "QUOTA",
-            "QUOTA=RES-STORAGE",
-            "STATUS=SIZE",
-            f"APPENDLIMIT={self.factory.max_literal_size}",
-        ]
+        return (
+            caps
+            + [
+                "NAMESPACE",
+                "UIDPLUS",
+                "MULTIAPPEND",
+                "BINARY",
+                "CATENATE",
+                "MOVE",
+                "UNSELECT",
+                "CHILDREN",
+                "SPECIAL-USE",
+                "LIST-EXTENDED",
+                "LIST-STATUS",
+                "CONDSTORE",
+                "QRESYNC",
+                "ESEARCH",
+                "QUOTA",
+                "QUOTA=RES-STORAGE",
+                "STATUS=SIZE",
+                f"APPENDLIMIT={self.factory.max_literal_size}",
+            ]
+            + (["URLAUTH"] if self.factory.urlauth else [])
+        )
 
     async def _capability(self, reader: Reader, by_uid: bool) -> Done:
         reader.end()

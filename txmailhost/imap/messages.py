@@ -20,7 +20,13 @@ from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.imap.replies import Done
 from txmailhost.imap.search import BadCharset, Candidate, compress, parse_search
 from txmailhost.imap.session import SelectedMailbox
-from txmailhost.store.interfaces import DELETED, SEEN, NoSuchMailbox, StoredMessage
+from txmailhost.store.interfaces import (
+    DELETED,
+    SEEN,
+    NoSuchMailbox,
+    NoSuchMessage,
+    StoredMessage,
+)
 
 log = Logger(namespace="txmailhost.imap")
 
@@ -53,6 +59,8 @@ class MessageCommands:
     drained: Callable[[], Any]
     unselect: Callable[[], None]
     flags_line: Callable[[SelectedMailbox], bytes]
+    announce_keywords: Callable[[SelectedMailbox, Any], None]
+    enable_condstore: Callable[[], None]
     dirty: bool
 
     @property
@@ -134,7 +142,7 @@ class MessageCommands:
         if request.vanished and not (by_uid and self.qresync):
             raise replies.BadCommand("VANISHED needs UID FETCH and QRESYNC enabled")
         if request.changedsince is not None or b"MODSEQ" in request.items:
-            self.condstore = True
+            self.enable_condstore()
         targets = view.resolve(sequence_set, by_uid)
         if request.vanished and request.changedsince is not None:
             gone = await view.mailbox.expunged_since(request.changedsince)
@@ -153,14 +161,17 @@ class MessageCommands:
             for start in range(0, len(targets), size):
                 batch = targets[start : start + size]
                 columns = await view.mailbox.columns([uid for _s, uid in batch])
+                if b"FLAGS" in request.items:
+                    self.announce_keywords(view, columns.flags)
                 self.write(
                     fetch.render_columns(
-                        batch, columns, request, uid=by_uid, first_recent=view.first_recent
+                        batch, columns, request, uid=by_uid, recent=view.recent_ranges
                     )
                 )
                 self.flush()
                 await self.drained()
             return Done("FETCH completed")
+        vanished = False
         for start in range(0, len(targets), size):
             batch = targets[start : start + size]
             uids = [uid for _s, uid in batch]
@@ -177,7 +188,12 @@ class MessageCommands:
                     or (needs_bytes and m.size <= STREAM_THRESHOLD)
                 ]
                 loaded = {m.uid: m for m in await view.mailbox.messages(load, True, True)}
-                messages = [loaded.get(m.uid, m) for m in messages]
+                # One expunged (by another session) between the two reads is gone: never
+                # render a structure or body from its header alone.
+                wanted = set(load)
+                messages = [
+                    loaded.get(m.uid, m) for m in messages if m.uid in loaded or m.uid not in wanted
+                ]
             else:
                 messages = await view.mailbox.messages(uids, header, False)
             by_uid_map = {m.uid: m for m in messages}
@@ -199,9 +215,12 @@ class MessageCommands:
                             )
                             changed.add(info.uid)
                     self._own_change(view, by_uid_map, changed)
+            if b"FLAGS" in request.items or changed:
+                self.announce_keywords(view, (m.flags for m in by_uid_map.values()))
             for seq, uid in batch:
                 message = by_uid_map.get(uid)
                 if message is None:
+                    vanished = True
                     continue
                 if request.changedsince is not None and message.modseq <= request.changedsince:
                     continue
@@ -215,11 +234,17 @@ class MessageCommands:
                     modseq=self.condstore and uid in changed,
                     structure=known.get(uid),
                 )
-                await self.write_parts(view, uid, parts)
+                try:
+                    await self.write_parts(view, uid, parts)
+                except NoSuchMessage:
+                    vanished = True  # its file went before it was opened: nothing written
             self.flush()
             if fresh:
                 await self._remember_structures(view, fresh)
             await self.drained()
+        if vanished:
+            # RFC 9051 §7.1: what could be sent was; the rest was expunged meanwhile.
+            raise replies.ExpungeIssued()
         return Done("FETCH completed")
 
     async def _known_structures(
@@ -303,7 +328,7 @@ class MessageCommands:
             unchangedsince = reader.number()
             reader.close_paren()
             reader.sp()
-            self.condstore = True
+            self.enable_condstore()
         item = reader.atom().upper()
         mode = {b"FLAGS": "=", b"+FLAGS": "+", b"-FLAGS": "-"}.get(item.removesuffix(b".SILENT"))
         if mode is None:
@@ -344,11 +369,14 @@ class MessageCommands:
             report = [uid for uid in uids if not silent or uid in changed_uids]
             lines = []
             for start in range(0, len(report), INDEX_BATCH):
-                for message in await view.mailbox.messages(report[start : start + INDEX_BATCH]):
+                found = await view.mailbox.messages(report[start : start + INDEX_BATCH])
+                self.announce_keywords(view, (m.flags for m in found))
+                for message in found:
                     seq = view.seq_of(message.uid)
                     if seq:
                         lines.append(self._store_response(seq, message, view, by_uid))
-            self.write(b"".join(lines))
+                self.write(b"".join(lines))
+                lines.clear()
         if modified:
             return Done("conditional STORE failed", code=f"MODIFIED {compress(modified)}")
         return Done("STORE completed")
@@ -371,7 +399,9 @@ class MessageCommands:
         reader.sp()
 
         def resolve(text: bytes, uid_set: bool) -> set[int]:
-            return {seq for seq, _uid in view.resolve(text, uid_set)}
+            # A number past the last message matches nothing (as in Dovecot): a client's
+            # search may race an expunge it hasn't been told of, and FETCH stays strict.
+            return {seq for seq, _uid in view.resolve(text, uid_set, clamp=True)}
 
         try:
             program = parse_search(reader, resolve)
@@ -380,7 +410,7 @@ class MessageCommands:
                 "unsupported charset", code="BADCHARSET (UTF-8 US-ASCII)"
             ) from None
         if program.uses_modseq:
-            self.condstore = True
+            self.enable_condstore()
         matches: list[tuple[int, StoredMessage]] = []
         uids = view.uids
         size = SEARCH_CONTENT_BATCH if program.content else _batch_size(program.header, False)
@@ -399,7 +429,9 @@ class MessageCommands:
         numbers = [m.uid if by_uid else seq for seq, m in matches]
         highest = max((m.modseq for _s, m in matches), default=0)
         if program.return_options is not None:
-            modseq = highest if program.uses_modseq else 0
+            modseq = 0
+            if program.uses_modseq and matches:
+                modseq = _esearch_modseq(program.return_options, [m.modseq for _s, m in matches])
             self.write(self._esearch(reader, numbers, program.return_options, by_uid, modseq))
         else:
             line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
@@ -475,6 +507,21 @@ class MessageCommands:
             removed = await view.mailbox.expunge([s for s, _d in pairs])
             self.report_expunged(view, removed)
         return Done("MOVE completed")
+
+
+def _esearch_modseq(options: list[str], modseqs: list[int]) -> int:
+    """RFC 4731 §3.2 with CONDSTORE: the MODSEQ of what ESEARCH returns. Asked for MIN or
+    MAX alone, that message's; for both, the higher of the two; for ALL or COUNT, the highest
+    of all matches. ``modseqs`` is in sequence order."""
+    wanted = set(options)
+    if wanted and wanted <= {"MIN", "MAX"}:
+        picked = []
+        if "MIN" in wanted:
+            picked.append(modseqs[0])
+        if "MAX" in wanted:
+            picked.append(modseqs[-1])
+        return max(picked)
+    return max(modseqs)
 
 
 def _ranges(text: bytes, view: SelectedMailbox) -> list[tuple[int, int]]:

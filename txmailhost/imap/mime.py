@@ -11,9 +11,9 @@ parts are bounded so a hostile message can't make one FETCH expensive.
 
 from __future__ import annotations
 
-import email.utils
 from dataclasses import dataclass, field
 
+from txmailhost.imap import addresses
 from txmailhost.imap.replies import nstring, string
 
 MAX_DEPTH = 20
@@ -264,27 +264,31 @@ def find_part(root: Part, path: list[int]) -> Part | None:
 
 
 def _addresses(value: bytes | None) -> bytes:
+    """An ENVELOPE address list (RFC 3501 §7.4.2): ``(name adl mailbox host)`` per address,
+    a group as ``(NIL NIL "group" NIL)`` ... ``(NIL NIL NIL NIL)``; NIL when there is none."""
     if value is None:
         return b"NIL"
-    text = value.decode("utf-8", "surrogateescape")
-    try:
-        pairs = email.utils.getaddresses([text])
-    except RecursionError:
-        # The stdlib parses nested comments recursively: "To: ((((..." thousands deep would
-        # make every FETCH ENVELOPE of the mailbox fail (found by test_mime_props.py).
-        return b"NIL"
+    items = addresses.parse(value.decode("utf-8", "surrogateescape"))
+    if not items:
+        return b"NIL"  # an empty header counts as absent
     rendered = []
-    for name, address in pairs:
-        if not address and not name:
-            continue
-        local, at, domain = address.rpartition("@")
-        if not at:
-            local, domain = address, ""
-        rendered.append(
-            b"(" + nstring(name or None) + b" NIL " + string(local) + b" " + string(domain) + b")"
-        )
-    if not rendered:
-        return b"NIL"
+    for item in items:
+        if isinstance(item, addresses.Mailbox):
+            rendered.append(
+                b"("
+                + nstring(item.name)
+                + b" "
+                + nstring(item.route)
+                + b" "
+                + string(item.local)
+                + b" "
+                + string(item.domain or "")
+                + b")"
+            )
+        elif isinstance(item, addresses.GroupStart):
+            rendered.append(b"(NIL NIL " + string(item.name) + b" NIL)")
+        else:
+            rendered.append(b"(NIL NIL NIL NIL)")
     return b"(" + b"".join(rendered) + b")"
 
 
@@ -295,13 +299,16 @@ def envelope(fields: list[tuple[bytes, bytes]]) -> bytes:
                 return value
         return None
 
-    sender = get(b"from")
+    # RFC 3501 §7.4.2: Sender and Reply-To absent, or present but empty, are From.
+    author = _addresses(get(b"from"))
+    sender = _addresses(get(b"sender"))
+    reply_to = _addresses(get(b"reply-to"))
     items = [
         nstring(get(b"date")),
         nstring(get(b"subject")),
-        _addresses(sender),
-        _addresses(get(b"sender") or sender),
-        _addresses(get(b"reply-to") or sender),
+        author,
+        author if sender == b"NIL" else sender,
+        author if reply_to == b"NIL" else reply_to,
         _addresses(get(b"to")),
         _addresses(get(b"cc")),
         _addresses(get(b"bcc")),

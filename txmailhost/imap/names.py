@@ -10,6 +10,9 @@ attempts get ``NO`` before the store is asked. A user's namespace is only their 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
 import twisted.mail.imap4  # noqa: F401 - registers the imap4-utf-7 codec
 
 from txmailhost.imap.replies import InvalidName
@@ -132,3 +135,105 @@ def attributes(name: str, known: dict[str, bool], subscribed: bool = False) -> l
     if subscribed:
         attrs.append("\\Subscribed")
     return attrs
+
+
+# RFC 5258 §3 (and RFC 6154 §3 for SPECIAL-USE): what LIST accepts before the reference.
+SELECTION_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
+
+
+def check_selection(options: set[str]) -> str | None:
+    """Why a LIST selection-option list is invalid (RFC 5258 §3: BAD for an unknown option,
+    and for RECURSIVEMATCH without an option other than REMOTE for it to recurse on), or
+    None when it is valid."""
+    unknown = sorted(options - SELECTION_OPTIONS)
+    if unknown:
+        return f"unknown LIST selection option {unknown[0]}"
+    if "RECURSIVEMATCH" in options and not options - {"RECURSIVEMATCH", "REMOTE"}:
+        return "RECURSIVEMATCH needs another selection option"
+    return None
+
+
+@dataclass(frozen=True)
+class ListEntry:
+    """One LIST response: the name, its attributes, and whether it carries
+    ``("CHILDINFO" ("SUBSCRIBED"))`` (RFC 5258 §3.5)."""
+
+    name: str
+    attributes: list[str]
+    childinfo: bool = False
+    exists: bool = True
+
+
+def list_entries(
+    existing: Iterable[str],
+    subscribed: Iterable[str],
+    patterns: Sequence[ListPattern],
+    selection: set[str],
+    return_subscribed: bool,
+) -> list[ListEntry]:
+    """What LIST answers (RFC 3501 §6.3.8, LIST-EXTENDED RFC 5258 §3, SPECIAL-USE RFC 6154).
+
+    Without selection options: every mailbox whose name matches a pattern, and the levels of
+    hierarchy above existing mailboxes (``\\Noselect`` where nothing exists). With
+    SUBSCRIBED: the subscribed names that match, existing or not (``\\NonExistent``), each
+    ``\\Subscribed``. With SPECIAL-USE: only mailboxes with a special use. RECURSIVEMATCH adds
+    a matching mailbox that doesn't meet the selection itself but has a subscribed descendant
+    the patterns don't match (so the client would not learn of it otherwise), with CHILDINFO;
+    a descendant the patterns do match is listed in its own right instead.
+    """
+    known = with_parents(list(existing))
+    subscribed_set = set(subscribed)
+    by_subscription = "SUBSCRIBED" in selection
+    special = "SPECIAL-USE" in selection
+
+    def matches(name: str) -> bool:
+        return any(p.match(name) for p in patterns)
+
+    def meets(name: str) -> bool:
+        if by_subscription and name not in subscribed_set:
+            return False
+        return not (special and name not in SPECIAL_USE)
+
+    with_childinfo: set[str] = set()
+    if by_subscription and "RECURSIVEMATCH" in selection:
+        for name in subscribed_set:
+            if meets(name) and not matches(name):
+                parts = name.split(SEPARATOR)
+                with_childinfo.update(SEPARATOR.join(parts[:i]) for i in range(1, len(parts)))
+    candidates = (subscribed_set | with_childinfo) if by_subscription else set(known)
+    entries = []
+    for name in sorted(candidates, key=lambda n: (n != INBOX, n)):
+        if not matches(name):
+            continue
+        childinfo = name in with_childinfo
+        if not meets(name) and not childinfo:
+            continue
+        shown_subscribed = (by_subscription or return_subscribed) and name in subscribed_set
+        attrs = attributes(name, known, shown_subscribed)
+        if name not in known:
+            attrs = ["\\NonExistent" if a == "\\Noselect" else a for a in attrs]
+        entries.append(ListEntry(name, attrs, childinfo, known.get(name, False)))
+    return entries
+
+
+def lsub_entries(
+    subscribed: Iterable[str], existing: Iterable[str], pattern: ListPattern
+) -> list[tuple[str, bool]]:
+    """What LSUB answers (RFC 3501 §6.3.9): (name, \\Noselect) for each subscribed name that
+    matches, and, when ``%`` stops a pattern short of a subscribed name, the level above it
+    that the pattern does match, flagged ``\\Noselect`` even if it exists ("foo" for a
+    subscribed "foo/bar" and the pattern "%")."""
+    present = set(existing)
+    subscribed_set = set(subscribed)
+    found: dict[str, bool] = {}
+    for name in subscribed_set:
+        if pattern.match(name):
+            found[name] = name not in present
+            continue
+        parts = name.split(SEPARATOR)
+        for i in range(len(parts) - 1, 0, -1):
+            parent = SEPARATOR.join(parts[:i])
+            if parent not in subscribed_set and pattern.match(parent):
+                found.setdefault(parent, True)
+                break
+    return sorted(found.items(), key=lambda item: (item[0] != INBOX, item[0]))

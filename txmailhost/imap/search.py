@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from txmailhost.imap import mime
+from txmailhost.imap import addresses, mime
 from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.store.interfaces import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN, StoredMessage
 
@@ -50,6 +50,18 @@ class Candidate:
                 v for k, v in mime.parse_header_fields(self.message.header or b"") if k == name
             ]
             self._texts[key] = " ".join(_decode_header(v) for v in values).casefold()
+        return self._texts[key]
+
+    def address_value(self, name: bytes) -> str:
+        """An address header as SEARCH FROM/TO/CC/BCC sees it: its decoded text and each
+        address normalized (``addresses.search_text``), case-folded."""
+        key = "a:" + name.decode("ascii", "replace")
+        if key not in self._texts:
+            values = [
+                v for k, v in mime.parse_header_fields(self.message.header or b"") if k == name
+            ]
+            normalized = [addresses.search_text(v.decode("utf-8", "replace")) for v in values]
+            self._texts[key] = (self.header_value(name) + "\n" + "\n".join(normalized)).casefold()
         return self._texts[key]
 
     def has_header(self, name: bytes) -> bool:
@@ -254,6 +266,35 @@ def _header_key(name: bytes) -> Callable[[_Compiler], Predicate]:
     return build
 
 
+_ADDRESS_PUNCTUATION = re.compile(r'[\s<>@,:;."]+')
+
+
+def _address_key(name: bytes) -> Callable[[_Compiler], Predicate]:
+    """FROM, TO, CC, BCC: RFC 3501 §6.4.4 matches the envelope's address structure, so a
+    search for ``a@example.org`` finds ``<a (comment)@ example.org>`` too. A message is
+    rejected without parsing when some word of the needle is missing from its raw header
+    (normalizing only removes comments and adds punctuation)."""
+
+    def build(compiler: _Compiler) -> Predicate:
+        compiler.header = True
+        needle = compiler.astring()
+        quick = [
+            piece.encode("ascii")
+            for piece in _ADDRESS_PUNCTUATION.split(needle)
+            if piece and piece.isascii()
+        ]
+
+        def test(c: Candidate) -> bool:
+            raw = (c.message.header or b"").lower()
+            if b"=?" not in raw and not all(piece in raw for piece in quick):
+                return False
+            return needle in c.address_value(name)
+
+        return test
+
+    return build
+
+
 def _header(compiler: _Compiler) -> Predicate:
     compiler.header = True
     compiler.reader.sp()
@@ -386,10 +427,10 @@ _KEYS: dict[bytes, Callable[[_Compiler], Predicate]] = {
     b"RECENT": lambda compiler: lambda c: c.recent,
     b"NEW": lambda compiler: lambda c: c.recent and SEEN not in c.message.flags,
     b"OLD": lambda compiler: lambda c: not c.recent,
-    b"FROM": _header_key(b"from"),
-    b"TO": _header_key(b"to"),
-    b"CC": _header_key(b"cc"),
-    b"BCC": _header_key(b"bcc"),
+    b"FROM": _address_key(b"from"),
+    b"TO": _address_key(b"to"),
+    b"CC": _address_key(b"cc"),
+    b"BCC": _address_key(b"bcc"),
     b"SUBJECT": _header_key(b"subject"),
     b"HEADER": _header,
     b"BODY": _text(True),

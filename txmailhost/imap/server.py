@@ -39,7 +39,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
-from txmailhost.imap import replies
+from txmailhost.imap import replies, urlauth
 from txmailhost.imap.commands import MailboxCommands
 from txmailhost.imap.login import LoginCommands
 from txmailhost.imap.messages import MessageCommands
@@ -592,6 +592,9 @@ COMMANDS: dict[str, Command] = {
     "STORE": Command(MessageCommands._store, SELECTED, uid=True, expunges=False),
     "COPY": Command(MessageCommands._copy, SELECTED, uid=True),
     "MOVE": Command(MessageCommands._move, SELECTED, uid=True),
+    "GENURLAUTH": Command(urlauth.genurlauth, AUTH),
+    "URLFETCH": Command(urlauth.urlfetch, AUTH),
+    "RESETKEY": Command(urlauth.resetkey, AUTH),
 }
 
 
@@ -626,6 +629,7 @@ class IMAPFactory(Factory):
         max_line_length: int = 64 * 1024,
         quota_of: Callable[[str], Deferred[int | None]] | None = None,
         observers: Sequence[Any] = (),
+        urlauth: bool = False,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -645,3 +649,6 @@ class IMAPFactory(Factory):
         self.quota_of = quota_of
         # IMailboxObservers told of COPY/MOVE/APPEND (imap/observers.py: spam training)
         self.observers = tuple(observers)
+        # URLAUTH (RFC 4467, imap/urlauth.py) is offered only when asked for: its use is a
+        # submission server fetching by URL (BURL, RFC 4468), which txmailhost's doesn't do yet.
+        self.urlauth = urlauth

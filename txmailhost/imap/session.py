@@ -27,7 +27,9 @@ class SelectedMailbox:
     uidvalidity: int
     uidnext: int
     modseq: int
-    first_recent: int
+    # UID ranges [low, high) this session sees as \Recent (RFC 3501 §2.3.2): what SELECT
+    # claimed, then each batch of new mail this session was the first to be told of.
+    recent_ranges: list[tuple[int, int]] = field(default_factory=list)
     keywords: set[str] = field(default_factory=set)
     stop_watching: Any = None
 
@@ -37,22 +39,38 @@ class SelectedMailbox:
 
     @property
     def recent(self) -> int:
-        return len(self.uids) - bisect_left(self.uids, self.first_recent)
+        uids = self.uids
+        return sum(
+            bisect_left(uids, high) - bisect_left(uids, low) for low, high in self.recent_ranges
+        )
 
     def is_recent(self, uid: int) -> bool:
-        return uid >= self.first_recent
+        return any(low <= uid < high for low, high in self.recent_ranges)
+
+    def add_recent(self, low: int, high: int) -> None:
+        """This session was the first told of the UIDs in [low, high)."""
+        if low >= high:
+            return
+        ranges = self.recent_ranges
+        if ranges and ranges[-1][1] >= low and ranges[-1][0] <= low:
+            ranges[-1] = (ranges[-1][0], max(high, ranges[-1][1]))
+        else:
+            ranges.append((low, high))
 
     def seq_of(self, uid: int) -> int:
         """The sequence number of ``uid``, or 0 if this session doesn't know it."""
         i = bisect_left(self.uids, uid)
         return i + 1 if i < len(self.uids) and self.uids[i] == uid else 0
 
-    def resolve(self, sequence_set: bytes, by_uid: bool) -> list[tuple[int, int]]:
+    def resolve(
+        self, sequence_set: bytes, by_uid: bool, clamp: bool = False
+    ) -> list[tuple[int, int]]:
         """(seq, uid) pairs the set names, in sequence order, without duplicates.
 
         ``*`` is the last message (§6.4.8: for UIDs, the highest UID in the mailbox, so
         ``UID FETCH 99:*`` on a mailbox whose last UID is 5 names message 5). Sequence numbers
-        beyond EXISTS make the set invalid (BAD); UIDs that don't exist are simply skipped.
+        beyond EXISTS make the set invalid (BAD), unless ``clamp`` (SEARCH) skips them as
+        UIDs that don't exist are always skipped.
         """
         count = len(self.uids)
         if not count:
@@ -78,9 +96,13 @@ class SelectedMailbox:
             if by_uid:
                 start, stop = bisect_left(uids, low), bisect_right(uids, high)
             else:
-                if low < 1 or high > count:
+                if clamp:
+                    high = min(high, count)
+                elif low < 1 or high > count:
                     raise ParseError("message sequence number out of range")
                 start, stop = low - 1, high
+                if start >= stop:
+                    continue
             pairs.extend(zip(range(start + 1, stop + 1), uids[start:stop], strict=True))
         return pairs
 

@@ -117,6 +117,12 @@ class UpdateMixin:
             view.keywords |= new_keywords
             self.write(self.flags_line(view))
         self.write(b"".join(lines))
+        if fresh and not view.readonly:
+            # RFC 3501 §2.3.2: recent here only if no other session was told of them first.
+            first = await view.mailbox.claim_recent(fresh[-1] + 1)
+            if self.view is not view:
+                return True
+            view.add_recent(first, fresh[-1] + 1)
         if fresh:
             view.uids.extend(fresh)
             view.uidnext = max(view.uidnext, fresh[-1] + 1)
@@ -130,6 +136,31 @@ class UpdateMixin:
             parts.insert(0, b"UID %d" % message.uid)
             parts.append(b"MODSEQ (%d)" % message.modseq)
         return b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n"
+
+    def enable_condstore(self) -> None:
+        """RFC 7162 §3.1: after a CONDSTORE-enabling command (FETCH MODSEQ or CHANGEDSINCE,
+        SEARCH MODSEQ, STORE UNCHANGEDSINCE, STATUS HIGHESTMODSEQ, ENABLE) FETCH responses
+        carry MODSEQ; the first one issued while a mailbox is selected also reports its
+        ``[HIGHESTMODSEQ]``, which SELECT could not have sent yet."""
+        if self.condstore:
+            return
+        self.condstore = True
+        if self.view is not None:
+            self.write(b"* OK [HIGHESTMODSEQ %d] highest modseq\r\n" % self.view.modseq)
+
+    def announce_keywords(self, view: SelectedMailbox, flagsets: Any) -> None:
+        """Send ``* FLAGS`` first when messages about to be shown carry keywords the client
+        hasn't been told of (another session set them): RFC 3501 §7.2.6, a flag in a FETCH
+        response is one the FLAGS response named."""
+        new = {
+            flag
+            for flags in set(flagsets)
+            for flag in flags
+            if not flag.startswith("\\") and flag not in view.keywords
+        }
+        if new:
+            view.keywords |= new
+            self.write(self.flags_line(view))
 
     @staticmethod
     def flags_line(view: SelectedMailbox) -> bytes:

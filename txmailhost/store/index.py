@@ -12,6 +12,7 @@ Every method blocks; call them from the store's thread pool.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import threading
@@ -20,6 +21,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 INDEX_NAME = "txmailhost-index.sqlite"
+# In the user's directory: the last UIDVALIDITY given to any of the user's mailboxes.
+UIDVALIDITY_NAME = "txmailhost-uidvalidity"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -84,11 +87,10 @@ def _connect(path: str) -> sqlite3.Connection:
     conn.executescript(_SCHEMA)
     conn.execute("BEGIN IMMEDIATE")
     if conn.execute("SELECT COUNT(*) FROM meta").fetchone()[0] == 0:
-        # UIDVALIDITY from the clock: a mailbox deleted and recreated gets a new one.
         conn.executemany(
             "INSERT INTO meta VALUES (?, ?)",
             (
-                ("uidvalidity", int(time.time())),
+                ("uidvalidity", next_uidvalidity(os.path.dirname(path))),
                 ("uidnext", 1),
                 ("highestmodseq", 1),
                 ("line_ends", LINE_ENDS),
@@ -97,6 +99,38 @@ def _connect(path: str) -> sqlite3.Connection:
     conn.execute("COMMIT")
     cache[path] = (conn, os.stat(path).st_ino)
     return conn
+
+
+_uidvalidity_lock = threading.Lock()
+
+
+def next_uidvalidity(directory: str) -> int:
+    """A UIDVALIDITY for a new index in the mailbox ``directory`` (RFC 3501 §2.3.1.1).
+
+    A mailbox deleted (or renamed away) and created again under the same name must not get
+    the value its predecessor had, or a client would take its cached UIDs for the new
+    mailbox's: the clock alone repeats within a second. So the last value handed out is kept
+    in the user's directory (``txmailhost-uidvalidity``, as Dovecot keeps
+    ``dovecot-uidvalidity``) and the next is the clock or one more than it, whichever is
+    larger. An ``flock`` serialises processes (the CLI beside the server). Maildir++ puts
+    folders (``.Name``) inside the user's directory, which is INBOX's own.
+    """
+    base = os.path.basename(directory)
+    user_dir = os.path.dirname(directory) if base.startswith(".") else directory
+    path = os.path.join(user_dir, UIDVALIDITY_NAME)
+    with _uidvalidity_lock, open(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        text = f.read(32).strip()
+        last = int(text) if text.isdigit() else 0
+        value = max(int(time.time()), last + 1)
+        if value > 0xFFFFFFFF:  # nz-number is 32 bits (RFC 3501 §9); wraps in 2106
+            value = 1
+        f.seek(0)
+        f.truncate()
+        f.write(b"%d\n" % value)
+        f.flush()
+        os.fsync(f.fileno())
+    return value
 
 
 def forget(directory: str) -> None:
@@ -144,6 +178,11 @@ class MailboxIndex:
         """
         with _writer_lock(self.path):
             db = self._db
+            if db.in_transaction:
+                # Called inside this thread's own write (``_locate`` recording where another
+                # tool moved a file, during STORE or EXPUNGE): part of that transaction.
+                yield db
+                return
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -301,16 +340,20 @@ class MailboxIndex:
             db.execute("COMMIT")
         return dict(meta, messages=messages, unseen=unseen, size=size, recent=recent)
 
-    def claim_recent(self) -> int:
-        """RFC 3501 §2.3.2 \\Recent: the first UID this session may call recent; later sessions
-        see those messages as not recent."""
+    def claim_recent(self, upto: int, claim: bool = True) -> int:
+        """RFC 3501 §2.3.2 \\Recent: the lowest UID below ``upto`` that no read-write session
+        has been told of yet. With ``claim`` the UIDs from there to ``upto`` become this
+        session's, atomically: a session that asks later gets ``upto`` or more, so each new
+        message is recent in exactly one session whichever notices it first. Without
+        ``claim`` (EXAMINE) nothing changes."""
         meta = self.meta()
-        if meta.get("recent_uid", 1) >= meta["uidnext"]:
-            return meta["uidnext"]  # nothing arrived since the last claim: no write needed
+        first = meta.get("recent_uid", 1)
+        if first >= upto or not claim:
+            return first  # nothing unclaimed below upto (or just looking): no write
         with self.write() as db:
-            meta = self.meta(db)
-            first = meta.get("recent_uid", 1)
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('recent_uid', ?)", (meta["uidnext"],))
+            first = self.meta(db).get("recent_uid", 1)
+            if first < upto:
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('recent_uid', ?)", (upto,))
         return first
 
     def full_rows(self, uids: list[int], db: sqlite3.Connection | None = None) -> dict[int, tuple]:

@@ -94,7 +94,9 @@ class MailboxSelection:
     """What SELECT reports (RFC 3501 §6.3.1, RFC 7162 §3.1.2.1), plus the sequence-number map.
 
     ``uids`` is the whole UID list in order (an ``array('I')``: four bytes a message);
-    ``first_recent`` is the lowest UID this session sees as \\Recent.
+    the messages from ``first_recent`` up to ``uidnext`` are \\Recent for this session: claimed
+    for it by a SELECT, merely shown by an EXAMINE (RFC 3501 §6.3.2: EXAMINE must not take
+    \\Recent away from the session that will SELECT).
     """
 
     uidvalidity: int
@@ -170,9 +172,21 @@ class IMailbox(Interface):
         (UIDVALIDITY, UID) for APPENDUID (RFC 4315) once the message is stored. The store reads
         the source off the reactor thread; the caller keeps (and closes) what it points to."""
 
+    def append_many(items):
+        """Deferred[tuple[int, list[int]]]: ``append`` for each ``(source, flags,
+        internaldate)``, atomically (MULTIAPPEND, RFC 3502): every message is stored and
+        durable before the Deferred fires, or, on failure, none is added. (UIDVALIDITY, the
+        UIDs in order)."""
+
     def select(claim_recent):
         """Deferred[MailboxSelection]; ``claim_recent`` makes this session the one that sees
         the new messages as \\Recent (SELECT, not EXAMINE)."""
+
+    def claim_recent(upto):
+        """Deferred[int]: the lowest UID below ``upto`` no session has claimed as \\Recent;
+        the UIDs from it to ``upto`` are claimed for the caller, atomically across sessions
+        and processes (RFC 3501 §2.3.2: a new message is \\Recent in exactly one session, the
+        first told of it). ``upto`` or more when none is left."""
 
     def status():
         """Deferred[MailboxStatus]."""
@@ -248,6 +262,15 @@ class IMailStore(Interface):
 
     def subscribe(user, mailbox, subscribed):
         """Deferred[None]: add or remove ``mailbox`` from the subscriptions, durably."""
+
+    def access_key(user, mailbox, create):
+        """Deferred[bytes | None]: the mailbox access key of ``user``'s ``mailbox`` (URLAUTH,
+        RFC 4467 §2.3: the secret URLs to it are signed with), made at random on first use
+        when ``create``; None when there is none (nothing is created for an unknown user)."""
+
+    def reset_access_keys(user, mailbox):
+        """Deferred[None]: forget the access key of ``mailbox`` (every one of the user's when
+        None), so every URL signed with it stops working (RESETKEY)."""
 
     def usage(user):
         """Deferred[int]: octets stored in all of the user's mailboxes (QUOTA, RFC 9208)."""

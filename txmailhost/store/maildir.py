@@ -25,12 +25,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import stat
 import tempfile
+import threading
 import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator
@@ -235,6 +238,22 @@ def _adopt(path: str, filename: str) -> tuple[int, bytes | None]:
     return counter.size, None
 
 
+# URLAUTH mailbox access keys (RFC 4467), in the user's directory: {"mailbox": "hex", ...}.
+_ACCESS_KEYS = "txmailhost-urlauth-keys.json"
+_access_keys_lock = threading.Lock()
+
+
+def _read_keys(path: str) -> dict[str, str]:
+    try:
+        with open(path, "rb") as f:
+            keys = json.loads(f.read() or b"{}")
+    except FileNotFoundError:
+        return {}
+    except ValueError:  # a damaged file: its URLs stop working, as after RESETKEY
+        return {}
+    return {k: v for k, v in keys.items() if isinstance(k, str) and isinstance(v, str)}
+
+
 def _make_maildir(directory: str) -> None:
     for sub in ("cur", "new", "tmp"):
         _safeio.makedirs_durably(os.path.join(directory, sub))
@@ -400,21 +419,30 @@ class MaildirMailbox:
 
     def _select(self, claim_recent: bool) -> MailboxSelection:
         self._store._reconcile(self.directory)
-        first_recent = self._index.claim_recent() if claim_recent else 1 << 62
         image = self._store.images.get(self.directory)
         with image.lock:
             image.refresh(self._index)
             first_unseen, unseen = image.unseen()
-            return MailboxSelection(
-                uidvalidity=image.uidvalidity,
-                uidnext=image.uidnext,
-                highestmodseq=image.highestmodseq,
-                uids=image.uids[:],
-                first_unseen=first_unseen,
-                unseen=unseen,
-                first_recent=first_recent,
-                keywords=frozenset(image.keyword_names()),
+            uidvalidity, uidnext, highestmodseq = (
+                image.uidvalidity,
+                image.uidnext,
+                image.highestmodseq,
             )
+            uids = image.uids[:]
+            keywords = frozenset(image.keyword_names())
+        # Claimed only up to what this selection holds: a message added since is left for
+        # whichever session is told of it first (``claim_recent``).
+        first_recent = self._index.claim_recent(uidnext, claim_recent)
+        return MailboxSelection(
+            uidvalidity=uidvalidity,
+            uidnext=uidnext,
+            highestmodseq=highestmodseq,
+            uids=uids,
+            first_unseen=first_unseen,
+            unseen=unseen,
+            first_recent=first_recent,
+            keywords=keywords,
+        )
 
     def _columns(self, uids: list[int]) -> IndexColumns:
         wanted = array("I", uids)  # sorted here unless they aren't one run of the mailbox
@@ -541,6 +569,25 @@ class MaildirMailbox:
             uid = self._append(path, flags, internaldate, crlf)
         return self._index.meta()["uidvalidity"], uid
 
+    def _append_many(
+        self, items: list[tuple[MessageSource, list[str], float | None]]
+    ) -> tuple[int, list[int]]:
+        staging = self._store.staging_directory(self.user)
+        staged: list[str] = []
+        try:
+            files = []
+            for source, flags, internaldate in items:
+                path, crlf = _stage(staging, source)
+                staged.append(path)
+                bits, keywords = flags_to_bits(flags)
+                files.append((path, bits, keywords, internaldate, crlf))
+            uids = self._store._add_files(self.directory, files)
+        finally:
+            for path in staged:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        return self._index.meta()["uidvalidity"], uids
+
     def _expunge(self, uids: Iterable[int]) -> list[int]:
         removed = []
         with self._index.write() as db:
@@ -594,6 +641,12 @@ class MaildirMailbox:
     ) -> Deferred[tuple[int, int]]:
         return self._store._run(self._append_source, source, list(flags), internaldate)
 
+    def append_many(
+        self, items: Iterable[tuple[MessageSource, Iterable[str], float | None]]
+    ) -> Deferred[tuple[int, list[int]]]:
+        batch = [(source, list(flags), date) for source, flags, date in items]
+        return self._store._run(self._append_many, batch)
+
     def append_staged(
         self, path: str, flags: Iterable[str] = (), internaldate: float | None = None
     ) -> Deferred[tuple[int, int]]:
@@ -601,6 +654,9 @@ class MaildirMailbox:
 
     def select(self, claim_recent: bool) -> Deferred[MailboxSelection]:
         return self._store._run(self._select, claim_recent)
+
+    def claim_recent(self, upto: int) -> Deferred[int]:
+        return self._store._run(self._index.claim_recent, upto)
 
     def status(self) -> Deferred[MailboxStatus]:
         return self._store._run(self._status)
@@ -730,27 +786,52 @@ class MaildirStore:
     ) -> int:
         """Link one file into ``directory`` durably and index it; returns its UID.
         ``crlf_size`` is the size as served when it may differ from the file's (bare LFs)."""
-        size = os.stat(source_path).st_size
-        name = new_message_name(size, crlf_size)
-        if crlf_size is not None:
-            size = crlf_size
-        subdir = "new" if not bits and not keywords else "cur"
-        target = _message_path(directory, name, subdir, bits)
-        with self._own_write(directory):
-            _safeio.link_durably(source_path, target)
-        _safeio.fsync_dir(os.path.dirname(target))
-        date = internaldate if internaldate is not None else time.time()
+        (uid,) = self._add_files(
+            directory, [(source_path, bits, keywords, internaldate, crlf_size)]
+        )
+        return uid
+
+    def _add_files(
+        self,
+        directory: str,
+        files: list[tuple[str, int, str, float | None, int | None]],
+    ) -> list[int]:
+        """Link each ``(source_path, bits, keywords, internaldate, crlf_size)`` into
+        ``directory``, fsync, and index them all in one transaction: all or none (MULTIAPPEND,
+        RFC 3502 §6.3.11: a link that fails removes the ones made before it, and the index
+        never holds some without the others). The UIDs, in order."""
+        linked: list[tuple[str, str, int, str, float, int, str]] = []
         try:
-            header = read_header(target)
-        except OSError:
-            header = None
+            for source_path, bits, keywords, internaldate, crlf_size in files:
+                size = os.stat(source_path).st_size
+                name = new_message_name(size, crlf_size)
+                subdir = "new" if not bits and not keywords else "cur"
+                target = _message_path(directory, name, subdir, bits)
+                with self._own_write(directory):
+                    _safeio.link_durably(source_path, target)
+                date = internaldate if internaldate is not None else time.time()
+                served = crlf_size if crlf_size is not None else size
+                linked.append((name, subdir, bits, keywords, date, served, target))
+            _safeio.fsync_dirs(os.path.dirname(entry[-1]) for entry in linked)
+        except BaseException:
+            for *_entry, target in linked:
+                with contextlib.suppress(OSError), self._own_write(directory):
+                    os.unlink(target)
+            raise
+        headers = []
+        for *_entry, target in linked:
+            try:
+                headers.append(read_header(target))
+            except OSError:
+                headers.append(None)
         index = _index.MailboxIndex(directory)
         with index.write() as db:
-            (uid,) = index.add([(name, subdir, bits, keywords, date, size)], db)
-            if header is not None:
-                index.cache_header(uid, header, db)
+            uids = index.add([entry[:6] for entry in linked], db)
+            for uid, header in zip(uids, headers, strict=True):
+                if header is not None:
+                    index.cache_header(uid, header, db)
         self._changed(directory)
-        return uid
+        return uids
 
     def _reconcile(self, directory: str) -> None:
         """Bring the index in line with files other tools added or removed.
@@ -976,6 +1057,34 @@ class MaildirStore:
         elif not subscribed and mailbox in names:
             self._write_subscriptions(user, [n for n in names if n != mailbox])
 
+    def _access_keys_path(self, user: str) -> str:
+        return os.path.join(user_directory(self.root, user), _ACCESS_KEYS)
+
+    def _access_key_sync(self, user: str, mailbox: str, create: bool) -> bytes | None:
+        path = self._access_keys_path(user)
+        with _access_keys_lock:
+            keys = _read_keys(path)
+            key = keys.get(mailbox)
+            if key is not None or not create:
+                return bytes.fromhex(key) if key else None
+            if not os.path.isdir(os.path.dirname(path)):
+                return None
+            fresh = secrets.token_bytes(32)
+            keys[mailbox] = fresh.hex()
+            _safeio.write_atomic(path, json.dumps(keys, indent=1).encode())
+            return fresh
+
+    def _reset_access_keys_sync(self, user: str, mailbox: str | None) -> None:
+        path = self._access_keys_path(user)
+        with _access_keys_lock:
+            keys = _read_keys(path)
+            if mailbox is None:
+                keys.clear()
+            else:
+                keys.pop(mailbox, None)
+            if os.path.exists(path):
+                _safeio.write_atomic(path, json.dumps(keys, indent=1).encode())
+
     def _usage_sync(self, user: str) -> int:
         user_dir = user_directory(self.root, user)
         total = 0
@@ -1139,6 +1248,12 @@ class MaildirStore:
 
     def subscribe(self, user: str, mailbox: str, subscribed: bool) -> Deferred[None]:
         return self._run(self._subscribe_sync, user, mailbox, subscribed)
+
+    def access_key(self, user: str, mailbox: str, create: bool = True) -> Deferred[bytes | None]:
+        return self._run(self._access_key_sync, user, mailbox, create)
+
+    def reset_access_keys(self, user: str, mailbox: str | None = None) -> Deferred[None]:
+        return self._run(self._reset_access_keys_sync, user, mailbox)
 
     def usage(self, user: str) -> Deferred[int]:
         return self._run(self._usage_sync, user)

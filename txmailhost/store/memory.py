@@ -21,6 +21,7 @@ so a large spool file is never read on the reactor thread.
 from __future__ import annotations
 
 import io
+import secrets
 import threading
 import time
 from array import array
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TypeVar
 
 from twisted.internet import threads
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
@@ -151,6 +152,7 @@ class _Folder:
 class _Account:
     folders: dict[str, _Folder] = field(default_factory=dict)
     subscriptions: list[str] = field(default_factory=list)
+    access_keys: dict[str, bytes] = field(default_factory=dict)  # URLAUTH (RFC 4467)
 
 
 @implementer(IMailbox)
@@ -207,9 +209,9 @@ class MemoryMailbox:
 
     def _select(self, claim_recent: bool) -> MailboxSelection:
         folder = self._folder()
-        first_recent = 1 << 62
+        first_recent = folder.recent_uid
         if claim_recent:
-            first_recent, folder.recent_uid = folder.recent_uid, folder.uidnext
+            folder.recent_uid = max(folder.recent_uid, folder.uidnext)
         messages = list(folder.messages.values())
         unseen = [i for i, m in enumerate(messages, 1) if SEEN not in m.flags]
         keywords = {f for m in messages for f in m.flags if not f.startswith("\\")}
@@ -223,6 +225,15 @@ class MemoryMailbox:
             first_recent=first_recent,
             keywords=frozenset(keywords),
         )
+
+    def claim_recent(self, upto: int) -> Deferred[int]:
+        def job() -> int:
+            folder = self._folder()
+            first = folder.recent_uid
+            folder.recent_uid = max(first, upto)
+            return first
+
+        return self._do(job)
 
     def status(self) -> Deferred[MailboxStatus]:
         def job() -> MailboxStatus:
@@ -361,6 +372,27 @@ class MemoryMailbox:
 
         flags = list(flags)
         return self._store._read(source).addCallback(lambda content: self._do(add, content))
+
+    def append_many(
+        self, items: Iterable[tuple[MessageSource, Iterable[str], float | None]]
+    ) -> Deferred[tuple[int, list[int]]]:
+        """Every message is read first; they are added in one step, so all or none."""
+        batch = [(source, list(flags), date) for source, flags, date in items]
+
+        def add(contents: list[bytes]) -> tuple[int, list[int]]:
+            folder = self._folder()
+            uids = [
+                folder.add(content, flags, date)
+                for content, (_source, flags, date) in zip(contents, batch, strict=True)
+            ]
+            self._changed()
+            return folder.uidvalidity, uids
+
+        reads = gatherResults(
+            [self._store._read(source) for source, _f, _d in batch], consumeErrors=True
+        )
+        reads.addErrback(lambda failure: failure.value.subFailure)
+        return reads.addCallback(lambda contents: self._do(add, contents))
 
     def copy(self, uids: Iterable[int], target: MemoryMailbox) -> Deferred[list[tuple[int, int]]]:
         def job(wanted: list[int]) -> list[tuple[int, int]]:
@@ -574,6 +606,28 @@ class MemoryStore:
                 names.append(name)
             elif not subscribed and name in names:
                 names.remove(name)
+
+        return self._do(job)
+
+    def access_key(self, user: str, mailbox: str, create: bool = True) -> Deferred[bytes | None]:
+        def job() -> bytes | None:
+            account = self._accounts.get(_owner(user))
+            if account is None:
+                return None
+            key = account.access_keys.get(mailbox)
+            if key is None and create:
+                key = account.access_keys[mailbox] = secrets.token_bytes(32)
+            return key
+
+        return self._do(job)
+
+    def reset_access_keys(self, user: str, mailbox: str | None = None) -> Deferred[None]:
+        def job() -> None:
+            keys = self._account(user).access_keys
+            if mailbox is None:
+                keys.clear()
+            else:
+                keys.pop(mailbox, None)
 
         return self._do(job)
 

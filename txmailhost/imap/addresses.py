@@ -1,0 +1,241 @@
+"""Address headers (From, To, Cc, ...) as IMAP sees them: RFC 5322 §3.4 address lists, parsed
+into the pieces ENVELOPE sends (RFC 3501 §7.4.2) and SEARCH FROM/TO/CC/BCC matches.
+
+Why not ``email.utils.getaddresses``: it flattens groups, and ENVELOPE must keep them
+(``To: team: a@x, b@y;`` is ``(NIL NIL "team" NIL) ... (NIL NIL NIL NIL)``), drops source
+routes, and parses nested comments recursively (a header of thousands of ``(`` exhausted the
+stack). Here a flat tokenizer and a small state machine do it in one pass, never raise, and
+accept what real mail holds (obsolete syntax, missing ``;``, stray specials) the way Dovecot
+does: the result is always some list of addresses.
+
+Strings stay as they are on the wire (encoded words are not decoded: ENVELOPE carries them
+raw); ``search_text`` decodes for SEARCH.
+"""
+
+from __future__ import annotations
+
+import email.header
+from dataclasses import dataclass
+
+_SPECIALS = '()<>[]:;@\\,."'
+_DELIMITERS = frozenset("<>:;@,.")
+
+
+@dataclass(frozen=True, slots=True)
+class Mailbox:
+    """``name <@route:local@domain>``; ``domain`` None when the address has none."""
+
+    name: str | None
+    route: str | None
+    local: str
+    domain: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStart:
+    """``name:`` opening an RFC 5322 group (ENVELOPE: ``(NIL NIL "name" NIL)``)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupEnd:
+    """The ``;`` that closes a group (ENVELOPE: ``(NIL NIL NIL NIL)``)."""
+
+
+Address = Mailbox | GroupStart | GroupEnd
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    kind: str  # "word", "quoted", "comment", "literal", or the delimiter itself
+    text: str
+    spaced: bool  # whitespace or a comment came before it
+
+
+def _tokens(text: str) -> list[_Token]:
+    """Split an address header into words, quoted strings, comments, domain literals and
+    delimiters. Unterminated quotes, comments and literals end at the end of the text."""
+    tokens: list[_Token] = []
+    i, n, spaced = 0, len(text), False
+    while i < n:
+        c = text[i]
+        if c in " \t\r\n":
+            spaced = True
+            i += 1
+        elif c == "(":
+            depth, i, out = 1, i + 1, []
+            while i < n and depth:
+                c = text[i]
+                if c == "\\" and i + 1 < n:
+                    out.append(text[i + 1])
+                    i += 2
+                    continue
+                depth += c == "("
+                depth -= c == ")"
+                if depth:
+                    out.append(c)
+                i += 1
+            tokens.append(_Token("comment", "".join(out), spaced))
+            spaced = True
+        elif c in '"[':
+            close = '"' if c == '"' else "]"
+            i, out = i + 1, []
+            while i < n and text[i] != close:
+                if text[i] == "\\" and i + 1 < n:
+                    i += 1
+                out.append(text[i])
+                i += 1
+            i += 1
+            body = "".join(out)
+            if c == '"':
+                tokens.append(_Token("quoted", body, spaced))
+            else:
+                tokens.append(_Token("literal", f"[{body}]", spaced))
+            spaced = False
+        elif c in _DELIMITERS:
+            tokens.append(_Token(c, c, spaced))
+            spaced = False
+            i += 1
+        elif c in ")]\\":
+            i += 1  # stray closing or escape character: ignored
+        else:
+            start = i
+            while i < n and text[i] not in _SPECIALS and text[i] not in " \t\r\n":
+                i += 1
+            tokens.append(_Token("word", text[start:i], spaced))
+            spaced = False
+    return tokens
+
+
+def _phrase(tokens: list[_Token]) -> str:
+    """A display name or group name: words as written, one space where there was any."""
+    out: list[str] = []
+    for token in tokens:
+        if token.kind == "comment":
+            continue
+        if out and token.spaced:
+            out.append(" ")
+        out.append(token.text)
+    return "".join(out).strip()
+
+
+def _joined(tokens: list[_Token]) -> str:
+    """A local part or domain: its pieces without the folding whitespace between them."""
+    return "".join(t.text for t in tokens if t.kind != "comment")
+
+
+def _addr_spec(tokens: list[_Token]) -> tuple[str | None, str, str | None]:
+    """``[@route,@route:]local@domain`` inside angle brackets → (route, local, domain)."""
+    route = None
+    colon = next((i for i, t in enumerate(tokens) if t.kind == ":"), -1)
+    if tokens and tokens[0].kind == "@" and colon > 0:
+        route = _joined(tokens[:colon])
+        tokens = tokens[colon + 1 :]
+    at = max((i for i, t in enumerate(tokens) if t.kind == "@"), default=-1)
+    if at < 0:
+        return route, _joined(tokens), None
+    return route, _joined(tokens[:at]), _joined(tokens[at + 1 :])
+
+
+def parse(text: str) -> list[Address]:
+    """The addresses of one address header's value, groups kept in order."""
+    items: list[Address] = []
+    phrase: list[_Token] = []
+    pending: Mailbox | None = None
+    comment: str | None = None  # the last comment: a name for ``user@host (Name)``
+    in_group = False
+
+    def flush() -> None:
+        nonlocal pending, comment
+        words = [t for t in phrase if t.kind != "comment"]
+        if pending is not None:
+            if pending.name is None and comment:
+                pending = Mailbox(comment.strip() or None, None, pending.local, pending.domain)
+            items.append(pending)
+        elif words:
+            # A bare word without "@" (``To: undisclosed``): a local part without a domain.
+            items.append(Mailbox(None, None, _joined(words), None))
+        pending, comment = None, None
+        phrase.clear()
+
+    tokens = _tokens(text)
+    i, n = 0, len(tokens)
+    while i < n:
+        token = tokens[i]
+        kind = token.kind
+        if kind == "comment":
+            comment = token.text
+            phrase.append(token)
+        elif kind == "<":
+            name = _phrase(phrase) or None
+            end = next((j for j in range(i + 1, n) if tokens[j].kind == ">"), n)
+            route, local, domain = _addr_spec(tokens[i + 1 : end])
+            phrase.clear()
+            pending, comment = Mailbox(name, route, local, domain), None
+            i = end
+        elif kind == ":" and not in_group and pending is None:
+            items.append(GroupStart(_phrase(phrase)))
+            phrase.clear()
+            comment = None
+            in_group = True
+        elif kind == ";":
+            flush()
+            if in_group:
+                items.append(GroupEnd())
+                in_group = False
+        elif kind == ",":
+            flush()
+        elif kind == "@" and pending is None:
+            local = _joined([t for t in phrase if t.kind != "comment"])
+            j, previous = i + 1, "@"
+            while j < n and tokens[j].kind in ("word", "literal", ".", "comment", "quoted"):
+                nxt = tokens[j]
+                if nxt.kind == "comment":
+                    comment = nxt.text
+                elif nxt.spaced and previous not in ("@", "."):
+                    break  # "a@b c@d": a missing comma, not a domain "bc"
+                else:
+                    previous = nxt.kind
+                j += 1
+            domain = _joined([t for t in tokens[i + 1 : j] if t.kind != "comment"])
+            phrase.clear()
+            pending = Mailbox(None, None, local, domain)
+            i = j - 1
+        elif pending is None and kind in ("word", "quoted", ".", "literal"):
+            phrase.append(token)
+        # anything else (a second "<...>", a stray ">" or ":") is ignored
+        i += 1
+    flush()
+    if in_group:
+        items.append(GroupEnd())  # a group left open at the end of the header
+    return items
+
+
+def mailboxes(text: str) -> list[Mailbox]:
+    """The mailboxes of an address header, groups flattened (SORT, SEARCH)."""
+    return [item for item in parse(text) if isinstance(item, Mailbox)]
+
+
+def _decoded(text: str) -> str:
+    try:
+        return str(email.header.make_header(email.header.decode_header(text)))
+    except Exception:  # a malformed encoded word: the raw text
+        return text
+
+
+def search_text(text: str) -> str:
+    """What SEARCH FROM/TO/CC/BCC matches a string against (RFC 3501 §6.4.4: "contains the
+    specified string in the envelope structure's ... field"): each address as
+    ``name <local@domain>`` with its name decoded (RFC 2047), so a search for
+    ``user@example.org`` finds ``<user (comment)@ example.org>`` and one for a real name finds
+    it whether it was written before the address or in a comment after it."""
+    parts = []
+    for item in parse(text):
+        if isinstance(item, GroupStart):
+            parts.append(_decoded(item.name) + ":")
+        elif isinstance(item, Mailbox):
+            address = item.local if item.domain is None else f"{item.local}@{item.domain}"
+            name = _decoded(item.name) + " " if item.name else ""
+            parts.append(f"{name}<{address}>")
+    return ", ".join(parts)

@@ -1,0 +1,174 @@
+"""APPEND's arguments and how the messages reach the store: RFC 3501 §6.3.11, several
+messages in one command (MULTIAPPEND, RFC 3502), messages built from text and URLs
+(CATENATE, RFC 4469: ``catenate.py``), literal8 (BINARY, RFC 3516: ``binary.py``), APPENDUID
+with a UID set (UIDPLUS, RFC 4315).
+
+MULTIAPPEND is atomic: every message is added or none is (``IMailbox.append_many``: each
+message is written and fsync'd, then all are linked and indexed in one transaction; a failure
+removes what was linked). A single message keeps the one-trip path: a large literal already
+streamed to a file in the store's staging directory is linked, not copied
+(``IStagedAppend``). OK is sent only after the messages and their directory entries are
+fsync'd (DESIGN invariant 1).
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.threads import deferToThreadPool
+
+from txmailhost.imap import binary, catenate, replies
+from txmailhost.imap.parser import LiteralFile, ParseError, Reader
+from txmailhost.store.interfaces import MessageSource
+
+_DATE_TIME = re.compile(
+    rb" ?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)"
+)
+_MONTHS = {m.upper(): i for i, m in enumerate(calendar.month_abbr) if m}
+_IGNORED_FLAGS = ("\\Recent", "\\*")  # not flags a client may set (§2.3.2)
+
+
+def parse_date_time(raw: bytes) -> float:
+    """APPEND's date-time (RFC 3501 §9) → POSIX time."""
+    match = _DATE_TIME.fullmatch(raw)
+    month = _MONTHS.get(match[2].upper().decode()) if match else None
+    if not match or not month:
+        raise ParseError("invalid date-time")
+    day, year, hour, minute, second = (int(match[i]) for i in (1, 3, 4, 5, 6))
+    try:
+        datetime.datetime(year, month, day, hour, minute, second)  # no 31-Feb, no 25:00
+        stamp = calendar.timegm((year, month, day, hour, minute, second))
+    except (ValueError, OverflowError):
+        raise ParseError("invalid date-time") from None
+    offset = (int(match[8]) * 60 + int(match[9])) * 60
+    return stamp - offset if match[7] == b"+" else stamp + offset
+
+
+@dataclass(frozen=True)
+class AppendMessage:
+    """One message of an APPEND: its flags, INTERNALDATE (None: now) and octets; ``binary``
+    when they came as a literal8 (``~{n}``, RFC 3516 §4.4) and may hold binary parts;
+    ``parts`` when CATENATE (RFC 4469) builds it (``literal`` is then empty until
+    ``assemble`` fills it)."""
+
+    flags: list[str]
+    date: float | None
+    literal: bytes | LiteralFile
+    binary: bool = False
+    parts: tuple[catenate.CatPart, ...] = ()
+
+    @property
+    def size(self) -> int:
+        return self.literal.size if isinstance(self.literal, LiteralFile) else len(self.literal)
+
+    def source(self) -> MessageSource:
+        if isinstance(self.literal, LiteralFile):
+            return MessageSource.from_path(self.literal.path, self.literal.size)
+        return MessageSource.from_bytes(self.literal)
+
+
+def parse_messages(reader: Reader) -> list[AppendMessage]:
+    """``1*(SP [flag-list SP] [date-time SP] literal)`` after the mailbox name (RFC 3502 §6);
+    an empty message is refused (``NO``): there is nothing to store."""
+    messages = []
+    while True:
+        reader.sp()
+        flags: list[str] = []
+        if reader.peek() == b"(":
+            flags = [f for f in reader.flag_list() if f not in _IGNORED_FLAGS]
+            reader.sp()
+        date = None
+        if reader.peek() == b'"':
+            date = parse_date_time(reader.date_time())
+            reader.sp()
+        if reader.peek_upper(b"CATENATE"):
+            parts = tuple(catenate.parse_parts(reader))
+            messages.append(AppendMessage(flags, date, b"", parts=parts))
+        else:
+            literal8 = reader.peek() == b"~"
+            if literal8:
+                reader.pos += 1
+            message = AppendMessage(flags, date, reader.literal(), literal8)
+            if not message.size:
+                raise replies.IMAPError("empty message")
+            messages.append(message)
+        if reader.at_end():
+            return messages
+
+
+def _readable(message: AppendMessage) -> AppendMessage:
+    """A literal8 message with its binary parts re-encoded as base64 (``binary.py``); read
+    whole, off the reactor thread when it was staged in a file."""
+    literal = message.literal
+    if isinstance(literal, LiteralFile):
+        with open(literal.path, "rb") as f:
+            literal = f.read()
+    converted = binary.base64_parts(literal)
+    if converted is literal and literal is message.literal:
+        return message
+    return AppendMessage(message.flags, message.date, converted)
+
+
+async def _converted(message: AppendMessage, reactor: Any) -> AppendMessage:
+    """``_readable`` at once for a literal held in memory (at most 256 KiB); for one staged
+    in a file, in the reactor's thread pool: reading and re-encoding up to APPENDLIMIT
+    octets must not stall other sessions (DESIGN invariant 3)."""
+    if isinstance(message.literal, LiteralFile) and hasattr(reactor, "getThreadPool"):
+        return await deferToThreadPool(reactor, reactor.getThreadPool(), _readable, message)
+    return _readable(message)
+
+
+def _read_file(literal: LiteralFile) -> bytes:
+    with open(literal.path, "rb") as f:
+        return f.read()
+
+
+async def assemble(
+    messages: list[AppendMessage],
+    resolve: Callable[[bytes], Awaitable[bytes]],
+    reactor: Any,
+    limit: int,
+) -> list[AppendMessage]:
+    """Each CATENATE message built from its parts (``catenate.py``); ``resolve`` gives the
+    octets of a URL. A text part staged in a file is read in the reactor's thread pool."""
+
+    async def read_text(literal: bytes | LiteralFile) -> bytes:
+        if not isinstance(literal, LiteralFile):
+            return literal
+        if hasattr(reactor, "getThreadPool"):
+            return await deferToThreadPool(reactor, reactor.getThreadPool(), _read_file, literal)
+        return _read_file(literal)
+
+    built = []
+    for message in messages:
+        if message.parts:
+            data = await catenate.assemble(list(message.parts), read_text, resolve, limit)
+            if not data:
+                raise replies.IMAPError("empty message")
+            message = AppendMessage(message.flags, message.date, data)
+        built.append(message)
+    return built
+
+
+async def store_messages(
+    mailbox: Any, messages: list[AppendMessage], reactor: Any
+) -> tuple[int, list[int]]:
+    """Add ``messages`` to ``mailbox``, all or none; (UIDVALIDITY, their UIDs)."""
+    messages = [await _converted(m, reactor) if m.binary else m for m in messages]
+    if len(messages) > 1:
+        return await mailbox.append_many([(m.source(), m.flags, m.date) for m in messages])
+    (message,) = messages
+    # (Literals go to a file only for a store that declares IFileDelivery, whose mailboxes
+    # take staged files: IStagedAppend.)
+    if isinstance(message.literal, LiteralFile):
+        uidvalidity, uid = await mailbox.append_staged(
+            message.literal.path, message.flags, message.date
+        )
+    else:
+        uidvalidity, uid = await mailbox.append(message.source(), message.flags, message.date)
+    return uidvalidity, [uid]
