@@ -78,8 +78,8 @@ def build_chain(
     pool: Any,
     timeout: float,
     on_error: str,
-    leading: tuple[Any, ...] = (),
     host: FilterHost | None = None,
+    leading: tuple[Any, ...] = (),
 ) -> FilterChain | None:
     """The chain for ``[filters]``, after the ``leading`` filters the server itself runs
     (mail authentication); None when it is empty. Raises ``FilterConfigError``."""
