@@ -53,6 +53,7 @@ class MessageCommands:
     drained: Callable[[], Any]
     unselect: Callable[[], None]
     flags_line: Callable[[SelectedMailbox], bytes]
+    contexts_expunging: Callable[[SelectedMailbox, set[int]], None]
     dirty: bool
 
     @property
@@ -117,6 +118,7 @@ class MessageCommands:
         gone = {uid for uid in removed if view.seq_of(uid)}
         if not gone:
             return
+        self.contexts_expunging(view, gone)  # RFC 5267 REMOVEFROM before the numbers shift
         seqs = view.remove(gone)
         if self.qresync:
             self.write(b"* VANISHED " + compress(sorted(gone)).encode() + b"\r\n")
