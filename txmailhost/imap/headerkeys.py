@@ -36,6 +36,13 @@ log = Logger(namespace="txmailhost.imap")
 KEY = "imap.sortkeys.1"  # IMailbox.remember name; the suffix changes if the derivation does
 HEADER_BATCH = 1000
 _MSG_ID = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
+# "Name <local@host>", "\"Name\" <local@host>" or "local@host", then the end or a comma
+_SIMPLE_ADDRESS = re.compile(
+    r'\s*(?:(?:"(?P<quoted>[^"\\]*)"|(?P<name>[^"<>,;:@()\\]*?))\s*'
+    r"<(?P<local>[^<>@\s,;:\"()\\\[\]]+)@(?P<host>[^<>@\s,;:\"()\\\[\]]+)>"
+    r"|(?P<bare_local>[^<>@\s,;:\"()\\\[\]]+)@(?P<bare_host>[^<>@\s,;:\"()\\\[\]]+))"
+    r"\s*(?:,|$)"
+)
 _GROUP = re.compile(r'\s*((?:"[^"]*"|[^:<>@,"])+?)\s*:')
 
 
@@ -85,6 +92,13 @@ def _first_address(value: bytes | None) -> tuple[str, str, str]:
     group = _GROUP.match(raw)
     if group is not None:
         return "", group[1].strip('"'), ""
+    simple = _SIMPLE_ADDRESS.match(raw)
+    if simple is not None:  # the common forms, without the stdlib's character-by-character parser
+        name = simple["quoted"] if simple["quoted"] is not None else (simple["name"] or "")
+        name = name.strip()
+        mailbox = simple["local"] or simple["bare_local"]
+        host = simple["host"] or simple["bare_host"]
+        return header_text(name.encode()) if name else "", mailbox, host
     try:
         pairs = email.utils.getaddresses([raw])
     except (RecursionError, ValueError):
@@ -99,8 +113,8 @@ def _first_address(value: bytes | None) -> tuple[str, str, str]:
     return "", "", ""
 
 
-def _display(value: bytes | None) -> str:
-    name, mailbox, host = _first_address(value)
+def _display(address: tuple[str, str, str]) -> str:
+    name, mailbox, host = address
     if name:
         return name.upper()
     return (f"{mailbox}@{host}" if host else mailbox).upper()
@@ -128,6 +142,7 @@ def derive(header: bytes) -> HeaderKeys:
     for name, value in mime.parse_header_fields(header):
         fields.setdefault(name, value)  # the first occurrence, as ENVELOPE takes it
     subject, reply = base_subject(header_text(fields.get(b"subject", b"")))
+    sender, recipient = _first_address(fields.get(b"from")), _first_address(fields.get(b"to"))
     ids = _message_ids(fields.get(b"message-id"))
     references = _message_ids(fields.get(b"references"))
     if not references:
@@ -137,14 +152,37 @@ def derive(header: bytes) -> HeaderKeys:
         sent=_sent(fields.get(b"date")),
         subject=subject.upper(),
         reply=reply,
-        from_=_first_address(fields.get(b"from"))[1].upper(),
-        to=_first_address(fields.get(b"to"))[1].upper(),
+        from_=sender[1].upper(),
+        to=recipient[1].upper(),
         cc=_first_address(fields.get(b"cc"))[1].upper(),
-        display_from=_display(fields.get(b"from")),
-        display_to=_display(fields.get(b"to")),
+        display_from=_display(sender),
+        display_to=_display(recipient),
         message_id=ids[0] if ids else "",
         references=tuple(references),
     )
+
+
+def decode_many(stored: dict[int, bytes]) -> dict[int, HeaderKeys]:
+    """``HeaderKeys.decode`` of many values in one JSON parse (a 100,000-message mailbox's
+    keys decode in a fraction of the time one ``json.loads`` each takes); a value that does
+    not decode is left out, to be derived again."""
+    uids = list(stored)
+    try:
+        rows = json.loads(b"[" + b",".join(stored[uid] for uid in uids) + b"]")
+    except ValueError:
+        rows = None
+    if rows is None or len(rows) != len(uids):
+        decoded = ((uid, HeaderKeys.decode(stored[uid])) for uid in uids)
+        return {uid: keys for uid, keys in decoded if keys is not None}
+    out = {}
+    for uid, row in zip(uids, rows, strict=True):
+        if isinstance(row, list) and len(row) == len(HeaderKeys._fields):
+            row[-1] = tuple(row[-1])
+            out[uid] = _new_keys(HeaderKeys, row)
+    return out
+
+
+_new_keys = tuple.__new__
 
 
 async def load(
@@ -168,10 +206,8 @@ async def load(
         else:
             missing.append(message.uid)
     if missing:
-        for uid, raw in (await view.mailbox.derived(missing, KEY)).items():
-            keys = HeaderKeys.decode(raw)
-            if keys is not None:
-                found[uid] = cache[uid] = keys
+        for uid, keys in decode_many(await view.mailbox.derived(missing, KEY)).items():
+            found[uid] = cache[uid] = keys
         missing = [uid for uid in missing if uid not in found]
     for start in range(0, len(missing), HEADER_BATCH):
         batch = missing[start : start + HEADER_BATCH]

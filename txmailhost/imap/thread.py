@@ -209,7 +209,14 @@ def references(messages: list[ThreadMessage]) -> list[_Node]:
             _link(previous, node)
     roots = [node for node in nodes if node.parent is None]  # step 2
     roots = _prune(roots)  # step 4
-    _sort(roots)  # step 5 sorts the roots; children are sorted by the final pass
+    # Step 5 sorts the roots: after pruning a root is a message or a dummy whose children are
+    # messages, and a dummy sorts as its earliest child. The children are sorted by step 7.
+    for root in roots:
+        if root.message is not None:
+            root.sort_key = (root.message.sent, root.message.seq)
+        else:
+            root.sort_key = min((c.message.sent, c.message.seq) for c in root.children)  # type: ignore[union-attr]
+    roots.sort(key=lambda n: n.sort_key)
     roots = _group_by_subject(roots)  # step 6
     _sort(roots)  # step 7
     return roots
