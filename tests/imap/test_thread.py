@@ -102,3 +102,14 @@ def test_ordered_subject_groups_by_base_subject_under_the_first_message():
 
 def test_render_of_nothing_is_empty():
     assert thread.render([]) == b""
+
+
+def test_a_chain_delivered_newest_first_threads_the_same():
+    depth = 3000
+    headers = [b"Message-ID: <0@x>\r\n"] + [
+        b"Message-ID: <%d@x>\r\nIn-Reply-To: <%d@x>\r\n" % (i, i - 1) for i in range(1, depth)
+    ]
+    newest_first = list(reversed(headers))
+    dates = [float(depth - i) for i in range(depth)]
+    rendered = references(*newest_first, dates=dates)
+    assert rendered == b"(" + b" ".join(b"%d" % i for i in range(depth, 0, -1)) + b")"

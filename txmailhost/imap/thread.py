@@ -22,6 +22,7 @@ from typing import NamedTuple
 from txmailhost.imap.headerkeys import HeaderKeys
 
 MAX_REFERENCES = 500  # a References field longer than this keeps its last ids only
+MAX_WALK = 10_000  # ancestors looked at for one loop check
 
 
 class ThreadMessage(NamedTuple):
@@ -44,14 +45,24 @@ class _Node:
         self.sort_key: tuple[float, int] = (0.0, 0)
 
 
-def _is_ancestor(candidate: _Node, node: _Node) -> bool:
-    """Whether ``candidate`` is ``node`` or one of its ancestors."""
-    current: _Node | None = node
-    while current is not None:
-        if current is candidate:
+def _would_loop(parent: _Node, child: _Node) -> bool:
+    """Whether making ``parent`` the parent of ``child`` closes a loop: ``child`` is ``parent``
+    or one of its ancestors. A child without children is nobody's ancestor (the usual case,
+    answered at once); otherwise ``parent``'s ancestors are walked, at most ``MAX_WALK`` of
+    them: a crafted chain deeper than that is refused the link rather than made to cost
+    quadratic time."""
+    if child is parent:
+        return True
+    if not child.children:
+        return False
+    current = parent.parent
+    for _ in range(MAX_WALK):
+        if current is None:
+            return False
+        if current is child:
             return True
         current = current.parent
-    return False
+    return True
 
 
 def _link(parent: _Node, child: _Node) -> None:
@@ -199,13 +210,13 @@ def references(messages: list[ThreadMessage]) -> list[_Node]:
             if (
                 previous is not None
                 and current.parent is None
-                and not _is_ancestor(current, previous)
+                and not _would_loop(previous, current)
             ):
                 _link(previous, current)
             previous = current
         # 1.B: the last reference is the parent; a parent assumed earlier gives way.
         _unlink(node)
-        if previous is not None and not _is_ancestor(node, previous):
+        if previous is not None and not _would_loop(previous, node):
             _link(previous, node)
     roots = [node for node in nodes if node.parent is None]  # step 2
     roots = _prune(roots)  # step 4
