@@ -45,6 +45,7 @@ CAPABILITIES = [
 ]
 
 Criteria = list[tuple[str, bool]]
+_new_thread_message = tuple.__new__
 
 
 def parse_criteria(reader: Reader) -> Criteria:
@@ -194,13 +195,11 @@ class SortCommands(ContextCommands):
         messages = []
         for seq, message in matches:
             message_keys = keys.get(message.uid, EMPTY_KEYS)
+            sent = message_keys.sent if message_keys.sent is not None else message.internaldate
+            number = message.uid if by_uid else seq
+            # tuple.__new__ skips NamedTuple's Python-level __new__ (100,000 times a THREAD)
             messages.append(
-                thread.ThreadMessage(
-                    message.uid if by_uid else seq,
-                    seq,
-                    sent_date(message, message_keys),
-                    message_keys,
-                )
+                _new_thread_message(thread.ThreadMessage, (number, seq, sent, message_keys))
             )
         threads = thread.render(algorithm(messages))
         self.write(b"* THREAD" + (b" " + threads if threads else b"") + b"\r\n")

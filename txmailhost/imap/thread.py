@@ -89,12 +89,17 @@ def _sort(roots: list[_Node]) -> None:
     """Steps 5 and 7: siblings by sent date, then sequence number; a dummy takes the key of its
     first child (after that child's own siblings are sorted)."""
     for node in reversed(list(_walk(roots))):
-        node.children.sort(key=lambda n: n.sort_key)
+        if len(node.children) > 1:
+            node.children.sort(key=_sort_key)
         if node.message is not None:
             node.sort_key = (node.message.sent, node.message.seq)
         elif node.children:
             node.sort_key = node.children[0].sort_key
-    roots.sort(key=lambda n: n.sort_key)
+    roots.sort(key=_sort_key)
+
+
+def _sort_key(node: _Node) -> tuple[float, int]:
+    return node.sort_key
 
 
 def _prune(roots: list[_Node]) -> list[_Node]:
