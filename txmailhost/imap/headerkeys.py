@@ -23,6 +23,7 @@ import email.header
 import email.utils
 import json
 import re
+import sys
 from typing import Any, NamedTuple
 
 from twisted.logger import Logger
@@ -148,17 +149,19 @@ def derive(header: bytes) -> HeaderKeys:
     if not references:
         # RFC 5256 §3 (REFERENCES, step 1.A): without References, the first In-Reply-To id
         references = _message_ids(fields.get(b"in-reply-to"))[:1]
-    return HeaderKeys(
-        sent=_sent(fields.get(b"date")),
-        subject=subject.upper(),
-        reply=reply,
-        from_=sender[1].upper(),
-        to=recipient[1].upper(),
-        cc=_first_address(fields.get(b"cc"))[1].upper(),
-        display_from=_display(sender),
-        display_to=_display(recipient),
-        message_id=ids[0] if ids else "",
-        references=tuple(references),
+    return _compact(
+        [
+            _sent(fields.get(b"date")),
+            subject.upper(),
+            reply,
+            sender[1].upper(),
+            recipient[1].upper(),
+            _first_address(fields.get(b"cc"))[1].upper(),
+            _display(sender),
+            _display(recipient),
+            ids[0] if ids else "",
+            references,
+        ]
     )
 
 
@@ -177,9 +180,34 @@ def decode_many(stored: dict[int, bytes]) -> dict[int, HeaderKeys]:
     out = {}
     for uid, row in zip(uids, rows, strict=True):
         if isinstance(row, list) and len(row) == len(HeaderKeys._fields):
-            row[-1] = tuple(row[-1])
-            out[uid] = _new_keys(HeaderKeys, row)
+            out[uid] = _compact(row)
     return out
+
+
+def _compact(row: list[Any]) -> HeaderKeys:
+    """A decoded row as ``HeaderKeys``, its repetitive strings shared: in most mailboxes the
+    To, the display names and the subjects of a thread recur, and interning them keeps a
+    session's keys of 100,000 messages in a fraction of the memory."""
+    sent, subject, reply, sender, recipient, cc, display_from, display_to, msgid, refs = row
+    return _new_keys(
+        HeaderKeys,
+        (
+            sent,
+            _intern(subject),
+            reply,
+            _intern(sender),
+            _intern(recipient),
+            _intern(cc),
+            _intern(display_from),
+            _intern(display_to),
+            msgid,
+            tuple(refs),
+        ),
+    )
+
+
+def _intern(value: Any) -> Any:
+    return sys.intern(value) if isinstance(value, str) else value
 
 
 _new_keys = tuple.__new__
