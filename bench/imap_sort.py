@@ -12,7 +12,9 @@ and then SORT (DATE) and THREAD again on a new session (keys read back from the 
 Run against a server you started on a throwaway data directory:
 ``python -m bench.imap_sort --maildir DATA/mail/DOMAIN/USER --port 2143 --user USER
 --password PW --messages 100000``. The mailbox must be empty before (``--skip-fill`` reuses a
-mailbox an earlier run filled).
+mailbox an earlier run filled). ``--dovecot WORKDIR`` runs the same against a private Dovecot
+started by the bench harness (``bench/anchors/dovecot.py``) in an empty ``WORKDIR``, for the
+reference figures.
 """
 
 from __future__ import annotations
@@ -97,22 +99,46 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.imap_sort", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=2143)
-    parser.add_argument("--user", required=True)
-    parser.add_argument("--password", required=True)
-    parser.add_argument("--maildir", type=Path, required=True, help="the user's INBOX Maildir")
+    parser.add_argument("--user")
+    parser.add_argument("--password")
+    parser.add_argument("--maildir", type=Path, help="the user's INBOX Maildir")
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--size", type=int, default=2048, help="octets per message")
     parser.add_argument("--skip-fill", action="store_true")
+    parser.add_argument("--dovecot", type=Path, help="measure a private Dovecot instead")
     args = parser.parse_args(argv)
+    if args.dovecot is not None:
+        return _dovecot(args.dovecot, args.messages, args.size)
+    if not (args.user and args.password and args.maildir):
+        parser.error("--user, --password and --maildir are needed (or --dovecot)")
     if not args.skip_fill:
         started = time.perf_counter()
         maildirs.write_files(args.maildir, (message(i, args.size) for i in range(args.messages)))
         print(f"wrote {args.messages} messages in {time.perf_counter() - started:.1f} s")
     figures = asyncio.run(measure(args.host, args.port, args.user, args.password))
-    print(f"{int(figures.pop('messages'))} messages")
+    _print(figures, "txmailhost")
+    return 0
+
+
+def _dovecot(workdir: Path, count: int, size: int) -> int:
+    from bench.anchors import dovecot
+    from bench.server import BENCH_DOMAIN, PASSWORD
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    with dovecot.running(workdir) as server:
+        address = f"imap-sort@{BENCH_DOMAIN}"
+        server.add_user(address)
+        assert server.store_files is not None and server.imap_port is not None
+        server.store_files(address, (message(i, size) for i in range(count)))
+        figures = asyncio.run(measure(server.host, server.imap_port, address, PASSWORD))
+    _print(figures, f"Dovecot {dovecot.version()}")
+    return 0
+
+
+def _print(figures: dict[str, float], name: str) -> None:
+    print(f"{name}: {int(figures.pop('messages'))} messages")
     for label, seconds in figures.items():
         print(f"{label:55s} {seconds * 1000:10.1f} ms")
-    return 0
 
 
 if __name__ == "__main__":
