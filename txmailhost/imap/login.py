@@ -20,6 +20,7 @@ from txmailhost.accounts.throttle import LoginThrottled
 from txmailhost.imap import replies
 from txmailhost.imap.parser import Reader
 from txmailhost.imap.replies import Done, printable
+from txmailhost.imap.sort import CAPABILITIES as SORT_CAPABILITIES
 from txmailhost.imap.state import State
 from txmailhost.peer import describe_tls
 from txmailhost.sasl import SASLError
@@ -115,6 +116,7 @@ class LoginCommands:
                 "QUOTA=RES-STORAGE",
                 "STATUS=SIZE",
                 f"APPENDLIMIT={self.factory.max_literal_size}",
+                *SORT_CAPABILITIES,
             ]
             + (["URLAUTH"] if self.factory.urlauth else [])
         )

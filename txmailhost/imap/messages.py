@@ -61,6 +61,7 @@ class MessageCommands:
     flags_line: Callable[[SelectedMailbox], bytes]
     announce_keywords: Callable[[SelectedMailbox, Any], None]
     enable_condstore: Callable[[], None]
+    contexts_expunging: Callable[[SelectedMailbox, set[int]], None]
     dirty: bool
 
     @property
@@ -125,6 +126,7 @@ class MessageCommands:
         gone = {uid for uid in removed if view.seq_of(uid)}
         if not gone:
             return
+        self.contexts_expunging(view, gone)  # RFC 5267 REMOVEFROM before the numbers shift
         seqs = view.remove(gone)
         if self.qresync:
             self.write(b"* VANISHED " + compress(sorted(gone)).encode() + b"\r\n")

@@ -46,6 +46,7 @@ from txmailhost.imap.messages import MessageCommands
 from txmailhost.imap.parser import LITERAL_MARKER, LiteralFile, ParseError, Reader
 from txmailhost.imap.replies import Done, IMAPError, printable
 from txmailhost.imap.session import SelectedMailbox
+from txmailhost.imap.sort import SortCommands
 from txmailhost.imap.state import ANY, AUTH, SELECTED, UNAUTH, State
 from txmailhost.imap.updates import UpdateMixin
 from txmailhost.ops import metrics
@@ -120,7 +121,13 @@ class _LiteralSink:
 
 
 class IMAPServer(
-    LoginCommands, UpdateMixin, MailboxCommands, MessageCommands, LineReceiver, TimeoutMixin
+    LoginCommands,
+    UpdateMixin,
+    MailboxCommands,
+    SortCommands,
+    MessageCommands,
+    LineReceiver,
+    TimeoutMixin,
 ):
     """One IMAP session; see the module docstring for its shape."""
 
@@ -587,7 +594,10 @@ COMMANDS: dict[str, Command] = {
     "CLOSE": Command(MessageCommands._close, SELECTED),
     "UNSELECT": Command(MessageCommands._unselect, SELECTED),
     "EXPUNGE": Command(MessageCommands._expunge, SELECTED, uid=True),
-    "SEARCH": Command(MessageCommands._search, SELECTED, uid=True, expunges=False),
+    "SEARCH": Command(SortCommands._search_with_context, SELECTED, uid=True, expunges=False),
+    "SORT": Command(SortCommands._sort, SELECTED, uid=True, expunges=False),
+    "THREAD": Command(SortCommands._thread, SELECTED, uid=True, expunges=False),
+    "CANCELUPDATE": Command(SortCommands._cancelupdate, SELECTED),
     "FETCH": Command(MessageCommands._fetch, SELECTED, uid=True, expunges=False),
     "STORE": Command(MessageCommands._store, SELECTED, uid=True, expunges=False),
     "COPY": Command(MessageCommands._copy, SELECTED, uid=True),

@@ -49,6 +49,9 @@ class UpdateMixin:
     flush: Callable[[], None]
     close: Callable[[], None]
     read_line: Callable[[], Any]
+    # context.ContextCommands (RFC 5267 UPDATE)
+    update_contexts: Callable[[], Any]
+    contexts_expunging: Callable[[SelectedMailbox, set[int]], None]
 
     def select_view(self, view: SelectedMailbox) -> None:
         self.unselect()
@@ -80,6 +83,7 @@ class UpdateMixin:
                 if not await self._apply_changes(self.view, expunges):
                     self.dirty = True
                     break
+            await self.update_contexts()
         except NoSuchMailbox:
             # Deleted or renamed by another session: its sequence numbers mean nothing now.
             log.info("imap selected mailbox vanished for {user}", user=getattr(self, "user", None))
@@ -97,6 +101,7 @@ class UpdateMixin:
         if gone and not expunges:
             return False
         if gone:
+            self.contexts_expunging(view, gone)  # RFC 5267 REMOVEFROM before the numbers shift
             seqs = view.remove(gone)
             if self.qresync:
                 self.write(b"* VANISHED " + compress(sorted(gone)).encode() + b"\r\n")

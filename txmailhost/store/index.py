@@ -279,6 +279,15 @@ class MailboxIndex:
 
     def derived(self, uids: list[int], name: str) -> dict[int, bytes]:
         db, found = self._db, {}
+        if len(uids) > 2000:
+            # Many UIDs (a SORT of a whole mailbox): one range scan of the primary key, filtered
+            # here, costs half what 500-UID IN lists do.
+            wanted = set(uids)
+            rows = db.execute(
+                "SELECT uid, value FROM derived WHERE name = ? AND uid BETWEEN ? AND ?",
+                (name, min(wanted), max(wanted)),
+            )
+            return {uid: value for uid, value in rows if uid in wanted}
         for start in range(0, len(uids), 500):
             chunk = uids[start : start + 500]
             marks = ",".join("?" * len(chunk))

@@ -1,0 +1,45 @@
+"""The values SORT and THREAD take from a header (RFC 5256 §2.2 and §3, RFC 5957)."""
+
+from __future__ import annotations
+
+from txmailhost.imap.headerkeys import HeaderKeys, derive
+
+
+def test_sent_date_is_the_date_field_in_utc():
+    keys = derive(b"Date: Fri, 22 Feb 2008 02:00:00 +0200\r\n\r\n")
+    assert keys.sent == 1203638400.0  # 2008-02-22 00:00:00 UTC
+
+
+def test_missing_or_broken_date_leaves_the_sent_date_to_internaldate():
+    assert derive(b"Subject: x\r\n\r\n").sent is None
+    assert derive(b"Date: yesterday-ish\r\n\r\n").sent is None
+
+
+def test_address_keys_are_the_first_mailbox_upper_cased():
+    keys = derive(b"From: Bob <bob@example.test>, carol@example.test\r\nTo: d@x\r\n\r\n")
+    assert (keys.from_, keys.to, keys.cc) == ("BOB", "D", "")
+
+
+def test_a_group_counts_as_its_name():
+    # as the ENVELOPE shows it: (NIL NIL "user2" NIL) comes first (imaptest sort-addresses)
+    assert derive(b"Cc: user2: blah@domain1.org;\r\n\r\n").cc == "USER2"
+    assert derive(b"To: empty:;\r\n\r\n").display_to == "EMPTY"
+
+
+def test_display_is_the_decoded_name_else_the_address():
+    assert derive(b"From: =?iso-8859-1?q?foo_aar?= <e@f.g>\r\n\r\n").display_from == "FOO AAR"
+    assert derive(b"From: b@c.d\r\n\r\n").display_from == "B@C.D"
+    assert derive(b"From: d\r\n\r\n").display_from == "D"
+
+
+def test_references_fall_back_to_the_first_in_reply_to_id():
+    keys = derive(b"Message-ID: <m@x>\r\nIn-Reply-To: <p@x> <q@x>\r\n\r\n")
+    assert (keys.message_id, keys.references) == ("m@x", ("p@x",))
+    keys = derive(b"References: <a@x>\r\n <b@x> junk <c@x>\r\nIn-Reply-To: <z@x>\r\n\r\n")
+    assert keys.references == ("a@x", "b@x", "c@x")
+
+
+def test_keys_round_trip_through_their_stored_form():
+    keys = derive(b"Subject: Re: caf\xc3\xa9\r\nReferences: <a@x>\r\n\r\n")
+    assert HeaderKeys.decode(keys.encode()) == keys
+    assert HeaderKeys.decode(b"not json") is None

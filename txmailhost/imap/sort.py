@@ -1,0 +1,206 @@
+"""SORT (RFC 5256 §3) with SORT=DISPLAY (RFC 5957) and ESORT (RFC 5267 §3), and THREAD
+(RFC 5256 §3, algorithms in ``thread.py``).
+
+``SORT [RETURN (opts)] (criteria) charset search-key...``: the search runs as SEARCH does
+(``matching``), then the matches are ordered by the criteria, the first one the most
+significant; REVERSE flips one criterion; ties fall back to the sequence number, ascending
+whatever REVERSE says (§3). ARRIVAL and SIZE come from the index; the others from the header
+keys derived once per message (``headerkeys``), so a SORT of a large mailbox touches no message
+file after the first one. With RETURN the answer is an ESEARCH response (RFC 5267), and UPDATE
+keeps the result current (``context.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from txmailhost.imap import headerkeys, replies, thread
+from txmailhost.imap.context import ContextCommands, parse_return
+from txmailhost.imap.matching import matching
+from txmailhost.imap.parser import ParseError, Reader
+from txmailhost.imap.replies import Done
+from txmailhost.imap.search import BadCharset, SearchProgram, parse_search
+from txmailhost.imap.session import SelectedMailbox
+from txmailhost.store.interfaces import StoredMessage
+
+CRITERIA = frozenset(
+    {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"}
+)
+_INDEX_CRITERIA = frozenset({"ARRIVAL", "SIZE"})
+_CHARSETS = (b"UTF-8", b"US-ASCII", b"UTF8")
+EMPTY_KEYS = headerkeys.HeaderKeys(None, "", False, "", "", "", "", "", "", ())
+THREAD_ALGORITHMS: dict[bytes, Callable[[list[thread.ThreadMessage]], Any]] = {
+    b"REFERENCES": thread.references,
+    b"ORDEREDSUBJECT": thread.ordered_subject,
+}
+CAPABILITIES = [
+    "SORT",
+    "SORT=DISPLAY",
+    "THREAD=REFERENCES",
+    "THREAD=ORDEREDSUBJECT",
+    "ESORT",
+    "CONTEXT=SEARCH",
+    "CONTEXT=SORT",
+]
+
+Criteria = list[tuple[str, bool]]
+_new_thread_message = tuple.__new__
+
+
+def parse_criteria(reader: Reader) -> Criteria:
+    """``(REVERSE DATE SUBJECT)`` → [("DATE", True), ("SUBJECT", False)]."""
+    reader.open_paren()
+    criteria: Criteria = []
+    reverse = False
+    while True:
+        word = reader.atom().decode("ascii", "replace").upper()
+        if word == "REVERSE" and not reverse:
+            reverse = True
+        elif word in CRITERIA:
+            criteria.append((word, reverse))
+            reverse = False
+        else:
+            raise ParseError(f"unknown sort criterion {word}")
+        if reader.peek() == b")":
+            break
+        reader.sp()
+        if len(criteria) > len(CRITERIA) * 2:
+            raise ParseError("too many sort criteria")
+    reader.close_paren()
+    if reverse or not criteria:
+        raise ParseError("REVERSE must be followed by a sort criterion")
+    return criteria
+
+
+def parse_charset(reader: Reader) -> None:
+    """The charset SORT and THREAD require (RFC 5256 §3): UTF-8 or US-ASCII only."""
+    reader.sp()
+    if reader.astring().upper() not in _CHARSETS:
+        raise replies.IMAPError("unsupported charset", code="BADCHARSET (UTF-8 US-ASCII)")
+    reader.sp()
+
+
+def sent_date(message: StoredMessage, keys: headerkeys.HeaderKeys) -> float:
+    """RFC 5256 §2.2: the Date field (UTC), or INTERNALDATE without a usable one."""
+    return keys.sent if keys.sent is not None else message.internaldate
+
+
+def _key(name: str, keys: dict[int, headerkeys.HeaderKeys]) -> Callable[[Any], Any]:
+    def of(item: tuple[int, StoredMessage]) -> headerkeys.HeaderKeys:
+        return keys.get(item[1].uid, EMPTY_KEYS)
+
+    table: dict[str, Callable[[tuple[int, StoredMessage]], Any]] = {
+        "ARRIVAL": lambda item: item[1].internaldate,
+        "SIZE": lambda item: item[1].size,
+        "DATE": lambda item: sent_date(item[1], of(item)),
+        "SUBJECT": lambda item: of(item).subject,
+        "FROM": lambda item: of(item).from_,
+        "TO": lambda item: of(item).to,
+        "CC": lambda item: of(item).cc,
+        "DISPLAYFROM": lambda item: of(item).display_from,
+        "DISPLAYTO": lambda item: of(item).display_to,
+    }
+    return table[name]
+
+
+async def ordered(
+    view: SelectedMailbox,
+    cache: dict[int, headerkeys.HeaderKeys],
+    matches: list[tuple[int, StoredMessage]],
+    criteria: Criteria,
+) -> list[tuple[int, StoredMessage]]:
+    """``matches`` (in sequence order) sorted by ``criteria``."""
+    keys: dict[int, headerkeys.HeaderKeys] = {}
+    if any(name not in _INDEX_CRITERIA for name, _reverse in criteria):
+        keys = await headerkeys.load(view, cache, [m for _seq, m in matches])
+    items = list(matches)
+    # Stable sorts, least significant criterion first; equal keys keep sequence order, also
+    # under REVERSE (Python's reverse=True keeps stability).
+    for name, reverse in reversed(criteria):
+        items.sort(key=_key(name, keys), reverse=reverse)
+    return items
+
+
+class SortCommands(ContextCommands):
+    """Part of ``IMAPServer``: SORT, THREAD (and, inherited, SEARCH contexts)."""
+
+    account: Any
+    view: SelectedMailbox | None
+    condstore: bool
+    write: Callable[[bytes], None]
+    _key_cache: tuple[SelectedMailbox, dict[int, headerkeys.HeaderKeys]] | None = None
+
+    def header_key_cache(self, view: SelectedMailbox) -> dict[int, headerkeys.HeaderKeys]:
+        """The sort keys this session has loaded for its current selection."""
+        if self._key_cache is None or self._key_cache[0] is not view:
+            self._key_cache = (view, {})
+        return self._key_cache[1]
+
+    def _search_program(self, reader: Reader) -> SearchProgram:
+        view = self.view
+        assert view is not None
+
+        def resolve(text: bytes, uid_set: bool) -> set[int]:
+            self._resolved_sequence_numbers = self._resolved_sequence_numbers or not uid_set
+            return {seq for seq, _uid in view.resolve(text, uid_set)}
+
+        self._resolved_sequence_numbers = False
+        try:
+            program = parse_search(reader, resolve, esearch=False)
+        except BadCharset:
+            raise replies.IMAPError(
+                "unsupported charset", code="BADCHARSET (UTF-8 US-ASCII)"
+            ) from None
+        if program.uses_modseq:
+            self.condstore = True
+        return program
+
+    async def _sort(self, reader: Reader, by_uid: bool) -> Done:
+        view = self.view
+        assert view is not None
+        reader.sp()
+        options = parse_return(reader)
+        criteria = parse_criteria(reader)
+        parse_charset(reader)
+        program = self._search_program(reader)
+        matches = await matching(view, program)
+        cache = self.header_key_cache(view)
+        items = await ordered(view, cache, matches, criteria)
+        numbers = [m.uid if by_uid else seq for seq, m in items]
+        if options is None:
+            self.write(b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
+        else:
+            modseq = max((m.modseq for _s, m in items), default=0) if program.uses_modseq else 0
+
+            async def reorder(
+                members: list[tuple[int, StoredMessage]],
+            ) -> list[tuple[int, StoredMessage]]:
+                return await ordered(view, self.header_key_cache(view), members, criteria)
+
+            self.answer_context(reader, options, program, by_uid, items, modseq, reorder)
+        return Done("SORT completed")
+
+    async def _thread(self, reader: Reader, by_uid: bool) -> Done:
+        view = self.view
+        assert view is not None
+        reader.sp()
+        algorithm = THREAD_ALGORITHMS.get(reader.atom().upper())
+        if algorithm is None:
+            raise ParseError("unknown threading algorithm")
+        parse_charset(reader)
+        program = self._search_program(reader)
+        matches = await matching(view, program)
+        keys = await headerkeys.load(view, self.header_key_cache(view), [m for _s, m in matches])
+        messages = []
+        for seq, message in matches:
+            message_keys = keys.get(message.uid, EMPTY_KEYS)
+            sent = message_keys.sent if message_keys.sent is not None else message.internaldate
+            number = message.uid if by_uid else seq
+            # tuple.__new__ skips NamedTuple's Python-level __new__ (100,000 times a THREAD)
+            messages.append(
+                _new_thread_message(thread.ThreadMessage, (number, seq, sent, message_keys))
+            )
+        threads = thread.render(algorithm(messages))
+        self.write(b"* THREAD" + (b" " + threads if threads else b"") + b"\r\n")
+        return Done("THREAD completed")
