@@ -48,7 +48,7 @@ async def _matching_index(
     (``IMailbox.columns``), never a row per message from the index file. One ``Candidate`` is
     reused: index keys keep nothing in it."""
     matches: list[tuple[int, StoredMessage]] = []
-    predicate, first_recent = program.predicate, view.first_recent
+    predicate, ranges, is_recent = program.predicate, view.recent_ranges, view.is_recent
     whole = uids is view.uids  # then a message's sequence number is its position
     candidate = Candidate(
         0, _new_stored(StoredMessage, (0, frozenset(), 0, 0.0, 0, None, None)), False
@@ -71,7 +71,8 @@ async def _matching_index(
                 continue
             # tuple.__new__ skips NamedTuple's Python-level __new__ (100,000 times a SORT)
             message = _new_stored(StoredMessage, (uid, flags, size, date, modseq, None, None))
-            candidate.seq, candidate.message, candidate.recent = seq, message, uid >= first_recent
+            candidate.seq, candidate.message = seq, message
+            candidate.recent = bool(ranges) and is_recent(uid)
             if predicate(candidate):
                 matches.append((seq, message))
     return matches
