@@ -49,6 +49,15 @@ def test_user_addresses_that_could_leave_the_root_are_refused(store, user):
         store.user_directory(user)
 
 
+def test_utf8_local_parts_have_a_directory(store, tmp_path):
+    """SMTPUTF8 accounts (RFC 6531) get scripts like any other, under their A-label domain."""
+    assert store.user_directory("jörg@xn--bcher-kva.test") == os.path.join(
+        str(tmp_path / "sieve"), "xn--bcher-kva.test", "jörg"
+    )
+    store.put("jörg@xn--bcher-kva.test", "main", "keep;")
+    assert store.get("jörg@xn--bcher-kva.test", "main") == "keep;"
+
+
 def test_invalid_script_is_not_stored(store):
     with pytest.raises(SieveSyntaxError):
         store.put(ALICE, "bad", "fileinto;")

@@ -159,11 +159,16 @@ class IncomingMessage:
             self._append(data)
 
     def prepend(self, fields: bytes) -> None:
-        """Header fields (CRLF-terminated) for the very top of the message: a filter's
-        verdict. Only between ``hold_headers`` and ``seal``."""
+        """Header fields (CRLF-terminated) for the top of the message: a filter's verdict.
+        Below our leading ``Return-Path:`` line, which stays first (RFC 5321 4.4: the relay
+        strips it, Sieve reads the envelope sender from it, clients expect it there), above
+        everything else. Only between ``hold_headers`` and ``seal``."""
         if self._held is None:
             raise RuntimeError("prepend needs hold_headers (and no seal yet)")
-        self._held[:0] = fields
+        at = 0
+        if self._held.startswith(b"Return-Path:"):
+            at = self._held.index(b"\r\n") + 2
+        self._held[at:at] = fields
 
     def remove_fields(self, fields: tuple[tuple[str, int], ...]) -> None:
         """Delete these fields of the client's header section at ``seal``: (name, n) is the

@@ -115,7 +115,8 @@ def search(mailbox: Any, words: list[str]) -> list[StoredMessage]:
     selection = result_of(mailbox.select(False))
     view = SelectedMailbox(
         mailbox, mailbox.name, True, selection.uids, selection.uidvalidity,
-        selection.uidnext, selection.highestmodseq, selection.first_recent,
+        selection.uidnext, selection.highestmodseq,
+        [(selection.first_recent, selection.uidnext)],  # as EXAMINE: unclaimed ones are \Recent
     )  # fmt: skip
 
     def resolve(text: bytes, by_uid: bool) -> set[int]:

@@ -103,7 +103,11 @@ class SieveStep:
         except (SieveSyntaxError, ScriptError, OSError, UnicodeError) as e:
             log.error("sieve: {user}'s active script can't be used, kept in INBOX: {error}",
                       user=user, error=e)  # fmt: skip
-            return self._failed(user, self.scripts.active_name(user) or "?", str(e))
+            try:
+                name = self.scripts.active_name(user) or "?"
+            except (ScriptError, OSError, UnicodeError):
+                name = "?"  # the same fault again: the copy still goes to INBOX
+            return self._failed(user, name, str(e))
         if active is None:
             return None
         name, script = active

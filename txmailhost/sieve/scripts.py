@@ -32,7 +32,9 @@ MAX_NAME = 128
 SUFFIX = ".sieve"
 ACTIVE = "active"
 GLOBAL = "global"  # DATA/sieve/global/: the administrator's scripts for include :global
-_LOCAL = re.compile(r"[a-z0-9!#$%&'*+=?^_`{|}~.-]+")  # no "/": one path component
+# ASCII atext, or non-ASCII that isn't a control or a space (RFC 6531 local parts, as the
+# Maildir store takes them); never "/" or NUL: one path component.
+_LOCAL = re.compile(r"(?:[a-z0-9!#$%&'*+=?^_`{|}~.-]|[^\x00-\x7f\s\x80-\x9f\u2028\u2029])+")
 _DOMAIN = re.compile(r"[a-z0-9.-]+")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
