@@ -48,6 +48,7 @@ class MailboxCommands:
     flags_line: Callable[[SelectedMailbox], bytes]
     announce_keywords: Callable[[SelectedMailbox, Any], None]
     enable_condstore: Callable[[], None]
+    notify_tell_others: Callable[..., None]  # notify.NotifyCommands (RFC 5465)
 
     @property
     def store(self) -> Any:
@@ -218,6 +219,7 @@ class MailboxCommands:
             with contextlib.suppress(MailboxExists):
                 await self.store.create_mailbox(self.account.address, parent)
         await self.store.create_mailbox(self.account.address, name)
+        self.notify_tell_others("create", name)
         return Done("CREATE completed")
 
     async def _delete(self, reader: Reader, by_uid: bool) -> Done:
@@ -228,6 +230,7 @@ class MailboxCommands:
         if self.view is not None and self.view.name == name:
             self.unselect()
         await self.store.delete_mailbox(self.account.address, name)
+        self.notify_tell_others("delete", name)
         return Done("DELETE completed")
 
     async def _rename(self, reader: Reader, by_uid: bool) -> Done:
@@ -236,18 +239,21 @@ class MailboxCommands:
         reader.end()
         names.check_creatable(new)
         await self.store.rename_mailbox(self.account.address, old, new)
+        self.notify_tell_others("rename", new, old)
         return Done("RENAME completed")
 
     async def _subscribe(self, reader: Reader, by_uid: bool) -> Done:
         name = self._mailbox_arg(reader)
         reader.end()
         await self.store.subscribe(self.account.address, name, True)
+        self.notify_tell_others("subscribe", name)
         return Done("SUBSCRIBE completed")
 
     async def _unsubscribe(self, reader: Reader, by_uid: bool) -> Done:
         name = self._mailbox_arg(reader)
         reader.end()
         await self.store.subscribe(self.account.address, name, False)
+        self.notify_tell_others("unsubscribe", name)
         return Done("UNSUBSCRIBE completed")
 
     # -- LIST / LSUB / STATUS --------------------------------------------------------------------

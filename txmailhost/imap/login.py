@@ -112,6 +112,7 @@ class LoginCommands:
                 "CONDSTORE",
                 "QRESYNC",
                 "ESEARCH",
+                "NOTIFY",
                 "QUOTA",
                 "QUOTA=RES-STORAGE",
                 "STATUS=SIZE",

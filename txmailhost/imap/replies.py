@@ -161,3 +161,13 @@ class ReadOnly(IMAPError):
 class Limit(IMAPError):
     code = "LIMIT"
     text = "too many"
+
+
+class BadEvent(IMAPError):
+    """RFC 5465 §5.7 ``BADEVENT``: a NOTIFY event this server doesn't offer; the code lists
+    the ones it does."""
+
+    text = "unsupported NOTIFY event"
+
+    def __init__(self, supported: tuple[str, ...]) -> None:
+        super().__init__(code="BADEVENT (" + " ".join(supported) + ")")

@@ -43,6 +43,7 @@ from txmailhost.imap import replies, urlauth
 from txmailhost.imap.commands import MailboxCommands
 from txmailhost.imap.login import LoginCommands
 from txmailhost.imap.messages import MessageCommands
+from txmailhost.imap.notify import NotifyCommands
 from txmailhost.imap.parser import LITERAL_MARKER, LiteralFile, ParseError, Reader
 from txmailhost.imap.replies import Done, IMAPError, printable
 from txmailhost.imap.session import SelectedMailbox
@@ -122,6 +123,7 @@ class _LiteralSink:
 
 class IMAPServer(
     LoginCommands,
+    NotifyCommands,
     UpdateMixin,
     MailboxCommands,
     SortCommands,
@@ -202,6 +204,7 @@ class IMAPServer(
             self._sink.discard()
             self._sink = None
         self._drop_literals()
+        self.notify_stop()
         self.unselect()
         if self.user is not None:
             log.info("imap session end {user} from {peer}", user=self.user, peer=self.peer_text)
@@ -503,6 +506,7 @@ class IMAPServer(
                 log.failure("imap could not update {user}", user=self.user)
         if self.lost:
             return
+        self.notify_flush()
         self._reply(tag, result)
         self.flush()
         after, self._after_reply = self._after_reply, None
@@ -590,6 +594,7 @@ COMMANDS: dict[str, Command] = {
     "GETQUOTA": Command(MailboxCommands._getquota, AUTH),
     "SETQUOTA": Command(MailboxCommands._setquota, AUTH),
     "IDLE": Command(UpdateMixin._idle, AUTH),
+    "NOTIFY": Command(NotifyCommands._notify_cmd, AUTH),
     "CHECK": Command(MessageCommands._check, SELECTED),
     "CLOSE": Command(MessageCommands._close, SELECTED),
     "UNSELECT": Command(MessageCommands._unselect, SELECTED),

@@ -49,6 +49,10 @@ class UpdateMixin:
     flush: Callable[[], None]
     close: Callable[[], None]
     read_line: Callable[[], Any]
+    _running: bool
+    # notify.NotifyCommands (RFC 5465)
+    notify_pushes_selected: Callable[[], bool]
+    notify_push_selected: Callable[[], Any]
     # context.ContextCommands (RFC 5267 UPDATE)
     update_contexts: Callable[[], Any]
     contexts_expunging: Callable[[SelectedMailbox, set[int]], None]
@@ -69,10 +73,16 @@ class UpdateMixin:
 
     def _mailbox_changed(self) -> None:
         self.dirty = True
-        if self._idling and not self.lost:
+        if self.lost:
+            return
+        if self._idling and not self.notify_pushes_selected():
             d = Deferred.fromCoroutine(self.sync(expunges=True))
             d.addCallback(lambda _: self.flush())
             d.addErrback(lambda f: log.failure("imap IDLE update failed", f))
+        elif self.notify_pushes_selected() and (self._idling or not self._running):
+            # NOTIFY (RFC 5465) asked for the selected mailbox's events as they happen
+            d = Deferred.fromCoroutine(self.notify_push_selected())
+            d.addErrback(lambda f: log.failure("imap NOTIFY update failed", f))
 
     async def sync(self, expunges: bool) -> None:
         """Send what changed since the client was last told (one poll at a time)."""
