@@ -71,7 +71,7 @@ def test_plain_mail_is_tagged_and_lands_in_inbox(server):
     finally:
         imap.logout()
     assert mailbox == "INBOX"
-    assert header.startswith("X-Spam-Status: No, score=")
+    assert header.startswith("Return-Path: <carol@friends.invalid>\r\nX-Spam-Status: No, score=")
     assert "X-Spam-Score: " in header
 
 

@@ -54,7 +54,9 @@ def test_forged_results_claiming_us_are_removed_others_kept(world, resolver, bod
     assert reply.startswith(b"250 2.0.0"), reply
     (stored,) = world.inbox_files(ALICE)
     head, _, rest = stored.partition(b"\r\n\r\n")
-    assert head.startswith(b"Authentication-Results: mx.example.test;\r\n\tspf=none")
+    assert head.startswith(
+        b"Return-Path: <x@remote.test>\r\nAuthentication-Results: mx.example.test;\r\n\tspf=none"
+    )
     assert head.count(b"Authentication-Results:") == 2  # ours and other.test's
     assert b"Authentication-Results: other.test; spf=none" in head
     assert b"bank.test" not in head and b"dmarc=pass" not in head

@@ -55,15 +55,19 @@ def send(s: Session, subject: bytes, rcpts=(b"alice@example.test",), body=b"hell
     return s.send(b"Subject: " + subject + b"\r\n\r\n" + body + b".\r\n")
 
 
-def test_an_added_header_field_is_stored_at_the_top_before_the_trace_fields(world):
+def test_an_added_header_field_is_stored_at_the_top_below_our_return_path(world):
     reply = send(session(world), b"plain")
     assert reply.startswith(b"250 2.0.0 OK delivered as ")
     (stored,) = world.inbox_files(ALICE)
-    assert stored.startswith(b"X-Example-Filter: checked ")
-    assert b"\r\nReturn-Path: <x@remote.test>\r\nReceived: from c.test" in stored
+    # Return-Path stays first (RFC 5321 4.4; the relay strips it, Sieve reads it)
+    return_path, added, rest = stored.split(b"\r\n", 2)
+    assert return_path == b"Return-Path: <x@remote.test>"
+    assert added.startswith(b"X-Example-Filter: checked ") and rest.startswith(
+        b"Received: from c.test"
+    )
     # The filter read the whole message as stored, our own trace fields included.
-    octets = int(stored.split(b"checked ")[1].split(b" ")[0])
-    assert octets == len(stored.split(b"\r\n", 1)[1])
+    octets = int(added.split(b"checked ")[1].split(b" ")[0])
+    assert octets == len(return_path) + 2 + len(rest)
 
 
 def test_a_large_spilled_message_gets_its_header_and_its_whole_body(world):
@@ -71,7 +75,7 @@ def test_a_large_spilled_message_gets_its_header_and_its_whole_body(world):
     reply = send(session(world), b"big", body=body * 400)  # 400 KB: past the in-memory limit
     assert reply.startswith(b"250 2.0.0")
     (stored,) = world.inbox_files(ALICE)
-    assert stored.startswith(b"X-Example-Filter: checked ")
+    assert stored.split(b"\r\n")[1].startswith(b"X-Example-Filter: checked ")
     assert stored.endswith(b"Subject: big\r\n\r\n" + body * 400)
     assert [n for n in os.listdir(os.path.join(world.root, "queue", "tmp"))] == []
 
