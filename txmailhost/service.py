@@ -140,6 +140,19 @@ class ServerService(MultiService):
         self.grace = grace
         self.sessions: Any = None  # ops.control.Sessions, set by ``build``
 
+    def startService(self) -> None:
+        super().startService()
+        when_running = getattr(self.reactor, "callWhenRunning", None)
+        if when_running is not None and threading.current_thread() is threading.main_thread():
+            when_running(self._handle_sigterm)
+
+    def _handle_sigterm(self) -> None:
+        """SIGTERM is the normal way to stop a service (systemd, docker, init scripts): after
+        the orderly stop below the process exits 0. The reactor's own handler would make
+        twistd end by re-raising the signal (exit status 143), which reads as a failure."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda *_: self.reactor.callFromThread(self.reactor.stop))
+
     def stopService(self) -> Deferred[Any]:
         return Deferred.fromCoroutine(self._stop())
 
@@ -150,7 +163,10 @@ class ServerService(MultiService):
         if self.sessions is not None:
             log.info("txmailhost stopping: letting sessions finish (at most {grace:.0f} s)",
                      grace=self.grace)  # fmt: skip
-            await self.sessions.drain(self.reactor, self.grace)
+            try:
+                await self.sessions.drain(self.reactor, self.grace)
+            except Exception:  # the rest must still stop: queue, delivery, thread pools
+                log.failure("txmailhost stopping: closing the sessions failed")
         await maybeDeferred(super().stopService)
 
 

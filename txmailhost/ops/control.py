@@ -38,6 +38,7 @@ from txmailhost.smtp.server import SMTPServer
 log = Logger()
 
 SOCKET_NAME = "control.sock"
+CLOSE_WAIT = 3.0  # seconds a closed session may take to finish its TLS goodbye at shutdown
 
 # What every session is told when the server stops.
 _SHUTDOWN = {
@@ -100,7 +101,7 @@ class Sessions:
                     ],
                     "user": _user_of(protocol),
                     "client": getattr(peer, "host", str(peer)),
-                    "tls": ISSLTransport.providedBy(protocol.transport),
+                    "tls": ISSLTransport.providedBy(_transport_of(protocol)),
                 }
             )
         return out
@@ -112,21 +113,29 @@ class Sessions:
         session that never reached QUIT deletes nothing). After ``grace`` seconds the rest
         are closed anyway. The listeners have stopped accepting before this runs."""
         deadline = reactor.seconds() + grace
-        told: set[int] = set()
+        told: dict[int, float] = {}  # protocol -> when it was closed
         while True:
             waiting = 0
+            now = reactor.seconds()
             for _label, protocol in self._all():
-                if protocol.transport is None:
+                transport = _transport_of(protocol)
+                if transport is None:
                     continue
                 busy = isinstance(protocol, SMTPServer) and protocol.in_transaction
-                if busy and reactor.seconds() < deadline:
+                if busy and now < deadline:
                     waiting += 1
                 elif id(protocol) not in told:
-                    told.add(id(protocol))
-                    goodbye = _SHUTDOWN.get(type(protocol))  # none for a metrics scrape
+                    told[id(protocol)] = now
+                    goodbye = _SHUTDOWN.get(type(protocol))  # none for a web page or a scrape
                     if goodbye is not None:
-                        protocol.transport.write(goodbye)
-                    protocol.transport.loseConnection()
+                        transport.write(goodbye)
+                    transport.loseConnection()
+                elif now - told[id(protocol)] > CLOSE_WAIT and hasattr(
+                    transport, "abortConnection"
+                ):
+                    # a TLS peer that never answers close_notify (an idle HTTP keep-alive
+                    # client) would hold the stop for the whole grace period
+                    transport.abortConnection()
             if not waiting and not self._open():
                 return
             if reactor.seconds() >= deadline + 2:  # closing (TLS goodbyes) takes too long
@@ -140,7 +149,7 @@ class Sessions:
         wanted = user.strip().lower()
         kicked = 0
         for _label, protocol in self._all():
-            if (_user_of(protocol) or "").lower() != wanted or protocol.transport is None:
+            if (_user_of(protocol) or "").lower() != wanted or _transport_of(protocol) is None:
                 continue
             protocol.transport.write(_KICKED[type(protocol)])
             protocol.transport.loseConnection()
@@ -256,3 +265,12 @@ def _kick(args: Any, config: Any) -> int:
     answer = ask(socket_path(config), f"KICK {args.user}")
     emit(args, answer, lambda: [f"kicked {answer['kicked']} session(s) of {args.user}"])
     return 0 if answer.get("kicked") else 1
+
+
+def _transport_of(protocol: Any) -> Any:
+    """The connection of a session's protocol; twisted.web's HTTP channel is a wrapper that
+    keeps it on the channel inside (``_GenericHTTPChannelProtocol._channel``)."""
+    transport = getattr(protocol, "transport", None)
+    if transport is None:
+        transport = getattr(getattr(protocol, "_channel", None), "transport", None)
+    return transport
