@@ -293,3 +293,62 @@ def test_rfc5260_index_selects_one_field_occurrence():
     assert found('date :index 1 :last :zone "+0000" :is "received" "day" "03"')
     with pytest.raises(Exception, match=":last needs :index"):
         compile_script(base + 'if header :last :is "x" "y" { keep; }')
+
+
+def _scored(status: str, extra: bytes = b"") -> bytes:
+    """A message as our spam filter leaves it (its field on top), plus what the sender wrote."""
+    return (
+        b"Return-Path: <bob@example.com>\r\nX-Spam-Status: " + status.encode() + b"\r\n"
+        + extra + b"Subject: s\r\n\r\nbody\r\n"
+    )  # fmt: skip
+
+
+SPAM_AT_LEAST = (
+    'require ["spamtest", "relational", "comparator-i;ascii-numeric", "fileinto"];'
+    ' if spamtest :value "ge" :comparator "i;ascii-numeric" "%s" { fileinto "Junk"; }'
+)
+
+
+@pytest.mark.parametrize(
+    "status, level, junk",
+    [
+        ("Yes, score=7.5 required=5.0 tests=X", "6", True),  # past the threshold
+        ("No, score=4.0 required=5.0 tests=X", "6", False),
+        ("No, score=-2.0 required=5.0 tests=X", "2", False),  # 1: surely not spam
+        ("Yes, score=30.0 required=5.0 tests=X", "10", True),
+        ("Yes, score=7.0 required=5.0 tests=X", "10", False),  # 10 compared as a number (8)
+    ],
+)
+def test_spamtest_reads_our_filters_verdict(status, level, junk):
+    outcome = run(SPAM_AT_LEAST % level, message=_scored(status))
+    assert outcome.targets == ([("Junk", False)] if junk else [(INBOX, False)])
+
+
+def test_spamtest_reads_only_the_topmost_status_and_zero_means_not_scored():
+    # the sender's own "No, score=-50" below ours changes nothing
+    forged = b"X-Spam-Status: No, score=-50.0 required=5.0\r\n"
+    message = _scored("Yes, score=9.0 required=5.0 tests=X", forged)
+    assert run(SPAM_AT_LEAST % "6", message=message).targets == [("Junk", False)]
+    unscored = b"Subject: s\r\n\r\nbody\r\n"
+    script = 'require "spamtest"; if spamtest "0" { discard; }'
+    assert run(script, message=unscored).discarded
+
+
+def test_spamtest_percent_puts_the_threshold_at_50_and_is_empty_unscored():
+    script = (
+        'require ["spamtestplus", "relational", "comparator-i;ascii-numeric"];'
+        ' if spamtest :percent :value "eq" :comparator "i;ascii-numeric" "50" { discard; }'
+    )
+    assert run(script, message=_scored("Yes, score=5.0 required=5.0 tests=X")).discarded
+    assert not run(script, message=b"Subject: s\r\n\r\nb\r\n").discarded
+    with pytest.raises(Exception, match="spamtestplus"):
+        compile_script('require "spamtest"; if spamtest :percent "50" { discard; }')
+
+
+def test_virustest_is_1_when_clamd_scanned_and_0_otherwise():
+    script = 'require "virustest"; if virustest "1" { discard; }'
+    scanned = b"X-Virus-Scanned: clamd on mx.example.test\r\nSubject: s\r\n\r\nb\r\n"
+    assert run(script, message=scanned).discarded
+    unavailable = b"X-Virus-Scanned: unavailable\r\nSubject: s\r\n\r\nb\r\n"
+    assert not run(script, message=unavailable).discarded
+    assert run('require "virustest"; if virustest "0" { discard; }', message=unavailable).discarded

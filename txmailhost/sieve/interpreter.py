@@ -346,7 +346,8 @@ class Interpreter:
         if name == "mailboxexists":
             return all(self.mailbox_exists(self._expand(m)) for m in positional[0])
         matcher = Matcher.from_checked(checked)
-        keys = [self._expand(k) for k in positional[-1]]
+        last = positional[-1]  # a string list, or one string (spamtest, virustest)
+        keys = [self._expand(k) for k in ([last] if isinstance(last, str) else last)]
         if name == "header":
             values = [
                 v
@@ -372,6 +373,11 @@ class Interpreter:
             values = body_text(self.message.body(), transform, types)  # type: ignore[arg-type]
         elif name == "date":
             values = self._dates(checked, positional)
+        elif name == "spamtest":
+            value = spam_value(self.message.values("x-spam-status"), bool(checked.get(":percent")))
+            values = [] if value is None else [value]
+        elif name == "virustest":
+            values = [virus_value(self.message.values("x-virus-scanned"))]
         elif name == "currentdate":
             moment = dates.in_zone(self.now, checked.get(":zone"), False)  # type: ignore[arg-type]
             values = [dates.part(moment, positional[0])]
@@ -436,3 +442,31 @@ def _indexed(fields: list, checked: dict) -> list:
         return fields
     position = len(fields) - index if checked.get(":last") else index - 1
     return [fields[position]] if 0 <= position < len(fields) else []
+
+
+_SCORE = re.compile(r"\bscore=(-?\d+(?:\.\d+)?)\s+required=(-?\d+(?:\.\d+)?)")
+
+
+def spam_value(statuses: list[str], percent: bool) -> str | None:
+    """RFC 5235 3.2/3.3 from our spam filter's ``X-Spam-Status: Yes|No, score=S required=J``
+    (the topmost field: ours sits above any the sender wrote). "0" when the message wasn't
+    scored; else 1 (surely not spam) to 10 (surely spam), the threshold J at 6. With
+    ``:percent`` 0 to 100, the threshold at 50, and no value at all for a message that
+    wasn't scored (0 would say "surely not spam")."""
+    found = _SCORE.search(statuses[0]) if statuses else None
+    if found is None:
+        return None if percent else "0"
+    score, required = float(found.group(1)), float(found.group(2))
+    ratio = max(0.0, score) / required if required > 0 else (1.0 if score > 0 else 0.0)
+    if percent:
+        return str(min(100, round(ratio * 50)))
+    return str(min(10, 1 + int(ratio * 5)))
+
+
+def virus_value(scanned: list[str]) -> str:
+    """RFC 5235 3.4: "0" not scanned (or the scanner was unavailable), "1" scanned and clean —
+    the only verdict a delivered message can have, since the clamd filter refuses infected
+    mail (550) before it is ever stored."""
+    if scanned and scanned[0].strip().lower().startswith("clamd on "):
+        return "1"
+    return "0"

@@ -47,6 +47,9 @@ EXTENSIONS = (
     "date",
     "include",
     "index",
+    "spamtest",
+    "spamtestplus",
+    "virustest",
 )
 COMPARATORS = ("i;octet", "i;ascii-casemap", "i;ascii-numeric")
 RELATIONS = ("gt", "ge", "lt", "le", "eq", "ne")
@@ -189,6 +192,13 @@ TESTS: dict[str, Spec] = {
         },
         extension="date",
     ),
+    # RFC 5235, read from the verdicts of our spam and clamd filters (interpreter.py)
+    "spamtest": Spec(
+        (STRING,),
+        tags={**_MATCH, ":percent": TagSpec("percent", NONE, "spamtestplus")},
+        extension="spamtest",
+    ),
+    "virustest": Spec((STRING,), tags=_MATCH, extension="virustest"),
     "currentdate": Spec(
         (STRING, STRINGS), tags={**_MATCH, ":zone": TagSpec("zone", STRING)}, extension="date"
     ),
@@ -232,6 +242,8 @@ def _validate_block(commands: list[Command], required: set[str], top: bool) -> N
                 elif capability not in EXTENSIONS:
                     raise SieveSyntaxError(f"unsupported extension {capability!r}", command.line)
                 required.add(capability)
+                if capability == "spamtestplus":
+                    required.add("spamtest")  # RFC 5235 3.2: it extends spamtest
             previous = name
             continue
         requires_allowed = False

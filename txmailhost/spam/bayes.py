@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from txmailhost.spam.sqlitedb import thread_connection
 
 GLOBAL = ""  # the owner every training also counts for
 S = 0.45  # strength of the prior (SpamBayes unknown_word_strength)
@@ -135,15 +136,7 @@ class TokenStore:
         self._learned_since_expiry = 0
 
     def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-            self._local.db = db
-        return db
+        return thread_connection(self._local, self.path, _SCHEMA)
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)

@@ -31,6 +31,7 @@ from typing import Any
 
 from txmailhost.filters.base import MessageFilter
 from txmailhost.filters.interfaces import ACCEPT, Client, Transaction, Verdict
+from txmailhost.spam.sqlitedb import thread_connection
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS triplets (
@@ -89,15 +90,7 @@ class GreylistFilter(MessageFilter):
         self._checks = 0
 
     def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-            self._local.db = db
-        return db
+        return thread_connection(self._local, self.path, _SCHEMA)
 
     def _exempt(self, client: Client) -> bool:
         if client.authenticated_as or client.listener not in self.listeners:

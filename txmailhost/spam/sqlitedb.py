@@ -1,0 +1,23 @@
+"""The spam package's SQLite files (Bayes tokens, greylist triplets): one connection per
+thread, since the filters run in the filters' thread pool and ``sqlite3`` connections must not
+cross threads; WAL so a reader never waits for the writer."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+
+
+def thread_connection(local: threading.local, path: str, schema: str) -> sqlite3.Connection:
+    """This thread's connection to ``path`` (kept on ``local``), the file and its directory
+    (mode 0700) and ``schema`` created on first use."""
+    db = getattr(local, "db", None)
+    if db is None:
+        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+        db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(schema)
+        local.db = db
+    return db
