@@ -135,6 +135,10 @@ def inbound_smtp(parts: ServerParts, implicit_tls: bool) -> SMTPFactory:
         parts.inbound_delivery or parts.delivery,
         **_session(parts, implicit_tls, "smtp"),
         **_smtp_limits(parts),
+        greeting_delay=config.smtp.greeting_delay,
+        client_message_rate=config.smtp.client_message_rate,
+        client_recipient_rate=config.smtp.client_recipient_rate,
+        rate_window=config.smtp.rate_window,
     )
 
 

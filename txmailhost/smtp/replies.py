@@ -49,6 +49,11 @@ class SMTPReply:
 # -- connection ------------------------------------------------------------------------------
 SERVICE_CLOSING = SMTPReply(221, "2.0.0", "closing connection")
 TOO_MANY_ERRORS = SMTPReply(421, "4.7.0", "too many errors, closing connection")
+# [smtp] greeting_delay: the client spoke before our 220 (a bot that doesn't wait for replies)
+EARLY_TALKER = SMTPReply(554, "5.5.1", "protocol error: you spoke before the greeting")
+# [smtp] client_message_rate / client_recipient_rate
+MESSAGE_RATE = SMTPReply(421, "4.7.0", "too many messages from your address, try again later")
+RECIPIENT_RATE = SMTPReply(421, "4.7.0", "too many recipients from your address, try again later")
 IDLE_TIMEOUT = SMTPReply(421, "4.4.2", "idle timeout, closing connection")
 SESSION_TIMEOUT = SMTPReply(421, "4.4.2", "session too long, closing connection")
 SHUTTING_DOWN = SMTPReply(421, "4.3.2", "service shutting down, closing connection")

@@ -59,6 +59,7 @@ from txmailhost.smtp.address import AddressError, parse_path_argument
 from txmailhost.smtp.datastream import DataReader, LineEnds
 from txmailhost.smtp.params import ParameterError, mail_options, rcpt_options
 from txmailhost.smtp.policy import Envelope, InboundPolicy
+from txmailhost.smtp.rates import ClientRates
 from txmailhost.smtp.replies import SMTPReply
 
 log = Logger()
@@ -207,6 +208,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         self._message: IncomingMessage | None = None
         self._errors = 0
         self._command = "(connect)"  # what the client last asked, for the refusal log line
+        self._pregreet: Any = None  # the delayed greeting ([smtp] greeting_delay)
         self._session_timer: Any = None
         self._connect_filtered = Decision()  # the filters' word at connect
         self._session_filtered = Decision()  # ... and at the latest HELO/EHLO
@@ -248,6 +250,18 @@ class SMTPServer(Protocol, TimeoutMixin):
         self.setTimeout(self.factory.idle_timeout)
         self._session_timer = self.callLater(self.factory.session_timeout, self._session_expired)
         greeting = SMTPReply(220, "", f"{self.factory.hostname} ESMTP txmailhost")
+        if self.factory.greeting_delay > 0:
+            # postscreen's pregreet test: a client that speaks before the 220 is refused
+            self._pregreet = self.callLater(
+                self.factory.greeting_delay, self._send_greeting, greeting
+            )
+        else:
+            self._send_greeting(greeting)
+
+    def _send_greeting(self, greeting: SMTPReply) -> None:
+        self._pregreet = None
+        if self.state is State.CLOSING:
+            return
         if self.factory.filters is None or not self.factory.filters.asks("connect"):
             self.transport.write(greeting.encode())
         else:  # the greeting waits for the filters' connect hook
@@ -302,6 +316,9 @@ class SMTPServer(Protocol, TimeoutMixin):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.setTimeout(None)
+        if self._pregreet is not None and self._pregreet.active():
+            self._pregreet.cancel()
+        self._pregreet = None
         if self._session_timer is not None and self._session_timer.active():
             self._session_timer.cancel()
         self._drop_message()
@@ -332,6 +349,12 @@ class SMTPServer(Protocol, TimeoutMixin):
 
     def dataReceived(self, data: bytes) -> None:
         if self.state is State.CLOSING:
+            return
+        if self._pregreet is not None:
+            self._pregreet.cancel()
+            self._pregreet = None
+            log.info("smtp {peer} spoke before the greeting: refused", peer=self.peer_host)
+            self._close_with(replies.EARLY_TALKER)
             return
         self.resetTimeout()
         if self._reader is not None and not self._busy:
@@ -578,6 +601,10 @@ class SMTPServer(Protocol, TimeoutMixin):
             self._error(e.reply)
             return None
         authenticated_as = self.authenticated_as
+        if authenticated_as is None and not self.factory.message_rates.allow(self.peer_host):
+            log.info("smtp {peer} over its message rate", peer=self.peer_host)
+            self._close_with(replies.MESSAGE_RATE)
+            return None
         filtered = [self._session_filtered]
 
         def decided(reply: SMTPReply) -> SMTPReply:
@@ -627,6 +654,10 @@ class SMTPServer(Protocol, TimeoutMixin):
         envelope = self.envelope
         if len(envelope.recipients) >= self.factory.max_recipients:
             return replies.TOO_MANY_RECIPIENTS
+        if self.authenticated_as is None and not self.factory.recipient_rates.allow(self.peer_host):
+            log.info("smtp {peer} over its recipient rate", peer=self.peer_host)
+            self._close_with(replies.RECIPIENT_RATE)
+            return None
         envelope.recipients_tried += 1
         recipient = path.mailbox
         assert recipient is not None
@@ -1095,6 +1126,10 @@ class SMTPFactory(Factory):
         session_timeout: float = 3600,
         max_errors: int = 20,
         filters: FilterChain | None = None,
+        greeting_delay: float = 0.0,
+        client_message_rate: int = 0,
+        client_recipient_rate: int = 0,
+        rate_window: float = 60.0,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -1118,6 +1153,10 @@ class SMTPFactory(Factory):
         self.session_timeout = session_timeout
         self.max_errors = max_errors
         self.filters = filters
+        # Inbound politeness (port 25): postscreen's pregreet wait, anvil's client rates.
+        self.greeting_delay = greeting_delay
+        self.message_rates = ClientRates(reactor, client_message_rate, rate_window)
+        self.recipient_rates = ClientRates(reactor, client_recipient_rate, rate_window)
 
     def buildProtocol(self, addr: Any) -> SMTPServer:
         return SMTPServer(self)
