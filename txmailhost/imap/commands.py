@@ -343,18 +343,7 @@ class MailboxCommands:
 
     async def _write_status(self, name: str, items: list[str]) -> None:
         mailbox = await self._open(name)
-        status = await mailbox.status()
-        values = {
-            "MESSAGES": status.messages,
-            "RECENT": status.recent,
-            "UIDNEXT": status.uidnext,
-            "UIDVALIDITY": status.uidvalidity,
-            "UNSEEN": status.unseen,
-            "HIGHESTMODSEQ": status.highestmodseq,
-            "SIZE": status.size,
-        }
-        body = " ".join(f"{item} {values[item]}" for item in items)
-        self.write(b"* STATUS " + mailbox_name(name) + f" ({body})\r\n".encode())
+        self.write(status_response(name, await mailbox.status(), items))
 
     # -- APPEND ----------------------------------------------------------------------------------
 
@@ -503,3 +492,18 @@ def _uid_ranges(text: bytes) -> list[tuple[int, int]]:
         hi = lo if not high else (2**32 if high == b"*" else int(high))
         ranges.append((min(lo, hi), max(lo, hi)))
     return ranges
+
+
+def status_response(name: str, status: Any, items: list[str]) -> bytes:
+    """``* STATUS name (ITEM value ...)`` for a ``MailboxStatus`` (STATUS, NOTIFY)."""
+    values = {
+        "MESSAGES": status.messages,
+        "RECENT": status.recent,
+        "UIDNEXT": status.uidnext,
+        "UIDVALIDITY": status.uidvalidity,
+        "UNSEEN": status.unseen,
+        "HIGHESTMODSEQ": status.highestmodseq,
+        "SIZE": status.size,
+    }
+    body = " ".join(f"{item} {values[item]}" for item in items)
+    return b"* STATUS " + mailbox_name(name) + f" ({body})\r\n".encode()

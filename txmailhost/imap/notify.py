@@ -34,6 +34,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from txmailhost.imap import fetch, names, replies
+from txmailhost.imap.commands import status_response
 from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.imap.replies import Done, mailbox_name
 from txmailhost.imap.search import compress
@@ -329,16 +330,8 @@ class NotifyCommands:
         return self.view is not None and self.view.name == name
 
     def _notify_write_status(self, name: str, status: Any, items: list[str]) -> None:
-        if not items:
-            return
-        values = {
-            "MESSAGES": status.messages,
-            "UIDNEXT": status.uidnext,
-            "UIDVALIDITY": status.uidvalidity,
-            "HIGHESTMODSEQ": status.highestmodseq,
-        }
-        body = " ".join(f"{item} {values[item]}" for item in items)
-        self.notify_send(b"* STATUS " + mailbox_name(name) + f" ({body})\r\n".encode())
+        if items:
+            self.notify_send(status_response(name, status, items))
 
     def notify_send(self, line: bytes) -> None:
         """An unsolicited line: now when no command's responses are on their way, else
