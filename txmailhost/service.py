@@ -308,7 +308,7 @@ def _build_filters(config: Any, reactor: Any, top: MultiService, leading: Any = 
 
     settings = config.filters
     pool = ThreadPool(minthreads=1, maxthreads=8, name="txmailhost-filters")
-    host = FilterHost(config.data_dir, config.hostname)
+    host = FilterHost(config.data_dir, config.hostname, tuple(config.relay.nameservers))
     try:
         chain = build_chain(
             settings.chain,

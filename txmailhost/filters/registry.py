@@ -39,6 +39,7 @@ class FilterHost:
 
     data_dir: str
     hostname: str
+    nameservers: tuple[str, ...] = ()  # [relay] nameservers, for filters that ask DNS
 
 
 class FilterConfigError(ValueError):

@@ -411,6 +411,13 @@ RULES: tuple[Rule, ...] = (
     Rule("BAYES_80", 2.5, "the classifier: spam probability 80-95%", None),
     Rule("BAYES_95", 3.5, "the classifier: spam probability 95-99%", None),
     Rule("BAYES_99", 5.0, "the classifier: spam probability 99% or more", None),
+    # connection.py: who is sending (not checked for loopback and private clients)
+    Rule("HELO_BARE_IP", 1.5, "HELO is a bare IP address, not a name or [literal]", None),
+    Rule("HELO_NO_FQDN", 1.0, "HELO is not a fully qualified name", None),
+    Rule("HELO_OUR_NAME", 2.5, "the client says HELO with our own host name", None),
+    Rule("HELO_NXDOMAIN", 1.0, "the HELO name has no address or MX in DNS", None),
+    Rule("RDNS_NONE", 1.0, "the client address has no reverse DNS", None),
+    Rule("RDNS_MISMATCH", 0.5, "the client's reverse DNS name doesn't resolve back to it", None),
     Rule("USER_ALLOWED", -100.0, "the recipient allows this sender", None),
     Rule("USER_BLOCKED", 100.0, "the recipient blocks this sender", None),
 )

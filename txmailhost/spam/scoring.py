@@ -31,6 +31,7 @@ from txmailhost.filters.base import MessageFilter
 from txmailhost.filters.interfaces import ACCEPT, Client, Transaction, Verdict
 from txmailhost.spam import rules
 from txmailhost.spam.bayes import TokenStore
+from txmailhost.spam.connection import ConnectionChecks
 from txmailhost.spam.sample import Sample, sample_of
 from txmailhost.spam.tokens import tokens
 
@@ -108,9 +109,16 @@ class Scorer:
         self.store = store
         self.authserv_id = authserv_id
 
-    def score(self, sample: Sample, owner: str | None, envelope_sender: str | None = None) -> Score:
+    def score(
+        self,
+        sample: Sample,
+        owner: str | None,
+        envelope_sender: str | None = None,
+        connection: list[rules.Rule] | tuple[rules.Rule, ...] = (),
+    ) -> Score:
+        """``connection``: what ``connection.ConnectionChecks`` found about the client."""
         context = rules.Context(now=time.time(), authserv_id=self.authserv_id)
-        hits = rules.content_hits(sample, context)
+        hits = list(connection) + rules.content_hits(sample, context)
         probability = None
         if self.store is not None:
             owners = [owner] if owner else []
@@ -148,6 +156,11 @@ class SpamFilter(MessageFilter):
         bayes_max_age_days: float = 180.0,
         listeners: list[str] | tuple[str, ...] = ("smtp",),
         authserv_id: str = "",
+        dnsbl: dict[str, float] | None = None,
+        dnswl: dict[str, float] | None = None,
+        rhsbl: dict[str, float] | None = None,
+        rdns: bool = True,
+        dns_checks: bool = True,
     ) -> None:
         if reject_score and reject_score <= junk_score:
             raise ValueError("reject_score must be 0 (off) or above junk_score")
@@ -166,6 +179,14 @@ class SpamFilter(MessageFilter):
         if not authserv_id and host is not None:
             authserv_id = host.hostname
         self.scorer = Scorer(store, authserv_id)
+        resolver = None
+        if dns_checks and host is not None:
+            from txmailhost.mailauth.resolver import MailAuthResolver
+
+            resolver = MailAuthResolver(getattr(host, "nameservers", ()), timeout=5.0)
+        self.connection = ConnectionChecks(
+            host.hostname if host is not None else "", resolver, dnsbl, dnswl, rhsbl, bool(rdns)
+        )
 
     def _junk_score(self, recipient: str) -> float:
         """The recipient's own threshold (``txmailhost spam threshold``), else the server's."""
@@ -177,12 +198,15 @@ class SpamFilter(MessageFilter):
         if client.authenticated_as or client.listener not in self.listeners:
             return ACCEPT
         sample = sample_of(message, self.body_cap)
+        seen = self.connection.hits(client.address, client.helo, transaction.sender)
         recipients = transaction.recipients
         first = recipients[0] if len(recipients) == 1 else None
-        shown = self.scorer.score(sample, first and owner_of(first), transaction.sender)
+        shown = self.scorer.score(sample, first and owner_of(first), transaction.sender, seen)
         scores = {first: shown} if first else {}
         for recipient in recipients if first is None else ():
-            scores[recipient] = self.scorer.score(sample, owner_of(recipient), transaction.sender)
+            scores[recipient] = self.scorer.score(
+                sample, owner_of(recipient), transaction.sender, seen
+            )
         required = {r: self._junk_score(r) for r in scores}
         fields = shown.fields(required[first] if first else self.junk_score)
         if (

@@ -1,0 +1,130 @@
+"""Connection and envelope checks (issue 17 item 1) against the twisted.names test DNS: DNS
+block and allow lists with their weights and refusal codes, RHSBL on the sender's domain,
+HELO sanity, reverse DNS; and that they reach the spam score."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.names import NamesServer
+from txmailhost.filters.interfaces import Client, Transaction
+from txmailhost.filters.registry import FilterHost
+from txmailhost.mailauth.resolver import MailAuthResolver
+from txmailhost.spam.connection import ConnectionChecks, reversed_name
+from txmailhost.spam.scoring import SpamFilter
+
+CLIENT = "192.0.2.7"  # TEST-NET-1: checked like any public address
+
+
+@pytest.fixture
+def names(tmp_path) -> Iterator[NamesServer]:
+    server = NamesServer(tmp_path).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def resolver(names) -> MailAuthResolver:
+    return MailAuthResolver([names.address], timeout=2.0)
+
+
+def checks(resolver, **lists) -> ConnectionChecks:
+    return ConnectionChecks("mx.example.test", resolver, **lists)
+
+
+def named(hits) -> set[str]:
+    return {rule.name for rule in hits}
+
+
+def with_good_rdns(names, address: str = CLIENT, name: str = "mail.sender.test") -> None:
+    names.add(f"{reversed_name_of(address)}.in-addr.arpa", "PTR", name)
+    names.add(name, "A", address)
+
+
+def reversed_name_of(address: str) -> str:
+    import ipaddress
+
+    return reversed_name(ipaddress.ip_address(address))
+
+
+def test_reversed_names_for_lists():
+    import ipaddress
+
+    assert reversed_name(ipaddress.ip_address("192.0.2.7")) == "7.2.0.192"
+    assert reversed_name(ipaddress.ip_address("2001:db8::1")).startswith("1.0.0.0.")
+
+
+def test_a_listed_client_scores_the_zones_weight_and_refusal_codes_do_not(names, resolver):
+    with_good_rdns(names)
+    names.add("mail.sender.test", "MX", "10 mail.sender.test.")
+    names.add("7.2.0.192.bl.test", "A", "127.0.0.2")
+    names.add("7.2.0.192.refusing.test", "A", "127.255.255.254")  # "public resolver"
+    names.add("7.2.0.192.odd.test", "A", "10.0.0.1")  # not a 127/8 answer: ignored
+    names.add("7.2.0.192.wl.test", "A", "127.0.10.2")
+    c = checks(
+        resolver,
+        dnsbl={"bl.test": 3.0, "refusing.test": 4.0, "odd.test": 2.0, "clean.test": 5.0},
+        dnswl={"wl.test": 2.0},
+    )
+    hits = c.hits(CLIENT, "mail.sender.test", "someone@sender.test")
+    assert named(hits) == {"DNSBL:bl.test", "DNSWL:wl.test"}
+    assert {r.name: r.score for r in hits} == {"DNSBL:bl.test": 3.0, "DNSWL:wl.test": -2.0}
+
+
+def test_rhsbl_checks_the_envelope_senders_domain(names, resolver):
+    with_good_rdns(names)
+    names.add("spammy.test.rhs.test", "A", "127.0.1.2")
+    c = checks(resolver, rhsbl={"rhs.test": 2.5})
+    assert named(c.hits(CLIENT, "mail.sender.test", "x@spammy.test")) == {"RHSBL:rhs.test"}
+    assert named(c.hits(CLIENT, "mail.sender.test", "x@fine.test")) == set()
+    assert named(c.hits(CLIENT, "mail.sender.test", None)) == set()  # the null sender
+
+
+def test_helo_sanity(names, resolver):
+    with_good_rdns(names)
+    c = checks(resolver)
+    assert named(c.hits(CLIENT, "192.0.2.7", None)) == {"HELO_BARE_IP"}
+    assert named(c.hits(CLIENT, "[192.0.2.7]", None)) == set()  # a literal is legal
+    assert named(c.hits(CLIENT, "mx.example.test", None)) == {"HELO_OUR_NAME"}
+    assert named(c.hits(CLIENT, "localhostish", None)) == {"HELO_NO_FQDN"}
+    assert named(c.hits(CLIENT, "nowhere.sender.test", None)) == {"HELO_NXDOMAIN"}
+    assert named(c.hits(CLIENT, "mail.sender.test", None)) == set()
+
+
+def test_reverse_dns_missing_or_not_confirmed(names, resolver):
+    names.add("mail.sender.test", "A", CLIENT)
+    c = checks(resolver)
+    assert named(c.hits(CLIENT, "mail.sender.test", None)) == {"RDNS_NONE"}
+    names.add("7.2.0.192.in-addr.arpa", "PTR", "liar.sender.test")
+    names.add("liar.sender.test", "A", "192.0.2.99")
+    fresh = checks(MailAuthResolver([names.address], timeout=2.0))  # no cached NXDOMAIN
+    assert named(fresh.hits(CLIENT, "mail.sender.test", None)) == {"RDNS_MISMATCH"}
+
+
+def test_own_networks_are_never_checked(resolver):
+    c = checks(resolver, dnsbl={"bl.test": 3.0})
+    for address in ("127.0.0.1", "10.1.2.3", "192.168.0.9", "::1", "fd00::1"):
+        assert c.hits(address, "192.0.2.7", None) == []
+
+
+def test_the_checks_reach_the_spam_score(tmp_path, names):
+    names.add("7.2.0.192.bl.test", "A", "127.0.0.2")
+    host = FilterHost(str(tmp_path), "mx.example.test", (names.address,))
+    spam = SpamFilter(host=host, dnsbl={"bl.test": 6.0}, bayes=False)
+    message = (
+        b"From: a@sender.test\r\nTo: alice@example.test\r\nDate: Thu, 03 Dec 2026 10:00:00 +0000"
+        b"\r\nMessage-ID: <m@sender.test>\r\nSubject: hello\r\n\r\nhi\r\n"
+    )
+    verdict = spam.end_of_data(
+        Client(CLIENT, helo="mail.sender.test", listener="smtp"),
+        Transaction("a@sender.test", ("alice@example.test",)),
+        io.BytesIO(message),
+    )
+    status = dict(verdict.headers)["X-Spam-Status"]
+    assert status.startswith("Yes, score=") and "DNSBL:bl.test" in status
+    assert verdict.recipients == {"alice@example.test"}  # to Junk

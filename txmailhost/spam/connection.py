@@ -1,0 +1,187 @@
+"""Connection and envelope checks for the spam score (issue 17, item 1): who is sending, before
+what they sent. Each is a named rule in ``rules.RULES`` (``txmailhost spam rules``) or, for
+DNS lists, a rule named after its zone with the weight configured for it.
+
+- HELO sanity (no DNS): a bare IP address instead of a name (``HELO_BARE_IP``), a name with
+  no dot (``HELO_NO_FQDN``), or our own host name said by someone else (``HELO_OUR_NAME``);
+  with DNS, a name that has no address or MX (``HELO_NXDOMAIN``).
+- Reverse DNS: no PTR for the client address (``RDNS_NONE``), or a PTR name whose addresses
+  don't include the client (``RDNS_MISMATCH``, forward-confirmed reverse DNS).
+- DNS block and allow lists on the client address (``dnsbl``, ``dnswl`` zones and their
+  weights: a block list's weight is positive, an allow list's negative) and on the envelope
+  sender's domain (``rhsbl``). An answer in 127.0.0.0/8 means listed, except the codes lists
+  use to say the query itself was refused (Spamhaus's 127.255.255.252/254/255 for a public
+  or abusive resolver, DNSWL's 127.0.0.255): those are logged and count as not listed, since
+  reading them as "listed" would mark every message of a server using a public resolver.
+
+Clients on loopback, private (RFC 1918, RFC 4193) and link-local addresses are not checked:
+they are the operator's own machines, never on a public list and seldom in public DNS.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.logger import Logger
+
+from txmailhost.spam import rules
+
+log = Logger()
+
+_OWN_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "127.0.0.0/8",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "169.254.0.0/16",
+        "100.64.0.0/10",
+        "::1/128",
+        "fc00::/7",
+        "fe80::/10",
+    )
+)
+_REFUSED = (ipaddress.ip_network("127.255.255.0/24"), ipaddress.ip_network("127.0.0.255/32"))
+_LISTED = ipaddress.ip_network("127.0.0.0/8")
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(text.strip("[]").removeprefix("IPv6:"))
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
+
+
+def is_own(text: str) -> bool:
+    """Is ``text`` an address the checks leave alone (loopback, private, link-local)?"""
+    address = _address(text)
+    return address is None or any(address in n for n in _OWN_NETWORKS)
+
+
+def reversed_name(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """The DNS list form of an address: 192.0.2.7 -> 7.2.0.192; IPv6 as reversed nibbles."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return ".".join(reversed(str(address).split(".")))
+    return ".".join(reversed(address.exploded.replace(":", "")))
+
+
+def zone_rule(zone: str, weight: float, what: str) -> rules.Rule:
+    return rules.Rule(f"{what}:{zone}", float(weight), f"listed in {zone} ({what.lower()})", None)
+
+
+class ConnectionChecks:
+    """The checks for one message; ``resolver`` (a ``MailAuthResolver``) is used from the
+    filters' thread, None for the checks that need no DNS only."""
+
+    def __init__(
+        self,
+        hostname: str,
+        resolver: Any = None,
+        dnsbl: Mapping[str, float] | None = None,
+        dnswl: Mapping[str, float] | None = None,
+        rhsbl: Mapping[str, float] | None = None,
+        rdns: bool = True,
+    ) -> None:
+        self.hostname = hostname.lower().rstrip(".")
+        self.resolver = resolver
+        self.dnsbl = {z.strip(".").lower(): float(w) for z, w in (dnsbl or {}).items()}
+        self.dnswl = {z.strip(".").lower(): -abs(float(w)) for z, w in (dnswl or {}).items()}
+        self.rhsbl = {z.strip(".").lower(): float(w) for z, w in (rhsbl or {}).items()}
+        self.rdns = rdns
+
+    def hits(self, client_address: str, helo: str | None, sender: str | None) -> list[rules.Rule]:
+        if is_own(client_address):
+            return []
+        found = self._helo(helo or "")
+        address = _address(client_address)
+        if self.resolver is None or address is None:
+            return found
+        name_given = bool(helo) and not found and not helo.startswith("[")  # a sane name
+        if name_given and not self._exists(helo or ""):
+            found.append(rules.BY_NAME["HELO_NXDOMAIN"])
+        if self.rdns:
+            found += self._reverse(address)
+        name = reversed_name(address)
+        for zone, weight in {**self.dnsbl, **self.dnswl}.items():
+            if self._listed(f"{name}.{zone}", zone):
+                what = "DNSWL" if zone in self.dnswl else "DNSBL"
+                found.append(zone_rule(zone, weight, what))
+        domain = (sender or "").rpartition("@")[2].lower().strip(".")
+        if domain and "." in domain:
+            for zone, weight in self.rhsbl.items():
+                if self._listed(f"{domain}.{zone}", zone):
+                    found.append(zone_rule(zone, weight, "RHSBL"))
+        return found
+
+    def _helo(self, helo: str) -> list[rules.Rule]:
+        name = helo.strip().lower().rstrip(".")
+        if not name:
+            return []
+        if _address(name) is not None and not name.startswith("["):
+            return [rules.BY_NAME["HELO_BARE_IP"]]  # RFC 5321 4.1.3: literals go in brackets
+        if name.startswith("["):
+            return []
+        if name == self.hostname:
+            return [rules.BY_NAME["HELO_OUR_NAME"]]
+        if "." not in name:
+            return [rules.BY_NAME["HELO_NO_FQDN"]]
+        return []
+
+    def _lookup(self, name: str, rdtype: str) -> list[Any] | None:
+        """The records, or None when DNS didn't answer (a temporary error: no verdict)."""
+        from txmailhost.mailauth.resolver import DNSTempError
+
+        try:
+            return self.resolver.lookup(name, rdtype)
+        except DNSTempError as e:
+            log.debug("spam: DNS {rdtype} {name}: {error}", rdtype=rdtype, name=name, error=e)
+            return None
+
+    def _exists(self, name: str) -> bool:
+        for rdtype in ("A", "AAAA", "MX"):
+            records = self._lookup(name, rdtype)
+            if records is None or records:
+                return True  # no answer is not proof of absence
+        return False
+
+    def _reverse(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[rules.Rule]:
+        pointers = self._lookup(address.reverse_pointer, "PTR")
+        if pointers is None:
+            return []
+        if not pointers:
+            return [rules.BY_NAME["RDNS_NONE"]]
+        for pointer in pointers[:3]:
+            target = pointer.target.to_text(omit_final_dot=True)
+            rdtype = "A" if isinstance(address, ipaddress.IPv4Address) else "AAAA"
+            records = self._lookup(target, rdtype)
+            if records is None:
+                return []
+            if any(_address(r.address) == address for r in records):
+                return []
+        return [rules.BY_NAME["RDNS_MISMATCH"]]
+
+    def _listed(self, name: str, zone: str) -> bool:
+        records = self._lookup(name, "A")
+        if not records:
+            return False
+        listed = False
+        for record in records:
+            answer = _address(record.address)
+            if answer is None or answer not in _LISTED:
+                continue
+            if any(answer in n for n in _REFUSED):
+                log.warn(
+                    "spam: {zone} refused our query ({answer}): use a resolver of your own "
+                    "for DNS lists (the answer counts as not listed)",
+                    zone=zone,
+                    answer=str(answer),
+                )
+                return False
+            listed = True
+        return listed
