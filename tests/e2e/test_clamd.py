@@ -32,7 +32,7 @@ def test_a_virus_is_refused_with_its_name_and_clean_mail_is_tagged(scanning):
     with smtplib.SMTP("127.0.0.1", scanning.ports["smtp"], timeout=60) as s:
         with pytest.raises(smtplib.SMTPDataError) as refused:
             s.sendmail("x@remote.test", ["alice@example.test"], infected)
-        assert refused.value.smtp_code == 550
+        assert refused.value.smtp_code == 554  # "transaction failed" (RFC 5321 4.2.3)
         assert refused.value.smtp_error.startswith(b"5.7.1 virus found: Txmailhost.Test.String")
         assert s.sendmail("x@remote.test", ["alice@example.test"], clean) == {}
     imap = imaplib.IMAP4("127.0.0.1", scanning.ports["imap"], timeout=30)

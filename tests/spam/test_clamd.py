@@ -45,7 +45,7 @@ def test_a_clean_message_is_accepted_and_tagged(clamd_socket):
 
 def test_a_signature_match_is_refused_with_its_name(clamd_socket):
     verdict = scan(make(clamd_socket), CLEAN + TEST_STRING + b"\r\n")
-    assert verdict.action is Action.REJECT
+    assert verdict.action is Action.REJECT and verdict.code == 554
     assert verdict.reason.startswith("virus found: Txmailhost.Test.String")
 
 

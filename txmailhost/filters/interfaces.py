@@ -47,6 +47,9 @@ class Verdict:
     # n): the n-th field of that name, counting from 1 (milter's chgheader index). Our own
     # trace fields on top are not counted. E.g. an Authentication-Results claiming our name.
     remove: tuple[tuple[str, int], ...] = ()
+    # A REJECT's SMTP reply code when not the default 550 (554 for a virus, "transaction
+    # failed", RFC 5321 4.2.3); the enhanced code stays 5.7.1.
+    code: int = 0
 
     @classmethod
     def accept(
@@ -69,8 +72,12 @@ class Verdict:
         return cls(Action.TEMPFAIL, reason)
 
     @classmethod
-    def reject(cls, reason: str, recipients: frozenset[str] | None = None) -> Verdict:
-        return cls(Action.REJECT, reason, (), recipients)
+    def reject(
+        cls, reason: str, recipients: frozenset[str] | None = None, code: int = 0
+    ) -> Verdict:
+        if code and code not in (550, 554):
+            raise ValueError("a filter's refusal is 550 or 554")
+        return cls(Action.REJECT, reason, (), recipients, code=code)
 
 
 ACCEPT = Verdict()

@@ -283,6 +283,8 @@ class SMTPServer(Protocol, TimeoutMixin):
         """The reply for a filter's TEMPFAIL or REJECT, its reason as the text."""
         if verdict.action is Action.REJECT:
             reply = replies.FILTER_REFUSED_CONNECTION if at_connect else replies.FILTER_REJECTED
+            if verdict.code and not at_connect:
+                reply = SMTPReply(verdict.code, reply.enhanced, reply.text)
         else:
             reply = replies.FILTER_DEFERRED_CONNECTION if at_connect else replies.FILTER_TEMPFAIL
         return reply.with_text(printable(verdict.reason)) if verdict.reason else reply

@@ -7,7 +7,7 @@ goes over in ``CHUNK``-octet pieces read from the filter's stream, so a 50 MiB m
 one chunk of memory (DESIGN invariant 2); at most ``max_size`` octets are sent (clamd refuses
 more than its ``StreamMaxLength``, 25 MiB by default; set them alike).
 
-- infected: refused (``550 5.7.1 virus found: NAME``), before the ``250``, so nobody gets a
+- infected: refused (``554 5.7.1 virus found: NAME``), before the ``250``, so nobody gets a
   bounce carrying the virus back;
 - clamd unreachable, slow past ``timeout`` or answering an error: ``on_unavailable`` —
   ``"tempfail"`` (451 4.7.1: the client keeps the message and retries; the default, as a
@@ -136,5 +136,5 @@ class ClamdFilter(MessageFilter):
                 client=client.address,
                 signature=signature,
             )
-            return Verdict.reject(f"virus found: {signature}")
+            return Verdict.reject(f"virus found: {signature}", code=554)
         return Verdict.accept(headers=(("X-Virus-Scanned", f"clamd on {self.hostname}"),))
