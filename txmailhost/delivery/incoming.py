@@ -235,9 +235,7 @@ class IncomingMessage:
             return io.BytesIO(held + b"".join(self._chunks))
         self._file.flush()
         body = open(self._body_path or self.path, "rb")  # noqa: SIM115 - the caller closes it
-        if not held:
-            return body
-        return io.BufferedReader(_Chained(held, body))  # type: ignore[return-value]
+        return prefixed(held, body) if held else body
 
     def write(self, data: bytes) -> None:
         """The client's text; its first ``HEAD_LIMIT`` octets are also kept for header checks."""
@@ -344,6 +342,12 @@ def strip_fields(data: bytes, remove: tuple[tuple[str, int], ...]) -> bytes:
         if not dropping:
             kept.append(line)
     return b"".join(line + b"\r\n" for line in kept) + rest
+
+
+def prefixed(head: bytes, body: BinaryIO) -> BinaryIO:
+    """A read-only stream of ``head`` then ``body``'s bytes; closing it closes ``body``. (The
+    held header block before a spilled body; a filter's view with earlier filters' fields.)"""
+    return io.BufferedReader(_Chained(head, body))  # type: ignore[return-value]
 
 
 class _Chained(io.RawIOBase):

@@ -11,7 +11,6 @@ time is left to finish on its own, its answer ignored.
 
 from __future__ import annotations
 
-import io
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -22,6 +21,7 @@ from twisted.internet import threads
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
+from txmailhost.delivery.incoming import prefixed
 from txmailhost.filters.interfaces import (
     ACCEPT,
     STAGES,
@@ -121,7 +121,7 @@ class FilterChain:
         def ask(f: Any) -> Any:
             stream = open_message()
             if added:
-                stream = io.BufferedReader(_Prefixed(render_fields(added), stream))  # type: ignore[assignment]
+                stream = prefixed(render_fields(added), stream)
             try:
                 answer = f.end_of_data(client, transaction, stream)
             except BaseException:
@@ -201,34 +201,6 @@ class FilterChain:
             if self.on_error == "accept":
                 return ACCEPT
             return Verdict.tempfail("content check unavailable, try again later")
-
-
-class _Prefixed(io.RawIOBase):
-    """A read-only stream of ``prefix`` then ``stream``'s bytes; closing it closes both."""
-
-    def __init__(self, prefix: bytes, stream: BinaryIO) -> None:
-        super().__init__()
-        self._prefix = memoryview(prefix)
-        self._stream = stream
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self._prefix:
-            n = min(len(buffer), len(self._prefix))
-            buffer[:n] = self._prefix[:n]
-            self._prefix = self._prefix[n:]
-            return n
-        data = self._stream.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        try:
-            self._stream.close()
-        finally:
-            super().close()
 
 
 def transaction_of(
