@@ -40,8 +40,15 @@ def _address(endpoint: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | N
     """The IP address of a Twisted address object, an IPv4-mapped IPv6 one as IPv4."""
     if not isinstance(endpoint, (IPv4Address, IPv6Address)):
         return None
+    return ip_of(endpoint.host)
+
+
+def ip_of(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address in ``text`` (a zone id after ``%`` dropped), an IPv4-mapped IPv6 one as
+    IPv4, so one client has one address whichever socket family it came in on; None when
+    ``text`` is not an IP address."""
     try:
-        ip = ipaddress.ip_address(endpoint.host.partition("%")[0])
+        ip = ipaddress.ip_address(text.partition("%")[0])
     except ValueError:
         return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:

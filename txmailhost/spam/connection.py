@@ -26,6 +26,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from txmailhost.peer import ip_of
 from txmailhost.spam import rules
 
 log = Logger()
@@ -49,13 +50,8 @@ _LISTED = ipaddress.ip_network("127.0.0.0/8")
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        address = ipaddress.ip_address(text.strip("[]").removeprefix("IPv6:"))
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return address.ipv4_mapped
-    return address
+    """An address, also as a HELO literal (``[192.0.2.1]``, ``[IPv6:2001:db8::1]``)."""
+    return ip_of(text.strip("[]").removeprefix("IPv6:"))
 
 
 def is_own(text: str) -> bool:
@@ -66,9 +62,7 @@ def is_own(text: str) -> bool:
 
 def reversed_name(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     """The DNS list form of an address: 192.0.2.7 -> 7.2.0.192; IPv6 as reversed nibbles."""
-    if isinstance(address, ipaddress.IPv4Address):
-        return ".".join(reversed(str(address).split(".")))
-    return ".".join(reversed(address.exploded.replace(":", "")))
+    return address.reverse_pointer.rsplit(".", 2)[0]  # less .in-addr.arpa / .ip6.arpa
 
 
 def zone_rule(zone: str, weight: float, what: str) -> rules.Rule:

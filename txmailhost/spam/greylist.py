@@ -31,6 +31,7 @@ from typing import Any
 
 from txmailhost.filters.base import MessageFilter
 from txmailhost.filters.interfaces import ACCEPT, Client, Transaction, Verdict
+from txmailhost.peer import ip_of
 from txmailhost.spam.sqlitedb import thread_connection
 
 _SCHEMA = """
@@ -46,9 +47,9 @@ _SWEEP_EVERY = 1000  # checks between sweeps of expired rows
 
 def network_of(address: str) -> str:
     """The client's /24 (IPv4, and IPv4-mapped IPv6) or /64 (IPv6), as text."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    ip = ip_of(address)
+    if ip is None:
+        raise ValueError(f"not an IP address: {address!r}")
     prefix = 24 if ip.version == 4 else 64
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
@@ -95,13 +96,8 @@ class GreylistFilter(MessageFilter):
     def _exempt(self, client: Client) -> bool:
         if client.authenticated_as or client.listener not in self.listeners:
             return True
-        try:
-            ip = ipaddress.ip_address(client.address.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in network for network in self.exempt)
+        ip = ip_of(client.address)
+        return ip is not None and any(ip in network for network in self.exempt)
 
     def rcpt_to(self, client: Client, transaction: Transaction, recipient: str) -> Verdict:
         if self._exempt(client):
