@@ -300,7 +300,9 @@ def load_tls(config: Any) -> Any:
         raise SystemExit(1) from None
 
 
-def _build_filters(config: Any, reactor: Any, top: MultiService, leading: Any = ()) -> Any:
+def _build_filters(
+    config: Any, reactor: Any, top: MultiService, leading: Any = (), resolver: Any = None
+) -> Any:
     """The content filter chain of ``[filters]`` after ``leading`` (mail authentication's),
     None when empty, with a thread pool of its own for filters that block: a slow spam
     scanner then never holds up an fsync."""
@@ -308,7 +310,7 @@ def _build_filters(config: Any, reactor: Any, top: MultiService, leading: Any = 
 
     settings = config.filters
     pool = ThreadPool(minthreads=1, maxthreads=8, name="txmailhost-filters")
-    host = FilterHost(config.data_dir, config.hostname, tuple(config.relay.nameservers))
+    host = FilterHost(config.data_dir, config.hostname, resolver)
     try:
         chain = build_chain(
             settings.chain,
@@ -457,7 +459,7 @@ def build(
     delivery.report_delivered = DeliveryReports(config.hostname, queue.return_to_sender)
     if getattr(queue.courier, "tls_reports", None) is not None:
         queue.courier.tls_reports.deliver = queue.return_to_sender  # RFC 8460 reports
-    filters = _build_filters(config, reactor, top, mailauth.filters)
+    filters = _build_filters(config, reactor, top, mailauth.filters, mailauth.resolver)
     reports = mailauth.report_service(queue.return_to_sender, reactor, storage_pool)
     if reports is not None:
         reports.setServiceParent(top)

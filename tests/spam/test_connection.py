@@ -114,7 +114,7 @@ def test_own_networks_are_never_checked(resolver):
 
 def test_the_checks_reach_the_spam_score(tmp_path, names):
     names.add("7.2.0.192.bl.test", "A", "127.0.0.2")
-    host = FilterHost(str(tmp_path), "mx.example.test", (names.address,))
+    host = FilterHost(str(tmp_path), "mx.example.test", MailAuthResolver([names.address]))
     spam = SpamFilter(host=host, dnsbl={"bl.test": 6.0}, bayes=False)
     message = (
         b"From: a@sender.test\r\nTo: alice@example.test\r\nDate: Thu, 03 Dec 2026 10:00:00 +0000"

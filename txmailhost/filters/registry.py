@@ -39,7 +39,9 @@ class FilterHost:
 
     data_dir: str
     hostname: str
-    nameservers: tuple[str, ...] = ()  # [relay] nameservers, for filters that ask DNS
+    # The server's one DNS resolver (mailauth.resolver.MailAuthResolver: [relay] nameservers,
+    # a cache, timeouts) for filters that ask DNS; None: they don't.
+    resolver: Any = None
 
 
 class FilterConfigError(ValueError):

@@ -179,11 +179,8 @@ class SpamFilter(MessageFilter):
         if not authserv_id and host is not None:
             authserv_id = host.hostname
         self.scorer = Scorer(store, authserv_id)
-        resolver = None
-        if dns_checks and host is not None:
-            from txmailhost.mailauth.resolver import MailAuthResolver
-
-            resolver = MailAuthResolver(getattr(host, "nameservers", ()), timeout=5.0)
+        # the server's one resolver and its cache, shared with mail authentication
+        resolver = getattr(host, "resolver", None) if dns_checks else None
         self.connection = ConnectionChecks(
             host.hostname if host is not None else "", resolver, dnsbl, dnswl, rhsbl, bool(rdns)
         )
