@@ -262,7 +262,8 @@ class NotifyCommands:
     _resume: Callable[[], None]
 
     _notify: NotifySet | None = None
-    _notify_watches: dict[str, Any] | None = None  # name -> stop watching
+    _notify_watches: dict[str, Any] | None = None  # name -> (IMailbox, stop watching)
+    _notify_subscribed: set[str] | None = None  # the subscriptions as last read
     _notify_last: dict[str, Any] | None = None  # name -> the MailboxStatus last told
     _notify_pending: list[bytes] | None = None  # lines waiting for the running command
     _notify_dirty: set[str] | None = None
@@ -288,27 +289,33 @@ class NotifyCommands:
         if self._notify is None:
             return
         self._notify = None
-        for stop in (self._notify_watches or {}).values():
+        for _mailbox, stop in (self._notify_watches or {}).values():
             stop()
         self._notify_watches, self._notify_last, self._notify_dirty = None, None, None
+        self._notify_subscribed = None
         if self.account is not None:
             hub_of(self.factory).leave(self.account.address, self)
 
-    async def _notify_resolve(self, initial_status: bool = False) -> None:
-        """Watch the mailboxes the set covers now (after SET, and when mailboxes come and go)."""
+    async def _notify_resolve(
+        self, initial_status: bool = False, subscribed: set[str] | None = None
+    ) -> None:
+        """Watch the mailboxes the set covers now (after SET, and when mailboxes come and go);
+        ``subscribed`` when the caller has just read the subscriptions."""
         spec = self._notify
         if spec is None:
             return
         user = self.account.address
         listed = await self.store.list_mailboxes(user)
-        subscribed = set(await self.store.subscriptions(user))
+        if subscribed is None:
+            subscribed = set(await self.store.subscriptions(user))
         if self._notify is not spec:
             return  # a new NOTIFY came meanwhile
+        self._notify_subscribed = subscribed
         watches = self._notify_watches = self._notify_watches or {}
         last = self._notify_last = self._notify_last or {}
         wanted = [n for n in listed if spec.events_for(n, subscribed)][:MAX_WATCHED]
         for name in set(watches) - set(wanted):
-            watches.pop(name)()
+            watches.pop(name)[1]()
             last.pop(name, None)
         for name in wanted:
             if name in watches:
@@ -320,7 +327,7 @@ class NotifyCommands:
                 continue
             if self._notify is not spec:
                 return
-            watches[name] = mailbox.watch(lambda name=name: self._notify_changed(name))
+            watches[name] = (mailbox, mailbox.watch(lambda name=name: self._notify_changed(name)))
             last[name] = status
             if initial_status and not self._is_selected(name):
                 events = spec.events_for(name, subscribed)
@@ -372,12 +379,11 @@ class NotifyCommands:
             self._notify_busy = False
 
     async def _notify_check(self, name: str) -> None:
-        spec, last = self._notify, self._notify_last
-        if spec is None or last is None or name not in last:
+        spec, last, watched = self._notify, self._notify_last, self._notify_watches
+        if spec is None or last is None or not watched or name not in watched:
             return
         try:
-            mailbox = await self.store.open(self.account.address, name)
-            status = await mailbox.status()
+            status = await watched[name][0].status()
         except NoSuchMailbox:
             return
         before = last.get(name)
@@ -386,8 +392,7 @@ class NotifyCommands:
         last[name] = status
         if self._is_selected(name):
             return  # the selected mailbox is told in its own way
-        subscribed = set(await self.store.subscriptions(self.account.address))
-        events = spec.events_for(name, subscribed)
+        events = spec.events_for(name, self._notify_subscribed or set())
         recreated = status.uidvalidity != before.uidvalidity
         new = recreated or status.uidnext != before.uidnext
         gone = recreated or status.messages < before.messages + (status.uidnext - before.uidnext)
@@ -433,7 +438,7 @@ class NotifyCommands:
             else:
                 line = b"* LIST ()" + separator + quoted
             self.notify_send(line + b"\r\n")
-        await self._notify_resolve()
+        await self._notify_resolve(subscribed=subscribed)
 
     def _notify_refresh(self) -> None:
         d = Deferred.fromCoroutine(self._notify_resolve())
