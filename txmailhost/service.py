@@ -143,13 +143,14 @@ class ServerService(MultiService):
     def startService(self) -> None:
         super().startService()
         when_running = getattr(self.reactor, "callWhenRunning", None)
-        if when_running is not None and threading.current_thread() is threading.main_thread():
+        if when_running is not None:
             when_running(self._handle_sigterm)
 
     def _handle_sigterm(self) -> None:
         """SIGTERM is the normal way to stop a service (systemd, docker, init scripts): after
         the orderly stop below the process exits 0. The reactor's own handler would make
-        twistd end by re-raising the signal (exit status 143), which reads as a failure."""
+        twistd end by re-raising the signal (exit status 143), which reads as a failure.
+        Only where signals can be handled: the reactor runs in the main thread."""
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, lambda *_: self.reactor.callFromThread(self.reactor.stop))
 
