@@ -5,6 +5,7 @@ HELO sanity, reverse DNS; and that they reach the spam score."""
 from __future__ import annotations
 
 import io
+import ipaddress
 from collections.abc import Iterator
 
 import pytest
@@ -42,19 +43,11 @@ def named(hits) -> set[str]:
 
 
 def with_good_rdns(names, address: str = CLIENT, name: str = "mail.sender.test") -> None:
-    names.add(f"{reversed_name_of(address)}.in-addr.arpa", "PTR", name)
+    names.add(ipaddress.ip_address(address).reverse_pointer, "PTR", name)
     names.add(name, "A", address)
 
 
-def reversed_name_of(address: str) -> str:
-    import ipaddress
-
-    return reversed_name(ipaddress.ip_address(address))
-
-
 def test_reversed_names_for_lists():
-    import ipaddress
-
     assert reversed_name(ipaddress.ip_address("192.0.2.7")) == "7.2.0.192"
     assert reversed_name(ipaddress.ip_address("2001:db8::1")).startswith("1.0.0.0.")
 
