@@ -233,7 +233,8 @@ def setting(
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """[server]: who this server is. Flattened into ``Config.hostname`` and ``shutdown_grace``."""
+    """[server]: who this server is and how it runs. Flattened into ``Config.hostname``,
+    ``shutdown_grace`` and ``workers``."""
 
     hostname: str = setting(
         default_factory=_default_hostname,
@@ -250,6 +251,16 @@ class ServerConfig:
         doc="""On SIGTERM the server stops accepting connections, says goodbye to idle sessions
         (IMAP "* BYE", POP3 without deleting, SMTP 421) and waits this many seconds at most
         for SMTP transactions in progress to complete before it stops.""",
+    )
+    workers: int = setting(
+        1,
+        check=_integer("processes", maximum=256),
+        doc="""How many worker processes serve the protocols. 1: one process does everything.
+        More: a supervising process binds the listening sockets and runs this many workers
+        that share them (each a full server on the same data directory), restarting any that
+        dies; use the number of cores to use them all. The web and metrics listeners and the
+        relay queue run in the first worker. Needs a store shared by processes (not "memory").
+        See docs/scaling.rst.""",
     )
 
 
@@ -1110,6 +1121,7 @@ class Config:
     config_file: str
     hostname: str
     shutdown_grace: float = 30.0
+    workers: int = 1
     listen: ListenConfig = field(default_factory=ListenConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
@@ -1260,6 +1272,12 @@ def _build(data_dir: str, path: str, document: dict[str, Any]) -> Config:
         tls = _resolve_tls(data_dir, path, tls, problems)
     if "listen" in clean:
         _check_listener_conflicts(path, sections["listen"], problems)
+    shared = "store" not in clean or sections["store"].backend != "memory"
+    if "server" in clean and sections["server"].workers > 1 and not shared:
+        problems.append(  # each process would have mail of its own
+            f"{path}: server.workers = {sections['server'].workers} needs a store the"
+            ' processes share; store.backend = "memory" is private to one process'
+        )
     if problems:
         raise ConfigError(problems)
     return Config(
@@ -1267,6 +1285,7 @@ def _build(data_dir: str, path: str, document: dict[str, Any]) -> Config:
         config_file=path,
         hostname=sections["server"].hostname,
         shutdown_grace=sections["server"].shutdown_grace,
+        workers=sections["server"].workers,
         listen=sections["listen"],
         tls=tls,
         smtp=sections["smtp"],

@@ -13,6 +13,7 @@ password checks, so a burst of logins can't delay an fsync and vice versa.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -25,7 +26,7 @@ from twisted.application.service import MultiService, Service
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -34,6 +35,7 @@ from txmailhost.pools import ThreadPoolService
 
 if TYPE_CHECKING:
     from txmailhost.listeners import ListenerKind
+    from txmailhost.workers.role import WorkerRole
 
 log = Logger()
 
@@ -58,11 +60,19 @@ class Listener(Service):
     when they fire: a failure then stops the reactor.
     """
 
-    def __init__(self, reactor: Any, label: str, description: str, factory: Any) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        label: str,
+        description: str,
+        factory: Any,
+        adopt: tuple[int, int] | None = None,
+    ) -> None:
         self.reactor = reactor
         self.label = label
         self.description = description
         self.factory = factory
+        self.adopt = adopt  # (fd, family) of a socket a supervisor bound (workers/)
         self.port: Any = None
         self._binding: Deferred | None = None
         self._binding_now = False
@@ -72,8 +82,12 @@ class Listener(Service):
         super().privilegedStartService()
         if self._binding is not None:
             return
-        endpoint = serverFromString(self.reactor, self.description)
-        self._binding = endpoint.listen(self.factory)
+        if self.adopt is not None:
+            fd, family = self.adopt
+            self._binding = maybeDeferred(self.reactor.adoptStreamPort, fd, family, self.factory)
+        else:
+            endpoint = serverFromString(self.reactor, self.description)
+            self._binding = endpoint.listen(self.factory)
         self._failure = None
         self._binding_now = True
         self._binding.addCallbacks(self._listening, self._failed)
@@ -152,7 +166,13 @@ class ServerService(MultiService):
         twistd end by re-raising the signal (exit status 143), which reads as a failure.
         Only where signals can be handled: the reactor runs in the main thread."""
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, lambda *_: self.reactor.callFromThread(self.reactor.stop))
+            signal.signal(signal.SIGTERM, lambda *_: self.reactor.callFromThread(self._stop_once))
+
+    def _stop_once(self) -> None:
+        """A second SIGTERM while stopping (a supervisor and an init system both asking) is
+        not an error."""
+        with contextlib.suppress(ReactorNotRunning):
+            self.reactor.stop()
 
     def stopService(self) -> Deferred[Any]:
         return Deferred.fromCoroutine(self._stop())
@@ -182,10 +202,12 @@ class TLSReloadService(Service):
 
     interval = 5.0
 
-    def __init__(self, reactor: Any, tls: Any, run_dir: str) -> None:
+    def __init__(self, reactor: Any, tls: Any, run_dir: str, watch_request: bool = True) -> None:
         self.reactor = reactor
         self.tls = tls
-        self.request = os.path.join(run_dir, "reload-tls")
+        # A worker process leaves the request file to its supervisor, which signals every
+        # worker (the first to see the file would otherwise take it from the others).
+        self.request = os.path.join(run_dir, "reload-tls") if watch_request else None
         self._call: Any = None
 
     def startService(self) -> None:
@@ -206,7 +228,7 @@ class TLSReloadService(Service):
 
     def _check(self) -> None:
         try:
-            if os.path.exists(self.request):
+            if self.request is not None and os.path.exists(self.request):
                 os.unlink(self.request)
                 self.reload("reload-tls request")
             elif self.tls.reload_if_changed():
@@ -286,6 +308,10 @@ def make_service(
     # database, crash recovery into Maildirs, the spool's probes and sweeps) happens as the
     # user twistd drops to, so no file there ends up owned by root.
     tls = load_tls(config)
+    if config.workers > 1:  # workers/supervisor.py: bind here, serve in worker processes
+        from txmailhost.workers.supervisor import build_supervisor
+
+        return build_supervisor(config, reactor)
     with acting_as(*run_as):
         return build(config, reactor, tls)
 
@@ -402,13 +428,20 @@ def _build_srs(config: Any) -> Any:
 
 
 def build(
-    config: Any, reactor: Any, tls: Any = None, listeners: Sequence[ListenerKind] | None = None
+    config: Any,
+    reactor: Any,
+    tls: Any = None,
+    listeners: Sequence[ListenerKind] | None = None,
+    worker: WorkerRole | None = None,
 ) -> MultiService:
     """The MultiService for ``config``: pools, store, accounts, spool and every listener.
 
     ``tls`` is the server's ``ReloadableTLS``, loaded from the config when not given;
     ``listeners`` the services to listen for (``listeners.LISTENERS`` when not given), each
-    started when its ``[listen]`` key is not empty."""
+    started when its ``[listen]`` key is not empty. ``worker`` makes this one of several
+    worker processes (``workers/``): listeners adopt the supervisor's sockets, the queue runs
+    only in worker 0, and a bus to the other workers carries mailbox changes and login
+    failures."""
     from txmailhost.accounts.throttle import LoginThrottle
     from txmailhost.delivery.setup import build_delivery
     from txmailhost.limits import LimitedFactory
@@ -422,7 +455,9 @@ def build(
     from txmailhost.store import backends
 
     top = ServerService(reactor, config.shutdown_grace)
-    build_event_log(config).setServiceParent(top)  # first: it observes before anything listens
+    primary = worker is None or worker.primary
+    if worker is None:  # a worker's events go to its supervisor, which writes the event log
+        build_event_log(config).setServiceParent(top)  # first: it observes before anything listens
     storage_pool = ThreadPool(
         minthreads=1, maxthreads=config.store.threads, name="txmailhost-storage"
     )
@@ -442,7 +477,9 @@ def build(
         )
     # Every protocol logs in through this one portal, so failures count across all of them.
     portal, router = build_accounts(config, store, reactor, accounts_pool)
-    queue, queue_service = build_queue(config, reactor, storage_pool)
+    queue, queue_service = build_queue(
+        config, reactor, storage_pool, runner=primary, sweep_grace=0 if worker is None else 600
+    )
     queue_service.setServiceParent(top)
     # The one durable hand-off for SMTP, the queue's bounces and the server's notices.
     # Users' Sieve scripts run in the delivery agent; what they send goes through delivery.
@@ -450,6 +487,8 @@ def build(
     delivery, delivery_services = build_delivery(
         config.queue_dir, config.hostname, store, reactor, storage_pool, queue, sieve,
         router.forward_sender,
+        incoming_dir=None if worker is None else worker.incoming_dir(config.queue_dir),
+        orphans=() if worker is None else worker.orphan_dirs(config.queue_dir),
     )  # fmt: skip
     for part in delivery_services:
         part.setServiceParent(top)
@@ -462,13 +501,14 @@ def build(
         queue.courier.tls_reports.deliver = queue.return_to_sender  # RFC 8460 reports
     filters = _build_filters(config, reactor, top, mailauth.filters, mailauth.resolver)
     reports = mailauth.report_service(queue.return_to_sender, reactor, storage_pool)
-    if reports is not None:
+    if reports is not None and primary:
         reports.setServiceParent(top)
 
     security = config.security
     if tls is None:
         tls = load_tls(config)
-    TLSReloadService(reactor, tls, os.path.join(config.data_dir, "run")).setServiceParent(top)
+    run_dir = os.path.join(config.data_dir, "run")
+    TLSReloadService(reactor, tls, run_dir, watch_request=worker is None).setServiceParent(top)
 
     parts = ServerParts(
         config=config,
@@ -493,6 +533,10 @@ def build(
     open_listeners = []
     for kind in LISTENERS if listeners is None else listeners:
         description = getattr(config.listen, kind.config_key)
+        adopt = None
+        if worker is not None:
+            adopt = worker.sockets.get(kind.label)
+            description = description if adopt is not None else ""
         if description:
             limited = LimitedFactory(
                 kind.build(parts),
@@ -501,11 +545,49 @@ def build(
                 security.max_connections,
                 security.max_connections_per_ip,
             )
-            Listener(reactor, kind.label, description, limited).setServiceParent(top)
+            Listener(reactor, kind.label, description, limited, adopt).setServiceParent(top)
             open_listeners.append((kind.label, limited))
     # 'txmailhost who' and 'kick' ask through DATA/run/control.sock (ops/control.py).
     sessions = top.sessions = Sessions(open_listeners)
-    ControlService(reactor, socket_path(config), sessions).setServiceParent(top)
+    control_path = socket_path(config, 0 if worker is None else worker.slot)
+    ControlService(reactor, control_path, sessions).setServiceParent(top)
+    if worker is not None and worker.count > 1:
+        _join_workers(worker, config, reactor, store, portal, parts.rcpt_throttle, queue, top)
     top.portal = portal  # type: ignore[attr-defined] - for embedding and tests
     top.store = store  # type: ignore[attr-defined]
     return top
+
+
+def _join_workers(
+    worker: WorkerRole,
+    config: Any,
+    reactor: Any,
+    store: Any,
+    portal: Any,
+    rcpt_throttle: Any,
+    queue: Any,
+    top: MultiService,
+) -> None:
+    """Connect this worker to the others (``workers/bus.py``): mailbox changes, so IDLE and
+    NOTIFY see deliveries made by any worker; login and unknown-recipient failures, so the
+    throttles count across workers; and spooled mail, which the queue runner adopts at once."""
+    from txmailhost.workers.bus import PeerBus, bus_dir
+    from txmailhost.workers.role import BusService
+
+    bus = PeerBus(reactor, bus_dir(config.data_dir), worker.slot, worker.count)
+    changes = getattr(store, "changes", None)
+    if changes is not None:
+        changes.forward = lambda directory: bus.send("change", directory)
+        bus.on("change", changes.publish_local)
+    for kind, throttle in (("login-failed", portal.throttle), ("rcpt-failed", rcpt_throttle)):
+        throttle.forward = lambda client, account, kind=kind: bus.send(
+            kind, client or "", "" if account is None else account
+        )
+        bus.on(kind, lambda client, account, t=throttle: t.record(client or None, account))
+    if queue.runner:
+        bus.on("queued", queue.adopt)
+    else:
+        queue.spooled_elsewhere = lambda queue_id: bus.send("queued", queue_id)
+    service = BusService(bus)
+    service.setServiceParent(top)
+    top.bus = bus  # type: ignore[attr-defined] - for tests

@@ -23,10 +23,11 @@ LABELS = (
 
 
 class ServerProcess:
-    def __init__(self, data_dir: str, extra_config: str = "") -> None:
+    def __init__(self, data_dir: str, extra_config: str = "", workers: int = 1) -> None:
         self.data_dir = str(data_dir)
         self.log_path = self.data_dir + ".log"
         self.extra_config = extra_config
+        self.workers = workers  # [server] workers: > 1 runs a supervisor and worker processes
         self.process: subprocess.Popen | None = None
         self.ports: dict[str, int] = {}
 
@@ -34,7 +35,8 @@ class ServerProcess:
         os.makedirs(self.data_dir, exist_ok=True)
         listen = "\n".join(f'{label} = "tcp:0:interface=127.0.0.1"' for label in LABELS)
         with open(os.path.join(self.data_dir, "txmailhost.toml"), "w") as f:
-            f.write(f'[server]\nhostname = "mx.example.test"\n\n[listen]\n{listen}\n\n')
+            workers = f"workers = {self.workers}\n" if self.workers > 1 else ""
+            f.write(f'[server]\nhostname = "mx.example.test"\n{workers}\n[listen]\n{listen}\n\n')
             if "[mailauth]" not in self.extra_config:
                 # SPF/DKIM/DMARC checks ask DNS: only the tests that serve it turn them on.
                 f.write("[mailauth]\ncheck_inbound = false\n\n")
@@ -74,8 +76,10 @@ class ServerProcess:
                 raise RuntimeError(
                     f"server exited ({self.process.returncode}): {out}\n{self.log()}"
                 )
-            self.ports = {m[1]: int(m[3]) for m in _LISTENING.finditer(self.log()[offset:])}
-            if wanted <= set(self.ports):
+            text = self.log()[offset:]
+            self.ports = {m[1]: int(m[3]) for m in _LISTENING.finditer(text)}
+            last = f"worker {self.workers - 1} of {self.workers} ready"
+            if wanted <= set(self.ports) and (self.workers == 1 or last in text):
                 return self
             time.sleep(0.05)
         raise RuntimeError(f"server did not listen in {timeout}s:\n{self.log()}")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
 
 from twisted.cred.error import LoginFailed, UnauthorizedLogin
@@ -100,6 +101,9 @@ class LoginThrottle:
         self.max_tracked = max_tracked
         self.free_failures = free_failures
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        # Told of each failure recorded here, to count it in the other worker processes too
+        # (workers/bus.py): a guesser spreading connections over workers meets one limit.
+        self.forward: Callable[[str | None, str | None], None] | None = None
 
     def _recent(self, key: str) -> int:
         times = self._failures.get(key)
@@ -126,6 +130,16 @@ class LoginThrottle:
 
     def failed(self, client: str | None, account: str | None) -> float:
         """Record a failure; returns the delay to impose before answering."""
+        delay = self._record(client, account)
+        if self.forward is not None:
+            self.forward(client, account)
+        return delay
+
+    def record(self, client: str | None, account: str | None) -> None:
+        """Count a failure another process saw (its client was answered there)."""
+        self._record(client, account)
+
+    def _record(self, client: str | None, account: str | None) -> float:
         now = self.clock.seconds()
         counts = [0]
         for key, counted in (
@@ -159,6 +173,10 @@ class ThrottledPortal:
         self._portal = portal
         self._throttle = throttle
         self._origins = origins if origins is not None else LoginOrigins(throttle.clock)
+
+    @property
+    def throttle(self) -> LoginThrottle:
+        return self._throttle
 
     def listCredentialsInterfaces(self) -> list:
         return self._portal.listCredentialsInterfaces()

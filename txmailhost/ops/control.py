@@ -55,8 +55,31 @@ _KICKED = {
 }
 
 
-def socket_path(config: Any) -> str:
-    return os.path.join(config.data_dir, "run", SOCKET_NAME)
+def socket_path(config: Any, slot: int = 0) -> str:
+    """The control socket of worker ``slot`` (0, the only one without ``[server] workers``)."""
+    name = SOCKET_NAME if slot == 0 else f"control-{slot}.sock"
+    return os.path.join(config.data_dir, "run", name)
+
+
+def socket_paths(config: Any) -> list[str]:
+    """Every worker's control socket that exists: ``who`` and ``kick`` ask them all."""
+    run = os.path.join(config.data_dir, "run")
+    names = os.listdir(run) if os.path.isdir(run) else []
+    extra = sorted(n for n in names if n.startswith("control-") and n.endswith(".sock"))
+    return [os.path.join(run, SOCKET_NAME)] + [os.path.join(run, n) for n in extra]
+
+
+def ask_all(config: Any, request: str) -> list[Any]:
+    """``request`` to every worker's control socket: the answers of those that run (the
+    first, worker 0's, must answer; a socket left by a worker being restarted is skipped)."""
+    answers = []
+    for index, path in enumerate(socket_paths(config)):
+        try:
+            answers.append(ask(path, request))
+        except ConnectionError:
+            if index == 0:
+                raise
+    return answers
 
 
 def _session(protocol: Any) -> Any:
@@ -242,7 +265,7 @@ def register(commands: Any, with_config: Any) -> None:
 def _who(args: Any, config: Any) -> int:
     from txmailhost.ops.mailbox_admin import emit
 
-    sessions = ask(socket_path(config), "WHO")
+    sessions = [s for answer in ask_all(config, "WHO") for s in answer]
     if args.user:
         sessions = [s for s in sessions if (s["user"] or "").lower() == args.user.lower()]
 
@@ -262,7 +285,8 @@ def _who(args: Any, config: Any) -> int:
 def _kick(args: Any, config: Any) -> int:
     from txmailhost.ops.mailbox_admin import emit
 
-    answer = ask(socket_path(config), f"KICK {args.user}")
+    answers = ask_all(config, f"KICK {args.user}")
+    answer = {"kicked": sum(a.get("kicked", 0) for a in answers)}
     emit(args, answer, lambda: [f"kicked {answer['kicked']} session(s) of {args.user}"])
     return 0 if answer.get("kicked") else 1
 

@@ -124,6 +124,11 @@ class Queue:
         self._loading = False
         self._load_waiters: list[Deferred[None]] = []
         self.idle = Deferred()  # tests: fires (and is replaced) whenever nothing is running
+        # False in a worker process that only spools (workers/): the queue runner in worker 0
+        # delivers, and ``spooled_elsewhere(queue_id)`` tells it at once (the spool's adopt
+        # request file is the durable fallback it polls).
+        self.runner = True
+        self.spooled_elsewhere: Callable[[str], None] | None = None
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -148,7 +153,7 @@ class Queue:
         def spool(_: object) -> Deferred[Envelope]:
             now = self._reactor.seconds()
             return self._in_pool(
-                self.spool.add,
+                self._add,
                 sender,
                 recipients,
                 source_path,
@@ -165,10 +170,37 @@ class Queue:
                 sender=envelope.sender or "",
                 rcpts=", ".join(recipients),
             )
-            self._adopt(envelope)
+            if self.runner:
+                self._adopt(envelope)
+            elif self.spooled_elsewhere is not None:
+                self.spooled_elsewhere(envelope.queue_id)
             return envelope.queue_id
 
         return self._when_loaded().addCallback(spool).addCallback(spooled)
+
+    def _add(self, *args: Any) -> Envelope:
+        envelope = self.spool.add(*args)
+        if not self.runner:
+            self.spool.note_adoption(envelope.queue_id)
+        return envelope
+
+    def adopt(self, queue_id: str) -> Deferred[None]:
+        """Take ``queue_id``, spooled by another worker process, into the schedule (the runner).
+
+        Loaded under the message's lock, so a message just delivered and being removed is
+        found gone rather than taken again; one already known is left alone."""
+        return Deferred.fromCoroutine(self._adopt_spooled(queue_id))
+
+    async def _adopt_spooled(self, queue_id: str) -> None:
+        if not self.runner or self._stopped or queue_id in self._envelopes:
+            return
+        try:
+            envelope = await self._locked(queue_id, self.spool.load, queue_id)
+        except FileNotFoundError:
+            self._locks.pop(queue_id, None)
+            return  # delivered (or deleted) already
+        if queue_id not in self._envelopes and not self._stopped:
+            self._adopt(envelope)
 
     def _when_loaded(self) -> Deferred[None]:
         d: Deferred[None] = Deferred()
@@ -181,6 +213,8 @@ class Queue:
     def start(self) -> Deferred[None]:
         """Load the spool and schedule everything in it; overdue messages are spread out."""
         self._stopped = False
+        if not self.runner:
+            return self._in_pool(self.spool.prepare)
         return ensureDeferred(self._start())
 
     async def _start(self) -> None:
@@ -561,7 +595,8 @@ class Queue:
         if not os.path.isdir(self.spool.control_dir):
             return
         for kind, queue_id in await self._in_pool(self.spool.take_requests):
-            log.info("queue: {kind} {queue_id} requested", kind=kind, queue_id=queue_id or "")
+            if kind != "adopt":  # one per message spooled by another worker: not news
+                log.info("queue: {kind} {queue_id} requested", kind=kind, queue_id=queue_id or "")
             if kind == "flush":
                 self.flush()
             elif kind == "retry" and queue_id:
@@ -576,3 +611,5 @@ class Queue:
                 await self.release(queue_id)
             elif kind == "requeue" and queue_id:
                 await self.requeue(queue_id)
+            elif kind == "adopt" and queue_id:
+                await self.adopt(queue_id)

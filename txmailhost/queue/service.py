@@ -176,8 +176,14 @@ def _smarthost(relay: Any) -> Any:
     )
 
 
-def build_queue(config: Any, reactor: Any, pool: Any) -> tuple[Queue, Service]:
+def build_queue(
+    config: Any, reactor: Any, pool: Any, runner: bool = True, sweep_grace: float = 0.0
+) -> tuple[Queue, Service]:
     """The queue for ``config`` and the service that runs it (add it to the application).
+
+    ``runner`` False: this process only spools, another one delivers (worker processes,
+    ``workers/``); ``sweep_grace`` is then the age below which the runner's start-up sweep
+    leaves a spool file alone (another worker may be writing it).
 
     Its ``return_to_sender`` is left for the caller to set: ``ReturnToSender(router,
     submission)`` with the server's one ``Router`` (a DSN goes where mail for its recipient,
@@ -188,7 +194,7 @@ def build_queue(config: Any, reactor: Any, pool: Any) -> tuple[Queue, Service]:
     from txmailhost.relay.mx import MXResolver
     from txmailhost.relay.tlsrpt import TLSReports
 
-    spool = Spool(config.queue_dir)
+    spool = Spool(config.queue_dir, sweep_grace)
     spool.prepare()
     queue_config, relay = config.queue, config.relay
     dns_pool = ThreadPool(minthreads=1, maxthreads=8, name="txmailhost-relay")
@@ -221,8 +227,9 @@ def build_queue(config: Any, reactor: Any, pool: Any) -> tuple[Queue, Service]:
         return_full_limit=queue_config.return_full_limit,
     )
     queue = Queue(spool, courier, None, reactor, pool, hostname=config.hostname, policy=policy)
+    queue.runner = runner
     service = QueueService(queue, dns_pool)
-    if courier.tls_reports is not None:
+    if courier.tls_reports is not None and runner:
         reports = TimerService(REPORT_INTERVAL, _send_reports, courier.tls_reports)
         reports.clock = reactor
         reports.setServiceParent(service)

@@ -43,7 +43,7 @@ DELIVERED = "delivered"
 BOUNCED = "bounced"
 ACTIVE_STATES = (PENDING, DEFERRED)
 
-REQUEST_KINDS = ("bounce", "delete", "retry", "hold", "release", "requeue")
+REQUEST_KINDS = ("bounce", "delete", "retry", "hold", "release", "requeue", "adopt")
 HEADER_LIMIT = 64 * 1024
 _QUEUE_ID = re.compile(r"^[A-Za-z0-9]{6,40}$")
 
@@ -142,8 +142,11 @@ def read_whole(path: str, limit: int) -> bytes | None:
 class Spool:
     """The files of the queue under ``root`` (``DATA/queue``)."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, sweep_grace: float = 0.0) -> None:
         self.root = root
+        # With several worker processes another one may be half-way through ``add`` while
+        # this one loads: what it sweeps must be older than this (seconds).
+        self.sweep_grace = sweep_grace
         self.msg_dir = os.path.join(root, "msg")
         self.env_dir = os.path.join(root, "env")
         self.control_dir = os.path.join(root, "control")
@@ -247,7 +250,7 @@ class Spool:
         problems: list[str] = []
         broken: set[str] = set()
         for name in os.listdir(self.env_dir):
-            if name.startswith("."):
+            if name.startswith(".") and self._stale(os.path.join(self.env_dir, name)):
                 os.unlink(os.path.join(self.env_dir, name))
         for queue_id in self.ids():
             try:
@@ -262,11 +265,20 @@ class Spool:
             envelopes.append(envelope)
         known = {e.queue_id for e in envelopes} | broken
         for name in os.listdir(self.msg_dir):
-            if name not in known:
+            if name not in known and self._stale(os.path.join(self.msg_dir, name)):
                 os.unlink(os.path.join(self.msg_dir, name))
                 problems.append(f"removed message {name} that had no envelope")
         _safeio.fsync_dirs([self.env_dir, self.msg_dir])
         return envelopes, problems
+
+    def _stale(self, path: str) -> bool:
+        """Old enough to be the leftover of a crash, not another worker's ``add`` under way."""
+        if self.sweep_grace <= 0:
+            return True
+        try:
+            return time.time() - os.stat(path).st_mtime > self.sweep_grace
+        except FileNotFoundError:
+            return False
 
     # -- requests from the admin CLI ------------------------------------------------------------
 
@@ -277,6 +289,15 @@ class Spool:
         self.prepare()
         name = "flush" if kind == "flush" else f"{queue_id}.{kind}"
         _safeio.write_atomic(os.path.join(self.control_dir, name), b"")
+
+    def note_adoption(self, queue_id: str) -> None:
+        """Ask the queue runner (another worker process) to take ``queue_id``, just spooled.
+
+        Not fsync'd: a lost note only matters after a crash of the whole machine, and then the
+        runner starts again and loads every envelope anyway."""
+        name = os.path.join(self.control_dir, f"{queue_id}.adopt")
+        with open(name, "wb"):
+            pass
 
     def take_requests(self) -> list[tuple[str, str | None]]:
         """Pending requests as ``(kind, queue_id)``, removed from disk as they are returned."""

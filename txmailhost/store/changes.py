@@ -20,6 +20,9 @@ class ChangeBus:
 
     def __init__(self) -> None:
         self._watchers: dict[str, list[Callable[[], None]]] = {}
+        # Called with each directory published here, to tell other processes sharing the
+        # store (workers/bus.py); their buses call ``publish_local`` with it.
+        self.forward: Callable[[str], None] | None = None
 
     def watch(self, directory: str, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback()`` after every change to the mailbox in ``directory``; returns the
@@ -35,7 +38,18 @@ class ChangeBus:
 
         return stop
 
+    def wanted(self) -> bool:
+        """Is anyone listening (here, or other processes)? If not, publishing can be skipped."""
+        return bool(self._watchers) or self.forward is not None
+
     def publish(self, directory: str) -> None:
+        """A change made by this process: watchers here, then the other processes."""
+        self.publish_local(directory)
+        if self.forward is not None:
+            self.forward(directory)
+
+    def publish_local(self, directory: str) -> None:
+        """A change another process made (or this one): watchers in this process only."""
         for callback in list(self._watchers.get(directory, ())):
             try:
                 callback()

@@ -751,7 +751,7 @@ class MaildirStore:
 
     def _changed(self, directory: str) -> None:
         """Called from a pool thread after a write to a mailbox: wake its watchers."""
-        if self._reactor is not None and self.changes._watchers:
+        if self._reactor is not None and self.changes.wanted():
             self._reactor.callFromThread(self.changes.publish, directory)
 
     def _run(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:

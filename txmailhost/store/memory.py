@@ -450,7 +450,7 @@ class MemoryStore:
         return f"{user}\0{mailbox}"
 
     def _changed(self, user: str, mailbox: str) -> None:
-        if not self.changes._watchers:
+        if not self.changes.wanted():
             return
         key = self._key(user, mailbox)
         if self._reactor is not None:

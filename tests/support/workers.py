@@ -1,0 +1,61 @@
+"""Which worker process holds a connection: read from /proc, so tests can make sessions
+land on different workers (the kernel picks the worker that accepts) and know they did."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (a supervisor's workers)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(name))
+    return sorted(found)
+
+
+def _hex_address(host: str, port: int) -> str:
+    packed = socket.inet_aton(host)
+    return f"{int.from_bytes(packed, 'little'):08X}:{port:04X}"
+
+
+def _server_inode(client: socket.socket) -> int | None:
+    """The inode of the server's end of ``client``'s loopback TCP connection."""
+    local = _hex_address(*client.getsockname()[:2])
+    remote = _hex_address(*client.getpeername()[:2])
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if fields[1] == remote and fields[2] == local:
+                return int(fields[9])
+    return None
+
+
+def worker_of(client: socket.socket, workers: list[int]) -> int | None:
+    """The pid among ``workers`` holding the server end of ``client``'s connection."""
+    inode = _server_inode(client)
+    if inode is None:
+        return None
+    target = f"socket:[{inode}]"
+    for pid in workers:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                    return pid
+            except OSError:
+                continue
+    return None

@@ -1,0 +1,84 @@
+"""The workers' bus: datagrams between processes' sockets (here two buses in one reactor)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from twisted.internet import reactor as global_reactor
+
+from txmailhost.accounts.throttle import LoginThrottle
+from txmailhost.store.changes import ChangeBus
+from txmailhost.workers.bus import PeerBus
+from txmailhost.workers.role import WorkerRole
+
+
+@pytest.fixture
+def buses(tmp_path):
+    directory = str(tmp_path / "bus")
+    pair = [PeerBus(global_reactor, directory, slot, 2) for slot in (0, 1)]
+    for bus in pair:
+        bus.start()
+    yield pair
+    for bus in pair:
+        bus.stop()
+
+
+def _settle() -> None:
+    """Let the reactor read the datagrams (the tests drive it; it isn't running)."""
+    for _ in range(20):
+        global_reactor.iterate(0.005)
+
+
+def test_a_change_published_in_one_process_reaches_watchers_in_the_other(buses):
+    here, there = ChangeBus(), ChangeBus()
+    for bus, changes in zip(buses, (here, there), strict=True):
+        changes.forward = lambda d, bus=bus: bus.send("change", d)
+        bus.on("change", changes.publish_local)
+    seen: list[str] = []
+    there.watch("/data/mail/alice/INBOX", lambda: seen.append("there"))
+    here.watch("/data/mail/alice/INBOX", lambda: seen.append("here"))
+    here.publish("/data/mail/alice/INBOX")
+    _settle()
+    assert sorted(seen) == ["here", "there"]  # once each: the receiver does not send it back
+
+
+def test_login_failures_count_in_every_process(buses):
+    throttles = []
+    for bus in buses:
+        throttle = LoginThrottle(global_reactor, ip_limit=3)
+        throttle.forward = lambda c, a, bus=bus: bus.send("login-failed", c or "", a or "")
+        bus.on("login-failed", lambda c, a, t=throttle: t.record(c or None, a))
+        throttles.append(throttle)
+    throttles[0].failed("192.0.2.7", "alice@example.test")
+    throttles[1].failed("192.0.2.7", "alice@example.test")
+    throttles[0].failed("192.0.2.7", "bob@example.test")
+    _settle()
+    assert throttles[0].address_blocked("192.0.2.7")
+    assert throttles[1].address_blocked("192.0.2.7")
+    assert not throttles[1].address_blocked("192.0.2.8")
+
+
+def test_a_peer_that_is_not_running_is_skipped_silently(tmp_path):
+    bus = PeerBus(global_reactor, str(tmp_path / "bus"), 0, 3)  # slots 1 and 2 never start
+    bus.start()
+    try:
+        bus.send("change", "/x")
+        assert bus.dropped == 2
+    finally:
+        bus.stop()
+    assert not os.path.exists(bus.path)
+
+
+def test_worker_zero_keeps_the_single_process_spool_and_adopts_orphans(tmp_path):
+    queue_dir = str(tmp_path)
+    for name in ("worker-1", "worker-2", "worker-5", "msg", "worker-x"):
+        os.mkdir(os.path.join(queue_dir, name))
+    first, second = WorkerRole(0, 2), WorkerRole(1, 2)
+    assert first.incoming_dir(queue_dir) == queue_dir
+    assert second.incoming_dir(queue_dir) == os.path.join(queue_dir, "worker-1")
+    assert first.orphan_dirs(queue_dir) == [
+        os.path.join(queue_dir, "worker-2"),
+        os.path.join(queue_dir, "worker-5"),
+    ]
+    assert second.orphan_dirs(queue_dir) == []

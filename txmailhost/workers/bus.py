@@ -1,0 +1,113 @@
+"""What one worker tells the others: "this mailbox changed", "this login failed", "queued".
+
+Workers share the data directory, so every fact that matters is on disk and each worker can
+read it (the mailbox index, the spool, the accounts). What isn't on disk is *when to look*: an
+IMAP session in IDLE on worker B must poll its index as soon as worker A delivers, not at its
+next command; the queue runner in worker 0 must adopt what worker 1 queued now, not at its
+next poll; and a password guesser spreading connections over workers must meet one counter.
+The bus carries those nudges and counters.
+
+How: each worker binds a UNIX datagram socket ``DATA/run/workers/<slot>.sock`` and sends each
+message to every other worker's socket. Datagrams keep message boundaries (no framing code),
+cost one ``sendto`` per peer, and need no broker process that could itself die. A message a
+peer can't take (restarting, buffer full) is dropped: every receiver also learns the same
+thing from disk later (the next command's index poll, the queue's request files), so a lost
+nudge delays, never loses. Messages are ``kind\\0field\\0field...`` in UTF-8, far below the
+datagram size limit (a mailbox path is at most a few KiB).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+log = Logger(namespace="txmailhost.workers")
+
+MAX_DATAGRAM = 16 * 1024  # mailbox directories are bounded by PATH_MAX (4 KiB) well below this
+_GONE = (errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN, errno.ENOBUFS, errno.EWOULDBLOCK)
+
+
+def bus_dir(data_dir: str) -> str:
+    return os.path.join(data_dir, "run", "workers")
+
+
+def socket_name(slot: int) -> str:
+    return f"{slot}.sock"
+
+
+class _Receiver(DatagramProtocol):
+    def __init__(self, bus: PeerBus) -> None:
+        self.bus = bus
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        self.bus.received(data)
+
+
+class PeerBus:
+    """This worker's end of the bus: ``send`` to every peer, handlers called per kind."""
+
+    def __init__(self, reactor: Any, directory: str, slot: int, workers: int) -> None:
+        self.reactor = reactor
+        self.directory = directory
+        self.slot = slot
+        self.peers = [
+            os.path.join(directory, socket_name(other)) for other in range(workers) if other != slot
+        ]
+        self.path = os.path.join(directory, socket_name(slot))
+        self._handlers: dict[str, Callable[..., None]] = {}
+        self._port: Any = None
+        self.sent = self.dropped = self.received_count = 0
+
+    def on(self, kind: str, handler: Callable[..., None]) -> None:
+        """Call ``handler(*fields)`` for each message of ``kind`` from a peer (reactor thread)."""
+        self._handlers[kind] = handler
+
+    def start(self) -> None:
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)  # this slot's previous process is dead: the supervisor knows
+        self._port = self.reactor.listenUNIXDatagram(
+            self.path, _Receiver(self), maxPacketSize=MAX_DATAGRAM, mode=0o600
+        )
+
+    def stop(self) -> None:
+        port, self._port = self._port, None
+        if port is not None:
+            port.stopListening()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+    def send(self, kind: str, *fields: str) -> None:
+        """Tell every other worker; never blocks, never raises (see the module docstring)."""
+        if self._port is None:
+            return
+        data = "\0".join((kind, *fields)).encode("utf-8", "surrogateescape")
+        if len(data) > MAX_DATAGRAM:
+            log.warn("workers: {kind} message of {n} octets not sent", kind=kind, n=len(data))
+            return
+        sock = self._port.socket
+        for peer in self.peers:
+            try:
+                sock.sendto(data, peer)
+                self.sent += 1
+            except OSError as e:
+                if e.errno not in _GONE:
+                    log.warn("workers: can't tell {peer}: {why}", peer=peer, why=e)
+                self.dropped += 1
+
+    def received(self, data: bytes) -> None:
+        kind, *fields = data.decode("utf-8", "surrogateescape").split("\0")
+        handler = self._handlers.get(kind)
+        if handler is None:
+            return
+        self.received_count += 1
+        try:
+            handler(*fields)
+        except Exception:
+            log.failure("workers: handling a {kind} message failed", kind=kind)

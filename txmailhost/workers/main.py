@@ -1,0 +1,84 @@
+"""One worker process, as the supervisor starts it: ``python -m txmailhost.workers.main``.
+
+It builds the whole server (``service.build``) with a :class:`~txmailhost.workers.role.
+WorkerRole`: its listeners adopt the sockets inherited from the supervisor (passed as
+``--socket label:fd:family``), and its events go to standard output as JSON lines, which the
+supervisor writes to the event log and twistd's log, so there is one log however many workers
+run. The data directory was prepared and the config checked by the supervisor before any
+worker starts; a worker only reads them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import signal
+import sys
+
+READY = "txmailhost_worker_ready"  # the event key the supervisor waits for (supervisor.py)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="txmailhost-worker", description=__doc__)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--slot", type=int, required=True)
+    parser.add_argument("--workers", type=int, required=True)
+    parser.add_argument("--socket", action="append", default=[], metavar="LABEL:FD:FAMILY")
+    return parser.parse_args(argv)
+
+
+def _die_with_parent() -> None:
+    """A supervisor killed with SIGKILL can't stop its workers: the kernel does (Linux)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    _die_with_parent()
+    parent = os.getppid()
+    from twisted.internet import reactor
+    from twisted.logger import Logger, globalLogBeginner, jsonFileLogObserver
+
+    out = open(1, "w", encoding="utf-8", closefd=False, buffering=1)  # noqa: SIM115 - lives on
+    globalLogBeginner.beginLoggingTo([jsonFileLogObserver(out)], redirectStandardIO=False)
+    log = Logger(namespace="txmailhost.workers")
+
+    from txmailhost.config import ConfigError, load_config
+    from txmailhost.service import build, load_tls
+    from txmailhost.workers.role import WorkerRole
+
+    sockets = {}
+    for item in args.socket:
+        label, fd, family = item.split(":")
+        sockets[label] = (int(fd), int(family))
+    try:
+        config = load_config(args.data, args.config)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(f"txmailhost worker {args.slot}: {problem}", file=sys.stderr)
+        return 1
+    role = WorkerRole(args.slot, args.workers, sockets)
+    top = build(config, reactor, load_tls(config), worker=role)
+    top.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
+
+    def ready() -> None:
+        if os.getppid() != parent:  # the supervisor died while this one started
+            reactor.stop()
+            return
+        log.info("txmailhost worker {slot} of {count} ready (pid {pid})", slot=role.slot,
+                 count=role.count, pid=os.getpid(), **{READY: True})  # fmt: skip
+
+    reactor.callWhenRunning(ready)
+    reactor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
