@@ -63,6 +63,13 @@ TARGETS = (
         ("logins",),
         anchor=False,
     ),
+    Target(  # issue 22: [server] workers = 2, beside workers = 1 in the same run
+        targets.NAME_WORKERS,
+        targets.unavailable,
+        functools.partial(targets.running, name=targets.NAME_WORKERS, workers=2),
+        ("smtp", "pop3", "imap"),
+        anchor=False,
+    ),
     Target(
         postfix.NAME, postfix.unavailable, postfix.running, ("smtp", "memory", "tls"), anchor=True
     ),

@@ -30,12 +30,14 @@ from bench.server import (
 )
 
 NAME = "txmailhost"
+NAME_WORKERS = "txmailhost (2 workers)"
 MAX_MESSAGE = 100 * 1024 * 1024  # above the 50 MiB memory probe plus the headers added to it
 
 _CONFIG = """\
 # Written by bench/targets.py for one benchmark run.
 [server]
 hostname = "bench-txmailhost.localdomain"
+workers = {workers}
 
 [listen]
 smtp = "tcp:{smtp}:interface=127.0.0.1"
@@ -45,6 +47,10 @@ submissions = ""
 imap = "tcp:{imap}:interface=127.0.0.1"
 imaps = "{imaps}"
 pop3s = ""
+# Unmeasured listeners off: their default ports would clash between two servers of one run.
+managesieve = ""
+web = ""
+web_redirect = ""
 # Metrics stay on, as in production (their hooks are part of what is measured), on any port.
 metrics = "tcp:0:interface=127.0.0.1"
 
@@ -101,13 +107,15 @@ def running(
     name: str = NAME,
     credential_cache: bool = True,
     mailauth: bool = True,
+    workers: int = 1,
 ) -> Iterator[Server]:
     """Start txmailhost with its data directory in ``workdir``; stop it however the block ends.
 
     ``credential_cache=False`` turns the cache of verified passwords off (every login hashes,
     as before it existed); ``mailauth=False`` turns the SPF/DKIM/DMARC checks of inbound mail
     off (senders are at client.test, a special-use name: no DNS is asked either way); ``name``
-    is what the report calls this server.
+    is what the report calls this server; ``workers`` is ``[server] workers`` (more than one:
+    the memory sampled is the supervisor's and every worker's).
 
     STARTTLS needs nothing: txmailhost makes a self-signed certificate (ECDSA P-256) on first
     start and offers it on every plain listener. ``tls`` adds the implicit-TLS IMAPS listener
@@ -128,6 +136,7 @@ def running(
             max_message=MAX_MESSAGE,
             security="" if credential_cache else "credential_cache_ttl = 0\n",
             mailauth="true" if mailauth else "false",
+            workers=workers,
         )
     )
     password_file = workdir / "password"
@@ -178,7 +187,7 @@ def running(
             version=version(),
             host="127.0.0.1",
             add_user=add_user,
-            pids=lambda: [process.pid] if is_running(process.pid) else [],
+            pids=lambda: _with_children(process.pid) if is_running(process.pid) else [],
             populate=populate,
             smtp_port=smtp_port,
             submission_port=submission_port,
@@ -204,3 +213,12 @@ def _tail(*paths: Path, lines: int = 15) -> str:
         with contextlib.suppress(OSError):
             text += path.read_text(errors="replace").splitlines()[-lines:]
     return "\n".join(text)
+
+
+def _with_children(pid: int) -> list[int]:
+    """``pid`` and its worker processes (``[server] workers``), for the memory sampler."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [pid, *(int(child) for child in f.read().split())]
+    except OSError:
+        return [pid]

@@ -11,6 +11,7 @@ clients report as a network error and retry at once.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.protocol import Protocol
@@ -45,16 +46,47 @@ class LimitedFactory(WrappingFactory):
         self.max_per_ip = max_per_ip
         self.per_ip: Counter[str] = Counter()
         self.total = 0
+        # With worker processes (workers/), the limits are the server's, not each worker's:
+        # every worker tells the others its counts (``forward(key, mine, total)``, absolute
+        # numbers, so a lost message is corrected by the next one) and keeps theirs here.
+        self.forward: Callable[[str, int, int], None] | None = None
+        self._peer_total: dict[int, int] = {}
+        self._peer_per_ip: dict[int, Counter[str]] = {}
+
+    def peer_counts(self, slot: int, key: str, mine: int, total: int) -> None:
+        """Worker ``slot`` has ``mine`` connections from ``key`` and ``total`` in all."""
+        counts = self._peer_per_ip.setdefault(slot, Counter())
+        if mine > 0:
+            counts[key] = mine
+        else:
+            counts.pop(key, None)
+        self._peer_total[slot] = total
+
+    def peer_restarted(self, slot: int) -> None:
+        """A new process in ``slot``: the counts of its predecessor are void."""
+        self._peer_total.pop(slot, None)
+        self._peer_per_ip.pop(slot, None)
+
+    def _open(self, key: str) -> tuple[int, int]:
+        """(connections in all, connections from ``key``), every worker counted."""
+        total = self.total + sum(self._peer_total.values())
+        mine = self.per_ip[key] + sum(c.get(key, 0) for c in self._peer_per_ip.values())
+        return total, mine
+
+    def _tell(self, key: str) -> None:
+        if self.forward is not None:
+            self.forward(key, self.per_ip.get(key, 0), self.total)
 
     def buildProtocol(self, addr: Any) -> Any:
         key = client_key(addr) or "?"
-        if self.total >= self.max_total or self.per_ip[key] >= self.max_per_ip:
+        total, mine = self._open(key)
+        if total >= self.max_total or mine >= self.max_per_ip:
             log.warn(
                 "{label}: refused connection from {client}: {total} open, {mine} from it",
                 label=self.label,
                 client=key,
-                total=self.total,
-                mine=self.per_ip[key],
+                total=total,
+                mine=mine,
             )
             metrics.connection_refused(self.label)
             return _Refuse(self.refusal)
@@ -64,6 +96,7 @@ class LimitedFactory(WrappingFactory):
             self.per_ip[key] += 1
             protocol._limit_key = key
             metrics.connection_accepted(self.label)
+            self._tell(key)
         return protocol
 
     def unregisterProtocol(self, protocol: ProtocolWrapper) -> None:
@@ -75,3 +108,4 @@ class LimitedFactory(WrappingFactory):
             metrics.connection_closed(self.label)
             if self.per_ip[key] <= 0:
                 del self.per_ip[key]
+            self._tell(key)

@@ -552,7 +552,10 @@ def build(
     control_path = socket_path(config, 0 if worker is None else worker.slot)
     ControlService(reactor, control_path, sessions).setServiceParent(top)
     if worker is not None and worker.count > 1:
-        _join_workers(worker, config, reactor, store, portal, parts.rcpt_throttle, queue, top)
+        _join_workers(
+            worker, config, reactor, store, portal, parts.rcpt_throttle, queue, top,
+            [limited for _label, limited in open_listeners],
+        )  # fmt: skip
     top.portal = portal  # type: ignore[attr-defined] - for embedding and tests
     top.store = store  # type: ignore[attr-defined]
     return top
@@ -567,6 +570,7 @@ def _join_workers(
     rcpt_throttle: Any,
     queue: Any,
     top: MultiService,
+    limited: list[Any],
 ) -> None:
     """Connect this worker to the others (``workers/bus.py``): mailbox changes, so IDLE and
     NOTIFY see deliveries made by any worker; login and unknown-recipient failures, so the
@@ -588,6 +592,24 @@ def _join_workers(
         bus.on("queued", queue.adopt)
     else:
         queue.spooled_elsewhere = lambda queue_id: bus.send("queued", queue_id)
+    # Connection limits: each worker's counts per listener, absolute (limits.py).
+    factories = {factory.label: factory for factory in limited}
+    slot = str(worker.slot)
+    for label, factory in factories.items():
+        factory.forward = lambda key, mine, total, label=label: bus.send(
+            "connections", slot, label, key, str(mine), str(total)
+        )
+
+    def counts(peer: str, label: str, key: str, mine: str, total: str) -> None:
+        if label in factories:
+            factories[label].peer_counts(int(peer), key, int(mine), int(total))
+
+    def hello(peer: str) -> None:
+        for factory in factories.values():
+            factory.peer_restarted(int(peer))
+
+    bus.on("connections", counts)
+    bus.on("hello", hello)
     service = BusService(bus)
     service.setServiceParent(top)
     top.bus = bus  # type: ignore[attr-defined] - for tests

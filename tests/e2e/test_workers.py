@@ -250,3 +250,38 @@ def test_who_lists_the_sessions_of_every_worker(workers_server):
     assert len(imap) == 2, listed
     kicked = json.loads(workers_server.cli("kick", "alice@example.test", "--json").stdout)
     assert kicked["kicked"] == 2
+
+
+@pytest.fixture
+def limited_server(server_template: str, tmp_path):
+    import shutil
+
+    data_dir = str(tmp_path / "data")
+    shutil.copytree(server_template, data_dir, symlinks=True)
+    proc = ServerProcess(data_dir, "[security]\nmax_connections_per_ip = 3\n", workers=2)
+    proc.write_config()
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def test_the_per_address_connection_limit_is_the_servers_not_each_workers(limited_server):
+    """max_connections_per_ip = 3 with two workers: three connections wherever they landed,
+    then every further one is refused by whichever worker takes it; closing one frees a place
+    on both workers."""
+    server = limited_server
+    pids = _workers(server)
+    held = [_imap(server)() for _ in range(3)]
+    assert {worker_of(c.sock, pids) for c in held} <= set(pids)
+    time.sleep(0.3)  # the counts reach the other worker
+    for _ in range(12):
+        with pytest.raises((imaplib.IMAP4.abort, imaplib.IMAP4.error, OSError)):
+            client = _imap(server)()
+            client.noop()  # a refused connection got "* BYE" and was closed
+    held.pop().logout()
+    time.sleep(0.3)
+    again = _imap(server)()
+    assert again.noop()[0] == "OK"
+    again.logout()
+    for client in held:
+        client.logout()

@@ -63,8 +63,9 @@ def test_a_peer_that_is_not_running_is_skipped_silently(tmp_path):
     bus = PeerBus(global_reactor, str(tmp_path / "bus"), 0, 3)  # slots 1 and 2 never start
     bus.start()
     try:
+        before = bus.dropped  # its "hello" at start already went nowhere
         bus.send("change", "/x")
-        assert bus.dropped == 2
+        assert bus.dropped - before == 2
     finally:
         bus.stop()
     assert not os.path.exists(bus.path)
@@ -82,3 +83,17 @@ def test_worker_zero_keeps_the_single_process_spool_and_adopts_orphans(tmp_path)
         os.path.join(queue_dir, "worker-5"),
     ]
     assert second.orphan_dirs(queue_dir) == []
+
+
+def test_connection_limits_add_up_the_other_workers_counts():
+    from txmailhost.limits import LimitedFactory
+
+    factory = LimitedFactory(object(), "imap", b"* BYE busy\r\n", max_total=10, max_per_ip=3)
+    told = []
+    factory.forward = lambda key, mine, total: told.append((key, mine, total))
+    factory.peer_counts(1, "192.0.2.1", 2, 9)
+    assert factory._open("192.0.2.1") == (9, 2)
+    factory.peer_counts(1, "192.0.2.1", 0, 8)  # absolute: replaces, never adds
+    assert factory._open("192.0.2.1") == (8, 0)
+    factory.peer_restarted(1)
+    assert factory._open("192.0.2.1") == (0, 0)

@@ -75,6 +75,8 @@ class PeerBus:
         self._port = self.reactor.listenUNIXDatagram(
             self.path, _Receiver(self), maxPacketSize=MAX_DATAGRAM, mode=0o600
         )
+        # A new process in this slot: whatever the others count for the old one is void.
+        self.send("hello", str(self.slot))
 
     def stop(self) -> None:
         port, self._port = self._port, None
