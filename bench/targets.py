@@ -44,7 +44,7 @@ smtp = "tcp:{smtp}:interface=127.0.0.1"
 pop3 = "tcp:{pop3}:interface=127.0.0.1"
 submission = "tcp:{submission}:interface=127.0.0.1"
 submissions = ""
-imap = "tcp:{imap}:interface=127.0.0.1"
+imap = "tcp:{imap}:interface=127.0.0.1:backlog=1024"
 imaps = "{imaps}"
 pop3s = ""
 # Unmeasured listeners off: their default ports would clash between two servers of one run.
@@ -61,8 +61,8 @@ max_message_size = {max_message}
 # The load comes from one address (127.0.0.1): the per-IP default (20) would refuse the
 # 50-connection run with 421. Postfix exempts $mynetworks from its own per-client limits.
 # The IMAP suite holds 1,000 idle sessions (target: < 50 KiB each) plus a few, all from here.
-max_connections_per_ip = 5000
-max_connections = 5000
+max_connections_per_ip = {max_connections}
+max_connections = {max_connections}
 {security}
 [mailauth]
 check_inbound = {mailauth}
@@ -108,6 +108,7 @@ def running(
     credential_cache: bool = True,
     mailauth: bool = True,
     workers: int = 1,
+    max_connections: int = 5000,
 ) -> Iterator[Server]:
     """Start txmailhost with its data directory in ``workdir``; stop it however the block ends.
 
@@ -137,6 +138,7 @@ def running(
             security="" if credential_cache else "credential_cache_ttl = 0\n",
             mailauth="true" if mailauth else "false",
             workers=workers,
+            max_connections=max_connections,
         )
     )
     password_file = workdir / "password"
