@@ -285,3 +285,27 @@ def test_the_per_address_connection_limit_is_the_servers_not_each_workers(limite
     again.logout()
     for client in held:
         client.logout()
+
+
+def test_the_metrics_page_adds_up_every_workers_counts(workers_server):
+    """Worker 0 serves /metrics; what worker 1 counted is in it too."""
+    import urllib.request
+
+    sessions = _one_per_worker(
+        workers_server, lambda: smtplib.SMTP("127.0.0.1", workers_server.ports["smtp"], timeout=30)
+    )
+    for n, client in enumerate(sessions.values()):
+        for m in range(3):
+            client.sendmail(
+                "x@remote.test", ["alice@example.test"], f"Subject: m{n}{m}\r\n\r\nx\r\n"
+            )
+        client.quit()
+    url = f"http://127.0.0.1:{workers_server.ports['metrics']}/metrics"
+    page = urllib.request.urlopen(url, timeout=30).read().decode()
+    accepted = [
+        line
+        for line in page.splitlines()
+        if line.startswith("txmailhost_smtp_transactions_total{") and 'reply_class="2xx"' in line
+    ]
+    assert accepted, page[:2000]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in accepted) == 6, accepted

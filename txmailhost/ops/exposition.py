@@ -16,6 +16,7 @@ The collector and the reactor-lag probe start and stop with the listener's facto
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -151,6 +152,20 @@ class ReactorLagProbe:
         self._schedule()
 
 
+def page_registry() -> Any:
+    """What ``/metrics`` shows: this process's registry, or, in a worker process
+    (``workers/``, which sets ``PROMETHEUS_MULTIPROC_DIR`` for every worker), the sum over
+    all workers from the files prometheus_client keeps there per process."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return metrics.REGISTRY
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, directory)
+    return registry
+
+
 class MetricsPage(Resource):
     """``/metrics``; every other path is 404 (Resource's default)."""
 
@@ -181,7 +196,8 @@ class MetricsSite(Site):
     noisy = False
 
     def __init__(self, reactor: Any, queue: Any, pools: Sequence[Any]) -> None:
-        super().__init__(MetricsPage(), reactor=reactor)
+        self.registry = page_registry()
+        super().__init__(MetricsPage(self.registry), reactor=reactor)
         self.collector = ServerCollector(reactor, queue, pools)
         self.probe = ReactorLagProbe(reactor)
         self._registered = False
@@ -192,7 +208,7 @@ class MetricsSite(Site):
     def startFactory(self) -> None:
         super().startFactory()
         if not self._registered:
-            metrics.REGISTRY.register(self.collector)
+            self.registry.register(self.collector)
             self._registered = True
         self.probe.start()
 
@@ -200,5 +216,5 @@ class MetricsSite(Site):
         super().stopFactory()
         self.probe.stop()
         if self._registered:
-            metrics.REGISTRY.unregister(self.collector)
+            self.registry.unregister(self.collector)
             self._registered = False

@@ -51,6 +51,7 @@ CONNECTIONS_OPEN = Gauge(
     "TCP connections open now, per listener.",
     ["listener"],
     registry=REGISTRY,
+    multiprocess_mode="livesum",  # worker processes (workers/): the living workers' sum
 )
 
 # -- SMTP and the message flow ---------------------------------------------------------------

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -125,12 +126,17 @@ class WorkerPool(Service):
         self._all_ended: list[Deferred[None]] = []
         self._reload_call: Any = None
         self.request = os.path.join(config.data_dir, "run", "reload-tls")
+        # prometheus_client's multiprocess mode: each worker counts in files here, and
+        # worker 0's /metrics page adds them up (ops/exposition.py).
+        self.metrics_dir = os.path.join(config.data_dir, "run", "metrics")
 
     # -- starting ------------------------------------------------------------------------------
 
     def startService(self) -> None:
         super().startService()
         self._stopping = False
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)  # counts start again with the server
+        os.makedirs(self.metrics_dir, mode=0o700)
         if threading.current_thread() is threading.main_thread():
             signal.signal(
                 signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.signal_all, "SIGHUP")
@@ -154,8 +160,8 @@ class WorkerPool(Service):
             child_fds[fd] = fd
             args += ["--socket", f"{listener.label}:{fd}:{int(family)}"]
         protocol = _WorkerProtocol(self, slot)
-        self.reactor.spawnProcess(protocol, sys.executable, args, env=os.environ.copy(),
-                                  childFDs=child_fds)  # fmt: skip
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir}
+        self.reactor.spawnProcess(protocol, sys.executable, args, env=env, childFDs=child_fds)
         self.workers[slot] = protocol
         log.info("txmailhost worker {slot} started (pid {pid})", slot=slot, pid=protocol.pid)
 
@@ -169,6 +175,11 @@ class WorkerPool(Service):
     def ended(self, slot: int, protocol: _WorkerProtocol, reason: Any) -> None:
         if self.workers.get(slot) is protocol:
             del self.workers[slot]
+        if protocol.pid is not None:  # its open-connection gauge is no longer "live"
+            from prometheus_client import multiprocess
+
+            with contextlib.suppress(OSError):
+                multiprocess.mark_process_dead(protocol.pid, self.metrics_dir)
         code = getattr(reason.value, "exitCode", None)
         signo = getattr(reason.value, "signal", None)
         how = f"signal {signo}" if signo else f"status {code}"
