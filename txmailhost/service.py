@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService, Service
@@ -257,9 +257,11 @@ def make_service(
     config_file: str | None = None,
     reactor: Any = None,
     run_as: tuple[int | None, int | None] = (None, None),
+    supervise: Callable[[Any, Any], MultiService] | None = None,
 ) -> MultiService:
     """Build the whole server; exits with a clear message if the config or data directory is
-    wrong.
+    wrong. ``supervise(config, reactor)`` builds the supervisor of ``[server] workers`` above
+    1 (``workers/supervisor.py``; twistd's plugin passes it).
 
     ``run_as`` is the (uid, gid) twistd drops to after binding the ports: the data directory is
     prepared and checked as that user, so what the server creates stays its own after the drop.
@@ -308,10 +310,10 @@ def make_service(
     # database, crash recovery into Maildirs, the spool's probes and sweeps) happens as the
     # user twistd drops to, so no file there ends up owned by root.
     tls = load_tls(config)
-    if config.workers > 1:  # workers/supervisor.py: bind here, serve in worker processes
-        from txmailhost.workers.supervisor import build_supervisor
-
-        return build_supervisor(config, reactor)
+    if config.workers > 1 and supervise is not None:
+        return supervise(config, reactor)  # bind here, serve in worker processes (tap.py)
+    if config.workers > 1:
+        log.warn("[server] workers = {n}: this embedding runs one process", n=config.workers)
     with acting_as(*run_as):
         return build(config, reactor, tls)
 

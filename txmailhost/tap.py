@@ -26,6 +26,7 @@ class Options(usage.Options):
 
 def makeService(options: Options) -> IService:
     from txmailhost.service import make_service
+    from txmailhost.workers.supervisor import build_supervisor
 
     twistd: Any = getattr(options, "parent", None) or {}
     _report_startup_errors_in_one_line()
@@ -33,6 +34,7 @@ def makeService(options: Options) -> IService:
         data_dir=options["data"],
         config_file=options["config"],
         run_as=(twistd.get("uid"), twistd.get("gid")),
+        supervise=build_supervisor,
     )
 
 

@@ -16,8 +16,6 @@ import os
 import signal
 import sys
 
-READY = "txmailhost_worker_ready"  # the event key the supervisor waits for (supervisor.py)
-
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="txmailhost-worker", description=__doc__)
@@ -51,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from txmailhost.config import ConfigError, load_config
     from txmailhost.service import build, load_tls
-    from txmailhost.workers.role import WorkerRole
+    from txmailhost.workers.role import READY, WorkerRole
 
     sockets = {}
     for item in args.socket:

@@ -20,6 +20,8 @@ from twisted.application.service import Service
 # one process's memory, and neither is where the load is.
 PRIMARY_ONLY = frozenset({"web", "web_redirect", "metrics"})
 
+READY = "txmailhost_worker_ready"  # the event key a worker logs when up (main.py, supervisor.py)
+
 
 @dataclass(frozen=True)
 class WorkerRole:

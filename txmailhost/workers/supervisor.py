@@ -38,8 +38,7 @@ from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger, eventFromJSON, globalLogPublisher
 
 from txmailhost.service import Listener, ServerService
-from txmailhost.workers.main import READY
-from txmailhost.workers.role import PRIMARY_ONLY
+from txmailhost.workers.role import PRIMARY_ONLY, READY
 
 log = Logger(namespace="txmailhost.workers")
 
