@@ -132,6 +132,11 @@ def _hostname(value: Any) -> str:
     return name
 
 
+def _default_workers() -> int:
+    """One worker per core (at most 16: each costs its own memory for code and caches)."""
+    return max(1, min(os.cpu_count() or 1, 16))
+
+
 def _default_hostname() -> str:
     """This machine's name, found the way Postfix finds its default ``myhostname``.
 
@@ -253,7 +258,7 @@ class ServerConfig:
         for SMTP transactions in progress to complete before it stops.""",
     )
     workers: int = setting(
-        1,
+        default_factory=_default_workers,
         check=_integer("processes", maximum=256),
         doc="""How many worker processes serve the protocols. 1: one process does everything.
         More: a supervising process binds the listening sockets and runs this many workers
@@ -1121,7 +1126,7 @@ class Config:
     config_file: str
     hostname: str
     shutdown_grace: float = 30.0
-    workers: int = 1
+    workers: int = 1  # a Config built by hand (embedding, tests) is one process
     listen: ListenConfig = field(default_factory=ListenConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
@@ -1274,10 +1279,13 @@ def _build(data_dir: str, path: str, document: dict[str, Any]) -> Config:
         _check_listener_conflicts(path, sections["listen"], problems)
     shared = "store" not in clean or sections["store"].backend != "memory"
     if "server" in clean and sections["server"].workers > 1 and not shared:
-        problems.append(  # each process would have mail of its own
-            f"{path}: server.workers = {sections['server'].workers} needs a store the"
-            ' processes share; store.backend = "memory" is private to one process'
-        )
+        if "workers" in (document.get("server") or {}):
+            problems.append(  # each process would have mail of its own
+                f"{path}: server.workers = {sections['server'].workers} needs a store the"
+                ' processes share; store.backend = "memory" is private to one process'
+            )
+        else:  # the default (one per core) yields to a store only one process can hold
+            sections["server"] = dataclasses.replace(sections["server"], workers=1)
     if problems:
         raise ConfigError(problems)
     return Config(

@@ -35,7 +35,8 @@ class ServerProcess:
         os.makedirs(self.data_dir, exist_ok=True)
         listen = "\n".join(f'{label} = "tcp:0:interface=127.0.0.1"' for label in LABELS)
         with open(os.path.join(self.data_dir, "txmailhost.toml"), "w") as f:
-            workers = f"workers = {self.workers}\n" if self.workers > 1 else ""
+            # One process unless a test asks for workers: the default is one per core.
+            workers = f"workers = {self.workers}\n"
             f.write(f'[server]\nhostname = "mx.example.test"\n{workers}\n[listen]\n{listen}\n\n')
             if "[mailauth]" not in self.extra_config:
                 # SPF/DKIM/DMARC checks ask DNS: only the tests that serve it turn them on.
