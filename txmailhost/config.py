@@ -260,7 +260,8 @@ class ServerConfig:
     workers: int = setting(
         default_factory=_default_workers,
         check=_integer("processes", maximum=256),
-        doc="""How many worker processes serve the protocols. 1: one process does everything.
+        doc="""How many worker processes serve the protocols; default: one per core (at most
+        16), or 1 with the "memory" store. 1: one process does everything.
         More: a supervising process binds the listening sockets and runs this many workers
         that share them (each a full server on the same data directory), restarting any that
         dies; use the number of cores to use them all. The web and metrics listeners and the
