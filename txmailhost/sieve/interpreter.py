@@ -436,14 +436,17 @@ class Interpreter:
                 values = [v for v in values if v]
         elif name == "hasflag":
             # RFC 5232 4: each flag of the variables (the internal one without names) against
-            # each flag named in the keys; :count counts the flags of all the variables.
+            # the keys; :count counts the flags of all the variables. Keys of :is and
+            # :contains are flag lists (RFC 5232 2: split on spaces, "" is no flag); those of
+            # :matches and :value are patterns and values, compared whole (as in Pigeonhole).
             if len(positional) > 1:
                 names = [self._expand(v).lower() for v in positional[0]]
                 held = [self._variables_for(n).get(n, "") for n in names]
             else:
                 held = [self.internal_flags]
             values = _flags.split(held) if matcher.match != "count" else _all_flags(held)
-            keys = _flags.split(keys)
+            if matcher.match in ("is", "contains"):
+                keys = _flags.split(keys)
         else:
             raise SieveRuntimeError(f"test {name} is not implemented")
         found, matched = matcher.test(values, keys)
