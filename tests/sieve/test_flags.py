@@ -215,3 +215,20 @@ def test_hasflag_sees_flags_added_by_an_included_script(tmp_path):
     view = MessageView.from_bytes(MESSAGE, "alice@example.test")
     outcome = Interpreter(main, view, loader=lambda location, name: sub).run()
     assert outcome.discarded
+
+
+def test_the_example_of_docs_sieve_rst():
+    script = r"""require ["imap4flags", "fileinto", "variables"];
+    if header :contains "list-id" "announce" { addflag "\\Seen"; }  # read, in INBOX
+    if address :is "from" "boss@example.org" {
+        fileinto :flags "\\Flagged $Label1" "Boss";
+    }
+    if header :matches "subject" "[*]*" { setflag "tags" "${1}"; }
+    if hasflag :is "tags" "urgent" { keep :flags ["\\Flagged", "${tags}"]; }"""
+    boss = b"From: boss@example.org\r\nSubject: [urgent] servers down\r\n\r\n!\r\n"
+    assert stored(script, boss) == {
+        "Boss": {"\\Flagged", "$Label1"},
+        INBOX: {"\\Flagged", "urgent"},
+    }
+    announce = b"From: list@example.org\r\nList-Id: <announce.example.org>\r\nSubject: x\r\n\r\n"
+    assert stored(script, announce) == {INBOX: {"\\Seen"}}
