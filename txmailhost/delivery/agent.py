@@ -84,6 +84,11 @@ class DeliveryAgent:
         self._store = store
         self._sieve = sieve  # SieveStep, or None: no user scripts
 
+    @property
+    def reads_message(self) -> bool:
+        """Does choosing read the message file (users' scripts)? It must be written first."""
+        return self._sieve is not None
+
     def guess(self, recipients: Iterable[LocalRecipient]) -> list[tuple[str, str]]:
         """The targets the wishes point at, without asking the store: which mailboxes' readers
         should wait for the message (``store/pending.py``) before it is delivered."""

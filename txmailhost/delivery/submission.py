@@ -136,6 +136,11 @@ class Submission:
                     }
                 await self._queue.submit(sender, remote, message.path, message.queue_id, **wishes)
             if local:
+                if prepare is not None and self._agent.reads_message:
+                    # Users' scripts read the file, and a small message is still in memory:
+                    # write it out (and fsync it, which the links needed anyway) first.
+                    await message.commit()
+                    prepare = None
                 targets, flags = await self._agent.choose(local, message.path)
                 # One worker trip: the spool fsync (when not done for the queue), the links,
                 # and the spool file's removal.
