@@ -17,7 +17,9 @@ Dovecot and mutt read.
 
 Delivery is a hard link of the already-fsync'd spool file into ``new/``, an fsync of ``new/``,
 then an index row. A crash between the two leaves a file without a row; ``reconcile`` (run when
-a mailbox is opened and its directories changed) gives it a UID, so nothing is lost.
+a mailbox is opened and its directories changed) gives it a UID, so nothing is lost. A copy
+delivered with system flags (Sieve's imap4flags) is linked into ``cur/`` with them in its name
+instead, so they survive that crash too; its keywords are in the index row only.
 """
 
 from __future__ import annotations
