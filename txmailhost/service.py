@@ -497,7 +497,8 @@ def build(
     # DKIM signing of submitted mail and DSNs, SPF/DKIM/DMARC checks inbound (mailauth/).
     mailauth = build_mailauth(config, reactor)
     queue.return_to_sender = ReturnToSender(router, mailauth.submission(delivery))
-    sieve.submission = mailauth.submission(delivery)  # vacation replies are DKIM-signed too
+    # Vacation replies are DKIM-signed too; a redirect elsewhere is ARC-sealed, after signing.
+    sieve.submission = mailauth.submission(mailauth.forwarding(delivery, reactor, storage_pool))
     delivery.report_delivered = DeliveryReports(config.hostname, queue.return_to_sender)
     if getattr(queue.courier, "tls_reports", None) is not None:
         queue.courier.tls_reports.deliver = queue.return_to_sender  # RFC 8460 reports

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from twisted.internet.defer import Deferred
 
-from tests.support.syncpool import SyncReactor
+from tests.support.syncpool import SyncReactor, result
 from txmailhost.delivery.agent import DeliveryAgent
 from txmailhost.delivery.local import (
     XATTR,
@@ -258,3 +258,38 @@ def test_a_copy_a_filter_judged_spam_goes_to_junk_and_the_others_to_their_inbox(
     assert delivery(store, spool).recover_sync() == (1, 0)
     assert len(files(store, ALICE, "Junk")) == 1 and files(store, ALICE) == []
     assert len(files(store, BOB)) == 1 and files(store, BOB, "Junk") == []
+
+
+class FlaggingScripts:
+    """Stands in for ``SieveStep``: alice's script files a \\Seen copy into Work and keeps one
+    with $Label1 (what ``imap4flags`` decides; the interpreter is tested in tests/sieve)."""
+
+    def decide_sync(self, user, path, names, junk=False):
+        from txmailhost.sieve.delivery import Decision
+
+        if user != ALICE:
+            return None
+        return Decision(
+            ["INBOX", "Work"], flags={"Work": frozenset({"\\Seen"}), "INBOX": {"$Label1"}}
+        )
+
+    def send_sync(self, outgoing):
+        assert outgoing == []
+
+
+def test_flags_a_script_gives_copies_reach_the_store_through_the_spool(store, spool):
+    result(store.create_mailbox(ALICE, "Work"))
+    spooled(spool, targets=((ALICE, "INBOX"), (BOB, "INBOX")))
+    local = LocalDelivery(
+        store, str(spool), SyncReactor(), [].append, agent=DeliveryAgent(store, FlaggingScripts())
+    )
+    assert local.recover_sync() == (1, 0)
+    (seen,) = files(store, ALICE, "Work")
+    assert seen.endswith(":2,S")
+    for user, mailbox, flags in (
+        (ALICE, "Work", {"\\Seen"}),
+        (ALICE, "INBOX", {"$Label1"}),
+        (BOB, "INBOX", set()),
+    ):
+        box = result(store.open(user, mailbox))
+        assert [m.flags for m in result(box.snapshot()).messages] == [flags]

@@ -98,3 +98,40 @@ def test_a_dsn_goes_through_submit_to_a_local_sender_and_queued_with_null_sender
     assert world.inbox_files(ALICE) == [b"Subject: DSN\r\n\r\nfailed\r\n"]
     result(Deferred.fromCoroutine(return_to_sender("x@remote.test", b"Subject: DSN2\r\n\r\n")))
     assert queue.spooled == [(None, ["x@remote.test"], b"Subject: DSN2\r\n\r\n")]
+
+
+class ReadingScripts:
+    """Stands in for ``SieveStep`` on the reactor path: records the message it reads, as a
+    script would, and decides a flagged copy in INBOX (imap4flags)."""
+
+    def __init__(self) -> None:
+        self.read: list[bytes] = []
+
+    def decide(self, user, path, folders, junk):
+        from twisted.internet.defer import succeed
+
+        from txmailhost.sieve.delivery import Decision
+
+        with open(path, "rb") as f:
+            self.read.append(f.read())
+        return succeed(Decision(["INBOX"], flags={"INBOX": frozenset({"\\Seen", "$Label1"})}))
+
+    async def send(self, outgoing):
+        assert outgoing == []
+
+
+@pytest.mark.parametrize("backend", ["maildir", "memory"])
+def test_scripts_read_the_whole_message_and_their_flags_reach_the_store(tmp_path, backend):
+    """Delivered before the 250 (a store that isn't Maildir, or no spool records): the
+    message must be in its file before a script reads it, not still in memory."""
+    from txmailhost.delivery.agent import DeliveryAgent
+
+    world = make_world(tmp_path, backend)
+    world.add_user(ALICE)
+    scripts = ReadingScripts()
+    agent = DeliveryAgent(world.store, scripts)
+    result(submission(world, agent=agent).submit_bytes(Envelope(None, (local(),)), MESSAGE))
+    assert scripts.read == [MESSAGE]
+    box = result(world.store.open(ALICE, "INBOX"))
+    (stored,) = result(box.messages(result(box.select(False)).uids, content=True))
+    assert stored.content == MESSAGE and stored.flags == {"\\Seen", "$Label1"}

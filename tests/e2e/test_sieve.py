@@ -13,7 +13,7 @@ import time
 import pytest
 from sievelib.managesieve import Client
 
-from tests.e2e.conftest import PASSWORD
+from tests.e2e.conftest import PASSWORD, start_from_template
 
 pytestmark = [
     pytest.mark.slow,
@@ -154,3 +154,81 @@ def test_sieve_connect_uploads_over_starttls_and_the_script_acts(server, tmp_pat
     send(server, BOB, ALICE, "x marks")
     send(server, BOB, ALICE, "kept")
     assert subjects(server, ALICE, want=1) == ["kept"]
+
+
+FLAGS_SCRIPT = r"""require ["imap4flags", "fileinto", "mailbox", "variables"];
+if header :contains "subject" "newsletter" {
+    addflag "\\Seen";
+}
+if header :matches "subject" "boss: *" {
+    fileinto :create :flags ["\\Flagged $Label1", "\\Seen"] "Boss";
+    stop;
+}
+if header :contains "subject" "label" {
+    setflag "tags" "$Label2 Urgent";
+    keep :flags "${tags}";
+}
+"""
+
+
+def flags_of(server, user: str, mailbox: str, want: int) -> dict[str, set[str]]:
+    """Subject -> the flags IMAP FETCH FLAGS reports, waiting up to 10 s for ``want``
+    messages; read-only (EXAMINE and BODY.PEEK): nothing here sets \\Seen."""
+    deadline = time.time() + 10
+    while True:
+        imap = imaplib.IMAP4(H, server.ports["imap"], timeout=10)
+        imap.login(user, PASSWORD)
+        found: dict[str, set[str]] = {}
+        typ, _ = imap.select(mailbox, readonly=True)
+        if typ == "OK":
+            _, data = imap.fetch("1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+            for part in data:
+                if isinstance(part, tuple):
+                    subject = part[1].decode().split(":", 1)[1].strip()
+                    listed = imaplib.ParseFlags(part[0]) or ()
+                    found[subject] = {f.decode() for f in listed} - {"\\Recent"}
+        imap.logout()
+        if len(found) >= want or time.time() > deadline:
+            return found
+
+
+def check_flags_reach_the_mailboxes(server) -> None:
+    client = upload(server, FLAGS_SCRIPT)
+    assert "imap4flags" in client.get_sieve_capabilities()
+    client.logout()
+    send(server, BOB, ALICE, "weekly newsletter")
+    send(server, BOB, ALICE, "boss: budget")
+    send(server, BOB, ALICE, "a label please")
+    send(server, BOB, ALICE, "plain mail")
+    assert flags_of(server, ALICE, "INBOX", want=3) == {
+        "weekly newsletter": {"\\Seen"},
+        "a label please": {"$Label2", "Urgent"},
+        "plain mail": set(),
+    }
+    assert flags_of(server, ALICE, "Boss", want=1) == {
+        "boss: budget": {"\\Flagged", "\\Seen", "$Label1"}
+    }
+    imap = imaplib.IMAP4(H, server.ports["imap"], timeout=10)
+    imap.login(ALICE, PASSWORD)
+    imap.select("INBOX", readonly=True)
+    assert imap.search(None, "UNSEEN")[1][0].split() == [b"2", b"3"]  # the newsletter is read
+    assert imap.search(None, "KEYWORD", "$Label2")[1][0].split() == [b"2"]
+    imap.logout()
+
+
+def test_flags_set_by_a_script_are_what_imap_fetch_flags_shows(server):
+    check_flags_reach_the_mailboxes(server)
+    # The Maildir copy in Boss was linked into cur/ with its flags in its name.
+    boss = os.path.join(server.data_dir, "mail", "example.test", "alice", ".Boss")
+    (name,) = os.listdir(os.path.join(boss, "cur"))
+    assert name.endswith(":2,FS") and os.listdir(os.path.join(boss, "new")) == []
+
+
+def test_flags_set_by_a_script_reach_the_memory_store_too(server_template, tmp_path):
+    proc = start_from_template(
+        server_template, str(tmp_path / "data"), '[store]\nbackend = "memory"\n'
+    )
+    try:
+        check_flags_reach_the_mailboxes(proc)
+    finally:
+        proc.stop()

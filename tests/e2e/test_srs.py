@@ -1,6 +1,6 @@
 """SRS in the real server: a forward or a Sieve redirect to another server leaves with an SRS
-sender, a bounce to that address reaches the original sender, a forged one is refused 550
-5.1.1. DNS comes from a test server on loopback; the other server is a second txmailhost on
+sender and an ARC set, a bounce to that address reaches the original sender, a forged one is
+refused 550 5.1.1. DNS comes from a test server on loopback; the other server is a second txmailhost on
 127.0.0.1."""
 
 from __future__ import annotations
@@ -47,12 +47,13 @@ def test_forward_is_srs_rewritten_and_its_bounce_reaches_the_original_sender(
     far.add_user("carol@far.test", PASSWORD)
     dns_server.add("far.test", "A", "127.0.0.1")
     extra = (
-        '[srs]\ndomain = "fwd.example.test"\n\n'
+        '[srs]\ndomain = "fwd.example.test"\n\n[mailauth]\ncheck_inbound = true\n\n'
         f'[relay]\nnameservers = ["{dns_server.address}"]\ndns_timeout = 2\n'
         f"port = {far.ports['smtp']}\n"
     )
     ours = ServerProcess(str(tmp_path / "ours"), extra_config=extra).start()
     ours.add_user("alice@example.test", PASSWORD)
+    ours.cli("dkim", "init", "example.test")  # an RSA key of the host name's domain: ARC
     forwarding(ours)
     try:
         with smtplib.SMTP("127.0.0.1", ours.ports["smtp"], timeout=10) as s:
@@ -62,6 +63,9 @@ def test_forward_is_srs_rewritten_and_its_bounce_reaches_the_original_sender(
         return_path = forwarded.split(b"\r\n", 1)[0].decode()
         assert return_path.startswith("Return-Path: <SRS0=")
         assert return_path.endswith("=far.test=carol@fwd.example.test>")
+        # Forwarded, so ARC-sealed with our verdict (RFC 8617), the Sieve redirect too.
+        assert b"\r\nARC-Seal: i=1; cv=none; a=rsa-sha256; d=example.test;" in forwarded
+        assert b"\r\nARC-Authentication-Results: i=1; mx.example.test;" in forwarded
         srs_address = return_path[len("Return-Path: <") : -1]
 
         with smtplib.SMTP("127.0.0.1", ours.ports["smtp"], timeout=10) as s:

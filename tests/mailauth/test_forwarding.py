@@ -64,3 +64,37 @@ def test_no_key_or_no_results_of_ours_means_no_seal(tmp_path, names):
         b"Authentication-Results: mx.fwd.test;", b"Authentication-Results: x.test;"
     )
     assert _sealer(tmp_path, names).arc_set(io.BytesIO(other)) == b""
+
+
+class RecordingDelivery:
+    """The hand-off behind ``ForwardSealing``: what ``submit_bytes`` was given."""
+
+    def __init__(self) -> None:
+        self.submitted: list[tuple[object, bytes]] = []
+
+    def submit_bytes(self, envelope, data):
+        from twisted.internet.defer import succeed
+
+        self.submitted.append((envelope, data))
+        return succeed("queued")
+
+
+def test_a_sieve_redirect_elsewhere_is_sealed_and_one_kept_here_is_not(tmp_path, names, resolver):
+    from tests.support.syncpool import SyncReactor, SyncThreadPool, result
+    from txmailhost.delivery.interfaces import Envelope
+    from txmailhost.mailauth.forwarding import ForwardSealing
+    from txmailhost.routing import Route, RouteKind
+
+    delivery = RecordingDelivery()
+    sealing = ForwardSealing(delivery, _sealer(tmp_path, names), SyncReactor(), SyncThreadPool())
+    away = Envelope("a@origin.test", (Route(RouteKind.REMOTE, "bob@far.test"),))
+    here = Envelope("a@origin.test", (Route(RouteKind.LOCAL, "x@fwd.test", "x@fwd.test"),))
+    assert result(sealing.submit_bytes(away, ARRIVED)) == "queued"
+    result(sealing.submit_bytes(here, ARRIVED))
+    (_, sealed), (_, kept) = delivery.submitted
+    assert sealed.startswith(b"ARC-Seal: i=1;") and sealed.endswith(ARRIVED)
+    assert dkim.arc_verify(sealed, dnsfunc=resolver.dkim_txt)[0] == dkim.CV_Pass
+    assert kept == ARRIVED
+    reply = b"From: x@fwd.test\r\nSubject: away\r\n\r\nbrb\r\n"  # a vacation reply: ours
+    result(sealing.submit_bytes(away, reply))
+    assert delivery.submitted[-1][1] == reply

@@ -168,3 +168,29 @@ def test_include_reads_the_users_and_the_global_scripts(world, tmp_path):
     (global_dir / "common.sieve").write_text("not sieve")
     world.script('require "include"; include :global "common";')
     assert world.decide().mailboxes == ["INBOX"]
+
+
+def test_flags_follow_each_copy_to_the_mailbox_it_really_goes_into(world):
+    world.script(
+        'require ["imap4flags", "fileinto", "copy"]; addflag "\\\\Flagged";'
+        ' fileinto :copy :flags "\\\\seen $Label1" "Work";'
+        ' fileinto :copy :flags "$Label2" "Nowhere";'  # missing: the copy goes to INBOX
+    )
+    decision = world.decide()
+    assert decision.mailboxes == ["INBOX", "Work"]
+    assert decision.flags == {
+        "Work": {"\\Seen", "$Label1"},
+        "INBOX": {"\\Flagged", "$Label2"},  # the implicit keep's and the fallback's: one copy
+    }
+
+
+def test_a_kept_copy_judged_spam_goes_to_junk_with_its_flags(world):
+    world.script('require "imap4flags"; addflag "\\\\Seen";')
+    decision = world.decide(junk=True)
+    assert decision.mailboxes == ["Junk"] and decision.flags == {"Junk": {"\\Seen"}}
+
+
+def test_a_failed_script_stores_no_flags(world):
+    world.script('require "imap4flags"; addflag "\\\\Seen"; redirect "not an address";')
+    decision = world.decide()
+    assert decision.mailboxes == ["INBOX"] and decision.flags == {}

@@ -1,6 +1,6 @@
 """Property tests of the interpreter: any checked script on any message ends in an outcome or
 a SieveRuntimeError (which delivery turns into INBOX), never another exception, and its
-outcome stores each mailbox once."""
+outcome stores each mailbox once, with flags IMAP accepts (imap4flags)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from txmailhost.sieve import flags
 from txmailhost.sieve.grammar import SieveSyntaxError
 from txmailhost.sieve.interpreter import Interpreter, SieveRuntimeError
 from txmailhost.sieve.language import compile_script
 from txmailhost.sieve.message import MessageView
+from txmailhost.store.interfaces import SYSTEM_FLAGS
 
 pytestmark = pytest.mark.fuzz
 
 REQUIRE = (
     'require ["fileinto", "copy", "variables", "envelope", "relational", "body", "subaddress",'
     ' "comparator-i;ascii-numeric", "mailbox", "date", "reject", "vacation", "include",'
-    ' "encoded-character"];\n'
+    ' "encoded-character", "imap4flags"];\n'
 )
 _TESTS = [
     'header :matches "subject" "*${1}?*"',
@@ -35,6 +37,8 @@ _TESTS = [
     'string :matches "${0}${a}" "*"',
     'mailboxexists "${1}"',
     "not true",
+    'hasflag :matches "${1}*"',
+    'hasflag :count "ge" :comparator "i;ascii-numeric" ["a", "f"] "2"',
 ]
 _ACTIONS = [
     'fileinto "${1}";',
@@ -47,6 +51,11 @@ _ACTIONS = [
     "keep;",
     "stop;",
     'include :optional "x";',
+    'addflag "${0} \\\\Seen";',
+    'setflag "f" ["${a}", "\\\\flagged $X"];',
+    'removeflag "${1}";',
+    'fileinto :flags "${f} ${0}" "F";',
+    'keep :flags ["\\\\Recent", "${a}"];',
 ]
 script_text = st.lists(
     st.tuples(st.sampled_from(_TESTS), st.lists(st.sampled_from(_ACTIONS), max_size=3)),
@@ -80,3 +89,8 @@ def test_runs_end_in_an_outcome_or_a_runtime_error(text, data):
         return
     names = [name for name, _create in outcome.targets]
     assert len(names) == len(set(names))
+    # Only copies that are stored have flags, and only flags IMAP accepts, spelt as IMAP does.
+    assert set(outcome.flags) <= set(names)
+    for stored in outcome.flags.values():
+        assert stored and all(flags.valid(flag) for flag in stored)
+        assert all(flag in SYSTEM_FLAGS for flag in stored if flag.startswith("\\"))

@@ -5,6 +5,7 @@ database, checker, realm and Portal and a real script directory; disk work runs 
 from __future__ import annotations
 
 import base64
+import os
 
 import pytest
 from twisted.cred.portal import Portal
@@ -99,6 +100,7 @@ def test_greeting_lists_capabilities_with_vacation_and_ends_in_ok(factory):
     assert lines[0] == b'"IMPLEMENTATION" "txmailhost"'
     sieve = next(line for line in lines if line.startswith(b'"SIEVE"'))
     assert b"fileinto" in sieve and b"vacation" in sieve and b"variables" in sieve
+    assert b"imap4flags" in sieve.split(b'"')[3].split()
     assert b'"SASL" "PLAIN LOGIN"' in lines
     assert b'"STARTTLS"' in lines
     assert b'"VERSION" "1.0"' in lines
@@ -238,3 +240,16 @@ def test_commands_wait_while_the_client_does_not_read(session):
     assert session.send(b"NOOP\r\nNOOP\r\n") == b""  # nothing runs meanwhile
     session.transport.producer.resumeProducing()
     assert session.read() == b'OK "Done"\r\nOK "Done"\r\n'
+
+
+def test_the_sieve_capability_is_the_list_in_docs_sieve_rst(factory):
+    """Administrators and users read the supported extensions there (as Pigeonhole's docs)."""
+    greeting = Client(factory).greeting.decode()
+    (line,) = [line for line in greeting.split("\r\n") if line.startswith('"SIEVE"')]
+    advertised = line.split('"')[3].split()
+    docs = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "sieve.rst")
+    with open(docs, encoding="utf-8") as f:
+        text = f.read()
+    block = text.split("The ``SIEVE`` capability (what ``require`` accepts)::\n\n", 1)[1]
+    listed = block.split("\n\n", 1)[0].split()
+    assert listed == advertised

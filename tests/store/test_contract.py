@@ -17,6 +17,7 @@ from txmailhost.store import backends
 from txmailhost.store.interfaces import (
     DEFAULT_MAILBOXES,
     DELETED,
+    FLAGGED,
     INBOX,
     SEEN,
     IMailbox,
@@ -196,6 +197,40 @@ def test_deliver_reads_a_path_source_into_every_mailbox(store, tmp_path):
         box = result(store.open(user, mailbox))
         assert [m.content for m in result(box.messages([copies[(user, mailbox)]], content=True))]
     assert path.read_bytes() == MSG  # the caller's file stays the caller's
+
+
+def test_deliver_stores_each_copy_with_its_own_flags(store, tmp_path):
+    """Sieve's imap4flags: one message, a \\Seen copy, a keyword copy, and one left plain."""
+    path = tmp_path / "spooled"
+    path.write_bytes(MSG)
+    result(store.create_mailbox(USER, "Lists"))
+    targets = [(USER, INBOX), (USER, "Lists"), (OTHER, INBOX)]
+    wanted = {(USER, INBOX): frozenset({SEEN, FLAGGED}), (USER, "Lists"): frozenset({"$Label1"})}
+    copies = result(store.deliver(targets, MessageSource.from_path(str(path)), flags=wanted))
+    for user, mailbox in targets:
+        box = result(store.open(user, mailbox))
+        (stored,) = result(box.messages([copies[(user, mailbox)]], content=True))
+        assert stored.flags == wanted.get((user, mailbox), frozenset())
+        assert stored.content == MSG
+    selected = result(result(store.open(USER, INBOX)).select(True))
+    assert selected.unseen == 0  # \Seen from the start: nothing to read
+    assert result(result(store.open(USER, "Lists")).select(True)).unseen == 1
+
+
+def test_deliver_without_flags_stores_none(store):
+    copies = result(store.deliver([(USER, INBOX)], MessageSource.from_bytes(MSG), flags=None))
+    (stored,) = result(inbox(store).messages([copies[(USER, INBOX)]]))
+    assert stored.flags == frozenset()
+
+
+def test_delivered_flags_can_be_changed_like_any_others(store):
+    flags = {(USER, INBOX): frozenset({SEEN, "$Label1"})}
+    copies = result(store.deliver([(USER, INBOX)], MessageSource.from_bytes(MSG), flags=flags))
+    uid = copies[(USER, INBOX)]
+    box = inbox(store)
+    result(box.store_flags([uid], [SEEN], "-"))
+    (stored,) = result(box.messages([uid]))
+    assert stored.flags == {"$Label1"}
 
 
 def test_deliver_to_a_missing_folder_fails_permanently(store):

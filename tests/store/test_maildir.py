@@ -215,3 +215,66 @@ def test_store_and_expunge_find_a_file_another_tool_moved(store):
     assert DELETED in info.flags
     assert result(box.expunge([uid])) == [uid]
     assert os.listdir(os.path.join(box.directory, "cur")) == []
+
+
+# -- delivery with flags (Sieve's imap4flags) ---------------------------------------------------
+
+
+def listing(store, sub: str) -> list[str]:
+    return sorted(os.listdir(os.path.join(user_dir(store), sub)))
+
+
+def test_a_copy_delivered_with_system_flags_goes_into_cur_with_its_info_suffix(store, message):
+    flags = {(USER, "INBOX"): frozenset({"\\Seen", "\\Flagged", "$Label1"})}
+    result(store.deliver_file([(USER, "INBOX")], message, flags=flags))
+    assert listing(store, "new") == []
+    (name,) = listing(store, "cur")
+    assert name.endswith(":2,FS") and ",S=24" in name
+    (info,) = result(result(store.open(USER, "INBOX")).snapshot()).messages
+    assert info.flags == {"\\Seen", "\\Flagged", "$Label1"}
+
+
+def test_a_copy_with_keywords_only_stays_new_for_other_maildir_readers(store, message):
+    flags = {(USER, "INBOX"): frozenset({"$Label1"})}
+    result(store.deliver_file([(USER, "INBOX")], message, flags=flags))
+    assert listing(store, "cur") == [] and len(listing(store, "new")) == 1
+    box = result(store.open(USER, "INBOX"))
+    (info,) = result(box.snapshot()).messages
+    assert info.flags == {"$Label1"}
+    result(box.store_flags([info.uid], ["\\Seen"], "+"))  # read: moved, keyword kept
+    (info,) = result(box.snapshot()).messages
+    assert info.flags == {"$Label1", "\\Seen"} and listing(store, "new") == []
+
+
+def test_system_flags_of_a_delivered_copy_survive_a_lost_index(store, message):
+    result(store.deliver_file([(USER, "INBOX")], message, flags={(USER, "INBOX"): {"\\Seen"}}))
+    from txmailhost.store import index
+
+    index.forget(user_dir(store))
+    for suffix in ("", "-wal", "-shm"):
+        path = os.path.join(user_dir(store), index.INDEX_NAME + suffix)
+        if os.path.exists(path):
+            os.unlink(path)
+    fresh = MaildirStore(store.root, SyncReactor(), SyncThreadPool())
+    (info,) = result(result(fresh.open(USER, "INBOX")).snapshot()).messages
+    assert info.flags == {"\\Seen"}  # read from the file name
+
+
+def test_named_delivery_with_flags_links_into_cur_and_is_found_again_when_recovering(
+    store, message
+):
+    result(store.create_mailbox(USER, "Work"))
+    targets = [(USER, "INBOX"), (USER, "Work")]
+    entry = (message, "1790000000.Sx", 1790000000.0, targets, {(USER, "Work"): {"\\Seen"}})
+    store.deliver_named_sync([entry])
+    work = folder_directory(user_dir(store), "Work")
+    (seen,) = os.listdir(os.path.join(work, "cur"))
+    assert seen.startswith("1790000000.SxR1.") and seen.endswith(":2,S")
+    assert len(listing(store, "new")) == 1  # INBOX's copy has no flags
+    store.deliver_named_sync([entry], recovering=True)  # after a crash: no second copy
+    store.deliver_named_sync([entry])  # a retried batch: links exist, rows are the same
+    assert os.listdir(os.path.join(work, "cur")) == [seen] and len(listing(store, "new")) == 1
+    (info,) = result(result(store.open(USER, "Work")).snapshot()).messages
+    assert info.flags == {"\\Seen"} and info.internaldate == 1790000000.0
+    (plain,) = result(result(store.open(USER, "INBOX")).snapshot()).messages
+    assert plain.flags == frozenset()

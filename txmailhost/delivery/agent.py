@@ -9,7 +9,8 @@ script will run (as Postfix's ``local`` runs ``.forward`` and procmail, not ``sm
 
 The rules today: a user's active Sieve script decides when there is one (``sieve``, a
 ``txmailhost.sieve.delivery.SieveStep`` handed in; what it sends, a redirect or a vacation
-reply, is submitted before the copy is delivered). Otherwise: Junk for a copy the filters
+reply, is submitted before the copy is delivered), and may give a copy IMAP flags (RFC 5232:
+``\\Seen``, ``$Label1``) that the store keeps with it. Otherwise: Junk for a copy the filters
 judged spam; the plus-address's folder when the user has one by that name, matched without
 regard to case (addresses are case-insensitive, folder names aren't); INBOX otherwise, and for
 anything that doesn't exist (any more).
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from txmailhost.delivery import mailboxes
 from txmailhost.store.interfaces import INBOX
@@ -57,6 +58,25 @@ def _unique(targets: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     return result
 
 
+class Choice(NamedTuple):
+    """The ``(user, mailbox)`` targets of a message's copies, and the flags of the copies a
+    user's script flagged (the others have none)."""
+
+    targets: list[tuple[str, str]]
+    flags: dict[tuple[str, str], frozenset[str]]
+
+
+def _decided(user: str, decision: Any, choice: Choice) -> None:
+    """Add a script's ``decision`` for ``user`` to ``choice``. The same mailbox chosen twice
+    for one user (two addresses of theirs in one envelope) is one copy with both flag sets."""
+    for mailbox in decision.mailboxes:
+        target = (user, mailbox)
+        choice.targets.append(target)
+        flags = decision.flags.get(mailbox)
+        if flags:
+            choice.flags[target] = choice.flags.get(target, frozenset()) | flags
+
+
 class DeliveryAgent:
     """Chooses the ``(user, mailbox)`` targets of a message's local recipients."""
 
@@ -64,14 +84,17 @@ class DeliveryAgent:
         self._store = store
         self._sieve = sieve  # SieveStep, or None: no user scripts
 
+    @property
+    def reads_message(self) -> bool:
+        """Does choosing read the message file (users' scripts)? It must be written first."""
+        return self._sieve is not None
+
     def guess(self, recipients: Iterable[LocalRecipient]) -> list[tuple[str, str]]:
         """The targets the wishes point at, without asking the store: which mailboxes' readers
         should wait for the message (``store/pending.py``) before it is delivered."""
         return _unique((r.user, wanted(r)) for r in recipients)
 
-    def choose_sync(
-        self, recipients: Iterable[LocalRecipient], path: str | None = None
-    ) -> list[tuple[str, str]]:
+    def choose_sync(self, recipients: Iterable[LocalRecipient], path: str | None = None) -> Choice:
         """The targets, from a worker thread (the local delivery thread, recovery at start);
         ``path`` is the message, for users' scripts."""
         listed: dict[str, list[str]] = {}
@@ -82,20 +105,18 @@ class DeliveryAgent:
             return listed[user]
 
         if self._sieve is None or path is None:
-            return _unique((r.user, _pick(r, names)) for r in recipients)
-        targets: list[tuple[str, str]] = []
+            return Choice(_unique((r.user, _pick(r, names)) for r in recipients), {})
+        choice = Choice([], {})
         for r in recipients:
             decision = self._sieve.decide_sync(r.user, path, names, r.junk)
             if decision is None:
-                targets.append((r.user, _pick(r, names)))
+                choice.targets.append((r.user, _pick(r, names)))
                 continue
             self._sieve.send_sync(decision.outgoing)
-            targets += [(r.user, mailbox) for mailbox in decision.mailboxes]
-        return _unique(targets)
+            _decided(r.user, decision, choice)
+        return Choice(_unique(choice.targets), choice.flags)
 
-    async def choose(
-        self, recipients: Iterable[LocalRecipient], path: str | None = None
-    ) -> list[tuple[str, str]]:
+    async def choose(self, recipients: Iterable[LocalRecipient], path: str | None = None) -> Choice:
         """The targets, from the reactor thread (mail delivered before its ``250``)."""
         recipients = list(recipients)
         listed: dict[str, list[str]] = {}
@@ -103,8 +124,8 @@ class DeliveryAgent:
             if wanted(r).upper() != INBOX and r.user not in listed:
                 listed[r.user] = await mailboxes.folders(self._store, r.user)
         if self._sieve is None or path is None:
-            return _unique((r.user, _pick(r, listed.__getitem__)) for r in recipients)
-        targets: list[tuple[str, str]] = []
+            return Choice(_unique((r.user, _pick(r, listed.__getitem__)) for r in recipients), {})
+        choice = Choice([], {})
 
         def folders(user: str) -> Any:
             return mailboxes.folders(self._store, user)
@@ -112,8 +133,8 @@ class DeliveryAgent:
         for r in recipients:
             decision = await self._sieve.decide(r.user, path, folders, r.junk)
             if decision is None:
-                targets.append((r.user, _pick(r, listed.__getitem__)))
+                choice.targets.append((r.user, _pick(r, listed.__getitem__)))
                 continue
             await self._sieve.send(decision.outgoing)
-            targets += [(r.user, mailbox) for mailbox in decision.mailboxes]
-        return _unique(targets)
+            _decided(r.user, decision, choice)
+        return Choice(_unique(choice.targets), choice.flags)

@@ -110,10 +110,14 @@ class SpooledLocal:
         """What the Maildir names of this message's copies start with."""
         return f"{self.arrival}.S{os.path.basename(self.path)}"
 
-    def delivery(self, agent: DeliveryAgent) -> tuple[str, str, float, list[tuple[str, str]]]:
+    def delivery(
+        self, agent: DeliveryAgent
+    ) -> tuple[str, str, float, list[tuple[str, str]], mailboxes.Flags]:
         """This message as one entry of a batch (``mailboxes.deliver_batch_sync``), its
-        mailboxes chosen by ``agent`` now. Blocking (it may list the users' folders)."""
-        return self.path, self.stem, self.arrival, agent.choose_sync(self.recipients, self.path)
+        mailboxes (and the flags of its copies) chosen by ``agent`` now. Blocking (it may
+        list the users' folders)."""
+        targets, flags = agent.choose_sync(self.recipients, self.path)
+        return self.path, self.stem, self.arrival, targets, flags
 
     def intact(self) -> bool:
         """Do the file's size and CRC-32 match the record (was the fsync complete)?"""

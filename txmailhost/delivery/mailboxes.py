@@ -13,7 +13,7 @@ the reactor thread, the store running them in its own pool (DESIGN invariant 3).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -21,14 +21,19 @@ from twisted.internet.threads import blockingCallFromThread
 
 from txmailhost.store.interfaces import IFileDelivery, MailboxExists, MessageSource
 
-# One entry of a batch: (spool file, stem of the copies' names, INTERNALDATE, (user, mailbox)s)
-Batch = list[tuple[str, str, float, list[tuple[str, str]]]]
+# The flags some copies are stored with (Sieve's imap4flags): (user, mailbox) -> IMAP flags.
+Flags = Mapping[tuple[str, str], frozenset[str]]
+# One entry of a batch: (spool file, stem of the copies' names, INTERNALDATE, (user, mailbox)s,
+# their flags)
+Batch = list[tuple[str, str, float, list[tuple[str, str]], Flags]]
 
 
 def deliver_batch_sync(store: Any, batch: Batch, recovering: bool = False) -> None:
     """Link each spool file into its mailboxes under names derived from ``stem`` (so doing it
-    again after a crash finds the copies instead of doubling them), durably, in one batch."""
-    store.deliver_named_sync(batch, recovering=recovering)
+    again after a crash finds the copies instead of doubling them), durably, in one batch.
+    An entry's flags are passed only when it has some (``IFileDelivery.deliver_named_sync``)."""
+    entries = [entry if entry[4] else entry[:4] for entry in batch]
+    store.deliver_named_sync(entries, recovering=recovering)
 
 
 def links_files(store: Any) -> bool:
@@ -42,17 +47,21 @@ def deliver(
     path: str,
     prepare: Callable[[], None] | None = None,
     finish: Callable[[], None] | None = None,
+    flags: Flags | None = None,
 ) -> Deferred[Any]:
-    """Put the file at ``path`` into each ``(user, mailbox)``, durably, before firing.
+    """Put the file at ``path`` into each ``(user, mailbox)``, durably, before firing, each
+    copy with its ``flags`` (passed to the store only when some copy has any, so a backend
+    that predates them still takes all other mail).
 
     A store of files (``links_files``) links it in one worker trip, with ``prepare`` (the
     spool's fsync) before and ``finish`` (its removal) after. Any other store reads the file
     itself, in its own thread (``MessageSource``): the caller then makes the file durable
     first and removes it afterwards, and passes neither."""
+    extra = {"flags": flags} if flags else {}
     if links_files(store):
-        return store.deliver_file(targets, path, prepare=prepare, finish=finish)
+        return store.deliver_file(targets, path, prepare=prepare, finish=finish, **extra)
     assert prepare is None and finish is None, "only a store of files runs these"
-    return store.deliver(targets, MessageSource.from_path(path))
+    return store.deliver(targets, MessageSource.from_path(path), **extra)
 
 
 def folders(store: Any, user: str) -> Deferred[list[str]]:

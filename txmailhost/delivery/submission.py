@@ -136,17 +136,22 @@ class Submission:
                     }
                 await self._queue.submit(sender, remote, message.path, message.queue_id, **wishes)
             if local:
-                targets = await self._agent.choose(local, message.path)
+                if prepare is not None and self._agent.reads_message:
+                    # Users' scripts read the file, and a small message is still in memory:
+                    # write it out (and fsync it, which the links needed anyway) first.
+                    await message.commit()
+                    prepare = None
+                targets, flags = await self._agent.choose(local, message.path)
                 # One worker trip: the spool fsync (when not done for the queue), the links,
                 # and the spool file's removal.
                 if mailboxes.links_files(self._store):
                     await mailboxes.deliver(
-                        self._store, targets, message.path, prepare, message.remove_sync
+                        self._store, targets, message.path, prepare, message.remove_sync, flags
                     )
                 else:  # the store reads the file; ``discard`` below removes it
                     if prepare is not None:
                         await message.commit()
-                    await mailboxes.deliver(self._store, targets, message.path)
+                    await mailboxes.deliver(self._store, targets, message.path, flags=flags)
                 metrics.message("delivered", message.size, len(targets))
                 log.info("delivered {queue_id} to {mailboxes}", queue_id=message.queue_id,
                          mailboxes=", ".join(f"{u}/{b}" for u, b in targets))  # fmt: skip

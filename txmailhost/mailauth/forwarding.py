@@ -10,7 +10,9 @@ result we found), so the next receiver can trust what we saw.
 ``ForwardSealing`` sits in front of the delivery hand-off of the inbound listener: when an
 envelope has remote routes, the set is computed over the message (in a worker thread; the
 body hash streamed as for DKIM) and put on top before ``submit`` makes it durable, so what
-is queued is what is sent. Sealing needs an RSA key (ARC allows no Ed25519 yet) of the host
+is queued is what is sent. Users' Sieve scripts hand it what they send (``submit_bytes``):
+a ``redirect`` elsewhere is sealed the same way; their vacation replies and refusals carry
+no Authentication-Results of ours and go out unsealed. Sealing needs an RSA key (ARC allows no Ed25519 yet) of the host
 name's domain or a parent (``txmailhost dkim init``); without one, or without our
 Authentication-Results on the message, mail is forwarded unsealed.
 """
@@ -18,6 +20,7 @@ Authentication-Results on the message, mail is forwarded unsealed.
 from __future__ import annotations
 
 import base64
+import io
 from typing import Any
 
 import dkim
@@ -112,8 +115,25 @@ class ForwardSealing:
     def open(self) -> Any:
         return self._delivery.open()
 
-    def submit_bytes(self, envelope: Any, data: bytes) -> Any:
-        return self._delivery.submit_bytes(envelope, data)
+    def submit_bytes(self, envelope: Any, data: bytes) -> Deferred[Any]:
+        """A whole message (a Sieve redirect): sealed when it leaves, then handed on."""
+        return Deferred.fromCoroutine(self._submit_bytes(envelope, data))
+
+    async def _submit_bytes(self, envelope: Any, data: bytes) -> Any:
+        if any(route.kind is RouteKind.REMOTE for route in envelope.routes):
+            try:
+                fields = await threads.deferToThreadPool(
+                    self._reactor, self._pool, self._seal_bytes, data
+                )
+                data = fields + data
+            except Exception:  # forwarding unsealed beats not forwarding
+                log.failure("arc: sealing a forwarded message failed")
+        return await self._delivery.submit_bytes(envelope, data)
+
+    def _seal_bytes(self, data: bytes) -> bytes:
+        if self._sealer.key() is None:
+            return b""
+        return self._sealer.arc_set(io.BytesIO(data))
 
     def submit(self, envelope: Any, message: Any) -> Deferred[Any]:
         return Deferred.fromCoroutine(self._submit(envelope, message))

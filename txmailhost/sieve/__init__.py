@@ -4,8 +4,8 @@ What it owns:
 - ``grammar.py``: the RFC 5228 grammar, text to a tree; ``language.py``: what each command
   and test takes, the supported extensions, the check PUTSCRIPT and delivery share.
 - ``matching.py``: comparators, match types, address parts; ``dates.py``: RFC 5260 date
-  parts; ``message.py``: what a script sees of a message; ``interpreter.py``: one run, its
-  actions as an ``Outcome``.
+  parts; ``message.py``: what a script sees of a message; ``flags.py``: IMAP flag lists
+  (imap4flags, RFC 5232); ``interpreter.py``: one run, its actions as an ``Outcome``.
 - ``vacation.py``: whether to answer (RFC 5230, RFC 3834), the reply, the record of whom
   was answered; ``refusal.py``: the MDN a ``reject`` sends; ``scripts.py``: each user's
   scripts and which one is active.
@@ -18,8 +18,8 @@ active script, absent for none), ``vacation.json`` (who was answered, until when
 ``notified`` (the last script failure the user was told about); ``DATA/sieve/global/``
 the administrator's scripts for ``include :global``.
 
-May import: ``_safeio``, ``peer``, ``sasl``, ``session``, the accounts and delivery
-interfaces. Never the SMTP, IMAP or POP3 packages; delivery imports this package only
+May import: ``_safeio``, ``peer``, ``sasl``, ``session``, the accounts, delivery and store
+interfaces (the store's only for the IMAP flag names). Never the SMTP, IMAP or POP3 packages; delivery imports this package only
 through the object ``service.py`` hands the delivery agent.
 
 Invariants a change must keep:

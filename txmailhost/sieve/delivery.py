@@ -10,6 +10,9 @@ agent's own rules apply (plus-address folder, Junk, INBOX). With one, the script
   with ``:create`` (RFC 5490 3.2) and otherwise replaced by INBOX (RFC 5228 4.1 leaves this to
   the implementation; Pigeonhole does the same); a copy the filters judged spam still goes to
   Junk when the script only kept it (implicit keep or ``keep``);
+- the IMAP flags of each of those copies (imap4flags, RFC 5232), which follow the copy where
+  it is redirected to (INBOX for a missing mailbox, Junk); two copies that end up in one
+  mailbox are one copy with the flags of both;
 - messages to send: redirects (with the original envelope sender, as forwarding does), a
   refusal for ``reject`` (RFC 5429 2.1: to the envelope sender, never to ``<>``) and the
   vacation reply (``vacation.py``). They are handed to :meth:`SieveStep.send_sync` /
@@ -55,6 +58,7 @@ class Decision:
 
     mailboxes: list[str]
     outgoing: list[tuple[Envelope, bytes]] = field(default_factory=list)
+    flags: dict[str, frozenset[str]] = field(default_factory=dict)  # mailbox -> IMAP flags
 
 
 class SieveStep:
@@ -136,13 +140,15 @@ class SieveStep:
             log.failure("sieve: script {name} of {user} failed, kept in INBOX", name=name,
                         user=user)  # fmt: skip
             return Decision([INBOX])
-        decision = Decision(self._mailboxes(user, outcome, mailboxes, junk))
+        decision = Decision([])
+        self._mailboxes(user, outcome, mailboxes, junk, decision)
         self._outgoing(user, name, view, outcome, path, decision)
         log.info(
             "sieve: {user} script {name}: {mailboxes}{redirects}{extra}",
             user=user,
             name=name,
-            mailboxes=", ".join(decision.mailboxes) or "discarded",
+            mailboxes=", ".join(_described(m, decision.flags) for m in decision.mailboxes)
+            or "discarded",
             redirects="".join(f", redirect to {a}" for a in outcome.redirects),
             extra=", rejected" if outcome.reject is not None else "",
         )
@@ -176,9 +182,14 @@ class SieveStep:
         return decision
 
     def _mailboxes(
-        self, user: str, outcome: SieveOutcome, existing: Callable[[], list[str]], junk: bool
-    ) -> list[str]:
-        chosen: list[str] = []
+        self,
+        user: str,
+        outcome: SieveOutcome,
+        existing: Callable[[], list[str]],
+        junk: bool,
+        decision: Decision,
+    ) -> None:
+        chosen = decision.mailboxes
         for mailbox, create in outcome.targets:
             if mailbox == INBOX:
                 target = JUNK if junk and JUNK in existing() else INBOX
@@ -190,7 +201,9 @@ class SieveStep:
                 target = INBOX
             if target not in chosen:
                 chosen.append(target)
-        return chosen
+            flags = outcome.flags.get(mailbox)
+            if flags:
+                decision.flags[target] = decision.flags.get(target, frozenset()) | flags
 
     def _create(self, user: str, mailbox: str) -> bool:
         if self._create_mailbox_sync is None or not self._reactor.running:
@@ -284,6 +297,12 @@ class SieveStep:
         d = self.submission.submit_bytes(envelope, data)
         d.addErrback(lambda f: log.failure("sieve: submitting a message failed", f))
         return d
+
+
+def _described(mailbox: str, flags: dict[str, frozenset[str]]) -> str:
+    """``Work`` or, with flags, ``Work (\\Flagged $Label1)`` for the log."""
+    held = flags.get(mailbox)
+    return f"{mailbox} ({' '.join(sorted(held))})" if held else mailbox
 
 
 class Notified:

@@ -10,6 +10,13 @@ Semantics (RFC 5228 section 2.10, 4): every message starts with the *implicit ke
 script. ``reject``/``ereject`` (RFC 5429) can't be combined with ``keep``, ``fileinto`` or
 ``vacation`` (2.2): that is a runtime error.
 
+Flags (RFC 5232, ``flags.py``): ``setflag``/``addflag``/``removeflag`` change the *internal
+variable* (one per run, shared with included scripts; empty at the start) or, given a name,
+that variable (``variables``). ``keep`` and ``fileinto`` store their copy with the flags of
+their ``:flags`` argument, else with the internal variable's flags at that moment; the
+implicit keep with those it holds when the script ends (RFC 5232 5). A mailbox stored into
+twice gets one copy with the flags of the last action, as Pigeonhole does.
+
 Limits (DESIGN invariant 4): ``max_steps`` commands and tests evaluated, ``max_redirects``
 redirects per message, ``max_actions`` mailboxes. Passing one, or any runtime error, is a
 :class:`SieveRuntimeError`: the caller then delivers to INBOX and logs it (RFC 5228 2.10.6:
@@ -24,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from txmailhost.sieve import dates
+from txmailhost.sieve import flags as _flags
 from txmailhost.sieve.grammar import Command, Test
 from txmailhost.sieve.language import Script
 from txmailhost.sieve.matching import Matcher, address_part, part_of
@@ -56,6 +64,7 @@ class Outcome:
     """The actions of one run, in the order the script gave them."""
 
     mailboxes: list[tuple[str, bool]] = field(default_factory=list)  # (name, :create)
+    flags: dict[str, frozenset[str]] = field(default_factory=dict)  # mailbox -> IMAP flags
     redirects: list[str] = field(default_factory=list)
     reject: str | None = None
     reject_in_smtp: bool = False  # ereject: say it in SMTP when still possible
@@ -124,6 +133,7 @@ class Interpreter:
         self.now = now if now is not None else datetime.datetime.now(datetime.UTC)
         self.loader = loader
         self.global_variables: dict[str, str] = {}  # RFC 6609 3.4, shared by every script
+        self.internal_flags = ""  # RFC 5232 3: the variable flag actions without a name use
         self.matched: list[str] = []
         self.steps = 0
         self.outcome = Outcome()
@@ -138,7 +148,12 @@ class Interpreter:
             pass
         except RecursionError:
             raise SieveRuntimeError("script nested too deeply") from None
-        return self.outcome
+        outcome = self.outcome
+        if outcome.implicit_keep and not any(name == INBOX for name, _c in outcome.mailboxes):
+            keep_flags = _flags.for_store(_flags.parse([self.internal_flags]))
+            if keep_flags:
+                outcome.flags[INBOX] = keep_flags  # RFC 5232 5: the flags at the end
+        return outcome
 
     def _run_script(self, script: Script, key: tuple[str, str]) -> None:
         self._frames.append(_Frame(key, "variables" in script.required))
@@ -194,14 +209,14 @@ class Interpreter:
             raise _Stop
         if name == "keep":
             outcome.explicit_keep = True
-            self._store(INBOX, False)
+            self._store(INBOX, False, self._flags_of(checked))
             self._no_reject_with("keep")
         elif name == "discard":
             outcome.implicit_keep = False
             outcome.discarded = True
         elif name == "fileinto":
             mailbox = self._expand(positional[0])
-            self._store(mailbox, bool(checked.get(":create")))
+            self._store(mailbox, bool(checked.get(":create")), self._flags_of(checked))
             if not checked.get(":copy"):
                 outcome.implicit_keep = False
             self._no_reject_with("fileinto")
@@ -227,6 +242,8 @@ class Interpreter:
             outcome.implicit_keep = False
         elif name == "set":
             self._set(checked, positional)
+        elif name in ("setflag", "addflag", "removeflag"):
+            self._flag_action(name, positional)
         elif name == "include":
             self._include(checked, positional)
         elif name == "return":
@@ -239,15 +256,47 @@ class Interpreter:
         else:  # language.validate lets nothing else through
             raise SieveRuntimeError(f"command {name} is not implemented")
 
-    def _store(self, mailbox: str, create: bool) -> None:
+    def _store(self, mailbox: str, create: bool, flags: frozenset[str] = frozenset()) -> None:
         outcome = self.outcome
         if mailbox.upper() == INBOX:
             mailbox = INBOX
-        if any(name == mailbox for name, _create in outcome.mailboxes):
-            return
-        if len(outcome.mailboxes) >= self.max_actions:
-            raise SieveRuntimeError(f"more than {self.max_actions} mailboxes")
-        outcome.mailboxes.append((mailbox, create))
+        if not any(name == mailbox for name, _create in outcome.mailboxes):
+            if len(outcome.mailboxes) >= self.max_actions:
+                raise SieveRuntimeError(f"more than {self.max_actions} mailboxes")
+            outcome.mailboxes.append((mailbox, create))
+        # One copy per mailbox (RFC 5228 2.10.3); its flags are the last action's.
+        if flags:
+            outcome.flags[mailbox] = flags
+        else:
+            outcome.flags.pop(mailbox, None)
+
+    def _flags_of(self, checked: dict) -> frozenset[str]:
+        """The flags a ``keep``/``fileinto`` stores with: ``:flags``, else the internal
+        variable's (RFC 5232 5)."""
+        if ":flags" in checked:
+            given = [self._expand(f) for f in checked[":flags"]]
+        else:
+            given = [self.internal_flags]
+        return _flags.for_store(_flags.parse(given))
+
+    def _flag_action(self, name: str, positional: list) -> None:
+        """RFC 5232 3.1-3.3, on the named variable or the internal one."""
+        given = [self._expand(f) for f in positional[-1]]
+        variable = self._expand(positional[0]).lower() if len(positional) > 1 else None
+        if variable is None:
+            current = self.internal_flags
+        else:
+            current = self._variables_for(variable).get(variable, "")
+        if name == "setflag":
+            value = _flags.add("", given)
+        elif name == "addflag":
+            value = _flags.add(current, given)
+        else:
+            value = _flags.remove(current, given)
+        if variable is None:
+            self.internal_flags = value[:MAX_VARIABLE]
+        else:
+            self._variables_for(variable)[variable] = value[:MAX_VARIABLE]
 
     def _no_reject_with(self, name: str) -> None:
         if self.outcome.reject is not None:
@@ -385,6 +434,19 @@ class Interpreter:
             values = [self._expand(s) for s in positional[0]]
             if matcher.match == "count":
                 values = [v for v in values if v]
+        elif name == "hasflag":
+            # RFC 5232 4: each flag of the variables (the internal one without names) against
+            # the keys; :count counts the flags of all the variables. Keys of :is and
+            # :contains are flag lists (RFC 5232 2: split on spaces, "" is no flag); those of
+            # :matches and :value are patterns and values, compared whole (as in Pigeonhole).
+            if len(positional) > 1:
+                names = [self._expand(v).lower() for v in positional[0]]
+                held = [self._variables_for(n).get(n, "") for n in names]
+            else:
+                held = [self.internal_flags]
+            values = _flags.split(held) if matcher.match != "count" else _all_flags(held)
+            if matcher.match in ("is", "contains"):
+                keys = _flags.split(keys)
         else:
             raise SieveRuntimeError(f"test {name} is not implemented")
         found, matched = matcher.test(values, keys)
@@ -433,6 +495,12 @@ class Interpreter:
             return self._variables_for(name.lower()).get(name.lower(), "")
 
         return _VARIABLE.sub(substitute, value)[: MAX_VARIABLE * 4]
+
+
+def _all_flags(held: list[str]) -> list[str]:
+    """Every flag of each variable, for ``hasflag :count`` (a flag in two variables counts
+    twice: RFC 5232 4 counts the flags of all the variables together)."""
+    return [flag for text in held for flag in _flags.split([text])]
 
 
 def _indexed(fields: list, checked: dict) -> list:

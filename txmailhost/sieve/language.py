@@ -50,6 +50,7 @@ EXTENSIONS = (
     "spamtest",
     "spamtestplus",
     "virustest",
+    "imap4flags",
 )
 COMPARATORS = ("i;octet", "i;ascii-casemap", "i;ascii-numeric")
 RELATIONS = ("gt", "ge", "lt", "le", "eq", "ne")
@@ -79,6 +80,9 @@ class Spec:
     extension: str | None = None
     tests: str = "none"  # "none", "one" (if, not) or "list" (allof, anyof)
     block: bool = False
+    # The kind of an optional positional argument before the others (imap4flags' variable
+    # name or names, RFC 5232 3 and 4); it needs "variables".
+    optional: str | None = None
 
 
 _MATCH = {
@@ -101,6 +105,9 @@ _INDEX = {  # RFC 5260 6: one occurrence of the field, counted from the top (or 
     ":index": TagSpec("index", NUMBER, "index"),
     ":last": TagSpec("last", extension="index"),
 }
+_FLAGS = {":flags": TagSpec("flags", STRINGS, "imap4flags")}  # RFC 5232 5
+# RFC 5232 3: setflag/addflag/removeflag [<variablename: string>] <list-of-flags: string-list>
+_FLAG_ACTION = Spec((STRINGS,), extension="imap4flags", optional=STRING)
 
 COMMANDS: dict[str, Spec] = {
     "require": Spec((STRINGS,)),
@@ -108,14 +115,17 @@ COMMANDS: dict[str, Spec] = {
     "elsif": Spec(tests="one", block=True),
     "else": Spec(block=True),
     "stop": Spec(),
-    "keep": Spec(),
+    "keep": Spec(tags=_FLAGS),
     "discard": Spec(),
     "redirect": Spec((STRING,), tags=_COPY),
     "fileinto": Spec(
         (STRING,),
-        tags={**_COPY, ":create": TagSpec("create", extension="mailbox")},
+        tags={**_COPY, **_FLAGS, ":create": TagSpec("create", extension="mailbox")},
         extension="fileinto",
     ),
+    "setflag": _FLAG_ACTION,
+    "addflag": _FLAG_ACTION,
+    "removeflag": _FLAG_ACTION,
     "reject": Spec((STRING,), extension="reject"),
     "ereject": Spec((STRING,), extension="ereject"),
     "set": Spec(
@@ -199,11 +209,14 @@ TESTS: dict[str, Spec] = {
         extension="spamtest",
     ),
     "virustest": Spec((STRING,), tags=_MATCH, extension="virustest"),
+    # RFC 5232 4: hasflag [MATCH-TYPE] [COMPARATOR] [<variable-list>] <list-of-flags>
+    "hasflag": Spec((STRINGS,), tags=_MATCH, extension="imap4flags", optional=STRINGS),
     "currentdate": Spec(
         (STRING, STRINGS), tags={**_MATCH, ":zone": TagSpec("zone", STRING)}, extension="date"
     ),
 }
 
+_NO_TAG = TagSpec(None)
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _ENCODED = re.compile(r"\$\{(hex|unicode):([^}]*)\}", re.IGNORECASE)
 
@@ -268,6 +281,13 @@ def _check(node: Command | Test, spec: Spec, required: set[str], kind: str) -> N
     positional: list[object] = []
     arguments = list(node.arguments)
     wanted = list(spec.positional)
+    if spec.optional is not None:
+        given = sum(not isinstance(a, Tag) for a in arguments) - sum(
+            isinstance(a, Tag) and spec.tags.get(":" + a.name, _NO_TAG).value != NONE
+            for a in arguments
+        )
+        if given > len(wanted):
+            wanted.insert(0, spec.optional)
     i = 0
     while i < len(arguments):
         argument = arguments[i]
@@ -402,6 +422,14 @@ def _check_specifics(name: str, checked: dict, required: set[str], line: int) ->
         variable = checked["positional"][0]
         if not _VARIABLE_NAME.match(variable):
             raise SieveSyntaxError(f"set: {variable!r} is not a variable name", line)
+    if name in ("setflag", "addflag", "removeflag", "hasflag") and len(checked["positional"]) > 1:
+        # RFC 5232 3, 4: the variable name(s) only with "variables" (as Pigeonhole checks)
+        if "variables" not in required:
+            raise SieveSyntaxError(f"{name}: a variable name needs require 'variables'", line)
+        names = checked["positional"][0]
+        for variable in [names] if isinstance(names, str) else names:
+            if not _VARIABLE_NAME.match(variable):
+                raise SieveSyntaxError(f"{name}: {variable!r} is not a variable name", line)
     if name == "vacation":
         for tag in (":days", ":seconds"):
             if tag in checked and not isinstance(checked[tag], int):

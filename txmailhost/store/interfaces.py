@@ -231,11 +231,16 @@ class IMailStore(Interface):
     def provision(user):
         """Deferred[None]: create the user's INBOX and default folders if missing."""
 
-    def deliver(recipients, source, internaldate=None):
+    def deliver(recipients, source, internaldate=None, flags=None):
         """Deferred[dict[(user, mailbox), int]]: add the message ``source`` (a
         ``MessageSource``) to each ``(user, mailbox)`` pair, durably, before the Deferred fires;
         the UID of each copy. A mailbox that doesn't exist fails it with NoSuchMailbox (callers
-        pick existing folders first); INBOX always exists for a user the accounts know."""
+        pick existing folders first); INBOX always exists for a user the accounts know.
+
+        ``flags`` (optional, keyword) maps a ``(user, mailbox)`` pair to the IMAP flags its copy
+        is stored with (Sieve's imap4flags, RFC 5232: ``\\Seen``, ``$Label1``); a pair it
+        leaves out, or ``None``, stores no flags. Callers pass it only when some copy has
+        flags, so a backend written before it existed keeps working for all other mail."""
 
     def open(user, mailbox):
         """Deferred[IMailbox]; fails with NoSuchMailbox or InvalidMailboxName."""
@@ -293,16 +298,19 @@ class IFileDelivery(Interface):
         "A ``PendingDeliveries``: readers of a mailbox wait for mail announced into it."
     )
 
-    def deliver_file(recipients, path, internaldate=None, prepare=None, finish=None):
+    def deliver_file(recipients, path, internaldate=None, prepare=None, finish=None, flags=None):
         """``IMailStore.deliver`` for the fsync'd file at ``path``, linked into each mailbox.
         The caller still owns (and removes) ``path``. ``prepare``, a blocking callable, runs
         first in the same worker (the SMTP spool's write-and-fsync), and ``finish`` last,
-        whatever happened (the spool file's removal): each saves a thread round trip."""
+        whatever happened (the spool file's removal): each saves a thread round trip.
+        ``flags`` as for ``IMailStore.deliver``."""
 
     def deliver_named_sync(batch, recovering=False):
         """Blocking: deliver each ``(path, stem, internaldate, targets)`` of ``batch`` under
         names made from ``stem``, so that doing it again after a crash finds the copies instead
-        of adding more (``recovering`` also looks for copies a client already read)."""
+        of adding more (``recovering`` also looks for copies a client already read). An entry
+        may carry a fifth item, the ``flags`` mapping of ``IMailStore.deliver`` for its targets
+        (given only when some copy has flags)."""
 
     def list_mailboxes_sync(user):
         """The user's mailbox names, for a caller already in a worker thread (the delivery

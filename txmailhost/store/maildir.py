@@ -17,7 +17,9 @@ Dovecot and mutt read.
 
 Delivery is a hard link of the already-fsync'd spool file into ``new/``, an fsync of ``new/``,
 then an index row. A crash between the two leaves a file without a row; ``reconcile`` (run when
-a mailbox is opened and its directories changed) gives it a UID, so nothing is lost.
+a mailbox is opened and its directories changed) gives it a UID, so nothing is lost. A copy
+delivered with system flags (Sieve's imap4flags) is linked into ``cur/`` with them in its name
+instead, so they survive that crash too; its keywords are in the index row only.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import tempfile
 import threading
 import time
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, BinaryIO, TypeVar
 
 import twisted.mail.imap4  # noqa: F401 - registers the imap4-utf-7 codec folder names use
@@ -148,6 +150,16 @@ def _message_path(directory: str, name: str, subdir: str, bits: int) -> str:
     if subdir == "new":
         return os.path.join(directory, "new", name)
     return os.path.join(directory, "cur", f"{name}:2,{_info_letters(bits)}")
+
+
+def _subdir(bits: int, keywords: str, delivered: bool) -> str:
+    """Where a message goes: ``new/`` holds only messages without flags (their names carry
+    none). A delivered copy with only keywords stays in ``new/`` (they live in the index, not
+    the name) so other Maildir readers still show it as new; one with system flags, or any
+    message a client APPENDs with flags, goes into ``cur/``."""
+    if delivered:
+        return "cur" if bits else "new"
+    return "new" if not bits and not keywords else "cur"
 
 
 def user_directory(root: str, user: str) -> str:
@@ -783,11 +795,12 @@ class MaildirStore:
         keywords: str,
         internaldate: float | None,
         crlf_size: int | None = None,
+        delivered: bool = False,
     ) -> int:
         """Link one file into ``directory`` durably and index it; returns its UID.
         ``crlf_size`` is the size as served when it may differ from the file's (bare LFs)."""
         (uid,) = self._add_files(
-            directory, [(source_path, bits, keywords, internaldate, crlf_size)]
+            directory, [(source_path, bits, keywords, internaldate, crlf_size)], delivered
         )
         return uid
 
@@ -795,17 +808,19 @@ class MaildirStore:
         self,
         directory: str,
         files: list[tuple[str, int, str, float | None, int | None]],
+        delivered: bool = False,
     ) -> list[int]:
         """Link each ``(source_path, bits, keywords, internaldate, crlf_size)`` into
         ``directory``, fsync, and index them all in one transaction: all or none (MULTIAPPEND,
         RFC 3502 §6.3.11: a link that fails removes the ones made before it, and the index
-        never holds some without the others). The UIDs, in order."""
+        never holds some without the others). The UIDs, in order. ``delivered``: new mail
+        (``_subdir``), not a client's APPEND."""
         linked: list[tuple[str, str, int, str, float, int, str]] = []
         try:
             for source_path, bits, keywords, internaldate, crlf_size in files:
                 size = os.stat(source_path).st_size
                 name = new_message_name(size, crlf_size)
-                subdir = "new" if not bits and not keywords else "cur"
+                subdir = _subdir(bits, keywords, delivered)
                 target = _message_path(directory, name, subdir, bits)
                 with self._own_write(directory):
                     _safeio.link_durably(source_path, target)
@@ -1107,6 +1122,7 @@ class MaildirStore:
         source_path: str,
         internaldate: float | None,
         crlf_size: int | None = None,
+        flags: Mapping[tuple[str, str], Iterable[str]] | None = None,
     ) -> dict[tuple[str, str], int]:
         date = internaldate if internaldate is not None else time.time()
         results = {}
@@ -1114,8 +1130,9 @@ class MaildirStore:
             if (user, mailbox) in results:
                 continue
             directory = self._folder(user, mailbox)
+            bits, keywords = flags_to_bits(flags.get((user, mailbox), ()) if flags else ())
             results[(user, mailbox)] = self._add_file(
-                directory, source_path, 0, "", date, crlf_size
+                directory, source_path, bits, keywords, date, crlf_size, delivered=True
             )
         return results
 
@@ -1124,6 +1141,7 @@ class MaildirStore:
         recipients: list[tuple[str, str]],
         source: MessageSource,
         internaldate: float | None,
+        flags: Mapping[tuple[str, str], Iterable[str]] | None = None,
     ) -> dict[tuple[str, str], int]:
         """Write ``source`` once into the first recipient's ``tmp/``, then link it everywhere."""
         if not recipients:
@@ -1132,7 +1150,7 @@ class MaildirStore:
         self._folder(user, INBOX)  # provisions an account that has no Maildir yet
         path, crlf = _stage(self.staging_directory(user), source)
         with _removed_afterwards(path):
-            return self._deliver_sync(recipients, path, internaldate, crlf)
+            return self._deliver_sync(recipients, path, internaldate, crlf, flags)
 
     def mailbox_directory(self, user: str, mailbox: str) -> str:
         """Where ``mailbox`` of ``user`` lives (whether or not it exists yet)."""
@@ -1140,19 +1158,23 @@ class MaildirStore:
 
     def deliver_named_sync(
         self,
-        batch: Iterable[tuple[str, str, float, list[tuple[str, str]]]],
+        batch: Iterable[tuple[Any, ...]],
         recovering: bool = False,
     ) -> None:
-        """Deliver each ``(source_path, stem, internaldate, targets)`` under names made from
-        ``stem``, so that doing it again after a crash finds the copies instead of adding more.
+        """Deliver each ``(source_path, stem, internaldate, targets[, flags])`` under names
+        made from ``stem``, so that doing it again after a crash finds the copies instead of
+        adding more; ``flags`` maps a target to the flags of its copy (``IMailStore.deliver``).
 
         For the spool's delivery thread (``queue/local.py``): every link first, then one fsync
         per directory, then one index transaction per mailbox, for the whole batch. A folder
         that has gone since the message was accepted gets it in INBOX. ``recovering`` also looks
-        in ``cur/`` (a client may have read the message before the crash).
+        in ``cur/`` (a client may have read the message before the crash). A copy with system
+        flags is linked into ``cur/`` with them in its name (``:2,S``), as a Maildir reader
+        expects of a message already seen or flagged; keywords live in the index.
         """
-        linked: dict[str, list[tuple[str, int, float, str]]] = {}
-        for source_path, stem, date, targets in batch:
+        linked: dict[str, list[tuple[str, str, int, str, int, float, str]]] = {}
+        for source_path, stem, date, targets, *rest in batch:
+            flags: Mapping[tuple[str, str], Iterable[str]] = rest[0] if rest and rest[0] else {}
             size = os.stat(source_path).st_size
             for number, (user, mailbox) in enumerate(targets):
                 try:
@@ -1162,17 +1184,23 @@ class MaildirStore:
                 name = f"{stem}R{number}.{_HOST},S={size},W={size}"  # SMTP mail is CRLF
                 if recovering and _holds(directory, name):
                     continue
-                target = _message_path(directory, name, "new", 0)
+                bits, keywords = flags_to_bits(flags.get((user, mailbox), ()))
+                subdir = _subdir(bits, keywords, delivered=True)
+                target = _message_path(directory, name, subdir, bits)
                 with contextlib.suppress(FileExistsError), self._own_write(directory):
                     # Already there: an earlier try got this far, so index it (idempotent).
                     os.link(source_path, target)
-                linked.setdefault(directory, []).append((name, size, date, target))
-        for directory in linked:
-            _safeio.fsync_dir(os.path.join(directory, "new"))
+                linked.setdefault(directory, []).append(
+                    (name, subdir, bits, keywords, size, date, target)
+                )
+        _safeio.fsync_dirs({os.path.dirname(f[-1]) for files in linked.values() for f in files})
         for directory, files in linked.items():
             index = _index.MailboxIndex(directory)
             with index.write() as db:
-                entries = [(name, "new", 0, "", date, size) for name, size, date, _t in files]
+                entries = [
+                    (name, subdir, bits, keywords, date, size)
+                    for name, subdir, bits, keywords, size, date, _t in files
+                ]
                 for uid, (*_rest, target) in zip(index.add(entries, db), files, strict=True):
                     with contextlib.suppress(OSError):
                         index.cache_header(uid, read_header(target), db)
@@ -1188,8 +1216,9 @@ class MaildirStore:
         recipients: Iterable[tuple[str, str]],
         source: MessageSource,
         internaldate: float | None = None,
+        flags: Mapping[tuple[str, str], Iterable[str]] | None = None,
     ) -> Deferred[dict[tuple[str, str], int]]:
-        return self._run(self._deliver_source_sync, list(recipients), source, internaldate)
+        return self._run(self._deliver_source_sync, list(recipients), source, internaldate, flags)
 
     def deliver_file(
         self,
@@ -1198,6 +1227,7 @@ class MaildirStore:
         internaldate: float | None = None,
         prepare: Callable[[], None] | None = None,
         finish: Callable[[], None] | None = None,
+        flags: Mapping[tuple[str, str], Iterable[str]] | None = None,
     ) -> Deferred[dict[tuple[str, str], int]]:
         targets = list(recipients)
 
@@ -1205,7 +1235,7 @@ class MaildirStore:
             try:
                 if prepare is not None:
                     prepare()  # the caller's fsync of source_path, in the same worker trip
-                return self._deliver_sync(targets, source_path, internaldate)
+                return self._deliver_sync(targets, source_path, internaldate, None, flags)
             finally:
                 if finish is not None:
                     finish()  # the caller's removal of source_path, in the same trip too

@@ -25,7 +25,7 @@ import secrets
 import threading
 import time
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TypeVar
 
@@ -501,12 +501,14 @@ class MemoryStore:
         recipients: Iterable[tuple[str, str]],
         source: MessageSource,
         internaldate: float | None = None,
+        flags: Mapping[tuple[str, str], Iterable[str]] | None = None,
     ) -> Deferred[dict[tuple[str, str], int]]:
         def add(content: bytes, targets: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
             folders = {target: self._existing(*target) for target in targets}  # all or none
             results = {}
             for (user, mailbox), (name, folder) in folders.items():
-                results[(user, mailbox)] = folder.add(content, (), internaldate)
+                copy_flags = flags.get((user, mailbox), ()) if flags else ()
+                results[(user, mailbox)] = folder.add(content, copy_flags, internaldate)
                 self._changed(_owner(user), name)
             return results
 
