@@ -1,6 +1,7 @@
 """The IMAP4rev1 server (RFC 3501) with the extensions modern clients use: IDLE, UIDPLUS, MOVE,
 SPECIAL-USE, NAMESPACE, ENABLE, LITERAL+, ID, UNSELECT, CHILDREN, CONDSTORE/QRESYNC, QUOTA,
-ESEARCH, LIST-EXTENDED/LIST-STATUS, SASL-IR, APPENDLIMIT, STATUS=SIZE, MULTIAPPEND.
+ESEARCH, LIST-EXTENDED/LIST-STATUS, SASL-IR, APPENDLIMIT, STATUS=SIZE, MULTIAPPEND,
+COMPRESS=DEFLATE.
 
 Owns nothing on disk: mail lives in the store (``IMailStore``), reached through the avatar
 (``IMailAccount``) the Portal hands out at login. ``IMAPFactory`` takes its collaborators as
@@ -11,7 +12,7 @@ May import: ``txmailhost.store.interfaces``, ``txmailhost.accounts.interfaces``,
 ``txmailhost.session`` (STARTTLS, SASL, login: shared with SMTP and POP3), Twisted.
 
 Modules: ``server`` (connection, literals, dispatch), ``login`` (capabilities, TLS, login),
-``state`` (the session states), ``commands`` (authenticated state), ``append`` (APPEND's
+``state`` (the session states), ``compress`` (COMPRESS=DEFLATE), ``commands`` (authenticated state), ``append`` (APPEND's
 messages), ``messages`` (selected state), ``updates`` (untagged updates and IDLE), ``session``
 (the sequence-number map), ``parser``, ``fetch``, ``search``, ``mime``, ``addresses``
 (address headers), ``names``, ``replies``.

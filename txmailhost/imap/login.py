@@ -113,6 +113,7 @@ class LoginCommands:
                 "QRESYNC",
                 "ESEARCH",
                 "NOTIFY",
+                "COMPRESS=DEFLATE",
                 "QUOTA",
                 "QUOTA=RES-STORAGE",
                 "STATUS=SIZE",
