@@ -89,7 +89,8 @@ class LoginCommands:
         return self._tls.available(self.transport)
 
     def capabilities(self) -> list[str]:
-        caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE"]
+        # RFC 9051 §7.2.2: a server of both revisions lists both; ENABLE IMAP4rev2 switches.
+        caps = ["IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE"]
         if self.state is State.NOT_AUTHENTICATED:
             if self._starttls_available():
                 caps.append("STARTTLS")
@@ -112,6 +113,8 @@ class LoginCommands:
                 "CONDSTORE",
                 "QRESYNC",
                 "ESEARCH",
+                "SEARCHRES",
+                "UTF8=ACCEPT",
                 "NOTIFY",
                 "COMPRESS=DEFLATE",
                 "QUOTA",

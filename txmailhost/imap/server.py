@@ -152,6 +152,8 @@ class IMAPServer(
         self.view: SelectedMailbox | None = None
         self.condstore = False
         self.qresync = False
+        self.rev2 = False  # ENABLE IMAP4rev2: RFC 9051's behaviour (revisions.py)
+        self.utf8 = False  # ENABLE UTF8=ACCEPT or IMAP4rev2: mailbox names in UTF-8
         self.deflate: Deflate | None = None  # COMPRESS=DEFLATE (compress.py) once it is on
         self._inflating = False
         self._bad_commands = 0
