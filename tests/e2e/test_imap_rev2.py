@@ -1,5 +1,6 @@
-"""IMAP4rev2 (RFC 9051), SEARCHRES (RFC 5182) and UTF8=ACCEPT (RFC 6855) on the real server,
-driven by Python's imaplib (which knows ENABLE and UTF-8 mode) over loopback."""
+"""IMAP4rev2 (RFC 9051), SEARCHRES (RFC 5182), UTF8=ACCEPT (RFC 6855) and PREVIEW (RFC 8970)
+on the real server, driven by Python's imaplib (which knows ENABLE and UTF-8 mode) over
+loopback."""
 
 from __future__ import annotations
 
@@ -107,3 +108,15 @@ def test_append_utf8_literal8_round_trips_over_tcp(server):
     assert b"{%d}\r\n%s)" % (len(message), message) in transcript
     s.sendall(b"g CLOSE\r\ng2 DELETE %s\r\nh LOGOUT\r\n" % name)
     s.close()
+
+
+def test_imaplib_fetch_preview(server):
+    client = login(server)
+    ok(client.create("previewbox"))
+    body = b"Subject: p\r\nContent-Type: text/plain\r\n\r\nShort   note\r\nfor the list.\r\n"
+    ok(client.append("previewbox", None, None, body))
+    ok(client.select("previewbox"))
+    assert ok(client.fetch("1", "(PREVIEW)")) == [b'1 (PREVIEW "Short note for the list.")']
+    ok(client.close())
+    ok(client.delete("previewbox"))
+    client.logout()

@@ -1,7 +1,7 @@
 """The IMAP4rev1 server (RFC 3501) with the extensions modern clients use: IDLE, UIDPLUS, MOVE,
 SPECIAL-USE, NAMESPACE, ENABLE, LITERAL+, ID, UNSELECT, CHILDREN, CONDSTORE/QRESYNC, QUOTA,
 ESEARCH, LIST-EXTENDED/LIST-STATUS, SASL-IR, APPENDLIMIT, STATUS=SIZE, MULTIAPPEND,
-COMPRESS=DEFLATE, SEARCHRES, UTF8=ACCEPT; IMAP4rev2 (RFC 9051) for a session that enables it.
+COMPRESS=DEFLATE, SEARCHRES, UTF8=ACCEPT, PREVIEW; IMAP4rev2 (RFC 9051) for a session that enables it.
 
 Owns nothing on disk: mail lives in the store (``IMailStore``), reached through the avatar
 (``IMailAccount``) the Portal hands out at login. ``IMAPFactory`` takes its collaborators as

@@ -114,6 +114,7 @@ class LoginCommands:
                 "QRESYNC",
                 "ESEARCH",
                 "SEARCHRES",
+                "PREVIEW",
                 "UTF8=ACCEPT",
                 "NOTIFY",
                 "COMPRESS=DEFLATE",
