@@ -1,6 +1,6 @@
-"""IMAP4rev2 (RFC 9051), SEARCHRES (RFC 5182), UTF8=ACCEPT (RFC 6855) and PREVIEW (RFC 8970)
-on the real server, driven by Python's imaplib (which knows ENABLE and UTF-8 mode) over
-loopback."""
+"""IMAP4rev2 (RFC 9051), SEARCHRES (RFC 5182), UTF8=ACCEPT (RFC 6855), PREVIEW (RFC 8970) and
+METADATA (RFC 5464) on the real server, driven by Python's imaplib (which knows ENABLE and UTF-8
+mode) over loopback."""
 
 from __future__ import annotations
 
@@ -16,8 +16,6 @@ H = "127.0.0.1"
 ALICE = "alice@example.test"
 MSG = b"From: bob@example.test\r\nSubject: rev2 %d\r\n\r\nbody\r\n"
 
-pytestmark = pytest.mark.shared_server
-
 
 def ok(result) -> list:
     typ, data = result
@@ -32,6 +30,7 @@ def login(server) -> imaplib.IMAP4:
     return client
 
 
+@pytest.mark.shared_server
 def test_imaplib_session_after_enable_imap4rev2(server):
     client = login(server)
     ok(client.create("rev2box"))
@@ -54,6 +53,7 @@ def test_imaplib_session_after_enable_imap4rev2(server):
     client.logout()
 
 
+@pytest.mark.shared_server
 def test_imaplib_search_save_and_fetch_dollar(server):
     client = login(server)
     ok(client.create("searchres"))
@@ -69,6 +69,7 @@ def test_imaplib_search_save_and_fetch_dollar(server):
     client.logout()
 
 
+@pytest.mark.shared_server
 def test_imaplib_in_utf8_mode_sees_and_makes_utf8_names(server):
     client = login(server)
     ok(client.enable("UTF8=ACCEPT"))
@@ -87,6 +88,7 @@ def test_imaplib_in_utf8_mode_sees_and_makes_utf8_names(server):
     client.logout()
 
 
+@pytest.mark.shared_server
 def test_append_utf8_literal8_round_trips_over_tcp(server):
     message = "From: Jörg <j@example.test>\r\nSubject: Grüße\r\n\r\nÜber\r\n".encode()
     s = socket.create_connection((H, listening_port(server, "imap")), 10)
@@ -110,6 +112,7 @@ def test_append_utf8_literal8_round_trips_over_tcp(server):
     s.close()
 
 
+@pytest.mark.shared_server
 def test_imaplib_fetch_preview(server):
     client = login(server)
     ok(client.create("previewbox"))
@@ -120,3 +123,32 @@ def test_imaplib_fetch_preview(server):
     ok(client.close())
     ok(client.delete("previewbox"))
     client.logout()
+
+
+imaplib.Commands.setdefault("GETMETADATA", ("AUTH", "SELECTED"))
+imaplib.Commands.setdefault("SETMETADATA", ("AUTH", "SELECTED"))
+
+
+def test_imaplib_metadata_survives_a_restart(server_template, tmp_path):
+    """SETMETADATA is durable: a fresh server of its own, stopped and started again."""
+    from tests.e2e.conftest import start_from_template
+
+    proc = start_from_template(server_template, str(tmp_path / "data"))
+    try:
+        client = login(proc)
+        caps = ok(client.capability())[-1]
+        assert b"METADATA" in caps.split()
+        ok(client._simple_command("SETMETADATA", "INBOX", '(/private/comment "kept")'))
+        ok(client._simple_command("SETMETADATA", '""', '(/shared/comment "server note")'))
+        client.logout()
+        proc.stop()
+        proc.start()
+        client = login(proc)
+        typ, data = client._simple_command("GETMETADATA", "INBOX", "/private/comment")
+        assert typ == "OK"
+        assert client.untagged_responses.pop("METADATA") == [b'"INBOX" (/private/comment "kept")']
+        client._simple_command("GETMETADATA", '""', "/shared/comment")
+        assert client.untagged_responses.pop("METADATA") == [b'"" (/shared/comment "server note")']
+        client.logout()
+    finally:
+        proc.stop()

@@ -72,6 +72,7 @@ class LoginCommands:
     clearLineBuffer: Callable[[], bytes]
     _reset_command: Callable[[], None]
     read_line: Callable[[], Any]
+    metadata_offered: Callable[[], bool]
 
     def secure(self) -> bool:
         return self._tls.active(self.transport)
@@ -125,6 +126,7 @@ class LoginCommands:
                 *SORT_CAPABILITIES,
             ]
             + (["URLAUTH"] if self.factory.urlauth else [])
+            + (["METADATA"] if self.metadata_offered() else [])
         )
 
     async def _capability(self, reader: Reader, by_uid: bool) -> Done:

@@ -44,6 +44,7 @@ from txmailhost.imap.commands import MailboxCommands
 from txmailhost.imap.compress import CompressCommands, CompressionError, Deflate
 from txmailhost.imap.login import LoginCommands
 from txmailhost.imap.messages import MessageCommands
+from txmailhost.imap.metadata import MetadataCommands
 from txmailhost.imap.notify import NotifyCommands
 from txmailhost.imap.parser import LITERAL_MARKER, LiteralFile, ParseError, Reader
 from txmailhost.imap.replies import Done, IMAPError, printable
@@ -125,6 +126,7 @@ class _LiteralSink:
 class IMAPServer(
     LoginCommands,
     CompressCommands,
+    MetadataCommands,
     NotifyCommands,
     UpdateMixin,
     MailboxCommands,
@@ -642,6 +644,8 @@ COMMANDS: dict[str, Command] = {
     "IDLE": Command(UpdateMixin._idle, AUTH),
     "NOTIFY": Command(NotifyCommands._notify_cmd, AUTH),
     "COMPRESS": Command(CompressCommands._compress, AUTH),
+    "GETMETADATA": Command(MetadataCommands._getmetadata, AUTH),
+    "SETMETADATA": Command(MetadataCommands._setmetadata, AUTH),
     "CHECK": Command(MessageCommands._check, SELECTED),
     "CLOSE": Command(MessageCommands._close, SELECTED),
     "UNSELECT": Command(MessageCommands._unselect, SELECTED),
