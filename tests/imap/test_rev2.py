@@ -56,6 +56,15 @@ def test_rev2_select_has_no_recent_nor_unseen_and_gives_the_list_line(world):
     assert b"\\Recent" not in s.cmd("c FETCH 1 FLAGS")
 
 
+def test_enabling_rev2_while_selected_drops_recent_from_fetch(world):
+    deliver(world, ALICE, MSG)
+    s = session(world)
+    s.cmd("b SELECT INBOX")
+    assert b"\\Recent" in s.cmd("c FETCH 1 FLAGS")
+    s.cmd("d ENABLE IMAP4rev2")
+    assert s.cmd("e FETCH 1 FLAGS") == b"* 1 FETCH (FLAGS ())\r\ne OK FETCH completed\r\n"
+
+
 def test_a_rev2_session_leaves_recent_to_a_rev1_session(world):
     deliver(world, ALICE, MSG)
     rev2 = session(world, "IMAP4rev2")

@@ -117,6 +117,8 @@ class MailboxCommands:
                 # RFC 9051 §6.3.1, Appendix E: no \\Recent, ESEARCH for SEARCH, UTF-8 names
                 self.rev2 = self.utf8 = True
                 enabled.append("IMAP4rev2")
+                if self.view is not None:
+                    self.view.recent_ranges.clear()  # FETCH shows \\Recent no more
             elif word == b"UTF8=ACCEPT" and not self.utf8:
                 self.utf8 = True  # RFC 6855 §3
                 enabled.append("UTF8=ACCEPT")
