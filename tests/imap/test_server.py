@@ -53,7 +53,7 @@ CREATOR = object()
 
 def test_greeting_lists_capabilities_with_auth_plain_on_loopback(session):
     assert session.greeting == (
-        b"* OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE AUTH=PLAIN]"
+        b"* OK [CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE AUTH=PLAIN]"
         b" txmailhost IMAP4rev1 ready\r\n"
     )
 

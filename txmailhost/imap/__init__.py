@@ -1,6 +1,8 @@
 """The IMAP4rev1 server (RFC 3501) with the extensions modern clients use: IDLE, UIDPLUS, MOVE,
 SPECIAL-USE, NAMESPACE, ENABLE, LITERAL+, ID, UNSELECT, CHILDREN, CONDSTORE/QRESYNC, QUOTA,
-ESEARCH, LIST-EXTENDED/LIST-STATUS, SASL-IR, APPENDLIMIT, STATUS=SIZE, MULTIAPPEND.
+ESEARCH, LIST-EXTENDED/LIST-STATUS, SASL-IR, APPENDLIMIT, STATUS=SIZE, MULTIAPPEND,
+COMPRESS=DEFLATE, SEARCHRES, UTF8=ACCEPT, PREVIEW, METADATA; IMAP4rev2 (RFC 9051) for a
+session that enables it.
 
 Owns nothing on disk: mail lives in the store (``IMailStore``), reached through the avatar
 (``IMailAccount``) the Portal hands out at login. ``IMAPFactory`` takes its collaborators as
@@ -11,10 +13,11 @@ May import: ``txmailhost.store.interfaces``, ``txmailhost.accounts.interfaces``,
 ``txmailhost.session`` (STARTTLS, SASL, login: shared with SMTP and POP3), Twisted.
 
 Modules: ``server`` (connection, literals, dispatch), ``login`` (capabilities, TLS, login),
-``state`` (the session states), ``commands`` (authenticated state), ``append`` (APPEND's
-messages), ``messages`` (selected state), ``updates`` (untagged updates and IDLE), ``session``
-(the sequence-number map), ``parser``, ``fetch``, ``search``, ``mime``, ``addresses``
-(address headers), ``names``, ``replies``.
+``state`` (the session states), ``compress`` (COMPRESS=DEFLATE), ``metadata``
+(GETMETADATA/SETMETADATA), ``preview`` (FETCH PREVIEW), ``commands`` (authenticated state),
+``append`` (APPEND's messages), ``messages`` (selected state), ``updates`` (untagged updates
+and IDLE), ``session`` (the sequence-number map), ``parser``, ``fetch``, ``search``, ``mime``,
+``addresses`` (address headers), ``names``, ``replies``.
 
 Invariants a change must keep:
 - APPEND is answered OK only after the message file and its directory are fsync'd;

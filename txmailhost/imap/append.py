@@ -72,9 +72,11 @@ class AppendMessage:
         return MessageSource.from_bytes(self.literal)
 
 
-def parse_messages(reader: Reader) -> list[AppendMessage]:
+def parse_messages(reader: Reader, utf8: bool = False) -> list[AppendMessage]:
     """``1*(SP [flag-list SP] [date-time SP] literal)`` after the mailbox name (RFC 3502 §6);
-    an empty message is refused (``NO``): there is nothing to store."""
+    an empty message is refused (``NO``): there is nothing to store. Once UTF8=ACCEPT (or
+    IMAP4rev2) is enabled, ``UTF8 (~{n})`` brings a message with UTF-8 header fields (RFC 6855
+    §4); it is stored as it came."""
     messages = []
     while True:
         reader.sp()
@@ -86,7 +88,14 @@ def parse_messages(reader: Reader) -> list[AppendMessage]:
         if reader.peek() == b'"':
             date = parse_date_time(reader.date_time())
             reader.sp()
-        if reader.peek_upper(b"CATENATE"):
+        utf8_form = reader.peek_upper(b"UTF8 (")
+        if utf8_form:
+            if not utf8:
+                raise replies.BadCommand("APPEND UTF8 needs ENABLE UTF8=ACCEPT first")
+            reader.pos += len(b"UTF8 (")
+            if reader.peek() != b"~":
+                raise ParseError("APPEND UTF8 takes a literal8, ~{n}")
+        if reader.peek_upper(b"CATENATE") and not utf8_form:
             parts = tuple(catenate.parse_parts(reader))
             messages.append(AppendMessage(flags, date, b"", parts=parts))
         else:
@@ -94,6 +103,8 @@ def parse_messages(reader: Reader) -> list[AppendMessage]:
             if literal8:
                 reader.pos += 1
             message = AppendMessage(flags, date, reader.literal(), literal8)
+            if utf8_form:
+                reader.close_paren()
             if not message.size:
                 raise replies.IMAPError("empty message")
             messages.append(message)

@@ -27,7 +27,16 @@ from txmailhost.store.interfaces import INBOX, MailboxExists, NoSuchMailbox
 
 log = Logger(namespace="txmailhost.imap")
 
-_STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ", "SIZE")
+_STATUS_ITEMS = (
+    "MESSAGES",
+    "RECENT",
+    "UIDNEXT",
+    "UIDVALIDITY",
+    "UNSEEN",
+    "HIGHESTMODSEQ",
+    "SIZE",
+    "DELETED",
+)
 UNLIMITED_KIB = 2**40  # "no limit yet": a STORAGE limit of 1 PiB
 
 
@@ -39,6 +48,8 @@ class MailboxCommands:
     view: SelectedMailbox | None
     condstore: bool
     qresync: bool
+    rev2: bool  # ENABLE IMAP4rev2 (RFC 9051)
+    utf8: bool  # ENABLE UTF8=ACCEPT (RFC 6855) or IMAP4rev2: names in UTF-8
     factory: Any
 
     # provided by IMAPServer / UpdateMixin (annotations only: nothing may shadow them)
@@ -56,7 +67,7 @@ class MailboxCommands:
 
     def _mailbox_arg(self, reader: Reader) -> str:
         reader.sp()
-        return names.decode(reader.astring())
+        return names.decode(reader.astring(), self.utf8)
 
     async def _open(self, name: str, missing: type[replies.IMAPError] = replies.Nonexistent):
         try:
@@ -102,6 +113,15 @@ class MailboxCommands:
             elif word == b"QRESYNC" and not self.qresync:
                 self.qresync = self.condstore = True
                 enabled.append("QRESYNC")
+            elif word == b"IMAP4REV2" and not self.rev2:
+                # RFC 9051 §6.3.1, Appendix E: no \\Recent, ESEARCH for SEARCH, UTF-8 names
+                self.rev2 = self.utf8 = True
+                enabled.append("IMAP4rev2")
+                if self.view is not None:
+                    self.view.recent_ranges.clear()  # FETCH shows \\Recent no more
+            elif word == b"UTF8=ACCEPT" and not self.utf8:
+                self.utf8 = True  # RFC 6855 §3
+                enabled.append("UTF8=ACCEPT")
             if not reader.skip_sp():
                 break
         reader.end()
@@ -143,14 +163,16 @@ class MailboxCommands:
         reader.end()
         was_selected = self.view is not None
         self.unselect()
-        if was_selected and self.qresync:
+        if was_selected and (self.qresync or self.rev2):  # RFC 7162 §3.2.11, RFC 9051 §6.3.2
             self.write(b"* OK [CLOSED] previous mailbox closed\r\n")
         try:
             mailbox, selection = await self.store.open_selected(
-                self.account.address, name, not readonly
+                self.account.address, name, not readonly and not self.rev2
             )
         except NoSuchMailbox:
             raise replies.Nonexistent() from None
+        if self.rev2:
+            await self._write_own_list_line(name)
         view = SelectedMailbox(
             mailbox=mailbox,
             name=name,
@@ -161,15 +183,19 @@ class MailboxCommands:
             modseq=selection.highestmodseq,
             keywords=set(selection.keywords),
         )
-        view.add_recent(selection.first_recent, selection.uidnext)
+        if not self.rev2:
+            view.add_recent(selection.first_recent, selection.uidnext)
         self.select_view(view)
         out = [self.flags_line(view)]
         permanent = b"()" if readonly else flag_list(frozenset(view.keywords | {"\\*"}))
         if not readonly:
             permanent = b"(\\Answered \\Flagged \\Deleted \\Seen \\Draft " + permanent[1:]
         out.append(b"* OK [PERMANENTFLAGS " + permanent + b"] flags permitted\r\n")
-        out.append(b"* %d EXISTS\r\n* %d RECENT\r\n" % (view.exists, view.recent))
-        if selection.first_unseen:
+        if self.rev2:
+            out.append(b"* %d EXISTS\r\n" % view.exists)  # RFC 9051: no RECENT
+        else:
+            out.append(b"* %d EXISTS\r\n* %d RECENT\r\n" % (view.exists, view.recent))
+        if selection.first_unseen and not self.rev2:  # no UNSEEN code in RFC 9051
             out.append(b"* OK [UNSEEN %d] first unseen message\r\n" % selection.first_unseen)
         out.append(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % view.uidvalidity)
         out.append(b"* OK [UIDNEXT %d] predicted next UID\r\n" % view.uidnext)
@@ -181,6 +207,22 @@ class MailboxCommands:
             "EXAMINE completed" if readonly else "SELECT completed",
             code="READ-ONLY" if readonly else "READ-WRITE",
         )
+
+    async def _write_own_list_line(self, name: str) -> None:
+        """RFC 9051 §6.3.2: SELECT and EXAMINE give the mailbox's LIST response, its
+        attributes as LIST itself gives them."""
+        address = self.account.address
+        entries = names.list_entries(
+            await self.store.list_mailboxes(address),
+            await self.store.subscriptions(address),
+            [names.ListPattern("", name)],
+            set(),
+            False,
+        )
+        for entry in entries:
+            if entry.name == name:
+                line = f'* LIST ({" ".join(entry.attributes)}) "{names.SEPARATOR}" '.encode()
+                self.write(line + mailbox_name(name, True) + b"\r\n")
 
     async def _qresync(self, view: SelectedMailbox, modseq: int, known: bytes | None) -> None:
         gone = await view.mailbox.expunged_since(modseq)
@@ -270,7 +312,7 @@ class MailboxCommands:
             problem = names.check_selection(selection)
             if problem:
                 raise ParseError(problem)
-        reference = _wire_name(reader.astring())
+        reference = _wire_name(reader.astring(), self.utf8)
         reader.sp()
         patterns = []
         if reader.peek() == b"(":
@@ -278,16 +320,17 @@ class MailboxCommands:
             while reader.peek() != b")":
                 if patterns:
                     reader.sp()
-                patterns.append(_wire_name(reader.list_mailbox()))
+                patterns.append(_wire_name(reader.list_mailbox(), self.utf8))
             reader.close_paren()
         else:
-            patterns.append(_wire_name(reader.list_mailbox()))
+            patterns.append(_wire_name(reader.list_mailbox(), self.utf8))
         returns: set[str] = set()
         status_items: list[str] = []
         if reader.skip_sp():
             reader.expect(b"RETURN")
             reader.sp()
             returns, status_items = _return_options(reader)
+            self._check_status_items(status_items)
         reader.end()
         if patterns == [""] and not selection:
             self.write(b'* LIST (\\Noselect) "/" ""\r\n')
@@ -301,7 +344,7 @@ class MailboxCommands:
         )
         for entry in entries:
             line = f'* LIST ({" ".join(entry.attributes)}) "/" '.encode()
-            line += mailbox_name(entry.name)
+            line += mailbox_name(entry.name, self.utf8)
             if entry.childinfo:
                 line += b' ("CHILDINFO" ("SUBSCRIBED"))'
             self.write(line + b"\r\n")
@@ -312,9 +355,9 @@ class MailboxCommands:
 
     async def _lsub(self, reader: Reader, by_uid: bool) -> Done:
         reader.sp()
-        reference = _wire_name(reader.astring())
+        reference = _wire_name(reader.astring(), self.utf8)
         reader.sp()
-        pattern = _wire_name(reader.list_mailbox())
+        pattern = _wire_name(reader.list_mailbox(), self.utf8)
         reader.end()
         entries = names.lsub_entries(
             await self.store.subscriptions(self.account.address),
@@ -323,7 +366,7 @@ class MailboxCommands:
         )
         for name, noselect in entries:
             attrs = "\\Noselect" if noselect else ""
-            self.write(f'* LSUB ({attrs}) "/" '.encode() + mailbox_name(name) + b"\r\n")
+            self.write(f'* LSUB ({attrs}) "/" '.encode() + mailbox_name(name, self.utf8) + b"\r\n")
         return Done("LSUB completed")
 
     async def _status(self, reader: Reader, by_uid: bool) -> Done:
@@ -333,17 +376,22 @@ class MailboxCommands:
         reader.end()
         if not items:
             raise ParseError("STATUS needs at least one item")  # status-att-list is 1*
-        for item in items:
-            if item not in _STATUS_ITEMS:
-                raise ParseError(f"unknown STATUS item {item}")
+        self._check_status_items(items)
         if "HIGHESTMODSEQ" in items:
             self.enable_condstore()  # RFC 7162 §3.1: a CONDSTORE-enabling command
         await self._write_status(name, items)
         return Done("STATUS completed")
 
+    def _check_status_items(self, items: list[str]) -> None:
+        """RFC 9051 §6.3.11 has no RECENT (\\Recent is gone from IMAP4rev2, Appendix E)."""
+        for item in items:
+            if item not in _STATUS_ITEMS or (item == "RECENT" and self.rev2):
+                raise ParseError(f"unknown STATUS item {item}")
+
     async def _write_status(self, name: str, items: list[str]) -> None:
         mailbox = await self._open(name)
-        self.write(status_response(name, await mailbox.status(), items))
+        deleted = await count_deleted(mailbox) if "DELETED" in items else None
+        self.write(status_response(name, await mailbox.status(), items, self.utf8, deleted))
 
     # -- APPEND ----------------------------------------------------------------------------------
 
@@ -351,7 +399,7 @@ class MailboxCommands:
         """RFC 3501 §6.3.11 with MULTIAPPEND (RFC 3502, ``append.py``); OK with APPENDUID
         (RFC 4315) only once every message and its directory entry are fsync'd."""
         name = self._mailbox_arg(reader)
-        messages = append.parse_messages(reader)
+        messages = append.parse_messages(reader, self.utf8)
         reader.end()
         mailbox = await self._open(name, missing=replies.TryCreate)
         reactor, limit = self.factory.reactor, self.factory.max_literal_size
@@ -392,7 +440,7 @@ class MailboxCommands:
         name = self._mailbox_arg(reader)
         reader.end()
         await self._open(name)
-        self.write(b"* QUOTAROOT " + mailbox_name(name) + b' ""\r\n')
+        self.write(b"* QUOTAROOT " + mailbox_name(name, self.utf8) + b' ""\r\n')
         await self._write_quota()
         return Done("GETQUOTAROOT completed")
 
@@ -417,11 +465,14 @@ class MailboxCommands:
         self.write(b'* QUOTA "" (STORAGE %d %d)\r\n' % ((used + 1023) // 1024, limit))
 
 
-def _wire_name(raw: bytes) -> str:
-    """A LIST reference or pattern: modified UTF-7, may be empty or hold wildcards. One that
-    isn't valid modified UTF-7 is taken literally (as Dovecot does) rather than refused: a
-    pattern is a question, and the answer to a strange one is the names it matches."""
+def _wire_name(raw: bytes, utf8: bool = False) -> str:
+    """A LIST reference or pattern: modified UTF-7 (UTF-8 once UTF8=ACCEPT or IMAP4rev2 is
+    enabled), may be empty or hold wildcards. One that isn't valid is taken literally (as
+    Dovecot does) rather than refused: a pattern is a question, and the answer to a strange one
+    is the names it matches."""
     try:
+        if utf8:
+            return raw.decode("utf-8")
         return raw.decode("ascii").encode("ascii").decode("imap4-utf-7")
     except (UnicodeError, ValueError):
         return raw.decode("latin-1")
@@ -494,9 +545,20 @@ def _uid_ranges(text: bytes) -> list[tuple[int, int]]:
     return ranges
 
 
-def status_response(name: str, status: Any, items: list[str]) -> bytes:
-    """``* STATUS name (ITEM value ...)`` for a ``MailboxStatus`` (STATUS, NOTIFY)."""
+async def count_deleted(mailbox: Any) -> int:
+    """STATUS DELETED (RFC 9051 §6.3.11): the messages flagged \\Deleted, from the index
+    (any backend's ``IMailbox.uid_range``), not from the message files."""
+    messages = await mailbox.uid_range(1, 2**32 - 1)
+    return sum(1 for message in messages if "\\Deleted" in message.flags)
+
+
+def status_response(
+    name: str, status: Any, items: list[str], utf8: bool = False, deleted: int | None = None
+) -> bytes:
+    """``* STATUS name (ITEM value ...)`` for a ``MailboxStatus`` (STATUS, NOTIFY); DELETED
+    is counted apart (``count_deleted``), only when asked for."""
     values = {
+        "DELETED": deleted,
         "MESSAGES": status.messages,
         "RECENT": status.recent,
         "UIDNEXT": status.uidnext,
@@ -506,4 +568,4 @@ def status_response(name: str, status: Any, items: list[str]) -> bytes:
         "SIZE": status.size,
     }
     body = " ".join(f"{item} {values[item]}" for item in items)
-    return b"* STATUS " + mailbox_name(name) + f" ({body})\r\n".encode()
+    return b"* STATUS " + mailbox_name(name, utf8) + f" ({body})\r\n".encode()

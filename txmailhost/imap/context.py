@@ -47,6 +47,7 @@ class ReturnOptions:
     partial: tuple[int, int] | None = None
     update: bool = False
     context: bool = False  # RFC 5267 §4.2 CONTEXT: a hint; every result here can be kept
+    save: bool = False  # RFC 5182 SAVE: keep the result as ``$`` (SEARCH only)
 
     @property
     def rfc4731_only(self) -> bool:
@@ -81,6 +82,8 @@ def parse_return(reader: Reader) -> ReturnOptions | None:
             options.update = True
         elif word == "CONTEXT":
             options.context = True
+        elif word == "SAVE":
+            options.save = True
         else:
             raise ParseError(f"unsupported RETURN option {word}")
     reader.close_paren()
@@ -170,6 +173,8 @@ class ContextCommands:
         if options is None or options.rfc4731_only:
             reader.pos = start
             return await self._search(reader, by_uid)
+        if options.save:
+            raise replies.BadCommand("SAVE can't be combined with PARTIAL, UPDATE or CONTEXT")
         view = self.view
         assert view is not None
         program = self._search_program(reader)

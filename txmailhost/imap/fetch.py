@@ -15,8 +15,9 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from txmailhost.imap import binary, mime
+from txmailhost.imap import binary, mime, preview
 from txmailhost.imap.parser import ParseError, Reader
+from txmailhost.imap.replies import string
 from txmailhost.store.interfaces import SEEN, IndexColumns, StoredMessage
 
 _MACROS = {
@@ -76,7 +77,7 @@ class FetchRequest:
     def needs_content(self) -> bool:
         return any(
             (isinstance(i, Section) and not i.header_only)
-            or i in (b"BODY", b"BODYSTRUCTURE", b"RFC822", b"RFC822.TEXT")
+            or i in (b"BODY", b"BODYSTRUCTURE", b"RFC822", b"RFC822.TEXT", b"PREVIEW")
             for i in self.items
         )
 
@@ -162,9 +163,27 @@ def _parse_item(reader: Reader, request: FetchRequest, word: bytes | None = None
     if word in (b"BINARY", b"BINARY.PEEK", b"BINARY.SIZE") and reader.peek() == b"[":
         request.add(_parse_binary_section(reader, word))
         return
-    if word not in _SIMPLE:
+    if word == b"PREVIEW":
+        _parse_preview_modifiers(reader)
+    elif word not in _SIMPLE:
         raise ParseError(f"unknown fetch attribute {word.decode('ascii', 'replace')}")
     request.add(word)
+
+
+def _parse_preview_modifiers(reader: Reader) -> None:
+    """RFC 8970 §4: ``PREVIEW (LAZY)``. LAZY lets the server skip a costly preview; this
+    server always computes it, so the modifier is accepted and changes nothing."""
+    if not reader.peek_upper(b" (LAZY"):
+        return
+    reader.sp()
+    reader.open_paren()
+    while True:
+        if _word(reader) != b"LAZY":
+            raise ParseError("unknown PREVIEW modifier")
+        if reader.peek() == b")":
+            break
+        reader.sp()
+    reader.close_paren()
 
 
 def _parse_section(reader: Reader, peek: bool) -> Section:
@@ -453,7 +472,7 @@ def streamable(request: FetchRequest, structure_known: bool = False) -> bool:
                 )
             ):
                 return False
-        elif item in STRUCTURE_ITEMS and not structure_known:
+        elif (item in STRUCTURE_ITEMS and not structure_known) or item == b"PREVIEW":
             return False
     return True
 
@@ -565,6 +584,8 @@ def render_parts(
             if structure is None:
                 structure = structures(root())
             add(item + b" " + structure[item])
+        elif item == b"PREVIEW":
+            add(b"PREVIEW " + string(preview.preview(root())))
         elif item == b"RFC822.HEADER":
             data = message.header or b""
             add(b"RFC822.HEADER {%d}\r\n" % len(data) + data)

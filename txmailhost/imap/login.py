@@ -72,6 +72,7 @@ class LoginCommands:
     clearLineBuffer: Callable[[], bytes]
     _reset_command: Callable[[], None]
     read_line: Callable[[], Any]
+    metadata_offered: Callable[[], bool]
 
     def secure(self) -> bool:
         return self._tls.active(self.transport)
@@ -89,7 +90,8 @@ class LoginCommands:
         return self._tls.available(self.transport)
 
     def capabilities(self) -> list[str]:
-        caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE"]
+        # RFC 9051 §7.2.2: a server of both revisions lists both; ENABLE IMAP4rev2 switches.
+        caps = ["IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE"]
         if self.state is State.NOT_AUTHENTICATED:
             if self._starttls_available():
                 caps.append("STARTTLS")
@@ -112,7 +114,11 @@ class LoginCommands:
                 "CONDSTORE",
                 "QRESYNC",
                 "ESEARCH",
+                "SEARCHRES",
+                "PREVIEW",
+                "UTF8=ACCEPT",
                 "NOTIFY",
+                "COMPRESS=DEFLATE",
                 "QUOTA",
                 "QUOTA=RES-STORAGE",
                 "STATUS=SIZE",
@@ -120,6 +126,7 @@ class LoginCommands:
                 *SORT_CAPABILITIES,
             ]
             + (["URLAUTH"] if self.factory.urlauth else [])
+            + (["METADATA"] if self.metadata_offered() else [])
         )
 
     async def _capability(self, reader: Reader, by_uid: bool) -> Done:

@@ -48,6 +48,8 @@ class MessageCommands:
     """Part of ``IMAPServer``: the selected-state handlers."""
 
     account: Any
+    rev2: bool
+    utf8: bool
     view: SelectedMailbox | None
     condstore: bool
     qresync: bool
@@ -430,11 +432,19 @@ class MessageCommands:
                     matches.append((seq, message._replace(header=None, content=None)))
         numbers = [m.uid if by_uid else seq for seq, m in matches]
         highest = max((m.modseq for _s, m in matches), default=0)
-        if program.return_options is not None:
+        options = program.return_options
+        if options is None and self.rev2:
+            options = ["ALL"]  # RFC 9051 §6.4.4: IMAP4rev2 answers SEARCH with ESEARCH
+        if options is not None and "SAVE" in options:
+            options = [o for o in options if o != "SAVE"]
+            view.saved_uids = saved_result([m.uid for _s, m in matches], options)
+            if not options:
+                return Done("SEARCH completed, result saved")  # RFC 5182 §2.4: no ESEARCH
+        if options is not None:
             modseq = 0
             if program.uses_modseq and matches:
-                modseq = _esearch_modseq(program.return_options, [m.modseq for _s, m in matches])
-            self.write(self._esearch(reader, numbers, program.return_options, by_uid, modseq))
+                modseq = _esearch_modseq(options, [m.modseq for _s, m in matches])
+            self.write(self._esearch(reader, numbers, options, by_uid, modseq))
         else:
             line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
             if program.uses_modseq and numbers:
@@ -470,7 +480,7 @@ class MessageCommands:
         reader.sp()
         sequence_set = reader.sequence_set()
         reader.sp()
-        name = names.decode(reader.astring())
+        name = names.decode(reader.astring(), self.utf8)
         reader.end()
         targets = view.resolve(sequence_set, by_uid)
         try:
@@ -535,3 +545,16 @@ def _ranges(text: bytes, view: SelectedMailbox) -> list[tuple[int, int]]:
         hi = lo if not high else (last if high == b"*" else int(high))
         ranges.append((min(lo, hi), max(lo, hi)))
     return ranges
+
+
+def saved_result(uids: list[int], options: list[str]) -> list[int]:
+    """What ``RETURN (SAVE ...)`` keeps as ``$`` (RFC 5182 §2.4): all the matches, unless only
+    MIN and/or MAX were asked beside SAVE, then just those."""
+    if not uids or "ALL" in options or "COUNT" in options or not options:
+        return uids
+    kept = []
+    if "MIN" in options:
+        kept.append(uids[0])
+    if "MAX" in options and uids[-1] not in kept:
+        kept.append(uids[-1])
+    return kept

@@ -30,14 +30,24 @@ SPECIAL_USE = {
 }
 
 
-def decode(raw: bytes) -> str:
-    """A client's mailbox name → the store's name (INBOX in any case → ``INBOX``)."""
+def decode(raw: bytes, utf8: bool = False) -> str:
+    """A client's mailbox name → the store's name (INBOX in any case → ``INBOX``).
+
+    ``utf8``: the session enabled UTF8=ACCEPT or IMAP4rev2, whose names are UTF-8 as they are
+    (RFC 6855 §3, RFC 9051 §5.1): ``&`` is then just a character, not the start of a shift."""
     if len(raw) > MAX_NAME_LENGTH:
         raise InvalidName("mailbox name too long")
     try:
-        name = raw.decode("ascii").encode("ascii").decode("imap4-utf-7")
+        if utf8:
+            name = raw.decode("utf-8")
+        else:
+            name = raw.decode("ascii").encode("ascii").decode("imap4-utf-7")
     except (UnicodeError, ValueError):
-        raise InvalidName("mailbox name is not valid modified UTF-7") from None
+        raise InvalidName(
+            "mailbox name is not valid UTF-8"
+            if utf8
+            else "mailbox name is not valid modified UTF-7"
+        ) from None
     if any(ord(c) < 32 or c == "\x7f" for c in name):
         raise InvalidName("mailbox name contains control characters")
     if name.endswith(SEPARATOR) and len(name) > 1:

@@ -98,7 +98,7 @@ class NotifySet:
         )
 
 
-def parse_notify(reader: Reader) -> tuple[NotifySet | None, bool]:
+def parse_notify(reader: Reader, utf8: bool = False) -> tuple[NotifySet | None, bool]:
     """(the set, whether STATUS was asked for) from the arguments; (None, False) for NONE.
     Raises ParseError (BAD) for bad syntax and rule breaks, ``replies.BadEvent`` (NO) for
     events this server doesn't support."""
@@ -115,9 +115,9 @@ def parse_notify(reader: Reader) -> tuple[NotifySet | None, bool]:
         reader.atom()
         reader.sp()
         status = True
-    groups = [_event_group(reader)]
+    groups = [_event_group(reader, utf8)]
     while reader.skip_sp():
-        groups.append(_event_group(reader))
+        groups.append(_event_group(reader, utf8))
     reader.end()
     unsupported = {e for g in groups for e in g.events if e not in SUPPORTED}
     if unsupported:
@@ -131,7 +131,7 @@ def parse_notify(reader: Reader) -> tuple[NotifySet | None, bool]:
     return spec, status
 
 
-def _event_group(reader: Reader) -> EventGroup:
+def _event_group(reader: Reader, utf8: bool = False) -> EventGroup:
     reader.open_paren()
     kind = reader.atom().upper().decode("ascii", "replace")
     if kind not in _SELECTED + _OTHER:
@@ -141,12 +141,12 @@ def _event_group(reader: Reader) -> EventGroup:
         reader.sp()
         if reader.peek() == b"(":
             reader.open_paren()
-            mailboxes.append(_mailbox(reader))
+            mailboxes.append(_mailbox(reader, utf8))
             while reader.skip_sp():
-                mailboxes.append(_mailbox(reader))
+                mailboxes.append(_mailbox(reader, utf8))
             reader.close_paren()
         else:
-            mailboxes.append(_mailbox(reader))
+            mailboxes.append(_mailbox(reader, utf8))
     reader.sp()
     events: set[str] = set()
     fetch_atts = b""
@@ -178,8 +178,8 @@ def _event_group(reader: Reader) -> EventGroup:
     return EventGroup(kind, tuple(mailboxes), frozenset(events), fetch_atts)
 
 
-def _mailbox(reader: Reader) -> str:
-    return names.decode(reader.astring())
+def _mailbox(reader: Reader, utf8: bool = False) -> str:
+    return names.decode(reader.astring(), utf8)
 
 
 def _fetch_atts(reader: Reader) -> bytes:
@@ -252,6 +252,7 @@ class NotifyCommands:
     user: str | None
     view: SelectedMailbox | None
     lost: bool
+    utf8: bool
     _running: bool
     _idling: bool
     write: Callable[[bytes], None]
@@ -274,7 +275,7 @@ class NotifyCommands:
         return self.account.store
 
     async def _notify_cmd(self, reader: Reader, by_uid: bool) -> Done:
-        spec, status = parse_notify(reader)
+        spec, status = parse_notify(reader, self.utf8)
         self.notify_stop()
         if spec is None:
             return Done("NOTIFY completed")
@@ -338,7 +339,7 @@ class NotifyCommands:
 
     def _notify_write_status(self, name: str, status: Any, items: list[str]) -> None:
         if items:
-            self.notify_send(status_response(name, status, items))
+            self.notify_send(status_response(name, status, items, self.utf8))
 
     def notify_send(self, line: bytes) -> None:
         """An unsolicited line: now when no command's responses are on their way, else
@@ -426,12 +427,18 @@ class NotifyCommands:
         if wanted in spec.events_for(name, subscribed) or (
             old is not None and wanted in spec.events_for(old, subscribed)
         ):
-            quoted = mailbox_name(name)
+            quoted = mailbox_name(name, self.utf8)
             separator = b' "' + names.SEPARATOR.encode() + b'" '
             if event == "delete":
                 line = b"* LIST (\\NonExistent)" + separator + quoted
             elif event == "rename" and old is not None:
-                line = b"* LIST ()" + separator + quoted + b' ("OLDNAME" (' + mailbox_name(old)
+                line = (
+                    b"* LIST ()"
+                    + separator
+                    + quoted
+                    + b' ("OLDNAME" ('
+                    + mailbox_name(old, self.utf8)
+                )
                 line += b"))"
             elif event == "subscribe":
                 line = b"* LIST (\\Subscribed)" + separator + quoted

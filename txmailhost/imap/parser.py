@@ -193,6 +193,8 @@ class Reader:
     def sequence_set(self) -> bytes:
         """RFC 3501 §9 sequence-set, checked for shape; resolved against a mailbox later."""
         token = self._run(_SEQUENCE_STOP)
+        if token == b"$":
+            return token  # RFC 5182 §2.1: the result the last SEARCH ... RETURN (SAVE) kept
         if not token or not _SEQUENCE_SET.fullmatch(token):
             raise ParseError("invalid sequence set")
         return token

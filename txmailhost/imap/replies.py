@@ -18,6 +18,7 @@ from txmailhost.peer import printable
 
 CRLF = b"\r\n"
 _QUOTABLE = re.compile(rb"[\x20-\x7e]*")
+_UNQUOTABLE_UTF8 = re.compile(rb"[\x00-\x1f\x7f]")
 _ATOM_SAFE = re.compile(rb"[!#$&'+,\-./0-9:;<=>?@A-Z\[^_`a-z|}~]+")
 
 
@@ -41,9 +42,16 @@ def astring(value: bytes | str) -> bytes:
     return string(raw)
 
 
-def mailbox_name(name: str) -> bytes:
-    """A mailbox name as sent to clients: modified UTF-7 (RFC 3501 §5.1.3), quoted."""
-    return string(name.encode("imap4-utf-7"))
+def mailbox_name(name: str, utf8: bool = False) -> bytes:
+    """A mailbox name as sent to clients: modified UTF-7 (RFC 3501 §5.1.3), quoted; to a
+    session that enabled UTF8=ACCEPT or IMAP4rev2, UTF-8 in a quoted string (RFC 6855 §3,
+    RFC 9051 §5.1; names hold no control characters, ``names.decode`` refuses them)."""
+    if not utf8:
+        return string(name.encode("imap4-utf-7"))
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) < 1024 and not _UNQUOTABLE_UTF8.search(raw):
+        return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+    return string(raw)
 
 
 @dataclass(frozen=True)

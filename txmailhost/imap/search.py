@@ -174,7 +174,7 @@ class _Compiler:
                 keys.append(self.key())
             reader.close_paren()
             return _all(keys)
-        if reader.peek().isdigit() or reader.peek() == b"*":
+        if reader.peek().isdigit() or reader.peek() in (b"*", b"$"):
             seqs = self.resolve(reader.sequence_set(), False)
             return lambda c: c.seq in seqs
         word = reader.atom().upper()
@@ -448,7 +448,7 @@ _KEYS: dict[bytes, Callable[[_Compiler], Predicate]] = {
     b"UID": _uid,
     b"MODSEQ": _modseq,
 }
-_RETURN_OPTIONS = {"MIN", "MAX", "ALL", "COUNT"}
+_RETURN_OPTIONS = {"MIN", "MAX", "ALL", "COUNT", "SAVE"}
 
 
 class BadCharset(Exception):

@@ -41,8 +41,10 @@ from twisted.python.failure import Failure
 
 from txmailhost.imap import replies, urlauth
 from txmailhost.imap.commands import MailboxCommands
+from txmailhost.imap.compress import CompressCommands, CompressionError, Deflate
 from txmailhost.imap.login import LoginCommands
 from txmailhost.imap.messages import MessageCommands
+from txmailhost.imap.metadata import MetadataCommands
 from txmailhost.imap.notify import NotifyCommands
 from txmailhost.imap.parser import LITERAL_MARKER, LiteralFile, ParseError, Reader
 from txmailhost.imap.replies import Done, IMAPError, printable
@@ -123,6 +125,8 @@ class _LiteralSink:
 
 class IMAPServer(
     LoginCommands,
+    CompressCommands,
+    MetadataCommands,
     NotifyCommands,
     UpdateMixin,
     MailboxCommands,
@@ -150,6 +154,10 @@ class IMAPServer(
         self.view: SelectedMailbox | None = None
         self.condstore = False
         self.qresync = False
+        self.rev2 = False  # ENABLE IMAP4rev2: RFC 9051's behaviour (revisions.py)
+        self.utf8 = False  # ENABLE UTF8=ACCEPT or IMAP4rev2: mailbox names in UTF-8
+        self.deflate: Deflate | None = None  # COMPRESS=DEFLATE (compress.py) once it is on
+        self._inflating = False
         self._bad_commands = 0
         # command assembly
         self._segments: list[bytes] = []
@@ -208,6 +216,16 @@ class IMAPServer(
         self.unselect()
         if self.user is not None:
             log.info("imap session end {user} from {peer}", user=self.user, peer=self.peer_text)
+        if self.deflate is not None:
+            log.info(
+                "imap deflate for {peer}: {plain_in}/{wire_in} octets in,"
+                " {plain_out}/{wire_out} out (plain/compressed)",
+                peer=self.peer_text,
+                plain_in=self.deflate.octets_in,
+                wire_in=self.deflate.wire_in,
+                plain_out=self.deflate.octets_out,
+                wire_out=self.deflate.wire_out,
+            )
         logout, self._logout = self._logout, None
         if logout is not None:
             logout()
@@ -234,6 +252,8 @@ class IMAPServer(
         if self._out and not self.lost:
             data = b"".join(self._out)
             self._out.clear()
+            if self.deflate is not None:
+                data = self.deflate.compress(data)
             self.transport.write(data)
 
     async def drained(self) -> None:
@@ -260,6 +280,34 @@ class IMAPServer(
     # -- input: lines, literals, over-long lines -------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
+        if self.deflate is None:
+            self._plain_received(data)
+            return
+        # COMPRESS: inflate a chunk at a time, and only while the session reads (a command
+        # that runs pauses it; LineReceiver.resumeProducing calls back here with b"").
+        self.deflate.feed(data)
+        if self._inflating:
+            return  # re-entered from a line handler: the loop below goes on
+        self._inflating = True
+        try:
+            self._plain_received(b"")
+            while self.deflate.has_input() and not (self.paused or self._closing or self.lost):
+                self._plain_received(self.deflate.inflate())
+        except CompressionError as error:
+            log.info("imap bad deflate data from {peer}: {error}", peer=self.peer_text, error=error)
+            self.write(b"* BYE invalid compressed data\r\n")
+            self.close()
+        finally:
+            self._inflating = False
+
+    def setLineMode(self, extra: bytes = b"") -> None:
+        """As LineReceiver's, but what follows a literal is already inflated: it must not go
+        back through ``dataReceived``."""
+        self.line_mode = 1
+        if extra:
+            self._plain_received(extra)
+
+    def _plain_received(self, data: bytes) -> None:
         if self._closing:
             return
         if self._discarding_line:
@@ -385,7 +433,7 @@ class IMAPServer(
                 self._discarding_line = True
                 rest = self._skip_line(data[len(taken) :])
                 if rest:
-                    self.dataReceived(rest)
+                    self._plain_received(rest)
             return
         sink = self._sink
         assert sink is not None
@@ -595,6 +643,9 @@ COMMANDS: dict[str, Command] = {
     "SETQUOTA": Command(MailboxCommands._setquota, AUTH),
     "IDLE": Command(UpdateMixin._idle, AUTH),
     "NOTIFY": Command(NotifyCommands._notify_cmd, AUTH),
+    "COMPRESS": Command(CompressCommands._compress, AUTH),
+    "GETMETADATA": Command(MetadataCommands._getmetadata, AUTH),
+    "SETMETADATA": Command(MetadataCommands._setmetadata, AUTH),
     "CHECK": Command(MessageCommands._check, SELECTED),
     "CLOSE": Command(MessageCommands._close, SELECTED),
     "UNSELECT": Command(MessageCommands._unselect, SELECTED),

@@ -31,6 +31,9 @@ class SelectedMailbox:
     # claimed, then each batch of new mail this session was the first to be told of.
     recent_ranges: list[tuple[int, int]] = field(default_factory=list)
     keywords: set[str] = field(default_factory=set)
+    # RFC 5182: the UIDs of the last SEARCH ... RETURN (SAVE), named ``$``; a new SELECT (a new
+    # SelectedMailbox) starts empty, and expunged UIDs drop out when ``$`` is resolved.
+    saved_uids: list[int] = field(default_factory=list)
     stop_watching: Any = None
 
     @property
@@ -75,6 +78,8 @@ class SelectedMailbox:
         count = len(self.uids)
         if not count:
             return []
+        if sequence_set == b"$":
+            return [(seq, uid) for uid in self.saved_uids if (seq := self.seq_of(uid))]
         ranges = []
         for piece in sequence_set.split(b","):
             low_text, _, high_text = piece.partition(b":")

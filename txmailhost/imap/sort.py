@@ -161,6 +161,8 @@ class SortCommands(ContextCommands):
         assert view is not None
         reader.sp()
         options = parse_return(reader)
+        if options is not None and options.save:
+            raise replies.BadCommand("RETURN (SAVE) is for SEARCH (RFC 5182)")
         criteria = parse_criteria(reader)
         parse_charset(reader)
         program = self._search_program(reader)

@@ -36,6 +36,7 @@ class UpdateMixin:
     view: SelectedMailbox | None
     state: Any
     qresync: bool
+    rev2: bool
     condstore: bool
     lost: bool
 
@@ -132,8 +133,9 @@ class UpdateMixin:
             view.keywords |= new_keywords
             self.write(self.flags_line(view))
         self.write(b"".join(lines))
-        if fresh and not view.readonly:
+        if fresh and not view.readonly and not self.rev2:
             # RFC 3501 §2.3.2: recent here only if no other session was told of them first.
+            # (IMAP4rev2 has no \\Recent: such a session leaves the claim to others.)
             first = await view.mailbox.claim_recent(fresh[-1] + 1)
             if self.view is not view:
                 return True
@@ -141,7 +143,10 @@ class UpdateMixin:
         if fresh:
             view.uids.extend(fresh)
             view.uidnext = max(view.uidnext, fresh[-1] + 1)
-            self.write(b"* %d EXISTS\r\n* %d RECENT\r\n" % (view.exists, view.recent))
+            if self.rev2:
+                self.write(b"* %d EXISTS\r\n" % view.exists)
+            else:
+                self.write(b"* %d EXISTS\r\n* %d RECENT\r\n" % (view.exists, view.recent))
         view.modseq = max(view.modseq, changes.highestmodseq)
         return True
 

@@ -14,7 +14,9 @@ directory an index (``txmailhost-index.sqlite``) with UID, UIDVALIDITY, UIDNEXT,
 date, size and modseq, so readers (POP3, IMAP) never scan message files to learn what is there.
 The index also keeps each message's header block (cached at delivery), expunge tombstones
 (UID + modseq, for IMAP QRESYNC) and values a protocol derived once (IMAP BODYSTRUCTURE); the
-user's ``subscriptions`` file lists subscribed folders, one per line. ``changes.ChangeBus`` tells
+user's ``subscriptions`` file lists subscribed folders, one per line. IMAP METADATA entries
+(``metadata.py``) are JSON in ``txmailhost-metadata.json`` of their mailbox directory and, for
+the account, ``txmailhost-server-metadata.json``. ``changes.ChangeBus`` tells
 open sessions (IMAP IDLE) that a mailbox changed, in process; what changed is read from the index.
 
 May import: ``txmailhost._safeio``, Twisted, zope.interface and the standard library; never a

@@ -287,6 +287,22 @@ class IMailStore(Interface):
         """Where the user's mail is kept, in words for an administrator (the CLI prints it)."""
 
 
+class IMetadataStore(Interface):
+    """Optional: METADATA entries (RFC 5464) of a user's mailboxes and of the user's account
+    ("server" entries), kept durably. A mailbox's entries follow it through RENAME and go with
+    it at DELETE. Callers check ``IMetadataStore.providedBy(store)``; the IMAP server offers
+    METADATA only over a store that declares it. Entry names arrive checked and lower-cased;
+    limits (entry size, entry count) are the caller's."""
+
+    def get_metadata(user, mailbox):
+        """Deferred[dict[str, bytes]]: every entry of ``mailbox`` (the account's own when
+        None). ``NoSuchMailbox`` for a mailbox that doesn't exist."""
+
+    def set_metadata(user, mailbox, changes):
+        """Deferred[None]: apply ``changes`` ({entry: value, or None to remove}) all at
+        once, durable before the Deferred fires."""
+
+
 class IFileDelivery(Interface):
     """Optional, for a store whose messages are files (Maildir): add a file that is already
     durable by linking it, without copying its bytes, many recipients in one trip to the

@@ -50,6 +50,7 @@ from zope.interface import implementer
 from txmailhost import _safeio
 from txmailhost.store import index as _index
 from txmailhost.store import lineends
+from txmailhost.store import metadata as _metadata
 from txmailhost.store.changes import ChangeBus
 from txmailhost.store.image import ImageCache, columns_of
 from txmailhost.store.interfaces import (
@@ -63,6 +64,7 @@ from txmailhost.store.interfaces import (
     IFileDelivery,
     IMailbox,
     IMailStore,
+    IMetadataStore,
     IndexColumns,
     InvalidMailboxName,
     IStagedAppend,
@@ -716,7 +718,7 @@ def _stored(row: tuple) -> StoredMessage:
     )
 
 
-@implementer(IMailStore, IFileDelivery)
+@implementer(IMailStore, IFileDelivery, IMetadataStore)
 class MaildirStore:
     """All users' Maildir++ trees under ``root``.
 
@@ -1281,6 +1283,21 @@ class MaildirStore:
 
     def access_key(self, user: str, mailbox: str, create: bool = True) -> Deferred[bytes | None]:
         return self._run(self._access_key_sync, user, mailbox, create)
+
+    def get_metadata(self, user: str, mailbox: str | None) -> Deferred[dict[str, bytes]]:
+        return self._run(lambda: _metadata.read(self._metadata_path(user, mailbox)))
+
+    def set_metadata(
+        self, user: str, mailbox: str | None, changes: dict[str, bytes | None]
+    ) -> Deferred[None]:
+        return self._run(lambda: _metadata.update(self._metadata_path(user, mailbox), changes))
+
+    def _metadata_path(self, user: str, mailbox: str | None) -> str:
+        """store/metadata.py: in the mailbox's directory, or the user's for the account's."""
+        if mailbox is None:
+            self._folder(user, INBOX)  # provisions the account if needed
+            return os.path.join(user_directory(self.root, user), _metadata.SERVER_FILE)
+        return os.path.join(self._folder(user, mailbox), _metadata.MAILBOX_FILE)
 
     def reset_access_keys(self, user: str, mailbox: str | None = None) -> Deferred[None]:
         return self._run(self._reset_access_keys_sync, user, mailbox)

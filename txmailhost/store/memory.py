@@ -42,6 +42,7 @@ from txmailhost.store.interfaces import (
     SEEN,
     IMailbox,
     IMailStore,
+    IMetadataStore,
     IndexColumns,
     InvalidMailboxName,
     MailboxChanges,
@@ -125,6 +126,7 @@ class _Folder:
     messages: dict[int, _Message] = field(default_factory=dict)  # in UID order
     expunged: list[tuple[int, int]] = field(default_factory=list)  # (uid, modseq)
     derived: dict[str, dict[int, bytes]] = field(default_factory=dict)
+    metadata: dict[str, bytes] = field(default_factory=dict)  # RFC 5464 entries
 
     def next_modseq(self) -> int:
         self.highestmodseq += 1
@@ -153,6 +155,7 @@ class _Account:
     folders: dict[str, _Folder] = field(default_factory=dict)
     subscriptions: list[str] = field(default_factory=list)
     access_keys: dict[str, bytes] = field(default_factory=dict)  # URLAUTH (RFC 4467)
+    metadata: dict[str, bytes] = field(default_factory=dict)  # the account's METADATA entries
 
 
 @implementer(IMailbox)
@@ -410,7 +413,7 @@ class MemoryMailbox:
         return self._do(job, sorted(set(uids)))
 
 
-@implementer(IMailStore)
+@implementer(IMailStore, IMetadataStore)
 class MemoryStore:
     """Every user's mailboxes, in memory; see the module docstring for what that costs.
 
@@ -599,6 +602,27 @@ class MemoryStore:
 
     def subscriptions(self, user: str) -> Deferred[list[str]]:
         return self._do(lambda: list(self._account(user).subscriptions))
+
+    def _metadata(self, user: str, mailbox: str | None) -> dict[str, bytes]:
+        if mailbox is None:
+            return self._account(user).metadata
+        return self._existing(user, mailbox)[1].metadata  # moves and goes with its folder
+
+    def get_metadata(self, user: str, mailbox: str | None) -> Deferred[dict[str, bytes]]:
+        return self._do(lambda: dict(self._metadata(user, mailbox)))
+
+    def set_metadata(
+        self, user: str, mailbox: str | None, changes: dict[str, bytes | None]
+    ) -> Deferred[None]:
+        def job() -> None:
+            entries = self._metadata(user, mailbox)
+            for name, value in changes.items():
+                if value is None:
+                    entries.pop(name, None)
+                else:
+                    entries[name] = value
+
+        return self._do(job)
 
     def subscribe(self, user: str, mailbox: str, subscribed: bool) -> Deferred[None]:
         def job() -> None:
