@@ -820,6 +820,21 @@ class RelayConfig:
         check=_seconds,
         doc="""Seconds one DNS lookup may take before the delivery is deferred.""",
     )
+    dnssec: bool = setting(
+        False,
+        check=_boolean,
+        doc="""The nameservers (relay.nameservers, or the system's) are a DNSSEC-validating
+        resolver that this server trusts, reached over a path nobody can tamper with (unbound
+        or knot-resolver on this machine, say). Their AD bit is then believed, which is what
+        DANE needs. Never set it for a resolver across a network you don't control.""",
+    )
+    dane: bool = setting(
+        True,
+        check=_boolean,
+        doc="""Use DANE (RFC 7672) when relay.dnssec is set: an MX host with DNSSEC-signed
+        TLSA records at _25._tcp.HOST gets mail only over TLS with a certificate those
+        records match, whatever relay.tls and the domain's MTA-STS policy say.""",
+    )
     port: int = setting(
         25,
         check=_integer("port", maximum=65535),

@@ -193,7 +193,11 @@ def build_queue(config: Any, reactor: Any, pool: Any) -> tuple[Queue, Service]:
     queue_config, relay = config.queue, config.relay
     dns_pool = ThreadPool(minthreads=1, maxthreads=8, name="txmailhost-relay")
     resolver = MXResolver(
-        reactor, dns_pool, nameservers=list(relay.nameservers) or None, timeout=relay.dns_timeout
+        reactor,
+        dns_pool,
+        nameservers=list(relay.nameservers) or None,
+        timeout=relay.dns_timeout,
+        dnssec=relay.dnssec,
     )
     courier = RelayCourier(
         reactor,
@@ -209,6 +213,7 @@ def build_queue(config: Any, reactor: Any, pool: Any) -> tuple[Queue, Service]:
         tls_reports=TLSReports(reactor, dns_pool, resolver, config.hostname)
         if relay.tls_reports
         else None,
+        dane=relay.dane,
     )
     policy = QueuePolicy(
         retry_min=queue_config.retry_min,
