@@ -360,7 +360,7 @@ def test_requiretls_without_dane_or_pki_is_not_sent(
         MessageOptions(requiretls=True),
     )  # fmt: skip
     result = net.run(d)["bob@far.test"]
-    assert result.outcome is not Outcome.DELIVERED
+    assert result.outcome is Outcome.PERMANENT and result.status == "5.7.10"
     assert far.received() == []
 
 
