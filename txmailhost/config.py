@@ -334,6 +334,13 @@ def _names(value: Any) -> tuple[str, ...]:
     return tuple(name.lower() for name in value)
 
 
+def _acme_names(value: Any) -> tuple[str, ...]:
+    names = _names(value)
+    if any(name.startswith("*.") for name in names):
+        raise _Invalid("expected host names; a wildcard needs the DNS-01 challenge, not offered")
+    return names
+
+
 def _https_url(value: Any) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"https://[^\s/?#]+(/[^\s]*)?", value):
         raise _Invalid('expected an https:// URL such as "https://ca.example/directory"')
@@ -389,7 +396,7 @@ class TLSConfig:
     )
     acme_domains: tuple[str, ...] = setting(
         (),
-        check=_names,
+        check=_acme_names,
         doc="""Names the certificate is for, e.g. ["mail.example.org", "mta-sts.example.org"].
         Empty: server.hostname.""",
     )
