@@ -416,3 +416,17 @@ def test_dane_wins_over_an_mta_sts_policy_that_does_not_list_the_mx(
     dns_server.unsign("far.test")  # without DANE, the same policy refuses that MX
     c = dane_courier(net, dns_server, far.port, mta_sts=enforce)
     assert deliver(net, c, message)["bob@far.test"].outcome is Outcome.TEMPORARY
+
+
+def test_a_signed_zone_without_tlsa_records_delivers_as_without_dane(
+    net, dns_server, tmp_path, message, self_signed
+):
+    cert, key = self_signed
+    far = FarSide(net, dns_server, tmp_path, [cert], key)  # signed, but no TLSA: NXDOMAIN
+    c = dane_courier(net, dns_server, far.port)
+    assert c.resolver.lookup_tlsa_sync(c.resolver.lookup_sync("far.test")[0], "far.test") is None
+    assert deliver(net, c, message)["bob@far.test"].outcome is Outcome.DELIVERED
+    # a name that exists without TLSA records (NOERROR, no data) means the same
+    dns_server.add(f"_{far.port}._tcp.mx.far.test", "TXT", "no TLSA here")
+    c = dane_courier(net, dns_server, far.port)
+    assert deliver(net, c, message)["bob@far.test"].outcome is Outcome.DELIVERED
