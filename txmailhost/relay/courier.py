@@ -236,9 +236,9 @@ class RelayCourier:
             self._reactor, self._pool, _size_and_tls_wish, message_path
         )
         dane: dict[str, DANEPolicy] = {}
-        unusable: dict[str, str] = {}
+        tlsa_failed: dict[str, str] = {}  # host -> why its TLSA lookup failed
         if self.dane and self.resolver.dnssec and self.smarthost is None and not tls_optional:
-            dane, unusable = await self._tlsa(domain, hosts, port)
+            dane, tlsa_failed = await self._tlsa(domain, hosts, port)
         policy = None
         if self.mta_sts is not None and self.smarthost is None and not tls_optional:
             # RFC 8689 5: "TLS-Required: No" means the domain's MTA-STS policy is ignored.
@@ -276,8 +276,8 @@ class RelayCourier:
         last = "no address to try"
         tried = 0
         for host in hosts:
-            if host.name in unusable:
-                last = unusable[host.name]
+            if host.name in tlsa_failed:
+                last = tlsa_failed[host.name]
                 continue
             tlsa = dane.get(host.name)
             host_mode = mode
