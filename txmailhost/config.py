@@ -341,6 +341,35 @@ class ListenConfig:
     )
 
 
+def _names(value: Any) -> tuple[str, ...]:
+    expected = 'expected a list of host names such as ["mx.example.org", "*.example.net"]'
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _Invalid(expected)
+    for name in value:
+        if not re.fullmatch(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", name):
+            raise _Invalid(f"{expected}; {name!r} is not one")
+    return tuple(name.lower() for name in value)
+
+
+def _acme_names(value: Any) -> tuple[str, ...]:
+    names = _names(value)
+    if any(name.startswith("*.") for name in names):
+        raise _Invalid("expected host names; a wildcard needs the DNS-01 challenge, not offered")
+    return names
+
+
+def _https_url(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"https://[^\s/?#]+(/[^\s]*)?", value):
+        raise _Invalid('expected an https:// URL such as "https://ca.example/directory"')
+    return value
+
+
+def _contact(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"([^@\s:]+@[A-Za-z0-9.-]+)?", value):
+        raise _Invalid('expected an e-mail address such as "hostmaster@example.org", or ""')
+    return value
+
+
 @dataclass(frozen=True)
 class TLSConfig:
     """[tls]: the certificate every listener offers. In a loaded Config, absolute paths."""
@@ -359,6 +388,40 @@ class TLSConfig:
         check=_path,
         doc="""PEM file holding the unencrypted private key of the certificate (keep it readable
         by the server's user only). Empty: DATA/tls/key.pem.""",
+    )
+    acme: bool = setting(
+        False,
+        check=_boolean,
+        doc="""Get the certificate from an ACME CA (RFC 8555; Let's Encrypt by default) and
+        renew it at two thirds of its lifetime, without a restart. The HTTP-01 challenge is
+        answered on listen.web_redirect, which must be reachable as port 80 of every name in
+        tls.acme_domains. The certificate and key are written to tls.certificate and tls.key
+        (the key is kept across renewals, so a DANE 3 1 1 record stays valid); the ACME
+        account lives in DATA/tls/acme/.""",
+    )
+    acme_directory: str = setting(
+        "https://acme-v02.api.letsencrypt.org/directory",
+        check=_https_url,
+        doc="""The ACME directory URL. Let's Encrypt's staging directory,
+        https://acme-staging-v02.api.letsencrypt.org/directory, is the one to try first.""",
+    )
+    acme_contact: str = setting(
+        "",
+        check=_contact,
+        doc="""E-mail address the CA may write to about the account (expiry warnings).
+        Empty: none given.""",
+    )
+    acme_domains: tuple[str, ...] = setting(
+        (),
+        check=_acme_names,
+        doc="""Names the certificate is for, e.g. ["mail.example.org", "mta-sts.example.org"].
+        Empty: server.hostname.""",
+    )
+    acme_ca_file: str = setting(
+        "",
+        check=_path,
+        doc="""PEM file of the CA that signs the ACME server's own HTTPS certificate, for a
+        private or test ACME server. Empty: the system's trust store.""",
     )
 
 
@@ -645,16 +708,6 @@ def _public_url(value: Any) -> str:
     return value.rstrip("/")
 
 
-def _names(value: Any) -> tuple[str, ...]:
-    expected = 'expected a list of host names such as ["mx.example.org", "*.example.net"]'
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _Invalid(expected)
-    for name in value:
-        if not re.fullmatch(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", name):
-            raise _Invalid(f"{expected}; {name!r} is not one")
-    return tuple(name.lower() for name in value)
-
-
 @dataclass(frozen=True)
 class WebConfig:
     """[web]: the webmail's sessions and public address (txmailhost/web/)."""
@@ -836,6 +889,21 @@ class RelayConfig:
         10.0,
         check=_seconds,
         doc="""Seconds one DNS lookup may take before the delivery is deferred.""",
+    )
+    dnssec: bool = setting(
+        False,
+        check=_boolean,
+        doc="""The nameservers (relay.nameservers, or the system's) are a DNSSEC-validating
+        resolver that this server trusts, reached over a path nobody can tamper with (unbound
+        or knot-resolver on this machine, say). Their AD bit is then believed, which is what
+        DANE needs. Never set it for a resolver across a network you don't control.""",
+    )
+    dane: bool = setting(
+        True,
+        check=_boolean,
+        doc="""Use DANE (RFC 7672) when relay.dnssec is set: an MX host with DNSSEC-signed
+        TLSA records at _25._tcp.HOST gets mail only over TLS with a certificate those
+        records match, whatever relay.tls and the domain's MTA-STS policy say.""",
     )
     port: int = setting(
         25,
@@ -1352,7 +1420,13 @@ def _resolve_tls(data_dir: str, path: str, tls: TLSConfig, problems: list[str]) 
     else:
         certificate = os.path.join(data_dir, os.path.expanduser(tls.certificate))
         key = os.path.join(data_dir, os.path.expanduser(tls.key))
-    return TLSConfig(certificate=os.path.normpath(certificate), key=os.path.normpath(key))
+    ca_file = tls.acme_ca_file and os.path.join(data_dir, os.path.expanduser(tls.acme_ca_file))
+    return dataclasses.replace(
+        tls,
+        certificate=os.path.normpath(certificate),
+        key=os.path.normpath(key),
+        acme_ca_file=ca_file and os.path.normpath(ca_file),
+    )
 
 
 def _binds_overlap(interface: str, other: str) -> bool:

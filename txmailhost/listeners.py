@@ -65,6 +65,7 @@ class ServerParts:
     # The inbound listener's hand-off when it differs (mail forwarded elsewhere is ARC-sealed).
     inbound_delivery: Any = None
     mailbox_observers: tuple[Any, ...] = ()  # imap.observers.IMailboxObserver (spam training)
+    acme_challenges: Any = None  # acme_renewal.Challenges with [tls] acme: HTTP-01 answers
 
 
 @dataclass(frozen=True)
@@ -238,7 +239,9 @@ def web(parts: ServerParts, implicit_tls: bool) -> WebSite:
 def web_redirect(parts: ServerParts, implicit_tls: bool) -> RedirectSite:
     """Plain HTTP that only redirects to the HTTPS listener."""
     config = parts.config
-    return RedirectSite(config.web.public_url, endpoint_port(config.listen.web))
+    return RedirectSite(
+        config.web.public_url, endpoint_port(config.listen.web), parts.acme_challenges
+    )
 
 
 # What a connection over the limits is told before it is closed, per protocol.

@@ -429,6 +429,32 @@ def _build_srs(config: Any) -> Any:
     return SRS(config.srs.domain, keys, config.srs.max_age_days)
 
 
+def _build_acme(config: Any, reactor: Any, tls: Any, top: MultiService) -> Any:
+    """With ``[tls] acme``: the service that keeps the certificate (acme_renewal.py), in a
+    one-thread pool of its own (an order blocks for up to two minutes); the HTTP-01
+    ``Challenges`` the plain-HTTP listener serves. None without it."""
+    if not config.tls.acme:
+        return None
+    from txmailhost.acme_renewal import ACMEService, ACMESettings, Challenges
+
+    if not config.listen.web_redirect:
+        log.warn("[tls] acme: listen.web_redirect is off; the HTTP-01 challenge can't be answered")
+    pool = ThreadPool(minthreads=0, maxthreads=1, name="txmailhost-acme")
+    ThreadPoolService(pool).setServiceParent(top)
+    settings = ACMESettings(
+        directory=config.tls.acme_directory,
+        contact=config.tls.acme_contact,
+        domains=config.tls.acme_domains or (config.hostname,),
+        certificate=config.tls.certificate,
+        key=config.tls.key,
+        state_dir=os.path.join(config.data_dir, "tls", "acme"),
+        ca_file=config.tls.acme_ca_file,
+    )
+    challenges = Challenges()
+    ACMEService(reactor, pool, settings, challenges, on_renewed=tls.reload).setServiceParent(top)
+    return challenges
+
+
 def build(
     config: Any,
     reactor: Any,
@@ -512,6 +538,9 @@ def build(
         tls = load_tls(config)
     run_dir = os.path.join(config.data_dir, "run")
     TLSReloadService(reactor, tls, run_dir, watch_request=worker is None).setServiceParent(top)
+    # One process renews the certificate (the one answering HTTP-01); the other workers pick
+    # the new files up through their TLSReloadService.
+    acme_challenges = _build_acme(config, reactor, tls, top) if primary else None
 
     parts = ServerParts(
         config=config,
@@ -532,6 +561,7 @@ def build(
         pools=tuple(s.pool for s in top if isinstance(s, ThreadPoolService)),
         inbound_delivery=mailauth.forwarding(delivery, reactor, storage_pool),
         mailbox_observers=_build_training(config, reactor, top),
+        acme_challenges=acme_challenges,
     )
     open_listeners = []
     for kind in LISTENERS if listeners is None else listeners:

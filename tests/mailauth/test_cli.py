@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from txmailhost.cli import main
 
@@ -79,6 +82,13 @@ def test_dns_prints_every_record_kind(data, capsys):
     assert records[("_smtp._tls.example.test", "TXT")].startswith("v=TLSRPTv1;")
     assert records[("_submission._tcp.example.test", "SRV")] == "0 1 2587 mx.example.test."
     assert records[("_imaps._tcp.example.test", "SRV")] == "0 1 2993 mx.example.test."
+    with open(os.path.join(data, "tls", "cert.pem"), "rb") as f:
+        certificate = x509.load_pem_x509_certificate(f.read())
+    spki = certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    tlsa = f"3 1 1 {hashlib.sha256(spki).hexdigest()}"
+    assert records[("_25._tcp.mx.example.test", "TLSA")] == tlsa
 
 
 def test_dns_check_finds_missing_and_published_records(data, names, capsys):

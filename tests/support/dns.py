@@ -11,6 +11,11 @@ on the test's reactor would deadlock. Records are plain text as in a zone file::
 
 Names with no records answer NXDOMAIN; ``servfail``/``garbage``/``silent`` make a name answer
 SERVFAIL, a malformed packet, or nothing at all.
+
+DNSSEC, as a validating resolver reports it: ``dns.sign("far.test")`` marks every name at or
+under far.test as validated, so answers about them (records, NXDOMAIN, no data) carry the AD
+bit when the query asked for DNSSEC (DO or AD set, RFC 6840 5.7). Nothing is really signed:
+the code under test trusts its configured resolver's AD bit, as it would a local unbound.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class DNSServer:
         self.servfail: set[dns.name.Name] = set()
         self.garbage: set[dns.name.Name] = set()
         self.silent: set[dns.name.Name] = set()
+        self.signed: set[dns.name.Name] = set()
         self.queries: list[tuple[str, str]] = []
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._thread: threading.Thread | None = None
@@ -51,6 +57,18 @@ class DNSServer:
             dns.name.from_text(name)
         )
         return self
+
+    def sign(self, *zones: str) -> DNSServer:
+        """Answers for names at or under each of ``zones`` are "validated" (AD set)."""
+        self.signed.update(dns.name.from_text(zone) for zone in zones)
+        return self
+
+    def unsign(self, *zones: str) -> DNSServer:
+        self.signed.difference_update(dns.name.from_text(zone) for zone in zones)
+        return self
+
+    def _validated(self, name: dns.name.Name) -> bool:
+        return any(name.is_subdomain(zone) for zone in self.signed)
 
     def start(self) -> DNSServer:
         self._socket.bind((self.host, 0))
@@ -89,6 +107,8 @@ class DNSServer:
             return data[:2] + b"\x81\x80\x00\x01\x00\x05garbage"
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
+        wants_dnssec = bool(query.flags & dns.flags.AD or query.ednsflags & dns.flags.DO)
+        validated = wants_dnssec and self._validated(name)
         if name in self.servfail:
             response.set_rcode(dns.rcode.SERVFAIL)
             return response.to_wire()
@@ -98,9 +118,12 @@ class DNSServer:
                 break
             response.answer.append(dns.rrset.from_text(name, 300, "IN", "CNAME", *cname))
             name = dns.name.from_text(cname[0])
+            validated = validated and self._validated(name)
         values = self.records.get((name, rdtype))
         if values:
             response.answer.append(dns.rrset.from_text(name, 300, "IN", rdtype, *values))
         elif not any(key[0] == name for key in self.records):
             response.set_rcode(dns.rcode.NXDOMAIN)
+        if validated:
+            response.flags |= dns.flags.AD
         return response.to_wire()

@@ -5,7 +5,9 @@
 both DKIM key records of every published selector (``keys.py``); DMARC (``p=quarantine``,
 aggregate reports to a local address, RFC 7489 6.3); MTA-STS's ``_mta-sts`` TXT record (RFC
 8461 3.1; the policy file itself is served over HTTPS at ``mta-sts.DOMAIN``); TLS-RPT's
-``_smtp._tls`` (RFC 8460 3); and SRV records so mail clients find the submission, IMAP and
+``_smtp._tls`` (RFC 8460 3); DANE's TLSA record for the MX host (``3 1 1``: SHA-256 of our
+certificate's public key, RFC 7672 3.1.1, which survives renewals that keep the key); and SRV
+records so mail clients find the submission, IMAP and
 POP3 services (RFC 6186, with RFC 8314's ``_submissions``). Ports are those of ``[listen]``;
 a listener that is off is published as "not offered" (target ``.``, RFC 6186 3.4).
 
@@ -128,11 +130,33 @@ def records_for(domain: str, config: Any, keys: KeyStore) -> list[Record]:
             exact=False,
         )
     )
+    tlsa = _tlsa_value(config.tls.certificate)
+    if tlsa:
+        found.append(
+            Record(
+                f"_25._tcp.{host}",
+                "TLSA",
+                tlsa,
+                "DANE (RFC 7672): our certificate's key; publish only in a DNSSEC-signed zone, "
+                "and keep the key (or publish the next one first) when the certificate is renewed",
+            )
+        )
     for label, key in SRV_SERVICES:
         port = endpoint_port(getattr(config.listen, key))
         value = f"0 1 {port} {host}." if port else "0 0 0 ."
         found.append(Record(f"{label}.{domain}", "SRV", value, f"RFC 6186: {key}"))
     return found
+
+
+def _tlsa_value(certificate_path: str) -> str:
+    """``3 1 1 <hex>`` for the server's certificate; "" when there is none (yet) to read."""
+    from txmailhost.relay.dane import tlsa_record_for
+
+    try:
+        with open(certificate_path, "rb") as f:
+            return tlsa_record_for(f.read())
+    except (OSError, ValueError):
+        return ""
 
 
 def render(domain: str, records: list[Record]) -> str:

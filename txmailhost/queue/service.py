@@ -199,7 +199,11 @@ def build_queue(
     queue_config, relay = config.queue, config.relay
     dns_pool = ThreadPool(minthreads=1, maxthreads=8, name="txmailhost-relay")
     resolver = MXResolver(
-        reactor, dns_pool, nameservers=list(relay.nameservers) or None, timeout=relay.dns_timeout
+        reactor,
+        dns_pool,
+        nameservers=list(relay.nameservers) or None,
+        timeout=relay.dns_timeout,
+        dnssec=relay.dnssec,
     )
     courier = RelayCourier(
         reactor,
@@ -215,6 +219,7 @@ def build_queue(
         tls_reports=TLSReports(reactor, dns_pool, resolver, config.hostname)
         if relay.tls_reports
         else None,
+        dane=relay.dane,
     )
     policy = QueuePolicy(
         retry_min=queue_config.retry_min,

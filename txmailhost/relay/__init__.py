@@ -12,6 +12,8 @@ What it owns:
 - ``courier.py``: ``RelayCourier``, the ``ICourier`` the queue calls: resolves, connects to each
   MX address in turn (or to the smarthost), applies the TLS policy, reuses connections.
 - ``mtasts.py``: MTA-STS (RFC 8461) policies, fetched over HTTPS and cached;
+  ``dane.py``: DANE (RFC 7672), TLSA records matched against the server's certificate in the
+  handshake (the records come from ``mx.py``, trusted only from a declared validating resolver);
   ``tlsrpt.py``: the daily TLS reports (RFC 8460).
 
 Why not ``twisted.mail.smtp.ESMTPClient``/``relaymanager``: they stuff dots per 16 KiB chunk

@@ -29,6 +29,15 @@ recipients (4.7.5). ``testing`` mode only logs. A message with ``TLS-Required: N
 ignores the policy; one with REQUIRETLS is always sent with ``verify``. Sessions that had to
 use TLS are counted per domain for its daily TLS report (``tlsrpt.py``, RFC 8460).
 
+DANE (``dane.py``, RFC 7672) needs ``relay.dnssec`` (the nameservers are a trusted validating
+resolver). For each MX host whose MX and address answers were authenticated, its
+``_25._tcp`` TLSA records are looked up; with usable ones, the host gets TLS checked against
+them and nothing else (not the CA store, not MTA-STS: RFC 8461 2 lets DANE win, so such a host
+is tried even when an enforce policy doesn't list it); with only unusable ones, TLS without
+checks but never clear text; a failed TLSA lookup makes that host unusable for this attempt.
+A DANE-verified session is verified TLS for REQUIRETLS; ``TLS-Required: No`` skips DANE too
+(RFC 8689 5). DANE sessions count in the TLS report as ``policy-type: tlsa``.
+
 NXDOMAIN stays a temporary failure for ``nxdomain_grace`` seconds after the message arrived
 (a new or briefly broken zone recovers; chasquid retries these too), then bounces with 5.1.2.
 """
@@ -53,19 +62,27 @@ from txmailhost.queue.interfaces import (
     RecipientOptions,
 )
 from txmailhost.relay.client import Capabilities, HostFailure, SMTPClientProtocol, Timeouts
+from txmailhost.relay.dane import DANEClientTLS, DANEPolicy
 from txmailhost.relay.mtasts import ENFORCE, MTASTS, TESTING, STSPolicy
 from txmailhost.relay.mtasts import NONE as NONE_POLICY
-from txmailhost.relay.mx import DNSProblem, DomainNotFound, MXResolver
+from txmailhost.relay.mx import DNSProblem, DomainNotFound, MXHost, MXResolver
 from txmailhost.relay.session import (
+    DANE,
     NO_TLS,
     OPPORTUNISTIC,
     REQUIRED,
+    VERIFIED_MODES,
     VERIFY,
     open_session,
     quit_session,
     transaction,
 )
-from txmailhost.relay.tlsrpt import STARTTLS_NOT_SUPPORTED, VALIDATION_FAILURE, TLSReports
+from txmailhost.relay.tlsrpt import (
+    DNSSEC_INVALID,
+    STARTTLS_NOT_SUPPORTED,
+    VALIDATION_FAILURE,
+    TLSReports,
+)
 
 log = Logger()
 
@@ -153,6 +170,7 @@ class RelayCourier:
         reuse_max_messages: int = 100,
         mta_sts: MTASTS | None = None,
         tls_reports: TLSReports | None = None,
+        dane: bool = True,
     ) -> None:
         self._reactor = reactor
         self._pool = pool
@@ -169,6 +187,7 @@ class RelayCourier:
         self._idle: dict[tuple[str, int, str], list[Any]] = {}
         self.mta_sts = mta_sts
         self.tls_reports = tls_reports
+        self.dane = dane
 
     def deliver(
         self,
@@ -216,12 +235,16 @@ class RelayCourier:
         size, tls_optional = await threads.deferToThreadPool(
             self._reactor, self._pool, _size_and_tls_wish, message_path
         )
+        dane: dict[str, DANEPolicy] = {}
+        tlsa_failed: dict[str, str] = {}  # host -> why its TLSA lookup failed
+        if self.dane and self.resolver.dnssec and self.smarthost is None and not tls_optional:
+            dane, tlsa_failed = await self._tlsa(domain, hosts, port)
         policy = None
         if self.mta_sts is not None and self.smarthost is None and not tls_optional:
             # RFC 8689 5: "TLS-Required: No" means the domain's MTA-STS policy is ignored.
             policy = await self.mta_sts.policy_for(domain)
             if policy is not None and policy.mode != NONE_POLICY:
-                allowed = [h for h in hosts if policy.allows(h.name)]
+                allowed = [h for h in hosts if policy.allows(h.name) or h.name in dane]
                 if policy.mode == TESTING and len(allowed) < len(hosts):
                     log.info(
                         "mta-sts testing: {domain} MX {hosts} not in its policy",
@@ -253,17 +276,25 @@ class RelayCourier:
         last = "no address to try"
         tried = 0
         for host in hosts:
+            if host.name in tlsa_failed:
+                last = tlsa_failed[host.name]
+                continue
+            tlsa = dane.get(host.name)
+            host_mode = mode
+            if tlsa is not None:
+                # RFC 7672 2.2: usable records authenticate; only unusable ones still mean TLS.
+                host_mode = DANE if tlsa.usable else (VERIFY if mode == VERIFY else REQUIRED)
             for address in host.addresses:
                 if tried >= self.max_addresses:
                     break
                 tried += 1
                 try:
-                    results = await self._try(host.name, address, mode, **attempt)
-                    self._count_tls(domain, policy, mode, host.name, address, None)
+                    results = await self._try(host.name, address, host_mode, tlsa, **attempt)
+                    self._count_tls(domain, policy, tlsa, host_mode, host.name, None)
                     return results
                 except HostFailure as e:
-                    self._count_tls(domain, policy, mode, host.name, address, e)
-                    if e.tls and mode == OPPORTUNISTIC:
+                    self._count_tls(domain, policy, tlsa, host_mode, host.name, e)
+                    if e.tls and host_mode == OPPORTUNISTIC:
                         log.info(
                             "{host}[{address}]: {error}; retrying without TLS",
                             host=host.name,
@@ -271,7 +302,7 @@ class RelayCourier:
                             error=e,
                         )
                         try:
-                            return await self._try(host.name, address, NO_TLS, **attempt)
+                            return await self._try(host.name, address, NO_TLS, None, **attempt)
                         except HostFailure as again:
                             e = again
                     last = f"{host.name}[{address}]: {e}"
@@ -283,31 +314,58 @@ class RelayCourier:
         status = "4.7.5" if "TLS" in last else "4.4.1"
         return everyone(DeliveryResult.temporary(status, last))
 
+    async def _tlsa(
+        self, domain: str, hosts: list[MXHost], port: int
+    ) -> tuple[dict[str, DANEPolicy], dict[str, str]]:
+        """The hosts' authenticated TLSA RRsets, and the hosts whose TLSA lookup failed."""
+        found: dict[str, DANEPolicy] = {}
+        failed: dict[str, str] = {}
+        for host in hosts:
+            if not host.dnssec or host.name in found or host.name in failed:
+                continue
+            try:
+                tlsa = await self.resolver.lookup_tlsa(host, domain, port)
+            except DNSProblem as e:
+                # RFC 7672 2.2: not a reason to send without DANE; this host can't be used.
+                failed[host.name] = f"{host.name}: DANE: {e} (the host needs TLS authentication)"
+                if self.tls_reports is not None:
+                    self.tls_reports.record(
+                        domain, None, tlsa=(), mx_host=host.name, failure=DNSSEC_INVALID
+                    )
+                continue
+            if tlsa is not None:
+                found[host.name] = tlsa
+        return found, failed
+
     def _count_tls(
         self,
         domain: str,
         policy: STSPolicy | None,
+        tlsa: DANEPolicy | None,
         mode: str,
         host: str,
-        address: str,
         error: HostFailure | None,
     ) -> None:
         """A session that had to use TLS, for the domain's TLS report (``tlsrpt.py``)."""
-        if self.tls_reports is None or self.smarthost is not None or mode not in (REQUIRED, VERIFY):
+        if self.tls_reports is None or self.smarthost is not None:
             return
+        if mode not in (REQUIRED, VERIFY, DANE):
+            return
+        records = tuple(str(r) for r in tlsa.records) if tlsa is not None else None
         if error is None:
-            self.tls_reports.record(domain, policy, mx_host=host)
+            self.tls_reports.record(domain, policy, tlsa=records, mx_host=host)
         elif error.tls:
             text = str(error)
             refused = "not offer STARTTLS" in text or "STARTTLS was refused" in text
             kind = STARTTLS_NOT_SUPPORTED if refused else VALIDATION_FAILURE
-            self.tls_reports.record(domain, policy, mx_host=host, failure=kind)
+            self.tls_reports.record(domain, policy, tlsa=records, mx_host=host, failure=kind)
 
     async def _try(
         self,
         host: str,
         address: str,
         mode: str,
+        tlsa: DANEPolicy | None,
         sender: str | None,
         recipients: list[str],
         message_path: str,
@@ -317,8 +375,12 @@ class RelayCourier:
         options: MessageOptions,
         dsn: dict[str, RecipientOptions],
     ) -> dict[str, DeliveryResult]:
-        """One message over a parked connection to this address if there is one, else a new one."""
-        key = (address, port, mode)
+        """One message over a parked connection to this address if there is one, else a new one.
+
+        A DANE session is only reused for the same TLSA base domain: its check was for that.
+        """
+        dane_check = DANEClientTLS(tlsa) if mode == DANE and tlsa is not None else None
+        key = (address, port, f"{DANE}:{tlsa.base_domain}" if dane_check and tlsa else mode)
         message = {
             "sender": sender,
             "recipients": recipients,
@@ -356,13 +418,16 @@ class RelayCourier:
                 proto,
                 hostname=self.hostname,
                 tls_mode=mode,
-                tls_creator=lambda: self.tls.creator(mode, host),
+                tls_creator=lambda: dane_check or self.tls.creator(mode, host),
                 timeouts=self.timeouts,
                 credentials=credentials,
             )
             return await self._transact(proto, caps, key, host, reader, **message)
         except HostFailure:
             proto.abort()
+            if dane_check is not None and dane_check.failure:
+                why = f"DANE TLS authentication failed: {dane_check.failure}"
+                raise HostFailure(why, tls=True) from None
             raise
         finally:
             reader.close()
@@ -392,7 +457,7 @@ class RelayCourier:
             timeouts=self.timeouts,
             options=options,
             recipient_options=dsn,
-            verified_tls=key[2] == VERIFY,
+            verified_tls=key[2] in VERIFIED_MODES or key[2].startswith(DANE + ":"),
         )
         proto.messages_sent += 1
         if reusable and self.reuse_idle > 0 and proto.messages_sent < self.reuse_max_messages:

@@ -11,6 +11,14 @@
 dnspython is blocking, so lookups run in the thread pool (DESIGN invariant 3). Answers are cached
 for their TTL (dnspython's cache), so a queue full of mail for one domain asks once. The
 nameservers are configurable (``relay.nameservers``); tests point them at a server on loopback.
+
+DNSSEC (``relay.dnssec``, for DANE): dnspython does not validate, so when the admin declares the
+configured nameservers a trusted validating resolver (unbound on localhost, say), queries ask
+for DNSSEC (DO and AD bits, RFC 6840 5.7) and an answer counts as authenticated when the
+resolver set AD. Each :class:`MXHost` then says whether its MX and address answers were all
+authenticated — RFC 7672 2.2.1/2.2.2: only then are its TLSA records looked up
+(:meth:`MXResolver.lookup_tlsa`); without the setting, nothing is ever authenticated and DANE
+is off.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dns.exception
+import dns.flags
+import dns.message
 import dns.name
 import dns.nameserver
 import dns.rdatatype
@@ -29,6 +39,7 @@ from twisted.internet import threads
 from twisted.internet.defer import Deferred
 
 from txmailhost.nameservers import parse_nameserver
+from txmailhost.relay.dane import TLSA, DANEPolicy
 
 
 class DNSProblem(Exception):
@@ -56,6 +67,11 @@ class MXHost:
     name: str
     preference: int
     addresses: list[str] = field(default_factory=list)
+    dnssec: bool = False
+    """The MX answer (or its authenticated absence) and the address answers were all DNSSEC
+    authenticated: TLSA records of this host may be trusted (RFC 7672 2.2)."""
+    canonical: str = ""
+    """Where the address lookups' CNAMEs led, when that isn't ``name`` (RFC 7672 2.2.2)."""
 
 
 class MXResolver:
@@ -68,6 +84,7 @@ class MXResolver:
         nameservers: list[str] | None = None,
         timeout: float = 10.0,
         rng: random.Random | None = None,
+        dnssec: bool = False,
     ) -> None:
         self._reactor = reactor
         self._pool = pool
@@ -82,6 +99,14 @@ class MXResolver:
         self.resolver.cache = dns.resolver.Cache()  # honours each record's TTL
         self.resolver.lifetime = timeout
         self.resolver.timeout = min(timeout, 3.0)
+        self.dnssec = dnssec
+        if dnssec:
+            self.resolver.use_edns(0, dns.flags.DO, 1232)
+            self.resolver.flags = dns.flags.RD | dns.flags.AD
+
+    def _authenticated(self, response: dns.message.Message | None) -> bool:
+        """Whether the trusted validating resolver vouched for ``response`` (its AD bit)."""
+        return self.dnssec and response is not None and bool(response.flags & dns.flags.AD)
 
     def lookup(self, domain: str) -> Deferred[list[MXHost]]:
         return threads.deferToThreadPool(self._reactor, self._pool, self.lookup_sync, domain)
@@ -94,7 +119,7 @@ class MXResolver:
         literal = _address_literal(f"[{host}]") if not host.startswith("[") else None
         if literal is not None:
             return [MXHost(literal, 0, [literal])]
-        addresses = self._addresses(host)
+        addresses, _, _ = self._addresses(host)
         if not addresses:
             raise TemporaryDNSError(f"no address for the smarthost {host}")
         return [MXHost(host, 0, addresses)]
@@ -103,29 +128,34 @@ class MXResolver:
         literal = _address_literal(domain)
         if literal is not None:
             return [MXHost(literal, 0, [literal])]
-        exchanges = self._exchanges(domain)
+        exchanges, secure = self._exchanges(domain)
         hosts: list[MXHost] = []
         problems: list[str] = []
         for preference, name in exchanges:
             try:
-                addresses = self._addresses(name)
+                addresses, addresses_secure, canonical = self._addresses(name)
             except DNSProblem as e:
                 problems.append(str(e))
                 continue
             if addresses:
-                hosts.append(MXHost(name, preference, addresses))
+                canonical = canonical if canonical != name else ""
+                hosts.append(
+                    MXHost(name, preference, addresses, secure and addresses_secure, canonical)
+                )
         if not hosts:
             why = "; ".join(problems) or "no address records"
             raise TemporaryDNSError(f"no usable mail server address for {domain}: {why}")
         return hosts
 
-    def _exchanges(self, domain: str) -> list[tuple[int, str]]:
+    def _exchanges(self, domain: str) -> tuple[list[tuple[int, str]], bool]:
+        """The exchanges in the order to try them, and whether the answer was authenticated."""
         try:
             answer = self.resolver.resolve(domain, "MX")
         except dns.resolver.NXDOMAIN:
             raise DomainNotFound(f"domain {domain} does not exist (NXDOMAIN)") from None
-        except dns.resolver.NoAnswer:
-            return [(0, domain)]  # implicit MX, RFC 5321 5.1
+        except dns.resolver.NoAnswer as e:
+            # implicit MX, RFC 5321 5.1; secure when the absence of MX was authenticated
+            return [(0, domain)], self._authenticated(e.kwargs.get("response"))
         except dns.exception.DNSException as e:
             raise TemporaryDNSError(f"MX lookup for {domain} failed: {e}") from None
         records = [(rr.preference, rr.exchange) for rr in answer]
@@ -140,19 +170,61 @@ class MXResolver:
             names = sorted(set(by_preference[preference]))
             self._random.shuffle(names)
             ordered.extend((preference, name) for name in names)
-        return ordered
+        return ordered, self._authenticated(answer.response)
 
-    def _addresses(self, host: str) -> list[str]:
+    def _addresses(self, host: str) -> tuple[list[str], bool, str]:
+        """The host's addresses, whether every answer was authenticated, and its CNAME target."""
         addresses: list[str] = []
+        secure = self.dnssec
+        canonical = host
         for rdtype in ("AAAA", "A"):
             try:
                 answer = self.resolver.resolve(host, rdtype)
-            except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            except dns.resolver.NoAnswer as e:
+                secure = secure and self._authenticated(e.kwargs.get("response"))
+                continue
+            except dns.resolver.NXDOMAIN:
                 continue
             except dns.exception.DNSException as e:
                 raise TemporaryDNSError(f"{rdtype} lookup for {host} failed: {e}") from None
+            secure = secure and self._authenticated(answer.response)
+            canonical = answer.canonical_name.to_text(omit_final_dot=True)
             addresses.extend(rr.address for rr in answer)
-        return addresses
+        return addresses, secure, canonical
+
+    def lookup_tlsa(self, host: MXHost, domain: str, port: int = 25) -> Deferred[DANEPolicy | None]:
+        return threads.deferToThreadPool(
+            self._reactor, self._pool, self.lookup_tlsa_sync, host, domain, port
+        )
+
+    def lookup_tlsa_sync(self, host: MXHost, domain: str, port: int = 25) -> DANEPolicy | None:
+        """The authenticated TLSA RRset of ``host`` (RFC 7672 2.2), or None: DANE doesn't apply.
+
+        Only for a host whose MX and address answers were authenticated. The CNAME-expanded
+        name is asked first, then the MX name (2.2.2). An authenticated denial or an
+        unauthenticated answer means no DANE; a failed lookup raises
+        :class:`TemporaryDNSError` — the host can't be used (2.2: an attacker who blocks the
+        TLSA query must not get a downgrade).
+        """
+        if not host.dnssec:
+            return None
+        for base in [n for n in (host.canonical, host.name) if n]:
+            try:
+                answer = self.resolver.resolve(f"_{port}._tcp.{base}", "TLSA")
+            except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer) as e:
+                responses = e.kwargs.get("responses") or {}
+                response = e.kwargs.get("response") or next(iter(responses.values()), None)
+                if not self._authenticated(response):
+                    return None  # insecure denial: no DANE
+                continue
+            except dns.exception.DNSException as e:
+                raise TemporaryDNSError(f"TLSA lookup for {base} failed: {e}") from None
+            if not self._authenticated(answer.response):
+                return None
+            records = tuple(TLSA(rr.usage, rr.selector, rr.mtype, rr.cert) for rr in answer)
+            names = tuple(dict.fromkeys(n.lower() for n in (base, host.name, domain) if n))
+            return DANEPolicy(base, records, names)
+        return None
 
 
 def _address_literal(domain: str) -> str | None:

@@ -46,6 +46,8 @@ OPPORTUNISTIC = "opportunistic"
 REQUIRED = "required"
 VERIFY = "verify"
 TLS_MODES = (NO_TLS, OPPORTUNISTIC, REQUIRED, VERIFY)
+DANE = "dane"  # not a configurable mode: the MX host's TLSA records decide (relay/dane.py)
+VERIFIED_MODES = (VERIFY, DANE)
 _PLAIN = MessageOptions()
 
 
@@ -344,7 +346,7 @@ async def run_transaction(
         timeouts=timeouts,
         options=options,
         recipient_options=recipient_options,
-        verified_tls=tls_mode == VERIFY,
+        verified_tls=tls_mode in VERIFIED_MODES,
     )
     await _quit(proto, timeouts)
     return results

@@ -2,8 +2,9 @@
 
 The courier records every delivery session it ran with TLS required — under a domain's
 MTA-STS policy (``policy-type: sts``), or because ``relay.tls`` / REQUIRETLS asked for it
-(``no-policy-found``) — as a success, or as a failure with its RFC 8460 4.3 result type
-(``starttls-not-supported``, ``validation-failure``). Opportunistic sessions are not counted:
+(``no-policy-found``), or under an MX host's DANE TLSA records (``tlsa``) — as a success, or as a failure with its RFC 8460 4.3 result type
+(``starttls-not-supported``, ``validation-failure``, ``dnssec-invalid`` when a TLSA lookup
+failed). Opportunistic sessions are not counted:
 whether they were encrypted is not a policy outcome.
 
 Once a day (``send``) each domain that publishes ``_smtp._tls.DOMAIN TXT "v=TLSRPTv1;
@@ -40,6 +41,7 @@ log = Logger()
 
 STARTTLS_NOT_SUPPORTED = "starttls-not-supported"
 VALIDATION_FAILURE = "validation-failure"
+DNSSEC_INVALID = "dnssec-invalid"
 _MAILTO = re.compile(r"^mailto:([^@\s,;!]+@[A-Za-z0-9.-]+)$")
 
 
@@ -75,6 +77,32 @@ def _policy_string(policy: STSPolicy) -> tuple[str, ...]:
     return (*lines, f"max_age: {policy.max_age}")
 
 
+def _policy_entry(domain: str, counts: _Counts) -> dict[str, Any]:
+    """One ``policies`` entry of RFC 8460 4.4: the policy applied and how its sessions went."""
+    policy: dict[str, Any] = {"policy-type": counts.policy_type, "policy-domain": domain}
+    if counts.policy_string:
+        policy["policy-string"] = list(counts.policy_string)
+    if counts.mx_host:
+        policy["mx-host"] = list(counts.mx_host)
+    details = [
+        {
+            "result-type": result,
+            **({"sending-mta-ip": ip} if ip else {}),
+            "receiving-mx-hostname": mx,
+            "failed-session-count": n,
+        }
+        for (result, ip, mx), n in sorted(counts.failures.items())
+    ]
+    return {
+        "policy": policy,
+        "summary": {
+            "total-successful-session-count": counts.success,
+            "total-failure-session-count": sum(counts.failures.values()),
+        },
+        "failure-details": details,
+    }
+
+
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -93,6 +121,7 @@ class TLSReports:
         self.hostname = hostname
         self.deliver: Callable[[str, bytes], Awaitable[None]] | None = None
         self._counts: dict[str, _Counts] = {}
+        self._tlsa_counts: dict[str, _Counts] = {}  # DANE sessions: a policy of their own
         self._since = time.time()
 
     def record(
@@ -104,16 +133,26 @@ class TLSReports:
         failure: str = "",
         address: str = "",
         sending_ip: str = "",
+        tlsa: tuple[str, ...] | None = None,
     ) -> None:
-        """One session to ``mx_host`` of ``domain``: a success, or ``failure`` (a result type)."""
+        """One session to ``mx_host`` of ``domain``: a success, or ``failure`` (a result type).
+
+        ``tlsa``: the session ran under the host's DANE records (their text), not ``policy``.
+        """
         domain = domain.lower()
-        counts = self._counts.get(domain)
+        table = self._counts if tlsa is None else self._tlsa_counts
+        counts = table.get(domain)
         if counts is None:
-            if policy is not None:
+            if tlsa is not None:
+                counts = _Counts("tlsa", (), ())
+            elif policy is not None:
                 counts = _Counts("sts", _policy_string(policy), policy.mx)
             else:
                 counts = _Counts("no-policy-found", (), ())
-            self._counts[domain] = counts
+            table[domain] = counts
+        if tlsa is not None:
+            counts.policy_string = tuple(dict.fromkeys((*counts.policy_string, *tlsa)))
+            counts.mx_host = tuple(dict.fromkeys((*counts.mx_host, mx_host)))
         if failure:
             counts.failures[(failure, sending_ip, mx_host)] += 1
         else:
@@ -121,40 +160,25 @@ class TLSReports:
 
     def counts(self, domain: str) -> tuple[int, int]:
         """(successful, failed) sessions recorded for ``domain`` since the last report."""
-        counts = self._counts.get(domain.lower())
-        if counts is None:
-            return 0, 0
-        return counts.success, sum(counts.failures.values())
-
-    def report(self, domain: str, counts: _Counts, start: float, end: float) -> dict[str, Any]:
-        """The RFC 8460 4.4 JSON object for one policy domain."""
-        policy: dict[str, Any] = {"policy-type": counts.policy_type, "policy-domain": domain}
-        if counts.policy_string:
-            policy["policy-string"] = list(counts.policy_string)
-            policy["mx-host"] = list(counts.mx_host)
-        details = [
-            {
-                "result-type": result,
-                **({"sending-mta-ip": ip} if ip else {}),
-                "receiving-mx-hostname": mx,
-                "failed-session-count": n,
-            }
-            for (result, ip, mx), n in sorted(counts.failures.items())
+        found = [
+            t[domain.lower()] for t in (self._counts, self._tlsa_counts) if domain.lower() in t
         ]
+        return (
+            sum(c.success for c in found),
+            sum(sum(c.failures.values()) for c in found),
+        )
+
+    def report(
+        self, domain: str, counts: _Counts | list[_Counts], start: float, end: float
+    ) -> dict[str, Any]:
+        """The RFC 8460 4.4 JSON object for one policy domain (one entry per policy type)."""
         return {
             "organization-name": self.hostname,
             "date-range": {"start-datetime": _iso(start), "end-datetime": _iso(end)},
             "contact-info": f"postmaster@{self.hostname}",
             "report-id": f"{int(end)}.{secrets.token_hex(6)}@{self.hostname}",
             "policies": [
-                {
-                    "policy": policy,
-                    "summary": {
-                        "total-successful-session-count": counts.success,
-                        "total-failure-session-count": sum(counts.failures.values()),
-                    },
-                    "failure-details": details,
-                }
+                _policy_entry(domain, c) for c in (counts if isinstance(counts, list) else [counts])
             ],
         }
 
@@ -194,10 +218,14 @@ class TLSReports:
     async def send(self) -> int:
         """Mail the reports for everything counted since the last call; how many went out."""
         now = time.time()
-        counts, start = self._counts, self._since
-        self._counts, self._since = {}, now
+        by_domain: dict[str, list[_Counts]] = {}
+        for table in (self._counts, self._tlsa_counts):
+            for domain, domain_counts in table.items():
+                by_domain.setdefault(domain, []).append(domain_counts)
+        start = self._since
+        self._counts, self._tlsa_counts, self._since = {}, {}, now
         sent = 0
-        for domain, domain_counts in sorted(counts.items()):
+        for domain, domain_counts in sorted(by_domain.items()):
             try:
                 addresses = await threads.deferToThreadPool(
                     self._reactor, self._pool, self._rua, domain

@@ -4,8 +4,10 @@ It never shows a page, sets a cookie or reads a form, so no password or session 
 it in clear. The target is ``[web] public_url`` when set, else the host the browser asked for
 on the HTTPS listener's port (omitted when 443). A ``308 Permanent Redirect`` (RFC 9110
 §15.4.9) keeps the method; browsers remember HTTPS from then on through the HSTS header the
-HTTPS site sends. The exception is ``/.well-known/acme-challenge/``: answered 404 here, so
-an ACME client serving it on another port is not confused by a redirect loop.
+HTTPS site sends. The exception is ``/.well-known/acme-challenge/``: with ``[tls] acme``
+the pending HTTP-01 answers (``acme_renewal.Challenges``) are served there, as RFC 8555 8.3
+wants them on port 80; anything else under it is 404, never a redirect, so an ACME client
+serving it on another port is not confused by a redirect loop.
 """
 
 from __future__ import annotations
@@ -34,15 +36,20 @@ def https_location(public_url: str, web_port: int, host_header: str, path: str) 
 class RedirectToHTTPS(Resource):
     isLeaf = True
 
-    def __init__(self, public_url: str, web_port: int) -> None:
+    def __init__(self, public_url: str, web_port: int, challenges: Any = None) -> None:
         super().__init__()
         self.public_url = public_url
         self.web_port = web_port
+        self.challenges = challenges
 
     def render(self, request: Any) -> bytes:
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
         path = request.uri.decode("latin-1")
+        if path.startswith("/.well-known/acme-challenge/") and self.challenges is not None:
+            answer = self.challenges.answer(path)
+            if answer is not None:
+                return answer.encode("ascii")
         if not path.startswith("/") or path.startswith("/.well-known/acme-challenge/"):
             request.setResponseCode(404)
             return b"not found\n"
@@ -59,8 +66,8 @@ class RedirectToHTTPS(Resource):
 class RedirectSite(Site):
     noisy = False
 
-    def __init__(self, public_url: str, web_port: int) -> None:
-        super().__init__(RedirectToHTTPS(public_url, web_port), timeout=30)
+    def __init__(self, public_url: str, web_port: int, challenges: Any = None) -> None:
+        super().__init__(RedirectToHTTPS(public_url, web_port, challenges), timeout=30)
 
     def log(self, request: Any) -> None:
         """No access log line per redirect."""
