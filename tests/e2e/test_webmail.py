@@ -322,6 +322,26 @@ FOREIGN = {
     ("POST", "/message/move"): ["/message/move"],
     ("POST", "/message/delete"): ["/message/delete"],
     ("POST", "/logout"): None,
+    ("GET", "/search"): ["/search?folder=../bob@example.test&q=secret"],
+    ("POST", "/message/junk"): [("/message/junk", {"verdict": "spam"})],
+    ("GET", "/folders/manage"): None,  # the session's own folders only
+    ("POST", "/folders/create"): None,  # creates among the session's own folders only
+    ("POST", "/folders/rename"): [
+        ("/folders/rename", {"folder": "../bob@example.test", "name": "mine"})
+    ],
+    ("POST", "/folders/delete"): [
+        ("/folders/delete", {"folder": "../bob@example.test", "confirm": "1"})
+    ],
+    ("GET", "/compose"): [
+        "/compose?mode=reply&folder=INBOX&uid=1",
+        "/compose?mode=forward&folder=INBOX&uid=1",
+        "/compose?draft=1",
+        "/compose?mode=replyall&folder=../bob@example.test&uid=1",
+    ],
+    ("POST", "/compose"): [
+        ("/compose", {"forward_folder": "INBOX", "forward_uid": "1"}),
+        ("/compose", {"source_folder": "INBOX", "source_uid": "1", "keep_part": "1"}),
+    ],
     ("GET", "/events"): None,  # the session's own folders only: see test_new_mail_is_pushed...
 }
 
@@ -340,6 +360,12 @@ def test_no_route_reaches_another_users_message(server):
         for url in urls or []:
             if method == "GET":
                 page = alice.get(url, follow=False)
+            elif isinstance(url, tuple) and url[0] == "/compose":  # a message to attach
+                fields = {"csrf": token, "to": BOB, "action": "draft", **url[1]}
+                page = alice.post_multipart(url[0], fields, follow=False)
+            elif isinstance(url, tuple):
+                fields = {"csrf": token, "folder": "INBOX", "uid": "1", **url[1]}
+                page = alice.post(url[0], fields, follow=False)
             else:
                 fields = {"csrf": token, "folder": "INBOX", "uid": "1", "action": "read",
                           "target": "Sent"}  # fmt: skip

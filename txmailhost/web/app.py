@@ -31,10 +31,12 @@ from txmailhost.web import (
     autoconfig,
     compose,
     events,
+    folderadmin,
     folders,
     login,
     moving,
     reading,
+    search,
     uploads,
 )
 from txmailhost.web.context import Route, WebContext, WebServices
@@ -50,6 +52,8 @@ ROUTES: list[Route] = [
     *reading.ROUTES,
     *moving.ROUTES,
     *compose.ROUTES,
+    *search.ROUTES,
+    *folderadmin.ROUTES,
     *events.ROUTES,
     *autoconfig.ROUTES,
 ]
