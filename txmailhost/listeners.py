@@ -251,6 +251,9 @@ def web(parts: ServerParts, implicit_tls: bool) -> WebSite:
             hide_client_ip=config.security.hide_client_ip_on_submission,
         ),
         mailbox_observers=parts.mailbox_observers,
+        accounts=parts.router.accounts,
+        accounts_pool=parts.router.accounts_pool,
+        scripts=script_store(config),  # the store ManageSieve and delivery use
     )
 
 

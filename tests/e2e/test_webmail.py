@@ -332,6 +332,16 @@ FOREIGN = {
     ("POST", "/folders/delete"): [
         ("/folders/delete", {"folder": "../bob@example.test", "confirm": "1"})
     ],
+    # settings name no message or folder: the session user's account, forwarding and
+    # scripts only; ending another user's session: test_webmail_settings.py
+    ("GET", "/settings"): None,
+    ("POST", "/settings/password"): None,
+    ("POST", "/settings/forward"): None,
+    ("POST", "/settings/vacation"): None,
+    ("POST", "/settings/sessions/end"): None,
+    ("GET", "/settings/sieve"): None,
+    ("POST", "/settings/sieve"): None,
+    ("POST", "/settings/sieve/action"): None,
     ("GET", "/compose"): [
         "/compose?mode=reply&folder=INBOX&uid=1",
         "/compose?mode=forward&folder=INBOX&uid=1",

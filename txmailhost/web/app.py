@@ -37,6 +37,7 @@ from txmailhost.web import (
     moving,
     reading,
     search,
+    settings,
     uploads,
 )
 from txmailhost.web.context import Route, WebContext, WebServices
@@ -54,6 +55,7 @@ ROUTES: list[Route] = [
     *compose.ROUTES,
     *search.ROUTES,
     *folderadmin.ROUTES,
+    *settings.ROUTES,
     *events.ROUTES,
     *autoconfig.ROUTES,
 ]

@@ -53,7 +53,8 @@ class WebServices:
     orders: SortedOrders = field(default_factory=SortedOrders)
     outbox: Any = None  # smtp.outbox.Outbox: Send, through port 587's pipeline; None: no Send
     observers: tuple[Any, ...] = ()  # imap.observers.IMailboxObserver (spam training)
-    accounts: Any = None  # accounts.interfaces.IAccounts (settings: passwords)
+    accounts: Any = None  # accounts.interfaces.IAccounts (settings: password, forwarding)
+    accounts_pool: Any = None  # the pool the accounts backend is used from
     scripts: Any = None  # sieve.scripts store, the one ManageSieve saves through
 
     def in_thread(self, function: Callable[..., Any], *args: Any) -> Any:

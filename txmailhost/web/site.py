@@ -113,11 +113,13 @@ def build_site(
     outbox: Callable[..., Any] | None = None,
     mailbox_observers: tuple[Any, ...] = (),
     accounts: Any = None,
+    accounts_pool: Any = None,
     scripts: Any = None,
 ) -> WebSite:
     """``outbox`` makes the ``smtp.outbox.Outbox`` that Send goes through, given the site's
     pool (None: the webmail can't send); ``mailbox_observers`` are told of messages moved
-    into a folder, as IMAP's are (spam training)."""
+    into a folder, as IMAP's are (spam training); ``accounts`` (used in ``accounts_pool``)
+    and ``scripts`` (the Sieve script store) serve the settings pages."""
     assets = load_assets()
     pool = ThreadPool(minthreads=0, maxthreads=threads, name="txmailhost-web")
     sender = outbox(pool=pool) if outbox is not None else None
@@ -140,6 +142,7 @@ def build_site(
         outbox=sender,
         observers=tuple(mailbox_observers),
         accounts=accounts,
+        accounts_pool=accounts_pool,
         scripts=scripts,
     )
     # the form's own fields and the multipart framing on top of the message size limit
