@@ -210,3 +210,53 @@ def test_hostile_html_mail_runs_no_script_and_loads_nothing_until_images_are_all
         assert _page_errors(browser) == []
     finally:
         tracker.close()
+
+
+def _logged_in(browser, base: str) -> None:
+    """Log alice in unless the module's browser is already."""
+    browser.get(base + "/mail")
+    if browser.current_url.startswith(base + "/login"):
+        browser.find_element(By.ID, "username").send_keys(ALICE)
+        browser.find_element(By.ID, "password").send_keys(PASSWORD + Keys.ENTER)
+        _wait(lambda: browser.current_url.startswith(base + "/mail"), what="the mail page")
+
+
+def test_compose_with_an_attachment_and_the_recipient_receives_it(web_server, browser, tmp_path):
+    import email
+    import email.policy
+    import imaplib
+
+    from tests.e2e.conftest import client_context
+
+    base = f"https://127.0.0.1:{web_server.ports['web']}"
+    _logged_in(browser, base)
+    _click(browser, "Compose")
+    _wait(lambda: browser.current_url.startswith(base + "/compose"), what="the compose page")
+    attachment = tmp_path / "plan \u00e9t\u00e9.pdf"
+    attachment.write_bytes(b"%PDF-1.4 browser upload " + bytes(range(256)) * 200)
+    browser.find_element(By.ID, "to").send_keys("Bob <bob@example.test>")
+    browser.find_element(By.ID, "subject").send_keys("from the browser")
+    browser.find_element(By.ID, "body").send_keys("Hello Bob,\nthe plan is attached.")
+    browser.find_element(By.ID, "attachment").send_keys(str(attachment))
+    browser.find_element(By.CSS_SELECTOR, "button[value=send]").click()
+    _wait(lambda: browser.current_url == base + "/mail?folder=Sent", what="the Sent folder")
+    _wait(lambda: "from the browser" in _text(browser, "message-list"), what="the sent copy")
+
+    deadline = time.time() + 15
+    while True:
+        imap = imaplib.IMAP4("127.0.0.1", web_server.ports["imap"], timeout=30)
+        imap.starttls(ssl_context=client_context())
+        imap.login("bob@example.test", PASSWORD)
+        count = int(imap.select("INBOX")[1][0])
+        raw = imap.fetch(str(count), "(BODY.PEEK[])")[1][0][1] if count else b""
+        imap.logout()
+        if b"from the browser" in raw or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    received = email.message_from_bytes(raw, policy=email.policy.default)
+    assert received["Subject"] == "from the browser"
+    assert "the plan is attached." in received.get_body(("plain",)).get_content()
+    [part] = list(received.iter_attachments())
+    assert part.get_filename() == "plan \u00e9t\u00e9.pdf"
+    assert part.get_content() == attachment.read_bytes()
+    assert _page_errors(browser) == []

@@ -125,7 +125,9 @@ def test_sieve_scripts_are_checked_saved_activated_and_run_by_delivery(server):
     broken = browser.post("/settings/sieve", {"csrf": token, "name": "rules",
                                               "script": 'fileinto "x"'})  # fmt: skip
     assert broken.status == 400 and "Not saved" in broken.text and "line" in broken.text
-    script = 'require "fileinto";\r\nif header :contains "subject" "report" { fileinto "Trash"; }\r\n'
+    script = (
+        'require "fileinto";\r\nif header :contains "subject" "report" { fileinto "Trash"; }\r\n'
+    )
     saved = browser.post("/settings/sieve", {"csrf": token, "name": "rules", "script": script,
                                              "activate": "1"})  # fmt: skip
     assert saved.status == 200 and "(active)" in saved.text
