@@ -339,6 +339,8 @@ FOREIGN = {
     ("POST", "/settings/forward"): None,
     ("POST", "/settings/vacation"): None,
     ("POST", "/settings/sessions/end"): None,
+    ("POST", "/settings/apps"): None,
+    ("POST", "/settings/apps/revoke"): None,
     ("GET", "/settings/sieve"): None,
     ("POST", "/settings/sieve"): None,
     ("POST", "/settings/sieve/action"): None,

@@ -157,3 +157,32 @@ def test_a_session_is_ended_from_the_list_and_only_the_users_own(server):
     ended = second.post("/settings/sessions/end", {"csrf": second.csrf, "session": first_id})
     assert "Session ended" in ended.text
     assert first.get("/mail", follow=False).header("Location") == "/login"
+
+
+def test_an_app_password_works_for_imap_and_smtp_not_the_webmail_until_revoked(server):
+    browser = logged_in(server)
+    token = browser.csrf
+    page = browser.post("/settings/apps", {"csrf": token, "name": "Phone"})
+    assert page.status == 200
+    password = page.text.split('id="new-app-password">', 1)[1].split("<", 1)[0]
+    assert len(password) == 24 and "Phone" in page.text
+    assert password not in browser.get("/settings").text  # shown once
+
+    assert imap_login(server, ALICE, password)
+    with smtplib.SMTP(H, server.ports["submission"], timeout=30) as smtp:
+        smtp.starttls(context=client_context())
+        smtp.login(ALICE, password)
+    web = Browser(server.ports["web"])
+    fields = web.get("/login").form("/login")
+    fields.update(username=ALICE, password=password)
+    assert web.post("/login", fields).status == 401  # mail clients only
+
+    bob = logged_in(server, BOB)
+    app_id = browser.get("/settings").form("/settings/apps/revoke")["id"]
+    assert bob.post("/settings/apps/revoke", {"csrf": bob.csrf, "id": app_id},
+                    follow=False).status == 404  # fmt: skip
+    assert imap_login(server, ALICE, password)
+    revoked = browser.post("/settings/apps/revoke", {"csrf": token, "id": app_id})
+    assert "App password revoked" in revoked.text
+    assert not imap_login(server, ALICE, password)
+    assert imap_login(server, ALICE, PASSWORD)

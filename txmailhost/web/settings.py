@@ -14,6 +14,8 @@ Each setting goes through the code the admin CLI and the other protocols use, ne
   ManageSieve uses (``DATA/sieve/``), and giving back the script that was active before;
 - Sieve rules: ``ScriptStore.put``/``set_active``/``delete`` as ManageSieve's PUTSCRIPT,
   SETACTIVE and DELETESCRIPT, with its syntax check (an error is shown with its line);
+- app passwords: ``IAccounts.add_app_password``/``remove_app_password``
+  (``accounts/apppasswords.py``), checked by the same cred checker every protocol uses;
 - storage: ``IMailStore.usage`` against the quota routing enforces;
 - sessions: the user's own, from the session table; ending one ends it on the server.
 
@@ -69,7 +71,9 @@ async def _vacation_state(ctx: WebContext) -> tuple[bool, str]:
     return await ctx.services.in_thread(read)
 
 
-async def settings_page(ctx: WebContext, status: int = 200, error: str = "") -> Response:
+async def settings_page(
+    ctx: WebContext, status: int = 200, error: str = "", new_app: tuple[str, str] | None = None
+) -> Response:
     assert ctx.session is not None
     services = ctx.services
     accounts = services.accounts
@@ -79,6 +83,7 @@ async def settings_page(ctx: WebContext, status: int = 200, error: str = "") -> 
     targets, keep = await _accounts(ctx, rules.forward_of, ctx.user)
     on, _script = await _vacation_state(ctx) if services.scripts else (False, "")
     sessions = sorted(services.sessions.of_user(ctx.user), key=lambda s: -s.last_used)
+    apps = await _accounts(ctx, accounts.list_app_passwords, ctx.user)
     return ctx.render(
         "settings.html",
         status,
@@ -92,6 +97,8 @@ async def settings_page(ctx: WebContext, status: int = 200, error: str = "") -> 
         vacation_on=on,
         sieve=services.scripts is not None,
         sessions=[(session_id(s), s, s is ctx.session) for s in sessions],
+        apps=apps,
+        new_app=new_app,
         when=lambda t: datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%d %H:%M"),
     )
 
@@ -112,7 +119,13 @@ async def change_password(ctx: WebContext) -> Response:
     if new != again:
         return await settings_page(ctx, 400, "The new password and its repetition differ.")
     services = ctx.services
-    logins = PasswordLogin(services.portal, services.reactor, "web", failure_delay=FAILURE_DELAY)
+    logins = PasswordLogin(
+        services.portal,
+        services.reactor,
+        "web",
+        failure_delay=FAILURE_DELAY,
+        account_password_only=True,  # never an app password: those are for mail clients
+    )
     try:
         _account, logout = await logins.login(
             Credentials(ctx.user.encode(), old.encode(), "form"),
@@ -174,6 +187,31 @@ async def set_vacation(ctx: WebContext) -> Response:
         return await settings_page(ctx, 400, f"The away reply was not saved: {e}")
     log.info("web {user} turned the away reply on", user=ctx.user)
     return _done("Away reply on")
+
+
+async def add_app_password(ctx: WebContext) -> Response:
+    """A new app password, shown once on the page this POST answers (never stored in clear,
+    never in a URL)."""
+    name = " ".join(ctx.arg("name").split())
+    if not name or len(name) > 100:
+        return await settings_page(ctx, 400, "Name the app password (at most 100 characters).")
+    try:
+        _id, password = await _accounts(ctx, ctx.services.accounts.add_app_password,
+                                        ctx.user, name)  # fmt: skip
+    except AccountError as e:
+        return await settings_page(ctx, 400, f"No app password made: {e}")
+    log.info("web {user} made app password {name!r}", user=ctx.user, name=name)
+    return await settings_page(ctx, new_app=(name, password))
+
+
+async def revoke_app_password(ctx: WebContext) -> Response:
+    given = ctx.arg("id")
+    app_id = int(given) if given.isdigit() and len(given) < 12 else 0
+    removed = await _accounts(ctx, ctx.services.accounts.remove_app_password, ctx.user, app_id)
+    if not removed:
+        return text(404, "no such app password")
+    log.info("web {user} revoked app password {id}", user=ctx.user, id=app_id)
+    return _done("App password revoked")
 
 
 async def end_session(ctx: WebContext) -> Response:
@@ -254,6 +292,8 @@ ROUTES = [
     Route("POST", "/settings/forward", set_forward),
     Route("POST", "/settings/vacation", set_vacation),
     Route("POST", "/settings/sessions/end", end_session),
+    Route("POST", "/settings/apps", add_app_password),
+    Route("POST", "/settings/apps/revoke", revoke_app_password),
     Route("GET", "/settings/sieve", sieve_show),
     Route("POST", "/settings/sieve", sieve_save),
     Route("POST", "/settings/sieve/action", sieve_action),
