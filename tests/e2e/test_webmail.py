@@ -341,6 +341,7 @@ FOREIGN = {
     ("POST", "/settings/sessions/end"): None,
     ("POST", "/settings/apps"): None,
     ("POST", "/settings/apps/revoke"): None,
+    ("GET", "/settings/mobileconfig"): None,  # the session user's address only
     ("GET", "/settings/sieve"): None,
     ("POST", "/settings/sieve"): None,
     ("POST", "/settings/sieve/action"): None,
@@ -529,3 +530,27 @@ def test_plain_http_redirects_to_the_public_https_address_and_mta_sts_is_served(
 def _links(page: str) -> list[str]:
     """Every href of the page, as the browser reads it (entities decoded)."""
     return [html.unescape(h.split('"', 1)[0]) for h in page.split('href="')[1:]]
+
+
+def test_the_apple_profile_configures_the_logged_in_users_imap_and_submission(advertising):
+    import plistlib
+
+    server, imaps, submissions = advertising
+    browser = logged_in(server, BOB)
+    page = browser.get("/settings/mobileconfig")
+    assert page.status == 200
+    assert page.header("Content-Type") == "application/x-apple-aspen-config"
+    assert page.header("Content-Disposition") == 'attachment; filename="example.test.mobileconfig"'
+    document = plistlib.loads(page.body)
+    assert document["PayloadType"] == "Configuration"
+    [mail] = document["PayloadContent"]
+    assert mail["PayloadType"] == "com.apple.mail.managed"
+    assert (mail["EmailAddress"], mail["IncomingMailServerUsername"]) == (BOB, BOB)
+    assert (mail["IncomingMailServerHostName"], mail["IncomingMailServerPortNumber"],
+            mail["IncomingMailServerUseSSL"]) == ("mx.example.test", imaps, True)  # fmt: skip
+    assert (mail["OutgoingMailServerPortNumber"], mail["OutgoingMailServerUseSSL"]) == (
+        submissions, True)  # fmt: skip
+    assert b"Password" not in page.body.replace(b"EmailAuthPassword", b"").replace(
+        b"OutgoingPasswordSameAsIncomingPassword", b"")  # fmt: skip
+    again = plistlib.loads(browser.get("/settings/mobileconfig").body)
+    assert again["PayloadUUID"] == document["PayloadUUID"]  # a new download replaces it

@@ -34,6 +34,7 @@ from txmailhost.web import (
     folderadmin,
     folders,
     login,
+    mobileconfig,
     moving,
     reading,
     search,
@@ -56,6 +57,7 @@ ROUTES: list[Route] = [
     *search.ROUTES,
     *folderadmin.ROUTES,
     *settings.ROUTES,
+    *mobileconfig.ROUTES,
     *events.ROUTES,
     *autoconfig.ROUTES,
 ]
