@@ -342,6 +342,13 @@ FOREIGN = {
     ("POST", "/settings/apps"): None,
     ("POST", "/settings/apps/revoke"): None,
     ("GET", "/settings/mobileconfig"): None,  # the session user's address only
+    # the admin console: 404 to anyone not admin (test_webmail_admin.py)
+    ("GET", "/admin"): None,
+    ("POST", "/admin/domains"): None,
+    ("POST", "/admin/users"): None,
+    ("POST", "/admin/aliases"): None,
+    ("GET", "/admin/queue"): None,
+    ("POST", "/admin/queue"): None,
     ("GET", "/settings/sieve"): None,
     ("POST", "/settings/sieve"): None,
     ("POST", "/settings/sieve/action"): None,

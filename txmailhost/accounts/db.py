@@ -71,6 +71,12 @@ ALTER TABLE domains ADD COLUMN default_quota INTEGER; -- bytes, NULL: unlimited
 ALTER TABLE domains ADD COLUMN alias_of TEXT;         -- mail for this domain goes to that one
 """
 SCHEMA_VERSION = 2
+# Users who may use the webmail's admin console (``txmailhost user admin ADDR on``).
+_ADMINS = """
+CREATE TABLE IF NOT EXISTS admins (
+    address TEXT PRIMARY KEY REFERENCES users(address) ON DELETE CASCADE
+);
+"""
 
 
 @implementer(IAccounts)
@@ -91,6 +97,7 @@ class AccountsDB:
             conn.executescript(_SCHEMA)
             _migrate(conn)
             conn.executescript(apppasswords.SCHEMA)
+            conn.executescript(_ADMINS)
             self._local.conn = conn
         return conn
 
@@ -307,6 +314,22 @@ class AccountsDB:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    # -- administrators ----------------------------------------------------------------------
+
+    def is_admin(self, address: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM admins WHERE address = ?", (address.lower(),))
+        return row.fetchone() is not None
+
+    def set_admin(self, address: str, admin: bool) -> str:
+        canonical = canonical_address(address)
+        if not self.has_user(canonical):
+            raise AccountError(f"no such user: {canonical}")
+        if admin:
+            self._db.execute("INSERT OR IGNORE INTO admins VALUES (?)", (canonical,))
+        else:
+            self._db.execute("DELETE FROM admins WHERE address = ?", (canonical,))
+        return canonical
 
     # -- app passwords (apppasswords.py) -------------------------------------------------------
 

@@ -79,6 +79,13 @@ class IAccounts(Interface):
 
     # -- login origins (``origins.py``) --------------------------------------------------------
 
+    def is_admin(address: str) -> bool:
+        """May ``address`` use the webmail's admin console."""
+
+    def set_admin(address: str, admin: bool) -> str:
+        """Grant or withdraw the admin console; the canonical address. AccountError for an
+        unknown user."""
+
     def add_app_password(address: str, name: str) -> tuple[int, str]:
         """(id, password in clear, shown once) of a new app-specific password named ``name``
         for a mail client (``apppasswords.py``); AccountError for an unknown user."""

@@ -28,6 +28,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from txmailhost.store.interfaces import InvalidMailboxName, NoSuchMailbox, NoSuchMessage
 from txmailhost.web import (
+    admin,
     autoconfig,
     compose,
     events,
@@ -58,6 +59,7 @@ ROUTES: list[Route] = [
     *folderadmin.ROUTES,
     *settings.ROUTES,
     *mobileconfig.ROUTES,
+    *admin.ROUTES,
     *events.ROUTES,
     *autoconfig.ROUTES,
 ]

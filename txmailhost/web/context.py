@@ -56,6 +56,7 @@ class WebServices:
     accounts: Any = None  # accounts.interfaces.IAccounts (settings: password, forwarding)
     accounts_pool: Any = None  # the pool the accounts backend is used from
     scripts: Any = None  # sieve.scripts store, the one ManageSieve saves through
+    spool: Any = None  # queue.spool.Spool: the admin console's queue list and requests
 
     def in_thread(self, function: Callable[..., Any], *args: Any) -> Any:
         """Deferred of ``function(*args)`` run in the site's pool, off the reactor."""

@@ -84,6 +84,7 @@ async def settings_page(
     on, _script = await _vacation_state(ctx) if services.scripts else (False, "")
     sessions = sorted(services.sessions.of_user(ctx.user), key=lambda s: -s.last_used)
     apps = await _accounts(ctx, accounts.list_app_passwords, ctx.user)
+    is_admin = await _accounts(ctx, accounts.is_admin, ctx.user)
     return ctx.render(
         "settings.html",
         status,
@@ -99,6 +100,7 @@ async def settings_page(
         sessions=[(session_id(s), s, s is ctx.session) for s in sessions],
         apps=apps,
         new_app=new_app,
+        is_admin=is_admin,
         when=lambda t: datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%d %H:%M"),
     )
 
