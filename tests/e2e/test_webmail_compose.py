@@ -127,6 +127,21 @@ def test_line_breaks_in_header_fields_are_refused_not_sent(server):
     assert imap_messages(server, BOB) == []
 
 
+def test_a_forward_with_a_broken_subject_is_refused_cleanly(server):
+    original = EmailMessage()
+    original["From"], original["To"], original["Subject"] = "x@remote.test", ALICE, "fw"
+    original.set_content("body")
+    _deliver(server, ALICE, original)
+    alice = logged_in(server)
+    alice.wait_for("/mail", "fw")
+    fields = compose_form(alice, "?mode=forward&folder=INBOX&uid=1")
+    fields.update(to=BOB, subject="a\r\nBcc: victim@example.test", action="send")
+    page = alice.post_multipart("/compose", fields, follow=False)
+    assert page.status == 400 and "line breaks are not allowed" in page.text
+    assert alice.get("/compose?to=bob%40example.test%0D%0ABcc:x@y").status == 200
+    assert imap_messages(server, BOB) == []
+
+
 def test_bad_recipient_addresses_are_named_in_the_error(server):
     alice = logged_in(server)
     fields = compose_form(alice)

@@ -200,7 +200,8 @@ async def compose_page(ctx: WebContext) -> Response:
         answer = _answer_of(original.headers)
         values["answer"] = answer
     elif mode == "new":
-        draft = Draft(sender=ctx.user, to=composing.check_line("To", ctx.arg("to"))[:2000])
+        to = ctx.arg("to")  # a mailto: link's address
+        draft = Draft(sender=ctx.user, to="" if any(c in to for c in "\r\n\0") else to[:2000])
     else:
         uid = _uid(ctx.arg("uid"))
         if uid is None:
@@ -299,7 +300,10 @@ async def compose_submit(ctx: WebContext) -> Response:
     again = {"answer": answer, "draft_uid": draft_uid or "", "source": _pair(ctx, "source")}
     if action == "send" and ctx.services.outbox is None:
         return _form(ctx, draft, 503, "Sending is not available on this server.", **again)
-    attachments, streams = await _attachments(ctx)
+    try:
+        attachments, streams = await _attachments(ctx)
+    except BadField as e:
+        return _form(ctx, draft, 400, f"{e.field}: {e.why}", **again)
     draft.attachments = attachments
     domain = ctx.user.rpartition("@")[2]
     try:
