@@ -85,6 +85,16 @@ def test_an_admin_adds_a_domain_a_user_and_an_alias_that_work_at_once(server):
     _wait(lambda: imap_count(server, BOB) == 1)
     _wait(lambda: imap_count(server, "carol@other.test", CAROL_PASSWORD) == 1)
 
+    quota = admin.post("/admin/users", {"csrf": token, "action": "quota",
+                                        "address": "carol@other.test", "quota": "5M"})  # fmt: skip
+    assert "Quota of carol@other.test: 5242880 bytes" in quota.text
+    assert server.cli("user", "quota", "carol@other.test").stdout.strip() == "5M"
+    bad = admin.post("/admin/users", {"csrf": token, "action": "quota",
+                                      "address": "carol@other.test", "quota": "lots"})  # fmt: skip
+    assert bad.status == 400
+    default = admin.post("/admin/domains", {"csrf": token, "action": "quota",
+                                            "domain": "other.test", "quota": "1G"})  # fmt: skip
+    assert "Default quota of other.test: 1073741824 bytes" in default.text
     own = admin.post("/admin/users", {"csrf": token, "action": "remove",
                                       "address": "root@example.test"})  # fmt: skip
     assert own.status == 400

@@ -3,7 +3,8 @@ user admin ADDR on|off``): domains, users, aliases and the relay queue.
 
 Every page and action goes through the code the CLI runs, so both say and do the same:
 ``IAccounts`` for domains and users (and ``IMailStore.provision`` for a new user's folders,
-as ``user add``), ``IAddressRules`` for aliases, and the queue's own request files for retry,
+as ``user add``), ``IAddressRules`` for aliases and quotas (sizes as ``user quota`` reads
+them: ``500M``, ``2G``, ``none``), and the queue's own request files for retry,
 bounce, delete, hold and release (``Spool.request``: what ``txmailhost queue retry ID``
 writes, applied by the running queue within a second). Listing the queue reads the spool's
 envelopes as ``queue list`` does.
@@ -21,6 +22,7 @@ from urllib.parse import quote
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from txmailhost.accounts.db import parse_size
 from txmailhost.accounts.interfaces import AccountError
 from txmailhost.web.context import Route, WebContext
 from txmailhost.web.responses import Response, redirect, text
@@ -70,6 +72,10 @@ async def _page(ctx: WebContext, status: int = 200, error: str = "") -> Response
                       domains=domains, users=users, aliases=aliases)  # fmt: skip
 
 
+def _size_text(limit: int | None) -> str:
+    return "none" if limit is None else f"{limit} bytes"
+
+
 def _done(what: str, where: str = "/admin") -> Response:
     return redirect(f"{where}?done={quote(what)}")
 
@@ -86,6 +92,11 @@ async def domains(ctx: WebContext) -> Response:
         if action == "add":
             name = await _accounts(ctx, accounts.add_domain, domain)
             done = f"Domain {name} added"
+        elif action == "quota":
+            rules = await _accounts(ctx, accounts.address_rules)
+            limit = parse_size(ctx.arg("quota") or "none")
+            name = await _accounts(ctx, rules.set_domain_quota, domain, limit)
+            done = f"Default quota of {name}: {_size_text(limit)}"
         elif action == "remove":
             removed = await _accounts(ctx, accounts.remove_domain, domain, False)
             done = f"Domain {domain} removed" + (f" with {len(removed)} users" if removed else "")
@@ -117,6 +128,11 @@ async def users(ctx: WebContext) -> Response:
         elif action == "password":
             address = await _accounts(ctx, accounts.set_password, address, password)
             done = f"Password of {address} set"
+        elif action == "quota":
+            rules = await _accounts(ctx, accounts.address_rules)
+            limit = parse_size(ctx.arg("quota") or "none")
+            address = await _accounts(ctx, rules.set_quota, address, limit)
+            done = f"Quota of {address}: {_size_text(limit)}"
         elif action in ("admin", "unadmin"):
             address = await _accounts(ctx, accounts.set_admin, address, action == "admin")
             done = f"{address}: admin {'on' if action == 'admin' else 'off'}"
