@@ -165,7 +165,12 @@ def _parser() -> argparse.ArgumentParser:
     add = user_commands.add_parser("add", help="create an account and its mailbox")
     add.add_argument("address")
     _password_option(add)
+    add.add_argument("--admin", action="store_true", help="may use the webmail's admin console")
     add.set_defaults(run=_with_accounts(_user_add))
+    admin = user_commands.add_parser("admin", help="grant or withdraw the admin console")
+    admin.add_argument("address")
+    admin.add_argument("state", choices=("on", "off"))
+    admin.set_defaults(run=_with_accounts(_user_admin))
     listing = user_commands.add_parser("list", help="list the users, one per line")
     listing.add_argument("--domain", help="only the users of this domain")
     listing.set_defaults(run=_with_accounts(_user_list))
@@ -393,7 +398,10 @@ def _user_add(args: argparse.Namespace, config: Config, accounts: IAccounts) -> 
     except BaseException:
         accounts.remove_user(address)  # no account without a mailbox
         raise
-    print(f"added user {address} (mail in {store.location(address)})")
+    admin = getattr(args, "admin", False)
+    if admin:
+        accounts.set_admin(address, True)
+    print(f"added user {address}{' (admin)' if admin else ''} (mail in {store.location(address)})")
     return 0
 
 
@@ -409,6 +417,12 @@ def _user_passwd(args: argparse.Namespace, config: Config, accounts: IAccounts) 
         raise AccountError(f"no such user: {address}")
     accounts.set_password(address, _read_password(args.password_file))
     print(f"changed the password of {address}")
+    return 0
+
+
+def _user_admin(args: argparse.Namespace, config: Config, accounts: IAccounts) -> int:
+    address = accounts.set_admin(args.address, args.state == "on")
+    print(f"{address}: admin {args.state}")
     return 0
 
 

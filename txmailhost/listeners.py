@@ -19,6 +19,7 @@ nothing of the config file.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,9 +31,11 @@ from txmailhost.imap.server import IMAPFactory
 from txmailhost.ops.exposition import MetricsSite
 from txmailhost.peer import PlaintextAuth
 from txmailhost.pop3.server import POP3Factory
+from txmailhost.queue.spool import Spool
 from txmailhost.sieve.managesieve import ManageSieveFactory
 from txmailhost.sieve.setup import script_store
 from txmailhost.smtp import replies as smtp_replies
+from txmailhost.smtp.outbox import Outbox
 from txmailhost.smtp.policy import InboundPolicy, SubmissionPolicy
 from txmailhost.smtp.server import SMTPFactory
 from txmailhost.web.context import ClientSettings
@@ -143,17 +146,21 @@ def inbound_smtp(parts: ServerParts, implicit_tls: bool) -> SMTPFactory:
     )
 
 
+def _submission_policy(parts: ServerParts) -> SubmissionPolicy:
+    return SubmissionPolicy(
+        parts.router,
+        parts.store,
+        queue=parts.queue,
+        rcpt_throttle=parts.rcpt_throttle,
+        quota_full=_quota_full(parts.config),
+    )
+
+
 def submission(parts: ServerParts, implicit_tls: bool) -> SMTPFactory:
     """Ports 587 and 465 (RFC 6409, RFC 8314): our users' mail, after AUTH."""
     config = parts.config
     return SMTPFactory(
-        SubmissionPolicy(
-            parts.router,
-            parts.store,
-            queue=parts.queue,
-            rcpt_throttle=parts.rcpt_throttle,
-            quota_full=_quota_full(config),
-        ),
+        _submission_policy(parts),
         parts.delivery,
         **_session(parts, implicit_tls, "submission"),
         portal=parts.portal,
@@ -233,6 +240,23 @@ def web(parts: ServerParts, implicit_tls: bool) -> WebSite:
         session_idle_timeout=settings.session_idle_timeout,
         session_lifetime=settings.session_lifetime,
         max_sessions=settings.max_sessions,
+        # Send goes through what port 587 runs: its policy, filters (DKIM) and hand-off.
+        outbox=functools.partial(
+            Outbox,
+            _submission_policy(parts),
+            parts.delivery,
+            parts.filters,
+            reactor=parts.reactor,
+            hostname=config.hostname,
+            max_message_size=config.smtp.max_message_size,
+            max_recipients=config.smtp.max_recipients,
+            hide_client_ip=config.security.hide_client_ip_on_submission,
+        ),
+        mailbox_observers=parts.mailbox_observers,
+        accounts=parts.router.accounts,
+        accounts_pool=parts.router.accounts_pool,
+        scripts=script_store(config),  # the store ManageSieve and delivery use
+        spool=Spool(config.queue_dir),  # what `txmailhost queue` reads and writes requests to
     )
 
 

@@ -111,6 +111,16 @@ class Router:
         self._cache: dict[tuple[str, str], tuple[float, Resolution]] = {}
         self.srs = srs  # srs.SRS, or None: forwarded mail keeps its sender
 
+    @property
+    def accounts(self) -> IAccounts:
+        """The accounts backend routing reads (the webmail's settings change it too)."""
+        return self._accounts
+
+    @property
+    def accounts_pool(self) -> ThreadPool:
+        """The pool every accounts call runs in (the backend is never used on the reactor)."""
+        return self._pool
+
     def quota_of(self, user: str) -> Deferred[int | None]:
         """The user's storage limit in bytes, None for unlimited (IAddressRules.quota_of)."""
         return threads.deferToThreadPool(self._reactor, self._pool, self._rules.quota_of, user)

@@ -322,6 +322,46 @@ FOREIGN = {
     ("POST", "/message/move"): ["/message/move"],
     ("POST", "/message/delete"): ["/message/delete"],
     ("POST", "/logout"): None,
+    ("GET", "/search"): ["/search?folder=../bob@example.test&q=secret"],
+    ("POST", "/message/junk"): [("/message/junk", {"verdict": "spam"})],
+    ("GET", "/folders/manage"): None,  # the session's own folders only
+    ("POST", "/folders/create"): None,  # creates among the session's own folders only
+    ("POST", "/folders/rename"): [
+        ("/folders/rename", {"folder": "../bob@example.test", "name": "mine"})
+    ],
+    ("POST", "/folders/delete"): [
+        ("/folders/delete", {"folder": "../bob@example.test", "confirm": "1"})
+    ],
+    # settings name no message or folder: the session user's account, forwarding and
+    # scripts only; ending another user's session: test_webmail_settings.py
+    ("GET", "/settings"): None,
+    ("POST", "/settings/password"): None,
+    ("POST", "/settings/forward"): None,
+    ("POST", "/settings/vacation"): None,
+    ("POST", "/settings/sessions/end"): None,
+    ("POST", "/settings/apps"): None,
+    ("POST", "/settings/apps/revoke"): None,
+    ("GET", "/settings/mobileconfig"): None,  # the session user's address only
+    # the admin console: 404 to anyone not admin (test_webmail_admin.py)
+    ("GET", "/admin"): None,
+    ("POST", "/admin/domains"): None,
+    ("POST", "/admin/users"): None,
+    ("POST", "/admin/aliases"): None,
+    ("GET", "/admin/queue"): None,
+    ("POST", "/admin/queue"): None,
+    ("GET", "/settings/sieve"): None,
+    ("POST", "/settings/sieve"): None,
+    ("POST", "/settings/sieve/action"): None,
+    ("GET", "/compose"): [
+        "/compose?mode=reply&folder=INBOX&uid=1",
+        "/compose?mode=forward&folder=INBOX&uid=1",
+        "/compose?draft=1",
+        "/compose?mode=replyall&folder=../bob@example.test&uid=1",
+    ],
+    ("POST", "/compose"): [
+        ("/compose", {"forward_folder": "INBOX", "forward_uid": "1"}),
+        ("/compose", {"source_folder": "INBOX", "source_uid": "1", "keep_part": "1"}),
+    ],
     ("GET", "/events"): None,  # the session's own folders only: see test_new_mail_is_pushed...
 }
 
@@ -340,6 +380,12 @@ def test_no_route_reaches_another_users_message(server):
         for url in urls or []:
             if method == "GET":
                 page = alice.get(url, follow=False)
+            elif isinstance(url, tuple) and url[0] == "/compose":  # a message to attach
+                fields = {"csrf": token, "to": BOB, "action": "draft", **url[1]}
+                page = alice.post_multipart(url[0], fields, follow=False)
+            elif isinstance(url, tuple):
+                fields = {"csrf": token, "folder": "INBOX", "uid": "1", **url[1]}
+                page = alice.post(url[0], fields, follow=False)
             else:
                 fields = {"csrf": token, "folder": "INBOX", "uid": "1", "action": "read",
                           "target": "Sent"}  # fmt: skip
@@ -491,3 +537,27 @@ def test_plain_http_redirects_to_the_public_https_address_and_mta_sts_is_served(
 def _links(page: str) -> list[str]:
     """Every href of the page, as the browser reads it (entities decoded)."""
     return [html.unescape(h.split('"', 1)[0]) for h in page.split('href="')[1:]]
+
+
+def test_the_apple_profile_configures_the_logged_in_users_imap_and_submission(advertising):
+    import plistlib
+
+    server, imaps, submissions = advertising
+    browser = logged_in(server, BOB)
+    page = browser.get("/settings/mobileconfig")
+    assert page.status == 200
+    assert page.header("Content-Type") == "application/x-apple-aspen-config"
+    assert page.header("Content-Disposition") == 'attachment; filename="example.test.mobileconfig"'
+    document = plistlib.loads(page.body)
+    assert document["PayloadType"] == "Configuration"
+    [mail] = document["PayloadContent"]
+    assert mail["PayloadType"] == "com.apple.mail.managed"
+    assert (mail["EmailAddress"], mail["IncomingMailServerUsername"]) == (BOB, BOB)
+    assert (mail["IncomingMailServerHostName"], mail["IncomingMailServerPortNumber"],
+            mail["IncomingMailServerUseSSL"]) == ("mx.example.test", imaps, True)  # fmt: skip
+    assert (mail["OutgoingMailServerPortNumber"], mail["OutgoingMailServerUseSSL"]) == (
+        submissions, True)  # fmt: skip
+    assert b"Password" not in page.body.replace(b"EmailAuthPassword", b"").replace(
+        b"OutgoingPasswordSameAsIncomingPassword", b"")  # fmt: skip
+    again = plistlib.loads(browser.get("/settings/mobileconfig").body)
+    assert again["PayloadUUID"] == document["PayloadUUID"]  # a new download replaces it

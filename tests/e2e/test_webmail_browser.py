@@ -210,3 +210,89 @@ def test_hostile_html_mail_runs_no_script_and_loads_nothing_until_images_are_all
         assert _page_errors(browser) == []
     finally:
         tracker.close()
+
+
+def _logged_in(browser, base: str) -> None:
+    """Log alice in unless the module's browser is already."""
+    browser.get(base + "/mail")
+    if browser.current_url.startswith(base + "/mail"):
+        if ALICE in browser.find_element(By.TAG_NAME, "header").text:
+            return
+        browser.find_element(By.XPATH, "//header//button[text()='Log out']").click()
+        _wait(lambda: browser.current_url.startswith(base + "/login"), what="the login page")
+    if browser.current_url.startswith(base + "/login"):
+        browser.find_element(By.ID, "username").send_keys(ALICE)
+        browser.find_element(By.ID, "password").send_keys(PASSWORD + Keys.ENTER)
+        _wait(lambda: browser.current_url.startswith(base + "/mail"), what="the mail page")
+
+
+def test_compose_with_an_attachment_and_the_recipient_receives_it(web_server, browser, tmp_path):
+    import email
+    import email.policy
+    import imaplib
+
+    from tests.e2e.conftest import client_context
+
+    base = f"https://127.0.0.1:{web_server.ports['web']}"
+    _logged_in(browser, base)
+    _click(browser, "Compose")
+    _wait(lambda: browser.current_url.startswith(base + "/compose"), what="the compose page")
+    attachment = tmp_path / "plan \u00e9t\u00e9.pdf"
+    attachment.write_bytes(b"%PDF-1.4 browser upload " + bytes(range(256)) * 200)
+    browser.find_element(By.ID, "to").send_keys("Bob <bob@example.test>")
+    browser.find_element(By.ID, "subject").send_keys("from the browser")
+    browser.find_element(By.ID, "body").send_keys("Hello Bob,\nthe plan is attached.")
+    browser.find_element(By.ID, "attachment").send_keys(str(attachment))
+    browser.find_element(By.CSS_SELECTOR, "button[value=send]").click()
+    _wait(lambda: browser.current_url == base + "/mail?folder=Sent", what="the Sent folder")
+    _wait(lambda: "from the browser" in _text(browser, "message-list"), what="the sent copy")
+
+    deadline = time.time() + 15
+    while True:
+        imap = imaplib.IMAP4("127.0.0.1", web_server.ports["imap"], timeout=30)
+        imap.starttls(ssl_context=client_context())
+        imap.login("bob@example.test", PASSWORD)
+        count = int(imap.select("INBOX")[1][0])
+        raw = imap.fetch(str(count), "(BODY.PEEK[])")[1][0][1] if count else b""
+        imap.logout()
+        if b"from the browser" in raw or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    received = email.message_from_bytes(raw, policy=email.policy.default)
+    assert received["Subject"] == "from the browser"
+    assert "the plan is attached." in received.get_body(("plain",)).get_content()
+    [part] = list(received.iter_attachments())
+    assert part.get_filename() == "plan \u00e9t\u00e9.pdf"
+    assert part.get_content() == attachment.read_bytes()
+    assert _page_errors(browser) == []
+
+
+def test_search_mark_spam_and_an_admin_creates_a_user_who_logs_in(web_server, browser):
+    base = f"https://127.0.0.1:{web_server.ports['web']}"
+    _send(web_server, _message("zebra crossing notes", "about zebras"))
+    _logged_in(browser, base)
+    _wait(lambda: "zebra crossing" in _text(browser, "message-list"), what="the message")
+    search = browser.find_element(By.ID, "search-q")
+    search.send_keys("zebras" + Keys.ENTER)
+    _wait(lambda: browser.current_url.startswith(base + "/search"), what="the results")
+    assert "1 message found" in browser.find_element(By.ID, "main").text
+    _click(browser, "zebra crossing notes")
+    browser.find_element(By.XPATH, "//button[text()='Spam']").click()
+    browser.get(base + "/mail?folder=Junk")
+    _wait(lambda: "zebra crossing" in _text(browser, "message-list"), what="the message in Junk")
+
+    web_server.cli("user", "admin", ALICE, "on")
+    browser.get(base + "/settings")
+    _click(browser, "Admin console")
+    browser.find_element(By.ID, "user-address").send_keys("erin@example.test")
+    browser.find_element(By.ID, "user-password").send_keys("erins-browser-password")
+    browser.find_element(By.XPATH, "//button[text()='Add user']").click()
+    _wait(lambda: "User erin@example.test added" in browser.find_element(By.ID, "main").text,
+          what="the new user")  # fmt: skip
+    browser.find_element(By.XPATH, "//header//button[text()='Log out']").click()
+    _wait(lambda: browser.current_url.startswith(base + "/login"), what="the login page")
+    browser.find_element(By.ID, "username").send_keys("erin@example.test")
+    browser.find_element(By.ID, "password").send_keys("erins-browser-password" + Keys.ENTER)
+    _wait(lambda: "erin@example.test" in browser.find_element(By.TAG_NAME, "header").text,
+          what="erin's mail page")  # fmt: skip
+    assert _page_errors(browser) == []

@@ -9,6 +9,7 @@ import http.client
 import ssl
 import time
 import urllib.parse
+import uuid
 from dataclasses import dataclass, field
 from email.message import Message
 
@@ -52,12 +53,26 @@ class _Forms(html.parser.HTMLParser):
         super().__init__()
         self.forms: list[dict] = []
 
+    _textarea: str | None = None
+
     def handle_starttag(self, tag: str, attrs: list) -> None:
         a = dict(attrs)
         if tag == "form":
             self.forms.append({"action": a.get("action"), "fields": []})
         elif tag == "input" and self.forms and a.get("name"):
             self.forms[-1]["fields"].append((a["name"], a.get("value") or ""))
+        elif tag == "textarea" and self.forms and a.get("name"):
+            self._textarea = a["name"]
+            self.forms[-1]["fields"].append((a["name"], ""))
+
+    def handle_data(self, data: str) -> None:
+        if self._textarea is not None:
+            name, value = self.forms[-1]["fields"][-1]
+            self.forms[-1]["fields"][-1] = (name, value + data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "textarea":
+            self._textarea = None
 
 
 @dataclass
@@ -108,6 +123,26 @@ class Browser:
         headers = {"Content-Type": "application/x-www-form-urlencoded", **kwargs.pop("headers", {})}
         body = urllib.parse.urlencode(fields).encode()
         return self.request("POST", path, body=body, headers=headers, **kwargs)
+
+    def post_multipart(
+        self, path: str, fields: dict[str, str] | list, files: list | None = None, **kwargs
+    ) -> Page:
+        """A multipart/form-data POST, as a browser sends a form with file inputs: ``files``
+        holds (field name, file name, content type, bytes)."""
+        boundary = "----txmtest" + uuid.uuid4().hex
+        items = fields.items() if isinstance(fields, dict) else fields
+        body = bytearray()
+        for name, value in items:
+            body += (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"'
+                     f"\r\n\r\n").encode() + str(value).encode() + b"\r\n"  # fmt: skip
+        for name, filename, content_type, data in files or []:
+            body += (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+                     f'filename="{filename}"\r\nContent-Type: {content_type}\r\n\r\n'
+                     ).encode() + data + b"\r\n"  # fmt: skip
+        body += f"--{boundary}--\r\n".encode()
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}",
+                   **kwargs.pop("headers", {})}  # fmt: skip
+        return self.request("POST", path, body=bytes(body), headers=headers, **kwargs)
 
     def login(self, user: str, password: str, **kwargs) -> Page:
         fields = self.get("/login").form("/login")

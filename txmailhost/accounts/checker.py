@@ -9,6 +9,9 @@ With a ``CredentialCache`` (``credcache.py``) a password verified lately for the
 hash is accepted without hashing again; the stored hash is read on every login regardless, so
 a change made by the CLI in another process applies to the next login.
 
+When the account's password doesn't match, an app-specific password (``apppasswords.py``) may:
+unless the credentials provide ``IAccountPasswordOnly`` (the webmail's login).
+
 A hash moved in from Dovecot (``legacy.py``) is replaced by our scrypt hash on the first login
 that proves the password, compare-and-swap, so a password changed meanwhile is kept.
 """
@@ -27,6 +30,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from txmailhost.accounts.addresses import canonical_address
+from txmailhost.accounts.apppasswords import IAccountPasswordOnly
 from txmailhost.accounts.credcache import CredentialCache
 from txmailhost.accounts.interfaces import AccountError, IAccounts
 from txmailhost.accounts.legacy import scheme_of
@@ -62,7 +66,7 @@ class AccountsChecker:
         self._pool = pool
         self._cache = cache
 
-    def _check(self, username: str, password: str) -> str:
+    def _check(self, username: str, password: str, app_passwords: bool = True) -> str:
         try:
             address = canonical_address(username)
         except AccountError:
@@ -75,6 +79,8 @@ class AccountsChecker:
             if cache.verified(address, fingerprint, encoded):
                 return address
         ok = verify_password(password, encoded or dummy_hash())
+        if not ok and app_passwords and encoded is not None and address is not None:
+            return self._check_app_password(address, password)
         if not ok or encoded is None or address is None:
             raise UnauthorizedLogin("authentication failed")
         if needs_rehash(encoded):  # a hash moved in from Dovecot: ours from now on
@@ -82,6 +88,15 @@ class AccountsChecker:
         if cache is not None and fingerprint is not None:
             cache.remember(address, fingerprint, encoded)
         return address
+
+    def _check_app_password(self, address: str, password: str) -> str:
+        """An app-specific password of ``address`` (``apppasswords.py``): only the one its
+        lookup group names is hashed, so a wrong password costs one more scrypt at most."""
+        for app_id, encoded in self._db.app_password_hashes(address, password):
+            if verify_password(password, encoded):
+                self._db.app_password_used(app_id)
+                return address
+        raise UnauthorizedLogin("authentication failed")
 
     def _rehash(self, address: str, password: str, old: str) -> None:
         if self._db.replace_password_hash(address, old, hash_password(password)):
@@ -95,4 +110,5 @@ class AccountsChecker:
             self._check,
             _text(credentials.username),
             _text(credentials.password),
+            not IAccountPasswordOnly.providedBy(credentials),
         )

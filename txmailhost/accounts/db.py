@@ -13,6 +13,7 @@ import time
 
 from zope.interface import implementer
 
+from txmailhost.accounts import apppasswords
 from txmailhost.accounts.addresses import canonical_address, canonical_domain
 from txmailhost.accounts.interfaces import AccountError, IAccounts, IAddressRules
 from txmailhost.accounts.passwords import hash_password, weakness
@@ -70,6 +71,12 @@ ALTER TABLE domains ADD COLUMN default_quota INTEGER; -- bytes, NULL: unlimited
 ALTER TABLE domains ADD COLUMN alias_of TEXT;         -- mail for this domain goes to that one
 """
 SCHEMA_VERSION = 2
+# Users who may use the webmail's admin console (``txmailhost user admin ADDR on``).
+_ADMINS = """
+CREATE TABLE IF NOT EXISTS admins (
+    address TEXT PRIMARY KEY REFERENCES users(address) ON DELETE CASCADE
+);
+"""
 
 
 @implementer(IAccounts)
@@ -89,6 +96,8 @@ class AccountsDB:
             conn.execute("PRAGMA foreign_keys=ON")
             conn.executescript(_SCHEMA)
             _migrate(conn)
+            conn.executescript(apppasswords.SCHEMA)
+            conn.executescript(_ADMINS)
             self._local.conn = conn
         return conn
 
@@ -305,6 +314,45 @@ class AccountsDB:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    # -- administrators ----------------------------------------------------------------------
+
+    def is_admin(self, address: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM admins WHERE address = ?", (address.lower(),))
+        return row.fetchone() is not None
+
+    def set_admin(self, address: str, admin: bool) -> str:
+        canonical = canonical_address(address)
+        if not self.has_user(canonical):
+            raise AccountError(f"no such user: {canonical}")
+        if admin:
+            self._db.execute("INSERT OR IGNORE INTO admins VALUES (?)", (canonical,))
+        else:
+            self._db.execute("DELETE FROM admins WHERE address = ?", (canonical,))
+        return canonical
+
+    # -- app passwords (apppasswords.py) -------------------------------------------------------
+
+    def add_app_password(self, address: str, name: str) -> tuple[int, str]:
+        canonical = canonical_address(address)
+        if not self.has_user(canonical):
+            raise AccountError(f"no such user: {canonical}")
+        try:
+            return apppasswords.add(self._db, canonical, name)
+        except ValueError as e:
+            raise AccountError(str(e)) from None
+
+    def list_app_passwords(self, address: str) -> list[apppasswords.AppPassword]:
+        return apppasswords.listed(self._db, canonical_address(address))
+
+    def remove_app_password(self, address: str, app_id: int) -> bool:
+        return apppasswords.remove(self._db, canonical_address(address), app_id)
+
+    def app_password_hashes(self, address: str, password: str) -> list[tuple[int, str]]:
+        return apppasswords.candidates(self._db, address.lower(), password)
+
+    def app_password_used(self, app_id: int) -> None:
+        apppasswords.used(self._db, app_id)
 
     def remove_user(self, address: str) -> str:
         canonical = canonical_address(address)

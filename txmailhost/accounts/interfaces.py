@@ -79,6 +79,30 @@ class IAccounts(Interface):
 
     # -- login origins (``origins.py``) --------------------------------------------------------
 
+    def is_admin(address: str) -> bool:
+        """May ``address`` use the webmail's admin console."""
+
+    def set_admin(address: str, admin: bool) -> str:
+        """Grant or withdraw the admin console; the canonical address. AccountError for an
+        unknown user."""
+
+    def add_app_password(address: str, name: str) -> tuple[int, str]:
+        """(id, password in clear, shown once) of a new app-specific password named ``name``
+        for a mail client (``apppasswords.py``); AccountError for an unknown user."""
+
+    def list_app_passwords(address: str) -> list:
+        """The user's app passwords (``apppasswords.AppPassword``: id, name, created, last
+        used), never their hashes."""
+
+    def remove_app_password(address: str, app_id: int) -> bool:
+        """Revoke one app password of ``address``; False if there is no such one."""
+
+    def app_password_hashes(address: str, password: str) -> list[tuple[int, str]]:
+        """(id, hash) of the app passwords of ``address`` that ``password`` could be."""
+
+    def app_password_used(app_id: int) -> None:
+        """Record a login with app password ``app_id`` (shown to the user)."""
+
     def login_origin_seen(address: str, client: str, since: float) -> bool:
         """``address`` logged in successfully from ``client`` at Unix time ``since`` or later."""
 

@@ -29,7 +29,9 @@ from twisted.cred.error import LoginFailed
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from zope.interface import alsoProvides
 
+from txmailhost.accounts.apppasswords import IAccountPasswordOnly
 from txmailhost.accounts.interfaces import IMailAccount
 from txmailhost.accounts.throttle import LoginThrottled
 from txmailhost.ops import metrics
@@ -136,8 +138,11 @@ class PasswordLogin:
         *,
         failure_delay: float = 0.0,
         verb: str = "login",
+        account_password_only: bool = False,
     ) -> None:
         self.portal = portal
+        # the webmail: the account's own password, never an app password (apppasswords.py)
+        self.account_password_only = account_password_only
         self.clock = clock
         self.protocol = protocol
         self.failure_delay = failure_delay
@@ -155,9 +160,10 @@ class PasswordLogin:
         """(account, logout) for ``credentials`` from ``peer``; ``user`` is the name made safe
         for the log, ``peer_text`` the client's address as logged."""
         try:
-            _iface, account, logout = await self.portal.login(
-                UsernamePassword(credentials.username, credentials.password), peer, IMailAccount
-            )
+            offered = UsernamePassword(credentials.username, credentials.password)
+            if self.account_password_only:
+                alsoProvides(offered, IAccountPasswordOnly)
+            _iface, account, logout = await self.portal.login(offered, peer, IMailAccount)
         except LoginThrottled:
             metrics.login(self.protocol, "throttled")
             log.warn(

@@ -88,27 +88,45 @@ def _vacation(args: argparse.Namespace, config: Any, accounts: IAccounts) -> int
             on = active == NAME
             print(f"{user}: vacation {'on' if on else 'off'}")
             return 0
-        if not 1 <= args.days <= 365:
-            raise ValueError("--days must be from 1 to 365")
         until = datetime.date.fromisoformat(args.until) if args.until else None
-        body = _read_body(args.body_file)
-        previous = active if active != NAME else _previous_of(store.get(user, NAME))
-        store.put(user, NAME, vacation_script(body, args.subject, until, args.days, previous))
-        store.set_active(user, NAME)
+        vacation_on(store, user, _read_body(args.body_file), args.subject, until, args.days)
     except ScriptError as e:
         raise ValueError(str(e)) from None
     print(f"{user}: vacation on" + (f" until {until.isoformat()}" if until else ""))
     return 0
 
 
+def vacation_on(
+    store: Any, user: str, body: str, subject: str | None, until: datetime.date | None, days: int
+) -> None:
+    """Write and activate the user's ``vacation`` script, remembering the script that was
+    active so that :func:`vacation_off` can bring it back (the CLI and the webmail's
+    settings both come here). Blocking (the script store writes durably)."""
+    if not 1 <= days <= 365:
+        raise ValueError("--days must be from 1 to 365")
+    active = store.active_name(user)
+    previous = active if active != NAME else _previous_of(store.get(user, NAME))
+    store.put(user, NAME, vacation_script(body, subject, until, days, previous))
+    store.set_active(user, NAME)
+
+
+def vacation_off(store: Any, user: str) -> str | None:
+    """End the away reply: the previously active script is active again (its name), or
+    none. Nothing changes when the vacation script isn't the active one."""
+    if store.active_name(user) != NAME:
+        return None
+    previous = _previous_of(store.get(user, NAME))
+    names = {info.name for info in store.list(user)}
+    store.set_active(user, previous if previous in names else None)
+    return previous if previous in names else None
+
+
 def _off(store: Any, user: str, active: str | None) -> int:
     if active != NAME:
         print(f"{user}: vacation off")
         return 0
-    previous = _previous_of(store.get(user, NAME))
-    names = {info.name for info in store.list(user)}
-    store.set_active(user, previous if previous in names else None)
-    again = f"; {previous} active again" if previous in names else ""
+    previous = vacation_off(store, user)
+    again = f"; {previous} active again" if previous else ""
     print(f"{user}: vacation off{again}")
     return 0
 

@@ -166,6 +166,18 @@ def _printable(text: str, limit: int = 255) -> str:
     return "".join(c if 32 < ord(c) < 127 else "?" for c in text[:limit])
 
 
+def filter_refusal(verdict: Verdict, at_connect: bool = False) -> SMTPReply:
+    """The reply for a filter's TEMPFAIL or REJECT, its reason as the text (the SMTP
+    listeners' and ``outbox.Outbox``'s alike)."""
+    if verdict.action is Action.REJECT:
+        reply = replies.FILTER_REFUSED_CONNECTION if at_connect else replies.FILTER_REJECTED
+        if verdict.code and not at_connect:
+            reply = SMTPReply(verdict.code, reply.enhanced, reply.text)
+    else:
+        reply = replies.FILTER_DEFERRED_CONNECTION if at_connect else replies.FILTER_TEMPFAIL
+    return reply.with_text(printable(verdict.reason)) if verdict.reason else reply
+
+
 def set_no_delay(transport: Any) -> None:
     """Turn off Nagle on the TCP socket under any TLS wrapper: replies are written whole, and
     a small final write waiting for the client's delayed ACK costs ~40 ms per command (audit
@@ -280,14 +292,7 @@ class SMTPServer(Protocol, TimeoutMixin):
 
     @staticmethod
     def _refusal(verdict: Verdict, at_connect: bool = False) -> SMTPReply:
-        """The reply for a filter's TEMPFAIL or REJECT, its reason as the text."""
-        if verdict.action is Action.REJECT:
-            reply = replies.FILTER_REFUSED_CONNECTION if at_connect else replies.FILTER_REJECTED
-            if verdict.code and not at_connect:
-                reply = SMTPReply(verdict.code, reply.enhanced, reply.text)
-        else:
-            reply = replies.FILTER_DEFERRED_CONNECTION if at_connect else replies.FILTER_TEMPFAIL
-        return reply.with_text(printable(verdict.reason)) if verdict.reason else reply
+        return filter_refusal(verdict, at_connect)
 
     async def _filter_connect(self, greeting: SMTPReply) -> SMTPReply | None:
         assert self.factory.filters is not None

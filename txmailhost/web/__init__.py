@@ -3,21 +3,27 @@
 What it owns: the HTTPS site on ``[listen] web`` (``site.py``, one resource routing by path
 in ``app.py``), the plain-HTTP listener that only redirects to it (``redirect.py``), the
 browser sessions (``sessions.py``: server-side, in memory, ended at idle timeout, lifetime,
-logout or restart), the pages (``login.py``, ``folders.py``, ``reading.py``, ``moving.py``)
-rendered with Jinja2 (autoescape on, ``rendering.py``) from ``templates/``, new-mail push
-(``events.py``, Server-Sent Events), the assets in ``static/`` (our CSS and script, and htmx
-from the npm registry, pinned and checked by hash in ``static.py``), messages parsed for
+logout or restart), the pages (``login.py``, ``folders.py``, ``reading.py``, ``moving.py``,
+``compose.py`` with ``composing.py`` and ``uploads.py``, ``search.py``, ``folderadmin.py``,
+``settings.py``, ``admin.py``) rendered with Jinja2 (autoescape on, ``rendering.py``) from
+``templates/``, new-mail push (``events.py``, Server-Sent Events), the assets in ``static/``
+(ours, and htmx from npm, pinned and checked by hash in ``static.py``), messages parsed for
 reading (``messageview.py``) with HTML made safe by nh3 (``sanitize.py``), sort orders and
-keys (``sortkeys.py``), and the autoconfiguration files (``autoconfig.py``).
+keys (``sortkeys.py``), the autoconfiguration files (``autoconfig.py``, ``mobileconfig.py``).
 
 What it may import: the accounts Portal (the same ``ThrottledPortal`` IMAP, POP3 and SMTP AUTH
 log in through, so failures count across all of them), the store interfaces
-(``store.interfaces``), ``session.auth.PasswordLogin`` and ``peer``. Never a protocol package;
-nothing imports ``web`` but ``listeners.py``.
+(``store.interfaces``), ``session.auth.PasswordLogin`` and ``peer``; the IMAP server's pure
+search modules (``imap.search``, ``imap.matching``, ``imap.session``'s view) and mailbox
+observers (``imap.observers.tell``), so search and spam training mean what they mean over
+IMAP; ``sieve.admin``/``sieve.scripts`` for the settings; and ``smtp.outbox.Refused`` (the
+``Outbox`` itself, port 587's pipeline, is built and handed in by ``listeners.py``). Never a
+protocol's server; nothing imports ``web`` but ``listeners.py``.
 
-On disk: nothing of its own. Sessions live in memory; mail is read and changed only through
-``IMailStore``/``IMailbox``, whose blocking work runs in the store's thread pool; parsing a
-message (MIME, sanitising) runs in the site's own small pool.
+On disk: nothing of its own (compose and uploads use temporary files, gone with the
+request); sessions live in memory; mail is reached only through ``IMailStore``/``IMailbox``
+(the store's pool), accounts through ``IAccounts`` (the accounts pool); parsing, sanitising
+and writing messages run in the site's own small pool.
 
 Invariants a change must keep:
 

@@ -27,7 +27,21 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from txmailhost.store.interfaces import InvalidMailboxName, NoSuchMailbox, NoSuchMessage
-from txmailhost.web import autoconfig, events, folders, login, moving, reading
+from txmailhost.web import (
+    admin,
+    autoconfig,
+    compose,
+    events,
+    folderadmin,
+    folders,
+    login,
+    mobileconfig,
+    moving,
+    reading,
+    search,
+    settings,
+    uploads,
+)
 from txmailhost.web.context import Route, WebContext, WebServices
 from txmailhost.web.responses import SECURITY_HEADERS, TEXT, Response, redirect, text
 from txmailhost.web.sessions import COOKIE
@@ -40,6 +54,12 @@ ROUTES: list[Route] = [
     *folders.ROUTES,
     *reading.ROUTES,
     *moving.ROUTES,
+    *compose.ROUTES,
+    *search.ROUTES,
+    *folderadmin.ROUTES,
+    *settings.ROUTES,
+    *mobileconfig.ROUTES,
+    *admin.ROUTES,
     *events.ROUTES,
     *autoconfig.ROUTES,
 ]
@@ -89,17 +109,44 @@ class WebApp(Resource):
             return NOT_DONE_YET
         session = self.services.sessions.get(_cookie(request))
         context = WebContext(request, self.services, session)
-        refused = self._gate(route, context, method)
-        if refused is not None:
-            self._done(request, refused)
-            return NOT_DONE_YET
         finished: list[bool] = []
         request.notifyFinish().addBoth(lambda _: finished.append(True))
-        d = Deferred.fromCoroutine(route.handler(context))
+        d = Deferred.fromCoroutine(self._serve(route, context, method))
         d.addErrback(self._failed, request, path)
         d.addCallback(lambda response: None if finished else self._done(request, response))
         d.addErrback(lambda f: log.failure("web: writing the answer failed", f))
         return NOT_DONE_YET
+
+    async def _serve(self, route: Route, context: WebContext, method: str) -> Response:
+        """The gate, then the handler; an upload's files are closed (their spools removed)
+        once the handler is done with them."""
+        if route.upload and method == "POST" and context.session is not None:
+            refused = await self._parse_upload(context)
+            if refused is not None:
+                return refused
+        try:
+            refused = self._gate(route, context, method)
+            if refused is not None:
+                return refused
+            return await route.handler(context)
+        finally:
+            for upload in context.uploads:
+                upload.file.close()
+
+    async def _parse_upload(self, context: WebContext) -> Response | None:
+        request = context.request
+        content_type = context.header("Content-Type")
+        if not content_type.lower().startswith("multipart/form-data"):
+            return None
+        try:
+            fields, context.uploads = await self.services.in_thread(
+                uploads.parse_form, request.content, content_type, uploads.content_length(request)
+            )
+        except uploads.BadUpload as e:
+            log.info("web: a bad upload from {user}: {why}", user=context.user, why=str(e))
+            return text(400, "the form could not be read; please send it again")
+        request.args.update(fields)
+        return None
 
     def _gate(self, route: Route, context: WebContext, method: str) -> Response | None:
         """Why this request may not reach its handler, as the answer to send; None if it may."""

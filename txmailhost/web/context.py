@@ -51,6 +51,12 @@ class WebServices:
     web_port: int = 443
     sort_keys: SortKeys = field(default_factory=SortKeys)
     orders: SortedOrders = field(default_factory=SortedOrders)
+    outbox: Any = None  # smtp.outbox.Outbox: Send, through port 587's pipeline; None: no Send
+    observers: tuple[Any, ...] = ()  # imap.observers.IMailboxObserver (spam training)
+    accounts: Any = None  # accounts.interfaces.IAccounts (settings: password, forwarding)
+    accounts_pool: Any = None  # the pool the accounts backend is used from
+    scripts: Any = None  # sieve.scripts store, the one ManageSieve saves through
+    spool: Any = None  # queue.spool.Spool: the admin console's queue list and requests
 
     def in_thread(self, function: Callable[..., Any], *args: Any) -> Any:
         """Deferred of ``function(*args)`` run in the site's pool, off the reactor."""
@@ -62,6 +68,7 @@ class WebContext:
     request: Any  # twisted.web.server.Request
     services: WebServices
     session: WebSession | None
+    uploads: list[Any] = field(default_factory=list)  # uploads.Upload of a multipart form
 
     @property
     def user(self) -> str:
@@ -104,9 +111,11 @@ Handler = Callable[[WebContext], Awaitable[Response]]
 @dataclass(frozen=True)
 class Route:
     """One page: ``method`` and exact ``path``; ``login`` says it needs a logged-in session
-    (every POST of such a route also needs the session's CSRF token)."""
+    (every POST of such a route also needs the session's CSRF token); ``upload`` that its
+    POST may be a multipart form with files, parsed before the CSRF check reads the token."""
 
     method: str
     path: str
     handler: Handler
     login: bool = True
+    upload: bool = False  # takes multipart/form-data with files (``uploads.py``)

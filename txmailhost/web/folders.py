@@ -125,6 +125,11 @@ async def message_rows(
     header blocks of the page, not a sort of 100,000 messages."""
     order = await _order(ctx, mailbox, sort, descending)
     shown = order[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+    return await rows_of(mailbox, shown), len(order)
+
+
+async def rows_of(mailbox: Any, shown: list[int]) -> list[Row]:
+    """The list rows of the messages ``shown`` (UIDs), in that order."""
     stored = await _headers_of(mailbox, shown)
     rows = []
     for uid in shown:
@@ -143,7 +148,7 @@ async def message_rows(
                 flagged=FLAGGED in message.flags,
             )
         )
-    return rows, len(order)
+    return rows
 
 
 def _page_number(text: str) -> int:

@@ -61,7 +61,13 @@ async def login_submit(ctx: WebContext) -> Response:
         return _login_form(ctx, 400, "Enter your address and password.", username)
     peer, peer_text = ctx.request.getClientAddress(), _peer_text(ctx)
     services = ctx.services
-    logins = PasswordLogin(services.portal, services.reactor, "web", failure_delay=FAILURE_DELAY)
+    logins = PasswordLogin(
+        services.portal,
+        services.reactor,
+        "web",
+        failure_delay=FAILURE_DELAY,
+        account_password_only=True,  # never an app password: those are for mail clients
+    )
     try:
         account, logout = await logins.login(
             Credentials(username.encode(), password.encode(), "form"),

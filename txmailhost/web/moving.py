@@ -1,4 +1,5 @@
-"""Moving messages between folders, and deleting them (to Trash, or for good from Trash).
+"""Moving messages between folders, deleting them (to Trash, or for good from Trash), and
+marking them spam or not spam (into Junk, or out of it to the INBOX).
 
 The same store calls as IMAP MOVE (RFC 6851): ``IMailbox.copy`` into the target, durably,
 then ``expunge`` of the originals, so an IMAP client watching either folder sees the same
@@ -6,14 +7,20 @@ thing as after another client's MOVE. Deleting moves to the user's ``Trash``; de
 ``Trash`` (or for a user without one) expunges for good. Like every route, both open only the
 session user's folders: a folder name that is not theirs is a 404, as is a UID that isn't in
 the folder.
+
+After a move, the mailbox observers are told, as the IMAP server tells them after COPY and
+MOVE (``imap/observers.py``): a message moved into Junk here trains the spam filter exactly
+like one moved there by Thunderbird.
 """
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
 from twisted.logger import Logger
 
+from txmailhost.imap.observers import tell
 from txmailhost.store.interfaces import INBOX, NoSuchMailbox, NoSuchMessage
 from txmailhost.web.context import Route, WebContext
 from txmailhost.web.reading import MAX_UID
@@ -22,6 +29,7 @@ from txmailhost.web.responses import Response, redirect, text
 log = Logger(namespace="txmailhost.web")
 
 TRASH = "Trash"
+JUNK = "Junk"
 
 
 def _uids(ctx: WebContext) -> list[int]:
@@ -46,17 +54,45 @@ def _back(folder: str) -> Response:
     return redirect(f"/mail?folder={quote(folder, safe='')}")
 
 
+async def _move(ctx: WebContext, mailbox: Any, uids: list[int], target: str) -> None:
+    """IMAP MOVE's steps, and what IMAP tells the mailbox observers after them: into
+    ``Junk`` the spam filter learns spam, out of it ham (``spam/training.py``)."""
+    destination = await ctx.store.open(ctx.user, target)  # NoSuchMailbox: 404
+    pairs = await mailbox.copy(uids, destination)
+    await mailbox.expunge(uids)
+    if pairs:
+        tell(ctx.services.observers, ctx.user, mailbox.name, target, destination,
+             [new for _old, new in pairs])  # fmt: skip
+    log.info("web {user} moved {count} message(s) from {source} to {target}",
+             user=ctx.user, count=len(uids), source=mailbox.name, target=target)  # fmt: skip
+
+
 async def move(ctx: WebContext) -> Response:
     folder = ctx.arg("folder", INBOX) or INBOX
     target = ctx.arg("target")
     if not target or target == folder:
         return text(400, "choose another folder to move to")
     mailbox, uids = await _present(ctx, folder)
-    destination = await ctx.store.open(ctx.user, target)  # NoSuchMailbox: 404
-    await mailbox.copy(uids, destination)
-    await mailbox.expunge(uids)
-    log.info("web {user} moved {count} message(s) from {source} to {target}",
-             user=ctx.user, count=len(uids), source=folder, target=target)  # fmt: skip
+    await _move(ctx, mailbox, uids, target)
+    return _back(folder)
+
+
+async def junk(ctx: WebContext) -> Response:
+    """Spam moves to Junk; not spam moves out of Junk to the INBOX. Both are moves the
+    spam filter learns from, exactly as when an IMAP client makes them."""
+    folder = ctx.arg("folder", INBOX) or INBOX
+    verdict = ctx.arg("verdict")
+    if verdict not in ("spam", "ham"):
+        return text(400, "say spam or ham")
+    target = JUNK if verdict == "spam" else INBOX
+    if target == folder:
+        return text(400, "the message is there already")
+    mailbox, uids = await _present(ctx, folder)
+    try:
+        await _move(ctx, mailbox, uids, target)
+    except NoSuchMailbox:
+        await ctx.store.create_mailbox(ctx.user, target)
+        await _move(ctx, mailbox, uids, target)
     return _back(folder)
 
 
@@ -70,7 +106,9 @@ async def delete(ctx: WebContext) -> Response:
         except NoSuchMailbox:
             trash = None
     if trash is not None:
-        await mailbox.copy(uids, trash)
+        pairs = await mailbox.copy(uids, trash)
+        tell(ctx.services.observers, ctx.user, folder, TRASH, trash,
+             [new for _old, new in pairs])  # fmt: skip
     await mailbox.expunge(uids)
     log.info("web {user} deleted {count} message(s) from {source}{how}", user=ctx.user,
              count=len(uids), source=folder,
@@ -81,4 +119,5 @@ async def delete(ctx: WebContext) -> Response:
 ROUTES = [
     Route("POST", "/message/move", move),
     Route("POST", "/message/delete", delete),
+    Route("POST", "/message/junk", junk),
 ]

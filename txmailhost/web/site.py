@@ -12,6 +12,7 @@ lines and their count. Idle connections close after ``idle_timeout``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.task import LoopingCall
@@ -25,23 +26,36 @@ from txmailhost.web.sessions import LoginTokens, SessionStore
 from txmailhost.web.static import load_assets
 
 MAX_BODY = 1024 * 1024  # form posts; uploads (compose) get their own streamed path
+UPLOAD_PATHS = {b"/compose"}  # bounded by max_upload: the server's message size limit
 
 
 class BoundedRequest(Request):
-    """A request whose body may not exceed the site's ``max_body``: past it the connection
-    is closed, and nothing more is kept."""
+    """A request whose body may not exceed the site's ``max_body`` (``max_upload`` for the
+    paths that take file uploads): past it the connection is closed, and nothing more is
+    kept. A multipart/form-data body is left unparsed by twisted.web (which would read it
+    whole into memory): ``uploads.py`` parses it from the file it was spooled to."""
 
     _received = 0
+    _limit = MAX_BODY
 
     def gotLength(self, length: int | None) -> None:
-        if length is not None and length > self.channel.site.max_body:
+        site = self.channel.site
+        # The request line is parsed and every header is in, but ``self.path`` comes only
+        # with the body: the channel holds the target meanwhile.
+        target = getattr(self.channel, "_path", b"") or b""
+        upload = target.split(b"?", 1)[0] in UPLOAD_PATHS
+        self._limit = site.max_upload if upload else site.max_body
+        if length is not None and length > self._limit:
             self.channel.transport.abortConnection()
             return
+        content_type = self.requestHeaders.getRawHeaders(b"content-type", [b""])[0]
+        if content_type.lower().startswith(b"multipart/form-data"):
+            self._parsePOSTFormSubmission = False
         super().gotLength(length)
 
     def handleContentChunk(self, data: bytes) -> None:
         self._received += len(data)
-        if self._received > self.channel.site.max_body:
+        if self._received > self._limit:
             self.channel.transport.abortConnection()
             return
         super().handleContentChunk(data)
@@ -51,10 +65,18 @@ class WebSite(Site):
     requestFactory = BoundedRequest
     noisy = False
 
-    def __init__(self, app: WebApp, *, max_body: int = MAX_BODY, idle_timeout: float = 120) -> None:
+    def __init__(
+        self,
+        app: WebApp,
+        *,
+        max_body: int = MAX_BODY,
+        max_upload: int = MAX_BODY,
+        idle_timeout: float = 120,
+    ) -> None:
         super().__init__(app, timeout=idle_timeout)
         self.app = app
         self.max_body = max_body
+        self.max_upload = max_upload
         self._sweeper: LoopingCall | None = None
 
     def log(self, request: Any) -> None:
@@ -88,11 +110,24 @@ def build_site(
     session_lifetime: float = 43200.0,
     max_sessions: int = 10000,
     threads: int = 2,
+    outbox: Callable[..., Any] | None = None,
+    mailbox_observers: tuple[Any, ...] = (),
+    accounts: Any = None,
+    accounts_pool: Any = None,
+    scripts: Any = None,
+    spool: Any = None,
 ) -> WebSite:
+    """``outbox`` makes the ``smtp.outbox.Outbox`` that Send goes through, given the site's
+    pool (None: the webmail can't send); ``mailbox_observers`` are told of messages moved
+    into a folder, as IMAP's are (spam training); ``accounts`` (used in ``accounts_pool``)
+    and ``scripts`` (the Sieve script store) serve the settings pages, ``spool`` (the relay
+    queue's) the admin console."""
     assets = load_assets()
+    pool = ThreadPool(minthreads=0, maxthreads=threads, name="txmailhost-web")
+    sender = outbox(pool=pool) if outbox is not None else None
     services = WebServices(
         reactor=reactor,
-        pool=ThreadPool(minthreads=0, maxthreads=threads, name="txmailhost-web"),
+        pool=pool,
         portal=portal,
         templates=Templates(assets),
         sessions=SessionStore(
@@ -106,5 +141,13 @@ def build_site(
         clients=clients,
         public_url=public_url,
         web_port=web_port,
+        outbox=sender,
+        observers=tuple(mailbox_observers),
+        accounts=accounts,
+        accounts_pool=accounts_pool,
+        scripts=scripts,
+        spool=spool,
     )
-    return WebSite(WebApp(services))
+    # the form's own fields and the multipart framing on top of the message size limit
+    max_upload = sender.max_message_size + MAX_BODY if sender is not None else MAX_BODY
+    return WebSite(WebApp(services), max_upload=max_upload)

@@ -1,0 +1,92 @@
+"""Writing a composed message: header fields checked, Bcc only in the stored copy, attachments
+streamed and named safely, uploads parsed from a multipart body."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import io
+
+import pytest
+
+from txmailhost.web.composing import Attachment, BadField, Draft, recipients, write_message
+from txmailhost.web.uploads import BadUpload, parse_form, safe_content_type, safe_filename
+
+
+def _read(composed, stored: bool):
+    with composed.open(stored) as f:
+        raw = f.read()
+    return raw, email.message_from_bytes(raw, policy=email.policy.default)
+
+
+def test_bcc_is_kept_in_the_stored_copy_only_and_lines_end_in_crlf(tmp_path):
+    draft = Draft(sender="Alice <alice@example.test>", to="Bob <bob@example.test>",
+                  bcc="carol@example.test", subject="h\u00e9llo", text="line one\nline two\n")  # fmt: skip
+    composed = write_message(draft, str(tmp_path), "example.test")
+    sent_raw, sent = _read(composed, stored=False)
+    _stored_raw, stored = _read(composed, stored=True)
+    assert "Bcc" not in sent and stored["Bcc"] == "carol@example.test"
+    assert sent["Subject"] == "h\u00e9llo" and sent["Message-ID"] == stored["Message-ID"]
+    assert b"\n" not in sent_raw.replace(b"\r\n", b"")
+    assert sent.get_content().replace("\r\n", "\n") == "line one\nline two\n"
+    assert composed.size(False) == len(sent_raw)
+    assert recipients(draft) == ["bob@example.test", "carol@example.test"]
+
+
+@pytest.mark.parametrize("field", ["subject", "to", "cc", "bcc", "sender"])
+@pytest.mark.parametrize("evil", ["x\r\nBcc: victim@example.test", "x\nX-Evil: 1", "x\rY", "a\0b"])
+def test_line_breaks_in_any_header_field_are_refused(tmp_path, field, evil):
+    draft = Draft(sender="alice@example.test", to="bob@example.test", subject="s")
+    setattr(draft, field, evil)
+    with pytest.raises(BadField):
+        write_message(draft, str(tmp_path), "example.test")
+    assert list(tmp_path.iterdir()) == []  # nothing left behind
+
+
+def test_attachments_are_base64_in_whole_lines_and_a_message_attaches_as_is(tmp_path):
+    data = bytes(range(256)) * 1000
+    inner = b"Subject: inner\r\n\r\nforwarded body\r\n"
+    draft = Draft(sender="alice@example.test", to="bob@example.test", text="see files")
+    draft.attachments = [
+        Attachment("r\u00e9sum\u00e9.bin", "application/octet-stream", lambda: io.BytesIO(data)),
+        Attachment("fwd.eml", "message/rfc822", lambda: io.BytesIO(inner), rfc822=True),
+    ]
+    composed = write_message(draft, str(tmp_path), "example.test")
+    raw, message = _read(composed, stored=False)
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    binary, forwarded = list(message.iter_attachments())
+    assert binary.get_content() == data and binary.get_filename() == "r\u00e9sum\u00e9.bin"
+    assert forwarded.get_content_type() == "message/rfc822"
+    assert b"forwarded body" in forwarded.as_bytes()
+
+
+def test_file_names_and_types_from_the_browser_are_made_safe():
+    assert safe_filename("C:\\Users\\x\\..\\report.pdf") == "report.pdf"
+    assert safe_filename("../../etc/passwd") == "passwd"
+    assert safe_filename('a"b;c\r\nd\u202e.exe') == "a'b_cd.exe"
+    assert safe_filename("") == safe_filename("...") == "attachment"
+    assert len(safe_filename("x" * 500 + ".pdf")) == 150 and safe_filename(
+        "x" * 500 + ".pdf"
+    ).endswith(".pdf")
+    assert safe_content_type("image/png") == "image/png"
+    for bad in ("text/html <script>", "multipart/mixed", "message/rfc822", "", None, "png"):
+        assert safe_content_type(bad) == "application/octet-stream"
+
+
+def test_a_multipart_form_gives_fields_and_spooled_files():
+    body = (
+        b'--XX\r\nContent-Disposition: form-data; name="subject"\r\n\r\nhi\r\n'
+        b'--XX\r\nContent-Disposition: form-data; name="attachment"; filename="a/b.txt"\r\n'
+        b"Content-Type: text/plain\r\n\r\n" + b"z" * 200_000 + b"\r\n"
+        b'--XX\r\nContent-Disposition: form-data; name="attachment"; filename=""\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n\r\n--XX--\r\n"
+    )
+    fields, uploads = parse_form(io.BytesIO(body), "multipart/form-data; boundary=XX", len(body))
+    assert fields == {b"subject": [b"hi"]}
+    [upload] = uploads  # the empty file input is no attachment
+    assert (upload.filename, upload.content_type, upload.size) == ("b.txt", "text/plain", 200_000)
+    assert upload.open().read() == b"z" * 200_000
+    with pytest.raises(BadUpload):
+        parse_form(io.BytesIO(b"--XX\r\nbroken"), "multipart/form-data; boundary=XX", 12)
+    with pytest.raises(BadUpload):
+        parse_form(io.BytesIO(body), "multipart/form-data", len(body))
