@@ -329,7 +329,7 @@ def _mail_store(config: Config) -> Any:
     (it creates mailboxes on first use) and so is purging."""
     from txmailhost.store import backends
 
-    return backends.build(config.store.backend, config.mail_root)
+    return backends.build(config.store.backend, config.mail_root, dsn=config.store.dsn)
 
 
 def _now(d: Any) -> Any:

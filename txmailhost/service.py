@@ -433,7 +433,9 @@ def build(
     ThreadPoolService(storage_pool).setServiceParent(top)
     ThreadPoolService(accounts_pool).setServiceParent(top)
 
-    store = backends.build(config.store.backend, config.mail_root, reactor, storage_pool)
+    store = backends.build(
+        config.store.backend, config.mail_root, reactor, storage_pool, dsn=config.store.dsn
+    )
     if config.store.backend in backends.VOLATILE:
         log.critical(
             "[store] backend = {backend!r}: mail is kept in memory only and EVERY MESSAGE IS"

@@ -2,7 +2,9 @@
 
 A ``conftest.py`` that imports ``pytest_configure`` and ``pytest_generate_tests`` from here
 gives its tests a ``backend`` fixture ("maildir", "memory", ...: the names ``[store] backend``
-takes), so each test that builds a store through it runs once per backend. A test about what
+takes), so each test that builds a store through it runs once per backend. Backends that need
+a database server (``NEEDS_SERVER``: "postgres") are left out here; the store contract suite
+runs them against the server it starts (tests/support/postgres.py). A test about what
 only some backends do (files on disk) says so with ``@pytest.mark.backends("maildir")``.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from txmailhost.store.backends import BACKENDS
+from txmailhost.store.backends import BACKENDS, NEEDS_SERVER
 
 
 def pytest_configure(config: Any) -> None:
@@ -22,5 +24,9 @@ def pytest_configure(config: Any) -> None:
 def pytest_generate_tests(metafunc: Any) -> None:
     if "backend" in metafunc.fixturenames:
         marker = metafunc.definition.get_closest_marker("backends")
-        names = marker.args if marker is not None else tuple(BACKENDS)
+        names = (
+            marker.args
+            if marker is not None
+            else tuple(n for n in BACKENDS if n not in NEEDS_SERVER)
+        )
         metafunc.parametrize("backend", names)

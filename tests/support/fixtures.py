@@ -24,7 +24,7 @@ from txmailhost.store import backends
 from txmailhost.store.interfaces import INBOX
 
 PASSWORD = "secret-pw"
-BACKENDS = tuple(backends.BACKENDS)
+BACKENDS = tuple(n for n in backends.BACKENDS if n not in backends.NEEDS_SERVER)
 
 
 @dataclass
