@@ -530,7 +530,12 @@ class PostgresStore:
 
     def upgrade(self) -> tuple[int, int]:
         """Apply the schema migrations the database lacks (blocking); (before, after)."""
-        conn = _connect(self._dsn)
+        import psycopg
+
+        try:
+            conn = _connect(self._dsn)
+        except psycopg.OperationalError as e:
+            raise DatabaseUnavailable(f"mail database unavailable: {e}") from e
         try:
             return upgrade(conn)
         finally:

@@ -1,10 +1,10 @@
 """The PostgreSQL store's tables, as numbered migrations applied in order.
 
 Why numbered steps and not "CREATE TABLE IF NOT EXISTS": several nodes share one database and
-run different releases during an upgrade; each step is applied exactly once, in order, in a
-transaction, and ``schema_version`` says which ran. Every node runs ``upgrade`` when it starts
-(``txmailhost db upgrade`` does the same by hand); a transaction-scoped advisory lock makes
-nodes starting together apply each step once. A node whose code is older than the database
+run different releases during an upgrade; each step is applied exactly once, in order, and
+``schema_version`` says which ran. Every node runs ``upgrade`` when it starts (``txmailhost db
+upgrade`` does the same by hand), in one transaction under an advisory lock, so nodes starting
+together apply each step once. A node whose code is older than the database
 refuses to start rather than write rows it does not understand.
 
 A step is appended, never edited once released: a database that ran it must stay right.
@@ -117,25 +117,21 @@ def current_version(conn: Any) -> int:
 
 
 def upgrade(conn: Any) -> tuple[int, int]:
-    """Apply every migration the database lacks, each in its own transaction; (version
-    before, version after). ``conn`` is an autocommit psycopg connection."""
+    """Apply every migration the database lacks; (version before, version after).
+
+    One transaction under the advisory lock: a node that starts while another upgrades waits,
+    then finds nothing left to do, and a failed step leaves the database as it was (DDL is
+    transactional in PostgreSQL). ``conn`` is an autocommit psycopg connection."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY)")
         before = current_version(conn)
-    if before > LATEST:
-        raise SchemaTooNew(
-            f"the database's schema is version {before}, newer than this release knows"
-            f" ({LATEST}): upgrade txmailhost on this node"
-        )
-    version = before
-    while version < LATEST:
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
-            version = current_version(conn)  # another node may have done it meanwhile
-            if version >= LATEST:
-                break
-            conn.execute(MIGRATIONS[version])
-            version += 1
+        if before > LATEST:
+            raise SchemaTooNew(
+                f"the database's schema is version {before}, newer than this release knows"
+                f" ({LATEST}): upgrade txmailhost on this node"
+            )
+        for version in range(before + 1, LATEST + 1):
+            conn.execute(MIGRATIONS[version - 1])
             conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
-    return before, max(version, before)
+    return before, max(before, LATEST)
