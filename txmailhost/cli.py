@@ -151,6 +151,9 @@ def _parser() -> argparse.ArgumentParser:
     from txmailhost.mailauth.cli import register as register_mailauth_commands
 
     register_mailauth_commands(commands, _with_config)
+    from txmailhost.store.dbadmin import register as register_db_commands
+
+    register_db_commands(commands, _with_config)
 
     from txmailhost.ops.admin import register as register_ops_commands
 
