@@ -62,7 +62,8 @@ class PostgresServer:
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(argv[:2])} failed: {done.stdout}{done.stderr}")
 
-    def start(self) -> None:
+    def start(self, durable: bool = False) -> None:
+        """``durable``: keep PostgreSQL's fsync on (benchmarks); tests turn it off."""
         self._run(
             os.path.join(BINDIR, "initdb"),
             "-D",
@@ -76,9 +77,10 @@ class PostgresServer:
         )
         options = (
             f"-c listen_addresses='' -c unix_socket_directories='{self.socket_dir}'"
-            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             " -c max_connections=200 -c shared_buffers=32MB"
         )
+        if not durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             os.path.join(BINDIR, "pg_ctl"),
             "-D",
