@@ -14,6 +14,7 @@ Tests skip cleanly when PostgreSQL 15 or psycopg is not installed (.ci/run insta
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import pwd
@@ -121,20 +122,47 @@ class PostgresServer:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """The test process's PostgreSQL cluster, started on first use; skips when absent."""
+_shared: list[PostgresServer] = []
+
+
+def shared_server() -> PostgresServer:
+    """The test process's one cluster, started on first use and stopped when the process
+    exits; skips the calling test when PostgreSQL is absent."""
     why = available()
     if why is not None:
         pytest.skip(why)
-    server = PostgresServer()
-    try:
-        server.start()
-    except Exception:
-        shutil.rmtree(server.root, ignore_errors=True)
-        raise
-    yield server
-    server.stop()
+    if not _shared:
+        server = PostgresServer()
+        try:
+            server.start()
+        except Exception:
+            shutil.rmtree(server.root, ignore_errors=True)
+            raise
+        atexit.register(server.stop)
+        _shared.append(server)
+    return _shared[0]
+
+
+_recent: list[str] = []
+_KEEP = 4  # databases fresh_database leaves alive: a test may build a few worlds
+
+
+def fresh_database() -> str:
+    """A new database of the shared cluster, for helpers that are not fixtures
+    (``tests/support/fixtures.make_world``, which can't be told when its test ends). The
+    oldest of those beyond the last ``_KEEP`` is dropped (its connections closed by force),
+    so a long run stays within the server's connection limit."""
+    server = shared_server()
+    _recent.append(server.database())
+    while len(_recent) > _KEEP:
+        server.drop(_recent.pop(0))
+    return _recent[-1]
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> PostgresServer:
+    """The test process's PostgreSQL cluster; skips when absent."""
+    return shared_server()
 
 
 @pytest.fixture

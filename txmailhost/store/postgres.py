@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 from array import array
 from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO, TypeVar
@@ -1074,10 +1075,14 @@ class PostgresStore:
 
 class _Listener:
     """A thread holding one connection in ``LISTEN txmailhost_changes``: relays other nodes'
-    notifications to the store; reconnects (and makes every watcher look) when it drops."""
+    notifications to the store; reconnects (and makes every watcher look) when it drops.
+
+    It holds the store weakly and ends within a second of the store being dropped without
+    ``close()`` (an embedding application, a test), so it never keeps a store alive."""
 
     def __init__(self, store: PostgresStore) -> None:
-        self._store = store
+        self._store = weakref.ref(store)
+        self._dsn = store._dsn
         self._stopping = threading.Event()
         self.ready = threading.Event()  # set once LISTEN is in place (tests wait on it)
         self._thread = threading.Thread(target=self._loop, name="txmailhost-pg-listen", daemon=True)
@@ -1087,13 +1092,17 @@ class _Listener:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._thread.join(timeout=5)
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def _running(self) -> bool:
+        return not self._stopping.is_set() and self._store() is not None
 
     def _loop(self) -> None:
         connected_before = False
-        while not self._stopping.is_set():
+        while self._running():
             try:
-                conn = _connect(self._store._dsn)
+                conn = _connect(self._dsn)
             except Exception as e:
                 log.warn("LISTEN connection failed ({error}); retrying", error=str(e))
                 self._stopping.wait(2.0)
@@ -1101,14 +1110,16 @@ class _Listener:
             try:
                 conn.execute(f"LISTEN {CHANNEL}")
                 self.ready.set()
-                if connected_before:
-                    self._store._resync()
+                if connected_before and (store := self._store()) is not None:
+                    store._resync()
                 connected_before = True
-                while not self._stopping.is_set():
+                while self._running():
                     for notice in conn.notifies(timeout=1.0):
-                        self._store._heard(notice.payload)
+                        if (store := self._store()) is not None:
+                            store._heard(notice.payload)
+                        store = None  # hold the store only while relaying
             except Exception as e:
-                if not self._stopping.is_set():
+                if self._running():
                     log.warn("LISTEN connection lost ({error}); reconnecting", error=str(e))
                     self._stopping.wait(1.0)
             finally:
