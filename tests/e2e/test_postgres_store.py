@@ -133,3 +133,37 @@ def test_db_commands_refuse_a_store_without_a_database(tmp_path):
     proc.cli("init")
     done = proc.cli("db", "upgrade", check=False)
     assert done.returncode == 1 and "no database to manage" in done.stderr
+
+
+def test_two_servers_on_one_database_share_the_mail_and_push_each_others_changes(
+    tmp_path, database, server
+):
+    """Node B, a second server process on the same database: SMTP into node A (the module's
+    server) is pushed to IDLE on node B, and an APPEND on node B takes the next UID."""
+    node_b = ServerProcess(str(tmp_path / "node-b"), extra_config=_config(database)).start()
+    try:
+        node_b.add_user(ALICE, PASSWORD)  # accounts are per node; the mail is shared
+        imap = _imap(node_b)
+        typ, data = imap.select("INBOX")
+        before = int(data[0])
+        imap.send(b"i1 IDLE\r\n")
+        assert imap.readline().startswith(b"+")
+        with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=30) as s:
+            s.sendmail("x@remote.test", [ALICE], "Subject: via A\r\n\r\nto node A\r\n")
+        assert imap.readline() == b"* %d EXISTS\r\n" % (before + 1)
+        imap.send(b"DONE\r\n")
+        while not imap.readline().startswith(b"i1 OK"):
+            pass
+        typ, data = imap.fetch(str(before + 1), "(BODY.PEEK[TEXT])")
+        assert data[0][1] == b"to node A\r\n"
+        typ, data = imap.append("INBOX", None, None, b"Subject: via B\r\n\r\nappended\r\n")
+        uids = imap.uid("SEARCH", None, "ALL")[1][0].split()
+        assert typ == "OK" and int(uids[-1]) == int(uids[-2]) + 1
+        imap.logout()
+        # node A's view has it too
+        imap_a = _imap(server)
+        imap_a.select("INBOX")
+        assert imap_a.search(None, "SUBJECT", '"via B"')[1][0]
+        imap_a.logout()
+    finally:
+        node_b.stop()

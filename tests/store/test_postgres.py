@@ -107,10 +107,35 @@ def test_a_store_does_not_hear_its_own_notifications_twice(stores):
     box = result(store.open(USER, INBOX))
     box.watch(lambda: heard.append(1))
     assert store._listener.ready.wait(30)
+    # Once LISTEN is in place every watcher looks once: a change made while it was being set
+    # up sent no notice this store could hear.
+    assert heard == [1]
+    heard.clear()
     result(box.append(MessageSource.from_bytes(MSG), [], None))
     assert heard == [1]  # published after the commit, in this process
     store._heard(f"{store._origin}\t{USER}\t{INBOX}")  # its own NOTIFY, coming back
     assert heard == [1]
+
+
+def test_a_server_store_listens_before_its_first_session_watches(postgres_dsn):  # noqa: F811
+    from tests.support.syncpool import SyncThreadPool
+    from txmailhost.store.postgres import PostgresStore
+
+    server = PostgresStore(postgres_dsn, SyncReactor(), SyncThreadPool())  # as service.py
+    other = make_store(postgres_dsn)
+    try:
+        assert server._listener is not None and server._listener.ready.is_set()
+        result(other.provision(USER))
+        heard: list[int] = []
+        got = threading.Event()
+        result(server.open(USER, INBOX)).watch(lambda: (heard.append(1), got.set()))
+        box = result(other.open(USER, INBOX))
+        result(box.append(MessageSource.from_bytes(MSG), [], None))
+        assert got.wait(30)
+        assert heard == [1]  # the delivery; no catch-up wake-up was needed
+    finally:
+        other.close()
+        server.close()
 
 
 def test_a_large_message_is_stored_in_chunks_and_read_back_whole_in_crlf_form(stores):

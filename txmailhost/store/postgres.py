@@ -529,6 +529,12 @@ class PostgresStore:
         self.changes = ChangeBus()
         if migrate:
             self.upgrade()
+        if pool is not None:
+            # A server: LISTEN before the first session can look at a mailbox, so no change
+            # falls between a session's SELECT and the notices it will hear. Blocking, like
+            # the upgrade above: the store is made before the reactor runs.
+            self._listener = _Listener(self, self._listening())
+            self._listener.start()
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -544,6 +550,17 @@ class PostgresStore:
             return upgrade(conn)
         finally:
             conn.close()
+
+    def _listening(self) -> Any:
+        """A new connection in ``LISTEN txmailhost_changes``."""
+        import psycopg
+
+        try:
+            conn = _connect(self._dsn)
+            conn.execute(f"LISTEN {CHANNEL}")
+        except psycopg.OperationalError as e:
+            raise DatabaseUnavailable(f"mail database unavailable: {e}") from e
+        return conn
 
     def _connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
@@ -604,7 +621,7 @@ class PostgresStore:
                 self.changes.publish(_key(user, mailbox))
 
     def _watch(self, key: str, callback: Callable[[], None]) -> Callable[[], None]:
-        if self._listener is None:
+        if self._listener is None:  # no pool: listen from the first watcher on
             self._listener = _Listener(self)
             self._listener.start()
         return self.changes.watch(key, callback)
@@ -620,7 +637,7 @@ class PostgresStore:
             self.changes.publish(key)
 
     def _resync(self) -> None:
-        """After the listener reconnected: NOTIFYs were missed, so every watcher looks."""
+        """The listener (re)connected: NOTIFYs may have been missed, so every watcher looks."""
         for key in list(self.changes._watchers):
             if self._reactor is not None:
                 self._reactor.callFromThread(self.changes.publish, key)
@@ -1075,16 +1092,20 @@ class PostgresStore:
 
 class _Listener:
     """A thread holding one connection in ``LISTEN txmailhost_changes``: relays other nodes'
-    notifications to the store; reconnects (and makes every watcher look) when it drops.
+    notifications to the store; makes every watcher look once LISTEN is in place (a change
+    just before it sent no notice here) and again after reconnecting when the connection drops.
 
-    It holds the store weakly and ends within a second of the store being dropped without
+    It holds the store weakly and ends within half a second of the store being dropped without
     ``close()`` (an embedding application, a test), so it never keeps a store alive."""
 
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(self, store: PostgresStore, listening: Any = None) -> None:
         self._store = weakref.ref(store)
         self._dsn = store._dsn
+        self._listening = listening  # a connection already in LISTEN, or None
         self._stopping = threading.Event()
         self.ready = threading.Event()  # set once LISTEN is in place (tests wait on it)
+        if listening is not None:
+            self.ready.set()
         self._thread = threading.Thread(target=self._loop, name="txmailhost-pg-listen", daemon=True)
 
     def start(self) -> None:
@@ -1099,22 +1120,27 @@ class _Listener:
         return not self._stopping.is_set() and self._store() is not None
 
     def _loop(self) -> None:
-        connected_before = False
         while self._running():
+            conn, self._listening = self._listening, None
             try:
-                conn = _connect(self._dsn)
+                if conn is None:
+                    conn = _connect(self._dsn)
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    # What changed before LISTEN took effect (at the first watcher, or while
+                    # reconnecting) sent no notice here: every watcher looks once.
+                    if (store := self._store()) is not None:
+                        store._resync()
+                    store = None
+                    self.ready.set()
             except Exception as e:
+                if conn is not None:
+                    conn.close()
                 log.warn("LISTEN connection failed ({error}); retrying", error=str(e))
                 self._stopping.wait(2.0)
                 continue
             try:
-                conn.execute(f"LISTEN {CHANNEL}")
-                self.ready.set()
-                if connected_before and (store := self._store()) is not None:
-                    store._resync()
-                connected_before = True
                 while self._running():
-                    for notice in conn.notifies(timeout=1.0):
+                    for notice in conn.notifies(timeout=0.5):  # then look at _running
                         if (store := self._store()) is not None:
                             store._heard(notice.payload)
                         store = None  # hold the store only while relaying
@@ -1124,3 +1150,5 @@ class _Listener:
                     self._stopping.wait(1.0)
             finally:
                 conn.close()
+        if self._listening is not None:  # stopped before the loop took it
+            self._listening.close()
