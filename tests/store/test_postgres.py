@@ -219,3 +219,46 @@ def test_an_unreachable_database_is_a_temporary_store_error(postgres_server, tmp
     with pytest.raises(DatabaseUnavailable) as caught:
         make_store(dsn)
     assert isinstance(caught.value, StoreError) and not caught.value.permanent
+
+
+def test_a_dropped_connection_fails_one_call_temporarily_and_the_next_reconnects(
+    stores,
+    postgres_dsn,  # noqa: F811
+):
+    import psycopg
+
+    from txmailhost.store.postgres import DatabaseUnavailable
+
+    store = stores()
+    result(store.provision(USER))
+    pid = store._connection().info.backend_pid
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(DatabaseUnavailable) as caught:
+        result(store.usage(USER))
+    assert not caught.value.permanent  # SMTP answers 4xx, IMAP NO: the client tries again
+    assert result(store.usage(USER)) == 0
+    assert store._connection().info.backend_pid != pid
+
+
+def test_the_listener_reconnects_and_its_watchers_look_again(stores, postgres_dsn):  # noqa: F811
+    import psycopg
+
+    node_a, node_b = stores(), stores()
+    result(node_a.provision(USER))
+    woken = threading.Event()
+    result(node_b.open(USER, INBOX)).watch(woken.set)
+    assert node_b._listener.ready.wait(30)
+    woken.clear()
+    node_b._listener.ready.clear()
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE query LIKE 'LISTEN %%' AND pid <> pg_backend_pid()"
+        )
+    # Notices sent while it was away are lost: on reconnecting, every watcher looks.
+    assert node_b._listener.ready.wait(30) and woken.wait(30)
+    woken.clear()
+    box = result(node_a.open(USER, INBOX))
+    result(box.append(MessageSource.from_bytes(MSG), [], None))
+    assert woken.wait(30)  # and it hears the other node again
