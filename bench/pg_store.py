@@ -11,7 +11,12 @@ answered only after its commit is on disk, as Maildir's after its fsyncs. Withou
 server is started for the run in a temporary directory (Debian's postgresql 15, the tests'
 harness), on the same machine: on this 2-core box client and database share the cores.
 
-Run alone: ``python -m bench.pg_store [--dsn DSN] [--messages 400] [--concurrency 8]``.
+``--smtp`` measures the server instead: ``twistd txmailhost`` on each backend (the tests'
+``ServerProcess``), 4 KiB messages to one local user over 1 and ``--concurrency`` SMTP
+connections (bench/smtp_load.py), each counted when its ``250`` arrives.
+
+Run alone: ``python -m bench.pg_store [--dsn DSN] [--messages 400] [--concurrency 8]
+[--smtp]``.
 """
 
 from __future__ import annotations
@@ -122,13 +127,62 @@ def run(dsn: str | None, messages: int, concurrency: int) -> dict[str, dict[str,
     return figures
 
 
+def run_smtp(dsn: str | None, messages: int, concurrency: int) -> dict[str, dict[str, float]]:
+    """SMTP msgs/s into the real server, Maildir then PostgreSQL."""
+    import asyncio
+
+    from bench.smtp_load import SmtpLoad
+    from bench.smtp_load import run as smtp_run
+    from tests.support.server import ServerProcess
+
+    server = None
+    if dsn is None:
+        from tests.support.postgres import PostgresServer
+
+        server = PostgresServer()
+        server.start(durable=True)
+        dsn = server.database()
+    workdir = tempfile.mkdtemp(prefix="bench-pg-smtp-")
+    figures: dict[str, dict[str, float]] = {}
+    try:
+        for name, extra in (
+            ("maildir", ""),
+            ("postgres", f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\n'),
+        ):
+            proc = ServerProcess(f"{workdir}/{name}", extra_config=extra).start()
+            try:
+                proc.add_user("u1@bench.test", "bench-password-1")
+                figures[name] = {}
+                for connections in (1, concurrency):
+                    load = SmtpLoad(
+                        "127.0.0.1",
+                        proc.ports["smtp"],
+                        messages=messages,
+                        connections=connections,
+                        per_connection=max(1, messages // connections),
+                    )
+                    outcome = asyncio.run(smtp_run(load))
+                    if outcome.failed:
+                        raise RuntimeError(outcome.summary())
+                    figures[name][f"SMTP msgs/s, {connections} conn"] = outcome.rate
+            finally:
+                proc.stop()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        if server is not None:
+            server.stop()
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.pg_store", description=__doc__)
     parser.add_argument("--dsn", help="an existing database (default: start a server)")
     parser.add_argument("--messages", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--smtp", action="store_true", help="the server over SMTP instead")
     args = parser.parse_args(argv)
-    for store, values in run(args.dsn, args.messages, args.concurrency).items():
+    measure = run_smtp if args.smtp else run
+    for store, values in measure(args.dsn, args.messages, args.concurrency).items():
         for label, value in values.items():
             print(f"{store:9} {label:40} {value:10.3f}")
     return 0
