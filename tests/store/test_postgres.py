@@ -262,3 +262,41 @@ def test_the_listener_reconnects_and_its_watchers_look_again(stores, postgres_ds
     box = result(node_a.open(USER, INBOX))
     result(box.append(MessageSource.from_bytes(MSG), [], None))
     assert woken.wait(30)  # and it hears the other node again
+
+
+_WRITER = """
+import sys
+from tests.support.syncpool import SyncReactor, result
+from txmailhost.store.interfaces import INBOX, MessageSource
+from txmailhost.store.postgres import PostgresStore
+
+store = PostgresStore(sys.argv[1], SyncReactor(), None)
+box = result(store.open(sys.argv[2], INBOX))
+for i in range(int(sys.argv[3])):
+    data = b"Subject: %d\\r\\n\\r\\nx\\r\\n" % i
+    print(result(box.append(MessageSource.from_bytes(data), [], None))[1], flush=True)
+"""
+
+
+def test_concurrent_appends_from_separate_processes_get_unique_ascending_uids(stores, postgres_dsn):  # noqa: F811
+    import os
+    import subprocess
+    import sys
+
+    result(stores().provision(USER))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, postgres_dsn, USER, "20"],
+            stdout=subprocess.PIPE,
+            cwd=root,
+        )
+        for _ in range(3)
+    ]
+    got = []
+    for writer in writers:
+        out, _err = writer.communicate(timeout=120)
+        assert writer.returncode == 0
+        got.append([int(line) for line in out.split()])
+    assert sorted(uid for uids in got for uid in uids) == list(range(1, 61))
+    assert all(uids == sorted(uids) and len(uids) == 20 for uids in got)
