@@ -300,3 +300,26 @@ def test_concurrent_appends_from_separate_processes_get_unique_ascending_uids(st
         got.append([int(line) for line in out.split()])
     assert sorted(uid for uids in got for uid in uids) == list(range(1, 61))
     assert all(uids == sorted(uids) and len(uids) == 20 for uids in got)
+
+
+def test_usage_kept_on_the_mailbox_rows_matches_the_messages_after_every_kind_of_change(stores):
+    from txmailhost.store.postgres import CHUNK
+
+    store = stores()
+    big = b"Subject: big\r\n\r\n" + b"y" * (CHUNK + 10)
+
+    def counted() -> int:
+        return sum(
+            result(result(store.open(USER, name)).status()).size
+            for name in result(store.list_mailboxes(USER))
+        )
+
+    box = result(store.open(USER, INBOX))
+    first = result(box.append(MessageSource.from_bytes(MSG), [], None))[1]
+    result(box.append_many([(MessageSource.from_bytes(big), [], None)] * 2))
+    result(store.deliver([(USER, INBOX), (USER, "Sent")], MessageSource.from_bytes(MSG)))
+    result(box.copy([first, 2], result(store.open(USER, "Trash"))))
+    result(box.expunge([2]))
+    result(store.rename_mailbox(USER, INBOX, "Old"))
+    expected = 2 * len(MSG) + len(big) + len(MSG) + len(MSG) + len(big)
+    assert counted() == expected and result(store.usage(USER)) == expected

@@ -415,19 +415,18 @@ class PostgresMailbox:
         def job(conn: Any, wanted: list[int]) -> list[int]:
             with conn.transaction():
                 highest = self._lock(conn, True)[2]
-                removed = sorted(
-                    r[0]
-                    for r in conn.execute(
-                        "DELETE FROM messages WHERE mailbox_id = %s AND uid = ANY (%s)"
-                        " RETURNING uid",
-                        (self.id, wanted),
-                    )
-                )
-                if not removed:
+                gone = conn.execute(
+                    "DELETE FROM messages WHERE mailbox_id = %s AND uid = ANY (%s)"
+                    " RETURNING uid, size",
+                    (self.id, wanted),
+                ).fetchall()
+                if not gone:
                     return []
+                removed = sorted(uid for uid, _size in gone)
                 modseq = highest + 1
                 conn.execute(
-                    "UPDATE mailboxes SET highestmodseq = %s WHERE id = %s", (modseq, self.id)
+                    "UPDATE mailboxes SET highestmodseq = %s, size = size - %s WHERE id = %s",
+                    (modseq, sum(size for _uid, size in gone), self.id),
                 )
                 conn.execute(
                     "INSERT INTO expunged (mailbox_id, uid, modseq)"
@@ -466,7 +465,10 @@ class PostgresMailbox:
         store = self._store
         with conn.transaction():
             uploaded = [store._upload(conn, source) for source, _flags, _date in batch]
-            uidvalidity, first, modseq = store._allocate(conn, self.id, len(batch), self.name)
+            octets = sum(size for _id, size, _chunks, _header in uploaded)
+            uidvalidity, first, modseq = store._allocate(
+                conn, self.id, len(batch), octets, self.name
+            )
             uids = list(range(first, first + len(batch)))
             for uid, (message_id, size, chunks, header), (_s, flags, date) in zip(
                 uids, uploaded, batch, strict=True
@@ -489,8 +491,9 @@ class PostgresMailbox:
                 ).fetchall()
                 if not rows:
                     return []
+                octets = sum(row[3] for row in rows)
                 uidvalidity, first, modseq = store._allocate(
-                    conn, target.id, len(rows), target.name
+                    conn, target.id, len(rows), octets, target.name
                 )
                 pairs = []
                 for new_uid, (old_id, uid, flags, size, date, chunks, header) in enumerate(
@@ -720,7 +723,7 @@ class PostgresStore:
         data, header = small
         row = conn.execute(
             "WITH b AS (UPDATE mailboxes SET uidnext = uidnext + 1,"
-            "   highestmodseq = highestmodseq + 1 WHERE id = %(box)s"
+            "   highestmodseq = highestmodseq + 1, size = size + %(size)s WHERE id = %(box)s"
             "   RETURNING id, uidvalidity, uidnext - 1 AS uid, highestmodseq),"
             " m AS (INSERT INTO messages (mailbox_id, uid, modseq, flags, size, internaldate,"
             "   chunks, header) SELECT b.id, b.uid, b.highestmodseq, %(flags)s, %(size)s,"
@@ -780,13 +783,15 @@ class PostgresStore:
         )
         return new_id
 
-    def _allocate(self, conn: Any, mailbox_id: int, count: int, name: str) -> tuple[int, int, int]:
-        """Take ``count`` UIDs and one MODSEQ from the mailbox, holding its row until commit;
-        (uidvalidity, first UID, modseq)."""
+    def _allocate(
+        self, conn: Any, mailbox_id: int, count: int, octets: int, name: str
+    ) -> tuple[int, int, int]:
+        """Take ``count`` UIDs and one MODSEQ from the mailbox for messages of ``octets`` in
+        all, holding its row until commit; (uidvalidity, first UID, modseq)."""
         row = conn.execute(
-            "UPDATE mailboxes SET uidnext = uidnext + %s, highestmodseq = highestmodseq + 1"
-            " WHERE id = %s RETURNING uidvalidity, uidnext - %s, highestmodseq",
-            (count, mailbox_id, count),
+            "UPDATE mailboxes SET uidnext = uidnext + %s, highestmodseq = highestmodseq + 1,"
+            " size = size + %s WHERE id = %s RETURNING uidvalidity, uidnext - %s, highestmodseq",
+            (count, octets, mailbox_id, count),
         ).fetchone()
         if row is None:
             raise NoSuchMailbox(f"mailbox {name!r} no longer exists")
@@ -884,7 +889,7 @@ class PostgresStore:
                 message_id, size, chunks, header = self._upload(conn, source)
                 first = True
                 for target, box in sorted(boxes.items(), key=lambda item: item[1].id):
-                    _validity, uid, modseq = self._allocate(conn, box.id, 1, box.name)
+                    _validity, uid, modseq = self._allocate(conn, box.id, 1, size, box.name)
                     copy_id = message_id if first else self._copy_chunks(conn, message_id)
                     first = False
                     self._insert(
@@ -1002,14 +1007,18 @@ class PostgresStore:
         moved = conn.execute(
             "UPDATE messages m SET mailbox_id = %s, uid = r.n, modseq = 1"
             " FROM (SELECT id, uid, row_number() OVER (ORDER BY uid) AS n FROM messages"
-            "       WHERE mailbox_id = %s) r WHERE m.id = r.id RETURNING r.uid",
+            "       WHERE mailbox_id = %s) r WHERE m.id = r.id RETURNING r.uid, m.size",
             (target, inbox.id),
         ).fetchall()
         if not moved:
             return False
-        conn.execute("UPDATE mailboxes SET uidnext = %s WHERE id = %s", (len(moved) + 1, target))
         conn.execute(
-            "UPDATE mailboxes SET highestmodseq = %s WHERE id = %s", (highest + 1, inbox.id)
+            "UPDATE mailboxes SET uidnext = %s, size = %s WHERE id = %s",
+            (len(moved) + 1, sum(size for _uid, size in moved), target),
+        )
+        conn.execute(
+            "UPDATE mailboxes SET highestmodseq = %s, size = 0 WHERE id = %s",
+            (highest + 1, inbox.id),
         )
         conn.execute(
             "INSERT INTO expunged (mailbox_id, uid, modseq) SELECT %s, unnest(%s::bigint[]), %s",
@@ -1080,9 +1089,8 @@ class PostgresStore:
     def usage(self, user: str) -> Deferred[int]:
         def job(conn: Any) -> int:
             row = conn.execute(
-                "SELECT coalesce(sum(m.size), 0) FROM messages m"
-                " JOIN mailboxes b ON b.id = m.mailbox_id JOIN mail_users u ON u.id = b.user_id"
-                " WHERE u.address = %s",
+                "SELECT coalesce(sum(b.size), 0) FROM mailboxes b"
+                " JOIN mail_users u ON u.id = b.user_id WHERE u.address = %s",
                 (_owner(user),),
             ).fetchone()
             return int(row[0])

@@ -50,6 +50,9 @@ MIGRATIONS: tuple[str, ...] = (
         uidnext bigint NOT NULL DEFAULT 1,
         highestmodseq bigint NOT NULL DEFAULT 1,
         recent_uid bigint NOT NULL DEFAULT 1,
+        -- octets of the messages in it, kept by the writers that hold the row anyway: a
+        -- quota check (usage) reads one row per mailbox, not one per message
+        size bigint NOT NULL DEFAULT 0,
         UNIQUE (user_id, name)
     );
     CREATE TABLE messages (
