@@ -35,7 +35,7 @@ from txmailhost.accounts.admin import (
     register_domain_actions,
     register_user_actions,
 )
-from txmailhost.accounts.db import AccountsDB
+from txmailhost.accounts.backends import open_accounts
 from txmailhost.accounts.interfaces import AccountError, IAccounts
 from txmailhost.config import (
     Config,
@@ -294,7 +294,7 @@ def _with_accounts(
 
     def run(args: argparse.Namespace) -> int:
         config = _prepared_config(args)
-        accounts = AccountsDB(config.accounts_path)
+        accounts = open_accounts(config)
         try:
             return command(args, config, accounts)
         finally:

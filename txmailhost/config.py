@@ -496,6 +496,15 @@ class StoreConfig:
         (`txmailhost db upgrade` does it by hand).""",
     )
 
+    accounts: str = setting(
+        "sqlite",
+        check=_choice("sqlite", "postgres"),
+        doc="""Where users, domains, aliases, forwards and quotas are kept. "sqlite":
+        DATA/accounts.sqlite of this node. "postgres": the database of store.dsn, so that
+        every node sharing it knows the same users (a user added with the CLI on one node
+        logs in on all); docs/scaling.rst.""",
+    )
+
     threads: int = setting(
         8,
         check=_integer("threads", maximum=256),
@@ -1279,8 +1288,9 @@ def _build(data_dir: str, path: str, document: dict[str, Any]) -> Config:
     if "listen" in clean:
         _check_listener_conflicts(path, sections["listen"], problems)
     store = sections["store"]
-    if "store" in clean and store.backend == "postgres" and not store.dsn:
-        problems.append(f'{path}: store.dsn: backend = "postgres" needs the database to use')
+    if "store" in clean and "postgres" in (store.backend, store.accounts) and not store.dsn:
+        which = "backend" if store.backend == "postgres" else "accounts"
+        problems.append(f'{path}: store.dsn: {which} = "postgres" needs the database to use')
     if problems:
         raise ConfigError(problems)
     return Config(

@@ -167,3 +167,29 @@ def test_two_servers_on_one_database_share_the_mail_and_push_each_others_changes
         imap_a.logout()
     finally:
         node_b.stop()
+
+
+def test_accounts_in_postgres_a_user_added_on_one_node_logs_in_on_another(
+    tmp_path,
+    postgres_server,  # noqa: F811
+):
+    dsn = postgres_server.database()
+    config = _config(dsn) + 'accounts = "postgres"\n'
+    node_a = ServerProcess(str(tmp_path / "a"), extra_config=config)
+    node_b = ServerProcess(str(tmp_path / "b"), extra_config=config)
+    try:
+        node_a.start()
+        node_b.start()
+        node_a.add_user("dave@example.test", PASSWORD)  # only on A, with A's CLI
+        assert "dave@example.test" in node_b.cli("user", "list").stdout
+        with smtplib.SMTP("127.0.0.1", node_b.ports["smtp"], timeout=30) as s:
+            s.sendmail("x@remote.test", ["dave@example.test"], "Subject: to B\r\n\r\nhi\r\n")
+        imap = imaplib.IMAP4("127.0.0.1", node_b.ports["imap"], timeout=30)
+        imap.login("dave@example.test", PASSWORD)
+        typ, data = imap.select("INBOX")
+        assert typ == "OK" and int(data[0]) == 1
+        imap.logout()
+    finally:
+        node_a.stop()
+        node_b.stop()
+        postgres_server.drop(dsn)

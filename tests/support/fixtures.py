@@ -67,11 +67,21 @@ def build_store(backend: str, mail_root: str, reactor: Any, pool: Any) -> Any:
     return backends.build(backend, mail_root, reactor, pool, dsn=dsn)
 
 
-def make_world(tmp_path: os.PathLike, backend: str = "maildir") -> MailWorld:
+def make_world(
+    tmp_path: os.PathLike, backend: str = "maildir", accounts_in: str = "sqlite"
+) -> MailWorld:
+    """``accounts_in``: "sqlite" (DATA/accounts.sqlite) or "postgres" (a fresh database of
+    the server the tests start, ``[store] accounts = "postgres"``)."""
     root = str(tmp_path)
     reactor = SyncReactor()
     pool = SyncThreadPool()
-    accounts = AccountsDB(os.path.join(root, "accounts.sqlite"))
+    if accounts_in == "postgres":
+        from tests.support.postgres import fresh_database
+        from txmailhost.accounts.postgres import PostgresAccounts
+
+        accounts: Any = PostgresAccounts(fresh_database())
+    else:
+        accounts = AccountsDB(os.path.join(root, "accounts.sqlite"))
     store = build_store(backend, os.path.join(root, "mail"), reactor, pool)
     portal = Portal(MailRealm(store), [AccountsChecker(accounts, reactor, pool)])
     router = Router(accounts, reactor, pool)

@@ -21,7 +21,9 @@ What is where (docs/scaling.rst says the same for administrators):
   ``bytea``, so a large message is never one value held whole by the server or the client;
 - ``expunged``: tombstones (UID, MODSEQ) for QRESYNC; ``derived``: values a protocol derived
   once (IMAP BODYSTRUCTURE), gone with their message;
-- ``subscriptions``, ``access_keys``: IMAP LSUB and URLAUTH state per user.
+- ``subscriptions``, ``access_keys``: IMAP LSUB and URLAUTH state per user;
+- ``domains``, ``users``, ``login_origins``, ``aliases``, ``forwards`` (step 2): the accounts,
+  when ``[store] accounts = "postgres"`` (``accounts/postgres.py``), as in ``accounts.sqlite``.
 """
 
 from __future__ import annotations
@@ -99,6 +101,41 @@ MIGRATIONS: tuple[str, ...] = (
         name text NOT NULL,
         key bytea NOT NULL,
         PRIMARY KEY (user_id, name)
+    );
+    """,
+    # 2: accounts (txmailhost/accounts/postgres.py), the tables of accounts/db.py's SQLite file
+    """
+    CREATE TABLE domains (
+        name text PRIMARY KEY,
+        created double precision NOT NULL,
+        default_quota bigint,
+        alias_of text
+    );
+    CREATE TABLE users (
+        address text PRIMARY KEY,
+        domain text NOT NULL REFERENCES domains (name),
+        password_hash text NOT NULL,
+        created double precision NOT NULL,
+        keep_copy integer NOT NULL DEFAULT 1,
+        quota bigint
+    );
+    CREATE INDEX users_by_domain ON users (domain);
+    CREATE TABLE login_origins (
+        address text NOT NULL REFERENCES users (address) ON DELETE CASCADE,
+        client text NOT NULL,
+        last_login double precision NOT NULL,
+        PRIMARY KEY (address, client)
+    );
+    CREATE TABLE aliases (
+        address text NOT NULL,
+        target text NOT NULL,
+        created double precision NOT NULL,
+        PRIMARY KEY (address, target)
+    );
+    CREATE TABLE forwards (
+        address text NOT NULL REFERENCES users (address) ON DELETE CASCADE,
+        target text NOT NULL,
+        PRIMARY KEY (address, target)
     );
     """,
 )
