@@ -9,9 +9,10 @@ from txmailhost.accounts.db import AccountError, AddressRules, parse_size
 from txmailhost.routing import Outcome, Route, RouteKind, Router
 
 
-@pytest.fixture
-def world(tmp_path):
-    w = make_world(tmp_path)
+@pytest.fixture(params=["sqlite", "postgres"])
+def world(tmp_path, request):
+    """Over both accounts backends: the rules are the same SQL on each."""
+    w = make_world(tmp_path, accounts_in=request.param)
     w.accounts.add_domain("example.test")
     for user in ("alice", "bob"):
         w.accounts._db.execute(

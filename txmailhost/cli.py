@@ -35,7 +35,7 @@ from txmailhost.accounts.admin import (
     register_domain_actions,
     register_user_actions,
 )
-from txmailhost.accounts.db import AccountsDB
+from txmailhost.accounts.backends import open_accounts
 from txmailhost.accounts.interfaces import AccountError, IAccounts
 from txmailhost.config import (
     Config,
@@ -151,6 +151,9 @@ def _parser() -> argparse.ArgumentParser:
     from txmailhost.mailauth.cli import register as register_mailauth_commands
 
     register_mailauth_commands(commands, _with_config)
+    from txmailhost.store.dbadmin import register as register_db_commands
+
+    register_db_commands(commands, _with_config)
 
     from txmailhost.ops.admin import register as register_ops_commands
 
@@ -296,7 +299,7 @@ def _with_accounts(
 
     def run(args: argparse.Namespace) -> int:
         config = _prepared_config(args)
-        accounts = AccountsDB(config.accounts_path)
+        accounts = open_accounts(config)
         try:
             return command(args, config, accounts)
         finally:
@@ -334,7 +337,7 @@ def _mail_store(config: Config) -> Any:
     (it creates mailboxes on first use) and so is purging."""
     from txmailhost.store import backends
 
-    return backends.build(config.store.backend, config.mail_root)
+    return backends.build(config.store.backend, config.mail_root, dsn=config.store.dsn)
 
 
 def _now(d: Any) -> Any:

@@ -544,18 +544,45 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
     return check
 
 
+def _dsn(value: Any) -> str:
+    if not isinstance(value, str) or any(c in value for c in "\r\n\x00"):
+        raise _Invalid('expected a connection string like "host=db1 dbname=mail" in quotes')
+    return value
+
+
 @dataclass(frozen=True)
 class StoreConfig:
     """[store]: where mail is kept, and the store's thread pool."""
 
     backend: str = setting(
         "maildir",
-        check=_choice("maildir", "memory"),  # the names in txmailhost/store/backends.py
+        check=_choice("maildir", "memory", "postgres"),  # txmailhost/store/backends.py's names
         doc="""Where mail is kept. "maildir": Maildir++ under DATA/mail, readable by mutt and
-        Dovecot, durable. "memory": in the server's memory, for tests and applications that
+        Dovecot, durable. "postgres": in the PostgreSQL database named by store.dsn, which
+        several txmailhost nodes can share (docs/scaling.rst; needs the "postgres" extra,
+        psycopg). "memory": in the server's memory, for tests and applications that
         embed txmailhost; every message is LOST when the server stops, and only message size
         limits and quotas bound it. The admin CLI can't reach that memory: `user add` creates
         no mailboxes there (the server creates them on first use).""",
+    )
+
+    dsn: str = setting(
+        "",
+        check=_dsn,
+        doc="""The PostgreSQL database of backend = "postgres", as a libpq connection string
+        ("host=db1 dbname=mail user=txmailhost") or URI ("postgresql://txmailhost@db1/mail").
+        Keep the password out of this file: libpq reads it from ~/.pgpass or the file named
+        by passfile=. The schema is created or upgraded when the server starts
+        (`txmailhost db upgrade` does it by hand).""",
+    )
+
+    accounts: str = setting(
+        "sqlite",
+        check=_choice("sqlite", "postgres"),
+        doc="""Where users, domains, aliases, forwards and quotas are kept. "sqlite":
+        DATA/accounts.sqlite of this node. "postgres": the database of store.dsn, so that
+        every node sharing it knows the same users (a user added with the CLI on one node
+        logs in on all); docs/scaling.rst.""",
     )
 
     threads: int = setting(
@@ -1355,6 +1382,10 @@ def _build(data_dir: str, path: str, document: dict[str, Any]) -> Config:
             )
         else:  # the default (one per core) yields to a store only one process can hold
             sections["server"] = dataclasses.replace(sections["server"], workers=1)
+    store = sections["store"]
+    if "store" in clean and "postgres" in (store.backend, store.accounts) and not store.dsn:
+        which = "backend" if store.backend == "postgres" else "accounts"
+        problems.append(f'{path}: store.dsn: {which} = "postgres" needs the database to use')
     if problems:
         raise ConfigError(problems)
     return Config(

@@ -381,15 +381,15 @@ def build_accounts(config: Any, store: Any, reactor: Any, pool: ThreadPool) -> t
 
     Both read the accounts backend (``IAccounts``, SQLite in ``DATA/accounts.sqlite``) from
     ``pool``, the accounts thread pool, never on the reactor."""
+    from txmailhost.accounts.backends import open_accounts
     from txmailhost.accounts.checker import AccountsChecker
     from txmailhost.accounts.credcache import CredentialCache
-    from txmailhost.accounts.db import AccountsDB
     from txmailhost.accounts.origins import LoginOrigins
     from txmailhost.accounts.realm import MailRealm
     from txmailhost.accounts.throttle import LoginThrottle, ThrottledPortal
     from txmailhost.routing import Router
 
-    accounts = AccountsDB(config.accounts_path)
+    accounts = open_accounts(config)
     security = config.security
     throttle = LoginThrottle(
         reactor,
@@ -496,7 +496,9 @@ def build(
     ThreadPoolService(storage_pool).setServiceParent(top)
     ThreadPoolService(accounts_pool).setServiceParent(top)
 
-    store = backends.build(config.store.backend, config.mail_root, reactor, storage_pool)
+    store = backends.build(
+        config.store.backend, config.mail_root, reactor, storage_pool, dsn=config.store.dsn
+    )
     if config.store.backend in backends.VOLATILE:
         log.critical(
             "[store] backend = {backend!r}: mail is kept in memory only and EVERY MESSAGE IS"

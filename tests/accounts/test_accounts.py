@@ -57,8 +57,9 @@ def test_bad_addresses_are_refused_with_a_reason(bad):
         canonical_address(bad)
 
 
-def test_users_need_their_domain_and_unique_addresses(tmp_path):
-    world = make_world(tmp_path)
+@pytest.mark.parametrize("accounts_in", ["sqlite", "postgres"])
+def test_users_need_their_domain_and_unique_addresses(tmp_path, accounts_in):
+    world = make_world(tmp_path, accounts_in=accounts_in)
     with pytest.raises(AccountError, match="not served here"):
         world.accounts.add_user("a@example.test", "long-enough")
     world.accounts.add_domain("example.test")
@@ -78,8 +79,9 @@ def test_users_need_their_domain_and_unique_addresses(tmp_path):
     assert world.accounts.list_users() == []
 
 
-def test_checker_and_realm_log_a_user_in_by_canonical_address(tmp_path):
-    world = make_world(tmp_path)
+@pytest.mark.parametrize("accounts_in", ["sqlite", "postgres"])
+def test_checker_and_realm_log_a_user_in_by_canonical_address(tmp_path, accounts_in):
+    world = make_world(tmp_path, accounts_in=accounts_in)
     world.add_user("alice@example.test")
     interface, avatar, logout = fired(
         world.portal.login(

@@ -68,3 +68,38 @@ def test_router_resolves_through_any_accounts_backend() -> None:
     assert team.outcome is Outcome.OK
     assert team.routes == [Route(RouteKind.LOCAL, "alice@example.test", user="alice@example.test")]
     assert stranger.outcome is Outcome.UNKNOWN_USER
+
+
+def test_postgres_backend_provides_accounts_and_keeps_them_across_nodes() -> None:
+    """Two ``PostgresAccounts`` on one database, as two nodes: what one adds, the other sees;
+    the transactions of ``db.py`` (domain removal, login origins, aliases, forwards) run."""
+    import pytest
+
+    from tests.support.postgres import fresh_database
+    from txmailhost.accounts.interfaces import AccountError
+    from txmailhost.accounts.postgres import PostgresAccounts
+
+    dsn = fresh_database()
+    node_a, node_b = PostgresAccounts(dsn), PostgresAccounts(dsn)
+    assert verifyObject(IAccounts, node_a)
+    assert verifyObject(IAddressRules, node_a.address_rules())
+    node_a.add_domain("example.test")
+    node_a.add_user("alice@example.test", "correct horse battery")
+    assert node_b.lookup("alice@example.test") == (True, True)
+    with pytest.raises(AccountError, match="already exists"):
+        node_b.add_user("Alice@example.test", "correct horse battery")
+    rules_a, rules_b = node_a.address_rules(), node_b.address_rules()
+    rules_a.add_alias("team@example.test", ["alice@example.test", "x@remote.test"])
+    rules_a.add_alias("team@example.test", ["alice@example.test"])  # kept once
+    assert rules_b.alias_targets("team@example.test") == ["alice@example.test", "x@remote.test"]
+    rules_b.set_forward("alice@example.test", ["y@remote.test"], keep_copy=False)
+    assert rules_a.forward_of("alice@example.test") == (["y@remote.test"], False)
+    rules_a.set_domain_quota("example.test", 1000)
+    assert rules_b.quota_of("alice@example.test") == 1000
+    node_a.remember_login_origin("alice@example.test", "192.0.2.1", 100.0, 0.0, 5)
+    node_a.remember_login_origin("alice@example.test", "192.0.2.1", 200.0, 0.0, 5)
+    assert node_b.login_origin_seen("alice@example.test", "192.0.2.1", 150.0)
+    assert node_b.remove_domain("example.test", force=True) == ["alice@example.test"]
+    assert node_a.list_users() == [] and rules_a.alias_targets("team@example.test") == []
+    node_a.close()
+    node_b.close()

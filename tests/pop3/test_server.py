@@ -21,6 +21,7 @@ from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tests.support.fixtures import build_store
 from tests.support.syncpool import SyncReactor, SyncThreadPool
 from txmailhost.accounts.checker import AccountsChecker
 from txmailhost.accounts.db import AccountsDB
@@ -28,7 +29,6 @@ from txmailhost.accounts.realm import MailRealm
 from txmailhost.peer import is_loopback
 from txmailhost.pop3.replies import DotStuffer
 from txmailhost.pop3.server import POP3Factory
-from txmailhost.store import backends
 from txmailhost.store.files import deliver_file
 
 ALICE, PASSWORD = "alice@example.test", "correct horse"
@@ -175,7 +175,7 @@ class World:
 @pytest.fixture
 def world(tmp_path, accounts, backend) -> World:
     reactor, pool = SyncReactor(), SyncThreadPool()
-    store = backends.build(backend, str(tmp_path / "mail"), reactor, pool)
+    store = build_store(backend, str(tmp_path / "mail"), reactor, pool)
     result(store.provision(ALICE))
     portal = Portal(MailRealm(store), [AccountsChecker(accounts, reactor, pool)])
     return World(tmp_path, reactor, store, portal)

@@ -2,7 +2,9 @@
 
 What the protocols rely on, said once for all stores: a new backend passes this file before
 IMAP or POP3 run over it (they do too, in tests/imap and tests/pop3). What one backend does on
-its own disk (Maildir file names, the index) is tested beside that backend instead.
+its own disk (Maildir file names, the index) is tested beside that backend instead. A backend
+in a database server ("postgres") runs on a fresh database of the server the tests start
+(tests/support/postgres.py), and skips where there is none.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import io
 import pytest
 from zope.interface.verify import verifyObject
 
+from tests.support.postgres import postgres_dsn, postgres_server  # noqa: F401 - fixtures
 from tests.support.syncpool import SyncReactor, SyncThreadPool, result
 from txmailhost.store import backends
 from txmailhost.store.interfaces import (
@@ -38,9 +41,16 @@ MSG2 = b"Subject: two\r\n\r\nsecond\r\n"
 
 @pytest.fixture(params=tuple(backends.BACKENDS))
 def store(request, tmp_path):
-    s = backends.build(request.param, str(tmp_path / "mail"), SyncReactor(), SyncThreadPool())
+    dsn = ""
+    if request.param == "postgres":
+        dsn = request.getfixturevalue("postgres_dsn")
+    s = backends.build(
+        request.param, str(tmp_path / "mail"), SyncReactor(), SyncThreadPool(), dsn=dsn
+    )
     result(s.provision(USER))
-    return s
+    yield s
+    if hasattr(s, "close"):
+        s.close()  # the database is dropped next: its connections must go first
 
 
 def append(store, data: bytes, mailbox: str = INBOX, flags=(), date=None) -> int:

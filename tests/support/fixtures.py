@@ -24,7 +24,11 @@ from txmailhost.store import backends
 from txmailhost.store.interfaces import INBOX
 
 PASSWORD = "secret-pw"
-BACKENDS = tuple(backends.BACKENDS)
+BACKENDS = tuple(
+    n
+    for n in backends.BACKENDS
+    if n not in backends.NEEDS_SERVER or os.environ.get("TXMAILHOST_TEST_POSTGRES")
+)
 
 
 @dataclass
@@ -52,12 +56,33 @@ class MailWorld:
         return [message.content for message in result(box.messages(uids, content=True))]
 
 
-def make_world(tmp_path: os.PathLike, backend: str = "maildir") -> MailWorld:
+def build_store(backend: str, mail_root: str, reactor: Any, pool: Any) -> Any:
+    """``backends.build`` for a test: a backend in a database server gets a fresh database
+    of the one the tests start (tests/support/postgres.py)."""
+    dsn = ""
+    if backend in backends.NEEDS_SERVER:
+        from tests.support.postgres import fresh_database
+
+        dsn = fresh_database()
+    return backends.build(backend, mail_root, reactor, pool, dsn=dsn)
+
+
+def make_world(
+    tmp_path: os.PathLike, backend: str = "maildir", accounts_in: str = "sqlite"
+) -> MailWorld:
+    """``accounts_in``: "sqlite" (DATA/accounts.sqlite) or "postgres" (a fresh database of
+    the server the tests start, ``[store] accounts = "postgres"``)."""
     root = str(tmp_path)
     reactor = SyncReactor()
     pool = SyncThreadPool()
-    accounts = AccountsDB(os.path.join(root, "accounts.sqlite"))
-    store = backends.build(backend, os.path.join(root, "mail"), reactor, pool)
+    if accounts_in == "postgres":
+        from tests.support.postgres import fresh_database
+        from txmailhost.accounts.postgres import PostgresAccounts
+
+        accounts: Any = PostgresAccounts(fresh_database())
+    else:
+        accounts = AccountsDB(os.path.join(root, "accounts.sqlite"))
+    store = build_store(backend, os.path.join(root, "mail"), reactor, pool)
     portal = Portal(MailRealm(store), [AccountsChecker(accounts, reactor, pool)])
     router = Router(accounts, reactor, pool)
     return MailWorld(root, reactor, pool, accounts, store, router, portal)

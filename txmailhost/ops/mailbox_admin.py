@@ -79,7 +79,7 @@ def open_store(config: Any) -> Any:
             f'[store] backend = "{config.store.backend}" keeps mail inside the server process; '
             "the admin commands can't reach it"
         )
-    return backends.build(config.store.backend, config.mail_root)
+    return backends.build(config.store.backend, config.mail_root, dsn=config.store.dsn)
 
 
 def account(accounts: Any, address: str) -> str:

@@ -5,7 +5,9 @@
 errors whose ``permanent`` says whether retrying helps. ``IFileDelivery``/``IStagedAppend``
 are optional: a store of files declares them to be handed an fsync'd file to link, not copy.
 ``backends.py`` names the backends for ``[store] backend``: ``memory.py`` keeps mail in memory
-(tests, embedding; lost at restart); ``maildir.py`` is the durable default, described below.
+(tests, embedding; lost at restart); ``maildir.py`` is the durable default, described below;
+``postgres.py`` keeps everything in a PostgreSQL database several nodes share (its tables and
+migrations in ``postgres_schema.py``, ``txmailhost db`` in ``dbadmin.py``; docs/scaling.rst).
 tests/store/test_contract.py is the contract every backend passes.
 
 Maildir owns, on disk, ``DATA/mail/DOMAIN/LOCALPART/``: a Maildir++ tree (INBOX at the root, ``.Sent``,
@@ -19,7 +21,8 @@ user's ``subscriptions`` file lists subscribed folders, one per line. IMAP METAD
 the account, ``txmailhost-server-metadata.json``. ``changes.ChangeBus`` tells
 open sessions (IMAP IDLE) that a mailbox changed, in process; what changed is read from the index.
 
-May import: ``txmailhost._safeio``, Twisted, zope.interface and the standard library; never a
+May import: ``txmailhost._safeio``, Twisted, zope.interface, the standard library and (only in
+``postgres*.py``/``dbadmin.py``, and only when that backend is chosen) psycopg; never a
 protocol package.
 
 Invariants a change must keep:

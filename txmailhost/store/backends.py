@@ -13,7 +13,7 @@ from typing import Any
 from twisted.python.threadpool import ThreadPool
 
 
-def _maildir(mail_root: str, reactor: Any, pool: ThreadPool | None) -> Any:
+def _maildir(mail_root: str, reactor: Any, pool: ThreadPool | None, dsn: str) -> Any:
     import twisted.mail.imap4  # noqa: F401 - registers the imap4-utf-7 folder-name codec
 
     from txmailhost.store.maildir import MaildirStore
@@ -21,23 +21,41 @@ def _maildir(mail_root: str, reactor: Any, pool: ThreadPool | None) -> Any:
     return MaildirStore(mail_root, reactor, pool)
 
 
-def _memory(mail_root: str, reactor: Any, pool: ThreadPool | None) -> Any:
+def _memory(mail_root: str, reactor: Any, pool: ThreadPool | None, dsn: str) -> Any:
     from txmailhost.store.memory import MemoryStore
 
     return MemoryStore(reactor, pool)
 
 
-BACKENDS: dict[str, Callable[[str, Any, ThreadPool | None], Any]] = {
+def _postgres(mail_root: str, reactor: Any, pool: ThreadPool | None, dsn: str) -> Any:
+    from txmailhost.store.postgres import PostgresStore
+
+    return PostgresStore(dsn, reactor, pool)
+
+
+BACKENDS: dict[str, Callable[[str, Any, ThreadPool | None, str], Any]] = {
     "maildir": _maildir,
     "memory": _memory,
+    "postgres": _postgres,
 }
+
+# Backends that need a database server named by ``[store] dsn``: tests that build every
+# backend by name (tests/support/backends.py) run these only where they start one.
+NEEDS_SERVER = frozenset({"postgres"})
 
 # Backends whose mail is gone when the process stops: the server says so loudly at start.
 VOLATILE = frozenset({"memory"})
 
 
-def build(backend: str, mail_root: str, reactor: Any = None, pool: ThreadPool | None = None) -> Any:
+def build(
+    backend: str,
+    mail_root: str,
+    reactor: Any = None,
+    pool: ThreadPool | None = None,
+    dsn: str = "",
+) -> Any:
     """The ``IMailStore`` named ``backend``; ``mail_root`` is ``DATA/mail`` (where a store
-    on disk keeps its files). Without ``pool`` a store does its work before each call returns
-    (the CLI, which has no reactor running)."""
-    return BACKENDS[backend](mail_root, reactor, pool)
+    on disk keeps its files), ``dsn`` the database of a store in one (``[store] dsn``).
+    Without ``pool`` a store does its work before each call returns (the CLI, which has no
+    reactor running)."""
+    return BACKENDS[backend](mail_root, reactor, pool, dsn)

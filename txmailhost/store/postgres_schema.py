@@ -1,0 +1,177 @@
+"""The PostgreSQL store's tables, as numbered migrations applied in order.
+
+Why numbered steps and not "CREATE TABLE IF NOT EXISTS": several nodes share one database and
+run different releases during an upgrade; each step is applied exactly once, in order, and
+``schema_version`` says which ran. Every node runs ``upgrade`` when it starts (``txmailhost db
+upgrade`` does the same by hand), in one transaction under an advisory lock, so nodes starting
+together apply each step once. A node whose code is older than the database
+refuses to start rather than write rows it does not understand.
+
+A step is appended, never edited once released: a database that ran it must stay right.
+
+What is where (docs/scaling.rst says the same for administrators):
+
+- ``mail_users``: one row per mailbox owner (canonical address), made on first use;
+- ``mailboxes``: one row per mailbox: UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ and the lowest UID
+  no session has claimed as \\Recent. The row is the mailbox's lock: appends, flag changes
+  and expunges take it (``FOR UPDATE``), so UIDs and MODSEQs are allocated in the committing
+  transaction and become visible in ascending order;
+- ``messages``: the index (UID, flags, size in CRLF form, INTERNALDATE, MODSEQ, the header
+  block); ``message_chunks``: the message in its CRLF form, in chunks of at most 1 MiB of
+  ``bytea``, so a large message is never one value held whole by the server or the client;
+- ``expunged``: tombstones (UID, MODSEQ) for QRESYNC; ``derived``: values a protocol derived
+  once (IMAP BODYSTRUCTURE), gone with their message;
+- ``subscriptions``, ``access_keys``: IMAP LSUB and URLAUTH state per user;
+- ``domains``, ``users``, ``login_origins``, ``aliases``, ``forwards`` (step 2): the accounts,
+  when ``[store] accounts = "postgres"`` (``accounts/postgres.py``), as in ``accounts.sqlite``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The advisory lock key nodes take while upgrading ("txmh" in ASCII).
+_LOCK = 0x74786D68
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the mail store
+    """
+    CREATE TABLE mail_users (
+        id bigserial PRIMARY KEY,
+        address text NOT NULL UNIQUE
+    );
+    -- UIDVALIDITY comes from one sequence for every mailbox of every node: a mailbox created
+    -- again always gets a greater one (RFC 3501 2.3.1.1), even within the same second.
+    CREATE SEQUENCE uidvalidity_seq;
+    SELECT setval('uidvalidity_seq', extract(epoch FROM now())::bigint);
+    CREATE TABLE mailboxes (
+        id bigserial PRIMARY KEY,
+        user_id bigint NOT NULL REFERENCES mail_users (id) ON DELETE CASCADE,
+        name text NOT NULL,
+        uidvalidity bigint NOT NULL DEFAULT nextval('uidvalidity_seq'),
+        uidnext bigint NOT NULL DEFAULT 1,
+        highestmodseq bigint NOT NULL DEFAULT 1,
+        recent_uid bigint NOT NULL DEFAULT 1,
+        -- octets of the messages in it, kept by the writers that hold the row anyway: a
+        -- quota check (usage) reads one row per mailbox, not one per message
+        size bigint NOT NULL DEFAULT 0,
+        UNIQUE (user_id, name)
+    );
+    CREATE TABLE messages (
+        id bigserial PRIMARY KEY,
+        mailbox_id bigint NOT NULL REFERENCES mailboxes (id) ON DELETE CASCADE,
+        uid bigint NOT NULL,
+        modseq bigint NOT NULL,
+        flags text[] NOT NULL DEFAULT '{}',
+        size bigint NOT NULL,
+        internaldate double precision NOT NULL,
+        chunks integer NOT NULL,
+        header bytea NOT NULL,
+        UNIQUE (mailbox_id, uid)
+    );
+    CREATE INDEX messages_modseq ON messages (mailbox_id, modseq);
+    -- Deferred: a message's chunks are written before its row, so the mailbox row (the lock
+    -- every writer of the mailbox waits for) is held only for the row, not for the upload.
+    CREATE TABLE message_chunks (
+        message_id bigint NOT NULL
+            REFERENCES messages (id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+        seq integer NOT NULL,
+        data bytea NOT NULL,
+        PRIMARY KEY (message_id, seq)
+    );
+    CREATE TABLE expunged (
+        mailbox_id bigint NOT NULL REFERENCES mailboxes (id) ON DELETE CASCADE,
+        uid bigint NOT NULL,
+        modseq bigint NOT NULL
+    );
+    CREATE INDEX expunged_modseq ON expunged (mailbox_id, modseq);
+    CREATE TABLE derived (
+        message_id bigint NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+        name text NOT NULL,
+        value bytea NOT NULL,
+        PRIMARY KEY (message_id, name)
+    );
+    CREATE TABLE subscriptions (
+        user_id bigint NOT NULL REFERENCES mail_users (id) ON DELETE CASCADE,
+        name text NOT NULL,
+        PRIMARY KEY (user_id, name)
+    );
+    CREATE TABLE access_keys (
+        user_id bigint NOT NULL REFERENCES mail_users (id) ON DELETE CASCADE,
+        name text NOT NULL,
+        key bytea NOT NULL,
+        PRIMARY KEY (user_id, name)
+    );
+    """,
+    # 2: accounts (txmailhost/accounts/postgres.py), the tables of accounts/db.py's SQLite file
+    """
+    CREATE TABLE domains (
+        name text PRIMARY KEY,
+        created double precision NOT NULL,
+        default_quota bigint,
+        alias_of text
+    );
+    CREATE TABLE users (
+        address text PRIMARY KEY,
+        domain text NOT NULL REFERENCES domains (name),
+        password_hash text NOT NULL,
+        created double precision NOT NULL,
+        keep_copy integer NOT NULL DEFAULT 1,
+        quota bigint
+    );
+    CREATE INDEX users_by_domain ON users (domain);
+    CREATE TABLE login_origins (
+        address text NOT NULL REFERENCES users (address) ON DELETE CASCADE,
+        client text NOT NULL,
+        last_login double precision NOT NULL,
+        PRIMARY KEY (address, client)
+    );
+    CREATE TABLE aliases (
+        address text NOT NULL,
+        target text NOT NULL,
+        created double precision NOT NULL,
+        PRIMARY KEY (address, target)
+    );
+    CREATE TABLE forwards (
+        address text NOT NULL REFERENCES users (address) ON DELETE CASCADE,
+        target text NOT NULL,
+        PRIMARY KEY (address, target)
+    );
+    """,
+)
+
+LATEST = len(MIGRATIONS)
+
+
+class SchemaTooNew(Exception):
+    """The database was upgraded by a newer release than this one."""
+
+
+def current_version(conn: Any) -> int:
+    """The schema version of the database behind ``conn`` (0: nothing applied yet)."""
+    exists = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()[0]
+    if not exists:
+        return 0
+    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    return row[0] or 0
+
+
+def upgrade(conn: Any) -> tuple[int, int]:
+    """Apply every migration the database lacks; (version before, version after).
+
+    One transaction under the advisory lock: a node that starts while another upgrades waits,
+    then finds nothing left to do, and a failed step leaves the database as it was (DDL is
+    transactional in PostgreSQL). ``conn`` is an autocommit psycopg connection."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY)")
+        before = current_version(conn)
+        if before > LATEST:
+            raise SchemaTooNew(
+                f"the database's schema is version {before}, newer than this release knows"
+                f" ({LATEST}): upgrade txmailhost on this node"
+            )
+        for version in range(before + 1, LATEST + 1):
+            conn.execute(MIGRATIONS[version - 1])
+            conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+    return before, max(before, LATEST)
