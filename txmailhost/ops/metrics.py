@@ -138,6 +138,13 @@ FILTER_SECONDS = Histogram(
     buckets=_FAST,
     registry=REGISTRY,
 )
+ENGINE_FAILURES = Counter(
+    "txmailhost_filter_engine_failures",
+    "An outside engine (rspamd) not asked or not answering, by engine and why: down (refused,"
+    " reset), timeout, error (a reply that isn't one), backoff (skipped after a recent failure).",
+    ["engine", "reason"],
+    registry=REGISTRY,
+)
 REACTOR_LAG = Histogram(
     "txmailhost_reactor_lag_seconds",
     "How late a timer set for every second fired: time the reactor was busy elsewhere "
@@ -214,6 +221,11 @@ async def filter_verdict(name: str, stage: str, asking: Awaitable[Any]) -> Any:
     action = getattr(verdict, "action", None)
     FILTER_VERDICTS.labels(name, stage, getattr(action, "value", str(action))).inc()
     return verdict
+
+
+def engine_failure(engine: str, reason: str) -> None:
+    """An outside engine gave no verdict for a message (the message went on without it)."""
+    ENGINE_FAILURES.labels(engine, reason).inc()
 
 
 def reactor_lag(seconds: float) -> None:
