@@ -217,10 +217,15 @@ async def filter_verdict(name: str, stage: str, asking: Awaitable[Any]) -> Any:
     """Time one filter at one stage; ``asking`` fires with its ``Verdict``."""
     started = time.perf_counter()
     verdict = await asking
-    FILTER_SECONDS.labels(name, stage).observe(time.perf_counter() - started)
+    filter_observed(name, stage, time.perf_counter() - started, verdict)
+    return verdict
+
+
+def filter_observed(name: str, stage: str, seconds: float, verdict: Any) -> None:
+    """One filter's verdict at one stage and the time it took (the chain measured it)."""
+    FILTER_SECONDS.labels(name, stage).observe(max(0.0, seconds))
     action = getattr(verdict, "action", None)
     FILTER_VERDICTS.labels(name, stage, getattr(action, "value", str(action))).inc()
-    return verdict
 
 
 def engine_failure(engine: str, reason: str) -> None:
