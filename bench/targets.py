@@ -47,6 +47,8 @@ imaps = "{imaps}"
 pop3s = ""
 # Metrics stay on, as in production (their hooks are part of what is measured), on any port.
 metrics = "tcp:0:interface=127.0.0.1"
+# Off: its default port (24190) is fixed, so a second server on the machine made this one exit.
+managesieve = ""
 
 [smtp]
 max_message_size = {max_message}
