@@ -47,8 +47,11 @@ imaps = "{imaps}"
 pop3s = ""
 # Metrics stay on, as in production (their hooks are part of what is measured), on any port.
 metrics = "tcp:0:interface=127.0.0.1"
-# Off: its default port (24190) is fixed, so a second server on the machine made this one exit.
+# Off: their default ports (24190, 2443, 2080) are fixed, so a second server on the machine
+# (another run, a test) made this one exit at start.
 managesieve = ""
+web = ""
+web_redirect = ""
 
 [smtp]
 max_message_size = {max_message}
