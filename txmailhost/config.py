@@ -1030,7 +1030,8 @@ class FiltersConfig:
         check=_filter_names,
         doc="""Filters to run, in order: built-in names ("greylist": 451 for a first attempt
         from an unknown client, loopback exempt; "spam": content rules and the learning
-        classifier; "clamd": ClamAV; "spamd": SpamAssassin; docs/admin.rst), registered
+        classifier; "clamd": ClamAV; "spamd": SpamAssassin; "rspamd": rspamd's action as the verdict;
+        docs/admin.rst), registered
         names (the 'txmailhost.filters' entry point group) or 'package.module:factory'
         paths. Empty: no filtering.""",
     )

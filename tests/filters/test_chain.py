@@ -136,3 +136,109 @@ def test_only_the_stages_a_filter_overrides_are_asked():
     assert [chain.asks(s) for s in ("connect", "helo", "mail", "rcpt", "data")] == [
         False, False, False, True, True,
     ]  # fmt: skip
+
+
+# -- blocking filters: one trip to the pool for consecutive ones, each with its own budget --
+
+
+class BlockingSays(Says):
+    blocking = True
+
+    def __init__(self, verdict: Verdict, name: str = "blocking", reactor=None, takes=0.0):
+        super().__init__(verdict, name)
+        self.reactor = reactor
+        self.takes = takes  # seconds of the reactor's clock this filter "takes"
+        self.seen: list[bytes] = []
+
+    def end_of_data(self, client, transaction, message):
+        self.seen.append(message.read())
+        if self.takes:
+            self.reactor.advance(self.takes)
+        return super().end_of_data(client, transaction, message)
+
+
+class CountingPool(SyncThreadPool):
+    def __init__(self) -> None:
+        self.trips = 0
+
+    def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
+        self.trips += 1
+        super().callInThreadWithCallback(onResult, f, *args, **kwargs)
+
+
+class HeldPool(SyncThreadPool):
+    """Holds each piece of work until the test runs it: a worker thread that is slow."""
+
+    def __init__(self) -> None:
+        self.held: list = []
+
+    def callInThreadWithCallback(self, onResult, f, *args, **kwargs):
+        self.held.append(lambda: SyncThreadPool.callInThreadWithCallback(
+            self, onResult, f, *args, **kwargs))  # fmt: skip
+
+    def run_next(self) -> None:
+        self.held.pop(0)()
+
+
+def ask_chain(chain):
+    message = b"Subject: x\r\n\r\nbody\r\n"
+    return Deferred.fromCoroutine(chain.end_of_data(CLIENT, TX, lambda: io.BytesIO(message)))
+
+
+def test_consecutive_blocking_filters_share_one_trip_and_see_earlier_fields():
+    pool = CountingPool()
+    first = BlockingSays(Verdict.accept(headers=(("X-First", "1"),)), "first")
+    second = BlockingSays(Verdict.junk("spam", headers=(("X-Second", "2"),)), "second")
+    chain = FilterChain([first, second], SyncReactor(), pool)
+    decision = result(ask_chain(chain))
+    assert pool.trips == 1
+    assert second.seen[0].startswith(b"X-First: 1\r\nSubject: x")
+    assert decision.fields == (("X-First", "1"), ("X-Second", "2"))
+    assert decision.junk == frozenset(TX.recipients)
+
+
+def test_a_filter_on_the_reactor_between_blocking_ones_splits_the_trips():
+    pool = CountingPool()
+    filters = [
+        BlockingSays(Verdict.accept()),
+        Says(Verdict.accept()),
+        BlockingSays(Verdict.accept()),
+    ]
+    result(ask_chain(FilterChain(filters, SyncReactor(), pool)))
+    assert pool.trips == 2 and [f.asked for f in filters] == [1, 1, 1]
+
+
+def test_a_refusal_in_a_batch_stops_it_before_the_next_filter():
+    second = BlockingSays(Verdict.accept())
+    chain = FilterChain([BlockingSays(Verdict.reject("no")), second], SyncReactor(), CountingPool())
+    assert result(ask_chain(chain)).refusal.action is Action.REJECT
+    assert second.asked == 0
+
+
+def test_a_blocking_filter_that_answers_past_its_budget_gets_the_default():
+    reactor = SyncReactor()
+    slow = BlockingSays(Verdict.accept(headers=(("X-Slow", "1"),)), "slow", reactor, takes=6)
+    after = BlockingSays(Verdict.accept(headers=(("X-After", "1"),)), "after", reactor, takes=4)
+    chain = FilterChain([slow, after], reactor, CountingPool(), timeout=5, on_error="accept")
+    decision = result(ask_chain(chain))
+    assert decision.refusal is None
+    assert decision.fields == (("X-After", "1"),)  # the late answer is ignored; 4 s is in time
+    chain = FilterChain([slow], reactor, CountingPool(), timeout=5)
+    assert result(ask_chain(chain)).refusal.action is Action.TEMPFAIL
+
+
+def test_a_hanging_blocking_filter_is_given_up_and_the_rest_asked_anew():
+    reactor, pool = SyncReactor(), HeldPool()
+    hangs = BlockingSays(Verdict.accept(headers=(("X-Late", "1"),)), "hangs")
+    after = BlockingSays(Verdict.junk("spam"), "after")
+    chain = FilterChain([hangs, after], reactor, pool, timeout=5, on_error="accept")
+    pending = ask_chain(chain)
+    reactor.advance(4.9)
+    assert not pending.called
+    reactor.advance(0.2)  # the first filter's budget is spent: "after" goes to the pool anew
+    assert len(pool.held) == 2 and not pending.called
+    pool.run_next()  # the hanging filter's thread ends at last: its answer is ignored
+    pool.run_next()
+    decision = result(pending)
+    assert decision.fields == () and decision.junk == frozenset(TX.recipients)
+    assert hangs.asked == 1 and after.asked == 1  # the abandoned batch asked nothing more

@@ -30,6 +30,7 @@ BUILTIN = {
     "greylist": "txmailhost.spam.greylist:GreylistFilter",
     "clamd": "txmailhost.spam.clamd:ClamdFilter",
     "spamd": "txmailhost.spam.spamd:SpamdFilter",
+    "rspamd": "txmailhost.spam.rspamd:RspamdFilter",
 }
 
 

@@ -56,10 +56,9 @@ def build_mailauth(config: Any, reactor: Any = None) -> MailAuth:
     keys = KeyStore(os.path.join(config.data_dir, "dkim"))
     signer = Signer(keys) if settings.sign else None
     filters: list[Any] = []
-    if settings.check_inbound:
-        policy = CheckPolicy(settings.dmarc_reject, settings.dmarc_quarantine, settings.spf_fail)
-        reports = ReportLog(os.path.join(config.data_dir, "dmarc"))
-        filters.append(InboundChecks(resolver, config.hostname, policy, reports=reports))
+    # Signing first: it and the checks never both act on one message (AUTH or not), and the
+    # checks, blocking, then sit next to the blocking filters of [filters] chain (the spam
+    # score), which the chain asks in the same trip to its pool.
     if signer is not None:
         # The reactor's own pool (a test's memory reactor has none: signing is then inline).
         get_pool = getattr(reactor, "getThreadPool", None)
@@ -67,4 +66,8 @@ def build_mailauth(config: Any, reactor: Any = None) -> MailAuth:
             filters.append(SigningFilter(signer))
         else:
             filters.append(SigningFilter(signer, reactor, get_pool()))
+    if settings.check_inbound:
+        policy = CheckPolicy(settings.dmarc_reject, settings.dmarc_quarantine, settings.spf_fail)
+        reports = ReportLog(os.path.join(config.data_dir, "dmarc"))
+        filters.append(InboundChecks(resolver, config.hostname, policy, reports=reports))
     return MailAuth(resolver, keys, signer, filters, authserv_id=config.hostname)

@@ -139,6 +139,13 @@ FILTER_SECONDS = Histogram(
     buckets=_FAST,
     registry=REGISTRY,
 )
+ENGINE_FAILURES = Counter(
+    "txmailhost_filter_engine_failures",
+    "An outside engine (rspamd) not asked or not answering, by engine and why: down (refused,"
+    " reset), timeout, error (a reply that isn't one), backoff (skipped after a recent failure).",
+    ["engine", "reason"],
+    registry=REGISTRY,
+)
 REACTOR_LAG = Histogram(
     "txmailhost_reactor_lag_seconds",
     "How late a timer set for every second fired: time the reactor was busy elsewhere "
@@ -211,10 +218,20 @@ async def filter_verdict(name: str, stage: str, asking: Awaitable[Any]) -> Any:
     """Time one filter at one stage; ``asking`` fires with its ``Verdict``."""
     started = time.perf_counter()
     verdict = await asking
-    FILTER_SECONDS.labels(name, stage).observe(time.perf_counter() - started)
+    filter_observed(name, stage, time.perf_counter() - started, verdict)
+    return verdict
+
+
+def filter_observed(name: str, stage: str, seconds: float, verdict: Any) -> None:
+    """One filter's verdict at one stage and the time it took (the chain measured it)."""
+    FILTER_SECONDS.labels(name, stage).observe(max(0.0, seconds))
     action = getattr(verdict, "action", None)
     FILTER_VERDICTS.labels(name, stage, getattr(action, "value", str(action))).inc()
-    return verdict
+
+
+def engine_failure(engine: str, reason: str) -> None:
+    """An outside engine gave no verdict for a message (the message went on without it)."""
+    ENGINE_FAILURES.labels(engine, reason).inc()
 
 
 def reactor_lag(seconds: float) -> None:

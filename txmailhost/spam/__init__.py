@@ -13,8 +13,9 @@ What it owns:
 - ``scoring.py``: the ``spam`` filter: rules + Bayes + sender lists -> one score, the
   ``X-Spam-*`` fields, Junk above ``junk_score``, 550 above ``reject_score``.
 - ``training.py``: learning from what the user does over IMAP (into Junk: spam; out of Junk:
-  ham), in a thread of its own; ``greylist.py``, ``clamd.py`` and ``spamd.py``: the other
-  filters (greylisting, ClamAV, SpamAssassin's daemon).
+  ham), in a thread of its own; ``greylist.py``, ``clamd.py``, ``spamd.py`` and ``rspamd.py``:
+  the other filters (greylisting, ClamAV, SpamAssassin's daemon, rspamd — whose score can
+  also join ``scoring.py``'s).
 - ``cli.py``: ``txmailhost spam rules|train|check|allow|block|forget|threshold|stats``.
 
 Imports: ``txmailhost.filters`` and ``txmailhost.imap.observers`` (the interfaces it

@@ -420,6 +420,9 @@ RULES: tuple[Rule, ...] = (
     Rule("RDNS_MISMATCH", 0.5, "the client's reverse DNS name doesn't resolve back to it", None),
     Rule("USER_ALLOWED", -100.0, "the recipient allows this sender", None),
     Rule("USER_BLOCKED", 100.0, "the recipient blocks this sender", None),
+    # rspamd.py, when [filters.settings.spam] rspamd is set: the score listed is the default
+    # weight; in a report it is rspamd's score times rspamd_weight
+    Rule("RSPAMD", 1.0, "rspamd's score times rspamd_weight (1.0 by default)", None),
 )
 BY_NAME = {rule.name: rule for rule in RULES}
 

@@ -3,7 +3,8 @@
 At the end of data, for mail from outside (the ``smtp`` listener, no AUTH), it reads a bounded
 sample of the message (``sample.py``), adds up the scores of the content rules that fire
 (``rules.py``), the classifier's BAYES_xx rule (``bayes.py``: the recipient's own counts once
-trained enough, else everyone's), and the recipient's allowed/blocked senders; then:
+trained enough, else everyone's), the recipient's allowed/blocked senders and, when ``rspamd`` names its normal worker,
+rspamd's score times ``rspamd_weight`` (the rule ``RSPAMD``, ``rspamd.py``); then:
 
 - every message gets ``X-Spam-Status: Yes|No, score=S required=J tests=...``,
   ``X-Spam-Score: S`` and ``X-Spam-Report:`` (one line per rule that fired: score, name,
@@ -11,6 +12,9 @@ trained enough, else everyone's), and the recipient's allowed/blocked senders; t
 - a score of ``junk_score`` or more (or the recipient's own threshold, ``txmailhost spam
   threshold``) goes to the recipient's Junk folder (per recipient: one recipient's training,
   allow list or threshold doesn't decide for another);
+- rspamd down, slow or the message larger than ``rspamd_max_size_kib``: the score is ours
+  alone, the message gets ``X-Spam-Rspamd: unavailable (...)`` (or ``skipped``) and the log
+  a warning (fail-open: an outside engine never holds up mail);
 - a score of ``reject_score`` or more, when that is set (0 is off, the default), is refused
   with ``550 5.7.1`` — before the ``250``, so nobody is sent a bounce — when it is so for
   every recipient.
@@ -32,6 +36,7 @@ from txmailhost.filters.interfaces import ACCEPT, Client, Transaction, Verdict
 from txmailhost.spam import rules
 from txmailhost.spam.bayes import TokenStore
 from txmailhost.spam.connection import ConnectionChecks
+from txmailhost.spam.rspamd import RspamdClient, RspamdError, replayed, spool
 from txmailhost.spam.sample import Sample, sample_of
 from txmailhost.spam.tokens import tokens
 
@@ -116,7 +121,8 @@ class Scorer:
         envelope_sender: str | None = None,
         connection: list[rules.Rule] | tuple[rules.Rule, ...] = (),
     ) -> Score:
-        """``connection``: what ``connection.ConnectionChecks`` found about the client."""
+        """``connection``: what was decided before the content is read — what
+        ``connection.ConnectionChecks`` found about the client, rspamd's weighted score."""
         context = rules.Context(now=time.time(), authserv_id=self.authserv_id)
         hits = list(connection) + rules.content_hits(sample, context)
         probability = None
@@ -161,6 +167,11 @@ class SpamFilter(MessageFilter):
         rhsbl: dict[str, float] | None = None,
         rdns: bool = True,
         dns_checks: bool = True,
+        rspamd: str = "",
+        rspamd_weight: float = 1.0,
+        rspamd_timeout: float = 5.0,
+        rspamd_max_size_kib: int = 2048,
+        rspamd_retry_after: float = 30.0,
     ) -> None:
         if reject_score and reject_score <= junk_score:
             raise ValueError("reject_score must be 0 (off) or above junk_score")
@@ -184,6 +195,31 @@ class SpamFilter(MessageFilter):
         self.connection = ConnectionChecks(
             host.hostname if host is not None else "", resolver, dnsbl, dnswl, rhsbl, bool(rdns)
         )
+        self.rspamd = (
+            RspamdClient(rspamd, rspamd_timeout, rspamd_max_size_kib, rspamd_retry_after)
+            if rspamd
+            else None
+        )
+        self.rspamd_weight = float(rspamd_weight)
+
+    def _ask_rspamd(
+        self, client: Client, transaction: Transaction, message: BinaryIO
+    ) -> tuple[BinaryIO, list[rules.Rule], tuple[tuple[str, str], ...]]:
+        """(the message again, for the sample; the ``RSPAMD`` rule with rspamd's weighted
+        score, or nothing; an ``X-Spam-Rspamd`` note when rspamd wasn't heard)."""
+        assert self.rspamd is not None
+        copy, size, whole = spool(message, self.rspamd.max_size)
+        if not whole:
+            note = f"skipped (larger than {self.rspamd.max_size // 1024} KiB)"
+            return replayed(copy, message), [], (("X-Spam-Rspamd", note),)
+        try:
+            reply = self.rspamd.check(copy, size, client, transaction)
+        except RspamdError as e:
+            note = f"unavailable ({e}); not in the score"
+            return replayed(copy, message), [], (("X-Spam-Rspamd", note),)
+        weighted = round(reply.score * self.rspamd_weight, 1)
+        rule = rules.Rule("RSPAMD", weighted, f"rspamd: {reply.summary()}", None)
+        return replayed(copy, message), [rule], ()
 
     def _junk_score(self, recipient: str) -> float:
         """The recipient's own threshold (``txmailhost spam threshold``), else the server's."""
@@ -194,8 +230,17 @@ class SpamFilter(MessageFilter):
     def end_of_data(self, client: Client, transaction: Transaction, message: BinaryIO) -> Verdict:
         if client.authenticated_as or client.listener not in self.listeners:
             return ACCEPT
-        sample = sample_of(message, self.body_cap)
-        seen = self.connection.hits(client.address, client.helo, transaction.sender)
+        notes: tuple[tuple[str, str], ...] = ()
+        seen: list[rules.Rule] = []
+        if self.rspamd is not None:
+            message, seen, notes = self._ask_rspamd(client, transaction, message)
+            try:
+                sample = sample_of(message, self.body_cap)
+            finally:
+                message.close()  # the spooled copy (the chain closes the message itself)
+        else:
+            sample = sample_of(message, self.body_cap)
+        seen = self.connection.hits(client.address, client.helo, transaction.sender) + seen
         recipients = transaction.recipients
         first = recipients[0] if len(recipients) == 1 else None
         shown = self.scorer.score(sample, first and owner_of(first), transaction.sender, seen)
@@ -205,7 +250,7 @@ class SpamFilter(MessageFilter):
                 sample, owner_of(recipient), transaction.sender, seen
             )
         required = {r: self._junk_score(r) for r in scores}
-        fields = shown.fields(required[first] if first else self.junk_score)
+        fields = shown.fields(required[first] if first else self.junk_score) + notes
         if (
             self.reject_score
             and scores
