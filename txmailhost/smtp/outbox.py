@@ -12,9 +12,10 @@ and the message from a file the web wrote instead of DATA. A refusal is the SMTP
 client on 587 would have had (``Refused.reply``), so the page can say what SMTP would say.
 
 The filters see the client as ``listener="web"``, authenticated, over TLS (the HTTPS
-listener is TLS-only), from the browser's address; the trace field says ``with HTTPSA``
-(RFC 3848's "A" for authenticated; HTTPS is registered in the WITH protocol types for
-webmail by RFC 8314's companions in practice, and tells a reader where the mail came from).
+listener is TLS-only), from the browser's address; the trace field says ``with HTTPSA``:
+RFC 5321's ``Protocol`` may be any atom, and this one, modelled on RFC 3848's ``ESMTPSA``,
+tells a reader the message came in over authenticated HTTPS. It is not an IANA-registered
+WITH type, so a parser that knows only those sees an unknown protocol, nothing worse.
 """
 
 from __future__ import annotations
