@@ -24,6 +24,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--slot", type=int, required=True)
     parser.add_argument("--workers", type=int, required=True)
     parser.add_argument("--socket", action="append", default=[], metavar="LABEL:FD:FAMILY")
+    parser.add_argument("--parent", type=int, default=0, help="the supervisor's pid")
     return parser.parse_args(argv)
 
 
@@ -39,7 +40,11 @@ def _die_with_parent() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     _die_with_parent()
-    parent = os.getppid()
+    # A supervisor that died before the line above sent no signal: its pid, given on the
+    # command line, is no longer our parent's.
+    parent = args.parent or os.getppid()
+    if os.getppid() != parent:
+        return 1
     from twisted.internet import reactor
     from twisted.logger import Logger, globalLogBeginner, jsonFileLogObserver
 

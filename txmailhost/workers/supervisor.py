@@ -149,7 +149,7 @@ class WorkerPool(Service):
             return
         args = [sys.executable, "-m", "txmailhost.workers.main", "--data", self.config.data_dir,
                 "--config", self.config.config_file, "--slot", str(slot),
-                "--workers", str(self.count)]  # fmt: skip
+                "--workers", str(self.count), "--parent", str(os.getpid())]  # fmt: skip
         child_fds: dict[int, Any] = {0: "w", 1: "r", 2: "r"}
         for listener in self.listeners:
             held = listener.socket()
