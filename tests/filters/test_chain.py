@@ -208,6 +208,47 @@ def test_a_filter_on_the_reactor_between_blocking_ones_splits_the_trips():
     assert pool.trips == 2 and [f.asked for f in filters] == [1, 1, 1]
 
 
+class SkipsFor(BlockingSays):
+    """A blocking filter with nothing to do for clients of one address."""
+
+    def __init__(self, verdict: Verdict, address: str) -> None:
+        super().__init__(verdict, "skips")
+        self.address = address
+
+    def skips(self, client):
+        return client.address == self.address
+
+
+def test_a_filter_that_skips_the_client_costs_no_trip_and_is_not_asked():
+    pool = CountingPool()
+    skipping = SkipsFor(Verdict.reject("never"), CLIENT.address)
+    decision = result(ask_chain(FilterChain([skipping], SyncReactor(), pool)))
+    assert pool.trips == 0 and skipping.asked == 0 and decision.refusal is None
+
+
+def test_a_filter_that_skips_other_clients_is_asked():
+    pool = CountingPool()
+    other = SkipsFor(Verdict.reject("asked"), "198.51.100.1")
+    decision = result(ask_chain(FilterChain([other], SyncReactor(), pool)))
+    assert pool.trips == 1 and other.asked == 1 and decision.refusal is not None
+
+
+def test_a_failing_skips_is_logged_and_the_filter_asked():
+    class Broken(BlockingSays):
+        def skips(self, client):
+            raise RuntimeError("broken skips")
+
+    broken = Broken(Verdict.accept())
+    caught = EventLoggingObserver()
+    globalLogPublisher.addObserver(caught)
+    try:
+        result(ask_chain(FilterChain([broken], SyncReactor(), CountingPool())))
+    finally:
+        globalLogPublisher.removeObserver(caught)
+    assert broken.asked == 1
+    assert any("skips failed" in str(e.get("log_format")) for e in caught)
+
+
 def test_a_refusal_in_a_batch_stops_it_before_the_next_filter():
     second = BlockingSays(Verdict.accept())
     chain = FilterChain([BlockingSays(Verdict.reject("no")), second], SyncReactor(), CountingPool())

@@ -94,7 +94,13 @@ def test_state_expires(tmp_path, clock):
     ],
 )
 def test_loopback_authenticated_and_submission_are_never_greylisted(tmp_path, clock, client):
-    assert rcpt(greylist(tmp_path, clock), client).action is Action.ACCEPT
+    f = greylist(tmp_path, clock)
+    assert rcpt(f, client).action is Action.ACCEPT
+    assert f.skips(client)  # known on the reactor thread: the chain makes no pool trip
+
+
+def test_an_outside_client_is_not_skipped(tmp_path, clock):
+    assert not greylist(tmp_path, clock).skips(OUTSIDE)
 
 
 def test_exempt_networks_can_be_emptied(tmp_path, clock):

@@ -46,6 +46,7 @@ from twisted.logger import Logger
 from txmailhost.delivery import mailboxes
 from txmailhost.delivery.agent import DeliveryAgent, LocalRecipient
 from txmailhost.ops import metrics
+from txmailhost.ops.eventlog import PRERENDERED
 
 log = Logger()
 
@@ -345,8 +346,9 @@ class LocalDelivery(Service):
                     failed.append(item)
         for item in done:
             metrics.message("delivered", item.size, len(item.targets))
-            log.info("delivered {queue_id} to {mailboxes}", queue_id=item.queue_id,
-                     mailboxes=", ".join(f"{u}/{b}" for u, b in item.targets))  # fmt: skip
+            names = ", ".join(f"{u}/{b}" for u, b in item.targets)
+            log.info(PRERENDERED, line=f"delivered {item.queue_id} to {names}",
+                     queue_id=item.queue_id, mailboxes=names)  # fmt: skip
             self._release(item)
         mailboxes.settle(self._store, [d for item in batch for d in self._directories(item)])
         return failed

@@ -43,6 +43,7 @@ from txmailhost.delivery.interfaces import (
 from txmailhost.delivery.local import MAX_RECORD, XATTR, LocalDelivery, SpooledLocal
 from txmailhost.delivery.notices import quota_crossings, quota_notice
 from txmailhost.ops import metrics
+from txmailhost.ops.eventlog import PRERENDERED
 from txmailhost.routing import Route, RouteKind
 from txmailhost.store.interfaces import INBOX
 
@@ -153,8 +154,9 @@ class Submission:
                         await message.commit()
                     await mailboxes.deliver(self._store, targets, message.path, flags=flags)
                 metrics.message("delivered", message.size, len(targets))
-                log.info("delivered {queue_id} to {mailboxes}", queue_id=message.queue_id,
-                         mailboxes=", ".join(f"{u}/{b}" for u, b in targets))  # fmt: skip
+                names = ", ".join(f"{u}/{b}" for u, b in targets)
+                log.info(PRERENDERED, line=f"delivered {message.queue_id} to {names}",
+                         queue_id=message.queue_id, mailboxes=names)  # fmt: skip
         finally:
             message.discard()
         await self._warn_near_quota(envelope, message.size)

@@ -34,6 +34,9 @@ class MessageFilter:
             if getattr(mine, hook) is not getattr(MessageFilter, hook)
         )
 
+    def skips(self, client: Client) -> bool:
+        return False
+
     def connect(self, client: Client) -> Verdict:
         return ACCEPT
 

@@ -11,6 +11,7 @@ time is left to finish on its own, its answer ignored.
 
 from __future__ import annotations
 
+import inspect
 import re
 import threading
 import time
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from twisted.internet import threads
-from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 
 from txmailhost.delivery.incoming import prefixed
@@ -96,17 +97,17 @@ class FilterChain:
         return bool(self._at[stage])
 
     async def connect(self, client: Client) -> Decision:
-        return await self._stage("connect", lambda f: f.connect(client), ())
+        return await self._stage("connect", client, lambda f: f.connect(client), ())
 
     async def helo(self, client: Client, name: str) -> Decision:
-        return await self._stage("helo", lambda f: f.helo(client, name), ())
+        return await self._stage("helo", client, lambda f: f.helo(client, name), ())
 
     async def mail_from(self, client: Client, sender: str | None) -> Decision:
-        return await self._stage("mail", lambda f: f.mail_from(client, sender), ())
+        return await self._stage("mail", client, lambda f: f.mail_from(client, sender), ())
 
     async def rcpt_to(self, client: Client, transaction: Transaction, recipient: str) -> Decision:
         return await self._stage(
-            "rcpt", lambda f: f.rcpt_to(client, transaction, recipient), (recipient,)
+            "rcpt", client, lambda f: f.rcpt_to(client, transaction, recipient), (recipient,)
         )
 
     async def end_of_data(
@@ -133,11 +134,12 @@ class FilterChain:
             stream.close()
             return answer
 
-        return await self._stage("data", ask, transaction.recipients, added)
+        return await self._stage("data", client, ask, transaction.recipients, added)
 
     async def _stage(
         self,
         stage: str,
+        client: Client,
         ask: Callable[[Any], Any],
         recipients: tuple[str, ...],
         fields: list[tuple[str, str]] | None = None,
@@ -147,7 +149,7 @@ class FilterChain:
         trip to the pool (``_Batch``): a trip costs two thread wake-ups, which on a busy
         machine cost more than mail authentication's checks themselves."""
         combined = _Combined(recipients, [] if fields is None else fields)
-        filters = self._at[stage]
+        filters = [f for f in self._at[stage] if not _skips(f, client)]
         index = 0
         while index < len(filters):
             if filters[index].blocking:
@@ -196,9 +198,12 @@ class FilterChain:
         """A filter that doesn't block, on the reactor thread, within its time budget."""
         started = time.monotonic()
         try:
-            pending = maybeDeferred(ask, candidate)
-            pending.addTimeout(self.timeout, self._reactor)
-            verdict = await pending
+            verdict = ask(candidate)
+            if inspect.iscoroutine(verdict):
+                verdict = Deferred.fromCoroutine(verdict)
+            if isinstance(verdict, Deferred):
+                # Only an answer still to come needs a timer (a synchronous one costs none).
+                verdict = await verdict.addTimeout(self.timeout, self._reactor)
             if not isinstance(verdict, Verdict):
                 raise TypeError(f"returned {verdict!r}, not a Verdict")
             return verdict
@@ -258,6 +263,19 @@ class FilterChain:
             combined.take(fallback)
             result.append((late, fallback))
         return result
+
+
+def _skips(candidate: Any, client: Client) -> bool:
+    """The filter's own word that it has nothing to do for this client (``skips``); a
+    failure there is the filter's, so it is asked as usual and its hook decides."""
+    skips = getattr(candidate, "skips", None)
+    if skips is None:
+        return False
+    try:
+        return bool(skips(client))
+    except Exception:
+        log.failure("filters: {filter}.skips failed", filter=getattr(candidate, "name", "?"))
+        return False
 
 
 class _Combined:

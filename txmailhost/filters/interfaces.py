@@ -124,6 +124,12 @@ class IMessageFilter(Interface):
         "stage no filter takes part in costs the session nothing)."
     )
 
+    def skips(client):
+        """True when this filter has nothing to do for ``client`` (e.g. an exempt network,
+        an authenticated user): asked on the reactor thread before each stage, so a blocking
+        filter with nothing to do costs no trip to the thread pool. Optional: a filter
+        without this method is always asked."""
+
     def connect(client):
         """A client connected (before the greeting); a refusal closes the connection."""
 

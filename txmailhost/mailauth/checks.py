@@ -90,6 +90,10 @@ class InboundChecks(MessageFilter):
     def _applies(self, client: Client) -> bool:
         return client.authenticated_as is None and client.listener in self.listeners
 
+    def skips(self, client: Client) -> bool:
+        """Authenticated submission and other listeners: no trip to the pool at all."""
+        return not self._applies(client)
+
     def mail_from(self, client: Client, sender: str | None) -> Verdict:
         if not self._applies(client) or self.policy.spf_fail != "reject":
             return ACCEPT

@@ -198,6 +198,10 @@ class SigningFilter(MessageFilter):
         self._reactor = reactor
         self._pool = pool
 
+    def skips(self, client: Client) -> bool:
+        """Only what our users submit is signed."""
+        return not client.authenticated_as
+
     def end_of_data(self, client: Client, transaction: Transaction, message: BinaryIO) -> Any:
         if not client.authenticated_as:
             return Verdict.accept()

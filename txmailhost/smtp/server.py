@@ -45,6 +45,7 @@ from txmailhost.delivery.interfaces import BODY_BINARYMIME, ISubmission
 from txmailhost.filters.chain import Decision, FilterChain, render_fields
 from txmailhost.filters.interfaces import Action, Client, Transaction, Verdict
 from txmailhost.ops import metrics
+from txmailhost.ops.eventlog import PRERENDERED
 from txmailhost.peer import OutputPressure, PlaintextAuth, describe_tls, printable, quick_ack
 from txmailhost.sasl import SASLError
 from txmailhost.session.auth import (
@@ -929,21 +930,26 @@ class SMTPServer(Protocol, TimeoutMixin):
         # The reply to the end of data is logged here, not as a refusal too.
         self._command = ""
         metrics.smtp_transaction(self.factory.name, reply.code, reply.enhanced, size)
-        log.info(
+        fields = {
+            "listener": self.factory.name,
+            "peer": self.peer_host,
+            "helo": self.helo or "-",
+            "tls": describe_tls(self.transport, self._tls_how()),
+            "user": self.authenticated_as or "-",
+            "queue_id": queue_id,
+            "sender": str(envelope.sender or ""),
+            "recipients": ",".join(envelope.recipients),
+            "size": size,
+            "code": reply.code,
+            "enhanced": reply.enhanced,
+        }
+        # One event per message: rendered here once (an f-string) rather than by each log
+        # observer's str.format machinery; the fields stay on the event for the JSON log.
+        line = (
             "smtp {listener} {peer} id={queue_id} from=<{sender}> to={recipients} size={size}"
-            " result={code} {enhanced} helo={helo} tls={tls} user={user}",
-            listener=self.factory.name,
-            peer=self.peer_host,
-            helo=self.helo or "-",
-            tls=describe_tls(self.transport, self._tls_how()),
-            user=self.authenticated_as or "-",
-            queue_id=queue_id,
-            sender=str(envelope.sender or ""),
-            recipients=",".join(envelope.recipients),
-            size=size,
-            code=reply.code,
-            enhanced=reply.enhanced,
-        )
+            " result={code} {enhanced} helo={helo} tls={tls} user={user}"
+        ).format_map(fields)
+        log.info(PRERENDERED, line=line, **fields)
 
     def _tls_how(self) -> str | None:
         return self._tls.how(self.transport)

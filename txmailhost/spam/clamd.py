@@ -113,6 +113,10 @@ class ClamdFilter(MessageFilter):
         self.listeners = frozenset(listeners)
         self.hostname = host.hostname if host is not None else "localhost"
 
+    def skips(self, client: Client) -> bool:
+        """Only the configured listeners' mail is scanned."""
+        return client.listener not in self.listeners
+
     def end_of_data(self, client: Client, transaction: Transaction, message: BinaryIO) -> Verdict:
         if client.listener not in self.listeners:
             return Verdict.accept()

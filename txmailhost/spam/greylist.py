@@ -93,6 +93,10 @@ class GreylistFilter(MessageFilter):
     def _db(self) -> sqlite3.Connection:
         return thread_connection(self._local, self.path, _SCHEMA)
 
+    def skips(self, client: Client) -> bool:
+        """Exempt clients are known on the reactor thread: no trip to the pool for them."""
+        return self._exempt(client)
+
     def _exempt(self, client: Client) -> bool:
         if client.authenticated_as or client.listener not in self.listeners:
             return True

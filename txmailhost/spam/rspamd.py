@@ -276,6 +276,10 @@ class RspamdFilter(MessageFilter):
         self.reject = bool(reject)
         self.listeners = frozenset(listeners)
 
+    def skips(self, client: Client) -> bool:
+        """Our users' own mail and other listeners are not sent to rspamd."""
+        return bool(client.authenticated_as) or client.listener not in self.listeners
+
     def end_of_data(self, client: Client, transaction: Transaction, message: BinaryIO) -> Verdict:
         if client.authenticated_as or client.listener not in self.listeners:
             return Verdict.accept()

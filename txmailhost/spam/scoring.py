@@ -227,6 +227,10 @@ class SpamFilter(MessageFilter):
         own = store.threshold(owner_of(recipient)) if store is not None else None
         return self.junk_score if own is None else own
 
+    def skips(self, client: Client) -> bool:
+        """Our users' own mail and other listeners are not scored."""
+        return bool(client.authenticated_as) or client.listener not in self.listeners
+
     def end_of_data(self, client: Client, transaction: Transaction, message: BinaryIO) -> Verdict:
         if client.authenticated_as or client.listener not in self.listeners:
             return ACCEPT

@@ -118,6 +118,10 @@ class SpamdFilter(MessageFilter):
         self.listeners = frozenset(listeners)
         self.failures = 0  # spamd unreachable, slow or wrong: counted and logged
 
+    def skips(self, client: Client) -> bool:
+        """Our users' own mail and other listeners are not sent to spamd."""
+        return bool(client.authenticated_as) or client.listener not in self.listeners
+
     def end_of_data(self, client: Client, transaction: Transaction, message: BinaryIO) -> Verdict:
         if client.authenticated_as or client.listener not in self.listeners:
             return ACCEPT
