@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 
-from txmailhost.spam.sample import HEADER_CAP, sample_of
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from txmailhost.spam.sample import _URL, HEADER_CAP, find_urls, sample_of
 
 
 class CountingStream(io.BytesIO):
@@ -64,3 +67,19 @@ def test_the_digest_ignores_what_servers_add_on_the_way():
     traced = b"Return-Path: <a@b.example>\r\nReceived: from x by y\r\nX-Spam-Score: 1.0\r\n"
     assert sample_of(io.BytesIO(message)).digest == sample_of(io.BytesIO(traced + message)).digest
     assert sample_of(io.BytesIO(message)).digest != sample_of(io.BytesIO(message + b"!")).digest
+
+
+_URL_PIECES = st.sampled_from(
+    ["http", "HTTP", "https", "://", "www.", "WwW.", "x", "_", "é", " ", "\n", "<", "/", ".", "a1"]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_URL_PIECES, max_size=40).map("".join))
+def test_find_urls_finds_what_the_regular_expression_finds(text):
+    assert find_urls(text) == [m.group(0) for m in _URL.finditer(text)]
+
+
+def test_find_urls_examples():
+    text = "see https://Example.com/x and WWW.foo.org/bar, xhttp://no http://a.b_www.c"
+    assert find_urls(text) == ["https://Example.com/x", "WWW.foo.org/bar,", "http://a.b_www.c"]

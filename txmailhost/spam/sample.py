@@ -46,6 +46,35 @@ _TRACE_FIELDS = frozenset(
     }
 )
 _URL = re.compile(r"""\b(?:https?://|www\.)[^\s<>"'(){}\[\]]{2,500}""", re.IGNORECASE)
+_URL_HERE = re.compile(r"""(?:https?://|www\.)[^\s<>"'(){}\[\]]{2,500}""", re.IGNORECASE)
+
+
+def find_urls(text: str) -> list[str]:
+    """What ``_URL.finditer`` finds, in order, at a fraction of its cost: the regular
+    expression tries its word boundary at every position (~70 us for 4 KiB of text), so for
+    ASCII text (whose lower case keeps every index) only the places ``str.find`` shows
+    "http" or "www." starting are tried."""
+    if not text.isascii():
+        return [match.group(0) for match in _URL.finditer(text)]
+    lowered = text.lower()
+    starts: list[int] = []
+    for prefix in ("http", "www."):
+        at = lowered.find(prefix)
+        while at >= 0:
+            starts.append(at)
+            at = lowered.find(prefix, at + 1)
+    found: list[str] = []
+    done = 0  # matches don't overlap: a start inside the last one is not tried
+    for at in sorted(starts):
+        if at < done:
+            continue
+        if at and (text[at - 1].isalnum() or text[at - 1] == "_"):  # \b
+            continue
+        match = _URL_HERE.match(text, at)
+        if match is not None:
+            found.append(match.group(0))
+            done = match.end()
+    return found
 
 
 @dataclass(frozen=True)
@@ -148,7 +177,7 @@ def sample_of_bytes(header: bytes, body: bytes, truncated: bool = False) -> Samp
         _read_part(part, sample, texts, hidden)
     sample.text = "\n".join(texts)
     sample.hidden_text = " ".join(hidden)
-    sample.urls.extend(match.group(0) for match in _URL.finditer(sample.text))
+    sample.urls.extend(find_urls(sample.text))
     return sample
 
 

@@ -133,7 +133,7 @@ class Scorer:
                 hits.append(rules.BY_NAME["USER_BLOCKED"])
             elif listed == "allow" and rules.BY_NAME["AUTH_DMARC_FAIL"] not in hits:
                 hits.append(rules.BY_NAME["USER_ALLOWED"])
-            judged = self.store.judge(owners, tokens(sample))
+            judged = self.store.judge(owners, lambda: tokens(sample))
             if judged is not None:
                 probability = judged.probability
                 band = bayes_rule(probability)
