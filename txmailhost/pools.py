@@ -9,15 +9,24 @@ wiring that imports it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.application.service import Service
+from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
+
+log = Logger()
 
 
 class ThreadPoolService(Service):
-    """Starts and stops a ``ThreadPool`` with the application."""
+    """Starts and stops a ``ThreadPool`` with the application.
+
+    ``after_stop`` holds what must close once no thread of the pool can use it any more (the
+    store's database connections): called in order after the pool's threads have ended."""
 
     def __init__(self, pool: ThreadPool) -> None:
         self.pool = pool
+        self.after_stop: list[Callable[[], object]] = []
 
     def startService(self) -> None:
         super().startService()
@@ -25,4 +34,9 @@ class ThreadPoolService(Service):
 
     def stopService(self) -> None:
         super().stopService()
-        self.pool.stop()
+        self.pool.stop()  # joins the threads: nothing runs in the pool after this
+        for close in self.after_stop:
+            try:
+                close()
+            except Exception:
+                log.failure("closing {what} at shutdown failed", what=close)

@@ -493,12 +493,15 @@ def build(
     # at once than there are cores adds memory, not speed.
     logins_at_once = max(1, min(4, os.cpu_count() or 1))
     accounts_pool = ThreadPool(minthreads=1, maxthreads=logins_at_once, name="txmailhost-accounts")
-    ThreadPoolService(storage_pool).setServiceParent(top)
+    storage_service = ThreadPoolService(storage_pool)
+    storage_service.setServiceParent(top)
     ThreadPoolService(accounts_pool).setServiceParent(top)
 
     store = backends.build(
         config.store.backend, config.mail_root, reactor, storage_pool, dsn=config.store.dsn
     )
+    if callable(getattr(store, "close", None)):  # PostgreSQL: its connections and LISTEN
+        storage_service.after_stop.append(store.close)
     if config.store.backend in backends.VOLATILE:
         log.critical(
             "[store] backend = {backend!r}: mail is kept in memory only and EVERY MESSAGE IS"
