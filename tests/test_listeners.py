@@ -64,3 +64,18 @@ def test_an_entry_whose_endpoint_is_empty_does_not_listen(tmp_path: Path) -> Non
     listen = ListenConfig(**{f.name: "" for f in dataclasses.fields(ListenConfig)})
 
     assert _built(tmp_path, listen, [kind]) == []
+
+
+def test_the_imap_listeners_share_one_notify_hub(tmp_path: Path) -> None:
+    """A NOTIFY session on 993 hears the mailboxes a session on 143 creates."""
+    from txmailhost.listeners import LISTENERS
+
+    kinds = [kind for kind in LISTENERS if kind.label in ("imap", "imaps")]
+    listen = ListenConfig(**{f.name: "" for f in dataclasses.fields(ListenConfig)})
+    listen = dataclasses.replace(
+        listen, imap="tcp:24192:interface=127.0.0.1", imaps="tcp:24193:interface=127.0.0.1"
+    )
+    plain, implicit = _built(tmp_path, listen, kinds)
+    imap = plain.factory.wrappedFactory
+    imaps = implicit.factory.wrappedFactory.wrappedFactory
+    assert imap is not imaps and imap.notify_hub is imaps.notify_hub

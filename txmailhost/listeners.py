@@ -21,12 +21,13 @@ from __future__ import annotations
 import enum
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from txmailhost.config import Config
+from txmailhost.imap.notify import NotifyHub
 from txmailhost.imap.server import IMAPFactory
 from txmailhost.ops.exposition import MetricsSite
 from txmailhost.peer import PlaintextAuth
@@ -69,6 +70,8 @@ class ServerParts:
     inbound_delivery: Any = None
     mailbox_observers: tuple[Any, ...] = ()  # imap.observers.IMailboxObserver (spam training)
     acme_challenges: Any = None  # acme_renewal.Challenges with [tls] acme: HTTP-01 answers
+    # NOTIFY's mailbox-name and subscription events, shared by every IMAP listener
+    notify_hub: NotifyHub = field(default_factory=NotifyHub)
 
 
 @dataclass(frozen=True)
@@ -181,7 +184,7 @@ def pop3(parts: ServerParts, implicit_tls: bool) -> POP3Factory:
 
 def imap(parts: ServerParts, implicit_tls: bool) -> IMAPFactory:
     config = parts.config
-    return IMAPFactory(
+    factory = IMAPFactory(
         parts.portal,
         **_session(parts, implicit_tls, "imap"),
         idle_timeout=config.imap.idle_timeout,
@@ -189,6 +192,8 @@ def imap(parts: ServerParts, implicit_tls: bool) -> IMAPFactory:
         quota_of=parts.router.quota_of,
         observers=parts.mailbox_observers,
     )
+    factory.notify_hub = parts.notify_hub  # imap/notify.hub_of: one for 143 and 993
+    return factory
 
 
 def metrics_page(parts: ServerParts, implicit_tls: bool) -> MetricsSite:

@@ -592,7 +592,7 @@ def build(
     if worker is not None and worker.count > 1:
         _join_workers(
             worker, config, reactor, store, portal, parts.rcpt_throttle, queue, top,
-            [limited for _label, limited in open_listeners],
+            [limited for _label, limited in open_listeners], parts.notify_hub,
         )  # fmt: skip
     top.portal = portal  # type: ignore[attr-defined] - for embedding and tests
     top.store = store  # type: ignore[attr-defined]
@@ -609,6 +609,7 @@ def _join_workers(
     queue: Any,
     top: MultiService,
     limited: list[Any],
+    notify_hub: Any = None,
 ) -> None:
     """Connect this worker to the others (``workers/bus.py``): mailbox changes, so IDLE and
     NOTIFY see deliveries made by any worker; login and unknown-recipient failures, so the
@@ -626,6 +627,14 @@ def _join_workers(
             kind, client or "", "" if account is None else account
         )
         bus.on(kind, lambda client, account, t=throttle: t.record(client or None, account))
+    if notify_hub is not None:  # NOTIFY: mailboxes created, renamed, (un)subscribed elsewhere
+        notify_hub.forward = lambda user, event, name, old: bus.send(
+            "mailbox-name", user, event, name, old or ""
+        )
+        bus.on(
+            "mailbox-name",
+            lambda user, event, name, old: notify_hub.tell(user, None, event, name, old or None),
+        )
     if queue.runner:
         bus.on("queued", queue.adopt)
     else:

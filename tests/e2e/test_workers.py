@@ -130,6 +130,33 @@ def test_idle_on_one_worker_sees_a_delivery_made_by_the_other(workers_server):
     writer.logout()
 
 
+def test_notify_on_one_worker_hears_a_mailbox_created_and_subscribed_on_the_other(
+    workers_server,
+):
+    """NOTIFY's MailboxName and SubscriptionChange events (RFC 5465 5.4, 5.5) cross workers."""
+    sessions = _one_per_worker(workers_server, _imap(workers_server))
+    (_pid, watcher), (_other, writer) = sessions.items()
+    for client in (watcher, writer):
+        client.login("alice@example.test", PASSWORD)
+    watcher.send(b"n1 NOTIFY SET (personal (MailboxName SubscriptionChange))\r\n")
+    assert watcher.readline().startswith(b"n1 OK"), "NOTIFY SET refused"
+    name = f"Cross{time.monotonic_ns()}"
+    assert writer.create(name)[0] == "OK"
+    assert writer.subscribe(name)[0] == "OK"
+    watcher.sock.settimeout(5)
+    seen = b""
+    deadline = time.time() + 5
+    while time.time() < deadline and seen.count(name.encode()) < 2:
+        ready, _, _ = select.select([watcher.sock], [], [], 0.5)
+        if ready:
+            seen += watcher.readline()
+    lines = [line for line in seen.split(b"\r\n") if name.encode() in line]
+    assert any(line.startswith(b"* LIST ") for line in lines), seen
+    assert any(b"\\Subscribed" in line for line in lines), seen
+    writer.logout()
+    watcher.logout()
+
+
 def test_concurrent_appends_on_both_workers_get_unique_ascending_uids(workers_server):
     sessions = _one_per_worker(workers_server, _imap(workers_server))
     uids: dict[int, list[int]] = {pid: [] for pid in sessions}

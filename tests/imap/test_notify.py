@@ -152,3 +152,27 @@ def test_another_sessions_mailbox_changes_are_list_lines(factory):
 )
 def test_notify_arguments_are_checked(factory, args, reply):
     assert session(factory).cmd(f"t NOTIFY {args}").startswith(b"t " + reply)
+
+
+def test_the_hub_forwards_local_events_and_tells_forwarded_ones_to_everyone():
+    from txmailhost.imap.notify import NotifyHub
+
+    class Session:
+        def __init__(self) -> None:
+            self.heard: list[tuple] = []
+
+        def notify_mailbox_event(self, event, name, old):
+            self.heard.append((event, name, old))
+
+    sent: list[tuple] = []
+    hub = NotifyHub(forward=lambda *event: sent.append(event))
+    maker, other = Session(), Session()
+    hub.join("a@example.test", maker)
+    hub.join("a@example.test", other)
+    hub.tell("a@example.test", maker, "MailboxName", "New", None)
+    assert other.heard == [("MailboxName", "New", None)] and maker.heard == []
+    assert sent == [("a@example.test", "MailboxName", "New", None)]
+    hub.tell("a@example.test", None, "MailboxName", "Renamed", "New")  # from another worker
+    assert maker.heard == [("MailboxName", "Renamed", "New")]
+    assert len(sent) == 1  # not sent back
+

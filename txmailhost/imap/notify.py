@@ -204,9 +204,15 @@ def _fetch_atts(reader: Reader) -> bytes:
 
 @dataclass
 class NotifyHub:
-    """The sessions of each user that want mailbox-name and subscription events."""
+    """The sessions of each user that want mailbox-name and subscription events.
+
+    One per server process, shared by its IMAP listeners (``listeners.ServerParts``), so a
+    session on 993 hears a CREATE made on 143. ``forward``, when set (worker processes,
+    ``service._join_workers``), carries this process's events to the other workers, whose
+    hubs ``tell`` them with no origin."""
 
     sessions: dict[str, set[Any]] = field(default_factory=dict)
+    forward: Callable[[str, str, str, str | None], None] | None = None
 
     def join(self, user: str, session: Any) -> None:
         self.sessions.setdefault(user, set()).add(session)
@@ -219,9 +225,13 @@ class NotifyHub:
                 del self.sessions[user]
 
     def tell(self, user: str, origin: Any, event: str, name: str, old: str | None = None) -> None:
+        """``origin``: the session that made the change (not told), None for one made in
+        another process (not forwarded again)."""
         for session in list(self.sessions.get(user, ())):
             if session is not origin:
                 session.notify_mailbox_event(event, name, old)
+        if origin is not None and self.forward is not None:
+            self.forward(user, event, name, old)
 
 
 def hub_of(factory: Any) -> NotifyHub:
