@@ -175,4 +175,3 @@ def test_the_hub_forwards_local_events_and_tells_forwarded_ones_to_everyone():
     hub.tell("a@example.test", None, "MailboxName", "Renamed", "New")  # from another worker
     assert maker.heard == [("MailboxName", "Renamed", "New")]
     assert len(sent) == 1  # not sent back
-
