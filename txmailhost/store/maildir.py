@@ -74,6 +74,7 @@ from txmailhost.store.interfaces import (
     MailboxSnapshot,
     MailboxStatus,
     MessageInfo,
+    MessageOrigin,
     MessageSource,
     NoSuchMailbox,
     NoSuchMessage,
@@ -447,6 +448,7 @@ class MaildirMailbox:
         # Claimed only up to what this selection holds: a message added since is left for
         # whichever session is told of it first (``claim_recent``).
         first_recent = self._index.claim_recent(uidnext, claim_recent)
+        mailboxid = self._index.mailboxid()
         return MailboxSelection(
             uidvalidity=uidvalidity,
             uidnext=uidnext,
@@ -456,6 +458,7 @@ class MaildirMailbox:
             unseen=unseen,
             first_recent=first_recent,
             keywords=keywords,
+            mailboxid=mailboxid,
         )
 
     def _columns(self, uids: list[int]) -> IndexColumns:
@@ -477,6 +480,7 @@ class MaildirMailbox:
             uidnext=counts["uidnext"],
             highestmodseq=counts["highestmodseq"],
             size=counts["size"],
+            mailboxid=str(counts.get("mailboxid") or self._index.mailboxid()),
         )
 
     def _changes_since(self, modseq: int) -> MailboxChanges:
@@ -557,8 +561,11 @@ class MaildirMailbox:
             return []
         _safeio.fsync_dirs(os.path.join(target.directory, sub) for _u, _n, sub, *_ in linked)
         headers = self._index.cached_headers([entry[0] for entry in linked])
+        origins = self._index.origins([entry[0] for entry in linked])
+        # RFC 8474: a copy is the same message (its EMAILID), saved anew (RFC 8514).
+        emailids = [origins[entry[0]][0] if entry[0] in origins else None for entry in linked]
         with target._index.write() as db:
-            new_uids = target._index.add([entry[1:] for entry in linked], db)
+            new_uids = target._index.add([entry[1:] for entry in linked], db, emailids)
             for (uid, *_), new_uid in zip(linked, new_uids, strict=True):
                 if uid in headers:
                     target._index.cache_header(new_uid, headers[uid], db)
@@ -694,6 +701,15 @@ class MaildirMailbox:
 
     def copy(self, uids: Iterable[int], target: MaildirMailbox) -> Deferred[list[tuple[int, int]]]:
         return self._store._run(self._copy, list(uids), target)
+
+    def _origins(self, uids: list[int]) -> dict[int, MessageOrigin]:
+        return {
+            uid: MessageOrigin(emailid, savedate)
+            for uid, (emailid, savedate) in self._index.origins(sorted(set(uids))).items()
+        }
+
+    def origins(self, uids: Iterable[int]) -> Deferred[dict[int, MessageOrigin]]:
+        return self._store._run(self._origins, list(uids))
 
     def derived(self, uids: Iterable[int], name: str) -> Deferred[dict[int, bytes]]:
         return self._store._run(self._index.derived, list(uids), name)
