@@ -225,3 +225,28 @@ def test_save_in_a_search_that_names_dollar_and_fails_empties_it(box):
     box.cmd("c SEARCH RETURN (SAVE) 1:2")
     assert box.cmd("d SEARCH RETURN (SAVE) $ BEFORE not-a-date").startswith(b"d BAD ")
     assert box.cmd("e FETCH $ UID") == b"e OK FETCH completed\r\n"
+
+
+# -- the parsers and THREADID on their own --------------------------------------------------------
+
+
+def test_fetch_items_say_what_the_store_must_load():
+    from txmailhost.imap.fetch import index_only, parse_fetch
+    from txmailhost.imap.parser import Reader
+
+    request = parse_fetch(Reader(b"(SAVEDATE EMAILID)"))
+    assert request.needs_origins and not request.needs_header and not index_only(request)
+    request = parse_fetch(Reader(b"THREADID"))
+    assert request.needs_header and not request.needs_origins
+    assert not parse_fetch(Reader(b"(UID FLAGS)")).needs_origins
+
+
+def test_threadid_is_the_roots_from_references_then_in_reply_to_then_message_id():
+    from txmailhost.imap.objectid import threadid
+
+    root = threadid(b"Message-ID: <a@x>\r\n\r\n")
+    assert root is not None and re.fullmatch(r"T[0-9a-f]{24}", root)
+    assert threadid(b"Message-ID: <b@x>\r\nReferences: <a@x> <c@x>\r\n\r\n") == root
+    assert threadid(b"Message-ID: <b@x>\r\nIn-Reply-To: <a@x>\r\n\r\n") == root
+    assert threadid(b"Message-ID: <b@x>\r\n\r\n") != root
+    assert threadid(b"Subject: none\r\n\r\n") is None
