@@ -332,3 +332,17 @@ def test_an_index_from_before_object_ids_gets_them_without_losing_anything(store
     ((_uid, copied),) = result(box.copy([uid], result(store.open(USER, "Trash"))))
     trash = result(store.open(USER, "Trash"))
     assert result(trash.origins([copied]))[copied].emailid == origin.emailid
+
+
+def test_a_named_delivery_is_one_emailid_in_every_mailbox_and_again_after_recovery(store, source):
+    """The spool's delivery (``deliver_named_sync``): the copies of one message share its
+    EMAILID, and a recovery that adds the copies a crash left out gives them the same."""
+    store.deliver_named_sync([(source, "1790000000.Qstem1", 1_790_000_000.0, [(USER, "INBOX")])])
+    store.deliver_named_sync(
+        [(source, "1790000000.Qstem1", 1_790_000_000.0, [(USER, "INBOX"), (USER, "Junk")])],
+        recovering=True,
+    )
+    inbox, junk = result(store.open(USER, "INBOX")), result(store.open(USER, "Junk"))
+    (first,) = result(inbox.origins([1, 2])).values()  # found again, not added twice
+    (copied,) = result(junk.origins([1])).values()
+    assert first.emailid == copied.emailid

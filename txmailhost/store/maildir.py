@@ -49,7 +49,7 @@ from zope.interface import implementer
 
 from txmailhost import _safeio
 from txmailhost.store import index as _index
-from txmailhost.store import lineends
+from txmailhost.store import lineends, objectids
 from txmailhost.store import metadata as _metadata
 from txmailhost.store.changes import ChangeBus
 from txmailhost.store.image import ImageCache, columns_of
@@ -814,11 +814,16 @@ class MaildirStore:
         internaldate: float | None,
         crlf_size: int | None = None,
         delivered: bool = False,
+        emailid: str | None = None,
     ) -> int:
         """Link one file into ``directory`` durably and index it; returns its UID.
-        ``crlf_size`` is the size as served when it may differ from the file's (bare LFs)."""
+        ``crlf_size`` is the size as served when it may differ from the file's (bare LFs);
+        ``emailid`` the EMAILID of the message (new when None)."""
         (uid,) = self._add_files(
-            directory, [(source_path, bits, keywords, internaldate, crlf_size)], delivered
+            directory,
+            [(source_path, bits, keywords, internaldate, crlf_size)],
+            delivered,
+            None if emailid is None else [emailid],
         )
         return uid
 
@@ -827,6 +832,7 @@ class MaildirStore:
         directory: str,
         files: list[tuple[str, int, str, float | None, int | None]],
         delivered: bool = False,
+        emailids: list[str] | None = None,
     ) -> list[int]:
         """Link each ``(source_path, bits, keywords, internaldate, crlf_size)`` into
         ``directory``, fsync, and index them all in one transaction: all or none (MULTIAPPEND,
@@ -859,7 +865,7 @@ class MaildirStore:
                 headers.append(None)
         index = _index.MailboxIndex(directory)
         with index.write() as db:
-            uids = index.add([entry[:6] for entry in linked], db)
+            uids = index.add([entry[:6] for entry in linked], db, emailids)
             for uid, header in zip(uids, headers, strict=True):
                 if header is not None:
                     index.cache_header(uid, header, db)
@@ -1143,6 +1149,7 @@ class MaildirStore:
         flags: Mapping[tuple[str, str], Iterable[str]] | None = None,
     ) -> dict[tuple[str, str], int]:
         date = internaldate if internaldate is not None else time.time()
+        emailid = objectids.new_emailid()  # one message, however many mailboxes (RFC 8474)
         results = {}
         for user, mailbox in recipients:
             if (user, mailbox) in results:
@@ -1150,7 +1157,7 @@ class MaildirStore:
             directory = self._folder(user, mailbox)
             bits, keywords = flags_to_bits(flags.get((user, mailbox), ()) if flags else ())
             results[(user, mailbox)] = self._add_file(
-                directory, source_path, bits, keywords, date, crlf_size, delivered=True
+                directory, source_path, bits, keywords, date, crlf_size, True, emailid
             )
         return results
 
@@ -1190,10 +1197,13 @@ class MaildirStore:
         flags is linked into ``cur/`` with them in its name (``:2,S``), as a Maildir reader
         expects of a message already seen or flagged; keywords live in the index.
         """
-        linked: dict[str, list[tuple[str, str, int, str, int, float, str]]] = {}
+        linked: dict[str, list[tuple[str, str, int, str, int, float, str, str]]] = {}
         for source_path, stem, date, targets, *rest in batch:
             flags: Mapping[tuple[str, str], Iterable[str]] = rest[0] if rest and rest[0] else {}
             size = os.stat(source_path).st_size
+            # One message in every mailbox it reaches (RFC 8474 EMAILID), the same again
+            # when a recovery adds the copies a crash left out.
+            emailid = objectids.stable_emailid(stem)
             for number, (user, mailbox) in enumerate(targets):
                 try:
                     directory = self._folder(user, mailbox)
@@ -1209,17 +1219,19 @@ class MaildirStore:
                     # Already there: an earlier try got this far, so index it (idempotent).
                     os.link(source_path, target)
                 linked.setdefault(directory, []).append(
-                    (name, subdir, bits, keywords, size, date, target)
+                    (name, subdir, bits, keywords, size, date, target, emailid)
                 )
-        _safeio.fsync_dirs({os.path.dirname(f[-1]) for files in linked.values() for f in files})
+        _safeio.fsync_dirs({os.path.dirname(f[6]) for files in linked.values() for f in files})
         for directory, files in linked.items():
             index = _index.MailboxIndex(directory)
             with index.write() as db:
                 entries = [
                     (name, subdir, bits, keywords, date, size)
-                    for name, subdir, bits, keywords, size, date, _t in files
+                    for name, subdir, bits, keywords, size, date, _t, _e in files
                 ]
-                for uid, (*_rest, target) in zip(index.add(entries, db), files, strict=True):
+                emailids = [emailid for *_rest, emailid in files]
+                added = index.add(entries, db, emailids)
+                for uid, (*_rest, target, _emailid) in zip(added, files, strict=True):
                     with contextlib.suppress(OSError):
                         index.cache_header(uid, read_header(target), db)
             self._changed(directory)

@@ -538,9 +538,10 @@ class MemoryStore:
         def add(content: bytes, targets: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
             folders = {target: self._existing(*target) for target in targets}  # all or none
             results = {}
+            emailid = objectids.new_emailid()  # one message in every mailbox (RFC 8474)
             for (user, mailbox), (name, folder) in folders.items():
                 copy_flags = flags.get((user, mailbox), ()) if flags else ()
-                results[(user, mailbox)] = folder.add(content, copy_flags, internaldate)
+                results[(user, mailbox)] = folder.add(content, copy_flags, internaldate, emailid)
                 self._changed(_owner(user), name)
             return results
 

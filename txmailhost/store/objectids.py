@@ -30,6 +30,12 @@ def new_emailid() -> str:
     return EMAIL_PREFIX + secrets.token_hex(12)
 
 
+def stable_emailid(name: str) -> str:
+    """An EMAILID made from a name given to one message only (the spool's file stem), so that
+    delivering it again after a crash gives the copies it adds the same EMAILID."""
+    return EMAIL_PREFIX + hashlib.blake2b(name.encode("utf-8"), digest_size=12).hexdigest()
+
+
 def legacy_emailid(uidvalidity: int, uid: int) -> str:
     """The EMAILID of a message indexed before EMAILIDs were stored (see the module text)."""
     digest = hashlib.blake2b(b"%d.%d" % (uidvalidity, uid), digest_size=12).hexdigest()

@@ -915,6 +915,7 @@ class PostgresStore:
                 if not boxes:
                     return results
                 message_id, size, chunks, header = self._upload(conn, source)
+                emailid = objectids.new_emailid()  # one message in every mailbox (RFC 8474)
                 first = True
                 for target, box in sorted(boxes.items(), key=lambda item: item[1].id):
                     _validity, uid, modseq = self._allocate(conn, box.id, 1, size, box.name)
@@ -923,7 +924,7 @@ class PostgresStore:
                     marks = list(wanted.get(target, ()))
                     self._insert(
                         conn, copy_id, box.id, uid, modseq, marks, size, internaldate, chunks,
-                        header,
+                        header, emailid,
                     )  # fmt: skip
                     self._notify(conn, box.user, box.name)
                     results[target] = uid
