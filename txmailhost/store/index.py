@@ -326,19 +326,30 @@ class MailboxIndex:
         """(EMAILID, save date) of each of ``uids`` still indexed; a message indexed before
         they were kept gets ``objectids.legacy_emailid`` and its INTERNALDATE."""
         db, found = self._db, {}
+        if not uids:
+            return found
+        select = (
+            "SELECT m.uid, o.emailid, COALESCE(o.savedate, m.internaldate)"
+            " FROM messages m LEFT JOIN origins o ON o.uid = m.uid WHERE "
+        )
         db.execute("BEGIN")
         try:
             uidvalidity = self.meta(db)["uidvalidity"]
-            for start in range(0, len(uids), 500):
-                chunk = uids[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                rows = db.execute(
-                    "SELECT m.uid, o.emailid, COALESCE(o.savedate, m.internaldate)"
-                    f" FROM messages m LEFT JOIN origins o ON o.uid = m.uid WHERE m.uid IN ({marks})",
-                    chunk,
-                )
-                for uid, emailid, savedate in rows:
-                    found[uid] = (emailid or objectids.legacy_emailid(uidvalidity, uid), savedate)
+            if len(uids) > 2000:
+                # Many UIDs (FETCH 1:* EMAILID): one range scan, filtered here (as ``derived``).
+                wanted = set(uids)
+                queries = [(select + "m.uid BETWEEN ? AND ?", [min(wanted), max(wanted)])]
+            else:
+                wanted = None
+                queries = [
+                    (select + f"m.uid IN ({','.join('?' * len(chunk))})", chunk)
+                    for chunk in (uids[i : i + 500] for i in range(0, len(uids), 500))
+                ]
+            for query, args in queries:
+                for uid, emailid, savedate in db.execute(query, args):
+                    if wanted is None or uid in wanted:
+                        emailid = emailid or objectids.legacy_emailid(uidvalidity, uid)
+                        found[uid] = (emailid, savedate)
         finally:
             db.execute("COMMIT")
         return found
