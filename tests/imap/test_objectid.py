@@ -250,3 +250,27 @@ def test_threadid_is_the_roots_from_references_then_in_reply_to_then_message_id(
     assert threadid(b"Message-ID: <b@x>\r\nIn-Reply-To: <a@x>\r\n\r\n") == root
     assert threadid(b"Message-ID: <b@x>\r\n\r\n") != root
     assert threadid(b"Subject: none\r\n\r\n") is None
+
+
+def test_the_cli_search_and_webmail_search_know_the_new_keys(tmp_path):
+    """``txmailhost search`` (ops/mailbox_admin.py) and the webmail's search run IMAP SEARCH
+    programs outside a session: the save-date and EMAILID keys load ``origins`` there too."""
+    from twisted.internet.defer import Deferred
+
+    from tests.support.syncpool import SyncReactor, SyncThreadPool, result
+    from txmailhost.ops.mailbox_admin import search as cli_search
+    from txmailhost.store.interfaces import MessageSource
+    from txmailhost.store.memory import MemoryStore
+    from txmailhost.web.search import run_search
+
+    store = MemoryStore(SyncReactor(), SyncThreadPool())
+    box = result(store.open(ALICE, "INBOX"))
+    for message in (ROOT, OTHER):
+        result(box.append(MessageSource.from_bytes(message), [], 978343200.0))
+    emailid = result(box.origins([2]))[2].emailid
+    day = today()
+    assert [m.uid for m in cli_search(box, ["SAVEDON", day])] == [1, 2]
+    assert [m.uid for m in cli_search(box, ["ON", day])] == []
+    assert [m.uid for m in cli_search(box, ["EMAILID", emailid])] == [2]
+    found = Deferred.fromCoroutine(run_search(box, f"SAVEDSINCE {day} NOT EMAILID {emailid}"))
+    assert result(found) == [1]
