@@ -407,7 +407,7 @@ class MessageCommands:
             return await self._run_search(view, reader, by_uid)
         except Exception:
             if asks_to_save(reader.text):
-                # RFC 5182 §2.1: a SEARCH ... SAVE that fails (NO or BAD) empties $, so a
+                # RFC 5182: a SEARCH ... SAVE that fails (NO or BAD) empties $, so a
                 # command pipelined after it that uses $ acts on nothing, never on the result
                 # of an older search.
                 view.saved_uids = []
