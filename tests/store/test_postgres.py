@@ -325,7 +325,7 @@ def test_usage_kept_on_the_mailbox_rows_matches_the_messages_after_every_kind_of
     assert counted() == expected and result(store.usage(USER)) == expected
 
 
-def test_step_3_gives_old_rows_ids_and_no_save_date_so_their_internaldate_stands_in(
+def test_the_object_id_step_gives_old_rows_ids_and_their_internaldate_as_save_date(
     postgres_dsn,  # noqa: F811
 ):
     """A database from before object ids (schema 2): its mailboxes and messages get ids on

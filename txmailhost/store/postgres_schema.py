@@ -24,7 +24,7 @@ What is where (docs/scaling.rst says the same for administrators):
 - ``subscriptions``, ``access_keys``: IMAP LSUB and URLAUTH state per user;
 - ``domains``, ``users``, ``login_origins``, ``aliases``, ``forwards`` (step 2): the accounts,
   when ``[store] accounts = "postgres"`` (``accounts/postgres.py``), as in ``accounts.sqlite``;
-- step 3: ``mailboxes.objectid`` (RFC 8474 MAILBOXID: the row keeps it through RENAME),
+- step 3 (object ids): ``mailboxes.objectid`` (RFC 8474 MAILBOXID: the row keeps it through RENAME),
   ``messages.emailid`` (EMAILID, carried by each copy) and ``messages.savedate`` (RFC 8514:
   when the row was saved into its mailbox; NULL for rows older than the step, which then
   report their INTERNALDATE).
