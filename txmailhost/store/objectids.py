@@ -16,10 +16,18 @@ to answer a FETCH; a COPY stores that value with the copy like any other EMAILID
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 
 MAILBOX_PREFIX = "F"  # as in RFC 8474's examples: F... for mailboxes, M... for messages
 EMAIL_PREFIX = "M"
+_OBJECTID = re.compile(r"[A-Za-z0-9_-]{1,255}")  # RFC 8474's objectid
+
+
+def is_objectid(text: object) -> bool:
+    """Whether ``text`` may be served as an id (one read from an export file, say): anything
+    else could break the response it is written into."""
+    return isinstance(text, str) and _OBJECTID.fullmatch(text) is not None
 
 
 def new_mailboxid() -> str:
