@@ -274,3 +274,14 @@ def test_the_cli_search_and_webmail_search_know_the_new_keys(tmp_path):
     assert [m.uid for m in cli_search(box, ["EMAILID", emailid])] == [2]
     found = Deferred.fromCoroutine(run_search(box, f"SAVEDSINCE {day} NOT EMAILID {emailid}"))
     assert result(found) == [1]
+
+
+def test_save_beside_count_or_all_answers_those_and_keeps_every_match(box):
+    """RFC 5182 §2.4: SAVE changes nothing in the ESEARCH answer (and is not named in it);
+    beside COUNT or ALL the whole result is saved."""
+    reply = box.cmd("c SEARCH RETURN (SAVE COUNT) 2:4")
+    assert reply == b'* ESEARCH (TAG "c") COUNT 3\r\nc OK SEARCH completed\r\n'
+    assert box.cmd("d SEARCH $") == b"* SEARCH 2 3 4\r\nd OK SEARCH completed\r\n"
+    reply = box.cmd("e UID SEARCH RETURN (ALL SAVE MAX) 1:2")
+    assert reply == b'* ESEARCH (TAG "e") UID MAX 2 ALL 1:2\r\ne OK SEARCH completed\r\n'
+    assert box.cmd("f UID SEARCH $") == b"* SEARCH 1 2\r\nf OK SEARCH completed\r\n"
