@@ -27,26 +27,29 @@ def imap(server) -> imaplib.IMAP4:
 
 
 def mailbox_state(server) -> dict[str, tuple]:
-    """Per mailbox: UIDVALIDITY, and per UID its flags and bytes, as an IMAP client sees them."""
+    """Per mailbox: UIDVALIDITY and MAILBOXID, and per UID its flags, bytes, EMAILID and save
+    date, as an IMAP client sees them."""
     client = imap(server)
     state = {}
     for line in client.list()[1]:
         name = line.decode().rsplit(' "/" ', 1)[1].strip('"')
         typ, data = client.select(f'"{name}"', readonly=True)
-        validity = client.response("UIDVALIDITY")[1][0]
-        typ, data = client.uid("FETCH", "1:*", "(UID FLAGS BODY.PEEK[])")
+        validity = (client.response("UIDVALIDITY")[1][0], client.response("MAILBOXID")[1][0])
+        typ, data = client.uid("FETCH", "1:*", "(UID FLAGS EMAILID SAVEDATE BODY.PEEK[])")
         messages = {}
         for item in data:
             if isinstance(item, tuple):
                 uid = int(re.search(rb"UID (\d+)", item[0])[1])
                 flags = re.search(rb"FLAGS \(([^)]*)\)", item[0])[1].split()
-                messages[uid] = (sorted(f for f in flags if f != b"\\Recent"), item[1])
+                ids = re.search(rb'EMAILID \(\S+\) SAVEDATE "[^"]+"', item[0])[0]
+                messages[uid] = (sorted(f for f in flags if f != b"\\Recent"), item[1], ids)
         state[name] = (validity, messages)
     client.logout()
     return state
 
 
 def test_export_wipe_import_restores_bytes_flags_uids_and_uidvalidity(server, tmp_path):
+    """... and the object ids and save dates (RFC 8474, RFC 8514) clients cache by."""
     for n in range(4):
         with smtplib.SMTP(H, server.ports["smtp"], timeout=10) as s:
             s.sendmail("x@remote.test", [ALICE], f"Subject: m{n}\r\n\r\nbody {n}\r\n")

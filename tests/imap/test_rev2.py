@@ -172,11 +172,11 @@ def test_dollar_is_a_sequence_set_only_alone(five):
 
 def test_utf8_names_after_enable_and_modified_utf7_before(world):
     s = session(world)
-    assert s.cmd("b CREATE &AMk-t&AOk-").endswith(b"b OK CREATE completed\r\n")
+    assert s.cmd("b CREATE &AMk-t&AOk-").endswith(b"] CREATE completed\r\n")
     assert b'"&AMk-t&AOk-"' in s.cmd('c LIST "" "*"')
     assert s.cmd("d ENABLE UTF8=ACCEPT") == b"* ENABLED UTF8=ACCEPT\r\nd OK ENABLE completed\r\n"
     assert '"Été"'.encode() in s.cmd('e LIST "" "*"')
-    assert s.cmd('f CREATE "Ärger&Co"'.encode()).endswith(b"f OK CREATE completed\r\n")
+    assert s.cmd('f CREATE "Ärger&Co"'.encode()).endswith(b"] CREATE completed\r\n")
     assert '* STATUS "Ärger&Co" (MESSAGES 0)'.encode() in s.cmd(
         'g STATUS "Ärger&Co" (MESSAGES)'.encode()
     )

@@ -16,7 +16,7 @@ from txmailhost.imap import replies, search
 from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.imap.search import BadCharset, Candidate, parse_search
 from txmailhost.imap.session import SelectedMailbox
-from txmailhost.store.interfaces import StoredMessage
+from txmailhost.store.interfaces import MessageOrigin, StoredMessage
 
 pytestmark = pytest.mark.fuzz
 
@@ -37,7 +37,8 @@ _WORDS = [
     b"BODY", b"TEXT", b"BEFORE", b"ON", b"SINCE", b"SENTBEFORE", b"SENTON", b"SENTSINCE",
     b"LARGER", b"SMALLER", b"NOT", b"OR", b"UID", b"MODSEQ", b"RETURN", b"CHARSET", b"UTF-8",
     b"(", b")", b" ", b'"', b"{3}", b"1", b"*", b"1:*", b"2,4:5", b"1-Feb-2024", b"\\Seen",
-    b"99999999999", b"-", b"NIL",
+    b"99999999999", b"-", b"NIL", b"SAVEDBEFORE", b"SAVEDON", b"SAVEDSINCE",
+    b"SAVEDATESUPPORTED", b"EMAILID", b"THREADID", b"M1a-b_c",
 ]  # fmt: skip
 token_soup = st.lists(st.one_of(st.sampled_from(_WORDS), st.binary(max_size=3)), max_size=30).map(
     b" ".join
@@ -74,8 +75,26 @@ def keys(depth: int = 0) -> st.SearchStrategy[bytes]:
         st.builds(
             b" ".join,
             st.tuples(
-                st.sampled_from([b"BEFORE", b"ON", b"SINCE", b"SENTON", b"SENTSINCE"]), _dates
+                st.sampled_from(
+                    [
+                        b"BEFORE",
+                        b"ON",
+                        b"SINCE",
+                        b"SENTON",
+                        b"SENTSINCE",
+                        b"SAVEDBEFORE",
+                        b"SAVEDON",
+                        b"SAVEDSINCE",
+                    ]
+                ),
+                _dates,
             ),
+        ),
+        st.just(b"SAVEDATESUPPORTED"),
+        st.builds(
+            lambda k, v: k + b" " + v,
+            st.sampled_from([b"EMAILID", b"THREADID"]),
+            st.from_regex(rb"\A[A-Za-z0-9_-]{1,30}\Z"),
         ),
         st.builds(
             lambda k, n: k + b" %d" % n,
@@ -109,10 +128,15 @@ messages = st.builds(
 )
 
 
-@given(st.lists(keys(), min_size=1, max_size=4), messages, st.booleans())
-def test_criteria_from_the_grammar_compile_and_evaluate(criteria, message, recent):
+origins = st.one_of(
+    st.none(), st.builds(MessageOrigin, st.from_regex(r"\AM[0-9a-f]{24}\Z"), st.floats(0, 2**32))
+)
+
+
+@given(st.lists(keys(), min_size=1, max_size=4), messages, st.booleans(), origins)
+def test_criteria_from_the_grammar_compile_and_evaluate(criteria, message, recent, origin):
     program = _compile(b"CHARSET UTF-8 " + b" ".join(criteria))
-    assert program.predicate(Candidate(2, message, recent)) in (True, False)
+    assert program.predicate(Candidate(2, message, recent, origin)) in (True, False)
 
 
 def _quickly(text: bytes, seconds: float = 2.0) -> None:

@@ -10,6 +10,8 @@ in a database server ("postgres") runs on a fresh database of the server the tes
 from __future__ import annotations
 
 import io
+import re
+import time
 
 import pytest
 from zope.interface.verify import verifyObject
@@ -37,6 +39,7 @@ USER = "alice@example.test"
 OTHER = "bob@example.test"
 MSG = b"Subject: one\r\nFrom: a@b.test\r\n\r\nfirst body\r\n"
 MSG2 = b"Subject: two\r\n\r\nsecond\r\n"
+OBJECTID = re.compile(r"[A-Za-z0-9_-]{1,255}")  # RFC 8474 objectid
 
 
 @pytest.fixture(params=tuple(backends.BACKENDS))
@@ -440,3 +443,79 @@ def test_access_keys_are_made_once_kept_and_reset(store):
     result(store.reset_access_keys(USER, None))
     assert result(store.access_key(USER, "Sent", False)) is None
     assert result(store.access_key("nobody@example.test", INBOX, False)) is None
+
+
+# -- object ids and save dates (RFC 8474, RFC 8514) --------------------------------------------
+
+
+def test_each_new_message_gets_its_own_emailid_and_a_save_date_of_now(store):
+    before = time.time()
+    first, second = append(store, MSG, date=1_000_000), append(store, MSG)
+    origins = result(inbox(store).origins([first, second, 99]))
+    assert set(origins) == {first, second}
+    assert origins[first].emailid != origins[second].emailid  # same octets, two messages
+    for origin in origins.values():
+        assert OBJECTID.fullmatch(origin.emailid)
+        assert before - 1 <= origin.savedate <= time.time() + 1  # not the INTERNALDATE
+
+
+def test_a_copy_keeps_the_emailid_and_internaldate_but_gets_a_new_save_date(store):
+    uid = append(store, MSG, date=1_000_000)
+    box, trash = inbox(store), inbox(store, "Trash")
+    original = result(box.origins([uid]))[uid]
+    time.sleep(0.05)
+    ((_uid, copied),) = result(box.copy([uid], trash))
+    copy = result(trash.origins([copied]))[copied]
+    assert copy.emailid == original.emailid
+    assert copy.savedate > original.savedate
+    assert result(trash.messages([copied]))[0].internaldate == 1_000_000
+    result(box.expunge([uid]))  # a MOVE: the copy stays the same message
+    assert result(trash.origins([copied]))[copied] == copy
+
+
+def test_one_delivery_into_two_mailboxes_is_one_message_and_the_next_another(store):
+    targets = [(USER, INBOX), (USER, "Junk")]
+    copies = result(store.deliver(targets, MessageSource.from_bytes(MSG)))
+    a = result(inbox(store).origins([copies[(USER, INBOX)]]))[copies[(USER, INBOX)]]
+    b = result(inbox(store, "Junk").origins([copies[(USER, "Junk")]]))[copies[(USER, "Junk")]]
+    assert a.emailid == b.emailid and OBJECTID.fullmatch(a.emailid)
+    again = result(store.deliver([(USER, INBOX)], MessageSource.from_bytes(MSG)))
+    c = result(inbox(store).origins([again[(USER, INBOX)]]))[again[(USER, INBOX)]]
+    assert c.emailid != a.emailid  # the same octets delivered again: another message
+
+
+def test_origins_go_with_the_expunged_message(store):
+    uid = append(store, MSG)
+    box = inbox(store)
+    result(box.expunge([uid]))
+    assert result(box.origins([uid])) == {}
+
+
+def test_mailboxid_is_reported_by_select_and_status_and_kept_through_rename(store):
+    result(store.create_mailbox(USER, "A"))
+    box = inbox(store, "A")
+    mailboxid = result(box.status()).mailboxid
+    assert OBJECTID.fullmatch(mailboxid)
+    assert result(box.select(False)).mailboxid == mailboxid
+    assert mailboxid not in {result(inbox(store, n).status()).mailboxid for n in DEFAULT_MAILBOXES}
+    uid = append(store, MSG, "A")
+    emailid = result(box.origins([uid]))[uid].emailid
+    result(store.rename_mailbox(USER, "A", "B"))
+    renamed = inbox(store, "B")
+    assert result(renamed.status()).mailboxid == mailboxid
+    assert result(renamed.origins([uid]))[uid].emailid == emailid
+    result(store.delete_mailbox(USER, "B"))
+    result(store.create_mailbox(USER, "B"))
+    assert result(inbox(store, "B").status()).mailboxid != mailboxid
+
+
+def test_renaming_inbox_gives_the_new_mailbox_a_new_id_and_keeps_emailids(store):
+    uid = append(store, MSG)
+    inbox_id = result(inbox(store).status()).mailboxid
+    emailid = result(inbox(store).origins([uid]))[uid].emailid
+    result(store.rename_mailbox(USER, INBOX, "Old"))
+    old = inbox(store, "Old")
+    assert result(inbox(store).status()).mailboxid == inbox_id
+    assert result(old.status()).mailboxid != inbox_id
+    (moved,) = result(old.uid_range(1, 2**32 - 1))
+    assert result(old.origins([moved.uid]))[moved.uid].emailid == emailid

@@ -8,7 +8,7 @@ import pytest
 import twisted.mail.imap4  # noqa: F401 - imap4-utf-7 codec
 from zope.interface.verify import verifyObject
 
-from tests.store.conftest import USER
+from tests.store.conftest import MSG, USER
 from tests.support.syncpool import SyncReactor, SyncThreadPool, result
 from txmailhost.store.interfaces import (
     IMailbox,
@@ -278,3 +278,71 @@ def test_named_delivery_with_flags_links_into_cur_and_is_found_again_when_recove
     assert info.flags == {"\\Seen"} and info.internaldate == 1790000000.0
     (plain,) = result(result(store.open(USER, "INBOX")).snapshot()).messages
     assert plain.flags == frozenset()
+
+
+def test_object_ids_and_save_dates_survive_a_restart(tmp_path):
+    """RFC 8474 / RFC 8514 values live in the index, not in the process: a new store on the
+    same directory (a restarted server) reports the same."""
+    from txmailhost.store.interfaces import MessageSource
+
+    root = str(tmp_path / "mail")
+    first = MaildirStore(root, SyncReactor(), SyncThreadPool())
+    first.provision_sync(USER)
+    box = result(first.open(USER, "INBOX"))
+    _validity, uid = result(box.append(MessageSource.from_bytes(MSG), [], 1_000_000))
+    ((_uid, copied),) = result(box.copy([uid], result(first.open(USER, "Trash"))))
+    before = (
+        result(box.origins([uid])),
+        result(box.status()).mailboxid,
+        result(result(first.open(USER, "Trash")).origins([copied])),
+    )
+    again = MaildirStore(root, SyncReactor(), SyncThreadPool())
+    box = result(again.open(USER, "INBOX"))
+    after = (
+        result(box.origins([uid])),
+        result(box.status()).mailboxid,
+        result(result(again.open(USER, "Trash")).origins([copied])),
+    )
+    assert after == before
+    assert before[0][uid].emailid == before[2][copied].emailid
+
+
+def test_an_index_from_before_object_ids_gets_them_without_losing_anything(store, source):
+    """An index written before the origins table and the mailboxid meta row: its messages
+    report their INTERNALDATE as save date and a stable EMAILID made from UIDVALIDITY and UID,
+    and the mailbox gets a MAILBOXID once."""
+    import sqlite3
+
+    from txmailhost.store import index as _index
+
+    copies = store._deliver_sync([(USER, "INBOX")], source, 1_000_000)
+    uid = copies[(USER, "INBOX")]
+    directory = store._folder(USER, "INBOX")
+    db = sqlite3.connect(os.path.join(directory, _index.INDEX_NAME))
+    db.execute("DELETE FROM origins")
+    db.execute("DELETE FROM meta WHERE key = 'mailboxid'")
+    db.commit()
+    db.close()
+    box = result(store.open(USER, "INBOX"))
+    (origin,) = result(box.origins([uid])).values()
+    assert origin.savedate == 1_000_000
+    assert result(box.origins([uid]))[uid] == origin  # the same every time
+    mailboxid = result(box.status()).mailboxid
+    assert mailboxid and result(box.select(False)).mailboxid == mailboxid
+    ((_uid, copied),) = result(box.copy([uid], result(store.open(USER, "Trash"))))
+    trash = result(store.open(USER, "Trash"))
+    assert result(trash.origins([copied]))[copied].emailid == origin.emailid
+
+
+def test_a_named_delivery_is_one_emailid_in_every_mailbox_and_again_after_recovery(store, source):
+    """The spool's delivery (``deliver_named_sync``): the copies of one message share its
+    EMAILID, and a recovery that adds the copies a crash left out gives them the same."""
+    store.deliver_named_sync([(source, "1790000000.Qstem1", 1_790_000_000.0, [(USER, "INBOX")])])
+    store.deliver_named_sync(
+        [(source, "1790000000.Qstem1", 1_790_000_000.0, [(USER, "INBOX"), (USER, "Junk")])],
+        recovering=True,
+    )
+    inbox, junk = result(store.open(USER, "INBOX")), result(store.open(USER, "Junk"))
+    (first,) = result(inbox.origins([1, 2])).values()  # found again, not added twice
+    (copied,) = result(junk.origins([1])).values()
+    assert first.emailid == copied.emailid

@@ -323,3 +323,41 @@ def test_usage_kept_on_the_mailbox_rows_matches_the_messages_after_every_kind_of
     result(store.rename_mailbox(USER, INBOX, "Old"))
     expected = 2 * len(MSG) + len(big) + len(MSG) + len(MSG) + len(big)
     assert counted() == expected and result(store.usage(USER)) == expected
+
+
+def test_the_object_id_step_gives_old_rows_ids_and_their_internaldate_as_save_date(
+    postgres_dsn,  # noqa: F811
+):
+    """A database from before object ids (schema 2): its mailboxes and messages get ids on
+    the upgrade, distinct ones, and its messages report their INTERNALDATE as save date."""
+    import psycopg
+
+    from txmailhost.store import postgres_schema
+
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE schema_version (version integer PRIMARY KEY)")
+        for version, step in enumerate(postgres_schema.MIGRATIONS[:2], 1):
+            conn.execute(step)
+            conn.execute("INSERT INTO schema_version VALUES (%s)", (version,))
+        user_id = conn.execute(
+            "INSERT INTO mail_users (address) VALUES (%s) RETURNING id", (USER,)
+        ).fetchone()[0]
+        box_id = conn.execute(
+            "INSERT INTO mailboxes (user_id, name, uidnext) VALUES (%s, %s, 3) RETURNING id",
+            (user_id, INBOX),
+        ).fetchone()[0]
+        for uid in (1, 2):
+            conn.execute(
+                "INSERT INTO messages (mailbox_id, uid, modseq, size, internaldate, chunks,"
+                " header) VALUES (%s, %s, 1, 0, %s, 0, '')",
+                (box_id, uid, 1_000_000 + uid),
+            )
+    store = make_store(postgres_dsn)
+    try:
+        box = result(store.open(USER, INBOX))
+        origins = result(box.origins([1, 2]))
+        assert [origins[uid].savedate for uid in (1, 2)] == [1_000_001, 1_000_002]
+        assert origins[1].emailid != origins[2].emailid
+        assert origins[1].emailid.startswith("M") and result(box.status()).mailboxid
+    finally:
+        store.close()

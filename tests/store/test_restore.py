@@ -77,3 +77,26 @@ def test_a_store_without_restore_gets_appends() -> None:
     done = restore_mailbox_sync(store, USER, "Lists", 77, 9, [message(4), message(8)], now)
     assert not done.kept_uids and done.messages == 2
     assert len(now(now(store.open(USER, "Lists")).snapshot()).messages) == 2
+
+
+def test_emailids_save_dates_and_the_mailboxid_come_back_when_given(store) -> None:
+    """RFC 8474 / RFC 8514 values an export kept: restored with the UIDs; an id that isn't
+    an ``objectid`` (a damaged or crafted file) is not served: the message gets the id made
+    from UIDVALIDITY and UID instead."""
+    kept = RestoredMessage(4, frozenset(), 1_700_000_004.0, 50, MessageSource.from_bytes(MSG),
+                           emailid="Mkept4", savedate=1_750_000_000.0)  # fmt: skip
+    dated = RestoredMessage(5, frozenset(), 1_700_000_005.0, 50, MessageSource.from_bytes(MSG),
+                            emailid="Mkept5")  # fmt: skip
+    bad = RestoredMessage(6, frozenset(), 1_700_000_006.0, 50, MessageSource.from_bytes(MSG),
+                          emailid="M) BYE\r\n")  # fmt: skip
+    done = restore_mailbox_sync(
+        store, USER, "Archive", 4242, 10, [kept, dated, bad, message(7)], now, "Fkept"
+    )
+    assert done.kept_uids
+    mailbox = now(store.open(USER, "Archive"))
+    origins = now(mailbox.origins([4, 5, 6, 7]))
+    assert (origins[4].emailid, origins[4].savedate) == ("Mkept4", 1_750_000_000.0)
+    assert (origins[5].emailid, origins[5].savedate) == ("Mkept5", 1_700_000_005.0)
+    assert origins[6].emailid.startswith("M") and "BYE" not in origins[6].emailid
+    assert origins[6].savedate == 1_700_000_006.0 and origins[7].emailid != origins[6].emailid
+    assert now(mailbox.status()).mailboxid == "Fkept"

@@ -36,6 +36,7 @@ _STATUS_ITEMS = (
     "HIGHESTMODSEQ",
     "SIZE",
     "DELETED",
+    "MAILBOXID",  # RFC 8474
 )
 UNLIMITED_KIB = 2**40  # "no limit yet": a STORAGE limit of 1 PiB
 
@@ -200,6 +201,8 @@ class MailboxCommands:
         out.append(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % view.uidvalidity)
         out.append(b"* OK [UIDNEXT %d] predicted next UID\r\n" % view.uidnext)
         out.append(b"* OK [HIGHESTMODSEQ %d] highest modseq\r\n" % view.modseq)
+        if selection.mailboxid:
+            out.append(b"* OK [MAILBOXID (%s)] mailbox id\r\n" % selection.mailboxid.encode())
         self.write(b"".join(out))
         if qresync is not None and qresync[0] == view.uidvalidity:
             await self._qresync(view, qresync[1], qresync[2])
@@ -262,7 +265,16 @@ class MailboxCommands:
                 await self.store.create_mailbox(self.account.address, parent)
         await self.store.create_mailbox(self.account.address, name)
         self.notify_tell_others("create", name)
-        return Done("CREATE completed")
+        return Done("CREATE completed", code=await self._mailboxid_code(name))
+
+    async def _mailboxid_code(self, name: str) -> str | None:
+        """RFC 8474: CREATE's OK names the new mailbox's MAILBOXID (none if it is gone
+        already, deleted by another session)."""
+        try:
+            status = await (await self.store.open(self.account.address, name)).status()
+        except NoSuchMailbox:
+            return None
+        return f"MAILBOXID ({status.mailboxid})" if status.mailboxid else None
 
     async def _delete(self, reader: Reader, by_uid: bool) -> Done:
         name = self._mailbox_arg(reader)
@@ -566,6 +578,9 @@ def status_response(
         "UNSEEN": status.unseen,
         "HIGHESTMODSEQ": status.highestmodseq,
         "SIZE": status.size,
+        "MAILBOXID": f"({status.mailboxid})",
     }
+    if not status.mailboxid:  # a store that keeps none: the item is left out
+        items = [item for item in items if item != "MAILBOXID"]
     body = " ".join(f"{item} {values[item]}" for item in items)
     return b"* STATUS " + mailbox_name(name, utf8) + f" ({body})\r\n".encode()

@@ -1,5 +1,6 @@
 """FETCH: parsing the attribute list (RFC 3501 §6.4.5) and rendering one message's response
-(§7.4.2), with CONDSTORE's MODSEQ (RFC 7162 §3.1.4).
+(§7.4.2), with CONDSTORE's MODSEQ (RFC 7162 §3.1.4), SAVEDATE (RFC 8514) and EMAILID/THREADID
+(RFC 8474).
 
 A ``FetchRequest`` says up front what the store must load: index values only (FLAGS, UID,
 RFC822.SIZE, INTERNALDATE, MODSEQ: answered from the index without opening a file), the cached
@@ -15,10 +16,10 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from txmailhost.imap import binary, mime, preview
+from txmailhost.imap import binary, mime, objectid, preview
 from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.imap.replies import string
-from txmailhost.store.interfaces import SEEN, IndexColumns, StoredMessage
+from txmailhost.store.interfaces import SEEN, IndexColumns, MessageOrigin, StoredMessage
 
 _MACROS = {
     b"ALL": (b"FLAGS", b"INTERNALDATE", b"RFC822.SIZE", b"ENVELOPE"),
@@ -37,7 +38,12 @@ _SIMPLE = {
     b"RFC822",
     b"RFC822.HEADER",
     b"RFC822.TEXT",
+    b"SAVEDATE",  # RFC 8514
+    b"EMAILID",  # RFC 8474
+    b"THREADID",
 }
+# Items answered from ``IMailbox.origins`` (the store's record of each message's save).
+ORIGIN_ITEMS = (b"SAVEDATE", b"EMAILID")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 MAX_ITEMS = 100
 _PARTIAL = re.compile(rb"<(\d{1,19})\.(\d{1,19})>")
@@ -84,9 +90,14 @@ class FetchRequest:
     @property
     def needs_header(self) -> bool:
         return any(
-            (isinstance(i, Section) and i.header_only) or i in (b"ENVELOPE", b"RFC822.HEADER")
+            (isinstance(i, Section) and i.header_only)
+            or i in (b"ENVELOPE", b"RFC822.HEADER", b"THREADID")
             for i in self.items
         )
+
+    @property
+    def needs_origins(self) -> bool:
+        return any(i in ORIGIN_ITEMS for i in self.items)
 
     @property
     def sets_seen(self) -> bool:
@@ -495,6 +506,7 @@ def render(
     recent: bool,
     modseq: bool,
     structure: dict[bytes, bytes] | None = None,
+    origin: MessageOrigin | None = None,
 ) -> bytes:
     """One ``* seq FETCH (...)`` response, CRLF included (the message loaded, if needed)."""
     return b"".join(
@@ -508,6 +520,7 @@ def render(
             recent=recent,
             modseq=modseq,
             structure=structure,
+            origin=origin,
         )
     )
 
@@ -522,9 +535,11 @@ def render_parts(
     recent: bool,
     modseq: bool,
     structure: dict[bytes, bytes] | None = None,
+    origin: MessageOrigin | None = None,
 ) -> list[bytes | FileRange]:
     """The response as pieces: bytes, and ``FileRange``s for whole-message or text literals
-    when the message itself wasn't loaded (``message.content is None``)."""
+    when the message itself wasn't loaded (``message.content is None``). ``origin`` is the
+    message's ``IMailbox.origins`` entry, needed for SAVEDATE and EMAILID."""
     pieces: list[bytes | FileRange] = [b"* %d FETCH (" % seq]
     first = True
 
@@ -586,6 +601,15 @@ def render_parts(
             add(item + b" " + structure[item])
         elif item == b"PREVIEW":
             add(b"PREVIEW " + string(preview.preview(root())))
+        elif item == b"SAVEDATE":
+            # RFC 8514: NIL where the save date isn't known; the stores always know one.
+            add(b"SAVEDATE " + (internaldate(origin.savedate) if origin else b"NIL"))
+        elif item == b"EMAILID":
+            assert origin is not None, "EMAILID needs the message's origin"
+            add(b"EMAILID (" + origin.emailid.encode("ascii") + b")")
+        elif item == b"THREADID":
+            thread = objectid.threadid(message.header or b"")
+            add(b"THREADID " + (b"(" + thread.encode("ascii") + b")" if thread else b"NIL"))
         elif item == b"RFC822.HEADER":
             data = message.header or b""
             add(b"RFC822.HEADER {%d}\r\n" % len(data) + data)

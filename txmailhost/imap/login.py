@@ -122,6 +122,8 @@ class LoginCommands:
                 "QUOTA",
                 "QUOTA=RES-STORAGE",
                 "STATUS=SIZE",
+                "SAVEDATE",
+                "OBJECTID",
                 f"APPENDLIMIT={self.factory.max_literal_size}",
                 *SORT_CAPABILITIES,
             ]

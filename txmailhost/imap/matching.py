@@ -26,17 +26,19 @@ async def matching(
     among ``uids`` (sorted, all in the view) when given."""
     if uids is None:
         uids = view.uids
-    if not program.header and not program.content:
+    if not program.header and not program.content and not program.origins:
         return await _matching_index(view, program, uids)
     size = CONTENT_BATCH if program.content else HEADER_BATCH
     matches: list[tuple[int, StoredMessage]] = []
     for start in range(0, len(uids), size):
         batch = list(uids[start : start + size])
+        origins = await view.mailbox.origins(batch) if program.origins else {}
         for message in await view.mailbox.messages(batch, program.header, program.content):
             seq = view.seq_of(message.uid)
             if not seq:
                 continue
-            if program.predicate(Candidate(seq, message, view.is_recent(message.uid))):
+            origin = origins.get(message.uid)
+            if program.predicate(Candidate(seq, message, view.is_recent(message.uid), origin)):
                 matches.append((seq, message._replace(header=None, content=None)))
     return matches
 

@@ -10,6 +10,7 @@ than one batch of messages in memory.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -201,6 +202,7 @@ class MessageCommands:
             else:
                 messages = await view.mailbox.messages(uids, header, False)
             by_uid_map = {m.uid: m for m in messages}
+            origins = await view.mailbox.origins(uids) if request.needs_origins else {}
             fresh = {
                 m.uid: fetch.structures(mime.parse(m.content))
                 for m in messages
@@ -223,7 +225,7 @@ class MessageCommands:
                 self.announce_keywords(view, (m.flags for m in by_uid_map.values()))
             for seq, uid in batch:
                 message = by_uid_map.get(uid)
-                if message is None:
+                if message is None or (request.needs_origins and uid not in origins):
                     vanished = True
                     continue
                 if request.changedsince is not None and message.modseq <= request.changedsince:
@@ -237,6 +239,7 @@ class MessageCommands:
                     recent=view.is_recent(uid),
                     modseq=self.condstore and uid in changed,
                     structure=known.get(uid),
+                    origin=origins.get(uid),
                 )
                 try:
                     await self.write_parts(view, uid, parts)
@@ -400,6 +403,17 @@ class MessageCommands:
 
     async def _search(self, reader: Reader, by_uid: bool) -> Done:
         view = self.selected
+        try:
+            return await self._run_search(view, reader, by_uid)
+        except Exception:
+            if asks_to_save(reader.text):
+                # RFC 5182: a SEARCH ... SAVE that fails (NO or BAD) empties $, so a
+                # command pipelined after it that uses $ acts on nothing, never on the result
+                # of an older search.
+                view.saved_uids = []
+            raise
+
+    async def _run_search(self, view: SelectedMailbox, reader: Reader, by_uid: bool) -> Done:
         reader.sp()
 
         def resolve(text: bytes, uid_set: bool) -> set[int]:
@@ -421,13 +435,14 @@ class MessageCommands:
         for start in range(0, len(uids), size):
             batch = list(uids[start : start + size])
             found = await view.mailbox.messages(batch, program.header, program.content)
+            origins = await view.mailbox.origins(batch) if program.origins else {}
             by_uid_map = {m.uid: m for m in found}
             for offset, uid in enumerate(batch):
                 message = by_uid_map.get(uid)
                 if message is None:
                     continue
                 seq = start + offset + 1
-                candidate = Candidate(seq, message, view.is_recent(uid))
+                candidate = Candidate(seq, message, view.is_recent(uid), origins.get(uid))
                 if program.predicate(candidate):
                     matches.append((seq, message._replace(header=None, content=None)))
         numbers = [m.uid if by_uid else seq for seq, m in matches]
@@ -545,6 +560,16 @@ def _ranges(text: bytes, view: SelectedMailbox) -> list[tuple[int, int]]:
         hi = lo if not high else (last if high == b"*" else int(high))
         ranges.append((min(lo, hi), max(lo, hi)))
     return ranges
+
+
+_RETURN_LIST = re.compile(rb"\S+ +(?:UID +)?SEARCH +RETURN +\(([^()]*)\)", re.IGNORECASE)
+
+
+def asks_to_save(command: bytes) -> bool:
+    """Does the SEARCH command line ``command`` (tag first) name SAVE in its RETURN list?
+    Read from the raw text, so it is known even when parsing the rest fails."""
+    match = _RETURN_LIST.match(command)
+    return match is not None and b"SAVE" in match[1].upper().split()
 
 
 def saved_result(uids: list[int], options: list[str]) -> list[int]:

@@ -1,9 +1,11 @@
 """SEARCH (RFC 3501 §6.4.4) compiled to predicates, with CONDSTORE's MODSEQ key (RFC 7162
-§3.1.5) and ESEARCH's RETURN options (RFC 4731).
+§3.1.5), ESEARCH's RETURN options (RFC 4731), the save-date keys of RFC 8514 and the
+EMAILID/THREADID keys of RFC 8474.
 
 The criteria are parsed once into a tree of Python closures over one message. ``Needs`` says
 what the store must load: keys on flags, UID, size, dates and modseq run on index values alone;
-header keys need the cached header block; BODY and TEXT need the message. Nesting (parentheses,
+header keys (and THREADID) need the cached header block; BODY and TEXT need the message;
+SAVED* and EMAILID need each message's ``IMailbox.origins`` entry. Nesting (parentheses,
 NOT, OR) is bounded by ``MAX_KEYS`` and ``MAX_NESTING`` so a client can't build an
 arbitrarily deep or long program.
 
@@ -22,9 +24,17 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from txmailhost.imap import addresses, mime
+from txmailhost.imap import addresses, mime, objectid
 from txmailhost.imap.parser import ParseError, Reader
-from txmailhost.store.interfaces import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN, StoredMessage
+from txmailhost.store.interfaces import (
+    ANSWERED,
+    DELETED,
+    DRAFT,
+    FLAGGED,
+    SEEN,
+    MessageOrigin,
+    StoredMessage,
+)
 
 MAX_KEYS = 500
 # NOT, OR and parentheses nest by recursion (two frames a level, and as many when a message is
@@ -32,15 +42,18 @@ MAX_KEYS = 500
 MAX_NESTING = 100
 _MONTHS = {m: i for i, m in enumerate(calendar.month_abbr) if m}
 _DATE = re.compile(rb"(\d{1,2})-([A-Za-z]{3})-(\d{4})")
+_OBJECTID = re.compile(rb"[A-Za-z0-9_-]{1,255}")  # RFC 8474 objectid
 
 
 @dataclass
 class Candidate:
-    """One message under test: its sequence number, recent bit and stored values."""
+    """One message under test: its sequence number, recent bit and stored values (and its
+    ``IMailbox.origins`` entry when the program needs it)."""
 
     seq: int
     message: StoredMessage
     recent: bool
+    origin: MessageOrigin | None = None
     _texts: dict[str, str] = field(default_factory=dict)
 
     def header_value(self, name: bytes) -> str:
@@ -133,6 +146,7 @@ class SearchProgram:
     content: bool = False
     uses_modseq: bool = False
     return_options: list[str] | None = None  # ESEARCH RETURN (...), None for plain SEARCH
+    origins: bool = False  # a key needs IMailbox.origins (save date, EMAILID)
 
 
 class _Compiler:
@@ -144,6 +158,7 @@ class _Compiler:
         self.header = False
         self.content = False
         self.uses_modseq = False
+        self.origins = False
 
     def program(self) -> Predicate:
         keys = [self.key()]
@@ -335,6 +350,46 @@ def _internal(compare: str) -> Callable[[_Compiler], Predicate]:
     return build
 
 
+def _saved(compare: str) -> Callable[[_Compiler], Predicate]:
+    """RFC 8514: SAVEDBEFORE, SAVEDON, SAVEDSINCE compare the save date's day (in UTC, as
+    BEFORE/ON/SINCE do the INTERNALDATE's)."""
+
+    def build(compiler: _Compiler) -> Predicate:
+        compiler.origins = True
+        day = compiler.date()
+
+        def test(c: Candidate) -> bool:
+            if c.origin is None:
+                return False
+            return _compare(int(c.origin.savedate // 86400), day, compare)
+
+        return test
+
+    return build
+
+
+def _objectid(compiler: _Compiler) -> bytes:
+    compiler.reader.sp()
+    value = compiler.reader.atom()
+    if not _OBJECTID.fullmatch(value):
+        raise ParseError("invalid object id")
+    return value
+
+
+def _emailid(compiler: _Compiler) -> Predicate:
+    """RFC 8474: the message (any copy of it) with this EMAILID."""
+    compiler.origins = True
+    wanted = _objectid(compiler).decode("ascii")
+    return lambda c: c.origin is not None and c.origin.emailid == wanted
+
+
+def _threadid(compiler: _Compiler) -> Predicate:
+    """RFC 8474: the messages of the thread with this THREADID (``objectid.threadid``)."""
+    compiler.header = True
+    wanted = _objectid(compiler).decode("ascii")
+    return lambda c: objectid.threadid(c.message.header or b"") == wanted
+
+
 def _sent(compare: str) -> Callable[[_Compiler], Predicate]:
     def build(compiler: _Compiler) -> Predicate:
         compiler.header = True
@@ -447,6 +502,13 @@ _KEYS: dict[bytes, Callable[[_Compiler], Predicate]] = {
     b"OR": _or,
     b"UID": _uid,
     b"MODSEQ": _modseq,
+    b"SAVEDBEFORE": _saved("before"),
+    b"SAVEDON": _saved("on"),
+    b"SAVEDSINCE": _saved("since"),
+    # RFC 8514: every message of a mailbox that keeps save dates, and every store does.
+    b"SAVEDATESUPPORTED": _const(True),
+    b"EMAILID": _emailid,
+    b"THREADID": _threadid,
 }
 _RETURN_OPTIONS = {"MIN", "MAX", "ALL", "COUNT", "SAVE"}
 
@@ -484,7 +546,12 @@ def parse_search(
     compiler = _Compiler(reader, resolve)
     predicate = compiler.program()
     return SearchProgram(
-        predicate, compiler.header, compiler.content, compiler.uses_modseq, return_options
+        predicate,
+        compiler.header,
+        compiler.content,
+        compiler.uses_modseq,
+        return_options,
+        origins=compiler.origins,
     )
 
 

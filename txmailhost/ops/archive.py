@@ -169,6 +169,7 @@ def _export_mailbox(store: Any, user: str, name: str, directory: str) -> dict[st
     mailbox = result_of(store.open(user, name))
     selection = result_of(mailbox.select(False))
     wanted = set(selection.uids)
+    origins = result_of(mailbox.origins(sorted(wanted)))  # RFC 8474 / RFC 8514, kept too
     messages = []
     for message in result_of(mailbox.uid_range(*_ALL_UIDS)):
         if message.uid not in wanted:
@@ -193,11 +194,15 @@ def _export_mailbox(store: Any, user: str, name: str, directory: str) -> dict[st
                 "file": f"{message.uid}.eml",
             }
         )
+        origin = origins.get(message.uid)
+        if origin is not None:
+            messages[-1].update(emailid=origin.emailid, savedate=origin.savedate)
     return {
         "name": name,
         "uidvalidity": selection.uidvalidity,
         "uidnext": selection.uidnext,
         "highestmodseq": selection.highestmodseq,
+        "mailboxid": selection.mailboxid,
         "messages": messages,
     }
 
@@ -292,12 +297,15 @@ def import_user(store: Any, accounts: Any, home: str, user: str) -> dict[str, An
                 internaldate=m["internaldate"],
                 modseq=m["modseq"],
                 source=MessageSource.from_path(os.path.join(folder, m["file"]), m.get("size")),
+                emailid=m.get("emailid"),  # absent from exports made before they were kept
+                savedate=m.get("savedate"),
             )
             for m in box["messages"]
         ]
         restored = restore_mailbox_sync(
-            store, user, box["name"], box["uidvalidity"], box["uidnext"], messages, result_of
-        )
+            store, user, box["name"], box["uidvalidity"], box["uidnext"], messages, result_of,
+            box.get("mailboxid"),
+        )  # fmt: skip
         if box.get("subscribed"):
             result_of(store.subscribe(user, box["name"], True))
         done.append(

@@ -133,12 +133,16 @@ def search(mailbox: Any, words: list[str]) -> list[StoredMessage]:
     for start in range(0, len(uids), SEARCH_BATCH):
         batch = uids[start : start + SEARCH_BATCH]
         messages = result_of(mailbox.messages(batch, program.header, program.content))
+        origins = result_of(mailbox.origins(batch)) if program.origins else {}
         by_uid = {m.uid: m for m in messages}
         for offset, uid in enumerate(batch):
             message = by_uid.get(uid)
             if message is None:
                 continue
-            if program.predicate(Candidate(start + offset + 1, message, view.is_recent(uid))):
+            candidate = Candidate(
+                start + offset + 1, message, view.is_recent(uid), origins.get(uid)
+            )
+            if program.predicate(candidate):
                 found.append(message._replace(header=None, content=None))
     return found
 

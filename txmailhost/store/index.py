@@ -20,6 +20,8 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
+from txmailhost.store import objectids
+
 INDEX_NAME = "txmailhost-index.sqlite"
 # In the user's directory: the last UIDVALIDITY given to any of the user's mailboxes.
 UIDVALIDITY_NAME = "txmailhost-uidvalidity"
@@ -44,6 +46,11 @@ CREATE TABLE IF NOT EXISTS expunged (uid INTEGER PRIMARY KEY, modseq INTEGER NOT
 CREATE TABLE IF NOT EXISTS headers (uid INTEGER PRIMARY KEY, header BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS messages_modseq ON messages (modseq);
 CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged (modseq);
+-- RFC 8474 EMAILID and RFC 8514 save date of each message (store/objectids.py). A message
+-- indexed before this table existed has no row: its INTERNALDATE stands for its save date.
+CREATE TABLE IF NOT EXISTS origins (
+    uid INTEGER PRIMARY KEY, emailid TEXT NOT NULL, savedate REAL NOT NULL
+);
 -- Values a protocol derives from a message once and keeps (IMAP BODYSTRUCTURE), by name.
 CREATE TABLE IF NOT EXISTS derived (
     uid INTEGER NOT NULL, name TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (uid, name)
@@ -94,6 +101,9 @@ def _connect(path: str) -> sqlite3.Connection:
                 ("uidnext", 1),
                 ("highestmodseq", 1),
                 ("line_ends", LINE_ENDS),
+                # RFC 8474 MAILBOXID: text in this INTEGER column (SQLite keeps it as given);
+                # the file moves with the directory at RENAME, so the id does too.
+                ("mailboxid", objectids.new_mailboxid()),
             ),
         )
     conn.execute("COMMIT")
@@ -223,15 +233,23 @@ class MailboxIndex:
         self,
         entries: Iterable[tuple[str, str, int, str, float, int]],
         db: sqlite3.Connection,
+        emailids: Iterable[str | None] | None = None,
     ) -> list[int]:
-        """Give each (name, subdir, flags, keywords, internaldate, size) the next UID.
+        """Give each (name, subdir, flags, keywords, internaldate, size) the next UID, saved
+        now (RFC 8514), with the EMAILID of the message it copies from ``emailids`` (in the
+        same order) or a new one.
 
         A name already indexed (a concurrent reconcile found the file first) keeps its UID.
         """
         meta = self.meta(db)
         uid, modseq = meta["uidnext"], meta["highestmodseq"] + 1
         uids = []
-        for name, subdir, flags, keywords, internaldate, size in entries:
+        now = time.time()
+        entries = list(entries)
+        given = list(emailids) if emailids is not None else [None] * len(entries)
+        for (name, subdir, flags, keywords, internaldate, size), emailid in zip(
+            entries, given, strict=True
+        ):
             added = db.execute(
                 "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (name) DO NOTHING",
@@ -243,6 +261,10 @@ class MailboxIndex:
                 ).fetchone()
                 uids.append(existing)
                 continue
+            db.execute(
+                "INSERT OR REPLACE INTO origins VALUES (?, ?, ?)",
+                (uid, emailid or objectids.new_emailid(), now),
+            )
             uids.append(uid)
             uid += 1
         db.execute(
@@ -259,6 +281,7 @@ class MailboxIndex:
         db.executemany("DELETE FROM messages WHERE uid = ?", ((u,) for u in uids))
         db.executemany("DELETE FROM headers WHERE uid = ?", ((u,) for u in uids))
         db.executemany("DELETE FROM derived WHERE uid = ?", ((u,) for u in uids))
+        db.executemany("DELETE FROM origins WHERE uid = ?", ((u,) for u in uids))
         db.executemany("INSERT OR REPLACE INTO expunged VALUES (?, ?)", ((u, modseq) for u in uids))
         db.execute("UPDATE meta SET value = ? WHERE key = 'highestmodseq'", (modseq,))
         return modseq
@@ -298,6 +321,50 @@ class MailboxIndex:
                 )
             )
         return found
+
+    def origins(self, uids: list[int]) -> dict[int, tuple[str, float]]:
+        """(EMAILID, save date) of each of ``uids`` still indexed; a message indexed before
+        they were kept gets ``objectids.legacy_emailid`` and its INTERNALDATE."""
+        db, found = self._db, {}
+        if not uids:
+            return found
+        select = (
+            "SELECT m.uid, o.emailid, COALESCE(o.savedate, m.internaldate)"
+            " FROM messages m LEFT JOIN origins o ON o.uid = m.uid WHERE "
+        )
+        db.execute("BEGIN")
+        try:
+            uidvalidity = self.meta(db)["uidvalidity"]
+            if len(uids) > 2000:
+                # Many UIDs (FETCH 1:* EMAILID): one range scan, filtered here (as ``derived``).
+                wanted = set(uids)
+                queries = [(select + "m.uid BETWEEN ? AND ?", [min(wanted), max(wanted)])]
+            else:
+                wanted = None
+                queries = [
+                    (select + f"m.uid IN ({','.join('?' * len(chunk))})", chunk)
+                    for chunk in (uids[i : i + 500] for i in range(0, len(uids), 500))
+                ]
+            for query, args in queries:
+                for uid, emailid, savedate in db.execute(query, args):
+                    if wanted is None or uid in wanted:
+                        emailid = emailid or objectids.legacy_emailid(uidvalidity, uid)
+                        found[uid] = (emailid, savedate)
+        finally:
+            db.execute("COMMIT")
+        return found
+
+    def mailboxid(self) -> str:
+        """RFC 8474 MAILBOXID, made once for an index written before it was kept."""
+        found = self.meta().get("mailboxid")
+        if found is None:
+            with self.write() as db:
+                db.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('mailboxid', ?)",
+                    (objectids.new_mailboxid(),),
+                )
+                found = self.meta(db)["mailboxid"]
+        return str(found)
 
     def remember(self, name: str, values: dict[int, bytes]) -> None:
         with self.write() as db:

@@ -107,6 +107,7 @@ class MailboxSelection:
     unseen: int
     first_recent: int
     keywords: frozenset[str]
+    mailboxid: str | None = None  # RFC 8474 MAILBOXID: kept through RENAME, new after DELETE/CREATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,22 @@ class MailboxStatus:
     uidnext: int
     highestmodseq: int
     size: int
+    mailboxid: str | None = None  # RFC 8474 STATUS MAILBOXID
+
+
+@dataclass(frozen=True, slots=True)
+class MessageOrigin:
+    """Where one message of a mailbox came from: what no flag change alters.
+
+    ``emailid`` (RFC 8474 EMAILID) names the message itself, so every copy of it (COPY,
+    MOVE, RENAME of INBOX) has the same one and a client can reuse what it cached; it is made
+    when the message is first saved (delivery, APPEND) and carried along by each copy.
+    ``savedate`` (RFC 8514 save date) is when it was saved into *this* mailbox: a copy gets its own,
+    unlike INTERNALDATE, which a copy keeps. A message indexed before the store kept save
+    dates reports its INTERNALDATE: the best value known."""
+
+    emailid: str
+    savedate: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,8 +226,13 @@ class IMailbox(Interface):
         """Deferred[list[int]]: UIDs expunged after ``modseq`` (QRESYNC)."""
 
     def copy(uids, target):
-        """Deferred[list[tuple[int, int]]]: durably copy messages (flags kept) into the mailbox
-        ``target``; (source UID, new UID) pairs for UIDPLUS COPYUID (RFC 4315)."""
+        """Deferred[list[tuple[int, int]]]: durably copy messages (flags, INTERNALDATE and
+        EMAILID kept, a new save date) into the mailbox ``target``; (source UID, new UID)
+        pairs for UIDPLUS COPYUID (RFC 4315)."""
+
+    def origins(uids):
+        """Deferred[dict[int, MessageOrigin]] for those of ``uids`` still present: EMAILID and
+        save date (RFC 8474, RFC 8514), from the index, no message file read."""
 
     def derived(uids, name):
         """Deferred[dict[int, bytes]]: values stored with ``remember`` under ``name``."""

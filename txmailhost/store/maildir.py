@@ -49,7 +49,7 @@ from zope.interface import implementer
 
 from txmailhost import _safeio
 from txmailhost.store import index as _index
-from txmailhost.store import lineends
+from txmailhost.store import lineends, objectids
 from txmailhost.store import metadata as _metadata
 from txmailhost.store.changes import ChangeBus
 from txmailhost.store.image import ImageCache, columns_of
@@ -74,6 +74,7 @@ from txmailhost.store.interfaces import (
     MailboxSnapshot,
     MailboxStatus,
     MessageInfo,
+    MessageOrigin,
     MessageSource,
     NoSuchMailbox,
     NoSuchMessage,
@@ -447,6 +448,7 @@ class MaildirMailbox:
         # Claimed only up to what this selection holds: a message added since is left for
         # whichever session is told of it first (``claim_recent``).
         first_recent = self._index.claim_recent(uidnext, claim_recent)
+        mailboxid = self._index.mailboxid()
         return MailboxSelection(
             uidvalidity=uidvalidity,
             uidnext=uidnext,
@@ -456,6 +458,7 @@ class MaildirMailbox:
             unseen=unseen,
             first_recent=first_recent,
             keywords=keywords,
+            mailboxid=mailboxid,
         )
 
     def _columns(self, uids: list[int]) -> IndexColumns:
@@ -477,6 +480,7 @@ class MaildirMailbox:
             uidnext=counts["uidnext"],
             highestmodseq=counts["highestmodseq"],
             size=counts["size"],
+            mailboxid=str(counts.get("mailboxid") or self._index.mailboxid()),
         )
 
     def _changes_since(self, modseq: int) -> MailboxChanges:
@@ -557,8 +561,11 @@ class MaildirMailbox:
             return []
         _safeio.fsync_dirs(os.path.join(target.directory, sub) for _u, _n, sub, *_ in linked)
         headers = self._index.cached_headers([entry[0] for entry in linked])
+        origins = self._index.origins([entry[0] for entry in linked])
+        # RFC 8474: a copy is the same message (its EMAILID), saved anew (RFC 8514).
+        emailids = [origins[entry[0]][0] if entry[0] in origins else None for entry in linked]
         with target._index.write() as db:
-            new_uids = target._index.add([entry[1:] for entry in linked], db)
+            new_uids = target._index.add([entry[1:] for entry in linked], db, emailids)
             for (uid, *_), new_uid in zip(linked, new_uids, strict=True):
                 if uid in headers:
                     target._index.cache_header(new_uid, headers[uid], db)
@@ -695,6 +702,15 @@ class MaildirMailbox:
     def copy(self, uids: Iterable[int], target: MaildirMailbox) -> Deferred[list[tuple[int, int]]]:
         return self._store._run(self._copy, list(uids), target)
 
+    def _origins(self, uids: list[int]) -> dict[int, MessageOrigin]:
+        return {
+            uid: MessageOrigin(emailid, savedate)
+            for uid, (emailid, savedate) in self._index.origins(sorted(set(uids))).items()
+        }
+
+    def origins(self, uids: Iterable[int]) -> Deferred[dict[int, MessageOrigin]]:
+        return self._store._run(self._origins, list(uids))
+
     def derived(self, uids: Iterable[int], name: str) -> Deferred[dict[int, bytes]]:
         return self._store._run(self._index.derived, list(uids), name)
 
@@ -798,11 +814,16 @@ class MaildirStore:
         internaldate: float | None,
         crlf_size: int | None = None,
         delivered: bool = False,
+        emailid: str | None = None,
     ) -> int:
         """Link one file into ``directory`` durably and index it; returns its UID.
-        ``crlf_size`` is the size as served when it may differ from the file's (bare LFs)."""
+        ``crlf_size`` is the size as served when it may differ from the file's (bare LFs);
+        ``emailid`` the EMAILID of the message (new when None)."""
         (uid,) = self._add_files(
-            directory, [(source_path, bits, keywords, internaldate, crlf_size)], delivered
+            directory,
+            [(source_path, bits, keywords, internaldate, crlf_size)],
+            delivered,
+            None if emailid is None else [emailid],
         )
         return uid
 
@@ -811,6 +832,7 @@ class MaildirStore:
         directory: str,
         files: list[tuple[str, int, str, float | None, int | None]],
         delivered: bool = False,
+        emailids: list[str] | None = None,
     ) -> list[int]:
         """Link each ``(source_path, bits, keywords, internaldate, crlf_size)`` into
         ``directory``, fsync, and index them all in one transaction: all or none (MULTIAPPEND,
@@ -843,7 +865,7 @@ class MaildirStore:
                 headers.append(None)
         index = _index.MailboxIndex(directory)
         with index.write() as db:
-            uids = index.add([entry[:6] for entry in linked], db)
+            uids = index.add([entry[:6] for entry in linked], db, emailids)
             for uid, header in zip(uids, headers, strict=True):
                 if header is not None:
                     index.cache_header(uid, header, db)
@@ -1127,6 +1149,7 @@ class MaildirStore:
         flags: Mapping[tuple[str, str], Iterable[str]] | None = None,
     ) -> dict[tuple[str, str], int]:
         date = internaldate if internaldate is not None else time.time()
+        emailid = objectids.new_emailid()  # one message, however many mailboxes (RFC 8474)
         results = {}
         for user, mailbox in recipients:
             if (user, mailbox) in results:
@@ -1134,7 +1157,7 @@ class MaildirStore:
             directory = self._folder(user, mailbox)
             bits, keywords = flags_to_bits(flags.get((user, mailbox), ()) if flags else ())
             results[(user, mailbox)] = self._add_file(
-                directory, source_path, bits, keywords, date, crlf_size, delivered=True
+                directory, source_path, bits, keywords, date, crlf_size, True, emailid
             )
         return results
 
@@ -1174,10 +1197,13 @@ class MaildirStore:
         flags is linked into ``cur/`` with them in its name (``:2,S``), as a Maildir reader
         expects of a message already seen or flagged; keywords live in the index.
         """
-        linked: dict[str, list[tuple[str, str, int, str, int, float, str]]] = {}
+        linked: dict[str, list[tuple[str, str, int, str, int, float, str, str]]] = {}
         for source_path, stem, date, targets, *rest in batch:
             flags: Mapping[tuple[str, str], Iterable[str]] = rest[0] if rest and rest[0] else {}
             size = os.stat(source_path).st_size
+            # One message in every mailbox it reaches (RFC 8474 EMAILID), the same again
+            # when a recovery adds the copies a crash left out.
+            emailid = objectids.stable_emailid(stem)
             for number, (user, mailbox) in enumerate(targets):
                 try:
                     directory = self._folder(user, mailbox)
@@ -1193,17 +1219,19 @@ class MaildirStore:
                     # Already there: an earlier try got this far, so index it (idempotent).
                     os.link(source_path, target)
                 linked.setdefault(directory, []).append(
-                    (name, subdir, bits, keywords, size, date, target)
+                    (name, subdir, bits, keywords, size, date, target, emailid)
                 )
-        _safeio.fsync_dirs({os.path.dirname(f[-1]) for files in linked.values() for f in files})
+        _safeio.fsync_dirs({os.path.dirname(f[6]) for files in linked.values() for f in files})
         for directory, files in linked.items():
             index = _index.MailboxIndex(directory)
             with index.write() as db:
                 entries = [
                     (name, subdir, bits, keywords, date, size)
-                    for name, subdir, bits, keywords, size, date, _t in files
+                    for name, subdir, bits, keywords, size, date, _t, _e in files
                 ]
-                for uid, (*_rest, target) in zip(index.add(entries, db), files, strict=True):
+                emailids = [emailid for *_rest, emailid in files]
+                added = index.add(entries, db, emailids)
+                for uid, (*_rest, target, _emailid) in zip(added, files, strict=True):
                     with contextlib.suppress(OSError):
                         index.cache_header(uid, read_header(target), db)
             self._changed(directory)

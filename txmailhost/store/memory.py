@@ -34,7 +34,7 @@ from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from txmailhost.store import lineends
+from txmailhost.store import lineends, objectids
 from txmailhost.store.changes import ChangeBus
 from txmailhost.store.interfaces import (
     DEFAULT_MAILBOXES,
@@ -51,6 +51,7 @@ from txmailhost.store.interfaces import (
     MailboxSnapshot,
     MailboxStatus,
     MessageInfo,
+    MessageOrigin,
     MessageSource,
     NoSuchMailbox,
     NoSuchMessage,
@@ -102,6 +103,8 @@ class _Message:
     flags: frozenset[str]
     internaldate: float
     modseq: int
+    emailid: str  # RFC 8474: the same in every copy
+    savedate: float  # RFC 8514: when it was saved into this folder
 
     def stored(self, header: bool = False, content: bool = False) -> StoredMessage:
         return StoredMessage(
@@ -127,12 +130,21 @@ class _Folder:
     expunged: list[tuple[int, int]] = field(default_factory=list)  # (uid, modseq)
     derived: dict[str, dict[int, bytes]] = field(default_factory=dict)
     metadata: dict[str, bytes] = field(default_factory=dict)  # RFC 5464 entries
+    mailboxid: str = field(default_factory=objectids.new_mailboxid)  # follows RENAME
 
     def next_modseq(self) -> int:
         self.highestmodseq += 1
         return self.highestmodseq
 
-    def add(self, content: bytes, flags: Iterable[str], internaldate: float | None) -> int:
+    def add(
+        self,
+        content: bytes,
+        flags: Iterable[str],
+        internaldate: float | None,
+        emailid: str | None = None,
+    ) -> int:
+        """Save a message here; ``emailid`` is the one of the message copied (a new one for
+        new mail)."""
         uid = self.uidnext
         self.uidnext += 1
         end = lineends.header_end(content)
@@ -143,6 +155,8 @@ class _Folder:
             frozenset(f for f in flags if f != "\\Recent"),
             internaldate if internaldate is not None else time.time(),
             self.next_modseq(),
+            emailid or objectids.new_emailid(),
+            time.time(),
         )
         return uid
 
@@ -227,6 +241,7 @@ class MemoryMailbox:
             unseen=len(unseen),
             first_recent=first_recent,
             keywords=frozenset(keywords),
+            mailboxid=folder.mailboxid,
         )
 
     def claim_recent(self, upto: int) -> Deferred[int]:
@@ -250,6 +265,7 @@ class MemoryMailbox:
                 uidnext=folder.uidnext,
                 highestmodseq=folder.highestmodseq,
                 size=folder.size(),
+                mailboxid=folder.mailboxid,
             )
 
         return self._do(job)
@@ -294,6 +310,17 @@ class MemoryMailbox:
 
     def expunged_since(self, modseq: int) -> Deferred[list[int]]:
         return self._do(lambda: [uid for uid, when in self._folder().expunged if when > modseq])
+
+    def origins(self, uids: Iterable[int]) -> Deferred[dict[int, MessageOrigin]]:
+        def job(wanted: list[int]) -> dict[int, MessageOrigin]:
+            messages = self._folder().messages
+            return {
+                uid: MessageOrigin(m.emailid, m.savedate)
+                for uid in wanted
+                if (m := messages.get(uid)) is not None
+            }
+
+        return self._do(job, list(uids))
 
     def derived(self, uids: Iterable[int], name: str) -> Deferred[dict[int, bytes]]:
         def job(wanted: list[int]) -> dict[int, bytes]:
@@ -404,7 +431,9 @@ class MemoryMailbox:
             for uid in wanted:
                 message = source.messages.get(uid)
                 if message is not None:
-                    new = destination.add(message.content, message.flags, message.internaldate)
+                    new = destination.add(
+                        message.content, message.flags, message.internaldate, message.emailid
+                    )
                     pairs.append((uid, new))
             if pairs:
                 target._changed()
@@ -509,9 +538,10 @@ class MemoryStore:
         def add(content: bytes, targets: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
             folders = {target: self._existing(*target) for target in targets}  # all or none
             results = {}
+            emailid = objectids.new_emailid()  # one message in every mailbox (RFC 8474)
             for (user, mailbox), (name, folder) in folders.items():
                 copy_flags = flags.get((user, mailbox), ()) if flags else ()
-                results[(user, mailbox)] = folder.add(content, copy_flags, internaldate)
+                results[(user, mailbox)] = folder.add(content, copy_flags, internaldate, emailid)
                 self._changed(_owner(user), name)
             return results
 
@@ -576,7 +606,7 @@ class MemoryStore:
             # RFC 3501 §6.3.5: INBOX's messages move to the new mailbox; INBOX stays, empty.
             moved = account.folders[new_name] = _Folder()
             for message in folder.messages.values():
-                moved.add(message.content, message.flags, message.internaldate)
+                moved.add(message.content, message.flags, message.internaldate, message.emailid)
             if folder.messages:
                 modseq = folder.next_modseq()
                 folder.expunged.extend((uid, modseq) for uid in folder.messages)

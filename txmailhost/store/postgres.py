@@ -45,7 +45,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from txmailhost.store import lineends
+from txmailhost.store import lineends, objectids
 from txmailhost.store.changes import ChangeBus
 from txmailhost.store.interfaces import (
     DEFAULT_MAILBOXES,
@@ -61,6 +61,7 @@ from txmailhost.store.interfaces import (
     MailboxSnapshot,
     MailboxStatus,
     MessageInfo,
+    MessageOrigin,
     MessageSource,
     NoSuchMailbox,
     NoSuchMessage,
@@ -188,6 +189,9 @@ class PostgresMailbox:
             rows = conn.execute(
                 "SELECT uid, flags FROM messages WHERE mailbox_id = %s ORDER BY uid", (self.id,)
             ).fetchall()
+            (mailboxid,) = conn.execute(
+                "SELECT objectid FROM mailboxes WHERE id = %s", (self.id,)
+            ).fetchone()
         uids = array("I")
         unseen, first_unseen = 0, 0
         keywords: set[str] = set()
@@ -206,6 +210,7 @@ class PostgresMailbox:
             unseen=unseen,
             first_recent=first_recent,
             keywords=frozenset(keywords),
+            mailboxid=mailboxid,
         )
 
     def claim_recent(self, upto: int) -> Deferred[int]:
@@ -223,7 +228,7 @@ class PostgresMailbox:
     def status(self) -> Deferred[MailboxStatus]:
         def job(conn: Any) -> MailboxStatus:
             row = conn.execute(
-                "SELECT b.uidvalidity, b.uidnext, b.highestmodseq,"
+                "SELECT b.uidvalidity, b.uidnext, b.highestmodseq, b.objectid,"
                 " count(m.uid), count(m.uid) FILTER (WHERE m.uid >= b.recent_uid),"
                 " count(m.uid) FILTER (WHERE NOT (%s = ANY (m.flags))), coalesce(sum(m.size), 0)"
                 " FROM mailboxes b LEFT JOIN messages m ON m.mailbox_id = b.id"
@@ -232,7 +237,7 @@ class PostgresMailbox:
             ).fetchone()
             if row is None:
                 raise NoSuchMailbox(f"mailbox {self.name!r} no longer exists")
-            uidvalidity, uidnext, highestmodseq, messages, recent, unseen, size = row
+            uidvalidity, uidnext, highestmodseq, mailboxid, messages, recent, unseen, size = row
             return MailboxStatus(
                 messages=messages,
                 recent=recent,
@@ -241,6 +246,7 @@ class PostgresMailbox:
                 uidnext=uidnext,
                 highestmodseq=highestmodseq,
                 size=int(size),
+                mailboxid=mailboxid,
             )
 
         return self._run(job)
@@ -334,6 +340,17 @@ class PostgresMailbox:
             return [r[0] for r in rows]
 
         return self._run(job)
+
+    def origins(self, uids: Iterable[int]) -> Deferred[dict[int, MessageOrigin]]:
+        def job(conn: Any, wanted: list[int]) -> dict[int, MessageOrigin]:
+            rows = conn.execute(
+                "SELECT uid, emailid, coalesce(savedate, internaldate) FROM messages"
+                " WHERE mailbox_id = %s AND uid = ANY (%s)",
+                (self.id, wanted),
+            ).fetchall()
+            return {uid: MessageOrigin(emailid, savedate) for uid, emailid, savedate in rows}
+
+        return self._run(job, list(uids))
 
     def derived(self, uids: Iterable[int], name: str) -> Deferred[dict[int, bytes]]:
         def job(conn: Any, wanted: list[int]) -> dict[int, bytes]:
@@ -485,8 +502,9 @@ class PostgresMailbox:
             store = self._store
             with conn.transaction():
                 rows = conn.execute(
-                    "SELECT id, uid, flags, size, internaldate, chunks, header FROM messages"
-                    " WHERE mailbox_id = %s AND uid = ANY (%s) ORDER BY uid FOR SHARE",
+                    "SELECT id, uid, flags, size, internaldate, chunks, header, emailid"
+                    " FROM messages WHERE mailbox_id = %s AND uid = ANY (%s) ORDER BY uid"
+                    " FOR SHARE",
                     (self.id, wanted),
                 ).fetchall()
                 if not rows:
@@ -496,13 +514,14 @@ class PostgresMailbox:
                     conn, target.id, len(rows), octets, target.name
                 )
                 pairs = []
-                for new_uid, (old_id, uid, flags, size, date, chunks, header) in enumerate(
+                for new_uid, (old_id, uid, flags, size, date, chunks, header, emailid) in enumerate(
                     rows, first
                 ):
                     new_id = store._copy_chunks(conn, old_id)
                     store._insert(
-                        conn, new_id, target.id, new_uid, modseq, flags, size, date, chunks, header
-                    )
+                        conn, new_id, target.id, new_uid, modseq, flags, size, date, chunks, header,
+                        emailid,
+                    )  # fmt: skip
                     pairs.append((uid, new_uid))
                 store._notify(conn, target.user, target.name)
             store._changed([(target.user, target.name)])
@@ -810,10 +829,13 @@ class PostgresStore:
         internaldate: float | None,
         chunks: int,
         header: bytes,
+        emailid: str | None = None,
     ) -> None:
+        """One message row, saved now (RFC 8514); ``emailid`` is the one of the message it
+        copies (RFC 8474), a new one when None."""
         conn.execute(
             "INSERT INTO messages (id, mailbox_id, uid, modseq, flags, size, internaldate,"
-            " chunks, header) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            " chunks, header, emailid) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 message_id,
                 mailbox_id,
@@ -824,6 +846,7 @@ class PostgresStore:
                 internaldate if internaldate is not None else time.time(),
                 chunks,
                 header,
+                emailid or objectids.new_emailid(),
             ),
         )
 
@@ -892,6 +915,7 @@ class PostgresStore:
                 if not boxes:
                     return results
                 message_id, size, chunks, header = self._upload(conn, source)
+                emailid = objectids.new_emailid()  # one message in every mailbox (RFC 8474)
                 first = True
                 for target, box in sorted(boxes.items(), key=lambda item: item[1].id):
                     _validity, uid, modseq = self._allocate(conn, box.id, 1, size, box.name)
@@ -900,7 +924,7 @@ class PostgresStore:
                     marks = list(wanted.get(target, ()))
                     self._insert(
                         conn, copy_id, box.id, uid, modseq, marks, size, internaldate, chunks,
-                        header,
+                        header, emailid,
                     )  # fmt: skip
                     self._notify(conn, box.user, box.name)
                     results[target] = uid
@@ -1012,7 +1036,8 @@ class PostgresStore:
             (user_id, new_name),
         ).fetchone()[0]
         moved = conn.execute(
-            "UPDATE messages m SET mailbox_id = %s, uid = r.n, modseq = 1"
+            "UPDATE messages m SET mailbox_id = %s, uid = r.n, modseq = 1,"
+            " savedate = extract(epoch FROM clock_timestamp())"
             " FROM (SELECT id, uid, row_number() OVER (ORDER BY uid) AS n FROM messages"
             "       WHERE mailbox_id = %s) r WHERE m.id = r.id RETURNING r.uid, m.size",
             (target, inbox.id),

@@ -23,7 +23,11 @@ What is where (docs/scaling.rst says the same for administrators):
   once (IMAP BODYSTRUCTURE), gone with their message;
 - ``subscriptions``, ``access_keys``: IMAP LSUB and URLAUTH state per user;
 - ``domains``, ``users``, ``login_origins``, ``aliases``, ``forwards`` (step 2): the accounts,
-  when ``[store] accounts = "postgres"`` (``accounts/postgres.py``), as in ``accounts.sqlite``.
+  when ``[store] accounts = "postgres"`` (``accounts/postgres.py``), as in ``accounts.sqlite``;
+- step 3 (object ids): ``mailboxes.objectid`` (RFC 8474 MAILBOXID: the row keeps it through RENAME),
+  ``messages.emailid`` (EMAILID, carried by each copy) and ``messages.savedate`` (RFC 8514:
+  when the row was saved into its mailbox; NULL for rows older than the step, which then
+  report their INTERNALDATE).
 """
 
 from __future__ import annotations
@@ -137,6 +141,16 @@ MIGRATIONS: tuple[str, ...] = (
         target text NOT NULL,
         PRIMARY KEY (address, target)
     );
+    """,
+    # 3: object ids (RFC 8474) and save dates (RFC 8514); ids as store/objectids.py makes them
+    """
+    ALTER TABLE mailboxes ADD COLUMN objectid text NOT NULL
+        DEFAULT 'F' || substr(replace(gen_random_uuid()::text, '-', ''), 1, 24);
+    ALTER TABLE messages ADD COLUMN emailid text NOT NULL
+        DEFAULT 'M' || substr(replace(gen_random_uuid()::text, '-', ''), 1, 24);
+    -- Added without a default first, so rows already there keep NULL (no save date known).
+    ALTER TABLE messages ADD COLUMN savedate double precision;
+    ALTER TABLE messages ALTER COLUMN savedate SET DEFAULT extract(epoch FROM clock_timestamp());
     """,
 )
 

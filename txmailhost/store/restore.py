@@ -29,6 +29,7 @@ from zope.interface import Interface, implementer
 
 from txmailhost import _safeio
 from txmailhost.store import index as _index
+from txmailhost.store import objectids
 from txmailhost.store.interfaces import INBOX, MessageSource
 from txmailhost.store.maildir import (
     MaildirStore,
@@ -42,13 +43,16 @@ from txmailhost.store.maildir import (
 
 @dataclass(frozen=True)
 class RestoredMessage:
-    """One message to put back: its UID, flags, INTERNALDATE and modseq, and its octets."""
+    """One message to put back: its UID, flags, INTERNALDATE and modseq, and its octets; its
+    EMAILID and save date (RFC 8474, RFC 8514) when the export kept them."""
 
     uid: int
     flags: frozenset[str]
     internaldate: float
     modseq: int
     source: MessageSource
+    emailid: str | None = None
+    savedate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -63,11 +67,12 @@ class Restored:
 class IMailboxRestore(Interface):
     """A store that can fill an empty mailbox keeping UIDs and UIDVALIDITY (blocking)."""
 
-    def restore_sync(user, mailbox, uidvalidity, uidnext, messages):
+    def restore_sync(user, mailbox, uidvalidity, uidnext, messages, mailboxid=None):
         """Create ``mailbox`` if needed and, if it holds no messages, add ``messages``
         (``RestoredMessage`` in UID order) with their UIDs, ``uidvalidity`` and at least
-        ``uidnext``; returns a ``Restored``, or None when the mailbox holds messages (nothing
-        was changed: the caller appends instead)."""
+        ``uidnext`` (and the MAILBOXID ``mailboxid`` when given); returns a ``Restored``, or
+        None when the mailbox holds messages (nothing was changed: the caller appends
+        instead)."""
 
 
 @implementer(IMailboxRestore)
@@ -85,6 +90,7 @@ class MaildirRestore:
         uidvalidity: int,
         uidnext: int,
         messages: Sequence[RestoredMessage],
+        mailboxid: str | None = None,
     ) -> Restored | None:
         store = self.store
         if mailbox.upper() == INBOX:
@@ -100,7 +106,7 @@ class MaildirRestore:
         try:
             for message in messages:
                 staged.append(_stage(store.staging_directory(user), message.source))
-            return self._commit(directory, uidvalidity, uidnext, messages, staged)
+            return self._commit(directory, uidvalidity, uidnext, messages, staged, mailboxid)
         finally:
             for path, _crlf in staged:  # linked into the mailbox, or not used
                 with contextlib.suppress(OSError):
@@ -113,6 +119,7 @@ class MaildirRestore:
         uidnext: int,
         messages: Sequence[RestoredMessage],
         staged: list[tuple[str, int]],
+        mailboxid: str | None = None,
     ) -> Restored | None:
         index = _index.MailboxIndex(directory)
         with index.write() as db:
@@ -138,6 +145,18 @@ class MaildirRestore:
             db.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
             for uid, header in headers:
                 index.cache_header(uid, header, db)
+            # RFC 8474 / RFC 8514 values the export kept; without them a message reports its
+            # INTERNALDATE and an EMAILID made from UIDVALIDITY and UID (index.origins).
+            db.executemany(
+                "INSERT OR REPLACE INTO origins VALUES (?, ?, ?)",
+                (
+                    (m.uid, m.emailid, m.savedate if m.savedate is not None else row[5])
+                    for m, row in zip(messages, rows, strict=True)
+                    if objectids.is_objectid(m.emailid)
+                ),
+            )
+            if objectids.is_objectid(mailboxid):
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('mailboxid', ?)", (mailboxid,))
             highest = max([current, *(row[7] for row in rows)])
             next_uid = max([uidnext, meta["uidnext"], *(m.uid + 1 for m in messages)])
             db.executemany(
@@ -164,14 +183,16 @@ def restore_mailbox_sync(
     uidnext: int,
     messages: Iterable[RestoredMessage],
     result_of: object,
+    mailboxid: str | None = None,
 ) -> Restored:
-    """Restore keeping UIDs where the store can and the mailbox is empty, else append each
-    message (new UIDs; flags and INTERNALDATE kept). ``result_of`` turns a store Deferred into
-    its value (the CLI's stores work inline)."""
+    """Restore keeping UIDs (and MAILBOXID, EMAILIDs and save dates when given) where the
+    store can and the mailbox is empty, else append each message (new UIDs and ids; flags and
+    INTERNALDATE kept). ``result_of`` turns a store Deferred into its value (the CLI's stores
+    work inline)."""
     messages = sorted(messages, key=lambda m: m.uid)
     restorer = IMailboxRestore(store, None)
     if restorer is not None:
-        done = restorer.restore_sync(user, mailbox, uidvalidity, uidnext, messages)
+        done = restorer.restore_sync(user, mailbox, uidvalidity, uidnext, messages, mailboxid)
         if done is not None:
             return done
     names = result_of(store.list_mailboxes(user))  # type: ignore[attr-defined,operator]
