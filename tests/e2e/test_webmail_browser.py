@@ -297,3 +297,28 @@ def test_search_mark_spam_and_an_admin_creates_a_user_who_logs_in(web_server, br
     _wait(lambda: "erin@example.test" in browser.find_element(By.TAG_NAME, "header").text,
           what="erin's mail page")  # fmt: skip
     assert _page_errors(browser) == []
+
+
+def test_the_threads_view_groups_a_conversation_and_expands_it(web_server, browser):
+    base = f"https://127.0.0.1:{web_server.ports['web']}"
+    first = _message("kayak trip", "shall we?")
+    first["Message-ID"] = "<kayak-1@remote.test>"
+    reply = _message("Re: kayak trip", "yes, Sunday")
+    reply["Message-ID"], reply["References"] = "<kayak-2@remote.test>", "<kayak-1@remote.test>"
+    _send(web_server, first)
+    _send(web_server, reply)
+    _logged_in(browser, base)
+    _wait(lambda: "Re: kayak trip" in _text(browser, "message-list"), what="the reply")
+    _click(browser, "Threads")
+    _wait(lambda: "2 messages, 2 unread" in " ".join(_text(browser, "message-list").split()),
+          what="the conversation's row")  # fmt: skip
+    assert "view=threads" in browser.current_url  # pushed to the history: reload keeps it
+    assert "Re: kayak trip" not in _text(browser, "message-list")  # one row for both
+    _click(browser, "kayak trip")  # expands, by htmx, in place
+    _wait(lambda: "Re: kayak trip" in _text(browser, "message-list"), what="the thread's messages")
+    _click(browser, "Re: kayak trip")
+    _wait(lambda: "yes, Sunday" in _text(browser, "main"), what="the reply opened")
+    browser.back()
+    _wait(lambda: "1 unread" in " ".join(_text(browser, "message-list").split()),
+          what="the thread with one message read")  # fmt: skip
+    assert _page_errors(browser) == []

@@ -1,0 +1,184 @@
+"""The threads view of the message list: a folder's messages grouped by conversation.
+
+The grouping is IMAP's THREAD=REFERENCES (RFC 5256 §3), the very code ``THREAD REFERENCES
+ALL`` answers with (``imap.thread.references``), over the same header keys (``imap.headerkeys``:
+Message-ID, References or In-Reply-To, base subject, sent date), which the store keeps derived
+per message (``IMailbox.derived``/``remember``), so a folder IMAP has threaded costs no
+message file here, and the other way round. A conversation is one root of the REFERENCES
+forest: its messages in thread order (the first message, then each reply under the message
+it answers, siblings by date).
+
+A thread row shows the first message's sender and subject, the number of messages and of
+unread ones, and the latest arrival date; threads sort by that latest date, by the first
+message's sender or base subject, or by the size of the whole conversation, and page by
+thread (``PAGE_SIZE`` threads a page). Expanding one (``expand=UID`` of any of its messages)
+lists its messages under it.
+
+The grouping is computed once per state of the folder (UIDVALIDITY, UIDNEXT, message count:
+what ``sortkeys.SortedOrders`` keys by) in the site's pool, off the reactor; flags are read
+fresh for the threads of the page only, so a message read elsewhere shows read at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from txmailhost.imap import headerkeys, thread
+from txmailhost.store.interfaces import SEEN, StoredMessage
+from txmailhost.web.context import WebContext
+from txmailhost.web.listrows import PAGE_SIZE, Row, rows_of
+
+MAX_EXPANDED = 200  # messages listed under an expanded thread; the rest by search or paging
+
+Conversation = tuple[int, ...]  # the UIDs of one thread, in thread order
+
+
+@dataclass(frozen=True)
+class ThreadRow:
+    """One conversation in the list: ``first`` is its first message's row (sender, subject);
+    ``anchor`` the UID that names it in ``expand=``; ``messages`` its rows when expanded."""
+
+    anchor: int
+    first: Row
+    count: int
+    unread: int
+    latest: float
+    size: int
+    messages: tuple[Row, ...] = ()
+
+
+@dataclass(frozen=True)
+class ThreadPage:
+    rows: list[ThreadRow]
+    threads: int  # in the whole folder
+    messages: int
+
+
+class _View:
+    """What ``headerkeys.load`` reads of a selected mailbox: only the mailbox."""
+
+    def __init__(self, mailbox: Any) -> None:
+        self.mailbox = mailbox
+
+
+def _members(root: Any) -> Conversation:
+    """The messages under one root of the REFERENCES forest, parents before replies
+    (iteratively: a long reply chain is as deep as it is long)."""
+    uids: list[int] = []
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if node.message is not None:
+            uids.append(node.message.number)
+        stack.extend(reversed(node.children))
+    return tuple(uids)
+
+
+def _group(
+    uids: list[int], dates: list[float], keys: dict[int, headerkeys.HeaderKeys]
+) -> list[Conversation]:
+    """THREAD=REFERENCES over the whole folder (in UID order), each root as its UIDs.
+    CPU-bound on a large folder: run in the site's pool."""
+    messages = []
+    for seq, (uid, internaldate) in enumerate(zip(uids, dates, strict=True), 1):
+        message_keys = keys.get(uid)
+        if message_keys is None:
+            message_keys = headerkeys.HeaderKeys(None, "", False, "", "", "", "", "", "", ())
+        sent = message_keys.sent if message_keys.sent is not None else internaldate
+        messages.append(thread.ThreadMessage(uid, seq, sent, message_keys))
+    return [_members(root) for root in thread.references(messages)]
+
+
+def _sorted(
+    conversations: list[Conversation],
+    sort: str,
+    descending: bool,
+    columns: Any,
+    keys: dict[int, headerkeys.HeaderKeys],
+) -> list[Conversation]:
+    """Threads by their latest arrival, their first message's sender or base subject, or
+    their total size; ties by the first message's UID (newest first when descending)."""
+    position = {uid: i for i, uid in enumerate(columns.uids)}
+    dates, sizes = columns.internaldates, columns.sizes
+
+    def latest(c: Conversation) -> Any:
+        return max(dates[position[uid]] for uid in c)
+
+    def first_keys(c: Conversation) -> headerkeys.HeaderKeys | None:
+        return keys.get(c[0])
+
+    def sender(c: Conversation) -> Any:
+        k = first_keys(c)
+        return k.display_from if k else ""
+
+    def subject(c: Conversation) -> Any:
+        k = first_keys(c)
+        return k.subject if k else ""
+
+    def size(c: Conversation) -> Any:
+        return sum(sizes[position[uid]] for uid in c)
+
+    key = {"from": sender, "subject": subject, "size": size}.get(sort, latest)
+    return sorted(conversations, key=lambda c: (key(c), c[0]), reverse=descending)
+
+
+async def conversations(
+    ctx: WebContext, mailbox: Any, sort: str, descending: bool
+) -> list[Conversation]:
+    """The folder's threads in the order asked for, computed once per state of the folder."""
+    selection = await mailbox.select(False)
+    services = ctx.services
+    ident = (ctx.user, mailbox.name, selection.uidvalidity, selection.uidnext,
+             len(selection.uids), "threads", sort, descending)  # fmt: skip
+    cached = services.orders.get(ident)
+    if cached is not None:
+        return cached  # type: ignore[return-value]
+    columns = await mailbox.columns(list(selection.uids))
+    uids, dates = list(columns.uids), list(columns.internaldates)
+    # headerkeys.load reads only .uid of these; it fills the store's derived keys as IMAP does
+    stubs = [StoredMessage(uid, frozenset(), 0, 0.0, 0) for uid in uids]
+    keys = await headerkeys.load(_View(mailbox), {}, stubs)
+    grouped = await services.in_thread(_group, uids, dates, keys)
+    ordered = await services.in_thread(_sorted, grouped, sort, descending, columns, keys)
+    services.orders.put(ident, ordered, size=len(uids))  # type: ignore[arg-type]
+    return ordered
+
+
+async def thread_page(
+    ctx: WebContext, mailbox: Any, sort: str, descending: bool, page: int, expand: int
+) -> ThreadPage:
+    """One page of threads (``PAGE_SIZE`` of them), with the thread holding UID ``expand``
+    listed message by message when it is on the page."""
+    ordered = await conversations(ctx, mailbox, sort, descending)
+    shown = ordered[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+    members = [uid for c in shown for uid in c]
+    columns = await mailbox.columns(members)  # fresh flags: read elsewhere shows at once
+    info = {
+        uid: (flags, size, date)
+        for uid, flags, size, date in zip(
+            columns.uids, columns.flags, columns.sizes, columns.internaldates, strict=True
+        )
+    }
+    firsts = {row.uid: row for row in await rows_of(mailbox, [c[0] for c in shown])}
+    rows = []
+    for c in shown:
+        living = [uid for uid in c if uid in info]
+        if c[0] not in firsts or not living:  # expunged meanwhile
+            continue
+        expanded: tuple[Row, ...] = ()
+        if expand in c:
+            expanded = tuple(await rows_of(mailbox, living[:MAX_EXPANDED]))
+        rows.append(
+            ThreadRow(
+                anchor=c[0],
+                first=firsts[c[0]],
+                count=len(living),
+                unread=sum(1 for uid in living if SEEN not in info[uid][0]),
+                latest=max(info[uid][2] for uid in living),
+                size=sum(info[uid][1] for uid in living),
+                messages=expanded,
+            )
+        )
+    total = sum(len(c) for c in ordered)
+    return ThreadPage(rows, len(ordered), total)
