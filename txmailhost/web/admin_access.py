@@ -31,7 +31,9 @@ class AdminSources:
     certificate: str  # the TLS certificate's path ([tls] certificate)
     dkim: Any  # mailauth.keys.KeyStore of DATA/dkim, the CLI's `dkim` commands' store
     dns_records: Callable[[str], list[Any]]  # domain -> mailauth.dnsrecords.Record list
-    resolver: Any  # mailauth.resolver.MailAuthResolver as `txmailhost dns --check` makes it
+    # a new mailauth.resolver.MailAuthResolver as `txmailhost dns --check` makes it: fresh
+    # for each check, so a record just published isn't hidden by a cached "missing"
+    new_resolver: Callable[[], Any]
     dns_timeout: float  # the whole check of one domain's records gives up after this
     log_files: Callable[[], list[str]]  # [log] file and its rotations, oldest first
     listeners: Sequence[Any] = ()  # service.Listener services: label, description, port

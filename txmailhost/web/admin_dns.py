@@ -1,0 +1,126 @@
+"""The admin console's DKIM keys and DNS records: what ``txmailhost dkim list`` and
+``txmailhost dns DOMAIN [--check]`` say, through the same code.
+
+``/admin/dns`` lists each domain served here with its DKIM selectors (the active one signs;
+older ones stay published until retired: ``mailauth.keys.KeyStore``); ``?domain=D`` adds the
+records D should publish (``mailauth.dnsrecords.records_for``, in zone-file syntax, ready to
+paste), and ``&check=1`` asks DNS for each one (``dnsrecords.check``) and says which are
+there, missing or different.
+
+The check asks the resolver the server itself uses (``[relay] nameservers``, the system's
+otherwise) with blocking dnspython calls, so it runs in the site's pool, never on the reactor
+thread, and the page gives up waiting after ``AdminSources.dns_timeout`` seconds whatever the
+number of records: a silent nameserver costs the admin a short wait and a "timed out", not a
+hung page (the lookups left running end at the resolver's own per-lookup limit).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import TimeoutError as DeferredTimeout
+from twisted.logger import Logger
+
+from txmailhost.mailauth import dnsrecords
+from txmailhost.mailauth.keys import DKIMKeyError, check_domain
+from txmailhost.web.admin_access import accounts_call, admin_only, sources
+from txmailhost.web.context import Route, WebContext
+from txmailhost.web.responses import Response
+
+log = Logger(namespace="txmailhost.web")
+
+
+@dataclass(frozen=True)
+class KeyLine:
+    """One selector, as ``dkim list`` prints it."""
+
+    domain: str
+    selector: str
+    active: bool
+    created: str
+    records: str  # the DNS names of its two keys (Ed25519 and RSA)
+
+
+@dataclass(frozen=True)
+class RecordLine:
+    rtype: str
+    name: str
+    what: str
+    zone_line: str
+    status: str = ""  # "ok", "missing", "differs: ...", "lookup failed: ..."; "" unchecked
+    good: bool | None = None
+
+
+def _keys(store: Any, domains: list[str]) -> list[KeyLine]:
+    lines = []
+    for domain in sorted(set(domains) | set(store.domains())):
+        for selector in store.selectors(domain):
+            lines.append(
+                KeyLine(
+                    domain,
+                    selector.name,
+                    selector.active,
+                    time.strftime("%Y-%m-%d", time.gmtime(selector.created)),
+                    f"{selector.name}-ed25519, {selector.name}-rsa",
+                )
+            )
+    return lines
+
+
+def _records(records: list[Any], checked: list[tuple[Any, str, bool]] | None) -> list[RecordLine]:
+    if checked is None:
+        return [RecordLine(r.rtype, r.name, r.what, r.zone_line()) for r in records]
+    return [
+        RecordLine(r.rtype, r.name, r.what, r.zone_line(), said, good) for r, said, good in checked
+    ]
+
+
+def _check(records: list[Any], new_resolver: Any) -> list[tuple[Any, str, bool]]:
+    """``dnsrecords.check`` with a resolver of its own (made here: without ``[relay]
+    nameservers`` making one reads /etc/resolv.conf)."""
+    return dnsrecords.check(records, new_resolver())
+
+
+async def dns_page(ctx: WebContext) -> Response:
+    """Keys of every domain; the records of one, checked against DNS when asked."""
+    console = sources(ctx)
+    services = ctx.services
+    table = await accounts_call(ctx, services.accounts.domain_table)
+    served = [name for name, _alias_of, _quota in table]
+    keys = await services.in_thread(_keys, console.dkim, served)
+    values: dict[str, Any] = {"domains": served, "keys": keys, "domain": "", "records": [],
+                              "checked": False, "error": "", "summary": "", "no_keys": False}  # fmt: skip
+    wanted = ctx.arg("domain").strip()
+    if not wanted:
+        return ctx.render("admin_dns.html", **values)
+    try:
+        domain = check_domain(wanted)
+    except DKIMKeyError as e:
+        return ctx.render("admin_dns.html", 400, **{**values, "error": str(e)})
+    values["domain"] = domain
+    records = await services.in_thread(console.dns_records, domain)
+    checked = None
+    if ctx.arg("check") == "1":
+        values["checked"] = True
+        asking = services.in_thread(_check, records, console.new_resolver)
+        asking.addTimeout(console.dns_timeout, services.reactor)
+        try:
+            checked = await asking
+        except DeferredTimeout:
+            values["error"] = (
+                f"DNS did not answer within {console.dns_timeout:g} seconds; "
+                "check the resolver ([relay] nameservers) and try again"
+            )
+            log.warn("web admin {admin}: DNS check of {domain} timed out",
+                     admin=ctx.user, domain=domain)  # fmt: skip
+        else:
+            good = sum(1 for _r, _said, ok in checked if ok)
+            values["summary"] = f"{good} of {len(checked)} records as they should be"
+    values["records"] = _records(records, checked)
+    values["no_keys"] = not any(k.domain == domain for k in keys)
+    return ctx.render("admin_dns.html", **values)
+
+
+ROUTES = [Route("GET", "/admin/dns", admin_only(dns_page))]
