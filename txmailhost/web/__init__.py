@@ -6,8 +6,8 @@ browser sessions (``sessions.py``: server-side, in memory, ended at idle timeout
 logout or restart), the pages (``login.py``, ``folders.py``, ``reading.py``, ``moving.py``,
 ``threads.py``, ``compose.py`` with ``composing.py`` and ``uploads.py``, ``search.py``,
 ``folderadmin.py``, ``settings.py``, ``admin*.py``) rendered with Jinja2 (autoescape on,
-``rendering.py``) from ``templates/``, new-mail push (``events.py``, Server-Sent Events), the assets in ``static/``
-(ours, and htmx from npm, pinned and checked by hash in ``static.py``), messages parsed for
+``rendering.py``) from ``templates/``, new-mail push (``events.py``, Server-Sent Events),
+the assets in ``static/`` (ours, and htmx from npm, pinned and checked by hash in ``static.py``), messages parsed for
 reading (``messageview.py``) with HTML made safe by nh3 (``sanitize.py``), sort orders and
 keys (``sortkeys.py``), the autoconfiguration files (``autoconfig.py``, ``mobileconfig.py``).
 
