@@ -7,9 +7,10 @@ logout or restart), the pages (``login.py``, ``folders.py``, ``reading.py``, ``m
 ``threads.py``, ``compose.py`` with ``composing.py`` and ``uploads.py``, ``search.py``,
 ``folderadmin.py``, ``settings.py``, ``admin*.py``) rendered with Jinja2 (autoescape on,
 ``rendering.py``) from ``templates/``, new-mail push (``events.py``, Server-Sent Events),
-the assets in ``static/`` (ours, and htmx from npm, pinned and checked by hash in ``static.py``), messages parsed for
-reading (``messageview.py``) with HTML made safe by nh3 (``sanitize.py``), sort orders and
-keys (``sortkeys.py``), the autoconfiguration files (``autoconfig.py``, ``mobileconfig.py``).
+the assets in ``static/`` (ours, and htmx from npm, pinned and checked by hash in
+``static.py``), messages parsed for reading (``messageview.py``) with HTML made safe by nh3
+(``sanitize.py``), sort orders and keys (``sortkeys.py``), the autoconfiguration files
+(``autoconfig.py``, ``mobileconfig.py``).
 
 What it may import: the accounts Portal (the same ``ThrottledPortal`` IMAP, POP3 and SMTP AUTH
 log in through, so failures count across all of them), the store interfaces
