@@ -9,6 +9,7 @@ import os
 import re
 import smtplib
 import time
+from pathlib import Path
 
 import pytest
 
@@ -235,3 +236,34 @@ def test_the_console_pages_are_404_to_users_not_flagged_admin(server):
     for path in ("/admin/dns", "/admin/dns?domain=example.test&check=1", "/admin/log",
                  "/admin/log?q=" + BOB, "/admin/health"):  # fmt: skip
         assert bob.get(path).status == 404, path
+
+
+def test_health_asks_every_worker_process_and_says_which_does_not_answer(server_template, tmp_path):
+    import shutil
+    import signal
+
+    from tests.support.server import ServerProcess
+    from tests.support.workers import children
+
+    data_dir = str(tmp_path / "data")
+    shutil.copytree(server_template, data_dir, symlinks=True)
+    server = ServerProcess(data_dir, workers=2)
+    server.write_config()
+    server.start()
+    try:
+        admin = _admin(server)
+        text = _text(admin.get("/admin/health"))
+        assert "worker 0 ok running" in text and "worker 1 ok running" in text
+        assert f"web ok bound on 127.0.0.1:{server.ports['web']}" in text
+        [second] = [pid for pid in children(server.process.pid)
+                    if "--slot\x001\x00" in Path(f"/proc/{pid}/cmdline").read_text()]  # fmt: skip
+        os.kill(second, signal.SIGSTOP)  # alive, but answers nothing
+        try:
+            text = _text(admin.get("/admin/health"))
+        finally:
+            os.kill(second, signal.SIGCONT)
+        assert "worker 0 ok running" in text
+        assert re.search(r"worker 1 ATTENTION not answering", text), text
+        assert "1 check needs attention" in text
+    finally:
+        server.stop()
