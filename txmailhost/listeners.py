@@ -287,6 +287,7 @@ def _admin_sources(parts: ServerParts) -> AdminSources:
             MailAuthResolver, config.relay.nameservers, timeout=config.mailauth.dns_timeout
         ),
         dns_timeout=max(3.0, 2 * config.mailauth.dns_timeout),
+        dns_lookup_timeout=config.mailauth.dns_timeout,
         log_files=lambda: rotations(logged) if logged else [],
         listeners=parts.listening,
         control_sockets=[control.socket_path(config, slot) for slot in range(workers)],

@@ -35,6 +35,7 @@ class AdminSources:
     # for each check, so a record just published isn't hidden by a cached "missing"
     new_resolver: Callable[[], Any]
     dns_timeout: float  # the whole check of one domain's records gives up after this
+    dns_lookup_timeout: float  # one lookup's limit ([mailauth] dns_timeout)
     log_files: Callable[[], list[str]]  # [log] file and its rotations, oldest first
     listeners: Sequence[Any] = ()  # service.Listener services: label, description, port
     control_sockets: Sequence[str] = ()  # each worker's control socket, worker 0 first

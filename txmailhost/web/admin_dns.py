@@ -9,9 +9,9 @@ there, missing or different.
 
 The check asks the resolver the server itself uses (``[relay] nameservers``, the system's
 otherwise) with blocking dnspython calls, so it runs in the site's pool, never on the reactor
-thread, and the page gives up waiting after ``AdminSources.dns_timeout`` seconds whatever the
-number of records: a silent nameserver costs the admin a short wait and a "timed out", not a
-hung page (the lookups left running end at the resolver's own per-lookup limit).
+thread, and within ``AdminSources.dns_timeout`` seconds whatever the number of records: no
+lookup starts after that, so a silent nameserver costs the admin a short wait and the records
+checked so far with a notice, not a hung page, and the pool's thread is soon free again.
 """
 
 from __future__ import annotations
@@ -70,17 +70,42 @@ def _keys(store: Any, domains: list[str]) -> list[KeyLine]:
 
 
 def _records(records: list[Any], checked: list[tuple[Any, str, bool]] | None) -> list[RecordLine]:
-    if checked is None:
-        return [RecordLine(r.rtype, r.name, r.what, r.zone_line()) for r in records]
-    return [
-        RecordLine(r.rtype, r.name, r.what, r.zone_line(), said, good) for r, said, good in checked
-    ]
+    """The records as shown; those ``checked`` (the first ones, when DNS was too slow to check
+    them all) with what DNS said, the others unchecked."""
+    lines = [RecordLine(r.rtype, r.name, r.what, r.zone_line()) for r in records]
+    for index, (_record, said, good) in enumerate(checked or []):
+        lines[index] = RecordLine(**{**lines[index].__dict__, "status": said, "good": good})
+    return lines
 
 
-def _check(records: list[Any], new_resolver: Any) -> list[tuple[Any, str, bool]]:
-    """``dnsrecords.check`` with a resolver of its own (made here: without ``[relay]
-    nameservers`` making one reads /etc/resolv.conf)."""
-    return dnsrecords.check(records, new_resolver())
+def _check(records: list[Any], new_resolver: Any, seconds: float) -> list[tuple[Any, str, bool]]:
+    """``dnsrecords.check`` record by record, with a resolver of its own (made here: without
+    ``[relay] nameservers`` making one reads /etc/resolv.conf), starting no lookup after
+    ``seconds``: so the thread is free again soon after the page stops waiting, and a slow
+    resolver yields the records checked so far."""
+    resolver = new_resolver()
+    stop = time.monotonic() + seconds
+    results: list[tuple[Any, str, bool]] = []
+    for record in records:
+        if time.monotonic() >= stop:
+            break
+        results.extend(dnsrecords.check([record], resolver))
+    return results
+
+
+async def _checked(ctx: WebContext, console: Any, records: list[Any]) -> list[Any]:
+    """What DNS says of ``records`` within ``console.dns_timeout`` seconds (a prefix of them
+    when it is slow); the lookups run in the site's pool."""
+    services = ctx.services
+    budget = console.dns_timeout
+    asking = services.in_thread(
+        _check, records, console.new_resolver, max(0.0, budget - console.dns_lookup_timeout)
+    )
+    asking.addTimeout(budget + 1, services.reactor)  # the last lookup overran its own limit
+    try:
+        return await asking
+    except DeferredTimeout:
+        return []
 
 
 async def dns_page(ctx: WebContext) -> Response:
@@ -104,20 +129,18 @@ async def dns_page(ctx: WebContext) -> Response:
     checked = None
     if ctx.arg("check") == "1":
         values["checked"] = True
-        asking = services.in_thread(_check, records, console.new_resolver)
-        asking.addTimeout(console.dns_timeout, services.reactor)
-        try:
-            checked = await asking
-        except DeferredTimeout:
+        checked = await _checked(ctx, console, records)
+        good = sum(1 for _r, _said, ok in checked if ok)
+        if len(checked) < len(records):
             values["error"] = (
-                f"DNS did not answer within {console.dns_timeout:g} seconds; "
+                f"DNS did not answer within {console.dns_timeout:g} seconds: "
+                f"{len(records) - len(checked)} of {len(records)} records not checked; "
                 "check the resolver ([relay] nameservers) and try again"
             )
             log.warn("web admin {admin}: DNS check of {domain} timed out",
                      admin=ctx.user, domain=domain)  # fmt: skip
         else:
-            good = sum(1 for _r, _said, ok in checked if ok)
-            values["summary"] = f"{good} of {len(checked)} records as they should be"
+            values["summary"] = f"{good} of {len(records)} records as they should be"
     values["records"] = _records(records, checked)
     values["no_keys"] = not any(k.domain == domain for k in keys)
     return ctx.render("admin_dns.html", **values)
