@@ -354,6 +354,7 @@ FOREIGN = {
     ("GET", "/admin/queue"): None,
     ("POST", "/admin/queue"): None,
     ("GET", "/admin/dns"): None,  # and the console's other pages (test_webmail_admin_console.py)
+    ("POST", "/admin/dns/keys"): None,
     ("GET", "/admin/log"): None,
     ("GET", "/admin/health"): None,
     ("GET", "/settings/sieve"): None,

@@ -239,6 +239,9 @@ def test_the_console_pages_are_404_to_users_not_flagged_admin(server):
     for path in ("/admin/dns", "/admin/dns?domain=example.test&check=1", "/admin/log",
                  "/admin/log?q=" + BOB, "/admin/health"):  # fmt: skip
         assert bob.get(path).status == 404, path
+    page = bob.post("/admin/dns/keys", {"csrf": bob.csrf, "action": "init",
+                                        "domain": "example.test"})  # fmt: skip
+    assert page.status == 404 and server.cli("dkim", "list").stdout == ""
 
 
 def test_health_asks_every_worker_process_and_says_which_does_not_answer(server_template, tmp_path):
@@ -270,3 +273,61 @@ def test_health_asks_every_worker_process_and_says_which_does_not_answer(server_
         assert "1 check needs attention" in text
     finally:
         server.stop()
+
+
+def test_an_admin_makes_rotates_and_retires_dkim_keys_as_the_cli_does(server):
+    admin = _admin(server)
+    token = admin.csrf
+    made = admin.post("/admin/dns/keys", {"csrf": token, "action": "init",
+                                          "domain": "example.test"})  # fmt: skip
+    assert made.status == 200 and "signs from now on" in _text(made)
+    [first] = server.cli("dkim", "list").stdout.splitlines()
+    domain, selector, state = first.split()[:3]
+    assert (domain, state) == ("example.test", "active")
+    again = admin.post("/admin/dns/keys", {"csrf": token, "action": "init",
+                                           "domain": "example.test"})  # fmt: skip
+    assert again.status == 400 and "already" in again.text
+
+    rotated = admin.post("/admin/dns/keys", {"csrf": token, "action": "rotate",
+                                             "domain": "example.test"})  # fmt: skip
+    assert rotated.status == 200
+    listed = [line.split()[1:3] for line in server.cli("dkim", "list").stdout.splitlines()]
+    assert [selector, "published"] in listed and len(listed) == 2
+    [new] = [name for name, state in listed if state == "active"]
+    assert f"Retire example.test {selector}" in _text(rotated)  # only the old one
+    assert f"Retire example.test {new}" not in _text(rotated)
+    # mail submitted now is signed with the new selector, by the running server
+    with smtplib.SMTP(H, server.ports["submission"], timeout=30) as s:
+        s.starttls(context=client_context())
+        s.login(ALICE, PASSWORD)
+        s.sendmail(ALICE, [BOB], "Subject: signed\r\nFrom: alice@example.test\r\n\r\nhi\r\n")
+    deadline = time.time() + 15
+    while True:
+        raw = _last_message(server, BOB)
+        if b"signed" in raw or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert f"s={new}-".encode() in raw.replace(b"\r\n\t", b" ").replace(b"\r\n ", b" ")
+
+    active = admin.post("/admin/dns/keys", {"csrf": token, "action": "retire",
+                                            "domain": "example.test", "selector": new})  # fmt: skip
+    assert active.status == 400
+    retired = admin.post("/admin/dns/keys", {"csrf": token, "action": "retire",
+                                             "domain": "example.test", "selector": selector})  # fmt: skip
+    assert retired.status == 200 and "retired" in _text(retired)
+    assert [line.split()[1] for line in server.cli("dkim", "list").stdout.splitlines()] == [new]
+    foreign = admin.post("/admin/dns/keys", {"csrf": token, "action": "init",
+                                             "domain": "elsewhere.test"})  # fmt: skip
+    assert foreign.status == 400 and "not a domain served here" in foreign.text
+
+
+def _last_message(server, user: str) -> bytes:
+    import imaplib
+
+    imap = imaplib.IMAP4(H, server.ports["imap"], timeout=30)
+    imap.starttls(ssl_context=client_context())
+    imap.login(user, PASSWORD)
+    count = int(imap.select("INBOX")[1][0])
+    raw = imap.fetch(str(count), "(BODY.PEEK[])")[1][0][1] if count else b""
+    imap.logout()
+    return raw

@@ -5,7 +5,8 @@
 older ones stay published until retired: ``mailauth.keys.KeyStore``); ``?domain=D`` adds the
 records D should publish (``mailauth.dnsrecords.records_for``, in zone-file syntax, ready to
 paste), and ``&check=1`` asks DNS for each one (``dnsrecords.check``) and says which are
-there, missing or different.
+there, missing or different. A POST to ``/admin/dns/keys`` makes a served domain's first keys,
+rotates them or retires an old selector, as ``txmailhost dkim init|rotate|retire`` do.
 
 The check asks the resolver the server itself uses (``[relay] nameservers``, the system's
 otherwise) with blocking dnspython calls, so it runs in the site's pool, never on the reactor
@@ -19,6 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.logger import Logger
@@ -27,7 +29,7 @@ from txmailhost.mailauth import dnsrecords
 from txmailhost.mailauth.keys import DKIMKeyError, check_domain
 from txmailhost.web.admin_access import accounts_call, admin_only, sources
 from txmailhost.web.context import Route, WebContext
-from txmailhost.web.responses import Response
+from txmailhost.web.responses import Response, redirect, text
 
 log = Logger(namespace="txmailhost.web")
 
@@ -116,7 +118,8 @@ async def dns_page(ctx: WebContext) -> Response:
     served = [name for name, _alias_of, _quota in table]
     keys = await services.in_thread(_keys, console.dkim, served)
     values: dict[str, Any] = {"domains": served, "keys": keys, "domain": "", "records": [],
-                              "checked": False, "error": "", "summary": "", "no_keys": False}  # fmt: skip
+                              "checked": False, "error": "", "summary": "", "no_keys": False,
+                              "done": ctx.arg("done")[:200]}  # fmt: skip
     wanted = ctx.arg("domain").strip()
     if not wanted:
         return ctx.render("admin_dns.html", **values)
@@ -146,4 +149,42 @@ async def dns_page(ctx: WebContext) -> Response:
     return ctx.render("admin_dns.html", **values)
 
 
-ROUTES = [Route("GET", "/admin/dns", admin_only(dns_page))]
+def _change_keys(store: Any, action: str, domain: str, selector: str) -> str:
+    """What ``txmailhost dkim init|rotate|retire`` do, with the same refusals."""
+    if action == "retire":
+        store.retire(domain, selector)
+        return f"{domain}: selector {selector} retired; remove its DNS records"
+    has_keys = bool(store.selectors(domain))
+    if action == "init" and has_keys:
+        raise DKIMKeyError(f"{domain} has DKIM keys already: rotate them instead")
+    if action == "rotate" and not has_keys:
+        raise DKIMKeyError(f"{domain} has no DKIM keys to rotate")
+    name = store.create(domain, None)
+    return f"{domain}: selector {name} signs from now on; publish its records"
+
+
+async def keys_action(ctx: WebContext) -> Response:
+    """Make, rotate or retire a served domain's DKIM keys (the running server signs with a new
+    active selector at its next message: the key store is read again when it changes)."""
+    console = sources(ctx)
+    action = ctx.arg("action")
+    if action not in ("init", "rotate", "retire"):
+        return text(400, "unknown action")
+    table = await accounts_call(ctx, ctx.services.accounts.domain_table)
+    try:
+        domain = check_domain(ctx.arg("domain").strip())
+        if domain not in {name for name, _alias_of, _quota in table}:
+            raise DKIMKeyError(f"{domain} is not a domain served here")
+        done = await ctx.services.in_thread(
+            _change_keys, console.dkim, action, domain, ctx.arg("selector")
+        )
+    except DKIMKeyError as e:
+        return text(400, str(e))
+    log.info("web admin {admin}: {done}", admin=ctx.user, done=done)
+    return redirect(f"/admin/dns?{urlencode({'domain': domain, 'done': done})}")
+
+
+ROUTES = [
+    Route("GET", "/admin/dns", admin_only(dns_page)),
+    Route("POST", "/admin/dns/keys", admin_only(keys_action)),
+]
