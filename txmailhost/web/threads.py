@@ -15,14 +15,16 @@ thread (``PAGE_SIZE`` threads a page). Expanding one (``expand=UID`` of any of i
 lists its messages under it.
 
 The grouping is computed once per state of the folder (UIDVALIDITY, UIDNEXT, message count:
-what ``sortkeys.SortedOrders`` keys by) in the site's pool, off the reactor; flags are read
-fresh for the threads of the page only, so a message read elsewhere shows read at once.
+what ``sortkeys.SortedOrders`` keys by) in the site's pool, off the reactor, and kept with
+each thread's first sender and subject, so another sort order costs a sort of the threads,
+not a new grouping; flags are read fresh for the threads of the page only, so a message read
+elsewhere shows read at once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from txmailhost.imap import headerkeys, thread
 from txmailhost.store.interfaces import SEEN, StoredMessage
@@ -75,52 +77,54 @@ def _members(root: Any) -> Conversation:
     return tuple(uids)
 
 
+class Grouped(NamedTuple):
+    """One thread of the folder's grouping, with what sorting by sender or subject needs of
+    its first message (so a new sort order needs no header keys)."""
+
+    uids: Conversation
+    sender: str  # the first message's display name or address, upper-cased (DISPLAYFROM)
+    subject: str  # its base subject, upper-cased
+
+
 def _group(
     uids: list[int], dates: list[float], keys: dict[int, headerkeys.HeaderKeys]
-) -> list[Conversation]:
+) -> list[Grouped]:
     """THREAD=REFERENCES over the whole folder (in UID order), each root as its UIDs.
     CPU-bound on a large folder: run in the site's pool."""
+    empty = headerkeys.HeaderKeys(None, "", False, "", "", "", "", "", "", ())
     messages = []
     for seq, (uid, internaldate) in enumerate(zip(uids, dates, strict=True), 1):
-        message_keys = keys.get(uid)
-        if message_keys is None:
-            message_keys = headerkeys.HeaderKeys(None, "", False, "", "", "", "", "", "", ())
+        message_keys = keys.get(uid, empty)
         sent = message_keys.sent if message_keys.sent is not None else internaldate
         messages.append(thread.ThreadMessage(uid, seq, sent, message_keys))
-    return [_members(root) for root in thread.references(messages)]
+    grouped = []
+    for root in thread.references(messages):
+        members = _members(root)
+        first = keys.get(members[0], empty)
+        grouped.append(Grouped(members, first.display_from, first.subject))
+    return grouped
 
 
-def _sorted(
-    conversations: list[Conversation],
-    sort: str,
-    descending: bool,
-    columns: Any,
-    keys: dict[int, headerkeys.HeaderKeys],
-) -> list[Conversation]:
+def _sorted(grouped: list[Grouped], sort: str, descending: bool, columns: Any) -> list[Grouped]:
     """Threads by their latest arrival, their first message's sender or base subject, or
     their total size; ties by the first message's UID (newest first when descending)."""
     position = {uid: i for i, uid in enumerate(columns.uids)}
     dates, sizes = columns.internaldates, columns.sizes
 
-    def latest(c: Conversation) -> Any:
-        return max(dates[position[uid]] for uid in c)
+    def latest(g: Grouped) -> Any:
+        return max(dates[position[uid]] for uid in g.uids if uid in position)
 
-    def first_keys(c: Conversation) -> headerkeys.HeaderKeys | None:
-        return keys.get(c[0])
+    def size(g: Grouped) -> Any:
+        return sum(sizes[position[uid]] for uid in g.uids if uid in position)
 
-    def sender(c: Conversation) -> Any:
-        k = first_keys(c)
-        return k.display_from if k else ""
+    def sender(g: Grouped) -> Any:
+        return g.sender
 
-    def subject(c: Conversation) -> Any:
-        k = first_keys(c)
-        return k.subject if k else ""
-
-    def size(c: Conversation) -> Any:
-        return sum(sizes[position[uid]] for uid in c)
+    def subject(g: Grouped) -> Any:
+        return g.subject
 
     key = {"from": sender, "subject": subject, "size": size}.get(sort, latest)
-    return sorted(conversations, key=lambda c: (key(c), c[0]), reverse=descending)
+    return sorted(grouped, key=lambda g: (key(g), g.uids[0]), reverse=descending)
 
 
 async def _header_keys(
@@ -140,20 +144,26 @@ async def _header_keys(
 async def conversations(
     ctx: WebContext, mailbox: Any, sort: str, descending: bool
 ) -> list[Conversation]:
-    """The folder's threads in the order asked for, computed once per state of the folder."""
+    """The folder's threads in the order asked for. The grouping is made once per state of
+    the folder, each order of it once more (sorting 100,000 threads is cheap; grouping is
+    not)."""
     selection = await mailbox.select(False)
     services = ctx.services
-    ident = (ctx.user, mailbox.name, selection.uidvalidity, selection.uidnext,
-             len(selection.uids), "threads", sort, descending)  # fmt: skip
-    cached = services.orders.get(ident)
-    if cached is not None:
-        return cached  # type: ignore[return-value]
+    state = (ctx.user, mailbox.name, selection.uidvalidity, selection.uidnext,
+             len(selection.uids), "threads")  # fmt: skip
+    ordered = services.orders.get((*state, sort, descending))
+    if ordered is not None:
+        return ordered  # type: ignore[return-value]
     columns = await mailbox.columns(list(selection.uids))
-    uids, dates = list(columns.uids), list(columns.internaldates)
-    keys = await _header_keys(services, mailbox, uids)
-    grouped = await services.in_thread(_group, uids, dates, keys)
-    ordered = await services.in_thread(_sorted, grouped, sort, descending, columns, keys)
-    services.orders.put(ident, ordered, size=len(uids))  # type: ignore[arg-type]
+    uids = list(columns.uids)
+    grouped = services.orders.get(state)
+    if grouped is None:
+        keys = await _header_keys(services, mailbox, uids)
+        grouped = await services.in_thread(_group, uids, list(columns.internaldates), keys)
+        services.orders.put(state, grouped, size=len(uids))
+    arranged = await services.in_thread(_sorted, grouped, sort, descending, columns)
+    ordered = [g.uids for g in arranged]
+    services.orders.put((*state, sort, descending), ordered, size=len(uids))
     return ordered
 
 
@@ -172,19 +182,22 @@ async def thread_page(
             columns.uids, columns.flags, columns.sizes, columns.internaldates, strict=True
         )
     }
-    firsts = {row.uid: row for row in await rows_of(mailbox, [c[0] for c in shown])}
+    living_of = {c: [uid for uid in c if uid in info] for c in shown}  # some expunged meanwhile
+    firsts = {
+        row.uid: row for row in await rows_of(mailbox, [v[0] for v in living_of.values() if v])
+    }
     rows = []
     for c in shown:
-        living = [uid for uid in c if uid in info]
-        if c[0] not in firsts or not living:  # expunged meanwhile
+        living = living_of[c]
+        if not living or living[0] not in firsts:
             continue
         expanded: tuple[Row, ...] = ()
         if expand in c:
             expanded = tuple(await rows_of(mailbox, living[:MAX_EXPANDED]))
         rows.append(
             ThreadRow(
-                anchor=c[0],
-                first=firsts[c[0]],
+                anchor=living[0],
+                first=firsts[living[0]],
                 count=len(living),
                 unread=sum(1 for uid in living if SEEN not in info[uid][0]),
                 latest=max(info[uid][2] for uid in living),
