@@ -288,6 +288,7 @@ def _admin_sources(parts: ServerParts) -> AdminSources:
         ),
         dns_timeout=max(3.0, 2 * config.mailauth.dns_timeout),
         dns_lookup_timeout=config.mailauth.dns_timeout,
+        other_storage=(("mail", config.mail_root), ("relay queue", config.queue_dir)),
         log_files=lambda: rotations(logged) if logged else [],
         listeners=parts.listening,
         control_sockets=[control.socket_path(config, slot) for slot in range(workers)],

@@ -42,6 +42,7 @@ class AdminSources:
     ask_control: Callable[[str, str, float], Any] | None = None  # ops.control.ask
     workers: int = 1  # [server] workers
     free_space_warning: float = 0.1  # a data directory with less free is flagged
+    other_storage: Sequence[tuple[str, str]] = ()  # ("mail", path), ("relay queue", path)
 
 
 class NotAdmin(Exception):

@@ -5,7 +5,9 @@
   With ``[server] workers`` the web runs in worker 0 only, so this is worker 0's view; the
   others adopt the same sockets from the supervisor.
 - **Disk**: size and free space of the file system holding the data directory (mail, queue,
-  accounts); flagged below ``AdminSources.free_space_warning`` (10 %).
+  accounts), and of ``DATA/mail`` and ``DATA/queue`` when another file system is mounted
+  there; flagged below
+  ``AdminSources.free_space_warning`` (10 %).
 - **Relay queue**: the number of queued messages and the age of the oldest (queue ids are
   time-ordered, so the first id's envelope is the oldest: two file reads, whatever the size).
 - **Worker processes**: each worker's control socket (``ops.control``) asked ``WHO``, as
@@ -19,6 +21,7 @@ none of them can fail the page: a check that fails says why in its own row.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -68,15 +71,31 @@ def listeners(console: AdminSources) -> list[Check]:
     return found
 
 
-def disk(console: AdminSources) -> Check:
+def _space(name: str, path: str, warning: float) -> Check:
     try:
-        usage = shutil.disk_usage(console.data_dir)
+        usage = shutil.disk_usage(path)
     except OSError as e:
-        return Check("data directory", f"{console.data_dir}: {e.strerror or e}", False)
+        return Check(name, f"{path}: {e.strerror or e}", False)
     share = usage.free / usage.total if usage.total else 0.0
     state = (f"{usage.free / 2**30:.1f} GiB free of {usage.total / 2**30:.1f} GiB "
-             f"({share:.0%}) at {console.data_dir}")  # fmt: skip
-    return Check("data directory", state, share >= console.free_space_warning)
+             f"({share:.0%}) at {path}")  # fmt: skip
+    return Check(name, state, share >= warning)
+
+
+def disk(console: AdminSources) -> list[Check]:
+    """The data directory's file system, and the mail's and the queue's when they are on
+    another (a disk of their own mounted at ``DATA/mail`` or ``DATA/queue``)."""
+    found, devices = [], set()
+    for name, path in (("data directory", console.data_dir), *console.other_storage):
+        try:
+            device = os.stat(path).st_dev
+        except OSError:
+            device = None
+        if device is not None and device in devices:
+            continue
+        devices.add(device)
+        found.append(_space(name, path, console.free_space_warning))
+    return found
 
 
 def queue(spool: Any, now: float) -> Check:
@@ -140,7 +159,7 @@ def _everything(console: AdminSources, spool: Any) -> dict[str, Any]:
     now = time.time()
     return {
         "listeners": listeners(console),
-        "system": [disk(console), queue(spool, now), certificate(console.certificate, now)],
+        "system": [*disk(console), queue(spool, now), certificate(console.certificate, now)],
         "workers": workers(console),
     }
 
