@@ -262,3 +262,27 @@ def test_the_threads_view_groups_a_conversation_and_expands_it(web_server, brows
     wait(lambda: "1 unread" in " ".join(text_of(browser, "message-list").split()),
           what="the thread with one message read")  # fmt: skip
     assert page_errors(browser) == []
+
+
+def test_the_admin_consoles_pages_are_reached_by_their_links_and_load_cleanly(web_server, browser):
+    base = f"https://127.0.0.1:{web_server.ports['web']}"
+    web_server.cli("user", "admin", ALICE, "on")
+    _logged_in(browser, base)
+    browser.get(base + "/admin")
+    for link, heading, content in (
+        ("Health", "Health", "bound on 127.0.0.1"),
+        ("Event log", "Event log", "The latest"),
+        ("DKIM and DNS", "DKIM keys and DNS records", "No DKIM keys yet"),
+        ("Relay queue", "Relay queue", "The queue is empty"),
+    ):
+        click(browser, link)
+        wait(lambda heading=heading: browser.find_element(By.TAG_NAME, "h1").text.startswith(heading),
+             what=heading)  # fmt: skip
+        assert content in text_of(browser, "main"), link
+    # the records of a domain, chosen with the keyboard from the form
+    click(browser, "DKIM and DNS")
+    wait(lambda: browser.find_elements(By.ID, "dns-domain"), what="the domain list")
+    browser.find_element(By.ID, "dns-domain").send_keys("example.test")
+    browser.find_element(By.XPATH, "//button[text()='Show records']").click()
+    wait(lambda: "10 mx.example.test." in text_of(browser, "main"), what="the MX record")
+    assert page_errors(browser) == []
