@@ -34,6 +34,7 @@ from txmailhost.web.listrows import PAGE_SIZE, Row, rows_of
 MAX_EXPANDED = 200  # messages listed under an expanded thread; the rest by search or paging
 
 Conversation = tuple[int, ...]  # the UIDs of one thread, in thread order
+_new_tuple = tuple.__new__
 
 
 @dataclass(frozen=True)
@@ -96,12 +97,13 @@ def _group(
     for seq, (uid, internaldate) in enumerate(zip(uids, dates, strict=True), 1):
         message_keys = keys.get(uid, empty)
         sent = message_keys.sent if message_keys.sent is not None else internaldate
-        messages.append(thread.ThreadMessage(uid, seq, sent, message_keys))
+        # tuple.__new__ skips NamedTuple's Python-level __new__ (100,000 times a grouping)
+        messages.append(_new_tuple(thread.ThreadMessage, (uid, seq, sent, message_keys)))
     grouped = []
     for root in thread.references(messages):
         members = _members(root)
         first = keys.get(members[0], empty)
-        grouped.append(Grouped(members, first.display_from, first.subject))
+        grouped.append(_new_tuple(Grouped, (members, first.display_from, first.subject)))
     return grouped
 
 
