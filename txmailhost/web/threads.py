@@ -177,7 +177,7 @@ async def thread_page(
     ordered = await conversations(ctx, mailbox, sort, descending)
     shown = ordered[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
     members = [uid for c in shown for uid in c]
-    columns = await mailbox.columns(members)  # fresh flags: read elsewhere shows at once
+    columns = await mailbox.columns(sorted(members))  # fresh flags: read elsewhere shows now
     info = {
         uid: (flags, size, date)
         for uid, flags, size, date in zip(
