@@ -155,3 +155,24 @@ def test_threads_page_by_thread_not_by_message(server):
     second = browser.get("/mail?folder=INBOX&view=threads&sort=subject&order=asc&page=2").text
     assert [t.split()[3:5] for _, t in _thread_rows(second)] == [["Topic", "50"], ["Topic", "51"]]
     assert "Page 2 of 2" in second
+
+
+def test_a_reply_stored_before_its_original_is_counted_with_its_flags(server):
+    """Thread order (original, then reply) is not UID order here: the page's flags must still
+    be those of the right messages, keywords included."""
+    imap = _imap(server)
+    reply = _append(imap, _message("Re: Boats", "boat2", "boat1", sender="Bea"), 2, seen=True)
+    original = _append(imap, _message("Boats", "boat1"), 1)
+    others = [_append(imap, _message(f"Other {n}", f"o{n}"), 3 + n, seen=True) for n in range(3)]
+    imap.select("INBOX")
+    imap.uid("STORE", f"{original},{others[0]}", "+FLAGS", "($Work)")
+    imap.logout()
+    browser = Browser(server.ports["web"])
+    browser.login(ALICE, PASSWORD)
+    page = browser.get(f"/mail?folder=INBOX&view=threads&expand={reply}").text
+    rows = dict(_thread_rows(page))
+    assert "Boats" in rows[original] and "2 messages, 1 unread" in rows[original]
+    assert all("1 message" in rows[uid] and "unread" not in rows[uid] for uid in others)
+    listed = [int(u) for u in re.findall(r'<tr class="in-thread[^"]*">.*?uid=(\d+)"', page, re.S)]
+    assert listed == [original, reply]
+    assert re.search(rf'<tr class="in-thread unread">.*?uid={original}"', page, re.S)
