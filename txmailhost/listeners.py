@@ -73,12 +73,12 @@ class ServerParts:
     rcpt_throttle: Any  # accounts.throttle.LoginThrottle for unknown recipients
     plaintext_auth: PlaintextAuth
     pools: tuple[Any, ...] = ()  # the server's ThreadPools, for the metrics page
+    # the Listener services, appended by service.build as it makes them (the admin's health)
+    listening: list[Any] = field(default_factory=list)
     # The inbound listener's hand-off when it differs (mail forwarded elsewhere is ARC-sealed).
     inbound_delivery: Any = None
     mailbox_observers: tuple[Any, ...] = ()  # imap.observers.IMailboxObserver (spam training)
     acme_challenges: Any = None  # acme_renewal.Challenges with [tls] acme: HTTP-01 answers
-    # the Listener services, appended by service.build as it makes them (the admin's health)
-    listening: list[Any] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
