@@ -5,7 +5,7 @@ on loopback:
 
 - the message-list page (``GET /mail``, the htmx fragment the page reloads, and the full
   page) on an INBOX of ``--messages`` messages, sorted by date, by size and by subject, first
-  page and a deep page: p50/p99 of the whole request on a kept-alive connection. The first
+  page and a deep page, and in threads (a quarter of the messages answer a recent one): p50/p99 of the whole request on a kept-alive connection. The first
   request (the store indexes 100,000 new files) and the first subject sort (a sort key per
   message, derived once and kept) are reported apart;
 - SSE latency: from the SMTP ``250`` of a message to its ``event: mailbox`` on an open
@@ -64,15 +64,21 @@ def populate(data: Path, messages: int) -> None:
     db.add_domain(DOMAIN)
     db.add_user(USER, PASSWORD)
     rng = random.Random(18)
+    replies = random.Random(5256)  # its own, so the subjects and sizes stay as they were
 
     def contents():
         for i in range(messages):
             subject = " ".join(rng.choice(WORDS) for _ in range(3))
             sender = f"{rng.choice(WORDS).title()} <{rng.choice(WORDS)}@example.org>"
             body = "x" * rng.randint(100, 3000)
+            # a quarter of the messages answer one of the 50 before: threads of a few messages
+            answers = ""
+            if i and replies.random() < 0.25:
+                parent = max(0, i - replies.randint(1, 50))
+                answers = f"In-Reply-To: <{parent}@bench.test>\r\n"
             yield (
                 f"From: {sender}\r\nTo: {USER}\r\nSubject: {subject} {i}\r\n"
-                f"Message-ID: <{i}@bench.test>\r\n\r\n{body}\r\n"
+                f"Message-ID: <{i}@bench.test>\r\n{answers}\r\n{body}\r\n"
             ).encode()
 
     inbox = Path(user_directory(str(data / "mail"), USER))
@@ -215,6 +221,8 @@ def report(ports: dict[str, int], pid: int, args: argparse.Namespace) -> None:
         (f"date, page {deep}, fragment", f"/mail?sort=date&page={deep}", fragment),
         ("size, page 1, fragment", "/mail?sort=size", fragment),
         ("subject, page 1, fragment", "/mail?sort=subject&order=asc", fragment),
+        ("threads, page 1, fragment", "/mail?view=threads", fragment),
+        (f"threads, page {deep // 2}, fragment", f"/mail?view=threads&page={deep // 2}", fragment),
     ]
     print(f"message list, {args.messages} messages, {args.requests} requests each (ms):")
     for label, path, headers in cases:
@@ -225,6 +233,9 @@ def report(ports: dict[str, int], pid: int, args: argparse.Namespace) -> None:
     times = [t * 1000 for t in sse_latency(ports, client, args.sse)]
     print(f"SSE, SMTP 250 -> event (ms, {args.sse}): p50 {percentile(times, 50):.1f}"
           f"  p99 {percentile(times, 99):.1f}  max {max(times):.1f}")  # fmt: skip
+    # new mail came with the SSE rounds: the threads are grouped again (keys are kept)
+    regroup = client.timed("/mail?view=threads", **fragment) * 1000
+    print(f"threads after new mail (grouped again): {regroup:.1f} ms")
     before = rss_kib(pid)
     clients = []
     for _ in range(args.sessions):

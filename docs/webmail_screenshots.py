@@ -33,11 +33,17 @@ MESSAGES = [
      '<p><a href="https://shop.example/">Visit the shop</a></p>'),
     ("Dave <dave@example.com>", "Re: the garden", "The roses are back.", None),
 ]  # fmt: skip
+REPLIES = [
+    ("Alice <alice@example.test>", "Re: Lunch on Friday?", "Yes! One o'clock?", None),
+    ("Bob Martin <bob@example.org>", "Re: Lunch on Friday?", "One it is.", None),
+]
 
 
 def message(sender: str, subject: str, text: str, extra: str | None) -> EmailMessage:
     m = EmailMessage()
     m["From"], m["To"], m["Subject"] = sender, USER, subject
+    if subject == "Lunch on Friday?":
+        m["Message-ID"] = "<lunch@example.org>"
     m.set_content(text)
     if extra and extra.endswith(".pdf"):
         m.add_attachment(b"%PDF-1.4\n", maintype="application", subtype="pdf", filename=extra)
@@ -78,6 +84,23 @@ def main() -> None:
         driver.get(base + "/mail")
         time.sleep(1)
         driver.save_screenshot(os.path.join(OUT, "webmail-phone.png"))
+        # after the others, so they show the inbox as above: a conversation, then threads
+        with smtplib.SMTP("127.0.0.1", server.ports["smtp"]) as smtp:
+            for sender, subject, text, _extra in REPLIES:
+                reply = message(sender, subject, text, None)
+                reply["In-Reply-To"] = reply["References"] = "<lunch@example.org>"
+                smtp.send_message(reply, to_addrs=[USER])
+        driver.set_window_size(1100, 640)
+        driver.get(base + "/mail?view=threads")
+        time.sleep(1)
+        driver.find_element(By.LINK_TEXT, "Lunch on Friday?").click()
+        time.sleep(1)
+        driver.save_screenshot(os.path.join(OUT, "webmail-threads.png"))
+        server.cli("user", "admin", USER, "on")
+        driver.set_window_size(1100, 1130)
+        driver.get(base + "/admin/health")
+        time.sleep(1)
+        driver.save_screenshot(os.path.join(OUT, "webmail-admin-health.png"))
     finally:
         driver.quit()
         server.stop()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +30,13 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from txmailhost.config import Config
 from txmailhost.imap.notify import NotifyHub
 from txmailhost.imap.server import IMAPFactory
+from txmailhost.mailauth import dnsrecords
+from txmailhost.mailauth.keys import KeyStore
+from txmailhost.mailauth.resolver import MailAuthResolver
+from txmailhost.ops import control
+from txmailhost.ops.eventlog import log_path
 from txmailhost.ops.exposition import MetricsSite
+from txmailhost.ops.log_grep import rotations
 from txmailhost.peer import PlaintextAuth
 from txmailhost.pop3.server import POP3Factory
 from txmailhost.queue.spool import Spool
@@ -39,6 +46,7 @@ from txmailhost.smtp import replies as smtp_replies
 from txmailhost.smtp.outbox import Outbox
 from txmailhost.smtp.policy import InboundPolicy, SubmissionPolicy
 from txmailhost.smtp.server import SMTPFactory
+from txmailhost.web.admin_access import AdminSources
 from txmailhost.web.context import ClientSettings
 from txmailhost.web.redirect import RedirectSite
 from txmailhost.web.site import WebSite, build_site
@@ -66,6 +74,8 @@ class ServerParts:
     rcpt_throttle: Any  # accounts.throttle.LoginThrottle for unknown recipients
     plaintext_auth: PlaintextAuth
     pools: tuple[Any, ...] = ()  # the server's ThreadPools, for the metrics page
+    # the Listener services, appended by service.build as it makes them (the admin's health)
+    listening: list[Any] = field(default_factory=list)
     # The inbound listener's hand-off when it differs (mail forwarded elsewhere is ARC-sealed).
     inbound_delivery: Any = None
     mailbox_observers: tuple[Any, ...] = ()  # imap.observers.IMailboxObserver (spam training)
@@ -262,6 +272,33 @@ def web(parts: ServerParts, implicit_tls: bool) -> WebSite:
         accounts_pool=parts.router.accounts_pool,
         scripts=script_store(config),  # the store ManageSieve and delivery use
         spool=Spool(config.queue_dir),  # what `txmailhost queue` reads and writes requests to
+        admin_sources=_admin_sources(parts),
+    )
+
+
+def _admin_sources(parts: ServerParts) -> AdminSources:
+    """The admin console's DKIM/DNS, event log and health pages read what the CLI's
+    ``dkim list``, ``dns --check``, ``log grep`` and ``who`` read."""
+    config = parts.config
+    keys = KeyStore(os.path.join(config.data_dir, "dkim"))
+    logged = log_path(config)
+    workers = max(1, config.workers)
+    return AdminSources(
+        data_dir=config.data_dir,
+        certificate=config.tls.certificate,
+        dkim=keys,
+        dns_records=lambda domain: dnsrecords.records_for(domain, config, keys),
+        new_resolver=functools.partial(
+            MailAuthResolver, config.relay.nameservers, timeout=config.mailauth.dns_timeout
+        ),
+        dns_timeout=max(3.0, 2 * config.mailauth.dns_timeout),
+        dns_lookup_timeout=config.mailauth.dns_timeout,
+        other_storage=(("mail", config.mail_root), ("relay queue", config.queue_dir)),
+        log_files=lambda: rotations(logged) if logged else [],
+        listeners=parts.listening,
+        control_sockets=[control.socket_path(config, slot) for slot in range(workers)],
+        ask_control=control.ask,
+        workers=workers,
     )
 
 

@@ -583,7 +583,9 @@ def build(
                 security.max_connections,
                 security.max_connections_per_ip,
             )
-            Listener(reactor, kind.label, description, limited, adopt).setServiceParent(top)
+            listener = Listener(reactor, kind.label, description, limited, adopt)
+            listener.setServiceParent(top)
+            parts.listening.append(listener)
             open_listeners.append((kind.label, limited))
     # 'txmailhost who' and 'kick' ask through DATA/run/control.sock (ops/control.py).
     sessions = top.sessions = Sessions(open_listeners)

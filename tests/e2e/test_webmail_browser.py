@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import http.server
 import os
-import shutil
 import smtplib
 import ssl
 import threading
@@ -22,22 +21,20 @@ from email.message import EmailMessage
 import pytest
 
 from tests.e2e.conftest import PASSWORD, start_from_template
+from tests.support.browser import (  # skips the module without Selenium
+    BROWSER_MARKS,
+    By,
+    Keys,
+    chromium,
+    click,
+    log_in,
+    page_errors,
+    text_of,
+    wait,
+)
 from tests.web.xss_corpus import VECTORS
 
-webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.common.exceptions import (  # noqa: E402
-    NoSuchElementException,
-    StaleElementReferenceException,
-)
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.common.keys import Keys  # noqa: E402
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs chromium and chromedriver"),
-]
+pytestmark = BROWSER_MARKS
 ALICE = "alice@example.test"
 
 
@@ -50,17 +47,8 @@ def web_server(server_template, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    options = webdriver.ChromeOptions()
-    for argument in ("--headless=new", "--no-sandbox", "--ignore-certificate-errors",
-                     "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900",
-                     "--no-first-run", "--disable-background-networking"):  # fmt: skip
-        options.add_argument(argument)
-    options.binary_location = CHROMIUM
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(CHROMEDRIVER))
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
+    with chromium() as driver:
+        yield driver
 
 
 class Tracker:
@@ -111,64 +99,25 @@ def _message(subject: str, text: str, html: str | None = None) -> EmailMessage:
     return message
 
 
-def _wait(condition, timeout: float = 15, what: str = "") -> None:
-    deadline = time.time() + timeout
-    while not condition():
-        if time.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-def _text(driver, element_id: str) -> str:
-    """The text of an element htmx may be swapping out at this very moment, including what
-    only screen readers get (visually hidden)."""
-    try:
-        return driver.find_element(By.ID, element_id).get_attribute("textContent")
-    except StaleElementReferenceException:
-        return ""
-
-
-def _click(driver, link_text: str, timeout: float = 15) -> None:
-    """Click a link once it is there, retrying while htmx swaps the list it is in."""
-    deadline = time.time() + timeout
-    while True:
-        try:
-            driver.find_element(By.LINK_TEXT, link_text).click()
-            return
-        except (StaleElementReferenceException, NoSuchElementException):
-            if time.time() > deadline:
-                raise
-            time.sleep(0.1)
-
-
-def _page_errors(driver) -> list[str]:
-    """Console errors of our own pages (the sandboxed message body may log refusals)."""
-    return [
-        entry["message"]
-        for entry in driver.get_log("browser")
-        if entry["level"] == "SEVERE" and "/message/body" not in entry["message"]
-    ]
-
-
 def test_log_in_by_keyboard_see_the_inbox_and_get_new_mail_without_reload(web_server, browser):
     base = f"https://127.0.0.1:{web_server.ports['web']}"
     browser.get(base + "/")
     assert browser.current_url == base + "/login"
     browser.find_element(By.ID, "username").send_keys(ALICE)  # autofocused
     browser.find_element(By.ID, "password").send_keys(PASSWORD + Keys.ENTER)
-    _wait(lambda: browser.current_url.startswith(base + "/mail"), what="the mail page")
-    _wait(lambda: "Inbox" in _text(browser, "folder-list"), what="the folders")
+    wait(lambda: browser.current_url.startswith(base + "/mail"), what="the mail page")
+    wait(lambda: "Inbox" in text_of(browser, "folder-list"), what="the folders")
     assert browser.execute_script("return window.htmx && window.htmx.version") == "2.0.11"
 
     _send(web_server, _message("pushed without reload", "hello"))
 
-    _wait(
-        lambda: "pushed without reload" in _text(browser, "message-list"),
+    wait(
+        lambda: "pushed without reload" in text_of(browser, "message-list"),
         what="the pushed message in the list",
     )
-    _wait(lambda: "1 unread" in " ".join(_text(browser, "folder-list").split()),
+    wait(lambda: "1 unread" in " ".join(text_of(browser, "folder-list").split()),
           what="the unread count")  # fmt: skip
-    assert _page_errors(browser) == []
+    assert page_errors(browser) == []
 
 
 def test_hostile_html_mail_runs_no_script_and_loads_nothing_until_images_are_allowed(
@@ -193,37 +142,28 @@ def test_hostile_html_mail_runs_no_script_and_loads_nothing_until_images_are_all
         _send(web_server, _message("hostile html", "text", html))
         base = f"https://127.0.0.1:{web_server.ports['web']}"
         browser.get(base + "/mail")
-        _click(browser, "hostile html")
+        click(browser, "hostile html")
         frame = browser.find_element(By.CSS_SELECTOR, "iframe.body")
         assert frame.get_attribute("sandbox") == "allow-popups allow-popups-to-escape-sandbox"
         browser.switch_to.frame(frame)
-        _wait(lambda: "Hostile test" in browser.find_element(By.TAG_NAME, "body").text)
+        wait(lambda: "Hostile test" in browser.find_element(By.TAG_NAME, "body").text)
         browser.switch_to.default_content()
         time.sleep(1.5)  # anything the message could start has had time to reach the tracker
         assert tracker.hits == []
 
-        _click(browser, "Show images in this message")
-        _wait(lambda: "/pixel.gif" in tracker.hits, what="the allowed image")
+        click(browser, "Show images in this message")
+        wait(lambda: "/pixel.gif" in tracker.hits, what="the allowed image")
         time.sleep(1)
         # only images were fetched: no script, style sheet, frame, refresh or form
         assert {hit.split("?")[0] for hit in tracker.hits} <= {"/pixel.gif"}
-        assert _page_errors(browser) == []
+        assert page_errors(browser) == []
     finally:
         tracker.close()
 
 
 def _logged_in(browser, base: str) -> None:
     """Log alice in unless the module's browser is already."""
-    browser.get(base + "/mail")
-    if browser.current_url.startswith(base + "/mail"):
-        if ALICE in browser.find_element(By.TAG_NAME, "header").text:
-            return
-        browser.find_element(By.XPATH, "//header//button[text()='Log out']").click()
-        _wait(lambda: browser.current_url.startswith(base + "/login"), what="the login page")
-    if browser.current_url.startswith(base + "/login"):
-        browser.find_element(By.ID, "username").send_keys(ALICE)
-        browser.find_element(By.ID, "password").send_keys(PASSWORD + Keys.ENTER)
-        _wait(lambda: browser.current_url.startswith(base + "/mail"), what="the mail page")
+    log_in(browser, base, ALICE, PASSWORD)
 
 
 def test_compose_with_an_attachment_and_the_recipient_receives_it(web_server, browser, tmp_path):
@@ -235,8 +175,8 @@ def test_compose_with_an_attachment_and_the_recipient_receives_it(web_server, br
 
     base = f"https://127.0.0.1:{web_server.ports['web']}"
     _logged_in(browser, base)
-    _click(browser, "Compose")
-    _wait(lambda: browser.current_url.startswith(base + "/compose"), what="the compose page")
+    click(browser, "Compose")
+    wait(lambda: browser.current_url.startswith(base + "/compose"), what="the compose page")
     attachment = tmp_path / "plan \u00e9t\u00e9.pdf"
     attachment.write_bytes(b"%PDF-1.4 browser upload " + bytes(range(256)) * 200)
     browser.find_element(By.ID, "to").send_keys("Bob <bob@example.test>")
@@ -244,8 +184,8 @@ def test_compose_with_an_attachment_and_the_recipient_receives_it(web_server, br
     browser.find_element(By.ID, "body").send_keys("Hello Bob,\nthe plan is attached.")
     browser.find_element(By.ID, "attachment").send_keys(str(attachment))
     browser.find_element(By.CSS_SELECTOR, "button[value=send]").click()
-    _wait(lambda: browser.current_url == base + "/mail?folder=Sent", what="the Sent folder")
-    _wait(lambda: "from the browser" in _text(browser, "message-list"), what="the sent copy")
+    wait(lambda: browser.current_url == base + "/mail?folder=Sent", what="the Sent folder")
+    wait(lambda: "from the browser" in text_of(browser, "message-list"), what="the sent copy")
 
     deadline = time.time() + 15
     while True:
@@ -264,36 +204,85 @@ def test_compose_with_an_attachment_and_the_recipient_receives_it(web_server, br
     [part] = list(received.iter_attachments())
     assert part.get_filename() == "plan \u00e9t\u00e9.pdf"
     assert part.get_content() == attachment.read_bytes()
-    assert _page_errors(browser) == []
+    assert page_errors(browser) == []
 
 
 def test_search_mark_spam_and_an_admin_creates_a_user_who_logs_in(web_server, browser):
     base = f"https://127.0.0.1:{web_server.ports['web']}"
     _send(web_server, _message("zebra crossing notes", "about zebras"))
     _logged_in(browser, base)
-    _wait(lambda: "zebra crossing" in _text(browser, "message-list"), what="the message")
+    wait(lambda: "zebra crossing" in text_of(browser, "message-list"), what="the message")
     search = browser.find_element(By.ID, "search-q")
     search.send_keys("zebras" + Keys.ENTER)
-    _wait(lambda: browser.current_url.startswith(base + "/search"), what="the results")
-    _wait(lambda: "1 message found" in " ".join(_text(browser, "main").split()),
+    wait(lambda: browser.current_url.startswith(base + "/search"), what="the results")
+    wait(lambda: "1 message found" in " ".join(text_of(browser, "main").split()),
           what="the result count")  # fmt: skip
-    _click(browser, "zebra crossing notes")
+    click(browser, "zebra crossing notes")
     browser.find_element(By.XPATH, "//button[text()='Spam']").click()
     browser.get(base + "/mail?folder=Junk")
-    _wait(lambda: "zebra crossing" in _text(browser, "message-list"), what="the message in Junk")
+    wait(lambda: "zebra crossing" in text_of(browser, "message-list"), what="the message in Junk")
 
     web_server.cli("user", "admin", ALICE, "on")
     browser.get(base + "/settings")
-    _click(browser, "Admin console")
+    click(browser, "Admin console")
     browser.find_element(By.ID, "user-address").send_keys("erin@example.test")
     browser.find_element(By.ID, "user-password").send_keys("erins-browser-password")
     browser.find_element(By.XPATH, "//button[text()='Add user']").click()
-    _wait(lambda: "User erin@example.test added" in " ".join(_text(browser, "main").split()),
+    wait(lambda: "User erin@example.test added" in " ".join(text_of(browser, "main").split()),
           what="the new user")  # fmt: skip
     browser.find_element(By.XPATH, "//header//button[text()='Log out']").click()
-    _wait(lambda: browser.current_url.startswith(base + "/login"), what="the login page")
+    wait(lambda: browser.current_url.startswith(base + "/login"), what="the login page")
     browser.find_element(By.ID, "username").send_keys("erin@example.test")
     browser.find_element(By.ID, "password").send_keys("erins-browser-password" + Keys.ENTER)
-    _wait(lambda: "erin@example.test" in browser.find_element(By.TAG_NAME, "header").text,
+    wait(lambda: "erin@example.test" in browser.find_element(By.TAG_NAME, "header").text,
           what="erin's mail page")  # fmt: skip
-    assert _page_errors(browser) == []
+    assert page_errors(browser) == []
+
+
+def test_the_threads_view_groups_a_conversation_and_expands_it(web_server, browser):
+    base = f"https://127.0.0.1:{web_server.ports['web']}"
+    first = _message("kayak trip", "shall we?")
+    first["Message-ID"] = "<kayak-1@remote.test>"
+    reply = _message("Re: kayak trip", "yes, Sunday")
+    reply["Message-ID"], reply["References"] = "<kayak-2@remote.test>", "<kayak-1@remote.test>"
+    _send(web_server, first)
+    _send(web_server, reply)
+    _logged_in(browser, base)
+    wait(lambda: "Re: kayak trip" in text_of(browser, "message-list"), what="the reply")
+    click(browser, "Threads")
+    wait(lambda: "2 messages, 2 unread" in " ".join(text_of(browser, "message-list").split()),
+          what="the conversation's row")  # fmt: skip
+    assert "view=threads" in browser.current_url  # pushed to the history: reload keeps it
+    assert "Re: kayak trip" not in text_of(browser, "message-list")  # one row for both
+    click(browser, "kayak trip")  # expands, by htmx, in place
+    wait(lambda: "Re: kayak trip" in text_of(browser, "message-list"), what="the thread's messages")
+    click(browser, "Re: kayak trip")
+    wait(lambda: "yes, Sunday" in text_of(browser, "main"), what="the reply opened")
+    browser.back()
+    wait(lambda: "1 unread" in " ".join(text_of(browser, "message-list").split()),
+          what="the thread with one message read")  # fmt: skip
+    assert page_errors(browser) == []
+
+
+def test_the_admin_consoles_pages_are_reached_by_their_links_and_load_cleanly(web_server, browser):
+    base = f"https://127.0.0.1:{web_server.ports['web']}"
+    web_server.cli("user", "admin", ALICE, "on")
+    _logged_in(browser, base)
+    browser.get(base + "/admin")
+    for link, heading, content in (
+        ("Health", "Health", "bound on 127.0.0.1"),
+        ("Event log", "Event log", "The latest"),
+        ("DKIM and DNS", "DKIM keys and DNS records", "No DKIM keys yet"),
+        ("Relay queue", "Relay queue", "The queue is empty"),
+    ):
+        click(browser, link)
+        wait(lambda heading=heading: browser.find_element(By.TAG_NAME, "h1").text.startswith(heading),
+             what=heading)  # fmt: skip
+        assert content in text_of(browser, "main"), link
+    # the records of a domain, chosen with the keyboard from the form
+    click(browser, "DKIM and DNS")
+    wait(lambda: browser.find_elements(By.ID, "dns-domain"), what="the domain list")
+    browser.find_element(By.ID, "dns-domain").send_keys("example.test")
+    browser.find_element(By.XPATH, "//button[text()='Show records']").click()
+    wait(lambda: "10 mx.example.test." in text_of(browser, "main"), what="the MX record")
+    assert page_errors(browser) == []

@@ -4,19 +4,22 @@ What it owns: the HTTPS site on ``[listen] web`` (``site.py``, one resource rout
 in ``app.py``), the plain-HTTP listener that only redirects to it (``redirect.py``), the
 browser sessions (``sessions.py``: server-side, in memory, ended at idle timeout, lifetime,
 logout or restart), the pages (``login.py``, ``folders.py``, ``reading.py``, ``moving.py``,
-``compose.py`` with ``composing.py`` and ``uploads.py``, ``search.py``, ``folderadmin.py``,
-``settings.py``, ``admin.py``) rendered with Jinja2 (autoescape on, ``rendering.py``) from
-``templates/``, new-mail push (``events.py``, Server-Sent Events), the assets in ``static/``
-(ours, and htmx from npm, pinned and checked by hash in ``static.py``), messages parsed for
-reading (``messageview.py``) with HTML made safe by nh3 (``sanitize.py``), sort orders and
-keys (``sortkeys.py``), the autoconfiguration files (``autoconfig.py``, ``mobileconfig.py``).
+``threads.py``, ``compose.py`` with ``composing.py`` and ``uploads.py``, ``search.py``,
+``folderadmin.py``, ``settings.py``, ``admin*.py``) rendered with Jinja2 (autoescape on,
+``rendering.py``) from ``templates/``, new-mail push (``events.py``, Server-Sent Events),
+the assets in ``static/`` (ours, and htmx from npm, pinned and checked by hash in
+``static.py``), messages parsed for reading (``messageview.py``) with HTML made safe by nh3
+(``sanitize.py``), sort orders and keys (``sortkeys.py``), the autoconfiguration files
+(``autoconfig.py``, ``mobileconfig.py``).
 
 What it may import: the accounts Portal (the same ``ThrottledPortal`` IMAP, POP3 and SMTP AUTH
 log in through, so failures count across all of them), the store interfaces
 (``store.interfaces``), ``session.auth.PasswordLogin`` and ``peer``; the IMAP server's pure
 search modules (``imap.search``, ``imap.matching``, ``imap.session``'s view) and mailbox
-observers (``imap.observers.tell``), so search and spam training mean what they mean over
-IMAP; ``sieve.admin``/``sieve.scripts`` for the settings; and ``smtp.outbox.Refused`` (the
+observers (``imap.observers.tell``), and its threading (``imap.thread``, ``imap.headerkeys``),
+so search, threads and spam training mean what they mean over IMAP; ``mailauth.dnsrecords``
+and ``ops.log_grep`` for the admin console (the CLI's code); ``sieve.admin``/``sieve.scripts``
+for the settings; and ``smtp.outbox.Refused`` (the
 ``Outbox`` itself, port 587's pipeline, is built and handed in by ``listeners.py``). Never a
 protocol's server; nothing imports ``web`` but ``listeners.py``.
 

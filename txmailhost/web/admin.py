@@ -1,5 +1,7 @@
 """The admin console, for users flagged admin (``txmailhost user add --admin``, ``txmailhost
-user admin ADDR on|off``): domains, users, aliases and the relay queue.
+user admin ADDR on|off``): domains, users, aliases and the relay queue here; DKIM keys and
+DNS records (``admin_dns.py``), the event log (``admin_log.py``) and the server's health
+(``admin_health.py``) beside it, all behind ``admin_access.admin_only``.
 
 Every page and action goes through the code the CLI runs, so both say and do the same:
 ``IAccounts`` for domains and users (and ``IMailStore.provision`` for a new user's folders,
@@ -9,6 +11,11 @@ bounce, delete, hold and release (``Spool.request``: what ``txmailhost queue ret
 writes, applied by the running queue within a second). Listing the queue reads the spool's
 envelopes as ``queue list`` does.
 
+Each form posts an ``action``; the route's table of actions (:data:`DOMAIN_ACTIONS` ...)
+maps it to a coroutine that does it and says what was done, and :func:`_act` runs it the
+same way for all: an ``AccountError`` or ``ValueError`` (a bad size, a weak password) shows
+the page again with the error and a 400, success is logged and redirected (See Other).
+
 To anyone not flagged admin every ``/admin`` route is a 404, like a page that doesn't exist.
 An admin can't remove themselves or withdraw their own flag here (so nobody locks the last
 admin out by a click); the CLI still can. Each action is logged with the admin's address.
@@ -16,14 +23,15 @@ admin out by a click); the CLI still can. Each action is logged with the admin's
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from txmailhost.accounts.db import parse_size
 from txmailhost.accounts.interfaces import AccountError
+from txmailhost.web.admin_access import accounts_call, admin_only
 from txmailhost.web.context import Route, WebContext
 from txmailhost.web.responses import Response, redirect, text
 
@@ -32,20 +40,7 @@ log = Logger(namespace="txmailhost.web")
 QUEUE_ACTIONS = ("retry", "bounce", "delete", "hold", "release")
 MAX_LISTED = 500
 
-
-class NotAdmin(Exception):
-    pass
-
-
-def _accounts(ctx: WebContext, function: Any, *args: Any) -> Any:
-    services = ctx.services
-    return deferToThreadPool(services.reactor, services.accounts_pool, function, *args)
-
-
-async def _admin(ctx: WebContext) -> None:
-    accounts = ctx.services.accounts
-    if accounts is None or not await _accounts(ctx, accounts.is_admin, ctx.user):
-        raise NotAdmin()
+Action = Callable[[WebContext], Awaitable[str]]  # does it; says what was done
 
 
 def _load_queue(spool: Any) -> list[Any]:
@@ -60,14 +55,14 @@ def _load_queue(spool: Any) -> list[Any]:
 
 async def _page(ctx: WebContext, status: int = 200, error: str = "") -> Response:
     accounts = ctx.services.accounts
-    rules = await _accounts(ctx, accounts.address_rules)
+    rules = await accounts_call(ctx, accounts.address_rules)
 
     def everything() -> tuple[Any, Any, Any]:
         users = accounts.list_users(None)
         return (accounts.domain_table(), [(u, accounts.is_admin(u)) for u in users],
                 rules.list_aliases(None))  # fmt: skip
 
-    domains, users, aliases = await _accounts(ctx, everything)
+    domains, users, aliases = await accounts_call(ctx, everything)
     return ctx.render("admin.html", status, error=error, done=ctx.arg("done")[:200],
                       domains=domains, users=users, aliases=aliases)  # fmt: skip
 
@@ -80,97 +75,157 @@ def _done(what: str, where: str = "/admin") -> Response:
     return redirect(f"{where}?done={quote(what)}")
 
 
-async def overview(ctx: WebContext) -> Response:
-    await _admin(ctx)
-    return await _page(ctx)
-
-
-async def domains(ctx: WebContext) -> Response:
-    await _admin(ctx)
-    accounts, action, domain = ctx.services.accounts, ctx.arg("action"), ctx.arg("domain")
+async def _act(ctx: WebContext, actions: Mapping[str, Action]) -> Response:
+    """Run the form's ``action`` from ``actions``: its refusal is the page with the error
+    (400), its success is logged with the admin's address and redirected to the page."""
+    action = actions.get(ctx.arg("action"))
+    if action is None:
+        return text(400, "unknown action")
     try:
-        if action == "add":
-            name = await _accounts(ctx, accounts.add_domain, domain)
-            done = f"Domain {name} added"
-        elif action == "quota":
-            rules = await _accounts(ctx, accounts.address_rules)
-            limit = parse_size(ctx.arg("quota") or "none")
-            name = await _accounts(ctx, rules.set_domain_quota, domain, limit)
-            done = f"Default quota of {name}: {_size_text(limit)}"
-        elif action == "remove":
-            removed = await _accounts(ctx, accounts.remove_domain, domain, False)
-            done = f"Domain {domain} removed" + (f" with {len(removed)} users" if removed else "")
-        else:
-            return text(400, "unknown action")
+        done = await action(ctx)
     except (AccountError, ValueError) as e:
         return await _page(ctx, 400, str(e))
     log.info("web admin {admin}: {done}", admin=ctx.user, done=done)
     return _done(done)
+
+
+def _actions(table: Mapping[str, Action]) -> Callable[[WebContext], Awaitable[Response]]:
+    async def run(ctx: WebContext) -> Response:
+        return await _act(ctx, table)
+
+    return run
+
+
+async def _rules(ctx: WebContext) -> Any:
+    return await accounts_call(ctx, ctx.services.accounts.address_rules)
+
+
+def _quota(ctx: WebContext) -> int | None:
+    return parse_size(ctx.arg("quota") or "none")  # ValueError: the page says why
+
+
+# -- domains ------------------------------------------------------------------------------
+
+
+async def _add_domain(ctx: WebContext) -> str:
+    name = await accounts_call(ctx, ctx.services.accounts.add_domain, ctx.arg("domain"))
+    return f"Domain {name} added"
+
+
+async def _domain_quota(ctx: WebContext) -> str:
+    limit = _quota(ctx)
+    name = await accounts_call(ctx, (await _rules(ctx)).set_domain_quota, ctx.arg("domain"), limit)
+    return f"Default quota of {name}: {_size_text(limit)}"
+
+
+async def _remove_domain(ctx: WebContext) -> str:
+    domain = ctx.arg("domain")
+    removed = await accounts_call(ctx, ctx.services.accounts.remove_domain, domain, False)
+    return f"Domain {domain} removed" + (f" with {len(removed)} users" if removed else "")
+
+
+DOMAIN_ACTIONS: dict[str, Action] = {
+    "add": _add_domain,
+    "quota": _domain_quota,
+    "remove": _remove_domain,
+}
+
+
+# -- users --------------------------------------------------------------------------------
+
+
+def _address(ctx: WebContext) -> str:
+    return ctx.arg("address").strip()
+
+
+async def _add_user(ctx: WebContext) -> str:
+    accounts = ctx.services.accounts
+    address = await accounts_call(ctx, accounts.add_user, _address(ctx), ctx.arg("password"))
+    try:
+        await ctx.store.provision(address)
+    except BaseException:
+        await accounts_call(ctx, accounts.remove_user, address)  # no account without mail
+        raise
+    if ctx.arg("admin") == "1":
+        await accounts_call(ctx, accounts.set_admin, address, True)
+    return f"User {address} added"
+
+
+async def _set_password(ctx: WebContext) -> str:
+    accounts = ctx.services.accounts
+    address = await accounts_call(ctx, accounts.set_password, _address(ctx), ctx.arg("password"))
+    return f"Password of {address} set"
+
+
+async def _user_quota(ctx: WebContext) -> str:
+    limit = _quota(ctx)
+    address = await accounts_call(ctx, (await _rules(ctx)).set_quota, _address(ctx), limit)
+    return f"Quota of {address}: {_size_text(limit)}"
+
+
+def _set_admin(flag: bool) -> Action:
+    async def run(ctx: WebContext) -> str:
+        accounts = ctx.services.accounts
+        address = await accounts_call(ctx, accounts.set_admin, _address(ctx), flag)
+        return f"{address}: admin {'on' if flag else 'off'}"
+
+    return run
+
+
+async def _remove_user(ctx: WebContext) -> str:
+    address = await accounts_call(ctx, ctx.services.accounts.remove_user, _address(ctx))
+    for session in list(ctx.services.sessions.of_user(address)):
+        ctx.services.sessions.end(session, "account removed")
+    return f"User {address} removed (mail kept)"
+
+
+USER_ACTIONS: dict[str, Action] = {
+    "add": _add_user,
+    "password": _set_password,
+    "quota": _user_quota,
+    "admin": _set_admin(True),
+    "unadmin": _set_admin(False),
+    "remove": _remove_user,
+}
 
 
 async def users(ctx: WebContext) -> Response:
-    await _admin(ctx)
-    accounts, action = ctx.services.accounts, ctx.arg("action")
-    address, password = ctx.arg("address").strip(), ctx.arg("password")
-    if action in ("remove", "unadmin") and address.lower() == ctx.user:
+    if ctx.arg("action") in ("remove", "unadmin") and _address(ctx).lower() == ctx.user:
         return await _page(ctx, 400, "You can't do that to your own account here.")
-    try:
-        if action == "add":
-            address = await _accounts(ctx, accounts.add_user, address, password)
-            try:
-                await ctx.store.provision(address)
-            except BaseException:
-                await _accounts(ctx, accounts.remove_user, address)  # no account without mail
-                raise
-            if ctx.arg("admin") == "1":
-                await _accounts(ctx, accounts.set_admin, address, True)
-            done = f"User {address} added"
-        elif action == "password":
-            address = await _accounts(ctx, accounts.set_password, address, password)
-            done = f"Password of {address} set"
-        elif action == "quota":
-            rules = await _accounts(ctx, accounts.address_rules)
-            limit = parse_size(ctx.arg("quota") or "none")
-            address = await _accounts(ctx, rules.set_quota, address, limit)
-            done = f"Quota of {address}: {_size_text(limit)}"
-        elif action in ("admin", "unadmin"):
-            address = await _accounts(ctx, accounts.set_admin, address, action == "admin")
-            done = f"{address}: admin {'on' if action == 'admin' else 'off'}"
-        elif action == "remove":
-            address = await _accounts(ctx, accounts.remove_user, address)
-            for session in list(ctx.services.sessions.of_user(address)):
-                ctx.services.sessions.end(session, "account removed")
-            done = f"User {address} removed (mail kept)"
-        else:
-            return text(400, "unknown action")
-    except (AccountError, ValueError) as e:
-        return await _page(ctx, 400, str(e))
-    log.info("web admin {admin}: {done}", admin=ctx.user, done=done)
-    return _done(done)
+    return await _act(ctx, USER_ACTIONS)
 
 
-async def aliases(ctx: WebContext) -> Response:
-    await _admin(ctx)
-    rules = await _accounts(ctx, ctx.services.accounts.address_rules)
-    action, address = ctx.arg("action"), ctx.arg("address").strip()
-    targets = [t.strip() for t in ctx.arg("targets").split(",") if t.strip()]
-    try:
-        if action == "add":
-            source, added = await _accounts(ctx, rules.add_alias, address, targets)
-            done = f"Alias {source} -> {', '.join(added)}"
-        elif action == "remove":
-            count = await _accounts(ctx, rules.remove_alias, address, targets or None)
-            done = f"Alias {address} removed ({count})"
-        else:
-            return text(400, "unknown action")
-    except (AccountError, ValueError) as e:
-        return await _page(ctx, 400, str(e))
-    log.info("web admin {admin}: {done}", admin=ctx.user, done=done)
-    return _done(done)
+# -- aliases ------------------------------------------------------------------------------
+
+
+def _targets(ctx: WebContext) -> list[str]:
+    return [t.strip() for t in ctx.arg("targets").split(",") if t.strip()]
+
+
+async def _add_alias(ctx: WebContext) -> str:
+    rules = await _rules(ctx)
+    source, added = await accounts_call(ctx, rules.add_alias, _address(ctx), _targets(ctx))
+    return f"Alias {source} -> {', '.join(added)}"
+
+
+async def _remove_alias(ctx: WebContext) -> str:
+    rules = await _rules(ctx)
+    address = _address(ctx)
+    count = await accounts_call(ctx, rules.remove_alias, address, _targets(ctx) or None)
+    return f"Alias {address} removed ({count})"
+
+
+ALIAS_ACTIONS: dict[str, Action] = {"add": _add_alias, "remove": _remove_alias}
+
+
+# -- pages and the queue ------------------------------------------------------------------
+
+
+async def overview(ctx: WebContext) -> Response:
+    return await _page(ctx)
 
 
 async def queue_page(ctx: WebContext) -> Response:
-    await _admin(ctx)
     spool = ctx.services.spool
     envelopes = await ctx.services.in_thread(_load_queue, spool) if spool else []
     return ctx.render("admin_queue.html", envelopes=envelopes, done=ctx.arg("done")[:200],
@@ -178,7 +233,6 @@ async def queue_page(ctx: WebContext) -> Response:
 
 
 async def queue_action(ctx: WebContext) -> Response:
-    await _admin(ctx)
     spool, action, queue_id = ctx.services.spool, ctx.arg("action"), ctx.arg("id")
     if spool is None or action not in QUEUE_ACTIONS:
         return text(400, "unknown action")
@@ -190,25 +244,11 @@ async def queue_action(ctx: WebContext) -> Response:
     return _done(f"{action} of {queue_id} requested", "/admin/queue")
 
 
-def guarded(handler: Any) -> Any:
-    """A 404 for anyone not admin, from whichever route they tried."""
-
-    async def run(ctx: WebContext) -> Response:
-        try:
-            return await handler(ctx)
-        except NotAdmin:
-            return text(404, "not found")
-
-    run.__name__ = handler.__name__
-    run.__doc__ = handler.__doc__
-    return run
-
-
 ROUTES = [
-    Route("GET", "/admin", guarded(overview)),
-    Route("POST", "/admin/domains", guarded(domains)),
-    Route("POST", "/admin/users", guarded(users)),
-    Route("POST", "/admin/aliases", guarded(aliases)),
-    Route("GET", "/admin/queue", guarded(queue_page)),
-    Route("POST", "/admin/queue", guarded(queue_action)),
+    Route("GET", "/admin", admin_only(overview)),
+    Route("POST", "/admin/domains", admin_only(_actions(DOMAIN_ACTIONS))),
+    Route("POST", "/admin/users", admin_only(users)),
+    Route("POST", "/admin/aliases", admin_only(_actions(ALIAS_ACTIONS))),
+    Route("GET", "/admin/queue", admin_only(queue_page)),
+    Route("POST", "/admin/queue", admin_only(queue_action)),
 ]

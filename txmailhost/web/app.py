@@ -29,6 +29,9 @@ from twisted.web.server import NOT_DONE_YET
 from txmailhost.store.interfaces import InvalidMailboxName, NoSuchMailbox, NoSuchMessage
 from txmailhost.web import (
     admin,
+    admin_dns,
+    admin_health,
+    admin_log,
     autoconfig,
     compose,
     events,
@@ -60,6 +63,9 @@ ROUTES: list[Route] = [
     *settings.ROUTES,
     *mobileconfig.ROUTES,
     *admin.ROUTES,
+    *admin_dns.ROUTES,
+    *admin_log.ROUTES,
+    *admin_health.ROUTES,
     *events.ROUTES,
     *autoconfig.ROUTES,
 ]

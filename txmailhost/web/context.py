@@ -57,6 +57,7 @@ class WebServices:
     accounts_pool: Any = None  # the pool the accounts backend is used from
     scripts: Any = None  # sieve.scripts store, the one ManageSieve saves through
     spool: Any = None  # queue.spool.Spool: the admin console's queue list and requests
+    admin_sources: Any = None  # admin_access.AdminSources: DKIM/DNS, event log, health pages
 
     def in_thread(self, function: Callable[..., Any], *args: Any) -> Any:
         """Deferred of ``function(*args)`` run in the site's pool, off the reactor."""

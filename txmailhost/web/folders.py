@@ -13,15 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import gatherResults
-
-from txmailhost.store.interfaces import FLAGGED, INBOX, SEEN
+from txmailhost.store.interfaces import INBOX
+from txmailhost.web import threads
 from txmailhost.web.context import Route, WebContext
+from txmailhost.web.listrows import PAGE_SIZE, Row, rows_of
 from txmailhost.web.responses import Response, redirect
-from txmailhost.web.sortkeys import decode_header, header_fields, sender_name
 
-PAGE_SIZE = 50
 SORTS = ("date", "from", "subject", "size")
+VIEWS = ("messages", "threads")
 
 
 @dataclass(frozen=True)
@@ -31,17 +30,6 @@ class Folder:
     label: str
     messages: int
     unseen: int
-
-
-@dataclass(frozen=True)
-class Row:
-    uid: int
-    sender: str
-    subject: str
-    date: float
-    size: int
-    seen: bool
-    flagged: bool
 
 
 async def folder_list(ctx: WebContext) -> list[Folder]:
@@ -92,28 +80,6 @@ async def _order(ctx: WebContext, mailbox: Any, sort: str, descending: bool) -> 
     return order
 
 
-def _runs(uids: list[int], gap: int = 64) -> list[list[int]]:
-    """The sorted ``uids`` in groups of near neighbours."""
-    runs: list[list[int]] = []
-    for uid in sorted(uids):
-        if runs and uid - runs[-1][-1] <= gap:
-            runs[-1].append(uid)
-        else:
-            runs.append([uid])
-    return runs
-
-
-async def _headers_of(mailbox: Any, uids: list[int]) -> dict[int, Any]:
-    """The page's messages with their header blocks, by UID. A page sorted by size or sender
-    is scattered over the folder, and the store reads the index rows of a request as one UID
-    range (costly across 100,000 messages), so each run of near UIDs is its own request,
-    all of them at once."""
-    batches = await gatherResults(
-        [mailbox.messages(run, True, False) for run in _runs(uids)], consumeErrors=True
-    )
-    return {m.uid: m for batch in batches for m in batch}
-
-
 async def message_rows(
     ctx: WebContext, mailbox: Any, sort: str, descending: bool, page: int
 ) -> tuple[list[Row], int]:
@@ -126,29 +92,6 @@ async def message_rows(
     order = await _order(ctx, mailbox, sort, descending)
     shown = order[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
     return await rows_of(mailbox, shown), len(order)
-
-
-async def rows_of(mailbox: Any, shown: list[int]) -> list[Row]:
-    """The list rows of the messages ``shown`` (UIDs), in that order."""
-    stored = await _headers_of(mailbox, shown)
-    rows = []
-    for uid in shown:
-        message = stored.get(uid)
-        if message is None:  # expunged meanwhile
-            continue
-        fields = header_fields(message.header)
-        rows.append(
-            Row(
-                uid=uid,
-                sender=sender_name(fields.get("from")) or "(no sender)",
-                subject=decode_header(fields.get("subject")) or "(no subject)",
-                date=message.internaldate,
-                size=message.size,
-                seen=SEEN in message.flags,
-                flagged=FLAGGED in message.flags,
-            )
-        )
-    return rows
 
 
 def _page_number(text: str) -> int:
@@ -165,12 +108,24 @@ async def mail_page(ctx: WebContext) -> Response:
     sort = sort if sort in SORTS else "date"
     order = "asc" if ctx.arg("order") == "asc" else "desc"
     page = _page_number(ctx.arg("page", "1"))
+    view = "threads" if ctx.arg("view") == "threads" else "messages"
     mailbox = await ctx.store.open(ctx.user, folder)  # NoSuchMailbox, InvalidMailboxName: 404
-    rows, total = await message_rows(ctx, mailbox, sort, order == "desc", page)
-    pages = max(1, -(-total // PAGE_SIZE))
+    expand, thread_rows, threads_total = 0, [], 0
+    if view == "threads":
+        expand = _page_number(ctx.arg("expand")) if ctx.arg("expand") else 0
+        listed = await threads.thread_page(ctx, mailbox, sort, order == "desc", page, expand)
+        rows, thread_rows, total, threads_total = [], listed.rows, listed.messages, listed.threads
+        pages = max(1, -(-threads_total // PAGE_SIZE))
+    else:
+        rows, total = await message_rows(ctx, mailbox, sort, order == "desc", page)
+        pages = max(1, -(-total // PAGE_SIZE))
     values = {
         "folder": folder,
         "rows": rows,
+        "threads": thread_rows,
+        "threads_total": threads_total,
+        "view": view,
+        "expand": expand,
         "total": total,
         "page": min(page, pages),
         "pages": pages,

@@ -19,7 +19,8 @@ from txmailhost.imap.search import BadCharset, parse_search
 from txmailhost.imap.session import SelectedMailbox
 from txmailhost.store.interfaces import INBOX
 from txmailhost.web.context import Route, WebContext
-from txmailhost.web.folders import PAGE_SIZE, folder_list, rows_of
+from txmailhost.web.folders import folder_list
+from txmailhost.web.listrows import PAGE_SIZE, rows_of
 from txmailhost.web.responses import Response
 
 MAX_QUERY = 1000

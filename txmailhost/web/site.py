@@ -116,12 +116,13 @@ def build_site(
     accounts_pool: Any = None,
     scripts: Any = None,
     spool: Any = None,
+    admin_sources: Any = None,
 ) -> WebSite:
     """``outbox`` makes the ``smtp.outbox.Outbox`` that Send goes through, given the site's
     pool (None: the webmail can't send); ``mailbox_observers`` are told of messages moved
     into a folder, as IMAP's are (spam training); ``accounts`` (used in ``accounts_pool``)
     and ``scripts`` (the Sieve script store) serve the settings pages, ``spool`` (the relay
-    queue's) the admin console."""
+    queue's) and ``admin_sources`` (``admin_access.AdminSources``) the admin console."""
     assets = load_assets()
     pool = ThreadPool(minthreads=0, maxthreads=threads, name="txmailhost-web")
     sender = outbox(pool=pool) if outbox is not None else None
@@ -147,6 +148,7 @@ def build_site(
         accounts_pool=accounts_pool,
         scripts=scripts,
         spool=spool,
+        admin_sources=admin_sources,
     )
     # the form's own fields and the multipart framing on top of the message size limit
     max_upload = sender.max_message_size + MAX_BODY if sender is not None else MAX_BODY

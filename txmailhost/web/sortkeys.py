@@ -112,20 +112,24 @@ class SortedOrders:
 
     def __init__(self, max_entries: int = 2_000_000) -> None:
         self.max_entries = max_entries
-        self._orders: OrderedDict[tuple, list[int]] = OrderedDict()
+        self._orders: OrderedDict[tuple, tuple[list[Any], int]] = OrderedDict()
         self._entries = 0
 
-    def get(self, key: tuple) -> list[int] | None:
-        order = self._orders.get(key)
-        if order is not None:
-            self._orders.move_to_end(key)
-        return order
+    def get(self, key: tuple) -> list[Any] | None:
+        held = self._orders.get(key)
+        if held is None:
+            return None
+        self._orders.move_to_end(key)
+        return held[0]
 
-    def put(self, key: tuple, order: list[int]) -> None:
+    def put(self, key: tuple, order: list[Any], size: int | None = None) -> None:
+        """Keep ``order``, counted as ``size`` UIDs (default: its length; a list of threads
+        holds more UIDs than it has items)."""
         if key in self._orders:
-            self._entries -= len(self._orders.pop(key))
-        self._orders[key] = order
-        self._entries += len(order)
+            self._entries -= self._orders.pop(key)[1]
+        size = len(order) if size is None else size
+        self._orders[key] = (order, size)
+        self._entries += size
         while self._entries > self.max_entries and len(self._orders) > 1:
-            _, dropped = self._orders.popitem(last=False)
-            self._entries -= len(dropped)
+            _, (_, dropped) = self._orders.popitem(last=False)
+            self._entries -= dropped
