@@ -51,6 +51,7 @@ from txmailhost import _safeio
 from txmailhost.store import index as _index
 from txmailhost.store import lineends
 from txmailhost.store import metadata as _metadata
+from txmailhost.store.acl import AclTable
 from txmailhost.store.changes import ChangeBus
 from txmailhost.store.image import ImageCache, columns_of
 from txmailhost.store.interfaces import (
@@ -61,6 +62,7 @@ from txmailhost.store.interfaces import (
     FLAGGED,
     INBOX,
     SEEN,
+    IAclStore,
     IFileDelivery,
     IMailbox,
     IMailStore,
@@ -174,6 +176,7 @@ def user_directory(root: str, user: str) -> str:
     return os.path.join(root, domain, local)
 
 
+ACL_FILE = "txmailhost-acl.sqlite"  # in the store root: every user's ACLs (store/acl.py)
 _MAX_FOLDER_NAME = 255  # NAME_MAX: a Maildir++ folder, hierarchy and all, is one file name
 
 
@@ -718,7 +721,7 @@ def _stored(row: tuple) -> StoredMessage:
     )
 
 
-@implementer(IMailStore, IFileDelivery, IMetadataStore)
+@implementer(IMailStore, IFileDelivery, IMetadataStore, IAclStore)
 class MaildirStore:
     """All users' Maildir++ trees under ``root``.
 
@@ -737,6 +740,8 @@ class MaildirStore:
         self.changes = ChangeBus()
         self.images = ImageCache()
         self.pending = PendingDeliveries()
+        # RFC 4314 ACLs of every user's mailboxes, and who they are shared with (store/acl.py)
+        self.acl = AclTable(os.path.join(self.root, ACL_FILE))
 
     def _mtimes(self, directory: str) -> tuple[int, int] | None:
         try:
@@ -983,6 +988,7 @@ class MaildirStore:
         shutil.rmtree(directory)
         self._seen_mtimes.pop(directory, None)
         _safeio.fsync_dir(os.path.dirname(directory))
+        self.acl.deleted(user, mailbox)
 
     def list_mailboxes_sync(self, user: str) -> list[str]:
         """``IFileDelivery``: the user's mailbox names, from a worker thread."""
@@ -1039,6 +1045,7 @@ class MaildirStore:
             self._seen_mtimes.pop(os.path.join(user_dir, entry), None)
             os.rename(os.path.join(user_dir, entry), os.path.join(user_dir, renamed))
         _safeio.fsync_dir(user_dir)
+        self.acl.renamed(user, old, new)
         subscribed = self._subscriptions_sync(user)
         changed = False
         for i, name in enumerate(subscribed):
@@ -1066,8 +1073,12 @@ class MaildirStore:
     def _subscribe_sync(self, user: str, mailbox: str, subscribed: bool) -> None:
         if mailbox.upper() == INBOX:
             mailbox = INBOX
-        else:
-            folder_directory(user_directory(self.root, user), mailbox)  # validates the name
+        elif any(ord(c) < 32 or c == "\x7f" for c in mailbox) or any(
+            part in ("", ".", "..") for part in mailbox.split("/")
+        ):
+            # Not folder_directory's check: a subscription may name another user's mailbox
+            # ("Other Users/bob@example.org/Lists", RFC 4314), whose components hold dots.
+            raise InvalidMailboxName(f"invalid mailbox name: {mailbox!r}")
         names = self._subscriptions_sync(user)
         if subscribed and mailbox not in names:
             self._write_subscriptions(user, [*names, mailbox])
@@ -1117,6 +1128,7 @@ class MaildirStore:
         if os.path.isdir(user_dir) and not stat.S_ISLNK(os.lstat(user_dir).st_mode):
             shutil.rmtree(user_dir)
             _safeio.fsync_dir(os.path.dirname(user_dir))
+        self.acl.deleted(user, None)
 
     def _deliver_sync(
         self,
@@ -1298,6 +1310,27 @@ class MaildirStore:
             self._folder(user, INBOX)  # provisions the account if needed
             return os.path.join(user_directory(self.root, user), _metadata.SERVER_FILE)
         return os.path.join(self._folder(user, mailbox), _metadata.MAILBOX_FILE)
+
+    def get_acl(self, user: str, mailbox: str) -> Deferred[dict[str, str]]:
+        def job() -> dict[str, str]:
+            name = INBOX if mailbox.upper() == INBOX else mailbox
+            self._folder(user, name)  # NoSuchMailbox for one that doesn't exist
+            return self.acl.get(user, name)
+
+        return self._run(job)
+
+    def set_acl(
+        self, user: str, mailbox: str, identifier: str, rights: str | None
+    ) -> Deferred[None]:
+        def job() -> None:
+            name = INBOX if mailbox.upper() == INBOX else mailbox
+            self._folder(user, name)
+            self.acl.set(user, name, identifier, rights)
+
+        return self._run(job)
+
+    def shared_with(self, identifiers: list[str]) -> Deferred[dict]:
+        return self._run(self.acl.granted, list(identifiers))
 
     def reset_access_keys(self, user: str, mailbox: str | None = None) -> Deferred[None]:
         return self._run(self._reset_access_keys_sync, user, mailbox)
