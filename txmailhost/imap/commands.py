@@ -290,7 +290,7 @@ class MailboxCommands:
         name = self._mailbox_arg(reader)
         reader.end()
         names.check_creatable(name)
-        found = await self.target(name)
+        found = await self._creatable(name)
         owner, mailbox = found.owner, found.mailbox
         if mailbox.upper() == INBOX:
             raise replies.AlreadyExists("INBOX always exists")
@@ -312,6 +312,14 @@ class MailboxCommands:
                 await self.store.set_acl(owner, mailbox, identifier, held)
         self.notify_tell_others("create", name)
         return Done("CREATE completed")
+
+    async def _creatable(self, name: str) -> Target:
+        """``name`` resolved for CREATE or RENAME's new name: a namespace's own level
+        (``Other Users``, ``Other Users/bob@example.org``, ``Shared``) is no mailbox."""
+        try:
+            return await self.target(name)
+        except replies.Nonexistent:
+            raise replies.Cannot("that name is a namespace: Other Users/, Shared/") from None
 
     async def _may_create(self, found: Target, parent: str | None) -> None:
         """RFC 4314 §4: CREATE (and RENAME's new name) needs ``k`` on the nearest existing
@@ -343,7 +351,7 @@ class MailboxCommands:
         reader.end()
         names.check_creatable(new)
         source = await self.access(old, "x")
-        target = await self.target(new)
+        target = await self._creatable(new)
         if target.owner != source.owner:
             raise replies.Cannot("a mailbox can't be renamed into another user's tree")
         if not target.own:
