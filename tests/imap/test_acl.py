@@ -5,6 +5,8 @@ the ACL commands' syntax, ``anyone`` and negative rights, and ACLs that follow t
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from twisted.internet.defer import succeed
 
@@ -454,6 +456,7 @@ def test_shared_namespace_holds_the_domains_shared_folders(world):
     assert bob.cmd('c LIST "" "Shared/*"') == (
         b'* LIST (\\HasNoChildren) "/" "Shared/Support"\r\nc OK LIST completed\r\n'
     )
+    assert b"OK [APPENDUID" in bob.cmd("d APPEND Shared/Support {3+}\r\nabc")
     assert b"[READ-WRITE]" in bob.cmd("d SELECT Shared/Support")
     assert bob.cmd("e GETACL Shared/Support").startswith(b"e NO [NOPERM]")
     # only through Shared/: not as an "other user"
@@ -464,3 +467,10 @@ def test_shared_namespace_holds_the_domains_shared_folders(world):
     dave = login(world, "dave@other.test")
     assert b"Support" not in dave.cmd('g LIST "" "*"')
     assert dave.cmd("h SELECT Shared/Support") == b"h NO [NONEXISTENT] no such mailbox\r\n"
+
+
+def test_asking_about_an_unknown_users_inbox_creates_nothing(world):
+    bob = login(world, BOB)
+    reply = bob.cmd('c SELECT "Other Users/nobody@example.test/INBOX"')
+    assert reply == b"c NO [NONEXISTENT] no such mailbox\r\n"
+    assert not os.path.exists(os.path.join(world.root, "mail", "example.test", "nobody"))

@@ -29,6 +29,7 @@ from txmailhost.imap import names, replies
 from txmailhost.imap.parser import Reader
 from txmailhost.imap.replies import Done, astring, mailbox_name
 from txmailhost.store import acl as rights
+from txmailhost.store.acl import shared_owner
 from txmailhost.store.interfaces import (
     DELETED,
     INBOX,
@@ -40,7 +41,6 @@ from txmailhost.store.interfaces import (
 
 OTHER_USERS = "Other Users"
 SHARED = "Shared"
-SHARED_LOCAL_PART = "#shared"  # the pseudo-user of a domain's shared folders: #shared@DOMAIN
 ALL = rights.RIGHTS
 NAMESPACE_LINE = f'* NAMESPACE (("" "/")) (("{OTHER_USERS}/" "/")) (("{SHARED}/" "/"))\r\n'.encode()
 
@@ -50,11 +50,6 @@ class NoPermission(replies.IMAPError):
 
     code = "NOPERM"
     text = "permission denied"
-
-
-def shared_owner(address: str) -> str:
-    """The pseudo-user owning the shared folders of ``address``'s domain."""
-    return f"{SHARED_LOCAL_PART}@{address.rpartition('@')[2]}"
 
 
 def locate(name: str, user: str) -> tuple[str, str] | None:

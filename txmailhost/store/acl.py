@@ -8,7 +8,9 @@ given, and they are shown whenever one of their members is held.
 
 An identifier is a user's canonical address, ``anyone`` (every authenticated user), or either
 with a leading ``-`` for negative rights (§2: taken away from what the positive entries grant).
-The owner of a mailbox holds every right on it, always; the owner is not an ACL entry.
+The owner of a mailbox holds every right on it, always; the owner is not an ACL entry. A
+domain's shared folders belong to the pseudo-user ``#shared@DOMAIN`` (no account: ``#`` starts
+no local part the administrator would give a person), whose folders only their ACL opens.
 
 ``AclTable`` keeps every ACL of a store in one SQLite table ``acl(owner, mailbox, identifier,
 rights)``: the store's own record of the rights (each change a committed transaction, so a
@@ -28,6 +30,12 @@ from collections.abc import Iterable, Mapping
 RIGHTS = "lrswipkxtea"  # canonical order, as MYRIGHTS and ACL responses give them
 OBSOLETE = {"c": "k", "d": "xte"}  # RFC 4314 §2.1.1, for a server of RIGHTS=texk
 ANYONE = "anyone"
+SHARED_LOCAL_PART = "#shared"  # the pseudo-user owning a domain's shared folders
+
+
+def shared_owner(domain_or_address: str) -> str:
+    """``#shared@DOMAIN``: the owner of the shared folders of a domain (or an address's)."""
+    return f"{SHARED_LOCAL_PART}@{domain_or_address.rpartition('@')[2]}"
 
 
 class RightsError(ValueError):

@@ -968,11 +968,15 @@ class MaildirStore:
     def _create_sync(self, user: str, mailbox: str, exist_ok: bool = False) -> None:
         if mailbox.upper() == INBOX:
             raise MailboxExists("INBOX always exists")
-        directory = folder_directory(user_directory(self.root, user), mailbox)
+        user_dir = user_directory(self.root, user)
+        directory = folder_directory(user_dir, mailbox)
         if os.path.isdir(os.path.join(directory, "cur")):
             if exist_ok:
                 return
             raise MailboxExists(f"mailbox {mailbox!r} exists")
+        # An owner never provisioned (a domain's shared-folder pseudo-user, store/acl.py)
+        # needs its own tmp/ too: APPENDs are staged there.
+        _make_maildir(user_dir)
         _make_maildir(directory)
         marker = os.path.join(directory, "maildirfolder")
         if not os.path.exists(marker):
@@ -1311,21 +1315,23 @@ class MaildirStore:
             return os.path.join(user_directory(self.root, user), _metadata.SERVER_FILE)
         return os.path.join(self._folder(user, mailbox), _metadata.MAILBOX_FILE)
 
-    def get_acl(self, user: str, mailbox: str) -> Deferred[dict[str, str]]:
-        def job() -> dict[str, str]:
-            name = INBOX if mailbox.upper() == INBOX else mailbox
-            self._folder(user, name)  # NoSuchMailbox for one that doesn't exist
-            return self.acl.get(user, name)
+    def _acl_mailbox(self, user: str, mailbox: str) -> str:
+        """The canonical name of an existing mailbox. Unlike ``_folder``, never provisions:
+        another user asking about ``Other Users/x@example.org/INBOX`` creates nothing."""
+        name = INBOX if mailbox.upper() == INBOX else mailbox
+        directory = folder_directory(user_directory(self.root, user), name)
+        if not os.path.isdir(os.path.join(directory, "cur")):
+            raise NoSuchMailbox(f"no mailbox {mailbox!r}")
+        return name
 
-        return self._run(job)
+    def get_acl(self, user: str, mailbox: str) -> Deferred[dict[str, str]]:
+        return self._run(lambda: self.acl.get(user, self._acl_mailbox(user, mailbox)))
 
     def set_acl(
         self, user: str, mailbox: str, identifier: str, rights: str | None
     ) -> Deferred[None]:
         def job() -> None:
-            name = INBOX if mailbox.upper() == INBOX else mailbox
-            self._folder(user, name)
-            self.acl.set(user, name, identifier, rights)
+            self.acl.set(user, self._acl_mailbox(user, mailbox), identifier, rights)
 
         return self._run(job)
 
