@@ -474,3 +474,15 @@ def test_asking_about_an_unknown_users_inbox_creates_nothing(world):
     reply = bob.cmd('c SELECT "Other Users/nobody@example.test/INBOX"')
     assert reply == b"c NO [NONEXISTENT] no such mailbox\r\n"
     assert not os.path.exists(os.path.join(world.root, "mail", "example.test", "nobody"))
+
+
+def test_a_new_child_of_a_shared_mailbox_inherits_its_acl(world):
+    grant(world, "lr")
+    alice = login(world)
+    assert b"b OK" in alice.cmd("b CREATE Projects/Drafts")
+    assert alice.cmd("c GETACL Projects/Drafts") == (
+        b'* ACL "Projects/Drafts" alice@example.test lrswipkxteacd bob@example.test lr\r\n'
+        b"c OK GETACL completed\r\n"
+    )
+    bob = login(world, BOB)
+    assert b'"Other Users/alice@example.test/Projects/Drafts"' in bob.cmd('d LIST "" "*"')

@@ -205,11 +205,15 @@ class AclTable:
                 raise
 
     def deleted(self, owner: str, mailbox: str | None) -> None:
-        """``mailbox`` is gone (DELETE removes its ACL, §4); every one of ``owner``'s when
-        None (the user was removed)."""
+        """``mailbox`` is gone (DELETE removes its ACL, §4). When None, the user was removed:
+        every ACL of the user's goes, and so do the rights granted to the user, so that an
+        account made later under the same address doesn't inherit them (negative entries
+        stay: they only ever take rights away)."""
         with self._lock:
             if mailbox is None:
-                self._connection().execute("DELETE FROM acl WHERE owner = ?", (owner,))
+                self._connection().execute(
+                    "DELETE FROM acl WHERE owner = ? OR identifier = ?", (owner, owner)
+                )
             else:
                 self._connection().execute(
                     "DELETE FROM acl WHERE owner = ? AND mailbox = ?", (owner, mailbox)
