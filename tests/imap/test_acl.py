@@ -486,3 +486,44 @@ def test_a_new_child_of_a_shared_mailbox_inherits_its_acl(world):
     )
     bob = login(world, BOB)
     assert b'"Other Users/alice@example.test/Projects/Drafts"' in bob.cmd('d LIST "" "*"')
+
+
+def test_read_right_copies_out_and_move_out_needs_t_and_e(world):
+    bob = bob_with(world, "lr")
+    bob.cmd(f"c SELECT {BOX}")
+    assert b"d OK [COPYUID" in bob.cmd("d COPY 1 INBOX")
+    assert world.inbox_files(BOB) == [MESSAGE]
+    assert bob.cmd("e MOVE 1 INBOX").startswith(b"e NO [NOPERM]")
+    assert len(world.inbox_files(ALICE, "Projects")) == 1
+
+
+class _StoreWithoutAcl:
+    """The world's store, seen through an object that declares no optional interface."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):  # zope.interface's __provides__ among them
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+def test_over_a_store_without_acls_nothing_is_offered_and_names_are_personal(world):
+    from twisted.cred.portal import Portal
+
+    from tests.imap.support import IMAPFactory
+    from txmailhost.accounts.checker import AccountsChecker
+    from txmailhost.accounts.realm import MailRealm
+
+    checker = AccountsChecker(world.accounts, world.reactor, world.pool)
+    portal = Portal(MailRealm(_StoreWithoutAcl(world.store)), [checker])
+    s = Session(IMAPFactory(portal, reactor=world.reactor))
+    caps = s.login(BOB)
+    assert b" ACL" not in caps and b"LIST-MYRIGHTS" not in caps
+    assert s.cmd("b NAMESPACE") == b'* NAMESPACE (("" "/")) NIL NIL\r\nb OK NAMESPACE completed\r\n'
+    grant(world, "lr")
+    assert b"Other Users" not in s.cmd('c LIST "" "*"')
+    assert s.cmd(f"d SELECT {BOX}").startswith(b"d NO")
+    assert s.cmd("e MYRIGHTS INBOX").startswith(b"e BAD")
+    assert s.cmd('f LIST "" "*" RETURN (MYRIGHTS)').startswith(b"f BAD")

@@ -174,7 +174,13 @@ class AclCommands:
 
     # -- the ACL commands --------------------------------------------------------------------
 
+    def _require_acl(self) -> None:
+        """Over a store without ACLs the commands are not offered: as unknown as any."""
+        if not self.acl_offered():
+            raise replies.BadCommand("unknown command")
+
     def _acl_args(self, reader: Reader, with_identifier: bool) -> tuple[str, str]:
+        self._require_acl()
         reader.sp()
         name = names.decode(reader.astring(), self.utf8)
         identifier = ""
@@ -245,6 +251,7 @@ class AclCommands:
     async def _listrights(self, reader: Reader, by_uid: bool) -> Done:
         """RFC 4314 §3.4, §3.7: the owner is always granted everything; anyone else may be
         granted each right on its own (none is tied to another)."""
+        self._require_acl()
         reader.sp()
         raw_name = reader.astring()
         reader.sp()
