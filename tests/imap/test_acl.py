@@ -6,6 +6,7 @@ the ACL commands' syntax, ``anyone`` and negative rights, and ACLs that follow t
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 from twisted.internet.defer import succeed
@@ -527,3 +528,25 @@ def test_over_a_store_without_acls_nothing_is_offered_and_names_are_personal(wor
     assert s.cmd(f"d SELECT {BOX}").startswith(b"d NO")
     assert s.cmd("e MYRIGHTS INBOX").startswith(b"e BAD")
     assert s.cmd('f LIST "" "*" RETURN (MYRIGHTS)').startswith(b"f BAD")
+
+
+def test_notify_pushes_status_of_another_users_mailbox_but_personal_does_not_cover_it(world):
+    bob = bob_with(world, "lr")
+    assert b"c OK" in bob.cmd("c NOTIFY SET (personal (MessageNew))")
+    deliver(world, ALICE, MESSAGE, "Projects")
+    assert bob.take() == b""
+    reply = bob.cmd('d NOTIFY SET (subtree "Other Users" (MessageNew))')
+    assert reply == b"d OK NOTIFY completed\r\n"
+    deliver(world, ALICE, MESSAGE, "Projects")
+    assert re.fullmatch(
+        rb'\* STATUS "Other Users/alice@example.test/Projects" \(MESSAGES 3 UIDNEXT 4'
+        rb" UIDVALIDITY \d+\)\r\n",
+        bob.take(),
+    )
+
+
+def test_getquotaroot_of_another_users_mailbox_names_no_root(world):
+    bob = bob_with(world, "lr")
+    assert bob.cmd(f"c GETQUOTAROOT {BOX}") == (
+        b'* QUOTAROOT "Other Users/alice@example.test/Projects"\r\nc OK GETQUOTAROOT completed\r\n'
+    )

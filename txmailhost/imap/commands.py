@@ -533,6 +533,10 @@ class MailboxCommands:
         name = self._mailbox_arg(reader)
         reader.end()
         await self._open(name)
+        if not (await self.target(name)).own:
+            # another user's quota is not this user's to see (RFC 9208 §4.2: no root)
+            self.write(b"* QUOTAROOT " + mailbox_name(name, self.utf8) + b"\r\n")
+            return Done("GETQUOTAROOT completed")
         self.write(b"* QUOTAROOT " + mailbox_name(name, self.utf8) + b' ""\r\n')
         await self._write_quota()
         return Done("GETQUOTAROOT completed")
