@@ -161,3 +161,8 @@ def test_maildir_acls_survive_a_new_store_on_the_same_directory(tmp_path):
     again = MaildirStore(root, SyncReactor(), SyncThreadPool())
     assert result(again.get_acl(ALICE, "Sent")) == {BOB: "lrs"}
     assert list(result(again.shared_with([BOB]))) == [(ALICE, "Sent")]
+
+
+def test_shared_with_no_identifier_is_nothing(store):
+    result(store.set_acl(ALICE, "Projects", BOB, "lr"))
+    assert result(store.shared_with([])) == {}

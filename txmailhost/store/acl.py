@@ -173,6 +173,8 @@ class AclTable:
         """Every mailbox with an entry for one of ``identifiers``, with its whole ACL (the
         negative entries matter too): (owner, mailbox) → identifier → rights."""
         wanted = list(identifiers)
+        if not wanted:
+            return {}
         marks = ",".join("?" * len(wanted))
         with self._lock:
             db = self._connection()
