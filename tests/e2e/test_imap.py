@@ -172,7 +172,7 @@ def test_condstore_qresync_esearch_and_quota(server, imap):
 
 @pytest.mark.shared_server
 def test_namespace_id_and_special_use_listing(imap):
-    assert ok(imap.namespace()) == [b'(("" "/")) NIL NIL']
+    assert ok(imap.namespace()) == [b'(("" "/")) (("Other Users/" "/")) (("Shared/" "/"))']
     typ, _ = imap.xatom("ID", "NIL")
     assert typ == "OK"
     listing = b"\n".join(ok(imap.list()))

@@ -269,10 +269,14 @@ def test_enable_condstore_and_qresync(alice):
     assert alice.cmd("b ENABLE QRESYNC") == b"* ENABLED QRESYNC\r\nb OK ENABLE completed\r\n"
 
 
-def test_namespace_is_one_personal_namespace(alice):
-    assert alice.cmd("b NAMESPACE") == (
-        b'* NAMESPACE (("" "/")) NIL NIL\r\nb OK NAMESPACE completed\r\n'
-    )
+def test_namespace_is_personal_plus_other_users_and_shared_over_an_acl_store(alice, world):
+    from txmailhost.store.interfaces import IAclStore
+
+    if IAclStore.providedBy(world.store):  # RFC 4314 sharing: imap/acl.py
+        expected = b'* NAMESPACE (("" "/")) (("Other Users/" "/")) (("Shared/" "/"))\r\n'
+    else:
+        expected = b'* NAMESPACE (("" "/")) NIL NIL\r\n'
+    assert alice.cmd("b NAMESPACE") == expected + b"b OK NAMESPACE completed\r\n"
 
 
 def test_quota_reports_usage_in_kib(alice, world):

@@ -1,7 +1,7 @@
 """The IMAP4rev1 server (RFC 3501) with the extensions modern clients use: IDLE, UIDPLUS, MOVE,
 SPECIAL-USE, NAMESPACE, ENABLE, LITERAL+, ID, UNSELECT, CHILDREN, CONDSTORE/QRESYNC, QUOTA,
 ESEARCH, LIST-EXTENDED/LIST-STATUS, SASL-IR, APPENDLIMIT, STATUS=SIZE, MULTIAPPEND,
-COMPRESS=DEFLATE, SEARCHRES, UTF8=ACCEPT, PREVIEW, METADATA; IMAP4rev2 (RFC 9051) for a
+COMPRESS=DEFLATE, SEARCHRES, UTF8=ACCEPT, PREVIEW, METADATA, ACL/LIST-MYRIGHTS; IMAP4rev2 (RFC 9051) for a
 session that enables it.
 
 Owns nothing on disk: mail lives in the store (``IMailStore``), reached through the avatar
@@ -13,7 +13,8 @@ May import: ``txmailhost.store.interfaces``, ``txmailhost.accounts.interfaces``,
 ``txmailhost.session`` (STARTTLS, SASL, login: shared with SMTP and POP3), Twisted.
 
 Modules: ``server`` (connection, literals, dispatch), ``login`` (capabilities, TLS, login),
-``state`` (the session states), ``compress`` (COMPRESS=DEFLATE), ``metadata``
+``state`` (the session states), ``compress`` (COMPRESS=DEFLATE), ``acl`` (ACL, shared
+namespaces, rights checks), ``metadata``
 (GETMETADATA/SETMETADATA), ``preview`` (FETCH PREVIEW), ``commands`` (authenticated state),
 ``append`` (APPEND's messages), ``messages`` (selected state), ``updates`` (untagged updates
 and IDLE), ``session`` (the sequence-number map), ``parser``, ``fetch``, ``search``, ``mime``,
@@ -27,8 +28,9 @@ Invariants a change must keep:
   (``PlaintextAuth``, configurable);
 - no EXPUNGE is sent during FETCH, STORE or SEARCH, and sequence numbers change only when this
   session reports an expunge (RFC 3501 §7.4.1);
-- every mailbox name goes through ``names.decode`` and the store, which only ever resolve it
-  inside the logged-in user's own directory;
+- every mailbox name goes through ``names.decode`` and the store, which resolve it inside the
+  logged-in user's own tree, or (``acl.py``, over a store that keeps ACLs) another owner's
+  only when that owner's ACL gives the user the right the command needs;
 - bad input gets BAD with the tag, never a traceback and never a dropped connection (except
   after too many bad commands or an unreadable non-synchronizing literal).
 """

@@ -4,9 +4,11 @@ SUBSCRIBE, LIST/LSUB (LIST-EXTENDED RFC 5258, SPECIAL-USE RFC 6154, CHILDREN RFC
 LIST-STATUS RFC 5819), STATUS, APPEND (UIDPLUS RFC 4315, MULTIAPPEND RFC 3502, CATENATE RFC 4469), NAMESPACE (RFC 2342), ENABLE
 (RFC 5161), ID (RFC 2971) and QUOTA (RFC 9208, usage only).
 
-Every mailbox name goes through ``names.decode`` and the store's own checks, and the store is
-always asked for ``self.account.address``'s mailboxes: there is no syntax that reaches another
-user's tree.
+Every mailbox name goes through ``names.decode`` and the store's own checks. Over a store
+that keeps ACLs, a name is then resolved by ``acl.py`` to its owner's tree and checked against
+the user's rights there (RFC 4314 §4: ``r`` to SELECT and STATUS, ``i`` to APPEND, ``k`` on the
+parent to CREATE, ``x`` to DELETE and RENAME); otherwise every name is the user's own, and there
+is no syntax that reaches another user's tree.
 """
 
 from __future__ import annotations
@@ -18,6 +20,16 @@ from typing import Any
 from twisted.logger import Logger
 
 from txmailhost.imap import append, catenate, names, observers, replies
+from txmailhost.imap.acl import (
+    ALL,
+    NAMESPACE_LINE,
+    NoPermission,
+    Target,
+    client_name,
+    myrights_line,
+    permitted_flags,
+    reserved,
+)
 from txmailhost.imap.fetch import flag_list
 from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.imap.replies import Done, mailbox_name, printable
@@ -61,6 +73,11 @@ class MailboxCommands:
     announce_keywords: Callable[[SelectedMailbox, Any], None]
     enable_condstore: Callable[[], None]
     notify_tell_others: Callable[..., None]  # notify.NotifyCommands (RFC 5465)
+    # acl.AclCommands (RFC 4314)
+    acl_offered: Callable[[], bool]
+    target: Callable[[str], Any]
+    access: Callable[..., Any]
+    visible_shared: Callable[[], Any]
 
     @property
     def store(self) -> Any:
@@ -71,10 +88,18 @@ class MailboxCommands:
         return names.decode(reader.astring(), self.utf8)
 
     async def _open(self, name: str, missing: type[replies.IMAPError] = replies.Nonexistent):
+        """The mailbox ``name`` for reading (``r``: STATUS, GETQUOTAROOT)."""
+        found = await self.access(name, "r", missing)
         try:
-            return await self.store.open(self.account.address, name)
+            return await self.store.open(found.owner, found.mailbox)
         except NoSuchMailbox:
             raise missing() from None
+
+    async def _all_names(self) -> tuple[list[str], dict[str, str]]:
+        """Every mailbox name LIST and LSUB may show: the user's own, then the other users'
+        and shared ones the user may look up, with the user's rights on those."""
+        shared = await self.visible_shared()
+        return [*await self.store.list_mailboxes(self.account.address), *shared], shared
 
     # -- ID, ENABLE, NAMESPACE -------------------------------------------------------------------
 
@@ -130,9 +155,13 @@ class MailboxCommands:
         return Done("ENABLE completed")
 
     async def _namespace(self, reader: Reader, by_uid: bool) -> Done:
-        """RFC 2342: one personal namespace; no other users', no shared."""
+        """RFC 2342: the personal namespace; with ACLs (RFC 4314), the other users' and the
+        shared ones too (``acl.py``)."""
         reader.end()
-        self.write(b'* NAMESPACE (("" "/")) NIL NIL\r\n')
+        if self.acl_offered():
+            self.write(NAMESPACE_LINE)
+        else:
+            self.write(b'* NAMESPACE (("" "/")) NIL NIL\r\n')
         return Done("NAMESPACE completed")
 
     # -- SELECT / EXAMINE ------------------------------------------------------------------------
@@ -166,12 +195,16 @@ class MailboxCommands:
         self.unselect()
         if was_selected and (self.qresync or self.rev2):  # RFC 7162 §3.2.11, RFC 9051 §6.3.2
             self.write(b"* OK [CLOSED] previous mailbox closed\r\n")
+        found = await self.access(name, "r")
         try:
             mailbox, selection = await self.store.open_selected(
-                self.account.address, name, not readonly and not self.rev2
+                found.owner, found.mailbox, not readonly and not self.rev2
             )
         except NoSuchMailbox:
             raise replies.Nonexistent() from None
+        examined = readonly
+        # RFC 4314 §5.2: READ-ONLY for a user who may change nothing in it
+        readonly = readonly or not any(r in found.rights for r in "iestw")
         if self.rev2:
             await self._write_own_list_line(name)
         view = SelectedMailbox(
@@ -183,14 +216,20 @@ class MailboxCommands:
             uidnext=selection.uidnext,
             modseq=selection.highestmodseq,
             keywords=set(selection.keywords),
+            rights=found.rights,
         )
         if not self.rev2:
             view.add_recent(selection.first_recent, selection.uidnext)
         self.select_view(view)
         out = [self.flags_line(view)]
         permanent = b"()" if readonly else flag_list(frozenset(view.keywords | {"\\*"}))
-        if not readonly:
+        if not readonly and found.has("stw"):
             permanent = b"(\\Answered \\Flagged \\Deleted \\Seen \\Draft " + permanent[1:]
+        elif not readonly:
+            # RFC 4314 §5.1.1: only the flags this user may set
+            system = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"]
+            allowed = permitted_flags([*system, *sorted(view.keywords), "\\*"], found.rights)
+            permanent = b"(" + " ".join(allowed).encode() + b")"
         out.append(b"* OK [PERMANENTFLAGS " + permanent + b"] flags permitted\r\n")
         if self.rev2:
             out.append(b"* %d EXISTS\r\n" % view.exists)  # RFC 9051: no RECENT
@@ -207,7 +246,7 @@ class MailboxCommands:
         if qresync is not None and qresync[0] == view.uidvalidity:
             await self._qresync(view, qresync[1], qresync[2])
         return Done(
-            "EXAMINE completed" if readonly else "SELECT completed",
+            "EXAMINE completed" if examined else "SELECT completed",
             code="READ-ONLY" if readonly else "READ-WRITE",
         )
 
@@ -216,7 +255,7 @@ class MailboxCommands:
         attributes as LIST itself gives them."""
         address = self.account.address
         entries = names.list_entries(
-            await self.store.list_mailboxes(address),
+            (await self._all_names())[0],
             await self.store.subscriptions(address),
             [names.ListPattern("", name)],
             set(),
@@ -254,16 +293,26 @@ class MailboxCommands:
         name = self._mailbox_arg(reader)
         reader.end()
         names.check_creatable(name)
-        if name.upper() == INBOX:
+        found = await self._creatable(name)
+        owner, mailbox = found.owner, found.mailbox
+        if mailbox.upper() == INBOX:
             raise replies.AlreadyExists("INBOX always exists")
-        parts = name.split(names.SEPARATOR)
+        parent = None
+        if self.acl_offered():
+            parent = _nearest_parent(mailbox, set(await self.store.list_mailboxes(owner)))
+        await self._may_create(found, parent)
+        parts = mailbox.split(names.SEPARATOR)
         for i in range(1, len(parts)):
-            parent = names.SEPARATOR.join(parts[:i])
-            if parent.upper() == INBOX:
+            level = names.SEPARATOR.join(parts[:i])
+            if level.upper() == INBOX:
                 continue
             with contextlib.suppress(MailboxExists):
-                await self.store.create_mailbox(self.account.address, parent)
-        await self.store.create_mailbox(self.account.address, name)
+                await self.store.create_mailbox(owner, level)
+        await self.store.create_mailbox(owner, mailbox)
+        if parent is not None and self.acl_offered():
+            # RFC 4314 §4: a new mailbox SHOULD inherit its parent's ACL
+            for identifier, held in (await self.store.get_acl(owner, parent)).items():
+                await self.store.set_acl(owner, mailbox, identifier, held)
         self.notify_tell_others("create", name)
         return Done("CREATE completed", code=await self._mailboxid_code(name))
 
@@ -276,14 +325,35 @@ class MailboxCommands:
             return None
         return f"MAILBOXID ({status.mailboxid})" if status.mailboxid else None
 
+    async def _creatable(self, name: str) -> Target:
+        """``name`` resolved for CREATE or RENAME's new name: a namespace's own level
+        (``Other Users``, ``Other Users/bob@example.org``, ``Shared``) is no mailbox."""
+        try:
+            return await self.target(name)
+        except replies.Nonexistent:
+            raise replies.Cannot("that name is a namespace: Other Users/, Shared/") from None
+
+    async def _may_create(self, found: Target, parent: str | None) -> None:
+        """RFC 4314 §4: CREATE (and RENAME's new name) needs ``k`` on the nearest existing
+        parent; another user's top level can't be created. The user's own tree may not hide
+        a namespace (``Other Users``, ``Shared``)."""
+        if found.own:
+            if self.acl_offered() and reserved(found.mailbox):
+                raise replies.Cannot("that name is a namespace: Other Users/, Shared/")
+            return
+        if parent is None:
+            raise NoPermission("can't create a top-level mailbox there")
+        await self.access(client_name(found.owner, parent, self.account.address), "k")
+
     async def _delete(self, reader: Reader, by_uid: bool) -> Done:
         name = self._mailbox_arg(reader)
         reader.end()
-        if name == INBOX:
+        found = await self.access(name, "x")
+        if found.mailbox == INBOX:
             raise replies.Cannot("INBOX can't be deleted")
         if self.view is not None and self.view.name == name:
             self.unselect()
-        await self.store.delete_mailbox(self.account.address, name)
+        await self.store.delete_mailbox(found.owner, found.mailbox)
         self.notify_tell_others("delete", name)
         return Done("DELETE completed")
 
@@ -292,7 +362,16 @@ class MailboxCommands:
         new = self._mailbox_arg(reader)
         reader.end()
         names.check_creatable(new)
-        await self.store.rename_mailbox(self.account.address, old, new)
+        source = await self.access(old, "x")
+        target = await self._creatable(new)
+        if target.owner != source.owner:
+            raise replies.Cannot("a mailbox can't be renamed into another user's tree")
+        if not target.own:
+            existing = set(await self.store.list_mailboxes(target.owner))
+            await self._may_create(target, _nearest_parent(target.mailbox, existing))
+        else:
+            await self._may_create(target, None)
+        await self.store.rename_mailbox(source.owner, source.mailbox, target.mailbox)
         self.notify_tell_others("rename", new, old)
         return Done("RENAME completed")
 
@@ -344,11 +423,14 @@ class MailboxCommands:
             returns, status_items = _return_options(reader)
             self._check_status_items(status_items)
         reader.end()
+        if "MYRIGHTS" in returns and not self.acl_offered():
+            raise ParseError("unknown LIST return option MYRIGHTS")
         if patterns == [""] and not selection:
             self.write(b'* LIST (\\Noselect) "/" ""\r\n')
             return Done("LIST completed")
+        existing, shared = await self._all_names()
         entries = names.list_entries(
-            await self.store.list_mailboxes(self.account.address),
+            existing,
             await self.store.subscriptions(self.account.address),
             [names.ListPattern(reference, p) for p in patterns if p],
             selection,
@@ -360,6 +442,8 @@ class MailboxCommands:
             if entry.childinfo:
                 line += b' ("CHILDINFO" ("SUBSCRIBED"))'
             self.write(line + b"\r\n")
+            if "MYRIGHTS" in returns and entry.exists:  # RFC 8440 LIST-MYRIGHTS
+                self.write(myrights_line(entry.name, shared.get(entry.name, ALL), self.utf8))
             if status_items and entry.exists:
                 with contextlib.suppress(replies.IMAPError):
                     await self._write_status(entry.name, status_items)
@@ -373,7 +457,7 @@ class MailboxCommands:
         reader.end()
         entries = names.lsub_entries(
             await self.store.subscriptions(self.account.address),
-            await self.store.list_mailboxes(self.account.address),
+            (await self._all_names())[0],
             names.ListPattern(reference, pattern),
         )
         for name, noselect in entries:
@@ -413,13 +497,20 @@ class MailboxCommands:
         name = self._mailbox_arg(reader)
         messages = append.parse_messages(reader, self.utf8)
         reader.end()
-        mailbox = await self._open(name, missing=replies.TryCreate)
+        found = await self.access(name, "i", missing=replies.TryCreate)
+        try:
+            mailbox = await self.store.open(found.owner, found.mailbox)
+        except NoSuchMailbox:
+            raise (replies.TryCreate() if found.own else replies.Nonexistent()) from None
+        for message in messages:  # RFC 4314 §4: flags without the right are dropped
+            message.flags[:] = permitted_flags(message.flags, found.rights)
         reactor, limit = self.factory.reactor, self.factory.max_literal_size
         messages = await append.assemble(messages, self._url_data, reactor, limit)
         size = sum(message.size for message in messages)
-        await self._check_quota(size)
+        await self._check_quota(size, found.owner)
         uidvalidity, uids = await append.store_messages(mailbox, messages, reactor)
-        observers.tell(self.factory.observers, self.account.address, None, name, mailbox, uids)
+        if found.own:
+            observers.tell(self.factory.observers, found.owner, None, name, mailbox, uids)
         log.info(
             "imap append {user} {mailbox} uid {uids} ({size} octets)",
             user=self.user,
@@ -435,15 +526,17 @@ class MailboxCommands:
 
     # -- QUOTA (RFC 9208) ------------------------------------------------------------------------
 
-    async def _check_quota(self, size: int) -> None:
-        """RFC 9208 §4.3: an APPEND that would pass the user's limit fails with OVERQUOTA
-        (the same limit SMTP enforces at RCPT, from ``Router.quota_of``)."""
+    async def _check_quota(self, size: int, owner: str | None = None) -> None:
+        """RFC 9208 §4.3: an APPEND that would pass the limit fails with OVERQUOTA (the
+        same limit SMTP enforces at RCPT, from ``Router.quota_of``). The limit is the
+        mailbox owner's: what is appended to another user's mailbox is the owner's mail."""
+        owner = owner or self.account.address
         if self.factory.quota_of is None:
             return
-        limit = await self.factory.quota_of(self.account.address)
+        limit = await self.factory.quota_of(owner)
         if limit is None:
             return
-        used = await self.store.usage(self.account.address)
+        used = await self.store.usage(owner)
         if used + size > limit:
             log.info("imap append refused: {user} over quota", user=self.user)
             raise replies.IMAPError("mailbox quota exceeded", code="OVERQUOTA")
@@ -452,6 +545,10 @@ class MailboxCommands:
         name = self._mailbox_arg(reader)
         reader.end()
         await self._open(name)
+        if not (await self.target(name)).own:
+            # another user's quota is not this user's to see (RFC 9208 §4.2: no root)
+            self.write(b"* QUOTAROOT " + mailbox_name(name, self.utf8) + b"\r\n")
+            return Done("GETQUOTAROOT completed")
         self.write(b"* QUOTAROOT " + mailbox_name(name, self.utf8) + b' ""\r\n')
         await self._write_quota()
         return Done("GETQUOTAROOT completed")
@@ -504,7 +601,8 @@ def _atom_list(reader: Reader, ordered: bool = False) -> Any:
 
 
 def _return_options(reader: Reader) -> tuple[set[str], list[str]]:
-    """LIST ... RETURN (SUBSCRIBED CHILDREN SPECIAL-USE STATUS (items)) (RFC 5258, 5819)."""
+    """LIST ... RETURN (SUBSCRIBED CHILDREN SPECIAL-USE STATUS (items) MYRIGHTS) (RFC 5258,
+    5819, 8440)."""
     reader.open_paren()
     options: set[str] = set()
     status_items: list[str] = []
@@ -519,10 +617,20 @@ def _return_options(reader: Reader) -> tuple[set[str], list[str]]:
             for item in status_items:
                 if item not in _STATUS_ITEMS:
                     raise ParseError(f"unknown STATUS item {item}")
-        elif word not in ("SUBSCRIBED", "CHILDREN", "SPECIAL-USE"):
+        elif word not in ("SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "MYRIGHTS"):
             raise ParseError(f"unknown LIST return option {word}")
     reader.close_paren()
     return options, status_items
+
+
+def _nearest_parent(mailbox: str, existing: set[str]) -> str | None:
+    """The nearest existing mailbox above ``mailbox`` (RFC 4314 §4 CREATE), or None."""
+    parts = mailbox.split(names.SEPARATOR)
+    for i in range(len(parts) - 1, 0, -1):
+        parent = names.SEPARATOR.join(parts[:i])
+        if parent in existing or (i == 1 and parent.upper() == INBOX):
+            return INBOX if parent.upper() == INBOX else parent
+    return None
 
 
 def _qresync_params(reader: Reader) -> tuple[int, int, bytes | None]:

@@ -73,6 +73,7 @@ class LoginCommands:
     _reset_command: Callable[[], None]
     read_line: Callable[[], Any]
     metadata_offered: Callable[[], bool]
+    acl_offered: Callable[[], bool]
 
     def secure(self) -> bool:
         return self._tls.active(self.transport)
@@ -129,6 +130,7 @@ class LoginCommands:
             ]
             + (["URLAUTH"] if self.factory.urlauth else [])
             + (["METADATA"] if self.metadata_offered() else [])
+            + (["ACL", "RIGHTS=texk", "LIST-MYRIGHTS"] if self.acl_offered() else [])
         )
 
     async def _capability(self, reader: Reader, by_uid: bool) -> Done:

@@ -17,6 +17,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from txmailhost.imap import fetch, mime, names, observers, replies
+from txmailhost.imap.acl import NoPermission, permitted_flags
 from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.imap.replies import Done
 from txmailhost.imap.search import BadCharset, Candidate, compress, parse_search
@@ -66,6 +67,7 @@ class MessageCommands:
     enable_condstore: Callable[[], None]
     contexts_expunging: Callable[[SelectedMailbox, set[int]], None]
     dirty: bool
+    access: Callable[..., Any]  # acl.AclCommands (RFC 4314)
 
     @property
     def selected(self) -> SelectedMailbox:
@@ -81,7 +83,7 @@ class MessageCommands:
         """§6.4.2: expunge \\Deleted messages silently (unless read-only), then unselect."""
         reader.end()
         view = self.selected
-        if not view.readonly:
+        if not view.readonly and "e" in view.rights:  # RFC 4314 §4: else no expunge, still OK
             deleted = await self._deleted_uids(view, None)
             if deleted:
                 await view.mailbox.expunge(deleted)
@@ -113,6 +115,8 @@ class MessageCommands:
             reader.sp()
             within = {uid for _seq, uid in view.resolve(reader.sequence_set(), True)}
         reader.end()
+        if "e" not in view.rights:
+            raise NoPermission("the 'e' right is needed to expunge")
         if view.readonly:
             raise replies.ReadOnly()
         deleted = await self._deleted_uids(view, within)
@@ -156,7 +160,8 @@ class MessageCommands:
             if gone:
                 self.write(b"* VANISHED (EARLIER) " + compress(gone).encode() + b"\r\n")
         header, content = request.needs_header, request.needs_content
-        sets_seen = request.sets_seen and not view.readonly
+        # RFC 4314 §4: without the "s" right, reading a body leaves \Seen alone
+        sets_seen = request.sets_seen and not view.readonly and "s" in view.rights
         size = _batch_size(header, content)
         fast = fetch.index_only(request)
         want_structure = fetch.wants_structure(request)
@@ -352,10 +357,12 @@ class MessageCommands:
         if "\\*" in flags:
             raise ParseError("\\* is not a flag")
         flags = [f for f in flags if f != "\\Recent"]
-        if view.readonly:
-            raise replies.ReadOnly()
         targets = view.resolve(sequence_set, by_uid)
         uids = [uid for _s, uid in targets]
+        if not all(r in view.rights for r in "stw"):
+            flags, mode = await self._flags_permitted(view, uids, flags, mode)
+        if view.readonly:
+            raise replies.ReadOnly()
         modified: list[int] = []
         if unchangedsince is not None:
             current = await view.mailbox.messages(uids)
@@ -387,6 +394,31 @@ class MessageCommands:
         if modified:
             return Done("conditional STORE failed", code=f"MODIFIED {compress(modified)}")
         return Done("STORE completed")
+
+    async def _flags_permitted(
+        self, view: SelectedMailbox, uids: list[int], flags: list[str], mode: str
+    ) -> tuple[list[str], str]:
+        """RFC 4314 §4: STORE changes only the flags the user holds the right for (\\Seen
+        ``s``, \\Deleted ``t``, others ``w``); NOPERM when that leaves none. A replacing
+        STORE becomes an add of the permitted flags and a removal of the permitted ones left
+        out, so flags the user may not touch keep their values."""
+        held = view.rights
+        if not any(r in held for r in "stw"):
+            raise NoPermission("no right to change flags here")
+        if mode != "=":
+            allowed = permitted_flags(flags, held)
+            if flags and not allowed:
+                raise NoPermission("no right to change these flags")
+            return allowed, mode
+        current: set[str] = set()
+        if "w" in held and uids:
+            for message in await view.mailbox.messages(uids):
+                current |= message.flags
+        candidates = {SEEN, DELETED, "\\Answered", "\\Flagged", "\\Draft"} | current
+        removed = [f for f in permitted_flags(sorted(candidates), held) if f not in flags]
+        if removed and uids:
+            await view.mailbox.store_flags(uids, removed, "-")
+        return permitted_flags(flags, held), "+"
 
     def _store_response(
         self, seq: int, message: StoredMessage, view: SelectedMailbox, by_uid: bool
@@ -498,21 +530,25 @@ class MessageCommands:
         name = names.decode(reader.astring(), self.utf8)
         reader.end()
         targets = view.resolve(sequence_set, by_uid)
+        found = await self.access(name, "i", replies.TryCreate)  # RFC 4314 §4
         try:
-            target = await self.account.store.open(self.account.address, name)
+            target = await self.account.store.open(found.owner, found.mailbox)
         except NoSuchMailbox:
-            raise replies.TryCreate() from None
+            raise (replies.TryCreate() if found.own else replies.Nonexistent()) from None
         pairs = await view.mailbox.copy([uid for _s, uid in targets], target)
         if not pairs:
             return pairs, ""
-        observers.tell(
-            self.factory.observers,
-            self.account.address,
-            view.mailbox.name,
-            name,
-            target,
-            [d for _s, d in pairs],
-        )
+        if not all(r in found.rights for r in "stw"):
+            await _drop_unpermitted(view, target, pairs, found.rights)
+        if found.own and view.mailbox.user == self.account.address:
+            observers.tell(
+                self.factory.observers,
+                self.account.address,
+                view.mailbox.name,
+                name,
+                target,
+                [d for _s, d in pairs],
+            )
         status = await target.status()
         source = compress([s for s, _d in pairs])
         dest = compress([d for _s, d in pairs])
@@ -526,6 +562,8 @@ class MessageCommands:
     async def _move(self, reader: Reader, by_uid: bool) -> Done:
         """RFC 6851 §3.3: untagged OK [COPYUID], then the expunges, then the tagged OK."""
         view = self.selected
+        if not all(r in view.rights for r in "te"):  # RFC 6851 §3.3 with RFC 4314
+            raise NoPermission("the 't' and 'e' rights are needed to move out of here")
         if view.readonly:
             raise replies.ReadOnly()
         pairs, code = await self._copy_to(reader, by_uid)
@@ -534,6 +572,17 @@ class MessageCommands:
             removed = await view.mailbox.expunge([s for s, _d in pairs])
             self.report_expunged(view, removed)
         return Done("MOVE completed")
+
+
+async def _drop_unpermitted(
+    view: SelectedMailbox, target: Any, pairs: list[tuple[int, int]], held: str
+) -> None:
+    """RFC 4314 §4: a copy keeps only the flags the user may set in the target mailbox."""
+    found = await view.mailbox.messages([s for s, _d in pairs])
+    flags = set().union(*(m.flags for m in found)) if found else set()
+    dropped = [f for f in sorted(flags) if f not in permitted_flags([f], held)]
+    if dropped:
+        await target.store_flags([d for _s, d in pairs], dropped, "-")
 
 
 def _esearch_modseq(options: list[str], modseqs: list[int]) -> int:

@@ -48,6 +48,7 @@ SUPPORTED = ("MessageNew", "MessageExpunge", "FlagChange", "MailboxName", "Subsc
 _KNOWN = SUPPORTED + ("AnnotationChange", "MailboxMetadataChange", "ServerMetadataChange")
 _CANONICAL = {event.upper(): event for event in _KNOWN}
 _SELECTED = ("SELECTED", "SELECTED-DELAYED")
+_OWN = ("INBOXES", "PERSONAL")  # filters of the user's own mailboxes only
 _OTHER = ("INBOXES", "PERSONAL", "SUBSCRIBED", "SUBTREE", "MAILBOXES")
 MAX_WATCHED = 1000  # mailboxes one session may watch; past it only the first ones are watched
 
@@ -82,9 +83,13 @@ class NotifySet:
     groups: list[EventGroup]
     selected: EventGroup | None = None
 
-    def events_for(self, name: str, subscribed: set[str]) -> frozenset[str]:
+    def events_for(self, name: str, subscribed: set[str], personal: bool = True) -> frozenset[str]:
+        """``personal``: False for another user's or a shared mailbox (RFC 4314, ``acl.py``),
+        which ``inboxes`` and ``personal`` don't cover (RFC 5465 §6)."""
         for group in self.groups:
-            if group.kind not in _SELECTED and group.covers(name, subscribed):
+            if group.kind in _SELECTED or (not personal and group.kind in _OWN):
+                continue
+            if group.covers(name, subscribed):
                 return group.events
         return frozenset()
 
@@ -279,6 +284,9 @@ class NotifyCommands:
     _notify_pending: list[bytes] | None = None  # lines waiting for the running command
     _notify_dirty: set[str] | None = None
     _notify_busy = False
+    _notify_foreign: frozenset[str] = frozenset()  # watched names in other users' trees
+    visible_shared: Callable[[], Any]  # acl.AclCommands
+    target: Callable[[str], Any]
 
     @property
     def store(self) -> Any:
@@ -317,14 +325,19 @@ class NotifyCommands:
             return
         user = self.account.address
         listed = await self.store.list_mailboxes(user)
+        # other users' and shared mailboxes the user may read (RFC 4314 "r" gives STATUS)
+        foreign = frozenset(n for n, held in (await self.visible_shared()).items() if "r" in held)
         if subscribed is None:
             subscribed = set(await self.store.subscriptions(user))
         if self._notify is not spec:
             return  # a new NOTIFY came meanwhile
         self._notify_subscribed = subscribed
+        self._notify_foreign = foreign
         watches = self._notify_watches = self._notify_watches or {}
         last = self._notify_last = self._notify_last or {}
-        wanted = [n for n in listed if spec.events_for(n, subscribed)][:MAX_WATCHED]
+        wanted = [n for n in listed if spec.events_for(n, subscribed)]
+        wanted += [n for n in sorted(foreign) if spec.events_for(n, subscribed, False)]
+        wanted = wanted[:MAX_WATCHED]
         for name in set(watches) - set(wanted):
             watches.pop(name)[1]()
             last.pop(name, None)
@@ -332,16 +345,18 @@ class NotifyCommands:
             if name in watches:
                 continue
             try:
-                mailbox = await self.store.open(user, name)
+                found = await self.target(name) if name in foreign else None
+                owner, inner = (found.owner, found.mailbox) if found else (user, name)
+                mailbox = await self.store.open(owner, inner)
                 status = await mailbox.status()
-            except NoSuchMailbox:
+            except (NoSuchMailbox, replies.Nonexistent):
                 continue
             if self._notify is not spec:
                 return
             watches[name] = (mailbox, mailbox.watch(lambda name=name: self._notify_changed(name)))
             last[name] = status
             if initial_status and not self._is_selected(name):
-                events = spec.events_for(name, subscribed)
+                events = spec.events_for(name, subscribed, name not in foreign)
                 self._notify_write_status(name, status, _status_items(events, True, True, True))
 
     def _is_selected(self, name: str) -> bool:
@@ -403,7 +418,9 @@ class NotifyCommands:
         last[name] = status
         if self._is_selected(name):
             return  # the selected mailbox is told in its own way
-        events = spec.events_for(name, self._notify_subscribed or set())
+        events = spec.events_for(
+            name, self._notify_subscribed or set(), name not in self._notify_foreign
+        )
         recreated = status.uidvalidity != before.uidvalidity
         new = recreated or status.uidnext != before.uidnext
         gone = recreated or status.messages < before.messages + (status.uidnext - before.uidnext)

@@ -40,6 +40,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from txmailhost.imap import replies, urlauth
+from txmailhost.imap.acl import AclCommands
 from txmailhost.imap.commands import MailboxCommands
 from txmailhost.imap.compress import CompressCommands, CompressionError, Deflate
 from txmailhost.imap.login import LoginCommands
@@ -128,6 +129,7 @@ class IMAPServer(
     CompressCommands,
     MetadataCommands,
     NotifyCommands,
+    AclCommands,
     UpdateMixin,
     MailboxCommands,
     SortCommands,
@@ -646,6 +648,11 @@ COMMANDS: dict[str, Command] = {
     "COMPRESS": Command(CompressCommands._compress, AUTH),
     "GETMETADATA": Command(MetadataCommands._getmetadata, AUTH),
     "SETMETADATA": Command(MetadataCommands._setmetadata, AUTH),
+    "SETACL": Command(AclCommands._setacl, AUTH),
+    "DELETEACL": Command(AclCommands._deleteacl, AUTH),
+    "GETACL": Command(AclCommands._getacl, AUTH),
+    "MYRIGHTS": Command(AclCommands._myrights, AUTH),
+    "LISTRIGHTS": Command(AclCommands._listrights, AUTH),
     "CHECK": Command(MessageCommands._check, SELECTED),
     "CLOSE": Command(MessageCommands._close, SELECTED),
     "UNSELECT": Command(MessageCommands._unselect, SELECTED),

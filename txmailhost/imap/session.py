@@ -35,6 +35,8 @@ class SelectedMailbox:
     # SelectedMailbox) starts empty, and expunged UIDs drop out when ``$`` is resolved.
     saved_uids: list[int] = field(default_factory=list)
     stop_watching: Any = None
+    # RFC 4314 rights of this session's user on the mailbox, as they were at SELECT (§5.1.1)
+    rights: str = "lrswipkxtea"
 
     @property
     def exists(self) -> int:

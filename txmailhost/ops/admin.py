@@ -11,7 +11,15 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from txmailhost.ops import archive, control, log_grep, mailbox_admin, migrate, server_admin
+from txmailhost.ops import (
+    acl_admin,
+    archive,
+    control,
+    log_grep,
+    mailbox_admin,
+    migrate,
+    server_admin,
+)
 
 Runner = Callable[[argparse.Namespace], int]
 
@@ -24,8 +32,9 @@ def register(
     read_password: Callable[[str | None], str],
 ) -> None:
     """Add ``mailbox``, ``search``, ``fetch``, ``expunge``, ``flags``, ``quota``, ``index``,
-    ``export``, ``import``, ``log grep``, ``migrate``, ``who``, ``kick``, ``auth``, ``config`` and ``status`` to the CLI's subparsers."""
+    ``acl``, ``export``, ``import``, ``log grep``, ``migrate``, ``who``, ``kick``, ``auth``, ``config`` and ``status`` to the CLI's subparsers."""
     mailbox_admin.register(commands, with_accounts)
+    acl_admin.register(commands, with_accounts)
     archive.register(commands, with_accounts)
     log_grep.register(commands)
     migrate.register(commands, with_accounts)

@@ -3,7 +3,8 @@
 ``interfaces.py`` is what protocols and delivery see: ``deliver``/``append`` of a
 ``MessageSource`` (bytes or a file, never a path to link), provisioning and removing users,
 errors whose ``permanent`` says whether retrying helps. ``IFileDelivery``/``IStagedAppend``
-are optional: a store of files declares them to be handed an fsync'd file to link, not copy.
+are optional: a store of files declares them to be handed an fsync'd file to link, not copy;
+so are ``IMetadataStore`` and ``IAclStore`` (METADATA, ACL).
 ``backends.py`` names the backends for ``[store] backend``: ``memory.py`` keeps mail in memory
 (tests, embedding; lost at restart); ``maildir.py`` is the durable default, described below;
 ``postgres.py`` keeps everything in a PostgreSQL database several nodes share (its tables and
@@ -18,8 +19,10 @@ The index also keeps each message's header block (cached at delivery), expunge t
 (UID + modseq, for IMAP QRESYNC) and values a protocol derived once (IMAP BODYSTRUCTURE); the
 user's ``subscriptions`` file lists subscribed folders, one per line. IMAP METADATA entries
 (``metadata.py``) are JSON in ``txmailhost-metadata.json`` of their mailbox directory and, for
-the account, ``txmailhost-server-metadata.json``. ``changes.ChangeBus`` tells
-open sessions (IMAP IDLE) that a mailbox changed, in process; what changed is read from the index.
+the account, ``txmailhost-server-metadata.json``. IMAP ACLs (``acl.py``, RFC 4314) of every
+user's mailboxes are one SQLite table, ``DATA/mail/txmailhost-acl.sqlite``.
+``changes.ChangeBus`` tells open sessions (IMAP IDLE) that a mailbox changed, in process; what
+changed is read from the index.
 
 May import: ``txmailhost._safeio``, Twisted, zope.interface, the standard library and (only in
 ``postgres*.py``/``dbadmin.py``, and only when that backend is chosen) psycopg; never a

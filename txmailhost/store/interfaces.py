@@ -325,6 +325,27 @@ class IMetadataStore(Interface):
         once, durable before the Deferred fires."""
 
 
+class IAclStore(Interface):
+    """Optional: access control lists (RFC 4314) on a user's mailboxes, kept durably, and
+    the index of the mailboxes shared with an identifier. A mailbox's ACL follows it through
+    RENAME and goes with it at DELETE. Callers check ``IAclStore.providedBy(store)``; the
+    IMAP server offers ACL, RIGHTS=texk, LIST-MYRIGHTS and the other users' and shared
+    namespaces only over a store that declares it. Identifiers and rights arrive checked and
+    canonical (``store/acl.py``); the owner's own rights are implicit and never stored."""
+
+    def get_acl(user, mailbox):
+        """Deferred[dict[str, str]]: identifier → rights of ``user``'s ``mailbox``;
+        ``NoSuchMailbox`` for a mailbox that doesn't exist."""
+
+    def set_acl(user, mailbox, identifier, rights):
+        """Deferred[None]: give ``identifier`` exactly ``rights`` on the existing
+        ``mailbox`` (None or "" removes its entry), durable before the Deferred fires."""
+
+    def shared_with(identifiers):
+        """Deferred[dict[tuple[str, str], dict[str, str]]]: every (owner, mailbox) whose ACL
+        has an entry for one of ``identifiers``, with that whole ACL."""
+
+
 class IFileDelivery(Interface):
     """Optional, for a store whose messages are files (Maildir): add a file that is already
     durable by linking it, without copying its bytes, many recipients in one trip to the

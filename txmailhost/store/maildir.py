@@ -51,6 +51,7 @@ from txmailhost import _safeio
 from txmailhost.store import index as _index
 from txmailhost.store import lineends, objectids
 from txmailhost.store import metadata as _metadata
+from txmailhost.store.acl import AclTable
 from txmailhost.store.changes import ChangeBus
 from txmailhost.store.image import ImageCache, columns_of
 from txmailhost.store.interfaces import (
@@ -61,6 +62,7 @@ from txmailhost.store.interfaces import (
     FLAGGED,
     INBOX,
     SEEN,
+    IAclStore,
     IFileDelivery,
     IMailbox,
     IMailStore,
@@ -175,6 +177,7 @@ def user_directory(root: str, user: str) -> str:
     return os.path.join(root, domain, local)
 
 
+ACL_FILE = "txmailhost-acl.sqlite"  # in the store root: every user's ACLs (store/acl.py)
 _MAX_FOLDER_NAME = 255  # NAME_MAX: a Maildir++ folder, hierarchy and all, is one file name
 
 
@@ -734,7 +737,7 @@ def _stored(row: tuple) -> StoredMessage:
     )
 
 
-@implementer(IMailStore, IFileDelivery, IMetadataStore)
+@implementer(IMailStore, IFileDelivery, IMetadataStore, IAclStore)
 class MaildirStore:
     """All users' Maildir++ trees under ``root``.
 
@@ -753,6 +756,8 @@ class MaildirStore:
         self.changes = ChangeBus()
         self.images = ImageCache()
         self.pending = PendingDeliveries()
+        # RFC 4314 ACLs of every user's mailboxes, and who they are shared with (store/acl.py)
+        self.acl = AclTable(os.path.join(self.root, ACL_FILE))
 
     def _mtimes(self, directory: str) -> tuple[int, int] | None:
         try:
@@ -985,11 +990,15 @@ class MaildirStore:
     def _create_sync(self, user: str, mailbox: str, exist_ok: bool = False) -> None:
         if mailbox.upper() == INBOX:
             raise MailboxExists("INBOX always exists")
-        directory = folder_directory(user_directory(self.root, user), mailbox)
+        user_dir = user_directory(self.root, user)
+        directory = folder_directory(user_dir, mailbox)
         if os.path.isdir(os.path.join(directory, "cur")):
             if exist_ok:
                 return
             raise MailboxExists(f"mailbox {mailbox!r} exists")
+        # An owner never provisioned (a domain's shared-folder pseudo-user, store/acl.py)
+        # needs its own tmp/ too: APPENDs are staged there.
+        _make_maildir(user_dir)
         _make_maildir(directory)
         marker = os.path.join(directory, "maildirfolder")
         if not os.path.exists(marker):
@@ -1005,6 +1014,7 @@ class MaildirStore:
         shutil.rmtree(directory)
         self._seen_mtimes.pop(directory, None)
         _safeio.fsync_dir(os.path.dirname(directory))
+        self.acl.deleted(user, mailbox)
 
     def list_mailboxes_sync(self, user: str) -> list[str]:
         """``IFileDelivery``: the user's mailbox names, from a worker thread."""
@@ -1061,6 +1071,7 @@ class MaildirStore:
             self._seen_mtimes.pop(os.path.join(user_dir, entry), None)
             os.rename(os.path.join(user_dir, entry), os.path.join(user_dir, renamed))
         _safeio.fsync_dir(user_dir)
+        self.acl.renamed(user, old, new)
         subscribed = self._subscriptions_sync(user)
         changed = False
         for i, name in enumerate(subscribed):
@@ -1088,8 +1099,12 @@ class MaildirStore:
     def _subscribe_sync(self, user: str, mailbox: str, subscribed: bool) -> None:
         if mailbox.upper() == INBOX:
             mailbox = INBOX
-        else:
-            folder_directory(user_directory(self.root, user), mailbox)  # validates the name
+        elif any(ord(c) < 32 or c == "\x7f" for c in mailbox) or any(
+            part in ("", ".", "..") for part in mailbox.split("/")
+        ):
+            # Not folder_directory's check: a subscription may name another user's mailbox
+            # ("Other Users/bob@example.org/Lists", RFC 4314), whose components hold dots.
+            raise InvalidMailboxName(f"invalid mailbox name: {mailbox!r}")
         names = self._subscriptions_sync(user)
         if subscribed and mailbox not in names:
             self._write_subscriptions(user, [*names, mailbox])
@@ -1139,6 +1154,7 @@ class MaildirStore:
         if os.path.isdir(user_dir) and not stat.S_ISLNK(os.lstat(user_dir).st_mode):
             shutil.rmtree(user_dir)
             _safeio.fsync_dir(os.path.dirname(user_dir))
+        self.acl.deleted(user, None)
 
     def _deliver_sync(
         self,
@@ -1326,6 +1342,29 @@ class MaildirStore:
             self._folder(user, INBOX)  # provisions the account if needed
             return os.path.join(user_directory(self.root, user), _metadata.SERVER_FILE)
         return os.path.join(self._folder(user, mailbox), _metadata.MAILBOX_FILE)
+
+    def _acl_mailbox(self, user: str, mailbox: str) -> str:
+        """The canonical name of an existing mailbox. Unlike ``_folder``, never provisions:
+        another user asking about ``Other Users/x@example.org/INBOX`` creates nothing."""
+        name = INBOX if mailbox.upper() == INBOX else mailbox
+        directory = folder_directory(user_directory(self.root, user), name)
+        if not os.path.isdir(os.path.join(directory, "cur")):
+            raise NoSuchMailbox(f"no mailbox {mailbox!r}")
+        return name
+
+    def get_acl(self, user: str, mailbox: str) -> Deferred[dict[str, str]]:
+        return self._run(lambda: self.acl.get(user, self._acl_mailbox(user, mailbox)))
+
+    def set_acl(
+        self, user: str, mailbox: str, identifier: str, rights: str | None
+    ) -> Deferred[None]:
+        def job() -> None:
+            self.acl.set(user, self._acl_mailbox(user, mailbox), identifier, rights)
+
+        return self._run(job)
+
+    def shared_with(self, identifiers: list[str]) -> Deferred[dict]:
+        return self._run(self.acl.granted, list(identifiers))
 
     def reset_access_keys(self, user: str, mailbox: str | None = None) -> Deferred[None]:
         return self._run(self._reset_access_keys_sync, user, mailbox)

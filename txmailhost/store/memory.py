@@ -35,11 +35,13 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from txmailhost.store import lineends, objectids
+from txmailhost.store.acl import AclTable
 from txmailhost.store.changes import ChangeBus
 from txmailhost.store.interfaces import (
     DEFAULT_MAILBOXES,
     INBOX,
     SEEN,
+    IAclStore,
     IMailbox,
     IMailStore,
     IMetadataStore,
@@ -442,7 +444,7 @@ class MemoryMailbox:
         return self._do(job, sorted(set(uids)))
 
 
-@implementer(IMailStore, IMetadataStore)
+@implementer(IMailStore, IMetadataStore, IAclStore)
 class MemoryStore:
     """Every user's mailboxes, in memory; see the module docstring for what that costs.
 
@@ -457,6 +459,7 @@ class MemoryStore:
         self._accounts: dict[str, _Account] = {}
         self._lock = threading.RLock()
         self.changes = ChangeBus()
+        self.acl = AclTable(":memory:")  # RFC 4314 ACLs (store/acl.py), gone with the process
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -522,6 +525,7 @@ class MemoryStore:
     def remove_user(self, user: str) -> Deferred[None]:
         def job() -> None:
             self._accounts.pop(_owner(user), None)
+            self.acl.deleted(_owner(user), None)
 
         return self._do(job)
 
@@ -589,6 +593,7 @@ class MemoryStore:
                 raise InvalidMailboxName("INBOX can't be deleted")
             self._existing(user, name)
             del self._account(user).folders[name]
+            self.acl.deleted(_owner(user), name)
             self._changed(_owner(user), name)
 
         return self._do(job)
@@ -625,6 +630,7 @@ class MemoryStore:
             raise MailboxExists(f"mailbox {new!r} has a child that exists")
         for name, renamed in moves:
             account.folders[renamed] = account.folders.pop(name)
+        self.acl.renamed(_owner(user), old_name, new_name)
         account.subscriptions = [
             new_name + s[len(old_name) :] if s == old_name or s.startswith(old_name + "/") else s
             for s in account.subscriptions
@@ -653,6 +659,29 @@ class MemoryStore:
                     entries[name] = value
 
         return self._do(job)
+
+    def _acl_mailbox(self, user: str, mailbox: str) -> str:
+        """The canonical name of an existing mailbox; a user never seen has none (an ACL
+        question must not create the account)."""
+        account = self._accounts.get(_owner(user))
+        name = _canonical(mailbox)
+        if account is None or name not in account.folders:
+            raise NoSuchMailbox(f"no mailbox {mailbox!r}")
+        return name
+
+    def get_acl(self, user: str, mailbox: str) -> Deferred[dict[str, str]]:
+        return self._do(lambda: self.acl.get(_owner(user), self._acl_mailbox(user, mailbox)))
+
+    def set_acl(
+        self, user: str, mailbox: str, identifier: str, rights: str | None
+    ) -> Deferred[None]:
+        def job() -> None:
+            self.acl.set(_owner(user), self._acl_mailbox(user, mailbox), identifier, rights)
+
+        return self._do(job)
+
+    def shared_with(self, identifiers: list[str]) -> Deferred[dict]:
+        return self._do(self.acl.granted, list(identifiers))
 
     def subscribe(self, user: str, mailbox: str, subscribed: bool) -> Deferred[None]:
         def job() -> None:
