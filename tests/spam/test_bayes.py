@@ -7,6 +7,7 @@ import io
 import pytest
 
 from txmailhost.spam import bayes
+from txmailhost.spam import tokens as tokens_module
 from txmailhost.spam.bayes import GLOBAL, TokenStore, chi2q, combine, token_probability
 from txmailhost.spam.sample import sample_of
 from txmailhost.spam.tokens import tokens
@@ -103,3 +104,48 @@ def test_sender_lists_per_user_then_everyone(tmp_path):
     assert store.sender_kind(["bob"], ["x@spam.example"]) == "block"
     store.set_sender("alice", "friend@example.org", None)
     assert store.sender_kind(["alice"], ["friend@example.org"]) is None
+
+
+def fields_toks(header: str, text: str = "body text") -> set[str]:
+    return tokens(sample_of(io.BytesIO(f"{header}\r\n\r\n{text}\r\n".encode())))
+
+
+def test_list_and_delivery_fields_give_no_tokens_senders_fields_do():
+    found = fields_toks(
+        "From: Ann <ann@example.org>\r\nX-Mailer: Mutt 1.4\r\nList-Id: <dev.lists.example>\r\n"
+        "X-Beenthere: dev@lists.example\r\nDelivery-Date: Tue, 6 Aug 2002\r\n"
+        "X-Keywords: work\r\nX-Spam-Level: ***\r\nSubject: hi"
+    )
+    assert {"from:name:ann", "x-mailer:mutt", "x-mailer:mutt 1.4"} <= found
+    assert "list-id:<dev.lists.example>" in found  # which list: one token, not its words
+    assert not [t for t in found if t.startswith(("list-id:dev", "x-beenthere", "delivery-"))]
+    assert not [t for t in found if t.startswith(("x-keywords", "x-spam", "header:"))]
+
+
+def test_capitals_money_and_subject_punctuation_are_tokens():
+    found = toks("Only $1,299.00 and 50% off, FREE shipping", "FREE money!!! now")
+    assert {"CAPS:FREE", "free", "money:$6", "money:%2"} <= found
+    assert {"subject:CAPS:FREE", "subject:punct:!!!", "subject:free"} <= found
+    assert "subject:upper:3" in found  # 4 of 13 letters upper-case
+
+
+def test_the_store_records_its_tokenizer_version(tmp_path):
+    store = TokenStore(str(tmp_path / "bayes.sqlite"))
+    assert store.trained_tokenizer() is None
+    store.learn("bob@example.test", "d1", {"a"}, True)
+    assert store.trained_tokenizer() == store.tokenizer_version == tokens_module.TOKENIZER_VERSION
+    store.close()
+
+
+def test_a_store_trained_before_versions_is_reported_as_version_1(tmp_path):
+    path = str(tmp_path / "bayes.sqlite")
+    old = TokenStore(path)
+    old.learn("bob@example.test", "d1", {"a"}, True)
+    old._db().execute("DELETE FROM meta")  # as a store written before the meta table
+    old.close()
+    store = TokenStore(path)
+    assert store.trained_tokenizer() == 1
+    store.learn("bob@example.test", "d2", {"b"}, False)  # later learning keeps the record
+    assert store.trained_tokenizer() == 1
+    assert store.judge(["bob@example.test"], {"a"}) is None  # still judges (too little here)
+    store.close()

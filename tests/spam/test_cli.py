@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 
@@ -85,3 +86,14 @@ def test_threshold_per_user(data):
     assert "junk threshold: 3.5" in out
     txm(data, "spam", "threshold", "--user", "alice@example.test")
     assert "threshold" not in txm(data, "spam", "stats", "--user", "alice@example.test").stdout
+
+
+def test_stats_says_when_counts_are_from_an_older_tokenizer(data, tmp_path):
+    spam = write(tmp_path / "spam", 3, "From: s{i}@pills.example\nSubject: pills {i}\n\npills\n")
+    txm(data, "spam", "train", "--spam", spam)
+    assert "tokenizer" not in txm(data, "spam", "stats").stdout  # learned with this version
+    path = os.path.join(data, "spam", "bayes.sqlite")
+    with sqlite3.connect(path) as db:  # as counts learned before the version was recorded
+        db.execute("DELETE FROM meta")
+    out = txm(data, "spam", "stats").stdout
+    assert "counts learned with version 1" in out and "retraining" in out

@@ -9,7 +9,7 @@ import pytest
 from txmailhost.filters.interfaces import Action, Client, Transaction
 from txmailhost.filters.registry import FilterConfigError, FilterHost, build_chain
 from txmailhost.spam.bayes import TokenStore
-from txmailhost.spam.scoring import SpamFilter, store_path
+from txmailhost.spam.scoring import SpamFilter, bayes_rule, store_path
 
 SPAM = (
     b"From: deals@promo.example\r\nSubject: CHEAP WATCHES BUY NOW!!!\r\n\r\n"
@@ -101,3 +101,11 @@ def test_a_recipients_own_threshold_decides_their_copy(tmp_path):
     assert "required=0.5" in fields(verdict)["X-Spam-Status"]
     store.set_threshold("alice@example.test", None)
     assert judge(f, HAM.replace(b"Message-ID: <a@example.org>\r\n", b"")).action is Action.ACCEPT
+
+
+def test_only_the_classifiers_surest_band_is_junk_alone():
+    """99-99.9% needs another rule's 1.5 to reach Junk; 99.9% or more is Junk by itself."""
+    assert bayes_rule(0.995).name == "BAYES_99" and bayes_rule(0.995).score == 3.5
+    assert bayes_rule(0.9995).name == "BAYES_999" and bayes_rule(0.9995).score == 5.0
+    assert bayes_rule(0.97).name == "BAYES_95" and bayes_rule(0.6).name == "BAYES_50"
+    assert bayes_rule(0.3) is None and bayes_rule(0.001).name == "BAYES_00"

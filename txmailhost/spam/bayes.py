@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from txmailhost.spam.sqlitedb import thread_connection
+from txmailhost.spam.tokens import TOKENIZER_VERSION
 
 GLOBAL = ""  # the owner every training also counts for
 S = 0.45  # strength of the prior (SpamBayes unknown_word_strength)
@@ -52,6 +53,7 @@ CREATE TABLE IF NOT EXISTS totals (
 CREATE TABLE IF NOT EXISTS learned (
     owner TEXT NOT NULL, digest TEXT NOT NULL, kind TEXT NOT NULL, at INTEGER NOT NULL,
     PRIMARY KEY (owner, digest)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS thresholds (owner TEXT PRIMARY KEY, junk REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS senders (
     owner TEXT NOT NULL, address TEXT NOT NULL, kind TEXT NOT NULL, at INTEGER NOT NULL,
@@ -127,6 +129,7 @@ class TokenStore:
         min_messages: int = 20,
         max_tokens: int = 2_000_000,
         max_age_days: float = 180.0,
+        tokenizer_version: int = TOKENIZER_VERSION,
     ) -> None:
         self.path = path
         self.min_messages = min_messages
@@ -134,6 +137,18 @@ class TokenStore:
         self.max_age = max_age_days * 86400
         self._local = threading.local()
         self._learned_since_expiry = 0
+        self.tokenizer_version = tokenizer_version
+
+    def trained_tokenizer(self) -> int | None:
+        """The tokenizer version the counts were first learned with (None: nothing learned,
+        or learned before versions were recorded, which is version 1). Tokens of another
+        version are partly stale: judging still works (a token never seen says nothing),
+        retraining (``txmailhost spam train`` into a fresh store) makes it as good as
+        measured. ``txmailhost spam stats`` says so."""
+        row = self._db().execute("SELECT value FROM meta WHERE key = 'tokenizer'").fetchone()
+        if row is not None:
+            return int(row[0])
+        return 1 if self.totals(GLOBAL) != (0, 0) else None
 
     def _db(self) -> sqlite3.Connection:
         return thread_connection(self._local, self.path, _SCHEMA)
@@ -158,6 +173,11 @@ class TokenStore:
         changed = False
         db.execute("BEGIN IMMEDIATE")
         try:
+            db.execute(  # the first learning says which tokenizer made the counts
+                "INSERT OR IGNORE INTO meta (key, value) SELECT 'tokenizer', CASE WHEN EXISTS"
+                " (SELECT 1 FROM totals WHERE spam + ham > 0) THEN '1' ELSE ? END",
+                (str(self.tokenizer_version),),
+            )
             for who in owners:
                 row = db.execute(
                     "SELECT kind FROM learned WHERE owner = ? AND digest = ?", (who, digest)

@@ -153,6 +153,12 @@ def _stats(args: argparse.Namespace, config: Any) -> int:
     owner = _owner(args)
     spam, ham = store.totals(owner)
     print(f"learned: {spam} spam, {ham} ham ({'global' if owner == GLOBAL else owner})")
+    trained = store.trained_tokenizer()
+    if trained is not None and trained != store.tokenizer_version:
+        print(
+            f"tokenizer: counts learned with version {trained}, the filter's is"
+            f" {store.tokenizer_version}; retraining from scratch judges better"
+        )
     own = store.threshold(owner) if owner != GLOBAL else None
     if own is not None:
         print(f"junk threshold: {own:.1f}")

@@ -48,7 +48,8 @@ _BAYES_BANDS = (  # (upper bound of the probability, rule)
     (0.80, "BAYES_50"),
     (0.95, "BAYES_80"),
     (0.99, "BAYES_95"),
-    (1.01, "BAYES_99"),
+    (0.999, "BAYES_99"),
+    (1.01, "BAYES_999"),
 )
 
 

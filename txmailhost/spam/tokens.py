@@ -7,11 +7,30 @@
   (``from:``), the Message-ID's domain, the content types, attachment extensions, the
   charsets declared, whether there is hidden HTML text or images.
 - URLs as their host and its parent domains (``url:example.com``), plus the first path piece.
-- The header field names present (``header:X-Mailer``): which software sent the mail says a
-  lot; values of ``X-Mailer``/``User-Agent`` too.
+- Values of ``X-Mailer``/``User-Agent`` whole: which software sent the mail says a lot.
 
 Each token counts once per message (presence, not frequency, as SpamBayes); at most
 ``MAX_TOKENS`` per message, so a huge text costs what a long one does.
+
+What was measured on the SpamAssassin public corpus (``docs/benchmarks-spam.rst``) and so
+chosen (``TOKENIZER_VERSION`` 2):
+
+- Header values are split into words only for the fields that say who sent the mail and
+  how (``_VALUE_FIELDS``); every other field's words (the list software's ``List-*``,
+  ``X-Beenthere``...) came as a dozen tokens saying the same thing, which outvoted the text
+  of spam sent through a mailing list. Field names alone (``header:X-Foo``) are no longer
+  tokens either: they too repeated what the values say.
+- Fields written after delivery, by the receiving side or a mail reader (``Delivery-Date``,
+  ``X-Keywords``, ``Status``, ``X-Spam-*``...; ``_LOCAL_FIELDS``), are skipped: they tell
+  where a message was collected, not who sent it (in the corpus they gave away the
+  collector's mailbox of half of spam 2).
+- Upper-case words of the text and the subject are kept apart as well (``CAPS:FREE``
+  besides ``free``), with the subject's punctuation runs (``subject:punct:!!``) and the
+  share of upper-case letters in it, and sums of money and percentages by their shape
+  (``money:$4``: a dollar sign and four digits).
+
+A store trained with an older version still judges (unknown tokens say nothing), less well
+until retrained: ``TokenStore`` records the version it was trained with.
 """
 
 from __future__ import annotations
@@ -22,6 +41,7 @@ import re
 from txmailhost.spam.sample import Sample
 
 MAX_TOKENS = 4000
+TOKENIZER_VERSION = 2  # raised when tokens change: a store trained before is partly stale
 _WORD = re.compile(r"[^\W_][\w'$€£%.-]*[^\W_]|[^\W_]", re.UNICODE)
 _SKIP_HEADERS = frozenset(
     {
@@ -40,6 +60,34 @@ _SKIP_HEADERS = frozenset(
         "arc-authentication-results",
     }
 )
+
+_LOCAL_FIELDS = frozenset(  # written after delivery (X-Spam-* too): the collector, not the sender
+    {"delivery-date", "x-keywords", "x-status", "status", "x-uid", "lines", "content-length"}
+)
+_VALUE_FIELDS = frozenset(  # fields whose values are split into words
+    {
+        "from",
+        "to",
+        "cc",
+        "reply-to",
+        "x-mailer",
+        "user-agent",
+        "organization",
+        "content-type",
+        "content-transfer-encoding",
+        "content-disposition",
+        "mime-version",
+        "x-priority",
+        "x-msmail-priority",
+        "x-mimeole",
+        "importance",
+        "precedence",
+        "x-originating-ip",
+    }
+)
+_CAPS = re.compile(r"\b[A-Z]{3,12}\b")
+_MONEY = re.compile(r"[$€£]\s?\d[\d,]*(?:\.\d\d)?|\d+%")
+_SUBJECT_PUNCT = re.compile(r"[!$?*%#]{2,}|[!$?]")
 
 _WHOLE_VALUES = frozenset(
     {
@@ -66,16 +114,23 @@ def tokens(sample: Sample) -> set[str]:
             found.add(token)
 
     for name, value in sample.headers:
-        if name in _SKIP_HEADERS:
+        if name in _SKIP_HEADERS or name in _LOCAL_FIELDS or name.startswith("x-spam"):
             continue
-        add("header:" + name)
         if name in _WHOLE_VALUES:
             add(f"{name}:{value.lower()[:60]}")
-        if name != "subject":
+        if name in _VALUE_FIELDS:
             for word in _words(value)[:40]:
                 add(f"{name[:20]}:{word}")
-    for word in _words(sample.header("subject") or ""):
+    subject = sample.header("subject") or ""
+    for word in _words(subject):
         add("subject:" + word)
+    for run in _SUBJECT_PUNCT.findall(subject):
+        add("subject:punct:" + run[:4])
+    for word in _CAPS.findall(subject):
+        add("subject:CAPS:" + word)
+    letters = sum(c.isalpha() for c in subject)
+    if letters:
+        add(f"subject:upper:{10 * sum(c.isupper() for c in subject) // letters}")
     sender = sample.header("from")
     if sender:
         display, address = email.utils.parseaddr(sender)
@@ -104,6 +159,11 @@ def tokens(sample: Sample) -> set[str]:
         if len(found) >= MAX_TOKENS:
             break
         add(word)
+    for word in set(_CAPS.findall(sample.text)):
+        add("CAPS:" + word)
+    for amount in set(_MONEY.findall(sample.text)):
+        digits = sum(c.isdigit() for c in amount)
+        add(f"money:{'%' if amount.endswith('%') else amount[0]}{digits}")
     return found
 
 
