@@ -23,7 +23,12 @@ What is where (docs/scaling.rst says the same for administrators):
   once (IMAP BODYSTRUCTURE), gone with their message;
 - ``subscriptions``, ``access_keys``: IMAP LSUB and URLAUTH state per user;
 - ``domains``, ``users``, ``login_origins``, ``aliases``, ``forwards`` (step 2): the accounts,
-  when ``[store] accounts = "postgres"`` (``accounts/postgres.py``), as in ``accounts.sqlite``.
+  when ``[store] accounts = "postgres"`` (``accounts/postgres.py``), as in ``accounts.sqlite``;
+- ``queue_messages``, ``queue_chunks``, ``queue_recipients`` (step 3): the relay queue, when
+  ``[queue] backend = "postgres"`` (``queue/postgres.py``): one row per recipient with its
+  state, next attempt and lease (which node is delivering it, until when);
+- ``throttle_failures``, ``greylist_triplets`` (step 3): login-failure counters and greylisting
+  state that every node shares (``accounts/throttle.py``, ``spam/greylist.py``).
 """
 
 from __future__ import annotations
@@ -136,6 +141,69 @@ MIGRATIONS: tuple[str, ...] = (
         address text NOT NULL REFERENCES users (address) ON DELETE CASCADE,
         target text NOT NULL,
         PRIMARY KEY (address, target)
+    );
+    """,
+    # 3: the relay queue (txmailhost/queue/postgres.py) and state shared between nodes
+    """
+    CREATE TABLE queue_messages (
+        id bigserial PRIMARY KEY,
+        queue_id text NOT NULL UNIQUE,
+        sender text,  -- NULL: the null reverse-path <>
+        arrival double precision NOT NULL,
+        size bigint NOT NULL,
+        hops integer NOT NULL,
+        chunks integer NOT NULL,
+        delay_warned boolean NOT NULL DEFAULT false,
+        held boolean NOT NULL DEFAULT false,
+        bounce_requested boolean NOT NULL DEFAULT false,
+        body text NOT NULL,
+        smtputf8 boolean NOT NULL,
+        ret text NOT NULL,
+        envid text NOT NULL,
+        requiretls boolean NOT NULL
+    );
+    CREATE TABLE queue_chunks (
+        message_id bigint NOT NULL REFERENCES queue_messages (id) ON DELETE CASCADE,
+        seq integer NOT NULL,
+        data bytea NOT NULL,
+        PRIMARY KEY (message_id, seq)
+    );
+    -- One row per recipient: the unit a node claims (FOR UPDATE SKIP LOCKED) and leases.
+    CREATE TABLE queue_recipients (
+        id bigserial PRIMARY KEY,
+        message_id bigint NOT NULL REFERENCES queue_messages (id) ON DELETE CASCADE,
+        position integer NOT NULL,
+        address text NOT NULL,
+        domain text NOT NULL,
+        state text NOT NULL,
+        attempts integer NOT NULL DEFAULT 0,
+        next_attempt double precision NOT NULL,
+        status text NOT NULL DEFAULT '',
+        diagnostic text NOT NULL DEFAULT '',
+        remote_mta text NOT NULL DEFAULT '',
+        notify text[] NOT NULL DEFAULT '{}',
+        orcpt text NOT NULL DEFAULT '',
+        lease_owner text,
+        lease_until double precision NOT NULL DEFAULT 0,
+        UNIQUE (message_id, position)
+    );
+    CREATE INDEX queue_recipients_due ON queue_recipients (next_attempt)
+        WHERE state IN ('pending', 'deferred');
+    CREATE INDEX queue_recipients_message ON queue_recipients (message_id);
+    CREATE INDEX queue_recipients_lease ON queue_recipients (lease_owner)
+        WHERE lease_owner IS NOT NULL;
+    CREATE TABLE throttle_failures (
+        kind text NOT NULL,
+        key text NOT NULL,
+        failures double precision NOT NULL,
+        updated double precision NOT NULL,
+        PRIMARY KEY (kind, key)
+    );
+    CREATE TABLE greylist_triplets (
+        triplet text PRIMARY KEY,
+        first_seen double precision NOT NULL,
+        passed boolean NOT NULL DEFAULT false,
+        last_seen double precision NOT NULL
     );
     """,
 )
