@@ -31,7 +31,7 @@ from txmailhost.accounts.passwords import dummy_hash, verify_password
 from txmailhost.config import ListenConfig, load_config
 from txmailhost.delivery.local import spooled_local
 from txmailhost.ops.mailbox_admin import emit, json_option
-from txmailhost.queue.spool import Spool
+from txmailhost.queue.service import open_records
 
 HIDDEN = "********"
 # A key whose name says it holds a secret; paths to files holding one (``*_file``) are shown.
@@ -195,7 +195,7 @@ def _listeners(config: Any) -> list[dict[str, Any]]:
 
 
 def _queue(config: Any) -> dict[str, Any]:
-    spool = Spool(config.queue_dir)
+    spool = open_records(config)
     now = time.time()
     messages, pending, deferred, oldest = 0, 0, 0, now
     for queue_id in spool.ids():
