@@ -27,8 +27,9 @@ What is where (docs/scaling.rst says the same for administrators):
 - ``queue_messages``, ``queue_chunks``, ``queue_recipients`` (step 3): the relay queue, when
   ``[queue] backend = "postgres"`` (``queue/postgres.py``): one row per recipient with its
   state, next attempt and lease (which node is delivering it, until when);
-- ``throttle_failures``, ``greylist_triplets`` (step 3): login-failure counters and greylisting
-  state that every node shares (``accounts/throttle.py``, ``spam/greylist.py``).
+- ``throttle_failures``, ``greylist_triplets``, ``greylist_clients`` (step 3): recent login
+  failures and greylisting state, shared by every node of a PostgreSQL store
+  (``accounts/sharedfailures.py``, ``spam/greylist.py``).
 """
 
 from __future__ import annotations
@@ -192,17 +193,30 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX queue_recipients_message ON queue_recipients (message_id);
     CREATE INDEX queue_recipients_lease ON queue_recipients (lease_owner)
         WHERE lease_owner IS NOT NULL;
+    -- One row per failed login (or unknown recipient) on any node, kept for the throttle's
+    -- window: each node adds the others' to its own counts (accounts/sharedfailures.py).
     CREATE TABLE throttle_failures (
+        id bigserial PRIMARY KEY,
         kind text NOT NULL,
-        key text NOT NULL,
-        failures double precision NOT NULL,
-        updated double precision NOT NULL,
-        PRIMARY KEY (kind, key)
+        client text,
+        account text,
+        at double precision NOT NULL,
+        origin text NOT NULL
     );
+    CREATE INDEX throttle_failures_at ON throttle_failures (at);
+    -- spam/greylist.py's two SQLite tables, shared
     CREATE TABLE greylist_triplets (
-        triplet text PRIMARY KEY,
+        network text NOT NULL,
+        sender text NOT NULL,
+        recipient text NOT NULL,
         first_seen double precision NOT NULL,
-        passed boolean NOT NULL DEFAULT false,
+        passed double precision,
+        last_seen double precision NOT NULL,
+        PRIMARY KEY (network, sender, recipient)
+    );
+    CREATE TABLE greylist_clients (
+        network text PRIMARY KEY,
+        passes integer NOT NULL,
         last_seen double precision NOT NULL
     );
     """,
