@@ -260,6 +260,67 @@ class PostgresQueueStore:
             requiretls=options.requiretls,
         )
 
+    def import_envelope(self, envelope: Envelope, message_path: str) -> bool:
+        """Bring in a message of a file spool as it is (each recipient's state, attempts,
+        next attempt; ``migrate maildir-to-postgres``); False when its id is here already
+        (migrated before: a re-run skips it)."""
+        conn = self._connection()
+        with conn.transaction(), open(message_path, "rb") as source:
+            row = conn.execute(
+                "INSERT INTO queue_messages (queue_id, sender, arrival, size, hops, chunks,"
+                " delay_warned, held, body, smtputf8, ret, envid, requiretls) VALUES (%s, %s,"
+                " %s, %s, %s, 0, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (queue_id) DO NOTHING"
+                " RETURNING id",
+                (
+                    envelope.queue_id,
+                    envelope.sender,
+                    envelope.arrival,
+                    envelope.size,
+                    envelope.hops,
+                    envelope.delay_warned,
+                    envelope.held,
+                    envelope.body,
+                    envelope.smtputf8,
+                    envelope.ret,
+                    envelope.envid,
+                    envelope.requiretls,
+                ),
+            ).fetchone()
+            if row is None:
+                return False
+            seq = 0
+            while chunk := source.read(CHUNK):
+                conn.execute(
+                    "INSERT INTO queue_chunks (message_id, seq, data) VALUES (%s, %s, %s)",
+                    (row[0], seq, chunk),
+                )
+                seq += 1
+            conn.execute("UPDATE queue_messages SET chunks = %s WHERE id = %s", (seq, row[0]))
+            with conn.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO queue_recipients (message_id, position, address, domain, state,"
+                    " attempts, next_attempt, status, diagnostic, remote_mta, notify, orcpt)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    [
+                        (
+                            row[0],
+                            position,
+                            r.address,
+                            r.domain,
+                            r.state,
+                            r.attempts,
+                            r.next_attempt,
+                            r.status,
+                            r.diagnostic,
+                            r.remote_mta,
+                            list(r.notify),
+                            r.orcpt,
+                        )  # fmt: skip
+                        for position, r in enumerate(envelope.recipients)
+                    ],
+                )
+        return True
+
     # -- claiming and recording -----------------------------------------------------------------
 
     def claim(

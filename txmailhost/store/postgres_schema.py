@@ -204,6 +204,21 @@ MIGRATIONS: tuple[str, ...] = (
         origin text NOT NULL
     );
     CREATE INDEX throttle_failures_at ON throttle_failures (at);
+    -- who may use the webmail's admin console (accounts/db.py's "admins", missing until now)
+    CREATE TABLE admins (
+        address text PRIMARY KEY REFERENCES users (address) ON DELETE CASCADE
+    );
+    -- app passwords (accounts/apppasswords.py's table, missing until now)
+    CREATE TABLE app_passwords (
+        id bigserial PRIMARY KEY,
+        address text NOT NULL REFERENCES users (address) ON DELETE CASCADE,
+        name text NOT NULL,
+        lookup text NOT NULL,
+        password_hash text NOT NULL,
+        created double precision NOT NULL,
+        last_used double precision
+    );
+    CREATE INDEX app_passwords_by_user ON app_passwords (address, lookup);
     -- spam/greylist.py's two SQLite tables, shared
     CREATE TABLE greylist_triplets (
         network text NOT NULL,
