@@ -96,3 +96,33 @@ def test_a_recipient_retaken_after_expiry_counts_both_attempts(h):
     assert (recipient.state, recipient.attempts) == ("deferred", 2)
     assert recipient.diagnostic == "451 4.7.1 greylisted"
     runner.stop()
+
+
+def test_a_crashed_attempts_lease_is_not_renewed_and_expires(tmp_path, postgres_dsn):  # noqa: F811
+    h = Harness(tmp_path, ScriptedCourier(OK, "hold"), dsn=postgres_dsn, lease=120, retry_min=10)
+    records = h.queue.records
+
+    class Broken:
+        def __getattr__(self, name):
+            return getattr(records, name)
+
+        def record(self, *args):
+            raise OSError("the disk under the database is gone")
+
+    h.queue.records = Broken()  # this node's results can't be written: its attempt crashes
+    crashed = h.submit()
+    h.queue.records = records
+    h.submit(["dave@other.test"])  # a long delivery: the node renews its leases meanwhile
+    assert len(h.courier.calls) == 2 and len(h.courier.held) == 1
+    other = ScriptedCourier()
+    runner = second_runner(h, other)
+    h.clock.pump([5] * 22)  # 110 s
+    assert other.calls == []
+    h.clock.pump([5] * 3)  # the crashed attempt's lease was not renewed: it expired
+    assert [c[1] for c in other.calls] == [["carol@remote.test"]]
+    assert crashed not in h.queued_ids()
+    h.courier.release(OK)
+    assert h.queued_ids() == []
+    runner.stop()
+    h.queue.stop()
+    records.close()

@@ -99,6 +99,7 @@ class SharedQueue(Queue):
         self.lease = lease
         self.owner = owner or node_name()
         self._paths: dict[int, str] = {}  # id(envelope) -> its message file during a job
+        self._leased: dict[int, list[int]] = {}  # id(job) -> its rows, while it runs
         self._claiming = False
         self._again = False
         self._renew_call: Any = None
@@ -260,10 +261,12 @@ class SharedQueue(Queue):
         key = (job.envelope.queue_id, job.domain)
         self._running.add(key)
         self._per_domain[job.domain] = self._per_domain.get(job.domain, 0) + 1
+        self._leased[id(job)] = job.rows
         d = Deferred.fromCoroutine(self._run_job(job))
         d.addErrback(
             lambda f: log.failure("queue job {job} crashed; its lease will expire", f, job=key)
         )
+        d.addBoth(lambda result: (self._leased.pop(id(job), None), result)[1])
         d.addBoth(self._job_done, key)
 
     def _job_done(self, _: object, job: tuple[str, str]) -> None:
@@ -277,9 +280,10 @@ class SharedQueue(Queue):
             if not self._stopped:
                 self._renew_call = self._reactor.callLater(self.lease / 3, self._renew)
 
-        if self._running:
+        rows = [row for job_rows in self._leased.values() for row in job_rows]
+        if rows:
             until = self._reactor.seconds() + self.lease
-            d = self._in_pool(self.records.renew, self.owner, until)
+            d = self._in_pool(self.records.renew, self.owner, until, rows)
             d.addErrback(lambda f: log.failure("queue: renewing leases failed", f))
             d.addBoth(again)
         else:

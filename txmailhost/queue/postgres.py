@@ -401,12 +401,13 @@ class PostgresQueueStore:
             claimed.append(job)
         return claimed
 
-    def renew(self, owner: str, until: float) -> int:
-        """Extend every lease ``owner`` holds (its deliveries are still running)."""
+    def renew(self, owner: str, until: float, rows: list[int]) -> int:
+        """Extend ``owner``'s leases on ``rows`` (the recipients of its running deliveries;
+        those of an attempt that crashed are left to expire)."""
         conn = self._connection()
         return conn.execute(
-            "UPDATE queue_recipients SET lease_until = %s WHERE lease_owner = %s",
-            (until, owner),
+            "UPDATE queue_recipients SET lease_until = %s WHERE lease_owner = %s AND id = ANY(%s)",
+            (until, owner, rows),
         ).rowcount
 
     def write_message(self, message_id: int, path: str) -> None:
