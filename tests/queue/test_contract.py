@@ -218,3 +218,13 @@ def test_header_of_a_queued_message_is_readable(make):
     assert b"hello" not in header
     with pytest.raises(FileNotFoundError):
         h.records.load("NOSUCHID0000")
+
+
+def test_admin_bounce_of_two_domains_is_one_dsn(make):
+    h = make(ScriptedCourier(GREYLISTED, GREYLISTED), retry_min=3000)
+    queue_id = h.submit(["carol@remote.test", "erin@other.test"])
+    h.request("bounce", queue_id)
+    [(_, dsn)] = h.dsns
+    assert b"Final-Recipient: rfc822; carol@remote.test" in dsn
+    assert b"Final-Recipient: rfc822; erin@other.test" in dsn
+    assert h.queued_ids() == []

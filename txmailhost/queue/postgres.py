@@ -345,7 +345,8 @@ class PostgresQueueStore:
         conn = self._connection()
         with conn.transaction():
             rows = conn.execute(
-                "SELECT r.id, r.message_id, r.domain, r.attempts FROM queue_recipients r"
+                "SELECT r.id, r.message_id, r.domain, r.attempts, m.bounce_requested"
+                " FROM queue_recipients r"
                 " JOIN queue_messages m ON m.id = r.message_id"
                 f" WHERE r.{_ACTIVE} AND r.next_attempt <= %s AND r.lease_until <= %s"
                 " AND (NOT m.held OR m.bounce_requested)"
@@ -354,10 +355,14 @@ class PostgresQueueStore:
             ).fetchall()
             jobs: dict[tuple[int, str], list[tuple[int, int]]] = {}
             taken: dict[str, int] = {}
-            for row_id, message_id, domain, attempts in rows:
-                job = (message_id, domain)
+            for row_id, message_id, domain, attempts, bounce in rows:
+                # An administrator's bounce: every domain in one job, so one DSN says it all
+                # (no connection is made: no domain limit applies).
+                job = (message_id, "" if bounce else domain)
                 if job not in jobs:
-                    if len(jobs) >= slots or taken.get(domain, 0) >= domain_slots(domain):
+                    if len(jobs) >= slots:
+                        continue
+                    if not bounce and taken.get(domain, 0) >= domain_slots(domain):
                         continue
                     taken[domain] = taken.get(domain, 0) + 1
                     jobs[job] = []
