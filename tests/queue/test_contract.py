@@ -228,3 +228,83 @@ def test_admin_bounce_of_two_domains_is_one_dsn(make):
     assert b"Final-Recipient: rfc822; carol@remote.test" in dsn
     assert b"Final-Recipient: rfc822; erin@other.test" in dsn
     assert h.queued_ids() == []
+
+
+def test_per_domain_limit_caps_parallel_attempts_to_one_domain(make):
+    h = make(ScriptedCourier(*["hold"] * 10), max_per_domain=2)
+    for _ in range(5):
+        h.submit()
+    h.submit(["x@other.test"])
+    assert [call[2] for call in h.courier.calls] == ["remote.test", "remote.test", "other.test"]
+    h.courier.release()
+    assert [call[2] for call in h.courier.calls][-1] == "remote.test"
+    assert len(h.courier.calls) == 4
+
+
+def test_global_limit_caps_parallel_attempts(make):
+    h = make(ScriptedCourier(*["hold"] * 10), max_connections=3)
+    for n in range(6):
+        h.submit([f"user@d{n}.test"])
+    assert len(h.courier.calls) == 3
+    h.courier.release()
+    assert len(h.courier.calls) == 4
+
+
+def test_courier_crash_defers_instead_of_losing_the_message(make):
+    h = make(ScriptedCourier(RuntimeError("boom")))
+    queue_id = h.submit()
+    recipient = h.records.load(queue_id).recipients[0]
+    assert (recipient.state, recipient.diagnostic) == ("deferred", "internal error: boom")
+
+
+def submit_with(h, recipients, options=None, dsn=None):
+    """Submit with the sender's ESMTP wishes (MessageOptions, RecipientOptions by address)."""
+    from txmailhost.delivery.interfaces import MessageOptions
+
+    results: list = []
+    d = h.queue.submit(
+        "alice@example.test",
+        list(recipients),
+        h.incoming(MESSAGE),
+        None,
+        options or MessageOptions(),
+        dsn or {},
+    )
+    d.addBoth(results.append)
+    assert results and isinstance(results[0], str), results
+    h.clock.advance(0)
+    return results[0]
+
+
+def test_the_senders_wishes_are_kept_and_reach_the_courier(make):
+    from txmailhost.delivery.interfaces import MessageOptions, RecipientOptions
+
+    h = make(ScriptedCourier("hold"))
+    options = MessageOptions(ret="HDRS", envid="E-1", smtputf8=True, requiretls=True)
+    dsn = {"carol@remote.test": RecipientOptions(("SUCCESS",), "rfc822;Carol@remote.test")}
+    queue_id = submit_with(h, ["carol@remote.test"], options, dsn)
+    stored = h.records.load(queue_id)
+    assert stored.message_options() == options
+    assert stored.recipients[0].dsn_options() == dsn["carol@remote.test"]
+    assert h.courier.wishes == [(options, dsn)]
+
+
+def test_failure_report_honours_notify_orcpt_envid_and_ret_full(make):
+    from txmailhost.delivery.interfaces import MessageOptions, RecipientOptions
+
+    h = make(ScriptedCourier(NO_USER))
+    dsn = {
+        "carol@remote.test": RecipientOptions(("SUCCESS",)),  # not FAILURE
+        "dave@remote.test": RecipientOptions(("FAILURE",), "rfc822;D@remote.test"),
+    }
+    submit_with(
+        h,
+        ["carol@remote.test", "dave@remote.test"],
+        MessageOptions(envid="env+42", ret="FULL"),
+        dsn,
+    )
+    [(_, report)] = h.dsns
+    assert b"carol@remote.test" not in report.split(b"message/delivery-status")[1]
+    assert b"Original-Envelope-Id: env+42\r\n" in report
+    assert b"Original-Recipient: rfc822;D@remote.test\r\nFinal-Recipient: rfc822; dave" in report
+    assert b"Subject: outbound\r\n\r\nhello\r\n" in report and b"Return-Path:" not in report
