@@ -53,6 +53,8 @@ def test_queue_id_is_the_incoming_file_name(make):
     h = make(ScriptedCourier("hold"))
     assert h.submit() == "INCOMING0001"
     assert h.queued_ids() == ["INCOMING0001"]
+    [envelope] = h.records.envelopes()
+    assert (envelope.queue_id, envelope.recipients[0].attempts) == ("INCOMING0001", 1)
 
 
 def test_temporary_failure_is_retried_after_retry_min_then_delivered(make):

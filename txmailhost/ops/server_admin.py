@@ -195,14 +195,9 @@ def _listeners(config: Any) -> list[dict[str, Any]]:
 
 
 def _queue(config: Any) -> dict[str, Any]:
-    spool = open_records(config)
     now = time.time()
     messages, pending, deferred, oldest = 0, 0, 0, now
-    for queue_id in spool.ids():
-        try:
-            envelope = spool.load(queue_id)
-        except (OSError, ValueError, TypeError, KeyError):
-            continue  # being replaced by the server
+    for envelope in open_records(config).envelopes():
         messages += 1
         oldest = min(oldest, envelope.arrival)
         for r in envelope.active():

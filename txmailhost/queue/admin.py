@@ -76,18 +76,8 @@ def format_line(envelope: Envelope) -> str:
     )
 
 
-def _load_all(records: IQueueRecords) -> list[Envelope]:
-    envelopes = []
-    for queue_id in records.ids():
-        try:
-            envelopes.append(records.load(queue_id))
-        except (OSError, ValueError, TypeError, KeyError):
-            continue  # removed meanwhile, or being replaced: the server owns these files
-    return envelopes
-
-
 def _list(args: argparse.Namespace, config: Any) -> int:
-    envelopes = _load_all(open_records(config))
+    envelopes = open_records(config).envelopes()
     if args.domain:
         domain = args.domain.lower().rstrip(".")
         envelopes = [e for e in envelopes if any(r.domain == domain for r in e.recipients)]

@@ -180,7 +180,7 @@ class SharedQueue(Queue):
             def keep(envelopes: list[Envelope]) -> None:
                 self._snapshot, self._snapshot_time = envelopes, self._reactor.seconds()
 
-            d = self._in_pool(self.records.load_all).addCallback(keep)
+            d = self._in_pool(self.records.envelopes).addCallback(keep)
             d.addErrback(lambda f: log.failure("queue: reading the shared queue failed", f))
             d.addBoth(lambda _: setattr(self, "_refreshing", False))
         return list(self._snapshot)

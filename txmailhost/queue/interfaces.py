@@ -98,6 +98,10 @@ class IQueueRecords(Interface):
     def load(queue_id: str) -> object:
         """The message's ``spool.Envelope``; raises ``NotQueued`` (or FileNotFoundError)."""
 
+    def envelopes() -> list[object]:
+        """Every queued message's envelope, oldest first (one that can't be read is left
+        out: the server owns it)."""
+
     def header(queue_id: str) -> bytes:
         """The message's header section; raises ``NotQueued`` (or FileNotFoundError)."""
 

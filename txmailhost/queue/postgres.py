@@ -510,8 +510,9 @@ class PostgresQueueStore:
             ).fetchall()
         return _envelope(message, recipients)
 
-    def load_all(self) -> list[Envelope]:
-        """Every queued message's envelope, oldest first (for the metrics and ``list``)."""
+    def envelopes(self) -> list[Envelope]:
+        """Every queued message's envelope, oldest first, in two queries (``IQueueRecords``:
+        ``queue list``, the metrics)."""
         conn = self._connection()
         with conn.transaction():
             messages = conn.execute(

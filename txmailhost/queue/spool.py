@@ -228,6 +228,17 @@ class Spool:
         with open(self.envelope_path(queue_id), "rb") as f:
             return Envelope.from_json(f.read())
 
+    def envelopes(self) -> list[Envelope]:
+        """``IQueueRecords``: every readable envelope, oldest first, changing nothing (unlike
+        ``load_all``, the runner's start-up sweep)."""
+        envelopes = []
+        for queue_id in self.ids():
+            try:
+                envelopes.append(self.load(queue_id))
+            except (OSError, ValueError, TypeError, KeyError):
+                continue  # removed meanwhile, or being replaced: the server owns these files
+        return envelopes
+
     def header(self, queue_id: str) -> bytes:
         """The message's header section (``IQueueRecords``)."""
         return read_header(self.message_path(queue_id))
