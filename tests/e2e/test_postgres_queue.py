@@ -26,13 +26,13 @@ def dns_server():
     server.stop()
 
 
-def node(path, dsn: str, dns_server, relay_port: int) -> ServerProcess:
+def node(path, dsn: str, dns_server, relay_port: int, workers: int = 1) -> ServerProcess:
     extra = (
         f'[store]\nbackend = "postgres"\naccounts = "postgres"\ndsn = "{dsn}"\n'
         f'[queue]\nbackend = "postgres"\n'
         f'[relay]\nnameservers = ["{dns_server.address}"]\ndns_timeout = 2\nport = {relay_port}\n'
     )
-    return ServerProcess(str(path), extra_config=extra).start()
+    return ServerProcess(str(path), extra_config=extra, workers=workers).start()
 
 
 def test_a_message_queued_on_one_node_is_bounced_by_another(
@@ -63,21 +63,26 @@ def test_a_message_queued_on_one_node_is_bounced_by_another(
         b.stop()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_mail_submitted_on_a_node_reaches_the_remote_inbox(
     tmp_path,
     dns_server,
+    workers,
     postgres_dsn,  # noqa: F811 - the fixture
 ):
+    """With two worker processes, mail accepted by either is queued in the database and
+    delivered by the runner in worker 0."""
     far = ServerProcess(str(tmp_path / "far")).start()
     far.add_user("bob@far.test", PASSWORD)
     dns_server.add("far.test", "MX", "10 mx.far.test.")
     dns_server.add("mx.far.test", "A", "127.0.0.1")
-    a = node(tmp_path / "a", postgres_dsn, dns_server, far.ports["smtp"])
+    a = node(tmp_path / "a", postgres_dsn, dns_server, far.ports["smtp"], workers)
     try:
         a.add_user("alice@example.test", PASSWORD)
-        submit(a, "bob@far.test")
-        [message] = wait_for(lambda: inbox(far, "bob@far.test"))
-        assert b"Subject: outbound" in message
+        for _ in range(6):  # new connections: each worker accepts some
+            submit(a, "bob@far.test")
+        messages = wait_for(lambda: len(found := inbox(far, "bob@far.test")) >= 6 and found)
+        assert len(messages) == 6 and all(b"Subject: outbound" in m for m in messages)
         wait_for(lambda: a.cli("queue", "list").stdout == "")
     finally:
         a.stop()
