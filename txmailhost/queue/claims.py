@@ -258,7 +258,9 @@ class SharedQueue(Queue):
             self._claiming = False
 
     def _start_job(self, job: Claimed) -> None:
-        key = (job.envelope.queue_id, job.domain)
+        # Keyed by the job's first row too: a message's recipients in one domain can come in
+        # two claims (the claim's row limit), each its own job, counted apart.
+        key: Any = (job.envelope.queue_id, job.domain, job.rows[0])
         self._running.add(key)
         self._per_domain[job.domain] = self._per_domain.get(job.domain, 0) + 1
         self._leased[id(job)] = job.rows
@@ -269,7 +271,7 @@ class SharedQueue(Queue):
         d.addBoth(lambda result: (self._leased.pop(id(job), None), result)[1])
         d.addBoth(self._job_done, key)
 
-    def _job_done(self, _: object, job: tuple[str, str]) -> None:
+    def _job_done(self, _: object, job: Any) -> None:
         super()._job_done(_, job)
         self._kick()  # a free connection: take the next due job now
 
