@@ -141,3 +141,18 @@ def test_a_retry_through_another_node_passes(tmp_path, clock, storage):
     clock.now += 181
     assert rcpt(second).action is Action.ACCEPT
     assert rcpt(first).action is Action.ACCEPT
+
+
+def test_a_server_with_a_shared_database_keeps_the_state_there(tmp_path, clock, storage):
+    from txmailhost.filters.registry import FilterHost
+
+    if storage != "postgres":
+        pytest.skip("about the shared database")
+    dsn = shared_database()
+    host = FilterHost(str(tmp_path), "mx.example.test", shared_dsn=dsn)
+    f = GreylistFilter(host=host, now=clock)
+    assert rcpt(f).action is Action.TEMPFAIL
+    assert not (tmp_path / "spam").exists()  # no file of this node's
+    other = GreylistFilter(dsn=dsn, now=clock)
+    clock.now += 301
+    assert rcpt(other).action is Action.ACCEPT
