@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import random
+import time
 
 from twisted.internet import task, threads
 from twisted.python.threadpool import ThreadPool
@@ -132,3 +133,52 @@ def test_two_runners_deliver_each_recipient_exactly_once(
         line.split(b" ", 1)[1] for line in sink.factory.commands if line.upper().startswith(b"EHLO")
     )
     assert set(by_node) == {b"a.example.test", b"b.example.test"}, by_node
+
+
+def test_a_message_queued_elsewhere_is_claimed_at_once_through_notify(
+    net,
+    tmp_path,
+    postgres_dsn,  # noqa: F811 - the fixture
+):
+    """The runner polls once a minute here: only the NOTIFY of the other node's insert can
+    make it deliver within seconds."""
+    from tests.queue.support import MESSAGE, ScriptedCourier
+
+    pool = ThreadPool(minthreads=1, maxthreads=2, name="node-listen")
+    pool.start()
+    courier = ScriptedCourier()
+    runner = SharedQueue(
+        PostgresQueueStore(postgres_dsn),
+        courier,
+        None,
+        net.reactor,
+        pool,
+        hostname="a.example.test",
+        work_dir=str(tmp_path / "relay"),
+        policy=QueuePolicy(poll_interval=60.0),
+        listen=postgres_dsn,
+    )
+    other_node = PostgresQueueStore(postgres_dsn, migrate=False)
+    try:
+        runner.start()
+
+        async def settle() -> None:  # the first poll done, LISTEN in place
+            while not runner._listener.ready.is_set() or runner._claiming:
+                await task.deferLater(net.reactor, 0.05, lambda: None)
+
+        net.run(settle())
+        source = tmp_path / "incoming"
+        source.write_bytes(MESSAGE)
+        other_node.add("alice@example.test", ["carol@remote.test"], str(source), time.time())
+
+        async def delivered() -> None:
+            while not courier.calls:
+                await task.deferLater(net.reactor, 0.05, lambda: None)
+
+        net.run(delivered(), timeout=10)
+        assert courier.calls[0][1] == ["carol@remote.test"]
+    finally:
+        runner.stop()
+        pool.stop()
+        runner.records.close()
+        other_node.close()

@@ -10,6 +10,9 @@ another node is claiming (``FOR UPDATE SKIP LOCKED``). While deliveries run it r
 leases every third of ``lease``; a node that dies stops renewing, and its recipients are
 claimed again by any node once both their lease and their next attempt have passed.
 
+Every node's runner also listens (``LISTEN txmailhost_queue``): a message queued, or an
+administrator's request, on any node is claimed within milliseconds, not at the next poll.
+
 Everything else is the file queue's (``scheduler.Queue``, which this extends): the retry
 backoff, the courier call, the loop limit, what counts as expired, the DSNs and the delay
 warning, the per-domain limit (here per node). The message is written from the database to a
@@ -50,7 +53,7 @@ from txmailhost.queue.interfaces import (
     Outcome,
     RecipientOptions,
 )
-from txmailhost.queue.postgres import Claimed, PostgresQueueStore
+from txmailhost.queue.postgres import Claimed, PostgresQueueStore, QueueListener
 from txmailhost.queue.scheduler import Queue, QueuePolicy, ReturnToSender
 from txmailhost.queue.spool import BOUNCED, DEFERRED, Envelope, Recipient
 
@@ -83,6 +86,7 @@ class SharedQueue(Queue):
         lease: float = 120.0,
         owner: str | None = None,
         rng: Any = None,
+        listen: str = "",
     ) -> None:
         super().__init__(
             None,  # type: ignore[arg-type]  # no spool: the records are in the database
@@ -106,6 +110,9 @@ class SharedQueue(Queue):
         self._snapshot: list[Envelope] = []
         self._snapshot_time = float("-inf")
         self._refreshing = False
+        # ``listen``: the database's DSN, to be woken by other nodes' NOTIFY (the server);
+        # "": polls only (tests on a Clock).
+        self._listener = QueueListener(listen, reactor, self._kick) if listen else None
 
     # -- IRelayQueue ----------------------------------------------------------------------------
 
@@ -158,12 +165,16 @@ class SharedQueue(Queue):
         log.info("queue: runner {owner} claims from the shared queue", owner=self.owner)
         self._poll_call = self._reactor.callLater(0, self._poll)
         self._renew_call = self._reactor.callLater(self.lease / 3, self._renew)
+        if self._listener is not None:
+            self._listener.start()
         return succeed(None)
 
     def stop(self) -> None:
         super().stop()
         if self._renew_call is not None and self._renew_call.active():
             self._renew_call.cancel()
+        if self._listener is not None:
+            self._listener.stop()
 
     def adopt(self, queue_id: str) -> Deferred[None]:
         """Another worker process queued a message: claim now rather than at the next poll."""

@@ -55,6 +55,7 @@ from txmailhost.queue.spool import (
 T = TypeVar("T")
 
 CHUNK = 1 << 20  # octets per queue_chunks row
+CHANNEL = "txmailhost_queue"  # NOTIFY'd when work may be due: runners claim at once
 _ACTIVE = "state IN ('pending', 'deferred')"
 _MESSAGE = (
     "id, queue_id, sender, arrival, size, hops, delay_warned, held, body, smtputf8, ret,"
@@ -238,6 +239,7 @@ class PostgresQueueStore:
                             for position, address in enumerate(recipients)
                         ],
                     )
+                conn.execute(f"NOTIFY {CHANNEL}")  # sent at the commit
         return Envelope(
             queue_id=chosen,
             sender=sender or None,
@@ -556,6 +558,7 @@ class PostgresQueueStore:
         conn = self._connection()
         active = f"message_id IN (SELECT id FROM queue_messages WHERE queue_id = %s) AND {_ACTIVE}"
         with conn.transaction():
+            conn.execute(f"NOTIFY {CHANNEL}")  # sent at the commit
             if kind == "flush":
                 conn.execute(
                     f"UPDATE queue_recipients SET next_attempt = %s WHERE {_ACTIVE}"
@@ -595,3 +598,42 @@ class PostgresQueueStore:
                     f"UPDATE queue_recipients SET next_attempt = 0 WHERE {active}", (queue_id,)
                 )
         return True
+
+
+class QueueListener:
+    """A thread in ``LISTEN txmailhost_queue`` that calls ``wake`` (in the reactor thread)
+    for each notification: a message queued or an administrator's request on any node is
+    claimed at once instead of at the next poll. Best effort: while the connection is down
+    the runners' polls still find everything."""
+
+    def __init__(self, dsn: str, reactor: Any, wake: Callable[[], None]) -> None:
+        self._dsn = dsn
+        self._reactor = reactor
+        self._wake = wake
+        self._stopping = threading.Event()
+        self.ready = threading.Event()  # LISTEN is in place (tests wait on it)
+        self._thread = threading.Thread(
+            target=self._loop, name="txmailhost-queue-listen", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        import psycopg
+
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(self._dsn, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self.ready.set()
+                    while not self._stopping.is_set():
+                        if any(True for _ in conn.notifies(timeout=0.5)):
+                            self._reactor.callFromThread(self._wake)
+            except Exception:
+                self._stopping.wait(2.0)  # the database is away: the polls carry on

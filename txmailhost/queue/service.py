@@ -251,6 +251,7 @@ def build_queue(
             work_dir=os.path.join(config.queue_dir, "relay"),
             policy=policy,
             lease=queue_config.lease_time,
+            listen=config.store.dsn if runner else "",
         )
     else:
         queue = Queue(spool, courier, None, reactor, pool, hostname=config.hostname, policy=policy)
