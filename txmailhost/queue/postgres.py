@@ -21,6 +21,9 @@ mid-delivery holds its recipients until the lease expires, then any node takes t
 node renews its leases (``renew``) while its deliveries run. Results are written only where
 the lease is still this node's.
 
+Each insert and each administrator's request sends ``NOTIFY txmailhost_queue`` (at its
+commit); ``QueueListener`` wakes a runner with it, so another node claims at once.
+
 Times are the nodes' clocks (seconds since the epoch, the reactor's ``seconds()``), as in the
 spool's envelopes: the nodes' clocks must agree (NTP) to within a small part of the lease.
 
