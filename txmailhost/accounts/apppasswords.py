@@ -80,12 +80,12 @@ def add(conn: sqlite3.Connection, address: str, name: str) -> tuple[int, str]:
     if count.fetchone()[0] >= MAX_PER_USER:
         raise ValueError(f"at most {MAX_PER_USER} app passwords per user")
     password = new_password()
-    cursor = conn.execute(
+    row = conn.execute(  # RETURNING: SQLite 3.35+ and PostgreSQL (which has no lastrowid)
         "INSERT INTO app_passwords (address, name, lookup, password_hash, created)"
-        " VALUES (?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?) RETURNING id",
         (address, name, lookup_of(password), hash_password(password), time.time()),
-    )
-    return int(cursor.lastrowid or 0), password
+    ).fetchone()
+    return int(row[0]), password
 
 
 def listed(conn: sqlite3.Connection, address: str) -> list[AppPassword]:
