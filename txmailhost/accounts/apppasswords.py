@@ -80,12 +80,18 @@ def add(conn: sqlite3.Connection, address: str, name: str) -> tuple[int, str]:
     if count.fetchone()[0] >= MAX_PER_USER:
         raise ValueError(f"at most {MAX_PER_USER} app passwords per user")
     password = new_password()
-    row = conn.execute(  # RETURNING: SQLite 3.35+ and PostgreSQL (which has no lastrowid)
+    cursor = conn.execute(
         "INSERT INTO app_passwords (address, name, lookup, password_hash, created)"
-        " VALUES (?, ?, ?, ?, ?) RETURNING id",
+        " VALUES (?, ?, ?, ?, ?)",
         (address, name, lookup_of(password), hash_password(password), time.time()),
-    ).fetchone()
-    return int(row[0]), password
+    )
+    app_id = getattr(cursor, "lastrowid", None)
+    if app_id is None:  # PostgreSQL's cursors have no lastrowid (RETURNING needs SQLite 3.35)
+        app_id = conn.execute(
+            "SELECT max(id) FROM app_passwords WHERE address = ? AND lookup = ?",
+            (address, lookup_of(password)),
+        ).fetchone()[0]
+    return int(app_id), password
 
 
 def listed(conn: sqlite3.Connection, address: str) -> list[AppPassword]:
