@@ -853,6 +853,24 @@ def _username(value: Any) -> str:
 class QueueConfig:
     """[queue]: how the relay queue retries, gives up and limits itself."""
 
+    backend: str = setting(
+        "files",
+        check=_choice("files", "postgres"),
+        doc="""Where mail waiting for other servers is kept. "files": DATA/queue of this node,
+        delivered by this node. "postgres": the database of store.dsn, shared by every node
+        that uses it: any node delivers any queued message, each recipient exactly once,
+        and a node that dies leaves its deliveries to the others once its leases expire
+        (lease_time; docs/scaling.rst). Not chosen with store.backend: mail still in
+        DATA/queue would be left behind (`txmailhost migrate maildir-to-postgres` moves it).""",
+    )
+    lease_time: float = setting(
+        120.0,
+        check=_seconds,
+        doc="""With backend = "postgres": seconds a node's claim on a recipient lasts. A live
+        node renews its claims every third of this while it delivers; those of a node that
+        died are taken by another node this long after its last renewal (or at their next
+        retry, if later). The nodes' clocks must agree to well within it (NTP).""",
+    )
     retry_min: float = setting(
         300.0,
         check=_seconds,
@@ -1387,6 +1405,9 @@ def _build(data_dir: str, path: str, document: dict[str, Any]) -> Config:
     if "store" in clean and "postgres" in (store.backend, store.accounts) and not store.dsn:
         which = "backend" if store.backend == "postgres" else "accounts"
         problems.append(f'{path}: store.dsn: {which} = "postgres" needs the database to use')
+    queue = sections["queue"]
+    if "queue" in clean and queue.backend == "postgres" and not store.dsn:
+        problems.append(f'{path}: queue.backend: "postgres" needs the database of store.dsn')
     if problems:
         raise ConfigError(problems)
     return Config(

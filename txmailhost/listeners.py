@@ -39,7 +39,7 @@ from txmailhost.ops.exposition import MetricsSite
 from txmailhost.ops.log_grep import rotations
 from txmailhost.peer import PlaintextAuth
 from txmailhost.pop3.server import POP3Factory
-from txmailhost.queue.spool import Spool
+from txmailhost.queue.service import open_records
 from txmailhost.sieve.managesieve import ManageSieveFactory
 from txmailhost.sieve.setup import script_store
 from txmailhost.smtp import replies as smtp_replies
@@ -271,7 +271,7 @@ def web(parts: ServerParts, implicit_tls: bool) -> WebSite:
         accounts=parts.router.accounts,
         accounts_pool=parts.router.accounts_pool,
         scripts=script_store(config),  # the store ManageSieve and delivery use
-        spool=Spool(config.queue_dir),  # what `txmailhost queue` reads and writes requests to
+        spool=open_records(config),  # what `txmailhost queue` reads and writes requests to
         admin_sources=_admin_sources(parts),
     )
 

@@ -339,7 +339,8 @@ def _build_filters(
 
     settings = config.filters
     pool = ThreadPool(minthreads=1, maxthreads=8, name="txmailhost-filters")
-    host = FilterHost(config.data_dir, config.hostname, resolver)
+    shared = config.store.dsn if config.store.backend == "postgres" else ""
+    host = FilterHost(config.data_dir, config.hostname, resolver, shared_dsn=shared)
     try:
         chain = build_chain(
             settings.chain,
@@ -596,6 +597,16 @@ def build(
             worker, config, reactor, store, portal, parts.rcpt_throttle, queue, top,
             [limited for _label, limited in open_listeners], parts.notify_hub,
         )  # fmt: skip
+    if config.store.backend == "postgres":  # the nodes' failed logins count together
+        from txmailhost.accounts.sharedfailures import SharedFailures, node_origin
+
+        SharedFailures(
+            config.store.dsn,
+            {"login": portal.throttle, "rcpt": parts.rcpt_throttle},
+            reactor,
+            storage_pool,
+            node_origin(config.data_dir),
+        ).setServiceParent(top)
     top.portal = portal  # type: ignore[attr-defined] - for embedding and tests
     top.store = store  # type: ignore[attr-defined]
     return top

@@ -17,9 +17,18 @@ USER = "carol@example.test"
 PASSWORD = "carols-own-password-77"
 
 
-@pytest.fixture
-def accounts(tmp_path) -> AccountsDB:
-    db = AccountsDB(str(tmp_path / "accounts.sqlite"))
+@pytest.fixture(params=["sqlite", "postgres"])
+def accounts(request, tmp_path) -> AccountsDB:
+    if request.param == "postgres":  # the same SQL on the shared database (skipped without)
+        from tests.support.postgres import shared_server
+        from txmailhost.accounts.postgres import PostgresAccounts
+
+        server = shared_server()
+        dsn = server.database()
+        db = PostgresAccounts(dsn)
+        request.addfinalizer(lambda: (db.close(), server.drop(dsn)))
+    else:
+        db = AccountsDB(str(tmp_path / "accounts.sqlite"))
     db.add_domain("example.test")
     db.add_user(USER, PASSWORD)
     return db

@@ -103,3 +103,21 @@ def test_postgres_backend_provides_accounts_and_keeps_them_across_nodes() -> Non
     assert node_a.list_users() == [] and rules_a.alias_targets("team@example.test") == []
     node_a.close()
     node_b.close()
+
+
+def test_postgres_backend_keeps_the_admin_flag_across_nodes() -> None:
+    from tests.support.postgres import fresh_database
+    from txmailhost.accounts.postgres import PostgresAccounts
+
+    dsn = fresh_database()
+    node_a, node_b = PostgresAccounts(dsn), PostgresAccounts(dsn)
+    node_a.add_domain("example.test")
+    node_a.add_user("alice@example.test", "correct horse battery")
+    assert not node_b.is_admin("alice@example.test")
+    node_a.set_admin("alice@example.test", True)
+    node_a.set_admin("alice@example.test", True)  # twice: still one row
+    assert node_b.is_admin("alice@example.test")
+    node_b.set_admin("alice@example.test", False)
+    assert not node_a.is_admin("alice@example.test")
+    node_a.close()
+    node_b.close()

@@ -1,4 +1,5 @@
-"""A queue over a real spool in tmp_path, a scripted courier and a Clock (no sleeps)."""
+"""A queue over a real spool in tmp_path (or a PostgreSQL database), a scripted courier and a
+Clock (no sleeps)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from tests.support.syncpool import SyncReactor, SyncThreadPool
+from txmailhost.queue.claims import SharedQueue
 from txmailhost.queue.interfaces import DeliveryResult, ICourier
+from txmailhost.queue.postgres import PostgresQueueStore
 from txmailhost.queue.scheduler import Queue, QueuePolicy
 from txmailhost.queue.spool import Spool
 
@@ -53,12 +56,25 @@ class ScriptedCourier:
 
 
 class Harness:
-    def __init__(self, tmp_path, courier: ScriptedCourier | None = None, **policy) -> None:
+    """``dsn``: the queue in that PostgreSQL database (``SharedQueue``), else the file spool;
+    ``records`` reads either (``IQueueRecords``)."""
+
+    def __init__(
+        self,
+        tmp_path,
+        courier: ScriptedCourier | None = None,
+        dsn: str | None = None,
+        lease: float = 120.0,
+        **policy,
+    ) -> None:
         self.tmp_path = tmp_path
+        self.dsn = dsn
+        self.lease = lease
         self.clock = SyncReactor()
         self.clock.advance(1_000_000)  # a realistic, non-zero "now"
         self.spool = Spool(str(tmp_path / "queue"))
         self.spool.prepare()
+        self.records = PostgresQueueStore(dsn, clock=self.clock.seconds) if dsn else self.spool
         self.courier = courier or ScriptedCourier()
         self.dsns: list[tuple[str, bytes]] = []
         policy.setdefault("jitter", 0.0)
@@ -71,6 +87,19 @@ class Harness:
         async def return_to_sender(address: str, data: bytes) -> None:
             self.dsns.append((address, data))
 
+        if self.dsn:
+            return SharedQueue(
+                self.records,
+                self.courier,
+                return_to_sender,
+                self.clock,
+                SyncThreadPool(),
+                hostname="mx.example.test",
+                work_dir=str(self.tmp_path / "queue" / "relay"),
+                policy=policy,
+                lease=self.lease,
+                rng=random.Random(1),
+            )
         return Queue(
             self.spool,
             self.courier,
@@ -105,4 +134,11 @@ class Harness:
         self.clock.advance(0)
 
     def queued_ids(self) -> list[str]:
+        if self.dsn:
+            return self.records.ids()
         return sorted(n[:-5] for n in os.listdir(self.spool.env_dir) if n.endswith(".json"))
+
+    def request(self, kind: str, queue_id: str | None = None) -> None:
+        """What ``txmailhost queue KIND ID`` does, then the runner's next poll."""
+        self.records.request(kind, queue_id)
+        self.clock.advance(self.queue.policy.poll_interval)

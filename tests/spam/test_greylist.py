@@ -1,10 +1,12 @@
 """Greylisting: the triplet's life (451, pass after the delay, start over), auto-allowing a
-client network, expiry, and who is never greylisted."""
+client network, expiry, and who is never greylisted — each over the SQLite file and over the
+shared PostgreSQL tables (skipped without PostgreSQL), and shared between two nodes."""
 
 from __future__ import annotations
 
 import pytest
 
+from tests.support.postgres import shared_server
 from txmailhost.filters.interfaces import Action, Client, Transaction
 from txmailhost.spam.greylist import GreylistFilter, network_of
 
@@ -24,7 +26,27 @@ def clock() -> Clock:
     return Clock()
 
 
-def greylist(tmp_path, clock, **settings) -> GreylistFilter:
+_storage: list = []  # this test's request, whose param says where the state is kept
+
+
+@pytest.fixture(autouse=True, params=["sqlite", "postgres"])
+def storage(request):
+    _storage[:] = [request]
+    yield request.param
+    _storage.clear()
+
+
+def shared_database() -> str:
+    request = _storage[0]
+    server = shared_server()
+    dsn = server.database()
+    request.addfinalizer(lambda: server.drop(dsn))
+    return dsn
+
+
+def greylist(tmp_path, clock, dsn: str = "", **settings) -> GreylistFilter:
+    if _storage and _storage[0].param == "postgres":
+        return GreylistFilter(dsn=dsn or shared_database(), now=clock, **settings)
     return GreylistFilter(path=str(tmp_path / "greylist.sqlite"), now=clock, **settings)
 
 
@@ -111,3 +133,32 @@ def test_exempt_networks_can_be_emptied(tmp_path, clock):
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError):
         GreylistFilter(path="x", delay=100, retry_window=50)
+
+
+def test_a_retry_through_another_node_passes(tmp_path, clock, storage):
+    if storage != "postgres":
+        pytest.skip("one SQLite file per node: nothing shared")
+    dsn = shared_database()
+    first, second = greylist(tmp_path, clock, dsn), greylist(tmp_path, clock, dsn)
+    assert rcpt(first).action is Action.TEMPFAIL
+    clock.now += 120
+    early = rcpt(second)
+    assert early.action is Action.TEMPFAIL and "180 seconds" in early.reason
+    clock.now += 181
+    assert rcpt(second).action is Action.ACCEPT
+    assert rcpt(first).action is Action.ACCEPT
+
+
+def test_a_server_with_a_shared_database_keeps_the_state_there(tmp_path, clock, storage):
+    from txmailhost.filters.registry import FilterHost
+
+    if storage != "postgres":
+        pytest.skip("about the shared database")
+    dsn = shared_database()
+    host = FilterHost(str(tmp_path), "mx.example.test", shared_dsn=dsn)
+    f = GreylistFilter(host=host, now=clock)
+    assert rcpt(f).action is Action.TEMPFAIL
+    assert not (tmp_path / "spam").exists()  # no file of this node's
+    other = GreylistFilter(dsn=dsn, now=clock)
+    clock.now += 301
+    assert rcpt(other).action is Action.ACCEPT

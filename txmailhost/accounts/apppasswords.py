@@ -85,7 +85,13 @@ def add(conn: sqlite3.Connection, address: str, name: str) -> tuple[int, str]:
         " VALUES (?, ?, ?, ?, ?)",
         (address, name, lookup_of(password), hash_password(password), time.time()),
     )
-    return int(cursor.lastrowid or 0), password
+    app_id = getattr(cursor, "lastrowid", None)
+    if app_id is None:  # PostgreSQL's cursors have no lastrowid (RETURNING needs SQLite 3.35)
+        app_id = conn.execute(
+            "SELECT max(id) FROM app_passwords WHERE address = ? AND lookup = ?",
+            (address, lookup_of(password)),
+        ).fetchone()[0]
+    return int(app_id), password
 
 
 def listed(conn: sqlite3.Connection, address: str) -> list[AppPassword]:

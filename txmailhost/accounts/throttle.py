@@ -20,6 +20,10 @@ per new address once the account is under attack), each wrong one slowed to ``ma
 Refusals are temporary: the protocols answer ``454 4.7.0`` / ``NO [UNAVAILABLE]`` /
 ``-ERR [SYS/TEMP]``.
 
+The counts live in the process (a check costs no I/O); worker processes forward their failures
+to each other (``forward``), and with a PostgreSQL store the nodes share theirs through the
+database (``publish``, ``sharedfailures.py``), so a guesser spreading over nodes meets one limit.
+
 ``ThrottledPortal`` applies this to any twisted.cred Portal; protocols pass the peer address as
 the ``mind`` argument of ``login`` (Twisted's own protocols pass None, which is why this is a
 portal wrapper and not a checker: audit §5).
@@ -104,6 +108,8 @@ class LoginThrottle:
         # Told of each failure recorded here, to count it in the other worker processes too
         # (workers/bus.py): a guesser spreading connections over workers meets one limit.
         self.forward: Callable[[str | None, str | None], None] | None = None
+        # Likewise for the other nodes of a shared database (sharedfailures.py).
+        self.publish: Callable[[str | None, str | None], None] | None = None
 
     def _recent(self, key: str) -> int:
         times = self._failures.get(key)
@@ -133,6 +139,8 @@ class LoginThrottle:
         delay = self._record(client, account)
         if self.forward is not None:
             self.forward(client, account)
+        if self.publish is not None:
+            self.publish(client, account)
         return delay
 
     def record(self, client: str | None, account: str | None) -> None:

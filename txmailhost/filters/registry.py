@@ -43,6 +43,9 @@ class FilterHost:
     # The server's one DNS resolver (mailauth.resolver.MailAuthResolver: [relay] nameservers,
     # a cache, timeouts) for filters that ask DNS; None: they don't.
     resolver: Any = None
+    # The PostgreSQL database every node shares (store.backend = "postgres"): filters whose
+    # state must agree across nodes (greylisting) keep it there; "": in DATA/.
+    shared_dsn: str = ""
 
 
 class FilterConfigError(ValueError):

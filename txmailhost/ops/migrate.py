@@ -15,7 +15,8 @@ passwd-file (``user:{SCHEME}hash:uid:gid:gecos:home:shell:extra``) and, for each
 Into a mailbox that already holds mail the messages are appended with new UIDs (as
 ``import``). The Dovecot files are only read. ``migrate postfix-aliases FILE`` adds the
 aliases of a Postfix ``virtual_alias_maps`` source (``alias target, target``; comments and
-continuation lines as postmap reads them).
+continuation lines as postmap reads them). ``migrate maildir-to-postgres`` moves this
+installation into PostgreSQL (``to_postgres.py``).
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ def register(commands: Any, with_accounts: Callable[..., Callable[[argparse.Name
     aliases.add_argument("file")
     json_option(aliases)
     aliases.set_defaults(run=with_accounts(_postfix_aliases))
+    from txmailhost.ops.to_postgres import register as register_to_postgres
+
+    register_to_postgres(sources, with_accounts)
 
 
 # -- passwd-file -------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from txmailhost.accounts.passwords import dummy_hash, verify_password
 from txmailhost.config import ListenConfig, load_config
 from txmailhost.delivery.local import spooled_local
 from txmailhost.ops.mailbox_admin import emit, json_option
-from txmailhost.queue.spool import Spool
+from txmailhost.queue.service import open_records
 
 HIDDEN = "********"
 # A key whose name says it holds a secret; paths to files holding one (``*_file``) are shown.
@@ -195,14 +195,9 @@ def _listeners(config: Any) -> list[dict[str, Any]]:
 
 
 def _queue(config: Any) -> dict[str, Any]:
-    spool = Spool(config.queue_dir)
     now = time.time()
     messages, pending, deferred, oldest = 0, 0, 0, now
-    for queue_id in spool.ids():
-        try:
-            envelope = spool.load(queue_id)
-        except (OSError, ValueError, TypeError, KeyError):
-            continue  # being replaced by the server
+    for envelope in open_records(config).envelopes():
         messages += 1
         oldest = min(oldest, envelope.arrival)
         for r in envelope.active():

@@ -13,6 +13,11 @@ What it owns:
   ``ReturnToSender`` (DSNs resolved with the server's one ``Router`` and handed to
   ``txmailhost.delivery``'s ``submit``, like any other message).
 - ``admin.py``: the ``txmailhost queue list|show|flush|retry|delete|bounce`` commands.
+- ``postgres.py`` and ``claims.py``: with ``[queue] backend = "postgres"``, the same records
+  as rows of the database several nodes share (``queue_messages``, ``queue_recipients``),
+  and ``SharedQueue``, the scheduler's subclass whose runner claims due recipients with
+  ``FOR UPDATE SKIP LOCKED`` and a lease instead of holding every message in memory.
+  ``interfaces.IQueueRecords`` is what the CLI and the web console read either through.
 
 Imports: ``_safeio``, ``routing``, the store interface, ``delivery.interfaces`` (and
 ``delivery.local`` for ``queue list``), and (only in ``service.py``) the ``relay`` package, which implements :class:`~txmailhost.queue.interfaces.ICourier`.
@@ -26,5 +31,7 @@ Invariants a change must keep:
    in between may send a DSN twice, never lose one).
 3. Only the server process writes envelopes; the CLI reads them and drops requests into
    ``control/``, which the server applies within a second (single writer, no lost updates).
+   In PostgreSQL, every write is a transaction and a recipient's result is written only by
+   the node holding its lease (``claims.py``).
 4. Never a DSN to the null sender (RFC 5321 6.1, RFC 3464 2): no bounce loops.
 """

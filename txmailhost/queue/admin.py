@@ -12,11 +12,14 @@ Like Postfix's ``mailq`` / ``postqueue -f`` / ``postsuper -d``:
   ``queue requeue ID`` — start over: released, attempts forgotten, tried now (``postsuper
   -h``/``-H``/``-r``); ``queue list --domain D`` — only messages with a recipient in D.
 
-Reading is done here, from the same files and with the same code as the server
-(``spool.py``). Changes are *requests*: a file in ``DATA/queue/control/`` that the running
+Reading is done here, from the same records and with the same code as the server
+(``IQueueRecords``: ``spool.py``, or ``postgres.py`` with ``[queue] backend = "postgres"``).
+With the spool, changes are *requests*: a file in ``DATA/queue/control/`` that the running
 server picks up within a second and applies itself (invariant 3 in ``queue/__init__.py``: one
 writer, so an attempt in flight and an admin action can't overwrite each other). When the
-server is stopped, the request waits and is applied as the server starts.
+server is stopped, the request waits and is applied as the server starts. With the database,
+a change is made at once in one transaction, and every node's runner sees it at its next
+claim; a bounce is sent by the runner that claims the message next.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from collections.abc import Callable
 from typing import Any
 
 from txmailhost.delivery.local import spooled_local
-from txmailhost.queue.spool import Envelope, Spool, read_header
+from txmailhost.queue.interfaces import IQueueRecords
+from txmailhost.queue.service import open_records
+from txmailhost.queue.spool import Envelope
 
 
 def register(
@@ -71,18 +76,8 @@ def format_line(envelope: Envelope) -> str:
     )
 
 
-def _load_all(spool: Spool) -> list[Envelope]:
-    envelopes = []
-    for queue_id in spool.ids():
-        try:
-            envelopes.append(spool.load(queue_id))
-        except (OSError, ValueError, TypeError, KeyError):
-            continue  # removed meanwhile, or being replaced: the server owns these files
-    return envelopes
-
-
 def _list(args: argparse.Namespace, config: Any) -> int:
-    envelopes = _load_all(Spool(config.queue_dir))
+    envelopes = open_records(config).envelopes()
     if args.domain:
         domain = args.domain.lower().rstrip(".")
         envelopes = [e for e in envelopes if any(r.domain == domain for r in e.recipients)]
@@ -101,36 +96,40 @@ def _list(args: argparse.Namespace, config: Any) -> int:
     return 0
 
 
-def _existing(spool: Spool, queue_id: str) -> Envelope:
+def _existing(records: IQueueRecords, queue_id: str) -> Envelope:
     try:
-        return spool.load(queue_id)
+        return records.load(queue_id)
     except FileNotFoundError:
         raise ValueError(f"no message {queue_id} in the queue") from None
 
 
 def _show(args: argparse.Namespace, config: Any) -> int:
-    spool = Spool(config.queue_dir)
-    envelope = _existing(spool, args.id)
+    records = open_records(config)
+    envelope = _existing(records, args.id)
     sys.stdout.write(envelope.to_json().decode())
     for r in envelope.recipients:
         if r.active:
             print(f"# {r.address}: {r.state}, next attempt {_when(r.next_attempt)}")
     print()
-    sys.stdout.write(read_header(spool.message_path(args.id)).decode("utf-8", "replace"))
+    try:
+        header = records.header(args.id)
+    except FileNotFoundError:
+        raise ValueError(f"no message {args.id} in the queue") from None
+    sys.stdout.write(header.decode("utf-8", "replace"))
     return 0
 
 
 def _flush(args: argparse.Namespace, config: Any) -> int:
-    Spool(config.queue_dir).request("flush")
+    open_records(config).request("flush")
     print("flush requested; the server starts the deliveries within a second")
     return 0
 
 
 def _request(kind: str) -> Callable[[argparse.Namespace, Any], int]:
     def run(args: argparse.Namespace, config: Any) -> int:
-        spool = Spool(config.queue_dir)
-        _existing(spool, args.id)
-        spool.request(kind, args.id)
+        records = open_records(config)
+        _existing(records, args.id)
+        records.request(kind, args.id)
         print(f"{kind} of {args.id} requested; the server applies it within a second")
         return 0
 

@@ -79,3 +79,62 @@ class ICourier(Interface):
         DSN, REQUIRETLS), which the courier passes on or refuses to deliver without.
         Never errbacks for a delivery problem: failures are results.
         """
+
+
+class NotQueued(FileNotFoundError):
+    """No message with that queue id: a FileNotFoundError, as the spool's own reads raise, so
+    a caller written for either backend catches one error."""
+
+
+class IQueueRecords(Interface):
+    """What the admin CLI and the web console read from the queue, and how they ask for a
+    change: the seam between them and where the queue is kept (``spool.Spool``: files under
+    ``DATA/queue``; ``postgres.PostgresQueueStore``: the shared database). Blocking: callers
+    run these in a thread pool (the CLI simply blocks)."""
+
+    def ids() -> list[str]:
+        """Queue ids of every queued message, oldest first."""
+
+    def load(queue_id: str) -> object:
+        """The message's ``spool.Envelope``; raises ``NotQueued`` (or FileNotFoundError)."""
+
+    def envelopes() -> list[object]:
+        """Every queued message's envelope, oldest first (one that can't be read is left
+        out: the server owns it)."""
+
+    def header(queue_id: str) -> bytes:
+        """The message's header section; raises ``NotQueued`` (or FileNotFoundError)."""
+
+    def request(kind: str, queue_id: str | None = None) -> object:
+        """Ask for ``flush`` or, for one message, ``retry``, ``delete``, ``bounce``, ``hold``,
+        ``release`` or ``requeue``. The spool leaves a request the running server applies
+        within a second; the database applies it at once for every node's runner."""
+
+
+class IRelayQueue(Interface):
+    """The relay queue as the server uses it: ``txmailhost.delivery`` submits to it, the
+    service starts and stops it. ``scheduler.Queue`` (over the file spool) and
+    ``claims.SharedQueue`` (over PostgreSQL, several nodes) implement it."""
+
+    def submit(
+        sender: str | None,
+        recipients: list[str],
+        source_path: str,
+        queue_id: str | None = None,
+        options: MessageOptions | None = None,
+        recipient_options: object = None,
+    ) -> Deferred[str]:
+        """Queue a copy of the fsync'd ``source_path``; fires with its queue id once it is
+        durable (the SMTP server's 250 follows)."""
+
+    def start() -> Deferred[None]:
+        """Begin delivering (a runner) or only accept submissions."""
+
+    def stop() -> None:
+        """Stop starting deliveries; those in flight finish and are recorded."""
+
+    def adopt(queue_id: str) -> Deferred[None]:
+        """A message was queued by another worker process: look at it now."""
+
+    def envelopes() -> list[object]:
+        """The queued messages' envelopes as last known here (metrics), without blocking."""

@@ -412,6 +412,10 @@ class Queue:
             idle, self.idle = self.idle, Deferred()
             idle.callback(None)
 
+    def _message_path(self, envelope: Envelope) -> str:
+        """Where the courier and the DSN read the message from."""
+        return self.spool.message_path(envelope.queue_id)
+
     def _backoff(self, attempts: int) -> float:
         base = min(self.policy.retry_max, self.policy.retry_min * 2 ** max(0, attempts - 1))
         return base * self._random.uniform(1 - self.policy.jitter, 1 + self.policy.jitter)
@@ -462,7 +466,7 @@ class Queue:
             return await self.courier.deliver(
                 envelope.sender,
                 [r.address for r in due],
-                self.spool.message_path(envelope.queue_id),
+                self._message_path(envelope),
                 due[0].domain,
                 now - envelope.arrival,
                 envelope.message_options(),
@@ -541,7 +545,7 @@ class Queue:
         recipients = [r for r in recipients if r.dsn_options().wants(wish)]
         if self.return_to_sender is None or not recipients:
             return True
-        path = self.spool.message_path(envelope.queue_id)
+        path = self._message_path(envelope)
         try:
             headers = await self._in_pool(read_header, path)
             full = None

@@ -12,6 +12,11 @@ tell, and bouncing to a third party would be backscatter. ``service.py`` sets
 ``queue.return_to_sender`` once the submission exists (it needs the queue too), and
 ``DeliveryReports`` as the submission's ``report_delivered`` (NOTIFY=SUCCESS on local
 delivery).
+
+``[queue] backend`` picks where the queue is kept: "files" (``scheduler.Queue`` over the spool
+in DATA/queue, the default) or "postgres" (``claims.SharedQueue``, shared by every node of the
+database of ``[store] dsn``). It does not follow ``[store] backend``: a node switched to a
+database queue would leave the messages of its spool behind.
 """
 
 from __future__ import annotations
@@ -195,7 +200,7 @@ def build_queue(
     from txmailhost.relay.tlsrpt import TLSReports
 
     spool = Spool(config.queue_dir, sweep_grace)
-    spool.prepare()
+    spool.prepare()  # the files backend's spool; DATA/queue holds incoming files either way
     queue_config, relay = config.queue, config.relay
     dns_pool = ThreadPool(minthreads=1, maxthreads=8, name="txmailhost-relay")
     resolver = MXResolver(
@@ -231,7 +236,25 @@ def build_queue(
         max_hops=queue_config.max_hops,
         return_full_limit=queue_config.return_full_limit,
     )
-    queue = Queue(spool, courier, None, reactor, pool, hostname=config.hostname, policy=policy)
+    queue: Queue
+    if queue_config.backend == "postgres":
+        from txmailhost.queue.claims import SharedQueue
+        from txmailhost.queue.postgres import PostgresQueueStore
+
+        queue = SharedQueue(
+            PostgresQueueStore(config.store.dsn),
+            courier,
+            None,
+            reactor,
+            pool,
+            hostname=config.hostname,
+            work_dir=os.path.join(config.queue_dir, "relay"),
+            policy=policy,
+            lease=queue_config.lease_time,
+            listen=config.store.dsn if runner else "",
+        )
+    else:
+        queue = Queue(spool, courier, None, reactor, pool, hostname=config.hostname, policy=policy)
     queue.runner = runner
     service = QueueService(queue, dns_pool)
     if courier.tls_reports is not None and runner:
@@ -239,6 +262,16 @@ def build_queue(
         reports.clock = reactor
         reports.setServiceParent(service)
     return queue, service
+
+
+def open_records(config: Any) -> Any:
+    """What the admin CLI and the web console read the queue from (``IQueueRecords``): the
+    spool under DATA/queue, or the shared database with ``[queue] backend = "postgres"``."""
+    if config.queue.backend == "postgres":
+        from txmailhost.queue.postgres import PostgresQueueStore
+
+        return PostgresQueueStore(config.store.dsn)
+    return Spool(config.queue_dir)
 
 
 REPORT_INTERVAL = 86400.0  # RFC 8460 4.1: reports cover 24 hours

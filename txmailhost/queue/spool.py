@@ -34,8 +34,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
+from zope.interface import implementer
+
 from txmailhost import _safeio
 from txmailhost.delivery.interfaces import BODY_7BIT, MessageOptions, RecipientOptions
+from txmailhost.queue.interfaces import IQueueRecords
 
 PENDING = "pending"
 DEFERRED = "deferred"
@@ -139,6 +142,7 @@ def read_whole(path: str, limit: int) -> bytes | None:
     return data
 
 
+@implementer(IQueueRecords)
 class Spool:
     """The files of the queue under ``root`` (``DATA/queue``)."""
 
@@ -223,6 +227,21 @@ class Spool:
     def load(self, queue_id: str) -> Envelope:
         with open(self.envelope_path(queue_id), "rb") as f:
             return Envelope.from_json(f.read())
+
+    def envelopes(self) -> list[Envelope]:
+        """``IQueueRecords``: every readable envelope, oldest first, changing nothing (unlike
+        ``load_all``, the runner's start-up sweep)."""
+        envelopes = []
+        for queue_id in self.ids():
+            try:
+                envelopes.append(self.load(queue_id))
+            except (OSError, ValueError, TypeError, KeyError):
+                continue  # removed meanwhile, or being replaced: the server owns these files
+        return envelopes
+
+    def header(self, queue_id: str) -> bytes:
+        """The message's header section (``IQueueRecords``)."""
+        return read_header(self.message_path(queue_id))
 
     def remove(self, queue_id: str) -> None:
         """Envelope first (its removal fsync'd: a message done must not be sent again after a

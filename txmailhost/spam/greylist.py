@@ -17,13 +17,21 @@ clients in ``exempt_networks`` — loopback by default: local tools and tests se
 and a delay would only hold up mail that has no internet sender to filter. The state is in
 ``DATA/spam/greylist.sqlite`` and expires by itself (rows past their windows are swept while
 checking). Settings (``[filters.settings.greylist]``) are this class's keywords.
+
+With ``[store] backend = "postgres"`` the state is in that database instead (tables
+``greylist_triplets`` and ``greylist_clients``, step 3 of ``store/postgres_schema.py``), so
+a sender's retry is recognised whichever node it reaches — with one file per node, a sender
+retrying through another MX would be greylisted again there. The same statements run on both
+(``_SharedTables`` translates SQLite's spelling); no cache: each RCPT reads the database, as it
+reads the file, in the filters' thread pool. Two nodes seeing the same new triplet at once both
+answer 451 and record it once (upserts).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
-import sqlite3
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +51,37 @@ CREATE TABLE IF NOT EXISTS clients (
     network TEXT PRIMARY KEY, passes INTEGER NOT NULL, last_seen REAL NOT NULL) WITHOUT ROWID;
 """
 _SWEEP_EVERY = 1000  # checks between sweeps of expired rows
+
+_TABLE = re.compile(r"\b(triplets|clients)\b")
+_REPLACE = re.compile(r"INSERT OR REPLACE INTO greylist_triplets (.*)", re.S)
+
+
+class _SharedTables:
+    """A psycopg connection that runs this module's SQLite statements on the shared tables:
+    ``?`` placeholders, ``BEGIN IMMEDIATE``, ``INSERT OR REPLACE`` and the table names are
+    rewritten, so the greylisting rules are written once."""
+
+    def __init__(self, dsn: str) -> None:
+        import psycopg
+
+        from txmailhost.store.postgres_schema import upgrade
+
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        upgrade(self.conn)
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        if sql == "BEGIN IMMEDIATE":
+            sql = "BEGIN"
+        sql = _TABLE.sub(r"greylist_\1", sql).replace("?", "%s")
+        sql = sql.replace("passes = passes + 1", "passes = greylist_clients.passes + 1")
+        replaced = _REPLACE.fullmatch(sql)
+        if replaced:
+            sql = (
+                f"INSERT INTO greylist_triplets {replaced[1]} ON CONFLICT (network, sender,"
+                " recipient) DO UPDATE SET first_seen = excluded.first_seen, passed = NULL,"
+                " last_seen = excluded.last_seen"
+            )
+        return self.conn.execute(sql, params or None)
 
 
 def network_of(address: str) -> str:
@@ -71,11 +110,15 @@ class GreylistFilter(MessageFilter):
         exempt_networks: list[str] | tuple[str, ...] = ("127.0.0.0/8", "::1/128"),
         listeners: list[str] | tuple[str, ...] = ("smtp",),
         path: str = "",
+        dsn: str = "",
         now: Callable[[], float] = time.time,
     ) -> None:
         if delay < 0 or retry_window <= delay:
             raise ValueError("delay must be >= 0 and retry_window above it")
-        if not path:
+        if not path and not dsn and host is not None:
+            dsn = host.shared_dsn
+        self.dsn = dsn
+        if not path and not dsn:
             if host is None:
                 raise ValueError("greylist needs a data directory (host) or a path")
             path = os.path.join(host.data_dir, "spam", "greylist.sqlite")
@@ -90,7 +133,12 @@ class GreylistFilter(MessageFilter):
         self._local = threading.local()
         self._checks = 0
 
-    def _db(self) -> sqlite3.Connection:
+    def _db(self) -> Any:
+        if self.dsn:
+            shared = getattr(self._local, "shared", None)
+            if shared is None or shared.conn.closed or shared.conn.broken:
+                shared = self._local.shared = _SharedTables(self.dsn)
+            return shared
         return thread_connection(self._local, self.path, _SCHEMA)
 
     def skips(self, client: Client) -> bool:
@@ -129,9 +177,7 @@ class GreylistFilter(MessageFilter):
             raise
         return verdict
 
-    def _check(
-        self, db: sqlite3.Connection, now: float, network: str, sender: str, recipient: str
-    ) -> Verdict:
+    def _check(self, db: Any, now: float, network: str, sender: str, recipient: str) -> Verdict:
         client = db.execute(
             "SELECT passes FROM clients WHERE network = ? AND last_seen > ?",
             (network, now - self.allow_for),

@@ -28,6 +28,12 @@ What is where (docs/scaling.rst says the same for administrators):
   ``messages.emailid`` (EMAILID, carried by each copy) and ``messages.savedate`` (RFC 8514:
   when the row was saved into its mailbox; NULL for rows older than the step, which then
   report their INTERNALDATE).
+- ``queue_messages``, ``queue_chunks``, ``queue_recipients`` (step 4): the relay queue, when
+  ``[queue] backend = "postgres"`` (``queue/postgres.py``): one row per recipient with its
+  state, next attempt and lease (which node is delivering it, until when);
+- ``throttle_failures``, ``greylist_triplets``, ``greylist_clients`` (step 4): recent login
+  failures and greylisting state, shared by every node of a PostgreSQL store
+  (``accounts/sharedfailures.py``, ``spam/greylist.py``).
 """
 
 from __future__ import annotations
@@ -151,6 +157,97 @@ MIGRATIONS: tuple[str, ...] = (
     -- Added without a default first, so rows already there keep NULL (no save date known).
     ALTER TABLE messages ADD COLUMN savedate double precision;
     ALTER TABLE messages ALTER COLUMN savedate SET DEFAULT extract(epoch FROM clock_timestamp());
+    """,
+    # 4: the relay queue (txmailhost/queue/postgres.py) and state shared between nodes
+    """
+    CREATE TABLE queue_messages (
+        id bigserial PRIMARY KEY,
+        queue_id text NOT NULL UNIQUE,
+        sender text,  -- NULL: the null reverse-path <>
+        arrival double precision NOT NULL,
+        size bigint NOT NULL,
+        hops integer NOT NULL,
+        chunks integer NOT NULL,
+        delay_warned boolean NOT NULL DEFAULT false,
+        held boolean NOT NULL DEFAULT false,
+        bounce_requested boolean NOT NULL DEFAULT false,
+        body text NOT NULL,
+        smtputf8 boolean NOT NULL,
+        ret text NOT NULL,
+        envid text NOT NULL,
+        requiretls boolean NOT NULL
+    );
+    CREATE TABLE queue_chunks (
+        message_id bigint NOT NULL REFERENCES queue_messages (id) ON DELETE CASCADE,
+        seq integer NOT NULL,
+        data bytea NOT NULL,
+        PRIMARY KEY (message_id, seq)
+    );
+    -- One row per recipient: the unit a node claims (FOR UPDATE SKIP LOCKED) and leases.
+    CREATE TABLE queue_recipients (
+        id bigserial PRIMARY KEY,
+        message_id bigint NOT NULL REFERENCES queue_messages (id) ON DELETE CASCADE,
+        position integer NOT NULL,
+        address text NOT NULL,
+        domain text NOT NULL,
+        state text NOT NULL,
+        attempts integer NOT NULL DEFAULT 0,
+        next_attempt double precision NOT NULL,
+        status text NOT NULL DEFAULT '',
+        diagnostic text NOT NULL DEFAULT '',
+        remote_mta text NOT NULL DEFAULT '',
+        notify text[] NOT NULL DEFAULT '{}',
+        orcpt text NOT NULL DEFAULT '',
+        lease_owner text,
+        lease_until double precision NOT NULL DEFAULT 0,
+        UNIQUE (message_id, position)
+    );
+    CREATE INDEX queue_recipients_due ON queue_recipients (next_attempt)
+        WHERE state IN ('pending', 'deferred');
+    CREATE INDEX queue_recipients_message ON queue_recipients (message_id);
+    CREATE INDEX queue_recipients_lease ON queue_recipients (lease_owner)
+        WHERE lease_owner IS NOT NULL;
+    -- One row per failed login (or unknown recipient) on any node, kept for the throttle's
+    -- window: each node adds the others' to its own counts (accounts/sharedfailures.py).
+    CREATE TABLE throttle_failures (
+        id bigserial PRIMARY KEY,
+        kind text NOT NULL,
+        client text,
+        account text,
+        at double precision NOT NULL,
+        origin text NOT NULL
+    );
+    CREATE INDEX throttle_failures_at ON throttle_failures (at);
+    -- who may use the webmail's admin console (accounts/db.py's "admins", missing until now)
+    CREATE TABLE admins (
+        address text PRIMARY KEY REFERENCES users (address) ON DELETE CASCADE
+    );
+    -- app passwords (accounts/apppasswords.py's table, missing until now)
+    CREATE TABLE app_passwords (
+        id bigserial PRIMARY KEY,
+        address text NOT NULL REFERENCES users (address) ON DELETE CASCADE,
+        name text NOT NULL,
+        lookup text NOT NULL,
+        password_hash text NOT NULL,
+        created double precision NOT NULL,
+        last_used double precision
+    );
+    CREATE INDEX app_passwords_by_user ON app_passwords (address, lookup);
+    -- spam/greylist.py's two SQLite tables, shared
+    CREATE TABLE greylist_triplets (
+        network text NOT NULL,
+        sender text NOT NULL,
+        recipient text NOT NULL,
+        first_seen double precision NOT NULL,
+        passed double precision,
+        last_seen double precision NOT NULL,
+        PRIMARY KEY (network, sender, recipient)
+    );
+    CREATE TABLE greylist_clients (
+        network text PRIMARY KEY,
+        passes integer NOT NULL,
+        last_seen double precision NOT NULL
+    );
     """,
 )
 

@@ -1,0 +1,80 @@
+"""``txmailhost migrate maildir-to-postgres`` in process: what it keeps, that a re-run finds
+everything done, and that its verify step notices a difference (skipped without PostgreSQL)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import psycopg
+
+from tests.support.postgres import postgres_dsn, postgres_server  # noqa: F401 - fixtures
+from txmailhost.cli import main
+from txmailhost.config import load_config
+from txmailhost.ops.mailbox_admin import result_of
+from txmailhost.store import backends
+from txmailhost.store.interfaces import MessageSource
+
+ALICE = "alice@example.test"
+
+
+def installation(tmp_path) -> tuple[str, list]:
+    """A data directory with one user and an INBOX holding UIDs 1 and 3 (2 expunged)."""
+    data = str(tmp_path / "data")
+    password = tmp_path / "pw"
+    password.write_text("a-long-password-1\n")
+    assert main(["--data", data, "init", "--hostname", "mx.example.test"]) == 0
+    assert main(["--data", data, "domain", "add", "example.test"]) == 0
+    assert main(["--data", data, "user", "add", ALICE, "--password-file", str(password)]) == 0
+    config = load_config(data, None)
+    store = backends.build("maildir", config.mail_root)
+    inbox = result_of(store.open(ALICE, "INBOX"))
+    for n, flags in enumerate((["\\Seen", "$Label1"], [], ["\\Flagged"])):
+        source = MessageSource.from_bytes(b"Subject: %d\r\n\r\nbody\r\n" % n)
+        result_of(inbox.append(source, flags, 1_600_000_000 + n))
+    result_of(inbox.expunge([2]))
+    snapshot = result_of(inbox.snapshot())
+    return data, [snapshot.uidvalidity, [(m.uid, sorted(m.flags)) for m in snapshot.messages]]
+
+
+def test_mail_keeps_its_uids_and_a_rerun_copies_nothing(tmp_path, postgres_dsn, capsys):  # noqa: F811
+    data, (uidvalidity, messages) = installation(tmp_path)
+    assert messages == [(1, ["$Label1", "\\Seen"]), (3, ["\\Flagged"])]
+    assert main(["--data", data, "migrate", "maildir-to-postgres", "--dsn", postgres_dsn]) == 0
+    out = capsys.readouterr().out
+    assert f"mail: {ALICE}/INBOX: 2 message(s), UIDVALIDITY {uidvalidity}" in out
+    assert "verified:" in out
+    with psycopg.connect(postgres_dsn) as conn:
+        rows = conn.execute(
+            "SELECT m.uid, m.flags, b.uidvalidity, b.uidnext FROM messages m"
+            " JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.name = 'INBOX' ORDER BY uid"
+        ).fetchall()
+        assert [(r[0], sorted(r[1])) for r in rows] == messages
+        assert {(r[2], r[3]) for r in rows} == {(uidvalidity, 4)}
+        (copied,) = conn.execute("SELECT password_hash FROM users").fetchone()
+    with sqlite3.connect(f"{data}/accounts.sqlite") as db:
+        assert db.execute("SELECT password_hash FROM users").fetchone() == (copied,)
+    with psycopg.connect(postgres_dsn) as conn:
+        # a mailbox made later still gets a greater UIDVALIDITY (RFC 3501 2.3.1.1)
+        (later,) = conn.execute("SELECT nextval('uidvalidity_seq')").fetchone()
+        assert later > uidvalidity
+    assert main(["--data", data, "migrate", "maildir-to-postgres", "--dsn", postgres_dsn]) == 0
+    again = capsys.readouterr().out
+    assert "in the database already, skipped" in again and "message(s)" not in again
+
+
+def test_verify_reports_a_difference_and_fails(tmp_path, postgres_dsn, capsys):  # noqa: F811
+    data, _ = installation(tmp_path)
+    assert main(["--data", data, "migrate", "maildir-to-postgres", "--dsn", postgres_dsn]) == 0
+    with psycopg.connect(postgres_dsn) as conn:
+        conn.execute("UPDATE messages SET flags = '{}' WHERE uid = 3")
+    capsys.readouterr()
+    verify = ["--data", data, "migrate", "maildir-to-postgres", "--dsn", postgres_dsn]
+    assert main([*verify, "--verify-only"]) == 1
+    assert f"MISMATCH: {ALICE}/INBOX: messages differ" in capsys.readouterr().out
+
+
+def test_verify_only_before_copying_finds_everything_missing(tmp_path, postgres_dsn, capsys):  # noqa: F811
+    data, _ = installation(tmp_path)
+    argv = ["--data", data, "migrate", "maildir-to-postgres", "--dsn", postgres_dsn]
+    assert main([*argv, "--verify-only"]) == 1
+    assert f"MISMATCH: account {ALICE} is not in the database" in capsys.readouterr().out
