@@ -219,8 +219,15 @@ def test_post_right_is_kept_but_alone_grants_nothing_in_imap(world):
 def test_create_right_creates_children_that_inherit_the_acl(world):
     bob = bob_with(world, "lrk")
     sub = '"Other Users/alice@example.test/Projects/2027"'
-    assert bob.cmd(f"c CREATE {sub}") == b"c OK CREATE completed\r\n"
+    # RFC 8474: the OK names the MAILBOXID of Alice's new folder (the store's, not a name
+    # looked up in Bob's own folders)
+    created = bob.cmd(f"c CREATE {sub}")
+    assert re.fullmatch(rb"c OK (\[MAILBOXID \(F[\w-]+\)\] )?CREATE completed\r\n", created)
     assert "Projects/2027" in result(world.store.list_mailboxes(ALICE))
+    box = result(world.store.open(ALICE, "Projects/2027"))
+    mailboxid = result(box.status()).mailboxid
+    if mailboxid:
+        assert f"[MAILBOXID ({mailboxid})]".encode() in created
     assert bob.cmd(f"d MYRIGHTS {sub}") == (
         b'* MYRIGHTS "Other Users/alice@example.test/Projects/2027" lrkc\r\n'
         b"d OK MYRIGHTS completed\r\n"

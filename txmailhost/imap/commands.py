@@ -314,13 +314,14 @@ class MailboxCommands:
             for identifier, held in (await self.store.get_acl(owner, parent)).items():
                 await self.store.set_acl(owner, mailbox, identifier, held)
         self.notify_tell_others("create", name)
-        return Done("CREATE completed", code=await self._mailboxid_code(name))
+        return Done("CREATE completed", code=await self._mailboxid_code(owner, mailbox))
 
-    async def _mailboxid_code(self, name: str) -> str | None:
+    async def _mailboxid_code(self, owner: str, mailbox: str) -> str | None:
         """RFC 8474: CREATE's OK names the new mailbox's MAILBOXID (none if it is gone
-        already, deleted by another session)."""
+        already, deleted by another session). ``owner``'s ``mailbox``: the name resolved, as
+        a folder made under ``Other Users/`` or ``Shared/`` is another owner's."""
         try:
-            status = await (await self.store.open(self.account.address, name)).status()
+            status = await (await self.store.open(owner, mailbox)).status()
         except NoSuchMailbox:
             return None
         return f"MAILBOXID ({status.mailboxid})" if status.mailboxid else None
