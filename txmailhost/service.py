@@ -268,7 +268,7 @@ def make_service(
     """
     import twisted.mail.imap4  # noqa: F401 - registers the imap4-utf-7 codec mailbox names use
 
-    from txmailhost import dataformat
+    from txmailhost import dataformat, fdlimit
     from txmailhost.config import ConfigError, load_config
     from txmailhost.datadir import acting_as, ensure_data_dir, writable_problem
 
@@ -305,6 +305,8 @@ def make_service(
         raise SystemExit(1) from None
     for line in created:
         log.info("txmailhost start: {line}", line=line)
+    # Before the privilege drop (root may raise the hard limit); workers inherit it.
+    fdlimit.prepare(config)
     # The certificate's key may be readable by root only (certbot's privkey.pem): load it as
     # the invoking user. Everything else that touches the data directory (the accounts
     # database, crash recovery into Maildirs, the spool's probes and sweeps) happens as the
