@@ -497,7 +497,12 @@ def build(
     ThreadPoolService(accounts_pool).setServiceParent(top)
 
     store = backends.build(
-        config.store.backend, config.mail_root, reactor, storage_pool, dsn=config.store.dsn
+        config.store.backend,
+        config.mail_root,
+        reactor,
+        storage_pool,
+        dsn=config.store.dsn,
+        text_index=config.store.text_index,
     )
     if config.store.backend in backends.VOLATILE:
         log.critical(

@@ -14,17 +14,33 @@ quoted-printable text parts, so a word in an encoded body is found too.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import calendar
 import datetime
 import email.header
 import email.utils
+import html
+import quopri
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from txmailhost.imap import addresses, mime
 from txmailhost.imap.parser import ParseError, Reader
-from txmailhost.store.interfaces import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN, StoredMessage
+from txmailhost.store.interfaces import (
+    ANSWERED,
+    DELETED,
+    DRAFT,
+    FLAGGED,
+    SEEN,
+    TEXT_FIELDS,
+    StoredMessage,
+    TextAll,
+    TextAny,
+    TextQuery,
+    TextTerm,
+)
 
 MAX_KEYS = 500
 # NOT, OR and parentheses nest by recursion (two frames a level, and as many when a message is
@@ -42,6 +58,7 @@ class Candidate:
     message: StoredMessage
     recent: bool
     _texts: dict[str, str] = field(default_factory=dict)
+    _pieces: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def header_value(self, name: bytes) -> str:
         key = "h:" + name.decode("ascii", "replace")
@@ -67,9 +84,13 @@ class Candidate:
     def has_header(self, name: bytes) -> bool:
         return any(k == name for k, _v in mime.parse_header_fields(self.message.header or b""))
 
-    def whole_text(self, body_only: bool) -> str:
+    def whole_text(self, body_only: bool) -> tuple[str, ...]:
+        """The case-folded texts BODY (``body_only``) or TEXT looks in: the raw body (TEXT: the
+        raw message and its decoded header fields) and each decoded text part. A needle
+        matches within one of them, never across two (the full-text index relies on it: a
+        BODY match is a TEXT match, so one index answers both)."""
         key = "body" if body_only else "text"
-        if key not in self._texts:
+        if key not in self._pieces:
             raw = self.message.content or b""
             root = mime.parse(raw)
             pieces = [(root.body if body_only else raw).decode("utf-8", "replace")]
@@ -78,8 +99,8 @@ class Candidate:
                     " ".join(_decode_header(v) for _k, v in root.fields).replace("\r\n", " ")
                 )
             pieces.extend(_decoded_texts(root))
-            self._texts[key] = "\n".join(pieces).casefold()
-        return self._texts[key]
+            self._pieces[key] = tuple(piece.casefold() for piece in pieces)
+        return self._pieces[key]
 
 
 def _decode_header(value: bytes) -> str:
@@ -91,7 +112,9 @@ def _decode_header(value: bytes) -> str:
 
 
 def _decoded_texts(part: mime.Part) -> list[str]:
-    """The decoded content of base64 / quoted-printable text parts (bounded by mime limits)."""
+    """The decoded content of text parts (bounded by mime limits): base64 or quoted-printable
+    ones decoded, any but UTF-8/US-ASCII converted from their charset, and HTML reduced to
+    its text as well (``<b>Hel</b>lo&nbsp;you`` is found by "hello you")."""
     out = []
     stack = [part]
     while stack:
@@ -99,26 +122,49 @@ def _decoded_texts(part: mime.Part) -> list[str]:
         stack.extend(current.children)
         if current.message is not None:
             stack.append(current.message)
+        if current.maintype != b"text":
+            continue
         encoding = (current.get(b"content-transfer-encoding") or b"").lower().strip()
-        if current.maintype == b"text" and encoding in (b"base64", b"quoted-printable"):
-            import base64
-            import binascii
-            import quopri
-
+        charset = dict((k.lower(), v) for k, v in current.params).get(b"charset", b"utf-8")
+        charset_name = charset.decode("ascii", "replace").lower()
+        encoded = encoding in (b"base64", b"quoted-printable")
+        html = current.subtype == b"html"
+        if not encoded and not html and charset_name in _RAW_CHARSETS:
+            continue  # the raw body already reads as it is
+        data = current.body
+        if encoded:
             try:
                 data = (
-                    base64.b64decode(current.body)
-                    if encoding == b"base64"
-                    else quopri.decodestring(current.body)
+                    base64.b64decode(data) if encoding == b"base64" else quopri.decodestring(data)
                 )
             except (binascii.Error, ValueError):
                 continue
-            charset = dict((k.lower(), v) for k, v in current.params).get(b"charset", b"utf-8")
-            try:
-                out.append(data.decode(charset.decode("ascii", "replace"), "replace"))
-            except LookupError:
-                out.append(data.decode("utf-8", "replace"))
+        try:
+            text = data.decode(charset_name, "replace")
+        except LookupError:
+            text = data.decode("utf-8", "replace")
+        if encoded or charset_name not in _RAW_CHARSETS:
+            out.append(text)
+        if html:
+            out.append(html_text(text))
     return out
+
+
+_RAW_CHARSETS = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
+_HTML_HIDDEN = re.compile(r"<(script|style|head)\b.*?</\1\s*>|<!--.*?-->", re.I | re.S)
+_HTML_BLOCK = re.compile(
+    r"</?(?:p|div|br|li|ul|ol|tr|td|th|table|h[1-6]|blockquote|pre|hr)\b[^>]*>", re.I
+)
+_HTML_TAG = re.compile(r"<[^>]*>")
+_SPACES = re.compile(r"[ \t\r\n\f\v\xa0]+")
+
+
+def html_text(markup: str) -> str:
+    """HTML as a reader sees it: scripts, styles and comments gone, block elements as line
+    breaks, other tags removed, entities decoded, runs of white space as one space."""
+    text = _SPACES.sub(" ", _HTML_HIDDEN.sub(" ", markup))  # source line breaks are spaces
+    text = html.unescape(_HTML_TAG.sub("", _HTML_BLOCK.sub("\n", text)))
+    return "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n") if line.strip())
 
 
 Predicate = Callable[[Candidate], bool]
@@ -133,6 +179,9 @@ class SearchProgram:
     content: bool = False
     uses_modseq: bool = False
     return_options: list[str] | None = None  # ESEARCH RETURN (...), None for plain SEARCH
+    # What a full-text index (store ``ITextIndex``) may narrow the messages to test to; None
+    # when the criteria have no string key it can answer (or one under NOT).
+    text_query: TextQuery | None = None
 
 
 class _Compiler:
@@ -144,13 +193,32 @@ class _Compiler:
         self.header = False
         self.content = False
         self.uses_modseq = False
+        # The text query of each predicate that has one: the index narrows a string key, an
+        # AND of keys where any part narrows, an OR where both sides do; NOT never narrows.
+        self.text: dict[Predicate, TextQuery] = {}
 
     def program(self) -> Predicate:
         keys = [self.key()]
         while self.reader.skip_sp():
             keys.append(self.key())
         self.reader.end()
-        return _all(keys)
+        return self.all_of(keys)
+
+    def all_of(self, keys: list[Predicate]) -> Predicate:
+        predicate = _all(keys)
+        parts = tuple(self.text[k] for k in keys if k in self.text)
+        if len(parts) > 1:
+            self.text[predicate] = TextAll(parts)
+        elif parts:
+            self.text[predicate] = parts[0]
+        return predicate
+
+    def narrowed(self, predicate: Predicate, field_name: str, needle: str) -> Predicate:
+        """``predicate`` tests ``field_name`` (``TEXT_FIELDS``) for ``needle``: so may an index
+        (a needle under three characters narrows nothing: left to the scan)."""
+        if len(needle) >= 3:
+            self.text[predicate] = TextTerm(field_name, needle)
+        return predicate
 
     def key(self) -> Predicate:
         self.keys += 1
@@ -173,7 +241,7 @@ class _Compiler:
                 reader.sp()
                 keys.append(self.key())
             reader.close_paren()
-            return _all(keys)
+            return self.all_of(keys)
         if reader.peek().isdigit() or reader.peek() in (b"*", b"$"):
             seqs = self.resolve(reader.sequence_set(), False)
             return lambda c: c.seq in seqs
@@ -241,6 +309,14 @@ def _keyword(present: bool) -> Callable[[_Compiler], Predicate]:
     return build
 
 
+# In a lower-cased raw message: something ``whole_text`` decodes (RFC 2047 words, transfer
+# encodings, HTML, a charset other than UTF-8/US-ASCII), so a needle missing from the raw
+# bytes may still be in its text.
+_DECODED = re.compile(
+    rb'=\?|-transfer-encoding|text/html|charset=(?!"?(?:us-ascii|utf-8|utf8)(?:[";\s]|$))'
+)
+
+
 def _prefilter(needle: str) -> bytes | None:
     """For an ASCII needle, the bytes whose absence from the lower-cased raw text proves no
     match (unless the text has RFC 2047 or MIME encodings to decode): most messages of a large
@@ -261,7 +337,7 @@ def _header_key(name: bytes) -> Callable[[_Compiler], Predicate]:
                     return False
             return needle in c.header_value(name)
 
-        return test
+        return compiler.narrowed(test, name.decode("ascii"), needle)
 
     return build
 
@@ -290,7 +366,7 @@ def _address_key(name: bytes) -> Callable[[_Compiler], Predicate]:
                 return False
             return needle in c.address_value(name)
 
-        return test
+        return compiler.narrowed(test, name.decode("ascii"), needle)
 
     return build
 
@@ -302,7 +378,11 @@ def _header(compiler: _Compiler) -> Predicate:
     needle = compiler.astring()
     if not needle:
         return lambda c: c.has_header(name)
-    return lambda c: needle in c.header_value(name)
+    predicate: Predicate = lambda c: needle in c.header_value(name)  # noqa: E731
+    field_name = name.decode("ascii", "replace")
+    if field_name in TEXT_FIELDS[1:]:  # the index's FROM holds this text and more
+        return compiler.narrowed(predicate, field_name, needle)
+    return predicate
 
 
 def _text(body_only: bool) -> Callable[[_Compiler], Predicate]:
@@ -314,11 +394,11 @@ def _text(body_only: bool) -> Callable[[_Compiler], Predicate]:
         def test(c: Candidate) -> bool:
             if quick is not None:
                 raw = (c.message.content or b"").lower()
-                if quick not in raw and b"=?" not in raw and b"-transfer-encoding" not in raw:
+                if quick not in raw and not _DECODED.search(raw):
                     return False
-            return needle in c.whole_text(body_only)
+            return any(needle in piece for piece in c.whole_text(body_only))
 
-        return test
+        return compiler.narrowed(test, "text", needle)
 
     return build
 
@@ -374,7 +454,10 @@ def _or(compiler: _Compiler) -> Predicate:
     left = compiler.key()
     compiler.reader.sp()
     right = compiler.key()
-    return lambda c: left(c) or right(c)
+    predicate: Predicate = lambda c: left(c) or right(c)  # noqa: E731
+    if left in compiler.text and right in compiler.text:
+        compiler.text[predicate] = TextAny((compiler.text[left], compiler.text[right]))
+    return predicate
 
 
 def _uid(compiler: _Compiler) -> Predicate:
@@ -484,7 +567,12 @@ def parse_search(
     compiler = _Compiler(reader, resolve)
     predicate = compiler.program()
     return SearchProgram(
-        predicate, compiler.header, compiler.content, compiler.uses_modseq, return_options
+        predicate,
+        compiler.header,
+        compiler.content,
+        compiler.uses_modseq,
+        return_options,
+        compiler.text.get(predicate),
     )
 
 

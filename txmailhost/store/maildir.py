@@ -33,6 +33,7 @@ import re
 import secrets
 import shutil
 import socket
+import sqlite3
 import stat
 import tempfile
 import threading
@@ -44,6 +45,7 @@ from typing import Any, BinaryIO, TypeVar
 import twisted.mail.imap4  # noqa: F401 - registers the imap4-utf-7 codec folder names use
 from twisted.internet import threads
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
@@ -68,6 +70,7 @@ from txmailhost.store.interfaces import (
     IndexColumns,
     InvalidMailboxName,
     IStagedAppend,
+    ITextIndex,
     MailboxChanges,
     MailboxExists,
     MailboxSelection,
@@ -78,8 +81,10 @@ from txmailhost.store.interfaces import (
     NoSuchMailbox,
     NoSuchMessage,
     StoredMessage,
+    TextQuery,
 )
 from txmailhost.store.pending import PendingDeliveries
+from txmailhost.store.textindex import TextIndex, candidates_among
 
 T = TypeVar("T")
 
@@ -105,6 +110,8 @@ _ADDRESS_PART = re.compile(
     r"(?:[a-z0-9.!#$%&'*+=?^_`{|}~-]|[^\x00-\x7f\s\x80-\x9f\u2028\u2029])*$"
 )
 _counter = itertools.count()
+_log = Logger()
+TEXT_INDEX_BATCH = 200  # messages read into memory at once while indexing
 _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "localhost"
 
 
@@ -320,7 +327,7 @@ def _stage(directory: str, source: MessageSource) -> tuple[str, int]:
     return path, crlf
 
 
-@implementer(IMailbox, IStagedAppend)
+@implementer(IMailbox, IStagedAppend, ITextIndex)
 class MaildirMailbox:
     """One opened mailbox; every public method hands its work to the store's thread pool."""
 
@@ -330,6 +337,7 @@ class MaildirMailbox:
         self.name = name
         self.directory = directory
         self._index = _index.MailboxIndex(directory)
+        self._text = TextIndex(directory)
 
     # -- the blocking halves, run in the pool --------------------------------------------------
 
@@ -618,9 +626,42 @@ class MaildirMailbox:
             if removed:
                 self._index.remove(removed, db)
         if removed:
+            self._text.forget(removed)
             _safeio.fsync_dirs(os.path.join(self.directory, sub) for sub in ("cur", "new"))
             self._store._changed(self.directory)
         return removed
+
+    def _text_candidates(
+        self, query: TextQuery, uids: list[int], extractor: Any
+    ) -> set[int] | None:
+        """Index what the text index lacks among ``uids`` (mail delivered or appended since
+        the last search: delivery itself never waits for the index), then ask it."""
+        try:
+            indexed = self._index_text(uids, extractor)
+            return candidates_among(self._text, query, uids, indexed)
+        except sqlite3.DatabaseError as e:  # a damaged cache: scan now, rebuild next time
+            _log.warn("text index {path} dropped: {error}", path=self._text.path, error=str(e))
+            self._text.drop()
+            return None
+
+    def _index_text(self, uids: Iterable[int], extractor: Any) -> set[int]:
+        """Bring the text index up to date for ``uids``; the UIDs it then holds."""
+        uidvalidity = self._index.meta()["uidvalidity"]
+        indexed = self._text.indexed(uidvalidity, extractor.version)
+        missing = [uid for uid in uids if uid not in indexed]
+        for start in range(0, len(missing), TEXT_INDEX_BATCH):
+            messages = self._messages(missing[start : start + TEXT_INDEX_BATCH], True, True)
+            self._text.add((m.uid, extractor.columns(m)) for m in messages)
+            indexed.update(m.uid for m in messages)
+        return indexed
+
+    def _rebuild_text_index(self, extractor: Any) -> int:
+        """Drop this folder's text index and index every message again (``txmailhost index
+        rebuild``); the number of messages indexed."""
+        self._store._reconcile(self.directory)
+        self._text.drop()
+        _meta, uids, *_ = self._index.uids()
+        return len(self._index_text(uids, extractor))
 
     def _append(
         self,
@@ -706,6 +747,18 @@ class MaildirMailbox:
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
         return self._store.changes.watch(self.directory, callback)
 
+    def text_candidates(
+        self, query: TextQuery, uids: Iterable[int], extractor: Any
+    ) -> Deferred[set[int] | None]:
+        if not self._store.text_index:
+            return succeed(None)
+        return self._store._run(self._text_candidates, query, list(uids), extractor)
+
+    def rebuild_text_index(self, extractor: Any) -> Deferred[int | None]:
+        if not self._store.text_index:
+            return succeed(None)
+        return self._store._run(self._rebuild_text_index, extractor)
+
 
 _new_stored = tuple.__new__
 
@@ -727,8 +780,15 @@ class MaildirStore:
     has already fired.
     """
 
-    def __init__(self, root: str, reactor: Any = None, pool: ThreadPool | None = None) -> None:
+    def __init__(
+        self,
+        root: str,
+        reactor: Any = None,
+        pool: ThreadPool | None = None,
+        text_index: bool = True,
+    ) -> None:
         self.root = os.path.abspath(root)
+        self.text_index = text_index  # ``[store] text_index``: SEARCH narrowed by textindex.py
         self._reactor = reactor
         self._pool = pool
         # st_mtime_ns of (new/, cur/) at the last reconcile, per mailbox directory.
