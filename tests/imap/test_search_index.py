@@ -104,6 +104,8 @@ QUERIES = [
     "TEXT tomato",
     "TEXT hiddenscript",
     "TEXT secretpdfword",
+    "TEXT " + _b64("%PDF-1.4 binary")[:12],
+    "TEXT report.pdf",
     'TEXT "order number 12345 has shipped"',
     "TEXT treasure",
     "BODY treasure",
@@ -205,6 +207,8 @@ def test_the_index_answers_the_decoded_text_a_user_would_type(view):
         "BCC hidden": [3],
         "TEXT hiddenscript": [5],  # still in the raw HTML, as the scan sees it
         "BODY МИР": [9],  # KOI8-R, 8bit
+        "TEXT " + _b64("%PDF-1.4 binary")[:12]: [],  # an attachment's base64 isn't text
+        "TEXT report.pdf": [5],  # its file name is
     }
     assert {query: _search(view, query) for query in expected} == expected
 

@@ -8,8 +8,10 @@ NOT, OR) is bounded by ``MAX_KEYS`` and ``MAX_NESTING`` so a client can't build 
 arbitrarily deep or long program.
 
 String matching is a case-insensitive substring match (§6.4.4), on RFC 2047-decoded header
-values, and on the raw message for BODY/TEXT plus the decoded text of its base64 or
-quoted-printable text parts, so a word in an encoded body is found too.
+values, and on the raw message for BODY/TEXT plus the decoded text of its text parts
+(base64, quoted-printable, charsets other than UTF-8, HTML reduced to its words), so a word in
+an encoded body is found too; the base64 of attachments (non-text parts) is skipped, as
+Dovecot does. A needle matches within one of these texts, not across two.
 """
 
 from __future__ import annotations
@@ -86,14 +88,18 @@ class Candidate:
 
     def whole_text(self, body_only: bool) -> tuple[str, ...]:
         """The case-folded texts BODY (``body_only``) or TEXT looks in: the raw body (TEXT: the
-        raw message and its decoded header fields) and each decoded text part. A needle
-        matches within one of them, never across two (the full-text index relies on it: a
-        BODY match is a TEXT match, so one index answers both)."""
+        raw message and its decoded header fields) but for the base64 of attachments, and
+        each decoded text part. A needle matches within one of them, never across two (the
+        full-text index relies on it: a BODY match is a TEXT match, so one index answers
+        both)."""
         key = "body" if body_only else "text"
         if key not in self._pieces:
             raw = self.message.content or b""
             root = mime.parse(raw)
-            pieces = [(root.body if body_only else raw).decode("utf-8", "replace")]
+            pieces = [
+                raw[start:end].decode("utf-8", "replace")
+                for start, end in _searched_spans(root, root.body_start if body_only else 0)
+            ]
             if not body_only:
                 pieces.append(
                     " ".join(_decode_header(v) for _k, v in root.fields).replace("\r\n", " ")
@@ -109,6 +115,30 @@ def _decode_header(value: bytes) -> str:
         return str(email.header.make_header(email.header.decode_header(text)))
     except Exception:  # a malformed encoded-word: search the raw text instead
         return text
+
+
+def _searched_spans(root: mime.Part, start: int) -> list[tuple[int, int]]:
+    """The raw message from ``start`` on, cut around the bodies of base64 parts that are not
+    text (images, PDFs, archives): their encoded octets are no words anyone searches for, and
+    Dovecot doesn't search them either; their headers (a file name) stay."""
+    cuts = []
+    stack = [root]
+    while stack:
+        part = stack.pop()
+        stack.extend(part.children)
+        if part.message is not None:
+            stack.append(part.message)
+        elif part.maintype not in (b"text", b"multipart", b"message"):
+            encoding = (part.get(b"content-transfer-encoding") or b"").lower().strip()
+            if encoding == b"base64":
+                cuts.append((part.body_start, part.end))
+    spans, position = [], start
+    for cut_start, cut_end in sorted(cuts):
+        if cut_start > position:
+            spans.append((position, cut_start))
+        position = max(position, cut_end)
+    spans.append((position, len(root.raw)))
+    return [(a, b) for a, b in spans if b > a] or [(start, start)]
 
 
 def _decoded_texts(part: mime.Part) -> list[str]:
