@@ -222,3 +222,35 @@ def test_trigrams_are_distinct_and_bounded():
     assert textindex.trigrams("aaaa") == ["aaa"]
     long = textindex.trigrams("abcdefghijklmnopqrstuvwxyz0123456789")
     assert len(long) == textindex.MAX_TRIGRAMS and long[0] == "abc" and long[-1] == "789"
+
+
+def test_a_search_out_of_time_leaves_the_rest_to_the_caller_and_a_background_job(
+    filled, monkeypatch
+):
+    inbox, (zebra, unicorn, nothing) = filled
+    monkeypatch.setattr(textindex, "SEARCH_BUDGET", -1.0)  # no time to index anything
+    extractor = Extractor()
+    calls_in_search = []
+    monkeypatch.setattr(
+        inbox._store, "_backfill_text", lambda *args: calls_in_search.append(extractor.calls)
+    )
+    # Nothing indexed in time: every message is a candidate, for the caller to test.
+    assert _ask(inbox, TextTerm("text", "zebracorn"), [zebra, unicorn, nothing], extractor) == {
+        zebra,
+        unicorn,
+        nothing,
+    }
+    assert calls_in_search == [0]
+
+
+def test_the_background_job_indexes_what_the_search_had_no_time_for(filled, monkeypatch):
+    inbox, (zebra, unicorn, nothing) = filled
+    monkeypatch.setattr(textindex, "SEARCH_BUDGET", -1.0)
+    extractor = Extractor()
+    # The synchronous pool runs the job before the search returns.
+    _ask(inbox, TextTerm("text", "zebracorn"), [zebra, unicorn, nothing], extractor)
+    assert extractor.calls == 3
+    assert _ask(inbox, TextTerm("text", "zebracorn"), [zebra, unicorn, nothing], extractor) == {
+        zebra
+    }
+    assert extractor.calls == 3

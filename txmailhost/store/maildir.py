@@ -51,7 +51,7 @@ from zope.interface import implementer
 
 from txmailhost import _safeio
 from txmailhost.store import index as _index
-from txmailhost.store import lineends
+from txmailhost.store import lineends, textindex
 from txmailhost.store import metadata as _metadata
 from txmailhost.store.changes import ChangeBus
 from txmailhost.store.image import ImageCache, columns_of
@@ -84,7 +84,7 @@ from txmailhost.store.interfaces import (
     TextQuery,
 )
 from txmailhost.store.pending import PendingDeliveries
-from txmailhost.store.textindex import TextIndex, candidates_among
+from txmailhost.store.textindex import TextIndex
 
 T = TypeVar("T")
 
@@ -111,7 +111,6 @@ _ADDRESS_PART = re.compile(
 )
 _counter = itertools.count()
 _log = Logger()
-TEXT_INDEX_BATCH = 200  # messages read into memory at once while indexing
 _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "localhost"
 
 
@@ -635,25 +634,38 @@ class MaildirMailbox:
         self, query: TextQuery, uids: list[int], extractor: Any
     ) -> set[int] | None:
         """Index what the text index lacks among ``uids`` (mail delivered or appended since
-        the last search: delivery itself never waits for the index), then ask it."""
+        the last search: delivery itself never waits for the index) for a bounded time, then
+        ask it; what is left is a candidate (the caller tests it) and indexed in the
+        background."""
         try:
-            indexed = self._index_text(uids, extractor)
-            return candidates_among(self._text, query, uids, indexed)
+            uidvalidity = self._index.meta()["uidvalidity"]
+            indexed, left = textindex.catch_up(
+                self._text, uidvalidity, uids, extractor, self._read_for_index,
+                textindex.SEARCH_BUDGET,
+            )  # fmt: skip
+            if left:
+                self._store._backfill_text(self, left, extractor)
+            return textindex.candidates_among(self._text, query, uids, indexed)
         except sqlite3.DatabaseError as e:  # a damaged cache: scan now, rebuild next time
-            _log.warn("text index {path} dropped: {error}", path=self._text.path, error=str(e))
-            self._text.drop()
+            self._drop_text(e)
             return None
 
-    def _index_text(self, uids: Iterable[int], extractor: Any) -> set[int]:
-        """Bring the text index up to date for ``uids``; the UIDs it then holds."""
+    def _read_for_index(self, uids: list[int]) -> list[StoredMessage]:
+        return self._messages(uids, True, True)
+
+    def _drop_text(self, error: Exception) -> None:
+        _log.warn("text index {path} dropped: {error}", path=self._text.path, error=str(error))
+        self._text.drop()
+
+    def _index_all_text(self, uids: list[int], extractor: Any) -> int:
+        """Index every one of ``uids`` the text index lacks, then compact it; how many it
+        holds."""
         uidvalidity = self._index.meta()["uidvalidity"]
-        indexed = self._text.indexed(uidvalidity, extractor.version)
-        missing = [uid for uid in uids if uid not in indexed]
-        for start in range(0, len(missing), TEXT_INDEX_BATCH):
-            messages = self._messages(missing[start : start + TEXT_INDEX_BATCH], True, True)
-            self._text.add((m.uid, extractor.columns(m)) for m in messages)
-            indexed.update(m.uid for m in messages)
-        return indexed
+        indexed, _left = textindex.catch_up(
+            self._text, uidvalidity, uids, extractor, self._read_for_index
+        )
+        self._text.compact()
+        return len(indexed)
 
     def _rebuild_text_index(self, extractor: Any) -> int:
         """Drop this folder's text index and index every message again (``txmailhost index
@@ -661,7 +673,7 @@ class MaildirMailbox:
         self._store._reconcile(self.directory)
         self._text.drop()
         _meta, uids, *_ = self._index.uids()
-        return len(self._index_text(uids, extractor))
+        return self._index_all_text(uids, extractor)
 
     def _append(
         self,
@@ -789,6 +801,8 @@ class MaildirStore:
     ) -> None:
         self.root = os.path.abspath(root)
         self.text_index = text_index  # ``[store] text_index``: SEARCH narrowed by textindex.py
+        self._backfilling: set[str] = set()  # folders whose text index a pool thread fills
+        self._backfill_lock = threading.Lock()
         self._reactor = reactor
         self._pool = pool
         # st_mtime_ns of (new/, cur/) at the last reconcile, per mailbox directory.
@@ -822,6 +836,27 @@ class MaildirStore:
                 after = self._mtimes(directory)
                 if after is not None:
                     self._seen_mtimes[directory] = after
+
+    def _backfill_text(self, mailbox: MaildirMailbox, uids: list[int], extractor: Any) -> None:
+        """Index ``uids`` of ``mailbox`` in a pool thread of their own (one such job per
+        folder at a time), so the searches after a large import soon read the index only."""
+        if self._pool is None:
+            return  # the CLI: its searches catch up as they go, `index rebuild` does it all
+        with self._backfill_lock:
+            if mailbox.directory in self._backfilling:
+                return
+            self._backfilling.add(mailbox.directory)
+
+        def job() -> None:
+            try:
+                mailbox._index_all_text(uids, extractor)
+            except sqlite3.DatabaseError as e:
+                mailbox._drop_text(e)
+            finally:
+                with self._backfill_lock:
+                    self._backfilling.discard(mailbox.directory)
+
+        self._pool.callInThreadWithCallback(lambda _ok, _result: None, job)
 
     def _changed(self, directory: str) -> None:
         """Called from a pool thread after a write to a mailbox: wake its watchers."""

@@ -33,9 +33,18 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
-from txmailhost.store.interfaces import TEXT_FIELDS, TextAll, TextAny, TextQuery, TextTerm
+from txmailhost.store.interfaces import (
+    TEXT_FIELDS,
+    StoredMessage,
+    TextAll,
+    TextAny,
+    TextQuery,
+    TextTerm,
+)
 
 TEXT_INDEX_NAME = "txmailhost-text.sqlite"
 HEADER_FIELDS = TEXT_FIELDS[1:]
@@ -43,6 +52,11 @@ HEADER_FIELDS = TEXT_FIELDS[1:]
 MAX_TRIGRAMS = 16
 # Dead rows (expunged, still in the FTS tables) tolerated before the file is rebuilt.
 MIN_DEAD_FOR_REBUILD = 1000
+BATCH = 200  # messages read into memory at once while indexing
+# Seconds a search spends indexing mail the index lacks before it tests the rest itself (a
+# first search of a 100,000-message folder would otherwise wait a minute); the rest is
+# indexed in the background.
+SEARCH_BUDGET = 0.5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value NOT NULL);
@@ -92,6 +106,7 @@ def _connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")  # a cache: a lost transaction is indexed again
+    conn.execute("PRAGMA journal_size_limit=1048576")  # the WAL shrinks back after a bulk load
     conn.executescript(_SCHEMA)
     cache[path] = (conn, os.stat(path).st_ino)
     return conn
@@ -235,6 +250,16 @@ class TextIndex:
             return None
         return {uid for (uid,) in self._db.execute(sql, (arg,))}
 
+    def compact(self) -> None:
+        """After a bulk load: merge the FTS segments into one (smaller, faster to query) and
+        give the freed pages and the write-ahead log's space back."""
+        with self._write() as db:
+            db.execute("INSERT INTO text_grams (text_grams) VALUES ('optimize')")
+            db.execute("INSERT INTO field_grams (field_grams) VALUES ('optimize')")
+        with _lock(self.path):
+            self._db.execute("VACUUM")  # the pages of the merged segments go back to the disk
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def drop(self) -> None:
         """Remove the file (the next ``indexed`` starts an empty one)."""
         with _lock(self.path):
@@ -262,3 +287,26 @@ def candidates_among(
     if found is None:
         return None
     return {uid for uid in uids if uid in found or uid not in indexed}
+
+
+def catch_up(
+    index: TextIndex,
+    uidvalidity: int,
+    uids: Sequence[int],
+    extractor: Any,
+    read: Callable[[list[int]], list[StoredMessage]],
+    budget: float | None = None,
+) -> tuple[set[int], list[int]]:
+    """Index those of ``uids`` the index lacks, reading them (header and content) with
+    ``read``, for ``budget`` seconds at most (None: all of them). The UIDs indexed, and those
+    left for later."""
+    indexed = index.indexed(uidvalidity, extractor.version)
+    missing = [uid for uid in uids if uid not in indexed]
+    deadline = None if budget is None else time.monotonic() + budget
+    for start in range(0, len(missing), BATCH):
+        if deadline is not None and time.monotonic() > deadline:
+            return indexed, missing[start:]
+        messages = read(missing[start : start + BATCH])
+        index.add((message.uid, extractor.columns(message)) for message in messages)
+        indexed.update(message.uid for message in messages)
+    return indexed, []
