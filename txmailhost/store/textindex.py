@@ -179,12 +179,14 @@ class TextIndex:
         have indexed it meanwhile); the number added."""
         documents = list(documents)
         added = 0
+        if not documents:
+            return 0
         with self._write() as db:
+            marks = ",".join("?" * len(documents))
             have = {
                 uid
                 for (uid,) in db.execute(
-                    "SELECT uid FROM docs WHERE uid >= ?",
-                    (min((d[0] for d in documents), default=0),),
+                    f"SELECT uid FROM docs WHERE uid IN ({marks})", [d[0] for d in documents]
                 )
             }
             for uid, columns in documents:
