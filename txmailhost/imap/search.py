@@ -399,7 +399,8 @@ def _address_key(name: bytes) -> Callable[[_Compiler], Predicate]:
             raw = (c.message.header or b"").lower()
             if b"=?" not in raw and not all(piece in raw for piece in quick):
                 return False
-            return needle in c.address_value(name)
+            # address_value starts with header_value: found there, no address parsing needed
+            return needle in c.header_value(name) or needle in c.address_value(name)
 
         return compiler.narrowed(test, name.decode("ascii"), needle)
 

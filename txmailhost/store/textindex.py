@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -118,6 +119,20 @@ def _close(path: str) -> None:
         cache.pop(path)[0].close()
 
 
+# The indexed UIDs each file held when this process last read them, by path, with the
+# (epoch, generation) meta values they were read under: every write bumps the generation, a
+# new file gets a new epoch, so a stale entry is never used, whichever process wrote.
+_indexed_cache: dict[str, tuple[tuple[Any, Any], frozenset[int]]] = {}
+_indexed_cache_lock = threading.Lock()
+
+
+def _bump(db: sqlite3.Connection) -> None:
+    db.execute(
+        "INSERT INTO meta VALUES ('generation', 1) ON CONFLICT (key)"
+        " DO UPDATE SET value = value + 1"
+    )
+
+
 def trigrams(needle: str) -> list[str]:
     """The distinct three-character pieces of ``needle`` (at most ``MAX_TRIGRAMS``, spread
     over it), or none when it is shorter than three characters."""
@@ -160,8 +175,17 @@ class TextIndex:
         """The UIDs indexed, after dropping an index made for another UIDVALIDITY or extractor
         version, or one whose dead rows outnumber its live ones."""
         db = self._db
-        meta = dict(db.execute("SELECT key, value FROM meta"))
-        uids = {uid for (uid,) in db.execute("SELECT uid FROM docs")}
+        db.execute("BEGIN")
+        try:
+            meta = dict(db.execute("SELECT key, value FROM meta"))
+            stamp = (meta.get("epoch"), meta.get("generation"))
+            cached = _indexed_cache.get(self.path)
+            if cached is not None and cached[0] == stamp:
+                uids = cached[1]  # unchanged since this process last read it: no 100k rows
+            else:
+                uids = frozenset(uid for (uid,) in db.execute("SELECT uid FROM docs"))
+        finally:
+            db.execute("COMMIT")
         dead = int(meta.get("dead", 0))
         stale = meta.get("uidvalidity") != uidvalidity or meta.get("version") != version
         if stale or dead > max(MIN_DEAD_FOR_REBUILD, len(uids)):
@@ -169,10 +193,20 @@ class TextIndex:
             with self._write() as db:
                 db.executemany(
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                    (("uidvalidity", uidvalidity), ("version", version), ("dead", 0)),
+                    (
+                        ("uidvalidity", uidvalidity),
+                        ("version", version),
+                        ("dead", 0),
+                        ("epoch", secrets.token_hex(8)),  # this file, not the one it replaced
+                        ("generation", 0),
+                    ),
                 )
             return set()
-        return uids
+        with _indexed_cache_lock:
+            if len(_indexed_cache) > 256:
+                _indexed_cache.clear()
+            _indexed_cache[self.path] = (stamp, uids)
+        return set(uids)
 
     def add(self, documents: Iterable[tuple[int, dict[str, str]]]) -> int:
         """Index each ``(uid, {field: text})`` not indexed yet (another thread or process may
@@ -204,6 +238,8 @@ class TextIndex:
                     (uid, *(columns.get(name, "") for name in HEADER_FIELDS)),
                 )
                 added += 1
+            if added:
+                _bump(db)
         return added
 
     def forget(self, uids: Sequence[int]) -> None:
@@ -222,6 +258,7 @@ class TextIndex:
                     " DO UPDATE SET value = value + excluded.value",
                     (removed,),
                 )
+                _bump(db)
 
     def candidates(self, query: TextQuery) -> set[int] | None:
         """Indexed UIDs that may match ``query``; None when it narrows nothing."""
