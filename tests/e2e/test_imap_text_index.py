@@ -74,12 +74,18 @@ def uid_search(client: imaplib.IMAP4, query: str) -> list[int]:
     return [int(uid) for uid in data[0].split()]
 
 
-def answers(server) -> dict[str, list[int]]:
+def answers(server) -> dict[str, object]:
+    """Every query's UIDs, and SORT and THREAD over a string key (they share SEARCH's code)."""
     deliver(server, MESSAGES)
     client = connect(server)
     try:
         select_all(client, len(MESSAGES))
-        return {query: uid_search(client, query) for query in QUERIES}
+        found: dict[str, object] = {query: uid_search(client, query) for query in QUERIES}
+        typ, data = client.uid("SORT", "(SUBJECT)", "UTF-8", "TEXT zebracorn")
+        found["SORT"] = (typ, data)
+        typ, data = client.uid("THREAD", "REFERENCES", "UTF-8", "OR TEXT zebracorn FROM juergen")
+        found["THREAD"] = (typ, data)
+        return found
     finally:
         client.logout()
 
@@ -97,6 +103,8 @@ def test_indexed_search_finds_decoded_text_and_matches_the_unindexed_server(
     assert indexed["TEXT straße"] == [2] and indexed["SUBJECT grüße"] == [2]
     assert indexed["FROM jürgen"] == [2] and indexed["CC bob@"] == [3]
     assert indexed["NOT TEXT zebra"] == [2]
+    assert indexed["SORT"] == ("OK", [b"3 1"])
+    assert indexed["THREAD"] == ("OK", [b"(1)(2)(3)"])
     assert os.path.exists(os.path.join(inbox_dir(server), TEXT_INDEX))
 
     plain = start_from_template(
