@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import random
 import re
@@ -61,17 +62,16 @@ def varied_message(index: int, size: int, _vocab: list[str] = _vocabulary()) -> 
     """Like ``imap_load.message`` (same senders, same rare word) with a body of varied words."""
     rng = random.Random(index)
     head = imap_load.message(index, 0)  # its header (and rare line), no filler
-    weights = _ZIPF
     lines, length = [], len(head)
     while length < size:
-        words = rng.choices(_vocab, weights, k=11)
+        words = rng.choices(_vocab, cum_weights=_ZIPF, k=11)
         line = (" ".join(words).capitalize() + ".\r\n").encode()
         lines.append(line)
         length += len(line)
     return head + b"".join(lines)
 
 
-_ZIPF = [1.0 / rank for rank in range(1, 20001)]
+_ZIPF = list(itertools.accumulate(1.0 / rank for rank in range(1, 20001)))  # cumulative
 
 
 def _mailbox_bytes(maildir: Path) -> int:
