@@ -25,18 +25,18 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from txmailhost.accounts.addresses import canonical_address
 from txmailhost.accounts.interfaces import AccountError
+from txmailhost.imap.matching import matching
 from txmailhost.imap.parser import ParseError, Reader
-from txmailhost.imap.search import BadCharset, Candidate, parse_search
+from txmailhost.imap.search import BadCharset, parse_search
 from txmailhost.imap.searchtext import SEARCH_TEXT
 from txmailhost.imap.session import SelectedMailbox
 from txmailhost.store import backends
 from txmailhost.store.interfaces import SYSTEM_FLAGS, ITextIndex, StoredMessage, StoreError
-
-SEARCH_BATCH = 500  # messages read from the store at once while searching
 
 
 class AdminError(ValueError):
@@ -134,19 +134,9 @@ def search(mailbox: Any, words: list[str]) -> list[StoredMessage]:
         raise AdminError("only the UTF-8 and US-ASCII charsets are supported") from None
     except (ParseError, ValueError) as e:
         raise AdminError(f"bad search query: {e}") from None
-    found = []
-    uids = list(view.uids)
-    for start in range(0, len(uids), SEARCH_BATCH):
-        batch = uids[start : start + SEARCH_BATCH]
-        messages = result_of(mailbox.messages(batch, program.header, program.content))
-        by_uid = {m.uid: m for m in messages}
-        for offset, uid in enumerate(batch):
-            message = by_uid.get(uid)
-            if message is None:
-                continue
-            if program.predicate(Candidate(start + offset + 1, message, view.is_recent(uid))):
-                found.append(message._replace(header=None, content=None))
-    return found
+    # The IMAP server's own search loop (full-text index included, where the store has one).
+    matches = result_of(Deferred.fromCoroutine(matching(view, program)))
+    return [message for _seq, message in matches]
 
 
 def message_json(message: StoredMessage) -> dict[str, Any]:
