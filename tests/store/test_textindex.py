@@ -254,3 +254,17 @@ def test_the_background_job_indexes_what_the_search_had_no_time_for(filled, monk
         zebra
     }
     assert extractor.calls == 3
+
+
+def test_expunge_succeeds_over_a_damaged_text_index(filled):
+    inbox, uids = filled
+    _ask(inbox, TextTerm("text", "corn"), uids)
+    path = os.path.join(inbox.directory, textindex.TEXT_INDEX_NAME)
+    textindex._close(path)
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.unlink(path + suffix)
+    with open(path, "r+b") as f:
+        f.write(b"this is not a database" * 100)
+    assert result(inbox.expunge([uids[0]])) == [uids[0]]
+    assert _ask(inbox, TextTerm("text", "corn"), uids[1:]) == {uids[1]}

@@ -625,7 +625,7 @@ class MaildirMailbox:
             if removed:
                 self._index.remove(removed, db)
         if removed:
-            self._text.forget(removed)
+            self._forget_text(removed)
             _safeio.fsync_dirs(os.path.join(self.directory, sub) for sub in ("cur", "new"))
             self._store._changed(self.directory)
         return removed
@@ -649,6 +649,14 @@ class MaildirMailbox:
         except sqlite3.DatabaseError as e:  # a damaged cache: scan now, rebuild next time
             self._drop_text(e)
             return None
+
+    def _forget_text(self, uids: list[int]) -> None:
+        """Expunged: out of the text index's answers. The messages are gone already, so a
+        damaged index file can't fail the expunge: it is dropped and rebuilt later."""
+        try:
+            self._text.forget(uids)
+        except sqlite3.DatabaseError as e:
+            self._drop_text(e)
 
     def _read_for_index(self, uids: list[int]) -> list[StoredMessage]:
         return self._messages(uids, True, True)
