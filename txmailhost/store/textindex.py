@@ -54,6 +54,7 @@ MAX_TRIGRAMS = 16
 # Dead rows (expunged, still in the FTS tables) tolerated before the file is rebuilt.
 MIN_DEAD_FOR_REBUILD = 1000
 BATCH = 200  # messages read into memory at once while indexing
+CACHED_UIDS = 1_000_000  # indexed UIDs kept in memory across folders (about 50 MiB at most)
 # Seconds a search spends indexing mail the index lacks before it tests the rest itself (a
 # first search of a 100,000-message folder would otherwise wait a minute); the rest is
 # indexed in the background.
@@ -203,7 +204,8 @@ class TextIndex:
                 )
             return set()
         with _indexed_cache_lock:
-            if len(_indexed_cache) > 256:
+            _indexed_cache.pop(self.path, None)
+            if sum(len(entry[1]) for entry in _indexed_cache.values()) + len(uids) > CACHED_UIDS:
                 _indexed_cache.clear()
             _indexed_cache[self.path] = (stamp, uids)
         return set(uids)
