@@ -18,7 +18,9 @@ The index also keeps each message's header block (cached at delivery), expunge t
 (UID + modseq, for IMAP QRESYNC) and values a protocol derived once (IMAP BODYSTRUCTURE); the
 user's ``subscriptions`` file lists subscribed folders, one per line. IMAP METADATA entries
 (``metadata.py``) are JSON in ``txmailhost-metadata.json`` of their mailbox directory and, for
-the account, ``txmailhost-server-metadata.json``. ``changes.ChangeBus`` tells
+the account, ``txmailhost-server-metadata.json``. ``txmailhost-text.sqlite`` beside each
+index is the folder's full-text index for IMAP SEARCH (``textindex.py``: trigrams, filled by
+searches, never by delivery; a cache dropped and rebuilt at will). ``changes.ChangeBus`` tells
 open sessions (IMAP IDLE) that a mailbox changed, in process; what changed is read from the index.
 
 May import: ``txmailhost._safeio``, Twisted, zope.interface, the standard library and (only in

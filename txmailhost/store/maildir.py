@@ -5,6 +5,7 @@ Layout under the store root (``DATA/mail``)::
     DOMAIN/LOCALPART/{cur,new,tmp}            INBOX
     DOMAIN/LOCALPART/.Sent/{cur,new,tmp}      folder "Sent" (Maildir++: '.' + name, '/' -> '.')
     DOMAIN/LOCALPART/**/txmailhost-index.sqlite
+    DOMAIN/LOCALPART/**/txmailhost-text.sqlite  the full-text index (textindex.py)
 
 The files we write hold the message exactly as served to clients, with CRLF line ends, so a
 POP3 RETR or IMAP FETCH is a plain read and RFC822.SIZE is the file size. Files other tools put
