@@ -109,6 +109,7 @@ def running(
     mailauth: bool = True,
     workers: int = 1,
     max_connections: int = 5000,
+    extra_config: str = "",
 ) -> Iterator[Server]:
     """Start txmailhost with its data directory in ``workdir``; stop it however the block ends.
 
@@ -116,7 +117,8 @@ def running(
     as before it existed); ``mailauth=False`` turns the SPF/DKIM/DMARC checks of inbound mail
     off (senders are at client.test, a special-use name: no DNS is asked either way); ``name``
     is what the report calls this server; ``workers`` is ``[server] workers`` (more than one:
-    the memory sampled is the supervisor's and every worker's).
+    the memory sampled is the supervisor's and every worker's). ``extra_config`` is appended
+    to the config file (sections the one written here doesn't have, e.g. ``[store]``).
 
     STARTTLS needs nothing: txmailhost makes a self-signed certificate (ECDSA P-256) on first
     start and offers it on every plain listener. ``tls`` adds the implicit-TLS IMAPS listener
@@ -140,6 +142,7 @@ def running(
             workers=workers,
             max_connections=max_connections,
         )
+        + extra_config
     )
     password_file = workdir / "password"
     password_file.write_text(PASSWORD + "\n")

@@ -592,6 +592,17 @@ class StoreConfig:
         network loop never waits on the disk. More helps on fast SSDs with many clients.""",
     )
 
+    text_index: bool = setting(
+        True,
+        check=_boolean,
+        doc="""Keep a full-text index of each Maildir folder (txmailhost-text.sqlite beside
+        its index) so IMAP SEARCH TEXT, BODY, SUBJECT, FROM, TO, CC and BCC read only the
+        messages that may match instead of every message. Results are the same either way.
+        Mail is indexed by the first search after it arrives, never during delivery; false
+        searches by reading every message, as the memory and PostgreSQL stores always do.
+        `txmailhost index rebuild` builds it again (docs/imap.rst).""",
+    )
+
 
 def _delimiter(value: Any) -> str:
     if not isinstance(value, str) or len(value) > 1 or (value and value not in "+-_=#~"):

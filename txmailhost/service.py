@@ -501,7 +501,12 @@ def build(
     ThreadPoolService(accounts_pool).setServiceParent(top)
 
     store = backends.build(
-        config.store.backend, config.mail_root, reactor, storage_pool, dsn=config.store.dsn
+        config.store.backend,
+        config.mail_root,
+        reactor,
+        storage_pool,
+        dsn=config.store.dsn,
+        text_index=config.store.text_index,
     )
     if callable(getattr(store, "close", None)):  # PostgreSQL: its connections and LISTEN
         storage_service.after_stop.append(store.close)

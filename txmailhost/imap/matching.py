@@ -4,6 +4,10 @@ mailbox: what SORT, THREAD and the RFC 5267 search contexts share with SEARCH.
 Messages are read in batches, each one store call that loads only what the program needs
 (index values; the cached header block; the whole message), so matching on flags over 100,000
 messages reads the index only.
+
+String keys (TEXT, BODY, SUBJECT, FROM, TO, CC, BCC) are first narrowed by the store's
+full-text index where the mailbox has one (``ITextIndex``): only its candidates are read and
+tested, by the same predicate, so the answer is the scan's.
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from txmailhost.imap.search import Candidate, SearchProgram
+from txmailhost.imap.searchtext import SEARCH_TEXT
 from txmailhost.imap.session import SelectedMailbox
-from txmailhost.store.interfaces import StoredMessage
+from txmailhost.store.interfaces import ITextIndex, StoredMessage
 
 INDEX_BATCH = 20000
 HEADER_BATCH = 1000
@@ -28,6 +33,10 @@ async def matching(
         uids = view.uids
     if not program.header and not program.content and not program.origins:
         return await _matching_index(view, program, uids)
+    if program.text_query is not None and ITextIndex.providedBy(view.mailbox):
+        candidates = await view.mailbox.text_candidates(program.text_query, uids, SEARCH_TEXT)
+        if candidates is not None:
+            uids = [uid for uid in uids if uid in candidates]
     size = CONTENT_BATCH if program.content else HEADER_BATCH
     matches: list[tuple[int, StoredMessage]] = []
     for start in range(0, len(uids), size):

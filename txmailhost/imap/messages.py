@@ -18,9 +18,10 @@ from twisted.logger import Logger
 
 from txmailhost.imap import fetch, mime, names, observers, replies
 from txmailhost.imap.acl import NoPermission, permitted_flags
+from txmailhost.imap.matching import matching
 from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.imap.replies import Done
-from txmailhost.imap.search import BadCharset, Candidate, compress, parse_search
+from txmailhost.imap.search import BadCharset, compress, parse_search
 from txmailhost.imap.session import SelectedMailbox
 from txmailhost.store.interfaces import (
     DELETED,
@@ -35,7 +36,6 @@ log = Logger(namespace="txmailhost.imap")
 INDEX_BATCH = 20000
 HEADER_BATCH = 1000
 CONTENT_BATCH = 50
-SEARCH_CONTENT_BATCH = 200
 STREAM_THRESHOLD = 256 * 1024  # larger messages are sent from the file in chunks
 STREAM_CHUNK = 64 * 1024
 STRUCTURE_KEY = "imap.bodystructure"  # IMailbox.remember names
@@ -461,22 +461,9 @@ class MessageCommands:
             ) from None
         if program.uses_modseq:
             self.enable_condstore()
-        matches: list[tuple[int, StoredMessage]] = []
-        uids = view.uids
-        size = SEARCH_CONTENT_BATCH if program.content else _batch_size(program.header, False)
-        for start in range(0, len(uids), size):
-            batch = list(uids[start : start + size])
-            found = await view.mailbox.messages(batch, program.header, program.content)
-            origins = await view.mailbox.origins(batch) if program.origins else {}
-            by_uid_map = {m.uid: m for m in found}
-            for offset, uid in enumerate(batch):
-                message = by_uid_map.get(uid)
-                if message is None:
-                    continue
-                seq = start + offset + 1
-                candidate = Candidate(seq, message, view.is_recent(uid), origins.get(uid))
-                if program.predicate(candidate):
-                    matches.append((seq, message._replace(header=None, content=None)))
+        # The one search loop SORT, THREAD and contexts share: index keys answered from the
+        # store's columns, string keys narrowed by its full-text index where it has one.
+        matches = await matching(view, program)
         numbers = [m.uid if by_uid else seq for seq, m in matches]
         highest = max((m.modseq for _s, m in matches), default=0)
         options = program.return_options

@@ -10,16 +10,22 @@ NOT, OR) is bounded by ``MAX_KEYS`` and ``MAX_NESTING`` so a client can't build 
 arbitrarily deep or long program.
 
 String matching is a case-insensitive substring match (§6.4.4), on RFC 2047-decoded header
-values, and on the raw message for BODY/TEXT plus the decoded text of its base64 or
-quoted-printable text parts, so a word in an encoded body is found too.
+values, and on the raw message for BODY/TEXT plus the decoded text of its text parts
+(base64, quoted-printable, charsets other than UTF-8, HTML reduced to its words), so a word in
+an encoded body is found too; the base64 of attachments (non-text parts) is skipped, as
+Dovecot does. A needle matches within one of these texts, not across two.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import calendar
 import datetime
 import email.header
 import email.utils
+import html
+import quopri
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,8 +38,13 @@ from txmailhost.store.interfaces import (
     DRAFT,
     FLAGGED,
     SEEN,
+    TEXT_FIELDS,
     MessageOrigin,
     StoredMessage,
+    TextAll,
+    TextAny,
+    TextQuery,
+    TextTerm,
 )
 
 MAX_KEYS = 500
@@ -55,13 +66,19 @@ class Candidate:
     recent: bool
     origin: MessageOrigin | None = None
     _texts: dict[str, str] = field(default_factory=dict)
+    _pieces: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    _fields: list[tuple[bytes, bytes]] | None = None
+
+    def fields(self) -> list[tuple[bytes, bytes]]:
+        """The header fields, parsed once per message however many keys look at them."""
+        if self._fields is None:
+            self._fields = mime.parse_header_fields(self.message.header or b"")
+        return self._fields
 
     def header_value(self, name: bytes) -> str:
         key = "h:" + name.decode("ascii", "replace")
         if key not in self._texts:
-            values = [
-                v for k, v in mime.parse_header_fields(self.message.header or b"") if k == name
-            ]
+            values = [v for k, v in self.fields() if k == name]
             self._texts[key] = " ".join(_decode_header(v) for v in values).casefold()
         return self._texts[key]
 
@@ -70,41 +87,75 @@ class Candidate:
         address normalized (``addresses.search_text``), case-folded."""
         key = "a:" + name.decode("ascii", "replace")
         if key not in self._texts:
-            values = [
-                v for k, v in mime.parse_header_fields(self.message.header or b"") if k == name
-            ]
+            values = [v for k, v in self.fields() if k == name]
             normalized = [addresses.search_text(v.decode("utf-8", "replace")) for v in values]
             self._texts[key] = (self.header_value(name) + "\n" + "\n".join(normalized)).casefold()
         return self._texts[key]
 
     def has_header(self, name: bytes) -> bool:
-        return any(k == name for k, _v in mime.parse_header_fields(self.message.header or b""))
+        return any(k == name for k, _v in self.fields())
 
-    def whole_text(self, body_only: bool) -> str:
+    def whole_text(self, body_only: bool) -> tuple[str, ...]:
+        """The case-folded texts BODY (``body_only``) or TEXT looks in: the raw body (TEXT: the
+        raw message and its decoded header fields) but for the base64 of attachments, and
+        each decoded text part. A needle matches within one of them, never across two (the
+        full-text index relies on it: a BODY match is a TEXT match, so one index answers
+        both)."""
         key = "body" if body_only else "text"
-        if key not in self._texts:
+        if key not in self._pieces:
             raw = self.message.content or b""
             root = mime.parse(raw)
-            pieces = [(root.body if body_only else raw).decode("utf-8", "replace")]
+            pieces = [
+                raw[start:end].decode("utf-8", "replace")
+                for start, end in _searched_spans(root, root.body_start if body_only else 0)
+            ]
             if not body_only:
                 pieces.append(
                     " ".join(_decode_header(v) for _k, v in root.fields).replace("\r\n", " ")
                 )
             pieces.extend(_decoded_texts(root))
-            self._texts[key] = "\n".join(pieces).casefold()
-        return self._texts[key]
+            self._pieces[key] = tuple(piece.casefold() for piece in pieces)
+        return self._pieces[key]
 
 
 def _decode_header(value: bytes) -> str:
     text = value.decode("utf-8", "replace")
+    if "=?" not in text:
+        return text  # no encoded word: what email.header would give back, at a tenth the cost
     try:
         return str(email.header.make_header(email.header.decode_header(text)))
     except Exception:  # a malformed encoded-word: search the raw text instead
         return text
 
 
+def _searched_spans(root: mime.Part, start: int) -> list[tuple[int, int]]:
+    """The raw message from ``start`` on, cut around the bodies of base64 parts that are not
+    text (images, PDFs, archives): their encoded octets are no words anyone searches for, and
+    Dovecot doesn't search them either; their headers (a file name) stay."""
+    cuts = []
+    stack = [root]
+    while stack:
+        part = stack.pop()
+        stack.extend(part.children)
+        if part.message is not None:
+            stack.append(part.message)
+        elif part.maintype not in (b"text", b"multipart", b"message"):
+            encoding = (part.get(b"content-transfer-encoding") or b"").lower().strip()
+            if encoding == b"base64":
+                cuts.append((part.body_start, part.end))
+    spans, position = [], start
+    for cut_start, cut_end in sorted(cuts):
+        if cut_start > position:
+            spans.append((position, cut_start))
+        position = max(position, cut_end)
+    spans.append((position, len(root.raw)))
+    return [(a, b) for a, b in spans if b > a] or [(start, start)]
+
+
 def _decoded_texts(part: mime.Part) -> list[str]:
-    """The decoded content of base64 / quoted-printable text parts (bounded by mime limits)."""
+    """The decoded content of text parts (bounded by mime limits): base64 or quoted-printable
+    ones decoded, any but UTF-8/US-ASCII converted from their charset, and HTML reduced to
+    its text as well (``<b>Hel</b>lo&nbsp;you`` is found by "hello you")."""
     out = []
     stack = [part]
     while stack:
@@ -112,26 +163,49 @@ def _decoded_texts(part: mime.Part) -> list[str]:
         stack.extend(current.children)
         if current.message is not None:
             stack.append(current.message)
+        if current.maintype != b"text":
+            continue
         encoding = (current.get(b"content-transfer-encoding") or b"").lower().strip()
-        if current.maintype == b"text" and encoding in (b"base64", b"quoted-printable"):
-            import base64
-            import binascii
-            import quopri
-
+        charset = dict((k.lower(), v) for k, v in current.params).get(b"charset", b"utf-8")
+        charset_name = charset.decode("ascii", "replace").lower()
+        encoded = encoding in (b"base64", b"quoted-printable")
+        html = current.subtype == b"html"
+        if not encoded and not html and charset_name in _RAW_CHARSETS:
+            continue  # the raw body already reads as it is
+        data = current.body
+        if encoded:
             try:
                 data = (
-                    base64.b64decode(current.body)
-                    if encoding == b"base64"
-                    else quopri.decodestring(current.body)
+                    base64.b64decode(data) if encoding == b"base64" else quopri.decodestring(data)
                 )
             except (binascii.Error, ValueError):
                 continue
-            charset = dict((k.lower(), v) for k, v in current.params).get(b"charset", b"utf-8")
-            try:
-                out.append(data.decode(charset.decode("ascii", "replace"), "replace"))
-            except LookupError:
-                out.append(data.decode("utf-8", "replace"))
+        try:
+            text = data.decode(charset_name, "replace")
+        except LookupError:
+            text = data.decode("utf-8", "replace")
+        if encoded or charset_name not in _RAW_CHARSETS:
+            out.append(text)
+        if html:
+            out.append(html_text(text))
     return out
+
+
+_RAW_CHARSETS = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
+_HTML_HIDDEN = re.compile(r"<(script|style|head)\b.*?</\1\s*>|<!--.*?-->", re.I | re.S)
+_HTML_BLOCK = re.compile(
+    r"</?(?:p|div|br|li|ul|ol|tr|td|th|table|h[1-6]|blockquote|pre|hr)\b[^>]*>", re.I
+)
+_HTML_TAG = re.compile(r"<[^>]*>")
+_SPACES = re.compile(r"[ \t\r\n\f\v\xa0]+")
+
+
+def html_text(markup: str) -> str:
+    """HTML as a reader sees it: scripts, styles and comments gone, block elements as line
+    breaks, other tags removed, entities decoded, runs of white space as one space."""
+    text = _SPACES.sub(" ", _HTML_HIDDEN.sub(" ", markup))  # source line breaks are spaces
+    text = html.unescape(_HTML_TAG.sub("", _HTML_BLOCK.sub("\n", text)))
+    return "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n") if line.strip())
 
 
 Predicate = Callable[[Candidate], bool]
@@ -147,6 +221,9 @@ class SearchProgram:
     uses_modseq: bool = False
     return_options: list[str] | None = None  # ESEARCH RETURN (...), None for plain SEARCH
     origins: bool = False  # a key needs IMailbox.origins (save date, EMAILID)
+    # What a full-text index (store ``ITextIndex``) may narrow the messages to test to; None
+    # when the criteria have no string key it can answer (or one under NOT).
+    text_query: TextQuery | None = None
 
 
 class _Compiler:
@@ -159,13 +236,32 @@ class _Compiler:
         self.content = False
         self.uses_modseq = False
         self.origins = False
+        # The text query of each predicate that has one: the index narrows a string key, an
+        # AND of keys where any part narrows, an OR where both sides do; NOT never narrows.
+        self.text: dict[Predicate, TextQuery] = {}
 
     def program(self) -> Predicate:
         keys = [self.key()]
         while self.reader.skip_sp():
             keys.append(self.key())
         self.reader.end()
-        return _all(keys)
+        return self.all_of(keys)
+
+    def all_of(self, keys: list[Predicate]) -> Predicate:
+        predicate = _all(keys)
+        parts = tuple(self.text[k] for k in keys if k in self.text)
+        if len(parts) > 1:
+            self.text[predicate] = TextAll(parts)
+        elif parts:
+            self.text[predicate] = parts[0]
+        return predicate
+
+    def narrowed(self, predicate: Predicate, field_name: str, needle: str) -> Predicate:
+        """``predicate`` tests ``field_name`` (``TEXT_FIELDS``) for ``needle``: so may an index
+        (a needle under three characters narrows nothing: left to the scan)."""
+        if len(needle) >= 3:
+            self.text[predicate] = TextTerm(field_name, needle)
+        return predicate
 
     def key(self) -> Predicate:
         self.keys += 1
@@ -188,7 +284,7 @@ class _Compiler:
                 reader.sp()
                 keys.append(self.key())
             reader.close_paren()
-            return _all(keys)
+            return self.all_of(keys)
         if reader.peek().isdigit() or reader.peek() in (b"*", b"$"):
             seqs = self.resolve(reader.sequence_set(), False)
             return lambda c: c.seq in seqs
@@ -256,6 +352,14 @@ def _keyword(present: bool) -> Callable[[_Compiler], Predicate]:
     return build
 
 
+# In a lower-cased raw message: something ``whole_text`` decodes (RFC 2047 words, transfer
+# encodings, HTML, a charset other than UTF-8/US-ASCII), so a needle missing from the raw
+# bytes may still be in its text.
+_DECODED = re.compile(
+    rb'=\?|-transfer-encoding|text/html|charset=(?!"?(?:us-ascii|utf-8|utf8)(?:[";\s]|$))'
+)
+
+
 def _prefilter(needle: str) -> bytes | None:
     """For an ASCII needle, the bytes whose absence from the lower-cased raw text proves no
     match (unless the text has RFC 2047 or MIME encodings to decode): most messages of a large
@@ -276,7 +380,7 @@ def _header_key(name: bytes) -> Callable[[_Compiler], Predicate]:
                     return False
             return needle in c.header_value(name)
 
-        return test
+        return compiler.narrowed(test, name.decode("ascii"), needle)
 
     return build
 
@@ -303,9 +407,10 @@ def _address_key(name: bytes) -> Callable[[_Compiler], Predicate]:
             raw = (c.message.header or b"").lower()
             if b"=?" not in raw and not all(piece in raw for piece in quick):
                 return False
-            return needle in c.address_value(name)
+            # address_value starts with header_value: found there, no address parsing needed
+            return needle in c.header_value(name) or needle in c.address_value(name)
 
-        return test
+        return compiler.narrowed(test, name.decode("ascii"), needle)
 
     return build
 
@@ -317,7 +422,11 @@ def _header(compiler: _Compiler) -> Predicate:
     needle = compiler.astring()
     if not needle:
         return lambda c: c.has_header(name)
-    return lambda c: needle in c.header_value(name)
+    predicate: Predicate = lambda c: needle in c.header_value(name)  # noqa: E731
+    field_name = name.decode("ascii", "replace")
+    if field_name in TEXT_FIELDS[1:]:  # the index's FROM holds this text and more
+        return compiler.narrowed(predicate, field_name, needle)
+    return predicate
 
 
 def _text(body_only: bool) -> Callable[[_Compiler], Predicate]:
@@ -329,11 +438,11 @@ def _text(body_only: bool) -> Callable[[_Compiler], Predicate]:
         def test(c: Candidate) -> bool:
             if quick is not None:
                 raw = (c.message.content or b"").lower()
-                if quick not in raw and b"=?" not in raw and b"-transfer-encoding" not in raw:
+                if quick not in raw and not _DECODED.search(raw):
                     return False
-            return needle in c.whole_text(body_only)
+            return any(needle in piece for piece in c.whole_text(body_only))
 
-        return test
+        return compiler.narrowed(test, "text", needle)
 
     return build
 
@@ -429,7 +538,10 @@ def _or(compiler: _Compiler) -> Predicate:
     left = compiler.key()
     compiler.reader.sp()
     right = compiler.key()
-    return lambda c: left(c) or right(c)
+    predicate: Predicate = lambda c: left(c) or right(c)  # noqa: E731
+    if left in compiler.text and right in compiler.text:
+        compiler.text[predicate] = TextAny((compiler.text[left], compiler.text[right]))
+    return predicate
 
 
 def _uid(compiler: _Compiler) -> Predicate:
@@ -552,6 +664,7 @@ def parse_search(
         compiler.uses_modseq,
         return_options,
         origins=compiler.origins,
+        text_query=compiler.text.get(predicate),
     )
 
 

@@ -25,17 +25,18 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from txmailhost.accounts.addresses import canonical_address
 from txmailhost.accounts.interfaces import AccountError
+from txmailhost.imap.matching import matching
 from txmailhost.imap.parser import ParseError, Reader
-from txmailhost.imap.search import BadCharset, Candidate, parse_search
+from txmailhost.imap.search import BadCharset, parse_search
+from txmailhost.imap.searchtext import SEARCH_TEXT
 from txmailhost.imap.session import SelectedMailbox
 from txmailhost.store import backends
-from txmailhost.store.interfaces import SYSTEM_FLAGS, StoredMessage, StoreError
-
-SEARCH_BATCH = 500  # messages read from the store at once while searching
+from txmailhost.store.interfaces import SYSTEM_FLAGS, ITextIndex, StoredMessage, StoreError
 
 
 class AdminError(ValueError):
@@ -79,7 +80,12 @@ def open_store(config: Any) -> Any:
             f'[store] backend = "{config.store.backend}" keeps mail inside the server process; '
             "the admin commands can't reach it"
         )
-    return backends.build(config.store.backend, config.mail_root, dsn=config.store.dsn)
+    return backends.build(
+        config.store.backend,
+        config.mail_root,
+        dsn=config.store.dsn,
+        text_index=config.store.text_index,
+    )
 
 
 def account(accounts: Any, address: str) -> str:
@@ -128,23 +134,9 @@ def search(mailbox: Any, words: list[str]) -> list[StoredMessage]:
         raise AdminError("only the UTF-8 and US-ASCII charsets are supported") from None
     except (ParseError, ValueError) as e:
         raise AdminError(f"bad search query: {e}") from None
-    found = []
-    uids = list(view.uids)
-    for start in range(0, len(uids), SEARCH_BATCH):
-        batch = uids[start : start + SEARCH_BATCH]
-        messages = result_of(mailbox.messages(batch, program.header, program.content))
-        origins = result_of(mailbox.origins(batch)) if program.origins else {}
-        by_uid = {m.uid: m for m in messages}
-        for offset, uid in enumerate(batch):
-            message = by_uid.get(uid)
-            if message is None:
-                continue
-            candidate = Candidate(
-                start + offset + 1, message, view.is_recent(uid), origins.get(uid)
-            )
-            if program.predicate(candidate):
-                found.append(message._replace(header=None, content=None))
-    return found
+    # The IMAP server's own search loop (full-text index included, where the store has one).
+    matches = result_of(Deferred.fromCoroutine(matching(view, program)))
+    return [message for _seq, message in matches]
 
 
 def message_json(message: StoredMessage) -> dict[str, Any]:
@@ -226,9 +218,10 @@ def register(commands: Any, with_accounts: Callable[..., Callable[[argparse.Name
     rebuild = index_actions.add_parser(
         "rebuild",
         help="bring each mailbox's index in line with its files (messages other tools added "
-        "or removed), keeping UIDs and UIDVALIDITY",
+        "or removed), keeping UIDs and UIDVALIDITY, and build its full-text index again",
     )
     _user_or_all(rebuild)
+    rebuild.add_argument("mailbox", nargs="?", help="only this mailbox of USER")
     rebuild.set_defaults(run=with_accounts(_index_rebuild))
 
 
@@ -419,12 +412,28 @@ def _quota_recalc(args: argparse.Namespace, config: Any, accounts: Any) -> int:
 def _index_rebuild(args: argparse.Namespace, config: Any, accounts: Any) -> int:
     """A store opened here has seen no directory yet, so opening each mailbox rescans it
     (``MaildirStore._reconcile``): files added by other tools get UIDs, vanished ones leave
-    the index; UIDVALIDITY and existing UIDs stay."""
+    the index; UIDVALIDITY and existing UIDs stay. The full-text index of a store that keeps
+    one (``ITextIndex``, ``[store] text_index``) is dropped and built from every message."""
     store = open_store(config)
+    if args.mailbox is not None and args.all:
+        raise AdminError("name a MAILBOX of one USER, not with --all")
     rows = []
     for user in users_of(args, accounts):
-        for name in result_of(store.list_mailboxes(user)):
-            status = result_of(result_of(store.open(user, name)).status())
-            rows.append({"user": user, "mailbox": name, "messages": status.messages})
-    emit(args, rows, lambda: [f"{r['user']} {r['mailbox']} {r['messages']}" for r in rows])
+        names = [args.mailbox] if args.mailbox else result_of(store.list_mailboxes(user))
+        for name in names:
+            mailbox = result_of(store.open(user, name))
+            status = result_of(mailbox.status())
+            row = {"user": user, "mailbox": name, "messages": status.messages, "text": None}
+            if ITextIndex.providedBy(mailbox):
+                row["text"] = result_of(mailbox.rebuild_text_index(SEARCH_TEXT))
+            rows.append(row)
+
+    def lines() -> list[str]:
+        return [
+            f"{r['user']} {r['mailbox']} {r['messages']}"
+            + (f" text {r['text']}" if r["text"] is not None else "")
+            for r in rows
+        ]
+
+    emit(args, rows, lines)
     return 0

@@ -21,8 +21,10 @@ user's ``subscriptions`` file lists subscribed folders, one per line. IMAP METAD
 (``metadata.py``) are JSON in ``txmailhost-metadata.json`` of their mailbox directory and, for
 the account, ``txmailhost-server-metadata.json``. IMAP ACLs (``acl.py``, RFC 4314) of every
 user's mailboxes are one SQLite table, ``DATA/mail/txmailhost-acl.sqlite``.
-``changes.ChangeBus`` tells open sessions (IMAP IDLE) that a mailbox changed, in process; what
-changed is read from the index.
+``txmailhost-text.sqlite`` beside each
+index is the folder's full-text index for IMAP SEARCH (``textindex.py``: trigrams, filled by
+searches, never by delivery; a cache dropped and rebuilt at will). ``changes.ChangeBus`` tells
+open sessions (IMAP IDLE) that a mailbox changed, in process; what changed is read from the index.
 
 May import: ``txmailhost._safeio``, Twisted, zope.interface, the standard library and (only in
 ``postgres*.py``/``dbadmin.py``, and only when that backend is chosen) psycopg; never a

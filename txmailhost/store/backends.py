@@ -13,27 +13,33 @@ from typing import Any
 from twisted.python.threadpool import ThreadPool
 
 
-def _maildir(mail_root: str, reactor: Any, pool: ThreadPool | None, dsn: str) -> Any:
+def _maildir(
+    mail_root: str, reactor: Any, pool: ThreadPool | None, dsn: str, text_index: bool
+) -> Any:
     import twisted.mail.imap4  # noqa: F401 - registers the imap4-utf-7 folder-name codec
 
     from txmailhost.store.maildir import MaildirStore
 
-    return MaildirStore(mail_root, reactor, pool)
+    return MaildirStore(mail_root, reactor, pool, text_index=text_index)
 
 
-def _memory(mail_root: str, reactor: Any, pool: ThreadPool | None, dsn: str) -> Any:
+def _memory(
+    mail_root: str, reactor: Any, pool: ThreadPool | None, dsn: str, text_index: bool
+) -> Any:
     from txmailhost.store.memory import MemoryStore
 
     return MemoryStore(reactor, pool)
 
 
-def _postgres(mail_root: str, reactor: Any, pool: ThreadPool | None, dsn: str) -> Any:
+def _postgres(
+    mail_root: str, reactor: Any, pool: ThreadPool | None, dsn: str, text_index: bool
+) -> Any:
     from txmailhost.store.postgres import PostgresStore
 
     return PostgresStore(dsn, reactor, pool)
 
 
-BACKENDS: dict[str, Callable[[str, Any, ThreadPool | None, str], Any]] = {
+BACKENDS: dict[str, Callable[[str, Any, ThreadPool | None, str, bool], Any]] = {
     "maildir": _maildir,
     "memory": _memory,
     "postgres": _postgres,
@@ -53,9 +59,11 @@ def build(
     reactor: Any = None,
     pool: ThreadPool | None = None,
     dsn: str = "",
+    text_index: bool = True,
 ) -> Any:
     """The ``IMailStore`` named ``backend``; ``mail_root`` is ``DATA/mail`` (where a store
     on disk keeps its files), ``dsn`` the database of a store in one (``[store] dsn``).
     Without ``pool`` a store does its work before each call returns (the CLI, which has no
-    reactor running)."""
-    return BACKENDS[backend](mail_root, reactor, pool, dsn)
+    reactor running). ``text_index`` (``[store] text_index``) is for the stores that keep
+    one (Maildir); the others search by reading every message."""
+    return BACKENDS[backend](mail_root, reactor, pool, dsn, text_index)

@@ -433,8 +433,23 @@ class MailboxIndex:
         return first
 
     def full_rows(self, uids: list[int], db: sqlite3.Connection | None = None) -> dict[int, tuple]:
-        """``row`` for each of the sorted ``uids``, in one range query."""
+        """``row`` for each of the sorted ``uids``, in one range query (or, for a few UIDs
+        spread over many, such as a full-text index's candidates, by key)."""
         db = db or self._db
+        if uids[-1] - uids[0] >= 4 * len(uids):
+            found: dict[int, tuple] = {}
+            for start in range(0, len(uids), 500):
+                chunk = uids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                found.update(
+                    (row[0], row)
+                    for row in db.execute(
+                        "SELECT uid, name, subdir, flags, keywords, internaldate, size, modseq"
+                        f" FROM messages WHERE uid IN ({marks}) ORDER BY uid",
+                        chunk,
+                    )
+                )
+            return found
         wanted = set(uids)
         return {
             row[0]: row

@@ -383,6 +383,58 @@ class IFileDelivery(Interface):
         a message before ``IStagedAppend.append_staged`` (so adding it is a link, not a copy)."""
 
 
+# The fields ``ITextIndex`` answers for: "text" is a whole message as SEARCH TEXT and BODY see
+# it; the others are the header fields of SEARCH SUBJECT, FROM, TO, CC and BCC.
+TEXT_FIELDS = ("text", "subject", "from", "to", "cc", "bcc")
+
+
+@dataclass(frozen=True, slots=True)
+class TextTerm:
+    """Messages whose ``field`` (one of ``TEXT_FIELDS``) may hold ``needle`` (case-folded)."""
+
+    field: str
+    needle: str
+
+
+@dataclass(frozen=True, slots=True)
+class TextAll:
+    """Messages every part (a ``TextTerm``, ``TextAll`` or ``TextAny``) may match."""
+
+    parts: tuple[TextTerm | TextAll | TextAny, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TextAny:
+    """Messages some part may match."""
+
+    parts: tuple[TextTerm | TextAll | TextAny, ...]
+
+
+TextQuery = TextTerm | TextAll | TextAny
+
+
+class ITextIndex(Interface):
+    """Optional, for mailboxes with a full-text index: which messages may match a text query.
+
+    The answer is a set of *candidates*, never the result: it holds every message that matches
+    (so a caller that tests each candidate with its own matcher gets exactly what testing every
+    message gives) and maybe some that don't. What text a field holds is the caller's to say,
+    through ``extractor``: an object with a ``version`` string (an index built by another
+    version is built again) and ``columns(message)``, a dict of case-folded text for each of
+    ``TEXT_FIELDS`` from a ``StoredMessage`` with its header and content. A term the index
+    can't narrow (a needle under three characters) leaves every message a candidate. Callers
+    check ``ITextIndex.providedBy(mailbox)``."""
+
+    def text_candidates(query, uids, extractor):
+        """Deferred[set[int] | None]: the candidates among ``uids`` for ``query`` (a
+        ``TextQuery``), after indexing any of ``uids`` the index lacks; None when the index is
+        off or can't answer (the caller tests every message)."""
+
+    def rebuild_text_index(extractor):
+        """Deferred[int | None]: drop the mailbox's text index and index every message again;
+        how many were indexed (None when the index is off)."""
+
+
 class IStagedAppend(Interface):
     """Optional, for mailboxes of an ``IFileDelivery`` store: add a file written (not yet
     fsync'd) in ``IFileDelivery.staging_directory`` by a link, not a copy."""

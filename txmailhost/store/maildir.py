@@ -5,6 +5,7 @@ Layout under the store root (``DATA/mail``)::
     DOMAIN/LOCALPART/{cur,new,tmp}            INBOX
     DOMAIN/LOCALPART/.Sent/{cur,new,tmp}      folder "Sent" (Maildir++: '.' + name, '/' -> '.')
     DOMAIN/LOCALPART/**/txmailhost-index.sqlite
+    DOMAIN/LOCALPART/**/txmailhost-text.sqlite  the full-text index (textindex.py)
 
 The files we write hold the message exactly as served to clients, with CRLF line ends, so a
 POP3 RETR or IMAP FETCH is a plain read and RFC822.SIZE is the file size. Files other tools put
@@ -33,6 +34,7 @@ import re
 import secrets
 import shutil
 import socket
+import sqlite3
 import stat
 import tempfile
 import threading
@@ -44,12 +46,13 @@ from typing import Any, BinaryIO, TypeVar
 import twisted.mail.imap4  # noqa: F401 - registers the imap4-utf-7 codec folder names use
 from twisted.internet import threads
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from txmailhost import _safeio
 from txmailhost.store import index as _index
-from txmailhost.store import lineends, objectids
+from txmailhost.store import lineends, objectids, textindex
 from txmailhost.store import metadata as _metadata
 from txmailhost.store.acl import AclTable
 from txmailhost.store.changes import ChangeBus
@@ -70,6 +73,7 @@ from txmailhost.store.interfaces import (
     IndexColumns,
     InvalidMailboxName,
     IStagedAppend,
+    ITextIndex,
     MailboxChanges,
     MailboxExists,
     MailboxSelection,
@@ -81,8 +85,10 @@ from txmailhost.store.interfaces import (
     NoSuchMailbox,
     NoSuchMessage,
     StoredMessage,
+    TextQuery,
 )
 from txmailhost.store.pending import PendingDeliveries
+from txmailhost.store.textindex import TextIndex
 
 T = TypeVar("T")
 
@@ -108,6 +114,7 @@ _ADDRESS_PART = re.compile(
     r"(?:[a-z0-9.!#$%&'*+=?^_`{|}~-]|[^\x00-\x7f\s\x80-\x9f\u2028\u2029])*$"
 )
 _counter = itertools.count()
+_log = Logger()
 _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "localhost"
 
 
@@ -324,7 +331,7 @@ def _stage(directory: str, source: MessageSource) -> tuple[str, int]:
     return path, crlf
 
 
-@implementer(IMailbox, IStagedAppend)
+@implementer(IMailbox, IStagedAppend, ITextIndex)
 class MaildirMailbox:
     """One opened mailbox; every public method hands its work to the store's thread pool."""
 
@@ -334,6 +341,7 @@ class MaildirMailbox:
         self.name = name
         self.directory = directory
         self._index = _index.MailboxIndex(directory)
+        self._text = TextIndex(directory)
 
     # -- the blocking halves, run in the pool --------------------------------------------------
 
@@ -628,9 +636,63 @@ class MaildirMailbox:
             if removed:
                 self._index.remove(removed, db)
         if removed:
+            self._forget_text(removed)
             _safeio.fsync_dirs(os.path.join(self.directory, sub) for sub in ("cur", "new"))
             self._store._changed(self.directory)
         return removed
+
+    def _text_candidates(
+        self, query: TextQuery, uids: list[int], extractor: Any
+    ) -> set[int] | None:
+        """Index what the text index lacks among ``uids`` (mail delivered or appended since
+        the last search: delivery itself never waits for the index) for a bounded time, then
+        ask it; what is left is a candidate (the caller tests it) and indexed in the
+        background."""
+        try:
+            uidvalidity = self._index.meta()["uidvalidity"]
+            indexed, left = textindex.catch_up(
+                self._text, uidvalidity, uids, extractor, self._read_for_index,
+                textindex.SEARCH_BUDGET,
+            )  # fmt: skip
+            if left:
+                self._store._backfill_text(self, left, extractor)
+            return textindex.candidates_among(self._text, query, uids, indexed)
+        except sqlite3.DatabaseError as e:  # a damaged cache: scan now, rebuild next time
+            self._drop_text(e)
+            return None
+
+    def _forget_text(self, uids: list[int]) -> None:
+        """Expunged: out of the text index's answers. The messages are gone already, so a
+        damaged index file can't fail the expunge: it is dropped and rebuilt later."""
+        try:
+            self._text.forget(uids)
+        except sqlite3.DatabaseError as e:
+            self._drop_text(e)
+
+    def _read_for_index(self, uids: list[int]) -> list[StoredMessage]:
+        return self._messages(uids, True, True)
+
+    def _drop_text(self, error: Exception) -> None:
+        _log.warn("text index {path} dropped: {error}", path=self._text.path, error=str(error))
+        self._text.drop()
+
+    def _index_all_text(self, uids: list[int], extractor: Any) -> int:
+        """Index every one of ``uids`` the text index lacks, then compact it; how many it
+        holds."""
+        uidvalidity = self._index.meta()["uidvalidity"]
+        indexed, _left = textindex.catch_up(
+            self._text, uidvalidity, uids, extractor, self._read_for_index
+        )
+        self._text.compact()
+        return len(indexed)
+
+    def _rebuild_text_index(self, extractor: Any) -> int:
+        """Drop this folder's text index and index every message again (``txmailhost index
+        rebuild``); the number of messages indexed."""
+        self._store._reconcile(self.directory)
+        self._text.drop()
+        _meta, uids, *_ = self._index.uids()
+        return self._index_all_text(uids, extractor)
 
     def _append(
         self,
@@ -725,6 +787,18 @@ class MaildirMailbox:
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
         return self._store.changes.watch(self.directory, callback)
 
+    def text_candidates(
+        self, query: TextQuery, uids: Iterable[int], extractor: Any
+    ) -> Deferred[set[int] | None]:
+        if not self._store.text_index:
+            return succeed(None)
+        return self._store._run(self._text_candidates, query, list(uids), extractor)
+
+    def rebuild_text_index(self, extractor: Any) -> Deferred[int | None]:
+        if not self._store.text_index:
+            return succeed(None)
+        return self._store._run(self._rebuild_text_index, extractor)
+
 
 _new_stored = tuple.__new__
 
@@ -746,8 +820,17 @@ class MaildirStore:
     has already fired.
     """
 
-    def __init__(self, root: str, reactor: Any = None, pool: ThreadPool | None = None) -> None:
+    def __init__(
+        self,
+        root: str,
+        reactor: Any = None,
+        pool: ThreadPool | None = None,
+        text_index: bool = True,
+    ) -> None:
         self.root = os.path.abspath(root)
+        self.text_index = text_index  # ``[store] text_index``: SEARCH narrowed by textindex.py
+        self._backfilling: set[str] = set()  # folders whose text index a pool thread fills
+        self._backfill_lock = threading.Lock()
         self._reactor = reactor
         self._pool = pool
         # st_mtime_ns of (new/, cur/) at the last reconcile, per mailbox directory.
@@ -783,6 +866,27 @@ class MaildirStore:
                 after = self._mtimes(directory)
                 if after is not None:
                     self._seen_mtimes[directory] = after
+
+    def _backfill_text(self, mailbox: MaildirMailbox, uids: list[int], extractor: Any) -> None:
+        """Index ``uids`` of ``mailbox`` in a pool thread of their own (one such job per
+        folder at a time), so the searches after a large import soon read the index only."""
+        if self._pool is None:
+            return  # the CLI: its searches catch up as they go, `index rebuild` does it all
+        with self._backfill_lock:
+            if mailbox.directory in self._backfilling:
+                return
+            self._backfilling.add(mailbox.directory)
+
+        def job() -> None:
+            try:
+                mailbox._index_all_text(uids, extractor)
+            except sqlite3.DatabaseError as e:
+                mailbox._drop_text(e)
+            finally:
+                with self._backfill_lock:
+                    self._backfilling.discard(mailbox.directory)
+
+        self._pool.callInThreadWithCallback(lambda _ok, _result: None, job)
 
     def _changed(self, directory: str) -> None:
         """Called from a pool thread after a write to a mailbox: wake its watchers."""
