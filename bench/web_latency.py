@@ -172,6 +172,25 @@ def session_bytes(count: int = 1000) -> float:
     return (after - before) / count
 
 
+def start(data: Path, ports: dict[str, int], settings: str = "") -> subprocess.Popen:
+    """The real server on ``data``, listening on loopback on ``ports`` (by listener name) and
+    nowhere else, with ``settings`` (TOML sections) added to its config file; its log is
+    ``data/../log``."""
+    listen = "\n".join(
+        f'{name} = "{f"tcp:{ports[name]}:interface=127.0.0.1" if name in ports else ""}"'
+        for name in ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s",
+                     "web", "web_redirect", "managesieve", "metrics")
+    )  # fmt: skip
+    (data / "txmailhost.toml").write_text(
+        f'[server]\nhostname = "mx.bench.test"\n[listen]\n{listen}\n{settings}'
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", _TWISTD, "-n", "--pidfile=", f"--logfile={data.parent}/log",
+         "txmailhost", "--data", str(data)],
+        start_new_session=True,
+    )  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
@@ -185,20 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         populate(data, args.messages)
         print(f"populated {args.messages} messages in {time.perf_counter() - started:.1f}s")
         ports = {name: free_port() for name in ("smtp", "web")}
-        listen = "\n".join(
-            f'{name} = "{f"tcp:{ports[name]}:interface=127.0.0.1" if name in ports else ""}"'
-            for name in ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s",
-                         "web", "web_redirect")
-        )  # fmt: skip
-        (data / "txmailhost.toml").write_text(
-            f'[server]\nhostname = "mx.bench.test"\n[listen]\n{listen}\n'
-            f"[web]\nmax_sessions = {args.sessions + 10}\n"
-        )
-        server = subprocess.Popen(
-            [sys.executable, "-c", _TWISTD, "-n", "--pidfile=", f"--logfile={tmp}/log",
-             "txmailhost", "--data", str(data)],
-            start_new_session=True,
-        )  # fmt: skip
+        server = start(data, ports, f"[web]\nmax_sessions = {args.sessions + 10}\n")
         try:
             wait_for_port("127.0.0.1", ports["web"], 60, lambda: server.poll() is None)
             report(ports, server.pid, args)
