@@ -172,6 +172,27 @@ def session_bytes(count: int = 1000) -> float:
     return (after - before) / count
 
 
+def start(data: Path, ports: dict[str, int], settings: str = "") -> subprocess.Popen:
+    """The real server on ``data``, listening on loopback on ``ports`` (by listener name) and
+    nowhere else, with ``settings`` (TOML sections) added to its config file; its log is
+    ``data/../log``. It asks no nameserver off this machine: no SPF/DKIM checks of inbound
+    mail (the bench measures the webmail), and its resolver is a closed port on loopback."""
+    listen = "\n".join(
+        f'{name} = "{f"tcp:{ports[name]}:interface=127.0.0.1" if name in ports else ""}"'
+        for name in ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s",
+                     "web", "web_redirect", "managesieve", "metrics")
+    )  # fmt: skip
+    (data / "txmailhost.toml").write_text(
+        f'[server]\nhostname = "mx.bench.test"\n[listen]\n{listen}\n'
+        f'[mailauth]\ncheck_inbound = false\n[relay]\nnameservers = ["127.0.0.1:9"]\n{settings}'
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", _TWISTD, "-n", "--pidfile=", f"--logfile={data.parent}/log",
+         "txmailhost", "--data", str(data)],
+        start_new_session=True,
+    )  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
@@ -184,21 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         populate(data, args.messages)
         print(f"populated {args.messages} messages in {time.perf_counter() - started:.1f}s")
-        ports = {name: free_port() for name in ("smtp", "web")}
-        listen = "\n".join(
-            f'{name} = "{f"tcp:{ports[name]}:interface=127.0.0.1" if name in ports else ""}"'
-            for name in ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s",
-                         "web", "web_redirect")
-        )  # fmt: skip
-        (data / "txmailhost.toml").write_text(
-            f'[server]\nhostname = "mx.bench.test"\n[listen]\n{listen}\n'
-            f"[web]\nmax_sessions = {args.sessions + 10}\n"
-        )
-        server = subprocess.Popen(
-            [sys.executable, "-c", _TWISTD, "-n", "--pidfile=", f"--logfile={tmp}/log",
-             "txmailhost", "--data", str(data)],
-            start_new_session=True,
-        )  # fmt: skip
+        ports = {"smtp": free_port(), "web": free_port()}
+        while ports["web"] == ports["smtp"]:  # the kernel may hand out a released port again
+            ports["web"] = free_port()
+        server = start(data, ports, f"[web]\nmax_sessions = {args.sessions + 10}\n")
         try:
             wait_for_port("127.0.0.1", ports["web"], 60, lambda: server.poll() is None)
             report(ports, server.pid, args)
