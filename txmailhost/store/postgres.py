@@ -51,6 +51,7 @@ from txmailhost.store.interfaces import (
     DEFAULT_MAILBOXES,
     INBOX,
     SEEN,
+    IAclStore,
     IMailbox,
     IMailStore,
     IndexColumns,
@@ -530,7 +531,7 @@ class PostgresMailbox:
         return self._run(job, sorted(set(uids)))
 
 
-@implementer(IMailStore)
+@implementer(IMailStore, IAclStore)
 class PostgresStore:
     """Every user's mailboxes in the PostgreSQL database at ``dsn`` (a libpq connection string
     or URI). The schema is brought up to date when the store is made (``upgrade``)."""
@@ -878,7 +879,77 @@ class PostgresStore:
 
     def remove_user(self, user: str) -> Deferred[None]:
         def job(conn: Any) -> None:
-            conn.execute("DELETE FROM mail_users WHERE address = %s", (_owner(user),))
+            with conn.transaction():  # the user's mailboxes' ACLs go by cascade
+                conn.execute("DELETE FROM mail_users WHERE address = %s", (_owner(user),))
+                # and the rights granted to the user, so that an account made later under
+                # the address doesn't inherit them (negative entries only take rights away)
+                conn.execute(
+                    "DELETE FROM mailbox_acl WHERE identifier = %s", (_owner(user),)
+                )
+
+        return self._run(job)
+
+    # -- IAclStore (RFC 4314; rights and identifiers checked by store/acl.py) ----------------
+
+    def _acl_mailbox_id(self, conn: Any, user: str, mailbox: str) -> int:
+        """The row of an existing mailbox; never provisions (another user asking about
+        ``Other Users/x@example.org/INBOX`` creates nothing)."""
+        row = conn.execute(
+            "SELECT b.id FROM mailboxes b JOIN mail_users u ON u.id = b.user_id"
+            " WHERE u.address = %s AND b.name = %s",
+            (_owner(user), _canonical(mailbox)),
+        ).fetchone()
+        if row is None:
+            raise NoSuchMailbox(f"no mailbox {mailbox!r}")
+        return row[0]
+
+    def get_acl(self, user: str, mailbox: str) -> Deferred[dict[str, str]]:
+        def job(conn: Any) -> dict[str, str]:
+            box = self._acl_mailbox_id(conn, user, mailbox)
+            rows = conn.execute(
+                "SELECT identifier, rights FROM mailbox_acl WHERE mailbox_id = %s", (box,)
+            )
+            return dict(rows.fetchall())
+
+        return self._run(job)
+
+    def set_acl(
+        self, user: str, mailbox: str, identifier: str, rights: str | None
+    ) -> Deferred[None]:
+        def job(conn: Any) -> None:
+            box = self._acl_mailbox_id(conn, user, mailbox)
+            if rights:
+                conn.execute(
+                    "INSERT INTO mailbox_acl (mailbox_id, identifier, rights)"
+                    " VALUES (%s, %s, %s) ON CONFLICT (mailbox_id, identifier)"
+                    " DO UPDATE SET rights = EXCLUDED.rights",
+                    (box, identifier, rights),
+                )
+            else:
+                conn.execute(
+                    "DELETE FROM mailbox_acl WHERE mailbox_id = %s AND identifier = %s",
+                    (box, identifier),
+                )
+
+        return self._run(job)
+
+    def shared_with(self, identifiers: list[str]) -> Deferred[dict]:
+        wanted = list(identifiers)
+
+        def job(conn: Any) -> dict[tuple[str, str], dict[str, str]]:
+            if not wanted:
+                return {}
+            rows = conn.execute(
+                "SELECT u.address, b.name, a.identifier, a.rights FROM mailbox_acl a"
+                " JOIN mailboxes b ON b.id = a.mailbox_id JOIN mail_users u ON u.id = b.user_id"
+                " WHERE a.mailbox_id IN"
+                " (SELECT mailbox_id FROM mailbox_acl WHERE identifier = ANY(%s))",
+                (wanted,),
+            ).fetchall()
+            found: dict[tuple[str, str], dict[str, str]] = {}
+            for owner, name, identifier, rights in rows:
+                found.setdefault((owner, name), {})[identifier] = rights
+            return found
 
         return self._run(job)
 

@@ -33,7 +33,8 @@ What is where (docs/scaling.rst says the same for administrators):
   state, next attempt and lease (which node is delivering it, until when);
 - ``throttle_failures``, ``greylist_triplets``, ``greylist_clients`` (step 4): recent login
   failures and greylisting state, shared by every node of a PostgreSQL store
-  (``accounts/sharedfailures.py``, ``spam/greylist.py``).
+  (``accounts/sharedfailures.py``, ``spam/greylist.py``);
+- ``mailbox_acl`` (step 5): RFC 4314 ACL entries per mailbox row (``store/acl.py`` rights).
 """
 
 from __future__ import annotations
@@ -248,6 +249,17 @@ MIGRATIONS: tuple[str, ...] = (
         passes integer NOT NULL,
         last_seen double precision NOT NULL
     );
+    """,
+    # 5: RFC 4314 ACLs (IAclStore): entries follow their mailbox row (RENAME keeps the id,
+    # DELETE cascades); the identifier index answers "what is shared with me" for LIST
+    """
+    CREATE TABLE mailbox_acl (
+        mailbox_id bigint NOT NULL REFERENCES mailboxes (id) ON DELETE CASCADE,
+        identifier text NOT NULL,
+        rights text NOT NULL,
+        PRIMARY KEY (mailbox_id, identifier)
+    );
+    CREATE INDEX mailbox_acl_by_identifier ON mailbox_acl (identifier);
     """,
 )
 
