@@ -12,10 +12,13 @@ database), and two loads spread evenly over the nodes:
   that mailbox at once (bench/imap_load.py ``concurrent``), the best of three rounds.
 
 CPU seconds of the nodes and of PostgreSQL (its whole process tree) are sampled around the
-SMTP load, giving CPU milliseconds per message on each side: what a separate machine per node
-would have to supply. On one 2-core box every node and the database share the same two cores,
-so more nodes cannot add throughput here; the curve shows that the nodes work together and
-what the database costs, not how separate machines would scale.
+SMTP load, giving CPU milliseconds per message on each side (what a separate machine per node
+would have to supply); also the transactions the database committed per message
+(``pg_stat_database``, read-only ones included) and its WAL flushes per message
+(``pg_stat_wal``: the fsyncs a target volume needs; PostgreSQL flushes concurrent commits
+together). On one 2-core box every node and the database share the same two cores, so more
+nodes cannot add throughput here; the curve shows that the nodes work together and what the
+database costs, not how separate machines would scale.
 
 Run by hand: ``python -m bench.pg_nodes [--nodes 1 2 3] [--messages 1000] [--connections 50]
 [--sessions 50]``.
@@ -85,6 +88,21 @@ def _postgres_pids(server) -> list[int]:
         return process_tree(int(f.readline()))
 
 
+def _commits(dsn: str) -> tuple[int, int]:
+    """(transactions committed in the database, read-only ones included; WAL flushes of the
+    whole server) so far, from PostgreSQL's statistics, which a backend reports within a
+    second of committing."""
+    import psycopg
+
+    time.sleep(1.5)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT xact_commit, (SELECT wal_sync FROM pg_stat_wal) FROM pg_stat_database"
+            " WHERE datname = current_database()"
+        ).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
 def measure(server, count: int, args: argparse.Namespace, workdir: str) -> dict[str, float]:
     """One point of the curve: ``count`` nodes on a fresh database."""
     from tests.support.server import ServerProcess
@@ -103,10 +121,13 @@ def measure(server, count: int, args: argparse.Namespace, workdir: str) -> dict[
         asyncio.run(_smtp(nodes, 20 * count, count))  # warm up every node and the pool
         node_pids = [p for node in nodes for p in process_tree(node.process.pid)]
         db_pids = _postgres_pids(server)
+        commits = _commits(dsn)
         node_cpu, db_cpu = cpu_seconds(node_pids), cpu_seconds(_postgres_pids(server))
         accepted, failed, took = asyncio.run(_smtp(nodes, args.messages, args.connections))
         node_cpu = cpu_seconds(node_pids) - node_cpu
         db_cpu = cpu_seconds(set(db_pids) | set(_postgres_pids(server))) - db_cpu
+        after = _commits(dsn)
+        commits, flushes = after[0] - commits[0] - 1, after[1] - commits[1]  # less our query
         if failed:
             raise RuntimeError(f"{failed} messages refused with {count} nodes")
         rounds = [asyncio.run(_imap(nodes, args.sessions)) for _ in range(3)]
@@ -114,6 +135,8 @@ def measure(server, count: int, args: argparse.Namespace, workdir: str) -> dict[
             "smtp_msgs_per_s": accepted / took,
             "node_cpu_ms_per_msg": 1000 * node_cpu / accepted,
             "db_cpu_ms_per_msg": 1000 * db_cpu / accepted,
+            "commits_per_msg": commits / accepted,
+            "flushes_per_msg": flushes / accepted,
             "imap_seconds": min(rounds),
             "imap_median_seconds": statistics.median(rounds),
         }
@@ -143,14 +166,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"{'nodes':>5} {'SMTP msgs/s':>12} {'node CPU ms/msg':>16} {'PG CPU ms/msg':>14}"
-        f" {'IMAP s (best)':>14} {'IMAP s (median)':>16}"
+        f" {'xacts/msg':>10} {'WAL flushes/msg':>16} {'IMAP s (best)':>14} {'IMAP s (median)':>16}"
     )
     try:
         for count in args.nodes:
             f = measure(server, count, args, workdir)
             print(
                 f"{count:>5} {f['smtp_msgs_per_s']:>12.1f} {f['node_cpu_ms_per_msg']:>16.2f}"
-                f" {f['db_cpu_ms_per_msg']:>14.2f} {f['imap_seconds']:>14.3f}"
+                f" {f['db_cpu_ms_per_msg']:>14.2f} {f['commits_per_msg']:>10.2f}"
+                f" {f['flushes_per_msg']:>16.2f}"
+                f" {f['imap_seconds']:>14.3f}"
                 f" {f['imap_median_seconds']:>16.3f}",
                 flush=True,
             )
