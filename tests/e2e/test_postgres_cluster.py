@@ -12,6 +12,7 @@ but PostgreSQL: rows, row locks, and ``LISTEN/NOTIFY``. The tests:
 - APPENDs on all three nodes at once to one mailbox get unique UIDs, ascending per session.
 - Dovecot's imaptest: a stress run per node at once on one user's INBOX reports no error,
   and the scripted files pass on a node of the cluster as they do on Maildir.
+- Failed logins from one address, one on each node, add up to the limit on all of them.
 
 Skipped without PostgreSQL (tests/support/postgres.py); the imaptest test also without its
 build dependencies (tests/e2e/test_imaptest.py).
@@ -24,6 +25,7 @@ import imaplib
 import os
 import re
 import smtplib
+import socket
 import socketserver
 import subprocess
 import threading
@@ -146,7 +148,7 @@ def cluster(tmp_path_factory, postgres_server, sink):  # noqa: F811
     extra = (
         f'[store]\nbackend = "postgres"\naccounts = "postgres"\ndsn = "{dsn}"\n\n'
         f'[queue]\nbackend = "postgres"\nlease_time = {LEASE}\nretry_min = 1\nretry_max = 2\n\n'
-        '[security]\nplaintext_auth_from = ["loopback"]\n\n'
+        '[security]\nplaintext_auth_from = ["loopback"]\nlogin_failures_per_ip = 3\n\n'
         f'[relay]\nnameservers = ["{dns.address}"]\ndns_timeout = 2\nport = {sink.port}\n'
     )
     root = tmp_path_factory.mktemp("cluster")
@@ -426,3 +428,39 @@ def test_imaptest_stress_on_three_nodes_at_once_and_its_scripted_files(
     assert totals, done.stdout + done.stderr
     # The Maildir store's result (tests/e2e/test_imaptest.py): 68 passed, 0 failed, 3 skipped.
     assert int(totals[1]) >= 68 and totals[2] == "0", done.stdout
+
+
+class _FromElsewhere(imaplib.IMAP4):
+    """An IMAP client connecting from 127.0.0.5: its failures count against that address,
+    not against 127.0.0.1, which the other tests log in from."""
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        return socket.create_connection(
+            (self.host, self.port), timeout, source_address=("127.0.0.5", 0)
+        )
+
+
+def _login_from_elsewhere(node: Node, password: str) -> str:
+    imap = _FromElsewhere(node.host, node.ports["imap"], timeout=30)
+    try:
+        imap.login("erin@example.test", password)
+    except imaplib.IMAP4.error as e:
+        return str(e)
+    finally:
+        imap.shutdown()
+    return "OK"
+
+
+def test_failed_logins_on_three_nodes_add_up_to_one_limit(cluster: list[Node]):
+    """login_failures_per_ip = 3: one failure on each node, and no node has seen three of its
+    own, yet every node refuses that address (its check of the right password included)."""
+    assert _login_from_elsewhere(cluster[0], PASSWORD) == "OK"
+    for node in cluster:
+        assert "AUTHENTICATIONFAILED" in _login_from_elsewhere(node, "wrong-password")
+    for node in cluster:
+        refused = wait_for(
+            lambda n=node: "UNAVAILABLE" in (r := _login_from_elsewhere(n, PASSWORD)) and r,
+            timeout=15,
+            step=0.5,
+        )
+        assert "UNAVAILABLE" in refused
