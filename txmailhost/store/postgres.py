@@ -883,9 +883,7 @@ class PostgresStore:
                 conn.execute("DELETE FROM mail_users WHERE address = %s", (_owner(user),))
                 # and the rights granted to the user, so that an account made later under
                 # the address doesn't inherit them (negative entries only take rights away)
-                conn.execute(
-                    "DELETE FROM mailbox_acl WHERE identifier = %s", (_owner(user),)
-                )
+                conn.execute("DELETE FROM mailbox_acl WHERE identifier = %s", (_owner(user),))
 
         return self._run(job)
 
