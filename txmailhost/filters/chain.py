@@ -71,6 +71,9 @@ class Decision:
     remove: tuple[tuple[str, int], ...] = ()  # fields of the client's message to delete
 
 
+NOTHING_TO_DO = Decision()  # a stage no filter took part in: nothing refused or added
+
+
 class FilterChain:
     """The configured filters, with the reactor and pool they run on, and their budget."""
 
@@ -148,8 +151,10 @@ class FilterChain:
         filter what the earlier ones added). Consecutive blocking filters are asked in one
         trip to the pool (``_Batch``): a trip costs two thread wake-ups, which on a busy
         machine cost more than mail authentication's checks themselves."""
-        combined = _Combined(recipients, [] if fields is None else fields)
         filters = [f for f in self._at[stage] if not _skips(f, client)]
+        if not filters:
+            return NOTHING_TO_DO  # every filter skipped this client, or none takes the stage
+        combined = _Combined(recipients, [] if fields is None else fields)
         index = 0
         while index < len(filters):
             if filters[index].blocking:

@@ -130,6 +130,7 @@ class GreylistFilter(MessageFilter):
         self.exempt = tuple(ipaddress.ip_network(n, strict=False) for n in exempt_networks)
         self.listeners = frozenset(listeners)
         self._now = now
+        self._exempt_cache: dict[str, bool] = {}
         self._local = threading.local()
         self._checks = 0
 
@@ -148,8 +149,19 @@ class GreylistFilter(MessageFilter):
     def _exempt(self, client: Client) -> bool:
         if client.authenticated_as or client.listener not in self.listeners:
             return True
-        ip = ip_of(client.address)
-        return ip is not None and any(ip in network for network in self.exempt)
+        return self._exempt_address(client.address)
+
+    def _exempt_address(self, address: str) -> bool:
+        """Whether ``address`` is in ``exempt_networks``, remembered per address (parsing
+        an address costs more than the rest of a skipped stage; asked at every RCPT)."""
+        known = self._exempt_cache.get(address)
+        if known is None:
+            ip = ip_of(address)
+            known = ip is not None and any(ip in network for network in self.exempt)
+            if len(self._exempt_cache) >= 4096:
+                self._exempt_cache.clear()
+            self._exempt_cache[address] = known
+        return known
 
     def rcpt_to(self, client: Client, transaction: Transaction, recipient: str) -> Verdict:
         if self._exempt(client):
