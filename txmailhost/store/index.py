@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from txmailhost.store import objectids
+from txmailhost.store.threadconns import ThreadConnections
 
 INDEX_NAME = "txmailhost-index.sqlite"
 # In the user's directory: the last UIDVALIDITY given to any of the user's mailboxes.
@@ -63,31 +64,8 @@ HEADER_CACHE_LIMIT = 64 * 1024  # a header block larger than this is read from t
 LINE_ENDS = 1
 
 
-_local = threading.local()
-
-
-def _connect(path: str) -> sqlite3.Connection:
-    """One connection per thread and index file; SQLite connections aren't shareable."""
-    cache = getattr(_local, "connections", None)
-    if cache is None:
-        cache = _local.connections = {}
-    try:
-        inode = os.stat(path).st_ino
-    except FileNotFoundError:
-        inode = None
-    cached = cache.get(path)
-    if cached is not None:
-        conn, cached_inode = cached
-        # A mailbox renamed or deleted and recreated (possibly by another thread) has a new
-        # index file at the same path: never keep writing into the old one.
-        if cached_inode == inode:
-            return conn
-        conn.close()
-        del cache[path]
-    if len(cache) > 64:
-        for old, _inode in cache.values():
-            old.close()
-        cache.clear()
+def _open(path: str) -> sqlite3.Connection:
+    """A new connection to the index at ``path``, made (with its meta values) if missing."""
     conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -107,8 +85,12 @@ def _connect(path: str) -> sqlite3.Connection:
             ),
         )
     conn.execute("COMMIT")
-    cache[path] = (conn, os.stat(path).st_ino)
     return conn
+
+
+# One connection per thread and index file; SQLite connections aren't shareable.
+_connections = ThreadConnections(_open)
+_connect = _connections.get
 
 
 _uidvalidity_lock = threading.Lock()
@@ -145,11 +127,7 @@ def next_uidvalidity(directory: str) -> int:
 
 def forget(directory: str) -> None:
     """Drop this thread's cached connection to the index in ``directory`` (mailbox deleted)."""
-    cache = getattr(_local, "connections", None)
-    if cache:
-        cached = cache.pop(os.path.join(directory, INDEX_NAME), None)
-        if cached is not None:
-            cached[0].close()
+    _connections.close(os.path.join(directory, INDEX_NAME))
 
 
 _writer_locks: dict[str, threading.RLock] = {}

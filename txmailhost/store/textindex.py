@@ -46,6 +46,7 @@ from txmailhost.store.interfaces import (
     TextQuery,
     TextTerm,
 )
+from txmailhost.store.threadconns import ThreadConnections
 
 TEXT_INDEX_NAME = "txmailhost-text.sqlite"
 HEADER_FIELDS = TEXT_FIELDS[1:]
@@ -72,7 +73,6 @@ CREATE VIRTUAL TABLE IF NOT EXISTS field_grams USING fts5(
 );
 """
 
-_local = threading.local()
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
 
@@ -86,38 +86,19 @@ def _lock(path: str) -> threading.Lock:
         return _locks.setdefault(path, threading.Lock())
 
 
-def _connect(path: str) -> sqlite3.Connection:
-    """This thread's connection to ``path``, opened again when the file was replaced."""
-    cache = getattr(_local, "connections", None)
-    if cache is None:
-        cache = _local.connections = {}
-    try:
-        inode = os.stat(path).st_ino
-    except FileNotFoundError:
-        inode = None
-    cached = cache.get(path)
-    if cached is not None:
-        if cached[1] == inode:
-            return cached[0]
-        cached[0].close()
-        del cache[path]
-    if len(cache) > 64:
-        for conn, _inode in cache.values():
-            conn.close()
-        cache.clear()
+def _open(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")  # a cache: a lost transaction is indexed again
     conn.execute("PRAGMA journal_size_limit=1048576")  # the WAL shrinks back after a bulk load
     conn.executescript(_SCHEMA)
-    cache[path] = (conn, os.stat(path).st_ino)
     return conn
 
 
-def _close(path: str) -> None:
-    cache = getattr(_local, "connections", None)
-    if cache and path in cache:
-        cache.pop(path)[0].close()
+# This thread's connection to each file, opened again when the file was replaced.
+_connections = ThreadConnections(_open)
+_connect = _connections.get
+_close = _connections.close
 
 
 # The indexed UIDs each file held when this process last read them, by path, with the
