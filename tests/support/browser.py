@@ -21,6 +21,7 @@ webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import (  # noqa: E402
     NoSuchElementException,
     StaleElementReferenceException,
+    WebDriverException,
 )
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
@@ -70,6 +71,10 @@ def text_of(driver: Any, element_id: str) -> str:
         return driver.find_element(By.ID, element_id).get_attribute("textContent")
     except (StaleElementReferenceException, NoSuchElementException):
         return ""
+    except WebDriverException as e:  # the same race, as Chromium's inspector words it
+        if "does not belong to the document" in str(e):
+            return ""
+        raise
 
 
 def click(driver: Any, link_text: str, timeout: float = 15) -> None:
@@ -79,7 +84,10 @@ def click(driver: Any, link_text: str, timeout: float = 15) -> None:
         try:
             driver.find_element(By.LINK_TEXT, link_text).click()
             return
-        except (StaleElementReferenceException, NoSuchElementException):
+        except WebDriverException as e:  # stale, not there yet, or swapped out mid-click
+            swapped = isinstance(e, StaleElementReferenceException | NoSuchElementException)
+            if not swapped and "does not belong to the document" not in str(e):
+                raise
             if time.time() > deadline:
                 raise
             time.sleep(0.1)
