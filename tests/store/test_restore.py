@@ -100,3 +100,31 @@ def test_emailids_save_dates_and_the_mailboxid_come_back_when_given(store) -> No
     assert origins[6].emailid.startswith("M") and "BYE" not in origins[6].emailid
     assert origins[6].savedate == 1_700_000_006.0 and origins[7].emailid != origins[6].emailid
     assert now(mailbox.status()).mailboxid == "Fkept"
+
+
+def test_the_postgres_restore_takes_the_same_ids(tmp_path) -> None:
+    """``restore_mailbox_sync`` hands every restorer the MAILBOXID: the PostgreSQL one takes
+    it, and the EMAILIDs and save dates, as the Maildir one does."""
+    import pytest
+
+    from tests.support.postgres import available
+
+    if (why := available()) is not None:
+        pytest.skip(why)
+    import txmailhost.store.postgres_restore  # noqa: F401 - registers the adapter
+    from tests.support.fixtures import build_store
+    from tests.support.syncpool import SyncReactor, SyncThreadPool
+
+    store = build_store("postgres", str(tmp_path / "mail"), SyncReactor(), SyncThreadPool())
+    kept = RestoredMessage(4, frozenset(), 1_700_000_004.0, 50, MessageSource.from_bytes(MSG),
+                           emailid="Mkept4", savedate=1_750_000_000.0)  # fmt: skip
+    bad = RestoredMessage(6, frozenset(), 1_700_000_006.0, 50, MessageSource.from_bytes(MSG),
+                          emailid="M) BYE\r\n")  # fmt: skip
+    done = restore_mailbox_sync(store, USER, "Archive", 4242, 10, [kept, bad], now, "Fkept")
+    assert done.kept_uids and done.uidvalidity == 4242
+    mailbox = now(store.open(USER, "Archive"))
+    origins = now(mailbox.origins([4, 6]))
+    assert (origins[4].emailid, origins[4].savedate) == ("Mkept4", 1_750_000_000.0)
+    assert "BYE" not in origins[6].emailid
+    assert now(mailbox.status()).mailboxid == "Fkept"
+    store.close()

@@ -21,6 +21,7 @@ from typing import Any
 from twisted.python.components import registerAdapter
 from zope.interface import implementer
 
+from txmailhost.store import objectids
 from txmailhost.store.memory import _canonical
 from txmailhost.store.postgres import PostgresStore
 from txmailhost.store.restore import IMailboxRestore, Restored, RestoredMessage
@@ -38,8 +39,11 @@ class PostgresRestore:
         uidvalidity: int,
         uidnext: int,
         messages: Sequence[RestoredMessage],
+        mailboxid: str | None = None,
     ) -> Restored | None:
-        return self.store._call(self._restore, user, mailbox, uidvalidity, uidnext, messages)
+        return self.store._call(
+            self._restore, user, mailbox, uidvalidity, uidnext, messages, mailboxid
+        )
 
     def _restore(
         self,
@@ -49,7 +53,10 @@ class PostgresRestore:
         uidvalidity: int,
         uidnext: int,
         messages: Sequence[RestoredMessage],
+        mailboxid: str | None = None,
     ) -> Restored | None:
+        """As ``MaildirRestore``: MAILBOXID, EMAILIDs and save dates put back where they
+        are valid object ids (a crafted id is not served), new ones otherwise."""
         store = self.store
         name = _canonical(mailbox)
         user_id = store._user_id(conn, user)  # made with INBOX and the default folders
@@ -74,10 +81,16 @@ class PostgresRestore:
             for m in messages:
                 message_id, size, chunks, header = store._upload(conn, m.source)
                 modseq = m.modseq if keep_modseqs else current + 1
+                emailid = m.emailid if objectids.is_objectid(m.emailid) else None
                 store._insert(
                     conn, message_id, mailbox_id, m.uid, modseq, m.flags, size,
-                    m.internaldate or None, chunks, header,
+                    m.internaldate or None, chunks, header, emailid,
                 )  # fmt: skip
+                if m.savedate is not None:
+                    conn.execute(
+                        "UPDATE messages SET savedate = %s WHERE mailbox_id = %s AND uid = %s",
+                        (m.savedate, mailbox_id, m.uid),
+                    )
                 octets += size
                 highest = max(highest, modseq)
             next_uid = max([uidnext, current_next, *(m.uid + 1 for m in messages)])
@@ -86,6 +99,10 @@ class PostgresRestore:
                 " recent_uid = %s, size = %s WHERE id = %s",
                 (uidvalidity, next_uid, highest, next_uid, octets, mailbox_id),
             )
+            if objectids.is_objectid(mailboxid):
+                conn.execute(
+                    "UPDATE mailboxes SET objectid = %s WHERE id = %s", (mailboxid, mailbox_id)
+                )
             conn.execute(
                 "SELECT setval('uidvalidity_seq', greatest(%s, (SELECT last_value FROM"
                 " uidvalidity_seq)))",
