@@ -422,12 +422,20 @@ def build_accounts(config: Any, store: Any, reactor: Any, pool: ThreadPool) -> t
 
 
 def _build_srs(config: Any) -> Any:
-    """SRS for forwarded mail when ``[srs] domain`` is set (txmailhost/srs.py)."""
-    from txmailhost.srs import SRS, Keys
+    """SRS for forwarded mail when ``[srs] domain`` is set (txmailhost/srs.py); its keys are
+    those of every node (``srs_keys``) when they share a PostgreSQL store, else this node's
+    ``DATA/srs/keys``."""
+    from txmailhost.srs import SRS, Keys, SharedKeys
 
     if not config.srs.domain:
         return None
-    keys = Keys(os.path.join(config.data_dir, "srs", "keys"))
+    keys: Keys | SharedKeys
+    if config.store.backend == "postgres":
+        from txmailhost.store.pgstate import SharedState
+
+        keys = SharedKeys(SharedState(config.store.dsn))
+    else:
+        keys = Keys(os.path.join(config.data_dir, "srs", "keys"))
     keys.load()  # made now, at start, not on the first forwarded message
     return SRS(config.srs.domain, keys, config.srs.max_age_days)
 
