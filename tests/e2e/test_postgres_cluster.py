@@ -56,6 +56,8 @@ class Node(ServerProcess):
     """A server bound to its own loopback address and named after it (the sink tells
     which node delivered by the EHLO name)."""
 
+    dsn = ""  # the database, for tests that read it directly
+
     def __init__(self, data_dir: str, host: str, extra_config: str) -> None:
         super().__init__(data_dir, extra_config)
         self.host = host
@@ -505,6 +507,8 @@ def pair(tmp_path_factory, postgres_server, sink):  # noqa: F811
         for user in ("alice", "frank", "grace", "harry"):
             nodes[0].add_user(f"{user}@example.test", PASSWORD)
         nodes[0].cli("user", "forward", "alice@example.test", "bob@far.test", "--no-keep-copy")
+        nodes[0].cli("dkim", "init", "example.test")  # once, on node A, for every node
+        nodes[0].dsn = dsn
         yield nodes
     finally:
         for node in nodes:
@@ -609,3 +613,39 @@ def test_vacation_answers_a_sender_once_whichever_nodes_deliver(pair: list[Node]
     assert wait_for(lambda: _subjects(b, "harry@example.test"), timeout=30) == ["Away"]
     time.sleep(1.5)  # a second reply, from the other node, would be in by now
     assert _subjects(a, "harry@example.test") == ["Away"]
+
+
+def test_mail_submitted_to_one_node_is_signed_with_the_dkim_key_made_on_another(
+    pair: list[Node], sink: Sink
+):
+    """``dkim init`` ran on node A (the fixture); harry submits through node B: the message
+    carries both signatures of that key, and they verify against its published records."""
+    import dkim
+
+    from txmailhost.mailauth.sharedkeys import SharedKeyStore
+    from txmailhost.store.pgstate import SharedState
+
+    a, b = pair
+    with smtplib.SMTP(b.host, b.ports["submission"], timeout=30) as s:
+        s.login("harry@example.test", PASSWORD)
+        s.sendmail("harry@example.test", ["dana@far.test"],
+                   "From: harry@example.test\r\nTo: dana@far.test\r\nSubject: signed?\r\n"
+                   "Message-ID: <signed@example.test>\r\n\r\nhello\r\n")  # fmt: skip
+
+    def arrived() -> bytes | None:
+        with sink.lock:
+            found = [m for _, rcpts, m, _ in sink.deliveries if rcpts == ("dana@far.test",)]
+        return found[0] if found else None
+
+    message = wait_for(arrived, timeout=30)
+    assert message.count(b"DKIM-Signature:") == 2
+    state = SharedState(a.dsn)
+    try:
+        records = {
+            f"{k.selector}._domainkey.example.test.".encode(): k.txt_record().encode()
+            for k in SharedKeyStore(state).published("example.test")
+        }
+    finally:
+        state.close()
+    assert len(records) == 2
+    assert dkim.verify(message, dnsfunc=lambda name, timeout=5: records.get(name))

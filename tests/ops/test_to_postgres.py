@@ -80,14 +80,15 @@ def test_verify_only_before_copying_finds_everything_missing(tmp_path, postgres_
     assert f"MISMATCH: account {ALICE} is not in the database" in capsys.readouterr().out
 
 
-def test_srs_keys_sieve_scripts_and_running_vacations_move_into_the_database(
+def test_srs_dkim_keys_sieve_scripts_and_running_vacations_move_into_the_database(
     tmp_path,
     postgres_dsn,  # noqa: F811
     capsys,
 ):
     """What a PostgreSQL store keeps in the database and one node kept in DATA: the SRS keys
-    (the file's first one still signs), the scripts with the active mark, and the vacation
-    replies still running, so no sender is answered again after the move."""
+    (the file's first one still signs), the DKIM keys (the same key signs), the scripts with
+    the active mark, and the vacation replies still running, so no sender is answered again
+    after the move."""
     from txmailhost.sieve.scripts import ScriptStore
     from txmailhost.sieve.shared import SharedResponseLog, SharedScriptStore
     from txmailhost.sieve.vacation import ResponseLog
@@ -105,10 +106,14 @@ def test_srs_keys_sieve_scripts_and_running_vacations_move_into_the_database(
     files.set_active(ALICE, "main")
     assert ResponseLog().claim(files.user_directory(ALICE), "bob@far.test", "h", 86400)
 
+    assert main(["--data", data, "dkim", "init", "example.test"]) == 0
+    capsys.readouterr()
+
     argv = ["--data", data, "migrate", "maildir-to-postgres", "--dsn", postgres_dsn]
     assert main(argv) == 0
-    assert "SRS keys and Sieve: {'srs_keys': 2, 'scripts': 2, 'vacation': 1}" in (
-        capsys.readouterr().out
+    assert (
+        "SRS keys and Sieve: {'srs_keys': 2, 'dkim_selectors': 1, 'scripts': 2, 'vacation': 1}"
+        in capsys.readouterr().out
     )
     state = SharedState(postgres_dsn)
     try:
@@ -121,8 +126,15 @@ def test_srs_keys_sieve_scripts_and_running_vacations_move_into_the_database(
             ("spare", False),
         ]
         assert not SharedResponseLog(state).claim(ALICE, "bob@far.test", "h", 86400)
+        from txmailhost.mailauth.keys import KeyStore
+        from txmailhost.mailauth.sharedkeys import SharedKeyStore
+
+        assert SharedKeyStore(state).keys("example.test") == KeyStore(f"{data}/dkim").keys(
+            "example.test"
+        )
         assert main(argv) == 0
-        assert "'srs_keys': 0, 'scripts': 0, 'vacation': 0" in capsys.readouterr().out
+        again = capsys.readouterr().out
+        assert "'srs_keys': 0, 'dkim_selectors': 0, 'scripts': 0, 'vacation': 0" in again
         state.rows("UPDATE sieve_scripts SET script = 'stop;' WHERE name = 'spare'")
         assert main([*argv, "--verify-only"]) == 1
         assert f"MISMATCH: {ALICE}: Sieve script 'spare'" in capsys.readouterr().out

@@ -4,6 +4,9 @@ the data directory that a PostgreSQL store keeps in the database (schema step 7)
 - the SRS keys of ``DATA/srs/keys`` into ``srs_keys``, the file's signing key (its first line)
   newest, so bounces to addresses rewritten before the move still verify and nothing changes
   for mail rewritten after it (``srs.py``);
+- the DKIM keys of ``DATA/dkim`` into ``dkim_selectors``, each selector with its keys and the
+  active one (unless the domain already has an active selector in the database), so the
+  records already in DNS keep verifying (``mailauth/sharedkeys.py``);
 - every user's Sieve scripts of ``DATA/sieve`` into ``sieve_scripts``, with the active one
   (unless the user already has an active script in the database), and the vacation replies
   still running (``vacation.json``) into ``sieve_responses``, so no sender is answered again
@@ -21,6 +24,7 @@ import os
 import time
 from typing import Any
 
+from txmailhost.mailauth.keys import KeyStore
 from txmailhost.sieve.scripts import ScriptError, ScriptStore
 from txmailhost.sieve.vacation import LOG_NAME
 
@@ -28,7 +32,12 @@ from txmailhost.sieve.vacation import LOG_NAME
 def copy_node_state(data_dir: str, users: list[str], state: Any) -> dict[str, int]:
     """Copy the SRS keys and ``users``' Sieve state into the database of ``state`` (a
     ``store.pgstate.SharedState``); the counts of rows added."""
-    done = {"srs_keys": _copy_srs_keys(data_dir, state), "scripts": 0, "vacation": 0}
+    done = {
+        "srs_keys": _copy_srs_keys(data_dir, state),
+        "dkim_selectors": _copy_dkim(data_dir, state),
+        "scripts": 0,
+        "vacation": 0,
+    }
     files = ScriptStore(os.path.join(data_dir, "sieve"))
     for user in users:
         scripts, responses = _copy_user(files, user, state)
@@ -51,6 +60,30 @@ def _copy_srs_keys(data_dir: str, state: Any) -> int:
                 "INSERT INTO srs_keys (secret, created) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                 (key, now),
             ).rowcount
+    return added
+
+
+def _copy_dkim(data_dir: str, state: Any) -> int:
+    files = KeyStore(os.path.join(data_dir, "dkim"))
+    added = 0
+    for domain in files.domains():
+        with state.transaction() as conn:
+            for selector in files.selectors(domain):
+                pems = {
+                    k.algorithm: k.private_pem.decode() for k in files.keys(domain, selector.name)
+                }
+                added += conn.execute(
+                    "INSERT INTO dkim_selectors (domain, name, created, ed25519_pem, rsa_pem)"
+                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    (domain, selector.name, selector.created, pems["ed25519"], pems["rsa"]),
+                ).rowcount
+                if selector.active:
+                    conn.execute(
+                        "UPDATE dkim_selectors SET active = true WHERE domain = %s AND name = %s"
+                        " AND NOT EXISTS (SELECT 1 FROM dkim_selectors WHERE domain = %s"
+                        " AND active)",
+                        (domain, selector.name, domain),
+                    )
     return added
 
 

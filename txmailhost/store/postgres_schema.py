@@ -41,10 +41,11 @@ What is where (docs/scaling.rst says the same for administrators):
   (``accounts/sharedfailures.py``, ``spam/greylist.py``);
 - ``mailbox_acl`` (step 5): RFC 4314 ACL entries per mailbox row (``store/acl.py`` rights).
 - step 6: reserved (message bodies in an object store, another branch).
-- ``srs_keys``, ``sieve_scripts``, ``sieve_responses``, ``sieve_notices`` (step 7): state that
-  lived in each node's data directory and must be the same on every node: the SRS signing keys
-  (``srs.py``), users' Sieve scripts, whom a vacation answered and which script failure a
-  user was told about (``sieve/shared.py``).
+- ``srs_keys``, ``sieve_scripts``, ``sieve_responses``, ``sieve_notices``, ``dkim_selectors``
+  (step 7): state that lived in each node's data directory and must be the same on every
+  node: the SRS signing keys (``srs.py``), users' Sieve scripts, whom a vacation answered and
+  which script failure a user was told about (``sieve/shared.py``), the DKIM signing keys
+  (``mailauth/sharedkeys.py``).
 """
 
 from __future__ import annotations
@@ -273,7 +274,7 @@ MIGRATIONS: tuple[str | None, ...] = (
     """,
     # 6: reserved for another branch's step (message bodies in an object store)
     None,
-    # 7: per-node state that a cluster must share (srs.py, sieve/shared.py)
+    # 7: per-node state that a cluster must share (srs.py, sieve/shared.py, DKIM keys)
     """
     -- SRS keys: the newest signs, every one verifies (rotation keeps the old ones a while).
     CREATE TABLE srs_keys (
@@ -304,6 +305,17 @@ MIGRATIONS: tuple[str | None, ...] = (
         address text PRIMARY KEY,
         digest text NOT NULL
     );
+    -- DKIM keys: a selector per row (its Ed25519 and RSA keys), one active per domain
+    CREATE TABLE dkim_selectors (
+        domain text NOT NULL,
+        name text NOT NULL,
+        created double precision NOT NULL,
+        active boolean NOT NULL DEFAULT false,
+        ed25519_pem text NOT NULL,
+        rsa_pem text NOT NULL,
+        PRIMARY KEY (domain, name)
+    );
+    CREATE UNIQUE INDEX dkim_selectors_one_active ON dkim_selectors (domain) WHERE active;
     """,
 )
 
