@@ -44,7 +44,7 @@ from txmailhost.sieve.interpreter import INBOX, Interpreter, SieveRuntimeError
 from txmailhost.sieve.interpreter import Outcome as SieveOutcome
 from txmailhost.sieve.message import MessageView
 from txmailhost.sieve.refusal import rejection
-from txmailhost.sieve.scripts import ScriptError
+from txmailhost.sieve.scripts import ScriptError, ScriptStore
 from txmailhost.sieve.vacation import ResponseLog, build_reply, handle_of, refusal
 
 log = Logger(namespace="txmailhost.sieve")
@@ -91,7 +91,10 @@ class SieveStep:
         self._pool = pool  # runs ``decide`` for mail delivered before its 250
         self._hostname = hostname
         # Keyed by ``scripts.state_key(user)``: the files beside the user's scripts, or the
-        # shared tables (sieve/shared.py) for a store several nodes share.
+        # shared tables (sieve/shared.py) for a store several nodes share, which has no
+        # directory to default to.
+        if not isinstance(scripts, ScriptStore) and (responses is None or notified is None):
+            raise TypeError("a shared script store needs shared responses and notices")
         self._responses = responses if responses is not None else ResponseLog()
         self._notified = notified if notified is not None else Notified()
         self._create_mailbox_sync = create_mailbox_sync
