@@ -109,3 +109,29 @@ def test_two_nodes_creating_at_once_leave_one_active_key(postgres_dsn):  # noqa:
     assert [s.active for s in store.selectors("example.test")].count(True) == 1
     for state in states:
         state.close()
+
+
+def test_on_the_reactor_thread_a_stale_snapshot_is_used_and_read_again_in_a_thread(
+    nodes, monkeypatch
+):
+    """Signing a DSN happens on the reactor thread, which must never wait on the database:
+    there the keys read last sign, and the new ones are read in the background."""
+    import time
+
+    from twisted.python import threadable
+
+    (a, b), clocks = nodes
+    a.create("example.test", "one")
+    b.refresh()  # at start
+    a.create("example.test", "two")
+    clocks[1].now += b.REFRESH
+    queries: list[str] = []
+    real_rows = b.state.rows
+    monkeypatch.setattr(b.state, "rows", lambda *args: queries.append(args[0]) or real_rows(*args))
+    monkeypatch.setattr(threadable, "isInIOThread", lambda: True)
+    assert [k.selector for k in b.keys("example.test")] == ["one-ed25519", "one-rsa"]
+    deadline = time.time() + 10
+    while b.keys("example.test")[0].selector != "two-ed25519":
+        assert time.time() < deadline, "the background read did not happen"
+        time.sleep(0.05)
+    assert len(queries) == 1  # one read, however many messages asked meanwhile

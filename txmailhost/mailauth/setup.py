@@ -55,6 +55,8 @@ def build_mailauth(config: Any, reactor: Any = None) -> MailAuth:
     settings = config.mailauth
     resolver = MailAuthResolver(config.relay.nameservers, timeout=settings.dns_timeout)
     keys = open_key_store(config)  # DATA/dkim, or shared by the nodes of a PostgreSQL store
+    if isinstance(keys, SharedKeyStore):
+        keys.refresh()  # now, at start: later reads happen off the reactor thread
     signer = Signer(keys) if settings.sign else None
     filters: list[Any] = []
     # Signing first: it and the checks never both act on one message (AUTH or not), and the

@@ -12,9 +12,11 @@ unique index), made once by ``txmailhost dkim init``/``rotate`` on any node.
 :class:`SharedKeyStore` has the methods of ``keys.KeyStore`` (``domains``, ``selectors``,
 ``create``, ``retire``, ``keys``, ``published``) and its errors. Signing asks ``keys(domain)``
 for each message (and its parent domains): those answers come from one snapshot of every
-domain's active keys, read again every ``REFRESH`` seconds, so signing costs a query only
-that often; a ``rotate`` on another node signs here within that time (the old selector stays
-published until ``retire``, so mail signed with it meanwhile still verifies).
+domain's active keys, read at start and again every ``REFRESH`` seconds, so signing costs a
+query only that often; a ``rotate`` on another node signs here within that time (the old
+selector stays published until ``retire``, so mail signed with it meanwhile still verifies).
+Mail the server writes itself (DSNs) is signed on the reactor thread: there a stale snapshot
+is used as it is and read again in a thread, so the reactor never waits on the database.
 
 The private keys are then in the database: give its role and its backups the care the key
 files had (mode 0600).
@@ -28,6 +30,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from twisted.logger import Logger
+from twisted.python import threadable
+
 from txmailhost.mailauth.keys import (
     ALGORITHMS,
     DKIMKeyError,
@@ -38,6 +43,8 @@ from txmailhost.mailauth.keys import (
     check_selector,
     new_private_keys,
 )
+
+log = Logger(namespace="txmailhost.mailauth")
 
 
 def open_key_store(config: Any) -> KeyStore | SharedKeyStore:
@@ -62,6 +69,7 @@ class SharedKeyStore:
         self._lock = threading.Lock()
         self._active: dict[str, list[SigningKey]] = {}
         self._read_at = float("-inf")
+        self._refreshing = False
 
     def domains(self) -> list[str]:
         return [row[0] for row in self.state.rows(
@@ -131,14 +139,40 @@ class SharedKeyStore:
                 (domain, selector),
             )
             return _signing_keys(domain, *rows[0]) if rows else []
+        if self._clock() - self._read_at >= self.REFRESH:
+            if threadable.isInIOThread():
+                self._refresh_later()  # the reactor thread never waits on the database
+            else:
+                self.refresh()
+        return self._active.get(domain, [])
+
+    def refresh(self) -> None:
+        """Read every domain's active keys now (the server does it once at start)."""
+        rows = self.state.rows(
+            "SELECT domain, name, ed25519_pem, rsa_pem FROM dkim_selectors WHERE active"
+        )
+        active = {row[0]: _signing_keys(*row) for row in rows}
         with self._lock:
-            if self._clock() - self._read_at >= self.REFRESH:
-                rows = self.state.rows(
-                    "SELECT domain, name, ed25519_pem, rsa_pem FROM dkim_selectors WHERE active"
-                )
-                self._active = {row[0]: _signing_keys(*row) for row in rows}
-                self._read_at = self._clock()
-            return self._active.get(domain, [])
+            self._active = active
+            self._read_at = self._clock()
+
+    def _refresh_later(self) -> None:
+        """On the reactor thread (a DSN signed as it is submitted): sign with what was read
+        last, and read again in a thread of its own."""
+        with self._lock:
+            if self._refreshing:
+                return
+            self._refreshing = True
+
+        def run() -> None:
+            try:
+                self.refresh()
+            except Exception:
+                log.failure("dkim: can't read the shared keys; signing with the last ones")
+            finally:
+                self._refreshing = False
+
+        threading.Thread(target=run, name="txmailhost-dkim-keys", daemon=True).start()
 
     def published(self, domain: str) -> list[SigningKey]:
         """Every key whose record should be in DNS: the active selector's and older ones."""
