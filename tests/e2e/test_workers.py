@@ -312,6 +312,59 @@ def test_the_per_address_connection_limit_is_the_servers_not_each_workers(limite
         client.logout()
 
 
+@pytest.fixture
+def roomy_server(server_template: str, tmp_path):
+    import shutil
+
+    data_dir = str(tmp_path / "data")
+    shutil.copytree(server_template, data_dir, symlinks=True)
+    proc = ServerProcess(data_dir, "[security]\nmax_connections_per_ip = 500\n", workers=2)
+    proc.write_config()
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def test_new_connections_go_to_the_worker_holding_fewer(roomy_server):
+    """30 clients connect while one worker is stopped (SIGSTOP), so the other takes them all;
+    once both run, the next 30 go to the one holding none (workers/accepting.py: a worker
+    clearly over its share leaves the socket to the others for a moment). Without that the
+    kernel's wake-ups split them about evenly, and the first worker kept twice the load."""
+    import socket
+
+    server = roomy_server
+    pids = _workers(server)
+    for client in _one_per_worker(server, _imap(server)).values():
+        client.logout()  # both workers are up and accepting
+    busy, idle = pids
+
+    def connect(count: int) -> list[socket.socket]:
+        opened = []
+        for _ in range(count):
+            client = socket.create_connection(("127.0.0.1", server.ports["imap"]), timeout=30)
+            opened.append(client)
+        for client in opened:
+            assert client.recv(100).startswith(b"* OK")  # accepted and greeted
+        return opened
+
+    os.kill(idle, signal.SIGSTOP)
+    try:
+        first = connect(30)
+    finally:
+        os.kill(idle, signal.SIGCONT)
+    clients = list(first)
+    try:
+        assert [worker_of(c, pids) for c in first].count(busy) == 30
+        time.sleep(0.5)  # the counts cross the bus
+        second = connect(30)
+        clients += second
+        went_idle = [worker_of(c, pids) for c in second].count(idle)
+        assert went_idle >= 24, f"{went_idle} of 30 new connections went to the idle worker"
+    finally:
+        for client in clients:
+            client.close()
+
+
 def test_the_metrics_page_adds_up_every_workers_counts(workers_server):
     """Worker 0 serves /metrics; what worker 1 counted is in it too."""
     import urllib.request
