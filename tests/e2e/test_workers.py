@@ -28,18 +28,22 @@ from tests.support.workers import children, worker_of
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def workers_server(server_template: str, tmp_path):
+def _two_workers(server_template: str, tmp_path, security: str):
+    """A server with ``workers = 2`` and ``security`` lines in its [security] section."""
     import shutil
 
     data_dir = str(tmp_path / "data")
     shutil.copytree(server_template, data_dir, symlinks=True)
-    extra = "[security]\nlogin_failures_per_ip = 4\n"
-    proc = ServerProcess(data_dir, extra, workers=2)
+    proc = ServerProcess(data_dir, f"[security]\n{security}\n", workers=2)
     proc.write_config()
     proc.start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def workers_server(server_template: str, tmp_path):
+    yield from _two_workers(server_template, tmp_path, "login_failures_per_ip = 4")
 
 
 def _workers(server: ServerProcess) -> list[int]:
@@ -279,15 +283,7 @@ def test_who_lists_the_sessions_of_every_worker(workers_server):
 
 @pytest.fixture
 def limited_server(server_template: str, tmp_path):
-    import shutil
-
-    data_dir = str(tmp_path / "data")
-    shutil.copytree(server_template, data_dir, symlinks=True)
-    proc = ServerProcess(data_dir, "[security]\nmax_connections_per_ip = 3\n", workers=2)
-    proc.write_config()
-    proc.start()
-    yield proc
-    proc.stop()
+    yield from _two_workers(server_template, tmp_path, "max_connections_per_ip = 3")
 
 
 def test_the_per_address_connection_limit_is_the_servers_not_each_workers(limited_server):
@@ -314,15 +310,7 @@ def test_the_per_address_connection_limit_is_the_servers_not_each_workers(limite
 
 @pytest.fixture
 def roomy_server(server_template: str, tmp_path):
-    import shutil
-
-    data_dir = str(tmp_path / "data")
-    shutil.copytree(server_template, data_dir, symlinks=True)
-    proc = ServerProcess(data_dir, "[security]\nmax_connections_per_ip = 500\n", workers=2)
-    proc.write_config()
-    proc.start()
-    yield proc
-    proc.stop()
+    yield from _two_workers(server_template, tmp_path, "max_connections_per_ip = 500")
 
 
 def test_new_connections_go_to_the_worker_holding_fewer(roomy_server):
