@@ -53,7 +53,7 @@ from txmailhost.queue.interfaces import (
     Outcome,
     RecipientOptions,
 )
-from txmailhost.queue.postgres import Claimed, PostgresQueueStore, QueueListener
+from txmailhost.queue.postgres import Claimed, PostgresQueueStore, queue_listener
 from txmailhost.queue.scheduler import Queue, QueuePolicy, ReturnToSender
 from txmailhost.queue.spool import BOUNCED, DEFERRED, Envelope, Recipient
 
@@ -112,7 +112,7 @@ class SharedQueue(Queue):
         self._refreshing = False
         # ``listen``: the database's DSN, to be woken by other nodes' NOTIFY (the server);
         # "": polls only (tests on a Clock).
-        self._listener = QueueListener(listen, reactor, self._kick) if listen else None
+        self._listener = queue_listener(listen, reactor, self._kick) if listen else None
 
     # -- IRelayQueue ----------------------------------------------------------------------------
 
