@@ -10,7 +10,7 @@ import smtplib
 import time
 from email.message import EmailMessage
 
-from tests.e2e.conftest import PASSWORD, client_context
+from tests.e2e.conftest import PASSWORD, client_context, imap_login
 from tests.support.browser import (  # skips the module without Selenium
     BROWSER_MARKS,
     By,
@@ -26,17 +26,6 @@ from tests.support.browser import (  # skips the module without Selenium
 pytestmark = BROWSER_MARKS
 ALICE = "alice@example.test"
 H = "127.0.0.1"
-
-
-def _imap_login(server, user: str, password: str) -> bool:
-    imap = imaplib.IMAP4(H, server.ports["imap"], timeout=30)
-    imap.starttls(ssl_context=client_context())
-    try:
-        imap.login(user, password)
-    except imaplib.IMAP4.error:
-        return False
-    imap.logout()
-    return True
 
 
 def _main(browser) -> str:
@@ -64,8 +53,8 @@ def test_a_user_changes_their_password_in_the_settings_page(shared_server, brows
     _type(browser, "again", new)
     _button(browser, "Change password")
     wait(lambda: "Password changed" in _main(browser), what="the password changed notice")
-    assert _imap_login(shared_server, user, new)
-    assert not _imap_login(shared_server, user, old)
+    assert imap_login(shared_server, user, new)
+    assert not imap_login(shared_server, user, old)
     # and the webmail takes the new one at the next login
     browser.find_element(By.XPATH, "//header//button[text()='Log out']").click()
     wait(lambda: browser.current_url.startswith(base + "/login"), what="the login page")
@@ -83,13 +72,13 @@ def test_an_app_password_is_made_used_by_imap_and_revoked(shared_server, browser
     wait(lambda: text_of(browser, "new-app-password").strip(), what="the new app password")
     secret = text_of(browser, "new-app-password").strip()
     assert "Phone" in _main(browser) and "never" in _main(browser)  # listed, not used yet
-    assert _imap_login(shared_server, ALICE, secret)
+    assert imap_login(shared_server, ALICE, secret)
 
     browser.get(base + "/settings")
     assert not text_of(browser, "new-app-password")  # shown once only
     browser.find_element(By.XPATH, "//main//button[normalize-space()='Revoke Phone']").click()
     wait(lambda: "App password revoked" in _main(browser), what="the revoked notice")
-    assert not _imap_login(shared_server, ALICE, secret)
+    assert not imap_login(shared_server, ALICE, secret)
     assert page_errors(browser) == []
 
 
