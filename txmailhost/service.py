@@ -100,6 +100,10 @@ class Listener(Service):
         self.privilegedStartService()  # when started without twistd (embedding, tests)
 
     def _listening(self, port: Any) -> None:
+        if self.adopt is not None:  # a worker among several on one socket
+            from txmailhost.workers.accepting import take_turns
+
+            port = take_turns(port)
         self.port = port
         host = port.getHost()
         log.info(
