@@ -1,12 +1,15 @@
-"""``ThreadPoolService``: the pool lives with the application; what its threads use closes after them."""
+"""``ThreadPoolService``: the pool lives with the application; what its threads use closes after
+them. ``Lane``: the cheaper hand-off of every message's filters and fsync."""
 
 from __future__ import annotations
 
 import threading
 
+from twisted.internet.defer import CancelledError
+from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from txmailhost.pools import ThreadPoolService
+from txmailhost.pools import Lane, ThreadPoolService
 
 
 def test_after_stop_runs_once_the_threads_have_ended_in_order():
@@ -42,3 +45,100 @@ def test_a_failing_close_is_logged_and_the_next_one_still_runs():
     service.startService()
     service.stopService()
     assert closed == ["next"]
+
+
+class _QueuedReactor:
+    """``callFromThread`` from any thread; the calls run when the test says (``run``)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self._lock = threading.Lock()
+
+    def callFromThread(self, f, *args, **kwargs) -> None:  # noqa: N802 - Twisted's name
+        with self._lock:
+            self.calls.append((f, args, kwargs))
+
+    def run(self) -> int:
+        with self._lock:
+            calls, self.calls = self.calls, []
+        for f, args, kwargs in calls:
+            f(*args, **kwargs)
+        return len(calls)
+
+
+def test_lane_answers_arrive_on_the_reactor_in_one_wake_up_while_it_is_busy():
+    reactor = _QueuedReactor()
+    lane = Lane(reactor, 3, "test-lane")
+    lane.start()
+    answers = [lane.defer(lambda n=n: n * n) for n in range(20)]
+    lane.stop()  # every job has run: none was collected, the reactor never ran
+    assert not any(answer.called for answer in answers)
+    assert reactor.run() == 1  # one wake-up of the reactor for all twenty
+    assert [answer.result for answer in answers] == [n * n for n in range(20)]
+
+
+def test_lane_a_failing_job_fails_its_deferred_with_the_error():
+    reactor = _QueuedReactor()
+    lane = Lane(reactor, 1, "test-lane")
+    lane.start()
+
+    def broken() -> None:
+        raise OSError("disk gone")
+
+    failed = lane.defer(broken)
+    fine = lane.defer(lambda: "ok")
+    lane.stop()
+    reactor.run()
+    errors: list[BaseException] = []
+    failed.addErrback(lambda f: errors.append(f.value))
+    assert isinstance(errors[0], OSError) and str(errors[0]) == "disk gone"
+    assert fine.result == "ok"
+
+
+def test_lane_never_runs_more_threads_than_its_limit_and_stop_runs_what_is_queued():
+    reactor = _QueuedReactor()
+    lane = Lane(reactor, 2, "test-lane")
+    lane.start()
+    running, most, lock = [0], [0], threading.Lock()
+    release = threading.Event()
+
+    def job() -> None:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        release.wait(5)
+        with lock:
+            running[0] -= 1
+
+    answers = [lane.defer(job) for _ in range(6)]
+    threading.Timer(0.2, release.set).start()
+    lane.stop()
+    reactor.run()
+    assert most[0] == 2
+    assert all(answer.called for answer in answers)
+
+
+def test_lane_work_given_before_start_runs_once_started():
+    reactor = _QueuedReactor()
+    lane = Lane(reactor, 2, "test-lane")
+    early = lane.defer(lambda: "early")
+    lane.start()
+    lane.stop()
+    reactor.run()
+    assert early.result == "early"
+
+
+def test_lane_takes_deferToThreadPool_and_a_cancelled_wait_ignores_the_late_answer():
+    reactor = _QueuedReactor()
+    lane = Lane(reactor, 1, "test-lane")
+    lane.start()
+    through_pool = deferToThreadPool(reactor, lane, lambda: "pooled")
+    release = threading.Event()
+    slow = lane.defer(lambda: release.wait(5) and "late")
+    slow.cancel()
+    slow.addErrback(lambda f: f.trap(CancelledError))
+    release.set()
+    lane.stop()
+    reactor.run()
+    assert through_pool.result == "pooled"
+    assert slow.result is CancelledError  # trapped; "late" was dropped, and no error raised

@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from txmailhost.pools import ThreadPoolService
+from txmailhost.pools import Lane, ThreadPoolService
 
 if TYPE_CHECKING:
     from txmailhost.listeners import ListenerKind
@@ -344,7 +344,7 @@ def _build_filters(
     from txmailhost.filters.registry import FilterConfigError, FilterHost, build_chain
 
     settings = config.filters
-    pool = ThreadPool(minthreads=1, maxthreads=8, name="txmailhost-filters")
+    pool = Lane(reactor, 8, name="txmailhost-filters")  # a cheap hand-off per message
     shared = config.store.dsn if config.store.backend == "postgres" else ""
     host = FilterHost(config.data_dir, config.hostname, resolver, shared_dsn=shared)
     try:

@@ -15,6 +15,7 @@ from txmailhost.filters.interfaces import Verdict
 from txmailhost.limits import LimitedFactory
 from txmailhost.ops import metrics
 from txmailhost.ops.exposition import ReactorLagProbe, ServerCollector
+from txmailhost.pools import Lane
 from txmailhost.queue.spool import Envelope, Recipient
 
 
@@ -123,6 +124,19 @@ def test_the_collector_reads_queue_length_age_and_pool_backlog() -> None:
     assert found[("txmailhost_queue_recipients", (("state", "deferred"),))] == 1
     assert found[("txmailhost_threadpool_queue_depth", (("pool", "unit"),))] == 7
     assert found[("txmailhost_threadpool_busy_threads", (("pool", "unit"),))] == 1
+
+
+def test_the_collector_reads_a_lanes_backlog_before_it_starts() -> None:
+    lane = Lane(Clock(), 4, "txmailhost-spool")
+    lane.defer(lambda: None)
+    lane.defer(lambda: None)  # not started: both wait
+    found = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in ServerCollector(Clock(), FakeQueue(), [lane]).collect()
+        for s in family.samples
+    }
+    assert found[("txmailhost_threadpool_queue_depth", (("pool", "spool"),))] == 2
+    assert found[("txmailhost_threadpool_max_threads", (("pool", "spool"),))] == 4
 
 
 def test_an_empty_queue_has_no_age() -> None:

@@ -34,6 +34,7 @@ from twisted.python.threadpool import ThreadPool
 
 from txmailhost import _safeio
 from txmailhost.delivery.spares import SpareFiles
+from txmailhost.pools import run_in
 
 log = Logger()
 
@@ -299,7 +300,7 @@ class IncomingMessage:
 
         ``record`` is an extended attribute (name, value) set on the file before the fsync.
         """
-        return threads.deferToThreadPool(self._reactor, self._pool, self._commit, record)
+        return run_in(self._reactor, self._pool, self._commit, record)
 
     def discard(self) -> None:
         """Drop the message (refused, delivered, or the client went away); safe to call twice.

@@ -22,7 +22,7 @@ from txmailhost.delivery.incoming import IncomingSpool
 from txmailhost.delivery.local import LocalDelivery, records_supported
 from txmailhost.delivery.spares import SpareFiles
 from txmailhost.delivery.submission import Submission
-from txmailhost.pools import ThreadPoolService
+from txmailhost.pools import Lane, ThreadPoolService
 from txmailhost.store.interfaces import IFileDelivery
 
 log = Logger()
@@ -40,8 +40,8 @@ def build_delivery(
     incoming_dir: str | None = None,
     orphans: Sequence[str] = (),
 ) -> tuple[Submission, list[Service]]:
-    """The submission for a server whose spool is ``queue_dir``; ``pool`` runs the fsyncs
-    (the storage pool), ``queue`` takes remote recipients (None: nothing is relayed),
+    """The submission for a server whose spool is ``queue_dir``; ``pool`` (the storage pool)
+    sets how many fsyncs run at once, ``queue`` takes remote recipients (None: nothing is relayed),
     ``sieve`` runs users' scripts (``agent.py``; None: no scripts), ``forward_sender``
     rewrites the sender of relayed copies (SRS; None: kept).
 
@@ -81,7 +81,11 @@ def build_delivery(
         log.warn("spool: {dir} has no extended attributes; local mail is delivered before 250",
                  dir=spare_dir)  # fmt: skip
     spares.start()  # sweeps, then fills, once the pool starts with the service
-    spool = IncomingSpool(os.path.join(incoming_dir, "tmp"), reactor, pool, spares)
+    # The fsync before each 250 runs in a lane of its own, as many threads as ``pool``: a
+    # cheaper hand-off than a ThreadPool's, for the one every message makes (pools.Lane).
+    commits = Lane(reactor, getattr(pool, "max", 8), name="txmailhost-spool")
+    services.insert(0, ThreadPoolService(commits))
+    spool = IncomingSpool(os.path.join(incoming_dir, "tmp"), reactor, commits, spares)
     swept = spool.sweep()
     if swept:
         log.info("removed {n} unacknowledged partial message(s) left by a crash", n=swept)

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from twisted.internet import threads
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 
@@ -34,6 +33,7 @@ from txmailhost.filters.interfaces import (
     Verdict,
 )
 from txmailhost.ops import metrics
+from txmailhost.pools import run_in
 
 log = Logger()
 
@@ -226,7 +226,7 @@ class FilterChain:
         its answer and the rest of the group ignored — the filters after it are asked anew."""
         batch = _Batch(group, self.timeout, self._reactor.seconds, self._fallback())
         batch.budget_from = self._reactor.seconds()
-        pending = threads.deferToThreadPool(self._reactor, self._pool, batch.run, ask, combined)
+        pending = run_in(self._reactor, self._pool, batch.run, ask, combined)
         watchdog = None
 
         def watch() -> None:

@@ -117,7 +117,8 @@ class ServerCollector:
             name = (pool.name or "pool").removeprefix("txmailhost-")
             # ThreadPool has no public backlog count; ``_queue`` is its compatibility view
             # of the team's backlog (twisted.python.threadpool), read-only.
-            depth.add_metric([name], pool._queue.qsize())
+            backlog = getattr(pool, "backlog", None)  # a ``pools.Lane`` counts its own
+            depth.add_metric([name], backlog() if backlog else pool._queue.qsize())
             busy.add_metric([name], len(pool.working))
             size.add_metric([name], pool.max)
         yield depth
