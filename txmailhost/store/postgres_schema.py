@@ -35,6 +35,10 @@ What is where (docs/scaling.rst says the same for administrators):
   failures and greylisting state, shared by every node of a PostgreSQL store
   (``accounts/sharedfailures.py``, ``spam/greylist.py``);
 - ``mailbox_acl`` (step 5): RFC 4314 ACL entries per mailbox row (``store/acl.py`` rights).
+- step 6 (bodies in an object store): ``messages.blob``, the key of the object holding the
+  message when ``[store] blobs = "s3"`` (``store/s3blobs.py``; its ``chunks`` is then 0 and it
+  has no ``message_chunks``); NULL for a body in ``message_chunks``. Copies of a message share
+  its object; the partial index finds the rows naming a key (deletion, ``db gc``).
 """
 
 from __future__ import annotations
@@ -260,6 +264,13 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (mailbox_id, identifier)
     );
     CREATE INDEX mailbox_acl_by_identifier ON mailbox_acl (identifier);
+    """,
+    # 6: message bodies in an S3-compatible object store (store/s3blobs.py): the row names
+    # its object; rows without one keep their body in message_chunks, so a database can
+    # switch [store] blobs without moving what it holds
+    """
+    ALTER TABLE messages ADD COLUMN blob text;
+    CREATE INDEX messages_blob ON messages (blob) WHERE blob IS NOT NULL;
     """,
 )
 
