@@ -190,9 +190,24 @@ class S3Blobs:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def read_into(self, key: str, file: BinaryIO) -> int:
-        """Stream the object into ``file`` ``READ`` octets at a time; octets written."""
-        reply = self._call("get_object", Bucket=self.bucket, Key=key)
+    def read_into(
+        self, key: str, file: BinaryIO, offset: int = 0, length: int | None = None
+    ) -> int:
+        """Stream the object (or ``length`` octets of it from ``offset``: a ranged GET) into
+        ``file`` ``READ`` octets at a time; octets written (fewer past the object's end)."""
+        ranged: dict[str, str] = {}
+        if length is not None:
+            if length <= 0:
+                return 0
+            ranged["Range"] = f"bytes={offset}-{offset + length - 1}"
+        elif offset:
+            ranged["Range"] = f"bytes={offset}-"
+        try:
+            reply = self._call("get_object", Bucket=self.bucket, Key=key, **ranged)
+        except BlobStoreUnavailable as e:
+            if ranged and _code(e.__cause__) == "InvalidRange":  # from past the end: nothing
+                return 0
+            raise
         written = 0
         body = reply["Body"]
         try:
@@ -212,15 +227,6 @@ class S3Blobs:
             return reply["Body"].read()
         except self._errors as e:
             raise BlobStoreUnavailable(f"object store read of {key} failed: {e}") from e
-
-    def read_range(self, key: str, offset: int, length: int) -> bytes:
-        """``length`` octets from ``offset`` (a ranged GET): a partial read of a large body."""
-        if length <= 0:
-            return b""
-        reply = self._call(
-            "get_object", Bucket=self.bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}"
-        )
-        return reply["Body"].read()
 
     def exists(self, key: str) -> bool:
         try:
