@@ -129,7 +129,9 @@ def test_an_unreachable_object_store_refuses_the_append_and_adds_no_row(
         access_key="k",
         secret_key="s",
     )
-    store = PostgresStore(postgres_dsn, SyncReactor(), SyncThreadPool(), blobs=S3Blobs(settings))
+    with pytest.raises(StoreError, match="bucket 'nowhere'"):  # a server checks at start
+        PostgresStore(postgres_dsn, SyncReactor(), SyncThreadPool(), blobs=S3Blobs(settings))
+    store = PostgresStore(postgres_dsn, SyncReactor(), None, blobs=S3Blobs(settings))
     try:
         box = result(store.open(USER, INBOX))
         for data in (MSG, MSG + b"y" * (2 << 20)):  # the one-statement and the streamed path

@@ -620,6 +620,8 @@ class PostgresStore:
         self.changes = ChangeBus()
         if migrate:
             self.upgrade()
+        if pool is not None and blobs is not None:
+            blobs.check()  # a server: a misconfigured bucket stops it at start, not at mail
         if pool is not None:
             # A server: LISTEN before the first session can look at a mailbox, so no change
             # falls between a session's SELECT and the notices it will hear. Blocking, like

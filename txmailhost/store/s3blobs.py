@@ -120,6 +120,17 @@ class S3Blobs:
         where = self.settings.endpoint or "AWS"
         return f"<S3Blobs {where} bucket={self.bucket!r} prefix={self.prefix!r}>"
 
+    def check(self) -> None:
+        """Fail now, saying why, when the bucket can't be reached (a wrong endpoint, bucket
+        name or credentials): at the server's start rather than at its first delivery."""
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except self._errors as e:
+            where = self.settings.endpoint or "AWS S3"
+            raise BlobStoreUnavailable(
+                f"object store: bucket {self.bucket!r} at {where} unusable: {e}"
+            ) from None
+
     def new_key(self) -> str:
         """A key no other object has or will have: the prefix and a random UUID."""
         return self.prefix + uuid.uuid4().hex
