@@ -303,3 +303,12 @@ def test_a_range_of_a_body_in_the_object_store_is_read_alone(store, postgres_dsn
     f, base = result(box.open_range(old, 3, 4))
     with f:
         assert base == 0 and f.read() == MSG
+
+
+def test_a_batch_of_bodies_is_fetched_whole_and_in_order(store):
+    uids = [_append(store, b"Subject: %d\r\n\r\nbody %d\r\n" % (i, i)) for i in range(12)]
+    box = result(store.open(USER, INBOX))
+    got = result(box.messages(uids, header=False, content=True))
+    assert [m.content for m in got] == [
+        b"Subject: %d\r\n\r\nbody %d\r\n" % (i, i) for i in range(12)
+    ]

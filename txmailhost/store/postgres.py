@@ -340,10 +340,10 @@ class PostgresMailbox:
                     (self.id, wanted),
                 ).fetchall()
                 bodies: dict[int, list[bytes]] = {}
-                if content:
-                    for r in rows:
-                        if r[7] is not None:  # in the object store: one GET each
-                            bodies[r[6]] = [self._store._need_blobs().read(r[7])]
+                objects = {r[6]: r[7] for r in rows if r[7] is not None} if content else {}
+                if objects:  # in the object store: GETs, several at once
+                    found = self._store._need_blobs().read_many(objects.values())
+                    bodies.update({mid: [found[key]] for mid, key in objects.items()})
                 if content and len(bodies) < len(rows):
                     for message_id, data in conn.execute(
                         "SELECT message_id, data FROM message_chunks"
@@ -696,6 +696,8 @@ class PostgresStore:
             connections, self._connections = self._connections, []
         for conn in connections:
             conn.close()
+        if self.blobs is not None:
+            self.blobs.close()
 
     def _notify(self, conn: Any, user: str, mailbox: str) -> None:
         """Tell the other nodes, when this transaction commits, that the mailbox changed."""
