@@ -264,15 +264,6 @@ class S3Blobs:
         if fetchers is not None:
             fetchers.shutdown(wait=False)
 
-    def exists(self, key: str) -> bool:
-        try:
-            self._client.head_object(Bucket=self.bucket, Key=key)
-        except self._errors as e:
-            if _code(e) in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise BlobStoreUnavailable(f"object store unavailable: {e}") from e
-        return True
-
     # -- deleting and listing ----------------------------------------------------------------
 
     def delete(self, keys: Iterable[str]) -> None:
