@@ -14,32 +14,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from bench.server import free_port, kill_tree, wait_for_port
+from bench.memory import status_kib
 from bench.stats import percentile
-from bench.web_latency import _TWISTD, USER, Client, populate
-
-
-def peak_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+from bench.web_latency import USER, Client, populate, serving
 
 
 def send(client: Client, subject: str, attachment: bytes | None = None) -> float:
@@ -76,35 +58,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         populate(data, 0)
-        ports = {name: free_port() for name in ("smtp", "web")}
-        listen = "\n".join(
-            f'{name} = "{f"tcp:{ports[name]}:interface=127.0.0.1" if name in ports else ""}"'
-            for name in ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s",
-                         "web", "web_redirect", "managesieve", "metrics")
-        )  # fmt: skip
         limit = (args.mib + 10) * 1024 * 1024
-        (data / "txmailhost.toml").write_text(
-            f'[server]\nhostname = "mx.bench.test"\n[listen]\n{listen}\n'
-            f"[smtp]\nmax_message_size = {limit}\n[mailauth]\ncheck_inbound = false\n"
-        )
-        server = subprocess.Popen(
-            [sys.executable, "-c", _TWISTD, "-n", "--pidfile=", f"--logfile={tmp}/log",
-             "txmailhost", "--data", str(data)],
-            start_new_session=True,
-        )  # fmt: skip
-        try:
-            wait_for_port("127.0.0.1", ports["web"], 60, lambda: server.poll() is None)
+        with serving(data, f"[smtp]\nmax_message_size = {limit}\n") as (server, ports):
             client = Client(ports["web"])
             client.login()
             times = sorted(send(client, f"text {i}") for i in range(args.sends))
             print(f"send, text: p50 {percentile(times, 50) * 1000:.1f} ms, "
                   f"p90 {percentile(times, 90) * 1000:.1f} ms ({args.sends} sends)")  # fmt: skip
-            before, peak_before = rss_kib(server.pid), peak_kib(server.pid)
+            before, peak_before = status_kib(server.pid, "VmRSS"), status_kib(server.pid, "VmHWM")
             took = send(client, "big", os.urandom(args.mib * 1024 * 1024))
-            print(f"send, {args.mib} MiB attachment: {took:.2f} s; RSS {before} -> "
-                  f"{rss_kib(server.pid)} KiB, peak {peak_before} -> {peak_kib(server.pid)} KiB")  # fmt: skip
-        finally:
-            kill_tree(server.pid)
+            after, peak_after = status_kib(server.pid, "VmRSS"), status_kib(server.pid, "VmHWM")
+            print(f"send, {args.mib} MiB attachment: {took:.2f} s; RSS {before} -> {after} KiB, "
+                  f"peak {peak_before} -> {peak_after} KiB")  # fmt: skip
     return 0
 
 

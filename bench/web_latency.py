@@ -18,6 +18,7 @@ on loopback:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import os
 import random
@@ -28,9 +29,11 @@ import sys
 import tempfile
 import time
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench import maildirs
+from bench.memory import status_kib
 from bench.server import free_port, kill_tree, wait_for_port
 from bench.stats import percentile
 
@@ -121,14 +124,6 @@ class Client:
         return time.perf_counter() - start
 
 
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def sse_latency(ports: dict[str, int], client: Client, rounds: int) -> list[float]:
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
@@ -193,6 +188,22 @@ def start(data: Path, ports: dict[str, int], settings: str = "") -> subprocess.P
     )  # fmt: skip
 
 
+@contextlib.contextmanager
+def serving(data: Path, settings: str = "") -> Iterator[tuple[subprocess.Popen, dict[str, int]]]:
+    """The real server (``start``) on free loopback SMTP and web ports until the block ends:
+    yields the process and its ports (``{"smtp": ..., "web": ...}``) once the web listener
+    accepts; the web benches (this one, ``web_paint``, ``web_compose``) all start it so."""
+    ports = {"smtp": free_port(), "web": free_port()}
+    while ports["web"] == ports["smtp"]:  # the kernel may hand out a released port again
+        ports["web"] = free_port()
+    server = start(data, ports, settings)
+    try:
+        wait_for_port("127.0.0.1", ports["web"], 60, lambda: server.poll() is None)
+        yield server, ports
+    finally:
+        kill_tree(server.pid)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
@@ -205,15 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         populate(data, args.messages)
         print(f"populated {args.messages} messages in {time.perf_counter() - started:.1f}s")
-        ports = {"smtp": free_port(), "web": free_port()}
-        while ports["web"] == ports["smtp"]:  # the kernel may hand out a released port again
-            ports["web"] = free_port()
-        server = start(data, ports, f"[web]\nmax_sessions = {args.sessions + 10}\n")
-        try:
-            wait_for_port("127.0.0.1", ports["web"], 60, lambda: server.poll() is None)
+        with serving(data, f"[web]\nmax_sessions = {args.sessions + 10}\n") as (server, ports):
             report(ports, server.pid, args)
-        finally:
-            kill_tree(server.pid)
     return 0
 
 
@@ -246,14 +250,14 @@ def report(ports: dict[str, int], pid: int, args: argparse.Namespace) -> None:
     # new mail came with the SSE rounds: the threads are grouped again (keys are kept)
     regroup = client.timed("/mail?view=threads", **fragment) * 1000
     print(f"threads after new mail (grouped again): {regroup:.1f} ms")
-    before = rss_kib(pid)
+    before = status_kib(pid, "VmRSS")
     clients = []
     for _ in range(args.sessions):
         other = Client(ports["web"])
         other.login()
         other.conn.close()
         clients.append(other)
-    after = rss_kib(pid)
+    after = status_kib(pid, "VmRSS")
     print(f"memory: {args.sessions} more sessions, RSS {before} -> {after} KiB: "
           f"{(after - before) / args.sessions:.1f} KiB a session")  # fmt: skip
     print(f"memory: one session in the table (tracemalloc): {session_bytes():.0f} bytes")

@@ -40,9 +40,8 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-from bench.server import free_port, kill_tree, wait_for_port
 from bench.stats import percentile
-from bench.web_latency import PASSWORD, USER, WORDS, Client, populate, start
+from bench.web_latency import PASSWORD, USER, WORDS, Client, populate, serving
 
 # Navigation and paint timing of the document, in ms from its navigation's start; null until
 # its load event has ended and its first contentful paint is reported. Polled from Python: in
@@ -297,16 +296,11 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         populate(data, args.messages)
         print(f"populated {args.messages} messages in {time.perf_counter() - started:.1f}s")
-        ports = {"smtp": free_port(), "web": free_port()}
-        while ports["web"] == ports["smtp"]:  # the kernel may hand out a released port again
-            ports["web"] = free_port()
-        # no content filters: the spam filter could file the newsletter in Junk
-        server = start(data, ports, "[filters]\nchain = []\n")
         try:
-            wait_for_port("127.0.0.1", ports["web"], 60, lambda: server.poll() is None)
-            report(ports, counter, args)
+            # no content filters: the spam filter could file the newsletter in Junk
+            with serving(data, "[filters]\nchain = []\n") as (_server, ports):
+                report(ports, counter, args)
         finally:
-            kill_tree(server.pid)
             counter.close()
     return 0
 

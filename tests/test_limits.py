@@ -36,3 +36,18 @@ def test_per_ip_and_total_limits_refuse_with_the_protocol_line_and_free_on_close
     p1.connectionLost(None)
     _p6, t6 = connect(limited, "192.0.2.1")
     assert t6.value() == b"hello\r\n"
+
+
+def test_a_worker_is_over_its_fair_share_only_clearly_above_the_least_busy_worker():
+    limited = LimitedFactory(Factory.forProtocol(Echo), "imap", b"* BYE busy\r\n", 1000, 1000)
+    for i in range(5):
+        connect(limited, f"192.0.2.{i}")
+    assert not limited.over_fair_share()  # alone: nobody to leave connections to
+    limited.peer_counts(1, "192.0.2.9", 4, 4)
+    assert not limited.over_fair_share()  # 5 against 4: within the slack of one
+    limited.peer_counts(1, "192.0.2.9", 3, 3)
+    assert limited.over_fair_share()  # 5 against 3
+    limited.peer_counts(2, "192.0.2.8", 9, 9)
+    assert limited.over_fair_share()  # the least busy worker is what counts
+    limited.peer_restarted(1)
+    assert not limited.over_fair_share()  # a restarted worker's old counts are void

@@ -67,6 +67,15 @@ class LimitedFactory(WrappingFactory):
         self._peer_total.pop(slot, None)
         self._peer_per_ip.pop(slot, None)
 
+    def over_fair_share(self) -> bool:
+        """Whether this worker holds clearly more of these connections than the least busy
+        live worker (``workers/accepting.py`` then lets that one accept first). The slack
+        (one connection, plus one per 16) keeps workers from deferring to each other over
+        counts the bus hasn't carried yet."""
+        if not self._peer_total:
+            return False
+        return self.total > min(self._peer_total.values()) + 1 + self.total // 16
+
     def _open(self, key: str) -> tuple[int, int]:
         """(connections in all, connections from ``key``), every worker counted."""
         total = self.total + sum(self._peer_total.values())

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,8 +30,8 @@ from txmailhost.config import Config
 from txmailhost.imap.notify import NotifyHub
 from txmailhost.imap.server import IMAPFactory
 from txmailhost.mailauth import dnsrecords
-from txmailhost.mailauth.keys import KeyStore
 from txmailhost.mailauth.resolver import MailAuthResolver
+from txmailhost.mailauth.sharedkeys import open_key_store
 from txmailhost.ops import control
 from txmailhost.ops.eventlog import log_path
 from txmailhost.ops.exposition import MetricsSite
@@ -280,7 +279,7 @@ def _admin_sources(parts: ServerParts) -> AdminSources:
     """The admin console's DKIM/DNS, event log and health pages read what the CLI's
     ``dkim list``, ``dns --check``, ``log grep`` and ``who`` read."""
     config = parts.config
-    keys = KeyStore(os.path.join(config.data_dir, "dkim"))
+    keys = open_key_store(config)
     logged = log_path(config)
     workers = max(1, config.workers)
     return AdminSources(

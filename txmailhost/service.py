@@ -100,6 +100,10 @@ class Listener(Service):
         self.privilegedStartService()  # when started without twistd (embedding, tests)
 
     def _listening(self, port: Any) -> None:
+        if self.adopt is not None:  # a worker among several on one socket
+            from txmailhost.workers.accepting import take_turns
+
+            port = take_turns(port)
         self.port = port
         host = port.getHost()
         log.info(
@@ -422,12 +426,20 @@ def build_accounts(config: Any, store: Any, reactor: Any, pool: ThreadPool) -> t
 
 
 def _build_srs(config: Any) -> Any:
-    """SRS for forwarded mail when ``[srs] domain`` is set (txmailhost/srs.py)."""
-    from txmailhost.srs import SRS, Keys
+    """SRS for forwarded mail when ``[srs] domain`` is set (txmailhost/srs.py); its keys are
+    those of every node (``srs_keys``) when they share a PostgreSQL store, else this node's
+    ``DATA/srs/keys``."""
+    from txmailhost.srs import SRS, Keys, SharedKeys
 
     if not config.srs.domain:
         return None
-    keys = Keys(os.path.join(config.data_dir, "srs", "keys"))
+    keys: Keys | SharedKeys
+    if config.store.backend == "postgres":
+        from txmailhost.store.pgstate import SharedState
+
+        keys = SharedKeys(SharedState(config.store.dsn))
+    else:
+        keys = Keys(os.path.join(config.data_dir, "srs", "keys"))
     keys.load()  # made now, at start, not on the first forwarded message
     return SRS(config.srs.domain, keys, config.srs.max_age_days)
 

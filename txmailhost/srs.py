@@ -21,6 +21,13 @@ SRS0 address). A forged, damaged or expired address is refused (``SRSError``; RC
 Keys live in ``DATA/srs/keys``, one per line, the first in use, the others still accepted:
 rotate by putting a new line first (``Keys.rotate``), drop an old one a month later. The
 file is made on first use with a random key, mode 0600.
+
+Several nodes behind one MX name must share the keys: node A rewrites a sender, and the bounce
+comes back to whichever node the MX records send it to. With ``[store] backend = "postgres"``
+the keys are the rows of ``srs_keys`` in the database every node shares (:class:`SharedKeys`),
+the newest signing; a node re-reads them every ``SharedKeys.REFRESH`` seconds, and at once
+(at most once a second) when an address fails to verify, so a key another node just made or
+rotated in is never the reason a bounce is refused.
 """
 
 from __future__ import annotations
@@ -30,8 +37,10 @@ import hashlib
 import hmac
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from txmailhost._safeio import makedirs_durably, write_atomic
 
@@ -72,6 +81,11 @@ class Keys:
         self._write(keys)
         self._keys = keys
 
+    def refresh(self) -> bool:
+        """Nothing to look at again: the file is this node's, and only this object writes it
+        while the server runs. (SharedKeys re-reads the database here.)"""
+        return False
+
     @staticmethod
     def _new() -> bytes:
         return secrets.token_hex(32).encode()
@@ -79,6 +93,66 @@ class Keys:
     def _write(self, keys: list[bytes]) -> None:
         makedirs_durably(os.path.dirname(self.path))
         write_atomic(self.path, b"\n".join(keys) + b"\n", mode=0o600)
+
+
+class SharedKeys:
+    """The HMAC keys of every node: rows of ``srs_keys`` in the shared database (``state``, a
+    ``store.pgstate.SharedState``); the newest signs, all of them verify. Blocking: called
+    from the accounts thread pool, as the file's ``Keys`` are."""
+
+    REFRESH = 30.0  # seconds a node signs and verifies with what it read last
+    RETRY = 1.0  # seconds between re-reads forced by addresses that don't verify
+
+    def __init__(self, state: Any, clock: Callable[[], float] = time.monotonic) -> None:
+        self._state = state
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._keys: list[bytes] = []
+        self._read_at = float("-inf")
+
+    def load(self) -> list[bytes]:
+        with self._lock:
+            if not self._keys or self._clock() - self._read_at >= self.REFRESH:
+                self._read()
+            return self._keys
+
+    def refresh(self) -> bool:
+        """Read the keys again unless that was done within ``RETRY`` seconds; True when they
+        changed (an address that failed to verify may verify now)."""
+        with self._lock:
+            if self._clock() - self._read_at < self.RETRY:
+                return False
+            before = self._keys
+            self._read()
+            return self._keys != before
+
+    def rotate(self) -> None:
+        """A new signing key for every node (each signs with it from its next read); the old
+        ones keep verifying until deleted from ``srs_keys``."""
+        with self._lock:
+            self._state.rows(
+                "INSERT INTO srs_keys (secret, created) VALUES (%s, %s)",
+                (Keys._new().decode(), time.time()),
+            )
+            self._read()
+
+    def _read(self) -> None:
+        # The first node to need a key makes it; the advisory lock (on this table's name)
+        # keeps two nodes starting together from making one each.
+        with self._state.transaction() as conn:
+            rows = conn.execute("SELECT secret FROM srs_keys ORDER BY id DESC").fetchall()
+            if not rows:
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext('srs_keys'))")
+                rows = conn.execute("SELECT secret FROM srs_keys ORDER BY id DESC").fetchall()
+            if not rows:
+                secret = Keys._new().decode()
+                conn.execute(
+                    "INSERT INTO srs_keys (secret, created) VALUES (%s, %s)",
+                    (secret, time.time()),
+                )
+                rows = [(secret,)]
+        self._keys = [row[0].encode() for row in rows]
+        self._read_at = self._clock()
 
 
 def _timestamp(now: float) -> str:
@@ -100,7 +174,7 @@ class SRS:
     def __init__(
         self,
         domain: str,
-        keys: Keys,
+        keys: Keys | SharedKeys,
         max_age_days: int = 21,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -115,10 +189,14 @@ class SRS:
         return base64.b32encode(digest).decode()[:HASH_LENGTH]
 
     def _check(self, given: str, *parts: str) -> None:
-        for key in self.keys.load():
-            if hmac.compare_digest(given.upper(), self._hash(key, *parts)):
-                return
+        if self._verifies(given, parts) or self.keys.refresh() and self._verifies(given, parts):
+            return  # the second try: a key another node made or rotated in since our read
         raise SRSError("the SRS signature does not match")
+
+    def _verifies(self, given: str, parts: tuple[str, ...]) -> bool:
+        return any(
+            hmac.compare_digest(given.upper(), self._hash(key, *parts)) for key in self.keys.load()
+        )
 
     def is_srs(self, local: str, domain: str) -> bool:
         """Is ``local@domain`` an address we may have written (ours, starting SRS0/SRS1)?"""

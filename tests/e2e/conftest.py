@@ -15,6 +15,7 @@ lines, or fail a login (the failures would slow or refuse the next tests' logins
 
 from __future__ import annotations
 
+import imaplib
 import re
 import shutil
 import ssl
@@ -33,6 +34,19 @@ def client_context() -> ssl.SSLContext:
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def imap_login(server: ServerProcess, user: str, password: str) -> bool:
+    """Whether IMAP (after STARTTLS) takes ``password`` for ``user`` now: what a change
+    made in the webmail or by the CLI means for a mail client."""
+    imap = imaplib.IMAP4("127.0.0.1", server.ports["imap"], timeout=30)
+    imap.starttls(ssl_context=client_context())
+    try:
+        imap.login(user, password)
+    except imaplib.IMAP4.error:
+        return False
+    imap.logout()
+    return True
 
 
 # What the log says when a login fails or is throttled (smtp/server.py, accounts/throttle.py).

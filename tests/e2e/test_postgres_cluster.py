@@ -14,6 +14,11 @@ but PostgreSQL: rows, row locks, and ``LISTEN/NOTIFY``. The tests:
   and the scripted files pass on a node of the cluster as they do on Maildir.
 - Failed logins from one address, one on each node, add up to the limit on all of them.
 
+Two more nodes (127.0.0.6 and .7, the ``pair`` fixture) check the state that used to live in
+each node's data directory: a bounce to an SRS address one node wrote is accepted and routed
+by the other; a Sieve script uploaded over ManageSieve to one node files mail the other
+delivers; a vacation reply goes to a sender once, whichever nodes deliver their mail.
+
 Skipped without PostgreSQL (tests/support/postgres.py); the imaptest test also without its
 build dependencies (tests/e2e/test_imaptest.py).
 """
@@ -51,6 +56,8 @@ class Node(ServerProcess):
     """A server bound to its own loopback address and named after it (the sink tells
     which node delivered by the EHLO name)."""
 
+    dsn = ""  # the database, for tests that read it directly
+
     def __init__(self, data_dir: str, host: str, extra_config: str) -> None:
         super().__init__(data_dir, extra_config)
         self.host = host
@@ -82,6 +89,7 @@ class Sink(socketserver.ThreadingTCPServer):
         self.deliveries: list[tuple[str, tuple[str, ...], bytes, float]] = []
         self.hold: dict[str, float] = {}  # EHLO name -> seconds to wait before the 354
         self.pending: dict[int, tuple[str, tuple[str, ...]]] = {}  # transactions in DATA
+        self.senders: list[tuple[str, tuple[str, ...]]] = []  # (MAIL FROM, recipients)
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
     @property
@@ -96,7 +104,7 @@ class _SinkSession(socketserver.StreamRequestHandler):
 
     def _session(self) -> None:
         sink: Sink = self.server  # type: ignore[assignment]
-        ehlo, rcpts = "", []
+        ehlo, rcpts, sender = "", [], ""
         self.wfile.write(b"220 sink.remote.test ESMTP\r\n")
         while line := self.rfile.readline():
             verb = line[:4].upper()
@@ -105,6 +113,7 @@ class _SinkSession(socketserver.StreamRequestHandler):
                 self.wfile.write(b"250-sink.remote.test\r\n250 8BITMIME\r\n")
             elif verb == b"MAIL":
                 rcpts = []
+                sender = line.split(b"<", 1)[1].split(b">", 1)[0].decode()
                 self.wfile.write(b"250 2.1.0 ok\r\n")
             elif verb == b"RCPT":
                 rcpts.append(line.split(b"<", 1)[1].split(b">", 1)[0].decode())
@@ -121,6 +130,7 @@ class _SinkSession(socketserver.StreamRequestHandler):
                     lines.append(part)
                 with sink.lock:
                     sink.deliveries.append((ehlo, tuple(rcpts), b"".join(lines), time.time()))
+                    sink.senders.append((sender, tuple(rcpts)))
                     del sink.pending[id(self)]
                 self.wfile.write(b"250 2.0.0 queued\r\n")
             elif verb == b"QUIT":
@@ -464,3 +474,178 @@ def test_failed_logins_on_three_nodes_add_up_to_one_limit(cluster: list[Node]):
             step=0.5,
         )
         assert "UNAVAILABLE" in refused
+
+
+# -- state that lived in each node's data directory --------------------------------------------
+# Two nodes are enough to show that what one node keeps (SRS keys, Sieve scripts, vacation
+# replies) is what the other uses; each test below fails with the per-node files.
+
+PAIR_HOSTS = ("127.0.0.6", "127.0.0.7")
+SRS_DOMAIN = "fwd.example.test"
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory, postgres_server, sink):  # noqa: F811
+    """Two nodes on one fresh database (store, accounts, queue) with SRS on, a remote domain
+    far.test whose MX is the sink, and the users of the tests below added once on node A."""
+    dns = DNSServer().start()
+    dns.add("far.test", "MX", "10 mx.far.test.")
+    dns.add("mx.far.test", "A", "127.0.0.1")
+    dsn = postgres_server.database()
+    extra = (
+        f'[store]\nbackend = "postgres"\naccounts = "postgres"\ndsn = "{dsn}"\n\n'
+        '[queue]\nbackend = "postgres"\nretry_min = 1\nretry_max = 2\n\n'
+        '[security]\nplaintext_auth_from = ["loopback"]\n\n'
+        f'[srs]\ndomain = "{SRS_DOMAIN}"\n\n'
+        f'[relay]\nnameservers = ["{dns.address}"]\ndns_timeout = 2\nport = {sink.port}\n'
+    )
+    root = tmp_path_factory.mktemp("pair")
+    nodes = [Node(str(root / f"node{i}"), host, extra) for i, host in enumerate(PAIR_HOSTS)]
+    try:
+        for node in nodes:
+            node.start()
+        for user in ("alice", "frank", "grace", "harry"):
+            nodes[0].add_user(f"{user}@example.test", PASSWORD)
+        nodes[0].cli("user", "forward", "alice@example.test", "bob@far.test", "--no-keep-copy")
+        nodes[0].cli("dkim", "init", "example.test")  # once, on node A, for every node
+        nodes[0].dsn = dsn
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+        dns.stop()
+        postgres_server.drop(dsn)
+
+
+def _smtp(node: Node, sender: str, recipient: str, message: str) -> None:
+    with smtplib.SMTP(node.host, node.ports["smtp"], timeout=30) as s:
+        s.sendmail(sender, [recipient], message.encode())
+
+
+def _upload(node: Node, user: str, script: str) -> None:
+    """PUTSCRIPT + SETACTIVE over ManageSieve (sievelib, PLAIN: loopback) on ``node``."""
+    from sievelib.managesieve import Client
+
+    client = Client(node.host, node.ports["managesieve"])
+    assert client.connect(user, PASSWORD, authmech="PLAIN"), client.errmsg
+    assert client.putscript("main", script), client.errmsg
+    assert client.setactive("main"), client.errmsg
+    client.logout()
+
+
+def _subjects(node: Node, user: str, mailbox: str = "INBOX") -> list[str]:
+    imap = node.imap(user)
+    try:
+        typ, _ = imap.select(mailbox, readonly=True)
+        if typ != "OK":
+            return []
+        typ, data = imap.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        return [
+            p[1].decode().split(":", 1)[1].strip()
+            for p in data
+            if isinstance(p, tuple) and b":" in p[1]
+        ]
+    finally:
+        imap.logout()
+
+
+def test_a_bounce_to_an_srs_address_of_one_node_is_accepted_and_routed_by_another(
+    pair: list[Node], sink: Sink
+):
+    a, b = pair
+    _smtp(a, "carol@far.test", "alice@example.test",
+          "From: carol@far.test\r\nSubject: forward me\r\n\r\nhi\r\n")  # fmt: skip
+
+    def forwarded() -> str | None:
+        with sink.lock:
+            found = [f for f, rcpts in sink.senders if rcpts == ("bob@far.test",)]
+        return found[0] if found else None
+
+    srs_address = wait_for(forwarded, timeout=30)
+    assert srs_address.startswith("SRS0=") and srs_address.endswith(f"=far.test=carol@{SRS_DOMAIN}")
+    # The bounce comes back to the other node (any node behind the MX).
+    with smtplib.SMTP(b.host, b.ports["smtp"], timeout=30) as s:
+        s.ehlo("mx.far.test")
+        s.mail("<>")
+        forged = srs_address.replace("=far.test=", "=evil.test=")
+        assert s.rcpt(forged)[0] == 550
+        assert s.rcpt(srs_address)[0] == 250
+        code, _ = s.data(b"From: MAILER-DAEMON@far.test\r\nSubject: srs bounce\r\n\r\nno\r\n")
+        assert code == 250
+
+    def bounced() -> bool:
+        with sink.lock:
+            return any(
+                rcpts == ("carol@far.test",) and b"Subject: srs bounce" in body
+                for _, rcpts, body, _ in sink.deliveries
+            )
+
+    assert wait_for(bounced, timeout=30)
+
+
+@pytest.mark.filterwarnings("ignore:Credentials are sent over an unencrypted connection")
+def test_a_sieve_script_uploaded_to_one_node_files_mail_delivered_by_another(pair: list[Node]):
+    a, b = pair
+    _upload(a, "frank@example.test",
+            'require ["fileinto", "mailbox"];\r\n'
+            'if header :contains "subject" "[lists]" { fileinto :create "Lists"; }\r\n')  # fmt: skip
+    _smtp(b, "carol@far.test", "frank@example.test",
+          "From: carol@far.test\r\nTo: frank@example.test\r\nSubject: [lists] weekly\r\n\r\nx\r\n")  # fmt: skip
+    _smtp(b, "carol@far.test", "frank@example.test",
+          "From: carol@far.test\r\nTo: frank@example.test\r\nSubject: personal\r\n\r\nx\r\n")  # fmt: skip
+    assert _subjects(a, "frank@example.test", "Lists") == ["[lists] weekly"]
+    assert _subjects(b, "frank@example.test") == ["personal"]
+
+
+@pytest.mark.filterwarnings("ignore:Credentials are sent over an unencrypted connection")
+def test_vacation_answers_a_sender_once_whichever_nodes_deliver(pair: list[Node]):
+    a, b = pair
+    away = 'require "vacation";\r\nvacation :days 1 :subject "Away" "Back on Monday.";\r\n'
+    # Uploaded through both nodes (as a user of per-node scripts would have to): the memory
+    # of whom was answered, not the script, is what this test is about.
+    _upload(a, "grace@example.test", away)
+    _upload(b, "grace@example.test", away)
+    for n, node in enumerate((a, b, a, b)):
+        _smtp(node, "harry@example.test", "grace@example.test",
+              f"From: harry@example.test\r\nTo: grace@example.test\r\nSubject: note {n}\r\n"
+              f"Message-ID: <note{n}@example.test>\r\n\r\nx\r\n")  # fmt: skip
+    assert wait_for(lambda: len(_subjects(a, "grace@example.test")) == 4, timeout=30)
+    assert wait_for(lambda: _subjects(b, "harry@example.test"), timeout=30) == ["Away"]
+    time.sleep(1.5)  # a second reply, from the other node, would be in by now
+    assert _subjects(a, "harry@example.test") == ["Away"]
+
+
+def test_mail_submitted_to_one_node_is_signed_with_the_dkim_key_made_on_another(
+    pair: list[Node], sink: Sink
+):
+    """``dkim init`` ran on node A (the fixture); harry submits through node B: the message
+    carries both signatures of that key, and they verify against its published records."""
+    import dkim
+
+    from txmailhost.mailauth.sharedkeys import SharedKeyStore
+    from txmailhost.store.pgstate import SharedState
+
+    a, b = pair
+    with smtplib.SMTP(b.host, b.ports["submission"], timeout=30) as s:
+        s.login("harry@example.test", PASSWORD)
+        s.sendmail("harry@example.test", ["dana@far.test"],
+                   "From: harry@example.test\r\nTo: dana@far.test\r\nSubject: signed?\r\n"
+                   "Message-ID: <signed@example.test>\r\n\r\nhello\r\n")  # fmt: skip
+
+    def arrived() -> bytes | None:
+        with sink.lock:
+            found = [m for _, rcpts, m, _ in sink.deliveries if rcpts == ("dana@far.test",)]
+        return found[0] if found else None
+
+    message = wait_for(arrived, timeout=30)
+    assert message.count(b"DKIM-Signature:") == 2
+    state = SharedState(a.dsn)
+    try:
+        records = {
+            f"{k.selector}._domainkey.example.test.".encode(): k.txt_record().encode()
+            for k in SharedKeyStore(state).published("example.test")
+        }
+    finally:
+        state.close()
+    assert len(records) == 2
+    assert dkim.verify(message, dnsfunc=lambda name, timeout=5: records.get(name))

@@ -18,37 +18,23 @@ import threading
 import time
 from email.message import EmailMessage
 
-import pytest
-
-from tests.e2e.conftest import PASSWORD, start_from_template
+from tests.e2e.conftest import PASSWORD
 from tests.support.browser import (  # skips the module without Selenium
     BROWSER_MARKS,
     By,
     Keys,
-    chromium,
     click,
     log_in,
+    module_browser,  # noqa: F401 - the ``browser`` fixture
     page_errors,
     text_of,
     wait,
+    web_base,
 )
 from tests.web.xss_corpus import VECTORS
 
 pytestmark = BROWSER_MARKS
 ALICE = "alice@example.test"
-
-
-@pytest.fixture(scope="module")
-def web_server(server_template, tmp_path_factory):
-    server = start_from_template(server_template, str(tmp_path_factory.mktemp("br") / "data"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as driver:
-        yield driver
 
 
 class Tracker:
@@ -99,8 +85,8 @@ def _message(subject: str, text: str, html: str | None = None) -> EmailMessage:
     return message
 
 
-def test_log_in_by_keyboard_see_the_inbox_and_get_new_mail_without_reload(web_server, browser):
-    base = f"https://127.0.0.1:{web_server.ports['web']}"
+def test_log_in_by_keyboard_see_the_inbox_and_get_new_mail_without_reload(shared_server, browser):
+    base = web_base(shared_server)
     browser.get(base + "/")
     assert browser.current_url == base + "/login"
     browser.find_element(By.ID, "username").send_keys(ALICE)  # autofocused
@@ -109,7 +95,7 @@ def test_log_in_by_keyboard_see_the_inbox_and_get_new_mail_without_reload(web_se
     wait(lambda: "Inbox" in text_of(browser, "folder-list"), what="the folders")
     assert browser.execute_script("return window.htmx && window.htmx.version") == "2.0.11"
 
-    _send(web_server, _message("pushed without reload", "hello"))
+    _send(shared_server, _message("pushed without reload", "hello"))
 
     wait(
         lambda: "pushed without reload" in text_of(browser, "message-list"),
@@ -121,9 +107,9 @@ def test_log_in_by_keyboard_see_the_inbox_and_get_new_mail_without_reload(web_se
 
 
 def test_hostile_html_mail_runs_no_script_and_loads_nothing_until_images_are_allowed(
-    web_server, browser
+    shared_server, browser
 ):
-    tls = os.path.join(web_server.data_dir, "tls")
+    tls = os.path.join(shared_server.data_dir, "tls")
     tracker = Tracker(os.path.join(tls, "cert.pem"), os.path.join(tls, "key.pem"))
     try:
         own = [
@@ -139,8 +125,8 @@ def test_hostile_html_mail_runs_no_script_and_loads_nothing_until_images_are_all
         ]
         corpus = [v.replace("http://xss.example", tracker.url) for v in VECTORS]
         html = "<p>Hostile test</p>" + "".join(own + corpus)
-        _send(web_server, _message("hostile html", "text", html))
-        base = f"https://127.0.0.1:{web_server.ports['web']}"
+        _send(shared_server, _message("hostile html", "text", html))
+        base = web_base(shared_server)
         browser.get(base + "/mail")
         click(browser, "hostile html")
         frame = browser.find_element(By.CSS_SELECTOR, "iframe.body")
@@ -166,14 +152,14 @@ def _logged_in(browser, base: str) -> None:
     log_in(browser, base, ALICE, PASSWORD)
 
 
-def test_compose_with_an_attachment_and_the_recipient_receives_it(web_server, browser, tmp_path):
+def test_compose_with_an_attachment_and_the_recipient_receives_it(shared_server, browser, tmp_path):
     import email
     import email.policy
     import imaplib
 
     from tests.e2e.conftest import client_context
 
-    base = f"https://127.0.0.1:{web_server.ports['web']}"
+    base = web_base(shared_server)
     _logged_in(browser, base)
     click(browser, "Compose")
     wait(lambda: browser.current_url.startswith(base + "/compose"), what="the compose page")
@@ -189,7 +175,7 @@ def test_compose_with_an_attachment_and_the_recipient_receives_it(web_server, br
 
     deadline = time.time() + 15
     while True:
-        imap = imaplib.IMAP4("127.0.0.1", web_server.ports["imap"], timeout=30)
+        imap = imaplib.IMAP4("127.0.0.1", shared_server.ports["imap"], timeout=30)
         imap.starttls(ssl_context=client_context())
         imap.login("bob@example.test", PASSWORD)
         count = int(imap.select("INBOX")[1][0])
@@ -207,9 +193,9 @@ def test_compose_with_an_attachment_and_the_recipient_receives_it(web_server, br
     assert page_errors(browser) == []
 
 
-def test_search_mark_spam_and_an_admin_creates_a_user_who_logs_in(web_server, browser):
-    base = f"https://127.0.0.1:{web_server.ports['web']}"
-    _send(web_server, _message("zebra crossing notes", "about zebras"))
+def test_search_mark_spam_and_an_admin_creates_a_user_who_logs_in(shared_server, browser):
+    base = web_base(shared_server)
+    _send(shared_server, _message("zebra crossing notes", "about zebras"))
     _logged_in(browser, base)
     wait(lambda: "zebra crossing" in text_of(browser, "message-list"), what="the message")
     search = browser.find_element(By.ID, "search-q")
@@ -222,7 +208,7 @@ def test_search_mark_spam_and_an_admin_creates_a_user_who_logs_in(web_server, br
     browser.get(base + "/mail?folder=Junk")
     wait(lambda: "zebra crossing" in text_of(browser, "message-list"), what="the message in Junk")
 
-    web_server.cli("user", "admin", ALICE, "on")
+    shared_server.cli("user", "admin", ALICE, "on")
     browser.get(base + "/settings")
     click(browser, "Admin console")
     browser.find_element(By.ID, "user-address").send_keys("erin@example.test")
@@ -239,14 +225,14 @@ def test_search_mark_spam_and_an_admin_creates_a_user_who_logs_in(web_server, br
     assert page_errors(browser) == []
 
 
-def test_the_threads_view_groups_a_conversation_and_expands_it(web_server, browser):
-    base = f"https://127.0.0.1:{web_server.ports['web']}"
+def test_the_threads_view_groups_a_conversation_and_expands_it(shared_server, browser):
+    base = web_base(shared_server)
     first = _message("kayak trip", "shall we?")
     first["Message-ID"] = "<kayak-1@remote.test>"
     reply = _message("Re: kayak trip", "yes, Sunday")
     reply["Message-ID"], reply["References"] = "<kayak-2@remote.test>", "<kayak-1@remote.test>"
-    _send(web_server, first)
-    _send(web_server, reply)
+    _send(shared_server, first)
+    _send(shared_server, reply)
     _logged_in(browser, base)
     wait(lambda: "Re: kayak trip" in text_of(browser, "message-list"), what="the reply")
     click(browser, "Threads")
@@ -264,9 +250,11 @@ def test_the_threads_view_groups_a_conversation_and_expands_it(web_server, brows
     assert page_errors(browser) == []
 
 
-def test_the_admin_consoles_pages_are_reached_by_their_links_and_load_cleanly(web_server, browser):
-    base = f"https://127.0.0.1:{web_server.ports['web']}"
-    web_server.cli("user", "admin", ALICE, "on")
+def test_the_admin_consoles_pages_are_reached_by_their_links_and_load_cleanly(
+    shared_server, browser
+):
+    base = web_base(shared_server)
+    shared_server.cli("user", "admin", ALICE, "on")
     _logged_in(browser, base)
     browser.get(base + "/admin")
     for link, heading, content in (

@@ -10,51 +10,22 @@ import smtplib
 import time
 from email.message import EmailMessage
 
-import pytest
-
-from tests.e2e.conftest import PASSWORD, client_context, start_from_template
+from tests.e2e.conftest import PASSWORD, client_context, imap_login
 from tests.support.browser import (  # skips the module without Selenium
     BROWSER_MARKS,
     By,
-    chromium,
     click,
     log_in,
+    module_browser,  # noqa: F401 - the ``browser`` fixture
     page_errors,
     text_of,
     wait,
+    web_base,
 )
 
 pytestmark = BROWSER_MARKS
 ALICE = "alice@example.test"
 H = "127.0.0.1"
-
-
-@pytest.fixture(scope="module")
-def web_server(server_template, tmp_path_factory):
-    server = start_from_template(server_template, str(tmp_path_factory.mktemp("brs") / "data"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as driver:
-        yield driver
-
-
-def _base(server) -> str:
-    return f"https://127.0.0.1:{server.ports['web']}"
-
-
-def _imap_login(server, user: str, password: str) -> bool:
-    imap = imaplib.IMAP4(H, server.ports["imap"], timeout=30)
-    imap.starttls(ssl_context=client_context())
-    try:
-        imap.login(user, password)
-    except imaplib.IMAP4.error:
-        return False
-    imap.logout()
-    return True
 
 
 def _main(browser) -> str:
@@ -71,10 +42,10 @@ def _type(browser, element_id: str, value: str) -> None:
     field.send_keys(value)
 
 
-def test_a_user_changes_their_password_in_the_settings_page(web_server, browser):
+def test_a_user_changes_their_password_in_the_settings_page(shared_server, browser):
     user, old, new = "carol@example.test", "carols-first-password-1", "carols-second-password-2"
-    web_server.cli("user", "add", user, "--password-file", "-", stdin=old + "\n")
-    base = _base(web_server)
+    shared_server.cli("user", "add", user, "--password-file", "-", stdin=old + "\n")
+    base = web_base(shared_server)
     log_in(browser, base, user, old)
     browser.get(base + "/settings")
     _type(browser, "old", old)
@@ -82,8 +53,8 @@ def test_a_user_changes_their_password_in_the_settings_page(web_server, browser)
     _type(browser, "again", new)
     _button(browser, "Change password")
     wait(lambda: "Password changed" in _main(browser), what="the password changed notice")
-    assert _imap_login(web_server, user, new)
-    assert not _imap_login(web_server, user, old)
+    assert imap_login(shared_server, user, new)
+    assert not imap_login(shared_server, user, old)
     # and the webmail takes the new one at the next login
     browser.find_element(By.XPATH, "//header//button[text()='Log out']").click()
     wait(lambda: browser.current_url.startswith(base + "/login"), what="the login page")
@@ -92,8 +63,8 @@ def test_a_user_changes_their_password_in_the_settings_page(web_server, browser)
     assert page_errors(browser) == []
 
 
-def test_an_app_password_is_made_used_by_imap_and_revoked(web_server, browser):
-    base = _base(web_server)
+def test_an_app_password_is_made_used_by_imap_and_revoked(shared_server, browser):
+    base = web_base(shared_server)
     log_in(browser, base, ALICE, PASSWORD)
     browser.get(base + "/settings")
     _type(browser, "app-name", "Phone")
@@ -101,18 +72,18 @@ def test_an_app_password_is_made_used_by_imap_and_revoked(web_server, browser):
     wait(lambda: text_of(browser, "new-app-password").strip(), what="the new app password")
     secret = text_of(browser, "new-app-password").strip()
     assert "Phone" in _main(browser) and "never" in _main(browser)  # listed, not used yet
-    assert _imap_login(web_server, ALICE, secret)
+    assert imap_login(shared_server, ALICE, secret)
 
     browser.get(base + "/settings")
     assert not text_of(browser, "new-app-password")  # shown once only
     browser.find_element(By.XPATH, "//main//button[normalize-space()='Revoke Phone']").click()
     wait(lambda: "App password revoked" in _main(browser), what="the revoked notice")
-    assert not _imap_login(web_server, ALICE, secret)
+    assert not imap_login(shared_server, ALICE, secret)
     assert page_errors(browser) == []
 
 
-def test_the_away_reply_is_turned_on_and_off_in_the_settings_page(web_server, browser):
-    base = _base(web_server)
+def test_the_away_reply_is_turned_on_and_off_in_the_settings_page(shared_server, browser):
+    base = web_base(shared_server)
     log_in(browser, base, ALICE, PASSWORD)
     browser.get(base + "/settings")
     assert "The away reply is off" in _main(browser)
@@ -121,7 +92,7 @@ def test_the_away_reply_is_turned_on_and_off_in_the_settings_page(web_server, br
     _type(browser, "vac-days", "3")
     _button(browser, "Turn the away reply on")
     wait(lambda: "The away reply is on" in _main(browser), what="the away reply on")
-    assert web_server.cli("user", "vacation", ALICE).stdout.strip() == f"{ALICE}: vacation on"
+    assert shared_server.cli("user", "vacation", ALICE).stdout.strip() == f"{ALICE}: vacation on"
     click(browser, "Filter rules (Sieve)")
     click(browser, "vacation")
     script = browser.find_element(By.ID, "script-text").get_attribute("value")
@@ -130,7 +101,7 @@ def test_the_away_reply_is_turned_on_and_off_in_the_settings_page(web_server, br
     browser.get(base + "/settings")
     _button(browser, "Turn the away reply off")
     wait(lambda: "The away reply is off" in _main(browser), what="the away reply off")
-    assert web_server.cli("user", "vacation", ALICE).stdout.strip() == f"{ALICE}: vacation off"
+    assert shared_server.cli("user", "vacation", ALICE).stdout.strip() == f"{ALICE}: vacation off"
     assert page_errors(browser) == []
 
 
@@ -148,8 +119,8 @@ def _junk_subjects(server) -> list[str]:
     return subjects
 
 
-def test_a_sieve_rule_typed_in_the_editor_is_saved_and_files_new_mail(web_server, browser):
-    base = _base(web_server)
+def test_a_sieve_rule_typed_in_the_editor_is_saved_and_files_new_mail(shared_server, browser):
+    base = web_base(shared_server)
     log_in(browser, base, ALICE, PASSWORD)
     browser.get(base + "/settings/sieve")
     _type(browser, "script-name", "rules")
@@ -169,10 +140,10 @@ def test_a_sieve_rule_typed_in_the_editor_is_saved_and_files_new_mail(web_server
     message["From"], message["To"] = "someone@remote.test", ALICE
     message["Subject"] = "You won the lottery"
     message.set_content("claim now")
-    with smtplib.SMTP(H, web_server.ports["smtp"], timeout=30) as s:
+    with smtplib.SMTP(H, shared_server.ports["smtp"], timeout=30) as s:
         s.send_message(message)
     deadline = time.time() + 15
-    while "You won the lottery" not in _junk_subjects(web_server):
+    while "You won the lottery" not in _junk_subjects(shared_server):
         assert time.time() < deadline, "the rule did not file the message"
         time.sleep(0.2)
     assert page_errors(browser) == []

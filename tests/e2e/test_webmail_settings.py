@@ -10,7 +10,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from tests.e2e.conftest import PASSWORD, client_context
+from tests.e2e.conftest import PASSWORD, client_context, imap_login
 from tests.support.web import Browser
 
 H = "127.0.0.1"
@@ -25,17 +25,6 @@ def logged_in(server, user: str = ALICE, password: str = PASSWORD, agent: str = 
     page = browser.post("/login", fields, headers={"User-Agent": agent})
     assert page.status == 200, page.text[:300]
     return browser
-
-
-def imap_login(server, user: str, password: str) -> bool:
-    imap = imaplib.IMAP4(H, server.ports["imap"], timeout=30)
-    imap.starttls(ssl_context=client_context())
-    try:
-        imap.login(user, password)
-    except imaplib.IMAP4.error:
-        return False
-    imap.logout()
-    return True
 
 
 def imap_subjects(server, user: str, folder: str = "INBOX", wait: int = 0) -> list[str]:

@@ -28,18 +28,22 @@ from tests.support.workers import children, worker_of
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def workers_server(server_template: str, tmp_path):
+def _two_workers(server_template: str, tmp_path, security: str):
+    """A server with ``workers = 2`` and ``security`` lines in its [security] section."""
     import shutil
 
     data_dir = str(tmp_path / "data")
     shutil.copytree(server_template, data_dir, symlinks=True)
-    extra = "[security]\nlogin_failures_per_ip = 4\n"
-    proc = ServerProcess(data_dir, extra, workers=2)
+    proc = ServerProcess(data_dir, f"[security]\n{security}\n", workers=2)
     proc.write_config()
     proc.start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def workers_server(server_template: str, tmp_path):
+    yield from _two_workers(server_template, tmp_path, "login_failures_per_ip = 4")
 
 
 def _workers(server: ServerProcess) -> list[int]:
@@ -279,15 +283,7 @@ def test_who_lists_the_sessions_of_every_worker(workers_server):
 
 @pytest.fixture
 def limited_server(server_template: str, tmp_path):
-    import shutil
-
-    data_dir = str(tmp_path / "data")
-    shutil.copytree(server_template, data_dir, symlinks=True)
-    proc = ServerProcess(data_dir, "[security]\nmax_connections_per_ip = 3\n", workers=2)
-    proc.write_config()
-    proc.start()
-    yield proc
-    proc.stop()
+    yield from _two_workers(server_template, tmp_path, "max_connections_per_ip = 3")
 
 
 def test_the_per_address_connection_limit_is_the_servers_not_each_workers(limited_server):
@@ -310,6 +306,51 @@ def test_the_per_address_connection_limit_is_the_servers_not_each_workers(limite
     again.logout()
     for client in held:
         client.logout()
+
+
+@pytest.fixture
+def roomy_server(server_template: str, tmp_path):
+    yield from _two_workers(server_template, tmp_path, "max_connections_per_ip = 500")
+
+
+def test_new_connections_go_to_the_worker_holding_fewer(roomy_server):
+    """30 clients connect while one worker is stopped (SIGSTOP), so the other takes them all;
+    once both run, the next 30 go to the one holding none (workers/accepting.py: a worker
+    clearly over its share leaves the socket to the others for a moment). Without that the
+    kernel's wake-ups split them about evenly, and the first worker kept twice the load."""
+    import socket
+
+    server = roomy_server
+    pids = _workers(server)
+    for client in _one_per_worker(server, _imap(server)).values():
+        client.logout()  # both workers are up and accepting
+    busy, idle = pids
+
+    def connect(count: int) -> list[socket.socket]:
+        opened = []
+        for _ in range(count):
+            client = socket.create_connection(("127.0.0.1", server.ports["imap"]), timeout=30)
+            opened.append(client)
+        for client in opened:
+            assert client.recv(100).startswith(b"* OK")  # accepted and greeted
+        return opened
+
+    os.kill(idle, signal.SIGSTOP)
+    try:
+        first = connect(30)
+    finally:
+        os.kill(idle, signal.SIGCONT)
+    clients = list(first)
+    try:
+        assert [worker_of(c, pids) for c in first].count(busy) == 30
+        time.sleep(0.5)  # the counts cross the bus
+        second = connect(30)
+        clients += second
+        went_idle = [worker_of(c, pids) for c in second].count(idle)
+        assert went_idle >= 24, f"{went_idle} of 30 new connections went to the idle worker"
+    finally:
+        for client in clients:
+            client.close()
 
 
 def test_the_metrics_page_adds_up_every_workers_counts(workers_server):

@@ -78,3 +78,65 @@ def test_verify_only_before_copying_finds_everything_missing(tmp_path, postgres_
     argv = ["--data", data, "migrate", "maildir-to-postgres", "--dsn", postgres_dsn]
     assert main([*argv, "--verify-only"]) == 1
     assert f"MISMATCH: account {ALICE} is not in the database" in capsys.readouterr().out
+
+
+def test_srs_dkim_keys_sieve_scripts_and_running_vacations_move_into_the_database(
+    tmp_path,
+    postgres_dsn,  # noqa: F811
+    capsys,
+):
+    """What a PostgreSQL store keeps in the database and one node kept in DATA: the SRS keys
+    (the file's first one still signs), the DKIM keys (the same key signs), the scripts with
+    the active mark, and the vacation replies still running, so no sender is answered again
+    after the move."""
+    from txmailhost.sieve.scripts import ScriptStore
+    from txmailhost.sieve.shared import SharedResponseLog, SharedScriptStore
+    from txmailhost.sieve.vacation import ResponseLog
+    from txmailhost.srs import SRS, Keys, SharedKeys
+    from txmailhost.store.pgstate import SharedState
+
+    data, _ = installation(tmp_path)
+    keys = Keys(f"{data}/srs/keys")
+    keys.load()
+    keys.rotate()  # two keys; the first line signs
+    before = SRS("fwd.example.test", keys).forward("carol@far.test").rpartition("@")[0]
+    files = ScriptStore(f"{data}/sieve")
+    files.put(ALICE, "main", 'require "vacation";\r\nvacation "Away.";\r\n')
+    files.put(ALICE, "spare", "keep;\r\n")
+    files.set_active(ALICE, "main")
+    assert ResponseLog().claim(files.user_directory(ALICE), "bob@far.test", "h", 86400)
+
+    assert main(["--data", data, "dkim", "init", "example.test"]) == 0
+    capsys.readouterr()
+
+    argv = ["--data", data, "migrate", "maildir-to-postgres", "--dsn", postgres_dsn]
+    assert main(argv) == 0
+    assert (
+        "SRS keys and Sieve: {'srs_keys': 2, 'dkim_selectors': 1, 'scripts': 2, 'vacation': 1}"
+        in capsys.readouterr().out
+    )
+    state = SharedState(postgres_dsn)
+    try:
+        shared = SRS("fwd.example.test", SharedKeys(state))
+        assert shared.reverse(before) == "carol@far.test"
+        assert shared.forward("carol@far.test").rpartition("@")[0] == before  # same signer
+        scripts = SharedScriptStore(state, f"{data}/sieve")
+        assert [(s.name, s.active) for s in scripts.list(ALICE)] == [
+            ("main", True),
+            ("spare", False),
+        ]
+        assert not SharedResponseLog(state).claim(ALICE, "bob@far.test", "h", 86400)
+        from txmailhost.mailauth.keys import KeyStore
+        from txmailhost.mailauth.sharedkeys import SharedKeyStore
+
+        assert SharedKeyStore(state).keys("example.test") == KeyStore(f"{data}/dkim").keys(
+            "example.test"
+        )
+        assert main(argv) == 0
+        again = capsys.readouterr().out
+        assert "'srs_keys': 0, 'dkim_selectors': 0, 'scripts': 0, 'vacation': 0" in again
+        state.rows("UPDATE sieve_scripts SET script = 'stop;' WHERE name = 'spare'")
+        assert main([*argv, "--verify-only"]) == 1
+        assert f"MISMATCH: {ALICE}: Sieve script 'spare'" in capsys.readouterr().out
+    finally:
+        state.close()

@@ -361,3 +361,34 @@ def test_the_object_id_step_gives_old_rows_ids_and_their_internaldate_as_save_da
         assert origins[1].emailid.startswith("M") and result(box.status()).mailboxid
     finally:
         store.close()
+
+
+def test_a_dropped_store_stops_listening_without_close(postgres_dsn):  # noqa: F811
+    """An embedding application may drop a store without ``close()``: its LISTEN thread
+    holds it only weakly, so the store goes and its LISTEN connection with it."""
+    import gc
+    import time
+    import weakref
+
+    import psycopg
+
+    def listening_backends() -> int:
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            return admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND query LIKE 'LISTEN %%' AND pid <> pg_backend_pid()"
+            ).fetchone()[0]
+
+    store = make_store(postgres_dsn)
+    result(store.provision(USER))
+    result(store.open(USER, INBOX)).watch(lambda: None)
+    assert store._listener.ready.wait(30)
+    assert listening_backends() == 1
+    gone = weakref.ref(store)
+    del store
+    gc.collect()
+    assert gone() is None
+    deadline = time.monotonic() + 30  # a bound for a stuck test; it takes half a second
+    while listening_backends() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert listening_backends() == 0

@@ -33,8 +33,8 @@ BROWSER_MARKS = [
     pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs chromium and chromedriver"),
 ]
 
-__all__ = ["BROWSER_MARKS", "By", "Keys", "chromium", "click", "log_in", "page_errors",
-           "text_of", "wait"]  # fmt: skip
+__all__ = ["BROWSER_MARKS", "By", "Keys", "chromium", "click", "log_in", "module_browser",
+           "page_errors", "text_of", "wait", "web_base"]  # fmt: skip
 
 
 @contextmanager
@@ -54,6 +54,19 @@ def chromium() -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture(scope="module", name="browser")
+def module_browser() -> Iterator[Any]:
+    """The ``browser`` fixture: one Chromium for the tests of a module, which imports this
+    (with the server, ``shared_server`` of tests/e2e/conftest.py)."""
+    with chromium() as driver:
+        yield driver
+
+
+def web_base(server: Any) -> str:
+    """The webmail's address on a test server (``tests/support/server.py``'s process)."""
+    return f"https://127.0.0.1:{server.ports['web']}"
 
 
 def wait(condition: Callable[[], Any], timeout: float = 15, what: str = "") -> None:

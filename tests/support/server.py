@@ -23,8 +23,11 @@ LABELS = (
 
 
 class ServerProcess:
-    def __init__(self, data_dir: str, extra_config: str = "", workers: int = 1) -> None:
+    def __init__(
+        self, data_dir: str, extra_config: str = "", workers: int = 1, reactor: str | None = None
+    ) -> None:
         self.data_dir = str(data_dir)
+        self.reactor = reactor  # twistd --reactor (bench/pg_driver.py: "asyncio"); None: default
         self.log_path = self.data_dir + ".log"
         self.extra_config = extra_config
         self.workers = workers  # [server] workers: > 1 runs a supervisor and worker processes
@@ -53,6 +56,7 @@ class ServerProcess:
                 "-n",
                 "--pidfile=",
                 f"--logfile={self.log_path}",
+                *([f"--reactor={self.reactor}"] if self.reactor else []),
                 "txmailhost",
                 "--data",
                 self.data_dir,

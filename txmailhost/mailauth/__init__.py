@@ -5,6 +5,8 @@ What it owns:
   of this asks, from worker threads only.
 - ``keys.py``: DKIM keys per domain, an Ed25519 and an RSA-2048 key per selector, in
   ``DATA/dkim/DOMAIN/`` (files mode 0600), with the active selector and rotation.
+  ``sharedkeys.py``: the same keys in the database every node of a PostgreSQL store shares,
+  and which of the two a config opens.
 - ``bodyhash.py``: DKIM body canonicalisation and hashing over a stream (RFC 6376 3.4.3-3.4.5,
   3.7), so a 50 MiB message is read once in chunks, never held whole.
 - ``signing.py``: dual DKIM signatures (RFC 8463: Ed25519 and RSA) of our users' mail and our

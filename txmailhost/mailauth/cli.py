@@ -22,10 +22,12 @@ from typing import Any
 
 from txmailhost.mailauth import dnsrecords
 from txmailhost.mailauth.keys import DKIMKeyError, KeyStore, check_domain
+from txmailhost.mailauth.sharedkeys import SharedKeyStore, open_key_store
 
 
-def key_store(config: Any) -> KeyStore:
-    return KeyStore(os.path.join(config.data_dir, "dkim"))
+def key_store(config: Any) -> KeyStore | SharedKeyStore:
+    """``DATA/dkim``, or the table every node shares (``sharedkeys.py``)."""
+    return open_key_store(config)
 
 
 def register(

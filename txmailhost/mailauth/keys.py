@@ -112,6 +112,23 @@ def check_selector(name: str) -> str:
     return name
 
 
+def new_private_keys() -> dict[str, bytes]:
+    """A new key of each algorithm, PKCS#8 PEM: what one selector signs with."""
+    made = {}
+    for algorithm in ALGORITHMS:
+        key = (
+            ed25519.Ed25519PrivateKey.generate()
+            if algorithm == "ed25519"
+            else rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+        )
+        made[algorithm] = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    return made
+
+
 class KeyStore:
     """The keys under ``DATA/dkim``. Reading is cheap and cached by file time, so the server
     picks up ``dkim init`` and ``dkim rotate`` from the CLI without a restart."""
@@ -161,17 +178,7 @@ class KeyStore:
         if name in state["selectors"]:
             raise DKIMKeyError(f"{domain} already has a selector {name!r}")
         makedirs_durably(self._dir(domain), 0o700)
-        for algorithm in ALGORITHMS:
-            key = (
-                ed25519.Ed25519PrivateKey.generate()
-                if algorithm == "ed25519"
-                else rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
-            )
-            pem = key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
+        for algorithm, pem in new_private_keys().items():
             write_atomic(os.path.join(self._dir(domain), f"{name}-{algorithm}.pem"), pem, 0o600)
         state["selectors"][name] = time.time()
         state["active"] = name

@@ -19,13 +19,14 @@ from txmailhost.mailauth.forwarding import ForwardSealing, Sealer
 from txmailhost.mailauth.keys import KeyStore
 from txmailhost.mailauth.reports import DMARCReports, ReportLog
 from txmailhost.mailauth.resolver import MailAuthResolver
+from txmailhost.mailauth.sharedkeys import SharedKeyStore, open_key_store
 from txmailhost.mailauth.signing import Signer, SigningFilter, SigningSubmission
 
 
 @dataclass
 class MailAuth:
     resolver: MailAuthResolver
-    keys: KeyStore
+    keys: KeyStore | SharedKeyStore
     signer: Signer | None
     filters: list[Any] = field(default_factory=list)
 
@@ -53,7 +54,9 @@ class MailAuth:
 def build_mailauth(config: Any, reactor: Any = None) -> MailAuth:
     settings = config.mailauth
     resolver = MailAuthResolver(config.relay.nameservers, timeout=settings.dns_timeout)
-    keys = KeyStore(os.path.join(config.data_dir, "dkim"))
+    keys = open_key_store(config)  # DATA/dkim, or shared by the nodes of a PostgreSQL store
+    if isinstance(keys, SharedKeyStore):
+        keys.refresh()  # now, at start: later reads happen off the reactor thread
     signer = Signer(keys) if settings.sign else None
     filters: list[Any] = []
     # Signing first: it and the checks never both act on one message (AUTH or not), and the

@@ -10,9 +10,11 @@ What moves, from this data directory into the database of ``--dsn`` (default ``[
 - the relay queue: every message of ``DATA/queue`` with each recipient's state, attempts and
   next attempt (``PostgresQueueStore.import_envelope``).
 
-Sieve scripts stay where they are (``DATA/sieve``: the script store is files whatever the mail
-store). The source is only read. Stop the server first: mail arriving meanwhile would be left
-behind.
+- the state a PostgreSQL store keeps in the database rather than in each node's directory:
+  the SRS keys, every user's Sieve scripts and running vacation replies (``node_state.py``).
+
+The administrator's ``DATA/sieve/global`` scripts stay files. The source is only read. Stop
+the server first: mail arriving meanwhile would be left behind.
 
 Idempotent: a row that exists is kept, a mailbox that holds messages in the database is
 skipped (each mailbox is copied in one transaction: all or nothing), a queued message already
@@ -32,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from txmailhost.ops.mailbox_admin import AdminError, emit, json_option, result_of
+from txmailhost.ops.node_state import copy_node_state, differences
 from txmailhost.store.interfaces import MessageSource
 from txmailhost.store.restore import RestoredMessage
 
@@ -88,6 +91,7 @@ def _run(args: argparse.Namespace, config: Any, accounts: Any) -> int:
         postgres_restore,  # noqa: F401 - registers IMailboxRestore
         s3blobs,
     )
+    from txmailhost.store.pgstate import SharedState
     from txmailhost.store.postgres import PostgresStore
 
     try:
@@ -95,6 +99,7 @@ def _run(args: argparse.Namespace, config: Any, accounts: Any) -> int:
     except psycopg.OperationalError as e:
         raise AdminError(f"can't reach the database: {e}".strip()) from e
     source = backends.build("maildir", config.mail_root)
+    state = SharedState(dsn)
     queue = PostgresQueueStore(dsn, migrate=False)
     spool = Spool(config.queue_dir)
     quiet = bool(args.json)
@@ -106,8 +111,12 @@ def _run(args: argparse.Namespace, config: Any, accounts: Any) -> int:
             _progress(quiet, f"accounts: {report['accounts']}")
             report["mail"] = _copy_mail(source, target, users, quiet)
             report["queue"] = _copy_queue(spool, queue, quiet)
+            report["node_state"] = copy_node_state(config.data_dir, users, state)
+            _progress(quiet, f"SRS keys and Sieve: {report['node_state']}")
         problems = _verify(source, target, users, spool, queue, dsn, config.accounts_path)
+        problems += differences(config.data_dir, users, state)
     finally:
+        state.close()
         queue.close()
         target.close()
     report["problems"] = problems

@@ -53,7 +53,7 @@ from txmailhost.queue.interfaces import (
     Outcome,
     RecipientOptions,
 )
-from txmailhost.queue.postgres import Claimed, PostgresQueueStore, QueueListener
+from txmailhost.queue.postgres import Claimed, PostgresQueueStore, queue_listener
 from txmailhost.queue.scheduler import Queue, QueuePolicy, ReturnToSender
 from txmailhost.queue.spool import BOUNCED, DEFERRED, Envelope, Recipient
 
@@ -112,7 +112,7 @@ class SharedQueue(Queue):
         self._refreshing = False
         # ``listen``: the database's DSN, to be woken by other nodes' NOTIFY (the server);
         # "": polls only (tests on a Clock).
-        self._listener = QueueListener(listen, reactor, self._kick) if listen else None
+        self._listener = queue_listener(listen, reactor, self._kick) if listen else None
 
     # -- IRelayQueue ----------------------------------------------------------------------------
 
@@ -138,21 +138,7 @@ class SharedQueue(Queue):
             options,
             recipient_options,
         )
-
-        def queued(envelope: Envelope) -> str:
-            log.info(
-                "queued {queue_id} from <{sender}> for {rcpts}",
-                queue_id=envelope.queue_id,
-                sender=envelope.sender or "",
-                rcpts=", ".join(recipients),
-            )
-            if self.runner:
-                self._kick()
-            elif self.spooled_elsewhere is not None:
-                self.spooled_elsewhere(envelope.queue_id)
-            return envelope.queue_id
-
-        return d.addCallback(queued)
+        return d.addCallback(self._queued, recipients)
 
     def start(self) -> Deferred[None]:
         self._stopped = False
@@ -230,6 +216,10 @@ class SharedQueue(Queue):
         d = Deferred.fromCoroutine(self._claim())
         d.addErrback(lambda f: log.failure("queue: claiming from the shared queue failed", f))
         d.addBoth(self._next_poll)
+
+    def _adopt(self, envelope: Envelope) -> None:
+        """A message this node queued: the database holds the schedule, so claim now."""
+        self._kick()
 
     def _kick(self) -> None:
         if self._stopped or not self.runner:

@@ -22,7 +22,7 @@ node renews its leases (``renew``) while its deliveries run. Results are written
 the lease is still this node's.
 
 Each insert and each administrator's request sends ``NOTIFY txmailhost_queue`` (at its
-commit); ``QueueListener`` wakes a runner with it, so another node claims at once.
+commit); ``queue_listener`` wakes a runner with it, so another node claims at once.
 
 Times are the nodes' clocks (seconds since the epoch, the reactor's ``seconds()``), as in the
 spool's envelopes: the nodes' clocks must agree (NTP) to within a small part of the lease.
@@ -54,6 +54,7 @@ from txmailhost.queue.spool import (
     count_received,
     new_queue_id,
 )
+from txmailhost.store.postgres_listen import PostgresListener
 
 T = TypeVar("T")
 
@@ -603,40 +604,14 @@ class PostgresQueueStore:
         return True
 
 
-class QueueListener:
+def queue_listener(dsn: str, reactor: Any, wake: Callable[[], None]) -> PostgresListener:
     """A thread in ``LISTEN txmailhost_queue`` that calls ``wake`` (in the reactor thread)
     for each notification: a message queued or an administrator's request on any node is
     claimed at once instead of at the next poll. Best effort: while the connection is down
     the runners' polls still find everything."""
-
-    def __init__(self, dsn: str, reactor: Any, wake: Callable[[], None]) -> None:
-        self._dsn = dsn
-        self._reactor = reactor
-        self._wake = wake
-        self._stopping = threading.Event()
-        self.ready = threading.Event()  # LISTEN is in place (tests wait on it)
-        self._thread = threading.Thread(
-            target=self._loop, name="txmailhost-queue-listen", daemon=True
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        import psycopg
-
-        while not self._stopping.is_set():
-            try:
-                with psycopg.connect(self._dsn, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    self.ready.set()
-                    while not self._stopping.is_set():
-                        if any(True for _ in conn.notifies(timeout=0.5)):
-                            self._reactor.callFromThread(self._wake)
-            except Exception:
-                self._stopping.wait(2.0)  # the database is away: the polls carry on
+    return PostgresListener(
+        dsn,
+        CHANNEL,
+        lambda _payload: reactor.callFromThread(wake),
+        name="txmailhost-queue-listen",
+    )

@@ -163,20 +163,22 @@ class Queue:
                 recipient_options,
             )
 
-        def spooled(envelope: Envelope) -> str:
-            log.info(
-                "queued {queue_id} from <{sender}> for {rcpts}",
-                queue_id=envelope.queue_id,
-                sender=envelope.sender or "",
-                rcpts=", ".join(recipients),
-            )
-            if self.runner:
-                self._adopt(envelope)
-            elif self.spooled_elsewhere is not None:
-                self.spooled_elsewhere(envelope.queue_id)
-            return envelope.queue_id
+        return self._when_loaded().addCallback(spool).addCallback(self._queued, recipients)
 
-        return self._when_loaded().addCallback(spool).addCallback(spooled)
+    def _queued(self, envelope: Envelope, recipients: list[str]) -> str:
+        """A message is durably queued: log it, and see it delivered: by this runner
+        (``_adopt``), or by the worker process that runs one (``spooled_elsewhere``)."""
+        log.info(
+            "queued {queue_id} from <{sender}> for {rcpts}",
+            queue_id=envelope.queue_id,
+            sender=envelope.sender or "",
+            rcpts=", ".join(recipients),
+        )
+        if self.runner:
+            self._adopt(envelope)
+        elif self.spooled_elsewhere is not None:
+            self.spooled_elsewhere(envelope.queue_id)
+        return envelope.queue_id
 
     def _add(self, *args: Any) -> Envelope:
         envelope = self.spool.add(*args)

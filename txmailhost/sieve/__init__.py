@@ -9,7 +9,8 @@ What it owns:
 - ``vacation.py``: whether to answer (RFC 5230, RFC 3834), the reply, the record of whom
   was answered; ``refusal.py``: the MDN a ``reject`` sends; ``scripts.py``: each user's
   scripts and which one is active.
-- ``delivery.py``: the delivery agent's Sieve step; ``setup.py``: its wiring;
+- ``delivery.py``: the delivery agent's Sieve step; ``setup.py``: its wiring; ``shared.py``:
+  the scripts and memories in PostgreSQL, for several nodes;
   ``managesieve.py`` and ``wire.py``: the ManageSieve server (RFC 5804) and its wire;
   ``admin.py``: ``txmailhost user vacation``.
 
@@ -17,6 +18,8 @@ On disk: ``DATA/sieve/DOMAIN/USER/`` holds ``NAME.sieve`` files, ``active`` (the
 active script, absent for none), ``vacation.json`` (who was answered, until when) and
 ``notified`` (the last script failure the user was told about); ``DATA/sieve/global/``
 the administrator's scripts for ``include :global``.
+With ``[store] backend = "postgres"`` the per-user state is in the database the nodes
+share instead (``shared.py``, through ``store.pgstate``), so every node sees one copy.
 
 May import: ``_safeio``, ``peer``, ``sasl``, ``session``, the accounts, delivery and store
 interfaces (the store's only for the IMAP flag names). Never the SMTP, IMAP or POP3 packages; delivery imports this package only

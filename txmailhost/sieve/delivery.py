@@ -71,14 +71,15 @@ class SieveStep:
 
     def __init__(
         self,
-        scripts: ScriptStore,
+        scripts: Any,  # scripts.ScriptStore, or shared.SharedScriptStore
         resolve_sync: Callable[[str, str], Any],
         submission: Any,
         reactor: Any,
         hostname: str,
         *,
         pool: Any = None,
-        responses: ResponseLog | None = None,
+        responses: Any = None,
+        notified: Any = None,
         create_mailbox_sync: Callable[[str, str], None] | None = None,
         max_steps: int = 10_000,
         max_redirects: int = 4,
@@ -89,8 +90,13 @@ class SieveStep:
         self._reactor = reactor
         self._pool = pool  # runs ``decide`` for mail delivered before its 250
         self._hostname = hostname
+        # Keyed by ``scripts.state_key(user)``: the files beside the user's scripts, or the
+        # shared tables (sieve/shared.py) for a store several nodes share, which has no
+        # directory to default to.
+        if not isinstance(scripts, ScriptStore) and (responses is None or notified is None):
+            raise TypeError("a shared script store needs shared responses and notices")
         self._responses = responses if responses is not None else ResponseLog()
-        self._notified = Notified()
+        self._notified = notified if notified is not None else Notified()
         self._create_mailbox_sync = create_mailbox_sync
         self.max_steps = max_steps
         self.max_redirects = max_redirects
@@ -172,7 +178,7 @@ class SieveStep:
         (issue 19: "tell the user once"), remembered in ``DATA/sieve/DOMAIN/USER/notified``."""
         decision = Decision([INBOX])
         try:
-            if self._notified.first(self.scripts.user_directory(user), f"{name}\0{error}"):
+            if self._notified.first(self.scripts.state_key(user), f"{name}\0{error}"):
                 notice = _error_notice(user, name, error, self._hostname)
                 decision.outgoing.append(
                     (Envelope(None, (Route(RouteKind.LOCAL, user, user, INBOX),)), notice)
@@ -245,9 +251,8 @@ class SieveStep:
                          sender=view.sender or "<>", why=why)  # fmt: skip
                 return
             assert view.sender is not None
-            directory = self.scripts.user_directory(user)
             if not self._responses.claim(
-                directory, view.sender, handle_of(request), request.seconds
+                self.scripts.state_key(user), view.sender, handle_of(request), request.seconds
             ):
                 log.info("sieve: {user} answered {sender} already within the period",
                          user=user, sender=view.sender)  # fmt: skip

@@ -90,6 +90,11 @@ class ScriptStore:
             raise ScriptError(f"not a user address: {user!r}")
         return os.path.join(self.root, domain, local)
 
+    def state_key(self, user: str) -> str:
+        """Where the user's vacation and failure memories are kept: their directory (the
+        shared store of ``shared.py`` keeps them under the address)."""
+        return self.user_directory(user)
+
     def _path(self, user: str, name: str) -> str:
         return os.path.join(self.user_directory(user), _file_name(name))
 

@@ -14,6 +14,8 @@ until which that sender is not answered again. The handle is ``:handle``, or by 
 reason, subject and ``:from`` together (RFC 5230 4.2): editing the message makes it new. The
 record is written durably *before* the reply is handed over, so a crash between the two loses
 one reply rather than sending two.
+With ``[store] backend = "postgres"`` the record is the table ``sieve_responses`` instead, one
+for every node (``sieve/shared.py``): otherwise each node would answer a sender once.
 
 The reply (:func:`build_reply`, RFC 5230 5): to the envelope sender, from ``<>`` (RFC 3834
 3.3), ``Auto-Submitted: auto-replied``, ``In-Reply-To`` and ``References`` naming the
@@ -79,6 +81,12 @@ def handle_of(request: VacationRequest) -> str:
     return "\0".join(("auto", request.reason, request.subject or "", request.sender or ""))
 
 
+def response_key(sender: str, handle: str) -> str:
+    """What a reply to ``sender`` for ``handle`` is remembered as: a digest, so the record
+    holds no address (the same in the file and in the shared table, sieve/shared.py)."""
+    return hashlib.sha256(f"{sender.lower()}\0{handle}".encode()).hexdigest()[:32]
+
+
 class ResponseLog:
     """Who was answered, per user, until when; blocking (the delivery thread calls it)."""
 
@@ -91,7 +99,7 @@ class ResponseLog:
         ``handle`` went to ``sender`` within the period; False if one did."""
         now = self._clock.time()  # type: ignore[attr-defined]
         seconds = max(MIN_SECONDS, min(MAX_SECONDS, seconds))
-        key = hashlib.sha256(f"{sender.lower()}\0{handle}".encode()).hexdigest()[:32]
+        key = response_key(sender, handle)
         path = os.path.join(directory, LOG_NAME)
         with self._lock:
             entries = self._read(path)

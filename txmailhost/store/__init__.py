@@ -8,9 +8,10 @@ so are ``IMetadataStore`` and ``IAclStore`` (METADATA, ACL).
 ``backends.py`` names the backends for ``[store] backend``: ``memory.py`` keeps mail in memory
 (tests, embedding; lost at restart); ``maildir.py`` is the durable default, described below;
 ``postgres.py`` keeps everything in a PostgreSQL database several nodes share (its tables and
-migrations in ``postgres_schema.py``, ``txmailhost db`` in ``dbadmin.py``; docs/scaling.rst),
-with the message bodies optionally in an S3-compatible object store (``s3blobs.py``; orphans
-reaped by ``blobgc.py``).
+migrations in ``postgres_schema.py``, its LISTEN thread, which the queue shares, in
+``postgres_listen.py``, ``txmailhost db`` in ``dbadmin.py``; docs/scaling.rst), with the
+message bodies optionally in an S3-compatible object store (``s3blobs.py``; orphans reaped by
+``blobgc.py``).
 tests/store/test_contract.py is the contract every backend passes.
 
 Maildir owns, on disk, ``DATA/mail/DOMAIN/LOCALPART/``: a Maildir++ tree (INBOX at the root, ``.Sent``,

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from txmailhost.store import objectids
+from txmailhost.store.pathlocks import PathLocks
 from txmailhost.store.threadconns import ThreadConnections
 
 INDEX_NAME = "txmailhost-index.sqlite"
@@ -130,18 +131,8 @@ def forget(directory: str) -> None:
     _connections.close(os.path.join(directory, INDEX_NAME))
 
 
-_writer_locks: dict[str, threading.RLock] = {}
-_writer_locks_guard = threading.Lock()
-
-
-def _writer_lock(path: str) -> threading.RLock:
-    with _writer_locks_guard:
-        lock = _writer_locks.get(path)
-        if lock is None:
-            if len(_writer_locks) > 10_000:
-                _writer_locks.clear()  # a lock in use stays referenced by its holders
-            lock = _writer_locks[path] = threading.RLock()
-        return lock
+# Reentrant: a write may record where another message went inside this thread's own write.
+_writer_lock = PathLocks(threading.RLock)
 
 
 class MailboxIndex:

@@ -73,6 +73,7 @@ from txmailhost.store.interfaces import (
     StoreError,
 )
 from txmailhost.store.memory import _canonical, _owner
+from txmailhost.store.postgres_listen import PostgresListener, listening
 from txmailhost.store.postgres_schema import upgrade
 
 if TYPE_CHECKING:
@@ -616,7 +617,7 @@ class PostgresStore:
         self._connections: list[Any] = []
         self._connections_lock = threading.Lock()
         self._origin = uuid.uuid4().hex[:12]  # this store's NOTIFY payloads say it sent them
-        self._listener: _Listener | None = None
+        self._listener: PostgresListener | None = None
         self.changes = ChangeBus()
         if migrate:
             self.upgrade()
@@ -626,7 +627,7 @@ class PostgresStore:
             # A server: LISTEN before the first session can look at a mailbox, so no change
             # falls between a session's SELECT and the notices it will hear. Blocking, like
             # the upgrade above: the store is made before the reactor runs.
-            self._listener = _Listener(self, self._listening())
+            self._listener = self._new_listener(self._listening())
             self._listener.start()
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -649,11 +650,35 @@ class PostgresStore:
         import psycopg
 
         try:
-            conn = _connect(self._dsn)
-            conn.execute(f"LISTEN {CHANNEL}")
+            return listening(self._dsn, CHANNEL)
         except psycopg.OperationalError as e:
             raise DatabaseUnavailable(f"mail database unavailable: {e}") from e
-        return conn
+
+    def _new_listener(self, connection: Any = None) -> PostgresListener:
+        """The thread relaying other nodes' notifications to ``_heard``; once LISTEN is in
+        place (a change just before it sent no notice here), and again after reconnecting,
+        every watcher looks (``_resync``). It holds the store weakly and ends within half a
+        second of the store being dropped without ``close()`` (an embedding application, a
+        test), so it never keeps a store alive."""
+        ref = weakref.ref(self)
+
+        def heard(payload: str) -> None:
+            if (store := ref()) is not None:
+                store._heard(payload)
+
+        def listened() -> None:
+            if (store := ref()) is not None:
+                store._resync()
+
+        return PostgresListener(
+            self._dsn,
+            CHANNEL,
+            heard,
+            name="txmailhost-pg-listen",
+            connection=connection,
+            listened=listened,
+            alive=lambda: ref() is not None,
+        )
 
     def _connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
@@ -717,7 +742,7 @@ class PostgresStore:
 
     def _watch(self, key: str, callback: Callable[[], None]) -> Callable[[], None]:
         if self._listener is None:  # no pool: listen from the first watcher on
-            self._listener = _Listener(self)
+            self._listener = self._new_listener()
             self._listener.start()
         return self.changes.watch(key, callback)
 
@@ -1350,67 +1375,3 @@ class PostgresStore:
             return int(row[0])
 
         return self._run(job)
-
-
-class _Listener:
-    """A thread holding one connection in ``LISTEN txmailhost_changes``: relays other nodes'
-    notifications to the store; makes every watcher look once LISTEN is in place (a change
-    just before it sent no notice here) and again after reconnecting when the connection drops.
-
-    It holds the store weakly and ends within half a second of the store being dropped without
-    ``close()`` (an embedding application, a test), so it never keeps a store alive."""
-
-    def __init__(self, store: PostgresStore, listening: Any = None) -> None:
-        self._store = weakref.ref(store)
-        self._dsn = store._dsn
-        self._listening = listening  # a connection already in LISTEN, or None
-        self._stopping = threading.Event()
-        self.ready = threading.Event()  # set once LISTEN is in place (tests wait on it)
-        if listening is not None:
-            self.ready.set()
-        self._thread = threading.Thread(target=self._loop, name="txmailhost-pg-listen", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
-
-    def _running(self) -> bool:
-        return not self._stopping.is_set() and self._store() is not None
-
-    def _loop(self) -> None:
-        while self._running():
-            conn, self._listening = self._listening, None
-            try:
-                if conn is None:
-                    conn = _connect(self._dsn)
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    # What changed before LISTEN took effect (at the first watcher, or while
-                    # reconnecting) sent no notice here: every watcher looks once.
-                    if (store := self._store()) is not None:
-                        store._resync()
-                    store = None
-                    self.ready.set()
-            except Exception as e:
-                if conn is not None:
-                    conn.close()
-                log.warn("LISTEN connection failed ({error}); retrying", error=str(e))
-                self._stopping.wait(2.0)
-                continue
-            try:
-                while self._running():
-                    for notice in conn.notifies(timeout=0.5):  # then look at _running
-                        if (store := self._store()) is not None:
-                            store._heard(notice.payload)
-                        store = None  # hold the store only while relaying
-            except Exception as e:
-                if self._running():
-                    log.warn("LISTEN connection lost ({error}); reconnecting", error=str(e))
-                    self._stopping.wait(1.0)
-            finally:
-                conn.close()
-        if self._listening is not None:  # stopped before the loop took it
-            self._listening.close()

@@ -8,6 +8,11 @@ together apply each step once. A node whose code is older than the database
 refuses to start rather than write rows it does not understand.
 
 A step is appended, never edited once released: a database that ran it must stay right.
+Steps are known by their number, and ``upgrade`` applies each one the database lacks, not only
+those above its highest: two branches that each add a step (6 and 7, say) merge without
+renumbering, and a database that already ran 7 gets 6 at its next start. A number written
+``None`` is reserved for a step another branch adds; it is neither applied nor recorded. Steps
+are therefore written so that the order of independent ones does not matter.
 
 What is where (docs/scaling.rst says the same for administrators):
 
@@ -39,6 +44,11 @@ What is where (docs/scaling.rst says the same for administrators):
   message when ``[store] blobs = "s3"`` (``store/s3blobs.py``; its ``chunks`` is then 0 and it
   has no ``message_chunks``); NULL for a body in ``message_chunks``. Copies of a message share
   its object; the partial index finds the rows naming a key (deletion, ``db gc``).
+- ``srs_keys``, ``sieve_scripts``, ``sieve_responses``, ``sieve_notices``, ``dkim_selectors``
+  (step 7): state that lived in each node's data directory and must be the same on every
+  node: the SRS signing keys (``srs.py``), users' Sieve scripts, whom a vacation answered and
+  which script failure a user was told about (``sieve/shared.py``), the DKIM signing keys
+  (``mailauth/sharedkeys.py``).
 """
 
 from __future__ import annotations
@@ -48,7 +58,7 @@ from typing import Any
 # The advisory lock key nodes take while upgrading ("txmh" in ASCII).
 _LOCK = 0x74786D68
 
-MIGRATIONS: tuple[str, ...] = (
+MIGRATIONS: tuple[str | None, ...] = (
     # 1: the mail store
     """
     CREATE TABLE mail_users (
@@ -272,6 +282,49 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE messages ADD COLUMN blob text;
     CREATE INDEX messages_blob ON messages (blob) WHERE blob IS NOT NULL;
     """,
+    # 7: per-node state that a cluster must share (srs.py, sieve/shared.py, DKIM keys)
+    """
+    -- SRS keys: the newest signs, every one verifies (rotation keeps the old ones a while).
+    CREATE TABLE srs_keys (
+        id bigserial PRIMARY KEY,
+        secret text NOT NULL UNIQUE,
+        created double precision NOT NULL
+    );
+    -- Sieve scripts per user (canonical address), at most one active (the partial index).
+    CREATE TABLE sieve_scripts (
+        address text NOT NULL,
+        name text NOT NULL,
+        script text NOT NULL,
+        active boolean NOT NULL DEFAULT false,
+        updated double precision NOT NULL,
+        PRIMARY KEY (address, name)
+    );
+    CREATE UNIQUE INDEX sieve_scripts_one_active ON sieve_scripts (address) WHERE active;
+    -- vacation: the digest of (sender, handle) a user answered, not again until "until"
+    CREATE TABLE sieve_responses (
+        address text NOT NULL,
+        digest text NOT NULL,
+        until double precision NOT NULL,
+        PRIMARY KEY (address, digest)
+    );
+    CREATE INDEX sieve_responses_until ON sieve_responses (until);
+    -- the digest of the last script failure each user was told about
+    CREATE TABLE sieve_notices (
+        address text PRIMARY KEY,
+        digest text NOT NULL
+    );
+    -- DKIM keys: a selector per row (its Ed25519 and RSA keys), one active per domain
+    CREATE TABLE dkim_selectors (
+        domain text NOT NULL,
+        name text NOT NULL,
+        created double precision NOT NULL,
+        active boolean NOT NULL DEFAULT false,
+        ed25519_pem text NOT NULL,
+        rsa_pem text NOT NULL,
+        PRIMARY KEY (domain, name)
+    );
+    CREATE UNIQUE INDEX dkim_selectors_one_active ON dkim_selectors (domain) WHERE active;
+    """,
 )
 
 LATEST = len(MIGRATIONS)
@@ -281,13 +334,37 @@ class SchemaTooNew(Exception):
     """The database was upgraded by a newer release than this one."""
 
 
-def current_version(conn: Any) -> int:
-    """The schema version of the database behind ``conn`` (0: nothing applied yet)."""
+def applied_steps(conn: Any) -> set[int]:
+    """The numbers of the steps the database behind ``conn`` has run."""
     exists = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()[0]
     if not exists:
-        return 0
-    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-    return row[0] or 0
+        return set()
+    return {row[0] for row in conn.execute("SELECT version FROM schema_version")}
+
+
+def _level(applied: set[int]) -> int:
+    """The highest version up to which every step is there (reserved numbers count as there):
+    what ``db status`` calls the schema version."""
+    version = 0
+    while version + 1 in applied or (version < LATEST and MIGRATIONS[version] is None):
+        version += 1
+    return version
+
+
+def current_version(conn: Any) -> int:
+    """The schema version of the database behind ``conn`` (0: nothing applied yet): every
+    step up to it has run."""
+    return _level(applied_steps(conn))
+
+
+def missing_steps(conn: Any) -> list[int]:
+    """The steps of this release the database has not run, in order."""
+    applied = applied_steps(conn)
+    return [
+        number
+        for number, step in enumerate(MIGRATIONS, 1)
+        if step is not None and number not in applied
+    ]
 
 
 def upgrade(conn: Any) -> tuple[int, int]:
@@ -299,13 +376,17 @@ def upgrade(conn: Any) -> tuple[int, int]:
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY)")
-        before = current_version(conn)
-        if before > LATEST:
+        applied = applied_steps(conn)
+        if applied and max(applied) > LATEST:
             raise SchemaTooNew(
-                f"the database's schema is version {before}, newer than this release knows"
-                f" ({LATEST}): upgrade txmailhost on this node"
+                f"the database's schema is version {max(applied)}, newer than this release"
+                f" knows ({LATEST}): upgrade txmailhost on this node"
             )
-        for version in range(before + 1, LATEST + 1):
-            conn.execute(MIGRATIONS[version - 1])
+        before = _level(applied)
+        for version, step in enumerate(MIGRATIONS, 1):
+            if step is None or version in applied:
+                continue
+            conn.execute(step)
             conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
-    return before, max(before, LATEST)
+            applied.add(version)
+    return before, _level(applied)

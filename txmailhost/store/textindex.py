@@ -46,6 +46,7 @@ from txmailhost.store.interfaces import (
     TextQuery,
     TextTerm,
 )
+from txmailhost.store.pathlocks import PathLocks
 from txmailhost.store.threadconns import ThreadConnections
 
 TEXT_INDEX_NAME = "txmailhost-text.sqlite"
@@ -73,17 +74,8 @@ CREATE VIRTUAL TABLE IF NOT EXISTS field_grams USING fts5(
 );
 """
 
-_locks: dict[str, threading.Lock] = {}
-_locks_guard = threading.Lock()
-
-
-def _lock(path: str) -> threading.Lock:
-    """Threads of this process writing one file queue here rather than in SQLite's busy
-    handler (which sleeps); other processes are kept out by SQLite's own lock."""
-    with _locks_guard:
-        if len(_locks) > 10_000:
-            _locks.clear()
-        return _locks.setdefault(path, threading.Lock())
+# Threads of this process writing one file queue here rather than in SQLite's busy handler.
+_lock = PathLocks(threading.Lock)
 
 
 def _open(path: str) -> sqlite3.Connection:
