@@ -312,3 +312,20 @@ def test_a_batch_of_bodies_is_fetched_whole_and_in_order(store):
     assert [m.content for m in got] == [
         b"Subject: %d\r\n\r\nbody %d\r\n" % (i, i) for i in range(12)
     ]
+
+
+def test_a_database_that_ran_step_7_before_step_6_existed_gets_step_6(postgres_dsn):  # noqa: F811
+    """Releases before this one reserved step 6 and ran step 7: upgrading fills the gap."""
+    from txmailhost.store.postgres_schema import LATEST, current_version, upgrade
+
+    with _db(postgres_dsn) as conn:
+        upgrade(conn)
+        conn.execute("DROP INDEX messages_blob")
+        conn.execute("ALTER TABLE messages DROP COLUMN blob")
+        conn.execute("DELETE FROM schema_version WHERE version = 6")
+        assert current_version(conn) == 5
+        assert upgrade(conn) == (5, LATEST)
+        assert conn.execute(
+            "SELECT 1 FROM information_schema.columns"
+            " WHERE table_name = 'messages' AND column_name = 'blob'"
+        ).fetchone()
