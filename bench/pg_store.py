@@ -15,8 +15,14 @@ harness), on the same machine: on this 2-core box client and database share the 
 ``ServerProcess``), 4 KiB messages to one local user over 1 and ``--concurrency`` SMTP
 connections (bench/smtp_load.py), each counted when its ``250`` arrives.
 
+``--s3`` adds "postgres+s3": the PostgreSQL store with the bodies in an object store
+(``[store] blobs = "s3"``), moto's S3 server on loopback (tests/support/s3.py). moto is a
+Python server answering from memory on the same cores: it costs more CPU per request than a
+real store and none of a real one's network latency, so the figure is a measure of the
+client's path (one PUT per message before the commit), not of S3.
+
 Run alone: ``python -m bench.pg_store [--dsn DSN] [--messages 400] [--concurrency 8]
-[--smtp]``.
+[--smtp] [--s3]``.
 """
 
 from __future__ import annotations
@@ -77,7 +83,18 @@ def _resync(reactor: Any, store: Any, user: str) -> float:
     return time.perf_counter() - started
 
 
-def run(dsn: str | None, messages: int, concurrency: int) -> dict[str, dict[str, float]]:
+def _s3(server: Any, dsn: str) -> tuple[Any, Any, str]:
+    """(moto's S3 server, its settings on a new bucket, a database for the S3 variant: a new
+    one of the bench's server, else the one given)."""
+    from tests.support.s3 import S3Server
+
+    s3 = S3Server()
+    return s3, s3.settings(s3.bucket()), server.database() if server is not None else dsn
+
+
+def run(
+    dsn: str | None, messages: int, concurrency: int, s3: bool = False
+) -> dict[str, dict[str, float]]:
     from twisted.internet import reactor
     from twisted.python.threadpool import ThreadPool
 
@@ -95,11 +112,19 @@ def run(dsn: str | None, messages: int, concurrency: int) -> dict[str, dict[str,
     pool = ThreadPool(minthreads=1, maxthreads=8, name="bench-storage")
     pool.start()
     figures: dict[str, dict[str, float]] = {}
+    s3_server = None
     try:
-        for name, store in (
+        stores = [
             ("postgres", PostgresStore(dsn, reactor, pool)),
             ("maildir", MaildirStore(workdir + "/mail", reactor, pool)),
-        ):
+        ]
+        if s3:
+            from txmailhost.store.s3blobs import S3Blobs
+
+            s3_server, settings, s3_dsn = _s3(server, dsn)
+            blobs = S3Blobs(settings)
+            stores.append(("pg+s3", PostgresStore(s3_dsn, reactor, pool, blobs=blobs)))
+        for name, store in stores:
             one = ["one@example.test"]
             many = [f"u{i}@example.test" for i in range(concurrency)]
             for user in one + many:
@@ -122,12 +147,16 @@ def run(dsn: str | None, messages: int, concurrency: int) -> dict[str, dict[str,
     finally:
         pool.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+        if s3_server is not None:
+            s3_server.stop()
         if server is not None:
             server.stop()
     return figures
 
 
-def run_smtp(dsn: str | None, messages: int, concurrency: int) -> dict[str, dict[str, float]]:
+def run_smtp(
+    dsn: str | None, messages: int, concurrency: int, s3: bool = False
+) -> dict[str, dict[str, float]]:
     """SMTP msgs/s into the real server, Maildir then PostgreSQL."""
     import asyncio
 
@@ -144,11 +173,27 @@ def run_smtp(dsn: str | None, messages: int, concurrency: int) -> dict[str, dict
         dsn = server.database()
     workdir = tempfile.mkdtemp(prefix="bench-pg-smtp-")
     figures: dict[str, dict[str, float]] = {}
+    s3_server = None
     try:
-        for name, extra in (
+        variants = [
             ("maildir", ""),
             ("postgres", f'[store]\nbackend = "postgres"\ndsn = "{dsn}"\n'),
-        ):
+        ]
+        if s3:
+            s3_server, settings, s3_dsn = _s3(server, dsn)
+            secret = f"{workdir}/s3-secret"
+            with open(secret, "w") as f:
+                f.write(settings.secret_key + "\n")
+            variants.append(
+                (
+                    "pg+s3",
+                    f'[store]\nbackend = "postgres"\ndsn = "{s3_dsn}"\nblobs = "s3"\n'
+                    f's3_endpoint = "{settings.endpoint}"\ns3_bucket = "{settings.bucket}"\n'
+                    f's3_region = "{settings.region}"\ns3_access_key = "{settings.access_key}"\n'
+                    f's3_secret_key_file = "{secret}"\n',
+                )
+            )
+        for name, extra in variants:
             proc = ServerProcess(f"{workdir}/{name}", extra_config=extra).start()
             try:
                 proc.add_user("u1@bench.test", "bench-password-1")
@@ -169,6 +214,8 @@ def run_smtp(dsn: str | None, messages: int, concurrency: int) -> dict[str, dict
                 proc.stop()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        if s3_server is not None:
+            s3_server.stop()
         if server is not None:
             server.stop()
     return figures
@@ -180,9 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--smtp", action="store_true", help="the server over SMTP instead")
+    parser.add_argument("--s3", action="store_true", help="and with bodies in moto's S3 server")
     args = parser.parse_args(argv)
     measure = run_smtp if args.smtp else run
-    for store, values in measure(args.dsn, args.messages, args.concurrency).items():
+    for store, values in measure(args.dsn, args.messages, args.concurrency, args.s3).items():
         for label, value in values.items():
             print(f"{store:9} {label:40} {value:10.3f}")
     return 0

@@ -335,9 +335,14 @@ def _mail_store(config: Config) -> Any:
     runs here, so each Deferred has fired when the call returns (read with ``_now``). The
     memory store lives in the server's process, out of reach: provisioning is a no-op there
     (it creates mailboxes on first use) and so is purging."""
-    from txmailhost.store import backends
+    from txmailhost.store import backends, s3blobs
 
-    return backends.build(config.store.backend, config.mail_root, dsn=config.store.dsn)
+    return backends.build(
+        config.store.backend,
+        config.mail_root,
+        dsn=config.store.dsn,
+        blobs=s3blobs.from_config(config.store),
+    )
 
 
 def _now(d: Any) -> Any:

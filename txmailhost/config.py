@@ -550,6 +550,47 @@ def _dsn(value: Any) -> str:
     return value
 
 
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _bucket(value: Any) -> str:
+    if not isinstance(value, str) or (value and not _BUCKET.match(value)):
+        raise _Invalid('expected an S3 bucket name such as "mail-bodies" (3-63 of a-z 0-9 . -)')
+    return value
+
+
+def _endpoint(value: Any) -> str:
+    expected = 'expected an http:// or https:// URL such as "https://s3.example.net", or ""'
+    if not isinstance(value, str) or any(c.isspace() for c in value):
+        raise _Invalid(expected)
+    if value and not re.match(r"^https?://[^/?#]+/?$", value):
+        raise _Invalid(expected)
+    return value.rstrip("/")
+
+
+def _region(value: Any) -> str:
+    if not isinstance(value, str) or not re.match(r"^[a-z0-9-]{0,32}$", value):
+        raise _Invalid('expected a region name such as "eu-west-1", or ""')
+    return value
+
+
+def _key_prefix(value: Any) -> str:
+    if (
+        not isinstance(value, str)
+        or len(value) > 200
+        or value.startswith("/")
+        or any(not c.isprintable() or c.isspace() for c in value)
+    ):
+        raise _Invalid('expected a key prefix such as "mail/" (no spaces, not starting with /)')
+    return value
+
+
+def _access_key(value: Any) -> str:
+    if not isinstance(value, str) or any(not c.isprintable() or c.isspace() for c in value):
+        raise _Invalid('expected an access key id in quotes, or ""')
+    return value
+
+
 @dataclass(frozen=True)
 class StoreConfig:
     """[store]: where mail is kept, and the store's thread pool."""
@@ -601,6 +642,58 @@ class StoreConfig:
         Mail is indexed by the first search after it arrives, never during delivery; false
         searches by reading every message, as the memory and PostgreSQL stores always do.
         `txmailhost index rebuild` builds it again (docs/imap.rst).""",
+    )
+
+    blobs: str = setting(
+        "postgres",
+        check=_choice("postgres", "s3"),
+        doc="""Where backend = "postgres" keeps message bodies. "postgres": in the database
+        (bytea, 1 MiB chunks), for modest installations. "s3": in an S3-compatible object
+        store (AWS S3, MinIO, Ceph...; the s3_* keys below; needs the "s3" extra, boto3): each
+        body is stored there, and acknowledged, before the row naming it commits.
+        Bodies already stored stay where they are when this changes. Objects of removed
+        messages are deleted after the removal commits; `txmailhost db gc` reaps any a crash
+        left behind (docs/scaling.rst).""",
+    )
+
+    s3_endpoint: str = setting(
+        "",
+        check=_endpoint,
+        doc="""URL of the object store for blobs = "s3" ("https://minio.example.net:9000").
+        Empty: AWS S3 in s3_region.""",
+    )
+
+    s3_bucket: str = setting(
+        "",
+        check=_bucket,
+        doc="""The bucket message bodies go to (it must exist); needed with blobs = "s3".""",
+    )
+
+    s3_region: str = setting(
+        "",
+        check=_region,
+        doc="""The bucket's region ("eu-west-1"). Empty: AWS_DEFAULT_REGION, else us-east-1.""",
+    )
+
+    s3_prefix: str = setting(
+        "",
+        check=_key_prefix,
+        doc="""Prepended to every object key ("mail/"), so one bucket can hold other things:
+        `db gc` only ever deletes keys under it that txmailhost made.""",
+    )
+
+    s3_access_key: str = setting(
+        "",
+        check=_access_key,
+        doc="""The access key id. Empty (with s3_secret_key_file): boto3's usual sources,
+        AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, an instance role.""",
+    )
+
+    s3_secret_key_file: str = setting(
+        "",
+        check=_path,
+        doc="""File whose first line is the secret access key (keep it mode 0600); the key
+        never goes in this file, and is never logged.""",
     )
 
 
@@ -1416,6 +1509,11 @@ def _build(data_dir: str, path: str, document: dict[str, Any]) -> Config:
     if "store" in clean and "postgres" in (store.backend, store.accounts) and not store.dsn:
         which = "backend" if store.backend == "postgres" else "accounts"
         problems.append(f'{path}: store.dsn: {which} = "postgres" needs the database to use')
+    if "store" in clean and store.blobs == "s3":
+        if store.backend != "postgres":
+            problems.append(f'{path}: store.blobs: "s3" is for backend = "postgres"')
+        if not store.s3_bucket:
+            problems.append(f'{path}: store.s3_bucket: blobs = "s3" needs the bucket to use')
     queue = sections["queue"]
     if "queue" in clean and queue.backend == "postgres" and not store.dsn:
         problems.append(f'{path}: queue.backend: "postgres" needs the database of store.dsn')

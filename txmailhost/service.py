@@ -495,7 +495,7 @@ def build(
     from txmailhost.peer import PlaintextAuth
     from txmailhost.queue.service import DeliveryReports, ReturnToSender, build_queue
     from txmailhost.sieve.setup import build_sieve
-    from txmailhost.store import backends
+    from txmailhost.store import backends, s3blobs
 
     top = ServerService(reactor, config.shutdown_grace)
     primary = worker is None or worker.primary
@@ -519,6 +519,7 @@ def build(
         storage_pool,
         dsn=config.store.dsn,
         text_index=config.store.text_index,
+        blobs=s3blobs.from_config(config.store),
     )
     if callable(getattr(store, "close", None)):  # PostgreSQL: its connections and LISTEN
         storage_service.after_stop.append(store.close)

@@ -4,7 +4,8 @@ What the protocols rely on, said once for all stores: a new backend passes this 
 IMAP or POP3 run over it (they do too, in tests/imap and tests/pop3). What one backend does on
 its own disk (Maildir file names, the index) is tested beside that backend instead. A backend
 in a database server ("postgres") runs on a fresh database of the server the tests start
-(tests/support/postgres.py), and skips where there is none.
+(tests/support/postgres.py), and skips where there is none; "postgres+s3" keeps the bodies
+in moto's S3 server (tests/support/s3.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 from zope.interface.verify import verifyObject
 
 from tests.support.postgres import postgres_dsn, postgres_server  # noqa: F401 - fixtures
+from tests.support.s3 import s3_blobs, s3_server  # noqa: F401 - fixtures
 from tests.support.syncpool import SyncReactor, SyncThreadPool, result
 from txmailhost.store import backends
 from txmailhost.store.interfaces import (
@@ -42,13 +44,17 @@ MSG2 = b"Subject: two\r\n\r\nsecond\r\n"
 OBJECTID = re.compile(r"[A-Za-z0-9_-]{1,255}")  # RFC 8474 objectid
 
 
-@pytest.fixture(params=tuple(backends.BACKENDS))
+# "postgres+s3": the PostgreSQL store with bodies in an object store ([store] blobs = "s3"),
+# moto's S3 server started by tests/support/s3.py.
+@pytest.fixture(params=(*backends.BACKENDS, "postgres+s3"))
 def store(request, tmp_path):
-    dsn = ""
-    if request.param == "postgres":
+    dsn, backend, blobs = "", request.param, None
+    if backend == "postgres+s3":
+        backend, blobs = "postgres", request.getfixturevalue("s3_blobs")
+    if backend == "postgres":
         dsn = request.getfixturevalue("postgres_dsn")
     s = backends.build(
-        request.param, str(tmp_path / "mail"), SyncReactor(), SyncThreadPool(), dsn=dsn
+        backend, str(tmp_path / "mail"), SyncReactor(), SyncThreadPool(), dsn=dsn, blobs=blobs
     )
     result(s.provision(USER))
     yield s

@@ -16,7 +16,8 @@ from typing import Any
 
 from txmailhost.store.backends import BACKENDS, NEEDS_SERVER
 
-# TXMAILHOST_TEST_POSTGRES=1 runs them over "postgres" too, on the server the tests start.
+# TXMAILHOST_TEST_POSTGRES=1 runs them over "postgres" too, on the server the tests start;
+# TXMAILHOST_TEST_S3=1 besides keeps that store's bodies in moto's S3 server (tests/support/s3.py).
 _DEFAULT = tuple(
     n for n in BACKENDS if n not in NEEDS_SERVER or os.environ.get("TXMAILHOST_TEST_POSTGRES")
 )

@@ -64,7 +64,15 @@ def build_store(backend: str, mail_root: str, reactor: Any, pool: Any) -> Any:
         from tests.support.postgres import fresh_database
 
         dsn = fresh_database()
-    return backends.build(backend, mail_root, reactor, pool, dsn=dsn)
+    blobs = None
+    if backend == "postgres" and os.environ.get("TXMAILHOST_TEST_S3"):
+        # TXMAILHOST_TEST_S3=1: the bodies in moto's S3 server ([store] blobs = "s3")
+        from tests.support.s3 import shared_s3
+        from txmailhost.store.s3blobs import S3Blobs
+
+        server = shared_s3()
+        blobs = S3Blobs(server.settings(server.bucket()))
+    return backends.build(backend, mail_root, reactor, pool, dsn=dsn, blobs=blobs)
 
 
 def make_world(

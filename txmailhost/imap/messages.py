@@ -26,6 +26,7 @@ from txmailhost.imap.session import SelectedMailbox
 from txmailhost.store.interfaces import (
     DELETED,
     SEEN,
+    IMessageRanges,
     NoSuchMailbox,
     NoSuchMessage,
     StoredMessage,
@@ -286,10 +287,16 @@ class MessageCommands:
         """Write a response whose literals may be ``FileRange``s: those are read from the
         message file a chunk at a time, waiting while the client is slow to read, so a large
         message never sits whole in memory."""
-        if not any(isinstance(p, fetch.FileRange) for p in parts):
+        ranges = [p for p in parts if isinstance(p, fetch.FileRange)]
+        if not ranges:
             self.write(b"".join(parts))  # type: ignore[arg-type]
             return
-        file = await view.mailbox.open_message(uid)
+        if IMessageRanges.providedBy(view.mailbox):  # a body in an object store: what's asked
+            low = min(p.offset for p in ranges)
+            high = max(p.offset + p.length for p in ranges)
+            file, base = await view.mailbox.open_range(uid, low, high - low)
+        else:
+            file, base = await view.mailbox.open_message(uid), 0
         try:
             for part in parts:
                 if not isinstance(part, fetch.FileRange):
@@ -297,7 +304,7 @@ class MessageCommands:
                     continue
                 # 64 KiB reads on the reactor thread, as POP3's RETR does: small, and usually
                 # from the page cache; the file itself was opened in the store's pool.
-                file.seek(part.offset)
+                file.seek(part.offset - base)
                 left = part.length
                 while left > 0:
                     chunk = file.read(min(STREAM_CHUNK, left))

@@ -35,7 +35,7 @@ from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.imap.search import BadCharset, parse_search
 from txmailhost.imap.searchtext import SEARCH_TEXT
 from txmailhost.imap.session import SelectedMailbox
-from txmailhost.store import backends
+from txmailhost.store import backends, s3blobs
 from txmailhost.store.interfaces import SYSTEM_FLAGS, ITextIndex, StoredMessage, StoreError
 
 
@@ -85,6 +85,7 @@ def open_store(config: Any) -> Any:
         config.mail_root,
         dsn=config.store.dsn,
         text_index=config.store.text_index,
+        blobs=s3blobs.from_config(config.store),
     )
 
 

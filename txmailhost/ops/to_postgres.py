@@ -89,12 +89,13 @@ def _run(args: argparse.Namespace, config: Any, accounts: Any) -> int:
     from txmailhost.store import (
         backends,
         postgres_restore,  # noqa: F401 - registers IMailboxRestore
+        s3blobs,
     )
     from txmailhost.store.pgstate import SharedState
     from txmailhost.store.postgres import PostgresStore
 
     try:
-        target = PostgresStore(dsn, None, None)
+        target = PostgresStore(dsn, None, None, blobs=s3blobs.from_config(config.store))
     except psycopg.OperationalError as e:
         raise AdminError(f"can't reach the database: {e}".strip()) from e
     source = backends.build("maildir", config.mail_root)

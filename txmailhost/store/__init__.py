@@ -9,7 +9,9 @@ so are ``IMetadataStore`` and ``IAclStore`` (METADATA, ACL).
 (tests, embedding; lost at restart); ``maildir.py`` is the durable default, described below;
 ``postgres.py`` keeps everything in a PostgreSQL database several nodes share (its tables and
 migrations in ``postgres_schema.py``, its LISTEN thread, which the queue shares, in
-``postgres_listen.py``, ``txmailhost db`` in ``dbadmin.py``; docs/scaling.rst).
+``postgres_listen.py``, ``txmailhost db`` in ``dbadmin.py``; docs/scaling.rst), with the
+message bodies optionally in an S3-compatible object store (``s3blobs.py``; orphans reaped by
+``blobgc.py``).
 tests/store/test_contract.py is the contract every backend passes.
 
 Maildir owns, on disk, ``DATA/mail/DOMAIN/LOCALPART/``: a Maildir++ tree (INBOX at the root, ``.Sent``,
@@ -28,8 +30,8 @@ searches, never by delivery; a cache dropped and rebuilt at will). ``changes.Cha
 open sessions (IMAP IDLE) that a mailbox changed, in process; what changed is read from the index.
 
 May import: ``txmailhost._safeio``, Twisted, zope.interface, the standard library and (only in
-``postgres*.py``/``dbadmin.py``, and only when that backend is chosen) psycopg; never a
-protocol package.
+``postgres*.py``/``dbadmin.py``, and only when that backend is chosen) psycopg, and (only in
+``s3blobs.py``, only with ``blobs = "s3"``) boto3; never a protocol package.
 
 Invariants a change must keep:
 - a message is reported delivered or appended only after its file *and* the directory entry

@@ -14,7 +14,7 @@ from twisted.python.threadpool import ThreadPool
 
 
 def _maildir(
-    mail_root: str, reactor: Any, pool: ThreadPool | None, dsn: str, text_index: bool
+    mail_root: str, reactor: Any, pool: ThreadPool | None, dsn: str, text_index: bool, blobs: Any
 ) -> Any:
     import twisted.mail.imap4  # noqa: F401 - registers the imap4-utf-7 folder-name codec
 
@@ -24,7 +24,7 @@ def _maildir(
 
 
 def _memory(
-    mail_root: str, reactor: Any, pool: ThreadPool | None, dsn: str, text_index: bool
+    mail_root: str, reactor: Any, pool: ThreadPool | None, dsn: str, text_index: bool, blobs: Any
 ) -> Any:
     from txmailhost.store.memory import MemoryStore
 
@@ -32,14 +32,14 @@ def _memory(
 
 
 def _postgres(
-    mail_root: str, reactor: Any, pool: ThreadPool | None, dsn: str, text_index: bool
+    mail_root: str, reactor: Any, pool: ThreadPool | None, dsn: str, text_index: bool, blobs: Any
 ) -> Any:
     from txmailhost.store.postgres import PostgresStore
 
-    return PostgresStore(dsn, reactor, pool)
+    return PostgresStore(dsn, reactor, pool, blobs=blobs)
 
 
-BACKENDS: dict[str, Callable[[str, Any, ThreadPool | None, str, bool], Any]] = {
+BACKENDS: dict[str, Callable[[str, Any, ThreadPool | None, str, bool, Any], Any]] = {
     "maildir": _maildir,
     "memory": _memory,
     "postgres": _postgres,
@@ -60,10 +60,12 @@ def build(
     pool: ThreadPool | None = None,
     dsn: str = "",
     text_index: bool = True,
+    blobs: Any = None,
 ) -> Any:
     """The ``IMailStore`` named ``backend``; ``mail_root`` is ``DATA/mail`` (where a store
     on disk keeps its files), ``dsn`` the database of a store in one (``[store] dsn``).
     Without ``pool`` a store does its work before each call returns (the CLI, which has no
     reactor running). ``text_index`` (``[store] text_index``) is for the stores that keep
-    one (Maildir); the others search by reading every message."""
-    return BACKENDS[backend](mail_root, reactor, pool, dsn, text_index)
+    one (Maildir); the others search by reading every message. ``blobs``: the object store
+    (``s3blobs.S3Blobs``, ``[store] blobs = "s3"``) a database store keeps bodies in."""
+    return BACKENDS[backend](mail_root, reactor, pool, dsn, text_index, blobs)

@@ -4,6 +4,8 @@
 does the same when it starts; running it first lets an administrator upgrade the database once,
 before rolling the new release over the nodes) and prints the versions before and after.
 ``db status`` only reads the version, and says whether this release would change it.
+``db gc`` deletes the objects of ``[store] blobs = "s3"`` that no message names any more
+(``blobgc.py``: what a crash left behind); run it from cron, daily.
 """
 
 from __future__ import annotations
@@ -27,6 +29,18 @@ def register(
     upgrade.set_defaults(run=with_config(_upgrade))
     status = actions.add_parser("status", help="print the schema version of the database")
     status.set_defaults(run=with_config(_status))
+    gc = actions.add_parser(
+        "gc", help='delete objects no message names (store.blobs = "s3"; daily, from cron)'
+    )
+    gc.add_argument(
+        "--grace",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="leave objects younger than this alone (default: a day)",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="count the orphans, delete nothing")
+    gc.set_defaults(run=with_config(_gc))
 
 
 def _connect(config: Any) -> Any:
@@ -69,4 +83,34 @@ def _status(args: argparse.Namespace, config: Any) -> int:
         print(f"schema version {version}: `txmailhost db upgrade` brings it to {LATEST}")
     else:
         print(f"schema version {version}: newer than this release ({LATEST})")
+    return 0
+
+
+def _gc(args: argparse.Namespace, config: Any) -> int:
+    from txmailhost.store import blobgc, s3blobs
+    from txmailhost.store.interfaces import StoreError
+
+    try:
+        blobs = s3blobs.from_config(config.store)
+    except StoreError as e:
+        raise _NoDatabase(str(e)) from e
+    if blobs is None:
+        raise _NoDatabase(
+            'store.blobs is "postgres": bodies are rows, deleted with their messages;'
+            " nothing to collect"
+        )
+    grace = blobgc.GRACE if args.grace is None else args.grace
+    if grace < 0:
+        raise _NoDatabase("--grace: expected a number of seconds, at least 0")
+    with _connect(config) as conn:
+        try:
+            done = blobgc.collect_garbage(conn, blobs, grace, args.dry_run)
+        except StoreError as e:
+            raise _NoDatabase(str(e)) from e
+    verb = "would delete" if args.dry_run else "deleted"
+    print(
+        f"examined {done.examined} objects older than {grace:g} s: {done.orphans} orphans,"
+        f" {verb} {done.orphans if args.dry_run else done.deleted};"
+        f" {done.aborted} unfinished uploads aborted"
+    )
     return 0

@@ -435,6 +435,18 @@ class ITextIndex(Interface):
         how many were indexed (None when the index is off)."""
 
 
+class IMessageRanges(Interface):
+    """Optional, for mailboxes whose bodies are remote (an object store): read only the part of
+    a message a client asked for (IMAP ``BODY[]<offset.length>``: Thunderbird downloads a large
+    message in such pieces), instead of the whole message for each piece."""
+
+    def open_range(uid, offset, length):
+        """Deferred[tuple[BinaryIO, int]]: a file holding at least octets ``[offset, offset +
+        length)`` of the message (CRLF line ends), and the message offset of the file's first
+        octet (``offset``, or 0 when the whole message was read). Fewer octets when the
+        message is shorter. Fails with NoSuchMessage when the UID has been expunged."""
+
+
 class IStagedAppend(Interface):
     """Optional, for mailboxes of an ``IFileDelivery`` store: add a file written (not yet
     fsync'd) in ``IFileDelivery.staging_directory`` by a link, not a copy."""

@@ -15,7 +15,9 @@ How it keeps the store's promises across nodes:
 - *Bodies* are streamed into ``message_chunks`` 1 MiB at a time, before the mailbox row is
   locked, so a large upload never holds up other writers; a copy duplicates chunks inside the
   server (``INSERT ... SELECT``), without the bytes crossing the network; ``open_message``
-  reads one chunk at a time into a spooled file.
+  reads one chunk at a time into a spooled file. With ``[store] blobs = "s3"`` a body goes
+  instead to an object store (``s3blobs.py``) before the transaction naming it commits; its
+  copies share the object, which is deleted after the last row naming it is (``_forget``).
 - *Change notification*: each write sends ``NOTIFY txmailhost_changes`` in its transaction
   (delivered on commit); a listener thread per store (started with the first watcher) relays
   other nodes' notifications to this process's ``ChangeBus``, so IDLE on node B sees a delivery
@@ -36,8 +38,8 @@ import time
 import uuid
 import weakref
 from array import array
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, BinaryIO, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from twisted.internet import threads
 from twisted.internet.defer import Deferred, fail, succeed
@@ -54,6 +56,7 @@ from txmailhost.store.interfaces import (
     IAclStore,
     IMailbox,
     IMailStore,
+    IMessageRanges,
     IndexColumns,
     InvalidMailboxName,
     MailboxChanges,
@@ -72,6 +75,9 @@ from txmailhost.store.interfaces import (
 from txmailhost.store.memory import _canonical, _owner
 from txmailhost.store.postgres_listen import PostgresListener, listening
 from txmailhost.store.postgres_schema import upgrade
+
+if TYPE_CHECKING:
+    from txmailhost.store.s3blobs import S3Blobs
 
 log = Logger(namespace="txmailhost.store")
 
@@ -117,7 +123,36 @@ def _stored(row: tuple[Any, ...], flags: _Flags) -> StoredMessage:
     return StoredMessage(uid, flags(flag_list), size, internaldate, modseq)
 
 
-@implementer(IMailbox)
+class _Body:
+    """A message read in ``CHUNK`` pieces turned into its CRLF form, counting as it goes and
+    keeping the header block (up to the first blank line; a message without one is all
+    header) for the index row."""
+
+    def __init__(self) -> None:
+        self.size = self.chunks = 0
+        self._head = b""
+        self._header: bytes | None = None
+
+    @property
+    def header(self) -> bytes:
+        return self._header if self._header is not None else self._head
+
+    def pieces(self, f: BinaryIO) -> Iterator[bytes]:
+        after_cr = False
+        while raw := f.read(CHUNK):
+            data = lineends.convert_chunk(raw, after_cr)
+            after_cr = raw.endswith(b"\r")
+            if self._header is None:
+                self._head += data
+                end = lineends.header_end(self._head)
+                if end >= 0:
+                    self._header, self._head = self._head[:end], b""
+            self.size += len(data)
+            self.chunks += 1
+            yield data
+
+
+@implementer(IMailbox, IMessageRanges)
 class PostgresMailbox:
     """One opened mailbox: the owner, the name, and the row it was found in."""
 
@@ -168,13 +203,33 @@ class PostgresMailbox:
         def job(conn: Any) -> BinaryIO:
             with conn.transaction():
                 row = conn.execute(
-                    "SELECT id, chunks FROM messages WHERE mailbox_id = %s AND uid = %s"
-                    " FOR SHARE",  # not expunged while its chunks are read
+                    "SELECT id, chunks, blob FROM messages WHERE mailbox_id = %s AND uid = %s"
+                    " FOR SHARE",  # not expunged while its chunks (or its object) are read
                     (self.id, uid),
                 ).fetchone()
                 if row is None:
                     raise NoSuchMessage(f"UID {uid} is not in {self.name}")
-                return self._store._read_chunks(conn, row[0], row[1])
+                return self._store._read_chunks(conn, row[0], row[1], row[2])
+
+        return self._run(job)
+
+    def open_range(self, uid: int, offset: int, length: int) -> Deferred[tuple[BinaryIO, int]]:
+        """A ranged GET for a body in the object store; a body in ``message_chunks`` is read
+        whole, as ``open_message`` does (its chunks' CRLF boundaries aren't at fixed octets)."""
+
+        def job(conn: Any) -> tuple[BinaryIO, int]:
+            with conn.transaction():
+                row = conn.execute(
+                    "SELECT id, chunks, blob FROM messages WHERE mailbox_id = %s AND uid = %s"
+                    " FOR SHARE",
+                    (self.id, uid),
+                ).fetchone()
+                if row is None:
+                    raise NoSuchMessage(f"UID {uid} is not in {self.name}")
+                message_id, chunks, blob = row
+                if blob is None:
+                    return self._store._read_chunks(conn, message_id, chunks), 0
+                return self._store._read_object_range(blob, offset, length), offset
 
         return self._run(job)
 
@@ -280,13 +335,17 @@ class PostgresMailbox:
             flags = _Flags()
             with conn.transaction():
                 rows = conn.execute(
-                    f"SELECT {_INDEX}, header, id FROM messages"
+                    f"SELECT {_INDEX}, header, id, blob FROM messages"
                     " WHERE mailbox_id = %s AND uid = ANY (%s) ORDER BY uid"
                     + (" FOR SHARE" if content else ""),
                     (self.id, wanted),
                 ).fetchall()
                 bodies: dict[int, list[bytes]] = {}
-                if content and rows:
+                objects = {r[6]: r[7] for r in rows if r[7] is not None} if content else {}
+                if objects:  # in the object store: GETs, several at once
+                    found = self._store._need_blobs().read_many(objects.values())
+                    bodies.update({mid: [found[key]] for mid, key in objects.items()})
+                if content and len(bodies) < len(rows):
                     for message_id, data in conn.execute(
                         "SELECT message_id, data FROM message_chunks"
                         " WHERE message_id = ANY (%s) ORDER BY message_id, seq",
@@ -436,16 +495,16 @@ class PostgresMailbox:
                 highest = self._lock(conn, True)[2]
                 gone = conn.execute(
                     "DELETE FROM messages WHERE mailbox_id = %s AND uid = ANY (%s)"
-                    " RETURNING uid, size",
+                    " RETURNING uid, size, blob",
                     (self.id, wanted),
                 ).fetchall()
                 if not gone:
                     return []
-                removed = sorted(uid for uid, _size in gone)
+                removed = sorted(uid for uid, _size, _blob in gone)
                 modseq = highest + 1
                 conn.execute(
                     "UPDATE mailboxes SET highestmodseq = %s, size = size - %s WHERE id = %s",
-                    (modseq, sum(size for _uid, size in gone), self.id),
+                    (modseq, sum(size for _uid, size, _blob in gone), self.id),
                 )
                 conn.execute(
                     "INSERT INTO expunged (mailbox_id, uid, modseq)"
@@ -454,6 +513,7 @@ class PostgresMailbox:
                 )
                 self._store._notify(conn, self.user, self.name)
             self._store._changed([(self.user, self.name)])
+            self._store._forget(conn, [blob for _uid, _size, blob in gone])
             return removed
 
         return self._run(job, sorted(set(uids)))
@@ -484,17 +544,18 @@ class PostgresMailbox:
         store = self._store
         with conn.transaction():
             uploaded = [store._upload(conn, source) for source, _flags, _date in batch]
-            octets = sum(size for _id, size, _chunks, _header in uploaded)
+            octets = sum(size for _id, size, _chunks, _header, _blob in uploaded)
             uidvalidity, first, modseq = store._allocate(
                 conn, self.id, len(batch), octets, self.name
             )
             uids = list(range(first, first + len(batch)))
-            for uid, (message_id, size, chunks, header), (_s, flags, date) in zip(
+            for uid, (message_id, size, chunks, header, blob), (_s, flags, date) in zip(
                 uids, uploaded, batch, strict=True
             ):
                 store._insert(
-                    conn, message_id, self.id, uid, modseq, flags, size, date, chunks, header
-                )
+                    conn, message_id, self.id, uid, modseq, flags, size, date, chunks, header,
+                    blob=blob,
+                )  # fmt: skip
             store._notify(conn, self.user, self.name)
         store._changed([(self.user, self.name)])
         return uidvalidity, uids
@@ -504,7 +565,7 @@ class PostgresMailbox:
             store = self._store
             with conn.transaction():
                 rows = conn.execute(
-                    "SELECT id, uid, flags, size, internaldate, chunks, header, emailid"
+                    "SELECT id, uid, flags, size, internaldate, chunks, header, emailid, blob"
                     " FROM messages WHERE mailbox_id = %s AND uid = ANY (%s) ORDER BY uid"
                     " FOR SHARE",
                     (self.id, wanted),
@@ -516,13 +577,12 @@ class PostgresMailbox:
                     conn, target.id, len(rows), octets, target.name
                 )
                 pairs = []
-                for new_uid, (old_id, uid, flags, size, date, chunks, header, emailid) in enumerate(
-                    rows, first
-                ):
-                    new_id = store._copy_chunks(conn, old_id)
+                for new_uid, row in enumerate(rows, first):
+                    old_id, uid, flags, size, date, chunks, header, emailid, blob = row
+                    new_id = store._copy_chunks(conn, old_id, blob)  # a copy shares the object
                     store._insert(
                         conn, new_id, target.id, new_uid, modseq, flags, size, date, chunks, header,
-                        emailid,
+                        emailid, blob,
                     )  # fmt: skip
                     pairs.append((uid, new_uid))
                 store._notify(conn, target.user, target.name)
@@ -535,14 +595,22 @@ class PostgresMailbox:
 @implementer(IMailStore, IAclStore)
 class PostgresStore:
     """Every user's mailboxes in the PostgreSQL database at ``dsn`` (a libpq connection string
-    or URI). The schema is brought up to date when the store is made (``upgrade``)."""
+    or URI). The schema is brought up to date when the store is made (``upgrade``).
+    ``blobs``: the object store new message bodies go to (``[store] blobs = "s3"``); None
+    keeps them in ``message_chunks``. Bodies already in either place are read from it."""
 
     def __init__(
-        self, dsn: str, reactor: Any = None, pool: ThreadPool | None = None, migrate: bool = True
+        self,
+        dsn: str,
+        reactor: Any = None,
+        pool: ThreadPool | None = None,
+        migrate: bool = True,
+        blobs: S3Blobs | None = None,
     ) -> None:
         if not dsn:
             raise StoreError('[store] backend = "postgres" needs [store] dsn')
         self._dsn = dsn
+        self.blobs = blobs
         self._reactor = reactor
         self._pool = pool
         self._local = threading.local()
@@ -553,6 +621,8 @@ class PostgresStore:
         self.changes = ChangeBus()
         if migrate:
             self.upgrade()
+        if pool is not None and blobs is not None:
+            blobs.check()  # a server: a misconfigured bucket stops it at start, not at mail
         if pool is not None:
             # A server: LISTEN before the first session can look at a mailbox, so no change
             # falls between a session's SELECT and the notices it will hear. Blocking, like
@@ -651,6 +721,8 @@ class PostgresStore:
             connections, self._connections = self._connections, []
         for conn in connections:
             conn.close()
+        if self.blobs is not None:
+            self.blobs.close()
 
     def _notify(self, conn: Any, user: str, mailbox: str) -> None:
         """Tell the other nodes, when this transaction commits, that the mailbox changed."""
@@ -767,61 +839,65 @@ class PostgresStore:
         taken, row and chunk inserted, other nodes notified, committed, in one round trip
         (the mailbox row stays locked only for that statement and its commit)."""
         data, header = small
+        # In the object store: acknowledged there before the statement naming it commits.
+        blob = self.blobs.upload([data])[0] if self.blobs is not None else None
         row = conn.execute(
             "WITH b AS (UPDATE mailboxes SET uidnext = uidnext + 1,"
             "   highestmodseq = highestmodseq + 1, size = size + %(size)s WHERE id = %(box)s"
             "   RETURNING id, uidvalidity, uidnext - 1 AS uid, highestmodseq),"
             " m AS (INSERT INTO messages (mailbox_id, uid, modseq, flags, size, internaldate,"
-            "   chunks, header) SELECT b.id, b.uid, b.highestmodseq, %(flags)s, %(size)s,"
-            "   %(date)s, 1, %(header)s FROM b RETURNING id),"
-            " c AS (INSERT INTO message_chunks (message_id, seq, data)"
-            "   SELECT m.id, 0, %(data)s FROM m)"
-            " SELECT b.uidvalidity, b.uid, pg_notify(%(channel)s, %(payload)s) FROM b",
+            "   chunks, header, blob) SELECT b.id, b.uid, b.highestmodseq, %(flags)s, %(size)s,"
+            "   %(date)s, %(chunks)s, %(header)s, %(blob)s FROM b RETURNING id)"
+            + (
+                ", c AS (INSERT INTO message_chunks (message_id, seq, data)"
+                "   SELECT m.id, 0, %(data)s FROM m)"
+                if blob is None
+                else ""
+            )
+            + " SELECT b.uidvalidity, b.uid, pg_notify(%(channel)s, %(payload)s) FROM b",
             {
                 "box": box.id,
                 "flags": sorted({f for f in flags if f != "\\Recent"}),
                 "size": len(data),
                 "date": internaldate if internaldate is not None else time.time(),
+                "chunks": 1 if blob is None else 0,
                 "header": header,
-                "data": data,
+                "blob": blob,
+                "data": data if blob is None else None,
                 "channel": CHANNEL,
                 "payload": f"{self._origin}\t{_key(box.user, box.name)}",
             },
         ).fetchone()
         if row is None:
+            self._forget(conn, [blob])  # nothing was inserted: no row names it
             raise NoSuchMailbox(f"mailbox {box.name!r} no longer exists")
         self._changed([(box.user, box.name)])
         return row[0], row[1]
 
-    def _upload(self, conn: Any, source: MessageSource) -> tuple[int, int, int, bytes]:
-        """Stream the message, in its CRLF form, into chunk rows under a new message id;
-        (id, CRLF size, chunks, header block). The header is gathered from the first chunks
-        (it ends at the first blank line; a message without one is all header)."""
+    def _upload(self, conn: Any, source: MessageSource) -> tuple[int, int, int, bytes, str | None]:
+        """Stream the message, in its CRLF form, into chunk rows under a new message id, or
+        into a new object of the object store; (id, CRLF size, chunks, header block, object
+        key or None). The object is acknowledged by the store when this returns."""
         message_id = conn.execute("SELECT nextval('messages_id_seq')").fetchone()[0]
-        size = chunks = 0
-        head = b""
-        header: bytes | None = None
-        after_cr = False
-        with source.open() as f, conn.cursor() as cur:
-            while raw := f.read(CHUNK):
-                data = lineends.convert_chunk(raw, after_cr)
-                after_cr = raw.endswith(b"\r")
-                if header is None:
-                    head += data
-                    end = lineends.header_end(head)
-                    if end >= 0:
-                        header, head = head[:end], b""
-                cur.execute(
-                    "INSERT INTO message_chunks (message_id, seq, data) VALUES (%s, %s, %s)",
-                    (message_id, chunks, data),
-                )
-                size += len(data)
-                chunks += 1
-        return message_id, size, chunks, header if header is not None else head
+        body = _Body()
+        with source.open() as f:
+            if self.blobs is not None:
+                blob, _size = self.blobs.upload(body.pieces(f))
+                return message_id, body.size, 0, body.header, blob
+            with conn.cursor() as cur:
+                for seq, data in enumerate(body.pieces(f)):
+                    cur.execute(
+                        "INSERT INTO message_chunks (message_id, seq, data) VALUES (%s, %s, %s)",
+                        (message_id, seq, data),
+                    )
+        return message_id, body.size, body.chunks, body.header, None
 
-    def _copy_chunks(self, conn: Any, old_id: int) -> int:
-        """A new message id whose chunks are those of ``old_id``, copied inside the server."""
+    def _copy_chunks(self, conn: Any, old_id: int, blob: str | None = None) -> int:
+        """A new message id whose chunks are those of ``old_id``, copied inside the server;
+        a message in the object store has no chunks: the copy names the same object."""
         new_id = conn.execute("SELECT nextval('messages_id_seq')").fetchone()[0]
+        if blob is not None:
+            return new_id
         conn.execute(
             "INSERT INTO message_chunks (message_id, seq, data)"
             " SELECT %s, seq, data FROM message_chunks WHERE message_id = %s",
@@ -856,12 +932,14 @@ class PostgresStore:
         chunks: int,
         header: bytes,
         emailid: str | None = None,
+        blob: str | None = None,
     ) -> None:
         """One message row, saved now (RFC 8514); ``emailid`` is the one of the message it
-        copies (RFC 8474), a new one when None."""
+        copies (RFC 8474), a new one when None; ``blob`` the object holding its body."""
         conn.execute(
             "INSERT INTO messages (id, mailbox_id, uid, modseq, flags, size, internaldate,"
-            " chunks, header, emailid) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            " chunks, header, emailid, blob)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 message_id,
                 mailbox_id,
@@ -873,12 +951,25 @@ class PostgresStore:
                 chunks,
                 header,
                 emailid or objectids.new_emailid(),
+                blob,
             ),
         )
 
-    def _read_chunks(self, conn: Any, message_id: int, chunks: int) -> BinaryIO:
+    def _read_chunks(
+        self, conn: Any, message_id: int, chunks: int, blob: str | None = None
+    ) -> BinaryIO:
         """The message as a file: in memory when small, spilling to a temporary file when
-        large, read from the database one chunk per query so neither side holds it whole."""
+        large, read from the database one chunk per query (or streamed from its object) so
+        neither side holds it whole."""
+        if blob is not None:
+            spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL)  # noqa: SIM115 - returned
+            try:
+                self._need_blobs().read_into(blob, spool)
+            except BaseException:
+                spool.close()
+                raise
+            spool.seek(0)
+            return spool  # type: ignore[return-value]
         if chunks <= 1:
             row = conn.execute(
                 "SELECT data FROM message_chunks WHERE message_id = %s", (message_id,)
@@ -894,6 +985,58 @@ class PostgresStore:
         spool.seek(0)
         return spool  # type: ignore[return-value]
 
+    def _read_object_range(self, blob: str, offset: int, length: int) -> BinaryIO:
+        """Octets ``[offset, offset + length)`` of an object, streamed into a spooled file."""
+        spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL)  # noqa: SIM115 - returned
+        try:
+            self._need_blobs().read_into(blob, spool, offset, length)
+        except BaseException:
+            spool.close()
+            raise
+        spool.seek(0)
+        return spool  # type: ignore[return-value]
+
+    def _need_blobs(self) -> S3Blobs:
+        """The object store, for reading a body kept there."""
+        if self.blobs is None:
+            raise StoreError(
+                'this message\'s body is in the object store: set [store] blobs = "s3" and'
+                " its s3_* keys"
+            )
+        return self.blobs
+
+    @staticmethod
+    def _objects(conn: Any, where: str, *args: Any) -> list[str]:
+        """The objects named by the messages ``where`` picks, before they are deleted."""
+        rows = conn.execute(
+            f"SELECT blob FROM messages WHERE blob IS NOT NULL AND {where}",  # noqa: S608
+            args,
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def _forget(self, conn: Any, objects: Iterable[str | None]) -> None:
+        """After the commit that deleted rows naming ``objects``: delete those no row names
+        any more (copies share an object). Never before the commit, so a rolled-back
+        deletion keeps its bodies; a failure here leaves orphans, which ``db gc`` reaps."""
+        keys = list(dict.fromkeys(k for k in objects if k is not None))
+        if not keys or self.blobs is None:
+            return
+        try:
+            named = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT DISTINCT blob FROM messages WHERE blob = ANY (%s)", (keys,)
+                )
+            }
+            self.blobs.delete(k for k in keys if k not in named)
+        except Exception as e:
+            log.warn(
+                "could not delete {count} objects of removed messages ({error});"
+                " `txmailhost db gc` will",
+                count=len(keys),
+                error=str(e),
+            )
+
     # -- IMailStore --------------------------------------------------------------------------
 
     def provision(self, user: str) -> Deferred[None]:
@@ -905,10 +1048,17 @@ class PostgresStore:
     def remove_user(self, user: str) -> Deferred[None]:
         def job(conn: Any) -> None:
             with conn.transaction():  # the user's mailboxes' ACLs go by cascade
+                objects = self._objects(
+                    conn,
+                    "mailbox_id IN (SELECT b.id FROM mailboxes b JOIN mail_users u"
+                    " ON u.id = b.user_id WHERE u.address = %s)",
+                    _owner(user),
+                )
                 conn.execute("DELETE FROM mail_users WHERE address = %s", (_owner(user),))
                 # and the rights granted to the user, so that an account made later under
                 # the address doesn't inherit them (negative entries only take rights away)
                 conn.execute("DELETE FROM mailbox_acl WHERE identifier = %s", (_owner(user),))
+            self._forget(conn, objects)
 
         return self._run(job)
 
@@ -1008,17 +1158,17 @@ class PostgresStore:
                 boxes = {target: self._mailbox(conn, *target) for target in targets}
                 if not boxes:
                     return results
-                message_id, size, chunks, header = self._upload(conn, source)
+                message_id, size, chunks, header, blob = self._upload(conn, source)
                 emailid = objectids.new_emailid()  # one message in every mailbox (RFC 8474)
                 first = True
                 for target, box in sorted(boxes.items(), key=lambda item: item[1].id):
                     _validity, uid, modseq = self._allocate(conn, box.id, 1, size, box.name)
-                    copy_id = message_id if first else self._copy_chunks(conn, message_id)
+                    copy_id = message_id if first else self._copy_chunks(conn, message_id, blob)
                     first = False
                     marks = list(wanted.get(target, ()))
                     self._insert(
                         conn, copy_id, box.id, uid, modseq, marks, size, internaldate, chunks,
-                        header, emailid,
+                        header, emailid, blob,
                     )  # fmt: skip
                     self._notify(conn, box.user, box.name)
                     results[target] = uid
@@ -1069,9 +1219,12 @@ class PostgresStore:
                 raise InvalidMailboxName("INBOX can't be deleted")
             box = self._mailbox(conn, user, name)
             with conn.transaction():
+                box._lock(conn, True)  # no delivery adds a row (and an object) meanwhile
+                objects = self._objects(conn, "mailbox_id = %s", box.id)
                 conn.execute("DELETE FROM mailboxes WHERE id = %s", (box.id,))
                 self._notify(conn, box.user, box.name)
             self._changed([(box.user, box.name)])
+            self._forget(conn, objects)
 
         return self._run(job)
 

@@ -79,12 +79,12 @@ class PostgresRestore:
             octets = 0
             highest = current
             for m in messages:
-                message_id, size, chunks, header = store._upload(conn, m.source)
+                message_id, size, chunks, header, blob = store._upload(conn, m.source)
                 modseq = m.modseq if keep_modseqs else current + 1
                 emailid = m.emailid if objectids.is_objectid(m.emailid) else None
                 store._insert(
                     conn, message_id, mailbox_id, m.uid, modseq, m.flags, size,
-                    m.internaldate or None, chunks, header, emailid,
+                    m.internaldate or None, chunks, header, emailid, blob,
                 )  # fmt: skip
                 if m.savedate is not None:
                     conn.execute(

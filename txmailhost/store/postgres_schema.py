@@ -40,7 +40,10 @@ What is where (docs/scaling.rst says the same for administrators):
   failures and greylisting state, shared by every node of a PostgreSQL store
   (``accounts/sharedfailures.py``, ``spam/greylist.py``);
 - ``mailbox_acl`` (step 5): RFC 4314 ACL entries per mailbox row (``store/acl.py`` rights).
-- step 6: reserved (message bodies in an object store, another branch).
+- step 6 (bodies in an object store): ``messages.blob``, the key of the object holding the
+  message when ``[store] blobs = "s3"`` (``store/s3blobs.py``; its ``chunks`` is then 0 and it
+  has no ``message_chunks``); NULL for a body in ``message_chunks``. Copies of a message share
+  its object; the partial index finds the rows naming a key (deletion, ``db gc``).
 - ``srs_keys``, ``sieve_scripts``, ``sieve_responses``, ``sieve_notices``, ``dkim_selectors``
   (step 7): state that lived in each node's data directory and must be the same on every
   node: the SRS signing keys (``srs.py``), users' Sieve scripts, whom a vacation answered and
@@ -272,8 +275,13 @@ MIGRATIONS: tuple[str | None, ...] = (
     );
     CREATE INDEX mailbox_acl_by_identifier ON mailbox_acl (identifier);
     """,
-    # 6: reserved for another branch's step (message bodies in an object store)
-    None,
+    # 6: message bodies in an S3-compatible object store (store/s3blobs.py): the row names
+    # its object; rows without one keep their body in message_chunks, so a database can
+    # switch [store] blobs without moving what it holds
+    """
+    ALTER TABLE messages ADD COLUMN blob text;
+    CREATE INDEX messages_blob ON messages (blob) WHERE blob IS NOT NULL;
+    """,
     # 7: per-node state that a cluster must share (srs.py, sieve/shared.py, DKIM keys)
     """
     -- SRS keys: the newest signs, every one verifies (rotation keeps the old ones a while).
