@@ -378,12 +378,15 @@ def _build_training(config: Any, reactor: Any, top: MultiService) -> tuple[Any, 
     return (trainer,)
 
 
-def build_accounts(config: Any, store: Any, reactor: Any, pool: ThreadPool) -> tuple[Any, Any]:
+def build_accounts(
+    config: Any, store: Any, reactor: Any, pool: ThreadPool, credential_key: bytes | None = None
+) -> tuple[Any, Any]:
     """(portal, router): the one Portal every protocol logs in through, so failures count
     across all of them, and the one Router that SMTP and the queue's DSNs resolve with.
 
     Both read the accounts backend (``IAccounts``, SQLite in ``DATA/accounts.sqlite``) from
-    ``pool``, the accounts thread pool, never on the reactor."""
+    ``pool``, the accounts thread pool, never on the reactor. ``credential_key`` is the
+    workers' shared key for the cache of verified passwords (``accounts/credcache.py``)."""
     from txmailhost.accounts.backends import open_accounts
     from txmailhost.accounts.checker import AccountsChecker
     from txmailhost.accounts.credcache import CredentialCache
@@ -401,7 +404,10 @@ def build_accounts(config: Any, store: Any, reactor: Any, pool: ThreadPool) -> t
         account_limit=security.login_failures_per_account,
     )
     credentials = CredentialCache(
-        reactor, ttl=security.credential_cache_ttl, max_entries=security.credential_cache_size
+        reactor,
+        ttl=security.credential_cache_ttl,
+        max_entries=security.credential_cache_size,
+        key=credential_key,
     )
     checker = AccountsChecker(accounts, reactor, pool, credentials)
     portal = ThrottledPortal(
@@ -409,6 +415,7 @@ def build_accounts(config: Any, store: Any, reactor: Any, pool: ThreadPool) -> t
         throttle,
         LoginOrigins(reactor, accounts, reactor, pool),
     )
+    portal.credentials = credentials  # type: ignore[attr-defined] - workers share it
     router = Router(
         accounts,
         reactor,
@@ -517,7 +524,9 @@ def build(
             backend=config.store.backend,
         )
     # Every protocol logs in through this one portal, so failures count across all of them.
-    portal, router = build_accounts(config, store, reactor, accounts_pool)
+    portal, router = build_accounts(
+        config, store, reactor, accounts_pool, None if worker is None else worker.credential_key
+    )
     queue, queue_service = build_queue(
         config, reactor, storage_pool, runner=primary, sweep_grace=0 if worker is None else 600
     )
@@ -647,6 +656,18 @@ def _join_workers(
             kind, client or "", "" if account is None else account
         )
         bus.on(kind, lambda client, account, t=throttle: t.record(client or None, account))
+    # Passwords verified here need no scrypt on the others (accounts/credcache.py). The
+    # checker remembers from the accounts pool: the bus is the reactor's.
+    credentials = portal.credentials
+    credentials.forward = lambda account, fingerprint, stored: reactor.callFromThread(
+        bus.send, "credential", account, fingerprint.hex(), stored
+    )
+    bus.on(
+        "credential",
+        lambda account, fingerprint, stored: credentials.adopt(
+            account, bytes.fromhex(fingerprint), stored
+        ),
+    )
     if notify_hub is not None:  # NOTIFY: mailboxes created, renamed, (un)subscribed elsewhere
         notify_hub.forward = lambda user, event, name, old: bus.send(
             "mailbox-name", user, event, name, old or ""

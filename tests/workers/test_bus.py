@@ -97,3 +97,17 @@ def test_connection_limits_add_up_the_other_workers_counts():
     assert factory._open("192.0.2.1") == (8, 0)
     factory.peer_restarted(1)
     assert factory._open("192.0.2.1") == (0, 0)
+
+
+def test_a_worker_reads_the_shared_credential_key_from_its_stdin_pipe():
+    from txmailhost.accounts.credcache import KEY_SIZE
+    from txmailhost.workers.main import read_key
+
+    for written, expected in ((b"\x07" * KEY_SIZE, b"\x07" * KEY_SIZE), (b"short", None)):
+        read_end, write_end = os.pipe()
+        os.write(write_end, written)
+        os.close(write_end)  # the supervisor closes stdin once the key is written
+        try:
+            assert read_key(read_end) == expected
+        finally:
+            os.close(read_end)
