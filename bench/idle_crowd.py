@@ -35,6 +35,7 @@ import multiprocessing
 import os
 import platform
 import random
+import signal
 import socket
 import sys
 import tempfile
@@ -203,13 +204,18 @@ async def _smtp_send(port: int, rcpt: str, n: int) -> float:
     return done
 
 
-def _plan(result: CrowdResult, per_process: int) -> list[list[tuple[int, str, str]]]:
-    """Sessions dealt out to the client processes, in order, with their source addresses."""
+def _plan(result: CrowdResult) -> list[list[tuple[int, str, str]]]:
+    """Sessions dealt out to the client processes like cards, with their source addresses.
+
+    Dealt, not cut in blocks: session i is user i mod users, and blocks of 16,000 would start
+    every client process on the same users at the same moment, each login of one user landing
+    on another server worker before any had verified the password (one scrypt per worker, as
+    if the workers shared nothing). Dealt, the processes log in different users at once."""
     users = [f"crowd{u}@{BENCH_DOMAIN}" for u in range(result.users)]
     plans: list[list[tuple[int, str, str]]] = [[] for _ in range(result.clients)]
     for i in range(result.sessions):
         source = f"127.0.0.{FIRST_SOURCE + i // PORTS_PER_ADDRESS}"
-        plans[i // per_process].append((i, users[i % len(users)], source))
+        plans[i % result.clients].append((i, users[i % len(users)], source))
     return plans
 
 
@@ -244,7 +250,7 @@ def _deliveries(
 
 
 def _crowd(server: targets.Server, result: CrowdResult, args: argparse.Namespace) -> None:
-    plans = _plan(result, args.per_process)
+    plans = _plan(result)
     context = multiprocessing.get_context("fork")  # no threads here yet; children start fast
     pipes, processes = [], []
     gate = max(1, args.concurrency // result.clients)
@@ -281,6 +287,9 @@ def _crowd(server: targets.Server, result: CrowdResult, args: argparse.Namespace
         if finished:
             result.login_seconds = finished[-1] - start
             result.login_half_seconds = finished[(len(finished) - 1) // 2] - start
+            marks = [finished[min(len(finished) - 1, len(finished) * q // 10)] - start
+                     for q in range(1, 11)]  # fmt: skip
+            print("  in IDLE after (s), by tenths:", " ".join(f"{m:.0f}" for m in marks))
         time.sleep(3.0)  # settle: sessions' buffers freed, pools idle
         pids = server.pids()
         result.crowd_kib = memory.total_kib(pids)
@@ -473,6 +482,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, help="write reST here")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sessions.split(",")]
+    # SIGTERM (and SIGINT, which a shell ignores in background jobs) end the run through the
+    # finally blocks, which stop the client processes and the server.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     # The server (twistd) inherits this limit; its workers raise theirs the same way.
     raise_file_limit(SESSIONS_PER_WORKER * 2)
     results = []
