@@ -151,7 +151,7 @@ async def _client_main(
     errors: list[str] = []
     finished: list[float] = []
 
-    async def open_one(number: int, session: Session) -> bool:
+    async def open_one(number: int, session: Session) -> int | None:
         async with gate:
             try:
                 await asyncio.wait_for(session.open(port), 300)
@@ -159,14 +159,18 @@ async def _client_main(
                 if len(errors) < 3:
                     errors.append(f"session {number}: {e!r}")
                 session.close()
-                return False
+                return None
         finished.append(time.monotonic())
-        return True
+        return number
 
     conn.send(("ready",))
     await asyncio.to_thread(conn.recv)  # "go": every client process starts at once
-    opened = await asyncio.gather(*(open_one(n, s) for n, s in sessions.items()))
-    conn.send(("logged", sum(opened), len(opened) - sum(opened), errors, finished))
+    opened = [
+        n
+        for n in await asyncio.gather(*map(open_one, sessions, sessions.values()))
+        if n is not None
+    ]
+    conn.send(("logged", opened, len(sessions) - len(opened), errors, finished))
     await asyncio.to_thread(conn.recv)  # "report": the deliveries are over
     conn.send(("exists", {n: s.exists for n, s in sessions.items() if s.exists}))
     await asyncio.to_thread(conn.recv)  # "close"
@@ -276,9 +280,11 @@ def _crowd(server: targets.Server, result: CrowdResult, args: argparse.Namespace
         for pipe in pipes:
             pipe.send("go")
         finished: list[float] = []
+        connected: set[int] = set()
         for pipe in pipes:
-            _, connected, failed, errors, ends = pipe.recv()
-            result.connected += connected
+            _, opened, failed, errors, ends = pipe.recv()
+            connected.update(opened)
+            result.connected += len(opened)
             result.failed += failed
             finished += ends
             for error in errors:
@@ -294,7 +300,7 @@ def _crowd(server: targets.Server, result: CrowdResult, args: argparse.Namespace
         pids = server.pids()
         result.crowd_kib = memory.total_kib(pids)
         result.server_fds = [_open_fds(pid) for pid in pids]
-        users_in = sorted({user for plan in plans for _, user, _ in plan})
+        users_in = sorted({user for plan in plans for n, user, _ in plan if n in connected})
         sent = _deliveries(server, result, args, users_in)
         for pipe in pipes:
             pipe.send("report")
@@ -310,23 +316,25 @@ def _crowd(server: targets.Server, result: CrowdResult, args: argparse.Namespace
             if process.is_alive():
                 process.kill()
                 process.join()
-    _score(result, plans, sent, exists)
+    _score(result, plans, connected, sent, exists)
 
 
 def _score(
     result: CrowdResult,
     plans: list[list[tuple[int, str, str]]],
+    connected: set[int],
     sent: list[tuple[str, int, float]],
     exists: dict[int, list[tuple[int, float]]],
 ) -> None:
-    """Push latencies: for each delivery and each session of its recipient, the first EXISTS
-    whose count includes the message (two quick deliveries may share one line)."""
+    """Push latencies: for each delivery and each session in IDLE of its recipient, the first
+    EXISTS whose count includes the message (two quick deliveries may share one line)."""
     by_user: dict[str, list[int]] = {}
     for plan in plans:
         for number, user, _ in plan:
-            by_user.setdefault(user, []).append(number)
+            if number in connected:
+                by_user.setdefault(user, []).append(number)
     for user, count, acked in sent:
-        for number in by_user[user]:
+        for number in by_user.get(user, []):
             seen = [t for n, t in exists.get(number, []) if n >= count]
             latency = min(seen) - acked if seen else None
             if latency is None or latency > PUSH_TIMEOUT:
