@@ -613,6 +613,7 @@ def build(
             worker, config, reactor, store, portal, parts.rcpt_throttle, queue, top,
             [limited for _label, limited in open_listeners], parts.notify_hub,
         )  # fmt: skip
+        _pause_near_file_limit(config, [limited for _label, limited in open_listeners], parts)
     if config.store.backend == "postgres":  # the nodes' failed logins count together
         from txmailhost.accounts.sharedfailures import SharedFailures, node_origin
 
@@ -626,6 +627,24 @@ def build(
     top.portal = portal  # type: ignore[attr-defined] - for embedding and tests
     top.store = store  # type: ignore[attr-defined]
     return top
+
+
+def _pause_near_file_limit(config: Any, limited: list[Any], parts: Any) -> None:
+    """A worker near its open-file limit leaves new connections to the others (limits.py).
+    Besides its connections a worker holds up to three descriptors (database, WAL, shared
+    memory) per cached SQLite connection: two caches (folder and text index) per storage
+    thread (store/threadconns.py), plus fdlimit's reserve for everything else."""
+    import resource
+
+    from txmailhost.fdlimit import RESERVE
+    from txmailhost.limits import AcceptPause
+    from txmailhost.store.threadconns import LIMIT
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return
+    sqlite = 2 * 3 * (LIMIT + 1) * config.store.threads
+    AcceptPause(limited, parts.listening, soft - RESERVE - sqlite)
 
 
 def _join_workers(

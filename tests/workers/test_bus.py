@@ -111,3 +111,46 @@ def test_a_worker_reads_the_shared_credential_key_from_its_stdin_pipe():
             assert read_key(read_end) == expected
         finally:
             os.close(read_end)
+
+
+def test_a_worker_near_its_file_limit_leaves_new_connections_to_the_others():
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.protocol import Factory, Protocol
+    from twisted.internet.testing import StringTransport
+
+    from txmailhost.limits import AcceptPause, LimitedFactory
+
+    class Port:
+        reading = True
+
+        def stopReading(self) -> None:
+            self.reading = False
+
+        def startReading(self) -> None:
+            self.reading = True
+
+    class Listener:
+        port = Port()
+
+    imap = LimitedFactory(Factory.forProtocol(Protocol), "imap", b"* BYE\r\n", 10**6, 10**6)
+    smtp = LimitedFactory(Factory.forProtocol(Protocol), "smtp", b"421\r\n", 10**6, 10**6)
+    listener = Listener()
+    pause = AcceptPause([imap, smtp], [listener], ceiling=100)
+    opened = []
+
+    def connect(factory: LimitedFactory, n: int) -> None:
+        protocol = factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", n))
+        protocol.makeConnection(StringTransport())
+        opened.append((factory, protocol))
+
+    for n in range(99):
+        connect(imap if n % 2 else smtp, n)
+    assert listener.port.reading  # 99 of 100, both listeners counted
+    connect(imap, 100)
+    assert not listener.port.reading and pause.paused
+    for factory, protocol in opened[:3]:  # 97: still above resume (95)
+        factory.unregisterProtocol(protocol)
+    assert not listener.port.reading
+    for factory, protocol in opened[3:6]:
+        factory.unregisterProtocol(protocol)
+    assert listener.port.reading and not pause.paused
