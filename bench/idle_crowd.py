@@ -50,7 +50,7 @@ from bench.server import BENCH_DOMAIN, PASSWORD
 
 PORTS_PER_ADDRESS = 20_000  # below the ~28,000 of Linux's default ephemeral range
 FIRST_SOURCE = 2  # 127.0.0.1 is left to the SMTP sender, the harness and everyone else
-SESSIONS_PER_WORKER = 14_000  # a server worker's share, well below a 20,000 open-file limit
+SESSIONS_PER_WORKER = 15_000  # a server worker's share, well below a 20,000 open-file limit
 PUSH_TIMEOUT = 10.0  # an EXISTS later than this after the 250 counts as missed
 # Linux: bind() picks the source port only at connect(), unique per 4-tuple, not per address.
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)

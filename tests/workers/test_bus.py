@@ -154,3 +154,21 @@ def test_a_worker_near_its_file_limit_leaves_new_connections_to_the_others():
     for factory, protocol in opened[3:6]:
         factory.unregisterProtocol(protocol)
     assert listener.port.reading and not pause.paused
+
+
+def test_what_a_busy_peer_cannot_take_now_waits_and_arrives_in_order(buses):
+    here, there = buses
+    got: list[str] = []
+    there.on("change", got.append)
+    names = [f"/data/mail/u{n}/INBOX" for n in range(60)]
+    dropped = here.dropped  # its "hello" at start, before the other bus listened
+    for name in names:  # the reactor doesn't run: the peer's queue (10 datagrams) fills up
+        here.send("change", name)
+    here.send("change", names[-1])  # the same nudge again, while it waits: kept once
+    assert here._waiting, "the peer's queue never filled: nothing was held"
+    for _ in range(200):
+        global_reactor.iterate(0.005)
+        if len(got) >= len(names):
+            break
+    assert got == names
+    assert here.dropped == dropped and not here._waiting
