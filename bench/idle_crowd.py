@@ -272,6 +272,14 @@ def _crowd(server: targets.Server, result: CrowdResult, args: argparse.Namespace
             message = pipe.recv()
             if message[0] != "ready":
                 raise RuntimeError(f"client process: {message[1]}")
+        # Worker 0 starts the others once it is ready, after the ports answer: the base is
+        # sampled with every worker up, or their start would count as the crowd's memory.
+        deadline = time.monotonic() + 60
+        while len(server.pids()) < (result.workers + 1 if result.workers > 1 else 1):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server's workers did not all start")
+            time.sleep(0.5)
+        time.sleep(3.0)
         result.base_kib = memory.total_kib(server.pids())
         # time.monotonic() is CLOCK_MONOTONIC on Linux: one clock for the whole system, not
         # per process, so the times the client processes report (login ends, EXISTS lines)
