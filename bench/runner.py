@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args, workload = parse(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    _raise_file_limit(2 * workload.imap_idle + 1000)
+    raise_file_limit(2 * workload.imap_idle + 1000)
     results = Results()
     for note in args.note:
         results.note(note)
@@ -253,17 +253,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _raise_file_limit(wanted: int) -> None:
-    """Raise RLIMIT_NOFILE (as far as the hard limit allows) for the idle IMAP sessions.
+def raise_file_limit(wanted: int) -> int:
+    """Raise RLIMIT_NOFILE (as far as the hard limit allows) for the idle IMAP sessions;
+    returns the soft limit afterwards (``bench.idle_crowd``'s client processes use it too).
 
     Each idle session is a socket here and one in the server, and txmailhost inherits this
     process's limit; the common soft default of 1,024 would stop the load short of 1,000.
+    The hard limit is never raised: an unprivileged process can't, and a container may deny
+    even root (no CAP_SYS_RESOURCE); a load bigger than it needs more processes, not more fds.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < wanted:
         ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def _targets(args: argparse.Namespace) -> list[Target]:

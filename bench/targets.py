@@ -110,6 +110,7 @@ def running(
     workers: int = 1,
     max_connections: int = 5000,
     extra_config: str = "",
+    extra_security: str = "",
 ) -> Iterator[Server]:
     """Start txmailhost with its data directory in ``workdir``; stop it however the block ends.
 
@@ -118,7 +119,8 @@ def running(
     off (senders are at client.test, a special-use name: no DNS is asked either way); ``name``
     is what the report calls this server; ``workers`` is ``[server] workers`` (more than one:
     the memory sampled is the supervisor's and every worker's). ``extra_config`` is appended
-    to the config file (sections the one written here doesn't have, e.g. ``[store]``).
+    to the config file (sections the one written here doesn't have, e.g. ``[store]``);
+    ``extra_security`` are lines for its ``[security]`` section.
 
     STARTTLS needs nothing: txmailhost makes a self-signed certificate (ECDSA P-256) on first
     start and offers it on every plain listener. ``tls`` adds the implicit-TLS IMAPS listener
@@ -137,7 +139,7 @@ def running(
             imap=imap_port,
             imaps=f"tcp:{imaps_port}:interface=127.0.0.1" if imaps_port else "",
             max_message=MAX_MESSAGE,
-            security="" if credential_cache else "credential_cache_ttl = 0\n",
+            security=("" if credential_cache else "credential_cache_ttl = 0\n") + extra_security,
             mailauth="true" if mailauth else "false",
             workers=workers,
             max_connections=max_connections,

@@ -52,6 +52,7 @@ class LimitedFactory(WrappingFactory):
         self.forward: Callable[[str, int, int], None] | None = None
         self._peer_total: dict[int, int] = {}
         self._peer_per_ip: dict[int, Counter[str]] = {}
+        self.counted: Callable[[], None] | None = None  # after each open and close (AcceptPause)
 
     def peer_counts(self, slot: int, key: str, mine: int, total: int) -> None:
         """Worker ``slot`` has ``mine`` connections from ``key`` and ``total`` in all."""
@@ -85,6 +86,8 @@ class LimitedFactory(WrappingFactory):
     def _tell(self, key: str) -> None:
         if self.forward is not None:
             self.forward(key, self.per_ip.get(key, 0), self.total)
+        if self.counted is not None:
+            self.counted()
 
     def buildProtocol(self, addr: Any) -> Any:
         key = client_key(addr) or "?"
@@ -118,3 +121,46 @@ class LimitedFactory(WrappingFactory):
             if self.per_ip[key] <= 0:
                 del self.per_ip[key]
             self._tell(key)
+
+
+class AcceptPause:
+    """A worker whose connections near its open-file limit stops accepting until some close.
+
+    Worker processes share each listening socket (workers/supervisor.py), and the kernel hands
+    a new connection to whichever worker accepts first, so their shares drift apart: in a
+    crowd of 100,000 on 8 workers one may hold half again the average. One at its descriptor
+    limit can't accept: Twisted then takes the connection into its reserve descriptor and
+    closes it at once, refusing a client other workers had room for, and meanwhile the worker
+    can't open a mail file either. So past ``ceiling`` connections (the limit less what the
+    process needs besides) this worker stops reading its listening sockets, leaving new
+    connections to the others, and starts again below ``resume``.
+    """
+
+    def __init__(self, factories: list[LimitedFactory], listeners: list[Any], ceiling: int) -> None:
+        self.factories = factories
+        self.listeners = listeners  # service.Listener: ``port`` once bound
+        self.ceiling = max(1, ceiling)
+        self.resume = self.ceiling - max(1, self.ceiling // 20)
+        self.paused = False
+        for factory in factories:
+            factory.counted = self.check
+
+    def check(self) -> None:
+        connections = sum(factory.total for factory in self.factories)
+        if not self.paused and connections >= self.ceiling:
+            self.paused = True
+            for listener in self.listeners:
+                if listener.port is not None:
+                    listener.port.stopReading()
+            log.warn(
+                "{n} connections, near this worker's open-file limit: new connections are"
+                " left to the other workers until it has fewer than {resume}",
+                n=connections,
+                resume=self.resume,
+            )
+        elif self.paused and connections < self.resume:
+            self.paused = False
+            for listener in self.listeners:
+                if listener.port is not None:
+                    listener.port.startReading()
+            log.info("{n} connections: accepting again", n=connections)

@@ -382,12 +382,15 @@ def _build_training(config: Any, reactor: Any, top: MultiService) -> tuple[Any, 
     return (trainer,)
 
 
-def build_accounts(config: Any, store: Any, reactor: Any, pool: ThreadPool) -> tuple[Any, Any]:
+def build_accounts(
+    config: Any, store: Any, reactor: Any, pool: ThreadPool, credential_key: bytes | None = None
+) -> tuple[Any, Any]:
     """(portal, router): the one Portal every protocol logs in through, so failures count
     across all of them, and the one Router that SMTP and the queue's DSNs resolve with.
 
     Both read the accounts backend (``IAccounts``, SQLite in ``DATA/accounts.sqlite``) from
-    ``pool``, the accounts thread pool, never on the reactor."""
+    ``pool``, the accounts thread pool, never on the reactor. ``credential_key`` is the
+    workers' shared key for the cache of verified passwords (``accounts/credcache.py``)."""
     from txmailhost.accounts.backends import open_accounts
     from txmailhost.accounts.checker import AccountsChecker
     from txmailhost.accounts.credcache import CredentialCache
@@ -405,7 +408,10 @@ def build_accounts(config: Any, store: Any, reactor: Any, pool: ThreadPool) -> t
         account_limit=security.login_failures_per_account,
     )
     credentials = CredentialCache(
-        reactor, ttl=security.credential_cache_ttl, max_entries=security.credential_cache_size
+        reactor,
+        ttl=security.credential_cache_ttl,
+        max_entries=security.credential_cache_size,
+        key=credential_key,
     )
     checker = AccountsChecker(accounts, reactor, pool, credentials)
     portal = ThrottledPortal(
@@ -413,6 +419,7 @@ def build_accounts(config: Any, store: Any, reactor: Any, pool: ThreadPool) -> t
         throttle,
         LoginOrigins(reactor, accounts, reactor, pool),
     )
+    portal.credentials = credentials  # type: ignore[attr-defined] - workers share it
     router = Router(
         accounts,
         reactor,
@@ -530,7 +537,9 @@ def build(
             backend=config.store.backend,
         )
     # Every protocol logs in through this one portal, so failures count across all of them.
-    portal, router = build_accounts(config, store, reactor, accounts_pool)
+    portal, router = build_accounts(
+        config, store, reactor, accounts_pool, None if worker is None else worker.credential_key
+    )
     queue, queue_service = build_queue(
         config, reactor, storage_pool, runner=primary, sweep_grace=0 if worker is None else 600
     )
@@ -617,6 +626,7 @@ def build(
             worker, config, reactor, store, portal, parts.rcpt_throttle, queue, top,
             [limited for _label, limited in open_listeners], parts.notify_hub,
         )  # fmt: skip
+        _pause_near_file_limit(config, [limited for _label, limited in open_listeners], parts)
     if config.store.backend == "postgres":  # the nodes' failed logins count together
         from txmailhost.accounts.sharedfailures import SharedFailures, node_origin
 
@@ -630,6 +640,24 @@ def build(
     top.portal = portal  # type: ignore[attr-defined] - for embedding and tests
     top.store = store  # type: ignore[attr-defined]
     return top
+
+
+def _pause_near_file_limit(config: Any, limited: list[Any], parts: Any) -> None:
+    """A worker near its open-file limit leaves new connections to the others (limits.py).
+    Besides its connections a worker holds up to three descriptors (database, WAL, shared
+    memory) per cached SQLite connection: two caches (folder and text index) per storage
+    thread (store/threadconns.py), plus fdlimit's reserve for everything else."""
+    import resource
+
+    from txmailhost.fdlimit import RESERVE
+    from txmailhost.limits import AcceptPause
+    from txmailhost.store.threadconns import LIMIT
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return
+    sqlite = 2 * 3 * (LIMIT + 1) * config.store.threads
+    AcceptPause(limited, parts.listening, soft - RESERVE - sqlite)
 
 
 def _join_workers(
@@ -660,6 +688,18 @@ def _join_workers(
             kind, client or "", "" if account is None else account
         )
         bus.on(kind, lambda client, account, t=throttle: t.record(client or None, account))
+    # Passwords verified here need no scrypt on the others (accounts/credcache.py). The
+    # checker remembers from the accounts pool: the bus is the reactor's.
+    credentials = portal.credentials
+    credentials.forward = lambda account, fingerprint, stored: reactor.callFromThread(
+        bus.send, "credential", account, fingerprint.hex(), stored
+    )
+    bus.on(
+        "credential",
+        lambda account, fingerprint, stored: credentials.adopt(
+            account, bytes.fromhex(fingerprint), stored
+        ),
+    )
     if notify_hub is not None:  # NOTIFY: mailboxes created, renamed, (un)subscribed elsewhere
         notify_hub.forward = lambda user, event, name, old: bus.send(
             "mailbox-name", user, event, name, old or ""

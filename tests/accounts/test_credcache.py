@@ -115,3 +115,98 @@ def test_the_cache_keeps_no_password_only_keyed_hmacs():
     assert b"secret-pw" not in mac and len(mac) == 32
     assert mac != two.fingerprint(BOB, "secret-pw")  # a key of its own per process
     assert mac != one.fingerprint("carol@example.test", "secret-pw")
+
+
+def _worker_pair(tmp_path, clock, keys: tuple[bytes | None, bytes | None]):
+    """Two workers' checkers on one accounts database, each cache telling the other."""
+    world = make_world(tmp_path)
+    world.add_user(BOB)
+    caches = [CredentialCache(clock, key=key) for key in keys]
+    caches[0].forward = caches[1].adopt
+    caches[1].forward = caches[0].adopt
+    checkers = [AccountsChecker(world.accounts, world.reactor, world.pool, c) for c in caches]
+    return world, checkers
+
+
+def test_a_password_verified_by_one_worker_costs_no_hash_on_the_others(tmp_path, hashes):
+    key = b"k" * 32
+    world, (first, second) = _worker_pair(tmp_path, Clock(), (key, key))
+    assert _login(first, "secret-pw") == BOB
+    assert _login(second, "secret-pw") == BOB
+    assert len(hashes) == 1
+    assert _login(second, "wrong-pw") == "refused"  # a told entry admits only its password
+    assert len(hashes) == 2
+
+
+def test_entries_told_under_another_key_match_nothing(tmp_path, hashes):
+    world, (first, second) = _worker_pair(tmp_path, Clock(), (b"a" * 32, b"b" * 32))
+    assert _login(first, "secret-pw") == BOB
+    assert _login(second, "secret-pw") == BOB
+    assert len(hashes) == 2
+
+
+def test_a_told_entry_is_not_told_back():
+    told: list[str] = []
+    cache = CredentialCache(Clock(), key=b"k" * 32)
+    cache.forward = lambda account, fingerprint, stored: told.append(account)
+    cache.adopt(BOB, cache.fingerprint(BOB, "pw"), "$scrypt$x")
+    assert told == []
+    assert cache.verified(BOB, cache.fingerprint(BOB, "pw"), "$scrypt$x")
+    cache.remember("carol@example.test", cache.fingerprint("carol@example.test", "pw"), "$s$y")
+    assert told == ["carol@example.test"]
+
+
+class _HeldPool:
+    """A thread pool whose work runs only when the test says so: logins overlap."""
+
+    def __init__(self) -> None:
+        self.queued: list = []
+
+    def callInThreadWithCallback(self, on_result, f, *args, **kwargs):
+        self.queued.append((on_result, f, args, kwargs))
+
+    def run_all(self) -> None:
+        from twisted.python.failure import Failure
+
+        while self.queued:
+            on_result, f, args, kwargs = self.queued.pop(0)
+            try:
+                value = f(*args, **kwargs)
+            except BaseException:
+                on_result(False, Failure())
+            else:
+                on_result(True, value)
+
+
+def _start(checker: AccountsChecker, password: str) -> list:
+    outcome: list = []
+    d = checker.requestAvatarId(UsernamePassword(BOB.encode(), password.encode()))
+    d.addBoth(lambda v: outcome.append(v if isinstance(v, str) else "refused"))
+    return outcome
+
+
+def test_logins_arriving_together_share_one_hash(tmp_path, hashes):
+    world = make_world(tmp_path)
+    world.add_user(BOB)
+    pool = _HeldPool()
+    checker = AccountsChecker(world.accounts, world.reactor, pool, CredentialCache(Clock()))
+    right = [_start(checker, "secret-pw") for _ in range(5)]
+    wrong = [_start(checker, "guess") for _ in range(3)]
+    assert len(pool.queued) == 2  # one check per distinct password
+    pool.run_all()
+    assert right == [[BOB]] * 5
+    assert wrong == [["refused"]] * 3
+    assert sorted(hashes) == ["guess", "secret-pw"]
+    assert _start(checker, "guess") == [] and len(pool.queued) == 1  # done: a new check
+    pool.run_all()
+
+
+def test_without_the_cache_every_login_is_checked_on_its_own(tmp_path, hashes):
+    world = make_world(tmp_path)
+    world.add_user(BOB)
+    pool = _HeldPool()
+    checker = AccountsChecker(world.accounts, world.reactor, pool, CredentialCache(Clock(), ttl=0))
+    outcomes = [_start(checker, "secret-pw") for _ in range(3)]
+    assert len(pool.queued) == 3
+    pool.run_all()
+    assert outcomes == [[BOB]] * 3

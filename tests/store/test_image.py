@@ -125,3 +125,28 @@ def test_cache_keeps_within_its_budget_but_never_evicts_the_last_image():
     big = cache.get("/c")
     big._load([(uid, 0, "", 0.0, 1, 1) for uid in range(1, 1001)])
     assert cache.get("/c") is big
+
+
+def test_a_lookup_among_thousands_of_images_counts_only_the_recent_ones(monkeypatch):
+    from txmailhost.store import image as image_module
+
+    cache = ImageCache(budget=10**9)
+    for n in range(5000):
+        cache.get(f"/user{n}/INBOX")._load([(1, 0, "", 0.0, 1, 1)])
+    counted: list[int] = []
+    real_len = MailboxImage.__len__
+    monkeypatch.setattr(MailboxImage, "__len__", lambda self: counted.append(1) or real_len(self))
+    cache.get("/user7/INBOX")
+    assert 0 < len(counted) <= image_module.RECOUNT + 1  # not the 5,000 a sum would count
+    monkeypatch.undo()
+    assert cache._total == sum(len(i) for i in cache._images.values()) == 5000
+
+
+def test_the_kept_total_follows_growth_eviction_and_forget():
+    cache = ImageCache(budget=250)
+    for name in ("/a", "/b", "/c"):
+        cache.get(name)._load([(uid, 0, "", 0.0, 1, 1) for uid in range(1, 101)])
+    cache.get("/c")  # 300 > 250: /a, the least recently used, goes
+    assert sorted(cache._images) == ["/b", "/c"] and cache._total == 200
+    cache.forget("/b")
+    assert cache._total == 100

@@ -346,3 +346,23 @@ def test_a_named_delivery_is_one_emailid_in_every_mailbox_and_again_after_recove
     (first,) = result(inbox.origins([1, 2])).values()  # found again, not added twice
     (copied,) = result(junk.origins([1])).values()
     assert first.emailid == copied.emailid
+
+
+def test_an_inbox_opened_while_another_worker_provisions_it_is_whole(store, monkeypatch):
+    """Two sessions of an account never provisioned select INBOX at once (two workers):
+    the second must see a mailbox either missing (and provision it too) or complete."""
+    from txmailhost import _safeio
+
+    real = _safeio.makedirs_durably
+    opened: list[object] = []
+
+    def racing(path: str, mode: int = 0o700) -> None:
+        real(path, mode)
+        if not opened:  # the other worker's SELECT, right after the first directory appears
+            opened.append(None)
+            opened[0] = store._open_sync("newcomer@example.test", "INBOX")._select(False)
+
+    fresh = "newcomer@example.test"  # never provisioned, unlike the fixture's USER
+    monkeypatch.setattr(_safeio, "makedirs_durably", racing)
+    selected = store._open_sync(fresh, "INBOX")._select(False)
+    assert opened and opened[0] is not None and selected is not None

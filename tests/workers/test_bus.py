@@ -97,3 +97,78 @@ def test_connection_limits_add_up_the_other_workers_counts():
     assert factory._open("192.0.2.1") == (8, 0)
     factory.peer_restarted(1)
     assert factory._open("192.0.2.1") == (0, 0)
+
+
+def test_a_worker_reads_the_shared_credential_key_from_its_stdin_pipe():
+    from txmailhost.accounts.credcache import KEY_SIZE
+    from txmailhost.workers.main import read_key
+
+    for written, expected in ((b"\x07" * KEY_SIZE, b"\x07" * KEY_SIZE), (b"short", None)):
+        read_end, write_end = os.pipe()
+        os.write(write_end, written)
+        os.close(write_end)  # the supervisor closes stdin once the key is written
+        try:
+            assert read_key(read_end) == expected
+        finally:
+            os.close(read_end)
+
+
+def test_a_worker_near_its_file_limit_leaves_new_connections_to_the_others():
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.protocol import Factory, Protocol
+    from twisted.internet.testing import StringTransport
+
+    from txmailhost.limits import AcceptPause, LimitedFactory
+
+    class Port:
+        reading = True
+
+        def stopReading(self) -> None:
+            self.reading = False
+
+        def startReading(self) -> None:
+            self.reading = True
+
+    class Listener:
+        port = Port()
+
+    imap = LimitedFactory(Factory.forProtocol(Protocol), "imap", b"* BYE\r\n", 10**6, 10**6)
+    smtp = LimitedFactory(Factory.forProtocol(Protocol), "smtp", b"421\r\n", 10**6, 10**6)
+    listener = Listener()
+    pause = AcceptPause([imap, smtp], [listener], ceiling=100)
+    opened = []
+
+    def connect(factory: LimitedFactory, n: int) -> None:
+        protocol = factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", n))
+        protocol.makeConnection(StringTransport())
+        opened.append((factory, protocol))
+
+    for n in range(99):
+        connect(imap if n % 2 else smtp, n)
+    assert listener.port.reading  # 99 of 100, both listeners counted
+    connect(imap, 100)
+    assert not listener.port.reading and pause.paused
+    for factory, protocol in opened[:3]:  # 97: still above resume (95)
+        factory.unregisterProtocol(protocol)
+    assert not listener.port.reading
+    for factory, protocol in opened[3:6]:
+        factory.unregisterProtocol(protocol)
+    assert listener.port.reading and not pause.paused
+
+
+def test_what_a_busy_peer_cannot_take_now_waits_and_arrives_in_order(buses):
+    here, there = buses
+    got: list[str] = []
+    there.on("change", got.append)
+    names = [f"/data/mail/u{n}/INBOX" for n in range(60)]
+    dropped = here.dropped  # its "hello" at start, before the other bus listened
+    for name in names:  # the reactor doesn't run: the peer's queue (10 datagrams) fills up
+        here.send("change", name)
+    here.send("change", names[-1])  # the same nudge again, while it waits: kept once
+    assert here._waiting, "the peer's queue never filled: nothing was held"
+    for _ in range(200):
+        global_reactor.iterate(0.005)
+        if len(got) >= len(names):
+            break
+    assert got == names
+    assert here.dropped == dropped and not here._waiting

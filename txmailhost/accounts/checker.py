@@ -9,6 +9,10 @@ With a ``CredentialCache`` (``credcache.py``) a password verified lately for the
 hash is accepted without hashing again; the stored hash is read on every login regardless, so
 a change made by the CLI in another process applies to the next login.
 
+Logins that arrive together with the same username and password (a client opening its five
+connections at once, a crowd reconnecting after a restart) share one check: the first runs,
+the others wait for its answer instead of each hashing before any of them can fill the cache.
+
 When the account's password doesn't match, an app-specific password (``apppasswords.py``) may:
 unless the credentials provide ``IAccountPasswordOnly`` (the webmail's login).
 
@@ -26,6 +30,7 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
@@ -65,6 +70,9 @@ class AccountsChecker:
         self._reactor = reactor
         self._pool = pool
         self._cache = cache
+        # (username, app passwords allowed, password fingerprint) -> Deferreds of the logins
+        # waiting for the check under way; reactor thread only.
+        self._checking: dict[tuple[str, bool, bytes], list[Deferred[str]]] = {}
 
     def _check(self, username: str, password: str, app_passwords: bool = True) -> str:
         try:
@@ -104,11 +112,30 @@ class AccountsChecker:
                      scheme=scheme_of(old))  # fmt: skip
 
     def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[str]:
-        return threads.deferToThreadPool(
-            self._reactor,
-            self._pool,
-            self._check,
-            _text(credentials.username),
-            _text(credentials.password),
-            not IAccountPasswordOnly.providedBy(credentials),
+        username, password = _text(credentials.username), _text(credentials.password)
+        app_passwords = not IAccountPasswordOnly.providedBy(credentials)
+        cache = self._cache
+        if cache is None or not cache.enabled:
+            return threads.deferToThreadPool(
+                self._reactor, self._pool, self._check, username, password, app_passwords
+            )
+        key = (username, app_passwords, cache.fingerprint(username, password))
+        waiting = self._checking.get(key)
+        if waiting is not None:  # the same check is under way: its answer is this one's
+            joined: Deferred[str] = Deferred()
+            waiting.append(joined)
+            return joined
+        self._checking[key] = []
+        d = threads.deferToThreadPool(
+            self._reactor, self._pool, self._check, username, password, app_passwords
         )
+        d.addBoth(self._answer_waiting, key)
+        return d
+
+    def _answer_waiting(self, outcome: Any, key: tuple[str, bool, bytes]) -> Any:
+        for joined in self._checking.pop(key, []):
+            if isinstance(outcome, Failure):
+                joined.errback(outcome)
+            else:
+                joined.callback(outcome)
+        return outcome

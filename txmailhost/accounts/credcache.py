@@ -16,6 +16,15 @@ database anyway (one primary-key lookup, no hashing), to equal the one the entry
 against: a password change (a new hash, with a new salt) or the user's deletion (no hash)
 drops every entry of the account at once, including when the CLI did it in another process.
 Wrong passwords are never cached: every guess still costs a full scrypt.
+
+With worker processes (``[server] workers``) each worker has a cache, and a client's
+connections land on any worker: without sharing, a user's first login on each of N workers
+costs a scrypt, N times the hashing (a crowd of 100,000 sessions over 1,000 users on 8
+workers: 8,000 hashes, minutes of both cores). So the supervisor draws one key at start and
+hands it to every worker through its stdin pipe (never a file, an argument or the
+environment), and each entry remembered is told to the other workers over their bus
+(``forward``; ``adopt`` on the receiving end): a fingerprint under the shared key, which
+is worthless without it, and the stored hash, which the accounts database already holds.
 """
 
 from __future__ import annotations
@@ -25,17 +34,30 @@ import hmac
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
+
+KEY_SIZE = 32
 
 
 class CredentialCache:
     """Verified (account, password) pairs; thread-safe, since checks run in a thread pool."""
 
-    def __init__(self, clock: Any, *, ttl: float = 3600.0, max_entries: int = 10_000) -> None:
+    def __init__(
+        self,
+        clock: Any,
+        *,
+        ttl: float = 3600.0,
+        max_entries: int = 10_000,
+        key: bytes | None = None,
+    ) -> None:
         self.clock = clock
         self.ttl = ttl
         self.max_entries = max_entries
-        self._key = os.urandom(32)
+        # ``key``: the workers' shared one (see the module docstring); alone, a fresh one.
+        self._key = key if key else os.urandom(KEY_SIZE)
+        # Told each entry remembered here (account, fingerprint, stored hash): the bus.
+        self.forward: Callable[[str, bytes, str], None] | None = None
         self._lock = threading.Lock()
         # (account, HMAC of the password) -> (stored hash it was verified against, expiry)
         self._entries: OrderedDict[tuple[str, bytes], tuple[str, float]] = OrderedDict()
@@ -69,6 +91,16 @@ class CredentialCache:
 
     def remember(self, account: str, fingerprint: bytes, stored_hash: str) -> None:
         """A password just verified by a full hash against ``stored_hash``."""
+        if not self.enabled:
+            return
+        self.adopt(account, fingerprint, stored_hash)
+        if self.forward is not None:
+            self.forward(account, fingerprint, stored_hash)
+
+    def adopt(self, account: str, fingerprint: bytes, stored_hash: str) -> None:
+        """An entry another worker verified (same key), not told on: ``remember`` without
+        ``forward``. A forged one is harmless: it matches no password without the key, and
+        a hit still needs ``stored_hash`` to be the account's hash at the time."""
         if not self.enabled:
             return
         with self._lock:

@@ -25,7 +25,7 @@ import sys
 import threading
 from array import array
 from bisect import bisect_left
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from itertools import compress
 
@@ -208,14 +208,34 @@ def columns_of(
     )
 
 
+RECOUNT = 16  # images recounted at each get: the last ones handed out, which callers refresh
+
+
 class ImageCache:
     """The images of recently used mailboxes, by directory, up to ``budget`` messages in all
-    (~29 octets each): a server with many large mailboxes open keeps the busiest in memory."""
+    (~29 octets each): a server with many large mailboxes open keeps the busiest in memory.
+
+    The total is kept, not summed at each ``get``: with a crowd of users in IDLE the cache
+    holds thousands of images, and a sum over all of them at every SELECT and IDLE poll (under
+    the lock every storage thread takes) cost more than the rest of the lookup. An image
+    grows when its caller refreshes it, after ``get``, so each ``get`` recounts the last
+    ``RECOUNT`` images handed out; one refreshed by a caller that kept it longer is counted at
+    its next use (the budget is a bound on the order of magnitude, not an exact one)."""
 
     def __init__(self, budget: int = 2_000_000) -> None:
         self.budget = budget
         self._images: OrderedDict[str, MailboxImage] = OrderedDict()
         self._guard = threading.Lock()
+        self._counted: dict[str, int] = {}  # directory -> its length when last counted
+        self._total = 0  # the sum of _counted
+        self._recent: deque[str] = deque(maxlen=RECOUNT)
+
+    def _count(self, directory: str) -> None:
+        image = self._images.get(directory)
+        if image is not None:
+            length = len(image)
+            self._total += length - self._counted.get(directory, 0)
+            self._counted[directory] = length
 
     def get(self, directory: str) -> MailboxImage:
         with self._guard:
@@ -223,12 +243,16 @@ class ImageCache:
             if image is None:
                 image = self._images[directory] = MailboxImage()
             self._images.move_to_end(directory)
-            total = sum(len(i) for i in self._images.values())
-            while total > self.budget and len(self._images) > 1:
-                _old, evicted = self._images.popitem(last=False)
-                total -= len(evicted)
+            if directory not in self._recent:
+                self._recent.append(directory)
+            for recent in self._recent:
+                self._count(recent)
+            while self._total > self.budget and len(self._images) > 1:
+                old, _evicted = self._images.popitem(last=False)
+                self._total -= self._counted.pop(old, 0)
             return image
 
     def forget(self, directory: str) -> None:
         with self._guard:
             self._images.pop(directory, None)
+            self._total -= self._counted.pop(directory, 0)

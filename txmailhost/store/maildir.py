@@ -280,7 +280,10 @@ def _read_keys(path: str) -> dict[str, str]:
 
 
 def _make_maildir(directory: str) -> None:
-    for sub in ("cur", "new", "tmp"):
+    # cur/ last: its presence is what says a mailbox exists (``_folder``, ``_create_sync``),
+    # so another thread or worker provisioning the same account at the same moment (a crowd
+    # logging in on a new account) never finds cur/ without new/ and tmp/ beside it.
+    for sub in ("tmp", "new", "cur"):
         _safeio.makedirs_durably(os.path.join(directory, sub))
 
 

@@ -28,6 +28,25 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def read_key(fd: int = 0) -> bytes | None:
+    """The credential cache's shared key, which the supervisor writes to our stdin and then
+    closes (``supervisor.py``); None when there is none (a worker started by hand)."""
+    from txmailhost.accounts.credcache import KEY_SIZE
+
+    key = b""
+    try:
+        if os.isatty(fd):
+            return None
+        while len(key) < KEY_SIZE:
+            chunk = os.read(fd, KEY_SIZE - len(key))
+            if not chunk:
+                break
+            key += chunk
+    except OSError:
+        return None
+    return key if len(key) == KEY_SIZE else None
+
+
 def _die_with_parent() -> None:
     """A supervisor killed with SIGKILL can't stop its workers: the kernel does (Linux)."""
     try:
@@ -40,6 +59,7 @@ def _die_with_parent() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     _die_with_parent()
+    key = read_key()
     # A supervisor that died before the line above sent no signal: its pid, given on the
     # command line, is no longer our parent's.
     parent = args.parent or os.getppid()
@@ -66,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         for problem in e.problems:
             print(f"txmailhost worker {args.slot}: {problem}", file=sys.stderr)
         return 1
-    role = WorkerRole(args.slot, args.workers, sockets)
+    role = WorkerRole(args.slot, args.workers, sockets, credential_key=key)
     top = build(config, reactor, load_tls(config), worker=role)
     top.startService()
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)

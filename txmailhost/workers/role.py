@@ -28,6 +28,9 @@ class WorkerRole:
     slot: int
     count: int
     sockets: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # label -> (fd, family)
+    # The key every worker's cache of verified passwords shares (accounts/credcache.py),
+    # from the supervisor through stdin; None: a key of this worker's own (no sharing).
+    credential_key: bytes | None = field(default=None, repr=False)
 
     @property
     def primary(self) -> bool:

@@ -37,6 +37,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger, eventFromJSON, globalLogPublisher
 
+from txmailhost.accounts.credcache import KEY_SIZE
 from txmailhost.service import Listener, ServerService
 from txmailhost.workers.role import PRIMARY_ONLY, READY
 
@@ -128,6 +129,10 @@ class WorkerPool(Service):
         # prometheus_client's multiprocess mode: each worker counts in files here, and
         # worker 0's /metrics page adds them up (ops/exposition.py).
         self.metrics_dir = os.path.join(config.data_dir, "run", "metrics")
+        # The workers' shared key for verified passwords (accounts/credcache.py): drawn once,
+        # so a restarted worker still shares the others' entries, and written to each
+        # worker's stdin at its start, never to a file, an argument or the environment.
+        self.credential_key = os.urandom(KEY_SIZE)
 
     # -- starting ------------------------------------------------------------------------------
 
@@ -160,7 +165,11 @@ class WorkerPool(Service):
             args += ["--socket", f"{listener.label}:{fd}:{int(family)}"]
         protocol = _WorkerProtocol(self, slot)
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir}
-        self.reactor.spawnProcess(protocol, sys.executable, args, env=env, childFDs=child_fds)
+        transport = self.reactor.spawnProcess(
+            protocol, sys.executable, args, env=env, childFDs=child_fds
+        )
+        transport.write(self.credential_key)
+        transport.closeStdin()  # after the key is written: the worker reads up to end of file
         self.workers[slot] = protocol
         log.info("txmailhost worker {slot} started (pid {pid})", slot=slot, pid=protocol.pid)
 
