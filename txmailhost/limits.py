@@ -151,6 +151,7 @@ class AcceptPause:
             self.paused = True
             for listener in self.listeners:
                 if listener.port is not None:
+                    listener.port.held = True  # workers/accepting.py: no resume meanwhile
                     listener.port.stopReading()
             log.warn(
                 "{n} connections, near this worker's open-file limit: new connections are"
@@ -162,5 +163,6 @@ class AcceptPause:
             self.paused = False
             for listener in self.listeners:
                 if listener.port is not None:
+                    listener.port.held = False
                     listener.port.startReading()
             log.info("{n} connections: accepting again", n=connections)

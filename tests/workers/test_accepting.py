@@ -83,3 +83,12 @@ def test_stopping_listening_cancels_a_pending_resume(monkeypatch):
 def test_only_plain_tcp_ports_change_class():
     other = object()
     assert accepting.take_turns(other) is other
+
+
+def test_a_port_held_near_the_open_file_limit_is_not_resumed_by_its_pause(monkeypatch):
+    shared, calls = port(monkeypatch)
+    shared.factory.over = True
+    shared.doRead()
+    shared.held = True  # limits.AcceptPause stopped it meanwhile
+    shared.reactor.advance(accepting.PAUSE)
+    assert calls == ["stop"]

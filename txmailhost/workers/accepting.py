@@ -33,6 +33,7 @@ class SharedPort(tcp.Port):
 
     _waiting_since: float | None = None
     _resume_call: Any = None
+    held = False  # set by limits.AcceptPause while this worker is near its open-file limit
 
     @property  # type: ignore[override]
     def numberAccepts(self) -> int:  # noqa: N802 - Twisted's name
@@ -57,7 +58,7 @@ class SharedPort(tcp.Port):
 
     def _resume(self) -> None:
         self._resume_call = None
-        if self.connected and not self.disconnecting:
+        if self.connected and not self.disconnecting and not self.held:
             self.startReading()
 
     def loseConnection(self, *args: Any) -> Any:  # noqa: N802 - Twisted's name
