@@ -115,6 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="random draws per size")
     parser.add_argument("--junk-score", type=float, default=5.0)
     parser.add_argument(
+        "--e2e",
+        action="store_true",
+        help="through a real server (IMAP training, SMTP delivery) with SpamAssassin beside it,"
+        " at the first of --sizes (bench/spam_e2e.py)",
+    )
+    parser.add_argument(
+        "--no-spamassassin", action="store_true", help="with --e2e: txmailhost alone"
+    )
+    parser.add_argument(
         "--cache",
         type=Path,
         default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "txmailhost-bench",
@@ -123,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     data = fetch(args.cache)
     corpus = {group: load(data, group) for group in GROUPS}
     print(" ".join(f"{g}={len(m)}" for g, m in corpus.items()))
+    if args.e2e:
+        from bench import spam_e2e
+
+        size = int(args.sizes.split(",")[0])
+        return spam_e2e.run(corpus, size, args.repeats, args.junk_score, not args.no_spamassassin)
     print(f"{'train':>6}  {'spam 2 caught':>22}  {'easy ham 2 in Junk':>22}  "
           f"{'hard ham in Junk':>22}  {'ms median/p99':>14}")  # fmt: skip
     with tempfile.TemporaryDirectory() as workdir:
