@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.spam_corpus", description=__doc__)
     parser.add_argument("--sizes", default="50,200,500,1000", help="training sizes (each kind)")
     parser.add_argument("--repeats", type=int, default=3, help="random draws per size")
+    parser.add_argument("--first-split", type=int, default=0, help="seed of the first split")
     parser.add_argument("--junk-score", type=float, default=5.0)
     parser.add_argument(
         "--e2e",
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         for size in (int(s) for s in args.sizes.split(",")):
             runs = [
                 run_once(corpus, size, seed, args.junk_score, workdir)
-                for seed in range(args.repeats)
+                for seed in range(args.first_split, args.first_split + args.repeats)
             ]
             cells = []
             for group in ("spam-2", "easy-ham-2", "hard-ham-1"):

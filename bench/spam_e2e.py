@@ -336,16 +336,36 @@ def rates(result: dict[str, object]) -> dict[str, float]:
     return out
 
 
+def _subject(message: bytes) -> str:
+    match = re.search(rb"^Subject:[ \t]*(.*)", message.split(b"\r\n\r\n", 1)[0], re.I | re.M)
+    return match.group(1).decode("latin-1")[:70] if match else ""
+
+
+def _report_ham(name: str, result: dict[str, object], test: dict[str, list[bytes]]) -> None:
+    """Which ham went where it shouldn't, and anything refused: what a reader checks first."""
+    verdicts: dict[str, list[str]] = result["verdicts"]  # type: ignore[assignment]
+    for group, where in verdicts.items():
+        for index, verdict in enumerate(where):
+            if verdict == "refused" or (group != "spam-2" and verdict != "INBOX"):
+                print(f"    {name}: {group}/{index} {verdict}: {_subject(test[group][index])!r}")
+
+
 def run(
-    corpus: dict[str, list[bytes]], size: int, repeats: int, junk: float, spamassassin: bool
+    corpus: dict[str, list[bytes]],
+    size: int,
+    repeats: int,
+    junk: float,
+    spamassassin: bool,
+    first: int = 0,
 ) -> int:
     why = spamassassin_available() if spamassassin else "not asked for"
     figures: dict[str, list[dict[str, float]]] = {"txmailhost": [], "SpamAssassin": []}
-    for seed in range(repeats):
+    for seed in range(first, first + repeats):
         spam, ham, test = split(corpus, size, seed)
         with tempfile.TemporaryDirectory(prefix="spam-e2e-") as work:
             ours = run_txmailhost(Path(work) / "txmailhost", spam, ham, test, junk)
             figures["txmailhost"].append(rates(ours))
+            _report_ham("txmailhost", ours, test)
             print(
                 f"split {seed}: txmailhost {_cells(figures['txmailhost'][-1])}"
                 f"  (IMAP training {ours['train_s']:.0f} s, SMTP delivery {ours['deliver_s']:.0f} s)",
@@ -354,6 +374,7 @@ def run(
             if why is None:
                 theirs = run_spamassassin(Path(work), spam, ham, test, junk)
                 figures["SpamAssassin"].append(rates(theirs))
+                _report_ham("SpamAssassin", theirs, test)
                 print(
                     f"split {seed}: SpamAssassin {_cells(figures['SpamAssassin'][-1])}"
                     f"  (sa-learn {theirs['train_s']:.0f} s, spamc {theirs['deliver_s']:.0f} s)",
