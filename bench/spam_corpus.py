@@ -125,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         "--no-spamassassin", action="store_true", help="with --e2e: txmailhost alone"
     )
     parser.add_argument(
+        "--no-txmailhost", action="store_true", help="with --e2e: SpamAssassin alone"
+    )
+    parser.add_argument(
         "--cache",
         type=Path,
         default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "txmailhost-bench",
@@ -137,7 +140,15 @@ def main(argv: list[str] | None = None) -> int:
         from bench import spam_e2e
 
         size = int(args.sizes.split(",")[0])
-        return spam_e2e.run(corpus, size, args.repeats, args.junk_score, not args.no_spamassassin)
+        return spam_e2e.run(
+            corpus,
+            size,
+            args.repeats,
+            args.junk_score,
+            not args.no_spamassassin,
+            args.first_split,
+            not args.no_txmailhost,
+        )
     print(f"{'train':>6}  {'spam 2 caught':>22}  {'easy ham 2 in Junk':>22}  "
           f"{'hard ham in Junk':>22}  {'ms median/p99':>14}")  # fmt: skip
     with tempfile.TemporaryDirectory() as workdir:
