@@ -15,7 +15,10 @@ seed are comparable):
 3. the test halves (spam 2, easy ham 2, hard ham) are delivered over SMTP from 127.0.0.1,
    envelope sender the message's ``Return-Path:`` (else its ``From:``), each with an
    ``X-Bench-Id:`` field (not a token) saying which it is;
-4. where each landed is read back over IMAP (INBOX or Junk), or the SMTP reply refused it;
+4. where each landed is read back over IMAP (INBOX or Junk), or the SMTP reply refused it:
+   as spam (``550 5.7.1 ... spam``, with ``reject_score`` set), which counts as caught, or
+   for another reason (a bare CR, an envelope address RFC 5321 forbids — corpus messages
+   a server must refuse), which is counted apart and left out of the percentages;
 5. SpamAssassin (Debian's ``spamd``, stock rules, local tests only, Bayes in a directory of
    the run, auto-learning off) learns the same training messages with ``sa-learn`` and
    judges the same test messages through ``spamc`` at its default 5.0.
@@ -155,7 +158,8 @@ def train_over_imap(
 
 
 def deliver(server: targets.Server, test: dict[str, list[bytes]]) -> tuple[dict[str, str], float]:
-    """Each test message over SMTP; (X-Bench-Id -> "refused" for those refused, seconds)."""
+    """Each test message over SMTP; (X-Bench-Id -> "refused" for those the spam filter
+    refused, "not accepted: REPLY" for those refused for another reason; seconds)."""
     refused: dict[str, str] = {}
     started = time.monotonic()
     smtp = smtplib.SMTP("127.0.0.1", server.smtp_port, local_hostname="client.bench.invalid")
@@ -170,10 +174,12 @@ def deliver(server: targets.Server, test: dict[str, list[bytes]]) -> tuple[dict[
                     mail_options=["BODY=8BITMIME"],
                 )
             except smtplib.SMTPResponseException as e:
-                refused[ident] = f"{e.smtp_code}"
+                reply = e.smtp_error.decode("utf-8", "replace")
+                as_spam = e.smtp_code == 550 and "spam" in reply
+                refused[ident] = "refused" if as_spam else f"not accepted: {e.smtp_code} {reply}"
                 smtp.rset()
             except smtplib.SMTPRecipientsRefused as e:
-                refused[ident] = str(e.recipients)
+                refused[ident] = f"not accepted: {e.recipients}"
     smtp.quit()
     return refused, time.monotonic() - started
 
@@ -211,7 +217,7 @@ def run_txmailhost(
     verdicts: dict[str, list[str]] = {}
     for group, messages in test.items():
         verdicts[group] = [
-            "refused" if f"{group}/{i}" in refused else where.get(f"{group}/{i}", "missing")
+            refused.get(f"{group}/{i}") or where.get(f"{group}/{i}", "missing")
             for i in range(len(messages))
         ]
     return {"verdicts": verdicts, "train_s": trained, "deliver_s": delivered}
@@ -331,14 +337,16 @@ def run_spamassassin(
 
 
 def rates(result: dict[str, object]) -> dict[str, float]:
-    """Per test group: percentage in Junk or refused (for spam: caught)."""
+    """Per test group: percentage in Junk or refused as spam (for spam: caught), of the
+    messages the server accepted or refused as spam."""
     verdicts: dict[str, list[str]] = result["verdicts"]  # type: ignore[assignment]
     out = {}
     for group, where in verdicts.items():
         missing = where.count("missing")
         if missing:
             raise RuntimeError(f"{missing} messages of {group} are in neither INBOX nor Junk")
-        out[group] = 100 * sum(w in ("Junk", "refused") for w in where) / len(where)
+        judged = [w for w in where if not w.startswith("not accepted")]
+        out[group] = 100 * sum(w in ("Junk", "refused") for w in judged) / len(judged)
     return out
 
 
@@ -348,12 +356,15 @@ def _subject(message: bytes) -> str:
 
 
 def _report_ham(name: str, result: dict[str, object], test: dict[str, list[bytes]]) -> None:
-    """Which ham went where it shouldn't, and anything refused: what a reader checks first."""
+    """Ham not in INBOX, and anything not accepted: what a reader checks first."""
     verdicts: dict[str, list[str]] = result["verdicts"]  # type: ignore[assignment]
     for group, where in verdicts.items():
         for index, verdict in enumerate(where):
-            if verdict == "refused" or (group != "spam-2" and verdict != "INBOX"):
-                print(f"    {name}: {group}/{index} {verdict}: {_subject(test[group][index])!r}")
+            ham_misfiled = group != "spam-2" and verdict != "INBOX"
+            if ham_misfiled or verdict.startswith("not accepted"):
+                print(
+                    f"    {name}: {group}/{index} {verdict[:80]}: {_subject(test[group][index])!r}"
+                )
 
 
 def run(
