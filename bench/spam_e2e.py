@@ -309,6 +309,10 @@ def run_spamassassin(
     if sorted(kind for _n, kind in learned) != [b"ham", b"spam"]:
         raise RuntimeError(f"sa-learn learned nothing in {bayes}: {dump.stdout[:300]!r}")
     trained = time.monotonic() - started
+    # spamd's children run as nobody when spamd is root: they must reach the Bayes files,
+    # through the run's directory too (tempfile makes it 0700; spamd then says "no dbs
+    # present" and judges without Bayes, silently)
+    workdir.chmod(0o755)
     for path in (home, *home.rglob("*")):
         path.chmod(0o777 if path.is_dir() else 0o666)
     started = time.monotonic()
@@ -381,6 +385,7 @@ def run(
     for seed in range(first, first + repeats):
         spam, ham, test = split(corpus, size, seed)
         with tempfile.TemporaryDirectory(prefix="spam-e2e-") as work:
+            os.chmod(work, 0o755)  # see run_spamassassin
             if ours:
                 mine = run_txmailhost(Path(work) / "txmailhost", spam, ham, test, junk)
                 figures["txmailhost"].append(rates(mine))
