@@ -14,6 +14,10 @@ per training size, over ``--repeats`` splits: recall (spam 2 caught), false posi
 ham 2 and hard ham in Junk), as mean and range, and the scoring cost per message (median and
 99th percentile, ms).
 
+``--e2e`` runs it through a real server instead (IMAP training, SMTP delivery) with
+SpamAssassin beside it (``bench/spam_e2e.py``); ``python -m bench.spam_eval`` is this bench
+in memory, for trying changes.
+
 Trained senders are not put on allow lists here (a user's "not spam" does that): the figures
 are the rules' and the classifier's alone. The SpamAssassin anchor of issue 17 (Debian's
 spamassassin, stock rules, Bayes trained on 500 + 500): 95.4% of spam 2 caught, 0.0% of easy
