@@ -14,6 +14,10 @@ per training size, over ``--repeats`` splits: recall (spam 2 caught), false posi
 ham 2 and hard ham in Junk), as mean and range, and the scoring cost per message (median and
 99th percentile, ms).
 
+``--e2e`` runs it through a real server instead (IMAP training, SMTP delivery) with
+SpamAssassin beside it (``bench/spam_e2e.py``); ``python -m bench.spam_eval`` is this bench
+in memory, for trying changes.
+
 Trained senders are not put on allow lists here (a user's "not spam" does that): the figures
 are the rules' and the classifier's alone. The SpamAssassin anchor of issue 17 (Debian's
 spamassassin, stock rules, Bayes trained on 500 + 500): 95.4% of spam 2 caught, 0.0% of easy
@@ -113,7 +117,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.spam_corpus", description=__doc__)
     parser.add_argument("--sizes", default="50,200,500,1000", help="training sizes (each kind)")
     parser.add_argument("--repeats", type=int, default=3, help="random draws per size")
+    parser.add_argument("--first-split", type=int, default=0, help="seed of the first split")
     parser.add_argument("--junk-score", type=float, default=5.0)
+    parser.add_argument(
+        "--e2e",
+        action="store_true",
+        help="through a real server (IMAP training, SMTP delivery) with SpamAssassin beside it,"
+        " at the first of --sizes (bench/spam_e2e.py)",
+    )
+    parser.add_argument(
+        "--no-spamassassin", action="store_true", help="with --e2e: txmailhost alone"
+    )
+    parser.add_argument(
+        "--no-txmailhost", action="store_true", help="with --e2e: SpamAssassin alone"
+    )
     parser.add_argument(
         "--cache",
         type=Path,
@@ -123,13 +140,26 @@ def main(argv: list[str] | None = None) -> int:
     data = fetch(args.cache)
     corpus = {group: load(data, group) for group in GROUPS}
     print(" ".join(f"{g}={len(m)}" for g, m in corpus.items()))
+    if args.e2e:
+        from bench import spam_e2e
+
+        size = int(args.sizes.split(",")[0])
+        return spam_e2e.run(
+            corpus,
+            size,
+            args.repeats,
+            args.junk_score,
+            not args.no_spamassassin,
+            args.first_split,
+            not args.no_txmailhost,
+        )
     print(f"{'train':>6}  {'spam 2 caught':>22}  {'easy ham 2 in Junk':>22}  "
           f"{'hard ham in Junk':>22}  {'ms median/p99':>14}")  # fmt: skip
     with tempfile.TemporaryDirectory() as workdir:
         for size in (int(s) for s in args.sizes.split(",")):
             runs = [
                 run_once(corpus, size, seed, args.junk_score, workdir)
-                for seed in range(args.repeats)
+                for seed in range(args.first_split, args.first_split + args.repeats)
             ]
             cells = []
             for group in ("spam-2", "easy-ham-2", "hard-ham-1"):

@@ -25,6 +25,19 @@ def test_tokens_cover_subject_sender_urls_and_long_words():
     assert "url-path:deal" in found and "skip:z 40" in found and "visit" in found
 
 
+def test_neighbouring_words_are_paired_short_and_long_ones_too():
+    found = toks("Click HERE to be removed: " + "x" * 30 + " now.")
+    assert {"bi:click here", "bi:here to", "bi:to be", "bi:be removed"} <= found
+    assert {"bi:removed skip", "bi:skip now"} <= found  # a long word pairs as "skip"
+    assert "bi:now hello" not in found  # the subject is not part of the text's pairs
+
+
+def test_only_the_start_of_a_long_text_is_paired():
+    text = "alpha beta " + "filler " * (tokens_module.BIGRAM_CHARS // 7) + "omega zeta"
+    found = toks(text)
+    assert "bi:alpha beta" in found and "omega" in found and "bi:omega zeta" not in found
+
+
 def test_chi2q_matches_known_values():
     assert chi2q(0.0, 2) == pytest.approx(1.0)
     assert chi2q(2.0, 2) == pytest.approx(0.36787944, rel=1e-6)  # e^-1

@@ -39,7 +39,7 @@ GLOBAL = ""  # the owner every training also counts for
 S = 0.45  # strength of the prior (SpamBayes unknown_word_strength)
 X = 0.5  # the prior: an unknown token says nothing
 MIN_STRENGTH = 0.1  # |p - 0.5| a token needs to count (minimum_prob_strength)
-MAX_CLUES = 150  # tokens combined at most (max_discriminators)
+MAX_CLUES = 50  # tokens combined at most (max_discriminators; SpamBayes: 150)
 _LN2 = math.log(2)
 
 _SCHEMA = """

@@ -8,6 +8,7 @@
   charsets declared, whether there is hidden HTML text or images.
 - URLs as their host and its parent domains (``url:example.com``), plus the first path piece.
 - Values of ``X-Mailer``/``User-Agent`` whole: which software sent the mail says a lot.
+- Neighbouring words of the first ``BIGRAM_CHARS`` of text as pairs (``bi:click here``).
 
 Each token counts once per message (presence, not frequency, as SpamBayes); at most
 ``MAX_TOKENS`` per message, so a huge text costs what a long one does.
@@ -29,6 +30,11 @@ chosen (``TOKENIZER_VERSION`` 2):
   share of upper-case letters in it, and sums of money and percentages by their shape
   (``money:$4``: a dollar sign and four digits).
 
+Version 3 added the pairs of words: 900 + 900 messages trained, five splits, they took
+the filter's recall at 5.0 from 92.8% to 95.6% (and ``bayes.MAX_CLUES`` went from 150 to
+50, since pairs repeat their words' evidence and 150 correlated clues made the
+probabilities too sure of themselves on hard ham).
+
 A store trained with an older version still judges (unknown tokens say nothing), less well
 until retrained: ``TokenStore`` records the version it was trained with.
 """
@@ -40,8 +46,9 @@ import re
 
 from txmailhost.spam.sample import Sample
 
-MAX_TOKENS = 4000
-TOKENIZER_VERSION = 2  # raised when tokens change: a store trained before is partly stale
+MAX_TOKENS = 8000
+TOKENIZER_VERSION = 3  # raised when tokens change: a store trained before is partly stale
+BIGRAM_CHARS = 20000  # characters of text whose neighbouring words are paired
 _WORD = re.compile(r"[^\W_][\w'$€£%.-]*[^\W_]|[^\W_]", re.UNICODE)
 _SKIP_HEADERS = frozenset(
     {
@@ -159,6 +166,10 @@ def tokens(sample: Sample) -> set[str]:
         if len(found) >= MAX_TOKENS:
             break
         add(word)
+    for pair in _bigrams(sample.text[:BIGRAM_CHARS]):
+        if len(found) >= MAX_TOKENS:
+            break
+        add(pair)
     for word in set(_CAPS.findall(sample.text)):
         add("CAPS:" + word)
     for amount in set(_MONEY.findall(sample.text)):
@@ -178,6 +189,18 @@ def _words(text: str) -> list[str]:
         else:
             out.append(word)
     return out
+
+
+def _bigrams(text: str) -> set[str]:
+    """Neighbouring words of the text as ``bi:first second`` (CRM114's and SpamBayes's
+    experimental bigrams): every word, short ones too, a long one as ``skip``; the
+    phrases spam repeats ("click here", "to be removed") say more than their words."""
+    words = [
+        w if len(w) <= 12 else "skip"
+        for w in (m.strip(".-'") for m in _WORD.findall(text.lower()))
+        if w
+    ]
+    return {f"bi:{a} {b}" for a, b in zip(words, words[1:], strict=False)}
 
 
 def _url_tokens(url: str) -> list[str]:
