@@ -63,6 +63,16 @@ def test_a_key_made_on_one_node_signs_on_the_other_and_verifies(nodes):
         b.create("example.test", name)  # the same selector again: refused on every node
 
 
+def test_a_domain_without_a_key_is_looked_for_again_within_a_second(nodes):
+    """The first ``dkim init`` on node A: node B signs within MISSING_REFRESH, not REFRESH."""
+    (a, b), clocks = nodes
+    assert b.keys("example.test") == []
+    a.create("example.test")
+    assert b.keys("example.test") == []  # read a moment ago: not asked again at once
+    clocks[1].now += b.MISSING_REFRESH
+    assert len(b.keys("example.test")) == 2  # Ed25519 and RSA
+
+
 def test_a_rotation_reaches_the_other_node_within_refresh_and_old_mail_still_verifies(nodes):
     (a, b), clocks = nodes
     first = a.create("example.test", "one")

@@ -62,6 +62,9 @@ class SharedKeyStore:
     ``SharedState``). Blocking, like ``KeyStore``'s file reads."""
 
     REFRESH = 30.0  # seconds this node signs with the active keys it read last
+    # A domain with no key at all is looked for again sooner: the first ``dkim init`` on one
+    # node must not leave the others sending unsigned mail for half a minute.
+    MISSING_REFRESH = 1.0
 
     def __init__(self, state: Any, clock: Callable[[], float] = time.monotonic) -> None:
         self.state = state
@@ -139,7 +142,9 @@ class SharedKeyStore:
                 (domain, selector),
             )
             return _signing_keys(domain, *rows[0]) if rows else []
-        if self._clock() - self._read_at >= self.REFRESH:
+        age = self._clock() - self._read_at
+        missing = domain not in self._active
+        if age >= self.REFRESH or (missing and age >= self.MISSING_REFRESH):
             if threadable.isInIOThread():
                 self._refresh_later()  # the reactor thread never waits on the database
             else:
