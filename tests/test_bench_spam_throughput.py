@@ -1,0 +1,50 @@
+"""``bench.spam_throughput``'s two servers really differ: filters on, and filters off.
+
+The bench once gave both the "off" config (a module-level config swapped and restored late),
+and reported a cost for filtering that never ran. Not a timing: the configs, and that a
+message through the "on" server is scored and one through the "off" server is not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import smtplib
+import time
+from pathlib import Path
+
+import pytest
+
+from bench import spam_throughput
+
+pytestmark = pytest.mark.slow
+
+
+def _delivered(workdir: Path) -> bytes:
+    maildir = workdir / "data" / "mail" / "bench.test" / "u1"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        found = [p for sub in ("new", "cur") for p in (maildir / sub).glob("*") if p.is_file()]
+        if found:
+            return found[0].read_bytes()
+        time.sleep(0.1)
+    raise AssertionError(f"nothing delivered into {maildir}")
+
+
+def test_the_on_server_filters_and_the_off_server_does_not(tmp_path: Path):
+    with contextlib.ExitStack() as stack:
+        servers = {
+            on: stack.enter_context(spam_throughput._server(tmp_path / str(on), on))
+            for on in (False, True)  # the bench's order: "off" first
+        }
+        for on, server in servers.items():
+            config = (tmp_path / str(on) / "data" / "txmailhost.toml").read_text()
+            assert ("chain = []" in config) is not on
+            with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=30) as client:
+                client.sendmail(
+                    "loadgen@client.test",
+                    [spam_throughput.RECIPIENT],
+                    b"From: loadgen@client.test\r\nSubject: hello\r\n\r\nhello\r\n",
+                )
+        for on in (False, True):
+            scored = b"X-Spam-Status:" in _delivered(tmp_path / str(on))
+            assert scored is on
