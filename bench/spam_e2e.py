@@ -43,34 +43,13 @@ from pathlib import Path
 
 from bench import targets
 from bench.server import PASSWORD, free_port, wait_for_port
-from bench.spam_corpus import GROUPS, halves
+from bench.spam_corpus import TEST_GROUPS, split
 from txmailhost.spam.bayes import TokenStore
 
 USER = "u1@bench.test"
-TEST_GROUPS = ("spam-2", "easy-ham-2", "hard-ham-1")
 BATCH = 100
 TRAINED = "Trained"  # where rescued ham is moved: out of Junk, not into INBOX's count
 _EXTRA = "\n[filters.settings.spam]\njunk_score = {junk}\n"
-
-
-def split(
-    corpus: dict[str, list[bytes]], size: int, seed: int
-) -> tuple[list[bytes], list[bytes], dict[str, list[bytes]]]:
-    """(training spam, training ham, test groups) of ``bench.spam_corpus``'s split ``seed``."""
-    import random
-
-    rng = random.Random(seed)
-    train: dict[str, list[bytes]] = {}
-    test: dict[str, list[bytes]] = {}
-    for group in GROUPS:
-        train[group], test[group] = halves(corpus[group], rng)
-    spam = train["spam-1"] + train["spam-2"]
-    ham = train["easy-ham-1"] + train["easy-ham-2"] + train["hard-ham-1"]
-    return (
-        rng.sample(spam, min(size, len(spam))),
-        rng.sample(ham, min(size, len(ham))),
-        {g: test[g] for g in TEST_GROUPS},
-    )
 
 
 def envelope_sender(message: bytes) -> str:

@@ -18,7 +18,6 @@ import email.utils
 import io
 import os
 import pickle
-import random
 import statistics
 import sys
 import time
@@ -26,14 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.spam_corpus import GROUPS, fetch, halves, load
+from bench.spam_corpus import GROUPS, TEST_GROUPS, fetch, load, split
 from txmailhost.spam import rules
 from txmailhost.spam.bayes import combine, token_probability
 from txmailhost.spam.sample import Sample, sample_of
 from txmailhost.spam.scoring import bayes_rule
 from txmailhost.spam.tokens import TOKENIZER_VERSION, tokens
 
-TEST_GROUPS = ("spam-2", "easy-ham-2", "hard-ham-1")
 Tokenizer = Callable[[Sample], set[str]]
 
 
@@ -79,19 +77,13 @@ def run_split(
     per test group, (classifier probability, rules' score) of each message. ``allow``: as
     the IMAP trainer does, a ham's sender joins the allowed senders (a spam's leaves them),
     and a test message from an allowed sender scores ``USER_ALLOWED`` (-100)."""
-    rng = random.Random(seed)
-    train: dict[str, list[Message]] = {}
-    test: dict[str, list[Message]] = {}
-    for group in GROUPS:
-        train[group], test[group] = halves(corpus[group], rng)  # type: ignore[arg-type]
-    spam = train["spam-1"] + train["spam-2"]
-    ham = train["easy-ham-1"] + train["easy-ham-2"] + train["hard-ham-1"]
+    spam, ham, test = split(corpus, size, seed)
     counts: dict[str, list[int]] = {}
     learned: set[str] = set()
     totals = [0, 0]
     allowed: set[str] = set()
     for kind, pool in ((0, spam), (1, ham)):
-        for message in rng.sample(pool, min(size, len(pool))):
+        for message in pool:
             sender = from_address(message.sample)
             if allow and sender:
                 (allowed.add if kind else allowed.discard)(sender)
