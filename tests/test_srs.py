@@ -7,22 +7,15 @@ import stat
 
 import pytest
 
+from tests.support.clock import FakeClock
 from txmailhost.srs import SRS, Keys, SRSError
 
 DAY = 86400
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 20_000 * DAY + 3600.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock(20_000 * DAY + 3600.0)
 
 
 @pytest.fixture

@@ -7,18 +7,11 @@ import threading
 
 import pytest
 
+from tests.support.clock import FakeClock
 from tests.support.postgres import postgres_dsn, postgres_server  # noqa: F401 - fixtures
 from txmailhost.srs import SRS, SharedKeys, SRSError
 
 DOMAIN = "fwd.example.org"
-
-
-class Monotonic:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -26,7 +19,7 @@ def nodes(postgres_dsn):  # noqa: F811
     from txmailhost.store.pgstate import SharedState
 
     states = [SharedState(postgres_dsn), SharedState(postgres_dsn)]
-    clocks = [Monotonic(), Monotonic()]
+    clocks = [FakeClock(), FakeClock()]
     yield [SRS(DOMAIN, SharedKeys(s, c)) for s, c in zip(states, clocks, strict=True)], clocks
     for state in states:
         state.close()

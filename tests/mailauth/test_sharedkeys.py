@@ -7,6 +7,7 @@ from __future__ import annotations
 import dkim
 import pytest
 
+from tests.support.clock import FakeClock
 from tests.support.postgres import postgres_dsn, postgres_server  # noqa: F401 - fixtures
 from txmailhost.mailauth.keys import DKIMKeyError
 from txmailhost.mailauth.signing import Signer
@@ -17,21 +18,13 @@ MESSAGE = (
 )
 
 
-class Monotonic:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def nodes(postgres_dsn):  # noqa: F811
     from txmailhost.mailauth.sharedkeys import SharedKeyStore
     from txmailhost.store.pgstate import SharedState
 
     states = [SharedState(postgres_dsn), SharedState(postgres_dsn)]
-    clocks = [Monotonic(), Monotonic()]
+    clocks = [FakeClock(), FakeClock()]
     yield [SharedKeyStore(s, c) for s, c in zip(states, clocks, strict=True)], clocks
     for state in states:
         state.close()

@@ -8,19 +8,12 @@ import threading
 
 import pytest
 
+from tests.support.clock import FakeClock
 from tests.support.postgres import postgres_dsn, postgres_server  # noqa: F401 - fixtures
 from txmailhost.sieve.grammar import SieveSyntaxError
 from txmailhost.sieve.scripts import ScriptError, ScriptStore
 
 ALICE = "alice@example.test"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_764_000_000.0
-
-    def time(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -167,7 +160,7 @@ def test_quota_holds_when_two_nodes_upload_at_once(states, tmp_path):
 def test_vacation_answers_a_sender_once_across_nodes(states):
     from txmailhost.sieve.shared import SharedResponseLog
 
-    clock = Clock()
+    clock = FakeClock(1_764_000_000.0)
     a, b = (SharedResponseLog(s, clock) for s in states)
     assert a.claim(ALICE, "bob@example.net", "h", 86400)
     assert not b.claim(ALICE, "BOB@example.net", "h", 86400)  # the other node: not again

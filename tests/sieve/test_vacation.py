@@ -6,6 +6,7 @@ import email
 
 import pytest
 
+from tests.support.clock import FakeClock
 from txmailhost.sieve.interpreter import VacationRequest
 from txmailhost.sieve.message import MessageView
 from txmailhost.sieve.vacation import ResponseLog, build_reply, handle_of, refusal
@@ -54,16 +55,8 @@ def test_auto_submitted_no_is_answered_and_addresses_count_as_ours():
     assert refusal(other, with_alias, [ALICE]) is None
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def time(self) -> float:
-        return self.now
-
-
 def test_response_log_answers_once_per_period_and_per_handle(tmp_path):
-    clock = Clock()
+    clock = FakeClock(1_000_000.0)
     log = ResponseLog(clock)
     handle = handle_of(REQUEST)
     assert log.claim(str(tmp_path), "bob@example.net", handle, 86400)
@@ -76,10 +69,10 @@ def test_response_log_answers_once_per_period_and_per_handle(tmp_path):
 
 
 def test_response_log_survives_a_new_instance_and_damage(tmp_path):
-    assert ResponseLog(Clock()).claim(str(tmp_path), "bob@example.net", "h", 60)
-    assert not ResponseLog(Clock()).claim(str(tmp_path), "bob@example.net", "h", 60)
+    assert ResponseLog(FakeClock(1_000_000.0)).claim(str(tmp_path), "bob@example.net", "h", 60)
+    assert not ResponseLog(FakeClock(1_000_000.0)).claim(str(tmp_path), "bob@example.net", "h", 60)
     (tmp_path / "vacation.json").write_text("{not json")
-    assert ResponseLog(Clock()).claim(str(tmp_path), "bob@example.net", "h", 60)
+    assert ResponseLog(FakeClock(1_000_000.0)).claim(str(tmp_path), "bob@example.net", "h", 60)
 
 
 def test_reply_headers_follow_rfc5230_section_5():

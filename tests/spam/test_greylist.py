@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.clock import FakeClock
 from tests.support.postgres import shared_server
 from txmailhost.filters.interfaces import Action, Client, Transaction
 from txmailhost.spam.greylist import GreylistFilter, network_of
@@ -13,17 +14,9 @@ from txmailhost.spam.greylist import GreylistFilter, network_of
 OUTSIDE = Client("192.0.2.10", listener="smtp")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock(1_000_000.0)
 
 
 _storage: list = []  # this test's request, whose param says where the state is kept
