@@ -148,35 +148,52 @@ def sink():
     server.server_close()
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory, postgres_server, sink):  # noqa: F811
-    """Three nodes on one fresh database, accounts and queue in it too; users added once."""
+@contextlib.contextmanager
+def _nodes(
+    tmp_path_factory, pg, sink, name: str, hosts, mx: str, queue: str, security: str,
+    more: str = "",
+):  # fmt: skip
+    """Nodes on ``hosts`` sharing one fresh database of ``pg`` (store, accounts and queue in it), a DNS
+    server giving ``mx`` the sink as its MX; stopped, and the database dropped, afterwards.
+    ``queue`` and ``security`` are extra lines of those sections, ``more`` extra sections.
+    Yields (nodes, dsn)."""
     dns = DNSServer().start()
-    dns.add("remote.test", "MX", "10 mx.remote.test.")
-    dns.add("mx.remote.test", "A", "127.0.0.1")
-    dsn = postgres_server.database()
+    dns.add(mx, "MX", f"10 mx.{mx}.")
+    dns.add(f"mx.{mx}", "A", "127.0.0.1")
+    dsn = pg.database()
     extra = (
         f'[store]\nbackend = "postgres"\naccounts = "postgres"\ndsn = "{dsn}"\n\n'
-        f'[queue]\nbackend = "postgres"\nlease_time = {LEASE}\nretry_min = 1\nretry_max = 2\n\n'
-        '[security]\nplaintext_auth_from = ["loopback"]\nlogin_failures_per_ip = 3\n\n'
+        f'[queue]\nbackend = "postgres"\n{queue}retry_min = 1\nretry_max = 2\n\n'
+        f'[security]\nplaintext_auth_from = ["loopback"]\n{security}\n'
+        f"{more}"
         f'[relay]\nnameservers = ["{dns.address}"]\ndns_timeout = 2\nport = {sink.port}\n'
     )
-    root = tmp_path_factory.mktemp("cluster")
-    nodes = [Node(str(root / f"node{i}"), host, extra) for i, host in enumerate(HOSTS)]
+    root = tmp_path_factory.mktemp(name)
+    nodes = [Node(str(root / f"node{i}"), host, extra) for i, host in enumerate(hosts)]
     try:
         for node in nodes:
             node.start()
+        yield nodes, dsn
+    finally:
+        for node in nodes:
+            node.stop()
+        dns.stop()
+        pg.drop(dsn)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, postgres_server, sink):  # noqa: F811
+    """Three nodes on one fresh database, accounts and queue in it too; users added once."""
+    with _nodes(
+        tmp_path_factory, postgres_server, sink, "cluster", HOSTS, "remote.test",
+        queue=f"lease_time = {LEASE}\n", security="login_failures_per_ip = 3\n",
+    ) as (nodes, _dsn):  # fmt: skip
         # Once, on the first node: the accounts are in the database, so every node has them.
         for user in ("alice@example.test", *LOCAL_USERS, "erin@example.test"):
             nodes[0].add_user(user, PASSWORD)
         for user in ("testuser1@example.test", "testuser2@example.test"):
             nodes[0].add_user(user, PASSWORD)
         yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
-        dns.stop()
-        postgres_server.drop(dsn)
 
 
 def wait_for(check, timeout: float = 60.0, step: float = 0.2):
@@ -488,33 +505,16 @@ SRS_DOMAIN = "fwd.example.test"
 def pair(tmp_path_factory, postgres_server, sink):  # noqa: F811
     """Two nodes on one fresh database (store, accounts, queue) with SRS on, a remote domain
     far.test whose MX is the sink, and the users of the tests below added once on node A."""
-    dns = DNSServer().start()
-    dns.add("far.test", "MX", "10 mx.far.test.")
-    dns.add("mx.far.test", "A", "127.0.0.1")
-    dsn = postgres_server.database()
-    extra = (
-        f'[store]\nbackend = "postgres"\naccounts = "postgres"\ndsn = "{dsn}"\n\n'
-        '[queue]\nbackend = "postgres"\nretry_min = 1\nretry_max = 2\n\n'
-        '[security]\nplaintext_auth_from = ["loopback"]\n\n'
-        f'[srs]\ndomain = "{SRS_DOMAIN}"\n\n'
-        f'[relay]\nnameservers = ["{dns.address}"]\ndns_timeout = 2\nport = {sink.port}\n'
-    )
-    root = tmp_path_factory.mktemp("pair")
-    nodes = [Node(str(root / f"node{i}"), host, extra) for i, host in enumerate(PAIR_HOSTS)]
-    try:
-        for node in nodes:
-            node.start()
+    with _nodes(
+        tmp_path_factory, postgres_server, sink, "pair", PAIR_HOSTS, "far.test",
+        queue="", security="", more=f'[srs]\ndomain = "{SRS_DOMAIN}"\n\n',
+    ) as (nodes, dsn):  # fmt: skip
         for user in ("alice", "frank", "grace", "harry"):
             nodes[0].add_user(f"{user}@example.test", PASSWORD)
         nodes[0].cli("user", "forward", "alice@example.test", "bob@far.test", "--no-keep-copy")
         nodes[0].cli("dkim", "init", "example.test")  # once, on node A, for every node
         nodes[0].dsn = dsn
         yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
-        dns.stop()
-        postgres_server.drop(dsn)
 
 
 def _smtp(node: Node, sender: str, recipient: str, message: str) -> None:
