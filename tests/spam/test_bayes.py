@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import random
+import re
 
 import pytest
 
@@ -10,6 +12,7 @@ from txmailhost.spam import bayes
 from txmailhost.spam import tokens as tokens_module
 from txmailhost.spam.bayes import GLOBAL, TokenStore, chi2q, combine, token_probability
 from txmailhost.spam.sample import sample_of
+from txmailhost.spam.scoring import Scorer
 from txmailhost.spam.tokens import tokens
 
 
@@ -162,3 +165,69 @@ def test_a_store_trained_before_versions_is_reported_as_version_1(tmp_path):
     assert store.trained_tokenizer() == 1
     assert store.judge(["bob@example.test"], {"a"}) is None  # still judges (too little here)
     store.close()
+
+
+# The tokenizer finds its words, pairs and capitals without the expressions that define them
+# (they backtracked at every position); these say it still finds exactly what they find.
+_DEFINING_WORD = re.compile(r"[^\W_][\w'$€£%.-]*[^\W_]|[^\W_]")
+_DEFINING_CAPS = re.compile(r"\b[A-Z]{3,12}\b")
+_TRICKY = [
+    "don't stop 'quoted' -dash- e-mail 3.5% $4,000.00 __init__ a_b _x_ ..",
+    "ÉCOLE ÉTÉ naïve straße İstanbul ﬁne Ǆungla ½ ² ٣٤ 漢字テキスト",
+    "ABC ABCD1 xABC ABC_ _ABC ABCDEFGHIJKL ABCDEFGHIJKLM FREE! (NOW) ÉABC ABCÉ 'YES'",
+    "",
+    "'''",
+    "a",
+    "http://example.com/a-b.c?d=e&f=g ... -- '' $$ %% € £",
+]
+
+
+@pytest.mark.parametrize("text", _TRICKY)
+def test_words_are_those_of_the_defining_expression(text):
+    lowered = text.lower()
+    assert tokens_module._all_words(lowered) == _DEFINING_WORD.findall(lowered)
+    assert tokens_module._caps(text) == set(_DEFINING_CAPS.findall(text))
+
+
+def test_words_match_the_defining_expression_on_random_text():
+    alphabet = "aZ9_'$€£%.- \tÉé½٣\n!?"
+    rng = random.Random(1)
+    for _ in range(2000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40)))
+        text = text.replace("Z", rng.choice(["Z", "ZZZ", "ABCD", "ABCDEFGHIJKLMN"]))
+        lowered = text.lower()
+        assert tokens_module._all_words(lowered) == _DEFINING_WORD.findall(lowered), text
+        assert tokens_module._caps(text) == set(_DEFINING_CAPS.findall(text)), text
+
+
+def test_standing_reads_totals_threshold_and_lists_as_the_single_queries_do(tmp_path):
+    store = trained(tmp_path)
+    store.set_threshold("alice@example.test", 7.5)
+    store.set_sender("alice@example.test", "@spam.example", "allow")
+    store.set_sender(GLOBAL, "@spam.example", "block")
+    store.set_sender("bob@example.test", "x@spam.example", "block")
+    store.set_sender("bob@example.test", "@spam.example", "allow")
+    for owner in ("alice@example.test", "bob@example.test", "carol@example.test", None):
+        for senders in (["x@spam.example"], ["y@spam.example", "x@work.example"], [], ["nobody"]):
+            standing = store.standing(owner, senders)
+            assert standing.listed == store.sender_kind([owner] if owner else [], senders)
+            assert standing.global_totals == store.totals(GLOBAL)
+            assert standing.totals == store.totals(owner or GLOBAL)
+            assert standing.threshold == (store.threshold(owner) if owner else None)
+    assert store.standing("alice@example.test", []).threshold == 7.5
+
+
+def test_scoring_a_message_takes_two_statements_whatever_its_size(tmp_path):
+    """Each statement and each row fetched lets go of the GIL, and getting it back on a busy
+    server waits for the reactor: scoring reads one row of each of two statements."""
+    store = trained(tmp_path)
+    scorer = Scorer(store)
+    statements: list[str] = []
+    store._db().set_trace_callback(statements.append)
+    words = " ".join(f"word{i}" for i in range(3000))
+    message = f"From: s1@spam.example\r\nSubject: cheap pills\r\n\r\ncheap viagra {words}\r\n"
+    score = scorer.score(sample_of(io.BytesIO(message.encode())), "alice@example.test")
+    assert score.bayes is not None and score.bayes > 0.9
+    assert len(statements) == 2, statements
+    judged = store.judge(["alice@example.test"], tokens(sample_of(io.BytesIO(message.encode()))))
+    assert judged is not None and judged.probability == pytest.approx(score.bayes)

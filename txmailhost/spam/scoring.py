@@ -86,6 +86,7 @@ class Score:
     total: float
     hits: tuple[rules.Rule, ...]
     bayes: float | None  # the classifier's probability, when it was asked and trained
+    threshold: float | None = None  # the recipient's own Junk threshold, when they set one
 
     def fields(self, required: float) -> tuple[tuple[str, str], ...]:
         """SpamAssassin's fields: X-Spam-Status (verdict, score, threshold, rules, the
@@ -124,24 +125,46 @@ class Scorer:
     ) -> Score:
         """``connection``: what was decided before the content is read — what
         ``connection.ConnectionChecks`` found about the client, rspamd's weighted score."""
+        return self.score_each(sample, [owner], envelope_sender, connection)[0]
+
+    def score_each(
+        self,
+        sample: Sample,
+        owners: list[str | None],
+        envelope_sender: str | None = None,
+        connection: list[rules.Rule] | tuple[rules.Rule, ...] = (),
+    ) -> list[Score]:
+        """``score`` for each of ``owners``, the content rules run and the tokens made once."""
         context = rules.Context(now=time.time(), authserv_id=self.authserv_id)
-        hits = list(connection) + rules.content_hits(sample, context)
-        probability = None
-        if self.store is not None:
-            owners = [owner] if owner else []
-            listed = self.store.sender_kind(owners, sender_addresses(sample, envelope_sender))
-            if listed == "block":
-                hits.append(rules.BY_NAME["USER_BLOCKED"])
-            elif listed == "allow" and rules.BY_NAME["AUTH_DMARC_FAIL"] not in hits:
-                hits.append(rules.BY_NAME["USER_ALLOWED"])
-            judged = self.store.judge(owners, lambda: tokens(sample))
-            if judged is not None:
-                probability = judged.probability
-                band = bayes_rule(probability)
-                if band is not None:
-                    hits.append(band)
-        total = round(sum(rule.score for rule in hits), 1)
-        return Score(total, tuple(hits), probability)
+        content = list(connection) + rules.content_hits(sample, context)
+        made: list[set[str]] = []
+
+        def found() -> set[str]:
+            if not made:
+                made.append(tokens(sample))
+            return made[0]
+
+        senders = sender_addresses(sample, envelope_sender)
+        scores = []
+        for owner in owners:
+            hits = list(content)
+            probability = threshold = None
+            if self.store is not None:
+                standing = self.store.standing(owner, senders)
+                threshold = standing.threshold
+                if standing.listed == "block":
+                    hits.append(rules.BY_NAME["USER_BLOCKED"])
+                elif standing.listed == "allow" and rules.BY_NAME["AUTH_DMARC_FAIL"] not in hits:
+                    hits.append(rules.BY_NAME["USER_ALLOWED"])
+                judged = self.store.judge_standing(owner, standing, found)
+                if judged is not None:
+                    probability = judged.probability
+                    band = bayes_rule(probability)
+                    if band is not None:
+                        hits.append(band)
+            total = round(sum(rule.score for rule in hits), 1)
+            scores.append(Score(total, tuple(hits), probability, threshold))
+        return scores
 
 
 class SpamFilter(MessageFilter):
@@ -222,11 +245,9 @@ class SpamFilter(MessageFilter):
         rule = rules.Rule("RSPAMD", weighted, f"rspamd: {reply.summary()}", None)
         return replayed(copy, message), [rule], ()
 
-    def _junk_score(self, recipient: str) -> float:
+    def _required(self, score: Score) -> float:
         """The recipient's own threshold (``txmailhost spam threshold``), else the server's."""
-        store = self.scorer.store
-        own = store.threshold(owner_of(recipient)) if store is not None else None
-        return self.junk_score if own is None else own
+        return self.junk_score if score.threshold is None else score.threshold
 
     def skips(self, client: Client) -> bool:
         """Our users' own mail and other listeners are not scored."""
@@ -248,13 +269,14 @@ class SpamFilter(MessageFilter):
         seen = self.connection.hits(client.address, client.helo, transaction.sender) + seen
         recipients = transaction.recipients
         first = recipients[0] if len(recipients) == 1 else None
-        shown = self.scorer.score(sample, first and owner_of(first), transaction.sender, seen)
-        scores = {first: shown} if first else {}
-        for recipient in recipients if first is None else ():
-            scores[recipient] = self.scorer.score(
-                sample, owner_of(recipient), transaction.sender, seen
-            )
-        required = {r: self._junk_score(r) for r in scores}
+        # One recipient: their score is the one shown. Several: the copies share the header
+        # fields, so they show the score without anyone's own training or lists (no owner),
+        # and each recipient's own score decides their Junk folder.
+        owners = [owner_of(first)] if first else [None, *map(owner_of, recipients)]
+        scored = self.scorer.score_each(sample, owners, transaction.sender, seen)
+        shown = scored[0]
+        scores = {first: shown} if first else dict(zip(recipients, scored[1:], strict=True))
+        required = {r: self._required(s) for r, s in scores.items()}
         fields = shown.fields(required[first] if first else self.junk_score) + notes
         if (
             self.reject_score
