@@ -362,7 +362,12 @@ def _build_filters(
         print(f"txmailhost: filters.chain: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     if chain is not None:
-        ThreadPoolService(pool).setServiceParent(top)
+        service = ThreadPoolService(pool)
+        for made in chain.filters:  # what filters hold open (the spam scoring process)
+            close = getattr(made, "close", None)
+            if callable(close):
+                service.after_stop.append(close)
+        service.setServiceParent(top)
         names = [f.name for f in leading] + list(settings.chain)
         log.info("txmailhost filters: {names}", names=", ".join(names))
     return chain

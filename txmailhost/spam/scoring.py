@@ -36,8 +36,9 @@ from txmailhost.filters.interfaces import ACCEPT, Client, Transaction, Verdict
 from txmailhost.spam import rules
 from txmailhost.spam.bayes import TokenStore
 from txmailhost.spam.connection import ConnectionChecks
+from txmailhost.spam.offload import OffloadError, ScoringProcess, rule_as_list
 from txmailhost.spam.rspamd import RspamdClient, RspamdError, replayed, spool
-from txmailhost.spam.sample import Sample, sample_of
+from txmailhost.spam.sample import Sample, read_capped, sample_of_bytes
 from txmailhost.spam.tokens import tokens
 
 _BAYES_BANDS = (  # (upper bound of the probability, rule)
@@ -196,6 +197,7 @@ class SpamFilter(MessageFilter):
         rspamd_timeout: float = 5.0,
         rspamd_max_size_kib: int = 2048,
         rspamd_retry_after: float = 30.0,
+        separate_process: bool = True,
     ) -> None:
         if reject_score and reject_score <= junk_score:
             raise ValueError("reject_score must be 0 (off) or above junk_score")
@@ -225,6 +227,16 @@ class SpamFilter(MessageFilter):
             else None
         )
         self.rspamd_weight = float(rspamd_weight)
+        # Scoring in a child process (offload.py): off the server's GIL. Only for a server's
+        # filter (``host``): one made alone, by a test or the CLI, scores in its caller.
+        self.offload = (
+            ScoringProcess(store, authserv_id) if separate_process and store is not None else None
+        )
+
+    def close(self) -> None:
+        """At the server's stop: the scoring process ends."""
+        if self.offload is not None:
+            self.offload.close()
 
     def _ask_rspamd(
         self, client: Client, transaction: Transaction, message: BinaryIO
@@ -245,6 +257,32 @@ class SpamFilter(MessageFilter):
         rule = rules.Rule("RSPAMD", weighted, f"rspamd: {reply.summary()}", None)
         return replayed(copy, message), [rule], ()
 
+    def _score(
+        self,
+        owners: list[str | None],
+        sender: str | None,
+        seen: list[rules.Rule],
+        head: bytes,
+        body: bytes,
+        truncated: bool,
+    ) -> list[Score]:
+        """In the scoring process when it is there; here while it starts or after it failed."""
+        if self.offload is not None:
+            header = {
+                "owners": owners,
+                "sender": sender,
+                "connection": [rule_as_list(rule) for rule in seen],
+                "truncated": truncated,
+            }
+            try:
+                answers = self.offload.score(header, head, body)
+            except OffloadError:
+                pass
+            else:
+                return [Score(t, tuple(hits), bayes, own) for t, hits, bayes, own in answers]
+        sample = sample_of_bytes(head, body, truncated)
+        return self.scorer.score_each(sample, owners, sender, seen)
+
     def _required(self, score: Score) -> float:
         """The recipient's own threshold (``txmailhost spam threshold``), else the server's."""
         return self.junk_score if score.threshold is None else score.threshold
@@ -261,11 +299,11 @@ class SpamFilter(MessageFilter):
         if self.rspamd is not None:
             message, seen, notes = self._ask_rspamd(client, transaction, message)
             try:
-                sample = sample_of(message, self.body_cap)
+                head, body, truncated = read_capped(message, self.body_cap)
             finally:
                 message.close()  # the spooled copy (the chain closes the message itself)
         else:
-            sample = sample_of(message, self.body_cap)
+            head, body, truncated = read_capped(message, self.body_cap)
         seen = self.connection.hits(client.address, client.helo, transaction.sender) + seen
         recipients = transaction.recipients
         first = recipients[0] if len(recipients) == 1 else None
@@ -273,7 +311,7 @@ class SpamFilter(MessageFilter):
         # fields, so they show the score without anyone's own training or lists (no owner),
         # and each recipient's own score decides their Junk folder.
         owners = [owner_of(first)] if first else [None, *map(owner_of, recipients)]
-        scored = self.scorer.score_each(sample, owners, transaction.sender, seen)
+        scored = self._score(owners, transaction.sender, seen, head, body, truncated)
         shown = scored[0]
         scores = {first: shown} if first else dict(zip(recipients, scored[1:], strict=True))
         required = {r: self._required(s) for r, s in scores.items()}

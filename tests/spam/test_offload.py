@@ -1,0 +1,177 @@
+"""Scoring in a child process (``offload.py``, ``scorechild.py``): the same scores as in the
+server's thread, a child that dies or hangs is replaced and its messages scored in the thread,
+and the child ends with the server."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import sys
+import time
+
+import pytest
+
+from txmailhost.filters.interfaces import Client, Transaction
+from txmailhost.filters.registry import FilterHost
+from txmailhost.spam import offload
+from txmailhost.spam.bayes import TokenStore
+from txmailhost.spam.offload import OffloadError, ScoringProcess
+from txmailhost.spam.sample import read_capped, sample_of_bytes
+from txmailhost.spam.scoring import Scorer, SpamFilter, store_path
+from txmailhost.spam.tokens import tokens
+
+OUTSIDE = Client("192.0.2.1", helo="mx.promo.example", listener="smtp")
+SPAM = (
+    b"From: deals@promo.example\r\nSubject: CHEAP WATCHES BUY NOW!!!\r\n\r\n"
+    b"Buy now: cheap replica watches, lowest price!!! http://bit.ly/x\r\n"
+)
+HAM = (
+    b"From: carol@example.org\r\nDate: Fri, 04 Dec 2026 10:00:00 +0000\r\n"
+    b"Message-ID: <a@example.org>\r\nSubject: lunch\r\n\r\nNoon at the usual place?\r\n"
+)
+
+
+def trained_store(tmp_path) -> TokenStore:
+    store = TokenStore(store_path(str(tmp_path)), min_messages=3)
+    for i in range(4):
+        spam = sample_of_bytes(*read_capped(io.BytesIO(SPAM.replace(b"x", str(i).encode()))))
+        ham = sample_of_bytes(*read_capped(io.BytesIO(HAM.replace(b"Noon", f"N{i}".encode()))))
+        store.learn("alice@example.test", f"s{i}", tokens(spam), True)
+        store.learn("alice@example.test", f"h{i}", tokens(ham), False)
+    store.set_sender("bob@example.test", "deals@promo.example", "block")
+    store.set_threshold("alice@example.test", 4.0)
+    return store
+
+
+def wait_ready(process: ScoringProcess, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not process.ready:
+        with pytest.raises(OffloadError):
+            process.score({}, b"", b"")  # starts it; answers "starting" meanwhile
+        assert time.monotonic() < deadline, "the scoring process didn't start"
+        time.sleep(0.05)
+
+
+def ask(process: ScoringProcess, message: bytes, owners: list[str | None]):
+    head, body, truncated = read_capped(io.BytesIO(message))
+    header = {
+        "owners": owners,
+        "sender": "deals@promo.example",
+        "connection": [["HELO_NXDOMAIN", 1.0, "the HELO name doesn't resolve"]],
+        "truncated": truncated,
+    }
+    return process.score(header, head, body)
+
+
+@pytest.fixture
+def child(tmp_path):
+    process = ScoringProcess(trained_store(tmp_path), "mx.example.test", timeout=20.0)
+    wait_ready(process)
+    yield process
+    process.close()
+
+
+def test_the_child_scores_as_the_thread_does(tmp_path, child):
+    scorer = Scorer(TokenStore(store_path(str(tmp_path)), min_messages=3), "mx.example.test")
+    owners = [None, "alice@example.test", "bob@example.test"]
+    connection = [offload.rule_from_list(["HELO_NXDOMAIN", 1.0, "the HELO name doesn't resolve"])]
+    for message in (SPAM, HAM):
+        expected = scorer.score_each(
+            sample_of_bytes(*read_capped(io.BytesIO(message))),
+            owners,
+            "deals@promo.example",
+            connection,
+        )
+        got = ask(child, message, owners)
+        assert [(t, [r.name for r in hits], b, own) for t, hits, b, own in got] == [
+            (s.total, [r.name for r in s.hits], s.bayes, s.threshold) for s in expected
+        ]
+    spam_for_alice = ask(child, SPAM, ["alice@example.test"])[0]
+    assert spam_for_alice[2] is not None and spam_for_alice[2] > 0.9  # the classifier spoke
+    assert spam_for_alice[3] == 4.0  # alice's own threshold
+    assert "USER_BLOCKED" in [r.name for r in ask(child, HAM, ["bob@example.test"])[0][1]]
+
+
+def test_requests_from_many_threads_get_their_own_answers(child):
+    import threading
+
+    results: dict[int, list] = {}
+
+    def one(i: int) -> None:
+        message = SPAM if i % 2 else HAM
+        results[i] = ask(child, message, ["alice@example.test"])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    spam, ham = ask(child, SPAM, ["alice@example.test"]), ask(child, HAM, ["alice@example.test"])
+    assert all(results[i] == (spam if i % 2 else ham) for i in range(40))
+    assert spam != ham
+
+
+def test_a_killed_child_is_replaced_and_meanwhile_the_thread_scores(tmp_path):
+    trained_store(tmp_path)
+    f = SpamFilter(
+        host=FilterHost(str(tmp_path), "mx.example.test"), dns_checks=False, bayes_min_messages=3
+    )
+    assert f.offload is not None
+    transaction = Transaction("deals@promo.example", ("alice@example.test",))
+    in_thread = f.end_of_data(OUTSIDE, transaction, io.BytesIO(SPAM))  # starts the child
+    wait_ready(f.offload)
+    first = f.offload.pid
+    assert f.end_of_data(OUTSIDE, transaction, io.BytesIO(SPAM)) == in_thread
+    os.kill(first, signal.SIGKILL)
+    for _ in range(3):  # the end of the socket is seen; meanwhile the thread scores
+        assert f.end_of_data(OUTSIDE, transaction, io.BytesIO(SPAM)) == in_thread
+    time.sleep(offload.RESTART_AFTER)
+    wait_ready(f.offload)
+    assert f.offload.pid != first
+    assert f.end_of_data(OUTSIDE, transaction, io.BytesIO(SPAM)) == in_thread
+    pid = f.offload.pid
+    f.close()
+    deadline = time.monotonic() + 10
+    while _running(pid):
+        assert time.monotonic() < deadline, "the scoring process outlived close()"
+        time.sleep(0.05)
+
+
+def test_a_child_that_doesnt_answer_is_ended_after_the_time_limit(tmp_path):
+    process = ScoringProcess(TokenStore(store_path(str(tmp_path))), "", timeout=0.5)
+    # A child that says it is ready and then never answers.
+    never = (
+        "import socket,struct,sys,time; s=socket.socket(fileno=int(sys.argv[-1]));"
+        "s.sendall(struct.pack('>I',5)+b'ready'); time.sleep(60)"
+    )
+    process.argv = [sys.executable, "-c", never, "--fd"]
+    wait_ready(process)
+    pid = process.pid
+    started = time.monotonic()
+    with pytest.raises(OffloadError, match="no answer"):
+        ask(process, SPAM, [None])
+    assert time.monotonic() - started < 5
+    assert not process.ready  # the next message starts another
+    deadline = time.monotonic() + 10
+    while _running(pid):
+        assert time.monotonic() < deadline, "the stuck child was not killed"
+        time.sleep(0.05)
+    process.close()
+
+
+def test_a_message_the_child_fails_on_is_scored_in_the_thread(child):
+    with pytest.raises(OffloadError, match="KeyError"):
+        child.score({"owners": [None]}, b"Subject: x\r\n\r\n", b"body")  # no "truncated"
+    assert child.ready  # the child goes on with the next message
+    assert ask(child, HAM, [None])
+
+
+def _running(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -1,0 +1,72 @@
+"""``python -m txmailhost.spam.scorechild``: the child process that scores (``offload.py``).
+
+Started by the server's ``offload.ScoringProcess`` with one end of a socket pair (``--fd``)
+and the token store's settings; it answers one request at a time until the server closes
+the socket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+from typing import Any
+
+from txmailhost.spam.bayes import TokenStore
+from txmailhost.spam.offload import receive, rule_as_list, rule_from_list, send
+from txmailhost.spam.sample import sample_of_bytes
+from txmailhost.spam.scoring import Scorer
+
+
+def serve(sock: socket.socket, scorer: Scorer) -> None:
+    """A request in, the scores out, until the server closes the socket."""
+    send(sock, b"ready")
+    while True:
+        try:
+            header_octets = receive(sock)
+            head = receive(sock)
+            body = receive(sock)
+        except EOFError:
+            return
+        try:
+            header = json.loads(header_octets)
+            sample = sample_of_bytes(head, body, bool(header["truncated"]))
+            scores = scorer.score_each(
+                sample,
+                header["owners"],
+                header["sender"],
+                [rule_from_list(r) for r in header["connection"]],
+            )
+            answer: dict[str, Any] = {
+                "scores": [
+                    [s.total, [rule_as_list(r) for r in s.hits], s.bayes, s.threshold]
+                    for s in scores
+                ]
+            }
+        except Exception as e:  # this message can't be scored here: the server scores it
+            answer = {"error": f"{type(e).__name__}: {e}"}
+        send(sock, json.dumps(answer).encode())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m txmailhost.spam.scorechild")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--min-messages", type=int, default=20)
+    parser.add_argument("--max-tokens", type=int, default=2_000_000)
+    parser.add_argument("--max-age-days", type=float, default=180.0)
+    parser.add_argument("--authserv-id", default="")
+    args = parser.parse_args(argv)
+    sock = socket.socket(fileno=args.fd)
+    store = TokenStore(args.store, args.min_messages, args.max_tokens, args.max_age_days)
+    try:
+        serve(sock, Scorer(store, args.authserv_id))
+    finally:
+        store.close()
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
