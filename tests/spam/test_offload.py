@@ -14,7 +14,7 @@ import pytest
 
 from txmailhost.filters.interfaces import Client, Transaction
 from txmailhost.filters.registry import FilterHost
-from txmailhost.spam import offload
+from txmailhost.spam import frames, offload
 from txmailhost.spam.bayes import TokenStore
 from txmailhost.spam.offload import OffloadError, ScoringProcess
 from txmailhost.spam.sample import read_capped, sample_of_bytes
@@ -75,7 +75,7 @@ def child(tmp_path):
 def test_the_child_scores_as_the_thread_does(tmp_path, child):
     scorer = Scorer(TokenStore(store_path(str(tmp_path)), min_messages=3), "mx.example.test")
     owners = [None, "alice@example.test", "bob@example.test"]
-    connection = [offload.rule_from_list(["HELO_NXDOMAIN", 1.0, "the HELO name doesn't resolve"])]
+    connection = [frames.rule_from_list(["HELO_NXDOMAIN", 1.0, "the HELO name doesn't resolve"])]
     for message in (SPAM, HAM):
         expected = scorer.score_each(
             sample_of_bytes(*read_capped(io.BytesIO(message))),

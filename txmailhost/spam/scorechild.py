@@ -14,9 +14,9 @@ import sys
 from typing import Any
 
 from txmailhost.spam.bayes import TokenStore
-from txmailhost.spam.offload import receive, rule_as_list, rule_from_list, send
+from txmailhost.spam.frames import receive, rule_as_list, rule_from_list, send
 from txmailhost.spam.sample import sample_of_bytes
-from txmailhost.spam.scoring import Scorer
+from txmailhost.spam.scorer import Scorer
 
 
 def serve(sock: socket.socket, scorer: Scorer) -> None:
