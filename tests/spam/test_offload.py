@@ -66,7 +66,7 @@ def ask(process: ScoringProcess, message: bytes, owners: list[str | None]):
 
 @pytest.fixture
 def child(tmp_path):
-    process = ScoringProcess(trained_store(tmp_path), "mx.example.test", timeout=20.0)
+    process = ScoringProcess(trained_store(tmp_path), "mx.example.test", 20.0, start_rate=0)
     wait_ready(process)
     yield process
     process.close()
@@ -139,7 +139,7 @@ def test_a_killed_child_is_replaced_and_meanwhile_the_thread_scores(tmp_path):
 
 
 def test_a_child_that_doesnt_answer_is_ended_after_the_time_limit(tmp_path):
-    process = ScoringProcess(TokenStore(store_path(str(tmp_path))), "", timeout=0.5)
+    process = ScoringProcess(TokenStore(store_path(str(tmp_path))), "", 0.5, start_rate=0)
     # A child that says it is ready and then never answers.
     never = (
         "import socket,struct,sys,time; s=socket.socket(fileno=int(sys.argv[-1]));"
@@ -165,6 +165,25 @@ def test_a_message_the_child_fails_on_is_scored_in_the_thread(child):
         child.score({"owners": [None]}, b"Subject: x\r\n\r\n", b"body")  # no "truncated"
     assert child.ready  # the child goes on with the next message
     assert ask(child, HAM, [None])
+
+
+def test_no_child_until_messages_come_fast_and_none_after_a_quiet_spell(tmp_path):
+    process = ScoringProcess(TokenStore(store_path(str(tmp_path))), "", start_rate=5, max_idle=1)
+    for _ in range(3):  # a trickle: scored in the thread, no process started for it
+        with pytest.raises(OffloadError):
+            ask(process, HAM, [None])
+    time.sleep(1.5)
+    assert not process.ready
+    wait_ready(process)  # a burst (this loop asks 20 times a second) starts it
+    pid = process.pid
+    assert ask(process, HAM, [None])
+    deadline = time.monotonic() + 10
+    while process.ready or _running(pid):  # a second without a message: it ends
+        assert time.monotonic() < deadline, "the idle child didn't end"
+        time.sleep(0.05)
+    wait_ready(process)  # and the next burst starts another
+    assert process.pid != pid
+    process.close()
 
 
 def _running(pid: int | None) -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 from txmailhost.spam import rules
 
 _LENGTH = struct.Struct(">I")
+IDLE = b"idle"  # the child's last frame when it ends for want of work
 MAX_FRAME = 64 * 1024 * 1024  # far above a capped message; a corrupt length stops here
 
 

@@ -9,20 +9,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import select
 import socket
 import sys
 from typing import Any
 
 from txmailhost.spam.bayes import TokenStore
-from txmailhost.spam.frames import receive, rule_as_list, rule_from_list, send
+from txmailhost.spam.frames import IDLE, receive, rule_as_list, rule_from_list, send
 from txmailhost.spam.sample import sample_of_bytes
 from txmailhost.spam.scorer import Scorer
 
 
-def serve(sock: socket.socket, scorer: Scorer) -> None:
-    """A request in, the scores out, until the server closes the socket."""
+def serve(sock: socket.socket, scorer: Scorer, max_idle: float | None = None) -> None:
+    """A request in, the scores out, until the server closes the socket or nothing has
+    come for ``max_idle`` seconds (then the last frame says so: ``offload.IDLE``)."""
     send(sock, b"ready")
     while True:
+        if max_idle and not select.select([sock], [], [], max_idle)[0]:
+            send(sock, IDLE)
+            return
         try:
             header_octets = receive(sock)
             head = receive(sock)
@@ -57,11 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=2_000_000)
     parser.add_argument("--max-age-days", type=float, default=180.0)
     parser.add_argument("--authserv-id", default="")
+    parser.add_argument("--max-idle", type=float, default=0.0, help="seconds; 0: no end")
     args = parser.parse_args(argv)
     sock = socket.socket(fileno=args.fd)
     store = TokenStore(args.store, args.min_messages, args.max_tokens, args.max_age_days)
     try:
-        serve(sock, Scorer(store, args.authserv_id))
+        serve(sock, Scorer(store, args.authserv_id), args.max_idle)
     finally:
         store.close()
         sock.close()
