@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from txmailhost.spam.sample import _URL, HEADER_CAP, find_urls, sample_of
+from txmailhost.spam.sample import (
+    _URL,
+    HEADER_CAP,
+    find_urls,
+    read_capped,
+    sample_of,
+    sample_of_bytes,
+)
 
 
 class CountingStream(io.BytesIO):
@@ -83,3 +91,38 @@ def test_find_urls_finds_what_the_regular_expression_finds(text):
 def test_find_urls_examples():
     text = "see https://Example.com/x and WWW.foo.org/bar, xhttp://no http://a.b_www.c"
     assert find_urls(text) == ["https://Example.com/x", "WWW.foo.org/bar,", "http://a.b_www.c"]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"From: a@example.org\r\nSubject: plain\r\n\r\nline one\r\nline two\r\n",
+        b"From: a\r\nbroken line\r\nSubject: x\r\n\r\nbody\r\n",  # ends the fields early
+        b"\r\n\r\nno fields at all\r\n",
+        b"Subject: x\n\nbare LF line ends\n",
+        b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        b"aGVsbG8gd29ybGQ=\r\n",
+        b"Subject: \xff 8-bit\r\n\r\n\xff\xfe body\r\n",
+        b"Content-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\n\r\nhi\r\n--zz--\r\n",
+    ],
+)
+def test_a_one_part_message_reads_as_the_full_parse_does(message):
+    """One-part messages skip the MIME parser's pass over the body (its payload is the body
+    as is); what the sample holds is what the full parse gives."""
+    import email.parser
+    import email.policy
+
+    header, body, truncated = read_capped(io.BytesIO(message))
+    full = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(header + body)
+
+    def text(octets: bytes) -> str:  # undeclared 8-bit: UTF-8 when it is, else Latin-1
+        try:
+            return octets.decode("utf-8")
+        except UnicodeDecodeError:
+            return octets.decode("latin-1")
+
+    texts = [text(part.get_payload(decode=True)) for part in full.walk() if not part.is_multipart()]
+    sample = sample_of_bytes(header, body, truncated)
+    assert [t.strip() for t in sample.text.split("\n") if t.strip()] == [
+        line.strip() for t in texts for line in t.split("\n") if line.strip()
+    ]
