@@ -160,6 +160,14 @@ def _registered(host: str) -> str:
 
 
 def _date(sample: Sample) -> float | None:
+    """The Date field as a timestamp (None: absent, unreadable or without a zone); parsed
+    once for the two rules that ask (``sample.memo``)."""
+    if "date" not in sample.memo:
+        sample.memo["date"] = _parse_date(sample)
+    return sample.memo["date"]
+
+
+def _parse_date(sample: Sample) -> float | None:
     value = sample.header("date")
     if value is None:
         return None
@@ -212,7 +220,7 @@ def subject_shouting(s: Sample, c: Context) -> bool:
 
 
 def body_excess_exclaim(s: Sample, c: Context) -> bool:
-    return len(re.findall(r"!{3,}", s.text[:65536])) >= 1
+    return "!!!" in s.text[:65536]  # a run of three or more (a search: 60 us for 4 KiB)
 
 
 def spam_phrases(s: Sample, c: Context) -> bool:

@@ -102,7 +102,7 @@ class Sample:
     undeclared_8bit: bool = False  # raw 8-bit octets where no charset says what they are
     truncated: bool = False  # the message is longer than what was read
     digest: str = ""
-    memo: dict[str, int] = field(default_factory=dict)  # what rules computed, to share
+    memo: dict[str, int | float | None] = field(default_factory=dict)  # rules' shared work
 
     def header(self, name: str) -> str | None:
         """The first field called ``name`` (any case), unfolded, or None."""
