@@ -167,6 +167,22 @@ def test_a_message_the_child_fails_on_is_scored_in_the_thread(child):
     assert ask(child, HAM, [None])
 
 
+def test_a_child_that_cant_start_is_tried_less_and_less_often(tmp_path):
+    process = ScoringProcess(TokenStore(store_path(str(tmp_path))), "", start_rate=0)
+    process.argv = [sys.executable, "-c", "raise SystemExit(3)", "--fd"]
+    starts = 0
+    deadline = time.monotonic() + 3.5
+    while time.monotonic() < deadline:
+        before = process._last_start
+        with pytest.raises(OffloadError):
+            ask(process, HAM, [None])  # scored in the thread each time
+        starts += process._last_start != before
+        time.sleep(0.02)
+    assert 2 <= starts <= 3  # at 0, then 1 s and 2 s later: not once a second
+    assert not process.ready
+    process.close()
+
+
 def test_no_child_until_messages_come_fast_and_none_after_a_quiet_spell(tmp_path):
     process = ScoringProcess(TokenStore(store_path(str(tmp_path))), "", start_rate=5, max_idle=1)
     for _ in range(3):  # a trickle: scored in the thread, no process started for it

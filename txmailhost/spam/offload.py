@@ -49,7 +49,8 @@ log = Logger()
 # Postfix's processes (max_idle), the child costs memory (13 MiB) only when it saves time.
 START_RATE = 10.0
 MAX_IDLE = 300.0
-RESTART_AFTER = 1.0  # seconds between attempts to start a child that failed
+RESTART_AFTER = 1.0  # seconds before starting another child after one ended or failed
+RESTART_MAX = 300.0  # a child that can't start at all is tried at most this often
 
 
 class OffloadError(Exception):
@@ -176,6 +177,7 @@ class ScoringProcess:
         self._starting = False
         self._closed = False
         self._last_start = 0.0
+        self._pause = RESTART_AFTER  # doubles while starts fail (no log line a second)
 
     @property
     def ready(self) -> bool:
@@ -222,7 +224,7 @@ class ScoringProcess:
         with self._state:
             if self._closed or self._starting:
                 return
-            if time.monotonic() - self._last_start < RESTART_AFTER:
+            if time.monotonic() - self._last_start < self._pause:
                 return
             self._starting = True
             self._last_start = time.monotonic()
@@ -253,9 +255,11 @@ class ScoringProcess:
                 process.wait()
             with self._state:
                 self._starting = False
+                self._pause = min(RESTART_MAX, self._pause * 2)
             return
         with self._state:
             self._starting = False
+            self._pause = RESTART_AFTER
             if self._closed:
                 child = None
             else:
