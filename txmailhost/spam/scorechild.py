@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import select
+import signal
 import socket
 import sys
 from typing import Any
@@ -64,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--authserv-id", default="")
     parser.add_argument("--max-idle", type=float, default=0.0, help="seconds; 0: no end")
     args = parser.parse_args(argv)
+    # Ctrl-C at a foreground server reaches its whole process group: the child ends when the
+    # server does (the end of its socket), not with a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=args.fd)
     store = TokenStore(args.store, args.min_messages, args.max_tokens, args.max_age_days)
     try:
