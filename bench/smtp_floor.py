@@ -35,6 +35,7 @@ import datetime
 import functools
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -409,14 +410,19 @@ def main(argv: list[str] | None = None) -> int:
         contenders = [c for c in contenders if c.name != POSTFIX]
     counts = [int(c) for c in args.connections.split(",")]
     started = datetime.datetime.now(datetime.UTC)
+    # Killed (CI, a timeout): unwind, so every server started is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    command = "python -m bench.smtp_floor " + " ".join(argv if argv is not None else sys.argv[1:])
     with tempfile.TemporaryDirectory(prefix="smtp-floor-") as work:
         Path(work).chmod(0o755)  # Postfix's unprivileged daemons must traverse it
         figures = run_all(contenders, counts, args.messages, args.repeat, Path(work))
-    command = "python -m bench.smtp_floor " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = report(figures, contenders, counts, command.strip(), args.messages, args.repeat, started)
-    if args.output:
-        args.output.write_text(text + "\n")
-    print(text)
+        # Written before the temp directory goes: removing ~10^5 spooled files takes minutes.
+        text = report(
+            figures, contenders, counts, command.strip(), args.messages, args.repeat, started
+        )
+        if args.output:
+            args.output.write_text(text + "\n")
+        print(text, flush=True)
     return 1 if figures.problems else 0
 
 
