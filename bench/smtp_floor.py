@@ -345,7 +345,11 @@ def report(
     repeat: int,
     started: datetime.datetime,
 ) -> str:
-    """The rst page: run, the servers, one table per connection count, fsync ceiling."""
+    """One run as rst: the run, the servers, a table per connection count, the fsync ceiling.
+
+    Its subsections are underlined with ``~``: it goes under a ``-`` heading (one per run) of
+    docs/benchmarks-smtp-floor.rst.
+    """
     cpu = "unknown"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -384,14 +388,14 @@ def report(
     ]
     for conns in connection_counts:
         title = f"{conns} connection{'s' if conns > 1 else ''}"
-        out += [title, "-" * len(title), "", *table(figures, contenders, conns), ""]
-    out += ["Disk", "----", ""]
+        out += [title, "~" * len(title), "", *table(figures, contenders, conns), ""]
+    out += ["Disk", "~~~~", ""]
     for when, pair in (("before", figures.fsync[:2]), ("after", figures.fsync[2:])):
         text = ", ".join(f"{rate:.0f}/s with {writers} writer(s)" for writers, rate in pair)
         out.append(f"- fsync'd 4 KiB creates (``bench.fsync_ceiling``), {when}: {text}")
     out.append("")
     if figures.problems:
-        out += ["Problems", "--------", "", *(f"- {p}" for p in figures.problems), ""]
+        out += ["Problems", "~~~~~~~~", "", *(f"- {p}" for p in figures.problems), ""]
     return "\n".join(out)
 
 

@@ -65,6 +65,6 @@ def test_a_small_floor_run_reports_every_server_at_every_connection_count(tmp_pa
             assert all(run.rate > 0 and run.failed == 0 for run in runs)
     started = datetime.datetime.now(datetime.UTC)
     page = smtp_floor.report(figures, contenders, [1, 2], "test", 20, 2, started)
-    for title in ("1 connection\n---", "2 connections\n---"):
+    for title in ("1 connection\n~~~", "2 connections\n~~~"):
         assert title in page
     assert page.count("floor nofsync ") == 2  # one row per table
