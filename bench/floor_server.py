@@ -18,15 +18,15 @@ in the spool directory, in a thread, before the ``250``; ``--durability`` says h
 
 Nothing else: no address parsing, no limits, no routing, no logging, no filters, no
 delivery after the ``250``. ``bench/smtp_floor.py`` measures it beside the real servers: what
-it costs is what the reactor, a ``LineReceiver`` and a thread hop per message cost, which no
-Twisted server can go below.
+it costs is what the reactor, a ``LineReceiver`` and a thread hop per message cost, which a
+Twisted server keeping the same durability can hardly go below.
 
 Not a mail server: it accepts any envelope and keeps what it is sent in a directory nobody
 reads. Loopback benchmarks only.
 
 Run: ``python -m bench.floor_server --port 2525 --spool DIR [--durability spare|create|none]
-[--reuseport]``;
-``--reuseport`` binds with ``SO_REUSEPORT`` so several processes can share the port.
+[--reuseport]``; ``--reuseport`` binds with ``SO_REUSEPORT`` so several processes can share
+the port.
 """
 
 from __future__ import annotations
