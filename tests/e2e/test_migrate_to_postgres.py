@@ -1,9 +1,10 @@
 """``txmailhost migrate maildir-to-postgres`` on a real installation: mail arrives over SMTP
 and IMAP APPEND (flags, keywords, dates, an expunge leaving a UID gap, a folder, a
-subscription), a message waits in the relay queue; the server stops, the migration runs
-(twice: the second finds everything done), the config switches to PostgreSQL, and the server
-started again shows IMAP clients the same UIDVALIDITY, UIDs, flags, dates and sizes, the same
-password logs in, and the queue still holds the message. Skipped without PostgreSQL."""
+subscription, METADATA entries on the folder and the server), a message waits in the relay
+queue; the server stops, the migration runs (twice: the second finds everything done), the
+config switches to PostgreSQL, and the server started again shows IMAP clients the same
+UIDVALIDITY, UIDs, flags, dates, sizes and METADATA entries, the same password logs in, and
+the queue still holds the message. Skipped without PostgreSQL."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from tests.support.server import ServerProcess
 pytestmark = pytest.mark.slow
 
 ALICE = "alice@example.test"
+imaplib.Commands.setdefault("GETMETADATA", ("AUTH", "SELECTED"))
+imaplib.Commands.setdefault("SETMETADATA", ("AUTH", "SELECTED"))
 
 
 @pytest.fixture
@@ -54,6 +57,12 @@ def imap_state(server: ServerProcess) -> dict[str, tuple]:
         state[name] = (status[0].decode(), fetched)
     typ, subscribed = imap.lsub()
     state["subscribed"] = sorted(line.decode().rsplit(" ", 1)[1] for line in subscribed)
+    for name in ('""', "Archive", "INBOX"):
+        typ, data = imap._simple_command(
+            "GETMETADATA", "(DEPTH infinity)", name, "(/private /shared)"
+        )
+        assert typ == "OK", data
+        state[f"metadata {name}"] = imap.untagged_responses.pop("METADATA", None)
     imap.logout()
     return state
 
@@ -75,6 +84,8 @@ def fill(server: ServerProcess) -> None:
     imap.uid("STORE", "2", "+FLAGS", "(\\Deleted)")
     imap.expunge()  # UIDs 1, 3, 4: the gap must survive
     imap.uid("STORE", "3", "+FLAGS", "(\\Seen Work)")
+    for name, entries in (("Archive", '(/private/comment "old mail")'), ('""', '(/shared/x "y")')):
+        assert imap._simple_command("SETMETADATA", name, entries)[0] == "OK"
     imap.logout()
 
 
@@ -96,15 +107,19 @@ def test_an_installation_moved_to_postgres_looks_the_same_to_imap_clients(
     finally:
         server.stop()
     assert [uid for uid in before["INBOX"][1] if "FLAGS" in uid][0].startswith("(UID 1 ")
+    assert before["metadata Archive"] == [b'"Archive" (/private/comment "old mail")']
+    assert before['metadata ""'] == [b'"" (/shared/x "y")']
 
     migrated = server.cli("migrate", "maildir-to-postgres", "--dsn", postgres_dsn)
     assert "mail: alice@example.test/INBOX: 3 message(s)" in migrated.stdout
     assert f"queue: {queued}: 1 recipient(s) to go" in migrated.stdout
+    assert "metadata: alice@example.test: 2 METADATA entries" in migrated.stdout
     assert "verified:" in migrated.stdout
     again = server.cli("migrate", "maildir-to-postgres", "--dsn", postgres_dsn, "--json")
     report = json.loads(again.stdout)
     assert report["problems"] == [] and report["mail"]["mailboxes"] == 0
     assert report["mail"]["skipped"] >= 3 and report["queue"]["skipped"] == 1
+    assert report["mail"]["metadata"] == 0  # the first run copied both entries
 
     moved = ServerProcess(
         str(data),

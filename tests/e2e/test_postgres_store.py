@@ -1,5 +1,6 @@
 """The real server with ``[store] backend = "postgres"``: the CLI, SMTP in, IMAP and POP3 out,
-and IMAP IDLE hearing of a change another node made in the same database.
+IMAP IDLE hearing of a change another node made in the same database, and METADATA entries
+kept as rows another node reads and ``user del --purge`` removes.
 
 The "other node" is a ``PostgresStore`` in the test process on the same database: what it
 writes reaches the server only through PostgreSQL (rows and ``NOTIFY``), as it would from a
@@ -133,6 +134,51 @@ def test_db_commands_refuse_a_store_without_a_database(tmp_path):
     proc.cli("init")
     done = proc.cli("db", "upgrade", check=False)
     assert done.returncode == 1 and "no database to manage" in done.stderr
+
+
+imaplib.Commands.setdefault("GETMETADATA", ("AUTH", "SELECTED"))
+imaplib.Commands.setdefault("SETMETADATA", ("AUTH", "SELECTED"))
+
+
+def test_metadata_is_offered_kept_in_the_database_and_purged_with_the_user(
+    server,
+    database,
+    other_node,
+):
+    """METADATA (RFC 5464) over PostgreSQL: entries set over IMAP are rows another node reads,
+    and ``user del --purge`` removes them with the user's mail."""
+    import psycopg
+
+    erin = "erin@example.test"
+    server.add_user(erin, PASSWORD)
+    imap = imaplib.IMAP4("127.0.0.1", server.ports["imap"], timeout=30)
+    imap.login(erin, PASSWORD)
+    assert b"METADATA" in imap.capability()[1][0].split()  # offered once logged in
+    assert imap.create("Notes")[0] == "OK"
+    for name, entries in (("Notes", '(/private/comment "kept")'), ('""', '(/shared/x "y")')):
+        assert imap._simple_command("SETMETADATA", name, entries)[0] == "OK"
+    typ, data = imap._simple_command("GETMETADATA", "Notes", "/private/comment")
+    assert typ == "OK"
+    assert imap.untagged_responses.pop("METADATA") == [b'"Notes" (/private/comment "kept")']
+    imap.logout()
+    assert result(other_node.get_metadata(erin, "Notes")) == {"/private/comment": b"kept"}
+    assert result(other_node.get_metadata(erin, None)) == {"/shared/x": b"y"}
+
+    def rows() -> tuple[int, int]:
+        with psycopg.connect(database, autocommit=True) as conn:
+            return conn.execute(
+                "SELECT (SELECT count(*) FROM mailbox_metadata m JOIN mailboxes b"
+                " ON b.id = m.mailbox_id JOIN mail_users u ON u.id = b.user_id"
+                " WHERE u.address = %s),"
+                " (SELECT count(*) FROM server_metadata s JOIN mail_users u"
+                " ON u.id = s.user_id WHERE u.address = %s),"
+                " (SELECT count(*) FROM mailbox_metadata WHERE value = 'kept')",
+                (erin, erin),
+            ).fetchone()
+
+    assert rows() == (1, 1, 1)
+    server.cli("user", "del", erin, "--purge")
+    assert rows() == (0, 0, 0)
 
 
 def test_two_servers_on_one_database_share_the_mail_and_push_each_others_changes(

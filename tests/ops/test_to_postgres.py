@@ -140,3 +140,43 @@ def test_srs_dkim_keys_sieve_scripts_and_running_vacations_move_into_the_databas
         assert f"MISMATCH: {ALICE}: Sieve script 'spare'" in capsys.readouterr().out
     finally:
         state.close()
+
+
+def test_metadata_entries_move_into_the_database_once_and_are_verified(
+    tmp_path,
+    postgres_dsn,  # noqa: F811
+    capsys,
+):
+    """The Maildir's METADATA files (the account's, INBOX's, a folder's; a binary value)
+    become rows the PostgreSQL store serves; a re-run writes none again; a value changed in
+    the database is a mismatch."""
+    from txmailhost.store.postgres import PostgresStore
+
+    data, _ = installation(tmp_path)
+    maildir = backends.build("maildir", load_config(data, None).mail_root)
+    result_of(maildir.create_mailbox(ALICE, "Projects"))
+    result_of(maildir.set_metadata(ALICE, None, {"/private/comment": b"\x00\xffserver"}))
+    result_of(maildir.set_metadata(ALICE, "INBOX", {"/shared/comment": b"inbox"}))
+    result_of(maildir.set_metadata(ALICE, "Projects", {"/private/vendor/x/color": b"red"}))
+    argv = ["--data", data, "migrate", "maildir-to-postgres", "--dsn", postgres_dsn]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"metadata: {ALICE}: 3 METADATA entries" in out and "verified:" in out
+    store = PostgresStore(postgres_dsn, None, None, migrate=False)
+    try:
+        assert result_of(store.get_metadata(ALICE, None)) == {"/private/comment": b"\x00\xffserver"}
+        assert result_of(store.get_metadata(ALICE, "INBOX")) == {"/shared/comment": b"inbox"}
+        assert result_of(store.get_metadata(ALICE, "Projects")) == {
+            "/private/vendor/x/color": b"red"
+        }
+    finally:
+        store.close()
+    assert main(argv) == 0
+    assert "metadata:" not in capsys.readouterr().out
+    with psycopg.connect(postgres_dsn) as conn:
+        conn.execute("UPDATE mailbox_metadata SET value = 'blue' WHERE entry LIKE '%color'")
+        conn.execute("DELETE FROM server_metadata")
+    assert main([*argv, "--verify-only"]) == 1
+    out = capsys.readouterr().out
+    assert f"MISMATCH: {ALICE}/Projects: METADATA entries differ: /private/vendor/x/color" in out
+    assert f"MISMATCH: {ALICE} (server entries): METADATA entries differ: /private/comment" in out

@@ -6,7 +6,9 @@ What moves, from this data directory into the database of ``--dsn`` (default ``[
   their password hashes, aliases, forwards, quotas, login origins, admins, app passwords);
 - the mail: every user's mailboxes under ``DATA/mail`` with their UIDVALIDITY, UIDs, UIDNEXT,
   flags and keywords, INTERNALDATEs and modseqs (``store/postgres_restore.py``), and their
-  subscriptions, so IMAP clients recognise every mailbox and download nothing again;
+  subscriptions, so IMAP clients recognise every mailbox and download nothing again, and
+  their IMAP METADATA entries (RFC 5464: the account's and each mailbox's
+  ``txmailhost-*metadata.json``);
 - the relay queue: every message of ``DATA/queue`` with each recipient's state, attempts and
   next attempt (``PostgresQueueStore.import_envelope``).
 
@@ -20,9 +22,9 @@ Idempotent: a row that exists is kept, a mailbox that holds messages in the data
 skipped (each mailbox is copied in one transaction: all or nothing), a queued message already
 there is skipped; a run cut short is completed by running it again. Each mailbox prints a
 progress line. Then every mailbox, account and queued message is compared (``--verify-only``
-does just that): UIDVALIDITY, and each message's UID, flags, size and INTERNALDATE. The exit
-status is 1 when something differs. Finally set ``[store] backend``, ``[store] accounts`` and
-``[queue] backend`` to ``"postgres"`` and start the server.
+does just that): UIDVALIDITY, each message's UID, flags, size and INTERNALDATE, and each
+METADATA entry's value. The exit status is 1 when something differs. Finally set ``[store]
+backend``, ``[store] accounts`` and ``[queue] backend`` to ``"postgres"`` and start the server.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from __future__ import annotations
 import argparse
 import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from txmailhost.ops.mailbox_admin import AdminError, emit, json_option, result_of
@@ -200,7 +202,7 @@ def _copy_mail(source: Any, target: Any, users: list[str], quiet: bool) -> dict[
     from txmailhost.store.restore import IMailboxRestore
 
     restorer = IMailboxRestore(target)
-    done = {"mailboxes": 0, "messages": 0, "skipped": 0}
+    done = {"mailboxes": 0, "messages": 0, "skipped": 0, "metadata": 0}
     for user in users:
         there = set(result_of(target.list_mailboxes(user)))
         for name in result_of(source.list_mailboxes(user)):
@@ -224,7 +226,38 @@ def _copy_mail(source: Any, target: Any, users: list[str], quiet: bool) -> dict[
         subscribed = set(result_of(source.subscriptions(user)))
         for name in set(result_of(target.subscriptions(user))) | subscribed:
             result_of(target.subscribe(user, name, name in subscribed))
+        entries = _copy_metadata(source, target, user)
+        if entries:
+            done["metadata"] += entries
+            _progress(
+                quiet, f"metadata: {user}: {entries} METADATA entr{'y' if entries == 1 else 'ies'}"
+            )
     return done
+
+
+def _metadata_of(source: Any, target: Any, user: str) -> Iterator[tuple[str | None, Any, Any]]:
+    """(mailbox, its entries here, its entries in the database) for the account's own
+    entries (mailbox None) and each of the user's mailboxes in both."""
+    there = set(result_of(target.list_mailboxes(user)))
+    for name in (None, *result_of(source.list_mailboxes(user))):
+        if name is None or name in there:
+            yield (
+                name,
+                result_of(source.get_metadata(user, name)),
+                result_of(target.get_metadata(user, name)),
+            )
+
+
+def _copy_metadata(source: Any, target: Any, user: str) -> int:
+    """Write the user's METADATA entries the database lacks or holds with another value, a
+    mailbox's at once; how many. Entries only the database has are kept (as rows are)."""
+    copied = 0
+    for name, mine, theirs in _metadata_of(source, target, user):
+        changes = {entry: value for entry, value in mine.items() if theirs.get(entry) != value}
+        if changes:
+            result_of(target.set_metadata(user, name, changes))
+            copied += len(changes)
+    return copied
 
 
 def _same(target: Any, user: str, name: str, snapshot: Any) -> bool:
@@ -293,6 +326,10 @@ def _verify(
                 )
         if set(result_of(source.subscriptions(user))) != set(result_of(target.subscriptions(user))):
             problems.append(f"{user}: subscriptions differ")
+        for name, mine, theirs in _metadata_of(source, target, user):
+            if wrong := sorted(e for e, value in mine.items() if theirs.get(e) != value):
+                where = f"{user}/{name}" if name is not None else f"{user} (server entries)"
+                problems.append(f"{where}: METADATA entries differ: {', '.join(wrong)}")
     queued = set(queue.ids())
     problems += [
         f"queued message {q} is not in the database" for q in spool.ids() if q not in queued

@@ -12,7 +12,8 @@ migrations in ``postgres_schema.py``, its LISTEN thread, which the queue shares,
 ``postgres_listen.py``, ``txmailhost db`` in ``dbadmin.py``; docs/scaling.rst), with the
 message bodies optionally in an S3-compatible object store (``s3blobs.py``; orphans reaped by
 ``blobgc.py``).
-tests/store/test_contract.py is the contract every backend passes.
+tests/store/test_contract.py is the contract every backend passes (test_acl.py and
+test_metadata.py, those of the optional ACL and METADATA interfaces).
 
 Maildir owns, on disk, ``DATA/mail/DOMAIN/LOCALPART/``: a Maildir++ tree (INBOX at the root, ``.Sent``,
 ``.Drafts``, ``.Trash``, ``.Junk`` beside it) that mutt or Dovecot can read, and in every mailbox

@@ -57,6 +57,7 @@ from txmailhost.store.interfaces import (
     IMailbox,
     IMailStore,
     IMessageRanges,
+    IMetadataStore,
     IndexColumns,
     InvalidMailboxName,
     MailboxChanges,
@@ -592,7 +593,7 @@ class PostgresMailbox:
         return self._run(job, sorted(set(uids)))
 
 
-@implementer(IMailStore, IAclStore)
+@implementer(IMailStore, IMetadataStore, IAclStore)
 class PostgresStore:
     """Every user's mailboxes in the PostgreSQL database at ``dsn`` (a libpq connection string
     or URI). The schema is brought up to date when the store is made (``upgrade``).
@@ -1047,7 +1048,7 @@ class PostgresStore:
 
     def remove_user(self, user: str) -> Deferred[None]:
         def job(conn: Any) -> None:
-            with conn.transaction():  # the user's mailboxes' ACLs go by cascade
+            with conn.transaction():  # ACLs and METADATA entries go by cascade
                 objects = self._objects(
                     conn,
                     "mailbox_id IN (SELECT b.id FROM mailboxes b JOIN mail_users u"
@@ -1123,6 +1124,62 @@ class PostgresStore:
             for owner, name, identifier, rights in rows:
                 found.setdefault((owner, name), {})[identifier] = rights
             return found
+
+        return self._run(job)
+
+    # -- IMetadataStore (RFC 5464; entry names and limits checked by imap/metadata.py) --------
+
+    def _metadata_rows(self, conn: Any, user: str, mailbox: str | None) -> tuple[str, str, int]:
+        """(table, key column, key) of the entries of ``mailbox``, or of the account's own
+        ("server") entries when None. The user is provisioned, as by any other command of
+        the owner; a missing mailbox is ``NoSuchMailbox``."""
+        if mailbox is None:
+            return "server_metadata", "user_id", self._user_id(conn, user)
+        return "mailbox_metadata", "mailbox_id", self._mailbox(conn, user, mailbox).id
+
+    def get_metadata(self, user: str, mailbox: str | None) -> Deferred[dict[str, bytes]]:
+        def job(conn: Any) -> dict[str, bytes]:
+            table, column, key = self._metadata_rows(conn, user, mailbox)
+            rows = conn.execute(
+                f"SELECT entry, value FROM {table} WHERE {column} = %s",  # noqa: S608 - fixed
+                (key,),
+            )
+            return {entry: bytes(value) for entry, value in rows}
+
+        return self._run(job)
+
+    def set_metadata(
+        self, user: str, mailbox: str | None, changes: dict[str, bytes | None]
+    ) -> Deferred[None]:
+        """All the changes in one transaction: its COMMIT (on disk, ``synchronous_commit``)
+        comes before the Deferred fires."""
+        removed = [entry for entry, value in changes.items() if value is None]
+        written = [(entry, value) for entry, value in changes.items() if value is not None]
+
+        def job(conn: Any) -> None:
+            import psycopg
+
+            try:
+                with conn.transaction():
+                    table, column, key = self._metadata_rows(conn, user, mailbox)
+                    if removed:
+                        conn.execute(
+                            f"DELETE FROM {table} WHERE {column} = %s"  # noqa: S608 - fixed
+                            " AND entry = ANY(%s)",
+                            (key, removed),
+                        )
+                    if written:
+                        with conn.cursor() as cur:
+                            cur.executemany(
+                                f"INSERT INTO {table} ({column}, entry, value)"  # noqa: S608
+                                f" VALUES (%s, %s, %s) ON CONFLICT ({column}, entry)"
+                                " DO UPDATE SET value = EXCLUDED.value",
+                                [(key, entry, value) for entry, value in written],
+                            )
+            except psycopg.errors.ForeignKeyViolation as e:
+                # another session deleted the mailbox (or the user) between the lookup and
+                # the write: nothing was written
+                raise NoSuchMailbox(f"no mailbox {mailbox!r}") from e
 
         return self._run(job)
 

@@ -49,6 +49,9 @@ What is where (docs/scaling.rst says the same for administrators):
   node: the SRS signing keys (``srs.py``), users' Sieve scripts, whom a vacation answered and
   which script failure a user was told about (``sieve/shared.py``), the DKIM signing keys
   (``mailauth/sharedkeys.py``).
+- ``mailbox_metadata``, ``server_metadata`` (step 8): IMAP METADATA entries (RFC 5464) per
+  mailbox row (RENAME keeps the id, DELETE cascades) and per user (the account's own
+  "server" entries), values as ``bytea``.
 """
 
 from __future__ import annotations
@@ -324,6 +327,23 @@ MIGRATIONS: tuple[str | None, ...] = (
         PRIMARY KEY (domain, name)
     );
     CREATE UNIQUE INDEX dkim_selectors_one_active ON dkim_selectors (domain) WHERE active;
+    """,
+    # 8: RFC 5464 METADATA (IMetadataStore): a mailbox's entries follow its row (RENAME keeps
+    # the id; RENAME INBOX leaves them on INBOX, whose row stays; DELETE cascades), the
+    # account's own ("server") entries go with the user's row
+    """
+    CREATE TABLE mailbox_metadata (
+        mailbox_id bigint NOT NULL REFERENCES mailboxes (id) ON DELETE CASCADE,
+        entry text NOT NULL,
+        value bytea NOT NULL,
+        PRIMARY KEY (mailbox_id, entry)
+    );
+    CREATE TABLE server_metadata (
+        user_id bigint NOT NULL REFERENCES mail_users (id) ON DELETE CASCADE,
+        entry text NOT NULL,
+        value bytea NOT NULL,
+        PRIMARY KEY (user_id, entry)
+    );
     """,
 )
 
