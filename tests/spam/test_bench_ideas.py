@@ -1,8 +1,10 @@
 """The pieces of ``bench.spam_ideas``: its classifier with default constants is ``bayes.py``'s,
-the online logistic regression learns, and learned scores put the boundary at 5.0."""
+the online logistic regression learns, learned scores put the boundary at 5.0, and the
+newsletter feature is what it says."""
 
 from __future__ import annotations
 
+import io
 import random
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from bench import spam_ideas
 from bench.spam_ideas import Counts, Item, OnlineLogistic, Params
 from txmailhost.spam.bayes import combine, token_probability
+from txmailhost.spam.sample import sample_of
 
 
 def item(token_ids: list[int], digest: str, hits: tuple[str, ...] = ()) -> Item:
@@ -69,3 +72,24 @@ def test_learned_scores_put_the_boundary_at_five():
     examples += [(("HAMMY",), False)] * 40 + [(("HAMMY",), True)] * 2
     scores = spam_ideas.learn_scores(examples, rounds=500)
     assert scores["SPAMMY"] > 5.0 > scores["HAMMY"]
+
+
+def test_links_to_sender_is_html_linking_mostly_to_the_from_domain():
+    def sample(sender: str, links: list[str], html: bool = True) -> bytes:
+        body = "".join(f'<a href="{u}">here</a> ' for u in links)
+        kind = "text/html" if html else "text/plain"
+        return (
+            f"From: {sender}\r\nSubject: news\r\nContent-Type: {kind}\r\n\r\n{body}\r\n"
+        ).encode()
+
+    def judge(raw: bytes) -> bool:
+        return spam_ideas.links_to_sender(sample_of(io.BytesIO(raw)))
+
+    shop = "News <news@mail.shop.example>"
+    assert judge(sample(shop, ["http://www.shop.example/a", "http://shop.example/b"]))
+    assert judge(sample(shop, ["http://shop.example/a", "http://track.example/b"]))
+    assert not judge(
+        sample(shop, ["http://shop.example/a", "http://x.example/", "http://y.example/"])
+    )
+    assert not judge(sample(shop, ["http://shop.example/a"], html=False))
+    assert not judge(sample("Someone <s@other.example>", ["http://shop.example/a"]))
