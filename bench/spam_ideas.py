@@ -187,10 +187,13 @@ def sigmoid(z: float) -> float:
 class OnlineLogistic:
     """One weight per token, learned message by message: ``w += rate * (y - p) * x`` with
     ``x`` the message's tokens scaled to unit length (so ``rate`` is how far one update moves
-    the message's own score), and a bias learned ten times slower."""
+    the message's own score), and a bias learned ten times slower. ``margin``: learn only
+    from messages judged wrongly or within that many log-odds of the boundary (Sculley's
+    "train on or near error"), as relaxed online SVMs do."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, margin: float | None = None) -> None:
         self.rate = rate
+        self.margin = margin
         self.weights: dict[int, float] = {}
         self.bias = 0.0
 
@@ -204,7 +207,10 @@ class OnlineLogistic:
         )
 
     def learn(self, item: Item, is_spam: bool) -> None:
-        error = self.rate * ((1.0 if is_spam else 0.0) - sigmoid(self.score(item)))
+        z = self.score(item)
+        if self.margin is not None and (z if is_spam else -z) > self.margin:
+            return
+        error = self.rate * ((1.0 if is_spam else 0.0) - sigmoid(z))
         self.bias += error / 10
         step = error / math.sqrt(len(item.tokens)) if item.tokens else 0.0
         for token in item.tokens:
@@ -276,7 +282,7 @@ def logistic(items: dict[str, list[Item]], args: argparse.Namespace) -> None:
     for seed in range(args.repeats):
         spam, ham, test = split(items, args.size, seed)
         counts = Counts(training(spam, ham, "trained", seed))
-        model = OnlineLogistic(args.rate)
+        model = OnlineLogistic(args.rate, args.margin)
         for item, is_spam in training(spam, ham, args.order, seed):
             model.learn(item, is_spam)
         started = time.process_time()
@@ -291,7 +297,8 @@ def logistic(items: dict[str, list[Item]], args: argparse.Namespace) -> None:
                 ),
             )
         )
-    print(f"rate {args.rate}, order {args.order}: spam 2 caught, easy ham 2, hard ham in Junk")
+    shown = f"rate {args.rate}, margin {args.margin}, order {args.order}"
+    print(f"{shown}: spam 2 caught, easy ham 2, hard ham in Junk")
     print(f"curve: classifier {curve(probability):.1f}%, logistic {curve(learned):.1f}%")
     report("logistic p >= 0.5", learned, lambda z: z >= 0)
     report("logistic p >= 0.99", learned, lambda z: z >= math.log(99))
@@ -395,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=900, help="training messages of each kind")
     parser.add_argument("--repeats", type=int, default=5, help="random splits")
     parser.add_argument("--rate", type=float, default=10.0, help="logistic: learning rate")
+    parser.add_argument(
+        "--margin", type=float, default=None, help="logistic: learn only on or near errors"
+    )
     parser.add_argument(
         "--order", choices=("random", "trained"), default="random", help="logistic: order"
     )

@@ -93,3 +93,16 @@ def test_links_to_sender_is_html_linking_mostly_to_the_from_domain():
     )
     assert not judge(sample(shop, ["http://shop.example/a"], html=False))
     assert not judge(sample("Someone <s@other.example>", ["http://shop.example/a"]))
+
+
+def test_online_logistic_with_a_margin_learns_only_on_or_near_errors():
+    model = OnlineLogistic(rate=3.0, margin=1.0)
+    spam = item([1, 2, 3], "s")
+    for _ in range(20):
+        model.learn(spam, True)
+    confident = dict(model.weights)
+    assert 1.0 < model.score(spam) < 4.0  # stopped once beyond the margin
+    model.learn(spam, True)
+    assert model.weights == confident
+    model.learn(spam, False)  # judged wrongly now: learned
+    assert model.weights != confident
