@@ -129,7 +129,8 @@ def training(spam: list[Item], ham: list[Item], order: str, seed: int) -> Labell
 
 
 class Counts:
-    """Token counts of the messages learned, judged as ``bayes.py`` judges (``Params``)."""
+    """Token counts of the messages learned, judged as ``bayes.py`` judged when these ideas
+    were measured (``Params``): every clue alike, before ``bayes.MAX_PAIR_CLUES``."""
 
     def __init__(self, learned: Labelled) -> None:
         self.counts: dict[int, list[int]] = {}

@@ -3,8 +3,8 @@
 The mathematics is SpamBayes's (Gary Robinson, "A Statistical Approach to the Spam Problem",
 2003; Tim Peters's chi-squared combining): for each token, its spam probability from how often
 it was in spam and in ham, pulled toward 0.5 when it was seen rarely (``S``, ``X``); the
-tokens furthest from 0.5 (at most ``MAX_CLUES``, at least ``MIN_STRENGTH`` away) are combined
-twice with Fisher's method — once for "these are spam" (S), once for "these are ham" (H) —
+tokens furthest from 0.5 (at most ``MAX_CLUES``, at least ``MIN_STRENGTH`` away, and among
+them at most ``MAX_PAIR_CLUES`` pairs of words) are combined twice with Fisher's method — once for "these are spam" (S), once for "these are ham" (H) —
 and the score is ``(S - H + 1) / 2``: near 0 ham, near 1 spam, near 0.5 "unsure" (both or
 neither).
 
@@ -34,13 +34,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from txmailhost.spam.sqlitedb import thread_connection
-from txmailhost.spam.tokens import TOKENIZER_VERSION
+from txmailhost.spam.tokens import TOKENIZER_VERSION, is_pair
 
 GLOBAL = ""  # the owner every training also counts for
 S = 0.45  # strength of the prior (SpamBayes unknown_word_strength)
 X = 0.5  # the prior: an unknown token says nothing
 MIN_STRENGTH = 0.1  # |p - 0.5| a token needs to count (minimum_prob_strength)
 MAX_CLUES = 50  # tokens combined at most (max_discriminators; SpamBayes: 150)
+# Pairs of words (``bi:``) among them at most: a pair repeats its two words' evidence, and a
+# newsletter's commercial phrases made 50 clues of pairs and their words too sure of spam
+# (900 + 900 trained, five splits: hard ham in Junk 4.8% -> 3.8%, recall the same).
+MAX_PAIR_CLUES = 25
 _LN2 = math.log(2)
 
 _SCHEMA = """
@@ -89,11 +93,23 @@ def token_probability(spam: int, ham: int, nspam: int, nham: int) -> float:
     return (S * X + n * p) / (S + n)
 
 
-def combine(probabilities: Iterable[float]) -> float:
-    """Fisher's chi-squared combining of the clues, as SpamBayes's ``chi2_spamprob``."""
-    clues = [p for p in probabilities if abs(p - 0.5) >= MIN_STRENGTH]
-    clues.sort(key=lambda p: -abs(p - 0.5))
-    clues = clues[:MAX_CLUES]
+def combine(probabilities: Iterable[float], pairs: Iterable[float] = ()) -> float:
+    """Fisher's chi-squared combining of the clues, as SpamBayes's ``chi2_spamprob``:
+    ``probabilities`` of the words and other tokens, ``pairs`` of the pairs of words (at most
+    ``MAX_PAIR_CLUES`` of them among the ``MAX_CLUES``; a word goes before a pair as strong)."""
+    ranked = [(-abs(p - 0.5), False, p) for p in probabilities if abs(p - 0.5) >= MIN_STRENGTH]
+    ranked += [(-abs(p - 0.5), True, p) for p in pairs if abs(p - 0.5) >= MIN_STRENGTH]
+    ranked.sort()
+    clues: list[float] = []
+    paired = 0
+    for _strength, pair, p in ranked:
+        if pair:
+            if paired == MAX_PAIR_CLUES:
+                continue
+            paired += 1
+        clues.append(p)
+        if len(clues) == MAX_CLUES:
+            break
     if not clues:
         return 0.5
     h = s = 1.0
@@ -352,22 +368,31 @@ class TokenStore:
         return None
 
     def _probability(self, owner: str, found: set[str], nspam: int, nham: int) -> float:
-        """The counts of ``found`` come back as one string of one row (see ``standing``)."""
-        ids = ",".join(str(token_id(t)) for t in found)
-        (counts,) = (
+        """The counts of ``found`` come back as two strings (the pairs of words' apart, for
+        ``combine``) of one row (see ``standing``)."""
+        words, pairs = [], []
+        for token in found:
+            (pairs if is_pair(token) else words).append(str(token_id(token)))
+        row = (
             self._db()
             .execute(
-                "SELECT group_concat(spam || ' ' || ham, ' ') FROM tokens WHERE owner = ?"
-                " AND token IN (SELECT value FROM json_each(?))",
-                (owner, f"[{ids}]"),
+                "SELECT (SELECT group_concat(spam || ' ' || ham, ' ') FROM tokens"
+                "   WHERE owner = :owner AND token IN (SELECT value FROM json_each(:words))),"
+                " (SELECT group_concat(spam || ' ' || ham, ' ') FROM tokens"
+                "   WHERE owner = :owner AND token IN (SELECT value FROM json_each(:pairs)))",
+                {"owner": owner, "words": f"[{','.join(words)}]", "pairs": f"[{','.join(pairs)}]"},
             )
             .fetchone()
         )
-        numbers = list(map(int, counts.split())) if counts else []
-        return combine(
-            token_probability(spam, ham, nspam, nham)
-            for spam, ham in zip(numbers[::2], numbers[1::2], strict=True)
-        )
+
+        def probabilities(counts: str | None) -> list[float]:
+            numbers = list(map(int, counts.split())) if counts else []
+            return [
+                token_probability(spam, ham, nspam, nham)
+                for spam, ham in zip(numbers[::2], numbers[1::2], strict=True)
+            ]
+
+        return combine(probabilities(row[0]), probabilities(row[1]))
 
     # -- per-user thresholds -------------------------------------------------------------------
 

@@ -191,6 +191,11 @@ def tokens(sample: Sample) -> set[str]:
     return found
 
 
+def is_pair(token: str) -> bool:
+    """A pair of neighbouring words (``_pairs``): ``bayes.combine`` takes fewer of them."""
+    return token.startswith("bi:")
+
+
 def _all_words(lowered: str) -> list[str]:
     """The words of ``lowered`` in order, repeats kept (see ``_RUN``)."""
     return list(filter(None, map(str.strip, _RUN.findall(lowered), repeat(_EDGE))))
