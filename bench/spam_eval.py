@@ -30,7 +30,7 @@ from txmailhost.spam import rules
 from txmailhost.spam.bayes import combine, token_probability
 from txmailhost.spam.sample import Sample, sample_of
 from txmailhost.spam.scoring import bayes_rule
-from txmailhost.spam.tokens import TOKENIZER_VERSION, tokens
+from txmailhost.spam.tokens import TOKENIZER_VERSION, is_pair, tokens
 
 Tokenizer = Callable[[Sample], set[str]]
 
@@ -70,7 +70,7 @@ def run_split(
     size: int,
     seed: int,
     tokenize: Tokenizer = tokens,
-    combiner: Callable[[list[float]], float] = combine,
+    combiner: Callable[[list[float], list[float]], float] = combine,
     allow: bool = False,
 ) -> dict[str, list[tuple[float, float]]]:
     """Train on ``size`` + ``size`` of the split ``seed`` (``bench.spam_corpus``'s draws);
@@ -97,15 +97,16 @@ def run_split(
     for group in TEST_GROUPS:
         results = []
         for message in test[group]:
-            found = tokenize(message.sample)
-            probabilities = [
-                token_probability(c[0], c[1], totals[0], totals[1])
-                for c in (counts.get(t) for t in found)
-                if c is not None
-            ]
+            words: list[float] = []
+            pairs: list[float] = []  # apart, as the store reads them (``bayes.combine``)
+            for token in tokenize(message.sample):
+                c = counts.get(token)
+                if c is not None:
+                    probability = token_probability(c[0], c[1], totals[0], totals[1])
+                    (pairs if is_pair(token) else words).append(probability)
             listed = allow and not allowed.isdisjoint(sender_addresses(message.sample))
             score = message.rules_score + (rules.BY_NAME["USER_ALLOWED"].score if listed else 0)
-            results.append((combiner(probabilities), score))
+            results.append((combiner(words, pairs), score))
         out[group] = results
     return out
 

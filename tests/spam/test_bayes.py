@@ -60,6 +60,38 @@ def test_combining_says_spam_ham_and_unsure():
     assert combine([0.5, 0.55]) == 0.5  # no clue strong enough
 
 
+def test_at_most_max_pair_clues_of_the_clues_are_pairs_of_words():
+    spammy_pairs = [0.999] * bayes.MAX_CLUES
+    hammy_words = [0.01] * bayes.MAX_CLUES
+    # all clues alike: the 50 strongest are pairs, the words are never heard
+    assert combine(spammy_pairs + hammy_words) > 0.99
+    # pairs apart: 25 pairs and 25 words, which disagree
+    capped = combine(hammy_words, pairs=spammy_pairs)
+    assert capped == pytest.approx(
+        combine([0.999] * bayes.MAX_PAIR_CLUES + [0.01] * (bayes.MAX_CLUES - bayes.MAX_PAIR_CLUES))
+    )
+    assert capped < 0.9
+    # with few words, the pairs still fill no more than their share
+    assert combine([], pairs=spammy_pairs) == pytest.approx(combine([0.999] * bayes.MAX_PAIR_CLUES))
+
+
+def test_the_store_combines_pairs_of_words_apart(tmp_path, monkeypatch):
+    store = TokenStore(str(tmp_path / "bayes.sqlite"), min_messages=1)
+    words = {f"word{i}" for i in range(10)}
+    pairs = {f"bi:word{i} next" for i in range(10)}
+    store.learn("u", "s", words | pairs, True)
+    store.learn("u", "h", {"other"}, False)
+    seen = []
+
+    def combine_spy(probabilities, pairs=()):
+        seen.append((len(list(probabilities)), len(list(pairs))))
+        return 0.5
+
+    monkeypatch.setattr(bayes, "combine", combine_spy)
+    store.judge(["u"], words | pairs | {"unknown", "bi:never seen"})
+    assert seen == [(10, 10)]
+
+
 def trained(tmp_path, min_messages: int = 5) -> TokenStore:
     store = TokenStore(str(tmp_path / "bayes.sqlite"), min_messages=min_messages)
     for i in range(6):

@@ -3,10 +3,10 @@
 The mathematics is SpamBayes's (Gary Robinson, "A Statistical Approach to the Spam Problem",
 2003; Tim Peters's chi-squared combining): for each token, its spam probability from how often
 it was in spam and in ham, pulled toward 0.5 when it was seen rarely (``S``, ``X``); the
-tokens furthest from 0.5 (at most ``MAX_CLUES``, at least ``MIN_STRENGTH`` away) are combined
-twice with Fisher's method — once for "these are spam" (S), once for "these are ham" (H) —
-and the score is ``(S - H + 1) / 2``: near 0 ham, near 1 spam, near 0.5 "unsure" (both or
-neither).
+tokens furthest from 0.5 (at most ``MAX_CLUES``, at least ``MIN_STRENGTH`` away, and among
+them at most ``MAX_PAIR_CLUES`` pairs of words) are combined twice with Fisher's method —
+once for "these are spam" (S), once for "these are ham" (H) — and the score is
+``(S - H + 1) / 2``: near 0 ham, near 1 spam, near 0.5 "unsure" (both or neither).
 
 The counts live in ``DATA/spam/bayes.sqlite`` (``TokenStore``), one set per user and one
 global set that every training adds to too (owner ``""``): a user with too little training
@@ -34,13 +34,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from txmailhost.spam.sqlitedb import thread_connection
-from txmailhost.spam.tokens import TOKENIZER_VERSION
+from txmailhost.spam.tokens import PAIR_PREFIX, TOKENIZER_VERSION
 
 GLOBAL = ""  # the owner every training also counts for
 S = 0.45  # strength of the prior (SpamBayes unknown_word_strength)
 X = 0.5  # the prior: an unknown token says nothing
 MIN_STRENGTH = 0.1  # |p - 0.5| a token needs to count (minimum_prob_strength)
 MAX_CLUES = 50  # tokens combined at most (max_discriminators; SpamBayes: 150)
+# Pairs of words (``bi:``) among them at most: a pair repeats its two words' evidence, and a
+# newsletter's commercial phrases made 50 clues of pairs and their words too sure of spam
+# (900 + 900 trained, five splits: hard ham in Junk 4.6% -> 3.7%, recall the same).
+MAX_PAIR_CLUES = 25
 _LN2 = math.log(2)
 
 _SCHEMA = """
@@ -68,6 +72,11 @@ def token_id(token: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+def _id_list(tokens: Iterable[str]) -> str:
+    """The tokens' ids as a JSON array (for ``json_each``)."""
+    return f"[{','.join(str(token_id(t)) for t in tokens)}]"
+
+
 def chi2q(x2: float, v: int) -> float:
     """P(chi-squared with ``v`` (even) degrees of freedom >= ``x2``) (SpamBayes's chi2Q)."""
     m = x2 / 2.0
@@ -89,10 +98,23 @@ def token_probability(spam: int, ham: int, nspam: int, nham: int) -> float:
     return (S * X + n * p) / (S + n)
 
 
-def combine(probabilities: Iterable[float]) -> float:
-    """Fisher's chi-squared combining of the clues, as SpamBayes's ``chi2_spamprob``."""
+def _weakness(p: float) -> float:
+    return -abs(p - 0.5)
+
+
+def _strongest(probabilities: Iterable[float], most: int) -> list[float]:
+    """At most ``most`` of ``probabilities`` furthest from 0.5, the strongest first."""
     clues = [p for p in probabilities if abs(p - 0.5) >= MIN_STRENGTH]
-    clues.sort(key=lambda p: -abs(p - 0.5))
+    clues.sort(key=_weakness)
+    return clues[:most]
+
+
+def combine(probabilities: Iterable[float], pairs: Iterable[float] = ()) -> float:
+    """Fisher's chi-squared combining of the clues, as SpamBayes's ``chi2_spamprob``:
+    ``probabilities`` of the words and other tokens, ``pairs`` of the pairs of words (at most
+    ``MAX_PAIR_CLUES`` of them among the ``MAX_CLUES``; a word goes before a pair as strong)."""
+    clues = _strongest(probabilities, MAX_CLUES) + _strongest(pairs, MAX_PAIR_CLUES)
+    clues.sort(key=_weakness)  # stable: the words first among clues as strong
     clues = clues[:MAX_CLUES]
     if not clues:
         return 0.5
@@ -352,22 +374,30 @@ class TokenStore:
         return None
 
     def _probability(self, owner: str, found: set[str], nspam: int, nham: int) -> float:
-        """The counts of ``found`` come back as one string of one row (see ``standing``)."""
-        ids = ",".join(str(token_id(t)) for t in found)
-        (counts,) = (
+        """The counts of ``found`` come back as two strings (the pairs of words' apart, for
+        ``combine``) of one row (see ``standing``)."""
+        pairs = [t for t in found if t.startswith(PAIR_PREFIX)]
+        words = found.difference(pairs)
+        row = (
             self._db()
             .execute(
-                "SELECT group_concat(spam || ' ' || ham, ' ') FROM tokens WHERE owner = ?"
-                " AND token IN (SELECT value FROM json_each(?))",
-                (owner, f"[{ids}]"),
+                "SELECT (SELECT group_concat(spam || ' ' || ham, ' ') FROM tokens"
+                "   WHERE owner = :owner AND token IN (SELECT value FROM json_each(:words))),"
+                " (SELECT group_concat(spam || ' ' || ham, ' ') FROM tokens"
+                "   WHERE owner = :owner AND token IN (SELECT value FROM json_each(:pairs)))",
+                {"owner": owner, "words": _id_list(words), "pairs": _id_list(pairs)},
             )
             .fetchone()
         )
-        numbers = list(map(int, counts.split())) if counts else []
-        return combine(
-            token_probability(spam, ham, nspam, nham)
-            for spam, ham in zip(numbers[::2], numbers[1::2], strict=True)
-        )
+
+        def probabilities(counts: str | None) -> list[float]:
+            numbers = list(map(int, counts.split())) if counts else []
+            return [
+                token_probability(spam, ham, nspam, nham)
+                for spam, ham in zip(numbers[::2], numbers[1::2], strict=True)
+            ]
+
+        return combine(probabilities(row[0]), probabilities(row[1]))
 
     # -- per-user thresholds -------------------------------------------------------------------
 

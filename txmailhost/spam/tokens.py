@@ -33,7 +33,8 @@ chosen (``TOKENIZER_VERSION`` 2):
 Version 3 added the pairs of words: 900 + 900 messages trained, five splits, they took
 the filter's recall at 5.0 from 92.8% to 95.6% (and ``bayes.MAX_CLUES`` went from 150 to
 50, since pairs repeat their words' evidence and 150 correlated clues made the
-probabilities too sure of themselves on hard ham).
+probabilities too sure of themselves on hard ham; later at most 25 of the 50 may be pairs,
+``bayes.MAX_PAIR_CLUES``, which took hard ham in Junk from 4.6% to 3.7%).
 
 A store trained with an older version still judges (unknown tokens say nothing), less well
 until retrained: ``TokenStore`` records the version it was trained with.
@@ -51,6 +52,7 @@ from txmailhost.spam.sample import Sample
 MAX_TOKENS = 8000
 TOKENIZER_VERSION = 3  # raised when tokens change: a store trained before is partly stale
 BIGRAM_CHARS = 20000  # characters of text whose neighbouring words are paired
+PAIR_PREFIX = "bi:"  # of the pairs' tokens (``bayes.combine`` takes fewer of them)
 # A word: from a letter or digit to the last letter or digit of a run of word characters and
 # ``'$€£%.-`` ("don't", "3.5%", "e-mail"). Found as the runs (``_RUN``) with the other
 # characters stripped from both ends (``_EDGE``): the same words as the one expression
@@ -191,6 +193,11 @@ def tokens(sample: Sample) -> set[str]:
     return found
 
 
+def is_pair(token: str) -> bool:
+    """A pair of neighbouring words (``_pairs``): ``bayes.combine`` takes fewer of them."""
+    return token.startswith(PAIR_PREFIX)
+
+
 def _all_words(lowered: str) -> list[str]:
     """The words of ``lowered`` in order, repeats kept (see ``_RUN``)."""
     return list(filter(None, map(str.strip, _RUN.findall(lowered), repeat(_EDGE))))
@@ -220,7 +227,7 @@ def _pairs(words: list[str]) -> set[str]:
     bigrams): every word, short ones too, a long one as ``skip``; the phrases spam repeats
     ("click here", "to be removed") say more than their words."""
     shown = [w if len(w) <= 12 else "skip" for w in words]
-    return {f"bi:{a} {b}" for a, b in zip(shown, shown[1:], strict=False)}
+    return {f"{PAIR_PREFIX}{a} {b}" for a, b in zip(shown, shown[1:], strict=False)}
 
 
 def _caps(text: str) -> set[str]:
