@@ -5,6 +5,7 @@ name the same messages as runs as they did as (seq, uid) pairs."""
 
 from __future__ import annotations
 
+import re
 from array import array
 
 import pytest
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from tests.imap.support import ALICE, Session, deliver, make_factory
 from tests.support.fixtures import make_world
-from txmailhost.imap import fetch, messages
+from txmailhost.imap import fetch, messages, rendered
 from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.imap.session import SelectedMailbox
 from txmailhost.store.interfaces import IndexColumns, StoredMessage
@@ -162,8 +163,8 @@ def world(tmp_path, backend):
     return w
 
 
-def _session(world) -> Session:
-    s = Session(make_factory(world))
+def _session(world, factory=None) -> Session:
+    s = Session(factory or make_factory(world))
     s.login()
     s.cmd("s SELECT INBOX")
     return s
@@ -180,3 +181,104 @@ def test_fetch_of_several_runs_cut_into_small_batches_is_unchanged(world, monkey
     assert b"* 2 FETCH (UID 2 FLAGS (\\Recent \\Seen $Later) RFC822.SIZE 20)\r\n" in whole
     monkeypatch.setattr(messages, "INDEX_BATCH", 2)  # every batch spans a run's end
     assert s.cmd(command) == whole
+
+
+# -- the kept batches (imap/rendered.py) ---------------------------------------------------------
+
+
+def test_kept_lines_come_back_only_for_equal_values():
+    kept = rendered.RenderedBatches()
+    values = [range(1, 601), array("I", range(1, 601)), [b"()"] * 600]
+    kept.put("k", values, b"lines")
+    assert kept.get("k", [range(1, 601), array("I", range(1, 601)), [b"()"] * 600]) == b"lines"
+    changed = [range(1, 601), array("I", range(1, 601)), [b"()"] * 599 + [b"(\\Seen)"]]
+    assert kept.get("k", changed) is None
+    assert kept.get("k", [range(2, 602), *values[1:]]) is None
+    assert kept.get("other", values) is None
+
+
+def test_small_batches_are_not_kept():
+    kept = rendered.RenderedBatches()
+    values = [range(1, 11), array("I", range(1, 11))]
+    kept.put("k", values, b"lines")
+    assert kept.get("k", values) is None
+
+
+def test_the_least_recently_used_batch_goes_first_within_the_budget():
+    lines = b"x" * 10_000
+    values = [range(1, 601)]
+    kept = rendered.RenderedBatches(budget=3 * (len(lines) + 16 * 600))
+    for key in "abc":
+        kept.put(key, values, lines)
+    assert kept.get("a", values) == lines  # now the most recent
+    kept.put("d", values, lines)
+    assert kept.get("b", values) is None
+    assert [kept.get(k, values) for k in "acd"] == [lines] * 3
+    assert kept.used <= kept.budget
+
+
+@pytest.fixture
+def many(world, monkeypatch):
+    """Six messages, and every FETCH batch kept however small."""
+    monkeypatch.setattr(rendered, "MIN_LINES", 1)
+    for i in range(6):
+        deliver(world, ALICE, b"Subject: %d\r\n\r\nbody\r\n" % i)
+    return world
+
+
+def _two_sessions(world) -> tuple[Session, Session]:
+    """Two sessions of one listener: they share its kept batches."""
+    factory = make_factory(world)
+    return _session(world, factory), _session(world, factory)
+
+
+def _lines(reply: bytes) -> list[bytes]:
+    return [line for line in reply.split(b"\r\n") if b" FETCH (" in line]
+
+
+def test_kept_lines_are_not_reused_after_another_sessions_store(many):
+    first, second = _two_sessions(many)
+    before = first.cmd("b UID FETCH 1:* (FLAGS)")
+    assert b"* 3 FETCH (UID 3 FLAGS (\\Recent))\r\n" in before
+    second.cmd("c STORE 3 +FLAGS.SILENT (\\Flagged)")
+    first.cmd("d NOOP")  # the untagged FETCH of the change
+    assert b"* 3 FETCH (UID 3 FLAGS (\\Recent \\Flagged))\r\n" in first.cmd("e UID FETCH 1:* FLAGS")
+    assert _lines(second.cmd("f UID FETCH 1:* FLAGS"))[2] == b"* 3 FETCH (UID 3 FLAGS (\\Flagged))"
+
+
+def test_kept_lines_are_not_reused_across_an_expunge_that_renumbers(many):
+    first, second = _two_sessions(many)
+    assert len(_lines(first.cmd("b UID FETCH 1:* (FLAGS)"))) == 6
+    second.cmd("c STORE 1 +FLAGS.SILENT (\\Deleted)")
+    second.cmd("d EXPUNGE")
+    # second was told: five messages, numbered from 1 again
+    renumbered = _lines(second.cmd("e UID FETCH 1:* (FLAGS)"))
+    assert renumbered[0] == b"* 1 FETCH (UID 2 FLAGS ())"
+    assert len(renumbered) == 5
+    # first wasn't yet (no EXPUNGE during FETCH): its own numbers, UID 1 left out
+    own = _lines(first.cmd("f UID FETCH 1:* (FLAGS)"))
+    assert own[0] == b"* 2 FETCH (UID 2 FLAGS (\\Recent))"
+    assert len(own) == 5
+    assert _lines(second.cmd("g UID FETCH 1:* (FLAGS)")) == renumbered
+
+
+def test_kept_lines_are_not_reused_after_a_modseq_change(many):
+    first, second = _two_sessions(many)
+    first.cmd("b ENABLE CONDSTORE")
+    before = _lines(first.cmd("c UID FETCH 1:* (FLAGS MODSEQ)"))
+    # the flags end as they were; only the message's modseq moved on
+    second.cmd("d STORE 4 +FLAGS.SILENT (\\Seen)")
+    second.cmd("e STORE 4 -FLAGS.SILENT (\\Seen)")
+    first.cmd("f NOOP")
+    after = _lines(first.cmd("g UID FETCH 1:* (FLAGS MODSEQ)"))
+    old = int(re.search(rb"MODSEQ \((\d+)\)", before[3])[1])
+    new = int(re.search(rb"MODSEQ \((\d+)\)", after[3])[1])
+    assert new > old
+    assert after[:3] == before[:3] and after[4:] == before[4:]
+
+
+def test_recent_of_one_session_is_not_shown_to_another(many):
+    first, second = _two_sessions(many)  # first claimed \Recent for the six
+    assert b"FLAGS (\\Recent)" in first.cmd("b FETCH 1:* (FLAGS)")
+    assert b"\\Recent" not in second.cmd("c FETCH 1:* (FLAGS)")
+    assert b"FLAGS (\\Recent)" in first.cmd("d FETCH 1:* (FLAGS)")

@@ -29,6 +29,7 @@ from txmailhost.store.interfaces import (
     DELETED,
     SEEN,
     IMessageRanges,
+    IndexColumns,
     NoSuchMailbox,
     NoSuchMessage,
     StoredMessage,
@@ -178,11 +179,7 @@ class MessageCommands:
                 columns = await view.mailbox.columns(uids)
                 if b"FLAGS" in request.items:
                     self.announce_keywords(view, columns.flags)
-                self.write(
-                    fetch.render_columns(
-                        seqs, uids, columns, request, uid=by_uid, recent=view.recent_ranges
-                    )
-                )
+                self.write(self._index_lines(view, seqs, uids, columns, request, by_uid))
                 self.flush()
                 await self.drained()
             return Done("FETCH completed")
@@ -263,6 +260,28 @@ class MessageCommands:
             # RFC 9051 §7.1: what could be sent was; the rest was expunged meanwhile.
             raise replies.ExpungeIssued()
         return Done("FETCH completed")
+
+    def _index_lines(
+        self,
+        view: SelectedMailbox,
+        seqs: Sequence[int],
+        uids: array,
+        columns: IndexColumns,
+        request: fetch.FetchRequest,
+        by_uid: bool,
+    ) -> bytes:
+        """A batch's lines, taken from the factory's ``RenderedBatches`` when another session
+        rendered exactly these (same numbers, UIDs, flags and other values) last."""
+        template, values = fetch.column_values(
+            seqs, uids, columns, request, uid=by_uid, recent=view.recent_ranges
+        )
+        kept = self.factory.rendered
+        key = (view.mailbox.user, view.mailbox.name, template)
+        lines = kept.get(key, values)
+        if lines is None:
+            lines = fetch.format_columns(template, values)
+            kept.put(key, values, lines)
+        return lines
 
     async def _known_structures(
         self, view: SelectedMailbox, uids: list[int]
