@@ -186,34 +186,40 @@ def test_fetch_of_several_runs_cut_into_small_batches_is_unchanged(world, monkey
 # -- the kept batches (imap/rendered.py) ---------------------------------------------------------
 
 
-def test_kept_lines_come_back_only_for_equal_values():
+def _batch(count: int = 600, first: int = 1, seen: int | None = None) -> fetch.ColumnBatch:
+    """``UID FETCH first:* (FLAGS)`` over ``count`` messages, ``seen`` the one with \\Seen."""
+    uids = array("I", range(first, first + count))
+    flags = [frozenset({"\\Seen"}) if u == seen else frozenset() for u in uids]
+    return fetch.ColumnBatch((b"UID", b"FLAGS"), None, (), range(1, count + 1), uids, (uids, flags))
+
+
+def test_kept_lines_come_back_only_for_an_equal_batch():
     kept = rendered.RenderedBatches()
-    values = [range(1, 601), array("I", range(1, 601)), [b"()"] * 600]
-    kept.put("k", values, b"lines")
-    assert kept.get("k", [range(1, 601), array("I", range(1, 601)), [b"()"] * 600]) == b"lines"
-    changed = [range(1, 601), array("I", range(1, 601)), [b"()"] * 599 + [b"(\\Seen)"]]
-    assert kept.get("k", changed) is None
-    assert kept.get("k", [range(2, 602), *values[1:]]) is None
-    assert kept.get("other", values) is None
+    kept.put("k", _batch(), b"lines")
+    assert kept.get("k", _batch()) == b"lines"
+    assert kept.get("k", _batch(seen=7)) is None
+    assert kept.get("k", _batch(first=2)) is None
+    assert kept.get("k", _batch(count=601)) is None
+    recent = _batch()
+    assert kept.get("k", fetch.ColumnBatch(**{**vars(recent), "recent": ((5, 9),)})) is None
+    assert kept.get("other", _batch()) is None
 
 
 def test_small_batches_are_not_kept():
     kept = rendered.RenderedBatches()
-    values = [range(1, 11), array("I", range(1, 11))]
-    kept.put("k", values, b"lines")
-    assert kept.get("k", values) is None
+    kept.put("k", _batch(count=10), b"lines")
+    assert kept.get("k", _batch(count=10)) is None
 
 
 def test_the_least_recently_used_batch_goes_first_within_the_budget():
     lines = b"x" * 10_000
-    values = [range(1, 601)]
-    kept = rendered.RenderedBatches(budget=3 * (len(lines) + 16 * 600))
+    kept = rendered.RenderedBatches(budget=3 * (len(lines) + 20 * 600))
     for key in "abc":
-        kept.put(key, values, lines)
-    assert kept.get("a", values) == lines  # now the most recent
-    kept.put("d", values, lines)
-    assert kept.get("b", values) is None
-    assert [kept.get(k, values) for k in "acd"] == [lines] * 3
+        kept.put(key, _batch(), lines)
+    assert kept.get("a", _batch()) == lines  # now the most recent
+    kept.put("d", _batch(), lines)
+    assert kept.get("b", _batch()) is None
+    assert [kept.get(k, _batch()) for k in "acd"] == [lines] * 3
     assert kept.used <= kept.budget
 
 

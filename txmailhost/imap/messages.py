@@ -270,17 +270,18 @@ class MessageCommands:
         request: fetch.FetchRequest,
         by_uid: bool,
     ) -> bytes:
-        """A batch's lines, taken from the factory's ``RenderedBatches`` when another session
-        rendered exactly these (same numbers, UIDs, flags and other values) last."""
-        template, values = fetch.column_values(
+        """A batch's lines, taken from the factory's ``RenderedBatches`` when a session of
+        this listener rendered exactly this batch (same numbers, UIDs, flags, \\Recent, ...)
+        last."""
+        batch = fetch.column_batch(
             seqs, uids, columns, request, uid=by_uid, recent=view.recent_ranges
         )
         kept = self.factory.rendered
-        key = (view.mailbox.user, view.mailbox.name, template)
-        lines = kept.get(key, values)
+        key = (view.mailbox.user, view.mailbox.name, batch.items, batch.changedsince)
+        lines = kept.get(key, batch)
         if lines is None:
-            lines = fetch.format_columns(template, values)
-            kept.put(key, values, lines)
+            lines = fetch.render_batch(batch)
+            kept.put(key, batch, lines)
         return lines
 
     async def _known_structures(
