@@ -17,8 +17,9 @@ Modules: ``server`` (connection, literals, dispatch), ``login`` (capabilities, T
 namespaces, rights checks), ``metadata``
 (GETMETADATA/SETMETADATA), ``preview`` (FETCH PREVIEW), ``commands`` (authenticated state),
 ``append`` (APPEND's messages), ``messages`` (selected state), ``updates`` (untagged updates
-and IDLE), ``session`` (the sequence-number map), ``parser``, ``fetch``, ``search``, ``mime``,
-``addresses`` (address headers), ``names``, ``replies``.
+and IDLE), ``session`` (the sequence-number map), ``parser``, ``fetch``, ``rendered`` (large
+index-only FETCH batches kept for the next session), ``search``, ``mime``, ``addresses``
+(address headers), ``names``, ``replies``.
 
 Invariants a change must keep:
 - APPEND is answered OK only after the message file and its directory are fsync'd;
@@ -28,6 +29,8 @@ Invariants a change must keep:
   (``PlaintextAuth``, configurable);
 - no EXPUNGE is sent during FETCH, STORE or SEARCH, and sequence numbers change only when this
   session reports an expunge (RFC 3501 §7.4.1);
+- a kept FETCH batch is handed out only for a batch equal to the one it was rendered from:
+  the octets on the wire are those a fresh rendering would give;
 - every mailbox name goes through ``names.decode`` and the store, which resolve it inside the
   logged-in user's own tree, or (``acl.py``, over a store that keeps ACLs) another owner's
   only when that owner's ACL gives the user the right the command needs;

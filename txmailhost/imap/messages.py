@@ -11,7 +11,9 @@ than one batch of messages in memory.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Iterator, Sequence
+from itertools import chain
 from typing import Any
 
 from twisted.logger import Logger
@@ -27,6 +29,7 @@ from txmailhost.store.interfaces import (
     DELETED,
     SEEN,
     IMessageRanges,
+    IndexColumns,
     NoSuchMailbox,
     NoSuchMessage,
     StoredMessage,
@@ -153,7 +156,11 @@ class MessageCommands:
             raise replies.BadCommand("VANISHED needs UID FETCH and QRESYNC enabled")
         if request.changedsince is not None or b"MODSEQ" in request.items:
             self.enable_condstore()
-        targets = view.resolve(sequence_set, by_uid)
+        runs = view.runs(sequence_set, by_uid)
+        fast = fetch.index_only(request)
+        # The map as the command found it: an EXPUNGE replaces the array, new mail extends it.
+        session_uids = view.uids
+        targets = [] if fast else view.pairs(runs)
         if request.vanished and request.changedsince is not None:
             gone = await view.mailbox.expunged_since(request.changedsince)
             ranges = _ranges(sequence_set, view)
@@ -164,21 +171,15 @@ class MessageCommands:
         # RFC 4314 §4: without the "s" right, reading a body leaves \Seen alone
         sets_seen = request.sets_seen and not view.readonly and "s" in view.rights
         size = _batch_size(header, content)
-        fast = fetch.index_only(request)
         want_structure = fetch.wants_structure(request)
         rest_streamable = fetch.streamable(request, structure_known=True)
         needs_bytes = fetch.needs_bytes(request)
         if fast:
-            for start in range(0, len(targets), size):
-                batch = targets[start : start + size]
-                columns = await view.mailbox.columns([uid for _s, uid in batch])
+            for seqs, uids in _index_batches(session_uids, runs, size):
+                columns = await view.mailbox.columns(uids)
                 if b"FLAGS" in request.items:
                     self.announce_keywords(view, columns.flags)
-                self.write(
-                    fetch.render_columns(
-                        batch, columns, request, uid=by_uid, recent=view.recent_ranges
-                    )
-                )
+                self.write(self._index_lines(view, seqs, uids, columns, request, by_uid))
                 self.flush()
                 await self.drained()
             return Done("FETCH completed")
@@ -259,6 +260,29 @@ class MessageCommands:
             # RFC 9051 §7.1: what could be sent was; the rest was expunged meanwhile.
             raise replies.ExpungeIssued()
         return Done("FETCH completed")
+
+    def _index_lines(
+        self,
+        view: SelectedMailbox,
+        seqs: Sequence[int],
+        uids: array,
+        columns: IndexColumns,
+        request: fetch.FetchRequest,
+        by_uid: bool,
+    ) -> bytes:
+        """A batch's lines, taken from the factory's ``RenderedBatches`` when a session of
+        this listener rendered exactly this batch (same numbers, UIDs, flags, \\Recent, ...)
+        last."""
+        batch = fetch.column_batch(
+            seqs, uids, columns, request, uid=by_uid, recent=view.recent_ranges
+        )
+        kept = self.factory.rendered
+        key = (view.mailbox.user, view.mailbox.name, batch.items, batch.changedsince)
+        lines = kept.get(key, batch)
+        if lines is None:
+            lines = fetch.render_batch(batch)
+            kept.put(key, batch, lines)
+        return lines
 
     async def _known_structures(
         self, view: SelectedMailbox, uids: list[int]
@@ -566,6 +590,28 @@ class MessageCommands:
             removed = await view.mailbox.expunge([s for s, _d in pairs])
             self.report_expunged(view, removed)
         return Done("MOVE completed")
+
+
+def _index_batches(
+    uids: array, runs: list[tuple[int, int]], size: int
+) -> Iterator[tuple[Sequence[int], array]]:
+    """(sequence numbers, UIDs) of at most ``size`` messages per store call, cut from the
+    session's runs (``SelectedMailbox.runs``): a ``range`` and an array slice for a run, so a
+    resync of the whole mailbox makes no object per message. ``uids`` is the session's map as
+    the command found it."""
+    seqs: list[range] = []
+    picked = array("I")
+    for start, stop in runs:
+        while start < stop:
+            take = min(stop - start, size - len(picked))
+            seqs.append(range(start + 1, start + take + 1))
+            picked += uids[start : start + take]
+            start += take
+            if len(picked) == size:
+                yield (seqs[0] if len(seqs) == 1 else list(chain.from_iterable(seqs))), picked
+                seqs, picked = [], array("I")
+    if picked:
+        yield (seqs[0] if len(seqs) == 1 else list(chain.from_iterable(seqs))), picked
 
 
 async def _drop_unpermitted(

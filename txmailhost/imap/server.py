@@ -48,6 +48,7 @@ from txmailhost.imap.messages import MessageCommands
 from txmailhost.imap.metadata import MetadataCommands
 from txmailhost.imap.notify import NotifyCommands
 from txmailhost.imap.parser import LITERAL_MARKER, LiteralFile, ParseError, Reader
+from txmailhost.imap.rendered import RenderedBatches
 from txmailhost.imap.replies import Done, IMAPError, printable
 from txmailhost.imap.session import SelectedMailbox
 from txmailhost.imap.sort import SortCommands
@@ -725,3 +726,5 @@ class IMAPFactory(Factory):
         # URLAUTH (RFC 4467, imap/urlauth.py) is offered only when asked for: its use is a
         # submission server fetching by URL (BURL, RFC 4468), which txmailhost's doesn't do yet.
         self.urlauth = urlauth
+        # Large index-only FETCH batches, reused by the next session asking for the same lines
+        self.rendered = RenderedBatches()

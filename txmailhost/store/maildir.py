@@ -475,8 +475,8 @@ class MaildirMailbox:
             mailboxid=mailboxid,
         )
 
-    def _columns(self, uids: list[int]) -> IndexColumns:
-        wanted = array("I", uids)  # sorted here unless they aren't one run of the mailbox
+    def _columns(self, wanted: array) -> IndexColumns:
+        # sorted here unless they aren't one run of the mailbox
         image = self._store.images.get(self.directory)
         with image.lock:
             image.refresh(self._index)
@@ -510,7 +510,7 @@ class MaildirMailbox:
         if not uids:
             return []
         if not header and not content:
-            columns = self._columns(uids)
+            columns = self._columns(array("I", uids))
             return [
                 _new_stored(StoredMessage, (uid, flagset, size, date, modseq, None, None))
                 for uid, flagset, size, date, modseq in zip(
@@ -759,7 +759,9 @@ class MaildirMailbox:
         return self._store._run(self._messages, list(uids), header, content)
 
     def columns(self, uids: Iterable[int]) -> Deferred[IndexColumns]:
-        return self._store._run(self._columns, list(uids))
+        # An array (IMAP's resync hands over a slice of its map) is copied whole, not as
+        # one int object per message.
+        return self._store._run(self._columns, array("I", uids))
 
     def uid_range(self, low: int, high: int) -> Deferred[list[StoredMessage]]:
         return self._store._run(self._uid_range, low, high)
