@@ -210,3 +210,28 @@ def _running(pid: int | None) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_frames_come_whole_however_the_octets_arrive():
+    import socket
+    import threading
+
+    ours, theirs = socket.socketpair()
+    reader = frames.Frames(ours)
+    reader.CHUNK = 7  # small reads: frames split across them, several in one
+    parts = [b"", b"x", b"hello" * 1000, b"ready", bytes(range(256)) * 300]
+    sender = threading.Thread(target=frames.send, args=(theirs, *parts))
+    sender.start()
+    assert [reader.read() for _ in parts] == parts
+    sender.join()
+    frames.send(theirs, b"a", b"b")
+    assert reader.read() == b"a"
+    assert reader.buffered()  # "b" came with it: no wait for the socket
+    assert reader.read() == b"b" and not reader.buffered()
+    theirs.sendall(b"\xff\xff\xff\xff")  # a length no frame has
+    with pytest.raises(ValueError):
+        reader.read()
+    theirs.close()
+    with pytest.raises(EOFError):
+        reader.read()
+    ours.close()

@@ -20,22 +20,44 @@ def send(sock: socket.socket, *parts: bytes) -> None:
     sock.sendall(b"".join(_LENGTH.pack(len(part)) + part for part in parts))
 
 
-def _receive_exactly(sock: socket.socket, size: int) -> bytes:
-    chunks = []
-    while size:
-        chunk = sock.recv(min(size, 1 << 20))
-        if not chunk:
-            raise EOFError("the other side closed the socket")
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
+class Frames:
+    """Frames read from ``sock`` through a buffer: one ``recv`` takes whatever has arrived
+    (several answers, or a whole request, when the other side is ahead) instead of two
+    system calls per frame, each of which lets the server's GIL go and waits to get it
+    back."""
 
+    CHUNK = 256 * 1024
 
-def receive(sock: socket.socket) -> bytes:
-    (size,) = _LENGTH.unpack(_receive_exactly(sock, _LENGTH.size))
-    if size > MAX_FRAME:
-        raise ValueError(f"a frame of {size} octets")
-    return _receive_exactly(sock, size)
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buffer = bytearray()
+        self._at = 0  # where the next frame starts in the buffer
+
+    def buffered(self) -> bool:
+        """Something has arrived and not been read (no need to wait for the socket)."""
+        return len(self._buffer) > self._at
+
+    def read(self) -> bytes:
+        (size,) = _LENGTH.unpack(self._take(_LENGTH.size))
+        if size > MAX_FRAME:
+            raise ValueError(f"a frame of {size} octets")
+        return self._take(size)
+
+    def _take(self, size: int) -> bytes:
+        while len(self._buffer) - self._at < size:
+            if self._at:  # what was read goes; what is left moves to the front
+                del self._buffer[: self._at]
+                self._at = 0
+            chunk = self.sock.recv(max(self.CHUNK, min(size - len(self._buffer), 1 << 22)))
+            if not chunk:
+                raise EOFError("the other side closed the socket")
+            self._buffer += chunk
+        data = bytes(self._buffer[self._at : self._at + size])
+        self._at += size
+        if self._at == len(self._buffer):
+            self._buffer.clear()
+            self._at = 0
+        return data
 
 
 def rule_as_list(rule: rules.Rule) -> list[Any]:

@@ -41,7 +41,7 @@ from twisted.logger import Logger
 
 from txmailhost.spam import rules
 from txmailhost.spam.bayes import TokenStore
-from txmailhost.spam.frames import IDLE, receive, rule_from_list, send
+from txmailhost.spam.frames import IDLE, Frames, rule_from_list, send
 
 log = Logger()
 
@@ -77,9 +77,10 @@ class _Child:
     the time on a busy machine, each turn waiting for threads to be scheduled and to get
     the GIL back."""
 
-    def __init__(self, process: subprocess.Popen[bytes], sock: socket.socket, ended: Any) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], frames: Frames, ended: Any) -> None:
         self.process = process
-        self.sock = sock
+        self.sock = frames.sock
+        self.frames = frames
         self.waiting: collections.deque[_Waiting] = collections.deque()
         self.sending = threading.Lock()  # a request's frames go out together, in turn
         self.dead = False
@@ -104,7 +105,7 @@ class _Child:
     def _read(self) -> None:
         try:
             while True:
-                frame = receive(self.sock)
+                frame = self.frames.read()
                 if frame == IDLE:  # the child ends, nothing having come for a while
                     self.fail("")
                     return
@@ -243,7 +244,8 @@ class ScoringProcess:
             )
             theirs.close()
             ours.settimeout(60.0)  # the child's imports, on a busy machine
-            if receive(ours) != b"ready":
+            frames = Frames(ours)
+            if frames.read() != b"ready":
                 raise ValueError("the scoring process didn't say it was ready")
             ours.settimeout(None)  # each request has its own time limit (``score``)
         except (OSError, EOFError, ValueError) as e:
@@ -263,7 +265,7 @@ class ScoringProcess:
             if self._closed:
                 child = None
             else:
-                child = self._child = _Child(process, ours, self._ended)
+                child = self._child = _Child(process, frames, self._ended)
         if child is None:
             ours.close()
             process.wait()

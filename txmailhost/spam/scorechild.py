@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from txmailhost.spam.bayes import TokenStore
-from txmailhost.spam.frames import IDLE, receive, rule_as_list, rule_from_list, send
+from txmailhost.spam.frames import IDLE, Frames, rule_as_list, rule_from_list, send
 from txmailhost.spam.sample import sample_of_bytes
 from txmailhost.spam.scorer import Scorer
 
@@ -25,14 +25,15 @@ def serve(sock: socket.socket, scorer: Scorer, max_idle: float | None = None) ->
     """A request in, the scores out, until the server closes the socket or nothing has
     come for ``max_idle`` seconds (then the last frame says so: ``offload.IDLE``)."""
     send(sock, b"ready")
+    frames = Frames(sock)
     while True:
-        if max_idle and not select.select([sock], [], [], max_idle)[0]:
+        if max_idle and not frames.buffered() and not select.select([sock], [], [], max_idle)[0]:
             send(sock, IDLE)
             return
         try:
-            header_octets = receive(sock)
-            head = receive(sock)
-            body = receive(sock)
+            header_octets = frames.read()
+            head = frames.read()
+            body = frames.read()
         except EOFError:
             return
         try:
