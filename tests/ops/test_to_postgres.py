@@ -180,3 +180,45 @@ def test_metadata_entries_move_into_the_database_once_and_are_verified(
     out = capsys.readouterr().out
     assert f"MISMATCH: {ALICE}/Projects: METADATA entries differ: /private/vendor/x/color" in out
     assert f"MISMATCH: {ALICE} (server entries): METADATA entries differ: /private/comment" in out
+
+
+def test_access_rights_move_into_the_database_once_and_are_verified(
+    tmp_path,
+    postgres_dsn,  # noqa: F811
+    capsys,
+):
+    """What a user's mailboxes grant others (a user, ``anyone``) is granted by the database
+    after the move, so shared folders stay shared; a re-run grants nothing again; a grant
+    changed or lost in the database is a mismatch."""
+    from txmailhost.store.postgres import PostgresStore
+
+    data, _ = installation(tmp_path)
+    maildir = backends.build("maildir", load_config(data, None).mail_root)
+    result_of(maildir.create_mailbox(ALICE, "Team"))
+    result_of(maildir.set_acl(ALICE, "Team", "bob@example.test", "lrswi"))
+    result_of(maildir.set_acl(ALICE, "Team", "anyone", "lr"))
+    result_of(maildir.set_acl(ALICE, "INBOX", "carol@example.test", "lrs"))
+    argv = ["--data", data, "migrate", "maildir-to-postgres", "--dsn", postgres_dsn]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"acl: {ALICE}: 3 access rights" in out and "verified:" in out
+    store = PostgresStore(postgres_dsn, None, None, migrate=False)
+    try:
+        assert result_of(store.get_acl(ALICE, "Team")) == {
+            "bob@example.test": "lrswi",
+            "anyone": "lr",
+        }
+        assert result_of(store.get_acl(ALICE, "INBOX")) == {"carol@example.test": "lrs"}
+        shared = result_of(store.shared_with(["bob@example.test"]))
+        assert shared, "the database's index of shared mailboxes doesn't name Team for bob"
+    finally:
+        store.close()
+    assert main(argv) == 0
+    assert "acl:" not in capsys.readouterr().out
+    with psycopg.connect(postgres_dsn) as conn:
+        conn.execute("UPDATE mailbox_acl SET rights = 'l' WHERE identifier = 'anyone'")
+        conn.execute("DELETE FROM mailbox_acl WHERE identifier = 'carol@example.test'")
+    assert main([*argv, "--verify-only"]) == 1
+    out = capsys.readouterr().out
+    assert f"MISMATCH: {ALICE}/Team: access rights differ: anyone" in out
+    assert f"MISMATCH: {ALICE}/INBOX: access rights differ: carol@example.test" in out

@@ -8,7 +8,8 @@ What moves, from this data directory into the database of ``--dsn`` (default ``[
   flags and keywords, INTERNALDATEs and modseqs (``store/postgres_restore.py``), and their
   subscriptions, so IMAP clients recognise every mailbox and download nothing again, and
   their IMAP METADATA entries (RFC 5464: the account's and each mailbox's
-  ``txmailhost-*metadata.json``);
+  ``txmailhost-*metadata.json``) and their access control lists (RFC 4314: what each mailbox
+  grants other users, ``DATA/mail/txmailhost-acl.sqlite``), so shared folders stay shared;
 - the relay queue: every message of ``DATA/queue`` with each recipient's state, attempts and
   next attempt (``PostgresQueueStore.import_envelope``).
 
@@ -22,8 +23,8 @@ Idempotent: a row that exists is kept, a mailbox that holds messages in the data
 skipped (each mailbox is copied in one transaction: all or nothing), a queued message already
 there is skipped; a run cut short is completed by running it again. Each mailbox prints a
 progress line. Then every mailbox, account and queued message is compared (``--verify-only``
-does just that): UIDVALIDITY, each message's UID, flags, size and INTERNALDATE, and each
-METADATA entry's value. The exit status is 1 when something differs. Finally set ``[store]
+does just that): UIDVALIDITY, each message's UID, flags, size and INTERNALDATE, each
+METADATA entry's value and each grant of access. The exit status is 1 when something differs. Finally set ``[store]
 backend``, ``[store] accounts`` and ``[queue] backend`` to ``"postgres"`` and start the server.
 """
 
@@ -202,7 +203,7 @@ def _copy_mail(source: Any, target: Any, users: list[str], quiet: bool) -> dict[
     from txmailhost.store.restore import IMailboxRestore
 
     restorer = IMailboxRestore(target)
-    done = {"mailboxes": 0, "messages": 0, "skipped": 0, "metadata": 0}
+    done = {"mailboxes": 0, "messages": 0, "skipped": 0, "metadata": 0, "acl": 0}
     for user in users:
         there = set(result_of(target.list_mailboxes(user)))
         for name in result_of(source.list_mailboxes(user)):
@@ -226,6 +227,10 @@ def _copy_mail(source: Any, target: Any, users: list[str], quiet: bool) -> dict[
         subscribed = set(result_of(source.subscriptions(user)))
         for name in set(result_of(target.subscriptions(user))) | subscribed:
             result_of(target.subscribe(user, name, name in subscribed))
+        granted = _copy_acls(source, target, user)
+        if granted:
+            done["acl"] += granted
+            _progress(quiet, f"acl: {user}: {granted} access right{'' if granted == 1 else 's'}")
         entries = _copy_metadata(source, target, user)
         if entries:
             done["metadata"] += entries
@@ -257,6 +262,33 @@ def _copy_metadata(source: Any, target: Any, user: str) -> int:
         if changes:
             result_of(target.set_metadata(user, name, changes))
             copied += len(changes)
+    return copied
+
+
+def _acls_of(source: Any, target: Any, user: str) -> Iterator[tuple[str, Any, Any]]:
+    """(mailbox, its access control list here, the database's) for each of the user's
+    mailboxes in both; nothing when either store keeps no ACLs (RFC 4314)."""
+    from txmailhost.store.interfaces import IAclStore
+
+    if not (IAclStore.providedBy(source) and IAclStore.providedBy(target)):
+        return
+    there = set(result_of(target.list_mailboxes(user)))
+    for name in result_of(source.list_mailboxes(user)):
+        if name in there:
+            yield name, result_of(source.get_acl(user, name)), result_of(target.get_acl(user, name))
+
+
+def _copy_acls(source: Any, target: Any, user: str) -> int:
+    """Grant in the database what the user's mailboxes grant here (another user, a group
+    identifier, ``anyone``), where the database lacks it or grants otherwise; how many.
+    Grants only the database has are kept (as rows are). Without this, shared folders
+    stopped being shared the day the installation moved."""
+    copied = 0
+    for name, mine, theirs in _acls_of(source, target, user):
+        for identifier, rights in mine.items():
+            if theirs.get(identifier) != rights:
+                result_of(target.set_acl(user, name, identifier, rights))
+                copied += 1
     return copied
 
 
@@ -326,6 +358,9 @@ def _verify(
                 )
         if set(result_of(source.subscriptions(user))) != set(result_of(target.subscriptions(user))):
             problems.append(f"{user}: subscriptions differ")
+        for name, mine, theirs in _acls_of(source, target, user):
+            if wrong := sorted(i for i, rights in mine.items() if theirs.get(i) != rights):
+                problems.append(f"{user}/{name}: access rights differ: {', '.join(wrong)}")
         for name, mine, theirs in _metadata_of(source, target, user):
             if wrong := sorted(e for e, value in mine.items() if theirs.get(e) != value):
                 where = f"{user}/{name}" if name is not None else f"{user} (server entries)"
