@@ -36,6 +36,22 @@ def installation(tmp_path) -> tuple[str, list]:
     return data, [snapshot.uidvalidity, [(m.uid, sorted(m.flags)) for m in snapshot.messages]]
 
 
+def rerun_copies_nothing_and_verify_notices(
+    argv: list[str], capsys, progress: str, tamper: list[str], mismatches: list[str]
+) -> None:
+    """A second run prints no ``progress`` line (nothing copied again); after ``tamper``
+    (SQL on the database), ``--verify-only`` fails naming each of ``mismatches``."""
+    assert main(argv) == 0
+    assert progress not in capsys.readouterr().out
+    with psycopg.connect(argv[argv.index("--dsn") + 1]) as conn:
+        for statement in tamper:
+            conn.execute(statement)
+    assert main([*argv, "--verify-only"]) == 1
+    out = capsys.readouterr().out
+    for mismatch in mismatches:
+        assert f"MISMATCH: {mismatch}" in out
+
+
 def test_mail_keeps_its_uids_and_a_rerun_copies_nothing(tmp_path, postgres_dsn, capsys):  # noqa: F811
     data, (uidvalidity, messages) = installation(tmp_path)
     assert messages == [(1, ["$Label1", "\\Seen"]), (3, ["\\Flagged"])]
@@ -171,15 +187,19 @@ def test_metadata_entries_move_into_the_database_once_and_are_verified(
         }
     finally:
         store.close()
-    assert main(argv) == 0
-    assert "metadata:" not in capsys.readouterr().out
-    with psycopg.connect(postgres_dsn) as conn:
-        conn.execute("UPDATE mailbox_metadata SET value = 'blue' WHERE entry LIKE '%color'")
-        conn.execute("DELETE FROM server_metadata")
-    assert main([*argv, "--verify-only"]) == 1
-    out = capsys.readouterr().out
-    assert f"MISMATCH: {ALICE}/Projects: METADATA entries differ: /private/vendor/x/color" in out
-    assert f"MISMATCH: {ALICE} (server entries): METADATA entries differ: /private/comment" in out
+    rerun_copies_nothing_and_verify_notices(
+        argv,
+        capsys,
+        "metadata:",
+        [
+            "UPDATE mailbox_metadata SET value = 'blue' WHERE entry LIKE '%color'",
+            "DELETE FROM server_metadata",
+        ],
+        [
+            f"{ALICE}/Projects: METADATA entries differ: /private/vendor/x/color",
+            f"{ALICE} (server entries): METADATA entries differ: /private/comment",
+        ],
+    )
 
 
 def test_access_rights_move_into_the_database_once_and_are_verified(
@@ -213,12 +233,16 @@ def test_access_rights_move_into_the_database_once_and_are_verified(
         assert shared, "the database's index of shared mailboxes doesn't name Team for bob"
     finally:
         store.close()
-    assert main(argv) == 0
-    assert "acl:" not in capsys.readouterr().out
-    with psycopg.connect(postgres_dsn) as conn:
-        conn.execute("UPDATE mailbox_acl SET rights = 'l' WHERE identifier = 'anyone'")
-        conn.execute("DELETE FROM mailbox_acl WHERE identifier = 'carol@example.test'")
-    assert main([*argv, "--verify-only"]) == 1
-    out = capsys.readouterr().out
-    assert f"MISMATCH: {ALICE}/Team: access rights differ: anyone" in out
-    assert f"MISMATCH: {ALICE}/INBOX: access rights differ: carol@example.test" in out
+    rerun_copies_nothing_and_verify_notices(
+        argv,
+        capsys,
+        "acl:",
+        [
+            "UPDATE mailbox_acl SET rights = 'l' WHERE identifier = 'anyone'",
+            "DELETE FROM mailbox_acl WHERE identifier = 'carol@example.test'",
+        ],
+        [
+            f"{ALICE}/Team: access rights differ: anyone",
+            f"{ALICE}/INBOX: access rights differ: carol@example.test",
+        ],
+    )
