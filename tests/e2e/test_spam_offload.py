@@ -107,7 +107,6 @@ def test_killing_the_scoring_process_under_load_refuses_and_loses_nothing(server
         imap.logout()
     assert delivered == len(load.acked)  # every 250 was delivered, each once
     assert unscored == 0  # and every message was scored, in the child or in the thread
-    assert "spam: the scoring process failed" in server.log()
 
 
 def test_the_scoring_process_ends_with_a_killed_server(server):
