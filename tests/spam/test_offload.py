@@ -235,3 +235,41 @@ def test_frames_come_whole_however_the_octets_arrive():
     with pytest.raises(EOFError):
         reader.read()
     ours.close()
+
+
+def test_answers_to_requests_that_came_together_go_out_together(tmp_path):
+    """Requests queued behind each other are answered in one write (``MAX_HELD_ANSWERS`` at
+    most), in order; a request alone is answered at once."""
+    import json
+    import socket
+    import threading
+
+    from txmailhost.spam import scorechild
+
+    ours, theirs = socket.socketpair()
+    server = threading.Thread(
+        target=scorechild.serve, args=(theirs, Scorer(trained_store(tmp_path), "mx")), daemon=True
+    )
+    server.start()
+    reader = frames.Frames(ours)
+    assert reader.read() == b"ready"
+
+    def request(message: bytes) -> tuple[bytes, ...]:
+        head, body, truncated = read_capped(io.BytesIO(message))
+        owners = ["alice@example.test"]
+        header = {"owners": owners, "sender": None, "connection": [], "truncated": truncated}
+        return (json.dumps(header).encode(), head, body)
+
+    frames.send(ours, *request(HAM))  # alone: answered without waiting for more
+    ours.settimeout(20)
+    assert json.loads(reader.read())["scores"][0][0] < 5
+    assert not reader.buffered()
+    batch = [SPAM, HAM, SPAM, HAM, SPAM, HAM]
+    frames.send(ours, *[part for message in batch for part in request(message)])
+    totals = [json.loads(reader.read())["scores"][0][0]]
+    assert reader.buffered()  # the next answers came in the same write
+    totals += [json.loads(reader.read())["scores"][0][0] for _ in batch[1:]]
+    assert [total >= 5 for total in totals] == [True, False] * 3
+    ours.close()
+    server.join(20)
+    assert not server.is_alive()
