@@ -8,6 +8,7 @@ the socket.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import select
 import signal
@@ -20,6 +21,7 @@ from txmailhost.spam.frames import IDLE, Frames, rule_as_list, rule_from_list, s
 from txmailhost.spam.sample import sample_of_bytes
 from txmailhost.spam.scorer import Scorer
 
+GC_THRESHOLD = 70_000  # allocations between the collector's runs (Python's default: 700)
 MAX_HELD_ANSWERS = 4  # answers held back while requests are queued (each waits < 1 ms more)
 
 
@@ -79,6 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=args.fd)
     store = TokenStore(args.store, args.min_messages, args.max_tokens, args.max_age_days)
+    # Scoring a message makes thousands of short-lived objects and almost no cycles: the
+    # collector ran every 700 allocations, each time also looking over the modules imported
+    # (6-12% of the time scoring took, bench message and corpus). The objects there now stay out of
+    # its way (``freeze``) and it runs a hundred times less often.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 20, 20)
     try:
         serve(sock, Scorer(store, args.authserv_id), args.max_idle)
     finally:
