@@ -88,7 +88,7 @@ def test_the_store_combines_pairs_of_words_apart(tmp_path, monkeypatch):
         return 0.5
 
     monkeypatch.setattr(bayes, "combine", combine_spy)
-    store.judge(["u"], words | pairs | {"unknown", "bi:never seen"})
+    store.judge("u", words | pairs | {"unknown", "bi:never seen"})
     assert seen == [(10, 10)]
 
 
@@ -104,22 +104,22 @@ def trained(tmp_path, min_messages: int = 5) -> TokenStore:
 
 def test_a_trained_user_judges_new_mail(tmp_path):
     store = trained(tmp_path)
-    spam = store.judge(["alice@example.test"], toks("cheap viagra pills today", "cheap pills"))
-    ham = store.judge(["alice@example.test"], toks("project meeting agenda", "project notes"))
+    spam = store.judge("alice@example.test", toks("cheap viagra pills today", "cheap pills"))
+    ham = store.judge("alice@example.test", toks("project meeting agenda", "project notes"))
     assert spam is not None and spam.probability > 0.9 and spam.owner == "alice@example.test"
     assert ham is not None and ham.probability < 0.1
 
 
 def test_an_untrained_user_falls_back_to_the_global_counts(tmp_path):
     store = trained(tmp_path)
-    judged = store.judge(["bob@example.test"], toks("cheap viagra pills", "cheap pills"))
+    judged = store.judge("bob@example.test", toks("cheap viagra pills", "cheap pills"))
     assert judged is not None and judged.owner == GLOBAL and judged.probability > 0.9
     assert store.totals(GLOBAL) == (6, 6)
 
 
 def test_too_little_training_says_nothing(tmp_path):
     store = trained(tmp_path, min_messages=50)
-    assert store.judge(["alice@example.test"], toks("cheap viagra")) is None
+    assert store.judge("alice@example.test", toks("cheap viagra")) is None
 
 
 def test_a_message_is_learned_once_and_can_change_sides(tmp_path):
@@ -195,7 +195,7 @@ def test_a_store_trained_before_versions_is_reported_as_version_1(tmp_path):
     assert store.trained_tokenizer() == 1
     store.learn("bob@example.test", "d2", {"b"}, False)  # later learning keeps the record
     assert store.trained_tokenizer() == 1
-    assert store.judge(["bob@example.test"], {"a"}) is None  # still judges (too little here)
+    assert store.judge("bob@example.test", {"a"}) is None  # still judges (too little here)
     store.close()
 
 
@@ -261,5 +261,5 @@ def test_scoring_a_message_takes_two_statements_whatever_its_size(tmp_path):
     score = scorer.score(sample_of(io.BytesIO(message.encode())), "alice@example.test")
     assert score.bayes is not None and score.bayes > 0.9
     assert len(statements) == 2, statements
-    judged = store.judge(["alice@example.test"], tokens(sample_of(io.BytesIO(message.encode()))))
+    judged = store.judge("alice@example.test", tokens(sample_of(io.BytesIO(message.encode()))))
     assert judged is not None and judged.probability == pytest.approx(score.bayes)

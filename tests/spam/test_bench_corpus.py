@@ -48,7 +48,7 @@ def test_in_memory_probabilities_are_the_stores(tmp_path):
     for group in spam_eval.TEST_GROUPS:
         for m, (probability, _rules) in zip(test[group], judged[group], strict=True):
             found = tokens(sample_of(io.BytesIO(m)))
-            assert store.judge(["u"], found).probability == pytest.approx(probability)
+            assert store.judge("u", found).probability == pytest.approx(probability)
     assert min(p for p, _r in judged["spam-2"]) > 0.9 > max(p for p, _r in judged["easy-ham-2"])
 
 

@@ -316,19 +316,11 @@ class TokenStore:
         )
         return (row[0], row[1]) if row else (0, 0)
 
-    def judge(
-        self, owners: Iterable[str], found: set[str] | Callable[[], set[str]]
-    ) -> Judgement | None:
-        """The first of ``owners`` (then the global set) trained enough judges ``found``;
-        None when none is (the classifier then says nothing). ``found`` may be a function
-        giving the tokens: they are then made only when someone is trained (a third of the
-        score's cost for a 4 KiB message)."""
-        for owner in [*owners, GLOBAL]:
-            nspam, nham = self.totals(owner)
-            if nspam >= self.min_messages and nham >= self.min_messages:
-                tokens = found() if callable(found) else found
-                return Judgement(self._probability(owner, tokens, nspam, nham), owner)
-        return None
+    def judge(self, owner: str | None, found: set[str]) -> Judgement | None:
+        """``owner``'s counts judge ``found`` when trained enough, else the global ones; None
+        when neither is (the classifier then says nothing). What scoring does in two steps
+        (``standing``, then ``judge_standing``), for callers that have only the tokens."""
+        return self.judge_standing(owner, self.standing(owner, ()), lambda: found)
 
     def standing(self, owner: str | None, addresses: Iterable[str]) -> Standing:
         """What scoring a message for ``owner`` reads besides the token counts — both sets of
