@@ -343,3 +343,25 @@ def test_idle_still_reads_done_once_the_client_catches_up(alice):
     assert alice.cmd("DONE") == b""  # not read while the client isn't reading
     pressure.resumeProducing()  # the client read what piled up
     assert alice.take() == b"i OK IDLE terminated\r\n"
+
+
+def test_a_fetch_stops_when_the_client_goes(alice, world):
+    """A client that asks for every body and goes away while the replies wait to be read
+    leaves the rest unread: the FETCH stops at the batch it was writing (the messages it
+    never sent stay unseen) instead of rendering the mailbox for nobody."""
+    from tests.imap.support import deliver
+    from txmailhost.imap.messages import CONTENT_BATCH
+
+    for i in range(CONTENT_BATCH * 2 + 10):
+        deliver(world, ALICE, b"Subject: m%d\r\n\r\nbody %d\r\n" % (i, i))
+    assert b"s OK" in alice.cmd("s SELECT INBOX")
+    alice.transport.producer.pauseProducing()  # the client isn't reading
+    reply = alice.cmd("f FETCH 1:* (BODY[])")
+    assert reply.count(b"* ") == CONTENT_BATCH and b"f OK" not in reply
+    alice.close()  # it went
+    other = Session(make_factory(world))
+    other.login()
+    other.cmd("s SELECT INBOX")
+    seen = other.cmd("t SEARCH SEEN").split(b"\r\n")[0].split()[2:]
+    assert len(seen) == CONTENT_BATCH
+    other.close()

@@ -338,8 +338,6 @@ class MessageCommands:
                     self.write(chunk)
                     self.flush()
                     await self.drained()
-                    if self.lost:
-                        return
         finally:
             file.close()
 

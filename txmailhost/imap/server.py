@@ -77,6 +77,10 @@ IN_MEMORY_LITERAL = 256 * 1024  # larger APPEND literals go to a file in the sta
 DISCARD_LIMIT_FACTOR = 2  # an oversized {n+} up to this many times the limit is read and dropped
 
 
+class Gone(Exception):
+    """The client went while its command was writing replies (``drained``)."""
+
+
 @dataclass(frozen=True)
 class Command:
     """How a verb is run: its handler, the states allowing it, whether ``UID`` may prefix it and
@@ -261,9 +265,13 @@ class IMAPServer(
 
     async def drained(self) -> None:
         """Wait until the client has read what the transport holds (a slow reader can't make
-        the server buffer a whole FETCH 1:* of bodies; see ``OutputPressure``)."""
+        the server buffer a whole FETCH 1:* of bodies; see ``OutputPressure``). ``Gone`` when
+        the client has gone: a long FETCH stops there rather than reading and rendering the
+        rest of the mailbox for nobody (``_run`` ends a command of a lost session quietly)."""
         while self._pressure.blocked and not self.lost:
             await self._pressure.wait()
+        if self.lost:
+            raise Gone()
 
     def _output_drained(self) -> None:
         """The client has read the replies that piled up: take its next command (or the line
