@@ -263,3 +263,16 @@ def test_scoring_a_message_takes_two_statements_whatever_its_size(tmp_path):
     assert len(statements) == 2, statements
     judged = store.judge("alice@example.test", tokens(sample_of(io.BytesIO(message.encode()))))
     assert judged is not None and judged.probability == pytest.approx(score.bayes)
+
+
+def test_the_scoring_process_reads_its_store_through_a_mapping(tmp_path):
+    """``mmap_size`` reaches SQLite (the scoring process's store); the server's own stores
+    keep SQLite's page cache, so the file's pages don't count in the server's memory."""
+    from txmailhost.spam.sqlitedb import MMAP_SIZE
+
+    mapped = TokenStore(str(tmp_path / "a.sqlite"), mmap_size=MMAP_SIZE)
+    plain = TokenStore(str(tmp_path / "b.sqlite"))
+    assert mapped._db().execute("PRAGMA mmap_size").fetchone()[0] == MMAP_SIZE
+    assert plain._db().execute("PRAGMA mmap_size").fetchone()[0] == 0
+    mapped.learn("u", "d1", {"cheap", "pills"}, True)
+    assert TokenStore(mapped.path).totals("u") == (1, 0)  # the same file either way

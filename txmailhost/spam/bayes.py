@@ -194,7 +194,10 @@ class TokenStore:
         max_tokens: int = 2_000_000,
         max_age_days: float = 180.0,
         tokenizer_version: int = TOKENIZER_VERSION,
+        mmap_size: int = 0,
     ) -> None:
+        """``mmap_size``: octets of the file read through a mapping (``sqlitedb``); the
+        scoring process's store, which does nothing else, reads it so."""
         self.path = path
         self.min_messages = min_messages
         self.max_tokens = max_tokens
@@ -202,6 +205,7 @@ class TokenStore:
         self._local = threading.local()
         self._learned_since_expiry = 0
         self.tokenizer_version = tokenizer_version
+        self.mmap_size = mmap_size
 
     def trained_tokenizer(self) -> int | None:
         """The tokenizer version the counts were first learned with (None: nothing learned,
@@ -215,7 +219,7 @@ class TokenStore:
         return 1 if self.totals(GLOBAL) != (0, 0) else None
 
     def _db(self) -> sqlite3.Connection:
-        return thread_connection(self._local, self.path, _SCHEMA)
+        return thread_connection(self._local, self.path, _SCHEMA, self.mmap_size)
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)

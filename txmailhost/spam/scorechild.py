@@ -20,6 +20,7 @@ from txmailhost.spam.bayes import TokenStore
 from txmailhost.spam.frames import IDLE, Frames, rule_as_list, rule_from_list, send
 from txmailhost.spam.sample import sample_of_bytes
 from txmailhost.spam.scorer import Scorer
+from txmailhost.spam.sqlitedb import MMAP_SIZE
 
 GC_THRESHOLD = 70_000  # allocations between the collector's runs (Python's default: 700)
 MAX_HELD_ANSWERS = 4  # answers held back while requests are queued (each waits < 1 ms more)
@@ -80,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     # server does (the end of its socket), not with a traceback of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=args.fd)
-    store = TokenStore(args.store, args.min_messages, args.max_tokens, args.max_age_days)
+    store = TokenStore(
+        args.store, args.min_messages, args.max_tokens, args.max_age_days, mmap_size=MMAP_SIZE
+    )
     # Scoring a message makes thousands of short-lived objects and almost no cycles: the
     # collector ran every 700 allocations, each time also looking over the modules imported
     # (6-12% of the time scoring took, bench message and corpus). The objects there now stay out of
