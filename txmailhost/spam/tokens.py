@@ -138,6 +138,7 @@ _CAPS_IN_CLASSES = re.compile(rb" AAAA{0,9} ")
 _MONEY = re.compile(r"[$€£]\s?\d[\d,]*(?:\.\d\d)?|\d+%")
 _MONEY_SIGNS = "$€£%"  # no sum of money without one of these: the scan is skipped
 _SUBJECT_PUNCT = re.compile(r"[!$?*%#]{2,}|[!$?]")
+_PATH_PIECE = re.compile(r"[^/?#&=]*")  # a URL path's first piece (``url-path:``)
 
 _WHOLE_VALUES = frozenset(
     {
@@ -183,9 +184,9 @@ def tokens(sample: Sample) -> set[str]:
         add("subject:punct:" + run[:4])
     for word in _caps(subject):
         add("subject:CAPS:" + word)
-    letters = sum(c.isalpha() for c in subject)
+    letters = sum(map(str.isalpha, subject))
     if letters:
-        add(f"subject:upper:{10 * sum(c.isupper() for c in subject) // letters}")
+        add(f"subject:upper:{10 * sum(map(str.isupper, subject)) // letters}")
     sender = sample.header("from")
     if sender:
         display, address = email.utils.parseaddr(sender)
@@ -207,7 +208,7 @@ def tokens(sample: Sample) -> set[str]:
         add("html:hidden")
     if sample.images:
         add("html:images")
-    for url in sample.urls[:200]:
+    for url in dict.fromkeys(sample.urls[:200]):  # a link given again has its tokens in
         take(_url_tokens(url))
     text = sample.text
     lowered = text.lower()
@@ -319,7 +320,7 @@ def _url_tokens(url: str) -> list[str]:
     host = host.rpartition("@")[2].split(":")[0]
     labels = [label for label in host.split(".") if label]
     out = ["url:" + ".".join(labels[i:]) for i in range(max(0, len(labels) - 4), len(labels) - 1)]
-    first = re.split(r"[/?#&=]", path, maxsplit=1)[0]
+    first = _PATH_PIECE.match(path).group()
     if first:
         out.append("url-path:" + first[:30])
     return out
