@@ -116,3 +116,21 @@ def test_tokens_are_those_of_the_general_paths_in_the_same_order(raw, monkeypatc
     assert fast == general
     assert list(fast) == list(general)  # the same set, built in the same order
     assert len(fast) <= tokens_module.MAX_TOKENS
+
+
+def test_remembered_header_words_and_sender_are_those_computed_afresh():
+    long_name = "Very " * 60  # a display name past _REMEMBERED_CHARS: not remembered
+    raws = [
+        message("body", subject="Same SUBJECT"),
+        message("body", subject="Same SUBJECT").replace(b"A B <a@", f"{long_name}<a@".encode()),
+    ]
+    for raw in raws:
+        sample = sample_of(io.BytesIO(raw))
+        tokens_module._remembered_words.cache_clear()
+        tokens_module._remembered_sender.cache_clear()
+        afresh = tokens(sample)
+        remembered = tokens(sample)  # this time from what was remembered
+        assert remembered == afresh
+        assert list(remembered) == list(afresh)
+    assert "from:name:very" in afresh
+    assert tokens_module._remembered_words.cache_info().hits > 0

@@ -43,6 +43,7 @@ until retrained: ``TokenStore`` records the version it was trained with.
 from __future__ import annotations
 
 import email.utils
+import functools
 import re
 from collections.abc import Callable, Collection
 from itertools import repeat
@@ -138,6 +139,11 @@ _CAPS_IN_CLASSES = re.compile(rb" AAAA{0,9} ")
 _MONEY = re.compile(r"[$€£]\s?\d[\d,]*(?:\.\d\d)?|\d+%")
 _MONEY_SIGNS = "$€£%"  # no sum of money without one of these: the scan is skipped
 _SUBJECT_PUNCT = re.compile(r"[!$?*%#]{2,}|[!$?]")
+# Header values repeat from one message to the next (a sender's address, a list's or a mail
+# program's fields, "1.0"): the words and the sender's address of values up to this long are
+# remembered, the last ones of this many values.
+_REMEMBERED_CHARS = 256
+_REMEMBERED = 4096
 _PATH_PIECE = re.compile(r"[^/?#&=]*")  # a URL path's first piece (``url-path:``)
 
 _WHOLE_VALUES = frozenset(
@@ -189,7 +195,7 @@ def tokens(sample: Sample) -> set[str]:
         add(f"subject:upper:{10 * sum(map(str.isupper, subject)) // letters}")
     sender = sample.header("from")
     if sender:
-        display, address = email.utils.parseaddr(sender)
+        display, address = _sender(sender)
         address = address.lower()
         add("from:addr:" + address)
         add("from:domain:" + address.rpartition("@")[2])
@@ -213,14 +219,10 @@ def tokens(sample: Sample) -> set[str]:
     text = sample.text
     lowered = text.lower()
     words = _all_words(lowered)  # once, for the words and (mostly) for the pairs
-    distinct = set(words)
-    take(_kept(distinct))
+    take(_kept(set(words)))
     # pairs come from the first BIGRAM_CHARS characters of the text
-    if len(text) <= BIGRAM_CHARS:
-        take(_pairs(words, distinct))
-    else:
-        paired = _all_words(text[:BIGRAM_CHARS].lower())
-        take(_pairs(paired, set(paired)))
+    paired = words if len(text) <= BIGRAM_CHARS else _all_words(text[:BIGRAM_CHARS].lower())
+    take(_pairs(paired))
     take(["CAPS:" + word for word in _caps(text)])
     if any(sign in text for sign in _MONEY_SIGNS):
         for amount in set(_MONEY.findall(text)):
@@ -278,19 +280,38 @@ def _kept(distinct: set[str]) -> list[str]:
     ]
 
 
-def _words(text: str) -> list[str]:
-    """The word tokens of ``text`` (header values, the subject, a display name)."""
-    return _kept(set(_all_words(text.lower())))
+def _words(text: str) -> tuple[str, ...]:
+    """The word tokens of ``text`` (header values, the subject, a display name); a short
+    text's are remembered (``_REMEMBERED_CHARS``)."""
+    if len(text) <= _REMEMBERED_CHARS:
+        return _remembered_words(text)
+    return tuple(_kept(set(_all_words(text.lower()))))
 
 
-def _pairs(words: list[str], distinct: Collection[str]) -> set[str]:
+@functools.lru_cache(maxsize=_REMEMBERED)
+def _remembered_words(text: str) -> tuple[str, ...]:
+    """``_words`` of a short text, computed once: the same tuple, in the same order."""
+    return tuple(_kept(set(_all_words(text.lower()))))
+
+
+def _sender(value: str) -> tuple[str, str]:
+    """``email.utils.parseaddr`` of a From field's value (a short one's remembered)."""
+    if len(value) <= _REMEMBERED_CHARS:
+        return _remembered_sender(value)
+    return email.utils.parseaddr(value)
+
+
+@functools.lru_cache(maxsize=_REMEMBERED)
+def _remembered_sender(value: str) -> tuple[str, str]:
+    return email.utils.parseaddr(value)
+
+
+def _pairs(words: list[str]) -> set[str]:
     """Neighbouring words as ``bi:first second`` (CRM114's and SpamBayes's experimental
     bigrams): every word, short ones too, a long one as ``skip``; the phrases spam repeats
-    ("click here", "to be removed") say more than their words. ``distinct`` holds the words'
-    distinct values: when none is longer than 12 the words are paired as they are."""
-    if max(map(len, distinct), default=0) > 12:
-        words = [w if len(w) <= 12 else "skip" for w in words]
-    return {f"bi:{a} {b}" for a, b in zip(words, words[1:], strict=False)}
+    ("click here", "to be removed") say more than their words."""
+    shown = [w if len(w) <= 12 else "skip" for w in words]
+    return {f"{PAIR_PREFIX}{a} {b}" for a, b in zip(shown, shown[1:], strict=False)}
 
 
 def _caps(text: str) -> set[str]:
@@ -308,8 +329,9 @@ def _caps(text: str) -> set[str]:
     first = _CAPS_IN_CLASSES.search(b" " + classes + b" ")
     if first is None:
         return set()
-    # the match starts at the space before the word: the text's index of the word's first
-    # letter; no capital word starts before it, and none ends after it that started before
+    # the match starts at its leading space, the text's index of the word's first letter: the
+    # classes show every upper-case word, so there is none before (and no run of capitals
+    # goes across that non-word character)
     return {run for run in _CAPS_WORD.findall(text, first.start()) if len(run) <= 12}
 
 
