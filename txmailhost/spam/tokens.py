@@ -143,7 +143,7 @@ _SUBJECT_PUNCT = re.compile(r"[!$?*%#]{2,}|[!$?]")
 # program's fields, "1.0"): the words and the sender's address of values up to this long are
 # remembered, the last ones of this many values.
 _REMEMBERED_CHARS = 256
-_REMEMBERED = 4096
+_REMEMBERED = 1024  # at most about 3 MB of remembered words
 _PATH_PIECE = re.compile(r"[^/?#&=]*")  # a URL path's first piece (``url-path:``)
 
 _WHOLE_VALUES = frozenset(
