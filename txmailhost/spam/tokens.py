@@ -43,8 +43,9 @@ until retrained: ``TokenStore`` records the version it was trained with.
 from __future__ import annotations
 
 import email.utils
+import functools
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from itertools import repeat
 
 from txmailhost.spam.sample import Sample
@@ -59,6 +60,27 @@ PAIR_PREFIX = "bi:"  # of the pairs' tokens (``bayes.combine`` takes fewer of th
 # ``[^\W_][\w'$€£%.-]*[^\W_]|[^\W_]``, which backtracks at every word and took twice as long.
 _RUN = re.compile(r"[\w'$€£%.-]+")
 _EDGE = "_'$€£%.-"
+
+
+def _latin1_table(keep: Callable[[str], str]) -> bytes:
+    """A ``bytes.translate`` table of the 256 Latin-1 characters, each to ``keep(char)``.
+
+    Text of Latin-1 characters only (most mail: ASCII plus a no-break space or an accent) is
+    classified by one ``translate`` over its bytes instead of a regular expression's step per
+    character; the tables are made from the expressions themselves, so they agree with them.
+    """
+    return bytes(ord(keep(chr(code))) for code in range(256))
+
+
+# A word character beyond Latin-1 (matched, then looked back at: the search skips ahead to the
+# next character beyond Latin-1 at C speed).
+_BEYOND_LATIN1_WORD = re.compile(r"[^\x00-\xff](?<=\w)")
+# Characters of a run as they are, every other one a space: the runs are then ``split()``.
+_RUN_TABLE = _latin1_table(lambda char: char if _RUN.fullmatch(char) else " ")
+# Runs' characters as "e" for those ``_EDGE`` strips and "a" for the others (see ``_all_words``).
+_EDGE_TABLE = _latin1_table(
+    lambda char: "e" if char in _EDGE else "a" if _RUN.fullmatch(char) else " "
+)
 _SKIP_HEADERS = frozenset(
     {
         "received",
@@ -101,12 +123,28 @@ _VALUE_FIELDS = frozenset(  # fields whose values are split into words
         "x-originating-ip",
     }
 )
-# Upper-case words (``\b[A-Z]{3,12}\b``) are found as runs of capitals checked at both ends
-# (``_caps``): the word-boundary test at every position cost twice the scan.
-_CAPITALS = re.compile(r"[A-Z]{3,}")
+# Upper-case words (``\b[A-Z]{3,12}\b``) are found as whole runs of three or more capitals
+# (possessive: never given back) with no word character before the first (looked at once the
+# first capital has matched, so that the search still skips to the next capital at C speed)
+# nor after the last; those longer than 12 are dropped (``_caps``). The word-boundary test at
+# every position cost twice the scan, checking the runs' ends in Python half as much again.
+_CAPS_WORD = re.compile(r"[A-Z](?<!\w[A-Z])[A-Z]{2,}+(?!\w)")
+# Capitals as "A", other word characters "a", the rest a space: in these classes (with a space
+# at both ends) an upper-case word is 3 to 12 "A" between spaces, found by a search for its
+# literal " AAA" first (``_caps``).
+_CAPS_CLASS_TABLE = _latin1_table(
+    lambda char: "A" if "A" <= char <= "Z" else "a" if re.match(r"\w", char) else " "
+)
+_CAPS_IN_CLASSES = re.compile(rb" AAAA{0,9} ")
 _MONEY = re.compile(r"[$€£]\s?\d[\d,]*(?:\.\d\d)?|\d+%")
 _MONEY_SIGNS = "$€£%"  # no sum of money without one of these: the scan is skipped
 _SUBJECT_PUNCT = re.compile(r"[!$?*%#]{2,}|[!$?]")
+# Header values repeat from one message to the next (a sender's address, a list's or a mail
+# program's fields, "1.0"): the words and the sender's address of values up to this long are
+# remembered, the last ones of this many values.
+_REMEMBERED_CHARS = 256
+_REMEMBERED = 1024  # at most about 3 MB of remembered words
+_PATH_PIECE = re.compile(r"[^/?#&=]*")  # a URL path's first piece (``url-path:``)
 
 _WHOLE_VALUES = frozenset(
     {
@@ -152,12 +190,12 @@ def tokens(sample: Sample) -> set[str]:
         add("subject:punct:" + run[:4])
     for word in _caps(subject):
         add("subject:CAPS:" + word)
-    letters = sum(c.isalpha() for c in subject)
+    letters = sum(map(str.isalpha, subject))
     if letters:
-        add(f"subject:upper:{10 * sum(c.isupper() for c in subject) // letters}")
+        add(f"subject:upper:{10 * sum(map(str.isupper, subject)) // letters}")
     sender = sample.header("from")
     if sender:
-        display, address = email.utils.parseaddr(sender)
+        display, address = _sender(sender)
         address = address.lower()
         add("from:addr:" + address)
         add("from:domain:" + address.rpartition("@")[2])
@@ -176,7 +214,7 @@ def tokens(sample: Sample) -> set[str]:
         add("html:hidden")
     if sample.images:
         add("html:images")
-    for url in sample.urls[:200]:
+    for url in dict.fromkeys(sample.urls[:200]):  # a link given again has its tokens in
         take(_url_tokens(url))
     text = sample.text
     lowered = text.lower()
@@ -199,27 +237,73 @@ def is_pair(token: str) -> bool:
 
 
 def _all_words(lowered: str) -> list[str]:
-    """The words of ``lowered`` in order, repeats kept (see ``_RUN``)."""
-    return list(filter(None, map(str.strip, _RUN.findall(lowered), repeat(_EDGE))))
+    """The words of ``lowered`` in order, repeats kept (see ``_RUN``).
+
+    The same list as ``_RUN.findall`` with ``_EDGE`` stripped and empty words dropped; for
+    Latin-1 text the runs are found by ``_RUN_TABLE`` and ``split()`` (no run character is
+    white space), and strip is skipped when no run begins or ends with an ``_EDGE`` character
+    (in ``_EDGE_TABLE``'s classes: no "e" at either end or next to a space): it would give
+    back every run as it is.
+    """
+    encoded = _latin1(lowered)
+    if encoded is None:  # words beyond Latin-1: the expression itself
+        return list(filter(None, map(str.strip, _RUN.findall(lowered), repeat(_EDGE))))
+    runs = encoded.translate(_RUN_TABLE).decode("latin-1").split()
+    classes = encoded.translate(_EDGE_TABLE)
+    if b" e" in classes or b"e " in classes or classes[:1] == b"e" or classes[-1:] == b"e":
+        return list(filter(None, map(str.strip, runs, repeat(_EDGE))))
+    return runs
+
+
+def _latin1(text: str) -> bytes | None:
+    """``text`` in Latin-1 for the tables (``_RUN_TABLE``), or None when it has word
+    characters beyond Latin-1 (or "€").
+
+    Other characters beyond Latin-1 (typographic quotes and dashes, bullets, an ideographic
+    space...) only ever separate runs: they become "?", which separates them the same way.
+    """
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        if "€" in text or _BEYOND_LATIN1_WORD.search(text):
+            return None
+        return text.encode("latin-1", "replace")
 
 
 def _kept(distinct: set[str]) -> list[str]:
     """Words as tokens: 3 to 12 characters as they are, a longer one as its first letter and
     length (``skip:x 40``), shorter ones dropped."""
-    out = []
-    for word in distinct:
-        if len(word) < 3:
-            continue
-        if len(word) > 12:
-            out.append(f"skip:{word[0]} {len(word) // 10 * 10}")
-        else:
-            out.append(word)
-    return out
+    return [
+        word if len(word) <= 12 else f"skip:{word[0]} {len(word) // 10 * 10}"
+        for word in distinct
+        if len(word) >= 3
+    ]
 
 
-def _words(text: str) -> list[str]:
-    """The word tokens of ``text`` (header values, the subject, a display name)."""
-    return _kept(set(_all_words(text.lower())))
+def _words(text: str) -> tuple[str, ...]:
+    """The word tokens of ``text`` (header values, the subject, a display name); a short
+    text's are remembered (``_REMEMBERED_CHARS``)."""
+    if len(text) <= _REMEMBERED_CHARS:
+        return _remembered_words(text)
+    return tuple(_kept(set(_all_words(text.lower()))))
+
+
+@functools.lru_cache(maxsize=_REMEMBERED)
+def _remembered_words(text: str) -> tuple[str, ...]:
+    """``_words`` of a short text, computed once: the same tuple, in the same order."""
+    return tuple(_kept(set(_all_words(text.lower()))))
+
+
+def _sender(value: str) -> tuple[str, str]:
+    """``email.utils.parseaddr`` of a From field's value (a short one's remembered)."""
+    if len(value) <= _REMEMBERED_CHARS:
+        return _remembered_sender(value)
+    return email.utils.parseaddr(value)
+
+
+@functools.lru_cache(maxsize=_REMEMBERED)
+def _remembered_sender(value: str) -> tuple[str, str]:
+    return email.utils.parseaddr(value)
 
 
 def _pairs(words: list[str]) -> set[str]:
@@ -232,18 +316,23 @@ def _pairs(words: list[str]) -> set[str]:
 
 def _caps(text: str) -> set[str]:
     """The distinct words of 3 to 12 capitals A-Z standing alone (``\\b[A-Z]{3,12}\\b``: no
-    letter, digit or underscore either side)."""
-    found = set()
-    for match in _CAPITALS.finditer(text):
-        start, end = match.span()
-        if end - start > 12:
-            continue
-        if start and (text[start - 1].isalnum() or text[start - 1] == "_"):
-            continue
-        if end < len(text) and (text[end].isalnum() or text[end] == "_"):
-            continue
-        found.add(match.group())
-    return found
+    letter, digit or underscore either side), found by ``_CAPS_WORD``.
+
+    Its scan starts at the first such word of ``_CAPS_CLASS_TABLE``'s classes, and is not
+    made at all when there is none there (text without upper-case words, or whose runs of
+    capitals are all longer than 12): that search goes from one " AAA" to the next at the
+    speed of a substring search. A character beyond Latin-1 becomes "?" (not a word character)
+    there, so the classes may show a word that is not one (next to a Greek letter, say), then
+    ``_CAPS_WORD`` says, but never miss one.
+    """
+    classes = text.encode("latin-1", "replace").translate(_CAPS_CLASS_TABLE)
+    first = _CAPS_IN_CLASSES.search(b" " + classes + b" ")
+    if first is None:
+        return set()
+    # the match starts at its leading space, the text's index of the word's first letter: the
+    # classes show every upper-case word, so there is none before (and no run of capitals
+    # goes across that non-word character)
+    return {run for run in _CAPS_WORD.findall(text, first.start()) if len(run) <= 12}
 
 
 def _url_tokens(url: str) -> list[str]:
@@ -253,7 +342,7 @@ def _url_tokens(url: str) -> list[str]:
     host = host.rpartition("@")[2].split(":")[0]
     labels = [label for label in host.split(".") if label]
     out = ["url:" + ".".join(labels[i:]) for i in range(max(0, len(labels) - 4), len(labels) - 1)]
-    first = re.split(r"[/?#&=]", path, maxsplit=1)[0]
+    first = _PATH_PIECE.match(path).group()
     if first:
         out.append("url-path:" + first[:30])
     return out
