@@ -219,6 +219,7 @@ def test_host_is_urlsplits(url):
 _URL_PARTS = st.sampled_from(
     ["http", "HTTPS", "://", "//", "www.", "a", "B", "1", ".", "-", "@", ":", "80", "/", "?"]
     + ["#", "[", "]", "%", " ", "\t", "\n", "\x00", "\x7f", "\u00e9", "\uff0f", "+", "mailto:"]
+    + ["\\", "\u212a", "\r", "HtTp"]
 )
 
 
