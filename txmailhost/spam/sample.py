@@ -53,12 +53,14 @@ _URL_HERE = re.compile(r"""(?:https?://|www\.)[^\s<>"'(){}\[\]]{2,500}""", re.IG
 
 def find_urls(text: str) -> list[str]:
     """What ``_URL.finditer`` finds, in order, at a fraction of its cost: the regular
-    expression tries its word boundary at every position (~70 us for 4 KiB of text), so for
-    ASCII text (whose lower case keeps every index) only the places ``str.find`` shows
-    "http" or "www." starting are tried."""
-    if not text.isascii():
-        return [match.group(0) for match in _URL.finditer(text)]
+    expression tries its word boundary at every position (~70 us for 4 KiB of text), so only
+    the places ``str.find`` shows "http" or "www." starting in the lower-case text are tried.
+    That text keeps every index when it is as long (each character lowers to one), and no
+    character but those ASCII letters lowers to or matches (ignoring case) "h", "t", "p",
+    "w" or "." (checked over all of Unicode in the tests)."""
     lowered = text.lower()
+    if len(lowered) != len(text):
+        return [match.group(0) for match in _URL.finditer(text)]
     starts: list[int] = []
     for prefix in ("http", "www."):
         at = lowered.find(prefix)
@@ -438,18 +440,24 @@ _WS = r"[ \t\n\r\f]"
 _NAME = r"[!#-&(-.0-;?-~]+"  # printable ASCII but for white space and "'/<=>
 _VALUE = r""""[^"<>]*"|'[^'<>]*'|[^\s"'=<>`][^\s<>`]*(?!/)"""
 _SIMPLE_ATTR = re.compile(rf"{_WS}+({_NAME})(?:{_WS}*={_WS}*({_VALUE}))?")
-_SIMPLE_START = re.compile(
-    rf"<([a-zA-Z][-a-zA-Z0-9:_.]*)((?:{_WS}+{_NAME}(?:{_WS}*={_WS}*(?:{_VALUE}))?)*){_WS}*(/?)>"
+_SIMPLE_TAG = r"[a-zA-Z][-a-zA-Z0-9:_.]*"
+_SIMPLE_MARKUP = re.compile(
+    # 1: text, with any "<" that begins no markup (as the parser reads them)
+    r"([^<]*+(?:<(?![a-zA-Z/!?])[^<]*+)*+)"
+    rf"(?:<({_SIMPLE_TAG})((?:{_WS}+{_NAME}(?:{_WS}*={_WS}*(?:{_VALUE}))?)*){_WS}*(/?)>"  # 2-4
+    rf"|</({_SIMPLE_TAG})>"  # 5: end tag
+    # 6: a comment that ends at its first ">" or has no "--" inside, <!DOCTYPE ...>,
+    # <?xml ...>: nothing the handlers see
+    r"|(<!--(?!-?>)(?:[^>]*|(?:[^-]|-(?!-))*)-->|<![dD][oO][cC][tT][yY][pP][eE][^<>]*>|<\?[^<>]*>)"
+    r"|\Z)"
 )
-_SIMPLE_END = re.compile(r"</([a-zA-Z][-a-zA-Z0-9:_.]*)>")
-# A comment that ends at its first ">", <!DOCTYPE ...>, <?xml ...>: nothing the handlers see.
-_SIMPLE_OTHER = re.compile(
-    r"<!--(?!-?>)(?:[^>]*|(?:[^-]|-(?!-))*)-->|<![dD][oO][cC][tT][yY][pP][eE][^<>]*>|<\?[^<>]*>"
-)
+_START, _END = 4, 5  # what ``lastindex`` says follows the text (1: the end of it)
+
+
 # Elements whose content is text up to their end tag, as this version of the parser reads
 # them (script and style; from 3.11.13 also xmp, iframe, noembed, noframes, and title and
 # textarea with their entities read), noscript for a parser that runs scripts, and the end
-# tags they look for. ``_HTMLText._simple`` reads those whose content is the same text
+# tags they look for. ``_HTMLText._content`` reads those whose content is the same text
 # whether read as markup or not.
 _ESCAPABLE = frozenset(getattr(HTMLParser, "RCDATA_CONTENT_ELEMENTS", ()))
 _CONTENT_END = {
@@ -525,92 +533,114 @@ class _HTMLText(HTMLParser):
         """``feed(html)`` and ``close()``, at a fifth of the cost for the markup mail holds.
 
         The standard library's parser tries a dozen regular expressions per tag, parses every
-        attribute and counts lines as it goes. Here the same handlers are called with the
-        same arguments, but simple markup (see ``_SIMPLE_START``) is read by one regular
-        expression, and attributes only where the handlers look at them (``a``, ``font``, and
-        elements whose attributes say "hidden" or "style"). At the first markup that is not
-        simple, the rest of the text goes to the standard parser: it would be in the same
-        state there (outside ``<script>``/``<style>``, nothing buffered), since it splits
-        text only at ``<`` and an entity never spans one."""
-        find = html.find
-        handle_data = self.handle_data
-        i = 0
-        start = 0  # of the text not yet handled
-        while True:
-            j = find("<", i)
-            if j < 0:
-                if start < len(html):
-                    handle_data(unescape(html[start:]))
+        attribute and counts lines as it goes. Here one regular expression reads each piece
+        of simple markup (``_SIMPLE_MARKUP``) and the same handlers see the same things:
+        text (split at "<" as the parser splits it, entities read as it reads them), tags,
+        and attributes where the handlers look at them (``a``, ``font``, and elements whose
+        attributes say "hidden" or "style"); the handlers' common cases are written out in
+        the loop. At the first markup that is not simple the standard parser reads the rest:
+        it would be in the same state there (outside ``<script>``/``<style>``, nothing
+        buffered), since it splits text only at "<" and an entity never spans one."""
+        match = _SIMPLE_MARKUP.match
+        visible = self._visible
+        stack = self._stack
+        at = 0
+        end = len(html)
+        while at < end:
+            found = match(html, at)
+            if found is None:
+                self._parse(html[at:])
                 return
-            nxt = html[j + 1 : j + 2]
-            if not nxt or not (nxt.isascii() and nxt.isalpha()) and nxt not in "/!?":
-                i = j + 1  # a "<" that begins no markup is text (and ends no entity)
-                continue
-            if start < j:
-                handle_data(unescape(html[start:j]))
-            i = self._simple(html, j, nxt)
-            if i < 0:  # not simple: the standard parser reads the rest
-                self.rawdata = ""
-                HTMLParser.feed(self, html[j:])
-                HTMLParser.close(self)
-                return
-            start = i
+            data = found.group(1)
+            if data:
+                if "&" in data:
+                    data = unescape(data)
+                if self._hiding:
+                    self._hidden.append(data)
+                else:
+                    visible.append(data)
+                    if self._anchor is not None:
+                        self._anchor[1].append(data)
+            kind = found.lastindex
+            if kind == _START:
+                name, markup, closes = found.group(2, 3, 4)
+                tag = name.lower()
+                if tag in _CONTENT_END or tag == "plaintext":
+                    after = self._content(html, tag, found)
+                    if after < 0:
+                        self._parse(html[found.start(2) - 1 :])
+                        return
+                    if after > found.end():  # script or style, read to its end
+                        at = after
+                        continue
+                if markup and (
+                    tag in ("a", "font")
+                    or (
+                        tag not in _VOID
+                        and ("hidden" in markup.lower() or "style" in markup.lower())
+                    )
+                ):
+                    tag_start = found.start(2) - 1
+                    self.handle_starttag(
+                        tag, self._attributes(html[tag_start : found.end()], markup)
+                    )
+                else:  # handle_starttag(tag, []) without the call
+                    if tag == "img":
+                        self.images += 1
+                    elif tag in _BLOCK:
+                        visible.append("\n")
+                    if tag not in _VOID:
+                        stack.append((tag, False))
+                if closes:
+                    self.handle_endtag(tag)
+            elif kind == _END:
+                tag = found.group(5).lower()
+                if stack and stack[-1][0] == tag and tag != "a":
+                    self._hiding -= stack.pop()[1]  # handle_endtag(tag) without the call
+                else:
+                    self.handle_endtag(tag)
+            at = found.end()
 
-    def _simple(self, html: str, at: int, nxt: str) -> int:
-        """Handle the simple markup at ``at`` as the standard parser would; where it ends, or
-        -1 for markup that is not simple."""
-        if nxt == "/":
-            match = _SIMPLE_END.match(html, at)
-            if match is None:
-                return -1
-            self.handle_endtag(match.group(1).lower())
-            return match.end()
-        if nxt in "!?":
-            match = _SIMPLE_OTHER.match(html, at)
-            return -1 if match is None else match.end()  # comments etc. are not read
-        match = _SIMPLE_START.match(html, at)
-        if match is None:
+    def _parse(self, html: str) -> None:
+        """The standard parser's reading of ``html``, from where ``read`` got to."""
+        self.rawdata = ""
+        HTMLParser.feed(self, html)
+        HTMLParser.close(self)
+
+    def _content(self, html: str, tag: str, start: re.Match[str]) -> int:
+        """For an element whose content is text up to its end tag (in some version, see
+        ``_CONTENT_END``): where script or style ends (the handlers drop it all), the end of
+        the start tag for others whose content reads the same as text and as markup, or -1
+        for the standard parser to read (the rest of the text)."""
+        if tag == "plaintext":  # HTML5: the rest of the text is its content
             return -1
-        tag = match.group(1).lower()
-        end = match.end()
-        closes = bool(match.group(3))
-        if tag in _CONTENT_END:
-            # Read here when the first end tag is plain and the content is the same text
-            # whether read as markup or not; the parser reads the others.
-            close = _CONTENT_END[tag].search(html, end)
-            if closes or close is None or close.end() - close.start() != len(tag) + 2:
-                return -1
-            if html[close.end() : close.end() + 1] != ">":
-                return -1
-            if tag in ("script", "style"):
-                if tag == "script" and _SCRIPT_START.search(html, end, close.start()):
-                    return -1  # HTML5: "<!-- <script>" inside may hide that end tag
-                self.handle_starttag(tag, [])  # from here to the end tag, text is dropped
-                self.handle_endtag(tag)
-                return close.end() + 1
-            if html.find("<", end) != close.start():
-                return -1
-            if tag not in _ESCAPABLE and html.find("&", end, close.start()) >= 0:
-                return -1
-        elif tag == "plaintext":  # the rest of the text is its content (HTML5)
+        end = start.end()
+        close = _CONTENT_END[tag].search(html, end)
+        if start.group(4) or close is None or close.end() - close.start() != len(tag) + 2:
             return -1
-        attrs: list[tuple[str, str | None]] = []
-        markup = match.group(2)
-        if markup and (
-            tag in ("a", "font")
-            or (tag not in _VOID and ("hidden" in markup.lower() or "style" in markup.lower()))
-        ):
-            if "&" in markup:  # entities in values: as this version's parser reads them
-                attrs = _attributes(match.group(0))
-            else:
-                attrs = [
-                    (name.lower(), value[1:-1] if value[:1] in ('"', "'") else value or None)
-                    for name, value in _SIMPLE_ATTR.findall(markup)
-                ]
-        self.handle_starttag(tag, attrs)
-        if closes:
+        if html[close.end() : close.end() + 1] != ">":
+            return -1
+        if tag in ("script", "style"):
+            if tag == "script" and _SCRIPT_START.search(html, end, close.start()):
+                return -1  # HTML5: "<!-- <script>" inside may hide that end tag
+            self.handle_starttag(tag, [])  # from here to the end tag, text is dropped
             self.handle_endtag(tag)
+            return close.end() + 1
+        if html.find("<", end) != close.start():
+            return -1
+        if tag not in _ESCAPABLE and html.find("&", end, close.start()) >= 0:
+            return -1
         return end
+
+    @staticmethod
+    def _attributes(start_tag: str, markup: str) -> list[tuple[str, str | None]]:
+        """The attributes of a simple start tag, as the parser gives them."""
+        if "&" in markup:  # entities in values: as this version's parser reads them
+            return _attributes(start_tag)
+        return [
+            (name.lower(), value[1:-1] if value[:1] in ('"', "'") else value or None)
+            for name, value in _SIMPLE_ATTR.findall(markup)
+        ]
 
     def updatepos(self, i: int, j: int) -> int:
         """The parser's line counting, not done: nothing here asks where a tag was."""
