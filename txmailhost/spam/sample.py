@@ -156,9 +156,7 @@ def sample_of(stream: BinaryIO, body_cap: int = BODY_CAP) -> Sample:
 def sample_of_bytes(header: bytes, body: bytes, truncated: bool = False) -> Sample:
     sample = Sample(truncated=truncated)
     fields = _raw_fields(header)
-    message = None
-    if not any(len(value) > FIELD_CAP for _name, value in fields):
-        message = _one_part(header, body)
+    message = _one_part(header, body, fields)
     if message is None:
         message = _parsed(header, body, fields)
     headers = sample.headers
@@ -217,7 +215,7 @@ def _parsed(header: bytes, body: bytes, fields: list[tuple[str, str]]) -> Messag
 _FIELD_LINE = re.compile(r"[\041-\071\073-\176]+:")  # the feed parser's, less "From " and ":"
 
 
-def _one_part(header: bytes, body: bytes) -> Message | None:
+def _one_part(header: bytes, body: bytes, fields: list[tuple[str, str]]) -> Message | None:
     """What ``_parsed`` gives, for a one-part message whose header section is plain, built
     without the feed parser (two thirds of a 4 KiB message's parse); None for any other.
 
@@ -225,7 +223,9 @@ def _one_part(header: bytes, body: bytes) -> Message | None:
     field (name of printable ASCII, a colon: the parser's pattern) or its continuation, and
     one empty line at the end. For such a section the parser does no more than this: each
     field's lines, their line ends kept, go to the policy's ``header_source_parse`` and the
-    result to ``set_raw``; it notes no defect."""
+    result to ``set_raw``; it notes no defect. (A field longer than ``FIELD_CAP``: None.)"""
+    if any(len(value) > FIELD_CAP for _name, value in fields):
+        return None
     text = header.decode("ascii", "surrogateescape")
     if text.count("\r") != text.count("\r\n"):
         return None
