@@ -25,9 +25,9 @@ from txmailhost.spam.sample import (
     _URL,
     FIELD_CAP,
     _HTMLText,
-    _one_part,
     _parsed,
     _plain_content_fields,
+    _plain_message,
     _raw_fields,
     find_urls,
     read_capped,
@@ -231,20 +231,59 @@ def test_raw_fields_are_those_of_the_obvious_form(header):
 
 
 def _model(message) -> tuple[object, ...]:
-    """What sample.py reads of a message: its Content-* fields, payload, structure."""
+    """What sample.py reads of a message: its Content-* fields, payloads, parts."""
+    payload = message.get_payload()
     return (
         [(k, v) for k, v in message.raw_items() if k.lower().startswith("content-")],
-        message.get_unixfrom(),
-        message.get_payload(),
-        [type(defect) for defect in message.defects],
-        message.is_multipart(),
+        message.get_default_type(),
+        [_model(part) for part in payload] if message.is_multipart() else payload,
     )
+
+
+MULTIPART_BODIES = [
+    b"--b\r\nContent-Type: text/plain\r\n\r\none\r\n--b\r\n\r\ntwo\r\n--b--\r\nepilogue",
+    b"preamble\n--b\nContent-Type: text/html\n\n<p>x</p>\n\n--b \t\n\n\n--b--",
+    b"--b\r\n\r\none\r\n--b\r\n--b\r\n\r\ntwo\r\n--b--\r\n",  # two boundary lines
+    b"--b\r\n\r\none\r\n--b--x\r\n--bx\r\n-- b\r\n--b--\r\n",  # not boundaries
+    b"--b\r\nContent-Type: multipart/alternative; boundary=c\r\n\r\n--c\r\n\r\nx\r\n--c--\r\n--b--",
+    b"--b\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\nx\r\n--b--\r\n",
+    b"--b\r\nno blank line\r\n--b--\r\n",
+    b"--b\r\nContent-Type: text/plain\r\nbody without a blank line\r\n\r\nx\r\n--b--\r\n",
+    b"--b\r\n\r\nno close\r\n",
+    b"--b--\r\nclosed before a part\r\n",
+    b"no boundary at all\r\n",
+    b"--b\r\n\r\nlone\rCR\r\n--b--\r\n",
+    b"--b\r\n\r\n8-bit \xff and NUL \x00\r\n--b--",
+]
+
+
+@pytest.mark.parametrize("body", MULTIPART_BODIES)
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        b"multipart/mixed; boundary=b",
+        b'multipart/alternative; boundary="b"',
+        b"multipart/digest; boundary=b",
+    ]
+    + [b"multipart/mixed", b"multipart/mixed; boundary=b; charset=x"],
+)
+def test_a_multipart_message_is_built_as_the_mime_parser_builds_it(content_type, body):
+    header = b"Subject: x\r\nContent-Type: " + content_type + b"\r\n\r\n"
+    built = _plain_message(header, body, _raw_fields(header))
+    if built is not None:
+        assert _model(built) == _model(_parsed(header, body, _raw_fields(header)))
+
+
+def test_a_plain_multipart_message_is_built_without_the_parser():
+    header = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+    built = _plain_message(header, MULTIPART_BODIES[0], _raw_fields(header))
+    assert built is not None and len(built.get_payload()) == 2
 
 
 @pytest.mark.parametrize("header", HEADER_EDGES)
 def test_a_one_part_message_is_built_as_the_mime_parser_builds_it(header):
     body = b"line one\r\nline \xff two\r\n"
-    built = _one_part(header, body, _raw_fields(header))
+    built = _plain_message(header, body, _raw_fields(header))
     parsed = _parsed(header, body, _raw_fields(header))
     if built is not None:
         assert _model(built) == _model(parsed)
@@ -252,7 +291,7 @@ def test_a_one_part_message_is_built_as_the_mime_parser_builds_it(header):
 
 def test_a_plain_header_section_is_built_without_the_parser():
     for header in (b"Subject: x\r\n  folded\r\nContent-Type: text/plain\r\n\r\n", b"S: \xff\n\n"):
-        assert _one_part(header, b"body", _raw_fields(header)) is not None
+        assert _plain_message(header, b"body", _raw_fields(header)) is not None
 
 
 @settings(max_examples=300, deadline=None)
@@ -269,7 +308,7 @@ def test_a_plain_header_section_is_built_without_the_parser():
 def test_any_header_section_is_split_and_built_as_the_general_path_does(header):
     header, body, _truncated = read_capped(io.BytesIO(header + b"\r\n\r\nbody\r\n"))
     assert _raw_fields(header) == _raw_fields_by_regex(header)
-    built = _one_part(header, body, _raw_fields(header))
+    built = _plain_message(header, body, _raw_fields(header))
     if built is not None:
         assert _model(built) == _model(_parsed(header, body, _raw_fields(header)))
 
