@@ -283,43 +283,51 @@ def _plain_multipart(message: Message, body: bytes) -> Message | None:
     if text.count("\r") != text.count("\r\n"):
         return None
     separator = "--" + boundary
-    lines = text.split("\n")
-    ends: list[int] = []  # the boundary lines, and where the closing one is
-    closed = -1
-    for number, line in enumerate(lines):
-        if line.startswith(separator):
-            rest = line[len(separator) :].removesuffix("\r")
-            if not rest.strip(" \t"):
-                ends.append(number)
-            elif rest[:2] == "--" and not rest[2:].strip(" \t"):
-                closed = number
-                ends.append(number)
-                break
-    if closed < 0 or len(ends) < 2 or number == len(lines) - 1:  # a last line has no LF
-        return None
-    for start, end in itertools.pairwise(ends):
-        if end == start + 1:  # the parser takes boundary lines together as one
+    starts = [0] if text.startswith(separator) else []  # of lines that may be boundaries
+    found = text.find("\n" + separator)
+    while found >= 0:
+        starts.append(found + 1)
+        found = text.find("\n" + separator, found + 1)
+    bounds: list[tuple[int, int]] = []  # (start, end after the LF) of the boundary lines
+    closed = False
+    for start in starts:
+        end = text.find("\n", start) + 1
+        if not end:  # the last line has no LF
             return None
-        part = _plain_part(lines[start + 1 : end])
+        rest = text[start + len(separator) : end - 1].removesuffix("\r")
+        if not rest.strip(" \t"):
+            bounds.append((start, end))
+        elif rest[:2] == "--" and not rest[2:].strip(" \t"):
+            bounds.append((start, end))
+            closed = True
+            break
+    if not closed or len(bounds) < 2:
+        return None
+    for (_start, after), (following, _end) in itertools.pairwise(bounds):
+        if following == after:  # the parser takes boundary lines together as one
+            return None
+        part = _plain_part(text[after:following])
         if part is None:
             return None
         message.attach(part)
     return message
 
 
-def _plain_part(lines: list[str]) -> Message | None:
-    """A part of ``_plain_multipart``'s: its lines, their LF taken off."""
-    try:
-        blank = next(n for n, line in enumerate(lines) if line in ("", "\r"))
-    except StopIteration:
-        return None
-    section = "".join(line + "\n" for line in lines[: blank + 1])
-    if blank and _PLAIN_SECTION.fullmatch(section) is None:
-        return None
-    part = _content_fields_of(section)
+def _plain_part(text: str) -> Message | None:
+    """A part of ``_plain_multipart``'s, from its lines (each ending in LF)."""
+    if text.startswith(("\n", "\r\n")):  # no fields
+        body = text.index("\n") + 1
+    else:
+        blank = [at for at in (text.find("\n\n"), text.find("\n\r\n")) if at >= 0]
+        if not blank:
+            return None
+        body = text.index("\n", min(blank) + 1) + 1  # after the first empty line
+        if _PLAIN_SECTION.fullmatch(text, 0, body) is None:
+            return None
+    part = _content_fields_of(text[:body])
     if part.get_content_maintype() in ("multipart", "message"):
         return None
-    payload = "".join(line + "\n" for line in lines[blank + 1 :])
+    payload = text[body:]
     part.set_payload(payload[:-2] if payload.endswith("\r\n") else payload[:-1])
     return part
 
@@ -524,7 +532,6 @@ _SIMPLE_MARKUP = re.compile(
     r"|(<!--(?!-?>)(?:[^-]|-(?!-\s*>|-!>))*-->|<![dD][oO][cC][tT][yY][pP][eE][^<>]*>|<\?[^<>]*>)"
     r"|\Z)"
 )
-_START, _END = 4, 5  # what ``lastindex`` says follows the text (1: the end of it)
 
 
 # Elements whose content is text up to their end tag, as this version of the parser reads
@@ -538,6 +545,7 @@ _CONTENT_END = {
     for tag in {*HTMLParser.CDATA_CONTENT_ELEMENTS, *_ESCAPABLE}
 }
 _SCRIPT_START = re.compile(r"<script", re.IGNORECASE)
+_SPECIAL = frozenset({*_CONTENT_END, "plaintext"})  # start tags ``_HTMLText._content`` reads
 
 
 class _HTMLText(HTMLParser):
@@ -624,7 +632,7 @@ class _HTMLText(HTMLParser):
             if found is None:
                 self._parse(html[at:])
                 return
-            data = found.group(1)
+            data, name, markup, closes, end_tag, _other = found.groups()
             if data:
                 if "&" in data:
                     data = unescape(data)
@@ -634,11 +642,9 @@ class _HTMLText(HTMLParser):
                     visible.append(data)
                     if self._anchor is not None:
                         self._anchor[1].append(data)
-            kind = found.lastindex
-            if kind == _START:
-                name, markup, closes = found.group(2, 3, 4)
+            if name is not None:
                 tag = name.lower()
-                if tag in _CONTENT_END or tag == "plaintext":
+                if tag in _SPECIAL:
                     after = self._content(html, tag, found)
                     if after < 0:
                         self._parse(html[found.start(2) - 1 :])
@@ -666,8 +672,8 @@ class _HTMLText(HTMLParser):
                         stack.append((tag, False))
                 if closes:
                     self.handle_endtag(tag)
-            elif kind == _END:
-                tag = found.group(5).lower()
+            elif end_tag is not None:
+                tag = end_tag.lower()
                 if stack and stack[-1][0] == tag and tag != "a":
                     self._hiding -= stack.pop()[1]  # handle_endtag(tag) without the call
                 else:
