@@ -72,6 +72,8 @@ HTML_EDGES = [
     "<iframe src=x><script>inside</script></iframe>after",
     "<textarea>a &lt; b</textarea><xmp><b>raw</b></xmp><noscript>ns &amp;</noscript>",
     "<plaintext><b>the rest</b>",
+    "<p>x</p><svg><![CDATA[<b>cdata</b>]]><text>in svg</text></svg><![CDATA[y]]>after",
+    "<math><mi>x</mi></math><b>after</b>",
     "<!-- comment --><!----><!--><!--->x<!-- a -- b --><!-- c --!>d<!-- e -- >f",
     "<!DOCTYPE html PUBLIC \"-//W3C//DTD\"><?xml version='1.0'?><![if !supportLists]>x<![endif]>",
     "<!bogus comment>text<!>",

@@ -545,7 +545,10 @@ _CONTENT_END = {
     for tag in {*HTMLParser.CDATA_CONTENT_ELEMENTS, *_ESCAPABLE}
 }
 _SCRIPT_START = re.compile(r"<script", re.IGNORECASE)
-_SPECIAL = frozenset({*_CONTENT_END, "plaintext"})  # start tags ``_HTMLText._content`` reads
+# Start tags ``_HTMLText._content`` reads: those above, plaintext (HTML5: the rest is its
+# content), and svg and math, whose content is "foreign" (where later parsers read
+# <![CDATA[ ... ]]>, and may track the elements open to know it): left to the parser.
+_SPECIAL = frozenset({*_CONTENT_END, "plaintext", "svg", "math"})
 
 
 class _HTMLText(HTMLParser):
@@ -692,7 +695,7 @@ class _HTMLText(HTMLParser):
         ``_CONTENT_END``): where script or style ends (the handlers drop it all), the end of
         the start tag for others whose content reads the same as text and as markup, or -1
         for the standard parser to read (the rest of the text)."""
-        if tag == "plaintext":  # HTML5: the rest of the text is its content
+        if tag not in _CONTENT_END:  # plaintext, svg, math
             return -1
         end = start.end()
         close = _CONTENT_END[tag].search(html, end)
