@@ -691,10 +691,9 @@ class _HTMLText(HTMLParser):
         HTMLParser.close(self)
 
     def _content(self, html: str, tag: str, start: re.Match[str]) -> int:
-        """For an element whose content is text up to its end tag (in some version, see
-        ``_CONTENT_END``): where script or style ends (the handlers drop it all), the end of
-        the start tag for others whose content reads the same as text and as markup, or -1
-        for the standard parser to read (the rest of the text)."""
+        """For a start tag in ``_SPECIAL``: where script or style ends (the handlers drop it
+        all), the end of the start tag for an element whose content reads the same as text
+        and as markup, or -1 for the standard parser to read (the rest of the text)."""
         if tag not in _CONTENT_END:  # plaintext, svg, math
             return -1
         end = start.end()
