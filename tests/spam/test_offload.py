@@ -142,10 +142,11 @@ def test_a_child_that_doesnt_answer_is_ended_after_the_time_limit(tmp_path):
     process = ScoringProcess(TokenStore(store_path(str(tmp_path))), "", 0.5, start_rate=0)
     # A child that says it is ready and then never answers.
     never = (
-        "import socket,struct,sys,time; s=socket.socket(fileno=int(sys.argv[-1]));"
-        "s.sendall(struct.pack('>I',5)+b'ready'); time.sleep(60)"
+        "import socket,struct,sys,time; fds=[a[5:] for a in sys.argv if a.startswith('--fd=')];"
+        "s=socket.socket(fileno=int(fds[0])); s.sendall(struct.pack('>I',5)+b'ready');"
+        "time.sleep(60)"
     )
-    process.argv = [sys.executable, "-c", never, "--fd"]
+    process.argv = [sys.executable, "-c", never]
     wait_ready(process)
     pid = process.pid
     started = time.monotonic()
@@ -237,22 +238,24 @@ def test_frames_come_whole_however_the_octets_arrive():
     ours.close()
 
 
-def test_answers_to_requests_that_came_together_go_out_together(tmp_path):
-    """Requests queued behind each other are answered in one write (``MAX_HELD_ANSWERS`` at
-    most), in order; a request alone is answered at once."""
+def test_the_child_answers_each_channel_on_that_channel(tmp_path):
+    """Requests on several channels at once are each answered on their own channel; a
+    channel's end (the server's) ends the child."""
     import json
     import socket
     import threading
 
     from txmailhost.spam import scorechild
 
-    ours, theirs = socket.socketpair()
+    pairs = [socket.socketpair() for _ in range(3)]
+    ours = [frames.Frames(pair[0]) for pair in pairs]
     server = threading.Thread(
-        target=scorechild.serve, args=(theirs, Scorer(trained_store(tmp_path), "mx")), daemon=True
+        target=scorechild.serve,
+        args=([pair[1] for pair in pairs], Scorer(trained_store(tmp_path), "mx")),
+        daemon=True,
     )
     server.start()
-    reader = frames.Frames(ours)
-    assert reader.read() == b"ready"
+    assert ours[0].read() == b"ready"
 
     def request(message: bytes) -> tuple[bytes, ...]:
         head, body, truncated = read_capped(io.BytesIO(message))
@@ -260,16 +263,34 @@ def test_answers_to_requests_that_came_together_go_out_together(tmp_path):
         header = {"owners": owners, "sender": None, "connection": [], "truncated": truncated}
         return (json.dumps(header).encode(), head, body)
 
-    frames.send(ours, *request(HAM))  # alone: answered without waiting for more
-    ours.settimeout(20)
-    assert json.loads(reader.read())["scores"][0][0] < 5
-    assert not reader.buffered()
-    batch = [SPAM, HAM, SPAM, HAM, SPAM, HAM]
-    frames.send(ours, *[part for message in batch for part in request(message)])
-    totals = [json.loads(reader.read())["scores"][0][0]]
-    assert reader.buffered()  # the next answers came in the same write
-    totals += [json.loads(reader.read())["scores"][0][0] for _ in batch[1:]]
-    assert [total >= 5 for total in totals] == [True, False] * 3
-    ours.close()
+    for rounds in range(2):
+        sent = [SPAM, HAM, SPAM] if rounds == 0 else [HAM, HAM, SPAM]
+        for channel, message in zip(ours, sent, strict=True):
+            channel.sock.settimeout(20)
+            frames.send(channel.sock, *request(message))
+        totals = [json.loads(channel.read())["scores"][0][0] for channel in ours]
+        assert [total >= 5 for total in totals] == [m is SPAM for m in sent]
+        assert not any(channel.buffered() for channel in ours)  # one answer each
+    ours[1].sock.close()
+    server.join(20)
+    assert not server.is_alive()
+
+
+def test_an_idle_child_says_so_on_every_channel_and_ends(tmp_path):
+    import socket
+    import threading
+
+    from txmailhost.spam import scorechild
+
+    pairs = [socket.socketpair() for _ in range(2)]
+    server = threading.Thread(
+        target=scorechild.serve,
+        args=([pair[1] for pair in pairs], Scorer(None, "mx"), 0.2),
+        daemon=True,
+    )
+    server.start()
+    ours = [frames.Frames(pair[0]) for pair in pairs]
+    assert ours[0].read() == b"ready"
+    assert [channel.read() for channel in ours] == [frames.IDLE, frames.IDLE]
     server.join(20)
     assert not server.is_alive()

@@ -1,16 +1,17 @@
 """``python -m txmailhost.spam.scorechild``: the child process that scores (``offload.py``).
 
-Started by the server's ``offload.ScoringProcess`` with one end of a socket pair (``--fd``)
-and the token store's settings; it answers one request at a time until the server closes
-the socket.
+Started by the server's ``offload.ScoringProcess`` with one end of each of its channels (a
+socket pair each, ``--fd``) and the token store's settings; it answers the requests as they
+come on any channel, one at a time, until the server closes them.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
-import select
+import selectors
 import signal
 import socket
 import sys
@@ -23,53 +24,57 @@ from txmailhost.spam.scorer import Scorer
 from txmailhost.spam.sqlitedb import MMAP_SIZE
 
 GC_THRESHOLD = 70_000  # allocations between the collector's runs (Python's default: 700)
-MAX_HELD_ANSWERS = 4  # answers held back while requests are queued (each waits < 1 ms more)
 
 
-def serve(sock: socket.socket, scorer: Scorer, max_idle: float | None = None) -> None:
-    """A request in, the scores out, until the server closes the socket or nothing has
-    come for ``max_idle`` seconds (then the last frame says so: ``offload.IDLE``)."""
-    send(sock, b"ready")
-    frames = Frames(sock)
-    answers: list[bytes] = []  # not sent yet: more requests had already come
-    while True:
-        if max_idle and not frames.buffered() and not select.select([sock], [], [], max_idle)[0]:
-            send(sock, IDLE)
-            return
-        try:
-            header_octets = frames.read()
-            head = frames.read()
-            body = frames.read()
-        except EOFError:
-            return
-        try:
-            header = json.loads(header_octets)
-            sample = sample_of_bytes(head, body, bool(header["truncated"]))
-            scores = scorer.score_each(
-                sample,
-                header["owners"],
-                header["sender"],
-                [rule_from_list(r) for r in header["connection"]],
-            )
-            answer: dict[str, Any] = {
-                "scores": [
-                    [s.total, [rule_as_list(r) for r in s.hits], s.bayes, s.threshold]
-                    for s in scores
-                ]
-            }
-        except Exception as e:  # this message can't be scored here: the server scores it
-            answer = {"error": f"{type(e).__name__}: {e}"}
-        answers.append(json.dumps(answer).encode())
-        # Requests already read wait for the ones before them: their answers go out together,
-        # one system call and one wake-up of the server's reader for several messages.
-        if not frames.buffered() or len(answers) >= MAX_HELD_ANSWERS:
-            send(sock, *answers)
-            answers.clear()
+def serve(socks: list[socket.socket], scorer: Scorer, max_idle: float | None = None) -> None:
+    """A request in on any channel, its scores out on the same one, until the server closes
+    them or nothing has come for ``max_idle`` seconds (then each channel's last frame says
+    so: ``offload.IDLE``). The server sends a channel's next request only once it has the
+    answer to the last, so each request is read whole from a channel ready to be read."""
+    send(socks[0], b"ready")
+    channels = {sock.fileno(): Frames(sock) for sock in socks}
+    with selectors.DefaultSelector() as selector:
+        for sock in socks:
+            selector.register(sock, selectors.EVENT_READ)
+        while True:
+            ready = selector.select(max_idle or None)
+            if not ready:
+                for sock in socks:
+                    with contextlib.suppress(OSError):
+                        send(sock, IDLE)
+                return
+            for key, _events in ready:
+                channel = channels[key.fd]
+                try:
+                    request = (channel.read(), channel.read(), channel.read())
+                except (EOFError, OSError):
+                    return  # the server closed the channels: it ended, or ended us
+                send(channel.sock, _answer(scorer, *request))
+
+
+def _answer(scorer: Scorer, header_octets: bytes, head: bytes, body: bytes) -> bytes:
+    try:
+        header = json.loads(header_octets)
+        sample = sample_of_bytes(head, body, bool(header["truncated"]))
+        scores = scorer.score_each(
+            sample,
+            header["owners"],
+            header["sender"],
+            [rule_from_list(r) for r in header["connection"]],
+        )
+        answer: dict[str, Any] = {
+            "scores": [
+                [s.total, [rule_as_list(r) for r in s.hits], s.bayes, s.threshold] for s in scores
+            ]
+        }
+    except Exception as e:  # this message can't be scored here: the server scores it
+        answer = {"error": f"{type(e).__name__}: {e}"}
+    return json.dumps(answer).encode()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m txmailhost.spam.scorechild")
-    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--fd", type=int, action="append", required=True, help="a channel")
     parser.add_argument("--store", required=True)
     parser.add_argument("--min-messages", type=int, default=20)
     parser.add_argument("--max-tokens", type=int, default=2_000_000)
@@ -80,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C at a foreground server reaches its whole process group: the child ends when the
     # server does (the end of its socket), not with a traceback of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sock = socket.socket(fileno=args.fd)
+    socks = [socket.socket(fileno=fd) for fd in args.fd]
     store = TokenStore(
         args.store, args.min_messages, args.max_tokens, args.max_age_days, mmap_size=MMAP_SIZE
     )
@@ -92,10 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, 20, 20)
     try:
-        serve(sock, Scorer(store, args.authserv_id), args.max_idle)
+        serve(socks, Scorer(store, args.authserv_id), args.max_idle)
     finally:
         store.close()
-        sock.close()
+        for sock in socks:
+            sock.close()
     return 0
 
 
