@@ -21,10 +21,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from txmailhost.spam.htmltext import HTMLText as _HTMLText
 from txmailhost.spam.sample import (
     _URL,
     FIELD_CAP,
-    _HTMLText,
     _parsed,
     _plain_content_fields,
     _plain_message,
