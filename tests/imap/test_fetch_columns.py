@@ -1,5 +1,5 @@
-"""The index-only FETCH fast path (``fetch.render_columns`` over ``SelectedMailbox.runs``) says
-byte for byte what the general per-message renderer says, for every combination of index
+"""The index-only FETCH fast path (``fetch.column_batch`` and ``render_batch`` over
+``SelectedMailbox.runs``) says byte for byte what the general per-message renderer says, for every combination of index
 items, UID or not, \\Recent, CHANGEDSINCE and UIDs the store no longer has; and sequence sets
 name the same messages as runs as they did as (seq, uid) pairs."""
 
@@ -83,7 +83,7 @@ def batches(draw):
 
 @settings(max_examples=300, deadline=None)
 @given(batches(), st.booleans())
-def test_render_columns_says_what_the_per_message_renderer_says(batch, uid):
+def test_rendered_columns_say_what_the_per_message_renderer_says(batch, uid):
     uids, first_seq, found, text, recent = batch
     request = fetch.parse_fetch(Reader(text))
     seqs = range(first_seq, first_seq + len(uids))
@@ -97,7 +97,8 @@ def test_render_columns_says_what_the_per_message_renderer_says(batch, uid):
     left = {m.uid for m in found}
     kept_seqs = [seq for seq, u in zip(seqs, uids, strict=True) if u in left]
     expected = _per_message(kept_seqs, found, request, uid, recent)
-    got = fetch.render_columns(seqs, array("I", uids), columns, request, uid=uid, recent=recent)
+    columned = fetch.column_batch(seqs, array("I", uids), columns, request, uid=uid, recent=recent)
+    got = fetch.render_batch(columned)
     assert got == expected
 
 

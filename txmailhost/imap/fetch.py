@@ -389,20 +389,6 @@ def column_batch(
     )
 
 
-def render_columns(
-    seqs: Sequence[int],
-    wanted: Sequence[int],
-    columns: IndexColumns,
-    request: FetchRequest,
-    *,
-    uid: bool,
-    recent: Sequence[tuple[int, int]],
-) -> bytes:
-    """The FETCH responses of a batch of index-only requests: the hot path of a client resync
-    (``UID FETCH 1:* (UID FLAGS)``); ``column_batch`` then ``render_batch``."""
-    return render_batch(column_batch(seqs, wanted, columns, request, uid=uid, recent=recent))
-
-
 def render_batch(batch: ColumnBatch) -> bytes:
     """One line per message, the messages CHANGEDSINCE keeps.
 
