@@ -161,6 +161,27 @@ def test_a_child_that_doesnt_answer_is_ended_after_the_time_limit(tmp_path):
     process.close()
 
 
+def test_a_child_stuck_when_the_server_ends_is_killed(tmp_path, monkeypatch):
+    """At the server's end the child reads the end of its channels and ends; one that
+    doesn't (stuck in a message) is killed after ``STUCK_AFTER`` seconds."""
+    monkeypatch.setattr(offload, "STUCK_AFTER", 0.5)
+    process = ScoringProcess(TokenStore(store_path(str(tmp_path))), "", 5.0, start_rate=0)
+    stuck = (  # says it is ready, then neither reads nor ends
+        "import signal,socket,struct,sys,time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+        "fds=[a[5:] for a in sys.argv if a.startswith('--fd=')];"
+        "s=socket.socket(fileno=int(fds[0])); s.sendall(struct.pack('>I',5)+b'ready');"
+        "time.sleep(60)"
+    )
+    process.argv = [sys.executable, "-c", stuck]
+    wait_ready(process)
+    pid = process.pid
+    process.close()
+    deadline = time.monotonic() + 10
+    while _running(pid):
+        assert time.monotonic() < deadline, "the stuck child outlived the server"
+        time.sleep(0.05)
+
+
 def test_a_message_the_child_fails_on_is_scored_in_the_thread(child):
     with pytest.raises(OffloadError, match="KeyError"):
         child.score({"owners": [None]}, b"Subject: x\r\n\r\n", b"body")  # no "truncated"

@@ -53,7 +53,8 @@ RESTART_AFTER = 1.0  # seconds before starting another child after one ended or 
 RESTART_MAX = 300.0
 # Channels to the child: as many as the filters' threads (``service.py``), so a thread never
 # waits for one; a thread beyond them waits for a free one.
-CHANNELS = 8  # a child that can't start at all is tried at most this often
+CHANNELS = 8
+STUCK_AFTER = 5.0  # seconds a child told to end may take before it is killed  # a child that can't start at all is tried at most this often
 
 
 class OffloadError(Exception):
@@ -152,6 +153,15 @@ class _Child:
                 channel.sock.shutdown(socket.SHUT_RDWR)
         self._close_free()
         if kill:
+            with contextlib.suppress(OSError):
+                self.process.kill()
+        else:  # it ends when it reads the end of its channels; one stuck in a message is ended
+            threading.Thread(target=self._kill_if_stuck, daemon=True).start()
+
+    def _kill_if_stuck(self) -> None:
+        try:
+            self.process.wait(timeout=STUCK_AFTER)
+        except subprocess.TimeoutExpired:
             with contextlib.suppress(OSError):
                 self.process.kill()
 
