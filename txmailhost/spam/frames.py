@@ -22,9 +22,8 @@ def send(sock: socket.socket, *parts: bytes) -> None:
 
 class Frames:
     """Frames read from ``sock`` through a buffer: one ``recv`` takes whatever has arrived
-    (several answers, or a whole request, when the other side is ahead) instead of two
-    system calls per frame, each of which lets the server's GIL go and waits to get it
-    back."""
+    (a request's three frames at once, usually) instead of two system calls per frame,
+    each of which lets the server's GIL go and waits to get it back."""
 
     CHUNK = 256 * 1024
 

@@ -9,20 +9,22 @@ waited for the GIL behind it — filtering took 57% off the messages per second.
 process the score runs on another core with warm caches, and the filters' thread only
 sends the capped start of the message and waits, the GIL let go.
 
-The child (``python -m txmailhost.spam.scorechild``, ``scorechild.py``) opens the same token store (SQLite, WAL:
-the server's trainer and ``txmailhost spam train`` write it meanwhile) and answers one
-request at a time on a socket it inherits. A frame is a 4-octet big-endian length and its
-content; a request is three frames: a JSON header (owners, envelope sender, the connection rules
-already decided, whether the sample was cut short), the message's header section and the
-start of its body (``sample.read_capped``); the answer is JSON (one score per owner). JSON rather than pickle: the child parses what strangers sent
-and its answers are only data.
+The child (``python -m txmailhost.spam.scorechild``, ``scorechild.py``) opens the same token
+store (SQLite, WAL: the server's trainer and ``txmailhost spam train`` write it meanwhile)
+and answers requests on the channels it inherits (a socket pair per filter thread,
+``_Child``), one request at a time on each. A frame is a 4-octet big-endian length and its
+content; a request is three frames: a JSON header (owners, envelope sender, the connection
+rules already decided, whether the sample was cut short), the message's header section and
+the start of its body (``sample.read_capped``); the answer is JSON (one score per owner).
+JSON rather than pickle: the child parses what strangers sent and its answers are only
+data.
 
 Nothing waits for the child: it is started when messages come ``START_RATE`` a second
 or faster (below that the GIL is hardly contended), and ends after ``MAX_IDLE`` seconds
 without one. Until it has started (its imports take a few tenths of a second), and after it
 failed, the thread scores the message itself, as before, and the child is started again
-(at most once a second). When the server ends, the socket closes
-and the child, reading end of file, ends too.
+(at most once a second). When the server ends, the channels close and the child, reading
+end of file, ends too (killed after ``STUCK_AFTER`` seconds if it doesn't).
 """
 
 from __future__ import annotations
@@ -166,20 +168,10 @@ class _Child:
                 self.process.kill()
 
     def _watch(self) -> None:
+        """The process ended: on its own (for want of work, status 0; or it died), which
+        ``fail`` then records, or after ``fail``/``stop``; either way its free channels go."""
         status = self.process.wait()
-        with self._state:
-            known = self.dead
-            self.dead = True
-        if not known:  # it ended on its own: for want of work, or it died
-            if status == 0:
-                log.info("spam: the scoring process ended, idle")
-            else:
-                log.warn(
-                    "spam: the scoring process ended with status {status}; it is started again",
-                    status=status,
-                )
-            self.stop(kill=False)
-            self._ended(self)
+        self.fail("" if status == 0 else f"it ended with status {status}")
         self._close_free()
 
 

@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Scoring a message makes thousands of short-lived objects and almost no cycles: the
     # collector ran every 700 allocations, each time also looking over the modules imported
-    # (6-12% of the time scoring took, bench message and corpus). The objects there now stay out of
-    # its way (``freeze``) and it runs a hundred times less often.
+    # (6-12% of the time scoring took, bench message and corpus). The objects there now stay
+    # out of its way (``freeze``) and it runs a hundred times less often.
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, 20, 20)
