@@ -23,7 +23,7 @@ import pytest
 
 from tests.e2e.conftest import PASSWORD
 from tests.support.server import ServerProcess
-from tests.support.workers import children, worker_of
+from tests.support.workers import children, running, worker_of
 
 pytestmark = pytest.mark.slow
 
@@ -88,15 +88,7 @@ def test_two_workers_serve_and_stop_cleanly(workers_server):
     assert process.wait(timeout=60) == 0
     workers_server.process = None
     for pid in pids:
-        assert not os.path.exists(f"/proc/{pid}") or _zombie(pid), f"worker {pid} still runs"
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
+        assert not running(pid), f"worker {pid} still runs"
 
 
 def test_idle_on_one_worker_sees_a_delivery_made_by_the_other(workers_server):

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from tests.support.workers import running
 from txmailhost.filters.interfaces import Client, Transaction
 from txmailhost.filters.registry import FilterHost
 from txmailhost.spam import frames, offload
@@ -29,6 +30,16 @@ SPAM = (
 HAM = (
     b"From: carol@example.org\r\nDate: Fri, 04 Dec 2026 10:00:00 +0000\r\n"
     b"Message-ID: <a@example.org>\r\nSubject: lunch\r\n\r\nNoon at the usual place?\r\n"
+)
+
+
+# A child that says it is ready on its first channel, then neither reads, answers nor ends
+# (SIGTERM ignored too): stuck, as far as the server can tell.
+SILENT_CHILD = (
+    "import signal,socket,struct,sys,time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+    "fds=[a[5:] for a in sys.argv if a.startswith('--fd=')];"
+    "s=socket.socket(fileno=int(fds[0])); s.sendall(struct.pack('>I',5)+b'ready');"
+    "time.sleep(60)"
 )
 
 
@@ -132,21 +143,12 @@ def test_a_killed_child_is_replaced_and_meanwhile_the_thread_scores(tmp_path):
     assert f.end_of_data(OUTSIDE, transaction, io.BytesIO(SPAM)) == in_thread
     pid = f.offload.pid
     f.close()
-    deadline = time.monotonic() + 10
-    while _running(pid):
-        assert time.monotonic() < deadline, "the scoring process outlived close()"
-        time.sleep(0.05)
+    wait_gone(pid, "the scoring process outlived close()")
 
 
 def test_a_child_that_doesnt_answer_is_ended_after_the_time_limit(tmp_path):
     process = ScoringProcess(TokenStore(store_path(str(tmp_path))), "", 0.5, start_rate=0)
-    # A child that says it is ready and then never answers.
-    never = (
-        "import socket,struct,sys,time; fds=[a[5:] for a in sys.argv if a.startswith('--fd=')];"
-        "s=socket.socket(fileno=int(fds[0])); s.sendall(struct.pack('>I',5)+b'ready');"
-        "time.sleep(60)"
-    )
-    process.argv = [sys.executable, "-c", never]
+    process.argv = [sys.executable, "-c", SILENT_CHILD]
     wait_ready(process)
     pid = process.pid
     started = time.monotonic()
@@ -154,10 +156,7 @@ def test_a_child_that_doesnt_answer_is_ended_after_the_time_limit(tmp_path):
         ask(process, SPAM, [None])
     assert time.monotonic() - started < 5
     assert not process.ready  # the next message starts another
-    deadline = time.monotonic() + 10
-    while _running(pid):
-        assert time.monotonic() < deadline, "the stuck child was not killed"
-        time.sleep(0.05)
+    wait_gone(pid, "the stuck child was not killed")
     process.close()
 
 
@@ -166,20 +165,11 @@ def test_a_child_stuck_when_the_server_ends_is_killed(tmp_path, monkeypatch):
     doesn't (stuck in a message) is killed after ``STUCK_AFTER`` seconds."""
     monkeypatch.setattr(offload, "STUCK_AFTER", 0.5)
     process = ScoringProcess(TokenStore(store_path(str(tmp_path))), "", 5.0, start_rate=0)
-    stuck = (  # says it is ready, then neither reads nor ends
-        "import signal,socket,struct,sys,time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
-        "fds=[a[5:] for a in sys.argv if a.startswith('--fd=')];"
-        "s=socket.socket(fileno=int(fds[0])); s.sendall(struct.pack('>I',5)+b'ready');"
-        "time.sleep(60)"
-    )
-    process.argv = [sys.executable, "-c", stuck]
+    process.argv = [sys.executable, "-c", SILENT_CHILD]
     wait_ready(process)
     pid = process.pid
     process.close()
-    deadline = time.monotonic() + 10
-    while _running(pid):
-        assert time.monotonic() < deadline, "the stuck child outlived the server"
-        time.sleep(0.05)
+    wait_gone(pid, "the stuck child outlived the server")
 
 
 def test_a_message_the_child_fails_on_is_scored_in_the_thread(child):
@@ -225,13 +215,14 @@ def test_no_child_until_messages_come_fast_and_none_after_a_quiet_spell(tmp_path
 
 
 def _running(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    return pid is not None and running(pid)
+
+
+def wait_gone(pid: int | None, what: str) -> None:
+    deadline = time.monotonic() + 10
+    while _running(pid):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
 
 
 def test_frames_come_whole_however_the_octets_arrive():

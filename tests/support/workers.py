@@ -7,18 +7,30 @@ import os
 import socket
 
 
+def stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state first, then the
+    parent's pid...); None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie (ended, not yet reaped)."""
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
+
+
 def children(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (a supervisor's workers)."""
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
+        fields = stat_fields(name)
+        if fields is not None and int(fields[1]) == pid:
             found.append(int(name))
     return sorted(found)
 
