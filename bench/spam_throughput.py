@@ -14,6 +14,12 @@ and N ham of the SpamAssassin public corpus (``bench.spam_corpus`` fetches it in
 through ``txmailhost spam train``: an untrained classifier stays silent (``bayes_min_messages``)
 and makes no tokens, so without training the figure would leave out the classifier's cost,
 which every real installation pays. ``--trained 0`` measures the untrained server.
+
+``--workers N`` runs both servers with ``[server] workers = N`` (the default, 1, is one
+process; a server's own default is one worker per core). Each run also prints the CPU a
+message took: the whole machine's (``/proc/stat``: the server, its scoring processes, the
+load generator) and the scoring processes' alone, so filtering's cost is seen in CPU as well
+as in messages a second.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ RECIPIENT = "u1@bench.test"
 
 
 @contextlib.contextmanager
-def _server(workdir: Path, filters: bool):
+def _server(workdir: Path, filters: bool, workers: int = 1):
     """A server with the default filters, or with none (``chain = []``). The config goes in
     as ``extra_config``: the bench once swapped ``targets._CONFIG`` for the "off" server and
     restored it only when that server stopped, so the "on" server, started next, was given
@@ -42,7 +48,7 @@ def _server(workdir: Path, filters: bool):
     never ran)."""
     extra = "" if filters else "\n[filters]\nchain = []\n"
     name = "filters on" if filters else "filters off"
-    with targets.running(workdir, name=name, extra_config=extra) as server:
+    with targets.running(workdir, name=name, extra_config=extra, workers=workers) as server:
         server.add_user(RECIPIENT)
         yield server
 
@@ -62,13 +68,59 @@ def _train(workdir: Path, count: int, cache: Path) -> None:
     )  # fmt: skip
 
 
-def _rate(server, messages: int, connections: int) -> float:
+def _busy_ticks() -> int:
+    """Clock ticks the machine's CPUs spent busy (not idle, not waiting for I/O)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    return sum(fields) - fields[3] - fields[4]
+
+
+def scoring_children(data_dir: str) -> list[int]:
+    """Pids of the scoring processes whose token store is under ``data_dir`` (the e2e tests
+    look for them too)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"txmailhost.spam.scorechild" not in argv:
+            continue
+        if any(a.decode(errors="replace").startswith(data_dir) for a in argv):
+            found.append(int(entry))
+    return found
+
+
+def _scoring_ticks(workdir: Path) -> int:
+    """Clock ticks used by the scoring processes of the server in ``workdir`` (running ones:
+    they end only after minutes idle)."""
+    ticks = 0
+    for pid in scoring_children(str(workdir)):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks
+
+
+def _rate(server, messages: int, connections: int, workdir: Path | None = None) -> float:
     load = smtp_load.SmtpLoad(
         "127.0.0.1", server.smtp_port, messages, 4096, connections, 100, recipient=RECIPIENT
     )
+    busy, scoring = _busy_ticks(), _scoring_ticks(workdir) if workdir else 0
     result = asyncio.run(smtp_load.run(load))
     if result.failed:
         raise RuntimeError(result.summary())
+    if workdir is not None:
+        per = 1000 / os.sysconf("SC_CLK_TCK") / result.accepted  # ms a message, per tick
+        machine = (_busy_ticks() - busy) * per
+        child = (_scoring_ticks(workdir) - scoring) * per
+        print(f"  CPU a message: {machine:.2f} ms (the machine), scoring processes {child:.2f} ms")
     return result.accepted / result.elapsed
 
 
@@ -77,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", "-n", type=int, default=2000)
     parser.add_argument("--connections", "-c", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1, help="[server] workers of both")
     parser.add_argument(
         "--trained", type=int, default=500, help="spam and ham each to train the 'on' server with"
     )
@@ -90,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     rates: dict[bool, list[float]] = {True: [], False: []}
     with tempfile.TemporaryDirectory() as work, contextlib.ExitStack() as stack:
         servers = {
-            on: stack.enter_context(_server(Path(work) / ("on" if on else "off"), on))
+            on: stack.enter_context(_server(Path(work) / ("on" if on else "off"), on, args.workers))
             for on in (False, True)
         }
         if args.trained:
@@ -99,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         _rate(servers[True], 200, 10)  # warm-up: imports, SQLite files
         for _ in range(args.repeat):
             for on in (False, True):
-                rates[on].append(_rate(servers[on], args.messages, args.connections))
+                workdir = Path(work) / ("on" if on else "off")
+                rates[on].append(_rate(servers[on], args.messages, args.connections, workdir))
                 print(f"filters {'on ' if on else 'off'}: {rates[on][-1]:8.1f} msgs/s", flush=True)
     off, on = statistics.median(rates[False]), statistics.median(rates[True])
     # Each "on" run against the "off" run just before it: a busy spell hits both alike.

@@ -346,7 +346,9 @@ def _build_filters(
     settings = config.filters
     pool = Lane(reactor, 8, name="txmailhost-filters")  # a cheap hand-off per message
     shared = config.store.dsn if config.store.backend == "postgres" else ""
-    host = FilterHost(config.data_dir, config.hostname, resolver, shared_dsn=shared)
+    host = FilterHost(
+        config.data_dir, config.hostname, resolver, shared_dsn=shared, reactor=reactor, pool=pool
+    )
     try:
         chain = build_chain(
             settings.chain,

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from bench import spam_throughput
 from tests.e2e.test_spam import PLAIN, login
 from tests.support.workers import running
 
@@ -18,21 +19,8 @@ pytestmark = pytest.mark.slow
 
 
 def scoring_children(data_dir: str) -> list[int]:
-    """Pids of the scoring processes whose token store is under ``data_dir``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"txmailhost.spam.scorechild" not in argv or not running(int(entry)):
-            continue
-        if any(a.decode(errors="replace").startswith(data_dir) for a in argv):
-            found.append(int(entry))
-    return found
+    """Pids of the running scoring processes whose token store is under ``data_dir``."""
+    return [pid for pid in spam_throughput.scoring_children(data_dir) if running(pid)]
 
 
 def wait_for(predicate, seconds: float = 30.0, what: str = "") -> None:

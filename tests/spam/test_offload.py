@@ -1,6 +1,9 @@
 """Scoring in a child process (``offload.py``, ``scorechild.py``): the same scores as in the
-server's thread, a child that dies or hangs is replaced and its messages scored in the thread,
-and the child ends with the server."""
+server's thread, asked from the reactor and answered in order, a child that dies or hangs is
+replaced and its messages scored in the thread, and the child ends with the server.
+
+The server's side runs on a reactor of the test's own, in a thread (``Live``): everything
+``ScoringProcess`` does is on the reactor thread, as in the server."""
 
 from __future__ import annotations
 
@@ -8,9 +11,14 @@ import io
 import os
 import signal
 import sys
+import threading
 import time
 
 import pytest
+from twisted.internet.defer import gatherResults
+from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.threads import blockingCallFromThread
+from twisted.python.threadpool import ThreadPool
 
 from tests.support.workers import running
 from txmailhost.filters.interfaces import Client, Transaction
@@ -43,6 +51,32 @@ SILENT_CHILD = (
 )
 
 
+class Live:
+    """A reactor of the test's own, running in a thread; ``call`` runs a function on it and
+    returns its result (a Deferred's, once it fires) or raises its exception."""
+
+    def __init__(self) -> None:
+        self.reactor = EPollReactor()
+        self.thread = threading.Thread(
+            target=self.reactor.run, kwargs={"installSignalHandlers": False}, daemon=True
+        )
+        self.thread.start()
+
+    def call(self, function, *args):
+        return blockingCallFromThread(self.reactor, function, *args)
+
+    def stop(self) -> None:
+        self.reactor.callFromThread(self.reactor.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def live():
+    reactor = Live()
+    yield reactor
+    reactor.stop()
+
+
 def trained_store(tmp_path) -> TokenStore:
     store = TokenStore(store_path(str(tmp_path)), min_messages=3)
     for i in range(4):
@@ -55,16 +89,16 @@ def trained_store(tmp_path) -> TokenStore:
     return store
 
 
-def wait_ready(process: ScoringProcess, seconds: float = 60.0) -> None:
+def wait_ready(live: Live, process: ScoringProcess, seconds: float = 60.0) -> None:
     deadline = time.monotonic() + seconds
     while not process.ready:
         with pytest.raises(OffloadError):
-            process.score({}, b"", b"")  # starts it; answers "starting" meanwhile
+            live.call(process.score, {}, b"", b"")  # starts it; fails "starting" meanwhile
         assert time.monotonic() < deadline, "the scoring process didn't start"
         time.sleep(0.05)
 
 
-def ask(process: ScoringProcess, message: bytes, owners: list[str | None]):
+def request(message: bytes, owners: list[str | None]):
     head, body, truncated = read_capped(io.BytesIO(message))
     header = {
         "owners": owners,
@@ -72,18 +106,24 @@ def ask(process: ScoringProcess, message: bytes, owners: list[str | None]):
         "connection": [["HELO_NXDOMAIN", 1.0, "the HELO name doesn't resolve"]],
         "truncated": truncated,
     }
-    return process.score(header, head, body)
+    return header, head, body
+
+
+def ask(live: Live, process: ScoringProcess, message: bytes, owners: list[str | None]):
+    return live.call(process.score, *request(message, owners))
 
 
 @pytest.fixture
-def child(tmp_path):
-    process = ScoringProcess(trained_store(tmp_path), "mx.example.test", 20.0, start_rate=0)
-    wait_ready(process)
+def child(tmp_path, live):
+    process = ScoringProcess(
+        trained_store(tmp_path), "mx.example.test", live.reactor, 20.0, start_rate=0
+    )
+    wait_ready(live, process)
     yield process
-    process.close()
+    live.call(process.close)
 
 
-def test_the_child_scores_as_the_thread_does(tmp_path, child):
+def test_the_child_scores_as_the_thread_does(tmp_path, live, child):
     scorer = Scorer(TokenStore(store_path(str(tmp_path)), min_messages=3), "mx.example.test")
     owners = [None, "alice@example.test", "bob@example.test"]
     connection = [frames.rule_from_list(["HELO_NXDOMAIN", 1.0, "the HELO name doesn't resolve"])]
@@ -94,124 +134,144 @@ def test_the_child_scores_as_the_thread_does(tmp_path, child):
             "deals@promo.example",
             connection,
         )
-        got = ask(child, message, owners)
+        got = ask(live, child, message, owners)
         assert [(t, [r.name for r in hits], b, own) for t, hits, b, own in got] == [
             (s.total, [r.name for r in s.hits], s.bayes, s.threshold) for s in expected
         ]
-    spam_for_alice = ask(child, SPAM, ["alice@example.test"])[0]
+    spam_for_alice = ask(live, child, SPAM, ["alice@example.test"])[0]
     assert spam_for_alice[2] is not None and spam_for_alice[2] > 0.9  # the classifier spoke
     assert spam_for_alice[3] == 4.0  # alice's own threshold
-    assert "USER_BLOCKED" in [r.name for r in ask(child, HAM, ["bob@example.test"])[0][1]]
+    names = [r.name for r in ask(live, child, HAM, ["bob@example.test"])[0][1]]
+    assert "USER_BLOCKED" in names
 
 
-def test_requests_from_many_threads_get_their_own_answers(child):
-    import threading
+def test_requests_sent_together_get_their_own_answers_in_order(live, child):
+    """Forty requests written before the first answer comes (as the reactor does for forty
+    sessions at the end of their data): each message gets its own score."""
+    messages = [SPAM if i % 2 else HAM for i in range(40)]
 
-    results: dict[int, list] = {}
+    def all_at_once():
+        return gatherResults([child.score(*request(m, ["alice@example.test"])) for m in messages])
 
-    def one(i: int) -> None:
-        message = SPAM if i % 2 else HAM
-        results[i] = ask(child, message, ["alice@example.test"])
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(40)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    spam, ham = ask(child, SPAM, ["alice@example.test"]), ask(child, HAM, ["alice@example.test"])
-    assert all(results[i] == (spam if i % 2 else ham) for i in range(40))
+    results = live.call(all_at_once)
+    spam = ask(live, child, SPAM, ["alice@example.test"])
+    ham = ask(live, child, HAM, ["alice@example.test"])
     assert spam != ham
+    assert results == [spam if m is SPAM else ham for m in messages]
 
 
-def test_a_killed_child_is_replaced_and_meanwhile_the_thread_scores(tmp_path):
+def test_a_killed_child_is_replaced_and_meanwhile_the_thread_scores(tmp_path, live):
     trained_store(tmp_path)
-    f = SpamFilter(
-        host=FilterHost(str(tmp_path), "mx.example.test"), dns_checks=False, bayes_min_messages=3
-    )
-    assert f.offload is not None
-    transaction = Transaction("deals@promo.example", ("alice@example.test",))
-    in_thread = f.end_of_data(OUTSIDE, transaction, io.BytesIO(SPAM))  # starts the child
-    wait_ready(f.offload)
-    first = f.offload.pid
-    assert f.end_of_data(OUTSIDE, transaction, io.BytesIO(SPAM)) == in_thread
-    os.kill(first, signal.SIGKILL)
-    for _ in range(3):  # the end of the socket is seen; meanwhile the thread scores
-        assert f.end_of_data(OUTSIDE, transaction, io.BytesIO(SPAM)) == in_thread
-    time.sleep(offload.RESTART_AFTER)
-    wait_ready(f.offload)
-    assert f.offload.pid != first
-    assert f.end_of_data(OUTSIDE, transaction, io.BytesIO(SPAM)) == in_thread
-    pid = f.offload.pid
-    f.close()
-    wait_gone(pid, "the scoring process outlived close()")
+    pool = ThreadPool(1, 2, name="test-filters")
+    pool.start()
+    try:
+        host = FilterHost(str(tmp_path), "mx.example.test", reactor=live.reactor, pool=pool)
+        f = SpamFilter(host=host, dns_checks=False, bayes_min_messages=3)
+        assert f.offload is not None and not f.blocking
+        alone = SpamFilter(host=FilterHost(str(tmp_path), "mx.example.test"), bayes_min_messages=3)
+        assert alone.offload is None and alone.blocking  # no reactor: it blocks
+        transaction = Transaction("deals@promo.example", ("alice@example.test",))
+        in_thread = alone.end_of_data(OUTSIDE, transaction, io.BytesIO(SPAM))
+
+        def judged():
+            return live.call(f.end_of_data, OUTSIDE, transaction, io.BytesIO(SPAM))
+
+        assert judged() == in_thread  # scored in the filters' thread; starts the child
+        wait_ready(live, f.offload)
+        first = f.offload.pid
+        assert judged() == in_thread
+        os.kill(first, signal.SIGKILL)
+        for _ in range(3):  # the end of the channel is seen; meanwhile the thread scores
+            assert judged() == in_thread
+        time.sleep(offload.RESTART_AFTER)
+        wait_ready(live, f.offload)
+        assert f.offload.pid != first
+        assert judged() == in_thread
+        pid = f.offload.pid
+        live.call(f.close)
+        wait_gone(pid, "the scoring process outlived close()")
+    finally:
+        pool.stop()
 
 
-def test_a_child_that_doesnt_answer_is_ended_after_the_time_limit(tmp_path):
-    process = ScoringProcess(TokenStore(store_path(str(tmp_path))), "", 0.5, start_rate=0)
+def test_a_child_that_doesnt_answer_is_ended_after_the_time_limit(tmp_path, live):
+    store = TokenStore(store_path(str(tmp_path)))
+    process = ScoringProcess(store, "", live.reactor, 0.5, start_rate=0)
     process.argv = [sys.executable, "-c", SILENT_CHILD]
-    wait_ready(process)
+    wait_ready(live, process)
     pid = process.pid
     started = time.monotonic()
     with pytest.raises(OffloadError, match="no answer"):
-        ask(process, SPAM, [None])
+        ask(live, process, SPAM, [None])
     assert time.monotonic() - started < 5
     assert not process.ready  # the next message starts another
     wait_gone(pid, "the stuck child was not killed")
-    process.close()
+    live.call(process.close)
 
 
-def test_a_child_stuck_when_the_server_ends_is_killed(tmp_path, monkeypatch):
-    """At the server's end the child reads the end of its channels and ends; one that
-    doesn't (stuck in a message) is killed after ``STUCK_AFTER`` seconds."""
+def test_a_child_stuck_when_the_server_ends_is_killed(tmp_path, live, monkeypatch):
+    """At the server's end the child reads the end of its channel and ends; one that
+    doesn't (stuck in a message) is killed after ``STUCK_AFTER`` seconds. A message it
+    owed an answer is scored in the thread."""
     monkeypatch.setattr(offload, "STUCK_AFTER", 0.5)
-    process = ScoringProcess(TokenStore(store_path(str(tmp_path))), "", 5.0, start_rate=0)
+    store = TokenStore(store_path(str(tmp_path)))
+    process = ScoringProcess(store, "", live.reactor, 30.0, start_rate=0)
     process.argv = [sys.executable, "-c", SILENT_CHILD]
-    wait_ready(process)
+    wait_ready(live, process)
     pid = process.pid
-    process.close()
+    owed = []
+
+    def ask_then_close():
+        process.score(*request(HAM, [None])).addErrback(owed.append)
+        process.close()
+
+    live.call(ask_then_close)
+    assert len(owed) == 1 and owed[0].check(OffloadError)
     wait_gone(pid, "the stuck child outlived the server")
 
 
-def test_a_message_the_child_fails_on_is_scored_in_the_thread(child):
-    with pytest.raises(OffloadError, match="KeyError"):
-        child.score({"owners": [None]}, b"Subject: x\r\n\r\n", b"body")  # no "truncated"
+def test_a_message_the_child_fails_on_is_scored_in_the_thread(live, child):
+    with pytest.raises(OffloadError, match="KeyError"):  # no "truncated"
+        live.call(child.score, {"owners": [None]}, b"Subject: x\r\n\r\n", b"body")
     assert child.ready  # the child goes on with the next message
-    assert ask(child, HAM, [None])
+    assert ask(live, child, HAM, [None])
 
 
-def test_a_child_that_cant_start_is_tried_less_and_less_often(tmp_path):
-    process = ScoringProcess(TokenStore(store_path(str(tmp_path))), "", start_rate=0)
+def test_a_child_that_cant_start_is_tried_less_and_less_often(tmp_path, live):
+    store = TokenStore(store_path(str(tmp_path)))
+    process = ScoringProcess(store, "", live.reactor, start_rate=0)
     process.argv = [sys.executable, "-c", "raise SystemExit(3)", "--fd"]
     starts = 0
     deadline = time.monotonic() + 3.5
     while time.monotonic() < deadline:
         before = process._last_start
         with pytest.raises(OffloadError):
-            ask(process, HAM, [None])  # scored in the thread each time
+            ask(live, process, HAM, [None])  # scored in the thread each time
         starts += process._last_start != before
         time.sleep(0.02)
     assert 2 <= starts <= 3  # at 0, then 1 s and 2 s later: not once a second
     assert not process.ready
-    process.close()
+    live.call(process.close)
 
 
-def test_no_child_until_messages_come_fast_and_none_after_a_quiet_spell(tmp_path):
-    process = ScoringProcess(TokenStore(store_path(str(tmp_path))), "", start_rate=5, max_idle=1)
+def test_no_child_until_messages_come_fast_and_none_after_a_quiet_spell(tmp_path, live):
+    store = TokenStore(store_path(str(tmp_path)))
+    process = ScoringProcess(store, "", live.reactor, start_rate=5, max_idle=1)
     for _ in range(3):  # a trickle: scored in the thread, no process started for it
         with pytest.raises(OffloadError):
-            ask(process, HAM, [None])
+            ask(live, process, HAM, [None])
     time.sleep(1.5)
     assert not process.ready
-    wait_ready(process)  # a burst (this loop asks 20 times a second) starts it
+    wait_ready(live, process)  # a burst (this loop asks 20 times a second) starts it
     pid = process.pid
-    assert ask(process, HAM, [None])
+    assert ask(live, process, HAM, [None])
     deadline = time.monotonic() + 10
     while process.ready or _running(pid):  # a second without a message: it ends
         assert time.monotonic() < deadline, "the idle child didn't end"
         time.sleep(0.05)
-    wait_ready(process)  # and the next burst starts another
+    wait_ready(live, process)  # and the next burst starts another
     assert process.pid != pid
-    process.close()
+    live.call(process.close)
 
 
 def _running(pid: int | None) -> bool:
@@ -306,3 +366,64 @@ def test_an_idle_child_says_so_on_every_channel_and_ends(tmp_path):
     assert [channel.read() for channel in ours] == [frames.IDLE, frames.IDLE]
     server.join(20)
     assert not server.is_alive()
+
+
+def test_the_child_answers_requests_sent_together_on_a_channel_in_order(tmp_path):
+    """The reactor writes requests without waiting for answers: several may arrive in one
+    read, and each is answered, in order, without waiting for the socket again."""
+    import json
+    import socket
+
+    from txmailhost.spam import scorechild
+
+    ours, theirs = socket.socketpair()
+    server = threading.Thread(
+        target=scorechild.serve,
+        args=([theirs], Scorer(trained_store(tmp_path), "mx")),
+        daemon=True,
+    )
+    server.start()
+    reader = frames.Frames(ours)
+    assert reader.read() == b"ready"
+    sent = [SPAM, HAM, HAM, SPAM, HAM]
+    parts = []
+    for message in sent:
+        header, head, body = request(message, ["alice@example.test"])
+        parts += [json.dumps(header).encode(), head, body]
+    ours.settimeout(20)
+    frames.send(ours, *parts)  # one write: five requests
+    totals = [json.loads(reader.read())["scores"][0][0] for _ in sent]
+    assert [total >= 5 for total in totals] == [m is SPAM for m in sent]
+    ours.close()
+    server.join(20)
+    assert not server.is_alive()
+
+
+def test_only_what_blocks_goes_to_the_filters_threads(tmp_path, live):
+    """On the reactor, the filter hands the connection checks to the filters' threads only
+    for a client they ask DNS about; a loopback client's message is read and sent to the
+    child from the reactor thread."""
+    trained_store(tmp_path)
+    pool = ThreadPool(1, 2, name="test-filters")
+    pool.start()
+    try:
+        host = FilterHost(
+            str(tmp_path), "mx.example.test", resolver=object(), reactor=live.reactor, pool=pool
+        )
+        f = SpamFilter(host=host, bayes_min_messages=3)
+        threads = []
+
+        def hits(address, helo, sender):
+            threads.append(threading.current_thread() is live.thread)
+            return []
+
+        f.connection.hits = hits
+        transaction = Transaction("deals@promo.example", ("alice@example.test",))
+        local = Client("127.0.0.1", helo="client.example", listener="smtp")
+        for client in (OUTSIDE, local):
+            verdict = live.call(f.end_of_data, client, transaction, io.BytesIO(SPAM))
+            assert dict(verdict.headers)["X-Spam-Status"].startswith("Yes")
+        assert threads == [False, True]  # asked DNS: a filters' thread; loopback: the reactor
+        live.call(f.close)
+    finally:
+        pool.stop()

@@ -46,6 +46,11 @@ class FilterHost:
     # The PostgreSQL database every node shares (store.backend = "postgres"): filters whose
     # state must agree across nodes (greylisting) keep it there; "": in DATA/.
     shared_dsn: str = ""
+    # The server's reactor and the filters' threads (``Lane``), for a filter that runs on the
+    # reactor and sends only its blocking part to the threads (the spam score); None: a
+    # filter made outside a server (tests, the CLI) blocks instead.
+    reactor: Any = None
+    pool: Any = None
 
 
 class FilterConfigError(ValueError):

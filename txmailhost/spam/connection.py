@@ -89,6 +89,10 @@ class ConnectionChecks:
         self.rhsbl = {z.strip(".").lower(): float(w) for z, w in (rhsbl or {}).items()}
         self.rdns = rdns
 
+    def asks_dns(self, client_address: str) -> bool:
+        """Whether ``hits`` asks DNS for this client (then it blocks: the filters' threads)."""
+        return self.resolver is not None and not is_own(client_address)
+
     def hits(self, client_address: str, helo: str | None, sender: str | None) -> list[rules.Rule]:
         if is_own(client_address):
             return []

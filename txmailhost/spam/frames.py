@@ -21,9 +21,10 @@ def send(sock: socket.socket, *parts: bytes) -> None:
 
 
 class Frames:
-    """Frames read from ``sock`` through a buffer: one ``recv`` takes whatever has arrived
-    (a request's three frames at once, usually) instead of two system calls per frame,
-    each of which lets the server's GIL go and waits to get it back."""
+    """Frames read from a blocking ``sock`` through a buffer (the child's side, and the
+    server's wait for "ready"): one ``recv`` takes whatever has arrived (a request's three
+    frames at once, usually; several requests, when the server sent them together) instead
+    of two system calls per frame."""
 
     CHUNK = 256 * 1024
 

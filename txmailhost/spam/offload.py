@@ -1,49 +1,66 @@
 """Scoring in a child process, so the spam score doesn't share the server's GIL.
 
-The score is pure Python CPU work (parsing, rules, tokens) plus two SQLite reads, about half a
-millisecond for a 4 KiB message. Run in the filters' thread, it competes with the reactor
-thread for the one GIL: every system call either thread makes hands the GIL over, the filter
-thread's caches go cold, and measured at 50 SMTP connections the score cost the server
-twice its own CPU time (1.1 ms a message in the thread against 0.55 alone) and the reactor
-waited for the GIL behind it — filtering took 57% off the messages per second. In a child
-process the score runs on another core with warm caches, and the filters' thread only
-sends the capped start of the message and waits, the GIL let go.
+The score is pure Python CPU work (parsing, rules, tokens) plus two SQLite reads, about a
+quarter of a millisecond for a 4 KiB message. Run in the filters' thread, it competes with
+the reactor thread for the one GIL: every system call either thread makes hands the GIL
+over, the filter thread's caches go cold, and at 50 SMTP connections filtering took 41-45%
+off the messages per second. In a child process the score runs on another core with warm
+caches.
+
+The reactor talks to the child itself, over one socket pair adopted as a Twisted connection
+(``_Channel``): it writes a message's request and goes on serving the other sessions; the
+answers come back in the order asked and each fires its message's ``Deferred``. No server
+thread waits for the child. When the filters' threads sent the requests and each blocked on
+its own answer, every message cost four wake-ups across threads and processes (the reactor
+waking a thread, the thread the child, the child the thread, the thread the reactor), each
+taking the GIL from the reactor: at 50 connections the server's own CPU for a message rose
+by 0.35 ms against 0.12 ms now, and filtering cost 31-33% of the messages per second
+against 24-25% (docs/benchmarks-spam.rst).
 
 The child (``python -m txmailhost.spam.scorechild``, ``scorechild.py``) opens the same token
 store (SQLite, WAL: the server's trainer and ``txmailhost spam train`` write it meanwhile)
-and answers requests on the channels it inherits (a socket pair per filter thread,
-``_Child``), one request at a time on each. A frame is a 4-octet big-endian length and its
-content; a request is three frames: a JSON header (owners, envelope sender, the connection
-rules already decided, whether the sample was cut short), the message's header section and
-the start of its body (``sample.read_capped``); the answer is JSON (one score per owner).
-JSON rather than pickle: the child parses what strangers sent and its answers are only
-data.
+and answers the requests in the order they come. A frame is a 4-octet big-endian length and
+its content (Twisted's ``Int32StringReceiver`` on our side); a request is three frames: a
+JSON header (owners, envelope sender, the connection rules already decided, whether the
+sample was cut short), the message's header section and the start of its body
+(``sample.read_capped``); the answer is JSON (one score per owner). JSON rather than pickle:
+the child parses what strangers sent and its answers are only data.
 
 Nothing waits for the child: it is started when messages come ``START_RATE`` a second
 or faster (below that the GIL is hardly contended), and ends after ``MAX_IDLE`` seconds
 without one. Until it has started (its imports take a few tenths of a second), and after it
-failed, the thread scores the message itself, as before, and the child is started again
-(at most once a second). When the server ends, the channels close and the child, reading
-end of file, ends too (killed after ``STUCK_AFTER`` seconds if it doesn't).
+failed, a message is scored in the filters' thread, as before, and the child is started
+again (at most once a second). A child that answers nothing for ``timeout`` seconds is
+killed and its messages are scored in the thread. When the server ends, the channel closes
+and the child, reading end of file, ends too (killed after ``STUCK_AFTER`` seconds if it
+doesn't).
+
+Everything here runs on the reactor thread except the start (``_start``: the fork and the
+child's imports, in a thread of its own) and the wait for the child's end (``_watch``); both
+hand their result to the reactor with ``callFromThread``.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
-import queue
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 from typing import Any
 
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
+from twisted.protocols.basic import Int32StringReceiver
 
 from txmailhost.spam import rules
 from txmailhost.spam.bayes import TokenStore
-from txmailhost.spam.frames import IDLE, Frames, rule_from_list, send
+from txmailhost.spam.frames import IDLE, MAX_FRAME, Frames, rule_from_list
 
 log = Logger()
 
@@ -52,112 +69,140 @@ log = Logger()
 START_RATE = 10.0
 MAX_IDLE = 300.0
 RESTART_AFTER = 1.0  # seconds before starting another child after one ended or failed
-RESTART_MAX = 300.0
-# Channels to the child: as many as the filters' threads (``service.py``), so a thread never
-# waits for one; a thread beyond them waits for a free one.
-CHANNELS = 8
-STUCK_AFTER = 5.0  # seconds a child told to end may take before it is killed  # a child that can't start at all is tried at most this often
+RESTART_MAX = 300.0  # a child that can't start at all is tried at most this often
+STUCK_AFTER = 5.0  # seconds a child told to end may take before it is killed
+
+_LENGTH = struct.Struct(">I")
+
+Scores = list[tuple[float, list[rules.Rule], float | None, float | None]]
 
 
 class OffloadError(Exception):
     """The child couldn't answer (not running, died, too slow, said something wrong)."""
 
 
+class _Channel(Int32StringReceiver):
+    """The reactor's end of the socket pair: frames in, each handed to the child's record."""
+
+    MAX_LENGTH = MAX_FRAME
+
+    def __init__(self, child: _Child) -> None:
+        self.child = child
+
+    def stringReceived(self, string: bytes) -> None:
+        self.child.answered(string)
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        self.child.fail(f"an answer of {length} octets")
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.child.fail("the channel closed")
+
+
+class _ChannelFactory(Factory):
+    def __init__(self, child: _Child) -> None:
+        self.child = child
+
+    def buildProtocol(self, addr: Any) -> _Channel:
+        self.child.channel = _Channel(self.child)
+        return self.child.channel
+
+
 class _Child:
-    """A running child: its process and its channels, one socket pair each.
-
-    A filter thread takes a free channel, writes its request, and reads the answer itself:
-    the kernel wakes it when the answer is there, with nothing between. The child serves
-    every channel, the next request always waiting on one of them while the filters are
-    busy. Through one socket, a thread of our own read the answers and woke each waiting
-    thread in turn (an ``Event``): two more wake-ups of the server's threads a message, each
-    taking the GIL from the reactor — measured at 50 connections with a child that answers
-    at once, that alone cost a fifth of the messages per second.
-
-    A thread waits for the process to end (``_watch``): the child that ended for want of
-    work, or died, is then known to be gone and reaped at once. A channel is closed by
-    whoever holds it when the child is gone: the thread using it, or ``_close_free``."""
+    """A running child: its process, its channel, and the requests it hasn't answered yet
+    (oldest first: it answers in order). Used on the reactor thread only."""
 
     def __init__(
-        self, process: subprocess.Popen[bytes], channels: list[Frames], ended: Any
+        self, reactor: Any, process: subprocess.Popen[bytes], timeout: float, ended: Any
     ) -> None:
+        self.reactor = reactor
         self.process = process
-        self.channels = channels
-        self._free: queue.SimpleQueue[Frames] = queue.SimpleQueue()
-        for channel in channels:
-            self._free.put(channel)
-        self._state = threading.Lock()
+        self.timeout = timeout
+        self.channel: _Channel | None = None
+        self.pending: collections.deque[tuple[Deferred[Any], float]] = collections.deque()
         self.dead = False
+        self._timer: Any = None
         self._ended = ended
+
+    def adopt(self, sock: socket.socket) -> None:
+        """Our end of the socket pair becomes a reactor connection (Twisted takes a copy of
+        the descriptor; the original is closed)."""
+        sock.setblocking(False)
+        try:
+            self.reactor.adoptStreamConnection(sock.fileno(), socket.AF_UNIX, _ChannelFactory(self))
+        finally:
+            sock.close()
         threading.Thread(target=self._watch, name="txmailhost-spam-child", daemon=True).start()
 
-    def ask(self, frames: tuple[bytes, ...], timeout: float) -> dict[str, Any]:
-        """The child's answer to a request of ``frames``; ``OffloadError`` when it can't
-        give one in ``timeout`` seconds (the child is then ended and started again)."""
+    def ask(self, frames: tuple[bytes, ...]) -> Deferred[Any]:
+        """The child's answer (parsed JSON) to a request of ``frames``, in order with the
+        others; ``OffloadError`` when it can't give one in ``timeout`` seconds."""
+        if self.dead or self.channel is None:
+            return fail(OffloadError("the scoring process has ended"))
+        answer: Deferred[Any] = Deferred()
+        self.pending.append((answer, self.reactor.seconds()))
+        self.channel.transport.write(b"".join(_LENGTH.pack(len(f)) + f for f in frames))
+        if self._timer is None:
+            self._timer = self.reactor.callLater(self.timeout, self._check)
+        return answer
+
+    def answered(self, data: bytes) -> None:
+        if data == IDLE:  # it ends for want of work (anything sent meanwhile goes unread)
+            self.fail("")
+            return
+        if not self.pending:
+            self.fail("an answer to nothing asked")
+            return
+        waiting, _sent = self.pending.popleft()
         try:
-            channel = self._free.get(timeout=timeout)
-        except queue.Empty:
-            raise OffloadError("no free channel to the scoring process") from None
-        why = ""
-        try:
-            channel.sock.settimeout(timeout)
-            send(channel.sock, *frames)
-            answer = channel.read()
-        except TimeoutError:
-            why = f"no answer in {timeout:g} s"
-        except (OSError, EOFError, ValueError) as e:
-            why = f"{type(e).__name__}: {e}"
+            answer = json.loads(data)
+        except ValueError as e:
+            waiting.errback(OffloadError(f"an answer that isn't JSON ({e})"))
         else:
-            if answer != IDLE:
-                self._give_back(channel)
-                try:
-                    return json.loads(answer)
-                except ValueError as e:
-                    raise OffloadError(f"an answer that isn't JSON ({e})") from None
-        channel.sock.close()
-        if self.dead:  # it was ended meanwhile (by another thread, or it ended, idle)
-            raise OffloadError("the scoring process has ended")
-        self.fail(why)  # IDLE: the child ended for want of work ("" says so)
-        raise OffloadError(why or "the scoring process ended, idle")
+            waiting.callback(answer)
 
-    def _give_back(self, channel: Frames) -> None:
-        with self._state:
-            if not self.dead:
-                self._free.put(channel)
-                return
-        channel.sock.close()
-
-    def _close_free(self) -> None:
-        with self._state:
-            while True:
-                try:
-                    self._free.get_nowait().sock.close()
-                except queue.Empty:
-                    return
+    def _check(self) -> None:
+        """The oldest request waited ``timeout``: the child is stuck (or far behind)."""
+        self._timer = None
+        if self.dead or not self.pending:
+            return
+        waited = self.reactor.seconds() - self.pending[0][1]
+        if waited >= self.timeout:
+            self.fail(f"no answer in {self.timeout:g} s")
+        else:
+            self._timer = self.reactor.callLater(self.timeout - waited, self._check)
 
     def fail(self, why: str) -> None:
-        """The child is ended (it may be stuck) and the threads reading its channels wake."""
-        with self._state:
-            if self.dead:
-                return
-            self.dead = True
+        """The child is ended (``why``: killed, it may be stuck; "": it ended, idle, or the
+        server ends it) and the messages it owed an answer are scored elsewhere."""
+        if self.dead:
+            return
+        self.dead = True
         if why:
             log.warn("spam: the scoring process failed ({why}); it is started again", why=why)
         else:
-            log.info("spam: the scoring process ended, idle")
+            log.info("spam: the scoring process ended")
         self.stop(kill=bool(why))
         self._ended(self)
+        self._release(OffloadError(why or "the scoring process ended"))
+
+    def _release(self, error: OffloadError) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        waiting, self.pending = self.pending, collections.deque()
+        for answer, _sent in waiting:
+            answer.errback(error)
 
     def stop(self, kill: bool) -> None:
-        """Readers wake with the end of file, and so does the child (``kill``: or now)."""
-        for channel in self.channels:
-            with contextlib.suppress(OSError):
-                channel.sock.shutdown(socket.SHUT_RDWR)
-        self._close_free()
+        """The child reads the end of its channel and ends (``kill``: now)."""
+        self.dead = True
+        if self.channel is not None and self.channel.transport is not None:
+            self.channel.transport.loseConnection()
         if kill:
             with contextlib.suppress(OSError):
                 self.process.kill()
-        else:  # it ends when it reads the end of its channels; one stuck in a message is ended
+        else:  # one stuck in a message is ended
             threading.Thread(target=self._kill_if_stuck, daemon=True).start()
 
     def _kill_if_stuck(self) -> None:
@@ -168,24 +213,33 @@ class _Child:
                 self.process.kill()
 
     def _watch(self) -> None:
-        """The process ended: on its own (for want of work, status 0; or it died), which
-        ``fail`` then records, or after ``fail``/``stop``; either way its free channels go."""
+        """The process ended (idle, status 0; or it died): the reactor is told, and reaps
+        nothing itself (``wait`` did)."""
         status = self.process.wait()
-        self.fail("" if status == 0 else f"it ended with status {status}")
-        self._close_free()
+        why = "" if status == 0 else f"it ended with status {status}"
+        self.reactor.callFromThread(self.fail, why)
+
+
+def _scores(answer: Any) -> Scores:
+    if not isinstance(answer, dict) or "error" in answer:  # this message only
+        raise OffloadError(str(answer.get("error") if isinstance(answer, dict) else answer))
+    return [
+        (float(total), [rule_from_list(r) for r in hits], bayes, threshold)
+        for total, hits, bayes, threshold in answer["scores"]
+    ]
 
 
 class ScoringProcess:
-    """The server's side: one child, asked by the filters' threads (see ``_Child``)."""
+    """The server's side: one child, asked from the reactor thread (see ``_Child``)."""
 
     def __init__(
         self,
         store: TokenStore,
         authserv_id: str,
+        reactor: Any,
         timeout: float = 10.0,
         start_rate: float = START_RATE,
         max_idle: float = MAX_IDLE,
-        channels: int = CHANNELS,
     ) -> None:
         self.argv = [
             sys.executable, "-m", "txmailhost.spam.scorechild",
@@ -196,12 +250,11 @@ class ScoringProcess:
             "--authserv-id", authserv_id,
             "--max-idle", str(max_idle),
         ]  # fmt: skip
+        self.reactor = reactor
         self.timeout = timeout
-        self.channels = max(1, channels)
         self.start_rate = start_rate
         self._second = 0  # the whole second messages are being counted in, and their count
         self._in_second = 0
-        self._state = threading.Lock()
         self._child: _Child | None = None
         self._starting = False
         self._closed = False
@@ -217,23 +270,15 @@ class ScoringProcess:
         child = self._child
         return child.process.pid if child is not None else None
 
-    def score(
-        self, header: dict[str, Any], head: bytes, body: bytes
-    ) -> list[tuple[float, list[rules.Rule], float | None, float | None]]:
+    def score(self, header: dict[str, Any], head: bytes, body: bytes) -> Deferred[Scores]:
         """(total, rules, classifier probability, own threshold) per owner of ``header``;
-        ``OffloadError`` when the child can't say (the caller scores it itself)."""
+        fails with ``OffloadError`` when the child can't say (the caller scores it itself)."""
         child = self._child
         if child is None:
             if self._busy():
                 self._start_soon()
-            raise OffloadError("no scoring process (yet)")
-        answer = child.ask((json.dumps(header).encode(), head, body), self.timeout)
-        if not isinstance(answer, dict) or "error" in answer:  # this message only
-            raise OffloadError(str(answer.get("error") if isinstance(answer, dict) else answer))
-        return [
-            (float(total), [rule_from_list(r) for r in hits], bayes, threshold)
-            for total, hits, bayes, threshold in answer["scores"]
-        ]
+            return fail(OffloadError("no scoring process (yet)"))
+        return child.ask((json.dumps(header).encode(), head, body)).addCallback(_scores)
 
     def _busy(self) -> bool:
         """Whether messages come at ``start_rate`` a second or more: below that the GIL is
@@ -245,71 +290,65 @@ class ScoringProcess:
         return self._in_second > self.start_rate
 
     def _start_soon(self) -> None:
-        with self._state:
-            if self._closed or self._starting:
-                return
-            if time.monotonic() - self._last_start < self._pause:
-                return
-            self._starting = True
-            self._last_start = time.monotonic()
+        if self._closed or self._starting:
+            return
+        if time.monotonic() - self._last_start < self._pause:
+            return
+        self._starting = True
+        self._last_start = time.monotonic()
         threading.Thread(target=self._start, name="txmailhost-spam-start", daemon=True).start()
 
     def _start(self) -> None:
-        pairs = [socket.socketpair() for _ in range(self.channels)]
-        ours = [pair[0] for pair in pairs]
-        theirs = [pair[1] for pair in pairs]
-        fds = [sock.fileno() for sock in theirs]
+        """In a thread: the fork, and the wait for the child's imports and its "ready"."""
+        ours, theirs = socket.socketpair()
         process = None
         try:
             process = subprocess.Popen(
-                [*self.argv, *(f"--fd={fd}" for fd in fds)],
-                pass_fds=fds,
+                [*self.argv, f"--fd={theirs.fileno()}"],
+                pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 close_fds=True,
             )
-            for sock in theirs:
-                sock.close()
-            ours[0].settimeout(60.0)  # the child's imports, on a busy machine
-            channels = [Frames(sock) for sock in ours]
-            if channels[0].read() != b"ready":
+            theirs.close()
+            ours.settimeout(60.0)  # the child's imports, on a busy machine
+            if Frames(ours).read() != b"ready":
                 raise ValueError("the scoring process didn't say it was ready")
         except (OSError, EOFError, ValueError) as e:
-            log.warn("spam: the scoring process didn't start ({error})", error=e)
-            for sock in ours + theirs:
-                sock.close()
+            ours.close()
+            theirs.close()
             if process is not None:
                 process.kill()
                 process.wait()
-            with self._state:
-                self._starting = False
-                self._pause = min(RESTART_MAX, self._pause * 2)
+            self.reactor.callFromThread(self._failed_start, e)
             return
-        with self._state:
-            self._starting = False
-            self._pause = RESTART_AFTER
-            if self._closed:
-                child = None
-            else:
-                child = self._child = _Child(process, channels, self._ended)
-        if child is None:
-            for sock in ours:
-                sock.close()
-            process.wait()
+        self.reactor.callFromThread(self._started, process, ours)
+
+    def _failed_start(self, error: Exception) -> None:
+        log.warn("spam: the scoring process didn't start ({error})", error=error)
+        self._starting = False
+        self._pause = min(RESTART_MAX, self._pause * 2)
+
+    def _started(self, process: subprocess.Popen[bytes], sock: socket.socket) -> None:
+        self._starting = False
+        self._pause = RESTART_AFTER
+        child = _Child(self.reactor, process, self.timeout, self._ended)
+        child.adopt(sock)
+        if self._closed:
+            child.stop(kill=False)
             return
+        self._child = child
         log.info("spam: scoring in process {pid}", pid=process.pid)
 
     def _ended(self, child: _Child) -> None:
-        with self._state:
-            if self._child is child:
-                self._child = None
+        if self._child is child:
+            self._child = None
 
     def close(self) -> None:
-        """The child ends (it reads the end of its socket); a start under way is dropped."""
-        with self._state:
-            self._closed = True
-            child, self._child = self._child, None
+        """The child ends (it reads the end of its channel); a start under way is dropped;
+        the messages it owed are scored in the thread."""
+        self._closed = True
+        child, self._child = self._child, None
         if child is not None:
-            with child._state:
-                child.dead = True
-            child.stop(kill=False)  # it reads the end of its channels and ends
+            child.stop(kill=False)
+            child._release(OffloadError("the server is stopping"))

@@ -1,8 +1,8 @@
 """``python -m txmailhost.spam.scorechild``: the child process that scores (``offload.py``).
 
-Started by the server's ``offload.ScoringProcess`` with one end of each of its channels (a
-socket pair each, ``--fd``) and the token store's settings; it answers the requests as they
-come on any channel, one at a time, until the server closes them.
+Started by the server's ``offload.ScoringProcess`` with one end of its channel (a socket
+pair, ``--fd``; more than one are served alike) and the token store's settings; it answers
+the requests in the order they come, one at a time, until the server closes the channel.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ GC_THRESHOLD = 70_000  # allocations between the collector's runs (Python's defa
 def serve(socks: list[socket.socket], scorer: Scorer, max_idle: float | None = None) -> None:
     """A request in on any channel, its scores out on the same one, until the server closes
     them or nothing has come for ``max_idle`` seconds (then each channel's last frame says
-    so: ``offload.IDLE``). The server sends a channel's next request only once it has the
-    answer to the last, so each request is read whole from a channel ready to be read."""
+    so: ``offload.IDLE``). The server sends requests without waiting for the answers, so a
+    channel is answered until nothing it sent is left in its buffer (the socket may then be
+    empty, and wouldn't be reported ready again)."""
     send(socks[0], b"ready")
     channels = {sock.fileno(): Frames(sock) for sock in socks}
     with selectors.DefaultSelector() as selector:
@@ -45,11 +46,14 @@ def serve(socks: list[socket.socket], scorer: Scorer, max_idle: float | None = N
                 return
             for key, _events in ready:
                 channel = channels[key.fd]
-                try:
-                    request = (channel.read(), channel.read(), channel.read())
-                except (EOFError, OSError):
-                    return  # the server closed the channels: it ended, or ended us
-                send(channel.sock, _answer(scorer, *request))
+                while True:
+                    try:
+                        request = (channel.read(), channel.read(), channel.read())
+                    except (EOFError, OSError):
+                        return  # the server closed the channels: it ended, or ended us
+                    send(channel.sock, _answer(scorer, *request))
+                    if not channel.buffered():
+                        break
 
 
 def _answer(scorer: Scorer, header_octets: bytes, head: bytes, body: bytes) -> bytes:

@@ -26,10 +26,15 @@ and Sieve look first. Settings (``[filters.settings.spam]``) are this class's ke
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any, BinaryIO
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
 
 from txmailhost.filters.base import MessageFilter
 from txmailhost.filters.interfaces import ACCEPT, Client, Transaction, Verdict
+from txmailhost.pools import run_in
 from txmailhost.spam import rules
 from txmailhost.spam.bayes import TokenStore
 from txmailhost.spam.connection import ConnectionChecks
@@ -65,7 +70,9 @@ class SpamFilter(MessageFilter):
     """``[filters] chain = ["spam"]``; the keywords are ``[filters.settings.spam]``."""
 
     name = "spam"
-    blocking = True  # parsing and SQLite: the filters' thread pool
+    # Parsing and SQLite: the filters' thread pool, unless the score is offloaded (then the
+    # filter runs on the reactor and sends only what blocks to the pool; ``__init__``).
+    blocking = True
 
     def __init__(
         self,
@@ -120,11 +127,16 @@ class SpamFilter(MessageFilter):
             else None
         )
         self.rspamd_weight = float(rspamd_weight)
-        # Scoring in a child process (offload.py): off the server's GIL. Only for a server's
-        # filter (``host``): one made alone, by a test or the CLI, scores in its caller.
-        self.offload = (
-            ScoringProcess(store, authserv_id) if separate_process and store is not None else None
-        )
+        # Scoring in a child process (offload.py), asked from the reactor: off the server's
+        # GIL, and no thread waits for it. Only for a server's filter (``host`` with its
+        # reactor and the filters' threads): one made alone, by a test or the CLI, is a
+        # blocking filter that scores in its caller's thread.
+        self._reactor = getattr(host, "reactor", None)
+        self._pool = getattr(host, "pool", None)
+        self.offload = None
+        if separate_process and store is not None and self._reactor and self._pool:
+            self.offload = ScoringProcess(store, authserv_id, self._reactor)
+        self.blocking = self.offload is None
 
     def close(self) -> None:
         """At the server's stop: the scoring process ends."""
@@ -150,43 +162,9 @@ class SpamFilter(MessageFilter):
         rule = rules.Rule("RSPAMD", weighted, f"rspamd: {reply.summary()}", None)
         return replayed(copy, message), [rule], ()
 
-    def _score(
-        self,
-        owners: list[str | None],
-        sender: str | None,
-        seen: list[rules.Rule],
-        head: bytes,
-        body: bytes,
-        truncated: bool,
-    ) -> list[Score]:
-        """In the scoring process when it is there; here while it starts or after it failed."""
-        if self.offload is not None:
-            header = {
-                "owners": owners,
-                "sender": sender,
-                "connection": [rule_as_list(rule) for rule in seen],
-                "truncated": truncated,
-            }
-            try:
-                answers = self.offload.score(header, head, body)
-            except OffloadError:
-                pass
-            else:
-                return [Score(t, tuple(hits), bayes, own) for t, hits, bayes, own in answers]
-        sample = sample_of_bytes(head, body, truncated)
-        return self.scorer.score_each(sample, owners, sender, seen)
-
-    def _required(self, score: Score) -> float:
-        """The recipient's own threshold (``txmailhost spam threshold``), else the server's."""
-        return self.junk_score if score.threshold is None else score.threshold
-
-    def skips(self, client: Client) -> bool:
-        """Our users' own mail and other listeners are not scored."""
-        return bool(client.authenticated_as) or client.listener not in self.listeners
-
-    def end_of_data(self, client: Client, transaction: Transaction, message: BinaryIO) -> Verdict:
-        if client.authenticated_as or client.listener not in self.listeners:
-            return ACCEPT
+    def _prepare(self, client: Client, transaction: Transaction, message: BinaryIO) -> _Prepared:
+        """What is known before the content is scored: rspamd's answer, the connection
+        checks (DNS lists, reverse DNS, HELO) and the capped sample's octets."""
         notes: tuple[tuple[str, str], ...] = ()
         seen: list[rules.Rule] = []
         if self.rspamd is not None:
@@ -198,13 +176,75 @@ class SpamFilter(MessageFilter):
         else:
             head, body, truncated = read_capped(message, self.body_cap)
         seen = self.connection.hits(client.address, client.helo, transaction.sender) + seen
+        return _Prepared(head, body, truncated, seen, notes)
+
+    def _blocks(self, client: Client) -> bool:
+        """Whether preparing this client's message blocks: rspamd is asked over HTTP, or
+        DNS about the client (the checks' answers may be in the resolver's cache, but
+        finding out may not)."""
+        return self.rspamd is not None or self.connection.asks_dns(client.address)
+
+    def _score_here(self, transaction: Transaction, prepared: _Prepared) -> list[Score]:
+        """Scored in this thread: the filters' thread (the child is starting, failed, or
+        there is none), or the caller's (the CLI, tests)."""
+        sample = sample_of_bytes(prepared.head, prepared.body, prepared.truncated)
+        return self.scorer.score_each(
+            sample, _owners(transaction), transaction.sender, prepared.seen
+        )
+
+    def _offloaded(self, prepared: _Prepared, transaction: Transaction) -> Deferred[Verdict]:
+        """On the reactor thread: the child's scores, else the filters' thread's."""
+        assert self.offload is not None
+        header = {
+            "owners": _owners(transaction),
+            "sender": transaction.sender,
+            "connection": [rule_as_list(rule) for rule in prepared.seen],
+            "truncated": prepared.truncated,
+        }
+
+        def received(answers: Any) -> list[Score]:
+            return [Score(t, tuple(hits), bayes, own) for t, hits, bayes, own in answers]
+
+        def here(failure: Failure) -> Deferred[list[Score]]:
+            failure.trap(OffloadError)
+            return run_in(self._reactor, self._pool, self._score_here, transaction, prepared)
+
+        scored = self.offload.score(header, prepared.head, prepared.body)
+        scored.addCallbacks(received, here)
+        return scored.addCallback(self._verdict, transaction, prepared.notes)
+
+    def _required(self, score: Score) -> float:
+        """The recipient's own threshold (``txmailhost spam threshold``), else the server's."""
+        return self.junk_score if score.threshold is None else score.threshold
+
+    def skips(self, client: Client) -> bool:
+        """Our users' own mail and other listeners are not scored."""
+        return bool(client.authenticated_as) or client.listener not in self.listeners
+
+    def end_of_data(
+        self, client: Client, transaction: Transaction, message: BinaryIO
+    ) -> Verdict | Deferred[Verdict]:
+        if self.skips(client):
+            return ACCEPT
+        if self.offload is None:  # a blocking filter: this is the filters' thread
+            prepared = self._prepare(client, transaction, message)
+            scores = self._score_here(transaction, prepared)
+            return self._verdict(scores, transaction, prepared.notes)
+        # The reactor thread: what blocks goes to the filters' threads, the score to the child.
+        if self._blocks(client):
+            ready = run_in(self._reactor, self._pool, self._prepare, client, transaction, message)
+        else:
+            ready = succeed(self._prepare(client, transaction, message))
+        return ready.addCallback(self._offloaded, transaction)
+
+    def _verdict(
+        self,
+        scored: list[Score],
+        transaction: Transaction,
+        notes: tuple[tuple[str, str], ...] = (),
+    ) -> Verdict:
         recipients = transaction.recipients
         first = recipients[0] if len(recipients) == 1 else None
-        # One recipient: their score is the one shown. Several: the copies share the header
-        # fields, so they show the score without anyone's own training or lists (no owner),
-        # and each recipient's own score decides their Junk folder.
-        owners = [owner_of(first)] if first else [None, *map(owner_of, recipients)]
-        scored = self._score(owners, transaction.sender, seen, head, body, truncated)
         shown = scored[0]
         scores = {first: shown} if first else dict(zip(recipients, scored[1:], strict=True))
         required = {r: self._required(s) for r, s in scores.items()}
@@ -219,3 +259,25 @@ class SpamFilter(MessageFilter):
         if junk:
             return Verdict.junk(f"spam score {shown.total:.1f}", junk, headers=fields)
         return Verdict.accept(headers=fields)
+
+
+def _owners(transaction: Transaction) -> list[str | None]:
+    """Whose training and lists score the message. One recipient: their score is the one
+    shown. Several: the copies share the header fields, so they show the score without
+    anyone's own training or lists (no owner), and each recipient's own score decides their
+    Junk folder."""
+    recipients = transaction.recipients
+    if len(recipients) == 1:
+        return [owner_of(recipients[0])]
+    return [None, *map(owner_of, recipients)]
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A message ready to be scored (``SpamFilter._prepare``)."""
+
+    head: bytes
+    body: bytes
+    truncated: bool
+    seen: list[rules.Rule]  # the connection checks' rules, rspamd's
+    notes: tuple[tuple[str, str], ...]  # header fields about rspamd
