@@ -20,6 +20,7 @@ they are the operator's own machines, never on a public list and seldom in publi
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Mapping
 from typing import Any
@@ -54,8 +55,11 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return ip_of(text.strip("[]").removeprefix("IPv6:"))
 
 
+@functools.lru_cache(maxsize=4096)
 def is_own(text: str) -> bool:
-    """Is ``text`` an address the checks leave alone (loopback, private, link-local)?"""
+    """Is ``text`` an address the checks leave alone (loopback, private, link-local)?
+    Remembered: asked twice a message (``asks_dns``, ``hits``) on the reactor thread, mostly
+    about the same few clients, and parsing an address costs microseconds each time."""
     address = _address(text)
     return address is None or any(address in n for n in _OWN_NETWORKS)
 

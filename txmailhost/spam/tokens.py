@@ -11,7 +11,11 @@
 - Neighbouring words of the first ``BIGRAM_CHARS`` of text as pairs (``bi:click here``).
 
 Each token counts once per message (presence, not frequency, as SpamBayes); at most
-``MAX_TOKENS`` per message, so a huge text costs what a long one does.
+``MAX_TOKENS`` per message, so a huge text costs what a long one does. Which ones, when
+there are more, and which 40 words of a long header value are kept, follow the message's
+order, never a set's: a set of strings iterates in an order that changes with each
+process's hash seed, and the trainer (in the server) and the scorer (in the scoring
+process) must make the same tokens of the same message.
 
 What was measured on the SpamAssassin public corpus (``docs/benchmarks-spam.rst``) and so
 chosen (``TOKENIZER_VERSION`` 2):
@@ -45,7 +49,7 @@ from __future__ import annotations
 import email.utils
 import functools
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from itertools import repeat
 
 from txmailhost.spam.sample import Sample
@@ -219,13 +223,13 @@ def tokens(sample: Sample) -> set[str]:
     text = sample.text
     lowered = text.lower()
     words = _all_words(lowered)  # once, for the words and (mostly) for the pairs
-    take(_kept(set(words)))
+    take(_kept(dict.fromkeys(words)))
     # pairs come from the first BIGRAM_CHARS characters of the text
     paired = words if len(text) <= BIGRAM_CHARS else _all_words(text[:BIGRAM_CHARS].lower())
     take(_pairs(paired))
     take(["CAPS:" + word for word in _caps(text)])
     if any(sign in text for sign in _MONEY_SIGNS):
-        for amount in set(_MONEY.findall(text)):
+        for amount in dict.fromkeys(_MONEY.findall(text)):
             digits = sum(c.isdigit() for c in amount)
             add(f"money:{'%' if amount.endswith('%') else amount[0]}{digits}")
     return found
@@ -270,7 +274,7 @@ def _latin1(text: str) -> bytes | None:
         return text.encode("latin-1", "replace")
 
 
-def _kept(distinct: set[str]) -> list[str]:
+def _kept(distinct: Iterable[str]) -> list[str]:
     """Words as tokens: 3 to 12 characters as they are, a longer one as its first letter and
     length (``skip:x 40``), shorter ones dropped."""
     return [
@@ -285,13 +289,13 @@ def _words(text: str) -> tuple[str, ...]:
     text's are remembered (``_REMEMBERED_CHARS``)."""
     if len(text) <= _REMEMBERED_CHARS:
         return _remembered_words(text)
-    return tuple(_kept(set(_all_words(text.lower()))))
+    return tuple(_kept(dict.fromkeys(_all_words(text.lower()))))
 
 
 @functools.lru_cache(maxsize=_REMEMBERED)
 def _remembered_words(text: str) -> tuple[str, ...]:
     """``_words`` of a short text, computed once: the same tuple, in the same order."""
-    return tuple(_kept(set(_all_words(text.lower()))))
+    return tuple(_kept(dict.fromkeys(_all_words(text.lower()))))
 
 
 def _sender(value: str) -> tuple[str, str]:
@@ -306,15 +310,17 @@ def _remembered_sender(value: str) -> tuple[str, str]:
     return email.utils.parseaddr(value)
 
 
-def _pairs(words: list[str]) -> set[str]:
+def _pairs(words: list[str]) -> list[str]:
     """Neighbouring words as ``bi:first second`` (CRM114's and SpamBayes's experimental
     bigrams): every word, short ones too, a long one as ``skip``; the phrases spam repeats
-    ("click here", "to be removed") say more than their words."""
+    ("click here", "to be removed") say more than their words. Each pair once, in the order
+    the text first has it; a pair is written out only once (text repeats pairs: "of the")."""
     shown = [w if len(w) <= 12 else "skip" for w in words]
-    return {f"{PAIR_PREFIX}{a} {b}" for a, b in zip(shown, shown[1:], strict=False)}
+    distinct = dict.fromkeys(zip(shown, shown[1:], strict=False))
+    return [f"{PAIR_PREFIX}{a} {b}" for a, b in distinct]
 
 
-def _caps(text: str) -> set[str]:
+def _caps(text: str) -> list[str]:
     """The distinct words of 3 to 12 capitals A-Z standing alone (``\\b[A-Z]{3,12}\\b``: no
     letter, digit or underscore either side), found by ``_CAPS_WORD``.
 
@@ -328,11 +334,11 @@ def _caps(text: str) -> set[str]:
     classes = text.encode("latin-1", "replace").translate(_CAPS_CLASS_TABLE)
     first = _CAPS_IN_CLASSES.search(b" " + classes + b" ")
     if first is None:
-        return set()
+        return []
     # the match starts at its leading space, the text's index of the word's first letter: the
     # classes show every upper-case word, so there is none before (and no run of capitals
     # goes across that non-word character)
-    return {run for run in _CAPS_WORD.findall(text, first.start()) if len(run) <= 12}
+    return list(dict.fromkeys(r for r in _CAPS_WORD.findall(text, first.start()) if len(r) <= 12))
 
 
 def _url_tokens(url: str) -> list[str]:
