@@ -21,6 +21,7 @@ from twisted.internet.threads import blockingCallFromThread
 from twisted.python.threadpool import ThreadPool
 
 from tests.support.workers import running
+from txmailhost.delivery.incoming import prefixed
 from txmailhost.filters.interfaces import Client, Transaction
 from txmailhost.filters.registry import FilterHost
 from txmailhost.spam import frames, offload
@@ -400,9 +401,10 @@ def test_the_child_answers_requests_sent_together_on_a_channel_in_order(tmp_path
 
 
 def test_only_what_blocks_goes_to_the_filters_threads(tmp_path, live):
-    """On the reactor, the filter hands the connection checks to the filters' threads only
-    for a client they ask DNS about; a loopback client's message is read and sent to the
-    child from the reactor thread."""
+    """On the reactor, the filter hands the connection checks and the reading of the sample
+    to the filters' threads only for a client they ask DNS about or a message read from a
+    file; a loopback client's small message is read and sent to the child from the reactor
+    thread."""
     trained_store(tmp_path)
     pool = ThreadPool(1, 2, name="test-filters")
     pool.start()
@@ -420,10 +422,18 @@ def test_only_what_blocks_goes_to_the_filters_threads(tmp_path, live):
         f.connection.hits = hits
         transaction = Transaction("deals@promo.example", ("alice@example.test",))
         local = Client("127.0.0.1", helo="client.example", listener="smtp")
-        for client in (OUTSIDE, local):
-            verdict = live.call(f.end_of_data, client, transaction, io.BytesIO(SPAM))
+        spilled = tmp_path / "spilled.eml"  # a large message's body is in a file
+        spilled.write_bytes(SPAM)
+        for client, stream in (
+            (OUTSIDE, io.BytesIO(SPAM)),
+            (local, io.BytesIO(SPAM)),
+            (local, prefixed(b"X-Earlier: field\r\n", io.BytesIO(SPAM))),
+            (local, prefixed(b"X-Earlier: field\r\n", open(spilled, "rb"))),  # noqa: SIM115
+        ):
+            verdict = live.call(f.end_of_data, client, transaction, stream)
             assert dict(verdict.headers)["X-Spam-Status"].startswith("Yes")
-        assert threads == [False, True]  # asked DNS: a filters' thread; loopback: the reactor
+        # asked DNS, or read from a file: a filters' thread; else the reactor thread
+        assert threads == [False, True, True, False]
         live.call(f.close)
     finally:
         pool.stop()

@@ -351,6 +351,15 @@ def prefixed(head: bytes, body: BinaryIO) -> BinaryIO:
     return io.BufferedReader(_Chained(head, body))  # type: ignore[return-value]
 
 
+def in_memory(stream: BinaryIO) -> bool:
+    """Whether reading ``stream`` (a ``reader()``, perhaps ``prefixed`` with filters' fields)
+    touches no file: a small message's, whole in memory. A filter on the reactor thread
+    reads only such a stream there (DESIGN invariant 3); a spilled body is read in a pool."""
+    while isinstance(stream, io.BufferedReader) and isinstance(stream.raw, _Chained):
+        stream = stream.raw._body
+    return isinstance(stream, io.BytesIO)
+
+
 class _Chained(io.RawIOBase):
     """Bytes in memory, then a file: the held header block followed by a spilled body."""
 

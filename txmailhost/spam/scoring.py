@@ -32,6 +32,7 @@ from typing import Any, BinaryIO
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
+from txmailhost.delivery.incoming import in_memory
 from txmailhost.filters.base import MessageFilter
 from txmailhost.filters.interfaces import ACCEPT, Client, Transaction, Verdict
 from txmailhost.pools import run_in
@@ -178,11 +179,15 @@ class SpamFilter(MessageFilter):
         seen = self.connection.hits(client.address, client.helo, transaction.sender) + seen
         return _Prepared(head, body, truncated, seen, notes)
 
-    def _blocks(self, client: Client) -> bool:
-        """Whether preparing this client's message blocks: rspamd is asked over HTTP, or
-        DNS about the client (the checks' answers may be in the resolver's cache, but
-        finding out may not)."""
-        return self.rspamd is not None or self.connection.asks_dns(client.address)
+    def _blocks(self, client: Client, message: BinaryIO) -> bool:
+        """Whether preparing this message blocks: rspamd is asked over HTTP, DNS about the
+        client (the checks' answers may be in the resolver's cache, but finding out may
+        not), or the sample is read from a file (a message too large to be held in memory)."""
+        return (
+            self.rspamd is not None
+            or self.connection.asks_dns(client.address)
+            or not in_memory(message)
+        )
 
     def _score_here(self, transaction: Transaction, prepared: _Prepared) -> list[Score]:
         """Scored in this thread: the filters' thread (the child is starting, failed, or
@@ -231,7 +236,7 @@ class SpamFilter(MessageFilter):
             scores = self._score_here(transaction, prepared)
             return self._verdict(scores, transaction, prepared.notes)
         # The reactor thread: what blocks goes to the filters' threads, the score to the child.
-        if self._blocks(client):
+        if self._blocks(client, message):
             ready = run_in(self._reactor, self._pool, self._prepare, client, transaction, message)
         else:
             ready = succeed(self._prepare(client, transaction, message))
