@@ -205,6 +205,9 @@ def test_search_mark_spam_and_an_admin_creates_a_user_who_logs_in(shared_server,
           what="the result count")  # fmt: skip
     click(browser, "zebra crossing notes")
     browser.find_element(By.XPATH, "//button[text()='Spam']").click()
+    # The move is done when its answer (a redirect to the folder) has come: going to Junk
+    # before then may cancel the form's request, or show Junk without the message.
+    wait(lambda: "/message" not in browser.current_url, what="the move's answer")
     browser.get(base + "/mail?folder=Junk")
     wait(lambda: "zebra crossing" in text_of(browser, "message-list"), what="the message in Junk")
 

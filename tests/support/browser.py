@@ -70,8 +70,15 @@ def web_base(server: Any) -> str:
 
 
 def wait(condition: Callable[[], Any], timeout: float = 15, what: str = "") -> None:
+    """Until ``condition()`` is true. An element it looks for that isn't there yet, or was
+    swapped out while it looked (a page still loading, htmx at work), counts as not yet."""
     deadline = time.time() + timeout
-    while not condition():
+    while True:
+        try:
+            if condition():
+                return
+        except (StaleElementReferenceException, NoSuchElementException):
+            pass
         if time.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)
