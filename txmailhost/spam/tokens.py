@@ -11,11 +11,11 @@
 - Neighbouring words of the first ``BIGRAM_CHARS`` of text as pairs (``bi:click here``).
 
 Each token counts once per message (presence, not frequency, as SpamBayes); at most
-``MAX_TOKENS`` per message, so a huge text costs what a long one does. Which ones, when
-there are more, and which 40 words of a long header value are kept, follow the message's
-order, never a set's: a set of strings iterates in an order that changes with each
-process's hash seed, and the trainer (in the server) and the scorer (in the scoring
-process) must make the same tokens of the same message.
+``MAX_TOKENS`` per message, so a huge text costs what a long one does. Which 40 words of
+a long header value are kept follows the message's order, and which tokens fit under the
+cap their sorted order, never a set's: a set of strings iterates in an order that changes
+with each process's hash seed, and the trainer (in the server) and the scorer (in the
+scoring process) must make the same tokens of the same message.
 
 What was measured on the SpamAssassin public corpus (``docs/benchmarks-spam.rst``) and so
 chosen (``TOKENIZER_VERSION`` 2):
@@ -177,8 +177,8 @@ def tokens(sample: Sample) -> set[str]:
     def take(more: Collection[str]) -> None:  # add() of each, at C speed when all fit
         if len(found) + len(more) <= MAX_TOKENS:
             found.update(more)
-        else:
-            for token in more:
+        else:  # which ones fit: the same in every process, whatever a set's order
+            for token in sorted(more):
                 add(token)
 
     for name, value in sample.headers:
@@ -223,7 +223,7 @@ def tokens(sample: Sample) -> set[str]:
     text = sample.text
     lowered = text.lower()
     words = _all_words(lowered)  # once, for the words and (mostly) for the pairs
-    take(_kept(dict.fromkeys(words)))
+    take(_kept(set(words)))
     # pairs come from the first BIGRAM_CHARS characters of the text
     paired = words if len(text) <= BIGRAM_CHARS else _all_words(text[:BIGRAM_CHARS].lower())
     take(_pairs(paired))
@@ -310,14 +310,12 @@ def _remembered_sender(value: str) -> tuple[str, str]:
     return email.utils.parseaddr(value)
 
 
-def _pairs(words: list[str]) -> list[str]:
+def _pairs(words: list[str]) -> set[str]:
     """Neighbouring words as ``bi:first second`` (CRM114's and SpamBayes's experimental
     bigrams): every word, short ones too, a long one as ``skip``; the phrases spam repeats
-    ("click here", "to be removed") say more than their words. Each pair once, in the order
-    the text first has it; a pair is written out only once (text repeats pairs: "of the")."""
+    ("click here", "to be removed") say more than their words."""
     shown = [w if len(w) <= 12 else "skip" for w in words]
-    distinct = dict.fromkeys(zip(shown, shown[1:], strict=False))
-    return [f"{PAIR_PREFIX}{a} {b}" for a, b in distinct]
+    return {f"{PAIR_PREFIX}{a} {b}" for a, b in zip(shown, shown[1:], strict=False)}
 
 
 def _caps(text: str) -> list[str]:
