@@ -161,6 +161,23 @@ def test_requests_sent_together_get_their_own_answers_in_order(live, child):
     assert results == [spam if m is SPAM else ham for m in messages]
 
 
+def test_a_child_far_behind_is_sent_no_more_until_it_catches_up(live, child, monkeypatch):
+    """At most ``MAX_PENDING`` requests wait for answers; the next message is scored in the
+    thread (its request isn't written), and once answers come the child is asked again."""
+    monkeypatch.setattr(offload, "MAX_PENDING", 3)
+
+    def four_at_once():
+        asked = [child.score(*request(HAM, [None])) for _ in range(4)]
+        behind = []
+        asked[3].addErrback(lambda failure: behind.append(failure.value))
+        return gatherResults(asked[:3]).addCallback(lambda answers: (answers, behind))
+
+    answers, behind = live.call(four_at_once)
+    assert len(answers) == 3 and all(answers)
+    assert len(behind) == 1 and "behind" in str(behind[0])
+    assert child.ready and ask(live, child, HAM, [None])
+
+
 def test_a_killed_child_is_replaced_and_meanwhile_the_thread_scores(tmp_path, live):
     trained_store(tmp_path)
     pool = ThreadPool(1, 2, name="test-filters")

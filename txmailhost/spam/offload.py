@@ -71,6 +71,10 @@ MAX_IDLE = 300.0
 RESTART_AFTER = 1.0  # seconds before starting another child after one ended or failed
 RESTART_MAX = 300.0  # a child that can't start at all is tried at most this often
 STUCK_AFTER = 5.0  # seconds a child told to end may take before it is killed
+# Requests written and not yet answered: beyond this many (each up to the sample's cap,
+# 256 KiB) a message is scored in the filters' thread instead, so a child that falls
+# behind a flood of large messages holds at most a few MiB of them in our buffers.
+MAX_PENDING = 64
 
 _LENGTH = struct.Struct(">I")
 
@@ -139,6 +143,8 @@ class _Child:
         others; ``OffloadError`` when it can't give one in ``timeout`` seconds."""
         if self.dead or self.channel is None:
             return fail(OffloadError("the scoring process has ended"))
+        if len(self.pending) >= MAX_PENDING:
+            return fail(OffloadError(f"the scoring process is {MAX_PENDING} messages behind"))
         answer: Deferred[Any] = Deferred()
         self.pending.append((answer, self.reactor.seconds()))
         self.channel.transport.write(b"".join(_LENGTH.pack(len(f)) + f for f in frames))
