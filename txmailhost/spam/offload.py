@@ -13,9 +13,9 @@ answers come back in the order asked and each fires its message's ``Deferred``. 
 thread waits for the child. When the filters' threads sent the requests and each blocked on
 its own answer, every message cost four wake-ups across threads and processes (the reactor
 waking a thread, the thread the child, the child the thread, the thread the reactor), each
-taking the GIL from the reactor: at 50 connections the server's own CPU for a message rose
-by 0.35 ms against 0.12 ms now, and filtering cost 31-33% of the messages per second
-against 24-25% (docs/benchmarks-spam.rst).
+taking the GIL from the reactor: at 50 connections filtering cost the machine 0.96 ms of
+CPU a message (the child's score 0.58 ms of it) against 0.63 ms now (0.47 ms), and 31% of
+the messages per second against 26% (docs/benchmarks-spam.rst).
 
 The child (``python -m txmailhost.spam.scorechild``, ``scorechild.py``) opens the same token
 store (SQLite, WAL: the server's trainer and ``txmailhost spam train`` write it meanwhile)
