@@ -28,10 +28,12 @@ import hashlib
 import json
 import math
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from txmailhost.spam.sqlitedb import thread_connection
 from txmailhost.spam.tokens import PAIR_PREFIX, TOKENIZER_VERSION
@@ -66,10 +68,14 @@ CREATE TABLE IF NOT EXISTS senders (
 """
 
 
-def token_id(token: str) -> int:
-    """A token as a signed 64-bit integer (SQLite's INTEGER)."""
-    digest = hashlib.blake2b(token.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+_SIGNED_64 = struct.Struct(">q").unpack
+
+
+def token_id(token: str, _hash: Any = hashlib.blake2b, _signed: Any = _SIGNED_64) -> int:
+    """A token as a signed 64-bit integer (SQLite's INTEGER): the first 8 octets of its
+    BLAKE2b, big-endian. Made for each of a message's hundreds of tokens, hence the
+    pre-bound names (a sixth faster than looking them up and ``int.from_bytes``)."""
+    return _signed(_hash(token.encode("utf-8", "surrogatepass"), digest_size=8).digest())[0]
 
 
 def _id_list(tokens: Iterable[str]) -> str:
