@@ -16,8 +16,13 @@ IDLE = b"idle"  # the child's last frame when it ends for want of work
 MAX_FRAME = 64 * 1024 * 1024  # far above a capped message; a corrupt length stops here
 
 
+def encode(*parts: bytes) -> bytes:
+    """``parts`` as frames, one after the other."""
+    return b"".join(_LENGTH.pack(len(part)) + part for part in parts)
+
+
 def send(sock: socket.socket, *parts: bytes) -> None:
-    sock.sendall(b"".join(_LENGTH.pack(len(part)) + part for part in parts))
+    sock.sendall(encode(*parts))
 
 
 class Frames:

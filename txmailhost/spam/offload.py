@@ -46,7 +46,6 @@ import collections
 import contextlib
 import json
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -60,7 +59,7 @@ from twisted.protocols.basic import Int32StringReceiver
 
 from txmailhost.spam import rules
 from txmailhost.spam.bayes import TokenStore
-from txmailhost.spam.frames import IDLE, MAX_FRAME, Frames, rule_from_list
+from txmailhost.spam.frames import IDLE, MAX_FRAME, Frames, encode, rule_from_list
 
 log = Logger()
 
@@ -75,8 +74,6 @@ STUCK_AFTER = 5.0  # seconds a child told to end may take before it is killed
 # 256 KiB) a message is scored in the filters' thread instead, so a child that falls
 # behind a flood of large messages holds at most a few MiB of them in our buffers.
 MAX_PENDING = 64
-
-_LENGTH = struct.Struct(">I")
 
 Scores = list[tuple[float, list[rules.Rule], float | None, float | None]]
 
@@ -147,7 +144,7 @@ class _Child:
             return fail(OffloadError(f"the scoring process is {MAX_PENDING} messages behind"))
         answer: Deferred[Any] = Deferred()
         self.pending.append((answer, self.reactor.seconds()))
-        self.channel.transport.write(b"".join(_LENGTH.pack(len(f)) + f for f in frames))
+        self.channel.transport.write(encode(*frames))
         if self._timer is None:
             self._timer = self.reactor.callLater(self.timeout, self._check)
         return answer
@@ -179,37 +176,40 @@ class _Child:
             self._timer = self.reactor.callLater(self.timeout - waited, self._check)
 
     def fail(self, why: str) -> None:
-        """The child is ended (``why``: killed, it may be stuck; "": it ended, idle, or the
-        server ends it) and the messages it owed an answer are scored elsewhere."""
+        """The child is ended (``why``: killed, it may be stuck; "": it ended, idle) and the
+        messages it owed an answer are scored elsewhere."""
         if self.dead:
             return
-        self.dead = True
         if why:
             log.warn("spam: the scoring process failed ({why}); it is started again", why=why)
         else:
             log.info("spam: the scoring process ended")
-        self.stop(kill=bool(why))
-        self._ended(self)
-        self._release(OffloadError(why or "the scoring process ended"))
+        self._end(bool(why), OffloadError(why or "the scoring process ended"))
 
-    def _release(self, error: OffloadError) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        waiting, self.pending = self.pending, collections.deque()
-        for answer, _sent in waiting:
-            answer.errback(error)
+    def close(self) -> None:
+        """The server stops: the child reads the end of its channel and ends, and the
+        messages it owed an answer are scored in the thread."""
+        if not self.dead:
+            self._end(False, OffloadError("the server is stopping"))
 
-    def stop(self, kill: bool) -> None:
-        """The child reads the end of its channel and ends (``kill``: now)."""
+    def _end(self, kill: bool, error: OffloadError) -> None:
+        """The channel closes and the child ends (``kill``: now; else a child stuck in a
+        message is killed after ``STUCK_AFTER``); what it owed fails with ``error``."""
         self.dead = True
         if self.channel is not None and self.channel.transport is not None:
             self.channel.transport.loseConnection()
         if kill:
             with contextlib.suppress(OSError):
                 self.process.kill()
-        else:  # one stuck in a message is ended
+        else:
             threading.Thread(target=self._kill_if_stuck, daemon=True).start()
+        self._ended(self)
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        waiting, self.pending = self.pending, collections.deque()
+        for answer, _sent in waiting:
+            answer.errback(error)
 
     def _kill_if_stuck(self) -> None:
         try:
@@ -341,7 +341,7 @@ class ScoringProcess:
         child = _Child(self.reactor, process, self.timeout, self._ended)
         child.adopt(sock)
         if self._closed:
-            child.stop(kill=False)
+            child.close()
             return
         self._child = child
         log.info("spam: scoring in process {pid}", pid=process.pid)
@@ -356,5 +356,4 @@ class ScoringProcess:
         self._closed = True
         child, self._child = self._child, None
         if child is not None:
-            child.stop(kill=False)
-            child._release(OffloadError("the server is stopping"))
+            child.close()
