@@ -78,6 +78,15 @@ def live():
     reactor.stop()
 
 
+@pytest.fixture
+def filters_pool():
+    """The filters' threads of a server, for a ``SpamFilter`` on ``live``'s reactor."""
+    pool = ThreadPool(1, 2, name="test-filters")
+    pool.start()
+    yield pool
+    pool.stop()
+
+
 def trained_store(tmp_path) -> TokenStore:
     store = TokenStore(store_path(str(tmp_path)), min_messages=3)
     for i in range(4):
@@ -178,38 +187,33 @@ def test_a_child_far_behind_is_sent_no_more_until_it_catches_up(live, child, mon
     assert child.ready and ask(live, child, HAM, [None])
 
 
-def test_a_killed_child_is_replaced_and_meanwhile_the_thread_scores(tmp_path, live):
+def test_a_killed_child_is_replaced_and_meanwhile_the_thread_scores(tmp_path, live, filters_pool):
     trained_store(tmp_path)
-    pool = ThreadPool(1, 2, name="test-filters")
-    pool.start()
-    try:
-        host = FilterHost(str(tmp_path), "mx.example.test", reactor=live.reactor, pool=pool)
-        f = SpamFilter(host=host, dns_checks=False, bayes_min_messages=3)
-        assert f.offload is not None and not f.blocking
-        alone = SpamFilter(host=FilterHost(str(tmp_path), "mx.example.test"), bayes_min_messages=3)
-        assert alone.offload is None and alone.blocking  # no reactor: it blocks
-        transaction = Transaction("deals@promo.example", ("alice@example.test",))
-        in_thread = alone.end_of_data(OUTSIDE, transaction, io.BytesIO(SPAM))
+    host = FilterHost(str(tmp_path), "mx.example.test", reactor=live.reactor, pool=filters_pool)
+    f = SpamFilter(host=host, dns_checks=False, bayes_min_messages=3)
+    assert f.offload is not None and not f.blocking
+    alone = SpamFilter(host=FilterHost(str(tmp_path), "mx.example.test"), bayes_min_messages=3)
+    assert alone.offload is None and alone.blocking  # no reactor: it blocks
+    transaction = Transaction("deals@promo.example", ("alice@example.test",))
+    in_thread = alone.end_of_data(OUTSIDE, transaction, io.BytesIO(SPAM))
 
-        def judged():
-            return live.call(f.end_of_data, OUTSIDE, transaction, io.BytesIO(SPAM))
+    def judged():
+        return live.call(f.end_of_data, OUTSIDE, transaction, io.BytesIO(SPAM))
 
-        assert judged() == in_thread  # scored in the filters' thread; starts the child
-        wait_ready(live, f.offload)
-        first = f.offload.pid
+    assert judged() == in_thread  # scored in the filters' thread; starts the child
+    wait_ready(live, f.offload)
+    first = f.offload.pid
+    assert judged() == in_thread
+    os.kill(first, signal.SIGKILL)
+    for _ in range(3):  # the end of the channel is seen; meanwhile the thread scores
         assert judged() == in_thread
-        os.kill(first, signal.SIGKILL)
-        for _ in range(3):  # the end of the channel is seen; meanwhile the thread scores
-            assert judged() == in_thread
-        time.sleep(offload.RESTART_AFTER)
-        wait_ready(live, f.offload)
-        assert f.offload.pid != first
-        assert judged() == in_thread
-        pid = f.offload.pid
-        live.call(f.close)
-        wait_gone(pid, "the scoring process outlived close()")
-    finally:
-        pool.stop()
+    time.sleep(offload.RESTART_AFTER)
+    wait_ready(live, f.offload)
+    assert f.offload.pid != first
+    assert judged() == in_thread
+    pid = f.offload.pid
+    live.call(f.close)
+    wait_gone(pid, "the scoring process outlived close()")
 
 
 def test_a_child_that_doesnt_answer_is_ended_after_the_time_limit(tmp_path, live):
@@ -417,40 +421,35 @@ def test_the_child_answers_requests_sent_together_on_a_channel_in_order(tmp_path
     assert not server.is_alive()
 
 
-def test_only_what_blocks_goes_to_the_filters_threads(tmp_path, live):
+def test_only_what_blocks_goes_to_the_filters_threads(tmp_path, live, filters_pool):
     """On the reactor, the filter hands the connection checks and the reading of the sample
     to the filters' threads only for a client they ask DNS about or a message read from a
     file; a loopback client's small message is read and sent to the child from the reactor
     thread."""
     trained_store(tmp_path)
-    pool = ThreadPool(1, 2, name="test-filters")
-    pool.start()
-    try:
-        host = FilterHost(
-            str(tmp_path), "mx.example.test", resolver=object(), reactor=live.reactor, pool=pool
-        )
-        f = SpamFilter(host=host, bayes_min_messages=3)
-        threads = []
+    host = FilterHost(
+        str(tmp_path), "mx.example.test", resolver=object(), reactor=live.reactor, pool=filters_pool
+    )
+    f = SpamFilter(host=host, bayes_min_messages=3)
+    threads = []
 
-        def hits(address, helo, sender):
-            threads.append(threading.current_thread() is live.thread)
-            return []
+    def hits(address, helo, sender):
+        threads.append(threading.current_thread() is live.thread)
+        return []
 
-        f.connection.hits = hits
-        transaction = Transaction("deals@promo.example", ("alice@example.test",))
-        local = Client("127.0.0.1", helo="client.example", listener="smtp")
-        spilled = tmp_path / "spilled.eml"  # a large message's body is in a file
-        spilled.write_bytes(SPAM)
-        for client, stream in (
-            (OUTSIDE, io.BytesIO(SPAM)),
-            (local, io.BytesIO(SPAM)),
-            (local, prefixed(b"X-Earlier: field\r\n", io.BytesIO(SPAM))),
-            (local, prefixed(b"X-Earlier: field\r\n", open(spilled, "rb"))),  # noqa: SIM115
-        ):
-            verdict = live.call(f.end_of_data, client, transaction, stream)
-            assert dict(verdict.headers)["X-Spam-Status"].startswith("Yes")
-        # asked DNS, or read from a file: a filters' thread; else the reactor thread
-        assert threads == [False, True, True, False]
-        live.call(f.close)
-    finally:
-        pool.stop()
+    f.connection.hits = hits
+    transaction = Transaction("deals@promo.example", ("alice@example.test",))
+    local = Client("127.0.0.1", helo="client.example", listener="smtp")
+    spilled = tmp_path / "spilled.eml"  # a large message's body is in a file
+    spilled.write_bytes(SPAM)
+    for client, stream in (
+        (OUTSIDE, io.BytesIO(SPAM)),
+        (local, io.BytesIO(SPAM)),
+        (local, prefixed(b"X-Earlier: field\r\n", io.BytesIO(SPAM))),
+        (local, prefixed(b"X-Earlier: field\r\n", open(spilled, "rb"))),  # noqa: SIM115
+    ):
+        verdict = live.call(f.end_of_data, client, transaction, stream)
+        assert dict(verdict.headers)["X-Spam-Status"].startswith("Yes")
+    # asked DNS, or read from a file: a filters' thread; else the reactor thread
+    assert threads == [False, True, True, False]
+    live.call(f.close)
