@@ -35,6 +35,8 @@ import tempfile
 from pathlib import Path
 
 from bench import smtp_load, spam_corpus, targets
+from bench.server import cpu_seconds
+from bench.smtp_floor import machine_busy
 
 RECIPIENT = "u1@bench.test"
 
@@ -68,13 +70,6 @@ def _train(workdir: Path, count: int, cache: Path) -> None:
     )  # fmt: skip
 
 
-def _busy_ticks() -> int:
-    """Clock ticks the machine's CPUs spent busy (not idle, not waiting for I/O)."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    return sum(fields) - fields[3] - fields[4]
-
-
 def scoring_children(data_dir: str) -> list[int]:
     """Pids of the scoring processes whose token store is under ``data_dir`` (the e2e tests
     look for them too)."""
@@ -94,32 +89,21 @@ def scoring_children(data_dir: str) -> list[int]:
     return found
 
 
-def _scoring_ticks(workdir: Path) -> int:
-    """Clock ticks used by the scoring processes of the server in ``workdir`` (running ones:
-    they end only after minutes idle)."""
-    ticks = 0
-    for pid in scoring_children(str(workdir)):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks
-
-
 def _rate(server, messages: int, connections: int, workdir: Path | None = None) -> float:
     load = smtp_load.SmtpLoad(
         "127.0.0.1", server.smtp_port, messages, 4096, connections, 100, recipient=RECIPIENT
     )
-    busy, scoring = _busy_ticks(), _scoring_ticks(workdir) if workdir else 0
+
+    def scoring() -> float:  # the running scoring processes' CPU (they end after minutes idle)
+        return cpu_seconds(scoring_children(str(workdir))) if workdir else 0.0
+
+    busy, scored = machine_busy(), scoring()
     result = asyncio.run(smtp_load.run(load))
     if result.failed:
         raise RuntimeError(result.summary())
     if workdir is not None:
-        per = 1000 / os.sysconf("SC_CLK_TCK") / result.accepted  # ms a message, per tick
-        machine = (_busy_ticks() - busy) * per
-        child = (_scoring_ticks(workdir) - scoring) * per
+        machine = 1000 * (machine_busy() - busy) / result.accepted
+        child = 1000 * (scoring() - scored) / result.accepted
         print(f"  CPU a message: {machine:.2f} ms (the machine), scoring processes {child:.2f} ms")
     return result.accepted / result.elapsed
 
