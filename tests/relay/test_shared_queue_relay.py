@@ -5,6 +5,7 @@ PostgreSQL)."""
 from __future__ import annotations
 
 import collections
+import dataclasses
 import random
 import time
 
@@ -25,11 +26,22 @@ MESSAGES = 200
 
 
 class Sink:
-    """A receiving server that records, per transaction, its recipients and its message."""
+    """A receiving server that records, per transaction, its recipients and its message.
 
-    def __init__(self) -> None:
+    It holds its answers to DATA until both nodes have said EHLO (or ``patience`` seconds
+    have passed): a node runs at most ``max_connections`` deliveries at once, so held answers
+    leave work for the other node however fast the first one starts. Without the hold, on a
+    loaded machine one node could claim and deliver everything before the other's first poll.
+    """
+
+    NODES = {b"a.example.test", b"b.example.test"}
+
+    def __init__(self, reactor, patience: float = 10.0) -> None:
         self.deliveries: list[tuple[tuple[bytes, ...], bytes]] = []
         self.factory = ScriptedFactory(self.reply)
+        self.seen: set[bytes] = set()
+        self.held: list = []
+        self.releasing = reactor.callLater(patience, self.release)
 
     def reply(self, command: bytes, session) -> bytes | None:
         verb = command.split(b" ", 1)[0].upper()
@@ -37,9 +49,29 @@ class Sink:
             session.rcpts = []
         elif verb == b"RCPT":
             session.rcpts.append(command.split(b"<", 1)[1].split(b">", 1)[0])
+        elif verb == b"EHLO":
+            self.seen.add(command.split(b" ", 1)[1])
+            if self.seen >= self.NODES:
+                self.release()
         elif command == b"<end-of-data>":
-            self.deliveries.append((tuple(session.rcpts), session.factory.messages[-1]))
+            transaction = (tuple(session.rcpts), session.factory.messages[-1])
+            if self.held is not None:
+                self.held.append((session, transaction))
+                return None
+            self.deliveries.append(transaction)
         return standard_reply(command)
+
+    def release(self) -> None:
+        """Answer the held transactions; from now on answer at once."""
+        if self.held is None:
+            return
+        held, self.held = self.held, None
+        if self.releasing.active():
+            self.releasing.cancel()
+        for session, transaction in held:
+            if session.transport.connected:  # else the sender timed out: not accepted
+                self.deliveries.append(transaction)
+                session.sendLine(standard_reply(b"<end-of-data>"))
 
 
 def courier(net, dns_server, port: int, hostname: str) -> RelayCourier:
@@ -52,7 +84,7 @@ def courier(net, dns_server, port: int, hostname: str) -> RelayCourier:
         hostname=hostname,
         port=port,
         tls=TLSPolicy("opportunistic"),
-        timeouts=FAST,
+        timeouts=dataclasses.replace(FAST, data_end=30),  # outlasts the sink's hold
     )
 
 
@@ -62,7 +94,7 @@ def test_two_runners_deliver_each_recipient_exactly_once(
     tmp_path,
     postgres_dsn,  # noqa: F811 - the fixture
 ):
-    sink = Sink()
+    sink = Sink(net.reactor)
     port = net.listen(sink.factory, "127.0.0.2")
     for domain in ("remote.test", "other.test"):
         dns_server.add(domain, "MX", f"10 mx.{domain}.")
