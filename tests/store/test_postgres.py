@@ -392,3 +392,42 @@ def test_a_dropped_store_stops_listening_without_close(postgres_dsn):  # noqa: F
     while listening_backends() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert listening_backends() == 0
+
+
+def test_remembering_a_message_another_node_is_expunging_waits_and_skips_it(
+    stores,
+    postgres_dsn,  # noqa: F811 - the fixture
+):
+    """An IMAP FETCH caches a BODYSTRUCTURE (``remember``) while another node's EXPUNGE of
+    the same message is between its DELETE and its COMMIT: the cache waits for the EXPUNGE
+    and skips the message, where it had read the row, then failed the foreign-key check
+    (and could deadlock with the DELETE, failing the EXPUNGE instead)."""
+    import psycopg
+
+    store = stores()
+    result(store.provision(USER))
+    box = result(store.open(USER, INBOX))
+    gone = result(box.append(MessageSource.from_bytes(MSG), [], None))[1]
+    kept = result(box.append(MessageSource.from_bytes(MSG), [], None))[1]
+    expunging = psycopg.connect(postgres_dsn)
+    try:
+        expunging.execute("SELECT 1 FROM mailboxes WHERE id = %s FOR UPDATE", (box.id,))
+        expunging.execute("DELETE FROM messages WHERE mailbox_id = %s AND uid = %s", (box.id, gone))
+        outcome: list = []
+
+        def remember() -> None:
+            try:
+                outcome.append(result(box.remember("bodystructure", {gone: b"A", kept: b"B"})))
+            except BaseException as e:  # noqa: BLE001 - reported below
+                outcome.append(e)
+
+        rememberer = threading.Thread(target=remember)
+        rememberer.start()
+        rememberer.join(0.5)
+        assert rememberer.is_alive()  # waiting for the expunge
+        expunging.commit()
+        rememberer.join(10)
+    finally:
+        expunging.close()
+    assert outcome == [None]
+    assert result(box.derived([gone, kept], "bodystructure")) == {kept: b"B"}

@@ -431,8 +431,17 @@ class PostgresMailbox:
                 return
             uids = list(values)
             with conn.transaction():
+                # The mailbox shared, as a reader: an EXPUNGE (which takes it exclusive) can't
+                # delete a message between this SELECT and the INSERT's foreign-key check. The
+                # messages' rows are then read and written in id order, so two sessions
+                # remembering the same messages can't deadlock on the derived rows.
+                try:
+                    self._lock(conn, False)
+                except NoSuchMailbox:
+                    return  # deleted meanwhile: nothing left to remember it for
                 ids = conn.execute(
-                    "SELECT uid, id FROM messages WHERE mailbox_id = %s AND uid = ANY (%s)",
+                    "SELECT uid, id FROM messages WHERE mailbox_id = %s AND uid = ANY (%s)"
+                    " ORDER BY id",
                     (self.id, uids),
                 ).fetchall()
                 with conn.cursor() as cur:
