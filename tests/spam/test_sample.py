@@ -58,6 +58,32 @@ def test_encoded_words_quoted_printable_and_charsets_are_decoded():
     assert "iso-8859-1" in sample.charsets
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    [b"TEXT/PLAIN charset=US-ASCII", b"text/plain charset=us-ascii; format=flowed", b"text"],
+)
+def test_a_syntactically_invalid_content_type_is_read_as_plain_text(content_type):
+    """RFC 2045 5.2, as mail readers do: the text is scored, not skipped as an unknown type
+    (the standard library keeps "text/plain charset=us-ascii", a value with one "/")."""
+    message = b"MIME-Version: 1.0\r\nContent-Type: " + content_type + b"\r\n\r\nBuy cheap pills\r\n"
+    sample = sample_of(io.BytesIO(message))
+    assert sample.content_types == ["text/plain"]
+    assert "Buy cheap pills" in sample.text
+
+
+def test_a_multipart_whose_boundary_never_comes_is_read_as_text():
+    """Seen in spam: the boundary parameter and the delimiter lines differ ("=X" and "= X");
+    the parser finds no part, and the body's words are still scored."""
+    message = (
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="=Multipart 07"\r\n'
+        b"\r\nThis is a multipart MIME message.\r\n\r\n--= Multipart 07\r\n"
+        b"Content-Type: text/plain\r\n\r\nNEED A PROFESSIONAL LOOKING WEBSITE?\r\n--= Multipart 07--\r\n"
+    )
+    sample = sample_of(io.BytesIO(message))
+    assert sample.content_types == ["multipart/alternative"]
+    assert "NEED A PROFESSIONAL LOOKING WEBSITE?" in sample.text
+
+
 def test_html_becomes_text_with_links_and_hidden_parts_apart():
     message = (
         b"Content-Type: text/html\r\n\r\n<html><style>p{}</style><script>var x</script>"

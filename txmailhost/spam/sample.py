@@ -399,6 +399,11 @@ def _read_part(part: Message, sample: Sample, texts: list[str], hidden: list[str
     known = _plain_content_fields(part)
     if known is None:
         content_type = part.get_content_type()
+        if not _MEDIA_TYPE.fullmatch(content_type):
+            # "TEXT/PLAIN charset=US-ASCII" (no ";"): the standard library keeps any value with
+            # one "/"; RFC 2045 5.2 reads a syntactically invalid type as text/plain, as mail
+            # readers do, so such a part's text is read, not skipped as an unknown type.
+            content_type = "text/plain"
         filename = part.get_filename()
         disposition = (part.get("Content-Disposition") or "").lower()
     else:
@@ -406,6 +411,11 @@ def _read_part(part: Message, sample: Sample, texts: list[str], hidden: list[str
     sample.content_types.append(content_type)
     if filename:
         sample.attachments.append(_decode_header(filename, sample))
+    if content_type.startswith("multipart/"):
+        # A leaf, though multipart: its boundary never appears in the body (the parser's
+        # StartBoundaryNotFoundDefect). Its body is read as text, as a mail reader showing it
+        # shows it; else a spam whose boundary is broken would hide all its words.
+        content_type = "text/plain"
     if not content_type.startswith("text/") or disposition.startswith("attachment"):
         return
     if known is None:
@@ -435,6 +445,7 @@ def _read_part(part: Message, sample: Sample, texts: list[str], hidden: list[str
 # A Content-Type or Content-Disposition value of ASCII tokens and parameters whose values are
 # tokens or quoted strings with no quote, backslash, semicolon, angle bracket or line end.
 _TOKEN = r'[^\s;"\\=<>*]+'
+_MEDIA_TYPE = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+/[!#$%&'*+\-.^_`|~0-9a-z]+")  # lower-case
 _PLAIN_PARAM = re.compile(
     rf'[ \t\r\n]*;[ \t\r\n]*({_TOKEN})[ \t\r\n]*=[ \t\r\n]*("[^"\\;<>\r\n]*"|[^\s;"\\<>]+)'
 )
