@@ -9,7 +9,7 @@ import pytest
 
 from tests.support.clock import FakeClock
 from tests.support.postgres import postgres_dsn, postgres_server  # noqa: F401 - fixtures
-from txmailhost.srs import SRS, SharedKeys, SRSError
+from txmailhost.srs import SRS, SharedKeys, SRSError, SRSKeyError
 
 DOMAIN = "fwd.example.org"
 
@@ -89,3 +89,19 @@ def test_nodes_starting_together_make_one_key(postgres_dsn):  # noqa: F811
     assert len(found[0]) == 1
     for state in states:
         state.close()
+
+
+def test_a_key_retired_on_one_node_stops_verifying_on_every_node(nodes):
+    (a, b), clocks = nodes
+    old = a.forward("carol@far.test").rpartition("@")[0]
+    made = a.keys.rotate()
+    listing = b.keys.listing()
+    assert [(k.id, k.signing) for k in listing][0] == (made, True)
+    assert len(listing) == 2 and all(k.created is not None for k in listing)
+    with pytest.raises(SRSKeyError, match="signs"):
+        b.keys.retire(made)
+    b.keys.retire(listing[1].id)
+    assert [k.id for k in a.keys.listing()] == [made]
+    clocks[0].now += SharedKeys.REFRESH  # node A's copy of the keys is read again
+    with pytest.raises(SRSError):
+        a.reverse(old)

@@ -162,6 +162,9 @@ def _parser() -> argparse.ArgumentParser:
     from txmailhost.spam.cli import register as register_spam_commands
 
     register_spam_commands(commands, _with_config)
+    from txmailhost.srs_cli import register as register_srs_commands
+
+    register_srs_commands(commands, _with_config)
 
     user = commands.add_parser("user", help="manage user accounts (user@domain)")
     user_commands = user.add_subparsers(metavar="ACTION", required=True)

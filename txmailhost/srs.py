@@ -19,8 +19,11 @@ SRS0 address). A forged, damaged or expired address is refused (``SRSError``; RC
 ``550 5.1.1``).
 
 Keys live in ``DATA/srs/keys``, one per line, the first in use, the others still accepted:
-rotate by putting a new line first (``Keys.rotate``), drop an old one a month later. The
-file is made on first use with a random key, mode 0600.
+rotate by putting a new line first (``txmailhost srs rotate``, ``Keys.rotate``), retire an
+old one once ``max_age_days`` have passed (``txmailhost srs retire ID``; a key is named by
+``key_id``, never shown). The file is made on first use with a random key, mode 0600. A
+running server looks at the file again every ``Keys.REFRESH`` seconds, and at once (at most
+once a second) when an address fails to verify, so the commands need no restart.
 
 Several nodes behind one MX name must share the keys: node A rewrites a sender, and the bounce
 comes back to whichever node the MX records send it to. With ``[store] backend = "postgres"``
@@ -40,6 +43,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from txmailhost._safeio import makedirs_durably, write_atomic
@@ -54,37 +58,108 @@ class SRSError(ValueError):
     """An SRS address that can't be reversed: forged, damaged or expired."""
 
 
-class Keys:
-    """The HMAC keys in ``path``: the first signs, all of them verify."""
+class SRSKeyError(ValueError):
+    """A key command that can't be done (``srs retire`` of an unknown or the signing key)."""
 
-    def __init__(self, path: str) -> None:
+
+def key_id(key: bytes) -> str:
+    """A key's name for the administrator (``srs list``, ``srs retire``): a digest of it, so
+    the secret itself is never printed."""
+    return hashlib.sha256(key).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """One key as ``srs list`` shows it: its id, whether it signs, when it was made (None when
+    the file doesn't say)."""
+
+    id: str
+    signing: bool
+    created: float | None
+
+
+class Keys:
+    """The HMAC keys in ``path``: the first signs, all of them verify.
+
+    The file is read again when it changed (its inode, size or modification time), looked at
+    every ``REFRESH`` seconds and, when an address fails to verify, at once (at most once a
+    ``RETRY``): ``srs rotate`` and ``srs retire`` rewrite it while the server runs."""
+
+    REFRESH = 30.0
+    RETRY = 1.0
+
+    def __init__(self, path: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.path = path
+        self._clock = clock
+        self._lock = threading.Lock()
         self._keys: list[bytes] | None = None
+        self._seen: tuple[int, int, int] | None = None  # the file's (inode, size, mtime)
+        self._looked_at = float("-inf")
 
     def load(self) -> list[bytes]:
-        if self._keys is None:
-            try:
-                with open(self.path, encoding="ascii") as f:
-                    keys = [line.strip().encode() for line in f if line.strip()]
-            except FileNotFoundError:
-                keys = []
-            if not keys:
-                keys = [self._new()]
-                self._write(keys)
-            self._keys = keys
-        return self._keys
-
-    def rotate(self) -> None:
-        """A new signing key; the old ones keep verifying until removed from the file."""
-        self._keys = None
-        keys = [self._new(), *self.load()]
-        self._write(keys)
-        self._keys = keys
+        with self._lock:
+            if self._keys is None or self._clock() - self._looked_at >= self.REFRESH:
+                self._look()
+            assert self._keys is not None
+            return self._keys
 
     def refresh(self) -> bool:
-        """Nothing to look at again: the file is this node's, and only this object writes it
-        while the server runs. (SharedKeys re-reads the database here.)"""
-        return False
+        """Look at the file again unless that was done within ``RETRY`` seconds; True when
+        the keys changed (an address that failed to verify may verify now)."""
+        with self._lock:
+            if self._keys is not None and self._clock() - self._looked_at < self.RETRY:
+                return False
+            before = self._keys
+            self._look()
+            return self._keys != before
+
+    def rotate(self) -> str:
+        """A new signing key; the old ones keep verifying until retired. Its id."""
+        with self._lock:
+            self._keys = None
+            keys = [self._new(), *self._read()]
+            self._write(keys)
+            return key_id(keys[0])
+
+    def retire(self, wanted: str) -> None:
+        """Forget the key ``key_id`` names: addresses it signed no longer verify. Not the
+        signing key (rotate first)."""
+        with self._lock:
+            keys = self._read()
+            self._write(_without(keys, wanted))
+            self._keys = None
+
+    def listing(self) -> list[KeyInfo]:
+        """The keys, the signing one first (the file keeps no dates)."""
+        return [KeyInfo(key_id(k), n == 0, None) for n, k in enumerate(self.load())]
+
+    def _look(self) -> None:
+        """Read the file if it changed since the last read. Its state is taken before it is
+        read: a change made between the two is seen at the next look."""
+        self._looked_at = self._clock()
+        seen = self._state()
+        if self._keys is None or seen is None or seen != self._seen:
+            self._keys = self._read()
+            self._seen = seen if seen is not None else self._state()  # made by _read
+
+    def _state(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _read(self) -> list[bytes]:
+        """The file's keys; a missing or empty file gets a first key."""
+        try:
+            with open(self.path, encoding="ascii") as f:
+                keys = [line.strip().encode() for line in f if line.strip()]
+        except FileNotFoundError:
+            keys = []
+        if not keys:
+            keys = [self._new()]
+            self._write(keys)
+        return keys
 
     @staticmethod
     def _new() -> bytes:
@@ -93,6 +168,19 @@ class Keys:
     def _write(self, keys: list[bytes]) -> None:
         makedirs_durably(os.path.dirname(self.path))
         write_atomic(self.path, b"\n".join(keys) + b"\n", mode=0o600)
+
+
+def _without(keys: list[bytes], wanted: str) -> list[bytes]:
+    """``keys`` less the one ``wanted`` names; SRSKeyError if that is none or the signer."""
+    wanted = wanted.strip().lower()
+    found = [k for k in keys if key_id(k) == wanted]
+    if not found:
+        raise SRSKeyError(f"no SRS key {wanted!r} ('srs list' shows them)")
+    if found[0] == keys[0]:
+        raise SRSKeyError(
+            f"key {wanted} signs: 'srs rotate' first, and retire it [srs] max_age_days later"
+        )
+    return [k for k in keys if k != found[0]]
 
 
 class SharedKeys:
@@ -126,15 +214,33 @@ class SharedKeys:
             self._read()
             return self._keys != before
 
-    def rotate(self) -> None:
+    def rotate(self) -> str:
         """A new signing key for every node (each signs with it from its next read); the old
-        ones keep verifying until deleted from ``srs_keys``."""
+        ones keep verifying until retired. Its id."""
+        secret = Keys._new()
         with self._lock:
             self._state.rows(
                 "INSERT INTO srs_keys (secret, created) VALUES (%s, %s)",
-                (Keys._new().decode(), time.time()),
+                (secret.decode(), time.time()),
             )
             self._read()
+        return key_id(secret)
+
+    def retire(self, wanted: str) -> None:
+        """Delete the key ``key_id`` names from ``srs_keys`` (every node forgets it within
+        ``REFRESH`` seconds). Not the newest, which signs."""
+        with self._lock:
+            self._read()
+            kept = _without(self._keys, wanted)
+            gone = next(k for k in self._keys if k not in kept)
+            self._state.rows("DELETE FROM srs_keys WHERE secret = %s", (gone.decode(),))
+            self._read()
+
+    def listing(self) -> list[KeyInfo]:
+        """The keys, newest (signing) first, with when each was made."""
+        self.load()
+        rows = self._state.rows("SELECT secret, created FROM srs_keys ORDER BY id DESC")
+        return [KeyInfo(key_id(row[0].encode()), n == 0, row[1]) for n, row in enumerate(rows)]
 
     def _read(self) -> None:
         # The first node to need a key makes it; the advisory lock (on this table's name)
