@@ -10,6 +10,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from tests.support.postgres import postgres_dsn, postgres_server  # noqa: F401 - fixtures
 from txmailhost.cli import main
 
 
@@ -116,14 +117,42 @@ def test_dns_check_finds_missing_and_published_records(data, names, capsys):
     assert "k-rsa._domainkey.example.test: differs" in capsys.readouterr().out
 
 
-def _deliver(data_dir: str, name: str, message: bytes) -> None:
-    folder = os.path.join(data_dir, "mail", "example.test", "dmarc-reports", "new")
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, name), "wb") as f:
-        f.write(message)
+REPORTS = "dmarc-reports@example.test"
 
 
-def test_dmarc_report_list_summarises_received_reports_and_skips_junk(data, capsys):
+@pytest.fixture(params=["maildir", "postgres"])
+def reports_data(request, data, tmp_path):
+    """A data directory whose reports account exists, its mail in Maildir or PostgreSQL."""
+    if request.param == "postgres":
+        dsn = request.getfixturevalue("postgres_dsn")
+        path = os.path.join(data, "txmailhost.toml")
+        with open(path) as f:
+            text = f.read()
+        text = text.replace('# backend = "maildir"', 'backend = "postgres"', 1)
+        with open(path, "w") as f:
+            f.write(text.replace('# dsn = ""', f'dsn = "{dsn}"', 1))
+    secret = tmp_path / "password"
+    secret.write_text("a long enough password\n")
+    assert main(["--data", data, "domain", "add", "example.test"]) == 0
+    assert main(["--data", data, "user", "add", REPORTS, "--password-file", str(secret)]) == 0
+    return data
+
+
+def _deliver(data_dir: str, message: bytes) -> None:
+    """Into the reports account's INBOX through the store, as the server delivers."""
+    from tests.support.syncpool import result
+    from txmailhost.config import load_config
+    from txmailhost.ops.mailbox_admin import open_store
+    from txmailhost.store.interfaces import INBOX, MessageSource
+
+    store = open_store(load_config(data_dir))
+    inbox = result(store.open(REPORTS, INBOX))
+    result(inbox.append(MessageSource.from_bytes(message), [], None))
+    getattr(store, "close", lambda: None)()
+
+
+def test_dmarc_report_list_summarises_received_reports_and_skips_junk(reports_data, capsys):
+    data = reports_data
     import gzip
     import io
     import zipfile
@@ -141,7 +170,7 @@ def test_dmarc_report_list_summarises_received_reports_and_skips_junk(data, caps
     passing = {**entry, "source_ip": "198.51.100.1", "dkim_aligned": "pass"}
     xml = report_xml("example.test", [entry, entry, passing], "big.test", "r@big.test",
                      "r-1", 1796256000, 1796342399)  # fmt: skip
-    _deliver(data, "1.big", report_message(xml, "example.test", "big.test", ["x@example.test"],
+    _deliver(data, report_message(xml, "example.test", "big.test", ["x@example.test"],
                                            "r-1", 1796256000, 1796342399))  # fmt: skip
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as z:
@@ -152,15 +181,15 @@ def test_dmarc_report_list_summarises_received_reports_and_skips_junk(data, caps
         if part.get_filename():
             part.set_content(archive.getvalue(), maintype="application", subtype="zip",
                              filename="small.test!example.test!1!2.zip")  # fmt: skip
-    _deliver(data, "2.small", mail.as_bytes())
+    _deliver(data, mail.as_bytes())
     bomb = report_message(b"", "example.test", "evil.test", ["x@example.test"], "b", 1, 2)
     mail = message_from_bytes(bomb, policy=policy.default)
     for part in mail.walk():
         if part.get_filename():
             part.set_content(gzip.compress(b"\0" * (33 * 1024 * 1024)), maintype="application",
                              subtype="gzip", filename="evil.xml.gz")  # fmt: skip
-    _deliver(data, "3.bomb", mail.as_bytes())
-    _deliver(data, "4.plain", b"From: someone@x.test\r\nSubject: hi\r\n\r\nnot a report\r\n")
+    _deliver(data, mail.as_bytes())
+    _deliver(data, b"From: someone@x.test\r\nSubject: hi\r\n\r\nnot a report\r\n")
 
     assert main(["--data", data, "dmarc", "report", "list", "-v"]) == 0
     out, err = capsys.readouterr()
@@ -170,3 +199,12 @@ def test_dmarc_report_list_summarises_received_reports_and_skips_junk(data, caps
     assert lines[1] == "    failed from 192.0.2.7: 2"
     assert any("from=small.test" in line for line in lines)
     assert "evil.xml.gz: report larger than 32 MiB" in err
+
+
+def test_dmarc_report_list_names_a_reports_address_that_is_not_an_account(data, capsys):
+    assert main(["--data", data, "domain", "add", "example.test"]) == 0
+    capsys.readouterr()
+    assert main(["--data", data, "dmarc", "report", "list"]) == 0
+    err = capsys.readouterr().err
+    assert "dmarc-reports@example.test is not an account" in err
+    assert "no reports found" in err

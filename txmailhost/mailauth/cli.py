@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -138,20 +137,31 @@ def _dns(args: argparse.Namespace, config: Any) -> int:
 
 
 def _dmarc_list(args: argparse.Namespace, config: Any) -> int:
-    """Reads ``DATA/mail/DOMAIN/LOCAL/`` of each domain's reports address (Maildir)."""
-    from txmailhost.mailauth.received import reports_in_maildir
+    """Reads the INBOX of each domain's reports account through the mail store."""
+    from txmailhost.accounts.backends import open_accounts
+    from txmailhost.mailauth.received import reports_in_mailbox
+    from txmailhost.ops.mailbox_admin import open_store, result_of
+    from txmailhost.store.interfaces import INBOX
 
     local = config.mailauth.reports_local_part
-    root = config.mail_root
-    domains = [check_domain(args.domain)] if args.domain else sorted(
-        d for d in (os.listdir(root) if os.path.isdir(root) else [])
-        if os.path.isdir(os.path.join(root, d, local))
-    )  # fmt: skip
+    accounts = open_accounts(config)
+    try:
+        domains = [check_domain(args.domain)] if args.domain else accounts.list_domains()
+        users = [f"{local}@{domain}" for domain in domains]
+        missing = [user for user in users if not accounts.has_user(user)]
+    finally:
+        accounts.close()
+    for user in missing:
+        print(f"{user} is not an account: its reports are not kept"
+              f" ('txmailhost user add {user}')", file=sys.stderr)  # fmt: skip
+    store = open_store(config) if len(missing) < len(users) else None
     found = 0
-    for domain in domains:
-        for path, report in reports_in_maildir(os.path.join(root, domain, local)):
+    for user in users:
+        if store is None or user in missing:
+            continue
+        for name, report in reports_in_mailbox(result_of(store.open(user, INBOX)), result_of):
             if isinstance(report, str):
-                print(f"skipped {os.path.basename(path)}: {report}", file=sys.stderr)
+                print(f"skipped {user} {name}: {report}", file=sys.stderr)
                 continue
             found += 1
             begin = time.strftime("%Y-%m-%d", time.gmtime(report.begin))

@@ -2,8 +2,8 @@
 
 Other providers send their reports about our domains to ``dmarc-reports@DOMAIN`` (the
 address ``txmailhost dns`` publishes, ``[mailauth] reports_local_part``). ``txmailhost dmarc
-report list`` reads that user's Maildir (INBOX, new and cur) with the same file layout the
-server writes, finds each report attachment (``.xml``, ``.xml.gz``/``.gz``, ``.zip``; RFC
+report list`` reads that account's INBOX through the mail store (Maildir or PostgreSQL, as
+the IMAP server does), finds each report attachment (``.xml``, ``.xml.gz``/``.gz``, ``.zip``; RFC
 7489 7.2.1.1) and summarises it: who reported, for which of our domains, the time span,
 how many messages passed or failed DMARC, and from where. Attachments are size-checked
 before and after decompression (a "zip bomb" is skipped, not unpacked), and a file that
@@ -13,14 +13,17 @@ isn't a report is skipped with a note: the command never fails on what strangers
 from __future__ import annotations
 
 import email
+import email.message
 import email.policy
 import gzip
 import io
-import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 from xml.etree import ElementTree as ET
+
+from txmailhost.store.interfaces import NoSuchMessage
 
 MAX_REPORT = 32 * 1024 * 1024  # octets of XML after decompression
 
@@ -98,36 +101,39 @@ def parse_report(xml: bytes) -> ReceivedReport:
     return report
 
 
-def reports_in_maildir(directory: str) -> Iterator[tuple[str, ReceivedReport | str]]:
-    """(message file, report or why it was skipped) for each report attachment found."""
-    for sub in ("new", "cur"):
-        folder = os.path.join(directory, sub)
-        try:
-            names = sorted(os.listdir(folder))
-        except FileNotFoundError:
+def reports_in_mailbox(
+    mailbox: Any, wait: Callable[[Any], Any]
+) -> Iterator[tuple[str, ReceivedReport | str]]:
+    """("UID n", report or why it was skipped) for each report attachment in ``mailbox`` (an
+    ``IMailbox`` of any store; ``wait`` gives a Deferred's result), a message at a time."""
+    for info in wait(mailbox.snapshot()).messages:
+        name = f"UID {info.uid}"
+        if info.size > 4 * MAX_REPORT:
+            yield name, "message too large to be a report"
             continue
-        for name in names:
-            path = os.path.join(folder, name)
-            try:
-                if os.path.getsize(path) > 4 * MAX_REPORT:
-                    yield path, "message too large to be a report"
-                    continue
-                with open(path, "rb") as f:
-                    message = email.message_from_binary_file(f, policy=email.policy.default)
-            except OSError as e:
-                yield path, f"unreadable: {e}"
-                continue
-            for part in message.walk():
-                if part.is_multipart():
-                    continue
-                filename = part.get_filename() or ""
-                kind = part.get_content_type()
-                if not filename and kind not in ("application/gzip", "application/zip",
-                                                 "application/xml", "text/xml"):  # fmt: skip
-                    continue
-                try:
-                    payload = part.get_payload(decode=True) or b""
-                    for xml in _xml_documents(filename or kind.replace("/", "."), payload):
-                        yield path, parse_report(xml)
-                except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-                    yield path, f"{filename or kind}: {e}"
+        try:
+            source = wait(mailbox.open_message(info.uid))
+        except NoSuchMessage:
+            continue  # expunged meanwhile
+        with source:
+            message = email.message_from_binary_file(source, policy=email.policy.default)
+        for found in reports_in_message(message):
+            yield name, found
+
+
+def reports_in_message(message: email.message.Message) -> Iterator[ReceivedReport | str]:
+    """Each report attachment of ``message`` parsed, or why one was skipped."""
+    for part in message.walk():
+        if part.is_multipart():
+            continue
+        filename = part.get_filename() or ""
+        kind = part.get_content_type()
+        if not filename and kind not in ("application/gzip", "application/zip",
+                                         "application/xml", "text/xml"):  # fmt: skip
+            continue
+        try:
+            payload = part.get_payload(decode=True) or b""
+            for xml in _xml_documents(filename or kind.replace("/", "."), payload):
+                yield parse_report(xml)
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+            yield f"{filename or kind}: {e}"
