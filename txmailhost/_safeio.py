@@ -12,11 +12,13 @@ Every fsync goes through :func:`fsync` or :func:`fsync_dir`, which time it for t
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
 import shutil
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from txmailhost.ops import metrics
 
@@ -48,6 +50,21 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
         fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(directory)
+
+
+@contextlib.contextmanager
+def directory_locked(directory: str) -> Iterator[None]:
+    """An exclusive ``flock`` on ``directory`` while the block runs: for a read-modify-write
+    of a small file in it that ``write_atomic`` replaces (the file's own inode changes with
+    each write, so it can't carry the lock). Serialises processes (the server's workers, the
+    CLI) and threads alike: each call opens the directory anew, and an flock belongs to the
+    open file, not to the process."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def link_durably(source: str, target: str) -> None:

@@ -366,3 +366,26 @@ def test_an_inbox_opened_while_another_worker_provisions_it_is_whole(store, monk
     monkeypatch.setattr(_safeio, "makedirs_durably", racing)
     selected = store._open_sync(fresh, "INBOX")._select(False)
     assert opened and opened[0] is not None and selected is not None
+
+
+def _subscribe_many(root: str, writer: int, count: int) -> None:
+    """One process's SUBSCRIBEs (a server worker's)."""
+    store = MaildirStore(root, SyncReactor(), SyncThreadPool())
+    for n in range(count):
+        result(store.subscribe(USER, f"w{writer}/list{n}", True))
+
+
+def test_subscriptions_from_several_processes_are_all_kept(tmp_path):
+    """Each SUBSCRIBE reads and rewrites the user's ``subscriptions`` file: under the user
+    directory's flock, two workers subscribing at once don't drop each other's names."""
+    import multiprocessing
+
+    root = str(tmp_path / "mail")
+    store = MaildirStore(root, SyncReactor(), SyncThreadPool())
+    store.provision_sync(USER)
+    before = result(store.subscriptions(USER))
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        pool.starmap(_subscribe_many, [(root, writer, 25) for writer in range(4)])
+    names = result(store.subscriptions(USER))
+    wanted = {f"w{w}/list{n}" for w in range(4) for n in range(25)}
+    assert set(names) == wanted | set(before)

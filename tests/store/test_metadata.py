@@ -15,7 +15,12 @@ from tests.support.fixtures import build_store
 from tests.support.postgres import postgres_dsn, postgres_server  # noqa: F401 - fixtures
 from tests.support.syncpool import SyncReactor, SyncThreadPool, result
 from txmailhost.store import backends
-from txmailhost.store.interfaces import IMetadataStore, MessageSource, NoSuchMailbox
+from txmailhost.store.interfaces import (
+    IMetadataStore,
+    MessageSource,
+    NoSuchMailbox,
+    TooManyEntries,
+)
 from txmailhost.store.maildir import MaildirStore
 
 ALICE, BOB = "alice@example.test", "bob@example.test"
@@ -68,6 +73,26 @@ def test_changes_set_replace_and_remove_at_once(store):
     }
     result(store.set_metadata(ALICE, "Projects", {"/private/missing": None}))  # nothing to do
     assert len(result(store.get_metadata(ALICE, "Projects"))) == 2
+
+
+@pytest.mark.parametrize("mailbox", ["Projects", None])
+def test_a_limit_is_kept_with_the_write_and_a_refused_change_changes_nothing(store, mailbox):
+    result(store.set_metadata(ALICE, mailbox, {f"/private/e{n}": b"v" for n in range(3)}, 4))
+    with pytest.raises(TooManyEntries):
+        result(store.set_metadata(ALICE, mailbox, {"/private/x": b"1", "/private/y": b"2"}, 4))
+    assert sorted(result(store.get_metadata(ALICE, mailbox))) == [
+        f"/private/e{n}" for n in range(3)
+    ]
+    # what the change removes counts too: one out, two in, four left
+    result(
+        store.set_metadata(
+            ALICE, mailbox, {"/private/e0": None, "/private/x": b"1", "/private/y": b"2"}, 4
+        )
+    )
+    assert len(result(store.get_metadata(ALICE, mailbox))) == 4
+    result(store.set_metadata(ALICE, mailbox, {"/private/e1": b"changed"}, 4))  # a replacement
+    result(store.set_metadata(ALICE, mailbox, {"/private/e2": None}, 0 + 4))
+    assert len(result(store.get_metadata(ALICE, mailbox))) == 3
 
 
 def test_binary_and_empty_values_round_trip(store):
@@ -163,3 +188,74 @@ def test_postgres_entries_are_committed_and_seen_by_another_node(postgres_dsn): 
     finally:
         node_a.close()
         node_b.close()
+
+
+LIMIT = 100
+
+
+def _add_entries(root: str, writer: int, count: int) -> list[str]:
+    """One process's SETMETADATAs (a server worker's): one new entry at a time, with the
+    limit; the names of those accepted."""
+    store = MaildirStore(root, SyncReactor(), SyncThreadPool())
+    accepted = []
+    for n in range(count):
+        name = f"/private/w{writer}/e{n}"
+        try:
+            result(store.set_metadata(ALICE, "Projects", {name: b"v"}, LIMIT))
+        except TooManyEntries:
+            continue
+        accepted.append(name)
+    return accepted
+
+
+def test_maildir_writers_in_several_processes_lose_nothing_and_keep_the_limit(tmp_path):
+    """The server's workers are processes: each change holds the directory's ``flock``, so
+    none overwrites another's (a read-modify-write each) and together they stop at the
+    limit."""
+    import multiprocessing
+
+    root = str(tmp_path / "mail")
+    first = MaildirStore(root, SyncReactor(), SyncThreadPool())
+    first.provision_sync(ALICE)
+    result(first.create_mailbox(ALICE, "Projects"))
+    context = multiprocessing.get_context("fork")
+    with context.Pool(4) as pool:
+        accepted = pool.starmap(_add_entries, [(root, writer, 40) for writer in range(4)])
+    stored = result(first.get_metadata(ALICE, "Projects"))
+    every = [name for names in accepted for name in names]
+    assert sorted(stored) == sorted(every)  # no accepted change lost
+    assert len(stored) == LIMIT  # 160 tried, the limit kept
+
+
+def test_postgres_writers_on_several_nodes_keep_the_limit(postgres_dsn):  # noqa: F811
+    import threading
+
+    from txmailhost.store.postgres import PostgresStore
+
+    nodes = [PostgresStore(postgres_dsn, SyncReactor(), SyncThreadPool()) for _ in range(4)]
+    accepted: list[str] = []
+    start = threading.Barrier(len(nodes))
+    try:
+        result(nodes[0].create_mailbox(ALICE, "Projects"))
+
+        def write(writer: int) -> None:
+            start.wait()
+            for n in range(40):
+                name = f"/private/w{writer}/e{n}"
+                try:
+                    result(nodes[writer].set_metadata(ALICE, "Projects", {name: b"v"}, LIMIT))
+                except TooManyEntries:
+                    continue
+                accepted.append(name)
+
+        threads = [threading.Thread(target=write, args=(n,)) for n in range(len(nodes))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stored = result(nodes[0].get_metadata(ALICE, "Projects"))
+        assert sorted(stored) == sorted(accepted)
+        assert len(stored) == LIMIT
+    finally:
+        for node in nodes:
+            node.close()

@@ -20,7 +20,7 @@ from typing import Any
 from txmailhost.imap import names, replies
 from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.imap.replies import Done, mailbox_name, string
-from txmailhost.store.interfaces import IMetadataStore, NoSuchMailbox
+from txmailhost.store.interfaces import IMetadataStore, NoSuchMailbox, TooManyEntries
 
 MAX_VALUE_SIZE = 16 * 1024
 MAX_ENTRIES = 100
@@ -177,8 +177,13 @@ class MetadataCommands:
         after |= {n for n, v in changes.items() if v is not None}
         if len(after) > MAX_ENTRIES:
             raise replies.IMAPError("too many metadata entries", code="METADATA TOOMANY")
-        try:
-            await self.account.store.set_metadata(self.account.address, mailbox, changes)
+        try:  # the limit again, kept by the store atomically with the write: another
+            # session (another worker, another node) may have added entries since _stored
+            await self.account.store.set_metadata(
+                self.account.address, mailbox, changes, MAX_ENTRIES
+            )
         except NoSuchMailbox:
             raise replies.Nonexistent() from None
+        except TooManyEntries:
+            raise replies.IMAPError("too many metadata entries", code="METADATA TOOMANY") from None
         return Done("SETMETADATA completed")

@@ -48,6 +48,13 @@ class InvalidMailboxName(StoreError):
     permanent = True
 
 
+class TooManyEntries(StoreError):
+    """A METADATA change would leave more entries than the limit it was given; nothing was
+    changed (``IMetadataStore.set_metadata``)."""
+
+    permanent = True
+
+
 class NoSuchMessage(StoreError):
     """The UID is not (or no longer) in the mailbox, e.g. expunged by another session."""
 
@@ -314,15 +321,19 @@ class IMetadataStore(Interface):
     ("server" entries), kept durably. A mailbox's entries follow it through RENAME and go with
     it at DELETE. Callers check ``IMetadataStore.providedBy(store)``; the IMAP server offers
     METADATA only over a store that declares it. Entry names arrive checked and lower-cased;
-    limits (entry size, entry count) are the caller's."""
+    limits (entry size, entry count) are the caller's; the count is passed to ``set_metadata``
+    to be kept atomically."""
 
     def get_metadata(user, mailbox):
         """Deferred[dict[str, bytes]]: every entry of ``mailbox`` (the account's own when
         None). ``NoSuchMailbox`` for a mailbox that doesn't exist."""
 
-    def set_metadata(user, mailbox, changes):
+    def set_metadata(user, mailbox, changes, limit=None):
         """Deferred[None]: apply ``changes`` ({entry: value, or None to remove}) all at
-        once, durable before the Deferred fires."""
+        once, durable before the Deferred fires. With ``limit``, ``TooManyEntries`` (and
+        nothing changed) when more than ``limit`` entries would be left: checked with the
+        write, atomically, so sessions of other processes or nodes writing at the same time
+        can't together go past it."""
 
 
 class IAclStore(Interface):

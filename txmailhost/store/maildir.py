@@ -836,6 +836,7 @@ class MaildirStore:
         self.text_index = text_index  # ``[store] text_index``: SEARCH narrowed by textindex.py
         self._backfilling: set[str] = set()  # folders whose text index a pool thread fills
         self._backfill_lock = threading.Lock()
+        self._subscribing = threading.Lock()  # this process's threads, before the flock
         self._reactor = reactor
         self._pool = pool
         # st_mtime_ns of (new/, cur/) at the last reconcile, per mailbox directory.
@@ -1214,11 +1215,14 @@ class MaildirStore:
             # Not folder_directory's check: a subscription may name another user's mailbox
             # ("Other Users/bob@example.org/Lists", RFC 4314), whose components hold dots.
             raise InvalidMailboxName(f"invalid mailbox name: {mailbox!r}")
-        names = self._subscriptions_sync(user)
-        if subscribed and mailbox not in names:
-            self._write_subscriptions(user, [*names, mailbox])
-        elif not subscribed and mailbox in names:
-            self._write_subscriptions(user, [n for n in names if n != mailbox])
+        # The file's read and write under the user directory's flock: two workers (processes)
+        # subscribing at once would otherwise each write back the list without the other's.
+        with self._subscribing, _safeio.directory_locked(user_directory(self.root, user)):
+            names = self._subscriptions_sync(user)
+            if subscribed and mailbox not in names:
+                self._write_subscriptions(user, [*names, mailbox])
+            elif not subscribed and mailbox in names:
+                self._write_subscriptions(user, [n for n in names if n != mailbox])
 
     def _access_keys_path(self, user: str) -> str:
         return os.path.join(user_directory(self.root, user), _ACCESS_KEYS)
@@ -1441,9 +1445,15 @@ class MaildirStore:
         return self._run(lambda: _metadata.read(self._metadata_path(user, mailbox)))
 
     def set_metadata(
-        self, user: str, mailbox: str | None, changes: dict[str, bytes | None]
+        self,
+        user: str,
+        mailbox: str | None,
+        changes: dict[str, bytes | None],
+        limit: int | None = None,
     ) -> Deferred[None]:
-        return self._run(lambda: _metadata.update(self._metadata_path(user, mailbox), changes))
+        return self._run(
+            lambda: _metadata.update(self._metadata_path(user, mailbox), changes, limit)
+        )
 
     def _metadata_path(self, user: str, mailbox: str | None) -> str:
         """store/metadata.py: in the mailbox's directory, or the user's for the account's."""

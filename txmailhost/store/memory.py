@@ -59,6 +59,7 @@ from txmailhost.store.interfaces import (
     NoSuchMessage,
     StoredMessage,
 )
+from txmailhost.store.metadata import changed as metadata_changed
 
 T = TypeVar("T")
 
@@ -648,15 +649,17 @@ class MemoryStore:
         return self._do(lambda: dict(self._metadata(user, mailbox)))
 
     def set_metadata(
-        self, user: str, mailbox: str | None, changes: dict[str, bytes | None]
+        self,
+        user: str,
+        mailbox: str | None,
+        changes: dict[str, bytes | None],
+        limit: int | None = None,
     ) -> Deferred[None]:
         def job() -> None:
             entries = self._metadata(user, mailbox)
-            for name, value in changes.items():
-                if value is None:
-                    entries.pop(name, None)
-                else:
-                    entries[name] = value
+            after = metadata_changed(entries, changes, limit)
+            entries.clear()
+            entries.update(after)
 
         return self._do(job)
 

@@ -6,6 +6,10 @@ the account's ("server") entries are in ``txmailhost-server-metadata.json`` in t
 directory. The files are JSON readable with ``cat``: an entry's value is a string when it is
 UTF-8, else ``{"base64": "..."}``. Writes go through ``_safeio.write_atomic`` (temp file,
 fsync, rename, fsync of the directory), so a SETMETADATA answered OK survives a crash.
+
+A change is a read, a modification and a write: it holds an ``flock`` on the file's directory
+meanwhile, so the server's workers (processes of their own) and the CLI never lose one
+another's changes, and the entry limit is checked against what is really there.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import base64
 import json
 import os
 import threading
+from collections.abc import Mapping
 
 from txmailhost import _safeio
+from txmailhost.store.interfaces import TooManyEntries
 
 MAILBOX_FILE = "txmailhost-metadata.json"
 SERVER_FILE = "txmailhost-server-metadata.json"
@@ -42,18 +48,29 @@ def read(path: str) -> dict[str, bytes]:
     return entries
 
 
-def update(path: str, changes: dict[str, bytes | None]) -> None:
-    """Apply ``changes`` to the entries in ``path`` and write them back durably."""
-    with _lock:
-        entries = read(path)
-        for name, value in changes.items():
-            if value is None:
-                entries.pop(name, None)
-            else:
-                entries[name] = value
+def update(path: str, changes: dict[str, bytes | None], limit: int | None = None) -> None:
+    """Apply ``changes`` to the entries in ``path`` and write them back durably;
+    ``TooManyEntries`` (nothing written) past ``limit`` entries."""
+    with _lock, _safeio.directory_locked(os.path.dirname(path)):
+        entries = changed(read(path), changes, limit)
         if not entries and not os.path.exists(path):
             return
         _safeio.write_atomic(path, _encode(entries))
+
+
+def changed(
+    entries: Mapping[str, bytes], changes: dict[str, bytes | None], limit: int | None
+) -> dict[str, bytes]:
+    """``entries`` with ``changes`` applied (None removes); ``TooManyEntries`` past ``limit``."""
+    after = dict(entries)
+    for name, value in changes.items():
+        if value is None:
+            after.pop(name, None)
+        else:
+            after[name] = value
+    if limit is not None and len(after) > limit:
+        raise TooManyEntries(f"{len(after)} metadata entries, at most {limit}")
+    return after
 
 
 def _encode(entries: dict[str, bytes]) -> bytes:

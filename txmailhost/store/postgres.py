@@ -72,6 +72,7 @@ from txmailhost.store.interfaces import (
     NoSuchMessage,
     StoredMessage,
     StoreError,
+    TooManyEntries,
 )
 from txmailhost.store.memory import _canonical, _owner
 from txmailhost.store.postgres_listen import PostgresListener, listening
@@ -1158,10 +1159,16 @@ class PostgresStore:
         return self._run(job)
 
     def set_metadata(
-        self, user: str, mailbox: str | None, changes: dict[str, bytes | None]
+        self,
+        user: str,
+        mailbox: str | None,
+        changes: dict[str, bytes | None],
+        limit: int | None = None,
     ) -> Deferred[None]:
         """All the changes in one transaction: its COMMIT (on disk, ``synchronous_commit``)
-        comes before the Deferred fires."""
+        comes before the Deferred fires. With ``limit``, the entries are counted in that
+        transaction under a lock of the mailbox's (or account's) entries that every writer
+        takes, so sessions on several nodes can't together go past it."""
         removed = [entry for entry, value in changes.items() if value is None]
         written = [(entry, value) for entry, value in changes.items() if value is not None]
 
@@ -1171,6 +1178,9 @@ class PostgresStore:
             try:
                 with conn.transaction():
                     table, column, key = self._metadata_rows(conn, user, mailbox)
+                    # Writers of the same entries one at a time (until COMMIT): the count
+                    # below then sees every other writer's entries.
+                    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{table}:{key}",))
                     if removed:
                         conn.execute(
                             f"DELETE FROM {table} WHERE {column} = %s"  # noqa: S608 - fixed
@@ -1185,6 +1195,13 @@ class PostgresStore:
                                 " DO UPDATE SET value = EXCLUDED.value",
                                 [(key, entry, value) for entry, value in written],
                             )
+                    if limit is not None and written:
+                        (count,) = conn.execute(
+                            f"SELECT count(*) FROM {table} WHERE {column} = %s",  # noqa: S608
+                            (key,),
+                        ).fetchone()
+                        if count > limit:  # raised inside the transaction: rolled back
+                            raise TooManyEntries(f"{count} metadata entries, at most {limit}")
             except psycopg.errors.ForeignKeyViolation as e:
                 # another session deleted the mailbox (or the user) between the lookup and
                 # the write: nothing was written
