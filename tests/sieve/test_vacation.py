@@ -75,6 +75,28 @@ def test_response_log_survives_a_new_instance_and_damage(tmp_path):
     assert ResponseLog(FakeClock(1_000_000.0)).claim(str(tmp_path), "bob@example.net", "h", 60)
 
 
+def _claims(directory: str, senders: list[str], start) -> list[str]:
+    """One worker process's deliveries: whom it answered."""
+    log = ResponseLog(FakeClock(1_000_000.0))
+    start.wait()
+    return [sender for sender in senders if log.claim(directory, sender, "h", 86400)]
+
+
+def test_deliveries_in_several_processes_answer_each_sender_once(tmp_path):
+    """The server's workers are processes: each claim holds the directory's flock across
+    its read and write, so two workers delivering mail of one sender at once don't both
+    answer it (without the flock, both read the log before either wrote it)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    senders = [f"s{n}@example.net" for n in range(30)]
+    start = context.Manager().Barrier(4)
+    with context.Pool(4) as pool:
+        answered = pool.starmap(_claims, [(str(tmp_path), senders, start)] * 4)
+    every = [sender for names in answered for sender in names]
+    assert sorted(every) == sorted(senders)  # each answered once, by one of the workers
+
+
 def test_reply_headers_follow_rfc5230_section_5():
     reply = email.message_from_bytes(build_reply(view(), REQUEST, ALICE, "mx.example.test"))
     assert reply["To"] == "<bob@example.net>"

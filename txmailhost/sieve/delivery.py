@@ -36,7 +36,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
 from twisted.logger import Logger
 
-from txmailhost._safeio import makedirs_durably, write_atomic
+from txmailhost._safeio import directory_locked, makedirs_durably, write_atomic
 from txmailhost.delivery.interfaces import Envelope
 from txmailhost.routing import Outcome, Route, RouteKind
 from txmailhost.sieve.grammar import SieveSyntaxError
@@ -322,14 +322,14 @@ class Notified:
         """True (and remembered) the first time ``failure`` is reported for this user."""
         digest = hashlib.sha256(failure.encode("utf-8", "replace")).hexdigest()
         path = os.path.join(directory, self.NAME)
-        with self._lock:
+        makedirs_durably(directory)
+        with self._lock, directory_locked(directory):  # one notice, whichever worker asks
             try:
                 with open(path, encoding="ascii") as f:
                     if f.read().strip() == digest:
                         return False
             except (FileNotFoundError, UnicodeDecodeError):
                 pass
-            makedirs_durably(directory)
             write_atomic(path, digest.encode())
         return True
 

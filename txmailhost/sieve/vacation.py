@@ -34,7 +34,7 @@ import time
 from email.header import Header
 from email.utils import formatdate, make_msgid
 
-from txmailhost._safeio import makedirs_durably, write_atomic
+from txmailhost._safeio import directory_locked, makedirs_durably, write_atomic
 from txmailhost.sieve.interpreter import VacationRequest
 from txmailhost.sieve.message import MessageView
 
@@ -101,7 +101,10 @@ class ResponseLog:
         seconds = max(MIN_SECONDS, min(MAX_SECONDS, seconds))
         key = response_key(sender, handle)
         path = os.path.join(directory, LOG_NAME)
-        with self._lock:
+        makedirs_durably(directory)
+        # Under the directory's flock as well: the server's workers are processes, and two
+        # deliveries from one sender in two of them must not both find no reply (RFC 5230).
+        with self._lock, directory_locked(directory):
             entries = self._read(path)
             if entries.get(key, 0) > now:
                 return False
@@ -111,7 +114,6 @@ class ResponseLog:
             if len(entries) > MAX_LOG_ENTRIES:
                 kept = sorted(entries.items(), key=lambda item: item[1])[-MAX_LOG_ENTRIES:]
                 entries = dict(kept)
-            makedirs_durably(directory)
             write_atomic(path, json.dumps(entries, sort_keys=True).encode())
         return True
 

@@ -1236,6 +1236,13 @@ class MaildirStore:
                 return bytes.fromhex(key) if key else None
             if not os.path.isdir(os.path.dirname(path)):
                 return None
+        # A new key: read again under the user directory's flock, as another worker (a
+        # process) may be making one for the same mailbox; the first one made is kept.
+        with _access_keys_lock, _safeio.directory_locked(os.path.dirname(path)):
+            keys = _read_keys(path)
+            key = keys.get(mailbox)
+            if key is not None:
+                return bytes.fromhex(key)
             fresh = secrets.token_bytes(32)
             keys[mailbox] = fresh.hex()
             _safeio.write_atomic(path, json.dumps(keys, indent=1).encode())
@@ -1243,7 +1250,9 @@ class MaildirStore:
 
     def _reset_access_keys_sync(self, user: str, mailbox: str | None) -> None:
         path = self._access_keys_path(user)
-        with _access_keys_lock:
+        if not os.path.isdir(os.path.dirname(path)):
+            return
+        with _access_keys_lock, _safeio.directory_locked(os.path.dirname(path)):
             keys = _read_keys(path)
             if mailbox is None:
                 keys.clear()
