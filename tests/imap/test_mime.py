@@ -62,3 +62,29 @@ def test_message_rfc822_part_numbers_index_the_inner_message():
 def test_envelope_of_group_and_missing_fields_does_not_fail():
     fields = mime.parse_header_fields(b"To: undisclosed-recipients:;\r\nSubject: x\r\n\r\n")
     assert mime.envelope(fields).startswith(b'(NIL "x" NIL NIL NIL ')
+
+
+def test_a_syntactically_invalid_content_type_is_text_plain_us_ascii():
+    """RFC 2045 5.2 (as Dovecot and mail readers do): "TEXT/PLAIN charset=US-ASCII" has no
+    ";", so it is no type/subtype; it was served as the subtype "plain charset=us-ascii"."""
+    for value in (b"TEXT/PLAIN charset=US-ASCII", b"text/ plain", b"text/plain/x", b"a b/c"):
+        part = mime.parse(b"Content-Type: " + value + b"\r\n\r\nhello\r\n")
+        assert (part.maintype, part.subtype, part.params) == (
+            b"text",
+            b"plain",
+            [(b"charset", b"us-ascii")],
+        ), value
+    assert mime.bodystructure(mime.parse(b"Content-Type: TEXT/PLAIN charset=X\r\n\r\nhi\r\n")) == (
+        b'("text" "plain" ("charset" "us-ascii") NIL NIL "7BIT" 4 1 NIL NIL NIL NIL)'
+    )
+
+
+def test_a_multipart_whose_boundary_never_comes_is_text_plain_us_ascii():
+    raw = b'Content-Type: multipart/mixed; boundary="=A"\r\n\r\n--= A\r\n\r\nbody\r\n--= A--\r\n'
+    part = mime.parse(raw)
+    assert (part.maintype, part.subtype, part.params) == (
+        b"text",
+        b"plain",
+        [(b"charset", b"us-ascii")],
+    )
+    assert part.body == raw.split(b"\r\n\r\n", 1)[1]  # the whole body, for the reader to see

@@ -11,6 +11,7 @@ parts are bounded so a hostile message can't make one FETCH expensive.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from txmailhost.imap import addresses
@@ -95,6 +96,12 @@ def _unquote(value: bytes) -> bytes:
     return value
 
 
+# type "/" subtype, each an RFC 2045 token (lower-cased by parse_content_value); a value that
+# isn't one is "syntactically invalid": read as the default type (RFC 2045 5.2), as Dovecot and
+# mail readers do, never served as a subtype like "plain charset=us-ascii".
+_MEDIA_TYPE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+/[!#$%&'*+\-.^_`|~0-9a-z]+")
+
+
 def parse_content_value(value: bytes | None) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     """``text/plain; charset="utf-8"`` → (b'text/plain', [(b'charset', b'utf-8')]).
 
@@ -168,7 +175,7 @@ def _parse_entity(
     body_start = _header_end(raw, start, end)
     fields = parse_header_fields(raw[start:body_start])
     ctype, params = parse_content_value(_last(fields, b"content-type"))
-    if b"/" not in ctype:
+    if not _MEDIA_TYPE.fullmatch(ctype):  # absent, or invalid ("text/plain charset=x", no ";")
         ctype, params = default_type, ([(b"charset", b"us-ascii")] if not ctype else params)
         if default_type != b"text/plain":
             params = []
@@ -190,7 +197,8 @@ def _parse_entity(
             )
         if not part.children:
             # A multipart without a usable boundary: serve it as one text part.
-            part.maintype, part.subtype, part.params = b"text", b"plain", []
+            part.maintype, part.subtype = b"text", b"plain"
+            part.params = [(b"charset", b"us-ascii")]
     elif maintype == b"message" and part.subtype == b"rfc822":
         part.message = _parse_entity(raw, body_start, end, b"text/plain", depth + 1, budget)
     return part
