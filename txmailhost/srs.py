@@ -36,6 +36,7 @@ rotated in is never the reason a bounce is refused.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
@@ -46,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from txmailhost._safeio import makedirs_durably, write_atomic
+from txmailhost._safeio import directory_locked, makedirs_durably, write_atomic
 
 PREFIXES = ("SRS0", "SRS1")
 _DAY = 86400
@@ -115,7 +116,7 @@ class Keys:
 
     def rotate(self) -> str:
         """A new signing key; the old ones keep verifying until retired. Its id."""
-        with self._lock:
+        with self._lock, self._file_locked():
             self._keys = None
             keys = [self._new(), *self._read()]
             self._write(keys)
@@ -124,10 +125,16 @@ class Keys:
     def retire(self, wanted: str) -> None:
         """Forget the key ``key_id`` names: addresses it signed no longer verify. Not the
         signing key (rotate first)."""
-        with self._lock:
+        with self._lock, self._file_locked():
             keys = self._read()
             self._write(_without(keys, wanted))
             self._keys = None
+
+    def _file_locked(self) -> contextlib.AbstractContextManager[None]:
+        """The key directory's flock: two commands (processes) changing the keys at once
+        each keep the other's change."""
+        makedirs_durably(os.path.dirname(self.path))
+        return directory_locked(os.path.dirname(self.path))
 
     def listing(self) -> list[KeyInfo]:
         """The keys, the signing one first (the file keeps no dates)."""

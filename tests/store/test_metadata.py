@@ -95,6 +95,18 @@ def test_a_limit_is_kept_with_the_write_and_a_refused_change_changes_nothing(sto
     assert len(result(store.get_metadata(ALICE, mailbox))) == 3
 
 
+def test_a_mailbox_found_above_the_limit_may_shrink_but_not_grow(store):
+    """Entries past the limit (written before it, or by a lower limit) can still be removed
+    or replaced: only a change that adds entries past it is refused."""
+    result(store.set_metadata(ALICE, "Projects", {f"/private/e{n}": b"v" for n in range(5)}))
+    result(store.set_metadata(ALICE, "Projects", {"/private/e0": b"new"}, 3))  # replaced
+    result(store.set_metadata(ALICE, "Projects", {"/private/e1": None}, 3))  # removed
+    with pytest.raises(TooManyEntries):
+        result(store.set_metadata(ALICE, "Projects", {"/private/e1": b"back"}, 3))
+    entries = result(store.get_metadata(ALICE, "Projects"))
+    assert len(entries) == 4 and entries["/private/e0"] == b"new"
+
+
 def test_binary_and_empty_values_round_trip(store):
     result(store.set_metadata(ALICE, None, {"/private/blob": BINARY, "/private/empty": b""}))
     assert result(store.get_metadata(ALICE, None)) == {

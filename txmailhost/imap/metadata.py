@@ -175,7 +175,7 @@ class MetadataCommands:
         stored = await self._stored(mailbox)
         after = {n for n in stored if changes.get(n, stored[n]) is not None}
         after |= {n for n, v in changes.items() if v is not None}
-        if len(after) > MAX_ENTRIES:
+        if len(after) > MAX_ENTRIES and len(after) > len(stored):  # removing is always allowed
             raise replies.IMAPError("too many metadata entries", code="METADATA TOOMANY")
         try:  # the limit again, kept by the store atomically with the write: another
             # session (another worker, another node) may have added entries since _stored

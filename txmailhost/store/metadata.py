@@ -61,14 +61,16 @@ def update(path: str, changes: dict[str, bytes | None], limit: int | None = None
 def changed(
     entries: Mapping[str, bytes], changes: dict[str, bytes | None], limit: int | None
 ) -> dict[str, bytes]:
-    """``entries`` with ``changes`` applied (None removes); ``TooManyEntries`` past ``limit``."""
+    """``entries`` with ``changes`` applied (None removes); ``TooManyEntries`` when they grow
+    past ``limit`` (a change that doesn't add entries is always taken: one that makes room in
+    a mailbox found above the limit must not be refused)."""
     after = dict(entries)
     for name, value in changes.items():
         if value is None:
             after.pop(name, None)
         else:
             after[name] = value
-    if limit is not None and len(after) > limit:
+    if limit is not None and len(after) > limit and len(after) > len(entries):
         raise TooManyEntries(f"{len(after)} metadata entries, at most {limit}")
     return after
 

@@ -1181,6 +1181,8 @@ class PostgresStore:
                     # Writers of the same entries one at a time (until COMMIT): the count
                     # below then sees every other writer's entries.
                     conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{table}:{key}",))
+                    count = f"SELECT count(*) FROM {table} WHERE {column} = %s"  # noqa: S608
+                    before = conn.execute(count, (key,)).fetchone()[0] if limit is not None else 0
                     if removed:
                         conn.execute(
                             f"DELETE FROM {table} WHERE {column} = %s"  # noqa: S608 - fixed
@@ -1196,12 +1198,9 @@ class PostgresStore:
                                 [(key, entry, value) for entry, value in written],
                             )
                     if limit is not None and written:
-                        (count,) = conn.execute(
-                            f"SELECT count(*) FROM {table} WHERE {column} = %s",  # noqa: S608
-                            (key,),
-                        ).fetchone()
-                        if count > limit:  # raised inside the transaction: rolled back
-                            raise TooManyEntries(f"{count} metadata entries, at most {limit}")
+                        after = conn.execute(count, (key,)).fetchone()[0]
+                        if after > limit and after > before:  # inside the transaction: undone
+                            raise TooManyEntries(f"{after} metadata entries, at most {limit}")
             except psycopg.errors.ForeignKeyViolation as e:
                 # another session deleted the mailbox (or the user) between the lookup and
                 # the write: nothing was written
