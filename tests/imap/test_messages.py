@@ -246,6 +246,36 @@ def test_search_finds_words_in_base64_text(world):
     )
 
 
+def test_search_looks_in_decoded_text_parts_not_in_their_encoding(world):
+    """What a reader sees is searched, not the transfer encoding: "=20" (a quoted-printable
+    space) and letters of a base64 run match nothing; the words they encode do. A part that
+    isn't encoded (the epilogue here) is still searched as written."""
+    import base64
+
+    encoded = base64.b64encode(b"zebra crossing\r\n")  # "emVicmEgY3Jvc3NpbmcNCg=="
+    deliver(
+        world,
+        ALICE,
+        b"Subject: enc\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        b"caf=C3=A9 au lait=20\r\n"
+        b"--b\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + encoded
+        + b"\r\n--b--\r\nepilogue words\r\n",
+    )
+    s = open_session(world)
+    assert s.cmd('b SEARCH BODY "=20"') == b"* SEARCH\r\nb OK SEARCH completed\r\n"
+    assert s.cmd('c SEARCH BODY "=C3"') == b"* SEARCH\r\nc OK SEARCH completed\r\n"
+    assert s.cmd("d SEARCH BODY VicmEg") == b"* SEARCH\r\nd OK SEARCH completed\r\n"
+    assert s.cmd('e SEARCH BODY "au lait"') == b"* SEARCH 1\r\ne OK SEARCH completed\r\n"
+    assert s.cmd("f SEARCH BODY zebra") == b"* SEARCH 1\r\nf OK SEARCH completed\r\n"
+    assert s.cmd("g SEARCH TEXT epilogue") == b"* SEARCH 1\r\ng OK SEARCH completed\r\n"
+    assert s.send("h SEARCH CHARSET UTF-8 BODY {5+}\r\ncafé\r\n".encode()) == (
+        b"* SEARCH 1\r\nh OK SEARCH completed\r\n"
+    )
+
+
 def test_search_sentsince_uses_the_date_header(alice):
     assert alice.cmd("b SEARCH SENTSINCE 1-Feb-2026 SENTBEFORE 3-Feb-2026") == (
         b"* SEARCH 1\r\nb OK SEARCH completed\r\n"

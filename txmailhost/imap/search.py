@@ -12,8 +12,10 @@ arbitrarily deep or long program.
 String matching is a case-insensitive substring match (§6.4.4), on RFC 2047-decoded header
 values, and on the raw message for BODY/TEXT plus the decoded text of its text parts
 (base64, quoted-printable, charsets other than UTF-8, HTML reduced to its words), so a word in
-an encoded body is found too; the base64 of attachments (non-text parts) is skipped, as
-Dovecot does. A needle matches within one of these texts, not across two.
+an encoded body is found too. The encoded octets themselves are not searched: neither the
+base64 of attachments (non-text parts), as Dovecot does, nor the base64 or quoted-printable
+form of a text part, whose decoded text stands in for it (``=20`` or a run of base64 letters
+is nothing a reader sees). A needle matches within one of these texts, not across two.
 """
 
 from __future__ import annotations
@@ -105,15 +107,18 @@ class Candidate:
         if key not in self._pieces:
             raw = self.message.content or b""
             root = mime.parse(raw)
+            decoded, replaced = _decoded_texts(root)
             pieces = [
                 raw[start:end].decode("utf-8", "replace")
-                for start, end in _searched_spans(root, root.body_start if body_only else 0)
+                for start, end in _searched_spans(
+                    root, root.body_start if body_only else 0, replaced
+                )
             ]
             if not body_only:
                 pieces.append(
                     " ".join(_decode_header(v) for _k, v in root.fields).replace("\r\n", " ")
                 )
-            pieces.extend(_decoded_texts(root))
+            pieces.extend(decoded)
             self._pieces[key] = tuple(piece.casefold() for piece in pieces)
         return self._pieces[key]
 
@@ -128,11 +133,16 @@ def _decode_header(value: bytes) -> str:
         return text
 
 
-def _searched_spans(root: mime.Part, start: int) -> list[tuple[int, int]]:
+def _searched_spans(
+    root: mime.Part, start: int, replaced: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
     """The raw message from ``start`` on, cut around the bodies of base64 parts that are not
     text (images, PDFs, archives): their encoded octets are no words anyone searches for, and
-    Dovecot doesn't search them either; their headers (a file name) stay."""
-    cuts = []
+    Dovecot doesn't search them either; their headers (a file name) stay. Cut too: the
+    ``replaced`` bodies, text parts whose decoded text is searched instead. In their encoded
+    form BODY "=20" found every quoted-printable line ending in a space and a short word
+    matched base64 at random, where a reader (and Dovecot) sees neither."""
+    cuts = list(replaced)
     stack = [root]
     while stack:
         part = stack.pop()
@@ -152,11 +162,13 @@ def _searched_spans(root: mime.Part, start: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in spans if b > a] or [(start, start)]
 
 
-def _decoded_texts(part: mime.Part) -> list[str]:
+def _decoded_texts(part: mime.Part) -> tuple[list[str], list[tuple[int, int]]]:
     """The decoded content of text parts (bounded by mime limits): base64 or quoted-printable
     ones decoded, any but UTF-8/US-ASCII converted from their charset, and HTML reduced to
-    its text as well (``<b>Hel</b>lo&nbsp;you`` is found by "hello you")."""
+    its text as well (``<b>Hel</b>lo&nbsp;you`` is found by "hello you"); and the spans of
+    the encoded bodies decoded here, whose raw octets need no searching."""
     out = []
+    replaced = []
     stack = [part]
     while stack:
         current = stack.pop()
@@ -186,9 +198,11 @@ def _decoded_texts(part: mime.Part) -> list[str]:
             text = data.decode("utf-8", "replace")
         if encoded or charset_name not in _RAW_CHARSETS:
             out.append(text)
+        if encoded:
+            replaced.append((current.body_start, current.end))
         if html:
             out.append(html_text(text))
-    return out
+    return out, replaced
 
 
 _RAW_CHARSETS = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})

@@ -3,8 +3,8 @@
 The index narrows a search to candidates, which are then tested with the SEARCH matcher: its
 answer must hold every message that matches. It does when each indexed text contains what the
 matcher tests, so the texts come from the matcher's own ``Candidate``: TEXT's pieces (raw
-message, decoded header fields, decoded base64/quoted-printable text parts in their charset,
-HTML as written; BODY's pieces are within them), the decoded Subject, and FROM/TO/CC/BCC with
+message but for encoded bodies, decoded header fields, decoded base64/quoted-printable text
+parts in their charset, HTML as written; BODY's pieces are within them), the decoded Subject, and FROM/TO/CC/BCC with
 their normalized addresses. Pieces are joined by a line feed: a needle never spans two pieces
 (``Candidate.whole_text``), so a trigram across a join only adds a candidate, never hides one.
 
@@ -21,7 +21,7 @@ from txmailhost.store.interfaces import StoredMessage
 class SearchText:
     """The ``extractor`` of ``ITextIndex.text_candidates`` for IMAP SEARCH."""
 
-    version = "imap-search-1"
+    version = "imap-search-2"
 
     def columns(self, message: StoredMessage) -> dict[str, str]:
         """The case-folded text of each ``TEXT_FIELDS`` field of ``message`` (with its header
