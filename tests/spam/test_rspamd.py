@@ -6,6 +6,7 @@ no rspamd: a port where nothing listens, one that never answers, and a recording
 
 from __future__ import annotations
 
+import email.utils
 import http.server
 import io
 import socket
@@ -20,9 +21,10 @@ from txmailhost.ops import metrics
 from txmailhost.spam.rspamd import RspamdClient, RspamdError, RspamdFilter, parse_reply
 from txmailhost.spam.scoring import SpamFilter
 
-HAM = (
+HAM = (  # dated now: a fixed date becomes rspamd's DATE_IN_PAST a day later
     b"From: Carol <carol@example.org>\r\nTo: b@example.test\r\n"
-    b"Date: Fri, 04 Dec 2026 10:00:00 +0000\r\nMessage-ID: <lunch-1@example.org>\r\n"
+    b"Date: " + email.utils.formatdate(usegmt=True).encode() + b"\r\n"
+    b"Message-ID: <lunch-1@example.org>\r\n"
     b"Subject: lunch\r\n\r\nShall we meet at noon?\r\n"
 )
 OUTSIDE = Client("192.0.2.1", helo="mail.example.org", listener="smtp")
