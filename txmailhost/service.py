@@ -443,17 +443,11 @@ def _build_srs(config: Any) -> Any:
     """SRS for forwarded mail when ``[srs] domain`` is set (txmailhost/srs.py); its keys are
     those of every node (``srs_keys``) when they share a PostgreSQL store, else this node's
     ``DATA/srs/keys``."""
-    from txmailhost.srs import SRS, Keys, SharedKeys
+    from txmailhost.srs import SRS, open_keys
 
     if not config.srs.domain:
         return None
-    keys: Keys | SharedKeys
-    if config.store.backend == "postgres":
-        from txmailhost.store.pgstate import SharedState
-
-        keys = SharedKeys(SharedState(config.store.dsn))
-    else:
-        keys = Keys(os.path.join(config.data_dir, "srs", "keys"))
+    keys = open_keys(config)
     keys.load()  # made now, at start, not on the first forwarded message
     return SRS(config.srs.domain, keys, config.srs.max_age_days)
 

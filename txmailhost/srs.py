@@ -126,8 +126,8 @@ class Keys:
         """Forget the key ``key_id`` names: addresses it signed no longer verify. Not the
         signing key (rotate first)."""
         with self._lock, self._file_locked():
-            keys = self._read()
-            self._write(_without(keys, wanted))
+            kept, _gone = _without(self._read(), wanted)
+            self._write(kept)
             self._keys = None
 
     def _file_locked(self) -> contextlib.AbstractContextManager[None]:
@@ -177,8 +177,9 @@ class Keys:
         write_atomic(self.path, b"\n".join(keys) + b"\n", mode=0o600)
 
 
-def _without(keys: list[bytes], wanted: str) -> list[bytes]:
-    """``keys`` less the one ``wanted`` names; SRSKeyError if that is none or the signer."""
+def _without(keys: list[bytes], wanted: str) -> tuple[list[bytes], bytes]:
+    """``keys`` less the one ``wanted`` names, and that key; SRSKeyError if it is none or the
+    signer."""
     wanted = wanted.strip().lower()
     found = [k for k in keys if key_id(k) == wanted]
     if not found:
@@ -187,7 +188,7 @@ def _without(keys: list[bytes], wanted: str) -> list[bytes]:
         raise SRSKeyError(
             f"key {wanted} signs: 'srs rotate' first, and retire it [srs] max_age_days later"
         )
-    return [k for k in keys if k != found[0]]
+    return [k for k in keys if k != found[0]], found[0]
 
 
 class SharedKeys:
@@ -238,8 +239,7 @@ class SharedKeys:
         ``REFRESH`` seconds). Not the newest, which signs."""
         with self._lock:
             self._read()
-            kept = _without(self._keys, wanted)
-            gone = next(k for k in self._keys if k not in kept)
+            _kept, gone = _without(self._keys, wanted)
             self._state.rows("DELETE FROM srs_keys WHERE secret = %s", (gone.decode(),))
             self._read()
 
@@ -279,6 +279,17 @@ def _age_days(stamp: str, now: float) -> int:
     stamp = stamp.upper()
     then = (_BASE32.index(stamp[0]) << 5) | _BASE32.index(stamp[1])
     return (int(now // _DAY) - then) % 1024
+
+
+def open_keys(config: Any) -> Keys | SharedKeys:
+    """The keys a server with ``config`` signs with: every node's (``srs_keys``) when they
+    share a PostgreSQL store, else this node's ``DATA/srs/keys``. The server and the
+    ``srs`` commands both open them here, so the two can't disagree on where they are."""
+    if config.store.backend == "postgres":
+        from txmailhost.store.pgstate import SharedState
+
+        return SharedKeys(SharedState(config.store.dsn))
+    return Keys(os.path.join(config.data_dir, "srs", "keys"))
 
 
 class SRS:

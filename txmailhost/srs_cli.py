@@ -15,13 +15,12 @@ once when an address fails to verify, so no restart is needed.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-from txmailhost.srs import Keys, SharedKeys
+from txmailhost.srs import Keys, SharedKeys, open_keys
 
 
 def register(
@@ -47,11 +46,7 @@ def key_store(config: Any) -> Keys | SharedKeys:
     """The keys the server signs with: the shared table or this node's file."""
     if not config.srs.domain:
         print("note: [srs] domain is not set: these keys sign nothing until it is", file=sys.stderr)
-    if config.store.backend == "postgres":
-        from txmailhost.store.pgstate import SharedState
-
-        return SharedKeys(SharedState(config.store.dsn))
-    return Keys(os.path.join(config.data_dir, "srs", "keys"))
+    return open_keys(config)
 
 
 def _list(args: argparse.Namespace, config: Any) -> int:
