@@ -11,11 +11,11 @@ parts are bounded so a hostile message can't make one FETCH expensive.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from txmailhost.imap import addresses
 from txmailhost.imap.replies import nstring, string
+from txmailhost.mediatype import MEDIA_TYPE_BYTES
 
 MAX_DEPTH = 20
 MAX_PARTS = 1000
@@ -96,12 +96,6 @@ def _unquote(value: bytes) -> bytes:
     return value
 
 
-# type "/" subtype, each an RFC 2045 token (lower-cased by parse_content_value); a value that
-# isn't one is "syntactically invalid": read as the default type (RFC 2045 5.2), as Dovecot and
-# mail readers do, never served as a subtype like "plain charset=us-ascii".
-_MEDIA_TYPE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+/[!#$%&'*+\-.^_`|~0-9a-z]+")
-
-
 def parse_content_value(value: bytes | None) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     """``text/plain; charset="utf-8"`` → (b'text/plain', [(b'charset', b'utf-8')]).
 
@@ -175,7 +169,7 @@ def _parse_entity(
     body_start = _header_end(raw, start, end)
     fields = parse_header_fields(raw[start:body_start])
     ctype, params = parse_content_value(_last(fields, b"content-type"))
-    if not _MEDIA_TYPE.fullmatch(ctype):  # absent, or invalid ("text/plain charset=x", no ";")
+    if not MEDIA_TYPE_BYTES.fullmatch(ctype):  # absent, or invalid ("text/plain charset=x", no ";")
         ctype, params = default_type, ([(b"charset", b"us-ascii")] if not ctype else params)
         if default_type != b"text/plain":
             params = []

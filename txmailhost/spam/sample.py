@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 from typing import BinaryIO
 
+from txmailhost.mediatype import MEDIA_TYPE
 from txmailhost.spam.htmltext import HTMLText, Link
 
 HEADER_CAP = 64 * 1024  # octets of header section read; the rest of a longer one is ignored
@@ -399,7 +400,7 @@ def _read_part(part: Message, sample: Sample, texts: list[str], hidden: list[str
     known = _plain_content_fields(part)
     if known is None:
         content_type = part.get_content_type()
-        if not _MEDIA_TYPE.fullmatch(content_type):
+        if not MEDIA_TYPE.fullmatch(content_type):
             # "TEXT/PLAIN charset=US-ASCII" (no ";"): the standard library keeps any value with
             # one "/"; RFC 2045 5.2 reads a syntactically invalid type as text/plain, as mail
             # readers do, so such a part's text is read, not skipped as an unknown type.
@@ -445,7 +446,6 @@ def _read_part(part: Message, sample: Sample, texts: list[str], hidden: list[str
 # A Content-Type or Content-Disposition value of ASCII tokens and parameters whose values are
 # tokens or quoted strings with no quote, backslash, semicolon, angle bracket or line end.
 _TOKEN = r'[^\s;"\\=<>*]+'
-_MEDIA_TYPE = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+/[!#$%&'*+\-.^_`|~0-9a-z]+")  # lower-case
 _PLAIN_PARAM = re.compile(
     rf'[ \t\r\n]*;[ \t\r\n]*({_TOKEN})[ \t\r\n]*=[ \t\r\n]*("[^"\\;<>\r\n]*"|[^\s;"\\<>]+)'
 )
