@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from zope.interface.verify import verifyObject
 
 from tests.support.fixtures import build_store
+from tests.support.postgres import postgres_dsn, postgres_server  # noqa: F401 - fixtures
 from tests.support.syncpool import SyncReactor, SyncThreadPool, result
 from txmailhost.store import acl, backends
 from txmailhost.store.interfaces import IAclStore, NoSuchMailbox, StoreError
@@ -172,3 +173,87 @@ def test_maildir_acls_survive_a_new_store_on_the_same_directory(tmp_path):
 def test_shared_with_no_identifier_is_nothing(store):
     result(store.set_acl(ALICE, "Projects", BOB, "lr"))
     assert result(store.shared_with([])) == {}
+
+
+# -- SETACL's "+" and "-" in one step (change_acl) ---------------------------------------------
+
+
+def test_change_adds_takes_away_and_replaces_in_the_store(store):
+    assert result(store.change_acl(ALICE, "Projects", BOB, "+lr")) == "lr"
+    assert result(store.change_acl(ALICE, "Projects", BOB, "+w")) == "lrw"
+    assert result(store.change_acl(ALICE, "Projects", BOB, "-r")) == "lw"
+    assert result(store.get_acl(ALICE, "Projects")) == {BOB: "lw"}
+    assert result(store.change_acl(ALICE, "Projects", BOB, "s")) == "s"
+    assert result(store.change_acl(ALICE, "Projects", BOB, "-s")) == ""
+    assert result(store.get_acl(ALICE, "Projects")) == {}  # nothing left: no entry
+    assert result(store.change_acl(ALICE, "Projects", BOB, "-s")) == ""
+    assert result(store.get_acl(ALICE, "Projects")) == {}
+
+
+def test_change_of_a_mailbox_that_does_not_exist_is_refused(store):
+    with pytest.raises(NoSuchMailbox):
+        result(store.change_acl(ALICE, "Nothing", BOB, "+lr"))
+    assert result(store.shared_with([BOB])) == {}
+
+
+# each writer adds and takes away its own right again and again, ending with it added: a
+# change read apart from its write would sooner or later put back a state from before
+# another writer's last "+", and that right would be missing at the end
+_LETTERS = "swip"
+_ROUNDS = 40
+
+
+def _toggle(store, letter: str) -> None:
+    for _ in range(_ROUNDS):
+        result(store.change_acl(ALICE, "Projects", BOB, "+" + letter))
+        result(store.change_acl(ALICE, "Projects", BOB, "-" + letter))
+    result(store.change_acl(ALICE, "Projects", BOB, "+" + letter))
+
+
+def _toggle_in_a_process(root: str, letter: str) -> None:
+    _toggle(MaildirStore(root, SyncReactor(), SyncThreadPool()), letter)
+
+
+def test_maildir_changes_from_several_processes_lose_nothing(tmp_path):
+    """The server's workers are processes sharing the ACL database: each change is one
+    write transaction."""
+    import multiprocessing
+
+    root = str(tmp_path / "mail")
+    first = MaildirStore(root, SyncReactor(), SyncThreadPool())
+    first.provision_sync(ALICE)
+    result(first.create_mailbox(ALICE, "Projects"))
+    result(first.set_acl(ALICE, "Projects", BOB, "l"))
+    with multiprocessing.get_context("fork").Pool(len(_LETTERS)) as pool:
+        pool.starmap(_toggle_in_a_process, [(root, letter) for letter in _LETTERS])
+    assert result(first.get_acl(ALICE, "Projects")) == {BOB: acl.normalize("l" + _LETTERS)}
+
+
+def test_postgres_changes_from_several_nodes_lose_nothing(postgres_dsn):  # noqa: F811
+    import threading
+
+    from txmailhost.store.postgres import PostgresStore
+
+    nodes = [PostgresStore(postgres_dsn, SyncReactor(), SyncThreadPool()) for _ in _LETTERS]
+    start = threading.Barrier(len(nodes))
+    try:
+        for user in (ALICE, BOB):
+            result(nodes[0].provision(user))
+        result(nodes[0].create_mailbox(ALICE, "Projects"))
+
+        def run(node, letter: str) -> None:
+            start.wait()
+            _toggle(node, letter)
+
+        threads = [
+            threading.Thread(target=run, args=(node, letter))
+            for node, letter in zip(nodes, _LETTERS, strict=True)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert result(nodes[0].get_acl(ALICE, "Projects")) == {BOB: acl.normalize(_LETTERS)}
+    finally:
+        for node in nodes:
+            node.close()

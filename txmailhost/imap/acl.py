@@ -207,9 +207,9 @@ class AclCommands:
         found = await self.access(name, "a")
         if identifier.lstrip("-") == found.owner:
             raise replies.Cannot("the owner always holds every right")
-        acl = await self.account.store.get_acl(found.owner, found.mailbox)
-        new = rights.modify(acl.get(identifier, ""), change)
-        await self.account.store.set_acl(found.owner, found.mailbox, identifier, new or None)
+        # one step in the store: a "+" or "-" read apart from its write could lose another
+        # session's change made between the two
+        await self.account.store.change_acl(found.owner, found.mailbox, identifier, change)
         return Done("SETACL completed")
 
     async def _deleteacl(self, reader: Reader, by_uid: bool) -> Done:

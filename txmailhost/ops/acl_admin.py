@@ -109,13 +109,12 @@ def _acl_set(args: argparse.Namespace, config: Any, accounts: Any) -> int:
     identifier = _identifier(args.identifier)
     if identifier.lstrip("-") == owner:
         raise AdminError("the owner always holds every right")
-    store = _acl_store(config)
-    current = result(store.get_acl(owner, args.mailbox)).get(identifier, "")
+    change = args.rights
     try:
-        new = rights.modify(current, args.rights)
+        rights.normalize(change[1:] if change[:1] in ("+", "-") else change)
     except rights.RightsError as error:
         raise AdminError(str(error)) from None
-    result(store.set_acl(owner, args.mailbox, identifier, new or None))
+    new = result(_acl_store(config).change_acl(owner, args.mailbox, identifier, change))
     emit(
         args,
         {"mailbox": args.mailbox, "identifier": identifier, "rights": new},

@@ -113,6 +113,22 @@ CREATE INDEX IF NOT EXISTS acl_by_identifier ON acl (identifier);
 """
 
 
+def _write(
+    db: sqlite3.Connection, owner: str, mailbox: str, identifier: str, rights: str | None
+) -> None:
+    """The entry set to ``rights``; None or "" removes it."""
+    if rights:
+        db.execute(
+            "INSERT OR REPLACE INTO acl (owner, mailbox, identifier, rights) VALUES (?, ?, ?, ?)",
+            (owner, mailbox, identifier, rights),
+        )
+    else:
+        db.execute(
+            "DELETE FROM acl WHERE owner = ? AND mailbox = ? AND identifier = ?",
+            (owner, mailbox, identifier),
+        )
+
+
 class AclTable:
     """Every ACL of one store, in the SQLite database at ``path`` (``":memory:"`` for the
     memory store). Blocking: the store calls it from its worker threads; one lock keeps a
@@ -147,17 +163,28 @@ class AclTable:
         entry."""
         with self._lock:
             db = self._connection()
-            if rights:
-                db.execute(
-                    "INSERT OR REPLACE INTO acl (owner, mailbox, identifier, rights)"
-                    " VALUES (?, ?, ?, ?)",
-                    (owner, mailbox, identifier, rights),
-                )
-            else:
-                db.execute(
-                    "DELETE FROM acl WHERE owner = ? AND mailbox = ? AND identifier = ?",
+            _write(db, owner, mailbox, identifier, rights)
+
+    def change(self, owner: str, mailbox: str, identifier: str, change: str) -> str:
+        """SETACL's ``change`` applied to ``identifier``'s entry (``modify``) in one write
+        transaction, so that another process's change between the read and the write can't
+        be lost (worker processes share the file; ``_lock`` only holds this one's
+        threads). The rights the entry holds now."""
+        with self._lock:
+            db = self._connection()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(
+                    "SELECT rights FROM acl WHERE owner = ? AND mailbox = ? AND identifier = ?",
                     (owner, mailbox, identifier),
-                )
+                ).fetchone()
+                new = modify(row[0] if row else "", change)
+                _write(db, owner, mailbox, identifier, new)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return new
 
     def copy(self, owner: str, source: str, target: str) -> None:
         """Give ``target`` the entries of ``source`` (a new mailbox inherits its parent's ACL,

@@ -352,6 +352,13 @@ class IAclStore(Interface):
         """Deferred[None]: give ``identifier`` exactly ``rights`` on the existing
         ``mailbox`` (None or "" removes its entry), durable before the Deferred fires."""
 
+    def change_acl(user, mailbox, identifier, change):
+        """Deferred[str]: apply SETACL's ``change`` (``+rights`` adds, ``-rights`` takes
+        away, anything else replaces; ``store.acl.modify``) to ``identifier``'s entry on the
+        existing ``mailbox`` as one atomic step, and give the rights it now holds ("" when
+        the entry is gone). Two sessions adding a right each at once both keep theirs, on
+        every worker and node: the read and the write are never apart."""
+
     def shared_with(identifiers):
         """Deferred[dict[tuple[str, str], dict[str, str]]]: every (owner, mailbox) whose ACL
         has an entry for one of ``identifiers``, with that whole ACL."""

@@ -1491,6 +1491,11 @@ class MaildirStore:
 
         return self._run(job)
 
+    def change_acl(self, user: str, mailbox: str, identifier: str, change: str) -> Deferred[str]:
+        return self._run(
+            lambda: self.acl.change(user, self._acl_mailbox(user, mailbox), identifier, change)
+        )
+
     def shared_with(self, identifiers: list[str]) -> Deferred[dict]:
         return self._run(self.acl.granted, list(identifiers))
 

@@ -683,6 +683,13 @@ class MemoryStore:
 
         return self._do(job)
 
+    def change_acl(self, user: str, mailbox: str, identifier: str, change: str) -> Deferred[str]:
+        return self._do(
+            lambda: self.acl.change(
+                _owner(user), self._acl_mailbox(user, mailbox), identifier, change
+            )
+        )
+
     def shared_with(self, identifiers: list[str]) -> Deferred[dict]:
         return self._do(self.acl.granted, list(identifiers))
 

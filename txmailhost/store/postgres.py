@@ -47,6 +47,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from txmailhost.store import acl as acl_rights
 from txmailhost.store import lineends, objectids
 from txmailhost.store.changes import ChangeBus
 from txmailhost.store.interfaces import (
@@ -104,6 +105,21 @@ def _connect(dsn: str) -> Any:
 def _key(user: str, mailbox: str) -> str:
     """The ChangeBus key and NOTIFY payload of a mailbox: names hold no tab (no controls)."""
     return f"{user}\t{mailbox}"
+
+
+def _write_acl(conn: Any, box: int, identifier: str, rights: str | None) -> None:
+    """``identifier``'s entry on the mailbox row ``box`` set to ``rights``; None or ""
+    removes it."""
+    if rights:
+        conn.execute(
+            "INSERT INTO mailbox_acl (mailbox_id, identifier, rights) VALUES (%s, %s, %s)"
+            " ON CONFLICT (mailbox_id, identifier) DO UPDATE SET rights = EXCLUDED.rights",
+            (box, identifier, rights),
+        )
+    else:
+        conn.execute(
+            "DELETE FROM mailbox_acl WHERE mailbox_id = %s AND identifier = %s", (box, identifier)
+        )
 
 
 class _Flags:
@@ -1101,19 +1117,32 @@ class PostgresStore:
         self, user: str, mailbox: str, identifier: str, rights: str | None
     ) -> Deferred[None]:
         def job(conn: Any) -> None:
-            box = self._acl_mailbox_id(conn, user, mailbox)
-            if rights:
-                conn.execute(
-                    "INSERT INTO mailbox_acl (mailbox_id, identifier, rights)"
-                    " VALUES (%s, %s, %s) ON CONFLICT (mailbox_id, identifier)"
-                    " DO UPDATE SET rights = EXCLUDED.rights",
-                    (box, identifier, rights),
-                )
-            else:
-                conn.execute(
-                    "DELETE FROM mailbox_acl WHERE mailbox_id = %s AND identifier = %s",
+            _write_acl(conn, self._acl_mailbox_id(conn, user, mailbox), identifier, rights)
+
+        return self._run(job)
+
+    def change_acl(self, user: str, mailbox: str, identifier: str, change: str) -> Deferred[str]:
+        """The entry's row is read ``FOR UPDATE`` and the mailbox's row ``FOR UPDATE`` before
+        it (so that two nodes adding to an entry that doesn't exist yet also wait for each
+        other), then written in the same transaction."""
+
+        def job(conn: Any) -> str:
+            with conn.transaction():
+                box = self._acl_mailbox_id(conn, user, mailbox)
+                if (
+                    conn.execute(
+                        "SELECT 1 FROM mailboxes WHERE id = %s FOR UPDATE", (box,)
+                    ).fetchone()
+                    is None
+                ):
+                    raise NoSuchMailbox(f"no mailbox {mailbox!r}")
+                row = conn.execute(
+                    "SELECT rights FROM mailbox_acl WHERE mailbox_id = %s AND identifier = %s",
                     (box, identifier),
-                )
+                ).fetchone()
+                new = acl_rights.modify(row[0] if row else "", change)
+                _write_acl(conn, box, identifier, new)
+                return new
 
         return self._run(job)
 
