@@ -59,3 +59,21 @@ def test_mta_sts_policy_has_rfc_8461_lines():
     assert mta_sts_policy(settings) == (
         "version: STSv1\r\nmode: enforce\r\nmx: mx.example.org\r\nmax_age: 86400\r\n"
     )
+
+
+def test_a_redirect_back_goes_only_to_a_path_of_this_site():
+    from txmailhost.web.responses import same_site_path
+
+    assert same_site_path("/mail?folder=INBOX&page=2")
+    assert same_site_path("/message?uid=3#top")
+    for elsewhere in (
+        "//evil.example/",
+        "/\\evil.example/",  # browsers read "\" as "/"
+        "/\t/evil.example/",  # and drop tabs and line breaks
+        "/\n/evil.example/",
+        "https://evil.example/",
+        "evil.example",
+        "",
+        " /mail",
+    ):
+        assert not same_site_path(elsewhere), elsewhere

@@ -25,10 +25,10 @@ from typing import Any
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from twisted.web.resource import Resource
-from twisted.web.server import Site
 
 import twisted
 from txmailhost import __version__
+from txmailhost.httpbounds import BoundedSite
 from txmailhost.ops import metrics
 
 LAG_INTERVAL = 1.0  # seconds between two reactor-lag probes
@@ -190,9 +190,9 @@ class MetricsPage(Resource):
         return self.render_GET(request)
 
 
-class MetricsSite(Site):
+class MetricsSite(BoundedSite):
     """The HTTP factory of the metrics listener; registers the scrape-time collector and
-    starts the lag probe while it listens."""
+    starts the lag probe while it listens. It reads no request body (``httpbounds.py``)."""
 
     noisy = False
 

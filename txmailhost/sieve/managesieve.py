@@ -107,6 +107,7 @@ class ManageSieveServer(Protocol, TimeoutMixin):
         self._logins: PasswordLogin | None = None
         self._buffer = bytearray()
         self._waiting = False
+        self._reading_paused = False  # the transport's reading, by ``_throttle``
         self._closing = False
         self._lost = False
         self._bad_commands = 0
@@ -174,6 +175,24 @@ class ManageSieveServer(Protocol, TimeoutMixin):
         self._process()
 
     def _process(self) -> None:
+        self._take_commands()
+        self._throttle()
+
+    def _throttle(self) -> None:
+        """Stop reading while a command (or a failed login's delay) runs or the client isn't
+        reading our replies, so what it sends meanwhile waits in its socket, not in our
+        memory; read again once neither holds."""
+        if self._closing or self._lost:
+            return
+        stalled = self._waiting or self._pressure.blocked
+        if stalled and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pauseProducing()
+        elif not stalled and self._reading_paused:
+            self._reading_paused = False
+            self.transport.resumeProducing()
+
+    def _take_commands(self) -> None:
         factory = self.factory
         while (
             not self._waiting and not self._closing and self._buffer and not self._pressure.blocked

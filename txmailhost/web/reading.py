@@ -20,7 +20,7 @@ from markupsafe import Markup
 from txmailhost.store.interfaces import FLAGGED, INBOX, SEEN, NoSuchMessage
 from txmailhost.web.context import Route, WebContext
 from txmailhost.web.messageview import MessageView, extract_part, read_message
-from txmailhost.web.responses import Response, body_csp, redirect, text
+from txmailhost.web.responses import Response, body_csp, redirect, same_site_path, text
 from txmailhost.web.sanitize import sanitize
 
 # Served as their own type when downloaded; anything else (HTML, SVG, scripts) as octets.
@@ -148,7 +148,7 @@ async def set_flags(ctx: WebContext) -> Response:
         raise NoSuchMessage(uids[0])
     await mailbox.store_flags(present, [action[0]], action[1])
     back = ctx.arg("back")
-    if not back.startswith("/") or back.startswith("//"):
+    if not same_site_path(back):
         back = f"/mail?folder={quote(folder, safe='')}"
     return redirect(back)
 

@@ -16,7 +16,8 @@ import re
 from typing import Any
 
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+
+from txmailhost.httpbounds import BoundedSite
 
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253})(?::\d{1,5})?$")
 
@@ -63,7 +64,10 @@ class RedirectToHTTPS(Resource):
         return b"use HTTPS: " + location.encode("latin-1", "replace") + b"\n"
 
 
-class RedirectSite(Site):
+class RedirectSite(BoundedSite):
+    """No request body is read (``max_body`` 0: one closes the connection), and a request
+    must arrive in time (``httpbounds.py``): this listener is open to the internet."""
+
     noisy = False
 
     def __init__(self, public_url: str, web_port: int, challenges: Any = None) -> None:

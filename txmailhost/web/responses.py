@@ -74,6 +74,19 @@ class Response:
     stream: Callable[[Any], None] | None = None
 
 
+def same_site_path(target: str) -> bool:
+    """``target`` is a path on this site: it starts with one "/" and holds nothing a browser
+    reads as the start of another host: a backslash (read as "/"), or a tab, line break,
+    space or other control character (stripped), either of which makes "/" + "/evil.example"
+    of a path like "/", tab, "/evil.example"."""
+    return (
+        target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+        and not any(ord(c) <= 0x20 or ord(c) == 0x7F for c in target)
+    )
+
+
 def redirect(location: str, status: int = 303) -> Response:
     """See Other after a form POST (RFC 9110 §15.4.4), so a reload doesn't post again."""
     return Response(status, b"", TEXT, {"Location": location})

@@ -5,9 +5,12 @@ of the config file, like every protocol factory; ``listeners.py`` passes them in
 a small thread pool for parsing and sanitising messages, started and stopped with the
 listener (``startFactory``/``stopFactory``), and a once-a-minute sweep of expired sessions.
 
-Requests are bounded (DESIGN invariant 4): a body larger than ``max_body`` is refused by
-closing the connection before it is stored, and twisted.web's own limits bound the header
-lines and their count. Idle connections close after ``idle_timeout``.
+Requests are bounded (DESIGN invariant 4; ``httpbounds.py``): a body larger than ``max_body``
+is refused by closing the connection before it is stored, a request's headers and body must
+arrive in time, and twisted.web's own limits bound the header lines and their count. Only a
+signed-in user's file upload to ``/compose`` may be as large as a message (``max_upload``):
+a client without a session gets the small limit there too. Idle connections close after
+``idle_timeout``.
 """
 
 from __future__ import annotations
@@ -17,52 +20,43 @@ from typing import Any
 
 from twisted.internet.task import LoopingCall
 from twisted.python.threadpool import ThreadPool
-from twisted.web.server import Request, Site
 
+from txmailhost.httpbounds import BoundedRequest, BoundedSite
 from txmailhost.web.app import WebApp
 from txmailhost.web.context import ClientSettings, WebServices
 from txmailhost.web.rendering import Templates
-from txmailhost.web.sessions import LoginTokens, SessionStore
+from txmailhost.web.sessions import COOKIE, LoginTokens, SessionStore
 from txmailhost.web.static import load_assets
 
 MAX_BODY = 1024 * 1024  # form posts; uploads (compose) get their own streamed path
 UPLOAD_PATHS = {b"/compose"}  # bounded by max_upload: the server's message size limit
 
 
-class BoundedRequest(Request):
-    """A request whose body may not exceed the site's ``max_body`` (``max_upload`` for the
-    paths that take file uploads): past it the connection is closed, and nothing more is
-    kept. A multipart/form-data body is left unparsed by twisted.web (which would read it
-    whole into memory): ``uploads.py`` parses it from the file it was spooled to."""
+class WebRequest(BoundedRequest):
+    """A request bounded at the site's ``max_body``, or ``max_upload`` for a multipart upload
+    to one of ``UPLOAD_PATHS`` by a signed-in user. A multipart/form-data body is left
+    unparsed by twisted.web (which would read it whole into memory): ``uploads.py`` parses it
+    from the file it was spooled to."""
 
-    _received = 0
-    _limit = MAX_BODY
-
-    def gotLength(self, length: int | None) -> None:
+    def limit(self) -> int:
         site = self.channel.site
         # The request line is parsed and every header is in, but ``self.path`` comes only
         # with the body: the channel holds the target meanwhile.
         target = getattr(self.channel, "_path", b"") or b""
-        upload = target.split(b"?", 1)[0] in UPLOAD_PATHS
-        self._limit = site.max_upload if upload else site.max_body
-        if length is not None and length > self._limit:
-            self.channel.transport.abortConnection()
-            return
+        if target.split(b"?", 1)[0] in UPLOAD_PATHS and self._multipart() and site.signed_in(self):
+            return int(site.max_upload)
+        return int(site.max_body)
+
+    def parse_forms(self) -> bool:
+        return not self._multipart()
+
+    def _multipart(self) -> bool:
         content_type = self.requestHeaders.getRawHeaders(b"content-type", [b""])[0]
-        if content_type.lower().startswith(b"multipart/form-data"):
-            self._parsePOSTFormSubmission = False
-        super().gotLength(length)
-
-    def handleContentChunk(self, data: bytes) -> None:
-        self._received += len(data)
-        if self._received > self._limit:
-            self.channel.transport.abortConnection()
-            return
-        super().handleContentChunk(data)
+        return content_type.lower().startswith(b"multipart/form-data")
 
 
-class WebSite(Site):
-    requestFactory = BoundedRequest
+class WebSite(BoundedSite):
+    requestFactory = WebRequest
     noisy = False
 
     def __init__(
@@ -75,12 +69,21 @@ class WebSite(Site):
     ) -> None:
         super().__init__(app, timeout=idle_timeout)
         self.app = app
+        self.parse_forms = True
         self.max_body = max_body
         self.max_upload = max_upload
         self._sweeper: LoopingCall | None = None
 
     def log(self, request: Any) -> None:
         """No per-request access log line: logins and failures are logged where they happen."""
+
+    def signed_in(self, request: Any) -> bool:
+        """The request's session cookie is a live session's (checked again, with the CSRF
+        token, when the request is handled: this only decides how much it may send)."""
+        cookie = request.getCookie(COOKIE.encode())
+        if cookie is None:
+            return False
+        return self.app.services.sessions.get(cookie.decode("ascii", "replace")) is not None
 
     def startFactory(self) -> None:
         super().startFactory()

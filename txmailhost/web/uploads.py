@@ -2,7 +2,7 @@
 disk, names made safe.
 
 twisted.web writes a request body larger than 100 kB to a temporary file as it arrives, and
-``site.BoundedRequest`` closes the connection past the server's message size limit; the body
+``site.WebRequest`` closes the connection past the server's message size limit; the body
 is then parsed here, in the site's pool, by ``multipart`` (a streaming parser: a part larger
 than ``SPOOL`` goes to a temporary file of its own), so a 30 MiB attachment never sits whole
 in memory (DESIGN invariant 2). The form's text fields become ``request.args`` like a

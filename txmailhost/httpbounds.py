@@ -1,0 +1,127 @@
+"""twisted.web with bounds on what a client may make the server hold: body size and time.
+
+Every HTTP listener (the webmail's HTTPS site, the plain-HTTP redirect on port 80 and the
+metrics page) is a :class:`BoundedSite`. Twisted's own ``Site`` keeps any request body, in
+memory below 100 KiB and in a temporary file above, and parses a form body into memory
+whatever its size; and its idle timeout starts again with every byte, so a client sending
+one header byte every few seconds holds a connection for ever (slowloris). Here:
+
+- a body longer than the site's ``max_body`` closes the connection before it is stored
+  (``BoundedRequest``); the redirect and metrics listeners never read a body, so theirs is
+  0, and twisted.web's parsing of form bodies is off unless a site turns it on;
+- a request's line and headers must all arrive within ``head_timeout`` seconds of the
+  connection (or of the previous response), and its body at ``min_body_rate`` octets a
+  second on average after that (``DeadlineChannel``), however the bytes are spread.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.logger import Logger
+from twisted.web.http import HTTPChannel
+from twisted.web.server import Request, Site
+
+log = Logger()
+
+HEAD_TIMEOUT = 30.0  # seconds for a request's line and headers (Apache's mod_reqtimeout: 20-40)
+MIN_BODY_RATE = 1024  # octets a second a body must average, after HEAD_TIMEOUT of grace
+
+
+class BoundedRequest(Request):
+    """A request whose body may not exceed ``limit()`` octets: past it the connection is
+    closed and nothing more is kept. Forms are parsed only where ``parse_forms()`` says."""
+
+    _received = 0
+    _limit = 0
+
+    def limit(self) -> int:
+        """The largest body this request may send (headers and cookies are in)."""
+        return int(self.channel.site.max_body)
+
+    def parse_forms(self) -> bool:
+        """Whether twisted.web parses a form body into ``args`` (into memory)."""
+        return bool(self.channel.site.parse_forms)
+
+    def gotLength(self, length: int | None) -> None:
+        self._limit = self.limit()
+        if length is not None and length > self._limit:
+            self.channel.transport.abortConnection()
+            return
+        self._parsePOSTFormSubmission = self.parse_forms()
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._received += len(data)
+        if self._received > self._limit:
+            self.channel.transport.abortConnection()
+            return
+        super().handleContentChunk(data)
+
+
+class DeadlineChannel(HTTPChannel):
+    """An HTTP/1.1 channel whose requests must arrive in time (see the module docstring).
+
+    The idle timeout (``Site(timeout=...)``) still closes a connection nobody uses; this
+    bounds a request that is being sent, which the idle timeout doesn't: it is put off by
+    every byte."""
+
+    _deadline: Any = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._arm(self._site_value("head_timeout", HEAD_TIMEOUT))
+
+    def allHeadersReceived(self) -> None:
+        self._disarm()
+        super().allHeadersReceived()
+        length = self.length if isinstance(self.length, int) else None
+        if length == 0 or self.transport is None or self.transport.disconnecting:
+            return  # no body: allContentReceived follows at once
+        if length is None:  # chunked: as long as the largest body allowed may take
+            length = int(self._site_value("max_body", 0))
+        grace = self._site_value("head_timeout", HEAD_TIMEOUT)
+        self._arm(grace + length / self._site_value("min_body_rate", MIN_BODY_RATE))
+
+    def allContentReceived(self) -> None:
+        self._disarm()
+        super().allContentReceived()
+
+    def requestDone(self, request: Any) -> None:
+        super().requestDone(request)
+        if self.persistent and not self.transport.disconnecting:
+            self._arm(self._site_value("head_timeout", HEAD_TIMEOUT))
+
+    def connectionLost(self, reason: Any) -> None:
+        self._disarm()
+        super().connectionLost(reason)
+
+    def _site_value(self, name: str, default: float) -> float:
+        return float(getattr(getattr(self, "site", None), name, default))
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._deadline = self.callLater(seconds, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        log.debug("http request from {peer} too slow: closed", peer=self.transport.getPeer())
+        self.transport.abortConnection()
+
+
+class BoundedSite(Site):
+    """A ``Site`` whose connections are ``DeadlineChannel``s and whose requests are
+    ``BoundedRequest``s (no HTTP/2: twisted.web speaks it only with the ``h2`` package,
+    which txmailhost doesn't install)."""
+
+    protocol = DeadlineChannel
+    requestFactory = BoundedRequest
+    max_body = 0
+    parse_forms = False
+    head_timeout = HEAD_TIMEOUT
+    min_body_rate = MIN_BODY_RATE
