@@ -49,3 +49,45 @@ def test_pathological_patterns_stay_fast():
     started = time.process_time()
     assert matcher.test([text], ["*a" * 30 + "*b"]) == (False, None)
     assert time.process_time() - started < 2.0
+
+
+@given(st.text(alphabet="ab*\\", max_size=10), _text)
+def test_a_pattern_without_question_marks_finds_what_the_walk_finds(pattern, text):
+    """``_star_match`` (``str.find``) against the step-by-step walk: the same spans."""
+    from txmailhost.sieve.matching import _walk
+
+    tokens = wildcard_tokens(pattern)
+    assert wildcard_match(tokens, text) == _walk(tokens, text, None)
+
+
+def test_matches_work_past_the_budget_is_an_error_not_an_hour_of_delivery():
+    from txmailhost.sieve.matching import MatchBudget, MatchBudgetExhausted
+
+    matcher = Matcher("matches")
+    text = "a" * 150_000
+    pattern = "*" + "?a" * 500 + "b"  # pattern x text: 150 million steps of the walk
+    started = time.process_time()
+    with pytest.raises(MatchBudgetExhausted):
+        matcher.test([text], [pattern], MatchBudget())
+    assert time.process_time() - started < 5.0
+    # a pattern of stars and literals is linear: a long one on the same text is no work
+    budget = MatchBudget()
+    assert matcher.test([text], ["*" + "a" * 20_000 + "b*"], budget) == (False, None)
+    assert budget.left > MatchBudget().left - 1000
+
+
+def test_a_script_whose_matches_take_too_long_fails_and_the_message_is_kept():
+    from txmailhost.sieve.interpreter import Interpreter, SieveRuntimeError
+    from txmailhost.sieve.language import compile_script
+    from txmailhost.sieve.message import MessageView
+
+    script = compile_script(
+        'require ["body", "fileinto"];\r\n'
+        'if body :matches "*' + "?a" * 500 + 'b" { fileinto "Junk"; }\r\n'
+    )
+    raw = b"Subject: x\r\n\r\n" + b"a" * 150_000 + b"\r\n"
+    view = MessageView.from_bytes(raw, "alice@example.test")
+    started = time.process_time()
+    with pytest.raises(SieveRuntimeError, match="matches"):
+        Interpreter(script, view).run()
+    assert time.process_time() - started < 5.0

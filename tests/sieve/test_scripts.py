@@ -121,3 +121,53 @@ def test_vacation_script_generated_by_the_cli_compiles_and_answers_until_the_dat
     assert run(24).reason == 'Away "till" Monday.\n'
     assert (run(24).subject, run(24).seconds) == ("Out", 3 * 86400)
     assert run(25) is None
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "." * 128,  # 384 octets percent-encoded
+        "\u00e9" * 128,
+        "\u0436" * 128,
+        "\u6f22" * 128,  # 1,152 octets encoded
+        "\U0001f4e7" * 128,
+        "x" * 128,
+    ],
+)
+def test_every_name_of_up_to_128_characters_is_kept(tmp_path, name):
+    """RFC 5804 1.6: servers MUST allow names of up to 128 characters. Encoded, these
+    passed Linux's 255-octet file names (the PUTSCRIPT failed with an internal error)."""
+    store = ScriptStore(str(tmp_path / "sieve"), max_scripts=5, max_script_size=100)
+    store.put(ALICE, name, "keep;\r\n")
+    store.put(ALICE, "short", "discard;\r\n")
+    store.set_active(ALICE, name)
+    assert all(len(f.encode()) <= 200 for f in os.listdir(store.user_directory(ALICE)))
+    assert [(s.name, s.active) for s in store.list(ALICE)] == sorted(
+        [(name, True), ("short", False)]
+    )
+    assert store.get(ALICE, name) == "keep;\r\n"
+    assert store.active_script(ALICE)[0] == name
+    store.set_active(ALICE, "short")
+    store.rename(ALICE, name, name[:-1] + "z")
+    assert {s.name for s in store.list(ALICE)} == {name[:-1] + "z", "short"}
+    store.rename(ALICE, "short", name)
+    assert store.active_name(ALICE) == name
+    store.set_active(ALICE, None)
+    store.delete(ALICE, name)
+    store.delete(ALICE, name[:-1] + "z")
+    assert store.list(ALICE) == []
+    assert os.listdir(store.user_directory(ALICE)) == []  # no name file left behind
+
+
+def test_a_name_with_a_trailing_space_is_another_script(store):
+    """The active marker is read as written: "x " activated "x" (and "x " could then be
+    deleted while "x" was the one running)."""
+    store.put(ALICE, "x", "discard;\r\n")
+    store.put(ALICE, "x ", "keep;\r\n")
+    store.set_active(ALICE, "x ")
+    assert store.active_name(ALICE) == "x "
+    assert store.active_script(ALICE)[1].commands[0].name == "keep"
+    assert [(s.name, s.active) for s in store.list(ALICE)] == [("x", False), ("x ", True)]
+    with pytest.raises(ScriptError):
+        store.delete(ALICE, "x ")
+    store.delete(ALICE, "x")

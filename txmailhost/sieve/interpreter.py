@@ -18,7 +18,8 @@ implicit keep with those it holds when the script ends (RFC 5232 5). A mailbox s
 twice gets one copy with the flags of the last action, as Pigeonhole does.
 
 Limits (DESIGN invariant 4): ``max_steps`` commands and tests evaluated, ``max_redirects``
-redirects per message, ``max_actions`` mailboxes. Passing one, or any runtime error, is a
+redirects per message, ``max_actions`` mailboxes, and the work of ``:matches`` tests
+(``matching.MatchBudget``: a long pattern against a long body costs their product). Passing one, or any runtime error, is a
 :class:`SieveRuntimeError`: the caller then delivers to INBOX and logs it (RFC 5228 2.10.6:
 an error never loses the message).
 """
@@ -34,7 +35,13 @@ from txmailhost.sieve import dates
 from txmailhost.sieve import flags as _flags
 from txmailhost.sieve.grammar import Command, Test
 from txmailhost.sieve.language import Script
-from txmailhost.sieve.matching import Matcher, address_part, part_of
+from txmailhost.sieve.matching import (
+    MatchBudget,
+    MatchBudgetExhausted,
+    Matcher,
+    address_part,
+    part_of,
+)
 from txmailhost.sieve.message import MessageView, body_text
 
 INBOX = "INBOX"
@@ -136,6 +143,7 @@ class Interpreter:
         self.internal_flags = ""  # RFC 5232 3: the variable flag actions without a name use
         self.matched: list[str] = []
         self.steps = 0
+        self.match_budget = MatchBudget()
         self.outcome = Outcome()
         self._frames: list[_Frame] = []
         self._included: set[tuple[str, str]] = set()  # for :once
@@ -449,7 +457,10 @@ class Interpreter:
                 keys = _flags.split(keys)
         else:
             raise SieveRuntimeError(f"test {name} is not implemented")
-        found, matched = matcher.test(values, keys)
+        try:
+            found, matched = matcher.test(values, keys, self.match_budget)
+        except MatchBudgetExhausted as e:
+            raise SieveRuntimeError(str(e)) from None
         if found and matched is not None and matcher.match == "matches":
             self.matched = matched
         return found

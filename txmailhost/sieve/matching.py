@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -55,6 +56,26 @@ _RELATIONS = {
 
 
 _STAR, _ONE = object(), object()
+MATCH_STEPS = 2_000_000  # ``:matches`` work one script run may do: about half a second
+
+
+class MatchBudgetExhausted(Exception):
+    """A script run's ``:matches`` tests took more than their budget (``MatchBudget``)."""
+
+
+class MatchBudget:
+    """What ``:matches`` may still cost in one script run, in steps of the glob walk (a
+    long pattern with ``?`` against a long value costs pattern x value of them) or, for a
+    pattern of ``*`` and literals only, a step per KiB searched. Without it a 1,000-character
+    pattern against a 150 KB body held up delivery for 32 s, and longer ones for hours."""
+
+    def __init__(self, steps: int = MATCH_STEPS) -> None:
+        self.left = steps
+
+    def spend(self, steps: int) -> None:
+        self.left -= steps
+        if self.left < 0:
+            raise MatchBudgetExhausted(f"more than {MATCH_STEPS} steps of :matches")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -76,20 +97,39 @@ def wildcard_tokens(pattern: str) -> tuple:
     return tuple(tokens)
 
 
-def wildcard_match(tokens: tuple, text: str) -> list[tuple[int, int]] | None:
+def wildcard_match(
+    tokens: tuple, text: str, budget: MatchBudget | None = None
+) -> list[tuple[int, int]] | None:
     """Where each wildcard of ``tokens`` matched in ``text``, or None for no match.
 
     The classic glob walk: a ``*`` first takes nothing and, when the rest fails, only the
     latest ``*`` takes one more character. Earlier stars thus keep the shortest match that
     works (RFC 5229 3.2: ``"[*] *"`` splits at the first ``] ``), and the cost is at most
     pattern x text steps: no pattern makes it backtrack exponentially, as a regular
-    expression of ``(.*?)`` groups can (``"*a*a*a*a*b"`` on a long header).
+    expression of ``(.*?)`` groups can (``"*a*a*a*a*b"`` on a long header). A pattern
+    without ``?`` (most are) is matched by ``_star_match`` instead: the same spans, found by
+    ``str.find``. ``budget`` is charged for the work (``MatchBudgetExhausted`` past it).
     """
+    runs = _literal_runs(tokens)
+    if runs is not None:
+        if budget is not None:
+            budget.spend(1 + len(text) // 1024)
+        return _star_match(runs, text)
+    return _walk(tokens, text, budget)
+
+
+def _walk(tokens: tuple, text: str, budget: MatchBudget | None) -> list[tuple[int, int]] | None:
+    """The glob walk of ``wildcard_match``, a step at a time, ``budget`` charged for them."""
+    limit = budget.left if budget is not None else math.inf
+    steps = 0
     spans: dict[int, tuple[int, int]] = {}
     p = t = 0
     star = -1
     star_text = 0
     while t < len(text):
+        steps += 1
+        if steps > limit:
+            budget.spend(steps)  # type: ignore[union-attr] - more than is left: raises
         token = tokens[p] if p < len(tokens) else None
         if token is _STAR:
             star, star_text = p, t
@@ -106,12 +146,51 @@ def wildcard_match(tokens: tuple, text: str) -> list[tuple[int, int]] | None:
             p, t = star + 1, star_text
         else:
             return None
+    if budget is not None:
+        budget.spend(steps)
     while p < len(tokens) and tokens[p] is _STAR:
         spans[p] = (t, t)
         p += 1
     if p != len(tokens):
         return None
     return [spans[i] for i, token in enumerate(tokens) if token is _STAR or token is _ONE]
+
+
+@functools.lru_cache(maxsize=1024)
+def _literal_runs(tokens: tuple) -> tuple[str, ...] | None:
+    """The literal text between the stars of a pattern without ``?`` (one run more than
+    there are stars, some maybe empty); None when it has a ``?``."""
+    runs: list[list[str]] = [[]]
+    for token in tokens:
+        if token is _ONE:
+            return None
+        if token is _STAR:
+            runs.append([])
+        else:
+            runs[-1].append(token)
+    return tuple("".join(run) for run in runs)
+
+
+def _star_match(runs: tuple[str, ...], text: str) -> list[tuple[int, int]] | None:
+    """``wildcard_match`` of a pattern of stars and literals, in linear time: the first run
+    begins the text, the last ends it, and each run between is found at its first place
+    after the one before (which is where the walk's earlier stars, each taking as little as
+    it can, put it). The spans of the stars."""
+    if len(runs) == 1:
+        return [] if text == runs[0] else None
+    first, last = runs[0], runs[-1]
+    start, end = len(first), len(text) - len(last)
+    if end < start or not text.startswith(first) or not text.endswith(last):
+        return None
+    spans = []
+    for run in runs[1:-1]:
+        found = text.find(run, start, end)
+        if found < 0:
+            return None
+        spans.append((start, found))
+        start = found + len(run)
+    spans.append((start, end))
+    return spans
 
 
 @dataclass(frozen=True)
@@ -134,16 +213,19 @@ class Matcher:
                 return cls(match, comparator, checked[":" + match])
         return cls("is", comparator)
 
-    def test(self, values: Iterable[str], keys: list[str]) -> tuple[bool, list[str] | None]:
+    def test(
+        self, values: Iterable[str], keys: list[str], budget: MatchBudget | None = None
+    ) -> tuple[bool, list[str] | None]:
         """Does any value match any key? With the match variables of ``:matches``
-        (``${0}`` the whole value, then one per wildcard) when it does."""
+        (``${0}`` the whole value, then one per wildcard) when it does. ``budget``: what
+        ``:matches`` may still cost in this script run."""
         values = list(values)
         if self.match == "count":
             count = str(len(values))
             return any(self._relation(count, key) for key in keys), None
         for value in values:
             for key in keys:
-                found = self._one(value, key)
+                found = self._one(value, key, budget)
                 if found is not None:
                     return True, found
         return False, None
@@ -151,7 +233,7 @@ class Matcher:
     def _relation(self, value: str, key: str) -> bool:
         return _RELATIONS[self.relation](_order(value, key, self.comparator))
 
-    def _one(self, value: str, key: str) -> list[str] | None:
+    def _one(self, value: str, key: str, budget: MatchBudget | None) -> list[str] | None:
         comparator = self.comparator
         if self.match == "value":
             return [] if self._relation(value, key) else None
@@ -160,7 +242,7 @@ class Matcher:
         folded, folded_key = fold(value, comparator), fold(key, comparator)
         if self.match == "contains":
             return [value] if folded_key in folded else None
-        spans = wildcard_match(wildcard_tokens(folded_key), folded)
+        spans = wildcard_match(wildcard_tokens(folded_key), folded, budget)
         if spans is None:
             return None
         # Folding keeps lengths (ASCII only), so the spans point into the original value.

@@ -2,7 +2,10 @@
 
 A script ``NAME`` is the file ``NAME.sieve`` (the name percent-encoded, so any name RFC 5804
 allows is one safe file name and none can leave the directory); ``active`` holds the name of
-the active script, or is absent. Every write goes through ``_safeio.write_atomic`` (temporary
+the active script, or is absent. A name whose encoded form would be too long for a file name
+(RFC 5804 allows 128 characters: 128 dots are 384 octets encoded, 128 CJK characters 1,152;
+Linux allows 255) is the file ``%h-DIGEST.sieve`` instead, with its name in
+``%h-DIGEST.name`` beside it (no percent-encoded name begins ``%h``). Every write goes through ``_safeio.write_atomic`` (temporary
 file, fsync, rename, directory fsync): a crash leaves the old script or the new one, never
 half of either, and the active script is never a half-written file.
 
@@ -18,6 +21,7 @@ identity (inode, size, mtime), so delivery parses a script once, not per message
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import threading
@@ -30,6 +34,11 @@ from txmailhost.sieve.language import Script, compile_script
 
 MAX_NAME = 128
 SUFFIX = ".sieve"
+# an encoded name up to this long is the file name itself (with SUFFIX and write_atomic's
+# temporary name around it, well within 255 octets); a longer one becomes a digest
+MAX_ENCODED = 150
+HASHED = "%h-"
+NAME_SUFFIX = ".name"
 ACTIVE = "active"
 GLOBAL = "global"  # DATA/sieve/global/: the administrator's scripts for include :global
 # ASCII atext, or non-ASCII that isn't a control or a space (RFC 6531 local parts, as the
@@ -66,7 +75,14 @@ def check_name(name: str) -> str:
 
 def _file_name(name: str) -> str:
     encoded = quote(check_name(name), safe=" -_@+,=").replace(".", "%2E")
+    if len(encoded) > MAX_ENCODED:
+        return HASHED + hashlib.sha256(name.encode("utf-8")).hexdigest()[:40] + SUFFIX
     return encoded + SUFFIX
+
+
+def _name_file(file_name: str) -> str | None:
+    """The file holding the name of the script in ``file_name`` when it is a digest."""
+    return file_name[: -len(SUFFIX)] + NAME_SUFFIX if file_name.startswith(HASHED) else None
 
 
 class ScriptStore:
@@ -103,7 +119,8 @@ class ScriptStore:
     def active_name(self, user: str) -> str | None:
         try:
             with open(os.path.join(self.user_directory(user), ACTIVE), encoding="utf-8") as f:
-                name = f.read().strip()
+                # only line ends: a name may begin or end with spaces ("x " isn't "x")
+                name = f.read().strip("\r\n")
         except FileNotFoundError:
             return None
         return name or None
@@ -115,8 +132,20 @@ class ScriptStore:
         except FileNotFoundError:
             return []
         active = self.active_name(user)
-        names = [unquote(f[: -len(SUFFIX)]) for f in files if f.endswith(SUFFIX)]
-        return [ScriptInfo(name, name == active) for name in names]
+        names = []
+        for file_name in files:
+            if not file_name.endswith(SUFFIX):
+                continue
+            name_file = _name_file(file_name)
+            if name_file is None:
+                names.append(unquote(file_name[: -len(SUFFIX)]))
+                continue
+            try:
+                with open(os.path.join(directory, name_file), encoding="utf-8") as f:
+                    names.append(f.read())
+            except FileNotFoundError:  # never written (a crash between the two): not listed
+                continue
+        return [ScriptInfo(name, name == active) for name in sorted(names)]
 
     def get(self, user: str, name: str) -> str:
         try:
@@ -191,8 +220,22 @@ class ScriptStore:
             script = compile_script(text, max_size=self.max_script_size)
             directory = self.user_directory(user)
             makedirs_durably(directory)
+            self._write_name(user, name)
             write_atomic(self._path(user, name), data)
         return script
+
+    def _write_name(self, user: str, name: str) -> None:
+        """A long name's ``.name`` file, written before its script (so a script is listed
+        only with its name)."""
+        name_file = _name_file(_file_name(name))
+        if name_file is not None:
+            write_atomic(os.path.join(self.user_directory(user), name_file), name.encode())
+
+    def _drop_name(self, user: str, name: str) -> None:
+        name_file = _name_file(_file_name(name))
+        if name_file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.user_directory(user), name_file))
 
     def set_active(self, user: str, name: str | None) -> None:
         """Make ``name`` the active script; None (SETACTIVE "") deactivates every script."""
@@ -216,6 +259,7 @@ class ScriptStore:
                 os.unlink(self._path(user, name))
             except FileNotFoundError:
                 raise ScriptError(f"no script named {name!r}", "NONEXISTENT") from None
+            self._drop_name(user, name)
             fsync_dir(self.user_directory(user))
 
     def rename(self, user: str, old: str, new: str) -> None:
@@ -225,8 +269,10 @@ class ScriptStore:
                 raise ScriptError(f"no script named {old!r}", "NONEXISTENT")
             if os.path.exists(target):
                 raise ScriptError(f"a script named {new!r} exists", "ALREADYEXISTS")
+            self._write_name(user, new)
             os.link(source, target)  # never replaces: a concurrent PUTSCRIPT can't be lost
             if self.active_name(user) == old:
                 write_atomic(os.path.join(self.user_directory(user), ACTIVE), new.encode())
             os.unlink(source)
+            self._drop_name(user, old)
             fsync_dir(self.user_directory(user))
