@@ -98,7 +98,22 @@ def test_an_admin_adds_a_domain_a_user_and_an_alias_that_work_at_once(server):
     own = admin.post("/admin/users", {"csrf": token, "action": "remove",
                                       "address": "root@example.test"})  # fmt: skip
     assert own.status == 400
-    carol = logged_in(server, "carol@other.test", CAROL_PASSWORD)
+    # a password reset (after a break-in, say) ends the user's web sessions, not the admin's
+    intruder = logged_in(server, "carol@other.test", CAROL_PASSWORD)
+    reset = admin.post("/admin/users", {"csrf": token, "action": "password",
+                                        "address": "carol@other.test",
+                                        "password": CAROL_PASSWORD + "-new"})  # fmt: skip
+    assert (
+        "Password of carol@other.test set; 2 web session(s) ended" in reset.text
+    )  # and the one above
+    assert intruder.get("/mail", follow=False).header("Location") == "/login"
+    own_reset = admin.post("/admin/users", {"csrf": token, "action": "password",
+                                            "address": "root@example.test",
+                                            "password": PASSWORD})  # fmt: skip
+    assert "0 web session(s) ended" in own_reset.text
+    assert admin.get("/admin").status == 200
+    CAROL_NEW = CAROL_PASSWORD + "-new"
+    carol = logged_in(server, "carol@other.test", CAROL_NEW)
     gone = admin.post("/admin/users", {"csrf": token, "action": "remove",
                                        "address": "carol@other.test"})  # fmt: skip
     assert "User carol@other.test removed" in gone.text

@@ -290,3 +290,53 @@ def test_an_upload_over_the_message_size_limit_is_cut_off(server_template, tmp_p
         assert alice.get("/mail").status == 200  # the session is fine
     finally:
         server.stop()
+
+
+@pytest.mark.shared_server
+def test_a_kept_attachment_with_a_line_break_in_its_name_is_renamed_not_a_500(server):
+    """A sender's RFC 2231 file name may decode to CR LF: forwarding such a message with its
+    attachment kept made the header field fail (a 500 with a traceback). It is named as an
+    upload is (uploads.safe_filename)."""
+    with smtplib.SMTP(H, server.ports["smtp"], timeout=30) as s:
+        s.sendmail("someone@remote.test", [ALICE], (
+            b"Subject: report\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: multipart/mixed; boundary=B\r\n\r\n"
+            b"--B\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--B\r\n"
+            b"Content-Type: application/pdf\r\nContent-Disposition: attachment; "
+            b"filename*=utf-8''report%0D%0AX-Injected%3A%20yes.pdf\r\n\r\n%PDF-1.4\r\n--B--\r\n"
+        ))  # fmt: skip
+    [(_, received)] = [
+        m for m in imap_messages(server, ALICE, wait=1) if m[1]["Subject"] == "report"
+    ]
+    imap = imaplib.IMAP4(H, server.ports["imap"], timeout=30)
+    imap.starttls(ssl_context=client_context())
+    imap.login(ALICE, PASSWORD)
+    imap.select("INBOX")
+    uid = imap.uid("SEARCH", "SUBJECT", "report")[1][0].split()[-1].decode()
+    imap.logout()
+    alice = logged_in(server)
+    fields = compose_form(alice)
+    fields.update(to=BOB, subject="Fwd: report", body="fyi", action="draft",
+                  source_folder="INBOX", source_uid=uid, keep_part="2")  # fmt: skip
+    saved = alice.post_multipart("/compose", fields, follow=False)
+    assert saved.status == 303, saved.text[:300]
+    drafts = [m for _, m in imap_messages(server, ALICE, "Drafts", wait=1)
+              if m["Subject"] == "Fwd: report"]  # fmt: skip
+    [attachment] = list(drafts[-1].iter_attachments())
+    assert "X-Injected" not in drafts[-1] and "\n" not in attachment.get_filename()
+    assert attachment.get_content() == b"%PDF-1.4"
+
+
+@pytest.mark.shared_server
+def test_a_line_break_in_the_answered_folder_writes_no_header_field(server):
+    """``answer_folder`` goes into the saved draft's ``X-Txm-Answers``: with CR LF in it the
+    draft gained ``Bcc:`` and any field the request named."""
+    alice = logged_in(server)
+    fields = compose_form(alice)
+    fields.update(to=BOB, subject="injected draft", body="x", action="draft",
+                  answer_folder="INBOX\r\nBcc: carol@example.test\r\nX-Injected: yes",
+                  answer_uid="1")  # fmt: skip
+    assert alice.post_multipart("/compose", fields, follow=False).status == 303
+    [draft] = [m for _, m in imap_messages(server, ALICE, "Drafts", wait=1)
+               if m["Subject"] == "injected draft"]  # fmt: skip
+    assert draft["Bcc"] is None and draft["X-Injected"] is None

@@ -152,9 +152,17 @@ async def _add_user(ctx: WebContext) -> str:
 
 
 async def _set_password(ctx: WebContext) -> str:
+    """A new password also ends the user's web sessions (but the admin's own, when it is
+    theirs): a reset after a break-in must lock the intruder out, as the user's own change
+    of password does."""
     accounts = ctx.services.accounts
     address = await accounts_call(ctx, accounts.set_password, _address(ctx), ctx.arg("password"))
-    return f"Password of {address} set"
+    ended = 0
+    for session in list(ctx.services.sessions.of_user(address)):
+        if session is not ctx.session:
+            ctx.services.sessions.end(session, "password set by an administrator")
+            ended += 1
+    return f"Password of {address} set; {ended} web session(s) ended"
 
 
 async def _user_quota(ctx: WebContext) -> str:

@@ -243,8 +243,12 @@ def _form(ctx: WebContext, draft: Draft, status: int = 200, error: str = "", **v
 
 
 def _pair(ctx: WebContext, prefix: str) -> tuple[str, int] | None:
+    """A (folder, UID) the form carries; none for a folder name no mailbox can have (it
+    goes into the draft's ``X-Txm-Answers`` field: a line break there was a header)."""
     folder, uid = ctx.arg(prefix + "_folder"), _uid(ctx.arg(prefix + "_uid"))
-    return (folder, uid) if folder and uid is not None else None
+    if not folder or uid is None or not composing.is_line(folder):
+        return None
+    return (folder, uid)
 
 
 def _posted_draft(ctx: WebContext) -> Draft:
@@ -275,7 +279,9 @@ async def _attachments(ctx: WebContext) -> tuple[list[Attachment], list[Any]]:
             if part is None:
                 continue
             data = part.data
-            found.append(Attachment(part.filename, part.content_type,
+            # the sender chose that name: made safe as an upload's is (RFC 2231 lets it
+            # hold a CR LF, which the header can't)
+            found.append(Attachment(safe_filename(part.filename), part.content_type,
                                     lambda data=data: io.BytesIO(data)))  # fmt: skip
     forward = _pair(ctx, "forward")
     if forward is not None:

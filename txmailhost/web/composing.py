@@ -20,6 +20,7 @@ import contextlib
 import email.policy
 import email.utils
 import os
+import re
 import secrets
 import tempfile
 from collections.abc import Callable, Iterable
@@ -28,6 +29,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from typing import BinaryIO
 
+_NOT_IN_A_LINE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 POLICY = email.policy.SMTP.clone(max_line_length=78)  # CRLF, RFC 2047/2231 as needed
 CHUNK = 57 * 1024  # whole base64 lines of 76 characters
 
@@ -67,12 +69,19 @@ class Draft:
 
 
 def check_line(name: str, value: str, limit: int = 4000) -> str:
-    """``value`` if it can be a header field's value: no CR, LF or NUL, not too long."""
-    if any(c in value for c in "\r\n\0"):
-        raise BadField(name, "line breaks are not allowed here")
+    """``value`` if it can be a header field's value: one line (no CR or LF, nor any other
+    character Python or a mail reader may take for a line break: VT, FF, NEL, U+2028...),
+    no control character but tab, not too long."""
+    if not is_line(value):
+        raise BadField(name, "line breaks are not allowed here, nor control characters")
     if len(value) > limit:
         raise BadField(name, "too long")
     return value.strip()
+
+
+def is_line(value: str) -> bool:
+    """``value`` holds no control character but tab, and no line or paragraph separator."""
+    return not _NOT_IN_A_LINE.search(value)
 
 
 def addresses(name: str, value: str) -> list[Address]:
@@ -137,6 +146,7 @@ def _text_part(text: str) -> EmailMessage:
     part = EmailMessage(policy=POLICY)
     # the browser sends CRLF in a textarea; set_content picks 7bit/quoted-printable/base64
     part.set_content(text.replace("\r\n", "\n"), cte=None)
+    del part["MIME-Version"]  # set_content adds one; the message's header section has it
     return part
 
 
