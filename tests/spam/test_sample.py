@@ -152,3 +152,21 @@ def test_a_one_part_message_reads_as_the_full_parse_does(message):
     assert [t.strip() for t in sample.text.split("\n") if t.strip()] == [
         line.strip() for t in texts for line in t.split("\n") if line.strip()
     ]
+
+
+def _nested(levels: int) -> bytes:
+    head = b"From: a@b.test\r\nSubject: deep\r\nMIME-Version: 1.0\r\n"
+    opening = b"".join(
+        b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i)
+        for i in range(levels)
+    )
+    closing = b"".join(b"--b%d--\r\n" % i for i in reversed(range(levels)))
+    return head + opening + b"Content-Type: text/plain\r\n\r\nclick here now\r\n" + closing
+
+
+def test_mime_nested_deeper_than_the_parser_goes_is_read_as_text():
+    """1,500 levels made the standard library's parser raise RecursionError: the spam check
+    failed, a 451 the sender's server would retry for days. The body is read as text."""
+    sample = sample_of(io.BytesIO(_nested(1500)))
+    assert "click here now" in sample.text
+    assert "click here now" in sample_of(io.BytesIO(_nested(50))).text

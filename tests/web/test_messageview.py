@@ -71,3 +71,13 @@ def test_broken_messages_are_shown_not_raised():
     ):
         view = read_message(raw)
         assert isinstance(view.subject, str)
+
+
+def test_mime_nested_deeper_than_the_parser_goes_is_shown_as_its_text():
+    """1,500 levels made the standard library's parser raise RecursionError: the message
+    page was a 500. Its header fields and its body as text are shown instead."""
+    from tests.spam.test_sample import _nested
+
+    view = read_message(_nested(1500))
+    assert view.subject == "deep" and "click here now" in (view.text or "")
+    assert read_message(_nested(50)).text.strip() == "click here now"

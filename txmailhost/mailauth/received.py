@@ -115,9 +115,14 @@ def reports_in_mailbox(
             source = wait(mailbox.open_message(info.uid))
         except NoSuchMessage:
             continue  # expunged meanwhile
-        with source:
-            message = email.message_from_binary_file(source, policy=email.policy.default)
-        for found in reports_in_message(message):
+        try:
+            with source:
+                message = email.message_from_binary_file(source, policy=email.policy.default)
+            found_all = list(reports_in_message(message))
+        except RecursionError:  # MIME nested deeper than the standard library's parser goes
+            yield name, "MIME nested too deeply to read"
+            continue
+        for found in found_all:
             yield name, found
 
 

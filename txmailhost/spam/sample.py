@@ -157,9 +157,16 @@ def sample_of(stream: BinaryIO, body_cap: int = BODY_CAP) -> Sample:
 def sample_of_bytes(header: bytes, body: bytes, truncated: bool = False) -> Sample:
     sample = Sample(truncated=truncated)
     fields = _raw_fields(header)
-    message = _plain_message(header, body, fields)
-    if message is None:
-        message = _parsed(header, body, fields)
+    try:
+        message = _plain_message(header, body, fields)
+        if message is None:
+            message = _parsed(header, body, fields)
+        leaves = [part for part in message.walk() if not part.is_multipart()]
+    except RecursionError:
+        # MIME nested deeper than Python's stack (the standard library's parser and walk
+        # recurse per level; 1,500 levels are enough): read the body as one text part. A
+        # failed check would be a 451 the sender's server retries for days.
+        leaves = [_one_text_part(body)]
     headers = sample.headers
     signed: list[str] = []  # what the digest covers, as text
     for name, value in fields:
@@ -180,14 +187,20 @@ def sample_of_bytes(header: bytes, body: bytes, truncated: bool = False) -> Samp
     sample.digest = digest.hexdigest()
     texts: list[str] = []
     hidden: list[str] = []
-    for part in message.walk():
-        if part.is_multipart():
-            continue
+    for part in leaves:
         _read_part(part, sample, texts, hidden)
     sample.text = "\n".join(texts)
     sample.hidden_text = " ".join(hidden)
     sample.urls.extend(find_urls(sample.text))
     return sample
+
+
+def _one_text_part(body: bytes) -> Message:
+    """``body`` as a text/plain part, as it is."""
+    part = Message(policy=email.policy.compat32)
+    part["Content-Type"] = "text/plain"
+    part.set_payload(body.decode("ascii", "surrogateescape"))
+    return part
 
 
 def _parsed(header: bytes, body: bytes, fields: list[tuple[str, str]]) -> Message:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import email
+import email.parser
 import email.policy
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -47,7 +48,19 @@ class MessageView:
 
 
 def _parse(raw: bytes) -> EmailMessage:
-    return email.message_from_bytes(raw, policy=email.policy.default)  # type: ignore[return-value]
+    try:
+        return email.message_from_bytes(raw, policy=email.policy.default)  # type: ignore[return-value]
+    except RecursionError:
+        # MIME nested deeper than Python's stack (the standard library's parser recurses per
+        # level: 1,500 levels are enough, hostile mail has them): the header fields, and the
+        # body shown as the text it is, instead of a page that fails.
+        message = email.parser.BytesParser(policy=email.policy.default).parsebytes(
+            raw, headersonly=True
+        )
+        del message["Content-Type"]
+        del message["Content-Transfer-Encoding"]
+        message["Content-Type"] = "text/plain; charset=utf-8"
+        return message  # type: ignore[return-value]
 
 
 def _header(message: EmailMessage, name: str) -> str:
