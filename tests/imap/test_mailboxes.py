@@ -256,6 +256,17 @@ def test_create_of_a_name_too_long_for_the_disk_is_no_cannot_not_a_server_bug(al
     assert reply == b"b NO [CANNOT] invalid mailbox name\r\n"  # was NO [SERVERBUG] (ENAMETOOLONG)
 
 
+def test_a_refused_create_leaves_no_superiors_behind(alice):
+    """The superiors were made before the store refused the whole name: ``CREATE`` of 200
+    levels answered NO and left 127 new mailboxes."""
+    before = alice.cmd('c LIST "" *').count(b"* LIST")
+    reply = alice.cmd('b CREATE "' + "/".join(["d"] * 200) + '"')
+    assert reply.startswith(b"b NO ")
+    assert alice.cmd('c LIST "" *').count(b"* LIST") == before
+    assert alice.cmd('d CREATE "p/q/r"').startswith(b"d OK")  # superiors still made
+    assert b'"p/q"' in alice.cmd('e LIST "" p*')
+
+
 def test_create_refuses_wildcards(alice):
     assert alice.cmd('b CREATE "a*b"') == b"b NO [CANNOT] mailbox names can't contain * or %\r\n"
 

@@ -166,8 +166,19 @@ def test_oversized_append_literal_is_refused_before_any_continuation(alice):
 
 def test_oversized_literal_before_login_is_refused(session):
     assert session.cmd("a LOGIN {100000}") == (
-        b"a NO [TOOBIG] literal too large (limit 65536 octets)\r\n"
+        b"a NO [TOOBIG] literal too large (limit 8192 octets)\r\n"
     )
+
+
+def test_before_login_a_command_holds_few_small_literals(session):
+    """64 literals of 64 KiB in one unfinished command held 4 MiB per unauthenticated
+    connection; before login a literal has 8 KiB at most and a command 16 of them."""
+    assert session.send(b"a LOGIN {8192}\r\n") == b"+ Ready for literal data\r\n"
+    session.send(b"x" * 8192)
+    for _ in range(15):  # 16 literals in all
+        session.send(b" {1}\r\n")
+        session.send(b"x")
+    assert session.send(b" {1}\r\n").startswith(b"a NO [LIMIT]")
 
 
 def test_oversized_non_synchronizing_literal_is_read_and_dropped(world):
@@ -365,3 +376,25 @@ def test_a_fetch_stops_when_the_client_goes(alice, world):
     seen = other.cmd("t SEARCH SEEN").split(b"\r\n")[0].split()[2:]
     assert len(seen) == CONTENT_BATCH
     other.close()
+
+
+def test_oversized_literal_announcements_end_the_session_as_bad_commands_do(session):
+    """Each ``NO [TOOBIG]`` counts: a client announcing literals it may not send, again and
+    again, is let go after MAX_BAD_COMMANDS instead of being answered for ever."""
+    from txmailhost.imap.server import MAX_BAD_COMMANDS
+
+    out = session.send(b"a LOGIN {100000}\r\n" * (MAX_BAD_COMMANDS + 5))
+    assert out.count(b"NO [TOOBIG]") == MAX_BAD_COMMANDS
+    assert out.endswith(b"* BYE too many invalid commands\r\n")
+    assert session.transport.disconnecting
+
+
+def test_refusals_stop_reading_while_the_client_does_not_read_them(session):
+    """A refusal (no command runs) stops reading when the replies pile up, as a command's end
+    does: 112 MiB of refused announcements, never read, grew the server by 635 MiB."""
+    session.protocol._pressure.pauseProducing()  # the transport's send buffer is full
+    out = session.send(b"a LOGIN {100000}\r\n" + b"b NOOP\r\n")
+    assert out.count(b"NO [TOOBIG]") == 1 and b"b OK" not in out
+    assert session.transport.producerState == "paused"
+    session.protocol._pressure.resumeProducing()  # the client read them
+    assert b"b OK NOOP" in session.take()

@@ -883,3 +883,19 @@ def test_pressure_comes_back_after_a_message_sent_by_its_own_producer(world):
     assert reply.startswith(b"+OK") and reply.endswith(b"\r\n.\r\n") and len(reply) > 200_000
     assert client.transport.producer is pressure and client.transport.streaming
     assert client.cmd("NOOP") == b"+OK\r\n"
+
+
+def test_a_batch_of_replies_is_bounded_in_octets_too(stocked, monkeypatch):
+    """64 replies of a pipeline were held for one write however large: ten sessions sending
+    ``UIDL`` x 100 over 20,000 messages (458 KB a reply) and never reading grew the server by
+    110 MiB. A batch is written once it holds ``_MAX_BATCHED_BYTES``, so that the client's
+    not reading is seen before the next command runs."""
+    from txmailhost.pop3 import server
+
+    client = stocked.connect()
+    client.login()
+    one = len(client.cmd("LIST"))
+    monkeypatch.setattr(server, "_MAX_BATCHED_BYTES", 2 * one)
+    client.transport.writes = 0
+    assert client.send(b"LIST\r\n" * 10).count(b"+OK") == 10
+    assert client.transport.writes == 5  # two replies a write, not one write for the ten

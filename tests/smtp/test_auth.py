@@ -109,6 +109,11 @@ def test_auth_from_another_loopback_address_without_tls_is_538(world):
         ([b"AUTH PLAIN", b"*"], b"501 5.0.0 authentication cancelled"),
         ([b"AUTH LOGIN", b"*"], b"501 5.0.0"),
         ([b"AUTH LOGIN", b64("alice@example.test"), b"%%%"], b"501 5.5.2"),
+        # a response that isn't ASCII, or is too long, ends the exchange too: the next line
+        # (the MAIL below) was read as a SASL response
+        ([b"AUTH LOGIN", "caf\u00e9".encode()], b"501 5.5.2"),
+        ([b"AUTH LOGIN", b"x" * 3000], b"500 5.5.2"),
+        ([b"AUTH PLAIN", b"y" * 3000], b"500 5.5.2"),
         ([b"AUTH CRAM-MD5"], b"504 5.5.4"),
         ([b"AUTH"], b"504 5.5.4"),
     ],

@@ -301,6 +301,10 @@ class MailboxCommands:
         if self.acl_offered():
             parent = _nearest_parent(mailbox, set(await self.store.list_mailboxes(owner)))
         await self._may_create(found, parent)
+        # The mailbox first: a name the store refuses (too long for it, say) then creates
+        # nothing, where its superiors made first were left behind (127 of them for a name
+        # of 200 levels). Each superior is a prefix of it, so the store takes them too.
+        await self.store.create_mailbox(owner, mailbox)
         parts = mailbox.split(names.SEPARATOR)
         for i in range(1, len(parts)):
             level = names.SEPARATOR.join(parts[:i])
@@ -308,7 +312,6 @@ class MailboxCommands:
                 continue
             with contextlib.suppress(MailboxExists):
                 await self.store.create_mailbox(owner, level)
-        await self.store.create_mailbox(owner, mailbox)
         if parent is not None and self.acl_offered():
             # RFC 4314 §4: a new mailbox SHOULD inherit its parent's ACL
             for identifier, held in (await self.store.get_acl(owner, parent)).items():

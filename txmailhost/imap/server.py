@@ -71,8 +71,14 @@ log = Logger(namespace="txmailhost.imap")
 
 MAX_AUTH_FAILURES = 3
 MAX_BAD_COMMANDS = 20
+INFLATE_CHUNKS_A_TURN = 16  # of compress.INFLATE_CHUNK: 256 KiB of commands, then the others
 MAX_LITERALS = 64  # literals in one command
-MAX_SMALL_LITERAL = 64 * 1024  # any literal but APPEND's message, and all of them before login
+MAX_SMALL_LITERAL = 64 * 1024  # any literal but APPEND's message, after login
+# Before login a command has little to carry in literals (LOGIN's name and password, ID's
+# fields): what an unauthenticated connection may make the server hold stays small (64
+# literals of 64 KiB held 4 MiB a connection until the idle timeout)
+MAX_PRELOGIN_LITERAL = 8 * 1024
+MAX_PRELOGIN_LITERALS = 16
 IN_MEMORY_LITERAL = 256 * 1024  # larger APPEND literals go to a file in the staging directory
 DISCARD_LIMIT_FACTOR = 2  # an oversized {n+} up to this many times the limit is read and dropped
 
@@ -302,7 +308,16 @@ class IMAPServer(
         self._inflating = True
         try:
             self._plain_received(b"")
+            chunks = 0
             while self.deflate.has_input() and not (self.paused or self._closing or self.lost):
+                if chunks == INFLATE_CHUNKS_A_TURN:
+                    # Other connections get their turn: a few KiB on the wire can inflate to
+                    # megabytes of commands (each refused at once, none "running"); the rest
+                    # is read on the reactor's next turn.
+                    self._pause()
+                    self.factory.reactor.callLater(0, self._inflate_later)
+                    break
+                chunks += 1
                 self._plain_received(self.deflate.inflate())
         except CompressionError as error:
             log.info("imap bad deflate data from {peer}: {error}", peer=self.peer_text, error=error)
@@ -310,6 +325,10 @@ class IMAPServer(
             self.close()
         finally:
             self._inflating = False
+
+    def _inflate_later(self) -> None:
+        if not self._running and self._line_waiter is None:
+            self._resume()  # LineReceiver.resumeProducing: dataReceived(b"") inflates on
 
     def setLineMode(self, extra: bytes = b"") -> None:
         """As LineReceiver's, but what follows a literal is already inflated: it must not go
@@ -350,9 +369,8 @@ class IMAPServer(
         _first, sep, rest = line.partition(b"\n")
         if not sep:
             self._discarding_line = True
-        self._reply(tag, replies.LineTooLong())
-        self.flush()
-        if sep and rest:
+        self._refused(tag, replies.LineTooLong())
+        if sep and rest and not self._closing:
             self._buffer = rest
             self._reparse = True
 
@@ -381,10 +399,14 @@ class IMAPServer(
         self._segments.append(line)
         self._assembled += len(line)
         first = self._segments[0]
-        is_append = self.state is not State.NOT_AUTHENTICATED and _verb_of(first) == b"APPEND"
-        limit = self.factory.max_literal_size if is_append else MAX_SMALL_LITERAL
+        before_login = self.state is State.NOT_AUTHENTICATED
+        is_append = not before_login and _verb_of(first) == b"APPEND"
+        if is_append:
+            limit = self.factory.max_literal_size
+        else:
+            limit = MAX_PRELOGIN_LITERAL if before_login else MAX_SMALL_LITERAL
         error: IMAPError | None = None
-        if len(self._literals) >= MAX_LITERALS:
+        if len(self._literals) >= (MAX_PRELOGIN_LITERALS if before_login else MAX_LITERALS):
             error = replies.Limit("too many literals in one command")
         elif size > limit:
             error = replies.TooBig(f"literal too large (limit {limit} octets)")
@@ -397,8 +419,7 @@ class IMAPServer(
                 "imap refused a {size}-octet literal from {peer}", size=size, peer=self.peer_text
             )
             if not non_sync:
-                self._reply(tag, error)  # and no "+": the client never sends the octets
-                self.flush()
+                self._refused(tag, error)  # and no "+": the client never sends the octets
             elif size <= limit * DISCARD_LIMIT_FACTOR and size <= 2**31:
                 self._discard_literal = size
                 self._discard_reply = (tag, error)
@@ -437,8 +458,9 @@ class IMAPServer(
                 assert self._discard_reply is not None
                 tag, error = self._discard_reply
                 self._discard_reply = None
-                self._reply(tag, error)
-                self.flush()
+                self._refused(tag, error)
+                if self._closing:
+                    return
                 # The rest of the refused command's line follows the literal: skip it.
                 self.line_mode = 1
                 self._discarding_line = True
@@ -514,14 +536,12 @@ class IMAPServer(
                 by_uid = True
         except ParseError as error:
             self._drop_literals(literals)
-            self._reply(tag, replies.BadCommand(str(error)))
-            self.flush()
+            self._refused(tag, replies.BadCommand(str(error)))
             return
         command = COMMANDS.get(verb.decode("ascii", "replace"))
         if command is None or (by_uid and not command.uid):
             self._drop_literals(literals)
-            self._reply(tag, replies.BadCommand("unknown command"))
-            self.flush()
+            self._refused(tag, replies.BadCommand("unknown command"))
             return
         if self.state not in command.states:
             self._drop_literals(literals)
@@ -530,8 +550,7 @@ class IMAPServer(
                 if self.state is State.NOT_AUTHENTICATED
                 else replies.WrongState(f"command not valid in {self.state.value} state")
             )
-            self._reply(tag, error)
-            self.flush()
+            self._refused(tag, error)
             return
         self._running = True
         self._pause()
@@ -576,6 +595,26 @@ class IMAPServer(
             self.close()
         elif not self._closing:
             self._resume()
+
+    def _refused(self, tag: bytes, error: IMAPError) -> None:
+        """Answer a command refused before it runs (malformed, wrong state, a literal too
+        large or too many). Each counts as a bad command (``_reply`` counts the ``BAD``
+        ones; TOOBIG and LIMIT here), and, as after a command that ran, reading stops while
+        the client doesn't read its replies: a client announcing oversized literals without
+        reading the refusals grew the server by 635 MiB for 112 MiB sent."""
+        if not isinstance(error, replies.BadCommand):
+            self._bad_commands += 1
+            if self._bad_commands >= MAX_BAD_COMMANDS:
+                self.write(error.render(tag))
+                self.write(b"* BYE too many invalid commands\r\n")
+                self.close()
+                return
+        self._reply(tag, error)
+        if self._closing:
+            return
+        self.flush()
+        if self._pressure.blocked:
+            self._pause()  # _output_drained resumes
 
     def _reply(self, tag: bytes, result: Done | IMAPError) -> None:
         """The one place a tagged reply is written, logged and counted."""

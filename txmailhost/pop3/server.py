@@ -59,6 +59,7 @@ _SASL_ERRORS = {
     "cancelled": replies.AuthCancelled,
 }
 _MAX_BATCHED_REPLIES = 64  # replies to pipelined commands held for one write, at most
+_MAX_BATCHED_BYTES = 64 * 1024  # ... and octets of them
 READ_AHEAD = 16  # small messages fetched ahead of a RETR, in one trip to the store
 READ_AHEAD_LOW = 4  # ... when fewer than this many are still ahead
 READ_AHEAD_BYTES = 256 * 1024  # ... and at most this much per trip
@@ -213,6 +214,7 @@ class POP3Server(LineReceiver, TimeoutMixin):
         self._waiting = False  # a command's Deferred is pending; reading is held for it
         self._pressure = OutputPressure(self._output_drained)  # the client reads our replies
         self._outbuf: list[bytes] = []
+        self._outbuf_size = 0
         self._batch_depth = 0
         self._receiving = 0
         self._leftover: bytes | None = None  # input after an over-long line, to parse again
@@ -369,6 +371,7 @@ class POP3Server(LineReceiver, TimeoutMixin):
             self._hold()
             prefix = b"".join(self._outbuf)
             self._outbuf.clear()
+            self._outbuf_size = 0
             self._sender = _MessageSender(self, result, prefix)
             self.transport.unregisterProducer()  # one producer at a time: the message's now
             self.transport.registerProducer(self._sender, False)
@@ -448,15 +451,22 @@ class POP3Server(LineReceiver, TimeoutMixin):
 
     def _write(self, data: bytes) -> None:
         self._outbuf.append(data)
-        if not self._batch_depth or len(self._outbuf) >= _MAX_BATCHED_REPLIES:
-            # Bounded batches: the transport learns while a pipeline is worked through if
-            # the client has stopped reading (``lineReceived`` then holds further commands).
+        self._outbuf_size += len(data)
+        if (
+            not self._batch_depth
+            or len(self._outbuf) >= _MAX_BATCHED_REPLIES
+            or self._outbuf_size >= _MAX_BATCHED_BYTES
+        ):
+            # Bounded batches, in replies and in octets (one UIDL of 20,000 messages is
+            # 458 KB): the transport learns while a pipeline is worked through if the client
+            # has stopped reading (``lineReceived`` then holds further commands).
             self._flush()
 
     def _flush(self) -> None:
         if self._outbuf and not self._lost:
             data = b"".join(self._outbuf)
             self._outbuf.clear()
+            self._outbuf_size = 0
             self.transport.write(data)
 
     def _close(self) -> None:

@@ -403,13 +403,11 @@ class SMTPServer(Protocol, TimeoutMixin):
                 if len(self._buffer) > limit:
                     self._buffer.clear()
                     self._discarding = True
-                    self._command = "(line too long)"
-                    self._error(replies.LINE_TOO_LONG)
+                    self._line_too_long()
                 break
             if nl + 1 > limit:
                 del self._buffer[: nl + 1]
-                self._command = "(line too long)"
-                self._error(replies.LINE_TOO_LONG)
+                self._line_too_long()
                 continue
             line = bytes(self._buffer[:nl]).rstrip(b"\r")
             del self._buffer[: nl + 1]
@@ -422,7 +420,22 @@ class SMTPServer(Protocol, TimeoutMixin):
             self._buffer.clear()
             self._feed_message(pending)
 
+    def _line_too_long(self) -> None:
+        """500 for a line past the limit; one sent as a SASL response ends the exchange
+        (RFC 4954 4: the reply is final), so the line after it is read as a command."""
+        self._sasl = None
+        self._command = "(line too long)"
+        self._error(replies.LINE_TOO_LONG)
+
     def _handle_line(self, line: bytes) -> None:
+        if self._sasl is not None:
+            # A SASL response (RFC 4954 4), not a command: whatever it holds, its answer ends
+            # the exchange (one that isn't base64 gets 501), so the next line is a command.
+            self._command = "AUTH (response)"
+            continuation, self._sasl = self._sasl, None
+            text = line.decode("ascii", "replace")
+            self._dispatch_result("AUTH", continuation, text.strip())
+            return
         try:
             text = line.decode("ascii")
         except UnicodeDecodeError:
@@ -431,12 +444,6 @@ class SMTPServer(Protocol, TimeoutMixin):
                 self._command = "(not ASCII)"
                 self._error(replies.BAD_CHARACTERS)
                 return
-        if self._sasl is not None:
-            # A SASL response (RFC 4954 4), not a command.
-            self._command = "AUTH (response)"
-            continuation, self._sasl = self._sasl, None
-            self._dispatch_result("AUTH", continuation, text.strip())
-            return
         if "\x00" in text:
             self._command = "(NUL in line)"
             self._error(replies.BAD_CHARACTERS)
