@@ -93,3 +93,16 @@ def test_list_pattern_with_many_wildcards_matches_in_linear_time(pattern):
     for name in ["INBOX", "a" * 500, "a/" * 250, "Archive/2024/" + "b" * 490]:
         matcher.match(name)
     assert time.process_time() - start < 2.0
+
+
+@pytest.mark.parametrize("raw", [b"&Jjo", b"&", b"a&b", b"&AGE-", b"&ZeVnLIqe"])
+def test_a_name_modified_utf7_would_write_otherwise_is_invalid(raw):
+    """RFC 3501 5.1.3: "&" opens a shift that "-" closes, and a character that can be itself
+    is written as itself. ``CREATE "&Jjo"`` made a mailbox that LIST showed as ``&Jjo-``."""
+    with pytest.raises(InvalidName):
+        names.decode(raw)
+
+
+@pytest.mark.parametrize(("raw", "name"), [(b"&Jjo-", "\u263a"), (b"a&-b", "a&b")])
+def test_the_one_way_of_writing_a_name_decodes(raw, name):
+    assert names.decode(raw) == name

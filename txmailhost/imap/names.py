@@ -42,6 +42,10 @@ def decode(raw: bytes, utf8: bool = False) -> str:
             name = raw.decode("utf-8")
         else:
             name = raw.decode("ascii").encode("ascii").decode("imap4-utf-7")
+            if b"&" in raw and name.encode("imap4-utf-7") != raw:
+                # RFC 3501 5.1.3: a shift is closed by "-", and what can be itself is;
+                # "&Jjo" was taken and listed back as "&Jjo-", another name
+                raise ValueError("not modified UTF-7's one way of writing the name")
     except (UnicodeError, ValueError):
         raise InvalidName(
             "mailbox name is not valid UTF-8"
