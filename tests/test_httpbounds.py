@@ -116,3 +116,23 @@ def test_a_small_form_within_the_limit_is_parsed_where_the_site_parses_forms():
     channel, transport = connect(site)
     channel.dataReceived(form_head(3) + b"a=b")
     assert page.forms == [{b"a": [b"b"]}] and b"posted" in transport.value()
+
+
+def test_a_pipelined_request_being_answered_is_not_cut_off_by_the_next_head_deadline():
+    """Two requests in one write: the second is read when the first is done, and is being
+    answered (an event stream lasts minutes): no head deadline may run meanwhile."""
+    from twisted.web.server import NOT_DONE_YET
+
+    site, page, clock = make()
+    held = []
+    page.render_GET = lambda request: held.append(request) or NOT_DONE_YET
+    channel, transport = connect(site)
+    channel.dataReceived(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    held[0].write(b"a")
+    held[0].finish()  # the second is read now, and held open
+    assert len(held) == 2
+    clock.advance(HEAD_TIMEOUT * 10)
+    assert not transport.disconnecting
+    held[1].finish()
+    clock.advance(HEAD_TIMEOUT + 1)  # then the connection waits for a next request in time
+    assert transport.disconnecting

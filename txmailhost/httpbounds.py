@@ -67,6 +67,8 @@ class DeadlineChannel(HTTPChannel):
     every byte."""
 
     _deadline: Any = None
+    _handling = False  # a whole request is in, its answer not yet done
+    _changed = False  # the deadline was set or cleared (see requestDone)
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -85,11 +87,18 @@ class DeadlineChannel(HTTPChannel):
 
     def allContentReceived(self) -> None:
         self._disarm()
+        self._handling = True
         super().allContentReceived()
 
     def requestDone(self, request: Any) -> None:
+        # A pipelined request already buffered is read inside super().requestDone: its own
+        # deadline (or its being handled, which has none) stands; else the next one's head
+        # must come in time.
+        self._handling = False
+        self._changed = False
         super().requestDone(request)
-        if self.persistent and not self.transport.disconnecting:
+        waiting = self.persistent and not self._changed and not self._handling
+        if waiting and not self.transport.disconnecting:
             self._arm(self._site_value("head_timeout", HEAD_TIMEOUT))
 
     def connectionLost(self, reason: Any) -> None:
@@ -104,6 +113,7 @@ class DeadlineChannel(HTTPChannel):
         self._deadline = self.callLater(seconds, self._too_slow)
 
     def _disarm(self) -> None:
+        self._changed = True
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         self._deadline = None
