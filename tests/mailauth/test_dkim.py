@@ -343,3 +343,54 @@ def test_rfc8463_example_fails_when_its_body_is_changed(names, resolver):
         names.add(name, "TXT", record)
     changed = _rfc8463_dual_message().replace(b"We lost the game.", b"We won the game.")
     assert {r.result for r in verify_stream(io.BytesIO(changed), resolver)} == {"fail"}
+
+
+def _der_rsa_public_key(modulus: int, exponent: int) -> bytes:
+    """PKCS#1 RSAPublicKey, SEQUENCE { INTEGER n, INTEGER e }, written by hand: the
+    cryptography package refuses the exponents this test needs."""
+
+    def length(n: int) -> bytes:
+        if n < 0x80:
+            return bytes([n])
+        raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+        return bytes([0x80 | len(raw)]) + raw
+
+    def integer(value: int) -> bytes:
+        raw = value.to_bytes(value.bit_length() // 8 + 1, "big")  # a leading 0: positive
+        return b"\x02" + length(len(raw)) + raw
+
+    body = integer(modulus) + integer(exponent)
+    return b"\x30" + length(len(body)) + body
+
+
+def test_a_key_with_a_huge_exponent_is_refused_before_any_arithmetic(keys, names, resolver):
+    """RSA verification raises the signature to the public exponent: one of 320,000 bits
+    took 2.7 s a signature with the interpreter held (every connection waited)."""
+    import base64
+    import time
+
+    rsa = keys.keys("example.test")[1]
+    public = rsa.private_key().public_key().public_numbers()
+    huge = (1 << 320_000) + 1
+    record = "v=DKIM1; k=rsa; p=" + base64.b64encode(_der_rsa_public_key(public.n, huge)).decode()
+    names.add("big._domainkey.example.test", "TXT", record)
+    signed = _signed(keys).replace(b"s=sel-rsa", b"s=big")
+    started = time.process_time()
+    results = verify_stream(io.BytesIO(signed), resolver)
+    assert time.process_time() - started < 1.0
+    big = [r for r in results if r.selector == "big"]
+    assert big and big[0].result == "permerror" and "too large" in big[0].reason
+
+
+def test_a_chain_of_more_than_50_arc_sets_fails_without_being_checked(resolver):
+    """RFC 8617 4.2.1: at most 50 sets. Each seal covers every set before it, so checking a
+    longer chain costs the square of its length (300 sets: 4.5 s)."""
+    from txmailhost.mailauth.verify import MAX_ARC_SETS, authenticate_message
+
+    sets = b"".join(
+        b"ARC-Seal: i=%d; a=rsa-sha256; cv=pass; d=x.test; s=s; b=AAAA\r\n" % n
+        for n in range(1, MAX_ARC_SETS + 2)
+    )
+    header = sets + MESSAGE.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+    _dkim, arc = authenticate_message(header, b"", io.BytesIO(b"body\r\n"), resolver)
+    assert arc.result == "fail" and "50 ARC sets" in arc.reason

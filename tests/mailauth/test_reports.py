@@ -82,3 +82,14 @@ def test_mailto_addresses_keep_only_mail_destinations():
     assert mailto_addresses(["mailto:a@x.test!10m", "https://x.test/r", "mailto:bad address"]) == [
         "a@x.test"
     ]
+
+
+def test_only_the_first_two_report_addresses_of_a_record_are_used():
+    """RFC 7489 6.2 lets a receiver limit them (it need support two): a record of 2,000
+    addresses made 2,000 reports a day."""
+    from txmailhost.mailauth.dmarc import parse_record
+
+    addresses = ",".join(f"mailto:r{n}@example.test" for n in range(2000))
+    policy = parse_record("example.test", f"v=DMARC1; p=none; rua={addresses}")
+    assert policy is not None
+    assert policy.rua == ("mailto:r0@example.test", "mailto:r1@example.test")

@@ -266,3 +266,26 @@ def test_smarthost_refusing_the_login_fails_the_host():
     dialog.server(b"535 5.7.8 bad credentials\r\n")
     with pytest.raises(HostFailure, match="authentication failed: 535 5.7.8"):
         dialog.outcome()
+
+
+def test_a_reply_without_end_is_a_host_failure_not_memory():
+    """Each line was bounded but not the reply: endless "250-" lines grew the server by
+    1 GiB in 20 s until the EHLO timeout."""
+    dialog = Dialog()
+    dialog.server(b"220 hi\r\n")
+    dialog.server(
+        b"250-mx.y.test\r\n" + b"250-X-PADDING\r\n" * (SMTPClientProtocol.MAX_REPLY_LINES + 5)
+    )
+    assert dialog.transport.disconnecting
+    assert len(dialog.proto._lines) <= SMTPClientProtocol.MAX_REPLY_LINES
+    with pytest.raises(HostFailure, match="lines"):
+        dialog.outcome()
+
+
+def test_replies_nothing_asked_for_are_a_host_failure():
+    dialog = Dialog()
+    dialog.server(b"220 hi\r\n" + b"250 ok\r\n" * (SMTPClientProtocol.MAX_UNCLAIMED_REPLIES + 5))
+    assert dialog.transport.disconnecting
+    assert len(dialog.proto._replies) <= SMTPClientProtocol.MAX_UNCLAIMED_REPLIES
+    with pytest.raises(HostFailure):
+        dialog.outcome()

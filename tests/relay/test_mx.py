@@ -126,3 +126,35 @@ def test_nameserver_may_name_a_port():
     assert parse_nameserver("::1") == ("::1", 53)
     assert parse_nameserver("[::1]:5353") == ("::1", 5353)
     assert parse_nameserver("192.0.2.1") == ("192.0.2.1", 53)
+
+
+def test_at_most_max_exchanges_names_are_resolved(dns_server):
+    from txmailhost.relay.mx import MAX_EXCHANGES
+
+    names = [f"{n} mx{n:02d}.example.test." for n in range(30)]
+    dns_server.add("example.test", "MX", *names)
+    for n in range(30):
+        dns_server.add(f"mx{n:02d}.example.test", "A", "127.0.0.2")
+    hosts = resolver(dns_server).lookup_sync("example.test")
+    assert [h.name for h in hosts] == [f"mx{n:02d}.example.test" for n in range(MAX_EXCHANGES)]
+
+
+def test_no_new_name_is_resolved_after_twice_the_dns_timeout(dns_server, monkeypatch):
+    """30 MX names whose lookups time out held a thread of the shared DNS pool for 30
+    timeouts (62 s with a 2 s timeout), and other domains' mail waited."""
+    import time
+
+    dns_server.add("example.test", "MX", *[f"{n} mx{n}.example.test." for n in range(30)])
+    mx = resolver(dns_server, timeout=0.5)
+    looked: list[str] = []
+
+    def slow(host):
+        looked.append(host)
+        time.sleep(0.3)
+        return ["127.0.0.2"], False, host
+
+    monkeypatch.setattr(mx, "_addresses", slow)
+    started = time.monotonic()
+    hosts = mx.lookup_sync("example.test")
+    assert time.monotonic() - started < 1.7  # 2 x 0.5 s, and the lookup under way
+    assert 1 <= len(hosts) == len(looked) <= 4

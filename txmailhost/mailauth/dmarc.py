@@ -54,6 +54,9 @@ class Policy:
         return self.p if from_domain == self.domain else self.sp
 
 
+MAX_RUA = 2  # report addresses of a record used, the first ones
+
+
 def parse_record(domain: str, text: str) -> Policy | None:
     """A DMARC record's policy; None for one that isn't usable (6.6.3: no v=DMARC1 first,
     or no valid p= — kept as p=none when a valid rua= asks for reports)."""
@@ -65,7 +68,9 @@ def parse_record(domain: str, text: str) -> Policy | None:
     if not re.fullmatch(r"\s*v\s*=\s*DMARC1\s*(;.*)?", text, re.S | re.I):
         return None
     p = tags.get("p", "").lower()
-    rua = tuple(u.strip() for u in tags.get("rua", "").split(",") if u.strip())
+    # RFC 7489 6.2: a receiver may limit the report addresses (it need support only two);
+    # 2,000 of them made 2,000 reports a day, and 51 KB of log per message
+    rua = tuple(u.strip() for u in tags.get("rua", "").split(",") if u.strip())[:MAX_RUA]
     if p not in POLICIES:
         if not rua:
             return None

@@ -35,6 +35,12 @@ from txmailhost.mailauth.resolver import DNSTempError, MailAuthResolver
 
 MAX_SIGNATURES = 8
 MIN_RSA_BITS = 1024  # RFC 8301 3.2: smaller keys MUST NOT be considered valid
+# A key the sender chooses costs what its size says: RSA verification is a power by the
+# public exponent, so one of 320,000 bits took 2.7 s a signature, holding the interpreter
+# (every connection waited). Keys are 1024-4096 bits with exponent 3 or 65537 (RFC 8301).
+MAX_RSA_BITS = 8192
+MAX_RSA_EXPONENT_BITS = 64
+MAX_ARC_SETS = 50  # RFC 8617 4.2.1: a chain longer than 50 sets fails
 _HASHES = {b"rsa-sha256": "sha256", b"ed25519-sha256": "sha256", b"rsa-sha1": "sha1"}
 
 
@@ -144,6 +150,10 @@ def authenticate_message(
     lowered = header.lower()
     if b"arc-seal" not in lowered:
         return verify_message(header, first, stream, resolver), ARCResult("none")
+    if len(re.findall(rb"(?m)^arc-seal[ \t]*:", lowered)) > MAX_ARC_SETS:
+        # each set's seal covers every set before it: the work grows with the square
+        reason = f"more than {MAX_ARC_SETS} ARC sets (RFC 8617 4.2.1)"
+        return verify_message(header, first, stream, resolver), ARCResult("fail", "", reason)
     arc_specs: set[BodySpec] = set()
     try:
         checker = _HashedARC(header, minkey=MIN_RSA_BITS)
@@ -161,8 +171,13 @@ def authenticate_message(
 
 
 def _arc(checker: _HashedARC, resolver: MailAuthResolver) -> ARCResult:
+    def key_record(name: Any, timeout: int = 5) -> Any:
+        record = resolver.dkim_txt(name)
+        # a key too costly to verify with is as good as none: the set fails
+        return None if record is None or _key_problem(name, record) else record
+
     try:
-        status, results, reason = checker.verify(dnsfunc=resolver.dkim_txt)
+        status, results, reason = checker.verify(dnsfunc=key_record)
     except Exception as e:
         return ARCResult("fail", "", str(e) or type(e).__name__)
     domain = _text(results[0].get("as-domain")) if results else ""
@@ -171,6 +186,25 @@ def _arc(checker: _HashedARC, resolver: MailAuthResolver) -> ARCResult:
     if status == dkim.CV_None:
         return ARCResult("none")
     return ARCResult("fail", domain, str(reason))
+
+
+def _key_problem(name: Any, record: Any) -> str:
+    """Why the key ``record`` can't be used (unparsable, an RSA key too small, or too large
+    to verify with at a bounded cost), or "" for a usable one."""
+    if isinstance(name, bytes):
+        name = name.decode("ascii", "replace")
+    try:
+        pk, bits, kind, _tlsrpt = dkim.evaluate_pk(str(name).encode(), record)
+    except Exception as e:  # dkimpy raises more than its own errors on bad keys
+        return f"bad key: {e}"
+    if kind != b"rsa":
+        return ""
+    if bits < MIN_RSA_BITS:
+        return f"RSA key of {bits} bits is too small (RFC 8301)"
+    exponent = pk.get("publicExponent", 0) if isinstance(pk, dict) else 0
+    if bits > MAX_RSA_BITS or int(exponent).bit_length() > MAX_RSA_EXPONENT_BITS:
+        return f"RSA key too large to verify with ({bits} bits, exponent of {int(exponent).bit_length()} bits)"
+    return ""
 
 
 class _Tee:
@@ -217,12 +251,9 @@ def _one(
         return result("temperror", f"key lookup: {e}")
     if record is None:
         return result("permerror", "no key")
-    try:
-        _pk, bits, kind, _tlsrpt = dkim.evaluate_pk(name.encode(), record)
-    except Exception as e:  # dkimpy raises more than its own errors on bad keys
-        return result("permerror", f"bad key: {e}")
-    if kind == b"rsa" and bits < MIN_RSA_BITS:
-        return result("permerror", f"RSA key of {bits} bits is too small (RFC 8301)")
+    problem = _key_problem(name, record)
+    if problem:
+        return result("permerror", problem)
     try:
         good = verifier.verify(index, dnsfunc=lambda _name, timeout=5: record)
     except dkim.ValidationError as e:

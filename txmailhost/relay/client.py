@@ -141,6 +141,8 @@ class SMTPClientProtocol(LineReceiver):
     """The wire side: sends lines, hands out replies in order, enforces timeouts."""
 
     MAX_LENGTH = 4096  # RFC 5321 4.5.3.1.5 says 512 for replies; be lenient, not unbounded
+    MAX_REPLY_LINES = 1000  # lines of one reply (an EHLO lists a few dozen extensions)
+    MAX_UNCLAIMED_REPLIES = 1000  # replies read ahead of the commands waiting for them
 
     def __init__(self, reactor: Any) -> None:
         self._reactor = reactor
@@ -169,6 +171,11 @@ class SMTPClientProtocol(LineReceiver):
             self._fail(HostFailure(f"garbage reply from server: {line[:120]!r}"))
             return
         self._code = match.group(1)
+        if len(self._lines) >= self.MAX_REPLY_LINES:
+            # each line is bounded, a reply must be too: endless "250-" lines grew the
+            # server by 1 GiB in 20 s
+            self._fail(HostFailure(f"reply longer than {self.MAX_REPLY_LINES} lines"))
+            return
         self._lines.append((match.group(3) or b"").decode("utf-8", "replace"))
         if match.group(2) != b"-":
             reply = Reply(int(self._code), tuple(self._lines))
@@ -177,6 +184,8 @@ class SMTPClientProtocol(LineReceiver):
                 d, timer = self._waiters.popleft()
                 timer.cancel()
                 d.callback(reply)
+            elif len(self._replies) >= self.MAX_UNCLAIMED_REPLIES:
+                self._fail(HostFailure("the server sends replies nothing asked for"))
             else:
                 self._replies.append(reply)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,8 @@ from twisted.internet.defer import Deferred
 
 from txmailhost.nameservers import parse_nameserver
 from txmailhost.relay.dane import TLSA, DANEPolicy
+
+MAX_EXCHANGES = 10  # MX names resolved for one delivery attempt, in the order tried
 
 
 class DNSProblem(Exception):
@@ -131,7 +134,15 @@ class MXResolver:
         exchanges, secure = self._exchanges(domain)
         hosts: list[MXHost] = []
         problems: list[str] = []
-        for preference, name in exchanges:
+        # Each name is resolved in turn in the shared DNS pool: a domain of 30 MX names whose
+        # lookups time out held a pool thread for 30 timeouts, and mail for other domains
+        # waited behind it. At most MAX_EXCHANGES names, and no new one after twice the DNS
+        # timeout (those resolved by then are tried; none is a temporary failure).
+        deadline = time.monotonic() + 2 * self.resolver.lifetime
+        for preference, name in exchanges[:MAX_EXCHANGES]:
+            if time.monotonic() > deadline:
+                problems.append(f"MX names past the first {len(hosts) + len(problems)} not tried")
+                break
             try:
                 addresses, addresses_secure, canonical = self._addresses(name)
             except DNSProblem as e:
