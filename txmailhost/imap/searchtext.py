@@ -4,9 +4,10 @@ The index narrows a search to candidates, which are then tested with the SEARCH 
 answer must hold every message that matches. It does when each indexed text contains what the
 matcher tests, so the texts come from the matcher's own ``Candidate``: TEXT's pieces (raw
 message but for encoded bodies, decoded header fields, decoded base64/quoted-printable text
-parts in their charset, HTML as written; BODY's pieces are within them), the decoded Subject, and FROM/TO/CC/BCC with
-their normalized addresses. Pieces are joined by a line feed: a needle never spans two pieces
-(``Candidate.whole_text``), so a trigram across a join only adds a candidate, never hides one.
+parts in their charset, HTML as written; BODY's pieces are within them), the decoded
+Subject, and FROM/TO/CC/BCC with their normalized addresses. Pieces are joined by a line
+feed: a needle never spans two pieces (``Candidate.whole_text``), so a trigram across a join
+only adds a candidate, never hides one.
 
 ``version`` changes whenever these texts would: every index built with another one is
 rebuilt on its next search.

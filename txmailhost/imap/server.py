@@ -598,30 +598,25 @@ class IMAPServer(
 
     def _refused(self, tag: bytes, error: IMAPError) -> None:
         """Answer a command refused before it runs (malformed, wrong state, a literal too
-        large or too many). Each counts as a bad command (``_reply`` counts the ``BAD``
-        ones; TOOBIG and LIMIT here), and, as after a command that ran, reading stops while
+        large or too many). Each counts as a bad command, TOOBIG and LIMIT as well as ``BAD``,
+        and, as after a command that ran, reading stops while
         the client doesn't read its replies: a client announcing oversized literals without
         reading the refusals grew the server by 635 MiB for 112 MiB sent."""
-        if not isinstance(error, replies.BadCommand):
-            self._bad_commands += 1
-            if self._bad_commands >= MAX_BAD_COMMANDS:
-                self.write(error.render(tag))
-                self.write(b"* BYE too many invalid commands\r\n")
-                self.close()
-                return
-        self._reply(tag, error)
+        self._reply(tag, error, bad=True)
         if self._closing:
             return
         self.flush()
         if self._pressure.blocked:
             self._pause()  # _output_drained resumes
 
-    def _reply(self, tag: bytes, result: Done | IMAPError) -> None:
-        """The one place a tagged reply is written, logged and counted."""
+    def _reply(self, tag: bytes, result: Done | IMAPError, bad: bool = False) -> None:
+        """The one place a tagged reply is written, logged and counted. A ``BAD``, or a reply
+        ``bad`` says counts as one (``_refused``), counts toward ``MAX_BAD_COMMANDS``."""
         metrics.imap_reply(getattr(result, "status", "OK"))
-        if isinstance(result, replies.BadCommand):
+        if bad or isinstance(result, replies.BadCommand):
             self._bad_commands += 1
-            log.debug("imap {peer} BAD {text}", peer=self.peer_text, text=result.reply_text)
+            status, text = getattr(result, "status", ""), getattr(result, "reply_text", "")
+            log.debug("imap {peer} {status} {text}", peer=self.peer_text, status=status, text=text)
             if self._bad_commands >= MAX_BAD_COMMANDS:
                 self.write(result.render(tag))
                 self.write(b"* BYE too many invalid commands\r\n")

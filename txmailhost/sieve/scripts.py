@@ -5,9 +5,10 @@ allows is one safe file name and none can leave the directory); ``active`` holds
 the active script, or is absent. A name whose encoded form would be too long for a file name
 (RFC 5804 allows 128 characters: 128 dots are 384 octets encoded, 128 CJK characters 1,152;
 Linux allows 255) is the file ``%h-DIGEST.sieve`` instead, with its name in
-``%h-DIGEST.name`` beside it (no percent-encoded name begins ``%h``). Every write goes through ``_safeio.write_atomic`` (temporary
-file, fsync, rename, directory fsync): a crash leaves the old script or the new one, never
-half of either, and the active script is never a half-written file.
+``%h-DIGEST.name`` beside it (no percent-encoded name begins ``%h``). Every write goes
+through ``_safeio.write_atomic`` (temporary file, fsync, rename, directory fsync): a crash
+leaves the old script or the new one, never half of either, and the active script is never
+a half-written file.
 
 Quotas (RFC 5804 HAVESPACE, PUTSCRIPT): at most ``max_scripts`` scripts of at most
 ``max_script_size`` octets each; names of at most ``MAX_NAME`` characters without control

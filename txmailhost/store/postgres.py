@@ -1091,12 +1091,13 @@ class PostgresStore:
 
     # -- IAclStore (RFC 4314; rights and identifiers checked by store/acl.py) ----------------
 
-    def _acl_mailbox_id(self, conn: Any, user: str, mailbox: str) -> int:
+    def _acl_mailbox_id(self, conn: Any, user: str, mailbox: str, lock: bool = False) -> int:
         """The row of an existing mailbox; never provisions (another user asking about
-        ``Other Users/x@example.org/INBOX`` creates nothing)."""
+        ``Other Users/x@example.org/INBOX`` creates nothing). ``lock``: the row locked ``FOR
+        UPDATE`` until the transaction ends."""
         row = conn.execute(
             "SELECT b.id FROM mailboxes b JOIN mail_users u ON u.id = b.user_id"
-            " WHERE u.address = %s AND b.name = %s",
+            " WHERE u.address = %s AND b.name = %s" + (" FOR UPDATE OF b" if lock else ""),
             (_owner(user), _canonical(mailbox)),
         ).fetchone()
         if row is None:
@@ -1122,20 +1123,13 @@ class PostgresStore:
         return self._run(job)
 
     def change_acl(self, user: str, mailbox: str, identifier: str, change: str) -> Deferred[str]:
-        """The entry's row is read ``FOR UPDATE`` and the mailbox's row ``FOR UPDATE`` before
-        it (so that two nodes adding to an entry that doesn't exist yet also wait for each
-        other), then written in the same transaction."""
+        """The mailbox's row is locked ``FOR UPDATE`` before the entry is read (so that two
+        nodes changing an entry, even one that doesn't exist yet, wait for each other), and
+        the entry written in the same transaction."""
 
         def job(conn: Any) -> str:
             with conn.transaction():
-                box = self._acl_mailbox_id(conn, user, mailbox)
-                if (
-                    conn.execute(
-                        "SELECT 1 FROM mailboxes WHERE id = %s FOR UPDATE", (box,)
-                    ).fetchone()
-                    is None
-                ):
-                    raise NoSuchMailbox(f"no mailbox {mailbox!r}")
+                box = self._acl_mailbox_id(conn, user, mailbox, lock=True)
                 row = conn.execute(
                     "SELECT rights FROM mailbox_acl WHERE mailbox_id = %s AND identifier = %s",
                     (box, identifier),
