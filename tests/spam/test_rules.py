@@ -272,6 +272,26 @@ def _parsed(value: str, parse) -> object:
 
 
 @pytest.mark.parametrize(
+    ("date", "fires"),
+    [
+        ("Fri, 04 Dec 2026 10:00:00 -0000", set()),  # RFC 5322 3.3: UTC, offset unknown
+        ("4 Dec 2026 10:00 -0000 (UTC)", set()),
+        ("Fri, 04 Dec 2026 10:00:00 XYZ", set()),  # 4.3: an unknown zone reads as -0000
+        ("Fri, 04 Dec 2026 10:00:00 Z", set()),  # military
+        ("Fri, 04 Dec 2026 10:00:00 EST", set()),
+        ("Fri, 04 Dec 2026 10:00:00", {"INVALID_DATE"}),  # no zone: not a date-time
+        ("Fri, 04 Dec 2026 10:00:00 (no zone)", {"INVALID_DATE"}),
+        ("Fri, 04 Dec 2027 10:00:00 -0000", {"DATE_IN_FUTURE"}),  # still read as a time
+    ],
+)
+def test_a_zone_of_minus_zero_or_a_name_is_a_date(date, fires):
+    """Python's parser gives a naive datetime for ``-0000`` and unknown zone names as for
+    a date with no zone: the rule once called a quarter of easy ham 1's dates invalid."""
+    message = CLEAN.replace(b"Fri, 04 Dec 2026 10:00:00 +0000", date.encode())
+    assert hits(message) & {"INVALID_DATE", "DATE_IN_FUTURE"} == fires
+
+
+@pytest.mark.parametrize(
     "value",
     [
         "Fri, 04 Dec 2026 10:00:00 +0100",

@@ -157,6 +157,9 @@ _USUAL_DATE = re.compile(
     r" ([+-])([0-9]{2})([0-9]{2})(?:[ \t].*)?\Z",
     re.DOTALL,
 )
+# A zone after the time of day: an offset, or a name (obs-zone: "UT", "EST", "Z", an unknown
+# one). "yesterday" or a time with nothing after it has none.
+_ZONE_GIVEN = re.compile(r"[0-9]:[0-9]{2}(?::[0-9]{2})?[ \t\r\n]+(?:[+-][0-9]{4}|[A-Za-z]{1,5})\b")
 _MONTHS = {
     name: number
     for number, name in enumerate(
@@ -216,6 +219,11 @@ def _date(sample: Sample) -> float | None:
 
 
 def _parse_date(sample: Sample) -> float | None:
+    """The library reads ``-0000`` and a zone name it doesn't know as no zone at all (a naive
+    datetime), as it reads a date without a zone. RFC 5322 3.3 and 4.3 tell them apart: a
+    date without a zone is no date, but ``-0000`` is a valid zone (the time is in UTC, the
+    sender's offset unknown; Python's own ``formatdate`` writes it, and a quarter of the
+    corpus's easy ham 1 has it), and an unknown alphabetic zone SHOULD be read as ``-0000``."""
     value = _field(sample, "date")
     if value is None:
         return None
@@ -225,8 +233,12 @@ def _parse_date(sample: Sample) -> float | None:
             parsed = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
-    if parsed is None or parsed.tzinfo is None:
+    if parsed is None:
         return None
+    if parsed.tzinfo is None:
+        if not _ZONE_GIVEN.search(value):
+            return None
+        parsed = parsed.replace(tzinfo=datetime.UTC)
     return parsed.timestamp()
 
 
