@@ -260,6 +260,9 @@ def test_scoring_a_message_takes_two_statements_whatever_its_size(tmp_path):
     message = f"From: s1@spam.example\r\nSubject: cheap pills\r\n\r\ncheap viagra {words}\r\n"
     score = scorer.score(sample_of(io.BytesIO(message.encode())), "alice@example.test")
     assert score.bayes is not None and score.bayes > 0.9
+    # SQLite traces the ``pragma_data_version`` table the first statement reads as "-- PRAGMA
+    # data_version": a part of that statement, not one of Python's
+    statements = [s for s in statements if not s.startswith("-- ")]
     assert len(statements) == 2, statements
     judged = store.judge("alice@example.test", tokens(sample_of(io.BytesIO(message.encode()))))
     assert judged is not None and judged.probability == pytest.approx(score.bayes)

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from txmailhost.spam.cluecache import Clue, ClueCache
 from txmailhost.spam.sqlitedb import thread_connection
 from txmailhost.spam.tokens import PAIR_PREFIX, TOKENIZER_VERSION
 
@@ -152,6 +153,7 @@ class Standing:
     global_totals: tuple[int, int]
     threshold: float | None  # the owner's own Junk threshold
     listed: str | None  # "allow", "block" or None: the sender in the owner's or everyone's list
+    version: int | None = None  # the store's ``data_version`` when read (``cluecache``)
 
 
 def _pair(counts: str | None) -> tuple[int, int]:
@@ -201,9 +203,12 @@ class TokenStore:
         max_age_days: float = 180.0,
         tokenizer_version: int = TOKENIZER_VERSION,
         mmap_size: int = 0,
+        cache_tokens: int = 0,
     ) -> None:
-        """``mmap_size``: octets of the file read through a mapping (``sqlitedb``); the
-        scoring process's store, which does nothing else, reads it so."""
+        """``mmap_size``: octets of the file read through a mapping (``sqlitedb``);
+        ``cache_tokens``: at most so many tokens' clues kept between messages
+        (``cluecache``). The scoring process's store, which does nothing but judge from one
+        thread, does both."""
         self.path = path
         self.min_messages = min_messages
         self.max_tokens = max_tokens
@@ -212,6 +217,7 @@ class TokenStore:
         self._learned_since_expiry = 0
         self.tokenizer_version = tokenizer_version
         self.mmap_size = mmap_size
+        self._cache = ClueCache(cache_tokens) if cache_tokens else None
 
     def trained_tokenizer(self) -> int | None:
         """The tokenizer version the counts were first learned with (None: nothing learned,
@@ -348,12 +354,13 @@ class TokenStore:
                 " (SELECT junk FROM thresholds WHERE owner = :owner),"
                 " (SELECT group_concat(kind || ' ' || owner, char(10)) FROM senders"
                 "   WHERE owner IN (:owner, '')"
-                "   AND address IN (SELECT value FROM json_each(:keys)))",
+                "   AND address IN (SELECT value FROM json_each(:keys))),"
+                " (SELECT data_version FROM pragma_data_version)",
                 {"owner": owner or GLOBAL, "keys": json.dumps(sorted(keys))},
             )
             .fetchone()
         )
-        own, everyone, threshold, listed = row
+        own, everyone, threshold, listed, version = row
         kinds: dict[str, set[str]] = {}
         for line in (listed or "").split("\n") if keys else ():
             kind, _, who = line.partition(" ")
@@ -363,13 +370,16 @@ class TokenStore:
             _pair(everyone),
             threshold if owner else None,
             _first_listed(kinds, [owner] if owner else []),
+            version,
         )
 
     def judge_standing(
         self, owner: str | None, standing: Standing, found: Callable[[], set[str]]
     ) -> Judgement | None:
         """``judge`` with the totals already read (``standing``): one statement, one row,
-        for the token counts."""
+        for the token counts (none for tokens the cache knows)."""
+        if self._cache is not None and standing.version is not None:
+            self._cache.check(standing.version)
         if owner and min(standing.totals) >= self.min_messages:
             return Judgement(self._probability(owner, found(), *standing.totals), owner)
         if min(standing.global_totals) >= self.min_messages:
@@ -377,6 +387,43 @@ class TokenStore:
         return None
 
     def _probability(self, owner: str, found: set[str], nspam: int, nham: int) -> float:
+        if self._cache is None:
+            return self._probability_read(owner, found, nspam, nham)
+        known, unknown = self._cache.split(owner, found)
+        read = self._clues(owner, unknown, nspam, nham)
+        self._cache.add(owner, read)
+        clues = known + [clue for clue in read.values() if clue is not None]
+        clues.sort()  # by id, the order the store gives them in (``cluecache``)
+        words = [p for _id, p, pair in clues if not pair]
+        pairs = [p for _id, p, pair in clues if pair]
+        return combine(words, pairs)
+
+    def _clues(self, owner: str, found: list[str], nspam: int, nham: int) -> dict[str, Clue]:
+        """What each of ``found`` is as a clue (``cluecache``), from its counts read in one
+        statement of one row."""
+        if not found:
+            return {}
+        ids = {token_id(token): token for token in found}
+        (counts,) = (
+            self._db()
+            .execute(
+                "SELECT group_concat(t.token || ' ' || spam || ' ' || ham, ' ')"
+                " FROM json_each(:ids) AS j"
+                " CROSS JOIN tokens AS t ON t.owner = :owner AND t.token = j.value",
+                {"owner": owner, "ids": f"[{','.join(map(str, sorted(ids)))}]"},
+            )
+            .fetchone()
+        )
+        clues: dict[str, Clue] = dict.fromkeys(found)
+        numbers = list(map(int, counts.split())) if counts else []
+        for i, spam, ham in zip(numbers[::3], numbers[1::3], numbers[2::3], strict=True):
+            p = token_probability(spam, ham, nspam, nham)
+            if abs(p - 0.5) >= MIN_STRENGTH:
+                token = ids[i]
+                clues[token] = (i, p, token.startswith(PAIR_PREFIX))
+        return clues
+
+    def _probability_read(self, owner: str, found: set[str], nspam: int, nham: int) -> float:
         """The counts of ``found`` come back as two strings (the pairs of words' apart, for
         ``combine``) of one row (see ``standing``). Each id of the list is looked up in turn
         (``CROSS JOIN`` keeps that order: ``token IN (SELECT ...)`` first built a temporary

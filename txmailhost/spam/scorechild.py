@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 from txmailhost.spam.bayes import TokenStore
+from txmailhost.spam.cluecache import DEFAULT_MOST
 from txmailhost.spam.frames import IDLE, Frames, rule_as_list, rule_from_list, send
 from txmailhost.spam.sample import sample_of_bytes
 from txmailhost.spam.scorer import Scorer
@@ -91,7 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     socks = [socket.socket(fileno=fd) for fd in args.fd]
     store = TokenStore(
-        args.store, args.min_messages, args.max_tokens, args.max_age_days, mmap_size=MMAP_SIZE
+        args.store,
+        args.min_messages,
+        args.max_tokens,
+        args.max_age_days,
+        mmap_size=MMAP_SIZE,
+        cache_tokens=DEFAULT_MOST,
     )
     # Scoring a message makes thousands of short-lived objects and almost no cycles: the
     # collector ran every 700 allocations, each time also looking over the modules imported
