@@ -278,8 +278,22 @@ def test_a_hanging_blocking_filter_is_given_up_and_the_rest_asked_anew():
     assert not pending.called
     reactor.advance(0.2)  # the first filter's budget is spent: "after" goes to the pool anew
     assert len(pool.held) == 2 and not pending.called
-    pool.run_next()  # the hanging filter's thread ends at last: its answer is ignored
+    pool.run_next()  # the abandoned batch gets a thread at last: it asks nothing
     pool.run_next()
     decision = result(pending)
     assert decision.fields == () and decision.junk == frozenset(TX.recipients)
-    assert hangs.asked == 1 and after.asked == 1  # the abandoned batch asked nothing more
+    assert hangs.asked == 0 and after.asked == 1
+
+
+def test_a_batch_still_queued_when_its_budget_ends_asks_nothing_later():
+    """When the filters' threads are all held up (one check stuck on a slow DNS server,
+    say), the batches queued behind them time out and their sessions get the default. A
+    thread freed later must not then run those checks, whose answers nobody waits for."""
+    reactor, pool = SyncReactor(), HeldPool()
+    queued = BlockingSays(Verdict.accept(headers=(("X-Late", "1"),)), "queued")
+    chain = FilterChain([queued], reactor, pool, timeout=5)
+    pending = ask_chain(chain)
+    reactor.advance(5.1)
+    assert result(pending).refusal.action is Action.TEMPFAIL
+    pool.run_next()  # a thread takes the batch at last
+    assert queued.asked == 0

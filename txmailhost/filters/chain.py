@@ -223,7 +223,10 @@ class FilterChain:
         ``timeout`` as if asked alone: the first's budget starts now, each next one's when the
         one before answered. A reactor timer watches the budgets (it fires only when one is
         spent); a filter past its budget gets ``on_error`` and its thread is left to finish,
-        its answer and the rest of the group ignored — the filters after it are asked anew."""
+        its answer and the rest of the group ignored — the filters after it are asked anew.
+        A batch still waiting for a thread when its budget ends asks nothing once it gets one:
+        with the threads held up by a slow check, the checks queued behind it would otherwise
+        all run late for sessions already answered."""
         batch = _Batch(group, self.timeout, self._reactor.seconds, self._fallback())
         batch.budget_from = self._reactor.seconds()
         pending = run_in(self._reactor, self._pool, batch.run, ask, combined)
@@ -344,6 +347,9 @@ class _Batch:
 
     def run(self, ask: Callable[[Any], Any], combined: _Combined) -> None:
         for candidate in self.group:
+            with self.lock:  # taken back while it waited for a thread: its session moved on
+                if self.closed or self.overran is not None:
+                    return
             error: BaseException | None = None
             try:
                 verdict = ask(candidate)
