@@ -192,3 +192,25 @@ def test_catenate_result_larger_than_appendlimit_is_toobig(tmp_path, backend):
     s.cmd(b"o APPEND INBOX " + literal(b"Subject: x\r\n\r\n0123\r\n"))  # 20 octets
     reply = s.cmd(b'b APPEND INBOX CATENATE (URL "/INBOX/;UID=1" TEXT {2+}\r\nab)')
     assert reply.startswith(b"b NO [TOOBIG]")
+
+
+def test_the_catenate_messages_of_one_append_are_bounded_together(tmp_path, backend):
+    """They are built in memory before anything is stored: each within APPENDLIMIT, 40 of
+    them from a 7 KB command grew the server by 322 MiB (and past the user's quota)."""
+    world = make_world(tmp_path, backend)
+    world.add_user(ALICE)
+    s = Session(make_factory(world, max_literal_size=50))
+    s.login()
+    s.cmd(b"o APPEND INBOX " + literal(b"Subject: x\r\n\r\n0123\r\n"))  # 20 octets
+    three = b' CATENATE (URL "/INBOX/;UID=1")' * 3  # 60 octets in all
+    assert s.cmd(b"b APPEND Drafts" + three).startswith(b"b NO [TOOBIG]")
+    assert s.cmd(b"c APPEND Drafts" + three[: len(three) * 2 // 3]).startswith(b"c OK")
+    assert b"MESSAGES 2" in s.cmd("d STATUS Drafts (MESSAGES)")
+
+
+def test_at_most_64_messages_in_one_append(original):
+    alice, _ = original
+    many = b' CATENATE (URL "/INBOX/;UID=1")' * 65
+    assert alice.cmd(b"b APPEND Drafts" + many).startswith(b"b NO [LIMIT]")
+    assert b"MESSAGES 0" in alice.cmd("c STATUS Drafts (MESSAGES)")
+    assert alice.cmd(b"d APPEND Drafts" + many[: len(many) // 65 * 64]).startswith(b"d OK")

@@ -173,6 +173,16 @@ def test_status_reports_counts(alice, world):
     )
 
 
+def test_status_answers_the_appendlimit_the_capability_advertises(alice):
+    """RFC 7889 §3.2: APPENDLIMIT is also a STATUS item (and LIST-STATUS's); it was BAD."""
+    limit = re.search(rb"APPENDLIMIT=(\d+)", alice.cmd("a CAPABILITY")).group(1)
+    assert alice.cmd("b STATUS INBOX (MESSAGES APPENDLIMIT)") == (
+        b'* STATUS "INBOX" (MESSAGES 0 APPENDLIMIT %s)\r\nb OK STATUS completed\r\n' % limit
+    )
+    reply = alice.cmd('c LIST "" INBOX RETURN (STATUS (APPENDLIMIT))')
+    assert b'* STATUS "INBOX" (APPENDLIMIT %s)' % limit in reply
+
+
 def test_status_with_an_empty_or_unknown_item_list_is_bad(alice):
     assert alice.cmd("b STATUS INBOX ()") == b"b BAD STATUS needs at least one item\r\n"
     assert alice.cmd("c STATUS INBOX (BOGUS)") == b"c BAD unknown STATUS item BOGUS\r\n"

@@ -125,3 +125,14 @@ def test_entries_follow_rename_and_go_with_delete(world):
     s.cmd("f DELETE Archive2")
     s.cmd("g CREATE Archive2")
     assert b"/private/comment NIL" in s.cmd("h GETMETADATA Archive2 /private/comment")
+
+
+def test_entry_names_with_specials_are_quoted_as_astrings(world):
+    """RFC 5464 §5: ``entry`` is an astring. A name holding ``"``, ``(`` or ``)`` written
+    bare ended the client's list or string early."""
+    s = login(world)
+    s.cmd(r'b SETMETADATA INBOX ("/private/a\"b" "v1" "/private/c)d" "v2" "/private/e(f" "v3")')
+    assert s.cmd("c GETMETADATA (DEPTH infinity) INBOX /private") == (
+        b'* METADATA "INBOX" ("/private/a\\"b" "v1" "/private/c)d" "v2" "/private/e(f" "v3")\r\n'
+        b"c OK GETMETADATA completed\r\n"
+    )

@@ -99,3 +99,19 @@ def test_raw_8bit_subject_is_sent_back_as_a_literal(world):
     s.cmd("s SELECT INBOX")
     reply = s.cmd("b FETCH 2 ENVELOPE")
     assert b"{13}\r\n\xff\xfe raw 8bit \xe9 NIL" in reply
+
+
+@pytest.mark.parametrize(
+    "section",
+    ["BINARY.PEEK[12345678901]", "BODY.PEEK[00000000001]", "BODY.PEEK[4294967296]",
+     "BINARY.SIZE[01]", "BODY.PEEK[1.99999999999999999999.MIME]"],
+)  # fmt: skip
+def test_a_part_number_that_is_no_nz_number_is_bad(world, section):
+    """RFC 3501 §9: a part number is an nz-number (no leading zero, below 2^32). Cut to ten
+    digits, ``BINARY.PEEK[12345678901]`` was answered as ``BINARY[1234567890]``, a label
+    the client never asked for, and ``BODY[00000000001]`` as part 1."""
+    s = Session(make_factory(world))
+    s.login()
+    s.cmd("s SELECT INBOX")
+    assert s.cmd(f"b FETCH 1 {section}").startswith(b"b BAD ")
+    assert s.cmd("c FETCH 1 BODY.PEEK[1]").endswith(b"c OK FETCH completed\r\n")

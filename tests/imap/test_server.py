@@ -398,3 +398,25 @@ def test_refusals_stop_reading_while_the_client_does_not_read_them(session):
     assert session.transport.producerState == "paused"
     session.protocol._pressure.resumeProducing()  # the client read them
     assert b"b OK NOOP" in session.take()
+
+
+def test_an_over_long_line_during_idle_ends_it_with_bad(world):
+    """During IDLE the next line is IDLE's own (DONE). An over-long one was answered with a
+    tagged BAD whose "tag" was the junk itself (up to a whole line echoed back), and IDLE
+    went on."""
+    s = Session(make_factory(world, max_line_length=100))
+    s.login()
+    s.cmd("s SELECT INBOX")
+    assert s.cmd("b IDLE") == b"+ idling\r\n"
+    assert s.send(b"x" * 300 + b"\r\nc NOOP\r\n") == (
+        b"b BAD [TOOBIG] command line too long\r\nc OK NOOP completed\r\n"
+    )
+
+
+def test_an_over_long_lines_long_tag_is_not_echoed(world):
+    s = Session(make_factory(world, max_line_length=1000))
+    s.login()
+    assert s.send(b"t" * 600 + b" NOOP " + b"x" * 600 + b"\r\n") == (
+        b"* BAD [TOOBIG] command line too long\r\n"
+    )
+    assert s.cmd("c NOOP") == b"c OK NOOP completed\r\n"

@@ -31,6 +31,9 @@ _DATE_TIME = re.compile(
 )
 _MONTHS = {m.upper(): i for i, m in enumerate(calendar.month_abbr) if m}
 _IGNORED_FLAGS = ("\\Recent", "\\*")  # not flags a client may set (§2.3.2)
+# Messages in one APPEND, as literals in one command (``server.MAX_LITERALS``): a CATENATE
+# message is made of URLs, which are no literals, and 7 KB of command named 40 of them.
+MAX_MESSAGES = 64
 
 
 def parse_date_time(raw: bytes) -> float:
@@ -108,6 +111,8 @@ def parse_messages(reader: Reader, utf8: bool = False) -> list[AppendMessage]:
             if not message.size:
                 raise replies.IMAPError("empty message")
             messages.append(message)
+        if len(messages) > MAX_MESSAGES:
+            raise replies.Limit(f"at most {MAX_MESSAGES} messages in one APPEND")
         if reader.at_end():
             return messages
 
@@ -146,7 +151,11 @@ async def assemble(
     limit: int,
 ) -> list[AppendMessage]:
     """Each CATENATE message built from its parts (``catenate.py``); ``resolve`` gives the
-    octets of a URL. A text part staged in a file is read in the reactor's thread pool."""
+    octets of a URL. A text part staged in a file is read in the reactor's thread pool.
+
+    The messages are built in memory, so ``limit`` (APPENDLIMIT) bounds them all together,
+    not each: one command of 40 messages of 8 URLs each grew the server by 322 MiB, and
+    past the user's quota (which is checked on the sum once they are built)."""
 
     async def read_text(literal: bytes | LiteralFile) -> bytes:
         if not isinstance(literal, LiteralFile):
@@ -156,11 +165,13 @@ async def assemble(
         return _read_file(literal)
 
     built = []
+    room = limit
     for message in messages:
         if message.parts:
-            data = await catenate.assemble(list(message.parts), read_text, resolve, limit)
+            data = await catenate.assemble(list(message.parts), read_text, resolve, room)
             if not data:
                 raise replies.IMAPError("empty message")
+            room -= len(data)
             message = AppendMessage(message.flags, message.date, data)
         built.append(message)
     return built

@@ -5,7 +5,8 @@ an attachment without downloading and uploading it again.
 A URL may only name the logged-in user's own mailboxes (there is no syntax here that reaches
 another user's tree; absolute ``imap://`` URLs are taken for this server). Anything wrong
 with one (a bad form, another UIDVALIDITY, a missing message) fails the whole APPEND with
-``NO [BADURL url]`` and nothing is stored. The assembled message is bounded by APPENDLIMIT.
+``NO [BADURL url]`` and nothing is stored. The messages one APPEND assembles are bounded by
+APPENDLIMIT together.
 """
 
 from __future__ import annotations
@@ -164,7 +165,8 @@ async def assemble(
     resolve: Callable[[bytes], Awaitable[bytes]],
     limit: int,
 ) -> bytes:
-    """The message the parts make, in order; ``NO [TOOBIG]`` past ``limit`` octets."""
+    """The message the parts make, in order; ``NO [TOOBIG]`` past ``limit`` octets (what is
+    left of APPENDLIMIT for this APPEND's CATENATE messages: ``append.assemble``)."""
     pieces: list[bytes] = []
     total = 0
     for part in parts:

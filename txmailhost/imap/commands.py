@@ -49,6 +49,7 @@ _STATUS_ITEMS = (
     "SIZE",
     "DELETED",
     "MAILBOXID",  # RFC 8474
+    "APPENDLIMIT",  # RFC 7889 §3.2: what the capability advertises, asked of one mailbox
 )
 UNLIMITED_KIB = 2**40  # "no limit yet": a STORAGE limit of 1 PiB
 
@@ -491,7 +492,8 @@ class MailboxCommands:
     async def _write_status(self, name: str, items: list[str]) -> None:
         mailbox = await self._open(name)
         deleted = await count_deleted(mailbox) if "DELETED" in items else None
-        self.write(status_response(name, await mailbox.status(), items, self.utf8, deleted))
+        limit = self.factory.max_literal_size
+        self.write(status_response(name, await mailbox.status(), items, self.utf8, deleted, limit))
 
     # -- APPEND ----------------------------------------------------------------------------------
 
@@ -677,11 +679,18 @@ async def count_deleted(mailbox: Any) -> int:
 
 
 def status_response(
-    name: str, status: Any, items: list[str], utf8: bool = False, deleted: int | None = None
+    name: str,
+    status: Any,
+    items: list[str],
+    utf8: bool = False,
+    deleted: int | None = None,
+    appendlimit: int | None = None,
 ) -> bytes:
     """``* STATUS name (ITEM value ...)`` for a ``MailboxStatus`` (STATUS, NOTIFY); DELETED
-    is counted apart (``count_deleted``), only when asked for."""
+    is counted apart (``count_deleted``), only when asked for. APPENDLIMIT is the server's
+    for every mailbox (NIL: none, RFC 7889 §4)."""
     values = {
+        "APPENDLIMIT": "NIL" if appendlimit is None else appendlimit,
         "DELETED": deleted,
         "MESSAGES": status.messages,
         "RECENT": status.recent,

@@ -208,9 +208,14 @@ def _parse_section(reader: Reader, peek: bool) -> Section:
         digits = reader.pos
         while reader.peek().isdigit():
             reader.pos += 1
-        number = int(reader.text[digits : reader.pos][:10])
-        if number == 0:
+        written = reader.text[digits : reader.pos]
+        # nz-number (RFC 3501 §9): no leading zero, below 2^32. Cutting a longer one to ten
+        # digits answered for another part than the one asked for, under another label.
+        if written[:1] == b"0":
             raise ParseError("section part numbers start at 1")
+        if len(written) > 10 or int(written) > 0xFFFFFFFF:
+            raise ParseError("section part number too large")
+        number = int(written)
         path.append(number)
         if len(path) > mime.MAX_DEPTH:
             raise ParseError("section too deep")

@@ -142,7 +142,10 @@ class MetadataCommands:
             if value is not None and maxsize is not None and len(value) > maxsize:
                 longest = max(longest, len(value))
                 continue
-            parts.append(name.encode("ascii") + b" " + (b"NIL" if value is None else string(value)))
+            # an astring (§5): ``"``, ``\``, ``(`` or ``)`` in a name are allowed, and a name
+            # written bare with them would end the list or the string early for the client
+            shown = replies.astring(name)
+            parts.append(shown + b" " + (b"NIL" if value is None else string(value)))
         if parts:
             box = b'""' if mailbox is None else mailbox_name(mailbox, self.utf8)
             self.write(b"* METADATA " + box + b" (" + b" ".join(parts) + b")\r\n")

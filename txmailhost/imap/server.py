@@ -71,6 +71,7 @@ log = Logger(namespace="txmailhost.imap")
 
 MAX_AUTH_FAILURES = 3
 MAX_BAD_COMMANDS = 20
+MAX_ECHOED_TAG = 256  # the tag of an over-long line is sent back only up to this length
 INFLATE_CHUNKS_A_TURN = 16  # of compress.INFLATE_CHUNK: 256 KiB of commands, then the others
 MAX_LITERALS = 64  # literals in one command
 MAX_SMALL_LITERAL = 64 * 1024  # any literal but APPEND's message, after login
@@ -363,13 +364,20 @@ class IMAPServer(
         return data[end + 1 :]
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        """``BAD`` with the tag (if one can be read), skip to the next line end, keep the session."""
-        tag = self._tag_of(self._segments[0] if self._segments else line)
-        self._reset_command()
+        """``BAD`` with the tag (if one can be read), skip to the next line end, keep the
+        session. A line a running command waits for (IDLE's DONE, a SASL response) ends that
+        command with the ``BAD`` instead: it is no command, and its start no tag."""
         _first, sep, rest = line.partition(b"\n")
         if not sep:
             self._discarding_line = True
-        self._refused(tag, replies.LineTooLong())
+        waiter, self._line_waiter = self._line_waiter, None
+        if waiter is not None:
+            self._pause()  # as after any line the command waited for (``lineReceived``)
+            waiter.errback(replies.LineTooLong())
+        else:
+            tag = self._tag_of(self._segments[0] if self._segments else line)
+            self._reset_command()
+            self._refused(tag if len(tag) <= MAX_ECHOED_TAG else b"*", replies.LineTooLong())
         if sep and rest and not self._closing:
             self._buffer = rest
             self._reparse = True
