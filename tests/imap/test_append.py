@@ -214,3 +214,20 @@ def test_at_most_64_messages_in_one_append(original):
     assert alice.cmd(b"b APPEND Drafts" + many).startswith(b"b NO [LIMIT]")
     assert b"MESSAGES 0" in alice.cmd("c STATUS Drafts (MESSAGES)")
     assert alice.cmd(b"d APPEND Drafts" + many[: len(many) // 65 * 64]).startswith(b"d OK")
+
+
+NUL_MESSAGE = b"Subject: nul\r\n\r\nbefore\x00after\r\n"
+
+
+@pytest.mark.parametrize("item", ["BODY.PEEK[]", "BODY.PEEK[TEXT]", "BODY.PEEK[1]", "RFC822"])
+def test_a_stored_nul_is_sent_as_0x80_in_a_literal(alice, item):
+    """RFC 3501 §9: a ``{n}`` literal holds CHAR8, %x01-ff. A message stored with a NUL (an
+    APPEND of such a literal, or mail that came over SMTP so) was sent back with it, and a
+    client reading C strings stops there. As Dovecot: 0x80, the same length."""
+    alice.cmd(b"a APPEND INBOX " + literal(NUL_MESSAGE))
+    alice.cmd("s SELECT INBOX")
+    reply = alice.cmd(f"b FETCH 1 {item}")
+    assert b"\x00" not in reply and b"before\x80after" in reply
+    size = len(NUL_MESSAGE) if item in ("BODY.PEEK[]", "RFC822") else len(b"before\x00after\r\n")
+    assert b"{%d}\r\n" % size in reply
+    assert b"before\x00after" in alice.cmd("c FETCH 1 BINARY.PEEK[1]")  # as ~{n}: NUL allowed

@@ -136,3 +136,12 @@ def test_entry_names_with_specials_are_quoted_as_astrings(world):
         b'* METADATA "INBOX" ("/private/a\\"b" "v1" "/private/c)d" "v2" "/private/e(f" "v3")\r\n'
         b"c OK GETMETADATA completed\r\n"
     )
+
+
+def test_a_value_holding_nul_comes_back_as_a_literal8(world):
+    """§4.3: a value may hold any octet; a ``{n}`` literal may not hold NUL (RFC 3501 §9)."""
+    s = login(world)
+    s.cmd(b"b SETMETADATA INBOX (/private/bin ~{3}\r\na\x00b)")
+    assert s.cmd("c GETMETADATA INBOX /private/bin") == (
+        b'* METADATA "INBOX" (/private/bin ~{3}\r\na\x00b)\r\nc OK GETMETADATA completed\r\n'
+    )

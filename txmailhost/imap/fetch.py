@@ -494,6 +494,14 @@ class FileRange:
 STRUCTURE_ITEMS = (b"BODY", b"BODYSTRUCTURE")
 
 
+def without_nul(data: bytes) -> bytes:
+    """A ``{n}`` literal holds no NUL (RFC 3501 §9: ``CHAR8`` is %x01-ff; only BINARY's
+    ``~{n}`` may), and a client reading C strings stops at one. Mail stored with NULs (an
+    APPEND of a ``{n}`` literal holding them, a message that came over SMTP so) is sent with
+    each NUL as 0x80, as Dovecot does: the same length, so sizes and partial ranges hold."""
+    return data.replace(b"\0", b"\x80") if b"\0" in data else data
+
+
 def needs_bytes(request: FetchRequest) -> bool:
     """True when an item other than BODY/BODYSTRUCTURE needs the message's octets."""
     return any(
@@ -628,7 +636,7 @@ def render_parts(
             if item.partial is not None:
                 origin, length = item.partial
                 data = data[origin : origin + length]
-            add(item.label + b" {%d}\r\n" % len(data) + data)
+            add(item.label + b" {%d}\r\n" % len(data) + without_nul(data))
             continue
         if item in seen_items:
             continue
@@ -663,14 +671,14 @@ def render_parts(
             add(b"THREADID " + (b"(" + thread.encode("ascii") + b")" if thread else b"NIL"))
         elif item == b"RFC822.HEADER":
             data = message.header or b""
-            add(b"RFC822.HEADER {%d}\r\n" % len(data) + data)
+            add(b"RFC822.HEADER {%d}\r\n" % len(data) + without_nul(data))
         elif item in (b"RFC822", b"RFC822.TEXT"):
             if message.content is None:
                 start, length = (0, message.size) if item == b"RFC822" else text_range
                 add(item + b" {%d}\r\n" % length, FileRange(start, length))
             else:
                 data = message.content if item == b"RFC822" else root().body
-                add(item + b" {%d}\r\n" % len(data) + data)
+                add(item + b" {%d}\r\n" % len(data) + without_nul(data))
     if flags_changed and b"FLAGS" not in seen_items:
         add(b"FLAGS " + flag_list(message.flags, recent))
     if modseq and b"MODSEQ" not in seen_items:

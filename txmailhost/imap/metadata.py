@@ -67,6 +67,16 @@ def _value(reader: Reader) -> bytes | None:
     return reader.nstring()
 
 
+def _shown_value(value: bytes | None) -> bytes:
+    """NIL, a string, or a literal8 for a value holding NUL (§4.3, §5: a value may hold any
+    octet, and a ``{n}`` literal no NUL; the server offers BINARY, so clients read ``~{n}``)."""
+    if value is None:
+        return b"NIL"
+    if b"\0" in value:
+        return b"~{%d}\r\n" % len(value) + value
+    return string(value)
+
+
 def selected_entries(
     stored: dict[str, bytes], wanted: list[str], depth: int | None
 ) -> dict[str, bytes | None]:
@@ -145,7 +155,7 @@ class MetadataCommands:
             # an astring (§5): ``"``, ``\``, ``(`` or ``)`` in a name are allowed, and a name
             # written bare with them would end the list or the string early for the client
             shown = replies.astring(name)
-            parts.append(shown + b" " + (b"NIL" if value is None else string(value)))
+            parts.append(shown + b" " + _shown_value(value))
         if parts:
             box = b'""' if mailbox is None else mailbox_name(mailbox, self.utf8)
             self.write(b"* METADATA " + box + b" (" + b" ".join(parts) + b")\r\n")

@@ -23,10 +23,13 @@ _ATOM_SAFE = re.compile(rb"[!#$&'+,\-./0-9:;<=>?@A-Z\[^_`a-z|}~]+")
 
 
 def string(value: bytes | str) -> bytes:
-    """An IMAP string: quoted when it is short printable ASCII, otherwise a literal (§4.3)."""
+    """An IMAP string: quoted when it is short printable ASCII, otherwise a literal (§4.3),
+    whose NULs are sent as 0x80 (a ``{n}`` literal holds none: ``fetch.without_nul``)."""
     raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
     if len(raw) < 1024 and _QUOTABLE.fullmatch(raw):
         return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+    if b"\0" in raw:
+        raw = raw.replace(b"\0", b"\x80")
     return b"{%d}\r\n" % len(raw) + raw
 
 
