@@ -159,3 +159,21 @@ def test_status_shows_the_queue_and_every_listener(server):
     assert document["queue"]["messages"] == 0
     assert document["accounts"] == {"domains": 1, "users": 2}
     assert document["disk"]["free"] > 0
+
+
+def test_a_mailbox_name_that_is_not_utf8_is_refused_and_nothing_made(server):
+    """An octet that isn't UTF-8 reaches Python as a lone surrogate: the store made the
+    folder, then the subscriptions file refused the name (exit 1, folder left behind)."""
+    result = subprocess.run(
+        [os.path.join(BIN, "txmailhost"), "--data", server.data_dir, "mailbox", "create",
+         ALICE, b"cli\xffname"],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1 and b"Traceback" not in result.stderr
+    assert b"invalid mailbox name" in result.stderr
+    assert "cli" not in server.cli("mailbox", "list", ALICE).stdout
+    client = imap(server)
+    typ, _ = client.create('"&2D0-"')  # half a UTF-16 pair
+    assert typ != "OK"
+    assert b"&2D0-" not in b" ".join(client.list()[1])
+    client.logout()

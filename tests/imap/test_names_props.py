@@ -106,3 +106,13 @@ def test_a_name_modified_utf7_would_write_otherwise_is_invalid(raw):
 @pytest.mark.parametrize(("raw", "name"), [(b"&Jjo-", "\u263a"), (b"a&-b", "a&b")])
 def test_the_one_way_of_writing_a_name_decodes(raw, name):
     assert names.decode(raw) == name
+
+
+def test_half_a_utf16_pair_is_no_name():
+    """``&2D0-`` decodes to a lone surrogate: no character, which no UTF-8 file or table can
+    hold. CREATE took it; SUBSCRIBE and RENAME then failed as SERVERBUG, RENAME halfway."""
+    with pytest.raises(InvalidName):
+        names.decode(b"&2D0-")
+    with pytest.raises(InvalidName):
+        names.decode(b"a&3P8-b")
+    assert names.decode(b"&2D3eAA-") == "\U0001f600"  # the whole pair: a character

@@ -10,6 +10,7 @@ attempts get ``NO`` before the store is asked. A user's namespace is only their 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -28,6 +29,9 @@ SPECIAL_USE = {
     "Junk": "\\Junk",
     "Archive": "\\Archive",
 }
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def decode(raw: bytes, utf8: bool = False) -> str:
@@ -54,6 +58,10 @@ def decode(raw: bytes, utf8: bool = False) -> str:
         ) from None
     if any(ord(c) < 32 or c == "\x7f" for c in name):
         raise InvalidName("mailbox name contains control characters")
+    if _SURROGATE.search(name):
+        # "&2D0-" decodes to a lone half of a UTF-16 pair: no character, nothing UTF-8 can
+        # write (the subscriptions file, the ACL table), so RENAME failed halfway
+        raise InvalidName("mailbox name is not valid modified UTF-7")
     if name.endswith(SEPARATOR) and len(name) > 1:
         name = name.rstrip(SEPARATOR)
     head, sep, rest = name.partition(SEPARATOR)

@@ -30,8 +30,10 @@ from twisted.python.failure import Failure
 
 from txmailhost.accounts.addresses import canonical_address
 from txmailhost.accounts.interfaces import AccountError
+from txmailhost.imap import names
 from txmailhost.imap.matching import matching
 from txmailhost.imap.parser import ParseError, Reader
+from txmailhost.imap.replies import InvalidName
 from txmailhost.imap.search import BadCharset, parse_search
 from txmailhost.imap.searchtext import SEARCH_TEXT
 from txmailhost.imap.session import SelectedMailbox
@@ -87,6 +89,20 @@ def open_store(config: Any) -> Any:
         text_index=config.store.text_index,
         blobs=s3blobs.from_config(config.store),
     )
+
+
+def new_name(name: str) -> str:
+    """A mailbox name to create or rename to, checked as IMAP's CREATE checks it
+    (``imap.names``): an octet the shell passed that isn't UTF-8 arrives as a lone
+    surrogate, and the store made the folder before the subscriptions file refused it."""
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in name):
+        raise AdminError(f"invalid mailbox name {ascii(name)}: it is not UTF-8")
+    try:
+        checked = names.decode(name.encode("imap4-utf-7"))
+        names.check_creatable(checked)
+    except (UnicodeError, InvalidName) as e:
+        raise AdminError(f"invalid mailbox name {ascii(name)}: {e}") from None
+    return checked
 
 
 def account(accounts: Any, address: str) -> str:
@@ -262,7 +278,7 @@ def _mailbox_list(args: argparse.Namespace, config: Any, accounts: Any) -> int:
 def _mailbox_create(args: argparse.Namespace, config: Any, accounts: Any) -> int:
     user = account(accounts, args.user)
     store = open_store(config)
-    for name in args.mailboxes:
+    for name in map(new_name, args.mailboxes):
         result_of(store.create_mailbox(user, name))
         result_of(store.subscribe(user, name, True))
     emit(args, {"created": args.mailboxes}, lambda: [f"created {n}" for n in args.mailboxes])
@@ -282,10 +298,11 @@ def _mailbox_delete(args: argparse.Namespace, config: Any, accounts: Any) -> int
 def _mailbox_rename(args: argparse.Namespace, config: Any, accounts: Any) -> int:
     user = account(accounts, args.user)
     store = open_store(config)
-    result_of(store.rename_mailbox(user, args.old, args.new))
+    new = new_name(args.new)
+    result_of(store.rename_mailbox(user, args.old, new))
     if args.old in result_of(store.subscriptions(user)):
         result_of(store.subscribe(user, args.old, False))
-        result_of(store.subscribe(user, args.new, True))
+        result_of(store.subscribe(user, new, True))
     emit(args, {"renamed": args.old, "to": args.new}, lambda: [f"renamed {args.old} to {args.new}"])
     return 0
 

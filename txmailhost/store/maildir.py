@@ -193,7 +193,8 @@ def folder_directory(user_dir: str, mailbox: str) -> str:
 
     Refuses names that could leave the user's directory or that Maildir++ can't represent:
     empty components, '.' or '..', a '.' inside a component (it is the on-disk separator),
-    NUL and other control characters.
+    NUL and other control characters, and lone surrogates (no character: what the CLI makes
+    of an undecodable octet, ``\udcff``, which no UTF-8 file or table can hold).
     """
     if mailbox.upper() == INBOX:
         return user_dir
@@ -203,7 +204,7 @@ def folder_directory(user_dir: str, mailbox: str) -> str:
             not part
             or part in (".", "..")
             or "." in part
-            or any(ord(c) < 32 or c == "\x7f" for c in part)
+            or any(ord(c) < 32 or c == "\x7f" or 0xD800 <= ord(c) <= 0xDFFF for c in part)
         ):
             raise InvalidMailboxName(f"invalid mailbox name: {mailbox!r}")
     encoded = ".".join(p.encode("imap4-utf-7").decode("ascii") for p in components)
