@@ -115,3 +115,33 @@ def test_a_part_number_that_is_no_nz_number_is_bad(world, section):
     s.cmd("s SELECT INBOX")
     assert s.cmd(f"b FETCH 1 {section}").startswith(b"b BAD ")
     assert s.cmd("c FETCH 1 BODY.PEEK[1]").endswith(b"c OK FETCH completed\r\n")
+
+
+def test_a_sent_date_past_year_9999_matches_no_sent_search(world):
+    """``Date: ... 99999``: SENTBEFORE/SENTON/SENTSINCE over the mailbox answered
+    ``NO [SERVERBUG]`` (the calendar stops at 9999); such a message has no sent day."""
+    deliver(world, ALICE, b"Date: Mon, 1 Jan 99999 10:00:00 +0000\r\nSubject: far\r\n\r\nx\r\n")
+    s = Session(make_factory(world))
+    s.login()
+    s.cmd("s SELECT INBOX")
+    for key in ("SENTBEFORE", "SENTON", "SENTSINCE"):
+        reply = s.cmd(f"b SEARCH {key} 1-Jan-2000")
+        assert reply.endswith(b"b OK SEARCH completed\r\n"), reply
+        assert b"* SEARCH %d" % (len(BROKEN_MIME) + 1) not in reply
+
+
+def test_a_subject_of_many_encoded_words_is_searched_in_bounded_work(world):
+    """Decoding is quadratic in the encoded words: past ``MAX_DECODED`` characters the rest
+    of the value is searched as it is, and a word decoded before the cut is still found."""
+    from txmailhost.imap import search
+
+    words = " ".join(["=?utf-8?q?caf=C3=A9?="] + ["=?utf-8?q?x?="] * 20_000)
+    assert len(words) > 10 * search.MAX_DECODED
+    decoded = search._decode_header(words.encode())
+    assert decoded.startswith("caféxx") and len(decoded) < len(words)  # RFC 2047 6.2: no space
+    deliver(world, ALICE, b"Subject: " + words.encode() + b"\r\n\r\nx\r\n")
+    s = Session(make_factory(world))
+    s.login()
+    s.cmd("s SELECT INBOX")
+    reply = s.cmd(b"b SEARCH CHARSET UTF-8 SUBJECT {5+}\r\ncaf\xc3\xa9")
+    assert b"* SEARCH %d\r\n" % (len(BROKEN_MIME) + 1) in reply
