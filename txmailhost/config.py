@@ -106,6 +106,19 @@ def _seconds(value: Any) -> float:
     return float(value)
 
 
+def _seconds_at_least(minimum: float, why: str) -> Callable[[Any], float]:
+    """Seconds no fewer than a protocol's floor: an autologout timer shorter than its RFC
+    allows logs out clients that follow that RFC (and were told nothing)."""
+
+    def check(value: Any) -> float:
+        seconds = _seconds(value)
+        if seconds < minimum:
+            raise _Invalid(f"expected at least {minimum:g} seconds ({why})")
+        return seconds
+
+    return check
+
+
 def _path(value: Any) -> str:
     if not isinstance(value, str) or "\0" in value:
         raise _Invalid('expected a file path as a string ("" for the default)')
@@ -504,7 +517,7 @@ class POP3Config:
 
     idle_timeout: float = setting(
         600.0,
-        check=_seconds,
+        check=_seconds_at_least(600, "RFC 1939 3: 10 minutes"),
         doc="""Seconds a POP3 client may stay silent before the connection is closed (RFC 1939
         section 3 asks for at least 10 minutes).""",
     )
@@ -522,7 +535,7 @@ class IMAPConfig:
 
     idle_timeout: float = setting(
         1800.0,
-        check=_seconds,
+        check=_seconds_at_least(1800, "RFC 9051 5.4: 30 minutes"),
         doc="""Seconds an IMAP client may stay silent (IDLE included) before the connection is
         closed; RFC 9051 section 5.4 asks for at least 30 minutes.""",
     )
