@@ -623,6 +623,17 @@ def test_dele_is_committed_only_at_quit(session, stocked):
     assert stocked.files() == [MSG2]
 
 
+def test_quit_counts_what_the_mailbox_holds_after_other_sessions(session, stocked):
+    """The maildrop isn't locked: a second session that deleted meanwhile, or new mail,
+    changes what is left. QUIT said the snapshot's count (1 for an empty mailbox)."""
+    other = stocked.connect()
+    other.login()
+    other.cmd("DELE 2")
+    assert other.cmd("QUIT").endswith(b"(1 messages left)\r\n")
+    session.cmd("DELE 1")
+    assert session.cmd("QUIT") == b"+OK txmailhost POP3 server signing off (0 messages left)\r\n"
+
+
 def test_connection_drop_without_quit_deletes_nothing(session, stocked):
     session.cmd("DELE 1")
     session.cmd("DELE 2")

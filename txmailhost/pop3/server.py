@@ -797,6 +797,13 @@ class POP3Server(LineReceiver, TimeoutMixin):
                 raise replies.CommitFailed(closes=True) from None
             self._expunged = len(removed)
         left = len(self._messages) - len(self._deleted)
+        if uids:
+            # The maildrop is not locked (as Dovecot's default): another session may have
+            # removed or added mail meanwhile, so the count is the mailbox's, not the snapshot's.
+            try:
+                left = (await self._mailbox.status()).messages
+            except Exception:
+                log.failure("pop3 could not count what is left for {user}", user=self._user)
         return OK(f"txmailhost POP3 server signing off ({left} messages left)", closes=True)
 
     _COMMANDS: ClassVar[dict[str, _Command]] = {
