@@ -7,9 +7,14 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.imap.support import ALICE, Session, deliver, make_factory
 from tests.support.fixtures import make_world
+from tests.support.linecount import lines_run
+from txmailhost.imap import names, notify
+from txmailhost.imap.notify import EventGroup, NotifySet
 
 MSG = b"From: bob@example.test\r\nSubject: hi\r\n\r\nbody\r\n"
 
@@ -175,3 +180,52 @@ def test_the_hub_forwards_local_events_and_tells_forwarded_ones_to_everyone():
     hub.tell("a@example.test", None, "MailboxName", "Renamed", "New")  # from another worker
     assert maker.heard == [("MailboxName", "Renamed", "New")]
     assert len(sent) == 1  # not sent back
+
+
+def test_subtree_covers_the_name_and_below_not_names_it_is_a_prefix_of(factory):
+    s = session(factory)
+    assert b"OK" in s.cmd("h NOTIFY SET (subtree (Lists/ietf Other) (MailboxName))")
+    other = session(factory)
+    other.cmd("c CREATE Lists/ietfx")
+    other.cmd("d CREATE Lists/ietf")
+    other.cmd("e CREATE Lists/ietf/imap")
+    assert s.take() == b'* LIST () "/" "Lists/ietf"\r\n* LIST () "/" "Lists/ietf/imap"\r\n'
+
+
+_notify_names = st.one_of(
+    st.lists(st.sampled_from(["a", "b", "bc", "INBOX"]), min_size=1, max_size=3).map("/".join),
+    st.text(alphabet="ab/", max_size=5),
+)
+
+
+@given(
+    st.sampled_from(["SUBTREE", "MAILBOXES"]),
+    st.lists(_notify_names, min_size=1, max_size=5),
+    _notify_names,
+)
+def test_subtree_and_mailboxes_cover_what_comparing_every_name_covers(kind, roots, name):
+    """Each filter name is in a set, and SUBTREE walks up the mailbox's name; the answer is
+    the one comparing the mailbox with each filter name in turn gave."""
+    group = EventGroup(kind, tuple(roots), frozenset({"MailboxName"}))
+    if kind == "SUBTREE":
+        expected = any(name == root or name.startswith(root + "/") for root in roots)
+    else:
+        expected = name in roots
+    assert group.covers(name, set()) is expected
+
+
+def test_notify_work_grows_linearly_with_the_mailboxes_and_subtree_names():
+    """What NOTIFY SET, and every mailbox event from another session, ask of the set: which
+    of the user's mailboxes it covers. Four times the mailboxes and subtree names, about
+    four times the lines run; comparing each mailbox with each name ran sixteen times as many."""
+
+    def resolve(size: int) -> int:
+        mailboxes = ["INBOX", *(f"many/box{i:05d}" for i in range(size))]
+        roots = tuple(f"many/box{i:05d}" for i in range(0, 2 * size, 2))
+        spec = NotifySet([EventGroup("SUBTREE", roots, frozenset({"MessageNew"}))])
+        return lines_run(
+            [notify, names], lambda: [n for n in mailboxes if spec.events_for(n, set())]
+        )
+
+    small, large = resolve(500), resolve(2000)
+    assert large < 6 * small, (small, large)

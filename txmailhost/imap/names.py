@@ -135,21 +135,41 @@ class ListPattern:
         return bool(state & self._accept)
 
 
+def superiors(name: str) -> list[str]:
+    """The levels of hierarchy above ``name``, outermost first: ``a/b/c`` → ``a``, ``a/b``.
+
+    Exactly the names ``n`` for which ``name.startswith(n + SEPARATOR)``, so that "is below"
+    is a walk up the name, a few set lookups, never a scan of every other name."""
+    found = []
+    at = name.find(SEPARATOR)
+    while at != -1:
+        found.append(name[:at])
+        at = name.find(SEPARATOR, at + 1)
+    return found
+
+
 def with_parents(names: list[str]) -> dict[str, bool]:
     """Every name and every hierarchy level above it: name → exists (False: \\Noselect)."""
     known = dict.fromkeys(names, True)
     for name in names:
-        parts = name.split(SEPARATOR)
-        for i in range(1, len(parts)):
-            known.setdefault(SEPARATOR.join(parts[:i]), False)
+        for superior in superiors(name):
+            known.setdefault(superior, False)
     return known
 
 
-def attributes(name: str, known: dict[str, bool], subscribed: bool = False) -> list[str]:
-    """LIST attributes: RFC 3348 CHILDREN, RFC 6154 special use, \\Noselect, \\Subscribed."""
-    prefix = name + SEPARATOR
-    has_children = any(other.startswith(prefix) for other in known)
-    attrs = ["\\HasChildren" if has_children else "\\HasNoChildren"]
+def with_children(names: Iterable[str]) -> set[str]:
+    """The names that have a name below them (RFC 3348 ``\\HasChildren``), gathered once per
+    LIST: asking every other name of each listed one made LIST cost the square of the number
+    of mailboxes, on the reactor (1.7 s for 4,000)."""
+    return {superior for name in names for superior in superiors(name)}
+
+
+def attributes(
+    name: str, known: dict[str, bool], parents: set[str], subscribed: bool = False
+) -> list[str]:
+    """LIST attributes: RFC 3348 CHILDREN, RFC 6154 special use, \\Noselect, \\Subscribed.
+    ``known``: ``with_parents``; ``parents``: ``with_children`` of the same names."""
+    attrs = ["\\HasChildren" if name in parents else "\\HasNoChildren"]
     if not known.get(name, False):
         attrs.insert(0, "\\Noselect")
     if name in SPECIAL_USE:
@@ -203,7 +223,9 @@ def list_entries(
     the patterns don't match (so the client would not learn of it otherwise), with CHILDINFO;
     a descendant the patterns do match is listed in its own right instead.
     """
-    known = with_parents(list(existing))
+    existing_names = list(existing)
+    known = with_parents(existing_names)
+    parents = with_children(existing_names)
     subscribed_set = set(subscribed)
     by_subscription = "SUBSCRIBED" in selection
     special = "SPECIAL-USE" in selection
@@ -220,8 +242,7 @@ def list_entries(
     if by_subscription and "RECURSIVEMATCH" in selection:
         for name in subscribed_set:
             if meets(name) and not matches(name):
-                parts = name.split(SEPARATOR)
-                with_childinfo.update(SEPARATOR.join(parts[:i]) for i in range(1, len(parts)))
+                with_childinfo.update(superiors(name))
     candidates = (subscribed_set | with_childinfo) if by_subscription else set(known)
     entries = []
     for name in sorted(candidates, key=lambda n: (n != INBOX, n)):
@@ -231,7 +252,7 @@ def list_entries(
         if not meets(name) and not childinfo:
             continue
         shown_subscribed = (by_subscription or return_subscribed) and name in subscribed_set
-        attrs = attributes(name, known, shown_subscribed)
+        attrs = attributes(name, known, parents, shown_subscribed)
         if name not in known:
             attrs = ["\\NonExistent" if a == "\\Noselect" else a for a in attrs]
         entries.append(ListEntry(name, attrs, childinfo, known.get(name, False)))

@@ -61,6 +61,13 @@ class EventGroup:
     names: tuple[str, ...] = ()  # SUBTREE and MAILBOXES
     events: frozenset[str] = frozenset()
     fetch_atts: bytes = b""  # MessageNew's fetch attributes, "(UID FLAGS ...)"
+    # ``names`` as a set: every mailbox of the user is asked about on each SET and on each
+    # mailbox event from another session, so asking each of thousands of names in turn cost
+    # seconds of the reactor (2.8 s for a subtree of 4,000 names over 4,000 mailboxes).
+    _name_set: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_name_set", frozenset(self.names))
 
     def covers(self, name: str, subscribed: set[str]) -> bool:
         if self.kind == "INBOXES":
@@ -70,9 +77,12 @@ class EventGroup:
         if self.kind == "SUBSCRIBED":
             return name in subscribed
         if self.kind == "MAILBOXES":
-            return name in self.names
+            return name in self._name_set
         if self.kind == "SUBTREE":
-            return any(name == n or name.startswith(n + names.SEPARATOR) for n in self.names)
+            # a root at or above the name: "a/bc" is not under "a/b"
+            return name in self._name_set or any(
+                superior in self._name_set for superior in names.superiors(name)
+            )
         return False
 
 
