@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
+import re
+import smtplib
+import threading
+import time
 
 import pytest
 
@@ -68,3 +72,47 @@ def test_esort_partial_and_update_with_imaplib(server, imap):
     ok(imap.noop())
     _name, updates = imap.response("ESEARCH")
     assert any(line.endswith(b"UID REMOVEFROM (0 2)") for line in updates), updates
+
+
+def test_a_crafted_subject_holds_up_no_other_session(server):
+    """80 KB of folded "(fwd)" lines in a Subject, which anyone can send: SORT, THREAD, FETCH
+    THREADID and SEARCH THREADID answer, and bob's NOOPs meanwhile are answered promptly.
+    SORT, FETCH and SEARCH each took 11 s of the reactor's CPU before (bob waited 18-29 s)."""
+    folded = "x" + "\r\n (fwd)" * 10_000
+    crafted = f"From: x@remote.test\r\nTo: {ALICE}\r\nSubject: {folded}\r\n"
+    crafted += "Message-ID: <crafted@remote.test>\r\n\r\nhello\r\n"
+    with smtplib.SMTP(H, server.ports["smtp"], timeout=60) as smtp:
+        smtp.sendmail("x@remote.test", [ALICE], crafted)
+    alice = imaplib.IMAP4(H, listening_port(server, "imap"), timeout=60)
+    alice.login(ALICE, PASSWORD)
+    ok(alice.append("INBOX", None, None, msg("a reply (fwd)", "Mon, 2 Feb 2015 10:00:00 +0000")))
+    ok(alice.select("INBOX"))
+    bob = imaplib.IMAP4(H, listening_port(server, "imap"), timeout=60)
+    bob.login("bob@example.test", PASSWORD)
+    waits: list[float] = []
+    done = threading.Event()
+
+    def noops() -> None:
+        while True:
+            start = time.monotonic()
+            try:
+                ok(bob.noop())
+            finally:
+                waits.append(time.monotonic() - start)
+            if done.wait(0.05):
+                return
+
+    prober = threading.Thread(target=noops)
+    prober.start()
+    try:
+        assert ok(alice.sort("(SUBJECT)", "UTF-8", "ALL")) == [b"2 1"]
+        assert ok(alice.thread("ORDEREDSUBJECT", "UTF-8", "ALL")) == [b"(2)(1)"]
+        (fetched,) = ok(alice.fetch("1", "(THREADID)"))
+        thread = re.search(rb"THREADID \((T\w+)\)", fetched)[1]
+        assert ok(alice.search(None, "THREADID", thread.decode())) == [b"1"]
+    finally:
+        done.set()
+        prober.join()
+        alice.logout()
+        bob.logout()
+    assert max(waits) < 5, waits

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from txmailhost.imap.headerkeys import HeaderKeys, derive
+from txmailhost.imap import headerkeys
+from txmailhost.imap.basesubject import base_subject
+from txmailhost.imap.headerkeys import HeaderKeys, derive, header_text
 
 
 def test_sent_date_is_the_date_field_in_utc():
@@ -43,3 +45,34 @@ def test_keys_round_trip_through_their_stored_form():
     keys = derive(b"Subject: Re: caf\xc3\xa9\r\nReferences: <a@x>\r\n\r\n")
     assert HeaderKeys.decode(keys.encode()) == keys
     assert HeaderKeys.decode(b"not json") is None
+
+
+def test_a_megabyte_crafted_subject_reaches_base_subject_cut_to_its_first_8_kb(monkeypatch):
+    # 1 MB of folded "(fwd)" lines: the first base subject took 11 s of the reactor for 80 KB,
+    # quadratic; the cut bounds the work whatever the sender wrote (the stdlib's RFC 2047
+    # decoder, before base_subject, is quadratic too).
+    given = []
+    monkeypatch.setattr(headerkeys, "base_subject", lambda text: given.append(text) or ("", 0))
+    derive(b"Subject: x" + b"\r\n (fwd)" * 150_000 + b"\r\n\r\n")
+    (text,) = given
+    assert len(text) <= headerkeys.FIELD_OCTETS
+    assert base_subject(text) == ("x", True)
+
+
+def test_a_field_counts_by_its_first_8_kb():
+    assert header_text(b"a" * 10_000) == "a" * headerkeys.FIELD_OCTETS
+    long_tail = derive(b"Subject: Re: " + b"b" * 8188 + b"c" * 100 + b"\r\n\r\n")
+    assert (long_tail.subject, long_tail.reply) == ("B" * 8188, True)
+    assert derive(b"Subject: Re: =?utf-8?q?caf=C3=A9?=\r\n\r\n").subject == "CAFÉ"
+
+
+def test_the_thread_root_is_what_derive_finds():
+    for header in (
+        b"Message-ID: <m@x>\r\nIn-Reply-To: <p@x> <q@x>\r\n\r\n",
+        b"Message-ID: <m@x>\r\nMessage-ID: <n@x>\r\n\r\n",
+        b"References: <a@x>\r\n <b@x>\r\nIn-Reply-To: <b@x>\r\n\r\n",
+    ):
+        keys = derive(header)
+        root = keys.references[0] if keys.references else keys.message_id
+        assert headerkeys.thread_root(header) == root
+    assert headerkeys.thread_root(b"Subject: none\r\n\r\n") == ""

@@ -13,7 +13,9 @@ The rules are RFC 5256's (§2.2 sent date, §3 SORT keys) and RFC 5957's (DISPLA
   as the first address's mailbox, as in the ENVELOPE;
 - DISPLAYFROM/DISPLAYTO compare the decoded display name of the first address, or its
   addr-mailbox@addr-host when it has none;
-- strings compare with i;ascii-casemap (upper-cased), the RFC's default collation.
+- strings compare with i;ascii-casemap (upper-cased), the RFC's default collation;
+- a Subject or display name counts by its first ``FIELD_OCTETS`` (8 KB) after unfolding, so
+  what a message's keys cost is bounded, whatever its header (see ``header_text``).
 """
 
 from __future__ import annotations
@@ -34,9 +36,18 @@ from txmailhost.store.interfaces import StoredMessage
 
 log = Logger(namespace="txmailhost.imap")
 
-KEY = "imap.sortkeys.1"  # IMailbox.remember name; the suffix changes if the derivation does
+# IMailbox.remember name; the suffix changes if the derivation does. (Cutting fields to
+# FIELD_OCTETS left it: that changed only keys of fields over 8 KB, no real mail's; keys kept
+# before are still a total order, and a new suffix would re-derive every folder once.)
+KEY = "imap.sortkeys.1"
+# Real subjects and names, even with list tags and a dozen "Re:", stay under 1 KB; 8 KB keeps
+# every one whole (RFC 5322 §2.1.1 wants lines under 998 octets), and some 900 characters
+# even of Q-encoded CJK (nine octets a character). The stdlib's RFC 2047 decoder takes time quadratic in the encoded-words
+# (28,000 of them: 1.2 s), so the cut is made before decoding.
+FIELD_OCTETS = 8192
 HEADER_BATCH = 1000
 _MSG_ID = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
+_THREAD_FIELDS = frozenset((b"message-id", b"references", b"in-reply-to"))
 # "Name <local@host>", "\"Name\" <local@host>" or "local@host", then the end or a comma
 _SIMPLE_ADDRESS = re.compile(
     r'\s*(?:(?:"(?P<quoted>[^"\\]*)"|(?P<name>[^"<>,;:@()\\]*?))\s*'
@@ -75,8 +86,11 @@ class HeaderKeys(NamedTuple):
 
 
 def header_text(value: bytes) -> str:
-    """An unfolded header value with RFC 2047 encoded-words decoded, whitespace collapsed."""
-    text = value.decode("utf-8", "replace")
+    """An unfolded header value with RFC 2047 encoded-words decoded, whitespace collapsed: of
+    its first ``FIELD_OCTETS``. Values that agree that far compare equal, and SORT keeps such
+    messages in mailbox order (RFC 5256 §3: as any that match exactly), so its order stays
+    total; a character or an encoded-word cut there is kept as it decodes."""
+    text = value[:FIELD_OCTETS].decode("utf-8", "replace")
     if "=?" in text:
         # a malformed encoded-word: the raw text is the best we have
         with contextlib.suppress(Exception):
@@ -144,11 +158,7 @@ def derive(header: bytes) -> HeaderKeys:
         fields.setdefault(name, value)  # the first occurrence, as ENVELOPE takes it
     subject, reply = base_subject(header_text(fields.get(b"subject", b"")))
     sender, recipient = _first_address(fields.get(b"from")), _first_address(fields.get(b"to"))
-    ids = _message_ids(fields.get(b"message-id"))
-    references = _message_ids(fields.get(b"references"))
-    if not references:
-        # RFC 5256 §3 (REFERENCES, step 1.A): without References, the first In-Reply-To id
-        references = _message_ids(fields.get(b"in-reply-to"))[:1]
+    message_id, references = _thread_ids(fields)
     return _compact(
         [
             _sent(fields.get(b"date")),
@@ -159,10 +169,33 @@ def derive(header: bytes) -> HeaderKeys:
             _first_address(fields.get(b"cc"))[1].upper(),
             _display(sender),
             _display(recipient),
-            ids[0] if ids else "",
+            message_id,
             references,
         ]
     )
+
+
+def thread_root(header: bytes) -> str:
+    """The id a message's thread is named after (RFC 5256 §3, REFERENCES): the first of its
+    References, else of In-Reply-To, else its own Message-ID; "" when it has none. The same
+    as ``derive`` finds, without decoding the Subject and the addresses: FETCH THREADID and
+    SEARCH THREADID ask for it of every message every time."""
+    fields: dict[bytes, bytes] = {}
+    for name, value in mime.parse_header_fields(header):
+        if name in _THREAD_FIELDS:
+            fields.setdefault(name, value)
+    message_id, references = _thread_ids(fields)
+    return references[0] if references else message_id
+
+
+def _thread_ids(fields: dict[bytes, bytes]) -> tuple[str, list[str]]:
+    """(Message-ID, References) of a message's first fields by lower-case name."""
+    ids = _message_ids(fields.get(b"message-id"))
+    references = _message_ids(fields.get(b"references"))
+    if not references:
+        # RFC 5256 §3 (REFERENCES, step 1.A): without References, the first In-Reply-To id
+        references = _message_ids(fields.get(b"in-reply-to"))[:1]
+    return ids[0] if ids else "", references
 
 
 def decode_many(stored: dict[int, bytes]) -> dict[int, HeaderKeys]:

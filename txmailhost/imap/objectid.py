@@ -24,8 +24,7 @@ THREAD_PREFIX = "T"  # as EMAILIDs start with M and MAILBOXIDs with F (store/obj
 
 def threadid(header: bytes) -> str | None:
     """The THREADID of a message with this header block, None when it has none."""
-    keys = headerkeys.derive(header)
-    root = keys.references[0] if keys.references else keys.message_id
+    root = headerkeys.thread_root(header)
     if not root:
         return None
     return THREAD_PREFIX + hashlib.blake2b(root.encode("utf-8"), digest_size=12).hexdigest()
