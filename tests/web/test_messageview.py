@@ -81,3 +81,56 @@ def test_mime_nested_deeper_than_the_parser_goes_is_shown_as_its_text():
     view = read_message(_nested(1500))
     assert view.subject == "deep" and "click here now" in (view.text or "")
     assert read_message(_nested(50)).text.strip() == "click here now"
+
+
+def _nested_messages(depth: int) -> bytes:
+    body = b"Subject: innermost\r\n\r\nleaf\r\n"
+    for level in range(depth):
+        body = b"Subject: level %d\r\nContent-Type: message/rfc822\r\n\r\n" % level + body
+    return b"From: a@remote.test\r\nMIME-Version: 1.0\r\n" + body
+
+
+def test_messages_attached_300_deep_are_read_and_downloaded_not_raised():
+    """300 levels of message/rfc822 (15 KB) parse, but writing one out again recursed past
+    the stack: the page, its body and the download were 500s."""
+    raw = _nested_messages(300)
+    view = read_message(raw)
+    assert view.subject == "level 299" and [a.part for a in view.attachments] == ["1"]
+    part = extract_part(raw, "1")
+    assert part.data == raw.split(b"\r\n\r\n", 1)[1]  # IMAP's BODY[1]
+    assert read_message(_nested_messages(3000)).subject == "level 2999"
+
+
+def test_an_attached_message_downloads_as_the_octets_stored():
+    """The download was the part written out again: its own Content-Type header on top,
+    fields refolded and RFC 2047 words decoded, LF line ends. Now it is IMAP's BODY[2]."""
+    attached = (
+        b"DKIM-Signature: v=1; a=rsa-sha256; d=remote.test; s=s; h=from:subject; b=yy\r\n"
+        b"From: inner@remote.test\r\nSubject: =?utf-8?q?a_very_long_subject_that_has_to_be_"
+        b"refolded_when_the_generator_writes_it_out_again_xxxxxxxxxxxxxxxxxxxxx?=\r\n"
+        b"\r\ninner body\r\n"
+    )
+    raw = (b"From: a@remote.test\r\nSubject: fwd\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+           b"Content-Type: text/plain\r\n\r\nsee attached\r\n--b\r\n"
+           b"Content-Type: message/rfc822\r\n"
+           b"Content-Disposition: attachment; filename=orig.eml\r\n\r\n"
+           + attached + b"--b--\r\n")  # fmt: skip
+    [attachment] = read_message(raw).attachments
+    assert (attachment.filename, attachment.size) == ("orig.eml", len(attached) - 2)
+    assert extract_part(raw, "2").data == attached[:-2]  # the CRLF before --b is the boundary's
+
+
+def test_file_names_are_shown_without_bidi_and_format_characters():
+    """U+202E RIGHT-TO-LEFT OVERRIDE made ``invoice\\u202efdp.exe`` read "invoiceexe.pdf"."""
+    message = EmailMessage()
+    message["Subject"] = "invoice"
+    message.set_content("see attached")
+    message.add_attachment(b"MZ", maintype="application", subtype="octet-stream",
+                           filename="invoice\u202efdp.exe")  # fmt: skip
+    message.add_attachment(b"x", maintype="application", subtype="octet-stream",
+                           filename="a\u2066b\u200bc\u2069.txt")  # fmt: skip
+    raw = message.as_bytes()
+    names = [a.filename for a in read_message(raw).attachments]
+    assert names == ["invoicefdp.exe", "abc.txt"]
+    assert extract_part(raw, "2").filename == "invoicefdp.exe"

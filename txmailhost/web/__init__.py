@@ -8,7 +8,8 @@ logout or restart), the pages (``login.py``, ``folders.py``, ``reading.py``, ``m
 ``folderadmin.py``, ``settings.py``, ``admin*.py``) rendered with Jinja2 (autoescape on,
 ``rendering.py``) from ``templates/``, new-mail push (``events.py``, Server-Sent Events),
 the assets in ``static/`` (ours, and htmx from npm, pinned and checked by hash in
-``static.py``), messages parsed for reading (``messageview.py``) with HTML made safe by nh3
+``static.py``), messages parsed for reading (``messageview.py``, their header fields bounded
+first by ``headerbounds.py``) with HTML made safe by nh3
 (``sanitize.py``), sort orders and keys (``sortkeys.py``), the autoconfiguration files
 (``autoconfig.py``, ``mobileconfig.py``).
 
@@ -16,8 +17,9 @@ What it may import: the accounts Portal (the same ``ThrottledPortal`` IMAP, POP3
 log in through, so failures count across all of them), the store interfaces
 (``store.interfaces``), ``session.auth.PasswordLogin`` and ``peer``; the IMAP server's pure
 search modules (``imap.search``, ``imap.matching``, ``imap.session``'s view) and mailbox
-observers (``imap.observers.tell``), and its threading (``imap.thread``, ``imap.headerkeys``),
-so search, threads and spam training mean what they mean over IMAP; ``mailauth.dnsrecords``
+observers (``imap.observers.tell``), its threading (``imap.thread``, ``imap.headerkeys``) and
+its MIME splitter (``imap.mime``: an attached message downloads as IMAP's ``BODY[n]``),
+so search, threads, spam training and part octets mean what they mean over IMAP; ``mailauth.dnsrecords``
 and ``ops.log_grep`` for the admin console (the CLI's code); ``sieve.admin``/``sieve.scripts``
 for the settings; and ``smtp.outbox.Refused`` (the
 ``Outbox`` itself, port 587's pipeline, is built and handed in by ``listeners.py``). Never a

@@ -23,7 +23,6 @@ owned ...") and the fields as typed; uploaded files must then be chosen again.
 from __future__ import annotations
 
 import contextlib
-import email.policy
 import io
 import tempfile
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from txmailhost.store.interfaces import (
 from txmailhost.web import composing
 from txmailhost.web.composing import Attachment, BadField, Draft
 from txmailhost.web.context import Route, WebContext
+from txmailhost.web.headerbounds import POLICY
 from txmailhost.web.login import _peer_text
 from txmailhost.web.messageview import MessageView, extract_part, read_message
 from txmailhost.web.reading import MAX_UID
@@ -82,8 +82,10 @@ def _read_all(stream: Any) -> bytes:
 
 
 def _parse(raw: bytes) -> tuple[MessageView, Any]:
+    """The message as read, and its header fields, bounded as the reading page's are
+    (``headerbounds.py``)."""
     view = read_message(raw)
-    headers = BytesHeaderParser(policy=email.policy.default).parsebytes(raw)
+    headers = BytesHeaderParser(policy=POLICY).parsebytes(raw)
     return view, headers
 
 
@@ -109,7 +111,11 @@ def _field(headers: Any, name: str) -> str:
 def _address_list(values: list[str], drop: set[str]) -> str:
     """Addresses of header values, once each, without those in ``drop`` (lowercase)."""
     out, seen = [], set(drop)
-    for display, address in getaddresses(values):
+    try:
+        found = getaddresses(values)
+    except RecursionError:  # comments nested deeper than the stack: no address to offer
+        found = []
+    for display, address in found:
         if not address or address.lower() in seen:
             continue
         seen.add(address.lower())

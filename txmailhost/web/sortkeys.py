@@ -1,7 +1,9 @@
 """Sort keys for sorting a folder by sender or subject, derived once per message.
 
 A key is the first From: mailbox's display name (else its address) and the subject without
-``Re:``/``Fwd:``, both case-folded (close to IMAP SORT's FROM and SUBJECT, RFC 5256 §2.1).
+``Re:``/``Fwd:``, both case-folded (close to IMAP SORT's FROM and SUBJECT, RFC 5256 §2.1),
+from the first ``headerbounds.MAX_LISTED`` characters of each field (what a list row shows;
+the decoders are quadratic in what they are given, and list rows are decoded on the reactor).
 Messages never change, so a key is derived once from the header block, kept with the message
 in the store (``IMailbox.remember``, name :data:`SORT_KEYS`: the next process finds it in the
 index and reads no message), and cached in memory per (user, folder, UIDVALIDITY) with a
@@ -18,6 +20,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from txmailhost.web.headerbounds import ELLIPSIS, MAX_LISTED
+
 SORT_KEYS = "web.sortkeys.v1"  # the derived value's name: b"sender\0subject", folded
 MAX_ENTRIES = 400_000  # about 40 MB of keys at most, whatever the folders
 _BATCH = 500  # header blocks read at once when deriving
@@ -29,6 +33,13 @@ def decode_header(value: bytes | str | None) -> str:
         return ""
     raw = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
     raw = " ".join(raw.split())  # unfold
+    if len(raw) <= MAX_LISTED:
+        return _decoded(raw)
+    start = raw[:MAX_LISTED]
+    return _decoded(start.rpartition(" ")[0] or start) + ELLIPSIS  # whole words only
+
+
+def _decoded(raw: str) -> str:
     try:
         return str(email.header.make_header(email.header.decode_header(raw)))
     except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
@@ -38,7 +49,10 @@ def decode_header(value: bytes | str | None) -> str:
 def sender_name(value: bytes | None) -> str:
     """The display name, else the address, of the first From: mailbox."""
     text = decode_header(value)
-    name, address = email.utils.parseaddr(text)
+    try:
+        name, address = email.utils.parseaddr(text)
+    except RecursionError:  # comments nested deeper than the stack
+        return text
     return name or address or text
 
 
