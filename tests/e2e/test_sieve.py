@@ -232,3 +232,58 @@ def test_flags_set_by_a_script_reach_the_memory_store_too(server_template, tmp_p
         check_flags_reach_the_mailboxes(proc)
     finally:
         proc.stop()
+
+
+def messages(server, user: str, want: int, mailbox: str = "INBOX") -> list[bytes]:
+    """The whole messages in ``mailbox``, waiting up to 10 s for at least ``want`` of them."""
+    deadline = time.time() + 10
+    while True:
+        imap = imaplib.IMAP4(H, server.ports["imap"], timeout=10)
+        imap.login(user, PASSWORD)
+        found: list[bytes] = []
+        typ, _ = imap.select(mailbox, readonly=True)
+        if typ == "OK":
+            _, data = imap.fetch("1:*", "(BODY.PEEK[])")
+            found = [part[1] for part in data if isinstance(part, tuple)]
+        imap.logout()
+        if len(found) >= want or time.time() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def test_vacation_reply_names_only_real_message_ids_of_a_hostile_original(server):
+    """An encoded CR LF in the original's Message-ID or References (RFC 2047 decodes it)
+    writes no field and no body into the reply sent as the user."""
+    upload(server, 'require "vacation";\r\nvacation :days 1 "I am away.";\r\n')
+    crlf = "=0D=0AX-Injected:_yes=0D=0AContent-Type:_text/html=0D=0A=0D=0A<h1>Reset</h1>=0D=0A"
+    hostile = (
+        f"From: {BOB}\r\nTo: {ALICE}\r\nSubject: =?utf-8?q?hi=0D=0AX-Subject-Injected:_yes?=\r\n"
+        f"Message-ID: =?us-ascii?Q?<x@evil.test>{crlf}?=\r\n"
+        f"References: <r1@example.test> =?us-ascii?Q?<r2@evil.test>{crlf}?=\r\n"
+        "\r\nare you there?\r\n"
+    )
+    with smtplib.SMTP(H, server.ports["smtp"], timeout=10) as s:
+        s.sendmail(BOB, [ALICE], hostile)
+    [reply] = messages(server, BOB, want=1)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    names = [line.partition(b":")[0].lower() for line in head.split(b"\r\n")]
+    assert not [n for n in names if n.startswith(b"x-")] and names.count(b"content-type") == 1
+    assert b"text/html" not in head and body == b"I am away.\r\n"
+    assert b"in-reply-to" not in names  # the original has no msg-id to name
+    assert b"\r\nReferences: <r1@example.test>\r\n" in head
+    assert b"\r\nSubject: Auto: hi X-Subject-Injected: yes\r\n" in head
+
+
+def test_vacation_answers_a_subject_that_is_not_utf8(server):
+    """Octets of another charset in the Subject are no reason to lose the reply."""
+    upload(server, 'require "vacation";\r\nvacation :days 1 "I am away.";\r\n')
+    raw = (
+        f"From: {BOB}\r\nTo: {ALICE}\r\nSubject: caf\xe9\r\nMessage-ID: <c1@example.test>\r\n"
+        "\r\nhello\r\n"
+    ).encode("latin-1")
+    with smtplib.SMTP(H, server.ports["smtp"], timeout=10) as s:
+        s.sendmail(BOB, [ALICE], raw)
+    assert len(messages(server, ALICE, want=1)) == 1
+    [reply] = messages(server, BOB, want=1)
+    assert b"\r\nIn-Reply-To: <c1@example.test>\r\n" in reply
+

@@ -340,3 +340,30 @@ def test_a_line_break_in_the_answered_folder_writes_no_header_field(server):
     [draft] = [m for _, m in imap_messages(server, ALICE, "Drafts", wait=1)
                if m["Subject"] == "injected draft"]  # fmt: skip
     assert draft["Bcc"] is None and draft["X-Injected"] is None
+
+
+def test_a_reply_to_a_hostile_message_names_only_its_real_ids_and_can_be_sent(server):
+    """Decoded (RFC 2047), the original's Message-ID and Subject hold CR LF and NUL: the
+    reply form takes only real msg-ids from the raw fields and the subject on one line,
+    so no junk reaches In-Reply-To and the reply isn't refused for a character the user
+    never typed."""
+    raw = (
+        b"From: bob@example.test\r\nTo: alice@example.test\r\n"
+        b"Subject: =?utf-8?q?plans=0D=0AX-Injected:_yes=00=E2=80=A8now?=\r\n"
+        b"Message-ID: =?us-ascii?q?<p@evil.test>=0D=0AX-Injected:_yes?=\r\n"
+        b"References: <r1@example.test> =?us-ascii?q?<r2@x>=0D=0AX-Injected:_yes?=\r\n"
+        b"\r\nShall we meet?\r\n"
+    )
+    with smtplib.SMTP(H, server.ports["smtp"], timeout=30) as s:
+        s.sendmail("someone@remote.test", [ALICE], raw)
+    alice = logged_in(server)
+    alice.wait_for("/mail", "plans")
+    fields = compose_form(alice, "?mode=reply&folder=INBOX&uid=1")
+    assert fields["in_reply_to"] == "" and fields["references"] == "<r1@example.test>"
+    assert fields["subject"] == "Re: plans X-Injected: yes now"
+    fields.update(action="send")
+    assert alice.post_multipart("/compose", fields, follow=False).status == 303
+    [(_, reply)] = imap_messages(server, BOB, wait=1)
+    assert reply["In-Reply-To"] is None and reply["References"] == "<r1@example.test>"
+    assert reply["Subject"] == "Re: plans X-Injected: yes now"
+    assert not [name for name in reply if name.lower().startswith("x-")]

@@ -36,6 +36,19 @@ def test_a_hostile_reply_cannot_inject_fields_into_the_report():
     assert b"Diagnostic-Code: smtp; 550 no Action: delivered" in dsn
 
 
+def test_a_hostile_reply_cannot_break_a_line_of_a_utf8_report_either():
+    """In a message/global-delivery-status (SMTPUTF8, RFC 6533) non-ASCII text stays, but
+    not NEL or U+2028/U+2029, which str.splitlines() and some readers take for line ends."""
+    sender = envelope()
+    sender.smtputf8 = True
+    diagnostic = "550 n\u00e4\u2028Action: delivered\x85Status: 2.0.0\u2029X: y"
+    r = Recipient("c@remote.test", status="5.0.0", diagnostic=diagnostic)
+    dsn = build_dsn("mx.example.test", sender, [r], b"", action=FAILED, now=1.7e9).decode()
+    status = dsn.split("message/global-delivery-status\r\n\r\n")[1].split("\r\n--")[0]
+    assert [line.split(":")[0] for line in status.splitlines() if line].count("Action") == 1
+    assert "Diagnostic-Code: smtp; 550 n\u00e4 Action: delivered Status: 2.0.0 X: y" in dsn
+
+
 def test_failed_report_never_carries_a_temporary_status():
     r = Recipient("c@remote.test", status="4.4.1", diagnostic="connection refused")
     dsn = build_dsn("mx.example.test", envelope(), [r], b"", action=FAILED, now=1.7e9)

@@ -4,6 +4,7 @@ mail, over a real script directory and a real Router on a real accounts database
 from __future__ import annotations
 
 import email
+import email.header
 
 import pytest
 from twisted.internet.defer import succeed
@@ -194,3 +195,60 @@ def test_a_failed_script_stores_no_flags(world):
     world.script('require "imap4flags"; addflag "\\\\Seen"; redirect "not an address";')
     decision = world.decide()
     assert decision.mailboxes == ["INBOX"] and decision.flags == {}
+
+
+HOSTILE = (
+    b"Return-Path: <bob@example.test>\r\nFrom: bob@example.test\r\nTo: alice@example.test\r\n"
+    b"Subject: =?utf-8?q?hi=0D=0ABcc:_victim@example.net=00=E2=80=A8X-Sep:_1=C2=85X-Nel:_1?=\r\n"
+    b"Message-ID: =?us-ascii?q?<m1@example.test>=0D=0AX-Injected:_yes=0D=0A=0D=0Abody?=\r\n"
+    b"\r\nhi\r\n"
+)
+
+
+def _header_lines(data: bytes) -> list[bytes]:
+    """The header section's lines, split on CR LF only, continuation lines included."""
+    return data.partition(b"\r\n\r\n")[0].split(b"\r\n")
+
+
+def _one_line_fields(data: bytes) -> None:
+    """Every header line is a field or a fold, of printable ASCII (tab allowed)."""
+    for line in _header_lines(data):
+        assert line[:1] in (b" ", b"\t") or b":" in line, line
+        assert all(0x20 <= octet < 0x7F or octet == 0x09 for octet in line), line
+    assert not any(line.startswith((b"X-", b"Bcc")) for line in _header_lines(data))
+
+
+def test_a_refusal_takes_no_field_from_a_hostile_original(world):
+    """The decoded Subject (CR LF, NUL, U+2028, NEL) and an encoded Message-ID write
+    nothing into the MDN's header; a Message-ID that isn't a msg-id isn't named."""
+    world.script('require "reject"; reject "Not here.";')
+    [(_envelope, data)] = world.decide(HOSTILE).outgoing
+    _one_line_fields(data)
+    mdn = email.message_from_bytes(data)
+    assert mdn["In-Reply-To"] is None
+    assert "Original-Message-ID" not in data.decode("utf-8")
+    assert str(email.header.make_header(email.header.decode_header(mdn["Subject"]))) == (
+        "Rejected: hi Bcc: victim@example.net X-Sep: 1 X-Nel: 1"
+    )
+
+
+def test_a_vacation_subject_and_from_taken_by_variables_stay_one_line(world):
+    world.script(
+        'require ["vacation", "variables"]; if header :matches "subject" "*" { set "s" "${1}"; }'
+        ' vacation :subject "Re: ${s}" :from "${s} <alice@example.test>" "Away.";'
+    )
+    [(_envelope, data)] = world.decide(HOSTILE).outgoing
+    _one_line_fields(data)
+    reply = email.message_from_bytes(data)
+    assert reply["In-Reply-To"] is None and reply["References"] is None
+    assert reply.get_payload() == "Away.\r\n"
+
+
+def test_an_original_whose_subject_is_not_utf8_is_answered_and_refused(world):
+    latin1 = MESSAGE.replace(b"[news] hello", b"caf\xe9")
+    world.script('require "vacation"; vacation "Away.";')
+    [(_envelope, reply)] = world.decide(latin1).outgoing
+    assert b"\r\nSubject: =?utf-8?" in reply and b"\r\nIn-Reply-To: <m1@example.test>\r\n" in reply
+    world.script('require "reject"; reject "Not here.";')
+    [(_envelope, mdn)] = world.decide(latin1).outgoing
+    assert b"\r\nSubject: =?utf-8?" in mdn

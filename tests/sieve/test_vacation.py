@@ -115,3 +115,35 @@ def test_default_subject_and_non_ascii_text():
     assert reply["Subject"] == "Auto: Lunch?"
     assert reply.get_content_charset() == "utf-8"
     assert "zurück".encode() in raw
+
+
+def test_reply_names_only_real_msg_ids_of_the_original():
+    """RFC 2047 decodes an encoded CR LF: the ids come from the raw fields, and only those
+    that are ``<left@right>`` (RFC 5322 3.6.4), so nothing can follow them into the reply."""
+    hostile = BASE.replace(
+        b"Message-ID: <m1@example.net>\r\nReferences: <m0@example.net>",
+        b"Message-ID: =?us-ascii?q?<m1@example.net>=0D=0AX-Injected:_yes=0D=0A=0D=0A<h1>?=\r\n"
+        b"References: <m0@example.net> =?us-ascii?q?<m2@x>=0D=0AX-Injected:_yes?=",
+    )
+    raw = build_reply(view(hostile), REQUEST, ALICE, "mx.example.test")
+    assert b"X-Injected" not in raw and b"<h1>" not in raw
+    reply = email.message_from_bytes(raw)
+    assert reply["In-Reply-To"] is None and reply["References"] == "<m0@example.net>"
+    assert reply.get_payload() == "I am away.\r\n"
+    references = BASE.replace(
+        b"References: <m0@example.net>",
+        b"References: <m0@example.net> =?us-ascii?q?<m2@x>=0D=0AX-Injected:_yes?= <m3@x>",
+    )
+    reply = email.message_from_bytes(build_reply(view(references), REQUEST, ALICE, "mx"))
+    assert reply["In-Reply-To"] == "<m1@example.net>"
+    assert reply["References"].split() == ["<m0@example.net>", "<m3@x>", "<m1@example.net>"]
+
+
+def test_a_long_thread_is_referenced_by_its_first_and_latest_ids_folded():
+    thread = b" ".join(b"<m%d-%s@example.net>" % (i, b"x" * 40) for i in range(500))
+    long = BASE.replace(b"References: <m0@example.net>", b"References: " + thread)
+    raw = build_reply(view(long), REQUEST, ALICE, "mx.example.test")
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 78
+    references = email.message_from_bytes(raw)["References"].split()
+    assert len(references) == 20 and references[0].startswith("<m0-")
+    assert references[-2].startswith("<m499-") and references[-1] == "<m1@example.net>"

@@ -33,7 +33,9 @@ DELAYED = "delayed"
 DELIVERED = "delivered"  # RFC 3464 2.3.3: at the final destination (local delivery)
 RELAYED = "relayed"  # ... or handed to a server that won't send DSNs itself
 
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f]+")
+# C0, DEL, C1 (NEL) and the Unicode line and paragraph separators: a UTF-8 report keeps
+# non-ASCII text, and Python's str.splitlines() and some readers break lines at these too.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
 def _field(value: str, limit: int = 900, utf8: bool = False) -> str:

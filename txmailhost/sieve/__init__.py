@@ -21,9 +21,10 @@ the administrator's scripts for ``include :global``.
 With ``[store] backend = "postgres"`` the per-user state is in the database the nodes
 share instead (``shared.py``, through ``store.pgstate``), so every node sees one copy.
 
-May import: ``_safeio``, ``peer``, ``sasl``, ``session``, the accounts, delivery and store
-interfaces (the store's only for the IMAP flag names). Never the SMTP, IMAP or POP3 packages; delivery imports this package only
-through the object ``service.py`` hands the delivery agent.
+May import: ``_safeio``, ``peer``, ``replyfields``, ``sasl``, ``session``, the accounts,
+delivery and store interfaces (the store's only for the IMAP flag names). Never the SMTP, IMAP
+or POP3 packages; delivery imports this package only through the object ``service.py`` hands
+the delivery agent.
 
 Invariants a change must keep:
 1. A script never loses mail: a script that can't be read, parsed or run leaves the message
@@ -32,4 +33,6 @@ Invariants a change must keep:
    never leaves half a script active. Names are checked so no script leaves its directory.
 3. No automatic reply to ``<>``, to lists, to auto-submitted mail or to ourselves (RFC 3834
    2, RFC 5230 4.5-4.6); each reply goes out through the one durable hand-off.
+4. What a received message says (its ids, its subject, whatever a variable took from it)
+   reaches a header field we write only through ``replyfields``: real msg-ids, one line.
 """

@@ -5,7 +5,8 @@ reply; RFC 5429 then asks for a Message Disposition Notification to the envelope
 from ``<>`` so that it can't bounce back: a ``multipart/report`` with the reason for people,
 a ``message/disposition-notification`` part (``Disposition: automatic-action/
 MDN-sent-automatically; deleted``) for programs, and the refused message's header. Never to
-``<>`` (the caller checks).
+``<>`` (the caller checks). The refused message's Message-ID and Subject pass through
+``replyfields`` (only a real msg-id, text on one line) so they can write no field of the MDN.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import secrets
 from email.utils import formatdate, make_msgid
 
+from txmailhost.replyfields import header_text, reply_ids
 from txmailhost.sieve.message import MessageView
 
 MAX_HEADER_COPY = 64 * 1024
@@ -20,14 +22,15 @@ MAX_HEADER_COPY = 64 * 1024
 
 def rejection(view: MessageView, reason: str, user: str, hostname: str) -> bytes:
     """The MDN refusing ``view`` (for ``user``, with the script's ``reason``)."""
-    subject = " ".join((view.values("Subject") or [""])[0].split())
-    message_id = (view.fields.get("message-id") or [""])[0].strip()
+    subject = header_text("Rejected: " + (view.values("Subject") or [""])[0])
+    # The raw field, never the decoded one: only a real msg-id (replyfields).
+    message_id, _references = reply_ids((view.fields.get("message-id") or [""])[0], "")
     boundary = f"txmailhost-reject-{secrets.token_hex(8)}"
     text = reason.replace("\r\n", "\n").replace("\n", "\r\n").rstrip("\r\n")
     headers = [
         f"From: Mail Delivery System <MAILER-DAEMON@{hostname}>",
         f"To: <{view.sender}>",
-        f"Subject: Rejected: {subject}"[:900],
+        f"Subject: {subject}",
         f"Date: {formatdate(localtime=False)}",
         f"Message-ID: {make_msgid('reject', domain=hostname)}",
         "Auto-Submitted: auto-replied (rejected)",
@@ -52,4 +55,5 @@ def rejection(view: MessageView, reason: str, user: str, hostname: str) -> bytes
         f"\r\n\r\n{original}\r\n",
     ]  # fmt: skip
     body = "".join(f"--{boundary}\r\n{part}" for part in parts) + f"--{boundary}--\r\n"
-    return ("\r\n".join(headers) + "\r\n\r\n" + body).encode("utf-8")
+    # "replace": a variable may have put an octet that isn't UTF-8 into the reason
+    return ("\r\n".join(headers) + "\r\n\r\n" + body).encode("utf-8", "replace")

@@ -20,7 +20,10 @@ for every node (``sieve/shared.py``): otherwise each node would answer a sender 
 The reply (:func:`build_reply`, RFC 5230 5): to the envelope sender, from ``<>`` (RFC 3834
 3.3), ``Auto-Submitted: auto-replied``, ``In-Reply-To`` and ``References`` naming the
 original, ``Subject`` from ``:subject`` or ``Auto: `` and the original's; with ``:mime`` the
-reason is a whole MIME entity.
+reason is a whole MIME entity. What comes from the original (its ids, its subject, and
+whatever a variable took from it into ``:subject`` or ``:from``) goes through
+``replyfields``: only real msg-ids, text on one line, so the sender of the original can't
+write fields or a body into the reply sent as the user.
 """
 
 from __future__ import annotations
@@ -29,12 +32,13 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import threading
 import time
-from email.header import Header
 from email.utils import formatdate, make_msgid
 
 from txmailhost._safeio import directory_locked, makedirs_durably, write_atomic
+from txmailhost.replyfields import fold_ids, header_text, reply_ids
 from txmailhost.sieve.interpreter import VacationRequest
 from txmailhost.sieve.message import MessageView
 
@@ -47,6 +51,7 @@ _LIST_FIELDS = (
     "List-Archive",
 )  # fmt: skip
 _RECIPIENT_FIELDS = ("To", "Cc", "Bcc", "Resent-To", "Resent-Cc", "Resent-Bcc")
+_LINE_END = re.compile(r"\r\n|\r|\n")
 _ROBOTS = ("mailer-daemon", "listserv", "majordomo", "postmaster", "noreply", "no-reply")
 
 
@@ -135,42 +140,35 @@ class ResponseLog:
         return found
 
 
-def _header(value: str) -> str:
-    """A header value safe on one line, encoded (RFC 2047) when it isn't ASCII."""
-    value = " ".join(value.split())
-    try:
-        value.encode("ascii")
-    except UnicodeEncodeError:
-        return Header(value, "utf-8").encode()
-    return value
-
-
 def build_reply(message: MessageView, request: VacationRequest, user: str, hostname: str) -> bytes:
     """The reply to ``message`` (RFC 5230 5), as bytes ready for submission."""
     original_subject = (message.values("Subject") or [""])[0]
     subject = request.subject if request.subject is not None else f"Auto: {original_subject}"
     sender = request.sender or user
     lines = [
-        f"From: {_header(sender)}",
+        f"From: {header_text(sender, 'From')}",
         f"To: <{message.sender}>",
-        f"Subject: {_header(subject)}",
+        f"Subject: {header_text(subject)}",
         f"Date: {formatdate(localtime=False)}",
         f"Message-ID: {make_msgid('vacation', domain=hostname)}",
         "Auto-Submitted: auto-replied (vacation)",
         "Precedence: bulk",
     ]
-    message_id = (message.values("Message-ID") or [""])[0].strip()
-    if message_id:
-        references = " ".join((message.values("References") or [""])[0].split())
-        lines.append(f"In-Reply-To: {message_id}")
-        lines.append(f"References: {(references + ' ' + message_id).strip()}")
+    # The raw fields, never decoded ones: see replyfields.
+    parent, references = reply_ids(
+        (message.fields.get("message-id") or [""])[0], (message.fields.get("references") or [""])[0]
+    )
+    if parent is not None:
+        lines.append(f"In-Reply-To: {parent}")
+    if references:
+        lines.append(f"References: {fold_ids(references)}")
     lines.append("MIME-Version: 1.0")
+    # A variable may have put a bare CR, or an octet that isn't UTF-8, into the reason.
+    reason = _LINE_END.sub("\r\n", request.reason)
     if request.mime:
         # The reason is a MIME entity with its own header (RFC 5230 4.4).
-        entity = request.reason.replace("\r\n", "\n").replace("\n", "\r\n")
-        return ("\r\n".join(lines) + "\r\n" + entity).encode("utf-8")
+        return ("\r\n".join(lines) + "\r\n" + reason).encode("utf-8", "replace")
     lines += ["Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: 8bit"]
-    body = request.reason.replace("\r\n", "\n").replace("\n", "\r\n")
-    if not body.endswith("\r\n"):
-        body += "\r\n"
-    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode("utf-8")
+    if not reason.endswith("\r\n"):
+        reason += "\r\n"
+    return ("\r\n".join(lines) + "\r\n\r\n" + reason).encode("utf-8", "replace")

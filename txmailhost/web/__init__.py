@@ -21,9 +21,9 @@ observers (``imap.observers.tell``), its threading (``imap.thread``, ``imap.head
 its MIME splitter (``imap.mime``: an attached message downloads as IMAP's ``BODY[n]``),
 so search, threads, spam training and part octets mean what they mean over IMAP; ``mailauth.dnsrecords``
 and ``ops.log_grep`` for the admin console (the CLI's code); ``sieve.admin``/``sieve.scripts``
-for the settings; and ``smtp.outbox.Refused`` (the
-``Outbox`` itself, port 587's pipeline, is built and handed in by ``listeners.py``). Never a
-protocol's server; nothing imports ``web`` but ``listeners.py``.
+for the settings; ``replyfields`` (a reply's ids and subject, as vacation's); and
+``smtp.outbox.Refused`` (the ``Outbox`` itself, port 587's pipeline, is built and handed in by
+``listeners.py``). Never a protocol's server; nothing imports ``web`` but ``listeners.py``.
 
 On disk: nothing of its own (compose and uploads use temporary files, gone with the
 request); sessions live in memory; mail is reached only through ``IMailStore``/``IMailbox``

@@ -34,6 +34,7 @@ from urllib.parse import quote
 import nh3
 from twisted.logger import Logger
 
+from txmailhost.replyfields import one_line, reply_ids
 from txmailhost.smtp.outbox import Refused
 from txmailhost.store.interfaces import (
     ANSWERED,
@@ -108,6 +109,14 @@ def _field(headers: Any, name: str) -> str:
     return " ".join(str(value).split()) if value is not None else ""
 
 
+def _raw_field(headers: Any, name: str) -> str:
+    """The first ``name`` field as received, not decoded (message ids: see replyfields)."""
+    for found, value in headers.raw_items():
+        if found.lower() == name.lower():
+            return str(value)
+    return ""
+
+
 def _address_list(values: list[str], drop: set[str]) -> str:
     """Addresses of header values, once each, without those in ``drop`` (lowercase)."""
     out, seen = [], set(drop)
@@ -150,16 +159,19 @@ def reply_draft(ctx: WebContext, original: Original, everyone: bool) -> Draft:
     if everyone:
         taken = me | {a.lower() for _, a in getaddresses([reply_to]) if a}
         cc = _address_list([_field(headers, "To"), _field(headers, "Cc")], taken)
-    msgid = _field(headers, "Message-ID")
-    references = " ".join(_field(headers, "References").split() + ([msgid] if msgid else []))
+    # Only real msg-ids of the raw fields, and the subject on one line (replyfields): what
+    # the sender wrote there can't become a field of the reply, nor make it unsendable.
+    parent, references = reply_ids(
+        _raw_field(headers, "Message-ID"), _raw_field(headers, "References")
+    )
     return Draft(
         sender=ctx.user,
         to=to,
         cc=cc,
-        subject=_prefixed("Re:", view.subject),
+        subject=one_line(_prefixed("Re:", view.subject)),
         text=_quoted(view),
-        in_reply_to=msgid,
-        references=references[-7000:],
+        in_reply_to=parent or "",
+        references=" ".join(references),
     )
 
 
@@ -172,7 +184,7 @@ def forward_draft(ctx: WebContext, original: Original, inline: bool) -> Draft:
             f"From: {view.sender}\nDate: {view.date}\nSubject: {view.subject}\n"
             f"To: {view.to}\n\n" + _plain(view)[:MAX_QUOTED]
         )
-    return Draft(sender=ctx.user, subject=_prefixed("Fwd:", view.subject), text=text)
+    return Draft(sender=ctx.user, subject=one_line(_prefixed("Fwd:", view.subject)), text=text)
 
 
 def draft_of(ctx: WebContext, original: Original) -> Draft:
