@@ -287,3 +287,38 @@ def test_vacation_answers_a_subject_that_is_not_utf8(server):
     [reply] = messages(server, BOB, want=1)
     assert b"\r\nIn-Reply-To: <c1@example.test>\r\n" in reply
 
+
+def send_raw(server, raw: bytes) -> None:
+    with smtplib.SMTP(H, server.ports["smtp"], timeout=10) as s:
+        s.sendmail(BOB, [ALICE], raw)
+
+
+def test_a_date_past_the_year_9999_matches_nothing_and_the_rest_of_the_script_runs(server):
+    """In UTC "31 Dec 9999 23:59:59 -1200" is in the year 10000, which Python can't hold:
+    RFC 5260 4 makes the date test false, not the whole script an error."""
+    upload(
+        server,
+        'require ["date", "relational", "fileinto"];\r\n'
+        'if date :value "ge" "date" "year" "2000" { fileinto "Trash"; stop; }\r\n'
+        'if header :contains "subject" "probe" { discard; }\r\n',
+    )
+    send_raw(server, b"From: bob@example.test\r\nSubject: probe\r\n"
+                     b"Date: Sun, 31 Dec 9999 23:59:59 -1200\r\n\r\nhi\r\n")  # fmt: skip
+    send(server, BOB, ALICE, "after")
+    assert subjects(server, ALICE, want=1) == ["after"]  # discarded, and no notice
+    log = server.log()
+    assert "OverflowError" not in log and "kept in INBOX" not in log
+
+
+def test_body_raw_of_a_message_nested_300_levels_is_searched(server):
+    upload(server, 'require "body";\r\nif body :raw :contains "needle" { discard; }\r\n')
+    opening = b"".join(
+        b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i)
+        for i in range(300)
+    )
+    closing = b"".join(b"\r\n--b%d--" % i for i in reversed(range(300)))
+    send_raw(server, b"From: bob@example.test\r\nSubject: deep\r\n" + opening
+             + b"Content-Type: text/plain\r\n\r\nneedle" + closing + b"\r\n")  # fmt: skip
+    send(server, BOB, ALICE, "after")
+    assert subjects(server, ALICE, want=1) == ["after"]
+    assert "nested too deeply" not in server.log()

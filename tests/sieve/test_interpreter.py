@@ -352,3 +352,51 @@ def test_virustest_is_1_when_clamd_scanned_and_0_otherwise():
     unavailable = b"X-Virus-Scanned: unavailable\r\nSubject: s\r\n\r\nb\r\n"
     assert not run(script, message=unavailable).discarded
     assert run('require "virustest"; if virustest "0" { discard; }', message=unavailable).discarded
+
+
+@pytest.mark.parametrize(
+    "date",
+    [
+        b"Sun, 31 Dec 9999 23:59:59 -1200",  # in UTC, or any zone east of -1200: year 10000
+        b"Mon, 1 Jan 9999999999999999999999 00:00:00 +0000",
+        b"Mon, 1 Jan 2026 00:00:00 -99999999999999999999",
+    ],
+)
+@pytest.mark.parametrize("zone", ["", ':zone "+1400" '])
+def test_a_date_that_cant_be_used_matches_nothing_and_the_script_goes_on(date, zone):
+    """RFC 5260 4: no match, and the rest of the script still runs (no runtime error)."""
+    dated = MESSAGE.replace(b"Subject:", b"Date: " + date + b"\r\nSubject:")
+    script = (
+        'require ["date", "relational", "fileinto"];'
+        f' if date {zone}:value "ge" "date" "year" "2000" {{ fileinto "Dated"; stop; }}'
+        ' if header :contains "subject" "news" { discard; }'
+    )
+    assert run(script, dated).discarded
+
+
+def _nested(depth: int) -> bytes:
+    """A message of ``depth`` multiparts, each the only part of the one around it."""
+    head = b"From: a@example.net\r\nSubject: deep\r\n"
+    opening = b"".join(
+        b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i)
+        for i in range(depth)
+    )
+    closing = b"".join(b"\r\n--b%d--" % i for i in reversed(range(depth)))
+    return head + opening + b"Content-Type: text/plain\r\n\r\nneedle" + closing + b"\r\n"
+
+
+@pytest.mark.parametrize("depth", [300, 3000])
+@pytest.mark.parametrize("transform", [":raw", ":text", ':content "text"'])
+def test_body_of_a_deeply_nested_message_is_searched_not_an_error(depth, transform):
+    """Python's MIME parser and printer recurse once per level: ``body :raw`` reads the
+    octets, and a message too deep to parse is searched as one text part."""
+    script = f'require "body"; if body {transform} :contains "needle" {{ discard; }}'
+    assert run(script, _nested(depth)).discarded
+    assert not run(script.replace("needle", "haystack"), _nested(depth)).discarded
+
+
+def test_body_raw_is_the_body_as_received():
+    script = 'require "body"; if body :raw :is "%s" { discard; }'
+    body = "Hello, this is the body. Make money fast!"
+    assert run(script % (body + "\r\n")).discarded
+    assert run(script % (body + "\n"), MESSAGE.replace(b"\r\n", b"\n")).discarded

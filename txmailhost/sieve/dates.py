@@ -5,7 +5,8 @@ Date parts (5.1 table): ``year``, ``month``, ``day``, ``date`` (yyyy-mm-dd), ``j
 (Modified Julian Day), ``hour``, ``minute``, ``second``, ``time`` (hh:mm:ss), ``iso8601``,
 ``std11`` (RFC 5322 form), ``zone`` (+hhmm) and ``weekday`` (0 is Sunday). Dates are taken
 to ``:zone`` when given, kept in their own zone with ``:originalzone`` (``date`` only), and in
-the server's local zone otherwise (4.1). A header without a parseable date matches nothing.
+the server's local zone otherwise (4.1). A header without a parseable date, or with one that
+can't be taken to the zone asked for, matches nothing.
 """
 
 from __future__ import annotations
@@ -37,21 +38,26 @@ def zone_of(text: str) -> datetime.timezone | None:
 def header_date(value: str) -> datetime.datetime | None:
     try:
         found = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # a year of 25 digits...
         return None
     if found.tzinfo is None:  # "-0000": the zone is unknown, UTC is as good as any
         found = found.replace(tzinfo=datetime.UTC)
     return found
 
 
-def in_zone(moment: datetime.datetime, zone: str | None, original: bool) -> datetime.datetime:
+def in_zone(
+    moment: datetime.datetime, zone: str | None, original: bool
+) -> datetime.datetime | None:
+    """``moment`` in ``zone``, its own zone (``original``) or the server's; None when that
+    falls outside the years 1-9999 Python can hold ("Sun, 31 Dec 9999 23:59:59 -1200" is
+    in 10000 in UTC): RFC 5260 4 makes a date that can't be used match nothing."""
     if original:
         return moment
-    if zone is not None:
-        tz = zone_of(zone)
-        if tz is not None:
-            return moment.astimezone(tz)
-    return moment.astimezone()
+    tz = zone_of(zone) if zone is not None else None
+    try:
+        return moment.astimezone(tz)
+    except (OverflowError, ValueError, OSError):  # OSError: the C library's localtime
+        return None
 
 
 def part(moment: datetime.datetime, name: str) -> str:

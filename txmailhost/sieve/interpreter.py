@@ -427,7 +427,10 @@ class Interpreter:
                 "raw" if checked.get(":raw") else "content" if ":content" in checked else "text"
             )
             types = checked.get(":content")
-            values = body_text(self.message.body(), transform, types)  # type: ignore[arg-type]
+            if transform == "raw":
+                values = [self.message.raw_body()]
+            else:
+                values = body_text(self.message.body(), transform, types)  # type: ignore[arg-type]
         elif name == "date":
             values = self._dates(checked, positional)
         elif name == "spamtest":
@@ -437,7 +440,7 @@ class Interpreter:
             values = [virus_value(self.message.values("x-virus-scanned"))]
         elif name == "currentdate":
             moment = dates.in_zone(self.now, checked.get(":zone"), False)  # type: ignore[arg-type]
-            values = [dates.part(moment, positional[0])]
+            values = [] if moment is None else [dates.part(moment, positional[0])]
         elif name == "string":
             values = [self._expand(s) for s in positional[0]]
             if matcher.match == "count":
@@ -476,6 +479,7 @@ class Interpreter:
             if moment is not None:
                 zone = checked.get(":zone")
                 moment = dates.in_zone(moment, zone, bool(checked.get(":originalzone")))
+            if moment is not None:
                 found.append(dates.part(moment, positional[1]))
         return found
 

@@ -17,11 +17,13 @@ from __future__ import annotations
 import email.header
 import email.utils
 import os
+import re
 from dataclasses import dataclass, field
 from email.message import Message
 
 MAX_HEADER = 256 * 1024
 MAX_BODY = 4 * 1024 * 1024
+_EMPTY_LINE = re.compile(rb"(?:\A|\n)\r?\n")
 
 
 def decode_value(raw: str) -> str:
@@ -67,6 +69,7 @@ class MessageView:
     path: str | None = None
     raw_header: bytes = field(default=b"", repr=False)  # as received (a reject's MDN copies it)
     _body: Message | None = field(default=None, repr=False)
+    _octets: bytes | None = field(default=None, repr=False)  # the message, up to MAX_BODY
     _values: dict[str, list[str]] = field(default_factory=dict, repr=False)
     _addresses: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
@@ -84,7 +87,7 @@ class MessageView:
         view = cls.from_header_bytes(head, len(data), recipient)
         if sender is not None:
             view.sender = sender or None
-        view._body = email.message_from_bytes(data[: MAX_HEADER + MAX_BODY])
+        view._octets = data[: MAX_HEADER + MAX_BODY]
         return view
 
     @classmethod
@@ -124,12 +127,31 @@ class MessageView:
         return name.lower() in self.fields
 
     def body(self) -> Message:
-        """The whole message (headers and body), read on first use, up to MAX_BODY octets."""
+        """The whole message (headers and body), read on first use, up to MAX_BODY octets.
+
+        Python's parser recurses once per nesting level: a message nested deeper than it can
+        go (about 1,000 levels) is searched as one text part, its body as it is, rather than
+        failing the script for a reason that isn't the script's."""
         if self._body is None:
+            octets = self._read()
+            try:
+                self._body = email.message_from_bytes(octets)
+            except RecursionError:
+                flat = b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + _after_header(octets)
+                self._body = email.message_from_bytes(flat)
+        return self._body
+
+    def raw_body(self) -> str:
+        """The body as received, undecoded (``body :raw``, RFC 5173 5.1): the octets after
+        the header, never re-serialised from the parsed message (which recurses per level)."""
+        return _after_header(self._read()).decode("utf-8", "replace")
+
+    def _read(self) -> bytes:
+        if self._octets is None:
             assert self.path is not None
             with open(self.path, "rb") as f:
-                self._body = email.message_from_bytes(f.read(MAX_HEADER + MAX_BODY))
-        return self._body
+                self._octets = f.read(MAX_HEADER + MAX_BODY)
+        return self._octets
 
 
 def _header_section(file) -> bytes:  # noqa: ANN001 - a binary file
@@ -144,6 +166,13 @@ def _header_section(file) -> bytes:  # noqa: ANN001 - a binary file
     return b"".join(lines) + b"\r\n"
 
 
+def _after_header(octets: bytes) -> bytes:
+    """What follows the header section's empty line (CRLF or, in a Maildir written with LF,
+    LF line ends); nothing when there is no empty line."""
+    found = _EMPTY_LINE.search(octets)
+    return octets[found.end() :] if found else b""
+
+
 def _return_path(values: list[str]) -> str | None:
     """The first Return-Path's address; None for ``<>`` or none at all."""
     if not values:
@@ -156,13 +185,10 @@ def _return_path(values: list[str]) -> str | None:
 def body_text(
     message: Message, transform: str, content_types: list[str] | None = None
 ) -> list[str]:
-    """The text a ``body`` test searches (RFC 5173 5): ``raw`` the undecoded body, ``text``
-    the decoded text/* parts, ``content`` the decoded parts whose type matches one of
-    ``content_types`` (``"text"`` a whole type, ``"text/html"`` one subtype, ``""`` all)."""
-    if transform == "raw":
-        payload = message.as_bytes().split(b"\n\n", 1)
-        body = payload[1] if len(payload) > 1 else b""
-        return [body.decode("utf-8", "replace")]
+    """The text a ``body`` test searches (RFC 5173 5): ``text`` the decoded text/* parts,
+    ``content`` the decoded parts whose type matches one of ``content_types`` (``"text"`` a
+    whole type, ``"text/html"`` one subtype, ``""`` all). ``raw`` is
+    :meth:`MessageView.raw_body`."""
     wanted = content_types if transform == "content" else ["text"]
     found = []
     for part in message.walk():
