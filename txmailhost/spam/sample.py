@@ -23,12 +23,12 @@ copy moved to Junk and the file given to ``spam train`` are the same message.
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import email.errors
 import email.header
 import email.parser
 import email.policy
+import email.utils
 import hashlib
 import itertools
 import re
@@ -162,10 +162,10 @@ def sample_of_bytes(header: bytes, body: bytes, truncated: bool = False) -> Samp
         if message is None:
             message = _parsed(header, body, fields)
         leaves = [part for part in message.walk() if not part.is_multipart()]
-    except RecursionError:
+    except Exception:  # see _read_part_or_skip
         # MIME nested deeper than Python's stack (the standard library's parser and walk
-        # recurse per level; 1,500 levels are enough): read the body as one text part. A
-        # failed check would be a 451 the sender's server retries for days.
+        # recurse per level; 1,500 levels are enough), or any other structure it can't
+        # take: read the body as one text part.
         leaves = [_one_text_part(body)]
     headers = sample.headers
     signed: list[str] = []  # what the digest covers, as text
@@ -174,7 +174,7 @@ def sample_of_bytes(header: bytes, body: bytes, truncated: bool = False) -> Samp
         if value.isascii() and "=?" not in value:
             headers.append((lowered, value))  # what _decode_header gives, without the call
         else:
-            headers.append((lowered, _decode_header(value, sample)))
+            headers.append((lowered, _decoded_field(value, sample)))
         if lowered not in _TRACE_FIELDS:
             if not name.isascii():
                 name = name.encode("ascii", "replace").decode("ascii")
@@ -188,7 +188,7 @@ def sample_of_bytes(header: bytes, body: bytes, truncated: bool = False) -> Samp
     texts: list[str] = []
     hidden: list[str] = []
     for part in leaves:
-        _read_part(part, sample, texts, hidden)
+        _read_part_or_skip(part, sample, texts, hidden)
     sample.text = "\n".join(texts)
     sample.hidden_text = " ".join(hidden)
     sample.urls.extend(find_urls(sample.text))
@@ -364,9 +364,19 @@ def _raw_fields(header: bytes) -> list[tuple[str, str]]:
     return fields
 
 
+def _decoded_field(value: str, sample: Sample) -> str:
+    """``_decode_header`` of one field's value; the value as it is where that fails (see
+    ``_read_part_or_skip``)."""
+    try:
+        return _decode_header(value, sample)
+    except Exception:  # one odd field must not fail the check
+        return value
+
+
 def _decode_header(value: str, sample: Sample) -> str:
     """RFC 2047 encoded words decoded; raw 8-bit octets read as UTF-8 (RFC 6532) when they
-    are that, else noted as undeclared."""
+    are that, else noted as undeclared. ``value`` holds octets as latin-1 text, one
+    character per octet (as ``_raw_fields`` gives a field), never decoded text."""
     if not value.isascii():
         raw = value.encode("latin-1")
         try:
@@ -392,39 +402,50 @@ def _decode_header(value: str, sample: Sample) -> str:
 
 
 def _decode_bytes(data: bytes, charset: str | None, sample: Sample) -> str:
-    if charset:
+    """``data`` as text in ``charset``. A charset no codec decodes text with is noted as
+    unknown (``unknown_charsets``) and the data read as if none were declared: no such codec,
+    a codec that is not for text ("base64", "rot13": LookupError), one that takes no
+    "replace" ("idna") or always fails ("undefined"): UnicodeError; a NUL in the name:
+    ValueError."""
+    if charset and charset.lower() not in ("us-ascii", "ascii"):
         try:
-            codecs.lookup(charset)
-        except LookupError:
+            return data.decode(charset, errors="replace")
+        except (LookupError, UnicodeError, ValueError):
             sample.unknown_charsets.append(charset.lower())
-            charset = None
-    if charset is None or charset.lower() in ("us-ascii", "ascii"):
-        if not data.isascii():
-            try:
-                return data.decode("utf-8")
-            except UnicodeDecodeError:
-                sample.undeclared_8bit = True
-                return data.decode("latin-1")
-        return data.decode("ascii")
-    return data.decode(charset, errors="replace")
+    if not data.isascii():
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            sample.undeclared_8bit = True
+            return data.decode("latin-1")
+    return data.decode("ascii")
+
+
+def _read_part_or_skip(part: Message, sample: Sample, texts: list[str], hidden: list[str]) -> None:
+    """``_read_part``, or nothing more of this part where it fails.
+
+    The standard library's MIME code raises on what it meets in spam and in odd but honest
+    mail alike (TypeError sorting RFC 2231 continuations numbered and not, ValueError for a
+    4,301-digit one, RecursionError, a codec's own errors); a failed check is a 451 the
+    sender's server retries for days, so what can't be read of one part is left out and
+    the rest of the message is still read and scored."""
+    try:
+        _read_part(part, sample, texts, hidden)
+    except Exception:  # one odd part must not fail the check
+        return
 
 
 def _read_part(part: Message, sample: Sample, texts: list[str], hidden: list[str]) -> None:
     known = _plain_content_fields(part)
     if known is None:
-        content_type = part.get_content_type()
-        if not MEDIA_TYPE.fullmatch(content_type):
-            # "TEXT/PLAIN charset=US-ASCII" (no ";"): the standard library keeps any value with
-            # one "/"; RFC 2045 5.2 reads a syntactically invalid type as text/plain, as mail
-            # readers do, so such a part's text is read, not skipped as an unknown type.
-            content_type = "text/plain"
-        filename = part.get_filename()
-        disposition = (part.get("Content-Disposition") or "").lower()
+        content_type, filename, disposition, charset = _content_fields(part, sample)
     else:
         content_type, filename, disposition, charset = known
+        if filename:
+            filename = _decode_header(filename, sample)  # ASCII: its encoded words
     sample.content_types.append(content_type)
     if filename:
-        sample.attachments.append(_decode_header(filename, sample))
+        sample.attachments.append(filename)
     if content_type.startswith("multipart/"):
         # A leaf, though multipart: its boundary never appears in the body (the parser's
         # StartBoundaryNotFoundDefect). Its body is read as text, as a mail reader showing it
@@ -432,8 +453,6 @@ def _read_part(part: Message, sample: Sample, texts: list[str], hidden: list[str
         content_type = "text/plain"
     if not content_type.startswith("text/") or disposition.startswith("attachment"):
         return
-    if known is None:
-        charset = part.get_content_charset()
     if charset:
         sample.charsets.append(charset)
     try:
@@ -454,6 +473,54 @@ def _read_part(part: Message, sample: Sample, texts: list[str], hidden: list[str
         sample.images += page.images
     elif content_type in ("text/plain", "text/enriched", "text/richtext"):
         texts.append(text)
+
+
+def _content_fields(part: Message, sample: Sample) -> tuple[str, str | None, str, str | None]:
+    """What ``_plain_content_fields`` gives, for any part, with the file name decoded
+    (``_attachment_name``); a charset or name that can't be read is None.
+
+    Read from a copy of the part's Content-Type and Content-Disposition whose octets are
+    latin-1 text, as ``_raw_fields`` gives a field: for a field with 8-bit octets (a raw
+    UTF-8 ``filename="Отчёт.pdf"``, as RFC 6532 allows and mail programs write) the part
+    gives a ``Header``, which has no ``lower()`` and whose ``str`` has U+FFFD for them."""
+    fields = Message(policy=email.policy.compat32)
+    fields.set_default_type(part.get_default_type())
+    for name in ("content-type", "content-disposition"):
+        value = next((v for key, v in part.raw_items() if key.lower() == name), None)
+        if value is not None:
+            fields.set_raw(name, str(value).encode("utf-8", "surrogateescape").decode("latin-1"))
+    content_type = fields.get_content_type()
+    if not MEDIA_TYPE.fullmatch(content_type):
+        # "TEXT/PLAIN charset=US-ASCII" (no ";"): the standard library keeps any value with
+        # one "/"; RFC 2045 5.2 reads a syntactically invalid type as text/plain, as mail
+        # readers do, so such a part's text is read, not skipped as an unknown type.
+        content_type = "text/plain"
+    disposition = (fields.get("content-disposition") or "").lower()
+    try:
+        charset = fields.get_content_charset()
+    except Exception:  # the parameters' own parse (see _read_part_or_skip)
+        charset = None
+    try:
+        filename = _attachment_name(fields, sample)
+    except Exception:
+        filename = None
+    return content_type, filename, disposition, charset
+
+
+def _attachment_name(fields: Message, sample: Sample) -> str | None:
+    """``fields.get_filename()``, decoded: an RFC 2231 value (``filename*=UTF-8''%D0%9E...``)
+    from its own charset (``_decode_bytes``: an unknown one is noted), any other as a
+    field's text (``_decode_header``: encoded words, raw UTF-8)."""
+    missing = object()
+    value = fields.get_param("filename", missing, "content-disposition")
+    if value is missing:
+        value = fields.get_param("name", missing, "content-type")
+    if value is missing:
+        return None
+    if isinstance(value, tuple):  # RFC 2231: (charset, language, octets as latin-1 text)
+        charset, _language, octets = value
+        return _decode_bytes(octets.encode("raw-unicode-escape"), charset, sample).strip()
+    return _decode_header(email.utils.collapse_rfc2231_value(value).strip(), sample)
 
 
 # A Content-Type or Content-Disposition value of ASCII tokens and parameters whose values are
@@ -517,3 +584,66 @@ def _plain_params(value: str) -> tuple[str | None, dict[str, str]]:
     for name, param in _PLAIN_PARAM.findall(match.group(2)):
         params.setdefault(name.lower(), param[1:-1] if param[:1] == '"' else param)
     return match.group(1), params
+
+
+ADDRESS_CAP = 1024  # characters of an address field's value parse_address reads
+
+
+def parse_address(value: str) -> tuple[str, str]:
+    """``email.utils.parseaddr(value)``, which never raises: ("", "") where no address can
+    be read.
+
+    The library reads a comment by recursion, a level per nested "(": 500 of them in a
+    1 KB From: (or 500 that never close) raise RecursionError, which failed the check: a
+    451 the sender's server retries for days. Such a value is read again with its comments
+    taken out (``_without_comments``): the address is what the checks want of it. The
+    library's time grows with the square of the length (60 ms for 4 KiB of "@", a second
+    for 64 KiB, and the checks ask up to three times a message), so a value longer than
+    ``ADDRESS_CAP`` even without its comments is read as no address (cut short, it could
+    give another one)."""
+    if len(value) > ADDRESS_CAP:
+        value = _without_comments(value)
+        if len(value) > ADDRESS_CAP:
+            return "", ""
+    try:
+        return email.utils.parseaddr(value)
+    except RecursionError:
+        pass
+    try:
+        return email.utils.parseaddr(_without_comments(value))
+    except Exception:  # the library on a value it can't take: no address, not a failed check
+        return "", ""
+
+
+def _without_comments(value: str) -> str:
+    """``value`` with each RFC 5322 comment (nested ones within it, quoted pairs in it) a
+    space, as ``parseaddr`` skips them, in one pass; a comment never closed runs to the
+    end, as the library reads one. Quoted strings are kept as they are."""
+    kept: list[str] = []
+    depth = 0
+    quoted = escaped = False
+    for char in value:
+        if escaped:
+            escaped = False
+            if not depth:
+                kept.append(char)
+            continue
+        if char == "\\" and (depth or quoted):
+            escaped = True
+            if not depth:
+                kept.append(char)
+        elif quoted:
+            quoted = char != '"'
+            kept.append(char)
+        elif char == "(":
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+            if not depth:
+                kept.append(" ")
+        elif depth:
+            continue
+        else:
+            quoted = char == '"'
+            kept.append(char)
+    return "".join(kept)

@@ -7,13 +7,12 @@ it runs once per server process, and every module it imports is memory in each o
 
 from __future__ import annotations
 
-import email.utils
 import time
 from dataclasses import dataclass
 
 from txmailhost.spam import rules
 from txmailhost.spam.bayes import TokenStore
-from txmailhost.spam.sample import Sample
+from txmailhost.spam.sample import Sample, parse_address
 from txmailhost.spam.tokens import tokens
 
 _BAYES_BANDS = (  # (upper bound of the probability, rule)
@@ -39,7 +38,7 @@ def bayes_rule(probability: float) -> rules.Rule | None:
 
 def sender_addresses(sample: Sample, envelope_sender: str | None) -> list[str]:
     found = [envelope_sender] if envelope_sender else []
-    _name, address = email.utils.parseaddr(sample.header("from") or "")
+    _name, address = parse_address(sample.header("from") or "")
     if address:
         found.append(address)
     return found

@@ -46,13 +46,12 @@ until retrained: ``TokenStore`` records the version it was trained with.
 
 from __future__ import annotations
 
-import email.utils
 import functools
 import re
 from collections.abc import Callable, Collection, Iterable
 from itertools import repeat
 
-from txmailhost.spam.sample import Sample
+from txmailhost.spam.sample import Sample, parse_address
 
 MAX_TOKENS = 8000
 TOKENIZER_VERSION = 3  # raised when tokens change: a store trained before is partly stale
@@ -140,7 +139,10 @@ _CAPS_CLASS_TABLE = _latin1_table(
     lambda char: "A" if "A" <= char <= "Z" else "a" if re.match(r"\w", char) else " "
 )
 _CAPS_IN_CLASSES = re.compile(rb" AAAA{0,9} ")
-_MONEY = re.compile(r"[$€£]\s?\d[\d,]*(?:\.\d\d)?|\d+%")
+# "\d+%" alone was tried at every digit of a run with no "%" after it: 40,000 digits took 24 s.
+# A run's percentage starts where the run does, or (the first alternative having taken the
+# run's first two digits) after "$1.23": the same matches, each run scanned once.
+_MONEY = re.compile(r"[$€£]\s?\d[\d,]*(?:\.\d\d)?|(?<!\d)\d+%|(?<=\.\d\d)\d+%")
 _MONEY_SIGNS = "$€£%"  # no sum of money without one of these: the scan is skipped
 _SUBJECT_PUNCT = re.compile(r"[!$?*%#]{2,}|[!$?]")
 # Header values repeat from one message to the next (a sender's address, a list's or a mail
@@ -299,15 +301,15 @@ def _remembered_words(text: str) -> tuple[str, ...]:
 
 
 def _sender(value: str) -> tuple[str, str]:
-    """``email.utils.parseaddr`` of a From field's value (a short one's remembered)."""
+    """``parse_address`` of a From field's value (a short one's remembered)."""
     if len(value) <= _REMEMBERED_CHARS:
         return _remembered_sender(value)
-    return email.utils.parseaddr(value)
+    return parse_address(value)
 
 
 @functools.lru_cache(maxsize=_REMEMBERED)
 def _remembered_sender(value: str) -> tuple[str, str]:
-    return email.utils.parseaddr(value)
+    return parse_address(value)
 
 
 def _pairs(words: list[str]) -> set[str]:

@@ -19,7 +19,6 @@ amount; the rest are left unlearned (and logged), never queued without end.
 
 from __future__ import annotations
 
-import email.utils
 from typing import Any, BinaryIO
 
 from twisted.internet import threads
@@ -29,7 +28,7 @@ from zope.interface import implementer
 
 from txmailhost.imap.observers import IMailboxObserver
 from txmailhost.spam.bayes import TokenStore
-from txmailhost.spam.sample import BODY_CAP, sample_of
+from txmailhost.spam.sample import BODY_CAP, parse_address, sample_of
 from txmailhost.spam.scoring import owner_of
 from txmailhost.spam.tokens import tokens
 
@@ -72,7 +71,7 @@ def learn_stream(
     senders (a ham), or takes it off them (a spam)."""
     sample = sample_of(stream, body_cap)
     changed = store.learn(owner, sample.digest, tokens(sample), is_spam)
-    _name, sender = email.utils.parseaddr(sample.header("from") or "")
+    _name, sender = parse_address(sample.header("from") or "")
     if allow_sender and sender and "@" in sender:
         if not is_spam:
             store.set_sender(owner, sender, "allow")
