@@ -291,6 +291,37 @@ def test_user_del_keeps_mail_unless_purged(run: Run, data: Path) -> None:
     assert (again.status, again.err) == (1, "txmailhost: error: no such user: lee@example.org\n")
 
 
+@pytest.mark.parametrize(
+    ("command", "error"),
+    [
+        (
+            ["user", "add", "admin\u202e@example.org"],
+            "U+202E (RIGHT-TO-LEFT OVERRIDE) is invisible",
+        ),
+        (["user", "add", "\u00ad@example.org"], "U+00AD (SOFT HYPHEN) is invisible"),
+        (["alias", "add", "\u2028@example.org", "kim@example.org"], "not an address"),
+        (["alias", "add", "\t@example.org", "kim@example.org"], "not an address"),
+    ],
+    ids=["bidi override", "soft hyphen", "line separator catch-all", "tab catch-all"],
+)
+def test_names_that_show_as_something_else_are_refused(
+    run: Run, command: list[str], error: str
+) -> None:
+    """Once added and listed raw, or (aliases) stripped into the domain's catch-all."""
+    assert run("domain", "add", "example.org").status == 0
+    result = run(*command, stdin=PASSWORD + "\n")
+    assert result.status == 1 and error in result.err, result.err
+    assert (run("user", "list").out, run("alias", "list").out) == ("", "")
+
+
+@pytest.mark.parametrize("uid", ["0", "4294967296", "99999999999999999999999"])
+def test_fetch_takes_only_a_uid_imap_could_have(run: Run, uid: str) -> None:
+    """A 23-digit UID once ended as "unexpected OverflowError"."""
+    result = run("fetch", "kim@example.org", "INBOX", uid)
+    assert result.status == 2
+    assert result.err.endswith(f"error: argument uid: {uid}: a UID is from 1 to 4294967295\n")
+
+
 def test_check_config_ok(run: Run, data: Path) -> None:
     result = run("check-config")
     assert (result.status, result.out) == (0, f"ok: {data / 'txmailhost.toml'}\n")
@@ -304,9 +335,54 @@ def test_check_config_reports_every_problem_and_creates_nothing(
     status = main(["--data", str(data), "--config", str(bad), "check-config"])
     err = capsys.readouterr().err.splitlines()
     assert status == 1
-    assert len(err) == 6  # one line per problem
-    assert err[0].startswith(f"txmailhost: error: {bad}: server.hostname: ")
+    assert len(err) == 7  # one line per problem
+    assert err[0] == f"txmailhost: error: data directory {data} does not exist; " + (
+        f"create it with 'txmailhost --data {data} init'"
+    )
+    assert err[1].startswith(f"txmailhost: error: {bad}: server.hostname: ")
     assert not data.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        (
+            '[filters]\nchain = ["nosuchfilter"]\n',
+            "filters.chain: unknown filter 'nosuchfilter' (not registered, no"
+            " 'txmailhost.filters' entry point; a path is written 'package.module:factory')",
+        ),
+        (
+            '[filters]\nchain = ["greylist"]\n[filters.settings.greylist]\nbogus = 1\n',
+            "filters.chain: filter 'greylist' could not be built: GreylistFilter.__init__()"
+            " got an unexpected keyword argument 'bogus'",
+        ),
+        (
+            '[relay]\nsmarthost = "smtp.example.net:587"\nsmarthost_username = "u"\n'
+            'smarthost_password_file = "/nonexistent/pw"\n',
+            "relay.smarthost_password_file: can't read '/nonexistent/pw': [Errno 2] No such"
+            " file or directory: '/nonexistent/pw'",
+        ),
+    ],
+    ids=["unknown filter", "bad filter setting", "missing password file"],
+)
+def test_check_config_refuses_what_the_server_refuses_at_start(
+    run: Run, data: Path, extra: str, problem: str
+) -> None:
+    (data / "txmailhost.toml").write_text(extra)
+    result = run("check-config")
+    assert (result.status, result.out) == (1, "")
+    assert result.err == f"txmailhost: error: {problem}\n"
+
+
+def test_check_config_builds_the_filter_chain_and_leaves_nothing_behind(
+    run: Run, data: Path
+) -> None:
+    """Building the chain to check it starts no scoring process and makes no database."""
+    (data / "txmailhost.toml").write_text('[filters]\nchain = ["spam", "greylist"]\n')
+    before = sorted(str(p.relative_to(data)) for p in data.rglob("*"))
+    result = run("check-config")
+    assert (result.status, result.out) == (0, f"ok: {data / 'txmailhost.toml'}\n")
+    assert sorted(str(p.relative_to(data)) for p in data.rglob("*")) == before
 
 
 def test_check_config_reports_a_key_that_does_not_match_the_certificate(
@@ -383,7 +459,8 @@ def test_process_errors_are_one_line_without_traceback(data: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", [["domain", "list"], ["user", "list"], ["queue", "list"], ["reload-tls"]]
+    "command",
+    [["domain", "list"], ["user", "list"], ["queue", "list"], ["reload-tls"], ["check-config"]],
 )
 def test_commands_refuse_a_data_directory_that_does_not_exist(
     make_run: MakeRun, tmp_path: Path, command: list[str]

@@ -58,3 +58,18 @@ def test_a_limit_that_stays_short_is_logged(restored_limit, monkeypatch):
     monkeypatch.setattr(fdlimit.log, "warn", lambda fmt, **kw: events.append(kw))
     assert fdlimit.prepare(_config(5000)) == 100
     assert events and events[0]["wanted"] == 2 * 5000 + fdlimit.RESERVE
+
+
+def test_asking_for_more_than_setrlimit_takes_raises_as_far_as_allowed(restored_limit):
+    """A huge ``max_connections`` once ended the start in an OverflowError traceback."""
+    soft, hard = fdlimit.raise_to(10**18)
+    assert soft == hard or hard == resource.RLIM_INFINITY
+    assert hard == resource.RLIM_INFINITY or hard <= fdlimit.ceiling()
+
+
+def test_check_config_previews_a_limit_the_server_could_not_reach(monkeypatch):
+    monkeypatch.setattr(fdlimit.resource, "getrlimit", lambda _which: (1024, 4096))
+    monkeypatch.setattr(fdlimit, "ceiling", lambda: 4096)  # what root could raise to
+    note = fdlimit.preview(_config(5000))
+    assert note is not None and f"LimitNOFILE={2 * 5000 + fdlimit.RESERVE}" in note
+    assert fdlimit.preview(_config(1000)) is None

@@ -42,6 +42,14 @@ def test_user_resolves_to_their_inbox(world):
     assert result.outcome is Outcome.OK and result.routes == [local("alice@example.test")]
 
 
+def test_a_local_part_that_lower_cases_out_of_nfc_finds_its_user(world):
+    """An SMTPUTF8 RCPT of ``J`` + U+030C (NFC, no precomposed capital) lower-cases to
+    ``j`` + U+030C, which NFC composes to U+01F0: the form the account is kept in."""
+    world.accounts.add_user_with_hash("\u01f0@example.test", "x")
+    result = resolve(world, "J\u030c@example.test")
+    assert result.outcome is Outcome.OK and result.routes == [local("\u01f0@example.test")]
+
+
 def test_unknown_user_and_foreign_domain(world):
     assert resolve(world, "nobody@example.test").outcome is Outcome.UNKNOWN_USER
     assert resolve(world, "x@elsewhere.test").outcome is Outcome.NOT_OURS

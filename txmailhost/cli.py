@@ -9,9 +9,11 @@ Only ``init`` creates a data directory; every other command refuses one that ``i
 server) hasn't set up, so a typo in ``--data`` is an error, not a fresh empty server. Commands
 that open the accounts database or the queue first check the directory is writable (SQLite in
 WAL mode needs that even to read). ``--data`` and ``--config`` may come before or after the
-command (``txmailhost domain list --data DIR``). ``check-config`` only reads. Failures the administrator can fix (a bad address,
-an unknown domain, a config problem, an unreadable file) end as one ``txmailhost: error: ...``
-line on stderr and exit status 1, never a traceback; usage errors exit 2 (argparse's rule).
+command (``txmailhost domain list --data DIR``). ``check-config`` only reads, and says "ok"
+only for what the server would start with. Failures the administrator can fix (a bad
+address, an unknown domain, a config problem, an unreadable file) end as one ``txmailhost:
+error: ...`` line on stderr and exit status 1, never a traceback; usage errors exit 2
+(argparse's rule).
 Output meant for scripts (``domain list``, ``user list``) is one item per line on stdout.
 """
 
@@ -245,13 +247,32 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    """Validate without creating anything: config keys, then the certificate files if any."""
-    config = load_config(args.data, args.config)
-    problems = _tls_problems(config)
-    if problems:
-        for problem in problems:
-            _error(problem)
+    """Check what the server checks at start, without creating or starting anything: the
+    data directory, the config keys, the certificate files, the filter chain and the secret
+    files (``service.start_problems``); every problem found, one line each."""
+    from txmailhost import fdlimit
+    from txmailhost.service import start_problems
+
+    problems = []
+    try:
+        require_data_dir(args.data)  # the server would start a fresh, empty one there
+        dataformat.check(args.data)
+    except (DataDirError, dataformat.DataFormatError) as e:
+        problems.append(str(e))
+    config: Config | None = None
+    try:
+        config = load_config(args.data, args.config)
+    except ConfigError as e:
+        problems += e.problems
+    else:
+        problems += _tls_problems(config) + start_problems(config)
+    for problem in problems:
+        _error(problem)
+    if problems or config is None:
         return 1
+    note = fdlimit.preview(config)
+    if note is not None:
+        print(f"{PROG}: note: {note}", file=sys.stderr)
     suffix = "" if os.path.exists(config.config_file) else " (file absent: all defaults)"
     print(f"ok: {config.config_file}{suffix}")
     return 0
@@ -378,6 +399,7 @@ def _domain_del(args: argparse.Namespace, config: Config, accounts: IAccounts) -
     if not removed:
         print(f"removed domain {name}")
         return 0
+    ended = _end_sessions(config, removed)
     if args.purge:
         store = _mail_store(config)
         for address in removed:
@@ -388,7 +410,7 @@ def _domain_del(args: argparse.Namespace, config: Config, accounts: IAccounts) -
         fate = "their mail was deleted"
     else:
         fate = f"their mail stays in {os.path.join(config.mail_root, name)}"
-    print(f"removed domain {name} and its {len(removed)} user(s) ({fate})")
+    print(f"removed domain {name} and its {len(removed)} user(s) ({fate}){ended}")
     return 0
 
 
@@ -439,6 +461,7 @@ def _user_admin(args: argparse.Namespace, config: Config, accounts: IAccounts) -
 
 def _user_del(args: argparse.Namespace, config: Config, accounts: IAccounts) -> int:
     address = accounts.remove_user(args.address)
+    ended = _end_sessions(config, [address])
     store = _mail_store(config)
     mail = store.location(address)
     if args.purge:
@@ -449,10 +472,24 @@ def _user_del(args: argparse.Namespace, config: Config, accounts: IAccounts) -> 
             raise CommandError(
                 f"removed user {address} but could not delete its mail in {mail}: {e.strerror}"
             ) from None
-        print(f"removed user {address} and deleted its mail")
+        print(f"removed user {address} and deleted its mail{ended}")
     else:
-        print(f"removed user {address} (mail kept in {mail})")
+        print(f"removed user {address} (mail kept in {mail}){ended}")
     return 0
+
+
+def _end_sessions(config: Config, removed: Sequence[str]) -> str:
+    """End the removed users' sessions on the running server, as ``kick`` does, before
+    their mail goes: a POP3 or IMAP session would otherwise go on serving an account that
+    no longer exists. Nothing to do when no server runs. What to add to the report."""
+    from txmailhost.ops.control import end_sessions
+
+    try:
+        ended = end_sessions(config, removed)
+    except ConnectionError as e:
+        print(f"{PROG}: note: open sessions were not ended: {e}", file=sys.stderr)
+        return ""
+    return f"; ended {ended} open session(s)" if ended else ""
 
 
 # -- passwords ------------------------------------------------------------------------------

@@ -42,6 +42,9 @@ from txmailhost.nameservers import parse_nameserver
 
 CONFIG_NAME = "txmailhost.toml"
 MiB = 1024 * 1024
+# Connections per listener: Linux's default fs.nr_open (the most open files a process may
+# have) is 1,048,576, so a larger limit could never be reached, only overflow setrlimit.
+MAX_CONNECTIONS = 1_000_000
 
 
 class ConfigError(Exception):
@@ -814,14 +817,15 @@ class SecurityConfig:
     )
     max_connections: int = setting(
         1000,
-        check=_integer("connections"),
+        check=_integer("connections", maximum=MAX_CONNECTIONS),
         doc="""Most simultaneous connections per listener; further ones are refused at once
         with the protocol's "try later" reply (SMTP 421 4.7.0, POP3 -ERR [SYS/TEMP], IMAP
-        BYE).""",
+        BYE). Each is an open file: the server raises its open-file limit at start to what
+        this needs (docs/admin.rst, "Open files").""",
     )
     max_connections_per_ip: int = setting(
         20,
-        check=_integer("connections"),
+        check=_integer("connections", maximum=MAX_CONNECTIONS),
         doc="""Most simultaneous connections from one client address per listener.""",
     )
     hide_client_ip_on_submission: bool = setting(

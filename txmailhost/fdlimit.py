@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import resource
 from typing import Any
 
@@ -23,6 +24,7 @@ from twisted.logger import Logger
 log = Logger()
 
 RESERVE = 1024  # mail files, SQLite and PostgreSQL connections, pipes, the workers' bus
+_LARGEST = 2**63 - 1  # rlim_t as Python reads it (a C long long)
 
 
 def needed(config: Any) -> int:
@@ -37,33 +39,59 @@ def needed(config: Any) -> int:
     return connections + RESERVE
 
 
+def ceiling() -> int:
+    """The most any process may have: Linux's ``fs.nr_open`` (setrlimit refuses more, even
+    to root), else the largest ``rlim_t`` Python converts (beyond it, ``OverflowError``)."""
+    try:
+        with open("/proc/sys/fs/nr_open") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return _LARGEST
+
+
 def raise_to(wanted: int) -> tuple[int, int]:
     """Raise this process's soft ``RLIMIT_NOFILE`` towards ``wanted`` (the hard limit too,
-    when allowed: root); returns (soft, hard) afterwards. Never lowers anything."""
+    when allowed: root); returns (soft, hard) afterwards. Never lowers anything; asking for
+    more than the system allows raises as far as it does."""
+    wanted = min(wanted, ceiling())
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < wanted:
         # not root, or above fs.nr_open: the hard limit stays
-        with contextlib.suppress(ValueError, OSError):
+        with contextlib.suppress(ValueError, OverflowError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     if soft != resource.RLIM_INFINITY and soft < target:
-        with contextlib.suppress(ValueError, OSError):
+        with contextlib.suppress(ValueError, OverflowError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
+def shortfall(config: Any, soft: int) -> str | None:
+    """What to tell the administrator when ``soft`` open files are fewer than ``config``
+    may need; None when they are enough."""
+    wanted = needed(config)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return None
+    return (
+        f"open file limit {soft} is below the {wanted} that [security] max_connections"
+        f" ({config.security.max_connections}) on every listener may need; raise it (systemd:"
+        f" LimitNOFILE={wanted}; shell: ulimit -n) or lower max_connections"
+    )
+
+
 def prepare(config: Any) -> int:
     """At start: raise the limit for ``config`` and warn when it stays short; the soft limit."""
-    wanted = needed(config)
-    soft, _hard = raise_to(wanted)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        log.warn(
-            "txmailhost: open file limit {soft} is below the {wanted} that [security]"
-            " max_connections ({max}) on every listener may need; raise it (systemd:"
-            " LimitNOFILE={wanted}; shell: ulimit -n) or lower max_connections",
-            soft=soft,
-            wanted=wanted,
-            max=config.security.max_connections,
-        )
+    soft, _hard = raise_to(needed(config))
+    problem = shortfall(config, soft)
+    if problem is not None:
+        log.warn("txmailhost: {problem}", problem=problem, soft=soft, wanted=needed(config))
     return soft
+
+
+def preview(config: Any) -> str | None:
+    """For ``check-config``, which changes nothing: whether a server started from here could
+    raise its limit to what ``config`` may need (to this process's hard limit; as root, to
+    ``ceiling``), as ``shortfall`` words it."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return shortfall(config, ceiling() if os.geteuid() == 0 else hard)

@@ -36,6 +36,7 @@ from twisted.internet import threads
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.threadpool import ThreadPool
 
+from txmailhost.accounts.addresses import fold_local
 from txmailhost.accounts.interfaces import IAccounts, IAddressRules
 from txmailhost.srs import SRSError
 from txmailhost.store.interfaces import INBOX
@@ -163,7 +164,7 @@ class Router:
             # which also closes '"user@other"@our.example' style relay tricks.
             ours = not domain.startswith("[") and self._accounts.has_domain(domain)
             return Resolution(Outcome.UNKNOWN_USER if ours else Outcome.NOT_OURS, address)
-        canonical = f"{local.lower()}@{domain.lower()}"
+        canonical = f"{fold_local(local)}@{domain.lower()}"  # as accounts are kept
         if not self._accounts.has_domain(domain):
             return Resolution(Outcome.NOT_OURS, address)
         routes: dict[tuple, Route] = {}

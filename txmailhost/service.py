@@ -309,6 +309,14 @@ def make_service(
         raise SystemExit(1) from None
     for line in created:
         log.info("txmailhost start: {line}", line=line)
+    # Here, not only in build(): with [server] workers the supervisor would otherwise start
+    # and restart workers that each die of it. check-config asks the same.
+    with acting_as(*run_as):
+        problems = start_problems(config)
+    for problem in problems:
+        print(f"txmailhost: {problem}", file=sys.stderr)
+    if problems:
+        raise SystemExit(1)
     # Before the privilege drop (root may raise the hard limit); workers inherit it.
     fdlimit.prepare(config)
     # The certificate's key may be readable by root only (certbot's privkey.pem): load it as
@@ -341,7 +349,7 @@ def _build_filters(
     """The content filter chain of ``[filters]`` after ``leading`` (mail authentication's),
     None when empty, with a thread pool of its own for filters that block: a slow spam
     scanner then never holds up an fsync."""
-    from txmailhost.filters.registry import FilterConfigError, FilterHost, build_chain
+    from txmailhost.filters.registry import FilterConfigError, FilterHost
 
     settings = config.filters
     pool = Lane(reactor, 8, name="txmailhost-filters")  # a cheap hand-off per message
@@ -350,29 +358,74 @@ def _build_filters(
         config.data_dir, config.hostname, resolver, shared_dsn=shared, reactor=reactor, pool=pool
     )
     try:
-        chain = build_chain(
-            settings.chain,
-            settings.settings,
-            reactor,
-            pool,
-            settings.timeout,
-            settings.on_error,
-            leading=tuple(leading),
-            host=host,
-        )
+        chain = _filter_chain(config, reactor, pool, host, leading)
     except FilterConfigError as e:
         print(f"txmailhost: filters.chain: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     if chain is not None:
         service = ThreadPoolService(pool)
-        for made in chain.filters:  # what filters hold open (the spam scoring process)
-            close = getattr(made, "close", None)
-            if callable(close):
-                service.after_stop.append(close)
+        service.after_stop.extend(_closers(chain))
         service.setServiceParent(top)
         names = [f.name for f in leading] + list(settings.chain)
         log.info("txmailhost filters: {names}", names=", ".join(names))
     return chain
+
+
+def _filter_chain(config: Any, reactor: Any, pool: Any, host: Any, leading: Any = ()) -> Any:
+    """``build_chain`` for ``[filters]``; raises ``FilterConfigError``."""
+    from txmailhost.filters.registry import build_chain
+
+    settings = config.filters
+    return build_chain(
+        settings.chain,
+        settings.settings,
+        reactor,
+        pool,
+        settings.timeout,
+        settings.on_error,
+        leading=tuple(leading),
+        host=host,
+    )
+
+
+def _closers(chain: Any) -> list[Callable[[], Any]]:
+    """What the chain's filters hold open (the spam scoring process), to close at stop."""
+    found = (getattr(made, "close", None) for made in chain.filters)
+    return [close for close in found if callable(close)]
+
+
+def start_problems(config: Any) -> list[str]:
+    """What ``make_service`` and ``build`` would refuse to start with, found without starting
+    anything, for ``txmailhost check-config``: its "ok" should mean the server starts.
+
+    The filter chain is built as a server builds it but without a reactor, so that nothing
+    long-lived starts (the spam filter then scores inline, with no scoring process), and
+    closed again; the secret files the server reads at start are read. Each problem is one
+    line naming its key, as the server's own refusal would."""
+    from txmailhost.filters.registry import FilterConfigError, FilterHost
+    from txmailhost.queue.service import smarthost_password
+    from txmailhost.store import s3blobs
+    from txmailhost.store.interfaces import StoreError
+
+    problems = []
+    shared = config.store.dsn if config.store.backend == "postgres" else ""
+    host = FilterHost(config.data_dir, config.hostname, shared_dsn=shared)
+    try:
+        chain = _filter_chain(config, None, None, host)
+    except FilterConfigError as e:
+        problems.append(f"filters.chain: {e}")
+    else:
+        for close in _closers(chain) if chain is not None else ():
+            close()
+    try:
+        smarthost_password(config.relay)
+    except ValueError as e:
+        problems.append(str(e))
+    try:
+        s3blobs.settings_from(config.store)
+    except StoreError as e:
+        problems.append(str(e))
+    return problems
 
 
 def _build_training(config: Any, reactor: Any, top: MultiService) -> tuple[Any, ...]:

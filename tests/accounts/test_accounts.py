@@ -8,6 +8,7 @@ from twisted.cred.error import UnauthorizedLogin
 
 from tests.support.fixtures import make_world
 from txmailhost.accounts import AccountError, IMailAccount, canonical_address
+from txmailhost.accounts.addresses import new_address
 from txmailhost.accounts.passwords import hash_password, verify_password
 
 
@@ -55,6 +56,75 @@ def test_addresses_are_canonicalised(address, canonical):
 def test_bad_addresses_are_refused_with_a_reason(bad):
     with pytest.raises(AccountError):
         canonical_address(bad)
+
+
+@pytest.mark.parametrize(
+    "typed", ["J\u030c@example.test", "\u01f0@example.test", "j\u030c@example.test"]
+)
+def test_case_folding_ends_in_nfc(typed):
+    """``J`` + U+030C has no precomposed capital; lower-cased, it composes to U+01F0: one
+    account however it was typed (RFC 6532 3.1), as SMTP's lookup folds it too."""
+    assert canonical_address(typed) == "\u01f0@example.test"
+
+
+@pytest.mark.parametrize(
+    "local",
+    [
+        "admin\u202e",  # RIGHT-TO-LEFT OVERRIDE: shows as another name
+        "\u00ad",  # SOFT HYPHEN: shows as nothing
+        "\ufeffbob",  # ZERO WIDTH NO-BREAK SPACE
+        "bo\u200bb",  # ZERO WIDTH SPACE
+        "\ue000x",  # private use
+        "x\U000e0001",  # LANGUAGE TAG (Cf)
+        "x\u0378",  # unassigned
+        "x\udc80",  # a lone surrogate: an undecodable byte of a command line
+    ],
+)
+def test_new_names_refuse_invisible_and_unassigned_characters(local):
+    with pytest.raises(AccountError, match="unsupported local part"):
+        new_address(f"{local}@example.test")
+
+
+def test_new_names_take_letters_of_any_script():
+    assert new_address("Dörte@Bücher.example") == "dörte@xn--bcher-kva.example"
+    assert new_address("用户@example.test") == "用户@example.test"
+
+
+@pytest.mark.parametrize("accounts_in", ["sqlite", "postgres"])
+def test_invisible_names_are_refused_for_users_and_aliases_only(tmp_path, accounts_in):
+    """Lookups stay wide, so an account made before the check can still be removed."""
+    world = make_world(tmp_path, accounts_in=accounts_in)
+    world.accounts.add_domain("example.test")
+    with pytest.raises(AccountError, match="U\\+202E"):
+        world.accounts.add_user("admin\u202e@example.test", "long-enough")
+    rules = world.accounts.address_rules()
+    for source, target in (("\u00ad@example.test", "a@example.test"),
+                           ("team@example.test", "\ufeffa@example.test")):  # fmt: skip
+        with pytest.raises(AccountError, match="unsupported local part"):
+            rules.add_alias(source, [target])
+    assert rules.list_aliases() == []
+    world.accounts.add_user_with_hash("a@example.test", hash_password("long-enough"))
+    with pytest.raises(AccountError, match="unsupported local part"):
+        rules.set_forward("a@example.test", ["x\u202e@far.test"], keep_copy=True)
+    world.accounts._db.execute(  # as an earlier version let it be made
+        "INSERT INTO users (address, domain, password_hash, created) VALUES (?, ?, ?, 0)",
+        ("admin\u202e@example.test", "example.test", hash_password("long-enough")),
+    )
+    assert world.accounts.remove_user("admin\u202e@example.test") == "admin\u202e@example.test"
+
+
+@pytest.mark.parametrize(
+    "source", ["\u2028@example.test", " @example.test", "\t@example.test", "\u3000@example.test"]
+)
+def test_only_a_literal_at_sign_makes_an_alias_the_catch_all(tmp_path, source):
+    """Stripped, these once became ``@example.test``: every unknown address's mail."""
+    world = make_world(tmp_path)
+    world.accounts.add_domain("example.test")
+    rules = world.accounts.address_rules()
+    with pytest.raises(AccountError, match="not an address"):
+        rules.add_alias(source, ["b@example.test"])
+    assert rules.list_aliases() == []
+    assert rules.add_alias("@Example.test", ["b@example.test"])[0] == "@example.test"
 
 
 @pytest.mark.parametrize("accounts_in", ["sqlite", "postgres"])

@@ -56,3 +56,50 @@ def test_who_says_when_the_server_is_not_running(server):
     result = server.cli("who", check=False)
     assert result.returncode == 1
     assert "the server is not running" in result.stderr
+
+
+def pop3_session(server, user: str):
+    """A logged-in POP3 session on a raw socket: (socket, its reader)."""
+    sock = socket.create_connection((H, server.ports["pop3"]), timeout=10)
+    reader = sock.makefile("rb")
+    reader.readline()  # greeting
+    sock.sendall(f"USER {user}\r\nPASS {PASSWORD}\r\n".encode())
+    assert reader.readline().startswith(b"+OK")
+    assert reader.readline().startswith(b"+OK")
+    return sock, reader
+
+
+KICKED = b"-ERR [SYS/PERM] disconnected by the administrator\r\n"
+
+
+def test_user_del_ends_the_users_sessions_before_its_mail_goes(server):
+    """Such a session once lived on: its next RETR got "-ERR [SYS/TEMP] internal error" and
+    the log a sqlite3 traceback (the mailbox's index was gone)."""
+    with smtplib.SMTP(H, server.ports["smtp"], timeout=10) as smtp:
+        smtp.sendmail("x@remote.test", [BOB], b"Subject: x\r\n\r\nbody\r\n")
+    sock, reader = pop3_session(server, BOB)
+    other = poplib.POP3(H, server.ports["pop3"])
+    other.user(ALICE)
+    other.pass_(PASSWORD)
+
+    out = server.cli("user", "del", BOB, "--purge").stdout
+    assert out == f"removed user {BOB} and deleted its mail; ended 1 open session(s)\n"
+    assert reader.readline() == KICKED
+    assert reader.readline() == b""  # and closed
+    sock.close()
+    other.noop()  # alice's session is untouched
+    other.quit()
+    assert "Traceback" not in server.log() and "internal error" not in server.log()
+
+
+def test_domain_del_ends_the_sessions_of_every_user_it_removes(server):
+    sessions = [pop3_session(server, user) for user in (ALICE, BOB)]
+    out = server.cli("domain", "del", "example.test", "--force", "--purge").stdout
+    assert out == (
+        "removed domain example.test and its 2 user(s) (their mail was deleted);"
+        " ended 2 open session(s)\n"
+    )
+    for sock, reader in sessions:
+        assert (reader.readline(), reader.readline()) == (KICKED, b"")
+        sock.close()
+    assert "Traceback" not in server.log()

@@ -122,6 +122,8 @@ def test_expunge_needs_a_query_and_a_bad_one_is_one_line(server):
     assert result.stderr == "txmailhost: error: bad search query: unknown search key NOSUCHKEY\n"
     result = server.cli("mailbox", "list", "nobody@example.test", check=False)
     assert result.stderr == "txmailhost: error: no such user: nobody@example.test\n"
+    result = server.cli("fetch", ALICE, "INBOX", "99999999999999999999999", check=False)
+    assert result.returncode == 2 and "a UID is from 1 to 4294967295" in result.stderr
     for flag in ("\\Recent", "\\Bogus", "two(words"):
         result = server.cli("flags", ALICE, "INBOX", "add", flag, "ALL", check=False)
         assert result.stderr == f"txmailhost: error: not an IMAP flag or keyword: {flag}\n"

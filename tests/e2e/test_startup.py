@@ -121,3 +121,42 @@ def test_a_used_data_directory_now_read_only_stops_the_start_with_one_line(
     assert result.returncode == 1
     assert result.stderr.startswith(f"txmailhost: data directory {data} is not writable (")
     assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        '[filters]\nchain = ["nosuchfilter"]\n',
+        '[filters]\nchain = ["greylist"]\n[filters.settings.greylist]\nbogus = 1\n',
+        '[relay]\nsmarthost = "smtp.example.net:587"\nsmarthost_username = "u"\n'
+        'smarthost_password_file = "/nonexistent/pw"\n',
+        "[security]\nmax_connections = 1000000000000000000\n",
+    ],
+    ids=["unknown filter", "bad filter setting", "missing password file", "huge max_connections"],
+)
+def test_check_config_refuses_each_config_the_start_refuses_with_the_same_line(
+    tmp_path: Path, extra: str
+) -> None:
+    """docs/admin.rst: check a file with check-config before restarting. Its "ok" for a file
+    the server then refused (or, for max_connections, died on with a traceback) was a lie."""
+    data = tmp_path / "data"
+    write_config(data, 0)
+    assert subprocess.run([os.path.join(BIN, "txmailhost"), "--data", str(data), "init"],
+                          capture_output=True, timeout=60).returncode == 0  # fmt: skip
+    with open(data / "txmailhost.toml", "a") as config:
+        config.write(extra)
+
+    checked = subprocess.run(
+        [os.path.join(BIN, "txmailhost"), "--data", str(data), "check-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    started = twistd("-n", "--pidfile=", f"--logfile={tmp_path / 'log'}", "txmailhost",
+                     "--data", str(data))  # fmt: skip
+
+    assert (started.returncode, started.stderr.count("\n")) == (1, 1), started.stderr
+    assert (checked.returncode, checked.stdout) == (1, "")
+    assert checked.stderr.removeprefix("txmailhost: error: ") == started.stderr.removeprefix(
+        "txmailhost: "
+    )

@@ -578,6 +578,29 @@ def test_retr_of_a_message_expunged_by_another_session_is_refused(session, stock
     assert session.cmd("NOOP") == b"+OK\r\n"
 
 
+@pytest.mark.backends("maildir")
+def test_a_maildrop_removed_under_the_session_ends_it_with_a_permanent_error(session, stocked):
+    """``txmailhost user del --purge`` while the session is open (the server unreachable, so
+    nobody kicked it): RETR once answered "[SYS/TEMP] internal error" with a traceback."""
+    with capturedLogs() as events:
+        result(stocked.store.remove_user(ALICE))
+        reply = session.cmd("RETR 2")
+    assert reply == b"-ERR [SYS/PERM] mailbox no longer exists\r\n"
+    assert session.closed
+    assert not [e for e in events if e.get("log_failure") is not None]
+
+
+@pytest.mark.backends("maildir")
+def test_quit_after_the_maildrop_was_removed_is_a_permanent_error(session, stocked):
+    assert session.cmd("DELE 1") == b"+OK message 1 deleted\r\n"
+    with capturedLogs() as events:
+        result(stocked.store.remove_user(ALICE))
+        reply = session.cmd("QUIT")
+    assert reply == b"-ERR [SYS/PERM] mailbox no longer exists\r\n"
+    assert session.closed
+    assert not [e for e in events if e.get("log_failure") is not None]
+
+
 def test_connection_lost_during_retr_stops_the_stream(world):
     world.deliver(b"Subject: big\r\n\r\n" + b"x" * 200_000 + b"\r\n")
     client = world.connect()

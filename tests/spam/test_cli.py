@@ -10,6 +10,11 @@ import sys
 
 import pytest
 
+from txmailhost.accounts.db import AccountsDB
+from txmailhost.cli import main
+
+ALICE = "alice@example.test"
+
 BIN = os.path.dirname(sys.executable)
 
 
@@ -27,8 +32,15 @@ def txm(data: str, *args: str, check: bool = True) -> subprocess.CompletedProces
 
 @pytest.fixture
 def data(tmp_path) -> str:
+    """A data directory where alice@example.test and bob@bücher.example have accounts."""
     path = str(tmp_path / "data")
     txm(path, "init", "--hostname", "mx.example.test")
+    accounts = AccountsDB(os.path.join(path, "accounts.sqlite"))
+    for domain in ("example.test", "bücher.example"):
+        accounts.add_domain(domain)
+    accounts.add_user("alice@example.test", "a long enough password 1")
+    accounts.add_user("bob@bücher.example", "a long enough password 2")
+    accounts.close()
     return path
 
 
@@ -97,3 +109,48 @@ def test_stats_says_when_counts_are_from_an_older_tokenizer(data, tmp_path):
         db.execute("DELETE FROM meta")
     out = txm(data, "spam", "stats").stdout
     assert "counts learned with version 1" in out and "retraining" in out
+
+
+def run_main(capsys, data: str, *args: str) -> tuple[int, str, str]:
+    """``txmailhost`` in this process (no interpreter start): (status, stdout, stderr)."""
+    status = main(["--data", data, *args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_user_options_name_an_existing_account(data, capsys):
+    """Once accepted and stored: settings for nobody, never applied to anyone."""
+    for args, error in [
+        (["threshold", "--user", "nobody@example.test", "5"], "no such user: nobody@example.test"),
+        (["threshold", "--user", "not an address", "5"], "not an address: 'not an address'"),
+        (["allow", "friend@example.org", "--user", "nobody@example.test"], "no such user"),
+        (["train", "--user", "nobody@example.test", "--spam", "."], "no such user"),
+    ]:
+        status, _out, err = run_main(capsys, data, "spam", *args)
+        assert status == 1 and err.startswith(f"txmailhost: error: {error}"), (args, err)
+    stats = run_main(capsys, data, "spam", "stats", "--user", "nobody@example.test")
+    assert stats == (0, "learned: 0 spam, 0 ham (nobody@example.test)\n", "")
+
+
+def test_threshold_is_a_finite_score_in_range(data, capsys):
+    """``nan`` once failed as "NOT NULL constraint failed", ``inf`` was stored."""
+    for score in ("nan", "inf", "101", "-101", "ten"):
+        status, _out, err = run_main(capsys, data, "spam", "threshold", "--user", ALICE, score)
+        assert status == 2 and "argument score:" in err and "constraint" not in err, err
+    assert "threshold" not in run_main(capsys, data, "spam", "stats", "--user", ALICE)[1]
+
+
+def test_users_and_senders_are_kept_as_the_server_sees_them(data, capsys):
+    """Mail arrives for xn--bcher-kva.example: a threshold or list kept under the Unicode
+    spelling (or in capitals) never applied."""
+    for args in (
+        ["threshold", "--user", "Bob@Bücher.example", "3"],
+        ["block", "@Bücher.example"],
+        ["allow", "Friend@Bücher.example", "--user", "BOB@bücher.example"],
+    ):
+        assert run_main(capsys, data, "spam", *args) == (0, "", "")
+    stats = run_main(capsys, data, "spam", "stats", "--user", "bob@xn--bcher-kva.example")[1]
+    assert "junk threshold: 3.0" in stats and "allow friend@xn--bcher-kva.example" in stats
+    assert "block @xn--bcher-kva.example" in run_main(capsys, data, "spam", "stats")[1]
+    run_main(capsys, data, "spam", "forget", "@bücher.example")
+    assert "block" not in run_main(capsys, data, "spam", "stats")[1]

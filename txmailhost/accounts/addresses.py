@@ -16,9 +16,17 @@ from txmailhost.accounts.interfaces import AccountError
 
 # A conservative dot-atom local part (RFC 5322 3.2.3) without quoting: it also becomes a
 # directory name, so nothing here may mean anything to a file system. Non-ASCII characters
-# (RFC 6531/6532 internationalised addresses) are letters to it; controls, spaces and the
-# Unicode line separators are not.
-_ATOM = r"(?:[a-z0-9!#$%&'*+=?^_`{|}~-]|[^\x00-\x7f\s\x80-\x9f\u2028\u2029])"
+# (RFC 6531/6532 internationalised addresses) are letters to it; controls, spaces, the
+# Unicode line separators and lone surrogates (undecodable bytes of a command line, which
+# UTF-8 can't store) are not. SMTP parses paths with its own grammar (smtp/address.py): this
+# one names accounts, and a path that fails it merely matches none.
+_ATOM = r"(?:[a-z0-9!#$%&'*+=?^_`{|}~-]|[^\x00-\x7f\s\x80-\x9f\u2028\u2029\ud800-\udfff])"
+# Refused in the local part of a new account or alias (``new_address``), as PRECIS's
+# IdentifierClass (RFC 8264 9.11-9.14) disallows them: format characters, invisible or
+# reordering what is shown (U+202E RIGHT-TO-LEFT OVERRIDE makes "admin\u202e" look like
+# another name, U+00AD SOFT HYPHEN and U+FEFF show as nothing), controls, surrogates,
+# private-use and unassigned code points (what a later Unicode assigns may fold differently).
+_INVISIBLE = frozenset({"Cf", "Cc", "Cs", "Co", "Cn"})
 _LOCAL = re.compile(rf"^{_ATOM}+(\.{_ATOM}+)*$")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
@@ -39,12 +47,35 @@ def canonical_domain(domain: str) -> str:
     return text
 
 
+def fold_local(local: str) -> str:
+    """The lower-case NFC form accounts are kept under (RFC 6532 3.1). Lower-casing can undo
+    NFC (``J`` + U+030C has no precomposed capital, but lower-cased it composes to U+01F0),
+    so the result is normalised again: one spelling per account, however it was typed."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", local).lower())
+
+
 def canonical_address(address: str) -> str:
     """``local@domain`` in lower case, or AccountError saying what is wrong."""
     local, sep, domain = address.strip().rpartition("@")
     if not sep or not local:
         raise AccountError(f"not an address: {address!r} (expected user@domain)")
-    local = unicodedata.normalize("NFC", local).lower()  # RFC 6532 3.1: NFC
-    if len(local.encode("utf-8")) > 64 or not _LOCAL.match(local):
+    local = fold_local(local)
+    if not _LOCAL.match(local) or len(local.encode("utf-8")) > 64:
         raise AccountError(f"unsupported local part in {address!r}")
     return f"{local}@{canonical_domain(domain)}"
+
+
+def new_address(address: str) -> str:
+    """``canonical_address`` for a name about to be created (a user, an alias, a forward's
+    target), refusing characters that show as nothing or as something else. Lookups take
+    the wider ``canonical_address``, so an account made before this check can still be
+    found, logged into and removed."""
+    canonical = canonical_address(address)
+    local = canonical.rpartition("@")[0]
+    for char in local:
+        if unicodedata.category(char) in _INVISIBLE:
+            raise AccountError(
+                f"unsupported local part in {address!r}: U+{ord(char):04X}"
+                f" ({unicodedata.name(char, 'unnamed')}) is invisible, a control or unassigned"
+            )
+    return canonical

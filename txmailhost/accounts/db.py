@@ -14,7 +14,7 @@ import time
 from zope.interface import implementer
 
 from txmailhost.accounts import apppasswords
-from txmailhost.accounts.addresses import canonical_address, canonical_domain
+from txmailhost.accounts.addresses import canonical_address, canonical_domain, new_address
 from txmailhost.accounts.interfaces import AccountError, IAccounts, IAddressRules
 from txmailhost.accounts.passwords import hash_password, weakness
 
@@ -188,7 +188,7 @@ class AccountsDB:
     # -- users -------------------------------------------------------------------------------
 
     def add_user(self, address: str, password: str) -> str:
-        canonical = canonical_address(address)
+        canonical = new_address(address)
         _validate_password(password, canonical)
         domain = canonical.split("@", 1)[1]
         if not self.has_domain(domain):
@@ -214,7 +214,7 @@ class AccountsDB:
         """Create an account from a stored password hash (``txmailhost import`` of an export):
         the password itself is never known here, so it is not checked for strength. A hash
         in a scheme ``passwords.verify_password`` doesn't know just never matches."""
-        canonical = canonical_address(address)
+        canonical = new_address(address)
         if not password_hash or not password_hash.isascii() or not password_hash.isprintable():
             raise AccountError(f"{canonical}: the stored password hash is not printable ASCII")
         domain = canonical.split("@", 1)[1]
@@ -407,22 +407,26 @@ class AddressRules:
 
     # -- aliases -----------------------------------------------------------------------------
 
-    def _alias_source(self, address: str) -> str:
-        """``local@domain`` or ``@domain`` (the domain's catch-all), in one of our domains."""
-        text = address.strip().lower()
-        source = (
-            f"@{canonical_domain(text[1:])}" if text.startswith("@") else canonical_address(text)
-        )
+    def _alias_source(self, address: str, creating: bool = False) -> str:
+        """``local@domain`` or ``@domain`` (the domain's catch-all), in one of our domains.
+
+        Only a literal ``@`` first means the catch-all: stripping first would turn a
+        leading space, tab or line separator (``"\u2028@example.org"``, pasted from
+        somewhere) into the catch-all, silently taking every unknown address's mail."""
+        if address.startswith("@"):
+            source = f"@{canonical_domain(address[1:])}"
+        else:
+            source = new_address(address) if creating else canonical_address(address)
         domain = source.rpartition("@")[2]
         if not self.accounts.has_domain(domain):
             raise AccountError(f"domain {domain} is not served here")
         return source
 
     def add_alias(self, address: str, targets: list[str]) -> tuple[str, list[str]]:
-        source = self._alias_source(address)
+        source = self._alias_source(address, creating=True)
         if not targets:
             raise AccountError("an alias needs at least one target address")
-        clean = [canonical_address(t) for t in targets]
+        clean = [new_address(t) for t in targets]
         if source in clean:
             raise AccountError(f"{source} can't be an alias of itself")
         if self.accounts.has_user(source):
@@ -487,7 +491,7 @@ class AddressRules:
         address = canonical_address(user)
         if not self.accounts.has_user(address):
             raise AccountError(f"no such user: {address}")
-        clean = [canonical_address(t) for t in targets]
+        clean = [new_address(t) for t in targets]
         if address in clean:
             raise AccountError("a user can't forward to their own address (use --keep-copy)")
         db = self._db

@@ -55,6 +55,10 @@ _KICKED = {
 }
 
 
+class NotRunning(ConnectionError):
+    """Nothing listens on the control socket: no server runs on this data directory."""
+
+
 def socket_path(config: Any, slot: int = 0) -> str:
     """The control socket of worker ``slot`` (0, the only one without ``[server] workers``)."""
     name = SOCKET_NAME if slot == 0 else f"control-{slot}.sock"
@@ -241,7 +245,7 @@ def ask(path: str, request: str, timeout: float = 10.0) -> Any:
             while chunk := client.recv(65536):
                 chunks.append(chunk)
     except (FileNotFoundError, ConnectionRefusedError):
-        raise ConnectionError(f"the server is not running (nothing answers on {path})") from None
+        raise NotRunning(f"the server is not running (nothing answers on {path})") from None
     except OSError as e:
         raise ConnectionError(f"{path}: {e.strerror or e}") from None
     return json.loads(b"".join(chunks) or b"null")
@@ -280,6 +284,21 @@ def _who(args: Any, config: Any) -> int:
 
     emit(args, sessions, lines)
     return 0
+
+
+def end_sessions(config: Any, users: Sequence[str]) -> int:
+    """``KICK`` each of ``users`` on the running server, if one runs; how many sessions
+    ended. For ``user del`` and ``domain del``: a session that outlived its account would
+    find its mail gone under it. Raises ``ConnectionError`` when a server runs but can't be
+    asked (another user's socket)."""
+    ended = 0
+    for user in users:
+        try:
+            answers = ask_all(config, f"KICK {user}")
+        except NotRunning:
+            return ended
+        ended += sum(a.get("kicked", 0) for a in answers if isinstance(a, dict))
+    return ended
 
 
 def _kick(args: Any, config: Any) -> int:

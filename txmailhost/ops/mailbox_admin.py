@@ -204,7 +204,7 @@ def register(commands: Any, with_accounts: Callable[..., Callable[[argparse.Name
     fetch = commands.add_parser("fetch", help="one message, as stored, to standard output")
     fetch.add_argument("user")
     fetch.add_argument("mailbox")
-    fetch.add_argument("uid", type=int)
+    fetch.add_argument("uid", type=_uid, help="the message's IMAP UID (1 to 4294967295)")
     fetch.add_argument("--header", action="store_true", help="only the header section")
     json_option(fetch)
     fetch.set_defaults(run=with_accounts(_fetch))
@@ -240,6 +240,18 @@ def register(commands: Any, with_accounts: Callable[..., Callable[[argparse.Name
     _user_or_all(rebuild)
     rebuild.add_argument("mailbox", nargs="?", help="only this mailbox of USER")
     rebuild.set_defaults(run=with_accounts(_index_rebuild))
+
+
+def _uid(text: str) -> int:
+    """A UID as IMAP has them (RFC 9051 2.3.1.1: a non-zero 32-bit number); a larger one
+    would overflow the index's lookup rather than find nothing."""
+    try:
+        uid = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a UID (a number)") from None
+    if not 1 <= uid <= 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError(f"{text}: a UID is from 1 to 4294967295")
+    return uid
 
 
 def _mailbox_and_query(parser: argparse.ArgumentParser, required: bool = False) -> None:

@@ -197,6 +197,11 @@ class MessageGone(POP3Error):
     text = "message is no longer available"
 
 
+class MailboxGone(PermError):
+    # The maildrop itself was removed under the session (``txmailhost user del --purge``).
+    text = "mailbox no longer exists"
+
+
 class InvalidLineCount(POP3Error):
     text = "invalid line count: expected a non-negative number"
 

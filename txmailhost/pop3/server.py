@@ -47,7 +47,7 @@ from txmailhost.session.auth import (
     passwords_allowed,
 )
 from txmailhost.session.tls import SessionTLS
-from txmailhost.store.interfaces import INBOX, MessageInfo, StoreError
+from txmailhost.store.interfaces import INBOX, MessageInfo, NoSuchMailbox, StoreError
 from txmailhost.store.interfaces import NoSuchMessage as StoreNoSuchMessage
 
 log = Logger(namespace="txmailhost.pop3")
@@ -765,6 +765,8 @@ class POP3Server(LineReceiver, TimeoutMixin):
         except StoreNoSuchMessage:
             # Expunged by another session (IMAP, a second POP3 client) since our snapshot.
             raise replies.MessageGone(f"message {number} is no longer available") from None
+        except NoSuchMailbox:
+            raise replies.MailboxGone(closes=True) from None
         return _Retrieval(header, file, chunks(file, self.chunk_size), is_retr, info.size)
 
     def _dele(self, args: list[bytes]) -> OK:
@@ -792,6 +794,8 @@ class POP3Server(LineReceiver, TimeoutMixin):
         if uids:
             try:
                 removed = await self._mailbox.expunge(uids)
+            except NoSuchMailbox:
+                raise replies.MailboxGone(closes=True) from None
             except Exception:
                 log.failure("pop3 could not expunge for {user}", user=self._user)
                 raise replies.CommitFailed(closes=True) from None

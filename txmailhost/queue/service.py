@@ -166,19 +166,28 @@ def _smarthost(relay: Any) -> Any:
     if not relay.smarthost:
         return None
     host, _, port = relay.smarthost.rpartition(":")
-    password = ""
-    if relay.smarthost_username:
-        try:
-            with open(relay.smarthost_password_file, encoding="utf-8") as f:
-                password = f.readline().rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as e:
-            raise SystemExit(
-                f"txmailhost: relay.smarthost_password_file: can't read "
-                f"{relay.smarthost_password_file!r}: {e}"
-            ) from None
+    try:
+        password = smarthost_password(relay)
+    except ValueError as e:
+        raise SystemExit(f"txmailhost: {e}") from None
     return Smarthost(
         host.strip("[]"), int(port), relay.smarthost_tls, relay.smarthost_username, password
     )
+
+
+def smarthost_password(relay: Any) -> str:
+    """The first line of ``relay.smarthost_password_file`` when a smarthost and its username
+    are set ("" otherwise); ValueError naming the key when the file can't be read (the
+    server's start and ``txmailhost check-config`` both ask)."""
+    if not relay.smarthost or not relay.smarthost_username:
+        return ""
+    try:
+        with open(relay.smarthost_password_file, encoding="utf-8") as f:
+            return f.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(
+            f"relay.smarthost_password_file: can't read {relay.smarthost_password_file!r}: {e}"
+        ) from None
 
 
 def build_queue(

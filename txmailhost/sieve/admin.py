@@ -22,6 +22,7 @@ from txmailhost.sieve.scripts import ScriptError
 from txmailhost.sieve.setup import script_store
 
 NAME = "vacation"
+DAYS = 7  # RFC 5230 4.1 recommends 7 as the default :days
 _PREVIOUS = "# txmailhost vacation; previously active: "
 
 
@@ -38,7 +39,7 @@ def register(user_commands: Any, with_accounts: Any) -> None:
         "--until", metavar="YYYY-MM-DD", help="last day to answer (server's time zone)"
     )
     vacation.add_argument(
-        "--days", type=int, default=7, help="answer each sender once per DAYS days (default 7)"
+        "--days", type=int, help=f"answer each sender once per DAYS days (default {DAYS})"
     )
     vacation.add_argument("--off", action="store_true", help="end the away reply")
     vacation.set_defaults(run=with_accounts(_vacation))
@@ -76,6 +77,7 @@ def _previous_of(text: str) -> str | None:
 
 
 def _vacation(args: argparse.Namespace, config: Any, accounts: IAccounts) -> int:
+    until = _checked_options(args)
     user = canonical_address(args.address)
     if not accounts.has_user(user):
         raise AccountError(f"no such user: {user}")
@@ -88,12 +90,37 @@ def _vacation(args: argparse.Namespace, config: Any, accounts: IAccounts) -> int
             on = active == NAME
             print(f"{user}: vacation {'on' if on else 'off'}")
             return 0
-        until = datetime.date.fromisoformat(args.until) if args.until else None
-        vacation_on(store, user, _read_body(args.body_file), args.subject, until, args.days)
+        days = DAYS if args.days is None else args.days
+        vacation_on(store, user, _read_body(args.body_file), args.subject, until, days)
     except ScriptError as e:
         raise ValueError(str(e)) from None
     print(f"{user}: vacation on" + (f" until {until.isoformat()}" if until else ""))
     return 0
+
+
+def _checked_options(args: argparse.Namespace) -> datetime.date | None:
+    """The ``--until`` date, after refusing options that would be ignored: without
+    ``--body-file`` the command only shows (or, with ``--off``, ends) the setting, and an
+    administrator who typed ``--subject`` or ``--until`` meant to set one. A last day
+    already past would write a reply that is never sent."""
+    given = [
+        f"--{name}" for name in ("subject", "until", "days") if getattr(args, name) is not None
+    ]
+    if args.off and (given or args.body_file is not None):
+        raise ValueError("--off takes no other option")
+    if given and args.body_file is None:
+        raise ValueError(f"{', '.join(given)} set an away reply: give its text with --body-file")
+    if args.until is None:
+        return None
+    try:
+        until = datetime.date.fromisoformat(args.until)
+    except ValueError:
+        raise ValueError(f"--until {args.until!r}: expected a date as YYYY-MM-DD") from None
+    if until < datetime.date.today():
+        raise ValueError(
+            f"--until {until.isoformat()} is in the past: the reply would never be sent"
+        )
+    return until
 
 
 def vacation_on(

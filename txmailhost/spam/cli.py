@@ -10,6 +10,12 @@
 - ``spam threshold --user U [SCORE]`` — U's own Junk threshold (none: the server's);
 - ``spam stats [--user U]`` — messages learned, the senders listed, U's threshold.
 
+``--user`` names an account that exists (``train``, ``allow``, ``block``, ``threshold``;
+``forget``, ``check`` and ``stats`` also take one removed since) and is keyed as the server
+keys a recipient: lower case, NFC, the domain's A-label. A sender is kept the same way, so
+``@bücher.example`` matches mail from ``xn--bcher-kva.example``. A threshold is a finite
+score from -100 to 100.
+
 The commands open ``DATA/spam/bayes.sqlite`` with the server's code (``bayes.py``); SQLite's
 WAL lets them run while the server does.
 """
@@ -17,11 +23,14 @@ WAL lets them run while the server does.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from txmailhost.accounts.addresses import canonical_address, canonical_domain, fold_local
+from txmailhost.accounts.interfaces import AccountError
 from txmailhost.spam import rules
 from txmailhost.spam.bayes import GLOBAL, TokenStore
 from txmailhost.spam.sample import sample_of
@@ -59,11 +68,27 @@ def register(
         "threshold", help="a user's own Junk threshold (or, without SCORE, the server's again)"
     )
     threshold.add_argument("--user", required=True)
-    threshold.add_argument("score", nargs="?", type=float)
+    threshold.add_argument(
+        "score", nargs="?", type=_score, help=f"from {-MAX_SCORE:g} to {MAX_SCORE:g}"
+    )
     threshold.set_defaults(run=with_config(_threshold))
     stats = actions.add_parser("stats", help="messages learned and senders listed")
     stats.add_argument("--user", help="this user's (default: the global set)")
     stats.set_defaults(run=with_config(_stats))
+
+
+MAX_SCORE = 100.0  # SpamAssassin's USER_IN_BLOCKLIST: a threshold beyond it means nothing
+
+
+def _score(text: str) -> float:
+    """A Junk threshold: a finite number no further from 0 than any score a rule gives."""
+    try:
+        score = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(score) or abs(score) > MAX_SCORE:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a score from -100 to 100")
+    return score
 
 
 def _rules(args: argparse.Namespace) -> int:
@@ -76,8 +101,24 @@ def _store(config: Any) -> TokenStore:
     return TokenStore(store_path(config.data_dir))
 
 
-def _owner(args: argparse.Namespace) -> str:
-    return owner_of(args.user) if args.user else GLOBAL
+def _owner(args: argparse.Namespace, config: Any = None) -> str:
+    """Whose training, lists or threshold: ``--user`` as the server keys them (the address
+    the accounts keep: lower case, NFC, the domain's A-label, which is what mail arrives
+    for), or the global set. With ``config`` the user must exist: state set for a typo, or
+    for the Unicode spelling of a domain, would never apply."""
+    if not args.user:
+        return GLOBAL
+    address = canonical_address(args.user)
+    if config is not None:
+        from txmailhost.accounts.backends import open_accounts
+
+        accounts = open_accounts(config)
+        try:
+            if not accounts.has_user(address):
+                raise AccountError(f"no such user: {address}")
+        finally:
+            accounts.close()
+    return owner_of(address)
 
 
 def _files(directory: str) -> Iterator[str]:
@@ -97,8 +138,8 @@ def _train(args: argparse.Namespace, config: Any) -> int:
         if not os.path.isdir(directory):
             print(f"txmailhost spam train: {directory}: not a directory", file=sys.stderr)
             return 1
+    owner = _owner(args, config)
     store = _store(config)
-    owner = _owner(args)
     for is_spam, directories in ((True, args.spam), (False, args.ham)):
         learned = seen = 0
         for directory in directories:
@@ -132,19 +173,43 @@ def _check(args: argparse.Namespace, config: Any) -> int:
 
 def _sender(kind: str) -> Callable[[argparse.Namespace, Any], int]:
     def run(args: argparse.Namespace, config: Any) -> int:
-        address = args.address.strip().lower()
-        if "@" not in address or address.endswith("@") or " " in address:
+        address = _sender_key(args.address)
+        if address is None:
             print(f"txmailhost spam {kind}: {args.address!r} is not an address or @domain",
                   file=sys.stderr)  # fmt: skip
             return 2
-        _store(config).set_sender(_owner(args), address, None if kind == "forget" else kind)
+        store = _store(config)
+        if kind != "forget":
+            store.set_sender(_owner(args, config), address, kind)
+            return 0
+        # Also for a user removed since, and also the entry as typed, which is how earlier
+        # versions kept it (an IDN domain in its Unicode form, never matched).
+        owners = {_owner(args), args.user.strip().lower() if args.user else GLOBAL}
+        for owner in owners:
+            for entry in {address, args.address.strip().lower()}:
+                store.set_sender(owner, entry, None)
         return 0
 
     return run
 
 
+def _sender_key(text: str) -> str | None:
+    """A sender list's entry as mail will show it: the local part lower-cased in NFC, the
+    domain as its A-label (an envelope sender's domain is one: smtp/address.py); None when
+    ``text`` is neither an address nor ``@domain``. Any local part a sender may have is
+    taken, even one no account here could have."""
+    local, at, domain = text.strip().rpartition("@")
+    if not at or any(c.isspace() or not c.isprintable() for c in local):
+        return None
+    try:
+        domain = canonical_domain(domain)
+    except AccountError:
+        return None
+    return f"{fold_local(local)}@{domain}"
+
+
 def _threshold(args: argparse.Namespace, config: Any) -> int:
-    _store(config).set_threshold(owner_of(args.user), args.score)
+    _store(config).set_threshold(_owner(args, config), args.score)
     return 0
 
 

@@ -32,6 +32,7 @@ from typing import Any, BinaryIO
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
+from txmailhost.accounts.addresses import fold_local
 from txmailhost.delivery.incoming import in_memory
 from txmailhost.filters.base import MessageFilter
 from txmailhost.filters.interfaces import ACCEPT, Client, Transaction, Verdict
@@ -63,8 +64,9 @@ def store_path(data_dir: str) -> str:
 
 
 def owner_of(address: str) -> str:
-    """The key a recipient's training is kept under: the address, lower-cased."""
-    return address.strip().lower()
+    """The key a recipient's training is kept under: the address as accounts keep it,
+    lower-cased and in NFC (``accounts.addresses.fold_local``; the domain is ASCII)."""
+    return fold_local(address.strip())
 
 
 class SpamFilter(MessageFilter):

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from txmailhost.store import objectids
+from txmailhost.store.interfaces import NoSuchMailbox
 from txmailhost.store.pathlocks import PathLocks
 from txmailhost.store.threadconns import ThreadConnections
 
@@ -144,7 +145,14 @@ class MailboxIndex:
 
     @property
     def _db(self) -> sqlite3.Connection:
-        return _connect(self.path)
+        try:
+            return _connect(self.path)
+        except (sqlite3.OperationalError, FileNotFoundError):
+            # The mailbox's directory went (``user del --purge`` while a session had it
+            # open, a mailbox deleted by another session): say so, not "unable to open".
+            if not os.path.isdir(self.directory):
+                raise NoSuchMailbox(f"{self.directory} no longer exists") from None
+            raise
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:

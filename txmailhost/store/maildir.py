@@ -377,13 +377,21 @@ class MaildirMailbox:
             return path, row
         # Another Maildir tool renamed it (changed flags, moved new/ -> cur/): find it by name.
         for sub in ("cur", "new"):
-            for filename in os.listdir(os.path.join(self.directory, sub)):
+            for filename in self._listdir(sub):
                 base, found_bits = _parse_info(filename)
                 if base == name:
                     with self._index.write() as db:
                         self._index.relocate(uid, sub, found_bits, db)
                     return os.path.join(self.directory, sub, filename), row
         raise NoSuchMessage(f"UID {uid} is no longer in {self.name}")
+
+    def _listdir(self, sub: str) -> list[str]:
+        try:
+            return os.listdir(os.path.join(self.directory, sub))
+        except FileNotFoundError:
+            if not os.path.isdir(self.directory):  # removed since the index was read
+                raise NoSuchMailbox(f"{self.directory} no longer exists") from None
+            raise
 
     def _read_message(self, uid: int, path: str, size: int) -> bytes:
         """The message in its CRLF form (``size`` octets, the index says), from the file at
