@@ -79,7 +79,7 @@ def test_binary_value_as_literal8_round_trips(world):
     assert s.send(b'b SETMETADATA "" (/private/blob ~{4}\r\n').startswith(b"+ ")
     assert s.send(b"\x00\x01\xff\n)\r\n") == b"b OK SETMETADATA completed\r\n"
     assert s.cmd('c GETMETADATA "" /private/blob') == (
-        b'* METADATA "" (/private/blob {4}\r\n\x00\x01\xff\n)\r\nc OK GETMETADATA completed\r\n'
+        b'* METADATA "" (/private/blob ~{4}\r\n\x00\x01\xff\n)\r\nc OK GETMETADATA completed\r\n'
     )
 
 
