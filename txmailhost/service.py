@@ -195,6 +195,18 @@ class ServerService(MultiService):
         await maybeDeferred(super().stopService)
 
 
+class StartupSweep(Service):
+    """Once at start, in the store's pool: ``sweep()`` of what a killed process left in the
+    Maildirs' ``tmp/`` (``store/staging.py``). A service of its own, started after the pool's."""
+
+    def __init__(self, sweep: Callable[[], Deferred[Any]]) -> None:
+        self.sweep = sweep
+
+    def startService(self) -> None:
+        super().startService()
+        self.sweep().addErrback(lambda f: log.failure("txmailhost start: sweeping tmp/", f))
+
+
 class TLSReloadService(Service):
     """Picks up a renewed certificate without a restart.
 
@@ -584,6 +596,8 @@ def build(
     )
     if callable(getattr(store, "close", None)):  # PostgreSQL: its connections and LISTEN
         storage_service.after_stop.append(store.close)
+    if primary and callable(getattr(store, "sweep_staging", None)):  # Maildir
+        StartupSweep(store.sweep_staging).setServiceParent(top)
     if config.store.backend in backends.VOLATILE:
         log.critical(
             "[store] backend = {backend!r}: mail is kept in memory only and EVERY MESSAGE IS"

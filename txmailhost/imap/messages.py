@@ -28,6 +28,7 @@ from txmailhost.imap.session import SelectedMailbox
 from txmailhost.store.interfaces import (
     DELETED,
     SEEN,
+    IMailboxMove,
     IMessageRanges,
     IndexColumns,
     NoSuchMailbox,
@@ -538,7 +539,11 @@ class MessageCommands:
 
     # -- COPY / MOVE -----------------------------------------------------------------------------
 
-    async def _copy_to(self, reader: Reader, by_uid: bool) -> tuple[list[tuple[int, int]], str]:
+    async def _copy_to(
+        self, reader: Reader, by_uid: bool, move: bool = False
+    ) -> tuple[list[tuple[int, int]], str, bool]:
+        """COPY, or with ``move`` MOVE where the store does it in one step (``IMailboxMove``):
+        (source UID, new UID) pairs, the COPYUID code, and whether the sources are gone."""
         view = self.selected
         reader.sp()
         sequence_set = reader.sequence_set()
@@ -551,9 +556,17 @@ class MessageCommands:
             target = await self.account.store.open(found.owner, found.mailbox)
         except NoSuchMailbox:
             raise (replies.TryCreate() if found.own else replies.Nonexistent()) from None
-        pairs = await view.mailbox.copy([uid for _s, uid in targets], target)
+        uids = [uid for _s, uid in targets]
+        # Not when flags are to be dropped (RFC 4314 §4): that reads them from the sources.
+        moved = (
+            move and IMailboxMove.providedBy(view.mailbox) and all(r in found.rights for r in "stw")
+        )
+        if moved:
+            pairs = await view.mailbox.move(uids, target)
+        else:
+            pairs = await view.mailbox.copy(uids, target)
         if not pairs:
-            return pairs, ""
+            return pairs, "", moved
         if not all(r in found.rights for r in "stw"):
             await _drop_unpermitted(view, target, pairs, found.rights)
         if found.own and view.mailbox.user == self.account.address:
@@ -568,24 +581,29 @@ class MessageCommands:
         status = await target.status()
         source = compress([s for s, _d in pairs])
         dest = compress([d for _s, d in pairs])
-        return pairs, f"COPYUID {status.uidvalidity} {source} {dest}"
+        return pairs, f"COPYUID {status.uidvalidity} {source} {dest}", moved
 
     async def _copy(self, reader: Reader, by_uid: bool) -> Done:
         """§6.4.7 with COPYUID (RFC 4315 §3)."""
-        _pairs, code = await self._copy_to(reader, by_uid)
+        _pairs, code, _moved = await self._copy_to(reader, by_uid)
         return Done("COPY completed", code=code or None)
 
     async def _move(self, reader: Reader, by_uid: bool) -> Done:
-        """RFC 6851 §3.3: untagged OK [COPYUID], then the expunges, then the tagged OK."""
+        """RFC 6851 §3.3: untagged OK [COPYUID], then the expunges, then the tagged OK. A
+        store that moves in one step (Maildir: a rename per message) never has a message in
+        both mailboxes; otherwise it is copied, then expunged here."""
         view = self.selected
         if not all(r in view.rights for r in "te"):  # RFC 6851 §3.3 with RFC 4314
             raise NoPermission("the 't' and 'e' rights are needed to move out of here")
         if view.readonly:
             raise replies.ReadOnly()
-        pairs, code = await self._copy_to(reader, by_uid)
+        pairs, code, moved = await self._copy_to(reader, by_uid, move=True)
         if pairs:
             self.write(f"* OK [{code}] moved\r\n".encode())
-            removed = await view.mailbox.expunge([s for s, _d in pairs])
+            if moved:
+                removed = [s for s, _d in pairs]
+            else:
+                removed = await view.mailbox.expunge([s for s, _d in pairs])
             self.report_expunged(view, removed)
         return Done("MOVE completed")
 

@@ -169,6 +169,16 @@ class ReadOnly(IMAPError):
     text = "mailbox is read-only (EXAMINE)"
 
 
+class StorageFull(IMAPError):
+    """RFC 5530 ``OVERQUOTA`` for a disk (ENOSPC) or file-system quota (EDQUOT) that is full,
+    as Dovecot answers both: the message was not stored, and deleting mail or waiting until
+    there is room helps. Not ``LIMIT``, which says the operation itself is too large (retrying
+    never helps), nor ``SERVERBUG``: nothing is wrong with the server but space."""
+
+    code = "OVERQUOTA"
+    text = "not enough disk space, try again later"
+
+
 class Limit(IMAPError):
     code = "LIMIT"
     text = "too many"

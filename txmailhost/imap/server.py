@@ -22,11 +22,13 @@ and the ``imap4-utf-7`` codec.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
+from sqlite3 import SQLITE_FULL
 from typing import Any
 
 from twisted.cred.portal import Portal
@@ -58,6 +60,7 @@ from txmailhost.ops import metrics
 from txmailhost.peer import OutputPressure, PlaintextAuth, quick_ack
 from txmailhost.session.auth import PasswordLogin
 from txmailhost.session.tls import SessionTLS
+from txmailhost.store import staging
 from txmailhost.store.interfaces import (
     IFileDelivery,
     InvalidMailboxName,
@@ -112,7 +115,7 @@ class _LiteralSink:
         self._file: Any = None
         self.path: str | None = None
         if directory is not None and size > IN_MEMORY_LITERAL:
-            fd, self.path = tempfile.mkstemp(prefix=".imap-append.", dir=directory)
+            fd, self.path = tempfile.mkstemp(prefix=staging.prefix("imap-append"), dir=directory)
             self._file = os.fdopen(fd, "wb")
 
     def write(self, data: bytes) -> None:
@@ -121,6 +124,11 @@ class _LiteralSink:
             self._file.write(data)
         else:
             self._chunks.append(data)
+
+    def close(self) -> None:
+        """Write out what is buffered: a full disk shows here, not later."""
+        if self._file is not None:
+            self._file.close()
 
     def value(self) -> bytes | LiteralFile:
         if self._file is not None:
@@ -131,7 +139,8 @@ class _LiteralSink:
 
     def discard(self) -> None:
         if self._file is not None:
-            self._file.close()
+            with suppress(OSError):  # what is buffered can't be written: dropped anyway
+                self._file.close()
             with suppress(OSError):
                 os.unlink(self.path)  # type: ignore[arg-type]
 
@@ -445,8 +454,11 @@ class IMAPServer(
             staging = store.staging_directory(self.account.address)
         try:
             self._sink = _LiteralSink(size, staging)
-        except OSError:
-            log.failure("imap could not stage an APPEND literal")
+        except OSError as error:
+            if storage_full(error):  # in memory, and the store will say OVERQUOTA
+                log.warn("imap could not stage an APPEND literal: {error}", error=str(error))
+            else:
+                log.failure("imap could not stage an APPEND literal")
             self._sink = _LiteralSink(size, None)
         if not non_sync:
             self.write(b"+ Ready for literal data\r\n")
@@ -459,7 +471,7 @@ class IMAPServer(
             self.setRawMode()
 
     def rawDataReceived(self, data: bytes) -> None:
-        if self._discard_literal:
+        if self._discard_reply is not None:
             taken = data[: self._discard_literal]
             self._discard_literal -= len(taken)
             if not self._discard_literal:
@@ -481,7 +493,12 @@ class IMAPServer(
         taken = data[: sink.remaining]
         try:
             sink.write(taken)
-        except OSError:
+            if not sink.remaining:
+                sink.close()
+        except OSError as error:
+            if storage_full(error):
+                self._literal_failed(sink, error, data[len(taken) :])
+                return
             log.failure("imap could not write an APPEND literal")
             self.write(b"* BYE server storage error\r\n")
             self.close()
@@ -493,6 +510,20 @@ class IMAPServer(
             quick_ack(self.transport)
         if not sink.remaining:
             self._literal_done(rest)
+
+    def _literal_failed(self, sink: _LiteralSink, error: OSError, rest: bytes) -> None:
+        """No room for the rest of an APPEND literal: the command is answered ``NO
+        [OVERQUOTA]`` once its octets have been read (and dropped), as a literal refused
+        up front is, and the session goes on."""
+        log.warn("imap APPEND literal for {user} not stored: {error}",
+                 user=self.user or self.peer_text, error=str(error))  # fmt: skip
+        tag = self._tag_of(self._segments[0])
+        sink.discard()
+        self._sink = None
+        self._reset_command()
+        self._discard_literal = sink.remaining
+        self._discard_reply = (tag, replies.StorageFull())
+        self.rawDataReceived(rest)
 
     def _literal_done(self, rest: bytes) -> None:
         sink, self._sink = self._sink, None
@@ -578,11 +609,16 @@ class IMAPServer(
             result = replies.BadCommand(str(error))
         except StoreError as error:
             result = store_error(error)
-        except Exception:
+        except Exception as error:
             if self.lost:
                 return
-            log.failure("imap command failed for {user}", user=self.user or self.peer_text)
-            result = replies.ServerBug()
+            if storage_full(error):
+                log.warn("imap command for {user} failed, storage full: {error}",
+                         user=self.user or self.peer_text, error=str(error))  # fmt: skip
+                result = replies.StorageFull()
+            else:
+                log.failure("imap command failed for {user}", user=self.user or self.peer_text)
+                result = replies.ServerBug()
         if self.lost:
             return
         if self.view is not None and self.state is State.SELECTED:
@@ -654,6 +690,14 @@ def _verb_of(line: bytes) -> bytes:
         return verb
     except ParseError:
         return b""
+
+
+def storage_full(error: BaseException) -> bool:
+    """Did a write fail for want of space: the disk or a quota of the file system (ENOSPC,
+    EDQUOT), or SQLite's ``database or disk is full`` writing an index?"""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return getattr(error, "sqlite_errorcode", None) == SQLITE_FULL
 
 
 def store_error(error: StoreError) -> IMAPError:

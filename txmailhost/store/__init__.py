@@ -21,7 +21,8 @@ directory an index (``txmailhost-index.sqlite``) with UID, UIDVALIDITY, UIDNEXT,
 date, size and modseq, so readers (POP3, IMAP) never scan message files to learn what is there.
 The index also keeps each message's header block (cached at delivery), expunge tombstones
 (UID + modseq, for IMAP QRESYNC) and values a protocol derived once (IMAP BODYSTRUCTURE); the
-user's ``subscriptions`` file lists subscribed folders, one per line. IMAP METADATA entries
+user's ``subscriptions`` file lists subscribed folders, one per line; what a crash left in
+a ``tmp/`` is swept by ``staging.py``. IMAP METADATA entries
 (``metadata.py``) are JSON in ``txmailhost-metadata.json`` of their mailbox directory and, for
 the account, ``txmailhost-server-metadata.json``. IMAP ACLs (``acl.py``, RFC 4314) of every
 user's mailboxes are one SQLite table, ``DATA/mail/txmailhost-acl.sqlite``.
@@ -38,6 +39,9 @@ Invariants a change must keep:
 - a message is reported delivered or appended only after its file *and* the directory entry
   pointing to it are fsync'd; the index is a cache of the directory that can always be rebuilt
   from it (files without an index row get fresh UIDs, rows without a file are expunged);
+- a file of ours is linked (or renamed, MOVE) into a mailbox and indexed under that mailbox's
+  index lock, so a reconcile never takes it for another tool's and loses its keywords,
+  INTERNALDATE and EMAILID;
 - UIDs only grow; UIDVALIDITY changes only when a mailbox is recreated;
 - flags are mirrored into the Maildir file name (``:2,FRS``) so other tools see them;
 - every blocking call runs in the store's thread pool, never on the reactor thread.

@@ -474,6 +474,17 @@ class IStagedAppend(Interface):
         whatever happens; (UIDVALIDITY, UID), all in one trip to the storage thread."""
 
 
+class IMailboxMove(Interface):
+    """Optional: MOVE (RFC 6851) as one operation of the store, so that a message is in
+    exactly one of the two mailboxes at every moment, after a crash too (§3.3: a server
+    SHOULD NOT leave it in both). Without it IMAP copies, then expunges."""
+
+    def move(uids, target):
+        """Deferred[list[tuple[int, int]]]: as ``IMailbox.copy`` into ``target`` (a mailbox
+        of the same store), and the messages leave this one as ``expunge`` removes them;
+        (source UID, new UID) pairs for COPYUID."""
+
+
 class MessageSource:
     """The octets of one message to add to mailboxes: held in memory, or read from a file.
 

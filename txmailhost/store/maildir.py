@@ -52,7 +52,7 @@ from zope.interface import implementer
 
 from txmailhost import _safeio
 from txmailhost.store import index as _index
-from txmailhost.store import lineends, objectids, textindex
+from txmailhost.store import lineends, objectids, staging, textindex
 from txmailhost.store import metadata as _metadata
 from txmailhost.store.acl import AclTable
 from txmailhost.store.changes import ChangeBus
@@ -68,6 +68,7 @@ from txmailhost.store.interfaces import (
     IAclStore,
     IFileDelivery,
     IMailbox,
+    IMailboxMove,
     IMailStore,
     IMetadataStore,
     IndexColumns,
@@ -114,6 +115,7 @@ _ADDRESS_PART = re.compile(
     r"(?:[a-z0-9.!#$%&'*+=?^_`{|}~-]|[^\x00-\x7f\s\x80-\x9f\u2028\u2029])*$"
 )
 _counter = itertools.count()
+SWEEP_INTERVAL = 3600.0  # seconds between two sweeps of one tmp/ (staging.py)
 _log = Logger()
 _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "localhost"
 
@@ -280,6 +282,15 @@ def _read_keys(path: str) -> dict[str, str]:
     return {k: v for k, v in keys.items() if isinstance(k, str) and isinstance(v, str)}
 
 
+def _subdirectories(directory: str) -> list[str]:
+    """The directories in ``directory`` (none if it is gone), symbolic links not followed."""
+    try:
+        with os.scandir(directory) as entries:
+            return [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []
+
+
 def _make_maildir(directory: str) -> None:
     # cur/ last: its presence is what says a mailbox exists (``_folder``, ``_create_sync``),
     # so another thread or worker provisioning the same account at the same moment (a crowd
@@ -312,7 +323,7 @@ def new_message_name(size: int, crlf_size: int | None = None) -> str:
 def _stage(directory: str, source: MessageSource) -> tuple[str, int]:
     """Write ``source`` into a new file in ``directory`` (the user's ``tmp/``) and fsync it,
     ready to be linked into mailboxes; (its path, its CRLF size: a sender may use bare LFs)."""
-    fd, path = tempfile.mkstemp(prefix=".append.", dir=directory)
+    fd, path = tempfile.mkstemp(prefix=staging.prefix("append"), dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             data = source.data
@@ -335,7 +346,7 @@ def _stage(directory: str, source: MessageSource) -> tuple[str, int]:
     return path, crlf
 
 
-@implementer(IMailbox, IStagedAppend, ITextIndex)
+@implementer(IMailbox, IMailboxMove, IStagedAppend, ITextIndex)
 class MaildirMailbox:
     """One opened mailbox; every public method hands its work to the store's thread pool."""
 
@@ -376,14 +387,22 @@ class MaildirMailbox:
         if os.path.exists(path):
             return path, row
         # Another Maildir tool renamed it (changed flags, moved new/ -> cur/): find it by name.
+        found = self._find_file(name)
+        if found is None:
+            raise NoSuchMessage(f"UID {uid} is no longer in {self.name}")
+        sub = os.path.basename(os.path.dirname(found))
+        with self._index.write() as db:
+            self._index.relocate(uid, sub, _parse_info(os.path.basename(found))[1], db)
+        return found, row
+
+    def _find_file(self, name: str) -> str | None:
+        """The file whose base name is ``name``, in cur/ or new/ under any flags (None if
+        gone): a look at the directories only, the index left as it is."""
         for sub in ("cur", "new"):
             for filename in self._listdir(sub):
-                base, found_bits = _parse_info(filename)
-                if base == name:
-                    with self._index.write() as db:
-                        self._index.relocate(uid, sub, found_bits, db)
-                    return os.path.join(self.directory, sub, filename), row
-        raise NoSuchMessage(f"UID {uid} is no longer in {self.name}")
+                if _parse_info(filename)[0] == name:
+                    return os.path.join(self.directory, sub, filename)
+        return None
 
     def _listdir(self, sub: str) -> list[str]:
         try:
@@ -565,35 +584,128 @@ class MaildirMailbox:
         return found
 
     def _copy(self, uids: list[int], target: MaildirMailbox) -> list[tuple[int, int]]:
-        """Link each file into ``target`` (no copy of the bytes), fsync, then index them."""
-        linked = []
+        """Link each file into ``target`` (no copy of the bytes), fsync, then index them,
+        all under the target's index lock (``MaildirStore._reconcile`` says why)."""
+        found = []
         for uid in sorted(set(uids)):
             try:
-                path, row = self._locate_row(uid)
+                found.append(self._locate_row(uid))
             except NoSuchMessage:
                 continue
-            _uid, _name, _subdir, bits, keywords, internaldate, size, _modseq = row
-            # The file is linked as it is (LF line ends stay LF): the name says both sizes.
-            name = new_message_name(os.stat(path).st_size, size)
-            subdir = "new" if not bits and not keywords else "cur"
-            dest = _message_path(target.directory, name, subdir, bits)
-            with self._store._own_write(target.directory):
-                _safeio.link_durably(path, dest)
-            linked.append((uid, name, subdir, bits, keywords, internaldate, size))
-        if not linked:
+        if not found:
             return []
-        _safeio.fsync_dirs(os.path.join(target.directory, sub) for _u, _n, sub, *_ in linked)
-        headers = self._index.cached_headers([entry[0] for entry in linked])
-        origins = self._index.origins([entry[0] for entry in linked])
-        # RFC 8474: a copy is the same message (its EMAILID), saved anew (RFC 8514).
-        emailids = [origins[entry[0]][0] if entry[0] in origins else None for entry in linked]
+        headers = self._index.cached_headers([row[0] for _path, row in found])
+        origins = self._index.origins([row[0] for _path, row in found])
+        # Not ``_locate_row`` from here on: it may take this mailbox's lock, and a COPY the
+        # other way holds that one and waits for the target's.
         with target._index.write() as db:
+            linked = []
+            for path, row in found:
+                uid, name, _subdir, bits, keywords, internaldate, size, _modseq = row
+                # The file is linked as it is (LF line ends stay LF): the name says both sizes.
+                subdir = "new" if not bits and not keywords else "cur"
+                new_name = self._link_into(target, path, name, size, subdir, bits)
+                if new_name is not None:
+                    linked.append((uid, new_name, subdir, bits, keywords, internaldate, size))
+            if not linked:
+                return []
+            _safeio.fsync_dirs(os.path.join(target.directory, sub) for _u, _n, sub, *_ in linked)
+            # RFC 8474: a copy is the same message (its EMAILID), saved anew (RFC 8514).
+            emailids = [origins[entry[0]][0] if entry[0] in origins else None for entry in linked]
             new_uids = target._index.add([entry[1:] for entry in linked], db, emailids)
             for (uid, *_), new_uid in zip(linked, new_uids, strict=True):
                 if uid in headers:
                     target._index.cache_header(new_uid, headers[uid], db)
         self._store._changed(target.directory)
         return [(entry[0], new_uid) for entry, new_uid in zip(linked, new_uids, strict=True)]
+
+    def _move(self, uids: list[int], target: MaildirMailbox) -> list[tuple[int, int]]:
+        """``IMailboxMove``: rename each file into ``target`` (atomic: the file is in one
+        directory or the other, never both), fsync both directories and index it there, under
+        the target's lock as ``_copy`` does; then drop the rows here. A crash in between
+        leaves rows here without files and files there without rows, and ``_reconcile``
+        expunges the ones and adopts the others: each message ends up in one mailbox."""
+        found = []
+        for uid in sorted(set(uids)):
+            try:
+                found.append(self._locate_row(uid))
+            except NoSuchMessage:
+                continue
+        if not found:
+            return []
+        headers = self._index.cached_headers([row[0] for _path, row in found])
+        origins = self._index.origins([row[0] for _path, row in found])
+        with target._index.write() as db:
+            moved = []
+            for path, row in found:
+                uid, name, _subdir, bits, keywords, internaldate, size, _modseq = row
+                subdir = "new" if not bits and not keywords else "cur"
+                new_name = self._rename_into(target, path, name, size, subdir, bits)
+                if new_name is not None:
+                    moved.append((uid, new_name, subdir, bits, keywords, internaldate, size))
+            if not moved:
+                return []
+            _safeio.fsync_dirs(
+                os.path.join(directory, sub)
+                for directory in (self.directory, target.directory)
+                for sub in ("cur", "new")
+            )
+            emailids = [origins[entry[0]][0] if entry[0] in origins else None for entry in moved]
+            new_uids = target._index.add([entry[1:] for entry in moved], db, emailids)
+            for (uid, *_), new_uid in zip(moved, new_uids, strict=True):
+                if uid in headers:
+                    target._index.cache_header(new_uid, headers[uid], db)
+        self._store._changed(target.directory)
+        gone = [entry[0] for entry in moved]
+        with self._index.write() as db:
+            # A reconcile meanwhile may have expunged them already (their files had gone).
+            present = list(self._index.full_rows(gone, db))
+            if present:
+                self._index.remove(present, db)
+        self._forget_text(gone)
+        self._store._changed(self.directory)
+        return [(entry[0], new_uid) for entry, new_uid in zip(moved, new_uids, strict=True)]
+
+    def _rename_into(
+        self, target: MaildirMailbox, path: str, name: str, size: int, subdir: str, bits: int
+    ) -> str | None:
+        """``_link_into``, but the file leaves this mailbox: one rename(2)."""
+        for _attempt in range(3):
+            try:
+                new_name = new_message_name(os.stat(path).st_size, size)
+                dest = _message_path(target.directory, new_name, subdir, bits)
+                with (
+                    self._store._own_write(target.directory),
+                    self._store._own_write(self.directory),
+                ):
+                    os.rename(path, dest)
+                return new_name
+            except FileNotFoundError:
+                found = self._find_file(name)
+                if found is None:
+                    return None
+                path = found
+        raise NoSuchMessage(f"{name} in {self.name} keeps being renamed")
+
+    def _link_into(
+        self, target: MaildirMailbox, path: str, name: str, size: int, subdir: str, bits: int
+    ) -> str | None:
+        """Link the message file ``path`` (base name ``name``) into ``target`` under a new
+        name, which it returns; None when it has been expunged. A file renamed meanwhile
+        (another session's STORE, another Maildir tool) is looked for again by name."""
+        for _attempt in range(3):
+            try:
+                new_name = new_message_name(os.stat(path).st_size, size)
+                dest = _message_path(target.directory, new_name, subdir, bits)
+                with self._store._own_write(target.directory):
+                    _safeio.link_durably(path, dest)
+                return new_name
+            except FileNotFoundError:
+                found = self._find_file(name)
+                if found is None:
+                    return None
+                path = found
+        raise NoSuchMessage(f"{name} in {self.name} keeps being renamed")
 
     def _append_staged(
         self, source_path: str, flags: Iterable[str], internaldate: float | None
@@ -781,6 +893,9 @@ class MaildirMailbox:
     def copy(self, uids: Iterable[int], target: MaildirMailbox) -> Deferred[list[tuple[int, int]]]:
         return self._store._run(self._copy, list(uids), target)
 
+    def move(self, uids: Iterable[int], target: MaildirMailbox) -> Deferred[list[tuple[int, int]]]:
+        return self._store._run(self._move, list(uids), target)
+
     def _origins(self, uids: list[int]) -> dict[int, MessageOrigin]:
         return {
             uid: MessageOrigin(emailid, savedate)
@@ -851,6 +966,7 @@ class MaildirStore:
         # st_mtime_ns of (new/, cur/) at the last reconcile, per mailbox directory.
         self._seen_mtimes: dict[str, tuple[int, int]] = {}
         self._line_ends_checked: set[str] = set()  # see _check_line_ends
+        self._swept: dict[str, float] = {}  # tmp/ directory: when last swept (monotonic)
         self.changes = ChangeBus()
         self.images = ImageCache()
         self.pending = PendingDeliveries()
@@ -963,32 +1079,33 @@ class MaildirStore:
         RFC 3502 §6.3.11: a link that fails removes the ones made before it, and the index
         never holds some without the others). The UIDs, in order. ``delivered``: new mail
         (``_subdir``), not a client's APPEND."""
-        linked: list[tuple[str, str, int, str, float, int, str]] = []
-        try:
-            for source_path, bits, keywords, internaldate, crlf_size in files:
-                size = os.stat(source_path).st_size
-                name = new_message_name(size, crlf_size)
-                subdir = _subdir(bits, keywords, delivered)
-                target = _message_path(directory, name, subdir, bits)
-                with self._own_write(directory):
-                    _safeio.link_durably(source_path, target)
-                date = internaldate if internaldate is not None else time.time()
-                served = crlf_size if crlf_size is not None else size
-                linked.append((name, subdir, bits, keywords, date, served, target))
-            _safeio.fsync_dirs(os.path.dirname(entry[-1]) for entry in linked)
-        except BaseException:
-            for *_entry, target in linked:
-                with contextlib.suppress(OSError), self._own_write(directory):
-                    os.unlink(target)
-            raise
         headers = []
-        for *_entry, target in linked:
+        for source_path, *_rest in files:
             try:
-                headers.append(read_header(target))
+                headers.append(read_header(source_path))
             except OSError:
                 headers.append(None)
         index = _index.MailboxIndex(directory)
+        # Linked under the index's write lock (``_reconcile``'s docstring says why).
         with index.write() as db:
+            linked: list[tuple[str, str, int, str, float, int, str]] = []
+            try:
+                for source_path, bits, keywords, internaldate, crlf_size in files:
+                    size = os.stat(source_path).st_size
+                    name = new_message_name(size, crlf_size)
+                    subdir = _subdir(bits, keywords, delivered)
+                    target = _message_path(directory, name, subdir, bits)
+                    with self._own_write(directory):
+                        _safeio.link_durably(source_path, target)
+                    date = internaldate if internaldate is not None else time.time()
+                    served = crlf_size if crlf_size is not None else size
+                    linked.append((name, subdir, bits, keywords, date, served, target))
+                _safeio.fsync_dirs(os.path.dirname(entry[-1]) for entry in linked)
+            except BaseException:
+                for *_entry, target in linked:
+                    with contextlib.suppress(OSError), self._own_write(directory):
+                        os.unlink(target)
+                raise
             uids = index.add([entry[:6] for entry in linked], db, emailids)
             for uid, header in zip(uids, headers, strict=True):
                 if header is not None:
@@ -999,9 +1116,14 @@ class MaildirStore:
     def _reconcile(self, directory: str) -> None:
         """Bring the index in line with files other tools added or removed.
 
-        Cheap when nothing changed: two stat calls. Runs under the index write lock so it
-        never races our own renames or deliveries. Acknowledged mail still being linked in by
-        the delivery thread is waited for first (``pending.py``).
+        Cheap when nothing changed: two stat calls. Lists the directories under the index's
+        write lock, and everything that adds a file of ours (``_add_files``, ``_copy``,
+        ``deliver_named_sync``) links it under that same lock and indexes it before letting
+        go: so a reconcile never finds our file between its link and its row, where it would
+        take it for another tool's and index it without the keywords, INTERNALDATE and EMAILID
+        it came with. The lock is SQLite's (``BEGIN IMMEDIATE``) as well as this process's,
+        so this holds between workers too. Acknowledged mail still being linked in by the
+        delivery thread is waited for first (``pending.py``).
         """
         self.pending.wait(directory)
         try:
@@ -1098,6 +1220,7 @@ class MaildirStore:
         """Create INBOX and the default folders (Maildir++ ``maildirfolder`` marker included)."""
         user_dir = user_directory(self.root, user)
         _make_maildir(user_dir)
+        self._sweep_now_and_then(os.path.join(user_dir, "tmp"))
         for name in DEFAULT_MAILBOXES:
             self._create_sync(user, name, exist_ok=True)
         subscriptions = os.path.join(user_dir, "subscriptions")
@@ -1337,14 +1460,15 @@ class MaildirStore:
         made from ``stem``, so that doing it again after a crash finds the copies instead of
         adding more; ``flags`` maps a target to the flags of its copy (``IMailStore.deliver``).
 
-        For the spool's delivery thread (``queue/local.py``): every link first, then one fsync
-        per directory, then one index transaction per mailbox, for the whole batch. A folder
+        For the spool's delivery thread (``queue/local.py``), a mailbox at a time: under its
+        index lock (``_reconcile`` says why), every link, one fsync of each directory, one
+        index transaction, for the whole batch. A folder
         that has gone since the message was accepted gets it in INBOX. ``recovering`` also looks
         in ``cur/`` (a client may have read the message before the crash). A copy with system
         flags is linked into ``cur/`` with them in its name (``:2,S``), as a Maildir reader
         expects of a message already seen or flagged; keywords live in the index.
         """
-        linked: dict[str, list[tuple[str, str, int, str, int, float, str, str]]] = {}
+        wanted: dict[str, list[tuple[str, str, str, int, str, int, float, str]]] = {}
         for source_path, stem, date, targets, *rest in batch:
             flags: Mapping[tuple[str, str], Iterable[str]] = rest[0] if rest and rest[0] else {}
             size = os.stat(source_path).st_size
@@ -1360,28 +1484,40 @@ class MaildirStore:
                 if recovering and _holds(directory, name):
                     continue
                 bits, keywords = flags_to_bits(flags.get((user, mailbox), ()))
-                subdir = _subdir(bits, keywords, delivered=True)
+                wanted.setdefault(directory, []).append(
+                    (source_path, name, _subdir(bits, keywords, True), bits, keywords, size,
+                     date, emailid)
+                )  # fmt: skip
+        for directory, files in wanted.items():
+            self._link_named(directory, files)
+            self._changed(directory)
+
+    def _link_named(
+        self, directory: str, files: list[tuple[str, str, str, int, str, int, float, str]]
+    ) -> None:
+        """``deliver_named_sync`` into one mailbox: link, fsync, index, under its lock."""
+        headers = []
+        for source_path, *_rest in files:
+            try:
+                headers.append(read_header(source_path))
+            except OSError:
+                headers.append(None)
+        index = _index.MailboxIndex(directory)
+        with index.write() as db:
+            for source_path, name, subdir, bits, *_rest in files:
                 target = _message_path(directory, name, subdir, bits)
                 with contextlib.suppress(FileExistsError), self._own_write(directory):
                     # Already there: an earlier try got this far, so index it (idempotent).
                     os.link(source_path, target)
-                linked.setdefault(directory, []).append(
-                    (name, subdir, bits, keywords, size, date, target, emailid)
-                )
-        _safeio.fsync_dirs({os.path.dirname(f[6]) for files in linked.values() for f in files})
-        for directory, files in linked.items():
-            index = _index.MailboxIndex(directory)
-            with index.write() as db:
-                entries = [
-                    (name, subdir, bits, keywords, date, size)
-                    for name, subdir, bits, keywords, size, date, _t, _e in files
-                ]
-                emailids = [emailid for *_rest, emailid in files]
-                added = index.add(entries, db, emailids)
-                for uid, (*_rest, target, _emailid) in zip(added, files, strict=True):
-                    with contextlib.suppress(OSError):
-                        index.cache_header(uid, read_header(target), db)
-            self._changed(directory)
+            _safeio.fsync_dirs(os.path.join(directory, f[2]) for f in files)
+            entries = [
+                (name, subdir, bits, keywords, date, size)
+                for _path, name, subdir, bits, keywords, size, date, _emailid in files
+            ]
+            added = index.add(entries, db, [f[7] for f in files])
+            for uid, header in zip(added, headers, strict=True):
+                if header is not None:
+                    index.cache_header(uid, header, db)
 
     # -- IMailStore --------------------------------------------------------------------------
 
@@ -1421,7 +1557,41 @@ class MaildirStore:
 
     def _open_sync(self, user: str, mailbox: str) -> MaildirMailbox:
         name = INBOX if mailbox.upper() == INBOX else mailbox
-        return MaildirMailbox(self, user, name, self._folder(user, name))
+        opened = MaildirMailbox(self, user, name, self._folder(user, name))
+        self._sweep_now_and_then(self.staging_directory(user))
+        self._sweep_now_and_then(os.path.join(opened.directory, "tmp"))  # another tool's
+        return opened
+
+    def _sweep_now_and_then(self, directory: str) -> None:
+        """``staging.sweep`` of the ``tmp/`` directory ``directory``, at most once an hour
+        (per process): what a crash left there goes when its owner next opens a mailbox."""
+        now = time.monotonic()
+        if now - self._swept.get(directory, -SWEEP_INTERVAL) < SWEEP_INTERVAL:
+            return
+        if len(self._swept) > 10_000:
+            self._swept.clear()  # bounded; a directory swept once more is harmless
+        self._swept[directory] = now
+        removed, freed = staging.sweep(directory)
+        if removed:
+            _log.info("removed {files} files ({octets} octets) a crash left in {directory}",
+                      files=removed, octets=freed, directory=directory)  # fmt: skip
+
+    def sweep_staging_sync(self) -> tuple[int, int]:
+        """Sweep every user's ``tmp/`` (``staging.sweep``); (files removed, octets freed).
+        At start, in the store's pool: what the process before this one left when it was
+        killed is removed without waiting for its owner to log in."""
+        removed = freed = 0
+        for domain in _subdirectories(self.root):
+            for user_dir in _subdirectories(domain):
+                files, octets = staging.sweep(os.path.join(user_dir, "tmp"))
+                removed, freed = removed + files, freed + octets
+        if removed:
+            _log.info("removed {files} files ({octets} octets) a crash left in tmp/ of the"
+                      " Maildirs", files=removed, octets=freed)  # fmt: skip
+        return removed, freed
+
+    def sweep_staging(self) -> Deferred[tuple[int, int]]:
+        return self._run(self.sweep_staging_sync)
 
     def open(self, user: str, mailbox: str) -> Deferred[MaildirMailbox]:
         return self._run(self._open_sync, user, mailbox)

@@ -1,0 +1,75 @@
+"""A full disk (ENOSPC) or file-system quota (EDQUOT) while storing: ``NO [OVERQUOTA]``
+(RFC 5530) and a warning, never ``SERVERBUG`` with a traceback, and the session goes on."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+from twisted.logger import LogLevel, capturedLogs
+
+from tests.imap.support import ALICE, Session, make_factory
+from tests.support.fixtures import make_world
+from txmailhost.imap.server import IN_MEMORY_LITERAL
+
+pytestmark = pytest.mark.backends("maildir")
+MESSAGE = b"Subject: full\r\n\r\nno room\r\n"
+
+
+@pytest.fixture
+def world(tmp_path, backend):
+    world = make_world(tmp_path, backend)
+    world.add_user(ALICE)
+    return world
+
+
+@pytest.fixture
+def alice(world):
+    s = Session(make_factory(world))
+    s.login()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def disk_full(monkeypatch):
+    """Files made in the staging directory from now on write to /dev/full: ENOSPC, as a full
+    disk answers, from the first flush on."""
+    real = tempfile.mkstemp
+
+    def full(*args, **kwargs):
+        fd, path = real(*args, **kwargs)
+        os.dup2(os.open("/dev/full", os.O_WRONLY), fd)
+        return fd, path
+
+    monkeypatch.setattr(tempfile, "mkstemp", full)
+
+
+def _errors(events):
+    return [e for e in events if e["log_level"] >= LogLevel.error]
+
+
+def test_append_on_a_full_disk_is_no_overquota_with_a_warning(alice, disk_full):
+    with capturedLogs() as events:
+        reply = alice.cmd(b"a APPEND INBOX {%d+}\r\n" % len(MESSAGE) + MESSAGE)
+    assert reply == b"a NO [OVERQUOTA] not enough disk space, try again later\r\n"
+    assert not _errors(events)
+    assert any(e["log_level"] == LogLevel.warn for e in events)
+    assert alice.cmd("b NOOP").startswith(b"b OK")
+
+
+def test_a_large_literal_that_finds_the_disk_full_is_read_and_refused_overquota(
+    world, alice, disk_full
+):
+    """Staged as it arrives (imap/server.py ``_LiteralSink``): the rest of the literal is read
+    and dropped, then the command is answered, and the next command is read as one."""
+    big = b"Subject: big\r\n\r\n" + b"x" * (IN_MEMORY_LITERAL * 2) + b"\r\n"
+    with capturedLogs() as events:
+        assert alice.cmd(b"a APPEND INBOX {%d}" % len(big)) == b"+ Ready for literal data\r\n"
+        reply = alice.send(big[:100_000]) + alice.send(big[100_000:] + b"\r\n")
+    assert reply == b"a NO [OVERQUOTA] not enough disk space, try again later\r\n"
+    assert not _errors(events)
+    assert not alice.transport.disconnecting
+    assert alice.cmd("b SELECT INBOX").endswith(b"b OK [READ-WRITE] SELECT completed\r\n")
+    assert os.listdir(world.store.staging_directory(ALICE)) == []
