@@ -586,6 +586,34 @@ class MaildirMailbox:
     def _copy(self, uids: list[int], target: MaildirMailbox) -> list[tuple[int, int]]:
         """Link each file into ``target`` (no copy of the bytes), fsync, then index them,
         all under the target's index lock (``MaildirStore._reconcile`` says why)."""
+        return self._place_into(target, uids, move=False)
+
+    def _move(self, uids: list[int], target: MaildirMailbox) -> list[tuple[int, int]]:
+        """``IMailboxMove``: rename each file into ``target`` (atomic: the file is in one
+        directory or the other, never both), fsync both directories and index it there, under
+        the target's lock as ``_copy`` does; then drop the rows here. A crash in between
+        leaves rows here without files and files there without rows, and ``_reconcile``
+        expunges the ones and adopts the others: each message ends up in one mailbox."""
+        pairs = self._place_into(target, uids, move=True)
+        if not pairs:
+            return []
+        gone = [uid for uid, _new_uid in pairs]
+        with self._index.write() as db:
+            # A reconcile meanwhile may have expunged them already (their files had gone).
+            present = list(self._index.full_rows(gone, db))
+            if present:
+                self._index.remove(present, db)
+        self._forget_text(gone)
+        self._store._changed(self.directory)
+        return pairs
+
+    def _place_into(
+        self, target: MaildirMailbox, uids: list[int], move: bool
+    ) -> list[tuple[int, int]]:
+        """COPY's and MOVE's common part: each message's file linked (or, ``move``, renamed)
+        into ``target``, the directories fsync'd and the new rows written with the flags,
+        INTERNALDATE, EMAILID and cached header of the originals, under the target's index
+        lock. (source UID, new UID) of each message placed."""
         found = []
         for uid in sorted(set(uids)):
             try:
@@ -599,106 +627,57 @@ class MaildirMailbox:
         # Not ``_locate_row`` from here on: it may take this mailbox's lock, and a COPY the
         # other way holds that one and waits for the target's.
         with target._index.write() as db:
-            linked = []
+            placed = []
             for path, row in found:
                 uid, name, _subdir, bits, keywords, internaldate, size, _modseq = row
-                # The file is linked as it is (LF line ends stay LF): the name says both sizes.
+                # The file goes as it is (LF line ends stay LF): the name says both sizes.
                 subdir = "new" if not bits and not keywords else "cur"
-                new_name = self._link_into(target, path, name, size, subdir, bits)
+                new_name = self._transfer_into(target, path, name, size, subdir, bits, move)
                 if new_name is not None:
-                    linked.append((uid, new_name, subdir, bits, keywords, internaldate, size))
-            if not linked:
+                    placed.append((uid, new_name, subdir, bits, keywords, internaldate, size))
+            if not placed:
                 return []
-            _safeio.fsync_dirs(os.path.join(target.directory, sub) for _u, _n, sub, *_ in linked)
+            if move:  # the files left this mailbox's directories too
+                _safeio.fsync_dirs(
+                    os.path.join(directory, sub)
+                    for directory in (self.directory, target.directory)
+                    for sub in ("cur", "new")
+                )
+            else:
+                _safeio.fsync_dirs(os.path.join(target.directory, e[2]) for e in placed)
             # RFC 8474: a copy is the same message (its EMAILID), saved anew (RFC 8514).
-            emailids = [origins[entry[0]][0] if entry[0] in origins else None for entry in linked]
-            new_uids = target._index.add([entry[1:] for entry in linked], db, emailids)
-            for (uid, *_), new_uid in zip(linked, new_uids, strict=True):
+            emailids = [origins[entry[0]][0] if entry[0] in origins else None for entry in placed]
+            new_uids = target._index.add([entry[1:] for entry in placed], db, emailids)
+            for (uid, *_), new_uid in zip(placed, new_uids, strict=True):
                 if uid in headers:
                     target._index.cache_header(new_uid, headers[uid], db)
         self._store._changed(target.directory)
-        return [(entry[0], new_uid) for entry, new_uid in zip(linked, new_uids, strict=True)]
+        return [(entry[0], new_uid) for entry, new_uid in zip(placed, new_uids, strict=True)]
 
-    def _move(self, uids: list[int], target: MaildirMailbox) -> list[tuple[int, int]]:
-        """``IMailboxMove``: rename each file into ``target`` (atomic: the file is in one
-        directory or the other, never both), fsync both directories and index it there, under
-        the target's lock as ``_copy`` does; then drop the rows here. A crash in between
-        leaves rows here without files and files there without rows, and ``_reconcile``
-        expunges the ones and adopts the others: each message ends up in one mailbox."""
-        found = []
-        for uid in sorted(set(uids)):
-            try:
-                found.append(self._locate_row(uid))
-            except NoSuchMessage:
-                continue
-        if not found:
-            return []
-        headers = self._index.cached_headers([row[0] for _path, row in found])
-        origins = self._index.origins([row[0] for _path, row in found])
-        with target._index.write() as db:
-            moved = []
-            for path, row in found:
-                uid, name, _subdir, bits, keywords, internaldate, size, _modseq = row
-                subdir = "new" if not bits and not keywords else "cur"
-                new_name = self._rename_into(target, path, name, size, subdir, bits)
-                if new_name is not None:
-                    moved.append((uid, new_name, subdir, bits, keywords, internaldate, size))
-            if not moved:
-                return []
-            _safeio.fsync_dirs(
-                os.path.join(directory, sub)
-                for directory in (self.directory, target.directory)
-                for sub in ("cur", "new")
-            )
-            emailids = [origins[entry[0]][0] if entry[0] in origins else None for entry in moved]
-            new_uids = target._index.add([entry[1:] for entry in moved], db, emailids)
-            for (uid, *_), new_uid in zip(moved, new_uids, strict=True):
-                if uid in headers:
-                    target._index.cache_header(new_uid, headers[uid], db)
-        self._store._changed(target.directory)
-        gone = [entry[0] for entry in moved]
-        with self._index.write() as db:
-            # A reconcile meanwhile may have expunged them already (their files had gone).
-            present = list(self._index.full_rows(gone, db))
-            if present:
-                self._index.remove(present, db)
-        self._forget_text(gone)
-        self._store._changed(self.directory)
-        return [(entry[0], new_uid) for entry, new_uid in zip(moved, new_uids, strict=True)]
-
-    def _rename_into(
-        self, target: MaildirMailbox, path: str, name: str, size: int, subdir: str, bits: int
-    ) -> str | None:
-        """``_link_into``, but the file leaves this mailbox: one rename(2)."""
-        for _attempt in range(3):
-            try:
-                new_name = new_message_name(os.stat(path).st_size, size)
-                dest = _message_path(target.directory, new_name, subdir, bits)
-                with (
-                    self._store._own_write(target.directory),
-                    self._store._own_write(self.directory),
-                ):
-                    os.rename(path, dest)
-                return new_name
-            except FileNotFoundError:
-                found = self._find_file(name)
-                if found is None:
-                    return None
-                path = found
-        raise NoSuchMessage(f"{name} in {self.name} keeps being renamed")
-
-    def _link_into(
-        self, target: MaildirMailbox, path: str, name: str, size: int, subdir: str, bits: int
+    def _transfer_into(
+        self,
+        target: MaildirMailbox,
+        path: str,
+        name: str,
+        size: int,
+        subdir: str,
+        bits: int,
+        move: bool,
     ) -> str | None:
         """Link the message file ``path`` (base name ``name``) into ``target`` under a new
-        name, which it returns; None when it has been expunged. A file renamed meanwhile
+        name, which it returns, or with ``move`` rename it there (one rename(2): the file
+        leaves this mailbox); None when it has been expunged. A file renamed meanwhile
         (another session's STORE, another Maildir tool) is looked for again by name."""
         for _attempt in range(3):
             try:
                 new_name = new_message_name(os.stat(path).st_size, size)
                 dest = _message_path(target.directory, new_name, subdir, bits)
                 with self._store._own_write(target.directory):
-                    _safeio.link_durably(path, dest)
+                    if move:
+                        with self._store._own_write(self.directory):
+                            os.rename(path, dest)
+                    else:
+                        _safeio.link_durably(path, dest)
                 return new_name
             except FileNotFoundError:
                 found = self._find_file(name)
