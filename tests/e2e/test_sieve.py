@@ -47,19 +47,21 @@ def send(server, sender: str, recipient: str, subject: str, extra: str = "") -> 
 
 def subjects(server, user: str, mailbox: str = "INBOX", want: int = 0) -> list[str]:
     """The subjects in ``mailbox``, waiting up to 10 s for at least ``want`` of them."""
+    fields = fetched(server, user, mailbox, want, "BODY.PEEK[HEADER.FIELDS (SUBJECT)]")
+    return [field.decode().split(":", 1)[1].strip() for field in fields]
+
+
+def fetched(server, user: str, mailbox: str, want: int, item: str) -> list[bytes]:
+    """``item`` of each message in ``mailbox``, waiting up to 10 s for at least ``want``."""
     deadline = time.time() + 10
     while True:
         imap = imaplib.IMAP4(H, server.ports["imap"], timeout=10)
         imap.login(user, PASSWORD)
-        found: list[str] = []
+        found: list[bytes] = []
         typ, _ = imap.select(mailbox, readonly=True)
         if typ == "OK":
-            _, data = imap.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-            found = [
-                part[1].decode().split(":", 1)[1].strip()
-                for part in data
-                if isinstance(part, tuple)
-            ]
+            _, data = imap.fetch("1:*", f"({item})")
+            found = [part[1] for part in data if isinstance(part, tuple)]
         imap.logout()
         if len(found) >= want or time.time() > deadline:
             return found
@@ -236,19 +238,7 @@ def test_flags_set_by_a_script_reach_the_memory_store_too(server_template, tmp_p
 
 def messages(server, user: str, want: int, mailbox: str = "INBOX") -> list[bytes]:
     """The whole messages in ``mailbox``, waiting up to 10 s for at least ``want`` of them."""
-    deadline = time.time() + 10
-    while True:
-        imap = imaplib.IMAP4(H, server.ports["imap"], timeout=10)
-        imap.login(user, PASSWORD)
-        found: list[bytes] = []
-        typ, _ = imap.select(mailbox, readonly=True)
-        if typ == "OK":
-            _, data = imap.fetch("1:*", "(BODY.PEEK[])")
-            found = [part[1] for part in data if isinstance(part, tuple)]
-        imap.logout()
-        if len(found) >= want or time.time() > deadline:
-            return found
-        time.sleep(0.2)
+    return fetched(server, user, mailbox, want, "BODY.PEEK[]")
 
 
 def test_vacation_reply_names_only_real_message_ids_of_a_hostile_original(server):

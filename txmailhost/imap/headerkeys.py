@@ -42,8 +42,8 @@ log = Logger(namespace="txmailhost.imap")
 KEY = "imap.sortkeys.1"
 # Real subjects and names, even with list tags and a dozen "Re:", stay under 1 KB; 8 KB keeps
 # every one whole (RFC 5322 §2.1.1 wants lines under 998 octets), and some 900 characters
-# even of Q-encoded CJK (nine octets a character). The stdlib's RFC 2047 decoder takes time quadratic in the encoded-words
-# (28,000 of them: 1.2 s), so the cut is made before decoding.
+# even of Q-encoded CJK (nine octets a character). The stdlib's RFC 2047 decoder takes time
+# quadratic in the encoded-words (28,000 of them: 1.2 s), so the cut is made before decoding.
 FIELD_OCTETS = 8192
 HEADER_BATCH = 1000
 _MSG_ID = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
