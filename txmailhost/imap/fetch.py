@@ -19,7 +19,7 @@ from itertools import compress
 
 from txmailhost.imap import binary, mime, objectid, preview
 from txmailhost.imap.parser import ParseError, Reader
-from txmailhost.imap.replies import string
+from txmailhost.imap.replies import string, without_nul
 from txmailhost.store.interfaces import SEEN, IndexColumns, MessageOrigin, StoredMessage
 
 _MACROS = {
@@ -492,14 +492,6 @@ class FileRange:
 
 
 STRUCTURE_ITEMS = (b"BODY", b"BODYSTRUCTURE")
-
-
-def without_nul(data: bytes) -> bytes:
-    """A ``{n}`` literal holds no NUL (RFC 3501 §9: ``CHAR8`` is %x01-ff; only BINARY's
-    ``~{n}`` may), and a client reading C strings stops at one. Mail stored with NULs (an
-    APPEND of a ``{n}`` literal holding them, a message that came over SMTP so) is sent with
-    each NUL as 0x80, as Dovecot does: the same length, so sizes and partial ranges hold."""
-    return data.replace(b"\0", b"\x80") if b"\0" in data else data
 
 
 def needs_bytes(request: FetchRequest) -> bool:

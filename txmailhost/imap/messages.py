@@ -336,7 +336,7 @@ class MessageCommands:
                     if not chunk:  # the file shrank under us: keep the literal's promise
                         chunk = b" " * min(STREAM_CHUNK, left)
                     left -= len(chunk)
-                    self.write(fetch.without_nul(chunk))
+                    self.write(replies.without_nul(chunk))
                     self.flush()
                     await self.drained()
         finally:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from txmailhost.imap import names, replies
+from txmailhost.imap import binary, names, replies
 from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.imap.replies import Done, mailbox_name, string
 from txmailhost.store.interfaces import IMetadataStore, NoSuchMailbox, TooManyEntries
@@ -72,9 +72,7 @@ def _shown_value(value: bytes | None) -> bytes:
     octet, and a ``{n}`` literal no NUL; the server offers BINARY, so clients read ``~{n}``)."""
     if value is None:
         return b"NIL"
-    if b"\0" in value:
-        return b"~{%d}\r\n" % len(value) + value
-    return string(value)
+    return binary.literal(value) if b"\0" in value else string(value)
 
 
 def selected_entries(

@@ -22,15 +22,21 @@ _UNQUOTABLE_UTF8 = re.compile(rb"[\x00-\x1f\x7f]")
 _ATOM_SAFE = re.compile(rb"[!#$&'+,\-./0-9:;<=>?@A-Z\[^_`a-z|}~]+")
 
 
+def without_nul(data: bytes) -> bytes:
+    """A ``{n}`` literal holds no NUL (RFC 3501 §9: ``CHAR8`` is %x01-ff; only BINARY's
+    ``~{n}`` may), and a client reading C strings stops at one. Mail stored with NULs (an
+    APPEND of a ``{n}`` literal holding them, a message that came over SMTP so) is sent with
+    each NUL as 0x80, as Dovecot does: the same length, so sizes and partial ranges hold."""
+    return data.replace(b"\0", b"\x80") if b"\0" in data else data
+
+
 def string(value: bytes | str) -> bytes:
     """An IMAP string: quoted when it is short printable ASCII, otherwise a literal (§4.3),
-    whose NULs are sent as 0x80 (a ``{n}`` literal holds none: ``fetch.without_nul``)."""
+    whose NULs are sent as 0x80 (``without_nul``)."""
     raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
     if len(raw) < 1024 and _QUOTABLE.fullmatch(raw):
         return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
-    if b"\0" in raw:
-        raw = raw.replace(b"\0", b"\x80")
-    return b"{%d}\r\n" % len(raw) + raw
+    return b"{%d}\r\n" % len(raw) + without_nul(raw)
 
 
 def nstring(value: bytes | str | None) -> bytes:
