@@ -142,6 +142,16 @@ def test_signed_mail_passes_checks_at_the_other_server_and_forwarded_mail_is_arc
                            "From: ceo@a.test\r\nTo: bob@b.test\r\nSubject: pay\r\n\r\nnow\r\n")  # fmt: skip
         assert refused.value.smtp_code == 550
         assert b"5.7.1" in refused.value.smtp_error
+        # The same spoof in From shapes a parser could read as no author, or as another
+        # author than a mail client shows: still refused (mailauth/authors.py).
+        for author in ("(" * 500 + "x" + ")" * 500 + " <ceo@a.test>",
+                       "x@forger.test\r\nFrom: ceo@a.test", "x@forger.test ceo@a.test"):  # fmt: skip
+            with smtplib.SMTP("127.0.0.3", b.ports["smtp"], timeout=10, source_address=forger) as s:
+                s.ehlo("forger.test")
+                with pytest.raises(smtplib.SMTPDataError) as refused:
+                    s.sendmail("x@forger.test", ["bob@b.test"],
+                               f"From: {author}\r\nTo: bob@b.test\r\nSubject: pay\r\n\r\nnow\r\n")  # fmt: skip
+            assert refused.value.smtp_code == 550, author
 
         # Forwarding: fwd@b.test is an alias for carol@a.test. B checks what A sent, seals an
         # ARC set over its verdict and relays it back to A, whose checks find arc=pass.

@@ -103,6 +103,52 @@ def test_dmarc_dns_failure_is_451_only_when_policy_would_reject(zone, names, res
     assert tagged.action is Action.ACCEPT and "dmarc=temperror" in ar(tagged)
 
 
+@pytest.mark.parametrize(
+    "author",
+    [
+        # Python's parser raised RecursionError on these: "no author", permerror, accepted.
+        "(" * 500 + "x" + ")" * 500 + " <ceo@bank.test>",
+        "(" * 500 + " <ceo@bank.test>",
+        # Two readings of one malformed list, and two From fields: each domain is judged.
+        "a@good.test ceo@bank.test",
+        "<a@good.test> ceo@bank.test",
+        "a@good.test\r\nFrom: ceo@bank.test",
+        "=?utf-8?b?Y2VvQGJhbmsudGVzdA==?=",
+    ],
+)
+def test_p_reject_applies_to_a_spoofed_author_in_any_shape_of_from(zone, resolver, author):
+    # Signed by good.test and sent from its SPF-listed address: good.test passes, so only
+    # judging bank.test too refuses it.
+    signed = zone.sign_bytes(message(author))
+    verdict = run(resolver, signed, "a@good.test")
+    assert verdict.action is Action.REJECT and "bank.test" in verdict.reason, verdict
+
+
+def test_several_author_domains_take_the_strictest_failing_policy(zone, resolver):
+    both = run(resolver, message("x@soft.test, ceo@bank.test"), "x@soft.test")
+    assert both.action is Action.REJECT and "bank.test" in both.reason
+    soft = run(resolver, zone.sign_bytes(message("a@good.test, x@soft.test")), "a@good.test")
+    assert soft.action is Action.JUNK and "soft.test" in soft.reason
+    # A domain with no record beside one that passed: the message isn't called a pass.
+    mixed = run(resolver, zone.sign_bytes(message("a@good.test, x@nowhere.test")), "a@good.test")
+    assert mixed.action is Action.ACCEPT and "dmarc=none header.from=nowhere.test" in ar(mixed)
+
+
+def test_a_display_name_holding_an_address_is_not_an_author(zone, resolver):
+    # Mailing lists rewrite From this way for DMARC ("'x' via list"): it must pass.
+    author = '"ceo@bank.test via list" <a@good.test>'
+    verdict = run(resolver, zone.sign_bytes(message(author)), "a@good.test")
+    assert verdict.action is Action.ACCEPT and "dmarc=pass header.from=good.test" in ar(verdict)
+
+
+def test_more_author_domains_than_judged_is_a_failure_under_dmarc_reject(zone, resolver):
+    author = ", ".join(f"x@d{n}.test" for n in range(9)) + ", ceo@bank.test"
+    refused = run(resolver, message(author), "x@d0.test")
+    assert refused.action is Action.REJECT and "10 domains" in refused.reason
+    tagged = run(resolver, message(author), "x@d0.test", CheckPolicy("tag"))
+    assert tagged.action is Action.ACCEPT and "dmarc=fail" in ar(tagged)
+
+
 def test_authenticated_submission_is_never_checked(zone, resolver):
     user = Client("127.0.0.1", authenticated_as="ceo@bank.test", listener="submission")
     verdict = run(resolver, message("ceo@bank.test"), "ceo@bank.test", client=user)

@@ -238,3 +238,43 @@ def test_a_non_ascii_sasl_response_is_501_not_a_server_error(world):
     assert s.send(b"AUTH PLAIN\r\n") == b"334 \r\n"
     assert s.send("MAIL FROM:<jörg@example.test>\r\n".encode()).startswith(b"501 5.5.2")
     assert s.send(b"NOOP\r\n").startswith(b"250")
+
+
+def _submit_as_alice(world, author: bytes) -> bytes:
+    """The reply to alice's DATA of a message to bob whose From is ``author``."""
+    s = session(submission_factory(world))
+    s.send(
+        b"EHLO c\r\n" + PLAIN + b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\n"
+    )
+    s.send(b"DATA\r\n")
+    return s.send(b"From: " + author + b"\r\nSubject: test\r\n\r\nx\r\n.\r\n")
+
+
+@pytest.mark.parametrize(
+    "author",
+    [
+        # Python's parser reads the first as alice's own (it loses "bob@" to the missing
+        # comma), the address-list parser (and Dovecot) as bob's; both must be hers.
+        b"alice@example.test bob@example.test",
+        b"<bob@example.test> alice@example.test",
+        b"(" * 500 + b"x" + b")" * 500 + b" <bob@example.test>",
+        b"Alice <alice@example.test>\r\nFrom: Bob <bob@example.test>",
+    ],
+)
+def test_from_header_read_as_someone_else_by_either_parser_is_refused(world, author):
+    out = _submit_as_alice(world, author)
+    assert out.startswith(b"550 5.7.1 From: header"), out
+    assert world.inbox_files("bob@example.test") == []
+
+
+@pytest.mark.parametrize(
+    "author",
+    [
+        b"alice@example.test (Alice " + b"(" * 500 + b")" * 500 + b")",
+        b'"bob@example.test is away" <alice@example.test>',
+        b"Alice <alice@example.test>, alice@example.test",
+    ],
+)
+def test_own_from_header_in_unusual_shapes_is_accepted(world, author):
+    out = _submit_as_alice(world, author)
+    assert out.startswith(b"250 2.0.0"), out

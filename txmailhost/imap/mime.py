@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from txmailhost.imap import addresses
+from txmailhost import addresslist
 from txmailhost.imap.replies import nstring, string
 from txmailhost.mediatype import MEDIA_TYPE_BYTES
 
@@ -270,12 +270,12 @@ def _addresses(value: bytes | None) -> bytes:
     a group as ``(NIL NIL "group" NIL)`` ... ``(NIL NIL NIL NIL)``; NIL when there is none."""
     if value is None:
         return b"NIL"
-    items = addresses.parse(value.decode("utf-8", "surrogateescape"))
+    items = addresslist.parse(value.decode("utf-8", "surrogateescape"))
     if not items:
         return b"NIL"  # an empty header counts as absent
     rendered = []
     for item in items:
-        if isinstance(item, addresses.Mailbox):
+        if isinstance(item, addresslist.Mailbox):
             rendered.append(
                 b"("
                 + nstring(item.name)
@@ -287,7 +287,7 @@ def _addresses(value: bytes | None) -> bytes:
                 + string(item.domain or "")
                 + b")"
             )
-        elif isinstance(item, addresses.GroupStart):
+        elif isinstance(item, addresslist.GroupStart):
             rendered.append(b"(NIL NIL " + string(item.name) + b" NIL)")
         else:
             rendered.append(b"(NIL NIL NIL NIL)")

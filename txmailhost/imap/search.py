@@ -32,7 +32,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from txmailhost.imap import addresses, mime, objectid
+from txmailhost import addresslist
+from txmailhost.imap import mime, objectid
 from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.store.interfaces import (
     ANSWERED,
@@ -86,11 +87,11 @@ class Candidate:
 
     def address_value(self, name: bytes) -> str:
         """An address header as SEARCH FROM/TO/CC/BCC sees it: its decoded text and each
-        address normalized (``addresses.search_text``), case-folded."""
+        address normalized (``addresslist.search_text``), case-folded."""
         key = "a:" + name.decode("ascii", "replace")
         if key not in self._texts:
             values = [v for k, v in self.fields() if k == name]
-            normalized = [addresses.search_text(v.decode("utf-8", "replace")) for v in values]
+            normalized = [addresslist.search_text(v.decode("utf-8", "replace")) for v in values]
             self._texts[key] = (self.header_value(name) + "\n" + "\n".join(normalized)).casefold()
         return self._texts[key]
 

@@ -23,7 +23,6 @@ chain runs it in the filters' threads.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from typing import BinaryIO
 
@@ -31,28 +30,27 @@ from twisted.logger import Logger
 
 from txmailhost.filters.base import MessageFilter
 from txmailhost.filters.interfaces import ACCEPT, Action, Client, Transaction, Verdict
+from txmailhost.mailauth.authors import author_domains, fields
 from txmailhost.mailauth.bodyhash import HeaderTooLarge, split_header
 from txmailhost.mailauth.dmarc import DMARCResult, Policy, aligned, evaluate, fetch_policy
 from txmailhost.mailauth.reports import ReportLog
 from txmailhost.mailauth.resolver import DNSTempError, MailAuthResolver
 from txmailhost.mailauth.results import authentication_results, claims_us
-from txmailhost.mailauth.signing import from_domain
 from txmailhost.mailauth.spf import SPFResult, check_spf
 from txmailhost.mailauth.verify import ARCResult, DKIMResult, authenticate_message
 
 log = Logger()
 
+MAX_AUTHOR_DOMAINS = 8  # distinct From domains judged one by one (RFC 7489 6.6.1)
 
-def _fields(header: bytes) -> list[tuple[str, str]]:
-    """(name, unfolded value) of each field of a header section."""
-    text = header.decode("utf-8", "replace")
-    unfolded = re.sub(r"\r?\n[ \t]", " ", text)
-    found = []
-    for line in re.split(r"\r?\n", unfolded):
-        name, sep, value = line.partition(":")
-        if sep and name and not name[0].isspace():
-            found.append((name.strip(), value.strip()))
-    return found
+# Which of several author domains' results stands for the message: a failure under the
+# strictest policy first, then the uncertain, then the unauthenticated; "pass" only when all
+# passed.
+_SEVERITY = {
+    ("fail", "reject"): 7, ("fail", "quarantine"): 6, ("fail", "none"): 5,
+    ("temperror", "none"): 4, ("permerror", "none"): 3, ("none", "none"): 2,
+    ("pass", "none"): 1,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -136,7 +134,7 @@ class InboundChecks(MessageFilter):
             return ()
         found = []
         n = 0
-        for name, value in _fields(header):
+        for name, value in fields(header):
             if name.lower() == "authentication-results":
                 n += 1
                 if claims_us(value, self.authserv_id):
@@ -146,15 +144,27 @@ class InboundChecks(MessageFilter):
     def _dmarc(
         self, header: bytes, spf: SPFResult, dkim: list[DKIMResult]
     ) -> tuple[DMARCResult, Policy | None]:
-        domain = from_domain(header) if header else None
-        if domain is None:
-            return DMARCResult("permerror", "", "none", "no single author domain in From"), None
-        try:
-            policy = fetch_policy(self.resolver, domain)
-        except DNSTempError as e:
-            return DMARCResult("temperror", domain, "none", str(e)), None
-        return evaluate(domain, policy, (spf.result, spf.domain),
-                        [(r.result, r.domain) for r in dkim]), policy  # fmt: skip
+        """The DMARC result for the message's author domains (``authors.py``): with several,
+        the worst of theirs, the strictest failing policy first (RFC 7489 6.6.1)."""
+        domains = author_domains(header) if header else []
+        if not domains:
+            return DMARCResult("permerror", "", "none", "no author domain in From"), None
+        if len(domains) > MAX_AUTHOR_DOMAINS:
+            # Each is a DNS lookup or two: past the cap, judged as a spoof of a p=reject
+            # domain would be (the administrator's dmarc_reject says what that gets).
+            reason = f"From names {len(domains)} domains, more than {MAX_AUTHOR_DOMAINS}"
+            return DMARCResult("fail", "", "reject", reason), None
+        judged: list[tuple[DMARCResult, Policy | None]] = []
+        for domain in domains:
+            try:
+                policy = fetch_policy(self.resolver, domain)
+            except DNSTempError as e:
+                judged.append((DMARCResult("temperror", domain, "none", str(e)), None))
+                continue
+            result = evaluate(domain, policy, (spf.result, spf.domain),
+                              [(r.result, r.domain) for r in dkim])  # fmt: skip
+            judged.append((result, policy))
+        return max(judged, key=lambda pair: _SEVERITY.get((pair[0].result, pair[0].policy), 0))
 
     def _record(
         self,
@@ -219,9 +229,12 @@ class InboundChecks(MessageFilter):
         if chosen == "reject":
             if uncertain:  # a key or SPF record we couldn't fetch might have made it pass
                 return Verdict.tempfail("sender authentication not available, try again later")
+            if not dmarc.from_domain:  # no one domain's policy: the reason says why
+                return Verdict.reject(f"DMARC: {dmarc.reason}")
             return Verdict.reject(
                 f"DMARC: {dmarc.from_domain} asks to refuse mail it did not authenticate"
             )
         if chosen == "junk":
-            return Verdict.junk(f"DMARC {dmarc.policy} for {dmarc.from_domain}", headers=fields)
+            judged = dmarc.from_domain or dmarc.reason
+            return Verdict.junk(f"DMARC {dmarc.policy} for {judged}", headers=fields)
         return Verdict.accept(headers=fields)

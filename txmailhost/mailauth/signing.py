@@ -23,8 +23,6 @@ import base64
 import hashlib
 import io
 import time
-from email.parser import BytesHeaderParser
-from email.utils import getaddresses
 from typing import Any, BinaryIO
 
 import dkim
@@ -38,6 +36,7 @@ from zope.interface import implementer
 from txmailhost.delivery.interfaces import ISubmission
 from txmailhost.filters.base import MessageFilter
 from txmailhost.filters.interfaces import Client, Transaction, Verdict
+from txmailhost.mailauth.authors import author_domains
 from txmailhost.mailauth.bodyhash import BodySpec, HeaderTooLarge, body_hashes, split_header
 from txmailhost.mailauth.keys import KeyStore, SigningKey
 
@@ -54,14 +53,10 @@ _ALGORITHM = {"ed25519": b"ed25519-sha256", "rsa": b"rsa-sha256"}
 
 
 def from_domain(header: bytes) -> str | None:
-    """The domain of the one author address in From (RFC 5322 3.6.2), or None."""
-    try:
-        fields = BytesHeaderParser().parsebytes(header).get_all("From") or []
-        addresses = getaddresses([str(f) for f in fields])
-    except Exception:  # a header email can't parse: nothing to sign for
-        return None
-    domains = {address.rpartition("@")[2].lower() for _, address in addresses if "@" in address}
-    return domains.pop() if len(domains) == 1 else None
+    """The one author domain of the message (RFC 5322 3.6.2), or None where From names none
+    or several (``authors.py``): nothing to sign for."""
+    domains = author_domains(header)
+    return domains[0] if len(domains) == 1 else None
 
 
 def signed_fields(headers: list[tuple[bytes, bytes]]) -> list[bytes]:

@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass, field
 from email.message import Message
 
+from txmailhost.addresslist import get_addresses, parse_address
+
 MAX_HEADER = 256 * 1024
 MAX_BODY = 4 * 1024 * 1024
 _EMPTY_LINE = re.compile(rb"(?:\A|\n)\r?\n")
@@ -112,14 +114,14 @@ class MessageView:
         found = self._addresses.get(key)
         if found is None:
             raw = self.fields.get(key, [])
-            found = [address for _display, address in email.utils.getaddresses(raw) if address]
+            found = [address for _display, address in get_addresses(raw) if address]
             self._addresses[key] = found
         return found
 
     def address_fields(self, name: str) -> list[list[str]]:
         """The addresses of each field called ``name``, field by field (for ``:index``)."""
         return [
-            [address for _display, address in email.utils.getaddresses([raw]) if address]
+            [address for _display, address in get_addresses([raw]) if address]
             for raw in self.fields.get(name.lower(), [])
         ]
 
@@ -178,7 +180,7 @@ def _return_path(values: list[str]) -> str | None:
     if not values:
         return None
     value = values[0].strip()
-    _display, address = email.utils.parseaddr(value)
+    _display, address = parse_address(value)
     return address or None
 
 

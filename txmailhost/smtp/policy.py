@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
-from email.utils import getaddresses
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -25,6 +24,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from txmailhost.accounts.throttle import client_key
+from txmailhost.addresslist import every_reading
 from txmailhost.delivery import interfaces as delivery
 from txmailhost.delivery.incoming import IncomingMessage
 from txmailhost.routing import Outcome, Resolution, Route, RouteKind, Router
@@ -210,12 +210,16 @@ class SubmissionPolicy(InboundPolicy):
 
     async def check_message(self, envelope: Envelope, message: IncomingMessage) -> SMTPReply | None:
         """Every From: address must be the user's own (RFC 6409 8: the submission server may
-        enforce sender policy); a message without From: passes (the client's problem)."""
+        enforce sender policy); a message without From: passes (the client's problem).
+
+        "Every" is every address either address parser reads in every From field
+        (``addresslist.every_reading``): a malformed list that Python's parser reads as the
+        user's own while another client shows someone else's is refused."""
         user = envelope.authenticated_as
         if user is None:
             return replies.AUTH_REQUIRED
         headers = BytesHeaderParser().parsebytes(message.header_block())
-        for _name, address in getaddresses([str(v) for v in headers.get_all("From", [])]):
-            if not address or not await self._owns(user, address):
+        for address in every_reading([str(v) for v in headers.get_all("From", [])]):
+            if not await self._owns(user, address):
                 return replies.FROM_NOT_OWNED
         return None

@@ -25,7 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from txmailhost.spam.sample import Sample, parse_address
+from txmailhost.addresslist import parse_address
+from txmailhost.spam.sample import Sample
 
 
 @dataclass(frozen=True)

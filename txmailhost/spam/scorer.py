@@ -10,9 +10,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from txmailhost.addresslist import parse_address
 from txmailhost.spam import rules
 from txmailhost.spam.bayes import TokenStore
-from txmailhost.spam.sample import Sample, parse_address
+from txmailhost.spam.sample import Sample
 from txmailhost.spam.tokens import tokens
 
 _BAYES_BANDS = (  # (upper bound of the probability, rule)

@@ -51,7 +51,8 @@ import re
 from collections.abc import Callable, Collection, Iterable
 from itertools import repeat
 
-from txmailhost.spam.sample import Sample, parse_address
+from txmailhost.addresslist import parse_address
+from txmailhost.spam.sample import Sample
 
 MAX_TOKENS = 8000
 TOKENIZER_VERSION = 3  # raised when tokens change: a store trained before is partly stale

@@ -26,9 +26,10 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from txmailhost.addresslist import parse_address
 from txmailhost.imap.observers import IMailboxObserver
 from txmailhost.spam.bayes import TokenStore
-from txmailhost.spam.sample import BODY_CAP, parse_address, sample_of
+from txmailhost.spam.sample import BODY_CAP, sample_of
 from txmailhost.spam.scoring import owner_of
 from txmailhost.spam.tokens import tokens
 

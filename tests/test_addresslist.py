@@ -1,4 +1,4 @@
-"""The address-list parser behind ENVELOPE and SEARCH FROM/TO/CC/BCC (imap/addresses.py):
+"""The address-list parser behind ENVELOPE and SEARCH FROM/TO/CC/BCC (addresslist.py):
 RFC 5322 §3.4 forms, groups and routes kept, obsolete and broken input still giving a list,
 and any input parsed without an exception in time linear in its length."""
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from txmailhost.imap.addresses import GroupEnd, GroupStart, Mailbox, mailboxes, parse, search_text
+from txmailhost.addresslist import GroupEnd, GroupStart, Mailbox, mailboxes, parse, search_text
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,75 @@
+"""The author domains of a message: the domains of its From field (RFC 7489 3.1, 6.6.1), the
+domains DMARC judges and the one DKIM signing signs for.
+
+DMARC protects the address the reader sees, so the question is "what could a mail client
+show here", asked of hostile input:
+
+- Every address either of our two parsers reads counts (``addresslist.every_reading``): they
+  disagree on malformed lists the way mail clients do, and the attacker picks the list.
+- Every From field counts, and so does a field written ``From :`` (RFC 5322 4.5.3 allows
+  space before the colon). RFC 5322 allows one From field; a second one is how a spoofer
+  shows one domain to the reader and another to the checks.
+- A From in which neither parser finds an address (an encoded word ``=?utf-8?b?...?=``
+  hiding one, which clients that decode first will show; a comment never closed) counts
+  every ``@domain`` in it, decoded too: no author domain means no DMARC policy applied.
+
+A message whose From names several domains is judged for each (RFC 7489 6.6.1: "apply the
+most strict policy selected among the checks that fail"). Reading never raises: a parser
+that failed on nested comments once gave "no author", DMARC ``permerror``, and a
+``p=reject`` domain's policy was skipped for a spoof of it.
+"""
+
+from __future__ import annotations
+
+import email.header
+import re
+
+from txmailhost.accounts.addresses import canonical_domain
+from txmailhost.accounts.interfaces import AccountError
+from txmailhost.addresslist import every_reading
+
+_AT_DOMAIN = re.compile(r'@([^\s<>()\[\]",;:@\\]+)')
+
+
+def fields(header: bytes) -> list[tuple[str, str]]:
+    """(name, unfolded value) of each field of a header section, the name stripped."""
+    text = header.decode("utf-8", "replace")
+    unfolded = re.sub(r"\r?\n[ \t]", " ", text)
+    found = []
+    for line in re.split(r"\r?\n", unfolded):
+        name, sep, value = line.partition(":")
+        if sep and name and not name[0].isspace():
+            found.append((name.strip(), value.strip()))
+    return found
+
+
+def author_domains(header: bytes) -> list[str]:
+    """The distinct domains (A-labels, lower case, in order) of every address a mail client
+    could show as the author of the message whose header section is ``header``."""
+    values = [value for name, value in fields(header) if name.lower() == "from"]
+    found = _domains(every_reading(values))
+    if not found:  # no address at all: whatever looks like a domain after an "@"
+        texts = values + [_decoded(value) for value in values if "=?" in value]
+        found = _domains([f"@{domain}" for text in texts for domain in _AT_DOMAIN.findall(text)])
+    return found
+
+
+def _domains(addresses: list[str]) -> list[str]:
+    """The DNS domains of ``addresses``: no address literals, no single labels, nothing that
+    isn't a host name (a policy lookup for it would only ask the DNS nonsense)."""
+    found = (_domain(address.rpartition("@")[2]) for address in addresses if "@" in address)
+    return list(dict.fromkeys(domain for domain in found if domain))
+
+
+def _domain(text: str) -> str | None:
+    try:
+        return canonical_domain(text)
+    except AccountError:
+        return None
+
+
+def _decoded(value: str) -> str:
+    try:
+        return str(email.header.make_header(email.header.decode_header(value)))
+    except Exception:  # a malformed encoded word: nothing more to read
+        return ""
