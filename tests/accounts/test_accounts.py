@@ -78,6 +78,8 @@ def test_case_folding_ends_in_nfc(typed):
         "x\U000e0001",  # LANGUAGE TAG (Cf)
         "x\u0378",  # unassigned
         "x\udc80",  # a lone surrogate: an undecodable byte of a command line
+        "bo\u200db",  # ZERO WIDTH JOINER between Latin letters: no script joins there
+        "\u200cx",  # ZERO WIDTH NON-JOINER at the start
     ],
 )
 def test_new_names_refuse_invisible_and_unassigned_characters(local):
@@ -88,6 +90,10 @@ def test_new_names_refuse_invisible_and_unassigned_characters(local):
 def test_new_names_take_letters_of_any_script():
     assert new_address("Dörte@Bücher.example") == "dörte@xn--bcher-kva.example"
     assert new_address("用户@example.test") == "用户@example.test"
+    # Joiners where RFC 5892's CONTEXTJ rules allow them (PRECIS IdentifierClass): after a
+    # virama (Devanagari "kssa" as half-forms), ZWNJ between Persian joining letters.
+    assert new_address("\u0915\u094d\u200d\u0937@example.test").startswith("\u0915")
+    assert new_address("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645@example.test")
 
 
 @pytest.mark.parametrize("accounts_in", ["sqlite", "postgres"])

@@ -11,6 +11,7 @@ import re
 import unicodedata
 
 import idna
+import idna.core
 
 from txmailhost.accounts.interfaces import AccountError
 
@@ -27,6 +28,7 @@ _ATOM = r"(?:[a-z0-9!#$%&'*+=?^_`{|}~-]|[^\x00-\x7f\s\x80-\x9f\u2028\u2029\ud800
 # another name, U+00AD SOFT HYPHEN and U+FEFF show as nothing), controls, surrogates,
 # private-use and unassigned code points (what a later Unicode assigns may fold differently).
 _INVISIBLE = frozenset({"Cf", "Cc", "Cs", "Co", "Cn"})
+_JOINERS = frozenset("\u200c\u200d")  # Cf, but allowed in context (``_joins``)
 _LOCAL = re.compile(rf"^{_ATOM}+(\.{_ATOM}+)*$")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
@@ -65,6 +67,17 @@ def canonical_address(address: str) -> str:
     return f"{local}@{canonical_domain(domain)}"
 
 
+def _joins(local: str, position: int) -> bool:
+    """Whether the ZERO WIDTH (NON-)JOINER at ``position`` is where RFC 5892 A.1/A.2
+    (CONTEXTJ, which PRECIS's IdentifierClass keeps, RFC 8264 9.8) allows it: after a virama,
+    or for ZWNJ between joining letters (Persian, Malayalam, Sinhala spell words with them).
+    Anywhere else it shows as nothing and only tells two names apart."""
+    try:
+        return idna.core.valid_contextj(local, position)
+    except (ValueError, IndexError):
+        return False
+
+
 def new_address(address: str) -> str:
     """``canonical_address`` for a name about to be created (a user, an alias, a forward's
     target), refusing characters that show as nothing or as something else. Lookups take
@@ -72,7 +85,9 @@ def new_address(address: str) -> str:
     found, logged into and removed."""
     canonical = canonical_address(address)
     local = canonical.rpartition("@")[0]
-    for char in local:
+    for position, char in enumerate(local):
+        if char in _JOINERS and _joins(local, position):
+            continue
         if unicodedata.category(char) in _INVISIBLE:
             raise AccountError(
                 f"unsupported local part in {address!r}: U+{ord(char):04X}"
