@@ -145,13 +145,15 @@ class Part:
 
 
 class _Budget:
-    def __init__(self) -> None:
+    def __init__(self, max_depth: int = MAX_DEPTH) -> None:
         self.parts = 0
+        self.max_depth = max_depth
 
 
-def parse(raw: bytes) -> Part:
-    """The MIME tree of a whole message."""
-    return _parse_entity(raw, 0, len(raw), b"text/plain", 0, _Budget())
+def parse(raw: bytes, max_depth: int = MAX_DEPTH) -> Part:
+    """The MIME tree of a whole message: at most ``MAX_PARTS`` parts, ``max_depth`` levels
+    (deeper entities are leaves; the webmail, which shows text from deeper, asks for more)."""
+    return _parse_entity(raw, 0, len(raw), b"text/plain", 0, _Budget(max_depth))
 
 
 def _header_end(raw: bytes, start: int, end: int) -> int:
@@ -177,11 +179,12 @@ def _parse_entity(
     if maintype == b"text" and not any(k.lower() == b"charset" for k, _v in params):
         params = [(b"charset", b"us-ascii"), *params]
     part = Part(raw, start, body_start, end, fields, maintype, subtype.strip(), params)
-    if depth >= MAX_DEPTH or budget.parts >= MAX_PARTS:
+    if depth >= budget.max_depth or budget.parts >= MAX_PARTS:
         return part
     if maintype == b"multipart":
         boundary = dict((k.lower(), v) for k, v in params).get(b"boundary")
-        spans = _split_multipart(raw, body_start, end, boundary) if boundary else []
+        room = MAX_PARTS - budget.parts
+        spans = _split_multipart(raw, body_start, end, boundary, room) if boundary else []
         child_default = b"message/rfc822" if subtype == b"digest" else b"text/plain"
         for child_start, child_end in spans:
             if budget.parts >= MAX_PARTS:
@@ -206,7 +209,9 @@ def _last(fields: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     return found
 
 
-def _split_multipart(raw: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:
+def _split_multipart(
+    raw: bytes, start: int, end: int, boundary: bytes, limit: int = MAX_PARTS
+) -> list[tuple[int, int]]:
     """Byte spans of the body parts (RFC 2046 §5.1.1): the CRLF before a delimiter belongs to
     the delimiter; a missing close delimiter ends the last part at the end of the body."""
     delimiter = b"--" + boundary
@@ -232,6 +237,8 @@ def _split_multipart(raw: bytes, start: int, end: int, boundary: bytes) -> list[
             continue
         if part_start is not None:
             spans.append((part_start, max(part_start, found - 2) if found > start else found))
+            if len(spans) >= limit:
+                return spans  # the parts after these would be past the budget
         if closing:
             return spans
         part_start = min(line_end + 2, end)

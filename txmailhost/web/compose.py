@@ -45,6 +45,7 @@ from txmailhost.store.interfaces import (
     NoSuchMailbox,
     NoSuchMessage,
 )
+from txmailhost.store.lineends import header_end
 from txmailhost.web import composing
 from txmailhost.web.composing import Attachment, BadField, Draft
 from txmailhost.web.context import Route, WebContext
@@ -86,7 +87,8 @@ def _parse(raw: bytes) -> tuple[MessageView, Any]:
     """The message as read, and its header fields, bounded as the reading page's are
     (``headerbounds.py``)."""
     view = read_message(raw)
-    headers = BytesHeaderParser(policy=POLICY).parsebytes(raw)
+    end = header_end(raw)  # the header block alone: the parser would read the body too
+    headers = BytesHeaderParser(policy=POLICY).parsebytes(raw if end < 0 else raw[:end])
     return view, headers
 
 

@@ -1,14 +1,17 @@
 """One message as the reading page shows it: headers, the text to read, the attachments.
 
-Parsed with the standard library's ``email`` package (``policy.default``: RFC 2047 words,
-RFC 2231 file names, charsets), its header fields bounded first (``headerbounds.py``: an
-over-long field is shown cut, never parsed for minutes), in the site's thread pool, never on
-the reactor. Parts are numbered as IMAP numbers them (RFC 3501 §6.4.5: ``1``, ``2.1``, ...),
-so a part's number in a download link is the one an IMAP client would use. A
+The MIME tree is IMAP's (``imap.mime``: byte ranges of the stored message, linear, at most
+``mime.MAX_PARTS`` parts), so parts are numbered as IMAP numbers them (RFC 3501 §6.4.5:
+``1``, ``2.1``, ...) and a part's number in a download link is the one an IMAP client would
+use. Each leaf is then read alone by the standard library's ``email`` package
+(``policy.default``: RFC 2047 words, RFC 2231 file names, charsets), its header fields
+bounded first (``headerbounds.py``: an over-long field is shown cut, never parsed for
+minutes), in the site's thread pool, never on the reactor. The package never parses the
+whole message: it reads every line of every part, and recurses per level (400,000 tiny
+parts in 4 MB took 7.7 s and 232 MiB a view; 1,500 levels raised RecursionError). A
 ``message/rfc822`` part is an attachment as a whole (``.eml``), not opened; downloaded, it is
-the attached message's octets as stored, IMAP's ``BODY[n]`` (``imap.mime``), not a
-re-serialisation. A MIME structure nested deeper than Python's stack shows as its header
-fields and its body as text, wherever the recursion runs out.
+the attached message's octets as stored, IMAP's ``BODY[n]``, not a re-serialisation. A
+multipart past ``MAX_DEPTH`` levels, or past the parts listed, shows as its body's text.
 
 A file name is the sender's: it is shown and downloaded without control and format
 characters (Unicode categories Cc, Cf: U+202E RIGHT-TO-LEFT OVERRIDE makes
@@ -25,17 +28,16 @@ import base64
 import email
 import email.generator
 import email.parser
-import functools
-import io
 import unicodedata
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Any
 
 from txmailhost.imap import mime
+from txmailhost.store.lineends import crlf_form
 from txmailhost.web.headerbounds import POLICY
 
 MAX_INLINE_IMAGES = 8 * 1024 * 1024  # octets of cid: images embedded as data: URLs
+MAX_DEPTH = 100  # MIME levels opened; a multipart deeper is shown as its text
 INLINE_TYPES = ("image/png", "image/gif", "image/jpeg", "image/webp")
 
 
@@ -59,6 +61,7 @@ class MessageView:
     html: str | None = None
     attachments: list[Attachment] = field(default_factory=list)
     inline: dict[str, str] = field(default_factory=dict)  # Content-ID -> data: URL
+    cut: bool = False  # more parts than mime.MAX_PARTS: the rest aren't listed
 
 
 # Unicode categories taken out of a file name: controls, format characters (the bidi
@@ -66,23 +69,9 @@ class MessageView:
 _HIDDEN = frozenset(("Cc", "Cf", "Cs", "Zl", "Zp"))
 
 
-def _parse(raw: bytes) -> EmailMessage:
-    try:
-        return email.message_from_bytes(raw, policy=POLICY)  # type: ignore[return-value]
-    except RecursionError:
-        return _flat(raw)
-
-
-def _flat(raw: bytes) -> EmailMessage:
-    """MIME nested deeper than Python's stack (the standard library's parser and generator
-    recurse per level: 300 levels of message/rfc822 or 1,500 of multipart, and hostile mail
-    has them): the header fields, and the body shown as the text it is, instead of a page
-    that fails."""
-    message = email.parser.BytesParser(policy=POLICY).parsebytes(raw, headersonly=True)
-    del message["Content-Type"]
-    del message["Content-Transfer-Encoding"]
-    message["Content-Type"] = "text/plain; charset=utf-8"
-    return message  # type: ignore[return-value]
+def _headers(tree: mime.Part) -> EmailMessage:
+    """The message's own header fields (its header block alone: the body isn't read)."""
+    return email.parser.BytesParser(policy=POLICY).parsebytes(tree.header, headersonly=True)  # type: ignore[return-value]
 
 
 def _header(message: EmailMessage, name: str) -> str:
@@ -108,62 +97,56 @@ def _text(part: EmailMessage) -> str:
     return content if isinstance(content, str) else ""
 
 
-class _Stored:
-    """The message's octets and, split when first needed (once for all its attached
-    messages), their MIME tree as IMAP sees it."""
+def leaves(tree: mime.Part) -> tuple[list[tuple[str, mime.Part]], bool]:
+    """(IMAP part number, part) for every leaf of the message's MIME tree, message/rfc822
+    parts unopened, and whether the tree was cut at ``mime.MAX_PARTS`` parts."""
+    found: list[tuple[str, mime.Part]] = []
+    counted = 0
 
-    def __init__(self, raw: bytes) -> None:
-        self.raw = raw
-
-    @functools.cached_property
-    def tree(self) -> mime.Part:
-        return mime.parse(self.raw)
-
-
-def _decoded(stored: _Stored, number: str, part: EmailMessage) -> bytes:
-    if part.get_content_type() == "message/rfc822" or part.is_multipart():
-        return _attached(stored, number, part)
-    payload = part.get_payload(decode=True)
-    return payload if isinstance(payload, bytes) else b""
-
-
-def _attached(stored: _Stored, number: str, part: EmailMessage) -> bytes:
-    """The attached message of part ``number`` as stored: IMAP's ``BODY[number]``."""
-    found = mime.find_part(stored.tree, [int(n) for n in number.split(".")])
-    if found is not None and (found.maintype, found.subtype) == (b"message", b"rfc822"):
-        return found.body
-    # the two parsers disagree on a broken structure: the attached message written out again
-    inner = part.get_payload(0) if part.is_multipart() else part
-    out = io.BytesIO()
-    generator = email.generator.BytesGenerator(out, policy=POLICY.clone(linesep="\r\n"))
-    generator.flatten(inner)
-    return out.getvalue()
-
-
-def numbered_parts(message: EmailMessage) -> list[tuple[str, EmailMessage]]:
-    """(IMAP part number, part) for every leaf, message/rfc822 parts unopened."""
-    found: list[tuple[str, EmailMessage]] = []
-
-    def walk(part: Any, number: str) -> None:
-        if part.is_multipart() and part.get_content_type() != "message/rfc822":
-            for index, child in enumerate(part.iter_parts(), 1):
+    def walk(part: mime.Part, number: str) -> None:  # as deep as MAX_DEPTH allows
+        nonlocal counted
+        counted += 1
+        if part.maintype == b"multipart" and part.children:
+            for index, child in enumerate(part.children, 1):
                 walk(child, f"{number}.{index}" if number else str(index))
         else:
             found.append((number or "1", part))
 
-    walk(message, "")
-    return found
+    walk(tree, "")
+    return found, counted >= mime.MAX_PARTS
+
+
+def _entity(leaf: mime.Part) -> tuple[str, EmailMessage]:
+    """(media type, the email package's view of the leaf alone): its file name, disposition
+    and decoded content. A multipart the tree didn't open (past ``MAX_DEPTH``, past
+    ``mime.MAX_PARTS``, or without a boundary that occurs) is its body as text, never parsed
+    further; a message/* part is its header fields, its body the octets stored."""
+    declared = mime.parse_content_value(leaf.get(b"content-type"))[0]
+    parser = email.parser.BytesParser(policy=POLICY)
+    if leaf.maintype in (b"multipart", b"message") or declared.startswith(b"multipart/"):
+        part: EmailMessage = parser.parsebytes(leaf.header, headersonly=True)  # type: ignore[assignment]
+        if leaf.maintype == b"message":
+            return (leaf.maintype + b"/" + leaf.subtype).decode("ascii", "replace"), part
+        del part["Content-Type"]
+        del part["Content-Transfer-Encoding"]
+        part["Content-Type"] = "text/plain; charset=utf-8"
+        part.set_payload(leaf.body.decode("utf-8", "replace"))
+        return "text/plain", part
+    kind = (leaf.maintype + b"/" + leaf.subtype).decode("ascii", "replace")
+    return kind, parser.parsebytes(leaf.raw[leaf.start : leaf.end])  # type: ignore[return-value]
+
+
+def _decoded(leaf: mime.Part, part: EmailMessage) -> bytes:
+    if leaf.maintype == b"message":  # IMAP's BODY[n]: the attached message as stored
+        return leaf.body
+    payload = part.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else b""
 
 
 def read_message(raw: bytes) -> MessageView:
-    """Blocking (CPU): run in a worker thread."""
-    try:
-        return _view(_Stored(raw), _parse(raw))
-    except RecursionError:
-        return _view(_Stored(raw), _flat(raw))
-
-
-def _view(stored: _Stored, message: EmailMessage) -> MessageView:
+    """Blocking (CPU): run in a worker thread. ``raw`` as the store serves it (CRLF)."""
+    tree = mime.parse(crlf_form(raw), max_depth=MAX_DEPTH)
+    message = _headers(tree)
     view = MessageView(
         subject=_header(message, "subject"),
         sender=_header(message, "from"),
@@ -173,8 +156,9 @@ def _view(stored: _Stored, message: EmailMessage) -> MessageView:
         message_id=_header(message, "message-id"),
     )
     inline_budget = MAX_INLINE_IMAGES
-    for number, part in numbered_parts(message):
-        kind = part.get_content_type()
+    found, view.cut = leaves(tree)
+    for number, leaf in found:
+        kind, part = _entity(leaf)
         disposition = part.get_content_disposition()
         named = part.get_filename() or ""
         filename = shown_filename(named)
@@ -186,7 +170,7 @@ def _view(stored: _Stored, message: EmailMessage) -> MessageView:
         if body and kind == "text/html" and view.html is None:
             view.html = _text(part)
             continue
-        data = _decoded(stored, number, part)
+        data = _decoded(leaf, part)
         if content_id and kind in INLINE_TYPES and len(data) <= inline_budget:
             inline_budget -= len(data)
             view.inline[content_id] = f"data:{kind};base64," + base64.b64encode(data).decode()
@@ -198,20 +182,13 @@ def _view(stored: _Stored, message: EmailMessage) -> MessageView:
     return view
 
 
-def extract_part(raw: bytes, number: str) -> Attachment | None:
+def extract_part(raw: bytes, number: str) -> PartData | None:
     """The part ``number`` of the message as an Attachment with its bytes, or None."""
-    try:
-        return _part(_Stored(raw), _parse(raw), number)
-    except RecursionError:
-        return _part(_Stored(raw), _flat(raw), number)
-
-
-def _part(stored: _Stored, message: EmailMessage, number: str) -> PartData | None:
-    for found, part in numbered_parts(message):
+    for found, leaf in leaves(mime.parse(crlf_form(raw), max_depth=MAX_DEPTH))[0]:
         if found == number:
-            kind = part.get_content_type()
+            kind, part = _entity(leaf)
             filename = shown_filename(part.get_filename() or "") or f"part-{number}"
-            data = _decoded(stored, number, part)
+            data = _decoded(leaf, part)
             return PartData(number, filename, kind, len(data), data)
     return None
 
