@@ -81,6 +81,9 @@ class ServerParts:
     acme_challenges: Any = None  # acme_renewal.Challenges with [tls] acme: HTTP-01 answers
     # NOTIFY's mailbox-name and subscription events, shared by every IMAP listener
     notify_hub: NotifyHub = field(default_factory=NotifyHub)
+    # (label, web.sessions.SessionStore) of the webmail, appended by ``web``: the logins
+    # ``txmailhost who`` lists and ``kick`` ends (ops/control.py)
+    browsers: list[tuple[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -235,7 +238,7 @@ def web(parts: ServerParts, implicit_tls: bool) -> WebSite:
     config = parts.config
     listen = config.listen
     settings = config.web
-    return build_site(
+    site = build_site(
         reactor=parts.reactor,
         portal=parts.portal,
         clients=ClientSettings(
@@ -273,6 +276,8 @@ def web(parts: ServerParts, implicit_tls: bool) -> WebSite:
         spool=open_records(config),  # what `txmailhost queue` reads and writes requests to
         admin_sources=_admin_sources(parts),
     )
+    parts.browsers.append(("web", site.app.services.sessions))
+    return site
 
 
 def _admin_sources(parts: ServerParts) -> AdminSources:

@@ -686,7 +686,7 @@ def build(
             parts.listening.append(listener)
             open_listeners.append((kind.label, limited))
     # 'txmailhost who' and 'kick' ask through DATA/run/control.sock (ops/control.py).
-    sessions = top.sessions = Sessions(open_listeners)
+    sessions = top.sessions = Sessions(open_listeners, parts.browsers)
     control_path = socket_path(config, 0 if worker is None else worker.slot)
     ControlService(reactor, control_path, sessions).setServiceParent(top)
     if worker is not None and worker.count > 1:

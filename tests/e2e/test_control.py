@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import poplib
@@ -12,6 +13,7 @@ import stat
 import pytest
 
 from tests.e2e.conftest import PASSWORD
+from tests.support.web import Browser
 
 pytestmark = pytest.mark.slow
 H = "127.0.0.1"
@@ -103,3 +105,81 @@ def test_domain_del_ends_the_sessions_of_every_user_it_removes(server):
         assert (reader.readline(), reader.readline()) == (KICKED, b"")
         sock.close()
     assert "Traceback" not in server.log()
+
+
+def managesieve_session(server, user: str):
+    """A logged-in ManageSieve session on a raw socket (PLAIN: loopback needs no TLS):
+    (socket, its reader)."""
+    sock = socket.create_connection((H, server.ports["managesieve"]), timeout=10)
+    reader = sock.makefile("rb")
+    while not reader.readline().startswith(b"OK"):  # the capabilities, then OK
+        pass
+    plain = base64.b64encode(f"\0{user}\0{PASSWORD}".encode()).decode()
+    sock.sendall(f'AUTHENTICATE "PLAIN" "{plain}"\r\n'.encode())
+    assert reader.readline().startswith(b"OK")
+    return sock, reader
+
+
+def webmail_session(server, user: str) -> Browser:
+    browser = Browser(server.ports["web"])
+    assert browser.login(user, PASSWORD).url == "/mail"
+    return browser
+
+
+def signed_out(browser: Browser) -> bool:
+    """The browser's session cookie no longer opens the mail page: it is sent to log in."""
+    page = browser.get("/mail", follow=False)
+    return (page.status, page.header("Location")) == (303, "/login")
+
+
+SIEVE_KICKED = b'BYE "disconnected by the administrator"\r\n'
+
+
+def test_kick_ends_managesieve_and_webmail_sessions_and_who_lists_them(server):
+    sieve, reader = managesieve_session(server, ALICE)
+    browser = webmail_session(server, ALICE)
+    bobs = webmail_session(server, BOB)
+
+    sessions = json.loads(server.cli("who", "--json", "--user", ALICE).stdout)
+    assert sorted((s["protocol"], s["listener"], s["tls"]) for s in sessions) == [
+        ("managesieve", "managesieve", False),
+        ("web", "web", True),
+    ]
+    assert all(s["user"] == ALICE and s["client"] == H for s in sessions)
+
+    assert server.cli("kick", ALICE).stdout == f"kicked 2 session(s) of {ALICE}\n"
+    assert reader.readline() == SIEVE_KICKED
+    assert reader.readline() == b""  # and closed
+    sieve.close()
+    assert signed_out(browser)
+    assert not signed_out(bobs)  # bob's session is untouched
+    assert json.loads(server.cli("who", "--json", "--user", ALICE).stdout) == []
+
+
+def test_user_del_ends_the_users_managesieve_and_webmail_sessions(server):
+    sieve, reader = managesieve_session(server, BOB)
+    browser = webmail_session(server, BOB)
+
+    out = server.cli("user", "del", BOB).stdout
+    assert out.endswith("; ended 2 open session(s)\n")
+    assert (reader.readline(), reader.readline()) == (SIEVE_KICKED, b"")
+    sieve.close()
+    assert signed_out(browser)
+    assert "Traceback" not in server.log()
+
+
+def test_a_removed_users_webmail_cookie_stops_working_without_a_kick(server):
+    """The control socket can't always be reached (another node of a PostgreSQL cluster
+    removed the user, or the CLI ran as a user who can't open it): the webmail checks
+    that the account still exists on each request."""
+    browser = webmail_session(server, BOB)
+    sock = os.path.join(server.data_dir, "run", "control.sock")
+    os.rename(sock, sock + ".away")  # user del now finds no server to ask
+    try:
+        assert server.cli("user", "del", BOB).stdout == f"removed user {BOB} (mail kept in " + (
+            f"{os.path.join(server.data_dir, 'mail', 'example.test', 'bob')})\n"
+        )
+    finally:
+        os.rename(sock + ".away", sock)
+    assert signed_out(browser)
+    assert browser.login(BOB, PASSWORD).status == 401

@@ -109,3 +109,13 @@ def test_ending_a_session_tells_whoever_waits_on_it():
     assert store.alive(session)
     store.end(session)
     assert told == ["stream closed"] and not store.alive(session)
+
+
+def test_live_lists_the_sessions_not_yet_expired():
+    clock, store, ended = _store(idle_timeout=60)
+    _, old = _login(store, ended, "old@example.test")
+    clock.advance(30)
+    _, new = _login(store, ended, "new@example.test")
+    assert store.live() == [old, new]
+    clock.advance(31)
+    assert store.live() == [new]

@@ -4,14 +4,18 @@ Sessions live in the server process, so these can't be answered from files like 
 commands are. The server listens on a UNIX socket, ``DATA/run/control.sock`` (mode 0600:
 only its own user and root may connect), for one request per connection, one line each way:
 
-- ``WHO`` → a JSON list of the open connections: listener, protocol, the logged-in user (or
-  null), the client's address, whether TLS is on;
-- ``KICK user@example.org`` → ``{"kicked": N}``: each of the user's sessions is told so in
-  its protocol's words (IMAP ``* BYE``, POP3 ``-ERR``, SMTP ``421``) and closed.
+- ``WHO`` → a JSON list of the open sessions: listener, protocol, the logged-in user (or
+  null), the client's address, whether TLS is on. A webmail login counts as a session
+  (protocol ``web``, the address it logged in from) though it is a cookie, not a connection;
+- ``KICK user@example.org`` → ``{"kicked": N}``: each of the user's connections is told so in
+  its protocol's words (IMAP ``* BYE``, POP3 ``-ERR``, SMTP ``421``, ManageSieve ``BYE``)
+  and closed, and each of their webmail sessions ends, so the browser's next request goes
+  to the login page.
 
-The sessions are the connections the listeners' ``LimitedFactory`` already tracks (limits.py);
-nothing is added to the protocols. The socket is made in ``startService``, after twistd has
-dropped privileges, so it belongs to the server's user.
+The connections are those the listeners' ``LimitedFactory`` already tracks (limits.py), the
+webmail sessions those of the web site's ``SessionStore`` (web/sessions.py), handed over by
+``service.build``; nothing is added to the protocols. The socket is made in
+``startService``, after twistd has dropped privileges, so it belongs to the server's user.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from twisted.protocols.policies import ProtocolWrapper
 
 from txmailhost.imap.server import IMAPServer
 from txmailhost.pop3.server import POP3Server
+from txmailhost.sieve.managesieve import ManageSieveServer
 from txmailhost.smtp.server import SMTPServer
 
 log = Logger()
@@ -52,6 +57,15 @@ _KICKED = {
     IMAPServer: b"* BYE [UNAVAILABLE] disconnected by the administrator\r\n",
     POP3Server: b"-ERR [SYS/PERM] disconnected by the administrator\r\n",
     SMTPServer: b"421 4.7.0 disconnected by the administrator\r\n",
+    ManageSieveServer: b'BYE "disconnected by the administrator"\r\n',
+}
+
+# The protocol's name in ``who``, per session class.
+_PROTOCOLS = {
+    IMAPServer: "imap",
+    POP3Server: "pop3",
+    SMTPServer: "smtp",
+    ManageSieveServer: "managesieve",
 }
 
 
@@ -94,7 +108,7 @@ def _session(protocol: Any) -> Any:
 
 
 def _user_of(protocol: Any) -> str | None:
-    if isinstance(protocol, IMAPServer | POP3Server):
+    if isinstance(protocol, IMAPServer | POP3Server | ManageSieveServer):
         return protocol.user
     if isinstance(protocol, SMTPServer):
         return protocol.authenticated_as
@@ -102,10 +116,14 @@ def _user_of(protocol: Any) -> str | None:
 
 
 class Sessions:
-    """The open connections of the listeners ``(label, LimitedFactory)``."""
+    """The open connections of the listeners ``(label, LimitedFactory)``, and the webmail
+    sessions of ``browsers`` ``(label, web.sessions.SessionStore)``."""
 
-    def __init__(self, listeners: Sequence[tuple[str, Any]]) -> None:
+    def __init__(
+        self, listeners: Sequence[tuple[str, Any]], browsers: Sequence[tuple[str, Any]] = ()
+    ) -> None:
         self.listeners = list(listeners)
+        self.browsers = list(browsers)
 
     def _all(self) -> list[tuple[str, Any]]:
         return [
@@ -123,14 +141,23 @@ class Sessions:
             out.append(
                 {
                     "listener": label,
-                    "protocol": {IMAPServer: "imap", POP3Server: "pop3", SMTPServer: "smtp"}[
-                        type(protocol)
-                    ],
+                    "protocol": _PROTOCOLS[type(protocol)],
                     "user": _user_of(protocol),
                     "client": getattr(peer, "host", str(peer)),
                     "tls": ISSLTransport.providedBy(_transport_of(protocol)),
                 }
             )
+        for label, store in self.browsers:
+            for session in store.live():
+                out.append(
+                    {
+                        "listener": label,
+                        "protocol": "web",
+                        "user": session.user,
+                        "client": session.peer,
+                        "tls": True,  # the webmail is served over HTTPS only
+                    }
+                )
         return out
 
     async def drain(self, reactor: Any, grace: float) -> None:
@@ -181,6 +208,11 @@ class Sessions:
             protocol.transport.write(_KICKED[type(protocol)])
             protocol.transport.loseConnection()
             kicked += 1
+        for _label, store in self.browsers:
+            for session in store.live():
+                if session.user.lower() == wanted:
+                    store.end(session, "ended by the administrator")
+                    kicked += 1
         if kicked:
             log.info("control: kicked {user} ({n} session(s))", user=wanted, n=kicked)
         return kicked

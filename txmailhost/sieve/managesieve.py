@@ -119,6 +119,12 @@ class ManageSieveServer(Protocol, TimeoutMixin):
         # runs until it reads (peer.OutputPressure), so its input, not our memory, fills up.
         self._pressure = OutputPressure(self._process)
 
+    @property
+    def user(self) -> str | None:
+        """The logged-in user, None before login (``txmailhost who`` and ``kick``,
+        ops/control.py)."""
+        return self._user
+
     # -- connection ----------------------------------------------------------------------------
 
     def connectionMade(self) -> None:

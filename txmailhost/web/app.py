@@ -4,8 +4,10 @@ CSRF token, runs the handler, and writes its answer with the security headers.
 Every request passes the same gate, in this order, before any handler runs:
 
 1. the route: an exact path (``/static/NAME`` by lookup in the asset table); 404 or 405;
-2. the session, from the ``__Host-`` cookie; a route that needs one and has none sends a page
-   load to ``/login`` and answers anything else 401 (an htmx request is told ``HX-Redirect``);
+2. the session, from the ``__Host-`` cookie, if its account still exists (a removed user's
+   session ends at its next request, even when nothing could end it at the removal); a
+   route that needs one and has none sends a page load to ``/login`` and answers anything
+   else 401 (an htmx request is told ``HX-Redirect``);
 3. for a POST: an ``Origin`` header, when the browser sends one, must be our own, and the
    form's ``csrf`` field (or htmx's ``X-CSRF-Token`` header) must be the session's token,
    else 403.
@@ -47,7 +49,7 @@ from txmailhost.web import (
 )
 from txmailhost.web.context import Route, WebContext, WebServices
 from txmailhost.web.responses import SECURITY_HEADERS, TEXT, Response, redirect, text
-from txmailhost.web.sessions import COOKIE
+from txmailhost.web.sessions import COOKIE, WebSession
 
 log = Logger(namespace="txmailhost.web")
 
@@ -126,6 +128,8 @@ class WebApp(Resource):
     async def _serve(self, route: Route, context: WebContext, method: str) -> Response:
         """The gate, then the handler; an upload's files are closed (their spools removed)
         once the handler is done with them."""
+        if context.session is not None and not await self._account_lives(context.session):
+            context.session = None
         if route.upload and method == "POST" and context.session is not None:
             refused = await self._parse_upload(context)
             if refused is not None:
@@ -153,6 +157,16 @@ class WebApp(Resource):
             return text(400, "the form could not be read; please send it again")
         request.args.update(fields)
         return None
+
+    async def _account_lives(self, session: WebSession) -> bool:
+        """Whether the session's account still exists; if not, the session ends here. ``user
+        del`` ends the sessions of a running server through its control socket, but it may
+        find none to ask (another node of a PostgreSQL cluster, a CLI run as a user who can't
+        open the socket): the cookie must not outlive the account all the same."""
+        if await self.services.account_exists(session.user):
+            return True
+        self.services.sessions.end(session, "account removed")
+        return False
 
     def _gate(self, route: Route, context: WebContext, method: str) -> Response | None:
         """Why this request may not reach its handler, as the answer to send; None if it may."""

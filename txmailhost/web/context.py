@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
 
 from txmailhost.web.responses import HTML, Response
@@ -62,6 +63,13 @@ class WebServices:
     def in_thread(self, function: Callable[..., Any], *args: Any) -> Any:
         """Deferred of ``function(*args)`` run in the site's pool, off the reactor."""
         return deferToThreadPool(self.reactor, self.pool, function, *args)
+
+    def account_exists(self, user: str) -> Deferred[bool]:
+        """Deferred of whether ``user`` still has an account, read in the accounts pool
+        (always True for a site built without the accounts backend)."""
+        if self.accounts is None:
+            return succeed(True)
+        return deferToThreadPool(self.reactor, self.accounts_pool, self.accounts.has_user, user)
 
 
 @dataclass

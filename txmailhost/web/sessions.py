@@ -136,6 +136,12 @@ class SessionStore:
     def of_user(self, user: str) -> list[WebSession]:
         return [s for s in self._sessions.values() if s.user == user]
 
+    def live(self) -> list[WebSession]:
+        """Every session not yet expired, for ``txmailhost who`` and ``kick`` (the server's
+        control socket, ops/control.py)."""
+        now = self.clock.seconds()
+        return [s for s in self._iter() if not self._expired(s, now)]
+
     def end(self, session: WebSession, why: str = "logout") -> None:
         if self._sessions.pop(session.key, None) is not None:
             self._ended(session, why)
