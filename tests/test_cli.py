@@ -23,6 +23,9 @@ from txmailhost.cli import main
 
 PASSWORD = "correct horse"
 BAD_CONFIGS = Path(__file__).parent / "fixtures" / "bad_configs"
+# Configs that load but name files the server refuses at start: NAME.toml must make
+# check-config fail with exactly the lines of NAME.expected (tests/fixtures/bad_starts).
+BAD_STARTS = Path(__file__).parent / "fixtures" / "bad_starts"
 
 
 @dataclass
@@ -372,6 +375,84 @@ def test_check_config_refuses_what_the_server_refuses_at_start(
     result = run("check-config")
     assert (result.status, result.out) == (1, "")
     assert result.err == f"txmailhost: error: {problem}\n"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in BAD_STARTS.glob("*.toml")))
+def test_bad_start_fixture_fails_check_config_with_its_expected_problems(
+    run: Run, data: Path, name: str
+) -> None:
+    (data / "txmailhost.toml").write_text((BAD_STARTS / f"{name}.toml").read_text())
+    expected = (BAD_STARTS / f"{name}.expected").read_text().strip().splitlines()
+    result = run("check-config")
+    assert (result.status, result.out) == (1, "")
+    assert result.err.splitlines() == [f"txmailhost: error: {line}" for line in expected]
+
+
+def test_check_config_takes_a_ca_file_with_certificates(run: Run, data: Path) -> None:
+    """The server's own certificate stands in for a private CA's."""
+    ca = data / "tls" / "cert.pem"
+    (data / "txmailhost.toml").write_text(
+        f'[relay]\ntls_ca_file = "{ca}"\n[tls]\nacme = true\nacme_ca_file = "{ca}"\n'
+    )
+    assert run("check-config") == Result(0, f"ok: {data / 'txmailhost.toml'}\n", "")
+
+
+def _signing_keys(run: Run, data: Path) -> Path:
+    """example.org with DKIM keys; the directory holding them."""
+    assert run("domain", "add", "example.org").status == 0
+    assert run("dkim", "init", "example.org", "--selector", "s1").status == 0
+    return data / "dkim" / "example.org"
+
+
+def _garble(path: Path) -> None:
+    path.write_text("-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n")
+
+
+def _make_a_directory(path: Path) -> None:
+    """A directory where the file should be: unreadable as a file, for root too."""
+    path.unlink()
+    path.mkdir()
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda keys: _garble(keys / "s1-rsa.pem"),
+         "'{keys}/s1-rsa.pem' is not an unencrypted PEM rsa private key"),
+        (lambda keys: (keys / "s1-ed25519.pem").write_bytes((keys / "s1-rsa.pem").read_bytes()),
+         "'{keys}/s1-ed25519.pem' is not an unencrypted PEM ed25519 private key"),
+        (lambda keys: _make_a_directory(keys / "s1-ed25519.pem"),
+         "can't read '{keys}/s1-ed25519.pem': Is a directory"),
+        (lambda keys: (keys / "s1-rsa.pem").unlink(),
+         "can't read '{keys}/s1-rsa.pem': No such file or directory"),
+        (lambda keys: (keys / "state.json").write_text("{"),
+         "'{keys}/state.json' is not a DKIM state file (JSON with \"active\" and \"selectors\")"),
+        (lambda keys: _make_a_directory(keys / "state.json"),
+         "can't read '{keys}/state.json': Is a directory"),
+    ],
+    ids=["garbled", "wrong algorithm", "unreadable", "missing", "bad state", "unreadable state"],
+)  # fmt: skip
+def test_check_config_refuses_a_dkim_key_signing_could_not_use(
+    run: Run, data: Path, damage: Callable[[Path], object], problem: str
+) -> None:
+    keys = _signing_keys(run, data)
+    damage(keys)
+    result = run("check-config")
+    assert (result.status, result.out) == (1, "")
+    assert result.err == f"txmailhost: error: dkim: example.org: {problem.format(keys=keys)}\n"
+
+
+def test_check_config_leaves_dkim_keys_alone_when_nothing_signs_with_them(
+    run: Run, data: Path
+) -> None:
+    """Older selectors sign nothing; with [mailauth] sign = false, no key does."""
+    keys = _signing_keys(run, data)
+    assert run("dkim", "rotate", "example.org", "--selector", "s2").status == 0
+    _garble(keys / "s1-rsa.pem")
+    assert run("check-config").status == 0
+    _garble(keys / "s2-rsa.pem")
+    (data / "txmailhost.toml").write_text("[mailauth]\nsign = false\n")
+    assert run("check-config").status == 0
 
 
 def test_check_config_builds_the_filter_chain_and_leaves_nothing_behind(

@@ -248,8 +248,9 @@ def _init(args: argparse.Namespace) -> int:
 
 def _check_config(args: argparse.Namespace) -> int:
     """Check what the server checks at start, without creating or starting anything: the
-    data directory, the config keys, the certificate files, the filter chain and the secret
-    files (``service.start_problems``); every problem found, one line each."""
+    data directory, the config keys, the certificate files, the filter chain, the secret
+    files, the CA files and the DKIM keys signing uses (``service.start_problems``); every
+    problem found, one line each."""
     from txmailhost import fdlimit
     from txmailhost.service import start_problems
 

@@ -412,9 +412,11 @@ def start_problems(config: Any) -> list[str]:
 
     The filter chain is built as a server builds it but without a reactor, so that nothing
     long-lived starts (the spam filter then scores inline, with no scoring process), and
-    closed again; the secret files the server reads at start are read. Each problem is one
-    line naming its key, as the server's own refusal would."""
+    closed again; the secret files the server reads at start are read, and so are the CA
+    files and DKIM keys it would otherwise read only when it first needs them. Each problem
+    is one line naming its key (or DKIM domain), as the server's own refusal would."""
     from txmailhost.filters.registry import FilterConfigError, FilterHost
+    from txmailhost.mailauth.keys import KeyStore
     from txmailhost.queue.service import smarthost_password
     from txmailhost.store import s3blobs
     from txmailhost.store.interfaces import StoreError
@@ -437,6 +439,29 @@ def start_problems(config: Any) -> list[str]:
         s3blobs.settings_from(config.store)
     except StoreError as e:
         problems.append(str(e))
+    problems += _ca_file_problems(config)
+    if config.mailauth.sign and config.store.backend != "postgres":  # else keys in the database
+        problems += KeyStore(os.path.join(config.data_dir, "dkim")).signing_problems()
+    return problems
+
+
+def _ca_file_problems(config: Any) -> list[str]:
+    """The CA files the relay ("verify", MTA-STS policy fetches) and the ACME client trust,
+    read and parsed now: otherwise a missing or garbled one shows only when the first
+    delivery or renewal needs it."""
+    from txmailhost.tls import check_ca_file
+
+    files = [("relay.tls_ca_file", config.relay.tls_ca_file)]
+    if config.tls.acme:
+        files.append(("tls.acme_ca_file", config.tls.acme_ca_file))
+    problems = []
+    for key, path in files:
+        if not path:
+            continue
+        try:
+            check_ca_file(path)
+        except ValueError as e:
+            problems.append(f"{key}: {e}")
     return problems
 
 

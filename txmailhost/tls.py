@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import ssl
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -163,6 +164,25 @@ def _load_certificates(path: str) -> list[x509.Certificate]:
         raise ValueError(
             f"{path}: no PEM certificate found (expected -----BEGIN CERTIFICATE-----)"
         ) from None
+
+
+def check_ca_file(path: str) -> int:
+    """How many certificates the CA file ``path`` holds (``relay.tls_ca_file``,
+    ``tls.acme_ca_file``); ValueError naming the file when it can't be read or holds none,
+    so the start refuses it rather than the first delivery or renewal that trusts it. Read
+    by OpenSSL, as the relay's and the ACME client's TLS read it (stricter parsers refuse
+    certificates of the system bundle that OpenSSL takes)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        context.load_verify_locations(cafile=path)
+    except ssl.SSLError:
+        pass  # nothing OpenSSL could take: counted below
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the CA file: {e.strerror}") from None
+    count = int(context.cert_store_stats()["x509"])
+    if not count:
+        raise ValueError(f"{path}: no PEM certificate found (expected -----BEGIN CERTIFICATE-----)")
+    return count
 
 
 def _public_der(key: object) -> bytes:

@@ -131,8 +131,15 @@ def test_a_used_data_directory_now_read_only_stops_the_start_with_one_line(
         '[relay]\nsmarthost = "smtp.example.net:587"\nsmarthost_username = "u"\n'
         'smarthost_password_file = "/nonexistent/pw"\n',
         "[security]\nmax_connections = 1000000000000000000\n",
+        '[relay]\ntls_ca_file = "/dev/null"\n',
     ],
-    ids=["unknown filter", "bad filter setting", "missing password file", "huge max_connections"],
+    ids=[
+        "unknown filter",
+        "bad filter setting",
+        "missing password file",
+        "huge max_connections",
+        "CA file without a certificate",
+    ],
 )
 def test_check_config_refuses_each_config_the_start_refuses_with_the_same_line(
     tmp_path: Path, extra: str
@@ -141,11 +148,21 @@ def test_check_config_refuses_each_config_the_start_refuses_with_the_same_line(
     the server then refused (or, for max_connections, died on with a traceback) was a lie."""
     data = tmp_path / "data"
     write_config(data, 0)
-    assert subprocess.run([os.path.join(BIN, "txmailhost"), "--data", str(data), "init"],
-                          capture_output=True, timeout=60).returncode == 0  # fmt: skip
+    txmailhost(data, "init")
     with open(data / "txmailhost.toml", "a") as config:
         config.write(extra)
+    check_and_start_refuse_alike(tmp_path, data)
 
+
+def txmailhost(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([os.path.join(BIN, "txmailhost"), "--data", str(data), *args],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def check_and_start_refuse_alike(tmp_path: Path, data: Path) -> str:
+    """check-config and the start both refuse ``data``'s server with the same one line."""
     checked = subprocess.run(
         [os.path.join(BIN, "txmailhost"), "--data", str(data), "check-config"],
         capture_output=True,
@@ -159,4 +176,24 @@ def test_check_config_refuses_each_config_the_start_refuses_with_the_same_line(
     assert (checked.returncode, checked.stdout) == (1, "")
     assert checked.stderr.removeprefix("txmailhost: error: ") == started.stderr.removeprefix(
         "txmailhost: "
+    )
+    return started.stderr
+
+
+def test_a_dkim_key_signing_could_not_use_stops_the_start_as_check_config_says(
+    tmp_path: Path,
+) -> None:
+    """Such a key was found only when a submission was signed: a garbled one logged an error
+    and the mail went out without its signature (an unreadable one failed it, 451)."""
+    data = tmp_path / "data"
+    write_config(data, 0)
+    txmailhost(data, "init")
+    txmailhost(data, "domain", "add", "example.org")
+    txmailhost(data, "dkim", "init", "example.org", "--selector", "s1")
+    (data / "dkim" / "example.org" / "s1-rsa.pem").write_text("not a key\n")
+
+    refused = check_and_start_refuse_alike(tmp_path, data)
+    assert refused == (
+        f"txmailhost: dkim: example.org: '{data}/dkim/example.org/s1-rsa.pem' is not an"
+        " unencrypted PEM rsa private key\n"
     )

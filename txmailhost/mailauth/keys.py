@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
@@ -233,6 +234,64 @@ class KeyStore:
         if selector is None:
             self._cache[domain] = (stamp, found)
         return found
+
+    def signing_problems(self) -> list[str]:
+        """Why some domain's mail could not be signed, one line each, found by reading what
+        signing reads: each domain's ``state.json`` and the key files of its active selector,
+        which must be PEM private keys of their algorithm. For the start checks
+        (``service.start_problems``): signing reads them only when a message is submitted,
+        and then a key file that ``dkim rotate`` run as root left unreadable fails the
+        submission (the filters' ``on_error``), a garbled one sends the mail unsigned. No
+        ``DATA/dkim`` at all is no problem (no keys yet), nor is a domain directory without
+        ``state.json``; older, published selectors sign nothing and are not read."""
+        try:
+            names = sorted(os.listdir(self.directory))
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            return [f"dkim: can't list {self.directory!r}: {e.strerror}"]
+        problems = []
+        for domain in names:
+            try:
+                state = self._read_state(domain)
+                active = state["active"]
+                if active is not None and not isinstance(active, str):
+                    raise TypeError
+            except NotADirectoryError:
+                continue  # a file beside the domains' directories
+            except OSError as e:
+                problems.append(f"dkim: {domain}: can't read {self._state_path(domain)!r}: "
+                                f"{e.strerror}")  # fmt: skip
+                continue
+            except (ValueError, TypeError, KeyError):  # JSONDecodeError is a ValueError
+                problems.append(f"dkim: {domain}: {self._state_path(domain)!r} is not a DKIM "
+                                "state file (JSON with \"active\" and \"selectors\")")  # fmt: skip
+                continue
+            if active:
+                problems += self._key_problems(domain, active)
+        return problems
+
+    def _key_problems(self, domain: str, name: str) -> list[str]:
+        problems = []
+        for algorithm, kind in (("ed25519", ed25519.Ed25519PrivateKey),
+                                ("rsa", rsa.RSAPrivateKey)):  # fmt: skip
+            path = os.path.join(self._dir(domain), f"{name}-{algorithm}.pem")
+            try:
+                with open(path, "rb") as f:
+                    # Parsed, not validated: checking an RSA key's numbers costs ~50 ms, a
+                    # minute at each start for a thousand domains; signing validates it.
+                    key = serialization.load_pem_private_key(
+                        f.read(), None, unsafe_skip_rsa_key_validation=True
+                    )
+            except OSError as e:
+                problems.append(f"dkim: {domain}: can't read {path!r}: {e.strerror}")
+                continue
+            except (ValueError, TypeError, UnsupportedAlgorithm):
+                key = None
+            if not isinstance(key, kind):
+                problems.append(f"dkim: {domain}: {path!r} is not an unencrypted PEM "
+                                f"{algorithm} private key")  # fmt: skip
+        return problems
 
     def published(self, domain: str) -> list[SigningKey]:
         """Every key whose record should be in DNS: the active selector's and older ones."""
