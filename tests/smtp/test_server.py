@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import sqlite3
 
 import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import ITLSTransport
 from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from zope.interface import implementer
 
 from tests.support.fixtures import make_world
+from txmailhost.delivery import incoming
 from txmailhost.delivery.incoming import IncomingSpool
 from txmailhost.delivery.submission import Submission
 from txmailhost.smtp.policy import InboundPolicy
@@ -394,15 +398,29 @@ def test_large_message_spills_to_a_spool_file_that_is_removed_after_delivery(wor
     assert stored.endswith(b"z" * 998 + b"\r\n") and stored.count(b"\r\n") > 400
 
 
+def _sqlite_full() -> sqlite3.OperationalError:
+    error = sqlite3.OperationalError("database or disk is full")
+    error.sqlite_errorcode = sqlite3.SQLITE_FULL
+    return error
+
+
+def _warnings_and_worse(events: list[dict]) -> list[dict]:
+    return [e for e in events if e["log_level"] >= LogLevel.warn]
+
+
 @pytest.mark.parametrize(
-    ("error", "reply"),
+    ("error", "reply", "level"),
     [
-        (OSError(28, "No space left on device"), b"452 4.3.1"),  # RFC 3463: mail system full
-        (OSError(5, "Input/output error"), b"451 4.3.0"),
+        # RFC 3463: mail system full. A condition of the host: one warning line, no traceback.
+        (OSError(errno.ENOSPC, "No space left on device"), b"452 4.3.1", LogLevel.warn),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), b"452 4.3.1", LogLevel.warn),
+        (_sqlite_full(), b"452 4.3.1", LogLevel.warn),  # a mailbox's index on a full disk
+        (OSError(errno.EROFS, "Read-only file system"), b"451 4.3.0", LogLevel.warn),
+        (OSError(errno.EIO, "Input/output error"), b"451 4.3.0", LogLevel.critical),
     ],
 )
 def test_failed_delivery_answers_4xx_and_still_removes_the_spool_file(
-    world, monkeypatch, error, reply
+    world, monkeypatch, error, reply, level
 ):
     def broken(*args):
         raise error
@@ -411,9 +429,52 @@ def test_failed_delivery_answers_4xx_and_still_removes_the_spool_file(
     s = Session(make_factory(world))
     s.read()
     s.send(b"EHLO c\r\nMAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n")
-    assert s.send(b"Subject: x\r\n\r\nbody\r\n.\r\n").startswith(reply)
+    with capturedLogs() as events:
+        assert s.send(b"Subject: x\r\n\r\nbody\r\n.\r\n").startswith(reply)
     assert os.listdir(os.path.join(world.root, "queue", "tmp")) == []
     assert world.inbox_files("alice@example.test") == []
+    (logged,) = _warnings_and_worse(events)  # one line per message
+    assert logged["log_level"] == level
+    assert ("log_failure" in logged) == (level == LogLevel.critical)  # a traceback: a bug
+    if level == LogLevel.warn:
+        assert str(error) in formatEvent(logged)
+
+
+@pytest.fixture
+def disk_full(monkeypatch):
+    """Spool files opened from now on write to /dev/full: ENOSPC from the first flush on,
+    as on a full disk (the file itself is created, as there)."""
+
+    def full(path, mode="r", *args, **kwargs):
+        file = open(path, mode, *args, **kwargs)  # noqa: SIM115 - the caller closes it
+        if "r" not in mode or "+" in mode:
+            dev_full = os.open("/dev/full", os.O_WRONLY)
+            os.dup2(dev_full, file.fileno())
+            os.close(dev_full)
+        return file
+
+    monkeypatch.setattr(incoming, "open", full, raising=False)
+
+
+def test_a_flood_on_a_full_disk_is_452_and_one_warning_line_per_message(world, disk_full):
+    """Messages small enough to be written in one go at the end, and one large enough to
+    stream to its file as it arrives (the connection is closed after that one's 452)."""
+    s = Session(make_factory(world, max_message_size=2_000_000))
+    s.read()
+    s.send(b"EHLO c\r\n")
+    envelope = b"MAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n"
+    with capturedLogs() as events:
+        for _ in range(5):
+            assert s.send(envelope).endswith(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+            assert s.send(b"Subject: x\r\n\r\nbody\r\n.\r\n").startswith(b"452 4.3.1")
+        s.send(envelope + b"Subject: big\r\n\r\n")
+        replies = b"".join(s.send(b"z" * 998 + b"\r\n") for _ in range(1000))
+        assert replies.startswith(b"452 4.3.1") and s.transport.disconnecting
+    logged = _warnings_and_worse(events)
+    assert [e["log_level"] for e in logged] == [LogLevel.warn] * 6
+    assert not any("log_failure" in e for e in logged)
+    assert all("No space left on device" in formatEvent(e) for e in logged)
+    assert os.listdir(os.path.join(world.root, "queue", "tmp")) == []
 
 
 def test_spilled_message_is_removed_when_the_client_disconnects(world):
