@@ -80,13 +80,45 @@ def link_durably(source: str, target: str) -> None:
     except OSError as e:
         if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
             raise
+    _copy_durably(source, target)
+
+
+def rename_or_copy(source: str, target: str) -> bool:
+    """Rename ``source`` to ``target``; True once done. Across file systems (EXDEV: a
+    mailbox directory that is a mount point, or a symlink to another disk) no rename can,
+    so ``target`` becomes an fsync'd copy and False says ``source`` is still there: the
+    caller removes it once the target's directory is fsync'd, never before (until then a
+    crash could lose both names). The caller fsyncs both directories, as after a rename."""
+    try:
+        os.rename(source, target)
+        return True
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+    _copy_durably(source, target)
+    return False
+
+
+def _copy_durably(source: str, target: str) -> None:
+    """``target`` as an fsync'd copy of ``source`` with its modification time (what a
+    Maildir reader takes for the date of a file it finds unindexed, as a link keeps it).
+    Written under a dot name first (Maildir readers skip those), which a failure (a full
+    disk) removes again."""
     directory = os.path.dirname(target)
     tmp = os.path.join(directory, f".{os.path.basename(target)}.copy")
-    with open(source, "rb") as src, open(tmp, "wb") as dst:
-        shutil.copyfileobj(src, dst, 1 << 20)
-        dst.flush()
-        fsync(dst.fileno())
-    os.rename(tmp, target)
+    with open(source, "rb") as src:
+        try:
+            with open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+                dst.flush()
+                stat = os.fstat(src.fileno())
+                os.utime(dst.fileno(), ns=(stat.st_atime_ns, stat.st_mtime_ns))
+                fsync(dst.fileno())
+            os.rename(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
 
 def fsync_dirs(paths: Iterable[str]) -> None:

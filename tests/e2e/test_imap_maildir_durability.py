@@ -13,10 +13,12 @@ import shutil
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import PASSWORD
+from tests.support.mounts import on_own_file_system
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -145,6 +147,35 @@ def test_a_kill_mid_move_leaves_each_message_in_one_mailbox(server):
         counts[box] = int(re.search(rb"MESSAGES (\d+)", data[0])[1])
     client.logout()
     assert counts["INBOX"] + counts["Moved"] == 300, counts
+
+
+def test_move_to_and_from_a_folder_on_another_file_system_keeps_flags_and_dates(server, tmp_path):
+    """A folder that is a mount point: no rename reaches it (EXDEV), so MOVE copies each
+    message (durably, then removes the original): it arrives with its flags and
+    INTERNALDATE and leaves the source, both ways."""
+    client = _login(server)
+    client.create("Moved")
+    for i in range(3):
+        client.append("INBOX", r"(\Flagged $k)", DATE, b"Subject: m%d\r\n\r\nbody\r\n" % i)
+    client.logout()
+    server.stop()
+    moved = os.path.join(server.data_dir, "mail", "example.test", "alice", ".Moved")
+    server.prefix = on_own_file_system(moved, str(tmp_path / "moved-content"))
+    server.start()
+    mounts = Path(f"/proc/{server.process.pid}/mountinfo").read_text()
+    assert f" {moved} " in mounts  # the server's view: a file system of its own
+    client = _login(server)
+    for source, target in (("INBOX", "Moved"), ("Moved", "INBOX")):
+        client.select(source)
+        typ, data = client.uid("MOVE", "1:*", target)
+        assert typ == "OK", data
+        assert any(b"[COPYUID " in r for r in client.untagged_responses.pop("OK", []))
+        assert client.select(source)[1] == [b"0"]
+        assert client.select(target)[1] == [b"3"]
+        _typ, fetched = client.fetch("1:*", "(FLAGS INTERNALDATE)")
+        assert all(rb"\Flagged $k" in f and DATE.encode() in f for f in fetched), fetched
+    client.logout()
+    assert "Traceback" not in server.log()
 
 
 def test_a_kill_mid_append_leaves_nothing_in_tmp_once_the_server_is_back(server):

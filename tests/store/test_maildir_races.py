@@ -9,6 +9,7 @@ very moment: right after the link (or rename) of APPEND, COPY, MOVE and the spoo
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import threading
@@ -189,3 +190,139 @@ def test_a_crash_after_the_renames_of_a_move_leaves_each_message_in_one_mailbox(
     restarted = MaildirStore(store.root)  # a new process: nothing known about the mtimes
     counts = [result(restarted.open(USER, name)).status() for name in ("INBOX", "Work")]
     assert [result(c).messages for c in counts] == [0, 3]
+
+
+def _across_file_systems(monkeypatch: pytest.MonkeyPatch, times: int) -> list[str]:
+    """The next ``times`` renames of a message file fail as between two file systems
+    (EXDEV: a folder that is a mount point, or a symlink to another disk); the order of
+    the directory fsyncs and the unlinks from then on, as ``fsync DIR`` / ``unlink PATH``."""
+    real_rename, real_unlink, real_fsync_dir = os.rename, os.unlink, _safeio.fsync_dir
+    left = [times]
+    done: list[str] = []
+
+    def rename(source: str, target: str) -> None:
+        if left[0] and not os.path.basename(source).startswith("."):  # not a copy's temp
+            left[0] -= 1
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), source, None, target)
+        real_rename(source, target)
+
+    def unlink(path: str) -> None:
+        real_unlink(path)
+        done.append(f"unlink {path}")
+
+    def fsync_dir(path: str) -> None:
+        real_fsync_dir(path)
+        done.append(f"fsync {path}")
+
+    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(os, "unlink", unlink)
+    monkeypatch.setattr(_safeio, "fsync_dir", fsync_dir)
+    return done
+
+
+def test_a_move_across_file_systems_copies_and_removes_the_original_once_the_copy_is_durable(
+    store, monkeypatch
+):
+    """The first message is copied (EXDEV), the second renamed: both arrive with their flags,
+    date and EMAILID, leave INBOX, and the copied one's original goes only after the
+    target's directories were fsync'd."""
+    result(store.create_mailbox(USER, "Work"))
+    user_dir = user_directory(store.root, USER)
+    work_dir = folder_directory(user_dir, "Work")
+    uids = [_in_inbox(store) for _ in range(2)]
+    inbox, work = result(store.open(USER, "INBOX")), result(store.open(USER, "Work"))
+    emailids = [o.emailid for o in result(inbox.origins(uids)).values()]
+    originals = {f"unlink {user_dir}/cur/{name}" for name in _files(user_dir)}
+    done = _across_file_systems(monkeypatch, times=1)
+
+    pairs = result(inbox.move(uids, work))
+
+    assert [s for s, _d in pairs] == uids
+    assert result(inbox.snapshot()).messages == () and _files(user_dir) == []
+    infos = result(work.snapshot()).messages
+    assert [i.uid for i in infos] == [d for _s, d in pairs]
+    assert all(i.flags == FLAGS and i.internaldate == DATE for i in infos)
+    assert [o.emailid for o in result(work.origins([i.uid for i in infos])).values()] == emailids
+    assert len(_files(work_dir)) == 2  # and no copy's temporary file left behind
+    assert sorted(os.listdir(os.path.join(work_dir, "cur"))) == sorted(_files(work_dir))
+    (removed,) = (i for i, step in enumerate(done) if step.startswith("unlink "))
+    assert done[removed] in originals  # the copied one's original, once
+    synced = [done.index(f"fsync {work_dir}/{sub}") for sub in ("cur", "new")]
+    assert max(synced) < removed < done.index(f"fsync {user_dir}/cur")
+
+
+def test_a_full_disk_part_way_through_a_move_across_file_systems_leaves_each_message_once(
+    store, monkeypatch
+):
+    """The second copy finds the disk full: the first copy is removed again, both messages
+    stay in INBOX only (reconciled afresh, as after a restart), and MOVE fails with ENOSPC."""
+    result(store.create_mailbox(USER, "Work"))
+    work_dir = folder_directory(user_directory(store.root, USER), "Work")
+    uids = [_in_inbox(store) for _ in range(2)]
+    inbox, work = result(store.open(USER, "INBOX")), result(store.open(USER, "Work"))
+    _across_file_systems(monkeypatch, times=2)
+    real_fsync, fsyncs = _safeio.fsync, []
+
+    def full(fd: int) -> None:
+        fsyncs.append(fd)
+        if len(fsyncs) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(_safeio, "fsync", full)
+    with pytest.raises(OSError) as raised:
+        result(inbox.move(uids, work))
+    assert raised.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert [os.listdir(os.path.join(work_dir, sub)) for sub in ("cur", "new")] == [[], []]
+    restarted = MaildirStore(store.root)
+    counts = [result(restarted.open(USER, name)).status() for name in ("INBOX", "Work")]
+    assert [result(c).messages for c in counts] == [2, 0]
+    assert [
+        i.uid for i in result(result(restarted.open(USER, "INBOX")).snapshot()).messages
+    ] == uids
+
+
+def test_a_crash_after_the_copies_of_a_move_across_file_systems_leaves_each_message_once(
+    store, monkeypatch
+):
+    """Killed before either index knew, as for renames: the originals were removed once the
+    copies were durable, and reconcile finds each message in the target only."""
+    result(store.create_mailbox(USER, "Work"))
+    uids = [_in_inbox(store) for _ in range(3)]
+    inbox, work = result(store.open(USER, "INBOX")), result(store.open(USER, "Work"))
+    _across_file_systems(monkeypatch, times=3)
+
+    def killed(*_args: object, **_kwargs: object) -> list[int]:
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(type(work._index), "add", killed)
+    with pytest.raises(SystemExit):
+        inbox._move(uids, work)
+    monkeypatch.undo()
+    restarted = MaildirStore(store.root)
+    counts = [result(restarted.open(USER, name)).status() for name in ("INBOX", "Work")]
+    assert [result(c).messages for c in counts] == [0, 3]
+
+
+def test_a_move_across_file_systems_removes_an_original_another_session_renamed_meanwhile(
+    store, monkeypatch
+):
+    """A STORE (or another Maildir tool) renames the original between its copy and its
+    removal: it is found by name and removed all the same, not left in INBOX too."""
+    result(store.create_mailbox(USER, "Work"))
+    user_dir = user_directory(store.root, USER)
+    uid = _in_inbox(store)
+    inbox, work = result(store.open(USER, "INBOX")), result(store.open(USER, "Work"))
+    _across_file_systems(monkeypatch, times=1)
+    real_copy = _safeio._copy_durably
+
+    def copy_then_flag(source: str, target: str) -> None:
+        real_copy(source, target)
+        os.link(source, source + "F")  # as a rename to new flags, without os.rename
+        os.unlink(source)
+
+    monkeypatch.setattr(_safeio, "_copy_durably", copy_then_flag)
+    assert [s for s, _d in result(inbox.move([uid], work))] == [uid]
+    assert _files(user_dir) == []
+    assert len(_files(folder_directory(user_dir, "Work"))) == 1

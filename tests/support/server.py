@@ -27,6 +27,8 @@ class ServerProcess:
         self, data_dir: str, extra_config: str = "", workers: int = 1, reactor: str | None = None
     ) -> None:
         self.data_dir = str(data_dir)
+        # argv in front of twistd's (tests/support/mounts.py: a folder on a disk of its own)
+        self.prefix: list[str] = []
         self.reactor = reactor  # twistd --reactor (bench/pg_driver.py: "asyncio"); None: default
         self.log_path = self.data_dir + ".log"
         self.extra_config = extra_config
@@ -52,6 +54,7 @@ class ServerProcess:
         offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
         self.process = subprocess.Popen(
             [
+                *self.prefix,
                 os.path.join(BIN, "twistd"),
                 "-n",
                 "--pidfile=",

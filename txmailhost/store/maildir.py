@@ -593,7 +593,9 @@ class MaildirMailbox:
         directory or the other, never both), fsync both directories and index it there, under
         the target's lock as ``_copy`` does; then drop the rows here. A crash in between
         leaves rows here without files and files there without rows, and ``_reconcile``
-        expunges the ones and adopts the others: each message ends up in one mailbox."""
+        expunges the ones and adopts the others: each message ends up in one mailbox. Where
+        no rename reaches ``target`` (another file system) a message is copied, and its
+        original removed once the copy is durable (``_settle_move``)."""
         pairs = self._place_into(target, uids, move=True)
         if not pairs:
             return []
@@ -627,22 +629,11 @@ class MaildirMailbox:
         # Not ``_locate_row`` from here on: it may take this mailbox's lock, and a COPY the
         # other way holds that one and waits for the target's.
         with target._index.write() as db:
-            placed = []
-            for path, row in found:
-                uid, name, _subdir, bits, keywords, internaldate, size, _modseq = row
-                # The file goes as it is (LF line ends stay LF): the name says both sizes.
-                subdir = "new" if not bits and not keywords else "cur"
-                new_name = self._transfer_into(target, path, name, size, subdir, bits, move)
-                if new_name is not None:
-                    placed.append((uid, new_name, subdir, bits, keywords, internaldate, size))
+            placed, copied = self._transfer_all(target, found, move)
             if not placed:
                 return []
-            if move:  # the files left this mailbox's directories too
-                _safeio.fsync_dirs(
-                    os.path.join(directory, sub)
-                    for directory in (self.directory, target.directory)
-                    for sub in ("cur", "new")
-                )
+            if move:
+                self._settle_move(target, copied)
             else:
                 _safeio.fsync_dirs(os.path.join(target.directory, e[2]) for e in placed)
             # RFC 8474: a copy is the same message (its EMAILID), saved anew (RFC 8514).
@@ -654,6 +645,56 @@ class MaildirMailbox:
         self._store._changed(target.directory)
         return [(entry[0], new_uid) for entry, new_uid in zip(placed, new_uids, strict=True)]
 
+    def _transfer_all(
+        self, target: MaildirMailbox, found: list[tuple[str, tuple]], move: bool
+    ) -> tuple[list[tuple], list[tuple[str, str, str]]]:
+        """Each file of ``found`` (path, index row) linked or renamed into ``target``: the
+        rows to add there, and (original's path, its base name, copy's path) of each message
+        a move had to copy (another file system). A failure part way (a full disk under a copy) removes the copies made
+        so far, whose originals are still in place and indexed: nothing is left twice."""
+        placed: list[tuple] = []
+        copied: list[tuple[str, str, str]] = []
+        try:
+            for path, row in found:
+                uid, name, _subdir, bits, keywords, internaldate, size, _modseq = row
+                # The file goes as it is (LF line ends stay LF): the name says both sizes.
+                subdir = "new" if not bits and not keywords else "cur"
+                moved = self._transfer_into(target, path, name, size, subdir, bits, move)
+                if moved is None:
+                    continue
+                new_name, left = moved
+                placed.append((uid, new_name, subdir, bits, keywords, internaldate, size))
+                if left is not None:
+                    copy = _message_path(target.directory, new_name, subdir, bits)
+                    copied.append((left, name, copy))
+        except BaseException:
+            with self._store._own_write(target.directory):
+                for _original, _name, copy in copied:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(copy)
+            raise
+        return placed, copied
+
+    def _settle_move(self, target: MaildirMailbox, copied: list[tuple[str, str, str]]) -> None:
+        """A move's files on disk: the target's directories fsync'd first, so the new names
+        are durable, then the originals of the messages that had to be copied removed (found
+        by name if a STORE renamed one meanwhile), then this mailbox's directories fsync'd
+        (the renames' and removals' old names gone). A crash between the first fsync and the
+        last can leave a copied message in both mailboxes, never in neither; a renamed one
+        is in one at every moment."""
+        _safeio.fsync_dirs(os.path.join(target.directory, sub) for sub in ("cur", "new"))
+        if copied:
+            with self._store._own_write(self.directory):
+                for original, name, _copy in copied:
+                    try:
+                        os.unlink(original)
+                    except FileNotFoundError:
+                        renamed = self._find_file(name)
+                        if renamed is not None:
+                            with contextlib.suppress(FileNotFoundError):
+                                os.unlink(renamed)
+        _safeio.fsync_dirs(os.path.join(self.directory, sub) for sub in ("cur", "new"))
+
     def _transfer_into(
         self,
         target: MaildirMailbox,
@@ -663,22 +704,23 @@ class MaildirMailbox:
         subdir: str,
         bits: int,
         move: bool,
-    ) -> str | None:
+    ) -> tuple[str, str | None] | None:
         """Link the message file ``path`` (base name ``name``) into ``target`` under a new
-        name, which it returns, or with ``move`` rename it there (one rename(2): the file
-        leaves this mailbox); None when it has been expunged. A file renamed meanwhile
-        (another session's STORE, another Maildir tool) is looked for again by name."""
+        name, or with ``move`` rename it there (one rename(2): the file leaves this mailbox);
+        the new name, and the original's path if a move had to copy it (``rename_or_copy``);
+        None when it has been expunged. A file renamed meanwhile (another session's STORE,
+        another Maildir tool) is looked for again by name."""
         for _attempt in range(3):
             try:
                 new_name = new_message_name(os.stat(path).st_size, size)
                 dest = _message_path(target.directory, new_name, subdir, bits)
                 with self._store._own_write(target.directory):
-                    if move:
-                        with self._store._own_write(self.directory):
-                            os.rename(path, dest)
-                    else:
+                    if not move:
                         _safeio.link_durably(path, dest)
-                return new_name
+                        return new_name, None
+                    with self._store._own_write(self.directory):
+                        renamed = _safeio.rename_or_copy(path, dest)
+                return new_name, None if renamed else path
             except FileNotFoundError:
                 found = self._find_file(name)
                 if found is None:
