@@ -8,6 +8,7 @@ import html
 import http.client
 import imaplib
 import os
+import re
 import smtplib
 import socket
 from email.message import EmailMessage
@@ -306,6 +307,39 @@ def test_move_and_delete_go_through_the_store_as_imap_move_does(server):
     assert _imap_folders(server, ALICE) == {"INBOX": 1, "Sent": 1, "Trash": 0}
     page = browser.get("/message?folder=INBOX&uid=1")
     assert "Move" in page.text and '<option value="Sent">' in page.text
+
+
+def test_moved_and_deleted_messages_keep_flags_date_and_leave_the_folder(server):
+    """Over IMAP: a message moved, and one deleted to Trash, from the webmail arrive as IMAP
+    MOVE leaves them (flags, INTERNALDATE, EMAILID) and are gone from INBOX, as a client that
+    has INBOX selected is told."""
+    date = '"01-Jan-2020 10:00:00 +0000"'
+    imap = imaplib.IMAP4(H, server.ports["imap"], timeout=30)
+    imap.starttls(ssl_context=client_context())
+    imap.login(ALICE, PASSWORD)
+    for subject in (b"move me", b"delete me"):
+        imap.append("INBOX", r"(\Flagged $label)", date, b"Subject: %s\r\n\r\nhi\r\n" % subject)
+    imap.select("INBOX")
+    _typ, before = imap.fetch("1:2", "(EMAILID)")
+    browser = logged_in(server)
+    browser.wait_for("/mail", "delete me")
+    for path, fields in (
+        ("/message/move", {"folder": "INBOX", "uid": "1", "target": "Sent"}),
+        ("/message/delete", {"folder": "INBOX", "uid": "2"}),
+    ):
+        done = browser.post(path, {"csrf": browser.csrf, **fields}, follow=False)
+        assert (done.status, done.header("Location")) == (303, "/mail?folder=INBOX")
+    imap.noop()
+    assert len(imap.untagged_responses.pop("EXPUNGE", [])) == 2
+    after = []
+    for folder in ("Sent", "Trash"):
+        assert imap.select(folder)[1] == [b"1"]
+        _typ, fetched = imap.fetch("1", "(FLAGS INTERNALDATE EMAILID)")
+        assert rb"\Flagged $label" in fetched[0] and date.encode() in fetched[0], fetched
+        after.append(re.search(rb"EMAILID \(\S+\)", fetched[0])[0])
+    assert after == [re.search(rb"EMAILID \(\S+\)", f)[0] for f in before]
+    assert imap.select("INBOX")[1] == [b"0"]
+    imap.logout()
 
 
 # -- ownership: every route ----------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """Moving messages between folders, deleting them (to Trash, or for good from Trash), and
 marking them spam or not spam (into Junk, or out of it to the INBOX).
 
-The same store calls as IMAP MOVE (RFC 6851): ``IMailbox.copy`` into the target, durably,
-then ``expunge`` of the originals, so an IMAP client watching either folder sees the same
-thing as after another client's MOVE. Deleting moves to the user's ``Trash``; deleting in
+The same store calls as IMAP MOVE (RFC 6851), so an IMAP client watching either folder sees
+the same thing as after another client's MOVE: ``IMailboxMove.move`` where the store has it
+(Maildir renames each file: a message is in exactly one of the two folders at every moment,
+after a crash too, with its flags and INTERNALDATE), else ``IMailbox.copy`` into the target,
+durably, then ``expunge`` of the originals. Deleting moves to the user's ``Trash``; deleting in
 ``Trash`` (or for a user without one) expunges for good. Like every route, both open only the
 session user's folders: a folder name that is not theirs is a 404, as is a UID that isn't in
 the folder.
@@ -21,7 +23,7 @@ from urllib.parse import quote
 from twisted.logger import Logger
 
 from txmailhost.imap.observers import tell
-from txmailhost.store.interfaces import INBOX, NoSuchMailbox, NoSuchMessage
+from txmailhost.store.interfaces import INBOX, IMailboxMove, NoSuchMailbox, NoSuchMessage
 from txmailhost.web.context import Route, WebContext
 from txmailhost.web.reading import MAX_UID
 from txmailhost.web.responses import Response, redirect, text
@@ -54,12 +56,22 @@ def _back(folder: str) -> Response:
     return redirect(f"/mail?folder={quote(folder, safe='')}")
 
 
-async def _move(ctx: WebContext, mailbox: Any, uids: list[int], target: str) -> None:
-    """IMAP MOVE's steps, and what IMAP tells the mailbox observers after them: into
-    ``Junk`` the spam filter learns spam, out of it ham (``spam/training.py``)."""
-    destination = await ctx.store.open(ctx.user, target)  # NoSuchMailbox: 404
+async def _transfer(mailbox: Any, uids: list[int], destination: Any) -> list[tuple[int, int]]:
+    """Move ``uids`` of ``mailbox`` into ``destination`` as IMAP MOVE does (imap/messages.py):
+    in one step of the store where it has one, else a copy, then an expunge (a crash between
+    the two leaves a message in both). (old UID, new UID) of each message moved."""
+    if IMailboxMove.providedBy(mailbox):
+        return await mailbox.move(uids, destination)
     pairs = await mailbox.copy(uids, destination)
     await mailbox.expunge(uids)
+    return pairs
+
+
+async def _move(ctx: WebContext, mailbox: Any, uids: list[int], target: str) -> None:
+    """IMAP MOVE, and what IMAP tells the mailbox observers after it: into ``Junk`` the spam
+    filter learns spam, out of it ham (``spam/training.py``)."""
+    destination = await ctx.store.open(ctx.user, target)  # NoSuchMailbox: 404
+    pairs = await _transfer(mailbox, uids, destination)
     if pairs:
         tell(ctx.services.observers, ctx.user, mailbox.name, target, destination,
              [new for _old, new in pairs])  # fmt: skip
@@ -106,10 +118,11 @@ async def delete(ctx: WebContext) -> Response:
         except NoSuchMailbox:
             trash = None
     if trash is not None:
-        pairs = await mailbox.copy(uids, trash)
+        pairs = await _transfer(mailbox, uids, trash)
         tell(ctx.services.observers, ctx.user, folder, TRASH, trash,
              [new for _old, new in pairs])  # fmt: skip
-    await mailbox.expunge(uids)
+    else:
+        await mailbox.expunge(uids)
     log.info("web {user} deleted {count} message(s) from {source}{how}", user=ctx.user,
              count=len(uids), source=folder,
              how=" to Trash" if trash is not None else " for good")  # fmt: skip
