@@ -19,6 +19,8 @@ import os
 import shutil
 import threading
 from collections.abc import Iterable, Iterator
+from sqlite3 import SQLITE_FULL
+from typing import Any
 
 from txmailhost.ops import metrics
 
@@ -140,3 +142,25 @@ def makedirs_durably(path: str, mode: int = 0o700) -> None:
         except FileExistsError:
             continue
         fsync_dir(os.path.dirname(directory))
+
+
+def out_of_space(error: BaseException) -> bool:
+    """Did a write fail for want of space: the disk or a quota of the file system (ENOSPC,
+    EDQUOT), or SQLite's ``database or disk is full`` writing an index? (SMTP ``452 4.3.1``,
+    IMAP ``NO [OVERQUOTA]``.)"""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return getattr(error, "sqlite_errorcode", None) == SQLITE_FULL
+
+
+def log_not_stored(log: Any, error: BaseException, text: str, **fields: Any) -> None:
+    """Log a failure to store a message; call it in the ``except`` block. A condition of the
+    host, not a bug (a full disk or quota, a file system remounted read-only after a disk
+    error), is one warning line per message with the error's text: a traceback would tell
+    the administrator nothing more, and a flood against a full disk (or the local spool's
+    retries every 30 s) would fill the log with them. Anything else keeps its traceback."""
+    readonly = isinstance(error, OSError) and error.errno == errno.EROFS
+    if out_of_space(error) or readonly:
+        log.warn(text + ": {error}", error=str(error), **fields)
+    else:
+        log.failure(text, **fields)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from twisted.internet.defer import Deferred
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from tests.support.syncpool import SyncReactor, result
 from txmailhost.delivery.agent import DeliveryAgent
@@ -203,6 +204,34 @@ def test_a_failing_delivery_stays_spooled_and_is_retried(store, spool, monkeypat
     monkeypatch.setattr(store, "deliver_named_sync", real)
     reactor.advance(local.retry_after)
     assert list(local._queue) == [bad]  # queued again, with its record intact
+
+
+@pytest.mark.parametrize(
+    ("error", "traceback"),
+    [
+        (OSError(28, "No space left on device"), False),
+        (OSError(30, "Read-only file system"), False),
+        (OSError(5, "Input/output error"), True),
+    ],
+)
+def test_a_full_disk_is_one_warning_per_retry_not_a_traceback(store, spool, monkeypatch,
+                                                               error, traceback):  # fmt: skip
+    """The spool retries a stuck message every 30 s: on a full disk, each retry logged a
+    critical event with its traceback."""
+    local = LocalDelivery(store, str(spool), SyncReactor(), lambda path: None)
+    item = spooled(spool, "stuck", queue_id="FULL000001")
+
+    def full(batch, recovering=False):
+        raise error
+
+    monkeypatch.setattr(store, "deliver_named_sync", full)
+    with capturedLogs() as events:
+        assert local._deliver_sync([item]) == [item]
+    [event] = [e for e in events if "FULL000001" in formatEvent(e)]
+    assert ("log_failure" in event) is traceback
+    assert event["log_level"] is (LogLevel.critical if traceback else LogLevel.warn)
+    if not traceback:
+        assert error.strerror in formatEvent(event)
 
 
 def test_pending_wait_blocks_until_settled_and_hurries():

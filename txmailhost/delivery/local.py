@@ -43,6 +43,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from txmailhost._safeio import log_not_stored
 from txmailhost.delivery import mailboxes
 from txmailhost.delivery.agent import DeliveryAgent, LocalRecipient
 from txmailhost.ops import metrics
@@ -341,8 +342,8 @@ class LocalDelivery(Service):
                 try:
                     mailboxes.deliver_batch_sync(self._store, [item.delivery(self._agent)])
                     done.append(item)
-                except Exception:
-                    log.failure("local delivery of {queue_id}", queue_id=item.queue_id)
+                except Exception as e:
+                    log_not_stored(log, e, "local delivery of {queue_id}", queue_id=item.queue_id)
                     failed.append(item)
         for item in done:
             metrics.message("delivered", item.size, len(item.targets))
@@ -383,8 +384,8 @@ class LocalDelivery(Service):
                 mailboxes.deliver_batch_sync(
                     self._store, [item.delivery(self._agent)], recovering=True
                 )
-            except Exception:
-                log.failure("spool: delivering {name} after a restart", name=name)
+            except Exception as e:
+                log_not_stored(log, e, "spool: delivering {name} after a restart", name=name)
                 self._unfinished.append(item)  # retried once the service runs
                 continue
             with contextlib.suppress(OSError):

@@ -22,13 +22,11 @@ and the ``imap4-utf-7`` codec.
 
 from __future__ import annotations
 
-import errno
 import os
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from sqlite3 import SQLITE_FULL
 from typing import Any
 
 from twisted.cred.portal import Portal
@@ -41,6 +39,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
+from txmailhost._safeio import out_of_space
 from txmailhost.imap import replies, urlauth
 from txmailhost.imap.acl import AclCommands
 from txmailhost.imap.commands import MailboxCommands
@@ -455,7 +454,7 @@ class IMAPServer(
         try:
             self._sink = _LiteralSink(size, staging)
         except OSError as error:
-            if storage_full(error):  # in memory, and the store will say OVERQUOTA
+            if out_of_space(error):  # in memory, and the store will say OVERQUOTA
                 log.warn("imap could not stage an APPEND literal: {error}", error=str(error))
             else:
                 log.failure("imap could not stage an APPEND literal")
@@ -496,7 +495,7 @@ class IMAPServer(
             if not sink.remaining:
                 sink.close()
         except OSError as error:
-            if storage_full(error):
+            if out_of_space(error):
                 self._literal_failed(sink, error, data[len(taken) :])
                 return
             log.failure("imap could not write an APPEND literal")
@@ -612,7 +611,7 @@ class IMAPServer(
         except Exception as error:
             if self.lost:
                 return
-            if storage_full(error):
+            if out_of_space(error):
                 log.warn("imap command for {user} failed, storage full: {error}",
                          user=self.user or self.peer_text, error=str(error))  # fmt: skip
                 result = replies.StorageFull()
@@ -690,14 +689,6 @@ def _verb_of(line: bytes) -> bytes:
         return verb
     except ParseError:
         return b""
-
-
-def storage_full(error: BaseException) -> bool:
-    """Did a write fail for want of space: the disk or a quota of the file system (ENOSPC,
-    EDQUOT), or SQLite's ``database or disk is full`` writing an index?"""
-    if isinstance(error, OSError):
-        return error.errno in (errno.ENOSPC, errno.EDQUOT)
-    return getattr(error, "sqlite_errorcode", None) == SQLITE_FULL
 
 
 def store_error(error: StoreError) -> IMAPError:

@@ -8,9 +8,9 @@ wire.
 
 from __future__ import annotations
 
-import errno
 from dataclasses import dataclass
-from sqlite3 import SQLITE_FULL
+
+from txmailhost._safeio import out_of_space
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,15 +153,7 @@ DELIVERY_FAILED = SMTPReply(451, "4.3.0", "local error in processing, try again 
 STORAGE_FULL = SMTPReply(452, "4.3.1", "insufficient system storage, try again later")
 
 
-def storage_full(error: BaseException) -> bool:
-    """Did storing fail for want of space: the disk or a quota of the file system (ENOSPC,
-    EDQUOT), or SQLite's ``database or disk is full`` writing a mailbox's index?"""
-    if isinstance(error, OSError):
-        return error.errno in (errno.ENOSPC, errno.EDQUOT)
-    return getattr(error, "sqlite_errorcode", None) == SQLITE_FULL
-
-
 def local_error(error: BaseException) -> SMTPReply:
     """The reply for a message we failed to store: a full disk or quota is 452 4.3.1, the rest
     451 4.3.0. Both are transient: the client keeps the message and tries again."""
-    return STORAGE_FULL if storage_full(error) else DELIVERY_FAILED
+    return STORAGE_FULL if out_of_space(error) else DELIVERY_FAILED

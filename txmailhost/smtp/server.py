@@ -24,7 +24,6 @@ is the one place that writes, counts and logs replies.
 from __future__ import annotations
 
 import enum
-import errno
 import re
 import time
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
+from txmailhost._safeio import log_not_stored
 from txmailhost.accounts.throttle import LoginThrottled
 from txmailhost.delivery.incoming import IncomingMessage
 from txmailhost.delivery.interfaces import BODY_BINARYMIME, ISubmission
@@ -65,19 +65,6 @@ from txmailhost.smtp.rates import ClientRates
 from txmailhost.smtp.replies import SMTPReply
 
 log = Logger()
-
-
-def _log_not_stored(error: BaseException, text: str, **fields: Any) -> None:
-    """Log a failure to store a message; call it in the ``except`` block. A condition of the
-    host, not a bug (a full disk or quota, a file system remounted read-only after a disk
-    error), is one warning line per message with the error's text: a traceback would tell
-    the administrator nothing more, and a flood against a full disk would fill the log with
-    them. Anything else keeps its traceback."""
-    readonly = isinstance(error, OSError) and error.errno == errno.EROFS
-    if replies.storage_full(error) or readonly:
-        log.warn(text + ": {error}", error=str(error), **fields)
-    else:
-        log.failure(text, **fields)
 
 
 _date_cache: tuple[int, str] = (0, "")
@@ -746,7 +733,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         try:
             self._message = self.factory.delivery.open()
         except OSError as e:
-            _log_not_stored(e, "smtp {peer}: can't open spool file", peer=self.peer_host)
+            log_not_stored(log, e, "smtp {peer}: can't open spool file", peer=self.peer_host)
             return False
         if self.factory.filters is not None:
             self._message.hold_headers()  # filters may add fields on top (end of data)
@@ -799,8 +786,8 @@ class SMTPServer(Protocol, TimeoutMixin):
                 try:
                     self._message.write(data)
                 except OSError as e:
-                    _log_not_stored(
-                        e, "smtp {peer}: writing spool file failed", peer=self.peer_host
+                    log_not_stored(
+                        log, e, "smtp {peer}: writing spool file failed", peer=self.peer_host
                     )
                     self._close_with(replies.local_error(e))
                     return
@@ -873,7 +860,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         try:
             rest = self._reader.feed(data)
         except OSError as e:
-            _log_not_stored(e, "smtp {peer}: writing spool file failed", peer=self.peer_host)
+            log_not_stored(log, e, "smtp {peer}: writing spool file failed", peer=self.peer_host)
             self._drop_message()
             self._close_with(replies.local_error(e))
             return
@@ -921,7 +908,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             return refused.reply
         except Exception as e:
             message.discard()
-            _log_not_stored(e, "delivery of {queue_id} failed", queue_id=message.queue_id)
+            log_not_stored(log, e, "delivery of {queue_id} failed", queue_id=message.queue_id)
             return replies.local_error(e)
         how = "queued" if receipt.queued else "delivered"
         return replies.DELIVERED.with_text(f"OK {how} as {receipt.queue_id}")
