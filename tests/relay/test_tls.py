@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.relay.farside import txmailhost_far_side
@@ -53,6 +55,30 @@ def test_verified_tls_delivers_when_the_certificate_names_the_mx(
     c = courier(net, dns_server, port)
     c.tls = TLSPolicy("verify", ca_file=cert)
     assert deliver(net, c, message)["bob@far.test"].outcome is Outcome.DELIVERED
+
+
+def test_verified_tls_trusts_every_certificate_of_a_ca_bundle(
+    net,
+    dns_server,
+    tls_far_side,
+    message,  # noqa: F811
+    tmp_path,
+):
+    """Twisted's ``Certificate.loadPEM`` read only the first certificate of the file: a CA
+    bundle whose second certificate signed the MX's failed verification (deferred)."""
+    world, port, cert = tls_far_side
+    other_cert, other_key = str(tmp_path / "other.pem"), str(tmp_path / "other-key.pem")
+    ensure_self_signed(other_cert, other_key, "mx.elsewhere.test")
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(Path(other_cert).read_bytes() + b"\n" + Path(cert).read_bytes())
+    c = courier(net, dns_server, port)
+    c.tls = TLSPolicy("verify", ca_file=str(bundle))
+    assert deliver(net, c, message)["bob@far.test"].outcome is Outcome.DELIVERED
+    # A bundle that no longer holds the MX's certificate is read again: no longer trusted.
+    bundle.write_bytes(Path(other_cert).read_bytes() + b"\n" * 3)
+    c = courier(net, dns_server, port)
+    c.tls = TLSPolicy("verify", ca_file=str(bundle))
+    assert deliver(net, c, message)["bob@far.test"].outcome is Outcome.TEMPORARY
 
 
 def test_verified_tls_defers_when_the_certificate_names_another_host(

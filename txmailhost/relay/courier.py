@@ -99,16 +99,40 @@ class TLSPolicy:
         return self.per_domain.get(domain.lower(), self.default)
 
     def trust_root(self) -> Any:
-        """What ``verify`` trusts: ``ca_file``, else the system's store."""
+        """What ``verify`` trusts: every certificate of ``ca_file``, else the system's store."""
         if self.ca_file:
-            with open(self.ca_file, "rb") as f:
-                return ssl.Certificate.loadPEM(f.read())
+            return bundle_trust(self.ca_file)
         return ssl.platformTrust()
 
     def creator(self, mode: str, server_name: str) -> Any:
         if mode == VERIFY:
             return ssl.optionsForClientTLS(server_name, trustRoot=self.trust_root())
         return ssl.CertificateOptions(verify=False)
+
+
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
+)
+_bundles: dict[str, tuple[tuple[int, int], Any]] = {}
+
+
+def bundle_trust(path: str) -> Any:
+    """A trust root of every certificate in the PEM file ``path`` (a CA bundle: Twisted's
+    ``Certificate.loadPEM`` reads only the first, so a relay to a server under the bundle's
+    second CA failed verification). Read again only when the file changes (its mtime or
+    size): the relay asks for each verified connection, on the reactor thread."""
+    stat = os.stat(path)
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    cached = _bundles.get(path)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    with open(path, "rb") as f:
+        found = _PEM_CERTIFICATE.findall(f.read())
+    if not found:
+        raise ValueError(f"{path}: no PEM certificate found")
+    trust = ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(pem) for pem in found])
+    _bundles[path] = (stamp, trust)
+    return trust
 
 
 @dataclass(frozen=True)
