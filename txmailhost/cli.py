@@ -450,7 +450,15 @@ def _user_passwd(args: argparse.Namespace, config: Config, accounts: IAccounts) 
     if not accounts.has_user(address):
         raise AccountError(f"no such user: {address}")
     accounts.set_password(address, _read_password(args.password_file))
-    print(f"changed the password of {address}")
+    from txmailhost.ops.control import log_out_web
+
+    try:  # browsers logged in with the old password are logged out, as the webmail does
+        ended = log_out_web(config, address)
+    except ConnectionError as e:
+        print(f"{PROG}: note: webmail sessions were not ended: {e}", file=sys.stderr)
+        ended = 0
+    note = f"; ended {ended} webmail session(s)" if ended else ""
+    print(f"changed the password of {address}{note}")
     return 0
 
 

@@ -183,3 +183,21 @@ def test_a_removed_users_webmail_cookie_stops_working_without_a_kick(server):
         os.rename(sock + ".away", sock)
     assert signed_out(browser)
     assert browser.login(BOB, PASSWORD).status == 401
+
+
+def test_user_passwd_logs_the_users_browsers_out_and_leaves_imap_connected(server):
+    """A browser's cookie stayed logged in with the old password, for days (the webmail's
+    own password change logged the other browsers out; the CLI's didn't)."""
+    browser = webmail_session(server, ALICE)
+    bobs = webmail_session(server, BOB)
+    sieve, reader = managesieve_session(server, ALICE)
+    try:
+        out = server.cli("user", "passwd", ALICE, "--password-file", "-", stdin="new-pass-9\n")
+        assert out.stdout == f"changed the password of {ALICE}; ended 1 webmail session(s)\n"
+        assert signed_out(browser) and not signed_out(bobs)
+        sieve.sendall(b"NOOP\r\n")  # connections stay, as Dovecot's do
+        assert reader.readline().startswith(b"OK")
+        assert browser.login(ALICE, "new-pass-9").url == "/mail"
+    finally:
+        sieve.close()
+        server.cli("user", "passwd", ALICE, "--password-file", "-", stdin=PASSWORD + "\n")

@@ -10,7 +10,9 @@ only its own user and root may connect), for one request per connection, one lin
 - ``KICK user@example.org`` → ``{"kicked": N}``: each of the user's connections is told so in
   its protocol's words (IMAP ``* BYE``, POP3 ``-ERR``, SMTP ``421``, ManageSieve ``BYE``)
   and closed, and each of their webmail sessions ends, so the browser's next request goes
-  to the login page.
+  to the login page;
+- ``LOGOUT user@example.org`` → ``{"ended": N}``: only the user's webmail sessions end
+  (``user passwd``: a changed password logs browsers out, not IMAP clients).
 
 The connections are those the listeners' ``LimitedFactory`` already tracks (limits.py), the
 webmail sessions those of the web site's ``SessionStore`` (web/sessions.py), handed over by
@@ -208,14 +210,29 @@ class Sessions:
             protocol.transport.write(_KICKED[type(protocol)])
             protocol.transport.loseConnection()
             kicked += 1
-        for _label, store in self.browsers:
-            for session in store.live():
-                if session.user.lower() == wanted:
-                    store.end(session, "ended by the administrator")
-                    kicked += 1
+        kicked += self._end_web(wanted, "ended by the administrator")
         if kicked:
             log.info("control: kicked {user} ({n} session(s))", user=wanted, n=kicked)
         return kicked
+
+    def log_out(self, user: str) -> int:
+        """End ``user``'s webmail sessions only: their password changed (``user passwd``),
+        and a browser's cookie, unlike an IMAP connection, could stay logged in for days
+        with the old one (the webmail's own password change does the same)."""
+        wanted = user.strip().lower()
+        ended = self._end_web(wanted, "password changed")
+        if ended:
+            log.info("control: logged {user} out ({n} web session(s))", user=wanted, n=ended)
+        return ended
+
+    def _end_web(self, wanted: str, why: str) -> int:
+        ended = 0
+        for _label, store in self.browsers:
+            for session in store.live():
+                if session.user.lower() == wanted:
+                    store.end(session, why)
+                    ended += 1
+        return ended
 
 
 class ControlProtocol(LineOnlyReceiver):
@@ -229,8 +246,10 @@ class ControlProtocol(LineOnlyReceiver):
             answer: Any = sessions.who()
         elif command.upper() == "KICK" and argument:
             answer = {"kicked": sessions.kick(argument)}
+        elif command.upper() == "LOGOUT" and argument:
+            answer = {"ended": sessions.log_out(argument)}
         else:
-            answer = {"error": "expected WHO or KICK user@domain"}
+            answer = {"error": "expected WHO, KICK user@domain or LOGOUT user@domain"}
         self.sendLine(json.dumps(answer).encode("utf-8"))
         self.transport.loseConnection()
 
@@ -331,6 +350,16 @@ def end_sessions(config: Any, users: Sequence[str]) -> int:
             return ended
         ended += sum(a.get("kicked", 0) for a in answers if isinstance(a, dict))
     return ended
+
+
+def log_out_web(config: Any, user: str) -> int:
+    """``LOGOUT`` ``user`` on the running server, if one runs: how many webmail sessions
+    ended. Raises ``ConnectionError`` when a server runs but can't be asked."""
+    try:
+        answers = ask_all(config, f"LOGOUT {user}")
+    except NotRunning:
+        return 0
+    return sum(a.get("ended", 0) for a in answers if isinstance(a, dict))
 
 
 def _kick(args: Any, config: Any) -> int:
