@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from bench import smtp_load, spam_corpus, targets
 from bench.server import cpu_seconds
@@ -42,7 +43,7 @@ RECIPIENT = "u1@bench.test"
 
 
 @contextlib.contextmanager
-def _server(workdir: Path, filters: bool, workers: int = 1):
+def _server(workdir: Path, filters: bool, workers: int = 1, **options: Any):
     """A server with the default filters, or with none (``chain = []``). The config goes in
     as ``extra_config``: the bench once swapped ``targets._CONFIG`` for the "off" server and
     restored it only when that server stopped, so the "on" server, started next, was given
@@ -50,7 +51,9 @@ def _server(workdir: Path, filters: bool, workers: int = 1):
     never ran)."""
     extra = "" if filters else "\n[filters]\nchain = []\n"
     name = "filters on" if filters else "filters off"
-    with targets.running(workdir, name=name, extra_config=extra, workers=workers) as server:
+    with targets.running(
+        workdir, name=name, extra_config=extra, workers=workers, **options
+    ) as server:
         server.add_user(RECIPIENT)
         yield server
 

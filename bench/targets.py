@@ -111,6 +111,7 @@ def running(
     max_connections: int = 5000,
     extra_config: str = "",
     extra_security: str = "",
+    wrapper: tuple[str, ...] = (),
 ) -> Iterator[Server]:
     """Start txmailhost with its data directory in ``workdir``; stop it however the block ends.
 
@@ -120,7 +121,8 @@ def running(
     is what the report calls this server; ``workers`` is ``[server] workers`` (more than one:
     the memory sampled is the supervisor's and every worker's). ``extra_config`` is appended
     to the config file (sections the one written here doesn't have, e.g. ``[store]``);
-    ``extra_security`` are lines for its ``[security]`` section.
+    ``extra_security`` are lines for its ``[security]`` section. ``wrapper`` goes before the
+    server's command line (``bench.spam_instructions`` runs it under valgrind's callgrind).
 
     STARTTLS needs nothing: txmailhost makes a self-signed certificate (ECDSA P-256) on first
     start and offers it on every plain listener. ``tls`` adds the implicit-TLS IMAPS listener
@@ -175,7 +177,7 @@ def running(
             raise RuntimeError(f"populating {address} over SMTP: {result.summary()}")
 
     log = workdir / "twistd.log"
-    argv = [sys.executable, "-c", _TWISTD, "-n", "--pidfile=", f"--logfile={log}"]
+    argv = [*wrapper, sys.executable, "-c", _TWISTD, "-n", "--pidfile=", f"--logfile={log}"]
     argv += [NAME, "--data", str(data)]
     with open(workdir / "twistd.out", "wb") as out:
         process = subprocess.Popen(argv, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)

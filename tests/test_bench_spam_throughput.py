@@ -8,6 +8,7 @@ message through the "on" server is scored and one through the "off" server is no
 from __future__ import annotations
 
 import contextlib
+import shutil
 import smtplib
 import time
 from pathlib import Path
@@ -48,3 +49,13 @@ def test_the_on_server_filters_and_the_off_server_does_not(tmp_path: Path):
         for on in (False, True):
             scored = b"X-Spam-Status:" in _delivered(tmp_path / str(on))
             assert scored is on
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_the_instruction_bench_counts_the_load_and_not_the_start(tmp_path: Path):
+    """``bench.spam_instructions``: a count of the messages' work, not zero (instrumentation
+    never turned on) and not Python's start-up (hundreds of millions of instructions)."""
+    from bench import spam_instructions
+
+    per_message = spam_instructions.measure(False, 20, 2, 0, tmp_path / "cache")
+    assert 1e6 < per_message < 50e6
