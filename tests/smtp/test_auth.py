@@ -259,6 +259,8 @@ def _submit_as_alice(world, author: bytes) -> bytes:
         b"<bob@example.test> alice@example.test",
         b"(" * 500 + b"x" + b")" * 500 + b" <bob@example.test>",
         b"Alice <alice@example.test>\r\nFrom: Bob <bob@example.test>",
+        b"<>",  # a From that names no one is no one's
+        b"(alice@example.test)",
     ],
 )
 def test_from_header_read_as_someone_else_by_either_parser_is_refused(world, author):

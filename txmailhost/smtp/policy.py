@@ -219,7 +219,11 @@ class SubmissionPolicy(InboundPolicy):
         if user is None:
             return replies.AUTH_REQUIRED
         headers = BytesHeaderParser().parsebytes(message.header_block())
-        for address in every_reading([str(v) for v in headers.get_all("From", [])]):
+        values = [str(v) for v in headers.get_all("From", [])]
+        readings = every_reading(values)
+        if values and not readings:  # "From: <>", "From: (only a comment)": no one's
+            return replies.FROM_NOT_OWNED
+        for address in readings:
             if not await self._owns(user, address):
                 return replies.FROM_NOT_OWNED
         return None
