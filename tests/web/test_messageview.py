@@ -154,6 +154,10 @@ def test_a_message_of_400000_parts_lists_those_imap_lists_and_says_there_are_mor
     assert extract_part(raw, "999").data.strip() == b"x"
     assert extract_part(raw, "1000") is None
     assert not read_message(_many_parts(10)).cut
+    # The root and 999 parts are the budget exactly: all listed, nothing said to be missing.
+    exact = read_message(_many_parts(mime.MAX_PARTS - 1))
+    assert not exact.cut and len(exact.attachments) == mime.MAX_PARTS - 2
+    assert read_message(_many_parts(mime.MAX_PARTS)).cut
 
 
 def test_a_multipart_without_its_boundary_or_too_deep_is_shown_as_text():

@@ -148,12 +148,19 @@ class _Budget:
     def __init__(self, max_depth: int = MAX_DEPTH) -> None:
         self.parts = 0
         self.max_depth = max_depth
+        self.cut = False  # a multipart's parts were left out for want of budget
 
 
 def parse(raw: bytes, max_depth: int = MAX_DEPTH) -> Part:
     """The MIME tree of a whole message: at most ``MAX_PARTS`` parts, ``max_depth`` levels
     (deeper entities are leaves; the webmail, which shows text from deeper, asks for more)."""
-    return _parse_entity(raw, 0, len(raw), b"text/plain", 0, _Budget(max_depth))
+    return parse_counted(raw, max_depth)[0]
+
+
+def parse_counted(raw: bytes, max_depth: int = MAX_DEPTH) -> tuple[Part, bool]:
+    """``parse``, and whether parts were left out past ``MAX_PARTS`` (the webmail says so)."""
+    budget = _Budget(max_depth)
+    return _parse_entity(raw, 0, len(raw), b"text/plain", 0, budget), budget.cut
 
 
 def _header_end(raw: bytes, start: int, end: int) -> int:
@@ -180,14 +187,18 @@ def _parse_entity(
         params = [(b"charset", b"us-ascii"), *params]
     part = Part(raw, start, body_start, end, fields, maintype, subtype.strip(), params)
     if depth >= budget.max_depth or budget.parts >= MAX_PARTS:
+        budget.cut |= budget.parts >= MAX_PARTS and maintype == b"multipart"
         return part
     if maintype == b"multipart":
         boundary = dict((k.lower(), v) for k, v in params).get(b"boundary")
         room = MAX_PARTS - budget.parts
-        spans = _split_multipart(raw, body_start, end, boundary, room) if boundary else []
+        spans = _split_multipart(raw, body_start, end, boundary, room + 1) if boundary else []
+        if len(spans) > room:
+            budget.cut, spans = True, spans[:room]
         child_default = b"message/rfc822" if subtype == b"digest" else b"text/plain"
         for child_start, child_end in spans:
             if budget.parts >= MAX_PARTS:
+                budget.cut = True
                 break
             part.children.append(
                 _parse_entity(raw, child_start, child_end, child_default, depth + 1, budget)

@@ -97,15 +97,12 @@ def _text(part: EmailMessage) -> str:
     return content if isinstance(content, str) else ""
 
 
-def leaves(tree: mime.Part) -> tuple[list[tuple[str, mime.Part]], bool]:
+def leaves(tree: mime.Part) -> list[tuple[str, mime.Part]]:
     """(IMAP part number, part) for every leaf of the message's MIME tree, message/rfc822
-    parts unopened, and whether the tree was cut at ``mime.MAX_PARTS`` parts."""
+    parts unopened."""
     found: list[tuple[str, mime.Part]] = []
-    counted = 0
 
     def walk(part: mime.Part, number: str) -> None:  # as deep as MAX_DEPTH allows
-        nonlocal counted
-        counted += 1
         if part.maintype == b"multipart" and part.children:
             for index, child in enumerate(part.children, 1):
                 walk(child, f"{number}.{index}" if number else str(index))
@@ -113,7 +110,7 @@ def leaves(tree: mime.Part) -> tuple[list[tuple[str, mime.Part]], bool]:
             found.append((number or "1", part))
 
     walk(tree, "")
-    return found, counted >= mime.MAX_PARTS
+    return found
 
 
 def _entity(leaf: mime.Part) -> tuple[str, EmailMessage]:
@@ -145,7 +142,7 @@ def _decoded(leaf: mime.Part, part: EmailMessage) -> bytes:
 
 def read_message(raw: bytes) -> MessageView:
     """Blocking (CPU): run in a worker thread. ``raw`` as the store serves it (CRLF)."""
-    tree = mime.parse(crlf_form(raw), max_depth=MAX_DEPTH)
+    tree, cut = mime.parse_counted(crlf_form(raw), max_depth=MAX_DEPTH)
     message = _headers(tree)
     view = MessageView(
         subject=_header(message, "subject"),
@@ -154,10 +151,10 @@ def read_message(raw: bytes) -> MessageView:
         cc=_header(message, "cc"),
         date=_header(message, "date"),
         message_id=_header(message, "message-id"),
+        cut=cut,
     )
     inline_budget = MAX_INLINE_IMAGES
-    found, view.cut = leaves(tree)
-    for number, leaf in found:
+    for number, leaf in leaves(tree):
         kind, part = _entity(leaf)
         disposition = part.get_content_disposition()
         named = part.get_filename() or ""
@@ -184,7 +181,7 @@ def read_message(raw: bytes) -> MessageView:
 
 def extract_part(raw: bytes, number: str) -> PartData | None:
     """The part ``number`` of the message as an Attachment with its bytes, or None."""
-    for found, leaf in leaves(mime.parse(crlf_form(raw), max_depth=MAX_DEPTH))[0]:
+    for found, leaf in leaves(mime.parse(crlf_form(raw), max_depth=MAX_DEPTH)):
         if found == number:
             kind, part = _entity(leaf)
             filename = shown_filename(part.get_filename() or "") or f"part-{number}"
