@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from txmailhost.addresslist import GroupEnd, GroupStart, Mailbox, mailboxes, parse, search_text
+from txmailhost.addresslist import (
+    GroupEnd,
+    GroupStart,
+    Mailbox,
+    get_addresses,
+    mailboxes,
+    parse,
+    search_text,
+)
 
 
 @pytest.mark.parametrize(
@@ -80,3 +88,35 @@ def test_any_text_parses_into_addresses_without_error(header):
             depth -= 1
     assert depth == 0
     search_text(header)
+
+
+@given(st.text(alphabet=st.sampled_from(list('ab@.,;:<>()"[]\\ \t\r\n=?é\x00')), max_size=300))
+def test_the_safe_readers_never_raise_and_agree_with_the_library_where_it_answers(value):
+    """``get_addresses`` is ``email.utils.getaddresses`` wherever that one answers (short,
+    not recursing too deep); ``every_reading`` holds each address either parser reads."""
+    import email.utils
+
+    from txmailhost.addresslist import every_reading, get_addresses, parse_address
+
+    found = get_addresses([value])
+    try:
+        expected = email.utils.getaddresses([value])
+    except RecursionError:
+        expected = None
+    if expected is not None:
+        assert found == expected
+    readings = every_reading([value])
+    assert all(address in readings for _name, address in found if address)
+    assert all(
+        (box.local if box.domain is None else f"{box.local}@{box.domain}") in readings
+        for box in mailboxes(value)
+        if box.local or box.domain
+    )
+    parse_address(value)
+
+
+def test_long_address_lists_are_read_by_the_linear_parser_not_dropped():
+    many = ", ".join(f"user{n}@example.test" for n in range(500))
+    assert [a for _n, a in get_addresses([many])] == [f"user{n}@example.test" for n in range(500)]
+    nested = "(" * 5000 + "x" + ")" * 5000 + " <ceo@bank.example>"
+    assert get_addresses([nested]) == [("", "ceo@bank.example")]
