@@ -144,6 +144,21 @@ def test_store_backend_choices_are_the_registered_backends() -> None:
         assert backend.metadata["check"](name) == name
 
 
+def test_secret_and_ca_files_are_relative_to_the_data_directory(tmp_path: Path) -> None:
+    """As tls.certificate and tls.acme_ca_file are: they were taken from the working directory
+    of whoever started the server."""
+    path = tmp_path / "mail.toml"
+    path.write_text(
+        '[relay]\ntls_ca_file = "ca/bundle.pem"\nsmarthost_password_file = "~/pw"\n'
+        '[store]\ns3_secret_key_file = "/etc/txm/s3"\n'
+    )
+    config = load_config(str(tmp_path / "data"), str(path))
+    assert config.relay.tls_ca_file == str(tmp_path / "data" / "ca" / "bundle.pem")
+    assert config.relay.smarthost_password_file == os.path.expanduser("~/pw")
+    assert config.store.s3_secret_key_file == "/etc/txm/s3"
+    assert load_config(str(tmp_path / "empty")).relay.tls_ca_file == ""
+
+
 def test_rendered_default_config_loads_as_the_defaults(tmp_path: Path) -> None:
     ensure_data_dir(str(tmp_path / "data"))  # writes the rendered file
     written = load_config(str(tmp_path / "data"))

@@ -708,8 +708,8 @@ class StoreConfig:
     s3_secret_key_file: str = setting(
         "",
         check=_path,
-        doc="""File whose first line is the secret access key (keep it mode 0600); the key
-        never goes in this file, and is never logged.""",
+        doc="""File whose first line is the secret access key (keep it mode 0600), relative
+        to the data directory; the key never goes in this file, and is never logged.""",
     )
 
 
@@ -1098,8 +1098,9 @@ class RelayConfig:
     tls_ca_file: str = setting(
         "",
         check=_path,
-        doc="""PEM file of the certificate authority that "verify" trusts; empty: the
-        system's trust store.""",
+        doc="""PEM file of the certificate authorities that "verify" trusts (every
+        certificate in it), relative to the data directory; empty: the system's trust
+        store.""",
     )
     mta_sts: bool = setting(
         True,
@@ -1143,7 +1144,8 @@ class RelayConfig:
     smarthost_password_file: str = setting(
         "",
         check=_path,
-        doc="""File whose first line is the smarthost password (keep it mode 0600).""",
+        doc="""File whose first line is the smarthost password (keep it mode 0600),
+        relative to the data directory.""",
     )
 
 
@@ -1547,11 +1549,11 @@ def _build(data_dir: str, path: str, document: dict[str, Any]) -> Config:
         smtp=sections["smtp"],
         pop3=sections["pop3"],
         imap=sections["imap"],
-        store=sections["store"],
+        store=_data_relative(data_dir, sections["store"], "s3_secret_key_file"),
         security=sections["security"],
         routing=sections["routing"],
         queue=sections["queue"],
-        relay=sections["relay"],
+        relay=_data_relative(data_dir, sections["relay"], "tls_ca_file", "smarthost_password_file"),
         filters=sections["filters"],
         log=sections["log"],
         mailauth=sections["mailauth"],
@@ -1559,6 +1561,18 @@ def _build(data_dir: str, path: str, document: dict[str, Any]) -> Config:
         srs=sections["srs"],
         web=sections["web"],
     )
+
+
+def _data_relative(data_dir: str, section: Any, *keys: str) -> Any:
+    """``section`` with the file paths of ``keys`` taken relative to the data directory, as
+    ``tls.certificate`` and ``tls.acme_ca_file`` are: the server's working directory is
+    wherever it was started from, which a config file can't know."""
+    paths = {
+        key: os.path.normpath(os.path.join(data_dir, os.path.expanduser(value)))
+        for key in keys
+        if (value := getattr(section, key))
+    }
+    return dataclasses.replace(section, **paths) if paths else section
 
 
 def _field_names(cls: type) -> list[str]:
