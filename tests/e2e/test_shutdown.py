@@ -1,5 +1,6 @@
 """SIGTERM: the server stops accepting, lets an SMTP transaction in progress finish with its
-250, tells IMAP (even in IDLE), POP3 and idle SMTP sessions goodbye, and stops cleanly."""
+250, tells IMAP (even in IDLE), POP3, ManageSieve and idle SMTP sessions goodbye, and stops
+cleanly."""
 
 from __future__ import annotations
 
@@ -62,12 +63,17 @@ def test_sigterm_finishes_the_transaction_in_progress_and_says_goodbye(server):
     assert imap.read().startswith(b"+ ")
     pop = Line(server.ports["pop3"])
     pop.read()
+    sieve = Line(server.ports["managesieve"])
+    while not sieve.read().startswith(b"OK"):  # the capabilities, then OK
+        pass
 
     started = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
     assert imap.read_until(b"* BYE") == b"* BYE [UNAVAILABLE] server shutting down\r\n"
     assert idle_smtp.read() == b"421 4.3.2 server shutting down, try again later\r\n"
     assert pop.read().startswith(b"-ERR [SYS/TEMP] server shutting down")
+    # RFC 5804 1.3: TRYLATER, a temporary failure (it was closed without a word)
+    assert sieve.read() == b'BYE (TRYLATER) "server shutting down, try again later"\r\n'
     with pytest.raises(OSError):  # no longer accepting
         socket.create_connection((H, server.ports["smtp"]), timeout=5).close()
 

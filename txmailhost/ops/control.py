@@ -52,6 +52,7 @@ _SHUTDOWN = {
     IMAPServer: b"* BYE [UNAVAILABLE] server shutting down\r\n",
     POP3Server: b"-ERR [SYS/TEMP] server shutting down, nothing was deleted\r\n",
     SMTPServer: b"421 4.3.2 server shutting down, try again later\r\n",
+    ManageSieveServer: b'BYE (TRYLATER) "server shutting down, try again later"\r\n',
 }
 
 # What a kicked session is told, per protocol, before it is closed.
