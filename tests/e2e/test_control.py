@@ -201,3 +201,23 @@ def test_user_passwd_logs_the_users_browsers_out_and_leaves_imap_connected(serve
     finally:
         sieve.close()
         server.cli("user", "passwd", ALICE, "--password-file", "-", stdin=PASSWORD + "\n")
+
+
+def test_a_cookie_dies_with_its_password_and_its_account_even_unasked(server):
+    """With the control socket out of reach, a password changed from the CLI (or on
+    another node) left the browser logged in, and an account removed and made again
+    under the same address took the old cookie back."""
+    sock = os.path.join(server.data_dir, "run", "control.sock")
+    changed = webmail_session(server, ALICE)
+    recreated = webmail_session(server, BOB)
+    os.rename(sock, sock + ".away")
+    try:
+        server.cli("user", "passwd", ALICE, "--password-file", "-", stdin="new-pass-9\n")
+        server.cli("user", "del", BOB)
+        server.cli("user", "add", BOB, "--password-file", "-", stdin=PASSWORD + "\n")
+    finally:
+        os.rename(sock + ".away", sock)
+        server.cli("user", "passwd", ALICE, "--password-file", "-", stdin=PASSWORD + "\n")
+    assert signed_out(changed)
+    assert signed_out(recreated)
+    assert not signed_out(webmail_session(server, BOB))  # a new login works

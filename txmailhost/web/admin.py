@@ -162,6 +162,8 @@ async def _set_password(ctx: WebContext) -> str:
         if session is not ctx.session:
             ctx.services.sessions.end(session, "password set by an administrator")
             ended += 1
+    if ctx.session is not None and ctx.session.user == address:  # the admin's own: kept
+        ctx.session.stamp = await ctx.services.account_stamp(address)
     return f"Password of {address} set; {ended} web session(s) ended"
 
 

@@ -159,13 +159,15 @@ class WebApp(Resource):
         return None
 
     async def _account_lives(self, session: WebSession) -> bool:
-        """Whether the session's account still exists; if not, the session ends here. ``user
-        del`` ends the sessions of a running server through its control socket, but it may
-        find none to ask (another node of a PostgreSQL cluster, a CLI run as a user who can't
-        open the socket): the cookie must not outlive the account all the same."""
-        if await self.services.account_exists(session.user):
+        """Whether the session's account still exists with the password it logged in with;
+        if not, the session ends here. ``user del`` and ``user passwd`` end the sessions of a
+        running server through its control socket, but they may find none to ask (another
+        node of a PostgreSQL cluster, a CLI run as a user who can't open the socket): the
+        cookie must not outlive the account, or its password, all the same (nor work again
+        for an account removed and made anew under the same address)."""
+        if await self.services.account_stamp(session.user) == session.stamp:
             return True
-        self.services.sessions.end(session, "account removed")
+        self.services.sessions.end(session, "account removed or password changed")
         return False
 
     def _gate(self, route: Route, context: WebContext, method: str) -> Response | None:

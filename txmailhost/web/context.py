@@ -8,6 +8,7 @@ sanitising) to the site's pool with :meth:`WebServices.in_thread`.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,12 +65,14 @@ class WebServices:
         """Deferred of ``function(*args)`` run in the site's pool, off the reactor."""
         return deferToThreadPool(self.reactor, self.pool, function, *args)
 
-    def account_exists(self, user: str) -> Deferred[bool]:
-        """Deferred of whether ``user`` still has an account, read in the accounts pool
-        (always True for a site built without the accounts backend)."""
+    def account_stamp(self, user: str) -> Deferred[str | None]:
+        """Deferred of a fingerprint of ``user``'s stored password hash, read in the accounts
+        pool: None when the account is gone, another value once the password changed (or the
+        account was removed and made again). "" for a site built without the accounts
+        backend."""
         if self.accounts is None:
-            return succeed(True)
-        return deferToThreadPool(self.reactor, self.accounts_pool, self.accounts.has_user, user)
+            return succeed("")
+        return deferToThreadPool(self.reactor, self.accounts_pool, _stamp, self.accounts, user)
 
 
 @dataclass
@@ -128,3 +131,10 @@ class Route:
     handler: Handler
     login: bool = True
     upload: bool = False  # takes multipart/form-data with files (``uploads.py``)
+
+
+def _stamp(accounts: Any, user: str) -> str | None:
+    stored = accounts.password_hash(user)
+    if stored is None:
+        return None
+    return hashlib.sha256(stored.encode("utf-8")).hexdigest()[:32]

@@ -79,9 +79,11 @@ async def login_submit(ctx: WebContext) -> Response:
         return _login_form(ctx, 429, "Too many failed logins. Try again later.", username)
     except LoginFailed:
         return _login_form(ctx, 401, "Wrong address or password.", username)
+    stamp = await services.account_stamp(account.address)  # after any rehash at login
     token, session = services.sessions.create(
         account.address, account, logout, peer_text, ctx.header("User-Agent")
     )
+    session.stamp = stamp
     log.info("web login {user} from {peer}", user=printable(account.address), peer=peer_text)
     response = redirect("/mail")
     response.cookies.append(cookie_header(COOKIE, token))

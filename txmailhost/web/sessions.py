@@ -58,6 +58,9 @@ class WebSession:
     peer: str
     user_agent: str
     data: dict[str, Any] = field(default_factory=dict)  # per-session UI state (allowed images)
+    # the account's password-hash fingerprint at login (WebServices.account_stamp): the
+    # session ends when it changes
+    stamp: str | None = ""
     # called when the session ends: open event streams close at once
     on_end: list[Callable[[], None]] = field(default_factory=list)
 

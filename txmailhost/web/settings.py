@@ -144,6 +144,7 @@ async def change_password(ctx: WebContext) -> Response:
         await _accounts(ctx, services.accounts.set_password, ctx.user, new)
     except (AccountError, ValueError) as e:
         return await settings_page(ctx, 400, f"The new password can't be used: {e}")
+    ctx.session.stamp = await services.account_stamp(ctx.user)  # this browser stays in
     ended = 0
     for session in services.sessions.of_user(ctx.user):
         if session is not ctx.session:
