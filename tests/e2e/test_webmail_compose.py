@@ -367,3 +367,32 @@ def test_a_reply_to_a_hostile_message_names_only_its_real_ids_and_can_be_sent(se
     assert reply["In-Reply-To"] is None and reply["References"] == "<r1@example.test>"
     assert reply["Subject"] == "Re: plans X-Injected: yes now"
     assert not [name for name in reply if name.lower().startswith("x-")]
+
+
+def test_an_encoded_word_decoding_to_a_line_break_is_refused_not_sent(server):
+    """``=?utf-8?q?..=0D=0A..?=`` in Subject or a display name was decoded by the email
+    package and written out as a header field of its own (CVE-2024-6923 on Python before
+    3.11.10/3.12.5): typed by the user, or in a hostile message's subject carried into the
+    reply form, it put fields of the sender's choosing into the reply, DKIM-signed."""
+    alice = logged_in(server)
+    for name, value in (("subject", "=?utf-8?q?hi=0D=0AX-Injected:_yes?="),
+                        ("to", f'"=?utf-8?q?Bob=0D=0AX-Injected:_yes?=" <{BOB}>')):  # fmt: skip
+        fields = compose_form(alice)
+        fields.update(to=BOB, subject="ok", body="x", action="send")
+        fields[name] = value
+        page = alice.post_multipart("/compose", fields, follow=False)
+        assert page.status == 400 and "line breaks are not allowed" in page.text, (name, page.text)
+    hostile = (
+        b"From: mallory@remote.test\r\nTo: alice@example.test\r\n"
+        b"Subject: =?utf-8?q?=3D=3Futf-8=3Fq=3Fplan=3D0D=3D0AX-Injected=3A=5Fyes=3F=3D?=\r\n"
+        b"\r\nhello\r\n"
+    )
+    with smtplib.SMTP(H, server.ports["smtp"], timeout=30) as s:
+        s.sendmail("mallory@remote.test", [ALICE], hostile)
+    alice.wait_for("/mail", "plan")
+    fields = compose_form(alice, "?mode=reply&folder=INBOX&uid=1")
+    fields.update(to=BOB, action="send")
+    page = alice.post_multipart("/compose", fields, follow=False)
+    assert page.status == 400 and "Subject: line breaks are not allowed" in page.text
+    assert imap_messages(server, BOB) == []
+    assert imap_messages(server, ALICE, "Sent") == []

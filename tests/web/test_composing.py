@@ -75,6 +75,54 @@ def test_attachments_are_base64_in_whole_lines_and_a_message_attaches_as_is(tmp_
     assert b"forwarded body" in forwarded.as_bytes()
 
 
+# An RFC 2047 word decoding to CR LF: the email package decoded it and (before Python 3.11.10
+# and 3.12.5, CVE-2024-6923) folded the line break out as is, a header field of its own.
+ENCODED_BREAKS = [
+    "=?utf-8?q?x=0D=0AX-Injected:_yes?=",
+    "=?utf-8?b?eA0KWC1JbmplY3RlZDogeWVz?=",
+    "=?utf-8?q?x=0AX-Injected:_yes?=",
+    "=?utf-8?q?x=0D=0A=0D=0Abody_of_the_sender's_making?=",
+]
+
+
+@pytest.mark.parametrize("evil", ENCODED_BREAKS)
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("subject", "{}"),
+        ("subject", "Re: {} and more"),
+        ("to", '"{}" <bob@example.test>'),
+        ("cc", '"{}" <bob@example.test>'),
+        ("bcc", '"{}" <bob@example.test>'),
+        ("in_reply_to", "{}"),
+        ("references", "<a@example.test> {}"),
+    ],
+)
+def test_an_encoded_word_holding_a_line_break_is_refused(tmp_path, evil, field, value):
+    draft = Draft(sender="alice@example.test", to="bob@example.test", subject="s")
+    setattr(draft, field, value.format(evil))
+    with pytest.raises(BadField, match="line breaks are not allowed"):
+        write_message(draft, str(tmp_path), "example.test")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("evil", ENCODED_BREAKS)
+def test_an_attachment_name_that_is_an_encoded_line_break_writes_no_field(tmp_path, evil):
+    """Named by the browser or by a forwarded message's sender, the name is made safe
+    (no encoded word left to decode); an Attachment named so all the same is refused."""
+    assert "=?" not in safe_filename(evil + ".txt")
+    draft = Draft(sender="alice@example.test", to="bob@example.test", subject="s",
+                  attachments=[Attachment(safe_filename(evil), "text/plain",
+                                          lambda: io.BytesIO(b"x"))])  # fmt: skip
+    raw, message = _read(write_message(draft, str(tmp_path), "example.test"), stored=True)
+    assert b"\r\nX-Injected" not in raw and b"\r\n\r\nbody_of" not in raw
+    [part] = list(message.iter_attachments())
+    assert "\n" not in part.get_filename()
+    draft.attachments = [Attachment(evil, "text/plain", lambda: io.BytesIO(b"x"))]
+    with pytest.raises(BadField, match="Attachment"):
+        write_message(draft, str(tmp_path), "example.test")
+
+
 def test_file_names_and_types_from_the_browser_are_made_safe():
     assert safe_filename("C:\\Users\\x\\..\\report.pdf") == "report.pdf"
     assert safe_filename("../../etc/passwd") == "passwd"

@@ -378,9 +378,10 @@ async def _save_draft(
     ctx: WebContext, composed: Any, answer: tuple[str, int] | None, replaced: int | None
 ) -> Response:
     if answer is not None:
-        composed.stored_head += composing.POLICY.fold_binary(
-            "X-Txm-Answers", f"{answer[0]} {answer[1]}"
-        )
+        # a folder name may be an encoded word holding a line break: then the draft doesn't
+        # remember what it answers rather than carry a field of the folder's making
+        with contextlib.suppress(BadField):
+            composed.stored_head += composing.folded("X-Txm-Answers", f"{answer[0]} {answer[1]}")
     uid = await _append(ctx, DRAFTS, composed, [DRAFT, SEEN])
     await _drop_draft(ctx, replaced)
     log.info("web {user} saved a draft", user=ctx.user)

@@ -8,9 +8,16 @@ copy kept in Sent or Drafts shows whom the user blind-copied, the copy sent does
 3.6.3), and the body that follows is the same file.
 
 Header values come from a form, so each is refused if it holds CR or LF (``BadField``):
-nothing typed into Subject or To can start a header field of its own. Addresses are parsed
-by ``email.headerregistry`` (RFC 5322 with RFC 2047 for display names); an address the
-parser can't read is refused with its field named rather than sent mangled.
+nothing typed into Subject or To can start a header field of its own. Nor can an RFC 2047
+encoded word that *decodes* to a line break (``=?utf-8?q?x=0D=0ABcc:_y?=``): the ``email``
+package decodes such a word when it parses the value and, before Python 3.11.10 / 3.12.5
+(CVE-2024-6923), writes the line break out as is when it folds the field again. So every
+field is checked, decoded and folded (:func:`folded`): its decoded text must be one line and
+each folded line after the first a continuation (start with a space or tab), else the field
+is refused, whatever Python's version.
+
+Addresses are parsed by ``email.headerregistry`` (RFC 5322 with RFC 2047 for display names);
+an address the parser can't read is refused with its field named rather than sent mangled.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 _NOT_IN_A_LINE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 POLICY = email.policy.SMTP.clone(max_line_length=78)  # CRLF, RFC 2047/2231 as needed
@@ -138,8 +145,29 @@ def header_section(draft: Draft, *, with_bcc: bool, msgid: str, date: str) -> Em
     return header
 
 
-def _fields(message: EmailMessage) -> bytes:
-    return b"".join(POLICY.fold_binary(name, value) for name, value in message.items())
+def folded(name: str, value: Any, field_name: str | None = None) -> bytes:
+    """``name: value`` folded as it goes into the message (CRLF-terminated), or ``BadField``
+    (naming ``field_name``, else ``name``) if the value, its encoded words decoded, holds a
+    line break or other control character (whatever Python's version would make of it), or
+    if the folded text is more than one header field: a line that doesn't start with a space
+    or tab, or a CR or LF not in a CRLF (see the module's docstring)."""
+    header = value if hasattr(value, "name") else POLICY.header_factory(name, value)
+    text = POLICY.fold_binary(name, value)
+    lines = text.split(b"\r\n")
+    if (
+        not is_line(str(header))
+        or lines[-1] != b""
+        or any(b"\r" in line or b"\n" in line for line in lines)
+        or any(not line.startswith((b" ", b"\t")) for line in lines[1:-1])
+    ):
+        raise BadField(
+            field_name or name, "line breaks are not allowed here, not even in encoded words"
+        )
+    return text
+
+
+def _fields(message: EmailMessage, field_name: str | None = None) -> bytes:
+    return b"".join(folded(name, value, field_name) for name, value in message.items())
 
 
 def _text_part(text: str) -> EmailMessage:
@@ -185,7 +213,7 @@ def _write_mixed(out: BinaryIO, text: EmailMessage, attachments: Iterable[Attach
         if attachment.rfc822:
             part["Content-Type"] = "message/rfc822"
             part.add_header("Content-Disposition", "attachment", filename=attachment.filename)
-            out.write(_fields(part) + b"\r\n")
+            out.write(_fields(part, "Attachment") + b"\r\n")
             with attachment.open() as source:
                 while chunk := source.read(CHUNK):
                     out.write(chunk)
@@ -193,7 +221,7 @@ def _write_mixed(out: BinaryIO, text: EmailMessage, attachments: Iterable[Attach
         part.add_header("Content-Type", attachment.content_type, name=attachment.filename)
         part.add_header("Content-Disposition", "attachment", filename=attachment.filename)
         part["Content-Transfer-Encoding"] = "base64"
-        out.write(_fields(part) + b"\r\n")
+        out.write(_fields(part, "Attachment") + b"\r\n")
         with attachment.open() as source:
             while chunk := source.read(CHUNK):
                 out.write(base64.encodebytes(chunk).replace(b"\n", b"\r\n"))

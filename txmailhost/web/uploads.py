@@ -11,7 +11,8 @@ become :class:`Upload`\\ s.
 
 A file's name comes from the browser and ends up in a MIME header and, later, on someone's
 disk: :func:`safe_filename` keeps its last path component only, without control characters,
-quotes or separators, at most ``MAX_NAME`` characters.
+quotes, separators or the ``=?`` that starts an encoded word, at most ``MAX_NAME``
+characters.
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ def safe_filename(name: str) -> str:
     kept = "".join(
         c for c in name if unicodedata.category(c)[0] not in ("C", "Z") or c == " "
     ).strip(" .")
-    kept = kept.replace('"', "'").replace(";", "_")
+    # "=?" starts an RFC 2047 encoded word, which the MIME header would decode (a line
+    # break in it would end the field: composing.folded)
+    kept = kept.replace('"', "'").replace(";", "_").replace("=?", "=_")
     if len(kept) > MAX_NAME:
         stem, dot, extension = kept.rpartition(".")
         if dot and 0 < len(extension) <= 10:
