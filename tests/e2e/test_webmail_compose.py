@@ -396,3 +396,15 @@ def test_an_encoded_word_decoding_to_a_line_break_is_refused_not_sent(server):
     assert page.status == 400 and "Subject: line breaks are not allowed" in page.text
     assert imap_messages(server, BOB) == []
     assert imap_messages(server, ALICE, "Sent") == []
+
+
+@pytest.mark.shared_server
+def test_two_from_addresses_are_a_form_error_not_a_500(server):
+    alice = logged_in(server)
+    for action in ("send", "draft"):
+        fields = compose_form(alice)
+        fields.update(**{"from": f"{ALICE}, {BOB}"}, to=BOB, subject="two senders", body="x",
+                      action=action)  # fmt: skip
+        page = alice.post_multipart("/compose", fields, follow=False)
+        assert page.status == 400, (action, page.status, page.text[:300])
+        assert "From: give one sender address only" in page.text

@@ -123,6 +123,13 @@ def test_an_attachment_name_that_is_an_encoded_line_break_writes_no_field(tmp_pa
         write_message(draft, str(tmp_path), "example.test")
 
 
+def test_a_from_field_with_two_addresses_is_refused(tmp_path):
+    """It was a ValueError from unpacking (a 500 for the browser), not a form error."""
+    draft = Draft(sender="alice@example.test, bob@example.test", to="bob@example.test")
+    with pytest.raises(BadField, match="one sender"):
+        write_message(draft, str(tmp_path), "example.test")
+
+
 def test_file_names_and_types_from_the_browser_are_made_safe():
     assert safe_filename("C:\\Users\\x\\..\\report.pdf") == "report.pdf"
     assert safe_filename("../../etc/passwd") == "passwd"

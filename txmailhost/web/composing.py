@@ -17,7 +17,8 @@ each folded line after the first a continuation (start with a space or tab), els
 is refused, whatever Python's version.
 
 Addresses are parsed by ``email.headerregistry`` (RFC 5322 with RFC 2047 for display names);
-an address the parser can't read is refused with its field named rather than sent mangled.
+an address the parser can't read is refused with its field named rather than sent mangled,
+and From takes exactly one address (RFC 5322 3.6.2 would want a Sender field for more).
 """
 
 from __future__ import annotations
@@ -126,10 +127,12 @@ def header_section(draft: Draft, *, with_bcc: bool, msgid: str, date: str) -> Em
     """The top header fields (no MIME ones) of ``draft``, checked."""
     header = EmailMessage(policy=POLICY)
     header["Date"] = date
-    [sender] = addresses("From", draft.sender) or [None]
-    if sender is None:
+    senders = addresses("From", draft.sender)
+    if not senders:
         raise BadField("From", "a sender is needed")
-    header["From"] = sender
+    if len(senders) > 1:
+        raise BadField("From", "give one sender address only")
+    header["From"] = senders[0]
     for name in ("to", "cc") + (("bcc",) if with_bcc else ()):
         found = addresses(name.capitalize(), getattr(draft, name))
         if found:
