@@ -408,3 +408,24 @@ def test_two_from_addresses_are_a_form_error_not_a_500(server):
         page = alice.post_multipart("/compose", fields, follow=False)
         assert page.status == 400, (action, page.status, page.text[:300])
         assert "From: give one sender address only" in page.text
+
+
+@pytest.mark.shared_server
+def test_a_reply_to_an_html_only_message_quotes_its_text_not_its_escaped_source(server):
+    """The quote was nh3's escaped output: "Tom &amp;amp; Jerry", paragraphs run together."""
+    with smtplib.SMTP(H, server.ports["smtp"], timeout=30) as s:
+        s.sendmail("someone@remote.test", [ALICE], (
+            b"From: someone@remote.test\r\nTo: alice@example.test\r\nSubject: html only\r\n"
+            b"MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+            b"<p>Tom &amp; Jerry &lt;3 caf&eacute;</p><p>Second paragraph</p>\r\n"
+        ))  # fmt: skip
+    alice = logged_in(server)
+    alice.wait_for("/mail", "html only")
+    imap = imaplib.IMAP4(H, server.ports["imap"], timeout=30)
+    imap.starttls(ssl_context=client_context())
+    imap.login(ALICE, PASSWORD)
+    imap.select("INBOX")
+    uid = imap.uid("SEARCH", "SUBJECT", '"html only"')[1][0].split()[-1].decode()
+    imap.logout()
+    body = compose_form(alice, f"?mode=reply&folder=INBOX&uid={uid}")["body"]
+    assert "> Tom & Jerry <3 caf\u00e9\n>\n> Second paragraph" in body, body

@@ -130,6 +130,18 @@ def test_a_from_field_with_two_addresses_is_refused(tmp_path):
         write_message(draft, str(tmp_path), "example.test")
 
 
+def test_the_text_of_an_html_body_to_quote_is_what_a_reader_sees():
+    from txmailhost.web.compose import html_text
+
+    html = ("<html><head><title>T</title><style>p {color: red}</style></head><body>"
+            "<p style='x'>Tom &amp; Jerry &lt;3 caf&eacute;</p><p>Second\n   paragraph</p>"
+            "one<br>two<ul><li>a</li><li>b</li></ul><script>alert(1)</script>"
+            "<div>&lt;script&gt;</div><!-- hidden --></body></html>")  # fmt: skip
+    assert html_text(html) == (
+        "Tom & Jerry <3 caf\u00e9\n\nSecond paragraph\none\ntwo\n\na\n\nb\n\n<script>"
+    )
+
+
 def test_file_names_and_types_from_the_browser_are_made_safe():
     assert safe_filename("C:\\Users\\x\\..\\report.pdf") == "report.pdf"
     assert safe_filename("../../etc/passwd") == "passwd"

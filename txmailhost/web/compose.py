@@ -23,7 +23,9 @@ owned ...") and the fields as typed; uploaded files must then be chosen again.
 from __future__ import annotations
 
 import contextlib
+import html
 import io
+import re
 import tempfile
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
@@ -85,8 +87,11 @@ def _read_all(stream: Any) -> bytes:
 
 def _parse(raw: bytes) -> tuple[MessageView, Any]:
     """The message as read, and its header fields, bounded as the reading page's are
-    (``headerbounds.py``)."""
+    (``headerbounds.py``); an HTML-only message's text to quote is made here, in the pool
+    (``html_text``: half a second for 3 MB of HTML)."""
     view = read_message(raw)
+    if view.text is None and view.html is not None:
+        view.text = html_text(view.html)
     end = header_end(raw)  # the header block alone: the parser would read the body too
     headers = BytesHeaderParser(policy=POLICY).parsebytes(raw if end < 0 else raw[:end])
     return view, headers
@@ -134,11 +139,37 @@ def _address_list(values: list[str], drop: set[str]) -> str:
     return ", ".join(out)
 
 
+# Elements whose start or end is a line break in the text of an HTML-only message.
+_BLOCKS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote",
+           "table", "ul", "ol", "pre", "hr", "dd", "dt"}  # fmt: skip
+_BLOCK_TAG = re.compile(r"</?(?:" + "|".join(sorted(_BLOCKS)) + r")>")
+_SPACES = re.compile(r"[ \t\r\n\f]+")
+
+
+def html_text(markup: str) -> str:
+    """The text of an HTML body as a reader sees it, to quote: entities decoded (``&amp;``
+    is "&"), a line break for each paragraph, line and list item, runs of white space one
+    space, no script, style or title. nh3 (Rust, fast even on megabytes) keeps only the
+    block elements, without attributes, so what is left is tags of ``_BLOCK_TAG`` and
+    escaped text."""
+    kept = nh3.clean(
+        markup,
+        tags=_BLOCKS,
+        attributes={},
+        clean_content_tags={"script", "style", "title", "template", "noscript"},
+        strip_comments=True,
+        link_rel=None,
+    )
+    lines = _BLOCK_TAG.sub("\n", _SPACES.sub(" ", kept)).split("\n")
+    text = "\n".join(html.unescape(line).strip() for line in lines)
+    return re.sub(r"\n{3,}", "\n\n", text).strip("\n")
+
+
 def _plain(view: MessageView) -> str:
     if view.text is not None:
         return view.text
     if view.html is not None:
-        return nh3.clean(view.html, tags=set())
+        return html_text(view.html)
     return ""
 
 
