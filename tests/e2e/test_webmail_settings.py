@@ -108,6 +108,18 @@ def test_the_away_reply_is_the_clis_vacation_script(server):
     assert server.cli("user", "vacation", ALICE).stdout.strip() == f"{ALICE}: vacation off"
 
 
+def test_an_away_reply_ending_on_a_past_day_is_refused_as_the_cli_refuses_it(server):
+    """It was saved and shown "on", a script whose currentdate test never holds: no
+    reply was ever sent (``user vacation --until`` refuses such a day)."""
+    browser = logged_in(server)
+    token = browser.csrf
+    page = browser.post("/settings/vacation", {"csrf": token, "state": "on", "body": "Away.",
+                                               "until": "2001-01-01", "days": "7"})  # fmt: skip
+    assert page.status == 400 and "is past" in page.text, page.text[:500]
+    assert "The away reply is <strong>off</strong>" in page.text
+    assert server.cli("user", "vacation", ALICE).stdout.strip() == f"{ALICE}: vacation off"
+
+
 def test_sieve_scripts_are_checked_saved_activated_and_run_by_delivery(server):
     browser = logged_in(server)
     token = browser.csrf

@@ -182,6 +182,8 @@ async def set_vacation(ctx: WebContext) -> Response:
         return await settings_page(ctx, 400, "Write the away message (and a one-line subject).")
     try:
         until = datetime.date.fromisoformat(ctx.arg("until")) if ctx.arg("until") else None
+        if until is not None and until < datetime.date.today():  # as the CLI refuses it
+            raise ValueError(f"the last day, {until.isoformat()}, is past: no reply would be sent")
         days = int(ctx.arg("days") or "7")
         await ctx.services.in_thread(
             vacation.vacation_on, scripts, ctx.user, body, subject or None, until, days
