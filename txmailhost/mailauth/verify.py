@@ -44,6 +44,29 @@ MAX_ARC_SETS = 50  # RFC 8617 4.2.1: a chain longer than 50 sets fails
 _HASHES = {b"rsa-sha256": "sha256", b"ed25519-sha256": "sha256", b"rsa-sha1": "sha1"}
 
 
+def _select_headers(
+    headers: list[tuple[bytes, bytes]], include_headers: list[bytes]
+) -> list[tuple[bytes, bytes]]:
+    """dkimpy's ``select_headers`` (RFC 6376 5.4.2: each name of h= takes the last instance
+    of that field not taken yet, bottom to top; a name with none left takes nothing) in one
+    pass. dkimpy's scans the header section afresh for each distinct name, so a signature
+    whose h= listed 12,000 names over 12,000 fields (189 KiB) took 11 s of CPU, with the
+    interpreter's lock, and a 1 MiB header section minutes. Installed in dkimpy for the
+    header hashes of DKIM and ARC, signing and verifying alike."""
+    positions: dict[bytes, list[int]] = {}
+    for index, (name, _value) in enumerate(headers):
+        positions.setdefault(name.lower(), []).append(index)
+    selected = []
+    for name in include_headers:
+        left = positions.get(name)
+        if left:
+            selected.append(headers[left.pop()])
+    return selected
+
+
+dkim.select_headers = _select_headers  # hash_headers looks it up at each call
+
+
 @dataclass(frozen=True)
 class DKIMResult:
     result: str  # pass | fail | temperror | permerror
