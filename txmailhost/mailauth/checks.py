@@ -13,7 +13,8 @@ administrator's choice (``[mailauth]``, docs/admin.rst):
 - SPF ``fail`` is refused at MAIL FROM only with ``spf_fail = "reject"`` (else DMARC
   judges: forwarded mail fails SPF and may still pass DKIM).
 - A temporary DNS failure answers ``451 4.7.1`` only where the policy would refuse the mail
-  (so a sender retries rather than losing mail to a DNS hiccup), else it is noted.
+  (so a sender retries rather than losing mail to a DNS hiccup), else it is noted. All of a
+  message's lookups share ``dns_budget`` seconds (``MailAuthResolver.budget``).
 
 Messages from domains that ask for aggregate reports (``rua=``) are recorded for them
 (``reports.py``). Mail from authenticated users (submission) is never checked: it is ours, and SPF of our own
@@ -42,6 +43,11 @@ from txmailhost.mailauth.verify import ARCResult, DKIMResult, authenticate_messa
 log = Logger()
 
 MAX_AUTHOR_DOMAINS = 8  # distinct From domains judged one by one (RFC 7489 6.6.1)
+# Seconds all of one message's DNS lookups may take together (``MailAuthResolver.budget``),
+# within the filter chain's 30 s: past them a lookup is a temperror, so the checks still
+# answer in time with their own verdict (451 only where the policy would refuse), rather
+# than the chain's ``on_error`` for an overrun (with ``on_error = "accept"``, no checks).
+DNS_BUDGET = 20.0
 
 # Which of several author domains' results stands for the message: a failure under the
 # strictest policy first, then the uncertain, then the unauthenticated; "pass" only when all
@@ -73,8 +79,10 @@ class InboundChecks(MessageFilter):
         policy: CheckPolicy | None = None,
         listeners: tuple[str, ...] = ("smtp",),
         reports: ReportLog | None = None,
+        dns_budget: float = DNS_BUDGET,
     ) -> None:
         self.resolver = resolver
+        self.dns_budget = dns_budget
         self.reports = reports
         self.authserv_id = authserv_id
         self.policy = policy or CheckPolicy()
@@ -95,7 +103,8 @@ class InboundChecks(MessageFilter):
     def mail_from(self, client: Client, sender: str | None) -> Verdict:
         if not self._applies(client) or self.policy.spf_fail != "reject":
             return ACCEPT
-        spf = check_spf(self.resolver, client.address, sender, client.helo)
+        with self.resolver.budget(self.dns_budget):
+            spf = check_spf(self.resolver, client.address, sender, client.helo)
         if spf.result == "fail":
             return Verdict.reject(
                 f"SPF: {spf.domain} does not allow {client.address} to send its mail"
@@ -107,6 +116,12 @@ class InboundChecks(MessageFilter):
     def end_of_data(self, client: Client, transaction: Transaction, message: BinaryIO) -> Verdict:
         if not self._applies(client):
             return ACCEPT
+        with self.resolver.budget(self.dns_budget):
+            return self._check_message(client, transaction, message)
+
+    def _check_message(
+        self, client: Client, transaction: Transaction, message: BinaryIO
+    ) -> Verdict:
         spf = check_spf(self.resolver, client.address, transaction.sender, client.helo)
         try:
             header, first = split_header(message)

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from txmailhost.mailauth.checks import CheckPolicy, InboundChecks
+from txmailhost.mailauth.checks import DNS_BUDGET, CheckPolicy, InboundChecks
 from txmailhost.mailauth.forwarding import ForwardSealing, Sealer
 from txmailhost.mailauth.keys import KeyStore
 from txmailhost.mailauth.reports import DMARCReports, ReportLog
@@ -72,5 +72,8 @@ def build_mailauth(config: Any, reactor: Any = None) -> MailAuth:
     if settings.check_inbound:
         policy = CheckPolicy(settings.dmarc_reject, settings.dmarc_quarantine, settings.spf_fail)
         reports = ReportLog(os.path.join(config.data_dir, "dmarc"))
-        filters.append(InboundChecks(resolver, config.hostname, policy, reports=reports))
+        # the lookups of a message end within the chain's time for a filter (DNS_BUDGET)
+        budget = min(DNS_BUDGET, config.filters.timeout * 2 / 3)
+        filters.append(InboundChecks(resolver, config.hostname, policy, reports=reports,
+                                     dns_budget=budget))  # fmt: skip
     return MailAuth(resolver, keys, signer, filters, authserv_id=config.hostname)
