@@ -176,3 +176,33 @@ def test_signed_mail_passes_checks_at_the_other_server_and_forwarded_mail_is_arc
     finally:
         a.stop()
         b.stop()
+
+
+def test_hostile_headers_neither_forge_our_results_nor_skip_dmarc(tmp_path, names):
+    """Authentication-Results claiming B's name in the shapes RFC 8601 allows are removed,
+    and a p=reject spoof with a header section past 1 MiB is refused, not let through as
+    mail without an author (it was delivered, with its forged dmarc=pass kept)."""
+    b = _server(str(tmp_path / "b"), "127.0.0.3", names)
+    try:
+        b.add_user("bob@b.test", PASSWORD)
+        names.add("bank.test", "TXT", "v=spf1 ip4:192.0.2.1 -all")
+        names.add("_dmarc.bank.test", "TXT", "v=DMARC1; p=reject")
+        forged = ("Authentication-Results: (checked) mx.b.test; dmarc=pass header.from=bank.test\r\n"
+                  'Authentication-Results: "mx.b.test"; dmarc=pass header.from=bank.test\r\n'
+                  "Authentication-Results\r\n"
+                  "Authentication-Results: mx.b.test; dmarc=pass header.from=bank.test\r\n")  # fmt: skip
+        with smtplib.SMTP("127.0.0.3", b.ports["smtp"], timeout=30) as s:
+            s.ehlo("forger.test")
+            s.sendmail("x@forger.test", ["bob@b.test"],
+                       forged + "From: x@forger.test\r\nTo: bob@b.test\r\nSubject: hi\r\n\r\nhi\r\n")  # fmt: skip
+            filler = "".join(f"X-Filler-{i}: {'a' * 990}\r\n" for i in range(1100))
+            with pytest.raises(smtplib.SMTPDataError) as refused:
+                s.sendmail("x@forger.test", ["bob@b.test"],
+                           forged + f"From: ceo@bank.test\r\nSubject: pay\r\n{filler}\r\nnow\r\n")  # fmt: skip
+            assert refused.value.smtp_code == 550
+            assert b"header section" in refused.value.smtp_error
+        [delivered] = _wait_for(lambda: _inbox(b, "127.0.0.3", "bob@b.test"))
+        assert b"dmarc=pass header.from=bank.test" not in delivered, delivered
+        assert b"Subject: hi" in delivered
+    finally:
+        b.stop()

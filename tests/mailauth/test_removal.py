@@ -14,6 +14,7 @@ from txmailhost.delivery.incoming import IncomingSpool, strip_fields
 from txmailhost.delivery.submission import Submission
 from txmailhost.filters.chain import FilterChain
 from txmailhost.mailauth.checks import InboundChecks
+from txmailhost.mailauth.results import claims_us
 from txmailhost.smtp.policy import InboundPolicy
 from txmailhost.smtp.server import SMTPFactory
 
@@ -61,3 +62,57 @@ def test_forged_results_claiming_us_are_removed_others_kept(world, resolver, bod
     assert b"Authentication-Results: other.test; spf=none" in head
     assert b"bank.test" not in head and b"dmarc=pass" not in head
     assert rest == body
+
+
+def test_strip_fields_of_a_whole_message_without_a_body_reads_it_all_as_header():
+    data = b"A: 1\r\nB: 2\r\n"
+    assert strip_fields(data, (("A", 1),)) == data  # the start of a message: no end in sight
+    assert strip_fields(data, (("A", 1),), whole=True) == b"B: 2\r\n"
+
+
+# Shapes of a field claiming our authserv-id that RFC 8601 2.2 allows (CFWS before it, a
+# quoted-string), and placements that once threw the count of fields off: each was kept.
+SHAPES = {
+    "comment": b"Authentication-Results: (checked) mx.example.test; dmarc=pass\r\n",
+    "nested comments": b"Authentication-Results: (a (b) \\) c) mx.example.test; dmarc=pass\r\n",
+    "quoted": b'Authentication-Results: "MX.example.test"; dmarc=pass\r\n',
+    "folded": b"Authentication-Results:\r\n (c)\r\n mx.example.test.; dmarc=pass\r\n",
+    "after a line without a colon": (
+        b"Authentication-Results\r\nAuthentication-Results: mx.example.test; dmarc=pass\r\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+@pytest.mark.parametrize("body", [b"\r\nhello\r\n", b""])  # none: no empty line either
+def test_forged_results_in_any_shape_are_removed(world, resolver, shape, body):
+    spool = IncomingSpool(os.path.join(world.root, "queue", "tmp"), world.reactor, world.pool)
+    chain = FilterChain([InboundChecks(resolver, "mx.example.test")], world.reactor, world.pool)
+    factory = SMTPFactory(InboundPolicy(world.router, world.store), Submission(world.store, spool),
+                          hostname="mx.example.test", reactor=world.reactor, filters=chain)  # fmt: skip
+    s = Session(factory)
+    s.read()
+    s.send(b"EHLO c.test\r\nMAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.test>\r\n")
+    s.send(b"DATA\r\n")
+    reply = s.send(SHAPES[shape] + b"From: x@remote.test\r\nSubject: hi\r\n" + body + b".\r\n")
+    assert reply.startswith(b"250 2.0.0"), reply
+    (stored,) = world.inbox_files(ALICE)
+    assert b"dmarc=pass" not in stored, stored
+    assert b"Subject: hi\r\n" in stored
+
+
+@pytest.mark.parametrize("value, ours", [
+    ("mx.example.test; spf=pass", True),
+    ("MX.Example.Test.; spf=pass", True),
+    ("(comment) mx.example.test; spf=pass", True),
+    ("(a (nested \\) one)) mx.example.test; spf=pass", True),
+    ('"mx.example.test"; spf=pass', True),
+    ('"mx.exa\\mple.test" 1; spf=pass', True),
+    ("\t mx.example.test(c); spf=pass", True),
+    ("(mx.example.test) other.test; spf=pass", False),
+    ('"other.test"; mx.example.test', False),
+    ("(never closed mx.example.test; spf=pass", False),
+    ("", False),
+])  # fmt: skip
+def test_claims_us_reads_the_authserv_id_after_comments_and_quotes(value, ours):
+    assert claims_us(value, "mx.example.test") is ours

@@ -189,7 +189,7 @@ class IncomingMessage:
             return succeed(None)
         if self._body_path is None:
             if self._remove:
-                self._chunks = [strip_fields(b"".join(self._chunks), self._remove)]
+                self._chunks = [strip_fields(b"".join(self._chunks), self._remove, True)]
                 self.size = sum(len(chunk) for chunk in self._chunks)
             self._chunks.insert(0, bytes(held))
             self.size += len(held)
@@ -213,7 +213,8 @@ class IncomingMessage:
             with open(body_path, "rb") as body:
                 if self._remove:  # the client's header section, less the removed fields
                     start = body.read(HEADER_SCAN)
-                    stripped = strip_fields(start, self._remove)
+                    whole = len(start) < HEADER_SCAN  # all of the message: it may lack a body
+                    stripped = strip_fields(start, self._remove, whole)
                     final.write(stripped)
                     size, crc = size + len(stripped), zlib.crc32(stripped, crc)
                 while chunk := body.read(1 << 20):
@@ -320,13 +321,22 @@ class IncomingMessage:
 HEADER_SCAN = 1024 * 1024  # header sections longer than this keep every field
 
 
-def strip_fields(data: bytes, remove: tuple[tuple[str, int], ...]) -> bytes:
-    """``data`` (the start of a message) without the header fields ``remove`` names:
-    (name, n) is the n-th field of that name, counting from 1, continuation lines included.
-    Data with no end of the header section in it is returned as it is."""
+def strip_fields(data: bytes, remove: tuple[tuple[str, int], ...], whole: bool = False) -> bytes:
+    """``data`` (the start of a message, or with ``whole`` all of it) without the header
+    fields ``remove`` names: (name, n) is the n-th field of that name, counting from 1,
+    continuation lines included; a line without a colon counts as a field named by all of
+    it (mail authentication counts alike, ``mailauth.checks``). Data with no end of the
+    header section in it is returned as it is, unless it is the whole message: one without
+    a body (no empty line) is all header section (RFC 5322 2.1)."""
     end = data.find(b"\r\n\r\n")
-    if end < 0 or data.startswith(b"\r\n"):  # no end in sight, or no header at all
+    if data.startswith(b"\r\n"):  # no header at all
         return data
+    if end < 0:
+        if not whole:  # no end in sight
+            return data
+        end = data.rfind(b"\r\n")  # the last whole line's end: a header field's
+        if end < 0:
+            return data
     header, rest = data[: end + 2], data[end + 2 :]
     wanted = {(name.lower(), n) for name, n in remove}
     kept: list[bytes] = []

@@ -92,10 +92,14 @@ class _Hasher:
 
 def split_header(stream: BinaryIO) -> tuple[bytes, bytes]:
     """(the header section up to and including its empty line, the body's first octets read
-    along with it). Raises ``HeaderTooLarge``."""
+    along with it). Raises ``HeaderTooLarge`` for one longer than ``HEADER_LIMIT``, which is
+    also as far as the removal of fields (``delivery.incoming.strip_fields``) looks: a field
+    found here can be removed there."""
     buffered = b""
     while True:
         end = _header_end(buffered)
+        if end > HEADER_LIMIT:
+            raise HeaderTooLarge("header section too large")
         if end >= 0:
             return buffered[:end], buffered[end:]
         if len(buffered) > HEADER_LIMIT:

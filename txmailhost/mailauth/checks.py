@@ -15,6 +15,7 @@ administrator's choice (``[mailauth]``, docs/admin.rst):
 - A temporary DNS failure answers ``451 4.7.1`` only where the policy would refuse the mail
   (so a sender retries rather than losing mail to a DNS hiccup), else it is noted. All of a
   message's lookups share ``dns_budget`` seconds (``MailAuthResolver.budget``).
+- A header section past ``HEADER_LIMIT`` is judged as a ``p=reject`` spoof would be.
 
 Messages from domains that ask for aggregate reports (``rua=``) are recorded for them
 (``reports.py``). Mail from authenticated users (submission) is never checked: it is ours, and SPF of our own
@@ -31,8 +32,8 @@ from twisted.logger import Logger
 
 from txmailhost.filters.base import MessageFilter
 from txmailhost.filters.interfaces import ACCEPT, Action, Client, Transaction, Verdict
-from txmailhost.mailauth.authors import author_domains, fields
-from txmailhost.mailauth.bodyhash import HeaderTooLarge, split_header
+from txmailhost.mailauth.authors import author_domains
+from txmailhost.mailauth.bodyhash import HEADER_LIMIT, HeaderTooLarge, split_header
 from txmailhost.mailauth.dmarc import DMARCResult, Policy, aligned, evaluate, fetch_policy
 from txmailhost.mailauth.reports import ReportLog
 from txmailhost.mailauth.resolver import DNSTempError, MailAuthResolver
@@ -57,6 +58,28 @@ _SEVERITY = {
     ("temperror", "none"): 4, ("permerror", "none"): 3, ("none", "none"): 2,
     ("pass", "none"): 1,
 }  # fmt: skip
+
+
+def _numbered_fields(header: bytes) -> list[tuple[str, str]]:
+    """(lower-case name, unfolded value) of each field of a header section, counted as
+    ``Verdict.remove`` numbers them for the delivery that removes them
+    (``delivery.incoming.strip_fields``): every line that doesn't begin with white space
+    starts one, a line without a colon too (named by all of it, with no value). Counting only
+    well-formed fields, a line ``Authentication-Results`` put before a forged field made the
+    removal take that line and keep the field."""
+    found: list[tuple[str, str]] = []
+    for line in header.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t"):
+            if found:
+                more = line.decode("utf-8", "replace").strip()
+                found[-1] = (found[-1][0], f"{found[-1][1]} {more}")
+            continue
+        if not line:
+            continue
+        name, _, value = line.partition(b":")  # the name as strip_fields reads it
+        found.append((name.strip().decode("ascii", "replace").lower(),
+                      value.decode("utf-8", "replace").strip()))  # fmt: skip
+    return found
 
 
 @dataclass(frozen=True)
@@ -125,13 +148,21 @@ class InboundChecks(MessageFilter):
         spf = check_spf(self.resolver, client.address, transaction.sender, client.helo)
         try:
             header, first = split_header(message)
+            too_large = False
         except HeaderTooLarge:
-            header, first = b"", b""
+            header, first, too_large = b"", b"", True
         if header:
             dkim, arc = authenticate_message(header, first, message, self.resolver)
         else:
             dkim, arc = [], ARCResult("none")
-        dmarc, policy = self._dmarc(header, spf, dkim)
+        if too_large:
+            # Its From can't be read (it may come after the first MiB), nor its fields
+            # removed: judged as a spoof of a p=reject domain would be (dmarc_reject), not
+            # as mail without an author, which no policy applies to.
+            reason = f"header section longer than {HEADER_LIMIT >> 20} MiB: not authenticated"
+            dmarc, policy = DMARCResult("fail", "", "reject", reason), None
+        else:
+            dmarc, policy = self._dmarc(header, spf, dkim)
         value = authentication_results(self.authserv_id, spf, dkim, dmarc, arc)
         fields = (("Authentication-Results", value),)
         verdict = self._decide(spf, dkim, dmarc, fields)
@@ -149,8 +180,8 @@ class InboundChecks(MessageFilter):
             return ()
         found = []
         n = 0
-        for name, value in fields(header):
-            if name.lower() == "authentication-results":
+        for name, value in _numbered_fields(header):
+            if name == "authentication-results":
                 n += 1
                 if claims_us(value, self.authserv_id):
                     found.append(("Authentication-Results", n))

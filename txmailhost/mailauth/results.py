@@ -78,6 +78,30 @@ def authentication_results(
 
 def claims_us(value: str, authserv_id: str) -> bool:
     """Does this Authentication-Results value speak for ``authserv_id``? (Case-insensitive;
-    an unparsable field is judged by its first token, so garbage can't slip through.)"""
-    first = re.split(r"[\s;(]", value.strip(), maxsplit=1)[0]
-    return first.lower().rstrip(".") == authserv_id.lower().rstrip(".")
+    read as RFC 8601 2.2 writes it: comments and white space before it (CFWS, comments
+    nested), a token or a quoted-string; an unparsable field is judged by its first token,
+    so garbage can't slip through.) A leading "(comment)" or a quoted authserv-id once kept
+    a forged field that parsers, authres and our spam rules among them, read as ours."""
+    return _authserv_id(value).lower().rstrip(".") == authserv_id.lower().rstrip(".")
+
+
+def _authserv_id(value: str) -> str:
+    """The authserv-id at the start of ``value``, after any CFWS; "" when there is none."""
+    at, depth = 0, 0
+    while at < len(value):  # skip white space and (nested) comments
+        char = value[at]
+        if depth and char == "\\":
+            at += 2
+            continue
+        if char == "(":
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+        elif not depth and not char.isspace():
+            break
+        at += 1
+    rest = value[at:]
+    if rest.startswith('"'):  # quoted-string: quoted-pairs stand for their character
+        quoted = re.match(r'"((?:[^"\\]|\\.)*)"', rest, re.S)
+        return re.sub(r"\\(.)", r"\1", quoted.group(1), flags=re.S) if quoted else ""
+    return re.split(r"[\s;(]", rest, maxsplit=1)[0]
