@@ -47,9 +47,11 @@ class _Hasher:
         self._anything = False
         self._open_line = False  # a ``fragment`` began a line whose end is still to come
         self._space = False  # relaxed: a run of white space whose line's end is still to come
+        self.beyond = False  # the canonical body went on past ``length`` (l=)
 
     def _feed(self, data: bytes) -> None:
         if self._left is not None:
+            self.beyond = self.beyond or len(data) > self._left
             data = data[: self._left]
             self._left -= len(data)
         if data:
@@ -100,7 +102,9 @@ class _Hasher:
 
     def digest(self) -> bytes:
         if not self._anything and self.spec.canonicalization == "simple":
+            beyond = self.beyond  # no text of the body: none past l= either
             self._feed(b"\r\n")  # an empty body is one CRLF under simple (3.4.3)
+            self.beyond = beyond
         return self._hash.digest()
 
 
@@ -142,6 +146,7 @@ class BodyHashing:
         self._hashers = [_Hasher(spec) for spec in specs]
         self._carry = b""
         self._open = False  # a line begun in pieces (``fragment``, ``blank``) is not ended
+        self.partial: set[BodySpec] = set()  # after ``finish``: specs with body past l=
 
     def update(self, chunk: bytes) -> None:
         data = self._carry + chunk
@@ -170,7 +175,9 @@ class BodyHashing:
     def finish(self) -> dict[BodySpec, bytes]:
         if self._carry or self._open:  # a last line without its line break is a line (dkimpy)
             self.update(b"\n")
-        return {hasher.spec: hasher.digest() for hasher in self._hashers}
+        digests = {hasher.spec: hasher.digest() for hasher in self._hashers}
+        self.partial = {hasher.spec for hasher in self._hashers if hasher.beyond}
+        return digests
 
 
 def body_hashes(first: bytes, stream: BinaryIO, specs: set[BodySpec]) -> dict[BodySpec, bytes]:

@@ -3,8 +3,9 @@
 Each ``DKIM-Signature`` gets one result as RFC 8601 2.7.1 names them: ``pass``, ``fail``
 (the signature or body hash doesn't match), ``neutral`` (a syntactically broken signature
 we can't judge — counted as ``permerror`` here, which receivers treat alike), ``temperror``
-(the key's DNS lookup failed for now) or ``permerror`` (no key, a malformed key or
-signature, a key too small). Nothing a sender writes raises out of here: a message with
+(the key's DNS lookup failed for now), ``permerror`` (no key, a malformed key or
+signature, a key too small) or ``policy`` (valid, but its ``l=`` leaves part of the body
+unsigned). Nothing a sender writes raises out of here: a message with
 hostile signatures is still delivered, with what we found in its header field.
 
 Body hashes for all signatures come from one pass over the stream (``bodyhash.py``);
@@ -25,10 +26,10 @@ import dkim
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from txmailhost.mailauth.bodyhash import (
+    CHUNK,
     BodyHashing,
     BodySpec,
     HeaderTooLarge,
-    body_hashes,
     split_header,
 )
 from txmailhost.mailauth.resolver import DNSTempError, MailAuthResolver
@@ -95,6 +96,7 @@ class _BodyHashed:
     the stream; the rest (header hash, key, signature) is dkimpy's."""
 
     body_hashes: dict[BodySpec, bytes] = {}
+    partial: set[BodySpec] = set()  # specs whose l= left part of the body unsigned
 
     def verify_sig_process(self, sig: Any, include_headers: Any, sig_header: Any, dnsfunc: Any):
         if b"bh" in sig:
@@ -160,8 +162,12 @@ def verify_message(
             parsed.append(sig)
         except (InvalidTagValueList, dkim.DKIMException, ValueError) as e:
             parsed.append(str(e) or "malformed signature")
-    specs = {_spec(sig) for sig in parsed if isinstance(sig, dict)}
-    verifier.body_hashes = body_hashes(first, stream, specs)
+    hashing = BodyHashing({_spec(sig) for sig in parsed if isinstance(sig, dict)})
+    hashing.update(first)
+    while chunk := stream.read(CHUNK):
+        hashing.update(chunk)
+    verifier.body_hashes = hashing.finish()
+    verifier.partial = hashing.partial
     return [_one(verifier, index, sig, resolver) for index, sig in enumerate(parsed)]
 
 
@@ -283,4 +289,11 @@ def _one(
         return result("fail", str(e))
     except Exception as e:
         return result("permerror", str(e) or type(e).__name__)
-    return result("pass") if good else result("fail", "signature did not verify")
+    if not good:
+        return result("fail", "signature did not verify")
+    if _spec(sig) in verifier.partial:
+        # RFC 6376 8.2: what follows l= octets is anyone's, e.g. "pay this account" under a
+        # bank's valid signature. Valid, but not accepted here (RFC 8601 2.7.1 "policy"), so
+        # DMARC doesn't count it: a signature whose l= covers the whole body still passes.
+        return result("policy", "body goes on past l=: text added after signing")
+    return result("pass")
