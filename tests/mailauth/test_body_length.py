@@ -6,23 +6,12 @@ from __future__ import annotations
 import io
 
 import dkim
-import pytest
 
 from txmailhost.filters.interfaces import Action, Client, Transaction
 from txmailhost.mailauth.checks import InboundChecks
-from txmailhost.mailauth.keys import KeyStore
 from txmailhost.mailauth.verify import verify_stream
 
 CLIENT = Client("127.0.0.9", helo="mx.sender.test", listener="smtp")
-
-
-@pytest.fixture
-def evil(names, tmp_path):
-    keys = KeyStore(str(tmp_path / "dkim"))
-    keys.create("evil.test", "k")
-    for key in keys.published("evil.test"):
-        names.add(f"{key.selector}._domainkey.evil.test", "TXT", key.txt_record())
-    return keys
 
 
 def _signed_with_length(evil, body: bytes) -> bytes:

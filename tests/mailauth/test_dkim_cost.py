@@ -9,12 +9,10 @@ import io
 import time
 
 import dkim
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from txmailhost.filters.interfaces import Client
-from txmailhost.mailauth.keys import KeyStore
 from txmailhost.mailauth.verify import _select_headers, verify_stream
 
 CLIENT = Client("127.0.0.9", helo="mx.sender.test", listener="smtp")
@@ -61,15 +59,6 @@ def test_dkimpy_selects_signed_fields_in_one_pass():
     _Counted.reads = 0
     dkim.select_headers(headers, [f"n{i}".encode() for i in range(1000)] + [b"x5"])
     assert _Counted.reads <= 10  # dkimpy's own read the list once per absent name: 10^6
-
-
-@pytest.fixture
-def evil(names, tmp_path):
-    keys = KeyStore(str(tmp_path / "dkim"))
-    keys.create("evil.test", "k")
-    for key in keys.published("evil.test"):
-        names.add(f"{key.selector}._domainkey.evil.test", "TXT", key.txt_record())
-    return keys
 
 
 def test_a_signature_listing_thousands_of_fields_costs_little(evil, resolver):

@@ -245,6 +245,18 @@ def read_header(path: str, limit: int = _index.HEADER_CACHE_LIMIT) -> bytes:
         return lineends.crlf_form(b"".join(lines))
 
 
+def _headers_of(paths: Iterable[str]) -> list[bytes | None]:
+    """``read_header`` of each file, None for one that can't be read (read before the index
+    lock is taken: the index is then written without the file's header cached)."""
+    headers: list[bytes | None] = []
+    for path in paths:
+        try:
+            headers.append(read_header(path))
+        except OSError:
+            headers.append(None)
+    return headers
+
+
 def _adopt(path: str, filename: str) -> tuple[int, bytes | None]:
     """The CRLF size and header of a file another tool put into a mailbox: the size from the
     name's ``,W=`` field when it has one (nothing read), else counted from the file, once, here
@@ -1100,12 +1112,7 @@ class MaildirStore:
         RFC 3502 §6.3.11: a link that fails removes the ones made before it, and the index
         never holds some without the others). The UIDs, in order. ``delivered``: new mail
         (``_subdir``), not a client's APPEND."""
-        headers = []
-        for source_path, *_rest in files:
-            try:
-                headers.append(read_header(source_path))
-            except OSError:
-                headers.append(None)
+        headers = _headers_of(source_path for source_path, *_rest in files)
         index = _index.MailboxIndex(directory)
         # Linked under the index's write lock (``_reconcile``'s docstring says why).
         with index.write() as db:
@@ -1517,12 +1524,7 @@ class MaildirStore:
         self, directory: str, files: list[tuple[str, str, str, int, str, int, float, str]]
     ) -> None:
         """``deliver_named_sync`` into one mailbox: link, fsync, index, under its lock."""
-        headers = []
-        for source_path, *_rest in files:
-            try:
-                headers.append(read_header(source_path))
-            except OSError:
-                headers.append(None)
+        headers = _headers_of(source_path for source_path, *_rest in files)
         index = _index.MailboxIndex(directory)
         with index.write() as db:
             for source_path, name, subdir, bits, *_rest in files:
