@@ -138,3 +138,30 @@ def test_on_the_reactor_thread_a_stale_snapshot_is_used_and_read_again_in_a_thre
         assert time.time() < deadline, "the background read did not happen"
         time.sleep(0.05)
     assert len(queries) == 1  # one read, however many messages asked meanwhile
+
+
+def test_on_the_reactor_thread_the_answer_is_the_last_snapshot_even_when_the_read_wins(
+    nodes, monkeypatch
+):
+    """The background read may finish before ``keys`` returns (the thread it starts can run
+    first): the answer is still the snapshot that was current when the question was asked,
+    never whichever one the race left behind."""
+    import threading
+
+    from twisted.python import threadable
+
+    from txmailhost.mailauth import sharedkeys
+
+    class Immediate(threading.Thread):
+        def start(self) -> None:  # the new thread wins the race every time
+            self.run()
+
+    (a, b), clocks = nodes
+    a.create("example.test", "one")
+    b.refresh()
+    a.create("example.test", "two")
+    clocks[1].now += b.REFRESH
+    monkeypatch.setattr(sharedkeys.threading, "Thread", Immediate)
+    monkeypatch.setattr(threadable, "isInIOThread", lambda: True)
+    assert [k.selector for k in b.keys("example.test")] == ["one-ed25519", "one-rsa"]
+    assert [k.selector for k in b.keys("example.test")] == ["two-ed25519", "two-rsa"]

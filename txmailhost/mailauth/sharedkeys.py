@@ -143,12 +143,13 @@ class SharedKeyStore:
             )
             return _signing_keys(domain, *rows[0]) if rows else []
         age = self._clock() - self._read_at
-        missing = domain not in self._active
+        active = self._active  # taken first: a background read may replace it meanwhile
+        missing = domain not in active
         if age >= self.REFRESH or (missing and age >= self.MISSING_REFRESH):
             if threadable.isInIOThread():
                 self._refresh_later()  # the reactor thread never waits on the database
-            else:
-                self.refresh()
+                return active.get(domain, [])
+            self.refresh()
         return self._active.get(domain, [])
 
     def refresh(self) -> None:
