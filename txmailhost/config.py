@@ -45,6 +45,7 @@ MiB = 1024 * 1024
 # Connections per listener: Linux's default fs.nr_open (the most open files a process may
 # have) is 1,048,576, so a larger limit could never be reached, only overflow setrlimit.
 MAX_CONNECTIONS = 1_000_000
+FILTER_THREADS = 8  # the blocking filters' threads (service._build_filters)
 
 
 class ConfigError(Exception):
@@ -1187,6 +1188,15 @@ class FiltersConfig:
         check=_choice("tempfail", "accept"),
         doc="""What a message gets when a filter fails or times out: "tempfail" (451, the
         client retries later; nothing is lost) or "accept" (as if the filter had said yes).""",
+    )
+    threads_per_client: int = setting(
+        4,
+        check=_integer("threads", minimum=0, maximum=FILTER_THREADS),
+        doc="""Most of the 8 threads the blocking checks run in (mail authentication's DNS
+        lookups, greylisting, clamd, spamd, rspamd) that one client address (an IPv6 /64)
+        may hold at once; its further messages wait up to timeout for one of its own to
+        finish, then get on_error. A client whose mail makes the checks slow (silent DNS
+        servers) then can't make every other client wait. 0: no limit.""",
     )
     settings: dict = setting(
         default_factory=dict,

@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from txmailhost.config import FILTER_THREADS
 from txmailhost.pools import Lane, ThreadPoolService
 
 if TYPE_CHECKING:
@@ -361,13 +362,20 @@ def _build_filters(
     """The content filter chain of ``[filters]`` after ``leading`` (mail authentication's),
     None when empty, with a thread pool of its own for filters that block: a slow spam
     scanner then never holds up an fsync."""
+    from txmailhost.filters.fairness import ClientSlots
     from txmailhost.filters.registry import FilterConfigError, FilterHost
 
     settings = config.filters
-    pool = Lane(reactor, 8, name="txmailhost-filters")  # a cheap hand-off per message
+    pool = Lane(reactor, FILTER_THREADS, name="txmailhost-filters")  # a cheap hand-off each
     shared = config.store.dsn if config.store.backend == "postgres" else ""
     host = FilterHost(
-        config.data_dir, config.hostname, resolver, shared_dsn=shared, reactor=reactor, pool=pool
+        config.data_dir,
+        config.hostname,
+        resolver,
+        shared_dsn=shared,
+        reactor=reactor,
+        pool=pool,
+        slots=ClientSlots(settings.threads_per_client),  # the chain's and the spam score's
     )
     try:
         chain = _filter_chain(config, reactor, pool, host, leading)
@@ -397,6 +405,7 @@ def _filter_chain(config: Any, reactor: Any, pool: Any, host: Any, leading: Any 
         settings.on_error,
         leading=tuple(leading),
         host=host,
+        per_client=settings.threads_per_client,
     )
 
 

@@ -16,8 +16,12 @@ import time
 from email.parser import BytesHeaderParser
 from typing import BinaryIO
 
+from twisted.logger import Logger
+
 from txmailhost.filters.base import MessageFilter
 from txmailhost.filters.interfaces import Client, Transaction, Verdict
+
+log = Logger()
 
 
 class ExampleFilter(MessageFilter):
@@ -47,6 +51,7 @@ class ExampleFilter(MessageFilter):
         if "crash-me" in subject:
             raise RuntimeError("example: crashed on purpose")
         if "slow-me" in subject:
+            log.info("example: slow-me, sleeping {seconds} s", seconds=self.sleep)
             time.sleep(self.sleep)
         if "tempfail-me" in subject:
             return Verdict.tempfail("example: try again later")

@@ -297,3 +297,86 @@ def test_a_batch_still_queued_when_its_budget_ends_asks_nothing_later():
     assert result(pending).refusal.action is Action.TEMPFAIL
     pool.run_next()  # a thread takes the batch at last
     assert queued.asked == 0
+
+
+# -- one client may hold at most ``per_client`` of the threads (fairness.py) -------------------
+
+
+def ask_from(chain, address):
+    message = b"Subject: x\r\n\r\nbody\r\n"
+    client = Client(address, helo="c.test")
+    return Deferred.fromCoroutine(chain.end_of_data(client, TX, lambda: io.BytesIO(message)))
+
+
+def test_a_client_with_its_share_of_the_threads_busy_waits_and_others_do_not():
+    """Two slow checks of one client's hold its two slots: its third message waits outside
+    the threads' queue, another client's goes to the threads at once, and the third gets its
+    thread as soon as one of the client's own ends."""
+    reactor, pool = SyncReactor(), HeldPool()
+    check = BlockingSays(Verdict.accept(), "dns")
+    chain = FilterChain([check], reactor, pool, timeout=30, per_client=2)
+    first, second = ask_from(chain, "192.0.2.66"), ask_from(chain, "192.0.2.66")
+    third = ask_from(chain, "192.0.2.66")
+    assert len(pool.held) == 2 and chain.slots.waiting("192.0.2.66") == 1
+    other = ask_from(chain, "198.51.100.1")
+    assert len(pool.held) == 3  # not behind the first client's third
+    pool.held.pop(2)()
+    assert result(other).refusal is None
+    pool.run_next()
+    assert result(first).refusal is None
+    assert len(pool.held) == 2  # the third went to the threads when the first was done
+    pool.run_next()
+    pool.run_next()
+    assert result(second).refusal is None and result(third).refusal is None
+    assert chain.slots.in_use("192.0.2.66") == 0 and check.asked == 4
+
+
+def test_a_client_waiting_past_the_budget_for_its_own_checks_gets_the_default():
+    reactor, pool = SyncReactor(), HeldPool()
+    check = BlockingSays(Verdict.accept(), "dns")
+    chain = FilterChain([check], reactor, pool, timeout=20, per_client=1)
+    stuck = ask_from(chain, "2001:db8::1")
+    waiting = ask_from(chain, "2001:db8::2")  # the same /64: the same client
+    reactor.advance(20.1)
+    assert result(waiting).refusal.action is Action.TEMPFAIL
+    assert result(stuck).refusal.action is Action.TEMPFAIL  # past its budget too
+    assert len(pool.held) == 1 and chain.slots.waiting("2001:db8::/64") == 0
+    # the thread of the check given up is still busy: the client's slot stays taken...
+    assert chain.slots.in_use("2001:db8::/64") == 1
+    pool.run_next()  # ...until it ends
+    assert chain.slots.in_use("2001:db8::/64") == 0
+
+
+def test_the_slot_wait_counts_in_the_budget():
+    """The budget runs from when the message asked: a check that got its slot late has
+    only what is left of it."""
+    reactor, pool = SyncReactor(), HeldPool()
+    check = BlockingSays(Verdict.accept(headers=(("X-Checked", "1"),)), "dns")
+    chain = FilterChain([check], reactor, pool, timeout=10, per_client=1, on_error="accept")
+    ask_from(chain, "192.0.2.9")
+    late = ask_from(chain, "192.0.2.9")
+    reactor.advance(8)
+    pool.run_next()  # the first ends at 8 s: the second gets the slot with 2 s left
+    reactor.advance(2.1)
+    assert result(late).fields == ()  # given up at 10 s, with on_error
+    pool.run_next()
+    assert check.asked == 1  # the late batch asked nothing
+
+
+def test_a_session_that_goes_away_while_waiting_leaves_the_line():
+    reactor, pool = SyncReactor(), HeldPool()
+    chain = FilterChain([BlockingSays(Verdict.accept())], reactor, pool, per_client=1)
+    first = ask_from(chain, "192.0.2.9")
+    gone = ask_from(chain, "192.0.2.9")
+    gone.cancel()
+    assert chain.slots.waiting("192.0.2.9") == 0
+    pool.run_next()
+    assert result(first).refusal is None and chain.slots.in_use("192.0.2.9") == 0
+
+
+def test_no_limit_with_per_client_zero():
+    reactor, pool = SyncReactor(), HeldPool()
+    chain = FilterChain([BlockingSays(Verdict.accept())], reactor, pool, per_client=0)
+    for _ in range(10):
+        ask_from(chain, "192.0.2.9")
+    assert len(pool.held) == 10

@@ -453,3 +453,58 @@ def test_only_what_blocks_goes_to_the_filters_threads(tmp_path, live, filters_po
     # asked DNS, or read from a file: a filters' thread; else the reactor thread
     assert threads == [False, True, True, False]
     live.call(f.close)
+
+
+def test_the_dns_checks_of_one_client_hold_at_most_its_share_of_the_threads(tmp_path, live):
+    """The offloaded score sends its blocking part (the DNS checks) to the filters' threads
+    itself, outside the chain: it takes a slot of the client's like the chain's checks
+    (``fairness.ClientSlots``), so one client's slow lookups can't hold every thread."""
+    from txmailhost.filters.fairness import ClientSlots
+
+    pool = ThreadPool(4, 4, name="test-filters")
+    pool.start()
+    trained_store(tmp_path)
+    host = FilterHost(
+        str(tmp_path), "mx.example.test", reactor=live.reactor, pool=pool, slots=ClientSlots(1)
+    )
+    f = SpamFilter(host=host, dns_checks=False, bayes_min_messages=3)
+    real_prepare = f._prepare
+    release = threading.Event()
+    started: list[str] = []
+
+    def slow_prepare(client, transaction, message):
+        started.append(client.address)
+        if client.address == "192.0.2.66":
+            release.wait(10)  # a lookup on a silent name server
+        return real_prepare(client, transaction, message)
+
+    f._prepare = slow_prepare
+    f._blocks = lambda client, message: True
+    transaction = Transaction("deals@promo.example", ("alice@example.test",))
+    busy = Client("192.0.2.66", helo="mx.promo.example", listener="smtp")
+    other = Client("198.51.100.1", helo="mx.other.example", listener="smtp")
+    try:
+        # (in a list: ``call`` would wait for a Deferred to fire)
+        first = live.call(lambda: [f.end_of_data(busy, transaction, io.BytesIO(SPAM))])[0]
+        second = live.call(lambda: [f.end_of_data(busy, transaction, io.BytesIO(SPAM))])[0]
+        answered: list = []
+        live.call(
+            lambda: f.end_of_data(other, transaction, io.BytesIO(HAM)).addCallback(answered.append)
+        )
+        deadline = time.monotonic() + 10
+        while not answered and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert answered  # the other client's check didn't wait
+        assert started == ["192.0.2.66", "198.51.100.1"]  # the busy one's second waits
+        release.set()
+        done: list = []
+        live.call(lambda: second.addCallback(done.append) and None)
+        deadline = time.monotonic() + 10
+        while not done and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert done and started == ["192.0.2.66", "198.51.100.1", "192.0.2.66"]
+        assert first.called and host.slots.in_use("192.0.2.66") == 0
+    finally:
+        release.set()
+        live.call(f.close)
+        pool.stop()

@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.logger import Logger
 
 from txmailhost.delivery.incoming import prefixed
+from txmailhost.filters.fairness import ClientSlots, Held, client_key
 from txmailhost.filters.interfaces import (
     ACCEPT,
     STAGES,
@@ -84,6 +86,8 @@ class FilterChain:
         pool: Any,
         timeout: float = 30.0,
         on_error: str = "tempfail",
+        per_client: int = 4,
+        slots: ClientSlots | None = None,
     ) -> None:
         for candidate in filters:
             if not IMessageFilter.providedBy(candidate):
@@ -94,6 +98,8 @@ class FilterChain:
         self._pool = pool
         self.timeout = timeout
         self.on_error = on_error
+        # how many of the threads one client's checks may hold at once (fairness.py)
+        self.slots = slots if slots is not None else ClientSlots(per_client)
 
     def asks(self, stage: str) -> bool:
         """Does any filter take part in ``stage`` (a key of ``STAGES``)?"""
@@ -161,7 +167,7 @@ class FilterChain:
                 group = [filters[index]]
                 while index + len(group) < len(filters) and filters[index + len(group)].blocking:
                     group.append(filters[index + len(group)])
-                answered = await self._ask_blocking(group, stage, ask, combined)
+                answered = await self._ask_blocking(group, stage, ask, combined, client)
             else:
                 candidate = filters[index]
                 started = time.monotonic()
@@ -217,19 +223,65 @@ class FilterChain:
             return self._fallback()
 
     async def _ask_blocking(
-        self, group: list[Any], stage: str, ask: Callable[[Any], Any], combined: _Combined
+        self,
+        group: list[Any],
+        stage: str,
+        ask: Callable[[Any], Any],
+        combined: _Combined,
+        client: Client,
+    ) -> list[tuple[Any, Verdict]]:
+        """``_run_blocking`` once one of the client's slots is free (``fairness.py``): a client
+        with ``per_client`` batches in the threads waits for one of them to end, within the
+        budget: the budget runs from when the message asked, as for a free thread."""
+        key = client_key(client.address)
+        started = self._reactor.seconds()
+        waiter = self.slots.acquire(key)
+        if not waiter.called:
+            try:
+                await waiter.addTimeout(self.timeout, self._reactor)
+            except DeferredTimeout:
+                seconds = self._reactor.seconds() - started
+                late = group[0]
+                error = TimeoutError(
+                    f"no free thread within {self.timeout:g}s: {self.slots.per_client} checks"
+                    f" of {key}'s mail still running"
+                )
+                self._log_failure(late, stage, seconds, error)
+                fallback = self._fallback()
+                metrics.filter_observed(late.name, stage, seconds, fallback)
+                combined.take(fallback)
+                return [(late, fallback)]
+        return await self._run_blocking(group, stage, ask, combined, key, started)
+
+    async def _run_blocking(
+        self,
+        group: list[Any],
+        stage: str,
+        ask: Callable[[Any], Any],
+        combined: _Combined,
+        key: str,
+        asked_at: float,
     ) -> list[tuple[Any, Verdict]]:
         """Blocking filters asked in order in one worker thread, each within its own
-        ``timeout`` as if asked alone: the first's budget starts now, each next one's when the
-        one before answered. A reactor timer watches the budgets (it fires only when one is
+        ``timeout`` as if asked alone: the first's budget starts when the message asked
+        (``asked_at``), each next one's when the one before answered. A reactor timer watches the budgets (it fires only when one is
         spent); a filter past its budget gets ``on_error`` and its thread is left to finish,
         its answer and the rest of the group ignored — the filters after it are asked anew.
         A batch still waiting for a thread when its budget ends asks nothing once it gets one:
         with the threads held up by a slow check, the checks queued behind it would otherwise
         all run late for sessions already answered."""
         batch = _Batch(group, self.timeout, self._reactor.seconds, self._fallback())
-        batch.budget_from = self._reactor.seconds()
-        pending = run_in(self._reactor, self._pool, batch.run, ask, combined)
+        batch.budget_from = asked_at
+        held = Held()
+
+        def run() -> None:
+            try:
+                batch.run(ask, combined)
+            finally:
+                if held.finish():  # the session stopped waiting: the slot is freed here
+                    self._reactor.callFromThread(self.slots.release, key)
+
+        pending = run_in(self._reactor, self._pool, run)
         watchdog = None
 
         def watch() -> None:
@@ -243,7 +295,9 @@ class FilterChain:
                 )
 
         if not pending.called:
-            watchdog = self._reactor.callLater(self.timeout, watch)
+            watchdog = self._reactor.callLater(
+                max(0.0, asked_at + self.timeout - self._reactor.seconds()), watch
+            )
         crashed = None
         try:
             await pending
@@ -255,6 +309,8 @@ class FilterChain:
         finally:
             if watchdog is not None and watchdog.active():
                 watchdog.cancel()
+            if held.abandon():  # the thread is done: no wake-up of the reactor to free it
+                self.slots.release(key)
         answered = batch.close()
         for candidate, verdict, seconds, error in answered:
             if error is not None:

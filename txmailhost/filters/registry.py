@@ -51,6 +51,9 @@ class FilterHost:
     # filter made outside a server (tests, the CLI) blocks instead.
     reactor: Any = None
     pool: Any = None
+    # How many of those threads each client may hold (``fairness.ClientSlots``), shared with
+    # the chain; None: no limit for a filter's own trips.
+    slots: Any = None
 
 
 class FilterConfigError(ValueError):
@@ -92,6 +95,7 @@ def build_chain(
     on_error: str,
     host: FilterHost | None = None,
     leading: tuple[Any, ...] = (),
+    per_client: int = 4,
 ) -> FilterChain | None:
     """The chain for ``[filters]``, after the ``leading`` filters the server itself runs
     (mail authentication); None when it is empty. Raises ``FilterConfigError``."""
@@ -111,4 +115,12 @@ def build_chain(
         filters.append(made)
     if not filters:
         return None
-    return FilterChain(filters, reactor, pool, timeout=timeout, on_error=on_error)
+    return FilterChain(
+        filters,
+        reactor,
+        pool,
+        timeout=timeout,
+        on_error=on_error,
+        per_client=per_client,
+        slots=getattr(host, "slots", None),
+    )

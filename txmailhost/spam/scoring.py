@@ -35,6 +35,7 @@ from twisted.python.failure import Failure
 from txmailhost.accounts.addresses import fold_local
 from txmailhost.delivery.incoming import in_memory
 from txmailhost.filters.base import MessageFilter
+from txmailhost.filters.fairness import client_key
 from txmailhost.filters.interfaces import ACCEPT, Client, Transaction, Verdict
 from txmailhost.pools import run_in
 from txmailhost.spam import rules
@@ -136,6 +137,7 @@ class SpamFilter(MessageFilter):
         # blocking filter that scores in its caller's thread.
         self._reactor = getattr(host, "reactor", None)
         self._pool = getattr(host, "pool", None)
+        self._slots = getattr(host, "slots", None)  # this client's share of the threads
         self.offload = None
         if separate_process and store is not None and self._reactor and self._pool:
             self.offload = ScoringProcess(store, authserv_id, self._reactor)
@@ -238,7 +240,17 @@ class SpamFilter(MessageFilter):
             scores = self._score_here(transaction, prepared)
             return self._verdict(scores, transaction, prepared.notes)
         # The reactor thread: what blocks goes to the filters' threads, the score to the child.
-        if self._blocks(client, message):
+        if self._blocks(client, message) and self._slots is not None:
+            ready = self._slots.run_in(
+                client_key(client.address),
+                self._reactor,
+                self._pool,
+                self._prepare,
+                client,
+                transaction,
+                message,
+            )
+        elif self._blocks(client, message):
             ready = run_in(self._reactor, self._pool, self._prepare, client, transaction, message)
         else:
             ready = succeed(self._prepare(client, transaction, message))
