@@ -7,6 +7,7 @@ import imaplib
 import smtplib
 import time
 from email.message import EmailMessage
+from urllib.parse import urlencode
 
 import pytest
 
@@ -187,3 +188,20 @@ def test_an_app_password_works_for_imap_and_smtp_not_the_webmail_until_revoked(s
     assert "App password revoked" in revoked.text
     assert not imap_login(server, ALICE, password)
     assert imap_login(server, ALICE, PASSWORD)
+
+
+def test_a_done_notice_shows_only_the_text_this_session_was_given(server):
+    """The notice after an action comes from the redirect's query: a link from elsewhere
+    (``/settings?done=Your+password+expired...``) must not put its words in the page, nor
+    may another session's notice be replayed here."""
+    browser = logged_in(server)
+    forged = "Your password expired: sign in again at evil.example"
+    page = browser.get("/settings?" + urlencode({"done": forged}))
+    assert page.status == 200 and "evil.example" not in page.text
+    done = browser.post("/settings/forward", {"csrf": browser.csrf, "targets": BOB}, follow=False)
+    where = done.header("Location")
+    assert "Forwarding saved" in browser.get(where).text
+    other = logged_in(server, agent="Other")
+    assert "Forwarding saved" not in other.get(where).text
+    for path in ("/folders/manage", "/settings/sieve"):
+        assert "evil.example" not in browser.get(path + "?" + urlencode({"done": forged})).text

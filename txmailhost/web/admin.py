@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-from urllib.parse import quote
 
 from twisted.logger import Logger
 
@@ -63,7 +62,7 @@ async def _page(ctx: WebContext, status: int = 200, error: str = "") -> Response
                 rules.list_aliases(None))  # fmt: skip
 
     domains, users, aliases = await accounts_call(ctx, everything)
-    return ctx.render("admin.html", status, error=error, done=ctx.arg("done")[:200],
+    return ctx.render("admin.html", status, error=error, done=ctx.notice(),
                       domains=domains, users=users, aliases=aliases)  # fmt: skip
 
 
@@ -71,8 +70,8 @@ def _size_text(limit: int | None) -> str:
     return "none" if limit is None else f"{limit} bytes"
 
 
-def _done(what: str, where: str = "/admin") -> Response:
-    return redirect(f"{where}?done={quote(what)}")
+def _done(ctx: WebContext, what: str, where: str = "/admin") -> Response:
+    return redirect(f"{where}?{ctx.notice_query(what)}")
 
 
 async def _act(ctx: WebContext, actions: Mapping[str, Action]) -> Response:
@@ -86,7 +85,7 @@ async def _act(ctx: WebContext, actions: Mapping[str, Action]) -> Response:
     except (AccountError, ValueError) as e:
         return await _page(ctx, 400, str(e))
     log.info("web admin {admin}: {done}", admin=ctx.user, done=done)
-    return _done(done)
+    return _done(ctx, done)
 
 
 def _actions(table: Mapping[str, Action]) -> Callable[[WebContext], Awaitable[Response]]:
@@ -238,7 +237,7 @@ async def overview(ctx: WebContext) -> Response:
 async def queue_page(ctx: WebContext) -> Response:
     spool = ctx.services.spool
     envelopes = await ctx.services.in_thread(_load_queue, spool) if spool else []
-    return ctx.render("admin_queue.html", envelopes=envelopes, done=ctx.arg("done")[:200],
+    return ctx.render("admin_queue.html", envelopes=envelopes, done=ctx.notice(),
                       actions=QUEUE_ACTIONS)  # fmt: skip
 
 
@@ -251,7 +250,7 @@ async def queue_action(ctx: WebContext) -> Response:
     await ctx.services.in_thread(spool.request, action, queue_id)
     log.info("web admin {admin}: queue {action} {queue_id}", admin=ctx.user, action=action,
              queue_id=queue_id)  # fmt: skip
-    return _done(f"{action} of {queue_id} requested", "/admin/queue")
+    return _done(ctx, f"{action} of {queue_id} requested", "/admin/queue")
 
 
 ROUTES = [

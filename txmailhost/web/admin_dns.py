@@ -119,7 +119,7 @@ async def dns_page(ctx: WebContext) -> Response:
     keys = await services.in_thread(_keys, console.dkim, served)
     values: dict[str, Any] = {"domains": served, "keys": keys, "domain": "", "records": [],
                               "checked": False, "error": "", "summary": "", "no_keys": False,
-                              "done": ctx.arg("done")[:200]}  # fmt: skip
+                              "done": ctx.notice()}  # fmt: skip
     wanted = ctx.arg("domain").strip()
     if not wanted:
         return ctx.render("admin_dns.html", **values)
@@ -181,7 +181,7 @@ async def keys_action(ctx: WebContext) -> Response:
     except DKIMKeyError as e:
         return text(400, str(e))
     log.info("web admin {admin}: {done}", admin=ctx.user, done=done)
-    return redirect(f"/admin/dns?{urlencode({'domain': domain, 'done': done})}")
+    return redirect(f"/admin/dns?{urlencode({'domain': domain})}&{ctx.notice_query(done)}")
 
 
 ROUTES = [

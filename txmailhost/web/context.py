@@ -9,9 +9,11 @@ sanitising) to the site's pool with :meth:`WebServices.in_thread`.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
@@ -99,6 +101,27 @@ class WebContext:
         if not values:
             return default
         return values[0].decode("utf-8", "replace")
+
+    def notice_query(self, text: str) -> str:
+        """``done=TEXT&ds=MAC``, the query of the page a finished action redirects to: the
+        page shows TEXT (``notice``) only under this session's MAC of it, so a link from
+        elsewhere can't put words of its own in the page's "done" notice ("your password
+        expired, sign in at ...")."""
+        return urlencode({"done": text, "ds": self._notice_mac(text)})
+
+    def notice(self, limit: int = 200) -> str:
+        """The notice ``notice_query`` gave this session, at most ``limit`` characters;
+        "" when there is none or it is not the session's own."""
+        text = self.arg("done")
+        if not text or self.session is None:
+            return ""
+        if not hmac.compare_digest(self.arg("ds").encode(), self._notice_mac(text).encode()):
+            return ""
+        return text[:limit]
+
+    def _notice_mac(self, text: str) -> str:
+        key = (self.session.csrf if self.session else "").encode()
+        return hmac.new(key, b"notice\0" + text.encode(), hashlib.sha256).hexdigest()[:32]
 
     def header(self, name: str) -> str:
         value = self.request.getHeader(name)

@@ -10,8 +10,6 @@ for a confirmation box, since the folder's messages go with it, as with IMAP DEL
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from twisted.logger import Logger
 
 from txmailhost.store.interfaces import INBOX, InvalidMailboxName, MailboxExists, NoSuchMailbox
@@ -34,7 +32,7 @@ async def _page(ctx: WebContext, status: int = 200, error: str = "", done: str =
 
 
 async def manage(ctx: WebContext) -> Response:
-    return await _page(ctx, done=ctx.arg("done")[:100])
+    return await _page(ctx, done=ctx.notice(100))
 
 
 def _bad(name: str) -> str:
@@ -59,7 +57,7 @@ async def create(ctx: WebContext) -> Response:
     except InvalidMailboxName:
         return await _page(ctx, 400, f"{full} can't be a folder name.")
     log.info("web {user} created folder {name}", user=ctx.user, name=full)
-    return redirect(f"/folders/manage?done={quote('Created ' + full)}")
+    return redirect("/folders/manage?" + ctx.notice_query("Created " + full))
 
 
 async def rename(ctx: WebContext) -> Response:
@@ -78,7 +76,7 @@ async def rename(ctx: WebContext) -> Response:
     except InvalidMailboxName:
         return await _page(ctx, 400, f"{new} can't be a folder name.")
     log.info("web {user} renamed folder {old} to {new}", user=ctx.user, old=old, new=new)
-    return redirect(f"/folders/manage?done={quote('Renamed ' + old + ' to ' + new)}")
+    return redirect("/folders/manage?" + ctx.notice_query(f"Renamed {old} to {new}"))
 
 
 async def delete(ctx: WebContext) -> Response:
@@ -91,7 +89,7 @@ async def delete(ctx: WebContext) -> Response:
         raise NoSuchMailbox(name)
     await ctx.store.delete_mailbox(ctx.user, name)
     log.info("web {user} deleted folder {name}", user=ctx.user, name=name)
-    return redirect(f"/folders/manage?done={quote('Deleted ' + name)}")
+    return redirect("/folders/manage?" + ctx.notice_query("Deleted " + name))
 
 
 ROUTES = [

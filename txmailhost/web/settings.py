@@ -89,7 +89,7 @@ async def settings_page(
         "settings.html",
         status,
         error=error,
-        done=ctx.arg("done")[:200],
+        done=ctx.notice(),
         used=used,
         quota=quota,
         percent=min(100, round(100 * used / quota)) if quota else None,
@@ -109,8 +109,8 @@ async def show(ctx: WebContext) -> Response:
     return await settings_page(ctx)
 
 
-def _done(what: str) -> Response:
-    return redirect("/settings?done=" + what.replace(" ", "+"))
+def _done(ctx: WebContext, what: str) -> Response:
+    return redirect("/settings?" + ctx.notice_query(what))
 
 
 async def change_password(ctx: WebContext) -> Response:
@@ -152,7 +152,7 @@ async def change_password(ctx: WebContext) -> Response:
             ended += 1
     log.info("web {user} changed their password ({ended} other sessions ended)",
              user=ctx.user, ended=ended)  # fmt: skip
-    return _done("Password changed")
+    return _done(ctx, "Password changed")
 
 
 async def set_forward(ctx: WebContext) -> Response:
@@ -167,7 +167,7 @@ async def set_forward(ctx: WebContext) -> Response:
     except (AccountError, ValueError) as e:
         return await settings_page(ctx, 400, f"Forwarding not changed: {e}")
     log.info("web {user} set forwarding to {targets}", user=ctx.user, targets=",".join(targets))
-    return _done("Forwarding saved" if targets else "Forwarding off")
+    return _done(ctx, "Forwarding saved" if targets else "Forwarding off")
 
 
 async def set_vacation(ctx: WebContext) -> Response:
@@ -176,7 +176,7 @@ async def set_vacation(ctx: WebContext) -> Response:
         return text(404, "not found")
     if ctx.arg("state") == "off":
         await ctx.services.in_thread(vacation.vacation_off, scripts, ctx.user)
-        return _done("Away reply off")
+        return _done(ctx, "Away reply off")
     body, subject = ctx.arg("body").strip(), ctx.arg("subject").strip()
     if not body or any(c in subject for c in "\r\n") or len(body) > 10000 or len(subject) > 200:
         return await settings_page(ctx, 400, "Write the away message (and a one-line subject).")
@@ -191,7 +191,7 @@ async def set_vacation(ctx: WebContext) -> Response:
     except (ValueError, ScriptError, SieveSyntaxError) as e:
         return await settings_page(ctx, 400, f"The away reply was not saved: {e}")
     log.info("web {user} turned the away reply on", user=ctx.user)
-    return _done("Away reply on")
+    return _done(ctx, "Away reply on")
 
 
 async def add_app_password(ctx: WebContext) -> Response:
@@ -216,7 +216,7 @@ async def revoke_app_password(ctx: WebContext) -> Response:
     if not removed:
         return text(404, "no such app password")
     log.info("web {user} revoked app password {id}", user=ctx.user, id=app_id)
-    return _done("App password revoked")
+    return _done(ctx, "App password revoked")
 
 
 async def end_session(ctx: WebContext) -> Response:
@@ -227,7 +227,7 @@ async def end_session(ctx: WebContext) -> Response:
             sessions.end(session, "ended from settings")
             if session is ctx.session:
                 return redirect("/login")
-            return _done("Session ended")
+            return _done(ctx, "Session ended")
     return text(404, "no such session")
 
 
@@ -247,7 +247,7 @@ async def sieve_page(ctx: WebContext, status: int = 200, error: str = "", **valu
     infos = await ctx.services.in_thread(scripts.list, ctx.user)
     values.setdefault("script", "")
     return ctx.render("sieve.html", status, error=error, scripts=infos, script_name=name or "",
-                      done=ctx.arg("done")[:200], **values)  # fmt: skip
+                      done=ctx.notice(), **values)  # fmt: skip
 
 
 async def sieve_show(ctx: WebContext) -> Response:
@@ -269,7 +269,7 @@ async def sieve_save(ctx: WebContext) -> Response:
     except (ScriptError, SieveSyntaxError, ValueError) as e:
         return await sieve_page(ctx, 400, f"Not saved: {e}", name=name, script=script)
     log.info("web {user} saved Sieve script {name}", user=ctx.user, name=name)
-    return redirect(f"/settings/sieve?name={quote(name, safe='')}&done=Saved")
+    return redirect(f"/settings/sieve?name={quote(name, safe='')}&{ctx.notice_query('Saved')}")
 
 
 async def sieve_action(ctx: WebContext) -> Response:
@@ -288,7 +288,7 @@ async def sieve_action(ctx: WebContext) -> Response:
             return text(400, "unknown action")
     except ScriptError as e:
         return await sieve_page(ctx, 400, str(e))
-    return redirect(f"/settings/sieve?done={action.capitalize()}d")
+    return redirect("/settings/sieve?" + ctx.notice_query(f"{action.capitalize()}d"))
 
 
 ROUTES = [
