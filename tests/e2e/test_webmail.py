@@ -12,6 +12,7 @@ import re
 import smtplib
 import socket
 from email.message import EmailMessage
+from urllib.parse import quote
 
 import pytest
 
@@ -603,3 +604,20 @@ def test_the_apple_profile_configures_the_logged_in_users_imap_and_submission(ad
         b"OutgoingPasswordSameAsIncomingPassword", b"")  # fmt: skip
     again = plistlib.loads(browser.get("/settings/mobileconfig").body)
     assert again["PayloadUUID"] == document["PayloadUUID"]  # a new download replaces it
+
+
+def test_numbers_in_links_are_ascii_digits_only(server):
+    """``str.isdigit`` is true of "²" (which ``int`` refuses: a 500 before) and of fullwidth
+    digits (a number no page links to): a message address with either is no message, a
+    page number with either is page 1."""
+    send(server, ALICE, plain("numbered", "body"))
+    alice = logged_in(server, ALICE)
+    alice.wait_for("/mail", "numbered")
+    for uid in ("²", "１", "1²"):
+        for path in ("/message", "/message/body"):
+            page = alice.get(f"{path}?folder=INBOX&uid={quote(uid)}", follow=False)
+            assert page.status == 404, (path, uid, page.status, page.text[:200])
+        compose = alice.get(f"/compose?mode=reply&folder=INBOX&uid={quote(uid)}", follow=False)
+        assert compose.status in (200, 404) and "numbered" not in compose.text, uid
+    assert alice.get("/mail?folder=INBOX&page=" + quote("²")).status == 200
+    assert "Traceback" not in server.log()

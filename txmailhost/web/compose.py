@@ -50,7 +50,7 @@ from txmailhost.store.interfaces import (
 from txmailhost.store.lineends import header_end
 from txmailhost.web import composing
 from txmailhost.web.composing import Attachment, BadField, Draft
-from txmailhost.web.context import Route, WebContext
+from txmailhost.web.context import Route, WebContext, ascii_number
 from txmailhost.web.headerbounds import POLICY
 from txmailhost.web.login import _peer_text
 from txmailhost.web.messageview import MessageView, extract_part, read_message
@@ -77,7 +77,8 @@ class Original:
 
 
 def _uid(value: str) -> int | None:
-    return int(value) if value.isdigit() and 0 < int(value) <= MAX_UID else None
+    uid = ascii_number(value)
+    return uid if uid is not None and 0 < uid <= MAX_UID else None
 
 
 def _read_all(stream: Any) -> bytes:

@@ -23,6 +23,13 @@ from txmailhost.web.sessions import LoginTokens, SessionStore, WebSession
 from txmailhost.web.sortkeys import SortedOrders, SortKeys
 
 
+def ascii_number(text: str) -> int | None:
+    """``text`` as a number when it is ASCII digits only, else None. ``str.isdigit`` is true
+    of "²" and of fullwidth "１２" too: the first makes ``int`` raise (a 500), the second a
+    number the page never linked."""
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
 @dataclass
 class ClientSettings:
     """What the autoconfiguration files tell mail clients: our name and the ports of the

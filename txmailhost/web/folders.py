@@ -15,7 +15,7 @@ from typing import Any
 
 from txmailhost.store.interfaces import INBOX
 from txmailhost.web import threads
-from txmailhost.web.context import Route, WebContext
+from txmailhost.web.context import Route, WebContext, ascii_number
 from txmailhost.web.listrows import PAGE_SIZE, Row, rows_of
 from txmailhost.web.responses import Response, redirect
 
@@ -95,7 +95,8 @@ async def message_rows(
 
 
 def _page_number(text: str) -> int:
-    return int(text) if text.isdigit() and 0 < int(text) < 10**7 else 1
+    page = ascii_number(text)
+    return page if page is not None and 0 < page < 10**7 else 1
 
 
 async def home(ctx: WebContext) -> Response:

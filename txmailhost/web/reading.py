@@ -18,7 +18,7 @@ from urllib.parse import quote
 from markupsafe import Markup
 
 from txmailhost.store.interfaces import FLAGGED, INBOX, SEEN, NoSuchMessage
-from txmailhost.web.context import Route, WebContext
+from txmailhost.web.context import Route, WebContext, ascii_number
 from txmailhost.web.messageview import MessageView, extract_part, read_message
 from txmailhost.web.responses import Response, body_csp, redirect, same_site_path, text
 from txmailhost.web.sanitize import sanitize
@@ -33,9 +33,10 @@ MAX_UID = 2**32 - 1
 
 def _uid(ctx: WebContext) -> int:
     value = ctx.arg("uid")
-    if not value.isdigit() or not 0 < int(value) <= MAX_UID:
+    uid = ascii_number(value)
+    if uid is None or not 0 < uid <= MAX_UID:
         raise NoSuchMessage(value)
-    return int(value)
+    return uid
 
 
 def _read_all(stream: Any) -> bytes:

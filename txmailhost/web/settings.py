@@ -40,7 +40,7 @@ from txmailhost.session.auth import Credentials, PasswordLogin
 from txmailhost.sieve import admin as vacation
 from txmailhost.sieve.grammar import SieveSyntaxError
 from txmailhost.sieve.scripts import ScriptError, check_name
-from txmailhost.web.context import Route, WebContext
+from txmailhost.web.context import Route, WebContext, ascii_number
 from txmailhost.web.login import FAILURE_DELAY, _peer_text
 from txmailhost.web.responses import Response, redirect, text
 
@@ -211,7 +211,7 @@ async def add_app_password(ctx: WebContext) -> Response:
 
 async def revoke_app_password(ctx: WebContext) -> Response:
     given = ctx.arg("id")
-    app_id = int(given) if given.isdigit() and len(given) < 12 else 0
+    app_id = (ascii_number(given) or 0) if len(given) < 12 else 0
     removed = await _accounts(ctx, ctx.services.accounts.remove_app_password, ctx.user, app_id)
     if not removed:
         return text(404, "no such app password")
