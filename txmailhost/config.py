@@ -643,6 +643,14 @@ class StoreConfig:
         logs in on all); docs/scaling.rst.""",
     )
 
+    max_mailboxes: int = setting(
+        1000,
+        check=_integer("mailboxes", minimum=0, maximum=1_000_000),
+        doc="""Most mailboxes (folders, INBOX included) a user may have: a CREATE beyond it
+        gets NO [LIMIT], the webmail says so and Sieve's fileinto :create keeps the message
+        in INBOX. Only what users do is limited: the CLI's restore and moving in from
+        Dovecot make as many as they bring. 0: no limit.""",
+    )
     threads: int = setting(
         8,
         check=_integer("threads", maximum=256),

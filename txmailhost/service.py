@@ -628,6 +628,7 @@ def build(
         text_index=config.store.text_index,
         blobs=s3blobs.from_config(config.store),
     )
+    store.max_mailboxes = config.store.max_mailboxes  # what users do; the CLI has no limit
     if callable(getattr(store, "close", None)):  # PostgreSQL: its connections and LISTEN
         storage_service.after_stop.append(store.close)
     if primary and callable(getattr(store, "sweep_staging", None)):  # Maildir

@@ -35,6 +35,7 @@ from txmailhost.store.interfaces import (
     NoSuchMailbox,
     NoSuchMessage,
     StoreError,
+    TooManyMailboxes,
 )
 
 USER = "alice@example.test"
@@ -525,3 +526,24 @@ def test_renaming_inbox_gives_the_new_mailbox_a_new_id_and_keeps_emailids(store)
     assert result(old.status()).mailboxid != inbox_id
     (moved,) = result(old.uid_range(1, 2**32 - 1))
     assert result(old.origins([moved.uid]))[moved.uid].emailid == emailid
+
+
+def test_a_user_may_have_at_most_max_mailboxes(store):
+    """``[store] max_mailboxes`` (the server sets it; 0, the CLI's, is no limit): INBOX and
+    the four default folders count; past the limit nothing is created, except a default
+    folder made again (Send's copy to Sent needs it)."""
+    store.max_mailboxes = 7  # INBOX, Sent, Drafts, Trash, Junk and two more
+    result(store.create_mailbox(USER, "one"))
+    result(store.create_mailbox(USER, "two"))
+    with pytest.raises(TooManyMailboxes):
+        result(store.create_mailbox(USER, "three"))
+    assert "three" not in result(store.list_mailboxes(USER))
+    with pytest.raises(MailboxExists):  # an existing name is still "exists", not "too many"
+        result(store.create_mailbox(USER, "two"))
+    result(store.delete_mailbox(USER, "Junk"))
+    result(store.create_mailbox(USER, "three"))  # room again
+    result(store.create_mailbox(USER, "Junk"))  # a default one: always
+    assert len(result(store.list_mailboxes(USER))) == 8
+    result(store.create_mailbox(OTHER, "mine"))  # per user
+    store.max_mailboxes = 0
+    result(store.create_mailbox(USER, "four"))

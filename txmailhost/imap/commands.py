@@ -35,7 +35,7 @@ from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.imap.replies import Done, mailbox_name, printable
 from txmailhost.imap.search import compress
 from txmailhost.imap.session import SelectedMailbox
-from txmailhost.store.interfaces import INBOX, MailboxExists, NoSuchMailbox
+from txmailhost.store.interfaces import INBOX, MailboxExists, NoSuchMailbox, TooManyMailboxes
 
 log = Logger(namespace="txmailhost.imap")
 
@@ -311,7 +311,8 @@ class MailboxCommands:
             level = names.SEPARATOR.join(parts[:i])
             if level.upper() == INBOX:
                 continue
-            with contextlib.suppress(MailboxExists):
+            # a superior past the limit stays implied (LIST shows it \NonExistent)
+            with contextlib.suppress(MailboxExists, TooManyMailboxes):
                 await self.store.create_mailbox(owner, level)
         if parent is not None and self.acl_offered():
             # RFC 4314 §4: a new mailbox SHOULD inherit its parent's ACL

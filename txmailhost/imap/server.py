@@ -67,6 +67,7 @@ from txmailhost.store.interfaces import (
     NoSuchMailbox,
     NoSuchMessage,
     StoreError,
+    TooManyMailboxes,
 )
 
 log = Logger(namespace="txmailhost.imap")
@@ -701,6 +702,8 @@ def store_error(error: StoreError) -> IMAPError:
         return replies.AlreadyExists()
     if isinstance(error, NoSuchMessage):
         return replies.ExpungeIssued()
+    if isinstance(error, TooManyMailboxes):
+        return replies.Limit(str(error))
     log.failure("imap store error", Failure(error))
     return replies.Unavailable()
 

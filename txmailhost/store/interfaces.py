@@ -55,6 +55,22 @@ class TooManyEntries(StoreError):
     permanent = True
 
 
+class TooManyMailboxes(StoreError):
+    """Creating the mailbox would give the user more than the store's ``max_mailboxes``
+    (``[store] max_mailboxes`` in a server; 0, no limit, for the CLI's restores and moves
+    in); nothing was created."""
+
+    permanent = True
+
+
+def check_room(count: int, limit: int, name: str) -> None:
+    """``TooManyMailboxes`` when a user with ``count`` mailboxes (INBOX too) may not have
+    ``name`` as one more under ``limit`` (0: no limit). The default mailboxes are always
+    allowed: provisioning, Send's copy to Sent and Spam's move to Junk make them."""
+    if limit and count >= limit and name not in DEFAULT_MAILBOXES:
+        raise TooManyMailboxes(f"at most {limit} mailboxes")
+
+
 class NoSuchMessage(StoreError):
     """The UID is not (or no longer) in the mailbox, e.g. expunged by another session."""
 

@@ -87,6 +87,7 @@ from txmailhost.store.interfaces import (
     NoSuchMessage,
     StoredMessage,
     TextQuery,
+    check_room,
 )
 from txmailhost.store.pending import PendingDeliveries
 from txmailhost.store.textindex import TextIndex
@@ -1005,6 +1006,7 @@ class MaildirStore:
         self.pending = PendingDeliveries()
         # RFC 4314 ACLs of every user's mailboxes, and who they are shared with (store/acl.py)
         self.acl = AclTable(os.path.join(self.root, ACL_FILE))
+        self.max_mailboxes = 0  # mailboxes a user may have, INBOX too (0: no limit)
 
     def _mtimes(self, directory: str) -> tuple[int, int] | None:
         try:
@@ -1266,6 +1268,8 @@ class MaildirStore:
             if exist_ok:
                 return
             raise MailboxExists(f"mailbox {mailbox!r} exists")
+        if self.max_mailboxes:
+            check_room(len(self._list_sync(user)), self.max_mailboxes, mailbox)
         # An owner never provisioned (a domain's shared-folder pseudo-user, store/acl.py)
         # needs its own tmp/ too: APPENDs are staged there.
         _make_maildir(user_dir)

@@ -58,6 +58,7 @@ from txmailhost.store.interfaces import (
     NoSuchMailbox,
     NoSuchMessage,
     StoredMessage,
+    check_room,
 )
 from txmailhost.store.metadata import changed as metadata_changed
 
@@ -461,6 +462,7 @@ class MemoryStore:
         self._lock = threading.RLock()
         self.changes = ChangeBus()
         self.acl = AclTable(":memory:")  # RFC 4314 ACLs (store/acl.py), gone with the process
+        self.max_mailboxes = 0  # mailboxes a user may have, INBOX too (0: no limit)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -583,6 +585,7 @@ class MemoryStore:
             folders = self._account(user).folders
             if name in folders:
                 raise MailboxExists(f"mailbox {mailbox!r} exists")
+            check_room(len(folders), self.max_mailboxes, name)
             folders[name] = _Folder()
 
         return self._do(job)

@@ -74,6 +74,7 @@ from txmailhost.store.interfaces import (
     StoredMessage,
     StoreError,
     TooManyEntries,
+    check_room,
 )
 from txmailhost.store.memory import _canonical, _owner
 from txmailhost.store.postgres_listen import PostgresListener, listening
@@ -644,6 +645,7 @@ class PostgresStore:
         self._connections: list[Any] = []
         self._connections_lock = threading.Lock()
         self._origin = uuid.uuid4().hex[:12]  # this store's NOTIFY payloads say it sent them
+        self.max_mailboxes = 0  # mailboxes a user may have, INBOX too (0: no limit)
         self._listener: PostgresListener | None = None
         self.changes = ChangeBus()
         if migrate:
@@ -1307,6 +1309,15 @@ class PostgresStore:
         def job(conn: Any) -> None:
             name = _canonical(mailbox)
             user_id = self._user_id(conn, user)
+            if self.max_mailboxes:
+                (count,) = conn.execute(
+                    "SELECT count(*) FROM mailboxes WHERE user_id = %s", (user_id,)
+                ).fetchone()
+                exists = conn.execute(
+                    "SELECT 1 FROM mailboxes WHERE user_id = %s AND name = %s", (user_id, name)
+                ).fetchone()
+                if exists is None:
+                    check_room(count, self.max_mailboxes, name)
             row = conn.execute(
                 "INSERT INTO mailboxes (user_id, name) VALUES (%s, %s)"
                 " ON CONFLICT (user_id, name) DO NOTHING RETURNING id",

@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from twisted.logger import Logger
 
-from txmailhost.store.interfaces import INBOX, InvalidMailboxName, MailboxExists, NoSuchMailbox
+from txmailhost.store.interfaces import (
+    INBOX,
+    InvalidMailboxName,
+    MailboxExists,
+    NoSuchMailbox,
+    TooManyMailboxes,
+)
 from txmailhost.web.context import Route, WebContext
 from txmailhost.web.folders import folder_list
 from txmailhost.web.responses import Response, redirect
@@ -56,6 +62,8 @@ async def create(ctx: WebContext) -> Response:
         return await _page(ctx, 400, f"A folder named {full} exists already.")
     except InvalidMailboxName:
         return await _page(ctx, 400, f"{full} can't be a folder name.")
+    except TooManyMailboxes as e:
+        return await _page(ctx, 400, f"No more folders can be made: {e}.")
     log.info("web {user} created folder {name}", user=ctx.user, name=full)
     return redirect("/folders/manage?" + ctx.notice_query("Created " + full))
 
