@@ -9,7 +9,9 @@ Changes come from ``IMailbox.watch``, the hook IMAP IDLE uses, so the browser he
 delivery as soon as the store has it (a few milliseconds after the SMTP 250). Events less
 than :data:`COALESCE` apart are sent as one per folder. A comment line every
 :data:`HEARTBEAT` seconds keeps proxies from closing the stream and checks the session's
-expiry. A stream ends the moment its session ends (logout, logout everywhere, expiry found by
+expiry and the account (``WebServices.account_stamp``, as each request does: a stream must not
+outlive the account or its password where ``user del`` couldn't reach this server). A stream
+ends the moment its session ends (logout, logout everywhere, expiry found by
 the sweep) and after :data:`MAX_STREAM` seconds in any case (the browser reconnects by
 itself, with a fresh session check).
 """
@@ -17,6 +19,7 @@ itself, with a fresh session check).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.task import LoopingCall
@@ -38,9 +41,15 @@ class MailEvents:
     """One open event stream: the folders it watches and its timers."""
 
     def __init__(
-        self, reactor: Any, sessions: SessionStore, session: WebSession, mailboxes: dict[str, Any]
+        self,
+        reactor: Any,
+        sessions: SessionStore,
+        session: WebSession,
+        mailboxes: dict[str, Any],
+        stamp_of: Callable[[str], Any] | None = None,
     ) -> None:
         self.reactor = reactor
+        self.stamp_of = stamp_of  # Deferred of the account's stamp (None: not checked)
         self.sessions = sessions
         self.session = session
         self.mailboxes = mailboxes
@@ -84,6 +93,20 @@ class MailEvents:
             self._finish()
             return
         self.request.write(b": keepalive\n\n")
+        if self.stamp_of is not None:
+            checked = self.stamp_of(self.session.user)
+            checked.addCallbacks(self._check_account, self._account_unknown)
+
+    def _check_account(self, stamp: str | None) -> None:
+        """The account is gone or its password changed: the session ends, and with it
+        this stream (``on_end``)."""
+        if self._open and stamp != self.session.stamp:
+            self.sessions.end(self.session, "account removed or password changed")
+
+    def _account_unknown(self, failure: Any) -> None:
+        # the accounts database didn't answer: the next heartbeat asks again
+        log.warn("web: can't check {user}'s account for the event stream: {error}",
+                 user=self.session.user, error=failure.getErrorMessage())  # fmt: skip
 
     def _finish(self) -> None:
         if self._open:
@@ -110,7 +133,10 @@ async def events(ctx: WebContext) -> Response:
     store, user = ctx.store, ctx.user
     mailboxes = {name: await store.open(user, name) for name in await store.list_mailboxes(user)}
     assert ctx.session is not None
-    stream = MailEvents(ctx.services.reactor, ctx.services.sessions, ctx.session, mailboxes)
+    services = ctx.services
+    stream = MailEvents(
+        services.reactor, services.sessions, ctx.session, mailboxes, services.account_stamp
+    )
     return Response(200, content_type="text/event-stream; charset=utf-8", stream=stream.start)
 
 
