@@ -264,9 +264,10 @@ class FilterChain:
     ) -> list[tuple[Any, Verdict]]:
         """Blocking filters asked in order in one worker thread, each within its own
         ``timeout`` as if asked alone: the first's budget starts when the message asked
-        (``asked_at``), each next one's when the one before answered. A reactor timer watches the budgets (it fires only when one is
-        spent); a filter past its budget gets ``on_error`` and its thread is left to finish,
-        its answer and the rest of the group ignored — the filters after it are asked anew.
+        (``asked_at``), each next one's when the one before answered. A reactor timer watches
+        the budgets (it fires only when one is spent); a filter past its budget gets
+        ``on_error`` and its thread is left to finish, its answer and the rest of the group
+        ignored — the filters after it are asked anew.
         A batch still waiting for a thread when its budget ends asks nothing once it gets one:
         with the threads held up by a slow check, the checks queued behind it would otherwise
         all run late for sessions already answered."""
