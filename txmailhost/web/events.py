@@ -9,11 +9,11 @@ Changes come from ``IMailbox.watch``, the hook IMAP IDLE uses, so the browser he
 delivery as soon as the store has it (a few milliseconds after the SMTP 250). Events less
 than :data:`COALESCE` apart are sent as one per folder. A comment line every
 :data:`HEARTBEAT` seconds keeps proxies from closing the stream and checks the session's
-expiry and the account (``WebServices.account_stamp``, as each request does: a stream must not
-outlive the account or its password where ``user del`` couldn't reach this server). A stream
-ends the moment its session ends (logout, logout everywhere, expiry found by
-the sweep) and after :data:`MAX_STREAM` seconds in any case (the browser reconnects by
-itself, with a fresh session check).
+expiry and the account (``WebServices.account_stamp``, as each request does: a stream must
+not outlive the account or its password where ``user del`` couldn't reach this server). A
+stream ends the moment its session ends (logout, logout everywhere, expiry found by the
+sweep) and after :data:`MAX_STREAM` seconds in any case (the browser reconnects by itself,
+with a fresh session check).
 """
 
 from __future__ import annotations
