@@ -484,26 +484,30 @@ def test_the_dns_checks_of_one_client_hold_at_most_its_share_of_the_threads(tmp_
     busy = Client("192.0.2.66", helo="mx.promo.example", listener="smtp")
     other = Client("198.51.100.1", helo="mx.other.example", listener="smtp")
     try:
+
+        def until(condition) -> None:
+            deadline = time.monotonic() + 10
+            while not condition() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert condition()
+
         # (in a list: ``call`` would wait for a Deferred to fire)
         first = live.call(lambda: [f.end_of_data(busy, transaction, io.BytesIO(SPAM))])[0]
+        until(lambda: started == ["192.0.2.66"])  # its thread is in the slow lookup
         second = live.call(lambda: [f.end_of_data(busy, transaction, io.BytesIO(SPAM))])[0]
         answered: list = []
         live.call(
             lambda: f.end_of_data(other, transaction, io.BytesIO(HAM)).addCallback(answered.append)
         )
-        deadline = time.monotonic() + 10
-        while not answered and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert answered  # the other client's check didn't wait
-        assert started == ["192.0.2.66", "198.51.100.1"]  # the busy one's second waits
+        until(lambda: answered)  # the other client's check didn't wait
+        assert started == ["192.0.2.66", "198.51.100.1"]  # the busy one's second does
         release.set()
         done: list = []
         live.call(lambda: second.addCallback(done.append) and None)
-        deadline = time.monotonic() + 10
-        while not done and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert done and started == ["192.0.2.66", "198.51.100.1", "192.0.2.66"]
-        assert first.called and host.slots.in_use("192.0.2.66") == 0
+        until(lambda: done)
+        assert started == ["192.0.2.66", "198.51.100.1", "192.0.2.66"]
+        until(lambda: first.called)
+        assert live.call(lambda: host.slots.in_use("192.0.2.66")) == 0
     finally:
         release.set()
         live.call(f.close)
