@@ -4,6 +4,7 @@ them. ``Lane``: the cheaper hand-off of every message's filters and fsync."""
 from __future__ import annotations
 
 import threading
+import time
 
 from twisted.internet.defer import CancelledError
 from twisted.internet.threads import deferToThreadPool
@@ -142,3 +143,36 @@ def test_lane_takes_deferToThreadPool_and_a_cancelled_wait_ignores_the_late_answ
     reactor.run()
     assert through_pool.result == "pooled"
     assert slow.result is CancelledError  # trapped; "late" was dropped, and no error raised
+
+
+def test_lane_jobs_handed_over_together_each_get_a_thread_while_others_are_busy():
+    """One thread busy for long (a check waiting on a silent DNS server), one asleep: two
+    jobs handed over before the sleeper wakes must get a thread each (the sleeper, and a new
+    one). The sleeper used to be counted idle until it woke, so the second job found it
+    still there, woke nobody and started nobody, and waited for the busy thread's end."""
+    import sys
+
+    reactor = _QueuedReactor()
+    lane = Lane(reactor, 3, "test-lane")
+    lane.start()
+    busy, held, quick = threading.Event(), threading.Event(), threading.Event()
+    lane.callInThread(busy.wait, 10)
+    warm = threading.Event()
+    lane.callInThread(warm.set)  # a second thread, which then sleeps
+    assert warm.wait(5)
+    deadline = time.monotonic() + 5
+    while lane._idle != 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1.0)  # the two hand-overs before the sleeper can run
+    try:
+        lane.callInThread(held.wait, 10)
+        lane.callInThread(quick.set)
+    finally:
+        sys.setswitchinterval(switch)
+    try:
+        assert quick.wait(5), "the second job waited for a thread to end"
+    finally:
+        busy.set()
+        held.set()
+        lane.stop()

@@ -104,6 +104,7 @@ class Lane:
         for thread in threads:
             thread.join()
         self._running = False
+        self._idle = 0  # those woken by notify_all were never taken off it
 
     def _spawn(self, wanted: int = 1) -> None:
         """Called with ``_wake`` held."""
@@ -121,6 +122,11 @@ class Lane:
             if not self._running:
                 return  # ``start`` picks it up
             if self._idle:
+                # This sleeper is spoken for now, not when it wakes: another job handed over
+                # before it does must wake another one, or start one, not find the same
+                # sleeper still counted and wait for some thread to end its job (a message
+                # behind a check holding its thread for 20 s waited those 20 s).
+                self._idle -= 1
                 self._wake.notify()
             elif len(self._threads) < self.max:
                 self._spawn()
@@ -133,8 +139,7 @@ class Lane:
                     if self._stopping:
                         return
                     self._idle += 1
-                    wake.wait()
-                    self._idle -= 1
+                    wake.wait()  # a _put took it off _idle (or stop's notify_all)
                 work, args, kwargs = jobs.popleft()
             self.working.append(work)
             try:
