@@ -17,6 +17,7 @@ from txmailhost.accounts import apppasswords
 from txmailhost.accounts.addresses import canonical_address, canonical_domain, new_address
 from txmailhost.accounts.interfaces import AccountError, IAccounts, IAddressRules
 from txmailhost.accounts.passwords import hash_password, weakness
+from txmailhost.sqlitewal import enable_wal
 
 # Names other modules (the CLI, tests) import from here; they live in pure modules so that
 # code which only needs the interfaces never loads the SQLite backend.
@@ -92,7 +93,7 @@ class AccountsDB:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            enable_wal(conn)
             conn.execute("PRAGMA foreign_keys=ON")
             conn.executescript(_SCHEMA)
             _migrate(conn)

@@ -8,6 +8,8 @@ import os
 import sqlite3
 import threading
 
+from txmailhost.sqlitewal import enable_wal
+
 MMAP_SIZE = 1 << 30  # octets of a file read through mmap (SQLite's own default: none)
 
 
@@ -26,7 +28,7 @@ def thread_connection(
     if db is None:
         os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
         db = sqlite3.connect(path, timeout=10.0, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
+        enable_wal(db, 10.0)
         db.execute("PRAGMA synchronous=NORMAL")
         if mmap_size:
             db.execute(f"PRAGMA mmap_size={int(mmap_size)}")

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
+from txmailhost.sqlitewal import enable_wal
 from txmailhost.store import objectids
 from txmailhost.store.interfaces import NoSuchMailbox
 from txmailhost.store.pathlocks import PathLocks
@@ -69,7 +70,7 @@ LINE_ENDS = 1
 def _open(path: str) -> sqlite3.Connection:
     """A new connection to the index at ``path``, made (with its meta values) if missing."""
     conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
+    enable_wal(conn)  # also while another worker makes the same index
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.executescript(_SCHEMA)
     conn.execute("BEGIN IMMEDIATE")

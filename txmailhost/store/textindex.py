@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from txmailhost.sqlitewal import enable_wal
 from txmailhost.store.interfaces import (
     TEXT_FIELDS,
     StoredMessage,
@@ -80,7 +81,7 @@ _lock = PathLocks(threading.Lock)
 
 def _open(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
+    enable_wal(conn)
     conn.execute("PRAGMA synchronous=NORMAL")  # a cache: a lost transaction is indexed again
     conn.execute("PRAGMA journal_size_limit=1048576")  # the WAL shrinks back after a bulk load
     conn.executescript(_SCHEMA)
