@@ -24,7 +24,7 @@ from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.logger import Logger
 
 from txmailhost.delivery.incoming import prefixed
-from txmailhost.filters.fairness import ClientSlots, Held, client_key
+from txmailhost.filters.fairness import ClientSlots, client_key
 from txmailhost.filters.interfaces import (
     ACCEPT,
     STAGES,
@@ -35,7 +35,6 @@ from txmailhost.filters.interfaces import (
     Verdict,
 )
 from txmailhost.ops import metrics
-from txmailhost.pools import run_in
 
 log = Logger()
 
@@ -241,16 +240,11 @@ class FilterChain:
                 await waiter.addTimeout(self.timeout, self._reactor)
             except DeferredTimeout:
                 seconds = self._reactor.seconds() - started
-                late = group[0]
                 error = TimeoutError(
                     f"no free thread within {self.timeout:g}s: {self.slots.per_client} checks"
                     f" of {key}'s mail still running"
                 )
-                self._log_failure(late, stage, seconds, error)
-                fallback = self._fallback()
-                metrics.filter_observed(late.name, stage, seconds, fallback)
-                combined.take(fallback)
-                return [(late, fallback)]
+                return [self._given_up(group[0], stage, seconds, error, combined)]
         return await self._run_blocking(group, stage, ask, combined, key, started)
 
     async def _run_blocking(
@@ -273,16 +267,7 @@ class FilterChain:
         all run late for sessions already answered."""
         batch = _Batch(group, self.timeout, self._reactor.seconds, self._fallback())
         batch.budget_from = asked_at
-        held = Held()
-
-        def run() -> None:
-            try:
-                batch.run(ask, combined)
-            finally:
-                if held.finish():  # the session stopped waiting: the slot is freed here
-                    self._reactor.callFromThread(self.slots.release, key)
-
-        pending = run_in(self._reactor, self._pool, run)
+        pending = self.slots.run_held(key, self._reactor, self._pool, batch.run, ask, combined)
         watchdog = None
 
         def watch() -> None:
@@ -310,8 +295,6 @@ class FilterChain:
         finally:
             if watchdog is not None and watchdog.active():
                 watchdog.cancel()
-            if held.abandon():  # the thread is done: no wake-up of the reactor to free it
-                self.slots.release(key)
         answered = batch.close()
         for candidate, verdict, seconds, error in answered:
             if error is not None:
@@ -319,15 +302,21 @@ class FilterChain:
             metrics.filter_observed(candidate.name, stage, seconds, verdict)
         result = [(candidate, verdict) for candidate, verdict, _seconds, _error in answered]
         if (batch.overran is not None or crashed is not None) and len(answered) < len(group):
-            late = group[len(answered)]
             seconds = self._reactor.seconds() - batch.budget_from
             error = crashed or TimeoutError(f"no verdict within {self.timeout:g}s")
-            self._log_failure(late, stage, seconds, error)
-            fallback = self._fallback()
-            metrics.filter_observed(late.name, stage, seconds, fallback)
-            combined.take(fallback)
-            result.append((late, fallback))
+            result.append(self._given_up(group[len(answered)], stage, seconds, error, combined))
         return result
+
+    def _given_up(
+        self, late: Any, stage: str, seconds: float, error: BaseException, combined: _Combined
+    ) -> tuple[Any, Verdict]:
+        """A blocking filter that got no thread, or no verdict, in time: logged, counted
+        and given ``on_error``."""
+        self._log_failure(late, stage, seconds, error)
+        fallback = self._fallback()
+        metrics.filter_observed(late.name, stage, seconds, fallback)
+        combined.take(fallback)
+        return late, fallback
 
 
 def _skips(candidate: Any, client: Client) -> bool:

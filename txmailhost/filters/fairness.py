@@ -121,10 +121,12 @@ class ClientSlots:
         else:
             self._in_use.pop(key, None)
 
-    async def _run_in(
+    def run_held(
         self, key: str, reactor: Any, pool: Any, func: Callable[..., T], *args: Any
-    ) -> T:
-        await self.acquire(key)
+    ) -> Deferred[T]:
+        """``pools.run_in`` for a caller holding one of ``key``'s slots, which is freed when
+        the thread is done (``Held``): by the reactor when it stops waiting, or by the thread
+        if the Deferred was cancelled first."""
         held = Held()
 
         def work() -> T:
@@ -134,11 +136,18 @@ class ClientSlots:
                 if held.finish():
                     reactor.callFromThread(self.release, key)
 
-        try:
-            return await run_in(reactor, pool, work)
-        finally:
+        def stop_waiting(result: Any) -> Any:
             if held.abandon():
                 self.release(key)
+            return result
+
+        return run_in(reactor, pool, work).addBoth(stop_waiting)
+
+    async def _run_in(
+        self, key: str, reactor: Any, pool: Any, func: Callable[..., T], *args: Any
+    ) -> T:
+        await self.acquire(key)
+        return await self.run_held(key, reactor, pool, func, *args)
 
     def run_in(
         self, key: str, reactor: Any, pool: Any, func: Callable[..., T], *args: Any
