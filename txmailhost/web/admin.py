@@ -32,7 +32,7 @@ from txmailhost.accounts.db import parse_size
 from txmailhost.accounts.interfaces import AccountError
 from txmailhost.web.admin_access import accounts_call, admin_only
 from txmailhost.web.context import Route, WebContext
-from txmailhost.web.responses import Response, redirect, text
+from txmailhost.web.responses import Response, text
 
 log = Logger(namespace="txmailhost.web")
 
@@ -71,7 +71,7 @@ def _size_text(limit: int | None) -> str:
 
 
 def _done(ctx: WebContext, what: str, where: str = "/admin") -> Response:
-    return redirect(f"{where}?{ctx.notice_query(what)}")
+    return ctx.done(where, what)
 
 
 async def _act(ctx: WebContext, actions: Mapping[str, Action]) -> Response:

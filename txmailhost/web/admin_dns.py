@@ -20,7 +20,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.logger import Logger
@@ -29,7 +28,7 @@ from txmailhost.mailauth import dnsrecords
 from txmailhost.mailauth.keys import DKIMKeyError, check_domain
 from txmailhost.web.admin_access import accounts_call, admin_only, sources
 from txmailhost.web.context import Route, WebContext
-from txmailhost.web.responses import Response, redirect, text
+from txmailhost.web.responses import Response, text
 
 log = Logger(namespace="txmailhost.web")
 
@@ -181,7 +180,7 @@ async def keys_action(ctx: WebContext) -> Response:
     except DKIMKeyError as e:
         return text(400, str(e))
     log.info("web admin {admin}: {done}", admin=ctx.user, done=done)
-    return redirect(f"/admin/dns?{urlencode({'domain': domain})}&{ctx.notice_query(done)}")
+    return ctx.done("/admin/dns", done, domain=domain)
 
 
 ROUTES = [

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
 
-from txmailhost.web.responses import HTML, Response
+from txmailhost.web.responses import HTML, Response, redirect
 from txmailhost.web.sessions import LoginTokens, SessionStore, WebSession
 from txmailhost.web.sortkeys import SortedOrders, SortKeys
 
@@ -109,15 +109,16 @@ class WebContext:
             return default
         return values[0].decode("utf-8", "replace")
 
-    def notice_query(self, text: str) -> str:
-        """``done=TEXT&ds=MAC``, the query of the page a finished action redirects to: the
-        page shows TEXT (``notice``) only under this session's MAC of it, so a link from
-        elsewhere can't put words of its own in the page's "done" notice ("your password
-        expired, sign in at ...")."""
-        return urlencode({"done": text, "ds": self._notice_mac(text)})
+    def done(self, path: str, text: str, **query: str) -> Response:
+        """The redirect of a finished action to ``path`` (with ``query``), saying ``text``
+        there: ``done=TEXT&ds=MAC``. The page shows TEXT (``notice``) only under this
+        session's MAC of it, so a link from elsewhere can't put words of its own in the
+        page's "done" notice ("your password expired, sign in at ...")."""
+        fields = {**query, "done": text, "ds": self._notice_mac(text)}
+        return redirect(f"{path}?{urlencode(fields)}")
 
     def notice(self, limit: int = 200) -> str:
-        """The notice ``notice_query`` gave this session, at most ``limit`` characters;
+        """The notice ``done`` gave this session, at most ``limit`` characters;
         "" when there is none or it is not the session's own."""
         text = self.arg("done")
         if not text or self.session is None:

@@ -21,7 +21,7 @@ from txmailhost.store.interfaces import (
 )
 from txmailhost.web.context import Route, WebContext
 from txmailhost.web.folders import folder_list
-from txmailhost.web.responses import Response, redirect
+from txmailhost.web.responses import Response
 
 log = Logger(namespace="txmailhost.web")
 
@@ -65,7 +65,7 @@ async def create(ctx: WebContext) -> Response:
     except TooManyMailboxes as e:
         return await _page(ctx, 400, f"No more folders can be made: {e}.")
     log.info("web {user} created folder {name}", user=ctx.user, name=full)
-    return redirect("/folders/manage?" + ctx.notice_query("Created " + full))
+    return ctx.done("/folders/manage", "Created " + full)
 
 
 async def rename(ctx: WebContext) -> Response:
@@ -84,7 +84,7 @@ async def rename(ctx: WebContext) -> Response:
     except InvalidMailboxName:
         return await _page(ctx, 400, f"{new} can't be a folder name.")
     log.info("web {user} renamed folder {old} to {new}", user=ctx.user, old=old, new=new)
-    return redirect("/folders/manage?" + ctx.notice_query(f"Renamed {old} to {new}"))
+    return ctx.done("/folders/manage", f"Renamed {old} to {new}")
 
 
 async def delete(ctx: WebContext) -> Response:
@@ -97,7 +97,7 @@ async def delete(ctx: WebContext) -> Response:
         raise NoSuchMailbox(name)
     await ctx.store.delete_mailbox(ctx.user, name)
     log.info("web {user} deleted folder {name}", user=ctx.user, name=name)
-    return redirect("/folders/manage?" + ctx.notice_query("Deleted " + name))
+    return ctx.done("/folders/manage", "Deleted " + name)
 
 
 ROUTES = [

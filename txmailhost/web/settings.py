@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 from typing import Any
-from urllib.parse import quote
 
 from twisted.cred.error import LoginFailed
 from twisted.internet.threads import deferToThreadPool
@@ -110,7 +109,7 @@ async def show(ctx: WebContext) -> Response:
 
 
 def _done(ctx: WebContext, what: str) -> Response:
-    return redirect("/settings?" + ctx.notice_query(what))
+    return ctx.done("/settings", what)
 
 
 async def change_password(ctx: WebContext) -> Response:
@@ -269,7 +268,7 @@ async def sieve_save(ctx: WebContext) -> Response:
     except (ScriptError, SieveSyntaxError, ValueError) as e:
         return await sieve_page(ctx, 400, f"Not saved: {e}", name=name, script=script)
     log.info("web {user} saved Sieve script {name}", user=ctx.user, name=name)
-    return redirect(f"/settings/sieve?name={quote(name, safe='')}&{ctx.notice_query('Saved')}")
+    return ctx.done("/settings/sieve", "Saved", name=name)
 
 
 async def sieve_action(ctx: WebContext) -> Response:
@@ -288,7 +287,7 @@ async def sieve_action(ctx: WebContext) -> Response:
             return text(400, "unknown action")
     except ScriptError as e:
         return await sieve_page(ctx, 400, str(e))
-    return redirect("/settings/sieve?" + ctx.notice_query(f"{action.capitalize()}d"))
+    return ctx.done("/settings/sieve", f"{action.capitalize()}d")
 
 
 ROUTES = [
