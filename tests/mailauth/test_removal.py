@@ -40,8 +40,8 @@ def world(tmp_path):
     return w
 
 
-@pytest.mark.parametrize("body_lines", [1, 4000])  # in memory; spilled (> 256 KiB)
-def test_forged_results_claiming_us_are_removed_others_kept(world, resolver, body_lines):
+def _delivered(world, resolver, message: bytes) -> bytes:
+    """``message`` (dot-terminated) sent to alice through InboundChecks; the file stored."""
     spool = IncomingSpool(os.path.join(world.root, "queue", "tmp"), world.reactor, world.pool)
     chain = FilterChain([InboundChecks(resolver, "mx.example.test")], world.reactor, world.pool)
     factory = SMTPFactory(InboundPolicy(world.router, world.store), Submission(world.store, spool),
@@ -50,10 +50,17 @@ def test_forged_results_claiming_us_are_removed_others_kept(world, resolver, bod
     s.read()
     s.send(b"EHLO c.test\r\nMAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.test>\r\n")
     s.send(b"DATA\r\n")
-    body = b"a line of the body, long enough to add up quickly..........\r\n" * body_lines
-    reply = s.send(FORGED + b"From: x@remote.test\r\nSubject: hi\r\n\r\n" + body + b".\r\n")
+    reply = s.send(message)
     assert reply.startswith(b"250 2.0.0"), reply
     (stored,) = world.inbox_files(ALICE)
+    return stored
+
+
+@pytest.mark.parametrize("body_lines", [1, 4000])  # in memory; spilled (> 256 KiB)
+def test_forged_results_claiming_us_are_removed_others_kept(world, resolver, body_lines):
+    body = b"a line of the body, long enough to add up quickly..........\r\n" * body_lines
+    message = FORGED + b"From: x@remote.test\r\nSubject: hi\r\n\r\n" + body + b".\r\n"
+    stored = _delivered(world, resolver, message)
     head, _, rest = stored.partition(b"\r\n\r\n")
     assert head.startswith(
         b"Return-Path: <x@remote.test>\r\nAuthentication-Results: mx.example.test;\r\n\tspf=none"
@@ -86,17 +93,8 @@ SHAPES = {
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 @pytest.mark.parametrize("body", [b"\r\nhello\r\n", b""])  # none: no empty line either
 def test_forged_results_in_any_shape_are_removed(world, resolver, shape, body):
-    spool = IncomingSpool(os.path.join(world.root, "queue", "tmp"), world.reactor, world.pool)
-    chain = FilterChain([InboundChecks(resolver, "mx.example.test")], world.reactor, world.pool)
-    factory = SMTPFactory(InboundPolicy(world.router, world.store), Submission(world.store, spool),
-                          hostname="mx.example.test", reactor=world.reactor, filters=chain)  # fmt: skip
-    s = Session(factory)
-    s.read()
-    s.send(b"EHLO c.test\r\nMAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.test>\r\n")
-    s.send(b"DATA\r\n")
-    reply = s.send(SHAPES[shape] + b"From: x@remote.test\r\nSubject: hi\r\n" + body + b".\r\n")
-    assert reply.startswith(b"250 2.0.0"), reply
-    (stored,) = world.inbox_files(ALICE)
+    message = SHAPES[shape] + b"From: x@remote.test\r\nSubject: hi\r\n" + body + b".\r\n"
+    stored = _delivered(world, resolver, message)
     assert b"dmarc=pass" not in stored, stored
     assert b"Subject: hi\r\n" in stored
 
