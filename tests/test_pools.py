@@ -176,3 +176,41 @@ def test_lane_jobs_handed_over_together_each_get_a_thread_while_others_are_busy(
         busy.set()
         held.set()
         lane.stop()
+
+
+def test_lane_stop_abandoning_drops_the_queued_and_leaves_the_busy():
+    """The filters' lane at shutdown: nobody waits for a check any more, so what is queued is
+    dropped and a thread held by a long check doesn't hold up the stop."""
+    import pytest
+
+    reactor = _QueuedReactor()
+    lane = Lane(reactor, 1, "test-lane")
+    lane.start()
+    release, started = threading.Event(), threading.Event()
+    lane.callInThread(lambda: (started.set(), release.wait(30)))
+    assert started.wait(5)
+    queued = lane.defer(lambda: "ran")
+    began = time.monotonic()
+    lane.stop(abandon_after=0.2)
+    assert time.monotonic() - began < 5  # not the 30 s the busy job would take
+    release.set()
+    time.sleep(0.1)
+    reactor.run()
+    assert not queued.called and lane.backlog() == 0
+    with pytest.raises(TypeError):
+        ThreadPoolService(ThreadPool(), abandon_after=1.0)
+
+
+def test_the_service_passes_abandon_after_and_closes_after_the_wait():
+    lane = Lane(_QueuedReactor(), 1, "test-lane")
+    service = ThreadPoolService(lane, abandon_after=0.1)
+    closed: list[str] = []
+    service.after_stop.append(lambda: closed.append("closed"))
+    service.startService()
+    release, started = threading.Event(), threading.Event()
+    lane.callInThread(lambda: (started.set(), release.wait(30)))
+    assert started.wait(5)
+    began = time.monotonic()
+    service.stopService()
+    assert time.monotonic() - began < 5 and closed == ["closed"]
+    release.set()

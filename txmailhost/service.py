@@ -40,6 +40,10 @@ if TYPE_CHECKING:
 
 log = Logger()
 
+# How long a stopping server waits for the filter threads' running checks (their sessions are
+# already closed, their verdicts unwanted) before leaving them to end on their own.
+FILTER_ABANDON_AFTER = 2.0
+
 
 class StartupError(Exception):
     """The server can't start, for a reason that fits on one line (and names what to fix).
@@ -383,7 +387,9 @@ def _build_filters(
         print(f"txmailhost: filters.chain: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     if chain is not None:
-        service = ThreadPoolService(pool)
+        # At stop the sessions are gone (the grace is over): their queued checks are dropped
+        # and a check still running (DNS held for its budget) doesn't hold up the exit.
+        service = ThreadPoolService(pool, abandon_after=FILTER_ABANDON_AFTER)
         service.after_stop.extend(_closers(chain))
         service.setServiceParent(top)
         names = [f.name for f in leading] + list(settings.chain)
