@@ -100,6 +100,26 @@ def test_oversized_message_is_refused_and_nothing_stored(tmp_path):
         proc.stop()
 
 
+def test_header_section_over_1_mib_is_refused_and_just_under_it_delivered(server):
+    """1 MiB of header fields is the most the server takes (Exim's default): a forged field
+    further down could otherwise pass checks that stop reading at some point."""
+    fields = "".join(f"X-Trace-{n}: {'t' * 60}\r\n" for n in range(15_000))  # ~1.1 MiB
+    big = f"From: x@remote.test\r\n{fields}Subject: big header\r\n\r\nbody\r\n"
+    kept = fields[: 950 * 1024]
+    kept = kept[: kept.rindex("\r\n") + 2]
+    under = f"From: x@remote.test\r\n{kept}Subject: under the limit\r\n\r\nbody\r\n"
+    with smtp(server) as s:
+        s.ehlo()
+        assert s.mail("x@remote.test")[0] == 250 and s.rcpt("alice@example.test")[0] == 250
+        code, text = s.data(big.encode())
+        assert (code, text[:5]) == (552, b"5.6.0"), text
+        s.sendmail("x@remote.test", ["alice@example.test"], under.encode())
+    p = pop3(server)
+    assert p.stat()[0] == 1
+    assert b"Subject: under the limit" in b"\r\n".join(p.retr(1)[1])
+    p.quit()
+
+
 @pytest.mark.shared_server
 def test_endless_line_without_crlf_gets_500_and_session_survives(server):
     sock = socket.create_connection(("127.0.0.1", server.ports["smtp"]), 10)

@@ -280,3 +280,14 @@ def test_from_header_read_as_someone_else_by_either_parser_is_refused(world, aut
 def test_own_from_header_in_unusual_shapes_is_accepted(world, author):
     out = _submit_as_alice(world, author)
     assert out.startswith(b"250 2.0.0"), out
+
+
+def test_from_header_past_64_kib_of_other_fields_is_still_checked(world):
+    """The ownership check read only the first 64 KiB of the message: a From: of bob's put
+    after 70 KiB of other fields was never seen, and the message went out as bob's."""
+    pad = b"".join(b"X-Pad-%d: " % n + b"x" * 70 + b"\r\n" for n in range(1000))
+    out = _submit_as_alice(
+        world, b"Alice <alice@example.test>\r\n" + pad + b"From: bob@example.test"
+    )
+    assert out.startswith(b"550 5.7.1 From: header"), out
+    assert world.inbox_files("bob@example.test") == []

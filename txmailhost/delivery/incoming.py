@@ -38,7 +38,11 @@ from txmailhost.pools import run_in
 
 log = Logger()
 
-HEAD_LIMIT = 64 * 1024  # header checks (From: on submission) look no further
+# The longest header section the server takes (Exim's default ``header_maxsize``; sendmail
+# refuses past 32 KiB): every check that reads header fields (From: on submission, the
+# fields a filter removes, mail authentication's) then sees all of them. Longer was once
+# taken, and a From: past the first 64 KiB escaped submission's ownership check.
+HEADER_LIMIT = 1024 * 1024
 
 
 def new_queue_id() -> str:
@@ -108,7 +112,8 @@ class IncomingMessage:
         self._created = False
         self.size = 0  # octets written: the message as stored
         self.crc = 0  # their CRC-32: a spool record's check that the file is whole
-        self.head = bytearray()
+        self.head = bytearray()  # the client's header section, while it lasts (``write``)
+        self._header_end = -1  # where it ends in ``head`` (its last CRLF's end); -1: not yet
         self._held: bytearray | None = None  # header fields kept for the top (``seal``)
         self._remove: tuple[tuple[str, int], ...] = ()  # client's fields to delete at seal
         self._body_path: str | None = None  # where a held message's large body streams
@@ -174,8 +179,8 @@ class IncomingMessage:
     def remove_fields(self, fields: tuple[tuple[str, int], ...]) -> None:
         """Delete these fields of the client's header section at ``seal``: (name, n) is the
         n-th field of that name as the client sent it (a filter's verdict). Only between
-        ``hold_headers`` and ``seal``; a header section longer than ``HEADER_SCAN`` is left
-        as it is."""
+        ``hold_headers`` and ``seal``; a header section longer than ``HEADER_LIMIT`` (which
+        SMTP refuses) is left as it is."""
         if self._held is None:
             raise RuntimeError("remove_fields needs hold_headers (and no seal yet)")
         self._remove = tuple(fields)
@@ -212,8 +217,8 @@ class IncomingMessage:
             size, crc = len(held), zlib.crc32(held)
             with open(body_path, "rb") as body:
                 if self._remove:  # the client's header section, less the removed fields
-                    start = body.read(HEADER_SCAN)
-                    whole = len(start) < HEADER_SCAN  # all of the message: it may lack a body
+                    start = body.read(HEADER_LIMIT + 4)
+                    whole = len(start) < HEADER_LIMIT + 4  # all of it: it may lack a body
                     stripped = strip_fields(start, self._remove, whole)
                     final.write(stripped)
                     size, crc = size + len(stripped), zlib.crc32(stripped, crc)
@@ -240,15 +245,33 @@ class IncomingMessage:
         return prefixed(held, body) if held else body
 
     def write(self, data: bytes) -> None:
-        """The client's text; its first ``HEAD_LIMIT`` octets are also kept for header checks."""
+        """The client's text; its header section is also kept, up to ``HEADER_LIMIT``, for
+        the checks that read header fields."""
         self._append(data)
-        if len(self.head) < HEAD_LIMIT:
-            self.head += data[: HEAD_LIMIT - len(self.head)]
+        if self._header_end < 0 and len(self.head) <= HEADER_LIMIT:
+            seen = len(self.head)
+            self.head += data[: HEADER_LIMIT + 4 - seen]  # room for the CRLFCRLF at the limit
+            if self.head.startswith(b"\r\n"):  # an empty line first: no header fields
+                end = 0
+            else:
+                end = self.head.find(b"\r\n\r\n", max(0, seen - 3))
+                end = end + 2 if end >= 0 else -1
+            if end >= 0:
+                self._header_end = end
+                del self.head[end:]
+
+    @property
+    def header_too_long(self) -> bool:
+        """Is the client's header section longer than ``HEADER_LIMIT``? (A message without an
+        empty line is all header section, RFC 5322 2.1.) Known once the text is all in."""
+        if self._header_end < 0:
+            return len(self.head) > HEADER_LIMIT
+        return self._header_end > HEADER_LIMIT
 
     def header_block(self) -> bytes:
-        """The client's header section (up to the first empty line), as far as it was kept."""
-        end = self.head.find(b"\r\n\r\n")
-        return bytes(self.head if end < 0 else self.head[: end + 2])
+        """The client's header section (up to the first empty line), as far as it was kept:
+        all of it unless ``header_too_long``."""
+        return bytes(self.head)
 
     def commit_sync(self) -> None:
         """``commit`` for a caller already in a worker thread (``IMailStore.deliver``'s
@@ -316,9 +339,6 @@ class IncomingMessage:
             threads.deferToThreadPool(self._reactor, self._pool, _remove, self.path).addErrback(
                 lambda f: log.failure("removing spool file {path}", f, path=self.path)
             )
-
-
-HEADER_SCAN = 1024 * 1024  # header sections longer than this keep every field
 
 
 def strip_fields(data: bytes, remove: tuple[tuple[str, int], ...], whole: bool = False) -> bytes:

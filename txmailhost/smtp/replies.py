@@ -144,6 +144,9 @@ FILTER_DEFERRED_CONNECTION = SMTPReply(421, "4.7.0", "try again later, closing c
 
 # -- the message -------------------------------------------------------------------------------
 MESSAGE_TOO_BIG = SMTPReply(552, "5.3.4", "message size exceeds fixed maximum message size")
+HEADER_TOO_LONG = SMTPReply(
+    552, "5.6.0", "message refused: its header section is longer than 1 MiB; nothing delivered"
+)
 BARE_NEWLINE = SMTPReply(
     554, "5.6.0", "message refused: bare CR or LF in message (RFC 5321 2.3.8); nothing delivered"
 )

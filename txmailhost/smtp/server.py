@@ -809,10 +809,15 @@ class SMTPServer(Protocol, TimeoutMixin):
         line_ends = self._line_ends
         if chunk.last and line_ends is not None:
             line_ends.end()
+        refusal = None
         if line_ends is not None and line_ends.bare:
-            self._end_chunked(replies.BARE_NEWLINE)
+            refusal = replies.BARE_NEWLINE
+        elif chunk.last and self._message is not None and self._message.header_too_long:
+            refusal = replies.HEADER_TOO_LONG
+        if refusal is not None:
+            self._end_chunked(refusal)
             self.state = State.GREETED
-            return replies.BARE_NEWLINE
+            return refusal
         if not chunk.last:
             self.state = State.BDAT
             return replies.CHUNK_OK.with_text(f"{self._chunked} octets received")
@@ -876,9 +881,12 @@ class SMTPServer(Protocol, TimeoutMixin):
         self._buffer[:0] = rest
         self._reset_transaction()
         self.state = State.GREETED
-        if reader.bare_newline or reader.too_big:
+        if reader.bare_newline or reader.too_big or message.header_too_long:
             message.discard()
-            reply = replies.BARE_NEWLINE if reader.bare_newline else replies.MESSAGE_TOO_BIG
+            if reader.bare_newline:
+                reply = replies.BARE_NEWLINE
+            else:
+                reply = replies.MESSAGE_TOO_BIG if reader.too_big else replies.HEADER_TOO_LONG
             self._log_transaction(envelope, message.queue_id, reader.size, reply)
             self._reply(reply)
             self._process()
