@@ -179,6 +179,33 @@ def test_store_plus_flags_answers_with_the_new_flags(alice):
     )
 
 
+def test_keywords_past_the_limits_are_no_limit_and_change_nothing(alice, world):
+    """A keyword longer than 100 octets, or one that takes the mailbox past 1,000, is ``NO
+    [LIMIT]``; the keywords already there stay usable. Unbounded, 5 STOREs of 5,000 new
+    keywords made FETCH FLAGS answer 700 KB for three messages."""
+    long = "k" * 101
+    assert alice.cmd(f"b STORE 1 +FLAGS ({long})") == (
+        b"b NO [LIMIT] a keyword is at most 100 characters long\r\n"
+    )
+    assert alice.cmd(f"b APPEND INBOX ({long}) {{1+}}\r\nx") == (
+        b"b NO [LIMIT] a keyword is at most 100 characters long\r\n"
+    )
+    at_most = alice.cmd("b STORE 1 +FLAGS.SILENT (" + "k" * 100 + ")")
+    assert at_most.endswith(b"b OK STORE completed\r\n")
+    words = " ".join(f"kw{n}" for n in range(999))  # 1,000 with the one above
+    assert alice.cmd(f"c STORE 2 +FLAGS.SILENT ({words})").endswith(b"c OK STORE completed\r\n")
+    assert alice.cmd("d STORE 3 +FLAGS.SILENT (kw999 one-too-many)") == (
+        b"d NO [LIMIT] a mailbox may have at most 1000 keywords\r\n"
+    )
+    assert alice.cmd("e STORE 3 +FLAGS.SILENT (kw5 \\Seen)") == b"e OK STORE completed\r\n"
+    # removing a keyword no message has doesn't announce it (it did: "* FLAGS (... never-there)")
+    assert alice.cmd("f STORE 1 -FLAGS.SILENT (kw1 never-there)") == b"f OK STORE completed\r\n"
+    assert alice.cmd("g FETCH 3 FLAGS") == (
+        b"* 3 FETCH (FLAGS (\\Recent \\Seen kw5))\r\ng OK FETCH completed\r\n"
+    )
+    assert alice.cmd("h STATUS INBOX (MESSAGES)").startswith(b'* STATUS "INBOX" (MESSAGES 3)')
+
+
 def test_store_silent_answers_only_ok(alice):
     assert alice.cmd("b STORE 1 +FLAGS.SILENT (\\Seen)") == b"b OK STORE completed\r\n"
 

@@ -47,6 +47,12 @@ def test_invalid_flags_and_flags_no_client_may_set_are_ignored():
     assert flags.parse(given_flags) == ["\\Deleted", "ok", "\\answered"]
 
 
+def test_a_keyword_longer_than_imap_takes_is_ignored():
+    """IMAP refuses keywords over 100 octets (``imap/keywords.py``); delivery must not make
+    them either, or a script could grow a mailbox's flags without end."""
+    assert flags.parse(["k" * 101, "k" * 100]) == ["k" * 100]
+
+
 def test_the_store_gets_system_flags_spelt_as_imap_spells_them():
     assert flags.for_store(["\\seen", "\\FLAGGED", "$Label1"]) == {
         "\\Seen",

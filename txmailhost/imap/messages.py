@@ -20,6 +20,7 @@ from twisted.logger import Logger
 
 from txmailhost.imap import fetch, mime, names, observers, replies
 from txmailhost.imap.acl import NoPermission, permitted_flags
+from txmailhost.imap.keywords import check_keywords
 from txmailhost.imap.matching import matching
 from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.imap.replies import Done
@@ -388,6 +389,8 @@ class MessageCommands:
             raise ParseError("\\* is not a flag")
         flags = [f for f in flags if f != "\\Recent"]
         targets = view.resolve(sequence_set, by_uid)
+        if mode != "-":
+            check_keywords(flags, view.keywords)
         uids = [uid for _s, uid in targets]
         if not all(r in view.rights for r in "stw"):
             flags, mode = await self._flags_permitted(view, uids, flags, mode)
@@ -400,8 +403,9 @@ class MessageCommands:
             modified = [seq_uid[by_uid] for seq_uid in targets if seq_uid[1] in too_new]
             uids = [uid for uid in uids if uid not in too_new]
         changed = await view.mailbox.store_flags(uids, flags, mode) if uids else []
+        # Keywords removed (-FLAGS) are not new ones: announcing them grew the session's list
         new_keywords = {f for f in flags if not f.startswith("\\")} - view.keywords
-        if new_keywords:
+        if new_keywords and mode != "-":
             view.keywords |= new_keywords
             self.write(self.flags_line(view))
         changed_uids = {info.uid for info in changed}

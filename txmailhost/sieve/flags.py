@@ -3,10 +3,11 @@
 A *list of flags* is a string list whose strings may each hold several flags separated by
 spaces: ``["\\Seen $Label1", "Junk"]`` is three flags. Empty strings and runs of spaces
 count for nothing. A flag IMAP would not accept is dropped, never an error: one that isn't
-an IMAP atom (``foo(bar)``, non-ASCII) and a system flag a client can't set (``\\Recent``,
-``\\Bogus``), as RFC 5232 2 asks ("If a flag validity check fails, the flag MUST be
-ignored"). A flag already in the list is not added again; flags compare without regard to
-ASCII case, as Pigeonhole compares them, so ``\\seen`` and ``\\Seen`` are one flag.
+an IMAP atom (``foo(bar)``, non-ASCII), a keyword longer than IMAP takes
+(``MAX_KEYWORD_LENGTH``) and a system flag a client can't set (``\\Recent``, ``\\Bogus``),
+as RFC 5232 2 asks ("If a flag validity check fails, the flag MUST be ignored"). A flag
+already in the list is not added again; flags compare without regard to ASCII case, as
+Pigeonhole compares them, so ``\\seen`` and ``\\Seen`` are one flag.
 
 A variable holding flags (``setflag "v" ...``, and the internal variable actions without a
 name use) holds them as one string, separated by single spaces, as written by the script;
@@ -18,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from txmailhost.store.interfaces import SYSTEM_FLAGS
+from txmailhost.store.interfaces import MAX_KEYWORD_LENGTH, SYSTEM_FLAGS
 
 _SYSTEM = {flag.lower(): flag for flag in SYSTEM_FLAGS}
 # RFC 3501 9: atom = 1*ATOM-CHAR, any CHAR but ( ) { SP CTL % * " \ ]
@@ -29,7 +30,7 @@ def valid(flag: str) -> bool:
     """Can a client set ``flag`` in IMAP: a settable system flag, or a keyword atom?"""
     if flag.startswith("\\"):
         return flag.lower() in _SYSTEM
-    return bool(_ATOM.match(flag))
+    return len(flag) <= MAX_KEYWORD_LENGTH and bool(_ATOM.match(flag))
 
 
 def split(strings: Iterable[str]) -> list[str]:

@@ -23,6 +23,10 @@ FLAGGED = "\\Flagged"
 DELETED = "\\Deleted"
 DRAFT = "\\Draft"
 SYSTEM_FLAGS = (SEEN, ANSWERED, FLAGGED, DELETED, DRAFT)
+# Keywords (flags of a user's own naming) are bounded where they come in (IMAP STORE and
+# APPEND, Sieve's imap4flags): see ``imap/keywords.py``.
+MAX_KEYWORD_LENGTH = 100  # octets: real clients' ("$label1", "Junk", "$MDNSent") are short
+MAX_MAILBOX_KEYWORDS = 1000  # distinct keywords a mailbox may carry
 
 INBOX = "INBOX"
 DEFAULT_MAILBOXES = ("Sent", "Drafts", "Trash", "Junk")
