@@ -8,6 +8,7 @@ import pytest
 
 from tests.imap.support import ALICE, Session, deliver, make_factory
 from tests.support.fixtures import make_world
+from txmailhost.imap import headerkeys
 
 
 def message(subject: str, sender: str, date: str, extra: str = "") -> bytes:
@@ -235,3 +236,42 @@ def test_sort_keys_are_kept_for_the_next_session(world, alice):
     later = open_session(world)
     assert later.cmd("t SORT (SUBJECT) UTF-8 ALL").startswith(b"* SORT 3 1 2 4\r\n")
     later.close()
+
+
+def test_sort_by_date_reads_the_kept_dates_alone_and_agrees(world, alice, monkeypatch):
+    """SORT (DATE) in a later session reads only the sent dates of the kept keys
+    (``headerkeys.load_sent``): the same order as the keys loaded whole, a message without a
+    usable Date by its INTERNALDATE, one with no kept keys derived as before."""
+    deliver(world, ALICE, b"Subject: undated\r\n\r\nno Date field\r\n")  # 5: INTERNALDATE, now
+    deliver(world, ALICE, message("bad", "e@x.test", "not a date"))  # 6: INTERNALDATE too
+    alice.cmd("n NOOP")
+    whole = alice.cmd("t SORT (DATE) UTF-8 ALL")
+    assert whole == b"* SORT 2 4 1 3 5 6\r\nt OK SORT completed\r\n"
+    later = open_session(world)
+    with monkeypatch.context() as patch:
+        patch.setattr(headerkeys, "decode_many", None)  # no kept keys are read whole
+        assert later.cmd("t SORT (DATE) UTF-8 ALL") == whole
+        assert later.cmd("u SORT (REVERSE DATE SIZE) UTF-8 ALL").startswith(
+            b"* SORT 6 5 3 1 4 2\r\n"
+        )
+    deliver(world, ALICE, message("late", "f@x.test", "Mon, 2 Feb 2026 08:00:00 +0000"))
+    later.cmd("n NOOP")  # 7: no kept keys yet, derived now
+    assert later.cmd("v SORT (DATE) UTF-8 ALL").startswith(b"* SORT 7 2 4 1 3 5 6\r\n")
+    assert later.cmd("w SORT (SUBJECT) UTF-8 ALL").startswith(b"* SORT 3 6 7 1 2 4 5\r\n")
+    later.close()
+
+
+@pytest.mark.parametrize(
+    ("stored", "sent"),
+    [
+        (b'[1700000000.5,"S",false]', 1700000000.5),
+        (b'[null,"S",false]', None),
+        (b"[1e9,", 1e9),
+        (b'["x","S"]', "left out"),
+        (b"{}", "left out"),
+        (b"[]", "left out"),
+        (b"", "left out"),
+    ],
+)
+def test_sent_dates_read_the_first_element_and_leave_out_what_does_not_read(stored, sent):
+    assert headerkeys.sent_dates({7: stored}).get(7, "left out") == sent

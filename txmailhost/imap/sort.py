@@ -28,6 +28,7 @@ CRITERIA = frozenset(
     {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"}
 )
 _INDEX_CRITERIA = frozenset({"ARRIVAL", "SIZE"})
+_DATE_CRITERIA = _INDEX_CRITERIA | {"DATE"}
 _CHARSETS = (b"UTF-8", b"US-ASCII", b"UTF8")
 EMPTY_KEYS = headerkeys.HeaderKeys(None, "", False, "", "", "", "", "", "", ())
 THREAD_ALGORITHMS: dict[bytes, Callable[[list[thread.ThreadMessage]], Any]] = {
@@ -106,20 +107,46 @@ def _key(name: str, keys: dict[int, headerkeys.HeaderKeys]) -> Callable[[Any], A
 
 async def ordered(
     view: SelectedMailbox,
-    cache: dict[int, headerkeys.HeaderKeys],
+    caches: SortCaches,
     matches: list[tuple[int, StoredMessage]],
     criteria: Criteria,
 ) -> list[tuple[int, StoredMessage]]:
     """``matches`` (in sequence order) sorted by ``criteria``."""
     keys: dict[int, headerkeys.HeaderKeys] = {}
-    if any(name not in _INDEX_CRITERIA for name, _reverse in criteria):
-        keys = await headerkeys.load(view, cache, [m for _seq, m in matches])
+    names = {name for name, _reverse in criteria}
     items = list(matches)
+    messages = [m for _seq, m in matches]
+    if names <= _DATE_CRITERIA and "DATE" in names:
+        # DATE (and ARRIVAL, SIZE) alone: the sent dates, not every message's ten keys
+        sent = await headerkeys.load_sent(view, caches.keys, caches.sent, messages)
+        for name, reverse in reversed(criteria):
+            if name == "DATE":
+                items.sort(key=lambda item: _or_arrival(sent.get(item[1].uid), item[1]),
+                           reverse=reverse)  # fmt: skip
+            else:
+                items.sort(key=_key(name, keys), reverse=reverse)
+        return items
+    if not names <= _INDEX_CRITERIA:
+        keys = await headerkeys.load(view, caches.keys, messages)
     # Stable sorts, least significant criterion first; equal keys keep sequence order, also
     # under REVERSE (Python's reverse=True keeps stability).
     for name, reverse in reversed(criteria):
         items.sort(key=_key(name, keys), reverse=reverse)
     return items
+
+
+def _or_arrival(sent: float | None, message: StoredMessage) -> float:
+    return sent if sent is not None else message.internaldate
+
+
+class SortCaches:
+    """What a session has loaded for sorting its current selection: messages' whole keys,
+    and the sent dates read alone (SORT (DATE) needs nothing else)."""
+
+    def __init__(self, view: SelectedMailbox) -> None:
+        self.view = view
+        self.keys: dict[int, headerkeys.HeaderKeys] = {}
+        self.sent: dict[int, float | None] = {}
 
 
 class SortCommands(ContextCommands):
@@ -129,13 +156,13 @@ class SortCommands(ContextCommands):
     view: SelectedMailbox | None
     condstore: bool
     write: Callable[[bytes], None]
-    _key_cache: tuple[SelectedMailbox, dict[int, headerkeys.HeaderKeys]] | None = None
+    _sort_caches: SortCaches | None = None
 
-    def header_key_cache(self, view: SelectedMailbox) -> dict[int, headerkeys.HeaderKeys]:
+    def sort_caches(self, view: SelectedMailbox) -> SortCaches:
         """The sort keys this session has loaded for its current selection."""
-        if self._key_cache is None or self._key_cache[0] is not view:
-            self._key_cache = (view, {})
-        return self._key_cache[1]
+        if self._sort_caches is None or self._sort_caches.view is not view:
+            self._sort_caches = SortCaches(view)
+        return self._sort_caches
 
     def _search_program(self, reader: Reader) -> SearchProgram:
         view = self.view
@@ -167,8 +194,7 @@ class SortCommands(ContextCommands):
         parse_charset(reader)
         program = self._search_program(reader)
         matches = await matching(view, program)
-        cache = self.header_key_cache(view)
-        items = await ordered(view, cache, matches, criteria)
+        items = await ordered(view, self.sort_caches(view), matches, criteria)
         numbers = [m.uid if by_uid else seq for seq, m in items]
         if options is None:
             self.write(b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
@@ -178,7 +204,7 @@ class SortCommands(ContextCommands):
             async def reorder(
                 members: list[tuple[int, StoredMessage]],
             ) -> list[tuple[int, StoredMessage]]:
-                return await ordered(view, self.header_key_cache(view), members, criteria)
+                return await ordered(view, self.sort_caches(view), members, criteria)
 
             self.answer_context(reader, options, program, by_uid, items, modseq, reorder)
         return Done("SORT completed")
@@ -193,7 +219,7 @@ class SortCommands(ContextCommands):
         parse_charset(reader)
         program = self._search_program(reader)
         matches = await matching(view, program)
-        keys = await headerkeys.load(view, self.header_key_cache(view), [m for _s, m in matches])
+        keys = await headerkeys.load(view, self.sort_caches(view).keys, [m for _s, m in matches])
         messages = []
         for seq, message in matches:
             message_keys = keys.get(message.uid, EMPTY_KEYS)
