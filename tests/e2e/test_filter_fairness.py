@@ -79,4 +79,7 @@ def test_a_client_holding_the_threads_does_not_delay_another(server):
     # two ran at once: two accepted after one check each, the next pair after two (12 s,
     # in the 15 s budget), the rest given up at the budget: 451, the client tries again
     assert codes[:4] == [250] * 4 and set(codes[4:]) <= {250, 451}, codes
-    assert "still running" in server.log()
+    # given up waiting for one of its two threads, or (a slow machine: its check started
+    # late in the budget) while its check ran
+    log = server.log()
+    assert "still running" in log or "no verdict within 15s" in log
