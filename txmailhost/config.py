@@ -486,6 +486,14 @@ class SMTPConfig:
         doc="""Failed or unknown commands tolerated in one connection before it is closed with
         421; spammers probing addresses hit this long before a real client does.""",
     )
+    max_junk_commands: int = setting(
+        100,
+        check=_integer("commands"),
+        doc="""NOOP, RSET, VRFY, EXPN and HELP commands tolerated in one connection since the
+        last message it delivered, before it is closed with 421 (Postfix's
+        smtpd_junk_command_limit): a client looping on them holds a connection while sending
+        no mail. A message taken starts the count again.""",
+    )
     greeting_delay: float = setting(
         0.0,
         check=_seconds_or_zero,

@@ -117,6 +117,7 @@ def _smtp_limits(parts: ServerParts) -> dict[str, Any]:
         "idle_timeout": config.smtp.idle_timeout,
         "session_timeout": config.smtp.session_timeout,
         "max_errors": config.smtp.max_errors,
+        "max_junk_commands": config.smtp.max_junk_commands,
     }
 
 

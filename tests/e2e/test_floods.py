@@ -51,7 +51,8 @@ def _flood(port: int, opening: bytes, command: bytes) -> None:
 @pytest.mark.parametrize(
     "label, opening, command",
     [
-        ("smtp", b"EHLO flood.test\r\n", b"HELP\r\n"),
+        # EHLO, not HELP: a hundred HELPs would end the session ([smtp] max_junk_commands)
+        ("smtp", b"EHLO flood.test\r\n", b"EHLO flood.test\r\n"),
         ("pop3", f"USER alice@example.test\r\nPASS {PASSWORD}\r\n".encode(), b"CAPA\r\n"),
         ("imap", f"a LOGIN alice@example.test {PASSWORD}\r\n".encode(), b"c CAPABILITY\r\n"),
     ],
@@ -66,3 +67,12 @@ def test_unread_replies_do_not_grow_the_server(server, label, opening, command):
     assert grown < ALLOWED_GROWTH, f"{label}: server grew {grown / 2**20:.0f} MiB"
     with smtplib.SMTP(H, server.ports["smtp"], timeout=10) as other:  # others still served
         assert other.noop()[0] == 250
+
+
+def test_a_session_looping_on_noop_is_closed(server):
+    """NOOP after NOOP holds a connection while sending no mail: the 101st gets 421."""
+    with smtplib.SMTP(H, server.ports["smtp"], timeout=10) as s:
+        s.ehlo("loop.test")
+        for _ in range(100):
+            assert s.noop()[0] == 250
+        assert s.noop() == (421, b"4.7.0 too many commands without mail, closing connection")

@@ -80,6 +80,26 @@ def session(world):
     return s
 
 
+def test_junk_commands_past_the_limit_close_the_session_and_a_message_resets_them(world):
+    """NOOP, RSET, VRFY, EXPN and HELP are "junk" (Postfix's smtpd_junk_command_limit): a
+    hundred are answered, the next ends the session with 421; a message taken starts the
+    count again, so a client that tidies up between its messages is never cut off."""
+    s = Session(make_factory(world))
+    s.read()
+    s.send(b"EHLO c.test\r\n")
+    junk = [b"NOOP", b"RSET", b"VRFY x", b"EXPN x", b"HELP"]
+    for n in range(99):
+        assert s.send(junk[n % 5] + b"\r\n")[:1] in (b"2", b"5")
+    message = b"MAIL FROM:<x@r.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nhi\r\n.\r\n"
+    assert s.send(message).split(b"\r\n")[-2].startswith(b"250 2.0.0 OK")  # counts again from 0
+    for _ in range(100):
+        assert s.send(b"RSET\r\n") == b"250 2.0.0 reset OK\r\n"
+    assert s.send(b"NOOP\r\n") == (
+        b"421 4.7.0 too many commands without mail, closing connection\r\n"
+    )
+    assert s.transport.disconnecting
+
+
 def test_ehlo_advertises_pipelining_size_8bitmime_enhancedstatuscodes(session):
     reply = session.send(b"EHLO client.test\r\n")
     lines = reply.split(b"\r\n")
@@ -525,10 +545,18 @@ def test_data_still_incoming_is_acknowledged_at_once(world, monkeypatch):
     assert len(acked) == 1
 
 
-def test_a_client_that_stops_reading_replies_stops_being_read(session):
+def _tolerant_session(world) -> Session:
+    """A session that may send any number of NOOPs and HELPs (``max_junk_commands``)."""
+    s = Session(make_factory(world, max_junk_commands=1_000_000))
+    s.read()
+    return s
+
+
+def test_a_client_that_stops_reading_replies_stops_being_read(world):
     """Pipelined commands from a client that never reads the replies must not pile up replies
     in memory: once the transport's buffer is full (it pauses our producer), no further command
     runs and reading stops; when the client reads, the rest are answered in order."""
+    session = _tolerant_session(world)
     session.send(b"EHLO c.test\r\n")
     producer = session.transport.producer
     assert producer is not None and session.transport.streaming
@@ -542,9 +570,10 @@ def test_a_client_that_stops_reading_replies_stops_being_read(session):
     assert session.transport.producerState == "producing"
 
 
-def test_replies_to_a_long_pipeline_are_written_in_bounded_batches(session):
+def test_replies_to_a_long_pipeline_are_written_in_bounded_batches(world):
     """The transport must see the replies while the pipeline is being worked through, not in
     one write at its end, or it can't tell the server to stop."""
+    session = _tolerant_session(world)
     session.send(b"EHLO c.test\r\n")
     writes: list[bytes] = []
     real = session.transport.write

@@ -50,6 +50,7 @@ class SMTPReply:
 # -- connection ------------------------------------------------------------------------------
 SERVICE_CLOSING = SMTPReply(221, "2.0.0", "closing connection")
 TOO_MANY_ERRORS = SMTPReply(421, "4.7.0", "too many errors, closing connection")
+TOO_MANY_JUNK = SMTPReply(421, "4.7.0", "too many commands without mail, closing connection")
 # [smtp] greeting_delay: the client spoke before our 220 (a bot that doesn't wait for replies)
 EARLY_TALKER = SMTPReply(554, "5.5.1", "protocol error: you spoke before the greeting")
 # [smtp] client_message_rate / client_recipient_rate

@@ -221,6 +221,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         self._chunked = 0  # octets of the BDAT message so far
         self._message: IncomingMessage | None = None
         self._errors = 0
+        self._junk = 0  # NOOP, RSET, VRFY, EXPN, HELP since the last message taken
         self._command = "(connect)"  # what the client last asked, for the refusal log line
         self._pregreet: Any = None  # the delayed greeting ([smtp] greeting_delay)
         self._session_timer: Any = None
@@ -918,6 +919,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             message.discard()
             log_not_stored(log, e, "delivery of {queue_id} failed", queue_id=message.queue_id)
             return replies.local_error(e)
+        self._junk = 0  # a client that sends mail may tidy up between messages
         how = "queued" if receipt.queued else "delivered"
         return replies.DELIVERED.with_text(f"OK {how} as {receipt.queue_id}")
 
@@ -972,13 +974,30 @@ class SMTPServer(Protocol, TimeoutMixin):
     def _tls_how(self) -> str | None:
         return self._tls.how(self.transport)
 
-    def do_RSET(self, arg: str) -> SMTPReply:
+    def _junk_command(self) -> bool:
+        """A command that moves no mail (NOOP, RSET, VRFY, EXPN, HELP): counted, and past
+        ``max_junk_commands`` since the last message taken the session ends, as Postfix's
+        ``smtpd_junk_command_limit`` has it: a client looping on them holds a connection
+        slot while sending nothing (3,000 NOOPs in half a second were all answered). True
+        when the session is being closed."""
+        self._junk += 1
+        if self._junk <= self.factory.max_junk_commands:
+            return False
+        log.info("smtp {peer} too many commands without mail", peer=self.peer_host)
+        self._close_with(replies.TOO_MANY_JUNK)
+        return True
+
+    def do_RSET(self, arg: str) -> SMTPReply | None:
+        if self._junk_command():
+            return None
         self._reset_transaction()
         if self.state is not State.CONNECTED:
             self.state = State.GREETED
         return replies.RESET_OK
 
-    def do_NOOP(self, arg: str) -> SMTPReply:
+    def do_NOOP(self, arg: str) -> SMTPReply | None:
+        if self._junk_command():
+            return None
         return replies.OK
 
     def do_QUIT(self, arg: str) -> None:
@@ -987,6 +1006,8 @@ class SMTPServer(Protocol, TimeoutMixin):
         )
 
     def do_HELP(self, arg: str) -> None:
+        if self._junk_command():
+            return
         self._reply(
             replies.HELP,
             [
@@ -996,13 +1017,17 @@ class SMTPServer(Protocol, TimeoutMixin):
         )
 
     def do_VRFY(self, arg: str) -> SMTPReply | None:
+        if self._junk_command():
+            return None
         if not arg:
             self._error(replies.SYNTAX_ERROR.with_text("VRFY needs an argument"))
             return None
         # Never confirm or deny a user: VRFY would enumerate accounts (security.md).
         return replies.CANNOT_VRFY
 
-    def do_EXPN(self, arg: str) -> SMTPReply:
+    def do_EXPN(self, arg: str) -> SMTPReply | None:
+        if self._junk_command():
+            return None
         return replies.NOT_IMPLEMENTED.with_text("EXPN not available")
 
     def do_STARTTLS(self, arg: str) -> SMTPReply | None:
@@ -1156,6 +1181,7 @@ class SMTPFactory(Factory):
         idle_timeout: float = 300,
         session_timeout: float = 3600,
         max_errors: int = 20,
+        max_junk_commands: int = 100,
         filters: FilterChain | None = None,
         greeting_delay: float = 0.0,
         client_message_rate: int = 0,
@@ -1183,6 +1209,7 @@ class SMTPFactory(Factory):
         self.idle_timeout = idle_timeout
         self.session_timeout = session_timeout
         self.max_errors = max_errors
+        self.max_junk_commands = max_junk_commands
         self.filters = filters
         # Inbound politeness (port 25): postscreen's pregreet wait, anvil's client rates.
         self.greeting_delay = greeting_delay
