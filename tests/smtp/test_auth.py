@@ -291,3 +291,15 @@ def test_from_header_past_64_kib_of_other_fields_is_still_checked(world):
     )
     assert out.startswith(b"550 5.7.1 From: header"), out
     assert world.inbox_files("bob@example.test") == []
+
+
+def test_failed_auth_past_max_errors_ends_the_session(world):
+    """Each failed AUTH counts as an error (without a login throttle in front, as here);
+    past ``max_errors`` the session ends instead of taking guesses without end."""
+    s = session(submission_factory(world, max_errors=3))
+    s.send(b"EHLO c\r\n")
+    bad = b"AUTH PLAIN " + b64("\0alice@example.test\0wrong-pw") + b"\r\n"
+    for _ in range(3):
+        assert s.send(bad).startswith(b"535 5.7.8")
+    assert s.send(bad).split(b"\r\n")[1] == b"421 4.7.0 too many errors, closing connection"
+    assert s.transport.disconnecting

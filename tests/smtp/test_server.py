@@ -18,6 +18,7 @@ from txmailhost.delivery import incoming
 from txmailhost.delivery.incoming import IncomingSpool
 from txmailhost.delivery.submission import Submission
 from txmailhost.smtp.policy import InboundPolicy
+from txmailhost.smtp.replies import SMTPReply
 from txmailhost.smtp.server import SMTPFactory
 
 
@@ -98,6 +99,24 @@ def test_junk_commands_past_the_limit_close_the_session_and_a_message_resets_the
         b"421 4.7.0 too many commands without mail, closing connection\r\n"
     )
     assert s.transport.disconnecting
+
+
+def test_unknown_recipients_past_max_errors_end_the_session(session):
+    """A refused RCPT counts as an error, and past ``max_errors`` (20) the session ends, as
+    Postfix's smtpd_hard_error_limit has it: they were counted but never ended anything, and
+    a dictionary attack could go on in one session (128 probes seen, each answered)."""
+    session.send(b"EHLO c.test\r\nMAIL FROM:<x@r.test>\r\n")
+    for n in range(20):
+        out = session.send(b"RCPT TO:<nobody%d@example.test>\r\n" % n)
+        assert out.startswith(b"550 5.1.1"), out
+    assert session.send(b"RCPT TO:<alice@example.test>\r\n").startswith(b"250")  # not counted
+    greylisted = SMTPReply(451, "4.7.1", "greylisted, try again later")
+    assert session.protocol._refused(greylisted) is greylisted  # temporary: never ends it
+    assert not session.transport.disconnecting
+    last = session.send(b"RCPT TO:<nobody@example.test>\r\n")
+    assert last.split(b"\r\n")[1] == b"421 4.7.0 too many errors, closing connection", last
+    assert last.startswith(b"550 5.1.1")
+    assert session.transport.disconnecting
 
 
 def test_ehlo_advertises_pipelining_size_8bitmime_enhancedstatuscodes(session):

@@ -318,8 +318,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         async def run() -> Any:
             decision = await ask(chain)
             if decision.refusal is not None:
-                self._errors += 1
-                return self._refusal(decision.refusal)
+                return self._refused(self._refusal(decision.refusal))
             return then(decision)
 
         return Deferred.fromCoroutine(run())
@@ -535,6 +534,21 @@ class SMTPServer(Protocol, TimeoutMixin):
             return
         self._reply(reply)
 
+    def _refused(self, reply: SMTPReply) -> SMTPReply | None:
+        """A refusal decided after a wait (an unknown recipient, a filter's no, a failed
+        AUTH): counted as ``_error`` counts; a permanent one past ``max_errors`` is sent,
+        then 421 and the session ends, so None is left to send. These once counted without
+        ending anything: 128 unknown recipients in one session were each answered. A
+        temporary one (greylisting's 451 for each of 50 recipients) never ends it: the
+        client is doing what it should."""
+        self._errors += 1
+        if self._errors <= self.factory.max_errors or reply.code < 500:
+            return reply
+        self._reply(reply)
+        log.info("smtp {peer} too many errors", peer=self.peer_host)
+        self._close_with(replies.TOO_MANY_ERRORS)
+        return None
+
     def _flush(self) -> None:
         if self._out:
             self.transport.write(b"".join(self._out))
@@ -682,7 +696,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         address = f"{recipient.local}@{recipient.domain}"
         filtered: list[Decision] = []
 
-        def decided(result: tuple[SMTPReply, list[Any]]) -> SMTPReply:
+        def decided(result: tuple[SMTPReply, list[Any]]) -> SMTPReply | None:
             reply, routes = result
             if reply.positive and self.envelope is envelope:
                 envelope.recipients.append(address)
@@ -695,7 +709,7 @@ class SMTPServer(Protocol, TimeoutMixin):
                     envelope.junk |= decision.junk
                 self.state = State.RCPT
             elif not reply.positive:
-                self._errors += 1
+                return self._refused(reply)
             return reply
 
         async def checked() -> tuple[SMTPReply, list[Any]]:
@@ -1088,7 +1102,7 @@ class SMTPServer(Protocol, TimeoutMixin):
 
     def _sasl_step(
         self, exchange: PasswordExchange, step: Callable[[Any], Any], response: bytes | None
-    ) -> SMTPReply | Deferred[SMTPReply]:
+    ) -> SMTPReply | Deferred[SMTPReply | None]:
         """One step of the shared SASL exchange: a ``334`` challenge, or the login."""
         try:
             result = step(response)
@@ -1099,7 +1113,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         self._sasl = lambda text: self._sasl_step(exchange, exchange.respond, text.encode("utf-8"))
         return replies.AUTH_CHALLENGE.with_text(result.encoded().decode("ascii"))
 
-    async def _login(self, credentials: Credentials) -> SMTPReply:
+    async def _login(self, credentials: Credentials) -> SMTPReply | None:
         user = _printable(credentials.username.decode("utf-8", "replace"), 320)
         try:
             account, _logout = await self._logins.login(
@@ -1108,8 +1122,7 @@ class SMTPServer(Protocol, TimeoutMixin):
         except LoginThrottled:
             return replies.AUTH_THROTTLED
         except LoginFailed:
-            self._errors += 1
-            return replies.AUTH_FAILED
+            return self._refused(replies.AUTH_FAILED)
         except Exception:
             log.failure("smtp auth error for {user}", user=user)
             return replies.AUTH_UNAVAILABLE
