@@ -74,6 +74,16 @@ def test_fileinto_existing_missing_and_created_mailboxes(world):
     assert world.created == [(ALICE, "New")]
 
 
+def test_a_field_after_a_long_header_still_meets_the_rules(world):
+    """Up to SMTP's 1 MiB of header fields, the script sees them all: a Subject after 300 KiB
+    of padding (the script read only the first 256 KiB) is filed as the rule says."""
+    world.script('require "fileinto"; if header :contains "subject" "invoice" {fileinto "Work";}')
+    pad = b"".join(b"X-Pad-%d: %s\r\n" % (n, b"p" * 90) for n in range(3200))
+    assert len(pad) > 300 * 1024
+    message = MESSAGE.replace(b"Subject: [news] hello", pad + b"Subject: invoice 42")
+    assert world.decide(message).mailboxes == ["Work"]
+
+
 def test_a_copy_judged_spam_that_is_only_kept_goes_to_junk(world):
     world.script('require "fileinto"; if header :contains "subject" "x" { fileinto "Work"; }')
     assert world.decide(junk=True).mailboxes == ["Junk"]

@@ -1,7 +1,8 @@
 """What a Sieve script sees of a message: its envelope, header fields, addresses, size, body.
 
 Built from the delivered file without reading it whole: the header section is read up to
-``MAX_HEADER`` octets (enough for any real message; a larger one is cut there), and the body
+``MAX_HEADER`` octets (all of any message SMTP takes, whose header section is at most 1 MiB,
+with the fields the server adds on top; a larger one is cut there), and the body
 only when a ``body`` test asks, up to ``MAX_BODY``. Header values are unfolded and their
 RFC 2047 encoded words decoded (RFC 5228 2.7.2: tests compare decoded text); addresses come
 from the header's address list (groups flattened, RFC 5228 5.1).
@@ -23,7 +24,9 @@ from email.message import Message
 
 from txmailhost.addresslist import get_addresses, parse_address
 
-MAX_HEADER = 256 * 1024
+# SMTP's limit (delivery/incoming.py HEADER_LIMIT, 1 MiB) and room for our own fields: a
+# From: or Subject: after 256 KiB of padding once escaped the user's rules.
+MAX_HEADER = 1024 * 1024 + 64 * 1024
 MAX_BODY = 4 * 1024 * 1024
 _EMPTY_LINE = re.compile(rb"(?:\A|\n)\r?\n")
 
