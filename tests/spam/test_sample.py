@@ -170,3 +170,13 @@ def test_mime_nested_deeper_than_the_parser_goes_is_read_as_text():
     sample = sample_of(io.BytesIO(_nested(1500)))
     assert "click here now" in sample.text
     assert "click here now" in sample_of(io.BytesIO(_nested(50))).text
+
+
+def test_a_long_header_section_hides_neither_its_fields_nor_the_body():
+    """Padding the header past what was read (64 KiB) once hid the Subject, the From and the
+    whole body from every check; all of what SMTP takes (1 MiB) is read now."""
+    pad = b"".join(b"X-Pad-%d: %s\r\n" % (n, b"p" * 90) for n in range(3200))
+    message = pad + b"From: deals@spam.test\r\nSubject: cheap pills\r\n\r\nbuy cheap pills now\r\n"
+    sample = sample_of(io.BytesIO(message))
+    assert sample.header("subject") == "cheap pills" and not sample.truncated
+    assert "buy cheap pills now" in sample.text

@@ -39,7 +39,10 @@ from typing import BinaryIO
 from txmailhost.mediatype import MEDIA_TYPE
 from txmailhost.spam.htmltext import HTMLText, Link
 
-HEADER_CAP = 64 * 1024  # octets of header section read; the rest of a longer one is ignored
+# Octets of header section read; the rest of a longer one is ignored. All of any message SMTP
+# takes (delivery/incoming.py HEADER_LIMIT, 1 MiB) and the fields the server adds above it:
+# with 64 KiB, padding the header past it hid the Subject, the From and the whole body.
+HEADER_CAP = 1024 * 1024 + 64 * 1024
 BODY_CAP = 256 * 1024  # octets of body read by default
 FIELD_CAP = 4096  # characters of one header field the MIME parser is given
 _CHUNK = 16 * 1024
@@ -122,23 +125,25 @@ class Sample:
 def read_capped(stream: BinaryIO, body_cap: int = BODY_CAP) -> tuple[bytes, bytes, bool]:
     """(header section, body start, truncated) from ``stream``, in chunks, never more than
     ``HEADER_CAP + body_cap`` octets (plus one chunk) whatever the message's size."""
-    buffer = b""
-    while True:
-        end = buffer.find(b"\r\n\r\n")
+    buffer = bytearray()
+    looked = 0  # where the search for the empty line goes on from (a long header: each
+    while True:  # chunk searched once, not the whole buffer again)
+        end = buffer.find(b"\r\n\r\n", looked)
         if end < 0:
-            end_lf = buffer.find(b"\n\n")
+            end_lf = buffer.find(b"\n\n", looked)
             end = end_lf if end_lf >= 0 else -1
             sep = 2
         else:
             sep = 4
         if end >= 0:
-            header, body = buffer[: end + sep], buffer[end + sep :]
+            header, body = bytes(buffer[: end + sep]), bytes(buffer[end + sep :])
             break
         if len(buffer) >= HEADER_CAP:  # no end of the header section in sight: stop here
-            return buffer[:HEADER_CAP], b"", True
+            return bytes(buffer[:HEADER_CAP]), b"", True
         chunk = stream.read(_CHUNK)
         if not chunk:
-            return buffer, b"", False
+            return bytes(buffer), b"", False
+        looked = max(0, len(buffer) - 3)
         buffer += chunk
     while len(body) <= body_cap:
         chunk = stream.read(min(_CHUNK, body_cap + 1 - len(body)))
