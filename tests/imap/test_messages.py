@@ -197,13 +197,21 @@ def test_keywords_past_the_limits_are_no_limit_and_change_nothing(alice, world):
     assert alice.cmd("d STORE 3 +FLAGS.SILENT (kw999 one-too-many)") == (
         b"d NO [LIMIT] a mailbox may have at most 1000 keywords\r\n"
     )
+    assert alice.cmd("d2 APPEND INBOX (one-too-many) {1+}\r\nx") == (  # the selected one
+        b"d2 NO [LIMIT] a mailbox may have at most 1000 keywords\r\n"
+    )
+    assert b"OK [APPENDUID" in alice.cmd("d4 APPEND INBOX (kw5) {1+}\r\nx")  # one it has
+    words = " ".join(f"w{n}" for n in range(1001))
+    assert alice.cmd(f"d3 APPEND Trash ({words}) {{1+}}\r\nx") == (  # one APPEND alone
+        b"d3 NO [LIMIT] a mailbox may have at most 1000 keywords\r\n"
+    )
     assert alice.cmd("e STORE 3 +FLAGS.SILENT (kw5 \\Seen)") == b"e OK STORE completed\r\n"
     # removing a keyword no message has doesn't announce it (it did: "* FLAGS (... never-there)")
     assert alice.cmd("f STORE 1 -FLAGS.SILENT (kw1 never-there)") == b"f OK STORE completed\r\n"
     assert alice.cmd("g FETCH 3 FLAGS") == (
         b"* 3 FETCH (FLAGS (\\Recent \\Seen kw5))\r\ng OK FETCH completed\r\n"
     )
-    assert alice.cmd("h STATUS INBOX (MESSAGES)").startswith(b'* STATUS "INBOX" (MESSAGES 3)')
+    assert alice.cmd("h STATUS INBOX (MESSAGES)").startswith(b'* STATUS "INBOX" (MESSAGES 4)')
 
 
 def test_store_silent_answers_only_ok(alice):

@@ -23,7 +23,6 @@ from typing import Any
 from twisted.internet.threads import deferToThreadPool
 
 from txmailhost.imap import binary, catenate, replies
-from txmailhost.imap.keywords import check_keywords
 from txmailhost.imap.parser import LiteralFile, ParseError, Reader
 from txmailhost.store.interfaces import MessageSource
 
@@ -87,7 +86,6 @@ def parse_messages(reader: Reader, utf8: bool = False) -> list[AppendMessage]:
         flags: list[str] = []
         if reader.peek() == b"(":
             flags = [f for f in reader.flag_list() if f not in _IGNORED_FLAGS]
-            check_keywords(flags)
             reader.sp()
         date = None
         if reader.peek() == b'"':

@@ -31,6 +31,7 @@ from txmailhost.imap.acl import (
     reserved,
 )
 from txmailhost.imap.fetch import flag_list
+from txmailhost.imap.keywords import check_keywords
 from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.imap.replies import Done, mailbox_name, printable
 from txmailhost.imap.search import compress
@@ -504,6 +505,11 @@ class MailboxCommands:
         name = self._mailbox_arg(reader)
         messages = append.parse_messages(reader, self.utf8)
         reader.end()
+        # The keywords' bounds (keywords.py): against the mailbox's own when it is the one
+        # selected, else those of this APPEND alone.
+        view = self.view
+        known = view.keywords if view is not None and view.name == name else None
+        check_keywords([flag for message in messages for flag in message.flags], known)
         found = await self.access(name, "i", missing=replies.TryCreate)
         try:
             mailbox = await self.store.open(found.owner, found.mailbox)
