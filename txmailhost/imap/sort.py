@@ -82,19 +82,28 @@ def parse_charset(reader: Reader) -> None:
     reader.sp()
 
 
-def sent_date(message: StoredMessage, keys: headerkeys.HeaderKeys) -> float:
-    """RFC 5256 §2.2: the Date field (UTC), or INTERNALDATE without a usable one."""
-    return keys.sent if keys.sent is not None else message.internaldate
+def sent_date(message: StoredMessage, sent: float | None) -> float:
+    """RFC 5256 §2.2: the Date field (UTC, ``sent``), or INTERNALDATE without a usable one."""
+    return sent if sent is not None else message.internaldate
 
 
-def _key(name: str, keys: dict[int, headerkeys.HeaderKeys]) -> Callable[[Any], Any]:
+def _key(
+    name: str, keys: dict[int, headerkeys.HeaderKeys], sent: dict[int, float | None]
+) -> Callable[[Any], Any]:
+    """The sort key of criterion ``name``; DATE from ``sent`` when the sent dates were read
+    alone (``headerkeys.load_sent``), else from the whole ``keys``."""
+
     def of(item: tuple[int, StoredMessage]) -> headerkeys.HeaderKeys:
         return keys.get(item[1].uid, EMPTY_KEYS)
 
     table: dict[str, Callable[[tuple[int, StoredMessage]], Any]] = {
         "ARRIVAL": lambda item: item[1].internaldate,
         "SIZE": lambda item: item[1].size,
-        "DATE": lambda item: sent_date(item[1], of(item)),
+        "DATE": (
+            (lambda item: sent_date(item[1], sent.get(item[1].uid)))
+            if sent
+            else (lambda item: sent_date(item[1], of(item).sent))
+        ),
         "SUBJECT": lambda item: of(item).subject,
         "FROM": lambda item: of(item).from_,
         "TO": lambda item: of(item).to,
@@ -113,30 +122,20 @@ async def ordered(
 ) -> list[tuple[int, StoredMessage]]:
     """``matches`` (in sequence order) sorted by ``criteria``."""
     keys: dict[int, headerkeys.HeaderKeys] = {}
+    sent: dict[int, float | None] = {}
     names = {name for name, _reverse in criteria}
-    items = list(matches)
     messages = [m for _seq, m in matches]
     if names <= _DATE_CRITERIA and "DATE" in names:
         # DATE (and ARRIVAL, SIZE) alone: the sent dates, not every message's ten keys
         sent = await headerkeys.load_sent(view, caches.keys, caches.sent, messages)
-        for name, reverse in reversed(criteria):
-            if name == "DATE":
-                items.sort(key=lambda item: _or_arrival(sent.get(item[1].uid), item[1]),
-                           reverse=reverse)  # fmt: skip
-            else:
-                items.sort(key=_key(name, keys), reverse=reverse)
-        return items
-    if not names <= _INDEX_CRITERIA:
+    elif not names <= _INDEX_CRITERIA:
         keys = await headerkeys.load(view, caches.keys, messages)
+    items = list(matches)
     # Stable sorts, least significant criterion first; equal keys keep sequence order, also
     # under REVERSE (Python's reverse=True keeps stability).
     for name, reverse in reversed(criteria):
-        items.sort(key=_key(name, keys), reverse=reverse)
+        items.sort(key=_key(name, keys, sent), reverse=reverse)
     return items
-
-
-def _or_arrival(sent: float | None, message: StoredMessage) -> float:
-    return sent if sent is not None else message.internaldate
 
 
 class SortCaches:
@@ -223,7 +222,7 @@ class SortCommands(ContextCommands):
         messages = []
         for seq, message in matches:
             message_keys = keys.get(message.uid, EMPTY_KEYS)
-            sent = message_keys.sent if message_keys.sent is not None else message.internaldate
+            sent = sent_date(message, message_keys.sent)
             number = message.uid if by_uid else seq
             # tuple.__new__ skips NamedTuple's Python-level __new__ (100,000 times a THREAD)
             messages.append(
