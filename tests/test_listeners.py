@@ -79,3 +79,47 @@ def test_the_imap_listeners_share_one_notify_hub(tmp_path: Path) -> None:
     imap = plain.factory.wrappedFactory
     imaps = implicit.factory.wrappedFactory.wrappedFactory
     assert imap is not imaps and imap.notify_hub is imaps.notify_hub
+
+
+def test_the_imap_listeners_share_one_sort_key_cache_of_the_configured_size(
+    tmp_path: Path,
+) -> None:
+    """A webmail reconnecting on 993 sorts from the keys a session on 143 loaded."""
+    from txmailhost.listeners import LISTENERS
+
+    kinds = [kind for kind in LISTENERS if kind.label in ("imap", "imaps")]
+    listen = ListenConfig(**{f.name: "" for f in dataclasses.fields(ListenConfig)})
+    listen = dataclasses.replace(
+        listen, imap="tcp:24194:interface=127.0.0.1", imaps="tcp:24195:interface=127.0.0.1"
+    )
+    data = tmp_path / "data"
+    ensure_data_dir(str(data))
+    config = load_config(str(data))
+    config = dataclasses.replace(
+        config, listen=listen, imap=dataclasses.replace(config.imap, sort_cache_messages=1234)
+    )
+    top = build(config, MemoryReactorClock(), listeners=kinds)
+    plain, implicit = [service for service in top if isinstance(service, Listener)]
+    imap = plain.factory.wrappedFactory
+    imaps = implicit.factory.wrappedFactory.wrappedFactory
+    assert imap.sort_keys is imaps.sort_keys
+    assert imap.sort_keys.limit == 1234
+
+
+def test_the_started_servers_heap_is_frozen_and_later_cycles_still_collected() -> None:
+    import gc
+
+    from txmailhost.service import freeze_startup_heap
+
+    class Cycle:
+        pass
+
+    try:
+        freeze_startup_heap()
+        assert gc.get_freeze_count() > 0
+        made = Cycle()
+        made.me = made  # type: ignore[attr-defined]
+        del made
+        assert gc.collect() >= 1
+    finally:
+        gc.unfreeze()

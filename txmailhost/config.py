@@ -558,6 +558,15 @@ class IMAPConfig:
         least smtp.max_message_size or users can't save in Sent what they could send. Default
         52428800 bytes, 50 MiB.""",
     )
+    sort_cache_messages: int = setting(
+        50_000,
+        check=_integer("messages", minimum=0, maximum=10_000_000, example="e.g. 200000, or 0"),
+        doc="""Messages whose SORT and THREAD keys (dates, subjects, addresses, Message-IDs)
+        stay in memory after the session that loaded them, for the next session of the same
+        mailbox: webmails log in for each page and sort the whole mailbox each time. A message
+        costs some 300-600 bytes; the least recently sorted mailbox goes first. 0 keeps them
+        only for the session's selection.""",
+    )
 
 
 def _choice(*allowed: str) -> Callable[[Any], str]:

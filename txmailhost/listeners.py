@@ -27,6 +27,7 @@ from typing import Any
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from txmailhost.config import Config
+from txmailhost.imap.keycache import SortKeyCache
 from txmailhost.imap.notify import NotifyHub
 from txmailhost.imap.server import IMAPFactory
 from txmailhost.mailauth import dnsrecords
@@ -81,6 +82,8 @@ class ServerParts:
     acme_challenges: Any = None  # acme_renewal.Challenges with [tls] acme: HTTP-01 answers
     # NOTIFY's mailbox-name and subscription events, shared by every IMAP listener
     notify_hub: NotifyHub = field(default_factory=NotifyHub)
+    # sort keys kept for the next session of a mailbox (imap/keycache.py), shared likewise
+    sort_keys: SortKeyCache = field(default_factory=SortKeyCache)
     # (label, web.sessions.SessionStore) of the webmail, appended by ``web``: the logins
     # ``txmailhost who`` lists and ``kick`` ends (ops/control.py)
     browsers: list[tuple[str, Any]] = field(default_factory=list)
@@ -204,6 +207,7 @@ def imap(parts: ServerParts, implicit_tls: bool) -> IMAPFactory:
         max_literal_size=config.imap.max_literal_size,
         quota_of=parts.router.quota_of,
         observers=parts.mailbox_observers,
+        sort_keys=parts.sort_keys,
     )
     factory.notify_hub = parts.notify_hub  # imap/notify.hub_of: one for 143 and 993
     return factory

@@ -30,6 +30,11 @@ def makeService(options: Options) -> IService:
 
     twistd: Any = getattr(options, "parent", None) or {}
     _report_startup_errors_in_one_line()
+    from twisted.internet import reactor
+
+    from txmailhost.service import freeze_startup_heap
+
+    reactor.callWhenRunning(freeze_startup_heap)  # type: ignore[attr-defined]
     return make_service(
         data_dir=options["data"],
         config_file=options["config"],

@@ -261,6 +261,65 @@ def test_sort_by_date_reads_the_kept_dates_alone_and_agrees(world, alice, monkey
     later.close()
 
 
+def shared_session(factory) -> Session:
+    s = Session(factory)
+    s.login()
+    return s
+
+
+def test_a_later_session_sorts_and_threads_from_the_keys_an_earlier_one_loaded(world, monkeypatch):
+    factory = make_factory(world)
+    first = shared_session(factory)
+    first.cmd("s SELECT INBOX")
+    answers = [
+        first.cmd(command)
+        for command in (
+            "a SORT (SUBJECT) UTF-8 ALL",
+            "b SORT (DATE) UTF-8 ALL",
+            "c THREAD REFERENCES UTF-8 ALL",
+        )
+    ]
+    first.close()
+    later = shared_session(factory)
+    later.cmd("s SELECT INBOX")
+
+    def unread(*args, **kwargs):
+        raise AssertionError("kept keys read again")
+
+    monkeypatch.setattr(headerkeys, "decode_many", unread)
+    monkeypatch.setattr(headerkeys, "sent_dates", unread)
+    monkeypatch.setattr(headerkeys, "derive", unread)
+    assert answers[0].startswith(b"* SORT 3 1 2 4\r\n")
+    assert later.cmd("a SORT (SUBJECT) UTF-8 ALL") == answers[0]
+    assert later.cmd("b SORT (DATE) UTF-8 ALL") == answers[1]
+    assert later.cmd("c THREAD REFERENCES UTF-8 ALL") == answers[2]
+    later.close()
+
+
+def test_a_mailbox_deleted_and_created_again_is_sorted_by_its_own_messages(world):
+    """The new mailbox's UIDs 1 and 2 are other messages, and its UIDVALIDITY may be the old
+    one's (the clock's second): only MAILBOXID tells them apart."""
+    factory = make_factory(world)
+    s = shared_session(factory)
+    s.cmd("c CREATE box")
+    for subject in ("alpha", "beta"):
+        deliver(world, ALICE, message(subject, "a@x.test", "Mon, 2 Feb 2026 10:00:00 +0000"), "box")
+    s.cmd("s SELECT box")
+    assert s.cmd("t SORT (SUBJECT) UTF-8 ALL").startswith(b"* SORT 1 2\r\n")
+    assert s.cmd("d SORT (DATE) UTF-8 ALL").startswith(b"* SORT 1 2\r\n")
+    s.cmd("u UNSELECT")
+    s.cmd("x DELETE box")
+    s.cmd("c CREATE box")
+    for subject, date in (("zulu", "Tue, 3 Feb 2026"), ("kilo", "Sun, 1 Feb 2026")):
+        deliver(world, ALICE, message(subject, "a@x.test", date + " 10:00:00 +0000"), "box")
+    later = shared_session(factory)
+    later.cmd("s SELECT box")
+    assert later.cmd("t SORT (SUBJECT) UTF-8 ALL").startswith(b"* SORT 2 1\r\n")
+    assert later.cmd("d SORT (DATE) UTF-8 ALL").startswith(b"* SORT 2 1\r\n")
+    s.close()
+    later.close()
+
+
 @pytest.mark.parametrize(
     ("stored", "sent"),
     [

@@ -219,6 +219,7 @@ class MailboxCommands:
             modseq=selection.highestmodseq,
             keywords=set(selection.keywords),
             rights=found.rights,
+            mailboxid=selection.mailboxid,
         )
         if not self.rev2:
             view.add_recent(selection.first_recent, selection.uidnext)

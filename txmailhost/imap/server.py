@@ -44,6 +44,7 @@ from txmailhost.imap import replies, urlauth
 from txmailhost.imap.acl import AclCommands
 from txmailhost.imap.commands import MailboxCommands
 from txmailhost.imap.compress import CompressCommands, CompressionError, Deflate
+from txmailhost.imap.keycache import SortKeyCache
 from txmailhost.imap.login import LoginCommands
 from txmailhost.imap.messages import MessageCommands
 from txmailhost.imap.metadata import MetadataCommands
@@ -792,6 +793,7 @@ class IMAPFactory(Factory):
         quota_of: Callable[[str], Deferred[int | None]] | None = None,
         observers: Sequence[Any] = (),
         urlauth: bool = False,
+        sort_keys: SortKeyCache | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -816,3 +818,6 @@ class IMAPFactory(Factory):
         self.urlauth = urlauth
         # Large index-only FETCH batches, reused by the next session asking for the same lines
         self.rendered = RenderedBatches()
+        # Sort keys loaded by one session, kept for the next of the same mailbox (keycache.py);
+        # pass one to share it between listeners (143 and 993)
+        self.sort_keys = sort_keys if sort_keys is not None else SortKeyCache()

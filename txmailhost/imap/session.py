@@ -38,6 +38,8 @@ class SelectedMailbox:
     stop_watching: Any = None
     # RFC 4314 rights of this session's user on the mailbox, as they were at SELECT (§5.1.1)
     rights: str = "lrswipkxtea"
+    # RFC 8474 MAILBOXID, when the store gives one: what sort keys are kept by (keycache.py)
+    mailboxid: str | None = None
 
     @property
     def exists(self) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 
 from txmailhost.imap import headerkeys, replies, thread
 from txmailhost.imap.context import ContextCommands, parse_return
+from txmailhost.imap.keycache import SortCaches, of_factory
 from txmailhost.imap.matching import matching
 from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.imap.replies import Done
@@ -138,30 +139,27 @@ async def ordered(
     return items
 
 
-class SortCaches:
-    """What a session has loaded for sorting its current selection: messages' whole keys,
-    and the sent dates read alone (SORT (DATE) needs nothing else)."""
-
-    def __init__(self, view: SelectedMailbox) -> None:
-        self.view = view
-        self.keys: dict[int, headerkeys.HeaderKeys] = {}
-        self.sent: dict[int, float | None] = {}
-
-
 class SortCommands(ContextCommands):
     """Part of ``IMAPServer``: SORT, THREAD (and, inherited, SEARCH contexts)."""
 
     account: Any
+    factory: Any
     view: SelectedMailbox | None
     condstore: bool
     write: Callable[[bytes], None]
-    _sort_caches: SortCaches | None = None
+    _sort_caches: tuple[SelectedMailbox, SortCaches] | None = None
 
     def sort_caches(self, view: SelectedMailbox) -> SortCaches:
-        """The sort keys this session has loaded for its current selection."""
-        if self._sort_caches is None or self._sort_caches.view is not view:
-            self._sort_caches = SortCaches(view)
-        return self._sort_caches
+        """The sort keys loaded for the selected mailbox: by this session or, kept by the
+        factory's ``SortKeyCache``, by an earlier one (``keycache``)."""
+        if self._sort_caches is None or self._sort_caches[0] is not view:
+            self._sort_caches = (view, of_factory(self.factory).of(view))
+        return self._sort_caches[1]
+
+    def _sorted_keys_loaded(self, view: SelectedMailbox) -> None:
+        """Let the factory's cache count what a load added to the selection's keys."""
+        if self._sort_caches is not None and self._sort_caches[0] is view:
+            of_factory(self.factory).settle(view, self._sort_caches[1])
 
     def _search_program(self, reader: Reader) -> SearchProgram:
         view = self.view
@@ -194,6 +192,7 @@ class SortCommands(ContextCommands):
         program = self._search_program(reader)
         matches = await matching(view, program)
         items = await ordered(view, self.sort_caches(view), matches, criteria)
+        self._sorted_keys_loaded(view)
         numbers = [m.uid if by_uid else seq for seq, m in items]
         if options is None:
             self.write(b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
@@ -203,7 +202,9 @@ class SortCommands(ContextCommands):
             async def reorder(
                 members: list[tuple[int, StoredMessage]],
             ) -> list[tuple[int, StoredMessage]]:
-                return await ordered(view, self.sort_caches(view), members, criteria)
+                reordered = await ordered(view, self.sort_caches(view), members, criteria)
+                self._sorted_keys_loaded(view)
+                return reordered
 
             self.answer_context(reader, options, program, by_uid, items, modseq, reorder)
         return Done("SORT completed")
@@ -219,6 +220,7 @@ class SortCommands(ContextCommands):
         program = self._search_program(reader)
         matches = await matching(view, program)
         keys = await headerkeys.load(view, self.sort_caches(view).keys, [m for _s, m in matches])
+        self._sorted_keys_loaded(view)
         messages = []
         for seq, message in matches:
             message_keys = keys.get(message.uid, EMPTY_KEYS)
@@ -228,6 +230,8 @@ class SortCommands(ContextCommands):
             messages.append(
                 _new_thread_message(thread.ThreadMessage, (number, seq, sent, message_keys))
             )
-        threads = thread.render(algorithm(messages))
+        roots = algorithm(messages)
+        threads = thread.render(roots)
+        thread.release(roots)
         self.write(b"* THREAD" + (b" " + threads if threads else b"") + b"\r\n")
         return Done("THREAD completed")

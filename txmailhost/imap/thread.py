@@ -78,11 +78,13 @@ def _unlink(child: _Node) -> None:
 
 def _walk(roots: list[_Node]) -> Iterator[_Node]:
     """Every node under ``roots``, parents before their children."""
-    stack = list(reversed(roots))
+    stack = roots[::-1]
+    pop, extend = stack.pop, stack.extend
     while stack:
-        node = stack.pop()
+        node = pop()
         yield node
-        stack.extend(reversed(node.children))
+        if node.children:  # most nodes have none
+            extend(node.children[::-1])
 
 
 def _sort(roots: list[_Node]) -> None:
@@ -253,6 +255,19 @@ def ordered_subject(messages: list[ThreadMessage]) -> list[_Node]:
         roots.append(root)
     roots.sort(key=lambda n: n.sort_key)
     return roots
+
+
+def release(roots: list[_Node]) -> None:
+    """Take the trees apart once rendered: a child and its parent refer to each other, and
+    left in cycles 10,000 nodes would wait for the cyclic garbage collector (and be walked by
+    it); apart, each is freed as soon as the response is made."""
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        node.parent = None
+        if node.children:
+            stack.extend(node.children)
+            node.children = []
 
 
 def render(roots: list[_Node]) -> bytes:

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     log = Logger(namespace="txmailhost.workers")
 
     from txmailhost.config import ConfigError, load_config
-    from txmailhost.service import build, load_tls
+    from txmailhost.service import build, freeze_startup_heap, load_tls
     from txmailhost.workers.role import READY, WorkerRole
 
     sockets = {}
@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                  count=role.count, pid=os.getpid(), **{READY: True})  # fmt: skip
 
     reactor.callWhenRunning(ready)
+    reactor.callWhenRunning(freeze_startup_heap)
     reactor.run()
     return 0
 

@@ -1,0 +1,115 @@
+"""Sort keys kept between sessions (``imap/keycache.py``): found by MAILBOXID and UIDVALIDITY,
+bounded, pruned of expunged messages (a later session's SORT and THREAD: test_sort.py); and
+THREAD's trees taken apart once rendered."""
+
+from __future__ import annotations
+
+import gc
+from array import array
+
+import pytest
+
+from txmailhost.imap import thread
+from txmailhost.imap.headerkeys import derive
+from txmailhost.imap.keycache import PRUNE_SLACK, SortCaches, SortKeyCache
+from txmailhost.imap.session import SelectedMailbox
+
+
+def view(mailboxid: str | None, uids: list[int], uidvalidity: int = 7) -> SelectedMailbox:
+    return SelectedMailbox(
+        None, "INBOX", False, array("I", uids), uidvalidity, max(uids, default=0) + 1, 1,
+        mailboxid=mailboxid,
+    )  # fmt: skip
+
+
+def fill(caches: SortCaches, uids: range) -> None:
+    for uid in uids:
+        caches.sent[uid] = float(uid)
+
+
+def test_the_same_mailbox_gets_the_same_caches_and_another_its_own():
+    cache = SortKeyCache()
+    first = cache.of(view("Fa", [1, 2]))
+    assert cache.of(view("Fa", [1, 2])) is first
+    assert cache.of(view("Fb", [1, 2])) is not first
+    # UIDVALIDITY changed (the UIDs name other messages now): other caches
+    assert cache.of(view("Fa", [1, 2], uidvalidity=8)) is not first
+
+
+@pytest.mark.parametrize(("mailboxid", "limit"), [(None, 100), ("", 100), ("Fa", 0)])
+def test_without_a_mailboxid_or_with_keeping_off_every_session_has_its_own(mailboxid, limit):
+    cache = SortKeyCache(limit)
+    first = cache.of(view(mailboxid, [1]))
+    fill(first, range(1, 2))
+    cache.settle(view(mailboxid, [1]), first)
+    assert cache.of(view(mailboxid, [1])) is not first
+    assert cache.used == 0
+
+
+def test_the_least_recently_sorted_mailbox_goes_first_past_the_limit():
+    cache = SortKeyCache(limit=250)
+    boxes = {name: view(name, list(range(1, 101))) for name in ("Fa", "Fb", "Fc")}
+    kept = {}
+    for name in ("Fa", "Fb"):
+        kept[name] = cache.of(boxes[name])
+        fill(kept[name], range(1, 101))
+        cache.settle(boxes[name], kept[name])
+    assert cache.used == 200
+    assert cache.of(boxes["Fa"]) is kept["Fa"]  # Fa used again: Fb is now the oldest
+    kept["Fc"] = cache.of(boxes["Fc"])
+    fill(kept["Fc"], range(1, 101))
+    cache.settle(boxes["Fc"], kept["Fc"])
+    assert cache.used == 200
+    assert cache.of(boxes["Fa"]) is kept["Fa"]
+    assert cache.of(boxes["Fc"]) is kept["Fc"]
+    assert cache.of(boxes["Fb"]) is not kept["Fb"]
+
+
+def test_a_mailbox_larger_than_the_limit_is_not_kept():
+    cache = SortKeyCache(limit=50)
+    big = view("Fa", list(range(1, 101)))
+    caches = cache.of(big)
+    fill(caches, range(1, 101))
+    cache.settle(big, caches)
+    assert cache.used == 0
+    assert cache.of(big) is not caches
+
+
+def test_expunged_messages_keys_are_dropped_once_they_outnumber_twice_the_mailbox():
+    cache = SortKeyCache()
+    uids = list(range(1, PRUNE_SLACK + 1))
+    caches = cache.of(view("Fa", uids))
+    fill(caches, range(1, PRUNE_SLACK + 1))
+    caches.keys[1] = derive(b"Subject: one\r\n\r\n")
+    cache.settle(view("Fa", uids), caches)
+    assert cache.of(view("Fa", [1, 2])) is caches  # 1,001 kept for 2 messages: not yet
+    assert caches.size == PRUNE_SLACK + 1
+    fill(caches, range(PRUNE_SLACK + 1, PRUNE_SLACK + 10))
+    cache.settle(view("Fa", uids), caches)
+    assert cache.of(view("Fa", [1, 2])) is caches
+    assert set(caches.sent) == {1, 2}
+    assert set(caches.keys) == {1}
+    assert cache.used == 3
+
+
+def test_thread_trees_are_taken_apart_once_rendered():
+    """Parent and child refer to each other: apart, the nodes are freed without the cyclic
+    collector (which otherwise walked 10,000 of them for every THREAD of a large mailbox)."""
+    messages = []
+    for n in range(1, 301):
+        refs = f"References: <{n - 1}@x>\r\n" if n % 3 else ""
+        keys = derive(f"Message-ID: <{n}@x>\r\n{refs}Subject: s{n % 7}\r\n\r\n".encode())
+        messages.append(thread.ThreadMessage(n, n, float(n), keys))
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        roots = thread.references(messages)
+        rendered = thread.render(roots)
+        thread.release(roots)
+        del roots
+        assert gc.collect() == 0
+    finally:
+        if enabled:
+            gc.enable()
+    assert rendered.startswith(b"(")
