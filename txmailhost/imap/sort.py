@@ -230,8 +230,6 @@ class SortCommands(ContextCommands):
             messages.append(
                 _new_thread_message(thread.ThreadMessage, (number, seq, sent, message_keys))
             )
-        roots = algorithm(messages)
-        threads = thread.render(roots)
-        thread.release(roots)
+        threads = thread.render(algorithm(messages))
         self.write(b"* THREAD" + (b" " + threads if threads else b"") + b"\r\n")
         return Done("THREAD completed")

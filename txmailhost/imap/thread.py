@@ -237,6 +237,7 @@ def references(messages: list[ThreadMessage]) -> list[_Node]:
     roots.sort(key=lambda n: n.sort_key)
     roots = _group_by_subject(roots)  # step 6
     _sort(roots)  # step 7
+    _unchain(nodes)  # every child is one of ``nodes`` (step 6 adds dummies only as roots)
     return roots
 
 
@@ -250,24 +251,19 @@ def ordered_subject(messages: list[ThreadMessage]) -> list[_Node]:
         first, *rest = list(group)
         root = _Node(first)
         root.sort_key = (first.sent, first.seq)
-        for message in rest:
-            _link(root, _Node(message))
+        root.children = [_Node(message) for message in rest]  # no parent links: nothing asks
         roots.append(root)
     roots.sort(key=lambda n: n.sort_key)
     return roots
 
 
-def release(roots: list[_Node]) -> None:
-    """Take the trees apart once rendered: a child and its parent refer to each other, and
-    left in cycles 10,000 nodes would wait for the cyclic garbage collector (and be walked by
-    it); apart, each is freed as soon as the response is made."""
-    stack = list(roots)
-    while stack:
-        node = stack.pop()
+def _unchain(nodes: list[_Node]) -> None:
+    """Drop the parent links once the forest is built (``render`` and the webmail read only
+    children): a child and its parent refer to each other, and 10,000 nodes in cycles would
+    wait for the cyclic garbage collector, which walks them meanwhile; unchained, each is
+    freed as soon as the answer is made."""
+    for node in nodes:
         node.parent = None
-        if node.children:
-            stack.extend(node.children)
-            node.children = []
 
 
 def render(roots: list[_Node]) -> bytes:
