@@ -109,6 +109,17 @@ def test_the_away_reply_is_the_clis_vacation_script(server):
     assert server.cli("user", "vacation", ALICE).stdout.strip() == f"{ALICE}: vacation off"
 
 
+def test_an_away_reply_every_so_many_days_takes_1_to_365_in_digits(server):
+    browser = logged_in(server)
+    token = browser.csrf
+    for days in ("abc", "0", "366", "\u0665", "1e3", "-3"):
+        page = browser.post("/settings/vacation", {"csrf": token, "state": "on", "body": "Away.",
+                                                   "days": days})  # fmt: skip
+        assert page.status == 400 and "once in 1 to 365 days" in page.text, (days, page.text[:300])
+        assert "invalid literal" not in page.text
+    assert server.cli("user", "vacation", ALICE).stdout.strip() == f"{ALICE}: vacation off"
+
+
 def test_an_away_reply_ending_on_a_past_day_is_refused_as_the_cli_refuses_it(server):
     """It was saved and shown "on", a script whose currentdate test never holds: no
     reply was ever sent (``user vacation --until`` refuses such a day)."""

@@ -183,7 +183,10 @@ async def set_vacation(ctx: WebContext) -> Response:
         until = datetime.date.fromisoformat(ctx.arg("until")) if ctx.arg("until") else None
         if until is not None and until < datetime.date.today():  # as the CLI refuses it
             raise ValueError(f"the last day, {until.isoformat()}, is past: no reply would be sent")
-        days = int(ctx.arg("days") or "7")
+        given = ctx.arg("days").strip() or "7"
+        days = ascii_number(given) if len(given) <= 3 else None
+        if days is None or not 1 <= days <= 365:  # "abc" made int()'s own message the page's
+            raise ValueError("answer each sender once in 1 to 365 days")
         await ctx.services.in_thread(
             vacation.vacation_on, scripts, ctx.user, body, subject or None, until, days
         )
