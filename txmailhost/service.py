@@ -157,9 +157,10 @@ def freeze_startup_heap() -> None:
 
     Why: they live as long as the process, but each full collection walked them all again,
     and a command that makes many objects at once (THREAD or SORT of 10,000 messages, a
-    large FETCH) set one off: 40-60 ms added to one such command in two or three. Objects
-    made later are collected as before; one of the frozen that becomes cyclic garbage is not
-    freed (nothing started once is dropped in a cycle but a reload's replaced objects).
+    large FETCH) set one off: 55-65 ms added to every second THREAD of 10,000 messages
+    (docs/benchmarks-search.rst). Objects made later are collected as before. One made
+    before that later becomes cyclic garbage is never freed; what exists at start lives as
+    long as the process, so that is at most what a reload replaces, once per reload.
     Called when the reactor runs, by twistd's plugin (``tap.py``) and each worker process
     (``workers/main.py``): a process embedding the factories owns its heap."""
     gc.collect()
