@@ -1,0 +1,202 @@
+"""The terminal mail readers from Debian against the real server, driven through tmux as a
+person would: NeoMutt (its IMAP code, header cache, CONDSTORE/QRESYNC on the second opening,
+IDLE) and Alpine (the UW c-client library: server-side SORT and THREAD, saves over a second
+connection, expunge). Each reads, flags, files a message into a folder it creates, and quits;
+the server's folders are then checked over IMAP. Skipped where tmux or the reader isn't
+installed (``.ci/run`` installs them)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import PASSWORD
+from tests.e2e.test_client_interop import ALICE, H, _imap, _send, _subjects
+
+pytestmark = pytest.mark.interop
+
+
+def _needs(*programs: str) -> None:
+    for program in programs:
+        if shutil.which(program) is None:
+            pytest.skip(f"{program} is not installed")
+
+
+class Screen:
+    """A program in a detached tmux session of its own (its own server socket), 200x50."""
+
+    def __init__(self, tmp_path: Path, command: str, env: dict[str, str]) -> None:
+        self.socket = f"txm-{uuid.uuid4().hex[:12]}"
+        script = tmp_path / f"{self.socket}.sh"
+        exports = "".join(f"export {name}='{value}'\n" for name, value in env.items())
+        # the shell stays after the program ends, so its exit status can be read off the screen
+        script.write_text(f"{exports}export TERM=xterm\n{command}\necho EXIT=$?\nsleep 600\n")
+        subprocess.run(
+            ["tmux", "-L", self.socket, "new-session", "-d", "-x", "200", "-y", "50",
+             f"sh {script}"],
+            check=True,
+            timeout=10,
+        )  # fmt: skip
+
+    def text(self) -> str:
+        return subprocess.run(
+            ["tmux", "-L", self.socket, "capture-pane", "-p"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+
+    def wait_until(self, shows: Callable[[str], bool], timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            shown = self.text()
+            if shows(shown):
+                return shown
+            if time.monotonic() > deadline:
+                raise AssertionError(f"never shown as expected; the screen:\n{shown}")
+            time.sleep(0.2)
+
+    def wait_for(self, needle: str, timeout: float = 30) -> str:
+        return self.wait_until(lambda shown: needle in shown, timeout)
+
+    def keys(self, *keys: str) -> None:
+        for key in keys:
+            subprocess.run(["tmux", "-L", self.socket, "send-keys", key], check=True, timeout=10)
+            time.sleep(0.3)
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], timeout=10, check=False)
+
+
+@pytest.fixture
+def screens():
+    opened: list[Screen] = []
+    yield opened
+    for screen in opened:
+        screen.close()
+
+
+def _flags(server, mailbox: str = "INBOX") -> dict[str, str]:
+    """Each message's FETCH line (its flags) by subject."""
+    client = _imap(server)
+    try:
+        client.select(mailbox, readonly=True)
+        _typ, data = client.fetch("1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        out = {}
+        for part in data:
+            if isinstance(part, tuple):
+                subject = part[1].decode().strip().removeprefix("Subject: ")
+                out[subject] = part[0].decode()
+        return out
+    finally:
+        client.logout()
+
+
+def _neomutt(tmp_path: Path, server, screens: list[Screen]) -> Screen:
+    rc = tmp_path / "muttrc"
+    rc.write_text(
+        f'set imap_user = "{ALICE}"\n'
+        f'set imap_pass = "{PASSWORD}"\n'
+        f'set folder = "imap://{H}:{server.ports["imap"]}/"\n'
+        'set spoolfile = "+INBOX"\n'
+        "set ssl_starttls = no\nset ssl_force_tls = no\n"
+        "set imap_qresync = yes\nset imap_condstore = yes\nset imap_idle = yes\n"
+        f'set header_cache = "{tmp_path / "hcache"}"\n'
+        f'set message_cachedir = "{tmp_path / "bodies"}"\n'
+        "set sort = date-received\nset confirmcreate = no\nset confirmappend = no\nset delete = yes\n"
+        "set mail_check = 2\nset timeout = 1\n"
+    )
+    (tmp_path / "hcache").mkdir(exist_ok=True)
+    (tmp_path / "bodies").mkdir(exist_ok=True)
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    debug = tmp_path / "neomutt.log"
+    screen = Screen(
+        tmp_path, f"neomutt -n -F {rc} -d 2 -l {debug}", {"HOME": str(home)}
+    )  # fmt: skip
+    screens.append(screen)
+    return screen
+
+
+def test_neomutt_reads_flags_files_and_resynchronises(server, tmp_path, screens):
+    _needs("tmux", "neomutt")
+    for subject in ("first", "second", "third"):
+        _send(server, subject)
+    screen = _neomutt(tmp_path, server, screens)
+    screen.wait_for("Msgs:3")
+    screen.keys("Enter")  # read the first
+    screen.wait_for("Subject: first")
+    screen.keys("q")
+    screen.wait_for("Msgs:3")
+    screen.keys("j", "F")  # flag the second
+    screen.wait_for("Flag:1")
+    screen.keys("j", "s", "C-u", "=Archive", "Enter")  # file the third in a new folder
+    screen.wait_for("Del:1")
+    screen.keys("q")  # quit: the filed message is purged from INBOX
+    screen.wait_for("EXIT=0")
+    flags = _flags(server)
+    assert sorted(flags) == ["first", "second"]
+    assert "\\Seen" in flags["first"] and "\\Flagged" in flags["second"]
+    assert _subjects(server, "Archive") == ["third"]
+
+    # Again, with its header cache: CONDSTORE/QRESYNC resynchronisation, then IDLE
+    for path in tmp_path.glob("neomutt.log*"):
+        path.unlink()
+    screen = _neomutt(tmp_path, server, screens)
+    screen.wait_for("Msgs:2")
+    _send(server, "fourth")
+    screen.wait_for("Msgs:3")
+    screen.keys("q")
+    screen.wait_for("EXIT=0")
+    log = "".join(p.read_text(errors="replace") for p in tmp_path.glob("neomutt.log*"))
+    assert "ENABLE QRESYNC" in log and "CHANGEDSINCE" in log, log[-3000:]
+    assert " BAD " not in log, log[-3000:]
+
+
+def test_alpine_sorts_threads_files_and_expunges_through_c_client(server, tmp_path, screens):
+    _needs("tmux", "alpine")
+    for subject in ("beta", "alpha", "Re: alpha", "gamma"):
+        _send(server, subject)
+    imap = f"{{{H}:{server.ports['imap']}/user={ALICE}/notls}}"
+    rc = tmp_path / "pinerc"
+    rc.write_text(
+        f"personal-name=Alice\nuser-domain=example.test\ninbox-path={imap}INBOX\n"
+        f"folder-collections=Mail {imap}[]\n"
+        "feature-list=quit-without-confirm,expunge-without-confirm\n"
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    screen = Screen(tmp_path, f"alpine -p {rc} -d 0 -i", {"HOME": str(home)})
+    screens.append(screen)
+    screen.wait_for("Exit this greeting")
+    screen.keys("E")
+    screen.wait_for("ENTER PASSWORD")
+    screen.keys(PASSWORD, "Enter")
+    screen.wait_for("Preserve password", timeout=15)
+    screen.keys("N")
+    screen.wait_for("opened with 4 messages")
+    screen.keys("$", "S")  # by subject: c-client asks the server's SORT
+
+    def by_subject(shown: str) -> bool:
+        order = [shown.find(f") {s}") for s in ("alpha", "Re: alpha", "beta", "gamma")]
+        return min(order) >= 0 and order == sorted(order)
+
+    screen.wait_until(by_subject)
+    screen.keys("$", "H")  # by thread: the server's THREAD
+    screen.wait_for("\\-Re: alpha")  # the reply under its original
+    screen.keys("S", "C-u", "Archive", "Enter")  # the selected message filed
+    screen.wait_for("Create?")  # the folder made over IMAP, then the message copied in
+    screen.keys("Y")
+    screen.wait_for("of 4 DEL")  # saved, so marked deleted (the status line may be gone)
+    screen.keys("x")
+    screen.wait_for(" of 3 ")  # expunged: "Message n of 3"
+    screen.keys("q")
+    screen.wait_for("EXIT=0")
+    assert len(_subjects(server)) == 3
+    assert len(_subjects(server, "Archive")) == 1
