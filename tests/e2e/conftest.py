@@ -83,6 +83,17 @@ def start_from_template(template: str, data_dir: str, extra_config: str = "") ->
     return proc.start()
 
 
+def start_signing(template: str, data_dir: str, domain: str = "example.test") -> ServerProcess:
+    """``start_from_template``, then DKIM keys for ``domain`` made with the CLI and the
+    server started again, so that it signs its users' mail with them."""
+    proc = start_from_template(template, data_dir)
+    try:
+        proc.cli("dkim", "init", domain)
+    finally:
+        proc.stop()
+    return proc.start()
+
+
 @pytest.fixture(scope="module")
 def shared_server(server_template: str, tmp_path_factory: pytest.TempPathFactory):
     """One server for the ``shared_server`` tests of a module."""

@@ -13,7 +13,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from tests.e2e.conftest import PASSWORD, client_context, start_from_template
+from tests.e2e.conftest import PASSWORD, client_context, start_from_template, start_signing
 from tests.support.web import Browser
 
 H = "127.0.0.1"
@@ -60,11 +60,8 @@ def compose_form(browser: Browser, query: str = "") -> dict[str, str]:
 def test_send_with_an_attachment_reaches_the_recipient_signed_and_is_kept_in_sent(
     server_template, tmp_path
 ):
-    server = start_from_template(server_template, str(tmp_path / "data"))
+    server = start_signing(server_template, str(tmp_path / "data"))
     try:
-        server.cli("dkim", "init", "example.test")
-        server.stop()
-        server.start()
         alice = logged_in(server)
         fields = compose_form(alice)
         fields.update(to=f"Bob <{BOB}>", bcc="carol@elsewhere.invalid, " + ALICE,

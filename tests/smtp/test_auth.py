@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import base64
+import datetime
+import email.utils
 import os
+import re
+import time
 
 import pytest
 from twisted.internet.address import IPv4Address
@@ -303,3 +307,53 @@ def test_failed_auth_past_max_errors_ends_the_session(world):
         assert s.send(bad).startswith(b"535 5.7.8")
     assert s.send(bad).split(b"\r\n")[1] == b"421 4.7.0 too many errors, closing connection"
     assert s.transport.disconnecting
+
+
+def _submitted(world, text: bytes) -> bytes:
+    """bob's copy of alice's submission of ``text`` (the client's message, without the dot)."""
+    s = session(submission_factory(world))
+    s.send(
+        b"EHLO c\r\n" + PLAIN + b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\n"
+    )
+    s.send(b"DATA\r\n")
+    assert s.send(text + b".\r\n").startswith(b"250 2.0.0")
+    (stored,) = world.inbox_files("bob@example.test")
+    return stored
+
+
+def _header(stored: bytes) -> bytes:
+    return stored.split(b"\r\n\r\n", 1)[0] + b"\r\n"
+
+
+def test_submission_adds_a_date_and_a_message_id_below_its_received(world):
+    """RFC 6409 8.2 and 8.3: a message sent without them (a script, ``mail``) gets them, as
+    Postfix's users' mail does: receivers score or refuse mail without them."""
+    stored = _submitted(world, b"From: alice@example.test\r\nSubject: bare\r\n\r\nhello\r\n")
+    header = _header(stored)
+    received = header.index(b"Received: ")
+    date = re.search(rb"\r\nDate: (.*)\r\n", header)
+    message_id = re.search(rb"\r\nMessage-ID: <([^<>@\s]+)@mail\.example\.test>\r\n", header)
+    assert date and message_id, header
+    assert received < date.start() < header.index(b"From: alice")
+    sent = email.utils.parsedate_to_datetime(date[1].decode())
+    assert sent.utcoffset() == datetime.timedelta(0)
+    assert abs(sent.timestamp() - time.time()) < 300
+    assert stored.endswith(b"\r\n\r\nhello\r\n")
+
+
+def test_submission_keeps_the_clients_own_date_and_message_id(world):
+    stored = _submitted(
+        world,
+        b"From: alice@example.test\r\ndate: Mon, 1 Jun 2026 10:00:00 +0200\r\n"
+        b"MESSAGE-ID:\r\n <own@alice.example>\r\n\r\nhello\r\n",
+    )
+    header = _header(stored)
+    assert len(re.findall(rb"(?im)^date:", header)) == 1
+    assert len(re.findall(rb"(?im)^message-id:", header)) == 1
+    assert b"<own@alice.example>" in header
+
+
+@pytest.mark.parametrize("text", [b"Subject: only a header\r\n", b"\r\nonly a body\r\n"])
+def test_submission_completes_a_message_that_is_all_header_or_has_none(world, text):
+    header = _header(_submitted(world, text))
+    assert b"\r\nDate: " in header and b"\r\nMessage-ID: <" in header, header

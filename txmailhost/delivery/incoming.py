@@ -176,6 +176,14 @@ class IncomingMessage:
             at = self._held.index(b"\r\n") + 2
         self._held[at:at] = fields
 
+    def add_fields(self, fields: bytes) -> None:
+        """Header fields (CRLF-terminated) below our trace fields, above the client's: what
+        the submission server completes a message with (RFC 6409 8: Date, Message-ID). Only
+        between ``hold_headers`` and ``seal``."""
+        if self._held is None:
+            raise RuntimeError("add_fields needs hold_headers (and no seal yet)")
+        self._held += fields
+
     def remove_fields(self, fields: tuple[tuple[str, int], ...]) -> None:
         """Delete these fields of the client's header section at ``seal``: (name, n) is the
         n-th field of that name as the client sent it (a filter's verdict). Only between

@@ -15,6 +15,9 @@ server calls after the end of data; content filters run between the two (``filte
 
 from __future__ import annotations
 
+import datetime
+import email.utils
+import re
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from typing import Any
@@ -31,6 +34,11 @@ from txmailhost.routing import Outcome, Resolution, Route, RouteKind, Router
 from txmailhost.smtp import replies
 from txmailhost.smtp.address import Mailbox
 from txmailhost.smtp.replies import SMTPReply
+
+# A field of the client's header section by name, at the start of a line (a folded line
+# starts with white space, so it never matches)
+_DATE_FIELD = re.compile(rb"(?im)^date[ \t]*:")
+_MESSAGE_ID_FIELD = re.compile(rb"(?im)^message-id[ \t]*:")
 
 log = Logger()
 
@@ -172,9 +180,38 @@ class InboundPolicy:
         """A last look at the message before it is accepted; None accepts it."""
         return None
 
+    # Does ``missing_fields`` ever add any? The server then holds the header fields it
+    # writes (``IncomingMessage.hold_headers``) so that they can go below its Received:.
+    completes_header = False
+
+    def missing_fields(self, envelope: Envelope, message: IncomingMessage, hostname: str) -> bytes:
+        """Header fields to add to an accepted message (CRLF-terminated); on port 25, none:
+        a relay doesn't rewrite mail in transit."""
+        return b""
+
 
 class SubmissionPolicy(InboundPolicy):
     """Ports 587/465: authenticated users sending as themselves, anywhere."""
+
+    completes_header = True
+
+    def missing_fields(self, envelope: Envelope, message: IncomingMessage, hostname: str) -> bytes:
+        """RFC 6409 8.2 and 8.3: a ``Date:`` and a ``Message-ID:`` for a message that comes
+        without (scripts, ``mail`` and other minimal clients). RFC 5322 3.6 requires the
+        first and asks for the second, and receivers score or refuse mail that lacks them;
+        Postfix's cleanup adds both for its own users' mail. They go below our Received:,
+        before the filters run, so the DKIM signature covers them."""
+        header = message.header_block()
+        fields = b""
+        if _DATE_FIELD.search(header) is None:
+            now = datetime.datetime.now(datetime.UTC)
+            fields += b"Date: " + email.utils.format_datetime(now).encode("ascii") + b"\r\n"
+        if _MESSAGE_ID_FIELD.search(header) is None:
+            fields += b"Message-ID: <%s@%s>\r\n" % (
+                message.queue_id.encode("ascii"),
+                hostname.encode("ascii", "replace"),
+            )
+        return fields
 
     def check_sender(self, session: Any, sender: Mailbox | None) -> SMTPReply | Deferred:
         user = session.authenticated_as

@@ -750,8 +750,9 @@ class SMTPServer(Protocol, TimeoutMixin):
         except OSError as e:
             log_not_stored(log, e, "smtp {peer}: can't open spool file", peer=self.peer_host)
             return False
-        if self.factory.filters is not None:
-            self._message.hold_headers()  # filters may add fields on top (end of data)
+        if self.factory.filters is not None or getattr(self.policy, "completes_header", False):
+            # filters may add fields on top, the submission policy below Received: (end of data)
+            self._message.hold_headers()
         self._message.write_trace(self._trace_headers(self._message.queue_id))
         return True
 
@@ -924,6 +925,10 @@ class SMTPServer(Protocol, TimeoutMixin):
             if refusal is not None:
                 message.discard()
                 return refusal
+            if getattr(self.policy, "completes_header", False):  # RFC 6409 8 (submission)
+                fields = self.policy.missing_fields(envelope, message, self.factory.hostname)
+                if fields:
+                    message.add_fields(fields)
             junk, dropped = await self._filter_message(envelope, message)
             receipt = await self.factory.delivery.submit(envelope.handoff(junk, dropped), message)
         except _Refused as refused:
