@@ -34,15 +34,14 @@ from twisted.python.threadpool import ThreadPool
 
 from txmailhost import _safeio
 from txmailhost.delivery.spares import SpareFiles
+from txmailhost.headerlimit import HEADER_LIMIT
 from txmailhost.pools import run_in
 
 log = Logger()
 
-# The longest header section the server takes (Exim's default ``header_maxsize``; sendmail
-# refuses past 32 KiB): every check that reads header fields (From: on submission, the
-# fields a filter removes, mail authentication's) then sees all of them. Longer was once
-# taken, and a From: past the first 64 KiB escaped submission's ownership check.
-HEADER_LIMIT = 1024 * 1024
+# The longest header section the server takes (``headerlimit.py``): every check that reads
+# header fields then sees all of them. Longer was once taken, and a From: past the first
+# 64 KiB escaped submission's ownership check.
 
 
 def new_queue_id() -> str:

@@ -16,8 +16,9 @@ import re
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from txmailhost.headerlimit import HEADER_LIMIT  # longer: not signed or verified
+
 CHUNK = 256 * 1024
-HEADER_LIMIT = 1024 * 1024  # a header section longer than this is not signed or verified
 _WSP = re.compile(rb" [ \t]+|\t[ \t]*")  # runs to make one space (a lone space is one)
 
 

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from email.message import Message
 
 from txmailhost.addresslist import get_addresses, parse_address
+from txmailhost.headerlimit import STORED_HEADER_LIMIT
 
-# SMTP's limit (delivery/incoming.py HEADER_LIMIT, 1 MiB) and room for our own fields: a
-# From: or Subject: after 256 KiB of padding once escaped the user's rules.
-MAX_HEADER = 1024 * 1024 + 64 * 1024
+# SMTP's limit and room for our own fields (``headerlimit.py``): a From: or Subject: after
+# 256 KiB of padding once escaped the user's rules.
+MAX_HEADER = STORED_HEADER_LIMIT
 MAX_BODY = 4 * 1024 * 1024
 _EMPTY_LINE = re.compile(rb"(?:\A|\n)\r?\n")
 

@@ -36,13 +36,14 @@ from dataclasses import dataclass, field
 from email.message import Message
 from typing import BinaryIO
 
+from txmailhost.headerlimit import STORED_HEADER_LIMIT
 from txmailhost.mediatype import MEDIA_TYPE
 from txmailhost.spam.htmltext import HTMLText, Link
 
 # Octets of header section read; the rest of a longer one is ignored. All of any message SMTP
-# takes (delivery/incoming.py HEADER_LIMIT, 1 MiB) and the fields the server adds above it:
-# with 64 KiB, padding the header past it hid the Subject, the From and the whole body.
-HEADER_CAP = 1024 * 1024 + 64 * 1024
+# takes and the fields the server adds above it (``headerlimit.py``): with 64 KiB, padding
+# the header past it hid the Subject, the From and the whole body.
+HEADER_CAP = STORED_HEADER_LIMIT
 BODY_CAP = 256 * 1024  # octets of body read by default
 FIELD_CAP = 4096  # characters of one header field the MIME parser is given
 _CHUNK = 16 * 1024
