@@ -39,10 +39,6 @@ from txmailhost.pools import run_in
 
 log = Logger()
 
-# The longest header section the server takes (``headerlimit.py``): every check that reads
-# header fields then sees all of them. Longer was once taken, and a From: past the first
-# 64 KiB escaped submission's ownership check.
-
 
 def new_queue_id() -> str:
     """A short unique id for logs and the 250 reply (time-ordered, then random)."""
