@@ -1,7 +1,6 @@
 """The terminal mail readers from Debian against the real server, driven through tmux as a
 person would: NeoMutt (its IMAP code, header cache, CONDSTORE/QRESYNC on the second opening,
-IDLE) and Alpine (the UW c-client library: server-side SORT and THREAD, saves over a second
-connection, expunge). Each reads, flags, files a message into a folder it creates, and quits;
+IDLE) and Alpine (the UW c-client library: server-side SORT and THREAD, filing, expunge). Each reads, flags, files a message into a folder it creates, and quits;
 the server's folders are then checked over IMAP. Skipped where tmux or the reader isn't
 installed (``.ci/run`` installs them)."""
 
