@@ -9,7 +9,7 @@ from array import array
 
 import pytest
 
-from txmailhost.imap import thread
+from txmailhost.imap import thread, threadcache
 from txmailhost.imap.headerkeys import derive
 from txmailhost.imap.keycache import PRUNE_SLACK, SortCaches, SortKeyCache
 from txmailhost.imap.session import SelectedMailbox
@@ -112,3 +112,35 @@ def test_thread_trees_hold_no_cycles():
         if enabled:
             gc.enable()
     assert rendered.startswith(b"(")
+
+
+def numbers(*values: int) -> array:
+    return array("I", values)
+
+
+def test_a_kept_thread_answer_is_given_only_for_the_same_messages_and_numbers(monkeypatch):
+    monkeypatch.setattr(threadcache, "MIN_MESSAGES", 0)
+    kept = threadcache.KeptThreads()
+    kept.put("box", numbers(1, 2, 3), numbers(4, 7, 9), b"(4 7)(9)")
+    assert kept.get("box", numbers(1, 2, 3), numbers(4, 7, 9)) == b"(4 7)(9)"
+    assert kept.get("box", numbers(1, 2, 3), numbers(4, 7, 10)) is None  # other messages
+    assert kept.get("box", numbers(1, 2, 4), numbers(4, 7, 9)) is None  # other numbers
+    assert kept.get("other", numbers(1, 2, 3), numbers(4, 7, 9)) is None
+
+
+def test_kept_thread_answers_are_bounded_least_recently_used_first(monkeypatch):
+    monkeypatch.setattr(threadcache, "MIN_MESSAGES", 2)
+    kept = threadcache.KeptThreads(budget=100)
+    one = numbers(1, 2)  # 16 octets of arrays, 34 with a 18-octet answer
+    kept.put("a", one, one, b"(1 2)" + b" " * 13)
+    kept.put("b", one, one, b"(1 2)" + b" " * 13)
+    assert kept.get("a", one, one) is not None  # b is now the least recently used
+    kept.put("c", one, one, b"(1 2)" + b" " * 13)
+    kept.put("d", one, one, b"(1 2)" + b" " * 13)
+    assert kept.used <= 100
+    assert kept.get("b", one, one) is None and kept.get("a", one, one) is None
+    assert kept.get("c", one, one) is not None and kept.get("d", one, one) is not None
+    kept.put("small", numbers(1), numbers(1), b"(1)")  # fewer than MIN_MESSAGES: not kept
+    assert kept.get("small", numbers(1), numbers(1)) is None
+    kept.put("huge", one, one, b"x" * 200)  # over the budget alone: not kept
+    assert kept.get("huge", one, one) is None and kept.get("d", one, one) is not None

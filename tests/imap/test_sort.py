@@ -8,7 +8,7 @@ import pytest
 
 from tests.imap.support import ALICE, Session, deliver, make_factory
 from tests.support.fixtures import make_world
-from txmailhost.imap import headerkeys
+from txmailhost.imap import headerkeys, sort
 
 
 def message(subject: str, sender: str, date: str, extra: str = "") -> bytes:
@@ -334,3 +334,34 @@ def test_a_mailbox_deleted_and_created_again_is_sorted_by_its_own_messages(world
 )
 def test_sent_dates_read_the_first_element_and_leave_out_what_does_not_read(stored, sent):
     assert headerkeys.sent_dates({7: stored}).get(7, "left out") == sent
+
+
+def test_a_later_session_asking_the_same_thread_gets_the_kept_answer(world, monkeypatch):
+    """Built once per mailbox, messages and numbers (``threadcache``); a new message, or
+    sequence numbers instead of UIDs, is threaded afresh."""
+    from txmailhost.imap import thread, threadcache
+
+    monkeypatch.setattr(threadcache, "MIN_MESSAGES", 0)
+    factory = make_factory(world)
+    first = shared_session(factory)
+    first.cmd("s SELECT INBOX")
+    answer = first.cmd("t UID THREAD REFERENCES UTF-8 ALL")
+    first.close()
+    built = []
+    references = thread.references
+    monkeypatch.setattr(
+        thread, "references", lambda messages: built.append(1) or references(messages)
+    )
+    monkeypatch.setitem(sort.THREAD_ALGORITHMS, b"REFERENCES", thread.references)
+    later = shared_session(factory)
+    later.cmd("s SELECT INBOX")
+    assert later.cmd("t UID THREAD REFERENCES UTF-8 ALL") == answer
+    assert built == []
+    by_number = later.cmd("n THREAD REFERENCES UTF-8 ALL")
+    assert built == [1] and by_number.startswith(b"* THREAD ")
+    deliver(world, ALICE, message("Re: lunch", "e@x.test", "Mon, 2 Feb 2026 13:00:00 +0000",
+                                  "Message-ID: <5@x>\r\nIn-Reply-To: <2@x>\r\n"))  # fmt: skip
+    later.cmd("n NOOP")
+    fresh = later.cmd("t UID THREAD REFERENCES UTF-8 ALL")
+    assert built == [1, 1] and fresh.startswith(b"* THREAD (2 1 (4)(5))(3)\r\n")
+    later.close()

@@ -105,11 +105,3 @@ class SortKeyCache:
     def used(self) -> int:
         """Entries accounted for now (at most ``limit`` once settled)."""
         return self._used
-
-
-def of_factory(factory: Any) -> SortKeyCache:
-    """The factory's ``SortKeyCache`` (made on first use for a factory built without one)."""
-    cache = getattr(factory, "sort_keys", None)
-    if cache is None:
-        cache = factory.sort_keys = SortKeyCache()
-    return cache

@@ -55,6 +55,7 @@ from txmailhost.imap.replies import Done, IMAPError, printable
 from txmailhost.imap.session import SelectedMailbox
 from txmailhost.imap.sort import SortCommands
 from txmailhost.imap.state import ANY, AUTH, SELECTED, UNAUTH, State
+from txmailhost.imap.threadcache import KeptThreads
 from txmailhost.imap.updates import UpdateMixin
 from txmailhost.ops import metrics
 from txmailhost.peer import OutputPressure, PlaintextAuth, quick_ack
@@ -821,3 +822,5 @@ class IMAPFactory(Factory):
         # Sort keys loaded by one session, kept for the next of the same mailbox (keycache.py);
         # pass one to share it between listeners (143 and 993)
         self.sort_keys = sort_keys if sort_keys is not None else SortKeyCache()
+        # The last THREAD answer of each mailbox, for the next session asking the same
+        self.kept_threads = KeptThreads()

@@ -12,12 +12,13 @@ keeps the result current (``context.py``).
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 from typing import Any
 
 from txmailhost.imap import headerkeys, replies, thread
 from txmailhost.imap.context import ContextCommands, parse_return
-from txmailhost.imap.keycache import SortCaches, of_factory
+from txmailhost.imap.keycache import SortCaches
 from txmailhost.imap.matching import matching
 from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.imap.replies import Done
@@ -153,13 +154,13 @@ class SortCommands(ContextCommands):
         """The sort keys loaded for the selected mailbox: by this session or, kept by the
         factory's ``SortKeyCache``, by an earlier one (``keycache``)."""
         if self._sort_caches is None or self._sort_caches[0] is not view:
-            self._sort_caches = (view, of_factory(self.factory).of(view))
+            self._sort_caches = (view, self.factory.sort_keys.of(view))
         return self._sort_caches[1]
 
     def _sorted_keys_loaded(self, view: SelectedMailbox) -> None:
         """Let the factory's cache count what a load added to the selection's keys."""
         if self._sort_caches is not None and self._sort_caches[0] is view:
-            of_factory(self.factory).settle(view, self._sort_caches[1])
+            self.factory.sort_keys.settle(view, self._sort_caches[1])
 
     def _search_program(self, reader: Reader) -> SearchProgram:
         view = self.view
@@ -213,12 +214,35 @@ class SortCommands(ContextCommands):
         view = self.view
         assert view is not None
         reader.sp()
-        algorithm = THREAD_ALGORITHMS.get(reader.atom().upper())
+        name = reader.atom().upper()
+        algorithm = THREAD_ALGORITHMS.get(name)
         if algorithm is None:
             raise ParseError("unknown threading algorithm")
         parse_charset(reader)
         program = self._search_program(reader)
         matches = await matching(view, program)
+        # The answer an earlier session got for the same messages under the same numbers
+        # (``threadcache``): a webmail's threads view asks again at every page.
+        kept = self.factory.kept_threads
+        key = (view.mailboxid, view.uidvalidity, name, by_uid) if view.mailboxid else None
+        seqs = array("I", [seq for seq, _m in matches])
+        uids = array("I", [m.uid for _s, m in matches])
+        threads = kept.get(key, seqs, uids) if key is not None else None
+        if threads is None:
+            threads = await self._threads(view, algorithm, matches, by_uid)
+            if key is not None:
+                kept.put(key, seqs, uids, threads)
+        self.write(b"* THREAD" + (b" " + threads if threads else b"") + b"\r\n")
+        return Done("THREAD completed")
+
+    async def _threads(
+        self,
+        view: SelectedMailbox,
+        algorithm: Callable[[list[thread.ThreadMessage]], Any],
+        matches: list[tuple[int, StoredMessage]],
+        by_uid: bool,
+    ) -> bytes:
+        """The THREAD response data of ``matches`` by ``algorithm``."""
         keys = await headerkeys.load(view, self.sort_caches(view).keys, [m for _s, m in matches])
         self._sorted_keys_loaded(view)
         messages = []
@@ -230,6 +254,4 @@ class SortCommands(ContextCommands):
             messages.append(
                 _new_thread_message(thread.ThreadMessage, (number, seq, sent, message_keys))
             )
-        threads = thread.render(algorithm(messages))
-        self.write(b"* THREAD" + (b" " + threads if threads else b"") + b"\r\n")
-        return Done("THREAD completed")
+        return thread.render(algorithm(messages))
