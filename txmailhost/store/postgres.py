@@ -1309,14 +1309,13 @@ class PostgresStore:
         def job(conn: Any) -> None:
             name = _canonical(mailbox)
             user_id = self._user_id(conn, user)
-            if self.max_mailboxes:
-                (count,) = conn.execute(
-                    "SELECT count(*) FROM mailboxes WHERE user_id = %s", (user_id,)
+            if self.max_mailboxes:  # how many, and whether this one is among them: one trip
+                count, exists = conn.execute(
+                    "SELECT count(*), coalesce(bool_or(name = %s), false)"
+                    " FROM mailboxes WHERE user_id = %s",
+                    (name, user_id),
                 ).fetchone()
-                exists = conn.execute(
-                    "SELECT 1 FROM mailboxes WHERE user_id = %s AND name = %s", (user_id, name)
-                ).fetchone()
-                if exists is None:
+                if not exists:
                     check_room(count, self.max_mailboxes, name)
             row = conn.execute(
                 "INSERT INTO mailboxes (user_id, name) VALUES (%s, %s)"
