@@ -3,7 +3,6 @@ other protocols and the CLI see (IMAP logins, routing, the Sieve scripts deliver
 
 from __future__ import annotations
 
-import imaplib
 import smtplib
 import time
 from email.message import EmailMessage
@@ -12,6 +11,7 @@ from urllib.parse import urlencode
 import pytest
 
 from tests.e2e.conftest import PASSWORD, client_context, imap_login
+from tests.e2e.test_webmail_compose import imap_messages
 from tests.support.web import Browser
 
 H = "127.0.0.1"
@@ -29,21 +29,10 @@ def logged_in(server, user: str = ALICE, password: str = PASSWORD, agent: str = 
 
 
 def imap_subjects(server, user: str, folder: str = "INBOX", wait: int = 0) -> list[str]:
-    deadline = time.time() + 15
-    while True:
-        imap = imaplib.IMAP4(H, server.ports["imap"], timeout=30)
-        imap.starttls(ssl_context=client_context())
-        imap.login(user, PASSWORD)
-        count = int(imap.select(folder)[1][0])
-        subjects = []
-        if count:
-            for item in imap.fetch(f"1:{count}", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")[1]:
-                if isinstance(item, tuple):
-                    subjects.append(item[1].decode().split(":", 1)[1].strip())
-        imap.logout()
-        if len(subjects) >= wait or time.time() > deadline:
-            return subjects
-        time.sleep(0.2)
+    """The subjects in ``folder``; waits until ``wait`` messages are there."""
+    return [
+        str(message["Subject"]) for _flags, message in imap_messages(server, user, folder, wait)
+    ]
 
 
 def send(server, subject: str, to: str = ALICE) -> None:
