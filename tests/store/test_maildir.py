@@ -389,3 +389,19 @@ def test_subscriptions_from_several_processes_are_all_kept(tmp_path):
     names = result(store.subscriptions(USER))
     wanted = {f"w{w}/list{n}" for w in range(4) for n in range(25)}
     assert set(names) == wanted | set(before)
+
+
+def test_mail_arriving_now_gets_a_whole_second_internaldate_as_spooled_mail_does(
+    store, message, monkeypatch
+):
+    """Spooled local mail takes its INTERNALDATE from the spool record, in whole seconds;
+    mail delivered straight got a fraction: the first message of a second, delivered
+    straight, then sorted after the two spooled behind it (THREAD, SORT ARRIVAL)."""
+    import time
+
+    monkeypatch.setattr(time, "time", lambda: 1790000000.75)
+    result(store.deliver_file([(USER, "INBOX")], message))
+    spooled = [(message, "1790000000.Sfile", 1790000000.0, [(USER, "INBOX")])]
+    store.deliver_named_sync(spooled)  # as the spool's delivery thread does
+    snap = result(result(store.open(USER, "INBOX")).snapshot())
+    assert [m.internaldate for m in snap.messages] == [1790000000.0, 1790000000.0]

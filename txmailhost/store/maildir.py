@@ -121,6 +121,14 @@ _log = Logger()
 _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "localhost"
 
 
+def _now() -> float:
+    """INTERNALDATE for mail arriving now, in whole seconds: what IMAP can say (RFC 9051
+    date-time), and what the spool's records keep (``delivery/local.py``). A fraction on
+    some copies only made an earlier message sort after a later one in the same second
+    (SORT ARRIVAL, THREAD, DATE without a Date: field)."""
+    return float(int(time.time()))
+
+
 def flags_to_bits(flags: Iterable[str]) -> tuple[int, str]:
     """Split IMAP flags into the index bitmask and the space-separated keyword string."""
     bits, keywords = 0, []
@@ -1127,7 +1135,7 @@ class MaildirStore:
                     target = _message_path(directory, name, subdir, bits)
                     with self._own_write(directory):
                         _safeio.link_durably(source_path, target)
-                    date = internaldate if internaldate is not None else time.time()
+                    date = internaldate if internaldate is not None else _now()
                     served = crlf_size if crlf_size is not None else size
                     linked.append((name, subdir, bits, keywords, date, served, target))
                 _safeio.fsync_dirs(os.path.dirname(entry[-1]) for entry in linked)
@@ -1450,7 +1458,7 @@ class MaildirStore:
         crlf_size: int | None = None,
         flags: Mapping[tuple[str, str], Iterable[str]] | None = None,
     ) -> dict[tuple[str, str], int]:
-        date = internaldate if internaldate is not None else time.time()
+        date = internaldate if internaldate is not None else _now()
         emailid = objectids.new_emailid()  # one message, however many mailboxes (RFC 8474)
         results = {}
         for user, mailbox in recipients:
