@@ -43,6 +43,16 @@ def _subjects(server, mailbox: str = "INBOX") -> list[str]:
         client.logout()
 
 
+def flags_by_subject(client: imaplib.IMAP4) -> dict[str, str]:
+    """Each message of the selected mailbox's FETCH line (its flags) by subject."""
+    _typ, data = client.fetch("1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    return {
+        part[1].decode().strip().removeprefix("Subject: "): part[0].decode()
+        for part in data
+        if isinstance(part, tuple)
+    }
+
+
 def _send(server, subject: str) -> None:
     with smtplib.SMTP(H, server.ports["smtp"], timeout=10) as client:
         client.sendmail(

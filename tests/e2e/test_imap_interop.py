@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 
+from tests.e2e.test_client_interop import flags_by_subject
 from tests.imap.support import listening_port
 
 PASSWORD = "secret-pw"
@@ -99,12 +100,7 @@ def test_mbsync_syncs_both_ways(server, tmp_path):
     client = imaplib.IMAP4(H, listening_port(server, "imap"), timeout=10)
     client.login(ALICE, PASSWORD)
     client.select("INBOX")
-    typ, data = client.fetch("1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-    remote = {}
-    for item in data:
-        if isinstance(item, tuple):
-            subject = item[1].decode().strip().removeprefix("Subject: ")
-            remote[subject] = item[0].decode()
+    remote = flags_by_subject(client)
     assert sorted(remote) == ["local draft", "seed 1", "seed 3"]
     assert "\\Seen" in remote["seed 1"] and "\\Flagged" in remote["seed 1"]
     # 3. change on the server: flag seed 3, expunge seed 1; sync down

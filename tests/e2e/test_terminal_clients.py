@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import PASSWORD
-from tests.e2e.test_client_interop import ALICE, H, _imap, _send, _subjects
+from tests.e2e.test_client_interop import (
+    ALICE,
+    H,
+    _imap,
+    _send,
+    _subjects,
+    flags_by_subject,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -86,13 +93,7 @@ def _flags(server, mailbox: str = "INBOX") -> dict[str, str]:
     client = _imap(server)
     try:
         client.select(mailbox, readonly=True)
-        _typ, data = client.fetch("1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-        out = {}
-        for part in data:
-            if isinstance(part, tuple):
-                subject = part[1].decode().strip().removeprefix("Subject: ")
-                out[subject] = part[0].decode()
-        return out
+        return flags_by_subject(client)
     finally:
         client.logout()
 

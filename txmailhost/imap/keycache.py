@@ -38,12 +38,18 @@ class SortCaches:
     """What has been loaded for sorting one mailbox: messages' whole keys, and the sent dates
     read alone (SORT (DATE) needs nothing else)."""
 
-    __slots__ = ("counted", "keys", "sent")
+    __slots__ = ("counted", "keys", "owner", "sent")
 
-    def __init__(self) -> None:
+    def __init__(self, owner: SortKeyCache | None = None) -> None:
         self.keys: dict[int, HeaderKeys] = {}
         self.sent: dict[int, float | None] = {}
         self.counted = 0  # the size ``SortKeyCache`` has accounted for
+        self.owner = owner  # the cache keeping these between sessions, if one does
+
+    def loaded(self) -> None:
+        """Let the cache keeping these count what a load added (a session's own: nothing)."""
+        if self.owner is not None:
+            self.owner.settle(self)
 
     @property
     def size(self) -> int:
@@ -79,20 +85,19 @@ class SortKeyCache:
             return SortCaches()
         caches = self._kept.get(key)
         if caches is None:
-            caches = self._kept[key] = SortCaches()
+            caches = self._kept[key] = SortCaches(self)
         else:
             self._kept.move_to_end(key)
             if caches.size > 2 * view.exists + PRUNE_SLACK:
                 caches.keep_only(view.uids)
-                self.settle(view, caches)
+                self.settle(caches)
         return caches
 
-    def settle(self, view: Any, caches: SortCaches) -> None:
-        """Account for what a load added to ``caches`` (``view``'s), then drop the least
-        recently used mailboxes' keys until at most ``limit`` are kept."""
-        key = self._key(view)
-        if key is None or self._kept.get(key) is not caches:
-            return  # not kept (any more): the session's own
+    def settle(self, caches: SortCaches) -> None:
+        """Account for what a load added to ``caches``, then drop the least recently used
+        mailboxes' keys until at most ``limit`` are kept."""
+        if caches.owner is not self:
+            return  # evicted since: the sessions using them hold them alone
         size = caches.size
         self._used += size - caches.counted
         caches.counted = size
@@ -100,6 +105,7 @@ class SortKeyCache:
             _key, old = self._kept.popitem(last=False)
             self._used -= old.counted
             old.counted = 0
+            old.owner = None
 
     @property
     def used(self) -> int:

@@ -24,9 +24,9 @@ came from); the least recently used mailbox's batch goes first. Per process: eac
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Hashable
 
+from txmailhost.imap.budgeted import BudgetedLRU
 from txmailhost.imap.fetch import ColumnBatch
 
 # Smaller batches are rendered as fast as they are compared: not worth the memory.
@@ -38,36 +38,28 @@ class RenderedBatches:
     """Rendered FETCH lines by key (mailbox and line template), one batch per key."""
 
     def __init__(self, budget: int = DEFAULT_BUDGET) -> None:
-        self.budget = budget
-        self._kept: OrderedDict[Hashable, tuple[ColumnBatch, bytes, int]] = OrderedDict()
-        self._used = 0
+        self._kept: BudgetedLRU[tuple[ColumnBatch, bytes]] = BudgetedLRU(budget)
 
     def get(self, key: Hashable, batch: ColumnBatch) -> bytes | None:
         """The lines kept under ``key`` if they were rendered from a batch equal to ``batch``."""
         kept = self._kept.get(key)
         if kept is None or kept[0] != batch:
             return None
-        self._kept.move_to_end(key)
         return kept[1]
 
     def put(self, key: Hashable, batch: ColumnBatch, lines: bytes) -> None:
         """Keep ``lines`` rendered from ``batch`` (whose columns nobody changes any more)."""
         count = len(batch.seqs)
-        if count < MIN_LINES:
-            return
-        cost = len(lines) + count * (4 + 8 * len(batch.items))  # + the columns kept
-        if cost > self.budget:
-            return
-        old = self._kept.pop(key, None)
-        if old is not None:
-            self._used -= old[2]
-        while self._kept and self._used + cost > self.budget:
-            _key, (_batch, _lines, freed) = self._kept.popitem(last=False)
-            self._used -= freed
-        self._kept[key] = (batch, lines, cost)
-        self._used += cost
+        if count >= MIN_LINES:
+            cost = len(lines) + count * (4 + 8 * len(batch.items))  # + the columns kept
+            self._kept.put(key, (batch, lines), cost)
+
+    @property
+    def budget(self) -> int:
+        """Octets the kept lines may take."""
+        return self._kept.budget
 
     @property
     def used(self) -> int:
         """Octets accounted for now (at most ``budget``)."""
-        return self._used
+        return self._kept.used

@@ -16,7 +16,7 @@ from array import array
 from collections.abc import Callable
 from typing import Any
 
-from txmailhost.imap import headerkeys, replies, thread
+from txmailhost.imap import headerkeys, replies, thread, threadcache
 from txmailhost.imap.context import ContextCommands, parse_return
 from txmailhost.imap.keycache import SortCaches
 from txmailhost.imap.matching import matching
@@ -132,6 +132,7 @@ async def ordered(
         sent = await headerkeys.load_sent(view, caches.keys, caches.sent, messages)
     elif not names <= _INDEX_CRITERIA:
         keys = await headerkeys.load(view, caches.keys, messages)
+    caches.loaded()
     items = list(matches)
     # Stable sorts, least significant criterion first; equal keys keep sequence order, also
     # under REVERSE (Python's reverse=True keeps stability).
@@ -156,11 +157,6 @@ class SortCommands(ContextCommands):
         if self._sort_caches is None or self._sort_caches[0] is not view:
             self._sort_caches = (view, self.factory.sort_keys.of(view))
         return self._sort_caches[1]
-
-    def _sorted_keys_loaded(self, view: SelectedMailbox) -> None:
-        """Let the factory's cache count what a load added to the selection's keys."""
-        if self._sort_caches is not None and self._sort_caches[0] is view:
-            self.factory.sort_keys.settle(view, self._sort_caches[1])
 
     def _search_program(self, reader: Reader) -> SearchProgram:
         view = self.view
@@ -193,7 +189,6 @@ class SortCommands(ContextCommands):
         program = self._search_program(reader)
         matches = await matching(view, program)
         items = await ordered(view, self.sort_caches(view), matches, criteria)
-        self._sorted_keys_loaded(view)
         numbers = [m.uid if by_uid else seq for seq, m in items]
         if options is None:
             self.write(b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
@@ -203,9 +198,7 @@ class SortCommands(ContextCommands):
             async def reorder(
                 members: list[tuple[int, StoredMessage]],
             ) -> list[tuple[int, StoredMessage]]:
-                reordered = await ordered(view, self.sort_caches(view), members, criteria)
-                self._sorted_keys_loaded(view)
-                return reordered
+                return await ordered(view, self.sort_caches(view), members, criteria)
 
             self.answer_context(reader, options, program, by_uid, items, modseq, reorder)
         return Done("SORT completed")
@@ -223,14 +216,16 @@ class SortCommands(ContextCommands):
         matches = await matching(view, program)
         # The answer an earlier session got for the same messages under the same numbers
         # (``threadcache``): a webmail's threads view asks again at every page.
-        kept = self.factory.kept_threads
-        key = (view.mailboxid, view.uidvalidity, name, by_uid) if view.mailboxid else None
-        seqs = array("I", [seq for seq, _m in matches])
-        uids = array("I", [m.uid for _s, m in matches])
-        threads = kept.get(key, seqs, uids) if key is not None else None
-        if threads is None:
+        if not view.mailboxid or len(matches) < threadcache.MIN_MESSAGES:
             threads = await self._threads(view, algorithm, matches, by_uid)
-            if key is not None:
+        else:
+            kept = self.factory.kept_threads
+            key = (view.mailboxid, view.uidvalidity, name, by_uid)
+            seqs = array("I", [seq for seq, _m in matches])
+            uids = array("I", [m.uid for _s, m in matches])
+            threads = kept.get(key, seqs, uids)
+            if threads is None:
+                threads = await self._threads(view, algorithm, matches, by_uid)
                 kept.put(key, seqs, uids, threads)
         self.write(b"* THREAD" + (b" " + threads if threads else b"") + b"\r\n")
         return Done("THREAD completed")
@@ -243,8 +238,9 @@ class SortCommands(ContextCommands):
         by_uid: bool,
     ) -> bytes:
         """The THREAD response data of ``matches`` by ``algorithm``."""
-        keys = await headerkeys.load(view, self.sort_caches(view).keys, [m for _s, m in matches])
-        self._sorted_keys_loaded(view)
+        caches = self.sort_caches(view)
+        keys = await headerkeys.load(view, caches.keys, [m for _s, m in matches])
+        caches.loaded()
         messages = []
         for seq, message in matches:
             message_keys = keys.get(message.uid, EMPTY_KEYS)

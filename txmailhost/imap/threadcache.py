@@ -20,8 +20,9 @@ least recently used mailbox's answer goes first. Per process, as ``rendered.py``
 from __future__ import annotations
 
 from array import array
-from collections import OrderedDict
 from collections.abc import Hashable
+
+from txmailhost.imap.budgeted import BudgetedLRU
 
 # Smaller folders are threaded as fast as their answer is compared: not worth the memory.
 MIN_MESSAGES = 500
@@ -32,36 +33,27 @@ class KeptThreads:
     """THREAD answers by key (mailbox, algorithm, numbering), one per key."""
 
     def __init__(self, budget: int = DEFAULT_BUDGET) -> None:
-        self.budget = budget
-        self._kept: OrderedDict[Hashable, tuple[array, array, bytes, int]] = OrderedDict()
-        self._used = 0
+        self._kept: BudgetedLRU[tuple[array, array, bytes]] = BudgetedLRU(budget)
 
     def get(self, key: Hashable, seqs: array, uids: array) -> bytes | None:
         """The answer kept under ``key`` if it was made for these messages and numbers."""
         kept = self._kept.get(key)
         if kept is None or kept[1] != uids or kept[0] != seqs:
             return None
-        self._kept.move_to_end(key)
         return kept[2]
 
     def put(self, key: Hashable, seqs: array, uids: array, answer: bytes) -> None:
         """Keep ``answer``, made for the messages ``uids`` numbered ``seqs`` (which nobody
         changes any more)."""
-        if len(uids) < MIN_MESSAGES:
-            return
-        cost = len(answer) + 8 * len(uids)
-        if cost > self.budget:
-            return
-        old = self._kept.pop(key, None)
-        if old is not None:
-            self._used -= old[3]
-        while self._kept and self._used + cost > self.budget:
-            _key, (_seqs, _uids, _answer, freed) = self._kept.popitem(last=False)
-            self._used -= freed
-        self._kept[key] = (seqs, uids, answer, cost)
-        self._used += cost
+        if len(uids) >= MIN_MESSAGES:
+            self._kept.put(key, (seqs, uids, answer), len(answer) + 8 * len(uids))
+
+    @property
+    def budget(self) -> int:
+        """Octets the kept answers may take."""
+        return self._kept.budget
 
     @property
     def used(self) -> int:
         """Octets accounted for now (at most ``budget``)."""
-        return self._used
+        return self._kept.used
