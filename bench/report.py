@@ -29,6 +29,20 @@ TLS_PREFIX = "tls."  # keys of the TLS suite's figures (bench/tls_suite.py)
 TLS_TITLE = "TLS: IMAPS handshakes, and submission over STARTTLS+AUTH (issue 4)"
 LOGINS_PREFIX = "logins."  # keys of the logins suite's figures (bench/login_suite.py)
 LOGINS_TITLE = "Logins: clients that reconnect, first logins, an attacker (issue 13)"
+# The sections ``rst`` writes when it has something for them: a full run's page never keeps
+# an older run's version of these, even where this run has nothing to put in one.
+FULL_RUN_TITLES = frozenset(
+    {
+        "Run",
+        "The disk",
+        "Results",
+        "Targets (issue 7)",
+        TLS_TITLE,
+        LOGINS_TITLE,
+        "Notes",
+        "How to run",
+    }
+)
 ATTACK = "attack"  # the anchor name of figures that compare with nothing (login_suite.ATTACK)
 
 
@@ -348,7 +362,12 @@ def rst(results: Results, workload: Workload, argv: Sequence[str]) -> str:
         "",
         "Anchors that are not installed (``apt-get install postfix dovecot-imapd",
         "dovecot-pop3d``) are skipped and the table says so. ``python -m bench --help`` lists",
-        "the workload options.",
+        "the workload options. A full run rewrites its own sections and keeps the page's other",
+        "sections (another suite's run, one added by hand) as they were.",
+        "",
+        "Real mail beside Dovecot (``python -m bench.corpus_interop``): the SpamAssassin corpus's",
+        "6,046 messages fetched, searched and popped from both servers and the answers compared;",
+        "results and the differences kept on purpose in docs/benchmarks-interop.rst.",
         "",
     ]
     return "\n".join(out)
@@ -572,25 +591,50 @@ def logins_section(
     return "\n".join(out)
 
 
+def _section_starts(lines: list[str]) -> list[int]:
+    """Where each section (a title underlined with "-") of a page starts."""
+    return [
+        i
+        for i in range(len(lines) - 1)
+        if lines[i] and set(lines[i + 1]) == {"-"} and len(lines[i + 1]) == len(lines[i])
+    ]
+
+
+def write_page(path: Path, page: str) -> None:
+    """Write a full run's ``page`` at ``path``, keeping the sections of the page there that
+    a full run never writes (a suite's own run, such as ``--lf-maildir``'s, or one added by
+    hand), in their order, before "How to run": a full run used to wipe them."""
+    if path.exists():
+        old = path.read_text().splitlines()
+        starts = _section_starts(old)
+        for n, start in enumerate(starts):
+            if old[start] in FULL_RUN_TITLES:
+                continue
+            end = starts[n + 1] if n + 1 < len(starts) else len(old)
+            section = "\n".join(old[start:end]).rstrip("\n") + "\n"
+            page = _spliced(page.splitlines(), section)
+    write(path, page)
+
+
 def splice(path: Path, section: str) -> None:
     """Put ``section`` in the page at ``path`` in place of its previous version.
 
     A section is its title and underline up to the next title; a new one goes before "How to
     run". The rest of the page (another run's figures) is left as it was.
     """
-    lines = path.read_text().splitlines() if path.exists() else []
-    titles = [
-        i
-        for i in range(len(lines) - 1)
-        if lines[i] and set(lines[i + 1]) == {"-"} and len(lines[i + 1]) == len(lines[i])
-    ]
+    write(path, _spliced(path.read_text().splitlines() if path.exists() else [], section))
+
+
+def _spliced(lines: list[str], section: str) -> str:
+    """The page of ``lines`` with ``section`` in place (see ``splice``)."""
+    titles = _section_starts(lines)
     title = section.splitlines()[0]
     start = next((i for i in titles if lines[i] == title), None)
     if start is None:
         start = end = next((i for i in titles if lines[i] == "How to run"), len(lines))
     else:
         end = next((i for i in titles if i > start), len(lines))
-    write(path, "\n".join([*lines[:start], section.rstrip("\n"), "", *lines[end:]]) + "\n")
+    return "\n".join([*lines[:start], section.rstrip("\n"), "", *lines[end:]]) + "\n"
 
 
 def write(path: Path, content: str) -> None:

@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     elif output is None and not args.smoke and workload.suites == ("logins",):
         report.splice(DEFAULT_OUTPUT, report.logins_section(results, workload, argv))
     elif output is not None and str(output) != "-":
-        report.write(output, report.rst(results, workload, argv))
+        report.write_page(output, report.rst(results, workload, argv))
     if args.smoke and (results.problems or targets.NAME in results.skipped):
         return 1
     return 0

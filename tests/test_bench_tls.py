@@ -124,3 +124,16 @@ def test_splice_replaces_only_the_previous_tls_section(tmp_path: Path):
     text = page.read_text()
     assert "stale numbers" not in text
     assert text == _PAGE.format(tls=f"{report.TLS_TITLE}\n{underline}\n\nnew numbers\n\n")
+
+
+def test_a_full_run_keeps_the_sections_it_does_not_write(tmp_path: Path):
+    """Sections of another suite's run, or added by hand, survive a full run's page; the ones
+    the run writes are its own."""
+    page = tmp_path / "benchmarks.rst"
+    hand = "By hand\n-------\n\nkept words\n"
+    stale = "Notes\n-----\n\nstale note\n"  # the run's own, though this run has none
+    page.write_text(_PAGE.format(tls=hand + "\n" + stale + "\n"))
+    report.write_page(page, _PAGE.format(tls="").replace("old numbers", "new numbers"))
+    text = page.read_text()
+    assert "old numbers" not in text and "stale note" not in text
+    assert text == _PAGE.format(tls=hand + "\n").replace("old numbers", "new numbers")
