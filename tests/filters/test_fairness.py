@@ -42,3 +42,21 @@ def test_a_cancelled_waiter_is_skipped():
     gone.cancel()
     slots.release("a")
     assert next_one.called and slots.in_use("a") == 1
+
+
+def test_envelope_checks_go_ahead_of_the_clients_waiting_end_of_data_checks():
+    """A client's RCPT, behind a queue of its own slow messages, waits only for a slot to
+    free, not for every message queued before it."""
+    slots = ClientSlots(1)
+    slots.acquire("a")
+    data_1, data_2 = slots.acquire("a"), slots.acquire("a")
+    rcpt_1, rcpt_2 = slots.acquire("a", first=True), slots.acquire("a", first=True)
+    assert slots.waiting("a") == 4
+    slots.release("a")
+    assert rcpt_1.called and not (rcpt_2.called or data_1.called)
+    rcpt_2.cancel()  # its session went away
+    slots.release("a")
+    assert data_1.called and not data_2.called
+    slots.release("a")
+    slots.release("a")
+    assert data_2.called and slots.in_use("a") == 0 and slots.waiting("a") == 0

@@ -234,7 +234,7 @@ class FilterChain:
         budget: the budget runs from when the message asked, as for a free thread."""
         key = client_key(client.address)
         started = self._reactor.seconds()
-        waiter = self.slots.acquire(key)
+        waiter = self.slots.acquire(key, first=stage != "data")
         if not waiter.called:
             try:
                 await waiter.addTimeout(self.timeout, self._reactor)

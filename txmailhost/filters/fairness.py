@@ -12,6 +12,11 @@ most ``per_client`` batches of checks in the threads at once; its next messages 
 of its own to finish, on the reactor, outside the threads' queue, while other clients' mail
 goes straight to the threads. A slot is held until the thread is done, not merely until the
 session stopped waiting for it: a check past its budget still holds the thread it runs in.
+
+A client's envelope checks (connect, HELO, MAIL, RCPT: quick, and a session waits on each
+command for them) go ahead of its waiting end-of-data checks: behind a queue of its own
+slow messages, a client's next RCPT waited out its budget and was refused 451, though the
+check itself would have taken a moment.
 """
 
 from __future__ import annotations
@@ -77,27 +82,30 @@ class ClientSlots:
     def __init__(self, per_client: int) -> None:
         self.per_client = per_client
         self._in_use: dict[str, int] = {}
-        self._waiting: dict[str, collections.deque[Deferred[None]]] = {}
+        # per client: (envelope checks' line, end-of-data checks' line); the first goes first
+        self._waiting: dict[str, tuple[collections.deque[Deferred[None]], ...]] = {}
 
     def in_use(self, key: str) -> int:
         return self._in_use.get(key, 0)
 
     def waiting(self, key: str) -> int:
-        return len(self._waiting.get(key, ()))
+        return sum(map(len, self._waiting.get(key, ())))
 
-    def acquire(self, key: str) -> Deferred[None]:
-        """A slot of ``key``'s; cancelling the Deferred gives up the place in the line."""
+    def acquire(self, key: str, first: bool = False) -> Deferred[None]:
+        """A slot of ``key``'s; cancelling the Deferred gives up the place in the line.
+        ``first``: an envelope check's, ahead of the client's waiting end-of-data checks."""
         if self.per_client <= 0:
             return succeed(None)
         held = self._in_use.get(key, 0)
         if held < self.per_client:
             self._in_use[key] = held + 1
             return succeed(None)
-        line = self._waiting.setdefault(key, collections.deque())
+        lines = self._waiting.setdefault(key, (collections.deque(), collections.deque()))
+        line = lines[0 if first else 1]
 
         def leave(waiter: Deferred[None]) -> None:
             line.remove(waiter)
-            if not line:
+            if not any(lines):
                 del self._waiting[key]
 
         waiter: Deferred[None] = Deferred(leave)
@@ -105,13 +113,13 @@ class ClientSlots:
         return waiter
 
     def release(self, key: str) -> None:
-        """One of ``key``'s slots is free: the next in its line gets it, or it is given back."""
+        """One of ``key``'s slots is free: the next in its lines gets it, or it is given back."""
         if self.per_client <= 0:
             return
-        line = self._waiting.get(key)
-        if line:
-            waiter = line.popleft()
-            if not line:
+        lines = self._waiting.get(key)
+        if lines:
+            waiter = (lines[0] or lines[1]).popleft()
+            if not any(lines):
                 del self._waiting[key]
             waiter.callback(None)  # the slot passes on: the count stays
             return
