@@ -4,7 +4,9 @@ that still lets its owner in."""
 from __future__ import annotations
 
 from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from tests.support.fixtures import make_world
@@ -157,3 +159,79 @@ def test_a_new_success_is_written_at_most_once_a_day(tmp_path):
     world.reactor.advance(DAY)
     origins.remember("bob@example.test", "192.0.2.20")
     assert world.accounts.login_origin_seen("bob@example.test", "192.0.2.20", DAY + 3600)
+
+
+class _SlowPortal:
+    """A portal whose every check is answered when the test says: what a password hash
+    taking its time looks like to the throttle."""
+
+    def __init__(self) -> None:
+        self.checks: list[tuple[bytes, Deferred]] = []
+
+    def login(self, credentials, mind, *interfaces):
+        d: Deferred = Deferred()
+        self.checks.append((credentials.password, d))
+        return d
+
+    def answer(self, index: int) -> None:
+        password, d = self.checks[index]
+        if password == b"right":
+            d.callback((IMailAccount, object(), lambda: None))
+        else:
+            d.errback(UnauthorizedLogin())
+
+
+def test_guesses_sent_at_once_are_no_more_than_the_limit():
+    """Eighteen logins at once from one address, as on eighteen connections: the passwords
+    checked are those the limit allows, not all eighteen (the last, right one included)."""
+    clock = Clock()
+    throttle = LoginThrottle(clock, ip_limit=10, account_limit=100)
+    slow = _SlowPortal()
+    portal = ThrottledPortal(slow, throttle)  # type: ignore[arg-type]
+    peer = IPv4Address("TCP", "192.0.2.9", 5)
+    results: list = []
+    for i in range(18):
+        password = b"right" if i == 17 else b"wrong-%d" % i
+        d = portal.login(UsernamePassword(b"alice@example.test", password), peer, IMailAccount)
+        d.addBoth(results.append)
+    assert len(slow.checks) == 10  # the others wait for those to be answered
+    for i in range(10):
+        slow.answer(i)
+    clock.advance(60)
+    assert len(slow.checks) == 10  # ten failures: the address is refused from now on
+    refused = [r for r in results if r.check(LoginThrottled)]
+    assert len(results) == 18 and len(refused) == 8
+
+
+def test_a_client_logging_in_on_many_connections_at_once_only_waits():
+    """Right passwords need no refusal: past the limit, a login waits for a check to end."""
+    throttle = LoginThrottle(Clock(), ip_limit=3, account_limit=100)
+    slow = _SlowPortal()
+    portal = ThrottledPortal(slow, throttle)  # type: ignore[arg-type]
+    peer = IPv4Address("TCP", "192.0.2.9", 5)
+    results: list = []
+    for _ in range(5):
+        d = portal.login(UsernamePassword(b"alice@example.test", b"right"), peer, IMailAccount)
+        d.addBoth(results.append)
+    assert len(slow.checks) == 3
+    slow.answer(0)
+    assert len(slow.checks) == 4
+    for i in range(1, 5):
+        slow.answer(i)
+    assert len(results) == 5 and all(isinstance(r, tuple) for r in results)
+
+
+def test_a_login_cancelled_while_it_waits_leaves_its_place():
+    throttle = LoginThrottle(Clock(), ip_limit=1, account_limit=100)
+    slow = _SlowPortal()
+    portal = ThrottledPortal(slow, throttle)  # type: ignore[arg-type]
+    peer = IPv4Address("TCP", "192.0.2.9", 5)
+    first = portal.login(UsernamePassword(b"a@x.test", b"right"), peer, IMailAccount)
+    waiting = portal.login(UsernamePassword(b"a@x.test", b"right"), peer, IMailAccount)
+    waiting.addErrback(lambda f: None)
+    waiting.cancel()
+    third = portal.login(UsernamePassword(b"a@x.test", b"right"), peer, IMailAccount)
+    slow.answer(0)
+    assert first.called and len(slow.checks) == 2
+    slow.answer(1)
+    assert third.called

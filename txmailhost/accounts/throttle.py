@@ -17,6 +17,12 @@ an address that has not failed, or from one the account is known to use. What th
 gets is what it got before from a few addresses (``ip_limit`` guesses per address, then one
 per new address once the account is under attack), each wrong one slowed to ``max_delay``.
 
+Checks in flight count too: an address whose failures plus passwords being checked reach
+``ip_limit`` has its next attempt wait until one of them is answered (a right password frees
+its place, a wrong one is counted), so guesses sent at once, on as many connections, are no
+more than guesses sent one after another. A client logging in on many connections at once
+without failing waits only when it has more than ``ip_limit`` checks going.
+
 Refusals are temporary: the protocols answer ``454 4.7.0`` / ``NO [UNAVAILABLE]`` /
 ``-ERR [SYS/TEMP]``.
 
@@ -105,6 +111,9 @@ class LoginThrottle:
         self.max_tracked = max_tracked
         self.free_failures = free_failures
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        # Password checks going on per address, and who waits for one of them to end.
+        self._checking: dict[str, int] = {}
+        self._waiting: dict[str, list[Deferred[None]]] = {}
         # Told of each failure recorded here, to count it in the other worker processes too
         # (workers/bus.py): a guesser spreading connections over workers meets one limit.
         self.forward: Callable[[str | None, str | None], None] | None = None
@@ -125,6 +134,35 @@ class LoginThrottle:
     def address_blocked(self, client: str | None) -> bool:
         """The address reached its own limit: refused whatever account it tries."""
         return client is not None and self._recent("ip:" + client) >= self.ip_limit
+
+    async def turn(self, client: str | None) -> None:
+        """Wait until a check for ``client`` can't take it past ``ip_limit``: its recent
+        failures plus the checks going on are under it, or none is going on (then the limit
+        itself, ``address_blocked``, says whether it may try). Then its check counts as going
+        on until ``checked``."""
+        if client is None:
+            return
+        while self._checking.get(client, 0) and (
+            self._recent("ip:" + client) + self._checking[client] >= self.ip_limit
+        ):
+            waiter: Deferred[None] = Deferred()
+            self._waiting.setdefault(client, []).append(waiter)
+            await waiter
+        self._checking[client] = self._checking.get(client, 0) + 1
+
+    def checked(self, client: str | None) -> None:
+        """A check ``turn`` let go on is over (its failure, if it failed, already counted):
+        whoever waited for ``client`` looks again."""
+        if client is None:
+            return
+        left = self._checking.get(client, 0) - 1
+        if left > 0:
+            self._checking[client] = left
+        else:
+            self._checking.pop(client, None)
+        for waiter in self._waiting.pop(client, ()):
+            if not waiter.called:  # not one whose login was cancelled meanwhile
+                waiter.callback(None)
 
     def under_attack(self, account: str) -> bool:
         """The account reached its limit, failures from every address added up."""
@@ -196,29 +234,34 @@ class ThrottledPortal:
         client = client_key(mind)
         account = account_key(getattr(credentials, "username", b""))
         throttle = self._throttle
-        why = None
-        if throttle.address_blocked(client):
-            why = "too many failures from this address"
-        elif (
-            throttle.under_attack(account)
-            and throttle.has_failed(client, account)
-            and not await self._origins.seen(account, client)
-        ):
-            why = "account under attack and this address failed"
-        if why is not None:
-            log.warn(
-                "login refused (throttled: {why}) for {account!r} from {client}",
-                why=why,
-                account=account,
-                client=client,
-            )
-            raise LoginThrottled("too many failed logins; try again later")
+        await throttle.turn(client)
         try:
-            result = await self._portal.login(credentials, mind, *interfaces)
-        except LoginFailed:
-            delay = throttle.failed(client, account)
-            await deferLater(throttle.clock, delay)
-            raise
-        if client is not None:
-            self._origins.remember(account, client)
-        return result
+            why = None
+            if throttle.address_blocked(client):
+                why = "too many failures from this address"
+            elif (
+                throttle.under_attack(account)
+                and throttle.has_failed(client, account)
+                and not await self._origins.seen(account, client)
+            ):
+                why = "account under attack and this address failed"
+            if why is not None:
+                log.warn(
+                    "login refused (throttled: {why}) for {account!r} from {client}",
+                    why=why,
+                    account=account,
+                    client=client,
+                )
+                raise LoginThrottled("too many failed logins; try again later")
+            try:
+                result = await self._portal.login(credentials, mind, *interfaces)
+            except LoginFailed as e:
+                failure, delay = e, throttle.failed(client, account)
+            else:
+                if client is not None:
+                    self._origins.remember(account, client)
+                return result
+        finally:
+            throttle.checked(client)  # a failure is counted by now: the delay is no check
+        await deferLater(throttle.clock, delay)
+        raise failure
