@@ -6,9 +6,10 @@ memory below 100 KiB and in a temporary file above, and parses a form body into 
 whatever its size; and its idle timeout starts again with every byte, so a client sending
 one header byte every few seconds holds a connection for ever (slowloris). Here:
 
-- a body longer than the site's ``max_body`` closes the connection before it is stored
-  (``BoundedRequest``); the redirect and metrics listeners never read a body, so theirs is
-  0, and twisted.web's parsing of form bodies is off unless a site turns it on;
+- a body longer than the site's ``max_body`` is answered ``413 Content Too Large`` and the
+  connection closed before the body is stored (``BoundedRequest``); the redirect and metrics
+  listeners never read a body, so theirs is 0, and twisted.web's parsing of form bodies is
+  off unless a site turns it on;
 - a request's line and headers must all arrive within ``head_timeout`` seconds of the
   connection (or of the previous response), and its body at ``min_body_rate`` octets a
   second on average after that (``DeadlineChannel``), however the bytes are spread.
@@ -29,11 +30,13 @@ MIN_BODY_RATE = 1024  # octets a second a body must average, after HEAD_TIMEOUT 
 
 
 class BoundedRequest(Request):
-    """A request whose body may not exceed ``limit()`` octets: past it the connection is
-    closed and nothing more is kept. Forms are parsed only where ``parse_forms()`` says."""
+    """A request whose body may not exceed ``limit()`` octets: past it the client is answered
+    413, the connection closed, and nothing more is kept. Forms are parsed only where
+    ``parse_forms()`` says."""
 
     _received = 0
     _limit = 0
+    _refused = False
 
     def limit(self) -> int:
         """The largest body this request may send (headers and cookies are in)."""
@@ -46,17 +49,37 @@ class BoundedRequest(Request):
     def gotLength(self, length: int | None) -> None:
         self._limit = self.limit()
         if length is not None and length > self._limit:
-            self.channel.transport.abortConnection()
+            super().gotLength(0)  # an empty body to hold: nothing of it is kept
+            self._refuse()
             return
         self._parsePOSTFormSubmission = self.parse_forms()
         super().gotLength(length)
 
     def handleContentChunk(self, data: bytes) -> None:
+        if self._refused:
+            return  # what had arrived with the head, read before the connection closes
         self._received += len(data)
         if self._received > self._limit:
-            self.channel.transport.abortConnection()
+            self._refuse()
             return
         super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if not self._refused:  # a refused one was answered already: nothing to render
+            super().requestReceived(command, path, version)
+
+    def _refuse(self) -> None:
+        """Answer 413 (RFC 9110 15.5.14) and close: the rest of the body is never read."""
+        self._refused = True
+        transport = self.channel.transport
+        transport.write(
+            b"HTTP/1.1 413 Content Too Large\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: 23\r\nConnection: close\r\n\r\nrequest body too large\n"
+        )
+        pause = getattr(transport, "pauseProducing", None)  # TCP: read no more of it
+        if pause is not None:
+            pause()
+        transport.loseConnection()
 
 
 class DeadlineChannel(HTTPChannel):
