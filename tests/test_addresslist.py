@@ -18,6 +18,8 @@ from txmailhost.addresslist import (
     mailboxes,
     parse,
     search_text,
+    shown,
+    shown_mailboxes,
 )
 
 
@@ -120,3 +122,15 @@ def test_long_address_lists_are_read_by_the_linear_parser_not_dropped():
     assert [a for _n, a in get_addresses([many])] == [f"user{n}@example.test" for n in range(500)]
     nested = "(" * 5000 + "x" + ")" * 5000 + " <ceo@bank.example>"
     assert get_addresses([nested]) == [("", "ceo@bank.example")]
+
+
+def test_shown_keeps_an_encoded_name_a_name_whatever_it_decodes_to():
+    """Names are decoded after the field is parsed, on one line, quoted where they hold a
+    special: a decoded "<carol@x>," or a line break can't make a second address."""
+    hostile = "=?utf-8?q?Support=0A=3Ccarol=40x.test=3E=2C?= <bob@y.test>"
+    assert shown_mailboxes(hostile) == [('"Support <carol@x.test>," <bob@y.test>', "bob@y.test")]
+    assert shown(r'"A \"q\" B" <a@x.test>, "Doe, J" <j@x.test>, team: c@z.test;') == (
+        r'"A \"q\" B" <a@x.test>, "Doe, J" <j@x.test>, c@z.test'
+    )
+    assert shown("=?utf-8?q?Jos=C3=A9?= <j@x.test>") == "José <j@x.test>"
+    assert shown("undisclosed-recipients:;") == ""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import email.header
 import email.utils
+import unicodedata
 from dataclasses import dataclass
 
 _SPECIALS = '()<>[]:;@\\,."'
@@ -246,6 +247,34 @@ def search_text(text: str) -> str:
             name = _decoded(item.name) + " " if item.name else ""
             parts.append(f"{name}<{_spec(item)}>")
     return ", ".join(parts)
+
+
+def one_line_name(name: str) -> str:
+    """A display name decoded (RFC 2047) as one line of text: every control character, line
+    break and separator a space, runs of space one. An encoded word may decode to anything,
+    "\r\n" and "<" included (RFC 2047 §5 keeps it a part of the name all the same)."""
+    text = _decoded(name)
+    return " ".join("".join(" " if unicodedata.category(c)[0] in "CZ" else c for c in text).split())
+
+
+def shown_mailboxes(text: str) -> list[tuple[str, str]]:
+    """An address field's raw value as a person reads it and a reply is addressed: for each
+    mailbox (groups flattened), ``name <local@domain>`` and ``local@domain``. The name is
+    decoded on one line (``one_line_name``) and quoted when it holds a special, so that
+    ``"Support <carol@x>," <bob@y>`` is bob's one address, never two."""
+    out = []
+    for box in mailboxes(text):
+        address = _spec(box)
+        name = one_line_name(box.name) if box.name else ""
+        if name and any(c in _SPECIALS for c in name):
+            name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        out.append((f"{name} <{address}>" if name else address, address))
+    return out
+
+
+def shown(text: str) -> str:
+    """``shown_mailboxes`` of a raw value as one line ("" when it has no mailbox)."""
+    return ", ".join(mailbox for mailbox, _address in shown_mailboxes(text))
 
 
 ADDRESS_CAP = 1024  # characters of an address field's value parse_address reads

@@ -29,13 +29,13 @@ import re
 import tempfile
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
-from email.utils import formataddr, getaddresses
 from typing import Any
 from urllib.parse import quote
 
 import nh3
 from twisted.logger import Logger
 
+from txmailhost.addresslist import shown_mailboxes
 from txmailhost.replyfields import one_line, reply_ids
 from txmailhost.smtp.outbox import Refused
 from txmailhost.store.interfaces import (
@@ -126,17 +126,19 @@ def _raw_field(headers: Any, name: str) -> str:
 
 
 def _address_list(values: list[str], drop: set[str]) -> str:
-    """Addresses of header values, once each, without those in ``drop`` (lowercase)."""
+    """The mailboxes of raw header values, once each, without those whose address is in
+    ``drop`` (lowercase): read from the fields as received, so a name's encoded words stay
+    that name, whatever they decode to (``addresslist.shown_mailboxes``)."""
+    return _address_list_of([m for value in values for m in shown_mailboxes(value)], drop)
+
+
+def _address_list_of(mailboxes: list[tuple[str, str]], drop: set[str]) -> str:
     out, seen = [], set(drop)
-    try:
-        found = getaddresses(values)
-    except RecursionError:  # comments nested deeper than the stack: no address to offer
-        found = []
-    for display, address in found:
+    for mailbox, address in mailboxes:
         if not address or address.lower() in seen:
             continue
         seen.add(address.lower())
-        out.append(formataddr((display, address)) if display else address)
+        out.append(mailbox)
     return ", ".join(out)
 
 
@@ -186,13 +188,14 @@ def _prefixed(prefix: str, subject: str) -> str:
 
 def reply_draft(ctx: WebContext, original: Original, everyone: bool) -> Draft:
     headers, view = original.headers, original.view
-    reply_to = _field(headers, "Reply-To") or _field(headers, "From")
-    me = {ctx.user.lower()}
-    to = _address_list([reply_to], set())
+    replied = shown_mailboxes(_raw_field(headers, "Reply-To")) or shown_mailboxes(
+        _raw_field(headers, "From")
+    )
+    to = _address_list_of(replied, set())
     cc = ""
     if everyone:
-        taken = me | {a.lower() for _, a in getaddresses([reply_to]) if a}
-        cc = _address_list([_field(headers, "To"), _field(headers, "Cc")], taken)
+        taken = {ctx.user.lower()} | {address.lower() for _mailbox, address in replied}
+        cc = _address_list([_raw_field(headers, "To"), _raw_field(headers, "Cc")], taken)
     # Only real msg-ids of the raw fields, and the subject on one line (replyfields): what
     # the sender wrote there can't become a field of the reply, nor make it unsendable.
     parent, references = reply_ids(

@@ -32,6 +32,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
+from txmailhost.addresslist import shown
 from txmailhost.imap import mime
 from txmailhost.store.lineends import crlf_form
 from txmailhost.web.headerbounds import POLICY
@@ -80,6 +81,17 @@ def _header(message: EmailMessage, name: str) -> str:
     except (ValueError, IndexError, TypeError):  # a header the parser can't make sense of
         value = message.get_all(name, failobj=[""])[0] if message.get_all(name) else ""
     return " ".join(str(value or "").split())
+
+
+def _mailboxes(message: EmailMessage, name: str) -> str:
+    """An address field as the page shows it: its mailboxes read from the field as received
+    (``addresslist.shown``), so that an encoded word in a name, whatever it decodes to,
+    shows as a part of that name and never as another address; the decoded text where the
+    field holds no mailbox (``undisclosed-recipients:;``)."""
+    for found, value in message.raw_items():
+        if found.lower() == name:
+            return shown(str(value)) or _header(message, name)
+    return ""
 
 
 def shown_filename(name: str) -> str:
@@ -146,9 +158,9 @@ def read_message(raw: bytes) -> MessageView:
     message = _headers(tree)
     view = MessageView(
         subject=_header(message, "subject"),
-        sender=_header(message, "from"),
-        to=_header(message, "to"),
-        cc=_header(message, "cc"),
+        sender=_mailboxes(message, "from"),
+        to=_mailboxes(message, "to"),
+        cc=_mailboxes(message, "cc"),
         date=_header(message, "date"),
         message_id=_header(message, "message-id"),
         cut=cut,
