@@ -28,6 +28,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from txmailhost.accounts.addresses import canonical_address
 from txmailhost.accounts.db import parse_size
 from txmailhost.accounts.interfaces import AccountError
 from txmailhost.web.admin_access import accounts_call, admin_only
@@ -198,8 +199,17 @@ USER_ACTIONS: dict[str, Action] = {
 }
 
 
+def _is_own(ctx: WebContext) -> bool:
+    """The form names the admin's own account, however written (``Root@ Example.TEST.``
+    is the account the accounts database acts on, so it is the comparison's too)."""
+    try:
+        return canonical_address(_address(ctx)) == canonical_address(ctx.user)
+    except AccountError:
+        return _address(ctx).lower() == ctx.user.lower()
+
+
 async def users(ctx: WebContext) -> Response:
-    if ctx.arg("action") in ("remove", "unadmin") and _address(ctx).lower() == ctx.user:
+    if ctx.arg("action") in ("remove", "unadmin") and _is_own(ctx):
         return await _page(ctx, 400, "You can't do that to your own account here.")
     return await _act(ctx, USER_ACTIONS)
 
