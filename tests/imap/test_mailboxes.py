@@ -199,10 +199,18 @@ def test_append_answers_appenduid_and_stores_the_exact_bytes(alice, world):
     assert world.inbox_files(ALICE, "Drafts") == [message]
 
 
-@pytest.mark.parametrize("date", ["31-Feb-2020 00:00:00 +0000", "01-Jan-2020 24:00:00 +0000"])
-def test_append_with_a_date_that_does_not_exist_is_bad(alice, date):
+@pytest.mark.parametrize(
+    ("date", "why"),
+    [
+        ("31-Feb-2020 00:00:00 +0000", b"date-time"),
+        ("01-Jan-2020 24:00:00 +0000", b"date-time"),
+        ("01-Jan-2024 10:00:00 +9999", b"date-time zone"),  # taken as +99 h 99 min
+        ("01-Jan-2024 10:00:00 -0060", b"date-time zone"),
+    ],
+)
+def test_append_with_a_date_that_does_not_exist_is_bad(alice, date, why):
     reply = alice.send(b'b APPEND INBOX () "%s" {3+}\r\nabc\r\n' % date.encode())
-    assert reply == b"b BAD invalid date-time\r\n"
+    assert reply == b"b BAD invalid %s\r\n" % why
 
 
 def test_append_with_date_sets_internaldate(alice):
@@ -264,6 +272,17 @@ def test_another_users_mailbox_is_never_reachable(alice, world):
 def test_create_of_a_name_too_long_for_the_disk_is_no_cannot_not_a_server_bug(alice):
     reply = alice.cmd("b CREATE " + "z" * 300)
     assert reply == b"b NO [CANNOT] invalid mailbox name\r\n"  # was NO [SERVERBUG] (ENAMETOOLONG)
+
+
+@pytest.mark.parametrize("name", [b"&AIU-y", b"a&ICg-b", b"a&ICk-b"])  # U+0085, U+2028, U+2029
+def test_create_of_a_name_with_c1_controls_or_line_separators_is_refused(alice, name):
+    """RFC 6855 §3: no C1 controls and no line or paragraph separators in a name; in UTF-8
+    (after ENABLE UTF8=ACCEPT) as in modified UTF-7."""
+    refused = b"NO [CANNOT] mailbox name contains control characters\r\n"
+    assert alice.cmd(b"b CREATE " + name) == b"b " + refused
+    alice.cmd("e ENABLE UTF8=ACCEPT")
+    utf8 = name.decode("ascii").encode("ascii").decode("imap4-utf-7").encode()
+    assert alice.cmd(b'c CREATE "' + utf8 + b'"') == b"c " + refused
 
 
 def test_a_refused_create_leaves_no_superiors_behind(alice):

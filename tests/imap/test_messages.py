@@ -132,6 +132,17 @@ def test_fetch_header_fields_and_not(alice):
     assert b"From:" not in reply
 
 
+def test_a_section_label_is_made_of_the_names_not_the_commands_text(alice):
+    """A field name sent as a literal came back as "{7}" with no octets after it (a reply no
+    client can parse); quoted or 8-bit ones as written. The label is rebuilt: atoms, and
+    strings where a name isn't one."""
+    assert alice.send(b"b FETCH 1 (BODY.PEEK[1.HEADER.FIELDS ({7}\r\n") == (
+        b"+ Ready for literal data\r\n"
+    )
+    reply = alice.send(b'Subject "x y" \xc3\xa9)])\r\n')
+    assert reply.startswith(b'* 1 FETCH (BODY[1.HEADER.FIELDS (SUBJECT "X Y" {2}\r\n\xc3\xa9)] ')
+
+
 def test_fetch_partial_returns_the_origin(alice):
     assert alice.cmd("b FETCH 1 BODY.PEEK[TEXT]<6.4>") == (
         b"* 1 FETCH (BODY[TEXT]<6> {4}\r\nbody)\r\nb OK FETCH completed\r\n"
@@ -347,6 +358,23 @@ def test_copy_answers_copyuid(alice):
     reply = alice.cmd("b COPY 1:2 Trash")
     assert re.fullmatch(rb"b OK \[COPYUID \d+ 1:2 1:2\] COPY completed\r\n", reply)
     assert b"MESSAGES 2" in alice.cmd("c STATUS Trash (MESSAGES)")
+
+
+def test_copy_of_messages_another_session_expunged_is_no_expungeissued(alice, world):
+    """Another session expunged them before this one was told: the copy copied nothing and
+    said OK, the client believing them safe in Trash (RFC 2180 §4.4.1; Dovecot says NO)."""
+    other = open_session(world)
+    other.cmd("o1 STORE 1:2 +FLAGS.SILENT (\\Deleted)")
+    other.cmd("o2 EXPUNGE")
+    reply = alice.cmd("b COPY 1:2 Trash")
+    assert reply.endswith(
+        b"b NO [EXPUNGEISSUED] some of the requested messages no longer exist\r\n"
+    )
+    assert b"MESSAGES 0" in alice.cmd("c STATUS Trash (MESSAGES)")
+    assert re.fullmatch(
+        rb"d OK \[COPYUID \d+ 3 1\] COPY completed\r\n", alice.cmd("d COPY 1 Trash")
+    )
+    other.close()
 
 
 def test_copy_to_missing_mailbox_is_trycreate(alice):

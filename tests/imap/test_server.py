@@ -8,6 +8,7 @@ import re
 
 import pytest
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import ITLSTransport
 from twisted.internet.testing import StringTransport
 from zope.interface import implementer
@@ -210,6 +211,61 @@ def test_over_long_line_split_over_reads_is_skipped_to_its_end(world):
     assert s.send(b"zz\r\na2 NOOP\r\n") == b"a2 OK NOOP completed\r\n"
 
 
+# The rest of a refused command is never read as commands: a refused command's next
+# non-synchronizing literal, however it is reached, is its own (RFC 7888 §4). Each of these
+# ran "b CREATE Injected" (a mail body's line in a refused MULTIAPPEND, say).
+INJECTED = b"b CREATE Injected\r\n"
+
+
+def _no_injection(s: Session) -> None:
+    assert b"Injected" not in s.cmd('c LIST "" *')
+
+
+def test_a_refused_literals_next_literal_is_dropped_not_run(world):
+    s = Session(make_factory(world, max_literal_size=10))
+    s.login()
+    reply = s.send(
+        b"a APPEND INBOX {15+}\r\n0123456789ABCDE {%d+}\r\n" % len(INJECTED) + INJECTED + b"\r\n"
+    )
+    assert reply == b"a NO [TOOBIG] literal too large (limit 10 octets)\r\n"
+    _no_injection(s)
+
+
+def test_a_refused_commands_literals_split_over_reads_are_all_dropped(world):
+    s = Session(make_factory(world, max_literal_size=10))
+    s.login()
+    s.send(b"a APPEND INBOX {15+}\r\n0123456789")
+    assert s.send(b"ABCDE {3+}") == b"a NO [TOOBIG] literal too large (limit 10 octets)\r\n"
+    for part in (b"\r", b"\nxy", b"z {%d+}\r\n" % len(INJECTED), INJECTED[:5], INJECTED[5:]):
+        assert s.send(part) == b""
+    assert s.send(b"\r\nd NOOP\r\n") == b"d OK NOOP completed\r\n"
+    _no_injection(s)
+
+
+def test_an_over_long_lines_own_literal_is_dropped_not_run(world):
+    s = Session(make_factory(world, max_line_length=100))
+    s.login()
+    line = b"a SEARCH TEXT " + b"x" * 200 + b" TEXT {%d+}\r\n" % len(INJECTED)
+    assert s.send(line + INJECTED + b"\r\n") == b"a BAD [TOOBIG] command line too long\r\n"
+    _no_injection(s)
+    s.send(b"a SEARCH TEXT " + b"x" * 200)  # the line's end, and its literal, come later
+    assert s.send(b" TEXT {%d+}\r\n" % len(INJECTED) + INJECTED + b"\r\n") == b""
+    _no_injection(s)
+
+
+def test_too_many_literals_before_login_drops_the_rest_of_the_command(session):
+    command = b"a ID (" + b"{1+}\r\nx " * 17 + b"{%d+}\r\n" % len(INJECTED) + INJECTED + b")\r\n"
+    assert session.send(command).startswith(b"a NO [LIMIT]")
+    assert session.cmd("c NOOP") == b"c OK NOOP completed\r\n"
+
+
+def test_a_refused_commands_huge_next_literal_ends_the_session(world):
+    s = Session(make_factory(world, max_literal_size=10))
+    s.login()
+    s.send(b"a APPEND INBOX {15+}\r\n0123456789ABCDE {999999999+}\r\n")
+    assert s.transport.disconnecting
+
+
 def test_lines_ended_by_a_bare_lf_work_as_with_nc(world):
     """``nc`` sends LF alone; like Dovecot, a line ends at LF and a CR before it is dropped,
     literals included (the octet count covers the literal only)."""
@@ -354,6 +410,22 @@ def test_idle_still_reads_done_once_the_client_catches_up(alice):
     assert alice.cmd("DONE") == b""  # not read while the client isn't reading
     pressure.resumeProducing()  # the client read what piled up
     assert alice.take() == b"i OK IDLE terminated\r\n"
+
+
+def test_idle_with_done_in_the_same_write_ends_at_once(alice):
+    """``IDLE\r\nDONE\r\n`` in one packet: the DONE, already read, was handed over before
+    the command waited for it, which then waited on nothing: ``NO [SERVERBUG]``."""
+    alice.cmd("s SELECT INBOX")
+    assert alice.send(b"i IDLE\r\nDONE\r\nn NOOP\r\n") == (
+        b"+ idling\r\ni OK IDLE terminated\r\nn OK NOOP completed\r\n"
+    )
+    # as over a socket, where IDLE asks for its line after the store answered: the line is
+    # already in the buffer and handed over as reading resumes
+    protocol = alice.protocol
+    protocol._pause()
+    protocol.dataReceived(b"DONE\r\n")
+    result = Deferred.fromCoroutine(protocol.read_line())
+    assert result.called and result.result == b"DONE"
 
 
 def test_a_fetch_stops_when_the_client_goes(alice, world):

@@ -48,7 +48,10 @@ def parse_date_time(raw: bytes) -> float:
         stamp = calendar.timegm((year, month, day, hour, minute, second))
     except (ValueError, OverflowError):
         raise ParseError("invalid date-time") from None
-    offset = (int(match[8]) * 60 + int(match[9])) * 60
+    zone_hours, zone_minutes = int(match[8]), int(match[9])
+    if zone_hours > 23 or zone_minutes > 59:  # "+9999" is no hhmm: 4 days and 3 hours off
+        raise ParseError("invalid date-time zone")
+    offset = (zone_hours * 60 + zone_minutes) * 60
     return stamp - offset if match[7] == b"+" else stamp + offset
 
 

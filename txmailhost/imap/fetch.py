@@ -19,7 +19,7 @@ from itertools import compress
 
 from txmailhost.imap import binary, mime, objectid, preview
 from txmailhost.imap.parser import ParseError, Reader
-from txmailhost.imap.replies import string, without_nul
+from txmailhost.imap.replies import astring, string, without_nul
 from txmailhost.store.interfaces import SEEN, IndexColumns, MessageOrigin, StoredMessage
 
 _MACROS = {
@@ -200,7 +200,6 @@ def _parse_preview_modifiers(reader: Reader) -> None:
 
 def _parse_section(reader: Reader, peek: bool) -> Section:
     reader.expect(b"[")
-    start = reader.pos
     path: list[int] = []
     kind = ""
     fields: tuple[bytes, ...] = ()
@@ -243,7 +242,13 @@ def _parse_section(reader: Reader, peek: bool) -> Section:
                     raise ParseError("too many header fields")
             reader.close_paren()
             fields = tuple(names)
-    spec = reader.text[start : reader.pos]
+    # The label is made again from what was parsed, not copied from the command: a name
+    # sent as a literal ("{3}" and its octets) or in 8 bits must come back as a string.
+    spec = b".".join(b"%d" % n for n in path)
+    if kind:
+        spec += (b"." if path else b"") + kind.encode()
+    if fields:
+        spec += b" (" + b" ".join(astring(name.upper()) for name in fields) + b")"
     reader.expect(b"]")
     partial = None
     if reader.peek() == b"<":
@@ -253,7 +258,7 @@ def _parse_section(reader: Reader, peek: bool) -> Section:
         reader.pos = match.end()
         origin, length = int(match[1]), int(match[2])
         partial = (origin, length)
-    label = b"BODY[" + spec.upper() + b"]"
+    label = b"BODY[" + spec + b"]"
     if partial is not None:
         label += b"<%d>" % partial[0]
     return Section(tuple(path), kind, fields, partial, peek, label)

@@ -570,6 +570,8 @@ class MessageCommands:
         else:
             pairs = await view.mailbox.copy(uids, target)
         if not pairs:
+            if uids:  # all of them expunged by another session since this one was told
+                raise replies.ExpungeIssued()  # RFC 2180 §4.4.1; nothing was copied
             return pairs, "", moved
         if not all(r in found.rights for r in "stw"):
             await _drop_unpermitted(view, target, pairs, found.rights)

@@ -73,6 +73,10 @@ def decode(raw: bytes, utf8: bool = False) -> str:
 def check_creatable(name: str) -> None:
     if "*" in name or "%" in name:
         raise InvalidName("mailbox names can't contain * or %")
+    if any("\x80" <= c <= "\x9f" or c in "\u2028\u2029" for c in name):
+        # RFC 6855 §3 with RFC 5198 §2: no C1 controls, no line or paragraph separators (a
+        # name a client lists on two lines). Refused when made; a name made before opens.
+        raise InvalidName("mailbox name contains control characters")
     if name.startswith(SEPARATOR) or f"{SEPARATOR}{SEPARATOR}" in name:
         raise InvalidName("empty hierarchy level in mailbox name")
 

@@ -87,6 +87,7 @@ MAX_PRELOGIN_LITERAL = 8 * 1024
 MAX_PRELOGIN_LITERALS = 16
 IN_MEMORY_LITERAL = 256 * 1024  # larger APPEND literals go to a file in the staging directory
 DISCARD_LIMIT_FACTOR = 2  # an oversized {n+} up to this many times the limit is read and dropped
+SKIPPED_TAIL = 32  # octets of a skipped line's end kept, to find a "{n+}" there
 
 
 class Gone(Exception):
@@ -191,7 +192,9 @@ class IMAPServer(
         self._sink: _LiteralSink | None = None
         self._discard_literal = 0
         self._discard_reply: tuple[bytes, IMAPError] | None = None
-        self._discarding_line = False
+        self._discarding_line = False  # skipping the rest of a refused command (_skip_line)
+        self._skipped_tail = b""  # the end of the line being skipped so far
+        self._skip_octets = 0  # octets of a {n+} literal of the refused command still to drop
         self._reparse = False
         self._line_waiter: Deferred[bytes] | None = None
         self._running = False
@@ -368,19 +371,58 @@ class IMAPServer(
             super().dataReceived(b"")
 
     def _skip_line(self, data: bytes) -> bytes:
-        end = data.find(b"\n")
-        if end < 0:
-            return b""
-        self._discarding_line = False
-        return data[end + 1 :]
+        """Drop the rest of a refused command from ``data``; return what follows it.
+
+        The command goes on to its line's end, and past it when that line ends with a
+        non-synchronizing literal (``{n+}``, RFC 7888): its n octets and the line after
+        them are the same command's, however many there are. They are never commands: a
+        refused APPEND's second message, or the literal of a refused SEARCH, would
+        otherwise be read as commands, each of its lines (a mail's body) run as one. A
+        synchronizing ``{n}`` ends it: the client waits for a "+" that never comes."""
+        while True:
+            if self._skip_octets:
+                taken = min(len(data), self._skip_octets)
+                self._skip_octets -= taken
+                data = data[taken:]
+                if self._skip_octets:
+                    return b""
+            end = data.find(b"\n")
+            if end < 0:
+                self._skipped_tail = (self._skipped_tail + data)[-SKIPPED_TAIL:]
+                return b""
+            tail = (self._skipped_tail + data[:end])[-SKIPPED_TAIL:].rstrip(b"\r")
+            self._skipped_tail = b""
+            data = data[end + 1 :]
+            if not self._skip_literal_of(tail):
+                self._discarding_line = False
+                return b"" if self._closing else data
+
+    def _skip_literal_of(self, line_end: bytes) -> bool:
+        """Whether the refused command's line ending ``line_end`` goes on past a literal of
+        its own (then dropped as it comes). One too large to read through ends the session:
+        the stream can't be followed (RFC 7888 §4)."""
+        marker = LITERAL_MARKER.search(line_end)
+        if marker is None or not marker[2]:
+            return False
+        size = int(marker[1])
+        if size > self.factory.max_literal_size * DISCARD_LIMIT_FACTOR or size > 2**31:
+            self.write(b"* BYE literal too large\r\n")
+            self.close()
+            self._skip_octets = 0
+            return False
+        self._skip_octets = size
+        return True
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """``BAD`` with the tag (if one can be read), skip to the next line end, keep the
         session. A line a running command waits for (IDLE's DONE, a SASL response) ends that
         command with the ``BAD`` instead: it is no command, and its start no tag."""
-        _first, sep, rest = line.partition(b"\n")
+        first, sep, rest = line.partition(b"\n")
         if not sep:
             self._discarding_line = True
+            self._skipped_tail = line[-SKIPPED_TAIL:]
+        elif self._skip_literal_of(first[-SKIPPED_TAIL:].rstrip(b"\r")):
+            self._discarding_line = True  # the too-long line's own literal is dropped too
         waiter, self._line_waiter = self._line_waiter, None
         if waiter is not None:
             self._pause()  # as after any line the command waited for (``lineReceived``)
@@ -554,10 +596,10 @@ class IMAPServer(
 
     async def read_line(self) -> bytes:
         """The next line from the client, for SASL responses and IDLE's DONE."""
-        self._line_waiter = Deferred()
-        self._resume()
+        waiter = self._line_waiter = Deferred()
+        self._resume()  # may hand over a line already buffered at once (a pipelined DONE)
         try:
-            return await self._line_waiter
+            return await waiter
         finally:
             self._pause()
 
