@@ -265,6 +265,11 @@ def _submit_as_alice(world, author: bytes) -> bytes:
         b"Alice <alice@example.test>\r\nFrom: Bob <bob@example.test>",
         b"<>",  # a From that names no one is no one's
         b"(alice@example.test)",
+        # fields the standard library's header parser never saw, IMAP's ENVELOPE does:
+        b"alice@example.test\r\nFrom : CEO <bob@example.test>",  # obs-from (RFC 5322 4.5.1)
+        b"alice@example.test\r\nFROM\t: bob@example.test",
+        b"alice@example.test\r\nno colon on this line\r\nFrom: bob@example.test",
+        b"alice@example.test\r\nFrom: Alice\r\n <bob@example.test>",  # folded
     ],
 )
 def test_from_header_read_as_someone_else_by_either_parser_is_refused(world, author):

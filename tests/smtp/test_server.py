@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email
 import errno
 import os
 import sqlite3
@@ -147,6 +148,33 @@ def test_message_to_local_user_is_stored_with_trace_headers(session, world):
     assert b"for <Alice@Example.test>;" in stored  # the forward-path as the client gave it
     assert stored.endswith(b"Subject: hi\r\n\r\n.leading dot\r\nbody\r\n")
     assert os.listdir(os.path.join(world.root, "queue", "tmp")) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "body"),
+    [
+        # white space first: it folded onto our Received:, whose last ";" (its date) became
+        # the client's, and made it read "via authenticated submission"
+        (b" (via authenticated submission); Mon, 01 Jan 2001 00:00:00 +0000\r\nSubject: x\r\n", True),
+        (b"no header, just text\r\n", True),
+        (b"From alice Mon Jan  1 00:00:00 2001\r\nSubject: x\r\n", True),  # an mbox line
+        (b"Subject : old syntax, a field\r\n\r\nb\r\n", False),  # RFC 5322 4.5.1
+        (b"\r\nbody only: an empty header, as it was\r\n", True),
+    ],
+)  # fmt: skip
+def test_a_message_not_starting_with_a_field_is_body_below_our_trace_fields(
+    session, world, text, body
+):
+    """RFC 5321 4.4: the trace fields are ours. Text that is no header field first gets an
+    empty line before it (as Postfix's cleanup does): it is body, not a part of Received:."""
+    session.send(b"EHLO c.test\r\nMAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.test>\r\n")
+    session.send(b"DATA\r\n")
+    assert session.send(text + b".\r\n").startswith(b"250 2.0.0")
+    (stored,) = world.inbox_files("alice@example.test")
+    first = text.lstrip(b"\r\n").split(b"\r\n")[0]
+    assert (b"\r\n\r\n" + first in stored) == body, stored
+    assert stored.count(b"\r\n\r\n") == text.count(b"\r\n\r\n") + body
+    assert "2001" not in email.message_from_bytes(stored)["Received"]
 
 
 def test_one_message_to_two_users_lands_in_both_inboxes(session, world):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import secrets
 import time
 import zlib
@@ -36,6 +37,11 @@ from txmailhost import _safeio
 from txmailhost.delivery.spares import SpareFiles
 from txmailhost.headerlimit import HEADER_LIMIT
 from txmailhost.pools import run_in
+
+# The start of a header field: its name (printable ASCII but ":"), white space allowed before
+# the colon (RFC 5322 4.5.1's obsolete syntax, which readers take as a field).
+_FIELD_START = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:?")
+_FIELD_NAME_MAX = 998  # a line's longest (RFC 5322 2.1.1): longer, it is no field's name
 
 log = Logger()
 
@@ -112,6 +118,7 @@ class IncomingMessage:
         self._held: bytearray | None = None  # header fields kept for the top (``seal``)
         self._remove: tuple[tuple[str, int], ...] = ()  # client's fields to delete at seal
         self._body_path: str | None = None  # where a held message's large body streams
+        self._first: bytearray | None = None  # the client's first line, until it is judged
 
     def sibling(self) -> IncomingMessage:
         """Another message in the same spool (for notices the server writes itself)."""
@@ -192,6 +199,7 @@ class IncomingMessage:
         """Put the held header fields in front of the body; the message is then final (its
         ``size`` and ``crc`` too). Fires at once unless a spilled body must be rewritten
         behind them, which runs in the pool. A no-op without ``hold_headers``."""
+        self._settle()
         held, self._held = self._held, None
         if held is None:
             return succeed(None)
@@ -240,6 +248,7 @@ class IncomingMessage:
         """A read-only stream of the message as it stands (held header fields first), for
         the content filters; the message keeps being its own. Blocking for a large message
         (it opens the file): call it where blocking is allowed, or for a small one."""
+        self._settle()
         held = bytes(self._held or b"")
         if self._file is None:
             return io.BytesIO(held + b"".join(self._chunks))
@@ -247,9 +256,47 @@ class IncomingMessage:
         body = open(self._body_path or self.path, "rb")  # noqa: SIM115 - the caller closes it
         return prefixed(held, body) if held else body
 
+    def judge_first_line(self) -> None:
+        """Hold the client's text back until its first line shows whether the message starts
+        with a header field (``write``). Call it before the client's first write."""
+        self._first = bytearray()
+
+    def _judged(self, data: bytes = b"", end: bool = False) -> bytes:
+        """``data`` behind the first line held back, once that line can be judged (``end``:
+        the text is all in): with an empty line first when it is no header field (a line of
+        white space, which would have continued the Received: above it; text, an mbox
+        ``From `` line), so it and what follows are the body, as Postfix's cleanup does, and
+        never a part of our trace fields (RFC 5321 4.4)."""
+        assert self._first is not None
+        self._first += data
+        first = self._first
+        match = _FIELD_START.match(first)
+        undecided = first == b"\r" or (
+            match is not None and match.end() == len(first) and not match[0].endswith(b":")
+        )
+        if undecided and not end and len(first) < _FIELD_NAME_MAX:
+            return b""  # a field's name so far: wait for its colon, or what rules it out
+        self._first = None
+        if first[:2] == b"\r\n" or (match is not None and match[0].endswith(b":")):
+            return bytes(first)
+        return b"\r\n" + bytes(first)
+
+    def _settle(self) -> None:
+        if self._first is not None:
+            self._write(self._judged(end=True))
+
     def write(self, data: bytes) -> None:
         """The client's text; its header section is also kept, up to ``HEADER_LIMIT``, for
         the checks that read header fields."""
+        if self._first is not None:
+            data = self._judged(data)
+            if not data:
+                return
+        self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        if not data:
+            return
         self._append(data)
         if self._header_end < 0 and len(self.head) <= HEADER_LIMIT:
             seen = len(self.head)
@@ -267,6 +314,7 @@ class IncomingMessage:
     def header_too_long(self) -> bool:
         """Is the client's header section longer than ``HEADER_LIMIT``? (A message without an
         empty line is all header section, RFC 5322 2.1.) Known once the text is all in."""
+        self._settle()
         if self._header_end < 0:
             return len(self.head) > HEADER_LIMIT
         return self._header_end > HEADER_LIMIT
@@ -274,6 +322,7 @@ class IncomingMessage:
     def header_block(self) -> bytes:
         """The client's header section (up to the first empty line), as far as it was kept:
         all of it unless ``header_too_long``."""
+        self._settle()
         return bytes(self.head)
 
     def commit_sync(self) -> None:
@@ -282,6 +331,7 @@ class IncomingMessage:
         self._commit()
 
     def _commit(self, record: tuple[str, bytes] | None = None) -> None:
+        self._settle()
         if self._file is None:
             self._open()
         self._file.flush()

@@ -754,6 +754,8 @@ class SMTPServer(Protocol, TimeoutMixin):
             # filters may add fields on top, the submission policy below Received: (end of data)
             self._message.hold_headers()
         self._message.write_trace(self._trace_headers(self._message.queue_id))
+        # text that is no header field goes below an empty line, never onto our Received:
+        self._message.judge_first_line()
         return True
 
     def do_BDAT(self, arg: str) -> SMTPReply | Deferred[SMTPReply] | None:
