@@ -84,8 +84,9 @@ SHAPES = {
     "nested comments": b"Authentication-Results: (a (b) \\) c) mx.example.test; dmarc=pass\r\n",
     "quoted": b'Authentication-Results: "MX.example.test"; dmarc=pass\r\n',
     "folded": b"Authentication-Results:\r\n (c)\r\n mx.example.test.; dmarc=pass\r\n",
-    "after a line without a colon": (
-        b"Authentication-Results\r\nAuthentication-Results: mx.example.test; dmarc=pass\r\n"
+    "after a line without a colon": (  # (first, it would make the message all body)
+        b"X-First: 1\r\nAuthentication-Results\r\n"
+        b"Authentication-Results: mx.example.test; dmarc=pass\r\n"
     ),
 }
 

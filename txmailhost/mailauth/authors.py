@@ -24,6 +24,7 @@ from __future__ import annotations
 import email.header
 import re
 
+from txmailhost import headerfields
 from txmailhost.accounts.addresses import canonical_domain
 from txmailhost.accounts.interfaces import AccountError
 from txmailhost.addresslist import every_reading
@@ -31,22 +32,10 @@ from txmailhost.addresslist import every_reading
 _AT_DOMAIN = re.compile(r'@([^\s<>()\[\]",;:@\\]+)')
 
 
-def fields(header: bytes) -> list[tuple[str, str]]:
-    """(name, unfolded value) of each field of a header section, the name stripped."""
-    text = header.decode("utf-8", "replace")
-    unfolded = re.sub(r"\r?\n[ \t]", " ", text)
-    found = []
-    for line in re.split(r"\r?\n", unfolded):
-        name, sep, value = line.partition(":")
-        if sep and name and not name[0].isspace():
-            found.append((name.strip(), value.strip()))
-    return found
-
-
 def author_domains(header: bytes) -> list[str]:
     """The distinct domains (A-labels, lower case, in order) of every address a mail client
     could show as the author of the message whose header section is ``header``."""
-    values = [value for name, value in fields(header) if name.lower() == "from"]
+    values = headerfields.values(header, "from")
     found = _domains(every_reading(values))
     if not found:  # no address at all: whatever looks like a domain after an "@"
         texts = values + [_decoded(value) for value in values if "=?" in value]

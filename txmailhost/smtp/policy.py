@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from txmailhost import headerfields
 from txmailhost.accounts.throttle import client_key
 from txmailhost.addresslist import every_reading
 from txmailhost.delivery import interfaces as delivery
@@ -37,9 +38,6 @@ from txmailhost.smtp.replies import SMTPReply
 # A field of the client's header section by name, at the start of a line (a folded line
 # starts with white space, so it never matches)
 _DATE_FIELD = re.compile(rb"(?im)^date[ \t]*:")
-# A From field as any reader may take one: "From:", obsolete "From :" (RFC 5322 §4.5.1),
-# any case, wherever it stands in the header block, a line without a colon before it or not.
-_FROM_FIELD = re.compile(rb"(?im)^from[ \t]*:")
 _MESSAGE_ID_FIELD = re.compile(rb"(?im)^message-id[ \t]*:")
 
 log = Logger()
@@ -192,29 +190,6 @@ class InboundPolicy:
         return b""
 
 
-def from_values(header: bytes) -> list[str]:
-    """Every From field's value in a raw header block, unfolded.
-
-    Not the standard library's parser: it ends the header at the first line without a
-    colon and takes a later ``From ...`` line for an mbox separator, so a ``From :`` field,
-    or one after a stray line, went unchecked while IMAP's ENVELOPE (and other readers)
-    showed it as the author."""
-    values = []
-    for match in _FROM_FIELD.finditer(header):
-        end = match.end()
-        while True:  # the field goes on over lines that start with white space
-            line_end = header.find(b"\n", end)
-            if line_end < 0:
-                line_end = len(header)
-                break
-            if header[line_end + 1 : line_end + 2] not in (b" ", b"\t"):
-                break
-            end = line_end + 1
-        raw = header[match.end() : line_end]
-        values.append(" ".join(raw.decode("utf-8", "replace").split()))
-    return values
-
-
 class SubmissionPolicy(InboundPolicy):
     """Ports 587/465: authenticated users sending as themselves, anywhere."""
 
@@ -280,7 +255,8 @@ class SubmissionPolicy(InboundPolicy):
         user = envelope.authenticated_as
         if user is None:
             return replies.AUTH_REQUIRED
-        values = from_values(message.header_block())
+        # every From field, as a reader may take one (``headerfields``)
+        values = headerfields.values(message.header_block(), "from")
         readings = every_reading(values)
         if values and not readings:  # "From: <>", "From: (only a comment)": no one's
             return replies.FROM_NOT_OWNED
