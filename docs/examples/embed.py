@@ -66,7 +66,7 @@ class AppRealm:
 
 class AppRecipients:
     """What SMTP accepts: the users' INBOXes. Anyone else in DOMAIN is unknown (550 5.1.1),
-    other domains aren't ours (554 5.7.1, no open relay)."""
+    other domains aren't ours (550 5.7.1, no open relay)."""
 
     def resolve(self, local, domain):
         address = f"{local}@{domain}".lower()

@@ -34,14 +34,14 @@ def test_refused_recipients_are_logged_with_client_command_and_reply(server):
         s.ehlo("sender.test")
         s.mail("someone@remote.test")
         assert s.rcpt("nobody@example.test")[0] == 550
-        assert s.rcpt("victim@elsewhere.test")[0] == 554
+        assert s.rcpt("victim@elsewhere.test")[0] == 550
     wait_for_line(
         server,
         r"smtp smtp 127\.0\.0\.1 refused 'RCPT TO:<nobody@example\.test>': 550 5\.1\.1 .*",
     )
     wait_for_line(
         server,
-        r"smtp smtp 127\.0\.0\.1 refused 'RCPT TO:<victim@elsewhere\.test>': 554 5\.7\.1 .*",
+        r"smtp smtp 127\.0\.0\.1 refused 'RCPT TO:<victim@elsewhere\.test>': 550 5\.7\.1 .*",
     )
 
 

@@ -36,7 +36,7 @@ def test_rules_made_with_the_cli_apply_to_the_next_message(server):
         s.ehlo()
         s.mail("x@r.test")
         assert s.rcpt("loop1@example.test")[:2] == (
-            554,
+            550,
             b"5.4.6 routing loop detected in aliases or forwards",
         )
         s.rset()

@@ -67,6 +67,24 @@ def test_address_literal_is_kept_and_flagged():
     assert parse_mailbox("user@[IPv6:2001:db8::1]").is_literal
 
 
+@pytest.mark.parametrize(
+    "address",
+    [
+        "x@[a>b]",
+        "x@[foo]",
+        "x@[1.2.3]",
+        "x@[300.1.1.1]",
+        "x@[IPv6:zz]",
+        "x@[-tag:v]",
+        "j\u00f6@[a>b]",
+    ],
+)
+def test_an_address_literal_must_be_an_address_or_a_tagged_one(address):
+    """RFC 5321 4.1.3: IPv4, ``IPv6:`` and an IPv6 address, or ``tag:content``."""
+    with pytest.raises(AddressError):
+        parse_mailbox(address, utf8=True)
+
+
 def test_non_ascii_address_is_flagged_for_smtputf8():
     with pytest.raises(AddressError) as caught:
         parse_mailbox("jörg@example.org")

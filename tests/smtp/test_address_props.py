@@ -36,7 +36,12 @@ _DCONTENT = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "[\\]")
 address_literals = st.one_of(
     st.ip_addresses(v=4).map(lambda a: f"[{a}]"),
     st.ip_addresses(v=6).map(lambda a: f"[IPv6:{a}]"),
-    st.text(alphabet=_DCONTENT, min_size=1, max_size=10).map(lambda t: f"[{t}]"),
+    # a General-address-literal: Standardized-tag ":" 1*dcontent (RFC 5321 4.1.3)
+    st.builds(
+        lambda tag, t: f"[{tag}:{t}]",
+        labels.filter(lambda tag: tag.upper() != "IPV6"),
+        st.text(alphabet=_DCONTENT, min_size=1, max_size=10),
+    ),
 )
 local_parts = st.one_of(dot_strings, quoted_contents.map(lambda q: f'"{q}"'))
 mailboxes = st.builds(Mailbox, local_parts, st.one_of(domains, address_literals)).filter(

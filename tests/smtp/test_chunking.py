@@ -89,8 +89,8 @@ def test_bdat_0_last_ends_the_message(session, world):
 @pytest.mark.parametrize(
     "before, expected",
     [
-        (b"", b"503 5.5.1 need MAIL before RCPT"),
-        (b"MAIL FROM:<x@r.test>\r\n", b"503 5.5.1 need RCPT before DATA"),
+        (b"", b"503 5.5.1 need MAIL before BDAT"),
+        (b"MAIL FROM:<x@r.test>\r\n", b"503 5.5.1 need RCPT before BDAT"),
         (b"MAIL FROM:<x@r.test>\r\nRCPT TO:<nobody@example.test>\r\n", b"554 5.5.1"),
     ],
 )

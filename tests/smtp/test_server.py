@@ -177,6 +177,18 @@ def test_a_message_not_starting_with_a_field_is_body_below_our_trace_fields(
     assert "2001" not in email.message_from_bytes(stored)["Received"]
 
 
+def test_a_helo_name_with_specials_cannot_shape_our_received_field(session, world):
+    """``EHLO evil(x;Mon,_1_Jan_2001``: its "(" opened a comment to the field's end and its
+    ";" gave the field the client's date. Such characters show as "?"; names with "_" (a
+    Windows host's) stay as sent."""
+    session.send(b"EHLO evil(x;Mon,_1_Jan_2001\r\nMAIL FROM:<x@r.test>\r\n")
+    session.send(b"RCPT TO:<alice@example.test>\r\nDATA\r\n")
+    assert session.send(b"Subject: x\r\n\r\nb\r\n.\r\n").startswith(b"250 2.0.0")
+    (stored,) = world.inbox_files("alice@example.test")
+    assert b"Received: from evil?x?Mon?_1_Jan_2001 ([192.0.2.7])" in stored
+    assert "2001" not in email.message_from_bytes(stored)["Received"].rpartition(";")[2]
+
+
 def test_one_message_to_two_users_lands_in_both_inboxes(session, world):
     session.send(b"EHLO c.test\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.test>\r\n")
     session.send(b"RCPT TO:<bob@example.test>\r\nDATA\r\n")
@@ -237,9 +249,9 @@ def test_a_helo_name_longer_than_any_domain_is_refused(session):
     assert session.send(b"HELO " + b"a" * 255 + b"\r\n").startswith(b"250 ")
 
 
-def test_relay_to_foreign_domain_is_554_571(session):
+def test_relay_to_foreign_domain_is_550_571(session):
     session.send(b"EHLO c.test\r\nMAIL FROM:<a@r.test>\r\n")
-    assert session.send(b"RCPT TO:<v@elsewhere.test>\r\n") == b"554 5.7.1 relaying denied\r\n"
+    assert session.send(b"RCPT TO:<v@elsewhere.test>\r\n") == b"550 5.7.1 relaying denied\r\n"
 
 
 @pytest.mark.parametrize(
@@ -247,7 +259,7 @@ def test_relay_to_foreign_domain_is_554_571(session):
     [
         (b"MAIL FROM:<a@r.test>\r\n", b"503 5.5.1 send HELO or EHLO first\r\n"),
         (b"EHLO c\r\nRCPT TO:<alice@example.test>\r\n", b"503 5.5.1 need MAIL before RCPT\r\n"),
-        (b"EHLO c\r\nDATA\r\n", b"503 5.5.1 need MAIL before RCPT\r\n"),
+        (b"EHLO c\r\nDATA\r\n", b"503 5.5.1 need MAIL before DATA\r\n"),
         (b"EHLO c\r\nMAIL FROM:<a@r.test>\r\nDATA\r\n", b"503 5.5.1 need RCPT before DATA\r\n"),
         (b"EHLO c\r\nMAIL FROM:<a@r.test>\r\nMAIL FROM:<b@r.test>\r\n", b"503 5.5.1 sender"),
         (b"EHLO\r\n", b"501 5.5.4"),

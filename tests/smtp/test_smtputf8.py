@@ -74,6 +74,20 @@ def test_without_the_smtputf8_parameter_a_non_ascii_address_is_553_567(session, 
     assert out.split(b"\r\n")[-2].startswith(b"553 5.6.7")
 
 
+@pytest.mark.parametrize(
+    ("command", "reply"),
+    [
+        (b"MAIL FROM:<\xff\xfe@sender.test> SMTPUTF8\r\n", b"501 5.1.7"),
+        (b"MAIL FROM:<\xed\xa0\x80@x.test> SMTPUTF8\r\n", b"501 5.1.7"),  # a surrogate
+        (b"MAIL FROM:<x@r.test> SMTPUTF8\r\nRCPT TO:<j\xc3rg@example.test>\r\n", b"501 5.1.3"),
+    ],
+)
+def test_an_address_that_is_not_valid_utf8_is_refused_not_repaired(session, world, command, reply):
+    """It was decoded with U+FFFD for each bad octet and accepted: mail delivered with a
+    Return-Path the client never sent (RFC 6531 3.3: addresses are UTF-8, RFC 3629)."""
+    assert session.send(command).split(b"\r\n")[-2].startswith(reply + b" address is not valid")
+
+
 def test_after_helo_smtputf8_is_not_offered(world):
     s = Session(make_factory(world))
     s.read()

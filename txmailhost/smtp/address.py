@@ -17,6 +17,7 @@ Twisted's ``smtp.Address`` is not used: the server's grammar there drops the par
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -87,12 +88,34 @@ def parse_mailbox(text: str, utf8: bool = False) -> Mailbox:
     match = _MAILBOX.match(text)
     if not match or len(match["local"]) > MAX_LOCAL:
         raise AddressError(f"bad address {text!r}")
+    if match["domain"].startswith("[") and not is_address_literal(match["domain"]):
+        raise AddressError(f"bad address literal in {text!r}")
     local = match["local"]
     if local.startswith('"'):
         content = _QUOTED_PAIR.sub(r"\1", local[1:-1])
         if _PLAIN_LOCAL.match(content):
             local = content
     return Mailbox(local, match["domain"])
+
+
+_GENERAL_LITERAL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?:[\x21-\x5a\x5e-\x7e]+")
+
+
+def is_address_literal(domain: str) -> bool:
+    """``[...]`` as RFC 5321 4.1.3 has it: an IPv4 address, ``IPv6:`` and an IPv6 address,
+    or a standardized tag, a colon and its content (``[a>b]`` or ``[foo]`` is none)."""
+    inside = domain[1:-1]
+    if inside[:5].upper() == "IPV6:":
+        try:
+            ipaddress.IPv6Address(inside[5:])
+        except ValueError:
+            return False
+        return True
+    try:
+        ipaddress.IPv4Address(inside)
+    except ValueError:
+        return bool(_GENERAL_LITERAL.fullmatch(inside))
+    return True
 
 
 def a_label_domain(domain: str) -> str:
@@ -116,7 +139,7 @@ def _parse_utf8_mailbox(text: str) -> Mailbox:
     if not ok or len(local.encode("utf-8")) > MAX_LOCAL:
         raise AddressError(f"bad address {text!r}")
     if domain.startswith("["):
-        if not _LITERAL_ONLY.match(domain):
+        if not _LITERAL_ONLY.match(domain) or not is_address_literal(domain):
             raise AddressError(f"bad address {text!r}")
         return Mailbox(local, domain)
     return Mailbox(local, a_label_domain(domain))

@@ -130,9 +130,9 @@ REMOTE_UNAVAILABLE = SMTPReply(550, "5.3.3", "delivery to other domains is not a
 UNKNOWN_USER = SMTPReply(550, "5.1.1", "mailbox unavailable: no such user here")
 QUOTA_FULL_TEMPORARY = SMTPReply(452, "4.2.2", "mailbox full: over quota, try again later")
 QUOTA_FULL_PERMANENT = SMTPReply(552, "5.2.2", "mailbox full: over quota")
-ALIAS_LOOP = SMTPReply(554, "5.4.6", "routing loop detected in aliases or forwards")
+ALIAS_LOOP = SMTPReply(550, "5.4.6", "routing loop detected in aliases or forwards")
 ALIAS_TOO_BIG = SMTPReply(552, "5.5.3", "alias expands to too many recipients")
-RELAY_DENIED = SMTPReply(554, "5.7.1", "relaying denied")
+RELAY_DENIED = SMTPReply(550, "5.7.1", "relaying denied")  # RFC 5321 4.3.2: no 554 to RCPT
 TOO_MANY_RECIPIENTS = SMTPReply(452, "4.5.3", "too many recipients")
 LOOKUP_FAILED = SMTPReply(451, "4.3.0", "temporary failure looking up recipient, try again later")
 

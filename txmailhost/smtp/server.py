@@ -141,13 +141,17 @@ def _out_of_sequence(verb: str, state: State, envelope: Envelope | None) -> SMTP
     if verb == "MAIL":
         return replies.NESTED_MAIL
     if verb == "RCPT":
+        if state is State.BDAT:
+            return replies.NEED_MAIL.with_text("no RCPT once BDAT has begun")
         return replies.NEED_MAIL
     if verb == "DATA" and state is State.BDAT:
         return replies.DATA_AFTER_BDAT
     if verb in ("DATA", "BDAT"):
         if envelope is None:
-            return replies.NEED_MAIL
-        return replies.NO_VALID_RECIPIENTS if envelope.recipients_tried else replies.NEED_RCPT
+            return replies.NEED_MAIL.with_text(f"need MAIL before {verb}")
+        if envelope.recipients_tried:
+            return replies.NO_VALID_RECIPIENTS
+        return replies.NEED_RCPT.with_text(f"need RCPT before {verb}")
     if verb == "STARTTLS":
         return replies.NESTED_MAIL.with_text("STARTTLS not allowed during a mail transaction")
     if verb == "AUTH":
@@ -166,6 +170,14 @@ def _address_error(error: AddressError, bad_syntax: SMTPReply, esmtp: bool) -> S
 def _printable(text: str, limit: int = 255) -> str:
     """Client text made safe for headers and logs: no CR/LF/controls, bounded length."""
     return "".join(c if 32 < ord(c) < 127 else "?" for c in text[:limit])
+
+
+def _trace_word(name: str) -> str:
+    """The client's HELO name as our Received: shows it: what a domain, an address literal
+    or a Windows host name (``my_pc``) is made of, every other character "?". Taken as it
+    came, ``evil(x;Mon, 1 Jan 2001`` opened a comment that ran to the field's end and gave
+    the field a date of the client's (RFC 5322 3.6.7: a parser takes the last ";")."""
+    return "".join(c if c.isalnum() or c in ".-_:[]" else "?" for c in name)
 
 
 def filter_refusal(verdict: Verdict, at_connect: bool = False) -> SMTPReply:
@@ -440,10 +452,19 @@ class SMTPServer(Protocol, TimeoutMixin):
         try:
             text = line.decode("ascii")
         except UnicodeDecodeError:
-            text = line.decode("utf-8", "replace")
-            if not text.upper().startswith(("MAIL ", "RCPT ")):
+            verb = line[:5].upper()
+            if verb not in (b"MAIL ", b"RCPT "):
                 self._command = "(not ASCII)"
                 self._error(replies.BAD_CHARACTERS)
+                return
+            try:  # SMTPUTF8 addresses: well-formed UTF-8 only (RFC 6531 3.3, RFC 3629)
+                text = line.decode("utf-8")
+            except UnicodeDecodeError:
+                self._command = f"{verb.decode().strip()} (not UTF-8)"
+                bad = (
+                    replies.BAD_SENDER_SYNTAX if verb == b"MAIL " else replies.BAD_RECIPIENT_SYNTAX
+                )
+                self._error(bad.with_text("address is not valid UTF-8"))
                 return
         if "\x00" in text:
             self._command = "(NUL in line)"
@@ -869,7 +890,7 @@ class SMTPServer(Protocol, TimeoutMixin):
             protocol += ("S" if self.secure else "") + ("A" if self.authenticated_as else "")
         recipients = self.envelope.recipients
         recipient = f"\r\n\tfor <{recipients[0]}>" if len(recipients) == 1 else ""
-        origin = f"from {self.helo} ([{self.peer_host}])\r\n\t"
+        origin = f"from {_trace_word(self.helo)} ([{self.peer_host}])\r\n\t"
         if self.authenticated_as and self.factory.hide_client_ip:
             origin = ""
         return (
