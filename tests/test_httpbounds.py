@@ -149,3 +149,43 @@ def test_a_pipelined_request_being_answered_is_not_cut_off_by_the_next_head_dead
     held[1].finish()
     clock.advance(HEAD_TIMEOUT + 1)  # then the connection waits for a next request in time
     assert transport.disconnecting
+
+
+def test_an_http11_request_needs_exactly_one_host():
+    """RFC 9112 3.2: none, or two (the redirect listener built its Location from the last),
+    is a 400; HTTP/1.0 may go without."""
+    site, _, _ = make()
+    for head in (
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: evil.test\r\n\r\n",
+    ):
+        channel, transport = connect(site)
+        channel.dataReceived(head)
+        assert transport.value().startswith(b"HTTP/1.1 400 Bad Request\r\n"), head
+    channel, transport = connect(site)
+    channel.dataReceived(b"GET / HTTP/1.0\r\n\r\n")
+    assert transport.value().startswith(b"HTTP/1.0 200 OK\r\n")
+
+
+def test_a_target_in_absolute_form_is_served_as_its_path():
+    """RFC 9112 3.2.2: a server MUST accept it; its authority is the request's Host."""
+    site, page, _ = make()
+    seen = []
+    page.render_GET = lambda request: (
+        seen.append((request.path, request.uri, request.getHeader(b"host"))) or b"ok"
+    )  # noqa: E501
+    channel, transport = connect(site)
+    channel.dataReceived(b"GET https://mail.example.test/a/b?c=1 HTTP/1.1\r\nHost: other\r\n\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 200 OK\r\n")
+    assert seen == [(b"/a/b", b"/a/b?c=1", b"mail.example.test")]
+
+
+def test_an_over_long_request_line_or_field_is_answered_414_or_431():
+    """LineReceiver closed the connection without a word."""
+    site, _, _ = make()
+    for head, status in ((b"GET /" + b"a" * 17000, b"414"),
+                         (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 17000, b"431")):  # fmt: skip
+        channel, transport = connect(site)
+        channel.dataReceived(head + b"\r\n\r\n")
+        assert transport.value().startswith(b"HTTP/1.1 " + status), status
+        assert transport.disconnecting

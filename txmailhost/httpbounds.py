@@ -68,6 +68,26 @@ class BoundedRequest(Request):
         if not self._refused:  # a refused one was answered already: nothing to render
             super().requestReceived(command, path, version)
 
+    def process(self) -> None:
+        """RFC 9112 3.2: an HTTP/1.1 request names one Host (none, or two that disagree about
+        where the request goes, is a 400); a target in absolute form (``GET https://host/p``,
+        which a server MUST accept, 3.2.2) is served as its path, its authority the Host."""
+        target = self.uri
+        if target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
+            authority, _slash, rest = target.partition(b"://")[2].partition(b"/")
+            self.uri = b"/" + rest
+            self.path = self.uri.partition(b"?")[0]
+            self.requestHeaders.setRawHeaders(b"host", [authority])
+        hosts = self.requestHeaders.getRawHeaders(b"host") or []
+        if self.clientproto == b"HTTP/1.1" and len(hosts) != 1:
+            self.setResponseCode(400)
+            self.setHeader(b"content-type", b"text/plain")
+            self.setHeader(b"connection", b"close")
+            self.write(b"one Host header field, please (RFC 9112 3.2)\n")
+            self.finish()
+            return
+        super().process()
+
     def _refuse(self) -> None:
         """Answer 413 (RFC 9110 15.5.14) and close: the rest of the body is never read."""
         self._refused = True
@@ -123,6 +143,17 @@ class DeadlineChannel(HTTPChannel):
         waiting = self.persistent and not self._changed and not self._handling
         if waiting and not self.transport.disconnecting:
             self._arm(self._site_value("head_timeout", HEAD_TIMEOUT))
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """A request line or header field longer than the channel reads: answered, not just
+        dropped (LineReceiver closes without a word): 414 for the request line, 431 for a
+        field (RFC 9110 15.5.15, RFC 6585 5)."""
+        first = getattr(self, "_HTTPChannel__first_line", 0)
+        status = b"414 URI Too Long" if first else b"431 Request Header Fields Too Large"
+        self.transport.write(
+            b"HTTP/1.1 " + status + b"\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        )
+        self.loseConnection()
 
     def connectionLost(self, reason: Any) -> None:
         self._disarm()

@@ -2,7 +2,7 @@
 
 A POST of tens of MiB to the plain-HTTP redirect (port 80 in production) or the metrics page,
 which read no body, or to the webmail's ``/compose`` without a session, is cut off when the
-small limit is passed, as the rest of the site's forms are: twisted.web would have kept it all
+small limit is passed (a 413, then the close), as the rest of the site's forms are: twisted.web would have kept it all
 and parsed it in memory (+340 MiB of server for 20 MiB sent). A signed-in user's upload may
 still be as large as a message. The deadlines (slowloris) are tested on a fake clock in
 tests/test_httpbounds.py."""
@@ -55,6 +55,12 @@ def _push(sock: socket.socket, head: bytes) -> tuple[int, bytes]:
     return sent, answer
 
 
+def _refused(answer: bytes) -> bool:
+    """A 413 before the close, or nothing: a client still sending when the server closes
+    may get a reset that loses the answer."""
+    return answer == b"" or answer.startswith(b"HTTP/1.1 413 Content Too Large\r\n")
+
+
 def _form_head(path: str, extra: str = "", length: int = BIG) -> bytes:
     return (
         f"POST {path} HTTP/1.1\r\nHost: {H}\r\n"
@@ -68,7 +74,7 @@ def _form_head(path: str, extra: str = "", length: int = BIG) -> bytes:
 def test_a_listener_that_reads_no_body_cuts_off_a_large_one(server, listener, path):
     with socket.create_connection((H, server.ports[listener])) as sock:
         sent, answer = _push(sock, _form_head(path))
-    assert sent < BIG // 2 and answer == b""
+    assert sent < BIG // 2 and _refused(answer), answer
     conn = http.client.HTTPConnection(H, server.ports[listener], timeout=10)
     conn.request("GET", path, headers={"Host": "mail.example.test"})
     assert conn.getresponse().status in (200, 308)  # and it still serves
@@ -82,7 +88,7 @@ def test_compose_without_a_session_gets_the_small_limit_even_as_multipart(server
     raw = socket.create_connection((H, server.ports["web"]))
     with _context().wrap_socket(raw, server_hostname=H) as sock:
         sent, answer = _push(sock, head)
-    assert sent < BIG // 2 and answer == b""
+    assert sent < BIG // 2 and _refused(answer), answer
     assert Browser(server.ports["web"]).get("/login").status == 200
 
 

@@ -184,3 +184,13 @@ def test_a_message_has_one_mime_version_field(tmp_path):
     draft.attachments = [Attachment("a.txt", "text/plain", lambda: io.BytesIO(b"x"))]
     raw, _ = _read(write_message(draft, str(tmp_path), "example.test"), False)
     assert raw.count(b"MIME-Version:") == 1
+
+
+def test_control_characters_typed_in_the_text_are_not_sent(tmp_path):
+    """A NUL (or another C0 control) a form carried went out in a part labelled 7bit (RFC 2045
+    2.7 forbids NUL there); tabs and line ends stay."""
+    draft = Draft(sender="alice@example.test", to="bob@example.test", subject="s",
+                  text="a\x00b\x07c\td\r\ne")  # fmt: skip
+    raw, message = _read(write_message(draft, str(tmp_path), "example.test"), stored=True)
+    assert b"\x00" not in raw and b"\x07" not in raw
+    assert message.get_content() == "abc\td\r\ne\r\n"

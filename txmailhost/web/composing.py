@@ -173,10 +173,15 @@ def _fields(message: EmailMessage, field_name: str | None = None) -> bytes:
     return b"".join(folded(name, value, field_name) for name, value in message.items())
 
 
+# Control characters no text may hold (RFC 5322 2.3 leaves out NUL, RFC 2045 2.7 forbids it
+# in 7bit): a NUL a form carried went out in a part labelled 7bit. Tab and line ends stay.
+_NOT_TEXT = dict.fromkeys([*range(0, 9), 11, 12, *range(14, 32), 127])
+
+
 def _text_part(text: str) -> EmailMessage:
     part = EmailMessage(policy=POLICY)
     # the browser sends CRLF in a textarea; set_content picks 7bit/quoted-printable/base64
-    part.set_content(text.replace("\r\n", "\n"), cte=None)
+    part.set_content(text.replace("\r\n", "\n").translate(_NOT_TEXT), cte=None)
     del part["MIME-Version"]  # set_content adds one; the message's header section has it
     return part
 
