@@ -549,7 +549,8 @@ class IMAPConfig:
         1800.0,
         check=_seconds_at_least(1800, "RFC 9051 5.4: 30 minutes"),
         doc="""Seconds an IMAP client may stay silent (IDLE included) before the connection is
-        closed; RFC 9051 section 5.4 asks for at least 30 minutes.""",
+        closed; RFC 9051 section 5.4 asks for at least 30 minutes. Before login it is 3
+        minutes, as Dovecot's.""",
     )
     max_literal_size: int = setting(
         50 * MiB,

@@ -320,8 +320,19 @@ def test_logout_says_bye_and_closes(alice):
     assert alice.transport.disconnecting
 
 
-def test_idle_timeout_says_bye(session, world):
-    world.reactor.advance(1800)
+def test_idle_timeout_says_bye(alice, world):
+    world.reactor.advance(1799)
+    assert not alice.transport.disconnecting  # RFC 9051 5.4: at least 30 minutes logged in
+    world.reactor.advance(1)
+    assert alice.take() == b"* BYE autologout; idle for too long\r\n"
+    assert alice.transport.disconnecting
+
+
+def test_before_login_an_idle_session_goes_after_three_minutes(session, world):
+    """As Dovecot's login processes: an unauthenticated session only holds a connection."""
+    world.reactor.advance(179)
+    assert not session.transport.disconnecting
+    world.reactor.advance(1)
     assert session.take() == b"* BYE autologout; idle for too long\r\n"
     assert session.transport.disconnecting
 

@@ -53,6 +53,7 @@ class LoginCommands:
     transport: Any
     state: Any
     account: Any
+    setTimeout: Any  # TimeoutMixin's
     user: str | None
     peer_text: str
     lost: bool
@@ -218,6 +219,7 @@ class LoginCommands:
         self.account = account
         self.user = printable(account.address)
         self.state = State.AUTHENTICATED
+        self.setTimeout(self.factory.idle_timeout)  # from the shorter one before login
         log.info(
             "imap {listener} login {user} from {peer} via {mechanism} tls={tls}",
             listener=self.factory.name,
