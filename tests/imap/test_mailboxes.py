@@ -120,6 +120,8 @@ def test_list_return_status(alice, world):
         b'* LIST (\\HasNoChildren) "/" "INBOX"\r\n'
         b'* STATUS "INBOX" (MESSAGES 1 UNSEEN 1)\r\nb OK LIST completed\r\n'
     )
+    # RFC 5819: "STATUS" SP "(" status-att *(SP status-att) ")", as STATUS itself
+    assert alice.cmd('c LIST "" INBOX RETURN (STATUS ())').startswith(b"c BAD ")
 
 
 def test_non_ascii_names_travel_as_modified_utf7(alice):

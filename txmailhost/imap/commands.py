@@ -628,6 +628,8 @@ def _return_options(reader: Reader) -> tuple[set[str], list[str]]:
         if word == "STATUS":
             reader.sp()
             status_items = _atom_list(reader, ordered=True)
+            if not status_items:
+                raise ParseError("RETURN STATUS needs at least one item")  # RFC 5819 is 1*
             for item in status_items:
                 if item not in _STATUS_ITEMS:
                     raise ParseError(f"unknown STATUS item {item}")
