@@ -164,6 +164,28 @@ def test_relational_and_ascii_numeric():
     ).discarded
 
 
+@pytest.mark.parametrize(
+    ("header", "relation", "key", "matched"),
+    [
+        ("9" * 4301, "ge", "5", True),  # int() refuses past 4,300 digits: the script crashed
+        ("9" * 5000, "gt", "9" * 4999, True),
+        ("0007", "eq", "7", True),  # leading zeros count for nothing
+        ("0" * 5000 + "1", "lt", "2", True),
+        ("12abc", "eq", "12", True),  # the leading digits
+    ],
+)
+def test_ascii_numeric_compares_numbers_of_any_length(header, relation, key, matched):
+    """RFC 4790 9.1 bounds no number; a sender's header of 4,301 digits aborted the script
+    and the user's rules were skipped for that mail."""
+    script = (
+        'require ["relational", "comparator-i;ascii-numeric"]; '
+        f'if header :value "{relation}" :comparator "i;ascii-numeric" "x-num" "{key}" '
+        "{ discard; }"
+    )
+    message = b"X-Num: " + header.encode() + b"\r\n\r\nbody\r\n"
+    assert run(script, message).discarded is matched
+
+
 def test_rfc5229_variables_from_matches():
     script = """
         require ["fileinto", "variables"];

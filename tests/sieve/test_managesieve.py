@@ -196,6 +196,8 @@ def test_listscripts_setactive_rename_delete(session):
 def test_quotas_on_size_and_count(session):
     assert session.send(b'HAVESPACE "x" 500\r\n') == b"OK\r\n"
     assert session.send(b'HAVESPACE "x" 5000\r\n').startswith(b"NO (QUOTA/MAXSIZE)")
+    huge = b"9" * 150  # (4,400 digits, which int() refuses, was an "internal error")
+    assert session.send(b'HAVESPACE "x" ' + huge + b"\r\n").startswith(b"NO (QUOTA/MAXSIZE)")
     big = b"#" * 1001 + b"\r\n"
     assert session.put(b"big", big).startswith(b"NO (QUOTA/MAXSIZE)")
     for name in (b"a", b"b", b"c"):
@@ -207,6 +209,37 @@ def test_quotas_on_size_and_count(session):
 def test_a_literal_beyond_the_limit_closes_before_reading_it(session):
     reply = session.send(b'PUTSCRIPT "x" {4294967295+}\r\n')
     assert reply.startswith(b'BYE "literal larger than')
+    assert session.transport.disconnecting
+
+
+SMUGGLED = b'NOOP "SMUGGLED"\r\nPUTSCRIPT "smug" "keep;"\r\n'
+
+
+@pytest.mark.parametrize(
+    "refused",
+    [
+        b'PUTSCRIPT "a\x00b" {%d+}\r\n',  # a bad string before the literal
+        b"PUTSCRIPT (x) {%d}\r\n",  # a character no argument starts with
+        b"NOOP 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 {%d+}\r\n",  # too many arguments
+    ],
+)
+def test_a_refused_commands_literal_is_dropped_not_run(session, refused):
+    """RFC 5804 4: the octets of a literal the command announced are its string, even when
+    the command is refused: a webmail's user's script was run as ManageSieve commands."""
+    reply = session.send(refused % len(SMUGGLED) + SMUGGLED + b"\r\nNOOP\r\n")
+    assert reply.startswith(b"NO ") and reply.endswith(b'\r\nOK "Done"\r\n'), reply
+    assert reply.count(b"\r\n") == 2  # the refusal and the NOOP after the command: no more
+    # split over reads, the same
+    assert session.send(refused[:10]) == b""
+    assert session.send(refused[10:] % len(SMUGGLED) + SMUGGLED[:7]).startswith(b"NO ")
+    assert session.send(SMUGGLED[7:] + b"\r\nNOOP\r\n") == b'OK "Done"\r\n'
+    assert b"smug" not in session.send(b"LISTSCRIPTS\r\n")
+
+
+def test_a_refused_commands_unreadable_literal_ends_the_session(session):
+    """A size too large to read through: the stream can't be followed, so it ends."""
+    reply = session.send(b'PUTSCRIPT "b" {99999999999+}\r\n' + SMUGGLED)
+    assert reply.startswith(b'NO "malformed literal"\r\nBYE ') and b"SMUGGLED" not in reply
     assert session.transport.disconnecting
 
 

@@ -52,6 +52,16 @@ log = Logger(namespace="txmailhost.sieve")
 JUNK = "Junk"
 
 
+REDIRECTED_FROM = b"X-Sieve-Redirected-From"  # each user whose script sent the copy on
+MAX_REDIRECT_HOPS = 10  # redirects one message may have been through, whoever made them
+
+
+def _redirected_before(view: MessageView, user: str) -> bool:
+    """Did ``user``'s script (or too many scripts) send this message on already?"""
+    marks = [value.strip().lower() for value in view.values(REDIRECTED_FROM.decode())]
+    return user.lower() in marks or len(marks) >= MAX_REDIRECT_HOPS
+
+
 @dataclass
 class Decision:
     """Where one recipient's copy goes, and what the script sends because of it."""
@@ -146,6 +156,12 @@ class SieveStep:
             log.failure("sieve: script {name} of {user} failed, kept in INBOX", name=name,
                         user=user)  # fmt: skip
             return Decision([INBOX])
+        if outcome.redirects and _redirected_before(view, user):
+            # RFC 5228 4.2: loop control. The copy came back to a user whose script sent it
+            # on before (to itself, or round two users): an error, so the implicit keep.
+            log.error("sieve: script {name} of {user} redirects a message it redirected "
+                      "before (a loop), kept in INBOX", name=name, user=user)  # fmt: skip
+            return self._failed(user, name, "redirect loop: the message came back")
         decision = Decision([])
         self._mailboxes(user, outcome, mailboxes, junk, decision)
         self._outgoing(user, name, view, outcome, path, decision)
@@ -233,11 +249,16 @@ class SieveStep:
     ) -> None:
         if outcome.redirects:
             with open(path, "rb") as f:
-                original = f.read()
+                # marked for loop control (``_redirected_before``), as Pigeonhole marks it
+                marked = REDIRECTED_FROM + b": " + user.encode() + b"\r\n" + f.read()
             for address in outcome.redirects:
                 routes = self._routes(address)
                 if routes:
-                    decision.outgoing.append((Envelope(view.sender, tuple(routes)), original))
+                    decision.outgoing.append((Envelope(view.sender, tuple(routes)), marked))
+                elif INBOX not in decision.mailboxes:
+                    # it can't go where the script sends it: kept, never lost (RFC 5228
+                    # 2.10.6: an action that fails leaves the implicit keep)
+                    decision.mailboxes.append(INBOX)
         if outcome.reject is not None and view.sender:
             routes = self._routes(view.sender)
             if routes:

@@ -18,6 +18,7 @@ RFC 5804 response codes; a traceback is logged, never sent.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
@@ -42,6 +43,8 @@ from txmailhost.sieve.grammar import SieveSyntaxError
 from txmailhost.sieve.language import EXTENSIONS, compile_script
 from txmailhost.sieve.scripts import ScriptError, ScriptStore, check_name
 from txmailhost.sieve.wire import Command, Response, WireError, bye, no, ok
+
+_LINE_LITERAL = re.compile(rb"\{([0-9]+)\+?\}\r?\n$")  # a line ending in a literal's start
 
 log = Logger(namespace="txmailhost.managesieve")
 
@@ -106,6 +109,9 @@ class ManageSieveServer(Protocol, TimeoutMixin):
         self._tls = SessionTLS(None, implicit=False)
         self._logins: PasswordLogin | None = None
         self._buffer = bytearray()
+        self._skipping = False  # dropping the rest of a refused command (``_skip``)
+        self._skip_octets = 0
+        self._skip_tail = b""
         self._waiting = False
         self._reading_paused = False  # the transport's reading, by ``_throttle``
         self._closing = False
@@ -203,6 +209,9 @@ class ManageSieveServer(Protocol, TimeoutMixin):
         while (
             not self._waiting and not self._closing and self._buffer and not self._pressure.blocked
         ):
+            if self._skipping:
+                self._skip()
+                continue
             if self._sasl is not None:
                 end = self._buffer.find(b"\r\n")
                 if end < 0:
@@ -219,8 +228,12 @@ class ManageSieveServer(Protocol, TimeoutMixin):
                     self._buffer, factory.max_line_length, factory.max_literal_size
                 )
             except WireError as e:
+                line_end = bytes(self._buffer[max(0, e.consumed - 32) : e.consumed])
+                ended = line_end.endswith(b"\n")
                 del self._buffer[: e.consumed]
                 self._bad(bye(str(e)) if e.closes else no(str(e)))
+                if not e.closes:  # the rest of the refused command is never a command
+                    self._skipping = not ended or self._skip_literal_of(line_end)
                 continue
             if found is None:
                 return
@@ -228,6 +241,39 @@ class ManageSieveServer(Protocol, TimeoutMixin):
             del self._buffer[:consumed]
             self.resetTimeout()
             self._deliver(self._dispatch(command))
+
+    def _skip(self) -> None:
+        """Drop what is left of a refused command: to its line's end, and past it when that
+        line ends with a literal (``{n}`` or ``{n+}``: RFC 5804 sends both without waiting)
+        whose octets, and the line after them, are the same command's. A refused PUTSCRIPT's
+        script (a webmail's user's text) was otherwise read as commands."""
+        if self._skip_octets:
+            taken = min(self._skip_octets, len(self._buffer))
+            del self._buffer[:taken]
+            self._skip_octets -= taken
+            return
+        end = self._buffer.find(b"\n")
+        if end < 0:
+            self._skip_tail = (self._skip_tail + bytes(self._buffer))[-32:]
+            self._buffer.clear()
+            return
+        line_end = (self._skip_tail + bytes(self._buffer[: end + 1]))[-32:]
+        self._skip_tail = b""
+        del self._buffer[: end + 1]
+        self._skipping = self._skip_literal_of(line_end)
+
+    def _skip_literal_of(self, line_end: bytes) -> bool:
+        """Does a refused command's line ``line_end`` announce a literal still to come (then
+        counted in ``_skip_octets``)? One too large to read through ends the session."""
+        marker = _LINE_LITERAL.search(line_end)
+        if marker is None:
+            return False
+        size = int(marker[1])
+        if size > self.factory.max_literal_size:
+            self._send(bye(f"literal larger than {self.factory.max_literal_size} octets"))
+            return False
+        self._skip_octets = size
+        return True
 
     def _bad(self, response: Response) -> None:
         self._bad_commands += 1
@@ -447,10 +493,12 @@ class ManageSieveServer(Protocol, TimeoutMixin):
     def _cmd_havespace(self, args: list) -> Deferred[Response]:
         name = self._name(args[0])
         size = args[1]
-        if not isinstance(size, str) or not size.isdigit():
+        if not isinstance(size, str) or not size.isdigit() or not size.isascii():
             raise _Failed(no("HAVESPACE: the size is a number"))
+        # past 20 digits no script fits (and int() refuses past 4,300): QUOTA/MAXSIZE
+        octets = int(size) if len(size) <= 20 else 2**64
         store = self.factory.scripts
-        d = self._scripts(store.check_space, self._user, name, int(size))
+        d = self._scripts(store.check_space, self._user, name, octets)
         return d.addCallback(lambda _: ok())
 
     def _script_text(self, value: bytes | str) -> str:
