@@ -74,6 +74,25 @@ def test_fileinto_existing_missing_and_created_mailboxes(world):
     assert world.created == [(ALICE, "New")]
 
 
+@pytest.mark.parametrize("name", ["*", "a%b", "a\u0085b", "a\u2028b", "a//b", "/top"])
+def test_fileinto_create_makes_only_what_imap_create_would(world, name):
+    """Names IMAP's CREATE refuses (wildcards, C1 controls, line separators, empty levels)
+    were made by ``:create``; the copy now goes to INBOX instead."""
+    world.script(f'require ["fileinto", "mailbox"]; fileinto :create "{name}";')
+    assert world.decide().mailboxes == ["INBOX"]
+    assert world.created == []
+
+
+def test_fileinto_reads_inbox_in_any_case_as_inbox(world):
+    """``Inbox/Sub`` made a tree of its own beside INBOX; IMAP's CREATE makes INBOX/Sub."""
+    world.folders.append("INBOX/Sub")
+    world.script('require "fileinto"; fileinto "Inbox/Sub";')
+    assert world.decide().mailboxes == ["INBOX/Sub"]
+    world.script('require ["fileinto", "mailbox"]; fileinto :create "inbox/New";')
+    assert world.decide().mailboxes == ["INBOX/New"]
+    assert world.created == [(ALICE, "INBOX/New")]
+
+
 def test_a_field_after_a_long_header_still_meets_the_rules(world):
     """Up to SMTP's 1 MiB of header fields, the script sees them all: a Subject after 300 KiB
     of padding (the script read only the first 256 KiB) is filed as the rule says."""

@@ -55,6 +55,14 @@ def test_auto_submitted_no_is_answered_and_addresses_count_as_ours():
     assert refusal(other, with_alias, [ALICE]) is None
 
 
+def test_mail_to_the_users_plus_address_names_the_user():
+    """``alice+lists@`` is alice's (RFC 5233): it went unanswered as "not named"."""
+    tagged = view(BASE.replace(b"alice@example.test", b"alice+lists@example.test"))
+    assert refusal(tagged, REQUEST, [ALICE]) is None
+    other = view(BASE.replace(b"alice@example.test", b"alicex+lists@example.test"))
+    assert "not named" in refusal(other, REQUEST, [ALICE])
+
+
 def test_response_log_answers_once_per_period_and_per_handle(tmp_path):
     clock = FakeClock(1_000_000.0)
     log = ResponseLog(clock)

@@ -40,6 +40,7 @@ from email.utils import formatdate, make_msgid
 from txmailhost._safeio import directory_locked, makedirs_durably, write_atomic
 from txmailhost.replyfields import fold_ids, header_text, reply_ids
 from txmailhost.sieve.interpreter import VacationRequest
+from txmailhost.sieve.matching import DETAIL_SEPARATOR
 from txmailhost.sieve.message import MessageView
 
 LOG_NAME = "vacation.json"
@@ -74,9 +75,15 @@ def refusal(message: MessageView, request: VacationRequest, own: list[str]) -> s
     if any(v.strip().lower() in ("bulk", "list", "junk") for v in message.values("Precedence")):
         return "the message is bulk mail"
     named = {a.lower() for field in _RECIPIENT_FIELDS for a in message.addresses(field)}
-    if not named & ours:
+    if not (named | {_without_detail(a) for a in named}) & ours:
         return "the user is not named as a recipient"
     return None
+
+
+def _without_detail(address: str) -> str:
+    """``alice+lists@x`` as ``alice@x``: mail to a user's plus-address names the user."""
+    local, at, domain = address.rpartition("@")
+    return local.partition(DETAIL_SEPARATOR)[0] + at + domain if at else address
 
 
 def handle_of(request: VacationRequest) -> str:
