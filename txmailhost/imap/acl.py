@@ -38,6 +38,7 @@ from txmailhost.store.interfaces import (
     InvalidMailboxName,
     NoSuchMailbox,
 )
+from txmailhost.store.mailboxnames import with_inbox
 
 OTHER_USERS = "Other Users"
 SHARED = "Shared"
@@ -62,7 +63,7 @@ def locate(name: str, user: str) -> tuple[str, str] | None:
         owner = owner.lower()
         if not mailbox or owner.startswith("#") or "@" not in owner:
             return None
-        return owner, _inbox(mailbox)
+        return owner, with_inbox(mailbox)
     if head == SHARED:
         if not rest or rest.upper() == INBOX or rest.upper().startswith(INBOX + "/"):
             return None  # the pseudo-user's INBOX is no shared folder
@@ -77,11 +78,6 @@ def client_name(owner: str, mailbox: str, user: str) -> str:
     if owner == shared_owner(user):
         return f"{SHARED}/{mailbox}"
     return f"{OTHER_USERS}/{owner}/{mailbox}"
-
-
-def _inbox(mailbox: str) -> str:
-    head, sep, rest = mailbox.partition(names.SEPARATOR)
-    return INBOX + sep + rest if head.upper() == INBOX else mailbox
 
 
 def reserved(name: str) -> bool:

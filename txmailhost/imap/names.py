@@ -18,8 +18,8 @@ import twisted.mail.imap4  # noqa: F401 - registers the imap4-utf-7 codec
 
 from txmailhost.imap.replies import InvalidName
 from txmailhost.store.interfaces import INBOX
+from txmailhost.store.mailboxnames import SEPARATOR, creation_problem, with_inbox
 
-SEPARATOR = "/"
 MAX_NAME_LENGTH = 512
 # RFC 6154 §2: attributes for the folders every account gets (store DEFAULT_MAILBOXES).
 SPECIAL_USE = {
@@ -64,21 +64,14 @@ def decode(raw: bytes, utf8: bool = False) -> str:
         raise InvalidName("mailbox name is not valid modified UTF-7")
     if name.endswith(SEPARATOR) and len(name) > 1:
         name = name.rstrip(SEPARATOR)
-    head, sep, rest = name.partition(SEPARATOR)
-    if head.upper() == INBOX:
-        name = INBOX + sep + rest
-    return name
+    return with_inbox(name)
 
 
 def check_creatable(name: str) -> None:
-    if "*" in name or "%" in name:
-        raise InvalidName("mailbox names can't contain * or %")
-    if any("\x80" <= c <= "\x9f" or c in "\u2028\u2029" for c in name):
-        # RFC 6855 §3 with RFC 5198 §2: no C1 controls, no line or paragraph separators (a
-        # name a client lists on two lines). Refused when made; a name made before opens.
-        raise InvalidName("mailbox name contains control characters")
-    if name.startswith(SEPARATOR) or f"{SEPARATOR}{SEPARATOR}" in name:
-        raise InvalidName("empty hierarchy level in mailbox name")
+    """The store's rules for a new name (``store/mailboxnames.py``), as a NO."""
+    problem = creation_problem(name)
+    if problem is not None:
+        raise InvalidName(problem)
 
 
 class ListPattern:

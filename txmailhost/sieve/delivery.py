@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate, make_msgid
@@ -47,6 +46,7 @@ from txmailhost.sieve.message import MessageView
 from txmailhost.sieve.refusal import rejection
 from txmailhost.sieve.scripts import ScriptError, ScriptStore
 from txmailhost.sieve.vacation import ResponseLog, build_reply, handle_of, refusal
+from txmailhost.store.mailboxnames import creation_problem, with_inbox
 
 log = Logger(namespace="txmailhost.sieve")
 
@@ -61,23 +61,6 @@ def _redirected_before(view: MessageView, user: str) -> bool:
     """Did ``user``'s script (or too many scripts) send this message on already?"""
     marks = [value.strip().lower() for value in view.values(REDIRECTED_FROM.decode())]
     return user.lower() in marks or len(marks) >= MAX_REDIRECT_HOPS
-
-
-def _folder(name: str) -> str:
-    """A ``fileinto`` mailbox as the store names it: its first level INBOX in any case is
-    INBOX (RFC 3501 5.1), so ``Inbox/Sub`` is ``INBOX/Sub``, as IMAP's CREATE makes it."""
-    head, sep, rest = name.partition("/")
-    return INBOX + sep + rest if head.upper() == INBOX else name
-
-
-def _creatable(name: str) -> bool:
-    """Would IMAP's CREATE make it (``imap/names.py``): no wildcards, no control, line or
-    paragraph separator characters (RFC 6855 3), no empty level."""
-    if "*" in name or "%" in name or name.startswith("/") or name.endswith("/"):
-        return False
-    if "//" in name:
-        return False
-    return not any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name)
 
 
 @dataclass
@@ -231,13 +214,13 @@ class SieveStep:
     ) -> None:
         chosen = decision.mailboxes
         for named, create in outcome.targets:
-            mailbox = _folder(named)
+            mailbox = with_inbox(named)
             if mailbox == INBOX:
                 target = JUNK if junk and JUNK in existing() else INBOX
             elif (
                 mailbox in existing()
                 or create
-                and _creatable(mailbox)
+                and creation_problem(mailbox) is None
                 and self._create(user, mailbox)
             ):
                 target = mailbox
