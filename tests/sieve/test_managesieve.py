@@ -236,6 +236,19 @@ def test_a_refused_commands_literal_is_dropped_not_run(session, refused):
     assert b"smug" not in session.send(b"LISTSCRIPTS\r\n")
 
 
+def test_a_refused_commands_literal_marker_split_over_reads_is_still_dropped(session):
+    """Refused before its line ended, in the middle of its "{n+}": the marker's start was
+    forgotten with the refused octets, and the literal then read as commands."""
+    assert (
+        session.send(b'PUTSCRIPT "a\x00b" {')
+        == b'NO "a quoted string can\'t hold CR, LF or NUL"\r\n'
+    )
+    assert (
+        session.send(b"%d+}\r\n" % len(SMUGGLED) + SMUGGLED + b"\r\nNOOP\r\n") == b'OK "Done"\r\n'
+    )
+    assert b"smug" not in session.send(b"LISTSCRIPTS\r\n")
+
+
 def test_a_refused_commands_unreadable_literal_ends_the_session(session):
     """A size too large to read through: the stream can't be followed, so it ends."""
     reply = session.send(b'PUTSCRIPT "b" {99999999999+}\r\n' + SMUGGLED)

@@ -233,6 +233,7 @@ class ManageSieveServer(Protocol, TimeoutMixin):
                 del self._buffer[: e.consumed]
                 self._bad(bye(str(e)) if e.closes else no(str(e)))
                 if not e.closes:  # the rest of the refused command is never a command
+                    self._skip_tail = b"" if ended else line_end  # a marker may go on later
                     self._skipping = not ended or self._skip_literal_of(line_end)
                 continue
             if found is None:
