@@ -322,3 +322,43 @@ def test_flags_a_script_gives_copies_reach_the_store_through_the_spool(store, sp
     ):
         box = result(store.open(user, mailbox))
         assert [m.flags for m in result(box.snapshot()).messages] == [flags]
+
+
+class RefilingScripts:
+    """Stands in for ``SieveStep``: alice's script discards the message, bob's files it into
+    Work."""
+
+    def decide_sync(self, user, path, names, junk=False):
+        from txmailhost.sieve.delivery import Decision
+
+        return Decision([] if user == ALICE else ["Work"])
+
+    def send_sync(self, outgoing):
+        assert outgoing == []
+
+
+@pytest.mark.parametrize("recovering", [False, True])
+def test_the_log_names_the_mailboxes_the_scripts_chose_not_the_ones_asked_for(
+    store, spool, recovering
+):
+    """The spool's thread logged the record's wishes: a copy alice's script discarded and
+    one bob's filed into Work were both logged as delivered to INBOX."""
+    result(store.create_mailbox(BOB, "Work"))
+    item = spooled(spool, targets=((ALICE, "INBOX"), (BOB, "INBOX")), queue_id="SIEVE00001")
+    local = LocalDelivery(
+        store, str(spool), SyncReactor(), [].append, agent=DeliveryAgent(store, RefilingScripts())
+    )
+    with capturedLogs() as events:
+        if recovering:
+            assert local.recover_sync() == (1, 0)
+        else:
+            assert local._deliver_sync([item]) == []
+    mark = "after a restart" if recovering else "SIEVE00001"  # a record names no queue id
+    [line] = [formatEvent(e) for e in events if mark in formatEvent(e)]
+    assert f"to {BOB}/Work" in line and "INBOX" not in line and ALICE not in line
+    assert files(store, ALICE) == [] and len(files(store, BOB, "Work")) == 1
+    alone = spooled(spool, "f2", targets=((ALICE, "INBOX"),), queue_id="SIEVE00002")
+    with capturedLogs() as events:
+        assert local._deliver_sync([alone]) == []
+    [line] = [formatEvent(e) for e in events if "SIEVE00002" in formatEvent(e)]
+    assert line.endswith("to no mailbox (discarded by Sieve)")

@@ -332,22 +332,25 @@ class LocalDelivery(Service):
         """Deliver ``batch``; returns the messages that failed (they stay in the spool)."""
         failed: list[SpooledLocal] = []
         try:
-            mailboxes.deliver_batch_sync(
-                self._store, [item.delivery(self._agent) for item in batch]
-            )
-            done = batch
+            entries = [item.delivery(self._agent) for item in batch]
+            mailboxes.deliver_batch_sync(self._store, entries)
+            done = list(zip(batch, entries, strict=True))
         except Exception:
             done = []
             for item in batch:  # one by one, to find the one that fails (links are idempotent)
                 try:
-                    mailboxes.deliver_batch_sync(self._store, [item.delivery(self._agent)])
-                    done.append(item)
+                    entry = item.delivery(self._agent)
+                    mailboxes.deliver_batch_sync(self._store, [entry])
+                    done.append((item, entry))
                 except Exception as e:
                     log_not_stored(log, e, "local delivery of {queue_id}", queue_id=item.queue_id)
                     failed.append(item)
-        for item in done:
-            metrics.message("delivered", item.size, len(item.targets))
-            names = ", ".join(f"{u}/{b}" for u, b in item.targets)
+        for item, entry in done:
+            # The mailboxes the agent chose (users' Sieve scripts included), not the ones
+            # the record asked for: a discarded or refiled copy is logged as what it became.
+            chosen = entry[3]
+            metrics.message("delivered", item.size, len(chosen))
+            names = stored_in(chosen)
             log.info(PRERENDERED, line=f"delivered {item.queue_id} to {names}",
                      queue_id=item.queue_id, mailboxes=names)  # fmt: skip
             self._release(item)
@@ -381,9 +384,8 @@ class LocalDelivery(Service):
                     os.unlink(path)
                 continue
             try:
-                mailboxes.deliver_batch_sync(
-                    self._store, [item.delivery(self._agent)], recovering=True
-                )
+                entry = item.delivery(self._agent)
+                mailboxes.deliver_batch_sync(self._store, [entry], recovering=True)
             except Exception as e:
                 log_not_stored(log, e, "spool: delivering {name} after a restart", name=name)
                 self._unfinished.append(item)  # retried once the service runs
@@ -396,6 +398,12 @@ class LocalDelivery(Service):
             log.info(
                 "spool: delivered {queue_id} to {targets} after a restart",
                 queue_id=item.queue_id or name,
-                targets=", ".join(f"{u}/{m}" for u, m in item.targets),
+                targets=stored_in(entry[3]),
             )
         return delivered, discarded
+
+
+def stored_in(targets: list[tuple[str, str]]) -> str:
+    """The copies made, for the log: ``user/mailbox`` each, or that there were none (every
+    recipient's Sieve script discarded or only redirected the message)."""
+    return ", ".join(f"{u}/{b}" for u, b in targets) or "no mailbox (discarded by Sieve)"

@@ -40,7 +40,7 @@ from txmailhost.delivery.interfaces import (
     RecipientOptions,
     SubmissionError,
 )
-from txmailhost.delivery.local import MAX_RECORD, XATTR, LocalDelivery, SpooledLocal
+from txmailhost.delivery.local import MAX_RECORD, XATTR, LocalDelivery, SpooledLocal, stored_in
 from txmailhost.delivery.notices import quota_crossings, quota_notice
 from txmailhost.ops import metrics
 from txmailhost.ops.eventlog import PRERENDERED
@@ -154,7 +154,7 @@ class Submission:
                         await message.commit()
                     await mailboxes.deliver(self._store, targets, message.path, flags=flags)
                 metrics.message("delivered", message.size, len(targets))
-                names = ", ".join(f"{u}/{b}" for u, b in targets)
+                names = stored_in(targets)
                 log.info(PRERENDERED, line=f"delivered {message.queue_id} to {names}",
                          queue_id=message.queue_id, mailboxes=names)  # fmt: skip
         finally:
