@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -54,7 +55,7 @@ def test_message_gets_ed25519_then_rsa_signature_relaxed_oversigned(keys):
     assert first[b"a"] == b"ed25519-sha256" and second[b"a"] == b"rsa-sha256"
     assert first[b"s"] == b"sel-ed25519" and first[b"d"] == b"example.test"
     assert first[b"c"] == b"relaxed/relaxed"
-    signed_names = first[b"h"].split(b":")
+    signed_names = [name.strip() for name in first[b"h"].split(b":")]
     for name in (b"from", b"to", b"subject", b"date", b"message-id"):
         assert signed_names.count(name) == 2, name  # once more than present: oversigned
 
@@ -72,6 +73,32 @@ def test_dkimpy_whole_message_verifier_agrees(keys, resolver):
     assert dkim.verify(signed, dnsfunc=resolver.dkim_txt)
     checker = dkim.DKIM(signed)
     assert checker.verify(idx=1, dnsfunc=resolver.dkim_txt)
+
+
+MIME_MESSAGE = MESSAGE.replace(
+    b"Message-ID: <dkim-test@example.test>\r\n",
+    b"Message-ID: <dkim-test@example.test>\r\n"
+    b"In-Reply-To: <earlier@remote.test>\r\n"
+    b"References: <earlier@remote.test>\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Transfer-Encoding: 8bit\r\n",
+)
+
+
+def test_a_long_list_of_signed_fields_folds_between_names_and_verifies(keys, resolver):
+    """The h= of mail with MIME fields is longer than a line: it was folded in the middle
+    of a field name ("mime-" CRLF " version"), so dkimpy (and our verifier) failed every
+    such signature; only OpenDKIM passed them."""
+    signed = _signed(keys, MIME_MESSAGE)
+    fields = [v for n, v in dkim.rfc822_parse(signed)[0] if n.lower() == b"dkim-signature"]
+    for value in fields:
+        names = [n.strip() for n in dkim.util.parse_tag_value(value)[b"h"].split(b":")]
+        assert b"mime-version" in names and b"content-transfer-encoding" in names
+        assert all(re.fullmatch(rb"[a-z-]+", name) for name in names), names
+    assert dkim.verify(signed, dnsfunc=resolver.dkim_txt)
+    assert dkim.DKIM(signed).verify(idx=1, dnsfunc=resolver.dkim_txt)
+    assert [r.result for r in verify_stream(io.BytesIO(signed), resolver)] == ["pass", "pass"]
 
 
 def test_changed_body_fails(keys, resolver):
@@ -191,6 +218,12 @@ def _opendkim_verify(names, message: bytes, tmp_path) -> subprocess.CompletedPro
 @needs_opendkim
 def test_opendkim_verifies_our_signatures(keys, names, tmp_path):
     done = _opendkim_verify(names, _signed(keys), tmp_path)
+    assert done.returncode == 0, done.stderr + done.stdout
+
+
+@needs_opendkim
+def test_opendkim_verifies_our_signatures_of_mime_mail(keys, names, tmp_path):
+    done = _opendkim_verify(names, _signed(keys, MIME_MESSAGE), tmp_path)
     assert done.returncode == 0, done.stderr + done.stdout
 
 
