@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from twisted.logger import LogLevel
+from twisted.logger import LogLevel, formatEvent
 from twisted.python.failure import Failure
 
 from txmailhost.ops.eventlog import EventLog, format_event, wanted
@@ -107,3 +107,49 @@ def test_an_unwritable_log_directory_does_not_stop_the_server(tmp_path) -> None:
     assert service.observer is None
     assert any("serving without it" in format_event(e, "text") for e in seen)
     service.stopService()
+
+
+def test_a_full_disk_drops_events_with_a_warning_a_minute_not_a_traceback_each(
+    tmp_path, monkeypatch
+) -> None:
+    """A write that failed raised out of the observer: Twisted disabled it with a critical
+    traceback for every event (287 of them for 150 refused messages on a full disk)."""
+    from twisted.logger import globalLogPublisher
+
+    log = EventLog(str(tmp_path / "log" / "events.log"), "text", 1 << 20, 2)
+    seen: list[dict] = []
+    globalLogPublisher.addObserver(seen.append)
+    globalLogPublisher.addObserver(log)
+    full = {"on": True}
+    write = log._file.write
+
+    def writes(data):
+        if full["on"]:
+            raise OSError(28, "No space left on device")
+        return write(data)
+
+    monkeypatch.setattr(log._file, "write", writes)
+    clock = [1000.0]
+    monkeypatch.setattr("txmailhost.ops.eventlog.time.monotonic", lambda: clock[0])
+    try:
+        for n in range(5):
+            globalLogPublisher(event(f"queued {n}"))
+        clock[0] += 61
+        globalLogPublisher(event("queued 5"))
+        full["on"] = False
+        globalLogPublisher(event("queued 6"))
+    finally:
+        globalLogPublisher.removeObserver(log)
+        globalLogPublisher.removeObserver(seen.append)
+    texts = [formatEvent(e) for e in seen]
+    assert not any(e.get("log_failure") for e in seen)
+    assert not any("disabling observer" in t for t in texts)
+    reports = [t for t in texts if "event log" in t]
+    assert len(reports) == 3, reports  # at the first failure, a minute later, and recovered
+    assert "No space left on device" in reports[0] and "1 event(s) dropped" in reports[0]
+    assert "5 event(s) dropped" in reports[1]  # the four in the minute, and this one
+    assert "written again" in reports[2] and "0 more" in reports[2]
+    written = (tmp_path / "log" / "events.log").read_text()
+    assert "queued 6" in written and "queued 4" not in written
+    assert "written again" in written and "can't be written" not in written
+    log.close()

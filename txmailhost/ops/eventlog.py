@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -104,24 +105,72 @@ def format_event(event: dict[str, Any], style: str) -> str:
 
 
 class EventLog:
-    """An observer for the global log publisher writing ``wanted`` events to a rotating file."""
+    """An observer for the global log publisher writing ``wanted`` events to a rotating file.
+
+    A write that fails (a full disk, a read-only or failing file system) drops the event and
+    says so at most once a ``REPORT_EVERY`` seconds, with the count dropped, to the other
+    observers (twistd's log), and once more when writing works again. Raising instead made
+    Twisted disable the observer with a critical traceback for every event: a flood against
+    a full disk buried the log in them.
+    """
+
+    REPORT_EVERY = 60.0
 
     def __init__(self, path: str, style: str, max_size: int, keep: int) -> None:
         directory, name = os.path.split(path)
         os.makedirs(directory, mode=0o750, exist_ok=True)
+        self.path = path
         self.style = style
         self._file = LogFile(
             name, directory, rotateLength=max_size, defaultMode=0o640, maxRotatedFiles=keep
         )
         self._lock = threading.Lock()
+        self._dropped = 0  # events not written since the last report
+        self._failing = False  # the last write failed
+        self._reported = float("-inf")  # time.monotonic() of the last report
+        self._reporting = threading.local()  # our own report is not written here
 
     def __call__(self, event: dict[str, Any]) -> None:
-        if not wanted(event):
+        if not wanted(event) or getattr(self._reporting, "on", False):
             return
         line = format_event(event, self.style) + "\n"
         with self._lock:
-            self._file.write(line)
-            self._file.flush()
+            try:
+                self._file.write(line)
+                self._file.flush()
+            except OSError as e:
+                self._dropped += 1
+                report = self._due(e)
+            else:
+                report = self._due(None) if self._failing else None
+        if report is not None:
+            self._report(*report)
+
+    def _due(self, error: OSError | None) -> tuple[OSError | None, int] | None:
+        """(the error or None for "writing again", the events dropped) when a report is
+        due; under the lock."""
+        now = time.monotonic()
+        self._failing = error is not None
+        if error is not None and now - self._reported < self.REPORT_EVERY:
+            return None
+        dropped, self._dropped = self._dropped, 0
+        self._reported = now if error is not None else float("-inf")
+        return error, dropped
+
+    def _report(self, error: OSError | None, dropped: int) -> None:
+        """To every observer; the failure's report not to this one (it would fail again),
+        the recovery's here too, where the gap is."""
+        if error is None:
+            log.warn("event log {path} is written again; {dropped} more event(s) were dropped",
+                     path=self.path, dropped=dropped)  # fmt: skip
+            return
+        self._reporting.on = True
+        try:
+            log.warn("event log {path} can't be written ({why}): {dropped} event(s) dropped; "
+                     "told again in a minute if it goes on", path=self.path,
+                     why=error.strerror or error, dropped=dropped)  # fmt: skip
+        finally:
+            self._reporting.on = False
 
     def close(self) -> None:
         with self._lock:
