@@ -399,3 +399,27 @@ def test_domain_in_text_examples():
     assert rules._domain_in_text("https://paypal.com/login") == "paypal.com"
     assert rules._domain_in_text("a..b.com") == "b.com"
     assert rules._domain_in_text("x.c1 y.org!") is None
+
+
+def test_a_value_inside_our_results_is_not_a_result():
+    """An envelope sender ``dmarc=pass@...`` (or a selector ``s=dmarc=pass``) sat inside our
+    own field before the DMARC result, and the loose scan read it as one: a spoof scored
+    ``AUTH_DMARC_PASS`` (-0.5) instead of ``AUTH_DMARC_FAIL`` (3.0)."""
+    from txmailhost.mailauth.dmarc import DMARCResult
+    from txmailhost.mailauth.results import authentication_results
+    from txmailhost.mailauth.spf import SPFResult
+    from txmailhost.mailauth.verify import DKIMResult
+
+    spf = SPFResult("pass", "mailfrom", "atk.test", "dmarc=pass@atk.test")
+    signature = DKIMResult("fail", "atk.test", "dmarc=pass", "AAAA", "rsa-sha256")
+    dmarc = DMARCResult("fail", "victim.test", "none")
+    value = authentication_results("mx.example.test", spf, [signature], dmarc)
+    assert "dmarc=pass@atk.test" in value  # a valid address, shown as it is
+    assert "header.s" not in value  # a selector can't have "=": left out
+    field = b"Authentication-Results: " + value.replace("\n", "\r\n ").encode() + b"\r\n"
+    found = hits(field + CLEAN)
+    assert "AUTH_DMARC_FAIL" in found and "AUTH_DMARC_PASS" not in found
+    quoted = b'Authentication-Results: mx.example.test; spf=pass smtp.mailfrom="a;dmarc=pass";'
+    quoted += b" dkim=none (a; dmarc=pass (nested; dmarc=pass)); dmarc=fail\r\n"
+    found = hits(quoted + CLEAN)
+    assert "AUTH_DMARC_FAIL" in found and "AUTH_DMARC_PASS" not in found

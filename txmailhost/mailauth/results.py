@@ -24,6 +24,9 @@ from txmailhost.mailauth.verify import ARCResult, DKIMResult
 
 _TOKEN = re.compile(r"[A-Za-z0-9._+@=/-]{1,254}")
 _ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}")
+# A domain, a DKIM selector (RFC 6376 3.1; "_" as some senders' are) or an algorithm: no "=",
+# which a reader scanning loosely could take for a result of its own.
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,254}")
 
 
 def _safe(value: str, pattern: re.Pattern[str] = _TOKEN) -> str | None:
@@ -41,20 +44,20 @@ def authentication_results(
     results: list[authres.BaseAuthenticationResult] = []
     if spf is not None:
         if spf.identity == "mailfrom":
-            mailfrom = _safe(spf.sender, _ADDRESS) or _safe(spf.domain)
+            mailfrom = _safe(spf.sender, _ADDRESS) or _safe(spf.domain, _NAME)
             results.append(authres.SPFAuthenticationResult(result=spf.result,
                                                            smtp_mailfrom=mailfrom))  # fmt: skip
         else:
             results.append(authres.SPFAuthenticationResult(result=spf.result,
-                                                           smtp_helo=_safe(spf.domain)))  # fmt: skip
+                                                           smtp_helo=_safe(spf.domain, _NAME)))  # fmt: skip
     if not dkim:
         results.append(authres.DKIMAuthenticationResult(result="none"))
     for signature in dkim:
         one = authres.DKIMAuthenticationResult(
             result=signature.result,
-            header_d=_safe(signature.domain),
-            header_s=_safe(signature.selector),
-            header_a=_safe(signature.algorithm),
+            header_d=_safe(signature.domain, _NAME),
+            header_s=_safe(signature.selector, _NAME),
+            header_a=_safe(signature.algorithm, _NAME),
         )
         b = _safe(signature.b)
         if b:
@@ -65,12 +68,12 @@ def authentication_results(
             authres.dmarc.DMARCAuthenticationResult(
                 result=dmarc.result,
                 result_comment=f"p={dmarc.policy}" if dmarc.result == "fail" else None,
-                header_from=_safe(dmarc.from_domain),
+                header_from=_safe(dmarc.from_domain, _NAME),
             )
         )
     if arc is not None and arc.result != "none":
         results.append(authres.arc.ARCAuthenticationResult(result=arc.result,
-                                                           header_as_d=_safe(arc.domain)))  # fmt: skip
+                                                           header_as_d=_safe(arc.domain, _NAME)))  # fmt: skip
     header = authres.AuthenticationResultsHeader(authserv_id=authserv_id, results=results)
     # One result a line (folded by the filter chain's render_fields): readable in a client.
     return str(header).partition(":")[2].strip().replace("; ", ";\n")

@@ -537,19 +537,34 @@ def _name_may_hold_address(value: str) -> bool:
     return _QUOTED_NAME.match(value) is None
 
 
+_AR_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+_AR_COMMENT = re.compile(r"\([^()]*\)")
+_AR_RESULT = re.compile(r"\s*(spf|dkim|dmarc|arc)\s*=\s*([a-z]+)")
+
+
 def _auth_results(s: Sample, c: Context) -> dict[str, str]:
     """method -> result from ``Authentication-Results:`` fields our server wrote (RFC 8601
-    §2.2: the authserv-id first). Parsed tolerantly: comments dropped, unknown bits ignored."""
+    §2.2: the authserv-id first, then one ``method=result`` a resinfo, between semicolons).
+    Only what starts a resinfo is a result: a property's value is the sender's text (an
+    envelope sender ``dmarc=pass@...``, a selector ``s=dmarc=pass``) and read anywhere it
+    turned a DMARC failure into a pass. Quoted strings and comments say nothing here."""
     results: dict[str, str] = {}
     if not c.authserv_id:
         return results
     for value in s.all("authentication-results"):
-        value = re.sub(r"\([^()]*\)", " ", value).lower()
-        ident, _, rest = value.partition(";")
+        value = _AR_QUOTED.sub('""', value)
+        while True:  # comments nest (RFC 5322 3.2.2): the innermost go first
+            bare = _AR_COMMENT.sub(" ", value)
+            if bare == value:
+                break
+            value = bare
+        ident, *resinfos = value.lower().split(";")
         if ident.strip().split()[:1] != [c.authserv_id.lower()]:
             continue
-        for match in re.finditer(r"\b(spf|dkim|dmarc|arc)\s*=\s*([a-z]+)", rest, re.I):
-            results.setdefault(match.group(1).lower(), match.group(2).lower())
+        for resinfo in resinfos:
+            match = _AR_RESULT.match(resinfo)
+            if match:
+                results.setdefault(match.group(1), match.group(2))
     return results
 
 
