@@ -306,7 +306,7 @@ def make_service(
     """
     import twisted.mail.imap4  # noqa: F401 - registers the imap4-utf-7 codec mailbox names use
 
-    from txmailhost import dataformat, fdlimit
+    from txmailhost import dataformat, datalock, fdlimit
     from txmailhost.config import ConfigError, load_config
     from txmailhost.datadir import acting_as, ensure_data_dir, writable_problem
 
@@ -319,11 +319,13 @@ def make_service(
             if os.path.isdir(data_dir):
                 dataformat.check(data_dir)  # a newer release's directory: touch nothing
             created = ensure_data_dir(data_dir, config_file)
+            # Before anything changes or is swept there (datalock.py): one server a directory.
+            datalock.hold(data_dir)
             config = load_config(data_dir, config_file)
             problem = writable_problem(config)
             if not problem:
                 created += dataformat.upgrade(data_dir)
-    except dataformat.DataFormatError as e:
+    except (dataformat.DataFormatError, datalock.DataDirInUse) as e:
         problem = str(e)
     except ConfigError as e:
         for problem in e.problems:

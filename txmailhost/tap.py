@@ -32,9 +32,11 @@ def makeService(options: Options) -> IService:
     _report_startup_errors_in_one_line()
     from twisted.internet import reactor
 
+    from txmailhost.datalock import note_pid
     from txmailhost.service import freeze_startup_heap
 
     reactor.callWhenRunning(freeze_startup_heap)  # type: ignore[attr-defined]
+    reactor.callWhenRunning(note_pid)  # type: ignore[attr-defined] - daemonised: a new pid
     return make_service(
         data_dir=options["data"],
         config_file=options["config"],

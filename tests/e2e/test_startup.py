@@ -197,3 +197,49 @@ def test_a_dkim_key_signing_could_not_use_stops_the_start_as_check_config_says(
         f"txmailhost: dkim: example.org: '{data}/dkim/example.org/s1-rsa.pem' is not an"
         " unencrypted PEM rsa private key\n"
     )
+
+
+def test_a_second_server_on_a_data_directory_in_use_is_refused_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """A second server started on a running one's data directory swept the first one's
+    spool from under it: a message being received lost its spool file and was answered
+    250 and lost, and the spare files went with it (451 for the next message)."""
+    import smtplib
+
+    first = ServerProcess(str(tmp_path / "data")).start()
+    try:
+        first.add_user("alice@example.test", "river-maple-7-lantern")
+        spare = tmp_path / "data" / "queue" / "spare"
+        before = sorted(os.listdir(spare)) if spare.exists() else []
+        client = smtplib.SMTP("127.0.0.1", first.ports["smtp"], timeout=30)
+        client.ehlo("client.test")
+        client.mail("someone@remote.test")
+        client.rcpt("alice@example.test")
+        code, _ = client.docmd("DATA")
+        assert code == 354
+        client.send(b"Subject: in flight\r\n\r\n" + b"x" * 100_000 + b"\r\n")
+        other = tmp_path / "other.toml"
+        listen = "\n".join(f'{label} = "tcp:0:interface=127.0.0.1"' for label in LABELS)
+        other.write_text(f"[listen]\n{listen}\n")
+        second = twistd("-n", "--pidfile=", f"--logfile={tmp_path / 'second.log'}",
+                        "txmailhost", "--data", str(tmp_path / "data"), "--config", str(other))  # fmt: skip
+        assert second.returncode == 1
+        assert "is in use by another txmailhost server" in second.stderr
+        assert f"(pid {first.process.pid})" in second.stderr
+        assert (sorted(os.listdir(spare)) if spare.exists() else []) == before
+        code, text = client.docmd(".")
+        assert code == 250, text
+        client.quit()
+        deadline = time.monotonic() + 10
+        inbox = tmp_path / "data" / "mail" / "example.test" / "alice"
+        while time.monotonic() < deadline:
+            found = [f for d in ("new", "cur") for f in os.listdir(inbox / d)]
+            if found:
+                break
+            time.sleep(0.05)
+        assert len(found) == 1
+    finally:
+        first.stop()
+    again = ServerProcess(str(tmp_path / "data")).start()  # the lock went with the first
+    again.stop()
