@@ -89,20 +89,42 @@ def test_null_sender_is_never_bounced(make):
     assert h.dsns == [] and h.queued_ids() == []
 
 
+# Retried every 1000 s, greylisted each time, expired after 5000 s.
+EXPIRING = {"retry_min": 1000, "retry_max": 1000, "max_lifetime": 5000, "delay_warning": 0}
+
+
 def test_message_expires_after_max_lifetime_with_status_547(make):
-    h = make(
-        ScriptedCourier(*[GREYLISTED] * 50),
-        retry_min=1000,
-        retry_max=1000,
-        max_lifetime=5000,
-        delay_warning=0,
-    )
+    h = make(ScriptedCourier(*[GREYLISTED] * 50), **EXPIRING)
     h.submit()
     h.clock.pump([100] * 60)
     [(_, dsn)] = h.dsns
     assert b"Action: failed\r\nStatus: 5.4.7\r\n" in dsn
     assert h.queued_ids() == []
     assert 5 <= len(h.courier.calls) <= 7
+
+
+def test_recipients_deferred_together_are_retried_in_one_attempt(make):
+    """Each recipient drew its own jitter: ten recipients of one 421 became ten attempts
+    (ten copies of the body sent) at ten times."""
+    h = make(ScriptedCourier(GREYLISTED), retry_min=300, jitter=0.1)
+    recipients = [f"u{n}@remote.test" for n in range(1, 11)]
+    queue_id = h.submit(recipients)
+    times = {r.next_attempt for r in h.records.load(queue_id).recipients}
+    assert len(times) == 1
+    h.clock.pump([30] * 20)
+    assert [call[1] for call in h.courier.calls] == [recipients, recipients]
+    assert h.queued_ids() == []
+
+
+def test_recipients_expiring_together_get_one_dsn(make):
+    h = make(ScriptedCourier(*[GREYLISTED] * 50), **EXPIRING, jitter=0.1)
+    h.submit(["t1@remote.test", "t2@remote.test"])
+    h.clock.pump([10] * 800)
+    [(_, dsn)] = h.dsns
+    assert b"Final-Recipient: rfc822; t1@remote.test\r\nAction: failed\r\nStatus: 5.4.7" in dsn
+    assert b"Final-Recipient: rfc822; t2@remote.test\r\nAction: failed\r\nStatus: 5.4.7" in dsn
+    assert all(len(call[1]) == 2 for call in h.courier.calls)
+    assert h.queued_ids() == []
 
 
 def test_one_delay_warning_is_sent(make):

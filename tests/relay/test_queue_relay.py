@@ -38,13 +38,31 @@ def submit_and_wait(net, h: Harness, **kwargs) -> str:
     return queue_id
 
 
-def test_greylisted_message_is_delivered_on_the_retry(net, dns_server, tmp_path):
+class NotingCourier:
+    """The relay courier, noting the recipients of each attempt the queue starts."""
+
+    def __init__(self, courier: RelayCourier) -> None:
+        self.courier = courier
+        self.attempts: list[list[str]] = []
+
+    def deliver(self, sender, recipients, *args, **kwargs):
+        self.attempts.append(list(recipients))
+        return self.courier.deliver(sender, recipients, *args, **kwargs)
+
+
+def refusing_first(verb: bytes, reply: bytes) -> ScriptedFactory:
+    """A server that answers ``verb`` with ``reply`` on its first connection only."""
+
     def script(command, session):
-        if command.startswith(b"RCPT") and session.factory.connections == 1:
-            return b"451 4.7.1 greylisted, try again later"
+        if command.startswith(verb) and session.factory.connections == 1:
+            return reply
         return standard_reply(command)
 
-    far = ScriptedFactory(script)
+    return ScriptedFactory(script)
+
+
+def test_greylisted_message_is_delivered_on_the_retry(net, dns_server, tmp_path):
+    far = refusing_first(b"RCPT", b"451 4.7.1 greylisted, try again later")
     port = net.listen(far, "127.0.0.2")
     dns_server.add("remote.test", "MX", "10 mx.remote.test.")
     dns_server.add("mx.remote.test", "A", "127.0.0.2")
@@ -80,3 +98,26 @@ def test_refused_recipient_bounces_into_the_local_senders_inbox(net, dns_server,
     assert b"bob@far.test" not in dsn.split(b"text/rfc822-headers")[0]
     assert len(far_world.inbox_files("bob@far.test")) == 1
     assert h.queued_ids() == []
+
+
+def test_recipients_deferred_by_one_421_come_back_in_one_transaction(net, dns_server, tmp_path):
+    """Each recipient drew its own retry jitter: ten recipients refused together by one 421
+    came back as ten transactions, ten copies of the body."""
+    far = refusing_first(b"MAIL", b"421 4.3.2 too busy, come back later")
+    port = net.listen(far, "127.0.0.2")
+    dns_server.add("far.test", "A", "127.0.0.2")
+    courier = NotingCourier(relay_courier(net, dns_server, port))
+    started = courier.attempts
+    h = Harness(tmp_path, courier, retry_min=300, jitter=0.1)
+    recipients = [f"u{n}@far.test" for n in range(1, 11)]
+    submit_and_wait(net, h, recipients=recipients)
+    for _ in range(400):  # a second at a time, as the server's clock would go
+        idle, before = h.queue.idle, len(started)
+        h.clock.advance(1)
+        if len(started) > before:
+            net.run(idle)
+    assert started == [recipients, recipients]
+    mails = [c for c in far.commands if c.startswith(b"MAIL")]
+    assert len(mails) == 2
+    assert len([m for m in far.messages if m]) == 1
+    assert h.queued_ids() == [] and h.dsns == []

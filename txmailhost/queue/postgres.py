@@ -375,14 +375,19 @@ class PostgresQueueStore:
                 jobs[job].append((row_id, attempts))
             if not jobs:
                 return []
+            # One backoff per job, as in the file queue: its recipients stay together.
+            retry_at = {
+                job: now + backoff(max(attempts for _, attempts in rows_of_job) + 1)
+                for job, rows_of_job in jobs.items()
+            }
             with conn.cursor() as cursor:
                 cursor.executemany(
                     "UPDATE queue_recipients SET attempts = attempts + 1, next_attempt = %s,"
                     " lease_owner = %s, lease_until = %s WHERE id = %s",
                     [
-                        (now + backoff(attempts + 1), owner, now + lease, row_id)
-                        for rows_of_job in jobs.values()
-                        for row_id, attempts in rows_of_job
+                        (retry_at[job], owner, now + lease, row_id)
+                        for job, rows_of_job in jobs.items()
+                        for row_id, _attempts in rows_of_job
                     ],
                 )
             message_ids = sorted({message_id for message_id, _ in jobs})

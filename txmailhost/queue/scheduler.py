@@ -13,6 +13,7 @@ dialing"):
   crash or restart never turns into an immediate re-delivery storm.
 - After a temporary failure a recipient is retried with exponential backoff (``retry_min``
   doubling up to ``retry_max``, with jitter, like Postfix's minimal/maximal_backoff_time).
+  The recipients of one attempt share one retry time, so they stay one transaction.
   After ``max_lifetime`` it fails with 5.4.7 (RFC 3463 3.5). Once, after ``delay_warning``,
   the sender is told that delivery is late (RFC 3464 ``Action: delayed``).
 - Permanent failures, expiry and admin bounces produce one DSN per event (``bounce.py``), never
@@ -432,9 +433,15 @@ class Queue:
         due = [r for r in envelope.active() if r.domain == domain and r.next_attempt <= now]
         if not due:
             return
-        for r in due:  # recorded before dialing: a crash now retries later, not at once
+        # Recorded before dialing: a crash now retries later, not at once. One backoff for
+        # the job: recipients that fail together are retried together, in one transaction
+        # (each drawing its own jitter made ten recipients ten transactions, and their expiry
+        # ten DSNs).
+        for r in due:
             r.attempts += 1
-            r.next_attempt = now + self._backoff(r.attempts)
+        retry_at = now + self._backoff(max(r.attempts for r in due))
+        for r in due:
+            r.next_attempt = retry_at
         await self._locked(queue_id, self.spool.save, envelope)
         results = await self._deliver(envelope, due, now)
         if self._envelopes.get(queue_id) is not envelope:
