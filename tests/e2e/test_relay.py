@@ -161,3 +161,31 @@ def test_dsn_for_a_tagged_sender_reaches_the_user_under_the_configured_delimiter
     finally:
         sender.stop()
         far.stop()
+
+
+def test_an_envelope_that_is_not_an_object_neither_stops_the_queue_nor_its_listing(
+    tmp_path, dns_server
+):
+    """``null`` in one envelope stopped the queue at start (never polled again: no retry, no
+    expiry, no admin request applied) and ``queue list`` failed with AttributeError."""
+    dns_server.add("remote.test", "A", "127.0.0.1")  # port 9: nobody listens, so it defers
+    sender = start_sender(tmp_path, dns_server)
+    try:
+        submit(sender, "carol@remote.test")
+        listing = wait_for(
+            lambda: "(deferred)" in (out := sender.cli("queue", "list").stdout) and out
+        )
+        queue_id = listing.split()[0]
+        sender.stop()
+        queue = tmp_path / "sender" / "queue"
+        (queue / "env" / "AAAAAAAAAAAA.json").write_text("null\n")
+        (queue / "msg" / "AAAAAAAAAAAA").write_bytes(b"Subject: odd\r\n\r\nodd\r\n")
+        assert sender.cli("queue", "list").stdout.split()[0] == queue_id
+        sender.start()
+        sender.cli("queue", "bounce", queue_id)
+        [dsn] = wait_for(lambda: inbox(sender, "alice@example.test"))
+        assert b"Final-Recipient: rfc822; carol@remote.test" in dsn
+        assert (queue / "env" / "AAAAAAAAAAAA.json.broken").exists()
+        assert "envelope AAAAAAAAAAAA is unusable" in sender.log()
+    finally:
+        sender.stop()

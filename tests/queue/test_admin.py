@@ -31,6 +31,16 @@ def test_queue_list_shows_one_line_per_message_starting_with_its_id(tmp_path, ca
     assert "carol@remote.invalid(pending)" in line and "dave@remote.invalid(pending)" in line
 
 
+def test_queue_list_leaves_out_an_envelope_that_is_not_an_object(tmp_path, capsys):
+    data, queue_id = spooled(tmp_path)
+    with open(os.path.join(data, "queue", "env", "AAAAAAAAAAAA.json"), "w") as f:
+        f.write("null\n")
+    capsys.readouterr()
+    assert main(["--data", data, "queue", "list"]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.split()[0] == queue_id
+
+
 def test_queue_list_of_an_empty_queue_prints_nothing_on_stdout(tmp_path, capsys):
     data = str(tmp_path / "data")
     main(["--data", data, "init"])

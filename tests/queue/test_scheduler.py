@@ -144,6 +144,20 @@ def test_restart_resumes_a_deferred_message_at_its_next_attempt(tmp_path):
     assert h.queued_ids() == []
 
 
+def test_an_envelope_that_is_not_an_object_does_not_stop_the_queue(tmp_path):
+    """``null`` in one envelope raised AttributeError out of the start-up load: the queue
+    never polled, so deferred mail was never retried and no request was applied."""
+    h = Harness(tmp_path, ScriptedCourier(GREYLISTED), retry_min=300)
+    queue_id = h.submit()
+    (tmp_path / "queue" / "env" / "AAAAAAAAAAAA.json").write_bytes(b"null\n")
+    (tmp_path / "queue" / "msg" / "AAAAAAAAAAAA").write_bytes(MESSAGE)
+    h.restart(retry_min=300)
+    assert h.queued_ids() == [queue_id]
+    assert os.path.exists(h.spool.envelope_path("AAAAAAAAAAAA") + ".broken")
+    h.request("retry", queue_id)
+    assert len(h.courier.calls) == 2 and h.queued_ids() == []
+
+
 def test_attempt_interrupted_by_a_crash_is_not_redialled_at_once(tmp_path):
     h = Harness(tmp_path, ScriptedCourier("hold"), retry_min=300)
     queue_id = h.submit()

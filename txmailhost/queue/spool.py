@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any
 
 from zope.interface import implementer
 
@@ -107,9 +109,60 @@ class Envelope:
 
     @classmethod
     def from_json(cls, raw: bytes) -> Envelope:
-        data = json.loads(raw)
-        recipients = [Recipient(**r) for r in data.pop("recipients")]
-        return cls(recipients=recipients, **data)
+        """The envelope ``raw`` holds; ValueError for anything that isn't one (not JSON, not an
+        object, a field missing, unknown or of the wrong type, a bad queue id or state), so
+        one odd file is set aside instead of stopping the queue."""
+        checked = _checked(cls, json.loads(raw), "the envelope")
+        checked["recipients"] = [
+            Recipient(**_checked(Recipient, r, f"recipient {n}"))
+            for n, r in enumerate(checked.get("recipients", []), 1)
+        ]
+        if not _QUEUE_ID.match(checked["queue_id"]):
+            raise ValueError(f"the envelope's queue_id {checked['queue_id']!r} is not a queue id")
+        for r in checked["recipients"]:
+            if r.state not in (*ACTIVE_STATES, DELIVERED, BOUNCED):
+                raise ValueError(f"recipient {r.address}: unknown state {r.state!r}")
+        return cls(**checked)
+
+
+# What each field's annotation allows in JSON (``bool`` is no number here, though Python's is).
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "str | None": (str, type(None)),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "list[str]": (list,),
+    "list[Recipient]": (list,),
+}
+
+
+def _checked(kind: type, value: object, what: str) -> dict[str, Any]:
+    """``value`` checked as the JSON form of the dataclass ``kind``: an object with every
+    required field, no unknown one, each of its field's type; ValueError otherwise."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} is not a JSON object")
+    declared = {f.name: f for f in fields(kind)}
+    unknown = sorted(set(value) - set(declared))
+    if unknown:
+        raise ValueError(f"{what} has unknown fields: {', '.join(unknown)}")
+    for name, f in declared.items():
+        required = f.default is MISSING and f.default_factory is MISSING
+        if name not in value:
+            if required:
+                raise ValueError(f"{what} has no {name}")
+            continue
+        field_value, allowed = value[name], _JSON_TYPES[str(f.type)]
+        wrong = not isinstance(field_value, allowed) or (
+            isinstance(field_value, bool) and bool not in allowed
+        )
+        if f.type == "list[str]" and not wrong:
+            wrong = not all(isinstance(item, str) for item in field_value)
+        if isinstance(field_value, float) and not math.isfinite(field_value):
+            wrong = True
+        if wrong:
+            raise ValueError(f"{what}: {name} is not {f.type}")
+    return dict(value)
 
 
 def new_queue_id() -> str:
@@ -226,7 +279,10 @@ class Spool:
 
     def load(self, queue_id: str) -> Envelope:
         with open(self.envelope_path(queue_id), "rb") as f:
-            return Envelope.from_json(f.read())
+            envelope = Envelope.from_json(f.read())
+        if envelope.queue_id != queue_id:  # a copied file: saving it would write the original
+            raise ValueError(f"the envelope is {envelope.queue_id}'s")
+        return envelope
 
     def envelopes(self) -> list[Envelope]:
         """``IQueueRecords``: every readable envelope, oldest first, changing nothing (unlike
@@ -262,12 +318,14 @@ class Spool:
 
         Temp files of interrupted writes and messages without an envelope are removed; an
         envelope that can't be parsed or whose message is missing is renamed ``*.broken`` so
-        an administrator can look at it, and is not delivered.
+        an administrator can look at it, and is not delivered. One that can't be read now
+        (permissions, too many open files) is left as it is, with its message, for the next
+        start. Either way the others load.
         """
         self.prepare()
         envelopes: list[Envelope] = []
         problems: list[str] = []
-        broken: set[str] = set()
+        kept: set[str] = set()  # not loaded, but their messages stay
         for name in os.listdir(self.env_dir):
             if name.startswith(".") and self._stale(os.path.join(self.env_dir, name)):
                 os.unlink(os.path.join(self.env_dir, name))
@@ -276,13 +334,17 @@ class Spool:
                 envelope = self.load(queue_id)
                 if not os.path.exists(self.message_path(queue_id)):
                     raise ValueError("its message file is missing")
-            except (ValueError, TypeError, KeyError) as e:
+            except ValueError as e:
                 problems.append(f"envelope {queue_id} is unusable ({e}); renamed to .broken")
                 os.replace(self.envelope_path(queue_id), self.envelope_path(queue_id) + ".broken")
-                broken.add(queue_id)
+                kept.add(queue_id)
+                continue
+            except OSError as e:
+                problems.append(f"envelope {queue_id} could not be read ({e}); not loaded")
+                kept.add(queue_id)
                 continue
             envelopes.append(envelope)
-        known = {e.queue_id for e in envelopes} | broken
+        known = {e.queue_id for e in envelopes} | kept
         for name in os.listdir(self.msg_dir):
             if name not in known and self._stale(os.path.join(self.msg_dir, name)):
                 os.unlink(os.path.join(self.msg_dir, name))
