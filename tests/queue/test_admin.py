@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from tests.queue.support import MESSAGE
 from txmailhost.cli import main
 from txmailhost.queue.spool import Spool
@@ -80,6 +82,26 @@ def test_queue_action_on_an_unknown_id_fails_with_one_line(tmp_path, capsys):
     capsys.readouterr()
     assert main(["--data", data, "queue", "bounce", "NOSUCHID"]) == 1
     assert capsys.readouterr().err == "txmailhost: error: no message NOSUCHID in the queue\n"
+
+
+@pytest.mark.parametrize(
+    "action", ["show", "retry", "delete", "bounce", "hold", "release", "requeue"]
+)
+def test_queue_id_that_is_a_path_is_a_usage_error_and_touches_nothing(tmp_path, capsys, action):
+    """``queue delete ../../../evil`` read ../../../evil.json and wrote the request beside it,
+    outside the queue; ``queue show`` printed files from anywhere."""
+    data, queue_id = spooled(tmp_path)
+    queue = os.path.join(data, "queue")
+    os.link(os.path.join(queue, "env", f"{queue_id}.json"), tmp_path / "evil.json")
+    os.link(os.path.join(queue, "msg", queue_id), tmp_path / "evil")
+    before = sorted(os.listdir(tmp_path))
+    capsys.readouterr()
+    assert main(["--data", data, "queue", action, "../../../evil"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "'../../../evil' is not a queue id" in captured.err
+    assert sorted(os.listdir(tmp_path)) == before
+    assert os.listdir(os.path.join(queue, "control")) == []
 
 
 def test_queue_list_shows_local_mail_acknowledged_but_not_yet_delivered(tmp_path, capsys):

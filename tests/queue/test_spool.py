@@ -171,3 +171,20 @@ def test_an_unreadable_envelope_is_left_as_it_is_and_the_others_load(tmp_path):
     assert "could not be read" in problems[0]
     assert os.path.exists(spool.envelope_path("AAAAAAAAAAAA"))
     assert os.path.exists(spool.message_path("AAAAAAAAAAAA"))
+
+
+@pytest.mark.parametrize("queue_id", ["../../evil", "", "AB", "ABCDEF\n", "ABC DEF", "A" * 41])
+def test_a_queue_id_from_outside_that_is_no_id_names_no_file(tmp_path, queue_id):
+    spool, _ = make_spool(tmp_path)
+    for reach in (spool.load, spool.header, lambda q: spool.request("delete", q)):
+        with pytest.raises(ValueError, match="is not a queue id"):
+            reach(queue_id)
+    assert os.listdir(spool.control_dir) == []
+
+
+def test_requests_whose_names_hold_no_queue_id_are_dropped(tmp_path):
+    spool, _ = make_spool(tmp_path)
+    for name in ("ABC.DEF.adopt", "AB.delete", "ABC DEF.bounce", "ABCDEF123456.retry"):
+        (tmp_path / "queue" / "control" / name).write_bytes(b"")
+    assert spool.take_requests() == [("retry", "ABCDEF123456")]
+    assert os.listdir(spool.control_dir) == []

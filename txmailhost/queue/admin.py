@@ -34,7 +34,7 @@ from typing import Any
 from txmailhost.delivery.local import spooled_local
 from txmailhost.queue.interfaces import IQueueRecords
 from txmailhost.queue.service import open_records
-from txmailhost.queue.spool import Envelope
+from txmailhost.queue.spool import Envelope, check_queue_id
 
 
 def register(
@@ -47,7 +47,7 @@ def register(
     listing.add_argument("--domain", help="only messages with a recipient in this domain")
     listing.set_defaults(run=with_config(_list))
     show = actions.add_parser("show", help="the envelope and headers of one message")
-    show.add_argument("id")
+    show.add_argument("id", type=_queue_id)
     show.set_defaults(run=with_config(_show))
     flush = actions.add_parser("flush", help="try to deliver every queued message now")
     flush.set_defaults(run=with_config(_flush))
@@ -60,8 +60,17 @@ def register(
         ("requeue", "start over: release, forget the attempts, try now"),
     ):
         action = actions.add_parser(name, help=text)
-        action.add_argument("id")
+        action.add_argument("id", type=_queue_id)
         action.set_defaults(run=with_config(_request(name)))
+
+
+def _queue_id(text: str) -> str:
+    """An id as ``queue list`` prints them; anything else is a usage error (exit 2) before
+    it can name a file outside the queue."""
+    try:
+        return check_queue_id(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _when(timestamp: float) -> str:

@@ -117,8 +117,7 @@ class Envelope:
             Recipient(**_checked(Recipient, r, f"recipient {n}"))
             for n, r in enumerate(checked.get("recipients", []), 1)
         ]
-        if not _QUEUE_ID.match(checked["queue_id"]):
-            raise ValueError(f"the envelope's queue_id {checked['queue_id']!r} is not a queue id")
+        check_queue_id(checked["queue_id"])
         for r in checked["recipients"]:
             if r.state not in (*ACTIVE_STATES, DELIVERED, BOUNCED):
                 raise ValueError(f"recipient {r.address}: unknown state {r.state!r}")
@@ -163,6 +162,15 @@ def _checked(kind: type, value: object, what: str) -> dict[str, Any]:
         if wrong:
             raise ValueError(f"{what}: {name} is not {f.type}")
     return dict(value)
+
+
+def check_queue_id(queue_id: str) -> str:
+    """``queue_id`` if it is one (6 to 40 ASCII letters and digits), else ValueError. Ids from
+    outside (the admin CLI, request file names) become file names under ``env/``, ``msg/``
+    and ``control/``: ``../../x`` would reach out of the spool."""
+    if not _QUEUE_ID.fullmatch(queue_id):
+        raise ValueError(f"{queue_id!r} is not a queue id (6 to 40 letters and digits)")
+    return queue_id
 
 
 def new_queue_id() -> str:
@@ -278,7 +286,7 @@ class Spool:
         _safeio.write_atomic(self.envelope_path(envelope.queue_id), envelope.to_json())
 
     def load(self, queue_id: str) -> Envelope:
-        with open(self.envelope_path(queue_id), "rb") as f:
+        with open(self.envelope_path(check_queue_id(queue_id)), "rb") as f:
             envelope = Envelope.from_json(f.read())
         if envelope.queue_id != queue_id:  # a copied file: saving it would write the original
             raise ValueError(f"the envelope is {envelope.queue_id}'s")
@@ -297,7 +305,7 @@ class Spool:
 
     def header(self, queue_id: str) -> bytes:
         """The message's header section (``IQueueRecords``)."""
-        return read_header(self.message_path(queue_id))
+        return read_header(self.message_path(check_queue_id(queue_id)))
 
     def remove(self, queue_id: str) -> None:
         """Envelope first (its removal fsync'd: a message done must not be sent again after a
@@ -368,7 +376,7 @@ class Spool:
         if kind != "flush" and kind not in REQUEST_KINDS:
             raise ValueError(f"unknown queue request {kind!r}")
         self.prepare()
-        name = "flush" if kind == "flush" else f"{queue_id}.{kind}"
+        name = "flush" if kind == "flush" else f"{check_queue_id(queue_id or '')}.{kind}"
         _safeio.write_atomic(os.path.join(self.control_dir, name), b"")
 
     def note_adoption(self, queue_id: str) -> None:
@@ -394,7 +402,7 @@ class Spool:
                 requests.append(("flush", None))
             else:
                 queue_id, _, kind = name.rpartition(".")
-                if kind in REQUEST_KINDS and queue_id:
+                if kind in REQUEST_KINDS and _QUEUE_ID.fullmatch(queue_id):
                     requests.append((kind, queue_id))
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self.control_dir, name))
