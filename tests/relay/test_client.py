@@ -31,6 +31,8 @@ class Dialog:
         self.transport.startTLS = self.tls_started.append  # type: ignore[attr-defined]
         self.proto.makeConnection(self.transport)
         pieces = [message, b""]
+        if not message.isascii():  # what the courier's spool reader tells the session
+            wishes.setdefault("eight_bit", lambda: succeed(True))
         self.result: Deferred = Deferred.fromCoroutine(
             run_transaction(
                 self.proto,

@@ -4,8 +4,9 @@ parameters (3461) and REQUIRETLS (8689), byte for byte and against our own serve
 from __future__ import annotations
 
 import pytest
+from twisted.internet.defer import succeed
 
-from tests.relay.farside import txmailhost_far_side
+from tests.relay.farside import ScriptedFactory, standard_reply, txmailhost_far_side
 from tests.relay.test_client import MESSAGE, Dialog
 from tests.relay.test_courier import courier
 from txmailhost.delivery.interfaces import MessageOptions, RecipientOptions
@@ -71,6 +72,67 @@ def test_what_the_server_cannot_carry_fails_at_once_without_a_downgrade(options,
     dialog.server(b"221 bye\r\n")
     result = dialog.outcome()[recipient]
     assert (result.outcome, result.status) == (Outcome.PERMANENT, status)
+
+
+EIGHT_BIT = "Subject: café\r\nContent-Transfer-Encoding: 8bit\r\n\r\nnaïve\r\n".encode()
+NO_8BITMIME = b"250-mx.y.test\r\n250-PIPELINING\r\n250 SIZE 1000000\r\n"
+
+
+@pytest.mark.parametrize("body", ["7BIT", "8BITMIME"])
+def test_8bit_content_to_a_server_without_8bitmime_fails_at_once_with_563(body):
+    """RFC 6152 3: not sent unchanged (as it was), whatever BODY= the sender declared."""
+    dialog = Dialog(["b@y.test"], message=EIGHT_BIT, options=MessageOptions(body=body))
+    dialog.server(b"220 hi\r\n")
+    assert dialog.server(NO_8BITMIME) == b"QUIT\r\n"  # no MAIL at all
+    dialog.server(b"221 bye\r\n")
+    result = dialog.outcome()["b@y.test"]
+    assert (result.outcome, result.status) == (Outcome.PERMANENT, "5.6.3")
+    assert "8-bit content" in result.diagnostic and "8BITMIME" in result.diagnostic
+
+
+def test_ascii_content_declared_8bitmime_still_goes_to_a_server_without_8bitmime():
+    dialog = Dialog(
+        ["b@y.test"], options=MessageOptions(body="8BITMIME"), eight_bit=lambda: succeed(False)
+    )
+    dialog.server(b"220 hi\r\n")
+    assert dialog.server(NO_8BITMIME) == (
+        b"MAIL FROM:<a@x.test> SIZE=%d\r\nRCPT TO:<b@y.test>\r\nDATA\r\n" % len(MESSAGE)
+    )
+
+
+def test_8bit_content_goes_to_a_server_offering_8bitmime_with_body_8bitmime():
+    dialog = Dialog(["b@y.test"], message=EIGHT_BIT, options=MessageOptions(body="8BITMIME"))
+    dialog.server(b"220 hi\r\n")
+    assert dialog.server(b"250-mx.y.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n") == (
+        b"MAIL FROM:<a@x.test> BODY=8BITMIME\r\nRCPT TO:<b@y.test>\r\nDATA\r\n"
+    )
+
+
+def test_8bit_message_to_a_real_server_without_8bitmime_bounces_563_unsent(
+    net, dns_server, tmp_path
+):
+    far = ScriptedFactory(lambda command, session: standard_reply(command))  # no 8BITMIME
+    port = net.listen(far, "127.0.0.2")
+    dns_server.add("y.test", "A", "127.0.0.2")
+    path = tmp_path / "message"
+    path.write_bytes(b"Return-Path: <alice@example.test>\r\n" + EIGHT_BIT)
+    options = MessageOptions(body="8BITMIME")
+    results = net.run(
+        courier(net, dns_server, port).deliver(
+            "alice@example.test", ["b@y.test"], str(path), "y.test", 0.0, options
+        )
+    )
+    result = results["b@y.test"]
+    assert (result.outcome, result.status) == (Outcome.PERMANENT, "5.6.3")
+    assert not [c for c in far.commands if c.startswith(b"MAIL")] and far.messages == []
+    path.write_bytes(MESSAGE)  # plain ASCII: goes
+    results = net.run(
+        courier(net, dns_server, port).deliver(
+            "alice@example.test", ["b@y.test"], str(path), "y.test", 0.0, options
+        )
+    )
+    assert results["b@y.test"].outcome is Outcome.DELIVERED
+    assert len(far.messages) == 1
 
 
 def test_success_at_a_server_without_dsn_is_marked_relayed():

@@ -8,7 +8,8 @@ What it owns:
   BDAT chunks of RFC 3030).
 - ``session.py``: the dialog on one connection (greeting, EHLO, STARTTLS, AUTH to a
   smarthost, MAIL/RCPT/DATA or BDAT) and the per-recipient results it yields; the sender's
-  wishes (SMTPUTF8, BINARYMIME, DSN, REQUIRETLS) passed on or refused, never downgraded.
+  wishes (SMTPUTF8, BINARYMIME, DSN, REQUIRETLS) passed on or refused, never downgraded;
+  8-bit content refused by a server without 8BITMIME, never converted to 7 bit.
 - ``courier.py``: ``RelayCourier``, the ``ICourier`` the queue calls: resolves, connects to each
   MX address in turn (or to the smarthost), applies the TLS policy, reuses connections.
 - ``mtasts.py``: MTA-STS (RFC 8461) policies, fetched over HTTPS and cached;

@@ -61,7 +61,13 @@ from txmailhost.queue.interfaces import (
     MessageOptions,
     RecipientOptions,
 )
-from txmailhost.relay.client import Capabilities, HostFailure, SMTPClientProtocol, Timeouts
+from txmailhost.relay.client import (
+    CHUNK,
+    Capabilities,
+    HostFailure,
+    SMTPClientProtocol,
+    Timeouts,
+)
 from txmailhost.relay.dane import DANEClientTLS, DANEPolicy
 from txmailhost.relay.mtasts import ENFORCE, MTASTS, TESTING, STSPolicy
 from txmailhost.relay.mtasts import NONE as NONE_POLICY
@@ -168,6 +174,11 @@ class SpoolReader:
     def read(self, size: int) -> Deferred[bytes]:
         self.started = True
         return threads.deferToThreadPool(self._reactor, self._pool, self._read, size)
+
+    def eight_bit(self) -> Deferred[bool]:
+        """Whether the message holds an octet above 127 (read whole, only for a server
+        without 8BITMIME)."""
+        return threads.deferToThreadPool(self._reactor, self._pool, _has_8bit, self._path)
 
     def close(self) -> None:
         if self._file is not None:
@@ -482,6 +493,7 @@ class RelayCourier:
             options=options,
             recipient_options=dsn,
             verified_tls=key[2] in VERIFIED_MODES or key[2].startswith(DANE + ":"),
+            eight_bit=reader.eight_bit,
         )
         proto.messages_sent += 1
         if reusable and self.reuse_idle > 0 and proto.messages_sent < self.reuse_max_messages:
@@ -540,3 +552,11 @@ def _size_and_tls_wish(path: str) -> tuple[int, bool]:
         size = os.fstat(f.fileno()).st_size
     end = head.find(b"\r\n\r\n")
     return size, bool(_TLS_NOT_REQUIRED.search(head if end < 0 else head[: end + 2]))
+
+
+def _has_8bit(path: str) -> bool:
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            if not chunk.isascii():
+                return True
+    return False

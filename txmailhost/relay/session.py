@@ -10,8 +10,8 @@ With CHUNKING (RFC 3030) the message goes as BDAT chunks instead of DATA; BODY=B
 only that way. What the sender asked for travels on (SMTPUTF8, RET/ENVID/NOTIFY/ORCPT to a
 server offering DSN, REQUIRETLS) or the recipient fails at once rather than lose it:
 SMTPUTF8 to a server without it is 5.6.7 (RFC 6531 3.2, no downgrade), BINARYMIME without
-BINARYMIME/CHUNKING 5.6.3, REQUIRETLS without verified TLS and the server's REQUIRETLS 5.7.30
-(RFC 8689 4.2.1).
+BINARYMIME/CHUNKING 5.6.3, 8-bit content without 8BITMIME 5.6.3 (RFC 6152 3, not converted to
+7 bit), REQUIRETLS without verified TLS and the server's REQUIRETLS 5.7.30 (RFC 8689 4.2.1).
 
 Each recipient ends with the reply that concerns it: its RCPT reply if that refused it, else
 the reply to the end of data (or to MAIL or DATA when those refused the whole transaction).
@@ -170,15 +170,19 @@ async def transaction(
     options: MessageOptions = _PLAIN,
     recipient_options: Mapping[str, RecipientOptions] | None = None,
     verified_tls: bool = False,
+    eight_bit: Callable[[], Deferred[bool]] | None = None,
 ) -> tuple[dict[str, DeliveryResult], bool]:
     """One mail transaction on an open session; also says whether the session may carry
     another message (only after a reply to the end of data is the state known to be clean).
 
     ``options`` and ``recipient_options`` are what the sender asked for (BODY, SMTPUTF8, DSN,
     REQUIRETLS); ``verified_tls`` says the session runs over TLS with a verified certificate
-    (REQUIRETLS needs it)."""
+    (REQUIRETLS needs it); ``eight_bit`` tells whether the message holds an octet above 127,
+    asked only of a server that offers no 8BITMIME."""
     recipient_options = recipient_options or {}
     refusal = _cannot_carry(caps, options, sender, recipients, size, verified_tls)
+    if refusal is None:
+        refusal = await _cannot_carry_8bit(caps, options, eight_bit)
     if refusal is not None:
         return {r: DeliveryResult.permanent(*refusal, remote_mta) for r in recipients}, True
     mail_command = f"MAIL FROM:<{sender or ''}>{_mail_params(caps, options, size)}"
@@ -277,6 +281,26 @@ def _cannot_carry(
     return None
 
 
+async def _cannot_carry_8bit(
+    caps: Capabilities,
+    options: MessageOptions,
+    eight_bit: Callable[[], Deferred[bool]] | None,
+) -> tuple[str, str] | None:
+    """RFC 6152 3: 8-bit content must not go to a server without 8BITMIME; the client
+    converts it to 7 bit or returns it. We return it, as for the other extensions:
+    converting means re-encoding the MIME parts, which breaks the DKIM signatures on
+    them, for servers that hardly exist any more. Whatever BODY= the sender declared,
+    the content decides (a message declared 8BITMIME may be plain ASCII, and then goes)."""
+    if "8BITMIME" in caps or options.body == BODY_BINARYMIME or eight_bit is None:
+        return None
+    if not await eight_bit():
+        return None
+    return "5.6.3", (
+        "the message has 8-bit content and the server does not offer 8BITMIME;"
+        " it was not converted to 7 bit (RFC 6152)"
+    )
+
+
 def _mail_params(caps: Capabilities, options: MessageOptions, size: int) -> str:
     params = f" SIZE={size}" if "SIZE" in caps else ""
     if options.body == BODY_BINARYMIME:
@@ -325,6 +349,7 @@ async def run_transaction(
     credentials: tuple[str, str] | None = None,
     options: MessageOptions = _PLAIN,
     recipient_options: Mapping[str, RecipientOptions] | None = None,
+    eight_bit: Callable[[], Deferred[bool]] | None = None,
 ) -> dict[str, DeliveryResult]:
     """A whole session for one message; raises HostFailure when the host is the problem."""
     caps = await open_session(
@@ -347,6 +372,7 @@ async def run_transaction(
         options=options,
         recipient_options=recipient_options,
         verified_tls=tls_mode in VERIFIED_MODES,
+        eight_bit=eight_bit,
     )
     await _quit(proto, timeouts)
     return results
