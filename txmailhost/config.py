@@ -1147,9 +1147,10 @@ class RelayConfig:
     nxdomain_grace: float = setting(
         3600.0,
         check=_seconds_or_zero,
-        doc="""Seconds during which a recipient domain that does not exist (NXDOMAIN) is
-        retried like a temporary failure, in case its DNS is being set up or repaired; after
-        that the recipient bounces with 5.1.2.""",
+        doc="""Seconds during which a recipient domain that does not exist (NXDOMAIN), or
+        whose mail servers all have no address records, is retried like a temporary
+        failure, in case its DNS is being set up or repaired; after that the recipient
+        bounces with 5.1.2 (5.4.4 for the missing addresses).""",
     )
     smarthost: str = setting(
         "",

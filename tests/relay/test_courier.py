@@ -157,6 +157,18 @@ def test_nxdomain_is_temporary_within_the_grace_period_then_permanent(net, dns_s
     assert (late.outcome, late.status) == (Outcome.PERMANENT, "5.1.2")
 
 
+def test_mx_without_addresses_is_temporary_within_the_grace_period_then_544(
+    net, dns_server, message
+):
+    dns_server.add("far.test", "MX", "10 ghost.far.test.")  # ghost.far.test: NXDOMAIN
+    c = courier(net, dns_server, 1, nxdomain_grace=3600)
+    early = deliver(net, c, message, age=10)["bob@far.test"]
+    late = deliver(net, c, message, age=4000)["bob@far.test"]
+    assert (early.outcome, early.status) == (Outcome.TEMPORARY, "4.4.4")
+    assert (late.outcome, late.status) == (Outcome.PERMANENT, "5.4.4")
+    assert "no address records (A or AAAA) for ghost.far.test" in late.diagnostic
+
+
 def test_dns_failure_defers(net, dns_server, message):
     dns_server.fail("far.test", "servfail")
     result = deliver(net, courier(net, dns_server, 1), message)["bob@far.test"]

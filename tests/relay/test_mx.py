@@ -11,6 +11,7 @@ from tests.support.syncpool import SyncReactor, SyncThreadPool
 from txmailhost.relay.mx import (
     DomainNotFound,
     MXResolver,
+    NoMailHost,
     NullMX,
     TemporaryDNSError,
     parse_nameserver,
@@ -110,10 +111,28 @@ def test_mx_host_without_addresses_is_skipped(dns_server):
     assert [h.name for h in resolver(dns_server).lookup_sync("example.test")] == ["mx.example.test"]
 
 
-def test_no_address_for_any_mx_is_temporary(dns_server):
-    dns_server.add("example.test", "MX", "10 ghost.example.test.")
-    with pytest.raises(TemporaryDNSError):
+def test_mx_hosts_that_all_answer_no_address_are_no_mail_host_544(dns_server):
+    """RFC 5321 5.1: an error (Postfix bounces it), not a temporary failure for 5 days."""
+    dns_server.add("example.test", "MX", "10 ghost.example.test.", "20 text.example.test.")
+    dns_server.add("text.example.test", "TXT", '"no address here"')  # NOERROR, no data
+    with pytest.raises(NoMailHost) as e:
         resolver(dns_server).lookup_sync("example.test")
+    assert e.value.status == "5.4.4"
+    assert "ghost.example.test" in str(e.value) and "text.example.test" in str(e.value)
+
+
+def test_domain_without_mx_or_address_records_is_no_mail_host(dns_server):
+    dns_server.add("example.test", "TXT", '"v=spf1 -all"')  # exists: no MX, no A, no AAAA
+    with pytest.raises(NoMailHost):
+        resolver(dns_server).lookup_sync("example.test")
+
+
+def test_no_address_for_any_mx_with_one_lookup_failing_is_temporary(dns_server):
+    dns_server.add("example.test", "MX", "10 ghost.example.test.", "20 broken.example.test.")
+    dns_server.fail("broken.example.test", "servfail")
+    with pytest.raises(TemporaryDNSError) as e:
+        resolver(dns_server).lookup_sync("example.test")
+    assert "broken.example.test" in str(e.value)
 
 
 def test_address_literal_needs_no_dns(dns_server):

@@ -121,3 +121,21 @@ def test_recipients_deferred_by_one_421_come_back_in_one_transaction(net, dns_se
     assert len(mails) == 2
     assert len([m for m in far.messages if m]) == 1
     assert h.queued_ids() == [] and h.dsns == []
+
+
+def test_domain_whose_mail_server_has_no_address_bounces_after_the_grace_not_5_days(
+    net, dns_server, tmp_path
+):
+    dns_server.add("far.test", "MX", "10 mx.far.test.")
+    dns_server.add("mx.far.test", "TXT", '"no address"')
+    courier = relay_courier(net, dns_server, 1)
+    h = Harness(tmp_path, courier, retry_min=3700, retry_max=3700)
+    queue_id = submit_and_wait(net, h, recipients=["bob@far.test"])
+    assert h.spool.load(queue_id).recipients[0].status == "4.4.4"
+    idle = h.queue.idle
+    h.clock.advance(3700)  # past relay.nxdomain_grace (3600)
+    net.run(idle)
+    [(_, dsn)] = h.dsns
+    assert b"Final-Recipient: rfc822; bob@far.test\r\nAction: failed\r\nStatus: 5.4.4" in dsn
+    assert b"no address records (A or AAAA) for mx.far.test" in dsn
+    assert h.queued_ids() == []

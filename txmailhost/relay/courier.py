@@ -39,7 +39,8 @@ A DANE-verified session is verified TLS for REQUIRETLS; ``TLS-Required: No`` ski
 (RFC 8689 5). DANE sessions count in the TLS report as ``policy-type: tlsa``.
 
 NXDOMAIN stays a temporary failure for ``nxdomain_grace`` seconds after the message arrived
-(a new or briefly broken zone recovers; chasquid retries these too), then bounces with 5.1.2.
+(a new or briefly broken zone recovers; chasquid retries these too), then bounces with 5.1.2;
+so do mail servers that all have no address records (RFC 5321 5.1), with 5.4.4.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ from txmailhost.relay.client import (
 from txmailhost.relay.dane import DANEClientTLS, DANEPolicy
 from txmailhost.relay.mtasts import ENFORCE, MTASTS, TESTING, STSPolicy
 from txmailhost.relay.mtasts import NONE as NONE_POLICY
-from txmailhost.relay.mx import DNSProblem, DomainNotFound, MXHost, MXResolver
+from txmailhost.relay.mx import DNSProblem, DomainNotFound, MXHost, MXResolver, NoMailHost
 from txmailhost.relay.session import (
     DANE,
     NO_TLS,
@@ -260,10 +261,10 @@ class RelayCourier:
                 credentials = self.smarthost.credentials
             else:
                 hosts = await self.resolver.lookup(domain)
-        except DomainNotFound as e:
+        except (DomainNotFound, NoMailHost) as e:
             if age >= self.nxdomain_grace:
                 return everyone(DeliveryResult.permanent(e.status, str(e)))
-            return everyone(DeliveryResult.temporary("4.1.2", str(e)))
+            return everyone(DeliveryResult.temporary("4" + e.status[1:], str(e)))
         except DNSProblem as e:
             make = DeliveryResult.permanent if e.permanent else DeliveryResult.temporary
             return everyone(make(e.status, str(e)))

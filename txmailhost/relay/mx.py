@@ -5,8 +5,10 @@
 - A single MX of "." is a null MX (RFC 7505): the domain accepts no mail, a permanent failure.
 - CNAMEs are followed by dnspython for both MX and address lookups.
 - Each host's AAAA then A records; a host without addresses is skipped.
-- NXDOMAIN is reported as :class:`DomainNotFound` (the courier decides how long it stays
-  temporary); timeouts, SERVFAIL and malformed answers as :class:`TemporaryDNSError`.
+- NXDOMAIN is reported as :class:`DomainNotFound`, and hosts that all answered for certain
+  that they have no address (no data, NXDOMAIN) as :class:`NoMailHost` (the courier decides
+  how long each stays temporary); timeouts, SERVFAIL and malformed answers as
+  :class:`TemporaryDNSError`, also when they leave no host with an address.
 
 dnspython is blocking, so lookups run in the thread pool (DESIGN invariant 3). Answers are cached
 for their TTL (dnspython's cache), so a queue full of mail for one domain asks once. The
@@ -58,6 +60,15 @@ class TemporaryDNSError(DNSProblem):
 
 class DomainNotFound(DNSProblem):
     status = "5.1.2"  # bad destination system address
+
+
+class NoMailHost(DNSProblem):
+    """Every exchange (or the domain itself, as its implicit MX) answered that it has no
+    address: no data or NXDOMAIN for both AAAA and A. RFC 5321 5.1 makes that an error, not
+    a reason to retry for days; like NXDOMAIN of the domain, the courier still waits a grace
+    period (DNS being set up) before it bounces."""
+
+    status = "5.4.4"  # RFC 3463: unable to route
 
 
 class NullMX(DNSProblem):
@@ -139,6 +150,7 @@ class MXResolver:
         # waited behind it. At most MAX_EXCHANGES names, and no new one after twice the DNS
         # timeout (those resolved by then are tried; none is a temporary failure).
         deadline = time.monotonic() + 2 * self.resolver.lifetime
+        empty: list[str] = []  # names whose lookups said "no address", for certain
         for preference, name in exchanges[:MAX_EXCHANGES]:
             if time.monotonic() > deadline:
                 problems.append(f"MX names past the first {len(hosts) + len(problems)} not tried")
@@ -153,8 +165,15 @@ class MXResolver:
                 hosts.append(
                     MXHost(name, preference, addresses, secure and addresses_secure, canonical)
                 )
+            else:
+                empty.append(name)
+        if not hosts and not problems:
+            names = ", ".join(empty)
+            raise NoMailHost(
+                f"no address records (A or AAAA) for {names}, where mail for {domain} goes"
+            )
         if not hosts:
-            why = "; ".join(problems) or "no address records"
+            why = "; ".join(problems)
             raise TemporaryDNSError(f"no usable mail server address for {domain}: {why}")
         return hosts
 
