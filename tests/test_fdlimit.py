@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
 import resource
 from types import SimpleNamespace
 
 import pytest
+from twisted.logger import Logger, LogLevel, capturedLogs
+from twisted.python.failure import Failure
 
 from txmailhost import fdlimit
 from txmailhost.config import ListenConfig
@@ -73,3 +77,22 @@ def test_check_config_previews_a_limit_the_server_could_not_reach(monkeypatch):
     note = fdlimit.preview(_config(5000))
     assert note is not None and f"LimitNOFILE={2 * 5000 + fdlimit.RESERVE}" in note
     assert fdlimit.preview(_config(1000)) is None
+
+
+def test_shortage_warning_takes_emfile_and_enfile_once_a_minute():
+    now = [0.0]
+    shortage = fdlimit.ShortageWarning(Logger(), lambda: now[0])
+    with capturedLogs() as events:
+        for n in range(130):
+            now[0] = float(n)
+            code = errno.ENFILE if n % 2 else errno.EMFILE
+            assert shortage.handled(Failure(OSError(code, os.strerror(code))), "polling")
+    assert [e["log_level"] for e in events] == [LogLevel.warn] * 3
+
+
+def test_shortage_warning_leaves_other_failures_to_the_caller():
+    shortage = fdlimit.ShortageWarning(Logger(), lambda: 0.0)
+    with capturedLogs() as events:
+        assert not shortage.handled(Failure(OSError(errno.EACCES, "denied")), "polling")
+        assert not shortage.handled(Failure(ValueError("a bug")), "polling")
+    assert events == []

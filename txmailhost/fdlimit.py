@@ -9,17 +9,24 @@ for mail files, databases and pools), as far as the hard limit allows — or bey
 running as root, as nginx's ``worker_rlimit_nofile`` and Dovecot's ``default_vsz_limit``
 peers do. Worker processes inherit the limit from the supervisor. When even that is short,
 the start log says so, with the number to configure (``LimitNOFILE=`` in a systemd unit).
+
+When the limit is reached all the same, work repeated every second (the queue's poll of
+``control/``) says so in one warning a minute (:class:`ShortageWarning`), not a critical
+traceback a second that buries everything else in the log.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import resource
+from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 log = Logger()
 
@@ -95,3 +102,38 @@ def preview(config: Any) -> str | None:
     ``ceiling``), as ``shortfall`` words it."""
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     return shortfall(config, ceiling() if os.geteuid() == 0 else hard)
+
+
+class ShortageWarning:
+    """For a periodic poller: a failure for want of file descriptors (EMFILE, this process's
+    limit; ENFILE, the system's) is one warning line at most every ``interval`` seconds,
+    without a traceback: the stack tells nothing the line doesn't, and the next round tries
+    again anyway. Other failures are the caller's to log."""
+
+    def __init__(self, logger: Logger, clock: Callable[[], float], interval: float = 60.0) -> None:
+        self._log = logger
+        self._clock = clock
+        self.interval = interval
+        self._quiet_until = float("-inf")
+        self._unlogged = 0
+
+    def handled(self, failure: Failure, what: str) -> bool:
+        """Whether ``failure`` was a shortage of descriptors (then warned of, or counted
+        while within ``interval`` of the last warning)."""
+        error = failure.value
+        if not (isinstance(error, OSError) and error.errno in (errno.EMFILE, errno.ENFILE)):
+            return False
+        now = self._clock()
+        if now < self._quiet_until:
+            self._unlogged += 1
+            return True
+        self._log.warn(
+            "{what} failed: {error} (open file limit {limit}; {unlogged} such failures not"
+            " logged since the last warning)",
+            what=what,
+            error=error,
+            limit=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            unlogged=self._unlogged,
+        )
+        self._quiet_until, self._unlogged = now + self.interval, 0
+        return True

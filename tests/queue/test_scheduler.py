@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import resource
+
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from tests.queue.support import GREYLISTED, MESSAGE, NO_USER, OK, Harness, ScriptedCourier
 from txmailhost.queue.interfaces import DeliveryResult
@@ -317,3 +321,36 @@ def test_attempt_that_cannot_save_its_envelope_is_rescheduled(tmp_path):
     assert h.courier.calls == []  # the attempt stopped before dialing
     h.clock.advance(301)
     assert len(h.courier.calls) == 1
+
+
+@contextlib.contextmanager
+def out_of_open_files():
+    """Every descriptor this process may open is open (a real EMFILE), until the block ends."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 8, hard))
+    try:
+        with contextlib.suppress(OSError):
+            for _ in range(10_000):
+                held.append(os.open(os.devnull, os.O_RDONLY))
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_polling_out_of_open_files_is_one_warning_a_minute_without_traceback(tmp_path):
+    """Each poll of control/ logged a critical traceback ("reading CLI requests failed ...
+    [Errno 24]"), every second, for as long as the shortage lasted."""
+    h = Harness(tmp_path, ScriptedCourier(GREYLISTED), retry_min=3000)
+    queue_id = h.submit()
+    with capturedLogs() as events, out_of_open_files():
+        h.clock.pump([1] * 150)  # 150 polls
+    assert [e for e in events if e["log_level"] > LogLevel.warn] == []
+    warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+    assert len(warnings) == 3  # at 0, 60 and 120 s
+    assert "queue: reading CLI requests failed: [Errno 24]" in warnings[0]
+    assert "59 such failures not logged" in warnings[1]
+    h.request("retry", queue_id)  # the poll goes on once files can be opened again
+    assert len(h.courier.calls) == 2

@@ -19,9 +19,9 @@ What it owns:
   ``FOR UPDATE SKIP LOCKED`` and a lease instead of holding every message in memory.
   ``interfaces.IQueueRecords`` is what the CLI and the web console read either through.
 
-Imports: ``_safeio``, ``routing``, the store interface (and in ``postgres.py`` the store's
-PostgreSQL schema and LISTEN thread), ``delivery.interfaces`` (and
-``delivery.local`` for ``queue list``), and (only in ``service.py``) the ``relay`` package, which implements :class:`~txmailhost.queue.interfaces.ICourier`.
+Imports: ``_safeio``, ``fdlimit`` (the warning when out of open files), ``routing``, the
+store interface (and in ``postgres.py`` the store's PostgreSQL schema and LISTEN thread),
+``delivery.interfaces`` (and ``delivery.local`` for ``queue list``), and (only in ``service.py``) the ``relay`` package, which implements :class:`~txmailhost.queue.interfaces.ICourier`.
 
 Invariants a change must keep:
 1. ``submit`` fires only after the message file, the envelope and their directories are

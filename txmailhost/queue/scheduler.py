@@ -36,7 +36,9 @@ from typing import Any
 from twisted.internet import threads
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from txmailhost.fdlimit import ShortageWarning
 from txmailhost.ops import metrics
 from txmailhost.queue import bounce
 from txmailhost.queue.interfaces import (
@@ -121,6 +123,7 @@ class Queue:
         self._running: set[tuple[str, str]] = set()
         self._per_domain: dict[str, int] = {}
         self._poll_call: Any = None
+        self._shortage = ShortageWarning(log, reactor.seconds)  # out of open files, each poll
         self._stopped = True
         self._loading = False
         self._load_waiters: list[Deferred[None]] = []
@@ -597,8 +600,12 @@ class Queue:
 
     def _poll(self) -> None:
         d = Deferred.fromCoroutine(self._apply_requests())
-        d.addErrback(lambda f: log.failure("queue: reading CLI requests failed", f))
+        d.addErrback(self._poll_failed)
         d.addBoth(self._next_poll)
+
+    def _poll_failed(self, failure: Failure) -> None:
+        if not self._shortage.handled(failure, "queue: reading CLI requests"):
+            log.failure("queue: reading CLI requests failed", failure)
 
     def _next_poll(self, _: object) -> None:
         if not self._stopped:
