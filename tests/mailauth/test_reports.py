@@ -9,7 +9,9 @@ import io
 import time
 from xml.etree import ElementTree as ET
 
+import pytest
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from tests.mailauth.test_checks import message, zone  # noqa: F401 - the fixture
 from txmailhost.filters.interfaces import Client, Transaction
@@ -93,3 +95,124 @@ def test_only_the_first_two_report_addresses_of_a_record_are_used():
     policy = parse_record("example.test", f"v=DMARC1; p=none; rua={addresses}")
     assert policy is not None
     assert policy.rua == ("mailto:r0@example.test", "mailto:r1@example.test")
+
+
+def _entry(domain: str, rua: list[str], **changes) -> dict:
+    """One recorded message from ``domain`` (what ``InboundChecks`` writes)."""
+    return {
+        "source_ip": "192.0.2.1",
+        "header_from": domain,
+        "policy": {
+            "domain": domain,
+            "p": "none",
+            "sp": "none",
+            "pct": 100,
+            "adkim": "r",
+            "aspf": "r",
+            "rua": rua,
+        },
+        "disposition": "none",
+        "dkim_aligned": "pass",
+        "spf_aligned": "pass",
+        "dkim": [{"domain": domain, "selector": "s1", "result": "pass"}],
+        "spf": {"domain": domain, "scope": "mfrom", "result": "pass"},
+        **changes,
+    }
+
+
+def _run_reports(log, resolver, send):
+    """One run of the report service the day after the records were written."""
+    reactor = InlineReactor()
+    reactor.advance(time.time() + 86400)
+    service = DMARCReports(log, resolver, "mx.example.test", send, reactor, InlinePool())
+    with capturedLogs() as events:
+        service._tick()
+    return reactor, events
+
+
+def _report_domains(sent) -> list[tuple[str, str]]:
+    found = []
+    for address, data in sent:
+        [part] = [p for p in email.message_from_bytes(data).walk() if p.get_filename()]
+        feedback = ET.fromstring(gzip.decompress(part.get_payload(decode=True)))
+        found.append((address, feedback.findtext("policy_published/domain")))
+    return found
+
+
+def test_a_hostile_rua_neither_stops_the_other_reports_nor_the_day(names, resolver, tmp_path):
+    """``rua=mailto:x@`` with its domain's "agreement" at ``rpt.test._report._dmarc.``: the
+    empty domain reached the To: field, the header parser raised, and every report of that
+    day and of all later days was lost, each run failing on the oldest day again."""
+    names.add("rpt.test._report._dmarc", "TXT", "v=DMARC1")
+    log = ReportLog(str(tmp_path / "dmarc"))
+    log.record(_entry("rpt.test", ["mailto:x@"]))
+    log.record(_entry("good.test", ["mailto:agg@good.test"]))
+    sent: list[tuple[str, bytes]] = []
+
+    async def send(address, data):
+        sent.append((address, data))
+
+    reactor, events = _run_reports(log, resolver, send)
+    assert _report_domains(sent) == [("agg@good.test", "good.test")]
+    assert log.finished_days(reactor.seconds()) == []
+    assert not [e for e in events if e["log_level"] is LogLevel.critical]
+
+
+def test_a_report_that_cant_be_built_or_sent_is_skipped_with_one_warning(resolver, tmp_path):
+    """A record the writer can't read (here one without SPF results) and a destination
+    whose hand-off fails cost their own report, not the others' nor the day."""
+    log = ReportLog(str(tmp_path / "dmarc"))
+    broken = _entry("broken.test", ["mailto:r@broken.test"])
+    del broken["spf"]
+    log.record(broken)
+    log.record(_entry("down.test", ["mailto:r@down.test"]))
+    log.record(_entry("good.test", ["mailto:agg@good.test"]))
+    sent: list[tuple[str, bytes]] = []
+
+    async def send(address, data):
+        if address.endswith("@down.test"):
+            raise OSError(28, "No space left on device")
+        sent.append((address, data))
+
+    reactor, events = _run_reports(log, resolver, send)
+    assert _report_domains(sent) == [("agg@good.test", "good.test")]
+    assert log.finished_days(reactor.seconds()) == []
+    warnings = [formatEvent(e) for e in events if e["log_level"] is LogLevel.warn]
+    assert len(warnings) == 2
+    assert "broken.test" in warnings[0] and "r@down.test" in warnings[1]
+    assert not [e for e in events if "log_failure" in e or e["log_level"] is LogLevel.critical]
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "mailto:x@",
+        "mailto:@x.test",
+        "mailto:x",
+        "mailto:a@x",  # one label: not a domain mail can go to
+        "mailto:a@-x.test",
+        "mailto:a\x00b@x.test",
+        "mailto:a\tb@x.test",
+        "mailto:a@x.test\t",
+        "mailto:a@x.te\x00st",
+        "mailto:a%00b@x.test",
+        "mailto:a%ffb@x.test",  # not UTF-8
+        "mailto:a b@x.test",
+        "mailto:a<b>@x.test",
+    ],
+)
+def test_a_mailto_without_a_valid_address_is_no_destination(uri):
+    assert mailto_addresses([uri]) == []
+
+
+@pytest.mark.parametrize(
+    ("uri", "address"),
+    [
+        ("mailto:a@x.test?subject=hello", "a@x.test"),
+        ("mailto:Agg@Reports.X.Test!10m", "Agg@reports.x.test"),
+        ("MAILTO:dmarc%2Breports@x.test", "dmarc+reports@x.test"),  # RFC 6068 2: %-encoded
+        ("mailto:r@bücher.test", "r@xn--bcher-kva.test"),
+    ],
+)
+def test_a_mailto_address_is_its_addr_spec_without_query_or_size(uri, address):
+    assert mailto_addresses([uri]) == [address]

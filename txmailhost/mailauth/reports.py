@@ -21,8 +21,10 @@ import datetime
 import gzip
 import json
 import os
+import re
 import secrets
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterable
 from email.message import EmailMessage
@@ -34,10 +36,15 @@ from twisted.application.service import Service
 from twisted.internet import threads
 from twisted.logger import Logger
 
+from txmailhost.accounts.addresses import canonical_address
+from txmailhost.accounts.interfaces import AccountError
 from txmailhost.mailauth.dmarc import organizational_domain
 from txmailhost.mailauth.resolver import DNSTempError
 
 log = Logger()
+
+# Not in a URI (RFC 3986 2), and what the accounts' rules would strip from an address's ends
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x1f\x7f-\x9f\s]")
 
 
 def _day(timestamp: float) -> str:
@@ -169,15 +176,27 @@ def report_message(
     return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
 
 
+def mailto_address(uri: str) -> str | None:
+    """The addr-spec of one ``rua`` URI (RFC 7489 6.2: a ``!size`` limit may follow it;
+    RFC 6068: ``mailto:addr-spec?hfields``, %-encoded), or None when it has none we could
+    send to: a local part and a domain the accounts' rules accept, no control character.
+    ``x@`` reached the ``To:`` field, and the header parser's IndexError stopped every
+    report of the day, every day."""
+    if not uri.lower().startswith("mailto:") or _CONTROL_OR_SPACE.search(uri):
+        return None
+    try:
+        text = urllib.parse.unquote(uri[7:].split("!", 1)[0].split("?", 1)[0], errors="strict")
+        if _CONTROL_OR_SPACE.search(text):
+            return None
+        local = text.rpartition("@")[0]
+        return f"{local}@{canonical_address(text).rpartition('@')[2]}"
+    except (UnicodeDecodeError, AccountError):
+        return None
+
+
 def mailto_addresses(rua: Iterable[str]) -> list[str]:
-    """The addresses of ``mailto:`` URIs (a ``!size`` limit dropped; others ignored)."""
-    found = []
-    for uri in rua:
-        if uri.lower().startswith("mailto:"):
-            address = uri[7:].split("!", 1)[0].strip()
-            if "@" in address and not any(c in address for c in " <>,;\r\n"):
-                found.append(address)
-    return found
+    """The addresses of the ``mailto:`` URIs that have one; other URIs are ignored."""
+    return [a for a in map(mailto_address, rua) if a is not None]
 
 
 class DMARCReports(Service):
@@ -230,17 +249,30 @@ class DMARCReports(Service):
             begin = int(datetime.datetime.fromisoformat(day).replace(tzinfo=datetime.UTC)
                         .timestamp())  # fmt: skip
             for domain, entries in sorted(by_domain.items()):
-                recipients = self._allowed(domain, mailto_addresses(entries[-1]["policy"]["rua"]))
-                if not recipients:
+                try:
+                    report = self._report(domain, entries, day, begin)
+                except Exception as e:  # one domain's records can't cost the others' reports
+                    log.warn("dmarc: no report for {domain} of {day}: {error!r}",
+                             domain=domain, day=day, error=e)  # fmt: skip
                     continue
-                report_id = f"{day}.{secrets.token_hex(6)}@{self.hostname}"
-                xml = report_xml(domain, entries, self.hostname, f"MAILER-DAEMON@{self.hostname}",
-                                 report_id, begin, begin + 86399)  # fmt: skip
-                message = report_message(xml, domain, self.hostname, recipients, report_id,
-                                         begin, begin + 86399)  # fmt: skip
-                out.append((day, recipients, message))
+                if report is not None:
+                    out.append((day, *report))
             out.append((day, [], b""))  # the day is done once its reports are handed over
         return out
+
+    def _report(
+        self, domain: str, entries: list[dict[str, Any]], day: str, begin: int
+    ) -> tuple[list[str], bytes] | None:
+        """(recipients, message) of ``domain``'s report, None when it has no destination."""
+        recipients = self._allowed(domain, mailto_addresses(entries[-1]["policy"]["rua"]))
+        if not recipients:
+            return None
+        report_id = f"{day}.{secrets.token_hex(6)}@{self.hostname}"
+        xml = report_xml(domain, entries, self.hostname, f"MAILER-DAEMON@{self.hostname}",
+                         report_id, begin, begin + 86399)  # fmt: skip
+        message = report_message(xml, domain, self.hostname, recipients, report_id,
+                                 begin, begin + 86399)  # fmt: skip
+        return recipients, message
 
     def _allowed(self, policy_domain: str, addresses: list[str]) -> list[str]:
         """RFC 7489 7.1: a destination in another organisation must agree to receive."""
@@ -265,7 +297,11 @@ class DMARCReports(Service):
                 log.info("dmarc: aggregate reports for {day} sent", day=day)
                 continue
             for address in recipients:
-                await self.send(address, message)
+                try:
+                    await self.send(address, message)
+                except Exception as e:  # the day's other reports still go, and it is done
+                    log.warn("dmarc: report of {day} to {address} not sent: {error!r}",
+                             day=day, address=address, error=e)  # fmt: skip
 
     def _send_all(self, prepared: list[tuple[str, list[str], bytes]]) -> Any:
         from twisted.internet.defer import Deferred
