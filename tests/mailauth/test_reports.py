@@ -16,7 +16,7 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from tests.mailauth.test_checks import message, zone  # noqa: F401 - the fixture
 from txmailhost.filters.interfaces import Client, Transaction
 from txmailhost.mailauth.checks import InboundChecks
-from txmailhost.mailauth.reports import DMARCReports, ReportLog, mailto_addresses
+from txmailhost.mailauth.reports import DMARCReports, ReportLog, mailto_addresses, report_xml
 
 
 class InlinePool:
@@ -216,3 +216,60 @@ def test_a_mailto_without_a_valid_address_is_no_destination(uri):
 )
 def test_a_mailto_address_is_its_addr_spec_without_query_or_size(uri, address):
     assert mailto_addresses([uri]) == [address]
+
+
+def _signed_by(selector: bytes, domain: bytes) -> bytes:
+    """Mail from a@victim.test with a (not verifying) signature naming ``selector``."""
+    signature = (b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=" + domain
+                 + b"; s=" + selector + b"; h=from; bh=AAAA; b=AAAA\r\n")  # fmt: skip
+    return signature + message("a@victim.test")
+
+
+@pytest.mark.parametrize(
+    ("selector", "domain"),
+    [
+        (b"a\x01b", b"victim.test"),
+        (b"a\x00b", b"victim.test"),
+        (b"s1", b"victim\x0c.test"),
+        (b"a<b&c", b"victim.test"),
+        (b"a\xffb", b"victim.test"),
+    ],  # fmt: skip
+)
+def test_control_characters_a_sender_signs_with_keep_the_report_well_formed(
+    names, resolver, tmp_path, selector, domain
+):
+    """Anyone can send mail "From" another domain with a signature naming any selector:
+    ``s=a\\x01b`` was written raw into the XML report sent to that domain, which then
+    could not be parsed. An ``s=`` that isn't a selector (RFC 6376 3.1) is recorded as
+    none, and leaves the report's ``<selector>`` out; a ``d=`` that isn't a domain name
+    as empty."""
+    names.add("_dmarc.victim.test", "TXT", "v=DMARC1; p=none; rua=mailto:agg@victim.test")
+    log = ReportLog(str(tmp_path / "dmarc"))
+    checks = InboundChecks(resolver, "mx.example.test", reports=log)
+    transaction = Transaction("a@victim.test", ("alice@example.test",))
+    checks.end_of_data(Client("127.0.0.1"), transaction, io.BytesIO(_signed_by(selector, domain)))
+    sent: list[tuple[str, bytes]] = []
+
+    async def send(address, data):
+        sent.append((address, data))
+
+    _run_reports(log, resolver, send)
+    [(_, data)] = sent
+    [part] = [p for p in email.message_from_bytes(data).walk() if p.get_filename()]
+    feedback = ET.fromstring(gzip.decompress(part.get_payload(decode=True)))
+    [dkim] = feedback.findall("record/auth_results/dkim")
+    if selector == b"s1":
+        assert (dkim.findtext("selector"), dkim.findtext("domain")) == ("s1", "")
+    else:
+        assert dkim.find("selector") is None and dkim.findtext("domain") == "victim.test"
+
+
+def test_characters_xml_cant_carry_are_replaced_in_a_report():
+    """Records written before selectors were checked (or any other text): XML 1.0 has no
+    way to write most C0 controls, lone surrogates or U+FFFE, escaped or not."""
+    entry = _entry("victim.test", ["mailto:agg@victim.test"])
+    entry["dkim"] = [{"domain": "victim.test", "selector": "a\x00\x01\x0c\ud800\ufffeb\tc",
+                      "result": "fail"}]  # fmt: skip
+    xml = report_xml("victim.test", [entry], "mx.example.test", "m@x.test", "id", 0, 1)
+    feedback = ET.fromstring(xml)
+    assert feedback.findtext("record/auth_results/dkim/selector") == "a" + "\ufffd" * 5 + "b\tc"

@@ -35,7 +35,7 @@ from txmailhost.filters.interfaces import ACCEPT, Action, Client, Transaction, V
 from txmailhost.mailauth.authors import author_domains
 from txmailhost.mailauth.bodyhash import HEADER_LIMIT, HeaderTooLarge, split_header
 from txmailhost.mailauth.dmarc import DMARCResult, Policy, aligned, evaluate, fetch_policy
-from txmailhost.mailauth.reports import ReportLog
+from txmailhost.mailauth.reports import ReportLog, recorded_domain, recorded_selector
 from txmailhost.mailauth.resolver import DNSTempError, MailAuthResolver
 from txmailhost.mailauth.results import authentication_results, claims_us
 from txmailhost.mailauth.spf import SPFResult, check_spf
@@ -244,9 +244,18 @@ class InboundChecks(MessageFilter):
             "dkim_aligned": "pass" if dkim_ok else "fail",
             "spf_aligned": "pass" if spf_ok else "fail",
             "dkim": [
-                {"domain": r.domain, "selector": r.selector, "result": r.result} for r in dkim
+                {
+                    "domain": recorded_domain(r.domain),
+                    "selector": recorded_selector(r.selector),
+                    "result": r.result,
+                }
+                for r in dkim
             ],  # fmt: skip
-            "spf": {"domain": spf.domain, "scope": spf.identity, "result": spf.result},
+            "spf": {
+                "domain": recorded_domain(spf.domain),
+                "scope": spf.identity,
+                "result": spf.result,
+            },
         }
         try:
             self.reports.record(entry)

@@ -36,7 +36,7 @@ from twisted.application.service import Service
 from twisted.internet import threads
 from twisted.logger import Logger
 
-from txmailhost.accounts.addresses import canonical_address
+from txmailhost.accounts.addresses import canonical_address, canonical_domain
 from txmailhost.accounts.interfaces import AccountError
 from txmailhost.mailauth.dmarc import organizational_domain
 from txmailhost.mailauth.resolver import DNSTempError
@@ -45,6 +45,11 @@ log = Logger()
 
 # Not in a URI (RFC 3986 2), and what the accounts' rules would strip from an address's ends
 _CONTROL_OR_SPACE = re.compile(r"[\x00-\x1f\x7f-\x9f\s]")
+# Outside XML 1.0's Char production (2.2): not writable in a document, escaped or not
+_NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# RFC 6376 3.1: a selector is sub-domain *("." sub-domain), labels as in a host name
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_SELECTOR = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 
 
 def _day(timestamp: float) -> str:
@@ -93,9 +98,26 @@ class ReportLog:
         os.replace(path, path[: -len(".jsonl")] + ".sent")
 
 
+def recorded_selector(selector: str) -> str:
+    """A DKIM ``s=`` as the day's records keep it: "" (no selector) unless it is one. The
+    sender writes it, and ``a\x01b`` made the report to the From domain unreadable."""
+    return selector if len(selector) <= 253 and _SELECTOR.fullmatch(selector) else ""
+
+
+def recorded_domain(domain: str) -> str:
+    """A DKIM ``d=`` or SPF domain as the day's records keep it: canonical, "" unless it
+    is a domain name."""
+    try:
+        return canonical_domain(domain)
+    except AccountError:
+        return ""
+
+
 def _text(parent: ET.Element, tag: str, value: Any) -> ET.Element:
+    """ElementTree escapes ``<`` and ``&`` but writes controls as they are, which no XML
+    parser reads: each character XML 1.0 can't carry becomes U+FFFD."""
     element = ET.SubElement(parent, tag)
-    element.text = str(value)
+    element.text = _NOT_XML_CHAR.sub("\ufffd", str(value))
     return element
 
 
@@ -142,7 +164,8 @@ def report_xml(
         for signature in row["dkim"]:
             dkim = ET.SubElement(results, "dkim")
             _text(dkim, "domain", signature["domain"])
-            _text(dkim, "selector", signature["selector"])
+            if signature["selector"]:  # optional in the schema (appendix C)
+                _text(dkim, "selector", signature["selector"])
             _text(dkim, "result", signature["result"])
         spf = ET.SubElement(results, "spf")
         _text(spf, "domain", row["spf"]["domain"])
