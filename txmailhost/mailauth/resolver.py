@@ -3,6 +3,8 @@
 SPF (pyspf), DKIM keys (dkimpy), DMARC policies and ``txmailhost dns --check`` all ask it, so
 they share one configuration (``relay.nameservers``, ``mailauth.dns_timeout``) and one LRU
 cache that honours each answer's TTL: the second message from a sender costs no DNS traffic.
+The cache is bounded in bytes, not only in answers (``AnswerCache``): a sender's DNS chooses
+how large its answers are.
 
 dnspython blocks, so it is called only where blocking is allowed: the content filters run with
 ``blocking = True`` (their own thread pool, ``filters/chain.py``) and the CLI runs no reactor.
@@ -28,6 +30,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import dns.exception
+import dns.message
 import dns.name
 import dns.nameserver
 import dns.resolver
@@ -58,9 +61,52 @@ class DNSTempError(Exception):
     """A lookup that may succeed later (timeout, SERVFAIL, no nameserver answered)."""
 
 
+# The largest answer the cache keeps, measured as its DNS message: a DKIM key record for
+# RSA-8192 is about 1.5 KB, SPF and DMARC records far smaller (RFC 7208 3.4 asks for 512
+# octets), MX, A and PTR sets smaller still. A larger answer is used but not kept: 60,000-octet
+# TXT records at names a sender made up, 16 names a message, kept 1.3 GB in each process.
+MAX_CACHED_ANSWER = 4096
+
+
+class _Kept:
+    """One cached answer as the bytes of its DNS message: dnspython's parsed objects cost 2 to
+    16 times the message (16 for a TXT record of 2-octet strings or a large A RRset)."""
+
+    __slots__ = ("wire", "expiration", "qname", "rdtype", "rdclass")
+
+    def __init__(self, answer: dns.resolver.Answer, wire: bytes) -> None:
+        self.wire = wire
+        self.expiration = answer.expiration  # read by LRUCache
+        self.qname, self.rdtype, self.rdclass = answer.qname, answer.rdtype, answer.rdclass
+
+
+class AnswerCache(dns.resolver.LRUCache):
+    """dnspython's LRU cache of at most ``max_size`` answers, each of at most
+    ``MAX_CACHED_ANSWER`` bytes as it is kept: 10,000 answers are at most about 50 MB with
+    their keys (measured). A hit parses the bytes again, tens of microseconds."""
+
+    def get(self, key: dns.resolver.CacheKey) -> dns.resolver.Answer | None:
+        kept: Any = super().get(key)  # a _Kept: LRUCache keeps any value with an expiration
+        if kept is None:
+            return None
+        response = dns.message.from_wire(kept.wire)
+        answer = dns.resolver.Answer(kept.qname, kept.rdtype, kept.rdclass, response)
+        answer.expiration = kept.expiration  # the TTL counts from the first answer, as before
+        return answer
+
+    def put(self, key: dns.resolver.CacheKey, value: dns.resolver.Answer) -> None:
+        try:
+            wire = value.response.to_wire()
+        except dns.exception.DNSException:  # not renderable again: not kept
+            return
+        if len(wire) <= MAX_CACHED_ANSWER:
+            super().put(key, _Kept(value, wire))  # type: ignore[arg-type]
+
+
 class MailAuthResolver:
     """dnspython configured once: ``nameservers`` as in ``relay.nameservers`` (empty: the
-    system's /etc/resolv.conf), ``timeout`` seconds per lookup, ``cache_size`` answers kept."""
+    system's /etc/resolv.conf), ``timeout`` seconds per lookup, ``cache_size`` answers kept
+    (``AnswerCache``)."""
 
     def __init__(
         self,
@@ -76,7 +122,7 @@ class MailAuthResolver:
         else:
             self.resolver = dns.resolver.Resolver()
         self.system = not nameservers
-        self.resolver.cache = dns.resolver.LRUCache(cache_size)
+        self.resolver.cache = AnswerCache(cache_size)
         self.resolver.lifetime = timeout
         self.resolver.timeout = min(timeout, 3.0)
         self.timeout = timeout
