@@ -7,7 +7,8 @@ import tracemalloc
 
 import pytest
 
-from txmailhost.mailauth.resolver import MAX_CACHED_ANSWER, DNSTempError, MailAuthResolver
+from txmailhost.dnscache import MAX_CACHED_ANSWER
+from txmailhost.mailauth.resolver import DNSTempError, MailAuthResolver
 
 
 def test_txt_strings_of_one_record_are_joined(names, resolver):

@@ -41,6 +41,7 @@ import dns.resolver
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
 
+from txmailhost.dnscache import AnswerCache
 from txmailhost.nameservers import parse_nameserver
 from txmailhost.relay.dane import TLSA, DANEPolicy
 
@@ -110,7 +111,9 @@ class MXResolver:
             ]
         else:
             self.resolver = dns.resolver.Resolver()  # the system's, from /etc/resolv.conf
-        self.resolver.cache = dns.resolver.Cache()  # honours each record's TTL
+        # TTLs honoured, at most 10,000 answers of at most 4 KiB each (dnscache.py): the
+        # domains mail goes to choose their answers, and dnspython's Cache() had no bound.
+        self.resolver.cache = AnswerCache(10_000)
         self.resolver.lifetime = timeout
         self.resolver.timeout = min(timeout, 3.0)
         self.dnssec = dnssec
