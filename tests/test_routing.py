@@ -64,6 +64,15 @@ def test_plus_address_goes_to_the_user_and_delimiter_is_configurable(world):
     assert resolve(world, "alice+news@example.test", delimiter="").outcome is Outcome.UNKNOWN_USER
 
 
+def test_an_account_whose_name_holds_the_delimiter_gets_its_own_mail(world):
+    """An exact match wins over splitting off a tag, as in Postfix: ``a+b@`` is the account
+    of that name when there is one, and ``alice+b@`` stays alice's plus-address."""
+    world.accounts.add_user_with_hash("a+b@example.test", "x")
+    assert resolve(world, "A+B@example.test").routes == [local("a+b@example.test")]
+    assert resolve(world, "alice+b@example.test").routes == [local("alice@example.test")]
+    assert resolve(world, "a+b+c@example.test").outcome is Outcome.UNKNOWN_USER  # a@: none
+
+
 def test_alias_to_many_local_and_remote_targets(world, rules):
     rules.add_alias("team@example.test", ["alice@example.test", "bob@example.test", "c@far.test"])
     result = resolve(world, "team@example.test")

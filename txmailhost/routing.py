@@ -4,7 +4,8 @@ For an address in one of our domains, in this order (the first rule that applies
 
 1. the domain is an alias domain: the same local part in its target domain;
 2. an alias for the exact address (``team@``, or ``alice+lists@`` if someone made one);
-3. plus-addressing (RFC 5233): ``alice+tag@`` is ``alice@`` (delimiter configurable);
+3. plus-addressing (RFC 5233): ``alice+tag@`` is ``alice@`` (delimiter configurable),
+   unless an account has the whole name (``a+b@``): an exact match wins, as in Postfix;
 4. a user: their INBOX, or their forward targets (plus their INBOX if they keep a copy);
 5. an alias for the address without its tag;
 6. ``postmaster@`` and ``abuse@`` (RFC 5321 4.5.1, RFC 2142) exist in every domain: they go
@@ -222,7 +223,12 @@ class Router:
         if targets:
             self._expand_all(targets, routes, seen, depth)
             return True
-        base = local.split(self.delimiter, 1)[0] if self.delimiter else local
+        base = local
+        # An account whose own name holds the delimiter (a+b@: RFC 5233 leaves the split to
+        # the server) is found as it is; the tag is split off only when no such account
+        # exists, as Postfix does (an exact match wins).
+        if self.delimiter and self.delimiter in local and not self._accounts.has_user(address):
+            base = local.split(self.delimiter, 1)[0]
         user = f"{base}@{domain}"
         if base and self._accounts.has_user(user):
             forwards, keep_copy = self._rules.forward_of(user)

@@ -70,3 +70,14 @@ def test_alias_and_forward_targets_elsewhere_go_to_the_relay_queue(server):
     assert "carol@remote.invalid" in queued and "dave@remote.invalid" in queued
     assert subjects(server, "alice@example.test") == [b"Subject: to-list"]
     assert subjects(server, "bob@example.test") == []  # forwarded without a copy
+
+
+def test_a_user_whose_name_holds_the_delimiter_receives_at_that_address(server):
+    """``user add a+b@`` made an account RCPT refused (550 5.1.1): the tag was split off
+    before the account was looked up."""
+    server.add_user("a+b@example.test", PASSWORD)
+    with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=10) as s:
+        s.sendmail("x@r.test", ["a+b@example.test"], "Subject: to-a-plus-b\r\n\r\nx\r\n")
+        s.sendmail("x@r.test", ["alice+b@example.test"], "Subject: to-alice\r\n\r\nx\r\n")
+    assert subjects(server, "a+b@example.test") == [b"Subject: to-a-plus-b"]
+    assert subjects(server, "alice@example.test") == [b"Subject: to-alice"]
