@@ -39,6 +39,7 @@ from txmailhost.imap.searchtext import SEARCH_TEXT
 from txmailhost.imap.session import SelectedMailbox
 from txmailhost.store import backends, s3blobs
 from txmailhost.store.interfaces import SYSTEM_FLAGS, ITextIndex, StoredMessage, StoreError
+from txmailhost.store.mailboxnames import creation_problem
 
 
 class AdminError(ValueError):
@@ -97,6 +98,11 @@ def new_name(name: str) -> str:
     surrogate, and the store made the folder before the subscriptions file refused it."""
     if any(0xD800 <= ord(c) <= 0xDFFF for c in name):
         raise AdminError(f"invalid mailbox name {ascii(name)}: it is not UTF-8")
+    # The name as typed first: Twisted's imap4-utf-7 encoder writes a tab, CR or LF as "&-",
+    # which decodes to "&", so "x\ny" would come back as the valid "x&y".
+    problem = creation_problem(name)
+    if problem is not None:
+        raise AdminError(f"invalid mailbox name {ascii(name)}: {problem}")
     try:
         checked = names.decode(name.encode("imap4-utf-7"))
         names.check_creatable(checked)
@@ -288,9 +294,18 @@ def _mailbox_list(args: argparse.Namespace, config: Any, accounts: Any) -> int:
 
 
 def _mailbox_create(args: argparse.Namespace, config: Any, accounts: Any) -> int:
+    """Every name is checked before the first is made: a bad one among several leaves the
+    user's mailboxes as they were, rather than some made and an error."""
     user = account(accounts, args.user)
     store = open_store(config)
-    for name in map(new_name, args.mailboxes):
+    wanted = [new_name(name) for name in args.mailboxes]
+    existing = set(result_of(store.list_mailboxes(user)))
+    for position, name in enumerate(wanted):
+        if name in existing:
+            raise AdminError(f"mailbox {name!r} exists")
+        if name in wanted[:position]:
+            raise AdminError(f"mailbox {name!r} is named twice")
+    for name in wanted:
         result_of(store.create_mailbox(user, name))
         result_of(store.subscribe(user, name, True))
     emit(args, {"created": args.mailboxes}, lambda: [f"created {n}" for n in args.mailboxes])
