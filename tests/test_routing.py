@@ -136,6 +136,18 @@ def test_domain_alias_maps_every_address_to_the_target_domain(world):
         world.accounts.add_user("carol@old.test", "long-enough")
 
 
+@pytest.mark.parametrize("source", ["x@old.test", "@old.test"])
+def test_an_alias_in_an_alias_domain_is_refused_as_a_user_there_is(world, rules, source):
+    """Rule 1 maps every address of an alias domain to its target first: such an alias was
+    accepted and never used (RCPT got 550 5.1.1)."""
+    world.accounts.add_domain("old.test", alias_of="example.test")
+    with pytest.raises(AccountError, match="old.test is an alias of example.test; add the alias"):
+        rules.add_alias(source, ["alice@example.test"])
+    assert rules.list_aliases() == []
+    rules.add_alias("x@example.test", ["alice@example.test"])  # where it works
+    assert resolve(world, "x@old.test").routes == [local("alice@example.test")]
+
+
 def test_postmaster_and_abuse_exist_in_every_domain(world):
     assert resolve(world, "postmaster@example.test").routes == [local("alice@example.test")]
     assert resolve(world, "abuse@example.test").routes == [local("alice@example.test")]

@@ -421,6 +421,11 @@ class AddressRules:
         domain = source.rpartition("@")[2]
         if not self.accounts.has_domain(domain):
             raise AccountError(f"domain {domain} is not served here")
+        target = self.accounts.domain_alias_of(domain) if creating else None
+        if target:
+            # Routing maps every address of an alias domain to its target domain before it
+            # looks for aliases (routing.py, rule 1): one made here would never be used.
+            raise AccountError(f"{domain} is an alias of {target}; add the alias there")
         return source
 
     def add_alias(self, address: str, targets: list[str]) -> tuple[str, list[str]]:
