@@ -102,6 +102,33 @@ def test_forward_loop_between_users_is_detected(world, rules):
     assert resolve(world, "alice@example.test").outcome is Outcome.LOOP
 
 
+def test_loop_at_names_the_addresses_mail_goes_round(world, rules):
+    """What ``alias add`` and ``user forward`` ask before they commit (accounts/admin.py)."""
+    rules.add_alias("loop1@example.test", ["loop2@example.test"])
+    assert world.router.loop_at("loop1@example.test") is None
+    rules.add_alias("loop2@example.test", ["loop1@example.test"])
+    assert world.router.loop_at("loop2@example.test") == (
+        "loop2@example.test -> loop1@example.test -> loop2@example.test"
+    )
+    rules.add_alias("@example.test", ["ghost@example.test"])  # nobody: back to the catch-all
+    assert world.router.loop_at("@example.test") == (
+        "ghost@example.test -> @example.test -> ghost@example.test"
+    )
+    rules.set_forward("alice@example.test", ["alice+x@example.test"], keep_copy=True)
+    assert world.router.loop_at("alice@example.test") == (
+        "alice+x@example.test -> alice@example.test -> alice+x@example.test"
+    )
+
+
+def test_loop_at_reports_a_chain_deeper_than_the_limit(world, rules):
+    for n in range(12):
+        rules.add_alias(f"c{n}@example.test", [f"c{n + 1}@example.test"])
+    rules.add_alias("c12@example.test", ["bob@example.test"])
+    found = world.router.loop_at("c0@example.test")
+    assert found is not None and found.startswith("more than 10 levels: c0@example.test -> ")
+    assert world.router.loop_at("c3@example.test") is None
+
+
 def test_alias_expanding_to_1000_recipients(world, rules):
     targets = [f"member{i}@far.test" for i in range(1000)]
     rules.add_alias("big@example.test", targets)

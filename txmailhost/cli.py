@@ -145,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     delete.set_defaults(run=_with_accounts(_domain_del))
     register_domain_actions(domain_commands, _with_accounts)
-    register_alias(commands, _with_accounts)
+    register_alias(commands, _with_accounts, _router_for)
 
     from txmailhost.queue.admin import register as register_queue_commands
 
@@ -190,7 +190,7 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument("address")
     delete.add_argument("--purge", action="store_true", help="also delete the user's mail")
     delete.set_defaults(run=_with_accounts(_user_del))
-    register_user_actions(user_commands, _with_accounts)
+    register_user_actions(user_commands, _with_accounts, _router_for)
     register_vacation(user_commands, _with_accounts)
     _accept_global_options_anywhere(parser)
     return parser
@@ -353,6 +353,24 @@ def _prepared_config(args: argparse.Namespace) -> Config:
     if problem:
         raise CommandError(problem)
     return config
+
+
+def _router_for(config: Config, accounts: IAccounts) -> Any:
+    """The server's recipient resolution over ``accounts``, built from the config as
+    ``service.py`` builds it (SRS apart: it never makes a loop), so ``alias add`` and ``user
+    forward`` judge a change with the rules the server applies. Only its blocking lookups
+    are used: no reactor, no thread pool."""
+    from txmailhost.routing import Router
+
+    routing = config.routing
+    return Router(
+        accounts,
+        None,
+        None,
+        delimiter=routing.recipient_delimiter,
+        plus_folders=routing.plus_folders,
+        postmaster=routing.postmaster or None,
+    )
 
 
 def _mail_store(config: Config) -> Any:

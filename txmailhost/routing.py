@@ -77,7 +77,10 @@ class Resolution:
 
 
 class _Loop(Exception):
-    pass
+    def __init__(self, path: tuple[str, ...], too_deep: bool = False) -> None:
+        super().__init__(path)
+        self.path = path  # the addresses from the first one seen again, or from the start
+        self.too_deep = too_deep  # past max_depth rather than back to an address seen
 
 
 class _TooBig(Exception):
@@ -184,6 +187,28 @@ class Router:
             quota = self._rules.quota_of(found[0].user)
         return Resolution(Outcome.OK, canonical, found, quota)
 
+    def loop_at(self, address: str) -> str | None:
+        """How mail for ``address`` (canonical, or ``@domain``: the catch-all) goes round,
+        ``"a@x -> b@x -> a@x"``, or None when it doesn't: what ``alias add`` and ``user
+        forward`` ask before they commit, so that the expansion judging the change is the
+        one that will refuse the mail (``550 5.4.6``)."""
+        try:
+            self._expand(address, {}, seen=(), depth=0)
+        except _Loop as loop:
+            shown = " -> ".join(loop.path)
+            return f"more than {self.max_depth} levels: {shown}" if loop.too_deep else shown
+        except _TooBig:
+            return None
+        return None
+
+    def unknown(self, addresses: list[str]) -> list[str]:
+        """Those of ``addresses`` in our domains that nobody receives at (``550 5.1.1``)."""
+        return [
+            address
+            for address in addresses
+            if self.resolve_sync(*address.rsplit("@", 1)).outcome is Outcome.UNKNOWN_USER
+        ]
+
     def forward_sender(self, sender: str | None) -> Deferred[str | None]:
         """The envelope sender for mail relayed to other servers: SRS-rewritten when it is
         of a domain not ours (forwarded mail); unchanged for ``<>``, for our own senders,
@@ -208,9 +233,9 @@ class Router:
     def _expand(self, address: str, routes: dict[tuple, Route], seen: tuple, depth: int) -> bool:
         """Add where ``address`` leads to ``routes``; False when nothing here knows it."""
         if address in seen:
-            raise _Loop()
+            raise _Loop((*seen[seen.index(address) :], address))
         if depth > self.max_depth:
-            raise _Loop()
+            raise _Loop((*seen, address), too_deep=True)
         seen = (*seen, address)
         local, _, domain = address.rpartition("@")
         if not self._accounts.has_domain(domain):
@@ -237,7 +262,7 @@ class Router:
                 # if the user has no such folder.
                 tag = local[len(base) + 1 :] if base != local and self.plus_folders else ""
                 self._add(routes, Route(RouteKind.LOCAL, user, user=user, mailbox=tag or INBOX))
-            self._expand_all(forwards, routes, (*seen, user), depth)
+            self._expand_all(forwards, routes, seen if user == address else (*seen, user), depth)
             return True
         if base != local:
             targets = self._rules.alias_targets(user)
@@ -248,9 +273,11 @@ class Router:
             target = self.postmaster or self._rules.first_user(domain)
             if target and target not in seen:
                 return self._expand(target, routes, seen, depth + 1)
-        targets = self._rules.alias_targets(f"@{domain}")
+        catch_all = f"@{domain}"
+        targets = self._rules.alias_targets(catch_all)
         if targets:
-            self._expand_all(targets, routes, seen, depth)
+            # In ``seen`` only to name it in a loop's path (no target is ever "@domain").
+            self._expand_all(targets, routes, (*seen, catch_all), depth)
             return True
         return False
 

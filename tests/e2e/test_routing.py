@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import poplib
 import smtplib
 
 import pytest
 
 from tests.e2e.conftest import PASSWORD
+from txmailhost.accounts.db import AccountsDB
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +28,11 @@ def subjects(server, user: str) -> list[bytes]:
 def test_rules_made_with_the_cli_apply_to_the_next_message(server):
     server.cli("alias", "add", "team@example.test", "alice@example.test", "bob@example.test")
     server.cli("alias", "add", "loop1@example.test", "loop2@example.test")
-    server.cli("alias", "add", "loop2@example.test", "loop1@example.test")
+    refused = server.cli("alias", "add", "loop2@example.test", "loop1@example.test", check=False)
+    assert refused.returncode == 1 and "would loop" in refused.stderr
+    # A loop made before the CLI refused them (or by another tool) is still refused at RCPT.
+    rules = AccountsDB(os.path.join(server.data_dir, "accounts.sqlite")).address_rules()
+    rules.add_alias("loop2@example.test", ["loop1@example.test"])
     server.cli("domain", "add", "old.test", "--alias-of", "example.test")
     with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=10) as s:
         s.sendmail("x@r.test", ["team@example.test"], "Subject: to-team\r\n\r\nx\r\n")

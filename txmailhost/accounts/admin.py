@@ -2,11 +2,16 @@
 
 Registered into the ``txmailhost`` CLI by ``cli.py``; they go through ``IAddressRules``, the same
 code the router reads, so what the CLI writes applies to the next message without a restart.
+
+``alias add`` and ``user forward`` ask the router (``routing.Router``, which ``cli.py`` builds
+from the config and hands in: this package never imports routing) before they commit: a change
+that makes mail loop is refused, and a target of ours nobody receives at is warned about.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -14,9 +19,11 @@ from txmailhost.accounts.db import parse_size
 from txmailhost.accounts.interfaces import AccountError, IAccounts
 
 Runner = Callable[[Callable[[argparse.Namespace, Any, IAccounts], int]], Callable]
+# (config, accounts) -> the server's routing.Router over them, for the checks above.
+RouterFor = Callable[[Any, IAccounts], Any]
 
 
-def register_alias(commands: Any, with_accounts: Runner) -> None:
+def register_alias(commands: Any, with_accounts: Runner, router_for: RouterFor) -> None:
     alias = commands.add_parser(
         "alias", help="addresses that deliver to other addresses (lists, catch-alls)"
     )
@@ -26,7 +33,7 @@ def register_alias(commands: Any, with_accounts: Runner) -> None:
     )
     add.add_argument("address")
     add.add_argument("targets", nargs="+", metavar="TARGET")
-    add.set_defaults(run=with_accounts(_alias_add))
+    add.set_defaults(run=with_accounts(_alias_add), router_for=router_for)
     listing = actions.add_parser("list", help="one line per alias: ADDRESS -> TARGETS")
     listing.add_argument("--domain", help="only the aliases of this domain")
     listing.set_defaults(run=with_accounts(_alias_list))
@@ -36,7 +43,7 @@ def register_alias(commands: Any, with_accounts: Runner) -> None:
     delete.set_defaults(run=with_accounts(_alias_del))
 
 
-def register_user_actions(user_commands: Any, with_accounts: Runner) -> None:
+def register_user_actions(user_commands: Any, with_accounts: Runner, router_for: RouterFor) -> None:
     forward = user_commands.add_parser(
         "forward", help="send a user's mail on to other addresses (or show the setting)"
     )
@@ -57,7 +64,7 @@ def register_user_actions(user_commands: Any, with_accounts: Runner) -> None:
         action="store_false",
         help="forward only, keep nothing here",
     )
-    forward.set_defaults(run=with_accounts(_user_forward))
+    forward.set_defaults(run=with_accounts(_user_forward), router_for=router_for)
     quota = user_commands.add_parser(
         "quota", help="set a user's storage limit (500M, 2G, bytes, or none) or show it"
     )
@@ -75,9 +82,32 @@ def register_domain_actions(domain_commands: Any, with_accounts: Runner) -> None
     quota.set_defaults(run=with_accounts(_domain_quota))
 
 
+def _refuse_loops(router: Any) -> Callable[[str], None]:
+    """The check ``add_alias``/``set_forward`` run before they commit (``db.RuleCheck``)."""
+
+    def check(address: str) -> None:
+        loop = router.loop_at(address)
+        if loop is not None:
+            raise AccountError(f"mail for {address} would loop ({loop}); nothing was changed")
+
+    return check
+
+
+def _warn_unknown(router: Any, targets: list[str]) -> None:
+    for target in router.unknown(targets):
+        print(
+            f"txmailhost: warning: nobody receives mail at {target} here yet: "
+            "it is refused (550 5.1.1) until a user or alias has that address",
+            file=sys.stderr,
+        )
+
+
 def _alias_add(args: argparse.Namespace, config: Any, accounts: IAccounts) -> int:
-    source, targets = accounts.address_rules().add_alias(args.address, args.targets)
+    router = args.router_for(config, accounts)
+    rules = accounts.address_rules()
+    source, targets = rules.add_alias(args.address, args.targets, _refuse_loops(router))
     print(f"alias {source} -> {', '.join(targets)}")
+    _warn_unknown(router, targets)
     return 0
 
 
@@ -98,13 +128,16 @@ def _user_forward(args: argparse.Namespace, config: Any, accounts: IAccounts) ->
     if args.off and args.targets:
         raise AccountError("give targets or --off, not both")
     if args.off or args.targets:
-        targets = rules.set_forward(args.address, [] if args.off else args.targets, args.keep_copy)
+        router = args.router_for(config, accounts)
+        wanted = [] if args.off else args.targets
+        targets = rules.set_forward(args.address, wanted, args.keep_copy, _refuse_loops(router))
         user = args.address.lower()
         if not targets:
             print(f"{user}: no forwarding")
         else:
             kept = "keeping a copy" if args.keep_copy else "keeping no copy"
             print(f"{user} forwards to {', '.join(targets)} ({kept})")
+        _warn_unknown(router, targets)
         return 0
     if not accounts.has_user(args.address):
         raise AccountError(f"no such user: {args.address.lower()}")

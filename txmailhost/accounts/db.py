@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 
 from zope.interface import implementer
 
@@ -391,6 +392,13 @@ def _validate_password(password: str, address: str) -> None:
         raise AccountError(reason)
 
 
+# Called with the changed address inside the transaction that changes its alias or forward,
+# before the commit; raising refuses the change. It reads the uncommitted rows through this
+# thread's connection: the CLI's loop check (routing.Router.loop_at) does, so the server never
+# sees a loop, not even for a moment.
+RuleCheck = Callable[[str], None]
+
+
 @implementer(IAddressRules)
 class AddressRules:
     """Aliases, forwards, domain aliases and quotas: the rules ``routing.py`` applies.
@@ -428,7 +436,9 @@ class AddressRules:
             raise AccountError(f"{domain} is an alias of {target}; add the alias there")
         return source
 
-    def add_alias(self, address: str, targets: list[str]) -> tuple[str, list[str]]:
+    def add_alias(
+        self, address: str, targets: list[str], check: RuleCheck | None = None
+    ) -> tuple[str, list[str]]:
         source = self._alias_source(address, creating=True)
         if not targets:
             raise AccountError("an alias needs at least one target address")
@@ -444,6 +454,8 @@ class AddressRules:
                 "INSERT OR IGNORE INTO aliases VALUES (?, ?, ?)",
                 [(source, t, time.time()) for t in clean],
             )
+            if check is not None:
+                check(source)
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -493,7 +505,9 @@ class AddressRules:
 
     # -- forwarding --------------------------------------------------------------------------
 
-    def set_forward(self, user: str, targets: list[str], keep_copy: bool) -> list[str]:
+    def set_forward(
+        self, user: str, targets: list[str], keep_copy: bool, check: RuleCheck | None = None
+    ) -> list[str]:
         address = canonical_address(user)
         if not self.accounts.has_user(address):
             raise AccountError(f"no such user: {address}")
@@ -510,6 +524,8 @@ class AddressRules:
             db.execute(
                 "UPDATE users SET keep_copy = ? WHERE address = ?", (int(keep_copy), address)
             )
+            if check is not None:
+                check(address)
         except BaseException:
             db.execute("ROLLBACK")
             raise

@@ -124,9 +124,10 @@ class IAccounts(Interface):
 class IAddressRules(Interface):
     """Aliases, forwards, domain aliases and quotas: the rules ``routing.py`` applies."""
 
-    def add_alias(address: str, targets: list[str]) -> tuple[str, list[str]]:
+    def add_alias(address: str, targets: list[str], check=None) -> tuple[str, list[str]]:
         """Make ``address`` (``local@domain``, or ``@domain`` for the catch-all) deliver to
-        ``targets``; (canonical source, canonical targets)."""
+        ``targets``; (canonical source, canonical targets). ``check(source)``, when given,
+        runs before the change is committed and refuses it by raising."""
 
     def remove_alias(address: str, targets: list[str] | None = None) -> int:
         """Remove those targets of the alias (all of them for None); how many went."""
@@ -137,9 +138,9 @@ class IAddressRules(Interface):
     def alias_targets(address: str) -> list[str]:
         """Where an alias source (canonical ``local@domain`` or ``@domain``) leads, sorted."""
 
-    def set_forward(user: str, targets: list[str], keep_copy: bool) -> list[str]:
+    def set_forward(user: str, targets: list[str], keep_copy: bool, check=None) -> list[str]:
         """Forward a user's mail to ``targets`` (none: stop), keeping a copy in their INBOX or
-        not; the canonical targets."""
+        not; the canonical targets. ``check(user)`` as for ``add_alias``."""
 
     def forward_of(user: str) -> tuple[list[str], bool]:
         """(forward targets, keep a copy in the user's INBOX)."""
