@@ -129,6 +129,16 @@ def test_domain_add_twice_is_an_error(run: Run) -> None:
     )
 
 
+def test_domain_add_of_an_ip_address_is_an_error(run: Run) -> None:
+    result = run("domain", "add", "10.0.0.1")
+    assert (result.status, result.err) == (
+        1,
+        "txmailhost: error: not a valid domain name: '10.0.0.1' (its last label is all digits,"
+        " which no top-level domain is; an IP address is not a mail domain)\n",
+    )
+    assert run("domain", "list").out == ""
+
+
 def test_domain_del_with_users_needs_force_and_keeps_mail(run: Run, data: Path) -> None:
     run("domain", "add", "example.org")
     run("user", "add", "ann@example.org", stdin=PASSWORD + "\n")

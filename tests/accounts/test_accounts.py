@@ -133,6 +133,19 @@ def test_only_a_literal_at_sign_makes_an_alias_the_catch_all(tmp_path, source):
     assert rules.add_alias("@Example.test", ["b@example.test"])[0] == "@example.test"
 
 
+@pytest.mark.parametrize("domain", ["10.0.0.1", "999.1.1.1", "1.2.3.4.5", "example.123"])
+def test_a_domain_whose_last_label_is_all_digits_is_not_served(tmp_path, domain):
+    """No top-level domain is all digits (RFC 1123 2.1, RFC 3696 2): ``domain add 10.0.0.1``
+    made RCPT TO:<u@10.0.0.1> accepted. One added before the check can still be removed."""
+    world = make_world(tmp_path)
+    with pytest.raises(AccountError, match="its last label is all digits"):
+        world.accounts.add_domain(domain)
+    assert world.accounts.list_domains() == []
+    assert world.accounts.add_domain("123.example") == "123.example"
+    world.accounts._db.execute("INSERT INTO domains (name, created) VALUES (?, 0)", (domain,))
+    assert world.accounts.remove_domain(domain) == []
+
+
 @pytest.mark.parametrize("accounts_in", ["sqlite", "postgres"])
 def test_users_need_their_domain_and_unique_addresses(tmp_path, accounts_in):
     world = make_world(tmp_path, accounts_in=accounts_in)

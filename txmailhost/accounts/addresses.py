@@ -49,6 +49,21 @@ def canonical_domain(domain: str) -> str:
     return text
 
 
+def new_domain(domain: str) -> str:
+    """``canonical_domain`` for a domain about to be served, refusing one whose last label is
+    all digits (``10.0.0.1``, ``1.2.3.4.5``): no top-level domain is (RFC 1123 2.1, RFC 3696
+    2), so it is an IP address or a typo, and an IP address is written as an address literal
+    (``user@[10.0.0.1]``), which is never ours. Lookups keep the wider ``canonical_domain``, so
+    a domain added before this check can still be found and removed."""
+    name = canonical_domain(domain)
+    if name.rpartition(".")[2].isdigit():
+        raise AccountError(
+            f"not a valid domain name: {domain!r} (its last label is all digits, which no"
+            " top-level domain is; an IP address is not a mail domain)"
+        )
+    return name
+
+
 def fold_local(local: str) -> str:
     """The lower-case NFC form accounts are kept under (RFC 6532 3.1). Lower-casing can undo
     NFC (``J`` + U+030C has no precomposed capital, but lower-cased it composes to U+01F0),

@@ -15,7 +15,12 @@ from collections.abc import Callable
 from zope.interface import implementer
 
 from txmailhost.accounts import apppasswords
-from txmailhost.accounts.addresses import canonical_address, canonical_domain, new_address
+from txmailhost.accounts.addresses import (
+    canonical_address,
+    canonical_domain,
+    new_address,
+    new_domain,
+)
 from txmailhost.accounts.interfaces import AccountError, IAccounts, IAddressRules
 from txmailhost.accounts.passwords import hash_password, weakness
 from txmailhost.sqlitewal import enable_wal
@@ -117,7 +122,7 @@ class AccountsDB:
 
     def add_domain(self, domain: str, alias_of: str | None = None) -> str:
         """Serve ``domain``; with ``alias_of``, mail for it goes to the same users there."""
-        name = canonical_domain(domain)
+        name = new_domain(domain)
         target = canonical_domain(alias_of) if alias_of else None
         if target is not None:
             if target == name:
