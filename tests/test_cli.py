@@ -366,8 +366,8 @@ def test_check_config_reports_every_problem_and_creates_nothing(
         ),
         (
             '[filters]\nchain = ["greylist"]\n[filters.settings.greylist]\nbogus = 1\n',
-            "filters.chain: filter 'greylist' could not be built: GreylistFilter.__init__()"
-            " got an unexpected keyword argument 'bogus'",
+            "filters.chain: filters.settings.greylist.bogus: the 'greylist' filter has no"
+            " such option",
         ),
         (
             '[relay]\nsmarthost = "smtp.example.net:587"\nsmarthost_username = "u"\n'
@@ -474,6 +474,46 @@ def test_check_config_builds_the_filter_chain_and_leaves_nothing_behind(
     result = run("check-config")
     assert (result.status, result.out) == (0, f"ok: {data / 'txmailhost.toml'}\n")
     assert sorted(str(p.relative_to(data)) for p in data.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    ("settings", "problem"),
+    [
+        (
+            '[filters.settings.greylist]\nlisteners = ["smtpp"]\n',
+            "{file}: filters.settings.greylist.listeners: 'smtpp' is not a listener of"
+            " [listen] (did you mean smtp?)",
+        ),
+        (
+            "[filters.settings.nosuch]\nx = 1\n",
+            "filters.chain: filters.settings.nosuch: there is no filter 'nosuch'",
+        ),
+        ('[filters]\nchain = ["spam", "spam"]\n', "{file}: filters.chain: 'spam' is named twice"),
+        (
+            '[filters.settings.greylist]\ndelay = "5m"\n',
+            "filters.chain: filters.settings.greylist.delay: expected a number, got '5m'",
+        ),
+    ],
+    ids=["listener typo", "no such filter", "named twice", "wrong type"],
+)
+def test_check_config_refuses_filter_settings_that_would_do_nothing_or_fail(
+    run: Run, data: Path, settings: str, problem: str
+) -> None:
+    """Each of these said "ok"; the first two left greylisting or the settings unused."""
+    (data / "txmailhost.toml").write_text(settings)
+    result = run("check-config")
+    file = data / "txmailhost.toml"
+    assert (result.status, result.err) == (1, f"txmailhost: error: {problem.format(file=file)}\n")
+
+
+def test_check_config_notes_settings_of_a_filter_out_of_the_chain(run: Run, data: Path) -> None:
+    (data / "txmailhost.toml").write_text('[filters.settings.clamd]\nsocket = "/run/c.ctl"\n')
+    result = run("check-config")
+    assert (result.status, result.out) == (0, f"ok: {data / 'txmailhost.toml'}\n")
+    assert result.err == (
+        "txmailhost: note: filters.settings.clamd: 'clamd' is not in filters.chain; these"
+        " settings do nothing until it is\n"
+    )
 
 
 def test_check_config_reports_a_key_that_does_not_match_the_certificate(

@@ -271,12 +271,25 @@ def _check_config(args: argparse.Namespace) -> int:
         _error(problem)
     if problems or config is None:
         return 1
-    note = fdlimit.preview(config)
-    if note is not None:
-        print(f"{PROG}: note: {note}", file=sys.stderr)
+    notes = [fdlimit.preview(config), *_idle_filter_settings(config)]
+    for note in notes:
+        if note is not None:
+            print(f"{PROG}: note: {note}", file=sys.stderr)
     suffix = "" if os.path.exists(config.config_file) else " (file absent: all defaults)"
     print(f"ok: {config.config_file}{suffix}")
     return 0
+
+
+def _idle_filter_settings(config: Config) -> list[str]:
+    """Settings of a filter left out of the chain are allowed (switched off for a while),
+    but said, in case it was left out by mistake."""
+    chain = config.filters.chain
+    return [
+        f"filters.settings.{name}: {name!r} is not in filters.chain; these settings do"
+        " nothing until it is"
+        for name in config.filters.settings
+        if name not in chain
+    ]
 
 
 def _reload_tls(args: argparse.Namespace) -> int:

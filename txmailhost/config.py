@@ -1229,7 +1229,8 @@ class FiltersConfig:
         default_factory=dict,
         check=_filter_settings,
         doc="""Options for each filter, by name: [filters.settings.NAME] key = value, passed
-        to the filter's factory as keyword arguments.""",
+        to the filter's factory as keyword arguments. NAME must be a filter (it may be left
+        out of the chain for a while); an option named listeners lists keys of [listen].""",
     )
 
 
@@ -1552,6 +1553,8 @@ def _build(data_dir: str, path: str, document: dict[str, Any]) -> Config:
         tls = _resolve_tls(data_dir, path, tls, problems)
     if "listen" in clean:
         _check_listener_conflicts(path, sections["listen"], problems)
+    if "filters" in clean:
+        _check_filters(path, sections["filters"], problems)
     shared = "store" not in clean or sections["store"].backend != "memory"
     if "server" in clean and sections["server"].workers > 1 and not shared:
         if "workers" in (document.get("server") or {}):
@@ -1695,6 +1698,33 @@ def _check_listener_conflicts(path: str, listen: ListenConfig, problems: list[st
                 )
                 break
         seen.setdefault(port, []).append((name, interface))
+
+
+def _check_filters(path: str, filters: FiltersConfig, problems: list[str]) -> None:
+    """What [filters] gets wrong without a filter being loaded (the filter names and their
+    options are checked where the chain is built, filters/registry.py): a filter named twice
+    would judge every message twice, and a ``listeners`` option naming no [listen] key
+    ("smtpp") silently switches its filter off."""
+    for position, name in enumerate(filters.chain):
+        if name in filters.chain[:position]:
+            problems.append(f"{path}: filters.chain: {name!r} is named twice")
+    listeners = _field_names(ListenConfig)
+    for name, options in filters.settings.items():
+        given = options.get("listeners")
+        key = f"filters.settings.{name}.listeners"
+        if given is None:
+            continue
+        if not isinstance(given, list) or not all(isinstance(v, str) for v in given):
+            problems.append(
+                f'{path}: {key}: expected an array such as ["smtp"], got {_show(given)}'
+            )
+            continue
+        for listener in given:
+            if listener not in listeners:
+                problems.append(
+                    f"{path}: {key}: {listener!r} is not a listener of [listen]"
+                    + _suggest(listener, listeners)
+                )
 
 
 # -- the default file ---------------------------------------------------------------------------

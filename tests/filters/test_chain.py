@@ -14,7 +14,7 @@ from tests.support.syncpool import SyncReactor, SyncThreadPool, result
 from txmailhost.filters.base import MessageFilter
 from txmailhost.filters.chain import FilterChain, render_fields
 from txmailhost.filters.interfaces import Action, Client, Transaction, Verdict
-from txmailhost.filters.registry import FilterConfigError, build_chain, register
+from txmailhost.filters.registry import FilterConfigError, FilterHost, build_chain, register
 
 CLIENT = Client("192.0.2.7", helo="c.test")
 TX = Transaction("x@remote.test", ("a@example.test", "b@example.test"))
@@ -380,3 +380,64 @@ def test_no_limit_with_per_client_zero():
     for _ in range(10):
         ask_from(chain, "192.0.2.9")
     assert len(pool.held) == 10
+
+
+@pytest.mark.parametrize(
+    ("settings", "problem"),
+    [
+        ({"nosuch": {"x": 1}}, "filters.settings.nosuch: there is no filter 'nosuch'"),
+        (
+            {"greylsit": {"delay": 1}},
+            "filters.settings.greylsit: there is no filter 'greylsit' (did you mean greylist?)",
+        ),
+        (
+            {"example-registered": {"sleep": "2s"}},
+            "filters.settings.example-registered.sleep: expected a number, got '2s'",
+        ),
+        (
+            {"example-registered": {"blocking": 1}},
+            "filters.settings.example-registered.blocking: expected true or false, got 1",
+        ),
+        (
+            {"example-registered": {"sleep": True}},
+            "filters.settings.example-registered.sleep: expected a number, got True",
+        ),
+        (
+            {"example-registered": {"heder": "X-Mine"}},
+            "filters.settings.example-registered.heder: the 'example-registered' filter has"
+            " no such option (did you mean header?)",
+        ),
+    ],
+)
+def test_filter_settings_are_checked_naming_the_key(settings, problem):
+    register("example-registered", ExampleFilter)
+    with pytest.raises(FilterConfigError) as error:
+        build_chain(("example-registered",), settings, None, None, 5, "tempfail")
+    assert str(error.value) == problem
+
+
+def test_a_factory_s_refusal_names_the_option_it_is_about(tmp_path):
+    """Greylisting compared a text delay with 0: "'<' not supported between instances of
+    'str' and 'int'", without saying where."""
+    host = FilterHost(str(tmp_path), "mx.example.test")
+    with pytest.raises(FilterConfigError) as error:
+        build_chain(("greylist",), {"greylist": {"delay": "5m"}}, None, None, 5, "tempfail", host)
+    assert str(error.value) == "filters.settings.greylist.delay: expected a number, got '5m'"
+    with pytest.raises(FilterConfigError) as error:
+        build_chain(("greylist",), {"greylist": {"delay": 10, "retry_window": 5}},
+                    None, None, 5, "tempfail", host)  # fmt: skip
+    assert str(error.value) == (
+        "filters.settings.greylist: delay must be >= 0 and retry_window above it"
+    )
+    settings = {"greylist": {"exempt_networks": ["10.0.0.0/33"]}}
+    with pytest.raises(FilterConfigError) as error:
+        build_chain(("greylist",), settings, None, None, 5, "tempfail", host)
+    assert str(error.value).startswith("filters.settings.greylist.exempt_networks: '10.0.0.0/33'")
+
+
+def test_settings_of_a_filter_out_of_the_chain_are_allowed(tmp_path):
+    """An operator may switch a filter off for a while and keep its settings."""
+    settings = {"clamd": {"socket": "/run/clamd.ctl"}, "greylist": {"delay": 60}}
+    host = FilterHost(str(tmp_path), "mx.example.test")
+    chain = build_chain(("greylist",), settings, None, None, 5, "tempfail", host)
+    assert [f.name for f in chain.filters] == ["greylist"]

@@ -40,9 +40,25 @@ def test_an_empty_chain_means_no_filters(tmp_path):
         ("chain = 3", "filters.chain"),
         ('chain = [""]', "filters.chain"),
         ("settings = { spam = 1 }", "filters.settings"),
+        ('chain = ["spam", "greylist", "spam"]', "filters.chain: 'spam' is named twice"),
+        # A typo'd listener made greylisting silently never run.
+        (
+            'settings = { greylist = { listeners = ["smtp", "smtpp"] } }',
+            "filters.settings.greylist.listeners: 'smtpp' is not a listener of [listen]"
+            " (did you mean smtp?)",
+        ),
+        (
+            'settings = { greylist = { listeners = "smtp" } }',
+            "filters.settings.greylist.listeners: expected an array such as [\"smtp\"], got 'smtp'",
+        ),
     ],
 )
 def test_bad_filters_values_are_errors_naming_the_key(tmp_path, text, key):
     with pytest.raises(ConfigError) as error:
         load(tmp_path, f"[filters]\n{text}\n")
     assert any(key in problem for problem in error.value.problems)
+
+
+def test_listeners_naming_listen_keys_are_taken(tmp_path):
+    config = load(tmp_path, '[filters.settings.clamd]\nlisteners = ["smtp", "submission", "web"]\n')
+    assert config.filters.settings["clamd"]["listeners"] == ["smtp", "submission", "web"]
