@@ -5,6 +5,7 @@ Each password costs one scrypt hash (~0.1 s), so tests add as few users as they 
 
 from __future__ import annotations
 
+import datetime
 import io
 import os
 import subprocess
@@ -16,6 +17,7 @@ from typing import Protocol
 
 import pytest
 
+from tests.support.certificates import write_pair
 from tests.support.readonly import read_only
 from txmailhost.accounts.db import AccountsDB
 from txmailhost.accounts.passwords import verify_password
@@ -528,6 +530,25 @@ def test_check_config_reports_a_key_that_does_not_match_the_certificate(
     assert result.err.startswith(
         f"txmailhost: error: {data / 'tls' / 'key.pem'}: this key does not"
     )
+
+
+def test_check_config_and_reload_tls_warn_of_an_expired_certificate(run: Run, data: Path) -> None:
+    """Only a warning: the server starts with it (and warns too), and ACME may renew it."""
+    cert, key = data / "tls" / "old.pem", data / "tls" / "old-key.pem"
+    write_pair(cert, key, datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC))
+    (data / "txmailhost.toml").write_text(f'[tls]\ncertificate = "{cert}"\nkey = "{key}"\n')
+    warning = (
+        f"txmailhost: warning: {cert}: the certificate expired on 2020-01-01 00:00 UTC;"
+        " clients that check it refuse it\n"
+    )
+    checked = run("check-config")
+    assert (checked.status, checked.out, checked.err) == (
+        0,
+        f"ok: {data / 'txmailhost.toml'}\n",
+        warning,
+    )
+    reloaded = run("reload-tls")
+    assert (reloaded.status, reloaded.err) == (0, warning)
 
 
 def test_commands_on_a_bad_config_fail_with_the_key_named(run: Run, data: Path) -> None:

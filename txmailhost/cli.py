@@ -275,6 +275,7 @@ def _check_config(args: argparse.Namespace) -> int:
     for note in notes:
         if note is not None:
             print(f"{PROG}: note: {note}", file=sys.stderr)
+    _warn_of_expiry(config)
     suffix = "" if os.path.exists(config.config_file) else " (file absent: all defaults)"
     print(f"ok: {config.config_file}{suffix}")
     return 0
@@ -303,11 +304,23 @@ def _reload_tls(args: argparse.Namespace) -> int:
         for problem in problems:
             _error(problem)
         return 1
+    _warn_of_expiry(config)
     run_dir = os.path.join(config.data_dir, "run")
     makedirs_durably(run_dir)
     write_atomic(os.path.join(run_dir, "reload-tls"), b"")
     print(f"ok: the running server will load {config.tls.certificate} within 5 seconds")
     return 0
+
+
+def _warn_of_expiry(config: Config) -> None:
+    """An expired or expiring certificate is a warning, not a failure: the server starts
+    with it (and says so too), and ACME or certbot may be about to renew it."""
+    from txmailhost.tls import expiry_warning
+
+    if os.path.exists(config.tls.certificate):
+        warning = expiry_warning(config.tls.certificate)
+        if warning is not None:
+            print(f"{PROG}: warning: {warning}", file=sys.stderr)
 
 
 def _tls_problems(config: Config) -> list[str]:

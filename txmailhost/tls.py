@@ -32,11 +32,17 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from txmailhost import _safeio
 
 VALIDITY = datetime.timedelta(days=3650)
+# A certificate this close to its end, or past it, is warned about at start, on reload and by
+# check-config (never refused: ACME, or certbot's timer, may be about to renew it).
+EXPIRY_WARNING_DAYS = 14
+
+log = Logger()
 
 # Mozilla's "intermediate" TLS 1.2 list: ECDHE/DHE key exchange (forward secrecy) with AEAD
 # ciphers only. TLS 1.3 suites are chosen by OpenSSL and are all fine. DHE suites stay unused
@@ -185,6 +191,23 @@ def check_ca_file(path: str) -> int:
     return count
 
 
+def expiry_warning(cert_path: str, now: datetime.datetime | None = None) -> str | None:
+    """What to say when the server's certificate (the first in ``cert_path``) has expired or
+    expires within :data:`EXPIRY_WARNING_DAYS` days, naming the file and the date; None
+    otherwise, and when the file can't be read (loading it says why)."""
+    try:
+        ends = _load_certificates(cert_path)[0].not_valid_after_utc
+    except ValueError:
+        return None
+    left = ends - (now or datetime.datetime.now(datetime.UTC))
+    when = ends.strftime("%Y-%m-%d %H:%M UTC")
+    if left <= datetime.timedelta(0):
+        return f"{cert_path}: the certificate expired on {when}; clients that check it refuse it"
+    if left <= datetime.timedelta(days=EXPIRY_WARNING_DAYS):
+        return f"{cert_path}: the certificate expires on {when}, in {left.days} day(s)"
+    return None
+
+
 def _public_der(key: object) -> bytes:
     return key.public_bytes(  # type: ignore[attr-defined]
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -238,6 +261,14 @@ class ReloadableTLS:
         self.key_path = key_path
         self._options = load_certificate_options(cert_path, key_path)
         self._stamp = self._file_stamp()
+        self._warn_of_expiry()
+
+    def _warn_of_expiry(self) -> None:
+        """At start and after each reload: an expired certificate is served all the same
+        (better than no TLS, and a renewal may be on its way), but not without a word."""
+        warning = expiry_warning(self.cert_path)
+        if warning is not None:
+            log.warn("txmailhost TLS: {warning}", warning=warning)
 
     def _file_stamp(self) -> tuple[float, ...]:
         stamps = []
@@ -260,6 +291,7 @@ class ReloadableTLS:
         """Load the files again; raises ValueError (and keeps serving the old pair) if broken."""
         self._options = load_certificate_options(self.cert_path, self.key_path)
         self._stamp = self._file_stamp()
+        self._warn_of_expiry()
 
     def reload_if_changed(self) -> bool:
         """Reload when either file changed on disk since the last load; True if reloaded."""
