@@ -1675,19 +1675,30 @@ def _binds_overlap(interface: str, other: str) -> bool:
 
 
 def _check_listener_conflicts(path: str, listen: ListenConfig, problems: list[str]) -> None:
-    """Two listeners on one TCP port would fail at start with a bare "address in use"."""
+    """Two listeners on one TCP port would fail at start with a bare "address in use", and
+    two on one UNIX socket with "Cannot acquire lock", leaving the socket and its lock file
+    behind."""
     from twisted.internet.endpoints import serverFromString
     from twisted.internet.protocol import Factory
     from twisted.internet.testing import MemoryReactor
 
     seen: dict[int, list[tuple[str, str]]] = {}
+    sockets: dict[str, str] = {}  # absolute path -> the listener on it
     for name in _field_names(ListenConfig):
         description = getattr(listen, name)
         kind = description.split(":", 1)[0].strip().lower()
-        if kind not in ("tcp", "tcp6"):
+        if kind not in ("tcp", "tcp6", "unix"):
             continue
         reactor = MemoryReactor()
         serverFromString(reactor, description).listen(Factory())
+        if kind == "unix":
+            socket = reactor.unixServers[0][0]
+            other = sockets.setdefault(os.path.abspath(socket), name)
+            if other != name:
+                problems.append(
+                    f"{path}: listen.{name}: socket {socket} is already used by listen.{other}"
+                )
+            continue
         (port, _factory, _backlog, interface), *_ = reactor.tcpServers
         if port == 0:  # an ephemeral port never conflicts
             continue
