@@ -4,7 +4,7 @@ shared folders, without a client.
 ``acl list USER MAILBOX`` prints the owner (who holds every right, always) and each entry;
 ``acl set USER MAILBOX IDENTIFIER RIGHTS`` changes one entry as IMAP's SETACL does (``lr``
 replaces, ``+w`` adds, ``-w`` takes away; ``c`` is ``k`` and ``d`` is ``xte``);
-``acl delete USER MAILBOX IDENTIFIER`` removes one. An identifier is a user's address,
+``acl delete USER MAILBOX IDENTIFIER`` removes one (an error when there is none). An identifier is a user's address,
 ``anyone``, or either with a leading ``-`` for negative rights. ``acl shared-with USER`` lists
 the mailboxes others opened to the user (what the user's LIST shows under ``Other Users/``).
 
@@ -124,9 +124,14 @@ def _acl_set(args: argparse.Namespace, config: Any, accounts: Any) -> int:
 
 
 def _acl_delete(args: argparse.Namespace, config: Any, accounts: Any) -> int:
+    """Unlike IMAP's DELETEACL (RFC 4314 3.2: OK for an absent entry), an entry that isn't
+    there is an error: a mistyped identifier must not read as "deleted"."""
     owner = _owner(accounts, args.user)
     identifier = _identifier(args.identifier)
-    result(_acl_store(config).set_acl(owner, args.mailbox, identifier, None))
+    store = _acl_store(config)
+    if identifier not in result(store.get_acl(owner, args.mailbox)):
+        raise AdminError(f"{args.mailbox} of {owner} has no entry for {identifier}")
+    result(store.set_acl(owner, args.mailbox, identifier, None))
     emit(args, {"deleted": identifier}, lambda: [f"deleted {identifier}"])
     return 0
 
