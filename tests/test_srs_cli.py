@@ -54,6 +54,16 @@ def test_list_rotate_and_retire_without_ever_printing_a_secret(srs_run: Run, dat
     assert path.read_text().split() == secrets[:1]
 
 
+def test_retire_before_any_key_exists_makes_none(srs_run: Run, data: Path):  # noqa: F811
+    """It made DATA/srs/keys with a first key, then failed."""
+    result = srs_run("srs", "retire", "deadbeef")
+    assert (result.status, result.err) == (
+        1,
+        "txmailhost: error: no SRS key 'deadbeef': there are no keys yet\n",
+    )
+    assert not (data / "srs").exists()
+
+
 def test_without_an_srs_domain_the_commands_say_so(run: Run):  # noqa: F811
     result = run("srs", "list")
     assert result.status == 0 and "[srs] domain is not set" in result.err

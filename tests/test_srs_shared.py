@@ -105,3 +105,16 @@ def test_a_key_retired_on_one_node_stops_verifying_on_every_node(nodes):
     clocks[0].now += SharedKeys.REFRESH  # node A's copy of the keys is read again
     with pytest.raises(SRSError):
         a.reverse(old)
+
+
+def test_retiring_before_any_key_exists_makes_none(nodes, postgres_dsn):  # noqa: F811
+    from txmailhost.store.pgstate import SharedState
+
+    (a, _b), _clocks = nodes
+    with pytest.raises(SRSKeyError, match="there are no keys yet"):
+        a.keys.retire("deadbeef0000")
+    state = SharedState(postgres_dsn)
+    try:
+        assert state.rows("SELECT count(*) FROM srs_keys") == [(0,)]
+    finally:
+        state.close()

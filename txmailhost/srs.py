@@ -124,7 +124,10 @@ class Keys:
 
     def retire(self, wanted: str) -> None:
         """Forget the key ``key_id`` names: addresses it signed no longer verify. Not the
-        signing key (rotate first)."""
+        signing key (rotate first). Without a key file there is nothing to retire, and
+        nothing is made (``_read`` would make a first key)."""
+        if not os.path.exists(self.path):
+            raise _no_keys_yet(wanted)
         with self._lock, self._file_locked():
             kept, _gone = _without(self._read(), wanted)
             self._write(kept)
@@ -175,6 +178,10 @@ class Keys:
     def _write(self, keys: list[bytes]) -> None:
         makedirs_durably(os.path.dirname(self.path))
         write_atomic(self.path, b"\n".join(keys) + b"\n", mode=0o600)
+
+
+def _no_keys_yet(wanted: str) -> SRSKeyError:
+    return SRSKeyError(f"no SRS key {wanted.strip().lower()!r}: there are no keys yet")
 
 
 def _without(keys: list[bytes], wanted: str) -> tuple[list[bytes], bytes]:
@@ -236,8 +243,11 @@ class SharedKeys:
 
     def retire(self, wanted: str) -> None:
         """Delete the key ``key_id`` names from ``srs_keys`` (every node forgets it within
-        ``REFRESH`` seconds). Not the newest, which signs."""
+        ``REFRESH`` seconds). Not the newest, which signs. With no keys at all, none is
+        made (``_read`` would make the first)."""
         with self._lock:
+            if not self._state.rows("SELECT 1 FROM srs_keys LIMIT 1"):
+                raise _no_keys_yet(wanted)
             self._read()
             _kept, gone = _without(self._keys, wanted)
             self._state.rows("DELETE FROM srs_keys WHERE secret = %s", (gone.decode(),))
