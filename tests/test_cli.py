@@ -563,6 +563,27 @@ def test_commands_on_a_bad_config_fail_with_the_key_named(run: Run, data: Path) 
     assert sorted(os.listdir(data)) == before
 
 
+def test_a_database_error_names_the_file_it_came_from(run: Run, data: Path) -> None:
+    """Every SQLite error read "accounts database: ...", a mailbox index's too."""
+    run("domain", "add", "example.org")
+    run("user", "add", "kim@example.org", stdin=PASSWORD + "\n")
+    index = maildir(data, "kim@example.org") / "txmailhost-index.sqlite"
+    index.write_bytes(b"not a database" * 100)
+    result = run("mailbox", "status", "kim@example.org", "INBOX")
+    assert (result.status, result.err) == (
+        1,
+        f"txmailhost: error: {index}: file is not a database\n",
+    )
+    (data / "accounts.sqlite").write_bytes(b"not a database" * 100)
+    for suffix in ("-wal", "-shm"):
+        (data / f"accounts.sqlite{suffix}").unlink(missing_ok=True)
+    result = run("user", "list")
+    assert (result.status, result.err) == (
+        1,
+        f"txmailhost: error: {data / 'accounts.sqlite'}: file is not a database\n",
+    )
+
+
 def test_usage_error_exits_2(run: Run) -> None:
     result = run("domain", "frobnicate")
     assert result.status == 2

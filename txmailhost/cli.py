@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(f"{e.filename}: {e.strerror}" if e.filename else str(e))
         return 1
     except sqlite3.Error as e:  # e.g. "database is locked" after the 30 s busy timeout
-        _error(f"accounts database: {e}")
+        _error(f"{_database_of(e)}: {e}")
         return 1
     except KeyboardInterrupt:
         _error("interrupted")
@@ -87,6 +87,42 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _error(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def _database_of(error: sqlite3.Error) -> str:
+    """The file a SQLite error came from, for its one line: the accounts database, a
+    mailbox's index, a filter's state... An error carries no file name, but the frames it
+    passed through hold the connection (or the accounts backend) that raised it; the
+    innermost one that does names it."""
+    frames = []
+    tb = error.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        for value in frame.f_locals.values():
+            found = _database_file(value)
+            if found:
+                return found
+    return "SQLite database"
+
+
+def _database_file(value: object) -> str | None:
+    from txmailhost.accounts.db import AccountsDB, AddressRules
+
+    if isinstance(value, AddressRules):
+        value = value.accounts
+    if isinstance(value, AccountsDB):
+        return value.path
+    if isinstance(value, sqlite3.Cursor):
+        value = value.connection
+    if not isinstance(value, sqlite3.Connection):
+        return None
+    try:  # answered from the connection itself, without a lock or a read of the file
+        rows = value.execute("PRAGMA database_list").fetchall()
+    except sqlite3.Error:
+        return None
+    return next((row[2] for row in rows if row[1] == "main" and row[2]), None)
 
 
 def _parser() -> argparse.ArgumentParser:
