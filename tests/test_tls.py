@@ -70,8 +70,8 @@ NOW = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=datetime.UTC)
 @pytest.mark.parametrize(
     ("ends", "warning"),
     [
-        (datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC),
-         "{cert}: the certificate expired on 2020-01-01 00:00 UTC; clients that check it refuse it"),
+        (datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC), "{cert}: the certificate expired"
+         " on 2020-01-01 00:00 UTC; clients that check it refuse it"),
         (NOW + datetime.timedelta(days=3, hours=2),
          "{cert}: the certificate expires on 2026-06-04 14:00 UTC, in 3 day(s)"),
         (NOW + datetime.timedelta(days=14), "{cert}: the certificate expires on 2026-06-15 12:00"

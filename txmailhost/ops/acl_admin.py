@@ -4,9 +4,10 @@ shared folders, without a client.
 ``acl list USER MAILBOX`` prints the owner (who holds every right, always) and each entry;
 ``acl set USER MAILBOX IDENTIFIER RIGHTS`` changes one entry as IMAP's SETACL does (``lr``
 replaces, ``+w`` adds, ``-w`` takes away; ``c`` is ``k`` and ``d`` is ``xte``);
-``acl delete USER MAILBOX IDENTIFIER`` removes one (an error when there is none). An identifier is a user's address,
-``anyone``, or either with a leading ``-`` for negative rights. ``acl shared-with USER`` lists
-the mailboxes others opened to the user (what the user's LIST shows under ``Other Users/``).
+``acl delete USER MAILBOX IDENTIFIER`` removes one (an error when there is none). An
+identifier is a user's address, ``anyone``, or either with a leading ``-`` for negative rights.
+``acl shared-with USER`` lists the mailboxes others opened to the user (what the user's LIST
+shows under ``Other Users/``).
 
 ``acl share DOMAIN NAME`` creates the shared folder ``Shared/NAME`` of the domain's users: a
 mailbox of the pseudo-user ``#shared@DOMAIN``, opened to ``anyone`` (in practice, the domain's
