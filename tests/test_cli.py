@@ -368,8 +368,7 @@ def test_check_config_reports_every_problem_and_creates_nothing(
         ),
         (
             '[filters]\nchain = ["greylist"]\n[filters.settings.greylist]\nbogus = 1\n',
-            "filters.chain: filters.settings.greylist.bogus: the 'greylist' filter has no"
-            " such option",
+            "filters.settings.greylist.bogus: the 'greylist' filter has no such option",
         ),
         (
             '[relay]\nsmarthost = "smtp.example.net:587"\nsmarthost_username = "u"\n'
@@ -488,12 +487,12 @@ def test_check_config_builds_the_filter_chain_and_leaves_nothing_behind(
         ),
         (
             "[filters.settings.nosuch]\nx = 1\n",
-            "filters.chain: filters.settings.nosuch: there is no filter 'nosuch'",
+            "filters.settings.nosuch: there is no filter 'nosuch'",
         ),
         ('[filters]\nchain = ["spam", "spam"]\n', "{file}: filters.chain: 'spam' is named twice"),
         (
             '[filters.settings.greylist]\ndelay = "5m"\n',
-            "filters.chain: filters.settings.greylist.delay: expected a number, got '5m'",
+            "filters.settings.greylist.delay: expected a number, got '5m'",
         ),
     ],
     ids=["listener typo", "no such filter", "named twice", "wrong type"],

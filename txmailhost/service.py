@@ -403,7 +403,7 @@ def _build_filters(
     try:
         chain = _filter_chain(config, reactor, pool, host, leading)
     except FilterConfigError as e:
-        print(f"txmailhost: filters.chain: {e}", file=sys.stderr)
+        print(f"txmailhost: {_filters_problem(e)}", file=sys.stderr)
         raise SystemExit(1) from None
     if chain is not None:
         # At stop the sessions are gone (the grace is over): their queued checks are dropped
@@ -414,6 +414,13 @@ def _build_filters(
         names = [f.name for f in leading] + list(settings.chain)
         log.info("txmailhost filters: {names}", names=", ".join(names))
     return chain
+
+
+def _filters_problem(error: Exception) -> str:
+    """A filter chain's error as the start and check-config say it: named after
+    ``filters.chain`` unless it names its own key (``filters.settings.NAME.KEY: ...``)."""
+    text = str(error)
+    return text if text.startswith("filters.") else f"filters.chain: {text}"
 
 
 def _filter_chain(config: Any, reactor: Any, pool: Any, host: Any, leading: Any = ()) -> Any:
@@ -461,7 +468,7 @@ def start_problems(config: Any) -> list[str]:
     try:
         chain = _filter_chain(config, None, None, host)
     except FilterConfigError as e:
-        problems.append(f"filters.chain: {e}")
+        problems.append(_filters_problem(e))
     else:
         for close in _closers(chain) if chain is not None else ():
             close()
