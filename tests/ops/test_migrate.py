@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+from passlib.hash import ldap_salted_sha512
+
 from txmailhost.cli import main
+from txmailhost.ops.mailbox_admin import result_of
 from txmailhost.ops.migrate import messages_of, read_alias_map, read_keywords, read_uidlist
+from txmailhost.store.maildir import MaildirStore
+
+DOMAIN = "audit.test"
+PASSWORD_HASH = ldap_salted_sha512.hash("old-password")
 
 
 def maildir(path: Path) -> Path:
@@ -25,10 +36,10 @@ def test_uidlist_version_3_and_keywords_give_uids_and_flags(tmp_path: Path) -> N
     (box / "cur" / "1700000001.M1P1.host,S=118,W=120:2,RSb").write_bytes(b"Subject: a\n\nx\n")
     (box / "cur" / "1700000002.M2P1.host:2,Fa").write_bytes(b"Subject: b\n\ny\n")
     (box / "new" / "1700000003.M3P1.host").write_bytes(b"Subject: c\n\nz\n")  # no UID yet
-    uidlist = read_uidlist(str(box))
+    uidlist = read_uidlist(str(box), [])
     assert (uidlist.uidvalidity, uidlist.uidnext) == (1700000000, 12)
-    assert read_keywords(str(box)) == {"a": "$Important", "b": "Customer"}
-    validity, uidnext, messages = messages_of(str(box), uidlist)
+    assert read_keywords(str(box), []) == {"a": "$Important", "b": "Customer"}
+    validity, uidnext, messages = messages_of(str(box), uidlist, [])
     assert validity == 1700000000 and uidnext == 13
     assert [(m.uid, sorted(m.flags)) for m in messages] == [
         (4, ["Customer", "\\Answered", "\\Seen"]),
@@ -41,11 +52,108 @@ def test_uidlist_version_3_and_keywords_give_uids_and_flags(tmp_path: Path) -> N
 def test_uidlist_version_1(tmp_path: Path) -> None:
     box = maildir(tmp_path / "old")
     (box / "dovecot-uidlist").write_text("1 1100000000 5\n2 1100000001.M1.host\n")
-    uidlist = read_uidlist(str(box))
+    uidlist = read_uidlist(str(box), [])
     assert (uidlist.uidvalidity, uidlist.uidnext, uidlist.uids) == (
         1100000000, 5, {"1100000001.M1.host": 2},
     )  # fmt: skip
-    assert read_uidlist(str(tmp_path)) is None
+    assert read_uidlist(str(tmp_path), []) is None
+
+
+class Site:
+    """A data directory serving ``audit.test``, and a Dovecot source tree beside it:
+    ``src/audit.test/USER`` Maildirs and the passwd-file ``passwd``."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.data = str(tmp_path / "data")
+        self.root = tmp_path / "src"
+        self.passwd = tmp_path / "passwd"
+        assert main(["--data", self.data, "init", "--hostname", f"mx.{DOMAIN}"]) == 0
+        assert main(["--data", self.data, "domain", "add", DOMAIN]) == 0
+
+    def maildir(self, user: str, folder: str = "") -> Path:
+        """The user's Maildir (``folder``: a Maildir++ folder of it, ``.Name``)."""
+        path = self.root / DOMAIN / user / folder
+        for sub in ("cur", "new", "tmp"):
+            (path / sub).mkdir(parents=True, exist_ok=True)
+        return path
+
+    def users(self, *users: str) -> None:
+        self.passwd.write_text("".join(f"{u}@{DOMAIN}:{PASSWORD_HASH}::::\n" for u in users))
+
+    def migrate(self, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """``txmailhost migrate dovecot`` in its own process: a hang fails the test, and a
+        test may kill it."""
+        command = "import sys; from txmailhost.cli import main; sys.exit(main(sys.argv[1:]))"
+        return subprocess.run(
+            [sys.executable, "-c", command, "--data", self.data, "migrate", "dovecot",
+             "--passwd-file", str(self.passwd), "--maildir-root", str(self.root)],
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+
+    def mail(self, user: str) -> dict[str, tuple[int, dict[int, bytes]]]:
+        """Per mailbox of the migrated user: UIDVALIDITY and each UID's octets."""
+        store = MaildirStore(os.path.join(self.data, "mail"))
+        out = {}
+        for name in result_of(store.list_mailboxes(f"{user}@{DOMAIN}")):
+            mailbox = result_of(store.open(f"{user}@{DOMAIN}", name))
+            snapshot = result_of(mailbox.snapshot())
+            out[name] = (snapshot.uidvalidity, {
+                m.uid: result_of(mailbox.open_message(m.uid)).read() for m in snapshot.messages
+            })  # fmt: skip
+        return out
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    return Site(tmp_path)
+
+
+def test_links_fifos_and_directories_in_a_maildir_are_skipped_and_reported(
+    site: Site, tmp_path: Path
+) -> None:
+    user1 = site.maildir("user1")
+    (user1 / "cur" / "1700000000.M1P1.host:2,S").write_bytes(b"Subject: one\n\nuser1's\n")
+    user2 = site.maildir("user2")
+    (user2 / "new" / "1700000001.M2P2.host").write_bytes(b"Subject: two\n\nuser2's\n")
+    secret = tmp_path / "shadow"
+    secret.write_bytes(b"root:$6$secret\n")
+    stolen = user2 / "cur" / "1700000000.M9P9.host:2,S"
+    stolen.symlink_to(secret)
+    (user2 / ".Stolen").symlink_to(user1)
+    os.mkfifo(user2 / "cur" / "1700000002.M3P3.host")
+    (user2 / "cur" / "1700000003.M4P4.host").mkdir()
+    os.mkfifo(user2 / "dovecot-keywords")
+    (user2 / ".Also").mkdir()
+    (user2 / ".Also" / "cur").symlink_to(user1 / "cur")
+    (user2 / ".Also" / "new").mkdir()
+    site.users("user1", "user2")
+
+    result = site.migrate()
+    assert result.returncode == 0, result.stderr
+    assert f"  skipped {stolen}: a symbolic link (not followed)" in result.stdout
+    assert f"  skipped {user2 / '.Stolen'}: a symbolic link (not followed)" in result.stdout
+    assert f"  skipped {user2 / '.Also' / 'cur'}: a symbolic link (not followed)" in result.stdout
+    assert f"  skipped {user2 / 'cur' / '1700000002.M3P3.host'}: a FIFO" in result.stdout
+    assert f"  skipped {user2 / 'cur' / '1700000003.M4P4.host'}: a directory" in result.stdout
+    assert f"  skipped {user2 / 'dovecot-keywords'}: a FIFO" in result.stdout
+    mail = site.mail("user2")
+    assert "Stolen" not in mail
+    assert list(mail["INBOX"][1].values()) == [b"Subject: two\r\n\r\nuser2's\r\n"]
+    assert mail["Also"][1] == {}
+    assert list(site.mail("user1")["INBOX"][1].values()) == [b"Subject: one\r\n\r\nuser1's\r\n"]
+
+
+def test_a_link_as_the_users_own_maildir_is_not_followed(site: Site, tmp_path: Path) -> None:
+    other = site.maildir("user1")
+    (other / "cur" / "1700000000.M1P1.host:2,S").write_bytes(b"Subject: one\n\nuser1's\n")
+    home = tmp_path / "home" / "user2"
+    home.mkdir(parents=True)
+    (home / "Maildir").symlink_to(other)
+    site.passwd.write_text(f"user2@{DOMAIN}:{PASSWORD_HASH}:1000:1000::{home}::\n")
+    result = site.migrate()
+    assert result.returncode == 0, result.stderr
+    assert f"  skipped {home / 'Maildir'}: a symbolic link (not followed)" in result.stdout
+    assert site.mail("user2")["INBOX"][1] == {}
 
 
 def test_postfix_alias_map_with_comments_and_continuations(tmp_path: Path) -> None:

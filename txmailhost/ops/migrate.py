@@ -13,10 +13,12 @@ passwd-file (``user:{SCHEME}hash:uid:gid:gecos:home:shell:extra``) and, for each
 - subscribes what Dovecot's ``subscriptions`` file lists.
 
 Into a mailbox that already holds mail the messages are appended with new UIDs (as
-``import``). The Dovecot files are only read. ``migrate postfix-aliases FILE`` adds the
-aliases of a Postfix ``virtual_alias_maps`` source (``alias target, target``; comments and
-continuation lines as postmap reads them). ``migrate maildir-to-postgres`` moves this
-installation into PostgreSQL (``to_postgres.py``).
+``import``). The Dovecot files are only read, and never through a link (``sourcefiles.py``):
+the source tree is its users' to shape, and the migration runs as root or the mail user.
+
+``migrate postfix-aliases FILE`` adds the aliases of a Postfix ``virtual_alias_maps`` source
+(``alias target, target``; comments and continuation lines as postmap reads them).
+``migrate maildir-to-postgres`` moves this installation into PostgreSQL (``to_postgres.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +35,15 @@ from txmailhost.accounts.addresses import canonical_address
 from txmailhost.accounts.interfaces import AccountError
 from txmailhost.accounts.legacy import scheme_of
 from txmailhost.ops.mailbox_admin import AdminError, emit, json_option, open_store, result_of
-from txmailhost.store.interfaces import INBOX, MessageSource
+from txmailhost.ops.sourcefiles import (
+    RegularFileSource,
+    SourceFileError,
+    entry_problem,
+    kind,
+    read_regular,
+    shown,
+)
+from txmailhost.store.interfaces import INBOX
 from txmailhost.store.restore import RestoredMessage, restore_mailbox_sync
 
 # Maildir info letters (the "2," part of a name) and the IMAP flags they stand for.
@@ -103,16 +114,26 @@ class UidList:
     uids: dict[str, int]  # base name -> UID
 
 
-def read_uidlist(directory: str) -> UidList | None:
+def read_listing(path: str, skipped: list[str], errors: str = "strict") -> str | None:
+    """A small file of Dovecot's (uidlist, keywords, subscriptions): its text, or None when it
+    is absent or not a regular file (then in ``skipped``: a link is not followed, a FIFO would
+    hang the migration)."""
+    try:
+        data = read_regular(path)
+    except SourceFileError as e:
+        skipped.append(str(e))
+        return None
+    return None if data is None else data.decode("utf-8", errors)
+
+
+def read_uidlist(directory: str, skipped: list[str]) -> UidList | None:
     """``dovecot-uidlist``: version 3 (``3 V<validity> N<next> ...`` then ``UID [ext] :name``)
     or version 1 (``1 validity next`` then ``UID name``); None when absent."""
-    try:
-        with open(os.path.join(directory, "dovecot-uidlist"), encoding="utf-8",
-                  errors="surrogateescape") as f:  # fmt: skip
-            header = f.readline().split()
-            lines = f.read().splitlines()
-    except FileNotFoundError:
+    text = read_listing(os.path.join(directory, "dovecot-uidlist"), skipped, "surrogateescape")
+    if text is None:
         return None
+    first, _, rest = text.partition("\n")
+    header, lines = first.split(), rest.splitlines()
     if not header:
         return None
     if header[0] == "1" and len(header) >= 3:
@@ -131,85 +152,108 @@ def read_uidlist(directory: str) -> UidList | None:
     return UidList(validity, nextuid, uids)
 
 
-def read_keywords(directory: str) -> dict[str, str]:
+def read_keywords(directory: str, skipped: list[str]) -> dict[str, str]:
     """``dovecot-keywords``: ``N keyword`` lines; letter ``a``+N stands for the keyword."""
-    found = {}
-    try:
-        with open(os.path.join(directory, "dovecot-keywords"), encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except FileNotFoundError:
-        return found
-    for line in lines:
+    found: dict[str, str] = {}
+    text = read_listing(os.path.join(directory, "dovecot-keywords"), skipped)
+    for line in (text or "").splitlines():
         number, _, keyword = line.strip().partition(" ")
         if number.isdigit() and int(number) < 26 and keyword:
             found[chr(ord("a") + int(number))] = keyword
     return found
 
 
-def folders(maildir: str) -> Iterator[tuple[str, str]]:
-    """(IMAP name, directory) of INBOX and each Maildir++ folder (``.Lists.twisted``)."""
+def folders(maildir: str, skipped: list[str]) -> Iterator[tuple[str, str]]:
+    """(IMAP name, directory) of INBOX and each Maildir++ folder (``.Lists.twisted``); a
+    link among them is reported in ``skipped``, never followed (it could lead into another
+    user's Maildir)."""
     import twisted.mail.imap4  # noqa: F401 - registers the imap4-utf-7 codec
 
     yield INBOX, maildir
     for entry in sorted(os.listdir(maildir)):
+        if not entry.startswith(".") or entry in (".", ".."):
+            continue
         full = os.path.join(maildir, entry)
-        if (
-            entry.startswith(".")
-            and entry not in (".", "..")
-            and os.path.isdir(os.path.join(full, "cur"))
-        ):
+        mode = os.lstat(full).st_mode
+        if stat.S_ISLNK(mode):
+            skipped.append(f"{shown(full)}: {kind(mode)}")
+        elif stat.S_ISDIR(mode) and os.path.lexists(os.path.join(full, "cur")):
             parts = entry[1:].split(".")
             yield "/".join(p.encode("ascii").decode("imap4-utf-7") for p in parts), full
 
 
-def messages_of(directory: str, uidlist: UidList | None) -> tuple[int, int, list[RestoredMessage]]:
-    """(UIDVALIDITY, UIDNEXT, messages) of one Dovecot Maildir folder."""
-    keywords = read_keywords(directory)
-    known = uidlist.uids if uidlist else {}
-    nextuid = uidlist.uidnext if uidlist else 1
-    found: list[tuple[int | None, str, str]] = []
+def message_files(directory: str, skipped: list[str]) -> Iterator[tuple[str, os.stat_result]]:
+    """(path, lstat) of each regular file in the folder's ``cur/`` and ``new/``; anything
+    else there (a link, a FIFO, a directory) is reported in ``skipped`` and left alone."""
     for sub in ("cur", "new"):
-        for filename in sorted(os.listdir(os.path.join(directory, sub))):
+        where = os.path.join(directory, sub)
+        if not os.path.lexists(where):
+            continue
+        problem = entry_problem(where, want_directory=True)
+        if problem is not None:
+            skipped.append(problem)
+            continue
+        for filename in sorted(os.listdir(where)):
             if filename.startswith("."):
                 continue
-            base, _, info = filename.partition(":2,")
-            found.append((known.get(base), os.path.join(directory, sub, filename), info))
-    highest = max([nextuid - 1, *(uid for uid, _p, _i in found if uid)])
+            path = os.path.join(where, filename)
+            listed = os.lstat(path)
+            if stat.S_ISREG(listed.st_mode):
+                yield path, listed
+            else:
+                skipped.append(f"{shown(path)}: {kind(listed.st_mode)}")
+
+
+def messages_of(
+    directory: str, uidlist: UidList | None, skipped: list[str]
+) -> tuple[int, int, list[RestoredMessage]]:
+    """(UIDVALIDITY, UIDNEXT, messages) of one Dovecot Maildir folder."""
+    keywords = read_keywords(directory, skipped)
+    known = uidlist.uids if uidlist else {}
+    nextuid = uidlist.uidnext if uidlist else 1
+    found: list[tuple[int | None, str, str, os.stat_result]] = []
+    for path, listed in message_files(directory, skipped):
+        base, _, info = os.path.basename(path).partition(":2,")
+        found.append((known.get(base), path, info, listed))
+    highest = max([nextuid - 1, *(uid for uid, *_rest in found if uid)])
     out = []
-    for uid, path, info in sorted(found, key=lambda f: (f[0] is None, f[0] or 0, f[1])):
+    for uid, path, info, listed in sorted(found, key=lambda f: (f[0] is None, f[0] or 0, f[1])):
         if uid is None:
             highest += 1
             uid = highest
         flags = {_SYSTEM_LETTERS[c] for c in info if c in _SYSTEM_LETTERS}
         flags |= {keywords[c] for c in info if c in keywords}
-        st = os.stat(path)
-        out.append(RestoredMessage(uid, frozenset(flags), st.st_mtime, _FIRST_MODSEQ,
-                                   MessageSource.from_path(path, st.st_size)))  # fmt: skip
+        out.append(RestoredMessage(uid, frozenset(flags), listed.st_mtime, _FIRST_MODSEQ,
+                                   RegularFileSource(path, listed)))  # fmt: skip
     validity = (
         uidlist.uidvalidity if uidlist and uidlist.uidvalidity else int(os.stat(directory).st_mtime)
     )
     return validity, max(nextuid, highest + 1), out
 
 
-def read_subscriptions(maildir: str) -> list[str]:
+def read_subscriptions(maildir: str, skipped: list[str]) -> list[str]:
     """Dovecot's ``subscriptions``: one name a line, after an optional ``V\\t2`` header; its
     version 2 separates hierarchy levels with a tab."""
-    try:
-        with open(os.path.join(maildir, "subscriptions"), encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except FileNotFoundError:
-        return []
+    lines = (read_listing(os.path.join(maildir, "subscriptions"), skipped) or "").splitlines()
     return [line.replace("\t", "/") for line in lines if line and not re.fullmatch(r"V\t\d+", line)]
 
 
-def find_maildir(root: str | None, entry: PasswdEntry) -> str | None:
+def find_maildir(root: str | None, entry: PasswdEntry, skipped: list[str]) -> str | None:
+    """The user's Maildir. The administrator's paths (the root, the passwd-file's home) may
+    lead through links; ``HOME/Maildir`` is the user's own entry, so a link there (perhaps
+    to someone else's Maildir) is reported and not followed."""
     local, domain = entry.address.split("@", 1)
     candidates = []
     if root:
         candidates += [os.path.join(root, domain, local), os.path.join(root, entry.address),
                        os.path.join(root, local)]  # fmt: skip
     if entry.home:
-        candidates += [os.path.join(entry.home, "Maildir"), entry.home]
+        own = os.path.join(entry.home, "Maildir")
+        if os.path.islink(own):
+            skipped.append(f"{shown(own)}: {kind(stat.S_IFLNK)}")
+        else:
+            candidates.append(own)
+        candidates.append(entry.home)
     for candidate in candidates:
         if os.path.isdir(os.path.join(candidate, "cur")):
             return candidate
@@ -236,6 +280,7 @@ def _dovecot(args: argparse.Namespace, config: Any, accounts: Any) -> int:
                 out.append(f"{user['user']}: skipped: {user['error']}")
                 continue
             out.append(f"{user['user']}: account {user['account']}")
+            out.extend(f"  skipped {line}" for line in user["skipped"])
             for box in user["mailboxes"]:
                 how = "UIDs kept" if box["kept_uids"] else "new UIDs (the mailbox held mail)"
                 out.append(f"  {box['name']}: {box['messages']} message(s), "
@@ -259,21 +304,24 @@ def migrate_user(store: Any, accounts: Any, entry: PasswdEntry, root: str | None
         accounts.add_user_with_hash(user, encoded)
         account = "created"
     result_of(store.provision(user))
-    maildir = find_maildir(root, entry)
+    skipped: list[str] = []
+    maildir = find_maildir(root, entry, skipped)
     boxes = []
     if maildir is not None:
-        for name, directory in folders(maildir):
-            validity, nextuid, messages = messages_of(directory, read_uidlist(directory))
+        for name, directory in folders(maildir, skipped):
+            uidlist = read_uidlist(directory, skipped)
+            validity, nextuid, messages = messages_of(directory, uidlist, skipped)
             restored = restore_mailbox_sync(
                 store, user, name, validity, nextuid, messages, result_of
             )
             boxes.append({"name": name, "messages": restored.messages,
                           "uidvalidity": restored.uidvalidity, "kept_uids": restored.kept_uids})  # fmt: skip
         existing = set(result_of(store.list_mailboxes(user)))
-        for name in read_subscriptions(maildir):
+        for name in read_subscriptions(maildir, skipped):
             if name in existing:
                 result_of(store.subscribe(user, name, True))
-    return {"user": user, "account": account, "maildir": maildir, "mailboxes": boxes}
+    return {"user": user, "account": account, "maildir": maildir, "mailboxes": boxes,
+            "skipped": skipped}  # fmt: skip
 
 
 def read_alias_map(path: str) -> list[tuple[str, list[str]]]:

@@ -1,0 +1,102 @@
+"""Reading a tree of files txmailhost didn't write: a Dovecot Maildir, an export.
+
+``migrate`` and ``import`` run as the mail server's user (or root) over a directory that its
+owner could shape: a Maildir's user can put a symbolic link to ``/etc/shadow`` in ``cur/``, or
+to another user's Maildir among the folders, and a FIFO or a device would hang the reader.
+So nothing here follows a link: entries are judged by ``lstat`` (a regular file is mail, a
+directory is a folder, anything else is skipped and named in the report), and every file is
+opened with ``O_NOFOLLOW | O_NONBLOCK`` and checked again on the descriptor, so one swapped
+for a link or a FIFO between the look and the read is refused rather than read.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from typing import BinaryIO
+
+from txmailhost.ops.mailbox_admin import AdminError
+from txmailhost.store.interfaces import MessageSource
+
+_KINDS = (
+    (stat.S_ISLNK, "a symbolic link (not followed)"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+)
+
+
+class SourceFileError(AdminError):
+    """A file of the source tree that is not what it should be; the text names it."""
+
+
+def shown(path: str) -> str:
+    """``path`` printable: a name that isn't UTF-8 (surrogate-escaped by ``os.listdir``)
+    shows its odd bytes as ``\\xff`` instead of making ``print`` fail."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def kind(mode: int) -> str:
+    """What a non-regular file is, for the report."""
+    for test, text in _KINDS:
+        if test(mode):
+            return text
+    return "not a regular file"
+
+
+def entry_problem(path: str, want_directory: bool = False) -> str | None:
+    """Why the entry at ``path`` (not followed) is not a regular file (or a directory, with
+    ``want_directory``): None when it is, else a line for the report."""
+    mode = os.lstat(path).st_mode
+    if stat.S_ISDIR(mode) if want_directory else stat.S_ISREG(mode):
+        return None
+    if want_directory and stat.S_ISREG(mode):
+        return f"{shown(path)}: a file, not a directory"
+    return f"{shown(path)}: {kind(mode)}"
+
+
+def open_regular(path: str, expected: os.stat_result | None = None) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file, not followed (and the very file
+    ``expected`` describes, when given); else ``SourceFileError``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # what O_NOFOLLOW answers for a link
+            raise SourceFileError(f"{shown(path)}: {kind(stat.S_IFLNK)}") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SourceFileError(f"{shown(path)}: {kind(st.st_mode)}")
+        if expected is not None and (st.st_dev, st.st_ino) != (expected.st_dev, expected.st_ino):
+            raise SourceFileError(f"{shown(path)}: replaced while being read")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: str) -> bytes | None:
+    """The whole of a small file (a list, a manifest), None when there is none."""
+    try:
+        with open_regular(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+class RegularFileSource(MessageSource):
+    """A message file of the source tree, opened only when the store reads it (one file at a
+    time, however many there are) and only if it is still the regular file listed."""
+
+    __slots__ = ("_listed", "_where")
+
+    def __init__(self, path: str, listed: os.stat_result) -> None:
+        super().__init__(size=listed.st_size)
+        self._where, self._listed = path, listed
+
+    def open(self) -> BinaryIO:
+        return open_regular(self._where, self._listed)
