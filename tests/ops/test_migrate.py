@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -12,7 +13,13 @@ from passlib.hash import ldap_salted_sha512
 
 from txmailhost.cli import main
 from txmailhost.ops.mailbox_admin import result_of
-from txmailhost.ops.migrate import messages_of, read_alias_map, read_keywords, read_uidlist
+from txmailhost.ops.migrate import (
+    UidListError,
+    messages_of,
+    read_alias_map,
+    read_keywords,
+    read_uidlist,
+)
 from txmailhost.store.maildir import MaildirStore
 
 DOMAIN = "audit.test"
@@ -49,6 +56,16 @@ def test_uidlist_version_3_and_keywords_give_uids_and_flags(tmp_path: Path) -> N
     assert messages[2].source.read() == b"Subject: c\n\nz\n"
 
 
+def test_uidlist_version_3_records_above_the_header_next_uid_are_kept(tmp_path: Path) -> None:
+    """What Dovecot 2.3 leaves after one APPEND to a new folder: it adds the record without
+    rewriting the header."""
+    (tmp_path / "dovecot-uidlist").write_text("3 V1796552043 N1 Gd008\n1 :1796552042.M3P2.vm\n")
+    uidlist = read_uidlist(str(tmp_path), [])
+    assert (uidlist.uidvalidity, uidlist.uidnext, uidlist.uids) == (
+        1796552043, 2, {"1796552042.M3P2.vm": 1},
+    )  # fmt: skip
+
+
 def test_uidlist_version_1(tmp_path: Path) -> None:
     box = maildir(tmp_path / "old")
     (box / "dovecot-uidlist").write_text("1 1100000000 5\n2 1100000001.M1.host\n")
@@ -57,6 +74,34 @@ def test_uidlist_version_1(tmp_path: Path) -> None:
         1100000000, 5, {"1100000001.M1.host": 2},
     )  # fmt: skip
     assert read_uidlist(str(tmp_path), []) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("3 V0 N5\n", r"uidlist:1: UIDVALIDITY '0' is not a number from 1 to 4294967295"),
+        ("3 V1700000000 N4294967299\n", r":1: UIDNEXT '4294967299' is not a number from 1 "),
+        ("3 V-5 N-3\n", r":1: UIDVALIDITY '-5' is not"),
+        ("3 Vabc Nxyz\n", r":1: UIDVALIDITY 'abc' is not"),
+        ("3 V\u00b2 N5\n", r":1: UIDVALIDITY '\u00b2' is not"),
+        ("3 N5\n", r":1: UIDVALIDITY missing is not"),
+        ("3 V1700000000\n", r":1: UIDNEXT missing is not"),
+        ("1 1700000000 0\n", r":1: UIDNEXT '0' is not"),
+        ("3 V1700000000 N9\n3 :a\n3 :b\n", r"uidlist:3: UID 3 listed twice"),
+        ("1 1700000000 9\n9 a\n", r"uidlist:2: UID 9 not from 1 to 8"),
+        (
+            "3 V1700000000 N9\n4294967295 :a\n",
+            r"uidlist:2: UID 4294967295 not from 1 to 4294967294",
+        ),
+        ("3 V1700000000 N9\n0 :a\n", r"uidlist:2: UID 0 not from 1 to 4294967294"),
+    ],
+)
+def test_a_uidlist_with_numbers_imap_cant_serve_is_refused_naming_file_and_line(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    (tmp_path / "dovecot-uidlist").write_text(text)
+    with pytest.raises(UidListError, match=problem):
+        read_uidlist(str(tmp_path), [])
 
 
 class Site:
@@ -154,6 +199,67 @@ def test_a_link_as_the_users_own_maildir_is_not_followed(site: Site, tmp_path: P
     assert result.returncode == 0, result.stderr
     assert f"  skipped {home / 'Maildir'}: a symbolic link (not followed)" in result.stdout
     assert site.mail("user2")["INBOX"][1] == {}
+
+
+def test_a_bad_uidlist_gives_its_folder_new_uids_and_the_run_goes_on(site: Site) -> None:
+    """Dovecot's ``3 V0 N4294967299`` made UIDNEXT 4294967299 (the next delivery's UID broke
+    SELECT); ``3 Vabc Nxyz`` stopped the run at this user; a UID listed twice left the
+    files in the INBOX under fresh UIDs and stopped the run."""
+    headers = {"user1": "3 V0 N4294967299", "user2": "3 Vabc Nxyz", "user3": "3 V1700000000 N9"}
+    for user, header in headers.items():
+        box = site.maildir(user)
+        for n in (1, 2):
+            (box / "cur" / f"170000000{n}.M{n}P1.host:2,S").write_bytes(b"Subject: %d\n\n" % n)
+        (box / "dovecot-uidlist").write_text(
+            f"{header}\n3 :1700000001.M1P1.host\n3 :1700000002.M2P1.host\n"
+        )
+    site.users("user1", "user2", "user3", "user4")
+    site.maildir("user4")
+
+    result = site.migrate()
+    assert result.returncode == 0, result.stderr
+    uidlist = site.root / DOMAIN / "{}" / "dovecot-uidlist"
+    for user, problem in [
+        ("user1", ":1: UIDVALIDITY '0' is not a number from 1 to 4294967295"),
+        ("user2", ":1: UIDVALIDITY 'abc' is not a number from 1 to 4294967295"),
+        ("user3", ":3: UID 3 listed twice"),
+    ]:
+        assert f"    {str(uidlist).format(user)}{problem}\n" in result.stdout
+        validity, messages = site.mail(user)["INBOX"]
+        assert 1 <= validity < 2**32 and sorted(messages) == [1, 2]
+        status = MaildirStore(os.path.join(site.data, "mail"))
+        inbox = result_of(status.open(f"{user}@{DOMAIN}", "INBOX"))
+        assert result_of(inbox.status()).uidnext == 3
+    assert result.stdout.count("new UIDs, as the dovecot-uidlist's can't be kept:") == 3
+    assert f"user4@{DOMAIN}: account created" in result.stdout
+
+
+def test_a_user_that_fails_is_reported_with_the_file_and_the_others_move_in(
+    site: Site, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for user in ("user1", "user2", "user3"):
+        box = site.maildir(user)
+        (box / "cur" / "1700000001.M1P1.host:2,S").write_bytes(b"Subject: hello\n\n")
+    site.users("user1", "user2", "user3")
+    unreadable = str(site.root / DOMAIN / "user2" / "cur" / "1700000001.M1P1.host:2,S")
+    from txmailhost.store import restore
+
+    stage = restore._stage
+
+    def refuse_user2(directory: str, source: object) -> tuple[str, int]:
+        if "user2" in directory:  # what a non-root migration meets in a 0600 file of root's
+            raise PermissionError(errno.EACCES, "Permission denied", unreadable)
+        return stage(directory, source)
+
+    monkeypatch.setattr(restore, "_stage", refuse_user2)
+    capsys.readouterr()
+    code = main(["--data", site.data, "migrate", "dovecot", "--passwd-file", str(site.passwd),
+                 "--maildir-root", str(site.root)])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 1
+    assert f"skipped user2@{DOMAIN}: {unreadable}: Permission denied\n" in out
+    assert f"user3@{DOMAIN}: account created\n" in out
+    assert len(site.mail("user3")["INBOX"][1]) == 1
 
 
 def test_postfix_alias_map_with_comments_and_continuations(tmp_path: Path) -> None:

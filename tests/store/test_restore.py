@@ -3,6 +3,8 @@ had; a mailbox holding mail is left alone (the caller appends)."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.store.conftest import MSG, USER
 from txmailhost.store.interfaces import MessageSource
 from txmailhost.store.maildir import MaildirStore
@@ -128,3 +130,34 @@ def test_the_postgres_restore_takes_the_same_ids(tmp_path) -> None:
     assert "BYE" not in origins[6].emailid
     assert now(mailbox.status()).mailboxid == "Fkept"
     store.close()
+
+
+@pytest.mark.parametrize(
+    ("uidvalidity", "uidnext", "uids", "problem"),
+    [
+        (-5, 10, [2], r"UIDVALIDITY -5 is not a number from 1 to 4294967295"),
+        (0, 10, [2], r"UIDVALIDITY 0 is not"),
+        (5, 4294967299, [2], r"UIDNEXT 4294967299 is not a number from 1 to 4294967295"),
+        ("5", 10, [2], r"UIDVALIDITY '5' is not"),
+        (5, 10, [2, 2], r"UID 2 is given twice"),
+        (5, 10, [10], r"UID 10 is not a number from 1 to UIDNEXT-1 \(10\)"),
+        (5, 10, [0], r"UID 0 is not"),
+    ],
+)
+def test_numbers_imap_cant_serve_are_refused_before_anything_is_written(
+    store: MaildirStore, uidvalidity, uidnext, uids, problem
+) -> None:
+    """A UIDNEXT of 4294967299 was restored (the next delivery got that UID and SELECT
+    failed), a UID given twice left its files in the mailbox under fresh UIDs."""
+    with pytest.raises(ValueError, match=problem):
+        restore_mailbox_sync(store, USER, "INBOX", uidvalidity, uidnext,
+                             [message(uid) for uid in uids], now)  # fmt: skip
+    store._seen_mtimes.clear()  # as another process would: a reconcile reads the directory
+    inbox = now(store.open(USER, "INBOX"))
+    assert not now(inbox.snapshot()).messages
+    assert now(inbox.append(MessageSource.from_bytes(MSG), [], None))[1] == 1
+
+
+def test_a_modseq_beyond_63_bits_is_refused(store: MaildirStore) -> None:
+    with pytest.raises(ValueError, match=r"UID 2: modseq 9223372036854775808 is out of range"):
+        restore_mailbox_sync(store, USER, "INBOX", 5, 10, [message(2, modseq=2**63)], now)

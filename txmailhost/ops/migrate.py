@@ -9,7 +9,8 @@ passwd-file (``user:{SCHEME}hash:uid:gid:gecos:home:shell:extra``) and, for each
   ``HOME/Maildir`` or ``HOME``, the first that is a Maildir) keeping, per folder, the
   UIDVALIDITY, UIDs and UIDNEXT of its ``dovecot-uidlist`` and the keywords of its
   ``dovecot-keywords`` (file-name letters ``a``-``z``), so IMAP clients see the same mailboxes
-  and download nothing again; messages Dovecot hadn't given a UID yet get the next ones;
+  and download nothing again; messages Dovecot hadn't given a UID yet get the next ones (a
+  uidlist with numbers IMAP can't serve is reported, and its folder gets new UIDs);
 - subscribes what Dovecot's ``subscriptions`` file lists.
 
 Into a mailbox that already holds mail the messages are appended with new UIDs (as
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sqlite3
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,13 +45,14 @@ from txmailhost.ops.sourcefiles import (
     read_regular,
     shown,
 )
-from txmailhost.store.interfaces import INBOX
-from txmailhost.store.restore import RestoredMessage, restore_mailbox_sync
+from txmailhost.store.interfaces import INBOX, StoreError
+from txmailhost.store.restore import MAX_UID, RestoredMessage, restore_mailbox_sync
 
 # Maildir info letters (the "2," part of a name) and the IMAP flags they stand for.
 _SYSTEM_LETTERS = {"D": "\\Draft", "F": "\\Flagged", "R": "\\Answered", "S": "\\Seen",
                    "T": "\\Deleted", "P": "$Forwarded"}  # fmt: skip
 _FIRST_MODSEQ = 2  # above a fresh mailbox's HIGHESTMODSEQ of 1: restore keeps it
+_DIGITS = re.compile(r"[0-9]+")  # str.isdigit() takes "²", which int() refuses
 
 
 def register(commands: Any, with_accounts: Callable[..., Callable[[argparse.Namespace], int]]):
@@ -114,42 +117,91 @@ class UidList:
     uids: dict[str, int]  # base name -> UID
 
 
+@dataclass(frozen=True)
+class Folder:
+    """What ``folder_messages`` found: the numbers to restore with, and why the uidlist's
+    weren't kept (None when they were)."""
+
+    uidvalidity: int
+    uidnext: int
+    messages: list[RestoredMessage]
+    problem: str | None = None
+
+
+class UidListError(ValueError):
+    """A ``dovecot-uidlist`` whose numbers can't be kept (the text names the file, the line
+    and the value); ``uidvalidity`` is the one it gave, if that much could be read."""
+
+    def __init__(self, text: str, uidvalidity: int | None = None) -> None:
+        super().__init__(text)
+        self.uidvalidity = uidvalidity
+
+
 def read_listing(path: str, skipped: list[str], errors: str = "strict") -> str | None:
     """A small file of Dovecot's (uidlist, keywords, subscriptions): its text, or None when it
-    is absent or not a regular file (then in ``skipped``: a link is not followed, a FIFO would
-    hang the migration)."""
+    is absent, not a regular file (a link is not followed, a FIFO would hang the migration)
+    or not UTF-8; those are reported in ``skipped``."""
     try:
         data = read_regular(path)
+        return None if data is None else data.decode("utf-8", errors)
     except SourceFileError as e:
         skipped.append(str(e))
-        return None
-    return None if data is None else data.decode("utf-8", errors)
+    except UnicodeDecodeError as e:
+        skipped.append(f"{shown(path)}: not UTF-8 (byte {e.object[e.start]:#04x} at {e.start})")
+    return None
 
 
 def read_uidlist(directory: str, skipped: list[str]) -> UidList | None:
     """``dovecot-uidlist``: version 3 (``3 V<validity> N<next> ...`` then ``UID [ext] :name``)
-    or version 1 (``1 validity next`` then ``UID name``); None when absent."""
-    text = read_listing(os.path.join(directory, "dovecot-uidlist"), skipped, "surrogateescape")
+    or version 1 (``1 validity next`` then ``UID name``); None when absent. The checks are
+    Dovecot's own (maildir-uidlist.c): each UID listed once and below 2^32-1, and, in
+    version 1 only, below the header's next UID. Version 3 appends records without
+    rewriting its header, so a live file reads ``3 V… N1`` then ``1 :name``: UIDNEXT is
+    the greater of N and the last UID + 1, as Dovecot reads it."""
+    path = os.path.join(directory, "dovecot-uidlist")
+    text = read_listing(path, skipped, "surrogateescape")
     if text is None:
         return None
     first, _, rest = text.partition("\n")
-    header, lines = first.split(), rest.splitlines()
+    header = first.split()
     if not header:
         return None
-    if header[0] == "1" and len(header) >= 3:
-        validity, nextuid = int(header[1]), int(header[2])
-    else:
-        fields = {h[0]: h[1:] for h in header[1:] if h}
-        validity, nextuid = int(fields.get("V", "0") or 0), int(fields.get("N", "1") or 1)
-    uids = {}
-    for line in lines:
+    validity, nextuid = _uidlist_header(shown(path), header)
+    uids: dict[str, int] = {}
+    listed: set[int] = set()
+    for number, line in enumerate(rest.splitlines(), 2):
         uid_text, _, rest = line.partition(" ")
-        if not uid_text.isdigit():
+        if not _DIGITS.fullmatch(uid_text):
             continue
         name = rest.split(":", 1)[1] if ":" in rest else rest.split()[-1] if rest else ""
+        uid = int(uid_text)
+        highest = nextuid - 1 if header[0] == "1" else MAX_UID - 1
+        if not 1 <= uid <= highest or uid in listed:
+            why = "listed twice" if uid in listed else f"not from 1 to {highest}"
+            raise UidListError(f"{shown(path)}:{number}: UID {uid} {why}", validity)
+        listed.add(uid)
         if name:
-            uids[name.partition(":2,")[0]] = int(uid_text)
-    return UidList(validity, nextuid, uids)
+            uids[name.partition(":2,")[0]] = uid
+    return UidList(validity, max(nextuid, *(uid + 1 for uid in listed)), uids)
+
+
+def _uidlist_header(path: str, header: list[str]) -> tuple[int, int]:
+    """(UIDVALIDITY, UIDNEXT) of a uidlist's first line, each from 1 to 2^32-1."""
+    if header[0] == "1" and len(header) >= 3:
+        values = {"V": header[1], "N": header[2]}
+    else:
+        values = {h[0]: h[1:] for h in header[1:] if h}
+    numbers = []
+    for key, label in (("V", "UIDVALIDITY"), ("N", "UIDNEXT")):
+        text = values.get(key)
+        if text is None or not _DIGITS.fullmatch(text) or not 1 <= int(text) <= MAX_UID:
+            found = "missing" if text is None else repr(text)
+            raise UidListError(
+                f"{path}:1: {label} {found} is not a number from 1 to {MAX_UID}",
+                numbers[0] if numbers else None,
+            )
+        numbers.append(int(text))
+    return numbers[0], numbers[1]
 
 
 def read_keywords(directory: str, skipped: list[str]) -> dict[str, str]:
@@ -204,10 +256,25 @@ def message_files(directory: str, skipped: list[str]) -> Iterator[tuple[str, os.
                 skipped.append(f"{shown(path)}: {kind(listed.st_mode)}")
 
 
+def folder_messages(directory: str, skipped: list[str]) -> Folder:
+    """A folder's messages with the UIDs of its ``dovecot-uidlist``, or, when that can't be
+    kept, with new ones under a new UIDVALIDITY, and the reason in ``problem``."""
+    noted: list[str] = []
+    try:
+        folder = Folder(*messages_of(directory, read_uidlist(directory, noted), noted))
+    except UidListError as e:
+        fresh = messages_of(directory, None, skipped, avoid=e.uidvalidity)
+        return Folder(*fresh, problem=str(e))
+    skipped.extend(noted)
+    return folder
+
+
 def messages_of(
-    directory: str, uidlist: UidList | None, skipped: list[str]
+    directory: str, uidlist: UidList | None, skipped: list[str], avoid: int | None = None
 ) -> tuple[int, int, list[RestoredMessage]]:
-    """(UIDVALIDITY, UIDNEXT, messages) of one Dovecot Maildir folder."""
+    """(UIDVALIDITY, UIDNEXT, messages) of one Dovecot Maildir folder. Without a uidlist the
+    UIDVALIDITY is the folder's mtime (the same on a second run), but never ``avoid``: the
+    one of a uidlist that was refused, which clients may have cached."""
     keywords = read_keywords(directory, skipped)
     known = uidlist.uids if uidlist else {}
     nextuid = uidlist.uidnext if uidlist else 1
@@ -225,10 +292,16 @@ def messages_of(
         flags |= {keywords[c] for c in info if c in keywords}
         out.append(RestoredMessage(uid, frozenset(flags), listed.st_mtime, _FIRST_MODSEQ,
                                    RegularFileSource(path, listed)))  # fmt: skip
-    validity = (
-        uidlist.uidvalidity if uidlist and uidlist.uidvalidity else int(os.stat(directory).st_mtime)
-    )
-    return validity, max(nextuid, highest + 1), out
+    if uidlist is None:
+        validity = min(max(int(os.stat(directory).st_mtime), 1), MAX_UID - 1)
+        return validity + (validity == avoid), highest + 1, out
+    if highest >= MAX_UID:
+        raise UidListError(
+            f"{shown(directory)}: no UIDs left below {MAX_UID} for the messages Dovecot "
+            f"hadn't numbered (UIDNEXT {nextuid})",
+            uidlist.uidvalidity,
+        )
+    return uidlist.uidvalidity, max(nextuid, highest + 1), out
 
 
 def read_subscriptions(maildir: str, skipped: list[str]) -> list[str]:
@@ -268,23 +341,29 @@ def _dovecot(args: argparse.Namespace, config: Any, accounts: Any) -> int:
     store = open_store(config)
     report = []
     for entry in entries:
+        # One user's failure is reported and the others still move in (a run again
+        # finishes this one: docs/admin.rst).
         try:
             report.append(migrate_user(store, accounts, entry, args.maildir_root))
-        except AccountError as e:
-            report.append({"user": entry.address, "error": str(e)})
+        except (AccountError, StoreError, OSError, ValueError, sqlite3.Error) as e:
+            report.append({"user": entry.address, "error": _failure(e)})
 
     def lines() -> list[str]:
         out = []
         for user in report:
             if "error" in user:
-                out.append(f"{user['user']}: skipped: {user['error']}")
+                out.append(f"skipped {user['user']}: {user['error']}")
                 continue
             out.append(f"{user['user']}: account {user['account']}")
             out.extend(f"  skipped {line}" for line in user["skipped"])
             for box in user["mailboxes"]:
                 how = "UIDs kept" if box["kept_uids"] else "new UIDs (the mailbox held mail)"
+                if box.get("uidlist_problem"):
+                    how = "new UIDs, as the dovecot-uidlist's can't be kept:"
                 out.append(f"  {box['name']}: {box['messages']} message(s), "
                            f"UIDVALIDITY {box['uidvalidity']}, {how}")  # fmt: skip
+                if box.get("uidlist_problem"):
+                    out.append(f"    {box['uidlist_problem']}")
         return out
 
     emit(args, report, lines)
@@ -309,19 +388,35 @@ def migrate_user(store: Any, accounts: Any, entry: PasswdEntry, root: str | None
     boxes = []
     if maildir is not None:
         for name, directory in folders(maildir, skipped):
-            uidlist = read_uidlist(directory, skipped)
-            validity, nextuid, messages = messages_of(directory, uidlist, skipped)
-            restored = restore_mailbox_sync(
-                store, user, name, validity, nextuid, messages, result_of
-            )
-            boxes.append({"name": name, "messages": restored.messages,
-                          "uidvalidity": restored.uidvalidity, "kept_uids": restored.kept_uids})  # fmt: skip
+            boxes.append(migrate_folder(store, user, name, directory, skipped))
         existing = set(result_of(store.list_mailboxes(user)))
         for name in read_subscriptions(maildir, skipped):
             if name in existing:
                 result_of(store.subscribe(user, name, True))
     return {"user": user, "account": account, "maildir": maildir, "mailboxes": boxes,
             "skipped": skipped}  # fmt: skip
+
+
+def migrate_folder(store: Any, user: str, name: str, directory: str, skipped: list[str]) -> dict:
+    """Restore one Dovecot folder as the mailbox ``name``; a line of the report."""
+    folder = folder_messages(directory, skipped)
+    try:
+        restored = restore_mailbox_sync(
+            store, user, name, folder.uidvalidity, folder.uidnext, folder.messages, result_of
+        )
+    except SourceFileError:
+        raise  # it names its file
+    except (ValueError, StoreError, sqlite3.Error) as e:
+        raise AdminError(f"{shown(directory)}: {_failure(e)}") from e
+    return {"name": name, "messages": restored.messages, "uidvalidity": restored.uidvalidity,
+            "kept_uids": restored.kept_uids, "uidlist_problem": folder.problem}  # fmt: skip
+
+
+def _failure(error: Exception) -> str:
+    """A failure as the report says it: the file first where there is one."""
+    if isinstance(error, OSError) and error.filename:
+        return f"{shown(os.fsdecode(error.filename))}: {error.strerror}"
+    return str(error) or type(error).__name__
 
 
 def read_alias_map(path: str) -> list[tuple[str, list[str]]]:

@@ -40,6 +40,9 @@ from txmailhost.store.maildir import (
     read_header,
 )
 
+MAX_UID = 2**32 - 1  # UIDs, UIDVALIDITY and UIDNEXT are 32-bit (RFC 3501 §9, nz-number)
+MAX_MODSEQ = 2**63 - 1  # RFC 7162 §7, mod-sequence-value
+
 
 @dataclass(frozen=True)
 class RestoredMessage:
@@ -175,6 +178,31 @@ class MaildirRestore:
 registerAdapter(MaildirRestore, MaildirStore, IMailboxRestore)
 
 
+def _in_range(value: object, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= high
+
+
+def check_numbers(
+    uidvalidity: object, uidnext: object, messages: Iterable[RestoredMessage]
+) -> None:
+    """Refuse (``ValueError``) what no IMAP client can be served: a UIDVALIDITY or UIDNEXT
+    outside 1..2^32-1 (a UIDNEXT of 4294967299 gave the next delivery a UID the index then
+    can't read back), a UID outside 1..UIDNEXT-1 or given twice, a modseq outside 1..2^63-1.
+    Checked before anything is written, so a refused mailbox is left as it was."""
+    for label, value in (("UIDVALIDITY", uidvalidity), ("UIDNEXT", uidnext)):
+        if not _in_range(value, MAX_UID):
+            raise ValueError(f"{label} {value!r} is not a number from 1 to {MAX_UID}")
+    seen: set[int] = set()
+    for message in messages:
+        if not _in_range(message.uid, uidnext - 1):  # type: ignore[operator]
+            raise ValueError(f"UID {message.uid!r} is not a number from 1 to UIDNEXT-1 ({uidnext})")
+        if message.uid in seen:
+            raise ValueError(f"UID {message.uid} is given twice")
+        seen.add(message.uid)
+        if not _in_range(message.modseq, MAX_MODSEQ):
+            raise ValueError(f"UID {message.uid}: modseq {message.modseq!r} is out of range")
+
+
 def restore_mailbox_sync(
     store: object,
     user: str,
@@ -188,8 +216,10 @@ def restore_mailbox_sync(
     """Restore keeping UIDs (and MAILBOXID, EMAILIDs and save dates when given) where the
     store can and the mailbox is empty, else append each message (new UIDs and ids; flags and
     INTERNALDATE kept). ``result_of`` turns a store Deferred into its value (the CLI's stores
-    work inline)."""
-    messages = sorted(messages, key=lambda m: m.uid)
+    work inline). The numbers are checked first (``check_numbers``)."""
+    messages = list(messages)
+    check_numbers(uidvalidity, uidnext, messages)
+    messages.sort(key=lambda m: m.uid)
     restorer = IMailboxRestore(store, None)
     if restorer is not None:
         done = restorer.restore_sync(user, mailbox, uidvalidity, uidnext, messages, mailboxid)
