@@ -99,25 +99,42 @@ def test_export_wipe_import_restores_bytes_flags_uids_and_uidvalidity(server, tm
     assert uids[-1] == 5
 
 
-def test_importing_into_a_mailbox_holding_mail_appends_with_new_uids(server, tmp_path):
+def deliver(server, recipients: list[str]) -> None:
+    """One message to ``recipients`` over SMTP, waited for in each one's INBOX."""
     with smtplib.SMTP(H, server.ports["smtp"], timeout=10) as s:
-        s.sendmail("x@remote.test", [ALICE], "Subject: one\r\n\r\nbody\r\n")
+        s.sendmail("x@remote.test", recipients, "Subject: one\r\n\r\nbody\r\n")
     deadline = time.time() + 10
-    while not json.loads(server.cli("search", ALICE, "INBOX", "ALL", "--json").stdout):
+    while not all(json.loads(server.cli("search", user, "INBOX", "ALL", "--json").stdout)
+                  for user in recipients):  # fmt: skip
         assert time.time() < deadline
         time.sleep(0.1)
+
+
+def test_importing_into_a_mailbox_holding_mail_appends_with_new_uids(server, tmp_path):
+    deliver(server, [ALICE, "bob@example.test"])
     server.cli("export", ALICE, str(tmp_path / "b"))
     report = json.loads(server.cli("import", "bob@example.test", str(tmp_path / "b"),
                                    "--json").stdout)  # fmt: skip
     (inbox,) = [box for box in report[0]["mailboxes"] if box["name"] == "INBOX"]
-    assert report[0]["account"] == "existed" and inbox["kept_uids"]  # bob's INBOX was empty
-    report = json.loads(server.cli("import", "bob@example.test", str(tmp_path / "b"),
-                                   "--json").stdout)  # fmt: skip
-    (inbox,) = [box for box in report[0]["mailboxes"] if box["name"] == "INBOX"]
-    assert not inbox["kept_uids"] and inbox["messages"] == 1
+    assert report[0]["account"] == "existed"
+    assert not inbox["kept_uids"] and inbox["messages"] == 1  # bob's INBOX held his own
     uids = [m["uid"] for m in json.loads(server.cli("search", "bob@example.test", "INBOX", "ALL",
                                                      "--json").stdout)]  # fmt: skip
     assert len(uids) == 2 and uids[1] > uids[0]
+
+
+def test_importing_the_same_export_again_changes_nothing(server, tmp_path):
+    """It used to add every message again, under new UIDs."""
+    deliver(server, [ALICE])
+    server.cli("export", ALICE, str(tmp_path / "b"))
+    first = json.loads(server.cli("import", "bob@example.test", str(tmp_path / "b"),
+                                  "--json").stdout)  # fmt: skip
+    (inbox,) = [box for box in first[0]["mailboxes"] if box["name"] == "INBOX"]
+    assert inbox["kept_uids"] and inbox["messages"] == 1  # bob's INBOX was empty
+    again = server.cli("import", "bob@example.test", str(tmp_path / "b"))
+    assert "  INBOX: 0 message(s) added, 1 there already, UIDs kept" in again.stdout
+    search = server.cli("search", "bob@example.test", "INBOX", "ALL", "--json")
+    assert [m["uid"] for m in json.loads(search.stdout)] == [1]
 
 
 def test_export_refuses_a_nonempty_destination_and_import_an_incomplete_export(server, tmp_path):

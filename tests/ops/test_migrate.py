@@ -262,6 +262,55 @@ def test_a_user_that_fails_is_reported_with_the_file_and_the_others_move_in(
     assert len(site.mail("user3")["INBOX"][1]) == 1
 
 
+def fill(site: Site, user: str, folders: dict[str, int]) -> None:
+    """A Dovecot Maildir: per folder ('' for INBOX) that many messages, all in its uidlist."""
+    for folder, count in folders.items():
+        box = site.maildir(user, folder)
+        names = [f"17{n:08d}.M{n}P1.host" for n in range(1, count + 1)]
+        for n, name in enumerate(names, 1):
+            (box / "cur" / f"{name}:2,S").write_bytes(b"Subject: %d\n\n%s\n" % (n, folder.encode()))
+        uids = "".join(f"{n} :{name}\n" for n, name in enumerate(names, 1))
+        (box / "dovecot-uidlist").write_text(f"3 V17000{len(folder):05d} N{count + 1}\n{uids}")
+
+
+def test_migrating_again_changes_nothing_and_brings_what_came_since(site: Site) -> None:
+    """The second run put every message in again under new UIDs ("new UIDs (the mailbox
+    held mail)"): 6,000 messages in an INBOX of 3,000."""
+    fill(site, "user1", {"": 3, ".Work": 2})
+    site.users("user1")
+    assert site.migrate().returncode == 0
+    before = site.mail("user1")
+    result = site.migrate()
+    assert result.returncode == 0, result.stderr
+    assert "  INBOX: 0 message(s) added, 3 there already, UIDVALIDITY 1700000000, UIDs kept\n" in (
+        result.stdout
+    )
+    assert "  Work: 0 message(s) added, 2 there already, UIDVALIDITY 1700000005, UIDs kept\n" in (
+        result.stdout
+    )
+    assert site.mail("user1") == before
+    work = site.maildir("user1", ".Work")
+    (work / "new" / "1800000000.M9P1.host").write_bytes(b"Subject: later\n\n")
+    result = site.migrate()
+    assert "  Work: 1 message(s) added, 2 there already, UIDVALIDITY 1700000005" in result.stdout
+    assert site.mail("user1")["Work"][1][3] == b"Subject: later\r\n\r\n"
+
+
+def test_a_passwd_file_listing_a_user_twice_is_refused(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site.passwd.write_text(
+        f"user1@{DOMAIN}:{PASSWORD_HASH}::::\n# the same user again\n"
+        f"USER1@{DOMAIN}:{{SSHA}}other::::\n"
+    )
+    result = site.migrate()
+    assert result.returncode == 1
+    assert f"{site.passwd}:3: user1@{DOMAIN} is listed again (first on line 1)" in result.stderr
+    capsys.readouterr()
+    assert main(["--data", site.data, "user", "list"]) == 0
+    assert f"user1@{DOMAIN}" not in capsys.readouterr().out
+
+
 def test_postfix_alias_map_with_comments_and_continuations(tmp_path: Path) -> None:
     source = tmp_path / "virtual"
     source.write_text(

@@ -161,3 +161,49 @@ def test_numbers_imap_cant_serve_are_refused_before_anything_is_written(
 def test_a_modseq_beyond_63_bits_is_refused(store: MaildirStore) -> None:
     with pytest.raises(ValueError, match=r"UID 2: modseq 9223372036854775808 is out of range"):
         restore_mailbox_sync(store, USER, "INBOX", 5, 10, [message(2, modseq=2**63)], now)
+
+
+def test_restoring_again_adds_only_what_the_mailbox_lacks(store: MaildirStore) -> None:
+    """A second run (or one after a run cut short) finds the mailbox holding the UIDVALIDITY
+    it restores: the messages there under their UIDs stay as they are, and those the source
+    gained since come in above them, with their own UIDs."""
+    first = restore_mailbox_sync(store, USER, "Archive", 4242, 10, [message(3), message(5)], now)
+    assert (first.messages, first.present, first.kept_uids) == (2, 0, True)
+    mailbox = now(store.open(USER, "Archive"))
+    before = now(mailbox.snapshot())
+    again = restore_mailbox_sync(store, USER, "Archive", 4242, 10, [message(3), message(5)], now)
+    assert (again.messages, again.present, again.uidvalidity) == (0, 2, 4242)
+    assert now(mailbox.snapshot()) == before
+    more = [message(3), message(5), message(10, ["\\Seen"]), message(12)]
+    grown = restore_mailbox_sync(store, USER, "Archive", 4242, 13, more, now)
+    assert (grown.messages, grown.present, grown.kept_uids) == (2, 2, True)
+    snapshot = now(mailbox.snapshot())
+    assert [(m.uid, sorted(m.flags)) for m in snapshot.messages] == [
+        (3, []), (5, []), (10, ["\\Seen"]), (12, []),
+    ]  # fmt: skip
+    assert snapshot.uidvalidity == 4242 and snapshot.uidnext == 13
+    assert now(mailbox.open_message(12)).read() == MSG.replace(b"hello", b"hello 12")
+
+
+def test_source_mail_whose_uid_went_to_mail_delivered_here_is_added_not_lost(store) -> None:
+    """After a first run the server gets mail (UID 10), and so does the old server: its
+    message 10 is another one (another INTERNALDATE), so it is added under a new UID."""
+    restore_mailbox_sync(store, USER, "INBOX", 4242, 10, [message(3)], now)
+    inbox = now(store.open(USER, "INBOX"))
+    assert now(inbox.append(MessageSource.from_bytes(MSG), [], 1_800_000_000.0))[1] == 10
+    done = restore_mailbox_sync(store, USER, "INBOX", 4242, 11, [message(3), message(10)], now)
+    assert (done.messages, done.present, done.kept_uids) == (1, 1, False)
+    snapshot = now(inbox.snapshot())
+    assert [m.uid for m in snapshot.messages] == [3, 10, 11]
+    assert now(inbox.open_message(11)).read() == MSG.replace(b"hello", b"hello 10")
+
+
+def test_a_mailbox_of_another_source_with_the_same_uidvalidity_is_not_taken_for_it(store):
+    """Two mailboxes made in the same second share a UIDVALIDITY: the MAILBOXID restored
+    with them tells one export's from another's."""
+    restore_mailbox_sync(store, USER, "Archive", 4242, 10, [message(3)], now, "Fone")
+    done = restore_mailbox_sync(store, USER, "Archive", 4242, 10, [message(3)], now, "Ftwo")
+    assert (done.messages, done.present, done.kept_uids) == (1, 0, False)
+    mailbox = now(store.open(USER, "Archive"))
+    assert [m.uid for m in now(mailbox.snapshot()).messages] == [3, 10]
+    assert now(mailbox.status()).mailboxid == "Fone"

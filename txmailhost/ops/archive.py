@@ -18,8 +18,9 @@ any backend and while mail arrives: each mailbox is exported as of one moment, a
 expunged during the export is left out. ``import`` restores the account if it is missing
 (with its password hash: the user logs in with the old password), its quota, forwarding and
 aliases, then every mailbox through ``store/restore.py``: into an empty mailbox with the same
-UIDs, UIDVALIDITY and modseqs, so IMAP clients keep their caches; into one that holds mail, as
-new messages (flags and INTERNALDATE kept; the report says which). It is safe on a running
+UIDs, UIDVALIDITY and modseqs, so IMAP clients keep their caches; into one restored from the
+same export before, only what it lacks; into one that holds other mail, as new messages
+(flags and INTERNALDATE kept; the report says which). It is safe on a running
 server, which sees the restored mailboxes at once.
 """
 
@@ -255,11 +256,17 @@ def _import(args: argparse.Namespace, config: Any, accounts: Any) -> int:
             out.append(f"{user['user']}: account {user['account']}")
             for box in user["mailboxes"]:
                 how = "UIDs kept" if box["kept_uids"] else "new UIDs (the mailbox held mail)"
-                out.append(f"  {box['name']}: {box['messages']} message(s), {how}")
+                out.append(f"  {box['name']}: {added(box)}, {how}")
         return out
 
     emit(args, report, lines)
     return 0
+
+
+def added(box: dict) -> str:
+    """How many messages a mailbox got, and how many it had from an earlier run."""
+    text = f"{box['messages']} message(s)"
+    return text + (f" added, {box['present']} there already" if box["present"] else "")
 
 
 def import_user(store: Any, accounts: Any, home: str, user: str) -> dict[str, Any]:
@@ -312,6 +319,7 @@ def import_user(store: Any, accounts: Any, home: str, user: str) -> dict[str, An
             {
                 "name": box["name"],
                 "messages": restored.messages,
+                "present": restored.present,
                 "kept_uids": restored.kept_uids,
                 "uidvalidity": restored.uidvalidity,
             }

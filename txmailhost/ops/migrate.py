@@ -13,9 +13,11 @@ passwd-file (``user:{SCHEME}hash:uid:gid:gecos:home:shell:extra``) and, for each
   uidlist with numbers IMAP can't serve is reported, and its folder gets new UIDs);
 - subscribes what Dovecot's ``subscriptions`` file lists.
 
-Into a mailbox that already holds mail the messages are appended with new UIDs (as
-``import``). The Dovecot files are only read, and never through a link (``sourcefiles.py``):
-the source tree is its users' to shape, and the migration runs as root or the mail user.
+A second run adds only what the first didn't (``store/restore.py``), so a run cut short
+finishes when run again. Into a mailbox that already holds other mail the messages are
+appended with new UIDs (as ``import``). The Dovecot files are only read, and never through
+a link (``sourcefiles.py``): the source tree is its users' to shape, and the migration runs
+as root or the mail user.
 
 ``migrate postfix-aliases FILE`` adds the aliases of a Postfix ``virtual_alias_maps`` source
 (``alias target, target``; comments and continuation lines as postmap reads them).
@@ -36,6 +38,7 @@ from typing import Any
 from txmailhost.accounts.addresses import canonical_address
 from txmailhost.accounts.interfaces import AccountError
 from txmailhost.accounts.legacy import scheme_of
+from txmailhost.ops.archive import added
 from txmailhost.ops.mailbox_admin import AdminError, emit, json_option, open_store, result_of
 from txmailhost.ops.sourcefiles import (
     RegularFileSource,
@@ -90,7 +93,10 @@ class PasswdEntry:
 
 
 def read_passwd_file(path: str, domain: str | None) -> list[PasswdEntry]:
+    """The users, each once: a user listed twice is refused before anything is done (which
+    of the two hashes and homes would be the right one?)."""
     entries = []
+    lines: dict[str, int] = {}
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             line = line.rstrip("\n")
@@ -103,7 +109,13 @@ def read_passwd_file(path: str, domain: str | None) -> list[PasswdEntry]:
                 if not domain:
                     raise AdminError(f"{path}:{number}: user {user!r} has no domain (--domain)")
                 user = f"{user}@{domain}"
-            entries.append(PasswdEntry(canonical_address(user), password, home))
+            address = canonical_address(user)
+            if address in lines:
+                raise AdminError(
+                    f"{path}:{number}: {address} is listed again (first on line {lines[address]})"
+                )
+            lines[address] = number
+            entries.append(PasswdEntry(address, password, home))
     return entries
 
 
@@ -360,8 +372,9 @@ def _dovecot(args: argparse.Namespace, config: Any, accounts: Any) -> int:
                 how = "UIDs kept" if box["kept_uids"] else "new UIDs (the mailbox held mail)"
                 if box.get("uidlist_problem"):
                     how = "new UIDs, as the dovecot-uidlist's can't be kept:"
-                out.append(f"  {box['name']}: {box['messages']} message(s), "
-                           f"UIDVALIDITY {box['uidvalidity']}, {how}")  # fmt: skip
+                out.append(
+                    f"  {box['name']}: {added(box)}, UIDVALIDITY {box['uidvalidity']}, {how}"
+                )
                 if box.get("uidlist_problem"):
                     out.append(f"    {box['uidlist_problem']}")
         return out
@@ -408,8 +421,9 @@ def migrate_folder(store: Any, user: str, name: str, directory: str, skipped: li
         raise  # it names its file
     except (ValueError, StoreError, sqlite3.Error) as e:
         raise AdminError(f"{shown(directory)}: {_failure(e)}") from e
-    return {"name": name, "messages": restored.messages, "uidvalidity": restored.uidvalidity,
-            "kept_uids": restored.kept_uids, "uidlist_problem": folder.problem}  # fmt: skip
+    return {"name": name, "messages": restored.messages, "present": restored.present,
+            "uidvalidity": restored.uidvalidity, "kept_uids": restored.kept_uids,
+            "uidlist_problem": folder.problem}  # fmt: skip
 
 
 def _failure(error: Exception) -> str:

@@ -8,17 +8,23 @@ store that can offers :class:`IMailboxRestore`, found by adaptation
 has it here (:class:`MaildirRestore`, registered below); any other store gets plain appends
 from :func:`restore_mailbox`, which says so in its result.
 
-UIDs are kept only into a mailbox holding no messages: giving old UIDs to messages beside
-others would break the promise that UIDs grow. The restore happens in one index transaction
-with the files linked in durably first, so the server's sessions and its reconcile (which
-take the same lock) see either nothing or everything; a flag's modseq is kept when every one
-restored is above the mailbox's current HIGHESTMODSEQ, else all get one new modseq, so a
-session's in-memory image (``image.py``, brought up to date by modseq) never misses a row.
+UIDs are kept only into a mailbox holding no messages, or only above its UIDNEXT in one that
+holds the same UIDVALIDITY: giving old UIDs to messages below others would break the promise
+that UIDs grow. A mailbox that holds the UIDVALIDITY restored already has what an earlier
+run put there: the messages it has under their UIDs are left alone and only the others are
+added, so a run cut short finishes when run again, and one run twice changes nothing.
+
+The restore happens in one index transaction with the files linked in durably first, so the
+server's sessions and its reconcile (which take the same lock) see either nothing or
+everything; a flag's modseq is kept when every one restored is above the mailbox's current
+HIGHESTMODSEQ, else all get one new modseq, so a session's in-memory image (``image.py``,
+brought up to date by modseq) never misses a row.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -60,22 +66,24 @@ class RestoredMessage:
 
 @dataclass(frozen=True)
 class Restored:
-    """What a restore did: the UIDVALIDITY now, and whether the UIDs were kept."""
+    """What a restore did: the UIDVALIDITY now, whether the UIDs were kept, how many messages
+    it added and how many were there already (from an earlier run, left as they are)."""
 
     uidvalidity: int
     kept_uids: bool
     messages: int
+    present: int = 0
 
 
 class IMailboxRestore(Interface):
     """A store that can fill an empty mailbox keeping UIDs and UIDVALIDITY (blocking)."""
 
     def restore_sync(user, mailbox, uidvalidity, uidnext, messages, mailboxid=None):
-        """Create ``mailbox`` if needed and, if it holds no messages, add ``messages``
-        (``RestoredMessage`` in UID order) with their UIDs, ``uidvalidity`` and at least
-        ``uidnext`` (and the MAILBOXID ``mailboxid`` when given); returns a ``Restored``, or
-        None when the mailbox holds messages (nothing was changed: the caller appends
-        instead)."""
+        """Create ``mailbox`` if needed and, if it holds no messages (or holds ``uidvalidity``
+        and every UID given is at least its UIDNEXT), add ``messages`` (``RestoredMessage``
+        in UID order) with their UIDs, ``uidvalidity`` and at least ``uidnext`` (and the
+        MAILBOXID ``mailboxid`` when given); returns a ``Restored``, or None when it can't
+        keep the UIDs (nothing was changed: the caller appends instead)."""
 
 
 @implementer(IMailboxRestore)
@@ -126,9 +134,13 @@ class MaildirRestore:
     ) -> Restored | None:
         index = _index.MailboxIndex(directory)
         with index.write() as db:
-            if db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]:
-                return None
             meta = index.meta(db)
+            held = db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+            above = meta["uidvalidity"] == uidvalidity and all(
+                m.uid >= meta["uidnext"] for m in messages
+            )
+            if held and not above:
+                return None
             current = meta["highestmodseq"]
             keep_modseqs = all(m.modseq > current for m in messages)
             rows, headers = [], []
@@ -158,7 +170,7 @@ class MaildirRestore:
                     if objectids.is_objectid(m.emailid)
                 ),
             )
-            if objectids.is_objectid(mailboxid):
+            if not held and objectids.is_objectid(mailboxid):  # a mailbox in use keeps its own
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('mailboxid', ?)", (mailboxid,))
             highest = max([current, *(row[7] for row in rows)])
             next_uid = max([uidnext, meta["uidnext"], *(m.uid + 1 for m in messages)])
@@ -220,11 +232,18 @@ def restore_mailbox_sync(
     messages = list(messages)
     check_numbers(uidvalidity, uidnext, messages)
     messages.sort(key=lambda m: m.uid)
+    here = _already_here(store, user, mailbox, uidvalidity, mailboxid, result_of)
+    present = 0
+    if here is not None:
+        missing = [m for m in messages if not _same(here.get(m.uid), m)]
+        present, messages = len(messages) - len(missing), missing
+        if not messages:
+            return Restored(uidvalidity, True, 0, present)
     restorer = IMailboxRestore(store, None)
     if restorer is not None:
         done = restorer.restore_sync(user, mailbox, uidvalidity, uidnext, messages, mailboxid)
         if done is not None:
-            return done
+            return dataclasses.replace(done, present=present)
     names = result_of(store.list_mailboxes(user))  # type: ignore[attr-defined,operator]
     if mailbox not in names and mailbox.upper() != INBOX:
         result_of(store.create_mailbox(user, mailbox))  # type: ignore[attr-defined,operator]
@@ -236,4 +255,36 @@ def restore_mailbox_sync(
         )
     if not messages:
         validity = result_of(target.status()).uidvalidity  # type: ignore[operator]
-    return Restored(validity, False, len(messages))
+    return Restored(validity, False, len(messages), present)
+
+
+def _already_here(
+    store: object,
+    user: str,
+    mailbox: str,
+    uidvalidity: int,
+    mailboxid: str | None,
+    result_of: object,
+) -> dict[int, float] | None:
+    """UID -> INTERNALDATE of the messages in ``mailbox`` when it holds ``uidvalidity`` (and
+    the MAILBOXID restored, where there is one: two mailboxes made in the same second share a
+    UIDVALIDITY): what an earlier restore of the same source put there, else None."""
+    names = result_of(store.list_mailboxes(user))  # type: ignore[attr-defined,operator]
+    if mailbox not in names and mailbox.upper() != INBOX:
+        return None
+    target = result_of(store.open(user, mailbox))  # type: ignore[attr-defined,operator]
+    status = result_of(target.status())  # type: ignore[operator]
+    if status.uidvalidity != uidvalidity:
+        return None
+    if objectids.is_objectid(mailboxid) and status.mailboxid != mailboxid:
+        return None
+    held = result_of(target.uid_range(1, MAX_UID))  # type: ignore[operator]
+    return {m.uid: m.internaldate for m in held}
+
+
+def _same(internaldate: float | None, message: RestoredMessage) -> bool:
+    """Is the message under ``message.uid`` here the one being restored? In the same
+    UIDVALIDITY it is, unless it came here after that run (its UID then went to mail
+    delivered here, and the source's later mail has the same UID): the INTERNALDATE tells
+    them apart, compared to the second IMAP shows (a store may keep less than a float)."""
+    return internaldate is not None and abs(internaldate - message.internaldate) < 1
