@@ -125,15 +125,15 @@ class Site:
     def users(self, *users: str) -> None:
         self.passwd.write_text("".join(f"{u}@{DOMAIN}:{PASSWORD_HASH}::::\n" for u in users))
 
-    def migrate(self, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        """``txmailhost migrate dovecot`` in its own process: a hang fails the test, and a
-        test may kill it."""
-        command = "import sys; from txmailhost.cli import main; sys.exit(main(sys.argv[1:]))"
-        return subprocess.run(
-            [sys.executable, "-c", command, "--data", self.data, "migrate", "dovecot",
-             "--passwd-file", str(self.passwd), "--maildir-root", str(self.root)],
-            capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
+    def command(self, before: str = "") -> list[str]:
+        """``txmailhost migrate dovecot`` in its own process (``before``: Python to run
+        first): a hang fails the test, and a test may kill it."""
+        run = f"import sys\n{before}\nfrom txmailhost.cli import main\nsys.exit(main(sys.argv[1:]))"
+        return [sys.executable, "-c", run, "--data", self.data, "migrate", "dovecot",
+                "--passwd-file", str(self.passwd), "--maildir-root", str(self.root)]  # fmt: skip
+
+    def migrate(self, timeout: float = 60, before: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.command(before), capture_output=True, text=True, timeout=timeout)
 
     def mail(self, user: str) -> dict[str, tuple[int, dict[int, bytes]]]:
         """Per mailbox of the migrated user: UIDVALIDITY and each UID's octets."""
@@ -294,6 +294,74 @@ def test_migrating_again_changes_nothing_and_brings_what_came_since(site: Site) 
     result = site.migrate()
     assert "  Work: 1 message(s) added, 2 there already, UIDVALIDITY 1700000005" in result.stdout
     assert site.mail("user1")["Work"][1][3] == b"Subject: later\r\n\r\n"
+
+
+# Dies (as kill -9 would) once a folder's files are linked into the mailbox, before the
+# index transaction that names them commits.
+_DIE_AFTER_LINKING = """
+import os
+from txmailhost import _safeio
+real = _safeio.fsync_dirs
+def fsync_then_die(paths):
+    real(paths)
+    os._exit(137)
+_safeio.fsync_dirs = fsync_then_die
+"""
+
+
+@pytest.mark.parametrize("reconciled", [False, True], ids=["rerun", "server-first"])
+def test_a_run_killed_while_linking_a_folder_finishes_without_duplicates(
+    site: Site, reconciled: bool
+) -> None:
+    """The files linked before the kill were taken by the next look at the mailbox (the
+    re-run's, or the running server's) for mail of their own, under fresh UIDs and the
+    mailbox's own UIDVALIDITY: the re-run then added every message again."""
+    fill(site, "user1", {"": 3, ".Work": 4})
+    site.users("user1")
+    assert site.migrate(before=_DIE_AFTER_LINKING).returncode == 137
+    if reconciled:  # what a session of the running server does when it opens the mailbox
+        store = MaildirStore(os.path.join(site.data, "mail"))
+        for name in result_of(store.list_mailboxes(f"user1@{DOMAIN}")):
+            result_of(result_of(store.open(f"user1@{DOMAIN}", name)).snapshot())
+    result = site.migrate()
+    assert result.returncode == 0, result.stderr
+    mail = site.mail("user1")
+    assert mail["INBOX"] == (1700000000, {n: b"Subject: %d\r\n\r\n\r\n" % n for n in (1, 2, 3)})
+    assert mail["Work"] == (
+        1700000005, {n: b"Subject: %d\r\n\r\n.Work\r\n" % n for n in (1, 2, 3, 4)}
+    )  # fmt: skip
+    leftovers = site.migrate()
+    assert "0 message(s) added, 3 there already" in leftovers.stdout
+
+
+@pytest.mark.slow
+def test_a_migration_killed_again_and_again_finishes_with_each_message_once(site: Site) -> None:
+    """kill -9 at moments further and further into the run (each run starts over, the
+    folders done before kept), until one run finishes by itself: the mailboxes are what one
+    uninterrupted run makes."""
+    fill(site, "user1", {"": 150, ".Work": 150, ".Lists": 150})
+    fill(site, "user2", {"": 150})
+    site.users("user1", "user2")
+    delay, kills = 0.3, 0
+    while True:
+        process = subprocess.Popen(site.command(), stdout=subprocess.DEVNULL)
+        try:
+            if process.wait(timeout=delay) == 0:
+                break
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            kills += 1
+        delay += 0.15
+    assert kills >= 3  # or the run is too quick to be cut where it matters
+    for user, folders in (("user1", ("", ".Work", ".Lists")), ("user2", ("",))):
+        mail = site.mail(user)
+        for folder in folders:
+            body = folder.encode()
+            expected = {n: b"Subject: %d\r\n\r\n%s\r\n" % (n, body) for n in range(1, 151)}
+            assert mail[folder[1:] or "INBOX"] == (1700000000 + len(folder), expected), folder
+    again = site.migrate()
+    assert again.stdout.count(" 0 message(s) added, 150 there already") == 4
 
 
 def test_a_passwd_file_listing_a_user_twice_is_refused(

@@ -3,9 +3,13 @@ had; a mailbox holding mail is left alone (the caller appends)."""
 
 from __future__ import annotations
 
+import errno
+import os
+
 import pytest
 
 from tests.store.conftest import MSG, USER
+from txmailhost import _safeio
 from txmailhost.store.interfaces import MessageSource
 from txmailhost.store.maildir import MaildirStore
 from txmailhost.store.memory import MemoryStore
@@ -207,3 +211,29 @@ def test_a_mailbox_of_another_source_with_the_same_uidvalidity_is_not_taken_for_
     mailbox = now(store.open(USER, "Archive"))
     assert [m.uid for m in now(mailbox.snapshot()).messages] == [3, 10]
     assert now(mailbox.status()).mailboxid == "Fone"
+
+
+def test_a_link_that_fails_leaves_nothing_for_a_reconcile_to_take_for_mail(
+    store: MaildirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The files linked before the failure stayed in the mailbox, and the next look at it
+    gave them fresh UIDs beside the restore's."""
+    links = []
+
+    def fail_second(source: str, target: str) -> None:
+        if links:
+            raise OSError(errno.ENOSPC, "No space left on device", target)
+        links.append(target)
+        real(source, target)
+
+    real = _safeio.link_durably
+    monkeypatch.setattr(_safeio, "link_durably", fail_second)
+    with pytest.raises(OSError, match="No space left"):
+        restore_mailbox_sync(store, USER, "Archive", 4242, 10, [message(3), message(5)], now)
+    monkeypatch.setattr(_safeio, "link_durably", real)
+    directory = store._folder(USER, "Archive")
+    assert os.listdir(os.path.join(directory, "new")) == []
+    assert not os.path.exists(os.path.join(directory, "txmailhost-restoring.json"))
+    done = restore_mailbox_sync(store, USER, "Archive", 4242, 10, [message(3), message(5)], now)
+    assert (done.messages, done.kept_uids) == (2, True)
+    assert [m.uid for m in now(now(store.open(USER, "Archive")).snapshot()).messages] == [3, 5]

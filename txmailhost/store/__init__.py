@@ -25,7 +25,10 @@ user's ``subscriptions`` file lists subscribed folders, one per line; what a cra
 a ``tmp/`` is swept by ``staging.py``. IMAP METADATA entries
 (``metadata.py``) are JSON in ``txmailhost-metadata.json`` of their mailbox directory and, for
 the account, ``txmailhost-server-metadata.json``. IMAP ACLs (``acl.py``, RFC 4314) of every
-user's mailboxes are one SQLite table, ``DATA/mail/txmailhost-acl.sqlite``.
+user's mailboxes are one SQLite table, ``DATA/mail/txmailhost-acl.sqlite``. ``restore.py``
+fills a mailbox keeping its UIDs (import, migrate); while it links files in, the mailbox
+directory holds ``txmailhost-restoring.json`` (``restore_journal.py``), so the next restore
+undoes one that was killed before its index commit.
 ``txmailhost-text.sqlite`` beside each
 index is the folder's full-text index for IMAP SEARCH (``textindex.py``: trigrams, filled by
 searches, never by delivery; a cache dropped and rebuilt at will). ``changes.ChangeBus`` tells

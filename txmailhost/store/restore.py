@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -33,9 +34,9 @@ from dataclasses import dataclass
 from twisted.python.components import registerAdapter
 from zope.interface import Interface, implementer
 
-from txmailhost import _safeio
 from txmailhost.store import index as _index
 from txmailhost.store import objectids
+from txmailhost.store import restore_journal as _journal
 from txmailhost.store.interfaces import INBOX, MessageSource
 from txmailhost.store.maildir import (
     MaildirStore,
@@ -43,7 +44,6 @@ from txmailhost.store.maildir import (
     _stage,
     flags_to_bits,
     new_message_name,
-    read_header,
 )
 
 MAX_UID = 2**32 - 1  # UIDs, UIDVALIDITY and UIDNEXT are 32-bit (RFC 3501 §9, nz-number)
@@ -109,6 +109,8 @@ class MaildirRestore:
         else:
             store._create_sync(user, mailbox, exist_ok=True)
         directory = store._folder(user, mailbox)
+        if _journal.undo_interrupted(directory):  # before a reconcile takes its files for mail
+            store._changed(directory)
         store._reconcile(directory)  # files another tool left count as messages
         # Written and fsync'd before the lock (the slow part), named so that a reconcile
         # meanwhile skips them (tmp/, dot-names); inside it only links and one fsync a
@@ -143,48 +145,58 @@ class MaildirRestore:
                 return None
             current = meta["highestmodseq"]
             keep_modseqs = all(m.modseq > current for m in messages)
-            rows, headers = [], []
+            rows, targets = [], []
             for message, (path, crlf) in zip(messages, staged, strict=True):
                 name = new_message_name(os.stat(path).st_size, crlf)
                 bits, keywords = flags_to_bits(message.flags)
                 subdir = "new" if not bits and not keywords else "cur"
-                target = _message_path(directory, name, subdir, bits)
-                _safeio.link_durably(path, target)
+                targets.append(_message_path(directory, name, subdir, bits))
                 modseq = message.modseq if keep_modseqs else current + 1
                 date = message.internaldate or time.time()
                 rows.append((message.uid, name, subdir, bits, keywords, date, crlf, modseq))
-                with contextlib.suppress(OSError):  # unreadable: read (or not) on use
-                    headers.append((message.uid, read_header(target)))
-            # The files are durable before the index names them.
-            _safeio.fsync_dirs(os.path.join(directory, sub) for sub in ("cur", "new"))
-            db.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            for uid, header in headers:
-                index.cache_header(uid, header, db)
-            # RFC 8474 / RFC 8514 values the export kept; without them a message reports its
-            # INTERNALDATE and an EMAILID made from UIDVALIDITY and UID (index.origins).
-            db.executemany(
-                "INSERT OR REPLACE INTO origins VALUES (?, ?, ?)",
-                (
-                    (m.uid, m.emailid, m.savedate if m.savedate is not None else row[5])
-                    for m, row in zip(messages, rows, strict=True)
-                    if objectids.is_objectid(m.emailid)
-                ),
-            )
-            if not held and objectids.is_objectid(mailboxid):  # a mailbox in use keeps its own
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('mailboxid', ?)", (mailboxid,))
-            highest = max([current, *(row[7] for row in rows)])
-            next_uid = max([uidnext, meta["uidnext"], *(m.uid + 1 for m in messages)])
-            db.executemany(
-                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                (
-                    ("uidvalidity", uidvalidity),
-                    ("uidnext", next_uid),
-                    ("highestmodseq", highest),
-                    ("recent_uid", next_uid),  # restored mail is not recent
-                ),
-            )
+            sources = [path for path, _crlf in staged]
+            with _journal.linking(directory, sources, targets) as (token, headers):
+                db.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                for row, header in zip(rows, headers, strict=True):
+                    if header is not None:
+                        index.cache_header(row[0], header, db)
+                _origins(db, messages, rows, None if held else mailboxid)
+                highest = max([current, *(row[7] for row in rows)])
+                next_uid = max([uidnext, meta["uidnext"], *(m.uid + 1 for m in messages)])
+                db.executemany(
+                    "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                    (
+                        ("uidvalidity", uidvalidity),
+                        ("uidnext", next_uid),
+                        ("highestmodseq", highest),
+                        ("recent_uid", next_uid),  # restored mail is not recent
+                        (_journal.COMMITTED, token),
+                    ),
+                )
+        _journal.end(directory)
         self.store._changed(directory)
         return Restored(uidvalidity, True, len(messages))
+
+
+def _origins(
+    db: sqlite3.Connection,
+    messages: Sequence[RestoredMessage],
+    rows: list[tuple],
+    mailboxid: str | None,
+) -> None:
+    """RFC 8474 / RFC 8514 values the export kept; without them a message reports its
+    INTERNALDATE and an EMAILID made from UIDVALIDITY and UID (index.origins). The MAILBOXID
+    only into an empty mailbox: one in use keeps its own."""
+    db.executemany(
+        "INSERT OR REPLACE INTO origins VALUES (?, ?, ?)",
+        (
+            (m.uid, m.emailid, m.savedate if m.savedate is not None else row[5])
+            for m, row in zip(messages, rows, strict=True)
+            if objectids.is_objectid(m.emailid)
+        ),
+    )
+    if objectids.is_objectid(mailboxid):
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('mailboxid', ?)", (mailboxid,))
 
 
 registerAdapter(MaildirRestore, MaildirStore, IMailboxRestore)
