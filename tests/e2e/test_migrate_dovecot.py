@@ -63,11 +63,14 @@ def fill_dovecot(port: int) -> None:
     client.login(CAROL, OLD_PASSWORD)
     client.create("Work")
     client.create("Work.Projects")
+    client.create("Caf&AOk-")  # Café: Dovecot keeps the name in modified UTF-7
     client.subscribe("Work")
+    client.subscribe("Caf&AOk-")
     for n in range(5):
         client.append("INBOX", None, None, f"Subject: inbox {n}\r\n\r\nbody {n}\r\n".encode())
     client.append("Work", "(\\Seen $Important Customer)", None, b"Subject: w\r\n\r\nwork\r\n")
     client.append("Work.Projects", "(\\Flagged \\Answered)", None, b"Subject: p\r\n\r\np\r\n")
+    client.append("Caf&AOk-", None, None, b"Subject: c\r\n\r\ncaf\xc3\xa9\r\n")
     client.select("INBOX")
     client.uid("STORE", "2", "+FLAGS", "(\\Deleted)")
     client.expunge()  # a gap in the UIDs: 1, 3, 4, 5
@@ -104,11 +107,11 @@ def test_dovecot_users_and_mail_move_in_with_uids_flags_and_passwords(server, wo
     after = imap_state(server.ports["imap"], CAROL, OLD_PASSWORD)
     for name, (validity, messages) in before["mailboxes"].items():
         assert after["mailboxes"][name] == (validity, messages), name
-    assert set(before["mailboxes"]) == {"INBOX", "Work", "Work/Projects"}
+    assert set(before["mailboxes"]) == {"INBOX", "Work", "Work/Projects", "Caf&AOk-"}
     assert sorted(before["mailboxes"]["INBOX"][1]) == [1, 3, 4, 5]
     assert before["mailboxes"]["INBOX"][1][3][0] == ["Later", "\\Seen"]
     assert before["mailboxes"]["Work"][1][1][0] == ["$Important", "Customer", "\\Seen"]
-    assert after["subscribed"] >= {"Work"}
+    assert after["subscribed"] >= {"Work", "Caf&AOk-"}
     imaplib.IMAP4(H, server.ports["imap"]).login(DAVE, DAVE_PASSWORD)
 
     # The old hashes served once; scrypt from now on.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from txmailhost.cli import main
 from txmailhost.ops.mailbox_admin import result_of
 from txmailhost.ops.migrate import (
     UidListError,
+    folder_name,
     messages_of,
     read_alias_map,
     read_keywords,
@@ -377,6 +379,52 @@ def test_a_passwd_file_listing_a_user_twice_is_refused(
     capsys.readouterr()
     assert main(["--data", site.data, "user", "list"]) == 0
     assert f"user1@{DOMAIN}" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("levels", "name"),
+    [
+        (["Caf&AOk-"], "Café"),
+        (["Lists", "&ZeVnLIqe-"], "Lists/日本語"),
+        (["Café"], "Café"),
+        (["R&D"], "R&D"),
+        (["&AOk"], "&AOk"),  # Twisted decodes it, but it isn't modified UTF-7
+        (["a&-b"], "a&b"),
+        (["Latin\udce9"], None),
+    ],
+)
+def test_folder_levels_are_read_as_modified_utf7_when_valid_else_as_utf8(
+    levels: list[str], name: str | None
+) -> None:
+    assert folder_name(levels) == name
+
+
+def test_folder_names_in_modified_utf7_or_utf8_come_over_and_others_are_reported(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``.Café`` (Dovecot's UTF-8 layout) stopped the run with "'ascii' codec can't
+    encode", the user half migrated."""
+    home = site.maildir("user1")
+    for folder in (".Caf&AOk-", ".Ümlaut.Sub", ".R&D", ".Bad..Name"):
+        box = site.maildir("user1", folder)
+        (box / "new" / "1700000001.M1P1.host").write_bytes(b"Subject: %s\n\n" % folder.encode())
+    undecodable = os.fsencode(home) + b"/.Latin\xe9"
+    for sub in (b"", b"/cur", b"/new"):
+        os.mkdir(undecodable + sub)
+    (home / "subscriptions").write_text("V\t2\n\nCaf&AOk-\nÜmlaut\tSub\nR&D\n")
+    site.users("user1")
+    result = site.migrate()
+    assert result.returncode == 0, result.stderr
+    assert f"  skipped {home}/.Latin\\xe9: a name neither modified UTF-7 nor UTF-8" in result.stdout
+    assert f"  skipped {home}/.Bad..Name: invalid mailbox name: 'Bad//Name'" in result.stdout
+    mail = site.mail("user1")
+    assert mail["Café"][1] == {1: b"Subject: .Caf&AOk-\r\n\r\n"}
+    assert mail["Ümlaut/Sub"][1] == {1: b"Subject: .\xc3\x9cmlaut.Sub\r\n\r\n"}
+    assert mail["R&D"][1] == {1: b"Subject: .R&D\r\n\r\n"}
+    capsys.readouterr()
+    assert main(["--data", site.data, "mailbox", "list", f"user1@{DOMAIN}", "--json"]) == 0
+    listed = {box["name"]: box["subscribed"] for box in json.loads(capsys.readouterr().out)}
+    assert listed["Café"] and listed["Ümlaut/Sub"] and listed["R&D"]
 
 
 def test_postfix_alias_map_with_comments_and_continuations(tmp_path: Path) -> None:

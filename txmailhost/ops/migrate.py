@@ -48,7 +48,7 @@ from txmailhost.ops.sourcefiles import (
     read_regular,
     shown,
 )
-from txmailhost.store.interfaces import INBOX, StoreError
+from txmailhost.store.interfaces import INBOX, InvalidMailboxName, StoreError
 from txmailhost.store.restore import MAX_UID, RestoredMessage, restore_mailbox_sync
 
 # Maildir info letters (the "2," part of a name) and the IMAP flags they stand for.
@@ -230,9 +230,7 @@ def read_keywords(directory: str, skipped: list[str]) -> dict[str, str]:
 def folders(maildir: str, skipped: list[str]) -> Iterator[tuple[str, str]]:
     """(IMAP name, directory) of INBOX and each Maildir++ folder (``.Lists.twisted``); a
     link among them is reported in ``skipped``, never followed (it could lead into another
-    user's Maildir)."""
-    import twisted.mail.imap4  # noqa: F401 - registers the imap4-utf-7 codec
-
+    user's Maildir), and so is a folder whose name is not text (``folder_name``)."""
     yield INBOX, maildir
     for entry in sorted(os.listdir(maildir)):
         if not entry.startswith(".") or entry in (".", ".."):
@@ -242,8 +240,38 @@ def folders(maildir: str, skipped: list[str]) -> Iterator[tuple[str, str]]:
         if stat.S_ISLNK(mode):
             skipped.append(f"{shown(full)}: {kind(mode)}")
         elif stat.S_ISDIR(mode) and os.path.lexists(os.path.join(full, "cur")):
-            parts = entry[1:].split(".")
-            yield "/".join(p.encode("ascii").decode("imap4-utf-7") for p in parts), full
+            name = folder_name(entry[1:].split("."))
+            if name is None:
+                skipped.append(f"{shown(full)}: a name neither modified UTF-7 nor UTF-8")
+            else:
+                yield name, full
+
+
+def folder_name(levels: list[str]) -> str | None:
+    """The IMAP name of a folder from its hierarchy levels as Dovecot stored them: each in
+    modified UTF-7 (RFC 3501 5.1.3, Dovecot's default) when it is valid modified UTF-7,
+    else as it is (UTF-8: Dovecot's ``UTF-8`` layout option, or ASCII such as ``R&D``);
+    None when a level is neither (bytes that ``os.listdir`` could only surrogate-escape)."""
+    import twisted.mail.imap4  # noqa: F401 - registers the imap4-utf-7 codec
+
+    names = []
+    for level in levels:
+        if not level.isascii():
+            try:
+                level.encode("utf-8")
+            except UnicodeEncodeError:
+                return None
+            names.append(level)
+            continue
+        try:
+            decoded = level.encode("ascii").decode("imap4-utf-7")
+        except UnicodeDecodeError:
+            decoded = None
+        # Twisted's decoder also takes sloppy forms ("&AOk" unterminated): only a name that
+        # encodes back to itself is modified UTF-7.
+        valid = decoded is not None and decoded.encode("imap4-utf-7") == level.encode("ascii")
+        names.append(decoded if valid else level)
+    return "/".join(names)
 
 
 def message_files(directory: str, skipped: list[str]) -> Iterator[tuple[str, os.stat_result]]:
@@ -318,9 +346,11 @@ def messages_of(
 
 def read_subscriptions(maildir: str, skipped: list[str]) -> list[str]:
     """Dovecot's ``subscriptions``: one name a line, after an optional ``V\\t2`` header; its
-    version 2 separates hierarchy levels with a tab."""
+    version 2 separates hierarchy levels with a tab. Names are stored as the folders' are
+    (``Caf&AOk-``), and read the same way."""
     lines = (read_listing(os.path.join(maildir, "subscriptions"), skipped) or "").splitlines()
-    return [line.replace("\t", "/") for line in lines if line and not re.fullmatch(r"V\t\d+", line)]
+    names = [folder_name(line.split("\t")) for line in lines if not re.fullmatch(r"V\t\d+", line)]
+    return [name for name in names if name]
 
 
 def find_maildir(root: str | None, entry: PasswdEntry, skipped: list[str]) -> str | None:
@@ -401,7 +431,9 @@ def migrate_user(store: Any, accounts: Any, entry: PasswdEntry, root: str | None
     boxes = []
     if maildir is not None:
         for name, directory in folders(maildir, skipped):
-            boxes.append(migrate_folder(store, user, name, directory, skipped))
+            box = migrate_folder(store, user, name, directory, skipped)
+            if box is not None:
+                boxes.append(box)
         existing = set(result_of(store.list_mailboxes(user)))
         for name in read_subscriptions(maildir, skipped):
             if name in existing:
@@ -410,13 +442,19 @@ def migrate_user(store: Any, accounts: Any, entry: PasswdEntry, root: str | None
             "skipped": skipped}  # fmt: skip
 
 
-def migrate_folder(store: Any, user: str, name: str, directory: str, skipped: list[str]) -> dict:
-    """Restore one Dovecot folder as the mailbox ``name``; a line of the report."""
+def migrate_folder(
+    store: Any, user: str, name: str, directory: str, skipped: list[str]
+) -> dict | None:
+    """Restore one Dovecot folder as the mailbox ``name``; a line of the report (None when
+    the store refuses the name: the folder is skipped, and said so in ``skipped``)."""
     folder = folder_messages(directory, skipped)
     try:
         restored = restore_mailbox_sync(
             store, user, name, folder.uidvalidity, folder.uidnext, folder.messages, result_of
         )
+    except InvalidMailboxName as e:
+        skipped.append(f"{shown(directory)}: {e}")
+        return None
     except SourceFileError:
         raise  # it names its file
     except (ValueError, StoreError, sqlite3.Error) as e:
