@@ -20,8 +20,10 @@ expunged during the export is left out. ``import`` restores the account if it is
 aliases, then every mailbox through ``store/restore.py``: into an empty mailbox with the same
 UIDs, UIDVALIDITY and modseqs, so IMAP clients keep their caches; into one restored from the
 same export before, only what it lacks; into one that holds other mail, as new messages
-(flags and INTERNALDATE kept; the report says which). It is safe on a running
-server, which sees the restored mailboxes at once.
+(flags and INTERNALDATE kept; the report says which). It is safe on a running server, which
+sees the restored mailboxes at once. The export is checked whole before that
+(``read_exported_user``): it may come from anywhere, and its JSON names files, so a name
+export doesn't write (``../../etc/shadow``), a path leading out of it, or a link is refused.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from txmailhost import __version__, _safeio
@@ -47,8 +51,14 @@ from txmailhost.ops.mailbox_admin import (
     open_store,
     result_of,
 )
-from txmailhost.store.interfaces import MessageSource
-from txmailhost.store.restore import RestoredMessage, restore_mailbox_sync
+from txmailhost.ops.sourcefiles import (
+    RegularFileSource,
+    SourceFileError,
+    entry_problem,
+    read_regular,
+    shown,
+)
+from txmailhost.store.restore import RestoredMessage, check_numbers, restore_mailbox_sync
 
 MANIFEST = "txmailhost-export.json"
 FORMAT = "txmailhost-export"
@@ -217,21 +227,105 @@ def _json(document: Any) -> bytes:
 
 def read_manifest(src: str) -> dict[str, Any]:
     path = os.path.join(src, MANIFEST)
-    try:
-        with open(path, "rb") as f:
-            manifest = json.loads(f.read())
-    except FileNotFoundError:
-        raise AdminError(f"{src}: no {MANIFEST}: not an export, or an incomplete one") from None
-    except ValueError as e:
-        raise AdminError(f"{path}: not valid JSON ({e})") from None
-    if manifest.get("format") != FORMAT:
+    if not os.path.lexists(path):
+        raise AdminError(f"{src}: no {MANIFEST}: not an export, or an incomplete one")
+    manifest = _read_json(path)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise AdminError(f"{path}: not a txmailhost export")
     if manifest.get("version", 0) > VERSION:
         raise AdminError(
             f"{path}: export format {manifest['version']} is newer than this txmailhost "
             f"reads ({VERSION}); import it with the version that wrote it or a newer one"
         )
+    if not isinstance(manifest.get("users"), list):
+        raise AdminError(f"{path}: no list of users")
     return manifest
+
+
+def _read_json(path: str) -> Any:
+    """A JSON file of the export: a regular file, not followed if it is a link."""
+    data = read_regular(path)
+    if data is None:
+        raise AdminError(f"{path}: missing from the export")
+    try:
+        return json.loads(data)
+    except ValueError as e:
+        raise AdminError(f"{path}: not valid JSON ({e})") from None
+
+
+# An export names its users' directories after their addresses, its mailboxes' NNNN and its
+# messages' files UID.eml: anything else in its JSON (``../../etc``, an absolute path) is a
+# path export never wrote, and is refused rather than read.
+_USER_DIRECTORY = re.compile(r"[^/\x00]+@[^/\x00]+")
+_MAILBOX_DIRECTORY = re.compile(r"[0-9]{4,}")
+_MESSAGE_FILE = re.compile(r"[1-9][0-9]*\.eml")
+
+
+def _inside(src: str, parent: str, name: object, shape: re.Pattern[str]) -> str:
+    """``parent/name``, where ``name`` is one path component of the ``shape`` export writes
+    and the path, links resolved, stays under ``src``; else an ``AdminError``."""
+    if not isinstance(name, str) or not shape.fullmatch(name):
+        raise AdminError(f"{shown(parent)}: {name!r} is not a name export writes")
+    path = os.path.join(parent, name)
+    root = os.path.realpath(src)
+    if os.path.commonpath([root, os.path.realpath(path)]) != root:
+        raise AdminError(f"{shown(path)}: leads out of {shown(src)}")
+    return path
+
+
+@dataclass
+class ExportedUser:
+    """One user of an export, read and checked whole before anything is imported."""
+
+    account: dict[str, Any]
+    mailboxes: list[tuple[dict[str, Any], list[RestoredMessage]]]
+
+
+def read_exported_user(src: str, user: object) -> ExportedUser:
+    home = _inside(src, src, user, _USER_DIRECTORY)
+    account = _read_json(os.path.join(home, "account.json"))
+    path = os.path.join(home, "mailboxes.json")
+    mailboxes = _read_json(path)
+    try:
+        if not isinstance(account, dict) or not isinstance(mailboxes, list):
+            raise TypeError("not an object and a list")
+        boxes = [(box, _exported_messages(src, home, box)) for box in mailboxes]
+    except AdminError:
+        raise  # it names its file
+    except (KeyError, TypeError) as e:
+        problem = f"{type(e).__name__}: {e}"
+        raise AdminError(f"{shown(path)}: not as export writes it ({problem})") from None
+    except ValueError as e:  # check_numbers
+        raise AdminError(f"{shown(path)}: {e}") from None
+    return ExportedUser(account, boxes)
+
+
+def _exported_messages(src: str, home: str, box: dict[str, Any]) -> list[RestoredMessage]:
+    """The messages of one mailbox of ``mailboxes.json``: files checked to be regular files
+    under ``src``, numbers to be ones IMAP can serve (``check_numbers``)."""
+    folder = _inside(src, os.path.join(home, "mail"), box["directory"], _MAILBOX_DIRECTORY)
+    messages = []
+    for m in box["messages"]:
+        path = _inside(src, folder, m["file"], _MESSAGE_FILE)
+        problem = entry_problem(path)
+        if problem is not None:
+            raise SourceFileError(problem)
+        messages.append(
+            RestoredMessage(
+                uid=m["uid"],
+                flags=frozenset(m["flags"]),
+                internaldate=m["internaldate"],
+                modseq=m["modseq"],
+                source=RegularFileSource(path, os.lstat(path)),
+                emailid=m.get("emailid"),  # absent from exports made before they were kept
+                savedate=m.get("savedate"),
+            )
+        )
+    try:
+        check_numbers(box["uidvalidity"], box["uidnext"], messages)
+    except ValueError as e:
+        raise ValueError(f"mailbox {box['name']!r}: {e}") from None
+    return messages
 
 
 def _import(args: argparse.Namespace, config: Any, accounts: Any) -> int:
@@ -247,8 +341,12 @@ def _import(args: argparse.Namespace, config: Any, accounts: Any) -> int:
         pairs = [(exported[0], canonical_address(args.user))]
     else:
         pairs = [(user, user) for user in exported]
+    exports = [read_exported_user(src, old) for old, _new in pairs]  # all checked first
     store = open_store(config)
-    report = [import_user(store, accounts, os.path.join(src, old), new) for old, new in pairs]
+    report = [
+        import_user(store, accounts, export, new)
+        for export, (_old, new) in zip(exports, pairs, strict=True)
+    ]
 
     def lines() -> list[str]:
         out = []
@@ -269,10 +367,9 @@ def added(box: dict) -> str:
     return text + (f" added, {box['present']} there already" if box["present"] else "")
 
 
-def import_user(store: Any, accounts: Any, home: str, user: str) -> dict[str, Any]:
-    """Restore one exported user (the directory ``home``) as ``user``."""
-    with open(os.path.join(home, "account.json"), "rb") as f:
-        record = json.loads(f.read())
+def import_user(store: Any, accounts: Any, export: ExportedUser, user: str) -> dict[str, Any]:
+    """Restore one exported user (read by ``read_exported_user``) as ``user``."""
+    record = export.account
     created = not accounts.has_user(user)
     if created:
         if not record.get("password_hash"):
@@ -292,23 +389,8 @@ def import_user(store: Any, accounts: Any, home: str, user: str) -> dict[str, An
         with contextlib.suppress(AccountError):
             rules.add_alias(alias, wanted)
     result_of(store.provision(user))
-    with open(os.path.join(home, "mailboxes.json"), "rb") as f:
-        mailboxes = json.loads(f.read())
     done = []
-    for box in mailboxes:
-        folder = os.path.join(home, "mail", box["directory"])
-        messages = [
-            RestoredMessage(
-                uid=m["uid"],
-                flags=frozenset(m["flags"]),
-                internaldate=m["internaldate"],
-                modseq=m["modseq"],
-                source=MessageSource.from_path(os.path.join(folder, m["file"]), m.get("size")),
-                emailid=m.get("emailid"),  # absent from exports made before they were kept
-                savedate=m.get("savedate"),
-            )
-            for m in box["messages"]
-        ]
+    for box, messages in export.mailboxes:
         restored = restore_mailbox_sync(
             store, user, box["name"], box["uidvalidity"], box["uidnext"], messages, result_of,
             box.get("mailboxid"),

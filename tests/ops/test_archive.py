@@ -1,0 +1,143 @@
+"""``txmailhost import`` reads only what ``export`` writes: the paths its JSON names must be
+export's own names, under the export directory, and regular files; anything else is refused
+before anything is imported."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from txmailhost.cli import main
+from txmailhost.ops.mailbox_admin import result_of
+from txmailhost.store.interfaces import MessageSource
+from txmailhost.store.maildir import MaildirStore
+
+ALICE, IMP = "alice@example.test", "imp@example.test"
+
+
+class Exported:
+    """A data directory whose alice has two messages, exported to ``export``."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.data = str(tmp_path / "data")
+        self.export = tmp_path / "export"
+        self.secret = tmp_path / "shadow"
+        self.secret.write_bytes(b"root:$6$secret:19000::::::\n")
+        password = tmp_path / "password"
+        password.write_text("a-password-9\n")
+        assert main(["--data", self.data, "init", "--hostname", "mx.example.test"]) == 0
+        assert main(["--data", self.data, "domain", "add", "example.test"]) == 0
+        assert main(["--data", self.data, "user", "add", ALICE, "--password-file",
+                     str(password)]) == 0  # fmt: skip
+        inbox = result_of(self.store().open(ALICE, "INBOX"))
+        for n in (1, 2):
+            result_of(inbox.append(MessageSource.from_bytes(b"Subject: %d\r\n\r\n" % n), [], None))
+        assert main(["--data", self.data, "export", ALICE, str(self.export)]) == 0
+
+    def store(self) -> MaildirStore:
+        return MaildirStore(os.path.join(self.data, "mail"))
+
+    @property
+    def mailboxes_json(self) -> Path:
+        return self.export / ALICE / "mailboxes.json"
+
+    def edit_mailboxes(self, change) -> None:
+        mailboxes = json.loads(self.mailboxes_json.read_text())
+        change(next(box for box in mailboxes if box["name"] == "INBOX"))
+        self.mailboxes_json.write_text(json.dumps(mailboxes))
+
+    def run_import(self, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+        capsys.readouterr()
+        code = main(["--data", self.data, "import", IMP, str(self.export)])
+        return code, capsys.readouterr().err
+
+    def users(self, capsys: pytest.CaptureFixture[str]) -> str:
+        capsys.readouterr()
+        assert main(["--data", self.data, "user", "list"]) == 0
+        return capsys.readouterr().out
+
+    def imported(self) -> list[bytes]:
+        """imp's INBOX, if imp exists at all."""
+        store = self.store()
+        if not os.path.isdir(os.path.join(self.data, "mail", "example.test", "imp")):
+            return []
+        inbox = result_of(store.open(IMP, "INBOX"))
+        return [
+            result_of(inbox.open_message(m.uid)).read()
+            for m in result_of(inbox.snapshot()).messages
+        ]
+
+
+@pytest.fixture
+def exported(tmp_path: Path) -> Exported:
+    return Exported(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["../../../../../../../../etc/hostname", "/etc/hostname"])
+def test_a_message_file_that_is_a_path_is_refused_and_nothing_imported(
+    exported: Exported, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    """It was read: ``import`` put /etc/shadow into the importing user's mailbox (rc 0)."""
+    exported.edit_mailboxes(lambda box: box["messages"][1].update(file=name))
+    code, err = exported.run_import(capsys)
+    assert code == 1
+    assert f"{exported.export}/{ALICE}/mail/0001: {name!r} is not a name export writes" in err
+    assert exported.imported() == []
+    assert IMP not in exported.users(capsys)  # not even the account
+
+
+def test_a_message_file_that_is_a_link_is_refused(
+    exported: Exported, capsys: pytest.CaptureFixture[str]
+) -> None:
+    message = exported.export / ALICE / "mail" / "0001" / "2.eml"
+    message.unlink()
+    message.symlink_to(exported.secret)
+    code, err = exported.run_import(capsys)
+    assert code == 1
+    assert f"{message}: leads out of {exported.export}" in err
+    (exported.export / "2.eml").write_bytes(b"Subject: in the export, but a link\r\n\r\n")
+    message.unlink()
+    message.symlink_to(exported.export / "2.eml")
+    code, err = exported.run_import(capsys)
+    assert code == 1 and f"{message}: a symbolic link (not followed)" in err
+    assert exported.imported() == []
+
+
+def test_a_mailbox_directory_or_user_that_leads_elsewhere_is_refused(
+    exported: Exported, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "0001").mkdir(parents=True)
+    (elsewhere / "0001" / "1.eml").write_bytes(b"Subject: not from the export\r\n\r\n")
+    exported.edit_mailboxes(lambda box: box.update(directory="../../../elsewhere/0001"))
+    code, err = exported.run_import(capsys)
+    assert code == 1 and "'../../../elsewhere/0001' is not a name export writes" in err
+    exported.edit_mailboxes(lambda box: box.update(directory="0009"))
+    (exported.export / ALICE / "mail" / "0009").symlink_to(elsewhere / "0001")
+    code, err = exported.run_import(capsys)
+    assert code == 1 and f"{exported.export}/{ALICE}/mail/0009: leads out of" in err
+    manifest = exported.export / "txmailhost-export.json"
+    record = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps(dict(record, users=["../elsewhere"])))
+    code, err = exported.run_import(capsys)
+    assert code == 1 and "'../elsewhere' is not a name export writes" in err
+    assert exported.imported() == []
+
+
+def test_numbers_imap_cant_serve_are_refused_before_anything_is_imported(
+    exported: Exported, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exported.edit_mailboxes(lambda box: box.update(uidnext=2**32 + 3))
+    code, err = exported.run_import(capsys)
+    assert code == 1
+    assert "mailboxes.json: mailbox 'INBOX': UIDNEXT 4294967299 is not a number" in err
+    assert exported.imported() == [] and IMP not in exported.users(capsys)
+
+
+def test_an_untouched_export_imports(exported: Exported, capsys) -> None:
+    code, err = exported.run_import(capsys)
+    assert code == 0, err
+    assert exported.imported() == [b"Subject: 1\r\n\r\n", b"Subject: 2\r\n\r\n"]
