@@ -427,6 +427,55 @@ def test_folder_names_in_modified_utf7_or_utf8_come_over_and_others_are_reported
     assert listed["Café"] and listed["Ümlaut/Sub"] and listed["R&D"]
 
 
+def test_a_user_whose_hash_no_login_can_match_is_skipped_with_the_reason(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``{SHA512-CRYPT}garbage`` and the like made "account created": an account nobody
+    could ever log in to."""
+    site.passwd.write_text(
+        f"user1@{DOMAIN}:{{SHA512-CRYPT}}garbage::::\n"
+        f"user2@{DOMAIN}:{{BLF-CRYPT}}$2y$05$short::::\n"
+        f"user3@{DOMAIN}:{{SSHA}}!!!notbase64::::\n"
+        f"user4@{DOMAIN}:{{SSHA512}}::::\n"
+        f"user5@{DOMAIN}:$1$abc$garbage::::\n"
+        f"user6@{DOMAIN}:{PASSWORD_HASH}::::\n"
+    )
+    result = site.migrate()
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    for n, problem in enumerate(
+        [
+            "malformed {SHA512-CRYPT} hash: not a valid sha512_crypt hash",
+            "malformed {BLF-CRYPT} hash: salt too small (bcrypt requires exactly 22 chars)",
+            "malformed {SSHA} hash: not a valid ldap_salted_sha1 hash",
+            "malformed {SSHA512} hash: not a valid ldap_salted_sha512 hash",
+            "malformed {CRYPT} hash: malformed md5_crypt hash (checksum must be exactly 22 chars)",
+        ],
+        1,
+    ):
+        assert lines[n - 1] == f"skipped user{n}@{DOMAIN}: {site.passwd}:{n}: {problem}"
+    assert lines[5] == f"user6@{DOMAIN}: account created"
+    capsys.readouterr()
+    assert main(["--data", site.data, "user", "list"]) == 0
+    assert capsys.readouterr().out.split() == [f"user6@{DOMAIN}"]
+
+
+def test_a_file_that_is_not_utf8_is_named_with_its_line(site: Site, tmp_path: Path) -> None:
+    site.passwd.write_bytes(f"user1@{DOMAIN}:{PASSWORD_HASH}::::\n".encode() + b"j\xffrg::::\n")
+    result = site.migrate()
+    assert result.returncode == 1
+    assert (
+        result.stderr == f"txmailhost: error: {site.passwd}:2: not UTF-8 (byte 0xff at column 2)\n"
+    )
+    virtual = tmp_path / "virtual"
+    virtual.write_bytes(b"# aliases\ninfo@audit.test  j\xe9rg@audit.test\n")
+    command = site.command()
+    aliases = [*command[: command.index("migrate")], "migrate", "postfix-aliases", str(virtual)]
+    result = subprocess.run(aliases, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == f"txmailhost: error: {virtual}:2: not UTF-8 (byte 0xe9 at column 19)\n"
+
+
 def test_postfix_alias_map_with_comments_and_continuations(tmp_path: Path) -> None:
     source = tmp_path / "virtual"
     source.write_text(

@@ -13,8 +13,9 @@ What it owns:
 - ``admin.py``: registers the commands below in the CLI (one call from ``cli.py``):
   ``mailbox_admin.py`` (mailbox, search, fetch, flags, expunge, quota, index),
   ``server_admin.py`` (auth test, config show, status), ``archive.py`` (export, import),
-  ``migrate.py`` (migrate dovecot, migrate postfix-aliases); the last two read a tree someone
-  else wrote through ``sourcefiles.py`` (no link followed, only regular files).
+  ``migrate.py`` (migrate dovecot, migrate postfix-aliases; ``dovecot_hashes.py`` parses the
+  password hashes it moves in); the last two read a tree someone else wrote through
+  ``sourcefiles.py`` (no link followed, only regular files).
 
 May import: the accounts, store, queue and delivery packages' public pieces, and the protocol
 servers' classes (``control.py``, to tell a session's user); nothing in a protocol package

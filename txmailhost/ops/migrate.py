@@ -4,7 +4,8 @@
 passwd-file (``user:{SCHEME}hash:uid:gid:gecos:home:shell:extra``) and, for each user:
 
 - creates the account with its Dovecot hash (``accounts/legacy.py`` checks it at login; the
-  first successful login replaces it with ours), unless the account exists already;
+  first successful login replaces it with ours), unless the account exists already; a
+  hash no login could match is refused first (``dovecot_hashes.py``);
 - copies the user's Maildir++ (``DIR/DOMAIN/USER``, ``DIR/USER@DOMAIN``, ``DIR/USER``,
   ``HOME/Maildir`` or ``HOME``, the first that is a Maildir) keeping, per folder, the
   UIDVALIDITY, UIDs and UIDNEXT of its ``dovecot-uidlist`` and the keywords of its
@@ -39,6 +40,7 @@ from txmailhost.accounts.addresses import canonical_address
 from txmailhost.accounts.interfaces import AccountError
 from txmailhost.accounts.legacy import scheme_of
 from txmailhost.ops.archive import added
+from txmailhost.ops.dovecot_hashes import hash_problem
 from txmailhost.ops.mailbox_admin import AdminError, emit, json_option, open_store, result_of
 from txmailhost.ops.sourcefiles import (
     RegularFileSource,
@@ -90,6 +92,20 @@ class PasswdEntry:
     address: str
     password_hash: str
     home: str
+    where: str = ""  # FILE:LINE, for the report
+
+
+def text_lines(path: str) -> Iterator[tuple[int, str]]:
+    """(number, line) of a text file in UTF-8, without line ends; a line that isn't UTF-8
+    is named with its file and number (not only "'utf-8' codec can't decode byte 0xff")."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                yield number, raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise AdminError(
+                    f"{path}:{number}: not UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})"
+                ) from None
 
 
 def read_passwd_file(path: str, domain: str | None) -> list[PasswdEntry]:
@@ -97,25 +113,26 @@ def read_passwd_file(path: str, domain: str | None) -> list[PasswdEntry]:
     of the two hashes and homes would be the right one?)."""
     entries = []
     lines: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            fields = line.split(":")
-            user, password = fields[0], fields[1] if len(fields) > 1 else ""
-            home = fields[5] if len(fields) > 5 else ""
-            if "@" not in user:
-                if not domain:
-                    raise AdminError(f"{path}:{number}: user {user!r} has no domain (--domain)")
-                user = f"{user}@{domain}"
+    for number, line in text_lines(path):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = line.split(":")
+        user, password = fields[0], fields[1] if len(fields) > 1 else ""
+        home = fields[5] if len(fields) > 5 else ""
+        if "@" not in user:
+            if not domain:
+                raise AdminError(f"{path}:{number}: user {user!r} has no domain (--domain)")
+            user = f"{user}@{domain}"
+        try:
             address = canonical_address(user)
-            if address in lines:
-                raise AdminError(
-                    f"{path}:{number}: {address} is listed again (first on line {lines[address]})"
-                )
-            lines[address] = number
-            entries.append(PasswdEntry(address, password, home))
+        except AccountError as e:
+            raise AdminError(f"{path}:{number}: {e}") from None
+        if address in lines:
+            raise AdminError(
+                f"{path}:{number}: {address} is listed again (first on line {lines[address]})"
+            )
+        lines[address] = number
+        entries.append(PasswdEntry(address, password, home, f"{path}:{number}"))
     return entries
 
 
@@ -413,17 +430,28 @@ def _dovecot(args: argparse.Namespace, config: Any, accounts: Any) -> int:
     return 1 if any("error" in user for user in report) else 0
 
 
+def checked_hash(entry: PasswdEntry) -> str:
+    """The entry's hash as ``{SCHEME}value``, if it is one a login can match (else
+    ``AccountError`` naming the passwd-file line: the user is skipped)."""
+    encoded = entry.password_hash
+    if scheme_of(encoded) is None and not encoded.startswith("$"):
+        raise AccountError(f"{entry.where}: password scheme not supported: {encoded[:16]!r}")
+    if scheme_of(encoded) is None:  # a bare crypt(3) string ($6$...), Dovecot's CRYPT
+        encoded = "{CRYPT}" + encoded
+    scheme = scheme_of(encoded)
+    assert scheme is not None
+    problem = hash_problem(scheme, encoded[len(scheme) + 2 :])
+    if problem is not None:
+        raise AccountError(f"{entry.where}: {problem}")
+    return encoded
+
+
 def migrate_user(store: Any, accounts: Any, entry: PasswdEntry, root: str | None) -> dict:
     user = entry.address
     if accounts.has_user(user):
         account = "existed"
     else:
-        if scheme_of(entry.password_hash) is None and not entry.password_hash.startswith("$"):
-            raise AccountError(f"password scheme not supported: {entry.password_hash[:16]!r}")
-        encoded = entry.password_hash
-        if scheme_of(encoded) is None:  # a bare crypt(3) string ($6$...), Dovecot's CRYPT
-            encoded = "{CRYPT}" + encoded
-        accounts.add_user_with_hash(user, encoded)
+        accounts.add_user_with_hash(user, checked_hash(entry))
         account = "created"
     result_of(store.provision(user))
     skipped: list[str] = []
@@ -475,15 +503,13 @@ def read_alias_map(path: str) -> list[tuple[str, list[str]]]:
     """A Postfix lookup table source: ``key value``, ``#`` comments, lines starting with
     white space continue the previous one (postmap(1)); values split on commas and spaces."""
     logical: list[str] = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            stripped = line.rstrip("\n")
-            if not stripped.strip() or stripped.lstrip().startswith("#"):
-                continue
-            if stripped[0].isspace() and logical:
-                logical[-1] += " " + stripped.strip()
-            else:
-                logical.append(stripped.strip())
+    for _number, stripped in text_lines(path):
+        if not stripped.strip() or stripped.lstrip().startswith("#"):
+            continue
+        if stripped[0].isspace() and logical:
+            logical[-1] += " " + stripped.strip()
+        else:
+            logical.append(stripped.strip())
     out = []
     for line in logical:
         key, _, value = line.partition(" ")

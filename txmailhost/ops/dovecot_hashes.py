@@ -1,0 +1,80 @@
+"""Is a Dovecot password hash one that a login can ever match? Checked before ``migrate
+dovecot`` makes an account with it.
+
+``accounts/legacy.py`` verifies these hashes at login, and answers False for a malformed one:
+right at login, but an account made from ``{SHA512-CRYPT}garbage`` or an empty ``{SSHA512}``
+is one nobody can ever log in to, and the migration said "account created". So each scheme's
+value is parsed here, without hashing anything, by the same libraries that verify it
+(libpass's parsers check the length, the alphabet and the base64 of their format;
+argon2-cffi's its parameters), and a user with a hash they refuse is skipped, with the
+reason.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Callable
+
+import argon2
+from passlib import hash as passlib_hash
+
+_B64 = r"[A-Za-z0-9+/]+"
+_ARGON2 = re.compile(rf"\$argon2(id|i)\$v=\d+\$m=\d+,t=\d+,p=\d+\${_B64}\${_B64}")
+
+
+def _passlib(handler: object, prefix: str = "") -> Callable[[str], str | None]:
+    def problem(value: str) -> str | None:
+        try:
+            with warnings.catch_warnings():  # bcrypt's "padding bits" warning: it verifies
+                warnings.simplefilter("ignore")
+                parsed = handler.from_string(prefix + value)  # type: ignore[attr-defined]
+        except (ValueError, TypeError) as e:
+            return str(e) or "malformed"
+        return None if parsed.checksum else "a salt without a hash"
+
+    return problem
+
+
+def _argon2(value: str) -> str | None:
+    if not _ARGON2.fullmatch(value):
+        return "not $argon2id$v=N$m=N,t=N,p=N$SALT$HASH with SALT and HASH in base64"
+    try:
+        argon2.extract_parameters(value)
+    except argon2.exceptions.InvalidHashError:
+        return "parameters argon2 can't use"
+    return None
+
+
+# The crypt(3) formats ``{CRYPT}`` may hold (those legacy.py verifies), by their ``$id$``.
+_CRYPT_IDS = {"$6$": "SHA512-CRYPT", "$5$": "SHA256-CRYPT", "$1$": "MD5-CRYPT",
+              "$2a$": "BLF-CRYPT", "$2b$": "BLF-CRYPT", "$2y$": "BLF-CRYPT"}  # fmt: skip
+
+
+def _crypt(value: str) -> str | None:
+    scheme = _CRYPT_IDS.get(value[: value.find("$", 1) + 1])
+    if scheme is None:
+        return f"not a crypt format that is checked at login ({', '.join(_CRYPT_IDS)})"
+    return SHAPES[scheme](value)
+
+
+# One entry per scheme of accounts/legacy.py's SCHEMES (tests/ops/test_dovecot_hashes.py
+# checks they stay the same).
+SHAPES: dict[str, Callable[[str], str | None]] = {
+    "SHA512-CRYPT": _passlib(passlib_hash.sha512_crypt),
+    "SHA256-CRYPT": _passlib(passlib_hash.sha256_crypt),
+    "MD5-CRYPT": _passlib(passlib_hash.md5_crypt),
+    "BLF-CRYPT": _passlib(passlib_hash.bcrypt),
+    "ARGON2ID": _argon2,
+    "ARGON2I": _argon2,
+    "SSHA512": _passlib(passlib_hash.ldap_salted_sha512, "{SSHA512}"),
+    "SSHA256": _passlib(passlib_hash.ldap_salted_sha256, "{SSHA256}"),
+    "SSHA": _passlib(passlib_hash.ldap_salted_sha1, "{SSHA}"),
+    "CRYPT": _crypt,
+}
+
+
+def hash_problem(scheme: str, value: str) -> str | None:
+    """Why ``{scheme}value`` can match no password (None when it can)."""
+    problem = SHAPES[scheme](value)
+    return None if problem is None else f"malformed {{{scheme}}} hash: {problem}"
