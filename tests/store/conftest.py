@@ -1,10 +1,12 @@
-"""One provisioned user's Maildir store, run on the synchronous pool, and one message file."""
+"""One provisioned user's Maildir store, run on the synchronous pool, message files, and a
+full disk for its index."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.support.syncpool import SyncReactor, SyncThreadPool
+from txmailhost.store import index
 from txmailhost.store.maildir import MaildirStore
 
 USER = "alice@example.test"
@@ -16,6 +18,22 @@ def store(tmp_path):
     s = MaildirStore(str(tmp_path / "mail"), SyncReactor(), SyncThreadPool())
     s.provision_sync(USER)
     return s
+
+
+def fill_up(path: str) -> None:
+    """The index at ``path`` takes no more pages: what a full disk does to its next write (on
+    this thread's connection, the one the store uses here)."""
+    db = index._connect(path)
+    (pages,) = db.execute("PRAGMA page_count").fetchone()
+    db.execute(f"PRAGMA max_page_count = {pages}")
+
+
+@pytest.fixture
+def big(tmp_path):
+    """A message whose header is cached in the index: it needs new pages there."""
+    path = tmp_path / "big"
+    path.write_bytes(b"Subject: " + b"x" * 20000 + b"\r\n\r\nbody\r\n")
+    return str(path)
 
 
 @pytest.fixture

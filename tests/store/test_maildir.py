@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 
 import pytest
 import twisted.mail.imap4  # noqa: F401 - imap4-utf-7 codec
 from zope.interface.verify import verifyObject
 
-from tests.store.conftest import MSG, USER
+from tests.store.conftest import MSG, USER, fill_up
 from tests.support.syncpool import SyncReactor, SyncThreadPool, result
+from txmailhost._safeio import out_of_space
+from txmailhost.store.index import INDEX_NAME
 from txmailhost.store.interfaces import (
     IMailbox,
     IMailStore,
@@ -405,3 +408,36 @@ def test_mail_arriving_now_gets_a_whole_second_internaldate_as_spooled_mail_does
     store.deliver_named_sync(spooled)  # as the spool's delivery thread does
     snap = result(result(store.open(USER, "INBOX")).snapshot())
     assert [m.internaldate for m in snap.messages] == [1790000000.0, 1790000000.0]
+
+
+def message_files(directory: str) -> list[str]:
+    return [name for sub in ("new", "cur") for name in os.listdir(os.path.join(directory, sub))]
+
+
+def test_a_delivery_the_full_index_refuses_says_so_and_leaves_no_file(store, big):
+    inbox = result(store.open(USER, "INBOX"))
+    result(inbox.select(False))
+    fill_up(os.path.join(inbox.directory, INDEX_NAME))
+
+    with pytest.raises(sqlite3.OperationalError) as failed:
+        result(store.deliver_file([(USER, "INBOX")], big))
+
+    assert out_of_space(failed.value)  # IMAP's OVERQUOTA, not "cannot rollback"
+    assert message_files(inbox.directory) == []  # a retried delivery adds it once
+    assert list(result(result(store.open(USER, "INBOX")).select(False)).uids) == []
+
+
+def test_a_copy_the_full_target_index_refuses_leaves_no_copies(store, big):
+    result(store.deliver_file([(USER, "INBOX")], big))
+    inbox = result(store.open(USER, "INBOX"))
+    result(inbox.select(False))
+    trash = result(store.open(USER, "Trash"))
+    result(trash.status())
+    fill_up(os.path.join(trash.directory, INDEX_NAME))
+
+    with pytest.raises(sqlite3.OperationalError) as failed:
+        result(inbox.copy([1], trash))
+
+    assert out_of_space(failed.value)
+    assert message_files(trash.directory) == []  # a retried COPY adds it once
+    assert result(result(store.open(USER, "Trash")).status()).messages == 0

@@ -175,7 +175,8 @@ class MailboxIndex:
             try:
                 yield db
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLite ends it itself on a full disk, and then
+                    db.execute("ROLLBACK")  # a ROLLBACK would hide why it failed
                 raise
             db.execute("COMMIT")
 

@@ -659,10 +659,18 @@ class MaildirMailbox:
                 _safeio.fsync_dirs(os.path.join(target.directory, e[2]) for e in placed)
             # RFC 8474: a copy is the same message (its EMAILID), saved anew (RFC 8514).
             emailids = [origins[entry[0]][0] if entry[0] in origins else None for entry in placed]
-            new_uids = target._index.add([entry[1:] for entry in placed], db, emailids)
-            for (uid, *_), new_uid in zip(placed, new_uids, strict=True):
-                if uid in headers:
-                    target._index.cache_header(new_uid, headers[uid], db)
+            try:
+                new_uids = target._index.add([entry[1:] for entry in placed], db, emailids)
+                for (uid, *_), new_uid in zip(placed, new_uids, strict=True):
+                    if uid in headers:
+                        target._index.cache_header(new_uid, headers[uid], db)
+            except BaseException:
+                if not move:  # copies of a COPY that failed: not for a reconcile to adopt
+                    with self._store._own_write(target.directory):
+                        for _uid, name, subdir, bits, *_rest in placed:
+                            with contextlib.suppress(OSError):
+                                os.unlink(_message_path(target.directory, name, subdir, bits))
+                raise
         self._store._changed(target.directory)
         return [(entry[0], new_uid) for entry, new_uid in zip(placed, new_uids, strict=True)]
 
@@ -1139,15 +1147,18 @@ class MaildirStore:
                     served = crlf_size if crlf_size is not None else size
                     linked.append((name, subdir, bits, keywords, date, served, target))
                 _safeio.fsync_dirs(os.path.dirname(entry[-1]) for entry in linked)
+                # In the try too: files left after a failed index write (a full disk) would
+                # be adopted by the next reconcile, and the retry of the delivery or APPEND
+                # would add them again.
+                uids = index.add([entry[:6] for entry in linked], db, emailids)
+                for uid, header in zip(uids, headers, strict=True):
+                    if header is not None:
+                        index.cache_header(uid, header, db)
             except BaseException:
                 for *_entry, target in linked:
                     with contextlib.suppress(OSError), self._own_write(directory):
                         os.unlink(target)
                 raise
-            uids = index.add([entry[:6] for entry in linked], db, emailids)
-            for uid, header in zip(uids, headers, strict=True):
-                if header is not None:
-                    index.cache_header(uid, header, db)
         self._changed(directory)
         return uids
 
