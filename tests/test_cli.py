@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import io
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from tests.support.readonly import read_only
 from txmailhost.accounts.db import AccountsDB
 from txmailhost.accounts.passwords import verify_password
 from txmailhost.cli import main
+from txmailhost.store.index import forget
 
 PASSWORD = "correct horse"
 BAD_CONFIGS = Path(__file__).parent / "fixtures" / "bad_configs"
@@ -698,3 +700,39 @@ def test_user_add_common_password_is_a_one_line_error_and_creates_nothing(
     )
     assert run("user", "list").out == ""
     assert not maildir(data, "hal@example.org").exists()
+
+
+def test_a_mailbox_index_error_names_the_index_not_the_accounts_database(
+    run: Run, data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run("domain", "add", "example.org")
+    run("user", "add", "ann@example.org", stdin=PASSWORD + "\n")
+
+    def still_locked(conn: sqlite3.Connection, timeout: float = 30.0) -> None:
+        raise sqlite3.OperationalError("database is locked")  # after the busy timeout
+
+    monkeypatch.setattr("txmailhost.store.index.enable_wal", still_locked)
+    result = run("mailbox", "status", "ann@example.org", "INBOX")
+
+    index = maildir(data, "ann@example.org") / "txmailhost-index.sqlite"
+    assert (result.status, result.err) == (
+        1,
+        f"txmailhost: error: mailbox index {index}: database is locked\n",
+    )
+
+
+def test_index_rebuild_sets_a_damaged_index_aside_and_says_so(run: Run, data: Path) -> None:
+    run("domain", "add", "example.org")
+    run("user", "add", "ann@example.org", stdin=PASSWORD + "\n")
+    inbox = maildir(data, "ann@example.org")
+    (inbox / "new" / "1700000000.M1P1.elsewhere").write_bytes(b"Subject: hi\n\nthere\n")
+    assert run("index", "rebuild", "ann@example.org", "INBOX").status == 0
+    forget(str(inbox))  # closed, as when a CLI process ends: its -wal is gone
+    os.truncate(inbox / "txmailhost-index.sqlite", 100)
+
+    result = run("index", "rebuild", "ann@example.org", "INBOX")
+
+    assert result.status == 0, result.err
+    (aside,) = inbox.glob("txmailhost-index.sqlite.broken-*")
+    assert result.out.startswith("ann@example.org INBOX 1 text 1 (old index set aside as ")
+    assert str(aside) in result.out

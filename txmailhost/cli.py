@@ -75,7 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(f"{e.filename}: {e.strerror}" if e.filename else str(e))
         return 1
     except sqlite3.Error as e:  # e.g. "database is locked" after the 30 s busy timeout
-        _error(f"{_database_of(e)}: {e}")
+        # A mailbox index names its file in the error's notes (store/index.py); else the
+        # file is found from where the error came (``_database_of``).
+        notes = getattr(e, "__notes__", None)
+        _error(f"{notes[0] if notes else _database_of(e)}: {e}")
         return 1
     except KeyboardInterrupt:
         _error("interrupted")

@@ -134,7 +134,7 @@ def test_index_rebuild_adopts_a_file_another_tool_dropped_in(server):
     with open(os.path.join(new, "1700000000.M1P1.elsewhere"), "wb") as f:
         f.write(b"Subject: dropped in\n\nby hand\n")
     rows = cli_json(server, "index", "rebuild", ALICE)
-    assert {"user": ALICE, "mailbox": "INBOX", "messages": 1, "text": 1} in rows
+    assert {"user": ALICE, "mailbox": "INBOX", "messages": 1, "text": 1, "set_aside": None} in rows
     (used,) = cli_json(server, "quota", "recalc", ALICE)
     assert used["user"] == ALICE and used["used"] > len(b"Subject: dropped in\r\n")
 

@@ -7,7 +7,6 @@ connection), so what is checked is the cross-process path, not a lucky single wo
 
 from __future__ import annotations
 
-import contextlib
 import imaplib
 import os
 import re
@@ -23,7 +22,7 @@ import pytest
 
 from tests.e2e.conftest import PASSWORD
 from tests.support.server import ServerProcess
-from tests.support.workers import children, running, worker_of
+from tests.support.workers import children, one_per_worker, running, worker_of
 
 pytestmark = pytest.mark.slow
 
@@ -55,22 +54,7 @@ def _workers(server: ServerProcess) -> list[int]:
 
 def _one_per_worker(server: ServerProcess, connect: Callable[[], Any]) -> dict[int, Any]:
     """Connections until each worker holds one; the extras are closed."""
-    pids = _workers(server)
-    held: dict[int, Any] = {}
-    deadline = time.monotonic() + 20  # a worker still starting accepts nothing yet
-    while len(held) < len(pids) and time.monotonic() < deadline:
-        client = connect()
-        pid = worker_of(client.sock, pids)
-        if pid is not None and pid not in held:
-            held[pid] = client
-            continue
-        # Closed at once: held open, extras would meet the per-address connection limit
-        # before a worker that is still starting takes its first connection.
-        with contextlib.suppress(OSError):
-            client.sock.close()
-        time.sleep(0.05)
-    assert len(held) == len(pids), "the kernel never gave a connection to every worker"
-    return held
+    return one_per_worker(_workers(server), connect)
 
 
 def _imap(server: ServerProcess) -> Callable[[], imaplib.IMAP4]:

@@ -3,8 +3,12 @@ land on different workers (the kernel picks the worker that accepts) and know th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import time
+from collections.abc import Callable
+from typing import Any
 
 
 def stat_fields(pid: int | str) -> list[str] | None:
@@ -71,3 +75,23 @@ def worker_of(client: socket.socket, workers: list[int]) -> int | None:
             except OSError:
                 continue
     return None
+
+
+def one_per_worker(workers: list[int], connect: Callable[[], Any]) -> dict[int, Any]:
+    """Connections (``connect()``: a client with a ``sock``) until each of ``workers`` holds
+    one, by pid; the extras are closed."""
+    held: dict[int, Any] = {}
+    deadline = time.monotonic() + 20  # a worker still starting accepts nothing yet
+    while len(held) < len(workers) and time.monotonic() < deadline:
+        client = connect()
+        pid = worker_of(client.sock, workers)
+        if pid is not None and pid not in held:
+            held[pid] = client
+            continue
+        # Closed at once: held open, extras would meet the per-address connection limit
+        # before a worker that is still starting takes its first connection.
+        with contextlib.suppress(OSError):
+            client.sock.close()
+        time.sleep(0.05)
+    assert len(held) == len(workers), "the kernel never gave a connection to every worker"
+    return held

@@ -38,7 +38,13 @@ from txmailhost.imap.search import BadCharset, parse_search
 from txmailhost.imap.searchtext import SEARCH_TEXT
 from txmailhost.imap.session import SelectedMailbox
 from txmailhost.store import backends, s3blobs
-from txmailhost.store.interfaces import SYSTEM_FLAGS, ITextIndex, StoredMessage, StoreError
+from txmailhost.store.interfaces import (
+    SYSTEM_FLAGS,
+    IIndexRepair,
+    ITextIndex,
+    StoredMessage,
+    StoreError,
+)
 from txmailhost.store.mailboxnames import creation_problem
 
 
@@ -241,10 +247,17 @@ def register(commands: Any, with_accounts: Callable[..., Callable[[argparse.Name
     rebuild = index_actions.add_parser(
         "rebuild",
         help="bring each mailbox's index in line with its files (messages other tools added "
-        "or removed), keeping UIDs and UIDVALIDITY, and build its full-text index again",
+        "or removed), keeping UIDs and UIDVALIDITY, and build its full-text index again; a "
+        "damaged index is set aside and made anew from the files (new UIDVALIDITY)",
     )
     _user_or_all(rebuild)
     rebuild.add_argument("mailbox", nargs="?", help="only this mailbox of USER")
+    rebuild.add_argument(
+        "--force",
+        action="store_true",
+        help="set every index aside and make it anew from the files, sound or not (new "
+        "UIDVALIDITY: clients download the mailbox again; keywords not kept)",
+    )
     rebuild.set_defaults(run=with_accounts(_index_rebuild))
 
 
@@ -457,8 +470,10 @@ def _quota_recalc(args: argparse.Namespace, config: Any, accounts: Any) -> int:
 def _index_rebuild(args: argparse.Namespace, config: Any, accounts: Any) -> int:
     """A store opened here has seen no directory yet, so opening each mailbox rescans it
     (``MaildirStore._reconcile``): files added by other tools get UIDs, vanished ones leave
-    the index; UIDVALIDITY and existing UIDs stay. The full-text index of a store that keeps
-    one (``ITextIndex``, ``[store] text_index``) is dropped and built from every message."""
+    the index; UIDVALIDITY and existing UIDs stay. An index that is damaged (or every one,
+    ``--force``) is first set aside and made anew from the files (``IIndexRepair``), and
+    its new name printed. The full-text index of a store that keeps one (``ITextIndex``,
+    ``[store] text_index``) is dropped and built from every message."""
     store = open_store(config)
     if args.mailbox is not None and args.all:
         raise AdminError("name a MAILBOX of one USER, not with --all")
@@ -467,8 +482,12 @@ def _index_rebuild(args: argparse.Namespace, config: Any, accounts: Any) -> int:
         names = [args.mailbox] if args.mailbox else result_of(store.list_mailboxes(user))
         for name in names:
             mailbox = result_of(store.open(user, name))
+            aside = None
+            if IIndexRepair.providedBy(mailbox):
+                aside = result_of(mailbox.repair_index(args.force))
             status = result_of(mailbox.status())
             row = {"user": user, "mailbox": name, "messages": status.messages, "text": None}
+            row["set_aside"] = aside
             if ITextIndex.providedBy(mailbox):
                 row["text"] = result_of(mailbox.rebuild_text_index(SEARCH_TEXT))
             rows.append(row)
@@ -477,6 +496,7 @@ def _index_rebuild(args: argparse.Namespace, config: Any, accounts: Any) -> int:
         return [
             f"{r['user']} {r['mailbox']} {r['messages']}"
             + (f" text {r['text']}" if r["text"] is not None else "")
+            + (f" (old index set aside as {r['set_aside']})" if r["set_aside"] else "")
             for r in rows
         ]
 

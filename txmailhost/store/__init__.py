@@ -45,7 +45,9 @@ Invariants a change must keep:
 - a file of ours is linked (or renamed, MOVE) into a mailbox and indexed under that mailbox's
   index lock, so a reconcile never takes it for another tool's and loses its keywords,
   INTERNALDATE and EMAILID;
-- UIDs only grow; UIDVALIDITY changes only when a mailbox is recreated;
+- UIDs only grow; UIDVALIDITY changes only when a mailbox is recreated, or its index is made
+  anew (a damaged one set aside, ``index.py``), and a session never acts on the UIDs of
+  another UIDVALIDITY than the one it selected;
 - flags are mirrored into the Maildir file name (``:2,FRS``) so other tools see them;
 - every blocking call runs in the store's thread pool, never on the reactor thread.
 """

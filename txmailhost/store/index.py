@@ -7,22 +7,40 @@ rebuilds it from the files (new files get UIDs, vanished files are expunged). Th
 commit mode can be ``synchronous=NORMAL``: losing the last index transaction to a power cut loses
 no mail, the next reconcile finds the file again.
 
+A damaged file (SQLite says "malformed" or "not a database", or it is no regular file) is set
+aside as ``txmailhost-index.sqlite.broken-TIME`` (with its ``-wal`` and ``-shm``, for the
+admin) and a new index is made, which the store fills from the message files (``rebuild``):
+a new UIDVALIDITY, as for a missing index. Only the file that failed is set aside, under an
+exclusive ``flock`` of the mailbox directory that every opening of an index shares: a second
+thread or worker process that met the same damage finds the new file and uses it, and no
+connection is opened between the renames (a new index must never be paired with the old
+``-wal``). Damage found on opening is repaired before the caller reads anything; damage found
+by a query fails that call with ``IndexDamaged`` once the file is set aside.
+
 Every method blocks; call them from the store's thread pool.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import functools
+import itertools
 import os
 import sqlite3
+import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
+from twisted.logger import Logger
+
+from txmailhost import _safeio
 from txmailhost.sqlitewal import enable_wal
 from txmailhost.store import objectids
-from txmailhost.store.interfaces import NoSuchMailbox
+from txmailhost.store.interfaces import NoSuchMailbox, StoreError
 from txmailhost.store.pathlocks import PathLocks
 from txmailhost.store.threadconns import ThreadConnections
 
@@ -67,10 +85,78 @@ HEADER_CACHE_LIMIT = 64 * 1024  # a header block larger than this is read from t
 LINE_ENDS = 1
 
 
+_log = Logger()
+
+
+class IndexDamaged(StoreError):
+    """The index file at ``path`` (inode ``inode``) is no sound database; by the time a caller
+    sees this, it has been set aside and a new one made, so trying again helps."""
+
+    def __init__(self, path: str, inode: int | None, reason: str) -> None:
+        super().__init__(f"mailbox index {path} is damaged: {reason}")
+        self.path, self.inode, self.reason = path, inode, reason
+        self.recovered = False
+
+
+def _damage_in(error: BaseException | None) -> BaseException | None:
+    """The damage report in ``error`` or in the errors it was raised while handling (the
+    COMMIT or ROLLBACK after a failed query fails the same way), or None. Damage is SQLite's
+    SQLITE_CORRUPT (11) or SQLITE_NOTADB (26) (sqlite.org/rescode.html): "database is
+    locked", a full disk or an I/O error say nothing of the file."""
+    while error is not None:
+        if isinstance(error, IndexDamaged):
+            return error
+        code = getattr(error, "sqlite_errorcode", None) or 0
+        # the low octet: extended codes (SQLITE_CORRUPT_INDEX ...) count too
+        if isinstance(error, sqlite3.DatabaseError) and code & 0xFF in (11, 26):
+            return error
+        error = error.__context__
+    return None
+
+
+@contextmanager
+def _opening(directory: str, exclusive: bool = False) -> Iterator[None]:
+    """Shared by every opening of an index in ``directory``, exclusive while ``quarantine``
+    renames one: an ``flock`` of the directory, which outlives the index files."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _open(path: str) -> sqlite3.Connection:
-    """A new connection to the index at ``path``, made (with its meta values) if missing."""
-    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-    enable_wal(conn)  # also while another worker makes the same index
+    """A new connection to the index at ``path``, made (with its meta values) if missing;
+    ``IndexDamaged`` when the file there is no sound database."""
+    with _opening(os.path.dirname(path)):
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise IndexDamaged(path, st.st_ino, "not a regular file")
+        inode = None if st is None else st.st_ino
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        try:
+            enable_wal(conn)  # also while another worker makes the same index
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            if _damage_in(e) is None:
+                raise
+            raise IndexDamaged(path, inode, str(e)) from e
+    try:
+        _make(conn, path)
+    except sqlite3.DatabaseError as e:
+        conn.close()
+        if _damage_in(e) is None:
+            raise
+        raise IndexDamaged(path, inode, str(e)) from e
+    return conn
+
+
+def _make(conn: sqlite3.Connection, path: str) -> None:
+    """The tables and, in a new file, the meta values."""
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.executescript(_SCHEMA)
     conn.execute("BEGIN IMMEDIATE")
@@ -88,12 +174,41 @@ def _open(path: str) -> sqlite3.Connection:
             ),
         )
     conn.execute("COMMIT")
-    return conn
 
 
 # One connection per thread and index file; SQLite connections aren't shareable.
 _connections = ThreadConnections(_open)
 _connect = _connections.get
+
+
+def quarantine(path: str, inode: int | None) -> str | None:
+    """Rename the damaged index at ``path`` and its ``-wal`` and ``-shm`` to
+    ``PATH.broken-TIME`` (kept for the admin), if it is still the file ``inode`` that failed;
+    the new name, or None when another thread or process has replaced it already.
+
+    Connections open on the old file (other threads, the other worker) keep reading it until
+    they notice the new inode (``ThreadConnections``); SQLite deletes no ``-wal`` by name
+    when it closes a database that was moved.
+    """
+    directory = os.path.dirname(path)
+    with _writer_lock(path), _opening(directory, exclusive=True):
+        try:
+            if os.lstat(path).st_ino != inode:
+                return None
+        except FileNotFoundError:
+            return None
+        _connections.close(path)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = f"{path}.broken-{stamp}"
+        for number in itertools.count(2):
+            if not os.path.lexists(aside):
+                break
+            aside = f"{path}.broken-{stamp}-{number}"
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(path + suffix, aside + suffix)
+        _safeio.fsync_dir(directory)
+    return aside
 
 
 _uidvalidity_lock = threading.Lock()
@@ -136,24 +251,126 @@ def forget(directory: str) -> None:
 # Reentrant: a write may record where another message went inside this thread's own write.
 _writer_lock = PathLocks(threading.RLock)
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _guarded(method: F) -> F:
+    """A query of the index: damage it meets is repaired (``MailboxIndex._failed``)."""
+
+    @functools.wraps(method)
+    def call(self: MailboxIndex, *args: Any, **kwargs: Any) -> Any:
+        outermost = not _connections.in_transaction(self.path)
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.Error, IndexDamaged) as error:
+            self._failed(error, outermost)
+            raise
+
+    return call  # type: ignore[return-value]
+
+
+# What the store does with a new index made for a damaged one: (index, old file's new name,
+# what was wrong) -> None; the Maildir store fills it from the message files.
+Rebuild = Callable[["MailboxIndex", str, str], None]
+
 
 class MailboxIndex:
-    """The index of the mailbox directory ``directory``."""
+    """The index of the mailbox directory ``directory``; ``rebuild`` fills the new index
+    made when the file is found damaged."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, rebuild: Rebuild | None = None) -> None:
         self.directory = directory
         self.path = os.path.join(directory, INDEX_NAME)
+        self.rebuild = rebuild
 
     @property
     def _db(self) -> sqlite3.Connection:
         try:
             return _connect(self.path)
-        except (sqlite3.OperationalError, FileNotFoundError):
+        except IndexDamaged as damage:
+            # Found on opening: this thread has read nothing from the file yet, so the call
+            # goes on with the new index.
+            self._recover(damage)
+            return _connect(self.path)
+        except (sqlite3.OperationalError, FileNotFoundError) as e:
             # The mailbox's directory went (``user del --purge`` while a session had it
             # open, a mailbox deleted by another session): say so, not "unable to open".
             if not os.path.isdir(self.directory):
                 raise NoSuchMailbox(f"{self.directory} no longer exists") from None
+            self._as_damage(e)  # names the file
             raise
+
+    def inode(self) -> int | None:
+        """The inode of the file this thread's connection to the index reads (None without
+        one): what a reconcile filled, whatever was renamed since."""
+        return _connections.inode(self.path)
+
+    def _failed(self, error: BaseException, outermost: bool) -> None:
+        """A query failed with ``error``: if it says the file is damaged, raise
+        ``IndexDamaged``, the file set aside and rebuilt first unless an enclosing call (a
+        transaction of this thread on it) will; other errors are left to the caller."""
+        damage = self._as_damage(error)
+        if damage is None:
+            return
+        if outermost:
+            self._recover(damage)
+        if damage is error:
+            raise damage
+        raise damage from error
+
+    def _as_damage(self, error: BaseException) -> IndexDamaged | None:
+        """``error`` as ``IndexDamaged`` if it says the file is damaged; otherwise None, the
+        file named in the error's notes (the CLI prints it, tracebacks show it)."""
+        found = _damage_in(error)
+        if found is None:
+            note = f"mailbox index {self.path}"
+            if note not in getattr(error, "__notes__", ()):
+                error.add_note(note)
+            return None
+        if isinstance(found, IndexDamaged):
+            return found
+        return IndexDamaged(self.path, _connections.inode(self.path), str(found))
+
+    def _recover(self, damage: IndexDamaged) -> str | None:
+        """Set the damaged file aside and have the new index rebuilt, unless another thread
+        or process did it already; the old file's new name."""
+        if damage.recovered:
+            return None
+        damage.recovered = True
+        aside = quarantine(self.path, damage.inode)
+        if aside is None:
+            return None
+        if self.rebuild is not None:
+            self.rebuild(self, aside, damage.reason)
+        else:
+            _log.warn("mailbox index {path} set aside as {aside} ({error}), a new one made",
+                      path=self.path, error=damage.reason, aside=aside)  # fmt: skip
+        return aside
+
+    def set_aside(self, force: bool = False) -> str | None:
+        """``txmailhost index rebuild``: check the file (``PRAGMA quick_check``) and, if it is
+        damaged or ``force``, set it aside and rebuild the index; the old file's new name, or
+        None when it was sound (or there was none) and is kept."""
+        if force:
+            try:
+                inode = os.lstat(self.path).st_ino
+                damage = IndexDamaged(self.path, inode, "set aside on request (--force)")
+            except FileNotFoundError:
+                return None
+        else:
+            try:  # not ``_db``: that would repair a file that can't be opened unreported
+                problems = [row[0] for row in _connect(self.path).execute("PRAGMA quick_check")]
+            except (sqlite3.Error, IndexDamaged) as e:
+                found = self._as_damage(e)
+                if found is None:
+                    raise
+                damage = found
+            else:
+                if problems == ["ok"]:
+                    return None
+                reason = "; ".join(problems[:3])
+                damage = IndexDamaged(self.path, _connections.inode(self.path), reason)
+        return self._recover(damage)
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -171,19 +388,25 @@ class MailboxIndex:
                 # tool moved a file, during STORE or EXPUNGE): part of that transaction.
                 yield db
                 return
-            db.execute("BEGIN IMMEDIATE")
             try:
-                yield db
-            except BaseException:
-                if db.in_transaction:  # SQLite ends it itself on a full disk, and then
-                    db.execute("ROLLBACK")  # a ROLLBACK would hide why it failed
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    if db.in_transaction:  # SQLite ends it itself on a full disk, and then
+                        db.execute("ROLLBACK")  # a ROLLBACK would hide why it failed
+                    raise
+                db.execute("COMMIT")
+            except (sqlite3.Error, IndexDamaged) as error:
+                self._failed(error, True)
                 raise
-            db.execute("COMMIT")
 
+    @_guarded
     def meta(self, db: sqlite3.Connection | None = None) -> dict[str, int]:
         """UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ."""
         return dict((db or self._db).execute("SELECT key, value FROM meta"))
 
+    @_guarded
     def rows(self) -> tuple[dict[str, int], list[tuple]]:
         """The meta values and every message row in UID order, read in one transaction.
 
@@ -201,6 +424,7 @@ class MailboxIndex:
             db.execute("COMMIT")
         return meta, rows
 
+    @_guarded
     def row(self, uid: int) -> tuple | None:
         return self._db.execute(
             "SELECT uid, name, subdir, flags, keywords, internaldate, size, modseq"
@@ -269,6 +493,7 @@ class MailboxIndex:
         if len(header) <= HEADER_CACHE_LIMIT:
             db.execute("INSERT OR REPLACE INTO headers VALUES (?, ?)", (uid, header))
 
+    @_guarded
     def cached_headers(self, uids: list[int]) -> dict[int, bytes]:
         db, found = self._db, {}
         for start in range(0, len(uids), 500):
@@ -279,6 +504,7 @@ class MailboxIndex:
             )
         return found
 
+    @_guarded
     def derived(self, uids: list[int], name: str) -> dict[int, bytes]:
         db, found = self._db, {}
         if len(uids) > 2000:
@@ -301,6 +527,7 @@ class MailboxIndex:
             )
         return found
 
+    @_guarded
     def origins(self, uids: list[int]) -> dict[int, tuple[str, float]]:
         """(EMAILID, save date) of each of ``uids`` still indexed; a message indexed before
         they were kept gets ``objectids.legacy_emailid`` and its INTERNALDATE."""
@@ -359,6 +586,7 @@ class MailboxIndex:
                 ((uid, name, value) for uid, value in values.items() if uid in present),
             )
 
+    @_guarded
     def uids(self) -> tuple[dict[str, int], list[int], int, int]:
         """Meta, every UID in order, the sequence number of the first unseen message (0 if none)
         and the count of unseen messages, read in one transaction (SELECT, RFC 3501 §6.3.1)."""
@@ -378,6 +606,7 @@ class MailboxIndex:
                     first_unseen = seq
         return meta, uids, first_unseen, unseen
 
+    @_guarded
     def counts(self) -> dict[str, int]:
         """MESSAGES, UNSEEN, SIZE and the meta values, for STATUS (RFC 3501 §6.3.10)."""
         db = self._db
@@ -411,6 +640,7 @@ class MailboxIndex:
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('recent_uid', ?)", (upto,))
         return first
 
+    @_guarded
     def full_rows(self, uids: list[int], db: sqlite3.Connection | None = None) -> dict[int, tuple]:
         """``row`` for each of the sorted ``uids``, in one range query (or, for a few UIDs
         spread over many, such as a full-text index's candidates, by key)."""
@@ -440,6 +670,7 @@ class MailboxIndex:
             if row[0] in wanted
         }
 
+    @_guarded
     def range_rows(self, low: int, high: int) -> list[tuple]:
         """(uid, flags, keywords, internaldate, size, modseq) for UIDs in [low, high]."""
         return self._db.execute(
@@ -456,6 +687,7 @@ class MailboxIndex:
         meta, rows, gone = self.delta(modseq, tombstones=True)
         return meta["highestmodseq"], rows, gone
 
+    @_guarded
     def delta(
         self, modseq: int, tombstones: bool = False
     ) -> tuple[dict[str, int], list[tuple], list[int]]:
@@ -479,6 +711,7 @@ class MailboxIndex:
             db.execute("COMMIT")
         return meta, rows, gone
 
+    @_guarded
     def expunged_since(self, modseq: int) -> list[int]:
         return [
             uid

@@ -473,6 +473,16 @@ class ITextIndex(Interface):
         how many were indexed (None when the index is off)."""
 
 
+class IIndexRepair(Interface):
+    """Optional, for mailboxes whose index is a cache of their message files (Maildir): what
+    ``txmailhost index rebuild`` does beyond bringing the index in line with the files."""
+
+    def repair_index(force):
+        """Deferred[str | None]: check the index and, if it is damaged (or ``force``), set
+        the file aside and build the index again from the messages (a new UIDVALIDITY); the
+        name the old file was given, None when it was sound (or missing) and is kept."""
+
+
 class IMessageRanges(Interface):
     """Optional, for mailboxes whose bodies are remote (an object store): read only the part of
     a message a client asked for (IMAP ``BODY[]<offset.length>``: Thunderbird downloads a large

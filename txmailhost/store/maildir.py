@@ -67,6 +67,7 @@ from txmailhost.store.interfaces import (
     SEEN,
     IAclStore,
     IFileDelivery,
+    IIndexRepair,
     IMailbox,
     IMailboxMove,
     IMailStore,
@@ -303,6 +304,11 @@ def _read_keys(path: str) -> dict[str, str]:
     return {k: v for k, v in keys.items() if isinstance(k, str) and isinstance(v, str)}
 
 
+def _folder_name(entry: str) -> str:
+    """The IMAP name of the Maildir++ folder directory ``entry`` (``.Lists.tx``)."""
+    return "/".join(p.encode("ascii").decode("imap4-utf-7") for p in entry[1:].split("."))
+
+
 def _subdirectories(directory: str) -> list[str]:
     """The directories in ``directory`` (none if it is gone), symbolic links not followed."""
     try:
@@ -367,7 +373,7 @@ def _stage(directory: str, source: MessageSource) -> tuple[str, int]:
     return path, crlf
 
 
-@implementer(IMailbox, IMailboxMove, IStagedAppend, ITextIndex)
+@implementer(IMailbox, IMailboxMove, IStagedAppend, ITextIndex, IIndexRepair)
 class MaildirMailbox:
     """One opened mailbox; every public method hands its work to the store's thread pool."""
 
@@ -376,14 +382,34 @@ class MaildirMailbox:
         self.user = user
         self.name = name
         self.directory = directory
-        self._index = _index.MailboxIndex(directory)
+        self._index = store.index_of(directory)
         self._text = TextIndex(directory)
+        self._uidvalidity: int | None = None  # of the UIDs a session holds (``_check_view``)
 
     # -- the blocking halves, run in the pool --------------------------------------------------
+
+    def _check_view(self, uidvalidity: int | None = None) -> None:
+        """The UIDs a session holds (from ``select`` or ``snapshot``) name this mailbox's
+        messages only under the UIDVALIDITY they came with (RFC 3501 §2.3.1.1). Once the
+        index is made anew (a damaged one set aside, by this worker or another; the mailbox
+        deleted and created again) they may name other messages, and a STORE or EXPUNGE by
+        them would touch the wrong mail: the session is told its mailbox is gone (IMAP and
+        POP3 close it) and sees the new one when it selects again."""
+        if self._uidvalidity is None:
+            return
+        if uidvalidity is None:
+            uidvalidity = self._index.meta()["uidvalidity"]
+        if uidvalidity != self._uidvalidity:
+            raise NoSuchMailbox(f"{self.name} was made anew (UIDVALIDITY {uidvalidity})")
+
+    def _in_view(self, fn: Callable[..., T], *args: Any) -> T:
+        self._check_view()
+        return fn(*args)
 
     def _snapshot(self) -> MailboxSnapshot:
         self._store._reconcile(self.directory)
         meta, rows = self._index.rows()
+        self._uidvalidity = meta["uidvalidity"]
         return MailboxSnapshot(
             name=self.name,
             uidvalidity=meta["uidvalidity"],
@@ -447,6 +473,7 @@ class MaildirMailbox:
         return data if len(data) == size else lineends.crlf_form(data)
 
     def _open_message(self, uid: int) -> BinaryIO:
+        self._check_view()
         path, row = self._locate_row(uid)
         file = open(path, "rb")  # noqa: SIM115 - the caller closes it
         st = os.fstat(file.fileno())
@@ -462,6 +489,7 @@ class MaildirMailbox:
         changes, results = [], []
         uids = sorted(set(uids))
         with self._index.write() as db:
+            self._check_view(self._index.meta(db)["uidvalidity"])
             rows = self._index.full_rows(uids, db) if uids else {}
             for uid in uids:
                 row = rows.get(uid)
@@ -508,6 +536,7 @@ class MaildirMailbox:
             )
             uids = image.uids[:]
             keywords = frozenset(image.keyword_names())
+        self._uidvalidity = uidvalidity
         # Claimed only up to what this selection holds: a message added since is left for
         # whichever session is told of it first (``claim_recent``).
         first_recent = self._index.claim_recent(uidnext, claim_recent)
@@ -529,6 +558,7 @@ class MaildirMailbox:
         image = self._store.images.get(self.directory)
         with image.lock:
             image.refresh(self._index)
+            self._check_view(image.uidvalidity)
             found, flags, sizes, dates, modseqs = columns_of(image, wanted, bits_to_flags)
         return IndexColumns(found, flags, sizes, dates, modseqs)
 
@@ -548,10 +578,12 @@ class MaildirMailbox:
 
     def _changes_since(self, modseq: int) -> MailboxChanges:
         self._store._reconcile(self.directory)
+        self._check_view()
         highest, rows, gone = self._index.changes_since(modseq)
         return MailboxChanges(highest, tuple(_stored(row) for row in rows), tuple(gone))
 
     def _uid_range(self, low: int, high: int) -> list[StoredMessage]:
+        self._check_view()
         return [_stored(row) for row in self._index.range_rows(low, high)]
 
     def _messages(self, uids: list[int], header: bool, content: bool) -> list[StoredMessage]:
@@ -571,6 +603,7 @@ class MaildirMailbox:
                     strict=True,
                 )
             ]
+        self._check_view()
         rows = self._index.full_rows(uids)
         headers = self._index.cached_headers(list(rows)) if header else {}
         found, to_cache = [], []
@@ -637,6 +670,7 @@ class MaildirMailbox:
         into ``target``, the directories fsync'd and the new rows written with the flags,
         INTERNALDATE, EMAILID and cached header of the originals, under the target's index
         lock. (source UID, new UID) of each message placed."""
+        self._check_view()
         found = []
         for uid in sorted(set(uids)):
             try:
@@ -797,6 +831,7 @@ class MaildirMailbox:
     def _expunge(self, uids: Iterable[int]) -> list[int]:
         removed = []
         with self._index.write() as db:
+            self._check_view(self._index.meta(db)["uidvalidity"])
             for uid in uids:
                 try:
                     path = self._locate(uid)
@@ -868,6 +903,11 @@ class MaildirMailbox:
         _meta, uids, *_ = self._index.uids()
         return self._index_all_text(uids, extractor)
 
+    def _repair_index(self, force: bool) -> str | None:
+        aside = self._index.set_aside(force)
+        self._store._reconcile(self.directory)
+        return aside
+
     def _append(
         self,
         source_path: str,
@@ -938,7 +978,7 @@ class MaildirMailbox:
         return self._store._run(self._uid_range, low, high)
 
     def expunged_since(self, modseq: int) -> Deferred[list[int]]:
-        return self._store._run(self._index.expunged_since, modseq)
+        return self._store._run(self._in_view, self._index.expunged_since, modseq)
 
     def copy(self, uids: Iterable[int], target: MaildirMailbox) -> Deferred[list[tuple[int, int]]]:
         return self._store._run(self._copy, list(uids), target)
@@ -947,6 +987,7 @@ class MaildirMailbox:
         return self._store._run(self._move, list(uids), target)
 
     def _origins(self, uids: list[int]) -> dict[int, MessageOrigin]:
+        self._check_view()
         return {
             uid: MessageOrigin(emailid, savedate)
             for uid, (emailid, savedate) in self._index.origins(sorted(set(uids))).items()
@@ -956,12 +997,12 @@ class MaildirMailbox:
         return self._store._run(self._origins, list(uids))
 
     def derived(self, uids: Iterable[int], name: str) -> Deferred[dict[int, bytes]]:
-        return self._store._run(self._index.derived, list(uids), name)
+        return self._store._run(self._in_view, self._index.derived, list(uids), name)
 
     def remember(self, name: str, values: dict[int, bytes]) -> Deferred[None]:
         if not values:
             return succeed(None)
-        return self._store._run(self._index.remember, name, dict(values))
+        return self._store._run(self._in_view, self._index.remember, name, dict(values))
 
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
         return self._store.changes.watch(self.directory, callback)
@@ -977,6 +1018,9 @@ class MaildirMailbox:
         if not self._store.text_index:
             return succeed(None)
         return self._store._run(self._rebuild_text_index, extractor)
+
+    def repair_index(self, force: bool = False) -> Deferred[str | None]:
+        return self._store._run(self._repair_index, force)
 
 
 _new_stored = tuple.__new__
@@ -1013,8 +1057,10 @@ class MaildirStore:
         self._subscribing = threading.Lock()  # this process's threads, before the flock
         self._reactor = reactor
         self._pool = pool
-        # st_mtime_ns of (new/, cur/) at the last reconcile, per mailbox directory.
-        self._seen_mtimes: dict[str, tuple[int, int]] = {}
+        # st_mtime_ns of (new/, cur/) and the index file's inode at the last reconcile, per
+        # mailbox directory: an index replaced (set aside when damaged, by this process or
+        # another) is filled again from the files at the next reconcile.
+        self._seen_mtimes: dict[str, tuple[int, int, int]] = {}
         self._line_ends_checked: set[str] = set()  # see _check_line_ends
         self._swept: dict[str, float] = {}  # tmp/ directory: when last swept (monotonic)
         self.changes = ChangeBus()
@@ -1024,13 +1070,16 @@ class MaildirStore:
         self.acl = AclTable(os.path.join(self.root, ACL_FILE))
         self.max_mailboxes = 0  # mailboxes a user may have, INBOX too (0: no limit)
 
-    def _mtimes(self, directory: str) -> tuple[int, int] | None:
+    def _mtimes(self, directory: str) -> tuple[int, int, int] | None:
         try:
-            return tuple(  # type: ignore[return-value]
-                os.stat(os.path.join(directory, s)).st_mtime_ns for s in ("new", "cur")
-            )
+            new, cur = (os.stat(os.path.join(directory, s)).st_mtime_ns for s in ("new", "cur"))
         except FileNotFoundError:
             return None
+        try:
+            inode = os.stat(os.path.join(directory, _index.INDEX_NAME)).st_ino
+        except FileNotFoundError:
+            inode = 0
+        return new, cur, inode
 
     @contextlib.contextmanager
     def _own_write(self, directory: str) -> Iterator[None]:
@@ -1046,7 +1095,7 @@ class MaildirStore:
         finally:
             if clean:
                 after = self._mtimes(directory)
-                if after is not None:
+                if after is not None and after[2] == before[2]:  # not a new index meanwhile
                     self._seen_mtimes[directory] = after
 
     def _backfill_text(self, mailbox: MaildirMailbox, uids: list[int], extractor: Any) -> None:
@@ -1131,7 +1180,7 @@ class MaildirStore:
         never holds some without the others). The UIDs, in order. ``delivered``: new mail
         (``_subdir``), not a client's APPEND."""
         headers = _headers_of(source_path for source_path, *_rest in files)
-        index = _index.MailboxIndex(directory)
+        index = self.index_of(directory)
         # Linked under the index's write lock (``_reconcile``'s docstring says why).
         with index.write() as db:
             linked: list[tuple[str, str, int, str, float, int, str]] = []
@@ -1147,9 +1196,9 @@ class MaildirStore:
                     served = crlf_size if crlf_size is not None else size
                     linked.append((name, subdir, bits, keywords, date, served, target))
                 _safeio.fsync_dirs(os.path.dirname(entry[-1]) for entry in linked)
-                # In the try too: files left after a failed index write (a full disk) would
-                # be adopted by the next reconcile, and the retry of the delivery or APPEND
-                # would add them again.
+                # In the try too: files left after a failed index write (a full disk, a
+                # damaged index) would be adopted by the next reconcile, and the retry of
+                # the delivery or APPEND would add them again.
                 uids = index.add([entry[:6] for entry in linked], db, emailids)
                 for uid, header in zip(uids, headers, strict=True):
                     if header is not None:
@@ -1165,8 +1214,9 @@ class MaildirStore:
     def _reconcile(self, directory: str) -> None:
         """Bring the index in line with files other tools added or removed.
 
-        Cheap when nothing changed: two stat calls. Lists the directories under the index's
-        write lock, and everything that adds a file of ours (``_add_files``, ``_copy``,
+        Cheap when nothing changed: three stat calls (new/, cur/ and the index file, which a
+        worker may have replaced). Lists the directories under the index's write lock, and
+        everything that adds a file of ours (``_add_files``, ``_copy``,
         ``deliver_named_sync``) links it under that same lock and indexes it before letting
         go: so a reconcile never finds our file between its link and its row, where it would
         take it for another tool's and index it without the keywords, INTERNALDATE and EMAILID
@@ -1175,16 +1225,19 @@ class MaildirStore:
         delivery thread is waited for first (``pending.py``).
         """
         self.pending.wait(directory)
-        try:
-            mtimes = tuple(os.stat(os.path.join(directory, s)).st_mtime_ns for s in ("new", "cur"))
-        except FileNotFoundError:
-            raise NoSuchMailbox(f"mailbox directory vanished: {directory}") from None
+        mtimes = self._mtimes(directory)
+        if mtimes is None:
+            raise NoSuchMailbox(f"mailbox directory vanished: {directory}")
         if directory not in self._line_ends_checked:
             self._check_line_ends(directory)
             self._line_ends_checked.add(directory)
-        if self._seen_mtimes.get(directory) == mtimes:
-            return
-        index = _index.MailboxIndex(directory)
+        if self._seen_mtimes.get(directory) != mtimes:
+            self._scan(directory, mtimes)
+
+    def _scan(self, directory: str, mtimes: tuple[int, int, int]) -> int:
+        """``_reconcile``'s work once the directories changed (``mtimes``, taken before they
+        are listed); how many files it indexed."""
+        index = self.index_of(directory)
         with index.write() as db:
             on_disk: dict[str, tuple[str, int, str]] = {}
             for sub in ("new", "cur"):
@@ -1224,13 +1277,42 @@ class MaildirStore:
                 for uid, header in zip(index.add(fresh, db), headers, strict=True):
                     if header is not None:
                         index.cache_header(uid, header, db)
-        self._seen_mtimes[directory] = mtimes
+        # The index scanned into, which this scan may have made (none before: inode 0).
+        self._seen_mtimes[directory] = (mtimes[0], mtimes[1], index.inode() or 0)
+        return len(fresh)
+
+    def index_of(self, directory: str) -> _index.MailboxIndex:
+        """The index of the mailbox ``directory``, filled from its files if it is found
+        damaged and made anew."""
+        return _index.MailboxIndex(directory, self._rebuild_index)
+
+    def _rebuild_index(self, index: _index.MailboxIndex, aside: str, reason: str) -> None:
+        """Fill the index made for a damaged one (set aside as ``aside``) from the message
+        files: flags from their names, new UIDs in name (arrival) order. It may run in the
+        delivery thread: nothing waits for pending deliveries here."""
+        mtimes = self._mtimes(index.directory)
+        count = self._scan(index.directory, mtimes) if mtimes is not None else 0
+        _log.warn(
+            "mailbox {mailbox}: index {path} set aside as {aside} ({error}); rebuilt from"
+            " {messages} message files (new UIDVALIDITY: clients resync)",
+            mailbox=self._mailbox_of(index.directory), path=index.path, error=reason,
+            aside=aside, messages=count,
+        )  # fmt: skip
+
+    def _mailbox_of(self, directory: str) -> str:
+        """``alice@example.test Lists/tx``: the user and mailbox of a mailbox directory."""
+        domain, local, *folder = os.path.relpath(directory, self.root).split(os.sep)
+        try:
+            name = _folder_name(folder[0]) if folder else INBOX
+        except UnicodeError:  # a folder another tool named
+            name = folder[0]
+        return f"{local}@{domain} {name}"
 
     def _check_line_ends(self, directory: str) -> None:
         """Once per index written before bare-LF files were served in their CRLF form: such a
         file was indexed with its size on disk and its whole text as its header. Measure again
         the messages whose cached header is not a clean CRLF header block (ours are)."""
-        index = _index.MailboxIndex(directory)
+        index = self.index_of(directory)
         if index.meta().get("line_ends", 0) >= _index.LINE_ENDS:
             return
         with index.write() as db:
@@ -1296,7 +1378,7 @@ class MaildirStore:
         marker = os.path.join(directory, "maildirfolder")
         if not os.path.exists(marker):
             _safeio.write_atomic(marker, b"")
-        _index.MailboxIndex(directory).meta()
+        self.index_of(directory).meta()
 
     def _delete_sync(self, user: str, mailbox: str) -> None:
         if mailbox.upper() == INBOX:
@@ -1324,8 +1406,7 @@ class MaildirStore:
                     and entry not in (".", "..")
                     and os.path.isdir(os.path.join(full, "cur"))
                 ):
-                    parts = entry[1:].split(".")
-                    names.append("/".join(p.encode("ascii").decode("imap4-utf-7") for p in parts))
+                    names.append(_folder_name(entry))
         return [INBOX, *names]
 
     def _rename_sync(self, user: str, old: str, new: str) -> None:
@@ -1340,7 +1421,7 @@ class MaildirStore:
             self._create_sync(user, new)
             inbox = MaildirMailbox(self, user, INBOX, user_dir)
             target_box = MaildirMailbox(self, user, new, target)
-            uids = [row[0] for row in _index.MailboxIndex(user_dir).rows()[1]]
+            uids = [row[0] for row in self.index_of(user_dir).rows()[1]]
             inbox._copy(uids, target_box)
             inbox._expunge(uids)
             return
@@ -1451,7 +1532,7 @@ class MaildirStore:
             directory = folder_directory(user_dir, name)
             if os.path.isdir(os.path.join(directory, "cur")):
                 self._reconcile(directory)
-                total += _index.MailboxIndex(directory).counts()["size"]
+                total += self.index_of(directory).counts()["size"]
         return total
 
     def remove_user_sync(self, user: str) -> None:
@@ -1548,7 +1629,7 @@ class MaildirStore:
     ) -> None:
         """``deliver_named_sync`` into one mailbox: link, fsync, index, under its lock."""
         headers = _headers_of(source_path for source_path, *_rest in files)
-        index = _index.MailboxIndex(directory)
+        index = self.index_of(directory)
         with index.write() as db:
             for source_path, name, subdir, bits, *_rest in files:
                 target = _message_path(directory, name, subdir, bits)

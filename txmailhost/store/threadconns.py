@@ -48,8 +48,20 @@ class ThreadConnections:
                 conn.close()
             cache.clear()
         conn = self._opener(path)
-        cache[path] = (conn, os.stat(path).st_ino)
+        # The inode seen before opening: if the file was replaced in between, the next
+        # ``get`` reopens, where one taken after could pair the new inode with the old file.
+        cache[path] = (conn, inode if inode is not None else os.stat(path).st_ino)
         return conn
+
+    def inode(self, path: str) -> int | None:
+        """The inode of the file this thread's connection to ``path`` was opened on (None
+        without one): which file a query that failed read."""
+        cached = self._cache().get(path)
+        return None if cached is None else cached[1]
+
+    def in_transaction(self, path: str) -> bool:
+        cached = self._cache().get(path)
+        return cached is not None and cached[0].in_transaction
 
     def close(self, path: str) -> None:
         """Drop this thread's connection to ``path`` (its file is going away)."""
