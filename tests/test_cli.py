@@ -565,16 +565,15 @@ def test_commands_on_a_bad_config_fail_with_the_key_named(run: Run, data: Path) 
 
 
 def test_a_database_error_names_the_file_it_came_from(run: Run, data: Path) -> None:
-    """Every SQLite error read "accounts database: ...", a mailbox index's too."""
+    """Every SQLite error read "accounts database: ...". (A damaged mailbox index is no
+    longer an error: it is set aside and made anew, store/index.py.)"""
     run("domain", "add", "example.org")
     run("user", "add", "kim@example.org", stdin=PASSWORD + "\n")
     index = maildir(data, "kim@example.org") / "txmailhost-index.sqlite"
     index.write_bytes(b"not a database" * 100)
     result = run("mailbox", "status", "kim@example.org", "INBOX")
-    assert (result.status, result.err) == (
-        1,
-        f"txmailhost: error: {index}: file is not a database\n",
-    )
+    assert result.status == 0, result.err
+    assert any(p.name.startswith(index.name + ".broken-") for p in index.parent.iterdir())
     (data / "accounts.sqlite").write_bytes(b"not a database" * 100)
     for suffix in ("-wal", "-shm"):
         (data / f"accounts.sqlite{suffix}").unlink(missing_ok=True)
