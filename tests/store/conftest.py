@@ -1,9 +1,11 @@
-"""One provisioned user's Maildir store, run on the synchronous pool, message files, and a
-full disk for its index."""
+"""One provisioned user's Maildir store, run on the synchronous pool, message files, a full
+disk for its index, and what the store logs."""
 
 from __future__ import annotations
 
 import pytest
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
 
 from tests.support.syncpool import SyncReactor, SyncThreadPool
 from txmailhost.store import index
@@ -41,3 +43,12 @@ def source(tmp_path):
     path = tmp_path / "msg"
     path.write_bytes(MSG)
     return str(path)
+
+
+@pytest.fixture
+def logged():
+    """Every event logged while the test runs."""
+    observer = EventLoggingObserver()
+    globalLogPublisher.addObserver(observer)
+    yield observer
+    globalLogPublisher.removeObserver(observer)

@@ -10,8 +10,6 @@ import os
 import sqlite3
 
 import pytest
-from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import globalLogPublisher
 
 from tests.store.conftest import USER, fill_up
 from tests.support.syncpool import SyncReactor, SyncThreadPool, result
@@ -56,14 +54,6 @@ def damage(directory: str, how: str) -> None:
     else:
         os.unlink(path)
         os.mkdir(path)
-
-
-@pytest.fixture
-def logged():
-    observer = EventLoggingObserver()
-    globalLogPublisher.addObserver(observer)
-    yield observer
-    globalLogPublisher.removeObserver(observer)
 
 
 @pytest.mark.parametrize("how", ["truncated", "random", "directory"])

@@ -22,7 +22,9 @@ date, size and modseq, so readers (POP3, IMAP) never scan message files to learn
 The index also keeps each message's header block (cached at delivery), expunge tombstones
 (UID + modseq, for IMAP QRESYNC) and values a protocol derived once (IMAP BODYSTRUCTURE); the
 user's ``subscriptions`` file lists subscribed folders, one per line; what a crash left in
-a ``tmp/`` is swept by ``staging.py``. IMAP METADATA entries
+a ``tmp/`` is swept by ``staging.py``. Only regular files in ``cur/`` and ``new/`` are
+messages (``messagefiles.py``: a symbolic link or a directory there is never indexed or
+read). IMAP METADATA entries
 (``metadata.py``) are JSON in ``txmailhost-metadata.json`` of their mailbox directory and, for
 the account, ``txmailhost-server-metadata.json``. IMAP ACLs (``acl.py``, RFC 4314) of every
 user's mailboxes are one SQLite table, ``DATA/mail/txmailhost-acl.sqlite``. ``restore.py``

@@ -16,6 +16,8 @@ from typing import BinaryIO, NamedTuple
 
 from zope.interface import Attribute, Interface
 
+from txmailhost.store.messagefiles import open_message_file
+
 # IMAP system flags; the Maildir letters they map to live in the Maildir implementation.
 SEEN = "\\Seen"
 ANSWERED = "\\Answered"
@@ -564,7 +566,8 @@ class MessageSource:
             self._file.seek(0)
             return _Unclosed(self._file)  # type: ignore[return-value]
         assert self._path is not None
-        return open(self._path, "rb")  # noqa: SIM115 - the caller closes it
+        # A link or a directory where an import expected a message is refused, not read.
+        return open_message_file(self._path)
 
     def read(self) -> bytes:
         """The whole message (blocking when it is on disk)."""

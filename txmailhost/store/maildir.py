@@ -90,6 +90,7 @@ from txmailhost.store.interfaces import (
     TextQuery,
     check_room,
 )
+from txmailhost.store.messagefiles import NotAMessageFile, is_message, open_message_file
 from txmailhost.store.pending import PendingDeliveries
 from txmailhost.store.textindex import TextIndex
 
@@ -238,7 +239,7 @@ def _removed_afterwards(staged: str) -> Iterator[None]:
 def read_header(path: str, limit: int = _index.HEADER_CACHE_LIMIT) -> bytes:
     """The header block of the message file at ``path``, blank line included (RFC 5322 §2.1),
     in its CRLF form (``lineends.py``); the whole file when it has no body."""
-    with open(path, "rb") as f:
+    with open_message_file(path) as f:
         head = f.read(limit)
         end = lineends.header_end(head)
         if end >= 0:
@@ -274,7 +275,7 @@ def _adopt(path: str, filename: str) -> tuple[int, bytes | None]:
     declared = lineends.declared_size(filename)
     if declared is not None:
         return declared, None
-    with open(path, "rb") as f:
+    with open_message_file(path) as f:
         head = f.read(_index.HEADER_CACHE_LIMIT)
         counter = lineends.SizeCounter()
         counter.feed(head)
@@ -465,17 +466,20 @@ class MaildirMailbox:
         Maildir tool renamed it: one open, no stat, in the usual case. Only a file of another
         size (bare LF line ends) is converted."""
         try:
-            with open(path, "rb") as f:
+            with open_message_file(path) as f:
                 data = f.read()
         except FileNotFoundError:
-            with open(self._locate(uid), "rb") as f:
+            with open_message_file(self._locate(uid)) as f:
                 data = f.read()
         return data if len(data) == size else lineends.crlf_form(data)
 
     def _open_message(self, uid: int) -> BinaryIO:
         self._check_view()
         path, row = self._locate_row(uid)
-        file = open(path, "rb")  # noqa: SIM115 - the caller closes it
+        try:
+            file = open_message_file(path)
+        except NotAMessageFile:  # indexed before such entries were skipped (``_scan``)
+            raise NoSuchMessage(f"UID {uid} of {self.name} is not a message file") from None
         st = os.fstat(file.fileno())
         if st.st_size == row[6]:
             return file  # already CRLF: served as it is on disk
@@ -615,7 +619,7 @@ class MaildirMailbox:
                     body = self._read_message(
                         uid, _message_path(self.directory, name, subdir, bits), size
                     )
-                except (NoSuchMessage, FileNotFoundError):
+                except (NoSuchMessage, FileNotFoundError, NotAMessageFile):
                     continue
             if header:
                 head = headers.get(uid)
@@ -626,7 +630,7 @@ class MaildirMailbox:
                     else:
                         try:
                             head = read_header(self._locate(uid))
-                        except (NoSuchMessage, FileNotFoundError):
+                        except (NoSuchMessage, FileNotFoundError, NotAMessageFile):
                             continue
                     to_cache.append((uid, head))
             flags = bits_to_flags(bits, keywords)
@@ -1063,6 +1067,7 @@ class MaildirStore:
         self._seen_mtimes: dict[str, tuple[int, int, int]] = {}
         self._line_ends_checked: set[str] = set()  # see _check_line_ends
         self._swept: dict[str, float] = {}  # tmp/ directory: when last swept (monotonic)
+        self._skipped: set[str] = set()  # entries of cur/ and new/ said not to be messages
         self.changes = ChangeBus()
         self.images = ImageCache()
         self.pending = PendingDeliveries()
@@ -1241,11 +1246,15 @@ class MaildirStore:
         with index.write() as db:
             on_disk: dict[str, tuple[str, int, str]] = {}
             for sub in ("new", "cur"):
-                for filename in os.listdir(os.path.join(directory, sub)):
-                    if filename.startswith("."):
-                        continue
-                    base, bits = _parse_info(filename)
-                    on_disk[base] = (sub, bits, filename)
+                with os.scandir(os.path.join(directory, sub)) as entries:
+                    for entry in entries:
+                        if entry.name.startswith("."):
+                            continue
+                        if not is_message(entry):  # a link, a directory: out of the index
+                            self._not_a_message(directory, entry.path)
+                            continue
+                        base, bits = _parse_info(entry.name)
+                        on_disk[base] = (sub, bits, entry.name)
             indexed = {
                 name: (uid, subdir, bits)
                 for uid, name, subdir, bits in db.execute(
@@ -1264,11 +1273,15 @@ class MaildirStore:
                     continue
                 path = os.path.join(directory, sub, filename)
                 try:
-                    st = os.stat(path)
+                    st = os.lstat(path)
                 except FileNotFoundError:
                     continue  # moved or removed meanwhile: the next reconcile sees where
+                if not stat.S_ISREG(st.st_mode):
+                    continue  # swapped for a link since it was listed: so is the directory
                 try:
                     size, header = _adopt(path, filename)
+                except NotAMessageFile:
+                    continue
                 except OSError:  # unreadable (permissions): it can't be served either
                     size, header = st.st_size, None
                 fresh.append((base, sub, bits, "", st.st_mtime, size))
@@ -1280,6 +1293,17 @@ class MaildirStore:
         # The index scanned into, which this scan may have made (none before: inode 0).
         self._seen_mtimes[directory] = (mtimes[0], mtimes[1], index.inode() or 0)
         return len(fresh)
+
+    def _not_a_message(self, directory: str, path: str) -> None:
+        """Say once (per process, not per scan) that the entry at ``path`` is skipped."""
+        if path in self._skipped or not os.path.lexists(path):
+            return
+        if len(self._skipped) > 10_000:
+            self._skipped.clear()  # bounded; an entry logged once more is harmless
+        self._skipped.add(path)
+        _log.warn("mailbox {mailbox}: {path} is not a regular file (a symbolic link, a"
+                  " directory...): not taken as a message", mailbox=self._mailbox_of(directory),
+                  path=path)  # fmt: skip
 
     def index_of(self, directory: str) -> _index.MailboxIndex:
         """The index of the mailbox ``directory``, filled from its files if it is found
