@@ -151,3 +151,57 @@ def test_sigkill_during_appends_loses_no_acknowledged_message_and_keeps_its_uid(
     assert not missing, f"acknowledged but lost: {missing}"
     assert not doubled, f"stored twice: {doubled}"
     assert not moved, f"not under the UID APPENDUID gave: {moved}"
+
+
+def _big_folder(server, count: int) -> tuple[imaplib.IMAP4, tuple[int, int]]:
+    """Folder Big with ``count`` messages (files dropped in, then indexed by a STATUS): a
+    logged-in client, and Big's MESSAGES and UIDVALIDITY."""
+    client = imaplib.IMAP4("127.0.0.1", server.ports["imap"], timeout=60)
+    client.login("alice@example.test", PASSWORD)
+    assert client.create("Big")[0] == "OK"
+    cur = os.path.join(server.data_dir, "mail", "example.test", "alice", ".Big", "cur")
+    for n in range(count):
+        with open(os.path.join(cur, f"1700000000.M{n}P1.elsewhere:2,S"), "wb") as f:
+            f.write(b"Subject: message %d\r\n\r\n%s\r\n" % (n, b"x" * 2000))
+    return client, _status(client, "Big")
+
+
+def _status(client: imaplib.IMAP4, name: str) -> tuple[int, int]:
+    typ, data = client.status(name, "(MESSAGES UIDVALIDITY)")
+    assert typ == "OK", data
+    found = re.search(rb"MESSAGES (\d+) UIDVALIDITY (\d+)", data[0])
+    assert found, data
+    return int(found[1]), int(found[2])
+
+
+@pytest.mark.parametrize("delay", [0.005, 0.02, 0.04, 0.07])
+def test_sigkill_during_delete_of_a_big_folder_leaves_it_whole_or_gone(server, delay):
+    """A kill ``delay`` seconds into ``DELETE Big`` (1,500 messages, ~80 ms to remove here):
+    after the restart Big is listed with every message and its UIDVALIDITY, or not at all,
+    nothing of it is left on disk, and Big can be created again."""
+    client, before = _big_folder(server, 1500)
+    assert before[0] == 1500
+    client.send(b"d1 DELETE Big\r\n")
+    time.sleep(delay)
+    server.kill()
+    server.start()
+
+    client = imaplib.IMAP4("127.0.0.1", server.ports["imap"], timeout=60)
+    client.login("alice@example.test", PASSWORD)
+    typ, listed = client.list('""', "Big")
+    assert typ == "OK"
+    if listed != [None]:
+        assert _status(client, "Big") == before  # DELETE not done: all of it
+        return
+    user = os.path.join(server.data_dir, "mail", "example.test", "alice")
+
+    def left() -> list[str]:  # a half-removed .Big, or a tombstone the sweep hasn't removed
+        return [n for n in os.listdir(user) if n == ".Big" or n.startswith("txmailhost-deleted.")]
+
+    deadline = time.time() + 10  # the start's sweep runs in the store's pool
+    while left() and time.time() < deadline:
+        time.sleep(0.05)
+    assert left() == []
+    assert client.create("Big")[0] == "OK"
+    assert _status(client, "Big")[0] == 0
+    client.logout()

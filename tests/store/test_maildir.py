@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import sqlite3
 
 import pytest
@@ -441,3 +443,63 @@ def test_a_copy_the_full_target_index_refuses_leaves_no_copies(store, big):
     assert out_of_space(failed.value)
     assert message_files(trash.directory) == []  # a retried COPY adds it once
     assert result(result(store.open(USER, "Trash")).status()).messages == 0
+
+
+class Killed(BaseException):
+    """The process died (kill -9) at this point."""
+
+
+def _killed_during_removal(monkeypatch, fraction: float) -> None:
+    """``shutil.rmtree`` removes ``fraction`` of a folder's messages, then the process dies."""
+
+    def dying(path, *args, **kwargs):
+        names = sorted(os.listdir(os.path.join(path, "new")))
+        for name in names[: int(len(names) * fraction)]:
+            os.unlink(os.path.join(path, "new", name))
+        raise Killed
+
+    monkeypatch.setattr(shutil, "rmtree", dying)
+
+
+def tombstones(store) -> list[str]:
+    return [n for n in os.listdir(user_dir(store)) if n.startswith("txmailhost-deleted.")]
+
+
+def test_a_delete_killed_while_removing_files_leaves_no_part_of_the_folder(
+    store, message, monkeypatch
+):
+    result(store.create_mailbox(USER, "Big"))
+    for _ in range(30):
+        result(store.deliver_file([(USER, "Big")], message))
+    before = result(result(store.open(USER, "Big")).status())
+    _killed_during_removal(monkeypatch, 1 / 3)
+    with contextlib.suppress(Killed):
+        result(store.delete_mailbox(USER, "Big"))
+    monkeypatch.undo()
+
+    restarted = MaildirStore(store.root, SyncReactor(), SyncThreadPool())
+    assert "Big" not in result(restarted.list_mailboxes(USER))
+    restarted.sweep_staging_sync()  # at start
+    assert tombstones(restarted) == []
+    result(restarted.create_mailbox(USER, "Big"))
+    after = result(result(restarted.open(USER, "Big")).status())
+    assert after.messages == 0 and after.uidvalidity != before.uidvalidity
+
+
+def test_a_deleted_folders_tombstone_is_no_folder_and_goes_at_the_next_login(store, monkeypatch):
+    result(store.create_mailbox(USER, "Big"))
+    result(store.create_mailbox(USER, "Big/Sub"))
+    _killed_during_removal(monkeypatch, 0)
+    with contextlib.suppress(Killed):
+        result(store.delete_mailbox(USER, "Big"))
+    monkeypatch.undo()
+    assert len(tombstones(store)) == 1
+
+    names = result(store.list_mailboxes(USER))
+    assert "Big" not in names and "Big/Sub" in names  # children stay, as they did
+    result(store.rename_mailbox(USER, "Big/Sub", "Big"))
+    result(store.create_mailbox(USER, "Big/Sub"))
+    restarted = MaildirStore(store.root, SyncReactor(), SyncThreadPool())
+    result(restarted.open(USER, "INBOX"))
+    assert tombstones(restarted) == []
+    assert {"Big", "Big/Sub"} <= set(result(restarted.list_mailboxes(USER)))

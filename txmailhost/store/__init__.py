@@ -24,7 +24,9 @@ The index also keeps each message's header block (cached at delivery), expunge t
 user's ``subscriptions`` file lists subscribed folders, one per line; what a crash left in
 a ``tmp/`` is swept by ``staging.py``. Only regular files in ``cur/`` and ``new/`` are
 messages (``messagefiles.py``: a symbolic link or a directory there is never indexed or
-read). IMAP METADATA entries
+read). A folder being deleted is renamed ``txmailhost-deleted.RANDOM`` in the user's
+directory first, and removed after the answer (or, after a crash, at the next start).
+IMAP METADATA entries
 (``metadata.py``) are JSON in ``txmailhost-metadata.json`` of their mailbox directory and, for
 the account, ``txmailhost-server-metadata.json``. IMAP ACLs (``acl.py``, RFC 4314) of every
 user's mailboxes are one SQLite table, ``DATA/mail/txmailhost-acl.sqlite``. ``restore.py``

@@ -119,6 +119,9 @@ _ADDRESS_PART = re.compile(
 )
 _counter = itertools.count()
 SWEEP_INTERVAL = 3600.0  # seconds between two sweeps of one tmp/ (staging.py)
+# A folder being deleted, renamed out of sight in the user's directory: no leading dot, so no
+# Maildir++ reader (ours, RENAME's prefix match, Dovecot, mutt) takes it for a folder.
+_TOMBSTONE = "txmailhost-deleted."
 _log = Logger()
 _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "localhost"
 
@@ -317,6 +320,26 @@ def _subdirectories(directory: str) -> list[str]:
             return [e.path for e in entries if e.is_dir(follow_symlinks=False)]
     except FileNotFoundError:
         return []
+
+
+def _remove_tombstones(user_dir: str) -> int:
+    """Remove the folders DELETE renamed out of sight in ``user_dir`` and had not finished
+    removing (a process killed meanwhile); how many went."""
+    try:
+        with os.scandir(user_dir) as entries:
+            found = [e.path for e in entries if e.name.startswith(_TOMBSTONE)]
+    except FileNotFoundError:
+        return 0
+    return sum(_remove_tombstone(path) for path in found)
+
+
+def _remove_tombstone(path: str) -> bool:
+    """Remove a deleted folder's tombstone; a sweep may be removing it at the same time."""
+    shutil.rmtree(path, ignore_errors=True)
+    if os.path.lexists(path):
+        _log.warn("could not remove {path}, a deleted folder: remove it by hand", path=path)
+        return False
+    return True
 
 
 def _make_maildir(directory: str) -> None:
@@ -1410,10 +1433,24 @@ class MaildirStore:
         directory = self._folder(user, mailbox)
         _index.forget(directory)
         self.images.forget(directory)
-        shutil.rmtree(directory)
+        # Out of sight at once (one rename, durable with the parent's fsync), removed after
+        # the answer: a kill while 1,500 files go leaves a tombstone that the next start or
+        # the user's next login removes, never the folder listed with part of its mail.
+        user_dir = os.path.dirname(directory)
+        tombstone = os.path.join(user_dir, _TOMBSTONE + secrets.token_hex(8))
+        os.rename(directory, tombstone)
         self._seen_mtimes.pop(directory, None)
-        _safeio.fsync_dir(os.path.dirname(directory))
+        _safeio.fsync_dir(user_dir)
         self.acl.deleted(user, mailbox)
+        self._afterwards(_remove_tombstone, tombstone)
+
+    def _afterwards(self, fn: Callable[..., Any], *args: Any) -> None:
+        """``fn(*args)`` in the pool once the running job has answered (at once without one:
+        the CLI)."""
+        if self._pool is None:
+            fn(*args)
+        else:
+            self._pool.callInThreadWithCallback(lambda _ok, _result: None, fn, *args)
 
     def list_mailboxes_sync(self, user: str) -> list[str]:
         """``IFileDelivery``: the user's mailbox names, from a worker thread."""
@@ -1709,16 +1746,18 @@ class MaildirStore:
     def _open_sync(self, user: str, mailbox: str) -> MaildirMailbox:
         name = INBOX if mailbox.upper() == INBOX else mailbox
         opened = MaildirMailbox(self, user, name, self._folder(user, name))
-        self._sweep_now_and_then(self.staging_directory(user))
+        if self._sweep_now_and_then(self.staging_directory(user)):
+            _remove_tombstones(user_directory(self.root, user))
         self._sweep_now_and_then(os.path.join(opened.directory, "tmp"))  # another tool's
         return opened
 
-    def _sweep_now_and_then(self, directory: str) -> None:
+    def _sweep_now_and_then(self, directory: str) -> bool:
         """``staging.sweep`` of the ``tmp/`` directory ``directory``, at most once an hour
-        (per process): what a crash left there goes when its owner next opens a mailbox."""
+        (per process): what a crash left there goes when its owner next opens a mailbox.
+        Whether it was time."""
         now = time.monotonic()
         if now - self._swept.get(directory, -SWEEP_INTERVAL) < SWEEP_INTERVAL:
-            return
+            return False
         if len(self._swept) > 10_000:
             self._swept.clear()  # bounded; a directory swept once more is harmless
         self._swept[directory] = now
@@ -1726,19 +1765,26 @@ class MaildirStore:
         if removed:
             _log.info("removed {files} files ({octets} octets) a crash left in {directory}",
                       files=removed, octets=freed, directory=directory)  # fmt: skip
+        return True
 
     def sweep_staging_sync(self) -> tuple[int, int]:
         """Sweep every user's ``tmp/`` (``staging.sweep``); (files removed, octets freed).
         At start, in the store's pool: what the process before this one left when it was
-        killed is removed without waiting for its owner to log in."""
-        removed = freed = 0
+        killed is removed without waiting for its owner to log in, and so are the folders
+        it was deleting (``_delete_sync``)."""
+        removed = freed = folders = 0
         for domain in _subdirectories(self.root):
             for user_dir in _subdirectories(domain):
                 files, octets = staging.sweep(os.path.join(user_dir, "tmp"))
                 removed, freed = removed + files, freed + octets
+                folders += _remove_tombstones(user_dir)
         if removed:
             _log.info("removed {files} files ({octets} octets) a crash left in tmp/ of the"
                       " Maildirs", files=removed, octets=freed)  # fmt: skip
+        if folders:
+            _log.info(
+                "removed {folders} deleted folders a crash left half removed", folders=folders
+            )
         return removed, freed
 
     def sweep_staging(self) -> Deferred[tuple[int, int]]:
