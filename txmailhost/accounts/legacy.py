@@ -42,34 +42,34 @@ def _passlib(handler: object, keep_prefix: str = "") -> Callable[[str, str], boo
     return verify
 
 
-_CRYPT_FORMATS = {
-    "$6$": _passlib(passlib_hash.sha512_crypt),
-    "$5$": _passlib(passlib_hash.sha256_crypt),
-    "$2y$": _passlib(passlib_hash.bcrypt),
-    "$2b$": _passlib(passlib_hash.bcrypt),
-    "$2a$": _passlib(passlib_hash.bcrypt),
-    "$1$": _passlib(passlib_hash.md5_crypt),
+# The schemes libpass verifies: its handler, and the prefix its own format starts with that
+# Dovecot's value leaves out. ``ops/dovecot_hashes.py`` parses the same values with them.
+PASSLIB_SCHEMES: dict[str, tuple[object, str]] = {
+    "SHA512-CRYPT": (passlib_hash.sha512_crypt, ""),
+    "SHA256-CRYPT": (passlib_hash.sha256_crypt, ""),
+    "MD5-CRYPT": (passlib_hash.md5_crypt, ""),
+    "BLF-CRYPT": (passlib_hash.bcrypt, ""),
+    "SSHA512": (passlib_hash.ldap_salted_sha512, "{SSHA512}"),
+    "SSHA256": (passlib_hash.ldap_salted_sha256, "{SSHA256}"),
+    "SSHA": (passlib_hash.ldap_salted_sha1, "{SSHA}"),
 }
+# The crypt(3) formats ``{CRYPT}`` may hold, by their ``$id$``, and the scheme each is.
+CRYPT_IDS = {"$6$": "SHA512-CRYPT", "$5$": "SHA256-CRYPT", "$2y$": "BLF-CRYPT",
+             "$2b$": "BLF-CRYPT", "$2a$": "BLF-CRYPT", "$1$": "MD5-CRYPT"}  # fmt: skip
 
 
 def _crypt(password: str, encoded: str) -> bool:
     """``{CRYPT}``: the crypt(3) format its ``$id$`` names."""
-    for prefix, verify in _CRYPT_FORMATS.items():
+    for prefix, scheme in CRYPT_IDS.items():
         if encoded.startswith(prefix):
-            return verify(password, encoded)
+            return SCHEMES[scheme](password, encoded)
     return False
 
 
 SCHEMES: dict[str, Callable[[str, str], bool]] = {
-    "SHA512-CRYPT": _passlib(passlib_hash.sha512_crypt),
-    "SHA256-CRYPT": _passlib(passlib_hash.sha256_crypt),
-    "MD5-CRYPT": _passlib(passlib_hash.md5_crypt),
-    "BLF-CRYPT": _passlib(passlib_hash.bcrypt),
+    **{name: _passlib(*handler) for name, handler in PASSLIB_SCHEMES.items()},
     "ARGON2ID": _argon2,
     "ARGON2I": _argon2,
-    "SSHA512": _passlib(passlib_hash.ldap_salted_sha512, "{SSHA512}"),
-    "SSHA256": _passlib(passlib_hash.ldap_salted_sha256, "{SSHA256}"),
-    "SSHA": _passlib(passlib_hash.ldap_salted_sha1, "{SSHA}"),
     "CRYPT": _crypt,
 }
 

@@ -17,7 +17,8 @@ import warnings
 from collections.abc import Callable
 
 import argon2
-from passlib import hash as passlib_hash
+
+from txmailhost.accounts.legacy import CRYPT_IDS, PASSLIB_SCHEMES
 
 _B64 = r"[A-Za-z0-9+/]+"
 _ARGON2 = re.compile(rf"\$argon2(id|i)\$v=\d+\$m=\d+,t=\d+,p=\d+\${_B64}\${_B64}")
@@ -46,30 +47,19 @@ def _argon2(value: str) -> str | None:
     return None
 
 
-# The crypt(3) formats ``{CRYPT}`` may hold (those legacy.py verifies), by their ``$id$``.
-_CRYPT_IDS = {"$6$": "SHA512-CRYPT", "$5$": "SHA256-CRYPT", "$1$": "MD5-CRYPT",
-              "$2a$": "BLF-CRYPT", "$2b$": "BLF-CRYPT", "$2y$": "BLF-CRYPT"}  # fmt: skip
-
-
 def _crypt(value: str) -> str | None:
-    scheme = _CRYPT_IDS.get(value[: value.find("$", 1) + 1])
+    scheme = CRYPT_IDS.get(value[: value.find("$", 1) + 1])
     if scheme is None:
-        return f"not a crypt format that is checked at login ({', '.join(_CRYPT_IDS)})"
+        return f"not a crypt format that is checked at login ({', '.join(CRYPT_IDS)})"
     return SHAPES[scheme](value)
 
 
-# One entry per scheme of accounts/legacy.py's SCHEMES (tests/ops/test_dovecot_hashes.py
-# checks they stay the same).
+# One entry per scheme of accounts/legacy.py's SCHEMES, the libpass ones from its own table
+# (tests/ops/test_dovecot_hashes.py checks the two stay the same).
 SHAPES: dict[str, Callable[[str], str | None]] = {
-    "SHA512-CRYPT": _passlib(passlib_hash.sha512_crypt),
-    "SHA256-CRYPT": _passlib(passlib_hash.sha256_crypt),
-    "MD5-CRYPT": _passlib(passlib_hash.md5_crypt),
-    "BLF-CRYPT": _passlib(passlib_hash.bcrypt),
+    **{name: _passlib(*handler) for name, handler in PASSLIB_SCHEMES.items()},
     "ARGON2ID": _argon2,
     "ARGON2I": _argon2,
-    "SSHA512": _passlib(passlib_hash.ldap_salted_sha512, "{SSHA512}"),
-    "SSHA256": _passlib(passlib_hash.ldap_salted_sha256, "{SSHA256}"),
-    "SSHA": _passlib(passlib_hash.ldap_salted_sha1, "{SSHA}"),
     "CRYPT": _crypt,
 }
 
