@@ -57,15 +57,29 @@ def _select_headers(
     whose h= listed 12,000 names over 12,000 fields (189 KiB) took 11 s of CPU, with the
     interpreter's lock, and a 1 MiB header section minutes. Installed in dkimpy for the
     header hashes of DKIM and ARC, signing and verifying alike."""
+    return [headers[i] for i in _chosen(_positions(headers), include_headers)]
+
+
+def _positions(headers: list[tuple[bytes, bytes]]) -> dict[bytes, list[int]]:
+    """Per lower-cased field name, where its fields are, top to bottom."""
     positions: dict[bytes, list[int]] = {}
     for index, (name, _value) in enumerate(headers):
         positions.setdefault(name.lower(), []).append(index)
-    selected = []
+    return positions
+
+
+def _chosen(positions: dict[bytes, list[int]], include_headers: list[bytes]) -> list[int]:
+    """Where the fields ``include_headers`` selects are, in its order (``_select_headers``);
+    ``positions`` is left as it was, so it can serve every signature of a message."""
+    taken: dict[bytes, int] = {}
+    chosen = []
     for name in include_headers:
-        left = positions.get(name)
-        if left:
-            selected.append(headers[left.pop()])
-    return selected
+        fields = positions.get(name, [])
+        used = taken.get(name, 0)
+        if used < len(fields):
+            chosen.append(fields[len(fields) - 1 - used])
+            taken[name] = used + 1
+    return chosen
 
 
 dkim.select_headers = _select_headers  # hash_headers looks it up at each call
@@ -116,20 +130,9 @@ class _BodyHashed:
         """Where the fields ``include_headers`` selects are (``_select_headers``'s choice,
         with the extra From dkimpy's verification adds), in the header section's order."""
         if self._positions is None:
-            positions: dict[bytes, list[int]] = {}
-            for index, (name, _value) in enumerate(self.headers):
-                positions.setdefault(name.lower(), []).append(index)
-            self._positions = positions
+            self._positions = _positions(self.headers)
         names = list(include_headers) + ([b"from"] if b"from" in include_headers else [])
-        taken: dict[bytes, int] = {}
-        chosen = []
-        for name in names:
-            fields = self._positions.get(name, [])
-            used = taken.get(name, 0)
-            if used < len(fields):
-                chosen.append(fields[len(fields) - 1 - used])
-                taken[name] = used + 1
-        return sorted(chosen)
+        return sorted(_chosen(self._positions, names))
 
     def verify_sig_process(self, sig: Any, include_headers: Any, sig_header: Any, dnsfunc: Any):
         if b"bh" in sig:
