@@ -421,21 +421,10 @@ def _prepared_config(args: argparse.Namespace) -> Config:
 
 
 def _router_for(config: Config, accounts: IAccounts) -> Any:
-    """The server's recipient resolution over ``accounts``, built from the config as
-    ``service.py`` builds it (SRS apart: it never makes a loop), so ``alias add`` and ``user
-    forward`` judge a change with the rules the server applies. Only its blocking lookups
-    are used: no reactor, no thread pool."""
-    from txmailhost.routing import Router
+    """``routing.blocking_router``, imported when a command needs it (start-up stays light)."""
+    from txmailhost.routing import blocking_router
 
-    routing = config.routing
-    return Router(
-        accounts,
-        None,
-        None,
-        delimiter=routing.recipient_delimiter,
-        plus_folders=routing.plus_folders,
-        postmaster=routing.postmaster or None,
-    )
+    return blocking_router(config, accounts)
 
 
 def _mail_store(config: Config) -> Any:

@@ -277,6 +277,7 @@ def web(parts: ServerParts, implicit_tls: bool) -> WebSite:
         mailbox_observers=parts.mailbox_observers,
         accounts=parts.router.accounts,
         accounts_pool=parts.router.accounts_pool,
+        rule_check=parts.router.refuse_loops,
         scripts=script_store(config),  # the store ManageSieve and delivery use
         spool=open_records(config),  # what `txmailhost queue` reads and writes requests to
         admin_sources=_admin_sources(parts),

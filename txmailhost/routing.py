@@ -38,7 +38,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.python.threadpool import ThreadPool
 
 from txmailhost.accounts.addresses import fold_local
-from txmailhost.accounts.interfaces import IAccounts, IAddressRules
+from txmailhost.accounts.interfaces import AccountError, IAccounts, IAddressRules
 from txmailhost.srs import SRSError
 from txmailhost.store.interfaces import INBOX
 
@@ -201,6 +201,16 @@ class Router:
             return None
         return None
 
+    def refuse_loops(self, address: str) -> None:
+        """The check ``IAddressRules.add_alias``/``set_forward`` run inside their transaction
+        (``accounts.db.RuleCheck``): AccountError, naming the addresses, when the change
+        makes mail for ``address`` go round. Every way an alias or forward is made passes it
+        (the CLI, ``migrate postfix-aliases``, the webmail's settings and admin console), so
+        none of them can leave the server refusing the mail with ``550 5.4.6``."""
+        loop = self.loop_at(address)
+        if loop is not None:
+            raise AccountError(f"mail for {address} would loop ({loop}); nothing was changed")
+
     def unknown(self, addresses: list[str]) -> list[str]:
         """Those of ``addresses`` in our domains that nobody receives at (``550 5.1.1``)."""
         return [
@@ -286,3 +296,19 @@ class Router:
         # left at all, the address counts as unknown (resolve_sync).
         for target in targets:
             self._expand(target, routes, seen, depth + 1)
+
+
+def blocking_router(config: Any, accounts: IAccounts) -> Router:
+    """The server's recipient resolution over ``accounts``, built from the config as
+    ``service.py`` builds it (SRS apart: it never makes a loop), so ``alias add``, ``user
+    forward`` and ``migrate postfix-aliases`` judge a change with the rules the server
+    applies. Only its blocking lookups may be used: no reactor, no thread pool."""
+    routing = config.routing
+    return Router(
+        accounts,
+        None,
+        None,  # type: ignore[arg-type] - never used by the blocking lookups
+        delimiter=routing.recipient_delimiter,
+        plus_folders=routing.plus_folders,
+        postmaster=routing.postmaster or None,
+    )

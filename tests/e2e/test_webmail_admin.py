@@ -140,3 +140,22 @@ def test_the_queue_is_listed_and_a_message_deleted_as_the_cli_would(server):
     done = admin.post("/admin/queue", {"csrf": admin.csrf, "action": "delete", "id": queue_id})
     assert f"delete of {queue_id} requested" in done.text
     _wait(lambda: queue_id not in server.cli("queue", "list").stdout)
+
+
+def test_an_alias_that_closes_a_loop_is_refused_as_the_cli_refuses_it(server):
+    """The console runs ``alias add``'s check: l2 -> l1 after l1 -> l2 would have the server
+    refuse mail for both with 550 5.4.6."""
+    server.cli("user", "admin", ALICE, "on")
+    admin = logged_in(server, ALICE)
+    first = admin.post("/admin/aliases", {"csrf": admin.csrf, "action": "add",
+                                          "address": "l1@example.test",
+                                          "targets": "l2@example.test"})  # fmt: skip
+    assert "Alias l1@example.test" in first.text
+    loop = admin.post("/admin/aliases", {"csrf": admin.csrf, "action": "add",
+                                         "address": "l2@example.test",
+                                         "targets": "l1@example.test"})  # fmt: skip
+    assert loop.status == 400
+    assert "l2@example.test -&gt; l1@example.test -&gt; l2@example.test" in loop.text
+    listed = server.cli("alias", "list").stdout
+    assert "l1@example.test -> l2@example.test" in listed and "l2@example.test ->" not in listed
+    server.cli("alias", "del", "l1@example.test")

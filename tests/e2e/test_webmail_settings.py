@@ -83,6 +83,20 @@ def test_forwarding_set_here_is_what_routing_follows(server):
     assert "Forwarding off" in off.text
 
 
+def test_a_forward_that_closes_a_loop_is_refused_and_changes_nothing(server):
+    """What ``user forward`` refuses is refused here too: bob forwards to alice, so alice
+    forwarding to bob would have the server refuse both's mail with 550 5.4.6."""
+    server.cli("user", "forward", BOB, ALICE)
+    try:
+        browser = logged_in(server)
+        page = browser.post("/settings/forward", {"csrf": browser.csrf, "targets": BOB})
+        assert page.status == 400
+        assert f"would loop ({ALICE} -&gt; {BOB} -&gt; {ALICE})" in page.text
+        assert server.cli("user", "forward", ALICE).stdout.strip() == "no forwarding"
+    finally:
+        server.cli("user", "forward", BOB, "--off")
+
+
 def test_the_away_reply_is_the_clis_vacation_script(server):
     browser = logged_in(server)
     token = browser.csrf

@@ -504,3 +504,31 @@ def test_migrate_postfix_aliases_adds_them(tmp_path: Path, capsys) -> None:
     assert out[1].startswith("bad@other.test -> x@y.test: skipped: ")
     assert main(["--data", data, "alias", "list"]) == 0
     assert "info@example.test" in capsys.readouterr().out
+
+
+def test_an_alias_of_the_map_closing_a_loop_is_skipped_and_the_rest_added(
+    tmp_path: Path, capsys
+) -> None:
+    """The check ``alias add`` runs: l2 -> l1 after l1 -> l2 would have the server refuse mail
+    for both with 550 5.4.6; it is reported and left out, the next line still comes in."""
+    data = str(tmp_path / "data")
+    assert main(["--data", data, "init", "--hostname", "mx.example.test"]) == 0
+    assert main(["--data", data, "domain", "add", "example.test"]) == 0
+    source = tmp_path / "virtual"
+    source.write_text(
+        "l1@example.test l2@example.test\n"
+        "l2@example.test l1@example.test\n"
+        "info@example.test someone@elsewhere.test\n"
+    )
+    capsys.readouterr()
+    assert main(["--data", data, "migrate", "postfix-aliases", str(source)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == (
+        "l2@example.test -> l1@example.test: skipped: mail for l2@example.test would loop "
+        "(l2@example.test -> l1@example.test -> l2@example.test); nothing was changed"
+    )
+    assert main(["--data", data, "alias", "list"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "info@example.test -> someone@elsewhere.test",
+        "l1@example.test -> l2@example.test",
+    ]

@@ -82,17 +82,6 @@ def register_domain_actions(domain_commands: Any, with_accounts: Runner) -> None
     quota.set_defaults(run=with_accounts(_domain_quota))
 
 
-def _refuse_loops(router: Any) -> Callable[[str], None]:
-    """The check ``add_alias``/``set_forward`` run before they commit (``db.RuleCheck``)."""
-
-    def check(address: str) -> None:
-        loop = router.loop_at(address)
-        if loop is not None:
-            raise AccountError(f"mail for {address} would loop ({loop}); nothing was changed")
-
-    return check
-
-
 def _warn_unknown(router: Any, targets: list[str]) -> None:
     for target in router.unknown(targets):
         print(
@@ -105,7 +94,7 @@ def _warn_unknown(router: Any, targets: list[str]) -> None:
 def _alias_add(args: argparse.Namespace, config: Any, accounts: IAccounts) -> int:
     router = args.router_for(config, accounts)
     rules = accounts.address_rules()
-    source, targets = rules.add_alias(args.address, args.targets, _refuse_loops(router))
+    source, targets = rules.add_alias(args.address, args.targets, router.refuse_loops)
     print(f"alias {source} -> {', '.join(targets)}")
     _warn_unknown(router, targets)
     return 0
@@ -130,7 +119,7 @@ def _user_forward(args: argparse.Namespace, config: Any, accounts: IAccounts) ->
     if args.off or args.targets:
         router = args.router_for(config, accounts)
         wanted = [] if args.off else args.targets
-        targets = rules.set_forward(args.address, wanted, args.keep_copy, _refuse_loops(router))
+        targets = rules.set_forward(args.address, wanted, args.keep_copy, router.refuse_loops)
         user = args.address.lower()
         if not targets:
             print(f"{user}: no forwarding")

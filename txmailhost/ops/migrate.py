@@ -50,6 +50,7 @@ from txmailhost.ops.sourcefiles import (
     read_regular,
     shown,
 )
+from txmailhost.routing import blocking_router
 from txmailhost.store.interfaces import INBOX, InvalidMailboxName, StoreError
 from txmailhost.store.restore import MAX_UID, RestoredMessage, restore_mailbox_sync
 
@@ -521,10 +522,13 @@ def read_alias_map(path: str) -> list[tuple[str, list[str]]]:
 
 def _postfix_aliases(args: argparse.Namespace, config: Any, accounts: Any) -> int:
     rules = accounts.address_rules()
+    # The check alias add runs: an alias closing a loop is skipped and reported, not added
+    # for the server to refuse its mail with 550 5.4.6 (the map's other lines go on).
+    check = blocking_router(config, accounts).refuse_loops
     report = []
     for alias, targets in read_alias_map(args.file):
         try:
-            rules.add_alias(alias, targets)
+            rules.add_alias(alias, targets, check)
             report.append({"alias": alias, "targets": targets, "added": True})
         except AccountError as e:
             report.append({"alias": alias, "targets": targets, "added": False, "error": str(e)})

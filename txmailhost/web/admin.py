@@ -223,7 +223,9 @@ def _targets(ctx: WebContext) -> list[str]:
 
 async def _add_alias(ctx: WebContext) -> str:
     rules = await _rules(ctx)
-    source, added = await accounts_call(ctx, rules.add_alias, _address(ctx), _targets(ctx))
+    source, added = await accounts_call(
+        ctx, rules.add_alias, _address(ctx), _targets(ctx), ctx.services.rule_check
+    )
     return f"Alias {source} -> {', '.join(added)}"
 
 

@@ -66,6 +66,7 @@ class WebServices:
     observers: tuple[Any, ...] = ()  # imap.observers.IMailboxObserver (spam training)
     accounts: Any = None  # accounts.interfaces.IAccounts (settings: password, forwarding)
     accounts_pool: Any = None  # the pool the accounts backend is used from
+    rule_check: Any = None  # routing.Router.refuse_loops: aliases and forwards made here
     scripts: Any = None  # sieve.scripts store, the one ManageSieve saves through
     spool: Any = None  # queue.spool.Spool: the admin console's queue list and requests
     admin_sources: Any = None  # admin_access.AdminSources: DKIM/DNS, event log, health pages

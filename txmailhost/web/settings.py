@@ -162,7 +162,7 @@ async def set_forward(ctx: WebContext) -> Response:
     accounts = ctx.services.accounts
     rules = await _accounts(ctx, accounts.address_rules)
     try:
-        await _accounts(ctx, rules.set_forward, ctx.user, targets, keep)
+        await _accounts(ctx, rules.set_forward, ctx.user, targets, keep, ctx.services.rule_check)
     except (AccountError, ValueError) as e:
         return await settings_page(ctx, 400, f"Forwarding not changed: {e}")
     log.info("web {user} set forwarding to {targets}", user=ctx.user, targets=",".join(targets))

@@ -117,6 +117,7 @@ def build_site(
     mailbox_observers: tuple[Any, ...] = (),
     accounts: Any = None,
     accounts_pool: Any = None,
+    rule_check: Any = None,
     scripts: Any = None,
     spool: Any = None,
     admin_sources: Any = None,
@@ -124,7 +125,8 @@ def build_site(
     """``outbox`` makes the ``smtp.outbox.Outbox`` that Send goes through, given the site's
     pool (None: the webmail can't send); ``mailbox_observers`` are told of messages moved
     into a folder, as IMAP's are (spam training); ``accounts`` (used in ``accounts_pool``)
-    and ``scripts`` (the Sieve script store) serve the settings pages, ``spool`` (the relay
+    and ``scripts`` (the Sieve script store) serve the settings pages (``rule_check``, the
+    router's ``refuse_loops``, judging each alias and forward made there), ``spool`` (the relay
     queue's) and ``admin_sources`` (``admin_access.AdminSources``) the admin console."""
     assets = load_assets()
     pool = ThreadPool(minthreads=0, maxthreads=threads, name="txmailhost-web")
@@ -149,6 +151,7 @@ def build_site(
         observers=tuple(mailbox_observers),
         accounts=accounts,
         accounts_pool=accounts_pool,
+        rule_check=rule_check,
         scripts=scripts,
         spool=spool,
         admin_sources=admin_sources,
