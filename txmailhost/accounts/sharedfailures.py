@@ -30,6 +30,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from txmailhost.accounts.throttle import LoginThrottle
+from txmailhost.outage import OutageLog
 
 log = Logger()
 
@@ -66,6 +67,10 @@ class SharedFailures(Service):
         self._local = threading.local()
         self._call: Any = None
         self._busy = False
+        # a database outage: one traceback, then a line a minute, then "works again"
+        self._outage = OutageLog(
+            log, reactor.seconds, "login failures: exchanging them through the shared database"
+        )
         self.window = max(t.window for t in throttles.values())
         for kind, throttle in throttles.items():
             throttle.publish = lambda client, account, kind=kind: self._outbox.append(
@@ -95,7 +100,7 @@ class SharedFailures(Service):
         d.addBoth(self._next)
 
     def _failed(self, failure: Any, outbox: list[Any]) -> None:
-        log.failure("login failures: the shared database could not be reached", failure)
+        self._outage.failed(failure)
         self._outbox[:0] = outbox[-1000:]  # try again with the next batch, within reason
 
     def _next(self, _: object) -> None:
@@ -105,6 +110,7 @@ class SharedFailures(Service):
 
     def _count(self, rows: list[tuple[int, str, str | None, str | None, float]]) -> None:
         """Add the other nodes' new failures to this node's throttles (reactor thread)."""
+        self._outage.succeeded()
         for row_id, kind, client, account, at in rows:
             if row_id in self._seen:
                 continue

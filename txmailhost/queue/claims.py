@@ -44,6 +44,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from txmailhost.ops import metrics
+from txmailhost.outage import OutageLog
 from txmailhost.queue import bounce
 from txmailhost.queue.interfaces import (
     DeliveryResult,
@@ -106,6 +107,12 @@ class SharedQueue(Queue):
         self._leased: dict[int, list[int]] = {}  # id(job) -> its rows, while it runs
         self._claiming = False
         self._again = False
+        # a database outage: one traceback a poller, then a line a minute, then "works again"
+        self._claim_outage = OutageLog(
+            log, reactor.seconds, "queue: claiming from the shared queue"
+        )
+        self._read_outage = OutageLog(log, reactor.seconds, "queue: reading the shared queue")
+        self._renew_outage = OutageLog(log, reactor.seconds, "queue: renewing leases")
         self._renew_call: Any = None
         self._snapshot: list[Envelope] = []
         self._snapshot_time = float("-inf")
@@ -178,7 +185,7 @@ class SharedQueue(Queue):
                 self._snapshot, self._snapshot_time = envelopes, self._reactor.seconds()
 
             d = self._in_pool(self.records.envelopes).addCallback(keep)
-            d.addErrback(lambda f: log.failure("queue: reading the shared queue failed", f))
+            d.addCallbacks(lambda _: self._read_outage.succeeded(), self._read_outage.failed)
             d.addBoth(lambda _: setattr(self, "_refreshing", False))
         return list(self._snapshot)
 
@@ -214,7 +221,7 @@ class SharedQueue(Queue):
     def _poll(self) -> None:
         """Every ``poll_interval``: claim what is due (the file queue reads CLI requests here)."""
         d = Deferred.fromCoroutine(self._claim())
-        d.addErrback(lambda f: log.failure("queue: claiming from the shared queue failed", f))
+        d.addCallbacks(lambda _: self._claim_outage.succeeded(), self._claim_outage.failed)
         d.addBoth(self._next_poll)
 
     def _adopt(self, envelope: Envelope) -> None:
@@ -225,7 +232,7 @@ class SharedQueue(Queue):
         if self._stopped or not self.runner:
             return
         d = Deferred.fromCoroutine(self._claim())
-        d.addErrback(lambda f: log.failure("queue: claiming from the shared queue failed", f))
+        d.addCallbacks(lambda _: self._claim_outage.succeeded(), self._claim_outage.failed)
 
     def _domain_slots(self, domain: str) -> int:
         return self.policy.max_per_domain - self._per_domain.get(domain, 0)
@@ -287,7 +294,7 @@ class SharedQueue(Queue):
         if rows:
             until = self._reactor.seconds() + self.lease
             d = self._in_pool(self.records.renew, self.owner, until, rows)
-            d.addErrback(lambda f: log.failure("queue: renewing leases failed", f))
+            d.addCallbacks(lambda _: self._renew_outage.succeeded(), self._renew_outage.failed)
             d.addBoth(again)
         else:
             again(None)
