@@ -109,3 +109,32 @@ def test_only_the_classifiers_surest_band_is_junk_alone():
     assert bayes_rule(0.9995).name == "BAYES_999" and bayes_rule(0.9995).score == 5.0
     assert bayes_rule(0.97).name == "BAYES_95" and bayes_rule(0.6).name == "BAYES_50"
     assert bayes_rule(0.3) is None and bayes_rule(0.001).name == "BAYES_00"
+
+
+def test_the_senders_own_x_spam_fields_are_removed(tmp_path):
+    """A spammer's ``X-Spam-Status: No`` must not sit below ours as if we had written it."""
+    from txmailhost.delivery.incoming import strip_fields
+
+    forged = (
+        b"Received: from a by b; Fri, 04 Dec 2026 10:00:00 +0000\r\n"
+        b"X-Spam-Status: No, score=-20.0 required=5.0 tests=none\r\n"
+        b"X-Spam-Flag: NO\r\nX-Spam-Score: -20.0\r\nX-Spam-Level: \r\n"
+        b"X-Spam-Report:\r\n\t-20.0 ALL_TRUSTED\r\n"
+        b"X-Spam-Status: No, again\r\nX-Spam-Custom: kept\r\n"
+    )
+    message = forged + SPAM
+    verdict = judge(spam_filter(tmp_path), message)
+    assert verdict.action is Action.JUNK
+    assert set(verdict.remove) == {
+        ("X-Spam-Status", 1),
+        ("X-Spam-Status", 2),
+        ("X-Spam-Flag", 1),
+        ("X-Spam-Score", 1),
+        ("X-Spam-Level", 1),
+        ("X-Spam-Report", 1),
+    }
+    delivered = strip_fields(message, verdict.remove, True)
+    assert b"X-Spam-Status" not in delivered and b"ALL_TRUSTED" not in delivered
+    assert b"X-Spam-Custom: kept\r\n" in delivered and b"Received: from a" in delivered
+    assert fields(verdict)["X-Spam-Status"].startswith("Yes")
+    assert judge(spam_filter(tmp_path), HAM).remove == ()

@@ -5,7 +5,8 @@ What it owns:
   the ``Client`` and ``Transaction`` facts a filter is shown, and its ``Verdict``: accept,
   add header fields, Junk, tempfail (4xx) or reject (5xx), with a reason, per recipient
   where that matters.
-- ``base.py``: ``MessageFilter``, which accepts everything (subclass it).
+- ``base.py``: ``MessageFilter``, which accepts everything (subclass it), and
+  ``fields_named``: the sender's copies of a filter's own fields, for it to remove.
 - ``chain.py``: ``FilterChain``, which runs them in order with a time budget and a default
   for failures (``[filters] timeout``, ``on_error``), blocking ones in a worker thread.
 - ``registry.py``: names in ``[filters] chain`` to factories (registered, entry points of

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import BinaryIO
 
 from zope.interface import implementer
@@ -51,3 +52,27 @@ class MessageFilter:
 
     def end_of_data(self, client: Client, transaction: Transaction, message: BinaryIO) -> Verdict:
         return ACCEPT
+
+
+def fields_named(header: bytes, names: Iterable[str]) -> tuple[tuple[str, int], ...]:
+    """Every field of ``header`` (a message's header section, as a filter reads it) whose name
+    is one of ``names``, as ``(name, n)`` for ``Verdict.remove``: the n-th field of that name,
+    counted as ``delivery.incoming.strip_fields`` counts them (a line that doesn't begin with
+    white space starts a field). For a filter's own fields (``X-Spam-Status``,
+    ``X-Virus-Scanned``): one the sender wrote would be read below ours as if we had written
+    it (by a mail client, by Sieve's ``spamtest``/``virustest`` when ours is missing), so a
+    filter that writes a field removes the sender's. Only for names no other filter writes:
+    the stream a filter reads has the earlier filters' fields on top, which ``remove``
+    doesn't count."""
+    wanted = {name.lower(): name for name in names}
+    seen: dict[str, int] = {}
+    found = []
+    end = header.find(b"\r\n\r\n")
+    for line in (header if end < 0 else header[: end + 2]).split(b"\r\n"):
+        if not line or line[:1] in (b" ", b"\t"):
+            continue
+        name = line.partition(b":")[0].strip().decode("ascii", "replace").lower()
+        if name in wanted:
+            seen[name] = seen.get(name, 0) + 1
+            found.append((wanted[name], seen[name]))
+    return tuple(found)

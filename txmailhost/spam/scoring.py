@@ -19,8 +19,10 @@ rspamd's score times ``rspamd_weight`` (the rule ``RSPAMD``, ``rspamd.py``); the
   with ``550 5.7.1`` — before the ``250``, so nobody is sent a bounce — when it is so for
   every recipient.
 
-Header fields a sender wrote are not removed (a filter can't); ours go on top, where readers
-and Sieve look first. Settings (``[filters.settings.spam]``) are this class's keywords.
+Ours go on top, where readers and Sieve look first; the sender's own ``X-Spam-Status``,
+``X-Spam-Score``, ``X-Spam-Report``, ``X-Spam-Flag`` and ``X-Spam-Level`` are removed (as
+SpamAssassin removes them), so a spammer's ``X-Spam-Status: No, score=-10`` is never read
+below ours as our word. Settings (``[filters.settings.spam]``) are this class's keywords.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from twisted.python.failure import Failure
 
 from txmailhost.accounts.addresses import fold_local
 from txmailhost.delivery.incoming import in_memory
-from txmailhost.filters.base import MessageFilter
+from txmailhost.filters.base import MessageFilter, fields_named
 from txmailhost.filters.fairness import client_key
 from txmailhost.filters.interfaces import ACCEPT, Client, Transaction, Verdict
 from txmailhost.pools import run_in
@@ -57,6 +59,10 @@ __all__ = [
     "sender_addresses",
     "store_path",
 ]
+
+# The fields ours are (``Score.fields``) and SpamAssassin's level bar: a sender's copy is
+# removed. Not ``X-Spam-Rspamd``: the ``rspamd`` filter writes it too, above what we read.
+OWN_FIELDS = ("X-Spam-Status", "X-Spam-Score", "X-Spam-Report", "X-Spam-Flag", "X-Spam-Level")
 
 
 def store_path(data_dir: str) -> str:
@@ -181,7 +187,7 @@ class SpamFilter(MessageFilter):
         else:
             head, body, truncated = read_capped(message, self.body_cap)
         seen = self.connection.hits(client.address, client.helo, transaction.sender) + seen
-        return _Prepared(head, body, truncated, seen, notes)
+        return _Prepared(head, body, truncated, seen, notes, fields_named(head, OWN_FIELDS))
 
     def _blocks(self, client: Client, message: BinaryIO) -> bool:
         """Whether preparing this message blocks: rspamd is asked over HTTP, DNS about the
@@ -220,7 +226,7 @@ class SpamFilter(MessageFilter):
 
         scored = self.offload.score(header, prepared.head, prepared.body)
         scored.addCallbacks(received, here)
-        return scored.addCallback(self._verdict, transaction, prepared.notes)
+        return scored.addCallback(self._verdict, transaction, prepared.notes, prepared.forged)
 
     def _required(self, score: Score) -> float:
         """The recipient's own threshold (``txmailhost spam threshold``), else the server's."""
@@ -238,7 +244,7 @@ class SpamFilter(MessageFilter):
         if self.offload is None:  # a blocking filter: this is the filters' thread
             prepared = self._prepare(client, transaction, message)
             scores = self._score_here(transaction, prepared)
-            return self._verdict(scores, transaction, prepared.notes)
+            return self._verdict(scores, transaction, prepared.notes, prepared.forged)
         # The reactor thread: what blocks goes to the filters' threads, the score to the child.
         if self._blocks(client, message) and self._slots is not None:
             ready = self._slots.run_in(
@@ -261,7 +267,9 @@ class SpamFilter(MessageFilter):
         scored: list[Score],
         transaction: Transaction,
         notes: tuple[tuple[str, str], ...] = (),
+        forged: tuple[tuple[str, int], ...] = (),
     ) -> Verdict:
+        """``forged``: the sender's copies of our fields, removed from what is delivered."""
         recipients = transaction.recipients
         first = recipients[0] if len(recipients) == 1 else None
         shown = scored[0]
@@ -276,8 +284,10 @@ class SpamFilter(MessageFilter):
             return Verdict.reject(f"message refused as spam (score {shown.total:.1f})")
         junk = frozenset(r for r, s in scores.items() if s.total >= required[r])
         if junk:
-            return Verdict.junk(f"spam score {shown.total:.1f}", junk, headers=fields)
-        return Verdict.accept(headers=fields)
+            return Verdict.junk(
+                f"spam score {shown.total:.1f}", junk, headers=fields, remove=forged
+            )
+        return Verdict.accept(headers=fields, remove=forged)
 
 
 def _owners(transaction: Transaction) -> list[str | None]:
@@ -300,3 +310,4 @@ class _Prepared:
     truncated: bool
     seen: list[rules.Rule]  # the connection checks' rules, rspamd's
     notes: tuple[tuple[str, str], ...]  # header fields about rspamd
+    forged: tuple[tuple[str, int], ...] = ()  # the sender's X-Spam-Status etc. (OWN_FIELDS)
