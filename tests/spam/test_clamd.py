@@ -10,10 +10,12 @@ import os
 import socket
 import tempfile
 import threading
+import time
 
 import pytest
 
 from tests.support.clamd import EICAR, TEST_STRING, running_clamd
+from tests.support.fake_engine import fake_engine, read_instream, trickle
 from txmailhost.filters.interfaces import Action, Client, Transaction
 from txmailhost.filters.registry import FilterHost
 from txmailhost.spam.clamd import ClamdFilter, parse_endpoint
@@ -101,3 +103,15 @@ def test_socket_descriptions():
     assert parse_endpoint("tcp:[::1]:3310") == (socket.AF_INET6, ("::1", 3310))
     with pytest.raises(ValueError):
         parse_endpoint("clamd.sock")
+
+
+def test_a_clamd_trickling_its_answer_is_given_up_on_within_the_timeout():
+    """``timeout`` is for the whole scan: a clamd answering an octet every 0.2 s (each wait
+    well within the timeout) no longer holds a filter thread for as long as it likes."""
+    reply = b"stream: " + b" " * 30 + b"OK\0"
+    with fake_engine(read_instream, lambda conn: trickle(conn, reply, 0.2)) as (path, _):
+        started = time.monotonic()
+        verdict = scan(make(path, timeout=1), CLEAN)
+        took = time.monotonic() - started
+    assert verdict.action is Action.TEMPFAIL
+    assert took < 3

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from tests.support.fake_engine import fake_engine, read_until_eof, trickle
 from txmailhost.filters.interfaces import ACCEPT, Action, Client, Transaction
 from txmailhost.spam.spamd import SpamdFilter
 
@@ -95,3 +96,36 @@ def test_authenticated_mail_is_not_sent_to_spamd():
     f = SpamdFilter(socket=f"tcp:127.0.0.1:{free_port()}", timeout=2)
     judge(f, HAM, Client("192.0.2.1", listener="smtp", authenticated_as="bob@example.test"))
     assert f.failures == 0
+
+
+SPAMD_REPLY = b"SPAMD/1.1 0 EX_OK\r\nContent-length: 9\r\nSpam: True ; 15.0 / 5.0\r\n\r\nGTUBE,XYZ"
+
+
+def test_a_spamd_trickling_its_answer_is_given_up_on_within_the_timeout():
+    """``timeout`` is for the whole exchange, not for each octet of spamd's reply."""
+    with fake_engine(read_until_eof, lambda conn: trickle(conn, SPAMD_REPLY, 0.2)) as (path, _):
+        f = SpamdFilter(socket=path, timeout=1)
+        started = time.monotonic()
+        verdict = judge(f, HAM)
+        took = time.monotonic() - started
+    assert verdict == ACCEPT and f.failures == 1
+    assert took < 3
+
+
+def test_a_spamd_score_that_is_no_number_is_a_failure_not_a_tempfail():
+    garbage = b"SPAMD/1.1 0 EX_OK\r\nSpam: True ; 1.2.3 / 5.0\r\n\r\nX"
+    with fake_engine(read_until_eof, lambda conn: conn.sendall(garbage)) as (path, _):
+        f = SpamdFilter(socket=path, timeout=5)
+        verdict = judge(f, HAM)
+    assert verdict == ACCEPT and f.failures == 1
+
+
+def test_an_smtputf8_recipient_is_sent_to_spamd_as_utf8():
+    """With ``per_user``, a recipient like ``jörg@…`` made the request fail to encode (as
+    ASCII): its mail got 451 at every attempt and was never delivered."""
+    with fake_engine(read_until_eof, lambda conn: conn.sendall(SPAMD_REPLY)) as (path, asked):
+        f = SpamdFilter(socket=path, timeout=5, per_user=True)
+        transaction = Transaction("a@example.org", ("Jörg@example.test",), "Q1")
+        verdict = f.end_of_data(OUTSIDE, transaction, io.BytesIO(HAM))
+    assert verdict.action is Action.JUNK and f.failures == 0
+    assert "User: jörg@example.test\r\n".encode() in asked[0]

@@ -9,10 +9,10 @@ more than its ``StreamMaxLength``, 25 MiB by default; set them alike).
 
 - infected: refused (``554 5.7.1 virus found: NAME``), before the ``250``, so nobody gets a
   bounce carrying the virus back;
-- clamd unreachable, slow past ``timeout`` or answering an error: ``on_unavailable`` —
-  ``"tempfail"`` (451 4.7.1: the client keeps the message and retries; the default, as a
-  scanner outage must not let viruses through) or ``"tag"`` (accepted with
-  ``X-Virus-Scanned: unavailable``); logged either way;
+- clamd unreachable, slow past ``timeout`` (for the whole exchange) or answering an error:
+  ``on_unavailable`` — ``"tempfail"`` (451 4.7.1: the client keeps the message and
+  retries; the default, as a scanner outage must not let viruses through) or ``"tag"``
+  (accepted with ``X-Virus-Scanned: unavailable``); logged either way;
 - clean: accepted with ``X-Virus-Scanned: clamd on HOSTNAME``.
 
 ``socket`` is a UNIX socket path (Debian's clamd: ``/run/clamav/clamd.ctl``) or
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import socket as sockets
 import struct
+import time
 from typing import Any, BinaryIO
 
 from twisted.logger import Logger
@@ -55,13 +56,34 @@ def parse_endpoint(description: str) -> tuple[int, Any]:
     return sockets.AF_UNIX, path
 
 
+class Deadline:
+    """One exchange's whole ``timeout``, shared by its steps: each socket operation gets what
+    is left of it (``arm``). A timeout per operation alone let an engine that trickles its
+    reply (an octet every few seconds), or reads the message that slowly, hold a thread of
+    the filters' pool for hours after the chain had given up on it; enough of those and no
+    message could be filtered at all."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.ends = time.monotonic() + seconds
+
+    def arm(self, conn: sockets.socket) -> None:
+        """Give ``conn``'s next operation what is left; ``TimeoutError`` when nothing is."""
+        left = self.ends - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no answer within {self.seconds:g}s")
+        conn.settimeout(left)
+
+
 def instream(endpoint: tuple[int, Any], stream: BinaryIO, timeout: float, max_size: int) -> str:
     """Scan ``stream`` with clamd's INSTREAM; the reply without its ``stream: `` prefix
-    (``OK`` or ``NAME FOUND``). Raises ``ClamdError``."""
+    (``OK`` or ``NAME FOUND``). ``timeout`` is for the whole exchange. Raises
+    ``ClamdError``."""
     family, address = endpoint
+    deadline = Deadline(timeout)
     try:
         with sockets.socket(family, sockets.SOCK_STREAM) as conn:
-            conn.settimeout(timeout)
+            deadline.arm(conn)
             conn.connect(address)
             conn.sendall(b"zINSTREAM\0")
             sent = 0
@@ -69,11 +91,14 @@ def instream(endpoint: tuple[int, Any], stream: BinaryIO, timeout: float, max_si
                 chunk = stream.read(min(CHUNK, max_size - sent))
                 if not chunk:
                     break
+                deadline.arm(conn)
                 conn.sendall(struct.pack(">I", len(chunk)) + chunk)
                 sent += len(chunk)
+            deadline.arm(conn)
             conn.sendall(struct.pack(">I", 0))
             reply = b""
             while not reply.endswith(b"\0") and len(reply) < _REPLY_CAP:
+                deadline.arm(conn)
                 data = conn.recv(_REPLY_CAP)
                 if not data:
                     break

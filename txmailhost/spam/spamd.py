@@ -10,10 +10,10 @@ are sent (spamc's own default is 500 KiB: larger mail is rarely spam and costly 
 
 - spamd says spam: ``Junk`` (with ``X-Spamd-Status: Yes, score=S required=R tests=...``);
 - ``reject_score`` (0 = off) and spamd's score at or above it: ``550 5.7.1``;
-- spamd unreachable, slow past ``timeout`` or answering an error: the message is accepted
-  untagged by spamd, and the failure logged and counted (``failures``) — an outside engine
-  that is down never holds up mail (``[filters] on_error`` still applies to a filter that
-  overruns the chain's budget).
+- spamd unreachable, slow past ``timeout`` (for the whole exchange) or answering an error
+  or nonsense: the message is accepted untagged by spamd, and the failure logged and
+  counted (``failures``) — an outside engine that is down never holds up mail
+  (``[filters] on_error`` still applies to a filter that overruns the chain's budget).
 
 Like the ``spam`` filter it looks at mail from outside only (``listeners``, no AUTH).
 """
@@ -29,7 +29,7 @@ from twisted.logger import Logger
 
 from txmailhost.filters.base import MessageFilter
 from txmailhost.filters.interfaces import ACCEPT, Client, Transaction, Verdict
-from txmailhost.spam.clamd import parse_endpoint
+from txmailhost.spam.clamd import Deadline, parse_endpoint
 
 log = Logger()
 
@@ -62,19 +62,24 @@ def check(
             size += len(chunk)
         copy.seek(0)
         head = f"SYMBOLS SPAMC/1.5\r\nContent-length: {size}\r\n"
-        if user:
+        if user and user.isprintable():  # never a line break of its own into the request
             head += f"User: {user}\r\n"
         family, address = endpoint
+        deadline = Deadline(timeout)
         try:
             with sockets.socket(family, sockets.SOCK_STREAM) as conn:
-                conn.settimeout(timeout)
+                deadline.arm(conn)
                 conn.connect(address)
-                conn.sendall(head.encode("ascii") + b"\r\n")
+                # UTF-8: an SMTPUTF8 recipient's name (an ASCII-only request refused its mail
+                # with a 451 at every attempt, never delivered)
+                conn.sendall(head.encode("utf-8") + b"\r\n")
                 while chunk := copy.read(_CHUNK):
+                    deadline.arm(conn)
                     conn.sendall(chunk)
                 conn.shutdown(sockets.SHUT_WR)
                 reply = b""
                 while len(reply) < _REPLY_CAP:
+                    deadline.arm(conn)
                     data = conn.recv(_REPLY_CAP)
                     if not data:
                         break
@@ -90,7 +95,11 @@ def check(
     body = rest.partition(b"\r\n\r\n")[2].decode("ascii", "replace")
     names = [name.strip() for name in body.split(",") if name.strip()]
     is_spam = found.group(1).lower() in (b"true", b"yes")
-    return is_spam, float(found.group(2)), float(found.group(3)), names
+    try:  # "1.2.3" matches the pattern but is no number
+        score, required = float(found.group(2)), float(found.group(3))
+    except ValueError:
+        raise SpamdError(f"spamd at {address}: no score in {found.group(0)[:200]!r}") from None
+    return is_spam, score, required, names
 
 
 class SpamdFilter(MessageFilter):
