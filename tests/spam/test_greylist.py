@@ -155,3 +155,13 @@ def test_a_server_with_a_shared_database_keeps_the_state_there(tmp_path, clock, 
     other = GreylistFilter(dsn=dsn, now=clock)
     clock.now += 301
     assert rcpt(other).action is Action.ACCEPT
+
+
+def test_a_clock_set_back_does_not_hold_a_sender_for_as_long_as_the_jump(tmp_path, clock):
+    f = greylist(tmp_path, clock)
+    assert rcpt(f).action is Action.TEMPFAIL
+    clock.now -= 86400  # the system clock is corrected back by a day
+    again = rcpt(f)
+    assert again.action is Action.TEMPFAIL and "300 seconds" in again.reason
+    clock.now += 301
+    assert rcpt(f).action is Action.ACCEPT

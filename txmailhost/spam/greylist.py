@@ -10,7 +10,8 @@ envelope sender, the recipient) is looked up:
 - seen between ``delay`` and ``retry_window`` ago: passed — this and later mail with the
   same triplet is accepted for ``allow_days``; after ``auto_allow_after`` passed triplets a
   client network is accepted for anything (auto-allowlisting, as postgrey's ``--auto-whitelist-clients``);
-- a triplet not retried within ``retry_window`` starts over.
+- a triplet not retried within ``retry_window`` starts over, as does one first seen "later"
+  than now (the clock was set back: waiting for it would hold mail as long as the jump).
 
 Not greylisted: authenticated sessions, listeners other than ``listeners`` (submission), and
 clients in ``exempt_networks`` — loopback by default: local tools and tests send from there,
@@ -210,7 +211,9 @@ class GreylistFilter(MessageFilter):
                 (now, *key),
             )
             return ACCEPT
-        if row is None or row[1] is not None or now - row[0] > self.retry_window:
+        # first seen "in the future": the clock was set back since. Waiting until it catches
+        # up would hold this sender's mail for as long as the jump: the triplet starts over.
+        if row is None or row[1] is not None or now - row[0] > self.retry_window or row[0] > now:
             db.execute(
                 "INSERT OR REPLACE INTO triplets (network, sender, recipient, first_seen,"
                 " passed, last_seen) VALUES (?, ?, ?, ?, NULL, ?)",
