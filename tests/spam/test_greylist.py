@@ -4,6 +4,8 @@ shared PostgreSQL tables (skipped without PostgreSQL), and shared between two no
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from tests.support.clock import FakeClock
@@ -165,3 +167,54 @@ def test_a_clock_set_back_does_not_hold_a_sender_for_as_long_as_the_jump(tmp_pat
     assert again.action is Action.TEMPFAIL and "300 seconds" in again.reason
     clock.now += 301
     assert rcpt(f).action is Action.ACCEPT
+
+
+def set_aside(directory):
+    """The state files set aside (without their -wal and -shm)."""
+    return [p for p in directory.glob("greylist.sqlite.corrupt-*") if p.name[-1].isdigit()]
+
+
+def test_a_corrupt_state_file_is_set_aside_and_greylisting_starts_afresh(tmp_path, clock, storage):
+    """A state file SQLite can't read made every RCPT from outside fail (the chain's 451)
+    until an administrator came; it is now renamed and a new one started."""
+    if storage != "sqlite":
+        pytest.skip("about the SQLite file")
+    path = tmp_path / "greylist.sqlite"
+    path.write_bytes(b"not a database, " * 1000)
+    f = greylist(tmp_path, clock)
+    first = rcpt(f)
+    assert first.action is Action.TEMPFAIL and "300 seconds" in first.reason
+    (aside,) = set_aside(tmp_path)
+    assert aside.read_bytes().startswith(b"not a database")
+    clock.now += 301
+    assert rcpt(f).action is Action.ACCEPT
+
+
+def test_a_worker_with_the_old_file_open_moves_to_the_new_one(tmp_path, clock, storage):
+    """Two workers (two filters on one file): when one sets the corrupt file aside, the
+    other's open connection goes to the new file instead of writing state nobody reads, and
+    its own late discovery of the corruption doesn't set the new file aside too."""
+    if storage != "sqlite":
+        pytest.skip("about the SQLite file")
+    one, two = greylist(tmp_path, clock), greylist(tmp_path, clock)
+    assert rcpt(one).action is Action.TEMPFAIL
+    assert rcpt(two, recipient="bob@example.test").action is Action.TEMPFAIL
+    one._set_aside(sqlite3.DatabaseError("database disk image is malformed"))
+    assert rcpt(one, recipient="carol@example.test").action is Action.TEMPFAIL
+    two._set_aside(sqlite3.DatabaseError("database disk image is malformed"))  # its old one
+    assert len(set_aside(tmp_path)) == 1
+    clock.now += 301
+    # the triplet one recorded in the new file is the one two reads
+    assert rcpt(two, recipient="carol@example.test").action is Action.ACCEPT
+    assert len(set_aside(tmp_path)) == 1
+
+
+def test_a_worker_notices_the_file_replaced_under_its_connection(tmp_path, clock, storage):
+    if storage != "sqlite":
+        pytest.skip("about the SQLite file")
+    one, two = greylist(tmp_path, clock), greylist(tmp_path, clock)
+    assert rcpt(two).action is Action.TEMPFAIL  # two's connection is open on the first file
+    one._set_aside(sqlite3.DatabaseError("file is not a database"))
+    assert rcpt(one, recipient="carol@example.test").action is Action.TEMPFAIL
+    clock.now += 301
+    assert rcpt(two, recipient="carol@example.test").action is Action.ACCEPT

@@ -17,7 +17,7 @@ Not greylisted: authenticated sessions, listeners other than ``listeners`` (subm
 clients in ``exempt_networks`` — loopback by default: local tools and tests send from there,
 and a delay would only hold up mail that has no internet sender to filter. The state is in
 ``DATA/spam/greylist.sqlite`` and expires by itself (rows past their windows are swept while
-checking). Settings (``[filters.settings.greylist]``) are this class's keywords.
+checking); a file SQLite can't read is set aside and the state starts afresh. Settings (``[filters.settings.greylist]``) are this class's keywords.
 
 With ``[store] backend = "postgres"`` the state is in that database instead (tables
 ``greylist_triplets`` and ``greylist_clients``, step 3 of ``store/postgres_schema.py``), so
@@ -30,18 +30,25 @@ answer 451 and record it once (upserts).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from twisted.logger import Logger
+
 from txmailhost.filters.base import MessageFilter
 from txmailhost.filters.interfaces import ACCEPT, Client, Transaction, Verdict
 from txmailhost.peer import ip_of
 from txmailhost.spam.sqlitedb import thread_connection
+
+log = Logger()
+_SET_ASIDE = threading.Lock()  # one thread at a time renames a corrupt state file
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS triplets (
@@ -83,6 +90,15 @@ class _SharedTables:
                 " last_seen = excluded.last_seen"
             )
         return self.conn.execute(sql, params or None)
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """Which file ``path`` is now (device, inode); None when there is none."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def network_of(address: str) -> str:
@@ -141,7 +157,7 @@ class GreylistFilter(MessageFilter):
             if shared is None or shared.conn.closed or shared.conn.broken:
                 shared = self._local.shared = _SharedTables(self.dsn)
             return shared
-        return thread_connection(self._local, self.path, _SCHEMA)
+        return self._sqlite()
 
     def skips(self, client: Client) -> bool:
         """Exempt clients are known on the reactor thread: no trip to the pool for them."""
@@ -175,7 +191,17 @@ class GreylistFilter(MessageFilter):
         return self.check(network, sender, recipient.lower())
 
     def check(self, network: str, sender: str, recipient: str) -> Verdict:
-        """The verdict for one triplet, recording what it changes."""
+        """The verdict for one triplet, recording what it changes. A state file SQLite can't
+        read is set aside and the state starts afresh (``_set_aside``)."""
+        try:
+            return self._checked(network, sender, recipient)
+        except sqlite3.DatabaseError as e:
+            if self.dsn or isinstance(e, sqlite3.OperationalError):
+                raise  # locked, busy, a full disk: the chain's on_error, as for any failure
+            self._set_aside(e)
+        return self._checked(network, sender, recipient)
+
+    def _checked(self, network: str, sender: str, recipient: str) -> Verdict:
         now = self._now()
         db = self._db()
         self._checks += 1
@@ -186,9 +212,54 @@ class GreylistFilter(MessageFilter):
             verdict = self._check(db, now, network, sender, recipient)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            with contextlib.suppress(Exception):  # not the error to report
+                db.execute("ROLLBACK")
             raise
         return verdict
+
+    def _sqlite(self) -> sqlite3.Connection:
+        """This thread's connection to the state file, opened anew when the file at ``path``
+        is no longer the one it has open (set aside by another thread or worker process: a
+        connection to the old one would go on writing state nobody else reads)."""
+        local = self._local
+        if getattr(local, "db", None) is not None and _identity(self.path) != local.identity:
+            local.db.close()
+            local.db = None
+        if getattr(local, "db", None) is None:
+            local.identity = None
+            db = thread_connection(local, self.path, _SCHEMA)
+            local.identity = _identity(self.path)
+            return db
+        return local.db  # type: ignore[no-any-return]
+
+    def _set_aside(self, error: Exception) -> None:
+        """The state file is not a database SQLite can read (a crash on a disk that lies
+        about fsync, a stray write): it is renamed ``greylist.sqlite.corrupt-TIME`` and a new
+        one started. The state only remembers who retried, so losing it costs senders one
+        more ``delay``; keeping the file would answer every RCPT from outside with the
+        chain's ``on_error`` (451 by default) until an administrator came."""
+        local = self._local
+        with _SET_ASIDE:
+            opened = getattr(local, "identity", None)
+            if getattr(local, "db", None) is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    local.db.close()
+                local.db = None
+            local.identity = None
+            current = _identity(self.path)
+            if current is None or (opened is not None and opened != current):
+                return  # set aside already (another thread or worker): use the new one
+            aside = f"{self.path}.corrupt-{int(time.time())}"
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(self.path + suffix, aside + suffix)
+        log.error(
+            "greylist: {path} can't be read ({error}): set aside as {aside}, greylisting"
+            " starts afresh",
+            path=self.path,
+            error=str(error),
+            aside=aside,
+        )
 
     def _check(self, db: Any, now: float, network: str, sender: str, recipient: str) -> Verdict:
         client = db.execute(
