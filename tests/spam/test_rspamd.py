@@ -207,7 +207,18 @@ def test_authenticated_mail_is_not_sent_to_rspamd(recorder):
 
 @pytest.mark.parametrize(
     "body",
-    [b"not json", b"{}", b'{"score": 1, "required_score": 15, "action": "explode"}', b"[1]"],
+    [
+        b"not json",
+        b"{}",
+        b'{"score": 1, "required_score": 15, "action": "explode"}',
+        b"[1]",
+        b'{"score": "high", "required_score": 15, "action": "no action"}',
+        # Python's JSON reads these; a NaN score made every total NaN, never Junk nor refused
+        b'{"score": NaN, "required_score": 15, "action": "no action"}',
+        b'{"score": -Infinity, "required_score": 15, "action": "no action"}',
+        b'{"score": 1, "required_score": Infinity, "action": "no action"}',
+        b'{"score": 1, "required_score": 15, "action": "no action", "symbols": {"A": {"score": NaN}}}',
+    ],
 )
 def test_a_reply_that_is_not_checkv2_s_is_an_error(body):
     with pytest.raises(RspamdError):
@@ -221,3 +232,17 @@ def test_rspamd_is_a_builtin_filter_and_its_url_is_checked():
     with pytest.raises(FilterConfigError, match="http://HOST:PORT"):
         build_chain(("rspamd",), {"rspamd": {"url": "unix:/run/rspamd.sock"}},
                     None, None, 5, "tempfail")  # fmt: skip
+
+
+def test_a_nan_from_rspamd_does_not_wipe_out_our_own_score(monkeypatch):
+    """rspamd as one score among ours: a NaN made the whole total NaN, so spam by our own
+    rules was neither Junk nor refused. It is now rspamd failing: our score stands alone."""
+    nan = b'{"score": NaN, "required_score": 15.0, "action": "no action"}'
+    monkeypatch.setattr(RspamdClient, "_ask", lambda self, copy, size, envelope: parse_reply(nan))
+    spam = (
+        b"From: deals@promo.example\r\nSubject: CHEAP WATCHES BUY NOW!!!\r\n\r\n"
+        b"Buy now: cheap replica watches, lowest price!!! http://bit.ly/x\r\n"
+    )
+    verdict = judge(SpamFilter(rspamd="http://127.0.0.1:11333", dns_checks=False), spam)
+    assert verdict.action is Action.JUNK
+    assert fields(verdict)["X-Spam-Rspamd"].startswith("unavailable")

@@ -23,7 +23,7 @@ is not sent: rspamd's proxy skips large mail the same way, and a cut-off MIME me
 be judged on garbage), every step of the exchange gets what remains of ``timeout``, the
 reply is read up to 1 MiB, and after a failure rspamd is not asked again for
 ``retry_after`` seconds (a black-holed rspamd would otherwise cost every message the whole
-timeout). rspamd down, slow or answering nonsense fails open: the message goes on without
+timeout). rspamd down, slow or answering nonsense (a score of ``NaN`` too) fails open: the message goes on without
 its verdict, with ``X-Spam-Rspamd: unavailable (...)``, a warning in the log and a count in
 ``txmailhost_filter_engine_failures``.
 """
@@ -33,6 +33,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -102,6 +103,10 @@ def parse_reply(body: bytes) -> RspamdReply:
         raise RspamdError(f"not a /checkv2 reply ({e!r}): {body[:200]!r}") from None
     if action not in _ACTIONS:
         raise RspamdError(f"unknown action {action!r}")
+    # JSON as Python reads it has NaN and Infinity: a NaN score made the spam filter's total
+    # NaN, which is never at or above a threshold (spam by our own rules went to INBOX)
+    if not all(math.isfinite(n) for n in (score, required, *(w for _name, w in weighted))):
+        raise RspamdError(f"a score that is no number: {body[:200]!r}")
     weighted.sort(key=lambda item: (-abs(item[1]), item[0]))
     return RspamdReply(score, required, action, tuple(weighted), message[:200])
 
