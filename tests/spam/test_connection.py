@@ -121,3 +121,40 @@ def test_the_checks_reach_the_spam_score(tmp_path, names):
     status = dict(verdict.headers)["X-Spam-Status"]
     assert status.startswith("Yes, score=") and "DNSBL:bl.test" in status
     assert verdict.recipients == {"alice@example.test"}  # to Junk
+
+
+class _Answers:
+    """A resolver that knows only its table of A records (no network)."""
+
+    def __init__(self, records: dict[str, str]) -> None:
+        self.records = records
+        self.asked: list[str] = []
+
+    def lookup(self, name: str, rdtype: str) -> list:
+        self.asked.append(name)
+        answer = self.records.get(name)
+        return [type("A", (), {"address": answer})()] if answer and rdtype == "A" else []
+
+
+def test_uribl_and_dbl_refusals_are_not_listings():
+    """URIBL's and SURBL's 127.0.0.1 ("query blocked", the answer to a public resolver) and
+    the DBL's 127.0.1.255 counted as listed: every message of such a server got the weight."""
+    resolver = _Answers({
+        "7.2.0.192.bl.test": "127.0.0.1",
+        "sender.test.multi.uribl.test": "127.0.0.1",
+        "sender.test.dbl.test": "127.0.1.255",
+        "spammy.test.dbl.test": "127.0.1.2",
+    })  # fmt: skip
+    c = ConnectionChecks(
+        "mx.example.test", resolver, dnsbl={"bl.test": 3.0}, rdns=False,
+        rhsbl={"multi.uribl.test": 2.0, "dbl.test": 2.5},
+    )  # fmt: skip
+    assert named(c.hits(CLIENT, None, "x@sender.test")) == set()
+    assert named(c.hits(CLIENT, None, "x@spammy.test")) == {"RHSBL:dbl.test"}
+
+
+def test_an_address_literal_sender_domain_is_not_sent_to_rhsbls():
+    resolver = _Answers({})
+    c = ConnectionChecks("mx.example.test", resolver, rdns=False, rhsbl={"dbl.test": 2.5})
+    assert c.hits(CLIENT, None, "x@[192.0.2.1]") == []
+    assert not any("dbl.test" in name for name in resolver.asked)

@@ -11,8 +11,11 @@ DNS lists, a rule named after its zone with the weight configured for it.
   weights: a block list's weight is positive, an allow list's negative) and on the envelope
   sender's domain (``rhsbl``). An answer in 127.0.0.0/8 means listed, except the codes lists
   use to say the query itself was refused (Spamhaus's 127.255.255.252/254/255 for a public
-  or abusive resolver, DNSWL's 127.0.0.255): those are logged and count as not listed, since
-  reading them as "listed" would mark every message of a server using a public resolver.
+  or abusive resolver and its DBL's 127.0.1.255 for a query it doesn't take, DNSWL's
+  127.0.0.255, URIBL's and SURBL's 127.0.0.1 "query blocked"): those are logged and count as
+  not listed, since reading them as "listed" would mark every message of a server using a
+  public resolver. A sender domain that is an address literal (``user@[192.0.2.1]``) is not
+  looked up in the RHSBLs: they list names, and answer such a query with a refusal.
 
 Clients on loopback, private (RFC 1918, RFC 4193) and link-local addresses are not checked:
 they are the operator's own machines, never on a public list and seldom in public DNS.
@@ -46,7 +49,15 @@ _OWN_NETWORKS = tuple(
         "fe80::/10",
     )
 )
-_REFUSED = (ipaddress.ip_network("127.255.255.0/24"), ipaddress.ip_network("127.0.0.255/32"))
+_REFUSED = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "127.255.255.0/24",  # Spamhaus: public or abusive resolver, bad DQS key
+        "127.0.0.255/32",  # DNSWL: too many queries
+        "127.0.1.255/32",  # Spamhaus DBL: a query it doesn't take (an address)
+        "127.0.0.1/32",  # URIBL, SURBL: query blocked (a public resolver, too many queries)
+    )
+)
 _LISTED = ipaddress.ip_network("127.0.0.0/8")
 
 
@@ -115,7 +126,7 @@ class ConnectionChecks:
                 what = "DNSWL" if zone in self.dnswl else "DNSBL"
                 found.append(zone_rule(zone, weight, what))
         domain = (sender or "").rpartition("@")[2].lower().strip(".")
-        if domain and "." in domain:
+        if domain and "." in domain and not domain.startswith("["):
             for zone, weight in self.rhsbl.items():
                 if self._listed(f"{domain}.{zone}", zone):
                     found.append(zone_rule(zone, weight, "RHSBL"))
