@@ -218,3 +218,34 @@ def test_a_worker_notices_the_file_replaced_under_its_connection(tmp_path, clock
     assert rcpt(one, recipient="carol@example.test").action is Action.TEMPFAIL
     clock.now += 301
     assert rcpt(two, recipient="carol@example.test").action is Action.ACCEPT
+
+
+def pending(f) -> int:
+    return f._db().execute("SELECT count(*) FROM triplets WHERE passed IS NULL").fetchone()[0]
+
+
+def test_a_flood_of_new_triplets_keeps_only_the_newest_max_pending(tmp_path, clock):
+    """Distinct triplets that are never retried were all kept for retry_window (two days):
+    a flood grew the state without bound. Beyond max_pending the oldest pending ones go."""
+    f = greylist(tmp_path, clock, max_pending=10)
+    for n in range(30):
+        clock.now += 1
+        assert rcpt(f, recipient=f"user{n}@example.test").action is Action.TEMPFAIL
+    f.sweep()
+    assert pending(f) == 10
+    clock.now += 300
+    assert rcpt(f, recipient="user29@example.test").action is Action.ACCEPT  # newest kept
+    assert rcpt(f, recipient="user0@example.test").action is Action.TEMPFAIL  # starts over
+
+
+def test_the_bound_is_kept_by_the_checks_themselves(tmp_path, clock):
+    f = greylist(tmp_path, clock, max_pending=50)
+    for n in range(1001):  # the checks sweep every 1000
+        clock.now += 0.01
+        rcpt(f, sender=f"s{n}@botnet.example")
+    assert pending(f) <= 51
+
+
+def test_max_pending_must_be_positive(tmp_path, clock):
+    with pytest.raises(ValueError):
+        greylist(tmp_path, clock, max_pending=0)

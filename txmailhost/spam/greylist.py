@@ -17,7 +17,7 @@ Not greylisted: authenticated sessions, listeners other than ``listeners`` (subm
 clients in ``exempt_networks`` — loopback by default: local tools and tests send from there,
 and a delay would only hold up mail that has no internet sender to filter. The state is in
 ``DATA/spam/greylist.sqlite`` and expires by itself (rows past their windows are swept while
-checking); a file SQLite can't read is set aside and the state starts afresh. Settings (``[filters.settings.greylist]``) are this class's keywords.
+checking, and beyond ``max_pending`` triplets not yet retried the oldest go); a file SQLite can't read is set aside and the state starts afresh. Settings (``[filters.settings.greylist]``) are this class's keywords.
 
 With ``[store] backend = "postgres"`` the state is in that database instead (tables
 ``greylist_triplets`` and ``greylist_clients``, step 3 of ``store/postgres_schema.py``), so
@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS triplets (
     PRIMARY KEY (network, sender, recipient)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS clients (
     network TEXT PRIMARY KEY, passes INTEGER NOT NULL, last_seen REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS triplets_pending ON triplets (first_seen) WHERE passed IS NULL;
 """
 _SWEEP_EVERY = 1000  # checks between sweeps of expired rows
 
@@ -124,6 +125,7 @@ class GreylistFilter(MessageFilter):
         retry_window: float = 2 * 86400.0,
         allow_days: float = 36.0,
         auto_allow_after: int = 5,
+        max_pending: int = 1_000_000,
         exempt_networks: list[str] | tuple[str, ...] = ("127.0.0.0/8", "::1/128"),
         listeners: list[str] | tuple[str, ...] = ("smtp",),
         path: str = "",
@@ -144,6 +146,9 @@ class GreylistFilter(MessageFilter):
         self.retry_window = float(retry_window)
         self.allow_for = float(allow_days) * 86400
         self.auto_allow_after = int(auto_allow_after)
+        if max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
+        self.max_pending = int(max_pending)
         self.exempt = tuple(ipaddress.ip_network(n, strict=False) for n in exempt_networks)
         self.listeners = frozenset(listeners)
         self._now = now
@@ -312,7 +317,11 @@ class GreylistFilter(MessageFilter):
 
     def sweep(self, now: float | None = None) -> None:
         """Forget triplets never retried in time, passed ones unused for ``allow_days``, and
-        client networks not seen for as long."""
+        client networks not seen for as long; then, beyond ``max_pending`` triplets not yet
+        retried, the oldest of them. A flood of distinct triplets (a botnet's random senders,
+        a dictionary attack's recipients) otherwise grew the state by every one of them for
+        ``retry_window`` (two days): gigabytes, for mail that mostly never comes back. A
+        real sender whose pending triplet is dropped is only greylisted once more."""
         now = self._now() if now is None else now
         db = self._db()
         db.execute(
@@ -320,3 +329,10 @@ class GreylistFilter(MessageFilter):
             (now - self.retry_window, now - self.allow_for),
         )
         db.execute("DELETE FROM clients WHERE last_seen < ?", (now - self.allow_for,))
+        (pending,) = db.execute("SELECT count(*) FROM triplets WHERE passed IS NULL").fetchone()
+        if pending > self.max_pending:
+            db.execute(
+                "DELETE FROM triplets WHERE passed IS NULL AND first_seen <= (SELECT first_seen"
+                " FROM triplets WHERE passed IS NULL ORDER BY first_seen LIMIT 1 OFFSET ?)",
+                (pending - self.max_pending - 1,),
+            )
