@@ -7,6 +7,7 @@ no rspamd: a port where nothing listens, one that never answers, and a recording
 from __future__ import annotations
 
 import email.utils
+import http.client
 import http.server
 import io
 import socket
@@ -246,3 +247,55 @@ def test_a_nan_from_rspamd_does_not_wipe_out_our_own_score(monkeypatch):
     verdict = judge(SpamFilter(rspamd="http://127.0.0.1:11333", dns_checks=False), spam)
     assert verdict.action is Action.JUNK
     assert fields(verdict)["X-Spam-Rspamd"].startswith("unavailable")
+
+
+class _FakeConnection:
+    """``http.client.HTTPConnection`` as far as ``RspamdClient`` uses it, answering
+    ``reply`` and keeping the header fields it was given (as octets, as on the wire)."""
+
+    sent: list[tuple[str, bytes]] = []
+    reply = b'{"score": 1.0, "required_score": 15.0, "action": "no action"}'
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.sock = self
+
+    def putrequest(self, method: str, path: str, **_options) -> None:
+        type(self).sent = []
+
+    def putheader(self, name: str, value) -> None:
+        value = value if isinstance(value, bytes) else value.encode("latin-1")  # as http.client
+        type(self).sent.append((name, value))
+
+    def endheaders(self) -> None:
+        pass
+
+    def settimeout(self, seconds: float) -> None:
+        pass
+
+    def sendall(self, data: bytes) -> None:
+        pass
+
+    def getresponse(self):
+        return self
+
+    status, reason = 200, "OK"
+
+    def read(self, limit: int) -> bytes:
+        return self.reply
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_smtputf8_envelope_goes_to_rspamd_in_utf8(monkeypatch):
+    """A recipient outside Latin-1 made http.client raise, the filter failed, and the
+    message got the chain's 451 at every attempt: never delivered while rspamd was asked."""
+    monkeypatch.setattr(http.client, "HTTPConnection", _FakeConnection)
+    envelope = Transaction("jörg@例え.jp", ("日本@example.jp",), "Q9")
+    client = Client("192.0.2.1", helo="mail.example.org\x00evil", listener="smtp")
+    verdict = judge(RspamdFilter(url="http://127.0.0.1:11333"), HAM, client, envelope)
+    assert verdict.action is Action.ACCEPT
+    assert fields(verdict)["X-Spam-Rspamd"].startswith('action="no action"')
+    sent = dict(_FakeConnection.sent)
+    assert sent["Rcpt"] == "日本@example.jp".encode() and sent["From"] == "jörg@例え.jp".encode()
+    assert "Helo" not in sent  # a control character: left out, never passed on

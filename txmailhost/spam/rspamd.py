@@ -220,8 +220,9 @@ class RspamdClient:
             fields.append(("User", client.authenticated_as))
         if transaction.queue_id:
             fields.append(("Queue-Id", transaction.queue_id))
-        # a value with a line break would end the field: none of ours may carry one
-        return [(name, value) for name, value in fields if "\r" not in value and "\n" not in value]
+        # a value with a line break (or another control character) would end the field or
+        # confuse rspamd's parser: none of ours may carry one
+        return [(name, value) for name, value in fields if value.isprintable()]
 
     def _ask(self, copy: BinaryIO, size: int, envelope: list[tuple[str, str]]) -> RspamdReply:
         deadline = time.monotonic() + self.timeout
@@ -237,7 +238,9 @@ class RspamdClient:
             connection.putrequest("POST", self.path, skip_accept_encoding=True)
             for name, value in [*envelope, ("Content-Length", str(size)),
                                 ("Connection", "close")]:  # fmt: skip
-                connection.putheader(name, value)
+                # UTF-8, as rspamd reads them: http.client's own Latin-1 failed on an
+                # SMTPUTF8 recipient (日本@example.jp), and the message got 451 for ever
+                connection.putheader(name, value.encode("utf-8"))
             connection.endheaders()
             copy.seek(0)
             while chunk := copy.read(_CHUNK):
