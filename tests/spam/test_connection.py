@@ -4,10 +4,13 @@ HELO sanity, reverse DNS; and that they reach the spam score."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import ipaddress
+import time
 from collections.abc import Iterator
 
+import dns.exception
 import pytest
 
 from tests.support.names import NamesServer
@@ -130,6 +133,10 @@ class _Answers:
         self.records = records
         self.asked: list[str] = []
 
+    @contextlib.contextmanager
+    def budget(self, seconds: float):
+        yield
+
     def lookup(self, name: str, rdtype: str) -> list:
         self.asked.append(name)
         answer = self.records.get(name)
@@ -158,3 +165,34 @@ def test_an_address_literal_sender_domain_is_not_sent_to_rhsbls():
     c = ConnectionChecks("mx.example.test", resolver, rdns=False, rhsbl={"dbl.test": 2.5})
     assert c.hits(CLIENT, None, "x@[192.0.2.1]") == []
     assert not any("dbl.test" in name for name in resolver.asked)
+
+
+class _BlackHole(MailAuthResolver):
+    """A resolver whose server never answers: each lookup waits out its whole lifetime."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(["192.0.2.53"], timeout=timeout)
+        self.asked = 0
+
+        def resolve(name, rdtype, search=False, lifetime=None):
+            self.asked += 1
+            time.sleep(timeout if lifetime is None else lifetime)
+            raise dns.exception.Timeout()
+
+        self.resolver.resolve = resolve
+
+
+def test_a_dns_server_that_never_answers_costs_a_message_at_most_the_budget():
+    """HELO, reverse DNS and each list waited out its own timeout: with DNS black-holed a
+    message took a minute here, far past the chain's 30 s, and every message from outside
+    got its ``on_error`` (451). The lookups now share ``dns_budget``: no verdict from DNS."""
+    resolver = _BlackHole(timeout=1.0)
+    c = ConnectionChecks(
+        "mx.example.test", resolver, dnsbl={"a.test": 1, "b.test": 1, "c.test": 1},
+        rhsbl={"d.test": 1}, dns_budget=1.5,
+    )  # fmt: skip
+    started = time.monotonic()
+    hits = c.hits(CLIENT, "mail.sender.test", "x@sender.test")
+    took = time.monotonic() - started
+    assert hits == []  # no answer is no verdict
+    assert took < 3, f"{took:.1f}s for {resolver.asked} lookups"

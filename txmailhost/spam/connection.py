@@ -17,6 +17,11 @@ DNS lists, a rule named after its zone with the weight configured for it.
   public resolver. A sender domain that is an address literal (``user@[192.0.2.1]``) is not
   looked up in the RHSBLs: they list names, and answer such a query with a refusal.
 
+A message's lookups share ``dns_budget`` seconds (``MailAuthResolver.budget``): past them a
+lookup counts as unanswered (no verdict), so a DNS server or list that has stopped answering
+costs each message at most that, and the spam filter still answers within the chain's
+``timeout`` instead of every message from outside getting its ``on_error`` (451).
+
 Clients on loopback, private (RFC 1918, RFC 4193) and link-local addresses are not checked:
 they are the operator's own machines, never on a public list and seldom in public DNS.
 """
@@ -59,6 +64,11 @@ _REFUSED = tuple(
     )
 )
 _LISTED = ipaddress.ip_network("127.0.0.0/8")
+# Seconds all of one message's connection-check lookups may take together: within the
+# chain's 30 s with room for rspamd's 5 s and the score itself. Without it, a black-holed
+# resolver cost each lookup its 5 s timeout: HELO (3), reverse DNS (2), each list (1 each)
+# came to a minute, far past the chain's budget.
+DNS_BUDGET = 15.0
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -96,9 +106,11 @@ class ConnectionChecks:
         dnswl: Mapping[str, float] | None = None,
         rhsbl: Mapping[str, float] | None = None,
         rdns: bool = True,
+        dns_budget: float = DNS_BUDGET,
     ) -> None:
         self.hostname = hostname.lower().rstrip(".")
         self.resolver = resolver
+        self.dns_budget = dns_budget
         self.dnsbl = {z.strip(".").lower(): float(w) for z, w in (dnsbl or {}).items()}
         self.dnswl = {z.strip(".").lower(): -abs(float(w)) for z, w in (dnswl or {}).items()}
         self.rhsbl = {z.strip(".").lower(): float(w) for z, w in (rhsbl or {}).items()}
@@ -111,6 +123,12 @@ class ConnectionChecks:
     def hits(self, client_address: str, helo: str | None, sender: str | None) -> list[rules.Rule]:
         if is_own(client_address):
             return []
+        if self.resolver is None:
+            return self._hits(client_address, helo, sender)
+        with self.resolver.budget(self.dns_budget):
+            return self._hits(client_address, helo, sender)
+
+    def _hits(self, client_address: str, helo: str | None, sender: str | None) -> list[rules.Rule]:
         found = self._helo(helo or "")
         address = _address(client_address)
         if self.resolver is None or address is None:

@@ -42,7 +42,7 @@ from txmailhost.filters.interfaces import ACCEPT, Client, Transaction, Verdict
 from txmailhost.pools import run_in
 from txmailhost.spam import rules
 from txmailhost.spam.bayes import TokenStore
-from txmailhost.spam.connection import ConnectionChecks
+from txmailhost.spam.connection import DNS_BUDGET, ConnectionChecks
 from txmailhost.spam.frames import rule_as_list
 from txmailhost.spam.offload import OffloadError, ScoringProcess
 from txmailhost.spam.rspamd import RspamdClient, RspamdError, replayed, spool
@@ -102,6 +102,7 @@ class SpamFilter(MessageFilter):
         rhsbl: dict[str, float] | None = None,
         rdns: bool = True,
         dns_checks: bool = True,
+        dns_budget: float = DNS_BUDGET,
         rspamd: str = "",
         rspamd_weight: float = 1.0,
         rspamd_timeout: float = 5.0,
@@ -129,8 +130,9 @@ class SpamFilter(MessageFilter):
         # the server's one resolver and its cache, shared with mail authentication
         resolver = getattr(host, "resolver", None) if dns_checks else None
         self.connection = ConnectionChecks(
-            host.hostname if host is not None else "", resolver, dnsbl, dnswl, rhsbl, bool(rdns)
-        )
+            host.hostname if host is not None else "", resolver, dnsbl, dnswl, rhsbl, bool(rdns),
+            float(dns_budget),
+        )  # fmt: skip
         self.rspamd = (
             RspamdClient(rspamd, rspamd_timeout, rspamd_max_size_kib, rspamd_retry_after)
             if rspamd
