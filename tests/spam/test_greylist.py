@@ -11,7 +11,7 @@ import pytest
 from tests.support.clock import FakeClock
 from tests.support.postgres import shared_server
 from txmailhost.filters.interfaces import Action, Client, Transaction
-from txmailhost.spam.greylist import GreylistFilter, network_of
+from txmailhost.spam.greylist import GreylistFilter, network_of, sender_key
 
 OUTSIDE = Client("192.0.2.10", listener="smtp")
 
@@ -249,3 +249,27 @@ def test_the_bound_is_kept_by_the_checks_themselves(tmp_path, clock):
 def test_max_pending_must_be_positive(tmp_path, clock):
     with pytest.raises(ValueError):
         greylist(tmp_path, clock, max_pending=0)
+
+
+def test_the_sender_is_remembered_without_what_changes_per_message():
+    assert sender_key("prvs=0123abcdef=News@Shop.example") == "news@shop.example"
+    assert sender_key("list-bounces+4711-alice=example.org@lists.example") == (
+        "list-bounces@lists.example"
+    )
+    assert sender_key("bounce-4711-67@lists.example") == "bounce-#-#@lists.example"
+    assert sender_key("carol@example.org") == "carol@example.org"
+    assert sender_key(None) == sender_key("") == ""
+
+
+def test_a_verp_or_batv_sender_is_greylisted_once_not_per_message(tmp_path, clock):
+    """Each message of a mailing list (VERP) or a BATV-signing server has its own sender:
+    every one of them was a new triplet and was held ``delay`` again."""
+    f = greylist(tmp_path, clock)
+    assert rcpt(f, sender="prvs=0001aaaaaa=news@shop.example").action is Action.TEMPFAIL
+    clock.now += 301
+    assert rcpt(f, sender="prvs=0001aaaaaa=news@shop.example").action is Action.ACCEPT
+    assert rcpt(f, sender="prvs=0002bbbbbb=news@shop.example").action is Action.ACCEPT
+    assert rcpt(f, sender="bounce-1-2@lists.example").action is Action.TEMPFAIL
+    clock.now += 301
+    assert rcpt(f, sender="bounce-1-2@lists.example").action is Action.ACCEPT
+    assert rcpt(f, sender="bounce-3-4@lists.example").action is Action.ACCEPT

@@ -3,7 +3,8 @@
 Greylisting (Evan Harris, 2003; Postfix's postgrey) relies on real mail servers retrying a
 ``451`` and on much spamware not doing so. At RCPT, the triplet (client network — its /24 for
 IPv4, its /64 for IPv6, since a big sender retries from another address of its pool — the
-envelope sender, the recipient) is looked up:
+envelope sender without what changes from message to message, ``sender_key``, the
+recipient) is looked up:
 
 - never seen: remember it, answer ``451 4.7.1`` (the filter chain's TEMPFAIL);
 - seen less than ``delay`` seconds ago (default 300): ``451 4.7.1`` again;
@@ -102,6 +103,25 @@ def _identity(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+_BATV = re.compile(r"prvs=[0-9a-z]+=", re.I)  # draft-levine-smtp-batv: prvs=TAG=user
+_NUMBER = re.compile(r"\b\d+\b")
+
+
+def sender_key(sender: str | None) -> str:
+    """The sender as a triplet remembers it, as postgrey does: lower-cased, without a BATV
+    tag, a ``+extension`` or the numbers of a VERP address, which change with every message
+    (``prvs=0123abcdef=news@…``, ``list-bounces+4711-alice=example.org@…``). Kept whole,
+    each new message from such a sender was a new triplet, greylisted again, until the
+    sender's network was auto-allowed."""
+    local, at, domain = (sender or "").lower().rpartition("@")
+    if not at:
+        return domain  # the null sender, or no domain
+    if _BATV.match(local):
+        local = _BATV.sub("", local, count=1)
+    local = _NUMBER.sub("#", local.partition("+")[0])
+    return f"{local}@{domain}"
+
+
 def network_of(address: str) -> str:
     """The client's /24 (IPv4, and IPv4-mapped IPv6) or /64 (IPv6), as text."""
     ip = ip_of(address)
@@ -192,8 +212,7 @@ class GreylistFilter(MessageFilter):
             network = network_of(client.address)
         except ValueError:  # not an IP address (a UNIX socket): nothing to greylist
             return ACCEPT
-        sender = (transaction.sender or "").lower()
-        return self.check(network, sender, recipient.lower())
+        return self.check(network, sender_key(transaction.sender), recipient.lower())
 
     def check(self, network: str, sender: str, recipient: str) -> Verdict:
         """The verdict for one triplet, recording what it changes. A state file SQLite can't
