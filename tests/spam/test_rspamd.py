@@ -6,15 +6,17 @@ no rspamd: a port where nothing listens, one that never answers, and a recording
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
-import http.client
 import http.server
 import io
 import socket
 import threading
+import time
 
 import pytest
 
+from tests.support.fake_engine import trickle
 from tests.support.rspamd import GTUBE, free_port, running_rspamd
 from txmailhost.filters.interfaces import Action, Client, Transaction
 from txmailhost.filters.registry import FilterConfigError, build_chain
@@ -249,53 +251,79 @@ def test_a_nan_from_rspamd_does_not_wipe_out_our_own_score(monkeypatch):
     assert fields(verdict)["X-Spam-Rspamd"].startswith("unavailable")
 
 
-class _FakeConnection:
-    """``http.client.HTTPConnection`` as far as ``RspamdClient`` uses it, answering
-    ``reply`` and keeping the header fields it was given (as octets, as on the wire)."""
+class _PairEnd(socket.socket):
+    """One end of a socket pair where http.client expects a TCP connection (it sets
+    TCP_NODELAY, which a UNIX socket refuses)."""
 
-    sent: list[tuple[str, bytes]] = []
-    reply = b'{"score": 1.0, "required_score": 15.0, "action": "no action"}'
-
-    def __init__(self, host: str, port: int, timeout: float) -> None:
-        self.sock = self
-
-    def putrequest(self, method: str, path: str, **_options) -> None:
-        type(self).sent = []
-
-    def putheader(self, name: str, value) -> None:
-        value = value if isinstance(value, bytes) else value.encode("latin-1")  # as http.client
-        type(self).sent.append((name, value))
-
-    def endheaders(self) -> None:
-        pass
-
-    def settimeout(self, seconds: float) -> None:
-        pass
-
-    def sendall(self, data: bytes) -> None:
-        pass
-
-    def getresponse(self):
-        return self
-
-    status, reason = 200, "OK"
-
-    def read(self, limit: int) -> bytes:
-        return self.reply
-
-    def close(self) -> None:
+    def setsockopt(self, *args) -> None:
         pass
 
 
-def test_an_smtputf8_envelope_goes_to_rspamd_in_utf8(monkeypatch):
+@pytest.fixture
+def paired(monkeypatch):
+    """An rspamd over a socket pair (no port): ``serve(reply, every)`` answers the next
+    connection's request with ``reply``, an octet every ``every`` seconds when given;
+    the requests it read are in the list returned."""
+    requests: list[bytes] = []
+    threads = []
+
+    def serve(reply: bytes, every: float = 0.0) -> list[bytes]:
+        ours, theirs = socket.socketpair()
+        end = _PairEnd(ours.family, ours.type, ours.proto, fileno=ours.detach())
+        monkeypatch.setattr(socket, "create_connection", lambda *args, **kwargs: end)
+
+        def answer() -> None:
+            with theirs:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += theirs.recv(65536)
+                requests.append(data)
+                with contextlib.suppress(OSError):
+                    if every:
+                        trickle(theirs, reply, every)
+                    else:
+                        theirs.sendall(reply)
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        threads.append(thread)
+        return requests
+
+    yield serve
+    for thread in threads:
+        thread.join(timeout=10)
+
+
+def http_reply(body: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+NO_ACTION = http_reply(b'{"score": 1.0, "required_score": 15.0, "action": "no action"}')
+
+
+def test_an_rspamd_trickling_its_reply_is_given_up_on_within_the_timeout(paired):
+    """``timeout`` is for the whole exchange: http.client's reads each got the full socket
+    timeout, so a reply trickled an octet every 50 ms took 6 s with ``timeout = 1`` (and a
+    slower one as long as it liked, holding a filter thread)."""
+    paired(NO_ACTION, every=0.05)
+    f = RspamdFilter(url="http://127.0.0.1:11333", timeout=1)
+    started = time.monotonic()
+    verdict = judge(f, HAM)
+    took = time.monotonic() - started
+    assert fields(verdict)["X-Spam-Rspamd"].startswith("unavailable (no answer within 1s")
+    assert took < 2.5
+
+
+def test_an_smtputf8_envelope_goes_to_rspamd_in_utf8(paired):
     """A recipient outside Latin-1 made http.client raise, the filter failed, and the
     message got the chain's 451 at every attempt: never delivered while rspamd was asked."""
-    monkeypatch.setattr(http.client, "HTTPConnection", _FakeConnection)
+    requests = paired(NO_ACTION)
     envelope = Transaction("jörg@例え.jp", ("日本@example.jp",), "Q9")
     client = Client("192.0.2.1", helo="mail.example.org\x00evil", listener="smtp")
     verdict = judge(RspamdFilter(url="http://127.0.0.1:11333"), HAM, client, envelope)
     assert verdict.action is Action.ACCEPT
     assert fields(verdict)["X-Spam-Rspamd"].startswith('action="no action"')
-    sent = dict(_FakeConnection.sent)
-    assert sent["Rcpt"] == "日本@example.jp".encode() and sent["From"] == "jörg@例え.jp".encode()
-    assert "Helo" not in sent  # a control character: left out, never passed on
+    (request,) = requests
+    assert "Rcpt: 日本@example.jp\r\n".encode() in request
+    assert "From: jörg@例え.jp\r\n".encode() in request
+    assert b"Helo:" not in request  # a control character: left out, never passed on

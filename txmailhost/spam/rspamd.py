@@ -34,6 +34,7 @@ import http.client
 import io
 import json
 import math
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from twisted.logger import Logger
 from txmailhost.filters.base import MessageFilter
 from txmailhost.filters.interfaces import Client, Transaction, Verdict
 from txmailhost.ops import metrics
+from txmailhost.spam.clamd import Deadline
 
 log = Logger()
 
@@ -225,16 +227,14 @@ class RspamdClient:
         return [(name, value) for name, value in fields if value.isprintable()]
 
     def _ask(self, copy: BinaryIO, size: int, envelope: list[tuple[str, str]]) -> RspamdReply:
-        deadline = time.monotonic() + self.timeout
-
-        def remaining() -> float:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("time budget spent")
-            return left
-
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=remaining())
+        deadline = Deadline(self.timeout)
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
+            connection.connect()
+            # every send and receive, http.client's reading of the reply's lines included,
+            # gets what is left of the budget: a socket timeout alone is per operation, and
+            # an rspamd trickling its reply held the thread for as long as it liked
+            connection.sock = _DeadlineSocket(connection.sock, deadline)
             connection.putrequest("POST", self.path, skip_accept_encoding=True)
             for name, value in [*envelope, ("Content-Length", str(size)),
                                 ("Connection", "close")]:  # fmt: skip
@@ -244,9 +244,7 @@ class RspamdClient:
             connection.endheaders()
             copy.seek(0)
             while chunk := copy.read(_CHUNK):
-                connection.sock.settimeout(remaining())
                 connection.sock.sendall(chunk)
-            connection.sock.settimeout(remaining())
             response = connection.getresponse()
             body = response.read(_REPLY_CAP + 1)
         except TimeoutError as e:
@@ -260,6 +258,27 @@ class RspamdClient:
         if len(body) > _REPLY_CAP:
             raise RspamdError("reply larger than 1 MiB")
         return parse_reply(body)
+
+
+class _DeadlineSocket(socket.socket):
+    """A connected socket whose every send and receive gets what is left of ``deadline``
+    (``TimeoutError`` once it is spent), for code that does its own reads (http.client)."""
+
+    def __init__(self, sock: socket.socket, deadline: Deadline) -> None:
+        super().__init__(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        self.deadline = deadline
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        self.deadline.arm(self)
+        return super().recv(bufsize, flags)
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        self.deadline.arm(self)
+        return super().recv_into(buffer, nbytes, flags)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        self.deadline.arm(self)
+        super().sendall(data, flags)
 
 
 class RspamdFilter(MessageFilter):
