@@ -273,3 +273,20 @@ def test_a_verp_or_batv_sender_is_greylisted_once_not_per_message(tmp_path, cloc
     clock.now += 301
     assert rcpt(f, sender="bounce-1-2@lists.example").action is Action.ACCEPT
     assert rcpt(f, sender="bounce-3-4@lists.example").action is Action.ACCEPT
+
+
+def test_a_failure_other_than_corruption_leaves_the_state_file_alone(tmp_path, clock, storage):
+    """A statement's own error (here a constraint: ``IntegrityError``, a ``DatabaseError``
+    as corruption is) is the chain's ``on_error``, never a reason to set a readable state
+    file aside."""
+    if storage != "sqlite":
+        pytest.skip("about the SQLite file")
+    f = greylist(tmp_path, clock)
+    assert rcpt(f).action is Action.TEMPFAIL
+    f._db().execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON triplets BEGIN SELECT RAISE(ABORT, 'no'); END"
+    )
+    with pytest.raises(sqlite3.IntegrityError):
+        rcpt(f, recipient="bob@example.test")
+    assert set_aside(tmp_path) == []
+    assert rcpt(f).action is Action.TEMPFAIL  # the state is still there: seen 0 s ago

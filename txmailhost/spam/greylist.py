@@ -50,6 +50,9 @@ from txmailhost.spam.sqlitedb import thread_connection
 
 log = Logger()
 _SET_ASIDE = threading.Lock()  # one thread at a time renames a corrupt state file
+# What a file that isn't (or is no longer) an SQLite database answers; nothing else sets
+# the state aside (a locked file, a full disk or a statement's own error is no reason to).
+_UNREADABLE = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS triplets (
@@ -220,8 +223,8 @@ class GreylistFilter(MessageFilter):
         try:
             return self._checked(network, sender, recipient)
         except sqlite3.DatabaseError as e:
-            if self.dsn or isinstance(e, sqlite3.OperationalError):
-                raise  # locked, busy, a full disk: the chain's on_error, as for any failure
+            if self.dsn or getattr(e, "sqlite_errorcode", None) not in _UNREADABLE:
+                raise  # locked, busy, a full disk, a bug: the chain's on_error, as any failure
             self._set_aside(e)
         return self._checked(network, sender, recipient)
 
