@@ -129,3 +129,24 @@ def test_an_smtputf8_recipient_is_sent_to_spamd_as_utf8():
         verdict = f.end_of_data(OUTSIDE, transaction, io.BytesIO(HAM))
     assert verdict.action is Action.JUNK and f.failures == 0
     assert "User: jörg@example.test\r\n".encode() in asked[0]
+
+
+FORGED = b"X-Spamd-Status: No, score=-10.0 required=5.0 tests=ALL_TRUSTED\r\n" + HAM
+
+
+def test_the_senders_own_x_spamd_status_is_removed_and_spamd_sees_the_whole_message():
+    with fake_engine(read_until_eof, lambda conn: conn.sendall(SPAMD_REPLY)) as (path, asked):
+        verdict = judge(SpamdFilter(socket=path, timeout=5), FORGED)
+    assert verdict.action is Action.JUNK
+    assert verdict.remove == (("X-Spamd-Status", 1),)
+    assert asked[0].endswith(b"\r\n\r\n" + FORGED)  # read for the header, then sent whole
+
+
+def test_a_forged_x_spamd_status_is_removed_when_spamd_is_down_too():
+    """With spamd down the sender's field was the only one: a mail rule reading it took a
+    spammer's "No, score=-10.0" as spamd's word."""
+    with fake_engine(read_until_eof, lambda conn: None) as (path, _asked):
+        f = SpamdFilter(socket=path, timeout=5)
+        verdict = judge(f, FORGED)
+    assert f.failures == 1
+    assert verdict.action is Action.ACCEPT and verdict.remove == (("X-Spamd-Status", 1),)

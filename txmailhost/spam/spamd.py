@@ -8,7 +8,8 @@ verdict. The message goes to a spooled temporary file first (in memory up to 1 M
 beyond) because spamd wants its length before the bytes, and at most ``max_size_kib`` octets
 are sent (spamc's own default is 500 KiB: larger mail is rarely spam and costly to scan).
 
-- spamd says spam: ``Junk`` (with ``X-Spamd-Status: Yes, score=S required=R tests=...``);
+- spamd says spam: ``Junk`` (with ``X-Spamd-Status: Yes, score=S required=R tests=...``;
+  an ``X-Spamd-Status`` the sender wrote is removed, whatever spamd said);
 - ``reject_score`` (0 = off) and spamd's score at or above it: ``550 5.7.1``;
 - spamd unreachable, slow past ``timeout`` (for the whole exchange) or answering an error
   or nonsense: the message is accepted untagged by spamd, and the failure logged and
@@ -20,6 +21,7 @@ Like the ``spam`` filter it looks at mail from outside only (``listeners``, no A
 
 from __future__ import annotations
 
+import io
 import re
 import socket as sockets
 import tempfile
@@ -27,9 +29,10 @@ from typing import Any, BinaryIO
 
 from twisted.logger import Logger
 
-from txmailhost.filters.base import MessageFilter
+from txmailhost.filters.base import MessageFilter, fields_named
 from txmailhost.filters.interfaces import ACCEPT, Client, Transaction, Verdict
 from txmailhost.spam.clamd import Deadline, parse_endpoint
+from txmailhost.spam.rspamd import replayed
 
 log = Logger()
 
@@ -136,6 +139,9 @@ class SpamdFilter(MessageFilter):
             return ACCEPT
         recipients = transaction.recipients
         user = recipients[0].lower() if self.per_user and len(recipients) == 1 else None
+        start = _start_of(message, self.max_size)
+        forged = fields_named(start, ("X-Spamd-Status",))  # the sender's: never as ours
+        message = replayed(io.BytesIO(start), message)
         try:
             is_spam, score, required, names = check(
                 self.endpoint, message, self.timeout, self.max_size, user
@@ -149,12 +155,24 @@ class SpamdFilter(MessageFilter):
                 queue_id=transaction.queue_id,
                 failures=self.failures,
             )
-            return ACCEPT
+            return Verdict.accept(remove=forged)
         tests = ",".join(names) or "none"
         status = f"{'Yes' if is_spam else 'No'}, score={score:.1f} required={required:.1f}"
         fields = (("X-Spamd-Status", f"{status} tests={tests}"),)
         if self.reject_score and score >= self.reject_score:
             return Verdict.reject(f"message refused as spam (spamd score {score:.1f})")
         if is_spam:
-            return Verdict.junk(f"spamd score {score:.1f}", headers=fields)
-        return Verdict.accept(headers=fields)
+            return Verdict.junk(f"spamd score {score:.1f}", headers=fields, remove=forged)
+        return Verdict.accept(headers=fields, remove=forged)
+
+
+def _start_of(message: BinaryIO, limit: int) -> bytes:
+    """The message's start, through its header section (at most ``limit`` octets): where
+    the sender's own ``X-Spamd-Status`` would be."""
+    start = b""
+    while b"\r\n\r\n" not in start and len(start) < limit:
+        chunk = message.read(min(_CHUNK, limit - len(start)))
+        if not chunk:
+            break
+        start += chunk
+    return start
