@@ -10,6 +10,7 @@ import contextlib
 import email.utils
 import http.server
 import io
+import re
 import socket
 import threading
 import time
@@ -276,6 +277,10 @@ def paired(monkeypatch):
             with theirs:
                 data = b""
                 while b"\r\n\r\n" not in data:
+                    data += theirs.recv(65536)
+                head = data.partition(b"\r\n\r\n")[0]
+                length = int(re.search(rb"Content-Length: (\d+)", head)[1])
+                while len(data) < len(head) + 4 + length:  # all of it, as rspamd reads it
                     data += theirs.recv(65536)
                 requests.append(data)
                 with contextlib.suppress(OSError):
