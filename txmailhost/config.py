@@ -406,6 +406,13 @@ class TLSConfig:
         doc="""PEM file holding the unencrypted private key of the certificate (keep it readable
         by the server's user only). Empty: DATA/tls/key.pem.""",
     )
+    handshake_timeout: float = setting(
+        30.0,
+        check=_seconds,
+        doc="""Seconds a client has to finish the TLS handshake, on the implicit-TLS ports and
+        after STARTTLS/STLS, before the connection is aborted: a client that connects and
+        never finishes would otherwise hold its connection slot until the session timeout.""",
+    )
     acme: bool = setting(
         False,
         check=_boolean,

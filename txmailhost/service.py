@@ -707,6 +707,7 @@ def build(
     security = config.security
     if tls is None:
         tls = load_tls(config)
+    tls.set_handshake_deadline(reactor, config.tls.handshake_timeout)  # stalled clients: cut off
     run_dir = os.path.join(config.data_dir, "run")
     TLSReloadService(reactor, tls, run_dir, watch_request=worker is None).setServiceParent(top)
     # One process renews the certificate (the one answering HTTP-01); the other workers pick

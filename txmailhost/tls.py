@@ -14,6 +14,13 @@ restart by ``ReloadableTLS``, which swaps the options object behind the creator 
 hold (on SIGHUP, ``txmailhost reload-tls``, or when the files change); loading is checked
 eagerly so a bad file is reported at load time with its path, not at a client's first
 handshake.
+
+Every handshake has a deadline (``[tls] handshake_timeout``): a client that connects to an
+implicit-TLS port, or says STARTTLS, and then never finishes the handshake is cut off. The
+protocols' idle timers can't be relied on: Twisted's TLS layer holds their greeting (or
+their "idle timeout" reply) until the handshake completes and won't close before it, so such a
+client kept its descriptor and connection slot for the idle timeout at best (10 minutes on
+POP3) and the session limit at worst (an hour on SMTP, four on ManageSieve).
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ import datetime
 import ipaddress
 import os
 import ssl
+import weakref
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -262,6 +271,15 @@ class ReloadableTLS:
         self._options = load_certificate_options(cert_path, key_path)
         self._stamp = self._file_stamp()
         self._warn_of_expiry()
+        self._clock: Any = None
+        self._handshake_timeout = 0.0
+
+    def set_handshake_deadline(self, clock: Any, seconds: float) -> None:
+        """From now on, abort every connection whose handshake hasn't finished ``seconds``
+        after it began, on the reactor ``clock``; until this is called there is no deadline
+        (the relay's tests and tools that only handshake once)."""
+        self._clock = clock
+        self._handshake_timeout = seconds
 
     def _warn_of_expiry(self) -> None:
         """At start and after each reload: an expired certificate is served all the same
@@ -281,7 +299,16 @@ class ReloadableTLS:
         return tuple(stamps)
 
     def serverConnectionForTLS(self, protocol: object) -> SSL.Connection:
-        return self._options.serverConnectionForTLS(protocol)
+        """The TLS connection for one client, implicit or after STARTTLS (Twisted's TLS
+        layer, ``protocol``, asks for it when the handshake is about to start)."""
+        connection = self._options.serverConnectionForTLS(protocol)
+        if self._clock is not None:
+            # A weak reference: a timer must not keep a closed connection's buffers alive for
+            # the whole timeout when clients connect and go by the thousand.
+            self._clock.callLater(
+                self._handshake_timeout, _handshake_deadline, weakref.ref(protocol)
+            )
+        return connection
 
     def getContext(self) -> SSL.Context:
         """For APIs that still want an old-style context factory."""
@@ -299,3 +326,26 @@ class ReloadableTLS:
             return False
         self.reload()
         return True
+
+
+def _handshake_deadline(reference: weakref.ref[Any]) -> None:
+    """Abort the connection of Twisted's TLS layer ``reference`` (a ``TLSMemoryBIOProtocol``)
+    if it is still open with its handshake unfinished.
+
+    The client's Finished message is the last of the handshake as the server sees it, in TLS
+    1.2 and 1.3 alike, so pyOpenSSL's ``get_peer_finished`` is None until it is done. Abort,
+    not loseConnection: Twisted's TLS layer won't close a connection mid-handshake while it
+    holds data for it (a greeting), which is the stall this ends.
+    """
+    protocol = reference()
+    if protocol is None or not getattr(protocol, "connected", False):
+        return
+    connection = protocol.getHandle()
+    if connection is None or connection.get_peer_finished() is not None:
+        return
+    peer = protocol.transport.getPeer() if protocol.transport is not None else None
+    log.info(
+        "txmailhost TLS: handshake with {peer} not finished in time, connection aborted",
+        peer=getattr(peer, "host", "?"),
+    )
+    protocol.abortConnection()
