@@ -4,7 +4,8 @@ Thousands of idle connections are a cheap attack on any server (security.md, res
 exhaustion). ``LimitedFactory`` wraps a listener's factory (outside any TLS wrapper, so it
 counts TCP connections): past either limit the new connection gets the protocol's own "try
 later" line (SMTP ``421 4.7.0``, POP3 ``-ERR [SYS/TEMP]``, IMAP ``* BYE``) and is closed, and
-the refusal is logged. Twisted's ``LimitConnectionsByPeer`` closes without a word, which
+the refusal is logged. On an implicit-TLS listener the line is empty (``ListenerKind.refusal``):
+the connection is closed without a word rather than answered in clear text inside TLS. Twisted's ``LimitConnectionsByPeer`` closes without a word, which
 clients report as a network error and retry at once.
 """
 
@@ -29,7 +30,8 @@ class _Refuse(Protocol):
         self.line = line
 
     def connectionMade(self) -> None:
-        self.transport.write(self.line)
+        if self.line:
+            self.transport.write(self.line)
         self.transport.loseConnection()
 
 

@@ -97,7 +97,15 @@ class ListenerKind:
     config_key: str  # the field of ListenConfig ([listen] key) holding the endpoint
     factory: Callable[[ServerParts, bool], Any]  # (parts, implicit_tls) -> protocol factory
     tls: TLSStyle
-    busy: bytes  # sent to a connection over the limits before it is closed
+    busy: bytes  # sent to a connection over the limits before it is closed (see refusal)
+
+    @property
+    def refusal(self) -> bytes:
+        """What a connection over the limits is sent before it is closed: ``busy``, except on
+        an implicit-TLS listener, where it is nothing. There the client's first read expects a
+        TLS record: a line in clear text reads as a broken handshake ("wrong version number"),
+        and a handshake only to refuse would spend the CPU a connection flood aims at."""
+        return b"" if self.tls is TLSStyle.IMPLICIT else self.busy
 
     def build(self, parts: ServerParts) -> Any:
         """The factory to listen with, inside the TLS layer for an implicit-TLS listener."""

@@ -747,7 +747,7 @@ def build(
             limited = LimitedFactory(
                 kind.build(parts),
                 kind.label,
-                kind.busy,
+                kind.refusal,
                 security.max_connections,
                 security.max_connections_per_ip,
             )
