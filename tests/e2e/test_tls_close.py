@@ -28,6 +28,7 @@ _SESSIONS = [
     ("submissions", None, b"QUIT\r\n"),
     ("submission", b"STARTTLS\r\n", b"QUIT\r\n"),
     ("smtp", b"STARTTLS\r\n", b"QUIT\r\n"),
+    ("managesieve", b"STARTTLS\r\n", b"LOGOUT\r\n"),
 ]
 
 
@@ -49,13 +50,19 @@ def _tls_session(port: int, starttls: bytes | None) -> ssl.SSLSocket:
             raw.sendall(b"EHLO client.test\r\n")
             while not _read_line(raw).startswith(b"250 "):
                 pass
+        sieve = greeting.startswith(b'"')
+        while greeting.startswith(b'"'):  # ManageSieve: capability lines, then OK
+            greeting = _read_line(raw)
         raw.sendall(starttls)
         reply = _read_line(raw)
-        assert reply[:3] in (b"220", b"s O", b"+OK"), reply
+        assert reply[:3] in (b"220", b"s O", b"+OK", b"OK "), reply
     tls = client_context().wrap_socket(raw, server_hostname="mx.example.test")
     tls.settimeout(10)
     if starttls is None:
         _read_line(tls)  # the greeting
+    elif sieve:  # RFC 5804 2.2: the capabilities again, then OK
+        while _read_line(tls).startswith(b'"'):
+            pass
     return tls
 
 

@@ -333,7 +333,9 @@ class ManageSieveServer(Protocol, TimeoutMixin):
         if response.closes:
             self._closing = True
             self.state = State.LOGOUT
-            self.transport.loseConnection()
+            # Not a bare loseConnection: over TLS, with our producer registered, Twisted never
+            # sends close_notify and the client that waits for us to close waits for ever.
+            self._pressure.close(self.transport, self.factory.reactor)
 
     # -- any state -----------------------------------------------------------------------------
 
