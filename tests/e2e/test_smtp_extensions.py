@@ -110,6 +110,25 @@ def test_notify_success_on_local_delivery_reports_back_to_a_local_sender(server)
     assert len(inbox(server, "bob@example.test")) == 1
 
 
+@pytest.mark.shared_server
+def test_envid_and_orcpt_that_decode_to_controls_or_non_utf8_are_refused_501(server):
+    """An ORCPT of ``utf-8;x+FFy`` was taken, and the SUCCESS report about it (or the
+    failure report, for a remote recipient: retried for ever) could never be written; an
+    ENVID of ``a+0D+0AX-Evil:...`` was taken as a value with a line break in it."""
+    with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=10) as s:
+        s.ehlo("client.test")
+        for envid in ("a+0D+0AX-Evil:+20yes", "q+FFq", "a+00b"):
+            code, text = s.mail("bob@example.test", [f"ENVID={envid}"])
+            assert (code, text[:5]) == (501, b"5.5.4"), envid
+        assert s.mail("bob@example.test", ["SMTPUTF8", "ENVID=env+2B1"])[0] == 250
+        for orcpt in ("utf-8;x+FFy@ex.test", "rfc822;a+0D+0Ab@ex.test"):
+            code, text = s.rcpt("alice@example.test", ["NOTIFY=SUCCESS", f"ORCPT={orcpt}"])
+            assert (code, text[:5]) == (501, b"5.5.4"), orcpt
+        orcpt = "ORCPT=utf-8;j+C3+B6rg@ex.test"
+        assert s.rcpt("alice@example.test", ["NOTIFY=NEVER", orcpt])[0] == 250
+        s.rset()
+
+
 @pytest.fixture
 def dns_server():
     s = DNSServer().start()

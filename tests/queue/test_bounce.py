@@ -67,3 +67,14 @@ def test_delay_report_says_until_when_it_is_retried():
 def test_no_dsn_is_ever_built_for_the_null_sender():
     with pytest.raises(ValueError):
         build_dsn("mx.example.test", envelope(None), [], b"", action=FAILED, now=1.7e9)
+
+
+def test_an_orcpt_that_is_not_utf8_cannot_stop_a_utf8_report():
+    """``xtext.decode`` leaves an escaped octet that isn't UTF-8 (``+FF``) as a lone
+    surrogate; an envelope queued with one made build_dsn raise UnicodeEncodeError, so the
+    report was never sent and the failed recipient stayed queued."""
+    sender = envelope()
+    sender.smtputf8 = True
+    r = Recipient("c@remote.test", status="5.1.1", orcpt="utf-8;x\udcffy@remote.test")
+    dsn = build_dsn("mx.example.test", sender, [r], b"", action=FAILED, now=1.7e9).decode()
+    assert "Original-Recipient: utf-8;x y@remote.test\r\n" in dsn

@@ -38,6 +38,10 @@ def test_every_mail_parameter_becomes_an_option():
         ({"ENVID": ""}, ALL, 501),
         ({"ENVID": "x" * 101}, ALL, 501),
         ({"ENVID": "a=b"}, ALL, 501),
+        ({"ENVID": "a+0D+0AX-Evil:+20yes"}, ALL, 501),  # CR LF: a field of its own in a DSN
+        ({"ENVID": "a+00b"}, ALL, 501),
+        ({"ENVID": "a+FFb"}, ALL, 501),  # an octet that isn't UTF-8
+        ({"ENVID": "a+C2+85b"}, ALL, 501),  # NEL, a line end to some readers
         ({"RET": None}, ALL, 501),
         ({"SIZE": "2000"}, ALL, 552),
     ],
@@ -67,6 +71,9 @@ def test_rcpt_notify_and_orcpt():
         {"ORCPT": ";a@x.test"},
         {"ORCPT": "rfc822;"},
         {"ORCPT": "rfc822;a+0Ab@x.test"},  # a line feed smuggled into a DSN field
+        {"ORCPT": "utf-8;x+FFy@x.test"},  # not UTF-8: no report about it could be written
+        {"ORCPT": "rfc822;a+7Fb@x.test"},
+        {"ORCPT": "utf-8;a+E2+80+A8b@x.test"},  # U+2028
     ],
 )
 def test_bad_rcpt_parameters_are_501(params):

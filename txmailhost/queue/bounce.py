@@ -35,7 +35,9 @@ RELAYED = "relayed"  # ... or handed to a server that won't send DSNs itself
 
 # C0, DEL, C1 (NEL) and the Unicode line and paragraph separators: a UTF-8 report keeps
 # non-ASCII text, and Python's str.splitlines() and some readers break lines at these too.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+# Lone surrogates stand for octets that weren't UTF-8 (an xtext ORCPT queued before the SMTP
+# server refused those): kept, they made the report impossible to encode, so never sent.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]+")
 
 
 def _field(value: str, limit: int = 900, utf8: bool = False) -> str:

@@ -11,8 +11,11 @@ an extension not offered is ``555 5.5.4``):
 
 The DSN values are xtext (RFC 3461 4): printable ASCII with ``+XX`` escapes. They are
 decoded here and kept decoded (``MessageOptions.envid``, ``RecipientOptions.orcpt``); the
-relay client encodes them again for the next hop (``txmailhost.xtext``), so they survive any number of
-hops unchanged.
+relay client encodes them again for the next hop (``txmailhost.xtext``), so they survive any
+number of hops unchanged. A value whose escapes decode to a control character (CR, LF, NUL)
+or to octets that aren't UTF-8 is refused with ``501 5.5.4``: both values end up in DSN
+fields (RFC 3464 2.2.1, 2.3.1), and an octet that isn't UTF-8 made every report about the
+message impossible to write (a failure was never reported, the message stayed queued).
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ MAX_ORCPT = 500  # RFC 3461 4.2
 NOTIFY_VALUES = ("SUCCESS", "FAILURE", "DELAY")
 _ADDR_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 _SIZE = re.compile(r"^[0-9]{1,20}$")
+# What a decoded ENVID or ORCPT may not hold: C0 and C1 controls, DEL, the Unicode line
+# separators, and the lone surrogates ``xtext.decode`` leaves for octets that aren't UTF-8.
+_NOT_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 class ParameterError(Exception):
@@ -85,6 +91,8 @@ def mail_options(
             envid = xtext.decode(params["ENVID"] or "")
         except ValueError:
             raise _syntax("ENVID must be xtext") from None
+        if _NOT_TEXT.search(envid):
+            raise _syntax("ENVID must be xtext of printable UTF-8 text")
         if not envid or len(params["ENVID"] or "") > MAX_ENVID:
             raise _syntax(f"ENVID must be 1 to {MAX_ENVID} characters of xtext")
     return MessageOptions(
@@ -123,7 +131,7 @@ def rcpt_options(params: dict[str, str | None], offered: frozenset[str]) -> Reci
         except ValueError:
             raise _syntax("ORCPT must be addr-type;xtext") from None
         ok = semicolon and _ADDR_TYPE.match(addr_type) and address and len(raw) <= MAX_ORCPT
-        if not ok or any(ord(c) < 32 for c in address):
+        if not ok or _NOT_TEXT.search(address):
             raise _syntax("ORCPT must be addr-type;xtext")
         orcpt = f"{addr_type.lower()};{address}"
     return RecipientOptions(notify=notify, orcpt=orcpt)
