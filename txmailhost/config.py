@@ -470,8 +470,9 @@ class SMTPConfig:
         2048,
         check=_integer("bytes", minimum=1000),
         doc="""Longest command line accepted, in bytes including CRLF (RFC 5321 4.5.3.1.4
-        and .6 require at least 512 and 1000); a longer one gets 500 5.5.2 and is skipped up
-        to its line end. Lines inside a message are not limited here: they count towards
+        and .6 require at least 512 and 1000); a longer one gets 500 5.5.2 (500 5.5.6 when
+        it is a SASL response or an AUTH line, RFC 4954 6) and is skipped up to its line
+        end. Lines inside a message are not limited here: they count towards
         max_message_size and are never split, since splitting them is how SMTP smuggling
         starts.""",
     )

@@ -278,3 +278,20 @@ def test_plaintext_auth_from_another_loopback_address_is_refused(server):
     with smtplib.SMTP(H, server.ports["submission"], timeout=10, source_address=(H, 0)) as s:
         s.ehlo()
         assert s.docmd("AUTH", plain)[0] == 235
+
+
+@pytest.mark.shared_server
+def test_an_auth_response_longer_than_the_line_limit_is_500_556_and_the_session_goes_on(server):
+    """RFC 4954 6: ``500 5.5.6`` (authentication exchange line is too long), not the
+    ``500 5.5.2`` of any over-long command; after it the next line is a command again."""
+    with smtplib.SMTP(H, server.ports["submission"], timeout=10) as s:
+        s.starttls(context=client_context())
+        s.ehlo()
+        assert s.docmd("AUTH", "PLAIN")[0] == 334
+        code, text = s.docmd("A" * 5000)
+        assert (code, text[:5]) == (500, b"5.5.6")
+        code, text = s.docmd("AUTH", "PLAIN " + "B" * 5000)
+        assert (code, text[:5]) == (500, b"5.5.6")
+        assert s.docmd("NOOP")[0] == 250
+        code, text = s.docmd("NOOP", "x" * 5000)  # any other command: 5.5.2 as before
+        assert (code, text[:5]) == (500, b"5.5.2")

@@ -113,6 +113,7 @@ AUTH_THROTTLED = SMTPReply(
 AUTH_UNAVAILABLE = SMTPReply(454, "4.7.0", "temporary authentication failure")
 AUTH_CANCELLED = SMTPReply(501, "5.0.0", "authentication cancelled")
 AUTH_BAD_BASE64 = SMTPReply(501, "5.5.2", "cannot decode response")
+AUTH_LINE_TOO_LONG = SMTPReply(500, "5.5.6", "authentication exchange line is too long")
 AUTH_BAD_MECHANISM = SMTPReply(504, "5.5.4", "unrecognized authentication type")
 AUTH_NEEDS_TLS = SMTPReply(
     538, "5.7.11", "encryption required for requested authentication mechanism"

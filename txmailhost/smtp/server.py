@@ -414,13 +414,15 @@ class SMTPServer(Protocol, TimeoutMixin):
                 continue
             if nl < 0:
                 if len(self._buffer) > limit:
+                    start = bytes(self._buffer[:5])
                     self._buffer.clear()
                     self._discarding = True
-                    self._line_too_long()
+                    self._line_too_long(start)
                 break
             if nl + 1 > limit:
+                start = bytes(self._buffer[:5])
                 del self._buffer[: nl + 1]
-                self._line_too_long()
+                self._line_too_long(start)
                 continue
             line = bytes(self._buffer[:nl]).rstrip(b"\r")
             del self._buffer[: nl + 1]
@@ -433,12 +435,17 @@ class SMTPServer(Protocol, TimeoutMixin):
             self._buffer.clear()
             self._feed_message(pending)
 
-    def _line_too_long(self) -> None:
+    def _line_too_long(self, start: bytes) -> None:
         """500 for a line past the limit; one sent as a SASL response ends the exchange
-        (RFC 4954 4: the reply is final), so the line after it is read as a command."""
+        (RFC 4954 4: the reply is final), so the line after it is read as a command.
+
+        A SASL response, or an AUTH command whose initial response makes it too long, gets
+        RFC 4954 6's ``500 5.5.6`` (authentication exchange line is too long): the client
+        learns it was its credentials, not the command, that didn't fit."""
+        in_auth = self._sasl is not None or start.upper() == b"AUTH "
         self._sasl = None
-        self._command = "(line too long)"
-        self._error(replies.LINE_TOO_LONG)
+        self._command = "AUTH (line too long)" if in_auth else "(line too long)"
+        self._error(replies.AUTH_LINE_TOO_LONG if in_auth else replies.LINE_TOO_LONG)
 
     def _handle_line(self, line: bytes) -> None:
         if self._sasl is not None:
