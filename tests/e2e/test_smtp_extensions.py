@@ -71,6 +71,28 @@ def test_bdat_chunks_pipelined_over_a_raw_socket_are_delivered(server):
     assert stored.count(b"\r\nline") == 20000
 
 
+def test_bdat_after_helo_is_refused_and_nothing_is_delivered(server):
+    """No extension after HELO (RFC 5321 4.1.1.1): BDAT there was taken and delivered."""
+    chunk = b"Subject: helo-bdat\r\n\r\nQUIT\r\n"
+    with socket.create_connection(("127.0.0.1", server.ports["smtp"]), timeout=10) as sock:
+        _read_reply(sock)
+        sock.sendall(
+            b"HELO client.test\r\nMAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.test>\r\n"
+            + b"BDAT %d LAST\r\n" % len(chunk)
+            + chunk
+            + b"NOOP\r\n"
+        )
+        replies = b""
+        while replies.count(b"\r\n") < 5:
+            replies += sock.recv(4096)
+        lines = [line for line in replies.split(b"\r\n") if line]
+        assert [line[:9] for line in lines] == [b"250 2.0.0", b"250 2.1.0", b"250 2.1.5"] + [
+            b"503 5.5.1",
+            b"250 2.0.0",  # the NOOP: the chunk's QUIT was read as data, never run
+        ], replies
+    assert inbox(server, "alice@example.test") == []
+
+
 @pytest.mark.shared_server
 def test_smtputf8_message_through_smtplib_is_served_by_imap_as_sent(server):
     text = "From: Jörg <x@remote.test>\r\nSubject: utf8-e2e ünïcödé\r\n\r\nGrüße\r\n"

@@ -106,6 +106,26 @@ def test_bdat_out_of_sequence_is_refused_and_its_chunk_is_never_run_as_commands(
     assert world.inbox_files("alice@example.test") == []
 
 
+def test_bdat_after_helo_is_refused_503_and_its_chunk_is_read_not_run(world):
+    """HELO offers no extension (RFC 5321 4.1.1.1), so no CHUNKING: a BDAT there was taken
+    and the message delivered. Its octets are still read, so the NOOP after them is the
+    next command, and the transaction fails: a DATA then has no recipients."""
+    s = Session(make_factory(world))
+    s.read()
+    s.send(b"HELO c.test\r\n")
+    begin(s)
+    chunk = b"Subject: x\r\n\r\nQUIT\r\n"
+    out = s.send(b"BDAT %d LAST\r\n" % len(chunk) + chunk + b"NOOP\r\nDATA\r\n")
+    lines = [line for line in out.split(b"\r\n") if line]
+    assert lines == [
+        b"503 5.5.1 BDAT needs EHLO: CHUNKING is not offered after HELO (RFC 3030 2)",
+        b"250 2.0.0 OK",
+        b"503 5.5.1 need MAIL before DATA",
+    ]
+    assert not s.transport.disconnecting
+    assert world.inbox_files("alice@example.test") == []
+
+
 def test_data_after_bdat_is_refused_and_rset_starts_over(session, world):
     begin(session)
     session.send(b"BDAT 4\r\nab\r\n")

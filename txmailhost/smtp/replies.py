@@ -100,6 +100,9 @@ CHUNK_OK = SMTPReply(250, "2.0.0", "octets received")
 BAD_BDAT = SMTPReply(
     421, "4.5.4", "BDAT needs a chunk size (and LAST); the stream can't be followed, closing"
 )
+BDAT_AFTER_HELO = SMTPReply(
+    503, "5.5.1", "BDAT needs EHLO: CHUNKING is not offered after HELO (RFC 3030 2)"
+)
 DATA_AFTER_BDAT = SMTPReply(503, "5.5.1", "DATA not allowed in a BDAT transaction; RSET first")
 BINARYMIME_NEEDS_BDAT = SMTPReply(503, "5.5.1", "BODY=BINARYMIME messages must be sent with BDAT")
 

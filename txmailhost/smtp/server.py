@@ -792,7 +792,9 @@ class SMTPServer(Protocol, TimeoutMixin):
         The octets are read whatever the answer (out of sequence, too big, a failed earlier
         chunk): the client has already sent them, and reading them as commands would let
         message content run as SMTP (3030 2: "the chunk MUST be discarded"). A size that
-        doesn't parse leaves no way to find the next command, so the session ends."""
+        doesn't parse leaves no way to find the next command, so the session ends. After
+        HELO no extension was offered (RFC 5321 4.1.1.1), CHUNKING neither: the chunk is
+        read and refused as one out of sequence, and the transaction fails."""
         match = _BDAT_ARGS.match(arg)
         if match is None:
             self._close_with(replies.BAD_BDAT)
@@ -801,6 +803,8 @@ class SMTPServer(Protocol, TimeoutMixin):
         chunk = _Chunk(size, last, resume=self.state)
         if self.state not in (State.RCPT, State.BDAT):
             chunk.refusal = _out_of_sequence("BDAT", self.state, self.envelope)
+        elif not self.esmtp:
+            chunk.refusal = replies.BDAT_AFTER_HELO
         elif self._chunked + size > self.factory.max_message_size:
             chunk.refusal = replies.MESSAGE_TOO_BIG
         elif self._message is None:
