@@ -151,6 +151,30 @@ def test_envid_and_orcpt_that_decode_to_controls_or_non_utf8_are_refused_501(ser
         s.rset()
 
 
+def test_success_report_on_a_binarymime_message_with_lf_line_ends_has_its_headers_only(server):
+    """Its header section was looked for up to a CRLF CRLF it doesn't have, so the report's
+    "Message headers" part carried the body, NUL octets and all."""
+    body = b"From: alice@example.test\nSubject: lf-only\n\nSECRET-BODY\n\x00\x01\n"
+    with socket.create_connection(("127.0.0.1", server.ports["smtp"]), timeout=10) as sock:
+        _read_reply(sock)
+        sock.sendall(b"EHLO client.test\r\n")
+        _read_reply(sock)
+        sock.sendall(
+            b"MAIL FROM:<alice@example.test> BODY=BINARYMIME RET=HDRS\r\n"
+            + b"RCPT TO:<bob@example.test> NOTIFY=SUCCESS\r\n"
+            + b"BDAT %d LAST\r\n" % len(body)
+            + body
+        )
+        replies = b""
+        while replies.count(b"\r\n") < 3:
+            replies += sock.recv(4096)
+        assert [line[:3] for line in replies.split(b"\r\n") if line] == [b"250"] * 3, replies
+    [report] = wait_for(lambda: inbox(server, "alice@example.test"))
+    assert b"Action: delivered" in report
+    assert b"Subject: lf-only" in report
+    assert b"SECRET-BODY" not in report and b"\x00" not in report
+
+
 @pytest.fixture
 def dns_server():
     s = DNSServer().start()

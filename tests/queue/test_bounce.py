@@ -78,3 +78,17 @@ def test_an_orcpt_that_is_not_utf8_cannot_stop_a_utf8_report():
     r = Recipient("c@remote.test", status="5.1.1", orcpt="utf-8;x\udcffy@remote.test")
     dsn = build_dsn("mx.example.test", sender, [r], b"", action=FAILED, now=1.7e9).decode()
     assert "Original-Recipient: utf-8;x y@remote.test\r\n" in dsn
+
+
+def test_headers_only_report_of_a_message_with_lf_line_ends_stops_at_its_empty_line():
+    """A BODY=BINARYMIME message may end its lines in LF alone; the readers that hand the
+    header section over look for CRLF CRLF, so its body came along (RET=HDRS or not)."""
+    original = b"Return-Path: <alice@example.test>\r\nFrom: a@x.test\nSubject: s\n\nSECRET\n\x00\n"
+    r = Recipient("c@remote.test", status="5.1.1")
+    dsn = build_dsn("mx.example.test", envelope(), [r], original, action=FAILED, now=1.7e9)
+    assert b"SECRET" not in dsn and b"\x00" not in dsn
+    assert b"Content-Type: text/rfc822-headers\r\n\r\nReturn-Path: <alice@example.test>\r\n" in dsn
+    assert b"Subject: s\n\r\n" in dsn
+    crlf = b"From: a@x.test\r\nSubject: s\r\n\r\nbody\n\nmore\r\n"  # CRLF message: as before
+    dsn = build_dsn("mx.example.test", envelope(), [r], crlf, action=FAILED, now=1.7e9)
+    assert b"Subject: s\r\n\r\n--" in dsn and b"body" not in dsn

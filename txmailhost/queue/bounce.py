@@ -52,6 +52,20 @@ def _field(value: str, limit: int = 900, utf8: bool = False) -> str:
     return clean.strip()[:limit]
 
 
+def _header_section(original: bytes) -> bytes:
+    """The original's header section: up to its first empty line, whichever line end it uses.
+
+    Both callers cut at CRLF CRLF (``spool.read_header``, ``IncomingMessage.header_block``),
+    and a BODY=BINARYMIME message, the only kind the SMTP server takes with bare LFs (RFC
+    3030 3), may have none: its "headers" then ran on through its body, up to 64 KiB in a
+    failure report and 1 MiB in a success one, whatever RET said (RFC 3461 4.3)."""
+    ends = [i for i in (original.find(b"\r\n\r\n"), original.find(b"\n\n")) if i >= 0]
+    if not ends:
+        return original
+    end = min(ends)
+    return original[: end + (2 if original.startswith(b"\r\n", end) else 1)]
+
+
 def _date(timestamp: float) -> str:
     return format_datetime(datetime.fromtimestamp(timestamp, UTC))
 
@@ -174,9 +188,8 @@ def build_dsn(
         content, kind = full_message, "message/global" if utf8 else "message/rfc822"
         description = "Undelivered message"
     else:
-        content = (
-            original_headers if original_headers.endswith(b"\r\n") else original_headers + b"\r\n"
-        )
+        headers = _header_section(original_headers)
+        content = headers if headers.endswith(b"\r\n") else headers + b"\r\n"
         kind = "message/global-headers" if utf8 else "text/rfc822-headers"
         description = "Message headers"
     parts = (
