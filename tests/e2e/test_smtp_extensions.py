@@ -175,6 +175,17 @@ def test_success_report_on_a_binarymime_message_with_lf_line_ends_has_its_header
     assert b"SECRET-BODY" not in report and b"\x00" not in report
 
 
+@pytest.mark.shared_server
+def test_rset_with_an_argument_is_501_with_smtplib(server):
+    with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=10) as s:
+        s.ehlo("client.test")
+        assert s.mail("x@remote.test")[0] == 250
+        code, text = s.docmd("RSET", "everything")
+        assert (code, text[:5]) == (501, b"5.5.4")
+        assert s.mail("y@remote.test")[0] == 503  # nothing was reset
+        assert s.rset()[0] == 250
+
+
 @pytest.fixture
 def dns_server():
     s = DNSServer().start()

@@ -398,6 +398,13 @@ def test_rset_forgets_the_transaction(session):
     assert session.send(b"DATA\r\n").startswith(b"503 5.5.1 need MAIL")
 
 
+def test_rset_with_an_argument_is_501_and_keeps_the_transaction(session):
+    """RFC 5321 4.1.1.5: RSET has no parameters (Postfix: ``501 5.5.4 Syntax: RSET``)."""
+    session.send(b"EHLO c\r\nMAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\n")
+    assert session.send(b"RSET now\r\n") == b"501 5.5.4 RSET takes no arguments\r\n"
+    assert session.send(b"DATA\r\n").startswith(b"354")
+
+
 def test_idle_timeout_closes_with_421_442(world):
     factory = make_factory(world, idle_timeout=30)
     s = Session(factory)

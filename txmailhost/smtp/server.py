@@ -1043,6 +1043,9 @@ class SMTPServer(Protocol, TimeoutMixin):
     def do_RSET(self, arg: str) -> SMTPReply | None:
         if self._junk_command():
             return None
+        if arg:  # RFC 5321 4.1.1.5: no parameters; as Postfix answers it, nothing is reset
+            self._error(replies.SYNTAX_ERROR.with_text("RSET takes no arguments"))
+            return None
         self._reset_transaction()
         if self.state is not State.CONNECTED:
             self.state = State.GREETED
