@@ -21,6 +21,10 @@ figures those of ``bench.spam_eval --allow`` (trained ham's senders allowed, as 
   combined with Fisher's method on its own; joined by their mean, by Fisher's method over
   the two, or as one classifier whose clues are shared out (at most ``--header-clues`` of
   the header's).
+- ``plane``: the same two, and the whole message's classifier, joined by a decision learned
+  on the training half: each training message judged by counts of the other four fifths,
+  a logistic regression over the three log-odds (ham errors weighted nine times), its
+  log-odds times ``--plane-scale`` put to the ``BAYES_xx`` bands.
 - ``clues``: the clue selection: a pair left out when both its words are clues already (it
   says again what they said), or a word left out when a pair holding it is a clue; and the
   messages ranked by the log-ratio of Fisher's two chi-squared tails (``tails``), which goes
@@ -62,6 +66,7 @@ from txmailhost.spam import rules
 from txmailhost.spam.bayes import MAX_CLUES, MAX_PAIR_CLUES, MIN_STRENGTH, chi2q, combine
 from txmailhost.spam.bayes import token_probability as robinson
 from txmailhost.spam.sample import Sample
+from txmailhost.spam.scoring import bayes_rule
 from txmailhost.spam.tokens import _all_words, _kept, tokens
 
 WORD, PAIR, HEADER = 0, 1, 2  # kinds of token
@@ -483,6 +488,12 @@ def fitted(examples: list[tuple[tuple[float, ...], bool]], rounds: int = 1500) -
     return weights
 
 
+def band(p: float) -> float:
+    """The score of the ``BAYES_xx`` band ``p`` falls in (``bench.spam_eval.total``'s)."""
+    found = bayes_rule(p)
+    return found.score if found else 0.0
+
+
 def _sigmoid(z: float) -> float:
     if z >= 0:
         return 1.0 / (1.0 + math.exp(-z))
@@ -507,6 +518,7 @@ def plane(args: argparse.Namespace) -> None:
 
     seeds = range(args.first, args.first + args.repeats)
     runs: dict[str, list[Judged]] = {"as it is": [], "learned plane": []}
+    runs.update({f"learned plane, log-odds times {k}": [] for k in args.plane_scale})
     for seed in seeds:
         spam, ham, test = split(items, args.size, seed)
         counts = Counts(spam, ham)
@@ -531,6 +543,16 @@ def plane(args: argparse.Namespace) -> None:
                 ),
             )
         )
+        for k in args.plane_scale:  # the same ranking, its probabilities put to the bands
+            runs[f"learned plane, log-odds times {k}"].append(
+                {
+                    g: [
+                        (_sigmoid(k * _logit(p)), total(_sigmoid(k * _logit(p)), s - band(p)))
+                        for p, s in judged
+                    ]
+                    for g, judged in runs["learned plane"][-1].items()
+                }
+            )
     print(f"Header and body joined by a learned plane, splits {seeds.start}-{seeds.stop - 1}:")
     for name in runs:
         report(name, runs[name], args.junk)
@@ -740,6 +762,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pair-clues", type=int, nargs="+", default=[25], help="osb: pairs")
     parser.add_argument("--bnr-strength", type=float, nargs="+", default=[0.3, 0.4])
     parser.add_argument("--header-clues", type=int, nargs="+", default=[10, 20])
+    parser.add_argument(
+        "--plane-scale", type=float, nargs="+", default=[2.0, 3.0, 4.0], help="plane: k"
+    )
     parser.add_argument("--order", type=int, default=3, help="ppm: context bytes")
     parser.add_argument("--ppm-chars", type=int, default=3000, help="ppm: characters modelled")
     parser.add_argument("--raw", action="store_true", help="ppm: the message as it came")

@@ -23,6 +23,7 @@ from bench.spam_ideas2 import (
     bnr_noise,
     chosen,
     fisher,
+    fitted,
     kind_of,
     log_chi2q,
     osb_pairs,
@@ -128,3 +129,17 @@ def test_compression_model_needs_fewer_bits_for_its_own_kind():
     assert ham.bits(review) < spam.bits(review)
     # nothing learned: eight bits an octet
     assert PPM(3).bits(b"abcd") == pytest.approx(32.0)
+
+
+def test_plane_learns_which_judgement_to_trust():
+    """Spam says so in its first figure, the second is noise: the first gets the weight."""
+    rng = random.Random(4)
+    examples = []
+    for i in range(400):
+        is_spam = i % 2 == 0
+        examples.append(((1.0 if is_spam else -1.0, rng.uniform(-1, 1)), is_spam))
+    weights = fitted(examples, rounds=300)
+    assert weights[0] > 1.0
+    assert abs(weights[1]) < weights[0] / 5
+    # ham errors cost nine times: the boundary leans toward spam
+    assert weights[-1] < 0
