@@ -10,11 +10,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from txmailhost.addresslist import parse_address
 from txmailhost.spam import rules
 from txmailhost.spam.bayes import TokenStore
 from txmailhost.spam.sample import Sample
-from txmailhost.spam.tokens import tokens
+from txmailhost.spam.tokens import parse_sender, tokens
 
 _BAYES_BANDS = (  # (upper bound of the probability, rule)
     (0.01, "BAYES_00"),
@@ -39,7 +38,7 @@ def bayes_rule(probability: float) -> rules.Rule | None:
 
 def sender_addresses(sample: Sample, envelope_sender: str | None) -> list[str]:
     found = [envelope_sender] if envelope_sender else []
-    _name, address = parse_address(sample.header("from") or "")
+    _name, address = parse_sender(sample.header("from") or "")
     if address:
         found.append(address)
     return found

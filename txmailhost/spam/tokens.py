@@ -202,7 +202,7 @@ def tokens(sample: Sample) -> set[str]:
         add(f"subject:upper:{10 * sum(map(str.isupper, subject)) // letters}")
     sender = sample.header("from")
     if sender:
-        display, address = _sender(sender)
+        display, address = parse_sender(sender)
         address = address.lower()
         add("from:addr:" + address)
         add("from:domain:" + address.rpartition("@")[2])
@@ -301,8 +301,10 @@ def _remembered_words(text: str) -> tuple[str, ...]:
     return tuple(_kept(dict.fromkeys(_all_words(text.lower()))))
 
 
-def _sender(value: str) -> tuple[str, str]:
-    """``parse_address`` of a From field's value (a short one's remembered)."""
+def parse_sender(value: str) -> tuple[str, str]:
+    """``parse_address`` of a From field's value (a short one's remembered). The scorer's
+    sender lists ask for it too (``scorer.sender_addresses``): the standard library's
+    address parser, in Python, ran twice a message."""
     if len(value) <= _REMEMBERED_CHARS:
         return _remembered_sender(value)
     return parse_address(value)
