@@ -182,3 +182,16 @@ def test_sums_of_money_are_what_the_defining_expression_finds():
         assert tokens_module._MONEY.findall(text) == _DEFINING_MONEY.findall(text), text
     for text in ("$1.234%", "$1.23 45%", "12%34%", "1.2345%", "$12,34.567%"):
         assert tokens_module._MONEY.findall(text) == _DEFINING_MONEY.findall(text), text
+
+
+def test_pairs_of_repetitive_text_are_the_pairs_made_one_by_one():
+    """``_pairs``'s path for repetitive text (distinct pairs first) gives the same set:
+    long words that make the same pair, repeats, one word and none included."""
+    rng = random.Random(17)
+    vocabulary = ["a", "to", "the", "click", "here", "x" * 12, "y" * 13, "z" * 40, "skip"]
+    for size in [0, 1, 2, 3, *range(10, 400, 37)]:
+        words = [rng.choice(vocabulary) for _ in range(size)]
+        one_by_one = tokens_module._pairs(words)
+        assert tokens_module._pairs(words, repetitive=True) == one_by_one
+        assert all(len(pair.split(" ")) == 2 for pair in one_by_one)
+    assert tokens_module._pairs(["y" * 13, "z" * 40], repetitive=True) == {"bi:skip skip"}

@@ -226,10 +226,11 @@ def tokens(sample: Sample) -> set[str]:
     text = sample.text
     lowered = text.lower()
     words = _all_words(lowered)  # once, for the words and (mostly) for the pairs
-    take(_kept(set(words)))
+    distinct = set(words)
+    take(_kept(distinct))
     # pairs come from the first BIGRAM_CHARS characters of the text
     paired = words if len(text) <= BIGRAM_CHARS else _all_words(text[:BIGRAM_CHARS].lower())
-    take(_pairs(paired))
+    take(_pairs(paired, repetitive=4 * len(distinct) < len(words)))
     take(["CAPS:" + word for word in _caps(text)])
     if any(sign in text for sign in _MONEY_SIGNS):
         for amount in dict.fromkeys(_MONEY.findall(text)):
@@ -315,10 +316,21 @@ def _remembered_sender(value: str) -> tuple[str, str]:
     return parse_address(value)
 
 
-def _pairs(words: list[str]) -> set[str]:
+def _pairs(words: list[str], repetitive: bool = False) -> set[str]:
     """Neighbouring words as ``bi:first second`` (CRM114's and SpamBayes's experimental
     bigrams): every word, short ones too, a long one as ``skip``; the phrases spam repeats
-    ("click here", "to be removed") say more than their words."""
+    ("click here", "to be removed") say more than their words.
+
+    ``repetitive`` (fewer than a quarter of the words distinct: the same lines again and
+    again, as in the throughput bench's message): the distinct pairs of words are found
+    first, at C speed, and only they are made strings (51 us instead of 78 for the bench's
+    message). The same set either way; for other text (85% of the pairs of a message of the
+    public corpus are distinct) that costs more than it saves (76 us against 55)."""
+    if repetitive:
+        return {
+            f"{PAIR_PREFIX}{a if len(a) <= 12 else 'skip'} {b if len(b) <= 12 else 'skip'}"
+            for a, b in set(zip(words, words[1:], strict=False))
+        }
     shown = [w if len(w) <= 12 else "skip" for w in words]
     return {f"{PAIR_PREFIX}{a} {b}" for a, b in zip(shown, shown[1:], strict=False)}
 
