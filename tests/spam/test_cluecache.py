@@ -4,6 +4,7 @@ emptied when the store changes, bounded."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from txmailhost.spam.bayes import GLOBAL, TokenStore
 from txmailhost.spam.cluecache import ClueCache
@@ -75,3 +76,46 @@ def test_the_cache_keeps_at_most_its_bound_and_the_tokens_used_often():
         assert len(cache) <= 100
     cache.check(2)  # the store changed
     assert len(cache) == 0 and cache.split(GLOBAL, {"common"}) == ([], ["common"])
+
+
+def test_the_scoring_stores_standing_is_read_again_only_when_the_store_changed(tmp_path):
+    """The scoring process reads a recipient's totals, threshold and sender lists in one
+    statement; for the same recipient and sender, while no other connection committed, a
+    ``PRAGMA data_version`` stands in for it. What another connection changes is seen at the
+    next message all the same."""
+    path = str(tmp_path / "bayes.sqlite")
+    trainer = _trained(path)
+    owner = "alice@example.test"
+    scorer = TokenStore(path, min_messages=5, cache_tokens=1000)
+    statements: list[str] = []
+    scorer._db().set_trace_callback(statements.append)
+
+    def reads() -> int:  # the whole statement, as against the PRAGMA
+        return sum("json_each" in statement for statement in statements)
+
+    first = scorer.standing(owner, ["friend@example.org"])
+    assert first.listed is None and first.totals == (20, 20)
+    again = scorer.standing(owner, ["friend@example.org"])
+    assert again == first
+    assert reads() == 1 and statements[-1] == "PRAGMA data_version"
+    assert scorer.standing(owner, ["other@example.org"]) == first  # another sender: read
+    assert reads() == 2
+    trainer.set_sender(owner, "@example.org", "block")
+    trainer.set_threshold(owner, 3.5)
+    trainer.learn(owner, "one more", {"w1"}, True)
+    changed = scorer.standing(owner, ["friend@example.org"])
+    assert (changed.listed, changed.threshold, changed.totals) == ("block", 3.5, (21, 20))
+    assert reads() == 3
+    afresh = TokenStore(path, min_messages=5).standing(owner, ["friend@example.org"])
+    assert replace(changed, version=None) == replace(afresh, version=None)  # its own counter
+
+
+def test_a_store_that_learns_reads_its_standing_every_time(tmp_path):
+    """``data_version`` doesn't change with the connection's own commits: a store that is
+    not the scoring process's (no clue cache) keeps nothing."""
+    path = str(tmp_path / "bayes.sqlite")
+    store = _trained(path)
+    owner = "alice@example.test"
+    assert store.standing(owner, ["friend@example.org"]).listed is None
+    store.set_sender(owner, "friend@example.org", "allow")
+    assert store.standing(owner, ["friend@example.org"]).listed == "allow"
