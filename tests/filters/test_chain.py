@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
@@ -441,3 +443,23 @@ def test_settings_of_a_filter_out_of_the_chain_are_allowed(tmp_path):
     host = FilterHost(str(tmp_path), "mx.example.test")
     chain = build_chain(("greylist",), settings, None, None, 5, "tempfail", host)
     assert [f.name for f in chain.filters] == ["greylist"]
+
+
+def _render_folding_every_value(fields: list[tuple[str, str]]) -> bytes:
+    """``render_fields`` as first written: every value split at its line breaks."""
+    import re
+
+    out = []
+    for name, value in fields:
+        lines = [line.strip() for line in re.split(r"\r\n|\r|\n", value)]
+        out.append(f"{name}: " + "\r\n\t".join(line for line in lines if line) + "\r\n")
+    return "".join(out).encode("utf-8")
+
+
+@given(st.lists(st.text(st.sampled_from(" \t\r\n\x0b\x85\u2028aZ0:;é"), max_size=12), max_size=4))
+def test_one_line_values_are_rendered_as_folding_every_value_renders_them(values):
+    """The shortcut for values without a line break gives the octets of the general path,
+    white space of every kind at either end included."""
+    fields = [(f"X-Test-{i}", value) for i, value in enumerate(values)]
+    assert render_fields(fields) == _render_folding_every_value(fields)
+

@@ -50,6 +50,9 @@ def render_fields(fields: Iterable[tuple[str, str]]) -> bytes:
         if not _FIELD_NAME.fullmatch(name):
             log.warn("filters: header field name {name!r} is not valid: left out", name=name)
             continue
+        if "\n" not in value and "\r" not in value:  # one line (most values): no split
+            out.append(f"{name}: {value.strip()}\r\n")
+            continue
         lines = [line.strip() for line in re.split(r"\r\n|\r|\n", value)]
         out.append(f"{name}: " + "\r\n\t".join(line for line in lines if line) + "\r\n")
     return "".join(out).encode("utf-8")
