@@ -463,3 +463,35 @@ def test_one_line_values_are_rendered_as_folding_every_value_renders_them(values
     fields = [(f"X-Test-{i}", value) for i, value in enumerate(values)]
     assert render_fields(fields) == _render_folding_every_value(fields)
 
+
+class Later(MessageFilter):
+    """Answers the end of data when the test says (as the spam score's process does)."""
+
+    name = "later"
+
+    def __init__(self) -> None:
+        self.waiting: list[Deferred] = []
+
+    def end_of_data(self, client, transaction, message):
+        self.waiting.append(Deferred())
+        return self.waiting[-1]
+
+
+def test_answers_still_to_come_share_one_timer_and_each_keeps_its_budget():
+    """Fifty messages waiting for a filter's answer set one reactor timer, not fifty (each
+    one's cost showed in the server's instructions a message); each still gets the default
+    at the end of its own budget."""
+    reactor = SyncReactor()
+    later = Later()
+    chain = FilterChain([later], reactor, CountingPool(), timeout=5)
+    pending = []
+    for _ in range(50):
+        pending.append(ask_chain(chain))
+        reactor.advance(0.01)
+    assert len(reactor.getDelayedCalls()) == 1
+    for waiting in later.waiting[:49]:
+        waiting.callback(Verdict.accept())
+    reactor.advance(4.5)
+    assert all(d.called for d in pending[:49]) and not pending[49].called
+    reactor.advance(0.5)
+    assert result(pending[49]).refusal.action is Action.TEMPFAIL

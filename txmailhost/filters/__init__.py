@@ -9,6 +9,8 @@ What it owns:
   ``fields_named``: the sender's copies of a filter's own fields, for it to remove.
 - ``chain.py``: ``FilterChain``, which runs them in order with a time budget and a default
   for failures (``[filters] timeout``, ``on_error``), blocking ones in a worker thread.
+- ``deadlines.py``: ``Deadlines``, the budget of the answers still to come from filters that
+  answer later (a ``Deferred``), all watched by one reactor timer.
 - ``registry.py``: names in ``[filters] chain`` to factories (registered, entry points of
   the ``txmailhost.filters`` group, or ``module:factory`` paths).
 

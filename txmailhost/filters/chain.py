@@ -24,6 +24,7 @@ from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.logger import Logger
 
 from txmailhost.delivery.incoming import prefixed
+from txmailhost.filters.deadlines import Deadlines
 from txmailhost.filters.fairness import ClientSlots, client_key
 from txmailhost.filters.interfaces import (
     ACCEPT,
@@ -99,6 +100,7 @@ class FilterChain:
         self._reactor = reactor
         self._pool = pool
         self.timeout = timeout
+        self._deadlines = Deadlines(reactor, timeout)
         self.on_error = on_error
         # how many of the threads one client's checks may hold at once (fairness.py)
         self.slots = slots if slots is not None else ClientSlots(per_client)
@@ -215,8 +217,9 @@ class FilterChain:
             if inspect.iscoroutine(verdict):
                 verdict = Deferred.fromCoroutine(verdict)
             if isinstance(verdict, Deferred):
-                # Only an answer still to come needs a timer (a synchronous one costs none).
-                verdict = await verdict.addTimeout(self.timeout, self._reactor)
+                # Only an answer still to come is watched (a synchronous one costs nothing);
+                # one timer watches them all (``deadlines.py``).
+                verdict = await self._deadlines.watch(verdict)
             if not isinstance(verdict, Verdict):
                 raise TypeError(f"returned {verdict!r}, not a Verdict")
             return verdict
