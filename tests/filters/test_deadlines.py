@@ -81,3 +81,12 @@ def test_a_failure_of_its_own_is_passed_on_not_made_a_timeout():
         seen[0].raiseException()
     clock.advance(10)
     assert len(seen) == 1
+
+
+def test_an_answer_already_given_sets_no_timer():
+    clock = Clock()
+    deadlines = Deadlines(clock, 5.0)
+    given = Deferred()
+    given.callback("verdict")
+    assert outcome(deadlines.watch(given)) == ["verdict"]
+    assert clock.getDelayedCalls() == []

@@ -50,9 +50,10 @@ class Deadlines:
         ``timeout`` seconds from now (what ``deferred.addTimeout(timeout, reactor)`` does)."""
         watched = _Watched(self._reactor.seconds() + self.timeout, deferred)
         self._waiting.append(watched)
-        if self._timer is None and not self._expiring:
+        deferred.addBoth(self._answered, watched)  # (at once, if it has fired already)
+        if watched.deferred is not None and self._timer is None and not self._expiring:
             self._timer = self._reactor.callLater(self.timeout, self._expire)
-        return deferred.addBoth(self._answered, watched)
+        return deferred
 
     def _answered(self, result: Any, watched: _Watched) -> Any:
         watched.deferred = None
