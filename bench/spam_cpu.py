@@ -18,7 +18,9 @@ and the new code judge with the very same counts).
   ``txmailhost_old``) and the code of the tree, alternating rounds in this one process, the
   best of ``--rounds`` each.
 
-Use ``nice -n 10``: it is CPU for a minute or two.
+Use ``nice -n 10``: it is CPU for a minute or two (``instructions``: some ten minutes).
+Not beside ``bench.spam_instructions``: its ``callgrind_control`` turns counting on and off
+in every process under callgrind, these ones too.
 """
 
 from __future__ import annotations
