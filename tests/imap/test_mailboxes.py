@@ -9,6 +9,7 @@ import pytest
 
 from tests.imap.support import ALICE, BOB, Session, deliver, make_factory
 from tests.support.fixtures import make_world
+from txmailhost.imap import fetch
 from txmailhost.store.interfaces import IFileDelivery
 
 MSG = b"From: bob@example.test\r\nTo: alice@example.test\r\nSubject: hello\r\n\r\nbody\r\n"
@@ -224,6 +225,27 @@ def test_append_with_date_sets_internaldate(alice):
     assert alice.cmd("d FETCH 1 INTERNALDATE") == (
         b'* 1 FETCH (INTERNALDATE "17-Jul-1996 09:44:25 +0000")\r\nd OK FETCH completed\r\n'
     )
+
+
+@pytest.mark.parametrize("date", ["31-Dec-9999 23:59:59 -2359", "01-Jan-0001 00:00:00 +0001"])
+def test_append_with_a_date_outside_years_1_to_9999_in_utc_is_bad(alice, date):
+    """INTERNALDATE is sent back in +0000 with a 4-digit year: "01-Jan-10000" is no
+    date-time, so a date that becomes one in UTC is refused, and nothing is stored."""
+    reply = alice.send(b'b APPEND INBOX () "%s" {3+}\r\nabc\r\n' % date.encode())
+    assert reply == b"b BAD date-time out of range: years 0001 to 9999 in UTC\r\n"
+    assert b"MESSAGES 0" in alice.cmd("c STATUS INBOX (MESSAGES)")
+
+
+def test_append_on_the_last_second_of_year_9999_in_utc_is_stored_and_sent_back(alice):
+    alice.send(b'b APPEND INBOX () "31-Dec-9999 23:59:59 +0000" {3+}\r\nabc\r\n')
+    alice.cmd("c SELECT INBOX")
+    assert b'INTERNALDATE "31-Dec-9999 23:59:59 +0000"' in alice.cmd("d FETCH 1 INTERNALDATE")
+
+
+def test_internaldate_outside_years_1_to_9999_is_sent_as_the_nearest_date_time():
+    assert fetch.internaldate(fetch.LATEST + 86400) == b'"31-Dec-9999 23:59:59 +0000"'
+    assert fetch.internaldate(fetch.EARLIEST - 60) == b'"01-Jan-0001 00:00:00 +0000"'
+    assert fetch.internaldate(0) == b'"01-Jan-1970 00:00:00 +0000"'
 
 
 def test_append_to_missing_mailbox_is_trycreate(alice):

@@ -22,7 +22,7 @@ from typing import Any
 
 from twisted.internet.threads import deferToThreadPool
 
-from txmailhost.imap import binary, catenate, replies
+from txmailhost.imap import binary, catenate, fetch, replies
 from txmailhost.imap.parser import LiteralFile, ParseError, Reader
 from txmailhost.store.interfaces import MessageSource
 
@@ -52,7 +52,12 @@ def parse_date_time(raw: bytes) -> float:
     if zone_hours > 23 or zone_minutes > 59:  # "+9999" is no hhmm: 4 days and 3 hours off
         raise ParseError("invalid date-time zone")
     offset = (zone_hours * 60 + zone_minutes) * 60
-    return stamp - offset if match[7] == b"+" else stamp + offset
+    stamp = stamp - offset if match[7] == b"+" else stamp + offset
+    # INTERNALDATE is kept as POSIX time and sent in +0000 (``fetch.internaldate``), whose
+    # date-year is 4DIGIT (RFC 3501 §9): "31-Dec-9999 23:59:59 -2359" is year 10000 in UTC.
+    if not fetch.EARLIEST <= stamp <= fetch.LATEST:
+        raise ParseError("date-time out of range: years 0001 to 9999 in UTC")
+    return stamp
 
 
 @dataclass(frozen=True)

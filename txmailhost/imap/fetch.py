@@ -46,6 +46,8 @@ _SIMPLE = {
 # Items answered from ``IMailbox.origins`` (the store's record of each message's save).
 ORIGIN_ITEMS = (b"SAVEDATE", b"EMAILID")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+# The first and last instants a date-time in +0000 can name (date-year is 4DIGIT).
+EARLIEST, LATEST = -62135596800, 253402300799  # 01-Jan-0001 00:00:00, 31-Dec-9999 23:59:59
 MAX_ITEMS = 100
 _PARTIAL = re.compile(rb"<(\d{1,19})\.(\d{1,19})>")
 
@@ -307,8 +309,10 @@ def _section_word(reader: Reader) -> str:
 
 
 def internaldate(timestamp: float) -> bytes:
-    """RFC 3501 date-time, in UTC: ``"17-Jul-1996 09:44:25 +0000"``."""
-    t = time.gmtime(timestamp)
+    """RFC 3501 date-time, in UTC: ``"17-Jul-1996 09:44:25 +0000"``. A time outside years
+    0001-9999 (kept by a server before APPEND refused one: ``append.parse_date_time``) is
+    sent as the nearest one inside, since "01-Jan-10000" breaks every client's parser."""
+    t = time.gmtime(min(max(timestamp, EARLIEST), LATEST))
     return (
         f'"{t.tm_mday:02d}-{_MONTHS[t.tm_mon - 1]}-{t.tm_year:04d} '
         f'{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"'
