@@ -552,6 +552,27 @@ def test_notify_pushes_status_of_another_users_mailbox_but_personal_does_not_cov
     )
 
 
+@pytest.mark.parametrize(
+    "taken", ["SETACL Projects bob@example.test l", "DELETEACL Projects bob@example.test"]
+)
+def test_notify_tells_nothing_of_another_users_mailbox_once_its_read_right_is_taken(world, taken):
+    bob = bob_with(world, "lr")
+    assert b"c OK" in bob.cmd('c NOTIFY SET (subtree ("Other Users" INBOX) (MessageNew))')
+    alice = login(world)
+    assert b"t OK" in alice.cmd(f"t {taken}")
+    deliver(world, ALICE, MESSAGE, "Projects")
+    deliver(world, ALICE, MESSAGE, "Projects")
+    assert bob.take() == b""
+    # bob's own mailboxes are still told
+    deliver(world, BOB, MESSAGE)
+    assert bob.take().startswith(b'* STATUS "INBOX" (MESSAGES 1 UIDNEXT 2')
+    # given back, the mailbox is told again from the next NOTIFY SET on
+    assert b"g OK" in alice.cmd("g SETACL Projects bob@example.test lr")
+    assert b"d OK" in bob.cmd('d NOTIFY SET (subtree ("Other Users" INBOX) (MessageNew))')
+    deliver(world, ALICE, MESSAGE, "Projects")
+    assert bob.take().startswith(b'* STATUS "Other Users/alice@example.test/Projects" (MESSAGES 4')
+
+
 def test_getquotaroot_of_another_users_mailbox_names_no_root(world):
     bob = bob_with(world, "lr")
     assert bob.cmd(f"c GETQUOTAROOT {BOX}") == (

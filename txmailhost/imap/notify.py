@@ -13,6 +13,8 @@ What each filter covers, and what is sent:
   change there is one ``* STATUS`` line (MESSAGES, UIDNEXT, UIDVALIDITY for new mail;
   MESSAGES for expunges; UIDVALIDITY, HIGHESTMODSEQ for flag changes), never for the
   selected mailbox. ``STATUS`` after ``SET`` sends those lines at once, as a starting point.
+  Another user's mailbox is covered while its ACL gives the user ``r`` (RFC 4314): the rights
+  are read again before each line about it, so its owner's SETACL ends the lines at once.
 - ``MailboxName`` and ``SubscriptionChange``: another session of the same user creating,
   deleting or renaming a covered mailbox, or (un)subscribing it, is told as a ``* LIST`` line
   (``\\NonExistent`` for a deleted one, ``OLDNAME`` for a rename). Sessions learn of each
@@ -425,6 +427,10 @@ class NotifyCommands:
         before = last.get(name)
         if before is None or self._notify is not spec:
             return
+        if name in self._notify_foreign and not await self._notify_still_readable(name):
+            return
+        if self._notify is not spec:
+            return
         last[name] = status
         if self._is_selected(name):
             return  # the selected mailbox is told in its own way
@@ -436,6 +442,26 @@ class NotifyCommands:
         gone = recreated or status.messages < before.messages + (status.uidnext - before.uidnext)
         flags = status.highestmodseq != before.highestmodseq and not (new or gone)
         self._notify_write_status(name, status, _status_items(events, new, gone, flags))
+
+    async def _notify_still_readable(self, name: str) -> bool:
+        """Another user's mailbox was watched because this user held "r" on it when the set
+        was resolved; its owner may have taken the right away since (SETACL, DELETEACL) and
+        then a STATUS line would tell of a mailbox the user may no longer see (RFC 4314 §4:
+        STATUS needs "r"). The rights are asked again before each line; stop watching a
+        mailbox whose right is gone."""
+        try:
+            readable = (await self.target(name)).has("r")
+        except replies.IMAPError:
+            readable = False
+        if readable:
+            return True
+        watches = self._notify_watches
+        if watches is not None and name in watches:
+            watches.pop(name)[1]()
+        if self._notify_last is not None:
+            self._notify_last.pop(name, None)
+        self._notify_foreign = self._notify_foreign - {name}
+        return False
 
     # -- mailbox names and subscriptions ---------------------------------------------------------
 
