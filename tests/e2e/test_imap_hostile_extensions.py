@@ -1,7 +1,7 @@
 """IMAP extensions on the real server (twistd txmailhost) with raw sockets and imaplib, fed
 what a hostile or careless client sends: APPEND dates that leave years 0001-9999 once moved
-to UTC, and NOTIFY (RFC 5465) on another user's mailbox after its owner takes the right to
-read it away."""
+to UTC, NOTIFY (RFC 5465) on another user's mailbox after its owner takes the right to read
+it away, and a COMPRESS (RFC 4978) flood of pipelined commands."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import contextlib
 import imaplib
 import socket
 import time
+import zlib
 
 import pytest
 
@@ -126,3 +127,30 @@ def test_notify_stops_telling_of_another_users_mailbox_once_its_read_right_is_ta
     alice.close()
     deliverer.logout()
     bob.logout()
+
+
+def test_a_compressed_flood_of_noops_leaves_other_sessions_answered_at_once(server):
+    """1.2 KB of deflate is 100,000 pipelined NOOPs. The server ran every command it had
+    inflated (256 KiB, 32,000 of them) before serving anyone else: another session's NOOP
+    waited ~3 s a time while the flood went on. Now it waits a few commands' turn."""
+    port = listening_port(server, "imap")
+    other = Wire(port, ALICE)
+    flooder = Wire(port, ALICE)
+    assert flooder.command(b"z COMPRESS DEFLATE")[-1] == b"z OK DEFLATE active"
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -15)
+    chunk = deflater.compress(b"n NOOP\r\n" * 100_000) + deflater.flush(zlib.Z_SYNC_FLUSH)
+    flooder.sock.setblocking(False)
+    waits = []
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        try:
+            flooder.sock.send(chunk)
+        except BlockingIOError:
+            time.sleep(0.01)  # the server reads no faster than it answers
+        if time.monotonic() > deadline - 4:  # the flood is on: time the other session
+            start = time.monotonic()
+            assert other.command(b"o NOOP")[-1] == b"o OK NOOP completed"
+            waits.append(time.monotonic() - start)
+    flooder.close()
+    assert len(waits) > 3 and max(waits) < 1.0, waits
+    other.close()

@@ -10,6 +10,7 @@ from twisted.logger import LogLevel, capturedLogs
 
 from tests.imap.support import ALICE, Session, deliver, make_factory
 from tests.support.fixtures import make_world
+from txmailhost.imap import server
 
 SEEDS = [
     b"FETCH 1 (BODY[1.2.HEADER.FIELDS (From)]<0.10>)",
@@ -145,3 +146,33 @@ def test_a_subject_of_many_encoded_words_is_searched_in_bounded_work(world):
     s.cmd("s SELECT INBOX")
     reply = s.cmd(b"b SEARCH CHARSET UTF-8 SUBJECT {5+}\r\ncaf\xc3\xa9")
     assert b"* SEARCH %d\r\n" % (len(BROKEN_MIME) + 1) in reply
+
+
+def one_turn(clock) -> None:
+    """What a real reactor runs of its due calls in one turn: those due when the turn began
+    (``Clock.advance(0)`` runs the ones they schedule for "now" too, all in one go)."""
+    due = [call for call in clock.getDelayedCalls() if call.getTime() <= clock.seconds()]
+    for call in due:
+        clock.calls.remove(call)
+        call.func(*call.args, **call.kw)
+
+
+def test_a_pipelined_flood_of_quick_commands_gives_other_connections_a_turn(world):
+    """Each NOOP is answered at once; run back to back, a 64 KiB read of them (8,000) kept the
+    reactor until the last was answered, and every other session waited. After
+    ``COMMANDS_A_TURN`` the rest waits for the reactor's next turn, and then goes on."""
+    factory = make_factory(world)
+    flooder, other = Session(factory), Session(factory)
+    assert b"a OK" in flooder.login()
+    assert b"a OK" in other.login()
+    replies = flooder.send(b"n NOOP\r\n" * 1000)
+    assert 0 < replies.count(b"n OK NOOP completed") <= server.COMMANDS_A_TURN
+    # the reactor's turn: the other session is served, then the flood goes on
+    assert other.cmd("o NOOP") == b"o OK NOOP completed\r\n"
+    answered = replies.count(b"n OK")
+    while answered < 1000:
+        one_turn(world.reactor)
+        more = flooder.take().count(b"n OK")
+        assert 0 < more <= server.COMMANDS_A_TURN
+        answered += more
+    assert flooder.cmd("z NOOP") == b"z OK NOOP completed\r\n"

@@ -78,6 +78,11 @@ MAX_AUTH_FAILURES = 3
 MAX_BAD_COMMANDS = 20
 MAX_ECHOED_TAG = 256  # the tag of an over-long line is sent back only up to this length
 INFLATE_CHUNKS_A_TURN = 16  # of compress.INFLATE_CHUNK: 256 KiB of commands, then the others
+# Commands one session runs back to back from what it has read before the next waits for the
+# reactor's next turn: a pipelined flood of quick commands (NOOP) answered each at once kept
+# the reactor for every line in the buffer, 256 KiB (32,000 commands) of inflated COMPRESS
+# input a turn, and every other session waited ~3 s a turn (~1 s for 64 KiB read plain).
+COMMANDS_A_TURN = 64
 MAX_LITERALS = 64  # literals in one command
 MAX_SMALL_LITERAL = 64 * 1024  # any literal but APPEND's message, after login
 # Before login a command has little to carry in literals (LOGIN's name and password, ID's
@@ -198,6 +203,7 @@ class IMAPServer(
         self._reparse = False
         self._line_waiter: Deferred[bytes] | None = None
         self._running = False
+        self._commands_in_turn = 0  # commands answered since the last read or the last wait
         self._after_reply: Callable[[], None] | None = None
         self._out: list[bytes] = []
         self._pressure = OutputPressure(self._output_drained)  # the client reads our replies
@@ -314,6 +320,8 @@ class IMAPServer(
     # -- input: lines, literals, over-long lines -------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
+        if data:
+            self._commands_in_turn = 0  # a read from the connection: a turn of the reactor
         if self.deflate is None:
             self._plain_received(data)
             return
@@ -332,7 +340,7 @@ class IMAPServer(
                     # megabytes of commands (each refused at once, none "running"); the rest
                     # is read on the reactor's next turn.
                     self._pause()
-                    self.factory.reactor.callLater(0, self._inflate_later)
+                    self.factory.reactor.callLater(0, self._read_next_turn)
                     break
                 chunks += 1
                 self._plain_received(self.deflate.inflate())
@@ -343,9 +351,11 @@ class IMAPServer(
         finally:
             self._inflating = False
 
-    def _inflate_later(self) -> None:
+    def _read_next_turn(self) -> None:
+        """Go on with what the session has read, after other connections had their turn
+        (``INFLATE_CHUNKS_A_TURN``, ``COMMANDS_A_TURN``)."""
         if not self._running and self._line_waiter is None:
-            self._resume()  # LineReceiver.resumeProducing: dataReceived(b"") inflates on
+            self._resume()  # LineReceiver.resumeProducing: buffered lines, dataReceived(b"")
 
     def setLineMode(self, extra: bytes = b"") -> None:
         """As LineReceiver's, but what follows a literal is already inflated: it must not go
@@ -684,7 +694,12 @@ class IMAPServer(
         if isinstance(result, IMAPError) and result.closes:
             self.close()
         elif not self._closing:
-            self._resume()
+            self._commands_in_turn += 1
+            if self._commands_in_turn < COMMANDS_A_TURN:
+                self._resume()
+            else:
+                self._commands_in_turn = 0
+                self.factory.reactor.callLater(0, self._read_next_turn)
 
     def _refused(self, tag: bytes, error: IMAPError) -> None:
         """Answer a command refused before it runs (malformed, wrong state, a literal too
