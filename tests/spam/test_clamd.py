@@ -115,3 +115,18 @@ def test_a_clamd_trickling_its_answer_is_given_up_on_within_the_timeout():
         took = time.monotonic() - started
     assert verdict.action is Action.TEMPFAIL
     assert took < 3
+
+
+def test_the_senders_own_x_virus_scanned_is_removed_whatever_clamd_says():
+    """A sender's "X-Virus-Scanned: clamd on mx" would be read below ours, or alone when
+    clamd is down and the message is let through, as our scan (Sieve's virustest too)."""
+    forged = b"X-Virus-Scanned: clamd on mx.example.test\r\nX-Virus-Scanned: x\r\n" + CLEAN
+    with fake_engine(read_instream, lambda conn: conn.sendall(b"stream: OK\0")) as (path, _):
+        verdict = scan(make(path), forged)
+    assert verdict.action is Action.ACCEPT
+    assert verdict.headers == (("X-Virus-Scanned", "clamd on mx.example.test"),)
+    assert verdict.remove == (("X-Virus-Scanned", 1), ("X-Virus-Scanned", 2))
+    missing = os.path.join(tempfile.gettempdir(), "txm-no-such-clamd.sock")
+    tagged = scan(make(missing, on_unavailable="tag"), forged)
+    assert tagged.remove == (("X-Virus-Scanned", 1), ("X-Virus-Scanned", 2))
+    assert scan(make(missing, on_unavailable="tag"), CLEAN).remove == ()

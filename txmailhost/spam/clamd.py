@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 
 from twisted.logger import Logger
 
-from txmailhost.filters.base import MessageFilter
+from txmailhost.filters.base import MessageFilter, fields_named
 from txmailhost.filters.interfaces import Client, Transaction, Verdict
 
 log = Logger()
@@ -145,6 +145,11 @@ class ClamdFilter(MessageFilter):
     def end_of_data(self, client: Client, transaction: Transaction, message: BinaryIO) -> Verdict:
         if client.listener not in self.listeners:
             return Verdict.accept()
+        # The sender's own X-Virus-Scanned goes, whatever clamd says: below ours, a reader
+        # looking past the topmost field would take "clamd on mx" written by a sender (say,
+        # under our "unavailable") as our scan.
+        forged = fields_named(_head(message), ("X-Virus-Scanned",))
+        message.seek(0)
         try:
             result = instream(self.endpoint, message, self.timeout, self.max_size)
         except ClamdError as e:
@@ -155,7 +160,7 @@ class ClamdFilter(MessageFilter):
                 action=self.on_unavailable,
             )
             if self.on_unavailable == "tag":
-                return Verdict.accept(headers=(("X-Virus-Scanned", "unavailable"),))
+                return Verdict.accept(headers=(("X-Virus-Scanned", "unavailable"),), remove=forged)
             return Verdict.tempfail("virus scanner unavailable, try again later")
         if result.endswith(" FOUND"):
             signature = result[: -len(" FOUND")]
@@ -166,4 +171,19 @@ class ClamdFilter(MessageFilter):
                 signature=signature,
             )
             return Verdict.reject(f"virus found: {signature}", code=554)
-        return Verdict.accept(headers=(("X-Virus-Scanned", f"clamd on {self.hostname}"),))
+        return Verdict.accept(
+            headers=(("X-Virus-Scanned", f"clamd on {self.hostname}"),), remove=forged
+        )
+
+
+def _head(message: BinaryIO, cap: int = 1024 * 1024) -> bytes:
+    """The message's header section (up to ``cap`` octets), read from its start."""
+    message.seek(0)
+    head = b""
+    while len(head) < cap and b"\r\n\r\n" not in head:
+        chunk = message.read(64 * 1024)
+        if not chunk:
+            break
+        head += chunk
+    end = head.find(b"\r\n\r\n")
+    return head if end < 0 else head[: end + 4]
