@@ -118,6 +118,18 @@ def test_a_part_number_that_is_no_nz_number_is_bad(world, section):
     assert s.cmd("c FETCH 1 BODY.PEEK[1]").endswith(b"c OK FETCH completed\r\n")
 
 
+def test_a_qresync_uidvalidity_past_32_bits_is_bad(world):
+    """RFC 7162 3.2.5: QRESYNC's UIDVALIDITY is an nz-number, below 2^32; 4294967296 was
+    taken (and never matched), where the largest number the mailbox can have is one less."""
+    s = Session(make_factory(world))
+    s.login()
+    s.cmd("e ENABLE QRESYNC")
+    assert s.cmd("s SELECT INBOX (QRESYNC (4294967296 1))").startswith(b"s BAD ")
+    assert s.cmd("t SELECT INBOX (QRESYNC (4294967295 1))").endswith(
+        b"t OK [READ-WRITE] SELECT completed\r\n"
+    )
+
+
 def test_a_sent_date_past_year_9999_matches_no_sent_search(world):
     """``Date: ... 99999``: SENTBEFORE/SENTON/SENTSINCE over the mailbox answered
     ``NO [SERVERBUG]`` (the calendar stops at 9999); such a message has no sent day."""

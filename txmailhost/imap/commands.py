@@ -654,6 +654,8 @@ def _qresync_params(reader: Reader) -> tuple[int, int, bytes | None]:
     reader.sp()
     reader.open_paren()
     uidvalidity = reader.number(nonzero=True)
+    if uidvalidity > 2**32 - 1:  # nz-number: 32 bits (RFC 9051 9); modseq has 63
+        raise ParseError("UIDVALIDITY out of range")
     reader.sp()
     modseq = reader.number()
     known = None
