@@ -1,11 +1,15 @@
 """The terminal mail readers from Debian against the real server, driven through tmux as a
 person would: NeoMutt (its IMAP code, header cache, CONDSTORE/QRESYNC on the second opening,
-IDLE) and Alpine (the UW c-client library: server-side SORT and THREAD, filing, expunge). Each reads, flags, files a message into a folder it creates, and quits;
+IDLE), Alpine (the UW c-client library: server-side SORT and THREAD, filing, expunge), classic
+Mutt (IMAP with its header cache, then POP3) and aerc (go-imap and go-smtp: IDLE, MOVE, sending
+with a copy to Sent). Each reads, flags, files a message into a folder it creates, and quits;
 the server's folders are then checked over IMAP. Skipped where tmux or the reader isn't
 installed (``.ci/run`` installs them)."""
 
 from __future__ import annotations
 
+import imaplib
+import re
 import shutil
 import subprocess
 import time
@@ -200,3 +204,179 @@ def test_alpine_sorts_threads_files_and_expunges_through_c_client(server, tmp_pa
     screen.wait_for("EXIT=0")
     assert len(_subjects(server)) == 3
     assert len(_subjects(server, "Archive")) == 1
+
+
+def _cert(server) -> str:
+    return f"{server.data_dir}/tls/cert.pem"
+
+
+def _mutt(tmp_path: Path, server, screens: list[Screen], extra: str = "") -> Screen:
+    """Classic Mutt on INBOX over IMAP with STARTTLS required, checking the server's own
+    certificate (it names localhost), with a header cache and a body cache."""
+    rc = tmp_path / "muttrc"
+    rc.write_text(
+        f'set imap_user = "{ALICE}"\n'
+        f'set imap_pass = "{PASSWORD}"\n'
+        f'set folder = "imap://localhost:{server.ports["imap"]}/"\n'
+        'set spoolfile = "+INBOX"\n'
+        f'set ssl_ca_certificates_file = "{_cert(server)}"\n'
+        "set ssl_starttls = yes\nset ssl_force_tls = yes\n"
+        "set imap_qresync = yes\nset imap_condstore = yes\nset imap_idle = yes\n"
+        f'set header_cache = "{tmp_path / "hcache"}"\n'
+        f'set message_cachedir = "{tmp_path / "bodies"}"\n'
+        "set sort = date-received\nset confirmcreate = no\nset confirmappend = no\nset delete = yes\n"
+        "set mail_check = 2\nset timeout = 1\nset move = no\n" + extra
+    )
+    (tmp_path / "hcache").mkdir(exist_ok=True)
+    (tmp_path / "bodies").mkdir(exist_ok=True)
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    screen = Screen(tmp_path, f"mutt -n -F {rc} -d 2", {"HOME": str(home)})
+    screens.append(screen)
+    return screen
+
+
+def test_mutt_reads_flags_files_and_resynchronises_with_its_header_cache(server, tmp_path, screens):
+    _needs("tmux", "mutt")
+    for subject in ("first", "second", "third"):
+        _send(server, subject)
+    screen = _mutt(tmp_path, server, screens)
+    screen.wait_for("Msgs:3")
+    screen.keys("Enter")  # read the first
+    screen.wait_for("Subject: first")
+    screen.keys("q")
+    screen.wait_for("Msgs:3")
+    screen.keys("j", "F")  # flag the second
+    screen.wait_for("Flag:1")
+    screen.keys("j", "s", "C-u", "=Archive", "Enter")  # file the third in a new folder
+    screen.wait_for("Del:1")
+    screen.keys("q")  # quit: the filed message is purged from INBOX
+    screen.wait_for("EXIT=0")
+    flags = _flags(server)
+    assert sorted(flags) == ["first", "second"]
+    assert "\\Seen" in flags["first"] and "\\Flagged" in flags["second"]
+    assert _subjects(server, "Archive") == ["third"]
+
+    # Again, from its header cache: what changed on the server meanwhile is picked up
+    client = _imap(server)
+    try:
+        client.select("INBOX")
+        client.store("1", "-FLAGS", "\\Seen")  # "first" unread again, elsewhere
+    finally:
+        client.logout()
+    for path in (tmp_path / "home").glob(".muttdebug*"):
+        path.unlink()
+    screen = _mutt(tmp_path, server, screens)
+    screen.wait_for("Msgs:2")
+    screen.wait_for("New:1")
+    _send(server, "fourth")
+    screen.wait_for("Msgs:3")
+    screen.keys("q")
+    screen.wait_for("EXIT=0")
+    log = "".join(p.read_text(errors="replace") for p in (tmp_path / "home").glob(".muttdebug*"))
+    assert "CHANGEDSINCE" in log, log[-3000:]
+    assert " BAD " not in log, log[-3000:]
+
+
+def test_mutt_reads_and_deletes_over_pop3_with_stls(server, tmp_path, screens):
+    _needs("tmux", "mutt")
+    for subject in ("keep", "drop"):
+        _send(server, subject)
+    rc = tmp_path / "muttrc"
+    rc.write_text(
+        f'set pop_user = "{ALICE}"\nset pop_pass = "{PASSWORD}"\n'
+        f'set ssl_ca_certificates_file = "{_cert(server)}"\n'
+        "set ssl_starttls = yes\nset ssl_force_tls = yes\nset delete = yes\n"
+        "set sort = date-received\n"
+    )
+    home = tmp_path / "home"
+    (home / "Mail").mkdir(parents=True)  # else mutt asks to create it
+    url = f"pop://localhost:{server.ports['pop3']}/"
+    screen = Screen(tmp_path, f"mutt -n -F {rc} -f {url}", {"HOME": str(home)})
+    screens.append(screen)
+    screen.wait_for("Msgs:2")
+    screen.keys("Enter")
+    screen.wait_for("Subject: keep")
+    screen.keys("q")
+    screen.wait_for("Msgs:2")
+    screen.keys("j", "d")
+    screen.wait_for("Del:1")
+    screen.keys("q")
+    screen.wait_for("EXIT=0")
+    assert _subjects(server) == ["keep"]
+
+
+def test_aerc_reads_flags_moves_sends_and_sees_new_mail(server, tmp_path, screens):
+    """aerc (go-imap, go-smtp): IMAP over STARTTLS, IDLE for new mail, MOVE into a folder it
+    creates, and sending over submission with STARTTLS and AUTH, copied to Sent by APPEND.
+    Go checks the server's certificate against the file SSL_CERT_FILE names."""
+    _needs("tmux", "aerc")
+    for subject in ("first", "second", "third"):
+        _send(server, subject)
+    config = tmp_path / "config" / "aerc"
+    config.mkdir(parents=True)
+    user = ALICE.replace("@", "%40")
+    accounts = config / "accounts.conf"
+    accounts.write_text(
+        "[alice]\n"
+        f"source = imap://{user}:{PASSWORD}@localhost:{server.ports['imap']}\n"
+        f"outgoing = smtp://{user}:{PASSWORD}@localhost:{server.ports['submission']}\n"
+        "smtp-starttls = yes\n"  # aerc 0.14 refuses an advertised STARTTLS without it
+        f"from = Alice <{ALICE}>\ncopy-to = Sent\ndefault = INBOX\n"
+    )
+    accounts.chmod(0o600)
+    (config / "aerc.conf").write_text("[general]\n[ui]\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "SSL_CERT_FILE": _cert(server),
+        "EDITOR": "true",  # the body comes from :compose; the editor only has to exit
+    }
+    screen = Screen(tmp_path, "aerc", env)
+    screens.append(screen)
+    screen.wait_until(lambda shown: all(s in shown for s in ("first", "second", "third")))
+    screen.keys("Enter")  # open the selected message (this marks it \Seen)
+    opened = re.search(r"Subject: (\w+)", screen.wait_for("Subject: ")).group(1)
+    screen.keys("q", ":flag", "Enter")
+    screen.keys("j", ":mv -p Filed", "Enter")  # the next one, into a folder it creates
+    [filed] = _until(lambda: _subjects(server, "Filed"))
+    assert filed != opened
+    _send(server, "fourth")
+    screen.wait_for("fourth")  # told by IDLE
+    screen.keys(':compose -H "To: bob@example.test" -H "Subject: from aerc" hello-aerc', "Enter")
+    screen.wait_for("Send this email?")
+    screen.keys("y")
+    # What aerc's status line says next is not always redrawn (aerc 0.14), so the server's
+    # side is what is waited for: the message delivered, then its copy in Sent.
+    [message] = _until(lambda: _messages(server, "bob@example.test"))
+    assert b"Subject: from aerc\r\n" in message and b"hello-aerc" in message
+    assert _until(lambda: _subjects(server, "Sent")) == ["from aerc"]
+    screen.keys(":quit", "Enter")
+    screen.wait_for("EXIT=0")
+    flags = _flags(server)
+    assert sorted(flags) == sorted({"first", "second", "third", "fourth"} - {filed})
+    assert "\\Seen" in flags[opened] and "\\Flagged" in flags[opened]
+    assert "\\Seen" in _flags(server, "Sent")["from aerc"]
+
+
+def _until(look: Callable[[], list], timeout: float = 20) -> list:
+    """What ``look`` returns once it is not empty (a change the server makes soon)."""
+    deadline = time.monotonic() + timeout
+    while not (found := look()):
+        if time.monotonic() > deadline:
+            raise AssertionError("the server never showed the change")
+        time.sleep(0.2)
+    return found
+
+
+def _messages(server, user: str) -> list[bytes]:
+    client = imaplib.IMAP4(H, server.ports["imap"], timeout=10)
+    try:
+        client.login(user, PASSWORD)
+        client.select("INBOX", readonly=True)
+        _typ, data = client.fetch("1:*", "(BODY.PEEK[])")
+    finally:
+        client.logout()
+    return [part[1] for part in data if isinstance(part, tuple)]
