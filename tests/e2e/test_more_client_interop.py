@@ -1,12 +1,12 @@
 """Still more real clients from Debian against the real server, each checked from the other
 side (imaplib, poplib): mpop (POP3 over STLS and implicit TLS, UIDL keep, delete, USER and
 SASL PLAIN), GNU Mailutils (``movemail`` from pop://, pops://, imap:// and imaps:// URLs;
-``mail`` reading an imap:// mailbox), curl as an SMTP client (STARTTLS on 587, implicit TLS on
-465, AUTH) and as an IMAP client (APPEND, EXAMINE, SEARCH, UID FETCH), s-nail (SMTP with
-STARTTLS and AUTH; an IMAP folder: read, flag, copy into a folder it must create on
-``[TRYCREATE]``, move) and mutt's batch sending through ``smtp_url``. The clients that can
-check a certificate are pointed at the server's own (it names ``localhost``). Skipped where a
-client isn't installed (``.ci/run`` installs them)."""
+``mail`` reading an imap:// mailbox and sending through smtp:// and smtps://), curl as an
+SMTP client (STARTTLS on 587, implicit TLS on 465, AUTH) and as an IMAP client (APPEND,
+EXAMINE, SEARCH, UID FETCH), s-nail (SMTP with STARTTLS and AUTH; an IMAP folder: read, flag,
+copy into a folder it must create on ``[TRYCREATE]``, move) and mutt's batch sending through
+``smtp_url``. The clients that can check a certificate are pointed at the server's own (it
+names ``localhost``). Skipped where a client isn't installed (``.ci/run`` installs them)."""
 
 from __future__ import annotations
 
@@ -208,6 +208,24 @@ def test_mailutils_mail_reads_and_deletes_in_an_imap_mailbox(server, tmp_path):
     finally:
         client.logout()
     assert list(flags) == ["keep me"] and "\\Seen" in flags["keep me"]
+
+
+def test_mailutils_mail_submits_over_starttls_and_implicit_tls_with_auth(server, tmp_path):
+    """Mailutils' SMTP mailer takes STARTTLS when offered and picks AUTH LOGIN."""
+    _needs("mail")
+    if "GNU Mailutils" not in _run(["mail", "--version"]).stdout:
+        pytest.skip("mail is not GNU Mailutils' mail")
+    for label, scheme in (("submission", "smtp"), ("submissions", "smtps")):
+        mailer = f"{scheme}://{ALICE_URL}:{PASSWORD}@{H}:{server.ports[label]}"
+        result = _run(
+            ["mail", "-E", f'set sendmail="{mailer}"', "-r", ALICE, "-s", f"mailutils {label}",
+             ALICE],
+            input="hi from mailutils\n.dot\n",
+            env=dict(os.environ, HOME=str(tmp_path)),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(_subjects(server)) == ["mailutils submission", "mailutils submissions"]
+    assert "via LOGIN" in server.log()  # the mechanism it chose
 
 
 # --- curl: SMTP and IMAP --------------------------------------------------------------------
