@@ -33,10 +33,9 @@ LOCALHOST = "localhost"
 ALICE_URL = ALICE.replace("@", "%40")  # the user part of a URL
 
 
-def _needs(*programs: str) -> None:
-    for program in programs:
-        if shutil.which(program) is None:
-            pytest.skip(f"{program} is not installed")
+def needs(program: str) -> pytest.MarkDecorator:
+    """Skip where ``program`` is missing, before a server is started for nothing."""
+    return pytest.mark.skipif(shutil.which(program) is None, reason=f"{program} is not installed")
 
 
 def _cert(server) -> str:
@@ -108,8 +107,8 @@ def _mpop(server, tmp_path: Path, account: str, *options: str) -> subprocess.Com
     )
 
 
+@needs("mpop")
 def test_mpop_keeps_mail_over_stls_and_fetches_only_new_mail_by_uidl(server, tmp_path):
-    _needs("mpop")
     _send(server, "first")
     result = _mpop(server, tmp_path, "stls", "--keep=on", "--auth=plain")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -125,8 +124,8 @@ def test_mpop_keeps_mail_over_stls_and_fetches_only_new_mail_by_uidl(server, tmp
     assert "\n.leading dot\n" in body  # dot-stuffing undone
 
 
+@needs("mpop")
 def test_mpop_deletes_over_implicit_tls_with_user_and_pass(server, tmp_path):
-    _needs("mpop")
     for subject in ("one", "two", "three"):
         _send(server, subject)
     result = _mpop(server, tmp_path, "implicit", "--keep=off", "--auth=user")
@@ -146,8 +145,8 @@ def _movemail(tmp_path: Path, source: str, target: Path, *options: str):
     )
 
 
+@needs("movemail")
 def test_movemail_keeps_by_uidl_over_pop3_then_moves_over_pop3s(server, tmp_path):
-    _needs("movemail")
     _send(server, "first")
     pop = f"pop://{ALICE_URL}:{PASSWORD}@{H}:{server.ports['pop3']}"
     kept = tmp_path / "kept.mbox"
@@ -168,8 +167,8 @@ def test_movemail_keeps_by_uidl_over_pop3_then_moves_over_pop3s(server, tmp_path
     assert "\n.leading dot\n" in moved.read_text()
 
 
+@needs("movemail")
 def test_movemail_moves_over_imap_and_imaps(server, tmp_path):
-    _needs("movemail")
     _send(server, "one")
     _send(server, "two")
     copied = tmp_path / "copied.mbox"
@@ -186,8 +185,8 @@ def test_movemail_moves_over_imap_and_imaps(server, tmp_path):
     assert _subjects(server) == []  # flagged \Deleted and expunged
 
 
+@needs("mail")
 def test_mailutils_mail_reads_and_deletes_in_an_imap_mailbox(server, tmp_path):
-    _needs("mail")
     if "GNU Mailutils" not in _run(["mail", "--version"]).stdout:
         pytest.skip("mail is not GNU Mailutils' mail")
     _send(server, "keep me")
@@ -210,9 +209,9 @@ def test_mailutils_mail_reads_and_deletes_in_an_imap_mailbox(server, tmp_path):
     assert list(flags) == ["keep me"] and "\\Seen" in flags["keep me"]
 
 
+@needs("mail")
 def test_mailutils_mail_submits_over_starttls_and_implicit_tls_with_auth(server, tmp_path):
     """Mailutils' SMTP mailer takes STARTTLS when offered and picks AUTH LOGIN."""
-    _needs("mail")
     if "GNU Mailutils" not in _run(["mail", "--version"]).stdout:
         pytest.skip("mail is not GNU Mailutils' mail")
     for label, scheme in (("submission", "smtp"), ("submissions", "smtps")):
@@ -237,8 +236,8 @@ def _curl(server, url: str, *options: str, user: str = ALICE) -> subprocess.Comp
     )
 
 
+@needs("curl")
 def test_curl_submits_over_starttls_and_implicit_tls_with_auth(server, tmp_path):
-    _needs("curl")
     for label, scheme, tls in (
         ("submission", "smtp", ["--ssl-reqd"]),
         ("submissions", "smtps", []),
@@ -270,8 +269,8 @@ def test_curl_submits_over_starttls_and_implicit_tls_with_auth(server, tmp_path)
     assert data[0][1] == b"hi\r\n.dot\r\n"  # curl stuffs the dot, the server unstuffs it
 
 
+@needs("curl")
 def test_curl_without_auth_cannot_submit(server, tmp_path):
-    _needs("curl")
     message = tmp_path / "m.eml"
     message.write_bytes(f"From: {BOB}\r\nSubject: no auth\r\n\r\nhi\r\n".encode())
     result = _run(
@@ -283,8 +282,8 @@ def test_curl_without_auth_cannot_submit(server, tmp_path):
     assert _subjects(server) == []
 
 
+@needs("curl")
 def test_curl_appends_examines_searches_and_fetches_by_uid(server, tmp_path):
-    _needs("curl")
     _send(server, "from smtp")
     base = f"imap://{LOCALHOST}:{server.ports['imap']}"
     draft = tmp_path / "draft.eml"
@@ -339,8 +338,8 @@ def _snail(server, tmp_path: Path, *argv: str, commands: str = "") -> subprocess
     )
 
 
+@needs("s-nail")
 def test_snail_submits_with_starttls_and_auth(server, tmp_path):
-    _needs("s-nail")
     result = _snail(server, tmp_path, "-s", "from s-nail", BOB, commands="hello\n.dot\n")
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "dead.letter").exists(), result.stderr
@@ -355,8 +354,8 @@ def test_snail_submits_with_starttls_and_auth(server, tmp_path):
     assert data[0][1].endswith(b"\r\nhello\r\n.dot\r\n")
 
 
+@needs("s-nail")
 def test_snail_reads_flags_copies_and_moves_in_an_imap_folder(server, tmp_path):
-    _needs("s-nail")
     for subject in ("read", "flag", "copy", "move"):
         _send(server, subject)
     commands = "headers\nprint 1\nflag 2\ncopy 3 +Filed\nmove 4 +Filed\nquit\n"
@@ -374,8 +373,8 @@ def test_snail_reads_flags_copies_and_moves_in_an_imap_folder(server, tmp_path):
 # --- mutt: batch sending --------------------------------------------------------------------
 
 
+@needs("mutt")
 def test_mutt_sends_through_smtp_url_with_starttls_and_implicit_tls(server, tmp_path):
-    _needs("mutt")
     home = tmp_path / "home"
     home.mkdir()
     for label, scheme in (("submission", "smtp"), ("submissions", "smtps")):
