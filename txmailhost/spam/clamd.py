@@ -31,6 +31,7 @@ from twisted.logger import Logger
 
 from txmailhost.filters.base import MessageFilter, fields_named
 from txmailhost.filters.interfaces import Client, Transaction, Verdict
+from txmailhost.spam.sample import read_capped
 
 log = Logger()
 
@@ -148,7 +149,7 @@ class ClamdFilter(MessageFilter):
         # The sender's own X-Virus-Scanned goes, whatever clamd says: below ours, a reader
         # looking past the topmost field would take "clamd on mx" written by a sender (say,
         # under our "unavailable") as our scan.
-        forged = fields_named(_head(message), ("X-Virus-Scanned",))
+        forged = fields_named(read_capped(message, 0)[0], ("X-Virus-Scanned",))
         message.seek(0)
         try:
             result = instream(self.endpoint, message, self.timeout, self.max_size)
@@ -174,16 +175,3 @@ class ClamdFilter(MessageFilter):
         return Verdict.accept(
             headers=(("X-Virus-Scanned", f"clamd on {self.hostname}"),), remove=forged
         )
-
-
-def _head(message: BinaryIO, cap: int = 1024 * 1024) -> bytes:
-    """The message's header section (up to ``cap`` octets), read from its start."""
-    message.seek(0)
-    head = b""
-    while len(head) < cap and b"\r\n\r\n" not in head:
-        chunk = message.read(64 * 1024)
-        if not chunk:
-            break
-        head += chunk
-    end = head.find(b"\r\n\r\n")
-    return head if end < 0 else head[: end + 4]
