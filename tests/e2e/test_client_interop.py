@@ -32,6 +32,23 @@ def _imap(server) -> imaplib.IMAP4:
     return client
 
 
+def _cert(server) -> str:
+    """The server's self-signed certificate, for clients told to trust exactly it."""
+    return f"{server.data_dir}/tls/cert.pem"
+
+
+def _messages(server, user: str) -> list[bytes]:
+    """Every message of ``user``'s INBOX, whole, in order."""
+    client = imaplib.IMAP4(H, server.ports["imap"], timeout=10)
+    try:
+        client.login(user, PASSWORD)
+        client.select("INBOX", readonly=True)
+        _typ, data = client.fetch("1:*", "(BODY.PEEK[])")
+    finally:
+        client.logout()
+    return [part[1] for part in data if isinstance(part, tuple)]
+
+
 def _subjects(server, mailbox: str = "INBOX") -> list[str]:
     client = _imap(server)
     try:

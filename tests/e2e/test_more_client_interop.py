@@ -10,7 +10,6 @@ names ``localhost``). Skipped where a client isn't installed (``.ci/run`` instal
 
 from __future__ import annotations
 
-import imaplib
 import mailbox
 import os
 import poplib
@@ -22,7 +21,16 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import PASSWORD, client_context
-from tests.e2e.test_client_interop import ALICE, H, _imap, _send, _subjects, flags_by_subject
+from tests.e2e.test_client_interop import (
+    ALICE,
+    H,
+    _cert,
+    _imap,
+    _messages,
+    _send,
+    _subjects,
+    flags_by_subject,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -36,10 +44,6 @@ ALICE_URL = ALICE.replace("@", "%40")  # the user part of a URL
 def needs(program: str) -> pytest.MarkDecorator:
     """Skip where ``program`` is missing, before a server is started for nothing."""
     return pytest.mark.skipif(shutil.which(program) is None, reason=f"{program} is not installed")
-
-
-def _cert(server) -> str:
-    return os.path.join(server.data_dir, "tls", "cert.pem")
 
 
 def _pop3_count(server) -> int:
@@ -343,15 +347,9 @@ def test_snail_submits_with_starttls_and_auth(server, tmp_path):
     result = _snail(server, tmp_path, "-s", "from s-nail", BOB, commands="hello\n.dot\n")
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "dead.letter").exists(), result.stderr
-    client = imaplib.IMAP4(H, server.ports["imap"], timeout=10)
-    try:
-        client.login(BOB, PASSWORD)
-        client.select("INBOX", readonly=True)
-        _typ, data = client.fetch("1", "(BODY.PEEK[])")
-    finally:
-        client.logout()
-    assert b"Subject: from s-nail\r\n" in data[0][1]
-    assert data[0][1].endswith(b"\r\nhello\r\n.dot\r\n")
+    message = _messages(server, BOB)[0]
+    assert b"Subject: from s-nail\r\n" in message
+    assert message.endswith(b"\r\nhello\r\n.dot\r\n")
 
 
 @needs("s-nail")

@@ -8,7 +8,6 @@ installed (``.ci/run`` installs them)."""
 
 from __future__ import annotations
 
-import imaplib
 import re
 import shutil
 import subprocess
@@ -23,7 +22,9 @@ from tests.e2e.conftest import PASSWORD
 from tests.e2e.test_client_interop import (
     ALICE,
     H,
+    _cert,
     _imap,
+    _messages,
     _send,
     _subjects,
     flags_by_subject,
@@ -128,11 +129,10 @@ def _neomutt(tmp_path: Path, server, screens: list[Screen]) -> Screen:
     return screen
 
 
-def test_neomutt_reads_flags_files_and_resynchronises(server, tmp_path, screens):
-    _needs("tmux", "neomutt")
-    for subject in ("first", "second", "third"):
-        _send(server, subject)
-    screen = _neomutt(tmp_path, server, screens)
+def _read_flag_and_file(screen: Screen, server) -> None:
+    """What neomutt and mutt are both driven through (their keys are the same) on an INBOX
+    of "first", "second" and "third": read the first, flag the second, file the third in a
+    folder the save makes, quit; then the server's side is checked."""
     screen.wait_for("Msgs:3")
     screen.keys("Enter")  # read the first
     screen.wait_for("Subject: first")
@@ -148,6 +148,14 @@ def test_neomutt_reads_flags_files_and_resynchronises(server, tmp_path, screens)
     assert sorted(flags) == ["first", "second"]
     assert "\\Seen" in flags["first"] and "\\Flagged" in flags["second"]
     assert _subjects(server, "Archive") == ["third"]
+
+
+def test_neomutt_reads_flags_files_and_resynchronises(server, tmp_path, screens):
+    _needs("tmux", "neomutt")
+    for subject in ("first", "second", "third"):
+        _send(server, subject)
+    screen = _neomutt(tmp_path, server, screens)
+    _read_flag_and_file(screen, server)
 
     # Again, with its header cache: CONDSTORE/QRESYNC resynchronisation, then IDLE
     for path in tmp_path.glob("neomutt.log*"):
@@ -206,10 +214,6 @@ def test_alpine_sorts_threads_files_and_expunges_through_c_client(server, tmp_pa
     assert len(_subjects(server, "Archive")) == 1
 
 
-def _cert(server) -> str:
-    return f"{server.data_dir}/tls/cert.pem"
-
-
 def _mutt(tmp_path: Path, server, screens: list[Screen], extra: str = "") -> Screen:
     """Classic Mutt on INBOX over IMAP with STARTTLS required, checking the server's own
     certificate (it names localhost), with a header cache and a body cache."""
@@ -241,21 +245,7 @@ def test_mutt_reads_flags_files_and_resynchronises_with_its_header_cache(server,
     for subject in ("first", "second", "third"):
         _send(server, subject)
     screen = _mutt(tmp_path, server, screens)
-    screen.wait_for("Msgs:3")
-    screen.keys("Enter")  # read the first
-    screen.wait_for("Subject: first")
-    screen.keys("q")
-    screen.wait_for("Msgs:3")
-    screen.keys("j", "F")  # flag the second
-    screen.wait_for("Flag:1")
-    screen.keys("j", "s", "C-u", "=Archive", "Enter")  # file the third in a new folder
-    screen.wait_for("Del:1")
-    screen.keys("q")  # quit: the filed message is purged from INBOX
-    screen.wait_for("EXIT=0")
-    flags = _flags(server)
-    assert sorted(flags) == ["first", "second"]
-    assert "\\Seen" in flags["first"] and "\\Flagged" in flags["second"]
-    assert _subjects(server, "Archive") == ["third"]
+    _read_flag_and_file(screen, server)
 
     # Again, from its header cache: what changed on the server meanwhile is picked up
     client = _imap(server)
@@ -369,14 +359,3 @@ def _until(look: Callable[[], list], timeout: float = 20) -> list:
             raise AssertionError("the server never showed the change")
         time.sleep(0.2)
     return found
-
-
-def _messages(server, user: str) -> list[bytes]:
-    client = imaplib.IMAP4(H, server.ports["imap"], timeout=10)
-    try:
-        client.login(user, PASSWORD)
-        client.select("INBOX", readonly=True)
-        _typ, data = client.fetch("1:*", "(BODY.PEEK[])")
-    finally:
-        client.logout()
-    return [part[1] for part in data if isinstance(part, tuple)]

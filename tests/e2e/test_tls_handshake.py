@@ -11,12 +11,12 @@ close a connection mid-handshake while it holds the greeting for it.
 from __future__ import annotations
 
 import socket
-import ssl
 import time
 
 import pytest
 
 from tests.e2e.conftest import client_context
+from tests.e2e.test_tls_close import _seconds_to_eof
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -36,28 +36,12 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     proc.stop()
 
 
-def _seconds_until_closed(sock: socket.socket, limit: float) -> float | None:
-    """Read (and ignore) until the server closes or resets; None if it still hasn't after
-    ``limit`` seconds."""
-    start = time.monotonic()
-    sock.settimeout(limit)
-    try:
-        while time.monotonic() - start < limit:
-            if not sock.recv(4096):
-                return time.monotonic() - start
-    except TimeoutError:
-        return None
-    except (ConnectionResetError, ssl.SSLError):
-        return time.monotonic() - start
-    return None
-
-
 @pytest.mark.parametrize("label", ["submissions", "imaps", "pop3s", "web"])
 @pytest.mark.parametrize("hello", [b"", PARTIAL_CLIENT_HELLO], ids=["silent", "partial-hello"])
 def test_implicit_tls_handshake_that_never_finishes_is_aborted(server, label, hello):
     with socket.create_connection((H, server.ports[label]), 10) as sock:
         sock.sendall(hello)
-        took = _seconds_until_closed(sock, TIMEOUT + 8)
+        took = _seconds_to_eof(sock, TIMEOUT + 8)
     assert took is not None, f"{label}: still open {TIMEOUT + 8:g}s after connecting"
     assert took >= TIMEOUT - 0.5
 
@@ -96,7 +80,7 @@ def test_handshake_after_starttls_that_never_finishes_is_aborted(server, label, 
         sock.sendall(starttls)
         reply = _read_until(sock, b"\r\n")
         assert reply[:3] in (b"220", b"s O", b"+OK", b"OK "), reply
-        took = _seconds_until_closed(sock, TIMEOUT + 8)
+        took = _seconds_to_eof(sock, TIMEOUT + 8)
     assert took is not None, f"{label}: still open {TIMEOUT + 8:g}s after STARTTLS"
 
 
