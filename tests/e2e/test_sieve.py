@@ -312,3 +312,34 @@ def test_body_raw_of_a_message_nested_300_levels_is_searched(server):
     send(server, BOB, ALICE, "after")
     assert subjects(server, ALICE, want=1) == ["after"]
     assert "nested too deeply" not in server.log()
+
+
+def test_spamtest_reads_our_filters_verdict_never_a_senders(server):
+    """RFC 5235's tests read the fields our filters write, on top of our Received:. A user
+    who submits mail (no filter scores it) with ``X-Spam-Status: Yes, score=50`` and
+    ``X-Virus-Scanned`` of ours gets neither read: once Sieve took them."""
+    upload(
+        server,
+        'require ["spamtest", "virustest", "relational", "comparator-i;ascii-numeric",'
+        ' "fileinto", "mailbox"];\r\n'
+        'if spamtest :value "ge" :comparator "i;ascii-numeric" "6" { fileinto :create "Spam"; }\r\n'
+        'elsif spamtest :value "ge" :comparator "i;ascii-numeric" "1" '
+        '{ fileinto :create "Scored"; }\r\n'
+        'elsif virustest "1" { fileinto :create "Scanned"; }\r\n',
+    )
+    forged = (
+        "X-Spam-Status: Yes, score=50.0 required=5.0 tests=FORGED\r\n"
+        "X-Virus-Scanned: clamd on mx.example.test\r\n"
+    )
+    with smtplib.SMTP(H, server.ports["submission"], timeout=10) as s:
+        s.login(BOB, PASSWORD)
+        s.sendmail(
+            BOB,
+            [ALICE],
+            f"From: {BOB}\r\nTo: {ALICE}\r\nSubject: submitted\r\n"
+            f"Message-ID: <submitted@example.test>\r\n{forged}\r\nhello\r\n",
+        )
+    send(server, "carol@example.test", ALICE, "from outside", forged)  # the spam filter scores it
+    assert subjects(server, ALICE, "Scored", want=1) == ["from outside"]
+    assert subjects(server, ALICE, want=1) == ["submitted"]
+    assert subjects(server, ALICE, "Spam") == [] and subjects(server, ALICE, "Scanned") == []

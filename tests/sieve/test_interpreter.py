@@ -372,6 +372,32 @@ def test_spamtest_reads_only_the_topmost_status_and_zero_means_not_scored():
     assert run(script, message=unscored).discarded
 
 
+RECEIVED = b"Received: from x.example.com by mx.example.test (txmailhost) with ESMTP id 1\r\n"
+
+
+def test_spamtest_and_virustest_read_no_field_below_our_received():
+    # Mail no filter scored (authenticated, or a chain without one) keeps what the sender
+    # wrote, below our Received:; it is never a verdict of ours.
+    forged = (
+        b"Return-Path: <bob@example.com>\r\n" + RECEIVED
+        + b"X-Spam-Status: Yes, score=50.0 required=5.0 tests=X\r\n"
+        b"X-Virus-Scanned: clamd on mx.example.test\r\nSubject: s\r\n\r\nbody\r\n"
+    )  # fmt: skip
+    assert run(SPAM_AT_LEAST % "6", message=forged).targets == [(INBOX, False)]
+    assert run('require "spamtest"; if spamtest "0" { discard; }', message=forged).discarded
+    assert run('require "virustest"; if virustest "0" { discard; }', message=forged).discarded
+    # ours, on top of our Received:, is read past a "No" the sender wrote below it
+    ours = _scored(
+        "Yes, score=9.0 required=5.0 tests=X",
+        RECEIVED + b"X-Spam-Status: No, score=-50.0 required=5.0\r\n",
+    )
+    assert run(SPAM_AT_LEAST % "6", message=ours).targets == [("Junk", False)]
+    scanned = (
+        b"X-Virus-Scanned: clamd on mx.example.test\r\n" + RECEIVED + b"Subject: s\r\n\r\nb\r\n"
+    )
+    assert run('require "virustest"; if virustest "1" { discard; }', message=scanned).discarded
+
+
 def test_spamtest_percent_puts_the_threshold_at_50_and_is_empty_unscored():
     script = (
         'require ["spamtestplus", "relational", "comparator-i;ascii-numeric"];'

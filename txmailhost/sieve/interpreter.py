@@ -434,10 +434,12 @@ class Interpreter:
         elif name == "date":
             values = self._dates(checked, positional)
         elif name == "spamtest":
-            value = spam_value(self.message.values("x-spam-status"), bool(checked.get(":percent")))
+            value = spam_value(
+                self.message.values_on_top("x-spam-status"), bool(checked.get(":percent"))
+            )
             values = [] if value is None else [value]
         elif name == "virustest":
-            values = [virus_value(self.message.values("x-virus-scanned"))]
+            values = [virus_value(self.message.values_on_top("x-virus-scanned"))]
         elif name == "currentdate":
             moment = dates.in_zone(self.now, checked.get(":zone"), False)  # type: ignore[arg-type]
             values = [] if moment is None else [dates.part(moment, positional[0])]
@@ -532,7 +534,8 @@ _SCORE = re.compile(r"\bscore=(-?\d+(?:\.\d+)?)\s+required=(-?\d+(?:\.\d+)?)")
 
 def spam_value(statuses: list[str], percent: bool) -> str | None:
     """RFC 5235 3.2/3.3 from our spam filter's ``X-Spam-Status: Yes|No, score=S required=J``
-    (the topmost field: ours sits above any the sender wrote). "0" when the message wasn't
+    (the topmost of those above our Received:, ``MessageView.values_on_top``: ours; a
+    sender's, below it, is never read). "0" when the message wasn't
     scored; else 1 (surely not spam) to 10 (surely spam), the threshold J at 6. With
     ``:percent`` 0 to 100, the threshold at 50, and no value at all for a message that
     wasn't scored (0 would say "surely not spam")."""

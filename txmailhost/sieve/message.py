@@ -30,6 +30,7 @@ from txmailhost.headerlimit import STORED_HEADER_LIMIT
 MAX_HEADER = STORED_HEADER_LIMIT
 MAX_BODY = 4 * 1024 * 1024
 _EMPTY_LINE = re.compile(rb"(?:\A|\n)\r?\n")
+_FIRST_RECEIVED = re.compile(rb"(?:\A|\n)received[ \t]*:", re.IGNORECASE)
 
 
 def decode_value(raw: str) -> str:
@@ -111,6 +112,19 @@ class MessageView:
         if found is None:
             found = self._values[key] = [decode_value(v) for v in self.fields.get(key, [])]
         return found
+
+    def values_on_top(self, name: str) -> list[str]:
+        """The decoded values of the ``name`` fields above the first ``Received:``: the ones
+        this server's filters wrote (they go on top of its Received:, ``filters/chain.py``).
+        One the sender wrote sits below our Received:, whether or not a filter that removes
+        it ran (none runs for authenticated mail, or when the chain leaves it out), so RFC
+        5235's tests read only these. A header without a Received: (mail the server wrote
+        itself: notices, reports) is all ours."""
+        end = _FIRST_RECEIVED.search(self.raw_header)
+        if end is None:
+            return self.values(name)
+        on_top = parse_header(self.raw_header[: end.start()])
+        return [decode_value(v) for v in on_top.get(name.lower(), [])]
 
     def addresses(self, name: str) -> list[str]:
         """The ``local@domain`` of every address in every field called ``name``."""
