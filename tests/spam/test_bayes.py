@@ -132,6 +132,36 @@ def test_a_message_is_learned_once_and_can_change_sides(tmp_path):
     assert store.totals("u") == (0, 1) and store.totals(GLOBAL) == (0, 1)
 
 
+def test_a_users_share_of_the_global_set_is_bounded(tmp_path):
+    """One user moving many messages into Junk (poisoning what everyone else is judged by)
+    counts in the global set for the first ``global_per_user`` of each kind only."""
+    store = TokenStore(str(tmp_path / "bayes.sqlite"), global_per_user=3)
+    for i in range(5):
+        assert store.learn("mallory", f"s{i}", {"newsletter", f"w{i}"}, True)
+    assert store.learn("mallory", "h0", {"other"}, False)
+    assert store.totals("mallory") == (5, 1) and store.totals(GLOBAL) == (3, 1)
+    rows = store._db().execute("SELECT spam FROM tokens WHERE owner = ''").fetchall()
+    assert max(r[0] for r in rows) == 3  # "newsletter" counted three times, not five
+    # a correction of a shared message moves it in the global set too, adding no message
+    assert store.learn("mallory", "s0", {"newsletter", "w0"}, False)
+    assert store.totals("mallory") == (4, 2) and store.totals(GLOBAL) == (2, 2)
+    # one never shared, now ham: within their ham share (2 of 3), so it counts there now
+    assert store.learn("mallory", "s4", {"newsletter", "w4"}, False)
+    assert store.totals("mallory") == (3, 3) and store.totals(GLOBAL) == (2, 3)
+    assert store.learn("mallory", "h9", {"more"}, False)  # past the ham share
+    assert store.totals("mallory") == (3, 4) and store.totals(GLOBAL) == (2, 3)
+    # others still share; the administrator's global training is not bounded
+    assert store.learn("alice", "a0", {"x"}, True) and store.totals(GLOBAL) == (3, 3)
+    for i in range(5):
+        assert store.learn(GLOBAL, f"g{i}", {"y"}, True)
+    assert store.totals(GLOBAL) == (8, 3)
+    none_shared = TokenStore(str(tmp_path / "b2.sqlite"), global_per_user=0)
+    assert none_shared.learn("u", "d", {"z"}, True)
+    assert none_shared.totals("u") == (1, 0) and none_shared.totals(GLOBAL) == (0, 0)
+    with pytest.raises(ValueError):
+        TokenStore(str(tmp_path / "b3.sqlite"), global_per_user=-1)
+
+
 def test_expiry_drops_stale_single_sightings_and_bounds_the_size(tmp_path):
     store = TokenStore(str(tmp_path / "bayes.sqlite"), max_tokens=10, max_age_days=1)
     store.learn("u", "d1", {f"word{i}" for i in range(30)}, True)

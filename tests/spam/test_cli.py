@@ -77,6 +77,28 @@ def test_train_learns_each_message_once_and_check_uses_it(data, tmp_path):
     assert "BAYES_99" in status and re.search(r" bayes=(0\.99|1\.00)\d\d", status)
 
 
+def test_train_and_check_keep_the_servers_spam_settings(data, tmp_path):
+    """``[filters.settings.spam]`` applies here as in the server: a user's training counts
+    for the global set up to ``bayes_global_per_user``, and ``check`` uses a set only once
+    it holds ``bayes_min_messages``."""
+    with open(os.path.join(data, "txmailhost.toml"), "a") as f:
+        f.write("\n[filters.settings.spam]\nbayes_global_per_user = 10\nbayes_min_messages = 30\n")
+    spam = write(tmp_path / "spam", 25, "From: s{i}@pills.example\nSubject: cheap pills {i}\n\n"
+                 "viagra cialis pharmacy discount pills order {i}\n")  # fmt: skip
+    ham = write(tmp_path / "ham", 25, "From: h{i}@work.example\nSubject: project {i}\n\n"
+                "the meeting agenda for the project review {i}\n")  # fmt: skip
+    txm(data, "spam", "train", "--user", ALICE, "--spam", spam, "--ham", ham)
+    assert "learned: 25 spam, 25 ham" in txm(data, "spam", "stats", "--user", ALICE).stdout
+    assert "learned: 10 spam, 10 ham" in txm(data, "spam", "stats").stdout
+    probe = tmp_path / "probe.eml"
+    probe.write_text("From: x@pills.example\nSubject: cheap pills\n\nviagra pharmacy pills\n")
+    assert "BAYES" not in txm(data, "spam", "check", str(probe), "--user", ALICE).stdout
+    # the administrator's training of the same mail: the global set, unbounded (ten of each
+    # were in it already, from alice's)
+    txm(data, "spam", "train", "--spam", spam, "--ham", ham)
+    assert "learned: 25 spam, 25 ham" in txm(data, "spam", "stats").stdout
+
+
 def test_allow_block_and_bad_addresses(data):
     txm(data, "spam", "allow", "friend@example.org", "--user", "alice@example.test")
     txm(data, "spam", "block", "@spam.example")

@@ -63,6 +63,9 @@ def test_a_reject_score_not_above_the_junk_score_is_refused_at_start(tmp_path):
     with pytest.raises(FilterConfigError, match="reject_score"):
         build_chain(("spam",), {"spam": {"reject_score": 3.0}}, None, None, 5, "tempfail",
                     FilterHost(str(tmp_path), "mx"))  # fmt: skip
+    with pytest.raises(FilterConfigError, match="bayes_global_per_user"):
+        build_chain(("spam",), {"spam": {"bayes_global_per_user": -1}}, None, None, 5,
+                    "tempfail", FilterHost(str(tmp_path), "mx"))  # fmt: skip
     with pytest.raises(FilterConfigError, match="no_such_option"):
         build_chain(("spam",), {"spam": {"no_such_option": 1}}, None, None, 5, "tempfail",
                     FilterHost(str(tmp_path), "mx"))  # fmt: skip

@@ -39,3 +39,14 @@ def test_a_rescued_sender_is_allowed_and_a_reported_one_no_longer(tmp_path):
     assert learn_stream(store, "alice", io.BytesIO(MESSAGE), True, allow_sender=True)
     assert store.sender_kind(["alice"], ["deals@promo.example"]) is None
     assert store.totals("alice") == (1, 0)
+
+
+def test_the_servers_trainer_takes_the_share_of_the_global_set_from_the_settings(tmp_path):
+    from twisted.internet.task import Clock
+
+    from txmailhost.spam.training import build_trainer
+
+    trainer = build_trainer(str(tmp_path), {"bayes_global_per_user": 7}, Clock())
+    assert trainer is not None and trainer.store.global_per_user == 7
+    default = build_trainer(str(tmp_path), {}, Clock())
+    assert default is not None and default.store.global_per_user == 1000

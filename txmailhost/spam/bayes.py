@@ -10,7 +10,11 @@ once for "these are spam" (S), once for "these are ham" (H) — and the score is
 
 The counts live in ``DATA/spam/bayes.sqlite`` (``TokenStore``), one set per user and one
 global set that every training adds to too (owner ``""``): a user with too little training
-of their own (``min_messages`` of each kind) is judged by the global set. Tokens are kept as
+of their own (``min_messages`` of each kind) is judged by the global set. A user's training
+counts there only for their first ``global_per_user`` messages of each kind, so that one user
+moving thousands of messages (a newsletter everybody else wants, say) into Junk can't outvote
+everyone who relies on the global set; the administrator's ``txmailhost spam train`` without
+``--user`` has no such bound. Tokens are kept as
 64-bit hashes (BLAKE2b), so the store holds no words of anyone's mail. ``learned`` keeps the
 SHA-256 of each message learned per owner: a message is never counted twice, and one learned
 as spam and then as ham (the user changed their mind) moves from one count to the other.
@@ -205,12 +209,17 @@ class TokenStore:
         tokenizer_version: int = TOKENIZER_VERSION,
         mmap_size: int = 0,
         cache_tokens: int = 0,
+        global_per_user: int = 1000,
     ) -> None:
         """``mmap_size``: octets of the file read through a mapping (``sqlitedb``);
         ``cache_tokens``: at most so many tokens' clues kept between messages
         (``cluecache``). The scoring process's store, which does nothing but judge from one
-        thread, does both."""
+        thread, does both. ``global_per_user``: how many of a user's spam (and of their ham)
+        also count for the global set (0: none)."""
+        if global_per_user < 0:
+            raise ValueError("global_per_user must be 0 or more")
         self.path = path
+        self.global_per_user = global_per_user
         self.min_messages = min_messages
         self.max_tokens = max_tokens
         self.max_age = max_age_days * 86400
@@ -250,9 +259,10 @@ class TokenStore:
     # -- learning ------------------------------------------------------------------------------
 
     def learn(self, owner: str, digest: str, found: set[str], is_spam: bool) -> bool:
-        """Count ``found`` as one spam (or ham) of ``owner`` and of the global set. False when
-        that message was already learned so for ``owner``; learned as the other kind before,
-        it is moved over."""
+        """Count ``found`` as one spam (or ham) of ``owner`` and of the global set (while
+        ``owner`` has shared fewer than ``global_per_user`` of that kind). False when that
+        message was already learned so for ``owner``; learned as the other kind before, it is
+        moved over, in the global set too (a correction adds no message there)."""
         kind = "s" if is_spam else "h"
         owners = [owner] if owner == GLOBAL else [owner, GLOBAL]
         ids = [token_id(t) for t in found]
@@ -266,12 +276,15 @@ class TokenStore:
                 " (SELECT 1 FROM totals WHERE spam + ham > 0) THEN '1' ELSE ? END",
                 (str(self.tokenizer_version),),
             )
+            shares = owner == GLOBAL or self._owned(db, owner, is_spam) < self.global_per_user
             for who in owners:
                 row = db.execute(
                     "SELECT kind FROM learned WHERE owner = ? AND digest = ?", (who, digest)
                 ).fetchone()
                 if row is not None and row[0] == kind:
                     continue
+                if who == GLOBAL and row is None and not shares:
+                    continue  # past the user's share: their own counts only
                 if row is not None:
                     self._count(db, who, ids, row[0] == "s", -1, now)
                 self._count(db, who, ids, is_spam, +1, now)
@@ -289,6 +302,13 @@ class TokenStore:
             if self._learned_since_expiry >= 500:
                 self.expire()
         return changed
+
+    @staticmethod
+    def _owned(db: sqlite3.Connection, owner: str, spam: bool) -> int:
+        """How many spam (or ham) ``owner``'s own set counts, before this learning."""
+        column = "spam" if spam else "ham"
+        row = db.execute(f"SELECT {column} FROM totals WHERE owner = ?", (owner,)).fetchone()
+        return row[0] if row is not None else 0
 
     def _count(
         self, db: sqlite3.Connection, owner: str, ids: list[int], spam: bool, step: int, now: int

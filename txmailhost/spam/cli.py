@@ -98,7 +98,16 @@ def _rules(args: argparse.Namespace) -> int:
 
 
 def _store(config: Any) -> TokenStore:
-    return TokenStore(store_path(config.data_dir))
+    """The token store with the server's ``[filters.settings.spam]`` bounds, so that training
+    here expires, shares with the global set and ``check`` judges as the server does."""
+    settings = config.filters.settings.get("spam", {})
+    return TokenStore(
+        store_path(config.data_dir),
+        min_messages=int(settings.get("bayes_min_messages", 20)),
+        max_tokens=int(settings.get("bayes_max_tokens", 2_000_000)),
+        max_age_days=float(settings.get("bayes_max_age_days", 180.0)),
+        global_per_user=int(settings.get("bayes_global_per_user", 1000)),
+    )
 
 
 def _owner(args: argparse.Namespace, config: Any = None) -> str:

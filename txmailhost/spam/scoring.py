@@ -95,6 +95,7 @@ class SpamFilter(MessageFilter):
         bayes_min_messages: int = 20,
         bayes_max_tokens: int = 2_000_000,
         bayes_max_age_days: float = 180.0,
+        bayes_global_per_user: int = 1000,
         listeners: list[str] | tuple[str, ...] = ("smtp",),
         authserv_id: str = "",
         dnsbl: dict[str, float] | None = None,
@@ -123,7 +124,10 @@ class SpamFilter(MessageFilter):
                 min_messages=int(bayes_min_messages),
                 max_tokens=int(bayes_max_tokens),
                 max_age_days=float(bayes_max_age_days),
+                global_per_user=int(bayes_global_per_user),
             )
+        elif int(bayes_global_per_user) < 0:  # the trainer's store is built from it too
+            raise ValueError("bayes_global_per_user must be 0 or more")
         if not authserv_id and host is not None:
             authserv_id = host.hostname
         self.scorer = Scorer(store, authserv_id)

@@ -149,6 +149,7 @@ def build_trainer(data_dir: str, settings: dict[str, Any], reactor: Any) -> Junk
         store_path(data_dir),
         max_tokens=int(settings.get("bayes_max_tokens", 2_000_000)),
         max_age_days=float(settings.get("bayes_max_age_days", 180.0)),
+        global_per_user=int(settings.get("bayes_global_per_user", 1000)),
     )
     pool = ThreadPool(minthreads=0, maxthreads=1, name="txmailhost-spam-training")
     return JunkTrainer(store, reactor, pool)
