@@ -552,6 +552,51 @@ def test_check_config_and_reload_tls_warn_of_an_expired_certificate(run: Run, da
     assert (reloaded.status, reloaded.err) == (0, warning)
 
 
+def test_check_config_and_reload_tls_take_sni_pairs_and_warn_of_their_names(
+    run: Run, data: Path
+) -> None:
+    """A pair that loads passes; one expiring, or not for the name it is given for, is
+    warned about with the tls.sni entry named, as the server warns at start."""
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=90)
+    soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=3, hours=1)
+    b, c = data / "tls" / "b.pem", data / "tls" / "c.pem"
+    write_pair(b, data / "tls" / "b.key", later, ("mail.b.example",))
+    write_pair(c, data / "tls" / "c.key", soon, ("*.c.example",))
+    (data / "txmailhost.toml").write_text(
+        '[tls]\nsni = { "mail.b.example" = ["tls/b.pem", "tls/b.key"],'
+        ' "x.c.example" = ["tls/c.pem", "tls/c.key"], "y.d.example" = ["tls/b.pem", "tls/b.key"] }\n'
+    )
+    warnings = (
+        f'txmailhost: warning: tls.sni "x.c.example": {c}: the certificate expires on'
+        f" {soon:%Y-%m-%d %H:%M} UTC, in 3 day(s)\n"
+        f'txmailhost: warning: tls.sni "y.d.example": {b}: the certificate is not for'
+        " y.d.example (it names mail.b.example)\n"
+    )
+    checked = run("check-config")
+    assert (checked.status, checked.out, checked.err) == (
+        0,
+        f"ok: {data / 'txmailhost.toml'}\n",
+        warnings,
+    )
+    reloaded = run("reload-tls")
+    assert (reloaded.status, reloaded.err) == (0, warnings)
+
+
+def test_reload_tls_refuses_a_broken_sni_pair_naming_it(run: Run, data: Path) -> None:
+    write_pair(data / "tls" / "b.pem", data / "tls" / "b.key", datetime.datetime(2099, 1, 1))
+    (data / "tls" / "b.key").write_text("not a key")
+    (data / "txmailhost.toml").write_text(
+        '[tls]\nsni = { "mail.b.example" = ["tls/b.pem", "tls/b.key"] }\n'
+    )
+    reloaded = run("reload-tls")
+    assert (reloaded.status, reloaded.err) == (
+        1,
+        f'txmailhost: error: tls.sni "mail.b.example": {data / "tls" / "b.key"}: not a PEM'
+        " private key\n",
+    )
+    assert not (data / "run" / "reload-tls").exists()
+
+
 def test_commands_on_a_bad_config_fail_with_the_key_named(run: Run, data: Path) -> None:
     (data / "txmailhost.toml").write_text("[smtp]\nmax_recipients = 'many'\n")
     before = sorted(os.listdir(data))

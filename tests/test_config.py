@@ -342,3 +342,34 @@ def test_bad_smarthost_is_reported(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as raised:
         load_config(str(tmp_path), str(path))
     assert "relay.smarthost: expected" in raised.value.problems[0]
+
+
+def test_tls_sni_names_are_dns_names_and_its_paths_relative_to_the_data_directory(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "txmailhost.toml"
+    path.write_text(
+        '[tls]\nsni = { "Mail.B.Example." = ["certs/b.pem", "/etc/ssl/b.key"],'
+        ' "*.C.example" = ["c.pem", "c.key"], "mail.bücher.example" = ["u.pem", "u.key"] }\n'
+    )
+    config = load_config(str(tmp_path / "data"), str(path))
+    data = tmp_path / "data"
+    assert config.tls.sni == {
+        "mail.b.example": (str(data / "certs" / "b.pem"), "/etc/ssl/b.key"),
+        "*.c.example": (str(data / "c.pem"), str(data / "c.key")),
+        "mail.xn--bcher-kva.example": (str(data / "u.pem"), str(data / "u.key")),  # A-labels
+    }
+    assert load_config(str(tmp_path / "empty")).tls.sni == {}
+
+
+def test_tls_sni_names_the_same_name_twice(tmp_path: Path) -> None:
+    path = tmp_path / "txmailhost.toml"
+    path.write_text(
+        '[tls]\nsni = { "mail.b.example" = ["b.pem", "b.key"],'
+        ' "MAIL.b.example." = ["b2.pem", "b2.key"] }\n'
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(tmp_path / "data"), str(path))
+    (problem,) = raised.value.problems
+    assert problem.startswith(f"{path}: tls.sni: expected a table of host name")
+    assert problem.endswith("; 'MAIL.b.example.': the same name as another entry, got a table")

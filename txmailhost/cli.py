@@ -354,29 +354,45 @@ def _reload_tls(args: argparse.Namespace) -> int:
 def _warn_of_expiry(config: Config) -> None:
     """An expired or expiring certificate is a warning, not a failure: the server starts
     with it (and says so too), and ACME or certbot may be about to renew it."""
-    from txmailhost.tls import expiry_warning
+    from txmailhost.tls import expiry_warning, name_warning, sni_label
 
     if os.path.exists(config.tls.certificate):
         warning = expiry_warning(config.tls.certificate)
         if warning is not None:
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    for name, (cert, _key) in config.tls.sni.items():
+        warnings = [name_warning(name, cert)]
+        if (expiry := expiry_warning(cert)) is not None:
+            warnings.insert(0, f"{sni_label(name)}: {expiry}")
+        for warning in filter(None, warnings):
+            print(f"{PROG}: warning: {warning}", file=sys.stderr)
 
 
 def _tls_problems(config: Config) -> list[str]:
-    from txmailhost.tls import load_certificate_options
+    from txmailhost.tls import load_certificate_options, load_sni_options, sni_label
 
+    problems = []
     cert, key = config.tls.certificate, config.tls.key
     present = [p for p in (cert, key) if os.path.exists(p)]
     if not present and (cert, key) == default_tls_paths(config.data_dir):
-        return []  # made on first start
-    if len(present) < 2:
+        pass  # made on first start
+    elif len(present) < 2:
         missing = [p for p in (cert, key) if p not in present]
-        return [f"{p}: file not found ([tls] in {config.config_file})" for p in missing]
-    try:
-        load_certificate_options(cert, key)
-    except ValueError as e:
-        return [str(e)]
-    return []
+        problems += [f"{p}: file not found ([tls] in {config.config_file})" for p in missing]
+    else:
+        try:
+            load_certificate_options(cert, key)
+        except ValueError as e:
+            problems.append(str(e))
+    for name, (cert, key) in config.tls.sni.items():
+        missing = [p for p in (cert, key) if not os.path.exists(p)]
+        problems += [f"{sni_label(name)}: {p}: file not found" for p in missing]
+        if not missing:
+            try:
+                load_sni_options(name, cert, key)
+            except ValueError as e:
+                problems.append(str(e))
+    return problems
 
 
 # -- account commands -----------------------------------------------------------------------

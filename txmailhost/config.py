@@ -38,6 +38,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import idna
+
 from txmailhost.nameservers import parse_nameserver
 
 CONFIG_NAME = "txmailhost.toml"
@@ -387,9 +389,65 @@ def _contact(value: Any) -> str:
     return value
 
 
+def _sni_name(value: str) -> str:
+    """A name of ``tls.sni`` as a client's SNI carries it: lower case, no trailing dot,
+    A-labels (RFC 6066 3: the HostName is ASCII, IDNA A-labels), a wildcard only as the whole
+    left-most label (RFC 6125 6.4.3) and above at least two labels (``*.example`` would be a
+    certificate for a whole top-level domain, which no CA issues)."""
+    name = value.strip().rstrip(".").lower()
+    wildcard = name.startswith("*.")
+    if wildcard:
+        name = name[2:]
+    if not name.isascii():
+        try:
+            name = idna.encode(name, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError):
+            raise _Invalid("not a valid internationalised domain name (IDNA 2008)") from None
+    try:
+        name = _hostname(name)
+    except _Invalid:
+        raise _Invalid("expected a host name, or a wildcard *.NAME") from None
+    if wildcard and "." not in name:
+        raise _Invalid("a wildcard needs at least two labels after '*.'")
+    return f"*.{name}" if wildcard else name
+
+
+def _sni_certificates(value: Any) -> dict[str, tuple[str, str]]:
+    """Host name -> (certificate path, key path); every bad entry is named at once."""
+    expected = (
+        'expected a table of host name = [certificate, key], e.g. { "mail.example.net" = '
+        '["certs/example.net.pem", "certs/example.net.key"] }'
+    )
+    if not isinstance(value, dict):
+        raise _Invalid(expected)
+    pairs: dict[str, tuple[str, str]] = {}
+    problems = []
+    for given, files in value.items():
+        try:
+            name = _sni_name(given)
+        except _Invalid as e:
+            problems.append(f"{given!r}: {e}")
+            continue
+        if name in pairs:
+            problems.append(f"{given!r}: the same name as another entry")
+            continue
+        if (
+            not isinstance(files, list)
+            or len(files) != 2
+            or not all(isinstance(f, str) and f and "\0" not in f for f in files)
+        ):
+            problems.append(f"{given!r}: expected [certificate path, key path], got {_show(files)}")
+            continue
+        pairs[name] = (files[0], files[1])
+    if problems:
+        raise _Invalid(f"{expected}; " + "; ".join(problems))
+    return pairs
+
+
 @dataclass(frozen=True)
 class TLSConfig:
-    """[tls]: the certificate every listener offers. In a loaded Config, absolute paths."""
+    """[tls]: the certificates every listener offers (the default, and others by the name a
+    client asks for). In a loaded Config, absolute paths."""
 
     certificate: str = setting(
         "",
@@ -405,6 +463,20 @@ class TLSConfig:
         check=_path,
         doc="""PEM file holding the unencrypted private key of the certificate (keep it readable
         by the server's user only). Empty: DATA/tls/key.pem.""",
+    )
+    sni: dict = setting(
+        default_factory=dict,
+        check=_sni_certificates,
+        doc="""More certificates, chosen by the host name a client asks for by SNI (RFC
+        6066): a table from each name to its [certificate, key] pair, e.g. {
+        "mail.example.net" = ["certs/example.net.pem", "certs/example.net.key"] }, the full
+        chain and its unencrypted key, paths relative to the data directory. A client that names one of
+        these gets its certificate, on every TLS listener; any other name, or none, gets
+        tls.certificate. "*.example.net" matches one label (a.example.net, not
+        example.net or a.b.example.net); an exact name wins over a wildcard. Names are
+        compared without case and trailing dot, internationalised ones as A-labels. Each
+        pair is checked at start and reloaded when its files change, as tls.certificate is;
+        ACME renews only tls.certificate.""",
     )
     handshake_timeout: float = setting(
         30.0,
@@ -1384,7 +1456,10 @@ _SECTIONS: dict[str, tuple[type, str]] = {
         "25xx, 21xx, 29xx); switch to the production ports when the server should face the "
         "internet.",
     ),
-    "tls": (TLSConfig, "The certificate and key every TLS listener and STARTTLS use."),
+    "tls": (
+        TLSConfig,
+        "The certificates every TLS listener and STARTTLS use: one by default, others by SNI.",
+    ),
     "smtp": (SMTPConfig, "SMTP server limits (incoming mail and submission)."),
     "pop3": (POP3Config, "POP3 server limits."),
     "imap": (IMAPConfig, "IMAP server limits."),
@@ -1662,11 +1737,16 @@ def _resolve_tls(data_dir: str, path: str, tls: TLSConfig, problems: list[str]) 
         certificate = os.path.join(data_dir, os.path.expanduser(tls.certificate))
         key = os.path.join(data_dir, os.path.expanduser(tls.key))
     ca_file = tls.acme_ca_file and os.path.join(data_dir, os.path.expanduser(tls.acme_ca_file))
+
+    def absolute(file: str) -> str:
+        return os.path.normpath(os.path.join(data_dir, os.path.expanduser(file)))
+
     return dataclasses.replace(
         tls,
         certificate=os.path.normpath(certificate),
         key=os.path.normpath(key),
         acme_ca_file=ca_file and os.path.normpath(ca_file),
+        sni={name: (absolute(cert), absolute(key)) for name, (cert, key) in tls.sni.items()},
     )
 
 

@@ -373,9 +373,10 @@ def load_tls(config: Any) -> Any:
     from txmailhost.tls import ReloadableTLS
 
     try:
-        return ReloadableTLS(config.tls.certificate, config.tls.key)
+        return ReloadableTLS(config.tls.certificate, config.tls.key, config.tls.sni)
     except ValueError as e:
-        print(f"txmailhost: TLS: {e}", file=sys.stderr)
+        for problem in str(e).splitlines():  # CertificateProblems: one line a broken pair
+            print(f"txmailhost: TLS: {problem}", file=sys.stderr)
         raise SystemExit(1) from None
 
 

@@ -15,6 +15,13 @@ hold (on SIGHUP, ``txmailhost reload-tls``, or when the files change); loading i
 eagerly so a bad file is reported at load time with its path, not at a client's first
 handshake.
 
+More certificates may be served by name (``[tls] sni``): a client that sends SNI (RFC 6066 3)
+for one of those names gets its certificate, as Postfix's ``tls_server_sni_maps`` and
+Dovecot's ``local_name`` give it; every other client, with another name or none, gets the
+default certificate, never an error. The choice is made in OpenSSL's servername callback on
+the default context, which moves the connection to the name's context (built by the same
+``CertificateOptions``, so TLS 1.2+, the ciphers and the handshake deadline are the same).
+
 Every handshake has a deadline (``[tls] handshake_timeout``): a client that connects to an
 implicit-TLS port, or says STARTTLS, and then never finishes the handshake is cut off. The
 protocols' idle timers can't be relied on: Twisted's TLS layer holds their greeting (or
@@ -254,6 +261,121 @@ def load_certificate_options(cert_path: str, key_path: str) -> CertificateOption
     return options
 
 
+class CertificateProblems(ValueError):
+    """Certificates that could not be loaded; ``problems`` has one line for each, naming the
+    file (and, for a ``tls.sni`` pair, its host name), so an administrator fixes them all in
+    one round."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+def sni_label(name: str) -> str:
+    """How log lines and errors name the ``tls.sni`` entry for ``name``."""
+    return f'tls.sni "{name}"'
+
+
+def load_sni_options(name: str, cert_path: str, key_path: str) -> CertificateOptions:
+    """:func:`load_certificate_options` for the ``tls.sni`` pair of ``name``; its
+    ValueError names the entry as well as the file."""
+    try:
+        return load_certificate_options(cert_path, key_path)
+    except ValueError as e:
+        raise ValueError(f"{sni_label(name)}: {e}") from None
+
+
+def certificate_names(cert_path: str) -> tuple[str, ...]:
+    """The DNS names of the SAN of the first certificate in ``cert_path`` (lower case), or
+    its commonName when it has no SAN; () when the file can't be read."""
+    try:
+        certificate = _load_certificates(cert_path)[0]
+    except ValueError:
+        return ()
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        names = san.value.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        names = [
+            str(a.value) for a in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        ]
+    return tuple(n.lower().rstrip(".") for n in names)
+
+
+def name_matches(pattern: str, name: str) -> bool:
+    """Whether ``pattern`` (a name of ``tls.sni`` or of a certificate) covers the host name
+    ``name``, both lower-case A-labels: equal, or ``*.REST`` with ``name`` one label more than
+    REST (RFC 6125 6.4.3: the wildcard stands for exactly one whole label)."""
+    if not pattern.startswith("*."):
+        return pattern == name
+    label, dot, rest = name.partition(".")
+    return bool(label) and bool(dot) and "*" not in label and rest == pattern[2:]
+
+
+def name_warning(name: str, cert_path: str) -> str | None:
+    """What to say when the certificate given for the ``tls.sni`` name ``name`` is not valid
+    for it (a swapped pair of paths, a typo in the name): clients that check would refuse it.
+    A wildcard entry is covered by the same wildcard in the certificate."""
+    names = certificate_names(cert_path)
+    if not names or name in names or any(name_matches(n, name) for n in names):
+        return None
+    return (
+        f"{sni_label(name)}: {cert_path}: the certificate is not for {name} "
+        f"(it names {', '.join(names)})"
+    )
+
+
+class _Pair:
+    """One certificate and key as served: the loaded options, and the files' stamp that shows
+    a renewal. ``name`` is the ``tls.sni`` name, or None for the default pair."""
+
+    def __init__(self, cert_path: str, key_path: str, name: str | None) -> None:
+        self.cert_path = cert_path
+        self.key_path = key_path
+        self.name = name
+        self.options: CertificateOptions | None = None
+        self.stamp: tuple[float, ...] = ()
+
+    def load(self) -> None:
+        """Read the files again; on ValueError the options loaded before stay."""
+        stamp = self.file_stamp()
+        if self.name is None:
+            self.options = load_certificate_options(self.cert_path, self.key_path)
+        else:
+            self.options = load_sni_options(self.name, self.cert_path, self.key_path)
+        self.stamp = stamp
+        for warning in self.warnings():
+            log.warn("txmailhost TLS: {warning}", warning=warning)
+
+    def warnings(self) -> list[str]:
+        """At start and after each reload: an expired certificate is served all the same
+        (better than no TLS, and a renewal may be on its way), but not without a word; nor
+        one that isn't for the name it is served for."""
+        warning = expiry_warning(self.cert_path)
+        if warning is None:
+            found = []
+        elif self.name is None:
+            found = [warning]
+        else:
+            found = [f"{sni_label(self.name)}: {warning}"]
+        if self.name is not None and (mismatch := name_warning(self.name, self.cert_path)):
+            found.append(mismatch)
+        return found
+
+    def changed(self) -> bool:
+        return self.file_stamp() != self.stamp
+
+    def file_stamp(self) -> tuple[float, ...]:
+        stamps = []
+        for path in (self.cert_path, self.key_path):
+            try:
+                st = os.stat(path)
+                stamps += [st.st_mtime_ns, st.st_size, st.st_ino]
+            except OSError:
+                stamps += [0, 0, 0]
+        return tuple(stamps)
+
+
 @implementer(IOpenSSLServerConnectionCreator)
 class ReloadableTLS:
     """The TLS creator every listener and STARTTLS hold; ``reload()`` swaps what is behind it.
@@ -263,16 +385,81 @@ class ReloadableTLS:
     already open keep their session, new handshakes use the new certificate (audit §7,
     observed). ``reload`` keeps the old certificate when the new files are broken, so a
     half-written renewal never takes TLS down.
+
+    ``sni`` maps host names (lower-case A-labels, ``*.NAME`` wildcards: ``tls.sni``) to more
+    pairs. Every connection starts on the default pair's context, whose servername callback
+    (RFC 6066 3) moves it to the context of the name the client asked for before the server
+    answers; an unknown name, or none, stays on the default, as Postfix's
+    ``tls_server_sni_maps`` and Dovecot's ``local_name`` do. Each pair is loaded, watched and
+    kept on a broken renewal by itself: a bad file for one name never holds back another's.
     """
 
-    def __init__(self, cert_path: str, key_path: str) -> None:
+    def __init__(
+        self, cert_path: str, key_path: str, sni: dict[str, tuple[str, str]] | None = None
+    ) -> None:
         self.cert_path = cert_path
         self.key_path = key_path
-        self._options = load_certificate_options(cert_path, key_path)
-        self._stamp = self._file_stamp()
-        self._warn_of_expiry()
+        self._default = _Pair(cert_path, key_path, None)
+        self._named = [_Pair(cert, key, name) for name, (cert, key) in (sni or {}).items()]
+        self._contexts: dict[str, SSL.Context] = {}
+        self._load(self._pairs())
         self._clock: Any = None
         self._handshake_timeout = 0.0
+
+    @property
+    def _options(self) -> CertificateOptions:
+        assert self._default.options is not None  # loaded in __init__ or it raised
+        return self._default.options
+
+    def _pairs(self) -> list[_Pair]:
+        return [self._default, *self._named]
+
+    def _load(self, pairs: list[_Pair]) -> None:
+        """Load ``pairs``, each by itself, then point the callback at what loaded; raise
+        CertificateProblems naming every pair that didn't (those keep what they had)."""
+        problems = []
+        for pair in pairs:
+            try:
+                pair.load()
+            except ValueError as e:
+                problems.append(str(e))
+        if self._default.options is not None:
+            self._contexts = {
+                pair.name: pair.options.getContext()
+                for pair in self._named
+                if pair.name is not None and pair.options is not None
+            }
+            if self._named:
+                self._options.getContext().set_tlsext_servername_callback(self._select)
+        if problems:
+            raise CertificateProblems(problems)
+
+    def _select(self, connection: SSL.Connection) -> None:
+        """The servername callback: switch ``connection`` to the context of the name its
+        client asked for. Never raises: whatever the client sent, the worst it gets is the
+        default certificate."""
+        context = self.context_for(connection.get_servername())
+        if context is not None:
+            connection.set_context(context)
+
+    def context_for(self, server_name: bytes | None) -> SSL.Context | None:
+        """The context for an SNI ``server_name``, None for the default: the exact name's
+        pair, else the wildcard one label up. The name is compared as DNS names are: without
+        case or a trailing dot; a name that isn't ASCII (RFC 6066 asks for A-labels), or that
+        has a ``*`` itself, is no one's."""
+        if not server_name:
+            return None
+        try:
+            name = server_name.decode("ascii").rstrip(".").lower()
+        except UnicodeDecodeError:
+            return None
+        if "*" in name:
+            return None
+        exact = self._contexts.get(name)
+        if exact is not None:
+            return exact
+        label, dot, rest = name.partition(".")
+        return self._contexts.get(f"*.{rest}") if label and dot else None
 
     def set_handshake_deadline(self, clock: Any, seconds: float) -> None:
         """From now on, abort every connection whose handshake hasn't finished ``seconds``
@@ -280,23 +467,6 @@ class ReloadableTLS:
         (the relay's tests and tools that only handshake once)."""
         self._clock = clock
         self._handshake_timeout = seconds
-
-    def _warn_of_expiry(self) -> None:
-        """At start and after each reload: an expired certificate is served all the same
-        (better than no TLS, and a renewal may be on its way), but not without a word."""
-        warning = expiry_warning(self.cert_path)
-        if warning is not None:
-            log.warn("txmailhost TLS: {warning}", warning=warning)
-
-    def _file_stamp(self) -> tuple[float, ...]:
-        stamps = []
-        for path in (self.cert_path, self.key_path):
-            try:
-                st = os.stat(path)
-                stamps += [st.st_mtime_ns, st.st_size, st.st_ino]
-            except OSError:
-                stamps += [0, 0, 0]
-        return tuple(stamps)
 
     def serverConnectionForTLS(self, protocol: object) -> SSL.Connection:
         """The TLS connection for one client, implicit or after STARTTLS (Twisted's TLS
@@ -315,16 +485,17 @@ class ReloadableTLS:
         return self._options.getContext()
 
     def reload(self) -> None:
-        """Load the files again; raises ValueError (and keeps serving the old pair) if broken."""
-        self._options = load_certificate_options(self.cert_path, self.key_path)
-        self._stamp = self._file_stamp()
-        self._warn_of_expiry()
+        """Load every pair again; raises ValueError (CertificateProblems) naming the broken
+        ones, which keep serving what they had; the others take their new files."""
+        self._load(self._pairs())
 
     def reload_if_changed(self) -> bool:
-        """Reload when either file changed on disk since the last load; True if reloaded."""
-        if self._file_stamp() == self._stamp:
+        """Reload the pairs whose files changed on disk since their last load; True if one
+        did and loaded (ValueError as ``reload`` for those that didn't)."""
+        changed = [pair for pair in self._pairs() if pair.changed()]
+        if not changed:
             return False
-        self.reload()
+        self._load(changed)
         return True
 
 
