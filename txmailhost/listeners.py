@@ -304,6 +304,7 @@ def _admin_sources(parts: ServerParts) -> AdminSources:
     return AdminSources(
         data_dir=config.data_dir,
         certificate=config.tls.certificate,
+        sni_certificates=tuple((name, cert) for name, (cert, _key) in config.tls.sni.items()),
         dkim=keys,
         dns_records=lambda domain: dnsrecords.records_for(domain, config, keys),
         new_resolver=functools.partial(

@@ -14,7 +14,7 @@ from cryptography.x509.oid import NameOID
 
 from txmailhost.queue.spool import Envelope, Recipient, Spool
 from txmailhost.web.admin_access import AdminSources
-from txmailhost.web.admin_health import certificate, disk, queue
+from txmailhost.web.admin_health import _everything, certificate, disk, queue
 
 
 def _sources(data_dir: str, **kwargs) -> AdminSources:
@@ -84,3 +84,15 @@ def test_the_certificate_is_flagged_two_weeks_before_it_expires(tmp_path):
     assert not expired.good and "EXPIRED" in expired.state
     path.write_text("not a certificate")
     assert "cannot be read" in certificate(str(path), 0).state
+
+
+def test_each_sni_certificate_has_a_row_of_its_own(tmp_path):
+    default, named = tmp_path / "cert.pem", tmp_path / "b.pem"
+    _certificate(default, 90)
+    _certificate(named, 10)
+    console = _sources(str(tmp_path), sni_certificates=[("mail.b.example", str(named))])
+    console.certificate = str(default)
+    rows = {check.name: check for check in _everything(console, None)["system"]}
+    assert rows["TLS certificate"].good
+    assert not rows["TLS certificate for mail.b.example"].good  # 10 days left
+    assert "in 9 days" in rows["TLS certificate for mail.b.example"].state

@@ -43,6 +43,8 @@ class AdminSources:
     workers: int = 1  # [server] workers
     free_space_warning: float = 0.1  # a data directory with less free is flagged
     other_storage: Sequence[tuple[str, str]] = ()  # ("mail", path), ("relay queue", path)
+    # (host name, certificate path) of each [tls] sni pair, for the health page
+    sni_certificates: Sequence[tuple[str, str]] = ()
 
 
 class NotAdmin(Exception):

@@ -12,8 +12,9 @@
   time-ordered, so the first id's envelope is the oldest: two file reads, whatever the size).
 - **Worker processes**: each worker's control socket (``ops.control``) asked ``WHO``, as
   ``txmailhost who`` does: answering, with its open connections, or not.
-- **TLS certificate**: subject, issuer and expiry of ``[tls] certificate``; flagged when it
-  expires within :data:`EXPIRY_WARNING_DAYS` days.
+- **TLS certificate**: subject, issuer and expiry of ``[tls] certificate``, and of each
+  certificate of ``[tls] sni`` (a row for each host name); flagged when it expires within
+  :data:`EXPIRY_WARNING_DAYS` days.
 
 Every check is blocking (``statvfs``, file reads, a UNIX socket) and runs in the site's pool;
 none of them can fail the page: a check that fails says why in its own row.
@@ -137,12 +138,12 @@ def _name(names: x509.Name) -> str:
     return str(common[0].value) if common else names.rfc4514_string()
 
 
-def certificate(path: str, now: float) -> Check:
+def certificate(path: str, now: float, label: str = "TLS certificate") -> Check:
     try:
         with open(path, "rb") as f:
             cert = x509.load_pem_x509_certificate(f.read())
     except (OSError, ValueError) as e:
-        return Check("TLS certificate", f"{path}: cannot be read ({e})", False)
+        return Check(label, f"{path}: cannot be read ({e})", False)
     expires = cert.not_valid_after_utc.timestamp()
     days = (expires - now) / 86400
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires))
@@ -152,14 +153,22 @@ def certificate(path: str, now: float) -> Check:
         state = f"{subject} EXPIRED on {when} (issuer {issuer})"
     else:
         state = f"{subject}, expires {when}, in {int(days)} days (issuer {issuer})"
-    return Check("TLS certificate", state, days >= EXPIRY_WARNING_DAYS)
+    return Check(label, state, days >= EXPIRY_WARNING_DAYS)
 
 
 def _everything(console: AdminSources, spool: Any) -> dict[str, Any]:
     now = time.time()
     return {
         "listeners": listeners(console),
-        "system": [*disk(console), queue(spool, now), certificate(console.certificate, now)],
+        "system": [
+            *disk(console),
+            queue(spool, now),
+            certificate(console.certificate, now),
+            *(
+                certificate(path, now, f"TLS certificate for {name}")
+                for name, path in console.sni_certificates
+            ),
+        ],
         "workers": workers(console),
     }
 
