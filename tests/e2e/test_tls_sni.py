@@ -166,6 +166,25 @@ def test_each_listener_shows_the_certificate_of_the_name_asked_for(
     assert served(server, label, server_name) == expected_der(server, which)
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated")
+@pytest.mark.parametrize("label", ["imaps", "submissions"])
+def test_a_named_certificate_keeps_tls_1_2_at_least_and_the_aead_ciphers(server, label):
+    """The name's context is the connection's once the client has said hello: what was
+    agreed must still be the default context's TLS 1.2 floor and cipher list."""
+    context = naming("mail.b.example")
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")  # let the client offer what the server refuses
+    context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_2
+    with context.wrap_socket(socket.create_connection((H, server.ports[label]), 30)) as tls:
+        assert tls.getpeercert(binary_form=True) == expected_der(server, "b")
+        assert tls.version() == "TLSv1.2" and "GCM" in tls.cipher()[0]
+    context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_1
+    with (
+        socket.create_connection((H, server.ports[label]), 30) as raw,
+        pytest.raises(ssl.SSLError, match="PROTOCOL_VERSION"),
+    ):
+        context.wrap_socket(raw)
+
+
 def test_a_renewed_sni_pair_is_served_without_a_restart(tmp_path, server):
     """As the default pair: certbot writes new files and the server sees them change."""
     data = Path(server.data_dir)
