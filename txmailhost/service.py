@@ -233,9 +233,9 @@ class TLSReloadService(Service):
     """Picks up a renewed certificate without a restart.
 
     Three triggers: SIGHUP; a request file ``DATA/run/reload-tls`` (what ``txmailhost
-    reload-tls`` writes, so no pidfile is needed); and the certificate or key file changing on
-    disk (certbot's renewal), checked every few seconds with a stat. A broken new pair is
-    logged and the old one kept.
+    reload-tls`` writes, so no pidfile is needed); and a certificate or key file changing on
+    disk (certbot's renewal; the default pair's or a ``[tls] sni`` one's), checked every few
+    seconds with a stat. A broken new pair is logged and its old one kept.
     """
 
     interval = 5.0
