@@ -353,18 +353,16 @@ def _reload_tls(args: argparse.Namespace) -> int:
 
 def _warn_of_expiry(config: Config) -> None:
     """An expired or expiring certificate is a warning, not a failure: the server starts
-    with it (and says so too), and ACME or certbot may be about to renew it."""
-    from txmailhost.tls import expiry_warning, name_warning, sni_label
+    with it (and says so too), and ACME or certbot may be about to renew it. So is a
+    ``[tls] sni`` certificate that isn't for its name: clients that don't check take it."""
+    from txmailhost.tls import expiry_warning, sni_warnings
 
     if os.path.exists(config.tls.certificate):
         warning = expiry_warning(config.tls.certificate)
         if warning is not None:
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
     for name, (cert, _key) in config.tls.sni.items():
-        warnings = [name_warning(name, cert)]
-        if (expiry := expiry_warning(cert)) is not None:
-            warnings.insert(0, f"{sni_label(name)}: {expiry}")
-        for warning in filter(None, warnings):
+        for warning in sni_warnings(name, cert):
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
 
 

@@ -325,6 +325,18 @@ def name_warning(name: str, cert_path: str) -> str | None:
     )
 
 
+def sni_warnings(name: str, cert_path: str) -> list[str]:
+    """What the start, reloads, check-config and reload-tls say of the ``tls.sni`` pair of
+    ``name``: its certificate's expiry as :func:`expiry_warning` has it, and
+    :func:`name_warning`; each line names the entry."""
+    found = []
+    if (expiry := expiry_warning(cert_path)) is not None:
+        found.append(f"{sni_label(name)}: {expiry}")
+    if (mismatch := name_warning(name, cert_path)) is not None:
+        found.append(mismatch)
+    return found
+
+
 class _Pair:
     """One certificate and key as served: the loaded options, and the files' stamp that shows
     a renewal. ``name`` is the ``tls.sni`` name, or None for the default pair."""
@@ -351,16 +363,10 @@ class _Pair:
         """At start and after each reload: an expired certificate is served all the same
         (better than no TLS, and a renewal may be on its way), but not without a word; nor
         one that isn't for the name it is served for."""
+        if self.name is not None:
+            return sni_warnings(self.name, self.cert_path)
         warning = expiry_warning(self.cert_path)
-        if warning is None:
-            found = []
-        elif self.name is None:
-            found = [warning]
-        else:
-            found = [f"{sni_label(self.name)}: {warning}"]
-        if self.name is not None and (mismatch := name_warning(self.name, self.cert_path)):
-            found.append(mismatch)
-        return found
+        return [] if warning is None else [warning]
 
     def changed(self) -> bool:
         return self.file_stamp() != self.stamp
