@@ -40,6 +40,8 @@ ASKED = [
     ("mail.b.example", "b"),
     ("MAIL.B.EXAMPLE", "b"),  # DNS names have no case
     ("imap.c.example", "c"),  # the wildcard *.c.example: one label
+    ("mail.xn--bcher-kva.example", "u"),  # configured as mail.bücher.example: A-labels
+    ("mail.bücher.example", "u"),  # which Python's ssl sends for this
     ("a.imap.c.example", "default"),  # two labels: not the wildcard's
     ("unknown.example", "default"),
     (None, "default"),  # no SNI
@@ -52,17 +54,21 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     (data / "certs").mkdir(parents=True)
     write_pair(data / "certs" / "b.pem", data / "certs" / "b.key", LATER, ("mail.b.example",))
     write_pair(data / "certs" / "c.pem", data / "certs" / "c.key", LATER, ("*.c.example",))
+    write_pair(
+        data / "certs" / "u.pem", data / "certs" / "u.key", LATER, ("mail.xn--bcher-kva.example",)
+    )
     proc = ServerProcess(
         str(data),
-        extra_config='[tls]\nsni = { "mail.b.example" = ["certs/b.pem", "certs/b.key"],'
-        ' "*.c.example" = ["certs/c.pem", "certs/c.key"] }\n',
+        extra_config='[tls.sni]\n"mail.b.example" = ["certs/b.pem", "certs/b.key"]\n'
+        '"*.c.example" = ["certs/c.pem", "certs/c.key"]\n'
+        '"mail.bücher.example" = ["certs/u.pem", "certs/u.key"]\n',
     ).start()
     yield proc
     proc.stop()
 
 
 def expected_der(server: ServerProcess, which: str) -> bytes:
-    """The certificate (DER) the server should show: ``default``, ``b`` or ``c``."""
+    """The certificate (DER) the server should show: ``default``, ``b``, ``c`` or ``u``."""
     path = Path(server.data_dir) / ("tls/cert.pem" if which == "default" else f"certs/{which}.pem")
     certificate = x509.load_pem_x509_certificate(path.read_bytes())
     return certificate.public_bytes(serialization.Encoding.DER)
