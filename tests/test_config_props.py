@@ -183,3 +183,27 @@ def test_smarthost_port_that_is_no_ascii_number_is_a_config_error(value):
 def test_nameserver_port_out_of_range_is_a_config_error(value):
     with pytest.raises(ConfigError, match="relay.nameservers"):
         _load(f"[relay]\nnameservers = [{_string(value)}]\n")
+
+
+_SNI_NAMES = st.one_of(
+    st.text(max_size=40),
+    st.text(alphabet="aBü*.-_xn9\u0301\u200d\u3002 ", max_size=30),
+    st.sampled_from(["*.b.example", "*.*.example", "a.*.example", "*.", "*", "xn--.example",
+                     "mail.bücher.example.", "Ⅻ.example", "a" * 64 + ".example", "ß.example"]),
+)  # fmt: skip
+
+
+@given(_SNI_NAMES)
+def test_a_tls_sni_name_is_refused_with_its_entry_or_kept_as_sni_compares_it(name: str) -> None:
+    """``[tls] sni`` names go through IDNA: whatever the text, it is refused with the entry
+    named (never another exception) or kept lower-case, ASCII, without a trailing dot, and
+    a wildcard only as the whole left-most label."""
+    try:
+        pairs = config_module._sni_certificates({name: ["c.pem", "c.key"]})
+    except config_module._Invalid as e:
+        assert repr(name) in str(e)
+        return
+    (kept,) = pairs
+    assert kept.isascii() and kept == kept.lower() and not kept.endswith(".")
+    host = kept.removeprefix("*.")
+    assert "*" not in host and config_module._hostname(host) == host
