@@ -253,3 +253,21 @@ def test_a_broken_sni_pair_stops_the_start_naming_its_host_name(tmp_path):
         f" first certificate in {data / 'certs' / 'b.pem'}"
     ) in str(refused.value)
     assert "Traceback" not in str(refused.value)
+
+
+def test_worker_processes_serve_the_names_certificates_too(tmp_path):
+    """With [server] workers each process loads the pairs itself (workers/main.py)."""
+    data = tmp_path / "data"
+    (data / "certs").mkdir(parents=True)
+    write_pair(data / "certs" / "b.pem", data / "certs" / "b.key", LATER, ("mail.b.example",))
+    proc = ServerProcess(
+        str(data),
+        extra_config='[tls.sni]\n"mail.b.example" = ["certs/b.pem", "certs/b.key"]\n',
+        workers=2,
+    ).start()
+    try:
+        for _ in range(4):  # the connections are spread over the workers
+            assert served(proc, "imaps", "mail.b.example") == expected_der(proc, "b")
+            assert served(proc, "submission", None) == expected_der(proc, "default")
+    finally:
+        proc.stop()
