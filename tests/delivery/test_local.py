@@ -15,6 +15,7 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from tests.support.syncpool import SyncReactor, result
 from txmailhost.delivery.agent import DeliveryAgent
+from txmailhost.delivery.interfaces import MessageOptions, RecipientOptions
 from txmailhost.delivery.local import (
     XATTR,
     LocalDelivery,
@@ -86,6 +87,81 @@ def test_record_round_trip_and_garbage():
     ):
         with pytest.raises(ValueError):
             SpooledLocal.from_record("/p", raw)
+
+
+def test_a_record_without_options_is_the_version_1_record_octet_for_octet():
+    """The everyday record is what an older server wrote (and reads): no version 2 cost."""
+    item = SpooledLocal("/p", 0x6AB0C180, 0x10E0, 0xDEADBEEF, ((ALICE, "INBOX"), (BOB, "lists")),
+                        junk=frozenset({BOB}), dsn={ALICE: RecipientOptions()})  # fmt: skip
+    assert item.record() == (
+        b"1\ndeadbeef\n10e0\n6ab0c180\nalice@example.test\nbob@example.test\tlists\tj"
+    )
+
+
+def test_version_2_record_keeps_the_senders_options_and_stays_inline():
+    options = MessageOptions("BINARYMIME", smtputf8=True, ret="FULL", envid="a b+c=\u00e9",
+                             requiretls=True)  # fmt: skip
+    dsn = {
+        ALICE: RecipientOptions(("SUCCESS", "FAILURE"), "rfc822;Al ice+x@example.test"),
+        BOB: RecipientOptions(("NEVER",), f"rfc822;{BOB}"),
+    }
+    item = SpooledLocal("/p", 12, 10, 99, ((ALICE, "INBOX"), (BOB, "lists")),
+                        junk=frozenset({BOB}), options=options, dsn=dsn)  # fmt: skip
+    raw = item.record()
+    assert raw.startswith(b"2\n") and b" " not in raw  # every value in xtext
+    assert SpooledLocal.from_record("/p", raw) == item
+    assert [r.dsn for r in item.recipients] == [dsn[ALICE], dsn[BOB]]
+    # A message relayed by Postfix (8-bit, ORCPT of the address itself): still inline.
+    relayed = SpooledLocal("/p", 1_790_000_000, 4320, 2**32 - 1, (("alice.smith@example.test", "INBOX"),),
+                           options=MessageOptions("8BITMIME"),
+                           dsn={"alice.smith@example.test": RecipientOptions(
+                               (), "rfc822;alice.smith@example.test")})  # fmt: skip
+    assert len(relayed.record()) < 60
+    assert SpooledLocal.from_record("/p", relayed.record()) == relayed
+    for raw in (b"2\n1\n1\n1\nZ\nalice@x", b"2\n1\n1\n1\n\nalice@x\t\tQ",
+                b"2\n1\n1\n1\n\nalice@x\t\t\tnocolon", b"2\n1\n1\n1\n"):  # fmt: skip
+        with pytest.raises(ValueError):
+            SpooledLocal.from_record("/p", raw)
+
+
+def test_a_version_1_record_an_older_server_left_is_delivered_after_the_upgrade(store, spool):
+    path = spool / "old"
+    path.write_bytes(MSG)
+    record = b"1\n%x\n%x\n6ab0c180\nalice@example.test\nbob@example.test\tINBOX\tj" % (
+        zlib.crc32(MSG), len(MSG))  # fmt: skip
+    os.setxattr(path, XATTR, record)
+    assert delivery(store, spool).recover_sync() == (1, 0)
+    assert len(files(store, ALICE)) == 1 and len(files(store, BOB, "Junk")) == 1
+    assert not path.exists()
+
+
+def test_the_senders_options_reach_a_users_script_after_a_restart(store, spool):
+    """A redirect made at recovery keeps what the sender asked (REQUIRETLS, DSN, ...)."""
+    options = MessageOptions("8BITMIME", smtputf8=True, ret="HDRS", envid="q1", requiretls=True)
+    dsn = RecipientOptions(("FAILURE", "DELAY"), "rfc822;someone@elsewhere.test")
+    path = spool / "f1"
+    path.write_bytes(MSG)
+    item = SpooledLocal(str(path), 1_790_000_000, len(MSG), zlib.crc32(MSG), ((ALICE, "INBOX"),),
+                        options=options, dsn={ALICE: dsn})  # fmt: skip
+    os.setxattr(path, XATTR, item.record())
+    scripts = AskedScripts()
+    local = LocalDelivery(store, str(spool), SyncReactor(), [].append,
+                          agent=DeliveryAgent(store, scripts))  # fmt: skip
+    assert local.recover_sync() == (1, 0)
+    assert scripts.asked == [(ALICE, {"options": options, "dsn": dsn})]
+
+
+class AskedScripts:
+    """Stands in for ``SieveStep``: keeps what it is told of the message's options."""
+
+    def __init__(self) -> None:
+        self.asked: list = []
+
+    def decide_sync(self, user, path, names, junk=False, **asked):
+        self.asked.append((user, asked))
+
+    def send_sync(self, outgoing):
+        assert outgoing == []
 
 
 def test_intact_checks_size_and_crc(spool):
@@ -293,7 +369,7 @@ class FlaggingScripts:
     """Stands in for ``SieveStep``: alice's script files a \\Seen copy into Work and keeps one
     with $Label1 (what ``imap4flags`` decides; the interpreter is tested in tests/sieve)."""
 
-    def decide_sync(self, user, path, names, junk=False):
+    def decide_sync(self, user, path, names, junk=False, **asked):
         from txmailhost.sieve.delivery import Decision
 
         if user != ALICE:
@@ -328,7 +404,7 @@ class RefilingScripts:
     """Stands in for ``SieveStep``: alice's script discards the message, bob's files it into
     Work."""
 
-    def decide_sync(self, user, path, names, junk=False):
+    def decide_sync(self, user, path, names, junk=False, **asked):
         from txmailhost.sieve.delivery import Decision
 
         return Decision([] if user == ALICE else ["Work"])

@@ -106,14 +106,16 @@ class ReadingScripts:
 
     def __init__(self) -> None:
         self.read: list[bytes] = []
+        self.asked: list[dict] = []
 
-    def decide(self, user, path, folders, junk):
+    def decide(self, user, path, folders, junk, **asked):
         from twisted.internet.defer import succeed
 
         from txmailhost.sieve.delivery import Decision
 
         with open(path, "rb") as f:
             self.read.append(f.read())
+        self.asked.append(asked)
         return succeed(Decision(["INBOX"], flags={"INBOX": frozenset({"\\Seen", "$Label1"})}))
 
     async def send(self, outgoing):
@@ -135,3 +137,21 @@ def test_scripts_read_the_whole_message_and_their_flags_reach_the_store(tmp_path
     box = result(world.store.open(ALICE, "INBOX"))
     (stored,) = result(box.messages(result(box.select(False)).uids, content=True))
     assert stored.content == MESSAGE and stored.flags == {"\\Seen", "$Label1"}
+
+
+def test_scripts_delivered_before_the_250_are_told_the_senders_options(tmp_path):
+    """What a script redirects keeps the MAIL and RCPT parameters (REQUIRETLS, SMTPUTF8,
+    DSN): the direct path (no spool record) handed the script none of them."""
+    from txmailhost.delivery.agent import DeliveryAgent
+    from txmailhost.delivery.interfaces import MessageOptions, RecipientOptions
+
+    world = make_world(tmp_path, "memory")
+    world.add_user(ALICE)
+    scripts = ReadingScripts()
+    options = MessageOptions("8BITMIME", smtputf8=True, ret="HDRS", envid="e1", requiretls=True)
+    dsn = RecipientOptions(("FAILURE",), f"rfc822;{ALICE}")
+    envelope = Envelope("x@remote.test", (local(),), options=options,
+                        recipient_options={ALICE: dsn})  # fmt: skip
+    sub = submission(world, agent=DeliveryAgent(world.store, scripts))
+    result(sub.submit_bytes(envelope, MESSAGE))
+    assert scripts.asked == [{"options": options, "dsn": dsn}]

@@ -147,6 +147,35 @@ def test_redirect_keeps_the_envelope_sender_and_routes_local_and_remote(world):
     ]
 
 
+def test_redirect_keeps_the_senders_options_and_passes_on_notify_but_success(world):
+    """RFC 8689 6 / RFC 6531 3.2 / RFC 3461 5.2.7: a redirected copy leaves with REQUIRETLS,
+    SMTPUTF8, BODY, RET and ENVID, and the copy's ORCPT and NOTIFY, SUCCESS apart (reported
+    already for the user's address). They were dropped: a REQUIRETLS message went out
+    without it. Replies the script makes are new messages of ours, without them."""
+    from txmailhost.delivery.interfaces import MessageOptions, RecipientOptions
+
+    world.script('require ["vacation", "copy"]; redirect :copy "carol@elsewhere.example"; '
+                 'redirect "bob@example.test"; vacation "Away.";')  # fmt: skip
+    with open(world.path, "wb") as f:
+        f.write(MESSAGE)
+    options = MessageOptions("8BITMIME", smtputf8=True, ret="HDRS", envid="x1", requiretls=True)
+    asked = RecipientOptions(("SUCCESS", "FAILURE"), "rfc822;alice@example.test")
+    decision = world.step.decide_sync(ALICE, world.path, lambda user: world.folders,
+                                      options=options, dsn=asked)  # fmt: skip
+    (remote, _), (local, _), (reply, _) = decision.outgoing
+    passed_on = RecipientOptions(("FAILURE",), "rfc822;alice@example.test")
+    assert remote.options == local.options == options
+    assert remote.recipient_options == {"carol@elsewhere.example": passed_on}
+    assert local.recipient_options == {BOB: passed_on}
+    assert reply.sender is None and reply.options == MessageOptions()
+    assert reply.recipient_options == {}
+    only_success = RecipientOptions(("SUCCESS",))
+    world.script('redirect "carol@elsewhere.example";')
+    [(remote, _)] = world.step.decide_sync(ALICE, world.path, lambda user: world.folders,
+                                           dsn=only_success).outgoing  # fmt: skip
+    assert remote.recipient_options["carol@elsewhere.example"].notify == ("NEVER",)
+
+
 def test_a_redirect_that_comes_back_is_a_loop_and_the_copy_is_kept(world):
     """RFC 5228 4.2: loop control. ``redirect`` to oneself (or round two users) resent the
     message for ever: 3,892 redirects in 10 s, and with ``:copy`` a copy each time."""

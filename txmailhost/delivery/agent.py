@@ -19,13 +19,15 @@ anything that doesn't exist (any more).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from txmailhost.delivery import mailboxes
+from txmailhost.delivery.interfaces import MessageOptions, RecipientOptions
 from txmailhost.store.interfaces import INBOX
 
 JUNK = "Junk"
+_PLAIN = MessageOptions()
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,9 @@ class LocalRecipient:
     user: str
     folder: str = INBOX  # the folder a plus-address asked for: a wish, not a promise
     junk: bool = False  # a filter judged this copy spam
+    # RFC 3461 NOTIFY/ORCPT of the RCPT that led here: what a Sieve redirect passes on. Not
+    # part of the copy's identity: two addresses of one user are still one copy.
+    dsn: RecipientOptions = field(default=RecipientOptions(), compare=False)
 
 
 def wanted(recipient: LocalRecipient) -> str:
@@ -94,9 +99,15 @@ class DeliveryAgent:
         should wait for the message (``store/pending.py``) before it is delivered."""
         return _unique((r.user, wanted(r)) for r in recipients)
 
-    def choose_sync(self, recipients: Iterable[LocalRecipient], path: str | None = None) -> Choice:
+    def choose_sync(
+        self,
+        recipients: Iterable[LocalRecipient],
+        path: str | None = None,
+        options: MessageOptions = _PLAIN,
+    ) -> Choice:
         """The targets, from a worker thread (the local delivery thread, recovery at start);
-        ``path`` is the message, for users' scripts."""
+        ``path`` is the message, for users' scripts; ``options`` what its sender asked in MAIL
+        FROM, which what a script redirects keeps (RFC 8689 6, RFC 6531, RFC 3461 5.2.7)."""
         listed: dict[str, list[str]] = {}
 
         def names(user: str) -> list[str]:
@@ -108,7 +119,9 @@ class DeliveryAgent:
             return Choice(_unique((r.user, _pick(r, names)) for r in recipients), {})
         choice = Choice([], {})
         for r in recipients:
-            decision = self._sieve.decide_sync(r.user, path, names, r.junk)
+            decision = self._sieve.decide_sync(
+                r.user, path, names, r.junk, options=options, dsn=r.dsn
+            )
             if decision is None:
                 choice.targets.append((r.user, _pick(r, names)))
                 continue
@@ -116,7 +129,12 @@ class DeliveryAgent:
             _decided(r.user, decision, choice)
         return Choice(_unique(choice.targets), choice.flags)
 
-    async def choose(self, recipients: Iterable[LocalRecipient], path: str | None = None) -> Choice:
+    async def choose(
+        self,
+        recipients: Iterable[LocalRecipient],
+        path: str | None = None,
+        options: MessageOptions = _PLAIN,
+    ) -> Choice:
         """The targets, from the reactor thread (mail delivered before its ``250``)."""
         recipients = list(recipients)
         listed: dict[str, list[str]] = {}
@@ -131,7 +149,9 @@ class DeliveryAgent:
             return mailboxes.folders(self._store, user)
 
         for r in recipients:
-            decision = await self._sieve.decide(r.user, path, folders, r.junk)
+            decision = await self._sieve.decide(
+                r.user, path, folders, r.junk, options=options, dsn=r.dsn
+            )
             if decision is None:
                 choice.targets.append((r.user, _pick(r, listed.__getitem__)))
                 continue

@@ -4,7 +4,8 @@ DESIGN's path of a message makes the queue the one durable hand-off, and this is
 for mail whose every recipient is local. The message is written into one of the spool's spare
 files (``spares.py``, ``DATA/queue/spare/``), whose name was made durable when the file was
 made. Its envelope (arrival, size, CRC-32, the recipients and what was asked for each: a
-plus-address's folder, Junk) is an extended attribute of
+plus-address's folder, Junk; and the sender's ESMTP options, which a Sieve redirect passes
+on) is an extended attribute of
 that same file, set before the one fsync that precedes the ``250``: bytes and
 the record that points to them are durable together (DESIGN invariant 1). Delivering into the
 Maildir before the ``250``, as before, cost a second device flush per message (the file, then
@@ -35,17 +36,25 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from txmailhost import xtext
 from txmailhost._safeio import log_not_stored
 from txmailhost.delivery import mailboxes
 from txmailhost.delivery.agent import DeliveryAgent, LocalRecipient
+from txmailhost.delivery.interfaces import (
+    BODY_7BIT,
+    BODY_8BITMIME,
+    BODY_BINARYMIME,
+    MessageOptions,
+    RecipientOptions,
+)
 from txmailhost.ops import metrics
 from txmailhost.ops.eventlog import PRERENDERED
 
@@ -54,6 +63,59 @@ log = Logger()
 XATTR = "user.txmailhost"
 MAX_RECORD = 3072  # fits one extended-attribute block; larger envelopes take the old path
 
+_PLAIN = MessageOptions()
+_NO_WISHES = RecipientOptions()
+# Version 2's one-letter codes (``SpooledLocal``)
+_BODIES = {BODY_8BITMIME: "8", BODY_BINARYMIME: "B"}
+_RETS = {"FULL": "F", "HDRS": "H"}
+_NOTIFY = {"SUCCESS": "S", "FAILURE": "F", "DELAY": "D", "NEVER": "N"}
+
+
+def _options_line(options: MessageOptions) -> str:
+    codes = _BODIES.get(options.body, "") + _RETS.get(options.ret, "")
+    codes += ("U" if options.smtputf8 else "") + ("T" if options.requiretls else "")
+    return f"{codes}\t{xtext.encode(options.envid)}" if options.envid else codes
+
+
+def _parse_options(line: str) -> MessageOptions:
+    codes, _, envid = line.partition("\t")
+    known = set("8BFHUT")
+    if not set(codes) <= known or len(set(codes)) != len(codes):
+        raise ValueError(f"unknown message options {codes!r}")
+    body = BODY_BINARYMIME if "B" in codes else BODY_8BITMIME if "8" in codes else BODY_7BIT
+    ret = "FULL" if "F" in codes else "HDRS" if "H" in codes else ""
+    return MessageOptions(
+        body, "U" in codes, ret, xtext.decode(envid) if envid else "", "T" in codes
+    )
+
+
+def _recipient_flags(user: str, junk: bool, dsn: RecipientOptions | None) -> tuple[str, str]:
+    """A version 2 recipient line's flags and ORCPT field."""
+    flags = "j" if junk else ""
+    if dsn is None:
+        return flags, ""
+    flags += "".join(_NOTIFY[n] for n in dsn.notify)
+    if dsn.orcpt == f"rfc822;{user}":
+        return flags + "o", ""
+    kind, _, address = dsn.orcpt.partition(";")
+    return flags, f"{kind};{xtext.encode(address)}" if dsn.orcpt else ""
+
+
+def _parse_recipient(user: str, flags: str, orcpt: str) -> tuple[bool, RecipientOptions | None]:
+    letters = {code: word for word, code in _NOTIFY.items()}
+    if not set(flags) <= set(letters) | {"j", "o"}:
+        raise ValueError(f"unknown recipient flags {flags!r}")
+    notify = tuple(letters[c] for c in flags if c in letters)
+    if "o" in flags:
+        orcpt = f"rfc822;{user}"
+    elif orcpt:
+        kind, semicolon, address = orcpt.partition(";")
+        if not semicolon:
+            raise ValueError(f"not an ORCPT: {orcpt!r}")
+        orcpt = f"{kind};{xtext.decode(address)}"
+    wishes = RecipientOptions(notify, orcpt)
+    return "j" in flags, wishes if wishes != _NO_WISHES else None
+
 
 @dataclass(frozen=True)
 class SpooledLocal:
@@ -61,11 +123,23 @@ class SpooledLocal:
 
     Its record is terse on purpose: up to about 60 octets an ext4 inode holds it inline, so
     the one fsync writes no extra block (one recipient with a 25-character address fits).
-    Lines: version, CRC-32, size, arrival (hex), then one ``user[TAB folder[TAB j]]`` per
-    recipient: the folder its address asked for (INBOX when left out), ``j`` when a filter
-    sent the copy to Junk. These are wishes; the delivery agent picks the mailbox (``agent.py``).
-    The queue id is not in it: the copies are named after the spool file (``stem``), unique
-    as long as it exists, and the message's Received: field names the id.
+    Lines: version, CRC-32, size, arrival (hex), then one ``user[TAB folder[TAB flags]]`` per
+    recipient: the folder its address asked for (INBOX when left out), ``j`` in the flags when
+    a filter sent the copy to Junk. These are wishes; the delivery agent picks the mailbox
+    (``agent.py``). The queue id is not in it: the copies are named after the spool file
+    (``stem``), unique as long as it exists, and the message's Received: field names the id.
+
+    Version 2 adds what the sender asked in MAIL and RCPT (``MessageOptions``, and
+    ``RecipientOptions`` by user), which a user's Sieve ``redirect`` passes on: a REQUIRETLS
+    message must leave with REQUIRETLS (RFC 8689 6), an SMTPUTF8 one with SMTPUTF8 (RFC 6531
+    3.2). It is written only for a message that has any; one without is the version 1 record,
+    octet for octet, and version 1 records (an older server's spool) are read as ever. After
+    the arrival comes one line of message options: ``8`` BODY=8BITMIME, ``B`` BINARYMIME,
+    ``U`` SMTPUTF8, ``T`` REQUIRETLS, ``F``/``H`` RET=FULL/HDRS, then TAB and the ENVID in
+    xtext if there is one (often the line is empty). Each recipient line may then carry more
+    flags: ``S``, ``F``, ``D``, ``N`` its NOTIFY (SUCCESS, FAILURE, DELAY, NEVER), ``o`` for an
+    ORCPT of ``rfc822;`` and the user's own address (what a relaying Postfix sends), and after
+    another TAB any other ORCPT, its address in xtext. An empty folder is INBOX.
     """
 
     path: str
@@ -75,8 +149,23 @@ class SpooledLocal:
     targets: tuple[tuple[str, str], ...]  # (user, folder asked for), no duplicates
     queue_id: str = ""  # for logs
     junk: frozenset[str] = frozenset()  # users whose copy a filter sent to Junk
+    options: MessageOptions = MessageOptions()  # MAIL FROM's, for Sieve redirects
+    dsn: Mapping[str, RecipientOptions] = field(default_factory=dict)  # user -> RCPT's
 
     def record(self) -> bytes:
+        if self.options == _PLAIN and all(d == _NO_WISHES for d in self.dsn.values()):
+            return self._record_v1()
+        lines = [_options_line(self.options)]
+        for user, folder in self.targets:
+            flags, orcpt = _recipient_flags(user, user in self.junk, self.dsn.get(user))
+            fields = [user, "" if folder == "INBOX" else folder, flags, orcpt]
+            while fields[-1] == "":
+                fields.pop()
+            lines.append("\t".join(fields))
+        rest = "\n".join(lines)
+        return f"2\n{self.crc:x}\n{self.size:x}\n{self.arrival:x}\n{rest}".encode()
+
+    def _record_v1(self) -> bytes:
         lines = []
         for user, folder in self.targets:
             if user in self.junk:
@@ -89,21 +178,45 @@ class SpooledLocal:
     @property
     def recipients(self) -> list[LocalRecipient]:
         """What the delivery agent decides on."""
-        return [LocalRecipient(u, m, u in self.junk) for u, m in self.targets]
+        return [
+            LocalRecipient(u, m, u in self.junk, self.dsn.get(u, _NO_WISHES))
+            for u, m in self.targets
+        ]
 
     @classmethod
     def from_record(cls, path: str, raw: bytes) -> SpooledLocal:
-        """Parse a record; ValueError if it isn't one of ours."""
+        """Parse a record (version 1 or 2); ValueError if it isn't one of ours."""
         try:
             version, crc, size, arrival, *lines = raw.decode().split("\n")
-            if version != "1":
+            if version == "1":
+                fields = [line.split("\t") for line in lines]
+                if not fields or not all(f[0] and len(f) <= 3 for f in fields):
+                    raise ValueError("no recipients")
+                targets = tuple((f[0], f[1] if len(f) > 1 else "INBOX") for f in fields)
+                junk = frozenset(f[0] for f in fields if f[2:] == ["j"])
+                return cls(path, int(arrival, 16), int(size, 16), int(crc, 16), targets, junk=junk)
+            if version != "2":
                 raise ValueError(f"unknown record version {version!r}")
-            fields = [line.split("\t") for line in lines]
-            if not fields or not all(f[0] and len(f) <= 3 for f in fields):
+            if not lines:
+                raise ValueError("no message options")
+            options = _parse_options(lines[0])
+            fields = [line.split("\t") for line in lines[1:]]
+            if not fields or not all(f[0] and len(f) <= 4 for f in fields):
                 raise ValueError("no recipients")
-            targets = tuple((f[0], f[1] if len(f) > 1 else "INBOX") for f in fields)
-            junk = frozenset(f[0] for f in fields if f[2:] == ["j"])
-            return cls(path, int(arrival, 16), int(size, 16), int(crc, 16), targets, junk=junk)
+            targets = tuple((f[0], (f[1:2] or [""])[0] or "INBOX") for f in fields)
+            junk = set()
+            dsn = {}
+            for f in fields:
+                user, flags, orcpt = f[0], (f[2:3] or [""])[0], (f[3:4] or [""])[0]
+                is_junk, wishes = _parse_recipient(user, flags, orcpt)
+                if is_junk:
+                    junk.add(user)
+                if wishes:
+                    dsn[user] = wishes
+            return cls(
+                path, int(arrival, 16), int(size, 16), int(crc, 16), targets,
+                junk=frozenset(junk), options=options, dsn=dsn,
+            )  # fmt: skip
         except (UnicodeDecodeError, ValueError) as e:
             raise ValueError(f"not a spool record: {e}") from None
 
@@ -118,7 +231,7 @@ class SpooledLocal:
         """This message as one entry of a batch (``mailboxes.deliver_batch_sync``), its
         mailboxes (and the flags of its copies) chosen by ``agent`` now. Blocking (it may
         list the users' folders)."""
-        targets, flags = agent.choose_sync(self.recipients, self.path)
+        targets, flags = agent.choose_sync(self.recipients, self.path, self.options)
         return self.path, self.stem, self.arrival, targets, flags
 
     def intact(self) -> bool:

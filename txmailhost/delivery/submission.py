@@ -53,11 +53,15 @@ _NO_WISHES = RecipientOptions()
 
 
 def local_recipients(envelope: Envelope) -> list[LocalRecipient]:
-    """The envelope's local routes as the delivery agent's input, without duplicates."""
+    """The envelope's local routes as the delivery agent's input, without duplicates (the
+    first route to a user lends the copy its RCPT's DSN options)."""
     found: list[LocalRecipient] = []
     for route in envelope.routes:
         if route.user:
-            recipient = LocalRecipient(route.user, route.mailbox, route.user in envelope.junk)
+            recipient = LocalRecipient(
+                route.user, route.mailbox, route.user in envelope.junk,
+                envelope.recipient_options.get(route.address, _NO_WISHES),
+            )  # fmt: skip
             if recipient not in found:
                 found.append(recipient)
     return found
@@ -115,7 +119,7 @@ class Submission:
             if not remote and not local:
                 raise SubmissionError("no recipients")
             spoolable = local and not remote and self._local is not None and message.spare
-            if spoolable and await self._spool_local(message, local):
+            if spoolable and await self._spool_local(message, local, envelope.options):
                 await self._warn_near_quota(envelope, message.size)
                 await self._report_success(envelope, message)
                 return Receipt(message.queue_id, queued=True)
@@ -142,7 +146,7 @@ class Submission:
                     # write it out (and fsync it, which the links needed anyway) first.
                     await message.commit()
                     prepare = None
-                targets, flags = await self._agent.choose(local, message.path)
+                targets, flags = await self._agent.choose(local, message.path, envelope.options)
                 # One worker trip: the spool fsync (when not done for the queue), the links,
                 # and the spool file's removal.
                 if mailboxes.links_files(self._store):
@@ -163,13 +167,20 @@ class Submission:
         await self._report_success(envelope, message)
         return Receipt(message.queue_id, queued=bool(remote))
 
-    async def _spool_local(self, message: IncomingMessage, local: list[LocalRecipient]) -> bool:
+    async def _spool_local(
+        self, message: IncomingMessage, local: list[LocalRecipient], options: MessageOptions
+    ) -> bool:
         """Path 1: durable in the spool with its record, delivered by the thread just after.
-        False: too many recipients for a record; the caller delivers before the reply."""
+        False: too many recipients for a record; the caller delivers before the reply. The
+        record keeps the sender's options for what users' scripts redirect (``local.py``)."""
+        dsn: dict[str, RecipientOptions] = {}
+        for r in local:
+            if r.dsn != _NO_WISHES:
+                dsn.setdefault(r.user, r.dsn)
         item = SpooledLocal(
             message.path, int(time.time()), message.size, message.crc,
             tuple((r.user, r.folder) for r in local), message.queue_id,
-            junk=frozenset(r.user for r in local if r.junk),
+            junk=frozenset(r.user for r in local if r.junk), options=options, dsn=dsn,
         )  # fmt: skip
         record = item.record()
         if len(record) > MAX_RECORD:

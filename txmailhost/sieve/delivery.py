@@ -37,7 +37,7 @@ from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
 from twisted.logger import Logger
 
 from txmailhost._safeio import directory_locked, makedirs_durably, write_atomic
-from txmailhost.delivery.interfaces import Envelope
+from txmailhost.delivery.interfaces import Envelope, MessageOptions, RecipientOptions
 from txmailhost.routing import Outcome, Route, RouteKind
 from txmailhost.sieve.grammar import SieveSyntaxError
 from txmailhost.sieve.interpreter import INBOX, Interpreter, SieveRuntimeError
@@ -51,6 +51,8 @@ from txmailhost.store.mailboxnames import creation_problem, with_inbox
 log = Logger(namespace="txmailhost.sieve")
 
 JUNK = "Junk"
+_PLAIN = MessageOptions()
+_NO_WISHES = RecipientOptions()
 
 
 REDIRECTED_FROM = b"X-Sieve-Redirected-From"  # each user whose script sent the copy on
@@ -115,10 +117,19 @@ class SieveStep:
     # -- deciding (a worker thread) -----------------------------------------------------------
 
     def decide_sync(
-        self, user: str, path: str, names: Callable[[str], list[str]], junk: bool = False
+        self,
+        user: str,
+        path: str,
+        names: Callable[[str], list[str]],
+        junk: bool = False,
+        *,
+        options: MessageOptions = _PLAIN,
+        dsn: RecipientOptions = _NO_WISHES,
     ) -> Decision | None:
         """The decision for ``user``'s copy of the message at ``path``; None without an
-        active script. ``names(user)`` lists the user's mailboxes."""
+        active script. ``names(user)`` lists the user's mailboxes; ``options`` and ``dsn``
+        are what the sender asked for the message and for this copy (MAIL and RCPT
+        parameters), which a redirect passes on (``redirected_options``)."""
         try:
             active = self.scripts.active_script(user)
         except (SieveSyntaxError, ScriptError, OSError, UnicodeError) as e:
@@ -165,7 +176,7 @@ class SieveStep:
             return self._failed(user, name, "redirect loop: the message came back")
         decision = Decision([])
         self._mailboxes(user, outcome, mailboxes, junk, decision)
-        self._outgoing(user, name, view, outcome, path, decision)
+        self._outgoing(user, name, view, outcome, path, decision, (options, dsn))
         log.info(
             "sieve: {user} script {name}: {mailboxes}{redirects}{extra}",
             user=user,
@@ -178,7 +189,14 @@ class SieveStep:
         return decision
 
     def decide(
-        self, user: str, path: str, folders: Callable[[str], Deferred[list[str]]], junk: bool
+        self,
+        user: str,
+        path: str,
+        folders: Callable[[str], Deferred[list[str]]],
+        junk: bool,
+        *,
+        options: MessageOptions = _PLAIN,
+        dsn: RecipientOptions = _NO_WISHES,
     ) -> Deferred[Decision | None]:
         """``decide_sync`` from the reactor thread: run in the pool, listing the user's
         mailboxes with ``folders`` (a Deferred) back on the reactor."""
@@ -187,8 +205,9 @@ class SieveStep:
             return blockingCallFromThread(self._reactor, folders, who)
 
         return deferToThreadPool(
-            self._reactor, self._pool, self.decide_sync, user, path, names, junk
-        )
+            self._reactor, self._pool, self.decide_sync, user, path, names, junk,
+            options=options, dsn=dsn,
+        )  # fmt: skip
 
     def _failed(self, user: str, name: str, error: str) -> Decision:
         """INBOX, and a notice to the user the first time this script fails this way
@@ -253,15 +272,22 @@ class SieveStep:
         outcome: SieveOutcome,
         path: str,
         decision: Decision,
+        asked: tuple[MessageOptions, RecipientOptions],
     ) -> None:
         if outcome.redirects:
             with open(path, "rb") as f:
                 # marked for loop control (``_redirected_before``), as Pigeonhole marks it
                 marked = REDIRECTED_FROM + b": " + user.encode() + b"\r\n" + f.read()
+            options, dsn = asked
+            passed_on = redirected_options(dsn)
             for address in outcome.redirects:
                 routes = self._routes(address)
                 if routes:
-                    decision.outgoing.append((Envelope(view.sender, tuple(routes)), marked))
+                    envelope = Envelope(
+                        view.sender, tuple(routes), options=options,
+                        recipient_options={route.address: passed_on for route in routes},
+                    )  # fmt: skip
+                    decision.outgoing.append((envelope, marked))
                 elif INBOX not in decision.mailboxes:
                     # it can't go where the script sends it: kept, never lost (RFC 5228
                     # 2.10.6: an action that fails leaves the implicit keep)
@@ -330,6 +356,23 @@ class SieveStep:
         d = self.submission.submit_bytes(envelope, data)
         d.addErrback(lambda f: log.failure("sieve: submitting a message failed", f))
         return d
+
+
+def redirected_options(dsn: RecipientOptions) -> RecipientOptions:
+    """The RCPT parameters a redirected copy leaves with, from those of the copy.
+
+    A redirect is the user's own forward of their copy: the sender's ORCPT and NOTIFY go on
+    with it (RFC 3461 5.2.7), so a failure further on is reported to the sender, with the
+    address they wrote, and a next hop without DSN gets a "relayed" report from the queue.
+    Except SUCCESS: the copy was reported "delivered" to this user already, when it was
+    acknowledged (``Submission``, before the script ran), and one success report a
+    recipient is what was asked for. NOTIFY=SUCCESS alone leaves as NEVER, not as no
+    NOTIFY (which would mean FAILURE,DELAY: reports the sender did not ask for).
+    """
+    if "SUCCESS" not in dsn.notify:
+        return dsn
+    rest = tuple(n for n in dsn.notify if n != "SUCCESS") or ("NEVER",)
+    return RecipientOptions(rest, dsn.orcpt)
 
 
 def _described(mailbox: str, flags: dict[str, frozenset[str]]) -> str:
