@@ -90,6 +90,17 @@ def test_ret_full_returns_the_whole_message_and_hdrs_the_headers(tmp_path):
     assert b"\r\nhello\r\n" not in headers
 
 
+def test_ret_full_of_a_requiretls_message_returns_headers_only(tmp_path):
+    """RFC 8689 5: RET=FULL is disregarded for REQUIRETLS mail. The body went back in the
+    report, which is sent without REQUIRETLS, so the content it protected could travel in
+    clear text after all."""
+    h = Harness(tmp_path, ScriptedCourier(NO_USER))
+    submit(h, ["carol@remote.test"], MessageOptions(ret="FULL", requiretls=True))
+    [(_, report)] = h.dsns
+    assert b"Content-Type: text/rfc822-headers" in report
+    assert b"\r\nhello\r\n" not in report
+
+
 def test_ret_full_over_the_size_bound_returns_headers_only(tmp_path):
     h = Harness(tmp_path, ScriptedCourier(NO_USER), return_full_limit=20)
     submit(h, ["carol@remote.test"], MessageOptions(ret="FULL"))

@@ -561,7 +561,10 @@ class Queue:
         try:
             headers = await self._in_pool(read_header, path)
             full = None
-            if action == bounce.FAILED and envelope.ret == "FULL" and envelope.body != "BINARYMIME":
+            # RFC 8689 5: RET=FULL is disregarded for a REQUIRETLS message; the report may go
+            # where TLS is not required, so it carries the header section only.
+            returnable = envelope.body != "BINARYMIME" and not envelope.requiretls
+            if action == bounce.FAILED and envelope.ret == "FULL" and returnable:
                 full = await self._in_pool(read_whole, path, self.policy.return_full_limit)
             dsn = bounce.build_dsn(
                 self.hostname,
