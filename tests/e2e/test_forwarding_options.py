@@ -137,18 +137,28 @@ def test_a_redirected_requiretls_message_never_leaves_without_verified_tls(
         sink.stop()
 
 
-def test_an_alias_to_another_domain_keeps_the_senders_options(tmp_path, dns_server, certificate):
+@pytest.mark.parametrize(
+    ("address", "command"),
+    [
+        ("team@example.test", ["alias", "add", "team@example.test", "bob@sink.test"]),
+        # what the webmail's forwarding setting sets (IAddressRules.set_forward)
+        (ALICE, ["user", "forward", ALICE, "bob@sink.test", "--keep-copy"]),
+    ],
+)
+def test_an_alias_or_forward_to_another_domain_keeps_the_senders_options(
+    tmp_path, dns_server, certificate, address, command
+):
     """Aliases and forwards expand at RCPT, into the envelope the queue keeps: the same
-    options reach the next hop, NOTIFY whole (no report was made for the alias)."""
+    options reach the next hop, NOTIFY as it was given for the address."""
     sink = SinkServer(EXTENSIONS, [*EXTENSIONS, "REQUIRETLS"], *certificate).start()
     sender = start_sender(tmp_path, dns_server, sink, certificate[0])
     try:
-        sender.cli("alias", "add", "team@example.test", "bob@sink.test")
+        sender.cli(*command)
         send_with_options(
             sender,
-            "team@example.test",
+            address,
             ["SMTPUTF8", "RET=HDRS", "ENVID=e2", "REQUIRETLS"],
-            ["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;team@example.test"],
+            ["NOTIFY=SUCCESS,FAILURE", f"ORCPT=rfc822;{address}"],
         )
         wait_for(lambda: sink.messages)
         mail = sink.lines("MAIL")[-1]
@@ -156,9 +166,7 @@ def test_an_alias_to_another_domain_keeps_the_senders_options(tmp_path, dns_serv
             mail.line.split()[2:]
         )
         [rcpt] = sink.lines("RCPT")
-        assert rcpt.line == (
-            "RCPT TO:<bob@sink.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;team@example.test"
-        )
+        assert rcpt.line == f"RCPT TO:<bob@sink.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;{address}"
     finally:
         sender.stop()
         sink.stop()
