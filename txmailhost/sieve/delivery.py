@@ -13,7 +13,8 @@ agent's own rules apply (plus-address folder, Junk, INBOX). With one, the script
 - the IMAP flags of each of those copies (imap4flags, RFC 5232), which follow the copy where
   it is redirected to (INBOX for a missing mailbox, Junk); two copies that end up in one
   mailbox are one copy with the flags of both;
-- messages to send: redirects (with the original envelope sender, as forwarding does), a
+- messages to send: redirects (with the original envelope sender, as forwarding does, and
+  the sender's ESMTP options: ``redirected_options``), a
   refusal for ``reject`` (RFC 5429 2.1: to the envelope sender, never to ``<>``) and the
   vacation reply (``vacation.py``). They are handed to :meth:`SieveStep.send_sync` /
   :meth:`send`, which submit them through the one durable hand-off (``ISubmission``).
