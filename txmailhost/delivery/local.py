@@ -139,7 +139,9 @@ class SpooledLocal:
     xtext if there is one (often the line is empty). Each recipient line may then carry more
     flags: ``S``, ``F``, ``D``, ``N`` its NOTIFY (SUCCESS, FAILURE, DELAY, NEVER), ``o`` for an
     ORCPT of ``rfc822;`` and the user's own address (what a relaying Postfix sends), and after
-    another TAB any other ORCPT, its address in xtext. An empty folder is INBOX.
+    another TAB any other ORCPT, its address in xtext. An empty folder is INBOX. (A server
+    older than version 2 would sweep such a file at start as unacknowledged: the spool must
+    be empty of local mail before a downgrade.)
     """
 
     path: str
