@@ -14,6 +14,7 @@ import glob
 import json
 import os
 import smtplib
+import time
 
 import pytest
 
@@ -167,6 +168,36 @@ def test_an_alias_or_forward_to_another_domain_keeps_the_senders_options(
         )
         [rcpt] = sink.lines("RCPT")
         assert rcpt.line == f"RCPT TO:<bob@sink.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;{address}"
+    finally:
+        sender.stop()
+        sink.stop()
+
+
+def test_success_reports_to_a_next_hop_without_dsn_alias_relayed_redirect_delivered_once(
+    tmp_path, dns_server, certificate
+):
+    """RFC 3461 5.2.2: a next hop without DSN can't honour NOTIFY=SUCCESS, so the queue
+    reports "relayed" for an alias member; a redirected copy was reported "delivered" for
+    the user already and gets no second report."""
+    sink = SinkServer(["8BITMIME", "SMTPUTF8"]).start()
+    sender = start_sender(tmp_path, dns_server, sink, certificate[0])
+    try:
+        sender.cli("alias", "add", "team@example.test", "bob@sink.test")
+        upload(sender, 'redirect "carol@sink.test";')
+        send_with_options(sender, "team@example.test", ["ENVID=to-team"], ["NOTIFY=SUCCESS"])
+        send_with_options(sender, ALICE, ["ENVID=to-alice"], ["NOTIFY=SUCCESS"])
+        wait_for(lambda: len(sink.messages) == 2)
+        wait_for(lambda: len(inbox(sender, DAVE)) >= 2)
+        time.sleep(2)  # nothing more comes
+        reports = inbox(sender, DAVE)
+        assert len(reports) == 2
+        [relayed] = [r for r in reports if b"Original-Envelope-Id: to-team" in r]
+        assert b"Action: relayed" in relayed and b"rfc822; bob@sink.test" in relayed
+        [delivered] = [r for r in reports if b"Original-Envelope-Id: to-alice" in r]
+        assert b"Action: delivered" in delivered and f"rfc822; {ALICE}".encode() in delivered
+        assert [c.line for c in sink.lines("RCPT")] == [
+            "RCPT TO:<bob@sink.test>", "RCPT TO:<carol@sink.test>",
+        ]  # fmt: skip
     finally:
         sender.stop()
         sink.stop()
