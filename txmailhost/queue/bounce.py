@@ -8,8 +8,8 @@ one per-message block (``Reporting-MTA``, ``Arrival-Date``) and one block per re
 ``text/rfc822-headers`` (RFC 3462: the headers, not the body, so a bounce can't be used to
 reflect content at a third party) — or, when the sender asked for it with ``RET=FULL`` (RFC 3461
 4.3), the whole message as ``message/rfc822`` for a failure, within ``QueuePolicy.
-return_full_limit`` (never for REQUIRETLS mail, whose RET=FULL is disregarded: RFC 8689 5). ``ENVID`` and ``ORCPT`` come back as ``Original-Envelope-Id`` and
-``Original-Recipient``. Besides failures and delays, ``delivered`` and ``relayed`` reports go
+return_full_limit`` (never for REQUIRETLS mail, whose RET=FULL is disregarded: RFC 8689 5).
+``ENVID`` and ``ORCPT`` come back as ``Original-Envelope-Id`` and ``Original-Recipient``. Besides failures and delays, ``delivered`` and ``relayed`` reports go
 out for recipients whose NOTIFY asked for SUCCESS (RFC 3461 4.1); ``NOTIFY=NEVER`` silences all
 of them.
 
