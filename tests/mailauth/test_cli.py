@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import os
 import stat
@@ -10,6 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from tests.support.certificates import write_pair
 from tests.support.postgres import postgres_dsn, postgres_server  # noqa: F401 - fixtures
 from txmailhost.cli import main
 
@@ -90,6 +92,29 @@ def test_dns_prints_every_record_kind(data, capsys):
     )
     tlsa = f"3 1 1 {hashlib.sha256(spki).hexdigest()}"
     assert records[("_25._tcp.mx.example.test", "TLSA")] == tlsa
+
+
+def _tlsa_of(path) -> str:
+    with open(path, "rb") as f:
+        certificate = x509.load_pem_x509_certificate(f.read())
+    spki = certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return f"3 1 1 {hashlib.sha256(spki).hexdigest()}"
+
+
+@pytest.mark.parametrize("entry", ["mx.example.test", "*.example.test"])
+def test_dns_tlsa_is_of_the_certificate_the_mx_name_is_served(data, capsys, tmp_path, entry):
+    """A DANE sender names the MX host by SNI (RFC 7672 8.1): when ``[tls] sni`` has a pair
+    for that name, the TLSA record must be of that pair's key, not the default's."""
+    cert, key = tmp_path / "mx.pem", tmp_path / "mx.key"
+    write_pair(cert, key, datetime.datetime(2099, 1, 1), ("mx.example.test",))
+    with open(os.path.join(data, "txmailhost.toml"), "a") as f:
+        f.write(f'\n[tls.sni]\n"{entry}" = ["{cert}", "{key}"]\n')
+    assert main(["--data", data, "dns", "example.test"]) == 0
+    records = _zone_values(capsys.readouterr().out)
+    assert records[("_25._tcp.mx.example.test", "TLSA")] == _tlsa_of(cert)
+    assert _tlsa_of(cert) != _tlsa_of(os.path.join(data, "tls", "cert.pem"))
 
 
 def test_dns_check_finds_missing_and_published_records(data, names, capsys):

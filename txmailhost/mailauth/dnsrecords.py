@@ -130,7 +130,7 @@ def records_for(domain: str, config: Any, keys: KeyStore) -> list[Record]:
             exact=False,
         )
     )
-    tlsa = _tlsa_value(config.tls.certificate)
+    tlsa = _tlsa_value(served_certificate(config.tls, host))
     if tlsa:
         found.append(
             Record(
@@ -146,6 +146,22 @@ def records_for(domain: str, config: Any, keys: KeyStore) -> list[Record]:
         value = f"0 1 {port} {host}." if port else "0 0 0 ."
         found.append(Record(f"{label}.{domain}", "SRV", value, f"RFC 6186: {key}"))
     return found
+
+
+def served_certificate(tls: Any, host: str) -> str:
+    """The certificate a client naming ``host`` by SNI gets (DANE senders always name the MX
+    host, RFC 7672 8.1): its ``[tls] sni`` pair, exact name before wildcard, else the
+    default one."""
+    from txmailhost.tls import name_matches
+
+    name = host.rstrip(".").lower()
+    sni = getattr(tls, "sni", {}) or {}
+    if name in sni:
+        return sni[name][0]
+    for pattern, (certificate, _key) in sni.items():
+        if name_matches(pattern, name):
+            return certificate
+    return tls.certificate
 
 
 def _tlsa_value(certificate_path: str) -> str:
