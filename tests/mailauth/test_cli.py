@@ -85,12 +85,7 @@ def test_dns_prints_every_record_kind(data, capsys):
     assert records[("_smtp._tls.example.test", "TXT")].startswith("v=TLSRPTv1;")
     assert records[("_submission._tcp.example.test", "SRV")] == "0 1 2587 mx.example.test."
     assert records[("_imaps._tcp.example.test", "SRV")] == "0 1 2993 mx.example.test."
-    with open(os.path.join(data, "tls", "cert.pem"), "rb") as f:
-        certificate = x509.load_pem_x509_certificate(f.read())
-    spki = certificate.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    tlsa = f"3 1 1 {hashlib.sha256(spki).hexdigest()}"
+    tlsa = _tlsa_of(os.path.join(data, "tls", "cert.pem"))
     assert records[("_25._tcp.mx.example.test", "TLSA")] == tlsa
 
 
