@@ -59,3 +59,34 @@ def test_the_instruction_bench_counts_the_load_and_not_the_start(tmp_path: Path)
 
     per_message = spam_instructions.measure(False, 20, 2, 0, tmp_path / "cache")
     assert 1e6 < per_message < 50e6
+
+
+def test_corpus_mail_goes_out_dot_stuffed_and_bare_crs_are_left_out():
+    """``--corpus`` sends real mail as DATA carries it; a message the server would refuse
+    (bare CR) would make the run fail, so it is left out."""
+    assert spam_throughput.wire_form(b".a\r\nb\r\n.c\r\n..d") == b"..a\r\nb\r\n..c\r\n...d\r\n"
+    assert spam_throughput.wire_form(b"Subject: x\r\n\r\nbare\rCR\r\n") is None
+
+
+def test_the_load_sends_the_bodies_it_is_given(tmp_path: Path):
+    import asyncio
+
+    from bench import smtp_load
+
+    bodies = (b"Subject: one\r\n\r\nfirst\r\n", b"Subject: two\r\n\r\n..second\r\n")
+    with spam_throughput._server(tmp_path, False) as server:
+        load = smtp_load.SmtpLoad(
+            "127.0.0.1", server.smtp_port, 4, connections=1, recipient=spam_throughput.RECIPIENT,
+            bodies=bodies,
+        )  # fmt: skip
+        result = asyncio.run(smtp_load.run(load))
+        assert result.accepted == 4 and not result.failed
+        maildir = tmp_path / "data" / "mail" / "bench.test" / "u1"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            found = [p.read_bytes() for s in ("new", "cur") for p in (maildir / s).glob("*")]
+            if len(found) == 4:
+                break
+            time.sleep(0.1)
+        assert sum(b"\r\n.second\r\n" in m for m in found) == 2
+        assert sum(b"Subject: one" in m for m in found) == 2
