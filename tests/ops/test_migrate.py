@@ -532,3 +532,83 @@ def test_an_alias_of_the_map_closing_a_loop_is_skipped_and_the_rest_added(
         "info@example.test -> someone@elsewhere.test",
         "l1@example.test -> l2@example.test",
     ]
+
+
+def test_an_alias_map_line_separated_by_a_tab_comes_in(tmp_path: Path, capsys) -> None:
+    """postmap's key ends at any white space; a tab-separated line was one key without a
+    value, dropped without a word."""
+    data = str(tmp_path / "data")
+    assert main(["--data", data, "init", "--hostname", "mx.example.test"]) == 0
+    assert main(["--data", data, "domain", "add", "example.test"]) == 0
+    source = tmp_path / "virtual"
+    source.write_text("info@example.test\tsomeone@elsewhere.test,\tother@elsewhere.test\n")
+    capsys.readouterr()
+    assert main(["--data", data, "migrate", "postfix-aliases", str(source)]) == 0
+    assert capsys.readouterr().out == (
+        "info@example.test -> someone@elsewhere.test, other@elsewhere.test\n"
+    )
+    assert main(["--data", data, "alias", "list"]) == 0
+    assert capsys.readouterr().out == (
+        "info@example.test -> other@elsewhere.test, someone@elsewhere.test\n"
+    )
+
+
+def test_an_alias_map_key_without_a_target_is_refused_with_its_line_and_nothing_added(
+    tmp_path: Path, capsys
+) -> None:
+    data = str(tmp_path / "data")
+    assert main(["--data", data, "init", "--hostname", "mx.example.test"]) == 0
+    assert main(["--data", data, "domain", "add", "example.test"]) == 0
+    source = tmp_path / "virtual"
+    source.write_text("info@example.test someone@elsewhere.test\n# x\nsales@example.test\n")
+    capsys.readouterr()
+    assert main(["--data", data, "migrate", "postfix-aliases", str(source)]) == 1
+    assert capsys.readouterr().err == (
+        f"txmailhost: error: {source}:3: 'sales@example.test' has no target "
+        "(expected 'alias target, target')\n"
+    )
+    assert main(["--data", data, "alias", "list"]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_control_characters_of_an_alias_map_are_shown_escaped_in_the_report(
+    tmp_path: Path, capsys
+) -> None:
+    """An escape sequence in the file must not drive the administrator's terminal."""
+    data = str(tmp_path / "data")
+    assert main(["--data", data, "init", "--hostname", "mx.example.test"]) == 0
+    assert main(["--data", data, "domain", "add", "example.test"]) == 0
+    source = tmp_path / "virtual"
+    source.write_bytes(b"a@example.test \x1b]0;owned\x07@elsewhere.test\n")
+    capsys.readouterr()
+    assert main(["--data", data, "migrate", "postfix-aliases", str(source)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert out.startswith("a@example.test -> \\x1b]0;owned\\x07@elsewhere.test: skipped: ")
+
+
+@pytest.mark.parametrize("command", ["dovecot", "postfix-aliases"])
+def test_a_line_longer_than_any_real_one_is_refused_before_it_is_read_whole(
+    tmp_path: Path, command: str
+) -> None:
+    """One 2 GB line was read into memory and its first field repeated in the error."""
+    site = Site(tmp_path)
+    site.passwd.write_bytes(b"#\n" + b"a" * 5_000_000 + b"@audit.test:{PLAIN}x\n")
+    run = site.command()
+    if command == "postfix-aliases":
+        run = [*run[: run.index("migrate")], "migrate", "postfix-aliases", str(site.passwd)]
+    result = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == f"txmailhost: error: {site.passwd}:2: longer than 65536 octets\n"
+
+
+def test_a_passwd_file_user_longer_than_an_address_is_refused_in_a_short_line(
+    site: Site,
+) -> None:
+    site.passwd.write_text("b" * 3000 + f"@{DOMAIN}:{PASSWORD_HASH}::::\n")
+    result = site.migrate()
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"txmailhost: error: {site.passwd}:1: user {'b' * 80!r}... is longer than an "
+        "address can be (254 octets)\n"
+    )

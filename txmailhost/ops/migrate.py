@@ -59,6 +59,23 @@ _SYSTEM_LETTERS = {"D": "\\Draft", "F": "\\Flagged", "R": "\\Answered", "S": "\\
                    "T": "\\Deleted", "P": "$Forwarded"}  # fmt: skip
 _FIRST_MODSEQ = 2  # above a fresh mailbox's HIGHESTMODSEQ of 1: restore keeps it
 _DIGITS = re.compile(r"[0-9]+")  # str.isdigit() takes "²", which int() refuses
+# Longest line of a passwd-file or an alias map: far above any real one (a hash and a home,
+# a few hundred targets), far below what would cost memory.
+MAX_LINE = 65536
+MAX_ADDRESS = 254  # RFC 5321 4.5.3.1.3: a path of 256 octets, "<" and ">" included
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SHOWN = 80  # most characters of a file's text an error repeats
+
+
+def _printable(text: str) -> str:
+    """``text`` of a source file for the report: a control character (a NUL, an escape
+    sequence that would drive the terminal) shown as ``\\x00``, not written out."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def _clipped(text: str) -> str:
+    """``text`` for an error line: quoted, escaped, cut after ``_SHOWN`` characters."""
+    return repr(text[:_SHOWN]) + ("..." if len(text) > _SHOWN else "")
 
 
 def register(commands: Any, with_accounts: Callable[..., Callable[[argparse.Namespace], int]]):
@@ -98,9 +115,14 @@ class PasswdEntry:
 
 def text_lines(path: str) -> Iterator[tuple[int, str]]:
     """(number, line) of a text file in UTF-8, without line ends; a line that isn't UTF-8
-    is named with its file and number (not only "'utf-8' codec can't decode byte 0xff")."""
+    is named with its file and number (not only "'utf-8' codec can't decode byte 0xff").
+    A line longer than ``MAX_LINE`` is refused with its number before it is read whole: a
+    file of one 2 GB line was read into memory, and its first field came back in the
+    error, megabytes on one line of the terminal."""
     with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
+        for number, raw in enumerate(iter(lambda: f.readline(MAX_LINE + 2), b""), 1):
+            if len(raw.rstrip(b"\r\n")) > MAX_LINE:
+                raise AdminError(f"{path}:{number}: longer than {MAX_LINE} octets")
             try:
                 yield number, raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as e:
@@ -120,6 +142,9 @@ def read_passwd_file(path: str, domain: str | None) -> list[PasswdEntry]:
         fields = line.split(":")
         user, password = fields[0], fields[1] if len(fields) > 1 else ""
         home = fields[5] if len(fields) > 5 else ""
+        if len(user) > MAX_ADDRESS:
+            raise AdminError(f"{path}:{number}: user {_clipped(user)} is longer than an "
+                             f"address can be ({MAX_ADDRESS} octets)")  # fmt: skip
         if "@" not in user:
             if not domain:
                 raise AdminError(f"{path}:{number}: user {user!r} has no domain (--domain)")
@@ -502,21 +527,27 @@ def _failure(error: Exception) -> str:
 
 def read_alias_map(path: str) -> list[tuple[str, list[str]]]:
     """A Postfix lookup table source: ``key value``, ``#`` comments, lines starting with
-    white space continue the previous one (postmap(1)); values split on commas and spaces."""
-    logical: list[str] = []
-    for _number, stripped in text_lines(path):
+    white space continue the previous one (postmap(1)); the key ends at the first white
+    space, a space or a tab as postmap reads it (``info@example.org<TAB>alice@...`` was
+    read as one key without a value and dropped without a word); values split on commas
+    and white space. A key without a value is refused with its line, as postmap refuses
+    it ("expected format: key whitespace value")."""
+    logical: list[tuple[int, str]] = []
+    for number, stripped in text_lines(path):
         if not stripped.strip() or stripped.lstrip().startswith("#"):
             continue
         if stripped[0].isspace() and logical:
-            logical[-1] += " " + stripped.strip()
+            logical[-1] = (logical[-1][0], logical[-1][1] + " " + stripped.strip())
         else:
-            logical.append(stripped.strip())
+            logical.append((number, stripped.strip()))
     out = []
-    for line in logical:
-        key, _, value = line.partition(" ")
-        targets = [t for t in re.split(r"[\s,]+", value) if t]
-        if key and targets:
-            out.append((key, targets))
+    for number, line in logical:
+        key, *rest = line.split(None, 1)
+        targets = [t for t in re.split(r"[\s,]+", rest[0] if rest else "") if t]
+        if not targets:
+            raise AdminError(f"{path}:{number}: {_clipped(key)} has no target (expected "
+                             "'alias target, target')")  # fmt: skip
+        out.append((key, targets))
     return out
 
 
@@ -536,7 +567,7 @@ def _postfix_aliases(args: argparse.Namespace, config: Any, accounts: Any) -> in
         args,
         report,
         lambda: [
-            f"{r['alias']} -> {', '.join(r['targets'])}"
+            _printable(f"{r['alias']} -> {', '.join(r['targets'])}")
             + ("" if r["added"] else f": skipped: {r['error']}")
             for r in report
         ],
