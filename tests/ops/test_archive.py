@@ -141,3 +141,27 @@ def test_an_untouched_export_imports(exported: Exported, capsys) -> None:
     code, err = exported.run_import(capsys)
     assert code == 0, err
     assert exported.imported() == [b"Subject: 1\r\n\r\n", b"Subject: 2\r\n\r\n"]
+
+
+@pytest.mark.parametrize("where", ["cur", "data", "link"])
+def test_an_export_into_the_data_directory_is_refused_and_nothing_written(
+    exported: Exported, tmp_path: Path, capsys, where: str
+) -> None:
+    """Into alice's (empty) ``cur/`` the manifest became a message of hers; anywhere under
+    DATA the password hashes lay where the server (and its backups) keep their files."""
+    cur = Path(exported.data, "mail", "example.test", "alice", "cur")
+    dest = {"cur": cur, "data": Path(exported.data, "exports", "today"),
+            "link": tmp_path / "link"}[where]  # fmt: skip
+    if where == "link":
+        dest.symlink_to(cur)
+    before = sorted(os.listdir(exported.data))
+    capsys.readouterr()
+    assert main(["--data", exported.data, "export", ALICE, str(dest)]) == 1
+    assert capsys.readouterr().err == (
+        f"txmailhost: error: {dest} is inside {exported.data}: put the export outside the "
+        "server's data directory\n"
+    )
+    assert sorted(os.listdir(exported.data)) == before
+    assert os.listdir(cur) == []
+    inbox = result_of(exported.store().open(ALICE, "INBOX"))
+    assert len(result_of(inbox.snapshot()).messages) == 2

@@ -97,6 +97,10 @@ def _export(args: argparse.Namespace, config: Any, accounts: Any) -> int:
     dest = os.path.abspath(args.dest)
     if os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
         raise AdminError(f"{dest} exists and is not an empty directory")
+    inside = _server_directory_holding(config, dest)
+    if inside is not None:
+        raise AdminError(f"{dest} is inside {inside}: put the export outside the server's "
+                         "data directory")  # fmt: skip
     os.makedirs(dest, mode=0o700, exist_ok=True)
     store = open_store(config)
     summary = [export_user(store, accounts, user, dest) for user in users]
@@ -124,6 +128,21 @@ def _export(args: argparse.Namespace, config: Any, accounts: Any) -> int:
         ),
     )
     return 0
+
+
+def _server_directory_holding(config: Any, dest: str) -> str | None:
+    """The server's directory ``dest`` would be written into, links resolved (``DATA``, or
+    the mail or queue directory where a link takes it elsewhere); None when it is outside
+    them all. Written there, an export's files are the server's to read: in a Maildir's
+    ``cur/`` the manifest became a message, under ``DATA/mail`` the export's user
+    directory became a domain's, and every user's password hash lay in the data directory
+    a backup of it copies."""
+    where = os.path.realpath(dest)
+    for directory in (config.data_dir, config.mail_root, config.queue_dir):
+        root = os.path.realpath(directory)
+        if os.path.commonpath([root, where]) == root:
+            return directory
+    return None
 
 
 def backup_database(source: str, target: str) -> None:
