@@ -9,6 +9,7 @@ import gzip
 import json
 import os
 import random
+import re
 
 import pytest
 from cryptography import x509
@@ -252,10 +253,41 @@ def test_a_cached_policy_survives_a_restart_and_a_vanished_txt_record(
         ),
         (["v=TLSRPTv1; rua=mailto:a@x.test", "v=TLSRPTv1; rua=mailto:b@x.test"], []),
         (["v=spf1 -all"], []),
+        # RFC 6068 %-encoding is decoded; the same address is mailed once
+        (
+            ["v=TLSRPTv1; rua=mailto:tls%2Drpt@X.test,mailto:tls-rpt@x.test,mailto:c@x.test"],
+            ["tls-rpt@x.test", "c@x.test"],
+        ),
+        # what decodes to a header break, a "<", or non-ASCII is not an address to mail
+        (
+            [
+                "v=TLSRPTv1; rua=mailto:a%0D%0ABcc:%20e@x.test,mailto:a%3Ee@x.test,"
+                "mailto:caf%C3%A9@x.test,mailto:ok@x.test"
+            ],
+            ["ok@x.test"],
+        ),  # fmt: skip
+        # a thousand addresses are not a thousand reports a day
+        (
+            ["v=TLSRPTv1; rua=" + ",".join(f"mailto:r{i}@x.test" for i in range(1000))],
+            ["r0@x.test", "r1@x.test"],
+        ),
     ],
 )
 def test_rua_addresses(texts, expected):
     assert rua_addresses(texts) == expected
+
+
+def test_the_report_file_name_is_rfc_8460_5_1s(net) -> None:
+    """sender!policy-domain!begin!end!unique-id.json.gz: seconds since the epoch, a
+    unique-id of letters and digits (not ISO times with colons and an id with a dot)."""
+    reports = TLSReports(net.reactor, SyncThreadPool(), None, "mx.example.test")
+    reports.record("far.test", None, mx_host="mx.far.test")
+    report = reports.report("far.test", reports._counts["far.test"], 1764979200, 1765065600)
+    message = reports.message("far.test", "tls@far.test", report, 1765065600)
+    [name] = re.findall(rb'filename="([^"]*)"', message)
+    assert re.fullmatch(
+        rb"mx\.example\.test!far\.test!1764979200!1765065600![A-Za-z0-9]+\.json\.gz", name
+    ), name
 
 
 def _report_of(message: bytes) -> dict:

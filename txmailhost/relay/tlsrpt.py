@@ -23,6 +23,7 @@ import json
 import re
 import secrets
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -42,7 +43,14 @@ log = Logger()
 STARTTLS_NOT_SUPPORTED = "starttls-not-supported"
 VALIDATION_FAILURE = "validation-failure"
 DNSSEC_INVALID = "dnssec-invalid"
-_MAILTO = re.compile(r"^mailto:([^@\s,;!]+@[A-Za-z0-9.-]+)$")
+_MAILTO = re.compile(r"mailto:([^@\s,;!]+@[A-Za-z0-9.-]+)", re.I)
+# What a decoded URI may be: printable ASCII before the "@" (the report is an ASCII message;
+# no "<", ">" or '"' to break out of "To: <...>"), a host name after it
+_ADDRESS = re.compile(r"[!#-+\-./0-9=?A-Z^-~]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z0-9-]+")
+# Report addresses of a record used, the first ones: RFC 8460 sets no limit, but a record
+# listing a thousand would have us mail the report a thousand times a day (RFC 7489 6.2 lets
+# a DMARC reporter stop at two; the same here).
+MAX_RUA = 2
 
 
 @dataclass
@@ -56,19 +64,25 @@ class _Counts:
 
 def rua_addresses(texts: list[str]) -> list[str]:
     """The ``mailto:`` addresses of the one ``v=TLSRPTv1`` record among ``texts`` (RFC 8460
-    3); none when there isn't exactly one."""
+    3); none when there isn't exactly one. A URI is %-decoded (RFC 6068 2: ``tls%2Drpt@``
+    is ``tls-rpt@``) and used only if what it decodes to is still one plain address; each
+    address is used once, and at most ``MAX_RUA`` of them."""
     found = [t for t in texts if t.startswith("v=TLSRPTv1")]
     if len(found) != 1:
         return []
-    addresses = []
+    addresses: dict[str, None] = {}
     for part in found[0].split(";")[1:]:
         key, _, value = part.strip().partition("=")
         if key.strip() == "rua":
             for uri in value.split(","):
-                match = _MAILTO.match(uri.strip())
-                if match:
-                    addresses.append(match.group(1))
-    return addresses
+                match = _MAILTO.fullmatch(uri.strip())
+                if match is None:
+                    continue
+                address = urllib.parse.unquote(match.group(1), errors="replace")
+                if _ADDRESS.fullmatch(address):
+                    local, _, domain = address.rpartition("@")
+                    addresses[f"{local}@{domain.lower()}"] = None
+    return list(addresses)[:MAX_RUA]
 
 
 def _policy_string(policy: STSPolicy) -> tuple[str, ...]:
@@ -103,8 +117,16 @@ def _policy_entry(domain: str, counts: _Counts) -> dict[str, Any]:
     }
 
 
+_ISO = "%Y-%m-%dT%H:%M:%SZ"
+
+
 def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(timestamp, UTC).strftime(_ISO)
+
+
+def _epoch(iso: str) -> int:
+    """A report's ``date-range`` time as the file name gives it: seconds since the epoch."""
+    return int(datetime.strptime(iso, _ISO).replace(tzinfo=UTC).timestamp())
 
 
 class TLSReports:
@@ -187,7 +209,10 @@ class TLSReports:
         report_id = report["report-id"]
         start = report["date-range"]["start-datetime"]
         end = report["date-range"]["end-datetime"]
-        name = f"{self.hostname}!{domain}!{start}!{end}!{report_id.partition('@')[0]}.json.gz"
+        # RFC 8460 5.1: sender!policy-domain!begin!end!unique-id.json.gz, the times in
+        # seconds since the epoch and the unique-id letters and digits only
+        unique = re.sub(r"[^A-Za-z0-9]", "", report_id.partition("@")[0])
+        name = f"{self.hostname}!{domain}!{_epoch(start)}!{_epoch(end)}!{unique}.json.gz"
         payload = gzip.compress(json.dumps(report, indent=1).encode())
         encoded = base64.encodebytes(payload).replace(b"\n", b"\r\n").decode("ascii")
         boundary = f"tlsrpt.{secrets.token_hex(8)}"
