@@ -273,3 +273,47 @@ def test_characters_xml_cant_carry_are_replaced_in_a_report():
     xml = report_xml("victim.test", [entry], "mx.example.test", "m@x.test", "id", 0, 1)
     feedback = ET.fromstring(xml)
     assert feedback.findtext("record/auth_results/dkim/selector") == "a" + "\ufffd" * 5 + "b\tc"
+
+
+def test_a_report_over_a_destinations_size_limit_is_not_sent_there(resolver, tmp_path):
+    """RFC 7489 6.2: ``mailto:r@x!100`` takes reports of at most 100 octets (units ``k``,
+    ``m``, ``g``, ``t`` powers of two); the limit was dropped and every report sent."""
+    log = ReportLog(str(tmp_path / "dmarc"))
+    log.record(_entry("small.test", ["mailto:agg@small.test!100", "mailto:big@small.test!1k"]))
+    log.record(_entry("good.test", ["mailto:agg@good.test!10m", "mailto:b@good.test!1K"]))
+    sent: list[tuple[str, bytes]] = []
+
+    async def send(address, data):
+        sent.append((address, data))
+
+    reactor, events = _run_reports(log, resolver, send)
+    assert all(len(data) > 1024 for _address, data in sent)  # so "1k" is too small
+    assert _report_domains(sent) == [("agg@good.test", "good.test")]
+    assert email.message_from_bytes(sent[0][1])["To"] == "agg@good.test"
+    assert log.finished_days(reactor.seconds()) == []
+    skipped = [formatEvent(e) for e in events if "over the" in formatEvent(e)]
+    assert len(skipped) == 3
+    assert {s.split(" not sent to ")[1].split(":")[0] for s in skipped} == {
+        "b@good.test",
+        "agg@small.test",
+        "big@small.test",
+    }
+
+
+def test_an_address_named_twice_gets_the_report_once(resolver, tmp_path):
+    log = ReportLog(str(tmp_path / "dmarc"))
+    log.record(_entry("good.test", ["mailto:agg@good.test", "mailto:agg@GOOD.test!10m"]))
+    sent: list[tuple[str, bytes]] = []
+
+    async def send(address, data):
+        sent.append((address, data))
+
+    _run_reports(log, resolver, send)
+    assert _report_domains(sent) == [("agg@good.test", "good.test")]
+
+
+@pytest.mark.parametrize("size", ["", "5x", "k", "-1", "1.5m", "123456789012345678901"])
+def test_a_mailto_whose_size_is_not_one_is_no_destination(size):
+    """What follows the "!" must be a size (6.4; at most a 64-bit number): a report can't
+    be known to fit anything else."""
+    assert mailto_addresses([f"mailto:agg@x.test!{size}"]) == []

@@ -50,6 +50,9 @@ _NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010fff
 # RFC 6376 3.1: a selector is sub-domain *("." sub-domain), labels as in a host name
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _SELECTOR = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+# RFC 7489 6.4: a dmarc-uri's size, and the power of two each unit stands for (6.2)
+_SIZE = re.compile(r"([0-9]{1,20})([kmgtKMGT]?)")
+_UNIT_BITS = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}
 
 
 def _day(timestamp: float) -> str:
@@ -199,13 +202,28 @@ def report_message(
     return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
 
 
+def size_limit(uri: str) -> int | None:
+    """The ``!size`` of a ``rua`` URI in octets, None when it has none (RFC 7489 6.4:
+    ``"!" 1*DIGIT ["k" / "m" / "g" / "t"]``, units powers of two, 6.2); -1 when what
+    follows the ``!`` is not a size (no report can be known to fit it)."""
+    _uri, bang, size = uri.partition("!")
+    if not bang:
+        return None
+    found = _SIZE.fullmatch(size)
+    if found is None:
+        return -1
+    return int(found.group(1)) << _UNIT_BITS[found.group(2).lower()]
+
+
 def mailto_address(uri: str) -> str | None:
     """The addr-spec of one ``rua`` URI (RFC 7489 6.2: a ``!size`` limit may follow it;
     RFC 6068: ``mailto:addr-spec?hfields``, %-encoded), or None when it has none we could
-    send to: a local part and a domain the accounts' rules accept, no control character.
-    ``x@`` reached the ``To:`` field, and the header parser's IndexError stopped every
-    report of the day, every day."""
+    send to: a local part and a domain the accounts' rules accept, no control character,
+    a size limit that is one. ``x@`` reached the ``To:`` field, and the header parser's
+    IndexError stopped every report of the day, every day."""
     if not uri.lower().startswith("mailto:") or _CONTROL_OR_SPACE.search(uri):
+        return None
+    if size_limit(uri) == -1:
         return None
     try:
         text = urllib.parse.unquote(uri[7:].split("!", 1)[0].split("?", 1)[0], errors="strict")
@@ -219,7 +237,23 @@ def mailto_address(uri: str) -> str | None:
 
 def mailto_addresses(rua: Iterable[str]) -> list[str]:
     """The addresses of the ``mailto:`` URIs that have one; other URIs are ignored."""
-    return [a for a in map(mailto_address, rua) if a is not None]
+    return list(mailto_limits(rua))
+
+
+def mailto_limits(rua: Iterable[str]) -> dict[str, int | None]:
+    """Each address of the ``mailto:`` URIs once, with the smallest size limit it was given
+    (None: no limit); a record naming one address twice gets one report, not two."""
+    found: dict[str, int | None] = {}
+    for uri in rua:
+        address = mailto_address(uri)
+        if address is None:
+            continue
+        limit = size_limit(uri)
+        if address in found:
+            limits = [n for n in (found[address], limit) if n is not None]
+            limit = min(limits) if limits else None
+        found[address] = limit
+    return found
 
 
 class DMARCReports(Service):
@@ -287,7 +321,8 @@ class DMARCReports(Service):
         self, domain: str, entries: list[dict[str, Any]], day: str, begin: int
     ) -> tuple[list[str], bytes] | None:
         """(recipients, message) of ``domain``'s report, None when it has no destination."""
-        recipients = self._allowed(domain, mailto_addresses(entries[-1]["policy"]["rua"]))
+        limits = mailto_limits(entries[-1]["policy"]["rua"])
+        recipients = self._allowed(domain, list(limits))
         if not recipients:
             return None
         report_id = f"{day}.{secrets.token_hex(6)}@{self.hostname}"
@@ -295,7 +330,20 @@ class DMARCReports(Service):
                          report_id, begin, begin + 86399)  # fmt: skip
         message = report_message(xml, domain, self.hostname, recipients, report_id,
                                  begin, begin + 86399)  # fmt: skip
-        return recipients, message
+        # RFC 7489 6.2: a "!size" is the most the destination takes; a larger report is
+        # not sent there (the message's size: it holds the report, and a little more)
+        fitting = [a for a in recipients if limits[a] is None or len(message) <= limits[a]]
+        for address in recipients:
+            if address not in fitting:
+                log.info("dmarc: report for {domain} of {day} not sent to {address}: its "
+                         "{size} octets are over the {limit} the rua allows", domain=domain,
+                         day=day, address=address, size=len(message), limit=limits[address])  # fmt: skip
+        if not fitting:
+            return None
+        if fitting != recipients:
+            message = report_message(xml, domain, self.hostname, fitting, report_id,
+                                     begin, begin + 86399)  # fmt: skip
+        return fitting, message
 
     def _allowed(self, policy_domain: str, addresses: list[str]) -> list[str]:
         """RFC 7489 7.1: a destination in another organisation must agree to receive."""
