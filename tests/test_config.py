@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from txmailhost.cli import main as cli_main
 from txmailhost.config import (
     Config,
     ConfigError,
@@ -373,3 +376,32 @@ def test_tls_sni_names_the_same_name_twice(tmp_path: Path) -> None:
     (problem,) = raised.value.problems
     assert problem.startswith(f"{path}: tls.sni: expected a table of host name")
     assert problem.endswith("; 'MAIL.b.example.': the same name as another entry, got a table")
+
+
+def test_a_config_file_larger_than_any_real_one_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[server]\nhostname = "mx.example.net"\n' + "#\n" * 600_000)
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(tmp_path), str(path))
+    assert raised.value.problems == [f"{path}: the config file is larger than 1048576 bytes"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_config_file_that_is_a_fifo_or_a_device_is_refused_at_once(
+    tmp_path: Path, kind: str
+) -> None:
+    """``--config /dev/zero`` read for ever, a FIFO waited for a writer for ever. (The
+    device here is /dev/null, which the old code took as an empty file: /dev/zero would
+    fill the machine's memory were the check ever lost.)"""
+    data = tmp_path / "data"
+    assert cli_main(["--data", str(data), "init", "--hostname", "mx.example.net"]) == 0
+    path = tmp_path / "fifo.toml"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path = Path("/dev/null")
+    command = [sys.executable, "-m", "txmailhost.cli", "--data", str(data), "--config",
+               str(path), "check-config"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr == f"txmailhost: error: {path}: the config file is not a regular file\n"

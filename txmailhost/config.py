@@ -32,6 +32,7 @@ import math
 import os
 import re
 import socket
+import stat
 import textwrap
 import tomllib
 from collections.abc import Callable
@@ -48,6 +49,8 @@ MiB = 1024 * 1024
 # have) is 1,048,576, so a larger limit could never be reached, only overflow setrlimit.
 MAX_CONNECTIONS = 1_000_000
 FILTER_THREADS = 8  # the blocking filters' threads (service._build_filters)
+# Largest config file read: the commented one ``init`` writes is under 32 KiB
+MAX_CONFIG_SIZE = 1024 * 1024
 
 
 class ConfigError(Exception):
@@ -1540,8 +1543,7 @@ def load_config(data_dir: str, config_file: str | None = None) -> Config:
         os.path.abspath(config_file) if config_file is not None else default_config_path(data_dir)
     )
     try:
-        with open(path, "rb") as f:
-            raw: bytes | None = f.read()
+        raw = _read_config_file(path)
     except FileNotFoundError:
         if config_file is not None:
             raise ConfigError([f"{path}: config file not found"]) from None
@@ -1550,6 +1552,24 @@ def load_config(data_dir: str, config_file: str | None = None) -> Config:
         raise ConfigError([f"{path}: cannot read the config file: {e.strerror}"]) from None
     document = {} if raw is None else _parse_toml(path, raw)
     return _build(data_dir, path, document)
+
+
+def _read_config_file(path: str) -> bytes:
+    """The config file's octets, if it is a regular file of at most ``MAX_CONFIG_SIZE``.
+    ``--config /dev/zero`` read for ever (and a FIFO waited for a writer that never came),
+    so the file is opened without blocking and judged on its descriptor before it is read;
+    anything else is a ``ConfigError`` naming it."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ConfigError([f"{path}: cannot read the config file: Is a directory"])
+        if not stat.S_ISREG(mode):
+            raise ConfigError([f"{path}: the config file is not a regular file"])
+        raw = f.read(MAX_CONFIG_SIZE + 1)
+    if len(raw) > MAX_CONFIG_SIZE:
+        raise ConfigError([f"{path}: the config file is larger than {MAX_CONFIG_SIZE} bytes"])
+    return raw
 
 
 def default_config_path(data_dir: str) -> str:
