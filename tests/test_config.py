@@ -405,3 +405,24 @@ def test_a_config_file_that_is_a_fifo_or_a_device_is_refused_at_once(
     result = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert result.stderr == f"txmailhost: error: {path}: the config file is not a regular file\n"
+
+
+@pytest.mark.parametrize(
+    ("section", "key"), [("smtp", "max_message_size"), ("imap", "max_literal_size")]
+)
+def test_an_integer_beyond_64_bits_is_refused_naming_its_key(
+    tmp_path: Path, section: str, key: str
+) -> None:
+    """TOML integers are 64-bit (tomllib takes any): 10**30 was announced as ``SIZE`` with
+    31 digits (RFC 1870 allows 20) and ``APPENDLIMIT`` past IMAP's number64 (RFC 9051)."""
+    path = tmp_path / "c.toml"
+    path.write_text(f"[{section}]\n{key} = {10**30}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(tmp_path), str(path))
+    assert raised.value.problems == [
+        f"{path}: {section}.{key}: expected a positive integer number of bytes (e.g. 52428800 "
+        f"for 50 MiB), at most 9223372036854775807 (2^63-1), got {10**30}"
+    ]
+    path.write_text(f"[{section}]\n{key} = {2**63 - 1}\n")
+    config = load_config(str(tmp_path), str(path))
+    assert getattr(getattr(config, section), key) == 2**63 - 1

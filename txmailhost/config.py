@@ -49,6 +49,10 @@ MiB = 1024 * 1024
 # have) is 1,048,576, so a larger limit could never be reached, only overflow setrlimit.
 MAX_CONNECTIONS = 1_000_000
 FILTER_THREADS = 8  # the blocking filters' threads (service._build_filters)
+# Largest integer a setting takes: TOML's own (a signed 64-bit integer, which Python's
+# tomllib doesn't enforce), IMAP4rev2's number64 (RFC 9051: APPENDLIMIT), within SMTP
+# SIZE's 20 digits (RFC 1870); 10**30 was announced as "SIZE 1000...0", 31 digits
+LARGEST_INTEGER = 2**63 - 1
 # Largest config file read: the commented one ``init`` writes is under 32 KiB
 MAX_CONFIG_SIZE = 1024 * 1024
 
@@ -88,6 +92,8 @@ def _integer(
             raise _Invalid(expected)
         if value < minimum or (maximum is not None and value > maximum):
             raise _Invalid(expected)
+        if value > LARGEST_INTEGER:
+            raise _Invalid(f"{expected}, at most {LARGEST_INTEGER} (2^63-1)")
         return value
 
     return check
