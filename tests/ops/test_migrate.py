@@ -612,3 +612,24 @@ def test_a_passwd_file_user_longer_than_an_address_is_refused_in_a_short_line(
         f"txmailhost: error: {site.passwd}:1: user {'b' * 80!r}... is longer than an "
         "address can be (254 octets)\n"
     )
+
+
+@pytest.mark.parametrize("folder", [".INBOX", ".inbox", ".InBox"])
+def test_a_folder_named_inbox_is_skipped_not_appended_to_inbox_on_every_run(
+    site: Site, folder: str
+) -> None:
+    """INBOX is the Maildir itself; a ``.INBOX`` folder was restored into it too, its mail
+    appended under new UIDs (the mailbox held mail) again on every run."""
+    user = site.maildir("user1")
+    (user / "cur" / "1700000000.M1P1.host:2,S").write_bytes(b"Subject: one\n\nreal\n")
+    odd = site.maildir("user1", folder)
+    (odd / "cur" / "1700000001.M2P2.host:2,S").write_bytes(b"Subject: two\n\nodd\n")
+    site.users("user1")
+    for _run in (1, 2):
+        result = site.migrate()
+        assert result.returncode == 0, result.stderr
+        assert f"  skipped {odd}: a folder named INBOX beside the Maildir's own" in (
+            result.stdout.splitlines()
+        )
+    mail = site.mail("user1")
+    assert list(mail["INBOX"][1].values()) == [b"Subject: one\r\n\r\nreal\r\n"]

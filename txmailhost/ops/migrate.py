@@ -273,7 +273,8 @@ def read_keywords(directory: str, skipped: list[str]) -> dict[str, str]:
 def folders(maildir: str, skipped: list[str]) -> Iterator[tuple[str, str]]:
     """(IMAP name, directory) of INBOX and each Maildir++ folder (``.Lists.twisted``); a
     link among them is reported in ``skipped``, never followed (it could lead into another
-    user's Maildir), and so is a folder whose name is not text (``folder_name``)."""
+    user's Maildir), and so is a folder whose name is not text (``folder_name``) or is
+    INBOX in any case (``.INBOX``: Dovecot's INBOX is the Maildir itself)."""
     yield INBOX, maildir
     for entry in sorted(os.listdir(maildir)):
         if not entry.startswith(".") or entry in (".", ".."):
@@ -286,6 +287,10 @@ def folders(maildir: str, skipped: list[str]) -> Iterator[tuple[str, str]]:
             name = folder_name(entry[1:].split("."))
             if name is None:
                 skipped.append(f"{shown(full)}: a name neither modified UTF-7 nor UTF-8")
+            elif name.upper() == INBOX:
+                # INBOX is the Maildir itself (RFC 3501 5.1: any case); merged into it, a
+                # ".INBOX" folder's mail was appended again on every run
+                skipped.append(f"{shown(full)}: a folder named INBOX beside the Maildir's own")
             else:
                 yield name, full
 
