@@ -165,3 +165,76 @@ def test_an_export_into_the_data_directory_is_refused_and_nothing_written(
     assert os.listdir(cur) == []
     inbox = result_of(exported.store().open(ALICE, "INBOX"))
     assert len(result_of(inbox.snapshot()).messages) == 2
+
+
+@pytest.mark.parametrize(
+    ("flags", "problem"),
+    [
+        (["c\r\n* BYE"], "UID 1: 'c\\r\\n* BYE' is not an IMAP flag"),
+        (["(x"], "UID 1: '(x' is not an IMAP flag"),
+        (["a b"], "UID 1: 'a b' is not an IMAP flag"),
+        (["\\Bogus"], "UID 1: '\\\\Bogus' is not an IMAP flag"),
+        ("abc", "the flags of UID 1 are not a list"),
+    ],
+)
+def test_flags_imap_cant_carry_are_refused_before_anything_is_imported(
+    exported: Exported, capsys: pytest.CaptureFixture[str], flags: object, problem: str
+) -> None:
+    """A flag was written as it was into ``FETCH FLAGS`` and ``* FLAGS``: ``c\\r\\n* BYE``
+    put a line of the export's making into the client's session."""
+    exported.edit_mailboxes(lambda box: box["messages"][0].update(flags=flags))
+    code, err = exported.run_import(capsys)
+    assert code == 1
+    assert problem in err and err.count("\n") == 1
+    assert exported.imported() == [] and IMP not in exported.users(capsys)
+
+
+@pytest.mark.parametrize("date", ["yesterday", 1e300, -1e12])
+def test_an_internaldate_outside_imaps_years_is_refused_before_anything_is_imported(
+    exported: Exported, capsys: pytest.CaptureFixture[str], date: object
+) -> None:
+    exported.edit_mailboxes(lambda box: box["messages"][0].update(internaldate=date))
+    code, err = exported.run_import(capsys)
+    assert code == 1
+    assert f"UID 1: INTERNALDATE {date!r} is not a time in the years 1 to 9999" in err
+    assert exported.imported() == [] and IMP not in exported.users(capsys)
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("../../x", "invalid mailbox name: '../../x'"),
+        ("a\x00b", "invalid mailbox name: 'a\\x00b'"),
+        (5, "5 is not a mailbox name"),
+    ],
+)
+def test_a_mailbox_name_the_store_refuses_is_refused_before_the_account_is_made(
+    exported: Exported, capsys: pytest.CaptureFixture[str], name: object, problem: str
+) -> None:
+    """The account was made, the mailboxes before it restored, then "unexpected
+    InvalidMailboxName"."""
+    mailboxes = json.loads(exported.mailboxes_json.read_text())
+    mailboxes[-1]["name"] = name
+    exported.mailboxes_json.write_text(json.dumps(mailboxes))
+    code, err = exported.run_import(capsys)
+    assert code == 1
+    assert err == f"txmailhost: error: {exported.mailboxes_json}: {problem}\n"
+    assert IMP not in exported.users(capsys)
+    assert exported.imported() == []
+
+
+@pytest.mark.parametrize("version", ["2", None, 1.5, True])
+def test_a_manifest_version_that_is_no_number_is_one_line_naming_it(
+    exported: Exported, capsys: pytest.CaptureFixture[str], version: object
+) -> None:
+    """It was "unexpected TypeError: '>' not supported between 'str' and 'int'"."""
+    manifest = exported.export / "txmailhost-export.json"
+    document = json.loads(manifest.read_text())
+    document["version"] = version
+    manifest.write_text(json.dumps(document))
+    code, err = exported.run_import(capsys)
+    assert code == 1
+    assert err == (
+        f"txmailhost: error: {manifest}: export format {version!r} is not a version number\n"
+    )
+    assert IMP not in exported.users(capsys)

@@ -633,3 +633,21 @@ def test_a_folder_named_inbox_is_skipped_not_appended_to_inbox_on_every_run(
         )
     mail = site.mail("user1")
     assert list(mail["INBOX"][1].values()) == [b"Subject: one\r\n\r\nreal\r\n"]
+
+
+def test_a_dovecot_keyword_imap_cant_carry_is_left_out_and_reported(site: Site) -> None:
+    """``1 a b (x`` became the keyword "a b (x", written as it was into ``FETCH FLAGS``;
+    the message keeps its other flags, the user and the folder still come over."""
+    user = site.maildir("user1")
+    (user / "dovecot-keywords").write_text("0 $Important\n1 a b (x\n2 \\Bogus\n")
+    (user / "cur" / "1700000000.M1P1.host:2,Sabc").write_bytes(b"Subject: one\n\nx\n")
+    site.users("user1")
+    result = site.migrate()
+    assert result.returncode == 0, result.stderr
+    keywords = user / "dovecot-keywords"
+    assert f"  skipped {keywords}:2: keyword 'a b (x' is not an IMAP keyword" in result.stdout
+    assert f"  skipped {keywords}:3: keyword '\\\\Bogus' is not an IMAP keyword" in result.stdout
+    store = MaildirStore(os.path.join(site.data, "mail"))
+    inbox = result_of(store.open(f"user1@{DOMAIN}", "INBOX"))
+    [message] = result_of(inbox.snapshot()).messages
+    assert sorted(message.flags) == ["$Important", "\\Seen"]

@@ -58,6 +58,7 @@ from txmailhost.ops.sourcefiles import (
     read_regular,
     shown,
 )
+from txmailhost.store.interfaces import IFileDelivery, InvalidMailboxName
 from txmailhost.store.restore import RestoredMessage, check_numbers, restore_mailbox_sync
 
 MANIFEST = "txmailhost-export.json"
@@ -251,7 +252,10 @@ def read_manifest(src: str) -> dict[str, Any]:
     manifest = _read_json(path)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise AdminError(f"{path}: not a txmailhost export")
-    if manifest.get("version", 0) > VERSION:
+    version = manifest.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise AdminError(f"{path}: export format {version!r} is not a version number")
+    if version > VERSION:
         raise AdminError(
             f"{path}: export format {manifest['version']} is newer than this txmailhost "
             f"reads ({VERSION}); import it with the version that wrote it or a newer one"
@@ -329,6 +333,8 @@ def _exported_messages(src: str, home: str, box: dict[str, Any]) -> list[Restore
         problem = entry_problem(path)
         if problem is not None:
             raise SourceFileError(problem)
+        if not isinstance(m["flags"], list):  # a string would be taken letter by letter
+            raise TypeError(f"the flags of UID {m['uid']!r} are not a list")
         messages.append(
             RestoredMessage(
                 uid=m["uid"],
@@ -362,6 +368,8 @@ def _import(args: argparse.Namespace, config: Any, accounts: Any) -> int:
         pairs = [(user, user) for user in exported]
     exports = [read_exported_user(src, old) for old, _new in pairs]  # all checked first
     store = open_store(config)
+    for export, (old, new) in zip(exports, pairs, strict=True):
+        _check_names(store, src, old, new, export)
     report = [
         import_user(store, accounts, export, new)
         for export, (_old, new) in zip(exports, pairs, strict=True)
@@ -378,6 +386,22 @@ def _import(args: argparse.Namespace, config: Any, accounts: Any) -> int:
 
     emit(args, report, lines)
     return 0
+
+
+def _check_names(store: Any, src: str, old: str, user: str, export: ExportedUser) -> None:
+    """Refuse an export whose mailbox names the store can't hold (``../../x``, a NUL, a
+    number) before the account is made: a name found bad halfway left the account created
+    and the mailboxes before it restored, with "unexpected InvalidMailboxName"."""
+    path = os.path.join(src, old, "mailboxes.json")
+    for box, _messages in export.mailboxes:
+        name = box["name"]
+        try:
+            if not isinstance(name, str):
+                raise InvalidMailboxName(f"{name!r} is not a mailbox name")
+            if IFileDelivery.providedBy(store):  # its names are directories: check them
+                store.mailbox_directory(user, name)
+        except InvalidMailboxName as e:
+            raise AdminError(f"{shown(path)}: {e}") from None
 
 
 def added(box: dict) -> str:

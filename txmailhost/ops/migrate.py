@@ -52,7 +52,7 @@ from txmailhost.ops.sourcefiles import (
 )
 from txmailhost.routing import blocking_router
 from txmailhost.store.interfaces import INBOX, InvalidMailboxName, StoreError
-from txmailhost.store.restore import MAX_UID, RestoredMessage, restore_mailbox_sync
+from txmailhost.store.restore import MAX_UID, RestoredMessage, is_flag, restore_mailbox_sync
 
 # Maildir info letters (the "2," part of a name) and the IMAP flags they stand for.
 _SYSTEM_LETTERS = {"D": "\\Draft", "F": "\\Flagged", "R": "\\Answered", "S": "\\Seen",
@@ -260,13 +260,20 @@ def _uidlist_header(path: str, header: list[str]) -> tuple[int, int]:
 
 
 def read_keywords(directory: str, skipped: list[str]) -> dict[str, str]:
-    """``dovecot-keywords``: ``N keyword`` lines; letter ``a``+N stands for the keyword."""
+    """``dovecot-keywords``: ``N keyword`` lines; letter ``a``+N stands for the keyword. A
+    keyword IMAP can't carry (``a b``, ``(x``: not an atom, ``store/restore.is_flag``) is
+    left out and reported; it would have been written as it is into ``FETCH FLAGS``."""
     found: dict[str, str] = {}
-    text = read_listing(os.path.join(directory, "dovecot-keywords"), skipped)
-    for line in (text or "").splitlines():
+    path = os.path.join(directory, "dovecot-keywords")
+    text = read_listing(path, skipped)
+    for number_of_line, line in enumerate((text or "").splitlines(), 1):
         number, _, keyword = line.strip().partition(" ")
         if number.isdigit() and int(number) < 26 and keyword:
-            found[chr(ord("a") + int(number))] = keyword
+            if is_flag(keyword) and not keyword.startswith("\\"):
+                found[chr(ord("a") + int(number))] = keyword
+            else:
+                skipped.append(f"{shown(path)}:{number_of_line}: keyword "
+                               f"{_printable(_clipped(keyword))} is not an IMAP keyword")  # fmt: skip
     return found
 
 

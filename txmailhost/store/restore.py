@@ -37,7 +37,12 @@ from zope.interface import Interface, implementer
 from txmailhost.store import index as _index
 from txmailhost.store import objectids
 from txmailhost.store import restore_journal as _journal
-from txmailhost.store.interfaces import INBOX, MessageSource
+from txmailhost.store.interfaces import (
+    INBOX,
+    MAX_KEYWORD_LENGTH,
+    SYSTEM_FLAGS,
+    MessageSource,
+)
 from txmailhost.store.maildir import (
     MaildirStore,
     _message_path,
@@ -48,6 +53,9 @@ from txmailhost.store.maildir import (
 
 MAX_UID = 2**32 - 1  # UIDs, UIDVALIDITY and UIDNEXT are 32-bit (RFC 3501 §9, nz-number)
 MAX_MODSEQ = 2**63 - 1  # RFC 7162 §7, mod-sequence-value
+_ATOM_SPECIALS = frozenset('(){ %*"\\]')  # RFC 9051 9, atom-specials without CTL and space
+# INTERNALDATE's years 0001-9999 (RFC 9051 9, date-year is 4DIGIT), as seconds since 1970
+_FIRST_DATE, _LAST_DATE = -62135596800, 253402300799
 
 
 @dataclass(frozen=True)
@@ -211,8 +219,9 @@ def check_numbers(
 ) -> None:
     """Refuse (``ValueError``) what no IMAP client can be served: a UIDVALIDITY or UIDNEXT
     outside 1..2^32-1 (a UIDNEXT of 4294967299 gave the next delivery a UID the index then
-    can't read back), a UID outside 1..UIDNEXT-1 or given twice, a modseq outside 1..2^63-1.
-    Checked before anything is written, so a refused mailbox is left as it was."""
+    can't read back), a UID outside 1..UIDNEXT-1 or given twice, a modseq outside 1..2^63-1,
+    a flag that is none (``is_flag``), an INTERNALDATE or save date outside the years IMAP
+    can write. Checked before anything is written, so a refused mailbox is left as it was."""
     for label, value in (("UIDVALIDITY", uidvalidity), ("UIDNEXT", uidnext)):
         if not _in_range(value, MAX_UID):
             raise ValueError(f"{label} {value!r} is not a number from 1 to {MAX_UID}")
@@ -225,6 +234,37 @@ def check_numbers(
         seen.add(message.uid)
         if not _in_range(message.modseq, MAX_MODSEQ):
             raise ValueError(f"UID {message.uid}: modseq {message.modseq!r} is out of range")
+        for flag in message.flags:
+            if not is_flag(flag):
+                raise ValueError(f"UID {message.uid}: {flag!r} is not an IMAP flag")
+        for label, date in (("INTERNALDATE", message.internaldate),
+                            ("save date", message.savedate)):  # fmt: skip
+            if date is not None and not _is_date(date):
+                raise ValueError(f"UID {message.uid}: {label} {date!r} is not a time "
+                                 "in the years 1 to 9999")  # fmt: skip
+
+
+def is_flag(flag: object) -> bool:
+    """Whether ``flag`` is one a message may carry: a system flag (RFC 9051 2.3.2; also
+    \\Recent, which the stores drop: an export may hold it) or a keyword, an atom (RFC
+    9051 9: no space, parenthesis, quote, brace, ``%``, ``*``, ``]``, backslash or control,
+    ASCII) of at most ``MAX_KEYWORD_LENGTH``. A restore takes flags from files anyone may have written; one
+    holding ``"a\r\n* BYE"`` or ``"(x"`` was written as it was into ``FETCH FLAGS``."""
+    if not isinstance(flag, str):
+        return False
+    if flag.startswith("\\"):
+        return flag in SYSTEM_FLAGS or flag == "\\Recent"
+    return 0 < len(flag) <= MAX_KEYWORD_LENGTH and all(
+        "!" <= c <= "~" and c not in _ATOM_SPECIALS for c in flag
+    )
+
+
+def _is_date(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and _FIRST_DATE <= value <= _LAST_DATE
+    )
 
 
 def restore_mailbox_sync(
