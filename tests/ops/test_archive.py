@@ -238,3 +238,24 @@ def test_a_manifest_version_that_is_no_number_is_one_line_naming_it(
         f"txmailhost: error: {manifest}: export format {version!r} is not a version number\n"
     )
     assert IMP not in exported.users(capsys)
+
+
+def test_only_aliases_leading_to_the_imported_user_are_restored(
+    exported: Exported, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """export writes the aliases that lead to the user; one that leads elsewhere came from
+    editing, and importing alice's backup made postmaster@ an outsider's."""
+    account = exported.export / ALICE / "account.json"
+    record = json.loads(account.read_text())
+    record["aliases"] = [
+        ["info@example.test", [ALICE, "bob@elsewhere.test"]],
+        ["postmaster@example.test", ["thief@elsewhere.test"]],
+        ["sales@example.test", "not a list"],
+        "junk",
+    ]
+    account.write_text(json.dumps(record))
+    code, err = exported.run_import(capsys)
+    assert code == 0, err
+    capsys.readouterr()
+    assert main(["--data", exported.data, "alias", "list"]) == 0
+    assert capsys.readouterr().out == f"info@example.test -> bob@elsewhere.test, {IMP}\n"

@@ -410,6 +410,22 @@ def added(box: dict) -> str:
     return text + (f" added, {box['present']} there already" if box["present"] else "")
 
 
+def _aliases_to(record: dict[str, Any], old: object, user: str) -> list[tuple[str, list[str]]]:
+    """The aliases of ``account.json`` to restore, as ``user``'s: only those leading to the
+    user, which are all export writes. Any other (``postmaster@`` to an outside address)
+    came from someone's editing, and importing one user's backup took over the address."""
+    found = []
+    aliases = record.get("aliases", [])
+    for entry in aliases if isinstance(aliases, list) else []:
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], list)):
+            continue
+        alias, targets = entry
+        wanted = [user if t == old else t for t in targets]
+        if isinstance(alias, str) and all(isinstance(t, str) for t in wanted) and user in wanted:
+            found.append((alias, wanted))
+    return found
+
+
 def import_user(store: Any, accounts: Any, export: ExportedUser, user: str) -> dict[str, Any]:
     """Restore one exported user (read by ``read_exported_user``) as ``user``."""
     record = export.account
@@ -426,11 +442,10 @@ def import_user(store: Any, accounts: Any, export: ExportedUser, user: str) -> d
             rules.set_forward(user, forward["targets"], forward.get("keep_copy", True))
     rules = accounts.address_rules()
     old = record.get("address", user)
-    for alias, targets in record.get("aliases", []):
-        wanted = [user if t == old else t for t in targets]
+    for alias, targets in _aliases_to(record, old, user):
         # One that exists already, or whose domain isn't served here, is left as it is.
         with contextlib.suppress(AccountError):
-            rules.add_alias(alias, wanted)
+            rules.add_alias(alias, targets)
     result_of(store.provision(user))
     done = []
     for box, messages in export.mailboxes:
