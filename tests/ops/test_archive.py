@@ -259,3 +259,42 @@ def test_only_aliases_leading_to_the_imported_user_are_restored(
     capsys.readouterr()
     assert main(["--data", exported.data, "alias", "list"]) == 0
     assert capsys.readouterr().out == f"info@example.test -> bob@elsewhere.test, {IMP}\n"
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"quota": -5}, "quota -5 is not a number of bytes from 1 to 9223372036854775807"),
+        ({"quota": 10**30}, f"quota {10**30} is not a number of bytes from 1 to"),
+        ({"forward": [1]}, "forward [1] is not an object with a list of targets"),
+        (
+            {"forward": {"targets": ["x\r\ny@elsewhere.test"]}},
+            "forward target 'x\\r\\ny@elsewhere.test' is not an address",
+        ),
+        ({"password_hash": 5}, "password_hash 5 is not a string"),
+    ],
+)
+def test_account_values_the_accounts_refuse_are_refused_before_the_account_is_made(
+    exported: Exported, capsys: pytest.CaptureFixture[str], change: dict, problem: str
+) -> None:
+    """The account was made, then the quota or the forward failed ("unexpected
+    OverflowError" for a quota past 2^63-1): an account with no mail, exit 1."""
+    account = exported.export / ALICE / "account.json"
+    account.write_text(json.dumps({**json.loads(account.read_text()), **change}))
+    code, err = exported.run_import(capsys)
+    assert code == 1
+    assert err.startswith(f"txmailhost: error: {account}: {problem}") and err.count("\n") == 1
+    assert IMP not in exported.users(capsys) and exported.imported() == []
+
+
+def test_an_account_whose_forward_fails_is_not_left_half_made(
+    exported: Exported, capsys: pytest.CaptureFixture[str]
+) -> None:
+    account = exported.export / ALICE / "account.json"
+    record = json.loads(account.read_text())
+    record["forward"] = {"targets": [IMP], "keep_copy": True}  # to itself, once imported
+    account.write_text(json.dumps(record))
+    code, err = exported.run_import(capsys)
+    assert code == 1
+    assert "can't forward to their own address" in err
+    assert IMP not in exported.users(capsys)

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from txmailhost import __version__, _safeio
-from txmailhost.accounts.addresses import canonical_address
+from txmailhost.accounts.addresses import canonical_address, new_address
 from txmailhost.accounts.interfaces import AccountError
 from txmailhost.ops.mailbox_admin import (
     AdminError,
@@ -65,6 +65,7 @@ MANIFEST = "txmailhost-export.json"
 FORMAT = "txmailhost-export"
 VERSION = 1
 _ALL_UIDS = (1, 2**32 - 1)
+MAX_QUOTA = 2**63 - 1  # bytes: what SQLite's INTEGER holds
 
 
 def register(commands: Any, with_accounts: Callable[..., Callable[[argparse.Namespace], int]]):
@@ -296,6 +297,41 @@ def _inside(src: str, parent: str, name: object, shape: re.Pattern[str]) -> str:
     return path
 
 
+def _check_account(path: str, record: dict[str, Any]) -> None:
+    """Refuse an ``account.json`` whose values the accounts would refuse halfway, after the
+    account was made (a quota of -5 or past SQLite's 2^63-1, a forward that is no list of
+    addresses): the import then stopped with the account made and no mail in it."""
+    problem = None
+    password_hash, quota = record.get("password_hash"), record.get("quota")
+    forward = record.get("forward") or {}
+    if password_hash is not None and not isinstance(password_hash, str):
+        problem = f"password_hash {password_hash!r} is not a string"
+    elif quota is not None and not (
+        isinstance(quota, int) and not isinstance(quota, bool) and 0 < quota <= MAX_QUOTA
+    ):
+        problem = f"quota {quota!r} is not a number of bytes from 1 to {MAX_QUOTA}"
+    elif not isinstance(forward, dict) or not isinstance(forward.get("targets", []), list):
+        problem = f"forward {forward!r} is not an object with a list of targets"
+    elif not isinstance(forward.get("keep_copy", True), bool):
+        problem = f"forward keep_copy {forward['keep_copy']!r} is not true or false"
+    elif not isinstance(record.get("aliases", []), list):
+        problem = "aliases is not a list"
+    else:
+        bad = [t for t in forward.get("targets", []) if not _is_address(t)]
+        if bad:
+            problem = f"forward target {bad[0]!r} is not an address"
+    if problem is not None:
+        raise AdminError(f"{shown(path)}: {problem}")
+
+
+def _is_address(text: object) -> bool:
+    """Whether ``text`` is an address a forward may be set to (``new_address``)."""
+    try:
+        return isinstance(text, str) and bool(new_address(text))
+    except AccountError:
+        return False
+
+
 @dataclass
 class ExportedUser:
     """One user of an export, read and checked whole before anything is imported."""
@@ -312,6 +348,7 @@ def read_exported_user(src: str, user: object) -> ExportedUser:
     try:
         if not isinstance(account, dict) or not isinstance(mailboxes, list):
             raise TypeError("not an object and a list")
+        _check_account(os.path.join(home, "account.json"), account)
         boxes = [(box, _exported_messages(src, home, box)) for box in mailboxes]
     except AdminError:
         raise  # it names its file
@@ -435,11 +472,15 @@ def import_user(store: Any, accounts: Any, export: ExportedUser, user: str) -> d
             raise AdminError(f"{user}: no account here and no password hash in the export")
         accounts.add_user_with_hash(user, record["password_hash"])
         rules = accounts.address_rules()
-        if record.get("quota") is not None:
-            rules.set_quota(user, record["quota"])
-        forward = record.get("forward") or {}
-        if forward.get("targets"):
-            rules.set_forward(user, forward["targets"], forward.get("keep_copy", True))
+        try:
+            if record.get("quota") is not None:
+                rules.set_quota(user, record["quota"])
+            forward = record.get("forward") or {}
+            if forward.get("targets"):
+                rules.set_forward(user, forward["targets"], forward.get("keep_copy", True))
+        except BaseException:
+            accounts.remove_user(user)  # no account half made
+            raise
     rules = accounts.address_rules()
     old = record.get("address", user)
     for alias, targets in _aliases_to(record, old, user):
