@@ -228,3 +228,18 @@ def test_dmarc_report_list_names_a_reports_address_that_is_not_an_account(data, 
     err = capsys.readouterr().err
     assert "dmarc-reports@example.test is not an account" in err
     assert "no reports found" in err
+
+
+def test_retire_takes_names_as_rotate_keeps_them_and_refuses_a_path(data, capsys):
+    assert main(["--data", data, "dkim", "init", "example.test", "--selector", "one"]) == 0
+    assert main(["--data", data, "dkim", "rotate", "example.test", "--selector", "Two"]) == 0
+    capsys.readouterr()
+    assert main(["--data", data, "dkim", "retire", "Example.TEST.", "ONE"]) == 0
+    assert capsys.readouterr().out == "example.test: selector one retired\n"
+    assert main(["--data", data, "dkim", "retire", "example.test", "../../x"]) == 1
+    assert capsys.readouterr().err == (
+        "txmailhost: error: selector '../../x': use letters, digits and '-' (at most 42 "
+        "characters)\n"
+    )
+    assert main(["--data", data, "dkim", "list"]) == 0
+    assert capsys.readouterr().out.split()[:3] == ["example.test", "two", "active"]

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from txmailhost.mailauth import dnsrecords
-from txmailhost.mailauth.keys import DKIMKeyError, KeyStore, check_domain
+from txmailhost.mailauth.keys import DKIMKeyError, KeyStore, check_domain, check_selector
 from txmailhost.mailauth.sharedkeys import SharedKeyStore, open_key_store
 
 
@@ -99,8 +99,11 @@ def _made(keys: KeyStore, domain: str, name: str) -> int:
 
 
 def _retire(args: argparse.Namespace, config: Any) -> int:
-    key_store(config).retire(args.domain, args.selector)
-    print(f"{args.domain}: selector {args.selector} retired")
+    """The names as ``init`` and ``rotate`` keep them: ``EXAMPLE.org S202601`` was "no
+    selector 'S202601'" (and the report repeated the domain as typed)."""
+    domain, selector = check_domain(args.domain), check_selector(args.selector)
+    key_store(config).retire(domain, selector)
+    print(f"{domain}: selector {selector} retired")
     return 0
 
 
