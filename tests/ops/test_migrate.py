@@ -651,3 +651,21 @@ def test_a_dovecot_keyword_imap_cant_carry_is_left_out_and_reported(site: Site) 
     inbox = result_of(store.open(f"user1@{DOMAIN}", "INBOX"))
     [message] = result_of(inbox.snapshot()).messages
     assert sorted(message.flags) == ["$Important", "\\Seen"]
+
+
+def test_control_characters_in_a_folder_name_are_shown_escaped_in_the_report(
+    site: Site,
+) -> None:
+    """The Maildir's owner names its folders: ``.a<LF>  INBOX: ...`` wrote a line of its
+    making into the administrator's report, ``\\x1b[...`` drove the terminal."""
+    user = site.maildir("user1")
+    odd = site.maildir("user1", ".a\n  INBOX: 9 message(s)\x1b[2J")
+    site.users("user1")
+    result = site.migrate()
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout
+    assert [line for line in result.stdout.splitlines() if "INBOX: 9" in line] == [
+        f"  skipped {user}/.a\\n  INBOX: 9 message(s)\\x1b[2J: invalid mailbox name: "
+        "'a\\n  INBOX: 9 message(s)\\x1b[2J'"
+    ]
+    assert odd.is_dir()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from typing import BinaryIO
 
@@ -29,14 +30,21 @@ _KINDS = (
 )
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 class SourceFileError(AdminError):
     """A file of the source tree that is not what it should be; the text names it."""
 
 
 def shown(path: str) -> str:
     """``path`` printable: a name that isn't UTF-8 (surrogate-escaped by ``os.listdir``)
-    shows its odd bytes as ``\\xff`` instead of making ``print`` fail."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+    shows its odd bytes as ``\\xff`` instead of making ``print`` fail, and a control
+    character as ``\\n`` or ``\\x1b``: the tree's owner names its folders, and a folder
+    ``.a<LF>  INBOX: 0 message(s)...`` wrote lines of its making into the report, an escape
+    sequence drove the administrator's terminal."""
+    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
 
 
 def kind(mode: int) -> str:
