@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -153,3 +156,26 @@ def test_a_full_disk_drops_events_with_a_warning_a_minute_not_a_traceback_each(
     assert "queued 6" in written and "queued 4" not in written
     assert "written again" in written and "can't be written" not in written
     log.close()
+
+
+def test_an_overlong_line_is_cut_and_the_events_after_it_still_read(tmp_path) -> None:
+    """A line of 3 million characters was held whole (``--file /dev/zero``: for ever)."""
+    first = format_event(event("queued {q} for carol@far.test", q=QID), "text")
+    later = format_event(event("{q} delivered", q=QID), "text")
+    (tmp_path / "ev.log").write_text(first + "x" * 3_000_000 + "\n" + later + "\n")
+    events = list(read_events([str(tmp_path / "ev.log")]))
+    assert len(events[0].text) == 1 << 20
+    assert [e.text.split("] ", 1)[-1] for e in story(events, QID)] == [
+        events[0].text.split("] ", 1)[-1],
+        f"{QID} delivered",
+    ]
+
+
+def test_a_log_that_is_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path) -> None:
+    """In a process of its own: the old code waited for a writer for ever."""
+    os.mkfifo(tmp_path / "ev.log")
+    command = [sys.executable, "-m", "txmailhost.cli", "log", "grep", "--file",
+               str(tmp_path / "ev.log"), QID]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr == f"txmailhost: error: {tmp_path / 'ev.log'}: not a regular file\n"

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,7 @@ from txmailhost.ops.mailbox_admin import AdminError, emit, json_option
 _QUEUE_ID = re.compile(r"\b[0-9A-F]{15,40}\b")
 _RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_LINE = 1 << 20  # characters of a log line kept; the event log's own are far shorter
 
 
 @dataclass
@@ -117,31 +119,45 @@ def _time_of(line: str) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+def _lines(path: str) -> Iterator[str]:
+    """The lines of a log file, each cut at ``MAX_LINE`` characters (the rest of a longer
+    one is skipped as it is read, not held: a log of one endless line filled memory). Only
+    a regular file is read, opened without blocking (``--file /dev/zero`` read for ever, a
+    FIFO waited for a writer)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, encoding="utf-8", errors="replace") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise AdminError(f"{path}: not a regular file")
+        while chunk := f.readline(MAX_LINE):
+            line = chunk
+            while not chunk.endswith("\n") and len(chunk) == MAX_LINE:
+                chunk = f.readline(MAX_LINE)  # the rest of an overlong line
+            yield line.rstrip("\n")
+
+
 def read_events(paths: list[str]) -> Iterator[Event]:
     """The events of the files, in order; a line that starts no event continues the last."""
     for path in paths:
         current: Event | None = None
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for raw in f:
-                line = raw.rstrip("\n")
-                if line.startswith("{"):
-                    try:
-                        fields = json.loads(line)
-                    except ValueError:
-                        fields = None
-                    if isinstance(fields, dict):
-                        if current is not None:
-                            yield current
-                        when = _time_of(str(fields.get("time", "")))
-                        current = Event(when, [str(fields.get("text", line))], fields)
-                        continue
-                when = _time_of(line)
-                if when is None and current is not None:
-                    current.lines.append(line)
+        for line in _lines(path):
+            if line.startswith("{"):
+                try:
+                    fields = json.loads(line)
+                except ValueError:
+                    fields = None
+                if isinstance(fields, dict):
+                    if current is not None:
+                        yield current
+                    when = _time_of(str(fields.get("time", "")))
+                    current = Event(when, [str(fields.get("text", line))], fields)
                     continue
-                if current is not None:
-                    yield current
-                current = Event(when, [line])
+            when = _time_of(line)
+            if when is None and current is not None:
+                current.lines.append(line)
+                continue
+            if current is not None:
+                yield current
+            current = Event(when, [line])
         if current is not None:
             yield current
 
