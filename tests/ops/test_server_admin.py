@@ -91,3 +91,28 @@ def test_auth_test_of_a_user_with_no_account_fails(data, capsys, monkeypatch) ->
     status, out, _err = run(capsys, "--data", str(data), "auth", "test", "x@example.test")
     assert status == 1
     assert out == "auth failed for x@example.test: no such user\n"
+
+
+@pytest.mark.parametrize(
+    ("dsn", "shown"),
+    [
+        ("postgresql://mail:hunter2@db.example/mail", "postgresql://mail:********@db.example/mail"),
+        (
+            "host=db user=mail password='hunter2 x' dbname=mail",
+            "host=db user=mail password=******** dbname=mail",
+        ),
+        (
+            "postgresql://db/mail?user=mail&password=hunter2&sslmode=require",
+            "postgresql://db/mail?user=mail&password=********&sslmode=require",
+        ),
+    ],
+)
+def test_config_show_hides_the_password_of_the_store_dsn(data, capsys, dsn, shown) -> None:
+    """``store.dsn`` is not named like a secret, and was printed whole, password and all."""
+    (data / "txmailhost.toml").write_text(
+        f'[server]\nhostname = "mx.example.test"\n[store]\ndsn = "{dsn}"\n'
+    )
+    status, out, _err = run(capsys, "--data", str(data), "config", "show")
+    assert status == 0
+    assert out.splitlines()[2] == f'store.dsn = "{shown}"'
+    assert "hunter2" not in out

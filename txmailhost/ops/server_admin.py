@@ -34,6 +34,8 @@ from txmailhost.ops.mailbox_admin import emit, json_option
 from txmailhost.queue.service import open_records
 
 HIDDEN = "********"
+_URI_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@?#]*:)[^/?#]*@")
+_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)", re.IGNORECASE)
 # A key whose name says it holds a secret; paths to files holding one (``*_file``) are shown.
 _SECRET = re.compile(r"pass(word)?|secret|token|api_?key|credential|private", re.IGNORECASE)
 
@@ -100,7 +102,18 @@ def _hide(key: str, value: Any) -> Any:
     # Only text can be a secret (credential_cache_ttl is a number of seconds).
     if isinstance(value, str) and value and _SECRET.search(key) and not key.endswith("_file"):
         return HIDDEN
+    if isinstance(value, str) and (key == "dsn" or key.endswith("_dsn")):
+        return hide_dsn_password(value)
     return value
+
+
+def hide_dsn_password(dsn: str) -> str:
+    """``dsn`` with its password replaced by ``HIDDEN``: the one of a URI's user information
+    (``postgresql://mail:PASSWORD@db/mail``, RFC 3986 3.2.1) and the ``password=`` of the
+    keyword form or of a URI's query (libpq). ``config show`` printed ``store.dsn`` whole,
+    password and all, as a key not named like a secret."""
+    dsn = _URI_PASSWORD.sub(lambda m: m.group(1) + HIDDEN + "@", dsn)
+    return _KEYWORD_PASSWORD.sub(lambda m: m.group(1) + HIDDEN, dsn)
 
 
 def effective(config: Any, everything: bool) -> dict[str, dict[str, Any]]:
