@@ -298,3 +298,21 @@ def test_an_account_whose_forward_fails_is_not_left_half_made(
     assert code == 1
     assert "can't forward to their own address" in err
     assert IMP not in exported.users(capsys)
+
+
+def test_a_date_stored_outside_imaps_years_is_exported_as_imap_sends_it_and_imports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """APPEND once stored years past 9999; such a message must not make its own server's
+    backup one that import refuses."""
+    exported = Exported(tmp_path)
+    inbox = result_of(exported.store().open(ALICE, "INBOX"))
+    result_of(inbox.append(MessageSource.from_bytes(b"Subject: 3\r\n\r\n"), [], 1e13))
+    again = tmp_path / "again"
+    assert main(["--data", exported.data, "export", ALICE, str(again)]) == 0
+    exported.export = again
+    code, err = exported.run_import(capsys)
+    assert code == 0, err
+    dates = sorted(m.internaldate for m in result_of(
+        result_of(exported.store().open(IMP, "INBOX")).snapshot()).messages)  # fmt: skip
+    assert dates[-1] == 253402300799  # 31-Dec-9999 23:59:59 +0000

@@ -59,7 +59,12 @@ from txmailhost.ops.sourcefiles import (
     shown,
 )
 from txmailhost.store.interfaces import IFileDelivery, InvalidMailboxName
-from txmailhost.store.restore import RestoredMessage, check_numbers, restore_mailbox_sync
+from txmailhost.store.restore import (
+    RestoredMessage,
+    check_numbers,
+    clamped_date,
+    restore_mailbox_sync,
+)
 
 MANIFEST = "txmailhost-export.json"
 FORMAT = "txmailhost-export"
@@ -220,7 +225,7 @@ def _export_mailbox(store: Any, user: str, name: str, directory: str) -> dict[st
             {
                 "uid": message.uid,
                 "flags": sorted(message.flags),
-                "internaldate": message.internaldate,
+                "internaldate": clamped_date(message.internaldate),
                 "modseq": message.modseq,
                 "size": message.size,
                 "file": f"{message.uid}.eml",

@@ -52,7 +52,13 @@ from txmailhost.ops.sourcefiles import (
 )
 from txmailhost.routing import blocking_router
 from txmailhost.store.interfaces import INBOX, InvalidMailboxName, StoreError
-from txmailhost.store.restore import MAX_UID, RestoredMessage, is_flag, restore_mailbox_sync
+from txmailhost.store.restore import (
+    MAX_UID,
+    RestoredMessage,
+    clamped_date,
+    is_flag,
+    restore_mailbox_sync,
+)
 
 # Maildir info letters (the "2," part of a name) and the IMAP flags they stand for.
 _SYSTEM_LETTERS = {"D": "\\Draft", "F": "\\Flagged", "R": "\\Answered", "S": "\\Seen",
@@ -385,7 +391,8 @@ def messages_of(
             uid = highest
         flags = {_SYSTEM_LETTERS[c] for c in info if c in _SYSTEM_LETTERS}
         flags |= {keywords[c] for c in info if c in keywords}
-        out.append(RestoredMessage(uid, frozenset(flags), listed.st_mtime, _FIRST_MODSEQ,
+        date = clamped_date(listed.st_mtime)  # a file's time may be past what IMAP writes
+        out.append(RestoredMessage(uid, frozenset(flags), date, _FIRST_MODSEQ,
                                    RegularFileSource(path, listed)))  # fmt: skip
     if uidlist is None:
         validity = min(max(int(os.stat(directory).st_mtime), 1), MAX_UID - 1)

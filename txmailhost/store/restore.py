@@ -259,6 +259,12 @@ def is_flag(flag: object) -> bool:
     )
 
 
+def clamped_date(internaldate: float) -> float:
+    """``internaldate`` moved into the years 1 to 9999: one stored before APPEND refused the
+    others is exported as IMAP sends it, so that its import is not refused."""
+    return min(max(internaldate, _FIRST_DATE), _LAST_DATE)
+
+
 def _is_date(value: object) -> bool:
     return (
         isinstance(value, int | float)
