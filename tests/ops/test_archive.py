@@ -316,3 +316,20 @@ def test_a_date_stored_outside_imaps_years_is_exported_as_imap_sends_it_and_impo
     dates = sorted(m.internaldate for m in result_of(
         result_of(exported.store().open(IMP, "INBOX")).snapshot()).messages)  # fmt: skip
     assert dates[-1] == 253402300799  # 31-Dec-9999 23:59:59 +0000
+
+
+def test_a_stored_flag_imap_cant_carry_is_left_out_of_the_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One a restore took before flags were checked: the server's own backup must import."""
+    exported = Exported(tmp_path)
+    inbox = result_of(exported.store().open(ALICE, "INBOX"))
+    flags = ["\\Seen", "$Work", "(x", "c]"]
+    result_of(inbox.append(MessageSource.from_bytes(b"Subject: 3\r\n\r\n"), flags, None))
+    again = tmp_path / "again"
+    assert main(["--data", exported.data, "export", ALICE, str(again)]) == 0
+    exported.export = again
+    code, err = exported.run_import(capsys)
+    assert code == 0, err
+    messages = result_of(result_of(exported.store().open(IMP, "INBOX")).snapshot()).messages
+    assert sorted(messages[-1].flags) == ["$Work", "\\Seen"]

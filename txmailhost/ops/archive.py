@@ -63,6 +63,7 @@ from txmailhost.store.restore import (
     RestoredMessage,
     check_numbers,
     clamped_date,
+    is_flag,
     restore_mailbox_sync,
 )
 
@@ -224,7 +225,9 @@ def _export_mailbox(store: Any, user: str, name: str, directory: str) -> dict[st
         messages.append(
             {
                 "uid": message.uid,
-                "flags": sorted(message.flags),
+                # a flag no IMAP response can carry (one a restore took before they were
+                # checked) is left out: import refuses it
+                "flags": sorted(flag for flag in message.flags if is_flag(flag)),
                 "internaldate": clamped_date(message.internaldate),
                 "modseq": message.modseq,
                 "size": message.size,
