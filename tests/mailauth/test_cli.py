@@ -243,3 +243,29 @@ def test_retire_takes_names_as_rotate_keeps_them_and_refuses_a_path(data, capsys
     )
     assert main(["--data", data, "dkim", "list"]) == 0
     assert capsys.readouterr().out.split()[:3] == ["example.test", "two", "active"]
+
+
+@pytest.mark.parametrize("reports_data", ["maildir"], indirect=True)
+def test_dmarc_report_list_shows_a_reports_control_characters_escaped(reports_data, capsys):
+    """Anyone may send a report: an org_name with a line break wrote a line of the
+    sender's making into the listing."""
+    from txmailhost.mailauth.reports import report_message, report_xml
+
+    entry = {
+        "source_ip": "192.0.2.7", "header_from": "example.test", "disposition": "none",
+        "dkim_aligned": "fail", "spf_aligned": "fail", "dkim": [],
+        "spf": {"domain": "example.test", "scope": "mailfrom", "result": "fail"},
+        "policy": {"domain": "example.test", "p": "none", "sp": "none",
+                   "pct": 100, "adkim": "r", "aspf": "r", "rua": []},
+    }  # fmt: skip
+    org = "big.test\n2026-01-01..2026-01-01 bank.test from=ok\x9b2J"
+    xml = report_xml("example.test", [entry], org, "r@big.test", "r-1", 1796256000, 1796342399)
+    _deliver(reports_data, report_message(xml, "example.test", "big.test", ["x@example.test"],
+                                          "r-1", 1796256000, 1796342399))  # fmt: skip
+    assert main(["--data", reports_data, "dmarc", "report", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "\x9b" not in out
+    assert out.splitlines() == [
+        "2026-12-03..2026-12-03 example.test from=big.test\\n2026-01-01..2026-01-01 "
+        "bank.test from=ok\\x9b2J id=r-1 p=none messages=1 pass=0 fail=1"
+    ]

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -139,6 +140,16 @@ def _dns(args: argparse.Namespace, config: Any) -> int:
     return 1 if bad else 0
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str) -> str:
+    """A received report's text as the listing shows it: anyone may send a report, and an
+    ``org_name`` holding a line break wrote a line of its making into the list (a C1
+    control such as ``\\x9b`` drives some terminals); each is shown escaped."""
+    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
+
+
 def _dmarc_list(args: argparse.Namespace, config: Any) -> int:
     """Reads the INBOX of each domain's reports account through the mail store."""
     from txmailhost.accounts.backends import open_accounts
@@ -169,12 +180,13 @@ def _dmarc_list(args: argparse.Namespace, config: Any) -> int:
             found += 1
             begin = time.strftime("%Y-%m-%d", time.gmtime(report.begin))
             end = time.strftime("%Y-%m-%d", time.gmtime(report.end))
-            print(f"{begin}..{end} {report.domain} from={report.org or '?'}"
-                  f" id={report.report_id or '?'} p={report.policy or '?'}"
+            domain, org = _printable(report.domain), _printable(report.org or "?")
+            print(f"{begin}..{end} {domain} from={org}"
+                  f" id={_printable(report.report_id or '?')} p={_printable(report.policy or '?')}"
                   f" messages={report.messages} pass={report.passed} fail={report.failed}")  # fmt: skip
             if args.verbose:
                 for source, count in sorted(report.sources.items(), key=lambda kv: -kv[1]):
-                    print(f"    failed from {source}: {count}")
+                    print(f"    failed from {_printable(source)}: {count}")
     if not found:
         print(f"no reports found (they arrive at {local}@DOMAIN)", file=sys.stderr)
     return 0
