@@ -269,3 +269,29 @@ def test_dmarc_report_list_shows_a_reports_control_characters_escaped(reports_da
         "2026-12-03..2026-12-03 example.test from=big.test\\n2026-01-01..2026-01-01 "
         "bank.test from=ok\\x9b2J id=r-1 p=none messages=1 pass=0 fail=1"
     ]
+
+
+def test_a_zip_of_many_report_files_is_skipped_unread():
+    """1,000 members of 32 MiB each were 32 GB to unpack from a mail of a few megabytes."""
+    import io
+    import zipfile
+    from email import message_from_bytes, policy
+
+    from txmailhost.mailauth.received import reports_in_message
+    from txmailhost.mailauth.reports import report_message
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        for n in range(17):
+            z.writestr(f"r{n}.xml", b"<feedback/>")
+    mail = message_from_bytes(
+        report_message(b"", "example.test", "x.test", ["r@example.test"], "z", 1, 2),
+        policy=policy.default,
+    )
+    for part in mail.walk():
+        if part.get_filename():
+            part.set_content(archive.getvalue(), maintype="application", subtype="zip",
+                             filename="x.zip")  # fmt: skip
+    assert list(reports_in_message(mail)) == [
+        "x.zip: 17 XML files in one archive (at most 16 are read)"
+    ]

@@ -26,6 +26,7 @@ from xml.etree import ElementTree as ET
 from txmailhost.store.interfaces import NoSuchMessage
 
 MAX_REPORT = 32 * 1024 * 1024  # octets of XML after decompression
+MAX_MEMBERS = 16  # XML files of one zip archive
 
 
 @dataclass
@@ -53,8 +54,14 @@ def _xml_documents(filename: str, payload: bytes) -> Iterator[bytes]:
     name = filename.lower()
     if name.endswith(".zip") or payload[:4] == b"PK\x03\x04":
         with zipfile.ZipFile(io.BytesIO(payload)) as archive:
-            for member in archive.infolist():
-                if member.filename.lower().endswith(".xml") and member.file_size <= MAX_REPORT:
+            members = [m for m in archive.infolist() if m.filename.lower().endswith(".xml")]
+            # A report is one XML file (RFC 7489 7.2.1.1); a few more are read, not a
+            # thousand of 32 MiB each: 32 GB to unpack from a mail of a few megabytes
+            if len(members) > MAX_MEMBERS:
+                raise ValueError(f"{len(members)} XML files in one archive (at most "
+                                 f"{MAX_MEMBERS} are read)")  # fmt: skip
+            for member in members:
+                if member.file_size <= MAX_REPORT:
                     with archive.open(member) as f:
                         yield _limited(f)
     elif name.endswith(".gz") or payload[:2] == b"\x1f\x8b":
