@@ -669,3 +669,21 @@ def test_control_characters_in_a_folder_name_are_shown_escaped_in_the_report(
         "'a\\n  INBOX: 9 message(s)\\x1b[2J'"
     ]
     assert odd.is_dir()
+
+
+def test_flag_letters_are_read_from_a_file_name_as_dovecot_reads_them(tmp_path: Path) -> None:
+    """Dovecot takes the letters after the last ``:`` when it is ``:2,``, up to the next
+    ``,`` (maildir-filename.c); the first ``:2,`` and everything after it gave ``x:2,S:2,T``
+    \\Seen and \\Deleted, and ``x:2,F,ab`` the keywords of ``a`` and ``b`` too."""
+    box = maildir(tmp_path / "box")
+    (box / "dovecot-uidlist").write_text("3 V1700000000 N9\n4 :1.a\n5 :2.b\n6 :3.c\n")
+    (box / "dovecot-keywords").write_text("0 $Important\n1 Customer\n")
+    (box / "cur" / "1.a:2,S:2,T").write_bytes(b"Subject: a\n\nx\n")
+    (box / "cur" / "2.b:2,F,ab").write_bytes(b"Subject: b\n\ny\n")
+    (box / "cur" / "3.c:2,Sa:1,").write_bytes(b"Subject: c\n\nz\n")
+    _validity, _uidnext, messages = messages_of(str(box), read_uidlist(str(box), []), [])
+    assert [(m.uid, sorted(m.flags)) for m in messages] == [
+        (4, ["\\Deleted"]),
+        (5, ["\\Flagged"]),
+        (6, []),
+    ]

@@ -242,7 +242,7 @@ def read_uidlist(directory: str, skipped: list[str]) -> UidList | None:
             raise UidListError(f"{shown(path)}:{number}: UID {uid} {why}", validity)
         listed.add(uid)
         if name:
-            uids[name.partition(":2,")[0]] = uid
+            uids[maildir_name(name)[0]] = uid
     return UidList(validity, max(nextuid, *(uid + 1 for uid in listed)), uids)
 
 
@@ -335,6 +335,18 @@ def folder_name(levels: list[str]) -> str | None:
     return "/".join(names)
 
 
+def maildir_name(filename: str) -> tuple[str, str]:
+    """(base, flag letters) of a Maildir file name as Dovecot reads it (maildir-filename):
+    the base ends at the first ``:``; the letters follow the *last* ``:`` when it is
+    ``:2,``, up to the next ``,``. ``x:2,S:2,T`` is ``\\Deleted`` and ``x:2,F,kw`` only
+    ``\\Flagged`` there, not ``\\Seen \\Deleted`` and the keywords of ``k`` and ``w``."""
+    base, _, _rest = filename.partition(":")
+    _before, colon, info = filename.rpartition(":")
+    if not colon or not info.startswith("2,"):
+        return base, ""
+    return base, info[2:].partition(",")[0]
+
+
 def message_files(directory: str, skipped: list[str]) -> Iterator[tuple[str, os.stat_result]]:
     """(path, lstat) of each regular file in the folder's ``cur/`` and ``new/``; anything
     else there (a link, a FIFO, a directory) is reported in ``skipped`` and left alone."""
@@ -381,7 +393,7 @@ def messages_of(
     nextuid = uidlist.uidnext if uidlist else 1
     found: list[tuple[int | None, str, str, os.stat_result]] = []
     for path, listed in message_files(directory, skipped):
-        base, _, info = os.path.basename(path).partition(":2,")
+        base, info = maildir_name(os.path.basename(path))
         found.append((known.get(base), path, info, listed))
     highest = max([nextuid - 1, *(uid for uid, *_rest in found if uid)])
     out = []
