@@ -687,3 +687,21 @@ def test_flag_letters_are_read_from_a_file_name_as_dovecot_reads_them(tmp_path: 
         (5, ["\\Flagged"]),
         (6, []),
     ]
+
+
+def test_a_huge_dovecot_uidlist_is_skipped_unread_and_the_folder_gets_new_uids(
+    site: Site,
+) -> None:
+    """The Maildir's owner can make ``dovecot-uidlist`` a sparse file of any size: it was
+    read into memory whole (and decoded, and split)."""
+    user = site.maildir("user1")
+    (user / "cur" / "1700000000.M1P1.host:2,S").write_bytes(b"Subject: one\n\nx\n")
+    with open(user / "dovecot-uidlist", "wb") as f:
+        f.truncate(256 * 1024 * 1024 + 1)
+    site.users("user1")
+    result = site.migrate()
+    assert result.returncode == 0, result.stderr
+    assert f"  skipped {user / 'dovecot-uidlist'}: larger than 268435456 bytes" in (
+        result.stdout.splitlines()
+    )
+    assert list(site.mail("user1")["INBOX"][1].values()) == [b"Subject: one\r\n\r\nx\r\n"]

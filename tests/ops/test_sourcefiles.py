@@ -39,3 +39,10 @@ def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
     with pytest.raises(SourceFileError, match="a FIFO"):
         read_regular(str(tmp_path / "dovecot-uidlist"))
     assert read_regular(str(tmp_path / "absent")) is None
+
+
+def test_a_file_over_the_limit_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    (tmp_path / "mailboxes.json").write_bytes(b"[" + b" " * 100 + b"]")
+    with pytest.raises(SourceFileError, match="mailboxes.json: larger than 100 bytes"):
+        read_regular(str(tmp_path / "mailboxes.json"), limit=100)
+    assert read_regular(str(tmp_path / "mailboxes.json"), limit=102) == b"[" + b" " * 100 + b"]"

@@ -72,6 +72,7 @@ FORMAT = "txmailhost-export"
 VERSION = 1
 _ALL_UIDS = (1, 2**32 - 1)
 MAX_QUOTA = 2**63 - 1  # bytes: what SQLite's INTEGER holds
+MAX_JSON = 1024 * 1024 * 1024  # octets of one JSON file of an export
 
 
 def register(commands: Any, with_accounts: Callable[..., Callable[[argparse.Namespace], int]]):
@@ -275,8 +276,9 @@ def read_manifest(src: str) -> dict[str, Any]:
 
 
 def _read_json(path: str) -> Any:
-    """A JSON file of the export: a regular file, not followed if it is a link."""
-    data = read_regular(path)
+    """A JSON file of the export: a regular file, not followed if it is a link, of at most
+    ``MAX_JSON`` (some five million messages' records)."""
+    data = read_regular(path, MAX_JSON)
     if data is None:
         raise AdminError(f"{path}: missing from the export")
     try:

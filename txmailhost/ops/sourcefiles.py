@@ -30,6 +30,8 @@ _KINDS = (
 )
 
 
+# Largest list file read whole: a dovecot-uidlist of a million messages is some 60 MB
+MAX_LISTING = 256 * 1024 * 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -87,13 +89,20 @@ def open_regular(path: str, expected: os.stat_result | None = None) -> BinaryIO:
         raise
 
 
-def read_regular(path: str) -> bytes | None:
-    """The whole of a small file (a list, a manifest), None when there is none."""
+def read_regular(path: str, limit: int = MAX_LISTING) -> bytes | None:
+    """The whole of a small file (a list, a manifest), None when there is none; one larger
+    than ``limit`` is a ``SourceFileError`` before it is read (a ``dovecot-uidlist`` made
+    a sparse file of 100 GB by its Maildir's owner was read into memory whole)."""
     try:
         with open_regular(path) as f:
-            return f.read()
+            if os.fstat(f.fileno()).st_size > limit:
+                raise SourceFileError(f"{shown(path)}: larger than {limit} bytes")
+            data = f.read(limit + 1)
     except FileNotFoundError:
         return None
+    if len(data) > limit:  # grew while being read
+        raise SourceFileError(f"{shown(path)}: larger than {limit} bytes")
+    return data
 
 
 class RegularFileSource(MessageSource):
