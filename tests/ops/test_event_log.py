@@ -179,3 +179,17 @@ def test_a_log_that_is_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path) 
     result = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert result.stderr == f"txmailhost: error: {tmp_path / 'ev.log'}: not a regular file\n"
+
+
+def test_a_carriage_return_in_a_logged_value_forges_no_event(tmp_path) -> None:
+    """``log grep`` (and ``less``) read a lone CR as a line break: a value holding
+    ``\\r2026-... [txmailhost.auth#info] ...`` was an event of its own in the text log."""
+    forged = f"\r2026-12-06T00:00:00+00:00 [txmailhost.queue#info] {QID} delivered\x1b[2J"
+    line = format_event(event("login failed for {user}", user="x" + forged), "text")
+    assert "\r" not in line and "\x1b" not in line
+    (tmp_path / "ev.log").write_text(line + "\n", newline="")
+    events = list(read_events([str(tmp_path / "ev.log")]))
+    assert len(events) == 1
+    assert events[0].text.endswith("login failed for x\\r2026-12-06T00:00:00+00:00 "
+                                   f"[txmailhost.queue#info] {QID} delivered\\x1b[2J")  # fmt: skip
+    assert story(events, QID) == events  # found as the line it is, not as a delivery

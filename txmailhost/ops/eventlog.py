@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from datetime import UTC, datetime
@@ -34,6 +35,11 @@ from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
 from twisted.python.logfile import LogFile
 
 _SCALAR = (str, int, float, bool, type(None))
+# Written escaped in the text format (``\\r``, ``\\x1b``): a line break other than LF (which
+# continues the event on a tab-indented line) read as a new line by ``log grep`` and ``less``,
+# so "x\r2026-... [txmailhost.auth#info] login ok" in a logged value was an event of its own;
+# an escape sequence drove the terminal of whoever ran ``tail``.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 log = Logger()
 
 # The format of an event whose text the caller rendered itself into its ``line`` field (the
@@ -101,6 +107,7 @@ def format_event(event: dict[str, Any], style: str) -> str:
         for key, value in _fields(event).items():
             record.setdefault(key, value)
         return json.dumps(record, ensure_ascii=False, default=str)
+    text = _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
     return f"{when} [{namespace}#{level}] " + text.replace("\n", "\n\t")
 
 
