@@ -193,3 +193,23 @@ def test_a_carriage_return_in_a_logged_value_forges_no_event(tmp_path) -> None:
     assert events[0].text.endswith("login failed for x\\r2026-12-06T00:00:00+00:00 "
                                    f"[txmailhost.queue#info] {QID} delivered\\x1b[2J")  # fmt: skip
     assert story(events, QID) == events  # found as the line it is, not as a delivery
+
+
+def test_a_carriage_return_in_twistds_log_starts_no_event(tmp_path) -> None:
+    """twistd's own log writes a value's CR as it is (``log grep --file twistd.log``)."""
+    forged = f"2026-12-06T00:00:00+00:00 [txmailhost.queue#info] {QID} delivered"
+    text = f"2026-12-06T00:00:01+0000 [-] login failed for x\r{forged}\r\n"
+    (tmp_path / "twistd.log").write_text(text, newline="")
+    events = list(read_events([str(tmp_path / "twistd.log")]))
+    assert [e.text for e in events] == [
+        f"2026-12-06T00:00:01+0000 [-] login failed for x\r{forged}"
+    ]
+
+
+def test_log_grep_prints_an_events_control_characters_escaped(tmp_path, capsys) -> None:
+    from txmailhost.cli import main
+
+    text = f"2026-12-06T00:00:01+0000 [-] {QID} from x\r\x1b[2J\n"
+    (tmp_path / "twistd.log").write_text(text, newline="")
+    assert main(["log", "grep", "--file", str(tmp_path / "twistd.log"), QID]) == 0
+    assert capsys.readouterr().out == f"2026-12-06T00:00:01+0000 [-] {QID} from x\\r\\x1b[2J\n"

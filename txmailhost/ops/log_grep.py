@@ -30,6 +30,7 @@ from txmailhost.ops.mailbox_admin import AdminError, emit, json_option
 _QUEUE_ID = re.compile(r"\b[0-9A-F]{15,40}\b")
 _RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 MAX_LINE = 1 << 20  # characters of a log line kept; the event log's own are far shorter
 
 
@@ -125,14 +126,16 @@ def _lines(path: str) -> Iterator[str]:
     a regular file is read, opened without blocking (``--file /dev/zero`` read for ever, a
     FIFO waited for a writer)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with open(fd, encoding="utf-8", errors="replace") as f:
+    # Only LF ends a line: twistd's log writes a value's CR as it is, and read as a line
+    # break it started a forged event ("x\r2026-... [txmailhost.queue#info] ... delivered")
+    with open(fd, encoding="utf-8", errors="replace", newline="\n") as f:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise AdminError(f"{path}: not a regular file")
         while chunk := f.readline(MAX_LINE):
             line = chunk
             while not chunk.endswith("\n") and len(chunk) == MAX_LINE:
                 chunk = f.readline(MAX_LINE)  # the rest of an overlong line
-            yield line.rstrip("\n")
+            yield line.rstrip("\n").removesuffix("\r")
 
 
 def read_events(paths: list[str]) -> Iterator[Event]:
@@ -160,6 +163,12 @@ def read_events(paths: list[str]) -> Iterator[Event]:
             current = Event(when, [line])
         if current is not None:
             yield current
+
+
+def _printable(text: str) -> str:
+    """An event as printed: control characters other than tab and LF escaped (``\\r``,
+    ``\\x1b``), as a log written before they were escaped (or twistd's) may hold them."""
+    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
 
 
 def _address_pattern(address: str) -> re.Pattern[str]:
@@ -200,5 +209,5 @@ def _grep(args: argparse.Namespace) -> int:
     since = parse_since(args.since) if args.since else None
     events = [e for e in read_events(paths) if since is None or (e.time and e.time >= since)]
     found = story(events, args.term)
-    emit(args, [e.document() for e in found], lambda: [e.text for e in found])
+    emit(args, [e.document() for e in found], lambda: [_printable(e.text) for e in found])
     return 0 if found else 1
