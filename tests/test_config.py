@@ -426,3 +426,16 @@ def test_an_integer_beyond_64_bits_is_refused_naming_its_key(
     path.write_text(f"[{section}]\n{key} = {2**63 - 1}\n")
     config = load_config(str(tmp_path), str(path))
     assert getattr(getattr(config, section), key) == 2**63 - 1
+
+
+@pytest.mark.parametrize("nested", ["[" * 5000 + "]" * 5000, "{a = " * 5000 + "1" + "}" * 5000])
+def test_toml_nested_past_the_parsers_depth_is_one_config_error(
+    tmp_path: Path, nested: str
+) -> None:
+    """tomllib recurses once a level: it was "unexpected RecursionError" in the CLI and a
+    traceback at the server's start."""
+    path = tmp_path / "c.toml"
+    path.write_text(f'[server]\nhostname = "mx.example.net"\n[smtp]\nx = {nested}\n')
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(tmp_path), str(path))
+    assert raised.value.problems == [f"{path}: invalid TOML: arrays or tables nested too deeply"]

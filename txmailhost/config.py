@@ -1593,6 +1593,8 @@ def _parse_toml(path: str, raw: bytes) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{path}: {_toml_error(e, text)}"]) from None
+    except RecursionError:  # tomllib's parser recurses once per level of nesting
+        raise ConfigError([f"{path}: invalid TOML: arrays or tables nested too deeply"]) from None
 
 
 def _toml_error(error: tomllib.TOMLDecodeError, text: str) -> str:
