@@ -333,3 +333,16 @@ def test_a_stored_flag_imap_cant_carry_is_left_out_of_the_export(
     assert code == 0, err
     messages = result_of(result_of(exported.store().open(IMP, "INBOX")).snapshot()).messages
     assert sorted(messages[-1].flags) == ["$Work", "\\Seen"]
+
+
+def test_json_nested_past_the_parsers_depth_is_one_line(
+    exported: Exported, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was "unexpected RecursionError"."""
+    exported.mailboxes_json.write_text("[" * 100_000 + "]" * 100_000)
+    code, err = exported.run_import(capsys)
+    assert code == 1
+    assert (
+        err == f"txmailhost: error: {exported.mailboxes_json}: not valid JSON (nested too deeply)\n"
+    )
+    assert IMP not in exported.users(capsys)

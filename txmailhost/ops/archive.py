@@ -285,6 +285,8 @@ def _read_json(path: str) -> Any:
         return json.loads(data)
     except ValueError as e:
         raise AdminError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:  # the parser recurses once a level: "[[[[..." ten thousand deep
+        raise AdminError(f"{path}: not valid JSON (nested too deeply)") from None
 
 
 # An export names its users' directories after their addresses, its mailboxes' NNNN and its
