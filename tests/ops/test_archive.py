@@ -266,7 +266,7 @@ def test_only_aliases_leading_to_the_imported_user_are_restored(
     [
         ({"quota": -5}, "quota -5 is not a number of bytes from 1 to 9223372036854775807"),
         ({"quota": 10**30}, f"quota {10**30} is not a number of bytes from 1 to"),
-        ({"forward": [1]}, "forward [1] is not an object with a list of targets"),
+        ({"forward": [1]}, "forward is not an object with a list of targets"),
         (
             {"forward": {"targets": ["x\r\ny@elsewhere.test"]}},
             "forward target 'x\\r\\ny@elsewhere.test' is not an address",

@@ -323,9 +323,9 @@ def _check_account(path: str, record: dict[str, Any]) -> None:
     ):
         problem = f"quota {quota!r} is not a number of bytes from 1 to {MAX_QUOTA}"
     elif not isinstance(forward, dict) or not isinstance(forward.get("targets", []), list):
-        problem = f"forward {forward!r} is not an object with a list of targets"
+        problem = "forward is not an object with a list of targets"
     elif not isinstance(forward.get("keep_copy", True), bool):
-        problem = f"forward keep_copy {forward['keep_copy']!r} is not true or false"
+        problem = "forward keep_copy is not true or false"
     elif not isinstance(record.get("aliases", []), list):
         problem = "aliases is not a list"
     else:
