@@ -331,7 +331,8 @@ def _check_account(path: str, record: dict[str, Any]) -> None:
     else:
         bad = [t for t in forward.get("targets", []) if not _is_address(t)]
         if bad:
-            problem = f"forward target {bad[0]!r} is not an address"
+            shown_target = bad[0][:80] if isinstance(bad[0], str) else type(bad[0]).__name__
+            problem = f"forward target {shown_target!r} is not an address"
     if problem is not None:
         raise AdminError(f"{shown(path)}: {problem}")
 
