@@ -346,3 +346,19 @@ def test_json_nested_past_the_parsers_depth_is_one_line(
         err == f"txmailhost: error: {exported.mailboxes_json}: not valid JSON (nested too deeply)\n"
     )
     assert IMP not in exported.users(capsys)
+
+
+def test_a_huge_user_name_in_the_manifest_is_named_in_a_short_line(
+    exported: Exported, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = exported.export / "txmailhost-export.json"
+    document = json.loads(manifest.read_text())
+    document["users"] = ["../" * 1_000_000]
+    manifest.write_text(json.dumps(document))
+    capsys.readouterr()
+    assert main(["--data", exported.data, "import", str(exported.export)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"txmailhost: error: {exported.export}: '{'../' * 26}.... is not a name export writes\n"
+    )

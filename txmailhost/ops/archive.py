@@ -301,7 +301,9 @@ def _inside(src: str, parent: str, name: object, shape: re.Pattern[str]) -> str:
     """``parent/name``, where ``name`` is one path component of the ``shape`` export writes
     and the path, links resolved, stays under ``src``; else an ``AdminError``."""
     if not isinstance(name, str) or not shape.fullmatch(name):
-        raise AdminError(f"{shown(parent)}: {name!r} is not a name export writes")
+        text = repr(name)  # cut: a manifest may name a user of megabytes
+        shown_name = text[:80] + ("..." if len(text) > 80 else "")
+        raise AdminError(f"{shown(parent)}: {shown_name} is not a name export writes")
     path = os.path.join(parent, name)
     root = os.path.realpath(src)
     if os.path.commonpath([root, os.path.realpath(path)]) != root:
