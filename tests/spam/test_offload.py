@@ -8,6 +8,7 @@ The server's side runs on a reactor of the test's own, in a thread (``Live``): e
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import sys
@@ -24,7 +25,7 @@ from tests.support.workers import running
 from txmailhost.delivery.incoming import prefixed
 from txmailhost.filters.interfaces import Client, Transaction
 from txmailhost.filters.registry import FilterHost
-from txmailhost.spam import frames, offload
+from txmailhost.spam import frames, offload, sample, scorechild
 from txmailhost.spam.bayes import TokenStore
 from txmailhost.spam.offload import OffloadError, ScoringProcess
 from txmailhost.spam.sample import read_capped, sample_of_bytes
@@ -512,3 +513,23 @@ def test_the_dns_checks_of_one_client_hold_at_most_its_share_of_the_threads(tmp_
         release.set()
         live.call(f.close)
         pool.stop()
+
+
+def test_scoring_never_hashes_the_message(tmp_path, monkeypatch):
+    """The message's SHA-256 (``Sample.digest``) is for learning only: neither the scoring
+    process nor the filters' thread makes it (3.6% of the child's work for a 4 KiB
+    message), and their scores are what they were."""
+    scorer = Scorer(trained_store(tmp_path), "mx.example.test")
+    header, head, body = request(SPAM, ["alice@example.test", "bob@example.test"])
+    asked = (json.dumps(header).encode(), head, body)
+    before = scorechild._answer(scorer, *asked)
+    assert b'"scores"' in before
+    transaction = Transaction("deals@promo.example", ("alice@example.test",))
+    here = SpamFilter(bayes=False).end_of_data(OUTSIDE, transaction, io.BytesIO(SPAM))
+
+    def no_hashing(*args: object) -> None:
+        raise AssertionError("the message was hashed")
+
+    monkeypatch.setattr(sample.hashlib, "sha256", no_hashing)
+    assert scorechild._answer(scorer, *asked) == before
+    assert SpamFilter(bayes=False).end_of_data(OUTSIDE, transaction, io.BytesIO(SPAM)) == here

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import sys
 
 import pytest
+from twisted.internet.defer import Deferred
 
 from txmailhost.filters.interfaces import Action, Client, Transaction
 from txmailhost.filters.registry import FilterConfigError, FilterHost, build_chain
+from txmailhost.spam import rules
 from txmailhost.spam.bayes import TokenStore
 from txmailhost.spam.scoring import SpamFilter, bayes_rule, store_path
 
@@ -141,3 +144,43 @@ def test_the_senders_own_x_spam_fields_are_removed(tmp_path):
     assert b"X-Spam-Custom: kept\r\n" in delivered and b"Received: from a" in delivered
     assert fields(verdict)["X-Spam-Status"].startswith("Yes")
     assert judge(spam_filter(tmp_path), HAM).remove == ()
+
+
+class _AnsweringLater:
+    """A scoring process whose answer the test gives (``offload.ScoringProcess.score``)."""
+
+    def __init__(self) -> None:
+        self.asked: list[Deferred] = []
+
+    def score(self, header, head, body) -> Deferred:
+        self.asked.append(Deferred())
+        return self.asked[-1]
+
+
+def test_a_message_the_reactor_can_read_is_asked_about_without_a_deferred_of_its_own():
+    """On the reactor thread, a message in memory from a client DNS isn't asked about goes
+    to the scoring process at once: the one Deferred made is the answer's (an already
+    fired one, chained to it, was two more callbacks and a pause a message)."""
+    spam = SpamFilter(bayes=False)
+    offload = _AnsweringLater()
+    spam.offload, spam._reactor, spam._pool, spam.blocking = offload, object(), object(), False
+    made = []
+
+    def count(frame, event, arg):
+        if event == "call" and frame.f_code is Deferred.__init__.__code__:
+            made.append(frame)
+
+    client = Client("127.0.0.1", helo="client.test", listener="smtp")
+    sys.setprofile(count)
+    try:
+        verdict = spam.end_of_data(
+            client, Transaction("a@client.test", ("u1@example.test",)), io.BytesIO(HAM)
+        )
+        offload.asked[0].callback([(1.5, [rules.BY_NAME["MISSING_MID"]], None, None)])
+    finally:
+        sys.setprofile(None)
+    assert len(made) == 1
+    got = []
+    verdict.addCallback(got.append)
+    assert got[0].action is Action.ACCEPT
+    assert ("X-Spam-Score", "1.5") in got[0].headers

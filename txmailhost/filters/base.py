@@ -65,10 +65,21 @@ def fields_named(header: bytes, names: Iterable[str]) -> tuple[tuple[str, int], 
     the stream a filter reads has the earlier filters' fields on top, which ``remove``
     doesn't count."""
     wanted = {name.lower(): name for name in names}
+    end = header.find(b"\r\n\r\n")
+    section = header if end < 0 else header[: end + 2]
+    # Nearly every message has none of them: one search of the section for each name (a
+    # field's name, less white space, stands in it as it is, ASCII lowering alike) spares
+    # taking apart each of its lines (forty calls for the throughput bench's message, of
+    # the some 380 the spam filter adds to the server's work a message).
+    lowered = section.lower()
+    for name in wanted:
+        if not name.isascii() or name.encode("ascii") in lowered:
+            break
+    else:
+        return ()
     seen: dict[str, int] = {}
     found = []
-    end = header.find(b"\r\n\r\n")
-    for line in (header if end < 0 else header[: end + 2]).split(b"\r\n"):
+    for line in section.split(b"\r\n"):
         if not line or line[:1] in (b" ", b"\t"):
             continue
         name = line.partition(b":")[0].strip().decode("ascii", "replace").lower()

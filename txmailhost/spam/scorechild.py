@@ -60,7 +60,7 @@ def serve(socks: list[socket.socket], scorer: Scorer, max_idle: float | None = N
 def _answer(scorer: Scorer, header_octets: bytes, head: bytes, body: bytes) -> bytes:
     try:
         header = json.loads(header_octets)
-        sample = sample_of_bytes(head, body, bool(header["truncated"]))
+        sample = sample_of_bytes(head, body, bool(header["truncated"]), digest=False)
         scores = scorer.score_each(
             sample,
             header["owners"],

@@ -31,7 +31,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from txmailhost.accounts.addresses import fold_local
@@ -208,7 +208,7 @@ class SpamFilter(MessageFilter):
     def _score_here(self, transaction: Transaction, prepared: _Prepared) -> list[Score]:
         """Scored in this thread: the filters' thread (the child is starting, failed, or
         there is none), or the caller's (the CLI, tests)."""
-        sample = sample_of_bytes(prepared.head, prepared.body, prepared.truncated)
+        sample = sample_of_bytes(prepared.head, prepared.body, prepared.truncated, digest=False)
         return self.scorer.score_each(
             sample, _owners(transaction), transaction.sender, prepared.seen
         )
@@ -223,16 +223,17 @@ class SpamFilter(MessageFilter):
             "truncated": prepared.truncated,
         }
 
-        def received(answers: Any) -> list[Score]:
-            return [Score(t, tuple(hits), bayes, own) for t, hits, bayes, own in answers]
+        def received(answers: Any) -> Verdict:
+            scores = [Score(t, tuple(hits), bayes, own) for t, hits, bayes, own in answers]
+            return self._verdict(scores, transaction, prepared.notes, prepared.forged)
 
-        def here(failure: Failure) -> Deferred[list[Score]]:
+        def here(failure: Failure) -> Deferred[Verdict]:
             failure.trap(OffloadError)
-            return run_in(self._reactor, self._pool, self._score_here, transaction, prepared)
+            scored = run_in(self._reactor, self._pool, self._score_here, transaction, prepared)
+            return scored.addCallback(self._verdict, transaction, prepared.notes, prepared.forged)
 
-        scored = self.offload.score(header, prepared.head, prepared.body)
-        scored.addCallbacks(received, here)
-        return scored.addCallback(self._verdict, transaction, prepared.notes, prepared.forged)
+        answered = self.offload.score(header, prepared.head, prepared.body)
+        return answered.addCallbacks(received, here)
 
     def _required(self, score: Score) -> float:
         """The recipient's own threshold (``txmailhost spam threshold``), else the server's."""
@@ -264,8 +265,8 @@ class SpamFilter(MessageFilter):
             )
         elif self._blocks(client, message):
             ready = run_in(self._reactor, self._pool, self._prepare, client, transaction, message)
-        else:
-            ready = succeed(self._prepare(client, transaction, message))
+        else:  # nothing to wait for: asked at once (not through a Deferred already fired)
+            return self._offloaded(self._prepare(client, transaction, message), transaction)
         return ready.addCallback(self._offloaded, transaction)
 
     def _verdict(
