@@ -285,6 +285,25 @@ def test_every_change_raises_highestmodseq_and_the_changed_message_carries_it(st
     assert result(box.changes_since(after)).changed == ()
 
 
+def test_a_conditional_store_leaves_messages_changed_since_alone_and_names_them(store):
+    first, second = append(store, MSG), append(store, MSG2)
+    box = inbox(store)
+    known = result(box.status()).highestmodseq
+    (info,) = result(box.store_flags([second], ["$Other"], "+"))  # another session's change
+    changed, left = result(box.store_flags_if_unchanged([first, second], [SEEN], "+", known))
+    assert [(i.uid, i.flags) for i in changed] == [(first, frozenset({SEEN}))]
+    assert left == [second]
+    assert {m.uid: m.flags for m in result(box.messages([first, second]))} == {
+        first: frozenset({SEEN}),
+        second: frozenset({"$Other"}),
+    }
+    # nothing to change and nothing changed since: neither list names the message
+    assert result(box.store_flags_if_unchanged([first], [SEEN], "+", changed[0].modseq)) == (
+        [],
+        [],
+    )
+
+
 def test_expunge_removes_durably_and_reports_vanished_uids(store):
     first, second = append(store, MSG), append(store, MSG2)
     box = inbox(store)

@@ -32,6 +32,7 @@ from txmailhost.store.interfaces import (
     IMailboxMove,
     IMessageRanges,
     IndexColumns,
+    MessageInfo,
     NoSuchMailbox,
     NoSuchMessage,
     StoredMessage,
@@ -397,12 +398,18 @@ class MessageCommands:
         if view.readonly:
             raise replies.ReadOnly()
         modified: list[int] = []
-        if unchangedsince is not None:
-            current = await view.mailbox.messages(uids)
-            too_new = {m.uid for m in current if m.modseq > unchangedsince}
+        changed: list[MessageInfo] = []
+        if unchangedsince is not None and uids:
+            # compared and changed in one step of the store: a session elsewhere (another
+            # node of the database) can't slip a change in between (RFC 7162 3.1.3)
+            changed, left = await view.mailbox.store_flags_if_unchanged(
+                uids, flags, mode, unchangedsince
+            )
+            too_new = set(left)
             modified = [seq_uid[by_uid] for seq_uid in targets if seq_uid[1] in too_new]
             uids = [uid for uid in uids if uid not in too_new]
-        changed = await view.mailbox.store_flags(uids, flags, mode) if uids else []
+        elif uids:
+            changed = await view.mailbox.store_flags(uids, flags, mode)
         # Keywords removed (-FLAGS) are not new ones: announcing them grew the session's list
         new_keywords = {f for f in flags if not f.startswith("\\")} - view.keywords
         if new_keywords and mode != "-":

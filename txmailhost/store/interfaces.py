@@ -209,6 +209,13 @@ class IMailbox(Interface):
     def store_flags(uids, flags, mode):
         """Deferred[list[MessageInfo]]: set (``mode`` '='), add ('+') or remove ('-') flags."""
 
+    def store_flags_if_unchanged(uids, flags, mode, unchangedsince):
+        """Deferred[tuple[list[MessageInfo], list[int]]]: ``store_flags`` on the messages
+        whose MODSEQ is at most ``unchangedsince``, the others left alone; (the messages
+        changed, the UIDs left alone). The test and the change are one step, under the lock
+        every writer of the mailbox takes (RFC 7162 3.1.3, a conditional STORE): a session
+        of another process or node can't change a message between them."""
+
     def expunge(uids):
         """Deferred[list[int]]: remove these messages durably; returns the UIDs removed."""
 

@@ -509,8 +509,15 @@ class MaildirMailbox:
         return lineends.open_crlf(file, st)  # type: ignore[return-value]
 
     def _store_flags(
-        self, uids: Iterable[int], flags: Iterable[str], mode: str
+        self,
+        uids: Iterable[int],
+        flags: Iterable[str],
+        mode: str,
+        unchangedsince: int | None = None,
+        modified: list[int] | None = None,
     ) -> list[MessageInfo]:
+        """``unchangedsince``: messages of a higher MODSEQ are left alone, their UIDs added
+        to ``modified`` (the comparison is made under the index's write lock)."""
         want_bits, want_keywords = flags_to_bits(flags)
         want_kw = set(want_keywords.split()) if want_keywords else set()
         changes, results = [], []
@@ -522,7 +529,11 @@ class MaildirMailbox:
                 row = rows.get(uid)
                 if row is None:
                     continue
-                _uid, name, subdir, bits, keywords, internaldate, size, _modseq = row
+                _uid, name, subdir, bits, keywords, internaldate, size, old_modseq = row
+                if unchangedsince is not None and old_modseq > unchangedsince:
+                    if modified is not None:
+                        modified.append(uid)
+                    continue
                 kw = set(keywords.split()) if keywords else set()
                 if mode == "+":
                     new_bits, new_kw = bits | want_bits, kw | want_kw
@@ -959,6 +970,16 @@ class MaildirMailbox:
         self, uids: Iterable[int], flags: Iterable[str], mode: str
     ) -> Deferred[list[MessageInfo]]:
         return self._store._run(self._store_flags, list(uids), list(flags), mode)
+
+    def store_flags_if_unchanged(
+        self, uids: Iterable[int], flags: Iterable[str], mode: str, unchangedsince: int | None
+    ) -> Deferred[tuple[list[MessageInfo], list[int]]]:
+        def job(wanted: list[int], given: list[str]) -> tuple[list[MessageInfo], list[int]]:
+            modified: list[int] = []
+            changed = self._store_flags(wanted, given, mode, unchangedsince, modified)
+            return changed, modified
+
+        return self._store._run(job, list(uids), list(flags))
 
     def expunge(self, uids: Iterable[int]) -> Deferred[list[int]]:
         return self._store._run(self._expunge, list(uids))

@@ -349,12 +349,21 @@ class MemoryMailbox:
     def store_flags(
         self, uids: Iterable[int], flags: Iterable[str], mode: str
     ) -> Deferred[list[MessageInfo]]:
-        def job(wanted: list[int], flags: frozenset[str]) -> list[MessageInfo]:
+        d = self.store_flags_if_unchanged(uids, flags, mode, None)
+        return d.addCallback(lambda result: result[0])
+
+    def store_flags_if_unchanged(
+        self, uids: Iterable[int], flags: Iterable[str], mode: str, unchangedsince: int | None
+    ) -> Deferred[tuple[list[MessageInfo], list[int]]]:
+        def job(wanted: list[int], flags: frozenset[str]) -> tuple[list[MessageInfo], list[int]]:
             folder = self._folder()
-            changed = []
+            changed, modified = [], []
             for uid in wanted:
                 message = folder.messages.get(uid)
                 if message is None:
+                    continue
+                if unchangedsince is not None and message.modseq > unchangedsince:
+                    modified.append(uid)
                     continue
                 if mode == "+":
                     new = message.flags | flags
@@ -365,15 +374,16 @@ class MemoryMailbox:
                 if new != message.flags:
                     changed.append((message, new))
             if not changed:
-                return []
+                return [], modified
             modseq = folder.next_modseq()
             for message, new in changed:
                 message.flags, message.modseq = new, modseq
             self._changed()
-            return [
+            infos = [
                 MessageInfo(m.uid, m.flags, len(m.content), m.internaldate, m.modseq)
                 for m, _new in changed
             ]
+            return infos, modified
 
         wanted = frozenset(f for f in flags if f != "\\Recent")
         return self._do(job, sorted(set(uids)), wanted)

@@ -479,16 +479,30 @@ class PostgresMailbox:
     def store_flags(
         self, uids: Iterable[int], flags: Iterable[str], mode: str
     ) -> Deferred[list[MessageInfo]]:
-        def job(conn: Any, wanted: list[int], given: frozenset[str]) -> list[MessageInfo]:
+        d = self.store_flags_if_unchanged(uids, flags, mode, None)
+        return d.addCallback(lambda result: result[0])
+
+    def store_flags_if_unchanged(
+        self, uids: Iterable[int], flags: Iterable[str], mode: str, unchangedsince: int | None
+    ) -> Deferred[tuple[list[MessageInfo], list[int]]]:
+        """The MODSEQs are compared in the transaction that holds the mailbox row: no other
+        node's STORE can come between the comparison and the change."""
+
+        def job(
+            conn: Any, wanted: list[int], given: frozenset[str]
+        ) -> tuple[list[MessageInfo], list[int]]:
             with conn.transaction():
                 highest = self._lock(conn, True)[2]
                 rows = conn.execute(
-                    "SELECT uid, flags, size, internaldate FROM messages"
+                    "SELECT uid, flags, size, internaldate, modseq FROM messages"
                     " WHERE mailbox_id = %s AND uid = ANY (%s) ORDER BY uid",
                     (self.id, wanted),
                 ).fetchall()
-                changed = []
-                for uid, old, size, internaldate in rows:
+                changed, modified = [], []
+                for uid, old, size, internaldate, modseq in rows:
+                    if unchangedsince is not None and modseq > unchangedsince:
+                        modified.append(uid)
+                        continue
                     current = frozenset(old)
                     if mode == "+":
                         new = current | given
@@ -499,7 +513,7 @@ class PostgresMailbox:
                     if new != current:
                         changed.append((uid, new, size, internaldate))
                 if not changed:
-                    return []
+                    return [], modified
                 modseq = highest + 1
                 conn.execute(
                     "UPDATE mailboxes SET highestmodseq = %s WHERE id = %s", (modseq, self.id)
@@ -512,7 +526,8 @@ class PostgresMailbox:
                     )
                 self._store._notify(conn, self.user, self.name)
             self._store._changed([(self.user, self.name)])
-            return [MessageInfo(uid, new, size, date, modseq) for uid, new, size, date in changed]
+            infos = [MessageInfo(uid, new, size, date, modseq) for uid, new, size, date in changed]
+            return infos, modified
 
         given = frozenset(f for f in flags if f != "\\Recent")
         return self._run(job, sorted(set(uids)), given)

@@ -1,0 +1,114 @@
+"""Two real nodes on one PostgreSQL database, their IMAP sessions racing on one mailbox.
+
+What one node checks and then changes must be checked and changed in one step of the
+database, or a session on the other node changes the mailbox in between: a conditional
+STORE (RFC 7162 3.1.3) from each node with the same ``UNCHANGEDSINCE`` both succeeding is
+a lost update, the very thing the modifier is there to stop. Each test here failed, on most
+runs, before its check moved into the store's transaction.
+
+Skipped without PostgreSQL (tests/support/postgres.py).
+"""
+
+from __future__ import annotations
+
+import imaplib
+import re
+import threading
+from functools import partial
+
+import pytest
+
+from tests.support.postgres import postgres_server  # noqa: F401 - the session's cluster
+from tests.support.server import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+PASSWORD = "races-Pw-7q2x"
+USER = "racer@example.test"
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory, postgres_server):  # noqa: F811
+    """Two nodes sharing a fresh database for the mail and the accounts; USER added once."""
+    dsn = postgres_server.database()
+    extra = (
+        f'[store]\nbackend = "postgres"\naccounts = "postgres"\ndsn = "{dsn}"\n\n'
+        '[security]\nplaintext_auth_from = ["loopback"]\n'
+    )
+    root = tmp_path_factory.mktemp("races")
+    started: list[ServerProcess] = []
+    try:
+        for name in ("a", "b"):
+            started.append(ServerProcess(str(root / name), extra_config=extra).start())
+        started[0].add_user(USER, PASSWORD)
+        yield started
+    finally:
+        for node in started:
+            node.stop()
+        postgres_server.drop(dsn)
+
+
+def _imap(node: ServerProcess) -> imaplib.IMAP4:
+    client = imaplib.IMAP4("127.0.0.1", node.ports["imap"], timeout=30)
+    client.login(USER, PASSWORD)
+    return client
+
+
+def _at_once(*calls):
+    """Run the calls in threads released together; their results in order."""
+    results: list = [None] * len(calls)
+    start = threading.Barrier(len(calls))
+
+    def run(k: int) -> None:
+        start.wait()
+        results[k] = calls[k]()
+
+    workers = [threading.Thread(target=run, args=(k,)) for k in range(len(calls))]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=60)
+    return results
+
+
+def _conditional_store(client: imaplib.IMAP4, modseq: int, keyword: str) -> bool:
+    """``STORE 1 (UNCHANGEDSINCE modseq) +FLAGS (keyword)``: True when it was carried out,
+    False when the server answered ``[MODIFIED 1]``."""
+    typ, data = client._simple_command(
+        "STORE", "1", f"(UNCHANGEDSINCE {modseq})", "+FLAGS", f"({keyword})"
+    )
+    assert typ == "OK", data
+    return b"MODIFIED" not in data[-1]
+
+
+def test_conditional_stores_from_two_nodes_with_one_modseq_never_both_succeed(nodes):
+    """RFC 7162 3.1.3: of two STOREs ``UNCHANGEDSINCE`` the same MODSEQ on one message, the
+    one that comes second finds the message changed and fails with ``[MODIFIED]``."""
+    a, b = nodes
+    seed = _imap(a)
+    seed.append("INBOX", None, None, b"Subject: contended\r\n\r\nx\r\n")
+    seed.logout()
+    on_a, on_b = _imap(a), _imap(b)
+    for client in (on_a, on_b):
+        client.enable("CONDSTORE")
+        client.select("INBOX")
+    both, modseqs = [], []
+    for n in range(40):
+        typ, data = on_a.fetch("1", "(MODSEQ)")  # the last FETCH line is this command's
+        modseq = int(re.search(rb"MODSEQ \((\d+)\)", data[-1])[1])
+        modseqs.append(modseq)
+        done = _at_once(
+            partial(_conditional_store, on_a, modseq, f"$a{n}"),
+            partial(_conditional_store, on_b, modseq, f"$b{n}"),
+        )
+        assert any(done), f"round {n}: neither STORE was carried out"
+        if all(done):
+            both.append(n)
+    # every round changed the message once at least: its MODSEQ grew each time
+    assert modseqs == sorted(set(modseqs))
+    typ, data = on_b.fetch("1", "(FLAGS)")
+    kept = set(re.findall(rb"\$[ab]\d+", data[-1]))
+    on_a.logout()
+    on_b.logout()
+    assert both == [], f"both nodes' conditional STOREs carried out in rounds {both}"
+    assert len(kept) == 40  # one keyword a round: the STORE that lost changed nothing
