@@ -25,6 +25,8 @@ pytestmark = pytest.mark.slow
 
 PASSWORD = "races-Pw-7q2x"
 USER = "racer@example.test"
+FULL = "nearly-full@example.test"  # its quota set once, before any session
+QUOTA = 20 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +43,8 @@ def nodes(tmp_path_factory, postgres_server):  # noqa: F811
         for name in ("a", "b"):
             started.append(ServerProcess(str(root / name), extra_config=extra).start())
         started[0].add_user(USER, PASSWORD)
+        started[0].add_user(FULL, PASSWORD)
+        started[0].cli("user", "quota", FULL, "20K")
         yield started
     finally:
         for node in started:
@@ -48,9 +52,9 @@ def nodes(tmp_path_factory, postgres_server):  # noqa: F811
         postgres_server.drop(dsn)
 
 
-def _imap(node: ServerProcess) -> imaplib.IMAP4:
+def _imap(node: ServerProcess, user: str = USER) -> imaplib.IMAP4:
     client = imaplib.IMAP4("127.0.0.1", node.ports["imap"], timeout=30)
-    client.login(USER, PASSWORD)
+    client.login(user, PASSWORD)
     return client
 
 
@@ -112,3 +116,38 @@ def test_conditional_stores_from_two_nodes_with_one_modseq_never_both_succeed(no
     on_b.logout()
     assert both == [], f"both nodes' conditional STOREs carried out in rounds {both}"
     assert len(kept) == 40  # one keyword a round: the STORE that lost changed nothing
+
+
+def _storage(client: imaplib.IMAP4) -> tuple[int, int]:
+    """(usage, limit) in KiB from ``GETQUOTAROOT INBOX``."""
+    typ, data = client.getquotaroot("INBOX")
+    assert typ == "OK", data
+    found = re.search(rb"STORAGE (\d+) (\d+)", b" ".join(data[1]))
+    return int(found[1]), int(found[2])
+
+
+def test_appends_from_two_nodes_at_once_never_take_a_mailbox_past_its_quota(nodes):
+    """docs/admin.rst: an ``APPEND`` past the limit fails with ``NO [OVERQUOTA]``. Eight
+    sessions, four a node, each APPEND a 4 KiB message five times at once to a 20 KiB
+    mailbox: four fit, the others are refused, however the sessions interleave."""
+    message = b"Subject: filler\r\n\r\n" + b"y" * 4000 + b"\r\n"
+    clients = [_imap(nodes[k % 2], FULL) for k in range(8)]
+    assert _storage(clients[0]) == (0, QUOTA // 1024)
+
+    def appender(client: imaplib.IMAP4) -> list[str]:
+        answers = []
+        for _ in range(5):
+            typ, data = client.append("INBOX", None, None, message)
+            answers.append(typ)
+            if typ != "OK":
+                assert b"[OVERQUOTA]" in data[0], data
+        return answers
+
+    answers = [a for done in _at_once(*(partial(appender, c) for c in clients)) for a in done]
+    used, _limit = _storage(clients[0])
+    typ, data = clients[0].select("INBOX", readonly=True)
+    for client in clients:
+        client.logout()
+    fitting = QUOTA // len(message)
+    assert answers.count("OK") == int(data[0]) == fitting, answers
+    assert used * 1024 <= QUOTA

@@ -30,10 +30,12 @@ from txmailhost.store.interfaces import (
     IMailbox,
     IMailStore,
     InvalidMailboxName,
+    IQuotaAppend,
     MailboxExists,
     MessageSource,
     NoSuchMailbox,
     NoSuchMessage,
+    QuotaExceeded,
     StoreError,
     TooManyMailboxes,
 )
@@ -302,6 +304,26 @@ def test_a_conditional_store_leaves_messages_changed_since_alone_and_names_them(
         [],
         [],
     )
+
+
+def test_an_append_within_quota_counts_every_folder_and_adds_nothing_past_the_limit(store):
+    box = inbox(store)
+    if not IQuotaAppend.providedBy(box):
+        pytest.skip("this backend compares the usage before appending (no IQuotaAppend)")
+    assert verifyObject(IQuotaAppend, box)
+    result(store.provision(USER))
+    append(store, MSG, mailbox=DEFAULT_MAILBOXES[0])  # another folder counts too
+    used = result(store.usage(USER))
+    limit = used + len(MSG2) * 2
+    item = (MessageSource.from_bytes(MSG2), [SEEN], None)
+    _validity, (first,) = result(box.append_within_quota([item], limit))
+    # two more would pass it by one message: neither is added
+    failure = failure_of(box.append_within_quota([item, item], limit))
+    assert isinstance(failure, QuotaExceeded) and failure.permanent
+    _validity, (second,) = result(box.append_within_quota([item], limit))  # exactly at it
+    assert result(store.usage(USER)) == limit
+    assert [m.uid for m in result(box.snapshot()).messages] == [first, second]
+    assert isinstance(failure_of(box.append_within_quota([item], limit)), QuotaExceeded)
 
 
 def test_expunge_removes_durably_and_reports_vanished_uids(store):

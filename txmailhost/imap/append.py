@@ -24,7 +24,7 @@ from twisted.internet.threads import deferToThreadPool
 
 from txmailhost.imap import binary, catenate, fetch, replies
 from txmailhost.imap.parser import LiteralFile, ParseError, Reader
-from txmailhost.store.interfaces import MessageSource
+from txmailhost.store.interfaces import IQuotaAppend, MessageSource
 
 _DATE_TIME = re.compile(
     rb" ?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)"
@@ -186,10 +186,15 @@ async def assemble(
 
 
 async def store_messages(
-    mailbox: Any, messages: list[AppendMessage], reactor: Any
+    mailbox: Any, messages: list[AppendMessage], reactor: Any, limit: int | None = None
 ) -> tuple[int, list[int]]:
-    """Add ``messages`` to ``mailbox``, all or none; (UIDVALIDITY, their UIDs)."""
+    """Add ``messages`` to ``mailbox``, all or none; (UIDVALIDITY, their UIDs). ``limit``:
+    the owner's quota, which a store that offers ``IQuotaAppend`` checks in the step that
+    adds them (``QuotaExceeded``); the caller has compared the usage before for the others."""
     messages = [await _converted(m, reactor) if m.binary else m for m in messages]
+    if limit is not None and IQuotaAppend.providedBy(mailbox):
+        items = [(m.source(), m.flags, m.date) for m in messages]
+        return await mailbox.append_within_quota(items, limit)
     if len(messages) > 1:
         return await mailbox.append_many([(m.source(), m.flags, m.date) for m in messages])
     (message,) = messages

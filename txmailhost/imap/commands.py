@@ -36,7 +36,13 @@ from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.imap.replies import Done, mailbox_name, printable
 from txmailhost.imap.search import compress
 from txmailhost.imap.session import SelectedMailbox
-from txmailhost.store.interfaces import INBOX, MailboxExists, NoSuchMailbox, TooManyMailboxes
+from txmailhost.store.interfaces import (
+    INBOX,
+    MailboxExists,
+    NoSuchMailbox,
+    QuotaExceeded,
+    TooManyMailboxes,
+)
 
 log = Logger(namespace="txmailhost.imap")
 
@@ -521,8 +527,12 @@ class MailboxCommands:
         reactor, limit = self.factory.reactor, self.factory.max_literal_size
         messages = await append.assemble(messages, self._url_data, reactor, limit)
         size = sum(message.size for message in messages)
-        await self._check_quota(size, found.owner)
-        uidvalidity, uids = await append.store_messages(mailbox, messages, reactor)
+        quota = await self._check_quota(size, found.owner)
+        try:
+            uidvalidity, uids = await append.store_messages(mailbox, messages, reactor, quota)
+        except QuotaExceeded:  # another session (on any node) filled it meanwhile
+            log.info("imap append refused: {user} over quota", user=self.user)
+            raise replies.IMAPError("mailbox quota exceeded", code="OVERQUOTA") from None
         if found.own:
             observers.tell(self.factory.observers, found.owner, None, name, mailbox, uids)
         log.info(
@@ -540,20 +550,23 @@ class MailboxCommands:
 
     # -- QUOTA (RFC 9208) ------------------------------------------------------------------------
 
-    async def _check_quota(self, size: int, owner: str | None = None) -> None:
+    async def _check_quota(self, size: int, owner: str | None = None) -> int | None:
         """RFC 9208 §4.3: an APPEND that would pass the limit fails with OVERQUOTA (the
         same limit SMTP enforces at RCPT, from ``Router.quota_of``). The limit is the
-        mailbox owner's: what is appended to another user's mailbox is the owner's mail."""
+        mailbox owner's: what is appended to another user's mailbox is the owner's mail.
+        Returns the limit (None: unlimited), for the store to check again as it adds the
+        message (``IQuotaAppend``): this look came before, and other sessions append too."""
         owner = owner or self.account.address
         if self.factory.quota_of is None:
-            return
+            return None
         limit = await self.factory.quota_of(owner)
         if limit is None:
-            return
+            return None
         used = await self.store.usage(owner)
         if used + size > limit:
             log.info("imap append refused: {user} over quota", user=self.user)
             raise replies.IMAPError("mailbox quota exceeded", code="OVERQUOTA")
+        return limit
 
     async def _getquotaroot(self, reader: Reader, by_uid: bool) -> Done:
         name = self._mailbox_arg(reader)

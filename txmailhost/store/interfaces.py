@@ -61,6 +61,14 @@ class TooManyEntries(StoreError):
     permanent = True
 
 
+class QuotaExceeded(StoreError):
+    """The messages would take their owner's mailboxes past the limit they were given;
+    nothing was added (``IQuotaAppend``). Permanent for this message: retrying it as it is
+    fails again until the owner makes room."""
+
+    permanent = True
+
+
 class TooManyMailboxes(StoreError):
     """Creating the mailbox would give the user more than the store's ``max_mailboxes``
     (``[store] max_mailboxes`` in a server; 0, no limit, for the CLI's restores and moves
@@ -511,6 +519,18 @@ class IStagedAppend(Interface):
     def append_staged(path, flags, internaldate):
         """Deferred[tuple[int, int]]: fsync the file at ``path``, add it, and remove ``path``
         whatever happens; (UIDVALIDITY, UID), all in one trip to the storage thread."""
+
+
+class IQuotaAppend(Interface):
+    """Optional: APPEND within the owner's quota as one step, so that sessions appending at
+    once (on several nodes of a shared database) can't each find room for their message and
+    together pass the limit. Without it IMAP compares the usage, then appends."""
+
+    def append_within_quota(items, limit):
+        """Deferred[tuple[int, list[int]]]: ``append_many(items)``, failing with
+        ``QuotaExceeded`` (nothing added) when the owner's mailboxes, all of them, would
+        then hold more than ``limit`` octets. Appenders with a limit to the same owner's
+        mailboxes take their turns; deliveries without one don't wait."""
 
 
 class IMailboxMove(Interface):

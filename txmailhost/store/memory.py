@@ -47,6 +47,7 @@ from txmailhost.store.interfaces import (
     IMetadataStore,
     IndexColumns,
     InvalidMailboxName,
+    IQuotaAppend,
     MailboxChanges,
     MailboxExists,
     MailboxSelection,
@@ -57,6 +58,7 @@ from txmailhost.store.interfaces import (
     MessageSource,
     NoSuchMailbox,
     NoSuchMessage,
+    QuotaExceeded,
     StoredMessage,
     check_room,
 )
@@ -176,7 +178,7 @@ class _Account:
     metadata: dict[str, bytes] = field(default_factory=dict)  # the account's METADATA entries
 
 
-@implementer(IMailbox)
+@implementer(IMailbox, IQuotaAppend)
 class MemoryMailbox:
     """One opened mailbox of a ``MemoryStore``."""
 
@@ -388,6 +390,11 @@ class MemoryMailbox:
         wanted = frozenset(f for f in flags if f != "\\Recent")
         return self._do(job, sorted(set(uids)), wanted)
 
+    def append_within_quota(
+        self, items: Iterable[tuple[MessageSource, Iterable[str], float | None]], limit: int
+    ) -> Deferred[tuple[int, list[int]]]:
+        return self.append_many(items, limit)
+
     def expunge(self, uids: Iterable[int]) -> Deferred[list[int]]:
         def job(wanted: list[int]) -> list[int]:
             folder = self._folder()
@@ -418,12 +425,20 @@ class MemoryMailbox:
         return self._store._read(source).addCallback(lambda content: self._do(add, content))
 
     def append_many(
-        self, items: Iterable[tuple[MessageSource, Iterable[str], float | None]]
+        self,
+        items: Iterable[tuple[MessageSource, Iterable[str], float | None]],
+        limit: int | None = None,
     ) -> Deferred[tuple[int, list[int]]]:
-        """Every message is read first; they are added in one step, so all or none."""
+        """Every message is read first; they are added in one step, so all or none (and,
+        with ``limit``, the owner's usage is compared in that step: ``IQuotaAppend``)."""
         batch = [(source, list(flags), date) for source, flags, date in items]
 
         def add(contents: list[bytes]) -> tuple[int, list[int]]:
+            if limit is not None:
+                used = sum(f.size() for f in self._store._account(self.user).folders.values())
+                octets = sum(len(content) for content in contents)
+                if used + octets > limit:
+                    raise QuotaExceeded(f"{self.user} holds {used} octets; {octets} more")
             folder = self._folder()
             uids = [
                 folder.add(content, flags, date)

@@ -61,6 +61,7 @@ from txmailhost.store.interfaces import (
     IMetadataStore,
     IndexColumns,
     InvalidMailboxName,
+    IQuotaAppend,
     MailboxChanges,
     MailboxExists,
     MailboxSelection,
@@ -71,6 +72,7 @@ from txmailhost.store.interfaces import (
     MessageSource,
     NoSuchMailbox,
     NoSuchMessage,
+    QuotaExceeded,
     StoredMessage,
     StoreError,
     TooManyEntries,
@@ -171,7 +173,7 @@ class _Body:
             yield data
 
 
-@implementer(IMailbox, IMessageRanges)
+@implementer(IMailbox, IMessageRanges, IQuotaAppend)
 class PostgresMailbox:
     """One opened mailbox: the owner, the name, and the row it was found in."""
 
@@ -581,13 +583,32 @@ class PostgresMailbox:
         batch = [(source, list(flags), date) for source, flags, date in items]
         return self._run(self._append, batch)
 
+    def append_within_quota(
+        self, items: Iterable[tuple[MessageSource, Iterable[str], float | None]], limit: int
+    ) -> Deferred[tuple[int, list[int]]]:
+        """The bodies are stored first; then, under a lock of the owner's that every
+        appender with a limit takes until its COMMIT, the usage is read and the messages
+        added or refused: two nodes can't both add the message that fits once."""
+        batch = [(source, list(flags), date) for source, flags, date in items]
+        return self._run(self._append, batch, limit)
+
     def _append(
-        self, conn: Any, batch: list[tuple[MessageSource, Iterable[str], float | None]]
+        self,
+        conn: Any,
+        batch: list[tuple[MessageSource, Iterable[str], float | None]],
+        limit: int | None = None,
     ) -> tuple[int, list[int]]:
         store = self._store
         with conn.transaction():
             uploaded = [store._upload(conn, source) for source, _flags, _date in batch]
             octets = sum(size for _id, size, _chunks, _header, _blob in uploaded)
+            if limit is not None:
+                try:
+                    store._hold_quota(conn, self.user, octets, limit)
+                except QuotaExceeded:
+                    # the chunk rows go with the rollback; objects are no row's
+                    store._forget(conn, [blob for *_rest, blob in uploaded])
+                    raise
             uidvalidity, first, modseq = store._allocate(
                 conn, self.id, len(batch), octets, self.name
             )
@@ -948,6 +969,20 @@ class PostgresStore:
             (new_id, old_id),
         )
         return new_id
+
+    @staticmethod
+    def _hold_quota(conn: Any, user: str, octets: int, limit: int) -> None:
+        """Take ``user``'s quota lock until the transaction ends, then fail with
+        ``QuotaExceeded`` when ``octets`` more would pass ``limit``. The usage is read after
+        the lock is held, so it counts what the previous holder committed."""
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"quota:{user}",))
+        (used,) = conn.execute(
+            "SELECT coalesce(sum(b.size), 0) FROM mailboxes b"
+            " JOIN mail_users u ON u.id = b.user_id WHERE u.address = %s",
+            (user,),
+        ).fetchone()
+        if used + octets > limit:
+            raise QuotaExceeded(f"{user} holds {used} octets; {octets} more pass {limit}")
 
     def _allocate(
         self, conn: Any, mailbox_id: int, count: int, octets: int, name: str
