@@ -96,6 +96,9 @@ class Sink(socketserver.ThreadingTCPServer):
     def port(self) -> int:
         return self.server_address[1]
 
+    def before_250(self) -> None:
+        """Called with the message received, before its ``250`` (a test's hook)."""
+
 
 class _SinkSession(socketserver.StreamRequestHandler):
     def handle(self) -> None:
@@ -132,6 +135,7 @@ class _SinkSession(socketserver.StreamRequestHandler):
                     sink.deliveries.append((ehlo, tuple(rcpts), b"".join(lines), time.time()))
                     sink.senders.append((sender, tuple(rcpts)))
                     del sink.pending[id(self)]
+                sink.before_250()
                 self.wfile.write(b"250 2.0.0 queued\r\n")
             elif verb == b"QUIT":
                 self.wfile.write(b"221 2.0.0 bye\r\n")

@@ -8,9 +8,12 @@ mail submitted on A reaches a remote server's inbox. Skipped without PostgreSQL.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.e2e.conftest import PASSWORD
+from tests.e2e.test_postgres_cluster import Sink
 from tests.e2e.test_relay import inbox, submit, wait_for
 from tests.support.dns import DNSServer
 from tests.support.postgres import postgres_dsn, postgres_server  # noqa: F401 - fixtures
@@ -87,3 +90,63 @@ def test_mail_submitted_on_a_node_reaches_the_remote_inbox(
     finally:
         a.stop()
         far.stop()
+
+
+class _CuttingSink(Sink):
+    """The remote MX, cutting every connection to the node's database (``cut``) while it
+    holds a message, just before it answers ``250``: the node learns of the remote server's
+    acceptance with no working database connection left."""
+
+    def __init__(self, cut) -> None:
+        super().__init__()
+        self.cut = cut
+
+    def before_250(self) -> None:
+        self.cut()
+
+
+def test_a_database_connection_cut_during_a_relay_does_not_deliver_twice(
+    tmp_path,
+    dns_server,
+    postgres_server,  # noqa: F811 - the fixture
+    postgres_dsn,  # noqa: F811 - the fixture
+):
+    """The node delivered (the remote ``250``) while every connection it had to the
+    database was being terminated (``pg_terminate_backend``, as a failover or a pooler
+    does). Writing the result down once the database answers again is its job: the lease
+    left to expire, the recipient was delivered a second time by the next claim."""
+    import psycopg
+
+    name = postgres_dsn.rsplit("dbname=", 1)[1]
+
+    def cut() -> None:
+        with psycopg.connect(postgres_server.dsn(), autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+
+    sink = _CuttingSink(cut)
+    dns_server.add("far.test", "MX", "10 mx.far.test.")
+    dns_server.add("mx.far.test", "A", "127.0.0.1")
+    extra = (
+        f'[store]\nbackend = "postgres"\naccounts = "postgres"\ndsn = "{postgres_dsn}"\n'
+        f'[queue]\nbackend = "postgres"\nlease_time = 2\nretry_min = 1\nretry_max = 1\n'
+        f'[relay]\nnameservers = ["{dns_server.address}"]\ndns_timeout = 2\nport = {sink.port}\n'
+    )
+    a = ServerProcess(str(tmp_path / "a"), extra_config=extra).start()
+    try:
+        a.add_user("alice@example.test", PASSWORD)
+        submit(a, "bob@far.test")
+        wait_for(lambda: sink.deliveries)
+        sink.cut = lambda: None
+        wait_for(lambda: a.cli("queue", "list").stdout == "", timeout=30)
+        time.sleep(4)  # past the lease and the retry: a second claim would have delivered
+        with sink.lock:
+            delivered = [rcpts for _ehlo, rcpts, _m, _at in sink.deliveries]
+        assert delivered == [("bob@far.test",)]
+    finally:
+        a.stop()
+        sink.shutdown()
+        sink.server_close()

@@ -40,6 +40,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -61,6 +62,7 @@ from txmailhost.queue.spool import BOUNCED, DEFERRED, Envelope, Recipient
 log = Logger()
 
 SNAPSHOT_AGE = 15.0  # seconds the envelopes shown to the metrics may be old
+RECORD_RETRY = 0.5  # seconds before writing a job's results is tried again (doubling)
 
 
 def node_name() -> str:
@@ -342,7 +344,7 @@ class SharedQueue(Queue):
         was its last active recipient."""
         envelope = job.envelope
         pairs = list(zip(job.rows, job.due, strict=True))
-        lost = await self._in_pool(self.records.record, self.owner, pairs, failed)
+        lost = await self._recorded(envelope, pairs, failed)
         if failed:
             if await self._notify(envelope, failed, bounce.FAILED, now):
                 for r in failed:
@@ -352,7 +354,7 @@ class SharedQueue(Queue):
                 for r in failed:  # the DSN couldn't be handed over: try again later
                     r.state = DEFERRED
             kept = [(row, r) for row, r in pairs if any(r is f for f in failed)]
-            lost += await self._in_pool(self.records.record, self.owner, kept)
+            lost += await self._recorded(envelope, kept)
         if lost:
             log.warn(
                 "queue: {queue_id}: the lease on {rcpts} was lost during the attempt",
@@ -371,6 +373,36 @@ class SharedQueue(Queue):
             await self._notify(envelope, deferred, bounce.DELAYED, now)
         if await self._in_pool(self.records.remove_if_done, job.message_id):
             log.info("queue: {queue_id} done, removed", **_ids(envelope))
+
+    async def _recorded(
+        self,
+        envelope: Envelope,
+        pairs: list[tuple[int, Recipient]],
+        keep: tuple[Recipient, ...] | list[Recipient] = (),
+    ) -> list[str]:
+        """``records.record``, tried again while the database can't be reached: the remote
+        servers have answered, and a result not written down leaves the lease to expire and
+        the recipients to be delivered a second time by the next claim. The job's rows stay
+        in ``_leased`` meanwhile, so the renewals go on too; a node stopped first gives up
+        (its leases expire: the duplicate RFC 5321 6.1 prefers to a loss)."""
+        import psycopg
+
+        delay = RECORD_RETRY
+        while True:
+            try:
+                return await self._in_pool(self.records.record, self.owner, pairs, keep)
+            except psycopg.OperationalError as e:
+                if self._stopped:
+                    raise
+                log.warn(
+                    "queue: {queue_id}: writing the results failed ({error}); again in"
+                    " {delay:.1f} s",
+                    queue_id=envelope.queue_id,
+                    error=" ".join(str(e).split()),
+                    delay=delay,
+                )
+            await deferLater(self._reactor, delay, lambda: None)
+            delay = min(delay * 2, max(self.lease / 3, RECORD_RETRY))
 
 
 def _ids(envelope: Envelope) -> dict[str, str]:
