@@ -398,6 +398,24 @@ def test_append_over_the_quota_fails_with_overquota_and_stores_nothing(world):
     assert s.cmd("c STATUS INBOX (MESSAGES)").startswith(b'* STATUS "INBOX" (MESSAGES 1)')
 
 
+def test_append_and_getquota_while_the_accounts_database_is_down_are_unavailable(world):
+    """The limit can't be read (the accounts' database restarting, locked): a temporary
+    ``NO [UNAVAILABLE]`` the client retries, not ``[SERVERBUG]``, and nothing is stored."""
+    import sqlite3
+
+    from twisted.internet.defer import fail
+
+    def down(user):
+        return fail(sqlite3.OperationalError("database is locked"))
+
+    s = Session(make_factory(world, quota_of=down))
+    s.login()
+    reply = s.cmd("a APPEND INBOX {10+}\r\nSubject: x")
+    assert reply == b"a NO [UNAVAILABLE] quota unavailable, try again later\r\n"
+    assert s.cmd('b GETQUOTA ""') == b"b NO [UNAVAILABLE] quota unavailable, try again later\r\n"
+    assert s.cmd("c STATUS INBOX (MESSAGES)").startswith(b'* STATUS "INBOX" (MESSAGES 0)')
+
+
 def test_a_client_that_stops_reading_replies_stops_being_read(alice):
     """Pipelined commands from a client that never reads the replies must not pile up replies
     in memory: while the transport's buffer is full (it pauses the session's producer), no

@@ -557,9 +557,7 @@ class MailboxCommands:
         Returns the limit (None: unlimited), for the store to check again as it adds the
         message (``IQuotaAppend``): this look came before, and other sessions append too."""
         owner = owner or self.account.address
-        if self.factory.quota_of is None:
-            return None
-        limit = await self.factory.quota_of(owner)
+        limit = await self._quota_limit(owner)
         if limit is None:
             return None
         used = await self.store.usage(owner)
@@ -567,6 +565,23 @@ class MailboxCommands:
             log.info("imap append refused: {user} over quota", user=self.user)
             raise replies.IMAPError("mailbox quota exceeded", code="OVERQUOTA")
         return limit
+
+    async def _quota_limit(self, owner: str) -> int | None:
+        """``owner``'s limit from the accounts (None: unlimited). The accounts' database out of
+        reach (a PostgreSQL restart, a failover) is a temporary failure the client may retry,
+        ``NO [UNAVAILABLE]`` as for the store's, not a ``[SERVERBUG]``: the accounts backends
+        raise their driver's errors, so any failure of the lookup is taken for one."""
+        if self.factory.quota_of is None:
+            return None
+        try:
+            return await self.factory.quota_of(owner)
+        except Exception as e:
+            log.warn(
+                "imap quota of {owner} could not be read: {error}",
+                owner=printable(owner),
+                error=" ".join(str(e).split()),
+            )
+            raise replies.Unavailable("quota unavailable, try again later") from None
 
     async def _getquotaroot(self, reader: Reader, by_uid: bool) -> Done:
         name = self._mailbox_arg(reader)
@@ -594,9 +609,7 @@ class MailboxCommands:
 
     async def _write_quota(self) -> None:
         used = await self.store.usage(self.account.address)
-        limit_bytes = None
-        if self.factory.quota_of is not None:
-            limit_bytes = await self.factory.quota_of(self.account.address)
+        limit_bytes = await self._quota_limit(self.account.address)
         limit = (limit_bytes + 1023) // 1024 if limit_bytes else UNLIMITED_KIB
         self.write(b'* QUOTA "" (STORAGE %d %d)\r\n' % ((used + 1023) // 1024, limit))
 
