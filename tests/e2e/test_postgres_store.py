@@ -12,6 +12,7 @@ from __future__ import annotations
 import imaplib
 import poplib
 import smtplib
+import time
 
 import pytest
 
@@ -239,3 +240,51 @@ def test_accounts_in_postgres_a_user_added_on_one_node_logs_in_on_another(
         node_a.stop()
         node_b.stop()
         postgres_server.drop(dsn)
+
+
+def test_after_its_database_connections_are_terminated_the_next_commands_work(
+    server,
+    database,
+    postgres_server,  # noqa: F811
+):
+    """``pg_terminate_backend`` of every connection to the database (a failover, a pooler, an
+    administrator) while they sit idle: the database is there, so the commands that follow
+    work, and IDLE hears the next delivery; a connection the server closed is replaced
+    before a command is sent on it, not found dead by the first command of each thread."""
+    import psycopg
+
+    sessions = [_imap(server) for _ in range(3)]  # connections on several storage threads
+    for imap in sessions:
+        for _ in range(4):
+            assert imap.status("INBOX", "(MESSAGES)")[0] == "OK"
+    watcher = _imap(server)
+    typ, data = watcher.select("INBOX")
+    exists = int(data[0])
+    name = database.rsplit("dbname=", 1)[1]
+    with psycopg.connect(postgres_server.dsn(), autocommit=True) as conn:
+        others = "datname = %s AND pid <> pg_backend_pid()"
+        pids = [
+            r[0] for r in conn.execute(f"SELECT pid FROM pg_stat_activity WHERE {others}", (name,))
+        ]
+        conn.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) pid", (pids,))
+        deadline = time.time() + 10
+        while conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY (%s)", (pids,)
+        ).fetchone()[0]:
+            assert time.time() < deadline, "the backends did not end"
+            time.sleep(0.05)
+    assert len(pids) >= 3
+    answers = [imap.status("INBOX", "(MESSAGES)")[0] for imap in sessions for _ in range(4)]
+    watcher.send(b"i1 IDLE\r\n")
+    assert watcher.readline().startswith(b"+")
+    with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=30) as s:
+        s.sendmail("x@remote.test", [ALICE], "Subject: after the cut\r\n\r\nstill here\r\n")
+    watcher.sock.settimeout(10)
+    heard = watcher.readline()
+    watcher.send(b"DONE\r\n")
+    while not watcher.readline().startswith(b"i1 "):
+        pass
+    for imap in (*sessions, watcher):
+        imap.logout()
+    assert answers == ["OK"] * len(answers)
+    assert heard == b"* %d EXISTS\r\n" % (exists + 1)

@@ -6,6 +6,7 @@ chunks, the versioned schema. Each test gets a fresh database of the server the 
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -221,22 +222,41 @@ def test_an_unreachable_database_is_a_temporary_store_error(postgres_server, tmp
     assert isinstance(caught.value, StoreError) and not caught.value.permanent
 
 
-def test_a_dropped_connection_fails_one_call_temporarily_and_the_next_reconnects(
+def test_a_connection_dropped_during_a_call_fails_it_temporarily_and_the_next_reconnects(
     stores,
     postgres_dsn,  # noqa: F811
 ):
-    import psycopg
-
     from txmailhost.store.postgres import DatabaseUnavailable
+
+    store = stores()
+    result(store.provision(USER))
+    pid = store._connection().info.backend_pid
+
+    def cut(conn):  # the server ends the connection in the middle of the job
+        conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    with pytest.raises(DatabaseUnavailable) as caught:
+        result(store._run(cut))
+    assert not caught.value.permanent  # SMTP answers 4xx, IMAP NO: the client tries again
+    assert result(store.usage(USER)) == 0
+    assert store._connection().info.backend_pid != pid
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_before_the_next_call(
+    stores,
+    postgres_dsn,  # noqa: F811
+):
+    """A failover or ``pg_terminate_backend`` while the connection sat idle: the next call
+    works, on a new connection (it used to fail, once per storage thread)."""
+    import psycopg
 
     store = stores()
     result(store.provision(USER))
     pid = store._connection().info.backend_pid
     with psycopg.connect(postgres_dsn, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    with pytest.raises(DatabaseUnavailable) as caught:
-        result(store.usage(USER))
-    assert not caught.value.permanent  # SMTP answers 4xx, IMAP NO: the client tries again
+        while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+            time.sleep(0.02)
     assert result(store.usage(USER)) == 0
     assert store._connection().info.backend_pid != pid
 

@@ -25,6 +25,7 @@ from zope.interface import implementer
 
 from txmailhost.accounts.db import AccountsDB
 from txmailhost.accounts.interfaces import IAccounts
+from txmailhost.store.pgconn import usable
 
 _OR_IGNORE = re.compile(r"INSERT OR IGNORE INTO (.*)", re.S)
 
@@ -95,6 +96,8 @@ class PostgresAccounts(AccountsDB):
     @property
     def _db(self) -> Any:  # type: ignore[override]
         conn = getattr(self._local, "conn", None)
-        if conn is None or conn.conn.closed or conn.conn.broken:
+        if conn is None or not usable(conn.conn):  # closed by the server meanwhile: replaced
+            if conn is not None:
+                conn.close()
             conn = self._local.conn = _Translated(self._connect())
         return conn

@@ -31,6 +31,7 @@ from twisted.logger import Logger
 
 from txmailhost.accounts.throttle import LoginThrottle
 from txmailhost.outage import OutageLog
+from txmailhost.store.pgconn import usable
 
 log = Logger()
 
@@ -124,8 +125,11 @@ class SharedFailures(Service):
 
     def _connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed or conn.broken:
+        if not usable(conn):  # closed by the server meanwhile (a restart): replaced first
             import psycopg
+
+            if conn is not None:
+                conn.close()
 
             conn = self._local.conn = psycopg.connect(self._dsn, autocommit=True)
         return conn

@@ -54,6 +54,7 @@ from txmailhost.queue.spool import (
     count_received,
     new_queue_id,
 )
+from txmailhost.store.pgconn import usable
 from txmailhost.store.postgres_listen import PostgresListener
 
 T = TypeVar("T")
@@ -142,8 +143,11 @@ class PostgresQueueStore:
 
     def _connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed or conn.broken:
+        if not usable(conn):  # closed by the server meanwhile (a restart): replaced first
             import psycopg
+
+            if conn is not None:
+                conn.close()
 
             conn = self._local.conn = psycopg.connect(self._dsn, autocommit=True)
             with self._connections_lock:

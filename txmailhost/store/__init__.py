@@ -9,7 +9,8 @@ so are ``IMetadataStore`` and ``IAclStore`` (METADATA, ACL).
 (tests, embedding; lost at restart); ``maildir.py`` is the durable default, described below;
 ``postgres.py`` keeps everything in a PostgreSQL database several nodes share (its tables and
 migrations in ``postgres_schema.py``, its LISTEN thread, which the queue shares, in
-``postgres_listen.py``, ``txmailhost db`` in ``dbadmin.py``; docs/scaling.rst), with the
+``postgres_listen.py``, the check that replaces a connection the server closed while it sat
+idle in ``pgconn.py``, ``txmailhost db`` in ``dbadmin.py``; docs/scaling.rst), with the
 message bodies optionally in an S3-compatible object store (``s3blobs.py``; orphans reaped by
 ``blobgc.py``).
 tests/store/test_contract.py is the contract every backend passes (test_acl.py and

@@ -7,8 +7,9 @@ or two statements on a primary key (a script, a key list, a "did we answer this 
 far shorter than the round trip that carries them, and the callers run in several thread
 pools (accounts, storage, ManageSieve, delivery); a connection per thread of each would cost
 the database more connections than the work is worth. A connection found closed or broken
-(the database restarted) is replaced before the next use; the statement that met the failure
-raises ``psycopg.OperationalError``, which callers treat as a temporary failure.
+(the database restarted), or closed by the server while idle (``pgconn.usable``), is
+replaced before the next use; a statement that meets a failure raises
+``psycopg.OperationalError``, which callers treat as a temporary failure.
 
 The tables are created by the store's migrations (``postgres_schema.py``, step 7), applied
 on the first connection as every other user of the database does.
@@ -20,6 +21,8 @@ import contextlib
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
+
+from txmailhost.store.pgconn import usable
 
 
 class SharedState:
@@ -35,7 +38,7 @@ class SharedState:
         import psycopg
 
         conn = self._conn
-        if conn is None or conn.closed or conn.broken:
+        if not usable(conn):  # closed by the server since the last use (pgconn.py)
             with contextlib.suppress(Exception):
                 if conn is not None:
                     conn.close()

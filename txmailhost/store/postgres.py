@@ -79,6 +79,7 @@ from txmailhost.store.interfaces import (
     check_room,
 )
 from txmailhost.store.memory import _canonical, _owner
+from txmailhost.store.pgconn import usable
 from txmailhost.store.postgres_listen import PostgresListener, listening
 from txmailhost.store.postgres_schema import upgrade
 
@@ -747,7 +748,9 @@ class PostgresStore:
 
     def _connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed or conn.broken:
+        if not usable(conn):  # a connection the server closed meanwhile is replaced first
+            if conn is not None:
+                conn.close()
             conn = self._local.conn = _connect(self._dsn)
             with self._connections_lock:
                 self._connections = [c for c in self._connections if not c.closed]
