@@ -416,6 +416,29 @@ def test_append_and_getquota_while_the_accounts_database_is_down_are_unavailable
     assert s.cmd("c STATUS INBOX (MESSAGES)").startswith(b'* STATUS "INBOX" (MESSAGES 0)')
 
 
+def test_login_while_the_accounts_database_is_down_is_unavailable_and_not_counted(
+    world, monkeypatch
+):
+    """The password can't be checked (the accounts' database restarting or locked): ``NO
+    [UNAVAILABLE]``, which a client retries, not ``[SERVERBUG]``; nothing counts as a failed
+    login, and the same login works once the database answers."""
+    import sqlite3
+
+    def down(address):
+        raise sqlite3.OperationalError("database is locked")
+
+    s = Session(make_factory(world))
+    with monkeypatch.context() as patch:
+        patch.setattr(world.accounts, "password_hash", down)
+        for tag in ("a", "b", "c", "d"):
+            reply = s.cmd(f"{tag} LOGIN {ALICE} {PASSWORD}")
+            assert (
+                reply
+                == f"{tag} NO [UNAVAILABLE] authentication unavailable, try again later\r\n".encode()
+            )
+    assert s.login().startswith(b"a OK")
+
+
 def test_a_client_that_stops_reading_replies_stops_being_read(alice):
     """Pipelined commands from a client that never reads the replies must not pile up replies
     in memory: while the transport's buffer is full (it pauses the session's producer), no

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.cred.error import LoginFailed
+from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 
 from txmailhost.accounts.throttle import LoginThrottled
@@ -213,6 +214,14 @@ class LoginCommands:
         except LoginFailed:
             closes = self._logins.failures >= MAX_AUTH_FAILURES
             raise replies.AuthFailed(closes=closes) from None
+        except CancelledError:
+            raise  # the connection went while a failure's pause ran
+        except Exception:
+            # the accounts' database out of reach (restarting, failing over, locked): the
+            # password was never checked, so nothing is counted; the client may try again
+            # (RFC 5530 UNAVAILABLE), as SMTP AUTH answers 454 here
+            log.failure("imap login error for {user}", user=printable(credentials.username))
+            raise replies.Unavailable("authentication unavailable, try again later") from None
         self._logout = logout
         if self.lost:
             return Done()
