@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import imaplib
 import re
+import smtplib
 import threading
 from functools import partial
 
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.slow
 PASSWORD = "races-Pw-7q2x"
 USER = "racer@example.test"
 FULL = "nearly-full@example.test"  # its quota set once, before any session
+MAILED = "mailed@example.test"  # the same quota, for mail over SMTP
 QUOTA = 20 * 1024
 
 
@@ -45,6 +47,8 @@ def nodes(tmp_path_factory, postgres_server):  # noqa: F811
         started[0].add_user(USER, PASSWORD)
         started[0].add_user(FULL, PASSWORD)
         started[0].cli("user", "quota", FULL, "20K")
+        started[0].add_user(MAILED, PASSWORD)
+        started[0].cli("user", "quota", MAILED, "20K")
         yield started
     finally:
         for node in started:
@@ -151,3 +155,37 @@ def test_appends_from_two_nodes_at_once_never_take_a_mailbox_past_its_quota(node
     fitting = QUOTA // len(message)
     assert answers.count("OK") == int(data[0]) == fitting, answers
     assert used * 1024 <= QUOTA
+
+
+def test_mail_from_two_nodes_at_once_never_takes_a_mailbox_past_its_quota(nodes):
+    """docs/admin.rst: the quota may be passed by one message. Eight SMTP sessions, four a
+    node, each send a 4 KiB message at the same moment to a user with 20 KiB of quota:
+    each RCPT finds the mailbox empty, but the copies are stored (before the ``250``)
+    under the user's quota lock, each only while the user is below the limit: five are
+    taken (the fifth past it), the others get ``452 4.2.2`` at the end of DATA and are
+    retried by their senders later."""
+    message = "Subject: filler\r\n\r\n" + "y" * 4000 + "\r\n"
+
+    def send(node: ServerProcess) -> str:
+        with smtplib.SMTP("127.0.0.1", node.ports["smtp"], timeout=30) as s:
+            s.ehlo("sender.example")
+            try:
+                s.sendmail("someone@remote.test", [MAILED], message)
+            except smtplib.SMTPDataError as e:
+                return f"{e.smtp_code} {e.smtp_error.decode()}"
+            except smtplib.SMTPRecipientsRefused as e:
+                code, text = e.recipients[MAILED]
+                return f"{code} {text.decode()}"
+        return "250"
+
+    answers = _at_once(*(partial(send, nodes[k % 2]) for k in range(8)))
+    client = _imap(nodes[1], MAILED)
+    used, limit = _storage(client)
+    typ, data = client.select("INBOX", readonly=True)
+    typ, sizes = client.fetch("1", "(RFC822.SIZE)")  # the message with our Received field
+    client.logout()
+    size = int(re.search(rb"RFC822.SIZE (\d+)", sizes[0])[1])
+    taken = answers.count("250")
+    assert limit == QUOTA // 1024 and used * 1024 < QUOTA + size, answers
+    assert taken == int(data[0]) == -(-QUOTA // size), answers  # below the limit, and one
+    assert all(a.startswith("452 4.2.2") for a in answers if a != "250"), answers

@@ -31,6 +31,7 @@ from txmailhost.store.interfaces import (
     IMailStore,
     InvalidMailboxName,
     IQuotaAppend,
+    IQuotaDelivery,
     MailboxExists,
     MessageSource,
     NoSuchMailbox,
@@ -324,6 +325,29 @@ def test_an_append_within_quota_counts_every_folder_and_adds_nothing_past_the_li
     assert result(store.usage(USER)) == limit
     assert [m.uid for m in result(box.snapshot()).messages] == [first, second]
     assert isinstance(failure_of(box.append_within_quota([item], limit)), QuotaExceeded)
+
+
+def test_a_delivery_within_quota_is_taken_below_the_limit_and_refused_at_it(store):
+    if not IQuotaDelivery.providedBy(store):
+        pytest.skip("this backend stores deliveries without checking quotas (no IQuotaDelivery)")
+    assert verifyObject(IQuotaDelivery, store)
+    result(store.provision(USER))
+    used = result(store.usage(USER))
+    limit = used + len(MSG2) + 1
+    two = [(USER, INBOX), (USER, DEFAULT_MAILBOXES[0])]
+    source = MessageSource.from_bytes(MSG2)
+    assert set(result(store.deliver_within_quota(two, source, {USER: limit}))) == set(two)
+    # below the limit before: both copies taken, one message past it (the soft quota)
+    assert result(store.usage(USER)) == used + 2 * len(MSG2) > limit
+    # at or past it: refused, and nothing of the delivery stored, the other user's copy too
+    both = [(USER, INBOX), (OTHER, INBOX)]
+    failure = failure_of(store.deliver_within_quota(both, source, {USER: limit}))
+    assert isinstance(failure, QuotaExceeded)
+    assert result(store.usage(USER)) == used + 2 * len(MSG2)
+    assert result(store.usage(OTHER)) == 0
+    # a user not in ``limits`` is not held to one
+    result(store.deliver_within_quota([(OTHER, INBOX)], source, {USER: 1}))
+    assert result(store.usage(OTHER)) == len(MSG2)
 
 
 def test_expunge_removes_durably_and_reports_vanished_uids(store):

@@ -19,7 +19,12 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import blockingCallFromThread
 
-from txmailhost.store.interfaces import IFileDelivery, MailboxExists, MessageSource
+from txmailhost.store.interfaces import (
+    IFileDelivery,
+    IQuotaDelivery,
+    MailboxExists,
+    MessageSource,
+)
 
 # The flags some copies are stored with (Sieve's imap4flags): (user, mailbox) -> IMAP flags.
 Flags = Mapping[tuple[str, str], frozenset[str]]
@@ -48,6 +53,7 @@ def deliver(
     prepare: Callable[[], None] | None = None,
     finish: Callable[[], None] | None = None,
     flags: Flags | None = None,
+    limits: dict[str, int] | None = None,
 ) -> Deferred[Any]:
     """Put the file at ``path`` into each ``(user, mailbox)``, durably, before firing, each
     copy with its ``flags`` (passed to the store only when some copy has any, so a backend
@@ -56,11 +62,17 @@ def deliver(
     A store of files (``links_files``) links it in one worker trip, with ``prepare`` (the
     spool's fsync) before and ``finish`` (its removal) after. Any other store reads the file
     itself, in its own thread (``MessageSource``): the caller then makes the file durable
-    first and removes it afterwards, and passes neither."""
+    first and removes it afterwards, and passes neither.
+
+    ``limits`` (user -> quota in octets): a store that checks them as it stores
+    (``IQuotaDelivery``) refuses the whole delivery with ``QuotaExceeded`` when a copy would
+    take its user past; others store it regardless (the RCPT check was the last word)."""
     extra = {"flags": flags} if flags else {}
     if links_files(store):
         return store.deliver_file(targets, path, prepare=prepare, finish=finish, **extra)
     assert prepare is None and finish is None, "only a store of files runs these"
+    if limits and IQuotaDelivery.providedBy(store):
+        return store.deliver_within_quota(targets, MessageSource.from_path(path), limits, flags)
     return store.deliver(targets, MessageSource.from_path(path), **extra)
 
 

@@ -52,6 +52,11 @@ log = Logger()
 _NO_WISHES = RecipientOptions()
 
 
+def quota_limits(envelope: Envelope) -> dict[str, int]:
+    """The quota of each direct recipient the RCPT check counted (user -> octets)."""
+    return {user: limit for user, (_used, limit) in envelope.quota_usage.items()}
+
+
 def local_recipients(envelope: Envelope) -> list[LocalRecipient]:
     """The envelope's local routes as the delivery agent's input, without duplicates (the
     first route to a user lends the copy its RCPT's DSN options)."""
@@ -156,7 +161,13 @@ class Submission:
                 else:  # the store reads the file; ``discard`` below removes it
                     if prepare is not None:
                         await message.commit()
-                    await mailboxes.deliver(self._store, targets, message.path, flags=flags)
+                    # Stored before the reply and nothing queued: a store that can refuses
+                    # the message (QuotaExceeded, a 452) when a direct recipient filled up
+                    # since the RCPT check, by messages received at the same time.
+                    limits = None if remote else quota_limits(envelope)
+                    await mailboxes.deliver(
+                        self._store, targets, message.path, flags=flags, limits=limits
+                    )
                 metrics.message("delivered", message.size, len(targets))
                 names = stored_in(targets)
                 log.info(PRERENDERED, line=f"delivered {message.queue_id} to {names}",

@@ -63,6 +63,7 @@ from txmailhost.smtp.params import ParameterError, mail_options, rcpt_options
 from txmailhost.smtp.policy import Envelope, InboundPolicy
 from txmailhost.smtp.rates import ClientRates
 from txmailhost.smtp.replies import SMTPReply
+from txmailhost.store.interfaces import QuotaExceeded
 
 log = Logger()
 
@@ -968,6 +969,13 @@ class SMTPServer(Protocol, TimeoutMixin):
         except _Refused as refused:
             message.discard()
             return refused.reply
+        except QuotaExceeded as e:
+            # a direct recipient filled up since its RCPT (other messages received at the
+            # same time, on this node or another): nothing stored; the retry's RCPT answers
+            # for that recipient alone
+            message.discard()
+            log.info("quota: {queue_id} not stored: {error}", queue_id=message.queue_id, error=e)
+            return replies.QUOTA_FULL_TEMPORARY
         except Exception as e:
             message.discard()
             log_not_stored(log, e, "delivery of {queue_id} failed", queue_id=message.queue_id)

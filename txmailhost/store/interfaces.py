@@ -533,6 +533,20 @@ class IQuotaAppend(Interface):
         mailboxes take their turns; deliveries without one don't wait."""
 
 
+class IQuotaDelivery(Interface):
+    """Optional, for an ``IMailStore`` that stores a delivery before the SMTP reply: the
+    direct recipients' quotas checked again in the step that stores the copies, so that
+    messages received for one user at once (on several nodes), each let in by its ``RCPT``
+    check, can't together go further past the limit than one message alone may."""
+
+    def deliver_within_quota(recipients, source, limits, flags):
+        """Deferred[dict[tuple[str, str], int]]: ``IMailStore.deliver``, failing with
+        ``QuotaExceeded`` (nothing stored) when a user of ``limits`` (user -> octets) holds
+        their limit or more already. Soft by one message, as the RCPT check is for a message
+        of undeclared size (docs/admin.rst): however many arrive at once, a user ends at
+        most one message past the limit."""
+
+
 class IMailboxMove(Interface):
     """Optional: MOVE (RFC 6851) as one operation of the store, so that a message is in
     exactly one of the two mailboxes at every moment, after a crash too (§3.3: a server

@@ -38,6 +38,7 @@ import time
 import uuid
 import weakref
 from array import array
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
@@ -62,6 +63,7 @@ from txmailhost.store.interfaces import (
     IndexColumns,
     InvalidMailboxName,
     IQuotaAppend,
+    IQuotaDelivery,
     MailboxChanges,
     MailboxExists,
     MailboxSelection,
@@ -657,7 +659,7 @@ class PostgresMailbox:
         return self._run(job, sorted(set(uids)))
 
 
-@implementer(IMailStore, IMetadataStore, IAclStore)
+@implementer(IMailStore, IMetadataStore, IAclStore, IQuotaDelivery)
 class PostgresStore:
     """Every user's mailboxes in the PostgreSQL database at ``dsn`` (a libpq connection string
     or URI). The schema is brought up to date when the store is made (``upgrade``).
@@ -974,17 +976,20 @@ class PostgresStore:
         return new_id
 
     @staticmethod
-    def _hold_quota(conn: Any, user: str, octets: int, limit: int) -> None:
+    def _hold_quota(conn: Any, user: str, octets: int, limit: int, soft: bool = False) -> None:
         """Take ``user``'s quota lock until the transaction ends, then fail with
-        ``QuotaExceeded`` when ``octets`` more would pass ``limit``. The usage is read after
-        the lock is held, so it counts what the previous holder committed."""
+        ``QuotaExceeded`` when ``octets`` more would pass ``limit`` (``soft``: when the user
+        holds ``limit`` or more already, so that one message may take them past it). The
+        usage is read after the lock is held, so it counts what the previous holder
+        committed."""
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"quota:{user}",))
         (used,) = conn.execute(
             "SELECT coalesce(sum(b.size), 0) FROM mailboxes b"
             " JOIN mail_users u ON u.id = b.user_id WHERE u.address = %s",
             (user,),
         ).fetchone()
-        if used + octets > limit:
+        over = used >= limit if soft else used + octets > limit
+        if over:
             raise QuotaExceeded(f"{user} holds {used} octets; {octets} more pass {limit}")
 
     def _allocate(
@@ -1303,11 +1308,27 @@ class PostgresStore:
         """One transaction: the body is uploaded once and copied inside the server for each
         further mailbox; mailbox rows are locked in id order (no deadlock between nodes).
         ``flags``: each copy's flags (Sieve imap4flags), as ``IMailStore.deliver`` says."""
+        return self.deliver_within_quota(recipients, source, {}, flags, internaldate)
+
+    def deliver_within_quota(
+        self,
+        recipients: Iterable[tuple[str, str]],
+        source: MessageSource,
+        limits: Mapping[str, int],
+        flags: Mapping[tuple[str, str], Iterable[str]] | None = None,
+        internaldate: float | None = None,
+    ) -> Deferred[dict[tuple[str, str], int]]:
+        """With ``limits``, each of those users' quota lock (``_hold_quota``, the one IMAP
+        APPEND takes) is taken, in the order of their names, once the body is uploaded, and
+        held until the COMMIT: the usage is read after the previous holder committed. The
+        limit is soft by one message, as at RCPT for a message of undeclared size: a user
+        below it takes the message, one who holds it already refuses it."""
         wanted = flags or {}
+        quotas = {_owner(user): limit for user, limit in limits.items()}
 
         def job(conn: Any, targets: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
             results: dict[tuple[str, str], int] = {}
-            if len(targets) == 1:
+            if len(targets) == 1 and not quotas:
                 small = self._small(source)
                 if small is not None:
                     box = self._mailbox(conn, *targets[0])
@@ -1319,6 +1340,13 @@ class PostgresStore:
                 if not boxes:
                     return results
                 message_id, size, chunks, header, blob = self._upload(conn, source)
+                copies = Counter(box.user for box in boxes.values())
+                try:
+                    for user in sorted(set(quotas) & set(copies)):
+                        self._hold_quota(conn, user, size * copies[user], quotas[user], True)
+                except QuotaExceeded:
+                    self._forget(conn, [blob])  # the chunk rows go with the rollback
+                    raise
                 emailid = objectids.new_emailid()  # one message in every mailbox (RFC 8474)
                 first = True
                 for target, box in sorted(boxes.items(), key=lambda item: item[1].id):
