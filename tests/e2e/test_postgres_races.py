@@ -1,10 +1,11 @@
-"""Two real nodes on one PostgreSQL database, their IMAP sessions racing on one mailbox.
+"""Two real nodes on one PostgreSQL database, their sessions racing on one mailbox.
 
 What one node checks and then changes must be checked and changed in one step of the
 database, or a session on the other node changes the mailbox in between: a conditional
 STORE (RFC 7162 3.1.3) from each node with the same ``UNCHANGEDSINCE`` both succeeding is
-a lost update, the very thing the modifier is there to stop. Each test here failed, on most
-runs, before its check moved into the store's transaction.
+a lost update, the very thing the modifier is there to stop; IMAP APPENDs and SMTP
+deliveries at once, each finding room under the quota, together went far past it. Each
+test here failed, on every run tried, before its check moved into the store's transaction.
 
 Skipped without PostgreSQL (tests/support/postgres.py).
 """
