@@ -190,3 +190,22 @@ def test_mail_from_two_nodes_at_once_never_takes_a_mailbox_past_its_quota(nodes)
     assert limit == QUOTA // 1024 and used * 1024 < QUOTA + size, answers
     assert taken == int(data[0]) == -(-QUOTA // size), answers  # below the limit, and one
     assert all(a.startswith("452 4.2.2") for a in answers if a != "250"), answers
+
+
+def test_a_folder_renamed_on_one_node_ends_the_session_that_has_it_selected_on_the_other(nodes):
+    """As on Maildir: a session whose selected mailbox was renamed (its name gone) is told
+    ``* BYE selected mailbox was deleted or renamed`` at once, IDLE or not; it used to go on
+    under the old name on the other node, hearing nothing more of the mailbox's changes."""
+    a, b = nodes
+    on_a, on_b = _imap(a), _imap(b)
+    on_a.create("Projects")
+    on_a.append("Projects", None, None, b"Subject: p\r\n\r\nx\r\n")
+    on_b.select("Projects")
+    on_b.send(b"i1 IDLE\r\n")
+    assert on_b.readline().startswith(b"+")
+    assert on_a.rename("Projects", "Archive/Projects")[0] == "OK"
+    on_b.sock.settimeout(10)
+    heard = on_b.readline()
+    on_b.shutdown()
+    on_a.logout()
+    assert heard == b"* BYE selected mailbox was deleted or renamed\r\n"

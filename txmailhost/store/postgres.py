@@ -192,11 +192,13 @@ class PostgresMailbox:
     def _lock(self, conn: Any, exclusive: bool) -> tuple[int, int, int, int]:
         """(uidvalidity, uidnext, highestmodseq, recent_uid) with the mailbox row locked:
         ``exclusive`` for a writer, shared for a reader that needs the index to agree with
-        them. Fails with NoSuchMailbox when the mailbox was deleted meanwhile."""
-        row = conn.execute(
+        them. Fails with NoSuchMailbox when the mailbox was deleted or renamed meanwhile (as
+        the memory and Maildir stores, which find a mailbox by its name: a session that has
+        it selected is told so, ``imap/updates.py``)."""
+        row = conn.execute(  # by its name too: renamed, it is not the mailbox opened
             "SELECT uidvalidity, uidnext, highestmodseq, recent_uid FROM mailboxes"
-            f" WHERE id = %s FOR {'UPDATE' if exclusive else 'SHARE'}",
-            (self.id,),
+            f" WHERE id = %s AND name = %s FOR {'UPDATE' if exclusive else 'SHARE'}",
+            (self.id, self.name),
         ).fetchone()
         if row is None:
             raise NoSuchMailbox(f"mailbox {self.name!r} no longer exists")
@@ -1432,6 +1434,7 @@ class PostgresStore:
         new_name = _canonical(new)
         user_id = self._user_id(conn, user)
         emptied = False
+        renamed: list[str] = []
         with conn.transaction():
             taken = conn.execute(
                 "SELECT 1 FROM mailboxes WHERE user_id = %s AND name = %s", (user_id, new_name)
@@ -1441,13 +1444,16 @@ class PostgresStore:
             if source.name == INBOX:
                 emptied = self._rename_inbox(conn, source, user_id, new_name)
             else:
-                self._rename_tree(conn, source.name, user_id, new_name)
+                renamed = self._rename_tree(conn, source.name, user_id, new_name)
+                for name in renamed:  # sessions that have one selected, on any node, look
+                    self._notify(conn, source.user, name)
         if emptied:
             self._changed([(source.user, INBOX)])
+        self._changed((source.user, name) for name in renamed)
 
-    def _rename_tree(self, conn: Any, old: str, user_id: int, new: str) -> None:
+    def _rename_tree(self, conn: Any, old: str, user_id: int, new: str) -> list[str]:
         """Rename ``old`` and its children (their rows keep their ids, so UIDVALIDITY and
-        messages stay), and the subscriptions to them."""
+        messages stay), and the subscriptions to them; the mailboxes' old names."""
         if new.startswith(old + "/"):
             raise InvalidMailboxName("can't rename a mailbox into its own child")
         prefix = old + "/"
@@ -1462,12 +1468,17 @@ class PostgresStore:
             "DELETE FROM subscriptions WHERE user_id = %s AND (name = %s OR left(name, %s) = %s)",
             (user_id, new, len(new) + 1, new + "/"),
         )
+        renamed = conn.execute(
+            "SELECT name FROM mailboxes WHERE user_id = %s AND (name = %s OR left(name, %s) = %s)",
+            (user_id, old, len(prefix), prefix),
+        ).fetchall()
         for table in ("mailboxes", "subscriptions"):
             conn.execute(
                 f"UPDATE {table} SET name = %s || substr(name, %s)"  # noqa: S608 - fixed names
                 " WHERE user_id = %s AND (name = %s OR left(name, %s) = %s)",
                 (new, len(old) + 1, user_id, old, len(prefix), prefix),
             )
+        return [r[0] for r in renamed]
 
     def _rename_inbox(self, conn: Any, inbox: PostgresMailbox, user_id: int, new_name: str) -> bool:
         """RFC 3501 §6.3.5: INBOX's messages move to the new mailbox (renumbered from 1,
