@@ -451,3 +451,36 @@ def test_remembering_a_message_another_node_is_expunging_waits_and_skips_it(
         expunging.close()
     assert outcome == [None]
     assert result(box.derived([gone, kept], "bodystructure")) == {kept: b"B"}
+
+
+def test_a_connection_closed_inside_a_transaction_is_not_swapped_midway(postgres_dsn):  # noqa: F811
+    """``pgconn.usable``: idle and closed by the server, a connection is replaced; inside a
+    transaction (the accounts' SQL asks for its connection at each statement) it is kept, so
+    the rest of the transaction can't run, committed piecemeal, on a new connection: its
+    next statement fails instead."""
+    import psycopg
+
+    from txmailhost.store.pgconn import usable
+
+    def terminated(conn) -> None:
+        pid = conn.info.backend_pid
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+                time.sleep(0.02)
+
+    idle = psycopg.connect(postgres_dsn, autocommit=True)
+    busy = psycopg.connect(postgres_dsn, autocommit=True)
+    try:
+        assert usable(idle) and usable(busy)
+        busy.execute("BEGIN")
+        terminated(idle)
+        terminated(busy)
+        assert not usable(idle)
+        assert usable(busy)
+        with pytest.raises(psycopg.OperationalError):
+            busy.execute("SELECT 1")
+        assert not usable(busy)  # broken now: replaced at its next use
+    finally:
+        idle.close()
+        busy.close()

@@ -20,9 +20,14 @@ from typing import Any
 def usable(conn: Any) -> bool:
     """False when ``conn`` is closed, broken, or idle with something to read (the server
     has closed it, or is about to): the caller connects anew. Only for connections that
-    are not listening (their notifications would be read as a close)."""
+    are not listening (their notifications would be read as a close). A connection inside
+    a transaction is kept whatever its state (the accounts' SQL asks for its connection
+    at each statement): a transaction is never carried on over another connection; its
+    next statement fails instead, and the caller's error handling runs."""
     if conn is None or conn.closed or conn.broken:
         return False
+    if conn.info.transaction_status.name != "IDLE":
+        return True
     try:
         poller = select.poll()
         poller.register(conn.fileno(), select.POLLIN)
