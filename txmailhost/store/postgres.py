@@ -813,10 +813,13 @@ class PostgresStore:
                 self.changes.publish(_key(user, mailbox))
 
     def _watch(self, key: str, callback: Callable[[], None]) -> Callable[[], None]:
+        # The watcher first: the listener's thread, once LISTEN is in place, wakes every
+        # watcher (``_resync``), and it may get there before this thread goes on.
+        stop = self.changes.watch(key, callback)
         if self._listener is None:  # no pool: listen from the first watcher on
             self._listener = self._new_listener()
             self._listener.start()
-        return self.changes.watch(key, callback)
+        return stop
 
     def _heard(self, payload: str) -> None:
         """A NOTIFY from the database (listener thread): another store's change."""
