@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ from txmailhost.imap.state import ANY, AUTH, SELECTED, UNAUTH, State
 from txmailhost.imap.threadcache import KeptThreads
 from txmailhost.imap.updates import UpdateMixin
 from txmailhost.ops import metrics
+from txmailhost.outage import BurstLog
 from txmailhost.peer import OutputPressure, PlaintextAuth, quick_ack
 from txmailhost.session.auth import PasswordLogin
 from txmailhost.session.tls import SessionTLS
@@ -753,6 +755,11 @@ def _verb_of(line: bytes) -> bytes:
         return b""
 
 
+# A store that fails (its database down) fails every session's every command alike: one
+# traceback a kind of failure, then a count a minute (``outage.BurstLog``).
+_STORE_ERRORS = BurstLog(log, time.monotonic, "imap store error")
+
+
 def store_error(error: StoreError) -> IMAPError:
     """Store failures as IMAP replies (RFC 5530 codes)."""
     if isinstance(error, NoSuchMailbox):
@@ -765,7 +772,7 @@ def store_error(error: StoreError) -> IMAPError:
         return replies.ExpungeIssued()
     if isinstance(error, TooManyMailboxes):
         return replies.Limit(str(error))
-    log.failure("imap store error", Failure(error))
+    _STORE_ERRORS.failed(Failure(error))
     return replies.Unavailable()
 
 

@@ -18,18 +18,21 @@ from __future__ import annotations
 import datetime
 import email.utils
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from txmailhost import headerfields
 from txmailhost.accounts.throttle import client_key
 from txmailhost.addresslist import every_reading
 from txmailhost.delivery import interfaces as delivery
 from txmailhost.delivery.incoming import IncomingMessage
+from txmailhost.outage import BurstLog
 from txmailhost.routing import Outcome, Resolution, Route, RouteKind, Router
 from txmailhost.smtp import replies
 from txmailhost.smtp.address import Mailbox
@@ -41,6 +44,9 @@ _DATE_FIELD = re.compile(rb"(?im)^date[ \t]*:")
 _MESSAGE_ID_FIELD = re.compile(rb"(?im)^message-id[ \t]*:")
 
 log = Logger()
+# The accounts' database down fails every RCPT alike: one traceback a kind, then a count a
+# minute (``outage.BurstLog``), not a traceback a recipient.
+_LOOKUP_ERRORS = BurstLog(log, time.monotonic, "recipient lookup failed")
 
 
 @dataclass
@@ -122,7 +128,7 @@ class InboundPolicy:
         try:
             resolution = await self._router.resolve(recipient.local, recipient.domain)
         except Exception:
-            log.failure("recipient lookup failed for {rcpt}", rcpt=str(recipient))
+            _LOOKUP_ERRORS.failed(Failure(), about=str(recipient))
             return replies.LOOKUP_FAILED, []
         outcome = resolution.outcome
         if outcome is Outcome.NOT_OURS:
