@@ -96,3 +96,21 @@ def test_failures_past_the_window_are_forgotten_and_deleted(world):
 
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM throttle_failures").fetchone()[0] == 0
+
+
+def test_failures_written_late_are_counted_by_the_other_nodes(world):
+    """A node that could not write for a while (the database down, here: not asked) writes
+    its failures later; the other nodes read from their last read on, so the failures keep
+    a time they still read past, and the guesser is held on every node."""
+    dsn, clock = world
+    a, b = Node(dsn, clock, "a"), Node(dsn, clock, "b")
+    a.sync()
+    b.sync()
+    for _ in range(10):
+        a.login.failed(GUESSER, "alice@example.test")
+    for _ in range(60):  # a minute in which only b reaches the database
+        clock.advance(1)
+        b.sync()
+    a.sync()  # a's batch, a minute late
+    b.sync()
+    assert b.login.address_blocked(GUESSER)

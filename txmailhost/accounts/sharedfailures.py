@@ -12,6 +12,9 @@ A burst faster than that can go a few guesses past a limit on each node; what th
 are for — a guesser does not get ``ip_limit`` guesses per node per window — holds. A node
 that starts reads the failures of the last window from every node, its own included (they
 were lost with its memory). Rows older than the longest window are deleted as they go.
+Failures a node could not write for a while (the database down) are written when it can,
+stamped no older than half of ``SLACK``, so that the other nodes, which read from their
+last read on, still count them.
 
 Failures of a node's worker processes reach each other through the workers' bus; here each
 worker writes its own and reads those of *other nodes* only (``origin`` names the node: its
@@ -155,12 +158,22 @@ class SharedFailures(Service):
                     " WHERE at >= %s AND origin <> %s ORDER BY id",
                     (self._since - SLACK, self.origin),
                 ).fetchall()
-            if outbox:
+            # Written late (kept through an outage, or a slow round), a failure keeps a time
+            # the other nodes still read past (they read from their last read, less SLACK):
+            # stamped with its own time, it was never counted anywhere but here. One past
+            # the window counts nowhere any more and is left out.
+            recent = now - SLACK / 2
+            batch = [
+                (kind, client, account, max(at, recent), self.origin)
+                for kind, client, account, at in outbox
+                if at >= now - self.window
+            ]
+            if batch:
                 with conn.cursor() as cursor:
                     cursor.executemany(
                         "INSERT INTO throttle_failures (kind, client, account, at, origin)"
                         " VALUES (%s, %s, %s, %s, %s)",
-                        [(*failure, self.origin) for failure in outbox],
+                        batch,
                     )
             conn.execute(
                 "DELETE FROM throttle_failures WHERE at < %s", (now - self.window - SLACK,)
