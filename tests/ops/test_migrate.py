@@ -491,13 +491,24 @@ def test_postfix_alias_map_with_comments_and_continuations(tmp_path: Path) -> No
     ]
 
 
-def test_migrate_postfix_aliases_adds_them(tmp_path: Path, capsys) -> None:
+def _alias_map(tmp_path: Path, capsys, content: str | bytes) -> tuple[str, Path]:
+    """A data directory serving example.test, and a Postfix alias map holding ``content``."""
     data = str(tmp_path / "data")
     assert main(["--data", data, "init", "--hostname", "mx.example.test"]) == 0
     assert main(["--data", data, "domain", "add", "example.test"]) == 0
     source = tmp_path / "virtual"
-    source.write_text("info@example.test  someone@elsewhere.test\nbad@other.test x@y.test\n")
+    if isinstance(content, bytes):
+        source.write_bytes(content)
+    else:
+        source.write_text(content)
     capsys.readouterr()
+    return data, source
+
+
+def test_migrate_postfix_aliases_adds_them(tmp_path: Path, capsys) -> None:
+    data, source = _alias_map(
+        tmp_path, capsys, "info@example.test  someone@elsewhere.test\nbad@other.test x@y.test\n"
+    )
     assert main(["--data", data, "migrate", "postfix-aliases", str(source)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "info@example.test -> someone@elsewhere.test"
@@ -511,16 +522,13 @@ def test_an_alias_of_the_map_closing_a_loop_is_skipped_and_the_rest_added(
 ) -> None:
     """The check ``alias add`` runs: l2 -> l1 after l1 -> l2 would have the server refuse mail
     for both with 550 5.4.6; it is reported and left out, the next line still comes in."""
-    data = str(tmp_path / "data")
-    assert main(["--data", data, "init", "--hostname", "mx.example.test"]) == 0
-    assert main(["--data", data, "domain", "add", "example.test"]) == 0
-    source = tmp_path / "virtual"
-    source.write_text(
+    data, source = _alias_map(
+        tmp_path,
+        capsys,
         "l1@example.test l2@example.test\n"
         "l2@example.test l1@example.test\n"
-        "info@example.test someone@elsewhere.test\n"
+        "info@example.test someone@elsewhere.test\n",
     )
-    capsys.readouterr()
     assert main(["--data", data, "migrate", "postfix-aliases", str(source)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[1] == (
@@ -537,12 +545,9 @@ def test_an_alias_of_the_map_closing_a_loop_is_skipped_and_the_rest_added(
 def test_an_alias_map_line_separated_by_a_tab_comes_in(tmp_path: Path, capsys) -> None:
     """postmap's key ends at any white space; a tab-separated line was one key without a
     value, dropped without a word."""
-    data = str(tmp_path / "data")
-    assert main(["--data", data, "init", "--hostname", "mx.example.test"]) == 0
-    assert main(["--data", data, "domain", "add", "example.test"]) == 0
-    source = tmp_path / "virtual"
-    source.write_text("info@example.test\tsomeone@elsewhere.test,\tother@elsewhere.test\n")
-    capsys.readouterr()
+    data, source = _alias_map(
+        tmp_path, capsys, "info@example.test\tsomeone@elsewhere.test,\tother@elsewhere.test\n"
+    )
     assert main(["--data", data, "migrate", "postfix-aliases", str(source)]) == 0
     assert capsys.readouterr().out == (
         "info@example.test -> someone@elsewhere.test, other@elsewhere.test\n"
@@ -556,12 +561,9 @@ def test_an_alias_map_line_separated_by_a_tab_comes_in(tmp_path: Path, capsys) -
 def test_an_alias_map_key_without_a_target_is_refused_with_its_line_and_nothing_added(
     tmp_path: Path, capsys
 ) -> None:
-    data = str(tmp_path / "data")
-    assert main(["--data", data, "init", "--hostname", "mx.example.test"]) == 0
-    assert main(["--data", data, "domain", "add", "example.test"]) == 0
-    source = tmp_path / "virtual"
-    source.write_text("info@example.test someone@elsewhere.test\n# x\nsales@example.test\n")
-    capsys.readouterr()
+    data, source = _alias_map(
+        tmp_path, capsys, "info@example.test someone@elsewhere.test\n# x\nsales@example.test\n"
+    )
     assert main(["--data", data, "migrate", "postfix-aliases", str(source)]) == 1
     assert capsys.readouterr().err == (
         f"txmailhost: error: {source}:3: 'sales@example.test' has no target "
@@ -575,12 +577,7 @@ def test_control_characters_of_an_alias_map_are_shown_escaped_in_the_report(
     tmp_path: Path, capsys
 ) -> None:
     """An escape sequence in the file must not drive the administrator's terminal."""
-    data = str(tmp_path / "data")
-    assert main(["--data", data, "init", "--hostname", "mx.example.test"]) == 0
-    assert main(["--data", data, "domain", "add", "example.test"]) == 0
-    source = tmp_path / "virtual"
-    source.write_bytes(b"a@example.test \x1b]0;owned\x07@elsewhere.test\n")
-    capsys.readouterr()
+    data, source = _alias_map(tmp_path, capsys, b"a@example.test \x1b]0;owned\x07@elsewhere.test\n")
     assert main(["--data", data, "migrate", "postfix-aliases", str(source)]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out
