@@ -533,6 +533,18 @@ def test_check_config_reports_a_key_that_does_not_match_the_certificate(
     )
 
 
+def _both_warn(run: Run, data: Path, warnings: str) -> None:
+    """``check-config`` and ``reload-tls`` both pass, saying ``warnings`` on stderr."""
+    checked = run("check-config")
+    assert (checked.status, checked.out, checked.err) == (
+        0,
+        f"ok: {data / 'txmailhost.toml'}\n",
+        warnings,
+    )
+    reloaded = run("reload-tls")
+    assert (reloaded.status, reloaded.err) == (0, warnings)
+
+
 def test_check_config_and_reload_tls_warn_of_an_expired_certificate(run: Run, data: Path) -> None:
     """Only a warning: the server starts with it (and warns too), and ACME may renew it."""
     cert, key = data / "tls" / "old.pem", data / "tls" / "old-key.pem"
@@ -542,14 +554,7 @@ def test_check_config_and_reload_tls_warn_of_an_expired_certificate(run: Run, da
         f"txmailhost: warning: {cert}: the certificate expired on 2020-01-01 00:00 UTC;"
         " clients that check it refuse it\n"
     )
-    checked = run("check-config")
-    assert (checked.status, checked.out, checked.err) == (
-        0,
-        f"ok: {data / 'txmailhost.toml'}\n",
-        warning,
-    )
-    reloaded = run("reload-tls")
-    assert (reloaded.status, reloaded.err) == (0, warning)
+    _both_warn(run, data, warning)
 
 
 def test_check_config_and_reload_tls_take_sni_pairs_and_warn_of_their_names(
@@ -572,14 +577,7 @@ def test_check_config_and_reload_tls_take_sni_pairs_and_warn_of_their_names(
         f'txmailhost: warning: tls.sni "y.d.example": {b}: the certificate is not for'
         " y.d.example (it names mail.b.example)\n"
     )
-    checked = run("check-config")
-    assert (checked.status, checked.out, checked.err) == (
-        0,
-        f"ok: {data / 'txmailhost.toml'}\n",
-        warnings,
-    )
-    reloaded = run("reload-tls")
-    assert (reloaded.status, reloaded.err) == (0, warnings)
+    _both_warn(run, data, warnings)
 
 
 def test_reload_tls_refuses_a_broken_sni_pair_naming_it(run: Run, data: Path) -> None:
