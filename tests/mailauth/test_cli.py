@@ -158,6 +158,18 @@ def reports_data(request, data, tmp_path):
     return data
 
 
+def _failing_entry(policy: str) -> dict:
+    """One report row: a message from 192.0.2.7 that failed both alignments, under a
+    published ``p=policy`` for example.test."""
+    return {
+        "source_ip": "192.0.2.7", "header_from": "example.test", "disposition": "none",
+        "dkim_aligned": "fail", "spf_aligned": "fail", "dkim": [],
+        "spf": {"domain": "example.test", "scope": "mailfrom", "result": "fail"},
+        "policy": {"domain": "example.test", "p": policy, "sp": policy,
+                   "pct": 100, "adkim": "r", "aspf": "r", "rua": []},
+    }  # fmt: skip
+
+
 def _deliver(data_dir: str, message: bytes) -> None:
     """Into the reports account's INBOX through the store, as the server delivers."""
     from tests.support.syncpool import result
@@ -180,13 +192,7 @@ def test_dmarc_report_list_summarises_received_reports_and_skips_junk(reports_da
 
     from txmailhost.mailauth.reports import report_message, report_xml
 
-    entry = {
-        "source_ip": "192.0.2.7", "header_from": "example.test", "disposition": "none",
-        "dkim_aligned": "fail", "spf_aligned": "fail", "dkim": [],
-        "spf": {"domain": "example.test", "scope": "mailfrom", "result": "fail"},
-        "policy": {"domain": "example.test", "p": "quarantine", "sp": "quarantine",
-                   "pct": 100, "adkim": "r", "aspf": "r", "rua": []},
-    }  # fmt: skip
+    entry = _failing_entry("quarantine")
     passing = {**entry, "source_ip": "198.51.100.1", "dkim_aligned": "pass"}
     xml = report_xml("example.test", [entry, entry, passing], "big.test", "r@big.test",
                      "r-1", 1796256000, 1796342399)  # fmt: skip
@@ -251,13 +257,7 @@ def test_dmarc_report_list_shows_a_reports_control_characters_escaped(reports_da
     sender's making into the listing."""
     from txmailhost.mailauth.reports import report_message, report_xml
 
-    entry = {
-        "source_ip": "192.0.2.7", "header_from": "example.test", "disposition": "none",
-        "dkim_aligned": "fail", "spf_aligned": "fail", "dkim": [],
-        "spf": {"domain": "example.test", "scope": "mailfrom", "result": "fail"},
-        "policy": {"domain": "example.test", "p": "none", "sp": "none",
-                   "pct": 100, "adkim": "r", "aspf": "r", "rua": []},
-    }  # fmt: skip
+    entry = _failing_entry("none")
     org = "big.test\n2026-01-01..2026-01-01 bank.test from=ok\x9b2J"
     xml = report_xml("example.test", [entry], org, "r@big.test", "r-1", 1796256000, 1796342399)
     _deliver(reports_data, report_message(xml, "example.test", "big.test", ["x@example.test"],
