@@ -54,6 +54,14 @@ class Exported:
         code = main(["--data", self.data, "import", IMP, str(self.export)])
         return code, capsys.readouterr().err
 
+    def refused(self, capsys: pytest.CaptureFixture[str]) -> str:
+        """``import`` fails (exit 1) with nothing made, not even the account; its stderr."""
+        code, err = self.run_import(capsys)
+        assert code == 1, err
+        assert self.imported() == []
+        assert IMP not in self.users(capsys)
+        return err
+
     def users(self, capsys: pytest.CaptureFixture[str]) -> str:
         capsys.readouterr()
         assert main(["--data", self.data, "user", "list"]) == 0
@@ -82,11 +90,8 @@ def test_a_message_file_that_is_a_path_is_refused_and_nothing_imported(
 ) -> None:
     """It was read: ``import`` put /etc/shadow into the importing user's mailbox (rc 0)."""
     exported.edit_mailboxes(lambda box: box["messages"][1].update(file=name))
-    code, err = exported.run_import(capsys)
-    assert code == 1
+    err = exported.refused(capsys)
     assert f"{exported.export}/{ALICE}/mail/0001: {name!r} is not a name export writes" in err
-    assert exported.imported() == []
-    assert IMP not in exported.users(capsys)  # not even the account
 
 
 def test_a_message_file_that_is_a_link_is_refused(
@@ -131,10 +136,8 @@ def test_numbers_imap_cant_serve_are_refused_before_anything_is_imported(
     exported: Exported, capsys: pytest.CaptureFixture[str]
 ) -> None:
     exported.edit_mailboxes(lambda box: box.update(uidnext=2**32 + 3))
-    code, err = exported.run_import(capsys)
-    assert code == 1
+    err = exported.refused(capsys)
     assert "mailboxes.json: mailbox 'INBOX': UIDNEXT 4294967299 is not a number" in err
-    assert exported.imported() == [] and IMP not in exported.users(capsys)
 
 
 def test_an_untouched_export_imports(exported: Exported, capsys) -> None:
@@ -183,10 +186,8 @@ def test_flags_imap_cant_carry_are_refused_before_anything_is_imported(
     """A flag was written as it was into ``FETCH FLAGS`` and ``* FLAGS``: ``c\\r\\n* BYE``
     put a line of the export's making into the client's session."""
     exported.edit_mailboxes(lambda box: box["messages"][0].update(flags=flags))
-    code, err = exported.run_import(capsys)
-    assert code == 1
+    err = exported.refused(capsys)
     assert problem in err and err.count("\n") == 1
-    assert exported.imported() == [] and IMP not in exported.users(capsys)
 
 
 @pytest.mark.parametrize("date", ["yesterday", 1e300, -1e12])
@@ -194,10 +195,8 @@ def test_an_internaldate_outside_imaps_years_is_refused_before_anything_is_impor
     exported: Exported, capsys: pytest.CaptureFixture[str], date: object
 ) -> None:
     exported.edit_mailboxes(lambda box: box["messages"][0].update(internaldate=date))
-    code, err = exported.run_import(capsys)
-    assert code == 1
+    err = exported.refused(capsys)
     assert f"UID 1: INTERNALDATE {date!r} is not a time in the years 1 to 9999" in err
-    assert exported.imported() == [] and IMP not in exported.users(capsys)
 
 
 @pytest.mark.parametrize(
@@ -216,11 +215,8 @@ def test_a_mailbox_name_the_store_refuses_is_refused_before_the_account_is_made(
     mailboxes = json.loads(exported.mailboxes_json.read_text())
     mailboxes[-1]["name"] = name
     exported.mailboxes_json.write_text(json.dumps(mailboxes))
-    code, err = exported.run_import(capsys)
-    assert code == 1
+    err = exported.refused(capsys)
     assert err == f"txmailhost: error: {exported.mailboxes_json}: {problem}\n"
-    assert IMP not in exported.users(capsys)
-    assert exported.imported() == []
 
 
 @pytest.mark.parametrize("version", ["2", None, 1.5, True])
@@ -281,10 +277,8 @@ def test_account_values_the_accounts_refuse_are_refused_before_the_account_is_ma
     OverflowError" for a quota past 2^63-1): an account with no mail, exit 1."""
     account = exported.export / ALICE / "account.json"
     account.write_text(json.dumps({**json.loads(account.read_text()), **change}))
-    code, err = exported.run_import(capsys)
-    assert code == 1
+    err = exported.refused(capsys)
     assert err.startswith(f"txmailhost: error: {account}: {problem}") and err.count("\n") == 1
-    assert IMP not in exported.users(capsys) and exported.imported() == []
 
 
 def test_an_account_whose_forward_fails_is_not_left_half_made(
