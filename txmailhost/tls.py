@@ -37,6 +37,7 @@ import ipaddress
 import os
 import ssl
 import weakref
+from collections.abc import Container
 from typing import Any
 
 from cryptography import x509
@@ -312,6 +313,18 @@ def name_matches(pattern: str, name: str) -> bool:
     return bool(label) and bool(dot) and "*" not in label and rest == pattern[2:]
 
 
+def sni_entry_for(name: str, entries: Container[str]) -> str | None:
+    """Which of the ``tls.sni`` names ``entries`` serves the host name ``name`` (lower case,
+    no trailing dot): ``name`` itself, else the wildcard one label up; None: the default
+    certificate's. What a client asking for ``name`` by SNI is given, and so what ``txmailhost
+    dns`` publishes a DANE record of."""
+    if name in entries:
+        return name
+    label, dot, rest = name.partition(".")
+    wildcard = f"*.{rest}"
+    return wildcard if label and dot and wildcard in entries else None
+
+
 def name_warning(name: str, cert_path: str) -> str | None:
     """What to say when the certificate given for the ``tls.sni`` name ``name`` is not valid
     for it (a swapped pair of paths, a typo in the name): clients that check would refuse it.
@@ -461,11 +474,8 @@ class ReloadableTLS:
             return None
         if "*" in name:
             return None
-        exact = self._contexts.get(name)
-        if exact is not None:
-            return exact
-        label, dot, rest = name.partition(".")
-        return self._contexts.get(f"*.{rest}") if label and dot else None
+        entry = sni_entry_for(name, self._contexts)
+        return None if entry is None else self._contexts[entry]
 
     def set_handshake_deadline(self, clock: Any, seconds: float) -> None:
         """From now on, abort every connection whose handshake hasn't finished ``seconds``

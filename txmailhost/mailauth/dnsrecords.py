@@ -152,16 +152,11 @@ def served_certificate(tls: Any, host: str) -> str:
     """The certificate a client naming ``host`` by SNI gets (DANE senders always name the MX
     host, RFC 7672 8.1): its ``[tls] sni`` pair, exact name before wildcard, else the
     default one."""
-    from txmailhost.tls import name_matches
+    from txmailhost.tls import sni_entry_for
 
-    name = host.rstrip(".").lower()
     sni = getattr(tls, "sni", {}) or {}
-    if name in sni:
-        return sni[name][0]
-    for pattern, (certificate, _key) in sni.items():
-        if name_matches(pattern, name):
-            return certificate
-    return tls.certificate
+    entry = sni_entry_for(host.rstrip(".").lower(), sni)
+    return tls.certificate if entry is None else sni[entry][0]
 
 
 def _tlsa_value(certificate_path: str) -> str:
