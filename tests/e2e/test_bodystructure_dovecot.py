@@ -91,6 +91,21 @@ MESSAGES = [
         "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=z",
         "--z\nContent-Type: text/plain\n\nfirst\n\n--z\nContent-Type: text/plain\n\nunfinished\n",
     ),
+    # a multipart inside one with the same boundary (Outlook Express for the Mac; malware
+    # hiding an attachment): the inner one takes the delimiters up to its own close
+    _m(
+        "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=S",
+        "--S\nContent-Type: multipart/alternative; boundary=S\n\n\n"
+        "--S\nContent-Type: text/plain\n\nplain\n\n--S\nContent-Type: text/html\n\n"
+        "<p>html</p>\n\n--S--\n\n--S\nContent-Type: application/zip; name=x.zip\n"
+        "Content-Transfer-Encoding: base64\n\nUEsDBA==\n\n--S--\n",
+    ),
+    # a recipient field repeated (RFC 5322 allows one): every address in the ENVELOPE
+    _m(
+        "From: a@example.test\nTo: b@example.test\nCc: c@example.test\n"
+        "CC: d@example.test\ncc: e@example.test, f@example.test\nSubject: copies",
+        "body\n",
+    ),
     # envelope: groups, quoted names with commas, encoded words, no Message-ID, Sender
     _m(
         'From: "Doe, Jane" <jane@example.test>, bob@example.test\n'

@@ -9,7 +9,8 @@ import re
 import pytest
 
 from tests.imap.support import ALICE, Session, deliver, make_factory
-from tests.support.fixtures import make_world
+from tests.support.fixtures import make_world, result
+from txmailhost.imap import messages
 
 SIMPLE = (
     b"From: Bob Example <bob@example.test>\r\nTo: alice@example.test\r\n"
@@ -93,6 +94,31 @@ def test_fetch_bodystructure_of_nested_multipart(alice):
         b' "alternative" ("boundary" "i") NIL NIL NIL) "mixed" ("boundary" "o") NIL NIL NIL))\r\n'
         b"b OK FETCH completed\r\n"
     )
+
+
+def test_a_structure_kept_by_an_older_reading_of_mime_is_read_again_and_replaced(world):
+    """BODYSTRUCTURE is kept in the store once made; one kept before the reading of MIME
+    changed (``messages.STRUCTURE_VERSION``: a multipart with its parent's boundary) would
+    disagree with BODY[n], which is always read anew. It is made again, and replaced."""
+    same = (
+        b"Subject: hidden\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n"
+        b"Content-Type: multipart/alternative; boundary=B\r\n\r\n--B\r\n\r\nplain\r\n"
+        b"--B--\r\n--B\r\nContent-Type: application/zip\r\n\r\nUEsDBA==\r\n--B--\r\n"
+    )
+    uid = deliver(world, ALICE, same)
+    box = result(world.store.open(ALICE, "INBOX"))
+    old = b'("text" "plain" NIL NIL NIL "7BIT" 0 0 NIL NIL NIL NIL)'  # as an older one kept it
+    result(box.remember(messages.STRUCTURE_KEY, {uid: old}))
+    result(box.remember(messages.BODY_KEY, {uid: old}))
+    s = open_session(world)
+    answer = s.cmd(b"b FETCH 1 (BODYSTRUCTURE BODY[2])")
+    assert b'"application" "zip"' in answer and b"UEsDBA==" in answer
+    assert old not in answer
+    kept = result(box.derived([uid], messages.STRUCTURE_KEY))[uid]
+    assert kept.startswith(messages.STRUCTURE_VERSION) and b'"zip"' in kept
+    again = s.cmd(b"c FETCH 1 BODYSTRUCTURE")  # now from what was kept
+    assert again.split(b"BODYSTRUCTURE ")[1].startswith(kept[1:])
+    s.close()
 
 
 def test_fetch_body_without_extension_data(alice):

@@ -88,3 +88,53 @@ def test_a_multipart_whose_boundary_never_comes_is_text_plain_us_ascii():
         [(b"charset", b"us-ascii")],
     )
     assert part.body == raw.split(b"\r\n\r\n", 1)[1]  # the whole body, for the reader to see
+
+
+# A multipart inside one with the same boundary (Outlook Express for the Mac wrote it; malware
+# uses it so that some readers don't see the attachment): the inner one takes the delimiters
+# up to its own close, and the attachment after it is the outer one's second part.
+SAME_BOUNDARY = (
+    b"Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n"
+    b"Content-Type: multipart/alternative; boundary=B\r\n\r\n\r\n"
+    b"--B\r\nContent-Type: text/plain\r\n\r\nplain\r\n"
+    b"--B\r\nContent-Type: text/html\r\n\r\n<p>html</p>\r\n--B--\r\n\r\n"
+    b"--B\r\nContent-Type: application/zip; name=x.zip\r\n\r\nUEsDBA==\r\n--B--\r\n"
+)
+
+
+def test_a_multipart_with_its_parents_boundary_takes_the_delimiters_up_to_its_close():
+    root = mime.parse(SAME_BOUNDARY)
+    kinds = [(c.maintype, c.subtype) for c in root.children]
+    assert kinds == [(b"multipart", b"alternative"), (b"application", b"zip")]
+    inner = root.children[0].children
+    assert [(c.subtype, c.body) for c in inner] == [(b"plain", b"plain"), (b"html", b"<p>html</p>")]
+    assert mime.find_part(root, [2]).body == b"UEsDBA=="
+    assert mime.find_part(root, [1, 2]).body == b"<p>html</p>"
+
+
+def test_same_boundary_nesting_two_deep_and_unclosed():
+    deep = (
+        b"Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n"
+        b"Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n"
+        b"Content-Type: multipart/alternative; boundary=B\r\n\r\n--B\r\n\r\na\r\n--B\r\n\r\nb\r\n"
+        b"--B--\r\n--B\r\n\r\nc\r\n--B--\r\n--B\r\n\r\nd\r\n--B--\r\n"
+    )
+    root = mime.parse(deep)
+    assert [c.body for c in root.children[0].children[0].children] == [b"a", b"b"]
+    assert root.children[0].children[1].body == b"c"
+    assert root.children[1].body == b"d"
+    unclosed = SAME_BOUNDARY.replace(b"<p>html</p>\r\n--B--", b"<p>html</p>")
+    root = mime.parse(unclosed)  # the inner one never closes: it keeps the rest
+    assert len(root.children) == 1
+    assert [c.subtype for c in root.children[0].children] == [b"plain", b"html", b"zip"]
+
+
+def test_repeated_recipient_fields_all_reach_the_envelope():
+    fields = mime.parse_header_fields(
+        b"From: a@example.test\r\nTo: b@example.test\r\nCc: c@example.test\r\n"
+        b"CC: d@example.test, e@example.test\r\ncc: \r\nTo: f@example.test\r\n\r\n"
+    )
+    envelope = mime.envelope(fields)
+    for who in (b'"b"', b'"c"', b'"d"', b'"e"', b'"f"'):
+        assert who in envelope
+    assert envelope.count(b'"a"') == 3  # From, and Sender and Reply-To from it

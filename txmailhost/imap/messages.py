@@ -47,6 +47,11 @@ STREAM_THRESHOLD = 256 * 1024  # larger messages are sent from the file in chunk
 STREAM_CHUNK = 64 * 1024
 STRUCTURE_KEY = "imap.bodystructure"  # IMailbox.remember names
 BODY_KEY = "imap.body"  # messages read per store call while searching bodies
+# The reading of MIME the kept BODYSTRUCTUREs were made with, the first octet of each value
+# (a structure itself starts with "("; those older than versions are read again, and
+# replaced). 2: a multipart inside one with the same boundary takes its delimiters
+# (``mime._split_multipart``), so BODY[n] of such a message is read as its structure says.
+STRUCTURE_VERSION = b"2"
 
 
 def _batch_size(header: bool, content: bool) -> int:
@@ -293,18 +298,24 @@ class MessageCommands:
         """BODYSTRUCTURE and BODY computed by an earlier FETCH, kept in the store's index."""
         full = await view.mailbox.derived(uids, STRUCTURE_KEY)
         plain = await view.mailbox.derived(uids, BODY_KEY)
+        version = STRUCTURE_VERSION
         return {
-            uid: {b"BODYSTRUCTURE": full[uid], b"BODY": plain[uid]} for uid in full if uid in plain
+            uid: {b"BODYSTRUCTURE": full[uid][1:], b"BODY": plain[uid][1:]}
+            for uid in full
+            if uid in plain and full[uid][:1] == version == plain[uid][:1]
         }
 
     async def _remember_structures(
         self, view: SelectedMailbox, fresh: dict[int, dict[bytes, bytes]]
     ) -> None:
         try:
+            version = STRUCTURE_VERSION
             await view.mailbox.remember(
-                STRUCTURE_KEY, {uid: s[b"BODYSTRUCTURE"] for uid, s in fresh.items()}
+                STRUCTURE_KEY, {uid: version + s[b"BODYSTRUCTURE"] for uid, s in fresh.items()}
             )
-            await view.mailbox.remember(BODY_KEY, {uid: s[b"BODY"] for uid, s in fresh.items()})
+            await view.mailbox.remember(
+                BODY_KEY, {uid: version + s[b"BODY"] for uid, s in fresh.items()}
+            )
         except Exception:  # a cache: failing to fill it costs only a later re-parse
             log.failure("imap could not cache BODYSTRUCTURE")
 

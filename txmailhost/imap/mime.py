@@ -224,10 +224,18 @@ def _split_multipart(
     raw: bytes, start: int, end: int, boundary: bytes, limit: int = MAX_PARTS
 ) -> list[tuple[int, int]]:
     """Byte spans of the body parts (RFC 2046 §5.1.1): the CRLF before a delimiter belongs to
-    the delimiter; a missing close delimiter ends the last part at the end of the body."""
+    the delimiter; a missing close delimiter ends the last part at the end of the body.
+
+    A part that is itself a multipart with the *same* boundary (RFC 2046 forbids it; Outlook
+    Express for the Mac wrote it, and malware uses it so that an attachment is seen by
+    some readers and not by others) owns the delimiters that follow, up to its own close
+    delimiter, as Dovecot reads it: the innermost multipart a delimiter could belong to
+    takes it. Read the other way, its parts would be ours and whatever came after its close
+    delimiter (the attachment) an epilogue nobody shows."""
     delimiter = b"--" + boundary
     spans: list[tuple[int, int]] = []
     part_start: int | None = None
+    inner = 0  # multiparts with our boundary open inside the current part
     search = start
     while search < end:
         if search == start and raw.startswith(delimiter, start):
@@ -246,6 +254,13 @@ def _split_multipart(
         if not closing and rest.strip(b" \t"):
             search = after  # a longer boundary that starts with ours: not a delimiter
             continue
+        search = line_end
+        if inner:  # the delimiter of a multipart inside the current part
+            if closing:
+                inner -= 1
+            elif _same_boundary(raw, min(line_end + 2, end), end, boundary):
+                inner = min(inner + 1, MAX_DEPTH)
+            continue
         if part_start is not None:
             spans.append((part_start, max(part_start, found - 2) if found > start else found))
             if len(spans) >= limit:
@@ -253,10 +268,23 @@ def _split_multipart(
         if closing:
             return spans
         part_start = min(line_end + 2, end)
-        search = line_end
+        inner = int(_same_boundary(raw, part_start, end, boundary))
     if part_start is not None and part_start < end:
         spans.append((part_start, end))
     return spans
+
+
+def _same_boundary(raw: bytes, start: int, end: int, boundary: bytes) -> bool:
+    """Whether the entity at ``start`` is a multipart whose boundary is ``boundary``. Its
+    header is parsed only when the boundary's octets are in it (almost never)."""
+    header_end = _header_end(raw, start, end)
+    if raw.find(boundary, start, header_end) < 0:
+        return False
+    fields = parse_header_fields(raw[start:header_end])
+    ctype, params = parse_content_value(_last(fields, b"content-type"))
+    if not ctype.startswith(b"multipart/") or not MEDIA_TYPE_BYTES.fullmatch(ctype):
+        return False
+    return dict((k.lower(), v) for k, v in params).get(b"boundary") == boundary
 
 
 # -- locating sections -----------------------------------------------------------------------
@@ -319,6 +347,15 @@ def envelope(fields: list[tuple[bytes, bytes]]) -> bytes:
                 return value
         return None
 
+    def every(name: bytes) -> bytes | None:
+        """All of a recipient field's addresses when it came more than once (RFC 5322
+        allows one; ``To:``, ``Cc:``, ``cc:`` lines are seen): reading the first alone would
+        leave recipients out of a reply to all, as Dovecot doesn't."""
+        values = [value for key, value in fields if key == name]
+        if len(values) < 2:
+            return values[0] if values else None
+        return b", ".join(value for value in values if value.strip(b" \t,")) or values[0]
+
     # RFC 3501 §7.4.2: Sender and Reply-To absent, or present but empty, are From.
     author = _addresses(get(b"from"))
     sender = _addresses(get(b"sender"))
@@ -329,9 +366,9 @@ def envelope(fields: list[tuple[bytes, bytes]]) -> bytes:
         author,
         author if sender == b"NIL" else sender,
         author if reply_to == b"NIL" else reply_to,
-        _addresses(get(b"to")),
-        _addresses(get(b"cc")),
-        _addresses(get(b"bcc")),
+        _addresses(every(b"to")),
+        _addresses(every(b"cc")),
+        _addresses(every(b"bcc")),
         nstring(get(b"in-reply-to")),
         nstring(get(b"message-id")),
     ]
