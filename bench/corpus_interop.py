@@ -15,6 +15,9 @@ language as a string or a list, white space in a string, a literal for a quoted 
 differed when this was written (docs/benchmarks-interop.rst) is each a choice one of the two
 made on purpose; a new difference is worth a look.
 
+``--dir DIR`` (repeatable) compares every file under DIR instead: mail the team has not
+seen, such as the malformed messages other projects test their parsers with.
+
 Run by hand (needs Dovecot installed and root, as ``bench/`` does), never in CI.
 """
 
@@ -52,8 +55,24 @@ def messages(cache: Path) -> list[bytes]:
     data = spam_corpus.fetch(cache)
     found = []
     for group in spam_corpus.GROUPS:
-        for raw in spam_corpus.load(data, group):
-            found.append(raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+        found += map(crlf, spam_corpus.load(data, group))
+    return found
+
+
+def crlf(raw: bytes) -> bytes:
+    return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def messages_in(folders: list[Path]) -> list[bytes]:
+    """Every file under ``folders`` (sorted by path, empty ones and those with a NUL left
+    out: IMAP APPEND takes neither), line ends made CRLF: other projects' test mail, say
+    the malformed messages of Python's ``test_email`` or of a parser's test suite."""
+    found = []
+    for folder in folders:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            raw = path.read_bytes()
+            if raw.strip() and b"\0" not in raw:
+                found.append(crlf(raw))
     return found
 
 
@@ -166,11 +185,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=0, help="only the first N messages")
     parser.add_argument("--pop3", type=int, default=1500, help="messages compared over POP3")
     parser.add_argument("--show", type=int, default=5, help="differing answers shown")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        action="append",
+        default=[],
+        help="compare the messages in this folder (every file) instead of the corpus",
+    )
     args = parser.parse_args(argv)
     if (why := dovecot.unavailable()) is not None:
         print(f"Dovecot unavailable: {why}", file=sys.stderr)
         return 1
-    corpus = messages(args.cache)
+    corpus = messages_in(args.dir) if args.dir else messages(args.cache)
     if args.limit:
         corpus = corpus[: args.limit]
     with targets.running(Path(tempfile.mkdtemp()), mailauth=False) as server:
