@@ -347,3 +347,39 @@ def test_any_message_of_hostile_pieces_is_sampled_and_scored(message):
     tokens(sample)
     Scorer(None).score(sample, "alice@example.test", "a@remote.test")
     rules.content_hits(sample)
+
+
+# A multipart inside one with the same boundary: the parser splits the outer one at the inner
+# one's delimiters, and the attachment after the inner close delimiter became an epilogue the
+# checks never read, while Dovecot and our IMAP show it (tests/imap/test_mime.py).
+HIDDEN_BEHIND_BOUNDARY = (
+    b"From: Ivan <ivan@remote.test>\r\nTo: alice@example.test\r\nSubject: invoice\r\n"
+    b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n"
+    b"Content-Type: multipart/alternative; boundary=B\r\n\r\n\r\n"
+    b"--B\r\nContent-Type: text/plain\r\n\r\nsee the invoice\r\n"
+    b"--B\r\nContent-Type: text/html\r\n\r\n<p>see the invoice</p>\r\n--B--\r\n\r\n"
+    b'--B\r\nContent-Type: application/octet-stream; name="invoice.pdf.exe"\r\n'
+    b"Content-Disposition: attachment\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    b"TVqQAAMAAAAEAAAA\r\n--B\r\nContent-Type: text/plain\r\n\r\nwire the money today\r\n--B--\r\n"
+)
+
+
+def test_parts_hidden_behind_a_reused_boundary_are_scored():
+    sample = sample_of(io.BytesIO(HIDDEN_BEHIND_BOUNDARY))
+    assert sample.attachments == ["invoice.pdf.exe"]
+    assert "wire the money today" in sample.text
+    assert sample.boundary_reused
+    fired = _score(HIDDEN_BEHIND_BOUNDARY)
+    assert {"EXE_ATTACHMENT", "DOUBLE_EXTENSION", "MIME_BOUNDARY_REUSED"} <= set(fired)
+
+
+def test_distinct_boundaries_are_not_reuse():
+    nested = HIDDEN_BEHIND_BOUNDARY.replace(b"alternative; boundary=B", b"alternative; boundary=C")
+    nested = nested.replace(b"\r\n\r\n\r\n--B\r\n", b"\r\n\r\n\r\n--C\r\n", 1)
+    nested = nested.replace(
+        b"invoice\r\n--B\r\nContent-Type: text/html", b"invoice\r\n--C\r\nContent-Type: text/html"
+    )
+    nested = nested.replace(b"</p>\r\n--B--", b"</p>\r\n--C--")
+    sample = sample_of(io.BytesIO(nested))
+    assert not sample.boundary_reused
+    assert sample.attachments == ["invoice.pdf.exe"]  # read the ordinary way

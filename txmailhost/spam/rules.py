@@ -495,6 +495,10 @@ def _extensions(name: str) -> list[str]:
     return [piece.lower().strip() for piece in name.split(".")[1:]]
 
 
+def boundary_reused(s: Sample, c: Context) -> bool:
+    return s.boundary_reused
+
+
 def executable_attachment(s: Sample, c: Context) -> bool:
     return any((_extensions(n) or [""])[-1] in EXECUTABLE for n in s.attachments)
 
@@ -634,6 +638,12 @@ RULES: tuple[Rule, ...] = (
     Rule("UNDECLARED_8BIT", 0.7, "8-bit text with no charset saying what it is", undeclared_8bit),
     Rule("MIXED_SCRIPT", 2.0, "words mixing Latin and Cyrillic/Greek letters", mixed_script),
     Rule("EXE_ATTACHMENT", 4.0, "an executable or script attached", executable_attachment),
+    Rule(
+        "MIME_BOUNDARY_REUSED",
+        2.0,
+        "a multipart inside one with the same boundary, hiding parts from some readers",
+        boundary_reused,
+    ),
     Rule(
         "DOUBLE_EXTENSION",
         3.0,

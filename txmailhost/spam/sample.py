@@ -109,6 +109,7 @@ class Sample:
     charsets: list[str] = field(default_factory=list)  # declared in parts and encoded words
     unknown_charsets: list[str] = field(default_factory=list)
     undeclared_8bit: bool = False  # raw 8-bit octets where no charset says what they are
+    boundary_reused: bool = False  # a multipart inside one with its boundary (hiding parts)
     truncated: bool = False  # the message is longer than what was read
     digest: str = ""  # for learning (``sample_of_bytes``); scoring leaves it empty
     memo: dict[str, int | float | None] = field(default_factory=dict)  # rules' shared work
@@ -173,6 +174,10 @@ def sample_of_bytes(
         if message is None:
             message = _parsed(header, body, fields)
         leaves = [part for part in message.walk() if not part.is_multipart()]
+        hidden = _behind_reused_boundary(message)
+        if hidden:
+            sample.boundary_reused = True
+            leaves += hidden
     except Exception:  # see _read_part_or_skip
         # MIME nested deeper than Python's stack (the standard library's parser and walk
         # recurse per level; 1,500 levels are enough), or any other structure it can't
@@ -205,6 +210,47 @@ def sample_of_bytes(
     sample.hidden_text = " ".join(hidden)
     sample.urls.extend(find_urls(sample.text))
     return sample
+
+
+HIDDEN_PARTS = 100  # parts read back from behind a reused boundary, at most
+
+
+def _behind_reused_boundary(message: Message) -> list[Message]:
+    """The leaf parts a multipart inside another with the same boundary hides from the
+    parser, read from where the parser put them.
+
+    RFC 2046 5.1.1 forbids the reuse; Outlook Express for the Mac wrote it, and malware
+    uses it: the parser splits the outer multipart at the inner one's delimiters, so the
+    parts after the inner one's close delimiter (the attachment) are the outer one's
+    epilogue, which nothing reads. Mail readers that give a delimiter to the innermost
+    multipart it could close (Dovecot, our IMAP: ``imap/mime.py``) show them; so they are
+    scored too, and an executable among them is seen as one."""
+    found: list[Message] = []
+    for part in message.walk():
+        if not part.is_multipart() or not part.epilogue:
+            continue
+        boundary = part.get_boundary()
+        if not boundary or not any(
+            isinstance(child, Message)
+            and child.get_content_maintype() == "multipart"
+            and child.get_boundary() == boundary
+            for child in part.get_payload()
+        ):
+            continue
+        delimiter = re.compile(r"^--" + re.escape(boundary) + r"(--)?[ \t]*\r?$", re.M)
+        parser = email.parser.Parser(policy=email.policy.compat32)
+        start: int | None = None
+        for line in delimiter.finditer(part.epilogue):
+            if start is not None:
+                piece = part.epilogue[start : line.start()]
+                piece = piece[:-2] if piece.endswith("\r\n") else piece[:-1]
+                found += (p for p in parser.parsestr(piece).walk() if not p.is_multipart())
+                if len(found) >= HIDDEN_PARTS:
+                    return found[:HIDDEN_PARTS]
+            if line.group(1):  # the close delimiter
+                break
+            start = line.end() + 1
+    return found
 
 
 def _one_text_part(body: bytes) -> Message:
