@@ -580,6 +580,26 @@ def test_check_config_and_reload_tls_take_sni_pairs_and_warn_of_their_names(
     _both_warn(run, data, warnings)
 
 
+def test_check_config_warns_of_an_acme_name_an_sni_entry_serves(run: Run, data: Path) -> None:
+    """ACME renews tls.certificate only: mail.b.example (exact) and mx.c.example (by the
+    wildcard) would be served sni pairs nothing renews, never the ACME certificate."""
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=90)
+    write_pair(data / "tls" / "b.pem", data / "tls" / "b.key", later, ("mail.b.example",))
+    write_pair(data / "tls" / "c.pem", data / "tls" / "c.key", later, ("*.c.example",))
+    (data / "txmailhost.toml").write_text(
+        '[tls]\nacme = true\nacme_domains = ["mail.b.example", "mx.c.example", "mta-sts.b.example"]\n'
+        'sni = { "mail.b.example" = ["tls/b.pem", "tls/b.key"],'
+        ' "*.c.example" = ["tls/c.pem", "tls/c.key"] }\n'
+    )
+    warnings = (
+        "txmailhost: warning: tls.acme_domains: mail.b.example is served the certificate of"
+        ' tls.sni "mail.b.example", not the one ACME renews (tls.certificate)\n'
+        "txmailhost: warning: tls.acme_domains: mx.c.example is served the certificate of"
+        ' tls.sni "*.c.example", not the one ACME renews (tls.certificate)\n'
+    )
+    _both_warn(run, data, warnings)
+
+
 def test_reload_tls_refuses_a_broken_sni_pair_naming_it(run: Run, data: Path) -> None:
     write_pair(data / "tls" / "b.pem", data / "tls" / "b.key", datetime.datetime(2099, 1, 1))
     (data / "tls" / "b.key").write_text("not a key")

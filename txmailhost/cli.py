@@ -354,9 +354,14 @@ def _reload_tls(args: argparse.Namespace) -> int:
 def _warn_of_expiry(config: Config) -> None:
     """An expired or expiring certificate is a warning, not a failure: the server starts
     with it (and says so too), and ACME or certbot may be about to renew it. So is a
-    ``[tls] sni`` certificate that isn't for its name: clients that don't check take it."""
-    from txmailhost.tls import expiry_warning, sni_warnings
+    ``[tls] sni`` certificate that isn't for its name: clients that don't check take it;
+    and a name ACME gets the certificate for that an sni entry serves instead."""
+    from txmailhost.tls import acme_sni_warnings, expiry_warning, sni_warnings
 
+    if config.tls.acme:
+        names = config.tls.acme_domains or (config.hostname,)
+        for warning in acme_sni_warnings(names, config.tls.sni):
+            print(f"{PROG}: warning: {warning}", file=sys.stderr)
     if os.path.exists(config.tls.certificate):
         warning = expiry_warning(config.tls.certificate)
         if warning is not None:

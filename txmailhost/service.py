@@ -594,6 +594,10 @@ def _build_acme(config: Any, reactor: Any, tls: Any, top: MultiService) -> Any:
 
     if not config.listen.web_redirect:
         log.warn("[tls] acme: listen.web_redirect is off; the HTTP-01 challenge can't be answered")
+    from txmailhost.tls import acme_sni_warnings
+
+    for warning in acme_sni_warnings(config.tls.acme_domains or (config.hostname,), config.tls.sni):
+        log.warn("[tls] acme: {warning}", warning=warning)
     pool = ThreadPool(minthreads=0, maxthreads=1, name="txmailhost-acme")
     ThreadPoolService(pool).setServiceParent(top)
     settings = ACMESettings(

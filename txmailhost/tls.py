@@ -37,7 +37,7 @@ import ipaddress
 import os
 import ssl
 import weakref
-from collections.abc import Container
+from collections.abc import Container, Iterable
 from typing import Any
 
 from cryptography import x509
@@ -323,6 +323,21 @@ def sni_entry_for(name: str, entries: Container[str]) -> str | None:
     label, dot, rest = name.partition(".")
     wildcard = f"*.{rest}"
     return wildcard if label and dot and wildcard in entries else None
+
+
+def acme_sni_warnings(acme_names: Iterable[str], entries: Container[str]) -> list[str]:
+    """ACME renews ``tls.certificate`` only. A name it gets the certificate for that a
+    ``tls.sni`` entry also serves is given that entry's pair, which nothing renews: clients
+    asking for the name never see the certificate ACME keeps fresh."""
+    found = []
+    for name in acme_names:
+        entry = sni_entry_for(name.lower().rstrip("."), entries)
+        if entry is not None:
+            found.append(
+                f"tls.acme_domains: {name} is served the certificate of {sni_label(entry)},"
+                " not the one ACME renews (tls.certificate)"
+            )
+    return found
 
 
 def name_warning(name: str, cert_path: str) -> str | None:
