@@ -464,3 +464,19 @@ def test_body_raw_is_the_body_as_received():
     body = "Hello, this is the body. Make money fast!"
     assert run(script % (body + "\r\n")).discarded
     assert run(script % (body + "\n"), MESSAGE.replace(b"\r\n", b"\n")).discarded
+
+
+def test_body_searches_the_parts_behind_a_reused_boundary():
+    """A multipart inside one with the same boundary: Python's parser leaves the parts after
+    the inner close delimiter in an epilogue; Pigeonhole (and our IMAP) show them, and
+    ``body`` searches them."""
+    message = (
+        b"From: a@example.net\r\nSubject: invoice\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n"
+        b"Content-Type: multipart/alternative; boundary=B\r\n\r\n\r\n"
+        b"--B\r\nContent-Type: text/plain\r\n\r\nsee the invoice\r\n--B--\r\n\r\n"
+        b"--B\r\nContent-Type: text/plain\r\n\r\nwire the money today\r\n--B--\r\n"
+    )
+    script = 'require "body"; if body :text :contains "wire the money" { discard; }'
+    assert run(script, message).discarded
+    assert run(script.replace(":text", ':content "text/plain"'), message).discarded

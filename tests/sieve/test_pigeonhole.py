@@ -66,6 +66,15 @@ MESSAGES = {
         "--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nplain secret words\r\n"
         "--b\r\nContent-Type: text/html\r\n\r\n<p>html words</p>\r\n--b--\r\n"
     ),
+    # a multipart inside one with the same boundary: the text/html after the inner close
+    # is the outer one's second part to Pigeonhole, an epilogue to Python's parser
+    "reused-boundary": (
+        "From: bob@example.com\r\nTo: alice@example.test\r\nSubject: hidden\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+        "Content-Type: multipart/alternative; boundary=b\r\n\r\n\r\n--b\r\n"
+        "Content-Type: text/plain\r\n\r\nsee below\r\n--b--\r\n\r\n--b\r\n"
+        "Content-Type: text/html\r\n\r\n<p>html words: secret money</p>\r\n--b--\r\n"
+    ),
     "big": "From: bob@example.com\r\nSubject: big\r\n\r\n" + "x" * 3000 + "\r\n",
     "group": (
         'From: <>\r\nTo: friends: ann@example.org, "Ben, B." <ben@example.org>;\r\n'
@@ -241,7 +250,16 @@ DIFFERENCES: dict[tuple[str, str], str] = {
         '5228 2.7.1: "?" matches a single character and the rest of the key must match the '
         'rest of the value, so only a value whose second character is "e" matches (ours)'
     )
-    for message in ("encoded", "list", "folded", "numbers", "multipart", "big", "group")
+    for message in (
+        "encoded",
+        "list",
+        "folded",
+        "numbers",
+        "multipart",
+        "reused-boundary",
+        "big",
+        "group",
+    )
 }
 
 

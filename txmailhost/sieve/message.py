@@ -24,6 +24,7 @@ from email.message import Message
 
 from txmailhost.addresslist import get_addresses, parse_address
 from txmailhost.headerlimit import STORED_HEADER_LIMIT
+from txmailhost.hiddenparts import behind_reused_boundary
 
 # SMTP's limit and room for our own fields (``headerlimit.py``): a From: or Subject: after
 # 256 KiB of padding once escaped the user's rules.
@@ -211,7 +212,7 @@ def body_text(
     :meth:`MessageView.raw_body`."""
     wanted = content_types if transform == "content" else ["text"]
     found = []
-    for part in message.walk():
+    for part in [*message.walk(), *behind_reused_boundary(message)]:
         if part.is_multipart():
             continue
         maintype, subtype = part.get_content_maintype(), part.get_content_subtype()
