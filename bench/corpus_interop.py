@@ -7,6 +7,8 @@ the same things:
 
 - ``fetch``: BODYSTRUCTURE and ENVELOPE of every message;
 - ``search``: a set of SEARCH keys (header, address, body, text, size, date), result sets;
+- ``order``: SORT by each key (RFC 5256, DISPLAYFROM of RFC 5957) and THREAD by both
+  algorithms, answers as sent;
 - ``pop3``: LIST sizes, TOP n 3 and RETR of the first ``--pop3`` messages.
 
 It prints, per item, how many answers differ, with the first few side by side, after
@@ -106,6 +108,28 @@ def _searched(client: imaplib.IMAP4) -> dict[str, Any]:
     return answers
 
 
+ORDERINGS = (
+    "SORT (ARRIVAL) UTF-8 ALL", "SORT (DATE) UTF-8 ALL", "SORT (REVERSE DATE) UTF-8 ALL",
+    "SORT (SUBJECT) UTF-8 ALL", "SORT (FROM) UTF-8 ALL", "SORT (TO) UTF-8 ALL",
+    "SORT (CC) UTF-8 ALL", "SORT (SIZE) UTF-8 ALL", "SORT (DISPLAYFROM) UTF-8 ALL",
+    "THREAD ORDEREDSUBJECT UTF-8 ALL", "THREAD REFERENCES UTF-8 ALL",
+)  # fmt: skip
+
+
+def _ordered(client: imaplib.IMAP4) -> dict[str, Any]:
+    """Each of ``ORDERINGS``' answers (RFC 5256, 5957): the order, or the threads, as sent."""
+    answers: dict[str, Any] = {}
+    for command in ORDERINGS:
+        name, _, arguments = command.partition(" ")
+        try:
+            typ, data = client._simple_command(name, arguments)
+            typ, data = client._untagged_response(typ, data, name)
+            answers[command] = b" ".join(d for d in data if d) if typ == "OK" else (typ, data)
+        except imaplib.IMAP4.error as e:
+            answers[command] = ("error", str(e))
+    return answers
+
+
 def _popped(server: Server, count: int) -> dict[int, tuple]:
     poplib._MAXLINE = 1 << 20  # the corpus has lines longer than poplib's 2,048
     client = poplib.POP3("127.0.0.1", server.pop3_port)
@@ -129,6 +153,7 @@ def collect(server: Server, corpus: list[bytes], pop3: int) -> dict[str, Any]:
     found = {
         "fetch": _fetched(client, len(corpus), "(BODYSTRUCTURE ENVELOPE)"),
         "search": _searched(client),
+        "order": _ordered(client),
     }
     client.logout()
     found["pop3"] = _popped(server, pop3) if pop3 else {}
@@ -175,6 +200,17 @@ def report(ours: dict[str, Any], theirs: dict[str, Any], shown: int, out: Callab
             out(f"  {key:40} {len(mine):5} {len(its):5} {len(mine - its):5} {len(its - mine):5}")
         else:
             out(f"  {key:40} ours {mine!r:.80} Dovecot {its!r:.80}")
+    out("sort and thread: command, the first place the answers differ (none: the same)")
+    for command in ORDERINGS:
+        mine, its = ours["order"][command], theirs["order"][command]
+        if mine == its:
+            out(f"  {command:40} the same")
+        elif isinstance(mine, bytes) and isinstance(its, bytes):
+            at = next((i for i, (a, b) in enumerate(zip(mine, its, strict=False)) if a != b), 0)
+            out(f"  {command:40} at octet {at}: ours {mine[max(0, at - 40) : at + 80]!r}")
+            out(f"  {'':40} {'':>{len(str(at)) + 10}} Dovecot {its[max(0, at - 40) : at + 80]!r}")
+        else:
+            out(f"  {command:40} ours {mine!r:.80} Dovecot {its!r:.80}")
     pop_differs = [n for n in ours["pop3"] if ours["pop3"][n] != theirs["pop3"].get(n)]
     out(f"pop3: {len(pop_differs)} of {len(ours['pop3'])} messages differ (LIST, TOP 3, RETR)")
 
