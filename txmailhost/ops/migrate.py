@@ -14,6 +14,12 @@ passwd-file (``user:{SCHEME}hash:uid:gid:gecos:home:shell:extra``) and, for each
   uidlist with numbers IMAP can't serve is reported, and its folder gets new UIDs);
 - subscribes what Dovecot's ``subscriptions`` file lists.
 
+With ``--mail-location mbox:~/mail:INBOX=/var/mail/%u`` (Dovecot's setting, for users whose
+mail is in mbox files) the INBOX file and the files under the folder root are read instead
+(``mbox.py``, ``mbox_tree.py``), with the UIDs, flags and keywords of the headers Dovecot
+keeps in them, and ``.subscriptions``. A file that is no mbox is skipped and reported, none
+of it imported; so is a folder whose name decodes to one already met.
+
 A second run adds only what the first didn't (``store/restore.py``), so a run cut short
 finishes when run again. Into a mailbox that already holds other mail the messages are
 appended with new UIDs (as ``import``). The Dovecot files are only read, and never through
@@ -42,6 +48,10 @@ from txmailhost.accounts.legacy import scheme_of
 from txmailhost.ops.archive import added
 from txmailhost.ops.dovecot_hashes import hash_problem
 from txmailhost.ops.mailbox_admin import AdminError, emit, json_option, open_store, result_of
+from txmailhost.ops.mbox import MboxError
+from txmailhost.ops.mbox_tree import MailLocation, MboxFolder, inbox_problem
+from txmailhost.ops.mbox_tree import folders as mbox_folders
+from txmailhost.ops.mbox_tree import read_folder as read_mbox
 from txmailhost.ops.sourcefiles import (
     RegularFileSource,
     SourceFileError,
@@ -95,6 +105,16 @@ def register(commands: Any, with_accounts: Callable[..., Callable[[argparse.Name
         "--maildir-root", metavar="DIR", help="where the Maildirs are (DIR/DOMAIN/USER ...)"
     )
     dovecot.add_argument("--domain", help="domain of passwd-file users without one")
+    dovecot.add_argument(
+        "--mail-location",
+        metavar="LOCATION",
+        help="Dovecot's mail_location of mbox users (mbox:~/mail:INBOX=/var/mail/%%u)",
+    )
+    dovecot.add_argument(
+        "--mbox-unquote",
+        choices=("mboxo", "mboxrd"),
+        help="take '>' off '>From ' lines (not done by default: Dovecot served them quoted)",
+    )
     json_option(dovecot)
     dovecot.set_defaults(run=with_accounts(_dovecot))
     aliases = sources.add_parser(
@@ -117,6 +137,7 @@ class PasswdEntry:
     password_hash: str
     home: str
     where: str = ""  # FILE:LINE, for the report
+    user: str = ""  # as the file names them (Dovecot's %u), domain or not
 
 
 def text_lines(path: str) -> Iterator[tuple[int, str]]:
@@ -147,6 +168,7 @@ def read_passwd_file(path: str, domain: str | None) -> list[PasswdEntry]:
             continue
         fields = line.split(":")
         user, password = fields[0], fields[1] if len(fields) > 1 else ""
+        named = user
         home = fields[5] if len(fields) > 5 else ""
         if len(user) > MAX_ADDRESS:
             raise AdminError(f"{path}:{number}: user {_clipped(user)} is longer than an "
@@ -164,7 +186,7 @@ def read_passwd_file(path: str, domain: str | None) -> list[PasswdEntry]:
                 f"{path}:{number}: {address} is listed again (first on line {lines[address]})"
             )
         lines[address] = number
-        entries.append(PasswdEntry(address, password, home, f"{path}:{number}"))
+        entries.append(PasswdEntry(address, password, home, f"{path}:{number}", named))
     return entries
 
 
@@ -418,11 +440,13 @@ def messages_of(
     return uidlist.uidvalidity, max(nextuid, highest + 1), out
 
 
-def read_subscriptions(maildir: str, skipped: list[str]) -> list[str]:
-    """Dovecot's ``subscriptions``: one name a line, after an optional ``V\\t2`` header; its
-    version 2 separates hierarchy levels with a tab. Names are stored as the folders' are
-    (``Caf&AOk-``), and read the same way."""
-    lines = (read_listing(os.path.join(maildir, "subscriptions"), skipped) or "").splitlines()
+def read_subscriptions(
+    maildir: str, skipped: list[str], filename: str = "subscriptions"
+) -> list[str]:
+    """Dovecot's ``subscriptions`` (``.subscriptions`` beside mbox folders): one name a line,
+    after an optional ``V\\t2`` header; its version 2 separates hierarchy levels with a tab.
+    Names are stored as the folders' are (``Caf&AOk-``), and read the same way."""
+    lines = (read_listing(os.path.join(maildir, filename), skipped) or "").splitlines()
     names = [folder_name(line.split("\t")) for line in lines if not re.fullmatch(r"V\t\d+", line)]
     return [name for name in names if name]
 
@@ -453,6 +477,11 @@ def find_maildir(root: str | None, entry: PasswdEntry, skipped: list[str]) -> st
 
 
 def _dovecot(args: argparse.Namespace, config: Any, accounts: Any) -> int:
+    location = None
+    if args.mail_location is not None:
+        if args.maildir_root is not None:
+            raise AdminError("--maildir-root and --mail-location: one or the other")
+        location = MailLocation.parse(args.mail_location)
     entries = read_passwd_file(args.passwd_file, args.domain)
     store = open_store(config)
     report = []
@@ -460,7 +489,11 @@ def _dovecot(args: argparse.Namespace, config: Any, accounts: Any) -> int:
         # One user's failure is reported and the others still move in (a run again
         # finishes this one: docs/admin.rst).
         try:
-            report.append(migrate_user(store, accounts, entry, args.maildir_root))
+            if location is None:
+                report.append(migrate_user(store, accounts, entry, args.maildir_root))
+            else:
+                report.append(migrate_mbox_user(store, accounts, entry, location,
+                                                args.mbox_unquote))  # fmt: skip
         except (AccountError, StoreError, OSError, ValueError, sqlite3.Error) as e:
             report.append({"user": entry.address, "error": _failure(e)})
 
@@ -476,11 +509,14 @@ def _dovecot(args: argparse.Namespace, config: Any, accounts: Any) -> int:
                 how = "UIDs kept" if box["kept_uids"] else "new UIDs (the mailbox held mail)"
                 if box.get("uidlist_problem"):
                     how = "new UIDs, as the dovecot-uidlist's can't be kept:"
+                elif box.get("numbering") and box["kept_uids"]:
+                    how = box["numbering"]  # an mbox's
                 out.append(
                     f"  {box['name']}: {added(box)}, UIDVALIDITY {box['uidvalidity']}, {how}"
                 )
                 if box.get("uidlist_problem"):
                     out.append(f"    {box['uidlist_problem']}")
+                out.extend(f"    {note}" for note in box.get("notes", ()))
         return out
 
     emit(args, report, lines)
@@ -505,11 +541,7 @@ def checked_hash(entry: PasswdEntry) -> str:
 
 def migrate_user(store: Any, accounts: Any, entry: PasswdEntry, root: str | None) -> dict:
     user = entry.address
-    if accounts.has_user(user):
-        account = "existed"
-    else:
-        accounts.add_user_with_hash(user, checked_hash(entry))
-        account = "created"
+    account = _account(accounts, entry)
     result_of(store.provision(user))
     skipped: list[str] = []
     maildir = find_maildir(root, entry, skipped)
@@ -533,20 +565,92 @@ def migrate_folder(
     """Restore one Dovecot folder as the mailbox ``name``; a line of the report (None when
     the store refuses the name: the folder is skipped, and said so in ``skipped``)."""
     folder = folder_messages(directory, skipped)
+    restored = _restore(store, user, name, directory, folder, skipped)
+    if restored is None:
+        return None
+    return {**restored, "uidlist_problem": folder.problem}
+
+
+def _restore(
+    store: Any, user: str, name: str, where: str, folder: Folder | MboxFolder, skipped: list[str]
+) -> dict | None:
+    """``folder`` restored as the mailbox ``name``, all of it or (on an error) none of it
+    (``store/restore.py``); None when the store refuses the name (said in ``skipped``)."""
     try:
         restored = restore_mailbox_sync(
             store, user, name, folder.uidvalidity, folder.uidnext, folder.messages, result_of
         )
     except InvalidMailboxName as e:
-        skipped.append(f"{shown(directory)}: {e}")
+        skipped.append(f"{shown(where)}: {e}")
         return None
     except SourceFileError:
         raise  # it names its file
     except (ValueError, StoreError, sqlite3.Error) as e:
-        raise AdminError(f"{shown(directory)}: {_failure(e)}") from e
+        raise AdminError(f"{shown(where)}: {_failure(e)}") from e
     return {"name": name, "messages": restored.messages, "present": restored.present,
-            "uidvalidity": restored.uidvalidity, "kept_uids": restored.kept_uids,
-            "uidlist_problem": folder.problem}  # fmt: skip
+            "uidvalidity": restored.uidvalidity, "kept_uids": restored.kept_uids}  # fmt: skip
+
+
+def migrate_mbox_user(
+    store: Any, accounts: Any, entry: PasswdEntry, location: MailLocation, unquote: str | None
+) -> dict:
+    """``migrate_user`` for a user whose mail is in mbox files (``mbox_tree.py``): the INBOX
+    file, then each file of the folder tree, then ``.subscriptions``. A file that is no mbox
+    is skipped and reported, none of it imported; so is a folder whose name decodes to one
+    met already (``Caf&AOk-`` beside ``Café``), which would have been merged into it."""
+    user = entry.address
+    account = _account(accounts, entry)
+    result_of(store.provision(user))
+    skipped: list[str] = []
+    root, inbox = location.paths(entry.user or user, user, entry.home)
+    boxes = []
+    files: list[tuple[str, str]] = []
+    if inbox is not None:
+        problem = inbox_problem(inbox)
+        if problem is not None:
+            skipped.append(problem)
+        elif os.path.lexists(inbox):
+            files.append((INBOX, inbox))
+    names = {INBOX: inbox or ""}
+    tree = os.path.lexists(root)
+    if tree:
+        for levels, path in mbox_folders(root, skipped):
+            name = folder_name(levels)
+            if name is None:
+                skipped.append(f"{shown(path)}: a name neither modified UTF-7 nor UTF-8")
+            elif name.upper() == INBOX:
+                skipped.append(f"{shown(path)}: a folder named INBOX beside the INBOX file")
+            elif name in names:
+                skipped.append(f"{shown(path)}: the same mailbox name as {shown(names[name])} "
+                               f"({_printable(_clipped(name))})")  # fmt: skip
+            else:
+                names[name] = path
+                files.append((name, path))
+    for name, path in files:
+        try:
+            folder = read_mbox(path, unquote)
+        except MboxError as e:
+            skipped.append(str(e))
+            continue
+        box = _restore(store, user, name, path, folder, skipped)
+        if box is not None:
+            boxes.append({**box, "numbering": folder.numbering, "notes": folder.notes,
+                          "uidlist_problem": folder.problem})  # fmt: skip
+    if tree and stat.S_ISDIR(os.lstat(root).st_mode):  # not read through a link
+        existing = set(result_of(store.list_mailboxes(user)))
+        for name in read_subscriptions(root, skipped, ".subscriptions"):
+            if name in existing:
+                result_of(store.subscribe(user, name, True))
+    return {"user": user, "account": account, "mbox": inbox, "folders": root,
+            "mailboxes": boxes, "skipped": skipped}  # fmt: skip
+
+
+def _account(accounts: Any, entry: PasswdEntry) -> str:
+    """The user's account made with the Dovecot hash ("created"), or "existed"."""
+    if accounts.has_user(entry.address):
+        return "existed"
+    accounts.add_user_with_hash(entry.address, checked_hash(entry))
+    return "created"
 
 
 def _failure(error: Exception) -> str:
