@@ -347,3 +347,19 @@ def test_mail_location_mistakes_are_refused(
                  *options])  # fmt: skip
     assert code == 1
     assert error in capsys.readouterr().err
+
+
+def test_without_inbox_in_the_location_the_roots_inbox_file_is_the_inbox(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``mail_location = mbox:~/mail``: Dovecot's INBOX is ``~/mail/inbox``."""
+    (site.home("carol") / "inbox").write_bytes(b"From a@b Sat Dec  5 09:30:01 2026\n\nin\n\n")
+    (site.home("carol") / "INBOX").write_bytes(b"From a@b Sat Dec  5 09:30:01 2026\n\nIN\n\n")
+    site.users("carol")
+    capsys.readouterr()
+    code = main(["--data", site.data, "migrate", "dovecot", "--passwd-file", str(site.passwd),
+                 "--mail-location", "mbox:~/mail"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"  skipped {site.home('carol') / 'inbox'}: a folder named INBOX beside the " in out
+    assert [m[2] for m in site.mail("carol")["INBOX"][2].values()] == [b"\r\nIN\r\n"]

@@ -48,7 +48,8 @@ PIECE = 65536  # longest piece of a line read at once; a longer line is read in 
 # Dovecot's mbox_hide_headers: the fields it adds and never serves
 HIDDEN = frozenset({b"content-length", b"status", b"x-imap", b"x-imapbase", b"x-keywords",
                     b"x-status", b"x-uid"})  # fmt: skip
-_KEPT_VALUE = 16384  # most octets of a hidden field's value kept to be read
+_KEPT_VALUE = 1024  # most octets of a hidden field's value kept (memory is per message)
+_FROM_KEPT = 200  # octets of a From line kept to find it again when the message is copied
 UW_PSEUDO_SUBJECT = b"DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA"
 _FIELD = re.compile(rb"[!-9;-~]+[ \t]*:")  # RFC 5322 2.2 (and the "Name :" of old mailers)
 _MONTHS = {m.encode(): n for n, m in enumerate(
@@ -94,7 +95,7 @@ def parse_from_line(line: bytes) -> tuple[bool, float | None]:
         return True, None
 
 
-@dataclass
+@dataclass(slots=True)
 class Block:
     """One stretch of the file from a From line to the next (offsets in octets): what
     ``scan`` found, before ``messages`` joins the blocks a Content-Length keeps together."""
@@ -107,7 +108,7 @@ class Block:
     date: float | None
     fields: dict[bytes, bytes] = field(default_factory=dict)  # hidden fields, first of each
     hidden: list[tuple[int, int]] = field(default_factory=list)  # their ranges, to leave out
-    subject: bytes | None = None
+    subject: bytes | None = None  # the first message's (UW-IMAP's pseudo message)
     headed: bool = False  # its first line is a header field
     complete: bool = True  # ended by an empty line (the last one may be cut short)
     spans: int = 0  # From lines its Content-Length would have hidden (see ``messages``)
@@ -137,7 +138,7 @@ def scan(f: BinaryIO, path: str) -> Iterator[Block]:
             if block is not None:
                 yield _ended(block, offset - line_end, previous_blank)
             offset += len(piece)
-            block = Block(offset - len(piece), offset, -1, -1, content[:1000], date)
+            block = Block(offset - len(piece), offset, -1, -1, content[:_FROM_KEPT], date)
             in_header, hiding, previous_blank, in_from_line = True, False, False, not at_line_start
             line_end = len(piece) - len(content) if at_line_start else 0
             continue
@@ -163,9 +164,12 @@ def scan(f: BinaryIO, path: str) -> Iterator[Block]:
                 in_field = name.strip().lower()
                 hiding = bool(colon) and in_field in HIDDEN
                 if hiding:
-                    block.hidden.append((offset, offset + len(piece)))
+                    if block.hidden and block.hidden[-1][1] == offset:  # Dovecot's are together
+                        block.hidden[-1] = (block.hidden[-1][0], offset + len(piece))
+                    else:
+                        block.hidden.append((offset, offset + len(piece)))
                     block.fields.setdefault(in_field, value.strip()[:_KEPT_VALUE])
-                elif in_field == b"subject" and block.subject is None:
+                elif in_field == b"subject" and block.subject is None and block.start == 0:
                     block.subject = value.strip()[:200]
         elif in_header and hiding:  # the rest of a field's line longer than PIECE
             block.hidden[-1] = (block.hidden[-1][0], offset + len(piece))
@@ -243,7 +247,7 @@ class MboxMessageSource(MessageSource):
         f = open_regular(self._where, self._listed)
         try:
             f.seek(self._block.start)
-            if f.readline(PIECE).rstrip(b"\r\n")[:1000] != self._block.from_line:
+            if f.readline(PIECE).rstrip(b"\r\n")[:_FROM_KEPT] != self._block.from_line:
                 raise SourceFileError(f"{shown(self._where)}: changed while being read "
                                       f"(no From line at octet {self._block.start} any more)")  # fmt: skip
         except BaseException:

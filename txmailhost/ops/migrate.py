@@ -618,6 +618,8 @@ def migrate_mbox_user(
             name = folder_name(levels)
             if name is None:
                 skipped.append(f"{shown(path)}: a name neither modified UTF-7 nor UTF-8")
+            elif name.upper() == INBOX and inbox is None and INBOX not in dict(files):
+                files.append((INBOX, path))  # mbox:~/mail without INBOX=: ~/mail/inbox
             elif name.upper() == INBOX:
                 skipped.append(f"{shown(path)}: a folder named INBOX beside the INBOX file")
             elif name in names:
