@@ -702,3 +702,24 @@ def test_a_huge_dovecot_uidlist_is_skipped_unread_and_the_folder_gets_new_uids(
         result.stdout.splitlines()
     )
     assert list(site.mail("user1")["INBOX"][1].values()) == [b"Subject: one\r\n\r\nx\r\n"]
+
+
+def test_two_folders_whose_names_decode_alike_are_not_merged_into_one_mailbox(
+    site: Site,
+) -> None:
+    """``.Caf&AOk-`` (modified UTF-7) and ``.Café`` (UTF-8) are both ``Café``: the second was
+    appended into the first's mailbox under new UIDs, again on every run."""
+    site.maildir("user1")
+    for folder in (".Caf&AOk-", ".Café"):
+        box = site.maildir("user1", folder)
+        (box / "cur" / "1700000001.M1P1.host:2,S").write_bytes(b"Subject: %s\n\n" % folder.encode())
+    site.users("user1")
+    for _run in (1, 2):
+        result = site.migrate()
+        assert result.returncode == 0, result.stderr
+    user = site.root / DOMAIN / "user1"
+    assert (
+        f"  skipped {user / '.Café'}: the same mailbox name as {user / '.Caf&AOk-'} ('Café')"
+        in result.stdout.splitlines()
+    )
+    assert site.mail("user1")["Café"][1] == {1: b"Subject: .Caf&AOk-\r\n\r\n"}

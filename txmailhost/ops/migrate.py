@@ -547,7 +547,13 @@ def migrate_user(store: Any, accounts: Any, entry: PasswdEntry, root: str | None
     maildir = find_maildir(root, entry, skipped)
     boxes = []
     if maildir is not None:
+        seen: dict[str, str] = {}
         for name, directory in folders(maildir, skipped):
+            if name in seen:  # .Caf&AOk- and .Café: one mailbox would get both, or one lost
+                skipped.append(f"{shown(directory)}: the same mailbox name as "
+                               f"{shown(seen[name])} ({_printable(_clipped(name))})")  # fmt: skip
+                continue
+            seen[name] = directory
             box = migrate_folder(store, user, name, directory, skipped)
             if box is not None:
                 boxes.append(box)
