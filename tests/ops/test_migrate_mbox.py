@@ -6,6 +6,8 @@ from __future__ import annotations
 import calendar
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -366,3 +368,56 @@ def test_without_inbox_in_the_location_the_roots_inbox_file_is_the_inbox(
     assert code == 0, out
     assert f"  skipped {site.home('carol') / 'inbox'}: a folder named INBOX beside the " in out
     assert [m[2] for m in site.mail("carol")["INBOX"][2].values()] == [b"\r\nIN\r\n"]
+
+
+def test_a_first_from_line_without_a_date_gives_the_same_numbers_on_every_run(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The file's mtime, which every delivery changes, gave it a new INTERNALDATE on the next
+    run: taken for another message, the whole folder was appended again."""
+    path = site.spool / "carol"
+    path.write_bytes(b"From MAILER-DAEMON\nSubject: a\n\na\n\n"
+                     b"From b@c Sat Dec  5 09:30:01 2026 +0000\nSubject: b\n\nb\n\n")  # fmt: skip
+    site.users("carol")
+    assert site.migrate(capsys)[0] == 0
+    with open(path, "ab") as f:
+        f.write(b"From d@e Sat Dec  5 12:00:00 2026 +0000\nSubject: c\n\nc\n\n")
+    os.utime(path, (2_000_000_000, 2_000_000_000))
+    code, out = site.migrate(capsys)
+    assert "  INBOX: 1 message(s) added, 2 there already, UIDVALIDITY 1796463001" in out
+    validity, _uidnext, messages = site.mail("carol")["INBOX"]
+    assert [(uid, m[1]) for uid, m in messages.items()] == [
+        (1, 1796463001), (2, 1796463001), (3, 1796472000),
+    ]  # fmt: skip
+
+
+_DIE_AFTER_LINKING = """
+import os
+from txmailhost import _safeio
+real = _safeio.fsync_dirs
+def fsync_then_die(paths):
+    real(paths)
+    os._exit(137)
+_safeio.fsync_dirs = fsync_then_die
+"""
+
+
+def test_a_run_killed_while_linking_finishes_without_duplicates(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (site.spool / "carol").write_bytes(INBOX_FILE)
+    (site.home("carol") / "Work").write_bytes(b"From a@b Sat Dec  5 09:30:01 2026\n\nw\n\n")
+    site.users("carol")
+    run = (f"import sys\n{_DIE_AFTER_LINKING}\nfrom txmailhost.cli import main\n"
+           "sys.exit(main(sys.argv[1:]))")  # fmt: skip
+    killed = subprocess.run(
+        [sys.executable, "-c", run, "--data", site.data, "migrate", "dovecot", "--passwd-file",
+         str(site.passwd), "--mail-location", f"mbox:~/mail:INBOX={site.spool}/%n"],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert killed.returncode == 137
+    code, out = site.migrate(capsys)
+    assert code == 0, out
+    assert sorted(site.mail("carol")["INBOX"][2]) == [3, 7, 10]
+    assert list(site.mail("carol")["Work"][2]) == [1]
+    assert "  INBOX: 0 message(s) added, 3 there already" in site.migrate(capsys)[1]

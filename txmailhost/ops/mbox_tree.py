@@ -172,34 +172,33 @@ def read_folder(path: str, unquote: str | None = None) -> MboxFolder:
     if blocks and not blocks[-1].complete:
         notes.append(f"{shown(path)}: the last message (at octet {blocks[-1].start}) does not "
                      "end with an empty line: it may have been cut short")  # fmt: skip
-    fallback = blocks[0].date if blocks and blocks[0].date else listed.st_mtime
+    # Only the first From line may lack a date (later ones are From lines by theirs): it
+    # takes the next message's, the same on every run, where the file's mtime is not.
+    fallback = next((b.date for b in blocks if b.date is not None), listed.st_mtime)
     first_date = min(max(int(fallback), 1), MAX_UID - 1)
-    problem = None
+    problem, avoid = None, None
     if isinstance(numbers, str):
         problem, numbers = numbers, None
-    if numbers is None:
+    how = "UIDs kept"
+    if numbers is not None:
+        validity, uidnext = numbers
+        uids, renumbered = _uids(blocks, uidnext)
+        if renumbered:
+            notes.append(f"{shown(path)}: {renumbered} message(s) without a usable X-UID "
+                         "got new UIDs")  # fmt: skip
+        if uids and max(uids) >= MAX_UID:
+            problem = f"{shown(path)}: no UIDs left below {MAX_UID} (LASTUID {uidnext - 1})"
+            numbers, avoid = None, validity
+    else:
         avoid = _leading_number(base)
-        validity = first_date + (first_date == avoid)
-        uids = list(range(1, len(blocks) + 1))
+    if numbers is None:  # new UIDs in the file's order, under a UIDVALIDITY of its own
+        validity, uidnext = first_date + (first_date == avoid), len(blocks) + 1
+        uids = list(range(1, uidnext))
         how = "new UIDs, as the X-IMAPbase's can't be kept:" if problem else (
             "new UIDs in the file's order (no X-IMAPbase)")  # fmt: skip
-        return MboxFolder(validity, len(blocks) + 1,
-                          _restored(path, listed, blocks, uids, notes, unquote),
-                          how, problem, notes)  # fmt: skip
-    validity, uidnext = numbers
-    uids, renumbered = _uids(blocks, uidnext)
-    if renumbered:
-        notes.append(f"{shown(path)}: {renumbered} message(s) without a usable X-UID got new UIDs")
-    if uids and uids[-1] >= MAX_UID:
-        uids = list(range(1, len(blocks) + 1))
-        validity += 1 if validity < MAX_UID else -1
-        problem = f"{shown(path)}: no UIDs left below {MAX_UID} (LASTUID {uidnext - 1})"
-        return MboxFolder(validity, len(blocks) + 1,
-                          _restored(path, listed, blocks, uids, notes, unquote),
-                          "new UIDs, as the X-IMAPbase's can't be kept:", problem, notes)  # fmt: skip
+    restored = _restored(path, listed, blocks, uids, notes, unquote, fallback)
     uidnext = max([uidnext, *(uid + 1 for uid in uids)])
-    return MboxFolder(validity, uidnext, _restored(path, listed, blocks, uids, notes, unquote),
-                      "UIDs kept", None, notes)  # fmt: skip
+    return MboxFolder(validity, uidnext, restored, how, problem, notes)
 
 
 def _leading_number(base: bytes | None) -> int | None:
@@ -250,6 +249,7 @@ def _restored(
     uids: list[int],
     notes: list[str],
     unquote: str | None,
+    fallback: float,
 ) -> list[RestoredMessage]:
     out = []
     for uid, block in zip(uids, blocks, strict=True):
@@ -262,7 +262,7 @@ def _restored(
             else:
                 notes.append(f"{shown(path)}: message at octet {block.start}: keyword "
                              f"{shown(repr(name[:80]))} is not an IMAP keyword")  # fmt: skip
-        date = clamped_date(block.date if block.date is not None else listed.st_mtime)
+        date = clamped_date(block.date if block.date is not None else fallback)
         source = MboxMessageSource(path, listed, block, unquote)
         out.append(RestoredMessage(uid, frozenset(flags), date, _FIRST_MODSEQ, source))
     return out
