@@ -6,6 +6,7 @@ from __future__ import annotations
 import calendar
 import io
 import os
+import re
 import time
 import tracemalloc
 from pathlib import Path
@@ -305,3 +306,48 @@ def test_a_dated_from_line_right_after_text_starts_a_message_as_dovecot_reads_it
         f"{tmp_path / 'inbox'}: the message at octet 0 is followed by a From line without an "
         "empty line between"
     ]
+
+
+@settings(max_examples=300, deadline=2000)
+@given(st.binary(max_size=300))
+def test_parse_from_line_never_raises(line: bytes) -> None:
+    ok, date = parse_from_line(b"From " + line)
+    assert isinstance(ok, bool) and (date is None or isinstance(date, float | int))
+    assert ok or date is None
+
+
+@settings(max_examples=300, deadline=2000)
+@given(st.binary(max_size=3000), st.booleans())
+def test_scanning_any_octets_raises_only_mbox_error(content: bytes, as_mbox: bool) -> None:
+    if as_mbox:
+        content = b"From a@b Sat Dec  5 09:30:01 2026\n" + content.replace(b"F", b"\nFrom ")
+    try:
+        found = messages(scan(io.BytesIO(content), "x"), lambda block: True)
+    except MboxError:
+        assert not content.startswith(b"From ")
+        return
+    assert all(0 <= b.start < b.header <= b.body <= b.end <= len(content) or
+               b.header == b.body == b.end for b in found)  # fmt: skip
+
+
+_LINES = st.lists(st.binary(max_size=40).filter(lambda line: b"\n" not in line), max_size=8)
+
+
+@settings(max_examples=200, deadline=2000)
+@given(st.lists(_LINES, min_size=1, max_size=5))
+def test_what_an_mboxrd_writer_writes_reads_back_exactly(
+    tmp_path_factory: pytest.TempPathFactory, bodies_lines: list[list[bytes]]
+) -> None:
+    """The printer round trip: quote ``>*From `` lines, add the From line and the empty line;
+    read with ``mboxrd`` unquoting, every message comes back octet for octet."""
+    originals = [b"Subject: s\n\n" + b"".join(line + b"\n" for line in lines)
+                 for lines in bodies_lines]  # fmt: skip
+    written = b"".join(
+        b"From a@b Sat Dec  5 09:30:01 2026\n"
+        + re.sub(rb"(?m)^(>*From )", rb">\1", message)
+        + b"\n"
+        for message in originals
+    )
+    path = tmp_path_factory.mktemp("rd") / "box"
+    path.write_bytes(written)
+    assert bodies(path, "mboxrd") == originals

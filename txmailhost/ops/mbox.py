@@ -186,7 +186,7 @@ def _ended(block: Block, end: int, complete: bool) -> Block:
     end) left out as Dovecot leaves it out: ``body<LF><LF>From`` is ``body<LF>``. A header
     that ran up to that line ends there, without a body."""
     block.end, block.complete = max(end, block.header), complete
-    block.body = end if block.body < 0 or block.body > end else block.body
+    block.body = block.end if block.body < 0 or block.body > block.end else block.body
     return block
 
 
