@@ -168,7 +168,8 @@ def scan(f: BinaryIO, path: str) -> Iterator[Block]:
                         block.hidden[-1] = (block.hidden[-1][0], offset + len(piece))
                     else:
                         block.hidden.append((offset, offset + len(piece)))
-                    block.fields.setdefault(in_field, value.strip()[:_KEPT_VALUE])
+                    if value.strip():  # Dovecot's empty "Status: " says nothing
+                        block.fields.setdefault(in_field, value.strip()[:_KEPT_VALUE])
                 elif in_field == b"subject" and block.subject is None and block.start == 0:
                     block.subject = value.strip()[:200]
         elif in_header and hiding:  # the rest of a field's line longer than PIECE
