@@ -7,6 +7,8 @@ import calendar
 import io
 import os
 import re
+import subprocess
+import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -351,3 +353,16 @@ def test_what_an_mboxrd_writer_writes_reads_back_exactly(
     path = tmp_path_factory.mktemp("rd") / "box"
     path.write_bytes(written)
     assert bodies(path, "mboxrd") == originals
+
+
+def test_many_content_lengths_past_the_end_cost_a_search_each_not_a_walk(tmp_path: Path) -> None:
+    """Each Content-Length was followed block by block to the file's end: 60,000 messages
+    that each claim to run past it took minutes (quadratic). Run apart: a hang fails."""
+    one = b"From a@b Sat Dec  5 09:30:01 2026\nX-UID: 1\nContent-Length: 99999999999\n\nx\n\n"
+    (tmp_path / "inbox").write_bytes(one * 60000)
+    code = (
+        "import sys\nfrom txmailhost.ops.mbox_tree import read_folder\n"
+        f"print(len(read_folder({str(tmp_path / 'inbox')!r}).messages))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert done.stdout == b"60000\n", done.stderr

@@ -10,11 +10,13 @@ and the files under Dovecot's ``~/mail`` are mboxes. What this module decides:
   does not quote ``From `` lines of the messages it saves (it writes ``Content-Length:``),
   so ``From here on`` after an empty line of a body is text, not a new message.
 - **Content-Length is not trusted to skip data.** A sender's own ``Content-Length:`` comes
-  through Postfix as it was written. It is honoured only to keep together what Dovecot
-  wrote as one message: when it ends exactly where a later From line's message ends, and
-  every From line inside it starts no header (a message always has one: Postfix prepends
-  ``Return-Path:``). So no Content-Length can hide a message inside another; one that tries is
-  read as separate messages and reported (``Block.spans``).
+  through Postfix as it was written. It is followed past From lines only to keep together
+  what Dovecot wrote as one message (Dovecot drops a sender's Content-Length, writes its
+  own, and quotes no From line of the body): in a message Dovecot numbered (``trusted``,
+  decided by ``mbox_tree.py`` from its X-UID), and only when it ends exactly where a later
+  block ends. A sender's Content-Length can neither hide the messages after it in its own
+  (it is read as separate messages and reported: ``Block.spans``) nor, in a message Dovecot
+  saved, a dated From line of its body make a message of its own.
 - **``>From`` lines are left as they are** by default. Postfix's local(8) quotes a body's
   ``From `` lines mboxo-style (``>From ``, an existing ``>From `` left alone), and neither
   Dovecot nor UW-IMAP remove that ``>`` when they serve the message: IMAP clients hold the
@@ -32,6 +34,7 @@ and the files under Dovecot's ``~/mail`` are mboxes. What this module decides:
 
 from __future__ import annotations
 
+import bisect
 import calendar
 import io
 import os
@@ -51,7 +54,6 @@ HIDDEN = frozenset({b"content-length", b"status", b"x-imap", b"x-imapbase", b"x-
 _KEPT_VALUE = 1024  # most octets of a hidden field's value kept (memory is per message)
 _FROM_KEPT = 200  # octets of a From line kept to find it again when the message is copied
 UW_PSEUDO_SUBJECT = b"DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA"
-_FIELD = re.compile(rb"[!-9;-~]+[ \t]*:")  # RFC 5322 2.2 (and the "Name :" of old mailers)
 _MONTHS = {m.encode(): n for n, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}  # fmt: skip
 # asctime "Www Mmm dd hh:mm:ss yyyy" at the end of the line, with the variants mailers wrote:
@@ -109,7 +111,6 @@ class Block:
     fields: dict[bytes, bytes] = field(default_factory=dict)  # hidden fields, first of each
     hidden: list[tuple[int, int]] = field(default_factory=list)  # their ranges, to leave out
     subject: bytes | None = None  # the first message's (UW-IMAP's pseudo message)
-    headed: bool = False  # its first line is a header field
     complete: bool = True  # ended by an empty line (the last one may be cut short)
     spans: int = 0  # From lines its Content-Length would have hidden (see ``messages``)
     after_header: int = -1  # where its Content-Length counts from (body may end before it)
@@ -158,8 +159,6 @@ def scan(f: BinaryIO, path: str) -> Iterator[Block]:
                     block.hidden[-1] = (block.hidden[-1][0], offset + len(piece))
                     _extend(block.fields, in_field, content)
             else:
-                if offset == block.header:
-                    block.headed = _FIELD.match(piece) is not None
                 name, colon, value = content.partition(b":")
                 in_field = name.strip().lower()
                 hiding = bool(colon) and in_field in HIDDEN
@@ -206,6 +205,7 @@ def messages(blocks: Iterator[Block], trusted: Callable[[Block], bool]) -> list[
     keeps it) and is not followed: what it would have taken in is counted in ``spans``
     for the report, and read as the messages it is."""
     listed = list(blocks)
+    ends = [block.end for block in listed]
     out: list[Block] = []
     n = 0
     while n < len(listed):
@@ -214,10 +214,10 @@ def messages(blocks: Iterator[Block], trusted: Callable[[Block], bool]) -> list[
         last = n
         if length.isdigit() and len(length) < 20 and block.after_header >= 0:
             wanted = block.after_header + int(length)
-            k = n
-            while k + 1 < len(listed) and listed[k].end < wanted:
-                k += 1
-            if k > n and listed[k].end == wanted:
+            # the ends grow block by block: a search, not a walk (a file of many messages,
+            # each with a Content-Length past the file's end, was quadratic)
+            k = bisect.bisect_left(ends, wanted, n)
+            if n < k < len(listed) and listed[k].end == wanted:
                 if trusted(block):
                     last = k
                 else:
