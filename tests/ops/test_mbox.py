@@ -366,3 +366,19 @@ def test_many_content_lengths_past_the_end_cost_a_search_each_not_a_walk(tmp_pat
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
     assert done.stdout == b"60000\n", done.stderr
+
+
+def test_a_file_full_of_oddities_gives_a_report_of_bounded_length(tmp_path: Path) -> None:
+    """One line per bad keyword, per lying Content-Length: a crafted file of a million made a
+    report of a million lines."""
+    one = (b"From a@b Sat Dec  5 09:30:01 2026\nSubject: s\nX-Keywords: (a (b\n"
+           b"Content-Length: %05d\n\nx\n\n")  # fmt: skip
+    span = len(b"x\n") + 1 + len(one % 0) - 1  # to the end of the next message's text
+    (tmp_path / "inbox").write_bytes((one % span) * 100 + one % 2)
+    folder = read_folder(str(tmp_path / "inbox"))
+    assert len(folder.messages) == 101
+    assert len(folder.notes) == 20 + 20 + 1 + 1
+    assert folder.notes[20].endswith(
+        ": and 80 more such Content-Length(s), 0 more such From line(s)"
+    )
+    assert folder.notes[-1].endswith(": 182 more keyword(s) that are not IMAP keywords left out")

@@ -45,6 +45,7 @@ _STATUS = {"R": "\\Seen"}
 _X_STATUS = {"A": "\\Answered", "F": "\\Flagged", "T": "\\Draft", "D": "\\Deleted"}
 _FIRST_MODSEQ = 2  # above a fresh mailbox's HIGHESTMODSEQ of 1: restore keeps it
 _DOVECOT_FILE = re.compile(r"dovecot[.-]")
+MAX_NOTED = 20  # report lines of one kind a folder gets before the rest are counted
 MAX_DEPTH = 32  # hierarchy levels followed down (a name can't be longer than that anyway)
 _DIGITS = re.compile(rb"[0-9]+")
 
@@ -161,14 +162,17 @@ def read_folder(path: str, unquote: str | None = None) -> MboxFolder:
     if base is not None and blocks[0].subject == UW_PSEUDO_SUBJECT:
         blocks.pop(0)  # UW-IMAP's folder data, no message
     notes: list[str] = []
-    for n, block in enumerate(blocks, 1):
-        if block.spans:
-            notes.append(f"{shown(path)}: the Content-Length of the message at octet "
-                         f"{block.start} would take in {block.spans} message(s) after it: "
-                         "read as separate messages")  # fmt: skip
-        if not block.complete and n < len(blocks):
-            notes.append(f"{shown(path)}: the message at octet {block.start} is followed by "
-                         "a From line without an empty line between")  # fmt: skip
+    spanning = [block for block in blocks if block.spans]
+    notes += [f"{shown(path)}: the Content-Length of the message at octet {block.start} would "
+              f"take in {block.spans} message(s) after it: read as separate messages"
+              for block in spanning[:MAX_NOTED]]  # fmt: skip
+    joined = [block for block in blocks[:-1] if not block.complete]
+    notes += [f"{shown(path)}: the message at octet {block.start} is followed by a From line "
+              "without an empty line between" for block in joined[:MAX_NOTED]]  # fmt: skip
+    if len(spanning) > MAX_NOTED or len(joined) > MAX_NOTED:
+        notes.append(f"{shown(path)}: and {max(len(spanning) - MAX_NOTED, 0)} more such "
+                     f"Content-Length(s), {max(len(joined) - MAX_NOTED, 0)} more such From "
+                     "line(s)")  # fmt: skip
     if blocks and not blocks[-1].complete:
         notes.append(f"{shown(path)}: the last message (at octet {blocks[-1].start}) does not "
                      "end with an empty line: it may have been cut short")  # fmt: skip
@@ -251,7 +255,7 @@ def _restored(
     unquote: str | None,
     fallback: float,
 ) -> list[RestoredMessage]:
-    out = []
+    out, refused = [], 0
     for uid, block in zip(uids, blocks, strict=True):
         flags = {_STATUS[c] for c in _letters(block, b"status") if c in _STATUS}
         flags |= {_X_STATUS[c] for c in _letters(block, b"x-status") if c in _X_STATUS}
@@ -259,12 +263,15 @@ def _restored(
             name = keyword.decode("utf-8", "replace")
             if is_flag(name) and not name.startswith("\\"):
                 flags.add(name)
-            else:
+            elif (refused := refused + 1) <= MAX_NOTED:
                 notes.append(f"{shown(path)}: message at octet {block.start}: keyword "
                              f"{shown(repr(name[:80]))} is not an IMAP keyword")  # fmt: skip
         date = clamped_date(block.date if block.date is not None else fallback)
         source = MboxMessageSource(path, listed, block, unquote)
         out.append(RestoredMessage(uid, frozenset(flags), date, _FIRST_MODSEQ, source))
+    if refused > MAX_NOTED:
+        notes.append(f"{shown(path)}: {refused - MAX_NOTED} more keyword(s) that are not IMAP "
+                     "keywords left out")  # fmt: skip
     return out
 
 
