@@ -507,10 +507,12 @@ def _dovecot(args: argparse.Namespace, config: Any, accounts: Any) -> int:
             out.extend(f"  skipped {line}" for line in user["skipped"])
             for box in user["mailboxes"]:
                 how = "UIDs kept" if box["kept_uids"] else "new UIDs (the mailbox held mail)"
-                if box.get("uidlist_problem"):
-                    how = "new UIDs, as the dovecot-uidlist's can't be kept:"
+                if box.get("uidlist_problem"):  # an mbox's is in its X-IMAPbase
+                    how = (
+                        box.get("numbering") or "new UIDs, as the dovecot-uidlist's can't be kept:"
+                    )
                 elif box.get("numbering") and box["kept_uids"]:
-                    how = box["numbering"]  # an mbox's
+                    how = box["numbering"]
                 out.append(
                     f"  {box['name']}: {added(box)}, UIDVALIDITY {box['uidvalidity']}, {how}"
                 )
