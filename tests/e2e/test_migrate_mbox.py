@@ -110,6 +110,7 @@ def test_mbox_files_move_in_as_imap_clients_knew_them(server, tmp_path: Path) ->
     assert "  INBOX: 2 message(s), UIDVALIDITY 1650000000, UIDs kept" in result.stdout
 
     boxes = state(server.ports["imap"], CAROL, OLD_PASSWORD)
+    assert set(boxes) == {"INBOX", "Lists/twisted", "Sent", "Drafts", "Junk", "Trash"}
     quoted = (b"Return-Path: <alice@example.org>\r\nSubject: quoted\r\n\r\n"
               b">From the start.\r\n>>From stays.\r\nend\r\n\r\n")  # fmt: skip
     assert boxes["INBOX"] == (1650000000, {
