@@ -15,7 +15,8 @@ import pytest
 
 from tests.ops.test_migrate import DOMAIN, PASSWORD_HASH
 from txmailhost.cli import main
-from txmailhost.ops.mailbox_admin import result_of
+from txmailhost.ops.mailbox_admin import AdminError, result_of
+from txmailhost.ops.mbox_tree import MailLocation
 from txmailhost.store.maildir import MaildirStore
 
 INBOX_FILE = (
@@ -417,3 +418,15 @@ def test_a_run_killed_while_linking_finishes_without_duplicates(
     assert sorted(site.mail("carol")["INBOX"][2]) == [3, 7, 10]
     assert list(site.mail("carol")["Work"][2]) == [1]
     assert "  INBOX: 0 message(s) added, 3 there already" in site.migrate(capsys)[1]
+
+
+@pytest.mark.parametrize("user", ["../etc/x", "a/b", ".."])
+def test_a_user_name_that_would_climb_out_of_the_spool_is_refused(user: str) -> None:
+    """The passwd-file's reader refuses such names already; the path is checked again
+    where it is made, so that ``%n`` of ``../../etc/x`` can never read ``/etc/x``."""
+    location = MailLocation.parse("mbox:~/mail:INBOX=/var/mail/%n")
+    with pytest.raises(AdminError, match="%n would be .* in a path"):
+        location.paths(user, f"{user or 'x'}@{DOMAIN}", "/home/x")
+    assert location.paths("carol", f"carol@{DOMAIN}", "/home/carol") == (
+        "/home/carol/mail", "/var/mail/carol",
+    )  # fmt: skip
