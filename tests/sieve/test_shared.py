@@ -207,3 +207,21 @@ def test_a_script_failure_is_told_once_across_nodes(states):
     assert not b.first(ALICE, "main\0error one")
     assert b.first(ALICE, "main\0error two")
     assert a.first("bob@example.test", "main\0error one")
+
+
+def test_put_unchecked_keeps_a_script_that_does_not_compile_within_the_quotas(store):
+    """What ``migrate dovecot`` does with a user's script our Sieve refuses: kept, for them
+    to mend, never lost; the quotas hold all the same."""
+    broken = 'require "vnd.dovecot.debug";\r\ndebug_log "x";\r\n'
+    with pytest.raises(SieveSyntaxError):
+        store.put(ALICE, "debug", broken)
+    assert store.put(ALICE, "debug", broken, check=False) is None
+    assert store.get(ALICE, "debug") == broken
+    assert [s.name for s in store.list(ALICE)] == ["debug"]
+    with pytest.raises(ScriptError) as too_big:
+        store.put(ALICE, "big", "#" * 200, check=False)
+    assert too_big.value.code == "QUOTA/MAXSIZE"
+    store.put(ALICE, "main", "keep;\r\n")
+    with pytest.raises(ScriptError) as too_many:
+        store.put(ALICE, "third", "}", check=False)
+    assert too_many.value.code == "QUOTA/MAXSCRIPTS"

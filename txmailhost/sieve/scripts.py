@@ -213,12 +213,16 @@ class ScriptStore:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def put(self, user: str, name: str, text: str) -> Script:
-        """Check ``text`` (SieveSyntaxError) and store it as ``name``, replacing any old one."""
+    def put(self, user: str, name: str, text: str, check: bool = True) -> Script | None:
+        """Check ``text`` (SieveSyntaxError) and store it as ``name``, replacing any old one.
+
+        ``check=False`` stores a script that doesn't compile (None is returned): ``migrate
+        dovecot`` keeps a user's script our Sieve refuses, inactive, for them to mend,
+        rather than lose it. The quotas hold either way."""
         data = text.encode("utf-8")
         with self._lock:
             self.check_space(user, name, len(data))
-            script = compile_script(text, max_size=self.max_script_size)
+            script = compile_script(text, max_size=self.max_script_size) if check else None
             directory = self.user_directory(user)
             makedirs_durably(directory)
             self._write_name(user, name)

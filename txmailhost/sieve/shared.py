@@ -153,13 +153,14 @@ class SharedScriptStore:
         """Serialise this user's writes across nodes (until the transaction ends)."""
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('sieve:' || %s))", (address,))
 
-    def put(self, user: str, name: str, text: str) -> Script:
-        """Check ``text`` (SieveSyntaxError) and store it as ``name``, replacing any old one."""
+    def put(self, user: str, name: str, text: str, check: bool = True) -> Script | None:
+        """Check ``text`` (SieveSyntaxError) and store it as ``name``, replacing any old one;
+        ``check=False`` stores it without compiling it (``ScriptStore.put``)."""
         address = _owner(user)
         with self.state.transaction() as conn:
             self._locked(conn, address)
             self._check_space(conn, address, name, len(text.encode("utf-8")))
-            script = compile_script(text, max_size=self.max_script_size)
+            script = compile_script(text, max_size=self.max_script_size) if check else None
             conn.execute(
                 "INSERT INTO sieve_scripts (address, name, script, updated)"
                 " VALUES (%s, %s, %s, %s) ON CONFLICT (address, name)"
