@@ -1,7 +1,8 @@
 """``txmailhost migrate dovecot|postfix-aliases``: moving in from Postfix + Dovecot.
 
-``migrate dovecot --passwd-file FILE [--maildir-root DIR] [--domain D]`` reads Dovecot's
-passwd-file (``user:{SCHEME}hash:uid:gid:gecos:home:shell:extra``) and, for each user:
+``migrate dovecot --passwd-file FILE [--maildir-root DIR] [--domain D] [--sieve LOCATION]``
+reads Dovecot's passwd-file (``user:{SCHEME}hash:uid:gid:gecos:home:shell:extra``) and, for
+each user:
 
 - creates the account with its Dovecot hash (``accounts/legacy.py`` checks it at login; the
   first successful login replaces it with ours), unless the account exists already; a
@@ -12,7 +13,9 @@ passwd-file (``user:{SCHEME}hash:uid:gid:gecos:home:shell:extra``) and, for each
   ``dovecot-keywords`` (file-name letters ``a``-``z``), so IMAP clients see the same mailboxes
   and download nothing again; messages Dovecot hadn't given a UID yet get the next ones (a
   uidlist with numbers IMAP can't serve is reported, and its folder gets new UIDs);
-- subscribes what Dovecot's ``subscriptions`` file lists.
+- subscribes what Dovecot's ``subscriptions`` file lists;
+- brings the user's Sieve scripts, the active one active (``migrate_sieve.py``), and the
+  storage limit of their ``quota_rule`` extra field (``dovecot_quota.py``).
 
 With ``--mail-location mbox:~/mail:INBOX=/var/mail/%u`` (Dovecot's setting, for users whose
 mail is in mbox files) the INBOX file and the files under the folder root are read instead
@@ -45,6 +48,7 @@ from typing import Any
 from txmailhost.accounts.addresses import canonical_address
 from txmailhost.accounts.interfaces import AccountError
 from txmailhost.accounts.legacy import scheme_of
+from txmailhost.ops import dovecot_quota, migrate_sieve
 from txmailhost.ops.archive import added
 from txmailhost.ops.dovecot_hashes import hash_problem
 from txmailhost.ops.mailbox_admin import AdminError, emit, json_option, open_store, result_of
@@ -61,6 +65,8 @@ from txmailhost.ops.sourcefiles import (
     shown,
 )
 from txmailhost.routing import blocking_router
+from txmailhost.sieve.scripts import ScriptError
+from txmailhost.sieve.setup import script_store
 from txmailhost.store.interfaces import INBOX, InvalidMailboxName, StoreError
 from txmailhost.store.restore import (
     MAX_UID,
@@ -115,6 +121,13 @@ def register(commands: Any, with_accounts: Callable[..., Callable[[argparse.Name
         choices=("mboxo", "mboxrd"),
         help="take '>' off '>From ' lines (not done by default: Dovecot served them quoted)",
     )
+    dovecot.add_argument(
+        "--sieve",
+        metavar="LOCATION",
+        default=migrate_sieve.DEFAULT_LOCATION,
+        help="where Pigeonhole keeps each user's Sieve scripts: Dovecot's 'sieve =' setting "
+        "(default %(default)s)",
+    )
     json_option(dovecot)
     dovecot.set_defaults(run=with_accounts(_dovecot))
     aliases = sources.add_parser(
@@ -138,6 +151,7 @@ class PasswdEntry:
     home: str
     where: str = ""  # FILE:LINE, for the report
     user: str = ""  # as the file names them (Dovecot's %u), domain or not
+    extra: str = ""  # the extra fields (userdb_quota_rule=*:storage=1G ...)
 
 
 def text_lines(path: str) -> Iterator[tuple[int, str]]:
@@ -186,7 +200,10 @@ def read_passwd_file(path: str, domain: str | None) -> list[PasswdEntry]:
                 f"{path}:{number}: {address} is listed again (first on line {lines[address]})"
             )
         lines[address] = number
-        entries.append(PasswdEntry(address, password, home, f"{path}:{number}", named))
+        extra = ":".join(fields[7:])  # an extra field may hold ":" (*:storage=1G)
+        entries.append(
+            PasswdEntry(address, password, home, f"{path}:{number}", user=named, extra=extra)
+        )
     return entries
 
 
@@ -316,6 +333,8 @@ def folders(maildir: str, skipped: list[str]) -> Iterator[tuple[str, str]]:
             continue
         full = os.path.join(maildir, entry)
         mode = os.lstat(full).st_mode
+        if entry == migrate_sieve.ACTIVE_LINK and not stat.S_ISDIR(mode):
+            continue  # Pigeonhole's active script in a Maildir that is the home: not a folder
         if stat.S_ISLNK(mode):
             skipped.append(f"{shown(full)}: {kind(mode)}")
         elif stat.S_ISDIR(mode) and os.path.lexists(os.path.join(full, "cur")):
@@ -483,18 +502,22 @@ def _dovecot(args: argparse.Namespace, config: Any, accounts: Any) -> int:
             raise AdminError("--maildir-root and --mail-location: one or the other")
         location = MailLocation.parse(args.mail_location)
     entries = read_passwd_file(args.passwd_file, args.domain)
+    sieve = migrate_sieve.parse_location(args.sieve)
     store = open_store(config)
+    scripts = script_store(config)
     report = []
     for entry in entries:
         # One user's failure is reported and the others still move in (a run again
         # finishes this one: docs/admin.rst).
         try:
             if location is None:
-                report.append(migrate_user(store, accounts, entry, args.maildir_root))
+                report.append(
+                    migrate_user(store, accounts, entry, args.maildir_root, scripts, sieve)
+                )
             else:
                 report.append(migrate_mbox_user(store, accounts, entry, location,
-                                                args.mbox_unquote))  # fmt: skip
-        except (AccountError, StoreError, OSError, ValueError, sqlite3.Error) as e:
+                                                args.mbox_unquote, scripts, sieve))  # fmt: skip
+        except (AccountError, StoreError, OSError, ValueError, sqlite3.Error, ScriptError) as e:
             report.append({"user": entry.address, "error": _failure(e)})
 
     def lines() -> list[str]:
@@ -519,6 +542,9 @@ def _dovecot(args: argparse.Namespace, config: Any, accounts: Any) -> int:
                 if box.get("uidlist_problem"):
                     out.append(f"    {box['uidlist_problem']}")
                 out.extend(f"    {note}" for note in box.get("notes", ()))
+            if user.get("quota"):
+                out.extend(f"  {line}" for line in dovecot_quota.report_lines(user["quota"]))
+            out.extend(f"  {line}" for line in migrate_sieve.report_lines(user.get("sieve", [])))
         return out
 
     emit(args, report, lines)
@@ -541,9 +567,17 @@ def checked_hash(entry: PasswdEntry) -> str:
     return encoded
 
 
-def migrate_user(store: Any, accounts: Any, entry: PasswdEntry, root: str | None) -> dict:
+def migrate_user(
+    store: Any,
+    accounts: Any,
+    entry: PasswdEntry,
+    root: str | None,
+    scripts: Any = None,
+    sieve: migrate_sieve.SieveLocation | None = None,
+) -> dict:
     user = entry.address
     account = _account(accounts, entry)
+    quota = dovecot_quota.migrate_quota(accounts, user, entry.extra)
     result_of(store.provision(user))
     skipped: list[str] = []
     maildir = find_maildir(root, entry, skipped)
@@ -563,8 +597,24 @@ def migrate_user(store: Any, accounts: Any, entry: PasswdEntry, root: str | None
         for name in read_subscriptions(maildir, skipped):
             if name in existing:
                 result_of(store.subscribe(user, name, True))
+    sieve_report = _scripts(scripts, sieve, user, migrate_sieve.sieve_home(entry.home, maildir),
+                            skipped)  # fmt: skip
     return {"user": user, "account": account, "maildir": maildir, "mailboxes": boxes,
-            "skipped": skipped}  # fmt: skip
+            "skipped": skipped, "quota": quota, "sieve": sieve_report}  # fmt: skip
+
+
+def _scripts(
+    scripts: Any,
+    sieve: migrate_sieve.SieveLocation | None,
+    user: str,
+    home: str | None,
+    skipped: list[str],
+) -> list:
+    """The user's Pigeonhole scripts brought over (``migrate_sieve.py``): the report's lines."""
+    if scripts is None or sieve is None:
+        return []
+    found = migrate_sieve.find_scripts(sieve, user, home, skipped)
+    return migrate_sieve.migrate_scripts(scripts, user, found)
 
 
 def migrate_folder(
@@ -600,7 +650,13 @@ def _restore(
 
 
 def migrate_mbox_user(
-    store: Any, accounts: Any, entry: PasswdEntry, location: MailLocation, unquote: str | None
+    store: Any,
+    accounts: Any,
+    entry: PasswdEntry,
+    location: MailLocation,
+    unquote: str | None,
+    scripts: Any = None,
+    sieve: migrate_sieve.SieveLocation | None = None,
 ) -> dict:
     """``migrate_user`` for a user whose mail is in mbox files (``mbox_tree.py``): the INBOX
     file, then each file of the folder tree, then ``.subscriptions``. A file that is no mbox
@@ -608,6 +664,7 @@ def migrate_mbox_user(
     met already (``Caf&AOk-`` beside ``Café``), which would have been merged into it."""
     user = entry.address
     account = _account(accounts, entry)
+    quota = dovecot_quota.migrate_quota(accounts, user, entry.extra)
     result_of(store.provision(user))
     skipped: list[str] = []
     root, inbox = location.paths(entry.user or user, user, entry.home)
@@ -651,8 +708,10 @@ def migrate_mbox_user(
         for name in read_subscriptions(root, skipped, ".subscriptions"):
             if name in existing:
                 result_of(store.subscribe(user, name, True))
+    sieve_report = _scripts(scripts, sieve, user, entry.home or None, skipped)
     return {"user": user, "account": account, "mbox": inbox, "folders": root,
-            "mailboxes": boxes, "skipped": skipped}  # fmt: skip
+            "mailboxes": boxes, "skipped": skipped, "quota": quota,
+            "sieve": sieve_report}  # fmt: skip
 
 
 def _account(accounts: Any, entry: PasswdEntry) -> str:
