@@ -143,7 +143,7 @@ def test_script_names_are_made_ones_managesieve_allows_each_once(
     """RFC 5804 1.6: no control characters, NFC; at most 128 characters here."""
     stems: dict[str, str | bytes] = {
         "a\x1bb": "keep;\r\n",  # an escape sequence would drive the terminal of the report
-        "a_b": "discard;\r\n",  # what the first becomes: the two are told apart
+        "a_b": "discard;\r\n",  # what the first becomes: it keeps its name, the first moves
         "e\u0301t\u00e9": "keep;\r\n",  # NFD
         "x" * 200: "keep;\r\n",
     }
@@ -154,16 +154,16 @@ def test_script_names_are_made_ones_managesieve_allows_each_once(
     code, out = move.migrate(capsys)
     assert code == 0, out
     assert move.scripts(CAROL) == {
-        "a_b": "keep;\r\n",
-        "a_b-2": "discard;\r\n",
+        "a_b": "discard;\r\n",
+        "a_b-2": "keep;\r\n",
         "caf\ufffd": "keep;\r\n",
         "\u00e9t\u00e9": "keep;\r\n",
         "x" * 128: "keep;\r\n",
     }
-    assert f"  sieve 'a_b' (from {move.home(CAROL)}/sieve/a\\x1bb.sieve): imported\n" in out
+    assert f"  sieve 'a_b-2' (from {move.home(CAROL)}/sieve/a\\x1bb.sieve): imported\n" in out
     assert "\x1b" not in out
     again = move.migrate(capsys)[1]
-    assert move.scripts(CAROL)["a_b-2"] == "discard;\r\n"  # the same names the second time
+    assert move.scripts(CAROL)["a_b-2"] == "keep;\r\n"  # the same names the second time
     assert again.count("there already, unchanged") == 5
 
 

@@ -16,12 +16,13 @@ Maildir itself.
 
 Each script goes into the store ManageSieve serves (``sieve/scripts.py``, or the shared
 table of ``sieve/shared.py``) under its name made one RFC 5804 allows (1.6: no control
-characters, NFC, at most 128 characters; two files that become one name are told apart with
-``-2``), within the ``[sieve]`` quotas (a script over them is reported, not imported: the
-active one is tried first). Which was active is kept, if it compiles here: a script our Sieve
-refuses (an extension we don't have, such as ``vnd.dovecot.*`` or ``regex``; a syntax error)
-is imported all the same but never made active, and the report names it with the error, so
-that no mail is filed by half a rule set and the user can mend it over ManageSieve.
+characters, NFC, at most 128 characters; a name that had to change gets ``-2`` when another
+script has it), within the ``[sieve]`` quotas (a script over them is reported, not
+imported: the active one is tried first). Which was active is kept, if it compiles here: a
+script our Sieve refuses (an extension we don't have, such as ``vnd.dovecot.*`` or
+``regex``; a syntax error) is imported all the same but never made active, and the report
+names it with the error, so that no mail is filed by half a rule set and the user can mend
+it over ManageSieve.
 
 Run again, a migration changes nothing a first one brought: a script whose name is here
 already is left as it is (the same text: ``unchanged``; another: ``kept``, reported, as the
@@ -229,11 +230,15 @@ def _active_of(
 
 def _names(stems: list[str]) -> list[str]:
     """The script names for the file stems (sorted, so a second run names them alike): as
-    RFC 5804 allows them, each once."""
-    used: set[str] = set()
+    RFC 5804 allows them, each once. A stem that is such a name already keeps it; one that
+    had to change gets ``-2``, ``-3``... when its new name is taken."""
+    names = [script_name(stem) for stem in stems]
+    used = {name for stem, name in zip(stems, names, strict=True) if name == stem}
     out = []
-    for stem in stems:
-        base = script_name(stem)
+    for stem, base in zip(stems, names, strict=True):
+        if base == stem:
+            out.append(base)
+            continue
         name, number = base, 1
         while name in used:
             number += 1
