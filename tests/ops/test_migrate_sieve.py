@@ -239,6 +239,20 @@ def test_scripts_over_the_sieve_quotas_are_reported_and_the_active_one_goes_firs
     assert "  sieve 'big': not imported: scripts may be at most 200 octets\n" in out
 
 
+def test_a_huge_script_file_is_reported_over_the_quota_without_being_read(
+    move: Move, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A sparse file of 1 TiB (no disk needed to make it) is judged by its size."""
+    dovecot_home(move.home(CAROL), {"rules": FILING}, active="rules")
+    with open(move.home(CAROL) / "sieve" / "huge.sieve", "wb") as f:
+        f.truncate(1024**4)
+    move.users((CAROL, ""))
+    code, out = move.migrate(capsys)
+    assert code == 0, out
+    assert move.scripts(CAROL) == {"rules": FILING}
+    assert "  sieve 'huge': not imported: scripts may be at most 65536 octets\n" in out
+
+
 def test_a_script_that_is_not_utf8_comes_over_inactive_and_reported(
     move: Move, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -30,7 +30,8 @@ user may have edited it here), and a script is made active only while none is.
 
 Nothing is followed through a link but the active one, and that only to a script of the
 user's own directory; the files are read as ``sourcefiles.py`` reads mail (regular files
-only, never through a link, a FIFO never opened to hang the run).
+only, never through a link, a FIFO never opened to hang the run), one at a time and only
+once their size is known to fit the ``[sieve]`` quotas.
 """
 
 from __future__ import annotations
@@ -51,7 +52,6 @@ ACTIVE_LINK = ".dovecot.sieve"
 DEFAULT_LOCATION = f"file:~/sieve;active=~/{ACTIVE_LINK}"
 SUFFIX = ".sieve"
 RESCUED = "dovecot.orig"  # Pigeonhole's name for a plain ~/.dovecot.sieve it moves in
-MAX_SOURCE = 16 * 1024 * 1024  # largest script read: [sieve] max_script_size's ceiling
 _VARIABLE = re.compile(r"%(?:(L?)([undh%])|\{(user|username|domain|home)\})|%")
 _LONG = {"user": "u", "username": "n", "domain": "d", "home": "h"}
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -67,11 +67,13 @@ class SieveLocation:
 
 @dataclass(frozen=True)
 class SourceScript:
+    """A script found; read only when it is imported (one at a time, and only if it fits
+    the ``[sieve]`` quotas: a user's ten thousand large files are never all in memory)."""
+
     name: str  # the name it is imported under
-    path: str  # where it was read
-    text: str
+    path: str
+    size: int
     active: bool
-    problem: str | None = None  # why it isn't a script as it is (not UTF-8)
 
 
 def parse_location(text: str) -> SieveLocation:
@@ -153,21 +155,23 @@ def find_scripts(
     for (stem, is_rescued), name in zip(sorted(stems), names, strict=True):
         path = rescued if is_rescued else os.path.join(directory, files[stem])
         assert path is not None
-        try:
-            data = read_regular(path, MAX_SOURCE)
-        except SourceFileError as e:  # replaced by a link or a FIFO since it was listed
-            skipped.append(str(e))
-            continue
-        if data is None:
-            continue
-        try:
-            text, problem = data.decode("utf-8"), None
-        except UnicodeDecodeError as e:
-            text = data.decode("utf-8", "replace")
-            problem = f"not UTF-8 (byte {data[e.start]:#04x} at {e.start})"
         is_active = is_rescued or (active_file is not None and files[stem] == active_file)
-        found.append(SourceScript(name, path, text, is_active, problem))
+        found.append(SourceScript(name, path, os.lstat(path).st_size, is_active))
     return found
+
+
+def read_script(path: str, limit: int) -> tuple[str, str | None]:
+    """(text, why it isn't a script as it is) of a script file of at most ``limit`` octets
+    (``SourceFileError`` otherwise, or when it is no longer a regular file): octets that
+    aren't UTF-8 read as U+FFFD, and that is the reason."""
+    data = read_regular(path, limit)
+    if data is None:
+        raise SourceFileError(f"{shown(path)}: removed while being read")
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError as e:
+        problem = f"not UTF-8 (byte {data[e.start]:#04x} at {e.start})"
+        return data.decode("utf-8", "replace"), problem
 
 
 def _mode(path: str) -> int:
@@ -276,20 +280,23 @@ def migrate_scripts(scripts: Any, user: str, found: list[SourceScript]) -> list[
             "file": shown(source.path),
             "renamed": stem != source.name + SUFFIX,
             "active_in_dovecot": source.active,
-            "error": source.problem or _refusal(source.text),
+            "error": None,
             "activated": False,
         }
-        if source.name in here:
-            same = scripts.get(user, source.name) == source.text
-            entry["result"] = "unchanged" if same else "kept"
-        else:
-            try:
-                scripts.put(user, source.name, source.text, check=entry["error"] is None)
-            except ScriptError as e:  # over a [sieve] quota
-                entry["result"], entry["quota"] = "not imported", str(e)
+        try:
+            if source.name not in here:  # a quota it is over: said before the file is read
+                scripts.check_space(user, source.name, source.size)
+            text, problem = read_script(source.path, scripts.max_script_size)
+            entry["error"] = problem or _refusal(text)
+            if source.name in here:
+                same = scripts.get(user, source.name) == text
+                entry["result"] = "unchanged" if same else "kept"
             else:
+                scripts.put(user, source.name, text, check=entry["error"] is None)
                 entry["result"] = "imported"
                 here.add(source.name)
+        except (ScriptError, SourceFileError) as e:  # over a [sieve] quota; changed since
+            entry["result"], entry["reason"] = "not imported", str(e)
         if (
             source.active
             and entry["error"] is None
@@ -323,7 +330,7 @@ def report_lines(entries: list[dict[str, Any]]) -> list[str]:
         result, error = entry["result"], entry["error"]
         if result == "not imported":
             was = ", active in Dovecot" if entry["active_in_dovecot"] else ""
-            lines.append(f"{head}: not imported{was}: {entry['quota']}")
+            lines.append(f"{head}: not imported{was}: {entry['reason']}")
             continue
         text = {"imported": "imported", "unchanged": "there already, unchanged",
                 "kept": f"kept the script here (it differs from {entry['file']})"}[result]  # fmt: skip
