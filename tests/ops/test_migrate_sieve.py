@@ -438,3 +438,24 @@ def test_json_report_carries_the_quota_and_the_scripts(
     assert [(s["name"], s["result"], s["activated"]) for s in user["sieve"]] == [
         ("rules", "imported", True)
     ]
+
+
+def test_an_mbox_user_brings_scripts_and_quota_too(
+    move: Move, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``--mail-location mbox:...`` (users whose mail is in mbox files) takes the same path
+    for the passwd-file's quota and the Pigeonhole scripts in the home as Maildir users."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "carol").write_bytes(
+        b"From a@example.org  Sat Dec  5 09:30:01 2026\nSubject: x\n\nx\n"
+    )
+    dovecot_home(move.home(CAROL), {"rules": FILING}, active="rules")
+    (move.home(CAROL) / "mail").mkdir()
+    move.users((CAROL, "userdb_quota_rule=*:storage=1G"))
+    code, out = move.migrate(capsys, "--mail-location", f"mbox:~/mail:INBOX={spool}/%n")
+    assert code == 0, out
+    assert move.scripts(CAROL) == {"rules": FILING}
+    assert move.active(CAROL) == "rules"
+    assert "  sieve 'rules': imported, active\n" in out
+    assert quota_here(move, CAROL, capsys) == "1G"
