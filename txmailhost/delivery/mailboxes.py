@@ -22,6 +22,7 @@ from twisted.internet.threads import blockingCallFromThread
 from txmailhost.store.interfaces import (
     IFileDelivery,
     IQuotaDelivery,
+    IQuotaReservation,
     MailboxExists,
     MessageSource,
 )
@@ -74,6 +75,24 @@ def deliver(
     if limits and IQuotaDelivery.providedBy(store):
         return store.deliver_within_quota(targets, MessageSource.from_path(path), limits, flags)
     return store.deliver(targets, MessageSource.from_path(path), **extra)
+
+
+def reserves_room(store: Any) -> bool:
+    """Does the store hold room under the quotas for mail it stores after the ``250``
+    (``IQuotaReservation``: Maildir)?"""
+    return IQuotaReservation.providedBy(store)
+
+
+def reserve(store: Any, path: str, limits: dict[str, int], octets: int) -> Deferred[None]:
+    """Hold ``octets`` under each quota of ``limits`` (user -> octets) for the file at
+    ``path`` until it is stored (``deliver`` or ``deliver_batch_sync`` of that path), or
+    fail with ``QuotaExceeded`` when a user holds their limit already."""
+    return store.reserve(path, limits, octets)
+
+
+def release(store: Any, path: str) -> None:
+    """The message at ``path`` won't be stored: give back the room ``reserve`` held."""
+    store.release(path)
 
 
 def folders(store: Any, user: str) -> Deferred[list[str]]:

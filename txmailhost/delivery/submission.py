@@ -117,14 +117,24 @@ class Submission:
     async def _submit(self, envelope: Envelope, message: IncomingMessage) -> Receipt:
         remote = [route.address for route in envelope.routes if route.kind is RouteKind.REMOTE]
         local = local_recipients(envelope)
+        reserved = False
         try:
             await message.seal()  # held header fields (filters') go on top: the file is final
             if remote and self._queue is None:
                 raise SubmissionError("no relay queue for remote recipients")
             if not remote and not local:
                 raise SubmissionError("no recipients")
+            limits = quota_limits(envelope)
+            if local and limits and mailboxes.reserves_room(self._store):
+                # A store that links the copies in after the 250 (Maildir) holds room for
+                # them now, before anything is durable or queued: QuotaExceeded (a 452) when a
+                # direct recipient filled up since the RCPT check, by messages received at the
+                # same time. Given back when the copies are stored, or below if never.
+                await mailboxes.reserve(self._store, message.path, limits, message.size)
+                reserved = True
             spoolable = local and not remote and self._local is not None and message.spare
             if spoolable and await self._spool_local(message, local, envelope.options):
+                reserved = False  # the delivery thread's to give back, once it has stored it
                 await self._warn_near_quota(envelope, message.size)
                 await self._report_success(envelope, message)
                 return Receipt(message.queue_id, queued=True)
@@ -172,6 +182,10 @@ class Submission:
                 names = stored_in(targets)
                 log.info(PRERENDERED, line=f"delivered {message.queue_id} to {names}",
                          queue_id=message.queue_id, mailboxes=names)  # fmt: skip
+        except BaseException:
+            if reserved:
+                mailboxes.release(self._store, message.path)
+            raise
         finally:
             message.discard()
         await self._warn_near_quota(envelope, message.size)

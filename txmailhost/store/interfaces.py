@@ -547,6 +547,26 @@ class IQuotaDelivery(Interface):
         most one message past the limit."""
 
 
+class IQuotaReservation(Interface):
+    """Optional, for an ``IFileDelivery`` store, which links SMTP mail into the mailboxes
+    after the ``250`` (``delivery/local.py``): room under the direct recipients' quotas is
+    reserved before it, in one step with the check, so that messages received for one user
+    at once (by several threads or worker processes), each let in by its ``RCPT`` check,
+    can't together go further past the limit than one message alone may, as with
+    ``IQuotaDelivery``. A reservation counts in every check until the message's copies are
+    stored (``deliver_file`` or ``deliver_named_sync`` of the same path), ``release`` or
+    the end of the process that made it (Maildir: ``quotalock.py``)."""
+
+    def reserve(path, limits, octets):
+        """Deferred[None]: hold ``octets`` for the message at ``path`` under each quota of
+        ``limits`` (user -> octets), failing with ``QuotaExceeded`` (nothing reserved) when
+        a user holds, stored and reserved, their limit or more already: soft by one
+        message, as ``IQuotaDelivery``."""
+
+    def release(path):
+        """Drop the reservation for ``path`` (none: nothing to do); from any thread."""
+
+
 class IMailboxMove(Interface):
     """Optional: MOVE (RFC 6851) as one operation of the store, so that a message is in
     exactly one of the two mailboxes at every moment, after a crash too (§3.3: a server
@@ -597,6 +617,12 @@ class MessageSource:
     def data(self) -> bytes | None:
         """The bytes when they are in memory already (no read needed), else None."""
         return self._data
+
+    @property
+    def path(self) -> str | None:
+        """The file the message is read from, when it is one (else None): a store of files
+        may link a file written in its own staging directory instead of copying it."""
+        return self._path
 
     def open(self) -> BinaryIO:
         """A binary file positioned at the message's first octet; the caller closes it.

@@ -74,6 +74,8 @@ from txmailhost.store.interfaces import (
     IMetadataStore,
     IndexColumns,
     InvalidMailboxName,
+    IQuotaAppend,
+    IQuotaReservation,
     IStagedAppend,
     ITextIndex,
     MailboxChanges,
@@ -86,12 +88,14 @@ from txmailhost.store.interfaces import (
     MessageSource,
     NoSuchMailbox,
     NoSuchMessage,
+    QuotaExceeded,
     StoredMessage,
     TextQuery,
     check_room,
 )
 from txmailhost.store.messagefiles import NotAMessageFile, is_message, open_message_file
 from txmailhost.store.pending import PendingDeliveries
+from txmailhost.store.quotalock import QuotaLocks
 from txmailhost.store.textindex import TextIndex
 
 T = TypeVar("T")
@@ -397,7 +401,7 @@ def _stage(directory: str, source: MessageSource) -> tuple[str, int]:
     return path, crlf
 
 
-@implementer(IMailbox, IMailboxMove, IStagedAppend, ITextIndex, IIndexRepair)
+@implementer(IMailbox, IMailboxMove, IStagedAppend, ITextIndex, IIndexRepair, IQuotaAppend)
 class MaildirMailbox:
     """One opened mailbox; every public method hands its work to the store's thread pool."""
 
@@ -866,6 +870,40 @@ class MaildirMailbox:
                     os.unlink(path)
         return self._index.meta()["uidvalidity"], uids
 
+    def _append_within_quota(
+        self, items: list[tuple[MessageSource, list[str], float | None]], limit: int
+    ) -> tuple[int, list[int]]:
+        """``_append_many`` with the owner's usage compared under their quota lock
+        (``quotalock.py``), in one step with the add. The messages are written and fsync'd
+        before the lock is taken; a file already in the owner's staging directory (a large
+        literal) is fsync'd and linked as it is, not copied."""
+        staging = self._store.staging_directory(self.user)
+        staged: list[str] = []
+        try:
+            files = []
+            for source, flags, internaldate in items:
+                if source.path is not None and os.path.dirname(source.path) == staging:
+                    path = source.path
+                    with open(path, "rb") as f:
+                        _safeio.fsync(f.fileno())
+                        crlf = lineends.crlf_size(f)
+                else:
+                    path, crlf = _stage(staging, source)
+                    staged.append(path)
+                bits, keywords = flags_to_bits(flags)
+                files.append((path, bits, keywords, internaldate, crlf))
+            octets = sum(crlf for *_rest, crlf in files)
+            with self._store.quota.locked([self.user]):
+                used = self._store._counted_sync(self.user)
+                if used + octets > limit:
+                    raise QuotaExceeded(f"{self.user} holds {used} octets; {octets} more")
+                uids = self._store._add_files(self.directory, files)
+        finally:
+            for path in staged:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        return self._index.meta()["uidvalidity"], uids
+
     def _expunge(self, uids: Iterable[int]) -> list[int]:
         removed = []
         with self._index.write() as db:
@@ -1000,6 +1038,12 @@ class MaildirMailbox:
     ) -> Deferred[tuple[int, int]]:
         return self._store._run(self._append_staged, path, list(flags), internaldate)
 
+    def append_within_quota(
+        self, items: Iterable[tuple[MessageSource, Iterable[str], float | None]], limit: int
+    ) -> Deferred[tuple[int, list[int]]]:
+        batch = [(source, list(flags), date) for source, flags, date in items]
+        return self._store._run(self._append_within_quota, batch, limit)
+
     def select(self, claim_recent: bool) -> Deferred[MailboxSelection]:
         return self._store._run(self._select, claim_recent)
 
@@ -1082,7 +1126,7 @@ def _stored(row: tuple) -> StoredMessage:
     )
 
 
-@implementer(IMailStore, IFileDelivery, IMetadataStore, IAclStore)
+@implementer(IMailStore, IFileDelivery, IMetadataStore, IAclStore, IQuotaReservation)
 class MaildirStore:
     """All users' Maildir++ trees under ``root``.
 
@@ -1115,6 +1159,8 @@ class MaildirStore:
         self.changes = ChangeBus()
         self.images = ImageCache()
         self.pending = PendingDeliveries()
+        # Each user's quota lock and the room held for mail on its way in (quotalock.py)
+        self.quota = QuotaLocks(functools.partial(user_directory, self.root))
         # RFC 4314 ACLs of every user's mailboxes, and who they are shared with (store/acl.py)
         self.acl = AclTable(os.path.join(self.root, ACL_FILE))
         self.max_mailboxes = 0  # mailboxes a user may have, INBOX too (0: no limit)
@@ -1260,7 +1306,7 @@ class MaildirStore:
         self._changed(directory)
         return uids
 
-    def _reconcile(self, directory: str) -> None:
+    def _reconcile(self, directory: str, wait: bool = True) -> None:
         """Bring the index in line with files other tools added or removed.
 
         Cheap when nothing changed: three stat calls (new/, cur/ and the index file, which a
@@ -1271,9 +1317,11 @@ class MaildirStore:
         take it for another tool's and index it without the keywords, INTERNALDATE and EMAILID
         it came with. The lock is SQLite's (``BEGIN IMMEDIATE``) as well as this process's,
         so this holds between workers too. Acknowledged mail still being linked in by the
-        delivery thread is waited for first (``pending.py``).
+        delivery thread is waited for first (``pending.py``), unless ``wait`` is False (the
+        quota check, which counts that mail by its reservation instead).
         """
-        self.pending.wait(directory)
+        if wait:
+            self.pending.wait(directory)
         mtimes = self._mtimes(directory)
         if mtimes is None:
             raise NoSuchMailbox(f"mailbox directory vanished: {directory}")
@@ -1607,15 +1655,35 @@ class MaildirStore:
             if os.path.exists(path):
                 _safeio.write_atomic(path, json.dumps(keys, indent=1).encode())
 
-    def _usage_sync(self, user: str) -> int:
+    def _usage_sync(self, user: str, wait: bool = True) -> int:
         user_dir = user_directory(self.root, user)
         total = 0
         for name in self._list_sync(user):
             directory = folder_directory(user_dir, name)
             if os.path.isdir(os.path.join(directory, "cur")):
-                self._reconcile(directory)
+                self._reconcile(directory, wait)
                 total += self.index_of(directory).counts()["size"]
         return total
+
+    def _counted_sync(self, user: str) -> int:
+        """What a quota check counts against ``user``'s limit, under their quota lock: the
+        octets stored in all their folders and those reserved for mail accepted and not yet
+        stored (``quotalock.py``). The delivery thread is not waited for (it would hold the
+        lock while other users' mail is fsync'd): the mail it is linking in is counted by its
+        reservation, or, indexed and not yet released, twice for that moment. The
+        reservations are read first: the delivery thread indexes a message before it gives
+        its room back, so one found gone is in the index by the time that is read."""
+        reserved = self.quota.reserved(user)
+        return reserved + self._usage_sync(user, wait=False)
+
+    def _reserve_sync(self, path: str, limits: dict[str, int], octets: int) -> None:
+        with self.quota.locked(limits):
+            for user, limit in sorted(limits.items()):
+                used = self._counted_sync(user)
+                if used >= limit:
+                    raise QuotaExceeded(f"{user} holds {used} octets of {limit}")
+            for user in sorted(limits):
+                self.quota.reserve(path, user, octets)
 
     def remove_user_sync(self, user: str) -> None:
         user_dir = user_directory(self.root, user)
@@ -1682,6 +1750,7 @@ class MaildirStore:
         flags is linked into ``cur/`` with them in its name (``:2,S``), as a Maildir reader
         expects of a message already seen or flagged; keywords live in the index.
         """
+        batch = list(batch)
         wanted: dict[str, list[tuple[str, str, str, int, str, int, float, str]]] = {}
         for source_path, stem, date, targets, *rest in batch:
             flags: Mapping[tuple[str, str], Iterable[str]] = rest[0] if rest and rest[0] else {}
@@ -1705,6 +1774,8 @@ class MaildirStore:
         for directory, files in wanted.items():
             self._link_named(directory, files)
             self._changed(directory)
+        for source_path, *_rest in batch:
+            self.quota.release(source_path)  # its copies count as stored now
 
     def _link_named(
         self, directory: str, files: list[tuple[str, str, str, int, str, int, float, str]]
@@ -1759,6 +1830,8 @@ class MaildirStore:
                     prepare()  # the caller's fsync of source_path, in the same worker trip
                 return self._deliver_sync(targets, source_path, internaldate, None, flags)
             finally:
+                # Stored (or failed before its 250): the room it held is no longer owed.
+                self.quota.release(source_path)
                 if finish is not None:
                     finish()  # the caller's removal of source_path, in the same trip too
 
@@ -1901,6 +1974,12 @@ class MaildirStore:
 
     def usage(self, user: str) -> Deferred[int]:
         return self._run(self._usage_sync, user)
+
+    def reserve(self, path: str, limits: Mapping[str, int], octets: int) -> Deferred[None]:
+        return self._run(self._reserve_sync, path, dict(limits), octets)
+
+    def release(self, path: str) -> None:
+        self.quota.release(path)
 
     def staging_directory(self, user: str) -> str:
         return os.path.join(user_directory(self.root, user), "tmp")
