@@ -11,12 +11,16 @@ these tests mirror tests/e2e/test_postgres_races.py on the default store.
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import json
+import os
 import re
 import shutil
+import signal
 import smtplib
 import threading
+import time
 from functools import partial
 
 import pytest
@@ -175,3 +179,61 @@ def test_a_message_for_two_users_racing_mail_for_each_never_deadlocks_or_oversho
     for user in (ALICE, BOB):
         used, sizes = _stored(quota_server, user)
         assert used - max(sizes) < QUOTA, (user, used, answers)
+
+
+def _kill_all(server: ServerProcess) -> None:
+    """SIGKILL the server: its workers first (they would outlive a killed supervisor)."""
+    assert server.process is not None
+    for pid in children(server.process.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    server.kill(signal.SIGKILL)
+
+
+def test_a_server_killed_during_adds_leaves_the_usage_right_and_no_lock_or_room_held(
+    quota_server,
+):
+    """SIGKILL while APPENDs and SMTP messages are being added: after the restart the usage
+    ``quota recalc`` counts is what the mailbox holds, no lock is stuck (the next APPEND is
+    answered), and room reserved by the killed process no longer counts: a reservation file
+    it left (one is planted here, as large as the quota, in case the kill left none) is
+    removed by the next check instead of refusing mail for ever."""
+    message = b"Subject: filler\r\n\r\n" + b"y" * 1500 + b"\r\n"
+    stop = threading.Event()
+
+    def appender() -> None:
+        with contextlib.suppress(Exception):
+            client = _imap(quota_server)
+            while not stop.is_set():
+                client.append("INBOX", None, None, message)
+
+    def sender() -> None:
+        with contextlib.suppress(Exception):
+            while not stop.is_set():
+                _send(quota_server, [ALICE], message.decode())
+
+    threads = [threading.Thread(target=f) for f in (appender, appender, sender, sender)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    _kill_all(quota_server)
+    stop.set()
+    for t in threads:
+        t.join(60)
+    user_dir = os.path.join(quota_server.data_dir, "mail", "example.test", "alice")
+    held = os.path.join(user_dir, "txmailhost-quota")
+    with open(os.path.join(held, f"r.{2**22 + 1}.0.{QUOTA}"), "w"):
+        pass  # what a killed process leaves: a reservation file nobody holds
+    quota_server.start()
+    used, sizes = _stored(quota_server, ALICE)
+    assert sizes, "nothing was added before the kill"
+    assert _recalc(quota_server, ALICE) == used
+    client = _imap(quota_server)
+    client.select("INBOX")
+    client.store("1:*", "+FLAGS", "(\\Deleted)")
+    client.expunge()
+    typ, data = client.append("INBOX", None, None, message)  # room again, and no stuck lock
+    client.logout()
+    assert typ == "OK", data
+    assert [n for n in os.listdir(held) if n.startswith("r.")] == []
+    assert _recalc(quota_server, ALICE) == _stored(quota_server, ALICE)[0] == len(message)
