@@ -13,6 +13,10 @@ Three ways to durable, chosen per message, each acknowledged only once it is fsy
    local copies are made before the reply: the file's fsync, the links into the mailboxes
    (fsync'd by the store) and the file's removal in one worker trip.
 
+Before any of them, a store that links the copies in after the ``250`` (``IQuotaReservation``,
+Maildir) reserves the message's room under each direct recipient's quota, or refuses it
+(``QuotaExceeded``: ``452 4.2.2``) when one is full by then; the delivery gives it back.
+
 After a message is handed over, the users it took past 90% of their quota get a notice
 (``notices.py``), submitted the same way, and a sender whose RCPT asked for NOTIFY=SUCCESS
 gets a ``delivered`` DSN for the local recipients (RFC 3461; the queue reports the remote

@@ -27,6 +27,8 @@ a ``tmp/`` is swept by ``staging.py``. Only regular files in ``cur/`` and ``new/
 messages (``messagefiles.py``: a symbolic link or a directory there is never indexed or
 read). A folder being deleted is renamed ``txmailhost-deleted.RANDOM`` in the user's
 directory first, and removed after the answer (or, after a crash, at the next start).
+The user's ``txmailhost-quota/`` holds the quota lock and the room reserved for mail on its
+way in (``quotalock.py``: flock'd files that die with their process).
 IMAP METADATA entries
 (``metadata.py``) are JSON in ``txmailhost-metadata.json`` of their mailbox directory and, for
 the account, ``txmailhost-server-metadata.json``. IMAP ACLs (``acl.py``, RFC 4314) of every
