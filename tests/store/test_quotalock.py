@@ -148,3 +148,18 @@ def test_a_message_for_two_users_takes_both_locks_and_reserves_for_each_or_neith
     store.release("spool/both")
     store.release("spool/both")  # twice: nothing more to give back
     assert store.quota.reserved(USER) == 0 and store.quota.reserved(OTHER) == 100
+
+
+def test_a_reservation_that_fails_for_one_user_holds_nothing_for_the_others(store, monkeypatch):
+    store.provision_sync(OTHER)
+    reserve = store.quota.reserve
+
+    def full_disk_for_bob(key: str, user: str, octets: int) -> None:
+        if user == OTHER:
+            raise OSError(28, "No space left on device")
+        reserve(key, user, octets)
+
+    monkeypatch.setattr(store.quota, "reserve", full_disk_for_bob)
+    with pytest.raises(OSError):
+        result(store.reserve("spool/c", {USER: 1000, OTHER: 1000}, 50))
+    assert _reservations(store, USER) == [] and store.quota.reserved(USER) == 0

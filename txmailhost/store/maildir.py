@@ -1682,8 +1682,12 @@ class MaildirStore:
                 used = self._counted_sync(user)
                 if used >= limit:
                     raise QuotaExceeded(f"{user} holds {used} octets of {limit}")
-            for user in sorted(limits):
-                self.quota.reserve(path, user, octets)
+            try:
+                for user in sorted(limits):
+                    self.quota.reserve(path, user, octets)
+            except BaseException:
+                self.quota.release(path)  # each user's or none
+                raise
 
     def remove_user_sync(self, user: str) -> None:
         user_dir = user_directory(self.root, user)
