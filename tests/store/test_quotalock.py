@@ -163,3 +163,23 @@ def test_a_reservation_that_fails_for_one_user_holds_nothing_for_the_others(stor
     with pytest.raises(OSError):
         result(store.reserve("spool/c", {USER: 1000, OTHER: 1000}, 50))
     assert _reservations(store, USER) == [] and store.quota.reserved(USER) == 0
+
+
+def test_an_append_within_quota_links_a_literal_staged_in_the_owners_tmp(store):
+    """A large APPEND literal is written into the owner's ``tmp/`` (imap/server.py): it is
+    linked into the mailbox, not copied, counted at its CRLF size (the client sent bare
+    LFs), and left for its writer to remove."""
+    staged = os.path.join(store.staging_directory(USER), "literal")
+    body = b"Subject: big\n\n" + b"z" * 300_000 + b"\n"
+    with open(staged, "wb") as f:
+        f.write(body)
+    box = result(store.open(USER, INBOX))
+    source = MessageSource.from_path(staged, len(body))
+    crlf = len(body) + body.count(b"\n")
+    with pytest.raises(QuotaExceeded):
+        result(box.append_within_quota([(source, [], None)], crlf - 1))
+    _validity, (uid,) = result(box.append_within_quota([(source, [], None)], crlf))
+    assert result(store.usage(USER)) == crlf
+    (stored,) = result(box.messages([uid], header=False, content=True))
+    assert stored.size == crlf
+    assert os.path.exists(staged) and os.stat(staged).st_nlink == 2  # linked, and still ours
