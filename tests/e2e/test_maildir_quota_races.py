@@ -132,9 +132,15 @@ def test_appends_from_many_sessions_at_once_never_take_a_mailbox_past_its_quota(
     assert used <= QUOTA
 
 
-def _send(server: ServerProcess, recipients: list[str], body: str) -> str:
-    """One SMTP message; its final answer as "code text"."""
+def _send(
+    server: ServerProcess, recipients: list[str], body: str, workers: set | None = None
+) -> str:
+    """One SMTP message; its final answer as "code text". ``workers`` collects the worker
+    process that took the connection."""
     with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=60) as s:
+        if workers is not None and server.workers > 1:
+            assert server.process is not None
+            workers.add(worker_of(s.sock, children(server.process.pid)))
         s.ehlo("sender.example")
         try:
             refused = s.sendmail("someone@remote.test", recipients, body)
@@ -152,7 +158,10 @@ def test_mail_sent_at_once_takes_a_mailbox_past_its_quota_by_one_message_at_most
     under the user's quota lock before its ``250``, only while the user is below the limit:
     five are taken (the fifth past it), the others get ``452 4.2.2`` at the end of DATA."""
     message = "Subject: filler\r\n\r\n" + "y" * 4000 + "\r\n"
-    answers = _at_once(*(partial(_send, quota_server, [ALICE], message) for _ in range(8)))
+    workers: set = set()
+    answers = _at_once(*(partial(_send, quota_server, [ALICE], message, workers) for _ in range(8)))
+    if quota_server.workers > 1:
+        assert len(workers - {None}) == quota_server.workers, f"one worker took all: {workers}"
     used, sizes = _stored(quota_server, ALICE)
     assert sizes, answers
     assert len(sizes) == answers.count("250"), answers
