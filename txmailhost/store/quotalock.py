@@ -24,6 +24,12 @@ file it can lock itself (its holder is gone), removes it and does not count it. 
 made and such leftovers removed only under the user's lock, so none is removed while it is
 being made; a release (unlink, then close) needs no lock.
 
+An IMAP APPEND reserves nothing while its literal arrives (into the user's ``tmp/``, not yet
+mail): once it is in, the check and the add are one step under the lock, so APPENDs finishing
+at once can't each see the old usage, and one that no longer fits is refused and its file
+removed. Reserving at the literal's announcement would let a client that never finishes
+sending hold the user's room for as long as its session lasts.
+
 Lock order: a message for several users takes their locks one by one in sorted order, and
 nothing waits for another user's lock while holding one out of that order, so a message for
 alice and bob racing one for bob alone can't deadlock. Nothing holds the lock while it waits on
