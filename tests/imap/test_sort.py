@@ -367,3 +367,25 @@ def test_a_later_session_asking_the_same_thread_gets_the_kept_answer(world, monk
     fresh = later.cmd("t UID THREAD REFERENCES UTF-8 ALL")
     assert built == [1, 1] and fresh.startswith(b"* THREAD (2 1 (4)(5))(3)\r\n")
     later.close()
+
+
+def test_a_gb2312_subject_with_gbk_characters_sorts_and_is_found_by_its_text(world):
+    """Mail labelled gb2312 holds GBK characters (堃, 88 D2); decoded strictly, the words
+    failed and the subject was sorted and searched as its raw ``=?gb2312?B?...?=``, which
+    sorts before every letter (``charsets.py``)."""
+    deliver(
+        world,
+        ALICE,
+        message("=?gb2312?B?zfWI0rXEsai45g==?=", "e@x.test", "Tue, 3 Feb 2026 09:00:00 +0000"),
+    )
+    deliver(world, ALICE, message("zebra", "f@x.test", "Tue, 3 Feb 2026 10:00:00 +0000"))
+    s = open_session(world)
+    answer = s.cmd("b SORT (SUBJECT) UTF-8 ALL")
+    assert answer.startswith(b"* SORT 3 1 2 4 6 5\r\n"), answer  # CJK after "zebra"
+    found = s.cmd("c SEARCH CHARSET UTF-8 SUBJECT {3+}\r\n\xe5\xa0\x83".encode("latin-1"))
+    assert found.startswith(b"* SEARCH 5\r\n"), found
+    body = "王堃的报告".encode("gbk")  # an 8-bit text part labelled gb2312
+    deliver(world, ALICE, b"Subject: b\r\nContent-Type: text/plain; charset=gb2312\r\n\r\n" + body)
+    s.cmd("d NOOP")
+    found = s.cmd(b"e SEARCH CHARSET UTF-8 BODY {6+}\r\n" + "王堃".encode())
+    assert found.startswith(b"* SEARCH 7\r\n"), found

@@ -20,7 +20,6 @@ The rules are RFC 5256's (§2.2 sent date, §3 SORT keys) and RFC 5957's (DISPLA
 
 from __future__ import annotations
 
-import contextlib
 import email.header
 import email.utils
 import json
@@ -30,6 +29,7 @@ from typing import Any, NamedTuple
 
 from twisted.logger import Logger
 
+from txmailhost.encodedwords import decode_words
 from txmailhost.imap import mime
 from txmailhost.imap.basesubject import base_subject, collapse_whitespace
 from txmailhost.store.interfaces import StoredMessage
@@ -38,7 +38,9 @@ log = Logger(namespace="txmailhost.imap")
 
 # IMailbox.remember name; the suffix changes if the derivation does. (Cutting fields to
 # FIELD_OCTETS left it: that changed only keys of fields over 8 KB, no real mail's; keys kept
-# before are still a total order, and a new suffix would re-derive every folder once.)
+# before are still a total order, and a new suffix would re-derive every folder once. So did
+# reading encoded words as mail readers do (``encodedwords.py``): it changed the keys of
+# messages whose words had failed to decode, and those kept before keep their raw text.)
 KEY = "imap.sortkeys.1"
 # Real subjects and names, even with list tags and a dozen "Re:", stay under 1 KB; 8 KB keeps
 # every one whole (RFC 5322 §2.1.1 wants lines under 998 octets), and some 900 characters
@@ -90,11 +92,7 @@ def header_text(value: bytes) -> str:
     its first ``FIELD_OCTETS``. Values that agree that far compare equal, and SORT keeps such
     messages in mailbox order (RFC 5256 §3: as any that match exactly), so its order stays
     total; a character or an encoded-word cut there is kept as it decodes."""
-    text = value[:FIELD_OCTETS].decode("utf-8", "replace")
-    if "=?" in text:
-        # a malformed encoded-word: the raw text is the best we have
-        with contextlib.suppress(Exception):
-            text = str(email.header.make_header(email.header.decode_header(text)))
+    text = decode_words(value[:FIELD_OCTETS].decode("utf-8", "replace"))
     return collapse_whitespace(text).strip()
 
 

@@ -32,7 +32,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from txmailhost import addresslist
+from txmailhost import addresslist, charsets
+from txmailhost.encodedwords import decode_words
 from txmailhost.imap import mime, objectid
 from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.store.interfaces import (
@@ -138,10 +139,7 @@ def _decode_header(value: bytes) -> str:
     if len(text) > MAX_DECODED:  # cut between words (an encoded word holds no white space)
         cut = max(text.rfind(" ", 0, MAX_DECODED), text.rfind("\t", 0, MAX_DECODED), 0)
         text, rest = text[:cut], text[cut:]
-    try:
-        return str(email.header.make_header(email.header.decode_header(text))) + rest
-    except Exception:  # a malformed encoded-word: search the raw text instead
-        return text + rest
+    return decode_words(text) + rest  # a malformed one: the raw text is searched
 
 
 def _searched_spans(
@@ -203,10 +201,7 @@ def _decoded_texts(part: mime.Part) -> tuple[list[str], list[tuple[int, int]]]:
                 )
             except (binascii.Error, ValueError):
                 continue
-        try:
-            text = data.decode(charset_name, "replace")
-        except LookupError:
-            text = data.decode("utf-8", "replace")
+        text = charsets.decode(data, charset_name)
         if encoded or charset_name not in _RAW_CHARSETS:
             out.append(text)
         if encoded:

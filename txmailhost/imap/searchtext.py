@@ -22,7 +22,7 @@ from txmailhost.store.interfaces import StoredMessage
 class SearchText:
     """The ``extractor`` of ``ITextIndex.text_candidates`` for IMAP SEARCH."""
 
-    version = "imap-search-2"
+    version = "imap-search-3"  # 3: charsets read as mail readers do (charsets.py)
 
     def columns(self, message: StoredMessage) -> dict[str, str]:
         """The case-folded text of each ``TEXT_FIELDS`` field of ``message`` (with its header

@@ -22,7 +22,9 @@ import re
 from dataclasses import dataclass, field
 from email.message import Message
 
+from txmailhost import charsets
 from txmailhost.addresslist import get_addresses, parse_address
+from txmailhost.encodedwords import decode_words
 from txmailhost.headerlimit import STORED_HEADER_LIMIT
 from txmailhost.hiddenparts import behind_reused_boundary
 
@@ -37,12 +39,7 @@ _FIRST_RECEIVED = re.compile(rb"(?:\A|\n)received[ \t]*:", re.IGNORECASE)
 def decode_value(raw: str) -> str:
     """An unfolded header value with its encoded words decoded; undecodable ones kept as is."""
     unfolded = raw.strip()
-    if "=?" not in unfolded:
-        return unfolded
-    try:
-        return str(email.header.make_header(email.header.decode_header(unfolded)))
-    except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
-        return unfolded
+    return decode_words(unfolded)
 
 
 def parse_header(raw: bytes) -> dict[str, list[str]]:
@@ -219,11 +216,7 @@ def body_text(
         if not any(_type_matches(t, maintype, subtype) for t in wanted):
             continue
         payload = part.get_payload(decode=True) or b""
-        charset = part.get_content_charset() or "us-ascii"
-        try:
-            found.append(payload.decode(charset, "replace"))
-        except LookupError:
-            found.append(payload.decode("utf-8", "replace"))
+        found.append(charsets.decode(payload, part.get_content_charset() or "us-ascii"))
     return found
 
 

@@ -32,6 +32,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
+from txmailhost import charsets
 from txmailhost.addresslist import shown
 from txmailhost.imap import mime
 from txmailhost.store.lineends import crlf_form
@@ -101,12 +102,16 @@ def shown_filename(name: str) -> str:
 
 
 def _text(part: EmailMessage) -> str:
+    """A text part's content in its declared charset as mail readers read it
+    (``charsets.py``: ``gb2312`` as GBK, ``iso-8859-1`` as Windows-1252), not U+FFFD for
+    every character the label doesn't strictly have; an unknown charset as UTF-8."""
     try:
-        content = part.get_content()
-    except (LookupError, ValueError, AssertionError):  # unknown charset, bad encoding
         payload = part.get_payload(decode=True) or b""
-        content = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
-    return content if isinstance(content, str) else ""
+    except (ValueError, AssertionError):  # a transfer encoding that doesn't decode
+        payload = b""
+    if not isinstance(payload, bytes):
+        return ""
+    return charsets.decode(payload, part.get_content_charset() or "us-ascii")
 
 
 def leaves(tree: mime.Part) -> list[tuple[str, mime.Part]]:

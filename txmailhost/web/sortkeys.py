@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from txmailhost.encodedwords import decode_words
 from txmailhost.web.headerbounds import ELLIPSIS, MAX_LISTED
 
 SORT_KEYS = "web.sortkeys.v1"  # the derived value's name: b"sender\0subject", folded
@@ -40,10 +41,7 @@ def decode_header(value: bytes | str | None) -> str:
 
 
 def _decoded(raw: str) -> str:
-    try:
-        return str(email.header.make_header(email.header.decode_header(raw)))
-    except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
-        return raw
+    return decode_words(raw)
 
 
 def sender_name(value: bytes | None) -> str:
