@@ -549,3 +549,19 @@ def test_an_over_long_lines_long_tag_is_not_echoed(world):
         b"* BAD [TOOBIG] command line too long\r\n"
     )
     assert s.cmd("c NOOP") == b"c OK NOOP completed\r\n"
+
+
+def test_copy_over_the_quota_fails_with_overquota_and_copies_nothing(world):
+    """RFC 9208 4.3: COPY counts as APPEND does (it was never checked: a user at their quota
+    could double their mail with one COPY); a MOVE among one's own mailboxes adds nothing."""
+    from twisted.internet.defer import succeed
+
+    deliver(world, ALICE, b"Subject: big\r\n\r\n" + b"x" * 300 + b"\r\n")
+    s = Session(make_factory(world, quota_of=lambda user: succeed(500)))
+    s.login()
+    s.cmd("a CREATE Archive")
+    s.cmd("b SELECT INBOX")
+    assert s.cmd("c COPY 1 Archive") == b"c NO [OVERQUOTA] mailbox quota exceeded\r\n"
+    assert s.cmd("d STATUS Archive (MESSAGES)").startswith(b'* STATUS "Archive" (MESSAGES 0)')
+    assert s.cmd("e MOVE 1 Archive").endswith(b"e OK MOVE completed\r\n")
+    assert s.cmd("f STATUS Archive (MESSAGES)").startswith(b'* STATUS "Archive" (MESSAGES 1)')

@@ -550,7 +550,9 @@ class MailboxCommands:
 
     # -- QUOTA (RFC 9208) ------------------------------------------------------------------------
 
-    async def _check_quota(self, size: int, owner: str | None = None) -> int | None:
+    async def _check_quota(
+        self, size: int, owner: str | None = None, what: str = "append"
+    ) -> int | None:
         """RFC 9208 §4.3: an APPEND that would pass the limit fails with OVERQUOTA (the
         same limit SMTP enforces at RCPT, from ``Router.quota_of``). The limit is the
         mailbox owner's: what is appended to another user's mailbox is the owner's mail.
@@ -562,7 +564,7 @@ class MailboxCommands:
             return None
         used = await self.store.usage(owner)
         if used + size > limit:
-            log.info("imap append refused: {user} over quota", user=self.user)
+            log.info("imap {what} refused: {user} over quota", what=what, user=self.user)
             raise replies.IMAPError("mailbox quota exceeded", code="OVERQUOTA")
         return limit
 

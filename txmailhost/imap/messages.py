@@ -579,6 +579,11 @@ class MessageCommands:
         except NoSuchMailbox:
             raise (replies.TryCreate() if found.own else replies.Nonexistent()) from None
         uids = [uid for _s, uid in targets]
+        if not (move and found.owner == view.mailbox.user):
+            # RFC 9208 4.3: a COPY (or a MOVE into another user's mailbox) that would take
+            # the target's owner past their quota fails with OVERQUOTA, as an APPEND does. A
+            # MOVE among one owner's mailboxes adds nothing to their usage.
+            await self._check_copy_quota(view, uids, found.owner)
         # Not when flags are to be dropped (RFC 4314 §4): that reads them from the sources.
         moved = (
             move and IMailboxMove.providedBy(view.mailbox) and all(r in found.rights for r in "stw")
@@ -606,6 +611,14 @@ class MessageCommands:
         source = compress([s for s, _d in pairs])
         dest = compress([d for _s, d in pairs])
         return pairs, f"COPYUID {status.uidvalidity} {source} {dest}", moved
+
+    async def _check_copy_quota(self, view: SelectedMailbox, uids: list[int], owner: str) -> None:
+        """``_check_quota`` for copies of ``uids``: their sizes read only when ``owner`` has a
+        limit (the index's RFC822.SIZE, no message read)."""
+        if not uids or await self._quota_limit(owner) is None:
+            return
+        size = sum(m.size for m in await view.mailbox.messages(uids, False, False))
+        await self._check_quota(size, owner, "copy")
 
     async def _copy(self, reader: Reader, by_uid: bool) -> Done:
         """§6.4.7 with COPYUID (RFC 4315 §3)."""
