@@ -389,3 +389,17 @@ def test_a_gb2312_subject_with_gbk_characters_sorts_and_is_found_by_its_text(wor
     s.cmd("d NOOP")
     found = s.cmd(b"e SEARCH CHARSET UTF-8 BODY {6+}\r\n" + "王堃".encode())
     assert found.startswith(b"* SEARCH 7\r\n"), found
+
+
+def test_years_are_read_as_rfc_5322_reads_them(world):
+    """``0102`` (a mailer of 2002 printing tm_year) is 2002 and ``55`` is 1955 (RFC 5322
+    4.3); the standard library read year 102 and 2055, so SORT (DATE) put the first before
+    every message and the second after."""
+    deliver(world, ALICE, message("y2k", "g@x.test", "Sat, 02 Feb 0102 11:39:51 +0200"))
+    deliver(world, ALICE, message("fifties", "h@x.test", "Tue, 1 Mar 55 10:00:00 +0000"))
+    s = open_session(world)
+    assert s.cmd("b SORT (DATE) UTF-8 ALL").startswith(b"* SORT 6 5 2 4 1 3\r\n")
+    assert s.cmd("c SEARCH SENTBEFORE 1-Jan-2003 SENTSINCE 1-Jan-2002").startswith(
+        b"* SEARCH 5\r\n"
+    )
+    assert s.cmd("d SEARCH SENTBEFORE 1-Jan-1956").startswith(b"* SEARCH 6\r\n")

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 from twisted.logger import Logger
 
 from txmailhost.encodedwords import decode_words
-from txmailhost.imap import mime
+from txmailhost.imap import mime, sentdates
 from txmailhost.imap.basesubject import base_subject, collapse_whitespace
 from txmailhost.store.interfaces import StoredMessage
 
@@ -143,7 +143,7 @@ def _sent(value: bytes | None) -> float | None:
     if value is None:
         return None
     try:
-        parsed = email.utils.parsedate_tz(value.decode("ascii", "replace"))
+        parsed = sentdates.parse(value.decode("ascii", "replace"))
         return float(email.utils.mktime_tz(parsed)) if parsed else None
     except (TypeError, ValueError, OverflowError, IndexError):
         return None

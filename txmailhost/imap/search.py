@@ -24,8 +24,6 @@ import base64
 import binascii
 import calendar
 import datetime
-import email.header
-import email.utils
 import html
 import quopri
 import re
@@ -34,7 +32,7 @@ from dataclasses import dataclass, field
 
 from txmailhost import addresslist, charsets
 from txmailhost.encodedwords import decode_words
-from txmailhost.imap import mime, objectid
+from txmailhost.imap import mime, objectid, sentdates
 from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.store.interfaces import (
     ANSWERED,
@@ -527,7 +525,7 @@ def _sent(compare: str) -> Callable[[_Compiler], Predicate]:
         def test(c: Candidate) -> bool:
             raw = c.header_value(b"date")
             try:
-                parsed = email.utils.parsedate_tz(raw)
+                parsed = sentdates.parse(raw)
             except (TypeError, ValueError):
                 parsed = None
             if not parsed:
