@@ -30,6 +30,9 @@ def makeService(options: Options) -> IService:
 
     twistd: Any = getattr(options, "parent", None) or {}
     _report_startup_errors_in_one_line()
+    from txmailhost.ops.eventlog import install_octet_escaping
+
+    install_octet_escaping()  # before twistd's log file observer: see its docstring
     from twisted.internet import reactor
 
     from txmailhost.datalock import note_pid

@@ -343,3 +343,27 @@ def test_spamtest_reads_our_filters_verdict_never_a_senders(server):
     assert subjects(server, ALICE, "Scored", want=1) == ["from outside"]
     assert subjects(server, ALICE, want=1) == ["submitted"]
     assert subjects(server, ALICE, "Spam") == [] and subjects(server, ALICE, "Scanned") == []
+
+
+def test_a_mailbox_name_made_of_octets_that_are_not_utf8_keeps_the_mail_in_inbox(server):
+    """``fileinto "${2}-${1}"`` of ``From: <Tom\\xe1?@football.example.com>``: the name holds
+    an octet that is no UTF-8 (a surrogate escape here). Pigeonhole fails the script and
+    keeps the message; so must we, and the log must not choke on the name."""
+    upload(
+        server,
+        'require ["fileinto", "variables", "mailbox"];\r\n'
+        'if address :matches "from" "*@*" { fileinto :create "${2}-${1}"; }\r\n',
+    )
+    send_raw(server, b"From: Tom\xe1? <Tom\xe1?@football.example.com>\r\nSubject: dinner\r\n"
+                     b"\r\nhi\r\n")  # fmt: skip
+    send(server, BOB, ALICE, "after")
+    assert sorted(subjects(server, ALICE, want=2)) == ["after", "dinner"]
+    imap = imaplib.IMAP4(H, server.ports["imap"], timeout=10)
+    imap.login(ALICE, PASSWORD)
+    typ, listed = imap.list()
+    imap.logout()
+    assert typ == "OK" and not any(b"football" in line for line in listed), listed
+    log = server.log()
+    assert "Traceback" not in log
+    # the event is in twistd's log too, the octet written as such (not lost to an error)
+    assert "football.example.com-Tom\\xe1?" in log

@@ -213,3 +213,21 @@ def test_log_grep_prints_an_events_control_characters_escaped(tmp_path, capsys) 
     (tmp_path / "twistd.log").write_text(text, newline="")
     assert main(["log", "grep", "--file", str(tmp_path / "twistd.log"), QID]) == 0
     assert capsys.readouterr().out == f"2026-12-06T00:00:01+0000 [-] {QID} from x\\r\\x1b[2J\n"
+
+
+@pytest.mark.parametrize("style", ["text", "json"])
+def test_an_octet_that_is_no_utf8_is_written_as_that_octet(tmp_path, style) -> None:
+    """A value holding a surrogate escape (a mailbox name a Sieve script made of a Latin-1
+    From:) could not be written: the write raised, and Twisted logged that instead."""
+    path = tmp_path / "events.log"
+    observer = EventLog(str(path), style, 1 << 20, 2)
+    observer(
+        event("sieve: no mailbox {mailbox}", LogLevel.warn, mailbox="Tom\udce1?", names=["x\udcff"])
+    )
+    written = path.read_text(encoding="utf-8")
+    assert "sieve: no mailbox Tom\\xe1?" in (
+        written if style == "text" else json.loads(written)["text"]
+    )
+    if style == "json":
+        assert json.loads(written)["mailbox"] == "Tom\\xe1?"
+        assert json.loads(written)["names"] == ["x\\xff"]

@@ -40,7 +40,48 @@ _SCALAR = (str, int, float, bool, type(None))
 # so "x\r2026-... [txmailhost.auth#info] login ok" in a logged value was an event of its own;
 # an escape sequence drove the terminal of whoever ran ``tail``.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+# A lone surrogate: an octet that is no UTF-8, kept as Python's surrogate escape (a mailbox
+# name a Sieve script made of a From: of Latin-1 octets, say). It can't be written as UTF-8:
+# the write raised, and Twisted logged that traceback instead of the event. Written as the
+# octet it stands for (``\xe1``), in both formats.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 log = Logger()
+
+
+def _octet(found: re.Match[str]) -> str:
+    code = ord(found.group())
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
+def escape_octets(event: dict[str, Any]) -> None:
+    """An observer that writes, in place, each lone surrogate of an event's text values as
+    the octet it stands for (``_octet``), before any other observer formats it: twistd's own
+    log file could no more write one than ``EventLog`` could (the event lost, a traceback
+    instead). Installed first on the global publisher (``install_octet_escaping``): the
+    observers after it see the same event."""
+    for key, value in event.items():
+        if isinstance(value, str) and not value.isascii() and _SURROGATE.search(value):
+            event[key] = _SURROGATE.sub(_octet, value)
+
+
+def install_octet_escaping(publisher: Any = None) -> None:
+    """Put ``escape_octets`` on ``publisher`` (the global one), once. Called as the service
+    is made, before twistd adds its log file's observer, so it comes first."""
+    from twisted.logger import globalLogPublisher
+
+    publisher = publisher if publisher is not None else globalLogPublisher
+    if escape_octets not in getattr(publisher, "_observers", ()):
+        publisher.addObserver(escape_octets)
+
+
+def _writable(value: Any) -> Any:
+    """``value`` with its lone surrogates written as the octets they stand for."""
+    if isinstance(value, str) and _SURROGATE.search(value):
+        return _SURROGATE.sub(_octet, value)
+    if isinstance(value, list):
+        return [_writable(v) for v in value]
+    return value
+
 
 # The format of an event whose text the caller rendered itself into its ``line`` field (the
 # per-message events: str.format run by every observer cost ~25 us an event each).
@@ -101,11 +142,11 @@ def format_event(event: dict[str, Any], style: str) -> str:
     when = datetime.fromtimestamp(ts, UTC).isoformat()
     level = getattr(event.get("log_level"), "name", "info")
     namespace = event.get("log_namespace") or "-"
-    text = _text_of(event)
+    text = _writable(_text_of(event))
     if style == "json":
         record = {"time": when, "ts": ts, "level": level, "namespace": namespace, "text": text}
         for key, value in _fields(event).items():
-            record.setdefault(key, value)
+            record.setdefault(_writable(key), _writable(value))
         return json.dumps(record, ensure_ascii=False, default=str)
     text = _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
     return f"{when} [{namespace}#{level}] " + text.replace("\n", "\n\t")

@@ -68,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     from twisted.internet import reactor
     from twisted.logger import Logger, globalLogBeginner, jsonFileLogObserver
 
+    from txmailhost.ops.eventlog import install_octet_escaping
+
     out = open(1, "w", encoding="utf-8", closefd=False, buffering=1)  # noqa: SIM115 - lives on
+    install_octet_escaping()  # first, as in the supervisor (tap.py)
     globalLogBeginner.beginLoggingTo([jsonFileLogObserver(out)], redirectStandardIO=False)
     log = Logger(namespace="txmailhost.workers")
 
