@@ -5,11 +5,13 @@ An export is a directory anyone can read without txmailhost::
     DEST/txmailhost-export.json          manifest: format, version, when, from which server,
                                          the users; written last, so an export without it
                                          is incomplete and ``import`` refuses it
-    DEST/USER/account.json               password hash, quota, forwarding, aliases to the user
+    DEST/USER/account.json               password hash, quota, forwarding, aliases to the user,
+                                         the user's Sieve scripts' names and the active one
     DEST/USER/mailboxes.json             per mailbox: name, subscribed, UIDVALIDITY, UIDNEXT,
                                          HIGHESTMODSEQ, and per message UID, flags,
                                          INTERNALDATE, modseq, size and its file
     DEST/USER/mail/NNNN/UID.eml          each message's octets as stored (RFC 5322, CRLF)
+    DEST/USER/sieve/NNNN.sieve           each Sieve script's text (``archive_sieve.py``)
     DEST/accounts.sqlite                 with --all: the whole accounts database (domains,
                                          users, aliases, forwards, quotas), an online copy
 
@@ -24,6 +26,10 @@ same export before, only what it lacks; into one that holds other mail, as new m
 sees the restored mailboxes at once. The export is checked whole before that
 (``read_exported_user``): it may come from anywhere, and its JSON names files, so a name
 export doesn't write (``../../etc/shadow``), a path leading out of it, or a link is refused.
+
+The manifest's ``version`` is that of the format: 1 had no Sieve scripts, 2 has them. An
+export of version 1 imports as it did (its users have no scripts to restore); a txmailhost
+that reads only version 1 refuses one of version 2, rather than lose the scripts silently.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from typing import Any
 from txmailhost import __version__, _safeio
 from txmailhost.accounts.addresses import canonical_address, new_address
 from txmailhost.accounts.interfaces import AccountError
+from txmailhost.ops import archive_sieve
 from txmailhost.ops.mailbox_admin import (
     AdminError,
     account,
@@ -51,6 +58,7 @@ from txmailhost.ops.mailbox_admin import (
     open_store,
     result_of,
 )
+from txmailhost.ops.migrate_sieve import SourceScript
 from txmailhost.ops.sourcefiles import (
     RegularFileSource,
     SourceFileError,
@@ -58,6 +66,7 @@ from txmailhost.ops.sourcefiles import (
     read_regular,
     shown,
 )
+from txmailhost.sieve.setup import script_store
 from txmailhost.store.interfaces import IFileDelivery, InvalidMailboxName
 from txmailhost.store.restore import (
     RestoredMessage,
@@ -69,7 +78,7 @@ from txmailhost.store.restore import (
 
 MANIFEST = "txmailhost-export.json"
 FORMAT = "txmailhost-export"
-VERSION = 1
+VERSION = 2  # 2: each user's Sieve scripts (``archive_sieve.py``)
 _ALL_UIDS = (1, 2**32 - 1)
 MAX_QUOTA = 2**63 - 1  # bytes: what SQLite's INTEGER holds
 MAX_JSON = 1024 * 1024 * 1024  # octets of one JSON file of an export
@@ -111,8 +120,8 @@ def _export(args: argparse.Namespace, config: Any, accounts: Any) -> int:
         raise AdminError(f"{dest} is inside {inside}: put the export outside the server's "
                          "data directory")  # fmt: skip
     os.makedirs(dest, mode=0o700, exist_ok=True)
-    store = open_store(config)
-    summary = [export_user(store, accounts, user, dest) for user in users]
+    store, scripts = open_store(config), script_store(config)
+    summary = [export_user(store, accounts, user, dest, scripts) for user in users]
     if args.all:
         backup_database(config.accounts_path, os.path.join(dest, "accounts.sqlite"))
     os.sync()  # every message file on disk before the manifest says the export is whole
@@ -131,6 +140,7 @@ def _export(args: argparse.Namespace, config: Any, accounts: Any) -> int:
         lambda: (
             [
                 f"exported {s['user']}: {s['mailboxes']} mailbox(es), {s['messages']} message(s)"
+                f", {s['scripts']} Sieve script(s)"
                 for s in summary
             ]
             + [f"into {dest}"]
@@ -166,8 +176,9 @@ def backup_database(source: str, target: str) -> None:
     os.chmod(target, 0o600)  # password hashes
 
 
-def export_user(store: Any, accounts: Any, user: str, dest: str) -> dict[str, Any]:
-    """Write one user's account and mailboxes under ``dest/USER``; a summary for the report."""
+def export_user(store: Any, accounts: Any, user: str, dest: str, scripts: Any) -> dict[str, Any]:
+    """Write one user's account, Sieve scripts and mailboxes under ``dest/USER``; a summary
+    for the report."""
     home = os.path.join(dest, user)
     os.makedirs(os.path.join(home, "mail"), mode=0o700)
     rules = accounts.address_rules()
@@ -179,6 +190,7 @@ def export_user(store: Any, accounts: Any, user: str, dest: str) -> dict[str, An
         "quota": rules.quota_of(user) if _own_quota(accounts, user) else None,
         "forward": {"targets": list(targets), "keep_copy": keep_copy},
         "aliases": aliases,
+        "sieve": archive_sieve.export_scripts(scripts, user, home),
     }
     with open(os.path.join(home, "account.json"), "wb") as f:
         os.fchmod(f.fileno(), 0o600)  # a password hash
@@ -193,7 +205,12 @@ def export_user(store: Any, accounts: Any, user: str, dest: str) -> dict[str, An
         count += len(record["messages"])
     with open(os.path.join(home, "mailboxes.json"), "wb") as f:
         f.write(_json(mailboxes))
-    return {"user": user, "mailboxes": len(mailboxes), "messages": count}
+    return {
+        "user": user,
+        "mailboxes": len(mailboxes),
+        "messages": count,
+        "scripts": len(account_record["sieve"]["scripts"]),
+    }
 
 
 def _own_quota(accounts: Any, user: str) -> bool:
@@ -353,17 +370,20 @@ class ExportedUser:
 
     account: dict[str, Any]
     mailboxes: list[tuple[dict[str, Any], list[RestoredMessage]]]
+    scripts: list[SourceScript]
 
 
 def read_exported_user(src: str, user: object) -> ExportedUser:
     home = _inside(src, src, user, _USER_DIRECTORY)
-    account = _read_json(os.path.join(home, "account.json"))
+    account_path = os.path.join(home, "account.json")
+    account = _read_json(account_path)
     path = os.path.join(home, "mailboxes.json")
     mailboxes = _read_json(path)
     try:
         if not isinstance(account, dict) or not isinstance(mailboxes, list):
             raise TypeError("not an object and a list")
-        _check_account(os.path.join(home, "account.json"), account)
+        _check_account(account_path, account)
+        scripts = archive_sieve.read_scripts(account_path, home, account.get("sieve"))
         boxes = [(box, _exported_messages(src, home, box)) for box in mailboxes]
     except AdminError:
         raise  # it names its file
@@ -372,7 +392,7 @@ def read_exported_user(src: str, user: object) -> ExportedUser:
         raise AdminError(f"{shown(path)}: not as export writes it ({problem})") from None
     except ValueError as e:  # check_numbers
         raise AdminError(f"{shown(path)}: {e}") from None
-    return ExportedUser(account, boxes)
+    return ExportedUser(account, boxes, scripts)
 
 
 def _exported_messages(src: str, home: str, box: dict[str, Any]) -> list[RestoredMessage]:
@@ -419,11 +439,11 @@ def _import(args: argparse.Namespace, config: Any, accounts: Any) -> int:
     else:
         pairs = [(user, user) for user in exported]
     exports = [read_exported_user(src, old) for old, _new in pairs]  # all checked first
-    store = open_store(config)
+    store, scripts = open_store(config), script_store(config)
     for export, (old, new) in zip(exports, pairs, strict=True):
         _check_names(store, src, old, new, export)
     report = [
-        import_user(store, accounts, export, new)
+        import_user(store, accounts, export, new, scripts)
         for export, (_old, new) in zip(exports, pairs, strict=True)
     ]
 
@@ -434,6 +454,7 @@ def _import(args: argparse.Namespace, config: Any, accounts: Any) -> int:
             for box in user["mailboxes"]:
                 how = "UIDs kept" if box["kept_uids"] else "new UIDs (the mailbox held mail)"
                 out.append(f"  {box['name']}: {added(box)}, {how}")
+            out.extend(f"  {line}" for line in archive_sieve.report_lines(user["sieve"]))
         return out
 
     emit(args, report, lines)
@@ -478,8 +499,13 @@ def _aliases_to(record: dict[str, Any], old: object, user: str) -> list[tuple[st
     return found
 
 
-def import_user(store: Any, accounts: Any, export: ExportedUser, user: str) -> dict[str, Any]:
-    """Restore one exported user (read by ``read_exported_user``) as ``user``."""
+def import_user(
+    store: Any, accounts: Any, export: ExportedUser, user: str, scripts: Any
+) -> dict[str, Any]:
+    """Restore one exported user (read by ``read_exported_user``) as ``user``: the account,
+    the mailboxes, then the Sieve scripts (after the mail: a rule filing new mail into a
+    mailbox not yet restored would make it one that holds other mail, restored under new
+    UIDs)."""
     record = export.account
     created = not accounts.has_user(user)
     if created:
@@ -520,4 +546,9 @@ def import_user(store: Any, accounts: Any, export: ExportedUser, user: str) -> d
                 "uidvalidity": restored.uidvalidity,
             }
         )
-    return {"user": user, "account": "created" if created else "existed", "mailboxes": done}
+    return {
+        "user": user,
+        "account": "created" if created else "existed",
+        "mailboxes": done,
+        "sieve": archive_sieve.import_scripts(scripts, user, export.scripts),
+    }

@@ -287,7 +287,7 @@ def migrate_scripts(scripts: Any, user: str, found: list[SourceScript]) -> list[
             if source.name not in here:  # a quota it is over: said before the file is read
                 scripts.check_space(user, source.name, source.size)
             text, problem = read_script(source.path, scripts.max_script_size)
-            entry["error"] = problem or _refusal(text)
+            entry["error"] = problem or refusal(text)
             if source.name in here:
                 same = scripts.get(user, source.name) == text
                 entry["result"] = "unchanged" if same else "kept"
@@ -311,7 +311,7 @@ def migrate_scripts(scripts: Any, user: str, found: list[SourceScript]) -> list[
     return report
 
 
-def _refusal(text: str) -> str | None:
+def refusal(text: str) -> str | None:
     """Why our Sieve refuses ``text`` (the check PUTSCRIPT makes), None if it doesn't."""
     try:
         compile_script(text)
