@@ -1,6 +1,6 @@
 """Export, wipe, import on a running server: every message comes back with its bytes, flags,
 UID and the mailbox's UIDVALIDITY, so an IMAP client's cache stays valid; the old password
-still works."""
+still works; the Sieve scripts come back, the active one active, and sort the next mail."""
 
 from __future__ import annotations
 
@@ -12,10 +12,18 @@ import smtplib
 import time
 
 import pytest
+from sievelib.managesieve import Client
 
 from tests.e2e.conftest import PASSWORD
+from tests.e2e.test_migrate_sieve import listing
+from tests.e2e.test_sieve import send, subjects
+from tests.support.pigeonhole import FILING, VACATION
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    # Clear text on purpose: the server allows it from its own address (peer.PlaintextAuth).
+    pytest.mark.filterwarnings("ignore:Credentials are sent over an unencrypted connection"),
+]
 H = "127.0.0.1"
 ALICE = "alice@example.test"
 
@@ -160,3 +168,30 @@ def test_export_all_includes_an_online_copy_of_the_accounts_database(server, tmp
         ALICE, "bob@example.test",
     ]  # fmt: skip
     assert os.stat(dest / "accounts.sqlite").st_mode & 0o077 == 0
+
+
+def test_sieve_scripts_come_back_with_the_active_one_and_sort_mail(server, tmp_path):
+    """They were left out of the export: after the restore ManageSieve listed nothing and
+    mail to ``[work]`` stayed in INBOX."""
+    client = Client(H, server.ports["managesieve"])
+    assert client.connect(ALICE, PASSWORD, authmech="PLAIN"), client.errmsg
+    for name, script in (("rules", FILING), ("away", VACATION)):
+        assert client.putscript(name, script), client.errmsg
+    assert client.setactive("rules"), client.errmsg
+    imap_client = imap(server)
+    imap_client.create("Work")
+    imap_client.logout()
+    server.cli("export", ALICE, str(tmp_path / "b"))
+    # lost with the account: the scripts deleted, then the user and their mail
+    assert client.setactive(""), client.errmsg
+    assert client.deletescript("rules") and client.deletescript("away"), client.errmsg
+    client.logout()
+    server.cli("user", "del", ALICE, "--purge")
+
+    out = server.cli("import", str(tmp_path / "b")).stdout
+    assert "  sieve 'rules': imported, active\n" in out
+    assert listing(server, ALICE) == ("rules", ["away"])
+    send(server, "bob@example.test", ALICE, "[work] plan")
+    send(server, "bob@example.test", ALICE, "lunch")
+    assert subjects(server, ALICE, "Work", want=1) == ["[work] plan"]
+    assert subjects(server, ALICE, want=1) == ["lunch"]
