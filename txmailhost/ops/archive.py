@@ -6,7 +6,9 @@ An export is a directory anyone can read without txmailhost::
                                          the users; written last, so an export without it
                                          is incomplete and ``import`` refuses it
     DEST/USER/account.json               password hash, quota, forwarding, aliases to the user,
-                                         the user's Sieve scripts' names and the active one
+                                         the user's Sieve scripts' names and the active one,
+                                         their spam threshold and allowed and blocked senders
+                                         (``archive_spam.py``)
     DEST/USER/mailboxes.json             per mailbox: name, subscribed, UIDVALIDITY, UIDNEXT,
                                          HIGHESTMODSEQ, and per message UID, flags,
                                          INTERNALDATE, modseq, size and its file
@@ -27,9 +29,10 @@ sees the restored mailboxes at once. The export is checked whole before that
 (``read_exported_user``): it may come from anywhere, and its JSON names files, so a name
 export doesn't write (``../../etc/shadow``), a path leading out of it, or a link is refused.
 
-The manifest's ``version`` is that of the format: 1 had no Sieve scripts, 2 has them. An
-export of version 1 imports as it did (its users have no scripts to restore); a txmailhost
-that reads only version 1 refuses one of version 2, rather than lose the scripts silently.
+The manifest's ``version`` is that of the format: 1 had no Sieve scripts and spam settings,
+2 has them. An export of version 1 imports as it did (its users have none to restore); a
+txmailhost that reads only version 1 refuses one of version 2, rather than lose them
+silently.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from typing import Any
 from txmailhost import __version__, _safeio
 from txmailhost.accounts.addresses import canonical_address, new_address
 from txmailhost.accounts.interfaces import AccountError
-from txmailhost.ops import archive_sieve
+from txmailhost.ops import archive_sieve, archive_spam
 from txmailhost.ops.mailbox_admin import (
     AdminError,
     account,
@@ -78,7 +81,7 @@ from txmailhost.store.restore import (
 
 MANIFEST = "txmailhost-export.json"
 FORMAT = "txmailhost-export"
-VERSION = 2  # 2: each user's Sieve scripts (``archive_sieve.py``)
+VERSION = 2  # 2: each user's Sieve scripts and spam settings
 _ALL_UIDS = (1, 2**32 - 1)
 MAX_QUOTA = 2**63 - 1  # bytes: what SQLite's INTEGER holds
 MAX_JSON = 1024 * 1024 * 1024  # octets of one JSON file of an export
@@ -121,7 +124,12 @@ def _export(args: argparse.Namespace, config: Any, accounts: Any) -> int:
                          "data directory")  # fmt: skip
     os.makedirs(dest, mode=0o700, exist_ok=True)
     store, scripts = open_store(config), script_store(config)
-    summary = [export_user(store, accounts, user, dest, scripts) for user in users]
+    spam = archive_spam.open_settings(config, create=False)
+    try:
+        summary = [export_user(store, accounts, user, dest, scripts, spam) for user in users]
+    finally:
+        if spam is not None:
+            spam.close()
     if args.all:
         backup_database(config.accounts_path, os.path.join(dest, "accounts.sqlite"))
     os.sync()  # every message file on disk before the manifest says the export is whole
@@ -176,9 +184,12 @@ def backup_database(source: str, target: str) -> None:
     os.chmod(target, 0o600)  # password hashes
 
 
-def export_user(store: Any, accounts: Any, user: str, dest: str, scripts: Any) -> dict[str, Any]:
-    """Write one user's account, Sieve scripts and mailboxes under ``dest/USER``; a summary
-    for the report."""
+def export_user(
+    store: Any, accounts: Any, user: str, dest: str, scripts: Any, spam: Any = None
+) -> dict[str, Any]:
+    """Write one user's account (with their spam settings, from the ``spam`` token store if
+    there is one), Sieve scripts and mailboxes under ``dest/USER``; a summary for the
+    report."""
     home = os.path.join(dest, user)
     os.makedirs(os.path.join(home, "mail"), mode=0o700)
     rules = accounts.address_rules()
@@ -191,6 +202,7 @@ def export_user(store: Any, accounts: Any, user: str, dest: str, scripts: Any) -
         "forward": {"targets": list(targets), "keep_copy": keep_copy},
         "aliases": aliases,
         "sieve": archive_sieve.export_scripts(scripts, user, home),
+        "spam": archive_spam.export_spam(spam, user),
     }
     with open(os.path.join(home, "account.json"), "wb") as f:
         os.fchmod(f.fileno(), 0o600)  # a password hash
@@ -371,6 +383,7 @@ class ExportedUser:
     account: dict[str, Any]
     mailboxes: list[tuple[dict[str, Any], list[RestoredMessage]]]
     scripts: list[SourceScript]
+    spam: archive_spam.SpamSettings | None
 
 
 def read_exported_user(src: str, user: object) -> ExportedUser:
@@ -384,6 +397,7 @@ def read_exported_user(src: str, user: object) -> ExportedUser:
             raise TypeError("not an object and a list")
         _check_account(account_path, account)
         scripts = archive_sieve.read_scripts(account_path, home, account.get("sieve"))
+        spam = archive_spam.read_spam(account_path, account.get("spam"))
         boxes = [(box, _exported_messages(src, home, box)) for box in mailboxes]
     except AdminError:
         raise  # it names its file
@@ -392,7 +406,7 @@ def read_exported_user(src: str, user: object) -> ExportedUser:
         raise AdminError(f"{shown(path)}: not as export writes it ({problem})") from None
     except ValueError as e:  # check_numbers
         raise AdminError(f"{shown(path)}: {e}") from None
-    return ExportedUser(account, boxes, scripts)
+    return ExportedUser(account, boxes, scripts, spam)
 
 
 def _exported_messages(src: str, home: str, box: dict[str, Any]) -> list[RestoredMessage]:
@@ -443,7 +457,7 @@ def _import(args: argparse.Namespace, config: Any, accounts: Any) -> int:
     for export, (old, new) in zip(exports, pairs, strict=True):
         _check_names(store, src, old, new, export)
     report = [
-        import_user(store, accounts, export, new, scripts)
+        import_user(store, accounts, export, new, scripts, config)
         for export, (_old, new) in zip(exports, pairs, strict=True)
     ]
 
@@ -455,6 +469,8 @@ def _import(args: argparse.Namespace, config: Any, accounts: Any) -> int:
                 how = "UIDs kept" if box["kept_uids"] else "new UIDs (the mailbox held mail)"
                 out.append(f"  {box['name']}: {added(box)}, {how}")
             out.extend(f"  {line}" for line in archive_sieve.report_lines(user["sieve"]))
+            spam = archive_spam.report_line(user["spam"])
+            out.extend([f"  {spam}"] if spam else [])
         return out
 
     emit(args, report, lines)
@@ -500,12 +516,12 @@ def _aliases_to(record: dict[str, Any], old: object, user: str) -> list[tuple[st
 
 
 def import_user(
-    store: Any, accounts: Any, export: ExportedUser, user: str, scripts: Any
+    store: Any, accounts: Any, export: ExportedUser, user: str, scripts: Any, config: Any
 ) -> dict[str, Any]:
     """Restore one exported user (read by ``read_exported_user``) as ``user``: the account,
     the mailboxes, then the Sieve scripts (after the mail: a rule filing new mail into a
     mailbox not yet restored would make it one that holds other mail, restored under new
-    UIDs)."""
+    UIDs) and the spam settings."""
     record = export.account
     created = not accounts.has_user(user)
     if created:
@@ -551,4 +567,5 @@ def import_user(
         "account": "created" if created else "existed",
         "mailboxes": done,
         "sieve": archive_sieve.import_scripts(scripts, user, export.scripts),
+        "spam": archive_spam.import_spam(config, user, export.spam),
     }

@@ -97,7 +97,7 @@ def _rules(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store(config: Any) -> TokenStore:
+def token_store(config: Any) -> TokenStore:
     """The token store with the server's ``[filters.settings.spam]`` bounds, so that training
     here expires, shares with the global set and ``check`` judges as the server does."""
     settings = config.filters.settings.get("spam", {})
@@ -148,7 +148,7 @@ def _train(args: argparse.Namespace, config: Any) -> int:
             print(f"txmailhost spam train: {directory}: not a directory", file=sys.stderr)
             return 1
     owner = _owner(args, config)
-    store = _store(config)
+    store = token_store(config)
     for is_spam, directories in ((True, args.spam), (False, args.ham)):
         learned = seen = 0
         for directory in directories:
@@ -172,7 +172,7 @@ def _check(args: argparse.Namespace, config: Any) -> int:
         print(f"txmailhost spam check: {args.file}: {e.strerror}", file=sys.stderr)
         return 1
     settings = config.filters.settings.get("spam", {})
-    scorer = Scorer(_store(config), settings.get("authserv_id") or config.hostname)
+    scorer = Scorer(token_store(config), settings.get("authserv_id") or config.hostname)
     score = scorer.score(sample, _owner(args) or None)
     required = float(settings.get("junk_score", 5.0))
     for name, value in score.fields(required):
@@ -182,12 +182,12 @@ def _check(args: argparse.Namespace, config: Any) -> int:
 
 def _sender(kind: str) -> Callable[[argparse.Namespace, Any], int]:
     def run(args: argparse.Namespace, config: Any) -> int:
-        address = _sender_key(args.address)
+        address = sender_key(args.address)
         if address is None:
             print(f"txmailhost spam {kind}: {args.address!r} is not an address or @domain",
                   file=sys.stderr)  # fmt: skip
             return 2
-        store = _store(config)
+        store = token_store(config)
         if kind != "forget":
             store.set_sender(_owner(args, config), address, kind)
             return 0
@@ -202,7 +202,7 @@ def _sender(kind: str) -> Callable[[argparse.Namespace, Any], int]:
     return run
 
 
-def _sender_key(text: str) -> str | None:
+def sender_key(text: str) -> str | None:
     """A sender list's entry as mail will show it: the local part lower-cased in NFC, the
     domain as its A-label (an envelope sender's domain is one: smtp/address.py); None when
     ``text`` is neither an address nor ``@domain``. Any local part a sender may have is
@@ -218,12 +218,12 @@ def _sender_key(text: str) -> str | None:
 
 
 def _threshold(args: argparse.Namespace, config: Any) -> int:
-    _store(config).set_threshold(_owner(args, config), args.score)
+    token_store(config).set_threshold(_owner(args, config), args.score)
     return 0
 
 
 def _stats(args: argparse.Namespace, config: Any) -> int:
-    store = _store(config)
+    store = token_store(config)
     owner = _owner(args)
     spam, ham = store.totals(owner)
     print(f"learned: {spam} spam, {ham} ham ({'global' if owner == GLOBAL else owner})")
