@@ -8,10 +8,11 @@ An export is a directory anyone can read without txmailhost::
     DEST/USER/account.json               password hash, quota, forwarding, aliases to the user,
                                          the user's Sieve scripts' names and the active one,
                                          their spam threshold and allowed and blocked senders
-                                         (``archive_spam.py``)
+                                         (``archive_spam.py``), the account's METADATA
     DEST/USER/mailboxes.json             per mailbox: name, subscribed, UIDVALIDITY, UIDNEXT,
                                          HIGHESTMODSEQ, and per message UID, flags,
-                                         INTERNALDATE, modseq, size and its file
+                                         INTERNALDATE, modseq, size and its file; the
+                                         mailbox's METADATA and ACL (``archive_mailstate.py``)
     DEST/USER/mail/NNNN/UID.eml          each message's octets as stored (RFC 5322, CRLF)
     DEST/USER/sieve/NNNN.sieve           each Sieve script's text (``archive_sieve.py``)
     DEST/accounts.sqlite                 with --all: the whole accounts database (domains,
@@ -29,8 +30,8 @@ sees the restored mailboxes at once. The export is checked whole before that
 (``read_exported_user``): it may come from anywhere, and its JSON names files, so a name
 export doesn't write (``../../etc/shadow``), a path leading out of it, or a link is refused.
 
-The manifest's ``version`` is that of the format: 1 had no Sieve scripts and spam settings,
-2 has them. An export of version 1 imports as it did (its users have none to restore); a
+The manifest's ``version`` is that of the format: 1 had no Sieve scripts, spam settings,
+METADATA and ACLs; 2 has them. An export of version 1 imports as it did (its users have none to restore); a
 txmailhost that reads only version 1 refuses one of version 2, rather than lose them
 silently.
 """
@@ -52,7 +53,7 @@ from typing import Any
 from txmailhost import __version__, _safeio
 from txmailhost.accounts.addresses import canonical_address, new_address
 from txmailhost.accounts.interfaces import AccountError
-from txmailhost.ops import archive_sieve, archive_spam
+from txmailhost.ops import archive_mailstate, archive_sieve, archive_spam
 from txmailhost.ops.mailbox_admin import (
     AdminError,
     account,
@@ -81,7 +82,7 @@ from txmailhost.store.restore import (
 
 MANIFEST = "txmailhost-export.json"
 FORMAT = "txmailhost-export"
-VERSION = 2  # 2: each user's Sieve scripts and spam settings
+VERSION = 2  # 2: each user's Sieve scripts, spam settings, METADATA and ACLs
 _ALL_UIDS = (1, 2**32 - 1)
 MAX_QUOTA = 2**63 - 1  # bytes: what SQLite's INTEGER holds
 MAX_JSON = 1024 * 1024 * 1024  # octets of one JSON file of an export
@@ -203,6 +204,7 @@ def export_user(
         "aliases": aliases,
         "sieve": archive_sieve.export_scripts(scripts, user, home),
         "spam": archive_spam.export_spam(spam, user),
+        "metadata": archive_mailstate.export_metadata(store, user, None),
     }
     with open(os.path.join(home, "account.json"), "wb") as f:
         os.fchmod(f.fileno(), 0o600)  # a password hash
@@ -212,7 +214,12 @@ def export_user(
     for number, name in enumerate(result_of(store.list_mailboxes(user)), 1):
         folder = f"{number:04d}"
         record = _export_mailbox(store, user, name, os.path.join(home, "mail", folder))
-        record.update(directory=folder, subscribed=name in subscribed)
+        record.update(
+            directory=folder,
+            subscribed=name in subscribed,
+            metadata=archive_mailstate.export_metadata(store, user, name),
+            acl=archive_mailstate.export_acl(store, user, name),
+        )
         mailboxes.append(record)
         count += len(record["messages"])
     with open(os.path.join(home, "mailboxes.json"), "wb") as f:
@@ -384,6 +391,8 @@ class ExportedUser:
     mailboxes: list[tuple[dict[str, Any], list[RestoredMessage]]]
     scripts: list[SourceScript]
     spam: archive_spam.SpamSettings | None
+    account_state: archive_mailstate.MailboxState  # the account's METADATA ("server" entries)
+    box_states: list[archive_mailstate.MailboxState]  # each mailbox's, as ``mailboxes``
 
 
 def read_exported_user(src: str, user: object) -> ExportedUser:
@@ -398,7 +407,11 @@ def read_exported_user(src: str, user: object) -> ExportedUser:
         _check_account(account_path, account)
         scripts = archive_sieve.read_scripts(account_path, home, account.get("sieve"))
         spam = archive_spam.read_spam(account_path, account.get("spam"))
-        boxes = [(box, _exported_messages(src, home, box)) for box in mailboxes]
+        account_state = archive_mailstate.read_state(account_path, account, with_acl=False)
+        boxes, states = [], []
+        for box in mailboxes:
+            boxes.append((box, _exported_messages(src, home, box)))
+            states.append(archive_mailstate.read_state(path, box))
     except AdminError:
         raise  # it names its file
     except (KeyError, TypeError) as e:
@@ -406,7 +419,7 @@ def read_exported_user(src: str, user: object) -> ExportedUser:
         raise AdminError(f"{shown(path)}: not as export writes it ({problem})") from None
     except ValueError as e:  # check_numbers
         raise AdminError(f"{shown(path)}: {e}") from None
-    return ExportedUser(account, boxes, scripts, spam)
+    return ExportedUser(account, boxes, scripts, spam, account_state, states)
 
 
 def _exported_messages(src: str, home: str, box: dict[str, Any]) -> list[RestoredMessage]:
@@ -468,6 +481,10 @@ def _import(args: argparse.Namespace, config: Any, accounts: Any) -> int:
             for box in user["mailboxes"]:
                 how = "UIDs kept" if box["kept_uids"] else "new UIDs (the mailbox held mail)"
                 out.append(f"  {box['name']}: {added(box)}, {how}")
+                state = archive_mailstate.report_text(box["state"])
+                out.extend([f"  {box['name']}: {state}"] if state else [])
+            state = archive_mailstate.report_text(user["metadata"])
+            out.extend([f"  account: {state}"] if state else [])
             out.extend(f"  {line}" for line in archive_sieve.report_lines(user["sieve"]))
             spam = archive_spam.report_line(user["spam"])
             out.extend([f"  {spam}"] if spam else [])
@@ -546,7 +563,7 @@ def import_user(
             rules.add_alias(alias, targets)
     result_of(store.provision(user))
     done = []
-    for box, messages in export.mailboxes:
+    for (box, messages), state in zip(export.mailboxes, export.box_states, strict=True):
         restored = restore_mailbox_sync(
             store, user, box["name"], box["uidvalidity"], box["uidnext"], messages, result_of,
             box.get("mailboxid"),
@@ -560,12 +577,14 @@ def import_user(
                 "present": restored.present,
                 "kept_uids": restored.kept_uids,
                 "uidvalidity": restored.uidvalidity,
+                "state": archive_mailstate.import_state(store, user, box["name"], state),
             }
         )
     return {
         "user": user,
         "account": "created" if created else "existed",
         "mailboxes": done,
+        "metadata": archive_mailstate.import_state(store, user, None, export.account_state),
         "sieve": archive_sieve.import_scripts(scripts, user, export.scripts),
         "spam": archive_spam.import_spam(config, user, export.spam),
     }
