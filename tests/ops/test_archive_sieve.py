@@ -107,6 +107,10 @@ def test_the_scripts_and_the_active_one_come_back_on_another_server(
     assert scripts_of(exported.fresh).active_name(ALICE) == "rules"
     assert "  sieve 'rules': imported, active\n" in out
     assert "  sieve 'a/b ..': imported\n" in out
+    code, out, err = exported.run_import(capsys)  # again: nothing changes
+    assert code == 0, err
+    assert texts(exported.fresh) == SCRIPTS
+    assert "  sieve 'rules': there already, unchanged, active\n" in out
 
 
 def test_a_script_this_sieve_refuses_comes_back_inactive_and_is_reported(

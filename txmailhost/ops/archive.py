@@ -31,9 +31,9 @@ sees the restored mailboxes at once. The export is checked whole before that
 export doesn't write (``../../etc/shadow``), a path leading out of it, or a link is refused.
 
 The manifest's ``version`` is that of the format: 1 had no Sieve scripts, spam settings,
-METADATA and ACLs; 2 has them. An export of version 1 imports as it did (its users have none to restore); a
-txmailhost that reads only version 1 refuses one of version 2, rather than lose them
-silently.
+METADATA and ACLs; 2 has them. An export of version 1 imports as it did (its users have
+none to restore); a txmailhost that reads only version 1 refuses one of version 2, rather
+than lose them silently.
 """
 
 from __future__ import annotations
@@ -536,9 +536,9 @@ def import_user(
     store: Any, accounts: Any, export: ExportedUser, user: str, scripts: Any, config: Any
 ) -> dict[str, Any]:
     """Restore one exported user (read by ``read_exported_user``) as ``user``: the account,
-    the mailboxes, then the Sieve scripts (after the mail: a rule filing new mail into a
-    mailbox not yet restored would make it one that holds other mail, restored under new
-    UIDs) and the spam settings."""
+    the mailboxes (each with its METADATA and ACL), the account's METADATA, then the Sieve
+    scripts (after the mail: a rule filing new mail into a mailbox not yet restored would
+    make it one that holds other mail, restored under new UIDs) and the spam settings."""
     record = export.account
     created = not accounts.has_user(user)
     if created:
