@@ -195,3 +195,28 @@ def test_sieve_scripts_come_back_with_the_active_one_and_sort_mail(server, tmp_p
     send(server, "bob@example.test", ALICE, "lunch")
     assert subjects(server, ALICE, "Work", want=1) == ["[work] plan"]
     assert subjects(server, ALICE, want=1) == ["lunch"]
+
+
+imaplib.Commands.setdefault("GETMETADATA", ("AUTH", "SELECTED"))
+imaplib.Commands.setdefault("SETMETADATA", ("AUTH", "SELECTED"))
+
+
+def test_metadata_and_acls_set_over_imap_come_back_over_imap(server, tmp_path):
+    """They were left out: after the restore GETMETADATA gave NIL and GETACL no bob."""
+    client = imap(server)
+    assert client._simple_command("SETMETADATA", "INBOX", '(/private/comment "kept")')[0] == "OK"
+    assert client._simple_command("SETMETADATA", '""', '(/shared/comment "note")')[0] == "OK"
+    assert client.setacl("INBOX", "bob@example.test", "lrs")[0] == "OK"
+    client.logout()
+    server.cli("export", ALICE, str(tmp_path / "b"))
+    server.cli("user", "del", ALICE, "--purge")
+    server.cli("import", str(tmp_path / "b"))
+
+    client = imap(server)
+    client._simple_command("GETMETADATA", "INBOX", "/private/comment")
+    assert client.untagged_responses.pop("METADATA") == [b'"INBOX" (/private/comment "kept")']
+    client._simple_command("GETMETADATA", '""', "/shared/comment")
+    assert client.untagged_responses.pop("METADATA") == [b'"" (/shared/comment "note")']
+    typ, data = client.getacl("INBOX")
+    client.logout()
+    assert typ == "OK" and b"bob@example.test lrs" in data[0], data
