@@ -278,6 +278,38 @@ def test_user_passwd_changes_the_password(run: Run, data: Path, tmp_path: Path) 
     assert not verify_password(PASSWORD, stored)
 
 
+def test_a_purged_user_leaves_no_sieve_script_or_spam_training_to_the_next_with_the_address(
+    run: Run, data: Path
+) -> None:
+    """``user del --purge`` deleted the mail only: an account made later under the address
+    ran the old one's active script (a redirect sent the new user's mail away) and was
+    judged by the old one's training, threshold and sender lists."""
+    from txmailhost.sieve.scripts import ScriptStore
+    from txmailhost.spam.bayes import TokenStore
+    from txmailhost.spam.scoring import store_path
+
+    run("domain", "add", "example.org")
+    run("user", "add", "lee@example.org", stdin=PASSWORD + "\n")
+    scripts = ScriptStore(str(data / "sieve"))
+    scripts.put("lee@example.org", "away", 'redirect "thief@elsewhere.test";')
+    scripts.set_active("lee@example.org", "away")
+    assert run("spam", "threshold", "--user", "lee@example.org", "3.5").status == 0
+    assert run("spam", "block", "--user", "lee@example.org", "boss@example.org").status == 0
+    store = TokenStore(store_path(str(data)))
+    store.learn("lee@example.org", "d1", {"cheap", "pills"}, True)
+    store.close()
+
+    assert run("user", "del", "lee@example.org", "--purge").status == 0
+    run("user", "add", "lee@example.org", stdin=PASSWORD + "\n")
+    assert scripts.list("lee@example.org") == [] and scripts.active_name("lee@example.org") is None
+    store = TokenStore(store_path(str(data)))
+    assert store.threshold("lee@example.org") is None
+    assert store.senders("lee@example.org") == []
+    assert store.totals("lee@example.org") == (0, 0)
+    assert store.totals("") == (1, 0)  # the global set keeps what it was taught
+    store.close()
+
+
 def test_user_passwd_unknown_user_is_an_error(run: Run) -> None:
     result = run("user", "passwd", "nobody@example.org", stdin=PASSWORD + "\n")
     assert (result.status, result.err) == (

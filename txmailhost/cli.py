@@ -496,6 +496,7 @@ def _domain_del(args: argparse.Namespace, config: Config, accounts: IAccounts) -
         store = _mail_store(config)
         for address in removed:
             _now(store.remove_user(address))
+            _forget_user(config, address)
         # Absent, or holding mail of addresses that weren't accounts: then leave it.
         with contextlib.suppress(OSError):
             os.rmdir(os.path.join(config.mail_root, name))
@@ -568,6 +569,7 @@ def _user_del(args: argparse.Namespace, config: Config, accounts: IAccounts) -> 
         # The account goes first so nothing new is delivered into a directory being removed.
         try:
             _now(store.remove_user(address))
+            _forget_user(config, address)
         except OSError as e:
             raise CommandError(
                 f"removed user {address} but could not delete its mail in {mail}: {e.strerror}"
@@ -576,6 +578,25 @@ def _user_del(args: argparse.Namespace, config: Config, accounts: IAccounts) -> 
     else:
         print(f"removed user {address} (mail kept in {mail}){ended}")
     return 0
+
+
+def _forget_user(config: Config, address: str) -> None:
+    """What else is kept for a purged user: their Sieve scripts (with the vacation and
+    failure memories) and their own spam training, threshold and sender lists. An account
+    made later under the same address would otherwise run the old one's rules (an active
+    redirect sending the new user's mail on) and be judged by the old one's training."""
+    from txmailhost.sieve.setup import script_store
+    from txmailhost.spam.bayes import TokenStore
+    from txmailhost.spam.scoring import owner_of, store_path
+
+    script_store(config).remove_user(address)
+    path = store_path(config.data_dir)
+    if os.path.exists(path):  # none made on a server that never scored
+        store = TokenStore(path)
+        try:
+            store.forget_owner(owner_of(address))
+        finally:
+            store.close()
 
 
 def _end_sessions(config: Config, removed: Sequence[str]) -> str:

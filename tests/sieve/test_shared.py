@@ -225,3 +225,17 @@ def test_put_unchecked_keeps_a_script_that_does_not_compile_within_the_quotas(st
     with pytest.raises(ScriptError) as too_many:
         store.put(ALICE, "third", "}", check=False)
     assert too_many.value.code == "QUOTA/MAXSCRIPTS"
+
+
+def test_remove_user_leaves_nothing_of_theirs_and_nothing_else_goes(store):
+    """``user del --purge``: an account made later under the address must not find the old
+    one's active script (a redirect would send its mail away)."""
+    other = "carol@example.test"
+    store.put(ALICE, "away", 'redirect "x@example.net";\r\n')
+    store.set_active(ALICE, "away")
+    store.put(other, "keep", "keep;\r\n")
+    store.remove_user(ALICE)
+    store.remove_user(ALICE)  # nothing left: nothing to do
+    assert store.list(ALICE) == [] and store.active_name(ALICE) is None
+    assert store.active_script(ALICE) is None
+    assert [s.name for s in store.list(other)] == ["keep"]

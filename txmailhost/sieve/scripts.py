@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import os
 import re
+import shutil
 import threading
 import unicodedata
 from dataclasses import dataclass
@@ -266,6 +267,21 @@ class ScriptStore:
                 raise ScriptError(f"no script named {name!r}", "NONEXISTENT") from None
             self._drop_name(user, name)
             fsync_dir(self.user_directory(user))
+
+    def remove_user(self, user: str) -> None:
+        """Everything kept for ``user`` (``user del --purge``): their scripts, which one is
+        active, and the vacation and failure memories kept beside them (``state_key``). An
+        account made later under the address must not run the old one's rules: an active
+        redirect would send the new user's mail to someone else."""
+        directory = self.user_directory(user)
+        with self._lock:
+            if not os.path.lexists(directory):
+                return
+            if os.path.islink(directory) or not os.path.isdir(directory):
+                os.unlink(directory)
+            else:
+                shutil.rmtree(directory)
+            fsync_dir(os.path.dirname(directory))
 
     def rename(self, user: str, old: str, new: str) -> None:
         with self._lock:

@@ -209,6 +209,15 @@ class SharedScriptStore:
                 "DELETE FROM sieve_scripts WHERE address = %s AND name = %s", (address, name)
             )
 
+    def remove_user(self, user: str) -> None:
+        """``ScriptStore.remove_user``: the user's scripts, and whom their vacation answered
+        and which failure they were told of, from every node's view at once."""
+        address = _owner(user)
+        with self.state.transaction() as conn:
+            self._locked(conn, address)
+            for table in ("sieve_scripts", "sieve_responses", "sieve_notices"):
+                conn.execute(f"DELETE FROM {table} WHERE address = %s", (address,))
+
     def rename(self, user: str, old: str, new: str) -> None:
         """RENAMESCRIPT: the active mark goes with the script (it is the same row)."""
         address = _owner(user)

@@ -498,6 +498,23 @@ class TokenStore:
 
         return combine(probabilities(row[0]), probabilities(row[1]))
 
+    def forget_owner(self, owner: str) -> None:
+        """Everything kept for one user (``user del --purge``): their token counts and
+        totals, the record of messages they trained, their Junk threshold, allowed and
+        blocked senders. What their training added to the global set stays: it is
+        everyone's. An account made later under the address starts untrained."""
+        if not owner:
+            raise ValueError("the global set is not one user's")
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for table in ("tokens", "totals", "learned", "thresholds", "senders"):
+                db.execute(f"DELETE FROM {table} WHERE owner = ?", (owner,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
     # -- per-user thresholds -------------------------------------------------------------------
 
     def set_threshold(self, owner: str, junk: float | None) -> None:
