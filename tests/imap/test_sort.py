@@ -392,14 +392,17 @@ def test_a_gb2312_subject_with_gbk_characters_sorts_and_is_found_by_its_text(wor
 
 
 def test_years_are_read_as_rfc_5322_reads_them(world):
-    """``0102`` (a mailer of 2002 printing tm_year) is 2002 and ``55`` is 1955 (RFC 5322
-    4.3); the standard library read year 102 and 2055, so SORT (DATE) put the first before
-    every message and the second after."""
+    """RFC 5322 4.3: ``102`` is 2002 and ``55`` is 1955; four digits are a year "1900 or
+    later", so ``0102`` (a mailer of 2002 printing tm_year) is no date: SORT takes the
+    INTERNALDATE (RFC 5256) and SENT* don't match it. The standard library read year 102
+    (before every message) and 2055."""
     deliver(world, ALICE, message("y2k", "g@x.test", "Sat, 02 Feb 0102 11:39:51 +0200"))
     deliver(world, ALICE, message("fifties", "h@x.test", "Tue, 1 Mar 55 10:00:00 +0000"))
+    deliver(world, ALICE, message("three", "i@x.test", "Fri, 1 Mar 102 10:00:00 +0000"))
     s = open_session(world)
-    assert s.cmd("b SORT (DATE) UTF-8 ALL").startswith(b"* SORT 6 5 2 4 1 3\r\n")
-    assert s.cmd("c SEARCH SENTBEFORE 1-Jan-2003 SENTSINCE 1-Jan-2002").startswith(
-        b"* SEARCH 5\r\n"
+    assert s.cmd("b SORT (DATE) UTF-8 ALL").startswith(b"* SORT 6 7 2 4 1 3 5\r\n")
+    assert s.cmd("c SEARCH SENTSINCE 1-Jan-2002 SENTBEFORE 1-Jan-2003").startswith(
+        b"* SEARCH 7\r\n"
     )
     assert s.cmd("d SEARCH SENTBEFORE 1-Jan-1956").startswith(b"* SEARCH 6\r\n")
+    assert s.cmd("e SEARCH SENTBEFORE 1-Jan-1000").startswith(b"* SEARCH\r\n")
