@@ -75,6 +75,18 @@ MESSAGES = {
         "Content-Type: text/plain\r\n\r\nsee below\r\n--b--\r\n\r\n--b\r\n"
         "Content-Type: text/html\r\n\r\n<p>html words: secret money</p>\r\n--b--\r\n"
     ),
+    # words only in tags' attributes are no text to ``body :text`` (RFC 5173 5.2)
+    "html-attributes": (
+        "From: news@example.com\r\nTo: alice@example.test\r\nSubject: Weekly\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/html; charset=us-ascii\r\n\r\n"
+        '<p><a href="http://money.example/" title="save money">Read</a> the <b>secret</b>'
+        " plan</p>\r\n"
+    ),
+    # a mailer of 2002 printing tm_year: a four-digit year before 1900 is no date (RFC 5322)
+    "y2k-date": (
+        "From: bob@example.com\r\nTo: alice@example.test\r\nSubject: old\r\n"
+        "Date: Sat, 02 Feb 0102 09:39:51 +0000\r\n\r\nx\r\n"
+    ),
     "big": "From: bob@example.com\r\nSubject: big\r\n\r\n" + "x" * 3000 + "\r\n",
     "group": (
         'From: <>\r\nTo: friends: ann@example.org, "Ben, B." <ben@example.org>;\r\n'
@@ -257,6 +269,8 @@ DIFFERENCES: dict[tuple[str, str], str] = {
         "numbers",
         "multipart",
         "reused-boundary",
+        "y2k-date",
+        "html-attributes",
         "big",
         "group",
     )

@@ -29,8 +29,9 @@ from typing import Any, NamedTuple
 
 from twisted.logger import Logger
 
+from txmailhost import sentdates
 from txmailhost.encodedwords import decode_words
-from txmailhost.imap import mime, sentdates
+from txmailhost.imap import mime
 from txmailhost.imap.basesubject import base_subject, collapse_whitespace
 from txmailhost.store.interfaces import StoredMessage
 

@@ -24,15 +24,14 @@ import base64
 import binascii
 import calendar
 import datetime
-import html
 import quopri
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from txmailhost import addresslist, charsets
+from txmailhost import addresslist, charsets, sentdates
 from txmailhost.encodedwords import decode_words
-from txmailhost.imap import mime, objectid, sentdates
+from txmailhost.imap import mime, objectid
 from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.store.interfaces import (
     ANSWERED,
@@ -48,6 +47,7 @@ from txmailhost.store.interfaces import (
     TextQuery,
     TextTerm,
 )
+from txmailhost.visibletext import html_text
 
 MAX_KEYS = 500
 # NOT, OR and parentheses nest by recursion (two frames a level, and as many when a message is
@@ -210,22 +210,6 @@ def _decoded_texts(part: mime.Part) -> tuple[list[str], list[tuple[int, int]]]:
 
 
 _RAW_CHARSETS = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
-_HTML_HIDDEN = re.compile(r"<(script|style|head)\b.*?</\1\s*>|<!--.*?-->", re.I | re.S)
-_HTML_BLOCK = re.compile(
-    r"</?(?:p|div|br|li|ul|ol|tr|td|th|table|h[1-6]|blockquote|pre|hr)\b[^>]*>", re.I
-)
-_HTML_TAG = re.compile(r"<[^>]*>")
-_SPACES = re.compile(r"[ \t\r\n\f\v\xa0]+")
-
-
-def html_text(markup: str) -> str:
-    """HTML as a reader sees it: scripts, styles and comments gone, block elements as line
-    breaks, other tags removed, entities decoded, runs of white space as one space."""
-    text = _SPACES.sub(" ", _HTML_HIDDEN.sub(" ", markup))  # source line breaks are spaces
-    text = html.unescape(_HTML_TAG.sub("", _HTML_BLOCK.sub("\n", text)))
-    return "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n") if line.strip())
-
-
 Predicate = Callable[[Candidate], bool]
 
 

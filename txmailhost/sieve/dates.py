@@ -15,6 +15,8 @@ import datetime
 import email.utils
 import re
 
+from txmailhost import sentdates
+
 DATE_PARTS = (
     "year", "month", "day", "date", "julian", "hour", "minute", "second", "time", "iso8601",
     "std11", "zone", "weekday",
@@ -36,13 +38,21 @@ def zone_of(text: str) -> datetime.timezone | None:
 
 
 def header_date(value: str) -> datetime.datetime | None:
+    """The date of a Date: field, its year read as RFC 5322 4.3 says (``sentdates.py``:
+    ``0102`` is no date, as Pigeonhole has it); None for none."""
     try:
-        found = email.utils.parsedate_to_datetime(value)
+        parsed = sentdates.parse(value)
+        if not parsed:
+            return None
+        *fields, offset = parsed
+        zone = (
+            datetime.UTC
+            if offset is None
+            else datetime.timezone(datetime.timedelta(seconds=offset))
+        )  # no zone, or "-0000": unknown, UTC is as good as any
+        return datetime.datetime(*fields[:6], tzinfo=zone)
     except (TypeError, ValueError, IndexError, OverflowError):  # a year of 25 digits...
         return None
-    if found.tzinfo is None:  # "-0000": the zone is unknown, UTC is as good as any
-        found = found.replace(tzinfo=datetime.UTC)
-    return found
 
 
 def in_zone(

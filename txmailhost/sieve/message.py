@@ -27,6 +27,7 @@ from txmailhost.addresslist import get_addresses, parse_address
 from txmailhost.encodedwords import decode_words
 from txmailhost.headerlimit import STORED_HEADER_LIMIT
 from txmailhost.hiddenparts import behind_reused_boundary
+from txmailhost.visibletext import html_text
 
 # SMTP's limit and room for our own fields (``headerlimit.py``): a From: or Subject: after
 # 256 KiB of padding once escaped the user's rules.
@@ -203,7 +204,8 @@ def _return_path(values: list[str]) -> str | None:
 def body_text(
     message: Message, transform: str, content_types: list[str] | None = None
 ) -> list[str]:
-    """The text a ``body`` test searches (RFC 5173 5): ``text`` the decoded text/* parts,
+    """The text a ``body`` test searches (RFC 5173 5): ``text`` the decoded text/* parts
+    (HTML as its reader sees it: ``visibletext.py``),
     ``content`` the decoded parts whose type matches one of ``content_types`` (``"text"`` a
     whole type, ``"text/html"`` one subtype, ``""`` all). ``raw`` is
     :meth:`MessageView.raw_body`."""
@@ -216,7 +218,12 @@ def body_text(
         if not any(_type_matches(t, maintype, subtype) for t in wanted):
             continue
         payload = part.get_payload(decode=True) or b""
-        found.append(charsets.decode(payload, part.get_content_charset() or "us-ascii"))
+        text = charsets.decode(payload, part.get_content_charset() or "us-ascii")
+        if transform == "text" and subtype == "html":
+            # RFC 5173 5.2: ":text" is what a reader sees; tags and their attributes (a
+            # link's href, a title) are no text, as in Pigeonhole and IMAP SEARCH
+            text = html_text(text)
+        found.append(text)
     return found
 
 
