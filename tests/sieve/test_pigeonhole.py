@@ -75,6 +75,11 @@ MESSAGES = {
         "Content-Type: text/plain\r\n\r\nsee below\r\n--b--\r\n\r\n--b\r\n"
         "Content-Type: text/html\r\n\r\n<p>html words: secret money</p>\r\n--b--\r\n"
     ),
+    # unfolding takes the line break out and leaves the spaces (``:length`` counts them)
+    "folded-spaces": (
+        "From: bob@example.com\r\nTo: alice@example.test\r\nSubject: Returned mail: a,b\r\n"
+        "    c.d,1.8\r\n\r\nx\r\n"
+    ),
     # words only in tags' attributes are no text to ``body :text`` (RFC 5173 5.2)
     "html-attributes": (
         "From: news@example.com\r\nTo: alice@example.test\r\nSubject: Weekly\r\n"
@@ -271,6 +276,7 @@ DIFFERENCES: dict[tuple[str, str], str] = {
         "reused-boundary",
         "y2k-date",
         "html-attributes",
+        "folded-spaces",
         "big",
         "group",
     )

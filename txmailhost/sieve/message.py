@@ -44,8 +44,11 @@ def decode_value(raw: str) -> str:
 
 
 def parse_header(raw: bytes) -> dict[str, list[str]]:
-    """Field name (lower case) -> raw values in order, unfolded (RFC 5322 2.2.3). Octets that
-    aren't UTF-8 are kept as surrogate escapes; lines without a colon are skipped."""
+    """Field name (lower case) -> raw values in order, unfolded (RFC 5322 2.2.3: the line
+    break goes, the white space after it stays, as Pigeonhole keeps it: a rule comparing a
+    folded subject ``:is`` sees its spaces as sent), leading and trailing white space
+    removed. Octets that aren't UTF-8 are kept as surrogate escapes; lines without a colon
+    are skipped."""
     fields: dict[str, list[str]] = {}
     text = raw.decode("utf-8", "surrogateescape")
     name: str | None = None
@@ -53,15 +56,15 @@ def parse_header(raw: bytes) -> dict[str, list[str]]:
         if not line:
             break
         if line[0] in " \t" and name is not None:
-            fields[name][-1] += " " + line.strip()
+            fields[name][-1] += line
             continue
         field_name, colon, value = line.partition(":")
         if not colon or not field_name or " " in field_name.strip():
             name = None
             continue
         name = field_name.strip().lower()
-        fields.setdefault(name, []).append(value.strip())
-    return fields
+        fields.setdefault(name, []).append(value)
+    return {name: [value.strip() for value in values] for name, values in fields.items()}
 
 
 @dataclass
