@@ -602,3 +602,16 @@ def test_selected_mailbox_deleted_by_another_session_ends_the_session(world):
     reply = s.cmd("e NOOP")
     assert reply.startswith(b"* BYE selected mailbox was deleted or renamed\r\n")
     assert s.transport.disconnecting
+
+
+def test_an_empty_string_matches_the_messages_that_have_the_field(world):
+    """RFC 3501 6.4.4: SUBJECT and FROM search the envelope's field; a message without one
+    has nothing to contain even "" (as HEADER name "" says outright). Every message matched."""
+    deliver(world, ALICE, SIMPLE)
+    deliver(world, ALICE, b"To: alice@example.test\r\n\r\nno subject, no sender\r\n")
+    s = open_session(world)
+    assert s.cmd('b SEARCH SUBJECT ""').startswith(b"* SEARCH 1\r\n")
+    assert s.cmd('c SEARCH FROM ""').startswith(b"* SEARCH 1\r\n")
+    assert s.cmd('d SEARCH TO ""').startswith(b"* SEARCH 1 2\r\n")
+    assert s.cmd('e SEARCH HEADER SUBJECT ""').startswith(b"* SEARCH 1\r\n")
+    assert s.cmd('f SEARCH NOT SUBJECT ""').startswith(b"* SEARCH 2\r\n")

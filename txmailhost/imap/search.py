@@ -382,9 +382,19 @@ def _header_key(name: bytes) -> Callable[[_Compiler], Predicate]:
                     return False
             return needle in c.header_value(name)
 
+        if not needle:  # an empty string is in every field there is, none where there is none
+            return _present(compiler, name)
         return compiler.narrowed(test, name.decode("ascii"), needle)
 
     return build
+
+
+def _present(compiler: _Compiler, name: bytes) -> Predicate:
+    """SUBJECT "" (and FROM, TO, CC, BCC ""): RFC 3501 6.4.4 searches the envelope's field,
+    and a message without the field has none to contain even the empty string (NIL), as
+    ``HEADER name ""`` matches "all messages that have a header line with the specified
+    field-name". Dovecot answers so; every message matched before."""
+    return lambda c: c.has_header(name)
 
 
 _ADDRESS_PUNCTUATION = re.compile(r'[\s<>@,:;."]+')
@@ -412,6 +422,8 @@ def _address_key(name: bytes) -> Callable[[_Compiler], Predicate]:
             # address_value starts with header_value: found there, no address parsing needed
             return needle in c.header_value(name) or needle in c.address_value(name)
 
+        if not needle:
+            return _present(compiler, name)
         return compiler.narrowed(test, name.decode("ascii"), needle)
 
     return build
