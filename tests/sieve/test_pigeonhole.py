@@ -75,6 +75,11 @@ MESSAGES = {
         "Content-Type: text/plain\r\n\r\nsee below\r\n--b--\r\n\r\n--b\r\n"
         "Content-Type: text/html\r\n\r\n<p>html words: secret money</p>\r\n--b--\r\n"
     ),
+    # an encoded word ending in a space: the value is stripped after decoding
+    "encoded-trailing-space": (
+        "From: bob@example.com\r\nTo: alice@example.test\r\n"
+        "Subject: =?utf-8?q?MBA_course_?=\r\n\r\nx\r\n"
+    ),
     # unfolding takes the line break out and leaves the spaces (``:length`` counts them)
     "folded-spaces": (
         "From: bob@example.com\r\nTo: alice@example.test\r\nSubject: Returned mail: a,b\r\n"
@@ -277,6 +282,7 @@ DIFFERENCES: dict[tuple[str, str], str] = {
         "y2k-date",
         "html-attributes",
         "folded-spaces",
+        "encoded-trailing-space",
         "big",
         "group",
     )

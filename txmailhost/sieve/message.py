@@ -38,9 +38,10 @@ _FIRST_RECEIVED = re.compile(rb"(?:\A|\n)received[ \t]*:", re.IGNORECASE)
 
 
 def decode_value(raw: str) -> str:
-    """An unfolded header value with its encoded words decoded; undecodable ones kept as is."""
-    unfolded = raw.strip()
-    return decode_words(unfolded)
+    """An unfolded header value with its encoded words decoded (undecodable ones kept as
+    is), then without leading and trailing white space: an encoded word's own trailing
+    ``_`` is not part of the value, as Pigeonhole reads it."""
+    return decode_words(raw.strip()).strip()
 
 
 def parse_header(raw: bytes) -> dict[str, list[str]]:
