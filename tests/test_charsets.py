@@ -22,6 +22,9 @@ REPORT_GBK = "王堃的报告".encode("gbk")
         (REPORT_GBK, '"gbk"', "王堃的报告"),
         (b"Parhelia\x99 \x93quoted\x94", "iso-8859-1", "Parhelia™ “quoted”"),
         (b"caf\xe9 \x96 ok", "us-ascii", "café – ok"),
+        ("café – ok".encode(), "us-ascii", "café – ok"),  # undeclared UTF-8 is UTF-8
+        ("café".encode(), None, "café"),
+        ("café".encode(), "iso-8859-1", "cafÃ©"),  # declared: as declared
         ("갂".encode("cp949"), "ks_c_5601-1987", "갂"),  # Unified Hangul Code, not EUC-KR
         ("①".encode("cp932"), "shift_jis", "①"),  # NEC's row 13, as Windows writes it
         ("café".encode(), "utf-8", "café"),

@@ -64,9 +64,19 @@ def codec(label: str | None) -> str | None:
     return found.name if getattr(found, "_is_text_encoding", True) else None
 
 
+_UNDECLARED = frozenset({"", "us-ascii", "ascii", "ansi_x3.4-1968"})
+
+
 def decode(data: bytes, label: str | None) -> str:
     """``data`` as text in the declared charset ``label`` (see the module docstring); what
-    doesn't decode becomes U+FFFD, an unknown label is read as UTF-8."""
+    doesn't decode becomes U+FFFD, an unknown label is read as UTF-8. 8-bit text with no
+    charset, or ``us-ascii`` (the default of a part without one, RFC 2045 5.2), is UTF-8
+    when it is valid UTF-8 (RFC 6532 mail, a mailer that didn't say), else Windows-1252."""
+    if (label or "").strip().strip('"').lower() in _UNDECLARED and not data.isascii():
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
     name = codec(label) or "utf-8"
     try:
         return data.decode(name, "replace")
