@@ -47,8 +47,8 @@ STREAM_THRESHOLD = 256 * 1024  # larger messages are sent from the file in chunk
 STREAM_CHUNK = 64 * 1024
 STRUCTURE_KEY = "imap.bodystructure"  # IMailbox.remember names
 BODY_KEY = "imap.body"  # messages read per store call while searching bodies
-# The reading of MIME the kept BODYSTRUCTUREs were made with, the first octet of each value
-# (a structure itself starts with "("; those older than versions are read again, and
+# The reading of MIME the kept BODYSTRUCTUREs were made with, the first octet of each value.
+# A value kept before there was one starts with the structure's "(" and is made again (and
 # replaced). 2: a multipart inside one with the same boundary takes its delimiters
 # (``mime._split_multipart``), so BODY[n] of such a message is read as its structure says.
 STRUCTURE_VERSION = b"2"
