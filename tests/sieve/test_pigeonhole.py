@@ -75,6 +75,11 @@ MESSAGES = {
         "Content-Type: text/plain\r\n\r\nsee below\r\n--b--\r\n\r\n--b\r\n"
         "Content-Type: text/html\r\n\r\n<p>html words: secret money</p>\r\n--b--\r\n"
     ),
+    # a subject folded with a tab: made flags, it is split at the tab too
+    "folded-tab": (
+        "From: bob@example.com\r\nTo: alice@example.test\r\nSubject: bug demonstration\r\n"
+        "\tmore text\r\n\r\nx\r\n"
+    ),
     # an encoded word ending in a space: the value is stripped after decoding
     "encoded-trailing-space": (
         "From: bob@example.com\r\nTo: alice@example.test\r\n"
@@ -283,6 +288,7 @@ DIFFERENCES: dict[tuple[str, str], str] = {
         "html-attributes",
         "folded-spaces",
         "encoded-trailing-space",
+        "folded-tab",
         "big",
         "group",
     )

@@ -33,13 +33,18 @@ def valid(flag: str) -> bool:
     return len(flag) <= MAX_KEYWORD_LENGTH and bool(_ATOM.match(flag))
 
 
+# Between flags of a list (RFC 5232 3: space-separated): a tab too, as Pigeonhole reads it; a
+# folded Subject added as flags keeps its tabs now that unfolding leaves them (message.py).
+_SEPARATOR = re.compile(r"[ \t\r\n]+")
+
+
 def split(strings: Iterable[str]) -> list[str]:
     """The flags named in ``strings``, in order, each once (compared without case); no
     check of validity (``hasflag`` keys and values are compared as written)."""
     found: list[str] = []
     seen: set[str] = set()
     for text in strings:
-        for flag in text.split(" "):
+        for flag in _SEPARATOR.split(text):
             folded = flag.lower()
             if flag and folded not in seen:
                 seen.add(folded)
