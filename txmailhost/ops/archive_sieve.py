@@ -37,7 +37,7 @@ import re
 from typing import Any
 
 from txmailhost.ops.mailbox_admin import AdminError
-from txmailhost.ops.migrate_sieve import SourceScript, read_script, refusal
+from txmailhost.ops.migrate_sieve import SourceScript, store_scripts
 from txmailhost.ops.sourcefiles import SourceFileError, entry_problem, shown
 from txmailhost.sieve.scripts import ScriptError, check_name
 
@@ -148,46 +148,14 @@ def _check_entry(path: str, want_directory: bool = False) -> None:
 
 
 def import_scripts(scripts: Any, user: str, found: list[SourceScript]) -> list[dict[str, Any]]:
-    """Store ``found`` as ``user``'s scripts (module docstring); an entry of the report each."""
+    """Store ``found`` as ``user``'s scripts (module docstring; ``migrate_sieve.store_scripts``,
+    as ``migrate dovecot`` stores them); an entry of the report each."""
     try:
-        here = {info.name for info in scripts.list(user)}
-        active_here = scripts.active_name(user)
-    except ScriptError as e:
+        return store_scripts(
+            scripts, user, found, lambda s: {"name": s.name, "active_in_export": s.active}
+        )
+    except ScriptError as e:  # the user's scripts can't be listed here (an address refused)
         raise AdminError(f"{user}: {e}") from None
-    report = []
-    for source in sorted(found, key=lambda s: (not s.active, s.name)):
-        entry: dict[str, Any] = {
-            "name": source.name,
-            "active_in_export": source.active,
-            "error": None,
-            "activated": False,
-        }
-        try:
-            if source.name not in here:  # over a quota: said before the file is read
-                scripts.check_space(user, source.name, source.size)
-            text, problem = read_script(source.path, scripts.max_script_size)
-            entry["error"] = problem or refusal(text)
-            if source.name in here:
-                same = scripts.get(user, source.name) == text
-                entry["result"] = "unchanged" if same else "kept"
-            else:
-                scripts.put(user, source.name, text, check=entry["error"] is None)
-                entry["result"] = "imported"
-                here.add(source.name)
-        except (ScriptError, SourceFileError) as e:
-            entry["result"], entry["reason"] = "not imported", str(e)
-        if (
-            source.active
-            and entry["error"] is None
-            and entry["result"] in ("imported", "unchanged")
-            and active_here is None
-        ):
-            scripts.set_active(user, source.name)
-            active_here, entry["activated"] = source.name, True
-        elif source.active:
-            entry["active_here"] = active_here
-        report.append(entry)
-    return report
 
 
 def report_lines(entries: list[dict[str, Any]]) -> list[str]:

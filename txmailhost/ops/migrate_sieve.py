@@ -40,6 +40,7 @@ import os
 import re
 import stat
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -270,19 +271,34 @@ def script_name(stem: str) -> str:
 def migrate_scripts(scripts: Any, user: str, found: list[SourceScript]) -> list[dict[str, Any]]:
     """Store the user's scripts (the active one first, so the script quota keeps it), and
     make the active one active here if it compiles and none is; a line of the report each."""
+
+    def described(source: SourceScript) -> dict[str, Any]:
+        return {
+            "name": source.name,
+            "file": shown(source.path),
+            "renamed": os.path.basename(source.path) != source.name + SUFFIX,
+            "active_in_dovecot": source.active,
+        }
+
+    return store_scripts(scripts, user, found, described)
+
+
+def store_scripts(
+    scripts: Any,
+    user: str,
+    found: list[SourceScript],
+    described: Callable[[SourceScript], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """``found`` stored as ``user``'s scripts, the active one first (so the script quota
+    keeps it): a script there already under the name is kept as it is ("unchanged" or
+    "kept"); one our Sieve refuses is stored all the same and never made active; the active
+    one is made active only where none is. A report entry each, begun by ``described``.
+    What ``migrate dovecot`` and ``import`` (``archive_sieve.py``) do alike."""
     here = {info.name for info in scripts.list(user)}
     active_here = scripts.active_name(user)
     report = []
     for source in sorted(found, key=lambda s: (not s.active, s.name)):
-        stem = os.path.basename(source.path)
-        entry: dict[str, Any] = {
-            "name": source.name,
-            "file": shown(source.path),
-            "renamed": stem != source.name + SUFFIX,
-            "active_in_dovecot": source.active,
-            "error": None,
-            "activated": False,
-        }
+        entry: dict[str, Any] = {**described(source), "error": None, "activated": False}
         try:
             if source.name not in here:  # a quota it is over: said before the file is read
                 scripts.check_space(user, source.name, source.size)
