@@ -509,12 +509,28 @@ def test_migrate_postfix_aliases_adds_them(tmp_path: Path, capsys) -> None:
     data, source = _alias_map(
         tmp_path, capsys, "info@example.test  someone@elsewhere.test\nbad@other.test x@y.test\n"
     )
-    assert main(["--data", data, "migrate", "postfix-aliases", str(source)]) == 0
+    assert main(["--data", data, "migrate", "postfix-aliases", str(source)]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "info@example.test -> someone@elsewhere.test"
     assert out[1].startswith("bad@other.test -> x@y.test: skipped: ")
     assert main(["--data", data, "alias", "list"]) == 0
     assert "info@example.test" in capsys.readouterr().out
+
+
+def test_migrate_postfix_aliases_exits_1_when_an_entry_is_skipped_0_when_all_are_there(
+    tmp_path: Path, capsys
+) -> None:
+    """As ``migrate dovecot`` exits 1 when a user failed: a script running the migration
+    learns from the exit status that part of the map didn't come in (it exited 0). A map
+    brought in whole exits 0, and so does a second run of it (the aliases are there)."""
+    data, source = _alias_map(tmp_path, capsys, "bad@other.test x@y.test\n")
+    assert main(["--data", data, "migrate", "postfix-aliases", str(source)]) == 1
+    source.write_text("info@example.test someone@elsewhere.test\n")
+    assert main(["--data", data, "migrate", "postfix-aliases", str(source)]) == 0
+    assert main(["--data", data, "migrate", "postfix-aliases", str(source)]) == 0
+    capsys.readouterr()
+    assert main(["--data", data, "migrate", "postfix-aliases", "--json", str(source)]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["added"] is True
 
 
 def test_an_alias_of_the_map_closing_a_loop_is_skipped_and_the_rest_added(
@@ -529,7 +545,7 @@ def test_an_alias_of_the_map_closing_a_loop_is_skipped_and_the_rest_added(
         "l2@example.test l1@example.test\n"
         "info@example.test someone@elsewhere.test\n",
     )
-    assert main(["--data", data, "migrate", "postfix-aliases", str(source)]) == 0
+    assert main(["--data", data, "migrate", "postfix-aliases", str(source)]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[1] == (
         "l2@example.test -> l1@example.test: skipped: mail for l2@example.test would loop "
@@ -578,7 +594,7 @@ def test_control_characters_of_an_alias_map_are_shown_escaped_in_the_report(
 ) -> None:
     """An escape sequence in the file must not drive the administrator's terminal."""
     data, source = _alias_map(tmp_path, capsys, b"a@example.test \x1b]0;owned\x07@elsewhere.test\n")
-    assert main(["--data", data, "migrate", "postfix-aliases", str(source)]) == 0
+    assert main(["--data", data, "migrate", "postfix-aliases", str(source)]) == 1
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out
     assert out.startswith("a@example.test -> \\x1b]0;owned\\x07@elsewhere.test: skipped: ")

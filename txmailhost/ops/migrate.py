@@ -776,4 +776,8 @@ def _postfix_aliases(args: argparse.Namespace, config: Any, accounts: Any) -> in
             for r in report
         ],
     )
-    return 0
+    # As ``migrate dovecot`` exits 1 when a user failed: a script (or the administrator
+    # reading only ``$?``) learns that some of the map didn't come in. An entry added
+    # again on a second run is no failure (the alias is there), so a run that finished
+    # exits 0 again.
+    return 1 if any(not r["added"] for r in report) else 0
