@@ -190,6 +190,50 @@ def test_links_fifos_and_directories_in_a_maildir_are_skipped_and_reported(
     assert list(site.mail("user1")["INBOX"][1].values()) == [b"Subject: one\r\n\r\nuser1's\r\n"]
 
 
+@pytest.mark.parametrize(
+    ("layout", "options"),
+    [
+        # mail_location = maildir:~/Maildir, homes /var/vmail/%d/%n, none in the passwd-file
+        ("{root}/{domain}/{user}/Maildir", []),
+        ("{root}/{user}/Maildir", []),  # one domain: homes /var/vmail/%n
+        ("{root}/{domain}/{user}/Maildir", ["--mail-location", "maildir:{root}/%d/%n/Maildir"]),
+    ],
+)
+def test_a_maildir_in_a_maildir_subfolder_of_the_users_directory_is_found_and_reported(
+    site: Site, layout: str, options: list[str]
+) -> None:
+    """Dovecot's common ``mail_location = maildir:~/Maildir`` with homes under the Maildir
+    root: the user's mail was not found (``DIR/DOMAIN/USER/Maildir`` was never tried) and
+    the account moved in empty without a word. The report says which path was taken."""
+    path = Path(layout.format(root=site.root, domain=DOMAIN, user="alice"))
+    maildir(path)
+    (path / "cur" / "1700000000.M1P1.host:2,S").write_bytes(b"Subject: one\n\nalice's\n")
+    (path.parent / "notes").mkdir()  # the home's other directories are no mail
+    site.users("alice")
+    command = site.command()
+    if options:
+        command = command[: command.index("--maildir-root")]
+        command += [o.format(root=site.root) for o in options]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert f"  Maildir {path}\n" in result.stdout
+    assert list(site.mail("alice")["INBOX"][1].values()) == [b"Subject: one\r\n\r\nalice's\r\n"]
+
+
+def test_a_directory_without_cur_is_not_taken_for_a_maildir_and_the_places_are_reported(
+    site: Site,
+) -> None:
+    home = site.root / DOMAIN / "alice"
+    (home / "Maildir" / "new").mkdir(parents=True)  # no cur/: no Maildir, as for Dovecot
+    site.users("alice")
+    result = site.migrate()
+    assert result.returncode == 0, result.stderr
+    assert "  Maildir " not in result.stdout
+    assert f"  skipped no Maildir (a directory with cur/) in {home}, {home / 'Maildir'}, " in (
+        result.stdout
+    )
+
+
 def test_a_link_as_the_users_own_maildir_is_not_followed(site: Site, tmp_path: Path) -> None:
     other = site.maildir("user1")
     (other / "cur" / "1700000000.M1P1.host:2,S").write_bytes(b"Subject: one\n\nuser1's\n")

@@ -336,7 +336,9 @@ def test_a_file_rewritten_during_the_run_leaves_its_mailbox_untouched(
 @pytest.mark.parametrize(
     ("options", "error"),
     [
-        (["--mail-location", "maildir:~/Maildir"], "only mbox:ROOT[:INBOX=PATH] is read here"),
+        (["--mail-location", "mdbox:~/mdbox"], "only mbox:ROOT[:INBOX=PATH] or maildir:PATH"),
+        (["--mail-location", "maildir:~/Maildir:LAYOUT=fs"], "only the Maildir++ layout"),
+        (["--mail-location", "maildir:~/Maildir:INBOX=~/in"], "INBOX=PATH is not read here"),
         (["--mail-location", "mbox:~/mail", "--maildir-root", "/x"], "one or the other"),
     ],
 )

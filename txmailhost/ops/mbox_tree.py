@@ -52,26 +52,37 @@ _DIGITS = re.compile(rb"[0-9]+")
 
 @dataclass(frozen=True)
 class MailLocation:
-    """Dovecot's ``mail_location`` for mbox: ``mbox:ROOT[:INBOX=PATH][:KEY=...]``. ``~``
-    and ``%h`` are the user's home, ``%u`` the user as the passwd-file names them, ``%n``
-    its local part, ``%d`` its domain, ``%%`` a percent sign (Dovecot's variables)."""
+    """Dovecot's ``mail_location``: ``mbox:ROOT[:INBOX=PATH][:KEY=...]``, or
+    ``maildir:PATH[:KEY=...]`` (``maildir:~/Maildir``, ``maildir:/var/vmail/%d/%n/Maildir``:
+    the user's Maildir++ itself, ``maildir`` true). ``~`` and ``%h`` are the user's home,
+    ``%u`` the user as the passwd-file names them, ``%n`` its local part, ``%d`` its domain,
+    ``%%`` a percent sign (Dovecot's variables)."""
 
     root: str
     inbox: str | None
+    maildir: bool = False
 
     @classmethod
     def parse(cls, text: str) -> MailLocation:
         kind_, colon, rest = text.partition(":")
-        if kind_ != "mbox" or not colon or not rest:
-            raise AdminError(f"--mail-location {text!r}: only mbox:ROOT[:INBOX=PATH] is read "
-                             "here (a Maildir is found with --maildir-root)")  # fmt: skip
+        if kind_ not in ("mbox", "maildir") or not colon or not rest:
+            raise AdminError(f"--mail-location {text!r}: only mbox:ROOT[:INBOX=PATH] or "
+                             "maildir:PATH is read here")  # fmt: skip
         root, *options = rest.split(":")
         inbox = None
         for option in options:
             key, _, value = option.partition("=")
             if key.upper() == "INBOX":
                 inbox = value
-        return cls(root, inbox)
+            # Dovecot's other layouts name folders otherwise (fs: Lists/twisted): read as
+            # Maildir++ their folders would be missed or misnamed without a word.
+            if kind_ == "maildir" and key.upper() == "LAYOUT" and value.lower() != "maildir++":
+                raise AdminError(f"--mail-location {text!r}: only the Maildir++ layout is "
+                                 "read here")  # fmt: skip
+        if kind_ == "maildir" and inbox is not None:
+            raise AdminError(f"--mail-location {text!r}: a Maildir's INBOX=PATH is not read "
+                             "here (the INBOX is the Maildir itself)")  # fmt: skip
+        return cls(root, inbox, kind_ == "maildir")
 
     def paths(self, user: str, address: str, home: str) -> tuple[str, str | None]:
         """(folder root, INBOX file) of one user."""

@@ -7,8 +7,10 @@ each user:
 - creates the account with its Dovecot hash (``accounts/legacy.py`` checks it at login; the
   first successful login replaces it with ours), unless the account exists already; a
   hash no login could match is refused first (``dovecot_hashes.py``);
-- copies the user's Maildir++ (``DIR/DOMAIN/USER``, ``DIR/USER@DOMAIN``, ``DIR/USER``,
-  ``HOME/Maildir`` or ``HOME``, the first that is a Maildir) keeping, per folder, the
+- copies the user's Maildir++ (``DIR/DOMAIN/USER``, ``DIR/DOMAIN/USER/Maildir``,
+  ``DIR/USER@DOMAIN``, ``DIR/USER``, ``DIR/USER/Maildir``, ``HOME/Maildir`` or ``HOME``, the
+  first that is a Maildir; or the one ``--mail-location maildir:PATH`` names) keeping, per
+  folder, the
   UIDVALIDITY, UIDs and UIDNEXT of its ``dovecot-uidlist`` and the keywords of its
   ``dovecot-keywords`` (file-name letters ``a``-``z``), so IMAP clients see the same mailboxes
   and download nothing again; messages Dovecot hadn't given a UID yet get the next ones (a
@@ -114,7 +116,7 @@ def register(commands: Any, with_accounts: Callable[..., Callable[[argparse.Name
     dovecot.add_argument(
         "--mail-location",
         metavar="LOCATION",
-        help="Dovecot's mail_location of mbox users (mbox:~/mail:INBOX=/var/mail/%%u)",
+        help="Dovecot's mail_location (mbox:~/mail:INBOX=/var/mail/%%u, maildir:~/Maildir)",
     )
     dovecot.add_argument(
         "--mbox-unquote",
@@ -470,16 +472,33 @@ def read_subscriptions(
     return [name for name in names if name]
 
 
-def find_maildir(root: str | None, entry: PasswdEntry, skipped: list[str]) -> str | None:
-    """The user's Maildir. The administrator's paths (the root, the passwd-file's home) may
-    lead through links; ``HOME/Maildir`` is the user's own entry, so a link there (perhaps
-    to someone else's Maildir) is reported and not followed."""
+def find_maildir(
+    root: str | None,
+    entry: PasswdEntry,
+    skipped: list[str],
+    location: MailLocation | None = None,
+) -> str | None:
+    """The user's Maildir: the path of a ``maildir:`` ``location`` (Dovecot's own
+    ``mail_location``), else the first of the layouts Dovecot installs use that is a
+    Maildir (its ``cur/`` a directory, the test Dovecot's autodetection makes): under
+    ``root`` ``DOMAIN/USER``, ``DOMAIN/USER/Maildir`` (``mail_location =
+    maildir:~/Maildir`` with homes ``/var/vmail/%d/%n``), ``USER@DOMAIN``, ``USER``,
+    ``USER/Maildir`` (one domain), then ``HOME/Maildir`` and ``HOME``. A directory without
+    ``cur/`` is never taken; when none is found, the places looked in are reported. The
+    administrator's paths (the root, the passwd-file's home) may lead through links;
+    ``HOME/Maildir`` is the user's own entry, so a link there (perhaps to someone else's
+    Maildir) is reported and not followed."""
     local, domain = entry.address.split("@", 1)
     candidates = []
-    if root:
-        candidates += [os.path.join(root, domain, local), os.path.join(root, entry.address),
-                       os.path.join(root, local)]  # fmt: skip
-    if entry.home:
+    if location is not None:
+        candidates.append(location.paths(entry.user or entry.address, entry.address,
+                                         entry.home)[0])  # fmt: skip
+    elif root:
+        candidates += [os.path.join(root, domain, local),
+                       os.path.join(root, domain, local, "Maildir"),
+                       os.path.join(root, entry.address), os.path.join(root, local),
+                       os.path.join(root, local, "Maildir")]  # fmt: skip
+    if entry.home and location is None:
         own = os.path.join(entry.home, "Maildir")
         if os.path.islink(own):
             skipped.append(f"{shown(own)}: {kind(stat.S_IFLNK)}")
@@ -489,6 +508,9 @@ def find_maildir(root: str | None, entry: PasswdEntry, skipped: list[str]) -> st
     for candidate in candidates:
         if os.path.isdir(os.path.join(candidate, "cur")):
             return candidate
+    if candidates:
+        skipped.append("no Maildir (a directory with cur/) in "
+                       + ", ".join(shown(c) for c in candidates))  # fmt: skip
     return None
 
 
@@ -510,10 +532,9 @@ def _dovecot(args: argparse.Namespace, config: Any, accounts: Any) -> int:
         # One user's failure is reported and the others still move in (a run again
         # finishes this one: docs/admin.rst).
         try:
-            if location is None:
-                report.append(
-                    migrate_user(store, accounts, entry, args.maildir_root, scripts, sieve)
-                )
+            if location is None or location.maildir:
+                report.append(migrate_user(store, accounts, entry, args.maildir_root, scripts,
+                                           sieve, location))  # fmt: skip
             else:
                 report.append(migrate_mbox_user(store, accounts, entry, location,
                                                 args.mbox_unquote, scripts, sieve))  # fmt: skip
@@ -527,6 +548,8 @@ def _dovecot(args: argparse.Namespace, config: Any, accounts: Any) -> int:
                 out.append(f"skipped {user['user']}: {user['error']}")
                 continue
             out.append(f"{user['user']}: account {user['account']}")
+            if user.get("maildir"):
+                out.append(f"  Maildir {shown(user['maildir'])}")
             out.extend(f"  skipped {line}" for line in user["skipped"])
             for box in user["mailboxes"]:
                 how = "UIDs kept" if box["kept_uids"] else "new UIDs (the mailbox held mail)"
@@ -574,13 +597,14 @@ def migrate_user(
     root: str | None,
     scripts: Any = None,
     sieve: migrate_sieve.SieveLocation | None = None,
+    location: MailLocation | None = None,
 ) -> dict:
     user = entry.address
     account = _account(accounts, entry)
     quota = dovecot_quota.migrate_quota(accounts, user, entry.extra)
     result_of(store.provision(user))
     skipped: list[str] = []
-    maildir = find_maildir(root, entry, skipped)
+    maildir = find_maildir(root, entry, skipped, location)
     boxes = []
     if maildir is not None:
         seen: dict[str, str] = {}
