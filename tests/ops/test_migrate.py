@@ -22,6 +22,7 @@ from txmailhost.ops.migrate import (
     read_keywords,
     read_uidlist,
 )
+from txmailhost.ops.sourcefiles import RegularFileSource, SourceFileError
 from txmailhost.store.maildir import MaildirStore
 
 DOMAIN = "audit.test"
@@ -783,3 +784,77 @@ def test_two_folders_whose_names_decode_alike_are_not_merged_into_one_mailbox(
         in result.stdout.splitlines()
     )
     assert site.mail("user1")["Café"][1] == {1: b"Subject: .Caf&AOk-\r\n\r\n"}
+
+
+def _peak_rss_at_exit() -> str:
+    """Python for ``Site.command(before=)``: the process prints its peak RSS (KiB) last."""
+    return ("import atexit, resource, sys\natexit.register(lambda: print('maxrss', "
+            "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr))")  # fmt: skip
+
+
+def test_a_message_file_above_the_servers_message_size_is_skipped_and_reported(
+    site: Site,
+) -> None:
+    """A sparse file of 10 GiB in a user's Maildir was copied into the store (10 GiB written
+    out) although SMTP and IMAP APPEND refuse a message over 50 MiB: above the larger of
+    ``[smtp] max_message_size`` and ``[imap] max_literal_size`` it is left out, unread,
+    and named in the report; the folder's other mail comes over under its UIDs."""
+    box = site.maildir("alice")
+    huge = box / "cur" / "1700000001.M1P1.host:2,S"
+    with open(huge, "wb") as f:
+        f.truncate(10 * 2**30)
+    (box / "cur" / "1700000002.M2P1.host:2,S").write_bytes(b"Subject: small\n\nhello\n")
+    (box / "dovecot-uidlist").write_text(
+        "3 V1700000000 N3\n1 :1700000001.M1P1.host\n2 :1700000002.M2P1.host\n"
+    )
+    site.users("alice")
+    result = site.migrate()
+    assert result.returncode == 0, result.stderr
+    assert (
+        f"  skipped {huge}: 10737418240 bytes, larger than the 52428800 copied "
+        "(--max-message-size)\n"
+    ) in result.stdout
+    validity, messages = site.mail("alice")["INBOX"]
+    assert validity == 1700000000
+    assert messages == {2: b"Subject: small\r\n\r\nhello\r\n"}
+
+
+def test_a_large_sparse_message_copied_with_no_limit_is_streamed_not_read_into_memory(
+    site: Site,
+) -> None:
+    """``--max-message-size 0`` copies whatever size; the file goes to the store in pieces,
+    so a 256 MiB message costs the process far less than 256 MiB."""
+    box = site.maildir("alice")
+    big = box / "cur" / "1700000001.M1P1.host:2,S"
+    with open(big, "wb") as f:
+        f.write(b"Subject: big\n\n")
+        f.truncate(256 * 2**20)
+    site.users("alice")
+    command = [*site.command(_peak_rss_at_exit()), "--max-message-size", "0"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "skipped" not in result.stdout
+    peak_kib = int(result.stderr.split("maxrss")[-1])
+    assert peak_kib < 200 * 1024, peak_kib
+    store = MaildirStore(os.path.join(site.data, "mail"))
+    inbox = result_of(store.open(f"alice@{DOMAIN}", "INBOX"))
+    sizes = [m.size for m in result_of(inbox.snapshot()).messages]
+    assert sizes == [256 * 2**20 + 2]  # its two bare LFs are served as CRLF
+
+
+def test_a_message_file_that_grows_after_it_was_listed_is_not_read_past_its_size(
+    tmp_path: Path,
+) -> None:
+    """The size judged (``--max-message-size``) is the size read: a file its owner makes
+    grow between the look and the copy is refused, not copied at its new size."""
+    path = tmp_path / "1700000001.M1P1.host"
+    path.write_bytes(b"Subject: small\n\n")
+    source = RegularFileSource(str(path), os.lstat(path))
+    with open(path, "ab") as f:
+        f.write(b"x" * 100_000)
+    with pytest.raises(SourceFileError, match="changed while being read"), source.open() as f:
+        while f.read(1 << 20):
+            pass
+    path.write_bytes(b"Subject: small\n\n")
+    with RegularFileSource(str(path), os.lstat(path)).open() as f:
+        assert f.read() == b"Subject: small\n\n"

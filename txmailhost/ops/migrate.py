@@ -15,6 +15,9 @@ each user:
   ``dovecot-keywords`` (file-name letters ``a``-``z``), so IMAP clients see the same mailboxes
   and download nothing again; messages Dovecot hadn't given a UID yet get the next ones (a
   uidlist with numbers IMAP can't serve is reported, and its folder gets new UIDs);
+- leaves out, and reports, a message file larger than this server takes in itself (the
+  larger of ``[smtp] max_message_size`` and ``[imap] max_literal_size``, or
+  ``--max-message-size``): a sparse file of 10 GiB would have been written out whole;
 - subscribes what Dovecot's ``subscriptions`` file lists;
 - brings the user's Sieve scripts, the active one active (``migrate_sieve.py``), and the
   storage limit of their ``quota_rule`` extra field (``dovecot_quota.py``).
@@ -39,6 +42,7 @@ as root or the mail user.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import sqlite3
@@ -117,6 +121,13 @@ def register(commands: Any, with_accounts: Callable[..., Callable[[argparse.Name
         "--mail-location",
         metavar="LOCATION",
         help="Dovecot's mail_location (mbox:~/mail:INBOX=/var/mail/%%u, maildir:~/Maildir)",
+    )
+    dovecot.add_argument(
+        "--max-message-size",
+        type=_size,
+        metavar="BYTES",
+        help="skip and report Maildir messages larger than this (default: the larger of "
+        "[smtp] max_message_size and [imap] max_literal_size; 0: no limit)",
     )
     dovecot.add_argument(
         "--mbox-unquote",
@@ -517,6 +528,40 @@ def find_maildir(
 # -- the commands ------------------------------------------------------------------------------
 
 
+def _size(text: str) -> int:
+    """``--max-message-size``: a number of bytes, 0 for no limit."""
+    if not _DIGITS.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of bytes")
+    return int(text)
+
+
+def size_limit(args: argparse.Namespace, config: Any) -> int | None:
+    """The largest message file ``migrate dovecot`` copies, None for any: by default the
+    largest this server takes in itself (over SMTP, or by IMAP APPEND), so a message file
+    no client could have sent here (a 10 GB file in a user's Maildir, a sparse file that
+    would be written out whole) isn't copied without the administrator's word."""
+    if args.max_message_size is not None:
+        return args.max_message_size or None
+    return max(config.smtp.max_message_size, config.imap.max_literal_size)
+
+
+def _within(folder: Folder, limit: int | None, skipped: list[str]) -> Folder:
+    """``folder`` without the messages larger than ``limit``, each reported (by the size
+    the file was listed with: nothing of it is read)."""
+    if limit is None:
+        return folder
+    kept = []
+    for message in folder.messages:
+        size = message.source.size
+        if size is not None and size > limit:
+            where = getattr(message.source, "path", "a message")
+            skipped.append(f"{shown(where)}: {size} bytes, larger than the {limit} copied "
+                           "(--max-message-size)")  # fmt: skip
+        else:
+            kept.append(message)
+    return dataclasses.replace(folder, messages=kept)
+
+
 def _dovecot(args: argparse.Namespace, config: Any, accounts: Any) -> int:
     location = None
     if args.mail_location is not None:
@@ -534,7 +579,7 @@ def _dovecot(args: argparse.Namespace, config: Any, accounts: Any) -> int:
         try:
             if location is None or location.maildir:
                 report.append(migrate_user(store, accounts, entry, args.maildir_root, scripts,
-                                           sieve, location))  # fmt: skip
+                                           sieve, location, size_limit(args, config)))  # fmt: skip
             else:
                 report.append(migrate_mbox_user(store, accounts, entry, location,
                                                 args.mbox_unquote, scripts, sieve))  # fmt: skip
@@ -598,6 +643,7 @@ def migrate_user(
     scripts: Any = None,
     sieve: migrate_sieve.SieveLocation | None = None,
     location: MailLocation | None = None,
+    max_size: int | None = None,
 ) -> dict:
     user = entry.address
     account = _account(accounts, entry)
@@ -614,7 +660,7 @@ def migrate_user(
                                f"{shown(seen[name])} ({_printable(_clipped(name))})")  # fmt: skip
                 continue
             seen[name] = directory
-            box = migrate_folder(store, user, name, directory, skipped)
+            box = migrate_folder(store, user, name, directory, skipped, max_size)
             if box is not None:
                 boxes.append(box)
         existing = set(result_of(store.list_mailboxes(user)))
@@ -642,11 +688,17 @@ def _scripts(
 
 
 def migrate_folder(
-    store: Any, user: str, name: str, directory: str, skipped: list[str]
+    store: Any,
+    user: str,
+    name: str,
+    directory: str,
+    skipped: list[str],
+    max_size: int | None = None,
 ) -> dict | None:
     """Restore one Dovecot folder as the mailbox ``name``; a line of the report (None when
-    the store refuses the name: the folder is skipped, and said so in ``skipped``)."""
-    folder = folder_messages(directory, skipped)
+    the store refuses the name: the folder is skipped, and said so in ``skipped``). A
+    message file larger than ``max_size`` is left out and reported (``_within``)."""
+    folder = _within(folder_messages(directory, skipped), max_size, skipped)
     restored = _restore(store, user, name, directory, folder, skipped)
     if restored is None:
         return None

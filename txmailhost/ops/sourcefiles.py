@@ -12,10 +12,11 @@ for a link or a FIFO between the look and the read is refused rather than read.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import re
 import stat
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from txmailhost.ops.mailbox_admin import AdminError
 from txmailhost.store.interfaces import MessageSource
@@ -105,9 +106,37 @@ def read_regular(path: str, limit: int = MAX_LISTING) -> bytes | None:
     return data
 
 
+class _Listed(io.RawIOBase):
+    """A source file read no further than the size it was listed with: ``migrate`` judged
+    the message by that size (``--max-message-size``), and a file its owner made grow to
+    10 GB after the look would otherwise have been copied whole."""
+
+    def __init__(self, file: BinaryIO, size: int, path: str) -> None:
+        self._file, self._left, self._path = file, size, path
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        wanted = min(len(view), self._left + 1)  # one more: did the file grow?
+        data = self._file.read(wanted)
+        if len(data) > self._left:
+            raise SourceFileError(f"{shown(self._path)}: changed while being read (larger "
+                                  "than when it was listed)")  # fmt: skip
+        self._left -= len(data)
+        view[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
 class RegularFileSource(MessageSource):
     """A message file of the source tree, opened only when the store reads it (one file at a
-    time, however many there are) and only if it is still the regular file listed."""
+    time, however many there are) and only if it is still the regular file listed, read
+    no further than its listed size (``_Listed``)."""
 
     __slots__ = ("_listed", "_where")
 
@@ -115,5 +144,11 @@ class RegularFileSource(MessageSource):
         super().__init__(size=listed.st_size)
         self._where, self._listed = path, listed
 
+    @property
+    def path(self) -> str:
+        """Where the message is, for the report."""
+        return self._where
+
     def open(self) -> BinaryIO:
-        return open_regular(self._where, self._listed)
+        raw = _Listed(open_regular(self._where, self._listed), self._listed.st_size, self._where)
+        return io.BufferedReader(raw, 1 << 16)  # type: ignore[return-value]
