@@ -432,3 +432,24 @@ def test_a_user_name_that_would_climb_out_of_the_spool_is_refused(user: str) -> 
     assert location.paths("carol", f"carol@{DOMAIN}", "/home/carol") == (
         "/home/carol/mail", "/var/mail/carol",
     )  # fmt: skip
+
+
+def test_an_mbox_message_above_the_message_size_is_left_out_and_reported(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As for a Maildir's files: a message of an mbox larger than ``--max-message-size``
+    (judged by its octets in the file, not read) is named in the report and left out; the
+    messages around it come over under their UIDs."""
+    big = b"From bob@example.org Sat Dec  5 10:00:00 2026\nSubject: big\n\n" + b"x" * 2000 + b"\n\n"
+    small = b"From carol@example.org Sat Dec  5 11:00:00 2026\nSubject: small\n\nhi\n\n"
+    (site.spool / "carol").write_bytes(small + big + small)
+    site.users("carol")
+    code, out = site.migrate(capsys, "--max-message-size", "1000")
+    assert code == 0, out
+    assert (
+        f"  skipped {site.spool / 'carol'} (the message at octet {len(small)}): 2015 bytes, "
+        "larger than the 1000 copied (--max-message-size)\n"
+    ) in out
+    messages = site.mail("carol")["INBOX"][2]
+    assert sorted(messages) == [1, 3]
+    assert all(b"Subject: small" in octets for _flags, _date, octets in messages.values())

@@ -257,6 +257,17 @@ class MboxMessageSource(MessageSource):
         raw = _Chunks(f, _octets(f, self._block, self._unquote))
         return io.BufferedReader(raw)  # type: ignore[return-value]
 
+    @property
+    def octets_in_file(self) -> int:
+        """The message's octets in the file, from its header to its end (the hidden fields
+        counted): what ``--max-message-size`` judges, known without reading the message."""
+        return self._block.end - self._block.header
+
+    @property
+    def where(self) -> str:
+        """The message for the report: its file and the octet of its From line."""
+        return f"{shown(self._where)} (the message at octet {self._block.start})"
+
     def length(self) -> int:
         if self.size is None:
             with self.open() as f:

@@ -49,7 +49,7 @@ import sqlite3
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from txmailhost.accounts.addresses import canonical_address
 from txmailhost.accounts.interfaces import AccountError
@@ -58,7 +58,7 @@ from txmailhost.ops import dovecot_quota, migrate_sieve
 from txmailhost.ops.archive import added
 from txmailhost.ops.dovecot_hashes import hash_problem
 from txmailhost.ops.mailbox_admin import AdminError, emit, json_option, open_store, result_of
-from txmailhost.ops.mbox import MboxError
+from txmailhost.ops.mbox import MboxError, MboxMessageSource
 from txmailhost.ops.mbox_tree import MailLocation, MboxFolder, inbox_problem
 from txmailhost.ops.mbox_tree import folders as mbox_folders
 from txmailhost.ops.mbox_tree import read_folder as read_mbox
@@ -93,6 +93,7 @@ MAX_LINE = 65536
 MAX_ADDRESS = 254  # RFC 5321 4.5.3.1.3: a path of 256 octets, "<" and ">" included
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SHOWN = 80  # most characters of a file's text an error repeats
+_F = TypeVar("_F", "Folder", MboxFolder)  # a Maildir folder's messages or an mbox file's
 
 
 def _printable(text: str) -> str:
@@ -126,7 +127,7 @@ def register(commands: Any, with_accounts: Callable[..., Callable[[argparse.Name
         "--max-message-size",
         type=_size,
         metavar="BYTES",
-        help="skip and report Maildir messages larger than this (default: the larger of "
+        help="skip and report messages larger than this (default: the larger of "
         "[smtp] max_message_size and [imap] max_literal_size; 0: no limit)",
     )
     dovecot.add_argument(
@@ -545,17 +546,22 @@ def size_limit(args: argparse.Namespace, config: Any) -> int | None:
     return max(config.smtp.max_message_size, config.imap.max_literal_size)
 
 
-def _within(folder: Folder, limit: int | None, skipped: list[str]) -> Folder:
-    """``folder`` without the messages larger than ``limit``, each reported (by the size
-    the file was listed with: nothing of it is read)."""
+def _within(folder: _F, limit: int | None, skipped: list[str]) -> _F:
+    """``folder`` without the messages larger than ``limit``, each reported; judged by the
+    size a Maildir file was listed with, or an mbox message's octets in its file: nothing
+    of them is read."""
     if limit is None:
         return folder
     kept = []
     for message in folder.messages:
-        size = message.source.size
-        if size is not None and size > limit:
-            where = getattr(message.source, "path", "a message")
-            skipped.append(f"{shown(where)}: {size} bytes, larger than the {limit} copied "
+        source = message.source
+        if isinstance(source, MboxMessageSource):
+            size, where = source.octets_in_file, source.where
+        else:
+            assert isinstance(source, RegularFileSource)
+            size, where = source.size or 0, shown(source.path)
+        if size > limit:
+            skipped.append(f"{where}: {size} bytes, larger than the {limit} copied "
                            "(--max-message-size)")  # fmt: skip
         else:
             kept.append(message)
@@ -582,7 +588,8 @@ def _dovecot(args: argparse.Namespace, config: Any, accounts: Any) -> int:
                                            sieve, location, size_limit(args, config)))  # fmt: skip
             else:
                 report.append(migrate_mbox_user(store, accounts, entry, location,
-                                                args.mbox_unquote, scripts, sieve))  # fmt: skip
+                                                args.mbox_unquote, scripts, sieve,
+                                                size_limit(args, config)))  # fmt: skip
         except (AccountError, StoreError, OSError, ValueError, sqlite3.Error, ScriptError) as e:
             report.append({"user": entry.address, "error": _failure(e)})
 
@@ -733,6 +740,7 @@ def migrate_mbox_user(
     unquote: str | None,
     scripts: Any = None,
     sieve: migrate_sieve.SieveLocation | None = None,
+    max_size: int | None = None,
 ) -> dict:
     """``migrate_user`` for a user whose mail is in mbox files (``mbox_tree.py``): the INBOX
     file, then each file of the folder tree, then ``.subscriptions``. A file that is no mbox
@@ -771,7 +779,7 @@ def migrate_mbox_user(
                 files.append((name, path))
     for name, path in files:
         try:
-            folder = read_mbox(path, unquote)
+            folder = _within(read_mbox(path, unquote), max_size, skipped)
         except MboxError as e:
             skipped.append(str(e))
             continue
