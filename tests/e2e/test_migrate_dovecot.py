@@ -128,3 +128,29 @@ def test_dovecot_users_and_mail_move_in_with_uids_flags_and_passwords(server, wo
     client.select("INBOX")
     assert client.uid("SEARCH", "ALL")[1][0].split()[-1] == b"6"
     client.logout()
+
+
+def test_a_dovecot_maildir_in_the_users_maildir_directory_moves_in(server, workdir):
+    """Dovecot's common ``mail_location = maildir:~/Maildir`` with homes
+    ``/var/vmail/%d/%n`` and a passwd-file without homes: the Maildir Dovecot wrote, moved
+    to ``DOMAIN/USER/Maildir``, is found under ``--maildir-root`` (it was not: carol moved
+    in with an empty INBOX) and IMAP serves it with Dovecot's UIDs."""
+    with dovecot.running(workdir / "dovecot") as old:
+        maildir = old.add_user(CAROL)
+        fill_dovecot(old.imap_port)
+        before = imap_state(old.imap_port, CAROL, OLD_PASSWORD)
+        users = maildir.parents[2] / "users"
+    moved = maildir.parent / "carol.tmp"
+    maildir.rename(moved)
+    maildir.mkdir()
+    moved.rename(maildir / "Maildir")
+    password = users.read_text().split(":")[1]
+    homeless = workdir / "users-without-homes"
+    homeless.write_text(f"{CAROL}:{password}:5000:5000::::\n")
+    result = server.cli("migrate", "dovecot", "--passwd-file", str(homeless),
+                        "--maildir-root", str(maildir.parents[1]))  # fmt: skip
+    assert f"  Maildir {maildir / 'Maildir'}\n" in result.stdout
+    after = imap_state(server.ports["imap"], CAROL, OLD_PASSWORD)
+    for name, (validity, messages) in before["mailboxes"].items():
+        assert after["mailboxes"][name] == (validity, messages), name
+    assert sorted(after["mailboxes"]["INBOX"][1]) == [1, 3, 4, 5]
