@@ -1,6 +1,7 @@
 """``txmailhost migrate dovecot|postfix-aliases``: moving in from Postfix + Dovecot.
 
-``migrate dovecot --passwd-file FILE [--maildir-root DIR] [--domain D] [--sieve LOCATION]``
+``migrate dovecot --passwd-file FILE [--maildir-root DIR | --mail-location LOCATION]
+[--domain D] [--sieve LOCATION] [--max-message-size BYTES]``
 reads Dovecot's passwd-file (``user:{SCHEME}hash:uid:gid:gecos:home:shell:extra``) and, for
 each user:
 
