@@ -852,37 +852,20 @@ class MaildirMailbox:
         return self._index.meta()["uidvalidity"], uid
 
     def _append_many(
-        self, items: list[tuple[MessageSource, list[str], float | None]]
+        self, items: list[tuple[MessageSource, list[str], float | None]], limit: int | None = None
     ) -> tuple[int, list[int]]:
+        """Stage, fsync and add ``items`` in one index write. With a quota ``limit``
+        (``append_within_quota``) the owner's usage is compared under their quota lock
+        (``quotalock.py``), in one step with the add; the messages are written and fsync'd
+        before the lock is taken, and a file already in the owner's staging directory (a
+        large literal) is fsync'd and linked as it is, not copied."""
         staging = self._store.staging_directory(self.user)
         staged: list[str] = []
         try:
             files = []
             for source, flags, internaldate in items:
-                path, crlf = _stage(staging, source)
-                staged.append(path)
-                bits, keywords = flags_to_bits(flags)
-                files.append((path, bits, keywords, internaldate, crlf))
-            uids = self._store._add_files(self.directory, files)
-        finally:
-            for path in staged:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-        return self._index.meta()["uidvalidity"], uids
-
-    def _append_within_quota(
-        self, items: list[tuple[MessageSource, list[str], float | None]], limit: int
-    ) -> tuple[int, list[int]]:
-        """``_append_many`` with the owner's usage compared under their quota lock
-        (``quotalock.py``), in one step with the add. The messages are written and fsync'd
-        before the lock is taken; a file already in the owner's staging directory (a large
-        literal) is fsync'd and linked as it is, not copied."""
-        staging = self._store.staging_directory(self.user)
-        staged: list[str] = []
-        try:
-            files = []
-            for source, flags, internaldate in items:
-                if source.path is not None and os.path.dirname(source.path) == staging:
+                in_place = source.path is not None and os.path.dirname(source.path) == staging
+                if limit is not None and in_place:
                     path = source.path
                     with open(path, "rb") as f:
                         _safeio.fsync(f.fileno())
@@ -892,12 +875,15 @@ class MaildirMailbox:
                     staged.append(path)
                 bits, keywords = flags_to_bits(flags)
                 files.append((path, bits, keywords, internaldate, crlf))
-            octets = sum(crlf for *_rest, crlf in files)
-            with self._store.quota.locked([self.user]):
-                used = self._store._counted_sync(self.user)
-                if used + octets > limit:
-                    raise QuotaExceeded(f"{self.user} holds {used} octets; {octets} more")
+            if limit is None:
                 uids = self._store._add_files(self.directory, files)
+            else:
+                octets = sum(crlf for *_rest, crlf in files)
+                with self._store.quota.locked([self.user]):
+                    used = self._store._counted_sync(self.user)
+                    if used + octets > limit:
+                        raise QuotaExceeded(f"{self.user} holds {used} octets; {octets} more")
+                    uids = self._store._add_files(self.directory, files)
         finally:
             for path in staged:
                 with contextlib.suppress(OSError):
@@ -1042,7 +1028,7 @@ class MaildirMailbox:
         self, items: Iterable[tuple[MessageSource, Iterable[str], float | None]], limit: int
     ) -> Deferred[tuple[int, list[int]]]:
         batch = [(source, list(flags), date) for source, flags, date in items]
-        return self._store._run(self._append_within_quota, batch, limit)
+        return self._store._run(self._append_many, batch, limit)
 
     def select(self, claim_recent: bool) -> Deferred[MailboxSelection]:
         return self._store._run(self._select, claim_recent)
