@@ -401,6 +401,10 @@ def _build_filters(
         pool=pool,
         slots=ClientSlots(settings.threads_per_client),  # the chain's and the spam score's
     )
+    for candidate in leading:  # mail authentication's checks: on the reactor when cached
+        attach = getattr(candidate, "attach", None)
+        if attach is not None:
+            attach(host)
     try:
         chain = _filter_chain(config, reactor, pool, host, leading)
     except FilterConfigError as e:

@@ -533,3 +533,49 @@ def test_scoring_never_hashes_the_message(tmp_path, monkeypatch):
     monkeypatch.setattr(sample.hashlib, "sha256", no_hashing)
     assert scorechild._answer(scorer, *asked) == before
     assert SpamFilter(bayes=False).end_of_data(OUTSIDE, transaction, io.BytesIO(SPAM)) == here
+
+
+def test_a_client_whose_dns_answers_are_cached_is_checked_on_the_reactor(
+    tmp_path, live, filters_pool
+):
+    """The connection checks' lookups are first tried from the resolver's cache on the reactor
+    thread (``MailAuthResolver.cached_only``); only a client whose answers aren't all cached
+    costs a trip to the filters' threads, and the rules found are the same either way."""
+    from tests.support.names import NamesServer
+    from txmailhost.mailauth.resolver import MailAuthResolver
+
+    trained_store(tmp_path)
+    (tmp_path / "dns").mkdir()
+    names = NamesServer(tmp_path / "dns").start()
+    try:
+        names.add("1.2.0.192.bl.test", "A", "127.0.0.2")  # OUTSIDE is listed
+        names.add("mx.promo.example", "A", "192.0.2.1")
+        resolver = MailAuthResolver([names.address], timeout=2.0)
+        host = FilterHost(
+            str(tmp_path), "mx.example.test", resolver=resolver, reactor=live.reactor,
+            pool=filters_pool,
+        )  # fmt: skip
+        f = SpamFilter(host=host, bayes_min_messages=3, dnsbl={"bl.test": 2.5}, rdns=False)
+        wait_ready(live, f.offload)
+        threads = []
+        real_hits = f.connection.hits
+
+        def hits(address, helo, sender):
+            threads.append(threading.current_thread() is live.thread)
+            return real_hits(address, helo, sender)
+
+        f.connection.hits = hits
+        transaction = Transaction("deals@promo.example", ("alice@example.test",))
+        reports = []
+        for _ in range(2):
+            verdict = live.call(f.end_of_data, OUTSIDE, transaction, io.BytesIO(HAM))
+            reports.append(dict(verdict.headers)["X-Spam-Report"])
+        names.stop()  # the network has nothing more to say: the cache answers
+        verdict = live.call(f.end_of_data, OUTSIDE, transaction, io.BytesIO(HAM))
+        reports.append(dict(verdict.headers)["X-Spam-Report"])
+        # the first: tried here (not cached), then in a thread; then here from the cache
+        assert threads == [True, False, True, True]
+        assert "DNSBL:bl.test" in reports[0] and reports[0] == reports[1] == reports[2]
+        live.call(f.close)
+    finally:
+        names.stop()

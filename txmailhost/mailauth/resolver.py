@@ -6,14 +6,21 @@ cache that honours each answer's TTL: the second message from a sender costs no 
 The cache is bounded in bytes, not only in answers (``AnswerCache``): a sender's DNS chooses
 how large its answers are.
 
-dnspython blocks, so it is called only where blocking is allowed: the content filters run with
-``blocking = True`` (their own thread pool, ``filters/chain.py``) and the CLI runs no reactor.
-Nothing here is called on the reactor thread (DESIGN invariant 3); ``deferred`` is the way in
-from there.
+dnspython blocks, so it is called only where blocking is allowed: the content filters' threads
+(``filters/chain.py``) and the CLI, which runs no reactor. On the reactor thread (DESIGN
+invariant 3) only inside ``cached_only``, which never touches the network; ``deferred`` is the
+way in from there for the rest.
 
 The answers distinguish the three outcomes the RFCs care about (RFC 7208 2.6, RFC 7489 6.6.3):
 data, no data (NXDOMAIN or an empty answer: ``[]``), and a temporary failure (timeout,
 SERVFAIL, no reachable server: ``DNSTempError``), which the checks turn into ``temperror``.
+
+``cached_only`` lets a check be tried on the reactor thread: inside it a lookup answers from
+the cache (or for a special-use name) and never goes to the network; a name not cached raises
+``NotCached`` and marks the attempt ``missed``, and the caller throws the attempt away
+and runs the check in a thread. Most mail comes from senders seen within their records'
+TTLs, and a check answered from the cache costs a tenth of a millisecond, against half a
+millisecond of CPU for the trip to a thread and back on a busy server.
 
 ``budget`` bounds the lookups of one message, all of them together: each lookup has
 ``timeout`` seconds, but a sender picks how many it makes (8 DKIM keys, 8 From domains'
@@ -32,6 +39,9 @@ from typing import Any, TypeVar
 import dns.exception
 import dns.name
 import dns.nameserver
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
 import dns.resolver
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
@@ -61,6 +71,18 @@ class DNSTempError(Exception):
     """A lookup that may succeed later (timeout, SERVFAIL, no nameserver answered)."""
 
 
+class NotCached(DNSTempError):
+    """Inside ``cached_only``: the answer isn't in the cache, and the network wasn't asked.
+    A temporary failure to whoever catches it (pyspf, dkimpy), so nothing treats it as an
+    answer; ``CacheAttempt.missed`` says the attempt's result must be thrown away."""
+
+
+class CacheAttempt:
+    """One ``cached_only`` attempt: ``missed`` once any lookup inside it wasn't cached."""
+
+    missed = False
+
+
 class MailAuthResolver:
     """dnspython configured once: ``nameservers`` as in ``relay.nameservers`` (empty: the
     system's /etc/resolv.conf), ``timeout`` seconds per lookup, ``cache_size`` answers kept
@@ -85,6 +107,21 @@ class MailAuthResolver:
         self.resolver.timeout = min(timeout, 3.0)
         self.timeout = timeout
         self._budget = threading.local()  # the deadline of this thread's ``budget``
+        self._attempt = threading.local()  # this thread's ``cached_only`` attempt, if any
+
+    @contextmanager
+    def cached_only(self) -> Iterator[CacheAttempt]:
+        """Lookups inside answer only from the cache (see the module docstring); the attempt
+        yielded says whether one of them had to be refused."""
+        attempt = CacheAttempt()
+        outer = getattr(self._attempt, "current", None)
+        self._attempt.current = attempt
+        try:
+            yield attempt
+        finally:
+            self._attempt.current = outer
+            if outer is not None and attempt.missed:
+                outer.missed = True
 
     @contextmanager
     def budget(self, seconds: float) -> Iterator[None]:
@@ -110,6 +147,13 @@ class MailAuthResolver:
             absolute = dns.name.from_text(name)
         except (dns.exception.DNSException, ValueError, UnicodeError):
             return []  # not a name that can exist: no data, never an exception upwards
+        attempt = getattr(self._attempt, "current", None)
+        if attempt is not None:
+            cached = self._cached(absolute, rdtype)
+            if cached is None:
+                attempt.missed = True
+                raise NotCached(f"DNS {rdtype} lookup of {name}: not in the cache")
+            return cached
         limits: dict[str, float] = {}  # outside a budget: the resolver's own lifetime
         deadline = getattr(self._budget, "deadline", None)
         if deadline is not None:
@@ -127,6 +171,22 @@ class MailAuthResolver:
         except dns.exception.DNSException as e:
             raise DNSTempError(f"DNS {rdtype} lookup of {name} failed: {e}") from None
         return list(answer)
+
+    def _cached(self, name: dns.name.Name, rdtype: str) -> list[Any] | None:
+        """What ``resolve`` would answer from the cache alone, as dnspython's own resolution
+        reads it (``_Resolution.next_request``: the answer of that type, else a cached
+        NXDOMAIN); None when it would have to ask the network."""
+        cache = self.resolver.cache
+        if cache is None:
+            return None
+        kind = dns.rdatatype.from_text(rdtype)
+        answer = cache.get((name, kind, dns.rdataclass.IN))
+        if answer is not None:
+            return [] if answer.rrset is None else list(answer)
+        answer = cache.get((name, dns.rdatatype.ANY, dns.rdataclass.IN))
+        if answer is not None and answer.response.rcode() == dns.rcode.NXDOMAIN:
+            return []
+        return None
 
     def txt(self, name: str) -> list[bytes]:
         """Each TXT record at ``name``, its character-strings joined (RFC 7208 3.3)."""

@@ -27,6 +27,7 @@ below ours as our word. Settings (``[filters.settings.spam]``) are this class's 
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -205,6 +206,21 @@ class SpamFilter(MessageFilter):
             or not in_memory(message)
         )
 
+    def _prepared_from_cache(
+        self, resolver: Any, client: Client, transaction: Transaction, data: bytes
+    ) -> _Prepared | None:
+        """``_prepare`` on the reactor thread, the connection checks' lookups answered from
+        the resolver's cache alone (``cached_only``): a client seen within its records'
+        TTLs, as every message of a sender's session after its first. None when one of
+        them isn't cached: the attempt is thrown away and the threads do it all."""
+        with resolver.cached_only() as attempt:
+            try:
+                prepared = self._prepare(client, transaction, io.BytesIO(data))
+            except Exception:
+                if not attempt.missed:
+                    raise
+        return None if attempt.missed else prepared
+
     def _score_here(self, transaction: Transaction, prepared: _Prepared) -> list[Score]:
         """Scored in this thread: the filters' thread (the child is starting, failed, or
         there is none), or the caller's (the CLI, tests)."""
@@ -253,6 +269,15 @@ class SpamFilter(MessageFilter):
             scores = self._score_here(transaction, prepared)
             return self._verdict(scores, transaction, prepared.notes, prepared.forged)
         # The reactor thread: what blocks goes to the filters' threads, the score to the child.
+        resolver = self.connection.resolver
+        cached = getattr(resolver, "cached_only", None) is not None  # a MailAuthResolver
+        if self._blocks(client, message) and cached and self.rspamd is None and in_memory(message):
+            # only DNS would block: first tried from the cache, here (``cached_only``)
+            data = message.read()
+            prepared = self._prepared_from_cache(resolver, client, transaction, data)
+            if prepared is not None:
+                return self._offloaded(prepared, transaction)
+            message = io.BytesIO(data)  # read again in a thread
         if self._blocks(client, message) and self._slots is not None:
             ready = self._slots.run_in(
                 client_key(client.address),
