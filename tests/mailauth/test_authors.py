@@ -49,3 +49,21 @@ def test_signing_domain_is_the_one_author_domain_or_none():
     assert from_domain(f"From: {NESTED} <alice@a.example>\r\n".encode()) == "a.example"
     assert from_domain(b"From: alice@a.example, bob@b.example\r\n") is None
     assert from_domain(b"From: alice@a.example, bob@a.example\r\n") == "a.example"
+
+
+def test_a_from_read_before_is_remembered_and_read_alike():
+    """A sender's From repeats from message to message: its reading is kept (at most 4,096
+    of them, each of at most ``KEPT_LENGTH`` characters), and a kept one answers as a fresh
+    reading does, every time, however the caller changes the list it got."""
+    from txmailhost.mailauth import authors
+
+    authors._kept_domains.cache_clear()
+    header = b"From: a@evil.example ceo@bank.example\r\nSubject: x\r\n\r\n"
+    first = author_domains(header)
+    first.append("changed.example")  # the caller's own list
+    again = author_domains(header)
+    assert again == ["evil.example", "bank.example"]
+    assert authors._kept_domains.cache_info().hits == 1
+    long = b"From: " + b"x" * authors.KEPT_LENGTH + b" <ceo@bank.example>\r\n\r\n"
+    assert author_domains(long) == ["bank.example"]
+    assert authors._kept_domains.cache_info().currsize == 1  # too long to keep

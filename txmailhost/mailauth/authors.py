@@ -22,6 +22,7 @@ that failed on nested comments once gave "no author", DMARC ``permerror``, and a
 from __future__ import annotations
 
 import email.header
+import functools
 import re
 
 from txmailhost import headerfields
@@ -30,12 +31,27 @@ from txmailhost.accounts.interfaces import AccountError
 from txmailhost.addresslist import every_reading
 
 _AT_DOMAIN = re.compile(r'@([^\s<>()\[\]",;:@\\]+)')
+# From fields up to this long (all of a message's together) have their reading remembered:
+# a sender's From repeats from message to message, and reading it twice over is about a
+# tenth of a millisecond, most of the checks' own work for an unsigned message.
+KEPT_LENGTH = 512
 
 
 def author_domains(header: bytes) -> list[str]:
     """The distinct domains (A-labels, lower case, in order) of every address a mail client
     could show as the author of the message whose header section is ``header``."""
     values = headerfields.values(header, "from")
+    if sum(map(len, values)) <= KEPT_LENGTH:
+        return list(_kept_domains(tuple(values)))
+    return _read_domains(values)
+
+
+@functools.lru_cache(maxsize=4096)
+def _kept_domains(values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(_read_domains(list(values)))
+
+
+def _read_domains(values: list[str]) -> list[str]:
     found = _domains(every_reading(values))
     if not found:  # no address at all: whatever looks like a domain after an "@"
         texts = values + [_decoded(value) for value in values if "=?" in value]
