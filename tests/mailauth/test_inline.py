@@ -127,3 +127,20 @@ def test_a_spilled_message_is_read_in_a_thread_even_when_cached(zone, resolver):
         spilled.seek(0)
         verdict = answer(checks.end_of_data(CLIENT, transaction, spilled))
     assert pool.trips == 2 and verdict.action is Action.REJECT
+
+
+def test_a_message_with_many_signatures_is_verified_in_a_thread_even_when_cached(zone, resolver):  # noqa: F811
+    """Each signature costs a modular exponentiation of the key size its sender chose: past
+    ``INLINE_SIGNATURES`` they are verified in a thread, where the reactor gets the GIL
+    back between them, not on the reactor."""
+    from txmailhost.mailauth.checks import INLINE_SIGNATURES
+
+    checks, pool = attached(resolver)
+    signed = message("a@good.test")
+    for _ in range(INLINE_SIGNATURES):  # 2 signatures (Ed25519 and RSA) each time
+        signed = zone.sign_bytes(signed)
+    transaction = Transaction("a@good.test", ("alice@example.test",), "Q1")
+    for _ in range(2):
+        verdict = answer(checks.end_of_data(CLIENT, transaction, io.BytesIO(signed)))
+        assert verdict.action is Action.ACCEPT
+    assert pool.trips == 2  # cached the second time, and still a thread

@@ -35,6 +35,7 @@ Made alone (tests, the CLI), the filter is blocking and the chain runs it in its
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO
 
@@ -94,6 +95,20 @@ def _numbered_fields(header: bytes) -> list[tuple[str, str]]:
         found.append((name.strip().decode("ascii", "replace").lower(),
                       value.decode("utf-8", "replace").strip()))  # fmt: skip
     return found
+
+
+# A message with more DKIM signatures and ARC sets than this is checked in a thread even when
+# its keys are cached: each verification is a modular exponentiation of the sender's chosen
+# key size (up to ``verify.MAX_RSA_BITS``), and on the reactor nothing else would run
+# meanwhile (in a thread, the reactor gets the GIL back between them).
+INLINE_SIGNATURES = 4
+_SIGNATURE_FIELD = re.compile(rb"(?im)^(?:dkim-signature|arc-seal|arc-message-signature)[ \t]*:")
+
+
+def _signatures(data: bytes) -> int:
+    """How many signature fields (DKIM, ARC) the header section of ``data`` has."""
+    end = data.find(b"\r\n\r\n")
+    return len(_SIGNATURE_FIELD.findall(data if end < 0 else data[: end + 2]))
 
 
 @dataclass(frozen=True)
@@ -170,7 +185,8 @@ class InboundChecks(MessageFilter):
             return ACCEPT
         if self._host is not None and in_memory(message):
             data = message.read()  # each attempt reads its own copy
-            return self._run(client, self._checked_octets, client, transaction, data)
+            inline = _signatures(data) <= INLINE_SIGNATURES
+            return self._run(client, self._checked_octets, client, transaction, data, inline=inline)
         # Made alone (this is a thread), or a spilled body, which is read in a thread.
         return self._run(client, self._checked, client, transaction, message, inline=False)
 
