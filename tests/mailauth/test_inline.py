@@ -60,6 +60,13 @@ def answer(result):
     return result
 
 
+def _swallow(lookup, name):
+    try:
+        return lookup(name)
+    except Exception:
+        return "temperror"
+
+
 def test_cached_only_answers_from_the_cache_and_never_from_the_network(zone, names, resolver):  # noqa: F811
     with resolver.cached_only() as attempt, pytest.raises(NotCached):
         resolver.txt("_dmarc.good.test")
@@ -73,6 +80,12 @@ def test_cached_only_answers_from_the_cache_and_never_from_the_network(zone, nam
         with pytest.raises(NotCached):
             resolver.txt("_dmarc.other.test")
     assert attempt.missed
+    # what the filters call: (False, None) when a lookup wasn't cached, whatever the work
+    # made of the NotCached (pyspf and dkimpy turn it into a temperror)
+    assert resolver.from_cache(resolver.txt, "_dmarc.good.test") == (True, [b"v=DMARC1; p=reject"])
+    assert resolver.from_cache(lambda: resolver.txt("_dmarc.x.test") and 1 / 0) == (False, None)
+    swallowed = resolver.from_cache(lambda: _swallow(resolver.txt, "_dmarc.y.test"))
+    assert swallowed == (False, None)
 
 
 def test_a_cached_sender_is_checked_on_the_reactor_with_the_same_verdict(zone, resolver):  # noqa: F811

@@ -210,13 +210,9 @@ class InboundChecks(MessageFilter):
         if self._host is None:
             return self._recorded(check(*args))
         if inline:
-            with self.resolver.cached_only() as attempt:
-                try:
-                    verdict, entry = check(*args)
-                except Exception:
-                    if not attempt.missed:
-                        raise
-            if not attempt.missed:
+            answered, result = self.resolver.from_cache(check, *args)
+            if answered:
+                verdict, entry = result
                 if entry is not None:  # a file append: not on the reactor
                     written = self._in_thread(None, self._write_record, entry)
                     written.addErrback(lambda f: log.failure("dmarc: recording failed", f))

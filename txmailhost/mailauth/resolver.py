@@ -172,6 +172,19 @@ class MailAuthResolver:
             raise DNSTempError(f"DNS {rdtype} lookup of {name} failed: {e}") from None
         return list(answer)
 
+    def from_cache(self, work: Callable[..., T], *args: Any) -> tuple[bool, T | None]:
+        """``work(*args)`` inside ``cached_only``: ``(True, its result)``, or ``(False,
+        None)`` when a lookup it made wasn't cached (whatever it made of the ``NotCached``;
+        it must be done again where DNS may block). Its other exceptions go up."""
+        with self.cached_only() as attempt:
+            try:
+                result = work(*args)
+            except Exception:
+                if not attempt.missed:
+                    raise
+                return False, None
+        return (False, None) if attempt.missed else (True, result)
+
     def _cached(self, name: dns.name.Name, rdtype: str) -> list[Any] | None:
         """What ``resolve`` would answer from the cache alone, as dnspython's own resolution
         reads it (``_Resolution.next_request``: the answer of that type, else a cached

@@ -206,21 +206,6 @@ class SpamFilter(MessageFilter):
             or not in_memory(message)
         )
 
-    def _prepared_from_cache(
-        self, resolver: Any, client: Client, transaction: Transaction, data: bytes
-    ) -> _Prepared | None:
-        """``_prepare`` on the reactor thread, the connection checks' lookups answered from
-        the resolver's cache alone (``cached_only``): a client seen within its records'
-        TTLs, as every message of a sender's session after its first. None when one of
-        them isn't cached: the attempt is thrown away and the threads do it all."""
-        with resolver.cached_only() as attempt:
-            try:
-                prepared = self._prepare(client, transaction, io.BytesIO(data))
-            except Exception:
-                if not attempt.missed:
-                    raise
-        return None if attempt.missed else prepared
-
     def _score_here(self, transaction: Transaction, prepared: _Prepared) -> list[Score]:
         """Scored in this thread: the filters' thread (the child is starting, failed, or
         there is none), or the caller's (the CLI, tests)."""
@@ -270,14 +255,18 @@ class SpamFilter(MessageFilter):
             return self._verdict(scores, transaction, prepared.notes, prepared.forged)
         # The reactor thread: what blocks goes to the filters' threads, the score to the child.
         resolver = self.connection.resolver
-        cached = getattr(resolver, "cached_only", None) is not None  # a MailAuthResolver
+        cached = getattr(resolver, "from_cache", None) is not None  # a MailAuthResolver
         if self._blocks(client, message) and cached and self.rspamd is None and in_memory(message):
-            # only DNS would block: first tried from the cache, here (``cached_only``)
+            # Only DNS would block: first tried here, from the resolver's cache alone (a
+            # client seen within its records' TTLs, as every message of a session after its
+            # first); when a lookup isn't cached, all of it again in a thread.
             data = message.read()
-            prepared = self._prepared_from_cache(resolver, client, transaction, data)
-            if prepared is not None:
+            answered, prepared = resolver.from_cache(
+                self._prepare, client, transaction, io.BytesIO(data)
+            )
+            if answered:
                 return self._offloaded(prepared, transaction)
-            message = io.BytesIO(data)  # read again in a thread
+            message = io.BytesIO(data)
         if self._blocks(client, message) and self._slots is not None:
             ready = self._slots.run_in(
                 client_key(client.address),
