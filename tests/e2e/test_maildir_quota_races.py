@@ -27,6 +27,7 @@ import pytest
 
 from tests.e2e.conftest import PASSWORD
 from tests.support.server import ServerProcess
+from tests.support.together import at_once
 from tests.support.workers import children, worker_of
 
 pytestmark = pytest.mark.slow
@@ -51,24 +52,6 @@ def quota_server(request, server_template: str, tmp_path):
         yield proc
     finally:
         proc.stop()
-
-
-def _at_once(*calls):
-    """Run the calls in threads released together; their results in order."""
-    results: list = [None] * len(calls)
-    start = threading.Barrier(len(calls))
-
-    def run(k: int) -> None:
-        start.wait()
-        results[k] = calls[k]()
-
-    workers = [threading.Thread(target=run, args=(k,)) for k in range(len(calls))]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=120)
-    assert not any(w.is_alive() for w in workers), "a session never got its answers"
-    return results
 
 
 def _imap(server: ServerProcess, user: str = ALICE) -> imaplib.IMAP4:
@@ -123,7 +106,7 @@ def test_appends_from_many_sessions_at_once_never_take_a_mailbox_past_its_quota(
                 assert b"[OVERQUOTA]" in data[0], data
         return answers
 
-    answers = [a for done in _at_once(*(partial(appender, c) for c in clients)) for a in done]
+    answers = [a for done in at_once(*(partial(appender, c) for c in clients)) for a in done]
     for client in clients:
         client.logout()
     used, sizes = _stored(quota_server, ALICE)
@@ -159,7 +142,7 @@ def test_mail_sent_at_once_takes_a_mailbox_past_its_quota_by_one_message_at_most
     five are taken (the fifth past it), the others get ``452 4.2.2`` at the end of DATA."""
     message = "Subject: filler\r\n\r\n" + "y" * 4000 + "\r\n"
     workers: set = set()
-    answers = _at_once(*(partial(_send, quota_server, [ALICE], message, workers) for _ in range(8)))
+    answers = at_once(*(partial(_send, quota_server, [ALICE], message, workers) for _ in range(8)))
     if quota_server.workers > 1:
         assert len(workers - {None}) == quota_server.workers, f"one worker took all: {workers}"
     used, sizes = _stored(quota_server, ALICE)
@@ -183,7 +166,7 @@ def test_a_message_for_two_users_racing_mail_for_each_never_deadlocks_or_oversho
         calls.append(partial(_send, quota_server, [ALICE, BOB], message))
         calls.append(partial(_send, quota_server, [BOB], message))
         calls.append(partial(_send, quota_server, [ALICE], message))
-    answers = _at_once(*calls)
+    answers = at_once(*calls)
     assert all(a.startswith(("250", "452 4.2.2")) for a in answers), answers
     for user in (ALICE, BOB):
         used, sizes = _stored(quota_server, user)

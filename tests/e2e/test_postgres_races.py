@@ -15,13 +15,13 @@ from __future__ import annotations
 import imaplib
 import re
 import smtplib
-import threading
 from functools import partial
 
 import pytest
 
 from tests.support.postgres import postgres_server  # noqa: F401 - the session's cluster
 from tests.support.server import ServerProcess
+from tests.support.together import at_once
 
 pytestmark = pytest.mark.slow
 
@@ -63,23 +63,6 @@ def _imap(node: ServerProcess, user: str = USER) -> imaplib.IMAP4:
     return client
 
 
-def _at_once(*calls):
-    """Run the calls in threads released together; their results in order."""
-    results: list = [None] * len(calls)
-    start = threading.Barrier(len(calls))
-
-    def run(k: int) -> None:
-        start.wait()
-        results[k] = calls[k]()
-
-    workers = [threading.Thread(target=run, args=(k,)) for k in range(len(calls))]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=60)
-    return results
-
-
 def _conditional_store(client: imaplib.IMAP4, modseq: int, keyword: str) -> bool:
     """``STORE 1 (UNCHANGEDSINCE modseq) +FLAGS (keyword)``: True when it was carried out,
     False when the server answered ``[MODIFIED 1]``."""
@@ -106,7 +89,7 @@ def test_conditional_stores_from_two_nodes_with_one_modseq_never_both_succeed(no
         typ, data = on_a.fetch("1", "(MODSEQ)")  # the last FETCH line is this command's
         modseq = int(re.search(rb"MODSEQ \((\d+)\)", data[-1])[1])
         modseqs.append(modseq)
-        done = _at_once(
+        done = at_once(
             partial(_conditional_store, on_a, modseq, f"$a{n}"),
             partial(_conditional_store, on_b, modseq, f"$b{n}"),
         )
@@ -148,7 +131,7 @@ def test_appends_from_two_nodes_at_once_never_take_a_mailbox_past_its_quota(node
                 assert b"[OVERQUOTA]" in data[0], data
         return answers
 
-    answers = [a for done in _at_once(*(partial(appender, c) for c in clients)) for a in done]
+    answers = [a for done in at_once(*(partial(appender, c) for c in clients)) for a in done]
     used, _limit = _storage(clients[0])
     typ, data = clients[0].select("INBOX", readonly=True)
     for client in clients:
@@ -179,7 +162,7 @@ def test_mail_from_two_nodes_at_once_never_takes_a_mailbox_past_its_quota(nodes)
                 return f"{code} {text.decode()}"
         return "250"
 
-    answers = _at_once(*(partial(send, nodes[k % 2]) for k in range(8)))
+    answers = at_once(*(partial(send, nodes[k % 2]) for k in range(8)))
     client = _imap(nodes[1], MAILED)
     used, limit = _storage(client)
     typ, data = client.select("INBOX", readonly=True)
