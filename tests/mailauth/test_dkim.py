@@ -432,3 +432,40 @@ def test_a_chain_of_more_than_50_arc_sets_fails_without_being_checked(resolver):
     header = sets + MESSAGE.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
     _dkim, arc = authenticate_message(header, b"", io.BytesIO(b"body\r\n"), resolver)
     assert arc.result == "fail" and "50 ARC sets" in arc.reason
+
+
+def test_a_submission_from_a_domain_without_keys_costs_no_thread_once_known(tmp_path, monkeypatch):
+    """With a reactor, signing runs in the filters' threads; a message held in memory whose
+    From domain was just found keyless (``UNSIGNED_FRESH``) is passed on the reactor, and a
+    domain given keys meanwhile is signed again once that time is past."""
+    from twisted.internet.defer import Deferred
+
+    from tests.mailauth.test_inline import CountingPool
+    from tests.mailauth.test_reports import InlineReactor
+    from txmailhost.mailauth import signing as signing_module
+
+    store = KeyStore(str(tmp_path / "dkim"))
+    pool = CountingPool()
+    signing = SigningFilter(Signer(store), InlineReactor(), pool)
+    user = Client("127.0.0.1", authenticated_as="alice@example.test", listener="submission")
+    transaction = Transaction("alice@example.test", ("bob@remote.test",))
+
+    def submit():
+        answer = signing.end_of_data(user, transaction, io.BytesIO(MESSAGE))
+        if isinstance(answer, Deferred):
+            found = []
+            answer.addCallback(found.append)
+            [answer] = found
+        return [name for name, _ in answer.headers]
+
+    now = [1000.0]
+    monkeypatch.setattr(signing_module.time, "monotonic", lambda: now[0])
+    assert submit() == [] and pool.trips == 1  # the key store read in a thread: no keys
+    assert submit() == [] and pool.trips == 1  # known keyless: no trip
+    store.create("example.test", "sel")
+    now[0] += signing_module.UNSIGNED_FRESH
+    assert submit() == ["DKIM-Signature", "DKIM-Signature"] and pool.trips == 2
+    assert submit() == ["DKIM-Signature", "DKIM-Signature"] and pool.trips == 3
+    nobody = MESSAGE.replace(b"From: ", b"From: a@one.test, b@two.test, ", 1)
+    answer = signing.end_of_data(user, transaction, io.BytesIO(nobody))
+    assert answer.headers == () and pool.trips == 3  # no one author domain: nothing to sign

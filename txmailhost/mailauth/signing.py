@@ -33,6 +33,7 @@ from twisted.internet import threads
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from txmailhost.delivery.incoming import in_memory
 from txmailhost.delivery.interfaces import ISubmission
 from txmailhost.filters.base import MessageFilter
 from txmailhost.filters.interfaces import Client, Transaction, Verdict
@@ -130,11 +131,27 @@ class _HashedDKIM(dkim.DKIM):
         return sign_header(self.headers, fields, include, b"DKIM-Signature", key)
 
 
+# How long a domain found without keys is taken to have none on the reactor thread, which
+# doesn't read the key store (``Signer.surely_unsigned``): ``dkim init`` takes effect within it.
+UNSIGNED_FRESH = 5.0
+
+
 class Signer:
     """Signs messages with the keys of ``KeyStore`` (read again when they change)."""
 
     def __init__(self, keys: KeyStore) -> None:
         self.keys = keys
+        self._unsigned: dict[str, float] = {}  # domain -> when it was last found keyless
+
+    def surely_unsigned(self, header: bytes) -> bool:
+        """Whether the message with this header section certainly gets no signature, known
+        without reading the key store: its From names no one domain, or its domain had no
+        keys when looked at less than ``UNSIGNED_FRESH`` seconds ago (``keys_for``)."""
+        domain = from_domain(header)
+        if domain is None:
+            return True
+        found = self._unsigned.get(domain)
+        return found is not None and time.monotonic() - found < UNSIGNED_FRESH
 
     def signature_fields(self, stream: BinaryIO) -> tuple[tuple[str, str], ...]:
         """The ``DKIM-Signature`` fields (name, value) for the message in ``stream``, Ed25519
@@ -171,8 +188,13 @@ class Signer:
         while len(labels) >= 2:
             keys = self.keys.keys(".".join(labels))
             if keys:
+                self._unsigned.pop(domain, None)  # type: ignore[arg-type]
                 return keys
             labels = labels[1:]
+        if domain:
+            if len(self._unsigned) >= 4096:
+                self._unsigned.clear()
+            self._unsigned[domain] = time.monotonic()
         return []
 
     def sign_bytes(self, message: bytes) -> bytes:
@@ -187,7 +209,10 @@ class SigningFilter(MessageFilter):
 
     Not a blocking filter: inbound mail, which it doesn't touch, then costs no trip to a
     worker thread; a submission is signed in ``pool`` (RSA and reading the message), or
-    inline when no reactor is given (tests, embedding without one)."""
+    inline when no reactor is given (tests, embedding without one). A message held in
+    memory whose From domain was just found without keys (``Signer.surely_unsigned``) is
+    passed on the reactor: a trip to a thread to sign nothing cost more than a small
+    message's whole delivery."""
 
     name = "dkim-sign"
     blocking = False
@@ -206,6 +231,15 @@ class SigningFilter(MessageFilter):
             return Verdict.accept()
         if self._reactor is None:
             return self._sign(message)
+        if in_memory(message):
+            data = message.read()
+            try:
+                header, _first = split_header(io.BytesIO(data))
+            except HeaderTooLarge:
+                return Verdict.accept()  # as ``signature_fields`` answers it
+            if self.signer.surely_unsigned(header):
+                return Verdict.accept()
+            message = io.BytesIO(data)
         return threads.deferToThreadPool(self._reactor, self._pool, self._sign, message)
 
     def _sign(self, message: BinaryIO) -> Verdict:
