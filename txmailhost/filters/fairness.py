@@ -164,3 +164,19 @@ class ClientSlots:
         part to the threads itself (the spam score's DNS checks): cancelling it while it
         waits gives up the place in the line."""
         return Deferred.fromCoroutine(self._run_in(key, reactor, pool, func, *args))
+
+
+def run_in_share(
+    slots: ClientSlots | None,
+    address: str,
+    reactor: Any,
+    pool: Any,
+    func: Callable[..., T],
+    *args: Any,
+) -> Deferred[T]:
+    """``func(*args)`` in the filters' threads, for a filter that sends its blocking part
+    there itself: within the share of the client at ``address`` (``ClientSlots.run_in``), or
+    straight to ``pool`` when there is no limit to keep (``slots`` None)."""
+    if slots is None:
+        return run_in(reactor, pool, func, *args)
+    return slots.run_in(client_key(address), reactor, pool, func, *args)

@@ -116,7 +116,7 @@ def split_header(stream: BinaryIO) -> tuple[bytes, bytes]:
     found here can be removed there."""
     buffered = b""
     while True:
-        end = _header_end(buffered)
+        end = header_end(buffered)
         if end > HEADER_LIMIT:
             raise HeaderTooLarge("header section too large")
         if end >= 0:
@@ -129,7 +129,7 @@ def split_header(stream: BinaryIO) -> tuple[bytes, bytes]:
         buffered += chunk
 
 
-def _header_end(data: bytes) -> int:
+def header_end(data: bytes) -> int:
     """Index just past the empty line that ends the header section, or -1."""
     if data.startswith((b"\r\n", b"\n")):
         return 2 if data.startswith(b"\r\n") else 1

@@ -44,17 +44,16 @@ from twisted.logger import Logger
 
 from txmailhost.delivery.incoming import in_memory
 from txmailhost.filters.base import MessageFilter
-from txmailhost.filters.fairness import client_key
+from txmailhost.filters.fairness import run_in_share
 from txmailhost.filters.interfaces import ACCEPT, Action, Client, Transaction, Verdict
 from txmailhost.mailauth.authors import author_domains
-from txmailhost.mailauth.bodyhash import HEADER_LIMIT, HeaderTooLarge, split_header
+from txmailhost.mailauth.bodyhash import HEADER_LIMIT, HeaderTooLarge, header_end, split_header
 from txmailhost.mailauth.dmarc import DMARCResult, Policy, aligned, evaluate, fetch_policy
 from txmailhost.mailauth.reports import ReportLog, recorded_domain, recorded_selector
 from txmailhost.mailauth.resolver import DNSTempError, MailAuthResolver
 from txmailhost.mailauth.results import authentication_results, claims_us
 from txmailhost.mailauth.spf import SPFResult, check_spf
 from txmailhost.mailauth.verify import ARCResult, DKIMResult, authenticate_message
-from txmailhost.pools import run_in
 
 log = Logger()
 
@@ -106,9 +105,10 @@ _SIGNATURE_FIELD = re.compile(rb"(?im)^(?:dkim-signature|arc-seal|arc-message-si
 
 
 def _signatures(data: bytes) -> int:
-    """How many signature fields (DKIM, ARC) the header section of ``data`` has."""
-    end = data.find(b"\r\n\r\n")
-    return len(_SIGNATURE_FIELD.findall(data if end < 0 else data[: end + 2]))
+    """How many signature fields (DKIM, ARC) the header section of ``data`` has (where
+    ``split_header`` ends it)."""
+    end = header_end(data)
+    return len(_SIGNATURE_FIELD.findall(data if end < 0 else data[:end]))
 
 
 @dataclass(frozen=True)
@@ -226,12 +226,12 @@ class InboundChecks(MessageFilter):
         return verdict
 
     def _in_thread(self, client: Client | None, work: Any, *args: Any) -> Deferred[Any]:
-        """``work(*args)`` in the filters' threads, within ``client``'s share of them."""
+        """``work(*args)`` in the filters' threads, within ``client``'s share of them (no
+        client: the day's report line, held by nobody's share)."""
         host = self._host
-        if client is not None and host.slots is not None:
-            key = client_key(client.address)
-            return host.slots.run_in(key, host.reactor, host.pool, work, *args)
-        return run_in(host.reactor, host.pool, work, *args)
+        slots = host.slots if client is not None else None
+        address = client.address if client is not None else ""
+        return run_in_share(slots, address, host.reactor, host.pool, work, *args)
 
     def _check_message(
         self, client: Client, transaction: Transaction, message: BinaryIO

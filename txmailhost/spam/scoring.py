@@ -38,7 +38,7 @@ from twisted.python.failure import Failure
 from txmailhost.accounts.addresses import fold_local
 from txmailhost.delivery.incoming import in_memory
 from txmailhost.filters.base import MessageFilter, fields_named
-from txmailhost.filters.fairness import client_key
+from txmailhost.filters.fairness import run_in_share
 from txmailhost.filters.interfaces import ACCEPT, Client, Transaction, Verdict
 from txmailhost.pools import run_in
 from txmailhost.spam import rules
@@ -255,11 +255,16 @@ class SpamFilter(MessageFilter):
             return self._verdict(scores, transaction, prepared.notes, prepared.forged)
         # The reactor thread: what blocks goes to the filters' threads, the score to the child.
         resolver = self.connection.resolver
-        cached = getattr(resolver, "from_cache", None) is not None  # a MailAuthResolver
-        if self._blocks(client, message) and cached and self.rspamd is None and in_memory(message):
-            # Only DNS would block: first tried here, from the resolver's cache alone (a
-            # client seen within its records' TTLs, as every message of a session after its
-            # first); when a lookup isn't cached, all of it again in a thread.
+        only_dns = (
+            self.rspamd is None
+            and in_memory(message)
+            and self.connection.asks_dns(client.address)
+            and hasattr(resolver, "from_cache")  # a MailAuthResolver
+        )
+        if only_dns:
+            # First tried here, from the resolver's cache alone (a client seen within its
+            # records' TTLs, as every message of a session after its first); when a lookup
+            # isn't cached, all of it again in a thread.
             data = message.read()
             answered, prepared = resolver.from_cache(
                 self._prepare, client, transaction, io.BytesIO(data)
@@ -267,20 +272,12 @@ class SpamFilter(MessageFilter):
             if answered:
                 return self._offloaded(prepared, transaction)
             message = io.BytesIO(data)
-        if self._blocks(client, message) and self._slots is not None:
-            ready = self._slots.run_in(
-                client_key(client.address),
-                self._reactor,
-                self._pool,
-                self._prepare,
-                client,
-                transaction,
-                message,
-            )
-        elif self._blocks(client, message):
-            ready = run_in(self._reactor, self._pool, self._prepare, client, transaction, message)
-        else:  # nothing to wait for: asked at once (not through a Deferred already fired)
+        if not self._blocks(client, message):  # asked at once (not through a fired Deferred)
             return self._offloaded(self._prepare(client, transaction, message), transaction)
+        ready = run_in_share(
+            self._slots, client.address, self._reactor, self._pool, self._prepare, client,
+            transaction, message,
+        )  # fmt: skip
         return ready.addCallback(self._offloaded, transaction)
 
     def _verdict(
