@@ -28,7 +28,7 @@ import pytest
 from tests.e2e.conftest import PASSWORD
 from tests.support.server import ServerProcess
 from tests.support.together import at_once
-from tests.support.workers import children, worker_of
+from tests.support.workers import children, spread
 
 pytestmark = pytest.mark.slow
 
@@ -60,15 +60,13 @@ def _imap(server: ServerProcess, user: str = ALICE) -> imaplib.IMAP4:
     return client
 
 
-def _check_spread(server: ServerProcess, clients: list[imaplib.IMAP4]) -> None:
-    """With workers, the sessions must have landed on more than one of them (the kernel
-    picks), or the test would not have raced two processes."""
+def _sessions(server: ServerProcess, connect, count: int) -> list:
+    """``count`` sessions; with workers, at least one on each (the kernel picks who accepts),
+    or the test would not race two processes."""
     if server.workers == 1:
-        return
+        return [connect() for _ in range(count)]
     assert server.process is not None
-    pids = children(server.process.pid)
-    held = {worker_of(client.sock, pids) for client in clients}
-    assert len(held - {None}) == server.workers, f"all sessions on one worker: {held}"
+    return spread(children(server.process.pid), connect, count)
 
 
 def _stored(server: ServerProcess, user: str) -> tuple[int, list[int]]:
@@ -94,8 +92,7 @@ def test_appends_from_many_sessions_at_once_never_take_a_mailbox_past_its_quota(
     """Eight sessions each APPEND a 4 KiB message five times at once to a 20 KiB quota:
     exactly the five that fit are stored, every other one is ``NO [OVERQUOTA]``."""
     message = b"Subject: filler\r\n\r\n" + b"y" * 4000 + b"\r\n"
-    clients = [_imap(quota_server) for _ in range(8)]
-    _check_spread(quota_server, clients)
+    clients = _sessions(quota_server, partial(_imap, quota_server), 8)
 
     def appender(client: imaplib.IMAP4) -> list[str]:
         answers = []
@@ -115,16 +112,18 @@ def test_appends_from_many_sessions_at_once_never_take_a_mailbox_past_its_quota(
     assert used <= QUOTA
 
 
+def _smtp(server: ServerProcess) -> smtplib.SMTP:
+    client = smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=60)
+    client.ehlo("sender.example")
+    return client
+
+
 def _send(
-    server: ServerProcess, recipients: list[str], body: str, workers: set | None = None
+    server: ServerProcess, recipients: list[str], body: str, client: smtplib.SMTP | None = None
 ) -> str:
-    """One SMTP message; its final answer as "code text". ``workers`` collects the worker
-    process that took the connection."""
-    with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=60) as s:
-        if workers is not None and server.workers > 1:
-            assert server.process is not None
-            workers.add(worker_of(s.sock, children(server.process.pid)))
-        s.ehlo("sender.example")
+    """One SMTP message (on ``client``, a session already greeted, or a new one); its final
+    answer as "code text"."""
+    with client or _smtp(server) as s:
         try:
             refused = s.sendmail("someone@remote.test", recipients, body)
         except smtplib.SMTPDataError as e:
@@ -141,10 +140,8 @@ def test_mail_sent_at_once_takes_a_mailbox_past_its_quota_by_one_message_at_most
     under the user's quota lock before its ``250``, only while the user is below the limit:
     five are taken (the fifth past it), the others get ``452 4.2.2`` at the end of DATA."""
     message = "Subject: filler\r\n\r\n" + "y" * 4000 + "\r\n"
-    workers: set = set()
-    answers = at_once(*(partial(_send, quota_server, [ALICE], message, workers) for _ in range(8)))
-    if quota_server.workers > 1:
-        assert len(workers - {None}) == quota_server.workers, f"one worker took all: {workers}"
+    clients = _sessions(quota_server, partial(_smtp, quota_server), 8)
+    answers = at_once(*(partial(_send, quota_server, [ALICE], message, c) for c in clients))
     used, sizes = _stored(quota_server, ALICE)
     assert sizes, answers
     assert len(sizes) == answers.count("250"), answers

@@ -95,3 +95,13 @@ def one_per_worker(workers: list[int], connect: Callable[[], Any]) -> dict[int, 
         time.sleep(0.05)
     assert len(held) == len(workers), "the kernel never gave a connection to every worker"
     return held
+
+
+def spread(workers: list[int], connect: Callable[[], Any], count: int) -> list[Any]:
+    """``count`` connections of which every one of ``workers`` holds at least one: the
+    kernel spreads connections made at once as it likes, and a race between workers needs
+    each of them in it."""
+    assert count >= len(workers)
+    clients = list(one_per_worker(workers, connect).values())
+    clients += [connect() for _ in range(count - len(clients))]
+    return clients
