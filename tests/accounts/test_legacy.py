@@ -6,6 +6,7 @@ import pytest
 from twisted.cred.credentials import UsernamePassword
 
 from tests.support.syncpool import SyncReactor, SyncThreadPool
+from txmailhost.accounts import syscrypt
 from txmailhost.accounts.checker import AccountsChecker
 from txmailhost.accounts.db import AccountsDB
 from txmailhost.accounts.legacy import scheme_of, verify_legacy
@@ -78,3 +79,37 @@ def test_a_password_changed_meanwhile_is_not_overwritten(tmp_path) -> None:
     accounts.set_password("carol@example.test", "a-new-password-9")
     assert not accounts.replace_password_hash("carol@example.test", DOVECOT["SSHA"], "$scrypt$x")
     assert verify_password("a-new-password-9", accounts.password_hash("carol@example.test"))
+
+
+# yescrypt as Debian 11+ writes it to /etc/shadow (libxcrypt's crypt with its default cost
+# "j9T"); Dovecot 2.3.19 checks it: ``doveadm pw -t '{CRYPT}...' -p old-secret-1`` says
+# "(verified)".
+YESCRYPT = "$y$j9T$abcdefghijklmnop$WjvwQB2C.KNsE109LdgVCPWCss7LT5yAszlk0F.FUo2"
+
+
+@pytest.mark.skipif(syscrypt.problem(YESCRYPT) is not None, reason="no libxcrypt here")
+def test_yescrypt_in_crypt_checks_the_password_and_is_replaced(tmp_path) -> None:
+    encoded = "{CRYPT}" + YESCRYPT
+    assert scheme_of(encoded) == "CRYPT" and needs_rehash(encoded)
+    assert verify_password(PASSWORD, encoded)
+    assert not verify_password("old-secret-2", encoded)
+    assert not verify_password(PASSWORD + "\0tail", encoded)  # crypt() would stop at the NUL
+    assert not verify_password(PASSWORD, encoded[:-1] + ("A" if encoded[-1] != "A" else "B"))
+    assert not verify_password(PASSWORD, "{CRYPT}$y$j9T$abc$short")
+
+    accounts = AccountsDB(str(tmp_path / "accounts.sqlite"))
+    accounts.add_domain("example.test")
+    accounts.add_user_with_hash("erin@example.test", encoded)
+    checker = AccountsChecker(accounts, SyncReactor(), SyncThreadPool())
+    out: list = []
+    checker.requestAvatarId(UsernamePassword(b"erin@example.test", PASSWORD.encode())).addBoth(
+        out.append
+    )
+    assert out == ["erin@example.test"]
+    assert accounts.password_hash("erin@example.test").startswith("$scrypt$")
+
+
+def test_yescrypt_without_libxcrypt_matches_nothing(monkeypatch) -> None:
+    monkeypatch.setattr(syscrypt, "_library", lambda: None)
+    assert not verify_password(PASSWORD, "{CRYPT}" + YESCRYPT)
+    assert "lacks" in syscrypt.problem(YESCRYPT)

@@ -1,6 +1,6 @@
 """Moving in from a real Dovecot: mail put there over IMAP comes over with its UIDs,
 UIDVALIDITY, flags, keywords and folder names, and users log in with their old passwords
-(Argon2id and SHA512-CRYPT, as Dovecot hashed them), which are then rehashed to scrypt.
+(Argon2id and SHA512-CRYPT, as Dovecot hashed them, and yescrypt from a shadow file), which are then rehashed to scrypt.
 
 Dovecot runs as bench/ runs it (a private instance on loopback, ``bench/anchors/dovecot.py``);
 skipped where it isn't installed or can't start (it needs root for its static mail uid)."""
@@ -27,8 +27,11 @@ pytestmark = [
     pytest.mark.skipif(dovecot.unavailable() is not None, reason=str(dovecot.unavailable())),
 ]
 H = "127.0.0.1"
-CAROL, DAVE = "carol@example.test", "dave@example.test"
+CAROL, DAVE, ERIN = "carol@example.test", "dave@example.test", "erin@example.test"
 DAVE_PASSWORD = "dave-old-pass-9"
+# yescrypt, as Debian 11+ writes /etc/shadow (libxcrypt's crypt, cost j9T): the password
+# "old-secret-1". Dovecot checks it with the C library's crypt().
+ERIN_HASH = "{CRYPT}$y$j9T$abcdefghijklmnop$WjvwQB2C.KNsE109LdgVCPWCss7LT5yAszlk0F.FUo2"
 
 
 def imap_state(port: int, user: str, password: str) -> dict[str, tuple]:
@@ -97,12 +100,15 @@ def test_dovecot_users_and_mail_move_in_with_uids_flags_and_passwords(server, wo
                                 capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
         with users.open("a") as table:
             table.write(f"{DAVE}:{sha512}:5000:5000::{maildir.parent / 'dave'}::\n")
+            table.write(f"{ERIN}:{ERIN_HASH}:5000:5000::{maildir.parent / 'erin'}::\n")
+        imaplib.IMAP4(H, old.imap_port).login(ERIN, "old-secret-1")  # Dovecot takes it
         fill_dovecot(old.imap_port)
         before = imap_state(old.imap_port, CAROL, OLD_PASSWORD)
         result = server.cli("migrate", "dovecot", "--passwd-file", str(users),
                             "--maildir-root", str(maildir.parents[1]))  # fmt: skip
     assert f"{CAROL}: account created" in result.stdout
     assert f"{DAVE}: account created" in result.stdout
+    assert f"{ERIN}: account created" in result.stdout
 
     after = imap_state(server.ports["imap"], CAROL, OLD_PASSWORD)
     for name, (validity, messages) in before["mailboxes"].items():
@@ -113,13 +119,15 @@ def test_dovecot_users_and_mail_move_in_with_uids_flags_and_passwords(server, wo
     assert before["mailboxes"]["Work"][1][1][0] == ["$Important", "Customer", "\\Seen"]
     assert after["subscribed"] >= {"Work", "Caf&AOk-"}
     imaplib.IMAP4(H, server.ports["imap"]).login(DAVE, DAVE_PASSWORD)
+    imaplib.IMAP4(H, server.ports["imap"]).login(ERIN, "old-secret-1")
 
     # The old hashes served once; scrypt from now on.
     db = sqlite3.connect(f"{server.data_dir}/accounts.sqlite")
     hashes = dict(db.execute("SELECT address, password_hash FROM users"))
-    assert hashes[CAROL].startswith("$scrypt$") and hashes[DAVE].startswith("$scrypt$")
+    assert all(hashes[user].startswith("$scrypt$") for user in (CAROL, DAVE, ERIN))
     assert "password of carol@example.test rehashed from ARGON2ID to scrypt" in server.log()
     assert "password of dave@example.test rehashed from SHA512-CRYPT to scrypt" in server.log()
+    assert "password of erin@example.test rehashed from CRYPT to scrypt" in server.log()
 
     # New mail continues above Dovecot's UIDNEXT.
     client = imaplib.IMAP4(H, server.ports["imap"])

@@ -52,6 +52,8 @@ def test_a_hash_as_its_library_writes_it_passes_and_logs_in(scheme: str) -> None
         ("SSHA512", "", "not a valid ldap_salted_sha512 hash"),
         ("CRYPT", "$1$abc$garbage", "checksum must be exactly 22 chars"),
         ("CRYPT", "$9$abc$def", "not a crypt format that is checked at login"),
+        ("CRYPT", "$y$j9T$salt$short", "not $y$PARAMS$SALT$HASH"),
+        ("CRYPT", "$y$j9T$sa!t$" + "a" * 43, "not $y$PARAMS$SALT$HASH"),
         ("ARGON2ID", "$argon2id$v=19$m=65536,t=3,p=4$!!!$!!!", "SALT and HASH in base64"),
         ("ARGON2I", "$argon2i$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ", "not $argon2id$"),
     ],

@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 from passlib.hash import ldap_salted_sha512
 
+from txmailhost.accounts import syscrypt
+from txmailhost.accounts.db import AccountsDB
+from txmailhost.accounts.passwords import verify_password
 from txmailhost.cli import main
 from txmailhost.ops.mailbox_admin import result_of
 from txmailhost.ops.migrate import (
@@ -503,6 +506,38 @@ def test_a_user_whose_hash_no_login_can_match_is_skipped_with_the_reason(
     capsys.readouterr()
     assert main(["--data", site.data, "user", "list"]) == 0
     assert capsys.readouterr().out.split() == [f"user6@{DOMAIN}"]
+
+
+# What Debian 11+ writes to /etc/shadow, a passwd-file made of it holds it bare (no {CRYPT}).
+YESCRYPT = "$y$j9T$abcdefghijklmnop$WjvwQB2C.KNsE109LdgVCPWCss7LT5yAszlk0F.FUo2"  # old-secret-1
+
+
+@pytest.mark.skipif(syscrypt.problem(YESCRYPT) is not None, reason="no libxcrypt here")
+def test_system_users_with_yescrypt_hashes_move_in_and_keep_their_passwords(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Users of a Dovecot that logged system users in (PAM) were all skipped on Debian 11
+    and later, whose shadow file holds yescrypt: now only a hash that can't match is."""
+    site.passwd.write_text(
+        f"user1@{DOMAIN}:{YESCRYPT}:1000:1000::::\n"
+        f"user2@{DOMAIN}:{{CRYPT}}{YESCRYPT}::::\n"
+        f"user3@{DOMAIN}:$y$j9T$salt$short::::\n"
+    )
+    for user in ("user1", "user2", "user3"):
+        site.maildir(user)
+    result = site.migrate()
+    lines = [line for line in result.stdout.splitlines() if not line.startswith(" ")]
+    assert lines == [
+        f"user1@{DOMAIN}: account created", f"user2@{DOMAIN}: account created",
+        f"skipped user3@{DOMAIN}: {site.passwd}:3: malformed {{CRYPT}} hash: "
+        "not $y$PARAMS$SALT$HASH in crypt's base64 alphabet",
+    ], result.stdout  # fmt: skip
+    accounts = AccountsDB(os.path.join(site.data, "accounts.sqlite"))
+    for user in ("user1", "user2"):
+        stored = accounts.password_hash(f"{user}@{DOMAIN}")
+        assert stored == "{CRYPT}" + YESCRYPT
+        assert verify_password("old-secret-1", stored)
+        assert not verify_password("old-password", stored)
 
 
 def test_a_file_that_is_not_utf8_is_named_with_its_line(site: Site, tmp_path: Path) -> None:

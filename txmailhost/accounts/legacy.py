@@ -8,10 +8,11 @@ hash is used at most until its owner's next login.
 Schemes, as Dovecot writes them (``doveadm pw -s SCHEME``): ``{SHA512-CRYPT}``,
 ``{SHA256-CRYPT}``, ``{MD5-CRYPT}``, ``{BLF-CRYPT}`` (bcrypt ``$2y$``), ``{ARGON2ID}``,
 ``{ARGON2I}``, ``{SSHA512}``, ``{SSHA256}``, ``{SSHA}``, and ``{CRYPT}`` holding one of the
-crypt formats (``$6$``, ``$5$``, ``$2y$``, ``$1$``). Verification is done by maintained
-libraries, never by crypto written here: argon2-cffi for Argon2 (the reference
-implementation's bindings) and libpass (the maintained fork of passlib, its bcrypt backend
-being pyca's bcrypt) for the rest. Anything else never matches.
+crypt formats (``$6$``, ``$5$``, ``$2y$``, ``$1$``, and yescrypt's ``$y$``). Verification is
+done by maintained libraries, never by crypto written here: argon2-cffi for Argon2 (the
+reference implementation's bindings), the system's libxcrypt for yescrypt (``syscrypt.py``)
+and libpass (the maintained fork of passlib, its bcrypt backend being pyca's bcrypt) for the
+rest. Anything else never matches.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from collections.abc import Callable
 
 import argon2
 from passlib import hash as passlib_hash
+
+from txmailhost.accounts import syscrypt
 
 _PREFIX = re.compile(r"^\{([A-Z0-9-]+)\}(.*)$", re.DOTALL)
 _ARGON2 = argon2.PasswordHasher()
@@ -56,10 +59,14 @@ PASSLIB_SCHEMES: dict[str, tuple[object, str]] = {
 # The crypt(3) formats ``{CRYPT}`` may hold, by their ``$id$``, and the scheme each is.
 CRYPT_IDS = {"$6$": "SHA512-CRYPT", "$5$": "SHA256-CRYPT", "$2y$": "BLF-CRYPT",
              "$2b$": "BLF-CRYPT", "$2a$": "BLF-CRYPT", "$1$": "MD5-CRYPT"}  # fmt: skip
+# yescrypt, which Dovecot has no scheme name for: only ever inside ``{CRYPT}``.
+YESCRYPT_ID = "$y$"
 
 
 def _crypt(password: str, encoded: str) -> bool:
     """``{CRYPT}``: the crypt(3) format its ``$id$`` names."""
+    if encoded.startswith(YESCRYPT_ID):
+        return syscrypt.verify(password, encoded)
     for prefix, scheme in CRYPT_IDS.items():
         if encoded.startswith(prefix):
             return SCHEMES[scheme](password, encoded)

@@ -18,7 +18,8 @@ from collections.abc import Callable
 
 import argon2
 
-from txmailhost.accounts.legacy import CRYPT_IDS, PASSLIB_SCHEMES
+from txmailhost.accounts import syscrypt
+from txmailhost.accounts.legacy import CRYPT_IDS, PASSLIB_SCHEMES, YESCRYPT_ID
 
 _B64 = r"[A-Za-z0-9+/]+"
 _ARGON2 = re.compile(rf"\$argon2(id|i)\$v=\d+\$m=\d+,t=\d+,p=\d+\${_B64}\${_B64}")
@@ -48,9 +49,13 @@ def _argon2(value: str) -> str | None:
 
 
 def _crypt(value: str) -> str | None:
-    scheme = CRYPT_IDS.get(value[: value.find("$", 1) + 1])
+    prefix = value[: value.find("$", 1) + 1]
+    if prefix == YESCRYPT_ID:
+        return syscrypt.problem(value)
+    scheme = CRYPT_IDS.get(prefix)
     if scheme is None:
-        return f"not a crypt format that is checked at login ({', '.join(CRYPT_IDS)})"
+        known = ", ".join([*CRYPT_IDS, YESCRYPT_ID])
+        return f"not a crypt format that is checked at login ({known})"
     return SHAPES[scheme](value)
 
 
