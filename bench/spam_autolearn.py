@@ -23,6 +23,7 @@ from bench.spam_eval import (
     Message,
     default_cache,
     from_address,
+    learn,
     samples,
     sender_addresses,
     total,
@@ -47,20 +48,12 @@ def run(
     totals = [0, 0]
     allowed: set[str] = set()
 
-    def learn(message: Message, kind: int) -> None:
-        if message.sample.digest in learned:  # nothing learned twice (bayes.py)
-            return
-        learned.add(message.sample.digest)
-        totals[kind] += 1
-        for token in tokens(message.sample):
-            counts.setdefault(token, [0, 0])[kind] += 1
-
     for kind, pool in ((0, spam), (1, ham)):
         for message in pool:
             sender = from_address(message.sample)
             if sender:
                 (allowed.add if kind else allowed.discard)(sender)
-            learn(message, kind)
+            learn(counts, learned, totals, message, kind)
     stream = [(group, message) for group in TEST_GROUPS for message in test[group]]
     random.Random(1000 + seed).shuffle(stream)
     out: dict[str, list[float]] = {group: [] for group in TEST_GROUPS}
@@ -78,11 +71,11 @@ def run(
         figure = total(combine(words, pairs), score)
         out[group].append(figure)
         if spam_at is not None and figure >= spam_at:
-            learn(message, 0)
+            learn(counts, learned, totals, message, 0)
             taught[0] += 1
             taught[2] += group != TEST_GROUPS[0]
         elif ham_at is not None and figure <= ham_at and not listed:
-            learn(message, 1)
+            learn(counts, learned, totals, message, 1)
             taught[1] += 1
     return out, taught
 

@@ -87,12 +87,7 @@ def run_split(
             sender = from_address(message.sample)
             if allow and sender:
                 (allowed.add if kind else allowed.discard)(sender)
-            if message.sample.digest in learned:  # nothing learned twice (bayes.py)
-                continue
-            learned.add(message.sample.digest)
-            totals[kind] += 1
-            for token in tokenize(message.sample):
-                counts.setdefault(token, [0, 0])[kind] += 1
+            learn(counts, learned, totals, message, kind, tokenize)
     out: dict[str, list[tuple[float, float]]] = {}
     for group in TEST_GROUPS:
         results = []
@@ -109,6 +104,23 @@ def run_split(
             results.append((combiner(words, pairs), score))
         out[group] = results
     return out
+
+
+def learn(
+    counts: dict[str, list[int]],
+    learned: set[str],
+    totals: list[int],
+    message: Message,
+    kind: int,
+    tokenize: Tokenizer = tokens,
+) -> None:
+    """Count ``message``'s tokens as spam (``kind`` 0) or ham (1), once per message."""
+    if message.sample.digest in learned:  # nothing learned twice (bayes.py)
+        return
+    learned.add(message.sample.digest)
+    totals[kind] += 1
+    for token in tokenize(message.sample):
+        counts.setdefault(token, [0, 0])[kind] += 1
 
 
 def from_address(sample: Sample) -> str:
