@@ -221,7 +221,7 @@ def test_quota_sizes_parse(text, size):
     assert parse_size(text) == size
 
 
-@pytest.mark.parametrize("text", ["-5", "lots", "1.5G", "", "5X", "9" * 20])
+@pytest.mark.parametrize("text", ["-5", "lots", "1.5G", "", "5X", "9" * 20, "\u00b2M", "\u0663"])
 def test_nonsense_quota_sizes_are_refused(text):
     with pytest.raises(AccountError, match="not a size"):
         parse_size(text)

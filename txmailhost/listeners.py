@@ -26,6 +26,7 @@ from typing import Any
 
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from txmailhost.asciinum import number_or
 from txmailhost.config import Config
 from txmailhost.imap.keycache import SortKeyCache
 from txmailhost.imap.notify import NotifyHub
@@ -243,7 +244,7 @@ def endpoint_port(description: str) -> int:
     if kind.strip().lower() not in ("tcp", "tcp6"):
         return 0
     first = rest.split(":", 1)[0].strip().removeprefix("port=")
-    return int(first) if first.isdigit() else 0
+    return number_or(first, 0)
 
 
 def web(parts: ServerParts, implicit_tls: bool) -> WebSite:

@@ -193,6 +193,14 @@ def test_organizational_domain_uses_the_public_suffix_list():
     assert not aligned("evil.co.uk", "example.co.uk", "r")
 
 
+@pytest.mark.parametrize("pct", ["\u00b2", "\u0663", "9" * 5000, "-1", ""])
+def test_a_dmarc_pct_that_is_no_number_is_the_default_not_an_error(pct: str) -> None:
+    """The record is the sender's text: "²" is a digit to ``str.isdigit()`` that ``int()``
+    refuses, and 5,000 digits are more than ``int()`` reads; each raised ``ValueError``."""
+    policy = parse_record("x.test", f"v=DMARC1; p=reject; pct={pct}")
+    assert policy is not None and (policy.p, policy.pct) == ("reject", 100)
+
+
 def test_dmarc_records_parse_leniently_and_pct_samples():
     assert parse_record("x.test", "v=DMARC1; p=bogus") is None
     kept = parse_record("x.test", "v=DMARC1; p=bogus; rua=mailto:r@x.test")

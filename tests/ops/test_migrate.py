@@ -732,7 +732,9 @@ def test_a_dovecot_keyword_imap_cant_carry_is_left_out_and_reported(site: Site) 
     """``1 a b (x`` became the keyword "a b (x", written as it was into ``FETCH FLAGS``;
     the message keeps its other flags, the user and the folder still come over."""
     user = site.maildir("user1")
-    (user / "dovecot-keywords").write_text("0 $Important\n1 a b (x\n2 \\Bogus\n")
+    (user / "dovecot-keywords").write_text(
+        "0 $Important\n1 a b (x\n2 \\Bogus\n\u00b2 Other\n" + "9" * 5000 + " Long\n"
+    )  # "²" and 5,000 digits: int() raised on both
     (user / "cur" / "1700000000.M1P1.host:2,Sabc").write_bytes(b"Subject: one\n\nx\n")
     site.users("user1")
     result = site.migrate()

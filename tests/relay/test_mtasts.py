@@ -58,6 +58,8 @@ def test_policy_parses_and_matches_one_wildcard_label():
         b"version: STSv1\nmode: enforce\nmx: a..test\nmax_age: 1\n",
         b"garbage",
         "version: STSv1\nmode: enforce\nmx: ä.test\nmax_age: 1\n".encode(),
+        "version: STSv1\nmode: enforce\nmx: a.test\nmax_age: \u00b2\n".encode(),
+        "version: STSv1\nmode: enforce\nmx: a.test\nmax_age: \u0663\n".encode(),
     ],
 )
 def test_bad_policies_are_refused(body):

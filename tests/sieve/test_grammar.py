@@ -54,6 +54,8 @@ def test_identifiers_and_tags_are_case_insensitive():
         ("x 99999999999999999G;", 1, "too large"),
         ("x [];", 1, "expected a string"),
         ("x :;", 1, "tag name"),
+        ("if\u00b2", 1, "expected"),  # a digit to str.isdigit(), no number (found by fuzzing)
+        ("x \u0663;", 1, "expected"),  # ARABIC-INDIC DIGIT THREE: int() would read it as 3
     ],
 )
 def test_syntax_errors_name_their_line(script, line, reason):

@@ -23,6 +23,7 @@ from txmailhost.accounts.addresses import (
 )
 from txmailhost.accounts.interfaces import AccountError, IAccounts, IAddressRules
 from txmailhost.accounts.passwords import hash_password, weakness
+from txmailhost.asciinum import is_number
 from txmailhost.sqlitewal import enable_wal
 
 # Names other modules (the CLI, tests) import from here; they live in pure modules so that
@@ -611,6 +612,6 @@ def parse_size(text: str) -> int | None:
         factor, value = units[value[-1]], value[:-1]
     elif value.endswith(("kb", "mb", "gb", "tb")):
         factor, value = units[value[-2]], value[:-2]
-    if not value.isdigit() or len(value) > 15 or int(value) == 0:
+    if not is_number(value) or len(value) > 15 or int(value) == 0:
         raise AccountError(f"not a size: {text!r} (expected e.g. 500M, 2G, 1048576 or none)")
     return int(value) * factor

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from publicsuffixlist import PublicSuffixList
 
+from txmailhost.asciinum import number_or
 from txmailhost.mailauth.resolver import MailAuthResolver
 
 _PSL = PublicSuffixList()
@@ -78,7 +79,7 @@ def parse_record(domain: str, text: str) -> Policy | None:
     sp = tags.get("sp", "").lower()
     sp = sp if sp in POLICIES else p
     pct_text = tags.get("pct", "100")
-    pct = int(pct_text) if pct_text.isdigit() and int(pct_text) <= 100 else 100
+    pct = min(number_or(pct_text, 100), 100)
     adkim = "s" if tags.get("adkim", "r").lower() == "s" else "r"
     aspf = "s" if tags.get("aspf", "r").lower() == "s" else "r"
     return Policy(domain, p, sp, adkim, aspf, pct, rua)

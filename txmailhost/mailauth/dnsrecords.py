@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from txmailhost.asciinum import is_number
 from txmailhost.mailauth.keys import KeyStore
 from txmailhost.mailauth.resolver import DNSTempError, MailAuthResolver
 
@@ -63,7 +64,7 @@ def endpoint_port(description: str) -> int | None:
         return None
     parts = re.split(r"(?<!\\):", description)
     for part in parts[1:]:
-        if part.isdigit():
+        if is_number(part):
             return int(part)
     return None
 

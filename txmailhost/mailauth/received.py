@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from xml.etree import ElementTree as ET
 
+from txmailhost.asciinum import number_or
 from txmailhost.store.interfaces import NoSuchMessage
 
 MAX_REPORT = 32 * 1024 * 1024  # octets of XML after decompression
@@ -84,7 +85,7 @@ def parse_report(xml: bytes) -> ReceivedReport:
         return (root.findtext(path) or "").strip()
 
     def number(value: str) -> int:
-        return int(value) if value.isdigit() else 0
+        return number_or(value, 0)
 
     report = ReceivedReport(
         org=text("report_metadata/org_name"),

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from txmailhost.asciinum import is_number
 from txmailhost.config import load_config
 from txmailhost.ops.eventlog import log_path
 from txmailhost.ops.mailbox_admin import AdminError, emit, json_option
@@ -103,7 +104,7 @@ def rotations(path: str) -> list[str]:
     try:
         for entry in os.listdir(directory or "."):
             suffix = entry[len(name) + 1 :]
-            if entry.startswith(name + ".") and suffix.isdigit():
+            if entry.startswith(name + ".") and is_number(suffix):
                 numbered.append((int(suffix), os.path.join(directory, entry)))
     except FileNotFoundError:
         return []

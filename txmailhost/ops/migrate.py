@@ -55,6 +55,7 @@ from typing import Any, TypeVar
 from txmailhost.accounts.addresses import canonical_address
 from txmailhost.accounts.interfaces import AccountError
 from txmailhost.accounts.legacy import scheme_of
+from txmailhost.asciinum import is_number
 from txmailhost.ops import dovecot_quota, migrate_sieve
 from txmailhost.ops.archive import added
 from txmailhost.ops.dovecot_hashes import hash_problem
@@ -328,7 +329,7 @@ def read_keywords(directory: str, skipped: list[str]) -> dict[str, str]:
     text = read_listing(path, skipped)
     for number_of_line, line in enumerate((text or "").splitlines(), 1):
         number, _, keyword = line.strip().partition(" ")
-        if number.isdigit() and int(number) < 26 and keyword:
+        if is_number(number) and int(number) < 26 and keyword:
             if is_flag(keyword) and not keyword.startswith("\\"):
                 found[chr(ord("a") + int(number))] = keyword
             else:

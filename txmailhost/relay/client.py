@@ -37,6 +37,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.protocols.basic import LineReceiver
 from zope.interface import implementer
 
+from txmailhost.asciinum import is_number
 from txmailhost.queue.interfaces import DeliveryResult
 
 CHUNK = 64 * 1024
@@ -381,4 +382,4 @@ class Capabilities:
 
     def max_size(self) -> int | None:
         value = self.extensions.get("SIZE", "")
-        return int(value) if value.isdigit() and int(value) > 0 else None
+        return int(value) if is_number(value) and int(value) > 0 else None

@@ -45,6 +45,7 @@ from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from txmailhost import _safeio
+from txmailhost.asciinum import is_number
 
 log = Logger()
 
@@ -129,7 +130,7 @@ def parse_policy(body: bytes, policy_id: str = "", fetched: float = 0.0) -> STSP
     if mode not in (ENFORCE, TESTING, NONE):
         raise PolicyError(f"bad mode {mode[:20]!r}")
     age = fields.get("max_age", "")
-    if not age.isdigit() or len(age) > 10:
+    if not is_number(age) or len(age) > 10:
         raise PolicyError("max_age missing or not a number")
     if mode != NONE and not mx:
         raise PolicyError("no mx in an enforce/testing policy")

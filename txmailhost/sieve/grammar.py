@@ -26,6 +26,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from txmailhost.asciinum import is_number
+
 MAX_NESTING = 64  # blocks and test lists inside each other
 
 _QUANTIFIERS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -208,7 +210,7 @@ def _arguments(reader: _Reader) -> tuple[list[Argument], list[Test]]:
                 raise reader.fail("expected a tag name after ':'")
             reader.pos = found.end()
             arguments.append(Tag(found.group().lower(), line))
-        elif char.isdigit():
+        elif is_number(char):
             arguments.append(_number(reader))
         elif char in ('"', "["):
             arguments.append(_string_list(reader))

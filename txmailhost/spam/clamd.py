@@ -29,6 +29,7 @@ from typing import Any, BinaryIO
 
 from twisted.logger import Logger
 
+from txmailhost.asciinum import is_number
 from txmailhost.filters.base import MessageFilter, fields_named
 from txmailhost.filters.interfaces import Client, Transaction, Verdict
 from txmailhost.spam.sample import read_capped
@@ -47,7 +48,7 @@ def parse_endpoint(description: str) -> tuple[int, Any]:
     """(address family, address) for ``/path`` or ``unix:/path`` or ``tcp:HOST:PORT``."""
     if description.startswith("tcp:"):
         host, _, port = description[4:].rpartition(":")
-        if not host or not port.isdigit():
+        if not host or not is_number(port):
             raise ValueError(f"clamd socket {description!r}: expected tcp:HOST:PORT")
         family = sockets.AF_INET6 if ":" in host else sockets.AF_INET
         return family, (host.strip("[]"), int(port))

@@ -46,6 +46,8 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 
+from txmailhost.asciinum import number_or
+
 QUOTA_DIRECTORY = "txmailhost-quota"
 _LOCK = "lock"
 _PREFIX = "r."
@@ -93,7 +95,7 @@ class QuotaLocks:
                     continue
                 octets = entry.name.rpartition(".")[2]
                 if _held_by_someone(entry.path):
-                    total += int(octets) if octets.isdigit() else 0
+                    total += number_or(octets, 0)
                 else:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(entry.path)
