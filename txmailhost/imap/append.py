@@ -125,6 +125,81 @@ def parse_messages(reader: Reader, utf8: bool = False) -> list[AppendMessage]:
             return messages
 
 
+@dataclass(frozen=True)
+class Announced:
+    """What an APPEND has said before the octets of its latest literal come: its mailbox
+    argument (as sent: ``names.decode`` it), the flags of its messages so far and the octets
+    of message text announced so far, that literal's included (``announced``)."""
+
+    mailbox: bytes
+    flags: list[str]
+    octets: int
+
+
+class _AnnouncedReader(Reader):
+    """A Reader over an APPEND whose last literal is announced and not yet read (``pending``,
+    a stand-in of its size). It adds up the message text it reads: the literals taken as
+    ``literal()`` (a message, a CATENATE ``TEXT``), not those a string is read from (the
+    mailbox name, a CATENATE ``URL``), and keeps the flags."""
+
+    def __init__(
+        self, text: bytes, literals: dict[int, bytes | LiteralFile], pending: LiteralFile
+    ) -> None:
+        super().__init__(text, {**literals, len(text): pending})
+        self.pending = pending
+        self.octets = 0
+        self.flags: list[str] = []
+        self.reached = False  # the pending literal was read as message text
+        self._string = False
+
+    def literal(self) -> bytes | LiteralFile:
+        value = super().literal()
+        if not self._string:
+            self.octets += value.size if isinstance(value, LiteralFile) else len(value)
+            self.reached = value is self.pending
+        return value
+
+    def literal_bytes(self) -> bytes:
+        self._string = True
+        try:
+            return super().literal_bytes()
+        finally:
+            self._string = False
+
+    def flag_list(self) -> list[str]:
+        flags = super().flag_list()
+        self.flags += flags
+        return flags
+
+
+def announced(
+    text: bytes, literals: dict[int, bytes | LiteralFile], size: int, utf8: bool = False
+) -> Announced | None:
+    """For an APPEND whose command so far (``text`` and the ``literals`` read) ends with the
+    marker of a ``size``-octet literal not yet read: what it has said (``Announced``) when
+    that literal is message text and the command is well-formed so far; else None (the
+    literal is the mailbox name or a URL, or the command will be refused for what is
+    already here). The server looks at the owner's quota with it before the octets come
+    (RFC 7888 §4, RFC 9208 §4.3); the command is parsed again, whole, once they have."""
+    pending = LiteralFile("", size)
+    reader = _AnnouncedReader(text, literals, pending)
+    try:
+        reader.tag()
+        reader.sp()
+        if reader.atom().upper() != b"APPEND":
+            return None
+        reader.sp()
+        mailbox = reader.astring()
+        parse_messages(reader, utf8)
+    except ParseError:
+        pass  # the command goes on past this literal: whether it was reached is below
+    except replies.IMAPError:
+        return None  # refused for what is here already, whatever the literal holds
+    if not reader.reached:
+        return None
+    return Announced(mailbox, [f for f in reader.flags if f not in _IGNORED_FLAGS], reader.octets)
+
+
 def _readable(message: AppendMessage) -> AppendMessage:
     """A literal8 message with its binary parts re-encoded as base64 (``binary.py``); read
     whole, off the reactor thread when it was staged in a file."""

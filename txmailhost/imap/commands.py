@@ -41,6 +41,7 @@ from txmailhost.store.interfaces import (
     MailboxExists,
     NoSuchMailbox,
     QuotaExceeded,
+    StoreError,
     TooManyMailboxes,
 )
 
@@ -532,7 +533,7 @@ class MailboxCommands:
             uidvalidity, uids = await append.store_messages(mailbox, messages, reactor, quota)
         except QuotaExceeded:  # another session (on any node) filled it meanwhile
             log.info("imap append refused: {user} over quota", user=self.user)
-            raise replies.IMAPError("mailbox quota exceeded", code="OVERQUOTA") from None
+            raise replies.OverQuota() from None
         if found.own:
             observers.tell(self.factory.observers, found.owner, None, name, mailbox, uids)
         log.info(
@@ -543,6 +544,34 @@ class MailboxCommands:
             size=size,
         )
         return Done("APPEND completed", code=f"APPENDUID {uidvalidity} {compress(uids)}")
+
+    async def _append_refused_early(self, announced: append.Announced) -> replies.IMAPError | None:
+        """The look at the quota before an APPEND literal's octets come (``server.py``,
+        RFC 9208 §4.3): ``OverQuota`` when the message octets announced so far
+        (``announced.octets``, of all the command's messages) would take the mailbox owner
+        past the limit, by the rule ``_append`` applies once they are read. Only when every
+        check ``_append`` makes before that one would pass (the name, the right to insert,
+        the keywords, the mailbox's existence): otherwise None, the literal is read, and
+        ``_append`` answers as it always has (``TRYCREATE`` for a missing mailbox first). A
+        refusal only: ``_append`` and the store check again, since other sessions append too.
+        The owner's limit is read before the mailbox is opened, so a user without one costs
+        one trip to the accounts."""
+        try:
+            name = names.decode(announced.mailbox, self.utf8)
+            found = await self.access(name, "i", missing=replies.TryCreate)
+            view = self.view
+            known = view.keywords if view is not None and view.name == name else None
+            check_keywords(announced.flags, known)
+            limit = await self._quota_limit(found.owner)
+            if limit is None:
+                return None
+            await self.store.open(found.owner, found.mailbox)
+            await self._check_usage(announced.octets, found.owner, limit, "append literal")
+        except replies.OverQuota as refusal:
+            return refusal
+        except (replies.IMAPError, ParseError, StoreError):
+            return None  # the command answers it once its literals are read
+        return None
 
     async def _url_data(self, url: bytes) -> bytes:
         """CATENATE's URLs name only this user's own messages (``catenate.url_data``)."""
@@ -560,13 +589,17 @@ class MailboxCommands:
         message (``IQuotaAppend``): this look came before, and other sessions append too."""
         owner = owner or self.account.address
         limit = await self._quota_limit(owner)
-        if limit is None:
-            return None
+        if limit is not None:
+            await self._check_usage(size, owner, limit, what)
+        return limit
+
+    async def _check_usage(self, size: int, owner: str, limit: int, what: str) -> None:
+        """``OverQuota`` when ``size`` more octets would take ``owner``'s stored mail past
+        ``limit``: the rule of ``_check_quota``, and of the look before a literal."""
         used = await self.store.usage(owner)
         if used + size > limit:
             log.info("imap {what} refused: {user} over quota", what=what, user=self.user)
-            raise replies.IMAPError("mailbox quota exceeded", code="OVERQUOTA")
-        return limit
+            raise replies.OverQuota()
 
     async def _quota_limit(self, owner: str) -> int | None:
         """``owner``'s limit from the accounts (None: unlimited). The accounts' database out of

@@ -185,6 +185,14 @@ class StorageFull(IMAPError):
     text = "not enough disk space, try again later"
 
 
+class OverQuota(IMAPError):
+    """RFC 9208 §4.3 (RFC 5530) ``OVERQUOTA``: the mailbox owner's quota has no room for the
+    message; deleting mail helps."""
+
+    code = "OVERQUOTA"
+    text = "mailbox quota exceeded"
+
+
 class Limit(IMAPError):
     code = "LIMIT"
     text = "too many"

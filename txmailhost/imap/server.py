@@ -41,7 +41,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from txmailhost._safeio import out_of_space
-from txmailhost.imap import replies, urlauth
+from txmailhost.imap import append, replies, urlauth
 from txmailhost.imap.acl import AclCommands
 from txmailhost.imap.commands import MailboxCommands
 from txmailhost.imap.compress import CompressCommands, CompressionError, Deflate
@@ -196,9 +196,10 @@ class IMAPServer(
         self._segments: list[bytes] = []
         self._literals: dict[int, bytes | LiteralFile] = {}
         self._assembled = 0
+        self._looked = 0  # octets of the command parsed for looks at the quota (_announced)
         self._sink: _LiteralSink | None = None
         self._discard_literal = 0
-        self._discard_reply: tuple[bytes, IMAPError] | None = None
+        self._discard_reply: tuple[bytes, IMAPError, bool] | None = None  # (tag, error, bad)
         self._discarding_line = False  # skipping the rest of a refused command (_skip_line)
         self._skipped_tail = b""  # the end of the line being skipped so far
         self._skip_octets = 0  # octets of a {n+} literal of the refused command still to drop
@@ -465,7 +466,7 @@ class IMAPServer(
             self._segments.append(line)
             text = b"".join(self._segments)
             literals = self._literals
-            self._segments, self._literals, self._assembled = [], {}, 0
+            self._segments, self._literals, self._assembled, self._looked = [], {}, 0, 0
             self._execute(text, literals)
             return
         self._start_literal(line, int(marker[1]), bool(marker[2]))
@@ -488,23 +489,85 @@ class IMAPServer(
         elif self._assembled > self.factory.max_line_length * 4:
             error = replies.LineTooLong()
         if error is not None:
-            tag = self._tag_of(first)
-            self._reset_command()
-            log.info(
-                "imap refused a {size}-octet literal from {peer}", size=size, peer=self.peer_text
-            )
-            if not non_sync:
-                self._refused(tag, error)  # and no "+": the client never sends the octets
-            elif size <= limit * DISCARD_LIMIT_FACTOR and size <= 2**31:
-                self._discard_literal = size
-                self._discard_reply = (tag, error)
-                self.setRawMode()
-            else:
-                # RFC 7888 §4: a non-synchronizing literal we won't read; the stream is lost.
-                self._reply(tag, replies.BadCommand("literal too large", closes=True))
-                self.write(b"* BYE literal too large\r\n")
-                self.close()
+            self._refuse_literal(error, size, non_sync, limit)
             return
+        if is_append and size and self.factory.quota_of is not None:
+            announced = self._announced(size)
+            if announced is not None:
+                self._look_at_quota(announced, size, non_sync, limit)
+                return
+        self._accept_literal(size, non_sync, is_append)
+
+    def _refuse_literal(
+        self, error: IMAPError, size: int, non_sync: bool, limit: int, bad: bool = True
+    ) -> None:
+        """Answer the command ``error`` instead of reading the literal it announced: in place
+        of the ``+`` for a ``{n}``, after its octets (read and dropped) for a ``{n+}``.
+        ``bad``: it counts toward ``MAX_BAD_COMMANDS`` (``_refused``)."""
+        tag = self._tag_of(self._segments[0])
+        self._reset_command()
+        log.info("imap refused a {size}-octet literal from {peer}", size=size, peer=self.peer_text)
+        if not non_sync:
+            self._refused(tag, error, bad)  # and no "+": the client never sends the octets
+        elif size <= limit * DISCARD_LIMIT_FACTOR and size <= 2**31:
+            self._discard_literal = size
+            self._discard_reply = (tag, error, bad)
+            self.setRawMode()
+        else:
+            # RFC 7888 §4: a non-synchronizing literal we won't read; the stream is lost.
+            self._reply(tag, replies.BadCommand("literal too large", closes=True))
+            self.write(b"* BYE literal too large\r\n")
+            self.close()
+
+    def _announced(self, size: int) -> append.Announced | None:
+        """What the APPEND being assembled says before this ``size``-octet literal
+        (``append.announced``): the command so far is parsed again at each literal of it,
+        so a command of many literals after long lines could cost that many times its
+        length; once those parses add up to the longest command (``max_line_length`` × 4)
+        the rest of its literals are read without a look."""
+        text = b"".join(self._segments)
+        self._looked += len(text)
+        if self._looked > self.factory.max_line_length * 4:
+            return None
+        return append.announced(text, self._literals, size, self.utf8)
+
+    def _look_at_quota(
+        self, announced: append.Announced, size: int, non_sync: bool, limit: int
+    ) -> None:
+        """Before an APPEND literal's octets come, whether they would take the mailbox owner
+        past the quota (``_append_refused_early``): then ``NO [OVERQUOTA]`` instead of the
+        ``+`` (a 40 MiB draft saved into a full mailbox is not sent for nothing), or after the
+        octets of a ``{n+}``, dropped as they come. The usage is read in the store's threads
+        (DESIGN invariant 3), so the session stops reading meanwhile, as while a command
+        runs: what the client sent after the marker line waits in the buffer, and is read
+        as the literal (or dropped) once the answer is known. Nothing was sent to the
+        client: the refusal does not count as a bad command."""
+        self._running = True  # no other command starts, and untagged lines wait
+        self._pause()
+
+        def looked(refusal: IMAPError | None) -> None:
+            self._running = False
+            if self.lost or self._closing:
+                return
+            self.notify_flush()
+            if refusal is not None:
+                self._refuse_literal(refusal, size, non_sync, limit, bad=False)
+            else:
+                self._accept_literal(size, non_sync, True)
+            self._resume()
+
+        def failed(failure: Failure) -> None:
+            log.failure("imap could not look at the quota before a literal", failure)
+            return None  # the literal is read; the command answers
+
+        d = Deferred.fromCoroutine(self._append_refused_early(announced))
+        d.addErrback(failed)
+        d.addCallback(looked)
+        d.addErrback(lambda f: log.failure("imap session failed", f))
+
+    def _accept_literal(self, size: int, non_sync: bool, is_append: bool) -> None:
+        """Read the literal: into memory, or for an APPEND over a store of files into its
+        staging directory; ``+`` first for a synchronizing one."""
         staging = None
         store = self.account.store if self.account is not None else None
         if is_append and IFileDelivery.providedBy(store):
@@ -534,9 +597,9 @@ class IMAPServer(
             self._discard_literal -= len(taken)
             if not self._discard_literal:
                 assert self._discard_reply is not None
-                tag, error = self._discard_reply
+                tag, error, bad = self._discard_reply
                 self._discard_reply = None
-                self._refused(tag, error)
+                self._refused(tag, error, bad)
                 if self._closing:
                     return
                 # The rest of the refused command's line follows the literal: skip it.
@@ -580,7 +643,7 @@ class IMAPServer(
         self._sink = None
         self._reset_command()
         self._discard_literal = sink.remaining
-        self._discard_reply = (tag, replies.StorageFull())
+        self._discard_reply = (tag, replies.StorageFull(), True)
         self.rawDataReceived(rest)
 
     def _literal_done(self, rest: bytes) -> None:
@@ -591,7 +654,7 @@ class IMAPServer(
 
     def _reset_command(self) -> None:
         self._drop_literals()
-        self._segments, self._assembled = [], 0
+        self._segments, self._assembled, self._looked = [], 0, 0
 
     def _drop_literals(self, literals: dict[int, Any] | None = None) -> None:
         for value in (literals if literals is not None else self._literals).values():
@@ -703,13 +766,14 @@ class IMAPServer(
                 self._commands_in_turn = 0
                 self.factory.reactor.callLater(0, self._read_next_turn)
 
-    def _refused(self, tag: bytes, error: IMAPError) -> None:
+    def _refused(self, tag: bytes, error: IMAPError, bad: bool = True) -> None:
         """Answer a command refused before it runs (malformed, wrong state, a literal too
-        large or too many). Each counts as a bad command, TOOBIG and LIMIT as well as ``BAD``,
+        large or too many). Each counts as a bad command, TOOBIG and LIMIT as well as ``BAD``
+        (not an APPEND refused for the quota before its literal: ``bad`` False),
         and, as after a command that ran, reading stops while
         the client doesn't read its replies: a client announcing oversized literals without
         reading the refusals grew the server by 635 MiB for 112 MiB sent."""
-        self._reply(tag, error, bad=True)
+        self._reply(tag, error, bad=bad)
         if self._closing:
             return
         self.flush()
