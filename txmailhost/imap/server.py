@@ -3,7 +3,9 @@ the untagged updates that keep a client in step with its mailbox.
 
 One ``IMAPServer`` per connection. A command is assembled from its line and the literals its
 ``{n}`` markers announce (§4.3; RFC 7888 ``{n+}``): the size is checked against the limit
-*before* the ``+`` continuation, so an oversized literal costs nothing (``NO [TOOBIG]``, no ``+``).
+*before* the ``+`` continuation, so an oversized literal costs nothing (``NO [TOOBIG]``, no ``+``),
+and so is an APPEND literal that would take the mailbox owner past the quota (``NO
+[OVERQUOTA]``; the usage is read with reading paused, ``_look_at_quota``).
 The command is then checked once against ``COMMANDS`` (states allowed, UID form allowed) and run
 by its handler (``commands.py``, ``messages.py``); reading pauses while it runs, so pipelined
 commands execute in order. Handlers return a ``Done`` or raise an ``IMAPError``; ``_finish``
