@@ -150,6 +150,39 @@ def test_reading_waits_for_the_look_and_loses_nothing_sent_meanwhile(world):
     assert [m.content for m in result(box.messages([1, 2], True, True))] == [MESSAGE] * 2
 
 
+def test_a_compressed_session_loses_nothing_sent_while_the_look_waits(world):
+    """Under COMPRESS=DEFLATE (RFC 4978) what follows the marker line comes in the same
+    compressed chunk: it waits, inflated or not, until the answer is out."""
+    import zlib
+
+    asked: list[Deferred] = []
+
+    def quota_of(user):
+        asked.append(Deferred())
+        return asked[-1]
+
+    s = Session(make_factory(world, quota_of=quota_of))
+    s.login()
+    assert s.cmd("z COMPRESS DEFLATE") == b"z OK DEFLATE active\r\n"
+    deflater, inflater = zlib.compressobj(6, zlib.DEFLATED, -15), zlib.decompressobj(-15)
+
+    def send(data: bytes) -> bytes:
+        packed = deflater.compress(data) + deflater.flush(zlib.Z_SYNC_FLUSH)
+        return inflater.decompress(s.send(packed))
+
+    command = b"b APPEND INBOX {2000+}\r\n" + b"z" * 2000 + b"\r\n"
+    command += b"c APPEND INBOX {%d+}\r\n" % len(MESSAGE) + MESSAGE + b"\r\nd NOOP\r\n"
+    assert send(command) == b""
+    asked.pop(0).callback(QUOTA)  # b's look: over
+    asked.pop(0).callback(QUOTA)  # c's look: room
+    asked.pop(0).callback(QUOTA)  # c's own check
+    out = inflater.decompress(s.take())
+    assert out.startswith(b"b " + OVER + b"c OK [APPENDUID")
+    assert out.endswith(b"d OK NOOP completed\r\n")
+    box = result(world.store.open(ALICE, "INBOX"))
+    assert [m.content for m in result(box.messages([1], True, True))] == [MESSAGE]
+
+
 def test_another_users_folder_is_held_to_its_owners_quota(world):
     if not IAclStore.providedBy(world.store):
         pytest.skip("this store keeps no ACLs")
