@@ -554,8 +554,9 @@ class MailboxCommands:
         the keywords, the mailbox's existence): otherwise None, the literal is read, and
         ``_append`` answers as it always has (``TRYCREATE`` for a missing mailbox first). A
         refusal only: ``_append`` and the store check again, since other sessions append too.
-        The owner's limit is read before the mailbox is opened, so a user without one costs
-        one trip to the accounts."""
+        It costs what it must on every APPEND: a user without a limit one trip to the
+        accounts, one with a limit a second to the store for the usage; the mailbox is
+        opened (is it there?) only to refuse."""
         try:
             name = names.decode(announced.mailbox, self.utf8)
             found = await self.access(name, "i", missing=replies.TryCreate)
@@ -565,13 +566,13 @@ class MailboxCommands:
             limit = await self._quota_limit(found.owner)
             if limit is None:
                 return None
+            if not await self._over_quota(announced.octets, found.owner, limit):
+                return None
             await self.store.open(found.owner, found.mailbox)
-            await self._check_usage(announced.octets, found.owner, limit, "append literal")
-        except replies.OverQuota as refusal:
-            return refusal
         except (replies.IMAPError, ParseError, StoreError):
             return None  # the command answers it once its literals are read
-        return None
+        log.info("imap append refused before its literal: {user} over quota", user=self.user)
+        return replies.OverQuota()
 
     async def _url_data(self, url: bytes) -> bytes:
         """CATENATE's URLs name only this user's own messages (``catenate.url_data``)."""
@@ -589,17 +590,15 @@ class MailboxCommands:
         message (``IQuotaAppend``): this look came before, and other sessions append too."""
         owner = owner or self.account.address
         limit = await self._quota_limit(owner)
-        if limit is not None:
-            await self._check_usage(size, owner, limit, what)
-        return limit
-
-    async def _check_usage(self, size: int, owner: str, limit: int, what: str) -> None:
-        """``OverQuota`` when ``size`` more octets would take ``owner``'s stored mail past
-        ``limit``: the rule of ``_check_quota``, and of the look before a literal."""
-        used = await self.store.usage(owner)
-        if used + size > limit:
+        if limit is not None and await self._over_quota(size, owner, limit):
             log.info("imap {what} refused: {user} over quota", what=what, user=self.user)
             raise replies.OverQuota()
+        return limit
+
+    async def _over_quota(self, size: int, owner: str, limit: int) -> bool:
+        """Would ``size`` more octets take ``owner``'s stored mail past ``limit``? The rule
+        of ``_check_quota``, and of the look before an APPEND literal."""
+        return await self.store.usage(owner) + size > limit
 
     async def _quota_limit(self, owner: str) -> int | None:
         """``owner``'s limit from the accounts (None: unlimited). The accounts' database out of
