@@ -12,9 +12,9 @@ import os
 import pytest
 from twisted.internet.defer import Deferred, succeed
 
-from tests.imap.support import ALICE, BOB, Session, make_factory
+from tests.imap.support import ALICE, BOB, Session, deliver, make_factory
 from tests.support.fixtures import PASSWORD, make_world, result
-from txmailhost.imap import append
+from txmailhost.imap import append, quotaroom
 from txmailhost.imap.parser import LiteralFile
 from txmailhost.store.interfaces import IAclStore
 from txmailhost.store.maildir import user_directory
@@ -135,6 +135,7 @@ def test_reading_waits_for_the_look_and_loses_nothing_sent_meanwhile(world):
     asked.pop(0).callback(QUOTA)
     out = s.take()
     assert out.startswith(b"b OK [APPENDUID") and out.endswith(b"c OK NOOP completed\r\n")
+    world.reactor.advance(quotaroom.KEEP)  # the room seen is no longer believed: a look
     # a {n+} literal and a command pipelined behind it, while the look waits
     s.send(b"d APPEND INBOX {%d+}\r\n" % len(MESSAGE) + MESSAGE + b"\r\ne NOOP\r\n")
     assert len(asked) == 1 and s.take() == b""
@@ -173,14 +174,34 @@ def test_a_compressed_session_loses_nothing_sent_while_the_look_waits(world):
     command = b"b APPEND INBOX {2000+}\r\n" + b"z" * 2000 + b"\r\n"
     command += b"c APPEND INBOX {%d+}\r\n" % len(MESSAGE) + MESSAGE + b"\r\nd NOOP\r\n"
     assert send(command) == b""
-    asked.pop(0).callback(QUOTA)  # b's look: over
-    asked.pop(0).callback(QUOTA)  # c's look: room
+    asked.pop(0).callback(QUOTA)  # b's look: over (c's is spared: the room just seen)
     asked.pop(0).callback(QUOTA)  # c's own check
     out = inflater.decompress(s.take())
     assert out.startswith(b"b " + OVER + b"c OK [APPENDUID")
     assert out.endswith(b"d OK NOOP completed\r\n")
     box = result(world.store.open(ALICE, "INBOX"))
     assert [m.content for m in result(box.messages([1], True, True))] == [MESSAGE]
+
+
+def test_the_room_seen_moments_ago_spares_the_look_and_never_refuses(world):
+    """quotaroom.py: within ``KEEP`` seconds of reading the usage, a literal that fitted then
+    gets its "+" without a look (the check once it is read still refuses it when mail came
+    meanwhile); later, or for a literal that didn't fit, the usage is read again."""
+    s = session(world)
+    assert s.cmd(b"b APPEND INBOX {%d+}\r\n" % len(MESSAGE) + MESSAGE).startswith(b"b OK")
+    deliver(world, ALICE, b"Subject: big\r\n\r\n" + b"d" * 784 + b"\r\n")  # 800: 902 used
+    assert s.cmd(b"c APPEND INBOX {500}") == CONTINUE  # 898 were left when last seen
+    assert s.send(b"c" * 500 + b"\r\n") == b"c " + OVER  # the check after the literal
+    assert s.cmd(b"d APPEND INBOX {500}") == b"d " + OVER  # the room it saw: 98
+    other = session(world)
+    other.cmd("x SELECT INBOX")
+    assert b"y OK" in other.cmd("y STORE 2 +FLAGS.SILENT (\\Deleted)")
+    assert b"z OK" in other.cmd("z EXPUNGE")
+    assert s.cmd(b"e APPEND INBOX {500}") == CONTINUE  # 98 < 500: read again, 898 left
+    assert s.send(b"e" * 500 + b"\r\n").startswith(b"e OK [APPENDUID")
+    deliver(world, ALICE, b"Subject: big\r\n\r\n" + b"d" * 384 + b"\r\n")  # 400: 1002
+    world.reactor.advance(quotaroom.KEEP)
+    assert s.cmd(b"f APPEND INBOX {1}") == b"f " + OVER  # 398 seen, but too long ago
 
 
 def test_another_users_folder_is_held_to_its_owners_quota(world):

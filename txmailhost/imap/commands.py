@@ -33,6 +33,7 @@ from txmailhost.imap.acl import (
 from txmailhost.imap.fetch import flag_list
 from txmailhost.imap.keywords import check_keywords
 from txmailhost.imap.parser import ParseError, Reader
+from txmailhost.imap.quotaroom import QuotaRoom
 from txmailhost.imap.replies import Done, mailbox_name, printable
 from txmailhost.imap.search import compress
 from txmailhost.imap.session import SelectedMailbox
@@ -73,6 +74,7 @@ class MailboxCommands:
     rev2: bool  # ENABLE IMAP4rev2 (RFC 9051)
     utf8: bool  # ENABLE UTF8=ACCEPT (RFC 6855) or IMAP4rev2: names in UTF-8
     factory: Any
+    quota_room: QuotaRoom  # what the session last saw of each owner's room (quotaroom.py)
 
     # provided by IMAPServer / UpdateMixin (annotations only: nothing may shadow them)
     write: Callable[[bytes], None]
@@ -554,19 +556,24 @@ class MailboxCommands:
         the keywords, the mailbox's existence): otherwise None, the literal is read, and
         ``_append`` answers as it always has (``TRYCREATE`` for a missing mailbox first). A
         refusal only: ``_append`` and the store check again, since other sessions append too.
-        It costs what it must on every APPEND: a user without a limit one trip to the
-        accounts, one with a limit a second to the store for the usage; the mailbox is
-        opened (is it there?) only to refuse."""
+        Its cost: nothing when the session saw room enough moments ago (``quotaroom.py``),
+        else a trip to the accounts for the limit and, with one, to the store for the usage;
+        the mailbox is opened (is it there?) only to refuse."""
         try:
             name = names.decode(announced.mailbox, self.utf8)
             found = await self.access(name, "i", missing=replies.TryCreate)
             view = self.view
             known = view.keywords if view is not None and view.name == name else None
             check_keywords(announced.flags, known)
+            if self.quota_room.fits(found.owner, announced.octets):
+                return None
             limit = await self._quota_limit(found.owner)
             if limit is None:
+                self.quota_room.saw(found.owner, None)
                 return None
-            if not await self._over_quota(announced.octets, found.owner, limit):
+            room = await self._room(found.owner, limit)
+            self.quota_room.saw(found.owner, room)  # before this command's messages
+            if announced.octets <= room:
                 return None
             await self.store.open(found.owner, found.mailbox)
         except (replies.IMAPError, ParseError, StoreError):
@@ -590,15 +597,22 @@ class MailboxCommands:
         message (``IQuotaAppend``): this look came before, and other sessions append too."""
         owner = owner or self.account.address
         limit = await self._quota_limit(owner)
-        if limit is not None and await self._over_quota(size, owner, limit):
-            log.info("imap {what} refused: {user} over quota", what=what, user=self.user)
-            raise replies.OverQuota()
+        if limit is None:
+            self.quota_room.saw(owner, None)
+        else:
+            room = await self._room(owner, limit)
+            if size > room:
+                self.quota_room.saw(owner, room)
+                log.info("imap {what} refused: {user} over quota", what=what, user=self.user)
+                raise replies.OverQuota()
+            self.quota_room.saw(owner, room - size)  # once they are added: at most that
         return limit
 
-    async def _over_quota(self, size: int, owner: str, limit: int) -> bool:
-        """Would ``size`` more octets take ``owner``'s stored mail past ``limit``? The rule
-        of ``_check_quota``, and of the look before an APPEND literal."""
-        return await self.store.usage(owner) + size > limit
+    async def _room(self, owner: str, limit: int) -> int:
+        """The octets ``owner`` may add under ``limit``: what is stored counts (the rule of
+        ``_check_quota``, and of the look before an APPEND literal), and more than the
+        limit leaves a room below zero."""
+        return limit - await self.store.usage(owner)
 
     async def _quota_limit(self, owner: str) -> int | None:
         """``owner``'s limit from the accounts (None: unlimited). The accounts' database out of

@@ -53,6 +53,7 @@ from txmailhost.imap.messages import MessageCommands
 from txmailhost.imap.metadata import MetadataCommands
 from txmailhost.imap.notify import NotifyCommands
 from txmailhost.imap.parser import LITERAL_MARKER, LiteralFile, ParseError, Reader
+from txmailhost.imap.quotaroom import QuotaRoom
 from txmailhost.imap.rendered import RenderedBatches
 from txmailhost.imap.replies import Done, IMAPError, printable
 from txmailhost.imap.session import SelectedMailbox
@@ -194,6 +195,7 @@ class IMAPServer(
         self.deflate: Deflate | None = None  # COMPRESS=DEFLATE (compress.py) once it is on
         self._inflating = False
         self._bad_commands = 0
+        self.quota_room: QuotaRoom  # set up when the connection is made (the factory's clock)
         # command assembly
         self._segments: list[bytes] = []
         self._literals: dict[int, bytes | LiteralFile] = {}
@@ -221,6 +223,7 @@ class IMAPServer(
     def connectionMade(self) -> None:
         factory = self.factory
         self.callLater = factory.reactor.callLater  # TimeoutMixin: the injected clock
+        self.quota_room = QuotaRoom(factory.reactor)
         self.MAX_LENGTH = factory.max_line_length
         self._peer = self.transport.getPeer()
         host = self._peer.host if isinstance(self._peer, (IPv4Address, IPv6Address)) else None
