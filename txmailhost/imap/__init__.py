@@ -16,7 +16,8 @@ Modules: ``server`` (connection, literals, dispatch), ``login`` (capabilities, T
 ``state`` (the session states), ``compress`` (COMPRESS=DEFLATE), ``acl`` (ACL, shared
 namespaces, rights checks), ``metadata``
 (GETMETADATA/SETMETADATA), ``preview`` (FETCH PREVIEW), ``commands`` (authenticated state),
-``append`` (APPEND's messages), ``messages`` (selected state), ``updates`` (untagged updates
+``append`` (APPEND's messages), ``quotaroom`` (the room a session last saw under each
+owner's quota), ``messages`` (selected state), ``updates`` (untagged updates
 and IDLE), ``session`` (the sequence-number map), ``parser``, ``fetch``, ``rendered`` (large
 index-only FETCH batches kept for the next session), ``search``, ``mime``, ``addresses``
 (address headers), ``names``, ``replies``.
