@@ -171,14 +171,16 @@ def test_a_compressed_session_loses_nothing_sent_while_the_look_waits(world):
         packed = deflater.compress(data) + deflater.flush(zlib.Z_SYNC_FLUSH)
         return inflater.decompress(s.send(packed))
 
-    command = b"b APPEND INBOX {2000+}\r\n" + b"z" * 2000 + b"\r\n"
-    command += b"c APPEND INBOX {%d+}\r\n" % len(MESSAGE) + MESSAGE + b"\r\nd NOOP\r\n"
+    command = b"b APPEND INBOX {2000+}\r\n" + b"z" * 2000 + b"\r\nc APPEND INBOX {1500}\r\n"
     assert send(command) == b""
-    asked.pop(0).callback(QUOTA)  # b's look: over (c's is spared: the room just seen)
-    asked.pop(0).callback(QUOTA)  # c's own check
+    asked.pop(0).callback(QUOTA)  # b's look: over
+    asked.pop(0).callback(QUOTA)  # c's: over too, and no "+"
+    assert inflater.decompress(s.take()) == b"b " + OVER + b"c " + OVER
+    command = b"d APPEND INBOX {%d+}\r\n" % len(MESSAGE) + MESSAGE + b"\r\ne NOOP\r\n"
+    assert send(command) == b""  # no look (the room just seen), d's own check
+    asked.pop(0).callback(QUOTA)
     out = inflater.decompress(s.take())
-    assert out.startswith(b"b " + OVER + b"c OK [APPENDUID")
-    assert out.endswith(b"d OK NOOP completed\r\n")
+    assert out.startswith(b"d OK [APPENDUID") and out.endswith(b"e OK NOOP completed\r\n")
     box = result(world.store.open(ALICE, "INBOX"))
     assert [m.content for m in result(box.messages([1], True, True))] == [MESSAGE]
 
