@@ -42,6 +42,12 @@ from txmailhost.pools import run_in
 # the colon (RFC 5322 4.5.1's obsolete syntax, which readers take as a field).
 _FIELD_START = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:?")
 _FIELD_NAME_MAX = 998  # a line's longest (RFC 5322 2.1.1): longer, it is no field's name
+# The piece a spilled body is copied in behind the header block (``_rewrite``), read into one
+# buffer used over and over. A new 1 MiB ``bytes`` a read, as before, made each 50 MiB message
+# cost 2 MiB at its peak, and glibc keeps such blocks in the arena of the pool thread that
+# freed them (its mmap threshold rises to the largest block freed): the server grew by a MiB
+# or two for each thread that had copied a large message (docs/benchmarks-memory.rst).
+_COPY_PIECE = 64 * 1024
 
 log = Logger()
 
@@ -216,7 +222,8 @@ class IncomingMessage:
         return threads.deferToThreadPool(self._reactor, self._pool, self._rewrite, bytes(held))
 
     def _rewrite(self, held: bytes) -> None:
-        """The header block, then the body from its side file, into the message's file."""
+        """The header block, then the body from its side file, into the message's file, in
+        ``_COPY_PIECE``s through one buffer: memory is flat whatever the message's size."""
         body_path = self._body_path
         assert body_path is not None
         self._file.flush()
@@ -233,10 +240,11 @@ class IncomingMessage:
                     stripped = strip_fields(start, self._remove, whole)
                     final.write(stripped)
                     size, crc = size + len(stripped), zlib.crc32(stripped, crc)
-                while chunk := body.read(1 << 20):
-                    final.write(chunk)
-                    size += len(chunk)
-                    crc = zlib.crc32(chunk, crc)
+                piece = memoryview(bytearray(_COPY_PIECE))
+                while n := body.readinto(piece):
+                    final.write(piece[:n])
+                    size += n
+                    crc = zlib.crc32(piece[:n], crc)
         except BaseException:
             final.close()
             raise
