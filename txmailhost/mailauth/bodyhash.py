@@ -19,6 +19,7 @@ from typing import BinaryIO
 from txmailhost.headerlimit import HEADER_LIMIT  # longer: not signed or verified
 
 CHUNK = 256 * 1024
+HEADER_CHUNK = 16 * 1024  # read at a time to find the header section's end (``split_header``)
 _WSP = re.compile(rb" [ \t]+|\t[ \t]*")  # runs to make one space (a lone space is one)
 
 
@@ -113,28 +114,36 @@ def split_header(stream: BinaryIO) -> tuple[bytes, bytes]:
     """(the header section up to and including its empty line, the body's first octets read
     along with it). Raises ``HeaderTooLarge`` for one longer than ``HEADER_LIMIT``, which is
     also as far as the removal of fields (``delivery.incoming.strip_fields``) looks: a field
-    found here can be removed there."""
-    buffered = b""
+    found here can be removed there.
+
+    Read in ``HEADER_CHUNK``s, each searched once: a header section is a few KiB, and a
+    ``CHUNK`` read for it cost every spilled message half a MiB in a pool thread (the read,
+    then the copy of the body's start), most of it thrown away unread when nothing in the
+    message is signed."""
+    buffered = bytearray()
+    looked = 0  # the end can't begin before this: what came before was searched
     while True:
-        end = header_end(buffered)
+        end = header_end(buffered, looked)
         if end > HEADER_LIMIT:
             raise HeaderTooLarge("header section too large")
         if end >= 0:
-            return buffered[:end], buffered[end:]
+            return bytes(buffered[:end]), bytes(buffered[end:])
         if len(buffered) > HEADER_LIMIT:
             raise HeaderTooLarge("header section too large")
-        chunk = stream.read(CHUNK)
+        chunk = stream.read(HEADER_CHUNK)
         if not chunk:  # no body at all: the whole message is header
-            return buffered, b""
+            return bytes(buffered), b""
+        looked = max(0, len(buffered) - 3)
         buffered += chunk
 
 
-def header_end(data: bytes) -> int:
-    """Index just past the empty line that ends the header section, or -1."""
+def header_end(data: bytes | bytearray, start: int = 0) -> int:
+    """Index just past the empty line that ends the header section, or -1. ``start``: where
+    to look from, when ``data[:start + 3]`` is known to hold no end (``split_header``)."""
     if data.startswith((b"\r\n", b"\n")):
         return 2 if data.startswith(b"\r\n") else 1
-    crlf = data.find(b"\r\n\r\n")
-    lf = data.find(b"\n\n")
+    crlf = data.find(b"\r\n\r\n", start)
+    lf = data.find(b"\n\n", start)
     candidates = [i + 4 for i in (crlf,) if i >= 0] + [i + 2 for i in (lf,) if i >= 0]
     return min(candidates) if candidates else -1
 
