@@ -439,3 +439,32 @@ def test_toml_nested_past_the_parsers_depth_is_one_config_error(
     with pytest.raises(ConfigError) as raised:
         load_config(str(tmp_path), str(path))
     assert raised.value.problems == [f"{path}: invalid TOML: arrays or tables nested too deeply"]
+
+
+def test_checking_the_listeners_loads_no_test_tooling(tmp_path: Path) -> None:
+    """The endpoint checks "listened" on Twisted's ``MemoryReactor``, whose module imports
+    trial and ``unittest``: 31 modules held by every server and CLI run for a config check.
+    The checks still catch what they are for: a bad port, two listeners on one port."""
+    data = tmp_path / "data"
+    assert cli_main(["--data", str(data), "init", "--hostname", "mx.example.net"]) == 0
+    probe = (
+        "import sys\n"
+        "from txmailhost.config import load_config\n"
+        f"load_config({str(data)!r})\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('twisted.internet.testing',"
+        " 'twisted.trial.unittest'))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[]\n"
+    path = tmp_path / "bad.toml"
+    path.write_text('[listen]\nsmtp = "tcp:70000"\n')
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(data), str(path))
+    assert "listen.smtp: " in str(raised.value)
+    assert "(port 70000 is not from 0 to 65535)" in str(raised.value)
+    path.write_text('[listen]\npop3 = "tcp:2601"\nimap = "tcp:2601"\n')
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(data), str(path))
+    assert "listen.pop3: port 2601 is already used by listen.imap" in str(raised.value)

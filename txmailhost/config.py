@@ -194,11 +194,35 @@ def _default_hostname() -> str:
 _TLS_ENDPOINT_TYPES = {"ssl", "tls", "le", "lets"}
 
 
+class _ListenRecorder:
+    """What an endpoint asks of the reactor to listen, recorded and not done: the two calls
+    of Twisted's ``MemoryReactor`` the checks below read. That one lives in
+    ``twisted.internet.testing``, which imports trial and ``unittest`` (31 modules, 2 MiB
+    of every server and CLI run's memory) for a config check."""
+
+    def __init__(self) -> None:
+        self.tcpServers: list[tuple[int, Any, int, str]] = []
+        self.unixServers: list[tuple[str, Any, int, int, bool]] = []
+
+    def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> None:
+        self.tcpServers.append((port, factory, backlog, interface))
+
+    def listenUNIX(
+        self,
+        address: str,
+        factory: Any,
+        backlog: int = 50,
+        mode: int = 0o666,
+        wantPID: bool = False,
+    ) -> None:
+        self.unixServers.append((address, factory, backlog, mode, wantPID))
+
+
 def _endpoint(value: Any) -> str:
     """A Twisted server endpoint description, checked by parsing it against a fake reactor.
 
     ``serverFromString`` parses without touching the network; for TCP we also "listen" on a
-    ``MemoryReactor`` (which only records the call) to check the port range and the interface,
+    ``_ListenRecorder`` (which only records the call) to check the port range and the interface,
     which Twisted would otherwise only reject when the real server starts.
     """
     expected = (
@@ -225,9 +249,8 @@ def _endpoint(value: Any) -> str:
         serverFromString,
     )
     from twisted.internet.protocol import Factory
-    from twisted.internet.testing import MemoryReactor
 
-    reactor = MemoryReactor()
+    reactor = _ListenRecorder()
     try:
         endpoint = serverFromString(reactor, value)
         if isinstance(endpoint, TCP4ServerEndpoint | TCP6ServerEndpoint):
@@ -1796,7 +1819,6 @@ def _check_listener_conflicts(path: str, listen: ListenConfig, problems: list[st
     behind."""
     from twisted.internet.endpoints import serverFromString
     from twisted.internet.protocol import Factory
-    from twisted.internet.testing import MemoryReactor
 
     seen: dict[int, list[tuple[str, str]]] = {}
     sockets: dict[str, str] = {}  # absolute path -> the listener on it
@@ -1805,7 +1827,7 @@ def _check_listener_conflicts(path: str, listen: ListenConfig, problems: list[st
         kind = description.split(":", 1)[0].strip().lower()
         if kind not in ("tcp", "tcp6", "unix"):
             continue
-        reactor = MemoryReactor()
+        reactor = _ListenRecorder()
         serverFromString(reactor, description).listen(Factory())
         if kind == "unix":
             socket = reactor.unixServers[0][0]
