@@ -85,7 +85,7 @@ def test_split_header_of_a_large_message_reads_little_more_than_its_header():
 
 
 @given(
-    before=st.integers(0, 48 * 1024),  # the first few reads, whatever their size
+    before=st.integers(0, 128 * 1024),  # the first few reads, whatever their size
     end=st.sampled_from([b"\r\n\r\n", b"\n\n", b"\r\n\n"]),
     body=st.binary(max_size=40),
 )
