@@ -40,7 +40,7 @@ def test_a_spilled_body_is_copied_behind_the_header_block_in_small_pieces(tmp_pa
     """A filter's header fields go on top of a large message by copying its body from the
     side file behind them (``seal``). That copy read a new 1 MiB ``bytes`` at a time: 2 MiB
     more at the peak of every large message, kept afterwards by glibc in the arena of each
-    pool thread that did a copy (docs/benchmarks-memory.rst). Now one 64 KiB buffer: what
+    pool thread that did a copy (docs/benchmarks-smtp.rst). Now one 64 KiB buffer: what
     the copy costs doesn't depend on the message, and the stored file and its CRC are whole."""
     reactor, pool = SyncReactor(), SyncThreadPool()
     message = IncomingSpool(str(tmp_path / "spool"), reactor, pool).open()

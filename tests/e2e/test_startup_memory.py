@@ -33,7 +33,7 @@ def _started(template: str, data_dir: Path, web: bool) -> ServerProcess:
 def test_a_server_without_the_web_listener_does_not_load_the_webmail(server_template, tmp_path):
     """The webmail's modules and theirs (Jinja2, the HTML sanitizer, the form parser; 54
     modules, 3 MiB of heap, 4.6 MiB of the process) were imported by every server, webmail
-    listener or not (docs/benchmarks-memory.rst). A server that serves it loads them."""
+    listener or not (docs/benchmarks-smtp.rst). A server that serves it loads them."""
     without = _started(server_template, tmp_path / "without", web=False)
     try:
         assert _loaded_webmail_libraries(without) == set()

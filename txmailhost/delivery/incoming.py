@@ -46,7 +46,7 @@ _FIELD_NAME_MAX = 998  # a line's longest (RFC 5322 2.1.1): longer, it is no fie
 # buffer used over and over. A new 1 MiB ``bytes`` a read, as before, made each 50 MiB message
 # cost 2 MiB at its peak, and glibc keeps such blocks in the arena of the pool thread that
 # freed them (its mmap threshold rises to the largest block freed): the server grew by a MiB
-# or two for each thread that had copied a large message (docs/benchmarks-memory.rst).
+# or two for each thread that had copied a large message (docs/benchmarks-smtp.rst).
 _COPY_PIECE = 64 * 1024
 
 log = Logger()
