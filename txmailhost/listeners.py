@@ -252,7 +252,7 @@ def endpoint_port(description: str) -> int:
 def web(parts: ServerParts, implicit_tls: bool) -> WebSite:
     """Webmail and autoconfiguration over HTTPS (txmailhost/web/). Imported here, when the
     listener is on: the webmail's modules and theirs (Jinja2, the HTML sanitizer, the
-    multipart parser; 54 modules) are 3 MiB of a server that doesn't serve it."""
+    multipart parser; 54 modules) were 4.6 MiB of a server that doesn't serve it."""
     from txmailhost.web.site import build_site
 
     config = parts.config
