@@ -6,7 +6,8 @@ Keeps nothing on disk: the maildrop is the user's INBOX in the store, reached th
 Portal's ``IMailAccount`` avatar.
 
 May import: Twisted (protocols, cred, logger), ``txmailhost.accounts.interfaces``,
-``txmailhost.session`` (STLS, SASL, login: shared with SMTP and IMAP) and
+``txmailhost.session`` (STLS, SASL, login: shared with SMTP and IMAP),
+``txmailhost.sendnow`` (replies written to the socket at once) and
 ``txmailhost.store.interfaces``. Never a storage implementation, the config, or another protocol.
 
 Invariants a change must keep:

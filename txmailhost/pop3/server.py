@@ -40,6 +40,7 @@ from txmailhost.peer import OutputPressure, PlaintextAuth, describe_tls
 from txmailhost.pop3 import replies
 from txmailhost.pop3.replies import OK, Continuation, DotStuffer, POP3Error, printable
 from txmailhost.sasl import SASLError
+from txmailhost.sendnow import write_now
 from txmailhost.session.auth import (
     Credentials,
     PasswordExchange,
@@ -467,7 +468,7 @@ class POP3Server(LineReceiver, TimeoutMixin):
             data = b"".join(self._outbuf)
             self._outbuf.clear()
             self._outbuf_size = 0
-            self.transport.write(data)
+            write_now(self.transport, data)
 
     def _close(self) -> None:
         self._flush()
