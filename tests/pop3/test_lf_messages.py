@@ -37,3 +37,16 @@ def test_retr_and_top_of_an_lf_file_send_crlf_lines(world):  # noqa: F811
     assert client.cmd("TOP 1 1") == (
         b"+OK top of message follows\r\nSubject: lf\r\n\r\n..dot line\r\n.\r\n"
     )
+
+
+def test_lf_files_read_ahead_are_sent_with_crlf_lines(world):  # noqa: F811
+    """Message 2 comes from the read-ahead batch, not from a file opened for its RETR."""
+    maildir = user_directory(world.store.root, ALICE)
+    for n in (1, 2):
+        with open(f"{maildir}/cur/176475600{n}.M1P1.x:2,", "wb") as f:
+            f.write(LF)
+    client = world.connect()
+    client.login()
+    expected = b"+OK %d octets\r\nSubject: lf\r\n\r\n..dot line\r\nsecond\r\n.\r\n" % len(CRLF)
+    assert client.cmd("RETR 1") == expected
+    assert client.cmd("RETR 2") == expected

@@ -887,6 +887,103 @@ def test_read_ahead_goes_to_the_store_once_per_batch_not_once_per_retr(world, mo
     assert all(uid > 20 for uid in protocol._prefetched)
 
 
+# Messages whose framing is easy to get wrong, with the RETR body each must produce (RFC 1939
+# §3: a line starting with "." gets another; a missing last CRLF is added before the ".").
+TRICKY = [
+    (b".first\r\nsecond\r\n", b"..first\r\nsecond\r\n.\r\n"),
+    (b"A: b\r\n\r\n.\r\n..x\r\n", b"A: b\r\n\r\n..\r\n...x\r\n.\r\n"),
+    (b"A: b\r\n\r\nno line end", b"A: b\r\n\r\nno line end\r\n.\r\n"),
+    (b"A: b\r\n\r\n.", b"A: b\r\n\r\n..\r\n.\r\n"),
+    (b"A: b\r\n\r\nends in CR\r", b"A: b\r\n\r\nends in CR\r\n.\r\n"),
+    (b"A: b\r\n\r\n\r\n.\r\n", b"A: b\r\n\r\n\r\n..\r\n.\r\n"),
+]
+
+
+def test_messages_read_ahead_are_framed_like_messages_read_on_demand(world):
+    """Message 1 is opened for its RETR; the others come from the read-ahead, stuffed when
+    their batch arrived. Both ways, in order, again from the start and backwards, every
+    reply is the same bytes."""
+    for message, _ in TRICKY:
+        world.deliver(message)
+    client = world.connect()
+    client.login()
+    expected = {
+        n: b"+OK %d octets\r\n%s" % (len(message), body)
+        for n, (message, body) in enumerate(TRICKY, 1)
+    }
+    order = list(expected) + list(expected) + list(reversed(expected))
+    assert [client.cmd(f"RETR {n}") for n in order] == [expected[n] for n in order]
+
+
+def test_a_message_read_ahead_is_stuffed_when_its_batch_arrives_not_at_its_retr(world, monkeypatch):
+    """The stuffing of a read-ahead message is done when its batch comes back from the store,
+    while the client is still reading the previous reply; its RETR is then a look-up and one
+    write (on the reactor thread, the time of a lock-step client's RETR)."""
+    from txmailhost.pop3 import replies
+
+    bodies = [b"Subject: m%d\r\n\r\n.body %d\r\n" % (n, n) for n in range(6)]
+    for body in bodies:
+        world.deliver(body)
+    Mailbox = type(world.inbox())  # noqa: N806 - the class under test
+    real = Mailbox.messages
+    held: list[tuple[Deferred, Deferred]] = []
+
+    def slow(self, uids, header, content):
+        answer: Deferred = Deferred()
+        held.append((real(self, uids, header, content), answer))
+        return answer
+
+    stuffed: list[bytes] = []
+    real_stuff = replies.DotStuffer.stuff
+    monkeypatch.setattr(Mailbox, "messages", slow)
+    monkeypatch.setattr(
+        replies.DotStuffer,
+        "stuff",
+        lambda self, chunk: stuffed.append(chunk) or real_stuff(self, chunk),
+    )
+    client = world.connect()
+    client.login()
+    assert client.cmd("RETR 1").startswith(b"+OK")
+    batch, answer = held.pop()
+    stuffed.clear()
+    batch.addCallback(answer.callback)  # the batch (messages 2 to 6) arrives
+    assert len(stuffed) == 5
+    stuffed.clear()
+    for n in range(2, 7):
+        body = bodies[n - 1]
+        stuffed_body = body.replace(b"\n.", b"\n..")
+        assert client.cmd(f"RETR {n}") == b"+OK %d octets\r\n%s.\r\n" % (len(body), stuffed_body)
+    assert stuffed == []
+
+
+def test_a_message_expunged_before_its_batch_was_read_is_refused(session, stocked):
+    inbox = stocked.inbox()
+    result(inbox.expunge([result(inbox.snapshot()).messages[1].uid]))
+    assert session.cmd("RETR 1").startswith(b"+OK")  # reads message 2 ahead: gone
+    assert session.cmd("RETR 2") == b"-ERR message 2 is no longer available\r\n"
+    assert session.cmd("NOOP") == b"+OK\r\n"
+
+
+def test_read_ahead_starts_again_when_the_client_goes_back(world, monkeypatch):
+    """A client that downloads the maildrop a second time in one session (or goes back) is
+    read ahead for again, not left to one file open per RETR."""
+    bodies = [b"Subject: m%d\r\n\r\nbody %d\r\n" % (n, n) for n in range(40)]
+    for body in bodies:
+        world.deliver(body)
+    Mailbox = type(world.inbox())  # noqa: N806 - the class under test
+    opened: list[int] = []
+    real_open = Mailbox.open_message
+    monkeypatch.setattr(
+        Mailbox, "open_message", lambda self, uid: opened.append(uid) or real_open(self, uid)
+    )
+    client = world.connect()
+    client.login()
+    for _ in range(2):
+        for n, body in enumerate(bodies, 1):
+            assert client.cmd(f"RETR {n}") == b"+OK %d octets\r\n%s.\r\n" % (len(body), body)
+    assert len(opened) == 2  # message 1, once a pass; the rest were read ahead
+
+
 def test_a_retr_that_catches_up_with_the_read_ahead_waits_for_it(world, monkeypatch):
     """A fast client can ask for a message whose batch is still being read: the RETR waits for
     that batch instead of reading the file a second time."""

@@ -16,7 +16,6 @@ deletes nothing.
 from __future__ import annotations
 
 import enum
-import io
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -118,6 +117,19 @@ class _Retrieval:
     chunks: Iterator[bytes]
     is_retr: bool
     size: int  # octets in the file; at most one chunk is answered without a producer
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A whole RETR response, +OK line to terminator, built when its message was read ahead."""
+
+    response: bytes
+
+
+def _retr_response(info: MessageInfo, content: bytes) -> _Prepared:
+    stuffer = DotStuffer()
+    header = OK(f"{info.size} octets").render()
+    return _Prepared(header + stuffer.stuff(content) + stuffer.finish())
 
 
 @implementer(IPullProducer)
@@ -223,8 +235,10 @@ class POP3Server(LineReceiver, TimeoutMixin):
         self._closing = False
         self._lost = False
         self._session_timer: Any = None
-        self._prefetched: dict[int, bytes] = {}  # uid -> content read ahead (small messages)
+        self._prefetched: dict[int, _Prepared] = {}  # uid -> response read ahead (small ones)
         self._prefetching: set[int] = set()
+        self._ahead_through = 0  # message number up to which reading ahead has been asked for
+        self._retrieving = 0  # the message number of the last RETR
         self._awaiting: tuple[int, Deferred[None]] | None = None  # a RETR waiting for its batch
 
     # -- connection ------------------------------------------------------------------------------
@@ -364,6 +378,9 @@ class POP3Server(LineReceiver, TimeoutMixin):
             self._hold()
             self._waiting = True
             result.addCallbacks(self._settle, self._settle_failure)
+        elif isinstance(result, _Prepared):
+            self._write(result.response)
+            self._retrieved += 1
         elif isinstance(result, _Retrieval) and result.size <= self.chunk_size:
             # One read, one write: the producer's registration round trips cost more than
             # the message for the usual small mail (bench: RETR/s).
@@ -669,30 +686,29 @@ class POP3Server(LineReceiver, TimeoutMixin):
         lines = tuple(f"{number} {self._uid(info)}" for number, info in self._visible())
         return OK("unique-id listing follows", lines)
 
-    def _retr(self, args: list[bytes]) -> _Retrieval | Deferred[_Retrieval]:
+    def _retr(self, args: list[bytes]) -> _Prepared | _Retrieval | Deferred[Any]:
         number, info = self._message(args[0])
-        header = OK(f"{info.size} octets").render()
         self._read_ahead(number)
-        content = self._prefetched.pop(info.uid, None)
-        if content is not None:
-            return self._from_memory(content, info, header)
+        prepared = self._prefetched.pop(info.uid, None)
+        if prepared is not None:
+            return prepared
         if info.uid in self._prefetching:  # a fast client caught up with the read-ahead
-            return Deferred.fromCoroutine(self._after_read_ahead(number, info, header))
-        return Deferred.fromCoroutine(self._open(number, info, header, _file_chunks, True))
+            return Deferred.fromCoroutine(self._after_read_ahead(number, info))
+        return Deferred.fromCoroutine(self._open_retr(number, info))
 
-    def _from_memory(self, content: bytes, info: MessageInfo, header: bytes) -> _Retrieval:
-        file = io.BytesIO(content)
-        return _Retrieval(header, file, _file_chunks(file, self.chunk_size), True, info.size)
+    def _open_retr(self, number: int, info: MessageInfo) -> Any:
+        header = OK(f"{info.size} octets").render()
+        return self._open(number, info, header, _file_chunks, True)
 
-    async def _after_read_ahead(self, number: int, info: MessageInfo, header: bytes) -> _Retrieval:
+    async def _after_read_ahead(self, number: int, info: MessageInfo) -> _Prepared | _Retrieval:
         """Wait for the batch already reading this message rather than read it a second time."""
         waiter: Deferred[None] = Deferred()
         self._awaiting = (info.uid, waiter)
         await waiter
-        content = self._prefetched.pop(info.uid, None)
-        if content is not None:
-            return self._from_memory(content, info, header)
-        return await self._open(number, info, header, _file_chunks, True)  # the batch failed
+        prepared = self._prefetched.pop(info.uid, None)
+        if prepared is not None:
+            return prepared
+        return await self._open_retr(number, info)  # the batch failed
 
     def _read_ahead(self, number: int) -> None:
         """Fetch the next small messages, in batches, while the client reads this one.
@@ -700,48 +716,56 @@ class POP3Server(LineReceiver, TimeoutMixin):
         Clients download in order; reading ahead in the store's pool while this one is on the
         wire takes the thread round trip out of each RETR, without reading files on the
         reactor thread. One trip per ``READ_AHEAD`` messages, not one per RETR: the trips were
-        17% of the reactor's time with 10 sessions, and RETR/s doubled without them.
+        17% of the reactor's time with 10 sessions, and RETR/s doubled without them. A message
+        read ahead is dot-stuffed, with its +OK line, when its batch arrives (while the client
+        is still busy with the previous reply), so its RETR is a look-up and one write.
         Messages fetched for positions the client has passed are dropped (it jumped ahead).
         """
         if self._mailbox is None or not hasattr(self._mailbox, "messages"):
             return
+        if number < self._retrieving:  # the client went back: read ahead from here again
+            self._ahead_through = number
+        self._retrieving = number
+        if number + READ_AHEAD_LOW <= self._ahead_through:
+            return  # the next few are asked for already: one look, not a scan, per RETR
         current = self._messages[number - 1].uid
         for uid in [uid for uid in self._prefetched if uid < current]:
             del self._prefetched[uid]
         last = len(self._messages)
-        ready = self._prefetched.keys() | self._prefetching
-
-        def wanted_at(n: int) -> bool:
-            info = self._messages[n - 1]
-            return n not in self._deleted and info.size <= self.chunk_size and info.uid not in ready
-
-        if not any(map(wanted_at, range(number + 1, min(number + READ_AHEAD_LOW, last) + 1))):
-            return  # the next few are on their way: one trip per READ_AHEAD, not per RETR
-        wanted, octets = [], 0
-        for ahead in range(number + 1, min(number + 1 + READ_AHEAD, last + 1)):
+        start = max(number, self._ahead_through) + 1
+        wanted: dict[int, MessageInfo] = {}
+        octets, ahead = 0, start
+        for ahead in range(start, min(number + 1 + READ_AHEAD, last + 1)):
             info = self._messages[ahead - 1]
-            if wanted_at(ahead):
-                octets += info.size
-                if wanted and octets > READ_AHEAD_BYTES:
-                    break
-                wanted.append(info.uid)
+            if ahead in self._deleted or info.size > self.chunk_size:
+                continue
+            if info.uid in self._prefetched or info.uid in self._prefetching:
+                continue
+            octets += info.size
+            if wanted and octets > READ_AHEAD_BYTES:
+                ahead -= 1
+                break
+            wanted[info.uid] = info
+        self._ahead_through = max(self._ahead_through, ahead)
         if not wanted:
             return
-        self._prefetching.update(wanted)
+        batch = list(wanted)
+        self._prefetching.update(batch)
 
         def arrived(messages: list[Any]) -> None:
-            self._prefetching.difference_update(wanted)
+            self._prefetching.difference_update(batch)
             if not self._lost:
                 for message in messages:
-                    if message.content is not None:
-                        self._prefetched[message.uid] = message.content
-            self._wake(wanted)
+                    info = wanted.get(message.uid)
+                    if message.content is not None and info is not None:
+                        self._prefetched[message.uid] = _retr_response(info, message.content)
+            self._wake(batch)
 
         def failed(failure: Failure) -> None:
-            self._prefetching.difference_update(wanted)  # RETR will open the file itself
-            self._wake(wanted)
+            self._prefetching.difference_update(batch)  # RETR will open the file itself
+            self._wake(batch)
 
-        self._mailbox.messages(wanted, False, True).addCallbacks(arrived, failed)
+        self._mailbox.messages(batch, False, True).addCallbacks(arrived, failed)
 
     def _wake(self, batch: list[int]) -> None:
         if self._awaiting is not None and self._awaiting[0] in batch:
