@@ -11,9 +11,10 @@ import pytest
 
 from tests.store.conftest import MSG, USER
 from tests.support.syncpool import SyncReactor, SyncThreadPool, result
+from txmailhost.store import messagefiles
 from txmailhost.store.interfaces import MessageSource, NoSuchMessage
 from txmailhost.store.maildir import MaildirStore, user_directory
-from txmailhost.store.messagefiles import NotAMessageFile, open_message_file
+from txmailhost.store.messagefiles import NotAMessageFile, open_message_file, read_message_file
 
 SECRET = b"root:$6$not-for-alice\n"
 
@@ -38,6 +39,46 @@ def test_open_message_file_reads_only_regular_files(tmp_path, outside):
         assert f.read() == SECRET
     with pytest.raises(NotAMessageFile):
         MessageSource.from_path(str(link)).read()  # migrate dovecot, import
+
+
+def test_read_message_file_reads_only_regular_files(tmp_path, outside):
+    link, directory, fifo = tmp_path / "link", tmp_path / "dir", tmp_path / "fifo"
+    os.symlink(outside, link)
+    directory.mkdir()
+    os.mkfifo(fifo)
+    for path in (link, directory, fifo):
+        with pytest.raises(NotAMessageFile):
+            read_message_file(str(path))
+    assert read_message_file(outside) == SECRET
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert read_message_file(str(empty)) == b""
+    with pytest.raises(FileNotFoundError):
+        read_message_file(str(tmp_path / "gone"))
+
+
+def test_read_message_file_is_one_read_of_the_whole_file(tmp_path, monkeypatch):
+    """POP3 reads ahead each small message of a download with it: one read, no read to find
+    the end (``open(...).read()`` made ten system calls a file, this makes four)."""
+    path = tmp_path / "msg"
+    path.write_bytes(MSG)
+    reads: list[int] = []
+    real_read = os.read
+    monkeypatch.setattr(messagefiles.os, "read", lambda fd, n: reads.append(n) or real_read(fd, n))
+    assert read_message_file(str(path)) == MSG
+    assert reads == [len(MSG) + 1]
+
+
+def test_read_message_file_reads_a_file_that_grew_since_its_fstat_to_the_end(tmp_path, monkeypatch):
+    path = tmp_path / "msg"
+    path.write_bytes(MSG * 10_000)
+    real_fstat = os.fstat
+    monkeypatch.setattr(
+        messagefiles.os,
+        "fstat",
+        lambda fd: os.stat_result((*real_fstat(fd)[:6], 10, *real_fstat(fd)[7:])),
+    )
+    assert read_message_file(str(path)) == MSG * 10_000
 
 
 def _delivered(store, source, count=2) -> str:

@@ -93,7 +93,12 @@ from txmailhost.store.interfaces import (
     TextQuery,
     check_room,
 )
-from txmailhost.store.messagefiles import NotAMessageFile, is_message, open_message_file
+from txmailhost.store.messagefiles import (
+    NotAMessageFile,
+    is_message,
+    open_message_file,
+    read_message_file,
+)
 from txmailhost.store.pending import PendingDeliveries
 from txmailhost.store.quotalock import QuotaLocks
 from txmailhost.store.textindex import TextIndex
@@ -490,14 +495,12 @@ class MaildirMailbox:
     def _read_message(self, uid: int, path: str, size: int) -> bytes:
         """The message in its CRLF form (``size`` octets, the index says), from the file at
         ``path`` (where the index row says it is), or wherever ``_locate`` finds it if another
-        Maildir tool renamed it: one open, no stat, in the usual case. Only a file of another
-        size (bare LF line ends) is converted."""
+        Maildir tool renamed it: one open and one read (``read_message_file``) in the usual
+        case. Only a file of another size (bare LF line ends) is converted."""
         try:
-            with open_message_file(path) as f:
-                data = f.read()
+            data = read_message_file(path)
         except FileNotFoundError:
-            with open_message_file(self._locate(uid)) as f:
-                data = f.read()
+            data = read_message_file(self._locate(uid))
         return data if len(data) == size else lineends.crlf_form(data)
 
     def _open_message(self, uid: int) -> BinaryIO:
