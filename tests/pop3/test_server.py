@@ -915,10 +915,10 @@ def test_messages_read_ahead_are_framed_like_messages_read_on_demand(world):
     assert [client.cmd(f"RETR {n}") for n in order] == [expected[n] for n in order]
 
 
-def test_a_message_read_ahead_is_stuffed_when_its_batch_arrives_not_at_its_retr(world, monkeypatch):
-    """The stuffing of a read-ahead message is done when its batch comes back from the store,
-    while the client is still reading the previous reply; its RETR is then a look-up and one
-    write (on the reactor thread, the time of a lock-step client's RETR)."""
+def test_a_message_read_ahead_is_stuffed_after_the_reply_before_it_is_written(world, monkeypatch):
+    """The stuffing of a read-ahead message is done once the reply before it has gone out,
+    while the client reads that reply: its own RETR is then a look-up and one write. Not all
+    at once when the batch arrives either (a RETR arriving then would wait for a dozen)."""
     from txmailhost.pop3 import replies
 
     bodies = [b"Subject: m%d\r\n\r\n.body %d\r\n" % (n, n) for n in range(6)]
@@ -933,27 +933,51 @@ def test_a_message_read_ahead_is_stuffed_when_its_batch_arrives_not_at_its_retr(
         held.append((real(self, uids, header, content), answer))
         return answer
 
-    stuffed: list[bytes] = []
+    events: list[bytes] = []
     real_stuff = replies.DotStuffer.stuff
+
+    def stuff(self, chunk):
+        events.append(b"stuff " + chunk.split(b"\r\n")[0])
+        return real_stuff(self, chunk)
+
     monkeypatch.setattr(Mailbox, "messages", slow)
-    monkeypatch.setattr(
-        replies.DotStuffer,
-        "stuff",
-        lambda self, chunk: stuffed.append(chunk) or real_stuff(self, chunk),
-    )
+    monkeypatch.setattr(replies.DotStuffer, "stuff", stuff)
     client = world.connect()
     client.login()
+    real_write = client.transport.write
+
+    def write(data):
+        events.append(b"write " + data.split(b"\r\n")[1])
+        real_write(data)
+
+    client.transport.write = write
     assert client.cmd("RETR 1").startswith(b"+OK")
     batch, answer = held.pop()
-    stuffed.clear()
-    batch.addCallback(answer.callback)  # the batch (messages 2 to 6) arrives
-    assert len(stuffed) == 5
-    stuffed.clear()
+    events.clear()
+    batch.addCallback(answer.callback)  # messages 2 to 6 arrive
+    assert events == []
     for n in range(2, 7):
         body = bodies[n - 1]
         stuffed_body = body.replace(b"\n.", b"\n..")
+        events.append(b"RETR %d" % n)
         assert client.cmd(f"RETR {n}") == b"+OK %d octets\r\n%s.\r\n" % (len(body), stuffed_body)
-    assert stuffed == []
+    assert events == [
+        b"RETR 2",
+        b"stuff Subject: m1",  # the batch came after RETR 1 was answered: stuffed at its RETR
+        b"write Subject: m1",
+        b"stuff Subject: m2",  # message 3, once message 2 went out
+        b"RETR 3",
+        b"write Subject: m2",
+        b"stuff Subject: m3",
+        b"RETR 4",
+        b"write Subject: m3",
+        b"stuff Subject: m4",
+        b"RETR 5",
+        b"write Subject: m4",
+        b"stuff Subject: m5",
+        b"RETR 6",
+        b"write Subject: m5",
+    ]
 
 
 def test_a_message_expunged_before_its_batch_was_read_is_refused(session, stocked):

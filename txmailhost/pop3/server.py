@@ -121,7 +121,7 @@ class _Retrieval:
 
 @dataclass(frozen=True)
 class _Prepared:
-    """A whole RETR response, +OK line to terminator, built when its message was read ahead."""
+    """A whole RETR response, +OK line to terminator, of a message that was read ahead."""
 
     response: bytes
 
@@ -235,7 +235,8 @@ class POP3Server(LineReceiver, TimeoutMixin):
         self._closing = False
         self._lost = False
         self._session_timer: Any = None
-        self._prefetched: dict[int, _Prepared] = {}  # uid -> response read ahead (small ones)
+        self._prefetched: dict[int, bytes] = {}  # uid -> content read ahead (small messages)
+        self._upcoming: tuple[int, _Prepared] | None = None  # (uid, response) of the next one
         self._prefetching: set[int] = set()
         self._ahead_through = 0  # message number up to which reading ahead has been asked for
         self._retrieving = 0  # the message number of the last RETR
@@ -312,6 +313,7 @@ class POP3Server(LineReceiver, TimeoutMixin):
                     super().dataReceived(leftover)
         finally:
             self._receiving -= 1
+        self._prepare_upcoming()
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """Answer ``-ERR line too long`` and skip to the next line end, keeping the session."""
@@ -406,6 +408,7 @@ class POP3Server(LineReceiver, TimeoutMixin):
             self._deliver(result)
             if self._sender is None:  # no producer streaming a long message: carry on
                 self._release()
+        self._prepare_upcoming()
 
     def _settle_failure(self, failure: Failure) -> None:
         if self._lost:
@@ -689,7 +692,7 @@ class POP3Server(LineReceiver, TimeoutMixin):
     def _retr(self, args: list[bytes]) -> _Prepared | _Retrieval | Deferred[Any]:
         number, info = self._message(args[0])
         self._read_ahead(number)
-        prepared = self._prefetched.pop(info.uid, None)
+        prepared = self._read_ahead_response(info)
         if prepared is not None:
             return prepared
         if info.uid in self._prefetching:  # a fast client caught up with the read-ahead
@@ -705,10 +708,32 @@ class POP3Server(LineReceiver, TimeoutMixin):
         waiter: Deferred[None] = Deferred()
         self._awaiting = (info.uid, waiter)
         await waiter
-        prepared = self._prefetched.pop(info.uid, None)
+        prepared = self._read_ahead_response(info)
         if prepared is not None:
             return prepared
         return await self._open_retr(number, info)  # the batch failed
+
+    def _read_ahead_response(self, info: MessageInfo) -> _Prepared | None:
+        """The response to a RETR of ``info`` from what was read ahead: made already, after
+        the reply before it went out (``_prepare_upcoming``), or made now."""
+        upcoming, self._upcoming = self._upcoming, None
+        if upcoming is not None and upcoming[0] == info.uid:
+            return upcoming[1]
+        content = self._prefetched.pop(info.uid, None)
+        return None if content is None else _retr_response(info, content)
+
+    def _prepare_upcoming(self) -> None:
+        """Dot-stuff the message after the last one retrieved, if it was read ahead, now that
+        the replies are written: the work is done while the client reads them, off the path
+        of its next RETR, and a message at a time (a batch stuffed on arrival held the
+        reactor for a dozen messages' worth, and a RETR arriving then waited for it all)."""
+        number = self._retrieving + 1
+        if self._upcoming is not None or self._lost or number > len(self._messages):
+            return
+        info = self._messages[number - 1]
+        content = self._prefetched.pop(info.uid, None)
+        if content is not None:
+            self._upcoming = (info.uid, _retr_response(info, content))
 
     def _read_ahead(self, number: int) -> None:
         """Fetch the next small messages, in batches, while the client reads this one.
@@ -717,8 +742,8 @@ class POP3Server(LineReceiver, TimeoutMixin):
         wire takes the thread round trip out of each RETR, without reading files on the
         reactor thread. One trip per ``READ_AHEAD`` messages, not one per RETR: the trips were
         17% of the reactor's time with 10 sessions, and RETR/s doubled without them. A message
-        read ahead is dot-stuffed, with its +OK line, when its batch arrives (while the client
-        is still busy with the previous reply), so its RETR is a look-up and one write.
+        read ahead is dot-stuffed, with its +OK line, once the reply before it is written
+        (while the client reads that one), so its RETR is a look-up and one write.
         Messages fetched for positions the client has passed are dropped (it jumped ahead).
         """
         if self._mailbox is None or not hasattr(self._mailbox, "messages"):
@@ -733,7 +758,7 @@ class POP3Server(LineReceiver, TimeoutMixin):
             del self._prefetched[uid]
         last = len(self._messages)
         start = max(number, self._ahead_through) + 1
-        wanted: dict[int, MessageInfo] = {}
+        wanted: list[int] = []
         octets, ahead = 0, start
         for ahead in range(start, min(number + 1 + READ_AHEAD, last + 1)):
             info = self._messages[ahead - 1]
@@ -745,27 +770,25 @@ class POP3Server(LineReceiver, TimeoutMixin):
             if wanted and octets > READ_AHEAD_BYTES:
                 ahead -= 1
                 break
-            wanted[info.uid] = info
+            wanted.append(info.uid)
         self._ahead_through = max(self._ahead_through, ahead)
         if not wanted:
             return
-        batch = list(wanted)
-        self._prefetching.update(batch)
+        self._prefetching.update(wanted)
 
         def arrived(messages: list[Any]) -> None:
-            self._prefetching.difference_update(batch)
+            self._prefetching.difference_update(wanted)
             if not self._lost:
                 for message in messages:
-                    info = wanted.get(message.uid)
-                    if message.content is not None and info is not None:
-                        self._prefetched[message.uid] = _retr_response(info, message.content)
-            self._wake(batch)
+                    if message.content is not None:
+                        self._prefetched[message.uid] = message.content
+            self._wake(wanted)
 
         def failed(failure: Failure) -> None:
-            self._prefetching.difference_update(batch)  # RETR will open the file itself
-            self._wake(batch)
+            self._prefetching.difference_update(wanted)  # RETR will open the file itself
+            self._wake(wanted)
 
-        self._mailbox.messages(batch, False, True).addCallbacks(arrived, failed)
+        self._mailbox.messages(wanted, False, True).addCallbacks(arrived, failed)
 
     def _wake(self, batch: list[int]) -> None:
         if self._awaiting is not None and self._awaiting[0] in batch:
