@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.cred.portal import Portal
 from twisted.internet import tcp
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -29,7 +31,7 @@ from txmailhost.accounts.checker import AccountsChecker
 from txmailhost.accounts.db import AccountsDB
 from txmailhost.accounts.realm import MailRealm
 from txmailhost.peer import is_loopback
-from txmailhost.pop3.replies import DotStuffer
+from txmailhost.pop3.replies import DotStuffer, stuffed_message
 from txmailhost.pop3.server import POP3Factory
 from txmailhost.store.files import deliver_file
 
@@ -847,6 +849,49 @@ def test_dot_stuffer_is_independent_of_chunking(message, stuffed):
         assert b"".join(map(stuffer.stuff, chunks)) + stuffer.finish() == stuffed, size
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"",
+        b".",
+        b".\r\n",
+        b"a\r\n.\r\n",
+        b"a\r\n.",
+        b"a\r",
+        b"x.y\r\n",
+        b"a\rb\r\n.\r",
+        b"\r\n\r\n.",
+    ],
+)
+def test_stuffed_message_frames_crlf_content_as_the_dot_stuffer_does(message):
+    stuffer = DotStuffer()
+    assert stuffed_message(message) == stuffer.stuff(message) + stuffer.finish()
+
+
+def test_a_read_ahead_message_is_not_scanned_for_bare_lfs_again(session, monkeypatch):
+    """The store served it in its CRLF form and of the listed size: the stuffing skips the
+    bare-LF counts (a seventh of the instructions of a 4 KiB RETR)."""
+    from txmailhost.pop3 import replies
+
+    scanned: list[bytes] = []
+    real = replies._normalise
+    monkeypatch.setattr(replies, "_normalise", lambda chunk: scanned.append(chunk) or real(chunk))
+    assert session.cmd("RETR 1").startswith(b"+OK")  # opened for it; message 2 is read ahead
+    assert session.cmd("RETR 2") == b"+OK %d octets\r\n%s.\r\n" % (len(MSG2), MSG2)
+    assert scanned == [MSG1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"\r\n", b".", b"\r", b"a", b"..", b"\r\n.\r\n"]), max_size=30))
+def test_stuffed_message_equals_the_dot_stuffer_for_any_crlf_form_content(pieces):
+    """The read-ahead's shortcut (no bare-LF scan) must not change a byte of a reply for the
+    content the store hands out: its CRLF form, where every LF follows a CR."""
+    message = b"".join(pieces)
+    assert message.count(b"\n") == message.count(b"\r\n")
+    stuffer = DotStuffer()
+    assert stuffed_message(message) == stuffer.stuff(message) + stuffer.finish()
+
+
 @pytest.mark.backends("maildir")  # removes the file behind the store's back
 def test_the_next_small_messages_are_read_ahead_while_one_is_retrieved(session, stocked):
     assert session.cmd("RETR 1").startswith(b"+OK")
@@ -919,7 +964,7 @@ def test_a_message_read_ahead_is_stuffed_after_the_reply_before_it_is_written(wo
     """The stuffing of a read-ahead message is done once the reply before it has gone out,
     while the client reads that reply: its own RETR is then a look-up and one write. Not all
     at once when the batch arrives either (a RETR arriving then would wait for a dozen)."""
-    from txmailhost.pop3 import replies
+    from txmailhost.pop3 import server as pop3_server
 
     bodies = [b"Subject: m%d\r\n\r\n.body %d\r\n" % (n, n) for n in range(6)]
     for body in bodies:
@@ -934,14 +979,14 @@ def test_a_message_read_ahead_is_stuffed_after_the_reply_before_it_is_written(wo
         return answer
 
     events: list[bytes] = []
-    real_stuff = replies.DotStuffer.stuff
+    real_response = pop3_server._retr_response
 
-    def stuff(self, chunk):
-        events.append(b"stuff " + chunk.split(b"\r\n")[0])
-        return real_stuff(self, chunk)
+    def response(info, content):
+        events.append(b"stuff " + content.split(b"\r\n")[0])
+        return real_response(info, content)
 
     monkeypatch.setattr(Mailbox, "messages", slow)
-    monkeypatch.setattr(replies.DotStuffer, "stuff", stuff)
+    monkeypatch.setattr(pop3_server, "_retr_response", response)
     client = world.connect()
     client.login()
     real_write = client.transport.write

@@ -37,7 +37,14 @@ from zope.interface import implementer
 from txmailhost.accounts.throttle import LoginThrottled
 from txmailhost.peer import OutputPressure, PlaintextAuth, describe_tls
 from txmailhost.pop3 import replies
-from txmailhost.pop3.replies import OK, Continuation, DotStuffer, POP3Error, printable
+from txmailhost.pop3.replies import (
+    OK,
+    Continuation,
+    DotStuffer,
+    POP3Error,
+    printable,
+    stuffed_message,
+)
 from txmailhost.sasl import SASLError
 from txmailhost.sendnow import write_now
 from txmailhost.session.auth import (
@@ -127,8 +134,10 @@ class _Prepared:
 
 
 def _retr_response(info: MessageInfo, content: bytes) -> _Prepared:
-    stuffer = DotStuffer()
     header = OK(f"{info.size} octets").render()
+    if len(content) == info.size:  # the CRLF form the store promises, of the listed size
+        return _Prepared(header + stuffed_message(content))
+    stuffer = DotStuffer()
     return _Prepared(header + stuffer.stuff(content) + stuffer.finish())
 
 
