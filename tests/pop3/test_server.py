@@ -868,6 +868,26 @@ def test_stuffed_message_frames_crlf_content_as_the_dot_stuffer_does(message):
     assert stuffed_message(message) == stuffer.stuff(message) + stuffer.finish()
 
 
+@pytest.mark.backends("maildir")  # removes a file behind the store's back
+def test_a_message_made_ready_is_kept_when_the_client_goes_back_first(world):
+    """After RETR 2 the response to RETR 3 is ready; a RETR 1 in between (the client went
+    back) must not throw it away: RETR 3 is still answered from it, file gone or not."""
+    bodies = [b"Subject: m%d\r\n\r\nbody %d\r\n" % (n, n) for n in range(4)]
+    for body in bodies:
+        world.deliver(body)
+    client = world.connect()
+    client.login()
+    assert client.cmd("RETR 1").startswith(b"+OK")
+    assert client.cmd("RETR 2").startswith(b"+OK")
+    maildir = world.root / "mail" / "example.test" / "alice"
+    for sub in ("new", "cur"):
+        for path in (maildir / sub).iterdir():
+            if path.read_bytes() == bodies[2]:
+                path.unlink()
+    assert client.cmd("RETR 1") == b"+OK %d octets\r\n%s.\r\n" % (len(bodies[0]), bodies[0])
+    assert client.cmd("RETR 3") == b"+OK %d octets\r\n%s.\r\n" % (len(bodies[2]), bodies[2])
+
+
 def test_a_read_ahead_message_is_not_scanned_for_bare_lfs_again(session, monkeypatch):
     """The store served it in its CRLF form and of the listed size: the stuffing skips the
     bare-LF counts (a seventh of the instructions of a 4 KiB RETR)."""

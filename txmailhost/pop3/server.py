@@ -725,9 +725,11 @@ class POP3Server(LineReceiver, TimeoutMixin):
     def _read_ahead_response(self, info: MessageInfo) -> _Prepared | None:
         """The response to a RETR of ``info`` from what was read ahead: made already, after
         the reply before it went out (``_prepare_upcoming``), or made now."""
-        upcoming, self._upcoming = self._upcoming, None
-        if upcoming is not None and upcoming[0] == info.uid:
-            return upcoming[1]
+        upcoming = self._upcoming
+        if upcoming is not None and upcoming[0] <= info.uid:
+            self._upcoming = None  # taken, or passed (dropped, as passed read-ahead content is)
+            if upcoming[0] == info.uid:
+                return upcoming[1]
         content = self._prefetched.pop(info.uid, None)
         return None if content is None else _retr_response(info, content)
 
