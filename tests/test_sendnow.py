@@ -68,6 +68,24 @@ def test_through_a_protocol_wrapper_that_passes_writes_on(pair):
     assert _received(client) == b"+OK\r\n"
 
 
+def test_a_wrapper_that_changes_writes_is_not_bypassed(pair):
+    """Only a plain ``ProtocolWrapper`` is seen through: a subclass may change the bytes on
+    their way down, as ``TLSMemoryBIOProtocol`` (POP3S) encrypts them."""
+    ours, client = pair
+    reactor = MemoryReactor()
+    connection = _connection(ours, reactor)
+
+    class Encrypting(ProtocolWrapper):
+        def write(self, data: bytes) -> None:
+            self.transport.write(data.upper())
+
+    wrapper = Encrypting(WrappingFactory(None), Protocol())
+    wrapper.makeConnection(connection)
+    write_now(wrapper, b"+ok secret\r\n")
+    connection.doWrite()
+    assert _received(client) == b"+OK SECRET\r\n"
+
+
 def test_bytes_already_buffered_keep_their_place(pair):
     ours, client = pair
     reactor = MemoryReactor()
