@@ -184,17 +184,18 @@ class Signer:
     def keys_for(self, domain: str | None) -> list[SigningKey]:
         """The From domain's keys, else those of a parent domain (relaxed alignment still
         holds: MAILER-DAEMON@mx.example.org signed as example.org)."""
-        labels = domain.split(".") if domain else []
+        if not domain:
+            return []
+        labels = domain.split(".")
         while len(labels) >= 2:
             keys = self.keys.keys(".".join(labels))
             if keys:
-                self._unsigned.pop(domain, None)  # type: ignore[arg-type]
+                self._unsigned.pop(domain, None)
                 return keys
             labels = labels[1:]
-        if domain:
-            if len(self._unsigned) >= 4096:
-                self._unsigned.clear()
-            self._unsigned[domain] = time.monotonic()
+        if len(self._unsigned) >= 4096:
+            self._unsigned.clear()
+        self._unsigned[domain] = time.monotonic()
         return []
 
     def sign_bytes(self, message: bytes) -> bytes:
