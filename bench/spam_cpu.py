@@ -19,8 +19,9 @@ and the new code judge with the very same counts).
   best of ``--rounds`` each.
 
 Use ``nice -n 10``: it is CPU for a minute or two (``instructions``: some ten minutes).
-Not beside ``bench.spam_instructions``: its ``callgrind_control`` turns counting on and off
-in every process under callgrind, these ones too.
+Its ``callgrind_control`` names its own process, as ``bench.spam_instructions``' names the
+server's: a bare ``callgrind_control`` turns counting on and off in every process under
+callgrind on the machine, another bench's too.
 """
 
 from __future__ import annotations
