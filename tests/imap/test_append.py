@@ -3,12 +3,15 @@ answers APPENDUID with the UID set (RFC 4315), and checks each message before st
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
+from twisted.logger import capturedLogs
 
 from tests.imap.support import ALICE, Session, make_factory
 from tests.support.fixtures import make_world
+from txmailhost.ops.eventlog import PRERENDERED, format_event
 
 ONE = b"Subject: one\r\n\r\nfirst\r\n"
 TWO = b"Subject: two\r\n\r\nsecond\r\n"
@@ -64,6 +67,23 @@ def test_multiappend_with_one_bad_message_stores_none(alice):
 def test_multiappend_to_a_missing_mailbox_is_trycreate(alice):
     reply = alice.cmd(b"b APPEND Nope " + literal(ONE) + b" " + literal(TWO))
     assert reply.startswith(b"b NO [TRYCREATE]")
+
+
+def test_an_append_is_logged_as_one_prerendered_event_with_its_fields(alice):
+    """One event per APPEND, its text rendered once by the session (eventlog.PRERENDERED),
+    not by each log observer's str.format; the fields stay on it for the JSON log."""
+    with capturedLogs() as events:
+        reply = alice.cmd(b"b APPEND Drafts " + literal(ONE) + b" " + literal(TWO))
+    assert reply.startswith(b"b OK [APPENDUID ")
+    (event,) = [e for e in events if e.get("line", "").startswith("imap append ")]
+    assert event["log_format"] is PRERENDERED
+    size = len(ONE) + len(TWO)
+    assert event["line"] == f"imap append {ALICE} Drafts uid 1:2 ({size} octets)"
+    assert format_event(event, "text").endswith("] " + event["line"])
+    record = json.loads(format_event(event, "json"))
+    assert record["text"] == event["line"]
+    fields = (record["user"], record["mailbox"], record["uids"], record["size"])
+    assert fields == (ALICE, "Drafts", "1:2", size)
 
 
 # -- BINARY (RFC 3516) ---------------------------------------------------------------------------

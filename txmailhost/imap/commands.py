@@ -37,6 +37,7 @@ from txmailhost.imap.quotaroom import QuotaRoom
 from txmailhost.imap.replies import Done, mailbox_name, printable
 from txmailhost.imap.search import compress
 from txmailhost.imap.session import SelectedMailbox
+from txmailhost.ops.eventlog import PRERENDERED
 from txmailhost.store.interfaces import (
     INBOX,
     MailboxExists,
@@ -538,13 +539,11 @@ class MailboxCommands:
             raise replies.OverQuota() from None
         if found.own:
             observers.tell(self.factory.observers, found.owner, None, name, mailbox, uids)
-        log.info(
-            "imap append {user} {mailbox} uid {uids} ({size} octets)",
-            user=self.user,
-            mailbox=printable(name),
-            uids=compress(uids),
-            size=size,
-        )
+        # One event per APPEND: rendered here once (an f-string), not by each log observer's
+        # str.format; the fields stay on the event for the JSON log.
+        user, shown, uid_set = self.user, printable(name), compress(uids)
+        log.info(PRERENDERED, line=f"imap append {user} {shown} uid {uid_set} ({size} octets)",
+                 user=user, mailbox=shown, uids=uid_set, size=size)  # fmt: skip
         return Done("APPEND completed", code=f"APPENDUID {uidvalidity} {compress(uids)}")
 
     async def _append_refused_early(self, announced: append.Announced) -> replies.IMAPError | None:
