@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import base64
 import re
+import socket
 
 import pytest
+from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import ITLSTransport
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tests.imap.support import ALICE, BOB, REMOTE, Session, deliver, make_factory
+from tests.imap.support import ALICE, BOB, LOOPBACK, REMOTE, Session, deliver, make_factory
 from tests.support.fixtures import PASSWORD, make_world
 from txmailhost.peer import PlaintextAuth
 
@@ -311,6 +315,46 @@ def test_starttls_discards_pipelined_commands(world, factory, end):
     caps = s.cmd("c CAPABILITY")
     assert b"AUTH=PLAIN" in caps and b"STARTTLS" not in caps
     assert s.cmd(f"d LOGIN {ALICE} {PASSWORD}").startswith(b"d OK")
+
+
+def test_replies_reach_the_socket_without_waiting_for_the_reactors_next_turn(factory):
+    """A client in lock-step (an APPEND: the command, "+", the literal, the tagged OK) paid a
+    reactor turn and two epoll_ctl calls per reply while Twisted's buffer waited for the
+    socket to be reported writable. Over a real loopback TCP connection, each reply is on
+    the wire when the line that asked for it has been handled (``sendnow.write_now``)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        peer = socket.create_connection(listener.getsockname())
+        ours, _ = listener.accept()
+    ours.setblocking(False)
+    peer.settimeout(0)
+    reactor = MemoryReactor()
+    protocol = factory.buildProtocol(LOOPBACK)
+    transport = tcp.Server(ours, protocol, peer.getsockname(), None, 1, reactor)
+    transport.connected = True
+    protocol.makeConnection(transport)
+
+    def answer(data: bytes) -> bytes:
+        if data:
+            protocol.dataReceived(data)
+        try:
+            return peer.recv(1 << 16)
+        except BlockingIOError:
+            return b"(nothing yet)"
+
+    message = b"Subject: now\r\n\r\nat once\r\n"
+    try:
+        assert answer(b"").startswith(b"* OK [CAPABILITY ")
+        assert answer(f"a LOGIN {ALICE} {PASSWORD}\r\n".encode()).startswith(b"a OK ")
+        assert answer(b"b APPEND INBOX {%d}\r\n" % len(message)) == b"+ Ready for literal data\r\n"
+        assert re.fullmatch(
+            rb"b OK \[APPENDUID \d+ 1\] APPEND completed\r\n", answer(message + b"\r\n")
+        )
+        assert answer(b"c NOOP\r\n") == b"c OK NOOP completed\r\n"
+        assert transport not in reactor.getWriters()
+    finally:
+        protocol.connectionLost(Failure(ConnectionDone()))
+        ours.close()
+        peer.close()
 
 
 def test_logout_says_bye_and_closes(alice):

@@ -64,6 +64,7 @@ from txmailhost.imap.updates import UpdateMixin
 from txmailhost.ops import metrics
 from txmailhost.outage import BurstLog
 from txmailhost.peer import OutputPressure, PlaintextAuth, quick_ack
+from txmailhost.sendnow import write_now
 from txmailhost.session.auth import PasswordLogin
 from txmailhost.session.tls import SessionTLS
 from txmailhost.store import staging
@@ -298,7 +299,9 @@ class IMAPServer(
             self._out.clear()
             if self.deflate is not None:
                 data = self.deflate.compress(data)
-            self.transport.write(data)
+            # At once, not on the reactor's next turn (sendnow.py): a client in lock-step
+            # (APPEND: "+", the literal, the tagged OK) waits for each of these.
+            write_now(self.transport, data)
 
     async def drained(self) -> None:
         """Wait until the client has read what the transport holds (a slow reader can't make
