@@ -222,6 +222,33 @@ def test_store_and_expunge_find_a_file_another_tool_moved(store):
     assert os.listdir(os.path.join(box.directory, "cur")) == []
 
 
+@pytest.mark.parametrize("many", [False, True], ids=["append", "append_many"])
+def test_an_appended_message_header_is_indexed_from_memory_not_read_back(store, monkeypatch, many):
+    """An APPEND literal held in memory is written to a file; the index's copy of its header
+    (for FETCH of headers, ENVELOPE, SEARCH) comes from those same octets, not from
+    opening and reading that file again: in CRLF form, as ``read_header`` gives it. A header
+    longer than the cache limit is still read from the file."""
+    from txmailhost.store import maildir
+    from txmailhost.store.interfaces import MessageSource
+
+    def no_reading(path: str, limit: int = 0) -> bytes:
+        raise OSError(f"{path} read back")
+
+    monkeypatch.setattr(maildir, "read_header", no_reading)
+    box = result(store.open(USER, "INBOX"))
+    lf_message = b"Subject: lf\nX-Other: 1\n\nbody\n"
+    no_body = b"Subject: header only\r\n"
+    sources = [MessageSource.from_bytes(m) for m in (lf_message, no_body)]
+    if many:
+        _validity, uids = result(box.append_many([(source, [], None) for source in sources]))
+    else:
+        uids = [result(box.append(source))[1] for source in sources]
+    assert box._index.cached_headers(uids) == {
+        uids[0]: b"Subject: lf\r\nX-Other: 1\r\n\r\n",
+        uids[1]: b"Subject: header only\r\n",
+    }
+
+
 # -- delivery with flags (Sieve's imap4flags) ---------------------------------------------------
 
 

@@ -248,16 +248,25 @@ def _removed_afterwards(staged: str) -> Iterator[None]:
             os.unlink(staged)
 
 
+def _header_in(head: bytes, limit: int) -> bytes | None:
+    """``read_header``'s answer from the first ``limit`` octets of a message (fewer: all of
+    it), or None when its header goes on past them."""
+    end = lineends.header_end(head)
+    if end >= 0:
+        return lineends.crlf_form(head[:end])
+    if len(head) < limit:
+        return lineends.crlf_form(head)
+    return None
+
+
 def read_header(path: str, limit: int = _index.HEADER_CACHE_LIMIT) -> bytes:
     """The header block of the message file at ``path``, blank line included (RFC 5322 §2.1),
     in its CRLF form (``lineends.py``); the whole file when it has no body."""
     with open_message_file(path) as f:
         head = f.read(limit)
-        end = lineends.header_end(head)
-        if end >= 0:
-            return lineends.crlf_form(head[:end])
-        if len(head) < limit:
-            return lineends.crlf_form(head)
+        found = _header_in(head, limit)
+        if found is not None:
+            return found
         # A header larger than the cache limit: keep reading, line by line.
         f.seek(0)
         lines = []
@@ -268,11 +277,17 @@ def read_header(path: str, limit: int = _index.HEADER_CACHE_LIMIT) -> bytes:
         return lineends.crlf_form(b"".join(lines))
 
 
-def _headers_of(paths: Iterable[str]) -> list[bytes | None]:
+def _headers_of(
+    paths: Iterable[str], known: Mapping[str, bytes] | None = None
+) -> list[bytes | None]:
     """``read_header`` of each file, None for one that can't be read (read before the index
-    lock is taken: the index is then written without the file's header cached)."""
+    lock is taken: the index is then written without the file's header cached). ``known``:
+    the headers of files just written from memory (``_stage``), not read back."""
     headers: list[bytes | None] = []
     for path in paths:
+        if known is not None and path in known:
+            headers.append(known[path])
+            continue
         try:
             headers.append(read_header(path))
         except OSError:
@@ -380,9 +395,13 @@ def new_message_name(size: int, crlf_size: int | None = None) -> str:
     )
 
 
-def _stage(directory: str, source: MessageSource) -> tuple[str, int]:
+def _stage(
+    directory: str, source: MessageSource, headers: dict[str, bytes] | None = None
+) -> tuple[str, int]:
     """Write ``source`` into a new file in ``directory`` (the user's ``tmp/``) and fsync it,
-    ready to be linked into mailboxes; (its path, its CRLF size: a sender may use bare LFs)."""
+    ready to be linked into mailboxes; (its path, its CRLF size: a sender may use bare LFs).
+    The header of a message held in memory goes into ``headers`` under the path, for the
+    index (``_add_files``): the file need not be opened and read again for it."""
     fd, path = tempfile.mkstemp(prefix=staging.prefix("append"), dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -390,6 +409,11 @@ def _stage(directory: str, source: MessageSource) -> tuple[str, int]:
             if data is not None:
                 f.write(data)
                 crlf = len(data) + lineends.bare_newlines(data)
+                if headers is not None:
+                    limit = _index.HEADER_CACHE_LIMIT
+                    header = _header_in(data[:limit], limit)
+                    if header is not None:
+                        headers[path] = header
             else:
                 counter = lineends.SizeCounter()
                 with source.open() as message:
@@ -849,9 +873,10 @@ class MaildirMailbox:
     def _append_source(
         self, source: MessageSource, flags: Iterable[str], internaldate: float | None
     ) -> tuple[int, int]:
-        path, crlf = _stage(self._store.staging_directory(self.user), source)
+        headers: dict[str, bytes] = {}
+        path, crlf = _stage(self._store.staging_directory(self.user), source, headers)
         with _removed_afterwards(path):
-            uid = self._append(path, flags, internaldate, crlf)
+            uid = self._append(path, flags, internaldate, crlf, headers.get(path))
         return self._index.meta()["uidvalidity"], uid
 
     def _append_many(
@@ -864,6 +889,7 @@ class MaildirMailbox:
         large literal) is fsync'd and linked as it is, not copied."""
         staging = self._store.staging_directory(self.user)
         staged: list[str] = []
+        headers: dict[str, bytes] = {}
         try:
             files = []
             for source, flags, internaldate in items:
@@ -874,19 +900,19 @@ class MaildirMailbox:
                         _safeio.fsync(f.fileno())
                         crlf = lineends.crlf_size(f)
                 else:
-                    path, crlf = _stage(staging, source)
+                    path, crlf = _stage(staging, source, headers)
                     staged.append(path)
                 bits, keywords = flags_to_bits(flags)
                 files.append((path, bits, keywords, internaldate, crlf))
             if limit is None:
-                uids = self._store._add_files(self.directory, files)
+                uids = self._store._add_files(self.directory, files, headers=headers)
             else:
                 octets = sum(crlf for *_rest, crlf in files)
                 with self._store.quota.locked([self.user]):
                     used = self._store._counted_sync(self.user)
                     if used + octets > limit:
                         raise QuotaExceeded(f"{self.user} holds {used} octets; {octets} more")
-                    uids = self._store._add_files(self.directory, files)
+                    uids = self._store._add_files(self.directory, files, headers=headers)
         finally:
             for path in staged:
                 with contextlib.suppress(OSError):
@@ -979,10 +1005,11 @@ class MaildirMailbox:
         flags: Iterable[str],
         internaldate: float | None,
         crlf_size: int | None = None,
+        header: bytes | None = None,
     ) -> int:
         bits, keywords = flags_to_bits(flags)
         return self._store._add_file(
-            self.directory, source_path, bits, keywords, internaldate, crlf_size
+            self.directory, source_path, bits, keywords, internaldate, crlf_size, header=header
         )
 
     # -- IMailbox ----------------------------------------------------------------------------
@@ -1239,15 +1266,18 @@ class MaildirStore:
         crlf_size: int | None = None,
         delivered: bool = False,
         emailid: str | None = None,
+        header: bytes | None = None,
     ) -> int:
         """Link one file into ``directory`` durably and index it; returns its UID.
         ``crlf_size`` is the size as served when it may differ from the file's (bare LFs);
-        ``emailid`` the EMAILID of the message (new when None)."""
+        ``emailid`` the EMAILID of the message (new when None); ``header`` its header block
+        when the caller has it (else it is read from the file)."""
         (uid,) = self._add_files(
             directory,
             [(source_path, bits, keywords, internaldate, crlf_size)],
             delivered,
             None if emailid is None else [emailid],
+            None if header is None else {source_path: header},
         )
         return uid
 
@@ -1257,13 +1287,15 @@ class MaildirStore:
         files: list[tuple[str, int, str, float | None, int | None]],
         delivered: bool = False,
         emailids: list[str] | None = None,
+        headers: Mapping[str, bytes] | None = None,
     ) -> list[int]:
         """Link each ``(source_path, bits, keywords, internaldate, crlf_size)`` into
         ``directory``, fsync, and index them all in one transaction: all or none (MULTIAPPEND,
         RFC 3502 §6.3.11: a link that fails removes the ones made before it, and the index
         never holds some without the others). The UIDs, in order. ``delivered``: new mail
-        (``_subdir``), not a client's APPEND."""
-        headers = _headers_of(source_path for source_path, *_rest in files)
+        (``_subdir``), not a client's APPEND. ``headers``: the header blocks the caller has
+        of some of the files, by path (the others are read from the files)."""
+        found = _headers_of((source_path for source_path, *_rest in files), headers)
         index = self.index_of(directory)
         # Linked under the index's write lock (``_reconcile``'s docstring says why).
         with index.write() as db:
@@ -1284,7 +1316,7 @@ class MaildirStore:
                 # damaged index) would be adopted by the next reconcile, and the retry of
                 # the delivery or APPEND would add them again.
                 uids = index.add([entry[:6] for entry in linked], db, emailids)
-                for uid, header in zip(uids, headers, strict=True):
+                for uid, header in zip(uids, found, strict=True):
                     if header is not None:
                         index.cache_header(uid, header, db)
             except BaseException:
