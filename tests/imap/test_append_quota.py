@@ -223,6 +223,36 @@ def test_another_users_folder_is_held_to_its_owners_quota(world):
     assert bob.send(b"m" * 1001 + b"\r\n").startswith(b"f NO [NOPERM]")
 
 
+def test_the_room_seen_moments_ago_answers_at_once_without_asking_for_rights(world):
+    """A literal that fits the room seen for the mailbox's owner gets its "+" with nothing
+    asked of the store: the owner follows from the name (``_append_fits``). The look went
+    through the rights of another user's folder first (a store call, answered here only
+    when the test says so), and the session stopped reading meanwhile."""
+    if not IAclStore.providedBy(world.store):
+        pytest.skip("this store keeps no ACLs")
+    result(world.store.create_mailbox(ALICE, "Projects"))
+    alice = session(world)
+    assert b"b OK" in alice.cmd("b SETACL Projects bob@example.test li")
+    bob = session(world, BOB)
+    box = b'"Other Users/alice@example.test/Projects"'
+    assert bob.cmd(b"c APPEND " + box + b" {%d}" % len(MESSAGE)) == CONTINUE
+    assert bob.send(MESSAGE + b"\r\n").startswith(b"c OK [APPENDUID")
+    store, asked = world.store, []
+
+    def stalled(owner: str, mailbox: str) -> Deferred:
+        asked.append((owner, mailbox))
+        return Deferred()  # the ACL table is slow to answer
+
+    real, store.get_acl = store.get_acl, stalled
+    try:
+        assert bob.cmd(b"d APPEND " + box + b" {%d}" % len(MESSAGE)) == CONTINUE
+        assert asked == []
+    finally:
+        store.get_acl = real
+    assert bob.send(MESSAGE + b"\r\n").startswith(b"d OK [APPENDUID")
+    assert messages_in(alice, "Projects") == 2
+
+
 def test_before_login_an_append_is_answered_as_before(world):
     s = Session(make_factory(world, quota_of=lambda u: succeed(0)))
     assert s.cmd(b"b APPEND INBOX {5}") == CONTINUE

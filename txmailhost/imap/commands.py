@@ -26,6 +26,7 @@ from txmailhost.imap.acl import (
     NoPermission,
     Target,
     client_name,
+    locate,
     myrights_line,
     permitted_flags,
     reserved,
@@ -545,6 +546,22 @@ class MailboxCommands:
         log.info(PRERENDERED, line=f"imap append {user} {shown} uid {uid_set} ({size} octets)",
                  user=user, mailbox=shown, uids=uid_set, size=size)  # fmt: skip
         return Done("APPEND completed", code=f"APPENDUID {uidvalidity} {compress(uids)}")
+
+    def _append_fits(self, announced: append.Announced) -> bool:
+        """Whether the look before an APPEND literal (``_append_refused_early``) can be left
+        out: the room the session saw moments ago (``quotaroom.py``) for the mailbox's owner
+        takes the message octets announced. That look then answers None whatever else it
+        finds (its other checks only ever let the literal be read), so nothing is asked of
+        the ACLs, the accounts or the store, and no coroutine is run: the owner follows from
+        the name alone (``acl.locate``). Most APPENDs of a session go this way: the look cost
+        a fifth of the reactor's instructions per APPEND (measured)."""
+        try:
+            name = names.decode(announced.mailbox, self.utf8)
+        except replies.IMAPError:
+            return False  # the look answers it (None: the literal is read)
+        user = self.account.address
+        located = locate(name, user) if self.acl_offered() else (user, name)
+        return located is not None and self.quota_room.fits(located[0], announced.octets)
 
     async def _append_refused_early(self, announced: append.Announced) -> replies.IMAPError | None:
         """The look at the quota before an APPEND literal's octets come (``server.py``,

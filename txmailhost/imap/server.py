@@ -501,7 +501,7 @@ class IMAPServer(
             return
         if is_append and size and self.factory.quota_of is not None:
             announced = self._announced(size)
-            if announced is not None:
+            if announced is not None and not self._append_fits(announced):
                 self._look_at_quota(announced, size, non_sync, limit)
                 return
         self._accept_literal(size, non_sync, is_append)
