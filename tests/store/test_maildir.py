@@ -249,6 +249,33 @@ def test_an_appended_message_header_is_indexed_from_memory_not_read_back(store, 
     }
 
 
+@pytest.mark.parametrize("many", [False, True], ids=["append", "append_many"])
+def test_append_reports_the_uidvalidity_its_uid_was_given_under(store, monkeypatch, many):
+    """APPENDUID (RFC 4315) pairs the new UID with the UIDVALIDITY the index had when it
+    gave that UID: read in the same transaction, not afterwards, when an index made anew
+    in between (set aside as damaged by another worker, say) has another."""
+    from txmailhost.store.interfaces import MessageSource
+
+    box = result(store.open(USER, "INBOX"))
+    before = box._index.meta()["uidvalidity"]
+    real = store._add_files
+
+    def then_made_anew(*args, **kwargs):
+        uids = real(*args, **kwargs)
+        box._index.set_aside(force=True)
+        return uids
+
+    monkeypatch.setattr(store, "_add_files", then_made_anew)
+    source = MessageSource.from_bytes(b"Subject: m\r\n\r\nx\r\n")
+    if many:
+        validity, uids = result(box.append_many([(source, [], None)]))
+    else:
+        validity, uid = result(box.append(source))
+        uids = [uid]
+    assert box._index.meta()["uidvalidity"] != before
+    assert (validity, uids) == (before, [1])
+
+
 # -- delivery with flags (Sieve's imap4flags) ---------------------------------------------------
 
 

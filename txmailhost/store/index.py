@@ -437,14 +437,18 @@ class MailboxIndex:
         entries: Iterable[tuple[str, str, int, str, float, int]],
         db: sqlite3.Connection,
         emailids: Iterable[str | None] | None = None,
+        seen: dict[str, int] | None = None,
     ) -> list[int]:
         """Give each (name, subdir, flags, keywords, internaldate, size) the next UID, saved
         now (RFC 8514), with the EMAILID of the message it copies from ``emailids`` (in the
-        same order) or a new one.
+        same order) or a new one. ``seen`` gets the meta values as read in this transaction
+        (the UIDVALIDITY of APPENDUID, without another query).
 
         A name already indexed (a concurrent reconcile found the file first) keeps its UID.
         """
         meta = self.meta(db)
+        if seen is not None:
+            seen.update(meta)
         uid, modseq = meta["uidnext"], meta["highestmodseq"] + 1
         uids = []
         now = time.time()

@@ -867,8 +867,7 @@ class MaildirMailbox:
             with open(source_path, "rb") as f:
                 _safeio.fsync(f.fileno())
                 crlf = lineends.crlf_size(f)  # a client may APPEND bare LFs: serve CRLF
-            uid = self._append(source_path, flags, internaldate, crlf)
-        return self._index.meta()["uidvalidity"], uid
+            return self._append(source_path, flags, internaldate, crlf)
 
     def _append_source(
         self, source: MessageSource, flags: Iterable[str], internaldate: float | None
@@ -876,8 +875,7 @@ class MaildirMailbox:
         headers: dict[str, bytes] = {}
         path, crlf = _stage(self._store.staging_directory(self.user), source, headers)
         with _removed_afterwards(path):
-            uid = self._append(path, flags, internaldate, crlf, headers.get(path))
-        return self._index.meta()["uidvalidity"], uid
+            return self._append(path, flags, internaldate, crlf, headers.get(path))
 
     def _append_many(
         self, items: list[tuple[MessageSource, list[str], float | None]], limit: int | None = None
@@ -890,6 +888,7 @@ class MaildirMailbox:
         staging = self._store.staging_directory(self.user)
         staged: list[str] = []
         headers: dict[str, bytes] = {}
+        meta: dict[str, int] = {}
         try:
             files = []
             for source, flags, internaldate in items:
@@ -905,19 +904,19 @@ class MaildirMailbox:
                 bits, keywords = flags_to_bits(flags)
                 files.append((path, bits, keywords, internaldate, crlf))
             if limit is None:
-                uids = self._store._add_files(self.directory, files, headers=headers)
+                uids = self._store._add_files(self.directory, files, headers=headers, meta=meta)
             else:
                 octets = sum(crlf for *_rest, crlf in files)
                 with self._store.quota.locked([self.user]):
                     used = self._store._counted_sync(self.user)
                     if used + octets > limit:
                         raise QuotaExceeded(f"{self.user} holds {used} octets; {octets} more")
-                    uids = self._store._add_files(self.directory, files, headers=headers)
+                    uids = self._store._add_files(self.directory, files, headers=headers, meta=meta)
         finally:
             for path in staged:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
-        return self._index.meta()["uidvalidity"], uids
+        return meta["uidvalidity"], uids
 
     def _expunge(self, uids: Iterable[int]) -> list[int]:
         removed = []
@@ -1006,11 +1005,18 @@ class MaildirMailbox:
         internaldate: float | None,
         crlf_size: int | None = None,
         header: bytes | None = None,
-    ) -> int:
+    ) -> tuple[int, int]:
+        """(UIDVALIDITY, UID) of the file ``source_path`` added: the UIDVALIDITY as the add
+        read it, in its own transaction."""
         bits, keywords = flags_to_bits(flags)
-        return self._store._add_file(
-            self.directory, source_path, bits, keywords, internaldate, crlf_size, header=header
+        meta: dict[str, int] = {}
+        (uid,) = self._store._add_files(
+            self.directory,
+            [(source_path, bits, keywords, internaldate, crlf_size)],
+            headers=None if header is None else {source_path: header},
+            meta=meta,
         )
+        return meta["uidvalidity"], uid
 
     # -- IMailbox ----------------------------------------------------------------------------
 
@@ -1266,18 +1272,15 @@ class MaildirStore:
         crlf_size: int | None = None,
         delivered: bool = False,
         emailid: str | None = None,
-        header: bytes | None = None,
     ) -> int:
         """Link one file into ``directory`` durably and index it; returns its UID.
         ``crlf_size`` is the size as served when it may differ from the file's (bare LFs);
-        ``emailid`` the EMAILID of the message (new when None); ``header`` its header block
-        when the caller has it (else it is read from the file)."""
+        ``emailid`` the EMAILID of the message (new when None)."""
         (uid,) = self._add_files(
             directory,
             [(source_path, bits, keywords, internaldate, crlf_size)],
             delivered,
             None if emailid is None else [emailid],
-            None if header is None else {source_path: header},
         )
         return uid
 
@@ -1288,13 +1291,15 @@ class MaildirStore:
         delivered: bool = False,
         emailids: list[str] | None = None,
         headers: Mapping[str, bytes] | None = None,
+        meta: dict[str, int] | None = None,
     ) -> list[int]:
         """Link each ``(source_path, bits, keywords, internaldate, crlf_size)`` into
         ``directory``, fsync, and index them all in one transaction: all or none (MULTIAPPEND,
         RFC 3502 §6.3.11: a link that fails removes the ones made before it, and the index
         never holds some without the others). The UIDs, in order. ``delivered``: new mail
         (``_subdir``), not a client's APPEND. ``headers``: the header blocks the caller has
-        of some of the files, by path (the others are read from the files)."""
+        of some of the files, by path (the others are read from the files). ``meta`` gets
+        the index's meta values as the add read them (``MailboxIndex.add``)."""
         found = _headers_of((source_path for source_path, *_rest in files), headers)
         index = self.index_of(directory)
         # Linked under the index's write lock (``_reconcile``'s docstring says why).
@@ -1315,7 +1320,7 @@ class MaildirStore:
                 # In the try too: files left after a failed index write (a full disk, a
                 # damaged index) would be adopted by the next reconcile, and the retry of
                 # the delivery or APPEND would add them again.
-                uids = index.add([entry[:6] for entry in linked], db, emailids)
+                uids = index.add([entry[:6] for entry in linked], db, emailids, meta)
                 for uid, header in zip(uids, found, strict=True):
                     if header is not None:
                         index.cache_header(uid, header, db)
