@@ -39,6 +39,39 @@ def test_destination_domains_fall_into_a_few_classes(domain: str, kind: str) -> 
     assert metrics.domain_class(domain) == kind
 
 
+def test_imap_commands_and_replies_are_counted_without_a_labels_lookup_each(monkeypatch) -> None:
+    """Every IMAP command counts itself, its time and its reply: the children of those
+    metrics are kept (``_child``), not looked up under the client library's lock each time
+    (~6 us a lookup, three a command: a hundred APPENDs a second, or thousands of FETCHes)."""
+
+    async def done() -> str:
+        return "ran"
+
+    def run(name: str) -> str:
+        coroutine = metrics.imap_command(name, done())
+        try:
+            coroutine.send(None)
+        except StopIteration as stop:
+            return stop.value
+        raise AssertionError("imap_command waited")
+
+    before = sample("txmailhost_imap_commands_total", command="UNITKEPT")
+    replies = sample("txmailhost_imap_replies_total", status="UNIT")
+    assert run("UNITKEPT") == "ran"
+    metrics.imap_reply("UNIT")
+    looked_up: list[tuple] = []
+    for metric in (metrics.IMAP_COMMANDS, metrics.IMAP_COMMAND_SECONDS, metrics.IMAP_REPLIES):
+        real = metric.labels
+        monkeypatch.setattr(metric, "labels", lambda *v, real=real: looked_up.append(v) or real(*v))
+    for _ in range(3):
+        assert run("UNITKEPT") == "ran"
+        metrics.imap_reply("UNIT")
+    assert looked_up == []
+    assert sample("txmailhost_imap_commands_total", command="UNITKEPT") == before + 4
+    assert sample("txmailhost_imap_command_seconds_count", command="UNITKEPT") >= 4
+    assert sample("txmailhost_imap_replies_total", status="UNIT") == replies + 4
+
+
 def test_a_250_counts_the_transaction_and_the_accepted_message() -> None:
     before = sample("txmailhost_messages_total", event="accepted")
     bytes_before = sample("txmailhost_message_bytes_total", event="accepted")
