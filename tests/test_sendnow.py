@@ -14,20 +14,15 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
+from tests.support.onsocket import loopback_pair
 from txmailhost.sendnow import write_now
 
 
 @pytest.fixture
 def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     """(ours, the client's): a connected loopback TCP pair, both non-blocking."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        client = socket.create_connection(listener.getsockname())
-        ours, _ = listener.accept()
-    ours.setblocking(False)
-    client.setblocking(False)
-    yield ours, client
-    ours.close()
-    client.close()
+    with loopback_pair() as sockets:
+        yield sockets
 
 
 def _connection(sock: socket.socket, reactor: MemoryReactor) -> tcp.Connection:

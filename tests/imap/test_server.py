@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import base64
 import re
-import socket
 
 import pytest
-from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import ITLSTransport
-from twisted.internet.testing import MemoryReactor, StringTransport
-from twisted.python.failure import Failure
+from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
 from tests.imap.support import ALICE, BOB, LOOPBACK, REMOTE, Session, deliver, make_factory
 from tests.support.fixtures import PASSWORD, make_world
+from tests.support.onsocket import on_real_socket
 from txmailhost.peer import PlaintextAuth
 
 CREATED = re.compile(rb"b OK \[MAILBOXID \([A-Za-z0-9_-]+\)\] CREATE completed\r\n")  # RFC 8474
@@ -322,27 +319,9 @@ def test_replies_reach_the_socket_without_waiting_for_the_reactors_next_turn(fac
     reactor turn and two epoll_ctl calls per reply while Twisted's buffer waited for the
     socket to be reported writable. Over a real loopback TCP connection, each reply is on
     the wire when the line that asked for it has been handled (``sendnow.write_now``)."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        peer = socket.create_connection(listener.getsockname())
-        ours, _ = listener.accept()
-    ours.setblocking(False)
-    peer.settimeout(0)
-    reactor = MemoryReactor()
-    protocol = factory.buildProtocol(LOOPBACK)
-    transport = tcp.Server(ours, protocol, peer.getsockname(), None, 1, reactor)
-    transport.connected = True
-    protocol.makeConnection(transport)
-
-    def answer(data: bytes) -> bytes:
-        if data:
-            protocol.dataReceived(data)
-        try:
-            return peer.recv(1 << 16)
-        except BlockingIOError:
-            return b"(nothing yet)"
-
     message = b"Subject: now\r\n\r\nat once\r\n"
-    try:
+    with on_real_socket(factory, LOOPBACK) as wire:
+        answer = wire.answer
         assert answer(b"").startswith(b"* OK [CAPABILITY ")
         assert answer(f"a LOGIN {ALICE} {PASSWORD}\r\n".encode()).startswith(b"a OK ")
         assert answer(b"b APPEND INBOX {%d}\r\n" % len(message)) == b"+ Ready for literal data\r\n"
@@ -350,11 +329,7 @@ def test_replies_reach_the_socket_without_waiting_for_the_reactors_next_turn(fac
             rb"b OK \[APPENDUID \d+ 1\] APPEND completed\r\n", answer(message + b"\r\n")
         )
         assert answer(b"c NOOP\r\n") == b"c OK NOOP completed\r\n"
-        assert transport not in reactor.getWriters()
-    finally:
-        protocol.connectionLost(Failure(ConnectionDone()))
-        ours.close()
-        peer.close()
+        assert wire.transport not in wire.reactor.getWriters()
 
 
 def test_logout_says_bye_and_closes(alice):

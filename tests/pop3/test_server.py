@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,17 +14,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.cred.portal import Portal
-from twisted.internet import tcp
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import ITLSTransport
-from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tests.support.fixtures import build_store
+from tests.support.onsocket import on_real_socket
 from tests.support.syncpool import SyncReactor, SyncThreadPool
 from txmailhost.accounts.checker import AccountsChecker
 from txmailhost.accounts.db import AccountsDB
@@ -570,37 +569,15 @@ def test_replies_reach_the_socket_without_waiting_for_the_reactors_next_turn(sto
     """A lock-step client (RETR, wait, RETR) paid a reactor turn and two epoll_ctl calls per
     reply while Twisted's buffer waited for the socket to be reported writable. Over a real
     loopback TCP connection, every reply is on the wire when the command returns."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        peer = socket.create_connection(listener.getsockname())
-        ours, _ = listener.accept()
-    ours.setblocking(False)
-    peer.settimeout(0)
-    reactor = MemoryReactor()
     factory = POP3Factory(stocked.portal, reactor=stocked.reactor, hostname="mail.example.test")
-    protocol = factory.buildProtocol(LOOPBACK)
-    transport = tcp.Server(ours, protocol, peer.getsockname(), None, 1, reactor)
-    transport.connected = True
-    protocol.makeConnection(transport)
-
-    def answer(line: bytes) -> bytes:
-        if line:
-            protocol.dataReceived(line)
-        try:
-            return peer.recv(1 << 16)
-        except BlockingIOError:
-            return b"(nothing yet)"
-
-    try:
+    with on_real_socket(factory, LOOPBACK) as wire:
+        answer = wire.answer
         assert answer(b"") == b"+OK txmailhost POP3 ready mail.example.test\r\n"
         assert answer(b"USER %s\r\n" % ALICE.encode()) == b"+OK send PASS\r\n"
         assert answer(b"PASS %s\r\n" % PASSWORD.encode()).startswith(b"+OK ")
         assert answer(b"RETR 2\r\n") == b"+OK %d octets\r\n%s.\r\n" % (len(MSG2), MSG2)
         assert answer(b"STAT\r\nNOOP\r\n") == b"+OK 2 %d\r\n+OK\r\n" % (len(MSG1) + len(MSG2))
-        assert transport not in reactor.getWriters()
-    finally:
-        protocol.connectionLost(Failure(ConnectionDone()))
-        ours.close()
-        peer.close()
+        assert wire.transport not in wire.reactor.getWriters()
 
 
 def test_top_sends_header_blank_line_and_n_body_lines(session):
