@@ -19,18 +19,7 @@ import statistics
 import sys
 
 from bench.spam_corpus import TEST_GROUPS, fetch, split
-from bench.spam_eval import (
-    Message,
-    default_cache,
-    from_address,
-    learn,
-    samples,
-    sender_addresses,
-    total,
-)
-from txmailhost.spam import rules
-from txmailhost.spam.bayes import combine, token_probability
-from txmailhost.spam.tokens import is_pair, tokens
+from bench.spam_eval import Classifier, Message, default_cache, samples, total
 
 
 def run(
@@ -43,39 +32,21 @@ def run(
     """Per test group, each message's total; and [learned as spam, as ham, ham learned as
     spam]. Trained senders are allowed, as the IMAP trainer allows them."""
     spam, ham, test = split(corpus, size, seed)
-    counts: dict[str, list[int]] = {}
-    learned: set[str] = set()
-    totals = [0, 0]
-    allowed: set[str] = set()
-
-    for kind, pool in ((0, spam), (1, ham)):
-        for message in pool:
-            sender = from_address(message.sample)
-            if sender:
-                (allowed.add if kind else allowed.discard)(sender)
-            learn(counts, learned, totals, message, kind)
+    classifier = Classifier(allow=True)
+    classifier.train(spam, ham)
     stream = [(group, message) for group in TEST_GROUPS for message in test[group]]
     random.Random(1000 + seed).shuffle(stream)
     out: dict[str, list[float]] = {group: [] for group in TEST_GROUPS}
     taught = [0, 0, 0]
     for group, message in stream:
-        words: list[float] = []
-        pairs: list[float] = []
-        for token in tokens(message.sample):
-            c = counts.get(token)
-            if c is not None:
-                probability = token_probability(c[0], c[1], totals[0], totals[1])
-                (pairs if is_pair(token) else words).append(probability)
-        listed = not allowed.isdisjoint(sender_addresses(message.sample))
-        score = message.rules_score + (rules.BY_NAME["USER_ALLOWED"].score if listed else 0)
-        figure = total(combine(words, pairs), score)
+        figure = total(*classifier.judge(message))
         out[group].append(figure)
         if spam_at is not None and figure >= spam_at:
-            learn(counts, learned, totals, message, 0)
+            classifier.learn(message, 0)
             taught[0] += 1
             taught[2] += group != TEST_GROUPS[0]
-        elif ham_at is not None and figure <= ham_at and not listed:
-            learn(counts, learned, totals, message, 1)
+        elif ham_at is not None and figure <= ham_at and not classifier.listed(message):
+            classifier.learn(message, 1)
             taught[1] += 1
     return out, taught
 

@@ -78,49 +78,66 @@ def run_split(
     the IMAP trainer does, a ham's sender joins the allowed senders (a spam's leaves them),
     and a test message from an allowed sender scores ``USER_ALLOWED`` (-100)."""
     spam, ham, test = split(corpus, size, seed)
-    counts: dict[str, list[int]] = {}
-    learned: set[str] = set()
-    totals = [0, 0]
-    allowed: set[str] = set()
-    for kind, pool in ((0, spam), (1, ham)):
-        for message in pool:
-            sender = from_address(message.sample)
-            if allow and sender:
-                (allowed.add if kind else allowed.discard)(sender)
-            learn(counts, learned, totals, message, kind, tokenize)
-    out: dict[str, list[tuple[float, float]]] = {}
-    for group in TEST_GROUPS:
-        results = []
-        for message in test[group]:
-            words: list[float] = []
-            pairs: list[float] = []  # apart, as the store reads them (``bayes.combine``)
-            for token in tokenize(message.sample):
-                c = counts.get(token)
-                if c is not None:
-                    probability = token_probability(c[0], c[1], totals[0], totals[1])
-                    (pairs if is_pair(token) else words).append(probability)
-            listed = allow and not allowed.isdisjoint(sender_addresses(message.sample))
-            score = message.rules_score + (rules.BY_NAME["USER_ALLOWED"].score if listed else 0)
-            results.append((combiner(words, pairs), score))
-        out[group] = results
-    return out
+    classifier = Classifier(tokenize, allow)
+    classifier.train(spam, ham)
+    return {
+        group: [classifier.judge(message, combiner) for message in test[group]]
+        for group in TEST_GROUPS
+    }
 
 
-def learn(
-    counts: dict[str, list[int]],
-    learned: set[str],
-    totals: list[int],
-    message: Message,
-    kind: int,
-    tokenize: Tokenizer = tokens,
-) -> None:
-    """Count ``message``'s tokens as spam (``kind`` 0) or ham (1), once per message."""
-    if message.sample.digest in learned:  # nothing learned twice (bayes.py)
-        return
-    learned.add(message.sample.digest)
-    totals[kind] += 1
-    for token in tokenize(message.sample):
-        counts.setdefault(token, [0, 0])[kind] += 1
+class Classifier:
+    """The counts ``bayes.py``'s store would hold, in dictionaries: what each split trains
+    (``run_split``, ``bench.spam_autolearn``). ``allow``: as the IMAP trainer does, a ham's
+    sender joins the allowed senders (a spam's leaves them), and a message from an allowed
+    sender scores ``USER_ALLOWED`` (-100)."""
+
+    def __init__(self, tokenize: Tokenizer = tokens, allow: bool = False) -> None:
+        self.tokenize = tokenize
+        self.allow = allow
+        self.counts: dict[str, list[int]] = {}
+        self.learned: set[str] = set()
+        self.totals = [0, 0]
+        self.allowed: set[str] = set()
+
+    def train(self, spam: list[Message], ham: list[Message]) -> None:
+        """Learn ``spam`` then ``ham``, their senders listed as the trainer lists them."""
+        for kind, pool in ((0, spam), (1, ham)):
+            for message in pool:
+                sender = from_address(message.sample)
+                if self.allow and sender:
+                    (self.allowed.add if kind else self.allowed.discard)(sender)
+                self.learn(message, kind)
+
+    def learn(self, message: Message, kind: int) -> None:
+        """Count ``message``'s tokens as spam (``kind`` 0) or ham (1), once per message."""
+        if message.sample.digest in self.learned:  # nothing learned twice (bayes.py)
+            return
+        self.learned.add(message.sample.digest)
+        self.totals[kind] += 1
+        for token in self.tokenize(message.sample):
+            self.counts.setdefault(token, [0, 0])[kind] += 1
+
+    def listed(self, message: Message) -> bool:
+        """Is one of the message's senders allowed?"""
+        return self.allow and not self.allowed.isdisjoint(sender_addresses(message.sample))
+
+    def judge(
+        self,
+        message: Message,
+        combiner: Callable[[list[float], list[float]], float] = combine,
+    ) -> tuple[float, float]:
+        """(classifier probability, rules' score, ``USER_ALLOWED`` included) of ``message``."""
+        words: list[float] = []
+        pairs: list[float] = []  # apart, as the store reads them (``bayes.combine``)
+        nspam, nham = self.totals
+        for token in self.tokenize(message.sample):
+            c = self.counts.get(token)
+            if c is not None:
+                probability = token_probability(c[0], c[1], nspam, nham)
+                (pairs if is_pair(token) else words).append(probability)
+        allowed = rules.BY_NAME["USER_ALLOWED"].score if self.listed(message) else 0
+        return combiner(words, pairs), message.rules_score + allowed
 
 
 def from_address(sample: Sample) -> str:
