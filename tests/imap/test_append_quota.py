@@ -13,7 +13,7 @@ import pytest
 from twisted.internet.defer import Deferred, succeed
 
 from tests.imap.support import ALICE, BOB, Session, deliver, make_factory
-from tests.support.fixtures import PASSWORD, make_world, result
+from tests.support.fixtures import PASSWORD, result
 from txmailhost.imap import append, quotaroom
 from txmailhost.imap.parser import LiteralFile
 from txmailhost.store.interfaces import IAclStore
@@ -25,19 +25,25 @@ CONTINUE = b"+ Ready for literal data\r\n"
 OVER = b"NO [OVERQUOTA] mailbox quota exceeded\r\n"
 
 
-@pytest.fixture
-def world(tmp_path, backend):
-    w = make_world(tmp_path, backend)
-    w.add_user(ALICE)
-    w.add_user(BOB)
-    return w
-
-
 def session(world, user: str = ALICE, limits: dict | None = None, **options) -> Session:
     limits = limits if limits is not None else {ALICE: QUOTA, BOB: None}
     s = Session(make_factory(world, quota_of=lambda u: succeed(limits[u]), **options))
     assert b"a OK" in s.login(user)
     return s
+
+
+def stalled_session(world) -> tuple[Session, list[Deferred]]:
+    """alice logged in on a server whose every look at her quota waits: the test answers
+    each from the list, in order."""
+    asked: list[Deferred] = []
+
+    def quota_of(user):
+        asked.append(Deferred())
+        return asked[-1]
+
+    s = Session(make_factory(world, quota_of=quota_of))
+    s.login()
+    return s, asked
 
 
 def messages_in(s: Session, mailbox: str = "INBOX") -> int:
@@ -120,14 +126,7 @@ def test_refusals_for_the_quota_are_not_bad_commands(world):
 def test_reading_waits_for_the_look_and_loses_nothing_sent_meanwhile(world):
     """The limit (and usage) come later, as from the accounts' and store's threads: nothing
     is answered, no "+" sent, and what the client pipelined is read once they have come."""
-    asked: list[Deferred] = []
-
-    def quota_of(user):
-        asked.append(Deferred())
-        return asked[-1]
-
-    s = Session(make_factory(world, quota_of=quota_of))
-    s.login()
+    s, asked = stalled_session(world)
     assert s.cmd(b"b APPEND INBOX {%d}" % len(MESSAGE)) == b""  # no "+" yet
     asked.pop(0).callback(QUOTA)
     assert s.take() == CONTINUE
@@ -156,14 +155,7 @@ def test_a_compressed_session_loses_nothing_sent_while_the_look_waits(world):
     compressed chunk: it waits, inflated or not, until the answer is out."""
     import zlib
 
-    asked: list[Deferred] = []
-
-    def quota_of(user):
-        asked.append(Deferred())
-        return asked[-1]
-
-    s = Session(make_factory(world, quota_of=quota_of))
-    s.login()
+    s, asked = stalled_session(world)
     assert s.cmd("z COMPRESS DEFLATE") == b"z OK DEFLATE active\r\n"
     deflater, inflater = zlib.compressobj(6, zlib.DEFLATED, -15), zlib.decompressobj(-15)
 

@@ -9,7 +9,6 @@ import zlib
 import pytest
 
 from tests.imap.support import ALICE, Session, deliver, make_factory
-from tests.support.fixtures import make_world
 
 MSG = b"From: bob@example.test\r\nSubject: hi\r\n\r\nbody\r\n"
 
@@ -26,13 +25,6 @@ class Client:
 
     def unpack(self, data: bytes) -> bytes:
         return self.inflater.decompress(data)
-
-
-@pytest.fixture
-def world(tmp_path, backend):
-    w = make_world(tmp_path, backend)
-    w.add_user(ALICE)
-    return w
 
 
 @pytest.fixture

@@ -12,16 +12,8 @@ import re
 import pytest
 
 from tests.imap.support import ALICE, Session, deliver, make_factory
-from tests.support.fixtures import make_world
 
 MSG = b"From: bob@example.test\r\nSubject: hi\r\n\r\nbody\r\n"
-
-
-@pytest.fixture
-def world(tmp_path, backend):
-    w = make_world(tmp_path, backend)
-    w.add_user(ALICE)
-    return w
 
 
 def session(world, select: str | None = None) -> Session:

@@ -13,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.imap.support import ALICE, Session, deliver, make_factory
-from tests.support.fixtures import make_world
 from txmailhost.imap import fetch, messages, rendered
 from txmailhost.imap.parser import ParseError, Reader
 from txmailhost.imap.session import SelectedMailbox
@@ -155,13 +154,6 @@ def test_saved_result_keeps_its_order_as_runs():
 
 
 # -- over a session ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def world(tmp_path, backend):
-    w = make_world(tmp_path, backend)
-    w.add_user(ALICE)
-    return w
 
 
 def _session(world, factory=None) -> Session:

@@ -8,19 +8,10 @@ import re
 import pytest
 
 from tests.imap.support import ALICE, BOB, Session, deliver, make_factory
-from tests.support.fixtures import make_world
 from txmailhost.imap import fetch
 from txmailhost.store.interfaces import IFileDelivery
 
 MSG = b"From: bob@example.test\r\nTo: alice@example.test\r\nSubject: hello\r\n\r\nbody\r\n"
-
-
-@pytest.fixture
-def world(tmp_path, backend):
-    w = make_world(tmp_path, backend)
-    w.add_user(ALICE)
-    w.add_user(BOB)
-    return w
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from tests.imap.support import ALICE, Session, deliver, make_factory
-from tests.support.fixtures import make_world, result
+from tests.support.fixtures import result
 from txmailhost.imap import messages
 
 SIMPLE = (
@@ -29,13 +29,6 @@ ATTACHED = (
     b"Content-Type: text/plain\r\n\r\nsee attached\r\n--b\r\nContent-Type: message/rfc822\r\n\r\n"
     b"Subject: inner\r\nFrom: c@y.test\r\n\r\ninner body\r\n--b--\r\n"
 )
-
-
-@pytest.fixture
-def world(tmp_path, backend):
-    w = make_world(tmp_path, backend)
-    w.add_user(ALICE)
-    return w
 
 
 def open_session(world, mailbox: str = "INBOX") -> Session:

@@ -7,16 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.imap.support import ALICE, BOB, Session, make_factory
-from tests.support.fixtures import make_world
 from txmailhost.imap.metadata import MAX_ENTRIES, MAX_VALUE_SIZE
-
-
-@pytest.fixture
-def world(tmp_path, backend):
-    w = make_world(tmp_path, backend)
-    w.add_user(ALICE)
-    w.add_user(BOB)
-    return w
 
 
 def login(world, user: str = ALICE) -> Session:

@@ -11,19 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.imap.support import ALICE, Session, deliver, make_factory
-from tests.support.fixtures import make_world
 from tests.support.linecount import lines_run
 from txmailhost.imap import names, notify
 from txmailhost.imap.notify import EventGroup, NotifySet
 
 MSG = b"From: bob@example.test\r\nSubject: hi\r\n\r\nbody\r\n"
-
-
-@pytest.fixture
-def world(tmp_path, backend):
-    w = make_world(tmp_path, backend)
-    w.add_user(ALICE)
-    return w
 
 
 @pytest.fixture

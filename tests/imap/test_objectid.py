@@ -10,7 +10,6 @@ import time
 import pytest
 
 from tests.imap.support import ALICE, Session, make_factory
-from tests.support.fixtures import make_world
 
 ROOT = b"From: bob@example.test\r\nSubject: plan\r\nMessage-ID: <root@example.test>\r\n\r\nhi\r\n"
 REPLY = (
@@ -27,13 +26,6 @@ OLD = "01-Jan-2001 10:00:00 +0000"
 EMAILID = re.compile(rb"EMAILID \(([A-Za-z0-9_-]+)\)")
 THREADID = re.compile(rb"THREADID (\(([A-Za-z0-9_-]+)\)|NIL)")
 MAILBOXID = re.compile(rb"MAILBOXID \(([A-Za-z0-9_-]+)\)")
-
-
-@pytest.fixture
-def world(tmp_path, backend):
-    w = make_world(tmp_path, backend)
-    w.add_user(ALICE)
-    return w
 
 
 def session(world) -> Session:

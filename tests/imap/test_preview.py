@@ -8,7 +8,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.imap.support import ALICE, Session, deliver, make_factory
-from tests.support.fixtures import make_world
 from txmailhost.imap import mime
 from txmailhost.imap.preview import MAX_CHARS, preview
 
@@ -49,13 +48,6 @@ def test_preview_is_one_line_of_at_most_256_characters(text):
     result = preview(mime.parse(raw))
     assert len(result) <= MAX_CHARS
     assert "\r" not in result and "\n" not in result
-
-
-@pytest.fixture
-def world(tmp_path, backend):
-    w = make_world(tmp_path, backend)
-    w.add_user(ALICE)
-    return w
 
 
 @pytest.fixture

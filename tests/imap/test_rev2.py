@@ -9,17 +9,9 @@ import re
 import pytest
 
 from tests.imap.support import ALICE, Session, deliver, make_factory
-from tests.support.fixtures import make_world
 
 MSG = b"From: bob@example.test\r\nSubject: hello\r\n\r\nbody\r\n"
 UTF8_MSG = "From: Jösé <bob@example.test>\r\nSubject: Grüße\r\n\r\nünïcode\r\n".encode()
-
-
-@pytest.fixture
-def world(tmp_path, backend):
-    w = make_world(tmp_path, backend)
-    w.add_user(ALICE)
-    return w
 
 
 def session(world, *enable: str) -> Session:

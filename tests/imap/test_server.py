@@ -13,20 +13,12 @@ from twisted.internet.interfaces import ITLSTransport
 from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
-from tests.imap.support import ALICE, BOB, LOOPBACK, REMOTE, Session, deliver, make_factory
-from tests.support.fixtures import PASSWORD, make_world
+from tests.imap.support import ALICE, LOOPBACK, REMOTE, Session, deliver, make_factory
+from tests.support.fixtures import PASSWORD
 from tests.support.onsocket import on_real_socket
 from txmailhost.peer import PlaintextAuth
 
 CREATED = re.compile(rb"b OK \[MAILBOXID \([A-Za-z0-9_-]+\)\] CREATE completed\r\n")  # RFC 8474
-
-
-@pytest.fixture
-def world(tmp_path, backend):
-    w = make_world(tmp_path, backend)
-    w.add_user(ALICE)
-    w.add_user(BOB)
-    return w
 
 
 @pytest.fixture

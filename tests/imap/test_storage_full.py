@@ -10,18 +10,10 @@ import pytest
 from twisted.logger import LogLevel, capturedLogs
 
 from tests.imap.support import ALICE, Session, make_factory
-from tests.support.fixtures import make_world
 from txmailhost.imap.server import IN_MEMORY_LITERAL
 
 pytestmark = pytest.mark.backends("maildir")
 MESSAGE = b"Subject: full\r\n\r\nno room\r\n"
-
-
-@pytest.fixture
-def world(tmp_path, backend):
-    world = make_world(tmp_path, backend)
-    world.add_user(ALICE)
-    return world
 
 
 @pytest.fixture

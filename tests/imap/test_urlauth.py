@@ -10,18 +10,9 @@ import re
 import pytest
 
 from tests.imap.support import ALICE, BOB, Session, make_factory
-from tests.support.fixtures import make_world
 
 MSG = b"From: a@example.test\r\nSubject: s\r\n\r\nsecret body\r\n"
 URL = "imap://alice@example.test/INBOX/;UID=1"
-
-
-@pytest.fixture
-def world(tmp_path, backend):
-    w = make_world(tmp_path, backend)
-    w.add_user(ALICE)
-    w.add_user(BOB)
-    return w
 
 
 def session(world, user: str = ALICE, urlauth: bool = True) -> Session:
