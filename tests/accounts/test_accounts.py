@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
@@ -24,6 +27,18 @@ def test_password_hash_is_scrypt_and_verifies_only_the_right_password():
     assert verify_password("correct horse", encoded)
     assert not verify_password("correct hors", encoded)
     assert hash_password("correct horse") != encoded  # salted
+
+
+def test_the_server_and_the_cli_hash_at_scrypt_cost_2_to_the_15():
+    """The cost tests/conftest.py lowers for this process's own hashes is not what the server
+    uses: a fresh interpreter hashes at ln=15 (32 MiB of memory a hash)."""
+    made = subprocess.run(
+        [sys.executable, "-c", "from txmailhost.accounts.passwords import hash_password as h;"
+         "print(h('correct horse'))"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert made.startswith("$scrypt$ln=15,r=8,p=1$")
+    assert verify_password("correct horse", made.strip())
 
 
 @pytest.mark.parametrize(

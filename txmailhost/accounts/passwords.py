@@ -30,7 +30,11 @@ def _unb64(text: str) -> bytes:
     return base64.b64decode(text + "=" * (-len(text) % 4))
 
 
-def hash_password(password: str, log_n: int = LOG_N) -> str:
+def hash_password(password: str, log_n: int | None = None) -> str:
+    """A new salted hash of ``password``, at ``LOG_N`` unless ``log_n`` says otherwise.
+    ``LOG_N`` is read at each call, so the test suite can make the hashes it makes by the
+    thousand cheaper (tests/conftest.py); the server and the CLI never change it."""
+    log_n = LOG_N if log_n is None else log_n
     salt = os.urandom(16)
     digest = hashlib.scrypt(
         password.encode("utf-8"), salt=salt, n=2**log_n, r=R, p=P, maxmem=_MAXMEM, dklen=_KEYLEN
