@@ -10,7 +10,7 @@ import pytest
 from twisted.logger import LogLevel, capturedLogs
 
 from tests.imap.support import ALICE, Session, make_factory
-from txmailhost.imap.server import IN_MEMORY_LITERAL
+from txmailhost.imap.server import IN_MEMORY_LITERAL, MAX_BAD_COMMANDS
 
 pytestmark = pytest.mark.backends("maildir")
 MESSAGE = b"Subject: full\r\n\r\nno room\r\n"
@@ -65,3 +65,15 @@ def test_a_large_literal_that_finds_the_disk_full_is_read_and_refused_overquota(
     assert not alice.transport.disconnecting
     assert alice.cmd("b SELECT INBOX").endswith(b"b OK [READ-WRITE] SELECT completed\r\n")
     assert os.listdir(world.store.staging_directory(ALICE)) == []
+
+
+def test_large_literals_finding_the_disk_full_are_not_bad_commands(alice, disk_full):
+    """A client saving drafts while the disk is full is not misbehaving: more of these than
+    ``MAX_BAD_COMMANDS`` leave the session open, as APPENDs refused for the quota up front do."""
+    big = b"Subject: big\r\n\r\n" + b"x" * (IN_MEMORY_LITERAL * 2) + b"\r\n"
+    for n in range(MAX_BAD_COMMANDS + 2):
+        assert alice.cmd(b"a%d APPEND INBOX {%d}" % (n, len(big))).startswith(b"+ ")
+        assert alice.send(big + b"\r\n") == b"a%d NO [OVERQUOTA] not enough disk space, " % n + (
+            b"try again later\r\n"
+        )
+    assert alice.cmd("b NOOP") == b"b OK NOOP completed\r\n"

@@ -643,7 +643,8 @@ class IMAPServer(
     def _literal_failed(self, sink: _LiteralSink, error: OSError, rest: bytes) -> None:
         """No room for the rest of an APPEND literal: the command is answered ``NO
         [OVERQUOTA]`` once its octets have been read (and dropped), as a literal refused
-        up front is, and the session goes on."""
+        up front is, and the session goes on. Not a bad command: a client saving a draft
+        while the disk is full is not misbehaving, and twenty of them must not end it."""
         log.warn("imap APPEND literal for {user} not stored: {error}",
                  user=self.user or self.peer_text, error=str(error))  # fmt: skip
         tag = self._tag_of(self._segments[0])
@@ -651,7 +652,7 @@ class IMAPServer(
         self._sink = None
         self._reset_command()
         self._discard_literal = sink.remaining
-        self._discard_reply = (tag, replies.StorageFull(), True)
+        self._discard_reply = (tag, replies.StorageFull(), False)
         self.rawDataReceived(rest)
 
     def _literal_done(self, rest: bytes) -> None:
