@@ -441,6 +441,41 @@ def test_toml_nested_past_the_parsers_depth_is_one_config_error(
     assert raised.value.problems == [f"{path}: invalid TOML: arrays or tables nested too deeply"]
 
 
+def test_plain_tcp_listeners_are_checked_without_twisted_endpoints_or_tls(tmp_path: Path) -> None:
+    """Every CLI command loads the config: "tcp:PORT[:interface=ADDR]" listeners (every
+    default) are read without twisted.internet.endpoints, which imports OpenSSL and
+    twisted.internet.ssl. Another kind still goes to Twisted, and both are still checked."""
+    data = tmp_path / "data"
+    assert cli_main(["--data", str(data), "init", "--hostname", "mx.example.net"]) == 0
+    tcp6 = tmp_path / "tcp6.toml"
+    tcp6.write_text("[listen]\nsubmission = 'tcp6:2587:interface=\\:\\:1'\n")
+    probe = (
+        "import sys\n"
+        "from txmailhost.config import load_config\n"
+        "heavy = ('twisted.internet.endpoints', 'twisted.internet.ssl', 'OpenSSL')\n"
+        f"load_config({str(data)!r})\n"
+        "print(sorted(m for m in sys.modules if m.startswith(heavy)))\n"
+        f"load_config({str(data)!r}, {str(tcp6)!r})\n"
+        "print('twisted.internet.endpoints' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[]\nTrue\n"
+    path = tmp_path / "bad.toml"
+    path.write_text('[listen]\nsmtp = "tcp:70000:interface=127.0.0.1"\nimap = "tcp:99999"\n')
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(data), str(path))
+    assert "listen.smtp: " in str(raised.value)
+    assert "(port 70000 is not from 0 to 65535)" in str(raised.value)
+    assert "listen.imap: " in str(raised.value)
+    assert "(port 99999 is not from 0 to 65535)" in str(raised.value)
+    path.write_text('[listen]\npop3 = "tcp:2601:interface=127.0.0.1"\nimap = "tcp:2601"\n')
+    with pytest.raises(ConfigError) as raised:
+        load_config(str(data), str(path))
+    assert "listen.pop3: port 2601 is already used by listen.imap" in str(raised.value)
+
+
 def test_checking_the_listeners_loads_no_test_tooling(tmp_path: Path) -> None:
     """The endpoint checks "listened" on Twisted's ``MemoryReactor``, whose module imports
     trial and ``unittest``: 31 modules held by every server and CLI run for a config check.

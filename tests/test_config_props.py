@@ -207,3 +207,29 @@ def test_a_tls_sni_name_is_refused_with_its_entry_or_kept_as_sni_compares_it(nam
     assert kept.isascii() and kept == kept.lower() and not kept.endswith(".")
     host = kept.removeprefix("*.")
     assert "*" not in host and config_module._hostname(host) == host
+
+
+_ENDPOINT_PIECES = st.sampled_from(
+    ["tcp", "TCP", "tcp6", " tcp", "unix", ":", "=", "\\", "interface", "backlog", "port",
+     "0", "25", "025", "65535", "65536", "99999", "123456", "٣", "²", "127.0.0.1", "1.2.3",
+     "::1", "\\:\\:", "..", "", " ", "5"]
+)  # fmt: skip
+_DESCRIPTIONS = st.one_of(
+    st.from_regex(config_module._PLAIN_TCP, fullmatch=True),
+    st.lists(_ENDPOINT_PIECES, max_size=8).map("".join),
+    st.text(alphabet="tcp6:=\\0123456789.interfacebklog ", max_size=30),
+)
+
+
+@given(_DESCRIPTIONS)
+def test_a_plain_tcp_listener_is_read_as_twisted_reads_it(description: str) -> None:
+    """``_plain_tcp`` spares the CLI Twisted's endpoint parser (and the OpenSSL it imports)
+    for "tcp:PORT[:interface=ADDR]": whatever it reads, Twisted reads the same port and
+    interface; whatever else, it leaves to Twisted (None)."""
+    plain = config_module._plain_tcp(description)
+    if plain is None:
+        return
+    assert description.startswith("tcp:")
+    reactor = config_module._recorded_listen(description)
+    ((port, _factory, _backlog, interface),) = reactor.tcpServers
+    assert plain == (port, interface)

@@ -219,6 +219,23 @@ class _ListenRecorder:
         self.unixServers.append((address, factory, backlog, mode, wantPID))
 
 
+# The shapes nearly every [listen] value takes (every default among them): "tcp:PORT" and
+# "tcp:PORT:interface=A.B.C.D". Read here, they give what Twisted's parser gives, without
+# importing twisted.internet.endpoints, which loads OpenSSL, twisted.internet.ssl and the
+# plugin system: about 90 ms of every CLI command, which all load the config. Anything else
+# (tcp6, escapes, keywords, whitespace, other kinds, mistakes) is Twisted's to read.
+_PLAIN_TCP = re.compile(r"tcp:([0-9]{1,5})(?::interface=([0-9.]{1,15}))?")
+
+
+def _plain_tcp(description: str) -> tuple[int, str] | None:
+    """The port and interface Twisted would listen on for a plain ``tcp:`` description, or
+    None when Twisted must read it (``_endpoint``, ``_check_listener_conflicts``)."""
+    match = _PLAIN_TCP.fullmatch(description)
+    if match is None:
+        return None
+    return int(match[1]), match[2] or ""
+
+
 def _endpoint(value: Any) -> str:
     """A Twisted server endpoint description, checked by parsing it against a fake reactor.
 
@@ -244,6 +261,23 @@ def _endpoint(value: Any) -> str:
         # it can't be checked here, and the CLI must still load this config outside the unit.
         return value
 
+    plain = _plain_tcp(value)
+    for port, interface in [plain] if plain else _tcp_listens(value, expected):
+        if not 0 <= port <= 65535:
+            raise _Invalid(f"{expected} (port {port} is not from 0 to 65535)")
+        if interface:
+            try:
+                ipaddress.ip_address(interface)
+            except ValueError:
+                raise _Invalid(
+                    f"{expected} (interface {interface!r} is not an IP address)"
+                ) from None
+    return value
+
+
+def _tcp_listens(value: str, expected: str) -> list[tuple[int, str]]:
+    """The (port, interface) pairs a TCP endpoint description asks to listen on, read by
+    Twisted's own parser; none for the other kinds."""
     from twisted.internet.endpoints import (
         TCP4ServerEndpoint,
         TCP6ServerEndpoint,
@@ -258,17 +292,7 @@ def _endpoint(value: Any) -> str:
             endpoint.listen(Factory())
     except Exception as e:  # Twisted's parsers raise ValueError, TypeError, IndexError, ...
         raise _Invalid(f"{expected} ({e})") from None
-    for port, _factory, _backlog, interface in reactor.tcpServers:
-        if not 0 <= port <= 65535:
-            raise _Invalid(f"{expected} (port {port} is not from 0 to 65535)")
-        if interface:
-            try:
-                ipaddress.ip_address(interface)
-            except ValueError:
-                raise _Invalid(
-                    f"{expected} (interface {interface!r} is not an IP address)"
-                ) from None
-    return value
+    return [(port, interface) for port, _factory, _backlog, interface in reactor.tcpServers]
 
 
 def setting(
@@ -1814,13 +1838,20 @@ def _binds_overlap(interface: str, other: str) -> bool:
     return False
 
 
+def _recorded_listen(description: str) -> _ListenRecorder:
+    """What listening on a valid description asks of the reactor, by Twisted's parser."""
+    from twisted.internet.endpoints import serverFromString
+    from twisted.internet.protocol import Factory
+
+    reactor = _ListenRecorder()
+    serverFromString(reactor, description).listen(Factory())
+    return reactor
+
+
 def _check_listener_conflicts(path: str, listen: ListenConfig, problems: list[str]) -> None:
     """Two listeners on one TCP port would fail at start with a bare "address in use", and
     two on one UNIX socket with "Cannot acquire lock", leaving the socket and its lock file
     behind."""
-    from twisted.internet.endpoints import serverFromString
-    from twisted.internet.protocol import Factory
-
     seen: dict[int, list[tuple[str, str]]] = {}
     sockets: dict[str, str] = {}  # absolute path -> the listener on it
     for name in _field_names(ListenConfig):
@@ -1828,17 +1859,20 @@ def _check_listener_conflicts(path: str, listen: ListenConfig, problems: list[st
         kind = description.split(":", 1)[0].strip().lower()
         if kind not in ("tcp", "tcp6", "unix"):
             continue
-        reactor = _ListenRecorder()
-        serverFromString(reactor, description).listen(Factory())
-        if kind == "unix":
-            socket = reactor.unixServers[0][0]
-            other = sockets.setdefault(os.path.abspath(socket), name)
-            if other != name:
-                problems.append(
-                    f"{path}: listen.{name}: socket {socket} is already used by listen.{other}"
-                )
-            continue
-        (port, _factory, _backlog, interface), *_ = reactor.tcpServers
+        plain = _plain_tcp(description)
+        if plain is not None:
+            port, interface = plain
+        else:
+            reactor = _recorded_listen(description)
+            if kind == "unix":
+                socket = reactor.unixServers[0][0]
+                other = sockets.setdefault(os.path.abspath(socket), name)
+                if other != name:
+                    problems.append(
+                        f"{path}: listen.{name}: socket {socket} is already used by listen.{other}"
+                    )
+                continue
+            (port, _factory, _backlog, interface), *_ = reactor.tcpServers
         if port == 0:  # an ephemeral port never conflicts
             continue
         for other, other_interface in seen.get(port, []):
