@@ -28,8 +28,6 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.python.failure import Failure
-
 from txmailhost import dataformat
 from txmailhost.accounts.addresses import canonical_address, canonical_domain
 from txmailhost.accounts.admin import (
@@ -46,7 +44,6 @@ from txmailhost.config import (
     load_config,
 )
 from txmailhost.datadir import DataDirError, ensure_data_dir, require_data_dir, writable_problem
-from txmailhost.sieve.admin import register as register_vacation
 
 PROG = "txmailhost"
 
@@ -57,7 +54,7 @@ class CommandError(Exception):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one admin command; returns the exit status (0 ok, 1 failed, 2 usage error)."""
-    parser = _parser()
+    parser = _parser(argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2): argparse already printed it
@@ -128,7 +125,14 @@ def _database_file(value: object) -> str | None:
     return next((row[2] for row in rows if row[1] == "main" and row[2]), None)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for ``argv``: only the command group its command word names, or every
+    group when that word isn't known yet (no command, ``--help``, a typo), so that the help
+    and argparse's "invalid choice" list every command.
+
+    Registering a group imports its modules, and some pull in OpenSSL and Twisted's reactor;
+    ``domain list`` needs none of them, and administrators run it (and ``user add``) in loops.
+    """
     parser = argparse.ArgumentParser(
         prog=PROG, description="Administer a txmailhost mail server: domains, users, setup."
     )
@@ -145,7 +149,44 @@ def _parser() -> argparse.ArgumentParser:
         help="config file (default: DATA/txmailhost.toml)",
     )
     commands = parser.add_subparsers(metavar="COMMAND", required=True)
+    word = _command_word(sys.argv[1:] if argv is None else argv)
+    for words, register in COMMAND_GROUPS:
+        if word is None or word in words:
+            register(commands)
+    _accept_global_options_anywhere(parser)
+    return parser
 
+
+# Options the top-level parser takes a value for; argparse also takes any unambiguous prefix
+# of them (``--dat DIR``), and ``--data=DIR``.
+_VALUE_OPTIONS = ("--data", "--config")
+_TOP_OPTIONS = ("--help", *_VALUE_OPTIONS)
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The command word of ``argv`` when one of ``COMMAND_GROUPS`` adds it; else None.
+
+    Reads the arguments as the top-level parser will: ``--data``/``--config`` and their
+    values (or their abbreviations) come before the command. Anything else there, ``-h``,
+    ``--`` or an option argparse would refuse, is left to the whole parser, which says what
+    it says today.
+    """
+    args = iter(argv)
+    for arg in args:
+        if not arg.startswith("-"):
+            return arg if arg in _GROUP_OF else None
+        name, equals, _value = arg.partition("=")
+        matches = [option for option in _TOP_OPTIONS if option.startswith(name)]
+        if name == "--" or len(matches) != 1 or matches[0] not in _VALUE_OPTIONS:
+            return None
+        if not equals:
+            value = next(args, None)
+            if value is None or value.startswith("-"):
+                return None  # argparse's own error (or its reading of a negative number)
+    return None
+
+
+def _register_setup(commands: Any) -> None:
     init = commands.add_parser(
         "init", help="create the data directory, config file, database and certificate"
     )
@@ -164,6 +205,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     reload_tls.set_defaults(run=_reload_tls)
 
+
+def _register_domain(commands: Any) -> None:
     domain = commands.add_parser("domain", help="manage the domains this server receives mail for")
     domain_commands = domain.add_subparsers(metavar="ACTION", required=True)
     add = domain_commands.add_parser("add", help="start serving a domain")
@@ -184,28 +227,50 @@ def _parser() -> argparse.ArgumentParser:
     )
     delete.set_defaults(run=_with_accounts(_domain_del))
     register_domain_actions(domain_commands, _with_accounts)
+
+
+def _register_alias(commands: Any) -> None:
     register_alias(commands, _with_accounts, _router_for)
 
+
+def _register_queue(commands: Any) -> None:
     from txmailhost.queue.admin import register as register_queue_commands
 
     register_queue_commands(commands, _with_config)
+
+
+def _register_mailauth(commands: Any) -> None:
     from txmailhost.mailauth.cli import register as register_mailauth_commands
 
     register_mailauth_commands(commands, _with_config)
+
+
+def _register_db(commands: Any) -> None:
     from txmailhost.store.dbadmin import register as register_db_commands
 
     register_db_commands(commands, _with_config)
 
+
+def _register_ops(commands: Any) -> None:
     from txmailhost.ops.admin import register as register_ops_commands
 
     register_ops_commands(commands, _with_config, _with_accounts, _password_option, _read_password)
 
+
+def _register_spam(commands: Any) -> None:
     from txmailhost.spam.cli import register as register_spam_commands
 
     register_spam_commands(commands, _with_config)
+
+
+def _register_srs(commands: Any) -> None:
     from txmailhost.srs_cli import register as register_srs_commands
 
     register_srs_commands(commands, _with_config)
+
+
+def _register_user(commands: Any) -> None:
+    from txmailhost.sieve.admin import register as register_vacation
 
     user = commands.add_parser("user", help="manage user accounts (user@domain)")
     user_commands = user.add_subparsers(metavar="ACTION", required=True)
@@ -231,8 +296,29 @@ def _parser() -> argparse.ArgumentParser:
     delete.set_defaults(run=_with_accounts(_user_del))
     register_user_actions(user_commands, _with_accounts, _router_for)
     register_vacation(user_commands, _with_accounts)
-    _accept_global_options_anywhere(parser)
-    return parser
+
+
+_OPS_WORDS = (
+    "mailbox", "search", "fetch", "expunge", "flags", "quota", "index", "acl", "export",
+    "import", "log", "migrate", "who", "kick", "auth", "config", "status",
+)  # fmt: skip
+# Each group's top-level command words, in the order ``--help`` lists them, beside what adds
+# them. Written out so that a command is found without importing every group's modules;
+# tests/test_cli_lazy.py checks each group adds exactly these words, so a command added to a
+# group's ``register`` without its word here fails there, not silently at the prompt.
+COMMAND_GROUPS: tuple[tuple[tuple[str, ...], Callable[[Any], None]], ...] = (
+    (("init", "check-config", "reload-tls"), _register_setup),
+    (("domain",), _register_domain),
+    (("alias",), _register_alias),
+    (("queue",), _register_queue),
+    (("dkim", "dmarc", "dns"), _register_mailauth),
+    (("db",), _register_db),
+    (_OPS_WORDS, _register_ops),
+    (("spam",), _register_spam),
+    (("srs",), _register_srs),
+    (("user",), _register_user),
+)
+_GROUP_OF = {word: register for words, register in COMMAND_GROUPS for word in words}
 
 
 def _accept_global_options_anywhere(parser: argparse.ArgumentParser) -> None:
@@ -463,6 +549,8 @@ def _mail_store(config: Config) -> Any:
 
 def _now(d: Any) -> Any:
     """The result of a Deferred that has already fired; raises its failure."""
+    from twisted.python.failure import Failure
+
     out: list[Any] = []
     d.addBoth(out.append)
     if not out:

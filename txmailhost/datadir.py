@@ -34,7 +34,6 @@ from txmailhost.config import (
     load_config,
     render_default_config,
 )
-from txmailhost.tls import ensure_self_signed
 
 ACCOUNTS_NAME = "accounts.sqlite"
 
@@ -95,6 +94,10 @@ def ensure_data_dir(
             accounts.close()
         os.chmod(config.accounts_path, 0o600)  # password hashes; SQLite's -wal/-shm follow it
         created.append(f"created accounts database {config.accounts_path}")
+
+    # Imported here: the commands that only check the directory (``require_data_dir``,
+    # ``writable_problem``) would otherwise load OpenSSL and Twisted's TLS for nothing.
+    from txmailhost.tls import ensure_self_signed
 
     default_tls = (config.tls.certificate, config.tls.key) == default_tls_paths(data_dir)
     if default_tls and ensure_self_signed(config.tls.certificate, config.tls.key, config.hostname):

@@ -19,7 +19,6 @@ from txmailhost.accounts.addresses import canonical_address
 from txmailhost.accounts.interfaces import AccountError, IAccounts
 from txmailhost.sieve.grammar import quote
 from txmailhost.sieve.scripts import ScriptError
-from txmailhost.sieve.setup import script_store
 
 NAME = "vacation"
 DAYS = 7  # RFC 5230 4.1 recommends 7 as the default :days
@@ -81,6 +80,10 @@ def _vacation(args: argparse.Namespace, config: Any, accounts: IAccounts) -> int
     user = canonical_address(args.address)
     if not accounts.has_user(user):
         raise AccountError(f"no such user: {user}")
+    # Imported here: it brings in Sieve delivery and the mail store, which the other ``user``
+    # commands (this module is loaded to register ``vacation`` beside them) never use.
+    from txmailhost.sieve.setup import script_store
+
     store = script_store(config)
     active = store.active_name(user)
     try:
