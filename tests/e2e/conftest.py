@@ -1,7 +1,7 @@
 """The ``server`` fixture: the real server with users alice and bob, fresh or shared.
 
 Starting a server costs little once its data directory exists; creating alice and bob with the
-admin CLI costs most (five CLI processes and two scrypt hashes, ~3.4 s of the ~4.3 s setup).
+admin CLI costs most (three CLI processes and two scrypt hashes, ~0.95 s of the ~1.8 s setup).
 So the data directory of a server that has started once and has both users is made once per
 session, through the real server and the real CLI, and copied for every server after that.
 
