@@ -731,7 +731,7 @@ def _bucket(value: Any) -> str:
     return value
 
 
-def _endpoint(value: Any) -> str:
+def _s3_endpoint(value: Any) -> str:
     expected = 'expected an http:// or https:// URL such as "https://s3.example.net", or ""'
     if not isinstance(value, str) or any(c.isspace() for c in value):
         raise _Invalid(expected)
@@ -838,7 +838,7 @@ class StoreConfig:
 
     s3_endpoint: str = setting(
         "",
-        check=_endpoint,
+        check=_s3_endpoint,
         doc="""URL of the object store for blobs = "s3" ("https://minio.example.net:9000").
         Empty: AWS S3 in s3_region.""",
     )
