@@ -35,6 +35,7 @@ class SmtpReplyError(Exception):
 
     def __init__(self, step: str, code: int, text: str) -> None:
         super().__init__(f"{step}: {code} {text}")
+        self.step = step
         self.code = code
 
 
@@ -75,6 +76,9 @@ class SmtpResult:
     setup_latency: list[float] = field(default_factory=list)  # per session: connect to ready
     done_at: list[float] = field(default_factory=list)  # perf_counter() of each message's 250
     sending_from: float = 0.0  # with ``start_together``: when the last session was logged in
+    # Of ``failed``: messages refused with 5xx after their DATA, a filter's verdict (rspamd's
+    # "reject" through a milter) rather than a broken session.
+    refused: int = 0
     error_samples: list[str] = field(default_factory=list)
 
     @property
@@ -277,6 +281,7 @@ async def _worker(
                     )
                 except SmtpReplyError as e:
                     result.error(e)
+                    result.refused += e.step == "end of DATA" and 500 <= e.code < 600
                     await client.reset()
                     continue
                 result.accepted += 1

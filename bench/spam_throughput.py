@@ -65,13 +65,23 @@ def _server(workdir: Path, filters: bool, workers: int = 1, **options: Any):
         yield server
 
 
+def training_messages(cache: Path, count: int) -> dict[str, list[bytes]]:
+    """The first ``count`` of spam 2 and of easy ham 2 (``"spam"``, ``"ham"``): what the "on"
+    server is trained on, and what ``corpus_bodies`` leaves out (``bench.spam_anchor`` trains
+    rspamd on the same)."""
+    data = spam_corpus.fetch(cache)
+    return {
+        kind: spam_corpus.load(data, group)[:count]
+        for kind, group in (("spam", "spam-2"), ("ham", "easy-ham-2"))
+    }
+
+
 def _train(workdir: Path, count: int, cache: Path) -> None:
     """``txmailhost spam train`` of the global classifier on ``count`` spam and ``count`` ham."""
-    data = spam_corpus.fetch(cache)
-    for kind, group in (("spam", "spam-2"), ("ham", "easy-ham-2")):
+    for kind, messages in training_messages(cache, count).items():
         folder = workdir / f"train-{kind}"
         folder.mkdir()
-        for i, message in enumerate(spam_corpus.load(data, group)[:count]):
+        for i, message in enumerate(messages):
             (folder / f"{i}.eml").write_bytes(message)
     subprocess.run(
         [sys.executable, "-c", targets._ADMIN, "--data", str(workdir / "data"), "spam", "train",
