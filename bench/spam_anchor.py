@@ -22,9 +22,11 @@ the runs with ``rspamc learn_spam``/``learn_ham`` on the same 500 + 500 messages
 txmailhost's classifier (``spam_throughput.training_messages``). Nothing may leave the
 machine, so the copy differs from the stock config in only these:
 
-- DNS goes to a loopback server (``tests/support/names_server.py``, an empty zone) that
-  answers NXDOMAIN at once for every name: the RBL, SURBL, SPF, DMARC, ASN and phishtank
-  look-ups are all made and all come back empty, none waits on a timeout.
+- DNS goes to a loopback server (``bench.nxdomain_server``) that answers NXDOMAIN at once
+  for every name: the RBL, SURBL, SPF, DMARC, ASN and phishtank look-ups are all made and
+  all come back empty, none waits on a timeout. (So the symbols that want a name to resolve
+  fire: ``HFILTER_HOSTNAME_UNKNOWN``, ``RDNS_NONE``, ``HFILTER_FROMHOST_NORES_A_OR_MX``.)
+  Its CPU is printed apart; it is in the machine's.
 - ``fuzzy_check`` is off (its only servers are rspamd.com's).
 - The maps rspamd would download from maps.rspamd.com are an empty file instead; where the
   stock config lists a packaged fallback (``fallback+file://``) after the URL, that is what
@@ -114,12 +116,10 @@ def _process(argv: list[str], log: Path, cwd: Path | None = None) -> Iterator[su
 
 
 @contextlib.contextmanager
-def loopback_dns(workdir: Path) -> Iterator[tuple[int, subprocess.Popen]]:
-    """The tests' twisted.names server on 127.0.0.1 with an empty zone: NXDOMAIN for every
-    name, at once. Yields its port (UDP and TCP) and process."""
-    zone = workdir / "zone.json"
-    zone.write_text('{"records": []}')
-    argv = [sys.executable, "-m", "tests.support.names_server", str(zone)]
+def loopback_dns() -> Iterator[tuple[int, subprocess.Popen]]:
+    """``bench.nxdomain_server`` on 127.0.0.1: NXDOMAIN for every name, at once. Yields its
+    UDP port and process."""
+    argv = [sys.executable, "-m", "bench.nxdomain_server"]
     server = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
     try:
         assert server.stdout is not None
@@ -144,9 +144,12 @@ def redis(workdir: Path) -> Iterator[tuple[int, subprocess.Popen]]:
         yield port, server
 
 
-def offline_config(home: Path, dns_port: int, redis_port: int, ports: dict[str, int]) -> Path:
+def offline_config(
+    home: Path, dns_port: int, redis_port: int, ports: dict[str, int], workers: int | None = None
+) -> Path:
     """The stock config copied into ``home/conf``, with the module doc's few changes: local.d
-    files for the loopback DNS, Redis and ports, fuzzy_check off, downloaded maps empty."""
+    files for the loopback DNS, Redis and ports, fuzzy_check off, downloaded maps empty; and
+    ``workers`` normal workers instead of the stock count (one) when asked."""
     conf = home / "conf"
     shutil.copytree(STOCK_CONFIG, conf)
     empty_map = home / "db" / "offline.map"
@@ -163,7 +166,10 @@ def offline_config(home: Path, dns_port: int, redis_port: int, ports: dict[str, 
     (local / "options.inc").write_text(f'dns {{ nameserver = ["127.0.0.1:{dns_port}"]; }}\n')
     (local / "redis.conf").write_text(f'servers = "127.0.0.1:{redis_port}";\n')
     (local / "fuzzy_check.conf").write_text("enabled = false;\n")
-    (local / "worker-normal.inc").write_text(f'bind_socket = "127.0.0.1:{ports["normal"]}";\n')
+    (local / "worker-normal.inc").write_text(
+        f'bind_socket = "127.0.0.1:{ports["normal"]}";\n'
+        + (f"count = {workers};\n" if workers else "")
+    )
     (local / "worker-controller.inc").write_text(
         f'bind_socket = "127.0.0.1:{ports["controller"]}";\n'
     )
@@ -175,15 +181,17 @@ def offline_config(home: Path, dns_port: int, redis_port: int, ports: dict[str, 
 
 
 @contextlib.contextmanager
-def running_rspamd(workdir: Path, start_timeout: float = 120.0) -> Iterator[Rspamd]:
+def running_rspamd(
+    workdir: Path, workers: int | None = None, start_timeout: float = 120.0
+) -> Iterator[Rspamd]:
     """Redis, the loopback DNS server and rspamd (stock config, offline) for the block."""
     home = workdir / "rspamd"
     home.mkdir(parents=True)
     with contextlib.ExitStack() as stack:
-        dns_port, dns_server = stack.enter_context(loopback_dns(home))
+        dns_port, dns_server = stack.enter_context(loopback_dns())
         redis_port, redis_server = stack.enter_context(redis(workdir / "redis"))
         ports = {worker: free_port() for worker in ("normal", "controller", "proxy")}
-        conf = offline_config(home, dns_port, redis_port, ports)
+        conf = offline_config(home, dns_port, redis_port, ports, workers)
         subprocess.run(["chown", "-R", f"{RSPAMD_USER}:{RSPAMD_USER}", str(home)], check=True)
         os.chmod(workdir, 0o755)
         argv = ["rspamd", "-f", "-u", RSPAMD_USER, "-g", RSPAMD_USER, "-c", str(conf / "rspamd.conf"),
@@ -349,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--warmup", type=int, default=200, help="messages sent to 'on' first")
     parser.add_argument(
+        "--rspamd-workers", type=int, help="rspamd's normal workers (stock: one), as --workers"
+    )
+    parser.add_argument(
         "--cache",
         type=Path,
         default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "txmailhost-bench",
@@ -365,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as work, contextlib.ExitStack() as stack:
         root = Path(work)
         os.chmod(root, 0o755)
-        rspamd = stack.enter_context(running_rspamd(root))
+        rspamd = stack.enter_context(running_rspamd(root, args.rspamd_workers))
         if args.trained:
             taken, refused = train(rspamd, root, training_messages(args.cache, args.trained))
             bayes = bayes_applies(rspamd, root, bodies)
@@ -385,7 +396,11 @@ def main(argv: list[str] | None = None) -> int:
             targets[on] = Target(
                 f"Postfix {'on ' if on else 'off'}", server.smtp_port, server.add_user(RECIPIENT)
             )
-        print(f"{postfix.NAME} {postfix.version()}, rspamd {rspamd_version()}")
+        print(
+            f"{postfix.NAME} {postfix.version()}, rspamd {rspamd_version()} "
+            f"({normal_workers(rspamd)} normal worker(s)); load average "
+            + ", ".join(f"{v:.2f}" for v in os.getloadavg())
+        )
         if args.warmup:
             run_once(targets[True], args.warmup, 10, bodies, rspamd)
         for _ in range(args.repeat):
@@ -395,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 rates[on].append(rate)
                 print(f"{targets[on].name}: {rate:8.1f} msgs/s", flush=True)
+    print("load average at the end: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
     off, on = statistics.median(rates[False]), statistics.median(rates[True])
     costs = [100 * (1 - b / a) for a, b in zip(rates[False], rates[True], strict=True)]
     print(
@@ -402,6 +418,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{statistics.median(costs):.1f}% (median of pairs; {min(costs):.1f} to {max(costs):.1f})"
     )
     return 0
+
+
+def normal_workers(rspamd: Rspamd) -> int:
+    """rspamd's scanning processes (their titles say "normal process")."""
+    count = 0
+    for pid in rspamd.pids():
+        with contextlib.suppress(OSError):
+            count += b"normal process" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    return count
 
 
 def rspamd_version() -> str:

@@ -82,3 +82,23 @@ def test_a_5xx_after_data_is_counted_as_refused_not_as_a_broken_session():
 
     result = asyncio.run(run())
     assert (result.accepted, result.failed, result.refused) == (0, 5, 5)
+
+
+def test_the_loopback_dns_server_answers_every_query_nxdomain_with_its_question():
+    import dns.flags
+    import dns.message
+    import dns.opcode
+    import dns.rcode
+
+    from bench import nxdomain_server
+
+    query = dns.message.make_query("zen.spamhaus.org.2.0.0.127", "A", use_edns=0)
+    reply = dns.message.from_wire(nxdomain_server.answer(query.to_wire()))
+    assert reply.id == query.id and reply.flags & dns.flags.QR
+    assert reply.rcode() == dns.rcode.NXDOMAIN and reply.question == query.question
+    assert not reply.answer
+    notify = dns.message.make_query("example.org", "SOA")
+    notify.set_opcode(dns.opcode.NOTIFY)
+    assert dns.message.from_wire(nxdomain_server.answer(notify.to_wire())).rcode() == 4
+    assert nxdomain_server.answer(reply.to_wire()) is None  # a reply gets none: no loops
+    assert nxdomain_server.answer(query.to_wire()[:20]) is None  # cut short
