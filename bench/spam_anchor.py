@@ -216,6 +216,19 @@ def running_rspamd(
         )
 
 
+def wait_hyperscan(rspamd: Rspamd, timeout: float = 180.0) -> bool:
+    """Until every normal worker has loaded the hyperscan database its hs_helper compiles
+    after the start (until then it matches with PCRE, slower): False if that never came."""
+    loaded = re.compile(rb"\(normal\) .*full hyperscan database of \d+ regexps has been loaded")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if len(loaded.findall(rspamd.log.read_bytes())) >= normal_workers(rspamd):
+                return True
+        time.sleep(0.5)
+    return False
+
+
 def rspamc(rspamd: Rspamd, *args: str) -> str:
     """Run ``rspamc`` against the controller; its output."""
     done = subprocess.run(
@@ -377,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(work)
         os.chmod(root, 0o755)
         rspamd = stack.enter_context(running_rspamd(root, args.rspamd_workers))
+        if not wait_hyperscan(rspamd):
+            print("rspamd: hyperscan not loaded after 180 s; its regexps run on PCRE")
         if args.trained:
             taken, refused = train(rspamd, root, training_messages(args.cache, args.trained))
             bayes = bayes_applies(rspamd, root, bodies)
