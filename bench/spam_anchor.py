@@ -93,7 +93,7 @@ def unavailable() -> str | None:
 class Rspamd:
     """A running rspamd: where Postfix's milter and ``rspamc`` reach it, and its processes."""
 
-    milter_port: int
+    milter: str  # smtpd_milters' form: inet:127.0.0.1:PORT, or unix:PATH
     controller: str  # host:port for ``rspamc -h``
     log: Path
     pids: Callable[[], list[int]]
@@ -149,11 +149,17 @@ def redis(workdir: Path) -> Iterator[tuple[int, subprocess.Popen]]:
 
 
 def offline_config(
-    home: Path, dns_port: int, redis_port: int, ports: dict[str, int], workers: int | None = None
+    home: Path,
+    dns_port: int,
+    redis_port: int,
+    ports: dict[str, int],
+    workers: int | None = None,
+    milter_socket: Path | None = None,
 ) -> Path:
     """The stock config copied into ``home/conf``, with the module doc's few changes: local.d
     files for the loopback DNS, Redis and ports, fuzzy_check off, downloaded maps empty; and
-    ``workers`` normal workers instead of the stock count (one) when asked."""
+    when asked, ``workers`` normal workers instead of the stock count (one), and the proxy
+    listening on ``milter_socket`` (a Unix socket) too."""
     conf = home / "conf"
     shutil.copytree(STOCK_CONFIG, conf)
     empty_map = home / "db" / "offline.map"
@@ -179,23 +185,29 @@ def offline_config(
     )
     (local / "worker-proxy.inc").write_text(
         f'bind_socket = "127.0.0.1:{ports["proxy"]}";\n'
-        f'upstream "local" {{ default = yes; hosts = "127.0.0.1:{ports["normal"]}"; }}\n'
+        + (f'bind_socket = "{milter_socket} mode=0666";\n' if milter_socket else "")
+        + f'upstream "local" {{ default = yes; hosts = "127.0.0.1:{ports["normal"]}"; }}\n'
     )
     return conf
 
 
 @contextlib.contextmanager
 def running_rspamd(
-    workdir: Path, workers: int | None = None, start_timeout: float = 120.0
+    workdir: Path,
+    workers: int | None = None,
+    unix_milter: bool = False,
+    start_timeout: float = 120.0,
 ) -> Iterator[Rspamd]:
-    """Redis, the loopback DNS server and rspamd (stock config, offline) for the block."""
+    """Redis, the loopback DNS server and rspamd (stock config, offline) for the block; with
+    ``unix_milter``, Postfix is to reach the proxy by a Unix socket instead of TCP."""
     home = workdir / "rspamd"
     home.mkdir(parents=True)
     with contextlib.ExitStack() as stack:
         dns_port, dns_server = stack.enter_context(loopback_dns())
         redis_port, redis_server = stack.enter_context(redis(workdir / "redis"))
         ports = {worker: free_port() for worker in ("normal", "controller", "proxy")}
-        conf = offline_config(home, dns_port, redis_port, ports, workers)
+        milter_socket = home / "milter.sock" if unix_milter else None
+        conf = offline_config(home, dns_port, redis_port, ports, workers, milter_socket)
         subprocess.run(["chown", "-R", f"{RSPAMD_USER}:{RSPAMD_USER}", str(home)], check=True)
         os.chmod(workdir, 0o755)
         argv = ["rspamd", "-f", "-u", RSPAMD_USER, "-g", RSPAMD_USER, "-c", str(conf / "rspamd.conf"),
@@ -211,7 +223,7 @@ def running_rspamd(
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
             raise RuntimeError(f"rspamd did not start: {e}\n{tail}") from e
         yield Rspamd(
-            milter_port=ports["proxy"],
+            milter=f"unix:{milter_socket}" if milter_socket else f"inet:127.0.0.1:{ports['proxy']}",
             controller=f"127.0.0.1:{ports['controller']}",
             log=home / "rspamd.log",
             pids=lambda: process_tree(main.pid) if alive() else [],
@@ -289,7 +301,7 @@ def milter_settings(rspamd: Rspamd) -> dict[str, str]:
     (https://rspamd.com/doc/integration.html: the proxy's TCP port; ``milter_protocol = 6``
     is Postfix's default, written out as the page does)."""
     return {
-        "smtpd_milters": f"inet:127.0.0.1:{rspamd.milter_port}",
+        "smtpd_milters": rspamd.milter,
         "milter_default_action": "accept",
         "milter_protocol": "6",
     }
@@ -383,6 +395,11 @@ def main(argv: list[str] | None = None) -> int:
         "--rspamd-workers", type=int, help="rspamd's normal workers (stock: one), as --workers"
     )
     parser.add_argument(
+        "--unix-milter",
+        action="store_true",
+        help="Postfix reaches rspamd's proxy by a Unix socket, not the documented TCP port",
+    )
+    parser.add_argument(
         "--cache",
         type=Path,
         default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "txmailhost-bench",
@@ -399,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as work, contextlib.ExitStack() as stack:
         root = Path(work)
         os.chmod(root, 0o755)
-        rspamd = stack.enter_context(running_rspamd(root, args.rspamd_workers))
+        rspamd = stack.enter_context(running_rspamd(root, args.rspamd_workers, args.unix_milter))
         if not wait_hyperscan(rspamd):
             print("rspamd: hyperscan not loaded after 180 s; its regexps run on PCRE")
         if args.trained:
@@ -422,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
             targets[on] = Target(name, server.smtp_port, server.add_user(RECIPIENT), server.pids)
         print(
             f"{postfix.NAME} {postfix.version()}, rspamd {rspamd_version()} "
-            f"({normal_workers(rspamd)} normal worker(s)); load average "
+            f"({normal_workers(rspamd)} normal worker(s), milter {rspamd.milter}); load average "
             + ", ".join(f"{v:.2f}" for v in os.getloadavg())
         )
         if args.warmup:

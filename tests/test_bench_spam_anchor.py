@@ -30,13 +30,16 @@ def _corpus(cache: Path, count: int) -> None:
             )
 
 
-def test_the_anchor_measures_postfix_with_and_without_rspamd(tmp_path: Path, capsys):
+@pytest.mark.parametrize("milter", ["inet", "unix"])
+def test_the_anchor_measures_postfix_with_and_without_rspamd(tmp_path: Path, capsys, milter):
     if why := spam_anchor.unavailable():
         pytest.skip(why)
     _corpus(tmp_path, 8)
     argv = ["-n", "24", "-c", "4", "--repeat", "1", "--trained", "3", "--warmup", "4"]
+    argv += ["--unix-milter"] if milter == "unix" else []
     assert spam_anchor.main([*argv, "--cache", str(tmp_path)]) == 0
     out = capsys.readouterr().out
+    assert f"milter {milter}:" in out
     assert "sending 10 corpus messages" in out
     assert re.search(r"Postfix off: +\d+\.\d msgs/s", out)
     assert re.search(r"Postfix on : +\d+\.\d msgs/s", out)
