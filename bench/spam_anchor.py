@@ -32,12 +32,11 @@ machine, so the copy differs from the stock config in only these:
   fire: ``HFILTER_HOSTNAME_UNKNOWN``, ``RDNS_NONE``, ``HFILTER_FROMHOST_NORES_A_OR_MX``.)
   Its CPU is printed apart; it is in the machine's.
 - ``fuzzy_check`` is off (its only servers are rspamd.com's).
-- The maps rspamd would download from maps.rspamd.com are an empty file instead; where the
-  stock config lists a packaged fallback (``fallback+file://``) after the URL, that is what
-  the module uses, as it does when the download fails. Modules left with an empty map:
-  multimap's freemail and disposable-domain maps, the SPF+DKIM and DMARC whitelists of
-  ``whitelist`` (their local fallbacks still load), ``mid``, ``mime_types`` and the SURBL
-  whitelist (packaged fallbacks), phishing's redirector and whitelist exceptions.
+- The maps rspamd would download from maps.rspamd.com are an empty file instead. Where the
+  stock config lists a packaged fallback (``fallback+file://``) after the URL, the module
+  uses that, as it does when a download fails: rbl's URL whitelist, whitelist's SPF+DKIM
+  and DMARC domains, phishing's redirectors, ``mime_types``, ``mid``. Left empty, having
+  none: multimap's freemail and disposable-domain maps, phishing's whitelist.
 
 Checked on every run, so the bench cannot time a milter that was skipped: rspamd's scanned
 count (``rspamc stat``) grows by every message the "on" Postfix was sent, and every accepted
