@@ -94,6 +94,7 @@ class Rspamd:
 
     milter: str  # smtpd_milters' form: inet:127.0.0.1:PORT, or unix:PATH
     controller: str  # host:port for ``rspamc -h``
+    normal: str  # host:port of the normal worker: what an MTA's ``/checkv2`` asks
     log: Path
     pids: Callable[[], list[int]]
     redis_pid: int
@@ -224,6 +225,7 @@ def running_rspamd(
         yield Rspamd(
             milter=f"unix:{milter_socket}" if milter_socket else f"inet:127.0.0.1:{ports['proxy']}",
             controller=f"127.0.0.1:{ports['controller']}",
+            normal=f"127.0.0.1:{ports['normal']}",
             log=home / "rspamd.log",
             pids=lambda: process_tree(main.pid) if alive() else [],
             redis_pid=redis_server.pid,
@@ -255,21 +257,25 @@ def rspamc(rspamd: Rspamd, *args: str) -> str:
 
 
 def train(
-    rspamd: Rspamd, workdir: Path, messages: dict[str, list[bytes]]
+    rspamd: Rspamd, workdir: Path, messages: dict[str, list[bytes]], bulk: bool = False
 ) -> tuple[dict[str, int], collections.Counter[str]]:
     """``rspamc learn_spam`` / ``learn_ham`` of each kind's messages (files in a folder).
 
     Returns, by kind, how many rspamd took (``success = true``), and why it refused the
     others (the message id taken out). The stock config's ``learn_condition`` refuses one
     the classifier already puts in that class with 95% or more once it has its 200 learns
-    of each, and any message learned before (the corpus repeats a few)."""
+    of each, and any message learned before (the corpus repeats a few). With ``bulk`` the
+    requests carry ``Learn-Type: bulk``, which that condition (``lua_bayes_learn.can_learn``)
+    lets through whatever the class: every message is learned, as ``sa-learn`` does, but
+    those learned before and those with fewer than ``min_tokens``."""
     taken, refused = {}, collections.Counter[str]()
+    header = ["--header", "Learn-Type: bulk"] if bulk else []
     for kind, batch in messages.items():
         folder = workdir / f"train-{kind}"
         folder.mkdir()
         for i, message in enumerate(batch):
             (folder / f"{i}.eml").write_bytes(message)
-        answer = rspamc(rspamd, "-n", "4", f"learn_{kind}", str(folder))
+        answer = rspamc(rspamd, *header, "-n", "4", f"learn_{kind}", str(folder))
         taken[kind] = answer.count("success = true;")
         for reason in re.findall(r'^error = "(.*)";$', answer, re.MULTILINE):
             refused[re.sub(r"<[^>]*>|\d+(\.\d+)?%", "…", reason)] += 1

@@ -15,7 +15,8 @@ ham 2 and hard ham in Junk), as mean and range, and the scoring cost per message
 99th percentile, ms).
 
 ``--e2e`` runs it through a real server instead (IMAP training, SMTP delivery) with
-SpamAssassin beside it (``bench/spam_e2e.py``); ``python -m bench.spam_eval`` is this bench
+SpamAssassin beside it (``bench/spam_e2e.py``), and with ``--rspamd`` rspamd too
+(``bench/spam_rspamd.py``); ``python -m bench.spam_eval`` is this bench
 in memory, for trying changes.
 
 Trained senders are not put on allow lists here (a user's "not spam" does that): the figures
@@ -150,6 +151,16 @@ def main(argv: list[str] | None = None) -> int:
         "--no-txmailhost", action="store_true", help="with --e2e: SpamAssassin alone"
     )
     parser.add_argument(
+        "--rspamd",
+        action="store_true",
+        help="with --e2e: rspamd beside them too, stock config offline (bench/spam_rspamd.py)",
+    )
+    parser.add_argument(
+        "--rspamd-ip",
+        default="127.0.0.1",
+        help="with --rspamd: the client address rspamd is told each test message came from",
+    )
+    parser.add_argument(
         "--cache",
         type=Path,
         default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "txmailhost-bench",
@@ -170,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             not args.no_spamassassin,
             args.first_split,
             not args.no_txmailhost,
+            args.rspamd_ip if args.rspamd else None,
         )
     print(f"{'train':>6}  {'spam 2 caught':>22}  {'easy ham 2 in Junk':>22}  "
           f"{'hard ham in Junk':>22}  {'ms median/p99':>14}")  # fmt: skip

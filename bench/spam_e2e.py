@@ -26,6 +26,7 @@ seed are comparable):
 
 from __future__ import annotations
 
+import collections
 import email.utils
 import imaplib
 import os
@@ -358,9 +359,17 @@ def run(
     spamassassin: bool,
     first: int = 0,
     ours: bool = True,
+    rspamd_ip: str | None = None,
 ) -> int:
+    """Each split through txmailhost (``ours``), SpamAssassin and, with ``rspamd_ip``, rspamd
+    (``bench.spam_rspamd``, scanned as if from that address); the table of all."""
+    from bench import spam_rspamd  # imports this module: not at the top
+
     why = spamassassin_available() if spamassassin else "not asked for"
+    why_rspamd = spam_rspamd.available() if rspamd_ip else "not asked for"
     figures: dict[str, list[dict[str, float]]] = {"txmailhost": [], "SpamAssassin": []}
+    figures |= {f"rspamd, {mode}": [] for mode in spam_rspamd.MODES}
+    at_ceiling: dict[str, list[dict[str, float]]] = collections.defaultdict(list)
     for seed in range(first, first + repeats):
         spam, ham, test = split(corpus, size, seed)
         with tempfile.TemporaryDirectory(prefix="spam-e2e-") as work:
@@ -383,10 +392,23 @@ def run(
                     f"  (sa-learn {theirs['train_s']:.0f} s, spamc {theirs['deliver_s']:.0f} s)",
                     flush=True,
                 )
+            if rspamd_ip and why_rspamd is None:
+                for mode, bulk in spam_rspamd.MODES.items():
+                    name = f"rspamd, {mode}"
+                    found = spam_rspamd.run_rspamd(
+                        Path(work) / f"rspamd-{bulk}", spam, ham, test, bulk, rspamd_ip
+                    )
+                    figures[name].append(rates(found))
+                    _report_rspamd(name, seed, found, len(spam), len(ham))
+                    at_ceiling[name].append(spam_rspamd.at_ceiling(found["scores"]))  # type: ignore[arg-type]
     if why is not None:
         print(f"SpamAssassin not run: {why}")
+    if why_rspamd is not None:
+        print(f"rspamd not run: {why_rspamd}")
     print(f"\n{size} + {size} trained, {repeats} splits, Junk at {junk}: mean (range)")
-    print(f"{'':14}{'spam 2 caught':>24}{'easy ham 2 in Junk':>24}{'hard ham in Junk':>24}")
+    if any(figures[f"rspamd, {mode}"] for mode in spam_rspamd.MODES):
+        print("(rspamd: in Junk at its own add header score or more; see the splits' lines)")
+    print(f"{'':24}{'spam 2 caught':>24}{'easy ham 2 in Junk':>24}{'hard ham in Junk':>24}")
     for name, runs in figures.items():
         if not runs:
             continue
@@ -394,8 +416,38 @@ def run(
         for group in TEST_GROUPS:
             values = [r[group] for r in runs]
             cells.append(f"{statistics.mean(values):.2f}% ({min(values):.2f}-{max(values):.2f})")
-        print(f"{name:14}" + "".join(f"{c:>24}" for c in cells))
+        print(f"{name:24}" + "".join(f"{c:>24}" for c in cells))
+    for name, runs in at_ceiling.items():
+        cells = []
+        for key in ("hard-ham-1 <= 2%", "easy-ham-2 <= 0.1%"):
+            values = [r[key] for r in runs]
+            cells.append(
+                f"spam 2 caught at the threshold with {key} in Junk: "
+                f"{statistics.mean(values):.2f}% ({min(values):.2f}-{max(values):.2f})"
+            )
+        print(f"{name}: " + "; ".join(cells))
     return 0
+
+
+def _report_rspamd(name: str, seed: int, found: dict[str, object], spam: int, ham: int) -> None:
+    """A split's rspamd figures, what it learned, what it answered and its curve."""
+    from bench import spam_rspamd
+
+    learned: dict[str, int] = found["learned"]  # type: ignore[assignment]
+    print(
+        f"split {seed}: {name} {_cells(rates(found))}  (learned {learned['spam']} of {spam} spam,"
+        f" {learned['ham']} of {ham} ham in {found['train_s']:.0f} s; scanned in"
+        f" {found['deliver_s']:.0f} s, {found['bayes']} with a BAYES_ symbol)",
+        flush=True,
+    )
+    for reason, count in found["not_learned"].most_common(4):  # type: ignore[attr-defined]
+        print(f"    not learned ({count}): {reason}")
+    actions = found["actions"].most_common()  # type: ignore[attr-defined]
+    print("    actions answered: " + ", ".join(f"{a} {n}" for a, n in actions))
+    junk, reject = found["thresholds"]  # type: ignore[misc]
+    print(f"    in Junk at {junk:g} or more, refused at {reject:g}; other thresholds:")
+    for line in spam_rspamd.curve(found["scores"], (4, 5, 8, 10, 15)):  # type: ignore[arg-type]
+        print(f"    {line}")
 
 
 def _cells(rates: dict[str, float]) -> str:
