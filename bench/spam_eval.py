@@ -209,6 +209,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"probability >= {cut}: ", summary(rates(runs, lambda p, r, c=cut: p >= c)))
         for cut in (3.5, 4.0, 4.5, 5.0, 6.0):
             print(f"score >= {cut}: ", summary(rates(runs, lambda p, r, c=cut: total(p, r) >= c)))
+        from bench.spam_rspamd import at_ceiling  # the same reading as rspamd's rows
+
+        ceilings = [at_ceiling({g: [total(p, r) for p, r in run[g]] for g in run}) for run in runs]
+        for key in ceilings[0]:
+            values = [c[key] for c in ceilings]
+            print(
+                f"spam 2 caught at the score threshold with {key} in Junk: "
+                f"{statistics.mean(values):.2f}% ({min(values):.2f}-{max(values):.2f})"
+            )
     return 0
 
 
