@@ -398,9 +398,14 @@ def run(
                     found = spam_rspamd.run_rspamd(
                         Path(work) / f"rspamd-{bulk}", spam, ham, test, bulk, rspamd_ip
                     )
-                    figures[name].append(rates(found))
                     _report_rspamd(name, seed, found, len(spam), len(ham))
-                    at_ceiling[name].append(spam_rspamd.at_ceiling(found["scores"]))  # type: ignore[arg-type]
+                    for row, result in (
+                        (name, found),
+                        (f"{name}, no DATE_IN_PAST", found["undated"]),
+                    ):
+                        figures.setdefault(row, []).append(rates(result))  # type: ignore[arg-type]
+                        at_ceiling[row].append(spam_rspamd.at_ceiling(result["scores"]))  # type: ignore[index]
+                    print(f"    without DATE_IN_PAST: {_cells(figures[row][-1])}", flush=True)
     if why is not None:
         print(f"SpamAssassin not run: {why}")
     if why_rspamd is not None:
@@ -408,7 +413,7 @@ def run(
     print(f"\n{size} + {size} trained, {repeats} splits, Junk at {junk}: mean (range)")
     if any(figures[f"rspamd, {mode}"] for mode in spam_rspamd.MODES):
         print("(rspamd: in Junk at its own add header score or more; see the splits' lines)")
-    print(f"{'':24}{'spam 2 caught':>24}{'easy ham 2 in Junk':>24}{'hard ham in Junk':>24}")
+    print(f"{'':38}{'spam 2 caught':>24}{'easy ham 2 in Junk':>24}{'hard ham in Junk':>24}")
     for name, runs in figures.items():
         if not runs:
             continue
@@ -416,7 +421,7 @@ def run(
         for group in TEST_GROUPS:
             values = [r[group] for r in runs]
             cells.append(f"{statistics.mean(values):.2f}% ({min(values):.2f}-{max(values):.2f})")
-        print(f"{name:24}" + "".join(f"{c:>24}" for c in cells))
+        print(f"{name:38}" + "".join(f"{c:>24}" for c in cells))
     for name, runs in at_ceiling.items():
         cells = []
         for key in ("hard-ham-1 <= 2%", "easy-ham-2 <= 0.1%"):
@@ -446,7 +451,7 @@ def _report_rspamd(name: str, seed: int, found: dict[str, object], spam: int, ha
     print("    actions answered: " + ", ".join(f"{a} {n}" for a, n in actions))
     junk, reject = found["thresholds"]  # type: ignore[misc]
     print(f"    in Junk at {junk:g} or more, refused at {reject:g}; other thresholds:")
-    for line in spam_rspamd.curve(found["scores"], (4, 5, 8, 10, 15)):  # type: ignore[arg-type]
+    for line in spam_rspamd.curve(found["scores"], (4, 5, 7, 8, 10, 15)):  # type: ignore[arg-type]
         print(f"    {line}")
 
 

@@ -50,11 +50,13 @@ def test_rspamd_is_trained_both_ways_and_judges_every_test_message(tmp_path: Pat
         assert int(split.group(1)) == 4  # a few distinct messages: both ways learn them all
         assert re.search(rf"^rspamd, {mode} +[\d.]+% \(", out, re.M), out
         assert re.search(rf"^rspamd, {mode}: spam 2 caught at the threshold", out, re.M)
+        assert re.search(rf"^rspamd, {mode}, no DATE_IN_PAST +[\d.]+% \(", out, re.M), out
     actions = re.findall(r"actions answered: (.*)", out)
     assert len(actions) == 2
     for line in actions:  # every test message scanned: 4 of each test group
         assert sum(int(n) for n in re.findall(r" (\d+)(?:,|$)", line)) == 12
     assert re.search(r"in Junk at 6 or more, refused at 15", out)
+    assert len(re.findall(r"^    without DATE_IN_PAST: spam-2 [\d.]+%", out, re.M)) == 2
     assert "SpamAssassin not run" in out
 
 
