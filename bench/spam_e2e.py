@@ -297,9 +297,10 @@ def run_spamassassin(
         path.chmod(0o777 if path.is_dir() else 0o666)
     started = time.monotonic()
     verdicts: dict[str, list[str]] = {}
+    scores: dict[str, list[float]] = {}
     with spamd(home, bayes) as port:
 
-        def check(message: bytes) -> str:
+        def check(message: bytes) -> float:
             reply = subprocess.run(
                 ["spamc", "-d", "127.0.0.1", "-p", str(port), "-c", "-t", "120", "-s", "50000000"],
                 input=message.replace(b"\r\n", b"\n"),
@@ -309,12 +310,18 @@ def run_spamassassin(
             score = float(reply.stdout.split(b"/")[0] or b"nan")
             if score != score:  # spamc couldn't ask: say so rather than count it as ham
                 raise RuntimeError(f"spamc: {reply.stderr.decode(errors='replace')}")
-            return "Junk" if score >= junk else "INBOX"
+            return score
 
         with ThreadPoolExecutor(2) as pool:
             for group, messages in test.items():
-                verdicts[group] = list(pool.map(check, messages))
-    return {"verdicts": verdicts, "train_s": trained, "deliver_s": time.monotonic() - started}
+                scores[group] = list(pool.map(check, messages))
+                verdicts[group] = ["Junk" if s >= junk else "INBOX" for s in scores[group]]
+    return {
+        "verdicts": verdicts,
+        "scores": scores,
+        "train_s": trained,
+        "deliver_s": time.monotonic() - started,
+    }
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -386,6 +393,7 @@ def run(
             if why is None:
                 theirs = run_spamassassin(Path(work), spam, ham, test, junk)
                 figures["SpamAssassin"].append(rates(theirs))
+                at_ceiling["SpamAssassin"].append(spam_rspamd.at_ceiling(theirs["scores"]))  # type: ignore[arg-type]
                 _report_ham("SpamAssassin", theirs, test)
                 print(
                     f"split {seed}: SpamAssassin {_cells(figures['SpamAssassin'][-1])}"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import spam_corpus, spam_rspamd
+from bench import spam_corpus, spam_e2e, spam_rspamd
 
 
 def _corpus(cache: Path, count: int) -> None:
@@ -71,3 +71,17 @@ def test_thresholds_for_a_ceiling_put_no_more_than_it_in_junk():
         {"spam-2": [50.0, 98.5, 99.5, 10.0], "hard-ham-1": hard, "easy-ham-2": hard}
     )
     assert caught == {"hard-ham-1 <= 2%": 50.0, "easy-ham-2 <= 0.1%": 25.0}
+
+
+@pytest.mark.slow
+def test_spamassassin_beside_it_is_read_at_the_same_ceilings(tmp_path: Path, capsys):
+    """SpamAssassin's scores are kept too, so its curve is read as rspamd's is."""
+    if why := spam_e2e.spamassassin_available():
+        pytest.skip(why)
+    _corpus(tmp_path, 8)
+    argv = ["--e2e", "--sizes", "4", "--repeats", "1", "--no-txmailhost"]
+    assert spam_corpus.main([*argv, "--cache", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^SpamAssassin +[\d.]+% \(", out, re.M), out
+    line = r"^SpamAssassin: spam 2 caught at the threshold with hard-ham-1 <= 2% in Junk: [\d.]+%"
+    assert re.search(line, out, re.M), out
