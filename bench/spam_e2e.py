@@ -21,7 +21,11 @@ seed are comparable):
    a server must refuse), which is counted apart and left out of the percentages;
 5. SpamAssassin (Debian's ``spamd``, stock rules, local tests only, Bayes in a directory of
    the run, auto-learning off) learns the same training messages with ``sa-learn`` and
-   judges the same test messages through ``spamc`` at its default 5.0.
+   judges the same test messages through ``spamc`` at its default 5.0 (its scores kept, so
+   the curve is read as rspamd's);
+6. with ``--rspamd``, rspamd (``bench.spam_rspamd``) learns the same training messages in a
+   fresh Redis, twice (as its stock config allows, and every message), and scans the same
+   test messages; in Junk at its own ``add header`` score.
 """
 
 from __future__ import annotations

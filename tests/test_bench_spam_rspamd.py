@@ -85,3 +85,9 @@ def test_spamassassin_beside_it_is_read_at_the_same_ceilings(tmp_path: Path, cap
     assert re.search(r"^SpamAssassin +[\d.]+% \(", out, re.M), out
     line = r"^SpamAssassin: spam 2 caught at the threshold with hard-ham-1 <= 2% in Junk: [\d.]+%"
     assert re.search(line, out, re.M), out
+
+
+def test_a_score_lands_in_inbox_junk_or_refused_at_rspamds_thresholds():
+    found = spam_rspamd.verdicts_at({"spam-2": [5.99, 6.0, 14.9, 15.0]}, 6.0, 15.0)
+    assert found == {"spam-2": ["INBOX", "Junk", "Junk", "refused"]}
+    assert spam_e2e.rates({"verdicts": found}) == {"spam-2": 75.0}  # refused counts as caught
