@@ -9,8 +9,8 @@ Bayes in a fresh Redis of its own for each split and each way of training it:
   an operator feeds it; the stock ``learn_condition`` refuses a message the classifier
   already puts in that class with 95% or more, so it learns fewer than it was given;
 - "learn all": the same requests with ``Learn-Type: bulk``, which that condition lets
-  through, so it learns every message as ``sa-learn`` does (but any learned before: the
-  corpus repeats a few).
+  through, so it learns every message as ``sa-learn`` does (but any learned before, as the
+  corpus repeats a few, and one of fewer than the classifier's ``min_tokens``, 11).
 
 Each test message is then scanned by the normal worker's ``/checkv2`` (what an MTA's milter
 proxy asks) with the envelope of the e2e's SMTP delivery to txmailhost where it means the
