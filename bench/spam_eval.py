@@ -18,6 +18,7 @@ import email.utils
 import io
 import os
 import pickle
+import re
 import statistics
 import sys
 import time
@@ -46,23 +47,41 @@ class Message:
 def samples(data: Path, cache: Path) -> dict[str, list[Message]]:
     """Every group's messages read and ruled once (``cache``: a pickle, keyed by the
     tokenizer version so a changed ``sample.py`` is picked up by bumping it)."""
-    path = cache / f"spam-eval-samples-v{TOKENIZER_VERSION}.pickle"
+    path = cache / f"spam-eval-samples-v{TOKENIZER_VERSION}-arrival.pickle"
     if path.exists():  # (sample, score) pairs: the class is rebuilt here, whoever runs this
         with path.open("rb") as f:
             pairs = pickle.load(f)
         return {g: [Message(s, r) for s, r in pairs[g]] for g in pairs}
-    context = rules.Context(now=time.time(), authserv_id="mx.bench.invalid")
     out: dict[str, list[Message]] = {}
     for group in GROUPS:
         out[group] = []
         for raw in load(data, group):
             sample = sample_of(io.BytesIO(raw))
+            context = rules.Context(now=arrival(raw), authserv_id="mx.bench.invalid")
             score = sum(rule.score for rule in rules.content_hits(sample, context))
             sample.memo.clear()
             out[group].append(Message(sample, score))
     with path.open("wb") as f:
         pickle.dump({g: [(m.sample, m.rules_score) for m in out[g]] for g in out}, f)
     return out
+
+
+def arrival(raw: bytes) -> float:
+    """When ``raw`` arrived: the date of its first ``Received:`` field (the last server's),
+    else now. The rules are run as at that moment, as the server runs them when the message
+    comes: judged in 2026, every message of 2002 would be years behind the clock and none
+    ahead of it (``DATE_IN_FUTURE``)."""
+    header = raw.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    for field in re.split(r"\r\n(?![ \t])", header):
+        name, _, value = field.partition(":")
+        if name.strip().lower() == "received":
+            try:
+                return email.utils.parsedate_to_datetime(
+                    value.rpartition(";")[2].strip()
+                ).timestamp()
+            except (TypeError, ValueError, IndexError, OverflowError):
+                break
+    return time.time()
 
 
 def run_split(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import random
+import time
 
 import pytest
 
@@ -60,3 +61,19 @@ def test_the_envelope_sender_is_the_return_path_else_from():
         "a@y.example"
     )
     assert spam_e2e.envelope_sender(b"Subject: none\r\n\r\n") == ""
+
+
+def test_the_rules_judge_a_corpus_message_at_its_arrival():
+    """The first Received: field's date (the last server's) is the bench's "now" for the
+    rules, as the server's clock is when the message comes; no such field: the clock."""
+    raw = (
+        b"Received: from b.example by c.example; Tue, 3 Sep 2002 10:00:00 +0000\r\n"
+        b"Received: from a.example\r\n by b.example; Tue, 3 Sep 2002 09:00:00 +0000\r\n"
+        b"Date: Tue, 3 Sep 2002 14:00:00 +0000\r\nSubject: x\r\n\r\nhi\r\n"
+    )
+    assert spam_eval.arrival(raw) == 1031047200  # 2002-09-03 10:00 UTC
+    assert (
+        spam_eval.arrival(b"Received: from a\r\n\tby b; Tue, 3 Sep 2002 10:00:00 +0000\r\n\r\n")
+        == 1031047200
+    )
+    assert abs(spam_eval.arrival(b"Subject: x\r\n\r\nhi\r\n") - time.time()) < 60

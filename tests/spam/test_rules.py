@@ -41,6 +41,20 @@ def html(body: str, extra: bytes = b"") -> bytes:
     )
 
 
+@pytest.mark.parametrize(
+    ("date", "fires"),
+    [
+        ("Fri, 04 Dec 2026 14:30:00 +0000", False),  # 2.5 hours ahead: a clock a little off
+        ("Fri, 04 Dec 2026 15:30:00 +0000", True),  # 3.5 hours ahead
+        ("Fri, 04 Dec 2026 17:30:00 +0200", True),  # the same moment in another zone
+        ("Sat, 05 Dec 2026 02:00:00 +0000", True),
+    ],
+)
+def test_date_in_future_fires_past_three_hours_ahead_of_arrival(date, fires):
+    message = CLEAN.replace(b"Fri, 04 Dec 2026 10:00:00 +0000", date.encode())
+    assert ("DATE_IN_FUTURE" in hits(message)) is fires
+
+
 def test_a_plain_personal_message_fires_nothing():
     assert hits(CLEAN) == set()
 

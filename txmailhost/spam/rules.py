@@ -285,9 +285,19 @@ def invalid_date(s: Sample, c: Context) -> bool:
     return _field(s, "date") is not None and _date(s) is None
 
 
+# How far ahead of its arrival a message's Date may be before DATE_IN_FUTURE fires. Judged at
+# arrival (``bench.spam_eval`` reads each corpus message's first ``Received:`` date as its
+# "now"), 19% of spam 2 is dated 3 hours or more ahead of it, 0.1% of easy ham 2, none of
+# easy ham 1, and of hard ham one message of 250 (12 hours ahead); between 30 minutes and 3
+# hours ahead lie 2.4% of hard ham (a sender's clock or zone a little off) and 3.8% of spam
+# 2. At 3 hours instead of 12: spam 2 caught 95.53% -> 95.76%, ham in Junk the same (five
+# splits, 900 + 900).
+FUTURE_SLACK = 3 * 3600
+
+
 def date_in_future(s: Sample, c: Context) -> bool:
     when = _date(s)
-    return when is not None and when > c.now + 12 * 3600
+    return when is not None and when > c.now + FUTURE_SLACK
 
 
 def missing_message_id(s: Sample, c: Context) -> bool:
@@ -613,7 +623,7 @@ def dmarc_pass(s: Sample, c: Context) -> bool:
 RULES: tuple[Rule, ...] = (
     Rule("MISSING_DATE", 1.0, "no Date: field (RFC 5322 requires one)", missing_date),
     Rule("INVALID_DATE", 1.5, "a Date: field that isn't an RFC 5322 date", invalid_date),
-    Rule("DATE_IN_FUTURE", 1.5, "dated more than 12 hours ahead", date_in_future),
+    Rule("DATE_IN_FUTURE", 1.5, "dated more than 3 hours ahead", date_in_future),
     Rule("MISSING_MID", 0.5, "no Message-ID: field", missing_message_id),
     Rule("INVALID_MSGID", 1.0, "a Message-ID: that isn't <left@right>", invalid_message_id),
     Rule("MISSING_FROM", 1.5, "no From: field", missing_from),
