@@ -55,6 +55,27 @@ def test_date_in_future_fires_past_three_hours_ahead_of_arrival(date, fires):
     assert ("DATE_IN_FUTURE" in hits(message)) is fires
 
 
+@pytest.mark.parametrize(
+    ("fields", "fires"),
+    [
+        (b"X-Mailer: Microsoft Outlook Express 6.00.2600.0000\r\n", True),
+        (b"X-Mailer: Microsoft Outlook, Build 10.0.2627\r\n", True),
+        (b"X-Mailer: Microsoft Outlook IMO, Build 9.0.2416 (9.0.2910.0)\r\n", True),
+        (
+            b"X-Mailer: Microsoft Outlook Express 6.00.2600.0000\r\n"
+            b"X-MimeOLE: Produced By Microsoft MimeOLE V6.00.2600.0000\r\n",
+            False,
+        ),
+        (b"X-Mailer: Microsoft Outlook Express Macintosh Edition - 5.01 (1630)\r\n", False),
+        (b"X-Mailer: Microsoft Outlook 16.0\r\n", False),
+        (b"X-Mailer: Apple Mail (2.3654)\r\n", False),
+    ],
+)
+def test_forged_mua_outlook_is_an_old_outlook_without_its_mimeole_field(fields, fires):
+    message = CLEAN.replace(b"Subject:", fields + b"Subject:")
+    assert ("FORGED_MUA_OUTLOOK" in hits(message)) is fires
+
+
 def test_a_plain_personal_message_fires_nothing():
     assert hits(CLEAN) == set()
 
