@@ -163,6 +163,17 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def stop(process: subprocess.Popen, grace: float = 30.0) -> None:
+    """End a child the bench started: TERM, and KILL if it is still there after ``grace``
+    seconds (an rspamd, a spamd, a Redis, the loopback DNS server)."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def kill_tree(root: int, grace: float = 5.0) -> None:
     """Last resort after a polite stop: TERM, then KILL, ``root`` and whatever it spawned."""
     pids = process_tree(root) if is_running(root) else []

@@ -53,7 +53,6 @@ import contextlib
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,11 +61,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import smtp_load
+from bench import smtp_load, spam_corpus
 from bench.anchors import postfix
-from bench.server import cpu_seconds, free_port, process_tree, wait_for_port
+from bench.server import cpu_seconds, free_port, process_tree, stop, wait_for_port
 from bench.smtp_floor import machine_busy, own_cpu
-from bench.spam_throughput import RECIPIENT, corpus_bodies, training_messages
+from bench.spam_throughput import RECIPIENT, corpus_bodies, print_cost, training_messages
 
 STOCK_CONFIG = Path("/etc/rspamd")
 RSPAMD_USER = "_rspamd"
@@ -111,12 +110,7 @@ def _process(argv: list[str], log: Path, cwd: Path | None = None) -> Iterator[su
     try:
         yield child
     finally:
-        child.terminate()
-        try:
-            child.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        stop(child)
 
 
 @contextlib.contextmanager
@@ -132,8 +126,7 @@ def loopback_dns() -> Iterator[tuple[int, subprocess.Popen]]:
             raise RuntimeError(f"the loopback DNS server did not start: {line!r}")
         yield int(line), server
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop(server)
 
 
 @contextlib.contextmanager
@@ -407,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cache",
         type=Path,
-        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "txmailhost-bench",
+        default=spam_corpus.default_cache(),
         help="where the corpus is kept (bench.spam_corpus's cache)",
     )
     args = parser.parse_args(argv)
@@ -457,12 +450,7 @@ def main(argv: list[str] | None = None) -> int:
                 rates[on].append(rate)
                 print(f"{targets[on].name}: {rate:8.1f} msgs/s", flush=True)
     print("load average at the end: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
-    off, on = statistics.median(rates[False]), statistics.median(rates[True])
-    costs = [100 * (1 - b / a) for a, b in zip(rates[False], rates[True], strict=True)]
-    print(
-        f"median: off {off:.1f} msgs/s, on {on:.1f} msgs/s; on is lower by "
-        f"{statistics.median(costs):.1f}% (median of pairs; {min(costs):.1f} to {max(costs):.1f})"
-    )
+    print_cost(rates)
     return 0
 
 

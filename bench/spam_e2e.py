@@ -47,7 +47,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench import targets
-from bench.server import PASSWORD, free_port, wait_for_port
+from bench.server import PASSWORD, free_port, stop, wait_for_port
 from bench.spam_corpus import TEST_GROUPS, split
 from txmailhost.spam.bayes import TokenStore
 
@@ -260,12 +260,7 @@ def spamd(home: Path, bayes: Path) -> Iterator[int]:
         wait_for_port("127.0.0.1", port, 120, alive=lambda: process.poll() is None)
         yield port
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, 20)
 
 
 def run_spamassassin(

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import email.utils
 import io
-import os
 import pickle
 import re
 import statistics
@@ -26,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.spam_corpus import GROUPS, TEST_GROUPS, fetch, load, split
+from bench.spam_corpus import GROUPS, TEST_GROUPS, default_cache, fetch, load, split
 from txmailhost.spam import rules
 from txmailhost.spam.bayes import combine, token_probability
 from txmailhost.spam.sample import Sample, sample_of
@@ -199,10 +198,6 @@ def summary(figures: dict[str, list[float]]) -> str:
         f"{statistics.mean(v):6.2f}% ({min(v):.2f}-{max(v):.2f})"
         for v in (figures[g] for g in TEST_GROUPS)
     )
-
-
-def default_cache() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "txmailhost-bench"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,14 +23,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import glob
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from bench import smtp_load, spam_throughput
+from bench import smtp_load, spam_corpus, spam_throughput
 
 CALLGRIND = (
     "valgrind", "--tool=callgrind", "--instr-atstart=no", "--dump-instr=no",
@@ -91,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cache",
         type=Path,
-        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "txmailhost-bench",
+        default=spam_corpus.default_cache(),
     )
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:

@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cache",
         type=Path,
-        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "txmailhost-bench",
+        default=spam_corpus.default_cache(),
         help="where the corpus is kept (bench.spam_corpus's cache)",
     )
     parser.add_argument(
@@ -199,14 +199,20 @@ def main(argv: list[str] | None = None) -> int:
                 rate = _rate(servers[on], args.messages, args.connections, workdir, bodies)
                 rates[on].append(rate)
                 print(f"filters {'on ' if on else 'off'}: {rates[on][-1]:8.1f} msgs/s", flush=True)
+    print_cost(rates)
+    return 0
+
+
+def print_cost(rates: dict[bool, list[float]]) -> None:
+    """The medians of the "off" (False) and "on" (True) runs' msgs/s, and how much lower
+    "on" is: each "on" run against the "off" run just before it, since a busy spell of the
+    machine hits both alike (``bench.spam_anchor`` prints Postfix's the same way)."""
     off, on = statistics.median(rates[False]), statistics.median(rates[True])
-    # Each "on" run against the "off" run just before it: a busy spell hits both alike.
     costs = [100 * (1 - b / a) for a, b in zip(rates[False], rates[True], strict=True)]
     print(
         f"median: off {off:.1f} msgs/s, on {on:.1f} msgs/s; on is lower by "
         f"{statistics.median(costs):.1f}% (median of pairs; {min(costs):.1f} to {max(costs):.1f})"
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -450,30 +450,41 @@ def test_plain_tcp_listeners_are_checked_without_twisted_endpoints_or_tls(tmp_pa
     tcp6 = tmp_path / "tcp6.toml"
     tcp6.write_text("[listen]\nsubmission = 'tcp6:2587:interface=\\:\\:1'\n")
     probe = (
-        "import sys\n"
-        "from txmailhost.config import load_config\n"
         "heavy = ('twisted.internet.endpoints', 'twisted.internet.ssl', 'OpenSSL')\n"
         f"load_config({str(data)!r})\n"
         "print(sorted(m for m in sys.modules if m.startswith(heavy)))\n"
         f"load_config({str(data)!r}, {str(tcp6)!r})\n"
         "print('twisted.internet.endpoints' in sys.modules)\n"
     )
+    assert _config_probe(probe) == "[]\nTrue\n"
+    problems = _listen_problems(
+        data, 'smtp = "tcp:70000:interface=127.0.0.1"\nimap = "tcp:99999"\n'
+    )
+    assert "listen.smtp: " in problems
+    assert "(port 70000 is not from 0 to 65535)" in problems
+    assert "listen.imap: " in problems
+    assert "(port 99999 is not from 0 to 65535)" in problems
+    problems = _listen_problems(data, 'pop3 = "tcp:2601:interface=127.0.0.1"\nimap = "tcp:2601"\n')
+    assert "listen.pop3: port 2601 is already used by listen.imap" in problems
+
+
+def _config_probe(code: str) -> str:
+    """What ``code`` prints in a fresh interpreter that has imported ``sys`` and
+    ``load_config`` and nothing else (the modules it loads are then load_config's)."""
+    probe = "import sys\nfrom txmailhost.config import load_config\n" + code
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             timeout=60)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "[]\nTrue\n"
-    path = tmp_path / "bad.toml"
-    path.write_text('[listen]\nsmtp = "tcp:70000:interface=127.0.0.1"\nimap = "tcp:99999"\n')
+    return result.stdout
+
+
+def _listen_problems(data: Path, listen: str) -> str:
+    """The ConfigError a config of ``[listen]`` lines ``listen`` gets, as text."""
+    path = data.parent / "bad.toml"
+    path.write_text("[listen]\n" + listen)
     with pytest.raises(ConfigError) as raised:
         load_config(str(data), str(path))
-    assert "listen.smtp: " in str(raised.value)
-    assert "(port 70000 is not from 0 to 65535)" in str(raised.value)
-    assert "listen.imap: " in str(raised.value)
-    assert "(port 99999 is not from 0 to 65535)" in str(raised.value)
-    path.write_text('[listen]\npop3 = "tcp:2601:interface=127.0.0.1"\nimap = "tcp:2601"\n')
-    with pytest.raises(ConfigError) as raised:
-        load_config(str(data), str(path))
-    assert "listen.pop3: port 2601 is already used by listen.imap" in str(raised.value)
+    return str(raised.value)
 
 
 def test_checking_the_listeners_loads_no_test_tooling(tmp_path: Path) -> None:
@@ -483,23 +494,13 @@ def test_checking_the_listeners_loads_no_test_tooling(tmp_path: Path) -> None:
     data = tmp_path / "data"
     assert cli_main(["--data", str(data), "init", "--hostname", "mx.example.net"]) == 0
     probe = (
-        "import sys\n"
-        "from txmailhost.config import load_config\n"
         f"load_config({str(data)!r})\n"
         "print(sorted(m for m in sys.modules if m.startswith(('twisted.internet.testing',"
         " 'twisted.trial.unittest'))))\n"
     )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                            timeout=60)  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert result.stdout == "[]\n"
-    path = tmp_path / "bad.toml"
-    path.write_text('[listen]\nsmtp = "tcp:70000"\n')
-    with pytest.raises(ConfigError) as raised:
-        load_config(str(data), str(path))
-    assert "listen.smtp: " in str(raised.value)
-    assert "(port 70000 is not from 0 to 65535)" in str(raised.value)
-    path.write_text('[listen]\npop3 = "tcp:2601"\nimap = "tcp:2601"\n')
-    with pytest.raises(ConfigError) as raised:
-        load_config(str(data), str(path))
-    assert "listen.pop3: port 2601 is already used by listen.imap" in str(raised.value)
+    assert _config_probe(probe) == "[]\n"
+    problems = _listen_problems(data, 'smtp = "tcp:70000"\n')
+    assert "listen.smtp: " in problems
+    assert "(port 70000 is not from 0 to 65535)" in problems
+    problems = _listen_problems(data, 'pop3 = "tcp:2601"\nimap = "tcp:2601"\n')
+    assert "listen.pop3: port 2601 is already used by listen.imap" in problems
