@@ -60,6 +60,30 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
+def listens(pids: Iterable[int], port: int) -> bool:
+    """True when one of ``pids`` holds the TCP socket listening on ``port``.
+
+    ``free_port`` only finds a port free when asked; a test running beside (pytest-xdist) can
+    bind it before our server does, and then ``wait_for_port`` succeeds against that stranger.
+    The kernel's socket tables say whose listener it is: the socket's inode from
+    ``/proc/net/tcp`` (and ``tcp6``), found among the processes' open descriptors.
+    """
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for row in Path(table).read_text().splitlines()[1:]:
+                fields = row.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in inodes:
+                        return True
+    return False
+
+
 def wait_for_port(
     host: str, port: int, timeout: float, alive: Callable[[], bool] = lambda: True
 ) -> None:

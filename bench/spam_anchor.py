@@ -58,12 +58,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench import smtp_load, spam_corpus
 from bench.anchors import postfix
-from bench.server import cpu_seconds, free_port, process_tree, stop, wait_for_port
+from bench.server import cpu_seconds, free_port, listens, process_tree, stop, wait_for_port
 from bench.smtp_floor import machine_busy, own_cpu
 from bench.spam_throughput import RECIPIENT, corpus_bodies, print_cost, training_messages
 
@@ -129,16 +130,63 @@ def loopback_dns() -> Iterator[tuple[int, subprocess.Popen]]:
         stop(server)
 
 
+# How often a server is started again on new ports when one of its ports was taken first.
+PORT_ATTEMPTS = 5
+
+
+@contextlib.contextmanager
+def _listening(
+    names: tuple[str, ...],
+    start: Callable[[dict[str, int]], AbstractContextManager[subprocess.Popen]],
+    log: Path,
+    timeout: float,
+) -> Iterator[tuple[dict[str, int], subprocess.Popen]]:
+    """``start`` a server on a free loopback port for each of ``names`` and wait until it
+    listens on all of them; yields the ports and the process.
+
+    ``free_port`` is a probe, not a reservation: a test running beside (pytest-xdist) can
+    bind the port first. Then the server exits ("Address already in use" in ``log``), or
+    ``wait_for_port`` finds the stranger listening; either way the server is started again
+    on new ports, up to ``PORT_ATTEMPTS`` times. Any other failure is raised with the log's
+    tail."""
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        ports = {name: free_port() for name in names}
+        seen = log.stat().st_size if log.exists() else 0
+        with start(ports) as server:
+            taken: list[int] = []
+            try:
+                for port in ports.values():
+                    alive = lambda: server.poll() is None  # noqa: E731
+                    wait_for_port("127.0.0.1", port, timeout, alive=alive)
+                ours = process_tree(server.pid) if server.poll() is None else []
+                taken = [port for port in ports.values() if not listens(ours, port)]
+                if taken:
+                    raise RuntimeError(f"another process listens on {taken}")
+            except (RuntimeError, TimeoutError) as e:
+                said = ""
+                with contextlib.suppress(OSError), log.open("rb") as text:
+                    text.seek(seen)
+                    said = text.read().decode(errors="replace")
+                if attempt < PORT_ATTEMPTS and (taken or "Address already in use" in said):
+                    continue
+                raise RuntimeError(f"{log.parent.name} did not start: {e}\n{said[-2000:]}") from e
+            yield ports, server
+            return
+
+
 @contextlib.contextmanager
 def redis(workdir: Path) -> Iterator[tuple[int, subprocess.Popen]]:
     """A Redis of our own on a free loopback port, keeping nothing on disk."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(workdir), "--protected-mode", "yes"]  # fmt: skip
-    with _process(argv, workdir / "redis.log") as server:
-        wait_for_port("127.0.0.1", port, 30, alive=lambda: server.poll() is None)
-        yield port, server
+
+    def start(ports: dict[str, int]) -> AbstractContextManager[subprocess.Popen]:
+        argv = ["redis-server", "--port", str(ports["redis"]), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", str(workdir),
+                "--protected-mode", "yes"]  # fmt: skip
+        return _process(argv, workdir / "redis.log")
+
+    with _listening(("redis",), start, workdir / "redis.log", 30) as (ports, server):
+        yield ports["redis"], server
 
 
 def offline_config(
@@ -198,23 +246,24 @@ def running_rspamd(
     with contextlib.ExitStack() as stack:
         dns_port, dns_server = stack.enter_context(loopback_dns())
         redis_port, redis_server = stack.enter_context(redis(workdir / "redis"))
-        ports = {worker: free_port() for worker in ("normal", "controller", "proxy")}
         milter_socket = home / "milter.sock" if unix_milter else None
-        conf = offline_config(home, dns_port, redis_port, ports, workers, milter_socket)
-        subprocess.run(["chown", "-R", f"{RSPAMD_USER}:{RSPAMD_USER}", str(home)], check=True)
+
+        def start(ports: dict[str, int]) -> AbstractContextManager[subprocess.Popen]:
+            shutil.rmtree(home / "conf", ignore_errors=True)
+            conf = offline_config(home, dns_port, redis_port, ports, workers, milter_socket)
+            subprocess.run(["chown", "-R", f"{RSPAMD_USER}:{RSPAMD_USER}", str(home)], check=True)
+            argv = ["rspamd", "-f", "-u", RSPAMD_USER, "-g", RSPAMD_USER,
+                    "-c", str(conf / "rspamd.conf"), f"--var=CONFDIR={conf}",
+                    f"--var=LOCAL_CONFDIR={conf}", f"--var=DBDIR={home / 'db'}",
+                    f"--var=RUNDIR={home}", f"--var=LOGDIR={home}"]  # fmt: skip
+            return _process(argv, home / "rspamd.out")
+
         os.chmod(workdir, 0o755)
-        argv = ["rspamd", "-f", "-u", RSPAMD_USER, "-g", RSPAMD_USER, "-c", str(conf / "rspamd.conf"),
-                f"--var=CONFDIR={conf}", f"--var=LOCAL_CONFDIR={conf}", f"--var=DBDIR={home / 'db'}",
-                f"--var=RUNDIR={home}", f"--var=LOGDIR={home}"]  # fmt: skip
-        main = stack.enter_context(_process(argv, home / "rspamd.out"))
+        names = ("normal", "controller", "proxy")
+        ports, main = stack.enter_context(
+            _listening(names, start, home / "rspamd.log", start_timeout)
+        )
         alive = lambda: main.poll() is None  # noqa: E731
-        try:
-            for port in ports.values():
-                wait_for_port("127.0.0.1", port, start_timeout, alive=alive)
-        except RuntimeError as e:
-            log = home / "rspamd.log"
-            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise RuntimeError(f"rspamd did not start: {e}\n{tail}") from e
         yield Rspamd(
             milter=f"unix:{milter_socket}" if milter_socket else f"inet:127.0.0.1:{ports['proxy']}",
             controller=f"127.0.0.1:{ports['controller']}",

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
+import socket
 from pathlib import Path
 
 import pytest
 
 from bench import smtp_load, spam_anchor
+from bench.server import listens, process_tree
 
 pytestmark = pytest.mark.slow
 
@@ -104,3 +107,23 @@ def test_the_loopback_dns_server_answers_every_query_nxdomain_with_its_question(
     assert dns.message.from_wire(nxdomain_server.answer(notify.to_wire())).rcode() == 4
     assert nxdomain_server.answer(reply.to_wire()) is None  # a reply gets none: no loops
     assert nxdomain_server.answer(query.to_wire()[:20]) is None  # cut short
+
+
+def test_a_server_whose_port_a_stranger_took_first_is_started_again_on_another(
+    tmp_path: Path, monkeypatch
+):
+    """``free_port`` finds a port free only when asked; a test beside (pytest-xdist) may bind
+    it first. Redis then exits, and the stranger's listener must not pass for Redis's."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (Debian: redis-server)")
+    with socket.socket() as stranger:
+        stranger.bind(("127.0.0.1", 0))
+        stranger.listen()
+        taken = stranger.getsockname()[1]
+        ports = iter([taken])
+        free = spam_anchor.free_port
+        monkeypatch.setattr(spam_anchor, "free_port", lambda: next(ports, None) or free())
+        with spam_anchor.redis(tmp_path) as (port, server):
+            assert port != taken
+            assert listens(process_tree(server.pid), port)
+            assert not listens(process_tree(server.pid), taken)
