@@ -1,7 +1,8 @@
 """``python -m bench.spam_eval``: the spam filter's accuracy on the public corpus, in memory.
 
 What ``bench.spam_corpus`` measures, fast enough to try a change in seconds: every message of
-the corpus is read into a ``Sample`` once (cached in ``--cache``), the content rules are run
+the corpus is read into a ``Sample`` once (cached in ``--cache``), the content rules and the
+connection checks the e2e bench's delivery from loopback gets (``relayed_hits``) are run
 on it once, and each split trains counts held in dictionaries with ``bayes.py``'s own
 mathematics (``token_probability``, ``combine``) and scores with ``scoring.py``'s bands —
 the filter's code, without SQLite in between. The splits are ``bench.spam_corpus``'s (same
@@ -28,11 +29,14 @@ from pathlib import Path
 from bench.spam_corpus import GROUPS, TEST_GROUPS, default_cache, fetch, load, split
 from txmailhost.spam import rules
 from txmailhost.spam.bayes import combine, token_probability
+from txmailhost.spam.connection import ConnectionChecks
+from txmailhost.spam.relayed import received_values
 from txmailhost.spam.sample import Sample, sample_of
 from txmailhost.spam.scoring import bayes_rule
 from txmailhost.spam.tokens import TOKENIZER_VERSION, is_pair, tokens
 
 Tokenizer = Callable[[Sample], set[str]]
+_CONNECTION = ConnectionChecks("mx.bench.invalid")  # the e2e bench's server, without DNS
 
 
 @dataclass
@@ -46,7 +50,7 @@ class Message:
 def samples(data: Path, cache: Path) -> dict[str, list[Message]]:
     """Every group's messages read and ruled once (``cache``: a pickle, keyed by the
     tokenizer version so a changed ``sample.py`` is picked up by bumping it)."""
-    path = cache / f"spam-eval-samples-v{TOKENIZER_VERSION}-arrival.pickle"
+    path = cache / f"spam-eval-samples-v{TOKENIZER_VERSION}-arrival-relayed.pickle"
     if path.exists():  # (sample, score) pairs: the class is rebuilt here, whoever runs this
         with path.open("rb") as f:
             pairs = pickle.load(f)
@@ -57,12 +61,20 @@ def samples(data: Path, cache: Path) -> dict[str, list[Message]]:
         for raw in load(data, group):
             sample = sample_of(io.BytesIO(raw))
             context = rules.Context(now=arrival(raw), authserv_id="mx.bench.invalid")
-            score = sum(rule.score for rule in rules.content_hits(sample, context))
+            hits = rules.content_hits(sample, context) + relayed_hits(raw)
+            score = sum(rule.score for rule in hits)
             sample.memo.clear()
             out[group].append(Message(sample, score))
     with path.open("wb") as f:
         pickle.dump({g: [(m.sample, m.rules_score) for m in out[g]] for g in out}, f)
     return out
+
+
+def relayed_hits(raw: bytes) -> list[rules.Rule]:
+    """The connection checks for ``raw`` delivered as the corpus bench delivers it, from
+    127.0.0.1 (no DNS: the bench's resolver answers NXDOMAIN): those on the client the
+    corpus's collector received it from, as its ``Received:`` field wrote it down."""
+    return _CONNECTION.hits("127.0.0.1", "bench.invalid", None, received_values(raw))
 
 
 def arrival(raw: bytes) -> float:

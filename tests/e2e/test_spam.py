@@ -11,7 +11,8 @@ import imaplib
 import smtplib
 import time
 
-from tests.e2e.conftest import PASSWORD, client_context
+from tests.e2e.conftest import PASSWORD, client_context, start_from_template
+from tests.support.names import NamesServer
 
 SPAMMY = (
     "From: Deals <deals@promo.invalid>\r\n"
@@ -159,3 +160,48 @@ def test_uid_move_into_junk_trains_spam(server):
             in server.cli("spam", "stats", "--user", "alice@example.test").stdout
         )
     )
+
+
+def test_mail_a_trusted_relay_hands_on_is_judged_by_the_client_before_it(server_template, tmp_path):
+    """The real server, a message handed to it over loopback (as fetchmail or a front MX
+    does) whose relay received it from a listed client without reverse DNS: to Junk, the
+    report naming the relayed client's rules."""
+    names = NamesServer(tmp_path).start()
+    try:
+        names.add("7.2.0.192.bl.test", "A", "127.0.0.2")
+        extra = (
+            f'[relay]\nnameservers = ["{names.address}"]\n\n'
+            '[filters]\nchain = ["spam"]\n\n[filters.settings.spam]\n'
+            'dnsbl = { "bl.test" = 4.0 }\nbayes = false\n'
+        )
+        server = start_from_template(server_template, str(tmp_path / "data"), extra)
+        try:
+            message = (
+                "Received: from pc17 (unknown [192.0.2.7])\r\n\tby relay.lan (Postfix) with "
+                "ESMTP id 4F1;\r\n\tMon, 07 Dec 2026 08:00:00 +0000\r\n"
+                "From: a@sender.test\r\nTo: alice@example.test\r\nSubject: relayed\r\n"
+                "Date: Mon, 07 Dec 2026 08:00:00 +0000\r\nMessage-ID: <r1@sender.test>\r\n"
+                "\r\nhello\r\n"
+            )
+            with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=30) as s:
+                s.sendmail("a@sender.test", ["alice@example.test"], message)
+            imap = imaplib.IMAP4("127.0.0.1", server.ports["imap"], timeout=30)
+            imap.login("alice@example.test", PASSWORD)
+            header = ""
+            for _ in range(100):
+                imap.select("Junk")
+                _typ, found = imap.search(None, "SUBJECT", "relayed")
+                if found[0]:
+                    _typ, data = imap.fetch(found[0].split()[-1], "(BODY.PEEK[HEADER])")
+                    header = data[0][1].decode()
+                    break
+                time.sleep(0.1)
+            imap.logout()
+        finally:
+            server.stop()
+    finally:
+        names.stop()
+    assert "X-Spam-Status: Yes" in header, header
+    report = " ".join(header.split("X-Spam-Report:", 1)[1].split("\r\n\t"))
+    for rule in ("DNSBL:bl.test", "RDNS_NONE", "HELO_NO_FQDN"):
+        assert rule in report

@@ -8,12 +8,9 @@ import contextlib
 import io
 import ipaddress
 import time
-from collections.abc import Iterator
 
 import dns.exception
-import pytest
 
-from tests.support.names import NamesServer
 from txmailhost.filters.interfaces import Client, Transaction
 from txmailhost.filters.registry import FilterHost
 from txmailhost.mailauth.resolver import MailAuthResolver
@@ -21,20 +18,6 @@ from txmailhost.spam.connection import ConnectionChecks, reversed_name
 from txmailhost.spam.scoring import SpamFilter
 
 CLIENT = "192.0.2.7"  # TEST-NET-1: checked like any public address
-
-
-@pytest.fixture
-def names(tmp_path) -> Iterator[NamesServer]:
-    server = NamesServer(tmp_path).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def resolver(names) -> MailAuthResolver:
-    return MailAuthResolver([names.address], timeout=2.0)
 
 
 def checks(resolver, **lists) -> ConnectionChecks:

@@ -434,7 +434,7 @@ def test_only_what_blocks_goes_to_the_filters_threads(tmp_path, live, filters_po
     f = SpamFilter(host=host, bayes_min_messages=3)
     threads = []
 
-    def hits(address, helo, sender):
+    def hits(address, helo, sender, received=()):
         threads.append(threading.current_thread() is live.thread)
         return []
 
@@ -560,9 +560,9 @@ def test_a_client_whose_dns_answers_are_cached_is_checked_on_the_reactor(
         threads = []
         real_hits = f.connection.hits
 
-        def hits(address, helo, sender):
+        def hits(address, helo, sender, received=()):
             threads.append(threading.current_thread() is live.thread)
-            return real_hits(address, helo, sender)
+            return real_hits(address, helo, sender, received)
 
         f.connection.hits = hits
         transaction = Transaction("deals@promo.example", ("alice@example.test",))

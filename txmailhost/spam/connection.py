@@ -23,20 +23,27 @@ costs each message at most that, and the spam filter still answers within the ch
 ``timeout`` instead of every message from outside getting its ``on_error`` (451).
 
 Clients on loopback, private (RFC 1918, RFC 4193) and link-local addresses are not checked:
-they are the operator's own machines, never on a public list and seldom in public DNS.
+they are the operator's own machines, never on a public list and seldom in public DNS. Nor
+are the relays of ``trusted_relays``. When such a client hands on mail it received (a front
+or backup MX, fetchmail, a content filter), the client it received it from is checked
+instead, as the relay wrote it down in its ``Received:`` field (``relayed.py``): the HELO
+checks on the HELO it recorded, ``RDNS_NONE`` when it recorded no reverse DNS name, and the
+address lists on its address. (Not ``HELO_NXDOMAIN`` and ``RDNS_MISMATCH``: what DNS says
+now of a name given then is another question.)
 """
 
 from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from twisted.logger import Logger
 
 from txmailhost.peer import ip_of
 from txmailhost.spam import rules
+from txmailhost.spam.relayed import Hop, last_external
 
 log = Logger()
 
@@ -90,6 +97,24 @@ def reversed_name(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str
     return address.reverse_pointer.rsplit(".", 2)[0]  # less .in-addr.arpa / .ip6.arpa
 
 
+def _networks(given: Iterable[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``trusted_relays``: addresses and networks (``192.0.2.25``, ``198.51.100.0/24``)."""
+    if isinstance(given, str) or not all(isinstance(n, str) for n in given):
+        raise ValueError('trusted_relays must be a list of addresses or networks ("a/len")')
+    networks = []
+    for text in given:
+        try:
+            networks.append(ipaddress.ip_network(text.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"{text!r} is not an address or network") from None
+    return tuple(networks)
+
+
+def _via(rule: rules.Rule, hop: Hop) -> rules.Rule:
+    """``rule`` about the client a trusted relay received from: the report says which."""
+    return rules.Rule(rule.name, rule.score, f"{rule.description} ({hop.address}, relayed)", None)
+
+
 def zone_rule(zone: str, weight: float, what: str) -> rules.Rule:
     return rules.Rule(f"{what}:{zone}", float(weight), f"listed in {zone} ({what.lower()})", None)
 
@@ -107,8 +132,10 @@ class ConnectionChecks:
         rhsbl: Mapping[str, float] | None = None,
         rdns: bool = True,
         dns_budget: float = DNS_BUDGET,
+        trusted_relays: Iterable[str] = (),
     ) -> None:
         self.hostname = hostname.lower().rstrip(".")
+        self.trusted_relays = _networks(trusted_relays)
         self.resolver = resolver
         self.dns_budget = dns_budget
         self.dnsbl = {z.strip(".").lower(): float(w) for z, w in (dnsbl or {}).items()}
@@ -116,17 +143,55 @@ class ConnectionChecks:
         self.rhsbl = {z.strip(".").lower(): float(w) for z, w in (rhsbl or {}).items()}
         self.rdns = rdns
 
-    def asks_dns(self, client_address: str) -> bool:
-        """Whether ``hits`` asks DNS for this client (then it blocks: the filters' threads)."""
-        return self.resolver is not None and not is_own(client_address)
-
-    def hits(self, client_address: str, helo: str | None, sender: str | None) -> list[rules.Rule]:
+    def trusted(self, client_address: str) -> bool:
+        """Is the client one of ours, or a relay we trust to write down who it received from?"""
         if is_own(client_address):
-            return []
+            return True
+        address = _address(client_address)
+        return address is not None and any(address in n for n in self.trusted_relays)
+
+    def asks_dns(self, client_address: str) -> bool:
+        """Whether ``hits`` may ask DNS for this client (then it blocks: the filters'
+        threads); for a trusted relay, only when there are lists to ask about the client
+        before it and the sender."""
+        if self.resolver is None:
+            return False
+        return not self.trusted(client_address) or self._has_lists()
+
+    def _has_lists(self) -> bool:
+        return bool(self.dnsbl or self.dnswl or self.rhsbl)
+
+    def hits(
+        self,
+        client_address: str,
+        helo: str | None,
+        sender: str | None,
+        received: Sequence[str] = (),
+    ) -> list[rules.Rule]:
+        """The rules that fire on the client, or (a trusted client) on the client before it,
+        read from ``received``: the ``Received:`` field values from the top, ours first."""
+        if self.trusted(client_address):
+            hop = last_external(received, self.trusted)
+            if hop is None:
+                return []
+            if self.resolver is None or not self._has_lists():
+                return self._relayed(hop, sender)
+            with self.resolver.budget(self.dns_budget):
+                return self._relayed(hop, sender)
         if self.resolver is None:
             return self._hits(client_address, helo, sender)
         with self.resolver.budget(self.dns_budget):
             return self._hits(client_address, helo, sender)
+
+    def _relayed(self, hop: Hop, sender: str | None) -> list[rules.Rule]:
+        """The checks on a client a trusted relay received from, as it wrote it down."""
+        found = [_via(rule, hop) for rule in self._helo(hop.helo)]
+        if self.rdns and hop.rdns == "":
+            found.append(_via(rules.BY_NAME["RDNS_NONE"], hop))
+        address = _address(hop.address)
+        if self.resolver is not None and address is not None:
+            found += self._lists(address, sender)
+        return found
 
     def _hits(self, client_address: str, helo: str | None, sender: str | None) -> list[rules.Rule]:
         found = self._helo(helo or "")
@@ -138,6 +203,13 @@ class ConnectionChecks:
             found.append(rules.BY_NAME["HELO_NXDOMAIN"])
         if self.rdns:
             found += self._reverse(address)
+        return found + self._lists(address, sender)
+
+    def _lists(
+        self, address: ipaddress.IPv4Address | ipaddress.IPv6Address, sender: str | None
+    ) -> list[rules.Rule]:
+        """The DNS block and allow lists on ``address``, the RHSBLs on ``sender``'s domain."""
+        found = []
         name = reversed_name(address)
         for zone, weight in {**self.dnsbl, **self.dnswl}.items():
             if self._listed(f"{name}.{zone}", zone):

@@ -46,6 +46,7 @@ from txmailhost.spam.bayes import TokenStore
 from txmailhost.spam.connection import DNS_BUDGET, ConnectionChecks
 from txmailhost.spam.frames import rule_as_list
 from txmailhost.spam.offload import OffloadError, ScoringProcess
+from txmailhost.spam.relayed import received_values
 from txmailhost.spam.rspamd import RspamdClient, RspamdError, replayed, spool
 from txmailhost.spam.sample import read_capped, sample_of_bytes
 from txmailhost.spam.scorer import Score, Scorer, bayes_rule, sender_addresses
@@ -105,6 +106,7 @@ class SpamFilter(MessageFilter):
         rdns: bool = True,
         dns_checks: bool = True,
         dns_budget: float = DNS_BUDGET,
+        trusted_relays: list[str] | tuple[str, ...] = (),
         rspamd: str = "",
         rspamd_weight: float = 1.0,
         rspamd_timeout: float = 5.0,
@@ -136,7 +138,7 @@ class SpamFilter(MessageFilter):
         resolver = getattr(host, "resolver", None) if dns_checks else None
         self.connection = ConnectionChecks(
             host.hostname if host is not None else "", resolver, dnsbl, dnswl, rhsbl, bool(rdns),
-            float(dns_budget),
+            float(dns_budget), trusted_relays,
         )  # fmt: skip
         self.rspamd = (
             RspamdClient(rspamd, rspamd_timeout, rspamd_max_size_kib, rspamd_retry_after)
@@ -184,16 +186,18 @@ class SpamFilter(MessageFilter):
         """What is known before the content is scored: rspamd's answer, the connection
         checks (DNS lists, reverse DNS, HELO) and the capped sample's octets."""
         notes: tuple[tuple[str, str], ...] = ()
-        seen: list[rules.Rule] = []
+        rspamd_rules: list[rules.Rule] = []
         if self.rspamd is not None:
-            message, seen, notes = self._ask_rspamd(client, transaction, message)
+            message, rspamd_rules, notes = self._ask_rspamd(client, transaction, message)
             try:
                 head, body, truncated = read_capped(message, self.body_cap)
             finally:
                 message.close()  # the spooled copy (the chain closes the message itself)
         else:
             head, body, truncated = read_capped(message, self.body_cap)
-        seen = self.connection.hits(client.address, client.helo, transaction.sender) + seen
+        received = received_values(head)  # read only for a trusted client, as far as needed
+        seen = self.connection.hits(client.address, client.helo, transaction.sender, received)
+        seen += rspamd_rules
         return _Prepared(head, body, truncated, seen, notes, fields_named(head, OWN_FIELDS))
 
     def _blocks(self, client: Client, message: BinaryIO) -> bool:

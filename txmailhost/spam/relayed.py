@@ -1,0 +1,144 @@
+"""The client before our relay: who handed a message to a relay we trust, from its ``Received:``.
+
+Mail does not always come straight from the sender's server. It comes through the operator's
+own machines: a front MX or a backup MX on the LAN, fetchmail or getmail injecting what they
+fetched from a provider over loopback, a content filter handing mail back. For those clients
+the connection checks (``connection.py``) learn nothing: the client is the operator's own,
+and who really sent the message is one hop further back, written down by that relay in the
+``Received:`` field it added on top (RFC 5321 4.4). SpamAssassin (its "trusted" relays and
+``-lastexternal`` rules) and rspamd (its received parsing) read that hop too.
+
+So for a client we trust (loopback, private and link-local networks, and the networks of
+``trusted_relays``), ``last_external`` walks the ``Received:`` fields from the top: past the
+ones whose client address is trusted too (ours first: it names the relay), to the first
+whose client is not. That one was written by a relay we trust about a client we don't: its
+address, the HELO it gave, and the reverse DNS name the relay found for it, if the relay's
+format records one. Fields below it were written by machines we know nothing about, and are
+never read (a sender forges those freely). Fields that name no client address (``from
+mail@localhost``, qmail's ``invoked by uid``) are stepped over.
+
+The formats read (the "from" clause, before `` by ``):
+
+- Postfix, Sendmail and what copies them: ``HELO (NAME [ADDRESS])``; Postfix writes
+  ``unknown`` as the name when the address has none, Sendmail nothing (``HELO ([ADDRESS])``);
+  an ident (``user@NAME``) and Sendmail's ``(may be forged)`` are allowed.
+- Exim: ``NAME ([ADDRESS] helo=HELO)``, or ``[ADDRESS] (helo=HELO)`` when it found none.
+- qmail: ``NAME (HELO HELO) (ADDRESS)``, ``unknown`` as the name when it found none.
+- Anything else with an address literal in its from clause (Microsoft's servers, ours, which
+  look up no name): the address and HELO, the name not recorded (``rdns`` is None).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+# How many Received: fields are read from the top before giving up: a real path has a few;
+# a header padded with hundreds must not cost a regex each.
+MAX_FIELDS = 20
+
+_ADDRESS = r"(?:IPv6:)?(?P<address>[0-9A-Fa-f.:]{3,45})"
+_FROM = re.compile(r"\A\s*from\s+(?P<clause>.*?)\s+by\s", re.IGNORECASE | re.DOTALL)
+# Postfix / Sendmail: HELO (ident@NAME [ADDRESS]) or HELO ([ADDRESS]), with extras after
+_SENDMAIL = re.compile(
+    r"\A(?P<helo>\S+)\s+\((?:[^\s@()]+@)?(?P<name>[^\s()\[\]@]*)\s*\[" + _ADDRESS + r"\]"
+)
+# Exim: NAME ([ADDRESS]:port helo=HELO) / [ADDRESS] (helo=HELO) / NAME ([ADDRESS])
+_EXIM_NAMED = re.compile(
+    r"\A(?P<name>[^\s\[\]()]+)\s+\(\[" + _ADDRESS + r"\](?::\d+)?(?:\s+helo=(?P<helo>[^\s)]+))?"
+)
+_EXIM_BARE = re.compile(
+    r"\A\[" + _ADDRESS + r"\](?::\d+)?(?:\s+\((?:port=\d+\s*)?(?:helo=(?P<helo>[^\s)]+))?)?"
+)
+# qmail: NAME (HELO helo) (info@ADDRESS) / NAME (ADDRESS)
+_QMAIL = re.compile(
+    r"\A(?P<name>[^\s()]+)\s+(?:\(HELO\s+(?P<helo>[^\s)]*)\)\s+)?\((?:[^\s@()]*@)?\[?"
+    + _ADDRESS
+    + r"\]?\)"
+)
+_EXIM_BY = re.compile(r"\(Exim [\d.]+", re.IGNORECASE)
+_ANY_LITERAL = re.compile(r"\[" + _ADDRESS + r"\]")
+# The relays whose format has no name in it, so that "no name" says nothing: Microsoft's
+# (SMTPSVC, Exchange) and ours.
+_NAMELESS_BY = re.compile(r"\bby\s+\S+\s+(?:\(txmailhost\)|.*\bMicrosoft SMTP)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Hop:
+    """A client as the relay that received from it wrote it down."""
+
+    address: str
+    helo: str
+    rdns: str | None  # the relay found this name; "" it found none; None its format doesn't say
+
+
+def _address(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+def parse(value: str) -> Hop | None:
+    """The client a ``Received:`` field's value names, or None when it names no address."""
+    value = " ".join(value.split())
+    match = _FROM.match(value)
+    if match is None:
+        return None
+    clause = match.group("clause")
+    says_name = _NAMELESS_BY.search(value, match.start("clause")) is None
+    if _EXIM_BY.search(value, match.end("clause")):
+        # Exim puts the name first, so "NAME ([ADDRESS])" is Sendmail's shape for no name
+        if (found := _EXIM_NAMED.match(clause)) and (address := _address(found["address"])):
+            return _hop(address, found["helo"] or found["name"], found["name"], says_name)
+        if (found := _EXIM_BARE.match(clause)) and (address := _address(found["address"])):
+            return _hop(address, found["helo"] or "", "", says_name)
+    if (found := _SENDMAIL.match(clause)) and (address := _address(found["address"])):
+        return _hop(address, found["helo"], found["name"], says_name)
+    if (found := _QMAIL.match(clause)) and (address := _address(found["address"])):
+        return _hop(address, found["helo"] or found["name"], found["name"], says_name)
+    if (found := _ANY_LITERAL.search(clause)) and (address := _address(found["address"])):
+        return _hop(address, clause.split()[0], "", False)
+    return None
+
+
+def _hop(address: str, helo: str, name: str, says_name: bool) -> Hop:
+    if not says_name:
+        return Hop(address, helo, None)
+    name = name.lower().rstrip(".")
+    return Hop(address, helo, "" if name in ("unknown", "unverified") else name)
+
+
+def last_external(received: Iterable[str], trusted: Callable[[str], bool]) -> Hop | None:
+    """The first client, from the top, that ``trusted`` doesn't trust, as the relay above it
+    wrote it down; None when every field up to ``MAX_FIELDS`` names a trusted client or none."""
+    for index, value in enumerate(received):
+        if index >= MAX_FIELDS:
+            return None
+        hop = parse(value)
+        if hop is not None and not trusted(hop.address):
+            return hop
+    return None
+
+
+def received_values(head: bytes) -> Iterator[str]:
+    """The ``Received:`` field values of a header section (CRLF lines), from the top,
+    unfolded; read as far as they are asked for."""
+    end = head.find(b"\r\n\r\n")
+    section = head if end < 0 else head[: end + 2]
+    value: list[bytes] | None = None
+    for line in section.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t"):
+            if value is not None:
+                value.append(line)
+            continue
+        if value is not None:
+            yield b" ".join(value).decode("latin-1")
+            value = None
+        name, colon, rest = line.partition(b":")
+        if colon and name.strip().lower() == b"received":
+            value = [rest]
+    if value is not None:
+        yield b" ".join(value).decode("latin-1")
