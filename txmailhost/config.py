@@ -640,6 +640,16 @@ class SMTPConfig:
         default): greet at once; 3 to 6 stops most bots and delays real servers' mail only
         by that much.""",
     )
+    reverse_dns: bool = setting(
+        True,
+        check=_boolean,
+        doc="""Look up each smtp client's reverse DNS name (port 25; not loopback or private
+        addresses) when it connects, as Postfix does, through [relay] nameservers: the
+        name, forward-confirmed, goes into the Received: field ("unknown" when there is
+        none), which SpamAssassin and rspamd downstream read, and to the filters (rspamd's
+        Hostname; without it rspamd scores every client as one without a name). Needs a
+        [filters] chain (mail authentication's checks or a filter): its threads ask DNS.""",
+    )
     client_message_rate: int = setting(
         0,
         check=_integer("messages", minimum=0),

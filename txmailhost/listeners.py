@@ -85,6 +85,8 @@ class ServerParts:
     acme_challenges: Any = None  # acme_renewal.Challenges with [tls] acme: HTTP-01 answers
     # NOTIFY's mailbox-name and subscription events, shared by every IMAP listener
     notify_hub: NotifyHub = field(default_factory=NotifyHub)
+    # reversedns.ReverseDNS for the smtp listener's clients ([smtp] reverse_dns), or None
+    reverse_dns: Any = None
     # sort keys kept for the next session of a mailbox (imap/keycache.py), shared likewise
     sort_keys: SortKeyCache = field(default_factory=SortKeyCache)
     # (label, web.sessions.SessionStore) of the webmail, appended by ``web``: the logins
@@ -173,6 +175,7 @@ def inbound_smtp(parts: ServerParts, implicit_tls: bool) -> SMTPFactory:
         client_message_rate=config.smtp.client_message_rate,
         client_recipient_rate=config.smtp.client_recipient_rate,
         rate_window=config.smtp.rate_window,
+        reverse_dns=parts.reverse_dns,
     )
 
 

@@ -382,10 +382,11 @@ def load_tls(config: Any) -> Any:
 
 def _build_filters(
     config: Any, reactor: Any, top: MultiService, leading: Any = (), resolver: Any = None
-) -> Any:
+) -> tuple[Any, Any]:
     """The content filter chain of ``[filters]`` after ``leading`` (mail authentication's),
     None when empty, with a thread pool of its own for filters that block: a slow spam
-    scanner then never holds up an fsync."""
+    scanner then never holds up an fsync; and the clients' reverse DNS lookups, which use
+    those threads ([smtp] reverse_dns; None without a chain)."""
     from txmailhost.filters.fairness import ClientSlots
     from txmailhost.filters.registry import FilterConfigError, FilterHost
 
@@ -418,7 +419,11 @@ def _build_filters(
         service.setServiceParent(top)
         names = [f.name for f in leading] + list(settings.chain)
         log.info("txmailhost filters: {names}", names=", ".join(names))
-    return chain
+    if chain is None or resolver is None or not config.smtp.reverse_dns:
+        return chain, None
+    from txmailhost.reversedns import ReverseDNS
+
+    return chain, ReverseDNS(resolver, reactor, pool, host.slots)
 
 
 def _filters_problem(error: Exception) -> str:
@@ -708,7 +713,7 @@ def build(
     delivery.report_delivered = DeliveryReports(config.hostname, queue.return_to_sender)
     if getattr(queue.courier, "tls_reports", None) is not None:
         queue.courier.tls_reports.deliver = queue.return_to_sender  # RFC 8460 reports
-    filters = _build_filters(config, reactor, top, mailauth.filters, mailauth.resolver)
+    filters, reverse_dns = _build_filters(config, reactor, top, mailauth.filters, mailauth.resolver)
     reports = mailauth.report_service(queue.return_to_sender, reactor, storage_pool)
     if reports is not None and primary:
         reports.setServiceParent(top)
@@ -744,6 +749,7 @@ def build(
         mailbox_observers=_build_training(config, reactor, top),
         acme_challenges=acme_challenges,
         sort_keys=SortKeyCache(config.imap.sort_cache_messages),
+        reverse_dns=reverse_dns,
     )
     open_listeners = []
     for kind in LISTENERS if listeners is None else listeners:

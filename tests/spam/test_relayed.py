@@ -81,6 +81,11 @@ from txmailhost.spam.relayed import MAX_FIELDS, Hop, last_external, parse, recei
             "ESMTP id 1DfQ2;\r\n\tMon, 07 Dec 2026 08:00:00 +0000",
             Hop("192.0.2.7", "pc17.sender.test", None),
         ),
+        (  # ours, having looked the client up (reversedns.py)
+            "from pc17.sender.test (unknown [192.0.2.7])\r\n\tby mx.example.test (txmailhost) "
+            "with ESMTP id 1DfQ2;\r\n\tMon, 07 Dec 2026 08:00:00 +0000",
+            Hop("192.0.2.7", "pc17.sender.test", ""),
+        ),
     ],
 )
 def test_the_client_is_read_from_each_mtas_format(value, hop):

@@ -97,7 +97,9 @@ class Client:
     """What is known of the SMTP client when a hook runs."""
 
     address: str  # its IP address
-    reverse_name: str | None = None  # its PTR name, when one was looked up
+    # its forward-confirmed reverse DNS name (reversedns.py): "" when it has none, None when
+    # it wasn't looked up (loopback, private, [smtp] reverse_dns off) or DNS didn't answer
+    reverse_name: str | None = None
     helo: str | None = None  # the name it gave in HELO/EHLO
     tls: bool = False  # the session is encrypted (STARTTLS or implicit TLS)
     authenticated_as: str | None = None  # the user logged in with AUTH

@@ -219,6 +219,8 @@ class SMTPServer(Protocol, TimeoutMixin):
         self._tls = SessionTLS(factory.tls_creator, factory.implicit_tls)
         self._logins = PasswordLogin(factory.portal, factory.reactor, "smtp", verb="auth")
         self.peer_host = "unknown"
+        # the client's forward-confirmed reverse DNS name, "" none, None not (yet) known
+        self.reverse_name: str | None = None
         self.envelope: Envelope | None = None
         self.authenticated_as: str | None = None
         self._sasl: Callable[[str], SMTPReply | Deferred[SMTPReply] | None] | None = None
@@ -273,6 +275,8 @@ class SMTPServer(Protocol, TimeoutMixin):
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
         self.peer_host = getattr(peer, "host", "unknown")
+        if self.factory.reverse_dns is not None:  # answered while the client greets
+            self.factory.reverse_dns.lookup(self.peer_host).addCallback(self._reverse_known)
         set_no_delay(self.transport)
         self._pressure.register(self.transport)
         self.setTimeout(self.factory.idle_timeout)
@@ -285,6 +289,9 @@ class SMTPServer(Protocol, TimeoutMixin):
             )
         else:
             self._send_greeting(greeting)
+
+    def _reverse_known(self, name: str | None) -> None:
+        self.reverse_name = name
 
     def _send_greeting(self, greeting: SMTPReply) -> None:
         self._pregreet = None
@@ -300,6 +307,7 @@ class SMTPServer(Protocol, TimeoutMixin):
     def _client(self) -> Client:
         return Client(
             address=self.peer_host,
+            reverse_name=self.reverse_name,
             helo=self.helo,
             tls=self.secure,
             authenticated_as=self.authenticated_as,
@@ -902,7 +910,11 @@ class SMTPServer(Protocol, TimeoutMixin):
             protocol += ("S" if self.secure else "") + ("A" if self.authenticated_as else "")
         recipients = self.envelope.recipients
         recipient = f"\r\n\tfor <{recipients[0]}>" if len(recipients) == 1 else ""
-        origin = f"from {_trace_word(self.helo)} ([{self.peer_host}])\r\n\t"
+        # Postfix's TCP-info: the verified name, "unknown" when there is none; nothing while
+        # it isn't known (not looked up, or DNS still hasn't answered)
+        name = self.reverse_name
+        named = "" if name is None else f"{_trace_word(name) or 'unknown'} "
+        origin = f"from {_trace_word(self.helo)} ({named}[{self.peer_host}])\r\n\t"
         if self.authenticated_as and self.factory.hide_client_ip:
             origin = ""
         return (
@@ -1250,6 +1262,7 @@ class SMTPFactory(Factory):
         client_message_rate: int = 0,
         client_recipient_rate: int = 0,
         rate_window: float = 60.0,
+        reverse_dns: Any = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -1278,6 +1291,9 @@ class SMTPFactory(Factory):
         self.greeting_delay = greeting_delay
         self.message_rates = ClientRates(reactor, client_message_rate, rate_window)
         self.recipient_rates = ClientRates(reactor, client_recipient_rate, rate_window)
+        # reversedns.ReverseDNS: each client's name looked up at connect (Received:, the
+        # filters' Client.reverse_name); None: not looked up
+        self.reverse_dns = reverse_dns
 
     def buildProtocol(self, addr: Any) -> SMTPServer:
         return SMTPServer(self)

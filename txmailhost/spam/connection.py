@@ -34,7 +34,6 @@ now of a name given then is another question.)
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -42,25 +41,13 @@ from typing import Any
 from twisted.logger import Logger
 
 from txmailhost.peer import ip_of
+from txmailhost.peer import is_own_network as is_own
+from txmailhost.reversedns import reverse
 from txmailhost.spam import rules
 from txmailhost.spam.relayed import Hop, last_external
 
 log = Logger()
 
-_OWN_NETWORKS = tuple(
-    ipaddress.ip_network(n)
-    for n in (
-        "127.0.0.0/8",
-        "10.0.0.0/8",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "169.254.0.0/16",
-        "100.64.0.0/10",
-        "::1/128",
-        "fc00::/7",
-        "fe80::/10",
-    )
-)
 _REFUSED = tuple(
     ipaddress.ip_network(n)
     for n in (
@@ -81,15 +68,6 @@ DNS_BUDGET = 15.0
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """An address, also as a HELO literal (``[192.0.2.1]``, ``[IPv6:2001:db8::1]``)."""
     return ip_of(text.strip("[]").removeprefix("IPv6:"))
-
-
-@functools.lru_cache(maxsize=4096)
-def is_own(text: str) -> bool:
-    """Is ``text`` an address the checks leave alone (loopback, private, link-local)?
-    Remembered: asked twice a message (``asks_dns``, ``hits``) on the reactor thread, mostly
-    about the same few clients, and parsing an address costs microseconds each time."""
-    address = _address(text)
-    return address is None or any(address in n for n in _OWN_NETWORKS)
 
 
 def reversed_name(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
@@ -254,20 +232,12 @@ class ConnectionChecks:
         return False
 
     def _reverse(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[rules.Rule]:
-        pointers = self._lookup(address.reverse_pointer, "PTR")
-        if pointers is None:
+        found = reverse(self.resolver, address)
+        if found is None:  # DNS didn't answer: no verdict
             return []
-        if not pointers:
+        if not found.names:
             return [rules.BY_NAME["RDNS_NONE"]]
-        for pointer in pointers[:3]:
-            target = pointer.target.to_text(omit_final_dot=True)
-            rdtype = "A" if isinstance(address, ipaddress.IPv4Address) else "AAAA"
-            records = self._lookup(target, rdtype)
-            if records is None:
-                return []
-            if any(_address(r.address) == address for r in records):
-                return []
-        return [rules.BY_NAME["RDNS_MISMATCH"]]
+        return [] if found.verified else [rules.BY_NAME["RDNS_MISMATCH"]]
 
     def _listed(self, name: str, zone: str) -> bool:
         records = self._lookup(name, "A")

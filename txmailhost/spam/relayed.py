@@ -24,8 +24,9 @@ The formats read (the "from" clause, before `` by ``):
   an ident (``user@NAME``) and Sendmail's ``(may be forged)`` are allowed.
 - Exim: ``NAME ([ADDRESS] helo=HELO)``, or ``[ADDRESS] (helo=HELO)`` when it found none.
 - qmail: ``NAME (HELO HELO) (ADDRESS)``, ``unknown`` as the name when it found none.
-- Anything else with an address literal in its from clause (Microsoft's servers, ours, which
-  look up no name): the address and HELO, the name not recorded (``rdns`` is None).
+- Anything else with an address literal in its from clause: the address and HELO, the
+  name not recorded (``rdns`` is None), as for Microsoft's servers, which look up no name,
+  and ours when it didn't (``[smtp] reverse_dns`` off, a loopback client).
 """
 
 from __future__ import annotations
@@ -61,8 +62,10 @@ _QMAIL = re.compile(
 _EXIM_BY = re.compile(r"\(Exim [\d.]+", re.IGNORECASE)
 _ANY_LITERAL = re.compile(r"\[" + _ADDRESS + r"\]")
 # The relays whose format has no name in it, so that "no name" says nothing: Microsoft's
-# (SMTPSVC, Exchange) and ours.
-_NAMELESS_BY = re.compile(r"\bby\s+\S+\s+(?:\(txmailhost\)|.*\bMicrosoft SMTP)", re.IGNORECASE)
+# (SMTPSVC, Exchange); and ours when it didn't look the client up (``from HELO ([ADDRESS])``;
+# looked up, it writes Postfix's form).
+_NAMELESS_BY = re.compile(r"\bby\s+\S+\s+.*\bMicrosoft SMTP", re.IGNORECASE)
+_OURS_BY = re.compile(r"\bby\s+\S+\s+\(txmailhost\)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,8 @@ def parse(value: str) -> Hop | None:
         return None
     clause = match.group("clause")
     says_name = _NAMELESS_BY.search(value, match.start("clause")) is None
+    if _OURS_BY.search(value, match.end("clause")) and re.match(r"\S+ \(\[", clause):
+        says_name = False  # ours, without a name: the client wasn't looked up
     if _EXIM_BY.search(value, match.end("clause")):
         # Exim puts the name first, so "NAME ([ADDRESS])" is Sendmail's shape for no name
         if (found := _EXIM_NAMED.match(clause)) and (address := _address(found["address"])):

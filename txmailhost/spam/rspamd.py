@@ -4,7 +4,8 @@ For an operator who runs rspamd already (its rules, its fuzzy hashes, its neural
 wants its word at the end of data. The request is rspamd's protocol (rspamd.com/doc/developers/
 protocol.html): the message as the body, the envelope in header fields — ``From`` (the
 reverse path; left out for ``<>``), one ``Rcpt`` per recipient, ``IP``, ``Helo``,
-``Hostname`` (the client's PTR name, when known), ``User`` (the AUTH name) and ``Queue-Id``
+``Hostname`` (the client's verified reverse DNS name, ``unknown`` when it has none, left
+out when it wasn't looked up), ``User`` (the AUTH name) and ``Queue-Id``
 — and the reply is JSON: ``score``, ``required_score``, ``action`` ("no action", "greylist",
 "add header", "rewrite subject", "soft reject", "reject") and ``symbols`` (name -> score).
 
@@ -216,8 +217,8 @@ class RspamdClient:
         fields += [("Rcpt", recipient) for recipient in transaction.recipients]
         if client.helo:
             fields.append(("Helo", client.helo))
-        if client.reverse_name:
-            fields.append(("Hostname", client.reverse_name))
+        if client.reverse_name is not None:  # "unknown": looked up, none (Postfix's milter)
+            fields.append(("Hostname", client.reverse_name or "unknown"))
         if client.authenticated_as:
             fields.append(("User", client.authenticated_as))
         if transaction.queue_id:
