@@ -12,7 +12,9 @@ The lookups start at connect and run while the client greets and sends its envel
 ask the server's one resolver (``mailauth.resolver.MailAuthResolver``, ``[relay]
 nameservers`` and its cache): on the reactor when the answers are cached, else in the
 filters' threads within the client's share of them, so a flood of connections from one
-network can't take the threads from everybody else. Loopback, private and link-local
+network can't take the threads from everybody else, and at most ``MAX_IN_FLIGHT`` at once,
+so a flood from many can't take them from the messages' checks (a client past it is simply
+not looked up). Loopback, private and link-local
 clients are not looked up (the operator's own machines, seldom in public DNS).
 """
 
@@ -31,6 +33,10 @@ from txmailhost.peer import ip_of, is_own_network
 log = Logger()
 
 BUDGET = 5.0  # seconds the lookups of one client share; past them: not known
+# Lookups in the filters' threads at once, at most: the rest of the threads stay for the
+# messages' checks however many clients connect (a flood while DNS is slow would otherwise
+# hold every thread for BUDGET seconds); a client connecting past it isn't looked up.
+MAX_IN_FLIGHT = 4
 MAX_NAMES = 3  # PTR names tried for a forward match (Postfix: the first; SpamAssassin: all)
 
 
@@ -69,13 +75,22 @@ class ReverseDNS:
     has none, or None when it wasn't looked up or DNS didn't answer in time."""
 
     def __init__(
-        self, resolver: Any, reactor: Any, pool: Any, slots: Any = None, budget: float = BUDGET
+        self,
+        resolver: Any,
+        reactor: Any,
+        pool: Any,
+        slots: Any = None,
+        budget: float = BUDGET,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self.resolver = resolver
         self.reactor = reactor
         self.pool = pool
         self.slots = slots
         self.budget = budget
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        self.skipped = 0  # clients not looked up because max_in_flight were under way
 
     def lookup(self, address: str) -> Deferred[str | None]:
         parsed = ip_of(address)
@@ -84,11 +99,20 @@ class ReverseDNS:
         answered, found = self.resolver.from_cache(reverse, self.resolver, parsed)
         if answered:
             return succeed(_name(found))
+        if self.in_flight >= self.max_in_flight:
+            self.skipped += 1
+            return succeed(None)
+        self.in_flight += 1
         looked_up = run_in_share(
             self.slots, address, self.reactor, self.pool, self._in_thread, parsed
         )
         looked_up.addErrback(self._failed, address)
+        looked_up.addBoth(self._done)
         return looked_up
+
+    def _done(self, name: str | None) -> str | None:
+        self.in_flight -= 1
+        return name
 
     def _in_thread(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
         with self.resolver.budget(self.budget):

@@ -10,10 +10,12 @@ from typing import BinaryIO
 
 import pytest
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.testing import StringTransport
 
 from tests.smtp.test_server import Session
 from tests.support.fixtures import make_world
+from txmailhost import reversedns
 from txmailhost.delivery.incoming import IncomingSpool
 from txmailhost.delivery.submission import Submission
 from txmailhost.filters.base import ACCEPT, MessageFilter
@@ -122,3 +124,31 @@ def test_rspamd_is_told_the_name_as_postfixs_milter_tells_it(name, hostname):
     client = Client(CLIENT, reverse_name=name, helo="pc17.sender.test")
     fields = dict(RspamdClient._envelope(client, Transaction("a@sender.test", ("b@x.test",))))
     assert fields.get("Hostname") == hostname
+
+
+def test_lookups_under_way_are_bounded_and_clients_past_it_are_not_looked_up(monkeypatch):
+    """A flood of connections while DNS is slow holds at most ``max_in_flight`` of the
+    filters' threads; the clients past it get no name (their mail is taken as ever)."""
+    under_way: list[Deferred] = []
+
+    def held(*_args: object) -> Deferred:
+        under_way.append(Deferred())
+        return under_way[-1]
+
+    monkeypatch.setattr(reversedns, "run_in_share", held)
+
+    class Uncached:
+        def from_cache(self, work, *args):
+            return False, None
+
+    reverse_dns = ReverseDNS(Uncached(), reactor=None, pool=None, max_in_flight=2)
+    results: list[str | None] = []
+    for i in range(1, 5):
+        reverse_dns.lookup(f"192.0.2.{i}").addCallback(results.append)
+    assert len(under_way) == 2 and reverse_dns.skipped == 2
+    assert results == [None, None]  # the two past the bound, at once
+    under_way[0].callback("mail.one.test")
+    under_way[1].callback("")
+    assert results == [None, None, "mail.one.test", ""] and reverse_dns.in_flight == 0
+    reverse_dns.lookup("192.0.2.5")  # room again
+    assert len(under_way) == 3
