@@ -59,13 +59,13 @@ _QMAIL = re.compile(
     + _ADDRESS
     + r"\]?\)"
 )
-_EXIM_BY = re.compile(r"\(Exim [\d.]+", re.IGNORECASE)
+_EXIM_BY = "(Exim "
 _ANY_LITERAL = re.compile(r"\[" + _ADDRESS + r"\]")
 # The relays whose format has no name in it, so that "no name" says nothing: Microsoft's
 # (SMTPSVC, Exchange); and ours when it didn't look the client up (``from HELO ([ADDRESS])``;
 # looked up, it writes Postfix's form).
-_NAMELESS_BY = re.compile(r"\bby\s+\S+\s+.*\bMicrosoft SMTP", re.IGNORECASE)
-_OURS_BY = re.compile(r"\bby\s+\S+\s+\(txmailhost\)", re.IGNORECASE)
+_NAMELESS_BY = "Microsoft SMTP"  # "with Microsoft SMTPSVC", "with Microsoft SMTP Server"
+_OURS_BY = "(txmailhost)"
 
 
 @dataclass(frozen=True)
@@ -91,10 +91,11 @@ def parse(value: str) -> Hop | None:
     if match is None:
         return None
     clause = match.group("clause")
-    says_name = _NAMELESS_BY.search(value, match.start("clause")) is None
-    if _OURS_BY.search(value, match.end("clause")) and re.match(r"\S+ \(\[", clause):
+    by = value[match.end("clause") :]
+    says_name = _NAMELESS_BY not in by
+    if _OURS_BY in by and re.match(r"\S+ \(\[", clause):
         says_name = False  # ours, without a name: the client wasn't looked up
-    if _EXIM_BY.search(value, match.end("clause")):
+    if _EXIM_BY in by:
         # Exim puts the name first, so "NAME ([ADDRESS])" is Sendmail's shape for no name
         if (found := _EXIM_NAMED.match(clause)) and (address := _address(found["address"])):
             return _hop(address, found["helo"] or found["name"], found["name"], says_name)
@@ -130,20 +131,17 @@ def last_external(received: Iterable[str], trusted: Callable[[str], bool]) -> Ho
 
 def received_values(head: bytes) -> Iterator[str]:
     """The ``Received:`` field values of a header section (CRLF lines), from the top,
-    unfolded; read as far as they are asked for."""
+    unfolded; read as far as they are asked for. Found by searching the lowered section
+    (every loopback message is asked this, on the reactor thread), not line by line."""
     end = head.find(b"\r\n\r\n")
-    section = head if end < 0 else head[: end + 2]
-    value: list[bytes] | None = None
-    for line in section.split(b"\r\n"):
-        if line[:1] in (b" ", b"\t"):
-            if value is not None:
-                value.append(line)
-            continue
-        if value is not None:
-            yield b" ".join(value).decode("latin-1")
-            value = None
-        name, colon, rest = line.partition(b":")
-        if colon and name.strip().lower() == b"received":
-            value = [rest]
-    if value is not None:
-        yield b" ".join(value).decode("latin-1")
+    section = b"\r\n" + (head if end < 0 else head[: end + 2])
+    lowered = section.lower()
+    at = lowered.find(b"\r\nreceived:")
+    while at >= 0:
+        start = at + len(b"\r\nreceived:")
+        stop = section.find(b"\r\n", start)
+        while stop >= 0 and section[stop + 2 : stop + 3] in (b" ", b"\t"):
+            stop = section.find(b"\r\n", stop + 2)  # a folded line: the field goes on
+        stop = len(section) if stop < 0 else stop
+        yield section[start:stop].replace(b"\r\n", b" ").decode("latin-1")
+        at = lowered.find(b"\r\nreceived:", stop)
