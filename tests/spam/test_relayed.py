@@ -9,7 +9,14 @@ import pytest
 
 from tests.spam.test_connection import checks, named
 from txmailhost.spam.connection import ConnectionChecks
-from txmailhost.spam.relayed import MAX_FIELDS, Hop, last_external, parse, received_values
+from txmailhost.spam.relayed import (
+    MAX_CHARS,
+    MAX_FIELDS,
+    Hop,
+    last_external,
+    parse,
+    received_values,
+)
 
 
 @pytest.mark.parametrize(
@@ -177,3 +184,14 @@ def test_trusted_relays_extend_trust_to_a_public_relay(names, resolver):
 def test_trusted_relays_that_dont_parse_are_refused(given):
     with pytest.raises(ValueError):
         ConnectionChecks("mx.example.test", None, trusted_relays=given)
+
+
+def test_a_field_is_read_only_as_far_as_a_real_one_goes():
+    """A header section may be 1 MiB; a trusted client's is read on the reactor thread, so
+    no field costs more than ``MAX_CHARS`` of parsing however long it is."""
+    padding = b"\t" + b"(x [" * 100_000 + b"\r\n"
+    head = b"Received: from pad" + b"\r\n" + padding + b"Received: " + RELAYED[1].encode()
+    first, second = received_values(head + b"\r\n\r\n")
+    assert len(first) <= MAX_CHARS and second == " " + RELAYED[1]
+    assert parse(first) is None
+    assert last_external([first, second], _trusted) == Hop("192.0.2.7", "pc17", "")

@@ -39,6 +39,9 @@ from dataclasses import dataclass
 # How many Received: fields are read from the top before giving up: a real path has a few;
 # a header padded with hundreds must not cost a regex each.
 MAX_FIELDS = 20
+# Characters of a field read: a real one is a few hundred; a header section may be 1 MiB,
+# and a trusted client's message is read on the reactor thread.
+MAX_CHARS = 2048
 
 _ADDRESS = r"(?:IPv6:)?(?P<address>[0-9A-Fa-f.:]{3,45})"
 _FROM = re.compile(r"\A\s*from\s+(?P<clause>.*?)\s+by\s", re.IGNORECASE | re.DOTALL)
@@ -86,7 +89,7 @@ def _address(text: str) -> str | None:
 
 def parse(value: str) -> Hop | None:
     """The client a ``Received:`` field's value names, or None when it names no address."""
-    value = " ".join(value.split())
+    value = " ".join(value[:MAX_CHARS].split())
     match = _FROM.match(value)
     if match is None:
         return None
@@ -143,5 +146,5 @@ def received_values(head: bytes) -> Iterator[str]:
         while stop >= 0 and section[stop + 2 : stop + 3] in (b" ", b"\t"):
             stop = section.find(b"\r\n", stop + 2)  # a folded line: the field goes on
         stop = len(section) if stop < 0 else stop
-        yield section[start:stop].replace(b"\r\n", b" ").decode("latin-1")
+        yield section[start : min(stop, start + MAX_CHARS)].replace(b"\r\n", b" ").decode("latin-1")
         at = lowered.find(b"\r\nreceived:", stop)
