@@ -106,6 +106,30 @@ def test_the_imap_listeners_share_one_sort_key_cache_of_the_configured_size(
     assert imap.sort_keys.limit == 1234
 
 
+def test_the_smtp_listener_looks_clients_up_unless_told_not_to(tmp_path: Path) -> None:
+    """[smtp] reverse_dns: the port 25 listener's sessions get the server's reverse DNS (its
+    resolver, the filters' threads); submission's never; off, nobody's."""
+    from txmailhost.listeners import LISTENERS
+    from txmailhost.reversedns import ReverseDNS
+
+    kinds = [kind for kind in LISTENERS if kind.label in ("smtp", "submission")]
+    listen = ListenConfig(**{f.name: "" for f in dataclasses.fields(ListenConfig)})
+    listen = dataclasses.replace(
+        listen, smtp="tcp:24196:interface=127.0.0.1", submission="tcp:24197:interface=127.0.0.1"
+    )
+    data = tmp_path / "data"
+    ensure_data_dir(str(data))
+    for on in (True, False):
+        config = load_config(str(data))
+        config = dataclasses.replace(
+            config, listen=listen, smtp=dataclasses.replace(config.smtp, reverse_dns=on)
+        )
+        top = build(config, MemoryReactorClock(), listeners=kinds)
+        smtp, submission = [s.factory.wrappedFactory for s in top if isinstance(s, Listener)]
+        assert isinstance(smtp.reverse_dns, ReverseDNS) is on
+        assert submission.reverse_dns is None
+
+
 def test_the_started_servers_heap_is_frozen_and_later_cycles_still_collected() -> None:
     import gc
 
