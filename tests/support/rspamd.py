@@ -65,35 +65,59 @@ def running_rspamd() -> Iterator[str]:
     if RSPAMD is None:
         pytest.skip("rspamd is not installed (Debian: rspamd)")
     home = tempfile.mkdtemp(prefix="txm-rspamd-", dir="/tmp")
+    process = None
+    try:
+        # free_port() only finds a port free: a test beside (pytest-xdist) may bind it
+        # first, and rspamd then exits with "Address already in use": start again
+        for _attempt in range(5):
+            process, url = _start(home)
+            if url is not None:
+                break
+        else:
+            pytest.skip(f"rspamd did not start: {_log_tail(home)}")
+        yield url
+    finally:
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _start(home: str) -> tuple[subprocess.Popen, str | None]:
+    """rspamd on a free port; its URL once ``/ping`` answers, None when its port was
+    taken first (the process is then stopped). Skips the test for any other failure."""
     port = free_port()
     config = os.path.join(home, "rspamd.conf")
     pathlib.Path(config).write_text(_config(home, port))
+    log = pathlib.Path(home, "rspamd.log")
+    log.unlink(missing_ok=True)
     argv = [RSPAMD, "-f", "-c", config, f"--var=CONFDIR={CONFDIR}",
             f"--var=LOCAL_CONFDIR={home}", f"--var=DBDIR={home}", f"--var=RUNDIR={home}"]  # fmt: skip
     if os.geteuid() == 0:
         argv.append("--insecure")  # rspamd refuses root otherwise; the test's dir is root's
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.time() > deadline:
-                log = pathlib.Path(home, "rspamd.log")
-                text = log.read_text(errors="replace") if log.exists() else ""
-                pytest.skip(f"rspamd did not start: {text[-500:]}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
+    deadline = time.time() + 90
+    while True:
         try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+            with urllib.request.urlopen(f"{url}/ping", timeout=2) as reply:
+                if reply.status == 200:
+                    return process, url
+        except OSError:
+            pass
+        if process.poll() is not None or time.time() > deadline:
             process.kill()
             process.wait()
-        shutil.rmtree(home, ignore_errors=True)
+            if "Address already in use" in _log_tail(home):
+                return process, None
+            pytest.skip(f"rspamd did not start: {_log_tail(home)}")
+        time.sleep(0.2)
+
+
+def _log_tail(home: str) -> str:
+    log = pathlib.Path(home, "rspamd.log")
+    return log.read_text(errors="replace")[-500:] if log.exists() else ""
