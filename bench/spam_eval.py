@@ -18,7 +18,6 @@ import argparse
 import email.utils
 import io
 import pickle
-import re
 import statistics
 import sys
 import time
@@ -32,6 +31,7 @@ from txmailhost.spam.bayes import combine, token_probability
 from txmailhost.spam.connection import ConnectionChecks
 from txmailhost.spam.relayed import received_values
 from txmailhost.spam.sample import Sample, sample_of
+from txmailhost.spam.scoring import arrival as relay_arrival
 from txmailhost.spam.scoring import bayes_rule
 from txmailhost.spam.tokens import TOKENIZER_VERSION, is_pair, tokens
 
@@ -50,7 +50,7 @@ class Message:
 def samples(data: Path, cache: Path) -> dict[str, list[Message]]:
     """Every group's messages read and ruled once (``cache``: a pickle, keyed by the
     tokenizer version so a changed ``sample.py`` is picked up by bumping it)."""
-    path = cache / f"spam-eval-samples-v{TOKENIZER_VERSION}-arrival-relayed.pickle"
+    path = cache / f"spam-eval-samples-v{TOKENIZER_VERSION}-relayed-arrival.pickle"
     if path.exists():  # (sample, score) pairs: the class is rebuilt here, whoever runs this
         with path.open("rb") as f:
             pairs = pickle.load(f)
@@ -78,21 +78,14 @@ def relayed_hits(raw: bytes) -> list[rules.Rule]:
 
 
 def arrival(raw: bytes) -> float:
-    """When ``raw`` arrived: the date of its first ``Received:`` field (the last server's),
-    else now. The rules are run as at that moment, as the server runs them when the message
-    comes: judged in 2026, every message of 2002 would be years behind the clock and none
-    ahead of it (``DATE_IN_FUTURE``)."""
-    header = raw.split(b"\r\n\r\n", 1)[0].decode("latin-1")
-    for field in re.split(r"\r\n(?![ \t])", header):
-        name, _, value = field.partition(":")
-        if name.strip().lower() == "received":
-            try:
-                return email.utils.parsedate_to_datetime(
-                    value.rpartition(";")[2].strip()
-                ).timestamp()
-            except (TypeError, ValueError, IndexError, OverflowError):
-                break
-    return time.time()
+    """When the server takes ``raw`` to have arrived, delivered from 127.0.0.1 as the e2e
+    bench delivers it (``scoring.arrival``): when the corpus's collector received it from
+    the first client outside its own networks, as its ``Received:`` field says; else now.
+    The rules are run as at that moment (``DATE_IN_FUTURE``): judged in 2026, every message
+    of 2002 would be years behind the clock and none ahead of it."""
+    _hits, hop = _CONNECTION.checked("127.0.0.1", "bench.invalid", None, received_values(raw))
+    when = relay_arrival(hop)
+    return time.time() if when is None else when
 
 
 def run_split(

@@ -434,11 +434,11 @@ def test_only_what_blocks_goes_to_the_filters_threads(tmp_path, live, filters_po
     f = SpamFilter(host=host, bayes_min_messages=3)
     threads = []
 
-    def hits(address, helo, sender, received=()):
+    def checked(address, helo, sender, received=()):
         threads.append(threading.current_thread() is live.thread)
-        return []
+        return [], None
 
-    f.connection.hits = hits
+    f.connection.checked = checked
     transaction = Transaction("deals@promo.example", ("alice@example.test",))
     local = Client("127.0.0.1", helo="client.example", listener="smtp")
     spilled = tmp_path / "spilled.eml"  # a large message's body is in a file
@@ -558,13 +558,13 @@ def test_a_client_whose_dns_answers_are_cached_is_checked_on_the_reactor(
         f = SpamFilter(host=host, bayes_min_messages=3, dnsbl={"bl.test": 2.5}, rdns=False)
         wait_ready(live, f.offload)
         threads = []
-        real_hits = f.connection.hits
+        real_checked = f.connection.checked
 
-        def hits(address, helo, sender, received=()):
+        def checked(address, helo, sender, received=()):
             threads.append(threading.current_thread() is live.thread)
-            return real_hits(address, helo, sender, received)
+            return real_checked(address, helo, sender, received)
 
-        f.connection.hits = hits
+        f.connection.checked = checked
         transaction = Transaction("deals@promo.example", ("alice@example.test",))
         reports = []
         for _ in range(2):

@@ -5,6 +5,8 @@ walk, and the connection checks on that client (through the real server:
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from tests.spam.test_connection import checks, named
@@ -195,3 +197,53 @@ def test_a_field_is_read_only_as_far_as_a_real_one_goes():
     assert len(first) <= MAX_CHARS and second == " " + RELAYED[1]
     assert parse(first) is None
     assert last_external([first, second], _trusted) == Hop("192.0.2.7", "pc17", "")
+
+
+FETCHED = (  # fetched from an ISP's mailbox and handed on over loopback, as fetchmail does
+    b"Received: from localhost (localhost [127.0.0.1]) by home.example (txmailhost) with"
+    b" ESMTP id 1; Tue, 3 Sep 2002 18:00:00 +0000\r\n"
+    b"Received: from pc17 (unknown [192.0.2.7]) by mx.isp.example (Postfix) with ESMTP id 2;"
+    b" Tue, 3 Sep 2002 10:00:00 +0000\r\n"
+    b"From: a@sender.test\r\nTo: alice@example.test\r\nSubject: hello\r\n"
+    b"Message-ID: <m1@sender.test>\r\nDate: Tue, 3 Sep 2002 14:00:00 +0000\r\n\r\nhi\r\n"
+)
+
+
+def test_mail_a_relay_hands_on_is_dated_against_when_the_relay_received_it(tmp_path):
+    """DATE_IN_FUTURE compares the Date with the message's arrival: for mail a trusted relay
+    hands on, when that relay received it (its Received: date), not when we did; a relay's
+    clock ahead of ours counts as now."""
+    from txmailhost.filters.interfaces import Client, Transaction
+    from txmailhost.filters.registry import FilterHost
+    from txmailhost.spam.scoring import SpamFilter, arrival
+
+    f = SpamFilter(host=FilterHost(str(tmp_path), "mx.example.test"), dns_checks=False)
+    transaction = Transaction("a@sender.test", ("alice@example.test",))
+
+    def status(client: str, message: bytes) -> str:
+        verdict = f.end_of_data(Client(client, listener="smtp"), transaction, io.BytesIO(message))
+        return dict(verdict.headers)["X-Spam-Status"]
+
+    assert "DATE_IN_FUTURE" in status("127.0.0.1", FETCHED)  # 4 h ahead of 10:00
+    assert "DATE_IN_FUTURE" not in status("192.0.2.9", FETCHED)  # straight from it: now
+    later = FETCHED.replace(b"Date: Tue, 3 Sep 2002 14:00", b"Date: Tue, 3 Sep 2002 12:00")
+    assert "DATE_IN_FUTURE" not in status("127.0.0.1", later)  # 2 h: within the slack
+    assert arrival(None) is None
+    assert arrival(Hop("192.0.2.7", "pc17", "", 1031047200.0)) == 1031047200.0
+    assert arrival(Hop("192.0.2.7", "pc17", "", 4e9), now=2e9) == 2e9  # never past now
+
+
+def test_the_scoring_process_judges_at_the_arrival_it_is_sent():
+    """The reactor sends the arrival with the request; the child scores at it."""
+    import json
+
+    from txmailhost.spam.scorechild import _answer
+    from txmailhost.spam.scorer import Scorer
+
+    head, _, body = FETCHED.partition(b"\r\n\r\n")
+    request = {"owners": [None], "sender": "a@sender.test", "connection": [], "truncated": False}
+    for arrival, fires in ((1031047200.0, True), (None, False), ("soon", False)):
+        answer = _answer(Scorer(None), json.dumps({**request, "arrival": arrival}).encode(),
+                         head + b"\r\n\r\n", body)  # fmt: skip
+        hits = [rule[0] for rule in json.loads(answer)["scores"][0][1]]
+        assert ("DATE_IN_FUTURE" in hits) is fires

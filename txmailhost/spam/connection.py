@@ -148,18 +148,29 @@ class ConnectionChecks:
     ) -> list[rules.Rule]:
         """The rules that fire on the client, or (a trusted client) on the client before it,
         read from ``received``: the ``Received:`` field values from the top, ours first."""
+        return self.checked(client_address, helo, sender, received)[0]
+
+    def checked(
+        self,
+        client_address: str,
+        helo: str | None,
+        sender: str | None,
+        received: Sequence[str] = (),
+    ) -> tuple[list[rules.Rule], Hop | None]:
+        """``hits``, and for a trusted client the client before it as its relay wrote it
+        down (with when the relay received the message), else None."""
         if self.trusted(client_address):
             hop = last_external(received, self.trusted)
             if hop is None:
-                return []
+                return [], None
             if self.resolver is None or not self._has_lists():
-                return self._relayed(hop, sender)
+                return self._relayed(hop, sender), hop
             with self.resolver.budget(self.dns_budget):
-                return self._relayed(hop, sender)
+                return self._relayed(hop, sender), hop
         if self.resolver is None:
-            return self._hits(client_address, helo, sender)
+            return self._hits(client_address, helo, sender), None
         with self.resolver.budget(self.dns_budget):
-            return self._hits(client_address, helo, sender)
+            return self._hits(client_address, helo, sender), None
 
     def _relayed(self, hop: Hop, sender: str | None) -> list[rules.Rule]:
         """The checks on a client a trusted relay received from, as it wrote it down."""

@@ -31,6 +31,9 @@ The formats read (the "from" clause, before `` by ``):
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import email.utils
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -78,6 +81,8 @@ class Hop:
     address: str
     helo: str
     rdns: str | None  # the relay found this name; "" it found none; None its format doesn't say
+    # when the relay received the message (its field's date, Unix time), if it says
+    received_at: float | None = None
 
 
 def _address(text: str) -> str | None:
@@ -128,8 +133,26 @@ def last_external(received: Iterable[str], trusted: Callable[[str], bool]) -> Ho
             return None
         hop = parse(value)
         if hop is not None and not trusted(hop.address):
-            return hop
+            return dataclasses.replace(hop, received_at=field_date(value))
     return None
+
+
+def field_date(value: str) -> float | None:
+    """The date a ``Received:`` field ends with (after its last ";", RFC 5322 3.6.7), as Unix
+    time; None when there is none that parses. One without a zone (``-0000``) is UTC."""
+    text = value[-200:].rpartition(";")[2].strip()
+    if not text:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    try:
+        return when.timestamp()
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def received_values(head: bytes) -> Iterator[str]:

@@ -66,6 +66,7 @@ def _answer(scorer: Scorer, header_octets: bytes, head: bytes, body: bytes) -> b
             header["owners"],
             header["sender"],
             [rule_from_list(r) for r in header["connection"]],
+            _arrival(header.get("arrival")),
         )
         answer: dict[str, Any] = {
             "scores": [
@@ -75,6 +76,11 @@ def _answer(scorer: Scorer, header_octets: bytes, head: bytes, body: bytes) -> b
     except Exception as e:  # this message can't be scored here: the server scores it
         answer = {"error": f"{type(e).__name__}: {e}"}
     return json.dumps(answer).encode()
+
+
+def _arrival(value: Any) -> float | None:
+    """The request's ``arrival`` (Unix time), None when absent or not a number."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def main(argv: list[str] | None = None) -> int:

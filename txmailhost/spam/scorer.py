@@ -98,9 +98,12 @@ class Scorer:
         owners: list[str | None],
         envelope_sender: str | None = None,
         connection: list[rules.Rule] | tuple[rules.Rule, ...] = (),
+        arrival: float | None = None,
     ) -> list[Score]:
-        """``score`` for each of ``owners``, the content rules run and the tokens made once."""
-        context = rules.Context(now=time.time(), authserv_id=self.authserv_id)
+        """``score`` for each of ``owners``, the content rules run and the tokens made once;
+        ``arrival``: when the message arrived, if not now (``scoring.arrival``)."""
+        now = time.time() if arrival is None else arrival
+        context = rules.Context(now=now, authserv_id=self.authserv_id)
         content = list(connection) + rules.content_hits(sample, context)
         made: list[set[str]] = []
 

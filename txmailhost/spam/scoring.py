@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -46,7 +47,7 @@ from txmailhost.spam.bayes import TokenStore
 from txmailhost.spam.connection import DNS_BUDGET, ConnectionChecks
 from txmailhost.spam.frames import rule_as_list
 from txmailhost.spam.offload import OffloadError, ScoringProcess
-from txmailhost.spam.relayed import received_values
+from txmailhost.spam.relayed import Hop, received_values
 from txmailhost.spam.rspamd import RspamdClient, RspamdError, replayed, spool
 from txmailhost.spam.sample import read_capped, sample_of_bytes
 from txmailhost.spam.scorer import Score, Scorer, bayes_rule, sender_addresses
@@ -196,9 +197,12 @@ class SpamFilter(MessageFilter):
         else:
             head, body, truncated = read_capped(message, self.body_cap)
         received = received_values(head)  # read only for a trusted client, as far as needed
-        seen = self.connection.hits(client.address, client.helo, transaction.sender, received)
+        seen, hop = self.connection.checked(
+            client.address, client.helo, transaction.sender, received
+        )
         seen += rspamd_rules
-        return _Prepared(head, body, truncated, seen, notes, fields_named(head, OWN_FIELDS))
+        forged = fields_named(head, OWN_FIELDS)
+        return _Prepared(head, body, truncated, seen, notes, forged, arrival(hop))
 
     def _blocks(self, client: Client, message: BinaryIO) -> bool:
         """Whether preparing this message blocks: rspamd is asked over HTTP, DNS about the
@@ -215,7 +219,7 @@ class SpamFilter(MessageFilter):
         there is none), or the caller's (the CLI, tests)."""
         sample = sample_of_bytes(prepared.head, prepared.body, prepared.truncated, digest=False)
         return self.scorer.score_each(
-            sample, _owners(transaction), transaction.sender, prepared.seen
+            sample, _owners(transaction), transaction.sender, prepared.seen, prepared.arrival
         )
 
     def _offloaded(self, prepared: _Prepared, transaction: Transaction) -> Deferred[Verdict]:
@@ -226,6 +230,7 @@ class SpamFilter(MessageFilter):
             "sender": transaction.sender,
             "connection": [rule_as_list(rule) for rule in prepared.seen],
             "truncated": prepared.truncated,
+            "arrival": prepared.arrival,
         }
 
         def received(answers: Any) -> Verdict:
@@ -312,6 +317,17 @@ class SpamFilter(MessageFilter):
         return Verdict.accept(headers=fields, remove=forged)
 
 
+def arrival(hop: Hop | None, now: float | None = None) -> float | None:
+    """When the message arrived, for the rules that compare its dates with that
+    (``DATE_IN_FUTURE``): for mail a trusted relay hands on (fetchmail, a front MX), when
+    that relay received it, as its ``Received:`` field says (SpamAssassin compares with the
+    ``Received:`` dates too); never later than now (a relay's clock ahead of ours). None:
+    now, for mail that comes straight from the sender."""
+    if hop is None or hop.received_at is None:
+        return None
+    return min(hop.received_at, time.time() if now is None else now)
+
+
 def _owners(transaction: Transaction) -> list[str | None]:
     """Whose training and lists score the message. One recipient: their score is the one
     shown. Several: the copies share the header fields, so they show the score without
@@ -333,3 +349,4 @@ class _Prepared:
     seen: list[rules.Rule]  # the connection checks' rules, rspamd's
     notes: tuple[tuple[str, str], ...]  # header fields about rspamd
     forged: tuple[tuple[str, int], ...] = ()  # the sender's X-Spam-Status etc. (OWN_FIELDS)
+    arrival: float | None = None  # when a trusted relay received it (``arrival``); None: now
