@@ -96,7 +96,11 @@ class ReverseDNS:
         parsed = ip_of(address)
         if parsed is None or is_own_network(address):
             return succeed(None)
-        answered, found = self.resolver.from_cache(reverse, self.resolver, parsed)
+        try:
+            answered, found = self.resolver.from_cache(reverse, self.resolver, parsed)
+        except Exception:  # never the session's problem: the name is just not known
+            log.failure("reverse DNS of {address} failed", address=address)
+            return succeed(None)
         if answered:
             return succeed(_name(found))
         if self.in_flight >= self.max_in_flight:

@@ -152,3 +152,13 @@ def test_lookups_under_way_are_bounded_and_clients_past_it_are_not_looked_up(mon
     assert results == [None, None, "mail.one.test", ""] and reverse_dns.in_flight == 0
     reverse_dns.lookup("192.0.2.5")  # room again
     assert len(under_way) == 3
+
+
+def test_a_lookup_that_breaks_leaves_the_name_unknown_and_the_session_alone():
+    class Broken:
+        def from_cache(self, work, *args):
+            raise RuntimeError("a resolver bug")
+
+    results: list[str | None] = []
+    ReverseDNS(Broken(), reactor=None, pool=None).lookup("192.0.2.7").addCallback(results.append)
+    assert results == [None]
