@@ -28,6 +28,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from txmailhost.filters.fairness import run_in_share
+from txmailhost.ops import metrics
 from txmailhost.peer import ip_of, is_own_network
 
 log = Logger()
@@ -102,9 +103,10 @@ class ReverseDNS:
             log.failure("reverse DNS of {address} failed", address=address)
             return succeed(None)
         if answered:
-            return succeed(_name(found))
+            return succeed(_counted(_name(found)))
         if self.in_flight >= self.max_in_flight:
             self.skipped += 1
+            metrics.reverse_dns("skipped")
             return succeed(None)
         self.in_flight += 1
         looked_up = run_in_share(
@@ -116,7 +118,7 @@ class ReverseDNS:
 
     def _done(self, name: str | None) -> str | None:
         self.in_flight -= 1
-        return name
+        return _counted(name)
 
     def _in_thread(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
         with self.resolver.budget(self.budget):
@@ -126,6 +128,12 @@ class ReverseDNS:
     def _failed(failure: Any, address: str) -> None:
         log.failure("reverse DNS of {address} failed", failure, address=address)
         return None
+
+
+def _counted(name: str | None) -> str | None:
+    """``name``, counted in the metrics by what it is."""
+    metrics.reverse_dns("unknown" if name is None else "name" if name else "none")
+    return name
 
 
 def _name(found: Reverse | None) -> str | None:

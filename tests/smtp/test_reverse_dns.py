@@ -22,6 +22,7 @@ from txmailhost.filters.base import ACCEPT, MessageFilter
 from txmailhost.filters.chain import FilterChain
 from txmailhost.filters.interfaces import Client, Transaction, Verdict
 from txmailhost.mailauth.resolver import MailAuthResolver
+from txmailhost.ops import metrics
 from txmailhost.reversedns import ReverseDNS
 from txmailhost.smtp.policy import InboundPolicy
 from txmailhost.smtp.server import SMTPFactory
@@ -80,10 +81,16 @@ def received(stored: bytes) -> str:
     return " ".join(field.decode().split())
 
 
+def counted(result: str) -> float:
+    return metrics.REVERSE_DNS.labels(result)._value.get()
+
+
 def test_a_verified_name_goes_into_received_and_to_the_filters(world, names):
     names.add(PTR, "PTR", "mail.sender.test")
     names.add("mail.sender.test", "A", CLIENT)
+    before = counted("name")
     stored, client = deliver(world, names)
+    assert counted("name") == before + 1  # txmailhost_smtp_reverse_dns{result="name"}
     assert received(stored).startswith("from pc17.sender.test (mail.sender.test [192.0.2.7])")
     assert client.reverse_name == "mail.sender.test"
     # what SpamAssassin, rspamd and our own relayed checks read of it downstream
@@ -142,10 +149,11 @@ def test_lookups_under_way_are_bounded_and_clients_past_it_are_not_looked_up(mon
             return False, None
 
     reverse_dns = ReverseDNS(Uncached(), reactor=None, pool=None, max_in_flight=2)
+    skipped = counted("skipped")
     results: list[str | None] = []
     for i in range(1, 5):
         reverse_dns.lookup(f"192.0.2.{i}").addCallback(results.append)
-    assert len(under_way) == 2 and reverse_dns.skipped == 2
+    assert len(under_way) == 2 and reverse_dns.skipped == 2 == counted("skipped") - skipped
     assert results == [None, None]  # the two past the bound, at once
     under_way[0].callback("mail.one.test")
     under_way[1].callback("")

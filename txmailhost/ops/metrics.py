@@ -146,6 +146,14 @@ ENGINE_FAILURES = Counter(
     ["engine", "reason"],
     registry=REGISTRY,
 )
+REVERSE_DNS = Counter(
+    "txmailhost_smtp_reverse_dns",
+    "Reverse DNS lookups of smtp clients at connect ([smtp] reverse_dns), by result: name (a"
+    " forward-confirmed name), none (no name, or one that doesn't resolve back), unknown (DNS"
+    " didn't answer in time), skipped (too many lookups under way).",
+    ["result"],
+    registry=REGISTRY,
+)
 REACTOR_LAG = Histogram(
     "txmailhost_reactor_lag_seconds",
     "How late a timer set for every second fired: time the reactor was busy elsewhere "
@@ -247,6 +255,11 @@ def filter_observed(name: str, stage: str, seconds: float, verdict: Any) -> None
 def engine_failure(engine: str, reason: str) -> None:
     """An outside engine gave no verdict for a message (the message went on without it)."""
     ENGINE_FAILURES.labels(engine, reason).inc()
+
+
+def reverse_dns(result: str) -> None:
+    """One smtp client's reverse DNS lookup came back (or was skipped) with ``result``."""
+    REVERSE_DNS.labels(result).inc()
 
 
 def reactor_lag(seconds: float) -> None:
