@@ -176,3 +176,25 @@ def test_users_and_senders_are_kept_as_the_server_sees_them(data, capsys):
     assert "block @xn--bcher-kva.example" in run_main(capsys, data, "spam", "stats")[1]
     run_main(capsys, data, "spam", "forget", "@bücher.example")
     assert "block" not in run_main(capsys, data, "spam", "stats")[1]
+
+
+def test_check_judges_the_client_a_saved_message_came_from_as_the_server_did(data, tmp_path):
+    """A message saved from a mailbox carries our Received: with the client as we recorded
+    it: ``check`` runs the checks that need no DNS on it, and dates the message by it."""
+    received = (
+        "Received: from pc17 (unknown [192.0.2.7])\n\tby mx.example.test (txmailhost) with"
+        " ESMTP id 1;\n\tTue, 03 Sep 2002 10:00:00 +0000\n"
+    )
+    rest = (
+        "From: a@sender.test\nSubject: hello\nMessage-ID: <m1@sender.test>\n"
+        "Date: Tue, 03 Sep 2002 14:00:00 +0000\n\nhi\n"
+    )
+    saved = tmp_path / "saved.eml"
+    saved.write_text(received + rest)
+    out = txm(data, "spam", "check", str(saved)).stdout
+    for rule in ("RDNS_NONE", "HELO_NO_FQDN", "DATE_IN_FUTURE"):
+        assert rule in out
+    bare = tmp_path / "bare.eml"
+    bare.write_text(rest)  # no trace of where it came from: none of these
+    out = txm(data, "spam", "check", str(bare)).stdout
+    assert not re.search("RDNS_NONE|HELO_NO_FQDN|DATE_IN_FUTURE", out)

@@ -4,7 +4,8 @@
 - ``spam train --user U --spam DIR --ham DIR`` — learn the files under DIR (a Maildir, an
   mbox-free directory of one message per file, searched recursively) as U's spam or ham
   (and the global set's); ``--user`` left out trains the global set only;
-- ``spam check FILE [--user U]`` — the score and rules a message gets, as the server would;
+- ``spam check FILE [--user U]`` — the score and rules a message gets, as the server would
+  (the client its top ``Received:`` names judged as that field recorded it, without DNS);
 - ``spam allow|block ADDRESS [--user U]`` and ``spam forget ADDRESS`` — a user's (or,
   without ``--user``, everyone's) allowed and blocked senders: an address or ``@domain``;
 - ``spam threshold --user U [SCORE]`` — U's own Junk threshold (none: the server's);
@@ -33,8 +34,10 @@ from txmailhost.accounts.addresses import canonical_address, canonical_domain, f
 from txmailhost.accounts.interfaces import AccountError
 from txmailhost.spam import rules
 from txmailhost.spam.bayes import GLOBAL, TokenStore
+from txmailhost.spam.connection import ConnectionChecks
+from txmailhost.spam.relayed import received_values
 from txmailhost.spam.sample import sample_of
-from txmailhost.spam.scoring import Scorer, owner_of, store_path
+from txmailhost.spam.scoring import Scorer, arrival, owner_of, store_path
 from txmailhost.spam.training import learn_file
 
 
@@ -167,17 +170,33 @@ def _train(args: argparse.Namespace, config: Any) -> int:
 def _check(args: argparse.Namespace, config: Any) -> int:
     try:
         with open(args.file, "rb") as stream:
+            start = stream.read(1 << 20)  # the header section is in it (at most 1 MiB)
+            stream.seek(0)
             sample = sample_of(stream)
     except OSError as e:
         print(f"txmailhost spam check: {args.file}: {e.strerror}", file=sys.stderr)
         return 1
     settings = config.filters.settings.get("spam", {})
     scorer = Scorer(token_store(config), settings.get("authserv_id") or config.hostname)
-    score = scorer.score(sample, _owner(args) or None)
+    # As if a trusted relay handed the file over (the server judged who sent it when it
+    # came; a saved message carries that in our Received:, its name as we recorded it):
+    # the checks that need no DNS on the client its top Received: names, dated by it.
+    relayed = ConnectionChecks(
+        config.hostname, None, trusted_relays=settings.get("trusted_relays", ())
+    )
+    seen, hop = relayed.checked("127.0.0.1", None, None, received_values(_crlf_head(start)))
+    score = scorer.score_each(sample, [_owner(args) or None], None, seen, arrival(hop))[0]
     required = float(settings.get("junk_score", 5.0))
     for name, value in score.fields(required):
         print(f"{name}: {value}")
     return 0
+
+
+def _crlf_head(start: bytes) -> bytes:
+    """The header section of a message file's start, whatever its line ends, in CRLF lines
+    (as ``received_values`` reads it)."""
+    lines = start.replace(b"\r\n", b"\n")
+    return lines.split(b"\n\n", 1)[0].replace(b"\n", b"\r\n") + b"\r\n\r\n"
 
 
 def _sender(kind: str) -> Callable[[argparse.Namespace, Any], int]:
