@@ -73,6 +73,12 @@ _OWN_NETWORKS = tuple(
 )
 
 
+def literal_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``ip_of``, also for an address literal as HELO gives one (``[192.0.2.1]``,
+    ``[IPv6:2001:db8::1]``)."""
+    return ip_of(text.strip("[]").removeprefix("IPv6:"))
+
+
 @functools.lru_cache(maxsize=4096)
 def is_own_network(text: str) -> bool:
     """Is ``text`` (an address, also as a HELO literal) on the operator's own networks:
@@ -80,7 +86,7 @@ def is_own_network(text: str) -> bool:
     spam checks and the reverse DNS lookup leave these alone. Remembered: asked a few times
     a message on the reactor thread, mostly about the same few clients, and parsing an
     address costs microseconds each time."""
-    address = ip_of(text.strip("[]").removeprefix("IPv6:"))
+    address = literal_ip(text)
     return address is None or any(address in n for n in _OWN_NETWORKS)
 
 

@@ -35,13 +35,14 @@ now of a name given then is another question.)
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
+from contextlib import nullcontext
 from typing import Any
 
 from twisted.logger import Logger
 
-from txmailhost.peer import ip_of
 from txmailhost.peer import is_own_network as is_own
+from txmailhost.peer import literal_ip
 from txmailhost.reversedns import reverse
 from txmailhost.spam import rules
 from txmailhost.spam.relayed import Hop, last_external
@@ -63,11 +64,6 @@ _LISTED = ipaddress.ip_network("127.0.0.0/8")
 # resolver cost each lookup its 5 s timeout: HELO (3), reverse DNS (2), each list (1 each)
 # came to a minute, far past the chain's budget.
 DNS_BUDGET = 15.0
-
-
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """An address, also as a HELO literal (``[192.0.2.1]``, ``[IPv6:2001:db8::1]``)."""
-    return ip_of(text.strip("[]").removeprefix("IPv6:"))
 
 
 def reversed_name(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
@@ -125,7 +121,7 @@ class ConnectionChecks:
         """Is the client one of ours, or a relay we trust to write down who it received from?"""
         if is_own(client_address):
             return True
-        address = _address(client_address)
+        address = literal_ip(client_address)
         return address is not None and any(address in n for n in self.trusted_relays)
 
     def asks_dns(self, client_address: str) -> bool:
@@ -144,7 +140,7 @@ class ConnectionChecks:
         client_address: str,
         helo: str | None,
         sender: str | None,
-        received: Sequence[str] = (),
+        received: Iterable[str] = (),
     ) -> list[rules.Rule]:
         """The rules that fire on the client, or (a trusted client) on the client before it,
         read from ``received``: the ``Received:`` field values from the top, ours first."""
@@ -155,21 +151,19 @@ class ConnectionChecks:
         client_address: str,
         helo: str | None,
         sender: str | None,
-        received: Sequence[str] = (),
+        received: Iterable[str] = (),
     ) -> tuple[list[rules.Rule], Hop | None]:
         """``hits``, and for a trusted client the client before it as its relay wrote it
         down (with when the relay received the message), else None."""
+        hop = None
         if self.trusted(client_address):
             hop = last_external(received, self.trusted)
             if hop is None:
                 return [], None
-            if self.resolver is None or not self._has_lists():
+        budget = nullcontext() if self.resolver is None else self.resolver.budget(self.dns_budget)
+        with budget:
+            if hop is not None:
                 return self._relayed(hop, sender), hop
-            with self.resolver.budget(self.dns_budget):
-                return self._relayed(hop, sender), hop
-        if self.resolver is None:
-            return self._hits(client_address, helo, sender), None
-        with self.resolver.budget(self.dns_budget):
             return self._hits(client_address, helo, sender), None
 
     def _relayed(self, hop: Hop, sender: str | None) -> list[rules.Rule]:
@@ -177,14 +171,14 @@ class ConnectionChecks:
         found = [_via(rule, hop) for rule in self._helo(hop.helo)]
         if self.rdns and hop.rdns == "":
             found.append(_via(rules.BY_NAME["RDNS_NONE"], hop))
-        address = _address(hop.address)
+        address = literal_ip(hop.address)
         if self.resolver is not None and address is not None:
             found += self._lists(address, sender)
         return found
 
     def _hits(self, client_address: str, helo: str | None, sender: str | None) -> list[rules.Rule]:
         found = self._helo(helo or "")
-        address = _address(client_address)
+        address = literal_ip(client_address)
         if self.resolver is None or address is None:
             return found
         name_given = bool(helo) and not found and not helo.startswith("[")  # a sane name
@@ -215,7 +209,7 @@ class ConnectionChecks:
         name = helo.strip().lower().rstrip(".")
         if not name:
             return []
-        if _address(name) is not None and not name.startswith("["):
+        if literal_ip(name) is not None and not name.startswith("["):
             return [rules.BY_NAME["HELO_BARE_IP"]]  # RFC 5321 4.1.3: literals go in brackets
         if name.startswith("["):
             return []
@@ -256,7 +250,7 @@ class ConnectionChecks:
             return False
         listed = False
         for record in records:
-            answer = _address(record.address)
+            answer = literal_ip(record.address)
             if answer is None or answer not in _LISTED:
                 continue
             if any(answer in n for n in _REFUSED):
