@@ -60,8 +60,9 @@ def samples(data: Path, cache: Path) -> dict[str, list[Message]]:
         out[group] = []
         for raw in load(data, group):
             sample = sample_of(io.BytesIO(raw))
-            context = rules.Context(now=arrival(raw), authserv_id="mx.bench.invalid")
-            hits = rules.content_hits(sample, context) + relayed_hits(raw)
+            connection, now = delivered(raw)
+            context = rules.Context(now=now, authserv_id="mx.bench.invalid")
+            hits = rules.content_hits(sample, context) + connection
             score = sum(rule.score for rule in hits)
             sample.memo.clear()
             out[group].append(Message(sample, score))
@@ -70,22 +71,27 @@ def samples(data: Path, cache: Path) -> dict[str, list[Message]]:
     return out
 
 
+def delivered(raw: bytes) -> tuple[list[rules.Rule], float]:
+    """What the server makes of ``raw`` before its content, delivered as the e2e bench
+    delivers it, from 127.0.0.1 (no DNS: the bench's resolver answers NXDOMAIN): the
+    connection checks on the client the corpus's collector received it from, as its
+    ``Received:`` field wrote it down; and when it arrived (``scoring.arrival``), when the
+    collector received it from that client, else now. The rules are run as at that moment
+    (``DATE_IN_FUTURE``): judged in 2026, every message of 2002 would be years behind the
+    clock and none ahead of it."""
+    hits, hop = _CONNECTION.checked("127.0.0.1", "bench.invalid", None, received_values(raw))
+    when = relay_arrival(hop)
+    return hits, time.time() if when is None else when
+
+
 def relayed_hits(raw: bytes) -> list[rules.Rule]:
-    """The connection checks for ``raw`` delivered as the corpus bench delivers it, from
-    127.0.0.1 (no DNS: the bench's resolver answers NXDOMAIN): those on the client the
-    corpus's collector received it from, as its ``Received:`` field wrote it down."""
-    return _CONNECTION.hits("127.0.0.1", "bench.invalid", None, received_values(raw))
+    """``delivered``'s connection checks."""
+    return delivered(raw)[0]
 
 
 def arrival(raw: bytes) -> float:
-    """When the server takes ``raw`` to have arrived, delivered from 127.0.0.1 as the e2e
-    bench delivers it (``scoring.arrival``): when the corpus's collector received it from
-    the first client outside its own networks, as its ``Received:`` field says; else now.
-    The rules are run as at that moment (``DATE_IN_FUTURE``): judged in 2026, every message
-    of 2002 would be years behind the clock and none ahead of it."""
-    _hits, hop = _CONNECTION.checked("127.0.0.1", "bench.invalid", None, received_values(raw))
-    when = relay_arrival(hop)
-    return time.time() if when is None else when
+    """``delivered``'s arrival."""
+    return delivered(raw)[1]
 
 
 def run_split(
