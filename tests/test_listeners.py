@@ -20,11 +20,16 @@ class _Hello(Factory):
     protocol = Protocol
 
 
-def _built(tmp_path: Path, listen: ListenConfig, kinds: list[ListenerKind]) -> list[Listener]:
+def _built(
+    tmp_path: Path, listen: ListenConfig, kinds: list[ListenerKind], **sections: dict[str, Any]
+) -> list[Listener]:
+    """The listeners ``build`` makes of ``kinds``; ``sections``: config settings changed,
+    by section (``imap={"sort_cache_messages": 1234}``)."""
     data = str(tmp_path / "data")
     ensure_data_dir(data)
     config = dataclasses.replace(load_config(data), listen=listen)
-    top = build(config, MemoryReactorClock(), listeners=kinds)
+    changed = {k: dataclasses.replace(getattr(config, k), **v) for k, v in sections.items()}
+    top = build(dataclasses.replace(config, **changed), MemoryReactorClock(), listeners=kinds)
     return [service for service in top if isinstance(service, Listener)]
 
 
@@ -92,14 +97,7 @@ def test_the_imap_listeners_share_one_sort_key_cache_of_the_configured_size(
     listen = dataclasses.replace(
         listen, imap="tcp:24194:interface=127.0.0.1", imaps="tcp:24195:interface=127.0.0.1"
     )
-    data = tmp_path / "data"
-    ensure_data_dir(str(data))
-    config = load_config(str(data))
-    config = dataclasses.replace(
-        config, listen=listen, imap=dataclasses.replace(config.imap, sort_cache_messages=1234)
-    )
-    top = build(config, MemoryReactorClock(), listeners=kinds)
-    plain, implicit = [service for service in top if isinstance(service, Listener)]
+    plain, implicit = _built(tmp_path, listen, kinds, imap={"sort_cache_messages": 1234})
     imap = plain.factory.wrappedFactory
     imaps = implicit.factory.wrappedFactory.wrappedFactory
     assert imap.sort_keys is imaps.sort_keys
@@ -117,15 +115,9 @@ def test_the_smtp_listener_looks_clients_up_unless_told_not_to(tmp_path: Path) -
     listen = dataclasses.replace(
         listen, smtp="tcp:24196:interface=127.0.0.1", submission="tcp:24197:interface=127.0.0.1"
     )
-    data = tmp_path / "data"
-    ensure_data_dir(str(data))
     for on in (True, False):
-        config = load_config(str(data))
-        config = dataclasses.replace(
-            config, listen=listen, smtp=dataclasses.replace(config.smtp, reverse_dns=on)
-        )
-        top = build(config, MemoryReactorClock(), listeners=kinds)
-        smtp, submission = [s.factory.wrappedFactory for s in top if isinstance(s, Listener)]
+        built = _built(tmp_path, listen, kinds, smtp={"reverse_dns": on})
+        smtp, submission = [listener.factory.wrappedFactory for listener in built]
         assert isinstance(smtp.reverse_dns, ReverseDNS) is on
         assert submission.reverse_dns is None
 
