@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.spam_corpus import GROUPS, TEST_GROUPS, default_cache, fetch, load, split
+from txmailhost.received import received_values
 from txmailhost.spam import rules
 from txmailhost.spam.bayes import combine, token_probability
 from txmailhost.spam.connection import ConnectionChecks
-from txmailhost.spam.relayed import received_values
 from txmailhost.spam.sample import Sample, sample_of
 from txmailhost.spam.scoring import arrival as relay_arrival
 from txmailhost.spam.scoring import bayes_rule

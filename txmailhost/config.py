@@ -1412,6 +1412,19 @@ class LogConfig:
     )
 
 
+def _relay_networks(value: Any) -> tuple[str, ...]:
+    expected = 'expected a list of addresses or networks, e.g. ["192.0.2.25", "198.51.100.0/24"]'
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _Invalid(expected)
+    from txmailhost.received import networks
+
+    try:
+        networks(value)
+    except ValueError as e:
+        raise _Invalid(f"{expected}; {e}") from None
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class MailAuthConfig:
     """[mailauth]: DKIM signing and SPF/DKIM/DMARC checks (docs/admin.rst, txmailhost/mailauth)."""
@@ -1444,6 +1457,17 @@ class MailAuthConfig:
         check=_choice("reject", "tag"),
         doc="""What an SPF "fail" (a -all policy that excludes the client) gets at MAIL FROM:
         "reject" (550 5.7.23) or "tag" (only the header field; DMARC still judges).""",
+    )
+    trusted_relays: tuple[str, ...] = setting(
+        (),
+        check=_relay_networks,
+        doc="""Your own relays that hand this server mail they received from others: a front
+        or backup MX, or "127.0.0.1" for fetchmail or getmail delivering over SMTP. For their
+        mail SPF is checked for the client they received it from, as the Received: field they
+        added says, not for the relay itself (no sender's SPF record lists it), and they are
+        never refused at MAIL FROM. List only machines that write that field truthfully and
+        that nobody else can send through: a client they list passes SPF for any domain whose
+        record allows it. Addresses or networks, e.g. ["192.0.2.25", "198.51.100.0/24"].""",
     )
     dns_timeout: float = setting(
         5.0,

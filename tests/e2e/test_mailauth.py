@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import poplib
+import re
 import smtplib
 import socket
 import time
@@ -31,7 +32,12 @@ def _free_port(address: str) -> int:
 
 
 def _server(
-    data_dir: str, address: str, names: NamesServer, extra: str = "", smtp_port: int = 0
+    data_dir: str,
+    address: str,
+    names: NamesServer,
+    extra: str = "",
+    smtp_port: int = 0,
+    mailauth: str = "",
 ) -> ServerProcess:
     os.makedirs(data_dir)
     listen = "\n".join(
@@ -42,7 +48,7 @@ def _server(
         f.write(
             f'[server]\nhostname = "mx.{os.path.basename(data_dir)}.test"\n\n[listen]\n{listen}\n\n'
             f'[relay]\nnameservers = ["{names.address}"]\ndns_timeout = 3\n{extra}\n'
-            "[mailauth]\ncheck_inbound = true\n"
+            f"[mailauth]\ncheck_inbound = true\n{mailauth}"
         )
     proc = ServerProcess(data_dir)
     return proc.start()
@@ -206,5 +212,44 @@ def test_hostile_headers_neither_forge_our_results_nor_skip_dmarc(tmp_path, name
         [delivered] = _wait_for(lambda: _inbox(b, "127.0.0.3", "bob@b.test"))
         assert b"dmarc=pass header.from=bank.test" not in delivered, delivered
         assert b"Subject: hi" in delivered
+    finally:
+        b.stop()
+
+
+def test_mail_a_trusted_relay_hands_on_is_judged_by_the_client_before_it(tmp_path, names):
+    """fetchmail (or a backup MX) on 127.0.0.1 hands B mail that bank.test's own server sent
+    to the provider: with ``trusted_relays`` naming it, SPF judges that server (192.0.2.1,
+    in bank.test's record) as the relay's Received: field names it, and the mail passes
+    DMARC; without, the relay's own address fails bank.test's SPF. A client not listed
+    that writes the same field is still refused at MAIL FROM (``spf_fail = "reject"``)."""
+    b = _server(str(tmp_path / "b"), "127.0.0.3", names,
+                mailauth='trusted_relays = ["127.0.0.1"]\nspf_fail = "reject"\n')  # fmt: skip
+    try:
+        b.add_user("bob@b.test", PASSWORD)
+        names.add("bank.test", "TXT", "v=spf1 ip4:192.0.2.1 -all")
+        names.add("_dmarc.bank.test", "TXT", "v=DMARC1; p=reject")
+        relayed = (
+            "Received: from mx.bank.test (mx.bank.test [192.0.2.1])\r\n"
+            "\tby pop.provider.test (Postfix) with ESMTPS id 4AB12\r\n"
+            "\tfor <bob@b.test>; Thu, 03 Dec 2026 09:59:58 +0000 (UTC)\r\n"
+            "From: ceo@bank.test\r\nTo: bob@b.test\r\nSubject: statement\r\n"
+            "Date: Thu, 03 Dec 2026 09:59:50 +0000\r\nMessage-ID: <s1@bank.test>\r\n"
+            "\r\nyour statement\r\n"
+        )
+        with smtplib.SMTP("127.0.0.3", b.ports["smtp"], timeout=30,
+                          source_address=("127.0.0.1", 0)) as s:  # fmt: skip
+            s.ehlo("localhost")
+            s.sendmail("ceo@bank.test", ["bob@b.test"], relayed)
+        with smtplib.SMTP("127.0.0.3", b.ports["smtp"], timeout=30,
+                          source_address=("127.0.0.4", 0)) as s:  # fmt: skip
+            s.ehlo("localhost")
+            with pytest.raises(smtplib.SMTPSenderRefused) as refused:
+                s.sendmail("ceo@bank.test", ["bob@b.test"], relayed)
+            assert refused.value.smtp_code == 550
+        [delivered] = _wait_for(lambda: _inbox(b, "127.0.0.3", "bob@b.test"))
+        unfolded = re.sub(rb"\r\n[ \t]+", b" ", delivered)
+        ours = unfolded.split(b"Authentication-Results: mx.b.test;", 1)[1].split(b"\r\n")[0]
+        assert b"spf=pass (relayed from 192.0.2.1) smtp.mailfrom=ceo@bank.test" in ours, ours
+        assert b"dmarc=pass header.from=bank.test" in delivered, delivered
     finally:
         b.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import random
 
 import pytest
@@ -11,9 +12,11 @@ from txmailhost.filters.interfaces import Action, Client, Transaction
 from txmailhost.mailauth.checks import CheckPolicy, InboundChecks
 from txmailhost.mailauth.dmarc import aligned, evaluate, organizational_domain, parse_record
 from txmailhost.mailauth.keys import KeyStore
+from txmailhost.mailauth.reports import ReportLog
 from txmailhost.mailauth.results import claims_us
 from txmailhost.mailauth.signing import Signer
 from txmailhost.mailauth.spf import check_spf
+from txmailhost.received import networks
 
 CLIENT = Client("127.0.0.1", helo="mx.good.test", listener="smtp")
 
@@ -43,8 +46,8 @@ def zone(names, tmp_path):
 
 
 def run(resolver, data: bytes, sender: str | None, policy: CheckPolicy | None = None,
-        client: Client = CLIENT):  # fmt: skip
-    checks = InboundChecks(resolver, "mx.example.test", policy)
+        client: Client = CLIENT, **options):  # fmt: skip
+    checks = InboundChecks(resolver, "mx.example.test", policy, **options)
     transaction = Transaction(sender, ("alice@example.test",), "Q1")
     return checks.end_of_data(client, transaction, io.BytesIO(data))
 
@@ -161,6 +164,71 @@ def test_spf_fail_refused_at_mail_from_only_when_configured(zone, resolver):
     rejecting = InboundChecks(resolver, "mx.example.test", CheckPolicy(spf_fail="reject"))
     assert rejecting.mail_from(CLIENT, "ceo@bank.test").action is Action.REJECT
     assert rejecting.mail_from(CLIENT, "a@good.test").action is Action.ACCEPT
+
+
+# What a relay of ours (a backup MX, fetchmail) hands on: the field it added names bank.test's
+# own server, which bank.test's SPF allows (192.0.2.1); the relay itself is 127.0.0.1.
+RELAYED = (
+    b"Received: from mx.bank.test (mx.bank.test [192.0.2.1])\r\n\tby relay.example.test"
+    b" (Postfix) with ESMTPS id 4AB; Thu, 03 Dec 2026 09:59:58 +0000 (UTC)\r\n"
+)
+LOOPBACK_RELAY = {"trusted_relays": networks(["127.0.0.1"])}
+
+
+def test_spf_of_mail_a_trusted_relay_hands_on_is_the_client_before_it(zone, resolver):
+    # Judged as the relay, bank.test's SPF fails and its p=reject refuses the message.
+    assert run(resolver, RELAYED + message("ceo@bank.test"), "ceo@bank.test").action is (
+        Action.REJECT
+    )
+    verdict = run(resolver, RELAYED + message("ceo@bank.test"), "ceo@bank.test",
+                  **LOOPBACK_RELAY)  # fmt: skip
+    assert verdict.action is Action.ACCEPT, verdict
+    assert "spf=pass (relayed from 192.0.2.1) smtp.mailfrom=ceo@bank.test" in ar(verdict)
+    assert "dmarc=pass header.from=bank.test" in ar(verdict)
+
+
+def test_a_relay_not_listed_is_judged_as_itself(zone, resolver):
+    stranger = Client("127.0.0.9", helo="relay.example.test", listener="smtp")
+    verdict = run(resolver, RELAYED + message("ceo@bank.test"), "ceo@bank.test",
+                  client=stranger, **LOOPBACK_RELAY)  # fmt: skip
+    assert verdict.action is Action.REJECT
+
+
+def test_only_the_field_our_relay_wrote_is_read(zone, resolver):
+    # The relay received it from 203.0.113.9; the field below, naming bank.test's server,
+    # is that client's to write and so proves nothing.
+    outer = (
+        b"Received: from spammer.example (unknown [203.0.113.9])\r\n\tby relay.example.test"
+        b" (Postfix) with ESMTP id 5CD; Thu, 03 Dec 2026 09:59:59 +0000 (UTC)\r\n"
+    )
+    verdict = run(resolver, outer + RELAYED + message("ceo@bank.test"), "ceo@bank.test",
+                  **LOOPBACK_RELAY)  # fmt: skip
+    assert verdict.action is Action.REJECT and "bank.test" in verdict.reason
+
+
+def test_a_trusted_relay_that_names_no_client_is_the_client(zone, resolver):
+    local = b"Received: from localhost by relay.example.test with local; Thu, 3 Dec 2026\r\n"
+    verdict = run(resolver, local + message("a@good.test"), "a@good.test", **LOOPBACK_RELAY)
+    assert "spf=pass smtp.mailfrom=a@good.test" in ar(verdict)  # 127.0.0.1 is good.test's
+
+
+def test_a_trusted_relay_is_not_refused_at_mail_from(zone, resolver):
+    rejecting = InboundChecks(resolver, "mx.example.test", CheckPolicy(spf_fail="reject"),
+                              **LOOPBACK_RELAY)  # fmt: skip
+    assert rejecting.mail_from(CLIENT, "ceo@bank.test").action is Action.ACCEPT
+    stranger = Client("127.0.0.9", helo="relay.example.test", listener="smtp")
+    assert rejecting.mail_from(stranger, "ceo@bank.test").action is Action.REJECT
+
+
+def test_dmarc_reports_name_the_client_before_the_relay(zone, resolver, tmp_path):
+    reports = ReportLog(str(tmp_path / "dmarc"))
+    checks = InboundChecks(resolver, "mx.example.test", reports=reports, **LOOPBACK_RELAY)
+    transaction = Transaction("ceo@bank.test", ("alice@example.test",), "Q1")
+    data = RELAYED + message("ceo@bank.test")
+    assert checks.end_of_data(CLIENT, transaction, io.BytesIO(data)).action is Action.ACCEPT
+    [day] = os.listdir(tmp_path / "dmarc")
+    [entry] = reports.entries(day.removesuffix(".jsonl"))
+    assert entry["source_ip"] == "192.0.2.1" and entry["spf"]["result"] == "pass"
 
 
 def test_null_sender_checks_the_helo_identity(zone, names, resolver):

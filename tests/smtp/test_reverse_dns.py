@@ -23,10 +23,10 @@ from txmailhost.filters.chain import FilterChain
 from txmailhost.filters.interfaces import Client, Transaction, Verdict
 from txmailhost.mailauth.resolver import MailAuthResolver
 from txmailhost.ops import metrics
+from txmailhost.received import Hop, parse
 from txmailhost.reversedns import ReverseDNS
 from txmailhost.smtp.policy import InboundPolicy
 from txmailhost.smtp.server import SMTPFactory
-from txmailhost.spam.relayed import Hop, parse
 from txmailhost.spam.rspamd import RspamdClient
 
 CLIENT = "192.0.2.7"  # the test session's peer (TEST-NET-1)

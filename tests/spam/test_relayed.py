@@ -1,4 +1,4 @@
-"""The client before a trusted relay (``relayed.py``), read from the ``Received:`` field the
+"""The client before a trusted relay (``txmailhost/received.py``), read from the ``Received:`` field the
 relay wrote: the formats of Postfix, Sendmail, Exim, qmail and Microsoft's servers, the trust
 walk, and the connection checks on that client (through the real server:
 ``tests/e2e/test_spam.py``)."""
@@ -10,8 +10,7 @@ import io
 import pytest
 
 from tests.spam.test_connection import checks, named
-from txmailhost.spam.connection import ConnectionChecks
-from txmailhost.spam.relayed import (
+from txmailhost.received import (
     MAX_CHARS,
     MAX_FIELDS,
     Hop,
@@ -19,6 +18,7 @@ from txmailhost.spam.relayed import (
     parse,
     received_values,
 )
+from txmailhost.spam.connection import ConnectionChecks
 
 
 @pytest.mark.parametrize(

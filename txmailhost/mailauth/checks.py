@@ -12,6 +12,11 @@ administrator's choice (``[mailauth]``, docs/admin.rst):
   the field; ``p=none`` and ``pct`` sampling as RFC 7489 6.6.4 says.
 - SPF ``fail`` is refused at MAIL FROM only with ``spf_fail = "reject"`` (else DMARC
   judges: forwarded mail fails SPF and may still pass DKIM).
+- Mail from a relay of ``trusted_relays`` (a front or backup MX, fetchmail over loopback)
+  has SPF checked for the client that relay received it from, as its ``Received:`` field on
+  top says (``txmailhost/received.py``), not for the relay: its own address is in no
+  sender's SPF record. Such a client is never refused at MAIL FROM (who sent the message is
+  known only with its header); when the relay wrote no client down, the relay is the client.
 - A temporary DNS failure answers ``451 4.7.1`` only where the policy would refuse the mail
   (so a sender retries rather than losing mail to a DNS hiccup), else it is noted. All of a
   message's lookups share ``dns_budget`` seconds (``MailAuthResolver.budget``).
@@ -54,6 +59,7 @@ from txmailhost.mailauth.resolver import DNSTempError, MailAuthResolver
 from txmailhost.mailauth.results import authentication_results, claims_us
 from txmailhost.mailauth.spf import SPFResult, check_spf
 from txmailhost.mailauth.verify import ARCResult, DKIMResult, authenticate_message
+from txmailhost.received import Network, last_external, received_values, within
 
 log = Logger()
 
@@ -132,8 +138,10 @@ class InboundChecks(MessageFilter):
         listeners: tuple[str, ...] = ("smtp",),
         reports: ReportLog | None = None,
         dns_budget: float = DNS_BUDGET,
+        trusted_relays: tuple[Network, ...] = (),
     ) -> None:
         self.resolver = resolver
+        self.trusted_relays = trusted_relays
         self.dns_budget = dns_budget
         self.reports = reports
         self.authserv_id = authserv_id
@@ -163,6 +171,8 @@ class InboundChecks(MessageFilter):
     def mail_from(self, client: Client, sender: str | None) -> Verdict | Deferred[Verdict]:
         if not self._applies(client) or self.policy.spf_fail != "reject":
             return ACCEPT
+        if within(client.address, self.trusted_relays):
+            return ACCEPT  # its client is in the header, checked at the end of data
         return self._run(client, self._spf_verdict, client, sender)
 
     def _spf_verdict(self, client: Client, sender: str | None) -> tuple[Verdict, None]:
@@ -238,12 +248,15 @@ class InboundChecks(MessageFilter):
     ) -> tuple[Verdict, dict[str, Any] | None]:
         """The verdict, and the line for the day's aggregate reports when the From domain
         asks for them (written by the caller: a thread's work)."""
-        spf = check_spf(self.resolver, client.address, transaction.sender, client.helo)
         try:
             header, first = split_header(message)
             too_large = False
         except HeaderTooLarge:
             header, first, too_large = b"", b"", True
+        source, helo = self._spf_client(client, header)
+        spf = check_spf(self.resolver, source, transaction.sender, helo)
+        if source != client.address:
+            spf = replace(spf, relayed_from=source)
         if header:
             dkim, arc = authenticate_message(header, first, message, self.resolver)
         else:
@@ -261,11 +274,23 @@ class InboundChecks(MessageFilter):
         verdict = self._decide(spf, dkim, dmarc, fields)
         entry = None
         if self.reports is not None and policy is not None and policy.rua:
-            entry = self._record(client, spf, dkim, dmarc, policy, verdict)
+            entry = self._record(source, spf, dkim, dmarc, policy, verdict)
         forged = self._forged_results(header)
         if forged and verdict.action in (Action.ACCEPT, Action.JUNK):
             verdict = replace(verdict, remove=forged)
         return verdict, entry
+
+    def _spf_client(self, client: Client, header: bytes) -> tuple[str, str | None]:
+        """The address and HELO SPF judges: the client's; for a relay of ``trusted_relays``,
+        those of the client it received the message from, as its ``Received:`` field wrote
+        them down (past any more of our trusted relays above it), when it wrote one down."""
+        if header and within(client.address, self.trusted_relays):
+            hop = last_external(
+                received_values(header), lambda address: within(address, self.trusted_relays)
+            )
+            if hop is not None:
+                return hop.address, hop.helo or None
+        return client.address, client.helo
 
     def _forged_results(self, header: bytes) -> tuple[tuple[str, int], ...]:
         """The arriving Authentication-Results fields that claim our authserv-id (RFC 8601
@@ -308,14 +333,15 @@ class InboundChecks(MessageFilter):
 
     def _record(
         self,
-        client: Client,
+        source: str,
         spf: SPFResult,
         dkim: list[DKIMResult],
         dmarc: DMARCResult,
         policy: Policy,
         verdict: Verdict,
     ) -> dict[str, Any]:
-        """One line for the day's aggregate reports (``reports.py``)."""
+        """One line for the day's aggregate reports (``reports.py``); ``source``: the address
+        SPF judged (a trusted relay's client, else the client)."""
         disposition = {Action.REJECT: "reject", Action.JUNK: "quarantine"}.get(
             verdict.action, "none"
         )
@@ -323,7 +349,7 @@ class InboundChecks(MessageFilter):
         dkim_ok = any(r.result == "pass" and aligned(r.domain, domain, policy.adkim) for r in dkim)
         spf_ok = spf.result == "pass" and aligned(spf.domain, domain, policy.aspf)
         entry = {
-            "source_ip": client.address,
+            "source_ip": source,
             "header_from": domain,
             "policy": {
                 "domain": policy.domain,

@@ -27,6 +27,7 @@ _ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,25
 # A domain, a DKIM selector (RFC 6376 3.1; "_" as some senders' are) or an algorithm: no "=",
 # which a reader scanning loosely could take for a result of its own.
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,254}")
+_IP = re.compile(r"[0-9A-Fa-f.:]{2,45}")  # an address as ipaddress writes it
 
 
 def _safe(value: str, pattern: re.Pattern[str] = _TOKEN) -> str | None:
@@ -43,12 +44,16 @@ def authentication_results(
     """The field's value (what follows ``Authentication-Results:``)."""
     results: list[authres.BaseAuthenticationResult] = []
     if spf is not None:
+        # which address was judged, when it was not the client's (a trusted relay's client)
+        comment = f"relayed from {spf.relayed_from}" if _safe(spf.relayed_from, _IP) else None
         if spf.identity == "mailfrom":
             mailfrom = _safe(spf.sender, _ADDRESS) or _safe(spf.domain, _NAME)
             results.append(authres.SPFAuthenticationResult(result=spf.result,
+                                                           result_comment=comment,
                                                            smtp_mailfrom=mailfrom))  # fmt: skip
         else:
             results.append(authres.SPFAuthenticationResult(result=spf.result,
+                                                           result_comment=comment,
                                                            smtp_helo=_safe(spf.domain, _NAME)))  # fmt: skip
     if not dkim:
         results.append(authres.DKIMAuthenticationResult(result="none"))

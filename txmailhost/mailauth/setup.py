@@ -21,6 +21,7 @@ from txmailhost.mailauth.reports import DMARCReports, ReportLog
 from txmailhost.mailauth.resolver import MailAuthResolver
 from txmailhost.mailauth.sharedkeys import SharedKeyStore, open_key_store
 from txmailhost.mailauth.signing import Signer, SigningFilter, SigningSubmission
+from txmailhost.received import networks
 
 
 @dataclass
@@ -75,5 +76,6 @@ def build_mailauth(config: Any, reactor: Any = None) -> MailAuth:
         # the lookups of a message end within the chain's time for a filter (DNS_BUDGET)
         budget = min(DNS_BUDGET, config.filters.timeout * 2 / 3)
         filters.append(InboundChecks(resolver, config.hostname, policy, reports=reports,
-                                     dns_budget=budget))  # fmt: skip
+                                     dns_budget=budget,
+                                     trusted_relays=networks(settings.trusted_relays)))  # fmt: skip
     return MailAuth(resolver, keys, signer, filters, authserv_id=config.hostname)

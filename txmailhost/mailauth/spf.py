@@ -42,6 +42,9 @@ class SPFResult:
     domain: str  # the domain checked (DMARC aligns it with From)
     sender: str  # the address checked (postmaster@HELO for the null sender)
     explanation: str = ""
+    # the client a trusted relay received the message from, when that one was judged
+    # (``checks.InboundChecks``, ``[mailauth] trusted_relays``); "" the client itself
+    relayed_from: str = ""
 
 
 # RFC 7208 4.6.4: a check may be given a total time (at least 20 s) after which it is a

@@ -32,10 +32,10 @@ from typing import Any
 
 from txmailhost.accounts.addresses import canonical_address, canonical_domain, fold_local
 from txmailhost.accounts.interfaces import AccountError
+from txmailhost.received import received_values
 from txmailhost.spam import rules
 from txmailhost.spam.bayes import GLOBAL, TokenStore
 from txmailhost.spam.connection import ConnectionChecks
-from txmailhost.spam.relayed import received_values
 from txmailhost.spam.sample import sample_of
 from txmailhost.spam.scoring import Scorer, arrival, owner_of, store_path
 from txmailhost.spam.training import learn_file

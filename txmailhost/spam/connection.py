@@ -26,7 +26,7 @@ Clients on loopback, private (RFC 1918, RFC 4193) and link-local addresses are n
 they are the operator's own machines, never on a public list and seldom in public DNS. Nor
 are the relays of ``trusted_relays``. When such a client hands on mail it received (a front
 or backup MX, fetchmail, a content filter), the client it received it from is checked
-instead, as the relay wrote it down in its ``Received:`` field (``relayed.py``): the HELO
+instead, as the relay wrote it down in its ``Received:`` field (``txmailhost/received.py``): the HELO
 checks on the HELO it recorded, ``RDNS_NONE`` when it recorded no reverse DNS name, and the
 address lists on its address. (Not ``HELO_NXDOMAIN`` and ``RDNS_MISMATCH``: what DNS says
 now of a name given then is another question.)
@@ -43,9 +43,9 @@ from twisted.logger import Logger
 
 from txmailhost.peer import is_own_network as is_own
 from txmailhost.peer import literal_ip
+from txmailhost.received import Hop, last_external, networks, within
 from txmailhost.reversedns import reverse
 from txmailhost.spam import rules
-from txmailhost.spam.relayed import Hop, last_external
 
 log = Logger()
 
@@ -69,19 +69,6 @@ DNS_BUDGET = 15.0
 def reversed_name(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     """The DNS list form of an address: 192.0.2.7 -> 7.2.0.192; IPv6 as reversed nibbles."""
     return address.reverse_pointer.rsplit(".", 2)[0]  # less .in-addr.arpa / .ip6.arpa
-
-
-def _networks(given: Iterable[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    """``trusted_relays``: addresses and networks (``192.0.2.25``, ``198.51.100.0/24``)."""
-    if isinstance(given, str) or not all(isinstance(n, str) for n in given):
-        raise ValueError('trusted_relays must be a list of addresses or networks ("a/len")')
-    networks = []
-    for text in given:
-        try:
-            networks.append(ipaddress.ip_network(text.strip(), strict=False))
-        except ValueError:
-            raise ValueError(f"{text!r} is not an address or network") from None
-    return tuple(networks)
 
 
 def _via(rule: rules.Rule, hop: Hop) -> rules.Rule:
@@ -109,7 +96,7 @@ class ConnectionChecks:
         trusted_relays: Iterable[str] = (),
     ) -> None:
         self.hostname = hostname.lower().rstrip(".")
-        self.trusted_relays = _networks(trusted_relays)
+        self.trusted_relays = networks(trusted_relays)
         self.resolver = resolver
         self.dns_budget = dns_budget
         self.dnsbl = {z.strip(".").lower(): float(w) for z, w in (dnsbl or {}).items()}
@@ -119,10 +106,7 @@ class ConnectionChecks:
 
     def trusted(self, client_address: str) -> bool:
         """Is the client one of ours, or a relay we trust to write down who it received from?"""
-        if is_own(client_address):
-            return True
-        address = literal_ip(client_address)
-        return address is not None and any(address in n for n in self.trusted_relays)
+        return is_own(client_address) or within(client_address, self.trusted_relays)
 
     def asks_dns(self, client_address: str) -> bool:
         """Whether ``hits`` may ask DNS for this client (then it blocks: the filters'

@@ -702,7 +702,7 @@ RULES: tuple[Rule, ...] = (
     Rule("BAYES_99", 3.5, "the classifier: spam probability 99-99.9%", None),
     Rule("BAYES_999", 5.0, "the classifier: spam probability 99.9% or more", None),
     # connection.py: who is sending (for loopback, private and trusted_relays clients: the
-    # client before them, as their Received: field has it; relayed.py)
+    # client before them, as their Received: field has it; txmailhost/received.py)
     Rule("HELO_BARE_IP", 1.5, "HELO is a bare IP address, not a name or [literal]", None),
     Rule("HELO_NO_FQDN", 1.0, "HELO is not a fully qualified name", None),
     Rule("HELO_OUR_NAME", 2.5, "the client says HELO with our own host name", None),

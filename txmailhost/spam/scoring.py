@@ -42,12 +42,12 @@ from txmailhost.filters.base import MessageFilter, fields_named
 from txmailhost.filters.fairness import run_in_share
 from txmailhost.filters.interfaces import ACCEPT, Client, Transaction, Verdict
 from txmailhost.pools import run_in
+from txmailhost.received import Hop, received_values
 from txmailhost.spam import rules
 from txmailhost.spam.bayes import TokenStore
 from txmailhost.spam.connection import DNS_BUDGET, ConnectionChecks
 from txmailhost.spam.frames import rule_as_list
 from txmailhost.spam.offload import OffloadError, ScoringProcess
-from txmailhost.spam.relayed import Hop, received_values
 from txmailhost.spam.rspamd import RspamdClient, RspamdError, replayed, spool
 from txmailhost.spam.sample import read_capped, sample_of_bytes
 from txmailhost.spam.scorer import Score, Scorer, bayes_rule, sender_addresses

@@ -3,19 +3,26 @@
 Mail does not always come straight from the sender's server. It comes through the operator's
 own machines: a front MX or a backup MX on the LAN, fetchmail or getmail injecting what they
 fetched from a provider over loopback, a content filter handing mail back. For those clients
-the connection checks (``connection.py``) learn nothing: the client is the operator's own,
-and who really sent the message is one hop further back, written down by that relay in the
-``Received:`` field it added on top (RFC 5321 4.4). SpamAssassin (its "trusted" relays and
-``-lastexternal`` rules) and rspamd (its received parsing) read that hop too.
+what the server knows of the connection says nothing of the sender: the client is the
+operator's own, and who really sent the message is one hop further back, written down by that
+relay in the ``Received:`` field it added on top (RFC 5321 4.4). SpamAssassin (its "trusted"
+relays and ``-lastexternal`` rules), rspamd (its received parsing) and policyd-spf behind a
+relay read that hop too. Two parts of the server do:
 
-So for a client we trust (loopback, private and link-local networks, and the networks of
-``trusted_relays``), ``last_external`` walks the ``Received:`` fields from the top: past the
-ones whose client address is trusted too (ours first: it names the relay), to the first
-whose client is not. That one was written by a relay we trust about a client we don't: its
-address, the HELO it gave, and the reverse DNS name the relay found for it, if the relay's
-format records one. Fields below it were written by machines we know nothing about, and are
-never read (a sender forges those freely). Fields that name no client address (``from
-mail@localhost``, qmail's ``invoked by uid``) are stepped over.
+- the spam filter's connection checks (``spam/connection.py``), for loopback, private and
+  link-local clients and the networks of ``[filters.settings.spam] trusted_relays``;
+- SPF (``mailauth/checks.py``), for the networks of ``[mailauth] trusted_relays`` only: what
+  SPF finds decides DMARC, so a relay is trusted there only when the administrator names it
+  (a LAN machine could otherwise write a ``Received:`` naming an address a domain's SPF
+  allows).
+
+``last_external`` walks the ``Received:`` fields from the top: past the ones whose client
+address is trusted too (ours first: it names the relay), to the first whose client is not.
+That one was written by a relay we trust about a client we don't: its address, the HELO it
+gave, and the reverse DNS name the relay found for it, if the relay's format records one.
+Fields below it were written by machines we know nothing about, and are never read (a sender
+forges those freely). Fields that name no client address (``from mail@localhost``, qmail's
+``invoked by uid``) are stepped over.
 
 The formats read (the "from" clause, before `` by ``):
 
@@ -38,6 +45,8 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+
+from txmailhost.peer import literal_ip
 
 # How many Received: fields are read from the top before giving up: a real path has a few;
 # a header padded with hundreds must not cost a regex each.
@@ -83,6 +92,29 @@ class Hop:
     rdns: str | None  # the relay found this name; "" it found none; None its format doesn't say
     # when the relay received the message (its field's date, Unix time), if it says
     received_at: float | None = None
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def networks(given: Iterable[str]) -> tuple[Network, ...]:
+    """A ``trusted_relays`` setting: addresses and networks (``192.0.2.25``,
+    ``198.51.100.0/24``); ``ValueError`` naming the first that is neither."""
+    if isinstance(given, str) or not all(isinstance(n, str) for n in given):
+        raise ValueError('trusted_relays must be a list of addresses or networks ("a/len")')
+    found = []
+    for text in given:
+        try:
+            found.append(ipaddress.ip_network(text.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"{text!r} is not an address or network") from None
+    return tuple(found)
+
+
+def within(address: str, among: tuple[Network, ...]) -> bool:
+    """Whether ``address`` (text, as a client's or a field's) is in one of ``among``."""
+    parsed = literal_ip(address) if among else None
+    return parsed is not None and any(parsed in network for network in among)
 
 
 def _address(text: str) -> str | None:
