@@ -26,6 +26,8 @@ import email.utils
 import unicodedata
 from dataclasses import dataclass
 
+from txmailhost.encodedwords import decode_header
+
 _SPECIALS = '()<>[]:;@\\,."'
 _DELIMITERS = frozenset("<>:;@,.")
 
@@ -228,7 +230,7 @@ def mailboxes(text: str) -> list[Mailbox]:
 
 def _decoded(text: str) -> str:
     try:
-        return str(email.header.make_header(email.header.decode_header(text)))
+        return str(email.header.make_header(decode_header(text)))
     except Exception:  # a malformed encoded word: the raw text
         return text
 

@@ -157,3 +157,19 @@ def test_a_message_with_many_signatures_is_verified_in_a_thread_even_when_cached
         verdict = answer(checks.end_of_data(CLIENT, transaction, io.BytesIO(signed)))
         assert verdict.action is Action.ACCEPT
     assert pool.trips == 2  # cached the second time, and still a thread
+
+
+def test_a_long_header_section_is_read_in_a_thread_even_when_cached(zone, resolver):  # noqa: F811
+    """A From: of 20,000 encoded words held the reactor half a second (the standard
+    library's decoding was quadratic); decoded in linear time now, such a header section
+    still costs time with its length, so past ``INLINE_HEADER`` it is read in a thread."""
+    from txmailhost.mailauth.checks import INLINE_HEADER
+
+    checks, pool = attached(resolver)
+    transaction = Transaction("ceo@bank.test", ("alice@example.test",), "Q1")
+    answer(checks.end_of_data(CLIENT, transaction, io.BytesIO(message("ceo@bank.test"))))
+    words = "\r\n ".join(["=?utf-8?b?w6k=?="] * 5000)
+    long = message(f"{words} <ceo@bank.test>")
+    assert pool.trips == 1 and len(long) > INLINE_HEADER
+    verdict = answer(checks.end_of_data(CLIENT, transaction, io.BytesIO(long)))
+    assert pool.trips == 2 and verdict.action is Action.REJECT

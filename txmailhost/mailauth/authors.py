@@ -29,6 +29,7 @@ from txmailhost import headerfields
 from txmailhost.accounts.addresses import canonical_domain
 from txmailhost.accounts.interfaces import AccountError
 from txmailhost.addresslist import every_reading
+from txmailhost.encodedwords import decode_header
 
 _AT_DOMAIN = re.compile(r'@([^\s<>()\[\]",;:@\\]+)')
 # From fields up to this long (all of a message's together) have their reading remembered:
@@ -75,6 +76,6 @@ def _domain(text: str) -> str | None:
 
 def _decoded(value: str) -> str:
     try:
-        return str(email.header.make_header(email.header.decode_header(value)))
+        return str(email.header.make_header(decode_header(value)))
     except Exception:  # a malformed encoded word: nothing more to read
         return ""
