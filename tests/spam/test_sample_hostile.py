@@ -13,8 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from txmailhost.addresslist import ADDRESS_CAP, parse_address
+from txmailhost.mimenesting import MAX_BOUNDARIES
 from txmailhost.spam import rules
-from txmailhost.spam.sample import MAX_BOUNDARIES, sample_of, sample_of_bytes
+from txmailhost.spam.sample import sample_of, sample_of_bytes
 from txmailhost.spam.scorer import Scorer
 from txmailhost.spam.tokens import tokens
 

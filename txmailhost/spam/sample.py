@@ -40,6 +40,7 @@ from txmailhost.encodedwords import decode_header
 from txmailhost.headerlimit import STORED_HEADER_LIMIT
 from txmailhost.hiddenparts import behind_reused_boundary
 from txmailhost.mediatype import MEDIA_TYPE
+from txmailhost.mimenesting import too_nested
 from txmailhost.spam.htmltext import HTMLText, Link
 
 # Octets of header section read; the rest of a longer one is ignored. All of any message SMTP
@@ -222,17 +223,8 @@ def _one_text_part(body: bytes) -> Message:
     return part
 
 
-# Boundaries declared in the body past which it isn't parsed as MIME. The standard library's
-# parser tries every enclosing boundary on every line, so its time grows with the nesting
-# depth times the length: 2,000 levels in 140 KiB took half a second. Mail nests a few
-# levels (2 at most in the SpamAssassin corpus; a forward of a forward with attachments,
-# a handful).
-MAX_BOUNDARIES = 16
-_BOUNDARY_PARAMETER = re.compile(rb"(?i)\bboundary[ \t]*=")
-
-
 class _TooDeep(Exception):
-    """More than ``MAX_BOUNDARIES`` multiparts: the body is read as one text part."""
+    """More multiparts than mail nests (``mimenesting``): the body is read as one text part."""
 
 
 def _parsed(header: bytes, body: bytes, fields: list[tuple[str, str]]) -> Message:
@@ -251,7 +243,7 @@ def _parsed(header: bytes, body: bytes, fields: list[tuple[str, str]]) -> Messag
         or message.defects  # a line that ends the header section early, and the like
         or header.startswith((b"\r\n", b"\n"))  # no fields: the body begins one line on
     ):
-        if len(_BOUNDARY_PARAMETER.findall(body)) >= MAX_BOUNDARIES:
+        if too_nested(body):
             raise _TooDeep  # read as one text part (``sample_of_bytes``)
         return parser.parsebytes(header + body)
     # One part: the full parse would split the body into lines and join them again as its
