@@ -12,7 +12,10 @@ from __future__ import annotations
 import html
 import re
 
-_HTML_HIDDEN = re.compile(r"<(script|style|head)\b.*?</\1\s*>|<!--.*?-->", re.I | re.S)
+_HTML_HIDDEN = re.compile(r"<(script|style|head)\b|<!--", re.I)  # where a hidden run begins
+_HIDDEN_END = {
+    name: re.compile(rf"</{name}\s*>", re.I) for name in ("script", "style", "head")
+}  # fmt: skip
 _HTML_BLOCK = re.compile(
     r"</?(?:p|div|br|li|ul|ol|tr|td|th|table|h[1-6]|blockquote|pre|hr)\b[^>]*>", re.I
 )
@@ -23,6 +26,47 @@ _SPACES = re.compile(r"[ \t\r\n\f\v\xa0]+")
 def html_text(markup: str) -> str:
     """HTML as a reader sees it: scripts, styles and comments gone, block elements as line
     breaks, other tags removed, entities decoded, runs of white space as one space."""
-    text = _SPACES.sub(" ", _HTML_HIDDEN.sub(" ", markup))  # source line breaks are spaces
-    text = html.unescape(_HTML_TAG.sub("", _HTML_BLOCK.sub("\n", text)))
+    text = _SPACES.sub(" ", _without_hidden(markup))  # source line breaks are spaces
+    text = html.unescape(_without_tags(text))
     return "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n") if line.strip())
+
+
+def _without_hidden(markup: str) -> str:
+    """Each script, style and head element and each comment as one space: what
+    ``<(script|style|head)\\b.*?</\\1\\s*>|<!--.*?-->`` substituted, in one pass. That
+    expression, where nothing closed what it opened, looked for the close to the end of the
+    text from every opening: ``<!-`` 40,000 times took 2.9 s. Here each search for a close
+    is made once: a close not found is not found from any later opening either."""
+    out: list[str] = []
+    at = 0
+    unclosed: set[str] = set()  # names (and "--") found with no close after them
+    while (opening := _HTML_HIDDEN.search(markup, at)) is not None:
+        name = (opening.group(1) or "--").lower()
+        end = -1
+        if name not in unclosed:
+            if name == "--":
+                close = markup.find("-->", opening.end())
+                end = close + 3 if close >= 0 else -1
+            else:
+                found = _HIDDEN_END[name].search(markup, opening.end())
+                end = found.end() if found is not None else -1
+        if end < 0:  # not hidden: the opening is read as markup or text, as it was
+            unclosed.add(name)
+            out.append(markup[at : opening.end()])
+            at = opening.end()
+            continue
+        out.append(markup[at : opening.start()])
+        out.append(" ")
+        at = end
+    out.append(markup[at:])
+    return "".join(out)
+
+
+def _without_tags(text: str) -> str:
+    """Block elements as line breaks, then every tag removed. Both expressions scan for the
+    ">" that ends a tag: after the last ">" of the text none can match, and from every "<"
+    there they would scan to the end (``<`` 40,000 times took 1.4 s), so that tail is kept
+    as it is without being searched."""
+    last = text.rfind(">") + 1
+    head = _HTML_TAG.sub("", _HTML_BLOCK.sub("\n", text[:last]))
+    return head + text[last:]
