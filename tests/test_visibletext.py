@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from txmailhost.visibletext import html_text
+from txmailhost.visibletext import html_text, without_hidden, without_tags
 
 # The expressions html_text was, as they were: the reference the one-pass reading must match.
 _OLD_HIDDEN = re.compile(r"<(script|style|head)\b.*?</\1\s*>|<!--.*?-->", re.I | re.S)
@@ -20,6 +20,11 @@ _OLD_BLOCK = re.compile(
 )
 _OLD_TAG = re.compile(r"<[^>]*>")
 _SPACES = re.compile(r"[ \t\r\n\f\v\xa0]+")
+
+
+# imap/preview.py's, as they were
+_OLD_PREVIEW_HIDDEN = re.compile(r"<(style|script|head)\b.*?</\1\s*>", re.S | re.I)
+_OLD_PREVIEW_TAG = re.compile(r"<[^>]*>|<!--.*?-->", re.S)
 
 
 def _old(markup: str) -> str:
@@ -42,6 +47,13 @@ _PIECES = st.sampled_from(
 @given(st.lists(_PIECES, max_size=16).map("".join))
 def test_the_same_text_as_the_expressions_it_replaced(markup: str) -> None:
     assert html_text(markup) == _old(markup)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(_PIECES, max_size=16).map("".join))
+def test_the_preview_s_text_is_what_its_expressions_gave(markup: str) -> None:
+    old = _OLD_PREVIEW_TAG.sub(" ", _OLD_PREVIEW_HIDDEN.sub(" ", markup))
+    assert without_tags(without_hidden(markup, comments=False), " ") == old
 
 
 @settings(max_examples=500, deadline=None)

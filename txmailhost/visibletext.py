@@ -13,6 +13,7 @@ import html
 import re
 
 _HTML_HIDDEN = re.compile(r"<(script|style|head)\b|<!--", re.I)  # where a hidden run begins
+_ELEMENTS_HIDDEN = re.compile(r"<(script|style|head)\b", re.I)  # the same, comments not
 _HIDDEN_END = {
     name: re.compile(rf"</{name}\s*>", re.I) for name in ("script", "style", "head")
 }  # fmt: skip
@@ -26,21 +27,23 @@ _SPACES = re.compile(r"[ \t\r\n\f\v\xa0]+")
 def html_text(markup: str) -> str:
     """HTML as a reader sees it: scripts, styles and comments gone, block elements as line
     breaks, other tags removed, entities decoded, runs of white space as one space."""
-    text = _SPACES.sub(" ", _without_hidden(markup))  # source line breaks are spaces
-    text = html.unescape(_without_tags(text))
+    text = _SPACES.sub(" ", without_hidden(markup))  # source line breaks are spaces
+    last = text.rfind(">") + 1  # no block element ends after the last ">" (``without_tags``)
+    text = html.unescape(without_tags(_HTML_BLOCK.sub("\n", text[:last]) + text[last:]))
     return "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n") if line.strip())
 
 
-def _without_hidden(markup: str) -> str:
-    """Each script, style and head element and each comment as one space: what
-    ``<(script|style|head)\\b.*?</\\1\\s*>|<!--.*?-->`` substituted, in one pass. That
+def without_hidden(markup: str, comments: bool = True) -> str:
+    """Each script, style and head element and each comment (``comments``) as one space:
+    what ``<(script|style|head)\\b.*?</\\1\\s*>|<!--.*?-->`` substituted, in one pass. That
     expression, where nothing closed what it opened, looked for the close to the end of the
     text from every opening: ``<!-`` 40,000 times took 2.9 s. Here each search for a close
     is made once: a close not found is not found from any later opening either."""
     out: list[str] = []
     at = 0
     unclosed: set[str] = set()  # names (and "--") found with no close after them
-    while (opening := _HTML_HIDDEN.search(markup, at)) is not None:
+    openings = _HTML_HIDDEN if comments else _ELEMENTS_HIDDEN
+    while (opening := openings.search(markup, at)) is not None:
         name = (opening.group(1) or "--").lower()
         end = -1
         if name not in unclosed:
@@ -62,11 +65,10 @@ def _without_hidden(markup: str) -> str:
     return "".join(out)
 
 
-def _without_tags(text: str) -> str:
-    """Block elements as line breaks, then every tag removed. Both expressions scan for the
+def without_tags(text: str, replacement: str = "") -> str:
+    """Every tag (``<[^>]*>``) replaced by ``replacement``. The expression scans for the
     ">" that ends a tag: after the last ">" of the text none can match, and from every "<"
-    there they would scan to the end (``<`` 40,000 times took 1.4 s), so that tail is kept
-    as it is without being searched."""
+    there it would scan to the end (``<`` 40,000 times took 1.4 s), so that tail is kept as
+    it is without being searched."""
     last = text.rfind(">") + 1
-    head = _HTML_TAG.sub("", _HTML_BLOCK.sub("\n", text[:last]))
-    return head + text[last:]
+    return _HTML_TAG.sub(replacement, text[:last]) + text[last:]

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -40,6 +42,24 @@ def test_an_attachment_only_message_has_an_empty_preview():
         b"Content-Transfer-Encoding: base64\r\n\r\niVBORw0K\r\n--b--\r\n"
     )
     assert preview(mime.parse(raw)) == ""
+
+
+@pytest.mark.parametrize("unclosed", ["<", "<style>", "<head ", "<!--"])
+def test_html_that_never_closes_what_it_opens_is_previewed_in_linear_time(unclosed):
+    """A complexity check, not a speed target: the preview's expressions searched from
+    every unclosed opening to the end of the 64 KiB scanned (``<`` 40,000 times: seconds);
+    ten times the markup now takes about ten times as long."""
+
+    def seconds(count: int) -> float:
+        raw = b"Content-Type: text/html\r\n\r\nhello " + unclosed.encode() * count
+        part = mime.parse(raw)
+        started = time.perf_counter()
+        assert preview(part).startswith("hello")
+        return time.perf_counter() - started
+
+    small = min(seconds(1_000) for _ in range(3))
+    large = min(seconds(10_000) for _ in range(3))
+    assert large < 40 * small + 0.01, (small, large)
 
 
 @given(st.text(max_size=600))

@@ -16,12 +16,11 @@ import html
 import re
 
 from txmailhost.imap import binary, mime
+from txmailhost.visibletext import without_hidden, without_tags
 
 MAX_CHARS = 256  # RFC 8970 §3.1
 _SCAN_OCTETS = 64 * 1024  # enough decoded text to fill 256 characters after tags are dropped
 _WHITESPACE = re.compile(r"\s+")
-_HIDDEN = re.compile(r"<(style|script|head)\b.*?</\1\s*>", re.S | re.I)
-_TAG = re.compile(r"<[^>]*>|<!--.*?-->", re.S)
 
 
 def preview(root: mime.Part) -> str:
@@ -44,7 +43,8 @@ def preview(root: mime.Part) -> str:
         return ""
     text = _text_of(chosen)
     if chosen is html_part:
-        text = html.unescape(_TAG.sub(" ", _HIDDEN.sub(" ", text)))
+        # in time linear in the text (visibletext): 64 KiB of "<" took seconds
+        text = html.unescape(without_tags(without_hidden(text, comments=False), " "))
     return _WHITESPACE.sub(" ", text).strip()[:MAX_CHARS]
 
 
