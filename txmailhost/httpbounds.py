@@ -27,6 +27,7 @@ log = Logger()
 
 HEAD_TIMEOUT = 30.0  # seconds for a request's line and headers (Apache's mod_reqtimeout: 20-40)
 MIN_BODY_RATE = 1024  # octets a second a body must average, after HEAD_TIMEOUT of grace
+REFUSED_LINGER = 1.0  # seconds a connection whose request was refused 413 may take to close
 
 
 class BoundedRequest(Request):
@@ -100,6 +101,14 @@ class BoundedRequest(Request):
         if pause is not None:
             pause()
         transport.loseConnection()
+        # Over TLS that sends our close_notify and waits for the client's before it closes
+        # the connection; a client still sending its body (reading nothing, its writes
+        # blocked by the reads we stopped) never sends one, and the connection stayed until
+        # the client gave up (10 s for Python's, minutes for others). It is cut after
+        # REFUSED_LINGER, the answer long on the wire.
+        cut = getattr(self.channel, "cut_after", None)
+        if cut is not None:
+            cut(REFUSED_LINGER)
 
 
 class DeadlineChannel(HTTPChannel):
@@ -171,6 +180,12 @@ class DeadlineChannel(HTTPChannel):
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         self._deadline = None
+
+    def cut_after(self, seconds: float) -> None:
+        """End the connection in ``seconds`` whatever arrives meanwhile (a refused request:
+        ``BoundedRequest._refuse``); the deadlines of requests no longer apply."""
+        self._disarm()
+        self._deadline = self.callLater(seconds, self.transport.abortConnection)
 
     def _too_slow(self) -> None:
         self._deadline = None
