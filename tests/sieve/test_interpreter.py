@@ -7,7 +7,7 @@ import email
 
 import pytest
 
-from txmailhost.mimenesting import MAX_BOUNDARIES
+from txmailhost.mimenesting import MAX_DEPTH
 from txmailhost.sieve.interpreter import INBOX, Interpreter, SieveRuntimeError
 from txmailhost.sieve.language import compile_script
 from txmailhost.sieve.message import MessageView
@@ -462,25 +462,28 @@ def test_body_of_a_deeply_nested_message_is_searched_not_an_error(depth, transfo
     assert not run(script.replace("needle", "haystack"), _nested(depth)).discarded
 
 
-def test_body_of_mime_nested_deeper_than_mail_is_not_given_to_the_mime_parser(monkeypatch):
+def test_body_of_mime_nested_deeper_than_mail_is_searched_as_one_text_part(monkeypatch):
     """The parser tries every enclosing boundary on every line: 300 levels around 20,000
-    lines took 0.8 s, a few MiB a thousand levels deep minutes. Past ``MAX_BOUNDARIES``
-    the body is one text part; a message nested as mail is, is parsed as MIME."""
-    parsed: list[bytes] = []
+    lines took 0.8 s, a few MiB a thousand levels deep minutes. It is stopped at
+    ``MAX_DEPTH`` levels and the body searched as one text part; a message nested as mail
+    is, and one whose text merely says ``boundary=``, are parsed as MIME."""
+    flat: list[bytes] = []
     real = email.message_from_bytes
 
     def recorded(octets: bytes, *args, **kwargs):
-        parsed.append(octets[:39])
+        flat.append(octets[:39])
         return real(octets, *args, **kwargs)
 
     monkeypatch.setattr(email, "message_from_bytes", recorded)
     script = 'require "body"; if body :content "text" :contains "needle" { discard; }'
     padded = _nested(300).replace(b"needle", b"x\r\n" * 20_000 + b"needle")
     assert run(script, padded).discarded
-    assert parsed == [b"Content-Type: text/plain; charset=utf-8"]
-    parsed.clear()
-    assert run(script, _nested(MAX_BOUNDARIES - 1)).discarded
-    assert parsed == [_nested(MAX_BOUNDARIES - 1)[:39]]
+    assert flat == [b"Content-Type: text/plain; charset=utf-8"]
+    flat.clear()
+    assert run(script, _nested(MAX_DEPTH - 1)).discarded
+    wordy = _nested(2).replace(b"needle", b'boundary="x" ' * 100 + b"needle")
+    assert run(script, wordy).discarded
+    assert flat == []
 
 
 def test_body_raw_is_the_body_as_received():

@@ -28,7 +28,7 @@ from txmailhost.addresslist import get_addresses, parse_address
 from txmailhost.encodedwords import decode_words
 from txmailhost.headerlimit import STORED_HEADER_LIMIT
 from txmailhost.hiddenparts import behind_reused_boundary
-from txmailhost.mimenesting import too_nested
+from txmailhost.mimenesting import TooNested, parse_bytes
 from txmailhost.visibletext import html_text
 
 # SMTP's limit and room for our own fields (``headerlimit.py``): a From: or Subject: after
@@ -156,14 +156,13 @@ class MessageView:
 
         Python's parser recurses once per nesting level, and its time grows with the depth
         times the length (``mimenesting``): a message nested deeper than mail is
-        (``MAX_BOUNDARIES``), or than the parser can go (about 1,000 levels), is searched as
+        (``MAX_DEPTH``), or than the parser can go (about 1,000 levels), is searched as
         one text part, its body as it is, rather than costing minutes or failing the script
         for a reason that isn't the script's."""
         if self._body is None:
             octets = self._read()
-            if not too_nested(octets):
-                with contextlib.suppress(RecursionError):
-                    self._body = email.message_from_bytes(octets)
+            with contextlib.suppress(RecursionError, TooNested):
+                self._body = parse_bytes(octets)
             if self._body is None:
                 flat = b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + _after_header(octets)
                 self._body = email.message_from_bytes(flat)

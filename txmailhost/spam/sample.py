@@ -40,7 +40,7 @@ from txmailhost.encodedwords import decode_header
 from txmailhost.headerlimit import STORED_HEADER_LIMIT
 from txmailhost.hiddenparts import behind_reused_boundary
 from txmailhost.mediatype import MEDIA_TYPE
-from txmailhost.mimenesting import too_nested
+from txmailhost.mimenesting import parse_bytes
 from txmailhost.spam.htmltext import HTMLText, Link
 
 # Octets of header section read; the rest of a longer one is ignored. All of any message SMTP
@@ -223,10 +223,6 @@ def _one_text_part(body: bytes) -> Message:
     return part
 
 
-class _TooDeep(Exception):
-    """More multiparts than mail nests (``mimenesting``): the body is read as one text part."""
-
-
 def _parsed(header: bytes, body: bytes, fields: list[tuple[str, str]]) -> Message:
     """The message as the standard library's MIME parser reads it."""
     if any(len(value) > FIELD_CAP for _name, value in fields):
@@ -243,9 +239,8 @@ def _parsed(header: bytes, body: bytes, fields: list[tuple[str, str]]) -> Messag
         or message.defects  # a line that ends the header section early, and the like
         or header.startswith((b"\r\n", b"\n"))  # no fields: the body begins one line on
     ):
-        if too_nested(body):
-            raise _TooDeep  # read as one text part (``sample_of_bytes``)
-        return parser.parsebytes(header + body)
+        # TooNested past mimenesting.MAX_DEPTH levels: read as one text part (sample_of_bytes)
+        return parse_bytes(header + body)
     # One part: the full parse would split the body into lines and join them again as its
     # payload (half the parse's time for a 4 KiB message); it is the body as is.
     message.set_payload(body.decode("ascii", "surrogateescape"))
