@@ -28,8 +28,7 @@ def html_text(markup: str) -> str:
     """HTML as a reader sees it: scripts, styles and comments gone, block elements as line
     breaks, other tags removed, entities decoded, runs of white space as one space."""
     text = _SPACES.sub(" ", without_hidden(markup))  # source line breaks are spaces
-    last = text.rfind(">") + 1  # no block element ends after the last ">" (``without_tags``)
-    text = html.unescape(without_tags(_HTML_BLOCK.sub("\n", text[:last]) + text[last:]))
+    text = html.unescape(without_tags(_before_last_close(_HTML_BLOCK, "\n", text)))
     return "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n") if line.strip())
 
 
@@ -66,9 +65,14 @@ def without_hidden(markup: str, comments: bool = True) -> str:
 
 
 def without_tags(text: str, replacement: str = "") -> str:
-    """Every tag (``<[^>]*>``) replaced by ``replacement``. The expression scans for the
-    ">" that ends a tag: after the last ">" of the text none can match, and from every "<"
-    there it would scan to the end (``<`` 40,000 times took 1.4 s), so that tail is kept as
-    it is without being searched."""
+    """Every tag (``<[^>]*>``) replaced by ``replacement`` (see ``_before_last_close``)."""
+    return _before_last_close(_HTML_TAG, replacement, text)
+
+
+def _before_last_close(pattern: re.Pattern[str], replacement: str, text: str) -> str:
+    """``pattern.sub(replacement, text)`` for a pattern of markup that ends in ">" (a tag, a
+    block element's tag). It scans for that ">": after the last ">" of the text none can
+    match, and from every "<" there it would scan to the end (``<`` 40,000 times took 1.4
+    s), so that tail is kept as it is without being searched."""
     last = text.rfind(">") + 1
-    return _HTML_TAG.sub(replacement, text[:last]) + text[last:]
+    return pattern.sub(replacement, text[:last]) + text[last:]
