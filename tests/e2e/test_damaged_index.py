@@ -50,7 +50,10 @@ def damage_while_stopped(server: ServerProcess) -> None:
 
 
 def set_aside(server: ServerProcess) -> list[str]:
-    return glob.glob(os.path.join(inbox(server), "txmailhost-index.sqlite.broken-*"))
+    """The damaged indexes set aside: the main files only, since a damaged index that still
+    had its ``-wal`` and ``-shm`` has them moved beside it under the same name."""
+    found = glob.glob(os.path.join(inbox(server), "txmailhost-index.sqlite.broken-*"))
+    return [name for name in found if not name.endswith(("-wal", "-shm"))]
 
 
 def select_uids(client: imaplib.IMAP4) -> tuple[int, list[bytes]]:
