@@ -8,6 +8,7 @@ connection), so what is checked is the cross-process path, not a lucky single wo
 from __future__ import annotations
 
 import imaplib
+import json
 import os
 import re
 import select
@@ -351,3 +352,39 @@ def test_the_metrics_page_adds_up_every_workers_counts(workers_server):
     ]
     assert accepted, page[:2000]
     assert sum(float(line.rsplit(" ", 1)[1]) for line in accepted) == 6, accepted
+
+
+def test_a_deep_data_directory_starts_both_workers_and_their_sockets_work(
+    server_template: str, tmp_path
+):
+    """A data directory whose socket paths pass the 107 octets of a UNIX socket's address:
+    worker 1 once failed to open its bus and hung, never ready, and ``who`` found no
+    control socket (``txmailhost/socketpaths.py``)."""
+    import shutil
+
+    data_dir = str(tmp_path / ("deep-" + "d" * 60) / "data")
+    assert len(os.path.join(data_dir, "run", "workers", "1.sock")) > 107
+    shutil.copytree(server_template, data_dir, symlinks=True)
+    server = ServerProcess(data_dir, workers=2)
+    server.write_config()
+    server.start()  # waits for "worker 1 of 2 ready"
+    try:
+        sessions = _one_per_worker(server, _imap(server))
+        (_pid, watcher), (_other, writer) = sessions.items()
+        for client in (watcher, writer):
+            client.login("alice@example.test", PASSWORD)
+        # Both workers' control sockets answer.
+        listed = json.loads(server.cli("who", "--json").stdout)
+        assert len([s for s in listed if s.get("user") == "alice@example.test"]) == 2, listed
+        # The bus carries one worker's change to the other's IDLE.
+        watcher.select("INBOX")
+        watcher.send(b"i1 IDLE\r\n")
+        assert watcher.readline().startswith(b"+")
+        assert writer.append("INBOX", None, None, b"Subject: deep\r\n\r\nacross\r\n")[0] == "OK"
+        watcher.sock.settimeout(5)
+        line = watcher.readline()
+        assert re.match(rb"\* \d+ EXISTS", line), line
+        watcher.send(b"DONE\r\n")
+        writer.logout()
+    finally:
+        server.stop()

@@ -36,11 +36,13 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.protocols.policies import ProtocolWrapper
+from twisted.python.failure import Failure
 
 from txmailhost.imap.server import IMAPServer
 from txmailhost.pop3.server import POP3Server
 from txmailhost.sieve.managesieve import ManageSieveServer
 from txmailhost.smtp.server import SMTPServer
+from txmailhost.socketpaths import usable
 
 log = Logger()
 
@@ -270,7 +272,12 @@ class ControlService(Service):
         factory.noisy = False
         factory.sessions = self.sessions  # type: ignore[attr-defined]
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-        endpoint = UNIXServerEndpoint(self.reactor, self.path, mode=0o600, wantPID=True)
+        try:
+            address = usable(self.path)
+        except OSError as e:
+            self._failed(Failure(e))
+            return
+        endpoint = UNIXServerEndpoint(self.reactor, address, mode=0o600, wantPID=True)
         endpoint.listen(factory).addCallbacks(self._listening, self._failed)
 
     def _listening(self, port: Any) -> None:
@@ -291,7 +298,7 @@ def ask(path: str, request: str, timeout: float = 10.0) -> Any:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
             client.settimeout(timeout)
-            client.connect(path)
+            client.connect(usable(path))
             client.sendall(request.encode("utf-8") + b"\n")
             chunks = []
             while chunk := client.recv(65536):

@@ -33,6 +33,8 @@ from typing import Any
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
+from txmailhost.socketpaths import usable
+
 log = Logger(namespace="txmailhost.workers")
 
 MAX_DATAGRAM = 16 * 1024  # mailbox directories are bounded by PATH_MAX (4 KiB) well below this
@@ -71,6 +73,7 @@ class PeerBus:
         self.path = os.path.join(directory, socket_name(slot))
         self._handlers: dict[str, Callable[..., None]] = {}
         self._port: Any = None
+        self._peer_addresses: dict[str, str] = {}
         self.sent = self.dropped = self.received_count = 0
         self._waiting: dict[str, OrderedDict[bytes, None]] = {}  # busy peer -> its messages
         self._retry: Any = None
@@ -83,8 +86,10 @@ class PeerBus:
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)  # this slot's previous process is dead: the supervisor knows
+        # A deep data directory's socket paths are named through the directory's descriptor.
+        self._peer_addresses = {peer: usable(peer) for peer in self.peers}
         self._port = self.reactor.listenUNIXDatagram(
-            self.path, _Receiver(self), maxPacketSize=MAX_DATAGRAM, mode=0o600
+            usable(self.path), _Receiver(self), maxPacketSize=MAX_DATAGRAM, mode=0o600
         )
         # A new process in this slot: whatever the others count for the old one is void.
         self.send("hello", str(self.slot))
@@ -117,7 +122,7 @@ class PeerBus:
     def _send_to(self, peer: str, data: bytes) -> bool:
         """One try; False when the peer is busy (the message is to wait)."""
         try:
-            self._port.socket.sendto(data, peer)
+            self._port.socket.sendto(data, self._peer_addresses[peer])
         except OSError as e:
             if e.errno in _BUSY:
                 self._hold(peer, data)

@@ -91,7 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     role = WorkerRole(args.slot, args.workers, sockets, credential_key=key)
     top = build(config, reactor, load_tls(config), worker=role)
-    top.startService()
+    try:
+        top.startService()
+    except Exception:
+        # The pools started so far are threads that would keep this process alive, neither
+        # serving nor ended, and the supervisor restarts only a worker that ends.
+        log.failure("txmailhost worker {slot} could not start", slot=args.slot)
+        out.flush()
+        os._exit(1)
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
 
     def ready() -> None:
