@@ -137,6 +137,45 @@ def test_a_reservation_is_refused_at_the_limit_and_given_back_by_the_delivery(st
         result(store.reserve("spool/next", {USER: size}, size))
 
 
+@pytest.mark.parametrize("path", ["named", "file"])
+def test_a_check_while_a_message_is_stored_counts_it_once(store, source, monkeypatch, path):
+    """A check made the moment a delivery has indexed a message and not yet given its room
+    back waits for that step to end, and counts the message once: it had counted it twice
+    (stored and reserved) and refused mail that fits, a 452 the e2e race met under load."""
+    size = os.path.getsize(source)
+    limit = 2 * size - 1  # one stored message leaves room; counted twice, none
+    result(store.reserve(source, {USER: limit}, size))
+    release = store.quota.release
+    checks: list[BaseException | None] = []
+
+    def check() -> None:
+        try:
+            store._reserve_sync("spool/next", {USER: limit}, size)
+            checks.append(None)
+        except BaseException as e:  # noqa: BLE001 - handed to the assertion below
+            checks.append(e)
+
+    def releasing(key: str, user: str | None = None) -> None:
+        if key == source and not threads:
+            racer = threading.Thread(target=check)
+            racer.start()
+            racer.join(0.5)  # it can't get in while the delivery holds the user's lock
+            assert not checks, checks
+            threads.append(racer)
+        release(key, user)
+
+    threads: list[threading.Thread] = []
+    monkeypatch.setattr(store.quota, "release", releasing)
+    if path == "named":
+        store.deliver_named_sync([(source, "1700000000.Mtest", time.time(), [(USER, INBOX)])])
+    else:
+        result(store.deliver_file([(USER, INBOX)], source))
+    for racer in threads:
+        racer.join(10)
+    assert checks == [None]
+    assert store.quota.reserved(USER) == size  # the next message's, taken
+
+
 def test_a_message_for_two_users_takes_both_locks_and_reserves_for_each_or_neither(store):
     store.provision_sync(OTHER)
     result(store.reserve("spool/b", {OTHER: 100}, 100))  # bob is full (reserved)

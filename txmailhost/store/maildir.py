@@ -1694,11 +1694,9 @@ class MaildirStore:
     def _counted_sync(self, user: str) -> int:
         """What a quota check counts against ``user``'s limit, under their quota lock: the
         octets stored in all their folders and those reserved for mail accepted and not yet
-        stored (``quotalock.py``). The delivery thread is not waited for (it would hold the
-        lock while other users' mail is fsync'd): the mail it is linking in is counted by its
-        reservation, or, indexed and not yet released, twice for that moment. The
-        reservations are read first: the delivery thread indexes a message before it gives
-        its room back, so one found gone is in the index by the time that is read."""
+        stored (``quotalock.py``). The delivery thread indexes a message for this user and
+        gives its room back in one step under this same lock, so a message is counted once,
+        by its reservation or in the index, never by both or neither."""
         reserved = self.quota.reserved(user)
         return reserved + self._usage_sync(user, wait=False)
 
@@ -1782,6 +1780,7 @@ class MaildirStore:
         """
         batch = list(batch)
         wanted: dict[str, list[tuple[str, str, str, int, str, int, float, str]]] = {}
+        owner: dict[str, str] = {}  # directory -> its user
         for source_path, stem, date, targets, *rest in batch:
             flags: Mapping[tuple[str, str], Iterable[str]] = rest[0] if rest and rest[0] else {}
             size = os.stat(source_path).st_size
@@ -1797,14 +1796,28 @@ class MaildirStore:
                 if recovering and _holds(directory, name):
                     continue
                 bits, keywords = flags_to_bits(flags.get((user, mailbox), ()))
+                owner[directory] = user
                 wanted.setdefault(directory, []).append(
                     (source_path, name, _subdir(bits, keywords, True), bits, keywords, size,
                      date, emailid)
                 )  # fmt: skip
+        sources = [source_path for source_path, *_rest in batch]
+        reserved = self.quota.holders(sources)
         for directory, files in wanted.items():
-            self._link_named(directory, files)
-            self._changed(directory)
-        for source_path, *_rest in batch:
+            if owner[directory] not in reserved:
+                self._link_named(directory, files)
+                self._changed(directory)
+        for user in sorted(reserved):
+            # Indexed and its room given back in one step under the user's quota lock: a
+            # check between the two would count the message twice (quotalock.py).
+            with self.quota.locked([user]):
+                for directory, files in wanted.items():
+                    if owner[directory] == user:
+                        self._link_named(directory, files)
+                        self._changed(directory)
+                for source_path in sources:
+                    self.quota.release(source_path, user)
+        for source_path in sources:
             self.quota.release(source_path)  # its copies count as stored now
 
     def _link_named(
@@ -1858,7 +1871,14 @@ class MaildirStore:
             try:
                 if prepare is not None:
                     prepare()  # the caller's fsync of source_path, in the same worker trip
-                return self._deliver_sync(targets, source_path, internaldate, None, flags)
+                reserved = self.quota.holders([source_path])
+                if not reserved:
+                    return self._deliver_sync(targets, source_path, internaldate, None, flags)
+                # Stored and its room given back under the users' quota locks (quotalock.py).
+                with self.quota.locked(reserved):
+                    stored = self._deliver_sync(targets, source_path, internaldate, None, flags)
+                    self.quota.release(source_path)
+                return stored
             finally:
                 # Stored (or failed before its 250): the room it held is no longer owed.
                 self.quota.release(source_path)

@@ -22,7 +22,10 @@ file, and the kernel lets go of it when its holder ends however it ends (SIGKILL
 neither a stuck lock nor a stale reservation survives its process: a check finds a reservation
 file it can lock itself (its holder is gone), removes it and does not count it. Reservations are
 made and such leftovers removed only under the user's lock, so none is removed while it is
-being made; a release (unlink, then close) needs no lock.
+being made. The delivery that stores a message gives its room back under the same lock, in
+the step that indexes it: a check between the two would count the message twice, as
+stored and as reserved, and refuse mail that fits (a release that stores nothing, after a
+failure, needs no lock).
 
 An IMAP APPEND reserves nothing while its literal arrives (into the user's ``tmp/``, not yet
 mail): once it is in, the check and the add are one step under the lock, so APPENDs finishing
@@ -61,8 +64,8 @@ class QuotaLocks:
         self._user_directory = user_directory
         self._counter = itertools.count()
         self._mutex = threading.Lock()
-        # key (the spool file of a message) -> the reservation files and their open fds
-        self._held: dict[str, list[tuple[str, int]]] = {}
+        # key (the spool file of a message) -> its reservations: user, file, open fd
+        self._held: dict[str, list[tuple[str, str, int]]] = {}
 
     def _directory(self, user: str) -> str:
         directory = os.path.join(self._user_directory(user), QUOTA_DIRECTORY)
@@ -108,13 +111,26 @@ class QuotaLocks:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
         with self._mutex:
-            self._held.setdefault(key, []).append((path, fd))
+            self._held.setdefault(key, []).append((user, path, fd))
 
-    def release(self, key: str) -> None:
-        """Drop the reservations made under ``key`` (none: nothing to do). Any thread."""
+    def holders(self, keys: Iterable[str]) -> set[str]:
+        """The users for whom room is held under any of ``keys``: those whose mail must be
+        stored and its room given back in one step under their lock (``release``)."""
+        with self._mutex:
+            return {user for key in keys for user, _path, _fd in self._held.get(key, ())}
+
+    def release(self, key: str, user: str | None = None) -> None:
+        """Drop the reservations made under ``key`` (``user``'s alone when given; none:
+        nothing to do). Any thread; under the user's lock when the message has just been
+        stored for them, so that no check counts it both as stored and as reserved."""
         with self._mutex:
             held = self._held.pop(key, [])
-        for path, fd in held:
+            if user is not None:
+                kept = [entry for entry in held if entry[0] != user]
+                held = [entry for entry in held if entry[0] == user]
+                if kept:
+                    self._held[key] = kept
+        for _user, path, fd in held:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)  # gone before it is unlocked: never seen as a leftover
             os.close(fd)
