@@ -13,8 +13,8 @@ So a path too long is given through its directory's descriptor instead:
 Linux, whatever the length of the directory's own path. The descriptor (``O_PATH``: it
 reads nothing) is kept for the life of the process, as the listening socket's path stays in
 use until it closes (Twisted unlinks it by that path); a directory replaced meanwhile gets a
-descriptor of its own beside the old one. Where there is no ``/proc`` the path is refused with a message that says
-what to shorten.
+descriptor of its own beside the old one. Where there is no ``/proc`` the path is refused
+with a message that says what to shorten.
 """
 
 from __future__ import annotations
