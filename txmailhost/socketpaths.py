@@ -26,6 +26,7 @@ import threading
 # sun_path is 108 octets on Linux, the terminating NUL included (unix(7)).
 MAX_PATH = 107
 
+_PROC_FD = os.path.isdir("/proc/self/fd")
 _lock = threading.Lock()
 _directories: dict[str, int] = {}  # directory -> a descriptor open on it
 
@@ -38,8 +39,9 @@ def usable(path: str) -> str:
     if len(os.fsencode(path)) <= MAX_PATH:
         return path
     directory, name = os.path.split(os.path.abspath(path))
-    short = f"/proc/self/fd/{_descriptor(directory)}/{name}"
-    if len(os.fsencode(short)) > MAX_PATH or not os.path.isdir("/proc/self/fd"):
+    # Without /proc, no descriptor is opened for a name that can't be used.
+    short = f"/proc/self/fd/{_descriptor(directory)}/{name}" if _PROC_FD else path
+    if len(os.fsencode(short)) > MAX_PATH:
         raise OSError(
             errno.ENAMETOOLONG,
             f"{path} is too long for a UNIX socket ({len(os.fsencode(path))} octets, at most "

@@ -1779,8 +1779,8 @@ class MaildirStore:
         expects of a message already seen or flagged; keywords live in the index.
         """
         batch = list(batch)
-        wanted: dict[str, list[tuple[str, str, str, int, str, int, float, str]]] = {}
-        owner: dict[str, str] = {}  # directory -> its user
+        # user -> their directories -> the copies to link there
+        wanted: dict[str, dict[str, list[tuple[str, str, str, int, str, int, float, str]]]] = {}
         for source_path, stem, date, targets, *rest in batch:
             flags: Mapping[tuple[str, str], Iterable[str]] = rest[0] if rest and rest[0] else {}
             size = os.stat(source_path).st_size
@@ -1796,26 +1796,22 @@ class MaildirStore:
                 if recovering and _holds(directory, name):
                     continue
                 bits, keywords = flags_to_bits(flags.get((user, mailbox), ()))
-                owner[directory] = user
-                wanted.setdefault(directory, []).append(
+                wanted.setdefault(user, {}).setdefault(directory, []).append(
                     (source_path, name, _subdir(bits, keywords, True), bits, keywords, size,
                      date, emailid)
                 )  # fmt: skip
         sources = [source_path for source_path, *_rest in batch]
         reserved = self.quota.holders(sources)
-        for directory, files in wanted.items():
-            if owner[directory] not in reserved:
-                self._link_named(directory, files)
-                self._changed(directory)
-        for user in sorted(reserved):
-            # Indexed and its room given back in one step under the user's quota lock: a
-            # check between the two would count the message twice (quotalock.py).
-            with self.quota.locked([user]):
-                for directory, files in wanted.items():
-                    if owner[directory] == user:
-                        self._link_named(directory, files)
-                        self._changed(directory)
-                for source_path in sources:
+        for user in sorted(wanted.keys() | reserved):
+            # A user with room reserved has their copies indexed and the room given back in
+            # one step under their quota lock: a check between the two would count the
+            # message twice (quotalock.py).
+            held = user in reserved
+            with self.quota.locked([user]) if held else contextlib.nullcontext():
+                for directory, files in wanted.get(user, {}).items():
+                    self._link_named(directory, files)
+                    self._changed(directory)
+                for source_path in sources if held else ():
                     self.quota.release(source_path, user)
         for source_path in sources:
             self.quota.release(source_path)  # its copies count as stored now
