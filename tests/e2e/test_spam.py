@@ -7,6 +7,7 @@ next message lands in INBOX. Moving a message into Junk trains it as spam (``spa
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import smtplib
 import time
@@ -162,46 +163,76 @@ def test_uid_move_into_junk_trains_spam(server):
     )
 
 
-def test_mail_a_trusted_relay_hands_on_is_judged_by_the_client_before_it(server_template, tmp_path):
-    """The real server, a message handed to it over loopback (as fetchmail or a front MX
-    does) whose relay received it from a listed client without reverse DNS: to Junk, the
-    report naming the relayed client's rules."""
+@contextlib.contextmanager
+def spam_filter_and_dns(server_template, tmp_path, settings: str, records):
+    """A server whose only filter is the spam score with ``settings`` (and no classifier),
+    asking the tests' DNS server, which holds ``records`` ((name, type, value) each)."""
     names = NamesServer(tmp_path).start()
     try:
-        names.add("7.2.0.192.bl.test", "A", "127.0.0.2")
+        for record in records:
+            names.add(*record)
         extra = (
             f'[relay]\nnameservers = ["{names.address}"]\n\n'
             '[filters]\nchain = ["spam"]\n\n[filters.settings.spam]\n'
-            'dnsbl = { "bl.test" = 4.0 }\nbayes = false\n'
+            f"{settings}\nbayes = false\n"
         )
         server = start_from_template(server_template, str(tmp_path / "data"), extra)
         try:
-            message = (
-                "Received: from pc17 (unknown [192.0.2.7])\r\n\tby relay.lan (Postfix) with "
-                "ESMTP id 4F1;\r\n\tMon, 07 Dec 2026 08:00:00 +0000\r\n"
-                "From: a@sender.test\r\nTo: alice@example.test\r\nSubject: relayed\r\n"
-                "Date: Mon, 07 Dec 2026 08:00:00 +0000\r\nMessage-ID: <r1@sender.test>\r\n"
-                "\r\nhello\r\n"
-            )
-            with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=30) as s:
-                s.sendmail("a@sender.test", ["alice@example.test"], message)
-            imap = imaplib.IMAP4("127.0.0.1", server.ports["imap"], timeout=30)
-            imap.login("alice@example.test", PASSWORD)
-            header = ""
-            for _ in range(100):
-                imap.select("Junk")
-                _typ, found = imap.search(None, "SUBJECT", "relayed")
-                if found[0]:
-                    _typ, data = imap.fetch(found[0].split()[-1], "(BODY.PEEK[HEADER])")
-                    header = data[0][1].decode()
-                    break
-                time.sleep(0.1)
-            imap.logout()
+            yield server
         finally:
             server.stop()
     finally:
         names.stop()
-    assert "X-Spam-Status: Yes" in header, header
+
+
+def test_mail_a_trusted_relay_hands_on_is_judged_by_the_client_before_it(server_template, tmp_path):
+    """The real server, a message handed to it over loopback (as fetchmail or a front MX
+    does) whose relay received it from a listed client without reverse DNS: to Junk, the
+    report naming the relayed client's rules."""
+    listed = [("7.2.0.192.bl.test", "A", "127.0.0.2")]
+    settings = 'dnsbl = { "bl.test" = 4.0 }'
+    with spam_filter_and_dns(server_template, tmp_path, settings, listed) as server:
+        message = (
+            "Received: from pc17 (unknown [192.0.2.7])\r\n\tby relay.lan (Postfix) with "
+            "ESMTP id 4F1;\r\n\tMon, 07 Dec 2026 08:00:00 +0000\r\n"
+            "From: a@sender.test\r\nTo: alice@example.test\r\nSubject: relayed\r\n"
+            "Date: Mon, 07 Dec 2026 08:00:00 +0000\r\nMessage-ID: <r1@sender.test>\r\n"
+            "\r\nhello\r\n"
+        )
+        send(server, "a@sender.test", message)
+        imap = login(server)
+        mailbox, _number, header = wait_for(imap, "relayed")
+        imap.logout()
+    assert mailbox == "Junk" and "X-Spam-Status: Yes" in header, header
     report = " ".join(header.split("X-Spam-Report:", 1)[1].split("\r\n\t"))
     for rule in ("DNSBL:bl.test", "RDNS_NONE", "HELO_NO_FQDN"):
         assert rule in report
+
+
+def test_a_link_to_a_listed_domain_sends_the_message_to_junk(server_template, tmp_path):
+    """The real server with a URI block list in the test DNS: a message whose link's domain
+    the list names goes to Junk with the rule in its report; one linking elsewhere doesn't.
+    The client is on loopback (no connection checks): links are checked whoever sends."""
+    listed = [("spamvertised.test.dbl.test", "A", "127.0.1.2")]
+    settings = 'uribl = { "dbl.test" = 6.0 }'
+    with spam_filter_and_dns(server_template, tmp_path, settings, listed) as server:
+        for subject, link in (
+            ("linked offer", "http://www.shop.spamvertised.test/buy"),
+            ("linked notes", "https://docs.fine.test/notes"),
+        ):
+            send(
+                server,
+                "a@sender.test",
+                f"From: a@sender.test\r\nTo: alice@example.test\r\nSubject: {subject}\r\n"
+                "Date: Mon, 07 Dec 2026 08:00:00 +0000\r\n"
+                f"Message-ID: <{subject.replace(' ', '-')}@sender.test>\r\n"
+                f"\r\nHave a look: {link}\r\n",
+            )
+        imap = login(server)
+        offer = wait_for(imap, "linked offer")
+        notes = wait_for(imap, "linked notes")
+        imap.logout()
+    assert offer[0] == "Junk", offer[2]
+    report = " ".join(offer[2].split("X-Spam-Report:", 1)[1].split("\r\n\t"))
+    assert "URIBL:dbl.test" in report and "spamvertised.test" in report
+    assert notes[0] == "INBOX" and "URIBL" not in notes[2]

@@ -147,12 +147,13 @@ def test_the_senders_own_x_spam_fields_are_removed(tmp_path):
 
 
 class _AnsweringLater:
-    """A scoring process whose answer the test gives (``offload.ScoringProcess.score``)."""
+    """A scoring process whose answer the test gives (``offload.ScoringProcess``'s
+    ``score_and_domains``)."""
 
     def __init__(self) -> None:
         self.asked: list[Deferred] = []
 
-    def score(self, header, head, body) -> Deferred:
+    def score_and_domains(self, header, head, body) -> Deferred:
         self.asked.append(Deferred())
         return self.asked[-1]
 
@@ -176,7 +177,7 @@ def test_a_message_the_reactor_can_read_is_asked_about_without_a_deferred_of_its
         verdict = spam.end_of_data(
             client, Transaction("a@client.test", ("u1@example.test",)), io.BytesIO(HAM)
         )
-        offload.asked[0].callback([(1.5, [rules.BY_NAME["MISSING_MID"]], None, None)])
+        offload.asked[0].callback(([(1.5, [rules.BY_NAME["MISSING_MID"]], None, None)], []))
     finally:
         sys.setprofile(None)
     assert len(made) == 1

@@ -8,7 +8,8 @@ beyond SPF and DKIM results is about a hundred lines: find the record (6.6.3: at
 (3.1: relaxed compares organisational domains, strict compares names) and apply ``pct``.
 
 The organisational domain comes from the public suffix list that the ``publicsuffixlist``
-package ships inside itself (pinned with the package: no download at run time).
+package ships inside itself (pinned with the package: no download at run time), loaded once
+a process by ``txmailhost/publicsuffix.py``, which the spam filter's URI block lists share.
 """
 
 from __future__ import annotations
@@ -17,20 +18,11 @@ import random
 import re
 from dataclasses import dataclass
 
-from publicsuffixlist import PublicSuffixList
-
 from txmailhost.asciinum import number_or
 from txmailhost.mailauth.resolver import MailAuthResolver
+from txmailhost.publicsuffix import organizational_domain
 
-_PSL = PublicSuffixList()
 POLICIES = ("none", "quarantine", "reject")
-
-
-def organizational_domain(domain: str) -> str:
-    """RFC 7489 3.2: the public suffix plus one label (``mail.example.co.uk`` ->
-    ``example.co.uk``); a public suffix itself is its own."""
-    domain = domain.lower().rstrip(".")
-    return _PSL.privatesuffix(domain) or domain
 
 
 def aligned(identifier: str, from_domain: str, mode: str) -> bool:

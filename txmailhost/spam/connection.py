@@ -204,14 +204,7 @@ class ConnectionChecks:
         return []
 
     def _lookup(self, name: str, rdtype: str) -> list[Any] | None:
-        """The records, or None when DNS didn't answer (a temporary error: no verdict)."""
-        from txmailhost.mailauth.resolver import DNSTempError
-
-        try:
-            return self.resolver.lookup(name, rdtype)
-        except DNSTempError as e:
-            log.debug("spam: DNS {rdtype} {name}: {error}", rdtype=rdtype, name=name, error=e)
-            return None
+        return lookup(self.resolver, name, rdtype)
 
     def _exists(self, name: str) -> bool:
         for rdtype in ("A", "AAAA", "MX"):
@@ -229,21 +222,38 @@ class ConnectionChecks:
         return [] if found.verified else [rules.BY_NAME["RDNS_MISMATCH"]]
 
     def _listed(self, name: str, zone: str) -> bool:
-        records = self._lookup(name, "A")
-        if not records:
+        return listed(self.resolver, name, zone)
+
+
+def lookup(resolver: Any, name: str, rdtype: str) -> list[Any] | None:
+    """The records, or None when DNS didn't answer (a temporary error: no verdict)."""
+    from txmailhost.mailauth.resolver import DNSTempError
+
+    try:
+        return resolver.lookup(name, rdtype)
+    except DNSTempError as e:
+        log.debug("spam: DNS {rdtype} {name}: {error}", rdtype=rdtype, name=name, error=e)
+        return None
+
+
+def listed(resolver: Any, name: str, zone: str) -> bool:
+    """Does the DNS list ``zone`` list ``name`` (the query, zone included)? An answer in
+    127.0.0.0/8 that is none of the codes lists use to refuse a query (``_REFUSED``)."""
+    records = lookup(resolver, name, "A")
+    if not records:
+        return False
+    found = False
+    for record in records:
+        answer = literal_ip(record.address)
+        if answer is None or answer not in _LISTED:
+            continue
+        if any(answer in n for n in _REFUSED):
+            log.warn(
+                "spam: {zone} refused our query ({answer}): use a resolver of your own "
+                "for DNS lists (the answer counts as not listed)",
+                zone=zone,
+                answer=str(answer),
+            )
             return False
-        listed = False
-        for record in records:
-            answer = literal_ip(record.address)
-            if answer is None or answer not in _LISTED:
-                continue
-            if any(answer in n for n in _REFUSED):
-                log.warn(
-                    "spam: {zone} refused our query ({answer}): use a resolver of your own "
-                    "for DNS lists (the answer counts as not listed)",
-                    zone=zone,
-                    answer=str(answer),
-                )
-                return False
-            listed = True
-        return listed
+        found = True
+    return found

@@ -226,13 +226,16 @@ class _Child:
         self.reactor.callFromThread(self.fail, why)
 
 
-def _scores(answer: Any) -> Scores:
+def _answer(answer: Any) -> tuple[Scores, list[str]]:
+    """The scores, and the domains the message links to when the request asked for them."""
     if not isinstance(answer, dict) or "error" in answer:  # this message only
         raise OffloadError(str(answer.get("error") if isinstance(answer, dict) else answer))
-    return [
+    scores = [
         (float(total), [rule_from_list(r) for r in hits], bayes, threshold)
         for total, hits, bayes, threshold in answer["scores"]
     ]
+    domains = answer.get("domains", [])
+    return scores, [d for d in domains if isinstance(d, str)] if isinstance(domains, list) else []
 
 
 class ScoringProcess:
@@ -279,12 +282,19 @@ class ScoringProcess:
     def score(self, header: dict[str, Any], head: bytes, body: bytes) -> Deferred[Scores]:
         """(total, rules, classifier probability, own threshold) per owner of ``header``;
         fails with ``OffloadError`` when the child can't say (the caller scores it itself)."""
+        return self.score_and_domains(header, head, body).addCallback(lambda answer: answer[0])
+
+    def score_and_domains(
+        self, header: dict[str, Any], head: bytes, body: bytes
+    ) -> Deferred[tuple[Scores, list[str]]]:
+        """``score``, and the domains the message links to (``links.link_domains``) when
+        ``header`` asks for them (``"domains": true``; else none)."""
         child = self._child
         if child is None:
             if self._busy():
                 self._start_soon()
             return fail(OffloadError("no scoring process (yet)"))
-        return child.ask((json.dumps(header).encode(), head, body)).addCallback(_scores)
+        return child.ask((json.dumps(header).encode(), head, body)).addCallback(_answer)
 
     def _busy(self) -> bool:
         """Whether messages come at ``start_rate`` a second or more: below that the GIL is

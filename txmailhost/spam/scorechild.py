@@ -20,6 +20,7 @@ from typing import Any
 from txmailhost.spam.bayes import TokenStore
 from txmailhost.spam.cluecache import DEFAULT_MOST
 from txmailhost.spam.frames import IDLE, Frames, rule_as_list, rule_from_list, send
+from txmailhost.spam.links import link_domains
 from txmailhost.spam.sample import sample_of_bytes
 from txmailhost.spam.scorer import Scorer
 from txmailhost.spam.sqlitedb import MMAP_SIZE
@@ -73,6 +74,8 @@ def _answer(scorer: Scorer, header_octets: bytes, head: bytes, body: bytes) -> b
                 [s.total, [rule_as_list(r) for r in s.hits], s.bayes, s.threshold] for s in scores
             ]
         }
+        if header.get("domains"):  # URI block lists: the server looks them up
+            answer["domains"] = link_domains(sample.urls)
     except Exception as e:  # this message can't be scored here: the server scores it
         answer = {"error": f"{type(e).__name__}: {e}"}
     return json.dumps(answer).encode()

@@ -3,8 +3,10 @@
 At the end of data, for mail from outside (the ``smtp`` listener, no AUTH), it reads a bounded
 sample of the message (``sample.py``), adds up the scores of the content rules that fire
 (``rules.py``), the classifier's BAYES_xx rule (``bayes.py``: the recipient's own counts once
-trained enough, else everyone's), the recipient's allowed/blocked senders and, when ``rspamd`` names its normal worker,
-rspamd's score times ``rspamd_weight`` (the rule ``RSPAMD``, ``rspamd.py``); then:
+trained enough, else everyone's), the recipient's allowed/blocked senders, the DNS lists on
+the client (``connection.py``) and on the domains the message links to (``uribl.py``) and,
+when ``rspamd`` names its normal worker, rspamd's score times ``rspamd_weight`` (the rule
+``RSPAMD``, ``rspamd.py``); then:
 
 - every message gets ``X-Spam-Status: Yes|No, score=S required=J tests=...``,
   ``X-Spam-Score: S`` and ``X-Spam-Report:`` (one line per rule that fired: score, name,
@@ -33,7 +35,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
 from txmailhost.accounts.addresses import fold_local
@@ -47,10 +49,13 @@ from txmailhost.spam import rules
 from txmailhost.spam.bayes import TokenStore
 from txmailhost.spam.connection import DNS_BUDGET, ConnectionChecks
 from txmailhost.spam.frames import rule_as_list
+from txmailhost.spam.links import link_domains
 from txmailhost.spam.offload import OffloadError, ScoringProcess
 from txmailhost.spam.rspamd import RspamdClient, RspamdError, replayed, spool
 from txmailhost.spam.sample import read_capped, sample_of_bytes
 from txmailhost.spam.scorer import Score, Scorer, bayes_rule, sender_addresses
+from txmailhost.spam.uribl import MOST as MOST_DOMAINS
+from txmailhost.spam.uribl import UriblChecks
 
 # Score, Scorer and the rest moved to scorer.py (for the scoring process); still here.
 __all__ = [
@@ -108,6 +113,9 @@ class SpamFilter(MessageFilter):
         dns_checks: bool = True,
         dns_budget: float = DNS_BUDGET,
         trusted_relays: list[str] | tuple[str, ...] = (),
+        uribl: dict[str, float] | None = None,
+        uribl_skip: list[str] | tuple[str, ...] = (),
+        uribl_max_domains: int = MOST_DOMAINS,
         rspamd: str = "",
         rspamd_weight: float = 1.0,
         rspamd_timeout: float = 5.0,
@@ -141,6 +149,12 @@ class SpamFilter(MessageFilter):
             host.hostname if host is not None else "", resolver, dnsbl, dnswl, rhsbl, bool(rdns),
             float(dns_budget), trusted_relays,
         )  # fmt: skip
+        # URI block lists on the domains the message links to (``uribl.py``): with DNS only
+        uribl_checks = UriblChecks(
+            resolver, uribl or {}, uribl_skip, host.hostname if host is not None else "",
+            int(uribl_max_domains), float(dns_budget),
+        )  # fmt: skip
+        self.uribl = uribl_checks if uribl_checks.zones and resolver is not None else None
         self.rspamd = (
             RspamdClient(rspamd, rspamd_timeout, rspamd_max_size_kib, rspamd_retry_after)
             if rspamd
@@ -202,7 +216,7 @@ class SpamFilter(MessageFilter):
         )
         seen += rspamd_rules
         forged = fields_named(head, OWN_FIELDS)
-        return _Prepared(head, body, truncated, seen, notes, forged, arrival(hop))
+        return _Prepared(head, body, truncated, seen, notes, forged, arrival(hop), client.address)
 
     def _blocks(self, client: Client, message: BinaryIO) -> bool:
         """Whether preparing this message blocks: rspamd is asked over HTTP, DNS about the
@@ -218,9 +232,12 @@ class SpamFilter(MessageFilter):
         """Scored in this thread: the filters' thread (the child is starting, failed, or
         there is none), or the caller's (the CLI, tests)."""
         sample = sample_of_bytes(prepared.head, prepared.body, prepared.truncated, digest=False)
-        return self.scorer.score_each(
+        scores = self.scorer.score_each(
             sample, _owners(transaction), transaction.sender, prepared.seen, prepared.arrival
         )
+        if self.uribl is None:
+            return scores
+        return _with_rules(scores, self.uribl.hits(link_domains(sample.urls)))
 
     def _offloaded(self, prepared: _Prepared, transaction: Transaction) -> Deferred[Verdict]:
         """On the reactor thread: the child's scores, else the filters' thread's."""
@@ -232,18 +249,41 @@ class SpamFilter(MessageFilter):
             "truncated": prepared.truncated,
             "arrival": prepared.arrival,
         }
+        if self.uribl is not None:
+            header["domains"] = True
 
-        def received(answers: Any) -> Verdict:
+        def received(answer: Any) -> Verdict | Deferred[Verdict]:
+            answers, domains = answer
             scores = [Score(t, tuple(hits), bayes, own) for t, hits, bayes, own in answers]
-            return self._verdict(scores, transaction, prepared.notes, prepared.forged)
+            if self.uribl is None or not self.uribl.asked(domains):
+                return self._verdict(scores, transaction, prepared.notes, prepared.forged)
+            listed = self._uribl_hits(domains, prepared.client_address)
+            return listed.addCallback(
+                lambda found: self._verdict(
+                    _with_rules(scores, found), transaction, prepared.notes, prepared.forged
+                )
+            )
 
         def here(failure: Failure) -> Deferred[Verdict]:
             failure.trap(OffloadError)
             scored = run_in(self._reactor, self._pool, self._score_here, transaction, prepared)
             return scored.addCallback(self._verdict, transaction, prepared.notes, prepared.forged)
 
-        answered = self.offload.score(header, prepared.head, prepared.body)
+        answered = self.offload.score_and_domains(header, prepared.head, prepared.body)
         return answered.addCallbacks(received, here)
+
+    def _uribl_hits(self, domains: list[str], address: str) -> Deferred[list[rules.Rule]]:
+        """On the reactor thread: the URI block lists' rules, from the resolver's cache when
+        every answer is there, else looked up in the filters' threads."""
+        assert self.uribl is not None
+        resolver = self.uribl.resolver
+        if hasattr(resolver, "from_cache"):  # a MailAuthResolver
+            answered, found = resolver.from_cache(self.uribl.hits, domains)
+            if answered:
+                return succeed(found)
+        return run_in_share(
+            self._slots, address, self._reactor, self._pool, self.uribl.hits, domains
+        )
 
     def _required(self, score: Score) -> float:
         """The recipient's own threshold (``txmailhost spam threshold``), else the server's."""
@@ -328,6 +368,17 @@ def arrival(hop: Hop | None, now: float | None = None) -> float | None:
     return min(hop.received_at, time.time() if now is None else now)
 
 
+def _with_rules(scores: list[Score], found: list[rules.Rule]) -> list[Score]:
+    """``scores`` with the rules ``found`` after scoring (the URI block lists') added."""
+    if not found:
+        return scores
+    return [
+        Score(round(sum(r.score for r in (*s.hits, *found)), 1), (*s.hits, *found), s.bayes,
+              s.threshold)
+        for s in scores
+    ]  # fmt: skip
+
+
 def _owners(transaction: Transaction) -> list[str | None]:
     """Whose training and lists score the message. One recipient: their score is the one
     shown. Several: the copies share the header fields, so they show the score without
@@ -350,3 +401,4 @@ class _Prepared:
     notes: tuple[tuple[str, str], ...]  # header fields about rspamd
     forged: tuple[tuple[str, int], ...] = ()  # the sender's X-Spam-Status etc. (OWN_FIELDS)
     arrival: float | None = None  # when a trusted relay received it (``arrival``); None: now
+    client_address: str = ""  # whose share of the filters' threads a later lookup takes
