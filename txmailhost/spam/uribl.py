@@ -8,9 +8,8 @@ starts, before the classifier has learned its words (SpamAssassin and rspamd shi
 on). ``[filters.settings.spam] uribl = { "zone" = weight }`` turns them on.
 
 - **Which domains**: the sample's URLs (the text's and the HTML links'), each host's
-  registrable domain (the public suffix list's: ``www.spam.example.co.uk`` is listed as
-  ``spam.example.co.uk``'s ``example.co.uk``), distinct, in the order the message gives
-  them, at most ``most`` (20, SpamAssassin's ``uridnsbl_max_domains``) a message, so a
+  registrable domain (the public suffix list's: ``http://www.shop.example.co.uk/`` is
+  looked up as ``example.co.uk``), distinct, in the order the message gives them, at most ``most`` (20, SpamAssassin's ``uridnsbl_max_domains``) a message, so a
   message of a thousand links costs twenty queries a zone (``links.py`` bounds the work of
   finding them too). A host written as an address, a
   name without a dot or one that can't be a DNS name is not looked up (the domain lists take
@@ -31,7 +30,6 @@ on). ``[filters.settings.spam] uribl = { "zone" = weight }`` turns them on.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from contextlib import nullcontext
 from typing import Any
 
 from txmailhost.publicsuffix import registrable_domain
@@ -60,9 +58,8 @@ class UriblChecks:
             raise TypeError('uribl must be a table of zone = weight: { "dbl.example" = 2.5 }')
         self.resolver = resolver
         self.zones = {z.strip(".").lower(): float(w) for z, w in zones.items()}
-        self.skip = {d.strip(".").lower() for d in skip}
-        if own:
-            self.skip.add(registrable_domain(own) or own.lower())
+        # as the domains are compared: "www.example.com" skips example.com
+        self.skip = {registrable_domain(d) or d.strip(".").lower() for d in [*skip, own] if d}
         self.most = int(most)
         self.dns_budget = dns_budget
 
@@ -73,11 +70,10 @@ class UriblChecks:
     def hits(self, domains: Iterable[str]) -> list[rules.Rule]:
         """One rule per zone that lists one of ``domains`` (the first it lists, in order)."""
         asked = self.asked(domains)
-        if not asked:
+        if not asked or self.resolver is None:
             return []
         found = []
-        budget = self.resolver.budget(self.dns_budget) if self.resolver else nullcontext()
-        with budget:
+        with self.resolver.budget(self.dns_budget):
             for zone, weight in self.zones.items():
                 for domain in asked:
                     if listed(self.resolver, f"{domain}.{zone}", zone):
