@@ -204,3 +204,26 @@ def test_a_dns_server_that_never_answers_costs_a_message_at_most_the_budget(name
     started = time.monotonic()
     assert checks.hits([f"d{i}.test" for i in range(5)]) == []  # no answer: no verdict
     assert time.monotonic() - started < 3
+
+
+def test_the_links_and_the_client_share_one_dns_budget():
+    """With DNS black-holed, the connection checks spent the message's ``dns_budget`` and
+    the URI block lists then took a budget of their own: twice the time, past the chain's
+    timeout when both are at their defaults (15 s each against 30 s), so every message
+    from outside would get the chain's ``on_error``. They now get what the checks left."""
+    from tests.spam.test_connection import _BlackHole
+
+    resolver = _BlackHole(timeout=1.0)
+    host = FilterHost("/nonexistent", "mx.example.test", resolver)
+    spam = SpamFilter(
+        host=host, bayes=False, rdns=False, dnsbl={"bl.test": 1.0, "bl2.test": 1.0},
+        uribl={"dbl.test": 2.5},
+        dns_budget=2.0,
+    )  # fmt: skip
+    started = time.monotonic()
+    verdict = spam.end_of_data(
+        OUTSIDE, Transaction("deals@promo.test", ("alice@example.test",)), io.BytesIO(LINKED)
+    )
+    took = time.monotonic() - started  # two lists took the 2 s: before, the links took 2 more
+    assert "DNSBL" not in dict(verdict.headers)["X-Spam-Status"]  # no answer: no verdict
+    assert took < 3.0, f"{took:.1f}s for {resolver.asked} lookups"

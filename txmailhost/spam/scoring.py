@@ -200,6 +200,8 @@ class SpamFilter(MessageFilter):
     def _prepare(self, client: Client, transaction: Transaction, message: BinaryIO) -> _Prepared:
         """What is known before the content is scored: rspamd's answer, the connection
         checks (DNS lists, reverse DNS, HELO) and the capped sample's octets."""
+        # the message's DNS time starts now: the URI block lists get what the checks leave
+        dns_deadline = time.monotonic() + self.connection.dns_budget
         notes: tuple[tuple[str, str], ...] = ()
         rspamd_rules: list[rules.Rule] = []
         if self.rspamd is not None:
@@ -216,7 +218,9 @@ class SpamFilter(MessageFilter):
         )
         seen += rspamd_rules
         forged = fields_named(head, OWN_FIELDS)
-        return _Prepared(head, body, truncated, seen, notes, forged, arrival(hop), client.address)
+        return _Prepared(
+            head, body, truncated, seen, notes, forged, arrival(hop), client.address, dns_deadline
+        )
 
     def _blocks(self, client: Client, message: BinaryIO) -> bool:
         """Whether preparing this message blocks: rspamd is asked over HTTP, DNS about the
@@ -237,7 +241,8 @@ class SpamFilter(MessageFilter):
         )
         if self.uribl is None:
             return scores
-        return _with_rules(scores, self.uribl.hits(link_domains(sample.urls)))
+        found = self.uribl.hits(link_domains(sample.urls), prepared.dns_deadline)
+        return _with_rules(scores, found)
 
     def _offloaded(self, prepared: _Prepared, transaction: Transaction) -> Deferred[Verdict]:
         """On the reactor thread: the child's scores, else the filters' thread's."""
@@ -257,7 +262,7 @@ class SpamFilter(MessageFilter):
             scores = [Score(t, tuple(hits), bayes, own) for t, hits, bayes, own in answers]
             if self.uribl is None or not self.uribl.asked(domains):
                 return self._verdict(scores, transaction, prepared.notes, prepared.forged)
-            listed = self._uribl_hits(domains, prepared.client_address)
+            listed = self._uribl_hits(domains, prepared)
             return listed.addCallback(
                 lambda found: self._verdict(
                     _with_rules(scores, found), transaction, prepared.notes, prepared.forged
@@ -272,18 +277,19 @@ class SpamFilter(MessageFilter):
         answered = self.offload.score_and_domains(header, prepared.head, prepared.body)
         return answered.addCallbacks(received, here)
 
-    def _uribl_hits(self, domains: list[str], address: str) -> Deferred[list[rules.Rule]]:
+    def _uribl_hits(self, domains: list[str], prepared: _Prepared) -> Deferred[list[rules.Rule]]:
         """On the reactor thread: the URI block lists' rules, from the resolver's cache when
         every answer is there, else looked up in the filters' threads."""
         assert self.uribl is not None
-        resolver = self.uribl.resolver
+        resolver, deadline = self.uribl.resolver, prepared.dns_deadline
         if hasattr(resolver, "from_cache"):  # a MailAuthResolver
-            answered, found = resolver.from_cache(self.uribl.hits, domains)
+            answered, found = resolver.from_cache(self.uribl.hits, domains, deadline)
             if answered:
                 return succeed(found)
         return run_in_share(
-            self._slots, address, self._reactor, self._pool, self.uribl.hits, domains
-        )
+            self._slots, prepared.client_address, self._reactor, self._pool, self.uribl.hits,
+            domains, deadline,
+        )  # fmt: skip
 
     def _required(self, score: Score) -> float:
         """The recipient's own threshold (``txmailhost spam threshold``), else the server's."""
@@ -402,3 +408,4 @@ class _Prepared:
     forged: tuple[tuple[str, int], ...] = ()  # the sender's X-Spam-Status etc. (OWN_FIELDS)
     arrival: float | None = None  # when a trusted relay received it (``arrival``); None: now
     client_address: str = ""  # whose share of the filters' threads a later lookup takes
+    dns_deadline: float | None = None  # time.monotonic() when the message's dns_budget ends

@@ -19,8 +19,9 @@ on). ``[filters.settings.spam] uribl = { "zone" = weight }`` turns them on.
 - **Where**: the scoring process reads the sample; it hands the domains back with its scores
   (``links.link_domains``, in the scoring process without
   this module's DNS code), and the server asks DNS — from the resolver's cache on the
-  reactor when every answer is there, else in the filters' threads — within the message's
-  ``dns_budget``; past it, a lookup counts as unanswered (not listed).
+  reactor when every answer is there, else in the filters' threads — within what is left of
+  the message's ``dns_budget`` after the connection checks (so that the two together stay
+  within the chain's timeout); past it, a lookup counts as unanswered (not listed).
 - **What counts**: an answer in 127.0.0.0/8, except the codes a list refuses a query with
   (URIBL's and SURBL's 127.0.0.1, the DBL's 127.0.1.255: ``connection.listed``, logged).
   Each zone that lists one of the domains adds its weight once, as the rule
@@ -29,6 +30,7 @@ on). ``[filters.settings.spam] uribl = { "zone" = weight }`` turns them on.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -67,13 +69,18 @@ class UriblChecks:
         """The domains of a message that are looked up: not skipped, at most ``most``."""
         return [d for d in domains if d not in self.skip][: self.most]
 
-    def hits(self, domains: Iterable[str]) -> list[rules.Rule]:
-        """One rule per zone that lists one of ``domains`` (the first it lists, in order)."""
+    def hits(self, domains: Iterable[str], deadline: float | None = None) -> list[rules.Rule]:
+        """One rule per zone that lists one of ``domains`` (the first it lists, in order).
+        ``deadline`` (``time.monotonic()``): when the message's ``dns_budget`` ends, shared
+        with the connection checks made before the score; None: all of it from now."""
         asked = self.asked(domains)
         if not asked or self.resolver is None:
             return []
+        seconds = self.dns_budget if deadline is None else deadline - time.monotonic()
+        if seconds <= 0:
+            return []  # the message's time for DNS is spent: no verdict
         found = []
-        with self.resolver.budget(self.dns_budget):
+        with self.resolver.budget(seconds):
             for zone, weight in self.zones.items():
                 for domain in asked:
                     if listed(self.resolver, f"{domain}.{zone}", zone):
