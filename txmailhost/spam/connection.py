@@ -179,13 +179,13 @@ class ConnectionChecks:
         found = []
         name = reversed_name(address)
         for zone, weight in {**self.dnsbl, **self.dnswl}.items():
-            if self._listed(f"{name}.{zone}", zone):
+            if listed(self.resolver, f"{name}.{zone}", zone):
                 what = "DNSWL" if zone in self.dnswl else "DNSBL"
                 found.append(zone_rule(zone, weight, what))
         domain = (sender or "").rpartition("@")[2].lower().strip(".")
         if domain and "." in domain and not domain.startswith("["):
             for zone, weight in self.rhsbl.items():
-                if self._listed(f"{domain}.{zone}", zone):
+                if listed(self.resolver, f"{domain}.{zone}", zone):
                     found.append(zone_rule(zone, weight, "RHSBL"))
         return found
 
@@ -203,12 +203,9 @@ class ConnectionChecks:
             return [rules.BY_NAME["HELO_NO_FQDN"]]
         return []
 
-    def _lookup(self, name: str, rdtype: str) -> list[Any] | None:
-        return lookup(self.resolver, name, rdtype)
-
     def _exists(self, name: str) -> bool:
         for rdtype in ("A", "AAAA", "MX"):
-            records = self._lookup(name, rdtype)
+            records = lookup(self.resolver, name, rdtype)
             if records is None or records:
                 return True  # no answer is not proof of absence
         return False
@@ -220,9 +217,6 @@ class ConnectionChecks:
         if not found.names:
             return [rules.BY_NAME["RDNS_NONE"]]
         return [] if found.verified else [rules.BY_NAME["RDNS_MISMATCH"]]
-
-    def _listed(self, name: str, zone: str) -> bool:
-        return listed(self.resolver, name, zone)
 
 
 def lookup(resolver: Any, name: str, rdtype: str) -> list[Any] | None:
